@@ -1,0 +1,234 @@
+import { create } from "@bufbuild/protobuf";
+
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  AgentService,
+  EnrollResponseSchema,
+  ManagerMessageSchema,
+  type AgentMessage,
+  type CommandResult,
+  type DataDir,
+  type ManagerMessage,
+} from "@berth/proto/berth/v1/agent_pb.js";
+import { InvalidArgumentError, UnauthenticatedError } from "../errors.js";
+import { hashSecret, newId, newSecret, secretMatches } from "../ids.js";
+import type { Ledger } from "../ledger/ledger.js";
+import type { AgentHub, AgentSession } from "../link/agent-hub.js";
+import { AsyncQueue } from "../link/async-queue.js";
+import type { Logger } from "../log.js";
+import type { Reconciler } from "../reconcile/reconciler.js";
+import type { DataDirRecord, HostRecord, Store } from "../store/store.js";
+import { commandName } from "../reconcile/plan.js";
+
+export interface AgentServiceDeps {
+  store: Store;
+  hub: AgentHub;
+  ledger: Ledger;
+  reconciler: Reconciler;
+  log: Logger;
+  managerId: string;
+  heartbeatIntervalSeconds: number;
+  now?: () => number;
+}
+
+/** The agent's credential as sent in `authorization: Bearer <host id>.<secret>`. */
+export function parseAgentCredential(header: string | null): { hostId: string; secret: string } | undefined {
+  const m = /^Bearer (host_[a-z2-7]+)\.([A-Za-z0-9_-]+)$/.exec(header ?? "");
+  return m ? { hostId: m[1]!, secret: m[2]! } : undefined;
+}
+
+export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof AgentService> {
+  const { store, hub, ledger, reconciler, log } = deps;
+  const now = deps.now ?? Date.now;
+
+  function authenticate(ctx: HandlerContext): HostRecord {
+    const cred = parseAgentCredential(ctx.requestHeader.get("authorization"));
+    if (!cred) throw new UnauthenticatedError("missing or malformed agent credential; enroll the agent with `berth-agent enroll`");
+    const host = store.getHost(cred.hostId);
+    if (!host || !secretMatches(cred.secret, host.secretHash)) {
+      throw new UnauthenticatedError("unknown agent credential; re-enroll the agent with a new enrollment token");
+    }
+    if (host.removedAt !== null) {
+      throw new UnauthenticatedError("this host was removed from berth; re-enroll the agent with a new enrollment token");
+    }
+    return host;
+  }
+
+  return {
+    enroll(req) {
+      if (!req.token) throw new InvalidArgumentError("token", "required; create one with HostService.CreateEnrollmentToken");
+      const t = store.getEnrollmentToken(hashSecret(req.token));
+      const at = now();
+      if (!t) throw new UnauthenticatedError("unknown enrollment token; create a new one with HostService.CreateEnrollmentToken");
+      if (t.usedAt !== null) throw new UnauthenticatedError("this enrollment token was already used; create a new one");
+      if (t.expiresAt <= at) throw new UnauthenticatedError(`this enrollment token expired at ${new Date(t.expiresAt).toISOString()}; create a new one`);
+      const hostId = newId("host");
+      const secret = newSecret();
+      const name = req.hostname.slice(0, 253) || hostId;
+      store.transaction(() => {
+        if (!store.useEnrollmentToken(t.id, hostId, at)) {
+          throw new UnauthenticatedError("this enrollment token was already used; create a new one");
+        }
+        store.insertHost({ id: hostId, name, secretHash: hashSecret(secret), createdAt: at });
+      });
+      ledger.append({ type: "host.enrolled", hostId, message: `host ${name} enrolled`, actor: "agent", correlationId: t.id });
+      log.info({ host: hostId, name }, "host enrolled");
+      return create(EnrollResponseSchema, { hostId, secret, managerId: deps.managerId });
+    },
+
+    async *connect(requests: AsyncIterable<AgentMessage>, ctx: HandlerContext): AsyncIterable<ManagerMessage> {
+      const host = authenticate(ctx);
+      const out = new AsyncQueue<ManagerMessage>();
+      const session: AgentSession = {
+        hostId: host.id,
+        ready: false,
+        lastSeen: now(),
+        send: (m) => out.push(m),
+        close: (reason) => out.close(new ConnectError(reason, Code.Aborted)),
+      };
+      hub.attach(session);
+      out.push(
+        create(ManagerMessageSchema, {
+          body: {
+            case: "welcome",
+            value: { managerId: deps.managerId, hostId: host.id, heartbeatIntervalSeconds: deps.heartbeatIntervalSeconds },
+          },
+        }),
+      );
+      const hlog = log.child({ host: host.id });
+      const consume = (async () => {
+        try {
+          for await (const msg of requests) {
+            session.lastSeen = now();
+            if (!hub.isCurrent(session)) break;
+            handleMessage(host, session, msg, hlog);
+          }
+          out.close();
+        } catch (err) {
+          out.close(err instanceof ConnectError ? err : undefined);
+        }
+      })();
+      try {
+        yield* out;
+      } finally {
+        if (hub.detach(session)) {
+          store.setHostOffline(host.id);
+          ledger.append({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" });
+          hlog.info("agent disconnected");
+          reconciler.enqueueHost(host.id, "host disconnected");
+        }
+        void consume;
+      }
+    },
+  };
+
+  function handleMessage(host: HostRecord, session: AgentSession, msg: AgentMessage, hlog: Logger): void {
+    const at = now();
+    const body = msg.body;
+    switch (body.case) {
+      case "hello": {
+        const h = body.value;
+        store.setHostConnected(
+          host.id,
+          {
+            hostname: h.hostname,
+            agentVersion: h.agentVersion,
+            dockerVersion: h.dockerVersion,
+            dataRoot: h.dataRoot,
+            cpuCount: h.cpuCount,
+            memoryBytes: Number(h.memoryBytes),
+            dataRootFreeBytes: Number(h.dataRootFreeBytes),
+            dataRootTotalBytes: Number(h.dataRootTotalBytes),
+            dockerReachable: h.dockerReachable,
+          },
+          at,
+        );
+        hlog.info({ hostname: h.hostname, agentVersion: h.agentVersion, docker: h.dockerVersion }, "agent connected");
+        return;
+      }
+      case "inventory": {
+        const inv = body.value;
+        const touched = store.replaceHostInventory(host.id, inv.containers, inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at);
+        store.recordHeartbeat(host.id, at, { dockerReachable: inv.dockerReachable });
+        const firstInventory = !session.ready;
+        if (firstInventory) {
+          session.ready = true;
+          ledger.append({ type: "host.connected", hostId: host.id, message: `agent connected; ${inv.containers.length} containers`, actor: "agent" });
+          // Resend commands that were pending or unacknowledged when the link dropped.
+          for (const c of store.openCommandsForHost(host.id)) {
+            if (hub.sendCommand(host.id, c.command)) store.markCommandSent(c.id, at);
+          }
+        }
+        for (const id of touched) reconciler.enqueue(id, "inventory");
+        reconciler.enqueueHost(host.id, firstInventory ? "host connected" : "inventory");
+        return;
+      }
+      case "containerEvent": {
+        const ev = body.value;
+        const c = ev.container;
+        if (!c?.id) return;
+        const serverId = ev.removed ? store.removeContainer(host.id, c.id) : store.upsertContainer(host.id, c, at);
+        if (serverId) reconciler.enqueue(serverId, `container ${ev.action}`);
+        return;
+      }
+      case "dataStatus": {
+        for (const d of body.value.dirs) {
+          store.upsertDataDir(dataDirRecord(host.id, d, at));
+          reconciler.enqueue(d.serverId, "data check");
+        }
+        return;
+      }
+      case "commandResult":
+        handleResult(host, body.value, at, hlog);
+        return;
+      case "heartbeat":
+        store.recordHeartbeat(host.id, at, {
+          dataRootFreeBytes: Number(body.value.dataRootFreeBytes),
+          dockerReachable: body.value.dockerReachable,
+        });
+        return;
+      default:
+        return;
+    }
+  }
+
+  function handleResult(host: HostRecord, r: CommandResult, at: number, hlog: Logger): void {
+    const cmd = store.getCommand(r.commandId);
+    // An agent only reports on its own commands; anything else is ignored.
+    if (!cmd || cmd.hostId !== host.id) {
+      hlog.warn({ command: r.commandId }, "result for an unknown command ignored");
+      return;
+    }
+    store.transaction(() => {
+      if (r.container?.id) store.upsertContainer(host.id, r.container, at);
+      if (r.data?.serverId === cmd.serverId) store.upsertDataDir(dataDirRecord(host.id, r.data, at));
+      const fresh = store.finishCommand(cmd.id, r.success ? "succeeded" : "failed", at, r.reason, r.message);
+      if (fresh) {
+        const server = store.getServer(cmd.serverId);
+        ledger.append({
+          type: r.success ? "command.succeeded" : "command.failed",
+          project: server?.project ?? "",
+          serverId: cmd.serverId,
+          hostId: host.id,
+          reason: r.reason,
+          message: r.message || commandName(cmd.command.kind),
+          actor: "agent",
+          correlationId: cmd.id,
+        });
+      }
+    });
+    hlog.info({ server: cmd.serverId, command: cmd.id, success: r.success, reason: r.reason, message: r.message }, "command result");
+    reconciler.enqueue(cmd.serverId, r.success ? `${commandName(cmd.command.kind)} succeeded` : `${commandName(cmd.command.kind)} failed: ${r.reason}`);
+  }
+}
+
+function dataDirRecord(hostId: string, d: DataDir, at: number): DataDirRecord {
+  return {
+    hostId,
+    serverId: d.serverId,
+    present: d.exists,
+    sizeBytes: Number(d.sizeBytes),
+    checkedAt: at,
+  };
+}
+

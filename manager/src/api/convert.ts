@@ -1,0 +1,39 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { HostSchema, HostState, type Host } from "@berth/proto/berth/v1/host_pb.js";
+import { ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import type { HostRecord, ServerRecord } from "../store/store.js";
+
+export function serverToProto(s: ServerRecord): Server {
+  return create(ServerSchema, {
+    id: s.id,
+    project: s.project,
+    spec: { ...s.spec, hostId: s.hostId },
+    status: s.status,
+    generation: BigInt(s.generation),
+    createTime: timestampFromMs(s.createdAt),
+    updateTime: timestampFromMs(s.updatedAt),
+    ...(s.deletedAt !== null ? { deleteTime: timestampFromMs(s.deletedAt) } : {}),
+  });
+}
+
+export function hostToProto(h: HostRecord, online: boolean, serverCount: number): Host {
+  const f = h.facts;
+  return create(HostSchema, {
+    id: h.id,
+    name: h.name,
+    state: online ? HostState.ONLINE : HostState.OFFLINE,
+    agentVersion: f.agentVersion ?? "",
+    dockerVersion: f.dockerVersion ?? "",
+    dataRoot: f.dataRoot ?? "",
+    dataRootFreeBytes: BigInt(f.dataRootFreeBytes ?? 0),
+    dataRootTotalBytes: BigInt(f.dataRootTotalBytes ?? 0),
+    cpuCount: f.cpuCount ?? 0,
+    memoryBytes: BigInt(f.memoryBytes ?? 0),
+    dockerReachable: f.dockerReachable ?? false,
+    serverCount,
+    createTime: timestampFromMs(h.createdAt),
+    ...(online && h.connectedSince !== null ? { connectedSince: timestampFromMs(h.connectedSince) } : {}),
+    ...(h.lastHeartbeat !== null ? { lastHeartbeat: timestampFromMs(h.lastHeartbeat) } : {}),
+  });
+}

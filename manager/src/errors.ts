@@ -1,0 +1,78 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/**
+ * Domain errors. Code below the API edge throws these; one interceptor
+ * (`api/errors.ts`) turns them into ConnectErrors with the matching gRPC code.
+ * Every message says what to do next.
+ */
+export class BerthError extends Error {
+  constructor(
+    readonly code: Code,
+    message: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A request field is malformed. `field` names it, e.g. `spec.ports[1].host_port`. */
+export class InvalidArgumentError extends BerthError {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(Code.InvalidArgument, `${field}: ${message}`);
+  }
+}
+
+export class NotFoundError extends BerthError {
+  constructor(kind: string, id: string, hint = "") {
+    super(Code.NotFound, `${kind} "${id}" not found${hint ? `; ${hint}` : ""}`);
+  }
+}
+
+export class AlreadyExistsError extends BerthError {
+  constructor(message: string) {
+    super(Code.AlreadyExists, message);
+  }
+}
+
+/** The object is in a state where the operation cannot run (wrong phase, port conflict, ...). */
+export class PreconditionError extends BerthError {
+  constructor(message: string) {
+    super(Code.FailedPrecondition, message);
+  }
+}
+
+export class UnauthenticatedError extends BerthError {
+  constructor(message: string) {
+    super(Code.Unauthenticated, message);
+  }
+}
+
+export class PermissionDeniedError extends BerthError {
+  constructor(message: string) {
+    super(Code.PermissionDenied, message);
+  }
+}
+
+export class UnavailableError extends BerthError {
+  constructor(message: string) {
+    super(Code.Unavailable, message);
+  }
+}
+
+/** Converts any thrown value into a ConnectError; unknown errors become Internal without leaking details. */
+export function toConnectError(err: unknown): ConnectError {
+  if (err instanceof ConnectError) return err;
+  if (err instanceof BerthError) return new ConnectError(err.message, err.code);
+  if (isSqliteFullError(err)) {
+    return new ConnectError("the manager's database disk is full; free space on it and retry", Code.Unavailable);
+  }
+  return new ConnectError("internal error; see the manager log", Code.Internal, undefined, undefined, err);
+}
+
+function isSqliteFullError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "SQLITE_FULL" || code === "SQLITE_IOERR" || code === "SQLITE_READONLY";
+}

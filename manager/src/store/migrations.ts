@@ -1,0 +1,105 @@
+/**
+ * Numbered schema migrations, applied in order at start inside one transaction
+ * each. Portable SQL (no SQLite-only types) so a PostgreSQL store can follow.
+ * Never edit a migration that has shipped: add a new one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: the walking skeleton.
+  `
+  CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  );
+
+  CREATE TABLE hosts (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    secret_hash     TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    removed_at      BIGINT,
+    online          INTEGER NOT NULL DEFAULT 0,
+    connected_since BIGINT,
+    last_heartbeat  BIGINT,
+    facts_json      TEXT NOT NULL DEFAULT '{}'
+  );
+
+  CREATE TABLE enrollment_tokens (
+    id          TEXT PRIMARY KEY,
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    used_at     BIGINT,
+    used_by     TEXT
+  );
+
+  CREATE TABLE servers (
+    id               TEXT PRIMARY KEY,
+    project          TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    host_id          TEXT NOT NULL,
+    generation       BIGINT NOT NULL,
+    spec_json        TEXT NOT NULL,
+    status_json      TEXT NOT NULL,
+    phase            TEXT NOT NULL,
+    data_initialized INTEGER NOT NULL DEFAULT 0,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    deleted_at       BIGINT
+  );
+  CREATE UNIQUE INDEX servers_project_name ON servers (project, name);
+  CREATE INDEX servers_host ON servers (host_id);
+
+  CREATE TABLE observed_containers (
+    host_id      TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    server_id    TEXT,
+    manager_id   TEXT,
+    state        TEXT NOT NULL,
+    info_json    TEXT NOT NULL,
+    observed_at  BIGINT NOT NULL,
+    PRIMARY KEY (host_id, container_id)
+  );
+  CREATE INDEX observed_containers_server ON observed_containers (server_id);
+
+  CREATE TABLE data_dirs (
+    host_id     TEXT NOT NULL,
+    server_id   TEXT NOT NULL,
+    present     INTEGER NOT NULL,
+    size_bytes  BIGINT NOT NULL,
+    checked_at  BIGINT NOT NULL,
+    PRIMARY KEY (host_id, server_id)
+  );
+
+  CREATE TABLE commands (
+    id          TEXT PRIMARY KEY,
+    server_id   TEXT NOT NULL,
+    host_id     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    deadline_at BIGINT NOT NULL,
+    sent_at     BIGINT,
+    finished_at BIGINT,
+    reason      TEXT,
+    message     TEXT
+  );
+  CREATE INDEX commands_server ON commands (server_id, created_at);
+  CREATE INDEX commands_open ON commands (host_id, state);
+
+  CREATE TABLE events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    time           BIGINT NOT NULL,
+    project        TEXT NOT NULL DEFAULT '',
+    server_id      TEXT NOT NULL DEFAULT '',
+    host_id        TEXT NOT NULL DEFAULT '',
+    type           TEXT NOT NULL,
+    reason         TEXT NOT NULL DEFAULT '',
+    message        TEXT NOT NULL DEFAULT '',
+    actor          TEXT NOT NULL DEFAULT '',
+    correlation_id TEXT NOT NULL DEFAULT '',
+    payload_json   TEXT NOT NULL DEFAULT '{}'
+  );
+  CREATE INDEX events_server ON events (server_id, id);
+  `,
+];

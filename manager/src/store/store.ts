@@ -1,0 +1,647 @@
+import { fromBinary, fromJsonString, toBinary, toJsonString, create } from "@bufbuild/protobuf";
+import {
+  CommandSchema,
+  ContainerInfoSchema,
+  type Command,
+  type ContainerInfo,
+} from "@berth/proto/berth/v1/agent_pb.js";
+import {
+  Phase,
+  ServerSpecSchema,
+  ServerStatusSchema,
+  type ServerSpec,
+  type ServerStatus,
+} from "@berth/proto/berth/v1/server_pb.js";
+import type { Db } from "./database.js";
+import { newId } from "../ids.js";
+
+/** Facts an agent reports about its host in Hello and heartbeats. */
+export interface HostFacts {
+  hostname?: string;
+  agentVersion?: string;
+  dockerVersion?: string;
+  dataRoot?: string;
+  cpuCount?: number;
+  memoryBytes?: number;
+  dataRootFreeBytes?: number;
+  dataRootTotalBytes?: number;
+  dockerReachable?: boolean;
+}
+
+export interface HostRecord {
+  id: string;
+  name: string;
+  secretHash: string;
+  createdAt: number;
+  removedAt: number | null;
+  online: boolean;
+  connectedSince: number | null;
+  lastHeartbeat: number | null;
+  facts: HostFacts;
+}
+
+export interface ServerRecord {
+  id: string;
+  project: string;
+  name: string;
+  hostId: string;
+  generation: number;
+  spec: ServerSpec;
+  status: ServerStatus;
+  /** True once the server's data directory has been seen on its host. */
+  dataInitialized: boolean;
+  createdAt: number;
+  updatedAt: number;
+  deletedAt: number | null;
+}
+
+export type CommandState = "pending" | "sent" | "succeeded" | "failed" | "expired";
+
+export interface CommandRecord {
+  id: string;
+  serverId: string;
+  hostId: string;
+  command: Command;
+  state: CommandState;
+  createdAt: number;
+  deadlineAt: number;
+  sentAt: number | null;
+  finishedAt: number | null;
+  reason: string | null;
+  message: string | null;
+}
+
+export interface ObservedContainer {
+  hostId: string;
+  containerId: string;
+  serverId: string | null;
+  managerId: string | null;
+  state: string;
+  info: ContainerInfo;
+  observedAt: number;
+}
+
+export interface DataDirRecord {
+  hostId: string;
+  serverId: string;
+  present: boolean;
+  sizeBytes: number;
+  checkedAt: number;
+}
+
+export interface EventInput {
+  type: string;
+  project?: string;
+  serverId?: string;
+  hostId?: string;
+  reason?: string;
+  message?: string;
+  actor?: string;
+  correlationId?: string;
+  payload?: unknown;
+}
+
+export interface EventRecord extends Required<Omit<EventInput, "payload">> {
+  id: number;
+  time: number;
+  payloadJson: string;
+}
+
+export interface ServerFilter {
+  project?: string;
+  hostId?: string;
+  includeDeleted?: boolean;
+  /** Keyset pagination: servers created before this (created_at, id). */
+  before?: { createdAt: number; id: string };
+  limit?: number;
+}
+
+/** Labels berth puts on containers; identity lives on the host, not in agent state. */
+export const LABEL_MANAGER = "berth.manager";
+export const LABEL_SERVER = "berth.server";
+export const LABEL_GENERATION = "berth.generation";
+export const LABEL_SPEC_HASH = "berth.spec-hash";
+
+/**
+ * The only code that speaks SQL. Narrow, synchronous (better-sqlite3), and
+ * written in portable SQL so another backend can implement the same surface.
+ */
+export class Store {
+  constructor(private readonly db: Db) {}
+
+  /** Runs `fn` in one transaction (nested calls join the outer one). */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  // --- meta -------------------------------------------------------------------
+
+  /** This manager's identity, created once; it goes on every container's labels. */
+  managerId(): string {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = 'manager_id'").get() as
+      | { value: string }
+      | undefined;
+    if (row) return row.value;
+    const id = newId("mgr");
+    this.db.prepare("INSERT INTO meta (key, value) VALUES ('manager_id', ?)").run(id);
+    return id;
+  }
+
+  // --- hosts ------------------------------------------------------------------
+
+  insertHost(h: { id: string; name: string; secretHash: string; createdAt: number }): void {
+    this.db
+      .prepare("INSERT INTO hosts (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
+      .run(h.id, h.name, h.secretHash, h.createdAt);
+  }
+
+  getHost(id: string): HostRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM hosts WHERE id = ?").get(id) as HostRow | undefined;
+    return row && hostFromRow(row);
+  }
+
+  listHosts(): HostRecord[] {
+    const rows = this.db.prepare("SELECT * FROM hosts WHERE removed_at IS NULL ORDER BY created_at, id").all() as HostRow[];
+    return rows.map(hostFromRow);
+  }
+
+  setHostConnected(id: string, facts: HostFacts, now: number): void {
+    this.db
+      .prepare(
+        "UPDATE hosts SET online = 1, connected_since = ?, last_heartbeat = ?, facts_json = ?, name = COALESCE(NULLIF(?, ''), name) WHERE id = ?",
+      )
+      .run(now, now, JSON.stringify(facts), facts.hostname ?? "", id);
+  }
+
+  recordHeartbeat(id: string, now: number, patch: Partial<HostFacts>): void {
+    const host = this.getHost(id);
+    if (!host) return;
+    this.db
+      .prepare("UPDATE hosts SET last_heartbeat = ?, facts_json = ? WHERE id = ?")
+      .run(now, JSON.stringify({ ...host.facts, ...patch }), id);
+  }
+
+  setHostOffline(id: string): void {
+    this.db.prepare("UPDATE hosts SET online = 0, connected_since = NULL WHERE id = ?").run(id);
+  }
+
+  /** At start nothing is connected yet, whatever the last run left behind. */
+  markAllHostsOffline(): void {
+    this.db.prepare("UPDATE hosts SET online = 0, connected_since = NULL").run();
+  }
+
+  countServersByHost(): Map<string, number> {
+    const rows = this.db
+      .prepare("SELECT host_id, COUNT(*) AS n FROM servers WHERE deleted_at IS NULL GROUP BY host_id")
+      .all() as { host_id: string; n: number }[];
+    return new Map(rows.map((r) => [r.host_id, r.n]));
+  }
+
+  // --- enrollment -------------------------------------------------------------
+
+  insertEnrollmentToken(t: { id: string; tokenHash: string; createdAt: number; expiresAt: number }): void {
+    this.db
+      .prepare("INSERT INTO enrollment_tokens (id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)")
+      .run(t.id, t.tokenHash, t.createdAt, t.expiresAt);
+  }
+
+  getEnrollmentToken(tokenHash: string): { id: string; expiresAt: number; usedAt: number | null } | undefined {
+    const row = this.db
+      .prepare("SELECT id, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?")
+      .get(tokenHash) as { id: string; expires_at: number; used_at: number | null } | undefined;
+    return row && { id: row.id, expiresAt: row.expires_at, usedAt: row.used_at };
+  }
+
+  /** Marks the token used; returns false if another enrollment got there first. */
+  useEnrollmentToken(id: string, hostId: string, now: number): boolean {
+    const r = this.db
+      .prepare("UPDATE enrollment_tokens SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL")
+      .run(now, hostId, id);
+    return r.changes === 1;
+  }
+
+  // --- servers ----------------------------------------------------------------
+
+  insertServer(s: ServerRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase,
+           data_initialized, created_at, updated_at, deleted_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        s.id,
+        s.project,
+        s.name,
+        s.hostId,
+        s.generation,
+        toJsonString(ServerSpecSchema, s.spec),
+        toJsonString(ServerStatusSchema, s.status),
+        Phase[s.status.phase] ?? "UNSPECIFIED",
+        s.dataInitialized ? 1 : 0,
+        s.createdAt,
+        s.updatedAt,
+        s.deletedAt,
+      );
+  }
+
+  getServer(id: string): ServerRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM servers WHERE id = ?").get(id) as ServerRow | undefined;
+    return row && serverFromRow(row);
+  }
+
+  findServerByName(project: string, name: string): ServerRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM servers WHERE project = ? AND name = ?").get(project, name) as
+      | ServerRow
+      | undefined;
+    return row && serverFromRow(row);
+  }
+
+  listServers(f: ServerFilter = {}): ServerRecord[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.project !== undefined) {
+      where.push("project = ?");
+      args.push(f.project);
+    }
+    if (f.hostId) {
+      where.push("host_id = ?");
+      args.push(f.hostId);
+    }
+    if (!f.includeDeleted) where.push("deleted_at IS NULL");
+    if (f.before) {
+      where.push("(created_at < ? OR (created_at = ? AND id < ?))");
+      args.push(f.before.createdAt, f.before.createdAt, f.before.id);
+    }
+    const sql =
+      "SELECT * FROM servers" +
+      (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
+      " ORDER BY created_at DESC, id DESC" +
+      (f.limit ? ` LIMIT ${Math.floor(f.limit)}` : "");
+    return (this.db.prepare(sql).all(...args) as ServerRow[]).map(serverFromRow);
+  }
+
+  /** Server ids on a host (including soft-deleted ones, whose containers may still need removal). */
+  serverIdsOnHost(hostId: string): string[] {
+    return (this.db.prepare("SELECT id FROM servers WHERE host_id = ?").all(hostId) as { id: string }[]).map(
+      (r) => r.id,
+    );
+  }
+
+  allServerIds(): string[] {
+    return (this.db.prepare("SELECT id FROM servers").all() as { id: string }[]).map((r) => r.id);
+  }
+
+  /** Replaces the desired-state columns (spec, generation, deletion). */
+  updateServerSpec(s: Pick<ServerRecord, "id" | "spec" | "generation" | "updatedAt" | "deletedAt" | "hostId">): void {
+    this.db
+      .prepare("UPDATE servers SET spec_json = ?, generation = ?, updated_at = ?, deleted_at = ?, host_id = ? WHERE id = ?")
+      .run(toJsonString(ServerSpecSchema, s.spec), s.generation, s.updatedAt, s.deletedAt, s.hostId, s.id);
+  }
+
+  /** Replaces the observed-state columns; only the reconciler calls this. */
+  updateServerStatus(id: string, status: ServerStatus, dataInitialized: boolean): void {
+    this.db
+      .prepare("UPDATE servers SET status_json = ?, phase = ?, data_initialized = ? WHERE id = ?")
+      .run(toJsonString(ServerStatusSchema, status), Phase[status.phase] ?? "UNSPECIFIED", dataInitialized ? 1 : 0, id);
+  }
+
+  deleteServerRecord(id: string): void {
+    this.transaction(() => {
+      this.db.prepare("DELETE FROM servers WHERE id = ?").run(id);
+      this.db.prepare("DELETE FROM data_dirs WHERE server_id = ?").run(id);
+    });
+  }
+
+  // --- observations -------------------------------------------------------------
+
+  /**
+   * Makes `containers` and `dataDirs` the complete picture of a host: anything
+   * previously observed there and not in the list is gone. Returns the ids of
+   * every server whose observation may have changed.
+   */
+  replaceHostInventory(hostId: string, containers: ContainerInfo[], dataDirs: DataDirRecord[], now: number): Set<string> {
+    return this.transaction(() => {
+      const touched = new Set<string>();
+      for (const r of this.db
+        .prepare("SELECT server_id FROM observed_containers WHERE host_id = ? AND server_id IS NOT NULL")
+        .all(hostId) as { server_id: string }[]) {
+        touched.add(r.server_id);
+      }
+      this.db.prepare("DELETE FROM observed_containers WHERE host_id = ?").run(hostId);
+      for (const c of containers) {
+        const sid = this.upsertContainer(hostId, c, now);
+        if (sid) touched.add(sid);
+      }
+      for (const d of dataDirs) {
+        this.upsertDataDir(d);
+        touched.add(d.serverId);
+      }
+      return touched;
+    });
+  }
+
+  /** Records one container's current state; returns its berth server id, if any. */
+  upsertContainer(hostId: string, c: ContainerInfo, now: number): string | null {
+    const serverId = c.labels[LABEL_SERVER] || null;
+    this.db
+      .prepare(
+        `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (host_id, container_id) DO UPDATE SET
+           server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
+           info_json = excluded.info_json, observed_at = excluded.observed_at`,
+      )
+      .run(hostId, c.id, serverId, c.labels[LABEL_MANAGER] || null, c.state, toJsonString(ContainerInfoSchema, c), now);
+    return serverId;
+  }
+
+  /** Forgets a container that no longer exists; returns its server id, if any. */
+  removeContainer(hostId: string, containerId: string): string | null {
+    const row = this.db
+      .prepare("DELETE FROM observed_containers WHERE host_id = ? AND container_id = ? RETURNING server_id")
+      .get(hostId, containerId) as { server_id: string | null } | undefined;
+    return row?.server_id ?? null;
+  }
+
+  /** Containers on `hostId` labelled as belonging to `serverId` (normally zero or one). */
+  containersForServer(hostId: string, serverId: string): ObservedContainer[] {
+    const rows = this.db
+      .prepare("SELECT * FROM observed_containers WHERE host_id = ? AND server_id = ? ORDER BY observed_at")
+      .all(hostId, serverId) as ObservedRow[];
+    return rows.map((r) => ({
+      hostId: r.host_id,
+      containerId: r.container_id,
+      serverId: r.server_id,
+      managerId: r.manager_id,
+      state: r.state,
+      info: fromJsonString(ContainerInfoSchema, r.info_json, { ignoreUnknownFields: true }),
+      observedAt: r.observed_at,
+    }));
+  }
+
+  upsertDataDir(d: DataDirRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO data_dirs (host_id, server_id, present, size_bytes, checked_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (host_id, server_id) DO UPDATE SET
+           present = excluded.present, size_bytes = excluded.size_bytes, checked_at = excluded.checked_at`,
+      )
+      .run(d.hostId, d.serverId, d.present ? 1 : 0, d.sizeBytes, d.checkedAt);
+  }
+
+  getDataDir(hostId: string, serverId: string): DataDirRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM data_dirs WHERE host_id = ? AND server_id = ?").get(hostId, serverId) as
+      | { host_id: string; server_id: string; present: number; size_bytes: number; checked_at: number }
+      | undefined;
+    return (
+      row && {
+        hostId: row.host_id,
+        serverId: row.server_id,
+        present: row.present === 1,
+        sizeBytes: row.size_bytes,
+        checkedAt: row.checked_at,
+      }
+    );
+  }
+
+  // --- commands -----------------------------------------------------------------
+
+  insertCommand(c: { command: Command; hostId: string; createdAt: number; deadlineAt: number }): CommandRecord {
+    const rec: CommandRecord = {
+      id: c.command.id,
+      serverId: c.command.serverId,
+      hostId: c.hostId,
+      command: c.command,
+      state: "pending",
+      createdAt: c.createdAt,
+      deadlineAt: c.deadlineAt,
+      sentAt: null,
+      finishedAt: null,
+      reason: null,
+      message: null,
+    };
+    this.db
+      .prepare(
+        `INSERT INTO commands (id, server_id, host_id, kind, payload, state, created_at, deadline_at)
+         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)`,
+      )
+      .run(rec.id, rec.serverId, rec.hostId, String(c.command.kind), toBinary(CommandSchema, c.command), rec.createdAt, rec.deadlineAt);
+    return rec;
+  }
+
+  getCommand(id: string): CommandRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM commands WHERE id = ?").get(id) as CommandRow | undefined;
+    return row && commandFromRow(row);
+  }
+
+  markCommandSent(id: string, now: number): void {
+    this.db.prepare("UPDATE commands SET state = 'sent', sent_at = ? WHERE id = ? AND state IN ('pending', 'sent')").run(now, id);
+  }
+
+  /** Finishes an open command; returns false if it was already finished (a replayed result). */
+  finishCommand(id: string, state: "succeeded" | "failed" | "expired", now: number, reason: string, message: string): boolean {
+    const r = this.db
+      .prepare(
+        "UPDATE commands SET state = ?, finished_at = ?, reason = ?, message = ? WHERE id = ? AND state IN ('pending', 'sent')",
+      )
+      .run(state, now, reason, message, id);
+    return r.changes === 1;
+  }
+
+  /** The server's unfinished command, if any (the reconciler keeps at most one). */
+  openCommandForServer(serverId: string): CommandRecord | undefined {
+    const row = this.db
+      .prepare("SELECT * FROM commands WHERE server_id = ? AND state IN ('pending', 'sent') ORDER BY created_at DESC LIMIT 1")
+      .get(serverId) as CommandRow | undefined;
+    return row && commandFromRow(row);
+  }
+
+  /** The server's most recently finished command, if any. */
+  lastFinishedCommand(serverId: string): CommandRecord | undefined {
+    const row = this.db
+      .prepare(
+        "SELECT * FROM commands WHERE server_id = ? AND state NOT IN ('pending', 'sent') ORDER BY finished_at DESC, created_at DESC LIMIT 1",
+      )
+      .get(serverId) as CommandRow | undefined;
+    return row && commandFromRow(row);
+  }
+
+  openCommandsForHost(hostId: string): CommandRecord[] {
+    return (
+      this.db
+        .prepare("SELECT * FROM commands WHERE host_id = ? AND state IN ('pending', 'sent') ORDER BY created_at")
+        .all(hostId) as CommandRow[]
+    ).map(commandFromRow);
+  }
+
+  // --- events -------------------------------------------------------------------
+
+  appendEvent(e: EventInput, now: number): number {
+    const r = this.db
+      .prepare(
+        `INSERT INTO events (time, project, server_id, host_id, type, reason, message, actor, correlation_id, payload_json)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        now,
+        e.project ?? "",
+        e.serverId ?? "",
+        e.hostId ?? "",
+        e.type,
+        e.reason ?? "",
+        e.message ?? "",
+        e.actor ?? "",
+        e.correlationId ?? "",
+        JSON.stringify(e.payload ?? {}),
+      );
+    return Number(r.lastInsertRowid);
+  }
+
+  listEvents(f: { serverId?: string; afterId?: number; limit?: number } = {}): EventRecord[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.serverId) {
+      where.push("server_id = ?");
+      args.push(f.serverId);
+    }
+    if (f.afterId !== undefined) {
+      where.push("id > ?");
+      args.push(f.afterId);
+    }
+    const sql =
+      "SELECT * FROM events" + (where.length ? ` WHERE ${where.join(" AND ")}` : "") + ` ORDER BY id LIMIT ${f.limit ?? 1000}`;
+    return (this.db.prepare(sql).all(...args) as EventRow[]).map((r) => ({
+      id: r.id,
+      time: r.time,
+      project: r.project,
+      serverId: r.server_id,
+      hostId: r.host_id,
+      type: r.type,
+      reason: r.reason,
+      message: r.message,
+      actor: r.actor,
+      correlationId: r.correlation_id,
+      payloadJson: r.payload_json,
+    }));
+  }
+}
+
+interface HostRow {
+  id: string;
+  name: string;
+  secret_hash: string;
+  created_at: number;
+  removed_at: number | null;
+  online: number;
+  connected_since: number | null;
+  last_heartbeat: number | null;
+  facts_json: string;
+}
+
+function hostFromRow(r: HostRow): HostRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    secretHash: r.secret_hash,
+    createdAt: r.created_at,
+    removedAt: r.removed_at,
+    online: r.online === 1,
+    connectedSince: r.connected_since,
+    lastHeartbeat: r.last_heartbeat,
+    facts: JSON.parse(r.facts_json) as HostFacts,
+  };
+}
+
+interface ServerRow {
+  id: string;
+  project: string;
+  name: string;
+  host_id: string;
+  generation: number;
+  spec_json: string;
+  status_json: string;
+  data_initialized: number;
+  created_at: number;
+  updated_at: number;
+  deleted_at: number | null;
+}
+
+function serverFromRow(r: ServerRow): ServerRecord {
+  return {
+    id: r.id,
+    project: r.project,
+    name: r.name,
+    hostId: r.host_id,
+    generation: r.generation,
+    spec: fromJsonString(ServerSpecSchema, r.spec_json, { ignoreUnknownFields: true }),
+    status: fromJsonString(ServerStatusSchema, r.status_json, { ignoreUnknownFields: true }),
+    dataInitialized: r.data_initialized === 1,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    deletedAt: r.deleted_at,
+  };
+}
+
+interface ObservedRow {
+  host_id: string;
+  container_id: string;
+  server_id: string | null;
+  manager_id: string | null;
+  state: string;
+  info_json: string;
+  observed_at: number;
+}
+
+interface CommandRow {
+  id: string;
+  server_id: string;
+  host_id: string;
+  payload: Buffer;
+  state: CommandState;
+  created_at: number;
+  deadline_at: number;
+  sent_at: number | null;
+  finished_at: number | null;
+  reason: string | null;
+  message: string | null;
+}
+
+function commandFromRow(r: CommandRow): CommandRecord {
+  return {
+    id: r.id,
+    serverId: r.server_id,
+    hostId: r.host_id,
+    command: fromBinary(CommandSchema, r.payload),
+    state: r.state,
+    createdAt: r.created_at,
+    deadlineAt: r.deadline_at,
+    sentAt: r.sent_at,
+    finishedAt: r.finished_at,
+    reason: r.reason,
+    message: r.message,
+  };
+}
+
+interface EventRow {
+  id: number;
+  time: number;
+  project: string;
+  server_id: string;
+  host_id: string;
+  type: string;
+  reason: string;
+  message: string;
+  actor: string;
+  correlation_id: string;
+  payload_json: string;
+}
+
+/** An empty status for a new server. */
+export function initialStatus(): ServerStatus {
+  return create(ServerStatusSchema, {});
+}
