@@ -1,0 +1,177 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  CommandKind,
+  CommandResultSchema,
+  DataDirSchema,
+  DataPolicy,
+  type Command,
+  type CommandResult,
+  type ContainerInfo,
+} from "@berth/proto/berth/v1/agent_pb.js";
+import type { DataCheck, DataRoot } from "./data/data-root.js";
+import { DataPathError } from "./data/data-root.js";
+import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
+import { LABEL_SERVER, messageOf } from "./runtime/docker-runtime.js";
+import type { Logger } from "pino";
+
+const LABEL_HASH = "berth.spec-hash";
+const RESULT_CACHE_SIZE = 2000;
+
+/**
+ * Applies the manager's commands idempotently. Commands for one server run
+ * one at a time, in arrival order. A command id seen before is not applied
+ * again: its (cached or in-progress) result is reported again, so the manager
+ * can resend anything after a reconnect.
+ */
+export class Executor {
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly results = new Map<string, Promise<CommandResult>>();
+
+  constructor(
+    private readonly runtime: ContainerRuntime,
+    private readonly data: DataRoot,
+    private readonly log: Logger,
+    private readonly onProgress: (serverId: string, line: string) => void = () => {},
+  ) {}
+
+  execute(cmd: Command): Promise<CommandResult> {
+    const known = this.results.get(cmd.id);
+    if (known) return known;
+    const prev = this.chains.get(cmd.serverId) ?? Promise.resolve();
+    const run = prev.then(() => this.apply(cmd));
+    const tail = run.catch(() => undefined);
+    this.chains.set(cmd.serverId, tail);
+    void tail.then(() => {
+      if (this.chains.get(cmd.serverId) === tail) this.chains.delete(cmd.serverId);
+    });
+    this.results.set(cmd.id, run);
+    if (this.results.size > RESULT_CACHE_SIZE) this.results.delete(this.results.keys().next().value!);
+    return run;
+  }
+
+  private async apply(cmd: Command): Promise<CommandResult> {
+    const started = Date.now();
+    try {
+      const { container, data } = await this.dispatch(cmd);
+      this.log.info({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ms: Date.now() - started }, "command applied");
+      return create(CommandResultSchema, {
+        commandId: cmd.id,
+        success: true,
+        ...(container ? { container } : {}),
+        ...(data ? { data: dataDir(data) } : {}),
+      });
+    } catch (err) {
+      const reason = err instanceof RuntimeError || err instanceof DataPathError ? err.reason : "AgentError";
+      const message = messageOf(err);
+      this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], reason, message }, "command failed");
+      const container = await this.current(cmd.serverId).catch(() => undefined);
+      const data = await this.data.check(cmd.serverId).catch(() => undefined);
+      return create(CommandResultSchema, {
+        commandId: cmd.id,
+        success: false,
+        reason,
+        message,
+        ...(container ? { container } : {}),
+        ...(data ? { data: dataDir(data) } : {}),
+      });
+    }
+  }
+
+  private async dispatch(cmd: Command): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+    switch (cmd.kind) {
+      case CommandKind.ENSURE_CONTAINER:
+        return this.ensureContainer(cmd, false);
+      case CommandKind.ENSURE_RUNNING:
+        return this.ensureContainer(cmd, true);
+      case CommandKind.ENSURE_STOPPED: {
+        for (const c of await this.containersOf(cmd.serverId)) {
+          if (c.state === "paused") await this.runtime.unpause(c.id);
+          if (c.state === "running" || c.state === "paused" || c.state === "restarting") {
+            await this.runtime.stop(c.id, cmd.stopTimeoutSeconds || 10);
+          }
+        }
+        return { container: await this.current(cmd.serverId) };
+      }
+      case CommandKind.ENSURE_PAUSED: {
+        const c = await this.current(cmd.serverId);
+        if (!c) throw new RuntimeError("ContainerMissing", "no container to pause");
+        if (c.state !== "running" && c.state !== "paused") throw new RuntimeError("NotRunning", `cannot pause a container that is ${c.state}`);
+        if (c.state === "running") await this.runtime.pause(c.id);
+        return { container: await this.current(cmd.serverId) };
+      }
+      case CommandKind.ENSURE_REMOVED:
+        for (const c of await this.containersOf(cmd.serverId)) await this.runtime.remove(c.id);
+        return {};
+      case CommandKind.REMOVE_DATA:
+        await this.data.remove(cmd.serverId);
+        return { data: await this.data.check(cmd.serverId) };
+      case CommandKind.CHECK_DATA:
+        return { data: await this.data.check(cmd.serverId) };
+      default:
+        throw new RuntimeError("UnknownCommand", `command kind ${cmd.kind} is not known to this agent; upgrade it`);
+    }
+  }
+
+  /** Data dir, one container with the wanted spec hash (others removed), optionally running. */
+  private async ensureContainer(cmd: Command, running: boolean): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+    const spec = cmd.container;
+    if (!spec) throw new RuntimeError("BadCommand", "command has no container spec");
+    const check = await this.data.check(cmd.serverId);
+    if (!check.exists && cmd.dataPolicy === DataPolicy.REQUIRE) {
+      throw new RuntimeError("DataMissing", `data directory ${this.data.pathFor(cmd.serverId)} is missing; refusing to start with empty data`);
+    }
+    const dataDirPath = await this.data.ensure(cmd.serverId);
+
+    const existing = await this.containersOf(cmd.serverId);
+    let keep = existing.find((c) => c.labels[LABEL_HASH] === spec.specHash && c.state === "running") ??
+      existing.find((c) => c.labels[LABEL_HASH] === spec.specHash);
+    for (const c of existing) {
+      if (c !== keep) {
+        this.log.info({ server: cmd.serverId, container: c.id }, "removing container with an outdated spec or duplicate");
+        await this.runtime.remove(c.id);
+      }
+    }
+    if (!keep) {
+      if (!(await this.runtime.imageExists(spec.image))) {
+        this.onProgress(cmd.serverId, `pulling image ${spec.image}`);
+        await this.runtime.pull(spec.image, (line) => this.onProgress(cmd.serverId, line));
+      }
+      const id = await this.runtime.create({
+        name: spec.name,
+        image: spec.image,
+        command: spec.command,
+        env: spec.env,
+        labels: spec.labels,
+        ports: spec.ports,
+        dataDir: dataDirPath,
+        mountPath: spec.dataMountPath || "/data",
+      });
+      keep = await this.runtime.inspect(id);
+      if (!keep) throw new RuntimeError("CreateFailed", "the container vanished right after it was created");
+    }
+    if (running) {
+      if (keep.state === "paused") await this.runtime.unpause(keep.id);
+      else if (keep.state !== "running") await this.runtime.start(keep.id);
+    }
+    return { container: await this.runtime.inspect(keep.id), data: await this.data.check(cmd.serverId) };
+  }
+
+  private async containersOf(serverId: string): Promise<ContainerInfo[]> {
+    return (await this.runtime.list(serverId)).filter((c) => c.labels[LABEL_SERVER] === serverId);
+  }
+
+  private async current(serverId: string): Promise<ContainerInfo | undefined> {
+    const all = await this.containersOf(serverId);
+    return all.find((c) => c.state === "running") ?? all[0];
+  }
+}
+
+export function dataDir(d: DataCheck) {
+  return create(DataDirSchema, {
+    serverId: d.serverId,
+    exists: d.exists,
+    sizeBytes: BigInt(d.sizeBytes),
+    ...(d.modifyTimeMs ? { modifyTime: timestampFromMs(Math.floor(d.modifyTimeMs)) } : {}),
+  });
+}

@@ -1,0 +1,161 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import {
+  AgentMessageSchema,
+  EnrollRequestSchema,
+  EnrollResponseSchema,
+  ManagerMessageSchema,
+  type AgentMessage,
+  type EnrollResponse,
+  type ManagerMessage,
+} from "@berth/proto/berth/v1/agent_pb.js";
+import { Backoff } from "./backoff.js";
+
+const CONNECT_PATH = "/berth.v1.AgentService/Connect";
+const ENROLL_PATH = "/berth.v1.AgentService/Enroll";
+
+/** HTTP/2 keepalive: a ping every 10 s, dead if unanswered for 5 s (< 20 s to detect a dead link). */
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.max_receive_message_length": 16 * 1024 * 1024,
+};
+
+/** Parses "http://host:port" / "https://host:port" into a grpc-js target and credentials. */
+export function channelFor(managerUrl: string): { target: string; credentials: grpc.ChannelCredentials } {
+  let u: URL;
+  try {
+    u = new URL(managerUrl);
+  } catch {
+    throw new Error(`manager URL "${managerUrl}" is not a URL; use e.g. http://manager.example:7000`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error(`manager URL must start with http:// or https:// (got ${u.protocol})`);
+  const port = u.port || (u.protocol === "https:" ? "443" : "80");
+  return {
+    target: `${u.hostname.includes(":") ? `[${u.hostname}]` : u.hostname}:${port}`.replace(/^\[\[/, "[").replace(/\]\]/, "]"),
+    credentials: u.protocol === "https:" ? grpc.credentials.createSsl() : grpc.credentials.createInsecure(),
+  };
+}
+
+/** One-time enrollment: trades an enrollment token for this host's id and secret. */
+export async function enroll(managerUrl: string, token: string, hostname: string, agentVersion: string): Promise<EnrollResponse> {
+  const { target, credentials } = channelFor(managerUrl);
+  const client = new grpc.Client(target, credentials, CHANNEL_OPTIONS);
+  try {
+    return await new Promise<EnrollResponse>((resolve, reject) => {
+      client.makeUnaryRequest(
+        ENROLL_PATH,
+        (m: ReturnType<typeof create<typeof EnrollRequestSchema>>) => Buffer.from(toBinary(EnrollRequestSchema, m)),
+        (b: Buffer) => fromBinary(EnrollResponseSchema, b),
+        create(EnrollRequestSchema, { token, hostname, agentVersion }),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 30_000 },
+        (err, res) => (err || !res ? reject(err ?? new Error("empty response")) : resolve(res)),
+      );
+    });
+  } finally {
+    client.close();
+  }
+}
+
+export interface LinkHandlers {
+  /** The stream is open: send Hello and a full inventory now. */
+  onOpen(): void;
+  onMessage(msg: ManagerMessage): void;
+  onClose(): void;
+  /** The manager refused our credential: stop for good. */
+  onRevoked(message: string): void;
+}
+
+/**
+ * The agent's bidi stream to the manager, reconnecting forever with
+ * exponential backoff and jitter (cap 30 s) until stopped or revoked.
+ */
+export class ManagerLink {
+  private client: grpc.Client | undefined;
+  private call: grpc.ClientDuplexStream<AgentMessage, ManagerMessage> | undefined;
+  private readonly backoff = new Backoff(500, 30_000);
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+  private openedAt = 0;
+
+  constructor(
+    private readonly managerUrl: string,
+    private readonly credential: { hostId: string; secret: string },
+    private readonly handlers: LinkHandlers,
+    private readonly log: Logger,
+  ) {}
+
+  get connected(): boolean {
+    return this.call !== undefined;
+  }
+
+  start(): void {
+    const { target, credentials } = channelFor(this.managerUrl);
+    this.client = new grpc.Client(target, credentials, CHANNEL_OPTIONS);
+    this.dial();
+  }
+
+  /** Sends if connected; state lost while disconnected is re-sent as a full inventory on reconnect. */
+  send(msg: AgentMessage): boolean {
+    if (!this.call) return false;
+    this.call.write(msg);
+    return true;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.call?.cancel();
+    this.call = undefined;
+    this.client?.close();
+  }
+
+  private dial(): void {
+    if (this.stopped || !this.client) return;
+    const md = new grpc.Metadata();
+    md.set("authorization", `Bearer ${this.credential.hostId}.${this.credential.secret}`);
+    const call = this.client.makeBidiStreamRequest(
+      CONNECT_PATH,
+      (m: AgentMessage) => Buffer.from(toBinary(AgentMessageSchema, m)),
+      (b: Buffer) => fromBinary(ManagerMessageSchema, b),
+      md,
+    );
+    this.call = call;
+    this.openedAt = Date.now();
+    let welcomed = false;
+    call.on("data", (msg: ManagerMessage) => {
+      if (!welcomed && msg.body.case === "welcome") {
+        welcomed = true;
+        this.backoff.reset();
+        this.log.info({ manager: msg.body.value.managerId, host: msg.body.value.hostId }, "connected to manager");
+      }
+      this.handlers.onMessage(msg);
+    });
+    let ended = false;
+    const end = (err?: grpc.ServiceError) => {
+      if (ended) return;
+      ended = true;
+      if (this.call === call) this.call = undefined;
+      this.handlers.onClose();
+      if (this.stopped) return;
+      if (err?.code === grpc.status.UNAUTHENTICATED) {
+        this.stopped = true;
+        this.log.error({ reason: err.details }, "the manager refused this agent's credential; not retrying. Re-enroll with `berth-agent enroll`");
+        this.handlers.onRevoked(err.details);
+        return;
+      }
+      const delay = this.backoff.next();
+      this.log.warn({ err: err?.details ?? "stream ended", code: err?.code, retryInMs: delay, upMs: Date.now() - this.openedAt }, "link to manager lost; reconnecting");
+      this.timer = setTimeout(() => this.dial(), delay);
+    };
+    call.on("error", (err: grpc.ServiceError) => end(err));
+    call.on("end", () => end());
+    call.on("status", (s: grpc.StatusObject) => {
+      if (s.code !== grpc.status.OK) end(Object.assign(new Error(s.details), { code: s.code, details: s.details, metadata: s.metadata }) as grpc.ServiceError);
+    });
+    this.handlers.onOpen();
+  }
+}

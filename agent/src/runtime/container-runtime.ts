@@ -1,0 +1,65 @@
+import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+
+/** Everything the agent needs to create a server's container; nothing more can be expressed. */
+export interface CreateContainerSpec {
+  name: string;
+  image: string;
+  command: string[];
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  ports: PortMapping[];
+  /** Host directory (under the data root) bind-mounted at `mountPath`. */
+  dataDir: string;
+  mountPath: string;
+}
+
+/** A container lifecycle event from the engine. */
+export interface RuntimeEvent {
+  action: string;
+  containerId: string;
+  /** Labels as carried by the event (all that is left after destroy). */
+  labels: Record<string, string>;
+  timeMs: number;
+}
+
+/** Failure with a CamelCase reason the manager shows as the server's failure reason. */
+export class RuntimeError extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "RuntimeError";
+  }
+}
+
+/**
+ * The agent's view of a container engine. The Docker implementation is the
+ * real one; an in-memory one serves load tests. Every call has a timeout.
+ */
+export interface ContainerRuntime {
+  /** Engine version, e.g. "26.1.5"; throws when unreachable. */
+  version(): Promise<string>;
+  /** Every container carrying a berth server label, or only `serverId`'s. */
+  list(serverId?: string): Promise<ContainerInfo[]>;
+  /** One container, or undefined if it does not exist. */
+  inspect(id: string): Promise<ContainerInfo | undefined>;
+  imageExists(image: string): Promise<boolean>;
+  /** Pulls an image; `onProgress` gets human-readable status lines. */
+  pull(image: string, onProgress: (line: string) => void): Promise<void>;
+  create(spec: CreateContainerSpec): Promise<string>;
+  start(id: string): Promise<void>;
+  /** SIGTERM, then SIGKILL after `timeoutSeconds`. */
+  stop(id: string, timeoutSeconds: number): Promise<void>;
+  kill(id: string): Promise<void>;
+  pause(id: string): Promise<void>;
+  unpause(id: string): Promise<void>;
+  /** Force-removes the container; volumes and bind-mounted data are untouched. */
+  remove(id: string): Promise<void>;
+  /**
+   * Subscribes to container events. Resolves once the subscription is live;
+   * `closed` then settles when `signal` aborts (resolves) or the stream breaks (rejects).
+   */
+  subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }>;
+}
