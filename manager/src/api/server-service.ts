@@ -63,7 +63,10 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       if (hub.connectedHostIds().length === 0) {
         throw new PreconditionError("no host is connected; enroll an agent (HostService.CreateEnrollmentToken) or set spec.host_id");
       }
-      throw new PreconditionError("every connected host already publishes one of the requested ports; choose other host ports");
+      // Name the conflicts on the least-loaded host, with free ports to try instead.
+      const best = hub.connectedHostIds().sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0))[0]!;
+      checkPorts(best, spec, "");
+      throw new PreconditionError("no connected host has the requested ports free; choose other host ports");
     }
     return candidates[0]!;
   }

@@ -146,7 +146,9 @@ export function plan(input: PlanInput): Plan {
     return {
       ...base,
       phase: Phase.FAILED,
-      reason: last.reason || (last.state === "expired" ? TIMEOUT_REASON[last.kind] ?? "Timeout" : "CommandFailed"),
+      // An expired command's stored reason is the agent-facing "DeadlineExceeded": report the
+      // same per-kind reason as at the moment of expiry, so the status does not flap.
+      reason: last.state === "expired" ? (TIMEOUT_REASON[last.kind] ?? "Timeout") : last.reason || "CommandFailed",
       message: last.message,
     };
   }

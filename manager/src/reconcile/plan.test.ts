@@ -1,0 +1,712 @@
+import { describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { CommandKind, ContainerInfoSchema, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { CONDITION_TYPES, type ConditionFact, type ConditionType } from "./conditions.js";
+import { COMMAND_DEADLINE_MS, plan, type FinishedCommand, type InflightCommand, type PlanInput } from "./plan.js";
+
+const NOW = 1_700_000_000_000;
+const HASH = "0123456789abcdef";
+const OLD_HASH = "fedcba9876543210";
+
+function ctr(
+  state: string,
+  o: { id?: string; hash?: string; generation?: string; exitCode?: number; oomKilled?: boolean } = {},
+): ContainerInfo {
+  return create(ContainerInfoSchema, {
+    id: o.id ?? "c0ffee000000000000000000000000000000000000000000000000000000aaaa",
+    name: "berth-mc-x",
+    image: "busybox",
+    state,
+    exitCode: o.exitCode ?? 0,
+    oomKilled: o.oomKilled ?? false,
+    labels: {
+      "berth.manager": "mgr_test",
+      "berth.server": "srv_test",
+      "berth.generation": o.generation ?? "1",
+      "berth.spec-hash": o.hash ?? HASH,
+    },
+  });
+}
+
+function inflight(kind: CommandKind, o: { remainingMs?: number; overdueMs?: number } = {}): InflightCommand {
+  const duration = COMMAND_DEADLINE_MS[kind];
+  const deadlineAt = o.overdueMs !== undefined ? NOW - o.overdueMs : NOW + (o.remainingMs ?? 5_000);
+  return { id: "cmd_x", kind, createdAt: deadlineAt - duration, deadlineAt };
+}
+
+function finished(
+  state: FinishedCommand["state"],
+  createdAt: number,
+  reason = "",
+  message = "",
+  kind = CommandKind.ENSURE_RUNNING,
+): FinishedCommand {
+  return { kind, state, reason, message, createdAt };
+}
+
+type Over = Partial<Omit<PlanInput, "spec">> & { desired?: DesiredState };
+
+function input(o: Over = {}): PlanInput {
+  const { desired, ...rest } = o;
+  return {
+    now: NOW,
+    spec: create(ServerSpecSchema, {
+      name: "mc",
+      hostId: "host_a",
+      image: "busybox:latest",
+      dataMountPath: "/data",
+      desiredState: desired ?? DesiredState.RUNNING,
+    }),
+    generation: 1,
+    specHash: HASH,
+    deleted: false,
+    dataInitialized: false,
+    lastActionAt: NOW - 60_000,
+    hostConnected: true,
+    containers: [],
+    data: undefined,
+    inflight: undefined,
+    lastFinished: undefined,
+    ...rest,
+  };
+}
+
+type CondWant = Partial<Record<ConditionType, ConditionFact["status"] | [ConditionFact["status"], string]>>;
+
+interface Case {
+  name: string;
+  in: Over;
+  phase: Phase;
+  reason: string;
+  /** Substring expected in the message. */
+  message?: string;
+  /** null: no new command. */
+  command: { kind: CommandKind; dataPolicy: DataPolicy } | null;
+  expire?: boolean;
+  requeueAfterMs?: number;
+  conditions?: CondWant;
+  observedGeneration?: number;
+}
+
+const ALL_UNKNOWN: CondWant = {
+  HostConnected: ["False", "HostOffline"],
+  ContainerExists: ["Unknown", "HostOffline"],
+  ContainerRunning: ["Unknown", "HostOffline"],
+  DataPresent: ["Unknown", "HostOffline"],
+  SpecApplied: ["Unknown", "HostOffline"],
+  Ready: ["Unknown", "HostOffline"],
+};
+
+const run = (kind: CommandKind, dataPolicy: DataPolicy) => ({ kind, dataPolicy });
+
+const CASES: Case[] = [
+  // --- 1. host offline --------------------------------------------------------------------
+  {
+    name: "offline, container running → Unknown, every other condition Unknown",
+    in: { hostConnected: false, containers: [ctr("running")], data: { present: true }, dataInitialized: true },
+    phase: Phase.UNKNOWN,
+    reason: "HostOffline",
+    command: null,
+    conditions: ALL_UNKNOWN,
+  },
+  {
+    name: "offline, last seen exited while desired stopped → Unknown, never Stopped",
+    in: { hostConnected: false, desired: DesiredState.STOPPED, containers: [ctr("exited", { exitCode: 0 })] },
+    phase: Phase.UNKNOWN,
+    reason: "HostOffline",
+    command: null,
+    conditions: ALL_UNKNOWN,
+  },
+  {
+    name: "offline, no container, desired running → Unknown and no command",
+    in: { hostConnected: false },
+    phase: Phase.UNKNOWN,
+    reason: "HostOffline",
+    command: null,
+  },
+  {
+    name: "offline, in-flight command within its deadline → not expired",
+    in: { hostConnected: false, inflight: inflight(CommandKind.ENSURE_RUNNING, { remainingMs: 1 }) },
+    phase: Phase.UNKNOWN,
+    reason: "HostOffline",
+    command: null,
+    expire: false,
+  },
+  {
+    name: "offline, in-flight command exactly at its deadline → expired",
+    in: { hostConnected: false, inflight: inflight(CommandKind.ENSURE_RUNNING, { overdueMs: 0 }) },
+    phase: Phase.UNKNOWN,
+    reason: "HostOffline",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "offline, in-flight command past its deadline → expired, still Unknown",
+    in: { hostConnected: false, inflight: inflight(CommandKind.ENSURE_STOPPED, { overdueMs: 10_000 }) },
+    phase: Phase.UNKNOWN,
+    reason: "HostOffline",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "offline wins over a recent failure",
+    in: { hostConnected: false, lastFinished: finished("failed", NOW - 1, "ImagePullFailed") },
+    phase: Phase.UNKNOWN,
+    reason: "HostOffline",
+    command: null,
+  },
+
+  // --- 2. in flight, within the deadline ----------------------------------------------------
+  {
+    name: "in flight ensure-container → Creating",
+    in: { desired: DesiredState.STOPPED, inflight: inflight(CommandKind.ENSURE_CONTAINER, { remainingMs: 7_000 }) },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: null,
+    requeueAfterMs: 7_000,
+  },
+  {
+    name: "in flight ensure-running, no container yet → Creating",
+    in: { inflight: inflight(CommandKind.ENSURE_RUNNING, { remainingMs: 123_456 }) },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: null,
+    requeueAfterMs: 123_456,
+  },
+  {
+    name: "in flight ensure-running, container exited → Starting",
+    in: { containers: [ctr("exited")], inflight: inflight(CommandKind.ENSURE_RUNNING, { remainingMs: 1 }) },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: null,
+    requeueAfterMs: 1,
+  },
+  {
+    name: "in flight ensure-running, container already running → still Starting until the result",
+    in: { containers: [ctr("running")], inflight: inflight(CommandKind.ENSURE_RUNNING, { remainingMs: 2_000 }) },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: null,
+    requeueAfterMs: 2_000,
+  },
+  {
+    name: "in flight ensure-stopped → Stopping",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("running")], inflight: inflight(CommandKind.ENSURE_STOPPED, { remainingMs: 30_000 }) },
+    phase: Phase.STOPPING,
+    reason: "Stopping",
+    command: null,
+    requeueAfterMs: 30_000,
+  },
+  {
+    name: "in flight ensure-paused → Stopping/Pausing",
+    in: { desired: DesiredState.PAUSED, containers: [ctr("running")], inflight: inflight(CommandKind.ENSURE_PAUSED, { remainingMs: 3 }) },
+    phase: Phase.STOPPING,
+    reason: "Pausing",
+    command: null,
+    requeueAfterMs: 3,
+  },
+  {
+    name: "in flight ensure-removed (not deleted) → Stopping/Removing",
+    in: { containers: [ctr("exited")], inflight: inflight(CommandKind.ENSURE_REMOVED, { remainingMs: 4 }) },
+    phase: Phase.STOPPING,
+    reason: "Removing",
+    command: null,
+    requeueAfterMs: 4,
+  },
+  {
+    name: "in flight remove-data → Purging",
+    in: { inflight: inflight(CommandKind.REMOVE_DATA, { remainingMs: 5 }) },
+    phase: Phase.PURGING,
+    reason: "RemovingData",
+    command: null,
+    requeueAfterMs: 5,
+  },
+  {
+    name: "in flight check-data → Pending",
+    in: { inflight: inflight(CommandKind.CHECK_DATA, { remainingMs: 6 }) },
+    phase: Phase.PENDING,
+    reason: "Checking",
+    command: null,
+    requeueAfterMs: 6,
+  },
+  {
+    name: "in flight while deleted → Deleted/Removing",
+    in: { deleted: true, containers: [ctr("running")], inflight: inflight(CommandKind.ENSURE_REMOVED, { remainingMs: 8 }) },
+    phase: Phase.DELETED,
+    reason: "Removing",
+    command: null,
+    requeueAfterMs: 8,
+  },
+  {
+    name: "in flight wins over a failure newer than the last action",
+    in: {
+      inflight: inflight(CommandKind.ENSURE_RUNNING, { remainingMs: 9 }),
+      lastFinished: finished("failed", NOW - 10, "ImagePullFailed"),
+    },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: null,
+    requeueAfterMs: 9,
+  },
+
+  // --- 2b. in flight, past the deadline -------------------------------------------------------
+  {
+    name: "ensure-running past its deadline → Failed/StartTimeout",
+    in: { containers: [ctr("exited")], inflight: inflight(CommandKind.ENSURE_RUNNING, { overdueMs: 1 }) },
+    phase: Phase.FAILED,
+    reason: "StartTimeout",
+    message: "ensure-running did not finish within 180s",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "ensure-running exactly at its deadline → Failed/StartTimeout",
+    in: { inflight: inflight(CommandKind.ENSURE_RUNNING, { overdueMs: 0 }) },
+    phase: Phase.FAILED,
+    reason: "StartTimeout",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "ensure-stopped past its deadline → Failed/StopTimeout",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("running")], inflight: inflight(CommandKind.ENSURE_STOPPED, { overdueMs: 60_000 }) },
+    phase: Phase.FAILED,
+    reason: "StopTimeout",
+    message: "ensure-stopped did not finish within 60s",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "ensure-container past its deadline → Failed/CreateTimeout",
+    in: { desired: DesiredState.STOPPED, inflight: inflight(CommandKind.ENSURE_CONTAINER, { overdueMs: 5 }) },
+    phase: Phase.FAILED,
+    reason: "CreateTimeout",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "ensure-paused past its deadline → Failed/PauseTimeout",
+    in: { desired: DesiredState.PAUSED, containers: [ctr("running")], inflight: inflight(CommandKind.ENSURE_PAUSED, { overdueMs: 5 }) },
+    phase: Phase.FAILED,
+    reason: "PauseTimeout",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "ensure-removed past its deadline → Failed/RemoveTimeout",
+    in: { deleted: true, containers: [ctr("exited")], inflight: inflight(CommandKind.ENSURE_REMOVED, { overdueMs: 5 }) },
+    phase: Phase.FAILED,
+    reason: "RemoveTimeout",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "check-data past its deadline → Failed/Timeout",
+    in: { inflight: inflight(CommandKind.CHECK_DATA, { overdueMs: 5 }) },
+    phase: Phase.FAILED,
+    reason: "Timeout",
+    command: null,
+    expire: true,
+  },
+
+  // --- 3. a failure since the last operator action ------------------------------------------
+  {
+    name: "failed after the last action → Failed with its reason, no retry",
+    in: { lastActionAt: NOW - 60_000, lastFinished: finished("failed", NOW - 1_000, "ImagePullFailed", "pull access denied for nope") },
+    phase: Phase.FAILED,
+    reason: "ImagePullFailed",
+    message: "pull access denied for nope",
+    command: null,
+  },
+  {
+    name: "failed command issued in the same millisecond as the action → the failure stands",
+    in: { lastActionAt: NOW - 5_000, lastFinished: finished("failed", NOW - 5_000, "PortConflict", "port 25565 is taken") },
+    phase: Phase.FAILED,
+    reason: "PortConflict",
+    command: null,
+  },
+  {
+    name: "failed without a reason → Failed/CommandFailed",
+    in: { lastFinished: finished("failed", NOW - 1_000) },
+    phase: Phase.FAILED,
+    reason: "CommandFailed",
+    command: null,
+  },
+  {
+    name: "expired without a reason → Failed with the kind's timeout reason",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("running")], lastFinished: finished("expired", NOW - 1_000, "", "", CommandKind.ENSURE_STOPPED) },
+    phase: Phase.FAILED,
+    reason: "StopTimeout",
+    command: null,
+  },
+  {
+    name: "expired as the reconciler records it (reason DeadlineExceeded) → still the kind's timeout reason",
+    in: { lastFinished: finished("expired", NOW - 1_000, "DeadlineExceeded", "ensure-running did not finish within 180s") },
+    phase: Phase.FAILED,
+    reason: "StartTimeout",
+    message: "ensure-running did not finish within 180s",
+    command: null,
+  },
+  {
+    name: "failed before the operator acted again → retried",
+    in: { lastActionAt: NOW - 1_000, lastFinished: finished("failed", NOW - 2_000, "ImagePullFailed") },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+  },
+  {
+    name: "expired before the operator acted again → retried",
+    in: { lastActionAt: NOW - 1_000, containers: [ctr("exited")], lastFinished: finished("expired", NOW - 200_000, "DeadlineExceeded") },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+  },
+  {
+    name: "succeeded after the last action → no failure",
+    in: { containers: [ctr("running")], lastFinished: finished("succeeded", NOW - 1_000) },
+    phase: Phase.RUNNING,
+    reason: "Running",
+    command: null,
+  },
+
+  // --- 4. soft-deleted ------------------------------------------------------------------------
+  {
+    name: "deleted with a container → remove it",
+    in: { deleted: true, containers: [ctr("running")], dataInitialized: true, data: { present: true } },
+    phase: Phase.DELETED,
+    reason: "Removing",
+    command: run(CommandKind.ENSURE_REMOVED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "deleted with only a container of an older spec → still removed",
+    in: { deleted: true, containers: [ctr("exited", { hash: OLD_HASH })] },
+    phase: Phase.DELETED,
+    reason: "Removing",
+    command: run(CommandKind.ENSURE_REMOVED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "deleted without a container → Deleted, nothing to do",
+    in: { deleted: true, dataInitialized: true, data: { present: true } },
+    phase: Phase.DELETED,
+    reason: "Deleted",
+    command: null,
+  },
+  {
+    name: "deleted ignores a recent failure (removal is retried)",
+    in: { deleted: true, containers: [ctr("exited")], lastFinished: finished("failed", NOW - 1, "RemoveFailed", "", CommandKind.ENSURE_REMOVED) },
+    phase: Phase.DELETED,
+    reason: "Removing",
+    command: run(CommandKind.ENSURE_REMOVED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "deleted and data gone → Deleted, not DataLost",
+    in: { deleted: true, dataInitialized: true, data: { present: false } },
+    phase: Phase.DELETED,
+    reason: "Deleted",
+    command: null,
+  },
+
+  // --- data ---------------------------------------------------------------------------------
+  {
+    name: "data initialized and now absent → DataLost, no command",
+    in: { dataInitialized: true, data: { present: false } },
+    phase: Phase.DATA_LOST,
+    reason: "DataDirectoryMissing",
+    command: null,
+    conditions: { DataPresent: ["False", "Missing"], ContainerExists: "False" },
+  },
+  {
+    name: "data lost while the container still runs → DataLost",
+    in: { dataInitialized: true, data: { present: false }, containers: [ctr("running")] },
+    phase: Phase.DATA_LOST,
+    reason: "DataDirectoryMissing",
+    command: null,
+  },
+  {
+    name: "data initialized, not checked since → not DataLost",
+    in: { dataInitialized: true, data: undefined, containers: [ctr("running")] },
+    phase: Phase.RUNNING,
+    reason: "Running",
+    command: null,
+    conditions: { DataPresent: ["Unknown", "NotChecked"] },
+  },
+
+  // --- 5. no container ----------------------------------------------------------------------
+  {
+    name: "new server, desired running → ensure-running creating the data dir",
+    in: {},
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+    conditions: { HostConnected: "True", ContainerExists: ["False", "NotFound"], ContainerRunning: ["False", "NoContainer"], SpecApplied: ["False", "NoContainer"], Ready: ["False", "NotRunning"] },
+    observedGeneration: 0,
+  },
+  {
+    name: "new server, data reported absent (never created) → ensure-running with CREATE",
+    in: { data: { present: false } },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+    conditions: { DataPresent: ["False", "NotCreated"] },
+  },
+  {
+    name: "initialized server, container gone, desired running → recreate requiring the data",
+    in: { dataInitialized: true, data: { present: true } },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.REQUIRE),
+    conditions: { DataPresent: "True" },
+  },
+  {
+    name: "new server, desired stopped → ensure-container only",
+    in: { desired: DesiredState.STOPPED },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: run(CommandKind.ENSURE_CONTAINER, DataPolicy.CREATE),
+  },
+  {
+    name: "initialized server, container gone, desired stopped → Missing, no command",
+    in: { desired: DesiredState.STOPPED, dataInitialized: true, data: { present: true } },
+    phase: Phase.MISSING,
+    reason: "ContainerMissing",
+    command: null,
+  },
+  {
+    name: "new server, desired paused → ensure-running first",
+    in: { desired: DesiredState.PAUSED },
+    phase: Phase.CREATING,
+    reason: "Creating",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+  },
+
+  // --- 6. a container exists ------------------------------------------------------------------
+  {
+    name: "running, current spec → Running, Ready, SpecApplied",
+    in: { containers: [ctr("running", { generation: "3" })], dataInitialized: true, data: { present: true } },
+    phase: Phase.RUNNING,
+    reason: "Running",
+    command: null,
+    conditions: {
+      HostConnected: ["True", "Connected"],
+      ContainerExists: ["True", "Found"],
+      ContainerRunning: ["True", "Running"],
+      DataPresent: ["True", "Present"],
+      SpecApplied: ["True", "Applied"],
+      Ready: ["True", "Running"],
+    },
+    observedGeneration: 3,
+  },
+  {
+    name: "running an older spec → still Running, SpecApplied False/PendingRestart, no command",
+    in: { containers: [ctr("running", { hash: OLD_HASH })] },
+    phase: Phase.RUNNING,
+    reason: "Running",
+    command: null,
+    conditions: { SpecApplied: ["False", "PendingRestart"], Ready: ["False", "PendingRestart"], ContainerRunning: "True" },
+  },
+  {
+    name: "exited, desired running → ensure-running (Starting)",
+    in: { containers: [ctr("exited", { exitCode: 1 })], dataInitialized: true, data: { present: true } },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.REQUIRE),
+    conditions: { ContainerRunning: ["False", "Exited"], Ready: ["False", "NotRunning"], SpecApplied: "True" },
+  },
+  {
+    name: "created (never started), desired running, data not yet initialized → ensure-running with CREATE",
+    in: { containers: [ctr("created")] },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+  },
+  {
+    name: "paused, desired running → ensure-running",
+    in: { containers: [ctr("paused")], dataInitialized: true, data: { present: true } },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.REQUIRE),
+  },
+  {
+    name: "running, desired stopped → ensure-stopped",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("running")] },
+    phase: Phase.STOPPING,
+    reason: "Stopping",
+    command: run(CommandKind.ENSURE_STOPPED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "paused, desired stopped → ensure-stopped",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("paused")] },
+    phase: Phase.STOPPING,
+    reason: "Stopping",
+    command: run(CommandKind.ENSURE_STOPPED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "restarting, desired stopped → ensure-stopped",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("restarting")] },
+    phase: Phase.STOPPING,
+    reason: "Stopping",
+    command: run(CommandKind.ENSURE_STOPPED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "exited, desired stopped → Stopped with the exit code",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("exited", { exitCode: 137 })], dataInitialized: true, data: { present: true } },
+    phase: Phase.STOPPED,
+    reason: "Stopped",
+    message: "exited with code 137",
+    command: null,
+    conditions: { ContainerRunning: ["False", "Exited"], Ready: "False", ContainerExists: "True" },
+  },
+  {
+    name: "exited out of memory, desired stopped → says so",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("exited", { exitCode: 137, oomKilled: true })] },
+    phase: Phase.STOPPED,
+    reason: "Stopped",
+    message: "exited with code 137 (out of memory)",
+    command: null,
+  },
+  {
+    name: "created, desired stopped → Stopped",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("created")] },
+    phase: Phase.STOPPED,
+    reason: "Stopped",
+    message: "container is created",
+    command: null,
+  },
+  {
+    name: "running, desired paused → ensure-paused",
+    in: { desired: DesiredState.PAUSED, containers: [ctr("running")] },
+    phase: Phase.STOPPING,
+    reason: "Pausing",
+    command: run(CommandKind.ENSURE_PAUSED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "paused, desired paused → Paused",
+    in: { desired: DesiredState.PAUSED, containers: [ctr("paused")] },
+    phase: Phase.PAUSED,
+    reason: "Paused",
+    command: null,
+    conditions: { ContainerRunning: ["False", "Paused"] },
+  },
+  {
+    name: "exited, desired paused → ensure-running first",
+    in: { desired: DesiredState.PAUSED, containers: [ctr("exited")], dataInitialized: true, data: { present: true } },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.REQUIRE),
+  },
+
+  // --- several containers ---------------------------------------------------------------------
+  {
+    name: "two containers: the one with the current hash is chosen even if it is not running",
+    in: {
+      containers: [
+        ctr("running", { id: "old".padEnd(64, "0"), hash: OLD_HASH, generation: "1" }),
+        ctr("exited", { id: "new".padEnd(64, "0"), hash: HASH, generation: "2" }),
+      ],
+    },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+    conditions: { ContainerExists: ["True", "Found"], SpecApplied: "True", ContainerRunning: "False" },
+    observedGeneration: 2,
+  },
+  {
+    name: "two containers, hash matches the first: it is chosen",
+    in: {
+      containers: [
+        ctr("running", { id: "cur".padEnd(64, "0"), hash: HASH, generation: "4" }),
+        ctr("exited", { id: "old".padEnd(64, "0"), hash: OLD_HASH, generation: "3" }),
+      ],
+    },
+    phase: Phase.RUNNING,
+    reason: "Running",
+    command: null,
+    conditions: { SpecApplied: "True", Ready: "True" },
+    observedGeneration: 4,
+  },
+  {
+    name: "two containers, neither current: the running one is chosen",
+    in: {
+      containers: [
+        ctr("exited", { id: "aaa".padEnd(64, "0"), hash: "1111111111111111", generation: "1" }),
+        ctr("running", { id: "bbb".padEnd(64, "0"), hash: OLD_HASH, generation: "2" }),
+      ],
+    },
+    phase: Phase.RUNNING,
+    reason: "Running",
+    command: null,
+    conditions: { SpecApplied: ["False", "PendingRestart"] },
+    observedGeneration: 2,
+  },
+];
+
+describe("plan()", () => {
+  it.each(CASES)("$name", (c) => {
+    const p = plan(input(c.in));
+    expect(Phase[p.phase]).toBe(Phase[c.phase]);
+    expect(p.reason).toBe(c.reason);
+    if (c.message !== undefined) expect(p.message).toContain(c.message);
+    if (c.command === null) {
+      expect(p.command).toBeUndefined();
+    } else {
+      expect(p.command).toEqual(c.command);
+    }
+    expect(p.expireInflight ?? false).toBe(c.expire ?? false);
+    expect(p.requeueAfterMs).toBe(c.requeueAfterMs);
+    if (c.observedGeneration !== undefined) expect(p.observedGeneration).toBe(c.observedGeneration);
+    for (const [type, want] of Object.entries(c.conditions ?? {}) as [ConditionType, CondWant[ConditionType]][]) {
+      const got = p.conditions.find((f) => f.type === type);
+      expect(got, `condition ${type}`).toBeDefined();
+      const [status, reason] = Array.isArray(want) ? want : [want, undefined];
+      expect(got!.status, `${type}.status`).toBe(status);
+      if (reason !== undefined) expect(got!.reason, `${type}.reason`).toBe(reason);
+    }
+  });
+
+  it("the table covers every phase plan() can produce", () => {
+    const produced = new Set(CASES.map((c) => Phase[c.phase]));
+    for (const ph of ["UNKNOWN", "CREATING", "STARTING", "RUNNING", "PAUSED", "STOPPING", "STOPPED", "MISSING", "DATA_LOST", "FAILED", "DELETED", "PURGING", "PENDING"]) {
+      expect(produced, ph).toContain(ph);
+    }
+  });
+});
+
+describe("plan() properties, over every table case", () => {
+  it.each(CASES)("pure and consistent: $name", (c) => {
+    const a = input(c.in);
+    const before = structuredClone(a);
+    const p1 = plan(a);
+    const p2 = plan(input(c.in));
+    const p3 = plan(a);
+    // Same input, same output; the input is not modified.
+    expect(p2).toEqual(p1);
+    expect(p3).toEqual(p1);
+    expect(a).toEqual(before);
+    // Never a new command and an expiry in one plan; never a command while one is in flight.
+    expect(p1.command !== undefined && p1.expireInflight === true).toBe(false);
+    if (a.inflight) expect(p1.command).toBeUndefined();
+    if (!a.inflight) expect(p1.expireInflight).toBeUndefined();
+    // An offline host is never reported as stopped, and no command goes to it.
+    if (!a.hostConnected) {
+      expect(p1.phase).toBe(Phase.UNKNOWN);
+      expect(p1.command).toBeUndefined();
+    }
+    // Every condition type, once, in display order.
+    expect(p1.conditions.map((f) => f.type)).toEqual([...CONDITION_TYPES]);
+    // A requeue is only asked for while waiting on a command.
+    if (p1.requeueAfterMs !== undefined) {
+      expect(a.inflight).toBeDefined();
+      expect(p1.requeueAfterMs).toBeGreaterThan(0);
+    }
+    expect(p1.reason).toMatch(/^[A-Z][A-Za-z]*$/);
+  });
+
+  it("moving time alone (before any deadline) changes nothing but the requeue delay", () => {
+    for (const c of CASES.filter((x) => !x.in.inflight)) {
+      const p1 = plan(input(c.in));
+      const p2 = plan({ ...input(c.in), now: NOW + 3_600_000 });
+      expect(p2, c.name).toEqual(p1);
+    }
+  });
+});

@@ -1,0 +1,159 @@
+/**
+ * Starts real berth processes for integration tests: `node --import tsx
+ * <main.ts>` (one PID per process, stopped by that PID only), with output
+ * captured to a log file the test can print on failure.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, readFileSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { create } from "@bufbuild/protobuf";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { HostService } from "@berth/proto/berth/v1/host_pb.js";
+import { ServerService, Phase, GetServerRequestSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
+
+export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const MANAGER_MAIN = join(REPO_ROOT, "manager/src/main.ts");
+const AGENT_MAIN = join(REPO_ROOT, "agent/src/main.ts");
+
+export interface Proc {
+  readonly pid: number;
+  readonly logPath: string;
+  readonly child: ChildProcess;
+  log(): string;
+  /** SIGTERM, then SIGKILL after 5 s; resolves when the process has exited. */
+  stop(): Promise<void>;
+  /** kill -9. */
+  kill(): Promise<void>;
+}
+
+function startNode(script: string, args: string[], logPath: string, env: NodeJS.ProcessEnv = {}): Proc {
+  const out = createWriteStream(logPath, { flags: "a" });
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout!.pipe(out, { end: false });
+  child.stderr!.pipe(out, { end: false });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const signal = async (sig: NodeJS.Signals, graceMs: number) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(sig);
+    const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    await exited;
+    clearTimeout(t);
+  };
+  return {
+    pid: child.pid!,
+    logPath,
+    child,
+    log: () => readFileSync(logPath, "utf8"),
+    stop: () => signal("SIGTERM", 5000),
+    kill: () => signal("SIGKILL", 0),
+  };
+}
+
+export interface ManagerProc extends Proc {
+  url: string;
+  servers: Client<typeof ServerService>;
+  hosts: Client<typeof HostService>;
+}
+
+/** Starts a manager on a free loopback port with its database at `dbPath`. */
+export async function startManager(opts: { dir: string; dbPath?: string; port?: number; args?: string[] }): Promise<ManagerProc> {
+  const dbPath = opts.dbPath ?? join(opts.dir, "berth.db");
+  const proc = startNode(
+    MANAGER_MAIN,
+    ["--listen", `127.0.0.1:${opts.port ?? 0}`, "--db", dbPath, "--log-level", "debug", ...(opts.args ?? [])],
+    join(opts.dir, "manager.log"),
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    let buf = "";
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      const m = /berth-manager ready url=(\S+)/.exec(buf);
+      if (m) {
+        proc.child.stdout!.off("data", onData);
+        resolve(m[1]!);
+      }
+    };
+    proc.child.stdout!.on("data", onData);
+    proc.child.once("exit", (code) => reject(new Error(`manager exited with ${code} before it was ready:\n${proc.log()}`)));
+    setTimeout(() => reject(new Error(`manager not ready after 30s:\n${proc.log()}`)), 30_000).unref();
+  });
+  const transport = createGrpcTransport({ baseUrl: url });
+  return { ...proc, url, servers: createClient(ServerService, transport), hosts: createClient(HostService, transport) };
+}
+
+/** Enrolls an agent with a fresh token (via the API) and starts `berth-agent run`. */
+export async function startAgent(opts: {
+  manager: ManagerProc;
+  dir: string;
+  dataRoot?: string;
+  dockerHost?: string;
+  stateDir?: string;
+  extraArgs?: string[];
+}): Promise<Proc & { stateDir: string; dataRoot: string }> {
+  const stateDir = opts.stateDir ?? join(opts.dir, "agent-state");
+  const dataRoot = opts.dataRoot ?? join(opts.dir, "data");
+  const env = opts.dockerHost ? { DOCKER_HOST: opts.dockerHost } : {};
+  const { token } = await opts.manager.hosts.createEnrollmentToken({});
+  const enroll = startNode(AGENT_MAIN, ["enroll", "--manager", opts.manager.url, "--token", token, "--state-dir", stateDir], join(opts.dir, "enroll.log"), env);
+  const code = await new Promise<number | null>((resolve) => enroll.child.once("exit", (c) => resolve(c)));
+  if (code !== 0) throw new Error(`berth-agent enroll failed (${code}):\n${enroll.log()}`);
+  const proc = runAgent({ dir: opts.dir, stateDir, dataRoot, env, extraArgs: opts.extraArgs ?? [] });
+  return { ...proc, stateDir, dataRoot };
+}
+
+/** Starts `berth-agent run` for an already enrolled state dir. */
+export function runAgent(opts: { dir: string; stateDir: string; dataRoot: string; env?: NodeJS.ProcessEnv; extraArgs?: string[] }): Proc {
+  return startNode(
+    AGENT_MAIN,
+    ["run", "--state-dir", opts.stateDir, "--data-root", opts.dataRoot, "--log-level", "debug", ...(opts.extraArgs ?? [])],
+    join(opts.dir, "agent.log"),
+    opts.env ?? {},
+  );
+}
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `berth-${prefix}-`));
+}
+
+/** Polls `fn` until it returns a truthy value or `timeoutMs` passes; returns the value. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Waits until GetServer reports `phase`; returns the server. */
+export async function waitForPhase(m: ManagerProc, id: string, phase: Phase, timeoutMs = 30_000): Promise<Server> {
+  let last: Server | undefined;
+  try {
+    return await waitFor(
+      `server ${id} to reach ${Phase[phase]}`,
+      async () => {
+        const { server } = await m.servers.getServer(create(GetServerRequestSchema, { id }));
+        last = server;
+        return server?.status?.phase === phase ? server : undefined;
+      },
+      timeoutMs,
+    );
+  } catch (err) {
+    const s = last?.status;
+    throw new Error(`${(err as Error).message}; last seen ${s ? `${Phase[s.phase]} ${s.reason}: ${s.message}` : "nothing"}`);
+  }
+}
