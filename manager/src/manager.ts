@@ -11,6 +11,7 @@ import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { createAgentService } from "./api/agent-service.js";
 import { errorInterceptor } from "./api/errors.js";
+import { authInterceptor } from "./auth/interceptor.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
 import { registerReflection } from "./api/reflection.js";
@@ -85,7 +86,8 @@ export function buildManager(config: ManagerConfig): Manager {
   const webRoot = config.webRoot ?? (existsSync(DEFAULT_WEB_ROOT) ? DEFAULT_WEB_ROOT : PLACEHOLDER_WEB_ROOT);
   const handler = connectNodeAdapter({
     routes,
-    interceptors: [errorInterceptor(log)],
+    // Errors first (outermost), so failures inside auth are converted too.
+    interceptors: [errorInterceptor(log), authInterceptor()],
     readMaxBytes: 4 * 1024 * 1024,
     fallback: staticFiles(webRoot),
   });

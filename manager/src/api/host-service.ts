@@ -8,6 +8,7 @@ import {
   ListHostsResponseSchema,
   ResyncHostResponseSchema,
 } from "@berth/proto/berth/v1/host_pb.js";
+import { actorOf, callerOf, requireRole } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
 import { hashSecret, newId, newSecret } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -39,26 +40,30 @@ export function createHostService(deps: HostServiceDeps): Partial<ServiceImpl<ty
   }
 
   return {
-    listHosts() {
+    listHosts(_req, ctx) {
+      callerOf(ctx);
       const counts = store.countServersByHost();
       return create(ListHostsResponseSchema, {
         hosts: store.listHosts().map((h) => hostToProto(h, hub.isConnected(h.id), counts.get(h.id) ?? 0)),
       });
     },
 
-    getHost(req) {
+    getHost(req, ctx) {
+      callerOf(ctx);
       const h = find(req.id);
       return create(GetHostResponseSchema, { host: hostToProto(h, hub.isConnected(h.id), store.countServersByHost().get(h.id) ?? 0) });
     },
 
-    createEnrollmentToken(req) {
+    createEnrollmentToken(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "CreateEnrollmentToken");
       if (req.ttlSeconds > MAX_TTL_S) throw new InvalidArgumentError("ttl_seconds", `at most ${MAX_TTL_S} (7 days)`);
       const ttl = req.ttlSeconds || DEFAULT_TTL_S;
       const at = now();
       const token = `enr_${newSecret()}`;
       const id = newId("enr");
       store.insertEnrollmentToken({ id, tokenHash: hashSecret(token), createdAt: at, expiresAt: at + ttl * 1000 });
-      ledger.append({ type: "enrollment.created", actor: "anonymous", correlationId: id, message: `enrollment token valid for ${ttl}s` });
+      ledger.append({ type: "enrollment.created", actor: actorOf(caller), correlationId: id, message: `enrollment token valid for ${ttl}s` });
       return create(CreateEnrollmentTokenResponseSchema, {
         token,
         expireTime: timestampFromMs(at + ttl * 1000),
@@ -66,7 +71,8 @@ export function createHostService(deps: HostServiceDeps): Partial<ServiceImpl<ty
       });
     },
 
-    resyncHost(req) {
+    resyncHost(req, ctx) {
+      requireRole(callerOf(ctx), "operator", "ResyncHost");
       const h = find(req.id);
       if (!hub.sendResync(h.id)) throw new PreconditionError(`host ${h.id} is offline; it resyncs by itself when its agent reconnects`);
       return create(ResyncHostResponseSchema, {});

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   CreateServerResponseSchema,
   DesiredState,
@@ -13,6 +13,7 @@ import {
   ResumeServerResponseSchema,
   type ServerSpec,
 } from "@berth/proto/berth/v1/server_pb.js";
+import { actorOf, callerOf, canSee, projectFor, requireRole, type Caller } from "../auth/caller.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -31,21 +32,30 @@ export interface ServerServiceDeps {
   now?: () => number;
 }
 
-/** Until access control lands every caller acts in this project. */
-export const DEFAULT_PROJECT = "default";
-const ACTOR = "anonymous";
 const MAX_PAGE = 1000;
 
 export function createServerService(deps: ServerServiceDeps): Partial<ServiceImpl<typeof ServerService>> {
   const { store, hub, ledger, reconciler } = deps;
   const now = deps.now ?? Date.now;
 
-  /** Finds a server by id or by name within the caller's project. */
-  function find(idOrName: string): ServerRecord {
+  /**
+   * Finds a server by id, or by name within the caller's project. A server of
+   * another project answers NotFound, exactly like one that does not exist.
+   */
+  function find(caller: Caller, idOrName: string): ServerRecord {
     const key = requireId(idOrName);
-    const s = store.getServer(key) ?? store.findServerByName(DEFAULT_PROJECT, key);
-    if (!s || s.project !== DEFAULT_PROJECT) throw new NotFoundError("server", key, "list servers with ServerService.ListServers");
+    const s = store.getServer(key) ?? (caller.project !== null ? store.findServerByName(caller.project, key) : findByNameAnyProject(key));
+    if (!s || !canSee(caller, s.project)) throw new NotFoundError("server", key, "list servers with ServerService.ListServers");
     return s;
+  }
+
+  /** For all-projects admins a bare name must be unambiguous. */
+  function findByNameAnyProject(name: string): ServerRecord | undefined {
+    const matches = store.listServers({ includeDeleted: true }).filter((s) => s.name === name);
+    if (matches.length > 1) {
+      throw new InvalidArgumentError("id", `name "${name}" exists in several projects (${matches.map((m) => m.project).join(", ")}); use the server id`);
+    }
+    return matches[0];
   }
 
   function pickHost(spec: ServerSpec): string {
@@ -87,8 +97,11 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
   }
 
   /** Records an operator's new desired state and wakes the reconciler. */
-  function setDesired(idOrName: string, desired: DesiredState, type: string): ServerRecord {
-    const s = find(idOrName);
+  function setDesired(ctx: HandlerContext, idOrName: string, desired: DesiredState, type: string): ServerRecord {
+    const caller = callerOf(ctx);
+    requireRole(caller, "operator", type.replace("server.", "").replace("_requested", ""));
+    const s = find(caller, idOrName);
+    const actor = actorOf(caller);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
     if (desired !== DesiredState.STOPPED) checkPorts(s.hostId, s.spec, s.id);
     const at = now();
@@ -97,17 +110,19 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     const generation = changed ? s.generation + 1 : s.generation;
     store.transaction(() => {
       store.updateServerSpec({ id: s.id, spec, generation, updatedAt: at, deletedAt: null, hostId: s.hostId });
-      ledger.append({ type, project: s.project, serverId: s.id, hostId: s.hostId, actor: ACTOR, message: `desired state ${DesiredState[desired].toLowerCase()}` });
+      ledger.append({ type, project: s.project, serverId: s.id, hostId: s.hostId, actor, message: `desired state ${DesiredState[desired].toLowerCase()}` });
     });
-    reconciler.reconcile(s.id, `${type} by ${ACTOR}`);
+    reconciler.reconcile(s.id, `${type} by ${caller.name}`);
     return store.getServer(s.id)!;
   }
 
   return {
-    createServer(req) {
+    createServer(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "CreateServer");
+      const actor = actorOf(caller);
       const spec = validateSpec(req.spec);
-      const project = req.project.trim() || DEFAULT_PROJECT;
-      if (project !== DEFAULT_PROJECT) throw new InvalidArgumentError("project", `unknown project "${project}"; only "${DEFAULT_PROJECT}" exists`);
+      const project = projectFor(caller, req.project);
       if (store.findServerByName(project, spec.name)) {
         throw new AlreadyExistsError(`a server named "${spec.name}" already exists in project "${project}"; pick another name or update it`);
       }
@@ -129,17 +144,18 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       };
       store.transaction(() => {
         store.insertServer(rec);
-        ledger.append({ type: "server.created", project, serverId: rec.id, hostId, actor: ACTOR, message: `server ${rec.name} created on ${hostId}` });
+        ledger.append({ type: "server.created", project, serverId: rec.id, hostId, actor, message: `server ${rec.name} created on ${hostId}` });
       });
-      reconciler.reconcile(rec.id, `created by ${ACTOR}`);
+      reconciler.reconcile(rec.id, `created by ${caller.name}`);
       return create(CreateServerResponseSchema, { server: serverToProto(store.getServer(rec.id)!) });
     },
 
-    getServer(req) {
-      return create(GetServerResponseSchema, { server: serverToProto(find(req.id)) });
+    getServer(req, ctx) {
+      return create(GetServerResponseSchema, { server: serverToProto(find(callerOf(ctx), req.id)) });
     },
 
-    listServers(req) {
+    listServers(req, ctx) {
+      const caller = callerOf(ctx);
       if (req.pageSize < 0) throw new InvalidArgumentError("page_size", "must not be negative");
       const limit = Math.min(req.pageSize || 100, MAX_PAGE);
       let before: { createdAt: number; id: string } | undefined;
@@ -148,9 +164,11 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         if (!m) throw new InvalidArgumentError("page_token", "not a token returned by ListServers; omit it to start from the first page");
         before = { createdAt: Number(m[1]), id: m[2]! };
       }
-      const project = req.project || DEFAULT_PROJECT;
+      // An all-projects admin sees every project unless it asks for one.
+      const project = caller.project ?? (req.project.trim() || undefined);
+      if (caller.project !== null) projectFor(caller, req.project);
       const rows = store
-        .listServers({ project, hostId: req.hostId, includeDeleted: req.showDeleted, before, limit: limit + 1 })
+        .listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, before, limit: limit + 1 })
         .filter((s) => req.phases.length === 0 || req.phases.includes(s.status.phase));
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
@@ -158,21 +176,21 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       return create(ListServersResponseSchema, { servers: page.map(serverToProto), nextPageToken });
     },
 
-    startServer(req) {
-      return create(StartServerResponseSchema, { server: serverToProto(setDesired(req.id, DesiredState.RUNNING, "server.start_requested")) });
+    startServer(req, ctx) {
+      return create(StartServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.RUNNING, "server.start_requested")) });
     },
 
-    stopServer(req) {
+    stopServer(req, ctx) {
       if (req.timeoutSeconds > 3600) throw new InvalidArgumentError("timeout_seconds", "at most 3600");
-      return create(StopServerResponseSchema, { server: serverToProto(setDesired(req.id, DesiredState.STOPPED, "server.stop_requested")) });
+      return create(StopServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.STOPPED, "server.stop_requested")) });
     },
 
-    pauseServer(req) {
-      return create(PauseServerResponseSchema, { server: serverToProto(setDesired(req.id, DesiredState.PAUSED, "server.pause_requested")) });
+    pauseServer(req, ctx) {
+      return create(PauseServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.PAUSED, "server.pause_requested")) });
     },
 
-    resumeServer(req) {
-      return create(ResumeServerResponseSchema, { server: serverToProto(setDesired(req.id, DesiredState.RUNNING, "server.resume_requested")) });
+    resumeServer(req, ctx) {
+      return create(ResumeServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.RUNNING, "server.resume_requested")) });
     },
   };
 }

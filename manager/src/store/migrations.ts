@@ -102,4 +102,24 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX events_server ON events (server_id, id);
   `,
+  // 2: operator tokens and projects (access control).
+  `
+  CREATE TABLE projects (
+    name       TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+  );
+  INSERT INTO projects (name, created_at) VALUES ('default', 0);
+
+  CREATE TABLE tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    project      TEXT,
+    secret_hash  TEXT NOT NULL UNIQUE,
+    created_at   BIGINT NOT NULL,
+    created_by   TEXT NOT NULL DEFAULT '',
+    revoked_at   BIGINT,
+    last_used_at BIGINT
+  );
+  `,
 ];

@@ -1,0 +1,58 @@
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
+
+/** Roles in increasing order of power. */
+export const ROLES = ["viewer", "operator", "admin"] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Who is calling: resolved once per request by the auth interceptor. */
+export interface Caller {
+  tokenId: string;
+  name: string;
+  role: Role;
+  /** The project the token is scoped to; null for an all-projects admin. */
+  project: string | null;
+}
+
+/** Set by the auth interceptor on every authenticated request. */
+export const callerKey = createContextKey<Caller | undefined>(undefined, { description: "berth caller" });
+
+export function callerOf(ctx: HandlerContext): Caller {
+  const c = ctx.values.get(callerKey);
+  if (!c) throw new UnauthenticatedError("missing token; send `authorization: Bearer <token>`");
+  return c;
+}
+
+/** The actor recorded on ledger events. */
+export function actorOf(c: Caller): string {
+  return `token:${c.tokenId}:${c.name}`;
+}
+
+export function hasRole(c: Caller, role: Role): boolean {
+  return ROLES.indexOf(c.role) >= ROLES.indexOf(role);
+}
+
+export function requireRole(c: Caller, role: Role, action: string): void {
+  if (!hasRole(c, role)) {
+    throw new PermissionDeniedError(`${action} needs the ${role} role; token "${c.name}" is ${c.role}`);
+  }
+}
+
+/** May `c` see objects of `project`? */
+export function canSee(c: Caller, project: string): boolean {
+  return c.project === null || c.project === project;
+}
+
+/**
+ * The project a request acts in: the token's own, or for an all-projects
+ * admin the requested one (default "default"). Asking for another project than
+ * the token's answers NotFound, like any object the caller cannot see.
+ */
+export function projectFor(c: Caller, requested: string): string {
+  const want = requested.trim();
+  if (c.project === null) return want || DEFAULT_PROJECT;
+  if (want && want !== c.project) throw new NotFoundError("project", want);
+  return c.project;
+}
+
+export const DEFAULT_PROJECT = "default";

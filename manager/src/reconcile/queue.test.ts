@@ -1,0 +1,207 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { WorkQueue, type QueueOptions } from "./queue.js";
+
+interface Recorder {
+  q: WorkQueue;
+  calls: { key: string; cause: string; at: number }[];
+  errors: { key: string; retryInMs: number; at: number }[];
+}
+
+let queues: WorkQueue[] = [];
+afterEach(() => {
+  for (const q of queues) q.stop();
+  queues = [];
+});
+
+function make(
+  process: (key: string, cause: string, calls: Recorder["calls"]) => ReturnType<QueueOptions["process"]> = () => {},
+  opts: Partial<QueueOptions> = {},
+): Recorder {
+  const calls: Recorder["calls"] = [];
+  const errors: Recorder["errors"] = [];
+  const q = new WorkQueue({
+    process: (key, cause) => {
+      calls.push({ key, cause, at: Date.now() });
+      return process(key, cause, calls);
+    },
+    onError: (key, _err, retryInMs) => errors.push({ key, retryInMs, at: Date.now() }),
+    ...opts,
+  });
+  queues.push(q);
+  return { q, calls, errors };
+}
+
+/** Lets pending setImmediate callbacks (the queue's drains) run. */
+async function drainReal(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+describe("WorkQueue (real timers)", () => {
+  it("processes a key added 100 times before it drains once, with the latest cause", async () => {
+    const r = make();
+    for (let i = 0; i < 100; i++) r.q.add("srv_a", `cause ${i}`);
+    expect(r.q.length).toBe(1);
+    expect(r.calls).toHaveLength(0); // not synchronous
+    await drainReal();
+    expect(r.calls.map((c) => [c.key, c.cause])).toEqual([["srv_a", "cause 99"]]);
+    expect(r.q.length).toBe(0);
+  });
+
+  it("processes distinct keys once each", async () => {
+    const r = make();
+    for (let i = 0; i < 10; i++) for (const k of ["a", "b", "c"]) r.q.add(k, "x");
+    await drainReal();
+    expect(r.calls.map((c) => c.key).sort()).toEqual(["a", "b", "c"]);
+  });
+
+  it("processes a key again when it is added while being processed, never concurrently", async () => {
+    let active = 0;
+    let maxActive = 0;
+    const r = make((key, _cause, calls) => {
+      active++;
+      maxActive = Math.max(maxActive, active);
+      if (calls.length === 1) r.q.add(key, "changed during processing");
+      active--;
+    });
+    r.q.add("srv_a", "first");
+    await drainReal();
+    expect(r.calls.map((c) => c.cause)).toEqual(["first", "changed during processing"]);
+    expect(maxActive).toBe(1);
+    await drainReal();
+    expect(r.calls).toHaveLength(2);
+  });
+
+  it("yields after batchSize keys but still processes them all", async () => {
+    const r = make(() => {}, { batchSize: 3 });
+    for (let i = 0; i < 10; i++) r.q.add(`k${i}`, "x");
+    await new Promise<void>((res) => setImmediate(res));
+    expect(r.calls.length).toBe(3);
+    await drainReal();
+    await drainReal();
+    expect(r.calls.map((c) => c.key)).toEqual(Array.from({ length: 10 }, (_, i) => `k${i}`));
+  });
+
+  it("stop() drops pending work and ignores later adds", async () => {
+    const r = make();
+    r.q.add("a", "x");
+    r.q.addAfter("b", 1, "x");
+    r.q.stop();
+    r.q.add("c", "x");
+    await new Promise((res) => setTimeout(res, 20));
+    expect(r.calls).toHaveLength(0);
+    expect(r.q.length).toBe(0);
+  });
+});
+
+/**
+ * Advances fake time by `ms`, then lets the queue's drain run. Only setTimeout and
+ * Date are faked: a faked setImmediate queued from a firing timer runs 1 ms late,
+ * which would blur the exact delays asserted here.
+ */
+async function tick(ms: number): Promise<void> {
+  await vi.advanceTimersByTimeAsync(ms);
+  await drainReal();
+}
+
+describe("WorkQueue (fake timers)", () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ["setTimeout", "clearTimeout", "Date"] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("backs off per key on errors with growing delays, capped", async () => {
+    const r = make(
+      () => {
+        throw new Error("boom");
+      },
+      { baseBackoffMs: 100, maxBackoffMs: 500 },
+    );
+    r.q.add("srv_a", "x");
+    await tick(0);
+    expect(r.calls).toHaveLength(1);
+    expect(r.errors.map((e) => e.retryInMs)).toEqual([100]);
+    // Nothing before the backoff elapses.
+    await tick(99);
+    expect(r.calls).toHaveLength(1);
+    await tick(1);
+    expect(r.calls).toHaveLength(2);
+    for (const ms of [200, 400, 500, 500]) await tick(ms);
+    expect(r.errors.map((e) => e.retryInMs)).toEqual([100, 200, 400, 500, 500, 500]);
+    // Each retry ran after the previous delay.
+    const gaps = r.calls.slice(1).map((c, i) => c.at - r.calls[i]!.at);
+    expect(gaps).toEqual([100, 200, 400, 500, 500]);
+    expect(r.calls[1]!.cause).toBe("retry after error (1)");
+    expect(r.calls[2]!.cause).toBe("retry after error (2)");
+  });
+
+  it("resets the backoff after a success, and keeps it per key", async () => {
+    let fail = 2;
+    const r = make(
+      (key) => {
+        if (key === "bad") throw new Error("always");
+        if (fail-- > 0) throw new Error("transient");
+      },
+      { baseBackoffMs: 10 },
+    );
+    r.q.add("flaky", "x");
+    r.q.add("bad", "x");
+    await tick(0);
+    await tick(10);
+    await tick(20); // flaky succeeds on the third try
+    const flaky = r.errors.filter((e) => e.key === "flaky").map((e) => e.retryInMs);
+    expect(flaky).toEqual([10, 20]);
+    const bad = r.errors.filter((e) => e.key === "bad").map((e) => e.retryInMs);
+    expect(bad).toEqual([10, 20, 40]);
+    // A new failure of "flaky" starts from the base delay again.
+    fail = 1;
+    r.q.add("flaky", "again");
+    await tick(0);
+    expect(r.errors.filter((e) => e.key === "flaky").map((e) => e.retryInMs)).toEqual([10, 20, 10]);
+  });
+
+  it("addAfter keeps the earliest schedule (earlier replaces later)", async () => {
+    const r = make();
+    r.q.addAfter("srv_a", 1_000, "late");
+    r.q.addAfter("srv_a", 100, "early");
+    await tick(99);
+    expect(r.calls).toHaveLength(0);
+    await tick(1);
+    expect(r.calls.map((c) => c.cause)).toEqual(["early"]);
+    await tick(5_000);
+    expect(r.calls).toHaveLength(1);
+  });
+
+  it("addAfter keeps the earliest schedule (later is ignored)", async () => {
+    const r = make();
+    r.q.addAfter("srv_a", 100, "early");
+    r.q.addAfter("srv_a", 1_000, "late");
+    await tick(100);
+    expect(r.calls.map((c) => c.cause)).toEqual(["early"]);
+    await tick(5_000);
+    expect(r.calls).toHaveLength(1);
+  });
+
+  it("a returned requeueAfterMs schedules the key again with cause 'deadline'", async () => {
+    let n = 0;
+    const r = make(() => (n++ === 0 ? { requeueAfterMs: 250 } : undefined));
+    r.q.add("srv_a", "created");
+    await tick(0);
+    expect(r.calls).toHaveLength(1);
+    await tick(249);
+    expect(r.calls).toHaveLength(1);
+    await tick(1);
+    expect(r.calls.map((c) => c.cause)).toEqual(["created", "deadline"]);
+    await tick(10_000);
+    expect(r.calls).toHaveLength(2);
+  });
+
+  it("stop() cancels scheduled runs", async () => {
+    const r = make();
+    r.q.addAfter("srv_a", 100, "x");
+    r.q.stop();
+    await tick(1_000);
+    expect(r.calls).toHaveLength(0);
+  });
+});
