@@ -2,14 +2,25 @@
  * `npm start`: a complete local berth on this machine — a Docker engine (the
  * local one, or a private dockerd started as root), the manager with its
  * SQLite file under ./data, and an agent enrolled against it. Prints the
- * dashboard URL and how to talk to the API. Ctrl-C stops what it started.
+ * dashboard URL, an admin token and how to talk to the API. Ctrl-C stops what
+ * it started.
+ *
+ * The admin token: the manager prints one on its first start only and keeps
+ * just its hash. Like a CLI's login file, this launcher keeps a copy in
+ * data/admin-token (mode 0600) so it can enroll its agent and show the token
+ * on every start. When that copy is missing or no longer works (revoked, or a
+ * new database), it makes a new admin token "npm-start" with the recovery CLI
+ * (`berth-manager token create`), which works on the database directly.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Transform } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { createClient } from "@connectrpc/connect";
+import { promisify } from "node:util";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AccessService, Role } from "@berth/proto/berth/v1/access_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { dockerClient, ensureDockerEngine, ensureTestImage, TEST_IMAGE } from "../test/harness/docker-engine.js";
 
@@ -17,6 +28,8 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 const dataDir = join(root, "data");
 const listenAddr = process.env.BERTH_LISTEN ?? "127.0.0.1:7000";
 const stateDir = join(dataDir, "agent");
+const dbPath = join(dataDir, "berth.db");
+const tokenFile = join(dataDir, "admin-token");
 const children: ChildProcess[] = [];
 mkdirSync(dataDir, { recursive: true });
 
@@ -28,8 +41,9 @@ function node(script: string, args: string[], logName: string, env: NodeJS.Proce
     stdio: ["ignore", "pipe", "pipe"],
   });
   const log = createWriteStream(join(dataDir, `${logName}.log`), { flags: "a" });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
+  // Token secrets never go to the log files.
+  child.stdout!.pipe(redactTokens()).pipe(log);
+  child.stderr!.pipe(redactTokens()).pipe(log);
   children.push(child);
   return child;
 }
@@ -45,20 +59,22 @@ const engine = await ensureDockerEngine();
 await ensureTestImage(dockerClient(engine.dockerHost));
 console.log(`[berth] Docker engine: ${engine.dockerHost}`);
 
-const manager = node("manager/src/main.ts", ["--listen", listenAddr, "--db", join(dataDir, "berth.db")], "manager");
-const url = await new Promise<string>((resolve, reject) => {
+const manager = node("manager/src/main.ts", ["--listen", listenAddr, "--db", dbPath], "manager");
+const { url, firstToken } = await new Promise<{ url: string; firstToken?: string }>((resolve, reject) => {
   let buf = "";
   manager.stdout!.on("data", (d: Buffer) => {
     const text = d.toString();
     buf += text;
     const m = /berth-manager ready url=(\S+)/.exec(buf);
-    if (m) resolve(m[1]!);
+    const t = /berth-manager admin-token=(\S+)/.exec(buf);
+    if (m) resolve({ url: m[1]!, ...(t ? { firstToken: t[1]! } : {}) });
   });
   manager.once("exit", (code) => reject(new Error(`the manager exited with code ${code}; is ${listenAddr} already in use? Set BERTH_LISTEN=127.0.0.1:PORT`)));
 });
 
+const adminToken = await adminTokenFor(url, firstToken);
 // Enroll the local agent once; enroll again if the database no longer knows it.
-const hosts = createClient(HostService, createGrpcTransport({ baseUrl: url }));
+const hosts = createClient(HostService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(adminToken.token)] }));
 const credFile = join(stateDir, "credentials.json");
 const known = existsSync(credFile) ? (JSON.parse(readFileSync(credFile, "utf8")) as { hostId: string; managerUrl: string }) : undefined;
 const { hosts: list } = await hosts.listHosts({});
@@ -85,16 +101,73 @@ berth is running.
 
   Dashboard:   ${url}/
   API:         ${url}  (gRPC, gRPC-Web and Connect on one port; reflection on)
-  Admin token: none yet — access control is not enabled in this build; the API is open on ${listenAddr}
-  Database:    ${join(dataDir, "berth.db")}
+  Admin token: ${adminToken.token}
+               (${adminToken.how}; a copy is kept in ${tokenFile}, mode 0600)
+  Database:    ${dbPath}
   Data root:   ${join(dataDir, "servers")}
 
 Try it (buf is in node_modules/.bin):
+  export BERTH_TOKEN=$(cat ${tokenFile})
   npx buf curl --protocol grpc --http2-prior-knowledge --list-services ${url}
-  npx buf curl --protocol grpc --http2-prior-knowledge \\
+  npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $BERTH_TOKEN" \\
     -d '{"spec":{"name":"hello","image":"${TEST_IMAGE}","command":["httpd","-f","-p","8080","-h","/data"],"ports":[{"hostPort":18080,"containerPort":8080}]}}' \\
     ${url}/berth.v1.ServerService/CreateServer
-  curl -s -H 'content-type: application/json' -d '{"id":"hello"}' ${url}/berth.v1.ServerService/GetServer
+  curl -s -H "authorization: Bearer $BERTH_TOKEN" -H 'content-type: application/json' -d '{"id":"hello"}' ${url}/berth.v1.ServerService/GetServer
 
 Logs (JSON): ${join(dataDir, "manager.log")} and ${join(dataDir, "agent.log")}. Ctrl-C stops both.
 `);
+
+/**
+ * The admin token this launcher uses: the one the manager printed on its first
+ * start, else the saved copy if it still works, else a new one made with the
+ * recovery CLI. Whatever it is, the copy in data/admin-token is updated.
+ */
+async function adminTokenFor(baseUrl: string, printed: string | undefined): Promise<{ token: string; how: string }> {
+  const save = (token: string, how: string) => {
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    chmodSync(tokenFile, 0o600);
+    return { token, how };
+  };
+  if (printed) return save(printed, "printed by the manager on its first start");
+  if (existsSync(tokenFile)) {
+    const saved = readFileSync(tokenFile, "utf8").trim();
+    const access = createClient(AccessService, createGrpcTransport({ baseUrl, interceptors: [bearer(saved)] }));
+    try {
+      const { token } = await access.whoAmI({});
+      if (token && token.role === Role.ADMIN && token.project === "") return { token: saved, how: `token "${token.name}" saved by an earlier npm start` };
+    } catch (err) {
+      if (ConnectError.from(err).code !== Code.Unauthenticated) throw err;
+    }
+  }
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ["--import", "tsx", join(root, "manager/src/main.ts"), "token", "create", "--role", "admin", "--name", "npm-start", "--db", dbPath],
+    { cwd: root },
+  );
+  return save(stdout.trim(), "made now with `berth-manager token create --role admin --name npm-start`");
+}
+
+/** Sends `authorization: Bearer <token>` on every call. */
+function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+/** Replaces token secrets (brt_...) in a log stream, line by line. */
+function redactTokens(): Transform {
+  let rest = "";
+  const redact = (s: string) => s.replace(/brt_[A-Za-z0-9_-]+/g, "brt_[redacted]");
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      const text = rest + chunk.toString();
+      const cut = text.lastIndexOf("\n") + 1;
+      rest = text.slice(cut);
+      done(null, redact(text.slice(0, cut)));
+    },
+    flush(done) {
+      done(null, redact(rest));
+    },
+  });
+}

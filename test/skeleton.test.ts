@@ -149,7 +149,11 @@ describe("walking skeleton: manager + agent + Docker", () => {
   it("is scriptable with buf curl through server reflection", async () => {
     const list = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services", manager.url]);
     expect(list.stdout.split("\n")).toEqual(expect.arrayContaining(["berth.v1.ServerService", "berth.v1.HostService", "grpc.health.v1.Health"]));
-    const res = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", "{}", `${manager.url}/berth.v1.ServerService/ListServers`]);
+    const res = await run(BUF, [
+      "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+      "-H", `authorization: Bearer ${manager.adminToken}`,
+      "-d", "{}", `${manager.url}/berth.v1.ServerService/ListServers`,
+    ]);
     const parsed = JSON.parse(res.stdout) as { servers: { spec: { name: string } }[] };
     expect(parsed.servers.length).toBeGreaterThanOrEqual(2);
     const health = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", `${manager.url}/grpc.health.v1.Health/Check`]);
@@ -157,13 +161,13 @@ describe("walking skeleton: manager + agent + Docker", () => {
   });
 
   it("speaks Connect JSON over plain HTTP/1.1, as curl would", async () => {
-    const ok = await postJson(`${manager.url}/berth.v1.ServerService/ListServers`, "{}");
+    const ok = await postJson(`${manager.url}/berth.v1.ServerService/ListServers`, "{}", manager.adminToken);
     expect(ok.status).toBe(200);
     expect((JSON.parse(ok.body) as { servers: unknown[] }).servers.length).toBeGreaterThanOrEqual(2);
-    const bad = await postJson(`${manager.url}/berth.v1.ServerService/GetServer`, '{"id":"srv_missing"}');
+    const bad = await postJson(`${manager.url}/berth.v1.ServerService/GetServer`, '{"id":"srv_missing"}', manager.adminToken);
     expect(bad.status).toBe(404);
     expect(JSON.parse(bad.body)).toMatchObject({ code: "not_found" });
-    const notJson = await postJson(`${manager.url}/berth.v1.ServerService/CreateServer`, '{"spec":{"name":5}}');
+    const notJson = await postJson(`${manager.url}/berth.v1.ServerService/CreateServer`, '{"spec":{"name":5}}', manager.adminToken);
     expect(notJson.status).toBe(400);
     expect(JSON.parse(notJson.body)).toMatchObject({ code: "invalid_argument" });
     // The dashboard's files come from the same port.
@@ -185,9 +189,9 @@ function httpGet(url: string): Promise<string | undefined> {
   });
 }
 
-function postJson(url: string, body: string): Promise<{ status: number; body: string }> {
+function postJson(url: string, body: string, token: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: "POST", headers: { "content-type": "application/json" } }, (res) => {
+    const req = request(url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` } }, (res) => {
       let text = "";
       res.on("data", (d: Buffer) => (text += d.toString()));
       res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));

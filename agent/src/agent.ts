@@ -2,12 +2,16 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { cpus, hostname, totalmem } from "node:os";
 import type { Logger } from "pino";
-import { AgentMessageSchema, ContainerInfoSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { AgentMessageSchema, ContainerInfoSchema, type ContainerInfo, type DataDir, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import type { DataRoot } from "./data/data-root.js";
-import { dataDir, Executor } from "./executor.js";
+import { dataDir, Executor, type PullReport } from "./executor.js";
+import { diffContainers } from "./inventory-diff.js";
 import { Backoff } from "./link/backoff.js";
 import { ManagerLink } from "./link/manager-link.js";
+import { LogStreams } from "./log-streams.js";
 import type { ContainerRuntime, RuntimeEvent } from "./runtime/container-runtime.js";
+import { messageOf } from "./runtime/docker-runtime.js";
+import { LockedRuntime } from "./runtime/locked-runtime.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -20,7 +24,18 @@ export interface AgentOptions {
   /** Full inventory period, to heal anything an event stream missed. */
   inventoryIntervalMs?: number;
   heartbeatIntervalMs?: number;
+  /** How long the engine may take to answer the reachability probe (every heartbeat). */
+  dockerProbeTimeoutMs?: number;
 }
+
+/**
+ * How long after an outside stop the agent watches for its engine going away
+ * (a dockerd shutting down stops every container, then closes its socket).
+ */
+const ENGINE_SHUTDOWN_WINDOW_MS = 3_000;
+
+/** At most one pull-progress message per server per this many ms (plus the last one). */
+const PULL_REPORT_EVERY_MS = 1000;
 
 type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 
@@ -31,23 +46,45 @@ type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 export class Agent {
   private readonly link: ManagerLink;
   private readonly executor: Executor;
+  /** The engine, one operation per container at a time (kill bypasses). */
+  private readonly runtime: ContainerRuntime;
+  private readonly logStreams: LogStreams;
   private readonly abort = new AbortController();
   private dockerReachable = false;
   private dockerVersion = "";
+  /** Aborts the current Docker events subscription (it is then re-made and followed by a resync). */
+  private eventsAbort: AbortController | undefined;
+  private probing = false;
+  private inventoryRunning: Promise<void> | undefined;
+  private inventoryAgain = false;
+  /** What the agent believes each container looks like: the last inventory plus events since. */
+  private readonly believed = new Map<string, ContainerInfo>();
+  private readonly pullReportedAt = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
   private readonly eventChains = new Map<string, Promise<void>>();
+  /** Last kill/stop event per container: a die right after one was requested by someone. */
+  private readonly killedAt = new Map<string, number>();
   private revoked: ((message: string) => void) | undefined;
   readonly done: Promise<{ revoked: boolean; message: string }>;
 
   constructor(private readonly opts: AgentOptions) {
-    this.executor = new Executor(opts.runtime, opts.dataRoot, opts.log.child({ part: "executor" }));
+    this.runtime = new LockedRuntime(opts.runtime, {
+      onEscalate: (id) => opts.log.warn({ container: id }, "stop did not finish past its timeout; killing the container"),
+    });
+    this.executor = new Executor(this.runtime, opts.dataRoot, opts.log.child({ part: "executor" }), (p) => this.reportPull(p));
+    this.logStreams = new LogStreams(
+      this.runtime,
+      (chunk) => this.link.sendPaced(create(AgentMessageSchema, { body: { case: "logChunk", value: chunk } })),
+      opts.log.child({ part: "logs" }),
+    );
     this.link = new ManagerLink(
       opts.managerUrl,
       opts.credential,
       {
         onOpen: () => void this.sendHelloAndInventory(),
         onMessage: (m) => this.onManagerMessage(m),
-        onClose: () => {},
+        // Nobody reads the logs any more; the manager ended its callers' streams.
+        onClose: () => this.logStreams.closeAll(),
         onRevoked: (message) => this.revoked?.(message),
       },
       opts.log.child({ part: "link" }),
@@ -66,8 +103,11 @@ export class Agent {
     await this.refreshDocker();
     void this.watchEvents();
     this.link.start();
-    this.every(this.opts.inventoryIntervalMs ?? 30_000, () => void this.sendInventory());
-    this.every(this.opts.heartbeatIntervalMs ?? 5_000, () => void this.sendHeartbeat());
+    this.every(this.opts.inventoryIntervalMs ?? 30_000, () => void this.sendInventory({ periodic: true }));
+    this.every(this.opts.heartbeatIntervalMs ?? 5_000, () => {
+      void this.sendHeartbeat();
+      void this.probeDocker();
+    });
   }
 
   stop(): void {
@@ -88,12 +128,72 @@ export class Agent {
 
   private async refreshDocker(): Promise<void> {
     try {
-      this.dockerVersion = await this.opts.runtime.version();
+      this.dockerVersion = await this.runtime.version(this.opts.dockerProbeTimeoutMs ?? 5_000);
       this.dockerReachable = true;
     } catch (err) {
       this.dockerReachable = false;
-      this.opts.log.warn({ err: String(err) }, "Docker engine unreachable");
+      this.opts.log.warn({ err: messageOf(err) }, "Docker engine unreachable");
     }
+  }
+
+  /**
+   * Asks the engine for its version on every heartbeat tick, bounded by a
+   * short timeout: the only way to notice an engine that is hung (the events
+   * stream of a hung engine just stays silent). Losing it restarts the events
+   * subscription; getting it back resyncs.
+   */
+  private async probeDocker(): Promise<void> {
+    if (this.probing || this.abort.signal.aborted) return;
+    this.probing = true;
+    try {
+      const was = this.dockerReachable;
+      await this.refreshDocker();
+      if (was && !this.dockerReachable) {
+        this.sendHeartbeatNow();
+        // The stream may look alive while the engine is gone; make it resubscribe (and resync then).
+        this.eventsAbort?.abort();
+      } else if (!was && this.dockerReachable) {
+        this.opts.log.info({ docker: this.dockerVersion }, "Docker engine reachable again; resyncing");
+        this.sendHeartbeatNow();
+        this.resync();
+      }
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  /**
+   * Did the engine stop answering within the next moments? Probed every
+   * 500 ms for `ENGINE_SHUTDOWN_WINDOW_MS`; this delays reporting a
+   * `docker stop` made outside berth by that much.
+   */
+  private async engineShuttingDown(): Promise<boolean> {
+    const until = Date.now() + ENGINE_SHUTDOWN_WINDOW_MS;
+    while (Date.now() < until) {
+      try {
+        await this.runtime.version(1_000);
+      } catch {
+        return true;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    return false;
+  }
+
+  /** A full inventory now, with errors logged (never an unhandled rejection). */
+  private resync(): void {
+    this.sendInventory().catch((err: unknown) => this.opts.log.warn({ err: messageOf(err) }, "inventory failed"));
+  }
+
+  /** Pull progress to the manager, at most about once a second per server, always the last report. */
+  private reportPull(p: PullReport): void {
+    const now = Date.now();
+    const last = this.pullReportedAt.get(p.serverId) ?? 0;
+    if (!p.done && now - last < PULL_REPORT_EVERY_MS) return;
+    if (p.done) this.pullReportedAt.delete(p.serverId);
+    else this.pullReportedAt.set(p.serverId, now);
+    this.opts.log.info({ server: p.serverId, image: p.image, status: p.status, done: p.done }, "image pull");
+    this.send({ case: "pullProgress", value: p });
   }
 
   private async sendHelloAndInventory(): Promise<void> {
@@ -115,27 +215,68 @@ export class Agent {
     await this.sendInventory();
   }
 
-  /** A complete picture: the manager replaces what it knew about this host with it. */
-  private async sendInventory(): Promise<void> {
+  /**
+   * A complete picture: the manager replaces what it knew about this host
+   * with it. Calls while one is being built coalesce into one more run.
+   */
+  private sendInventory(opts: { periodic?: boolean } = {}): Promise<void> {
+    if (this.inventoryRunning) {
+      this.inventoryAgain = true;
+      return this.inventoryRunning;
+    }
+    const run = this.buildAndSendInventory(opts.periodic === true)
+      .catch((err: unknown) => this.opts.log.warn({ err: messageOf(err) }, "inventory failed"))
+      .finally(() => {
+        this.inventoryRunning = undefined;
+        if (this.inventoryAgain) {
+          this.inventoryAgain = false;
+          void this.sendInventory();
+        }
+      });
+    this.inventoryRunning = run;
+    return run;
+  }
+
+  private async buildAndSendInventory(periodic: boolean): Promise<void> {
     if (!this.link.connected) return;
     let containers;
     try {
-      containers = await this.opts.runtime.list();
-      this.dockerReachable = true;
+      containers = await this.runtime.list();
+      if (!this.dockerReachable) {
+        this.dockerReachable = true;
+        this.sendHeartbeatNow();
+      }
     } catch (err) {
-      this.dockerReachable = false;
-      this.opts.log.warn({ err: String(err) }, "inventory skipped: Docker engine unreachable");
-      this.sendHeartbeatNow();
+      if (this.dockerReachable) {
+        this.dockerReachable = false;
+        this.sendHeartbeatNow();
+      }
+      this.opts.log.warn({ err: messageOf(err) }, "inventory skipped: Docker engine unreachable");
       return;
     }
+    if (periodic) {
+      const missed = diffContainers(this.believed.values(), containers);
+      if (missed.length > 0) {
+        this.opts.log.warn({ changes: missed }, `the periodic inventory found ${missed.length} change(s) the Docker event stream did not report; the manager gets them now`);
+      }
+    }
+    this.believed.clear();
+    for (const c of containers) this.believed.set(c.id, c);
     const dirs = await this.opts.dataRoot.list();
     const ids = new Set<string>(dirs.filter((d) => this.opts.dataRoot.isServerId(d)));
     for (const c of containers) {
       const sid = c.labels["berth.server"];
       if (sid && this.opts.dataRoot.isServerId(sid)) ids.add(sid);
     }
-    const dataDirs = [];
-    for (const id of ids) dataDirs.push(dataDir(await this.opts.dataRoot.check(id)));
+    const dataDirs: DataDir[] = [];
+    for (const id of ids) {
+      try {
+        dataDirs.push(dataDir(await this.opts.dataRoot.check(id)));
+      } catch (err) {
+        // Left out: the manager keeps its last check; commands on it fail with the same message.
+        this.opts.log.warn({ server: id, err: messageOf(err) }, "data directory refused; not reported");
+      }
+    }
     this.send({
       case: "inventory",
       value: {
@@ -164,7 +305,13 @@ export class Agent {
       case "welcome":
         return;
       case "resync":
-        void this.sendInventory();
+        this.resync();
+        return;
+      case "logRequest":
+        this.logStreams.start(msg.body.value);
+        return;
+      case "logCancel":
+        this.logStreams.cancel(msg.body.value.requestId);
         return;
       case "command": {
         const cmd = msg.body.value;
@@ -182,17 +329,23 @@ export class Agent {
     const signal = this.abort.signal;
     let broken = false;
     while (!signal.aborted) {
+      // One controller per subscription: the engine probe aborts it to force a resubscribe.
+      const sub = new AbortController();
+      const onStop = () => sub.abort();
+      signal.addEventListener("abort", onStop, { once: true });
+      this.eventsAbort = sub;
       try {
-        const { closed } = await this.opts.runtime.subscribe((e) => this.onRuntimeEvent(e), signal);
+        const { closed } = await this.runtime.subscribe((e) => this.onRuntimeEvent(e), sub.signal);
         if (broken) {
           this.opts.log.info("Docker events stream re-established; resyncing");
           await this.refreshDocker();
-          void this.sendInventory();
+          this.resync();
           this.sendHeartbeatNow();
         }
         backoff.reset();
         broken = false;
         await closed;
+        if (!signal.aborted) throw new Error("subscription aborted after the engine stopped answering");
       } catch (err) {
         if (signal.aborted) return;
         if (!broken) {
@@ -202,6 +355,8 @@ export class Agent {
         }
         broken = true;
         await new Promise((r) => setTimeout(r, backoff.next()));
+      } finally {
+        signal.removeEventListener("abort", onStop);
       }
     }
   }
@@ -218,13 +373,42 @@ export class Agent {
     });
   }
 
+  /**
+   * Why a container died: berth stopped or removed it (the executor says so),
+   * someone else did (a kill/stop event came just before), or it exited by itself.
+   */
+  private exitCause(e: RuntimeEvent): string {
+    if (e.action !== "die") return "";
+    const killed = this.killedAt.get(e.containerId);
+    this.killedAt.delete(e.containerId);
+    if (this.executor.isExpectedExit(e.containerId)) return "stopped_by_berth";
+    if (killed !== undefined && Date.now() - killed < 60_000) return "stopped_externally";
+    return "crash";
+  }
+
   private async reportEvent(e: RuntimeEvent): Promise<void> {
-    const info = e.action === "destroy" ? undefined : await this.opts.runtime.inspect(e.containerId);
+    if (e.action === "kill" || e.action === "stop") this.killedAt.set(e.containerId, Date.now());
+    if (e.action === "destroy") this.killedAt.delete(e.containerId);
+    // A kill is only a request: the container may already read as exited, but the
+    // manager must learn that together with why (the "die" that follows carries the
+    // cause), or it would restart a container someone just stopped on purpose.
+    if (e.action === "kill") return;
+    let exitCause = this.exitCause(e);
+    const info = e.action === "destroy" ? undefined : await this.runtime.inspect(e.containerId);
+    // A stopping dockerd stops its containers exactly like `docker stop` (kill, die) while it
+    // still answers for a moment: that is not an operator's stop, and must not be adopted as one.
+    if (exitCause === "stopped_externally" && (await this.engineShuttingDown())) {
+      this.opts.log.info({ container: e.containerId }, "container stopped by its Docker engine shutting down; reporting the exit without a cause");
+      exitCause = "";
+    }
     const removed = info === undefined;
+    if (info) this.believed.set(info.id, info);
+    else this.believed.delete(e.containerId);
     this.send({
       case: "containerEvent",
       value: {
         action: e.action,
+        exitCause,
         removed,
         time: timestampFromMs(e.timeMs || Date.now()),
         container: info ?? create(ContainerInfoSchema, { id: e.containerId, labels: e.labels, state: "removed" }),

@@ -7,22 +7,37 @@ export interface Credentials {
   hostId: string;
   secret: string;
   managerId: string;
+  /**
+   * The manager's CA certificate (PEM file next to credentials.json), pinned
+   * at enrollment from the token's fingerprint; the only trust root for https.
+   */
+  caFile?: string;
+}
+
+export function caPath(stateDir: string): string {
+  return join(stateDir, "manager-ca.pem");
 }
 
 export function credentialPath(stateDir: string): string {
   return join(stateDir, "credentials.json");
 }
 
-/** Written with mode 0600: the secret lets anyone impersonate this host. */
-export async function saveCredentials(stateDir: string, c: Credentials): Promise<string> {
+/** Written with mode 0600: the secret lets anyone impersonate this host. `caPem` is stored beside it. */
+export async function saveCredentials(stateDir: string, c: Credentials, caPem?: string): Promise<string> {
   const p = credentialPath(stateDir);
   await mkdir(dirname(p), { recursive: true, mode: 0o700 });
+  if (caPem) {
+    // Integrity matters, not secrecy: whoever can replace it can impersonate the manager.
+    await writeFile(caPath(stateDir), caPem, { mode: 0o600 });
+    c = { ...c, caFile: caPath(stateDir) };
+  }
   await writeFile(p, JSON.stringify(c, null, 2) + "\n", { mode: 0o600 });
   await chmod(p, 0o600);
   return p;
 }
 
-export async function loadCredentials(stateDir: string): Promise<Credentials> {
+/** The credentials and, when one was pinned, the manager's CA PEM. */
+export async function loadCredentials(stateDir: string): Promise<Credentials & { caPem?: string }> {
   const p = credentialPath(stateDir);
   let text: string;
   try {
@@ -32,5 +47,12 @@ export async function loadCredentials(stateDir: string): Promise<Credentials> {
   }
   const c = JSON.parse(text) as Partial<Credentials>;
   if (!c.managerUrl || !c.hostId || !c.secret) throw new Error(`${p} is incomplete; enroll again`);
-  return c as Credentials;
+  if (!c.caFile) return c as Credentials;
+  let caPem: string;
+  try {
+    caPem = await readFile(c.caFile, "utf8");
+  } catch {
+    throw new Error(`the manager's CA certificate ${c.caFile} (pinned at enrollment) is missing; enroll again`);
+  }
+  return { ...(c as Credentials), caPem };
 }

@@ -13,9 +13,20 @@ import type { DataCheck, DataRoot } from "./data/data-root.js";
 import { DataPathError } from "./data/data-root.js";
 import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
 import { LABEL_SERVER, messageOf } from "./runtime/docker-runtime.js";
+import { ENGINE_FAILURE_REASONS, engineGoingAway, waitForEngine } from "./runtime/engine-watch.js";
 import type { Logger } from "pino";
 
 const LABEL_HASH = "berth.spec-hash";
+
+/** Progress of an image pull made for a command. */
+export interface PullReport {
+  serverId: string;
+  commandId: string;
+  image: string;
+  status: string;
+  /** The pull finished or failed: the last report. */
+  done: boolean;
+}
 const RESULT_CACHE_SIZE = 2000;
 
 /**
@@ -27,19 +38,42 @@ const RESULT_CACHE_SIZE = 2000;
 export class Executor {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly results = new Map<string, Promise<CommandResult>>();
+  /** Containers berth itself is stopping or removing, until when (their exits are not drift). */
+  private readonly expectedExits = new Map<string, number>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
     private readonly data: DataRoot,
     private readonly log: Logger,
-    private readonly onProgress: (serverId: string, line: string) => void = () => {},
+    private readonly onPull: (p: PullReport) => void = () => {},
   ) {}
+
+  /** Did berth stop or remove this container in the last moments? */
+  isExpectedExit(containerId: string): boolean {
+    const until = this.expectedExits.get(containerId);
+    if (until === undefined) return false;
+    if (until < Date.now()) {
+      this.expectedExits.delete(containerId);
+      return false;
+    }
+    return true;
+  }
+
+  /** Marks an exit as berth's own for the duration of the call plus a grace period for late events. */
+  private async expectExit<T>(containerId: string, fn: () => Promise<T>): Promise<T> {
+    this.expectedExits.set(containerId, Number.MAX_SAFE_INTEGER);
+    try {
+      return await fn();
+    } finally {
+      this.expectedExits.set(containerId, Date.now() + 10_000);
+    }
+  }
 
   execute(cmd: Command): Promise<CommandResult> {
     const known = this.results.get(cmd.id);
     if (known) return known;
     const prev = this.chains.get(cmd.serverId) ?? Promise.resolve();
-    const run = prev.then(() => this.apply(cmd));
+    const run = prev.then(() => this.applyOverEngineRestarts(cmd));
     const tail = run.catch(() => undefined);
     this.chains.set(cmd.serverId, tail);
     void tail.then(() => {
@@ -48,6 +82,29 @@ export class Executor {
     this.results.set(cmd.id, run);
     if (this.results.size > RESULT_CACHE_SIZE) this.results.delete(this.results.keys().next().value!);
     return run;
+  }
+
+  /**
+   * Applies a command; when it failed because the Docker engine was going
+   * away (dockerd restarting: a shutting-down engine still answers, with odd
+   * errors), waits for the engine until shortly before the command's deadline
+   * and applies it once more. Safe because every command is an idempotent
+   * ensure-operation; without it a routine engine restart would leave the
+   * server Failed until an operator acts.
+   */
+  private async applyOverEngineRestarts(cmd: Command): Promise<CommandResult> {
+    const first = await this.apply(cmd);
+    if (first.success || !ENGINE_FAILURE_REASONS.has(first.reason) || !(await engineGoingAway(this.runtime))) return first;
+    const deadline = cmd.deadline ? Number(cmd.deadline.seconds) * 1000 - 2_000 : Date.now() + 120_000;
+    this.log.warn({ server: cmd.serverId, command: cmd.id, reason: first.reason }, "the Docker engine went away during the command; applying it again once the engine is back");
+    if (!(await waitForEngine(this.runtime, deadline))) {
+      return create(CommandResultSchema, {
+        ...first,
+        reason: "DockerUnreachable",
+        message: `${first.message}; the Docker engine went away during the command and was not back before its deadline`,
+      });
+    }
+    return this.apply(cmd);
   }
 
   private async apply(cmd: Command): Promise<CommandResult> {
@@ -84,15 +141,12 @@ export class Executor {
         return this.ensureContainer(cmd, false);
       case CommandKind.ENSURE_RUNNING:
         return this.ensureContainer(cmd, true);
-      case CommandKind.ENSURE_STOPPED: {
-        for (const c of await this.containersOf(cmd.serverId)) {
-          if (c.state === "paused") await this.runtime.unpause(c.id);
-          if (c.state === "running" || c.state === "paused" || c.state === "restarting") {
-            await this.runtime.stop(c.id, cmd.stopTimeoutSeconds || 10);
-          }
-        }
+      case CommandKind.ENSURE_STOPPED:
+        await this.stopAll(cmd);
         return { container: await this.current(cmd.serverId) };
-      }
+      case CommandKind.RESTART:
+        await this.stopAll(cmd);
+        return this.ensureContainer(cmd, true);
       case CommandKind.ENSURE_PAUSED: {
         const c = await this.current(cmd.serverId);
         if (!c) throw new RuntimeError("ContainerMissing", "no container to pause");
@@ -101,7 +155,7 @@ export class Executor {
         return { container: await this.current(cmd.serverId) };
       }
       case CommandKind.ENSURE_REMOVED:
-        for (const c of await this.containersOf(cmd.serverId)) await this.runtime.remove(c.id);
+        for (const c of await this.containersOf(cmd.serverId)) await this.expectExit(c.id, () => this.runtime.remove(c.id));
         return {};
       case CommandKind.REMOVE_DATA:
         await this.data.remove(cmd.serverId);
@@ -110,6 +164,15 @@ export class Executor {
         return { data: await this.data.check(cmd.serverId) };
       default:
         throw new RuntimeError("UnknownCommand", `command kind ${cmd.kind} is not known to this agent; upgrade it`);
+    }
+  }
+
+  private async stopAll(cmd: Command): Promise<void> {
+    for (const c of await this.containersOf(cmd.serverId)) {
+      if (c.state === "paused") await this.runtime.unpause(c.id);
+      if (c.state === "running" || c.state === "paused" || c.state === "restarting") {
+        await this.expectExit(c.id, () => this.runtime.stop(c.id, cmd.stopTimeoutSeconds || 10));
+      }
     }
   }
 
@@ -124,18 +187,28 @@ export class Executor {
     const dataDirPath = await this.data.ensure(cmd.serverId);
 
     const existing = await this.containersOf(cmd.serverId);
-    let keep = existing.find((c) => c.labels[LABEL_HASH] === spec.specHash && c.state === "running") ??
-      existing.find((c) => c.labels[LABEL_HASH] === spec.specHash);
+    // A rebuild replaces even a container that runs the current spec.
+    let keep = cmd.recreate
+      ? undefined
+      : (existing.find((c) => c.labels[LABEL_HASH] === spec.specHash && c.state === "running") ??
+        existing.find((c) => c.labels[LABEL_HASH] === spec.specHash));
     for (const c of existing) {
       if (c !== keep) {
-        this.log.info({ server: cmd.serverId, container: c.id }, "removing container with an outdated spec or duplicate");
-        await this.runtime.remove(c.id);
+        this.log.info({ server: cmd.serverId, container: c.id, recreate: cmd.recreate }, "removing container with an outdated spec, a duplicate, or for a rebuild");
+        await this.expectExit(c.id, () => this.runtime.remove(c.id));
       }
     }
     if (!keep) {
       if (!(await this.runtime.imageExists(spec.image))) {
-        this.onProgress(cmd.serverId, `pulling image ${spec.image}`);
-        await this.runtime.pull(spec.image, (line) => this.onProgress(cmd.serverId, line));
+        const report = (status: string, done = false) => this.onPull({ serverId: cmd.serverId, commandId: cmd.id, image: spec.image, status, done });
+        report(`pulling image ${spec.image}`);
+        try {
+          await this.runtime.pull(spec.image, (line) => report(line));
+        } catch (err) {
+          report(`pull failed: ${messageOf(err)}`, true);
+          throw err;
+        }
+        report(`pulled image ${spec.image}`, true);
       }
       const id = await this.runtime.create({
         name: spec.name,

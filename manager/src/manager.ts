@@ -1,17 +1,20 @@
 import { existsSync } from "node:fs";
+import { hostname } from "node:os";
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { AgentService } from "@berth/proto/berth/v1/agent_pb.js";
+import { AgentService, CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
+import { createAccessService } from "./api/access-service.js";
 import { createAgentService } from "./api/agent-service.js";
 import { errorInterceptor } from "./api/errors.js";
 import { authInterceptor } from "./auth/interceptor.js";
+import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
 import { registerReflection } from "./api/reflection.js";
@@ -19,11 +22,16 @@ import { createServerService } from "./api/server-service.js";
 import { listen, type Listener } from "./http/listen.js";
 import { staticFiles } from "./http/static-files.js";
 import { Ledger } from "./ledger/ledger.js";
+import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
+import { createEventService } from "./api/event-service.js";
+import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
 import type { Logger } from "./log.js";
 import { Reconciler } from "./reconcile/reconciler.js";
 import { openDatabase } from "./store/database.js";
 import { Store } from "./store/store.js";
+import { TokenStore } from "./store/token-store.js";
+import type { TlsMaterial } from "./tls/certificates.js";
 
 export interface ManagerConfig {
   /** host:port to listen on; port 0 picks a free one. */
@@ -37,11 +45,29 @@ export interface ManagerConfig {
   heartbeatIntervalSeconds?: number;
   /** An agent silent this long is disconnected and its host marked offline. */
   agentTimeoutSeconds?: number;
+  /** Deadline of a start (create, pull, start) before the server is Failed/StartTimeout. */
+  startTimeoutSeconds?: number;
+  /** How long a soft-deleted server's record is kept before it is dropped (data stays). */
+  deleteRetentionSeconds?: number;
+  /** First delay before restarting a crashed container; doubles per recent crash. */
+  crashBackoffSeconds?: number;
+  /** Serve TLS only (ALPN h2 / http/1.1) with this material; plaintext when absent. */
+  tls?: TlsMaterial;
+  /** Per-token limits; defaults: 20 changes/s, bursts of 50, 32 open streams. */
+  limits?: Partial<LimitsConfig>;
+  /** Event retention, alert thresholds, webhooks. */
+  ledger?: LedgerConfig;
   log: Logger;
 }
 
 export interface Manager {
   readonly store: Store;
+  readonly tokens: TokenStore;
+  /**
+   * The secret of the admin token created because the database had no token
+   * at all (first start); undefined on later starts. Shown once, never stored.
+   */
+  readonly initialAdminToken: string | undefined;
   readonly managerId: string;
   readonly reconciler: Reconciler;
   readonly hub: AgentHub;
@@ -58,27 +84,46 @@ export function buildManager(config: ManagerConfig): Manager {
   const log = config.log;
   const health = new HealthStatus();
   health.set("", ServingStatus.NOT_SERVING);
-  const store = new Store(openDatabase(config.dbPath));
+  const db = openDatabase(config.dbPath);
+  const store = new Store(db);
+  const tokens = new TokenStore(db);
   const managerId = store.managerId();
   // Nothing is connected at start, whatever the previous run left in the table.
   store.markAllHostsOffline();
   const hub = new AgentHub();
   const ledger = new Ledger(store);
-  const reconciler = new Reconciler({ store, hub, log, managerId });
+  const initialAdminToken = bootstrapAdminToken(tokens, ledger);
+  const ledgerServices = createLedgerServices({ db, store, ledger, isConnected: (id) => hub.isConnected(id), log, managerId, config: config.ledger });
+  const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
+  const scheme = config.tls ? "https" : "http";
+  const reconciler = new Reconciler({
+    store,
+    hub,
+    log,
+    managerId,
+    ledger,
+    onServerChanged: (id) => ledger.serverChanged(id),
+    ...(config.startTimeoutSeconds ? { deadlineMs: { [CommandKind.ENSURE_RUNNING]: config.startTimeoutSeconds * 1000, [CommandKind.RESTART]: config.startTimeoutSeconds * 1000 } } : {}),
+    ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),
+    ...(config.crashBackoffSeconds !== undefined ? { crashBackoffBaseMs: config.crashBackoffSeconds * 1000 } : {}),
+  });
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;
   let sweeper: NodeJS.Timeout | undefined;
-  let advertiseUrl = config.advertiseUrl ?? `http://${config.listen}`;
+  let advertiseUrl = config.advertiseUrl ?? `${scheme}://${config.listen}`;
 
   const routes = (router: ConnectRouter) => {
     router.service(ServerService, createServerService({ store, hub, ledger, reconciler }));
-    router.service(HostService, createHostService({ store, hub, ledger, get advertiseUrl() { return advertiseUrl; } }));
+    router.service(
+      HostService,
+      createHostService({ store, hub, ledger, tokens, reconciler, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
+    );
     router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds }));
     // Declared in the contract; their issues implement them. Until then: Unimplemented.
-    router.service(AccessService, {});
-    router.service(EventService, {});
-    router.service(AlertService, {});
+    router.service(AccessService, createAccessService({ tokens, limits, ledger }));
+    router.service(EventService, createEventService({ ledger, events: ledgerServices.events }));
+    router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
     router.service(OrphanService, {});
     registerHealth(router, health);
     registerReflection(router);
@@ -87,22 +132,27 @@ export function buildManager(config: ManagerConfig): Manager {
   const handler = connectNodeAdapter({
     routes,
     // Errors first (outermost), so failures inside auth are converted too.
-    interceptors: [errorInterceptor(log), authInterceptor()],
+    interceptors: [errorInterceptor(log), authInterceptor({ tokens, limits })],
+    // Request size cap: no berth request comes near it (an agent's inventory is the largest).
     readMaxBytes: 4 * 1024 * 1024,
     fallback: staticFiles(webRoot),
   });
 
   return {
     store,
+    tokens,
+    initialAdminToken,
     managerId,
     reconciler,
     hub,
     async listen() {
       const [host, portText] = splitHostPort(config.listen);
-      listener = await listen(host, Number(portText), handler);
+      listener = await listen(host, Number(portText), handler, config.tls);
       const { port } = listener.address;
-      const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-      if (!config.advertiseUrl) advertiseUrl = url;
+      const url = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
+      // Agents cannot dial a wildcard address; this machine's name is the best guess (see --advertise-url).
+      const wildcard = host === "0.0.0.0" || host === "::";
+      if (!config.advertiseUrl) advertiseUrl = wildcard ? `${scheme}://${hostname()}:${port}` : url;
       // Servers whose hosts never reconnect still get Unknown, and deadlines still fire.
       for (const id of store.allServerIds()) reconciler.enqueue(id, "manager started");
       sweeper = setInterval(() => {
@@ -111,6 +161,7 @@ export function buildManager(config: ManagerConfig): Manager {
         }
       }, 1000);
       sweeper.unref();
+      ledgerServices.start();
       health.set("", ServingStatus.SERVING);
       log.info({ url, managerId, db: config.dbPath }, "manager listening");
       return { host, port, url };
@@ -120,10 +171,23 @@ export function buildManager(config: ManagerConfig): Manager {
       if (sweeper) clearInterval(sweeper);
       reconciler.stop();
       hub.closeAll("manager shutting down");
+      ledgerServices.stop();
       await listener?.close();
       store.close();
     },
   };
+}
+
+/**
+ * First start (no token at all, revoked ones included): creates an
+ * all-projects admin token and returns its secret, which only the caller
+ * prints; the database keeps its hash.
+ */
+function bootstrapAdminToken(tokens: TokenStore, ledger: Ledger): string | undefined {
+  if (tokens.count() > 0) return undefined;
+  const { token, secret } = tokens.create({ name: "admin", role: "admin", project: null, createdBy: "bootstrap", now: Date.now() });
+  ledger.append({ type: "token.created", actor: "bootstrap", correlationId: token.id, message: 'first start: admin token "admin" (all projects) created' });
+  return secret;
 }
 
 /** "127.0.0.1:7000" → ["127.0.0.1", "7000"]; "[::1]:7000" → ["::1", "7000"]. */

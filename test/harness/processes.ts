@@ -3,15 +3,17 @@
  * <main.ts>` (one PID per process, stopped by that PID only), with output
  * captured to a log file the test can print on failure.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, readFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerService, Phase, GetServerRequestSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
 
@@ -59,8 +61,37 @@ function startNode(script: string, args: string[], logPath: string, env: NodeJS.
 
 export interface ManagerProc extends Proc {
   url: string;
+  dbPath: string;
+  /** An all-projects admin token: the one printed on first start, else one made with the recovery CLI. */
+  adminToken: string;
+  /** What the manager printed on stdout up to its ready line (the admin token on first start). */
+  startupOutput: string;
+  /** With TLS (--tls-auto or --tls-cert): the CA certificate clients trust. */
+  caPem?: string;
+  caPath?: string;
+  /** Clients authenticated as the admin token. */
   servers: Client<typeof ServerService>;
   hosts: Client<typeof HostService>;
+  access: Client<typeof AccessService>;
+  /** A transport sending `authorization: Bearer <token>` (none when token is undefined). */
+  transport(token: string | undefined): Transport;
+}
+
+/** Admin tokens printed by managers, by database: a restarted manager does not print it again. */
+const adminTokens = new Map<string, string>();
+
+/** Sends `authorization: Bearer <token>` on every call. */
+export function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+/** `berth-manager token create ...` against a database file; returns the secret. */
+export async function createTokenWithCli(dbPath: string, args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", MANAGER_MAIN, "token", "create", "--db", dbPath, ...args], { cwd: REPO_ROOT });
+  return stdout.trim();
 }
 
 /** Starts a manager on a free loopback port with its database at `dbPath`. */
@@ -71,6 +102,9 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
     ["--listen", `127.0.0.1:${opts.port ?? 0}`, "--db", dbPath, "--log-level", "debug", ...(opts.args ?? [])],
     join(opts.dir, "manager.log"),
   );
+  let printedToken: string | undefined;
+  let startupOutput = "";
+  let caPath: string | undefined;
   const url = await new Promise<string>((resolve, reject) => {
     let buf = "";
     const onData = (d: Buffer) => {
@@ -78,6 +112,9 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
       const m = /berth-manager ready url=(\S+)/.exec(buf);
       if (m) {
         proc.child.stdout!.off("data", onData);
+        startupOutput = buf;
+        printedToken = /berth-manager admin-token=(\S+)/.exec(buf)?.[1];
+        caPath = /berth-manager tls ca=(\S+)/.exec(buf)?.[1];
         resolve(m[1]!);
       }
     };
@@ -85,8 +122,25 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
     proc.child.once("exit", (code) => reject(new Error(`manager exited with ${code} before it was ready:\n${proc.log()}`)));
     setTimeout(() => reject(new Error(`manager not ready after 30s:\n${proc.log()}`)), 30_000).unref();
   });
-  const transport = createGrpcTransport({ baseUrl: url });
-  return { ...proc, url, servers: createClient(ServerService, transport), hosts: createClient(HostService, transport) };
+  if (printedToken) adminTokens.set(dbPath, printedToken);
+  const adminToken = adminTokens.get(dbPath) ?? (await createTokenWithCli(dbPath, ["--role", "admin", "--name", "harness"]));
+  adminTokens.set(dbPath, adminToken);
+  const caPem = caPath ? readFileSync(caPath, "utf8") : undefined;
+  const transport = (token: string | undefined) =>
+    createGrpcTransport({ baseUrl: url, interceptors: token ? [bearer(token)] : [], ...(caPem ? { nodeOptions: { ca: caPem } } : {}) });
+  const admin = transport(adminToken);
+  return {
+    ...proc,
+    url,
+    dbPath,
+    adminToken,
+    startupOutput,
+    ...(caPem ? { caPem, caPath: caPath! } : {}),
+    servers: createClient(ServerService, admin),
+    hosts: createClient(HostService, admin),
+    access: createClient(AccessService, admin),
+    transport,
+  };
 }
 
 /** Enrolls an agent with a fresh token (via the API) and starts `berth-agent run`. */
@@ -102,11 +156,20 @@ export async function startAgent(opts: {
   const dataRoot = opts.dataRoot ?? join(opts.dir, "data");
   const env = opts.dockerHost ? { DOCKER_HOST: opts.dockerHost } : {};
   const { token } = await opts.manager.hosts.createEnrollmentToken({});
-  const enroll = startNode(AGENT_MAIN, ["enroll", "--manager", opts.manager.url, "--token", token, "--state-dir", stateDir], join(opts.dir, "enroll.log"), env);
-  const code = await new Promise<number | null>((resolve) => enroll.child.once("exit", (c) => resolve(c)));
-  if (code !== 0) throw new Error(`berth-agent enroll failed (${code}):\n${enroll.log()}`);
+  const enroll = await enrollAgent({ managerUrl: opts.manager.url, token, stateDir, dir: opts.dir, env });
+  if (enroll.code !== 0) throw new Error(`berth-agent enroll failed (${enroll.code}):\n${enroll.log}`);
   const proc = runAgent({ dir: opts.dir, stateDir, dataRoot, env, extraArgs: opts.extraArgs ?? [] });
   return { ...proc, stateDir, dataRoot };
+}
+
+/** Runs `berth-agent enroll` to completion; returns its exit code and output. */
+export async function enrollAgent(opts: { managerUrl: string; token: string; stateDir: string; dir: string; env?: NodeJS.ProcessEnv }): Promise<{ code: number | null; log: string }> {
+  const logPath = join(opts.dir, `enroll-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}.log`);
+  const p = startNode(AGENT_MAIN, ["enroll", "--manager", opts.managerUrl, "--token", opts.token, "--state-dir", opts.stateDir], logPath, opts.env ?? {});
+  const code = await new Promise<number | null>((resolve) => p.child.once("exit", (c) => resolve(c)));
+  // Let the log stream flush.
+  await new Promise((r) => setTimeout(r, 50));
+  return { code, log: p.log() };
 }
 
 /** Starts `berth-agent run` for an already enrolled state dir. */

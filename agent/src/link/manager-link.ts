@@ -15,6 +15,30 @@ import { Backoff } from "./backoff.js";
 const CONNECT_PATH = "/berth.v1.AgentService/Connect";
 const ENROLL_PATH = "/berth.v1.AgentService/Enroll";
 
+/**
+ * grpc-js leaves reserved characters of grpc-message percent-encoded
+ * ("used%3B create a new one"); messages are shown to people, so decode them.
+ */
+export function errorDetails(err: { details?: string; message?: string }): string {
+  const raw = err.details ?? err.message ?? String(err);
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
+let revocation: string | undefined;
+
+/**
+ * The manager's reason when it refused this process's agent credential, if
+ * it did. main.ts reads it to exit with 78 however the agent's own shutdown
+ * reports the end.
+ */
+export function credentialRevocation(): string | undefined {
+  return revocation;
+}
+
 /** HTTP/2 keepalive: a ping every 10 s, dead if unanswered for 5 s (< 20 s to detect a dead link). */
 const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_time_ms": 10_000,
@@ -23,8 +47,12 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.max_receive_message_length": 16 * 1024 * 1024,
 };
 
-/** Parses "http://host:port" / "https://host:port" into a grpc-js target and credentials. */
-export function channelFor(managerUrl: string): { target: string; credentials: grpc.ChannelCredentials } {
+/**
+ * Parses "http://host:port" / "https://host:port" into a grpc-js target and
+ * credentials. With https, `caPem` (the CA pinned at enrollment) is the only
+ * trust root; without it, the system's roots are used.
+ */
+export function channelFor(managerUrl: string, caPem?: string): { target: string; credentials: grpc.ChannelCredentials } {
   let u: URL;
   try {
     u = new URL(managerUrl);
@@ -35,13 +63,18 @@ export function channelFor(managerUrl: string): { target: string; credentials: g
   const port = u.port || (u.protocol === "https:" ? "443" : "80");
   return {
     target: `${u.hostname.includes(":") ? `[${u.hostname}]` : u.hostname}:${port}`.replace(/^\[\[/, "[").replace(/\]\]/, "]"),
-    credentials: u.protocol === "https:" ? grpc.credentials.createSsl() : grpc.credentials.createInsecure(),
+    credentials:
+      u.protocol === "https:" ? grpc.credentials.createSsl(caPem ? Buffer.from(caPem) : null) : grpc.credentials.createInsecure(),
   };
 }
 
-/** One-time enrollment: trades an enrollment token for this host's id and secret. */
-export async function enroll(managerUrl: string, token: string, hostname: string, agentVersion: string): Promise<EnrollResponse> {
-  const { target, credentials } = channelFor(managerUrl);
+/**
+ * One-time enrollment: trades an enrollment token for this host's id and
+ * secret. With https and `caPem`, the manager must prove it holds a
+ * certificate issued by that CA before the token leaves this host.
+ */
+export async function enroll(managerUrl: string, token: string, hostname: string, agentVersion: string, caPem?: string): Promise<EnrollResponse> {
+  const { target, credentials } = channelFor(managerUrl, caPem);
   const client = new grpc.Client(target, credentials, CHANNEL_OPTIONS);
   try {
     return await new Promise<EnrollResponse>((resolve, reject) => {
@@ -83,7 +116,8 @@ export class ManagerLink {
 
   constructor(
     private readonly managerUrl: string,
-    private readonly credential: { hostId: string; secret: string },
+    /** `caPem`: the manager's CA pinned at enrollment, the only trust root for https. */
+    private readonly credential: { hostId: string; secret: string; caPem?: string },
     private readonly handlers: LinkHandlers,
     private readonly log: Logger,
   ) {}
@@ -93,7 +127,7 @@ export class ManagerLink {
   }
 
   start(): void {
-    const { target, credentials } = channelFor(this.managerUrl);
+    const { target, credentials } = channelFor(this.managerUrl, this.credential.caPem);
     this.client = new grpc.Client(target, credentials, CHANNEL_OPTIONS);
     this.dial();
   }
@@ -103,6 +137,28 @@ export class ManagerLink {
     if (!this.call) return false;
     this.call.write(msg);
     return true;
+  }
+
+  /**
+   * Like send, for bulk data (logs): resolves once the stream has room for
+   * more, so a fast producer is slowed to the link's pace instead of
+   * buffering without bound. False when not connected or the stream ended.
+   */
+  async sendPaced(msg: AgentMessage): Promise<boolean> {
+    const call = this.call;
+    if (!call) return false;
+    if (call.write(msg)) return true;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearInterval(check);
+        call.off("drain", done);
+        resolve();
+      };
+      // The stream may end instead of draining: then stop waiting too.
+      const check = setInterval(() => this.call !== call && done(), 500);
+      call.once("drain", done);
+    });
+    return this.call === call;
   }
 
   stop(): void {
@@ -143,8 +199,10 @@ export class ManagerLink {
       if (this.stopped) return;
       if (err?.code === grpc.status.UNAUTHENTICATED) {
         this.stopped = true;
-        this.log.error({ reason: err.details }, "the manager refused this agent's credential; not retrying. Re-enroll with `berth-agent enroll`");
-        this.handlers.onRevoked(err.details);
+        const reason = errorDetails(err);
+        revocation = reason;
+        this.log.error({ reason }, `the manager refused this agent's credential (${reason}); not retrying. Re-enroll with \`berth-agent enroll\``);
+        this.handlers.onRevoked(reason);
         return;
       }
       const delay = this.backoff.next();

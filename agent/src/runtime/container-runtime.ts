@@ -1,7 +1,13 @@
 import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import type { LogFrame } from "./log-demux.js";
 
-/** Everything the agent needs to create a server's container; nothing more can be expressed. */
+/**
+ * Everything the agent needs to create a server's container; nothing more can
+ * be expressed. The runtime turns it into a full engine config itself (no
+ * privileges, no added capabilities, no host network/pid/ipc, one bind mount),
+ * so no command from the manager can ask for more.
+ */
 export interface CreateContainerSpec {
   name: string;
   image: string;
@@ -34,13 +40,23 @@ export class RuntimeError extends Error {
   }
 }
 
+/** Options of a log read. */
+export interface LogOptions {
+  /** Keep streaming new output until the container stops or the signal aborts. */
+  follow: boolean;
+  /** Start with this many lines from the end; 0 means the whole log. */
+  tailLines: number;
+}
+
 /**
  * The agent's view of a container engine. The Docker implementation is the
  * real one; an in-memory one serves load tests. Every call has a timeout.
+ * Implementations do not serialize calls: `LockedRuntime` wraps one to allow
+ * one operation per container at a time.
  */
 export interface ContainerRuntime {
-  /** Engine version, e.g. "26.1.5"; throws when unreachable. */
-  version(): Promise<string>;
+  /** Engine version, e.g. "26.1.5"; throws when unreachable or slower than `timeoutMs`. */
+  version(timeoutMs?: number): Promise<string>;
   /** Every container carrying a berth server label, or only `serverId`'s. */
   list(serverId?: string): Promise<ContainerInfo[]>;
   /** One container, or undefined if it does not exist. */
@@ -62,4 +78,10 @@ export interface ContainerRuntime {
    * `closed` then settles when `signal` aborts (resolves) or the stream breaks (rejects).
    */
   subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }>;
+  /**
+   * A container's stdout/stderr. Resolves once the log stream is open; the
+   * iterable ends when the output does (with `follow`, when the container
+   * stops) and stops early when `signal` aborts.
+   */
+  logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>>;
 }

@@ -3,7 +3,8 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import Docker from "dockerode";
 import { ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
+import { LogDemuxer, type LogFrame } from "./log-demux.js";
 
 export const LABEL_SERVER = "berth.server";
 
@@ -12,8 +13,13 @@ const INTERESTING = new Set(["create", "start", "restart", "die", "kill", "stop"
 
 const CALL_TIMEOUT_MS = 30_000;
 const PULL_TIMEOUT_MS = 10 * 60_000;
+/** Opening a log stream (not reading it: a followed log stays open as long as the container runs). */
+const LOGS_OPEN_TIMEOUT_MS = 15_000;
 
-/** Docker through dockerode; every call bounded by a timeout. */
+/**
+ * Docker through dockerode; every call bounded by a timeout, after which the
+ * HTTP request is aborted (a hung engine does not pile up open requests).
+ */
 export class DockerRuntime implements ContainerRuntime {
   private readonly docker: Docker;
 
@@ -21,14 +27,14 @@ export class DockerRuntime implements ContainerRuntime {
     this.docker = opts.socketPath ? new Docker({ socketPath: opts.socketPath }) : new Docker();
   }
 
-  async version(): Promise<string> {
-    const v = await timed("docker version", this.docker.version());
+  async version(timeoutMs = CALL_TIMEOUT_MS): Promise<string> {
+    const v = await timed("docker version", (abortSignal) => (this.docker.version as (o: object) => Promise<Docker.DockerVersion>).call(this.docker, { abortSignal }), timeoutMs);
     return v.Version;
   }
 
   async list(serverId?: string): Promise<ContainerInfo[]> {
     const label = serverId ? `${LABEL_SERVER}=${serverId}` : LABEL_SERVER;
-    const items = await timed("docker ps", this.docker.listContainers({ all: true, filters: { label: [label] } }));
+    const items = await timed("docker ps", (abortSignal) => this.docker.listContainers({ all: true, filters: { label: [label] }, abortSignal } as object));
     const out: ContainerInfo[] = [];
     for (const item of items) {
       const info = await this.inspect(item.Id);
@@ -39,7 +45,7 @@ export class DockerRuntime implements ContainerRuntime {
 
   async inspect(id: string): Promise<ContainerInfo | undefined> {
     try {
-      const c = await timed("docker inspect", this.docker.getContainer(id).inspect());
+      const c = await timed("docker inspect", (abortSignal) => this.docker.getContainer(id).inspect({ abortSignal } as object));
       return toInfo(c);
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
@@ -49,7 +55,7 @@ export class DockerRuntime implements ContainerRuntime {
 
   async imageExists(image: string): Promise<boolean> {
     try {
-      await timed("docker image inspect", this.docker.getImage(image).inspect());
+      await timed("docker image inspect", (abortSignal) => this.docker.getImage(image).inspect({ abortSignal } as object));
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -59,67 +65,54 @@ export class DockerRuntime implements ContainerRuntime {
 
   async pull(image: string, onProgress: (line: string) => void): Promise<void> {
     try {
-      const stream = await timed("docker pull", this.docker.pull(image) as Promise<NodeJS.ReadableStream>);
       await timed(
         "docker pull",
-        new Promise<void>((resolve, reject) => {
-          this.docker.modem.followProgress(
-            stream,
-            (err: Error | null) => (err ? reject(err) : resolve()),
-            (e: { status?: string; progress?: string; id?: string }) => {
-              if (e.status) onProgress([e.id, e.status, e.progress].filter(Boolean).join(" "));
-            },
-          );
-        }),
+        async (abortSignal) => {
+          const stream = (await this.docker.pull(image, { abortSignal })) as NodeJS.ReadableStream;
+          // Failures (unknown tag, denied, ...) arrive in-band as {error}, not as a stream error.
+          const failed = await new Promise<string | undefined>((resolve, reject) => {
+            let inBand: string | undefined;
+            this.docker.modem.followProgress(
+              stream,
+              (err: Error | null) => (err ? reject(err) : resolve(inBand)),
+              (e: { status?: string; progress?: string; id?: string; error?: string; errorDetail?: { message?: string } }) => {
+                if (e.error || e.errorDetail) inBand ??= e.errorDetail?.message ?? e.error;
+                else if (e.status) onProgress([e.id, e.status, e.progress].filter(Boolean).join(" "));
+              },
+            );
+          });
+          if (failed) throw new Error(failed);
+        },
         PULL_TIMEOUT_MS,
       );
     } catch (err) {
+      if (err instanceof RuntimeError && err.reason === "DockerUnreachable") throw err;
       throw new RuntimeError("ImagePullFailed", `pulling ${image}: ${messageOf(err)}`);
     }
   }
 
   async create(spec: CreateContainerSpec): Promise<string> {
-    const exposed: Record<string, object> = {};
-    const bindings: Record<string, { HostPort: string }[]> = {};
-    for (const p of spec.ports) {
-      const key = `${p.containerPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`;
-      exposed[key] = {};
-      (bindings[key] ??= []).push({ HostPort: String(p.hostPort) });
+    let config: Docker.ContainerCreateOptions;
+    try {
+      config = containerConfig(spec);
+    } catch (err) {
+      throw new RuntimeError("BadCommand", messageOf(err));
     }
     try {
-      const c = await timed(
-        "docker create",
-        this.docker.createContainer({
-          name: spec.name,
-          Image: spec.image,
-          ...(spec.command.length > 0 ? { Cmd: spec.command } : {}),
-          Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
-          Labels: spec.labels,
-          ExposedPorts: exposed,
-          HostConfig: {
-            // An init process reaps zombies and forwards SIGTERM (busybox-like PID 1s ignore it).
-            Init: true,
-            Binds: [`${spec.dataDir}:${spec.mountPath}`],
-            PortBindings: bindings,
-            // The manager decides restarts, so Docker must not.
-            RestartPolicy: { Name: "no" },
-            Privileged: false,
-            CapAdd: [],
-            SecurityOpt: ["no-new-privileges"],
-          },
-        }),
-      );
+      const c = await timed("docker create", (abortSignal) => this.docker.createContainer({ ...config, abortSignal } as Docker.ContainerCreateOptions));
       return c.id;
     } catch (err) {
+      if (err instanceof RuntimeError) throw err;
       throw new RuntimeError("CreateFailed", `creating container ${spec.name}: ${messageOf(err)}`);
     }
   }
 
   async start(id: string): Promise<void> {
     try {
-      await timed("docker start", this.docker.getContainer(id).start());
+      await timed("docker start", (abortSignal) => this.docker.getContainer(id).start({ abortSignal }));
     } catch (err) {
       if (statusOf(err) === 304) return; // already started
+      if (err instanceof RuntimeError) throw err;
       const msg = messageOf(err);
       if (/port is already allocated|address already in use/i.test(msg)) throw new RuntimeError("PortConflict", msg);
       throw new RuntimeError("StartFailed", msg);
@@ -128,53 +121,81 @@ export class DockerRuntime implements ContainerRuntime {
 
   async stop(id: string, timeoutSeconds: number): Promise<void> {
     try {
-      await timed("docker stop", this.docker.getContainer(id).stop({ t: timeoutSeconds }), (timeoutSeconds + 30) * 1000);
+      await timed("docker stop", (abortSignal) => this.docker.getContainer(id).stop({ t: timeoutSeconds, abortSignal }), (timeoutSeconds + 30) * 1000);
     } catch (err) {
       if (statusOf(err) === 304) return; // already stopped
+      if (err instanceof RuntimeError) throw err;
       throw new RuntimeError("StopFailed", messageOf(err));
     }
   }
 
   async kill(id: string): Promise<void> {
     try {
-      await timed("docker kill", this.docker.getContainer(id).kill());
+      await timed("docker kill", (abortSignal) => this.docker.getContainer(id).kill({ abortSignal }));
     } catch (err) {
       if (statusOf(err) === 409) return; // not running
+      if (err instanceof RuntimeError) throw err;
       throw new RuntimeError("KillFailed", messageOf(err));
     }
   }
 
   async pause(id: string): Promise<void> {
-    await timed("docker pause", this.docker.getContainer(id).pause()).catch((err: unknown) => {
-      throw new RuntimeError("PauseFailed", messageOf(err));
+    await timed("docker pause", (abortSignal) => this.docker.getContainer(id).pause({ abortSignal })).catch((err: unknown) => {
+      throw err instanceof RuntimeError ? err : new RuntimeError("PauseFailed", messageOf(err));
     });
   }
 
   async unpause(id: string): Promise<void> {
-    await timed("docker unpause", this.docker.getContainer(id).unpause()).catch((err: unknown) => {
-      throw new RuntimeError("UnpauseFailed", messageOf(err));
+    await timed("docker unpause", (abortSignal) => this.docker.getContainer(id).unpause({ abortSignal })).catch((err: unknown) => {
+      throw err instanceof RuntimeError ? err : new RuntimeError("UnpauseFailed", messageOf(err));
     });
   }
 
   async remove(id: string): Promise<void> {
     try {
-      await timed("docker rm", this.docker.getContainer(id).remove({ force: true, v: false }));
+      await timed("docker rm", (abortSignal) => this.docker.getContainer(id).remove({ force: true, v: false, abortSignal }));
     } catch (err) {
       if (statusOf(err) === 404) return;
       if (statusOf(err) === 409 && /already in progress/.test(messageOf(err))) return;
+      if (err instanceof RuntimeError) throw err;
       throw new RuntimeError("RemoveFailed", messageOf(err));
     }
   }
 
+  async logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
+    const base = { stdout: true, stderr: true, timestamps: false, ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}) };
+    const ac = new AbortController();
+    const onAbort = () => ac.abort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    let body: NodeJS.ReadableStream | Buffer;
+    try {
+      body = opts.follow
+        ? await timed("docker logs", () => this.docker.getContainer(id).logs({ ...base, follow: true, abortSignal: ac.signal }), LOGS_OPEN_TIMEOUT_MS)
+        : await timed("docker logs", () => this.docker.getContainer(id).logs({ ...base, follow: false, abortSignal: ac.signal }));
+    } catch (err) {
+      signal.removeEventListener("abort", onAbort);
+      if (err instanceof RuntimeError) throw err;
+      if (statusOf(err) === 404) throw new RuntimeError("ContainerMissing", `container ${id.slice(0, 12)} no longer exists`);
+      throw new RuntimeError("LogsFailed", messageOf(err));
+    }
+    return demuxed(body, signal, () => {
+      signal.removeEventListener("abort", onAbort);
+      ac.abort();
+    });
+  }
+
   async subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }> {
-    const stream = (await timed(
-      "docker events",
-      this.docker.getEvents({ filters: { type: ["container"], label: [LABEL_SERVER] } }),
+    // The stream itself has no timeout (it is idle when nothing happens); the
+    // agent's engine probe aborts it when the engine stops answering.
+    const ac = new AbortController();
+    const stream = (await timed("docker events", () =>
+      this.docker.getEvents({ filters: { type: ["container"], label: [LABEL_SERVER] }, abortSignal: ac.signal } as object),
     )) as NodeJS.ReadableStream & { destroy(): void };
     const closed = new Promise<void>((resolve, reject) => {
       let buf = "";
       const onAbort = () => {
         stream.destroy();
+        ac.abort();
         resolve();
       };
       signal.addEventListener("abort", onAbort, { once: true });
@@ -186,7 +207,12 @@ export class DockerRuntime implements ContainerRuntime {
           const line = buf.slice(0, nl).trim();
           buf = buf.slice(nl + 1);
           if (!line) continue;
-          const e = JSON.parse(line) as DockerEvent;
+          let e: DockerEvent;
+          try {
+            e = JSON.parse(line) as DockerEvent;
+          } catch {
+            continue; // not an event; the periodic inventory heals anything missed
+          }
           const action = (e.Action ?? e.status ?? "").split(":")[0]!;
           if (!INTERESTING.has(action) || !e.Actor?.ID) continue;
           onEvent({
@@ -272,15 +298,97 @@ export function messageOf(err: unknown): string {
   return e?.json?.message ?? e?.message ?? String(err);
 }
 
-/** Rejects with a RuntimeError("DockerTimeout") when `p` takes longer than `ms`. */
-async function timed<T>(what: string, p: Promise<T>, ms = CALL_TIMEOUT_MS): Promise<T> {
+/** Errors that mean the engine did not answer at all (socket gone, refused, reset). */
+const UNREACHABLE_CODES = new Set(["ECONNREFUSED", "ENOENT", "ECONNRESET", "EPIPE", "EACCES", "ETIMEDOUT", "EHOSTUNREACH"]);
+
+/**
+ * Runs `call` with an abort signal; past `ms` the request is aborted and the
+ * call rejects with RuntimeError("DockerTimeout"). Connection failures become
+ * RuntimeError("DockerUnreachable"); Docker's own answers (404, 409, ...) pass through.
+ */
+async function timed<T>(what: string, call: (signal: AbortSignal) => Promise<T>, ms = CALL_TIMEOUT_MS): Promise<T> {
+  const ac = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RuntimeError("DockerTimeout", `${what} did not answer within ${ms / 1000}s`)), ms);
+    timer = setTimeout(() => {
+      ac.abort();
+      reject(new RuntimeError("DockerTimeout", `${what} did not answer within ${ms / 1000}s; is the Docker engine hung?`));
+    }, ms);
   });
   try {
-    return await Promise.race([p, timeout]);
+    return await Promise.race([call(ac.signal), timeout]);
+  } catch (err) {
+    const code = (err as { code?: string } | null)?.code;
+    if (code && UNREACHABLE_CODES.has(code) && statusOf(err) === undefined) {
+      throw new RuntimeError("DockerUnreachable", `${what}: the Docker engine is unreachable (${messageOf(err)})`);
+    }
+    throw err;
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * The engine config for a server's container, built only from the fields of
+ * CreateContainerSpec: this is the whole of what berth can ask Docker for.
+ * No privileges, no added capabilities, no-new-privileges, Docker's default
+ * (bridge) network and private pid/ipc namespaces, one bind mount of the
+ * server's data directory, restart policy "no" (the manager decides restarts).
+ */
+export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCreateOptions {
+  if (!spec.dataDir.startsWith("/")) throw new Error(`data directory "${spec.dataDir}" must be an absolute host path`);
+  if (!spec.mountPath.startsWith("/") || spec.mountPath === "/") {
+    throw new Error(`data mount path "${spec.mountPath}" must be an absolute path in the container other than /`);
+  }
+  const exposed: Record<string, object> = {};
+  const bindings: Record<string, { HostPort: string }[]> = {};
+  for (const p of spec.ports) {
+    const key = `${p.containerPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`;
+    exposed[key] = {};
+    (bindings[key] ??= []).push({ HostPort: String(p.hostPort) });
+  }
+  return {
+    name: spec.name,
+    Image: spec.image,
+    ...(spec.command.length > 0 ? { Cmd: spec.command } : {}),
+    Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    Labels: spec.labels,
+    ExposedPorts: exposed,
+    // Never a TTY: logs are read as a multiplexed stdout/stderr stream.
+    Tty: false,
+    HostConfig: {
+      // An init process reaps zombies and forwards SIGTERM (busybox-like PID 1s ignore it).
+      Init: true,
+      // A structured mount, not a "src:dst" string: nothing in the path can add options.
+      Mounts: [{ Type: "bind", Source: spec.dataDir, Target: spec.mountPath, ReadOnly: false }],
+      PortBindings: bindings,
+      // The manager decides restarts, so Docker must not.
+      RestartPolicy: { Name: "no" },
+      Privileged: false,
+      CapAdd: [],
+      SecurityOpt: ["no-new-privileges"],
+    },
+  };
+}
+
+/** Demultiplexes a log body (a stream when following, a Buffer otherwise) into frames. */
+async function* demuxed(body: NodeJS.ReadableStream | Buffer, signal: AbortSignal, done: () => void): AsyncGenerator<LogFrame> {
+  const demux = new LogDemuxer();
+  try {
+    if (Buffer.isBuffer(body)) {
+      yield* demux.push(body);
+      return;
+    }
+    for await (const chunk of body as AsyncIterable<Buffer | string>) {
+      if (signal.aborted) return;
+      yield* demux.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+    }
+  } catch (err) {
+    // Aborting the request (caller gone) surfaces as an error: that is a normal end.
+    if (signal.aborted) return;
+    throw err;
+  } finally {
+    done();
+    (body as { destroy?: () => void }).destroy?.();
   }
 }

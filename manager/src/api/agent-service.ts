@@ -17,8 +17,11 @@ import type { AgentHub, AgentSession } from "../link/agent-hub.js";
 import { AsyncQueue } from "../link/async-queue.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import type { DataDirRecord, HostRecord, Store } from "../store/store.js";
+import type { DataDirRecord, ExitCause, HostRecord, Store } from "../store/store.js";
 import { commandName } from "../reconcile/plan.js";
+import { parseEnrollmentToken } from "../tls/enrollment-token.js";
+import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
+import { PullProgressThrottle } from "./pull-progress.js";
 
 export interface AgentServiceDeps {
   store: Store;
@@ -40,6 +43,7 @@ export function parseAgentCredential(header: string | null): { hostId: string; s
 export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof AgentService> {
   const { store, hub, ledger, reconciler, log } = deps;
   const now = deps.now ?? Date.now;
+  const pulls = new PullProgressThrottle(2_000);
 
   function authenticate(ctx: HandlerContext): HostRecord {
     const cred = parseAgentCredential(ctx.requestHeader.get("authorization"));
@@ -57,7 +61,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   return {
     enroll(req) {
       if (!req.token) throw new InvalidArgumentError("token", "required; create one with HostService.CreateEnrollmentToken");
-      const t = store.getEnrollmentToken(hashSecret(req.token));
+      // The CA fingerprint after the "." is for the agent; the secret before it is what was issued.
+      const t = store.getEnrollmentToken(hashSecret(parseEnrollmentToken(req.token).secret));
       const at = now();
       if (!t) throw new UnauthenticatedError("unknown enrollment token; create a new one with HostService.CreateEnrollmentToken");
       if (t.usedAt !== null) throw new UnauthenticatedError("this enrollment token was already used; create a new one");
@@ -84,7 +89,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         ready: false,
         lastSeen: now(),
         send: (m) => out.push(m),
-        close: (reason) => out.close(new ConnectError(reason, Code.Aborted)),
+        // A revoked agent gets Unauthenticated, which makes it stop instead of reconnecting.
+        close: (reason, revoked) => out.close(new ConnectError(reason, revoked ? Code.Unauthenticated : Code.Aborted)),
       };
       hub.attach(session);
       out.push(
@@ -111,6 +117,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       try {
         yield* out;
       } finally {
+        hub.endLogs(session, "agent stream ended");
         if (hub.detach(session)) {
           store.setHostOffline(host.id);
           ledger.append({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" });
@@ -128,28 +135,25 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     switch (body.case) {
       case "hello": {
         const h = body.value;
-        store.setHostConnected(
-          host.id,
-          {
-            hostname: h.hostname,
-            agentVersion: h.agentVersion,
-            dockerVersion: h.dockerVersion,
-            dataRoot: h.dataRoot,
-            cpuCount: h.cpuCount,
-            memoryBytes: Number(h.memoryBytes),
-            dataRootFreeBytes: Number(h.dataRootFreeBytes),
-            dataRootTotalBytes: Number(h.dataRootTotalBytes),
-            dockerReachable: h.dockerReachable,
-          },
-          at,
-        );
+        const facts: ObservedHostFacts = {
+          hostname: h.hostname,
+          agentVersion: h.agentVersion,
+          dockerVersion: h.dockerVersion,
+          dataRoot: h.dataRoot,
+          cpuCount: h.cpuCount,
+          memoryBytes: Number(h.memoryBytes),
+          dataRootFreeBytes: Number(h.dataRootFreeBytes),
+          dataRootTotalBytes: Number(h.dataRootTotalBytes),
+          ...noteDockerReachable(host.id, h.dockerReachable, at, hlog),
+        };
+        store.setHostConnected(host.id, facts, at);
         hlog.info({ hostname: h.hostname, agentVersion: h.agentVersion, docker: h.dockerVersion }, "agent connected");
         return;
       }
       case "inventory": {
         const inv = body.value;
         const touched = store.replaceHostInventory(host.id, inv.containers, inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at);
-        store.recordHeartbeat(host.id, at, { dockerReachable: inv.dockerReachable });
+        store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, inv.dockerReachable, at, hlog));
         const firstInventory = !session.ready;
         if (firstInventory) {
           session.ready = true;
@@ -168,7 +172,12 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         const c = ev.container;
         if (!c?.id) return;
         const serverId = ev.removed ? store.removeContainer(host.id, c.id) : store.upsertContainer(host.id, c, at);
-        if (serverId) reconciler.enqueue(serverId, `container ${ev.action}`);
+        if (!serverId) return;
+        // Only this manager's containers can drive its servers' desired state.
+        if (ev.action === "die" && ev.exitCause && c.labels["berth.manager"] === deps.managerId) {
+          reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at);
+        }
+        reconciler.enqueue(serverId, `container ${ev.action}`);
         return;
       }
       case "dataStatus": {
@@ -181,15 +190,58 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       case "commandResult":
         handleResult(host, body.value, at, hlog);
         return;
-      case "heartbeat":
-        store.recordHeartbeat(host.id, at, {
-          dataRootFreeBytes: Number(body.value.dataRootFreeBytes),
-          dockerReachable: body.value.dockerReachable,
+      case "heartbeat": {
+        const patch: ObservedHostFacts = {
+          ...(body.value.dataRootFreeBytes > 0n ? { dataRootFreeBytes: Number(body.value.dataRootFreeBytes) } : {}),
+          ...noteDockerReachable(host.id, body.value.dockerReachable, at, hlog),
+        };
+        store.recordHeartbeat(host.id, at, patch);
+        return;
+      }
+      case "logChunk":
+        hub.deliverLogChunk(session, body.value);
+        return;
+      case "pullProgress": {
+        const p = body.value;
+        const server = store.getServer(p.serverId);
+        // Only servers placed on this host; at most one event per server per 2 s, plus the last.
+        if (!server || server.hostId !== host.id || !pulls.shouldRecord(p.serverId, p.done, at)) return;
+        ledger.append({
+          type: "image.pull_progress",
+          project: server.project,
+          serverId: server.id,
+          hostId: host.id,
+          reason: p.done ? "PullFinished" : "Pulling",
+          message: `${p.image}: ${p.status}`.slice(0, 500),
+          actor: "agent",
+          correlationId: p.commandId,
         });
         return;
+      }
       default:
         return;
     }
+  }
+
+  /**
+   * The facts patch for a Docker reachability report; records an event when
+   * it changed (the host's DockerReachable condition flips with it).
+   */
+  function noteDockerReachable(hostId: string, reachable: boolean, at: number, hlog: Logger): ObservedHostFacts {
+    const prev = (store.getHost(hostId)?.facts ?? {}) as ObservedHostFacts;
+    const { patch, changed } = dockerReachability(prev, reachable, at);
+    if (changed) {
+      ledger.append({
+        type: reachable ? "host.docker_reachable" : "host.docker_unreachable",
+        hostId,
+        reason: reachable ? "Reachable" : "Unreachable",
+        message: reachable ? "the agent reaches its Docker engine again" : "the agent cannot reach its Docker engine",
+        actor: "agent",
+      });
+      if (reachable) hlog.info("Docker engine reachable again");
+      else hlog.warn("Docker engine unreachable on this host");
+    }
+    return patch;
   }
 
   function handleResult(host: HostRecord, r: CommandResult, at: number, hlog: Logger): void {

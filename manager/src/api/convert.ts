@@ -3,6 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { HostSchema, HostState, type Host } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import type { HostRecord, ServerRecord } from "../store/store.js";
+import { hostConditions } from "./host-conditions.js";
 
 export function serverToProto(s: ServerRecord): Server {
   return create(ServerSchema, {
@@ -30,8 +31,10 @@ export function hostToProto(h: HostRecord, online: boolean, serverCount: number)
     dataRootTotalBytes: BigInt(f.dataRootTotalBytes ?? 0),
     cpuCount: f.cpuCount ?? 0,
     memoryBytes: BigInt(f.memoryBytes ?? 0),
-    dockerReachable: f.dockerReachable ?? false,
+    // Offline, nothing is known: reported as false, with the DockerReachable condition UNKNOWN.
+    dockerReachable: online && (f.dockerReachable ?? false),
     serverCount,
+    conditions: hostConditions(h, online),
     createTime: timestampFromMs(h.createdAt),
     ...(online && h.connectedSince !== null ? { connectedSince: timestampFromMs(h.connectedSince) } : {}),
     ...(h.lastHeartbeat !== null ? { lastHeartbeat: timestampFromMs(h.lastHeartbeat) } : {}),

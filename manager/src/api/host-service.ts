@@ -6,6 +6,7 @@ import {
   GetHostResponseSchema,
   HostService,
   ListHostsResponseSchema,
+  RemoveHostResponseSchema,
   ResyncHostResponseSchema,
 } from "@berth/proto/berth/v1/host_pb.js";
 import { actorOf, callerOf, requireRole } from "../auth/caller.js";
@@ -13,23 +14,33 @@ import { InvalidArgumentError, NotFoundError, PreconditionError } from "../error
 import { hashSecret, newId, newSecret } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
+import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store } from "../store/store.js";
+import type { TokenStore } from "../store/token-store.js";
+import { formatEnrollmentToken } from "../tls/enrollment-token.js";
 import { hostToProto } from "./convert.js";
 
 export interface HostServiceDeps {
   store: Store;
   hub: AgentHub;
   ledger: Ledger;
+  tokens: TokenStore;
+  reconciler: Pick<Reconciler, "enqueueHost">;
   /** The URL agents dial, as printed in the enrollment command. */
   advertiseUrl: string;
+  /**
+   * SHA-256 of the manager's CA certificate (base64url) when it serves TLS:
+   * embedded in enrollment tokens so agents pin the manager on first contact.
+   */
+  caFingerprint?: string | undefined;
   now?: () => number;
 }
 
 const DEFAULT_TTL_S = 3600;
 const MAX_TTL_S = 7 * 24 * 3600;
 
-export function createHostService(deps: HostServiceDeps): Partial<ServiceImpl<typeof HostService>> {
-  const { store, hub, ledger } = deps;
+export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof HostService> {
+  const { store, hub, ledger, tokens, reconciler } = deps;
   const now = deps.now ?? Date.now;
 
   function find(id: string) {
@@ -60,9 +71,11 @@ export function createHostService(deps: HostServiceDeps): Partial<ServiceImpl<ty
       if (req.ttlSeconds > MAX_TTL_S) throw new InvalidArgumentError("ttl_seconds", `at most ${MAX_TTL_S} (7 days)`);
       const ttl = req.ttlSeconds || DEFAULT_TTL_S;
       const at = now();
-      const token = `enr_${newSecret()}`;
+      const secret = `enr_${newSecret()}`;
       const id = newId("enr");
-      store.insertEnrollmentToken({ id, tokenHash: hashSecret(token), createdAt: at, expiresAt: at + ttl * 1000 });
+      // Only the secret part is stored (hashed); the fingerprint is public.
+      store.insertEnrollmentToken({ id, tokenHash: hashSecret(secret), createdAt: at, expiresAt: at + ttl * 1000 });
+      const token = formatEnrollmentToken(secret, deps.caFingerprint);
       ledger.append({ type: "enrollment.created", actor: actorOf(caller), correlationId: id, message: `enrollment token valid for ${ttl}s` });
       return create(CreateEnrollmentTokenResponseSchema, {
         token,
@@ -76,6 +89,25 @@ export function createHostService(deps: HostServiceDeps): Partial<ServiceImpl<ty
       const h = find(req.id);
       if (!hub.sendResync(h.id)) throw new PreconditionError(`host ${h.id} is offline; it resyncs by itself when its agent reconnects`);
       return create(ResyncHostResponseSchema, {});
+    },
+
+    removeHost(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "RemoveHost");
+      const h = find(req.id);
+      const at = now();
+      if (!tokens.removeHost(h.id, at)) throw new NotFoundError("host", req.id, "list hosts with HostService.ListHosts");
+      // The credential is refused from now on (agent-service checks removed_at); end the live stream too.
+      hub.disconnect(h.id, "this host was removed from berth (HostService.RemoveHost); enroll it again with a new enrollment token", { revoked: true });
+      const servers = store.countServersByHost().get(h.id) ?? 0;
+      ledger.append({
+        type: "host.removed",
+        hostId: h.id,
+        actor: actorOf(caller),
+        message: `host ${h.name} removed; its agent's credential is revoked${servers ? ` (${servers} servers on it are now Unknown)` : ""}`,
+      });
+      reconciler.enqueueHost(h.id, "host removed");
+      return create(RemoveHostResponseSchema, {});
     },
   };
 }

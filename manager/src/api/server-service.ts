@@ -2,7 +2,13 @@ import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   CreateServerResponseSchema,
+  DeleteServerResponseSchema,
   DesiredState,
+  PurgeServerResponseSchema,
+  RebuildServerResponseSchema,
+  RestartServerResponseSchema,
+  RestoreServerResponseSchema,
+  UpdateServerResponseSchema,
   GetServerResponseSchema,
   ListServersResponseSchema,
   Phase,
@@ -20,9 +26,11 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import { describeConflicts, findPortConflicts, suggestFreePorts } from "../domain/port-conflicts.js";
-import { initialStatus, type ServerRecord, type Store } from "../store/store.js";
+import { initialStatus, type Lifecycle, type ServerRecord, type Store } from "../store/store.js";
 import { serverToProto } from "./convert.js";
 import { requireId, validateSpec } from "./validate.js";
+import { createWatchServers } from "./watch-servers.js";
+import { createTailLogs } from "./logs.js";
 
 export interface ServerServiceDeps {
   store: Store;
@@ -96,27 +104,77 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     }
   }
 
-  /** Records an operator's new desired state and wakes the reconciler. */
-  function setDesired(ctx: HandlerContext, idOrName: string, desired: DesiredState, type: string): ServerRecord {
+  /**
+   * Applies one operator action to a server: checks role and visibility, lets
+   * `change` compute the new record (throwing to refuse), writes it with its
+   * ledger event in one transaction, and reconciles at once.
+   */
+  function act(
+    ctx: HandlerContext,
+    idOrName: string,
+    action: string,
+    change: (s: ServerRecord, at: number) => { spec?: ServerSpec; lifecycle?: Lifecycle; deletedAt?: number | null; message: string; bumpGeneration?: boolean },
+  ): ServerRecord {
     const caller = callerOf(ctx);
-    requireRole(caller, "operator", type.replace("server.", "").replace("_requested", ""));
     const s = find(caller, idOrName);
-    const actor = actorOf(caller);
-    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
-    if (desired !== DesiredState.STOPPED) checkPorts(s.hostId, s.spec, s.id);
     const at = now();
-    const changed = s.spec.desiredState !== desired;
-    const spec = { ...s.spec, desiredState: desired };
-    const generation = changed ? s.generation + 1 : s.generation;
+    const c = change(s, at);
+    const spec = c.spec ?? s.spec;
+    const specChanged = c.spec !== undefined && (c.bumpGeneration ?? true);
     store.transaction(() => {
-      store.updateServerSpec({ id: s.id, spec, generation, updatedAt: at, deletedAt: null, hostId: s.hostId });
-      ledger.append({ type, project: s.project, serverId: s.id, hostId: s.hostId, actor, message: `desired state ${DesiredState[desired].toLowerCase()}` });
+      store.updateServerSpec({
+        id: s.id,
+        spec,
+        generation: specChanged ? s.generation + 1 : s.generation,
+        updatedAt: at,
+        deletedAt: c.deletedAt !== undefined ? c.deletedAt : s.deletedAt,
+        hostId: s.hostId,
+      });
+      if (c.lifecycle) store.updateLifecycle(s.id, c.lifecycle);
+      ledger.append({ type: `server.${action}`, project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message: c.message });
     });
-    reconciler.reconcile(s.id, `${type} by ${caller.name}`);
-    return store.getServer(s.id)!;
+    reconciler.reconcile(s.id, `${action} by ${caller.name}`);
+    return store.getServer(s.id) ?? s;
+  }
+
+  function notDeleted(s: ServerRecord, what: string): void {
+    if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged; ${what} is not possible`);
+    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
+  }
+
+  /** Records an operator's new desired state. */
+  function setDesired(ctx: HandlerContext, idOrName: string, desired: DesiredState, action: string, lifecycle?: (s: ServerRecord) => Lifecycle): ServerRecord {
+    requireRole(callerOf(ctx), "operator", action);
+    return act(ctx, idOrName, action, (s) => {
+      notDeleted(s, action);
+      if (desired !== DesiredState.STOPPED) checkPorts(s.hostId, s.spec, s.id);
+      return {
+        spec: { ...s.spec, desiredState: desired },
+        bumpGeneration: s.spec.desiredState !== desired,
+        ...(lifecycle ? { lifecycle: lifecycle(s) } : {}),
+        message: `desired state ${DesiredState[desired].toLowerCase()}`,
+      };
+    });
+  }
+
+  /** Start/restart of a server whose container is gone needs its data, unless empty data is allowed. */
+  function checkData(s: ServerRecord, allowEmpty: boolean): void {
+    const containerGone = !s.status.containerId;
+    const data = store.getDataDir(s.hostId, s.id);
+    if (containerGone && s.dataInitialized && data && !data.present) {
+      if (!allowEmpty) {
+        throw new PreconditionError(
+          `the data directory of "${s.name}" is gone from its host; purge the server (PurgeServer), or start it with allow_empty_data=true to begin with empty data`,
+        );
+      }
+      store.resetDataInitialized(s.id);
+    }
   }
 
   return {
+    watchServers: createWatchServers({ store, ledger }),
+    tailLogs: createTailLogs({ store, hub }),
+
     createServer(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "CreateServer");
@@ -138,6 +196,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         spec: { ...spec, hostId },
         status: { ...initialStatus(), phase: Phase.PENDING, reason: "Created", message: "waiting for the reconciler" },
         dataInitialized: false,
+        lifecycle: {},
         createdAt: at,
         updatedAt: at,
         deletedAt: null,
@@ -177,20 +236,121 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     },
 
     startServer(req, ctx) {
-      return create(StartServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.RUNNING, "server.start_requested")) });
+      requireRole(callerOf(ctx), "operator", "StartServer");
+      const s = find(callerOf(ctx), req.id);
+      notDeleted(s, "start");
+      checkData(s, req.allowEmptyData);
+      return create(StartServerResponseSchema, { server: serverToProto(setDesired(ctx, s.id, DesiredState.RUNNING, "start_requested")) });
     },
 
     stopServer(req, ctx) {
       if (req.timeoutSeconds > 3600) throw new InvalidArgumentError("timeout_seconds", "at most 3600");
-      return create(StopServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.STOPPED, "server.stop_requested")) });
+      const server = setDesired(ctx, req.id, DesiredState.STOPPED, "stop_requested", (s) => ({
+        ...s.lifecycle,
+        stopTimeoutSeconds: req.timeoutSeconds || undefined,
+      }));
+      return create(StopServerResponseSchema, { server: serverToProto(server) });
     },
 
     pauseServer(req, ctx) {
-      return create(PauseServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.PAUSED, "server.pause_requested")) });
+      return create(PauseServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.PAUSED, "pause_requested")) });
     },
 
     resumeServer(req, ctx) {
-      return create(ResumeServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.RUNNING, "server.resume_requested")) });
+      const s = find(callerOf(ctx), req.id);
+      if (s.spec.desiredState !== DesiredState.PAUSED) throw new PreconditionError(`server "${s.name}" is not paused; use StartServer to start it`);
+      return create(ResumeServerResponseSchema, { server: serverToProto(setDesired(ctx, s.id, DesiredState.RUNNING, "resume_requested")) });
+    },
+
+    restartServer(req, ctx) {
+      requireRole(callerOf(ctx), "operator", "RestartServer");
+      const s = find(callerOf(ctx), req.id);
+      notDeleted(s, "restart");
+      checkData(s, false);
+      // A restart also applies a newer spec: the agent recreates a container whose spec hash differs.
+      return create(RestartServerResponseSchema, {
+        server: serverToProto(setDesired(ctx, s.id, DesiredState.RUNNING, "restart_requested", (x) => ({ ...x.lifecycle, restartRequestedAt: now() }))),
+      });
+    },
+
+    rebuildServer(req, ctx) {
+      requireRole(callerOf(ctx), "operator", "RebuildServer");
+      const server = act(ctx, req.id, "rebuild_requested", (s, at) => {
+        notDeleted(s, "rebuild");
+        checkData(s, false);
+        return { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at }, message: "recreate the container from the current spec, keeping data" };
+      });
+      return create(RebuildServerResponseSchema, { server: serverToProto(server) });
+    },
+
+    updateServer(req, ctx) {
+      requireRole(callerOf(ctx), "operator", "UpdateServer");
+      const spec = validateSpec(req.spec);
+      const server = act(ctx, req.id, "updated", (s, at) => {
+        notDeleted(s, "update");
+        if (spec.name !== s.name) throw new InvalidArgumentError("spec.name", `renaming is not supported (server is "${s.name}")`);
+        if (spec.hostId && spec.hostId !== s.hostId) {
+          throw new InvalidArgumentError("spec.host_id", `moving a server to another host is not supported (it is on ${s.hostId}); leave host_id empty`);
+        }
+        checkPorts(s.hostId, spec, s.id);
+        return {
+          spec: { ...spec, hostId: s.hostId },
+          ...(req.applyNow ? { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at } } : {}),
+          message: req.applyNow ? "spec updated; applying now" : "spec updated; applies at the next restart or rebuild",
+        };
+      });
+      return create(UpdateServerResponseSchema, { server: serverToProto(server) });
+    },
+
+    deleteServer(req, ctx) {
+      requireRole(callerOf(ctx), "operator", "DeleteServer");
+      const server = act(ctx, req.id, "deleted", (s, at) => {
+        if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged`);
+        if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is already deleted`);
+        return { deletedAt: at, message: "soft delete: container removed, data and record kept" };
+      });
+      return create(DeleteServerResponseSchema, { server: serverToProto(server) });
+    },
+
+    restoreServer(req, ctx) {
+      requireRole(callerOf(ctx), "operator", "RestoreServer");
+      const server = act(ctx, req.id, "restored", (s) => {
+        if (s.deletedAt === null) throw new PreconditionError(`server "${s.name}" is not deleted`);
+        if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged`);
+        if (store.findServerByName(s.project, s.name)?.id !== s.id) {
+          throw new PreconditionError(`another server is now named "${s.name}"; purge or rename it first`);
+        }
+        return { deletedAt: null, spec: { ...s.spec, desiredState: DesiredState.STOPPED }, message: "restored (stopped); start it to recreate the container" };
+      });
+      return create(RestoreServerResponseSchema, { server: serverToProto(server) });
+    },
+
+    purgeServer(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "PurgeServer");
+      const s = find(caller, req.id);
+      if (req.force && !hub.isConnected(s.hostId)) {
+        // The host is away: drop the record now and say what may be left behind.
+        store.transaction(() => {
+          store.deleteServerRecord(s.id);
+          ledger.append({
+            type: "server.purged",
+            project: s.project,
+            serverId: s.id,
+            hostId: s.hostId,
+            actor: actorOf(caller),
+            reason: "ForcedWhileHostOffline",
+            message: `record dropped while host ${s.hostId} is offline; its container${req.removeData ? " and data directory" : ""} may remain there (see orphans)`,
+          });
+        });
+        reconciler.reconcile(s.id, "purged");
+        return create(PurgeServerResponseSchema, {});
+      }
+      act(ctx, s.id, "purge_requested", (x, at) => ({
+        lifecycle: { ...x.lifecycle, purge: { requestedAt: at, removeData: req.removeData } },
+        message: req.removeData ? "purge: container, data directory and record" : "purge: container and record; data kept on the host",
+      }));
+      return create(PurgeServerResponseSchema, {});
     },
   };
 }

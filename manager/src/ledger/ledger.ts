@@ -1,29 +1,61 @@
 import type { EventInput, EventRecord, Store } from "../store/store.js";
+import { ServerChangeFeed } from "./server-changes.js";
+
+/**
+ * Events about a server that never come with a change to its record (alerts,
+ * their notifications, pull progress): they do not wake WatchServers. Any other
+ * event about a server may accompany a spec or status write, so it does.
+ */
+const RECORD_UNCHANGED = /^(alert|webhook)\.|^image\.pull_progress$/;
+
+/** Hears about every appended event, synchronously, right after it is stored. */
+export type LedgerListener = (id: number, event: Readonly<EventInput>) => void;
 
 /**
  * The append-only event ledger: every state change berth makes or sees is
- * recorded here with its cause and actor. Listeners hear about new events
- * after they are stored (for live watches).
+ * recorded here with its cause and actor (types: `catalogue.ts`). Listeners
+ * hear about new events after they are stored (for live watches and alert
+ * evaluation); `servers` is the feed of server record changes behind
+ * WatchServers, fed by every event about a server and by `serverChanged`.
+ *
+ * Appends usually run inside the writer's transaction, so a listener must
+ * not read the ledger synchronously: it may see rows that are then rolled
+ * back. Watches only use the notification as a wake-up and read later.
  */
 export class Ledger {
-  private readonly listeners = new Set<(id: number) => void>();
+  private readonly listeners = new Set<LedgerListener>();
+  readonly servers: ServerChangeFeed;
 
   constructor(
     private readonly store: Store,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.servers = new ServerChangeFeed((id) => store.getServer(id));
+  }
 
   append(e: EventInput): number {
     const id = this.store.appendEvent(e, this.now());
-    for (const l of this.listeners) l(id);
+    if (e.serverId && !RECORD_UNCHANGED.test(e.type)) this.servers.notify(e.serverId, { project: e.project ?? "", hostId: e.hostId ?? "" });
+    for (const l of this.listeners) {
+      try {
+        l(id, e);
+      } catch {
+        // A listener's failure must never fail the write that produced the event.
+      }
+    }
     return id;
+  }
+
+  /** A server record changed without an event (status written by the reconciler). */
+  serverChanged(serverId: string): void {
+    this.servers.notify(serverId);
   }
 
   list(f: { serverId?: string; afterId?: number; limit?: number }): EventRecord[] {
     return this.store.listEvents(f);
   }
 
-  subscribe(listener: (id: number) => void): () => void {
+  subscribe(listener: LedgerListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { ManagerMessageSchema, type Command, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { ManagerMessageSchema, type Command, type LogChunk, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 
 /** One connected agent stream, as the hub sees it. */
 export interface AgentSession {
@@ -9,8 +9,18 @@ export interface AgentSession {
   /** When the agent last sent anything (ms since epoch). */
   lastSeen: number;
   send(msg: ManagerMessage): void;
-  /** Ends the stream (host removed, or replaced by a newer connection). */
-  close(reason: string): void;
+  /**
+   * Ends the stream (host removed, or replaced by a newer connection).
+   * `revoked`: the agent's credential is no longer valid, so it must not retry.
+   */
+  close(reason: string, revoked?: boolean): void;
+}
+
+/** Where one log stream's chunks go (a TailLogs call waiting on them). */
+export interface LogRoute {
+  onChunk(chunk: LogChunk): void;
+  /** The agent's session ended before the stream did. */
+  onGone(reason: string): void;
 }
 
 /**
@@ -20,6 +30,8 @@ export interface AgentSession {
  */
 export class AgentHub {
   private readonly sessions = new Map<string, AgentSession>();
+  /** Open log streams by request id, bound to the session that serves them. */
+  private readonly logRoutes = new Map<string, LogRoute & { session: AgentSession }>();
 
   attach(session: AgentSession): void {
     const old = this.sessions.get(session.hostId);
@@ -62,20 +74,60 @@ export class AgentHub {
     return true;
   }
 
-  disconnect(hostId: string, reason: string): void {
+  /**
+   * Asks the host's agent to stream a server's container output; chunks
+   * carrying `requestId` go to `route` until one has `end`. False when the
+   * host has no ready session.
+   */
+  openLogs(hostId: string, req: { requestId: string; serverId: string; follow: boolean; tailLines: number }, route: LogRoute): boolean {
     const s = this.sessions.get(hostId);
-    if (!s) return;
-    this.sessions.delete(hostId);
-    s.close(reason);
+    if (!s?.ready) return false;
+    this.logRoutes.set(req.requestId, { ...route, session: s });
+    s.send(create(ManagerMessageSchema, { body: { case: "logRequest", value: req } }));
+    return true;
+  }
+
+  /** The caller went away: forget the route and tell the agent, if its session is still current. */
+  cancelLogs(requestId: string): void {
+    const r = this.logRoutes.get(requestId);
+    if (!r) return;
+    this.logRoutes.delete(requestId);
+    if (this.isCurrent(r.session)) r.session.send(create(ManagerMessageSchema, { body: { case: "logCancel", value: { requestId } } }));
+  }
+
+  /** A chunk from `session`; only the session a stream was opened on may feed it. */
+  deliverLogChunk(session: AgentSession, chunk: LogChunk): void {
+    const r = this.logRoutes.get(chunk.requestId);
+    if (!r || r.session !== session) return;
+    if (chunk.end) this.logRoutes.delete(chunk.requestId);
+    r.onChunk(chunk);
+  }
+
+  /** `session` ended: the log streams it served end with it. */
+  endLogs(session: AgentSession, reason: string): void {
+    for (const [id, r] of this.logRoutes) {
+      if (r.session !== session) continue;
+      this.logRoutes.delete(id);
+      r.onGone(reason);
+    }
+  }
+
+  /** Open log streams (for tests and diagnostics). */
+  get openLogCount(): number {
+    return this.logRoutes.size;
+  }
+
+  disconnect(hostId: string, reason: string, opts: { revoked?: boolean } = {}): void {
+    // As in closeSilent: the stream's handler detaches the session when it ends.
+    this.sessions.get(hostId)?.close(reason, opts.revoked === true);
   }
 
   /** Closes sessions silent for longer than `timeoutMs`; returns their host ids. */
   closeSilent(now: number, timeoutMs: number): string[] {
     const stale = [...this.sessions.values()].filter((s) => now - s.lastSeen > timeoutMs);
-    for (const s of stale) {
-      this.sessions.delete(s.hostId);
-      s.close(`no message for ${Math.round((now - s.lastSeen) / 1000)}s`);
-    }
+    // Closing ends the session's stream; its handler then detaches it and marks the
+    // host offline (removing it here first would make that detach a no-op).
+    for (const s of stale) s.close(`no message for ${Math.round((now - s.lastSeen) / 1000)}s`);
     return stale.map((s) => s.hostId);
   }
 

@@ -22,7 +22,8 @@
  *   any ──► Deleted   (soft delete: container removed, data and record kept)
  */
 import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
-import { DesiredState, Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, RestartPolicy, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
+import type { Lifecycle } from "../store/store.js";
 import type { ConditionFact } from "./conditions.js";
 
 /** Deadlines per command kind: past them, the operation has failed. */
@@ -35,6 +36,7 @@ export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   [CommandKind.ENSURE_REMOVED]: 60_000,
   [CommandKind.REMOVE_DATA]: 120_000,
   [CommandKind.CHECK_DATA]: 30_000,
+  [CommandKind.RESTART]: 240_000,
 };
 
 export interface InflightCommand {
@@ -58,6 +60,12 @@ export interface PlanInput {
   generation: number;
   specHash: string;
   deleted: boolean;
+  deletedAt: number | null;
+  /** How long a soft-deleted record is kept. */
+  retentionMs: number;
+  lifecycle: Lifecycle;
+  /** First crash-restart delay (default 10 s); doubles per recent crash, capped at 30x. */
+  crashBackoffBaseMs?: number;
   /** The data directory has been seen at least once: its absence now means data loss. */
   dataInitialized: boolean;
   /** When the operator last asked for something (create, start, stop, ...). */
@@ -74,6 +82,8 @@ export interface PlanInput {
 export interface PlannedCommand {
   kind: CommandKind;
   dataPolicy: DataPolicy;
+  /** Replace the container even if it runs the current spec (rebuild). */
+  recreate?: boolean;
 }
 
 export interface Plan {
@@ -89,6 +99,8 @@ export interface Plan {
   expireInflight?: boolean;
   /** Reconcile again after this long even if nothing else happens (deadlines). */
   requeueAfterMs?: number;
+  /** Drop the server's record (purge finished, or soft-delete retention ended). */
+  deleteRecord?: boolean;
 }
 
 const GENERATION_LABEL = "berth.generation";
@@ -101,6 +113,7 @@ const TIMEOUT_REASON: Partial<Record<CommandKind, string>> = {
   [CommandKind.ENSURE_STOPPED]: "StopTimeout",
   [CommandKind.ENSURE_PAUSED]: "PauseTimeout",
   [CommandKind.ENSURE_REMOVED]: "RemoveTimeout",
+  [CommandKind.RESTART]: "RestartTimeout",
 };
 
 export function plan(input: PlanInput): Plan {
@@ -108,15 +121,21 @@ export function plan(input: PlanInput): Plan {
   const facts = conditionFacts(input, container);
   const observedGeneration = container ? Number(container.labels[GENERATION_LABEL] ?? 0) : 0;
   const base = { conditions: facts, observedGeneration };
+  const lc = input.lifecycle;
 
   // 1. Nothing is known about a host that is not connected: never guess "Stopped".
   if (!input.hostConnected) {
     const expire = input.inflight !== undefined && input.now >= input.inflight.deadlineAt;
+    // Deadlines run while the host is away: come back when the in-flight command expires.
+    const wake = input.inflight && !expire ? { requeueAfterMs: input.inflight.deadlineAt - input.now } : {};
     return {
+      ...wake,
       ...base,
-      phase: Phase.UNKNOWN,
+      phase: lc.purge ? Phase.PURGING : Phase.UNKNOWN,
       reason: "HostOffline",
-      message: "the host's agent is not connected; showing the last known state is not possible",
+      message: lc.purge
+        ? "waiting for the host to come back to remove the container; purge with force to drop the record now"
+        : "the host's agent is not connected; its state is unknown until it reconnects",
       ...(expire ? { expireInflight: true } : {}),
     };
   }
@@ -135,14 +154,14 @@ export function plan(input: PlanInput): Plan {
     }
     return {
       ...base,
-      ...inflightPhase(f.kind, container, input.deleted),
+      ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined),
       requeueAfterMs: f.deadlineAt - input.now,
     };
   }
 
   // 3. A failure since the operator's last action stands until they act again.
   const last = input.lastFinished;
-  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt && !input.deleted) {
+  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt) {
     return {
       ...base,
       phase: Phase.FAILED,
@@ -153,10 +172,29 @@ export function plan(input: PlanInput): Plan {
     };
   }
 
-  // 4. Soft-deleted: the container goes, the data and the record stay.
+  // 4. Purge: container, then (only if asked) data, then the record.
+  if (lc.purge) {
+    if (input.containers.length > 0) return issue(base, Phase.PURGING, "RemovingContainer", "removing the container", CommandKind.ENSURE_REMOVED);
+    if (lc.purge.removeData && input.data?.present !== false) {
+      return issue(base, Phase.PURGING, "RemovingData", "removing the data directory", CommandKind.REMOVE_DATA);
+    }
+    return { ...base, phase: Phase.PURGING, reason: "Purged", message: "container removed; dropping the record", deleteRecord: true };
+  }
+
+  // 5. Soft-deleted: the container goes, the data and the record stay until retention ends.
   if (input.deleted) {
     if (input.containers.length > 0) return issue(base, Phase.DELETED, "Removing", "removing the container", CommandKind.ENSURE_REMOVED);
-    return { ...base, phase: Phase.DELETED, reason: "Deleted", message: "deleted; data kept on the host" };
+    const purgeAt = (input.deletedAt ?? input.now) + input.retentionMs;
+    if (input.now >= purgeAt) {
+      return { ...base, phase: Phase.DELETED, reason: "RetentionExpired", message: "retention ended; dropping the record, data kept on the host", deleteRecord: true };
+    }
+    return {
+      ...base,
+      phase: Phase.DELETED,
+      reason: "Deleted",
+      message: `deleted; data kept on the host; record kept until ${new Date(purgeAt).toISOString()} (restore to undo)`,
+      requeueAfterMs: purgeAt - input.now,
+    };
   }
 
   const dataGone = input.dataInitialized && input.data !== undefined && !input.data.present;
@@ -171,19 +209,24 @@ export function plan(input: PlanInput): Plan {
 
   const dataPolicy = input.dataInitialized ? DataPolicy.REQUIRE : DataPolicy.CREATE;
   const desired = input.spec.desiredState;
+  const startKind = desired === DesiredState.STOPPED ? CommandKind.ENSURE_CONTAINER : CommandKind.ENSURE_RUNNING;
 
-  // 5. No container.
-  if (!container) {
-    if (desired === DesiredState.STOPPED) {
-      if (input.dataInitialized) {
-        return { ...base, phase: Phase.MISSING, reason: "ContainerMissing", message: "the container is gone and the data is kept; start the server to recreate it" };
-      }
-      return issue(base, Phase.CREATING, "Creating", "creating the container", CommandKind.ENSURE_CONTAINER, dataPolicy);
-    }
-    return issue(base, Phase.CREATING, "Creating", "creating and starting the container", CommandKind.ENSURE_RUNNING, dataPolicy);
+  // 6. Rebuild requested after the container was created: replace it, keeping data.
+  // (A container without a creation time is never rebuilt: that would loop.)
+  if (container?.createdTime && (lc.rebuildRequestedAt ?? 0) > msOf(container.createdTime)) {
+    return { ...issue(base, Phase.CREATING, "Rebuilding", "recreating the container from the current spec", startKind, dataPolicy), command: { kind: startKind, dataPolicy, recreate: true } };
   }
 
-  // 6. A container exists: drive it to the desired state.
+  // 7. No container.
+  if (!container) {
+    const lost = input.dataInitialized && (lc.containerLostAt ?? 0) > input.lastActionAt;
+    if (lost || (desired === DesiredState.STOPPED && input.dataInitialized)) {
+      return { ...base, phase: Phase.MISSING, reason: "ContainerMissing", message: "the container is gone and the data is kept; start the server to recreate it" };
+    }
+    return issue(base, Phase.CREATING, "Creating", desired === DesiredState.STOPPED ? "creating the container" : "creating and starting the container", startKind, dataPolicy);
+  }
+
+  // 8. A container exists: drive it to the desired state.
   const state = container.state;
   switch (desired) {
     case DesiredState.STOPPED:
@@ -196,11 +239,59 @@ export function plan(input: PlanInput): Plan {
       if (state === "running") return issue(base, Phase.STOPPING, "Pausing", "pausing the container", CommandKind.ENSURE_PAUSED);
       return issue(base, Phase.STARTING, "Starting", "starting the container before pausing it", CommandKind.ENSURE_RUNNING, dataPolicy);
     default:
-      if (state === "running") {
-        return { ...base, phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
-      }
-      return issue(base, Phase.STARTING, "Starting", "starting the container", CommandKind.ENSURE_RUNNING, dataPolicy);
+      break;
   }
+  if (state === "running") {
+    if (container.startedTime && (lc.restartRequestedAt ?? 0) > msOf(container.startedTime)) {
+      return issue(base, Phase.STOPPING, "Restarting", "restarting the container", CommandKind.RESTART, dataPolicy);
+    }
+    return { ...base, phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
+  }
+  if (state === "paused") return issue(base, Phase.STARTING, "Resuming", "unpausing the container", CommandKind.ENSURE_RUNNING, dataPolicy);
+
+  // 9. Exited while it should run: a crash since the last operator action restarts per policy.
+  const exit = lc.lastExit;
+  if (exit?.cause === "crash" && exit.at > input.lastActionAt) {
+    const policy = input.spec.restartPolicy;
+    if (policy === RestartPolicy.NEVER) {
+      return { ...base, phase: Phase.FAILED, reason: "Crashed", message: `${exitMessage(container)}; restart policy is never` };
+    }
+    const recent = (lc.crashTimes ?? []).filter((t) => t > input.now - CRASH_WINDOW_MS && t > input.lastActionAt);
+    if (recent.length >= CRASH_LOOP_THRESHOLD) {
+      return {
+        ...base,
+        phase: Phase.FAILED,
+        reason: "CrashLoop",
+        message: `crashed ${recent.length} times in ${CRASH_WINDOW_MS / 60_000} minutes (last: ${exitMessage(container)}); fix the cause, then start it again`,
+      };
+    }
+    const wait = crashBackoffMs(recent.length, input.crashBackoffBaseMs);
+    const at = exit.at + wait;
+    if (input.now < at) {
+      return {
+        ...base,
+        phase: Phase.STARTING,
+        reason: "CrashBackoff",
+        message: `${exitMessage(container)}; restarting in ${Math.ceil((at - input.now) / 1000)}s (crash ${recent.length} of ${CRASH_LOOP_THRESHOLD})`,
+        requeueAfterMs: at - input.now,
+      };
+    }
+    return issue(base, Phase.STARTING, "RestartingAfterCrash", `restarting after a crash (${exitMessage(container)})`, CommandKind.ENSURE_RUNNING, dataPolicy);
+  }
+  return issue(base, Phase.STARTING, "Starting", "starting the container", CommandKind.ENSURE_RUNNING, dataPolicy);
+}
+
+/** Crashes within this window count towards a crash loop. */
+export const CRASH_WINDOW_MS = 10 * 60_000;
+export const CRASH_LOOP_THRESHOLD = 5;
+
+/** Delay before restarting after the n-th recent crash: 10 s, 20 s, 40 s, ... capped at 5 min. */
+export function crashBackoffMs(recentCrashes: number, baseMs = 10_000): number {
+  return Math.min(30 * baseMs, baseMs * 2 ** Math.max(0, recentCrashes - 1));
+}
+
+function msOf(t: { seconds: bigint; nanos: number } | undefined): number {
+  return t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0;
 }
 
 function issue(
@@ -215,7 +306,7 @@ function issue(
 }
 
 /** Prefers the container running the current spec, then a running one, then the newest. */
-function pickContainer(containers: readonly ContainerInfo[], hash: string): ContainerInfo | undefined {
+export function pickContainer(containers: readonly ContainerInfo[], hash: string): ContainerInfo | undefined {
   if (containers.length <= 1) return containers[0];
   return (
     containers.find((c) => c.labels[HASH_LABEL] === hash) ??
@@ -224,7 +315,8 @@ function pickContainer(containers: readonly ContainerInfo[], hash: string): Cont
   );
 }
 
-function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, deleted: boolean): Pick<Plan, "phase" | "reason" | "message"> {
+function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, deleted: boolean, purging: boolean): Pick<Plan, "phase" | "reason" | "message"> {
+  if (purging) return { phase: Phase.PURGING, reason: "Purging", message: `purging: ${commandName(kind)}` };
   if (deleted) return { phase: Phase.DELETED, reason: "Removing", message: "removing the container" };
   switch (kind) {
     case CommandKind.ENSURE_CONTAINER:
@@ -241,6 +333,8 @@ function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, 
       return { phase: Phase.STOPPING, reason: "Removing", message: "removing the container" };
     case CommandKind.REMOVE_DATA:
       return { phase: Phase.PURGING, reason: "RemovingData", message: "removing the data directory" };
+    case CommandKind.RESTART:
+      return { phase: Phase.STOPPING, reason: "Restarting", message: "restarting the container" };
     default:
       return { phase: Phase.PENDING, reason: "Checking", message: "checking the host" };
   }

@@ -80,6 +80,7 @@ function setup(opts: { session?: "ready" | "not-ready" | "none"; desired?: Desir
     spec,
     status: initialStatus(),
     dataInitialized: false,
+    lifecycle: {},
     createdAt: T0,
     updatedAt: T0,
     deletedAt: null,
@@ -277,17 +278,27 @@ describe("Reconciler", () => {
     expect(s.reason).toBe("StartTimeout");
     expect(sentCommands(h)).toHaveLength(1);
 
-    // The queue reconciles again at once (requeueAfterMs 0): the failure stands, unchanged.
+    // The queue reconciles again at once (requeueAfterMs 0): the failure stands, with the
+    // same reason and message and no new event (this run may still record that the
+    // generation is now observed: the expiry run was not a settled one).
     const evCount2 = events(h).length;
-    const failed = statusJson(h);
+    const failedMessage = s.message;
     h.clock.now += 10;
-    h.rec.reconcile(SERVER, "deadline");
+    expect(h.rec.reconcile(SERVER, "deadline")).toEqual({});
     s = status(h);
     expect(Phase[s.phase]).toBe("FAILED");
     expect(s.reason).toBe("StartTimeout");
+    expect(s.message).toBe(failedMessage);
     expect(events(h)).toHaveLength(evCount2);
-    expect(statusJson(h)).toBe(failed);
     expect(sentCommands(h)).toHaveLength(1);
+    // And from then on it is stable: nothing written at all.
+    const failed = statusJson(h);
+    const changedCount = h.changed.length;
+    h.clock.now += 60_000;
+    h.rec.reconcile(SERVER, "resync");
+    expect(statusJson(h)).toBe(failed);
+    expect(events(h)).toHaveLength(evCount2);
+    expect(h.changed).toHaveLength(changedCount);
 
     // The operator acts again (start): retried with a new command.
     h.clock.now += 1_000;

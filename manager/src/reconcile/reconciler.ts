@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CommandKind, CommandSchema, ContainerSpecSchema, type Command } from "@berth/proto/berth/v1/agent_pb.js";
-import { Phase, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, RestartPolicy, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -10,11 +10,13 @@ import {
   LABEL_MANAGER,
   LABEL_SERVER,
   LABEL_SPEC_HASH,
+  type ExitCause,
   type ServerRecord,
   type Store,
 } from "../store/store.js";
+import type { Ledger } from "../ledger/ledger.js";
 import { mergeConditions, sameConditions } from "./conditions.js";
-import { COMMAND_DEADLINE_MS, commandName, plan, type Plan } from "./plan.js";
+import { COMMAND_DEADLINE_MS, commandName, pickContainer, plan, type Plan } from "./plan.js";
 import { WorkQueue } from "./queue.js";
 import { specHash } from "./spec-hash.js";
 
@@ -23,7 +25,15 @@ export interface ReconcilerDeps {
   hub: AgentHub;
   log: Logger;
   managerId: string;
+  /** Where events go; defaults to writing them straight to the store. */
+  ledger?: Ledger;
   now?: () => number;
+  /** Override command deadlines per kind (e.g. a short start timeout). */
+  deadlineMs?: Partial<Record<CommandKind, number>>;
+  /** How long a soft-deleted server's record is kept (default 24 h). */
+  retentionMs?: number;
+  /** First crash-restart delay (default 10 s). */
+  crashBackoffBaseMs?: number;
   /** Called after a server's record changed (status or spec), for watchers. */
   onServerChanged?: (serverId: string) => void;
 }
@@ -39,9 +49,11 @@ export const DEFAULT_STOP_TIMEOUT_S = 10;
 export class Reconciler {
   readonly queue: WorkQueue;
   private readonly now: () => number;
+  private readonly append: (e: Parameters<Store["appendEvent"]>[0]) => void;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
+    this.append = deps.ledger ? (e) => deps.ledger!.append(e) : (e) => deps.store.appendEvent(e, this.now());
     this.queue = new WorkQueue({
       process: (key, cause) => this.reconcile(key, cause),
       onError: (key, err, retryInMs) => deps.log.error({ server: key, err, retryInMs }, "reconcile failed; retrying"),
@@ -60,11 +72,70 @@ export class Reconciler {
     this.queue.stop();
   }
 
+  /**
+   * Records how a server's container exited, as the agent saw it, and adopts
+   * the outcome into the desired state where DESIGN.md says so:
+   * - stopped outside berth (docker stop/kill): desired becomes stopped
+   *   (`drift.adopted`), unless the restart policy is `always` (`drift.healed`);
+   * - exited by itself: a crash, restarted per policy by plan(); a clean exit
+   *   (code 0) under `on-failure` or `never` adopts desired stopped.
+   */
+  noteExit(serverId: string, cause: ExitCause, exitCode: number, at: number): void {
+    const { store } = this.deps;
+    if (cause === "stopped_by_berth") return;
+    const s = store.getServer(serverId);
+    if (!s || s.deletedAt !== null || s.lifecycle.purge) return;
+    if (s.spec.desiredState !== DesiredState.RUNNING) return;
+    const lc = { ...s.lifecycle, lastExit: { cause, at, exitCode } };
+    const policy = s.spec.restartPolicy;
+    const base = { project: s.project, serverId: s.id, hostId: s.hostId };
+    let adoptStopped = false;
+    store.transaction(() => {
+      if (cause === "stopped_externally") {
+        if (policy === RestartPolicy.ALWAYS) {
+          this.append({ ...base, type: "drift.healed", reason: "StoppedOutsideBerth", actor: "reconciler", message: "stopped outside berth; restart policy always restarts it" });
+        } else {
+          adoptStopped = true;
+          this.append({ ...base, type: "drift.adopted", reason: "StoppedOutsideBerth", actor: "reconciler", message: `stopped outside berth (exit code ${exitCode}); desired state is now stopped` });
+        }
+      } else {
+        const cleanExit = exitCode === 0 && policy !== RestartPolicy.ALWAYS;
+        this.append({
+          ...base,
+          type: "container.died",
+          reason: cleanExit ? "Exited" : "Crashed",
+          actor: "agent",
+          message: `exited by itself with code ${exitCode}`,
+          payload: { exitCode },
+        });
+        if (cleanExit) {
+          adoptStopped = true;
+          this.append({ ...base, type: "drift.adopted", reason: "ExitedCleanly", actor: "reconciler", message: "exited with code 0; desired state is now stopped" });
+        } else {
+          lc.crashTimes = [...(lc.crashTimes ?? []).filter((t) => t > at - 10 * 60_000), at];
+          lc.restartCount = (lc.restartCount ?? 0) + (policy === RestartPolicy.NEVER ? 0 : 1);
+        }
+      }
+      store.updateLifecycle(s.id, lc);
+      if (adoptStopped) {
+        store.updateServerSpec({
+          id: s.id,
+          spec: { ...s.spec, desiredState: DesiredState.STOPPED },
+          generation: s.generation + 1,
+          updatedAt: s.updatedAt,
+          deletedAt: null,
+          hostId: s.hostId,
+        });
+      }
+    });
+    this.enqueue(serverId, cause === "crash" ? "container crashed" : "container stopped outside berth");
+  }
+
   /** One reconcile of one server. Synchronous: SQLite calls are, and sending only queues bytes. */
   reconcile(serverId: string, cause = "resync"): { requeueAfterMs?: number } {
     const { store, hub, managerId } = this.deps;
     const now = this.now();
-    const server = store.getServer(serverId);
+    let server = store.getServer(serverId);
     if (!server) return {};
     const hash = specHash(server.spec);
     const containers = store
@@ -74,15 +145,33 @@ export class Reconciler {
     const dataDir = store.getDataDir(server.hostId, server.id);
     const inflight = store.openCommandForServer(server.id);
     const last = store.lastFinishedCommand(server.id);
+    const connected = hub.isConnected(server.hostId);
+
+    // A container seen before that is gone without any berth command in flight was
+    // removed outside berth: remember when, so plan() shows Missing instead of recreating it.
+    if (connected && !inflight && containers.length === 0 && server.status.containerId && server.deletedAt === null &&
+        !server.lifecycle.purge && (server.lifecycle.containerLostAt ?? 0) <= server.updatedAt) {
+      const lifecycle = { ...server.lifecycle, containerLostAt: now };
+      store.transaction(() => {
+        store.updateLifecycle(server!.id, lifecycle);
+        this.append({ project: server!.project, serverId: server!.id, hostId: server!.hostId, type: "drift.container_removed", reason: "ContainerMissing", actor: "reconciler", message: "the container was removed outside berth; data kept; start the server to recreate it" });
+      });
+      server = { ...server, lifecycle };
+    }
+
     const p = plan({
       now,
       spec: server.spec,
       generation: server.generation,
       specHash: hash,
       deleted: server.deletedAt !== null,
+      deletedAt: server.deletedAt,
+      retentionMs: this.deps.retentionMs ?? 24 * 3600_000,
+      lifecycle: server.lifecycle,
+      ...(this.deps.crashBackoffBaseMs !== undefined ? { crashBackoffBaseMs: this.deps.crashBackoffBaseMs } : {}),
       dataInitialized: server.dataInitialized,
       lastActionAt: server.updatedAt,
-      hostConnected: hub.isConnected(server.hostId),
+      hostConnected: connected,
       containers,
       data: dataDir && { present: dataDir.present },
       inflight: inflight && {
@@ -100,57 +189,65 @@ export class Reconciler {
       },
     });
 
+    if (p.deleteRecord) {
+      const s = server;
+      store.transaction(() => {
+        store.deleteServerRecord(s.id);
+        this.append({ project: s.project, serverId: s.id, hostId: s.hostId, type: "server.purged", reason: p.reason, actor: "reconciler", message: p.message });
+      });
+      this.deps.log.info({ server: s.id, name: s.name, host: s.hostId, reason: p.reason, cause }, "server record dropped");
+      this.deps.onServerChanged?.(s.id);
+      return {};
+    }
+
     let toSend: Command | undefined;
+    const srv = server;
     const changed = store.transaction(() => {
       if (p.expireInflight && inflight) {
-        store.finishCommand(inflight.id, "expired", now, "DeadlineExceeded", p.message);
-        store.appendEvent(
-          {
-            type: "command.expired",
-            project: server.project,
-            serverId: server.id,
-            hostId: server.hostId,
-            reason: p.reason,
-            message: p.message,
-            actor: "reconciler",
-            correlationId: inflight.id,
-          },
-          now,
-        );
+        const expiredMessage = `${commandName(inflight.command.kind)} did not finish within ${Math.round((inflight.deadlineAt - inflight.createdAt) / 1000)}s`;
+        store.finishCommand(inflight.id, "expired", now, "DeadlineExceeded", expiredMessage);
+        this.append({
+          type: "command.expired",
+          project: srv.project,
+          serverId: srv.id,
+          hostId: srv.hostId,
+          reason: p.reason,
+          message: expiredMessage,
+          actor: "reconciler",
+          correlationId: inflight.id,
+        });
       }
       if (p.command) {
-        toSend = this.buildCommand(server, hash, p.command.kind, p.command.dataPolicy, now);
-        store.insertCommand({
-          command: toSend,
-          hostId: server.hostId,
-          createdAt: now,
-          deadlineAt: now + COMMAND_DEADLINE_MS[p.command.kind],
+        const deadlineMs = this.deps.deadlineMs?.[p.command.kind] ?? COMMAND_DEADLINE_MS[p.command.kind];
+        toSend = this.buildCommand(srv, hash, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
+        store.insertCommand({ command: toSend, hostId: srv.hostId, createdAt: now, deadlineAt: now + deadlineMs });
+        this.append({
+          type: "command.issued",
+          project: srv.project,
+          serverId: srv.id,
+          hostId: srv.hostId,
+          reason: p.reason,
+          message: commandName(p.command.kind),
+          actor: "reconciler",
+          correlationId: toSend.id,
         });
-        store.appendEvent(
-          {
-            type: "command.issued",
-            project: server.project,
-            serverId: server.id,
-            hostId: server.hostId,
-            reason: p.reason,
-            message: commandName(p.command.kind),
-            actor: "reconciler",
-            correlationId: toSend.id,
-          },
-          now,
-        );
       }
-      return this.writeStatus(server, p, cause, now, dataDir?.present === true, dataDir?.sizeBytes ?? 0, containers[0]?.id ?? "", containers[0]?.state ?? "");
+      const settled = !p.command && !inflight && !p.expireInflight;
+      const shown = pickContainer(containers, hash);
+      return this.writeStatus(srv, p, cause, now, {
+        dataPresent: dataDir?.present === true,
+        dataSize: dataDir?.sizeBytes ?? 0,
+        containerId: shown?.id ?? "",
+        containerState: shown?.state ?? "",
+        observedGeneration: settled ? srv.generation : Number(srv.status.observedGeneration),
+      });
     });
 
     if (toSend) {
-      if (hub.sendCommand(server.hostId, toSend)) store.markCommandSent(toSend.id, now);
-      this.deps.log.info(
-        { server: server.id, name: server.name, host: server.hostId, command: toSend.id, kind: commandName(toSend.kind), cause },
-        "command issued",
-      );
+      if (hub.sendCommand(srv.hostId, toSend)) store.markCommandSent(toSend.id, now);
+      this.deps.log.info({ server: srv.id, name: srv.name, host: srv.hostId, command: toSend.id, kind: commandName(toSend.kind), cause }, "command issued");
     }
-    if (changed) this.deps.onServerChanged?.(server.id);
+    if (changed) this.deps.onServerChanged?.(srv.id);
     if (p.expireInflight) return { requeueAfterMs: 0 };
     return p.requeueAfterMs !== undefined ? { requeueAfterMs: p.requeueAfterMs } : {};
   }
@@ -161,11 +258,9 @@ export class Reconciler {
     p: Plan,
     cause: string,
     now: number,
-    dataPresent: boolean,
-    dataSize: number,
-    containerId: string,
-    containerState: string,
+    o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; observedGeneration: number },
   ): boolean {
+    const { dataPresent, dataSize, containerId, containerState } = o;
     const old = server.status;
     const conditions = mergeConditions(old.conditions, p.conditions, server.generation, now);
     const phaseChanged = old.phase !== p.phase || old.reason !== p.reason;
@@ -174,12 +269,12 @@ export class Reconciler {
       reason: p.reason,
       message: p.message,
       conditions,
-      observedGeneration: BigInt(p.observedGeneration),
+      observedGeneration: BigInt(o.observedGeneration),
       containerId,
       containerState,
       dataExists: dataPresent,
       dataSizeBytes: BigInt(dataSize),
-      restartCount: old.restartCount,
+      restartCount: server.lifecycle.restartCount ?? 0,
       lastChangeTime: phaseChanged ? timestampFromMs(now) : old.lastChangeTime,
       lastChangeCause: phaseChanged ? cause : old.lastChangeCause,
     });
@@ -189,6 +284,7 @@ export class Reconciler {
       old.message === next.message &&
       sameConditions(old.conditions, conditions) &&
       old.observedGeneration === next.observedGeneration &&
+      old.restartCount === next.restartCount &&
       old.containerId === next.containerId &&
       old.containerState === next.containerState &&
       old.dataExists === next.dataExists &&
@@ -197,7 +293,10 @@ export class Reconciler {
     if (same) return false;
     this.deps.store.updateServerStatus(server.id, next, dataInitialized);
     if (phaseChanged) {
-      this.deps.store.appendEvent(
+      if (p.phase === Phase.DATA_LOST) {
+        this.append({ project: server.project, serverId: server.id, hostId: server.hostId, type: "data.lost", reason: p.reason, actor: "reconciler", message: p.message });
+      }
+      this.append(
         {
           type: "phase.changed",
           project: server.project,
@@ -208,7 +307,6 @@ export class Reconciler {
           actor: "reconciler",
           payload: { from: Phase[old.phase], to: Phase[p.phase], cause },
         },
-        now,
       );
       this.deps.log.info(
         { server: server.id, name: server.name, host: server.hostId, from: Phase[old.phase], to: Phase[p.phase], reason: p.reason, cause },
@@ -218,15 +316,16 @@ export class Reconciler {
     return true;
   }
 
-  private buildCommand(server: ServerRecord, hash: string, kind: CommandKind, dataPolicy: number, now: number): Command {
+  private buildCommand(server: ServerRecord, hash: string, kind: CommandKind, dataPolicy: number, recreate: boolean, now: number, deadlineMs: number): Command {
     const spec = server.spec;
     return create(CommandSchema, {
       id: newId("cmd"),
       serverId: server.id,
       kind,
       dataPolicy,
-      stopTimeoutSeconds: DEFAULT_STOP_TIMEOUT_S,
-      deadline: timestampFromMs(now + COMMAND_DEADLINE_MS[kind]),
+      recreate,
+      stopTimeoutSeconds: server.lifecycle.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_S,
+      deadline: timestampFromMs(now + deadlineMs),
       container: create(ContainerSpecSchema, {
         image: spec.image,
         command: spec.command,

@@ -122,4 +122,35 @@ export const MIGRATIONS: readonly string[] = [
     last_used_at BIGINT
   );
   `,
+  // 3: lifecycle bookkeeping (operation requests, exits, crashes) as one JSON column:
+  // read and written only by the manager, never queried by SQL.
+  `
+  ALTER TABLE servers ADD COLUMN lifecycle_json TEXT NOT NULL DEFAULT '{}';
+  `,
+  // 4: alerts, and event indexes for ledger filters and retention.
+  `
+  CREATE TABLE alerts (
+    id              TEXT PRIMARY KEY,
+    rule            TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    project         TEXT NOT NULL DEFAULT '',
+    host_id         TEXT NOT NULL DEFAULT '',
+    server_id       TEXT NOT NULL DEFAULT '',
+    severity        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    message         TEXT NOT NULL DEFAULT '',
+    first_seen      BIGINT NOT NULL,
+    last_seen       BIGINT NOT NULL,
+    resolved_at     BIGINT,
+    acknowledged_by TEXT NOT NULL DEFAULT '',
+    acknowledged_at BIGINT,
+    muted_until     BIGINT
+  );
+  CREATE UNIQUE INDEX alerts_one_firing ON alerts (rule, subject) WHERE state = 'firing';
+  CREATE INDEX alerts_seen ON alerts (last_seen);
+
+  CREATE INDEX events_time ON events (time);
+  CREATE INDEX events_host ON events (host_id, id);
+  CREATE INDEX events_type ON events (type, id);
+  `,
 ];

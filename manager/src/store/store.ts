@@ -40,6 +40,30 @@ export interface HostRecord {
   facts: HostFacts;
 }
 
+/** Why a container last exited, as reported by the agent. */
+export type ExitCause = "crash" | "stopped_externally" | "stopped_by_berth";
+
+/**
+ * Bookkeeping of operations and exits that plan() needs beyond spec and
+ * observation. All times are ms since the epoch; 0 means never.
+ */
+export interface Lifecycle {
+  /** Graceful stop timeout for the next stop (StopServer.timeout_seconds). */
+  stopTimeoutSeconds?: number;
+  /** RestartServer: restart a container started before this. */
+  restartRequestedAt?: number;
+  /** RebuildServer / UpdateServer(apply_now): recreate a container created before this. */
+  rebuildRequestedAt?: number;
+  /** PurgeServer in progress. */
+  purge?: { requestedAt: number; removeData: boolean };
+  /** The container vanished without berth removing it (docker rm outside berth). */
+  containerLostAt?: number;
+  lastExit?: { cause: ExitCause; at: number; exitCode: number };
+  /** Recent crash times, for backoff and crash-loop detection. */
+  crashTimes?: number[];
+  restartCount?: number;
+}
+
 export interface ServerRecord {
   id: string;
   project: string;
@@ -50,6 +74,7 @@ export interface ServerRecord {
   status: ServerStatus;
   /** True once the server's data directory has been seen on its host. */
   dataInitialized: boolean;
+  lifecycle: Lifecycle;
   createdAt: number;
   updatedAt: number;
   deletedAt: number | null;
@@ -230,8 +255,8 @@ export class Store {
     this.db
       .prepare(
         `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase,
-           data_initialized, created_at, updated_at, deleted_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           data_initialized, lifecycle_json, created_at, updated_at, deleted_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         s.id,
@@ -243,6 +268,7 @@ export class Store {
         toJsonString(ServerStatusSchema, s.status),
         Phase[s.status.phase] ?? "UNSPECIFIED",
         s.dataInitialized ? 1 : 0,
+        JSON.stringify(s.lifecycle),
         s.createdAt,
         s.updatedAt,
         s.deletedAt,
@@ -310,10 +336,23 @@ export class Store {
       .run(toJsonString(ServerStatusSchema, status), Phase[status.phase] ?? "UNSPECIFIED", dataInitialized ? 1 : 0, id);
   }
 
+  updateLifecycle(id: string, lifecycle: Lifecycle): void {
+    this.db.prepare("UPDATE servers SET lifecycle_json = ? WHERE id = ?").run(JSON.stringify(lifecycle), id);
+  }
+
+  /** Forgets whether data was ever seen (StartServer with allow_empty_data). */
+  resetDataInitialized(id: string): void {
+    this.db.prepare("UPDATE servers SET data_initialized = 0 WHERE id = ?").run(id);
+  }
+
   deleteServerRecord(id: string): void {
     this.transaction(() => {
       this.db.prepare("DELETE FROM servers WHERE id = ?").run(id);
       this.db.prepare("DELETE FROM data_dirs WHERE server_id = ?").run(id);
+      // Nothing may be resent for a server that no longer exists.
+      this.db
+        .prepare("UPDATE commands SET state = 'expired', reason = 'ServerPurged' WHERE server_id = ? AND state IN ('pending', 'sent')")
+        .run(id);
     });
   }
 
@@ -337,9 +376,20 @@ export class Store {
         const sid = this.upsertContainer(hostId, c, now);
         if (sid) touched.add(sid);
       }
+      // The agent lists every directory under its data root: a known server's
+      // directory that is not listed is gone.
+      const reported = new Set<string>();
       for (const d of dataDirs) {
         this.upsertDataDir(d);
+        reported.add(d.serverId);
         touched.add(d.serverId);
+      }
+      for (const serverId of this.serverIdsOnHost(hostId)) {
+        if (reported.has(serverId)) continue;
+        const known = this.getDataDir(hostId, serverId);
+        if (known && !known.present) continue;
+        this.upsertDataDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
+        touched.add(serverId);
       }
       return touched;
     });
@@ -566,6 +616,7 @@ interface ServerRow {
   spec_json: string;
   status_json: string;
   data_initialized: number;
+  lifecycle_json: string;
   created_at: number;
   updated_at: number;
   deleted_at: number | null;
@@ -581,6 +632,7 @@ function serverFromRow(r: ServerRow): ServerRecord {
     spec: fromJsonString(ServerSpecSchema, r.spec_json, { ignoreUnknownFields: true }),
     status: fromJsonString(ServerStatusSchema, r.status_json, { ignoreUnknownFields: true }),
     dataInitialized: r.data_initialized === 1,
+    lifecycle: JSON.parse(r.lifecycle_json) as Lifecycle,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     deletedAt: r.deleted_at,

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/agent.proto.
  */
 export const file_berth_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAkiygIKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAQgYKBGJvZHkiiAEKDk1hbmFnZXJNZXNzYWdlEiQKB3dlbGNvbWUYASABKAsyES5iZXJ0aC52MS5XZWxjb21lSAASJAoHY29tbWFuZBgCIAEoCzIRLmJlcnRoLnYxLkNvbW1hbmRIABIiCgZyZXN5bmMYAyABKAsyEC5iZXJ0aC52MS5SZXN5bmNIAEIGCgRib2R5ItsBCgVIZWxsbxIQCghob3N0bmFtZRgBIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAIgASgJEhYKDmRvY2tlcl92ZXJzaW9uGAMgASgJEhEKCWRhdGFfcm9vdBgEIAEoCRIRCgljcHVfY291bnQYBSABKA0SFAoMbWVtb3J5X2J5dGVzGAYgASgEEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAcgASgEEh0KFWRhdGFfcm9vdF90b3RhbF9ieXRlcxgIIAEoBBIYChBkb2NrZXJfcmVhY2hhYmxlGAkgASgIIlIKB1dlbGNvbWUSEgoKbWFuYWdlcl9pZBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAMgASgNIggKBlJlc3luYyKaBAoNQ29udGFpbmVySW5mbxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWltYWdlGAMgASgJEg0KBXN0YXRlGAQgASgJEjMKBmxhYmVscxgFIAMoCzIjLmJlcnRoLnYxLkNvbnRhaW5lckluZm8uTGFiZWxzRW50cnkSEQoJZXhpdF9jb2RlGAYgASgFEjAKDGNyZWF0ZWRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc3RhcnRlZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1maW5pc2hlZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpvb21fa2lsbGVkGAogASgIEiQKBXBvcnRzGAsgAygLMhUuYmVydGgudjEuUG9ydE1hcHBpbmcSDgoGbW91bnRzGAwgAygJEg8KB2NvbW1hbmQYDSADKAkSLQoDZW52GA4gAygLMiAuYmVydGgudjEuQ29udGFpbmVySW5mby5FbnZFbnRyeRINCgVlcnJvchgPIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicQoHRGF0YURpchIRCglzZXJ2ZXJfaWQYASABKAkSDgoGZXhpc3RzGAIgASgIEhIKCnNpemVfYnl0ZXMYAyABKAMSLwoLbW9kaWZ5X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpEBCglJbnZlbnRvcnkSKwoKY29udGFpbmVycxgBIAMoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SJAoJZGF0YV9kaXJzGAIgAygLMhEuYmVydGgudjEuRGF0YURpchIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIEhcKD290aGVyX2RhdGFfZGlycxgEIAMoCSKHAQoOQ29udGFpbmVyRXZlbnQSDgoGYWN0aW9uGAEgASgJEioKCWNvbnRhaW5lchgCIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SDwoHcmVtb3ZlZBgDIAEoCBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCItCgpEYXRhU3RhdHVzEh8KBGRpcnMYASADKAsyES5iZXJ0aC52MS5EYXRhRGlyIs4CCg1Db250YWluZXJTcGVjEg0KBWltYWdlGAEgASgJEg8KB2NvbW1hbmQYAiADKAkSLQoDZW52GAMgAygLMiAuYmVydGgudjEuQ29udGFpbmVyU3BlYy5FbnZFbnRyeRIkCgVwb3J0cxgEIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nEhcKD2RhdGFfbW91bnRfcGF0aBgFIAEoCRIzCgZsYWJlbHMYBiADKAsyIy5iZXJ0aC52MS5Db250YWluZXJTcGVjLkxhYmVsc0VudHJ5EhEKCXNwZWNfaGFzaBgHIAEoCRIMCgRuYW1lGAggASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLwAQoHQ29tbWFuZBIKCgJpZBgBIAEoCRIRCglzZXJ2ZXJfaWQYAiABKAkSIwoEa2luZBgDIAEoDjIVLmJlcnRoLnYxLkNvbW1hbmRLaW5kEioKCWNvbnRhaW5lchgEIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMSKQoLZGF0YV9wb2xpY3kYBSABKA4yFC5iZXJ0aC52MS5EYXRhUG9saWN5EhwKFHN0b3BfdGltZW91dF9zZWNvbmRzGAYgASgNEiwKCGRlYWRsaW5lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoNQ29tbWFuZFJlc3VsdBISCgpjb21tYW5kX2lkGAEgASgJEg8KB3N1Y2Nlc3MYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSKgoJY29udGFpbmVyGAUgASgLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIfCgRkYXRhGAYgASgLMhEuYmVydGgudjEuRGF0YURpciJtCglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUZGF0YV9yb290X2ZyZWVfYnl0ZXMYAiABKAQSGAoQZG9ja2VyX3JlYWNoYWJsZRgDIAEoCCJYCghMb2dDaHVuaxISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnN0cmVhbRgCIAEoCRIMCgRkYXRhGAMgASgMEgsKA2VuZBgEIAEoCBINCgVlcnJvchgFIAEoCSqMAgoLQ29tbWFuZEtpbmQSHAoYQ09NTUFORF9LSU5EX1VOU1BFQ0lGSUVEEAASIQodQ09NTUFORF9LSU5EX0VOU1VSRV9DT05UQUlORVIQARIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1JVTk5JTkcQAhIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1NUT1BQRUQQAxIeChpDT01NQU5EX0tJTkRfRU5TVVJFX1BBVVNFRBAEEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfUkVNT1ZFRBAFEhwKGENPTU1BTkRfS0lORF9SRU1PVkVfREFUQRAGEhsKF0NPTU1BTkRfS0lORF9DSEVDS19EQVRBEAcqWgoKRGF0YVBvbGljeRIbChdEQVRBX1BPTElDWV9VTlNQRUNJRklFRBAAEhYKEkRBVEFfUE9MSUNZX0NSRUFURRABEhcKE0RBVEFfUE9MSUNZX1JFUVVJUkUQAjKMAQoMQWdlbnRTZXJ2aWNlEjsKBkVucm9sbBIXLmJlcnRoLnYxLkVucm9sbFJlcXVlc3QaGC5iZXJ0aC52MS5FbnJvbGxSZXNwb25zZRI/CgdDb25uZWN0EhYuYmVydGgudjEuQWdlbnRNZXNzYWdlGhguYmVydGgudjEuTWFuYWdlck1lc3NhZ2UoATABYgZwcm90bzM", [file_berth_v1_server, file_google_protobuf_timestamp]);
+  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAki+wIKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIAEIGCgRib2R5IuABCg5NYW5hZ2VyTWVzc2FnZRIkCgd3ZWxjb21lGAEgASgLMhEuYmVydGgudjEuV2VsY29tZUgAEiQKB2NvbW1hbmQYAiABKAsyES5iZXJ0aC52MS5Db21tYW5kSAASIgoGcmVzeW5jGAMgASgLMhAuYmVydGgudjEuUmVzeW5jSAASKwoLbG9nX3JlcXVlc3QYBCABKAsyFC5iZXJ0aC52MS5Mb2dSZXF1ZXN0SAASKQoKbG9nX2NhbmNlbBgFIAEoCzITLmJlcnRoLnYxLkxvZ0NhbmNlbEgAQgYKBGJvZHki2wEKBUhlbGxvEhAKCGhvc3RuYW1lGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZG9ja2VyX3ZlcnNpb24YAyABKAkSEQoJZGF0YV9yb290GAQgASgJEhEKCWNwdV9jb3VudBgFIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBiABKAQSHAoUZGF0YV9yb290X2ZyZWVfYnl0ZXMYByABKAQSHQoVZGF0YV9yb290X3RvdGFsX2J5dGVzGAggASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYCSABKAgiUgoHV2VsY29tZRISCgptYW5hZ2VyX2lkGAEgASgJEg8KB2hvc3RfaWQYAiABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAyABKA0iCAoGUmVzeW5jIpoECg1Db250YWluZXJJbmZvEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDQoFc3RhdGUYBCABKAkSMwoGbGFiZWxzGAUgAygLMiMuYmVydGgudjEuQ29udGFpbmVySW5mby5MYWJlbHNFbnRyeRIRCglleGl0X2NvZGUYBiABKAUSMAoMY3JlYXRlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxzdGFydGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWZpbmlzaGVkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCm9vbV9raWxsZWQYCiABKAgSJAoFcG9ydHMYCyADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIOCgZtb3VudHMYDCADKAkSDwoHY29tbWFuZBgNIAMoCRItCgNlbnYYDiADKAsyIC5iZXJ0aC52MS5Db250YWluZXJJbmZvLkVudkVudHJ5Eg0KBWVycm9yGA8gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJxCgdEYXRhRGlyEhEKCXNlcnZlcl9pZBgBIAEoCRIOCgZleGlzdHMYAiABKAgSEgoKc2l6ZV9ieXRlcxgDIAEoAxIvCgttb2RpZnlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikQEKCUludmVudG9yeRIrCgpjb250YWluZXJzGAEgAygLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIkCglkYXRhX2RpcnMYAiADKAsyES5iZXJ0aC52MS5EYXRhRGlyEhgKEGRvY2tlcl9yZWFjaGFibGUYAyABKAgSFwoPb3RoZXJfZGF0YV9kaXJzGAQgAygJIpsBCg5Db250YWluZXJFdmVudBIOCgZhY3Rpb24YASABKAkSKgoJY29udGFpbmVyGAIgASgLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIPCgdyZW1vdmVkGAMgASgIEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV4aXRfY2F1c2UYBSABKAkiLQoKRGF0YVN0YXR1cxIfCgRkaXJzGAEgAygLMhEuYmVydGgudjEuRGF0YURpciLOAgoNQ29udGFpbmVyU3BlYxINCgVpbWFnZRgBIAEoCRIPCgdjb21tYW5kGAIgAygJEi0KA2VudhgDIAMoCzIgLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMuRW52RW50cnkSJAoFcG9ydHMYBCADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIXCg9kYXRhX21vdW50X3BhdGgYBSABKAkSMwoGbGFiZWxzGAYgAygLMiMuYmVydGgudjEuQ29udGFpbmVyU3BlYy5MYWJlbHNFbnRyeRIRCglzcGVjX2hhc2gYByABKAkSDAoEbmFtZRgIIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiggIKB0NvbW1hbmQSCgoCaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEiMKBGtpbmQYAyABKA4yFS5iZXJ0aC52MS5Db21tYW5kS2luZBIqCgljb250YWluZXIYBCABKAsyFy5iZXJ0aC52MS5Db250YWluZXJTcGVjEikKC2RhdGFfcG9saWN5GAUgASgOMhQuYmVydGgudjEuRGF0YVBvbGljeRIcChRzdG9wX3RpbWVvdXRfc2Vjb25kcxgGIAEoDRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVjcmVhdGUYCCABKAgiogEKDUNvbW1hbmRSZXN1bHQSEgoKY29tbWFuZF9pZBgBIAEoCRIPCgdzdWNjZXNzGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEioKCWNvbnRhaW5lchgFIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SHwoEZGF0YRgGIAEoCzIRLmJlcnRoLnYxLkRhdGFEaXIibQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAIgASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYAyABKAgiaAoITG9nQ2h1bmsSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZzdHJlYW0YAiABKAkSDAoEZGF0YRgDIAEoDBILCgNlbmQYBCABKAgSDQoFZXJyb3IYBSABKAkSDgoGcmVhc29uGAYgASgJIlcKCkxvZ1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCglzZXJ2ZXJfaWQYAiABKAkSDgoGZm9sbG93GAMgASgIEhIKCnRhaWxfbGluZXMYBCABKA0iHwoJTG9nQ2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAkiYgoMUHVsbFByb2dyZXNzEhEKCXNlcnZlcl9pZBgBIAEoCRISCgpjb21tYW5kX2lkGAIgASgJEg0KBWltYWdlGAMgASgJEg4KBnN0YXR1cxgEIAEoCRIMCgRkb25lGAUgASgIKqYCCgtDb21tYW5kS2luZBIcChhDT01NQU5EX0tJTkRfVU5TUEVDSUZJRUQQABIhCh1DT01NQU5EX0tJTkRfRU5TVVJFX0NPTlRBSU5FUhABEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfUlVOTklORxACEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfU1RPUFBFRBADEh4KGkNPTU1BTkRfS0lORF9FTlNVUkVfUEFVU0VEEAQSHwobQ09NTUFORF9LSU5EX0VOU1VSRV9SRU1PVkVEEAUSHAoYQ09NTUFORF9LSU5EX1JFTU9WRV9EQVRBEAYSGwoXQ09NTUFORF9LSU5EX0NIRUNLX0RBVEEQBxIYChRDT01NQU5EX0tJTkRfUkVTVEFSVBAIKloKCkRhdGFQb2xpY3kSGwoXREFUQV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIWChJEQVRBX1BPTElDWV9DUkVBVEUQARIXChNEQVRBX1BPTElDWV9SRVFVSVJFEAIyjAEKDEFnZW50U2VydmljZRI7CgZFbnJvbGwSFy5iZXJ0aC52MS5FbnJvbGxSZXF1ZXN0GhguYmVydGgudjEuRW5yb2xsUmVzcG9uc2USPwoHQ29ubmVjdBIWLmJlcnRoLnYxLkFnZW50TWVzc2FnZRoYLmJlcnRoLnYxLk1hbmFnZXJNZXNzYWdlKAEwAWIGcHJvdG8z", [file_berth_v1_server, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message berth.v1.EnrollRequest
@@ -121,6 +121,12 @@ export type AgentMessage = Message<"berth.v1.AgentMessage"> & {
      */
     value: LogChunk;
     case: "logChunk";
+  } | {
+    /**
+     * @generated from field: berth.v1.PullProgress pull_progress = 8;
+     */
+    value: PullProgress;
+    case: "pullProgress";
   } | { case: undefined; value?: undefined };
 };
 
@@ -158,6 +164,18 @@ export type ManagerMessage = Message<"berth.v1.ManagerMessage"> & {
      */
     value: Resync;
     case: "resync";
+  } | {
+    /**
+     * @generated from field: berth.v1.LogRequest log_request = 4;
+     */
+    value: LogRequest;
+    case: "logRequest";
+  } | {
+    /**
+     * @generated from field: berth.v1.LogCancel log_cancel = 5;
+     */
+    value: LogCancel;
+    case: "logCancel";
   } | { case: undefined; value?: undefined };
 };
 
@@ -457,6 +475,15 @@ export type ContainerEvent = Message<"berth.v1.ContainerEvent"> & {
    * @generated from field: google.protobuf.Timestamp time = 4;
    */
   time?: Timestamp | undefined;
+
+  /**
+   * For "die": why the container exited, as far as the agent can tell:
+   * "crash" (exited by itself), "stopped_externally" (docker stop/kill outside
+   * berth) or "stopped_by_berth" (a berth command stopped or removed it).
+   *
+   * @generated from field: string exit_cause = 5;
+   */
+  exitCause: string;
 };
 
 /**
@@ -577,6 +604,13 @@ export type Command = Message<"berth.v1.Command"> & {
    * @generated from field: google.protobuf.Timestamp deadline = 7;
    */
   deadline?: Timestamp | undefined;
+
+  /**
+   * ENSURE_CONTAINER/ENSURE_RUNNING: replace the container even if its spec hash matches (rebuild).
+   *
+   * @generated from field: bool recreate = 8;
+   */
+  recreate: boolean;
 };
 
 /**
@@ -660,6 +694,10 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_berth_v1_agent, 15);
 
 /**
+ * LogChunk is a piece of a container's output, answering a LogRequest.
+ * The agent sends one empty chunk as soon as the log stream is open, then
+ * the output, then one chunk with end = true (with error set if it failed).
+ *
  * @generated from message berth.v1.LogChunk
  */
 export type LogChunk = Message<"berth.v1.LogChunk"> & {
@@ -669,6 +707,8 @@ export type LogChunk = Message<"berth.v1.LogChunk"> & {
   requestId: string;
 
   /**
+   * stdout or stderr.
+   *
    * @generated from field: string stream = 2;
    */
   stream: string;
@@ -687,6 +727,13 @@ export type LogChunk = Message<"berth.v1.LogChunk"> & {
    * @generated from field: string error = 5;
    */
   error: string;
+
+  /**
+   * With error: CamelCase reason, e.g. ContainerMissing, DockerUnreachable.
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
 };
 
 /**
@@ -695,6 +742,108 @@ export type LogChunk = Message<"berth.v1.LogChunk"> & {
  */
 export const LogChunkSchema: GenMessage<LogChunk> = /*@__PURE__*/
   messageDesc(file_berth_v1_agent, 16);
+
+/**
+ * LogRequest asks the agent to stream a server's container output as
+ * LogChunks carrying this request_id.
+ *
+ * @generated from message berth.v1.LogRequest
+ */
+export type LogRequest = Message<"berth.v1.LogRequest"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string server_id = 2;
+   */
+  serverId: string;
+
+  /**
+   * Keep streaming new output until the container stops or LogCancel.
+   *
+   * @generated from field: bool follow = 3;
+   */
+  follow: boolean;
+
+  /**
+   * Start with this many lines from the end of the log; 0 means the whole log.
+   *
+   * @generated from field: uint32 tail_lines = 4;
+   */
+  tailLines: number;
+};
+
+/**
+ * Describes the message berth.v1.LogRequest.
+ * Use `create(LogRequestSchema)` to create a new message.
+ */
+export const LogRequestSchema: GenMessage<LogRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 17);
+
+/**
+ * LogCancel ends a LogRequest's stream (the caller went away).
+ *
+ * @generated from message berth.v1.LogCancel
+ */
+export type LogCancel = Message<"berth.v1.LogCancel"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message berth.v1.LogCancel.
+ * Use `create(LogCancelSchema)` to create a new message.
+ */
+export const LogCancelSchema: GenMessage<LogCancel> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 18);
+
+/**
+ * PullProgress reports an image pull made for a server's command. The agent
+ * sends at most about one per second per server, and always the last one.
+ *
+ * @generated from message berth.v1.PullProgress
+ */
+export type PullProgress = Message<"berth.v1.PullProgress"> & {
+  /**
+   * @generated from field: string server_id = 1;
+   */
+  serverId: string;
+
+  /**
+   * @generated from field: string command_id = 2;
+   */
+  commandId: string;
+
+  /**
+   * @generated from field: string image = 3;
+   */
+  image: string;
+
+  /**
+   * Docker's progress line, e.g. "a1b2c3 Downloading [==>  ] 12MB/40MB".
+   *
+   * @generated from field: string status = 4;
+   */
+  status: string;
+
+  /**
+   * The pull finished (successfully or not); no more reports follow.
+   *
+   * @generated from field: bool done = 5;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message berth.v1.PullProgress.
+ * Use `create(PullProgressSchema)` to create a new message.
+ */
+export const PullProgressSchema: GenMessage<PullProgress> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 19);
 
 /**
  * CommandKind is an idempotent operation an agent performs.
@@ -755,6 +904,13 @@ export enum CommandKind {
    * @generated from enum value: COMMAND_KIND_CHECK_DATA = 7;
    */
   CHECK_DATA = 7,
+
+  /**
+   * Stop the container (if running), then as ENSURE_RUNNING.
+   *
+   * @generated from enum value: COMMAND_KIND_RESTART = 8;
+   */
+  RESTART = 8,
 }
 
 /**

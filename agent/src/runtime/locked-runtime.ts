@@ -1,0 +1,123 @@
+import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import type { ContainerRuntime, CreateContainerSpec, LogOptions, RuntimeEvent } from "./container-runtime.js";
+import type { LogFrame } from "./log-demux.js";
+
+export interface LockedRuntimeOptions {
+  /**
+   * A stop still running this long after its own SIGKILL deadline
+   * (`timeoutSeconds`) is overtaken by a kill: the container or the engine
+   * is hung, and waiting in line would block every later operation.
+   */
+  stopGraceMs?: number;
+  /** Told when a stop was escalated to a kill. */
+  onEscalate?: (containerId: string) => void;
+}
+
+/**
+ * One Docker operation per container at a time, in arrival order (like
+ * wings' power lock): create (keyed by name), start, stop, pause, unpause and
+ * remove of one container queue behind each other, so a stop can never race
+ * a start of the same container. Reads (list, inspect, logs, events) are not
+ * queued. `kill` never waits in line: it is how a stop stuck on a hung
+ * container is overtaken, and `stop` does it by itself past its grace period.
+ */
+export class LockedRuntime implements ContainerRuntime {
+  private readonly tails = new Map<string, Promise<unknown>>();
+  private readonly stopGraceMs: number;
+
+  constructor(
+    private readonly inner: ContainerRuntime,
+    private readonly opts: LockedRuntimeOptions = {},
+  ) {
+    this.stopGraceMs = opts.stopGraceMs ?? 10_000;
+  }
+
+  /** Keys with an operation running or queued (for tests and diagnostics). */
+  get busy(): string[] {
+    return [...this.tails.keys()];
+  }
+
+  private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const run = prev.then(fn);
+    const tail = run.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return run;
+  }
+
+  version(timeoutMs?: number): Promise<string> {
+    return this.inner.version(timeoutMs);
+  }
+
+  list(serverId?: string): Promise<ContainerInfo[]> {
+    return this.inner.list(serverId);
+  }
+
+  inspect(id: string): Promise<ContainerInfo | undefined> {
+    return this.inner.inspect(id);
+  }
+
+  imageExists(image: string): Promise<boolean> {
+    return this.inner.imageExists(image);
+  }
+
+  /** One pull per image at a time: a second caller waits and then finds it present. */
+  pull(image: string, onProgress: (line: string) => void): Promise<void> {
+    return this.locked(`image:${image}`, () => this.inner.pull(image, onProgress));
+  }
+
+  create(spec: CreateContainerSpec): Promise<string> {
+    return this.locked(`name:${spec.name}`, () => this.inner.create(spec));
+  }
+
+  start(id: string): Promise<void> {
+    return this.locked(id, () => this.inner.start(id));
+  }
+
+  stop(id: string, timeoutSeconds: number): Promise<void> {
+    return this.locked(id, async () => {
+      const stopping = this.inner.stop(id, timeoutSeconds);
+      let timer: NodeJS.Timeout | undefined;
+      const overdue = new Promise<"overdue">((resolve) => {
+        timer = setTimeout(() => resolve("overdue"), timeoutSeconds * 1000 + this.stopGraceMs);
+      });
+      try {
+        if ((await Promise.race([stopping, overdue])) !== "overdue") return;
+      } finally {
+        clearTimeout(timer);
+      }
+      this.opts.onEscalate?.(id);
+      // The stop's own call is still bounded by its timeout; the kill usually ends it at once.
+      await this.inner.kill(id);
+      await stopping;
+    });
+  }
+
+  /** Not queued: overtakes whatever is running or waiting for this container. */
+  kill(id: string): Promise<void> {
+    return this.inner.kill(id);
+  }
+
+  pause(id: string): Promise<void> {
+    return this.locked(id, () => this.inner.pause(id));
+  }
+
+  unpause(id: string): Promise<void> {
+    return this.locked(id, () => this.inner.unpause(id));
+  }
+
+  remove(id: string): Promise<void> {
+    return this.locked(id, () => this.inner.remove(id));
+  }
+
+  subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }> {
+    return this.inner.subscribe(onEvent, signal);
+  }
+
+  logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
+    return this.inner.logs(id, opts, signal);
+  }
+}

@@ -1,0 +1,268 @@
+import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { newId } from "../ids.js";
+import type { Ledger } from "../ledger/ledger.js";
+import type { Logger } from "../log.js";
+import type { AlertRecord, AlertStore } from "../store/alert-store.js";
+import type { Store } from "../store/store.js";
+import {
+  alertKey,
+  DEFAULT_THRESHOLDS,
+  evaluateRules,
+  RULE_REASON,
+  type AlertCondition,
+  type AlertThresholds,
+  type FleetSnapshot,
+  type OrphanView,
+} from "./rules.js";
+import type { WebhookNotifier } from "./webhook.js";
+
+/** What the evaluator decided in one step. */
+export interface StepResult {
+  /** Conditions seen but not yet held for their `forMs`: key → since when. */
+  pending: Map<string, number>;
+  /** New alerts to fire. */
+  fire: AlertCondition[];
+  /** Firing alerts whose condition still holds. */
+  stillFiring: { id: string; condition: AlertCondition }[];
+  /** Firing alerts whose condition cleared: resolve them. */
+  resolve: string[];
+}
+
+/**
+ * One evaluation, a pure function of the current conditions, the firing
+ * alerts (key → alert id), what was pending before, and the time:
+ * - a condition with a firing alert keeps it firing (no second alert);
+ * - a new condition is pending until it has held for its `forMs`, then fires;
+ * - a firing alert whose condition is gone resolves; a pending one is forgotten.
+ * So an alert fires again only after its condition cleared and came back.
+ */
+export function step(input: { now: number; conditions: AlertCondition[]; firing: Map<string, string>; pending: Map<string, number> }): StepResult {
+  const { now, conditions, firing, pending } = input;
+  const out: StepResult = { pending: new Map(), fire: [], stillFiring: [], resolve: [] };
+  const seen = new Set<string>();
+  for (const c of conditions) {
+    const key = alertKey(c);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const id = firing.get(key);
+    if (id !== undefined) {
+      out.stillFiring.push({ id, condition: c });
+      continue;
+    }
+    const since = pending.get(key) ?? now;
+    if (now - since >= c.forMs) out.fire.push(c);
+    else out.pending.set(key, since);
+  }
+  for (const [key, id] of firing) if (!seen.has(key)) out.resolve.push(id);
+  return out;
+}
+
+export interface AlertEvaluatorConfig {
+  thresholds: AlertThresholds;
+  /** How often the rules run (default 5 s); relevant ledger events also trigger a run. */
+  intervalMs: number;
+  /** Resolved alerts are kept this long (default: the event retention, 30 days). */
+  historyMs: number;
+}
+
+export const DEFAULT_EVALUATOR: AlertEvaluatorConfig = {
+  thresholds: DEFAULT_THRESHOLDS,
+  intervalMs: 5000,
+  historyMs: 30 * 24 * 3600_000,
+};
+
+export interface AlertEvaluatorDeps {
+  store: Store;
+  alerts: AlertStore;
+  ledger: Ledger;
+  /** Whether a host's agent is connected with its inventory stored (AgentHub.isConnected). */
+  isConnected: (hostId: string) => boolean;
+  notifier?: WebhookNotifier;
+  /** Orphan findings; until orphan detection exists, none (the orphan rule is a no-op). */
+  orphans?: () => OrphanView[];
+  log: Logger;
+  now?: () => number;
+}
+
+/** Ledger events after which the rules are worth re-running at once. */
+const TRIGGERS = /^(phase\.changed|data\.lost|host\.|server\.(deleted|restored|purged))/;
+/** Coalesces a burst of trigger events into one run. */
+const TRIGGER_DELAY_MS = 100;
+/** Triggered runs come at most this often: a busy fleet must not turn the rules into a hot loop. */
+const MIN_GAP_MS = 1000;
+
+/**
+ * Runs the alert rules continuously: on a timer and shortly after any event
+ * that can change their outcome. Fired and resolved alerts are stored, put in
+ * the ledger (`alert.fired` / `alert.resolved`) and sent to the webhooks
+ * unless muted. Pending conditions are kept in memory: after a manager
+ * restart a condition must hold for its full threshold again before it fires
+ * (alerts already firing stay firing).
+ */
+export class AlertEvaluator {
+  private pending = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private soon: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private lastRunAt = 0;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly deps: AlertEvaluatorDeps,
+    private readonly config: AlertEvaluatorConfig = DEFAULT_EVALUATOR,
+  ) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.safeEvaluate(), this.config.intervalMs);
+    this.timer.unref();
+    this.unsubscribe = this.deps.ledger.subscribe((_id, e) => {
+      if (!TRIGGERS.test(e.type) || this.soon) return;
+      const delay = Math.max(TRIGGER_DELAY_MS, this.lastRunAt + MIN_GAP_MS - Date.now());
+      this.soon = setTimeout(() => {
+        this.soon = undefined;
+        this.safeEvaluate();
+      }, delay);
+      this.soon.unref();
+    });
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.soon) clearTimeout(this.soon);
+    this.timer = this.soon = undefined;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  /** The fleet as the rules see it. */
+  snapshot(): FleetSnapshot {
+    const { store, isConnected } = this.deps;
+    return {
+      hosts: store.listHosts().map((h) => ({
+        id: h.id,
+        name: h.name,
+        connected: isConnected(h.id),
+        dataRootFreeBytes: h.facts.dataRootFreeBytes,
+        dataRootTotalBytes: h.facts.dataRootTotalBytes,
+      })),
+      servers: this.deps.alerts.serverFacts().map((s) => ({
+        id: s.id,
+        name: s.name,
+        project: s.project,
+        hostId: s.hostId,
+        desired: desiredFromJson(s.desiredState),
+        phase: Phase[s.phase as keyof typeof Phase] ?? Phase.UNSPECIFIED,
+        reason: s.reason,
+        generation: s.generation,
+        observedGeneration: s.observedGeneration,
+        retired: s.purging,
+      })),
+      orphans: this.deps.orphans?.() ?? [],
+    };
+  }
+
+  /** One run of every rule; returns what changed (for tests and logs). */
+  evaluate(): { fired: AlertRecord[]; resolved: AlertRecord[] } {
+    const { alerts, ledger, notifier, log } = this.deps;
+    const now = this.now();
+    const conditions = evaluateRules(this.snapshot(), this.config.thresholds);
+    const firingRecords = alerts.listFiring();
+    const firing = new Map(firingRecords.map((a) => [alertKey(a), a.id]));
+    const byId = new Map(firingRecords.map((a) => [a.id, a]));
+    const r = step({ now, conditions, firing, pending: this.pending });
+    this.pending = r.pending;
+
+    const fired: AlertRecord[] = [];
+    const resolved: AlertRecord[] = [];
+    alerts.transaction(() => {
+      for (const { id, condition } of r.stillFiring) {
+        const a = byId.get(id)!;
+        // last_seen has a resolution of seconds; no write per alert per run.
+        if (a.message !== condition.message || now - a.lastSeen >= 5000) alerts.touch(id, now, condition.message);
+      }
+      for (const id of r.resolve) {
+        const a = byId.get(id)!;
+        if (!alerts.resolve(id, now)) continue;
+        const rec: AlertRecord = { ...a, state: "resolved", resolvedAt: now, lastSeen: now };
+        resolved.push(rec);
+        ledger.append({
+          type: "alert.resolved",
+          project: a.project,
+          hostId: a.hostId,
+          serverId: a.serverId,
+          reason: RULE_REASON[a.rule as keyof typeof RULE_REASON] ?? a.rule,
+          actor: "alerts",
+          correlationId: a.id,
+          message: `resolved after ${Math.round((now - a.firstSeen) / 1000)} s: ${a.message}`,
+          payload: { rule: a.rule, subject: a.subject, severity: a.severity },
+        });
+      }
+      for (const c of r.fire) {
+        const muted = alerts.latestMute(c.rule, c.subject);
+        const rec: AlertRecord = {
+          id: newId("alr"),
+          rule: c.rule,
+          subject: c.subject,
+          project: c.project,
+          hostId: c.hostId,
+          serverId: c.serverId,
+          severity: c.severity,
+          state: "firing",
+          message: c.message,
+          firstSeen: now,
+          lastSeen: now,
+          resolvedAt: null,
+          acknowledgedBy: "",
+          acknowledgedAt: null,
+          mutedUntil: muted !== null && muted > now ? muted : null,
+        };
+        alerts.insert(rec);
+        fired.push(rec);
+        ledger.append({
+          type: "alert.fired",
+          project: c.project,
+          hostId: c.hostId,
+          serverId: c.serverId,
+          reason: RULE_REASON[c.rule],
+          actor: "alerts",
+          correlationId: rec.id,
+          message: c.message,
+          payload: { rule: c.rule, subject: c.subject, severity: c.severity, ...(rec.mutedUntil ? { mutedUntil: new Date(rec.mutedUntil).toISOString() } : {}) },
+        });
+      }
+      alerts.pruneResolved(now - this.config.historyMs, 100);
+    });
+
+    for (const a of fired) {
+      log.warn({ alert: a.id, rule: a.rule, subject: a.subject, severity: a.severity, server: a.serverId || undefined, host: a.hostId || undefined }, `alert fired: ${a.message}`);
+      if (!isMuted(a, now)) notifier?.notify("alert.fired", a);
+    }
+    for (const a of resolved) {
+      log.info({ alert: a.id, rule: a.rule, subject: a.subject }, "alert resolved");
+      if (!isMuted(a, now)) notifier?.notify("alert.resolved", a);
+    }
+    return { fired, resolved };
+  }
+
+  private safeEvaluate(): void {
+    this.lastRunAt = Date.now();
+    try {
+      this.evaluate();
+    } catch (err) {
+      this.deps.log.error({ err }, "alert evaluation failed; retrying at the next run");
+    }
+  }
+}
+
+/** A desired state as protobuf JSON writes it ("DESIRED_STATE_RUNNING"), or as a number. */
+export function desiredFromJson(v: string | number | undefined): DesiredState {
+  if (typeof v === "number") return v in DesiredState ? (v as DesiredState) : DesiredState.UNSPECIFIED;
+  if (!v) return DesiredState.UNSPECIFIED;
+  return DesiredState[v.replace(/^DESIRED_STATE_/, "") as keyof typeof DesiredState] ?? DesiredState.UNSPECIFIED;
+}
+
+export function isMuted(a: Pick<AlertRecord, "mutedUntil">, now: number): boolean {
+  return a.mutedUntil !== null && a.mutedUntil > now;
+}

@@ -1,0 +1,73 @@
+import { describe, expect, it } from "vitest";
+import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { DEFAULT_THRESHOLDS, evaluateRules, notConverged, type FleetSnapshot, type HostView, type ServerView } from "./rules.js";
+
+const host = (o: Partial<HostView> = {}): HostView => ({ id: "host_1", name: "h1", connected: true, dataRootFreeBytes: 50, dataRootTotalBytes: 100, ...o });
+const srv = (o: Partial<ServerView> = {}): ServerView => ({
+  id: "srv_1",
+  name: "web",
+  project: "a",
+  hostId: "host_1",
+  desired: DesiredState.RUNNING,
+  phase: Phase.RUNNING,
+  reason: "Running",
+  generation: 3,
+  observedGeneration: 3,
+  retired: false,
+  ...o,
+});
+const fleet = (o: Partial<FleetSnapshot>): FleetSnapshot => ({ hosts: [host()], servers: [], orphans: [], ...o });
+const fired = (f: FleetSnapshot) => evaluateRules(f, DEFAULT_THRESHOLDS).map((c) => `${c.rule} ${c.subject} ${c.severity} ${c.forMs}`);
+
+describe("alert rules", () => {
+  it("a healthy fleet raises nothing", () => {
+    expect(fired(fleet({ servers: [srv(), srv({ id: "srv_2", desired: DesiredState.STOPPED, phase: Phase.STOPPED })] }))).toEqual([]);
+  });
+
+  it("host offline waits 30 s; disk is only judged on connected hosts", () => {
+    expect(fired(fleet({ hosts: [host({ connected: false, dataRootFreeBytes: 1 })] }))).toEqual(["host_offline host:host_1 critical 30000"]);
+  });
+
+  it.each([
+    [9, 100, ["disk_low host:host_1 warning 0"]],
+    [10, 100, []],
+    [0, 0, []], // no facts yet
+  ])("disk: %i free of %i", (free, total, want) => {
+    expect(fired(fleet({ hosts: [host({ dataRootFreeBytes: free, dataRootTotalBytes: total })] }))).toEqual(want);
+  });
+
+  it.each([
+    ["crash loop", { phase: Phase.FAILED, reason: "CrashLoop" }, ["crash_loop server:srv_1 critical 0"]],
+    ["data lost", { phase: Phase.DATA_LOST, reason: "DataDirectoryMissing" }, ["data_lost server:srv_1 critical 0"]],
+    ["failed otherwise", { phase: Phase.FAILED, reason: "ImagePullFailed" }, ["server_not_converged server:srv_1 warning 120000"]],
+    ["starting", { phase: Phase.STARTING, reason: "CrashBackoff" }, ["server_not_converged server:srv_1 warning 120000"]],
+    ["running an old generation", { observedGeneration: 2 }, ["server_not_converged server:srv_1 warning 120000"]],
+    ["unknown (the host rule covers it)", { phase: Phase.UNKNOWN }, []],
+    ["deleted", { phase: Phase.DELETED, retired: true }, []],
+    ["stopped but desired running", { phase: Phase.STOPPED }, ["server_not_converged server:srv_1 warning 120000"]],
+  ] as const)("server %s", (_what, o, want) => {
+    expect(fired(fleet({ servers: [srv(o as Partial<ServerView>)] }))).toEqual(want);
+  });
+
+  it("desired stopped is converged as Stopped or Missing; paused only as Paused", () => {
+    expect(notConverged(srv({ desired: DesiredState.STOPPED, phase: Phase.MISSING }))).toBe(false);
+    expect(notConverged(srv({ desired: DesiredState.STOPPED, phase: Phase.STOPPED }))).toBe(false);
+    expect(notConverged(srv({ desired: DesiredState.PAUSED, phase: Phase.RUNNING }))).toBe(true);
+    expect(notConverged(srv({ desired: DesiredState.RUNNING, phase: Phase.MISSING }))).toBe(true);
+  });
+
+  it("orphans: one alert per orphan (no input until orphan detection exists)", () => {
+    expect(fired(fleet({ orphans: [{ hostId: "host_1", kind: "container", id: "abc", reason: "untracked" }] }))).toEqual([
+      "orphan_found orphan:host_1/container/abc warning 0",
+    ]);
+  });
+
+  it("thresholds are configurable", () => {
+    const c = evaluateRules(fleet({ hosts: [host({ connected: false })], servers: [srv({ phase: Phase.STARTING })] }), {
+      hostOfflineMs: 2000,
+      notConvergedMs: 3000,
+      diskFreeFraction: 0.5,
+    });
+    expect(c.map((x) => x.forMs)).toEqual([2000, 3000]);
+  });
+});

@@ -1,0 +1,210 @@
+import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+
+/**
+ * Alert rules as pure functions of a snapshot of the fleet: each rule says
+ * which subjects are in trouble right now, and for how long the trouble must
+ * last before it is worth an alert (`forMs`). Timing and state (pending,
+ * firing, resolved) are the evaluator's business (`evaluator.ts`).
+ */
+
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low"] as const;
+export type AlertRule = (typeof ALERT_RULES)[number];
+
+export type AlertSeverity = "info" | "warning" | "critical";
+
+/** The CamelCase reason recorded on `alert.*` events, per rule. */
+export const RULE_REASON: Record<AlertRule, string> = {
+  host_offline: "HostOffline",
+  server_not_converged: "NotConverged",
+  crash_loop: "CrashLoop",
+  data_lost: "DataLost",
+  orphan_found: "OrphanFound",
+  disk_low: "DiskLow",
+};
+
+export interface AlertThresholds {
+  /** A host's agent disconnected for longer than this (default 30 s). */
+  hostOfflineMs: number;
+  /** A server's observed state differs from its desired state for longer than this (default 2 min). */
+  notConvergedMs: number;
+  /** A connected host's data root has less than this fraction free (default 0.10). */
+  diskFreeFraction: number;
+}
+
+export const DEFAULT_THRESHOLDS: AlertThresholds = {
+  hostOfflineMs: 30_000,
+  notConvergedMs: 120_000,
+  diskFreeFraction: 0.1,
+};
+
+export interface HostView {
+  id: string;
+  name: string;
+  connected: boolean;
+  dataRootFreeBytes?: number | undefined;
+  dataRootTotalBytes?: number | undefined;
+}
+
+export interface ServerView {
+  id: string;
+  name: string;
+  project: string;
+  hostId: string;
+  desired: DesiredState;
+  phase: Phase;
+  reason: string;
+  generation: number;
+  observedGeneration: number;
+  /** Soft-deleted or being purged: nothing to alert about. */
+  retired: boolean;
+}
+
+/**
+ * A container or data directory on a host that no server owns (`untracked`)
+ * or whose server is gone (`stranded`). Orphan detection is a later issue:
+ * until it lands the manager passes an empty list and this rule never fires.
+ */
+export interface OrphanView {
+  hostId: string;
+  kind: "container" | "data";
+  /** Container id or data directory name. */
+  id: string;
+  reason: "untracked" | "stranded";
+}
+
+export interface FleetSnapshot {
+  hosts: HostView[];
+  servers: ServerView[];
+  orphans: OrphanView[];
+}
+
+/** "This subject is in trouble now", as one rule sees it. */
+export interface AlertCondition {
+  rule: AlertRule;
+  /** `host:<id>`, `server:<id>` or `orphan:<host>/<kind>/<id>`: one firing alert per rule and subject. */
+  subject: string;
+  severity: AlertSeverity;
+  message: string;
+  project: string;
+  hostId: string;
+  serverId: string;
+  /** How long the condition must hold before the alert fires. */
+  forMs: number;
+}
+
+/** The key of "the same alert": at most one firing alert per key. */
+export function alertKey(c: { rule: string; subject: string }): string {
+  return `${c.rule} ${c.subject}`;
+}
+
+/** Phases that satisfy each desired state. */
+const CONVERGED: Record<DesiredState, readonly Phase[]> = {
+  [DesiredState.UNSPECIFIED]: [],
+  [DesiredState.RUNNING]: [Phase.RUNNING],
+  [DesiredState.PAUSED]: [Phase.PAUSED],
+  // Missing with desired stopped is what a restore leaves: nothing runs, as asked.
+  [DesiredState.STOPPED]: [Phase.STOPPED, Phase.MISSING],
+};
+
+/**
+ * A server is converged when the reconciler has nothing left to do for its
+ * generation and its phase is what the desired state asks for. Phases that
+ * have their own rule are not counted again: Unknown (host_offline),
+ * DataLost (data_lost), Failed/CrashLoop (crash_loop).
+ */
+export function notConverged(s: ServerView): boolean {
+  if (s.retired) return false;
+  if (s.phase === Phase.UNKNOWN || s.phase === Phase.DATA_LOST) return false;
+  if (s.phase === Phase.FAILED && s.reason === "CrashLoop") return false;
+  return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);
+}
+
+export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCondition[] {
+  const out: AlertCondition[] = [];
+  const hosts = new Map(fleet.hosts.map((h) => [h.id, h]));
+  for (const h of fleet.hosts) {
+    const host = { project: "", hostId: h.id, serverId: "" };
+    if (!h.connected) {
+      out.push({
+        ...host,
+        rule: "host_offline",
+        subject: `host:${h.id}`,
+        severity: "critical",
+        forMs: t.hostOfflineMs,
+        message: `host ${h.name} is offline: its agent has not been connected for over ${seconds(t.hostOfflineMs)}; its servers are Unknown`,
+      });
+      continue;
+    }
+    const total = h.dataRootTotalBytes ?? 0;
+    const free = h.dataRootFreeBytes ?? 0;
+    if (total > 0 && free / total < t.diskFreeFraction) {
+      out.push({
+        ...host,
+        rule: "disk_low",
+        subject: `host:${h.id}`,
+        severity: "warning",
+        forMs: 0,
+        message: `host ${h.name}: data root has ${percent(free / total)} free (${gib(free)} of ${gib(total)}), below ${percent(t.diskFreeFraction)}`,
+      });
+    }
+  }
+  for (const s of fleet.servers) {
+    if (s.retired) continue;
+    const server = { project: s.project, hostId: s.hostId, serverId: s.id, subject: `server:${s.id}` };
+    if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
+      out.push({ ...server, rule: "crash_loop", severity: "critical", forMs: 0, message: `server ${s.name} is crash-looping; fix it and start it again` });
+    } else if (s.phase === Phase.DATA_LOST) {
+      out.push({
+        ...server,
+        rule: "data_lost",
+        severity: "critical",
+        forMs: 0,
+        message: `server ${s.name}: its data directory is gone from host ${hosts.get(s.hostId)?.name ?? s.hostId}; purge it, or start it with allow_empty_data`,
+      });
+    } else if (notConverged(s)) {
+      out.push({
+        ...server,
+        rule: "server_not_converged",
+        severity: "warning",
+        forMs: t.notConvergedMs,
+        message: `server ${s.name} is ${phaseName(s.phase)}${s.reason ? ` (${s.reason})` : ""} but should be ${DesiredState[s.desired].toLowerCase()}${
+          s.observedGeneration !== s.generation ? ` at generation ${s.generation}` : ""
+        }, for over ${seconds(t.notConvergedMs)}`,
+      });
+    }
+  }
+  for (const o of fleet.orphans) {
+    out.push({
+      rule: "orphan_found",
+      subject: `orphan:${o.hostId}/${o.kind}/${o.id}`,
+      severity: "warning",
+      forMs: 0,
+      project: "",
+      hostId: o.hostId,
+      serverId: "",
+      message: `${o.reason} ${o.kind} ${o.id} on host ${hosts.get(o.hostId)?.name ?? o.hostId}; adopt or destroy it (OrphanService)`,
+    });
+  }
+  return out;
+}
+
+function phaseName(p: Phase): string {
+  const name = Phase[p] ?? "UNSPECIFIED";
+  return name
+    .toLowerCase()
+    .split("_")
+    .map((w) => w[0]!.toUpperCase() + w.slice(1))
+    .join("");
+}
+
+function seconds(ms: number): string {
+  return ms % 60_000 === 0 && ms >= 60_000 ? `${ms / 60_000} min` : `${Math.round(ms / 100) / 10} s`;
+}
+
+function percent(f: number): string {
+  return `${Math.round(f * 1000) / 10} %`;
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+}

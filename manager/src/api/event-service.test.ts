@@ -1,0 +1,172 @@
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { EventService, type Event } from "@berth/proto/berth/v1/event_pb.js";
+import { callerKey, type Caller } from "../auth/caller.js";
+import { Ledger } from "../ledger/ledger.js";
+import { createLogger } from "../log.js";
+import { openDatabase } from "../store/database.js";
+import { EventStore } from "../store/event-store.js";
+import { Store } from "../store/store.js";
+import { errorInterceptor } from "./errors.js";
+import { createEventService } from "./event-service.js";
+
+const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
+const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
+
+function setup(now: () => number = Date.now) {
+  const db = openDatabase(":memory:");
+  const store = new Store(db);
+  const ledger = new Ledger(store, now);
+  const events = new EventStore(db);
+  const client = (caller: Caller) => {
+    const as: Interceptor = (next) => (req) => {
+      req.contextValues.set(callerKey, caller);
+      return next(req);
+    };
+    const t = createRouterTransport((r) => r.service(EventService, createEventService({ ledger, events })), {
+      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), as] },
+    });
+    return createClient(EventService, t);
+  };
+  return { db, store, ledger, events, client };
+}
+
+const ids = (evs: Event[]) => evs.map((e) => Number(e.id));
+
+/** Collects `n` events from a watch, then cancels it. */
+async function take(stream: AsyncIterable<{ event?: Event }>, n: number): Promise<Event[]> {
+  const out: Event[] = [];
+  if (n === 0) return out;
+  for await (const m of stream) {
+    out.push(m.event!);
+    if (out.length >= n) break;
+  }
+  return out;
+}
+
+describe("EventService.ListEvents", () => {
+  it("filters by server, host, type prefix, actor and time; newest first; pages with a cursor", async () => {
+    let t = 1000;
+    const { ledger, client } = setup(() => t);
+    for (let i = 0; i < 30; i++) {
+      t = 1000 + i * 10;
+      ledger.append({
+        type: i % 3 === 0 ? "command.issued" : i % 3 === 1 ? "command.succeeded" : "phase.changed",
+        project: "a",
+        serverId: i % 2 ? "srv_odd" : "srv_even",
+        hostId: "host_1",
+        actor: i % 3 === 1 ? "agent" : "reconciler",
+      });
+    }
+    const c = client(ADMIN);
+    const all = await c.listEvents({ pageSize: 1000 });
+    expect(ids(all.events)).toEqual(Array.from({ length: 30 }, (_, i) => 30 - i));
+    expect(all.nextPageToken).toBe("");
+
+    expect((await c.listEvents({ serverId: "srv_odd" })).events.every((e) => e.serverId === "srv_odd")).toBe(true);
+    const cmds = await c.listEvents({ typePrefix: "command." });
+    expect(cmds.events).toHaveLength(20);
+    expect(cmds.events.every((e) => e.type.startsWith("command."))).toBe(true);
+    expect((await c.listEvents({ typePrefix: "command.s" })).events).toHaveLength(10);
+    expect((await c.listEvents({ actor: "agent" })).events).toHaveLength(10);
+    expect((await c.listEvents({ hostId: "host_2" })).events).toHaveLength(0);
+    const window = await c.listEvents({ since: timestampFromMs(1100), until: timestampFromMs(1150) });
+    expect(ids(window.events)).toEqual([15, 14, 13, 12, 11]);
+
+    // Pages: 7 + 7 + 7 + 7 + 2, no overlap, no gap.
+    const seen: number[] = [];
+    let pageToken = "";
+    let pages = 0;
+    do {
+      const p = await c.listEvents({ pageSize: 7, pageToken });
+      seen.push(...ids(p.events));
+      pageToken = p.nextPageToken;
+      pages++;
+    } while (pageToken);
+    expect(pages).toBe(5);
+    expect(seen).toEqual(ids(all.events));
+
+    const bad = await c.listEvents({ pageToken: "nonsense" }).catch((e: unknown) => ConnectError.from(e));
+    expect((bad as ConnectError).code).toBe(Code.InvalidArgument);
+  });
+
+  it("scopes to the caller's project; project-less host events are shared, token events are not", async () => {
+    const { ledger, client } = setup();
+    ledger.append({ type: "server.created", project: "a", serverId: "srv_a" });
+    ledger.append({ type: "server.created", project: "b", serverId: "srv_b" });
+    ledger.append({ type: "host.connected", hostId: "host_1" });
+    ledger.append({ type: "token.created", correlationId: "tok_x" });
+    ledger.append({ type: "token.created", project: "a", correlationId: "tok_y" });
+    const mine = await client(TEAM_A).listEvents({});
+    expect(mine.events.map((e) => `${e.type}:${e.project}`)).toEqual(["token.created:a", "host.connected:", "server.created:a"]);
+    expect((await client(ADMIN).listEvents({})).events).toHaveLength(5);
+  });
+});
+
+describe("EventService.WatchEvents", () => {
+  it("replays after after_id, then follows live, with no gap and no duplicate at the seam", async () => {
+    const { ledger, client } = setup();
+    for (let i = 0; i < 1200; i++) ledger.append({ type: "phase.changed", serverId: `srv_${i % 7}` });
+    const c = client(ADMIN);
+    const ctl = new AbortController();
+    const stream = c.watchEvents({ afterId: 100n }, { signal: ctl.signal });
+    // Keep appending while the watch is replaying (the replay reads in batches of 500).
+    let appended = 0;
+    const writer = setInterval(() => {
+      for (let i = 0; i < 20; i++) ledger.append({ type: "command.issued", serverId: "srv_live" });
+      appended += 20;
+    }, 1);
+    const got = await take(
+      (async function* () {
+        for await (const m of stream) {
+          yield m;
+          if (appended >= 400) clearInterval(writer);
+        }
+      })(),
+      1100 + 400,
+    );
+    clearInterval(writer);
+    ctl.abort();
+    expect(ids(got)).toEqual(Array.from({ length: 1500 }, (_, i) => 101 + i));
+  });
+
+  it("a client that reconnects with its last id misses nothing", async () => {
+    const { ledger, client } = setup();
+    const c = client(ADMIN);
+    for (let i = 0; i < 5; i++) ledger.append({ type: "server.created", serverId: `srv_${i}` });
+    const ctl = new AbortController();
+    const s1 = c.watchEvents({ afterId: 2n }, { signal: ctl.signal });
+    const part = await take(s1, 3);
+    ctl.abort();
+    // Events while disconnected.
+    for (let i = 0; i < 4; i++) ledger.append({ type: "server.deleted", serverId: `srv_${i}` });
+    const last = part[part.length - 1]!.id;
+    const ctl2 = new AbortController();
+    const rest = await take(c.watchEvents({ afterId: last }, { signal: ctl2.signal }), 4);
+    ctl2.abort();
+    expect([...ids(part), ...ids(rest)]).toEqual([3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it("after_id 0 follows new events only; filters and project scope apply live", async () => {
+    const { ledger, client } = setup();
+    ledger.append({ type: "server.created", project: "a", serverId: "srv_a" });
+    const ctl = new AbortController();
+    const stream = client(TEAM_A).watchEvents({ typePrefix: "server." }, { signal: ctl.signal });
+    const got = take(stream, 2);
+    await new Promise((r) => setTimeout(r, 20));
+    ledger.append({ type: "server.created", project: "b", serverId: "srv_b" });
+    ledger.append({ type: "command.issued", project: "a", serverId: "srv_a" });
+    ledger.append({ type: "server.deleted", project: "a", serverId: "srv_a" });
+    ledger.append({ type: "server.restored", project: "a", serverId: "srv_a" });
+    const evs = await got;
+    ctl.abort();
+    expect(evs.map((e) => e.type)).toEqual(["server.deleted", "server.restored"]);
+  });
+
+  it("refuses a negative after_id", async () => {
+    const { client } = setup();
+    const err = await take(client(ADMIN).watchEvents({ afterId: -1n }), 1).catch((e: unknown) => ConnectError.from(e));
+    expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+  });
+});

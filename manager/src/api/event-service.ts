@@ -1,0 +1,124 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  EventSchema,
+  EventService,
+  ListEventsResponseSchema,
+  WatchEventsResponseSchema,
+  type Event,
+  type WatchEventsResponse,
+} from "@berth/proto/berth/v1/event_pb.js";
+import { callerOf } from "../auth/caller.js";
+import { InvalidArgumentError } from "../errors.js";
+import type { Ledger } from "../ledger/ledger.js";
+import { Wakeup } from "../ledger/wakeup.js";
+import type { EventQuery, EventStore } from "../store/event-store.js";
+import type { EventRecord } from "../store/store.js";
+
+export interface EventServiceDeps {
+  ledger: Ledger;
+  events: EventStore;
+}
+
+const DEFAULT_PAGE = 100;
+const MAX_PAGE = 1000;
+/** Rows read per step while a watch replays: bounded memory however far back it starts. */
+const REPLAY_BATCH = 500;
+
+export function eventToProto(e: EventRecord): Event {
+  return create(EventSchema, {
+    id: BigInt(e.id),
+    time: timestampFromMs(e.time),
+    project: e.project,
+    serverId: e.serverId,
+    hostId: e.hostId,
+    type: e.type,
+    reason: e.reason,
+    message: e.message,
+    actor: e.actor,
+    correlationId: e.correlationId,
+    payloadJson: e.payloadJson,
+  });
+}
+
+/**
+ * EventService: the ledger, read back. Scoping: a project-scoped token sees
+ * its project's events plus the project-less events about hosts (hosts are
+ * shared and listed to every viewer); events about tokens, enrollment and
+ * webhook deliveries have no project and are seen by all-projects tokens only.
+ */
+export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof EventService> {
+  const { ledger, events } = deps;
+
+  return {
+    listEvents(req, ctx) {
+      const caller = callerOf(ctx);
+      if (req.pageSize < 0) throw new InvalidArgumentError("page_size", "must not be negative");
+      const limit = Math.min(req.pageSize || DEFAULT_PAGE, MAX_PAGE);
+      let beforeId: number | undefined;
+      if (req.pageToken) {
+        const m = /^e:(\d+)$/.exec(Buffer.from(req.pageToken, "base64url").toString());
+        if (!m) throw new InvalidArgumentError("page_token", "not a token returned by ListEvents; omit it to start from the newest event");
+        beforeId = Number(m[1]);
+      }
+      const q: EventQuery = {
+        project: caller.project,
+        ...filters(req),
+        ...(req.since ? { since: ms(req.since, "since") } : {}),
+        ...(req.until ? { until: ms(req.until, "until") } : {}),
+      };
+      if (q.since !== undefined && q.until !== undefined && q.until <= q.since) {
+        throw new InvalidArgumentError("until", "must be after since");
+      }
+      const rows = events.listNewestFirst({ ...q, ...(beforeId !== undefined ? { beforeId } : {}), limit: limit + 1 });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      const nextPageToken = rows.length > limit && last ? Buffer.from(`e:${last.id}`).toString("base64url") : "";
+      return create(ListEventsResponseSchema, { events: page.map(eventToProto), nextPageToken });
+    },
+
+    /**
+     * Replays the events after `after_id` (0: none, follow from now), then
+     * follows live. Lossless across reconnects: the watch subscribes to the
+     * ledger BEFORE it reads anything, and always reads the store forward from
+     * the last id it sent, so every event lands exactly once, in id order.
+     */
+    async *watchEvents(req, ctx: HandlerContext): AsyncGenerator<WatchEventsResponse> {
+      const caller = callerOf(ctx);
+      if (req.afterId < 0n) throw new InvalidArgumentError("after_id", "must not be negative; 0 follows new events only");
+      const q: EventQuery = { project: caller.project, ...filters(req) };
+      const wake = new Wakeup();
+      const unsubscribe = ledger.subscribe(() => wake.ring());
+      try {
+        let cursor = req.afterId > 0n ? Number(req.afterId) : events.lastId();
+        for (;;) {
+          const upTo = events.lastId();
+          while (cursor < upTo) {
+            const batch = events.readForward({ ...q, afterId: cursor, upToId: upTo, limit: REPLAY_BATCH });
+            for (const e of batch) yield create(WatchEventsResponseSchema, { event: eventToProto(e) });
+            cursor = batch.length < REPLAY_BATCH ? upTo : batch[batch.length - 1]!.id;
+          }
+          if (!(await wake.wait(ctx.signal))) return;
+        }
+      } finally {
+        unsubscribe();
+      }
+    },
+  };
+}
+
+function filters(req: { serverId: string; hostId: string; typePrefix: string; actor?: string }): Omit<EventQuery, "project"> {
+  return {
+    ...(req.serverId.trim() ? { serverId: req.serverId.trim() } : {}),
+    ...(req.hostId.trim() ? { hostId: req.hostId.trim() } : {}),
+    ...(req.typePrefix.trim() ? { typePrefix: req.typePrefix.trim() } : {}),
+    ...(req.actor?.trim() ? { actor: req.actor.trim() } : {}),
+  };
+}
+
+function ms(t: Timestamp, field: string): number {
+  const v = timestampDate(t).getTime();
+  if (!Number.isFinite(v)) throw new InvalidArgumentError(field, "not a valid time");
+  return v;
+}

@@ -1,0 +1,218 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, createContextValues, createHandlerContext } from "@connectrpc/connect";
+import { afterEach, describe, expect, it } from "vitest";
+import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { DesiredState, ServerService, ServerSpecSchema, TailLogsRequestSchema, type TailLogsResponse } from "@berth/proto/berth/v1/server_pb.js";
+import { callerKey, type Caller } from "../auth/caller.js";
+import { hashSecret, newSecret } from "../ids.js";
+import { Ledger } from "../ledger/ledger.js";
+import { AgentHub } from "../link/agent-hub.js";
+import { AsyncQueue } from "../link/async-queue.js";
+import { createLogger } from "../log.js";
+import type { Reconciler } from "../reconcile/reconciler.js";
+import { openDatabase } from "../store/database.js";
+import { initialStatus, Store } from "../store/store.js";
+import { createAgentService } from "./agent-service.js";
+import { createTailLogs } from "./logs.js";
+import { hostToProto } from "./convert.js";
+import { ConditionStatus } from "@berth/proto/berth/v1/server_pb.js";
+
+const cleanup: (() => void)[] = [];
+afterEach(() => {
+  for (const f of cleanup.splice(0)) f();
+});
+
+const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
+const TEAM_B: Caller = { tokenId: "tok_b", name: "b", role: "viewer", project: "team-b" };
+
+/** A manager's agent link and TailLogs over an in-memory store, with one connected host. */
+async function setup(openTimeoutMs = 2_000) {
+  const store = new Store(openDatabase(":memory:"));
+  cleanup.push(() => store.close());
+  const hub = new AgentHub();
+  const ledger = new Ledger(store);
+  const reconciler = { enqueue: () => {}, enqueueHost: () => {}, noteExit: () => {} } as unknown as Reconciler;
+  const agents = createAgentService({ store, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
+  const tailLogs = createTailLogs({ store, hub, openTimeoutMs });
+  const secret = newSecret();
+  store.insertHost({ id: "host_aaaa", name: "a", secretHash: hashSecret(secret), createdAt: 1 });
+  store.insertServer({
+    id: "srv_web",
+    project: "default",
+    name: "web",
+    hostId: "host_aaaa",
+    generation: 1,
+    spec: create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
+    status: initialStatus(),
+    dataInitialized: true,
+    lifecycle: {},
+    createdAt: 1,
+    updatedAt: 1,
+    deletedAt: null,
+  });
+
+  // The agent: a Connect stream we drive by hand.
+  const input = new AsyncQueue<AgentMessage>();
+  const actx = createHandlerContext({
+    service: AgentService,
+    method: AgentService.method.connect,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: "http://test/berth.v1.AgentService/Connect",
+    requestHeader: { authorization: `Bearer host_aaaa.${secret}` },
+  });
+  // Drained continuously, as connect-node would: the handler's cleanup runs only when its stream is read to the end.
+  const toAgent = new AsyncQueue<ManagerMessage>();
+  void (async () => {
+    for await (const m of agents.connect(input, actx)) toAgent.push(m as ManagerMessage);
+    toAgent.close();
+  })().catch(() => toAgent.close());
+  const fromManager = toAgent[Symbol.asyncIterator]();
+  const agentSend = (body: NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>) => input.push(create(AgentMessageSchema, { body }));
+  cleanup.push(() => input.close());
+  expect(((await fromManager.next()).value as ManagerMessage).body.case).toBe("welcome");
+  agentSend({ case: "hello", value: { hostname: "a", dockerVersion: "28.2.2", dockerReachable: true } });
+  agentSend({ case: "inventory", value: { containers: [], dataDirs: [], dockerReachable: true } });
+  await tick();
+  /** The next message the manager sent to the agent. */
+  const nextToAgent = async () => ((await fromManager.next()).value as ManagerMessage).body;
+
+  const call = (caller: Caller, req: { id: string; follow?: boolean; tailLines?: number }) => {
+    const ac = new AbortController();
+    const ctx = createHandlerContext({
+      service: ServerService,
+      method: ServerService.method.tailLogs,
+      protocolName: "connect",
+      requestMethod: "POST",
+      url: "http://test/berth.v1.ServerService/TailLogs",
+      requestSignal: ac.signal,
+      contextValues: createContextValues().set(callerKey, caller),
+    });
+    const it = (tailLogs(create(TailLogsRequestSchema, req), ctx) as AsyncIterable<TailLogsResponse>)[Symbol.asyncIterator]();
+    return { it, cancel: () => ac.abort() };
+  };
+  return { store, hub, ledger, agentSend, nextToAgent, call, input };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 10));
+const text = (r: IteratorResult<TailLogsResponse>) => (r.done ? "<end>" : `${r.value.stream}:${Buffer.from(r.value.data).toString()}`);
+
+describe("TailLogs through the agent link", () => {
+  it("asks the server's agent, relays its chunks in order and ends with the log", async () => {
+    const { call, nextToAgent, agentSend, hub } = await setup();
+    const { it } = call(ADMIN, { id: "web", follow: false, tailLines: 2 });
+    const first = it.next();
+    const req = await nextToAgent();
+    expect(req.case).toBe("logRequest");
+    if (req.case !== "logRequest") return;
+    expect(req.value).toMatchObject({ serverId: "srv_web", follow: false, tailLines: 2 });
+    const rid = req.value.requestId;
+    agentSend({ case: "logChunk", value: { requestId: rid } }); // open
+    agentSend({ case: "logChunk", value: { requestId: rid, stream: "stdout", data: Buffer.from("line 1\n") } });
+    agentSend({ case: "logChunk", value: { requestId: "log_someoneelse", stream: "stdout", data: Buffer.from("not mine\n") } });
+    agentSend({ case: "logChunk", value: { requestId: rid, stream: "stderr", data: Buffer.from("oops\n") } });
+    agentSend({ case: "logChunk", value: { requestId: rid, end: true } });
+    expect(text(await first)).toBe("stdout:line 1\n");
+    expect(text(await it.next())).toBe("stderr:oops\n");
+    expect(text(await it.next())).toBe("<end>");
+    expect(hub.openLogCount).toBe(0);
+  });
+
+  it("tells the agent to stop when the caller cancels", async () => {
+    const { call, nextToAgent, agentSend, hub } = await setup();
+    const { it, cancel } = call(ADMIN, { id: "srv_web", follow: true });
+    const pending = it.next();
+    const req = await nextToAgent();
+    if (req.case !== "logRequest") throw new Error(`expected logRequest, got ${req.case}`);
+    agentSend({ case: "logChunk", value: { requestId: req.value.requestId } });
+    await tick();
+    cancel();
+    expect(text(await pending)).toBe("<end>");
+    const c = await nextToAgent();
+    expect(c).toMatchObject({ case: "logCancel", value: { requestId: req.value.requestId } });
+    expect(hub.openLogCount).toBe(0);
+  });
+
+  it("answers NotFound for a server of another project, without asking any agent", async () => {
+    const { call, hub } = await setup();
+    const err = await call(TEAM_B, { id: "srv_web" }).it.next().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: Code.NotFound });
+    const byName = await call(TEAM_B, { id: "web" }).it.next().catch((e: unknown) => e);
+    expect(byName).toMatchObject({ code: Code.NotFound });
+    expect(hub.openLogCount).toBe(0);
+  });
+
+  it("turns the agent's failure into a precise error", async () => {
+    const { call, nextToAgent, agentSend } = await setup();
+    const { it } = call(ADMIN, { id: "web" });
+    const first = it.next().catch((e: unknown) => e);
+    const req = await nextToAgent();
+    if (req.case !== "logRequest") throw new Error("expected logRequest");
+    agentSend({ case: "logChunk", value: { requestId: req.value.requestId, end: true, reason: "ContainerMissing", error: "server srv_web has no container on this host" } });
+    expect(await first).toMatchObject({ code: Code.FailedPrecondition, message: expect.stringContaining("start it first") });
+  });
+
+  it("ends with Unavailable when the agent disconnects mid-stream", async () => {
+    const { call, nextToAgent, agentSend, input, hub } = await setup();
+    const { it } = call(ADMIN, { id: "web", follow: true });
+    const first = it.next();
+    const req = await nextToAgent();
+    if (req.case !== "logRequest") throw new Error("expected logRequest");
+    agentSend({ case: "logChunk", value: { requestId: req.value.requestId, stream: "stdout", data: Buffer.from("hi\n") } });
+    expect(text(await first)).toBe("stdout:hi\n");
+    input.close();
+    const err = await it.next().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: Code.Unavailable });
+    expect(hub.openLogCount).toBe(0);
+  });
+
+  it("gives up with Unavailable when the agent never opens the stream", async () => {
+    const { call, nextToAgent } = await setup(50);
+    const { it } = call(ADMIN, { id: "web" });
+    const first = it.next().catch((e: unknown) => e);
+    await nextToAgent();
+    expect(await first).toMatchObject({ code: Code.Unavailable });
+  });
+
+  it("answers Unavailable for a server on an offline host", async () => {
+    const { call, input } = await setup();
+    input.close();
+    await tick();
+    expect(await call(ADMIN, { id: "web" }).it.next().catch((e: unknown) => e)).toMatchObject({ code: Code.Unavailable });
+  });
+});
+
+describe("what the agent reports about its host", () => {
+  it("keeps DockerReachable as a condition with its transition time and records each change once", async () => {
+    const { store, hub, agentSend, ledger } = await setup();
+    const cond = () => hostToProto(store.getHost("host_aaaa")!, hub.isConnected("host_aaaa"), 0).conditions.find((c) => c.type === "DockerReachable");
+    expect(cond()).toMatchObject({ status: ConditionStatus.TRUE, reason: "Reachable" });
+    agentSend({ case: "heartbeat", value: { dockerReachable: false } });
+    agentSend({ case: "heartbeat", value: { dockerReachable: false } });
+    await tick();
+    const down = cond()!;
+    expect(down).toMatchObject({ status: ConditionStatus.FALSE, reason: "Unreachable" });
+    expect(hostToProto(store.getHost("host_aaaa")!, true, 0).dockerReachable).toBe(false);
+    agentSend({ case: "heartbeat", value: { dockerReachable: true } });
+    await tick();
+    expect(cond()).toMatchObject({ status: ConditionStatus.TRUE });
+    expect(ledger.list({}).filter((e) => e.type.startsWith("host.docker_")).map((e) => e.type)).toEqual(["host.docker_unreachable", "host.docker_reachable"]);
+    // An empty heartbeat (sent on a state change) does not wipe the disk fact.
+    agentSend({ case: "heartbeat", value: { dataRootFreeBytes: 1234n, dockerReachable: true } });
+    agentSend({ case: "heartbeat", value: { dockerReachable: true } });
+    await tick();
+    expect(store.getHost("host_aaaa")!.facts.dataRootFreeBytes).toBe(1234);
+  });
+
+  it("records image pull progress as throttled ledger events, always the last one", async () => {
+    const { agentSend, ledger } = await setup();
+    for (let i = 0; i < 20; i++) agentSend({ case: "pullProgress", value: { serverId: "srv_web", commandId: "cmd_1", image: "busybox", status: `layer ${i}` } });
+    agentSend({ case: "pullProgress", value: { serverId: "srv_web", commandId: "cmd_1", image: "busybox", status: "pulled image busybox", done: true } });
+    // Another host's server is not this agent's to report on.
+    agentSend({ case: "pullProgress", value: { serverId: "srv_other", commandId: "cmd_2", image: "x", status: "s" } });
+    await tick();
+    const pulls = ledger.list({}).filter((e) => e.type === "image.pull_progress");
+    expect(pulls.map((e) => e.message)).toEqual(["busybox: layer 0", "busybox: pulled image busybox"]);
+    expect(pulls[1]).toMatchObject({ serverId: "srv_web", reason: "PullFinished", correlationId: "cmd_1", actor: "agent" });
+  });
+});

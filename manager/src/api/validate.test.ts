@@ -1,0 +1,192 @@
+import { describe, expect, it } from "vitest";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import {
+  DesiredState,
+  Protocol,
+  RestartPolicy,
+  ServerSpecSchema,
+  type ServerSpec,
+} from "@berth/proto/berth/v1/server_pb.js";
+import { InvalidArgumentError } from "../errors.js";
+import { requireId, validateSpec } from "./validate.js";
+
+/** The plain-object form of a ServerSpec init (not a ready message), so two can be spread together. */
+type SpecInit = Exclude<MessageInitShape<typeof ServerSpecSchema>, ServerSpec>;
+
+const GOOD: SpecInit = {
+  name: "mc-1",
+  image: "itzg/minecraft-server:java21",
+  env: { EULA: "TRUE", _PRIV: "x" },
+  ports: [
+    { hostPort: 25565, containerPort: 25565, protocol: Protocol.TCP },
+    { hostPort: 19132, containerPort: 19132, protocol: Protocol.UDP },
+  ],
+  command: ["--nogui"],
+};
+
+function spec(over: Partial<SpecInit> = {}): ServerSpec {
+  return create(ServerSpecSchema, { ...GOOD, ...over });
+}
+
+const port = (hostPort: number, containerPort = 80, protocol = Protocol.UNSPECIFIED) => ({ hostPort, containerPort, protocol });
+
+function fieldOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    const e = err as InvalidArgumentError;
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.message.startsWith(`${e.field}: `)).toBe(true);
+    return e.field;
+  }
+  throw new Error("expected an InvalidArgumentError, got none");
+}
+
+const BAD: [string, Partial<SpecInit>, string][] = [
+  ["empty name", { name: "" }, "spec.name"],
+  ["blank name", { name: "   " }, "spec.name"],
+  ["uppercase name", { name: "Minecraft" }, "spec.name"],
+  ["name of 64 characters", { name: "a".repeat(64) }, "spec.name"],
+  ["unicode name", { name: "séb" }, "spec.name"],
+  ["unicode digit-lookalike name", { name: "mc１" }, "spec.name"],
+  ["path traversal name", { name: "../x" }, "spec.name"],
+  ["name with a slash", { name: "a/b" }, "spec.name"],
+  ["name starting with '-'", { name: "-mc" }, "spec.name"],
+  ["name ending with '-'", { name: "mc-" }, "spec.name"],
+  ["name with '_'", { name: "mc_1" }, "spec.name"],
+  ["name with a dot", { name: "mc.1" }, "spec.name"],
+  ["name with a newline", { name: "mc\n1" }, "spec.name"],
+  ["empty image", { image: "" }, "spec.image"],
+  ["blank image", { image: "  " }, "spec.image"],
+  ["image with spaces", { image: "my image:latest" }, "spec.image"],
+  ["image with uppercase", { image: "Postgres:16" }, "spec.image"],
+  ["image with a shell metacharacter", { image: "busybox;rm" }, "spec.image"],
+  ["image with a bad digest", { image: "busybox@sha256:1234" }, "spec.image"],
+  ["image too long", { image: `a/${"b".repeat(260)}` }, "spec.image"],
+  ["NUL in a command argument", { command: ["ok", "a\0b"] }, "spec.command[1]"],
+  ["too many command arguments", { command: Array.from({ length: 257 }, () => "x") }, "spec.command"],
+  ["command argument too long", { command: ["x".repeat(32 * 1024 + 1)] }, "spec.command[0]"],
+  ["NUL in an env value", { env: { A: "x\0y" } }, "spec.env.A"],
+  ["env key starting with a digit", { env: { "1X": "v" } }, "spec.env"],
+  ["env key with '-'", { env: { "A-B": "v" } }, "spec.env"],
+  ["env key with '='", { env: { "A=B": "v" } }, "spec.env"],
+  ["empty env key", { env: { "": "v" } }, "spec.env"],
+  ["env value too long", { env: { BIG: "x".repeat(32 * 1024 + 1) } }, "spec.env.BIG"],
+  ["too many env variables", { env: Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`V${i}`, "x"])) }, "spec.env"],
+  ["host port 0", { ports: [port(8080), port(0)] }, "spec.ports[1].host_port"],
+  ["host port 70000", { ports: [port(8080), port(70000)] }, "spec.ports[1].host_port"],
+  ["host port 65536", { ports: [port(65536)] }, "spec.ports[0].host_port"],
+  ["container port 0", { ports: [port(8080, 0)] }, "spec.ports[0].container_port"],
+  ["container port 65536", { ports: [port(8080, 65536)] }, "spec.ports[0].container_port"],
+  ["duplicate tcp host port", { ports: [port(8080, 80, Protocol.TCP), port(8080, 81, Protocol.TCP)] }, "spec.ports[1].host_port"],
+  ["duplicate host port, default protocol is tcp", { ports: [port(8080, 80, Protocol.TCP), port(8080, 81)] }, "spec.ports[1].host_port"],
+  ["duplicate udp host port", { ports: [port(9000, 1, Protocol.UDP), port(1, 2), port(9000, 3, Protocol.UDP)] }, "spec.ports[2].host_port"],
+  ["unknown protocol", { ports: [port(8080, 80, 7 as Protocol)] }, "spec.ports[0].protocol"],
+  ["too many ports", { ports: Array.from({ length: 101 }, (_, i) => port(10_000 + i)) }, "spec.ports"],
+  ["relative mount path", { dataMountPath: "data" }, "spec.data_mount_path"],
+  ["mount path '/'", { dataMountPath: "/" }, "spec.data_mount_path"],
+  ["mount path with '..'", { dataMountPath: "/data/../etc" }, "spec.data_mount_path"],
+  ["mount path ending in '..'", { dataMountPath: "/data/.." }, "spec.data_mount_path"],
+  ["mount path with NUL", { dataMountPath: "/data\0x" }, "spec.data_mount_path"],
+  ["mount path too long", { dataMountPath: `/${"d".repeat(1024)}` }, "spec.data_mount_path"],
+  ["unknown restart policy", { restartPolicy: 42 as RestartPolicy }, "spec.restart_policy"],
+  ["unknown desired state", { desiredState: 42 as DesiredState }, "spec.desired_state"],
+  ["bad name and bad image: the first one is named", { name: "BAD", image: "" }, "spec.name"],
+];
+
+describe("validateSpec rejects", () => {
+  it.each(BAD)("%s → %s", (_label, over, field) => {
+    expect(fieldOf(() => validateSpec(spec(over)))).toBe(field);
+  });
+
+  it("a missing spec → spec", () => {
+    expect(fieldOf(() => validateSpec(undefined))).toBe("spec");
+  });
+
+  it("prefixes fields with the given path", () => {
+    expect(fieldOf(() => validateSpec(spec({ ports: [port(8080), port(0)] }), "server.spec"))).toBe("server.spec.ports[1].host_port");
+    expect(fieldOf(() => validateSpec(undefined, "update.spec"))).toBe("update.spec");
+  });
+});
+
+describe("validateSpec accepts and normalizes", () => {
+  it("fills defaults: protocol TCP, restart ON_FAILURE, desired RUNNING, data mount /data", () => {
+    const out = validateSpec(spec({ ports: [port(8080, 80)], dataMountPath: "" }));
+    expect(out.ports.map((p) => p.protocol)).toEqual([Protocol.TCP]);
+    expect(out.restartPolicy).toBe(RestartPolicy.ON_FAILURE);
+    expect(out.desiredState).toBe(DesiredState.RUNNING);
+    expect(out.dataMountPath).toBe("/data");
+  });
+
+  it("keeps explicit values", () => {
+    const out = validateSpec(
+      spec({
+        ports: [port(8080, 80, Protocol.UDP)],
+        restartPolicy: RestartPolicy.ALWAYS,
+        desiredState: DesiredState.STOPPED,
+        dataMountPath: "/var/lib/postgresql/data",
+      }),
+    );
+    expect(out.ports[0]).toMatchObject({ hostPort: 8080, containerPort: 80, protocol: Protocol.UDP });
+    expect(out.restartPolicy).toBe(RestartPolicy.ALWAYS);
+    expect(out.desiredState).toBe(DesiredState.STOPPED);
+    expect(out.dataMountPath).toBe("/var/lib/postgresql/data");
+  });
+
+  it("trims name, image, host and mount path", () => {
+    const out = validateSpec(spec({ name: "  mc-1 ", image: " busybox ", hostId: " host_a ", dataMountPath: " /srv " }));
+    expect(out.name).toBe("mc-1");
+    expect(out.image).toBe("busybox");
+    expect(out.hostId).toBe("host_a");
+    expect(out.dataMountPath).toBe("/srv");
+  });
+
+  it("returns a copy and leaves the input untouched", () => {
+    const input = spec({ ports: [port(8080, 80)], env: { A: "1" }, command: ["a"] });
+    const snapshot = structuredClone(input);
+    const out = validateSpec(input);
+    expect(input).toEqual(snapshot);
+    expect(out).not.toBe(input);
+    expect(out.env).not.toBe(input.env);
+    expect(out.command).not.toBe(input.command);
+    expect(out.env).toEqual({ A: "1" });
+    expect(out.command).toEqual(["a"]);
+  });
+
+  it.each([
+    ["single char name", { name: "a" }],
+    ["63 char name", { name: `a${"b".repeat(61)}c` }],
+    ["digits-only name", { name: "123" }],
+    ["image with registry port, path and tag", { image: "registry.example.com:5000/team/app:1.2" }],
+    ["image with a digest", { image: `busybox@sha256:${"a".repeat(64)}` }],
+    ["image with tag and digest", { image: `ghcr.io/org/app:v1@sha256:${"0f".repeat(32)}` }],
+    ["image with '__' in the path", { image: "org/my__app" }],
+    ["same host port on tcp and udp", { ports: [port(25565, 25565, Protocol.TCP), port(25565, 25565, Protocol.UDP)] }],
+    ["port 1 and 65535", { ports: [port(1, 1), port(65535, 65535)] }],
+    ["no ports, no env, no command", { ports: [], env: {}, command: [] }],
+    ["env key with lowercase and underscore", { env: { _lower_9: "" } }],
+    ["nested mount path", { dataMountPath: "/a/b/c" }],
+    ["mount path with a dot component", { dataMountPath: "/data/./x" }],
+    ["200 env variables", { env: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`V${i}`, "x"])) }],
+  ] as [string, Partial<SpecInit>][])("%s", (_label, over) => {
+    expect(() => validateSpec(spec(over))).not.toThrow();
+  });
+});
+
+describe("requireId", () => {
+  it("trims and returns the id", () => {
+    expect(requireId("  srv_abc ")).toBe("srv_abc");
+  });
+  it.each([
+    ["", "id"],
+    ["   ", "id"],
+    ["x".repeat(254), "id"],
+  ])("rejects %j", (v, field) => {
+    expect(fieldOf(() => requireId(v))).toBe(field);
+  });
+  it("names the given field", () => {
+    expect(fieldOf(() => requireId("", "server_id"))).toBe("server_id");
+  });
+});

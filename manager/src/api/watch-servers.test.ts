@@ -1,0 +1,185 @@
+import { create } from "@bufbuild/protobuf";
+import { createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import {
+  DesiredState,
+  Phase,
+  ServerService,
+  ServerSpecSchema,
+  WatchChange,
+  type WatchServersResponse,
+} from "@berth/proto/berth/v1/server_pb.js";
+import { callerKey, type Caller } from "../auth/caller.js";
+import { Ledger } from "../ledger/ledger.js";
+import { createLogger } from "../log.js";
+import { openDatabase } from "../store/database.js";
+import { initialStatus, Store, type ServerRecord } from "../store/store.js";
+import { errorInterceptor } from "./errors.js";
+import { createWatchServers, RESUME_HEADER } from "./watch-servers.js";
+
+const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
+const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
+
+function server(id: string, o: Partial<ServerRecord> = {}): ServerRecord {
+  const name = id.replace(/^srv_/, "s-").replace(/_/g, "-");
+  return {
+    id,
+    project: "a",
+    name,
+    hostId: "host_1",
+    generation: 1,
+    spec: create(ServerSpecSchema, { name, image: "busybox", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
+    status: { ...initialStatus(), phase: Phase.RUNNING },
+    dataInitialized: false,
+    lifecycle: {},
+    createdAt: 1,
+    updatedAt: 1,
+    deletedAt: null,
+    ...o,
+  };
+}
+
+function setup() {
+  const db = openDatabase(":memory:");
+  const store = new Store(db);
+  const ledger = new Ledger(store);
+  const client = (caller: Caller) => {
+    const as: Interceptor = (next) => (req) => {
+      req.contextValues.set(callerKey, caller);
+      return next(req);
+    };
+    const t = createRouterTransport((r) => r.service(ServerService, { watchServers: createWatchServers({ store, ledger }) }), {
+      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), as] },
+    });
+    return createClient(ServerService, t);
+  };
+  /** What the reconciler does: write the status, then say so. */
+  const setPhase = (id: string, phase: Phase) => {
+    const s = store.getServer(id)!;
+    store.updateServerStatus(id, { ...s.status, phase }, false);
+    ledger.serverChanged(id);
+  };
+  return { store, ledger, client, setPhase };
+}
+
+/** A watch whose messages can be awaited one by one. */
+function watch(stream: AsyncIterable<WatchServersResponse>) {
+  const it = stream[Symbol.asyncIterator]();
+  return {
+    next: async (): Promise<WatchServersResponse> => (await it.next()).value as WatchServersResponse,
+    /** Messages up to and including SNAPSHOT_END. */
+    async snapshot(): Promise<WatchServersResponse[]> {
+      const out: WatchServersResponse[] = [];
+      for (;;) {
+        const m = (await it.next()).value as WatchServersResponse;
+        out.push(m);
+        if (m.change === WatchChange.SNAPSHOT_END) return out;
+      }
+    },
+  };
+}
+
+const label = (m: WatchServersResponse) => `${WatchChange[m.change]}${m.server ? ` ${m.server.id}` : ""}`;
+
+describe("ServerService.WatchServers", () => {
+  it("sends a snapshot, then one message per change, with resume tokens", async () => {
+    const { store, client, setPhase } = setup();
+    store.insertServer(server("srv_1"));
+    store.insertServer(server("srv_2", { project: "b" }));
+    const ctl = new AbortController();
+    const w = watch(client(TEAM_A).watchServers({}, { signal: ctl.signal }));
+    const snap = await w.snapshot();
+    expect(snap.map(label)).toEqual(["SNAPSHOT srv_1", "SNAPSHOT_END"]);
+    expect(snap[0]!.resumeToken).toBe("");
+    expect(snap[1]!.resumeToken).not.toBe("");
+
+    const t0 = Date.now();
+    setPhase("srv_1", Phase.STOPPING);
+    setPhase("srv_2", Phase.STOPPING); // another project: not sent
+    const m = await w.next();
+    expect(Date.now() - t0).toBeLessThan(100);
+    expect(label(m)).toBe("UPSERT srv_1");
+    expect(m.server!.status!.phase).toBe(Phase.STOPPING);
+    expect(m.resumeToken).not.toBe(snap[1]!.resumeToken);
+    ctl.abort();
+  });
+
+  it("coalesces a burst for one server into one message with the latest state", async () => {
+    const { store, client, setPhase } = setup();
+    store.insertServer(server("srv_1"));
+    const ctl = new AbortController();
+    const w = watch(client(ADMIN).watchServers({}, { signal: ctl.signal }));
+    await w.snapshot();
+    setPhase("srv_1", Phase.STOPPING);
+    setPhase("srv_1", Phase.STOPPED);
+    setPhase("srv_1", Phase.STARTING);
+    store.insertServer(server("srv_2"));
+    setPhase("srv_2", Phase.RUNNING);
+    const a = await w.next();
+    const b = await w.next();
+    expect([label(a), label(b)]).toEqual(["UPSERT srv_1", "UPSERT srv_2"]);
+    expect(a.server!.status!.phase).toBe(Phase.STARTING);
+    ctl.abort();
+  });
+
+  it("filters by host and phase on the server side; leaving the filter is a DELETE", async () => {
+    const { store, ledger, client, setPhase } = setup();
+    store.insertServer(server("srv_1"));
+    store.insertServer(server("srv_2", { hostId: "host_2" }));
+    store.insertServer(server("srv_3", { status: { ...initialStatus(), phase: Phase.STOPPED } }));
+    const ctl = new AbortController();
+    const w = watch(client(ADMIN).watchServers({ hostId: "host_1", phases: [Phase.RUNNING] }, { signal: ctl.signal }));
+    expect((await w.snapshot()).map(label)).toEqual(["SNAPSHOT srv_1", "SNAPSHOT_END"]);
+    setPhase("srv_2", Phase.STOPPED); // other host
+    setPhase("srv_3", Phase.RUNNING); // enters the filter
+    expect(label(await w.next())).toBe("UPSERT srv_3");
+    setPhase("srv_1", Phase.STOPPED); // leaves it
+    expect(label(await w.next())).toBe("DELETE srv_1");
+    // Purged: the record is gone; the ledger event says where it lived.
+    store.deleteServerRecord("srv_3");
+    ledger.append({ type: "server.purged", project: "a", serverId: "srv_3", hostId: "host_1" });
+    const gone = await w.next();
+    expect(label(gone)).toBe("DELETE srv_3");
+    expect(gone.server!.project).toBe("a");
+    ctl.abort();
+  });
+
+  it("resumes from a token: only what changed since, then SNAPSHOT_END; an unknown token gets a full snapshot", async () => {
+    const { store, ledger, client, setPhase } = setup();
+    for (const id of ["srv_1", "srv_2", "srv_3"]) store.insertServer(server(id));
+    const c = client(ADMIN);
+    const ctl = new AbortController();
+    const w = watch(c.watchServers({}, { signal: ctl.signal }));
+    await w.snapshot();
+    setPhase("srv_1", Phase.STOPPING);
+    const last = await w.next();
+    ctl.abort();
+
+    // While disconnected.
+    setPhase("srv_2", Phase.STOPPING);
+    setPhase("srv_2", Phase.STOPPED);
+    store.deleteServerRecord("srv_3");
+    ledger.serverChanged("srv_3");
+    await new Promise((r) => setImmediate(r));
+
+    const ctl2 = new AbortController();
+    const w2 = watch(c.watchServers({}, { signal: ctl2.signal, headers: { [RESUME_HEADER]: last.resumeToken } }));
+    const resumed = await w2.snapshot();
+    expect(resumed.map(label)).toEqual(["UPSERT srv_2", "DELETE srv_3", "SNAPSHOT_END"]);
+    expect(resumed[0]!.server!.status!.phase).toBe(Phase.STOPPED);
+    ctl2.abort();
+
+    const ctl3 = new AbortController();
+    const w3 = watch(c.watchServers({}, { signal: ctl3.signal, headers: { [RESUME_HEADER]: "bm90LWEtdG9rZW4" } }));
+    expect((await w3.snapshot()).map(label)).toEqual(["SNAPSHOT srv_2", "SNAPSHOT srv_1", "SNAPSHOT_END"]);
+    ctl3.abort();
+  });
+
+  it("a project-scoped token cannot watch another project", async () => {
+    const { client } = setup();
+    const err = await watch(client(TEAM_A).watchServers({ project: "b" }))
+      .next()
+      .catch((e: unknown) => e as Error);
+    expect(String(err)).toMatch(/not found/);
+  });
+});

@@ -1,0 +1,92 @@
+import type { Role } from "./caller.js";
+
+/**
+ * How a procedure authenticates:
+ * - `open`: anyone (health checks, server reflection);
+ * - `agent`: the agent's own credential, checked by the AgentService handler;
+ * - `token`: an operator token with at least `role`.
+ */
+export type Permission =
+  | { readonly auth: "open" }
+  | { readonly auth: "agent" }
+  | {
+      readonly auth: "token";
+      /** The least role that may call it. */
+      readonly role: Role;
+      /** Changes state: counted by the per-token rate limit. */
+      readonly mutates: boolean;
+      /**
+       * Acts on shared infrastructure (hosts, enrollment, orphans) rather than
+       * one project's servers, so only an all-projects admin may call it: a
+       * project-scoped admin must not remove a host other tenants run on.
+       */
+      readonly allProjects?: boolean;
+    };
+
+const OPEN: Permission = { auth: "open" };
+const AGENT: Permission = { auth: "agent" };
+const read = (role: Role): Permission => ({ auth: "token", role, mutates: false });
+const write = (role: Role): Permission => ({ auth: "token", role, mutates: true });
+const infra = (role: Role, mutates: boolean): Permission => ({ auth: "token", role, mutates, allProjects: true });
+
+/**
+ * THE permission table: every procedure the manager serves, by
+ * "<service type name>/<method name>". The auth interceptor consults it before
+ * any handler runs and refuses a procedure that is missing (fail closed);
+ * a unit test checks it covers every method of every service descriptor.
+ */
+export const PERMISSIONS: Readonly<Record<string, Permission>> = {
+  // Servers: read for viewers, lifecycle for operators, data destruction for admins.
+  "berth.v1.ServerService/GetServer": read("viewer"),
+  "berth.v1.ServerService/ListServers": read("viewer"),
+  "berth.v1.ServerService/WatchServers": read("viewer"),
+  "berth.v1.ServerService/TailLogs": read("viewer"),
+  "berth.v1.ServerService/CreateServer": write("operator"),
+  "berth.v1.ServerService/UpdateServer": write("operator"),
+  "berth.v1.ServerService/StartServer": write("operator"),
+  "berth.v1.ServerService/StopServer": write("operator"),
+  "berth.v1.ServerService/PauseServer": write("operator"),
+  "berth.v1.ServerService/ResumeServer": write("operator"),
+  "berth.v1.ServerService/RestartServer": write("operator"),
+  "berth.v1.ServerService/RebuildServer": write("operator"),
+  "berth.v1.ServerService/DeleteServer": write("operator"),
+  "berth.v1.ServerService/RestoreServer": write("operator"),
+  "berth.v1.ServerService/PurgeServer": write("admin"),
+
+  // Hosts are shared by every project.
+  "berth.v1.HostService/ListHosts": read("viewer"),
+  "berth.v1.HostService/GetHost": read("viewer"),
+  "berth.v1.HostService/ResyncHost": write("operator"),
+  "berth.v1.HostService/CreateEnrollmentToken": infra("admin", true),
+  "berth.v1.HostService/RemoveHost": infra("admin", true),
+
+  "berth.v1.AccessService/WhoAmI": read("viewer"),
+  "berth.v1.AccessService/CreateToken": write("admin"),
+  "berth.v1.AccessService/ListTokens": read("admin"),
+  "berth.v1.AccessService/RevokeToken": write("admin"),
+
+  "berth.v1.EventService/ListEvents": read("viewer"),
+  "berth.v1.EventService/WatchEvents": read("viewer"),
+
+  "berth.v1.AlertService/ListAlerts": read("viewer"),
+  "berth.v1.AlertService/AcknowledgeAlert": write("operator"),
+  "berth.v1.AlertService/MuteAlert": write("operator"),
+
+  // Orphans are containers and data no project owns.
+  "berth.v1.OrphanService/ListOrphans": infra("admin", false),
+  "berth.v1.OrphanService/AdoptOrphan": infra("admin", true),
+  "berth.v1.OrphanService/DestroyOrphan": infra("admin", true),
+
+  "berth.v1.AgentService/Enroll": AGENT,
+  "berth.v1.AgentService/Connect": AGENT,
+
+  "grpc.health.v1.Health/Check": OPEN,
+  "grpc.health.v1.Health/Watch": OPEN,
+  "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": OPEN,
+  "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": OPEN,
+};
+
+/** The permission of a procedure, or undefined when the table lacks it (refuse). */
+export function permissionFor(serviceTypeName: string, methodName: string): Permission | undefined {
+  return Object.hasOwn(PERMISSIONS, `${serviceTypeName}/${methodName}`) ? PERMISSIONS[`${serviceTypeName}/${methodName}`] : undefined;
+}

@@ -1,0 +1,98 @@
+import { describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { PortMappingSchema, Protocol, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import { describeConflicts, findPortConflicts, suggestFreePorts, type PortOwner } from "./port-conflicts.js";
+
+const tcp = (hostPort: number): PortMapping => create(PortMappingSchema, { hostPort, containerPort: hostPort, protocol: Protocol.TCP });
+const udp = (hostPort: number): PortMapping => create(PortMappingSchema, { hostPort, containerPort: hostPort, protocol: Protocol.UDP });
+/** Protocol left unspecified: means tcp. */
+const dflt = (hostPort: number): PortMapping => create(PortMappingSchema, { hostPort, containerPort: hostPort });
+
+describe("findPortConflicts", () => {
+  it.each([
+    ["tcp vs udp on the same port is not a conflict", [tcp(25565)], [{ name: "a", ports: [udp(25565)] }], []],
+    ["udp vs tcp on the same port is not a conflict", [udp(25565)], [{ name: "a", ports: [tcp(25565)] }], []],
+    ["tcp vs tcp conflicts", [tcp(25565)], [{ name: "mc-1", ports: [tcp(25565)] }], [{ port: 25565, protocol: "tcp", usedBy: "mc-1" }]],
+    ["udp vs udp conflicts", [udp(19132)], [{ name: "bedrock", ports: [udp(19132)] }], [{ port: 19132, protocol: "udp", usedBy: "bedrock" }]],
+    ["unspecified protocol counts as tcp (wanted)", [dflt(80)], [{ name: "web", ports: [tcp(80)] }], [{ port: 80, protocol: "tcp", usedBy: "web" }]],
+    ["unspecified protocol counts as tcp (other)", [tcp(80)], [{ name: "web", ports: [dflt(80)] }], [{ port: 80, protocol: "tcp", usedBy: "web" }]],
+    ["unspecified is not udp", [dflt(53)], [{ name: "dns", ports: [udp(53)] }], []],
+    ["different ports do not conflict", [tcp(8080)], [{ name: "web", ports: [tcp(8081), tcp(80)] }], []],
+    ["no other servers", [tcp(8080), udp(8080)], [], []],
+    [
+      "every conflict is reported, in the wanted order, with its owner",
+      [udp(19132), tcp(8080), tcp(25565), tcp(9999)],
+      [
+        { name: "mc-1", ports: [tcp(25565), udp(19132)] },
+        { name: "web", ports: [tcp(8080)] },
+      ],
+      [
+        { port: 19132, protocol: "udp", usedBy: "mc-1" },
+        { port: 8080, protocol: "tcp", usedBy: "web" },
+        { port: 25565, protocol: "tcp", usedBy: "mc-1" },
+      ],
+    ],
+  ] as [string, PortMapping[], PortOwner[], unknown[]][])("%s", (_label, wanted, others, want) => {
+    expect(findPortConflicts(wanted, others)).toEqual(want);
+  });
+});
+
+describe("suggestFreePorts", () => {
+  it("suggests the next free port on the same protocol", () => {
+    const others = [{ name: "mc-1", ports: [tcp(25565)] }];
+    const wanted = [tcp(25565)];
+    expect(suggestFreePorts(findPortConflicts(wanted, others), others, wanted)).toEqual([25566]);
+  });
+
+  it("skips ports taken by other servers and by the request itself", () => {
+    const others = [
+      { name: "mc-1", ports: [tcp(25565), tcp(25566)] },
+      { name: "mc-2", ports: [tcp(25568)] },
+    ];
+    const wanted = [tcp(25565), tcp(25567)];
+    const conflicts = findPortConflicts(wanted, others);
+    expect(conflicts.map((c) => c.port)).toEqual([25565]);
+    // 25566 (mc-1), 25567 (wanted), 25568 (mc-2) are taken.
+    expect(suggestFreePorts(conflicts, others, wanted)).toEqual([25569]);
+  });
+
+  it("only ports on the same protocol count as taken", () => {
+    const others = [{ name: "x", ports: [tcp(7000), udp(7001)] }];
+    const wanted = [tcp(7000)];
+    expect(suggestFreePorts(findPortConflicts(wanted, others), others, wanted)).toEqual([7001]);
+  });
+
+  it("never suggests the same port twice", () => {
+    const others = [{ name: "web", ports: [tcp(8080), tcp(8081), tcp(8082)] }];
+    const wanted = [tcp(8080), tcp(8081)];
+    const suggestions = suggestFreePorts(findPortConflicts(wanted, others), others, wanted);
+    expect(suggestions).toEqual([8083, 8084]);
+  });
+
+  it("answers 0 when nothing above the port is free", () => {
+    const others = [{ name: "top", ports: [tcp(65535)] }];
+    const wanted = [tcp(65535)];
+    expect(suggestFreePorts(findPortConflicts(wanted, others), others, wanted)).toEqual([0]);
+  });
+});
+
+describe("describeConflicts", () => {
+  it("lists every conflict with its suggestion", () => {
+    const others = [
+      { name: "mc-1", ports: [tcp(25565)] },
+      { name: "dns", ports: [udp(53)] },
+    ];
+    const wanted = [tcp(25565), udp(53), tcp(53)];
+    const conflicts = findPortConflicts(wanted, others);
+    const msg = describeConflicts(conflicts, suggestFreePorts(conflicts, others, wanted));
+    expect(msg).toBe('host port 25565/tcp is used by server "mc-1" (try 25566); host port 53/udp is used by server "dns" (try 54)');
+  });
+
+  it("leaves out a missing suggestion", () => {
+    expect(describeConflicts([{ port: 65535, protocol: "udp", usedBy: "x" }], [0])).toBe('host port 65535/udp is used by server "x"');
+  });
+
+  it("is empty without conflicts", () => {
+    expect(describeConflicts([], [])).toBe("");
+  });
+});

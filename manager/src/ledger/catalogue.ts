@@ -1,0 +1,98 @@
+/**
+ * THE catalogue of event types berth records in its ledger. Every `type`
+ * appended anywhere in the manager must be listed here with what it means
+ * (`catalogue.test.ts` greps the source tree and fails on a missing one), and
+ * `docs/events.md` is generated from this list (`renderCatalogueMarkdown`).
+ */
+
+/** Who records an event of this type (the `actor` field). */
+export type EventActor = "operator" | "reconciler" | "agent" | "alerts" | "manager";
+
+export interface EventTypeInfo {
+  /** One line: what happened. */
+  meaning: string;
+  /** Usual actor: `operator` means `token:<id>:<name>` (or `bootstrap`/`cli` for tokens). */
+  actor: EventActor;
+  /** What the event's own fields carry, when it is more than the message. */
+  fields?: string;
+}
+
+export const EVENT_CATALOGUE = {
+  // --- operator actions on servers (ServerService) ----------------------------
+  "server.created": { meaning: "CreateServer recorded a new server on the chosen host", actor: "operator" },
+  "server.updated": { meaning: "UpdateServer replaced the spec (generation + 1); with apply_now the container is recreated at once", actor: "operator" },
+  "server.start_requested": { meaning: "StartServer: desired state running", actor: "operator" },
+  "server.stop_requested": { meaning: "StopServer: desired state stopped", actor: "operator" },
+  "server.pause_requested": { meaning: "PauseServer: desired state paused", actor: "operator" },
+  "server.resume_requested": { meaning: "ResumeServer: desired state running again after a pause", actor: "operator" },
+  "server.restart_requested": { meaning: "RestartServer: stop then start the container (applying a newer spec)", actor: "operator" },
+  "server.rebuild_requested": { meaning: "RebuildServer: recreate the container from the current spec, keeping data", actor: "operator" },
+  "server.deleted": { meaning: "DeleteServer: soft delete; container removed, data and record kept", actor: "operator" },
+  "server.restored": { meaning: "RestoreServer: a soft-deleted server is back (stopped)", actor: "operator" },
+  "server.purge_requested": { meaning: "PurgeServer: remove container and record (data only with remove_data)", actor: "operator" },
+  "server.purged": {
+    meaning: "the server's record was dropped: purge finished, delete retention expired, or a forced purge while the host was offline",
+    actor: "reconciler",
+    fields: "reason: Purged, RetentionExpired, ForcedWhileHostOffline, ...",
+  },
+
+  // --- the reconciler and the agent ------------------------------------------
+  "command.issued": { meaning: "the reconciler sent a command to the server's agent", actor: "reconciler", fields: "correlation_id: the command id; message: the command kind" },
+  "command.succeeded": { meaning: "the agent finished a command", actor: "agent", fields: "correlation_id: the command id" },
+  "command.failed": { meaning: "the agent could not finish a command", actor: "agent", fields: "correlation_id: the command id; reason and message from the agent" },
+  "command.expired": { meaning: "a command passed its deadline without a result", actor: "reconciler", fields: "correlation_id: the command id" },
+  "phase.changed": {
+    meaning: "the server's phase (or its reason) changed",
+    actor: "reconciler",
+    fields: "reason: the new phase's reason; payload: {from, to, cause}: the cause is what triggered the reconcile",
+  },
+  "container.died": { meaning: "the container exited by itself (not stopped by berth or an operator)", actor: "agent", fields: "reason: Crashed or Exited; payload: {exitCode}" },
+  "drift.adopted": { meaning: "a stop made outside berth (or a clean exit) became the desired state: desired is now stopped", actor: "reconciler" },
+  "drift.healed": { meaning: "a stop made outside berth was undone because the restart policy is always", actor: "reconciler" },
+  "drift.container_removed": { meaning: "the container was removed outside berth; the server is Missing until started", actor: "reconciler" },
+  "image.pull_progress": {
+    meaning: "the agent is pulling the server's image (at most one event per server every 2 s, plus the last)",
+    actor: "agent",
+    fields: "reason: Pulling or PullFinished; correlation_id: the command id",
+  },
+  "data.lost": { meaning: "the data directory of a server that had data is gone (phase DataLost)", actor: "reconciler" },
+
+  // --- hosts and access --------------------------------------------------------
+  "host.enrolled": { meaning: "an agent enrolled with a one-time token; a new host exists", actor: "agent", fields: "correlation_id: the enrollment token id" },
+  "host.connected": { meaning: "the host's agent connected and sent its full inventory", actor: "agent" },
+  "host.disconnected": { meaning: "the host's agent stream ended; its servers become Unknown", actor: "agent" },
+  "host.docker_unreachable": { meaning: "the host's agent cannot reach its Docker engine", actor: "agent" },
+  "host.docker_reachable": { meaning: "the host's agent reaches its Docker engine again", actor: "agent" },
+  "host.removed": { meaning: "RemoveHost: the host's credential is revoked and its stream closed", actor: "operator" },
+  "enrollment.created": { meaning: "CreateEnrollmentToken issued a one-time enrollment token", actor: "operator", fields: "correlation_id: the enrollment token id" },
+  "token.created": { meaning: "an operator token was created (API, CLI, or the first start's admin token)", actor: "operator", fields: "correlation_id: the token id" },
+  "token.revoked": { meaning: "an operator token was revoked; its open streams end", actor: "operator", fields: "correlation_id: the token id" },
+
+  // --- alerts and notifications ------------------------------------------------
+  "alert.fired": { meaning: "an alert rule's condition holds (for its threshold): a new firing alert", actor: "alerts", fields: "correlation_id: the alert id; reason: the rule" },
+  "alert.resolved": { meaning: "an alert's condition cleared; the alert is resolved", actor: "alerts", fields: "correlation_id: the alert id; reason: the rule" },
+  "alert.acknowledged": { meaning: "AcknowledgeAlert: an operator took care of an alert", actor: "operator", fields: "correlation_id: the alert id" },
+  "alert.muted": { meaning: "MuteAlert: an alert's notifications are silenced until a time (or unmuted)", actor: "operator", fields: "correlation_id: the alert id; payload: {mutedUntil}" },
+  "webhook.delivered": { meaning: "a webhook receiver accepted an alert notification (2xx)", actor: "alerts", fields: "correlation_id: the alert id; payload: {url, attempt, status, delivery}" },
+  "webhook.failed": {
+    meaning: "a webhook delivery attempt failed; it is retried with backoff until the last attempt",
+    actor: "alerts",
+    fields: "correlation_id: the alert id; payload: {url, attempt, status or error, willRetry, delivery}",
+  },
+} as const satisfies Record<string, EventTypeInfo>;
+
+export type EventType = keyof typeof EVENT_CATALOGUE;
+
+export function isCatalogued(type: string): type is EventType {
+  return Object.hasOwn(EVENT_CATALOGUE, type);
+}
+
+/** The catalogue as the Markdown table in docs/events.md, grouped by the part before the dot. */
+export function renderCatalogueMarkdown(): string {
+  const lines = ["| type | actor | meaning |", "| --- | --- | --- |"];
+  for (const [type, info] of Object.entries(EVENT_CATALOGUE) as [string, EventTypeInfo][]) {
+    const more = info.fields ? ` (${info.fields})` : "";
+    lines.push(`| \`${type}\` | ${info.actor} | ${info.meaning}${more} |`);
+  }
+  return lines.join("\n") + "\n";
+}

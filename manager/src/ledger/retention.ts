@@ -1,0 +1,77 @@
+import type { Logger } from "../log.js";
+import type { EventStore } from "../store/event-store.js";
+
+export interface RetentionConfig {
+  /** Events older than this are pruned (default 30 days). */
+  maxAgeMs: number;
+  /** At most this many of the newest events are kept (default 1,000,000). */
+  maxRows: number;
+  /** Rows deleted per step: small, so a step never holds the database for long. */
+  batchSize: number;
+  /** Pause between steps once nothing is left to prune. */
+  intervalMs: number;
+}
+
+export const DEFAULT_RETENTION: RetentionConfig = {
+  maxAgeMs: 30 * 24 * 3600_000,
+  maxRows: 1_000_000,
+  batchSize: 1000,
+  intervalMs: 60_000,
+};
+
+/** Pause between steps while a backlog is being drained: lets the reconciler and API run in between. */
+const DRAIN_PAUSE_MS = 20;
+
+/**
+ * Prunes the event ledger by age and by count in small batches on a timer.
+ * Each step is one bounded DELETE (a few milliseconds for 1,000 rows); a large
+ * backlog (a lowered limit, a long-stopped manager) is drained one step at a
+ * time with pauses in between, never in one long transaction.
+ */
+export class EventRetention {
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly events: EventStore,
+    private readonly config: RetentionConfig,
+    private readonly log?: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** One step: at most `batchSize` rows, the oldest first. Returns how many were deleted. */
+  pruneOnce(): number {
+    const { batchSize, maxAgeMs, maxRows } = this.config;
+    let deleted = this.events.pruneOlderThan(this.now() - maxAgeMs, batchSize);
+    if (deleted < batchSize) deleted += this.events.pruneBeyondCount(maxRows, batchSize - deleted);
+    return deleted;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => this.tick(), delayMs);
+    this.timer.unref();
+  }
+
+  private tick(): void {
+    let deleted = 0;
+    try {
+      deleted = this.pruneOnce();
+      if (deleted > 0) this.log?.debug({ deleted }, "event retention pruned events");
+    } catch (err) {
+      this.log?.warn({ err }, "event retention step failed; retrying later");
+    }
+    this.schedule(deleted >= this.config.batchSize ? DRAIN_PAUSE_MS : this.config.intervalMs);
+  }
+}

@@ -1,0 +1,138 @@
+import { newId } from "../ids.js";
+import type { ServerRecord } from "../store/store.js";
+
+/** One change of one server record, numbered in the order the feed published it. */
+export interface ServerChange {
+  /** Monotonic within this manager process (see `ServerChangeFeed.epoch`). */
+  seq: number;
+  serverId: string;
+  /** The record after the change; undefined when it is gone (purged). */
+  server: ServerRecord | undefined;
+  /** Project and host of the server, also known for a record that is gone. */
+  project: string;
+  hostId: string;
+}
+
+/** Where a server lives, remembered for records that are gone. */
+interface Placement {
+  project: string;
+  hostId: string;
+}
+
+/** How many changes a watch can resume across; older tokens get a fresh snapshot. */
+export const RESUME_WINDOW = 10_000;
+
+/**
+ * The live feed behind ServerService.WatchServers. Writers call `notify(id)`
+ * right after they change a server record (the reconciler's
+ * `onServerChanged`, and every ledger event about a server); a burst of
+ * notifications for one server within the same turn of the event loop is
+ * published once, on `setImmediate`, with the record loaded once for every
+ * subscriber. The feed keeps the last RESUME_WINDOW change ids so a watch can
+ * resume where it stopped instead of starting over.
+ */
+export class ServerChangeFeed {
+  /** Distinguishes this process's sequence numbers from a previous run's. */
+  readonly epoch = newId("w", 8).slice(2);
+  private seq = 0;
+  private readonly dirty = new Map<string, Partial<Placement>>();
+  private scheduled = false;
+  private readonly recent: { seq: number; serverId: string; project: string; hostId: string }[] = [];
+  private readonly placements = new Map<string, Placement>();
+  private readonly subscribers = new Set<(batch: readonly ServerChange[]) => void>();
+
+  constructor(private readonly load: (serverId: string) => ServerRecord | undefined) {}
+
+  /** The sequence number of the latest published change. */
+  get currentSeq(): number {
+    return this.seq;
+  }
+
+  /** Marks a server changed; `hint` tells where a record that is already gone lived. */
+  notify(serverId: string, hint: Partial<Placement> = {}): void {
+    if (!serverId) return;
+    const prev = this.dirty.get(serverId);
+    this.dirty.set(serverId, { ...prev, ...stripEmpty(hint) });
+    if (!this.scheduled) {
+      this.scheduled = true;
+      // After the writer's transaction (better-sqlite3 is synchronous), before any timer.
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Publishes every pending change now (tests; normally scheduled by `notify`). */
+  flush(): void {
+    this.scheduled = false;
+    if (this.dirty.size === 0) return;
+    const batch: ServerChange[] = [];
+    // Without subscribers only the resume window needs the change, not the record.
+    const loading = this.subscribers.size > 0;
+    for (const [serverId, hint] of this.dirty) {
+      let server: ServerRecord | undefined;
+      try {
+        server = loading ? this.load(serverId) : undefined;
+      } catch {
+        // The database is closing (manager shutdown): nobody is left to tell.
+        this.dirty.clear();
+        return;
+      }
+      const known = this.placements.get(serverId);
+      const project = server?.project ?? hint.project ?? known?.project ?? "";
+      const hostId = server?.hostId ?? hint.hostId ?? known?.hostId ?? "";
+      if (server) this.placements.set(serverId, { project, hostId });
+      else if (loading) this.placements.delete(serverId);
+      const change = { seq: ++this.seq, serverId, server, project, hostId };
+      batch.push(change);
+      this.recent.push({ seq: change.seq, serverId, project, hostId });
+    }
+    this.dirty.clear();
+    if (this.recent.length > RESUME_WINDOW) this.recent.splice(0, this.recent.length - RESUME_WINDOW);
+    for (const s of this.subscribers) s(batch);
+  }
+
+  /** Calls `fn` with every published batch until the returned function is called. */
+  subscribe(fn: (batch: readonly ServerChange[]) => void): () => void {
+    this.subscribers.add(fn);
+    return () => this.subscribers.delete(fn);
+  }
+
+  /**
+   * The servers changed after `seq` (each once, with its latest sequence
+   * number and current record), or undefined when `seq` is outside the
+   * resume window.
+   */
+  changesSince(seq: number): ServerChange[] | undefined {
+    if (seq > this.seq) return undefined;
+    const oldest = this.recent[0]?.seq ?? this.seq + 1;
+    if (seq < oldest - 1) return undefined;
+    const latest = new Map<string, { seq: number; project: string; hostId: string }>();
+    for (const c of this.recent) {
+      if (c.seq <= seq) continue;
+      latest.delete(c.serverId);
+      latest.set(c.serverId, c);
+    }
+    return [...latest].map(([serverId, c]) => {
+      const server = this.load(serverId);
+      return { seq: c.seq, serverId, server, project: server?.project ?? c.project, hostId: server?.hostId ?? c.hostId };
+    });
+  }
+
+  /** The opaque resume token for "everything up to `seq` was delivered". */
+  token(seq: number): string {
+    return Buffer.from(`${this.epoch}:${seq}`).toString("base64url");
+  }
+
+  /** The sequence number in a token from this process, or undefined (other process, garbage). */
+  parseToken(token: string): number | undefined {
+    const m = /^([a-z2-7]+):(\d+)$/.exec(Buffer.from(token, "base64url").toString());
+    if (!m || m[1] !== this.epoch) return undefined;
+    return Number(m[2]);
+  }
+}
+
+function stripEmpty(p: Partial<Placement>): Partial<Placement> {
+  const out: Partial<Placement> = {};
+  if (p.project) out.project = p.project;
+  if (p.hostId) out.hostId = p.hostId;
+  return out;
+}

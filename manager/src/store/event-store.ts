@@ -1,0 +1,157 @@
+import type { Db } from "./database.js";
+import type { EventRecord } from "./store.js";
+
+/** Which events a reader may see (project scoping), decided by the API layer. */
+export interface EventScope {
+  /**
+   * The caller's project, or null for an all-projects caller. A project-scoped
+   * caller sees its project's events and the project-less events about a host
+   * (`host.*`, host alerts): hosts are shared and every viewer may list them.
+   */
+  project: string | null;
+}
+
+export interface EventQuery extends EventScope {
+  serverId?: string;
+  hostId?: string;
+  /** Dotted prefix, e.g. "command." or "server.start". */
+  typePrefix?: string;
+  /** Exact actor, or a prefix ending before ":" (e.g. "token:tok_x" matches "token:tok_x:ci"). */
+  actor?: string;
+  /** Inclusive lower bound on `time` (ms). */
+  since?: number;
+  /** Exclusive upper bound on `time` (ms). */
+  until?: number;
+}
+
+/**
+ * The ledger's reads and retention: filtered listing (newest first, keyset
+ * pagination by id), forward reads for watches, and batched pruning. Appends
+ * stay in `Store.appendEvent` so they join the callers' transactions. Portable
+ * SQL: `substr` and plain comparisons, no SQLite-only functions.
+ */
+export class EventStore {
+  constructor(private readonly db: Db) {}
+
+  /** Newest first; `beforeId` continues a previous page. */
+  listNewestFirst(q: EventQuery & { beforeId?: number; limit: number }): EventRecord[] {
+    const { where, args } = this.filter(q);
+    if (q.beforeId !== undefined) {
+      where.push("id < ?");
+      args.push(q.beforeId);
+    }
+    const sql = `SELECT * FROM events${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ${Math.floor(q.limit)}`;
+    return (this.db.prepare(sql).all(...args) as EventRow[]).map(eventFromRow);
+  }
+
+  /** Oldest first, ids in (afterId, upToId]: a watch reads the ledger forward in bounded steps. */
+  readForward(q: EventQuery & { afterId: number; upToId: number; limit: number }): EventRecord[] {
+    const { where, args } = this.filter(q);
+    where.push("id > ?", "id <= ?");
+    args.push(q.afterId, q.upToId);
+    const sql = `SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY id LIMIT ${Math.floor(q.limit)}`;
+    return (this.db.prepare(sql).all(...args) as EventRow[]).map(eventFromRow);
+  }
+
+  /** The newest event id (0 when the ledger is empty). */
+  lastId(): number {
+    const row = this.db.prepare("SELECT MAX(id) AS id FROM events").get() as { id: number | null };
+    return row.id ?? 0;
+  }
+
+  /** The oldest retained event id (0 when the ledger is empty). */
+  firstId(): number {
+    const row = this.db.prepare("SELECT MIN(id) AS id FROM events").get() as { id: number | null };
+    return row.id ?? 0;
+  }
+
+  /** Deletes at most `limit` of the oldest events older than `cutoff` (ms); returns how many. */
+  pruneOlderThan(cutoff: number, limit: number): number {
+    return this.db
+      .prepare(`DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY id LIMIT ${Math.floor(limit)})`)
+      .run(cutoff).changes;
+  }
+
+  /**
+   * Deletes at most `limit` of the oldest events beyond the newest `keep`.
+   * Ids are monotonic, so "older than the newest `keep` ids" is `id <= max - keep`:
+   * no COUNT(*) over a million rows on every tick.
+   */
+  pruneBeyondCount(keep: number, limit: number): number {
+    const cutoff = this.lastId() - Math.floor(keep);
+    if (cutoff <= 0) return 0;
+    return this.db
+      .prepare(`DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? ORDER BY id LIMIT ${Math.floor(limit)})`)
+      .run(cutoff).changes;
+  }
+
+  private filter(q: EventQuery): { where: string[]; args: unknown[] } {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (q.project !== null) {
+      where.push("(project = ? OR (project = '' AND server_id = '' AND host_id <> ''))");
+      args.push(q.project);
+    }
+    if (q.serverId) {
+      where.push("server_id = ?");
+      args.push(q.serverId);
+    }
+    if (q.hostId) {
+      where.push("host_id = ?");
+      args.push(q.hostId);
+    }
+    if (q.typePrefix) {
+      // A range rather than LIKE: no wildcard escaping, and the (type, id) index applies.
+      where.push("type >= ? AND type < ?");
+      args.push(q.typePrefix, prefixEnd(q.typePrefix));
+    }
+    if (q.actor) {
+      where.push("(actor = ? OR substr(actor, 1, ?) = ?)");
+      args.push(q.actor, q.actor.length + 1, `${q.actor}:`);
+    }
+    if (q.since !== undefined) {
+      where.push("time >= ?");
+      args.push(q.since);
+    }
+    if (q.until !== undefined) {
+      where.push("time < ?");
+      args.push(q.until);
+    }
+    return { where, args };
+  }
+}
+
+/** The smallest string greater than every string starting with `prefix`. */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+interface EventRow {
+  id: number;
+  time: number;
+  project: string;
+  server_id: string;
+  host_id: string;
+  type: string;
+  reason: string;
+  message: string;
+  actor: string;
+  correlation_id: string;
+  payload_json: string;
+}
+
+function eventFromRow(r: EventRow): EventRecord {
+  return {
+    id: r.id,
+    time: r.time,
+    project: r.project,
+    serverId: r.server_id,
+    hostId: r.host_id,
+    type: r.type,
+    reason: r.reason,
+    message: r.message,
+    actor: r.actor,
+    correlationId: r.correlation_id,
+    payloadJson: r.payload_json,
+  };
+}

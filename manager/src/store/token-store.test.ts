@@ -1,0 +1,72 @@
+import { describe, expect, it } from "vitest";
+import { hashSecret } from "../ids.js";
+import { openDatabase } from "./database.js";
+import { TokenStore } from "./token-store.js";
+
+function fresh() {
+  const db = openDatabase(":memory:");
+  return { db, tokens: new TokenStore(db) };
+}
+
+describe("TokenStore", () => {
+  it("creates tokens with a brt_ secret and stores only its SHA-256", () => {
+    const { db, tokens } = fresh();
+    expect(tokens.count()).toBe(0);
+    const { token, secret } = tokens.create({ name: "ci", role: "operator", project: "web", createdBy: "test", now: 1000 });
+    expect(secret).toMatch(/^brt_[A-Za-z0-9_-]{43}$/);
+    expect(token).toMatchObject({ name: "ci", role: "operator", project: "web", createdAt: 1000, revokedAt: null, createdBy: "test" });
+    expect(token.id).toMatch(/^tok_/);
+    const row = db.prepare("SELECT * FROM tokens").get() as Record<string, unknown>;
+    expect(row.secret_hash).toBe(hashSecret(secret));
+    expect(JSON.stringify(row)).not.toContain(secret.slice(4));
+    expect(tokens.count()).toBe(1);
+  });
+
+  it("finds a token by its secret only", () => {
+    const { tokens } = fresh();
+    const { token, secret } = tokens.create({ name: "a", role: "viewer", project: "p", createdBy: "", now: 1 });
+    expect(tokens.findBySecret(secret)?.id).toBe(token.id);
+    expect(tokens.findBySecret(`${secret}x`)).toBeUndefined();
+    expect(tokens.findBySecret("brt_nope")).toBeUndefined();
+  });
+
+  it("records new projects and keeps all-projects tokens without one", () => {
+    const { db, tokens } = fresh();
+    tokens.create({ name: "a", role: "viewer", project: "games", createdBy: "", now: 5 });
+    tokens.create({ name: "b", role: "operator", project: "games", createdBy: "", now: 6 });
+    tokens.create({ name: "root", role: "admin", project: null, createdBy: "", now: 7 });
+    const projects = (db.prepare("SELECT name FROM projects ORDER BY name").all() as { name: string }[]).map((r) => r.name);
+    expect(projects).toEqual(["default", "games"]);
+    expect(tokens.list().map((t) => t.name)).toEqual(["a", "b", "root"]);
+    expect(tokens.list({ project: "games" }).map((t) => t.name)).toEqual(["a", "b"]);
+    expect(tokens.list().find((t) => t.name === "root")?.project).toBeNull();
+  });
+
+  it("revokes once; a revoked token is still found (to say it was revoked)", () => {
+    const { tokens } = fresh();
+    const { token, secret } = tokens.create({ name: "a", role: "admin", project: null, createdBy: "", now: 1 });
+    expect(tokens.revoke(token.id, 50)).toBe(true);
+    expect(tokens.revoke(token.id, 60)).toBe(false);
+    expect(tokens.revoke("tok_missing", 60)).toBe(false);
+    expect(tokens.findBySecret(secret)?.revokedAt).toBe(50);
+  });
+
+  it("records use at most once a minute per token", () => {
+    const { tokens } = fresh();
+    const { token } = tokens.create({ name: "a", role: "viewer", project: "p", createdBy: "", now: 0 });
+    tokens.touch(token.id, 1_000);
+    tokens.touch(token.id, 30_000);
+    expect(tokens.get(token.id)?.lastUsedAt).toBe(1_000);
+    tokens.touch(token.id, 61_000);
+    expect(tokens.get(token.id)?.lastUsedAt).toBe(61_000);
+  });
+
+  it("revokes a host's credential by marking it removed, once", () => {
+    const { db, tokens } = fresh();
+    db.prepare("INSERT INTO hosts (id, name, secret_hash, created_at, online) VALUES ('host_a', 'a', 'x', 1, 1)").run();
+    expect(tokens.removeHost("host_a", 99)).toBe(true);
+    expect(tokens.removeHost("host_a", 100)).toBe(false);
+    expect(tokens.removeHost("host_missing", 100)).toBe(false);
+    expect(db.prepare("SELECT removed_at, online FROM hosts WHERE id = 'host_a'").get()).toEqual({ removed_at: 99, online: 0 });
+  });
+});
