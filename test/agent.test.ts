@@ -6,7 +6,7 @@
  * dockerd of this file's own, never the shared one).
  */
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { cpus, hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
@@ -21,6 +21,8 @@ import { eventsFor } from "./harness/ledger.js";
 import { enrollAgent, runAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { startTcpProxy, type TcpProxy } from "./harness/tcp-proxy.js";
 
+/** Where the harness keeps private dockerds (see docker-engine.ts). */
+const PRIVATE_ROOT = "/tmp/berth-docker";
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dockerReachable = (h: Host) => h.conditions.find((c) => c.type === "DockerReachable");
@@ -249,8 +251,12 @@ describe("the agent under a Docker engine restart", () => {
   let manager: ManagerProc;
   let agent: Proc | undefined;
   let hostId: string;
+  let serverId: string | undefined;
+  let release: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
+    // Another run of this file (a teammate's `npm test`) would stop the same engine under us: take turns.
+    release = await exclusive(`${PRIVATE_ROOT}/agent-test.lock`, 540_000);
     engine = await ownPrivateDockerd();
     priv = dockerClient(engine.dockerHost);
     await ensureTestImage(priv);
@@ -264,21 +270,27 @@ describe("the agent under a Docker engine restart", () => {
     hostId = (JSON.parse(readFileSync(join(stateDir, "credentials.json"), "utf8")) as { hostId: string }).hostId;
     agent = runAgent({ dir, stateDir, dataRoot: join(dir, "data"), env });
     await waitFor("host online", async () => (await manager.hosts.getHost({ id: hostId })).host?.state === HostState.ONLINE);
-  });
+  }, 600_000);
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    if (engine) {
-      const d = dockerClient(engine.dockerHost);
-      for (const c of await d.listContainers({ all: true }).catch(() => [])) await d.getContainer(c.Id).remove({ force: true }).catch(() => {});
-      await engine.stop();
+    try {
+      if (engine) {
+        const d = dockerClient(engine.dockerHost);
+        const mine = serverId ? await d.listContainers({ all: true, filters: { label: [`berth.server=${serverId}`] } }).catch(() => []) : [];
+        for (const c of mine) await d.getContainer(c.Id).remove({ force: true }).catch(() => {});
+        await engine.stop();
+      }
+    } finally {
+      await release?.();
     }
   });
 
   it("reports DockerReachable=False while the engine is down, then resyncs and restores the server", async () => {
     const { server } = await manager.servers.createServer({ spec: { name: `eng-${uid()}`, hostId, image: TEST_IMAGE, command: ["sleep", "3600"] } });
     const id = server!.id;
+    serverId = id;
     await waitForPhase(manager, id, Phase.RUNNING, 60_000);
     const getHost = async () => (await manager.hosts.getHost({ id: hostId })).host!;
 
@@ -317,7 +329,7 @@ describe("the agent under a Docker engine restart", () => {
 async function ownPrivateDockerd(): Promise<DockerEngine> {
   let engine = await startPrivateDockerd("agent-test");
   if (engine.ownedPid) return engine;
-  const pidFile = "/tmp/berth-docker/agent-test/docker.pid";
+  const pidFile = `${PRIVATE_ROOT}/agent-test/docker.pid`;
   const pid = Number(readFileSync(pidFile, "utf8").trim());
   if (pid > 0) {
     process.kill(pid, "SIGTERM");
@@ -333,4 +345,35 @@ async function ownPrivateDockerd(): Promise<DockerEngine> {
   engine = await startPrivateDockerd("agent-test");
   if (!engine.ownedPid) throw new Error("could not take over the agent-test dockerd");
   return engine;
+}
+
+/**
+ * A cross-process lock: a directory holding the owner's pid. A holder that
+ * died is taken over. Resolves to the release function.
+ */
+async function exclusive(lockDir: string, timeoutMs: number): Promise<() => Promise<void>> {
+  await mkdir(PRIVATE_ROOT, { recursive: true });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await mkdir(lockDir);
+      await writeFile(join(lockDir, "pid"), String(process.pid));
+      return () => rm(lockDir, { recursive: true, force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const owner = Number(await readFile(join(lockDir, "pid"), "utf8").catch(() => "0"));
+    let alive = false;
+    try {
+      if (owner > 0) process.kill(owner, 0);
+      alive = owner > 0;
+    } catch {
+      alive = false;
+    }
+    // No pid yet: the owner is between mkdir and writeFile (or died there, long ago).
+    const stale = owner === 0 && Date.now() - ((await stat(lockDir).catch(() => undefined))?.mtimeMs ?? Date.now()) > 10_000;
+    if ((!alive && owner > 0) || stale) await rm(lockDir, { recursive: true, force: true });
+    if (Date.now() > deadline) throw new Error(`${lockDir} still held by pid ${owner} after ${timeoutMs / 1000}s`);
+    await sleep(owner > 0 ? 1_000 : 200);
+  }
 }

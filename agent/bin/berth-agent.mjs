@@ -1,6 +1,16 @@
 #!/usr/bin/env node
-// berth ships TypeScript sources; tsx compiles them on load (no build step).
-import { register } from "tsx/esm/api";
+// berth-agent. An installed package runs the bundle in dist/ (npm run build)
+// with plain node; a checkout of the repository runs the TypeScript sources
+// through tsx, so it never runs a stale build.
+import { existsSync } from "node:fs";
 
-register();
-await import("../src/main.ts");
+const source = new URL("../src/main.ts", import.meta.url);
+const bundle = new URL("../dist/berth-agent.mjs", import.meta.url);
+if (existsSync(source)) {
+  const { register } = await import("tsx/esm/api");
+  register();
+  await import(source.href);
+} else {
+  process.setSourceMapsEnabled(true);
+  await import(bundle.href);
+}

@@ -17,7 +17,8 @@ export const AGENT_VERSION = "0.1.0";
 
 export interface AgentOptions {
   managerUrl: string;
-  credential: { hostId: string; secret: string };
+  /** The host's credential; `caPem` is the manager CA pinned at enrollment (https only). */
+  credential: { hostId: string; secret: string; caPem?: string };
   runtime: ContainerRuntime;
   dataRoot: DataRoot;
   log: Logger;
@@ -27,12 +28,6 @@ export interface AgentOptions {
   /** How long the engine may take to answer the reachability probe (every heartbeat). */
   dockerProbeTimeoutMs?: number;
 }
-
-/**
- * How long after an outside stop the agent watches for its engine going away
- * (a dockerd shutting down stops every container, then closes its socket).
- */
-const ENGINE_SHUTDOWN_WINDOW_MS = 3_000;
 
 /** At most one pull-progress message per server per this many ms (plus the last one). */
 const PULL_REPORT_EVERY_MS = 1000;
@@ -55,6 +50,7 @@ export class Agent {
   /** Aborts the current Docker events subscription (it is then re-made and followed by a resync). */
   private eventsAbort: AbortController | undefined;
   private probing = false;
+  private dockerWarned = false;
   private inventoryRunning: Promise<void> | undefined;
   private inventoryAgain = false;
   /** What the agent believes each container looks like: the last inventory plus events since. */
@@ -91,8 +87,9 @@ export class Agent {
     );
     this.done = new Promise((resolve) => {
       this.revoked = (message) => {
-        this.stop();
+        // Resolve before stop(): stopping aborts, and the abort listener would resolve as "stopped".
         resolve({ revoked: true, message });
+        this.stop();
       };
       this.abort.signal.addEventListener("abort", () => resolve({ revoked: false, message: "stopped" }));
     });
@@ -130,9 +127,12 @@ export class Agent {
     try {
       this.dockerVersion = await this.runtime.version(this.opts.dockerProbeTimeoutMs ?? 5_000);
       this.dockerReachable = true;
+      this.dockerWarned = false;
     } catch (err) {
       this.dockerReachable = false;
-      this.opts.log.warn({ err: messageOf(err) }, "Docker engine unreachable");
+      // Once per outage, not on every probe.
+      if (!this.dockerWarned) this.opts.log.warn({ err: messageOf(err) }, "Docker engine unreachable");
+      this.dockerWarned = true;
     }
   }
 
@@ -163,21 +163,13 @@ export class Agent {
   }
 
   /**
-   * Did the engine stop answering within the next moments? Probed every
-   * 500 ms for `ENGINE_SHUTDOWN_WINDOW_MS`; this delays reporting a
-   * `docker stop` made outside berth by that much.
+   * Is the engine shutting down? dockerd closes its socket before it stops
+   * its containers, and their events still arrive on the already-open event
+   * stream: a fresh connection being refused tells it apart from an
+   * operator's `docker stop`, without delaying the report of the latter.
    */
   private async engineShuttingDown(): Promise<boolean> {
-    const until = Date.now() + ENGINE_SHUTDOWN_WINDOW_MS;
-    while (Date.now() < until) {
-      try {
-        await this.runtime.version(1_000);
-      } catch {
-        return true;
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    return false;
+    return !(await this.runtime.acceptsConnections(1_000));
   }
 
   /** A full inventory now, with errors logged (never an unhandled rejection). */

@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { Agent, AGENT_VERSION } from "./agent.js";
 import { loadCredentials, saveCredentials } from "./credentials.js";
 import { DataRoot } from "./data/data-root.js";
-import { credentialRevocation, enroll, errorDetails } from "./link/manager-link.js";
+import { enroll, errorDetails } from "./link/manager-link.js";
 import { fetchPinnedCa, parseEnrollmentToken, PinMismatchError } from "./link/pinning.js";
 import { DockerRuntime } from "./runtime/docker-runtime.js";
 
@@ -133,7 +133,7 @@ if (cmd === "enroll") {
   log.info({ host: creds.hostId, manager: creds.managerUrl, dataRoot: dataRoot.root, docker: socketPath }, "agent started");
   for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => agent.stop());
   const end = await agent.done;
-  const revokedReason = end.revoked ? end.message : credentialRevocation();
+  const revokedReason = end.revoked ? end.message : undefined;
   if (revokedReason !== undefined) {
     log.error({ reason: revokedReason }, "agent stopped: the manager refused this host's credential; exiting with code 78. Re-enroll with `berth-agent enroll`");
   }

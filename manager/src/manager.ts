@@ -20,6 +20,8 @@ import { createHostService } from "./api/host-service.js";
 import { registerReflection } from "./api/reflection.js";
 import { createServerService } from "./api/server-service.js";
 import { listen, type Listener } from "./http/listen.js";
+import { createObservability, type Observability } from "./metrics/observability.js";
+import { MANAGER_VERSION } from "./config/version.js";
 import { staticFiles } from "./http/static-files.js";
 import { Ledger } from "./ledger/ledger.js";
 import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
@@ -57,6 +59,10 @@ export interface ManagerConfig {
   limits?: Partial<LimitsConfig>;
   /** Event retention, alert thresholds, webhooks. */
   ledger?: LedgerConfig;
+  /** When set, GET /metrics needs `authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
+  /** Seconds between database write probes (health, /readyz); default 5. */
+  dbProbeIntervalSeconds?: number;
   log: Logger;
 }
 
@@ -71,6 +77,8 @@ export interface Manager {
   readonly managerId: string;
   readonly reconciler: Reconciler;
   readonly hub: AgentHub;
+  /** Metrics, the write probe and readiness. */
+  readonly observability: Observability;
   /** Starts serving; resolves with the bound address. */
   listen(): Promise<{ host: string; port: number; url: string }>;
   close(): Promise<void>;
@@ -95,6 +103,25 @@ export function buildManager(config: ManagerConfig): Manager {
   const initialAdminToken = bootstrapAdminToken(tokens, ledger);
   const ledgerServices = createLedgerServices({ db, store, ledger, isConnected: (id) => hub.isConnected(id), log, managerId, config: config.ledger });
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
+  const observability = createObservability({
+    db,
+    ledger,
+    health,
+    log,
+    version: MANAGER_VERSION,
+    probeIntervalSeconds: config.dbProbeIntervalSeconds,
+    metricsToken: config.metricsToken,
+    sources: {
+      hosts: () => store.listHosts().map((h) => ({ online: hub.isConnected(h.id) })),
+      servers: () => ledgerServices.alerts.serverFacts(),
+      firingAlerts: () => ledgerServices.alerts.listFiring(),
+      queueDepth: () => reconciler.queue.length,
+      command: (id) => {
+        const c = store.getCommand(id);
+        return c && { kind: c.command.kind, createdAt: c.createdAt };
+      },
+    },
+  });
   const scheme = config.tls ? "https" : "http";
   const reconciler = new Reconciler({
     store,
@@ -103,6 +130,7 @@ export function buildManager(config: ManagerConfig): Manager {
     managerId,
     ledger,
     onServerChanged: (id) => ledger.serverChanged(id),
+    observeReconcile: observability.observeReconcile,
     ...(config.startTimeoutSeconds ? { deadlineMs: { [CommandKind.ENSURE_RUNNING]: config.startTimeoutSeconds * 1000, [CommandKind.RESTART]: config.startTimeoutSeconds * 1000 } } : {}),
     ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),
     ...(config.crashBackoffSeconds !== undefined ? { crashBackoffBaseMs: config.crashBackoffSeconds * 1000 } : {}),
@@ -132,10 +160,12 @@ export function buildManager(config: ManagerConfig): Manager {
   const handler = connectNodeAdapter({
     routes,
     // Errors first (outermost), so failures inside auth are converted too.
-    interceptors: [errorInterceptor(log), authInterceptor({ tokens, limits })],
+    // Metrics outermost: they count the codes clients see.
+    interceptors: [observability.interceptor, errorInterceptor(log), authInterceptor({ tokens, limits })],
     // Request size cap: no berth request comes near it (an agent's inventory is the largest).
     readMaxBytes: 4 * 1024 * 1024,
-    fallback: staticFiles(webRoot),
+    // /healthz, /readyz and /metrics first; any other path is the dashboard.
+    fallback: observability.routes(staticFiles(webRoot)),
   });
 
   return {
@@ -145,6 +175,7 @@ export function buildManager(config: ManagerConfig): Manager {
     managerId,
     reconciler,
     hub,
+    observability,
     async listen() {
       const [host, portText] = splitHostPort(config.listen);
       listener = await listen(host, Number(portText), handler, config.tls);
@@ -162,12 +193,13 @@ export function buildManager(config: ManagerConfig): Manager {
       }, 1000);
       sweeper.unref();
       ledgerServices.start();
-      health.set("", ServingStatus.SERVING);
+      // SERVING once a write probe succeeds (now, then every few seconds).
+      observability.start();
       log.info({ url, managerId, db: config.dbPath }, "manager listening");
       return { host, port, url };
     },
     async close() {
-      health.set("", ServingStatus.NOT_SERVING);
+      observability.stop();
       if (sweeper) clearInterval(sweeper);
       reconciler.stop();
       hub.closeAll("manager shutting down");

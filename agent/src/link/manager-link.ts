@@ -28,17 +28,6 @@ export function errorDetails(err: { details?: string; message?: string }): strin
   }
 }
 
-let revocation: string | undefined;
-
-/**
- * The manager's reason when it refused this process's agent credential, if
- * it did. main.ts reads it to exit with 78 however the agent's own shutdown
- * reports the end.
- */
-export function credentialRevocation(): string | undefined {
-  return revocation;
-}
-
 /** HTTP/2 keepalive: a ping every 10 s, dead if unanswered for 5 s (< 20 s to detect a dead link). */
 const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_time_ms": 10_000,
@@ -200,7 +189,6 @@ export class ManagerLink {
       if (err?.code === grpc.status.UNAUTHENTICATED) {
         this.stopped = true;
         const reason = errorDetails(err);
-        revocation = reason;
         this.log.error({ reason }, `the manager refused this agent's credential (${reason}); not retrying. Re-enroll with \`berth-agent enroll\``);
         this.handlers.onRevoked(reason);
         return;

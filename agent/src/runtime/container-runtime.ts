@@ -57,6 +57,14 @@ export interface LogOptions {
 export interface ContainerRuntime {
   /** Engine version, e.g. "26.1.5"; throws when unreachable or slower than `timeoutMs`. */
   version(timeoutMs?: number): Promise<string>;
+  /**
+   * Whether the engine accepts a new connection right now. A dockerd that is
+   * shutting down closes its socket first and then stops its containers,
+   * while connections already open (the event stream, pooled keep-alive
+   * sockets) keep working for a moment: only a fresh connection tells an
+   * engine shutdown from an operator's `docker stop`.
+   */
+  acceptsConnections(timeoutMs?: number): Promise<boolean>;
   /** Every container carrying a berth server label, or only `serverId`'s. */
   list(serverId?: string): Promise<ContainerInfo[]>;
   /** One container, or undefined if it does not exist. */

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import Docker from "dockerode";
+import { connect } from "node:net";
 import { ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
 import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
@@ -22,9 +23,25 @@ const LOGS_OPEN_TIMEOUT_MS = 15_000;
  */
 export class DockerRuntime implements ContainerRuntime {
   private readonly docker: Docker;
+  private readonly socketPath: string;
 
   constructor(opts: { socketPath?: string } = {}) {
     this.docker = opts.socketPath ? new Docker({ socketPath: opts.socketPath }) : new Docker();
+    this.socketPath = opts.socketPath ?? "/var/run/docker.sock";
+  }
+
+  acceptsConnections(timeoutMs = 2_000): Promise<boolean> {
+    return new Promise((resolve) => {
+      const s = connect(this.socketPath);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      s.once("connect", () => done(true));
+      s.once("error", () => done(false));
+    });
   }
 
   async version(timeoutMs = CALL_TIMEOUT_MS): Promise<string> {

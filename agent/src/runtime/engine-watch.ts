@@ -19,7 +19,9 @@ export const ENGINE_FAILURE_REASONS: ReadonlySet<string> = new Set([
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function answers(runtime: Pick<ContainerRuntime, "version">, timeoutMs: number): Promise<boolean> {
+/** Accepts a new connection and answers on it (an old pooled connection may still reach a dying engine). */
+async function answers(runtime: Pick<ContainerRuntime, "version" | "acceptsConnections">, timeoutMs: number): Promise<boolean> {
+  if (!(await runtime.acceptsConnections(timeoutMs))) return false;
   try {
     await runtime.version(timeoutMs);
     return true;
@@ -29,18 +31,16 @@ async function answers(runtime: Pick<ContainerRuntime, "version">, timeoutMs: nu
 }
 
 /**
- * Is the engine going away? It is probed now and once more after `settleMs`:
- * a dockerd that is shutting down still answers (with odd errors) for a
- * moment before its socket closes.
+ * Is the engine going away? A dockerd that is shutting down closes its
+ * socket before anything else, while requests on connections already open
+ * still get (odd) answers for a moment: so a fresh connection is the test.
  */
-export async function engineGoingAway(runtime: Pick<ContainerRuntime, "version">, settleMs = 2_000, probeTimeoutMs = 2_000): Promise<boolean> {
-  if (!(await answers(runtime, probeTimeoutMs))) return true;
-  await sleep(settleMs);
-  return !(await answers(runtime, probeTimeoutMs));
+export async function engineGoingAway(runtime: Pick<ContainerRuntime, "acceptsConnections">, timeoutMs = 2_000): Promise<boolean> {
+  return !(await runtime.acceptsConnections(timeoutMs));
 }
 
 /** Waits until the engine answers again or `untilMs` passes; returns whether it answers. */
-export async function waitForEngine(runtime: Pick<ContainerRuntime, "version">, untilMs: number, everyMs = 1_000, probeTimeoutMs = 2_000): Promise<boolean> {
+export async function waitForEngine(runtime: Pick<ContainerRuntime, "version" | "acceptsConnections">, untilMs: number, everyMs = 1_000, probeTimeoutMs = 2_000): Promise<boolean> {
   for (;;) {
     if (await answers(runtime, probeTimeoutMs)) return true;
     if (Date.now() + everyMs >= untilMs) return false;

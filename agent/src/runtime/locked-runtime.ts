@@ -52,6 +52,10 @@ export class LockedRuntime implements ContainerRuntime {
     return this.inner.version(timeoutMs);
   }
 
+  acceptsConnections(timeoutMs?: number): Promise<boolean> {
+    return this.inner.acceptsConnections(timeoutMs);
+  }
+
   list(serverId?: string): Promise<ContainerInfo[]> {
     return this.inner.list(serverId);
   }

@@ -36,6 +36,8 @@ export interface ReconcilerDeps {
   crashBackoffBaseMs?: number;
   /** Called after a server's record changed (status or spec), for watchers. */
   onServerChanged?: (serverId: string) => void;
+  /** Called after each queued reconcile with its duration (metrics). */
+  observeReconcile?: (ms: number, ok: boolean) => void;
 }
 
 /** Default graceful stop timeout (seconds) before the agent kills the container. */
@@ -55,7 +57,17 @@ export class Reconciler {
     this.now = deps.now ?? Date.now;
     this.append = deps.ledger ? (e) => deps.ledger!.append(e) : (e) => deps.store.appendEvent(e, this.now());
     this.queue = new WorkQueue({
-      process: (key, cause) => this.reconcile(key, cause),
+      process: (key, cause) => {
+        const t0 = performance.now();
+        let ok = false;
+        try {
+          const r = this.reconcile(key, cause);
+          ok = true;
+          return r;
+        } finally {
+          deps.observeReconcile?.(performance.now() - t0, ok);
+        }
+      },
       onError: (key, err, retryInMs) => deps.log.error({ server: key, err, retryInMs }, "reconcile failed; retrying"),
     });
   }

@@ -1,0 +1,239 @@
+/**
+ * Every setting of `berth-manager`, in one table (see settings.ts for how a
+ * table becomes flags, environment variables, a config file and --help).
+ * Defaults here are the manager's real defaults: a unit test compares them
+ * with the constants the code uses.
+ */
+import type { LedgerConfig } from "../ledger/services.js";
+import type { LimitsConfig } from "../auth/limits.js";
+import { ConfigError, defineSettings, loadSettings, renderSettingsHelp, type LoadedSettings, type SettingValues } from "./settings.js";
+
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+const atLeast1 = (what: string) => (n: number) => (Number.isInteger(n) && n >= 1 ? undefined : `must be a whole number${what} >= 1`);
+const seconds = atLeast1(" of seconds");
+const count = atLeast1("");
+
+function hostPort(s: string): string | undefined {
+  return /^\[[^\]]+\]:\d+$/.test(s) || /^[^:[\]]*:\d+$/.test(s) ? undefined : "must be host:port, e.g. 127.0.0.1:7000 or [::1]:7000 or 0.0.0.0:7000";
+}
+
+function httpUrl(s: string): string | undefined {
+  try {
+    const u = new URL(s);
+    return u.protocol === "http:" || u.protocol === "https:" ? undefined : "must be an http:// or https:// URL";
+  } catch {
+    return "is not a URL";
+  }
+}
+
+export const MANAGER_SETTINGS = defineSettings({
+  config: {
+    kind: "string",
+    group: "General",
+    arg: "FILE",
+    notInFile: true,
+    help: 'read settings from FILE: a JSON object ({"listen": "0.0.0.0:7000", "webhook": ["https://…"]}) or "key = value" lines; keys are these flag names without "--". Flags and environment variables override it.',
+  },
+  listen: {
+    kind: "string",
+    group: "General",
+    arg: "HOST:PORT",
+    default: "127.0.0.1:7000",
+    help: "address serving gRPC, gRPC-Web, Connect, /metrics, /healthz, /readyz and the dashboard, all on one port",
+    check: hostPort,
+  },
+  db: { kind: "string", group: "General", arg: "PATH", default: "./data/berth.db", help: "SQLite database file (created with its directory when missing)" },
+  "advertise-url": {
+    kind: "string",
+    group: "General",
+    arg: "URL",
+    defaultText: "http(s)://<listen> (on 0.0.0.0 or ::, this machine's name)",
+    help: "URL agents dial, used in the enrollment command CreateEnrollmentToken returns",
+    check: httpUrl,
+  },
+  "web-root": {
+    kind: "string",
+    group: "General",
+    arg: "DIR",
+    defaultText: "the dashboard shipped with the manager",
+    help: "directory of the dashboard's built files, served for every path that is not an RPC",
+  },
+  "log-level": {
+    kind: "string",
+    group: "General",
+    arg: "LEVEL",
+    default: "info",
+    help: "trace, debug, info, warn or error",
+    check: (v) => (LOG_LEVELS.includes(v) ? undefined : "use trace, debug, info, warn or error"),
+  },
+  "log-format": {
+    kind: "string",
+    group: "General",
+    arg: "FORMAT",
+    default: "auto",
+    help: "json (one JSON object per line, pino), pretty (for people), or auto: pretty when stdout is a terminal, else json",
+    check: (v) => (["auto", "json", "pretty"].includes(v) ? undefined : "use auto, json or pretty"),
+  },
+
+  "tls-auto": {
+    kind: "boolean",
+    group: "TLS",
+    default: false,
+    help: "serve TLS with a private CA and server certificate created in <db dir>/tls on first start (needs openssl); enrollment tokens then pin that CA",
+  },
+  "tls-cert": { kind: "string", group: "TLS", arg: "PATH", help: "PEM server certificate followed by its chain; the LAST one is the CA agents pin" },
+  "tls-key": { kind: "string", group: "TLS", arg: "PATH", help: "PEM private key of --tls-cert" },
+  "tls-san": { kind: "list", group: "TLS", arg: "NAME", default: [], help: "extra DNS name or IP address for the --tls-auto certificate (the names agents dial)" },
+  insecure: {
+    kind: "boolean",
+    group: "TLS",
+    default: false,
+    help: "allow plaintext on a non-loopback address (only behind a VPN or a TLS-terminating proxy)",
+  },
+
+  "rate-limit": { kind: "integer", group: "Access limits", arg: "N", default: 20, help: "mutating calls per second per token", check: count },
+  "rate-burst": { kind: "integer", group: "Access limits", arg: "N", default: 50, help: "burst of mutating calls per token", check: count },
+  "max-streams": { kind: "integer", group: "Access limits", arg: "N", default: 32, help: "open streams (watches, log tails) per token", check: count },
+
+  "start-timeout": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "S",
+    defaultText: "180 (a restart: 240)",
+    help: "seconds a start (pull, create, start) may take before the server is Failed/StartTimeout; when set, restarts get the same limit",
+    check: seconds,
+  },
+  "delete-retention": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "S",
+    default: 86_400,
+    help: "seconds a deleted server's record is kept for RestoreServer (its data always stays)",
+    check: seconds,
+  },
+  "crash-backoff": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "S",
+    default: 10,
+    help: "first delay before restarting a crashed server; doubles per crash in 10 minutes, capped at 30 times",
+    check: seconds,
+  },
+
+  "event-retention": { kind: "integer", group: "Events and alerts", arg: "S", default: 2_592_000, help: "seconds events are kept (30 days)", check: seconds },
+  "event-max-rows": { kind: "integer", group: "Events and alerts", arg: "N", default: 1_000_000, help: "at most this many of the newest events are kept", check: count },
+  "alert-host-offline": { kind: "integer", group: "Events and alerts", arg: "S", default: 30, help: "alert when a host is offline longer than this", check: seconds },
+  "alert-not-converged": {
+    kind: "integer",
+    group: "Events and alerts",
+    arg: "S",
+    default: 120,
+    help: "alert when a server differs from its desired state longer than this",
+    check: seconds,
+  },
+  "alert-disk-free": {
+    kind: "number",
+    group: "Events and alerts",
+    arg: "PCT",
+    default: 10,
+    help: "alert when a host's data root has less free space than this percentage",
+    check: (n) => (n >= 0 && n <= 100 ? undefined : "must be a percentage from 0 to 100"),
+  },
+  "alert-interval": { kind: "integer", group: "Events and alerts", arg: "S", default: 5, help: "how often alert rules run (also after each change)", check: seconds },
+  webhook: {
+    kind: "list",
+    group: "Events and alerts",
+    arg: "URL",
+    default: [],
+    help: "POST alert notifications (JSON) to this URL",
+    check: (urls) => {
+      for (const u of urls) {
+        const problem = httpUrl(u);
+        if (problem) return `"${u}" ${problem}`;
+      }
+      return undefined;
+    },
+  },
+  "webhook-secret": {
+    kind: "string",
+    group: "Events and alerts",
+    arg: "KEY",
+    secret: true,
+    help: "sign webhook bodies: X-Berth-Signature: sha256=<HMAC-SHA256 hex of the body>",
+  },
+
+  "metrics-token": {
+    kind: "string",
+    group: "Observability",
+    arg: "TOKEN",
+    secret: true,
+    help: "require 'authorization: Bearer TOKEN' on /metrics; without it /metrics is open, like /healthz and /readyz (see docs/metrics.md)",
+    check: (v) => (v.length >= 16 ? undefined : "must be at least 16 characters (e.g. openssl rand -hex 16)"),
+  },
+  "db-probe-interval": {
+    kind: "integer",
+    group: "Observability",
+    arg: "S",
+    default: 5,
+    help: "seconds between write probes of the database; a failing probe turns grpc.health.v1 to NOT_SERVING and /readyz to 503",
+    check: seconds,
+  },
+
+  help: { kind: "boolean", group: "General", short: "h", flagOnly: true, default: false, help: "show this help and exit" },
+});
+
+export type ManagerSettings = SettingValues<typeof MANAGER_SETTINGS>;
+
+/** Reads the manager's settings (flags > environment > config file > defaults); throws ConfigError naming a bad one. */
+export function loadManagerSettings(argv: readonly string[], env: NodeJS.ProcessEnv, readFile?: (path: string) => string): LoadedSettings<typeof MANAGER_SETTINGS> {
+  const loaded = loadSettings(MANAGER_SETTINGS, { argv, env, configSetting: "config", ...(readFile ? { readFile } : {}) });
+  const v = loaded.values;
+  if (v["tls-auto"] && (v["tls-cert"] || v["tls-key"])) throw new ConfigError("use either --tls-auto or --tls-cert/--tls-key, not both");
+  if (Boolean(v["tls-cert"]) !== Boolean(v["tls-key"])) throw new ConfigError("--tls-cert and --tls-key go together");
+  const tls = v["tls-auto"] || Boolean(v["tls-cert"]);
+  if (tls && v["advertise-url"]?.startsWith("http://")) {
+    throw new ConfigError(`invalid --advertise-url (BERTH_ADVERTISE_URL) "${v["advertise-url"]}": must be https:// when the manager serves TLS`);
+  }
+  if (v["tls-auto"] && v.db === ":memory:") throw new ConfigError("--tls-auto keeps its CA next to the database; use a database file, not :memory:");
+  return loaded;
+}
+
+/** The per-token limits the settings ask for. */
+export function limitsFrom(v: ManagerSettings): LimitsConfig {
+  return { ratePerSecond: v["rate-limit"], burst: v["rate-burst"], maxStreams: v["max-streams"] };
+}
+
+/** Event retention, alert thresholds and webhooks. */
+export function ledgerConfigFrom(v: ManagerSettings): LedgerConfig {
+  return {
+    eventMaxAgeSeconds: v["event-retention"],
+    eventMaxRows: v["event-max-rows"],
+    alertHostOfflineSeconds: v["alert-host-offline"],
+    alertNotConvergedSeconds: v["alert-not-converged"],
+    alertDiskFreePercent: v["alert-disk-free"],
+    alertIntervalSeconds: v["alert-interval"],
+    ...(v.webhook.length ? { webhookUrls: v.webhook } : {}),
+    ...(v["webhook-secret"] ? { webhookSecret: v["webhook-secret"] } : {}),
+  };
+}
+
+/** `berth-manager --help`. */
+export function managerUsage(): string {
+  return `berth-manager: keeps berth's servers as declared
+
+Usage: berth-manager [flags]
+       berth-manager token create|list|revoke ...   (see: berth-manager token --help)
+
+Every setting is a flag, an environment variable and a key of the --config
+file. A flag wins over the environment, the environment over the file, the
+file over the default. Invalid settings stop the manager at start (exit 2)
+with a message naming the setting.
+
+${renderSettingsHelp(MANAGER_SETTINGS)}
+The first start with an empty database prints an admin token once (also as the
+line "berth-manager admin-token=<token>"); send it as
+  authorization: Bearer <token>
+HTTP probes: GET /healthz (the process answers), GET /readyz (listening and the
+database writable), GET /metrics (Prometheus). Docs: docs/install.md, docs/metrics.md.
+`;
+}

@@ -1,0 +1,258 @@
+/**
+ * The manager's Prometheus metrics (prom-client), on its own registry so
+ * several managers in one process (unit tests) do not share counters.
+ *
+ * Counters and histograms are fed as things happen (ledger events, RPCs,
+ * reconciles, write probes); gauges about the fleet (hosts, servers, alerts)
+ * are read from the store when Prometheus scrapes, so they are never stale
+ * and cost nothing between scrapes. Names and meanings: docs/metrics.md.
+ */
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { EventInput } from "../store/store.js";
+import { commandName } from "../reconcile/plan.js";
+
+/** What the scrape-time gauges read. Narrow on purpose: tests pass plain functions. */
+export interface MetricsSources {
+  /** Hosts not removed, and whether each has a live agent stream. */
+  hosts(): { online: boolean }[];
+  /** Live (not deleted) servers: their project and phase name ("RUNNING", "DATA_LOST"…). */
+  servers(): { project: string; phase: string }[];
+  /** Firing alerts. */
+  firingAlerts(): { rule: string; severity: string }[];
+  /** Keys waiting in the reconcile queue. */
+  queueDepth(): number;
+  /** A command's kind and creation time, for command.* events. */
+  command(id: string): { kind: CommandKind; createdAt: number } | undefined;
+  now?: () => number;
+}
+
+const COMMAND_OUTCOMES: Record<string, string> = {
+  "command.succeeded": "succeeded",
+  "command.failed": "failed",
+  "command.expired": "expired",
+};
+
+/** "NotFound" → "not_found": the Connect protocol's code names. */
+function codeName(code: Code): string {
+  return (Code[code] ?? "unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
+}
+
+export class ManagerMetrics {
+  readonly registry = new Registry();
+  private readonly now: () => number;
+  readonly reconcileDuration: Histogram<"outcome">;
+  readonly commandsIssued: Counter<"kind">;
+  readonly commandsFinished: Counter<"kind" | "outcome">;
+  readonly commandDuration: Histogram<"kind" | "outcome">;
+  readonly eventsWritten: Counter<"type">;
+  readonly alertsFired: Counter<"rule">;
+  readonly rpcs: Counter<"method" | "code">;
+  readonly streamsOpen: Gauge<"method">;
+  readonly dbWriteDuration: Histogram;
+  readonly dbWritable: Gauge;
+  readonly dbProbeFailures: Counter;
+
+  constructor(
+    private readonly sources: MetricsSources,
+    version: string,
+  ) {
+    this.now = sources.now ?? Date.now;
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    new Gauge({ name: "berth_build_info", help: "Always 1; the manager's version as a label.", labelNames: ["version"], registers }).set({ version }, 1);
+
+    new Gauge({
+      name: "berth_hosts",
+      help: "Enrolled hosts (not removed) by state: online (agent stream up, inventory received) or offline.",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        let online = 0;
+        let offline = 0;
+        for (const h of sources.hosts()) {
+          if (h.online) online++;
+          else offline++;
+        }
+        this.set({ state: "online" }, online);
+        this.set({ state: "offline" }, offline);
+      },
+    });
+    new Gauge({
+      name: "berth_servers",
+      help: "Servers (not soft-deleted) by project and phase.",
+      labelNames: ["project", "phase"],
+      registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, { project: string; phase: string; n: number }>();
+        for (const s of sources.servers()) {
+          const key = `${s.project}\u0000${s.phase}`;
+          const c = counts.get(key) ?? { project: s.project, phase: s.phase, n: 0 };
+          c.n++;
+          counts.set(key, c);
+        }
+        for (const c of counts.values()) this.set({ project: c.project, phase: c.phase }, c.n);
+      },
+    });
+    new Gauge({
+      name: "berth_alerts_firing",
+      help: "Firing alerts by rule and severity.",
+      labelNames: ["rule", "severity"],
+      registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, number>();
+        for (const a of sources.firingAlerts()) counts.set(`${a.rule}\u0000${a.severity}`, (counts.get(`${a.rule}\u0000${a.severity}`) ?? 0) + 1);
+        for (const [key, n] of counts) {
+          const [rule, severity] = key.split("\u0000") as [string, string];
+          this.set({ rule, severity }, n);
+        }
+      },
+    });
+    new Gauge({
+      name: "berth_reconcile_queue_depth",
+      help: "Servers waiting in the reconcile queue.",
+      registers,
+      collect() {
+        this.set(sources.queueDepth());
+      },
+    });
+
+    this.reconcileDuration = new Histogram({
+      name: "berth_reconcile_duration_seconds",
+      help: "Time of one reconcile of one server (read store, plan, write, send), by outcome (ok, error).",
+      labelNames: ["outcome"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.commandsIssued = new Counter({ name: "berth_commands_issued_total", help: "Commands sent to agents, by kind.", labelNames: ["kind"], registers });
+    this.commandsFinished = new Counter({
+      name: "berth_commands_finished_total",
+      help: "Commands finished, by kind and outcome (succeeded, failed, expired: no result before its deadline).",
+      labelNames: ["kind", "outcome"],
+      registers,
+    });
+    this.commandDuration = new Histogram({
+      name: "berth_command_duration_seconds",
+      help: "Time from issuing a command to its result (or expiry), by kind and outcome.",
+      labelNames: ["kind", "outcome"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers,
+    });
+    this.eventsWritten = new Counter({ name: "berth_events_written_total", help: "Ledger events written, by type (docs/events.md).", labelNames: ["type"], registers });
+    this.alertsFired = new Counter({ name: "berth_alerts_fired_total", help: "Alerts that started firing, by rule.", labelNames: ["rule"], registers });
+    this.rpcs = new Counter({
+      name: "berth_rpc_requests_total",
+      help: "RPCs handled, by method (service/method) and code (ok, not_found, permission_denied, …); a stream counts when it ends.",
+      labelNames: ["method", "code"],
+      registers,
+    });
+    this.streamsOpen = new Gauge({
+      name: "berth_streams_open",
+      help: "Open streaming RPCs by method: WatchServers and WatchEvents subscribers, TailLogs readers, agent links (AgentService/Connect).",
+      labelNames: ["method"],
+      registers,
+    });
+    this.dbWriteDuration = new Histogram({
+      name: "berth_sqlite_write_duration_seconds",
+      help: "Time of the periodic write probe: BEGIN IMMEDIATE, a one-row upsert, COMMIT.",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.dbWritable = new Gauge({ name: "berth_database_writable", help: "1 when the last write probe succeeded, else 0.", registers });
+    this.dbProbeFailures = new Counter({ name: "berth_database_write_failures_total", help: "Write probes that failed (locked, read-only, disk full, I/O error).", registers });
+  }
+
+  /** A ledger listener: counts events, commands and fired alerts. */
+  readonly onEvent = (_id: number, e: Readonly<EventInput>): void => {
+    this.eventsWritten.inc({ type: e.type });
+    if (e.type === "alert.fired" && e.reason) this.alertsFired.inc({ rule: e.reason });
+    if (!e.type.startsWith("command.") || !e.correlationId) return;
+    if (e.type === "command.issued") {
+      const c = this.sources.command(e.correlationId);
+      if (c) this.commandsIssued.inc({ kind: commandName(c.kind) });
+      return;
+    }
+    const outcome = COMMAND_OUTCOMES[e.type];
+    if (!outcome) return;
+    const c = this.sources.command(e.correlationId);
+    if (!c) return;
+    const labels = { kind: commandName(c.kind), outcome };
+    this.commandsFinished.inc(labels);
+    this.commandDuration.observe(labels, Math.max(0, this.now() - c.createdAt) / 1000);
+  };
+
+  /** For ReconcilerDeps.observeReconcile. */
+  readonly observeReconcile = (ms: number, ok: boolean): void => {
+    this.reconcileDuration.observe({ outcome: ok ? "ok" : "error" }, ms / 1000);
+  };
+
+  /** A write probe's outcome. */
+  observeWriteProbe(ok: boolean, seconds: number): void {
+    this.dbWritable.set(ok ? 1 : 0);
+    if (ok) this.dbWriteDuration.observe(seconds);
+    else this.dbProbeFailures.inc();
+  }
+
+  /**
+   * Counts every RPC by method and code and tracks open streams. Outermost,
+   * so it sees the codes clients see.
+   */
+  readonly interceptor: Interceptor = (next) => async (req) => {
+    const method = `${req.service.typeName}/${req.method.name}`;
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      this.rpcs.inc({ method, code: codeName(ConnectError.from(err).code) });
+      throw err;
+    }
+    if (!res.stream) {
+      this.rpcs.inc({ method, code: "ok" });
+      return res;
+    }
+    return { ...res, message: this.#tracked(method, res.message) };
+  };
+
+  /** `source`, counted in berth_streams_open while it is being read and in berth_rpc_requests_total once it ends. */
+  #tracked<T>(method: string, source: AsyncIterable<T>): AsyncIterable<T> {
+    const metrics = this;
+    return {
+      [Symbol.asyncIterator]() {
+        const it = source[Symbol.asyncIterator]();
+        metrics.streamsOpen.inc({ method });
+        let open = true;
+        const finish = (code: string) => {
+          if (!open) return;
+          open = false;
+          metrics.streamsOpen.dec({ method });
+          metrics.rpcs.inc({ method, code });
+        };
+        return {
+          async next() {
+            try {
+              const r = await it.next();
+              if (r.done) finish("ok");
+              return r;
+            } catch (err) {
+              finish(codeName(ConnectError.from(err).code));
+              throw err;
+            }
+          },
+          async return(value?: unknown) {
+            // The caller stopped reading: the client went away or cancelled.
+            finish("canceled");
+            return it.return ? it.return(value) : { done: true as const, value: value as T };
+          },
+        };
+      },
+    };
+  }
+
+  /** The text Prometheus scrapes. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+/**
+ * `npm run build`: bundles each program into one ESM file that plain `node`
+ * runs (no tsx, no TypeScript at run time):
+ *
+ *   manager/dist/berth-manager.mjs  (+ dist/web: the dashboard's files)
+ *   agent/dist/berth-agent.mjs
+ *
+ * Our TypeScript and the generated contract (@berth/proto, a private
+ * workspace) go into the bundle; every package listed in the program's
+ * `dependencies` stays an import that `npm install` satisfies (better-sqlite3
+ * is native and must). Importing anything else fails the build, so the
+ * packed package never lacks a dependency.
+ *
+ * Usage: node scripts/build.mjs [manager] [agent]   (default: both)
+ */
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { isBuiltin } from "node:module";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const PROGRAMS = {
+  manager: { entry: "manager/src/main.ts", out: "manager/dist/berth-manager.mjs" },
+  agent: { entry: "agent/src/main.ts", out: "agent/dist/berth-agent.mjs" },
+};
+/** Bundled, not installed: workspace packages that are never published. */
+const BUNDLED = new Set(["@berth/proto"]);
+
+const wanted = process.argv.slice(2);
+for (const name of wanted.length ? wanted : Object.keys(PROGRAMS)) {
+  const p = PROGRAMS[name];
+  if (!p) {
+    console.error(`build: unknown program "${name}" (manager, agent)`);
+    process.exit(2);
+  }
+  const pkgDir = join(root, name);
+  const pkg = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8"));
+  const deps = new Set(Object.keys(pkg.dependencies ?? {}));
+  rmSync(join(pkgDir, "dist"), { recursive: true, force: true });
+  const t0 = Date.now();
+  await build({
+    entryPoints: [join(root, p.entry)],
+    outfile: join(root, p.out),
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    sourcemap: "linked",
+    sourcesContent: false,
+    legalComments: "none",
+    logLevel: "warning",
+    banner: { js: `// ${pkg.name} ${pkg.version}: bundled by scripts/build.mjs from ${p.entry}; do not edit.` },
+    plugins: [
+      {
+        name: "dependencies-only",
+        setup(b) {
+          b.onResolve({ filter: /^[^./]/ }, (args) => {
+            if (isBuiltin(args.path)) return { external: true };
+            const parts = args.path.split("/");
+            const pkgName = args.path.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
+            if (BUNDLED.has(pkgName)) return undefined;
+            if (deps.has(pkgName)) return { external: true };
+            return {
+              errors: [{ text: `"${args.path}" (imported by ${relative(root, args.importer)}) is not in ${name}/package.json "dependencies"; add it there` }],
+            };
+          });
+        },
+      },
+    ],
+  });
+  if (name === "manager") {
+    // The dashboard: the built one when there is one, else the placeholder page.
+    const web = ["web/dist", "web/public"].map((d) => join(root, d)).find((d) => existsSync(join(d, "index.html")));
+    if (web) {
+      mkdirSync(join(pkgDir, "dist"), { recursive: true });
+      // Source maps of the dashboard stay out: they triple the package for no operator's use.
+      cpSync(web, join(dirname(join(root, p.out)), "web"), { recursive: true, filter: (src) => !src.endsWith(".map") });
+    }
+  }
+  console.log(`built ${p.out} in ${Date.now() - t0} ms`);
+}

@@ -1,0 +1,119 @@
+/**
+ * Browser harness for the dashboard tests: Debian's chromium (apt-installed
+ * when missing, as root) driven by playwright-core, a dashboard build that is
+ * not older than its sources, sign-in, and screenshots under
+ * test-results/screenshots/.
+ */
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { REPO_ROOT } from "../harness/processes.js";
+
+const run = promisify(execFile);
+
+export const CHROMIUM = "/usr/bin/chromium";
+export const SCREENSHOTS = join(REPO_ROOT, "test-results", "screenshots");
+const WEB = join(REPO_ROOT, "web");
+
+/** Installs Debian's chromium when /usr/bin/chromium is missing (root only; apt-get update once if needed). */
+export async function ensureChromium(): Promise<string> {
+  if (existsSync(CHROMIUM)) return CHROMIUM;
+  if (process.getuid?.() !== 0) throw new Error(`${CHROMIUM} is missing and this is not root: apt-get install -y chromium`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive", PATH: `${process.env.PATH ?? ""}:/usr/sbin:/usr/bin:/sbin:/bin` };
+  const install = () => run("apt-get", ["install", "-y", "--no-install-recommends", "chromium"], { env, maxBuffer: 64 * 1024 * 1024 });
+  try {
+    await install();
+  } catch {
+    await run("apt-get", ["update"], { env, maxBuffer: 64 * 1024 * 1024 });
+    await install();
+  }
+  if (!existsSync(CHROMIUM)) throw new Error(`apt-get installed chromium but ${CHROMIUM} is still missing`);
+  return CHROMIUM;
+}
+
+function newestMtime(path: string): number {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.mtimeMs;
+  let max = st.mtimeMs;
+  for (const name of readdirSync(path)) max = Math.max(max, newestMtime(join(path, name)));
+  return max;
+}
+
+/**
+ * `npm test` builds the dashboard before the integration tests; running this
+ * file alone still gets a build as new as the sources.
+ */
+export async function ensureWebBuilt(): Promise<void> {
+  const built = join(WEB, "dist", "index.html");
+  const sources = Math.max(newestMtime(join(WEB, "src")), newestMtime(join(WEB, "index.html")), newestMtime(join(WEB, "vite.config.ts")));
+  if (existsSync(built) && statSync(built).mtimeMs >= sources) return;
+  await run(join(REPO_ROOT, "node_modules", ".bin", "vite"), ["build", "web", "--logLevel", "warn"], { cwd: REPO_ROOT });
+}
+
+export interface Browser {
+  context: BrowserContext;
+  page: Page;
+  close(): Promise<void>;
+}
+
+/** Chromium headless with a fresh profile, one page at 1600×900. */
+export async function launchBrowser(): Promise<Browser> {
+  const executablePath = await ensureChromium();
+  const profile = await mkdtemp(join(tmpdir(), "berth-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--disable-quic",
+    ],
+    viewport: { width: 1600, height: 900 },
+    deviceScaleFactor: 1,
+    colorScheme: "light",
+    reducedMotion: "reduce",
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  return {
+    context,
+    page,
+    async close() {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Opens the dashboard and signs in with `token`; resolves when the top bar shows who it is. */
+export async function signIn(page: Page, baseUrl: string, token: string, path = "/servers"): Promise<void> {
+  await page.goto(baseUrl + path);
+  await page.getByLabel("Token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByTestId("whoami").waitFor();
+}
+
+export async function screenshot(page: Page, name: string): Promise<string> {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const path = join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
+
+/** The row of a server in the table, by name. */
+export function row(page: Page, name: string) {
+  return page.locator(`.vt-row[data-server-name="${name}"]`);
+}
+
+/** Waits until a server's row shows `phase` (the watch's truth). */
+export async function waitForRowPhase(page: Page, name: string, phase: string, timeout = 30_000): Promise<void> {
+  await page.locator(`.vt-row[data-server-name="${name}"][data-phase="${phase}"]`).waitFor({ timeout });
+}

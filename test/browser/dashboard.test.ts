@@ -1,0 +1,391 @@
+/**
+ * The dashboard in a real browser (Debian's chromium through playwright-core)
+ * against a real manager, agent and Docker engine: what an operator sees and
+ * does, step by step. The steps share one manager and one page and run in
+ * order. Screenshots of every page land in test-results/screenshots/.
+ */
+import Docker from "dockerode";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
+import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { TEST_IMAGE } from "../harness/docker-engine.js";
+import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
+import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser } from "./browser.js";
+
+const RUN = Date.now().toString(36).slice(-4);
+const name = (s: string) => `ui-${RUN}-${s}`;
+/** Ignores SIGTERM, so a stop takes the whole 10 s grace period: long enough to watch it converge. */
+const STUBBORN = ["sh", "-c", "echo hello-from-berth; trap '' TERM; exec sleep 100000"];
+const SLEEPER = ["sh", "-c", "exec sleep 100000"];
+
+describe("dashboard", () => {
+  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1"];
+  let dir: string;
+  let manager: ManagerProc;
+  let agent: Proc;
+  let browser: Browser;
+  const created: string[] = [];
+
+  const page = () => browser.page;
+  const idOf = async (n: string) => (await manager.servers.getServer({ id: n })).server!.id;
+  async function createViaApi(n: string, command = SLEEPER, extra: { image?: string; desiredState?: DesiredState } = {}) {
+    const { server } = await manager.servers.createServer({ spec: { name: n, image: extra.image ?? TEST_IMAGE, command, dataMountPath: "/data", ...(extra.desiredState ? { desiredState: extra.desiredState } : {}) } });
+    created.push(server!.id);
+    return server!;
+  }
+  /** Counts DOM changes under the table body, per row, ignoring the ticking relative times. */
+  const OBSERVE = `(() => {
+    const body = document.querySelector(".vt-body");
+    const rec = { added: 0, removed: 0, rows: {} };
+    const isRow = (n) => n.nodeType === 1 && n.classList.contains("vt-row");
+    const obs = new MutationObserver((list) => {
+      for (const m of list) {
+        if (m.target === body) {
+          for (const n of m.addedNodes) if (isRow(n)) rec.added++;
+          for (const n of m.removedNodes) if (isRow(n)) rec.removed++;
+          continue;
+        }
+        const el = m.target.nodeType === 1 ? m.target : m.target.parentElement;
+        if (!el || el.closest("time")) continue;
+        const r = el.closest(".vt-row");
+        const id = r ? r.dataset.serverId : "?";
+        rec.rows[id] = (rec.rows[id] || 0) + 1;
+      }
+    });
+    obs.observe(body, { childList: true, subtree: true, attributes: true, characterData: true });
+    window.__rows = rec;
+    window.__stopRows = () => obs.disconnect();
+  })()`;
+  const readObserved = async () => (await page().evaluate("window.__rows")) as { added: number; removed: number; rows: Record<string, number> };
+  const rowCount = async () => (await page().evaluate(`document.querySelectorAll(".vt-body .vt-row").length`)) as number;
+
+  beforeAll(async () => {
+    await ensureWebBuilt();
+    dir = await tempDir("browser");
+    manager = await startManager({ dir, args: managerArgs });
+    agent = await startAgent({ manager, dir });
+    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    browser = await launchBrowser();
+    browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await agent?.stop();
+    await manager?.stop();
+    for (const id of created) {
+      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
+        await docker.getContainer(c.Id).remove({ force: true });
+      }
+    }
+  });
+
+  it("signs in with a token and shows who it is; a bad token gets the manager's message", async () => {
+    const p = page();
+    await p.goto(`${manager.url}/servers`);
+    await p.getByLabel("Token").fill("brt_not-a-real-token");
+    await p.getByRole("button", { name: "Sign in" }).click();
+    const err = await p.getByRole("alert").textContent();
+    expect(err).toContain("Unauthenticated");
+    await screenshot(p, "01-sign-in");
+    await signIn(p, manager.url, manager.adminToken);
+    const who = await p.getByTestId("whoami").textContent();
+    expect(who).toContain("admin");
+    expect(who).toContain("all projects");
+    await p.getByTestId("watch-status").filter({ hasText: "live" }).waitFor();
+  });
+
+  it("creates a server from the form and watches it reach Running", async () => {
+    const p = page();
+    await p.getByRole("button", { name: "New server" }).click();
+    const dialog = p.getByTestId("create-server");
+    await dialog.locator("input[name=name]").fill(name("a"));
+    await dialog.locator("input[name=image]").fill(TEST_IMAGE);
+    await dialog.locator("input[name=command]").fill(`sh -c 'echo hello-from-berth; trap "" TERM; exec sleep 100000'`);
+    await dialog.getByRole("button", { name: "Add port" }).click();
+    await dialog.getByLabel("Host port 1").fill("0");
+    await dialog.getByRole("button", { name: "Create server" }).click();
+    // The manager's validation lands on the field it names.
+    expect(await dialog.getByRole("alert").textContent()).toContain("spec.ports[0].host_port");
+    expect(await dialog.getByLabel("Host port 1").getAttribute("aria-invalid")).toBe("true");
+    await dialog.getByRole("button", { name: "Remove port 1" }).click();
+    await screenshot(p, "02-create-server");
+    await dialog.getByRole("button", { name: "Create server" }).click();
+    await dialog.waitFor({ state: "detached" });
+    created.push(await idOf(name("a")));
+    await waitForRowPhase(p, name("a"), "Running");
+    const s = (await manager.servers.getServer({ id: name("a") })).server!;
+    expect(s.spec!.command).toEqual(STUBBORN);
+    await p.getByRole("button", { name: "Close details" }).click();
+  });
+
+  it("stops it from the UI: the row is marked converging, then shows Stopped", async () => {
+    const p = page();
+    await row(p, name("a")).getByRole("button", { name: "Stop" }).click();
+    const confirm = p.getByRole("dialog", { name: `Stop ${name("a")}?` });
+    expect(await confirm.textContent()).toContain(name("a"));
+    await confirm.getByRole("button", { name: "Stop", exact: true }).click();
+    // SIGTERM is ignored: the container runs on for the 10 s grace period.
+    await p.locator(`.vt-row.converging[data-server-name="${name("a")}"]`).waitFor({ timeout: 5000 });
+    expect(await row(p, name("a")).locator(".mark").textContent()).toMatch(/stopping…|→ Stopped/);
+    await screenshot(p, "03-servers-converging");
+    await waitForRowPhase(p, name("a"), "Stopped", 30_000);
+    await p.locator(`.vt-row[data-server-name="${name("a")}"]:not(.converging)`).waitFor({ timeout: 5000 });
+    expect(await row(p, name("a")).locator(".mark").count()).toBe(0);
+  });
+
+  it("a docker kill behind berth's back shows in the table within 2 s, without a reload", async () => {
+    const p = page();
+    const s = await createViaApi(name("b"));
+    await waitForRowPhase(p, name("b"), "Running");
+    await p.evaluate("window.__sameDocument = true");
+    const containerId = (await waitForPhase(manager, s.id, Phase.RUNNING)).status!.containerId;
+    const t0 = Date.now();
+    await docker.getContainer(containerId).kill();
+    await waitForRowPhase(p, name("b"), "Stopped", 5000);
+    const elapsed = Date.now() - t0;
+    expect(elapsed).toBeLessThan(2000);
+    expect(await p.evaluate("window.__sameDocument")).toBe(true);
+    expect(await row(p, name("b")).locator(".c-desired").textContent()).toBe("stopped");
+  });
+
+  it("bulk: starts two selected servers with one confirmation and a result per server", async () => {
+    const p = page();
+    await row(p, name("a")).getByLabel(`Select ${name("a")}`).check();
+    await row(p, name("b")).getByLabel(`Select ${name("b")}`).check();
+    const bar = p.getByRole("toolbar", { name: "Bulk actions" });
+    expect(await bar.textContent()).toContain("2 selected");
+    await bar.getByRole("button", { name: "Start…" }).click();
+    const dialog = p.getByTestId("bulk-dialog");
+    await dialog.getByRole("button", { name: "Start 2" }).click();
+    await dialog.locator("li .result.ok").nth(1).waitFor();
+    expect(await dialog.locator("li .result.ok").count()).toBe(2);
+    await screenshot(p, "04-bulk-results");
+    await dialog.getByRole("button", { name: "Close" }).click();
+    await bar.getByRole("button", { name: "Clear selection" }).click();
+    await waitForRowPhase(p, name("a"), "Running");
+    await waitForRowPhase(p, name("b"), "Running");
+  });
+
+  it("deletes a server (confirmation names it) and restores it from the deleted view", async () => {
+    const p = page();
+    await row(p, name("b")).getByRole("button", { name: `More actions for ${name("b")}` }).click();
+    await p.getByRole("menuitem", { name: "Delete" }).click();
+    const confirm = p.getByRole("dialog", { name: `Delete ${name("b")}?` });
+    await confirm.getByRole("button", { name: "Delete", exact: true }).click();
+    await row(p, name("b")).waitFor({ state: "detached", timeout: 20_000 });
+    await p.getByLabel("Show deleted").check();
+    expect(new URL(p.url()).searchParams.get("deleted")).toBe("1");
+    await waitForRowPhase(p, name("b"), "Deleted");
+    await screenshot(p, "05-servers-deleted");
+    await row(p, name("b")).getByRole("button", { name: "Restore" }).click();
+    await p.locator(`.vt-row[data-server-name="${name("b")}"]:not([data-phase="Deleted"])`).waitFor({ timeout: 20_000 });
+    const restored = (await manager.servers.getServer({ id: name("b") })).server!;
+    expect(restored.deleteTime).toBeUndefined();
+    await p.getByLabel("Show deleted").uncheck();
+  });
+
+  it("purging with data asks for the server's name", async () => {
+    const p = page();
+    await createViaApi(name("c"), SLEEPER, { desiredState: DesiredState.STOPPED });
+    await waitForRowPhase(p, name("c"), "Stopped");
+    await row(p, name("c")).getByRole("button", { name: `More actions for ${name("c")}` }).click();
+    await p.getByRole("menuitem", { name: "Purge" }).click();
+    const confirm = p.getByRole("dialog", { name: `Purge ${name("c")}?` });
+    await confirm.getByLabel("Also remove the data directory").check();
+    const go = confirm.getByRole("button", { name: "Purge with data" });
+    expect(await go.isDisabled()).toBe(true);
+    await confirm.getByLabel("Confirmation text").fill(name("c"));
+    expect(await go.isDisabled()).toBe(false);
+    await go.click();
+    await row(p, name("c")).waitFor({ state: "detached", timeout: 20_000 });
+    const gone = await manager.servers.getServer({ id: name("c") }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e).code,
+    );
+    expect(gone).toBe(Code.NotFound);
+  });
+
+  it("the detail drawer explains a server: conditions, a live event timeline, logs", async () => {
+    const p = page();
+    await row(p, name("a")).getByRole("button", { name: name("a"), exact: true }).click();
+    const drawer = p.getByTestId("server-drawer");
+    await drawer.getByRole("table", { name: "Conditions" }).locator("tbody tr").nth(5).waitFor();
+    const conditions = await drawer.getByRole("table", { name: "Conditions" }).locator("tbody tr td:first-child").allTextContents();
+    expect(conditions).toEqual(expect.arrayContaining(["HostConnected", "ContainerExists", "ContainerRunning", "DataPresent", "SpecApplied", "Ready"]));
+    await screenshot(p, "06-drawer-overview");
+
+    await drawer.getByRole("tab", { name: "Events" }).click();
+    await drawer.locator('[data-event-type="server.stop_requested"]').first().waitFor();
+    expect(await drawer.locator('[data-event-type="server.created"]').count()).toBe(1);
+    await drawer.getByTestId("events-live").filter({ hasText: "live" }).waitFor();
+    // A change made elsewhere appears at the top without a reload.
+    expect(await drawer.locator('[data-event-type="server.pause_requested"]').count()).toBe(0);
+    await manager.servers.pauseServer({ id: name("a") });
+    await drawer.locator('[data-event-type="server.pause_requested"]').waitFor({ timeout: 5000 });
+    await drawer.locator('[data-event-type="phase.changed"]').first().waitFor();
+    await waitForRowPhase(p, name("a"), "Paused");
+    await screenshot(p, "07-drawer-events");
+    await manager.servers.resumeServer({ id: name("a") });
+    await waitForRowPhase(p, name("a"), "Running");
+
+    await drawer.getByRole("tab", { name: "Logs" }).click();
+    await drawer.getByRole("log").filter({ hasText: "hello-from-berth" }).waitFor({ timeout: 15_000 });
+    await screenshot(p, "08-drawer-logs");
+  });
+
+  it("edits the spec: the manager's validation message lands on the field, a valid change bumps the generation", async () => {
+    const p = page();
+    const drawer = p.getByTestId("server-drawer");
+    await drawer.getByRole("tab", { name: "Edit spec" }).click();
+    const mount = drawer.locator("input[name=dataMountPath]");
+    await mount.fill("/");
+    await drawer.getByRole("button", { name: "Save spec" }).click();
+    expect(await drawer.getByRole("alert").textContent()).toContain("spec.data_mount_path");
+    expect(await mount.getAttribute("aria-invalid")).toBe("true");
+    await screenshot(p, "09-edit-validation");
+    const before = (await manager.servers.getServer({ id: name("a") })).server!.generation;
+    await mount.fill("/data");
+    await drawer.locator("textarea[name=env]").fill("GREETING=hi");
+    await drawer.getByRole("button", { name: "Save spec" }).click();
+    await p.getByText(`Saved ${name("a")}`).waitFor();
+    const after = (await manager.servers.getServer({ id: name("a") })).server!;
+    expect(after.generation).toBe(before + 1n);
+    expect(after.spec!.env).toEqual({ GREETING: "hi" });
+    await row(p, name("a")).locator(".c-gen", { hasText: `/${after.generation}` }).waitFor();
+    await drawer.getByRole("button", { name: "Close details" }).click();
+  });
+
+  it("a server that cannot converge is marked stuck; its alert is acknowledged and muted", async () => {
+    const p = page();
+    await createViaApi(name("broken"), SLEEPER, { image: "127.0.0.1:1/nothing:1" });
+    await waitForRowPhase(p, name("broken"), "Failed");
+    // --alert-not-converged 3: the alert fires after 3 s; the dashboard polls alerts every 5 s.
+    await row(p, name("broken")).locator(".reason.stuck").waitFor({ timeout: 20_000 });
+    await screenshot(p, "10-servers");
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: /Alerts/ }).click();
+    const firing = p.getByRole("table", { name: "Firing alerts" });
+    const alertRow = firing.locator('tr[data-rule="server_not_converged"]', { hasText: name("broken") });
+    await alertRow.waitFor();
+    await alertRow.getByRole("button", { name: "Acknowledge" }).click();
+    await alertRow.getByText("ack by").waitFor();
+    await alertRow.getByRole("button", { name: /^Mute/ }).click();
+    await p.getByRole("menuitem", { name: "Mute 1 hour" }).click();
+    await alertRow.getByText("muted until").waitFor();
+    const { alerts } = await createAlertsClient(manager).listAlerts({});
+    const brokenId = await idOf(name("broken"));
+    const a = alerts.find((x) => x.subject === `server:${brokenId}`)!;
+    expect(a.acknowledgedBy).toMatch(/^token:/);
+    expect(a.mutedUntil).toBeDefined();
+    await screenshot(p, "11-alerts");
+  });
+
+  it("the events explorer filters by type and tails live", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Events" }).click();
+    await p.getByLabel("Event type prefix").fill("server.");
+    await p.getByTestId("events-live").filter({ hasText: "live" }).waitFor();
+    await p.waitForFunction(`new URLSearchParams(location.search).get("type") === "server."`);
+    await p.locator(".events li").first().waitFor();
+    const types = (await p.evaluate(`[...document.querySelectorAll(".events li")].map((e) => e.dataset.eventType)`)) as string[];
+    expect(types.length).toBeGreaterThan(3);
+    expect(types.every((t) => t.startsWith("server."))).toBe(true);
+    const starts = p.locator('.events li[data-event-type="server.start_requested"]');
+    const before = await starts.count();
+    await manager.servers.startServer({ id: name("b") });
+    await starts.nth(before).waitFor({ timeout: 5000 });
+    expect(await p.locator(".events li").first().getAttribute("data-event-type")).toMatch(/^server\./);
+    await screenshot(p, "12-events");
+  });
+
+  it("hosts: online with facts; Add host shows the one-line agent command; Resync now", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Hosts" }).click();
+    const hosts = p.getByRole("table", { name: "Hosts" });
+    await hosts.getByText("online", { exact: true }).waitFor();
+    await screenshot(p, "13-hosts");
+    await hosts.getByRole("button", { name: "Resync now" }).click();
+    await p.getByText(/Asked .* for a full inventory/).waitFor();
+    await p.getByRole("button", { name: "Add host" }).click();
+    const dialog = p.getByTestId("add-host");
+    await dialog.getByRole("button", { name: "Create enrollment command" }).click();
+    const command = await dialog.getByLabel("Agent command").inputValue();
+    expect(command).toMatch(/berth-agent enroll --manager \S+ --token enr_/);
+    await screenshot(p, "14-add-host");
+    await dialog.getByRole("button", { name: "Done" }).click();
+  });
+
+  it("orphans: the panel shows the manager's answer", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Orphans" }).click();
+    await p.getByRole("heading", { name: "Orphans" }).waitFor();
+    await p.locator(".orphan-group, .empty-inline, .error-box").first().waitFor();
+    const implemented = await createOrphansClient(manager)
+      .listOrphans({})
+      .then(
+        () => true,
+        (e: unknown) => ConnectError.from(e).code !== Code.Unimplemented,
+      );
+    if (!implemented) expect(await p.locator(".error-box").textContent()).toContain("Unimplemented");
+    await screenshot(p, "15-orphans");
+  });
+
+  // OrphanService is being implemented in another issue; until it answers,
+  // the panel shows its Unimplemented error (above). When it lands: create an
+  // untracked container (berth labels, no record), adopt it into a project
+  // from the panel, and see it in the Servers table.
+  it.todo("adopts an orphan container into a project from the Orphans panel");
+
+  it("50 live updates each change one row in place: no row is replaced, no other row is touched", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    await waitForRowPhase(p, name("a"), "Running");
+    await waitForRowPhase(p, name("b"), "Running");
+    const rowsBefore = await rowCount();
+    expect(rowsBefore).toBeGreaterThanOrEqual(3);
+    const id = await idOf(name("a"));
+    await p.evaluate(OBSERVE);
+    let spec = (await manager.servers.getServer({ id })).server!.spec!;
+    for (let i = 0; i < 50; i++) {
+      const { server } = await manager.servers.updateServer({ id, spec: { ...spec, env: { ...spec.env, COUNTER: String(i) } } });
+      spec = server!.spec!;
+      await row(p, name("a")).locator(".c-gen", { hasText: `/${server!.generation}` }).waitFor({ timeout: 5000 });
+    }
+    const seen = await readObserved();
+    await p.evaluate("window.__stopRows()");
+    expect(seen.added).toBe(0);
+    expect(seen.removed).toBe(0);
+    expect(Object.keys(seen.rows)).toEqual([id]);
+    expect(seen.rows[id]).toBeGreaterThanOrEqual(50);
+    expect(await rowCount()).toBe(rowsBefore);
+  });
+
+  it("a manager restart: rows stay, a badge says reconnecting, the watch resumes without replacing rows", async () => {
+    const p = page();
+    const rowsBefore = await rowCount();
+    await p.evaluate(OBSERVE);
+    const port = Number(new URL(manager.url).port);
+    await manager.stop();
+    await p.getByTestId("watch-status").filter({ hasText: "reconnecting" }).waitFor({ timeout: 10_000 });
+    expect(await rowCount()).toBe(rowsBefore);
+    await screenshot(p, "16-reconnecting");
+    manager = await startManager({ dir, port, args: managerArgs });
+    await p.getByTestId("watch-status").filter({ hasText: "live" }).waitFor({ timeout: 30_000 });
+    // The agent comes back too, and the rows follow its truth again.
+    await waitForRowPhase(p, name("a"), "Running", 40_000);
+    const seen = await readObserved();
+    expect(seen.added).toBe(0);
+    expect(seen.removed).toBe(0);
+    expect(await rowCount()).toBe(rowsBefore);
+  });
+});
+
+function createAlertsClient(m: ManagerProc) {
+  return createClient(AlertService, m.transport(m.adminToken));
+}
+function createOrphansClient(m: ManagerProc) {
+  return createClient(OrphanService, m.transport(m.adminToken));
+}

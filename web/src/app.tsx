@@ -1,0 +1,204 @@
+/**
+ * The shell: sign-in with a token, then the top bar (pages, live status,
+ * firing alerts, who you are) and the page the path names.
+ */
+import { useCallback, useEffect, useState, type FormEvent } from "react";
+import type { Token } from "@berth/proto/berth/v1/access_pb.js";
+import { SessionProvider, useFiringAlerts, useSession, useWatch } from "./app-context.js";
+import { createApi, errorText } from "./api/client.js";
+import { roleName, storedToken, storeToken } from "./api/session.js";
+import { AlertsPage } from "./alerts/alerts-page.js";
+import { EventsPage } from "./events/events-page.js";
+import { HostsPage } from "./hosts/hosts-page.js";
+import { OrphansPage } from "./orphans/orphans-page.js";
+import { ServersPage } from "./servers/servers-page.js";
+import { TokensPage } from "./tokens/tokens-page.js";
+import { navigate, useLocation } from "./ui/router.js";
+import { Toaster } from "./ui/toast.js";
+
+type Auth = { kind: "checking" } | { kind: "out"; message?: string } | { kind: "in"; token: string; me: Token };
+
+export function App() {
+  const [auth, setAuth] = useState<Auth>(() => (storedToken() ? { kind: "checking" } : { kind: "out" }));
+
+  const signIn = useCallback(async (token: string): Promise<string | undefined> => {
+    try {
+      const { token: me } = await createApi(token, () => {}).access.whoAmI({});
+      if (!me) return "the manager did not say who this token is";
+      storeToken(token);
+      setAuth({ kind: "in", token, me });
+      return undefined;
+    } catch (err) {
+      return errorText(err);
+    }
+  }, []);
+
+  const signOut = useCallback((message?: string) => {
+    storeToken(undefined);
+    setAuth({ kind: "out", ...(message ? { message } : {}) });
+  }, []);
+
+  useEffect(() => {
+    if (auth.kind !== "checking") return;
+    const t = storedToken()!;
+    void signIn(t).then((err) => {
+      if (err) {
+        storeToken(undefined);
+        setAuth({ kind: "out", message: err });
+      }
+    });
+  }, [auth.kind, signIn]);
+
+  return (
+    <Toaster>
+      {auth.kind === "checking" && <div className="splash">Connecting to berth…</div>}
+      {auth.kind === "out" && <SignIn message={auth.message} onSignIn={signIn} />}
+      {auth.kind === "in" && (
+        <SessionProvider token={auth.token} me={auth.me} onSignOut={signOut}>
+          <Shell />
+        </SessionProvider>
+      )}
+    </Toaster>
+  );
+}
+
+function SignIn({ message, onSignIn }: { message: string | undefined; onSignIn: (token: string) => Promise<string | undefined> }) {
+  const [token, setToken] = useState("");
+  const [error, setError] = useState(message);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    const err = await onSignIn(token.trim());
+    setBusy(false);
+    setError(err);
+  };
+  return (
+    <main className="signin">
+      <form className="signin-card" onSubmit={submit} aria-labelledby="signin-title">
+        <div className="brand large">
+          <Logo /> berth
+        </div>
+        <h1 id="signin-title">Sign in</h1>
+        <p className="muted">
+          Paste an operator token (<code>brt_…</code>). <code>npm start</code> prints one and keeps it in <code>data/admin-token</code>; admins make more on the
+          Tokens page. It is kept for this browser tab only.
+        </p>
+        <label className="field">
+          <span className="label">Token</span>
+          <input type="password" value={token} onChange={(e) => setToken(e.target.value)} autoComplete="off" spellCheck={false} placeholder="brt_…" autoFocus name="token" />
+        </label>
+        {error && (
+          <p className="error-box" role="alert">
+            {error}
+          </p>
+        )}
+        <button type="submit" className="button primary wide" disabled={!token.trim() || busy}>
+          {busy ? "Checking…" : "Sign in"}
+        </button>
+      </form>
+    </main>
+  );
+}
+
+const PAGES = [
+  { path: "/servers", label: "Servers" },
+  { path: "/hosts", label: "Hosts" },
+  { path: "/alerts", label: "Alerts" },
+  { path: "/events", label: "Events" },
+  { path: "/orphans", label: "Orphans", infra: true },
+  { path: "/tokens", label: "Tokens", admin: true },
+];
+
+function Shell() {
+  const { me, can, signOut } = useSession();
+  const loc = useLocation();
+  const watch = useWatch();
+  const { alerts } = useFiringAlerts();
+  useEffect(() => {
+    if (loc.path === "/" || loc.path === "/index.html") navigate("/servers" + loc.search);
+  }, [loc.path, loc.search]);
+  const page = PAGES.find((p) => loc.path === p.path || loc.path.startsWith(`${p.path}/`));
+  useEffect(() => {
+    document.title = page ? `${page.label} · berth` : "berth";
+  }, [page]);
+  return (
+    <div className="app">
+      <header className="topbar">
+        <a
+          className="brand"
+          href="/servers"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/servers");
+          }}
+        >
+          <Logo /> berth
+        </a>
+        <nav className="nav" aria-label="Pages">
+          {PAGES.filter((p) => (!p.infra || can.infra) && (!p.admin || can.admin)).map((p) => (
+            <a
+              key={p.path}
+              href={p.path}
+              aria-current={page?.path === p.path ? "page" : undefined}
+              onClick={(e) => {
+                if (e.metaKey || e.ctrlKey || e.shiftKey) return;
+                e.preventDefault();
+                navigate(p.path);
+              }}
+            >
+              {p.label}
+              {p.path === "/alerts" && alerts.length > 0 && (
+                <span className="nav-count" aria-label={`${alerts.length} firing`}>
+                  {alerts.length}
+                </span>
+              )}
+            </a>
+          ))}
+        </nav>
+        <span className="grow" />
+        <span className={`conn conn-${watch.status}`} data-testid="watch-status" title={watch.error ?? "live updates from the manager"} role="status">
+          <span className="dot" aria-hidden="true" />
+          {watch.status === "live" ? "live" : watch.status === "connecting" ? "connecting…" : "reconnecting…"}
+        </span>
+        <span className="whoami" data-testid="whoami" title={`token ${me.id}`}>
+          <span className="who">{me.name}</span>
+          <span className={`role role-${roleName(me.role)}`}>{roleName(me.role)}</span>
+          <span className="muted">{me.project || "all projects"}</span>
+        </span>
+        <button type="button" className="button small ghost" onClick={() => signOut()}>
+          Sign out
+        </button>
+      </header>
+      <main className="main">
+        {page?.path === "/servers" && <ServersPage />}
+        {page?.path === "/hosts" && <HostsPage />}
+        {page?.path === "/alerts" && <AlertsPage />}
+        {page?.path === "/events" && <EventsPage />}
+        {page?.path === "/orphans" && <OrphansPage />}
+        {page?.path === "/tokens" && <TokensPage />}
+        {!page && loc.path !== "/" && (
+          <section className="page">
+            <h1>Not found</h1>
+            <p>
+              There is no page at <code>{loc.path}</code>.{" "}
+              <a href="/servers" onClick={(e) => (e.preventDefault(), navigate("/servers"))}>
+                Go to the servers
+              </a>
+              .
+            </p>
+          </section>
+        )}
+      </main>
+    </div>
+  );
+}
+
+function Logo() {
+  return (
+    <svg viewBox="0 0 16 16" width="20" height="20" aria-hidden="true">
+      <rect width="16" height="16" rx="3.5" fill="currentColor" />
+      <path d="M4 11.5h8M5 8.5h6M6 5.5h4" stroke="var(--logo-ink, #fff)" strokeWidth="1.6" strokeLinecap="round" />
+    </svg>
+  );
+}

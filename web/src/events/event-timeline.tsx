@@ -1,0 +1,222 @@
+/**
+ * Ledger events, newest first: a page from ListEvents, older pages on demand,
+ * and (live) new ones from WatchEvents after the newest id seen, so nothing is
+ * missed or shown twice. The watch reconnects from the last id it delivered.
+ */
+import { memo, useEffect, useState } from "react";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Event } from "@berth/proto/berth/v1/event_pb.js";
+import { useHosts, useSession, useWatch } from "../app-context.js";
+import { errorText, isAbort } from "../api/client.js";
+import { RelTime } from "../ui/clock.js";
+import { formatTime, tsMs } from "../ui/format.js";
+import { navigate } from "../ui/router.js";
+
+export interface EventFilter {
+  serverId?: string;
+  hostId?: string;
+  typePrefix?: string;
+  actor?: string;
+  since?: Date | undefined;
+  until?: Date | undefined;
+}
+
+const PAGE = 50;
+const MAX_LIVE = 2000;
+
+/** Whether a live event passes the filters WatchEvents cannot apply itself (actor, time). */
+export function passesClientFilter(e: Event, f: EventFilter): boolean {
+  if (f.actor && e.actor !== f.actor && !e.actor.startsWith(f.actor.endsWith(":") ? f.actor : `${f.actor}:`)) return false;
+  const t = tsMs(e.time) ?? 0;
+  if (f.since && t < f.since.getTime()) return false;
+  if (f.until && t >= f.until.getTime()) return false;
+  return true;
+}
+
+export function EventTimeline({ filter, live, compact }: { filter: EventFilter; live: boolean; compact?: boolean }) {
+  const { api } = useSession();
+  const [events, setEvents] = useState<Event[]>([]);
+  const [next, setNext] = useState("");
+  const [loading, setLoading] = useState(true);
+  const [error, setError] = useState<string>();
+  const [liveState, setLiveState] = useState<"off" | "connecting" | "live" | "reconnecting">("off");
+  const key = JSON.stringify({ ...filter, since: filter.since?.toISOString(), until: filter.until?.toISOString() });
+
+  useEffect(() => {
+    const abort = new AbortController();
+    const signal = abort.signal;
+    const f = filter;
+    const listReq = {
+      serverId: f.serverId ?? "",
+      hostId: f.hostId ?? "",
+      typePrefix: f.typePrefix ?? "",
+      actor: f.actor ?? "",
+      pageSize: PAGE,
+      ...(f.since ? { since: timestampFromDate(f.since) } : {}),
+      ...(f.until ? { until: timestampFromDate(f.until) } : {}),
+    };
+    setLoading(true);
+    setError(undefined);
+    setEvents([]);
+    setNext("");
+    void (async () => {
+      let after = 0n;
+      try {
+        const res = await api.events.listEvents(listReq, { signal });
+        setEvents(res.events);
+        setNext(res.nextPageToken);
+        after = res.events[0]?.id ?? 0n;
+      } catch (err) {
+        if (!signal.aborted) setError(errorText(err));
+        return;
+      } finally {
+        if (!signal.aborted) setLoading(false);
+      }
+      if (!live || f.until) return;
+      let delay = 500;
+      while (!signal.aborted) {
+        setLiveState((s) => (s === "off" ? "connecting" : s === "live" ? "reconnecting" : s));
+        try {
+          const stream = api.events.watchEvents({ afterId: after, serverId: f.serverId ?? "", hostId: f.hostId ?? "", typePrefix: f.typePrefix ?? "" }, { signal });
+          setLiveState("live");
+          for await (const m of stream) {
+            const e = m.event;
+            if (!e) continue;
+            if (e.id > after) after = e.id;
+            delay = 500;
+            if (!passesClientFilter(e, f)) continue;
+            setEvents((cur) => (cur.some((x) => x.id === e.id) ? cur : [e, ...cur].slice(0, MAX_LIVE)));
+          }
+        } catch (err) {
+          if (signal.aborted || isAbort(err)) return;
+          setError(errorText(err));
+        }
+        setLiveState("reconnecting");
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(8000, delay * 2);
+      }
+    })();
+    return () => {
+      abort.abort();
+      setLiveState("off");
+    };
+    // The key stands for the filter's content.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [api, key, live]);
+
+  const loadOlder = async () => {
+    setLoading(true);
+    try {
+      const f = filter;
+      const res = await api.events.listEvents({
+        serverId: f.serverId ?? "",
+        hostId: f.hostId ?? "",
+        typePrefix: f.typePrefix ?? "",
+        actor: f.actor ?? "",
+        pageSize: PAGE,
+        pageToken: next,
+        ...(f.since ? { since: timestampFromDate(f.since) } : {}),
+        ...(f.until ? { until: timestampFromDate(f.until) } : {}),
+      });
+      setEvents((cur) => [...cur, ...res.events.filter((e) => !cur.some((x) => x.id === e.id))]);
+      setNext(res.nextPageToken);
+    } catch (err) {
+      setError(errorText(err));
+    } finally {
+      setLoading(false);
+    }
+  };
+
+  return (
+    <div className={`timeline${compact ? " compact" : ""}`}>
+      <div className="timeline-bar">
+        {live && !filter.until ? (
+          <span className={`live-dot ${liveState}`} data-testid="events-live">
+            {liveState === "live" ? "live" : liveState === "off" ? "" : `${liveState}…`}
+          </span>
+        ) : (
+          <span className="muted small">not following</span>
+        )}
+        <span className="muted small">{events.length} events</span>
+      </div>
+      {error && (
+        <p className="error-box" role="alert">
+          {error}
+        </p>
+      )}
+      <ol className="events" aria-label="Events">
+        {events.map((e) => (
+          <EventItem key={e.id.toString()} e={e} compact={compact ?? false} />
+        ))}
+      </ol>
+      {!loading && events.length === 0 && !error && <p className="muted">No events match.</p>}
+      {loading && <p className="muted">Loading…</p>}
+      {next && !loading && (
+        <button type="button" className="button small" onClick={loadOlder}>
+          Load older
+        </button>
+      )}
+    </div>
+  );
+}
+
+function category(type: string): string {
+  if (type.startsWith("alert.")) return "alert";
+  if (type.startsWith("phase.") || type.startsWith("drift.")) return "phase";
+  if (type.startsWith("host.")) return "host";
+  if (type.startsWith("server.")) return "server";
+  if (type.startsWith("command.")) return "command";
+  if (type.includes("fail") || type.includes("lost")) return "bad";
+  return "other";
+}
+
+const EventItem = memo(function EventItem({ e, compact }: { e: Event; compact: boolean }) {
+  const { names } = useHosts();
+  const watch = useWatch();
+  const [open, setOpen] = useState(false);
+  const ms = tsMs(e.time);
+  const bad = /fail|lost|crash|removed/i.test(e.type) || /fail/i.test(e.reason);
+  const serverName = e.serverId ? (watch.servers.get(e.serverId)?.spec?.name ?? e.serverId) : "";
+  const hasPayload = e.payloadJson !== "" && e.payloadJson !== "{}";
+  return (
+    <li className={`event${bad ? " bad" : ""}`} data-event-type={e.type}>
+      <div className="event-time" title={formatTime(ms)}>
+        <RelTime ms={ms} />
+      </div>
+      <div className="event-main">
+        <div className="event-head">
+          <span className={`etype cat-${category(e.type)}`}>{e.type}</span>
+          <span className="event-message">{e.message}</span>
+          <span className="grow" />
+          <span className="muted small actor" title="actor">
+            {e.actor.replace(/^token:[^:]+:/, "token ")}
+          </span>
+        </div>
+        <div className="event-refs small muted">
+          {e.reason && <span className="mono">{e.reason}</span>}
+          {!compact && e.serverId && (
+            <button type="button" className="link" onClick={() => navigate(`/servers?server=${encodeURIComponent(e.serverId)}`)} title={e.serverId}>
+              {serverName}
+            </button>
+          )}
+          {!compact && e.hostId && <span>host {names.get(e.hostId) ?? e.hostId}</span>}
+          {!compact && e.project && <span>project {e.project}</span>}
+          {hasPayload && (
+            <button type="button" className="link" aria-expanded={open} onClick={() => setOpen((o) => !o)}>
+              {open ? "hide details" : "details"}
+            </button>
+          )}
+        </div>
+        {open && <pre className="payload">{pretty(e.payloadJson)}</pre>}
+      </div>
+    </li>
+  );
+});
+
+function pretty(json: string): string {
+  try {
+    return JSON.stringify(JSON.parse(json), null, 2);
+  } catch {
+    return json;
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Docker hosts and their agents: online or not, last heartbeat, versions,
+ * disk, servers. Add a host (one-time enrollment command), resync one, or
+ * remove one (revokes its agent).
+ */
+import { useState } from "react";
+import { ConditionStatus } from "@berth/proto/berth/v1/server_pb.js";
+import { HostState, type CreateEnrollmentTokenResponse, type Host } from "@berth/proto/berth/v1/host_pb.js";
+import { useHosts, useSession } from "../app-context.js";
+import { errorText } from "../api/client.js";
+import { RelTime } from "../ui/clock.js";
+import { ConfirmDialog } from "../ui/confirm.js";
+import { CopyField } from "../ui/copy.js";
+import { ErrorBox } from "../ui/error-box.js";
+import { formatBytes, formatTime, tsMs } from "../ui/format.js";
+import { Modal } from "../ui/modal.js";
+import { navigate } from "../ui/router.js";
+import { useToast } from "../ui/toast.js";
+
+export function HostsPage() {
+  const session = useSession();
+  const { can, api } = session;
+  const { hosts, error } = useHosts();
+  const toast = useToast();
+  const [adding, setAdding] = useState(false);
+  const [removing, setRemoving] = useState<Host>();
+  const [busy, setBusy] = useState<string>();
+  const online = hosts.filter((h) => h.state === HostState.ONLINE).length;
+
+  const resync = async (h: Host) => {
+    setBusy(h.id);
+    try {
+      await api.hosts.resyncHost({ id: h.id });
+      toast("ok", `Asked ${h.name || h.id} for a full inventory`);
+      void session.hosts.refresh();
+    } catch (err) {
+      toast("error", `Resync ${h.name || h.id}: ${errorText(err)}`);
+    } finally {
+      setBusy(undefined);
+    }
+  };
+
+  return (
+    <section className="page" aria-labelledby="hosts-title">
+      <div className="page-head">
+        <div>
+          <h1 id="hosts-title">Hosts</h1>
+          <p className="summary">
+            {hosts.length} hosts · <span className="tone-text-ok">{online} online</span>
+            {hosts.length - online > 0 && (
+              <>
+                {" "}
+                · <span className="tone-text-bad">{hosts.length - online} offline</span>
+              </>
+            )}
+          </p>
+        </div>
+        {can.infra && (
+          <button type="button" className="button primary" onClick={() => setAdding(true)}>
+            Add host
+          </button>
+        )}
+      </div>
+      <ErrorBox error={error} what="Could not list hosts" />
+      <div className="table-wrap">
+        <table className="table hosts" aria-label="Hosts">
+          <thead>
+            <tr>
+              <th>Host</th>
+              <th>Status</th>
+              <th>Last heartbeat</th>
+              <th>Versions</th>
+              <th>Data root</th>
+              <th className="num">Servers</th>
+              <th>Resources</th>
+              <th aria-label="Actions" />
+            </tr>
+          </thead>
+          <tbody>
+            {hosts.map((h) => {
+              const free = Number(h.dataRootFreeBytes);
+              const total = Number(h.dataRootTotalBytes);
+              const pct = total > 0 ? free / total : undefined;
+              const isOnline = h.state === HostState.ONLINE;
+              const badConds = h.conditions.filter((c) => c.status === ConditionStatus.FALSE);
+              return (
+                <tr key={h.id} data-host-id={h.id}>
+                  <td>
+                    <div className="strong">{h.name || h.id}</div>
+                    <div className="muted mono small">{h.id}</div>
+                  </td>
+                  <td>
+                    <span className={`badge tone-${isOnline ? "ok" : "bad"}`}>{isOnline ? "online" : "offline"}</span>
+                    {isOnline && !h.dockerReachable && <span className="badge tone-warn">docker unreachable</span>}
+                    {badConds.map((c) => (
+                      <div key={c.type} className="small tone-text-bad" title={c.message}>
+                        {c.type}: {c.reason}
+                      </div>
+                    ))}
+                    {isOnline && h.connectedSince && (
+                      <div className="muted small">
+                        since <RelTime ms={tsMs(h.connectedSince)} />
+                      </div>
+                    )}
+                  </td>
+                  <td>
+                    <RelTime ms={tsMs(h.lastHeartbeat)} />
+                    <div className="muted small">{formatTime(tsMs(h.lastHeartbeat))}</div>
+                  </td>
+                  <td className="small">
+                    <div>agent {h.agentVersion || "—"}</div>
+                    <div className="muted">docker {h.dockerVersion || "—"}</div>
+                  </td>
+                  <td>
+                    {pct !== undefined ? (
+                      <div className="disk" title={`${formatBytes(free)} free of ${formatBytes(total)}`}>
+                        <div className={`disk-bar${pct < 0.1 ? " low" : ""}`} role="meter" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round((1 - pct) * 100)} aria-label="Disk used">
+                          <span style={{ width: `${Math.round((1 - pct) * 100)}%` }} />
+                        </div>
+                        <div className="small">
+                          {formatBytes(free)} free <span className="muted">of {formatBytes(total)}</span>
+                        </div>
+                      </div>
+                    ) : (
+                      <span className="muted">—</span>
+                    )}
+                    <div className="muted mono small">{h.dataRoot}</div>
+                  </td>
+                  <td className="num">
+                    <button type="button" className="link" onClick={() => navigate(`/servers?host=${encodeURIComponent(h.id)}`)}>
+                      {h.serverCount}
+                    </button>
+                  </td>
+                  <td className="small">
+                    {h.cpuCount ? `${h.cpuCount} CPU` : "—"}
+                    <div className="muted">{h.memoryBytes ? formatBytes(h.memoryBytes) : ""}</div>
+                  </td>
+                  <td className="actions">
+                    {can.operate && (
+                      <button type="button" className="button small" disabled={!isOnline || busy === h.id} onClick={() => resync(h)} title={isOnline ? "ask the agent for a full inventory and data check now" : "the agent is offline"}>
+                        {busy === h.id ? "Resyncing…" : "Resync now"}
+                      </button>
+                    )}
+                    {can.infra && (
+                      <button type="button" className="button small danger-soft" onClick={() => setRemoving(h)}>
+                        Remove
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+            {hosts.length === 0 && !error && (
+              <tr>
+                <td colSpan={8} className="empty">
+                  No hosts yet. {can.infra ? "Add one: berth gives you the command to run on it." : "An all-projects admin can add one."}
+                </td>
+              </tr>
+            )}
+          </tbody>
+        </table>
+      </div>
+      {adding && <AddHostDialog onClose={() => setAdding(false)} />}
+      {removing && (
+        <ConfirmDialog
+          title={`Remove host ${removing.name || removing.id}?`}
+          confirmLabel="Remove host"
+          danger
+          typeToConfirm={removing.serverCount > 0 ? removing.name || removing.id : undefined}
+          onClose={() => setRemoving(undefined)}
+          onConfirm={async () => {
+            try {
+              await api.hosts.removeHost({ id: removing.id });
+              toast("ok", `Removed host ${removing.name || removing.id}`);
+              void session.hosts.refresh();
+              return undefined;
+            } catch (err) {
+              return errorText(err);
+            }
+          }}
+        >
+          <p>
+            The agent of <strong>{removing.name || removing.id}</strong> <span className="muted mono">({removing.id})</span> is revoked and disconnected at once; it
+            exits and must be enrolled again to come back. Containers and data on the host are left alone.
+          </p>
+          {removing.serverCount > 0 && <p className="notice">{removing.serverCount} servers live on this host; they become Unknown.</p>}
+        </ConfirmDialog>
+      )}
+    </section>
+  );
+}
+
+const TTLS = [
+  { s: 600, label: "10 minutes" },
+  { s: 3600, label: "1 hour" },
+  { s: 86400, label: "24 hours" },
+];
+
+function AddHostDialog({ onClose }: { onClose: () => void }) {
+  const { api } = useSession();
+  const [ttl, setTtl] = useState(3600);
+  const [res, setRes] = useState<CreateEnrollmentTokenResponse>();
+  const [error, setError] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  const create = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      setRes(await api.hosts.createEnrollmentToken({ ttlSeconds: ttl }));
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Modal
+      title="Add a host"
+      onClose={onClose}
+      wide
+      testId="add-host"
+      footer={
+        res ? (
+          <button type="button" className="button primary" onClick={onClose}>
+            Done
+          </button>
+        ) : (
+          <>
+            <button type="button" className="button" onClick={onClose}>
+              Cancel
+            </button>
+            <button type="button" className="button primary" onClick={create} disabled={busy}>
+              {busy ? "Creating…" : "Create enrollment command"}
+            </button>
+          </>
+        )
+      }
+    >
+      {!res ? (
+        <>
+          <p>
+            berth makes a one-time enrollment token. Run the command it gives on the new host (with Docker running); the agent enrolls, then dials the manager and
+            the host shows up here.
+          </p>
+          <label className="field">
+            <span className="label">Token valid for</span>
+            <select value={ttl} onChange={(e) => setTtl(Number(e.target.value))}>
+              {TTLS.map((t) => (
+                <option key={t.s} value={t.s}>
+                  {t.label}
+                </option>
+              ))}
+            </select>
+          </label>
+          <ErrorBox error={error} />
+        </>
+      ) : (
+        <>
+          <p>
+            Run this on the new host. The token works once and expires <strong>{formatTime(tsMs(res.expireTime))}</strong>; it is not shown again.
+          </p>
+          <CopyField value={res.command} label="Agent command" multiline />
+          <details>
+            <summary>Token only</summary>
+            <CopyField value={res.token} label="Enrollment token" />
+          </details>
+        </>
+      )}
+    </Modal>
+  );
+}

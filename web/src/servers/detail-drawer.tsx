@@ -1,0 +1,306 @@
+/**
+ * One server, explained: spec, status and conditions (live from the watch),
+ * its event timeline (ledger, live), its logs (TailLogs), and the spec editor.
+ * The open server and tab live in the URL (?server=…&tab=…).
+ */
+import { useEffect, useState, type FormEvent } from "react";
+import { ConnectError } from "@connectrpc/connect";
+import { ConditionStatus, RestartPolicy, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
+import { errorText } from "../api/client.js";
+import { EventTimeline } from "../events/event-timeline.js";
+import { RelTime } from "../ui/clock.js";
+import { ErrorText } from "../ui/error-box.js";
+import { formatBytes, formatTime, joinWords, tsMs } from "../ui/format.js";
+import { setParam, useLocation } from "../ui/router.js";
+import { useToast } from "../ui/toast.js";
+import { LogsView } from "./logs-view.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, phaseName, phaseTone, targetPhase, type ServerAction } from "./model.js";
+import { allowedActions } from "./server-actions.js";
+import { Field, SpecFields } from "./spec-form.js";
+import { fieldOfMessage, formFromSpec, FormError, specFromForm, type FieldKey, type SpecForm } from "./spec-form-model.js";
+import { portsText } from "./table-query.js";
+
+const TABS = ["overview", "events", "logs", "edit"] as const;
+type Tab = (typeof TABS)[number];
+const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", edit: "Edit spec" };
+
+export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: () => void; onAction: (s: Server, a: ServerAction) => void }) {
+  const { can } = useSession();
+  const watch = useWatch();
+  const { pending, errors } = useActions();
+  const { stuck } = useFiringAlerts();
+  const { names } = useHosts();
+  const loc = useLocation();
+  const tabParam = new URLSearchParams(loc.search).get("tab");
+  const tab: Tab = (TABS as readonly string[]).includes(tabParam ?? "") && (tabParam !== "edit" || can.operate) ? (tabParam as Tab) : "overview";
+  const s = watch.servers.get(id) ?? [...watch.servers.values()].find((x) => x.spec?.name === id);
+
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape" && !document.querySelector(".backdrop")) onClose();
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [onClose]);
+
+  const p = s ? pending.get(s.id) : undefined;
+  const err = s ? errors.get(s.id) : undefined;
+  const acts = s && !p ? allowedActions(s, can) : [];
+  return (
+    <aside className="drawer" role="dialog" aria-modal="false" aria-label={`Server ${s?.spec?.name ?? id}`} data-testid="server-drawer">
+      <header className="drawer-head">
+        <div className="drawer-title">
+          <h2>{s?.spec?.name ?? id}</h2>
+          {s && (
+            <span className="muted mono small" title="server id">
+              {s.id}
+            </span>
+          )}
+        </div>
+        <button type="button" className="icon-button" aria-label="Close details" onClick={onClose}>
+          ×
+        </button>
+      </header>
+      {!s ? (
+        <div className="drawer-body">
+          <p className="muted">{watch.loaded ? "This server is gone (purged), or your token cannot see it." : "Loading…"}</p>
+        </div>
+      ) : (
+        <>
+          <div className="drawer-status">
+            <span className={`badge large tone-${phaseTone(s.status?.phase)}`}>{phaseName(s.status?.phase)}</span>
+            {p ? (
+              <span className="mark pending">
+                <span className="spinner" aria-hidden="true" />
+                {p.action === "update" ? "applying…" : ACTION_PENDING_LABEL[p.action]}
+              </span>
+            ) : stuck.has(s.id) ? (
+              <span className="mark stuck">stuck → {targetPhase(s)}</span>
+            ) : isConverging(s) ? (
+              <span className="mark converging">
+                <span className="spinner" aria-hidden="true" />→ {targetPhase(s)}
+              </span>
+            ) : null}
+            {s.status?.reason && s.status.reason !== phaseName(s.status.phase) && <span className="reason">{s.status.reason}</span>}
+            <span className="grow" />
+            {acts.map((a) => (
+              <button key={a} type="button" className={`button small${a === "purge" || a === "delete" ? " danger-soft" : ""}`} onClick={() => onAction(s, a)}>
+                {ACTION_LABEL[a]}
+              </button>
+            ))}
+          </div>
+          {s.status?.message && <p className="status-message">{s.status.message}</p>}
+          {err && (
+            <p className="error-box" role="alert">
+              {err}
+            </p>
+          )}
+          <nav className="tabs" role="tablist" aria-label="Server details">
+            {TABS.filter((t) => t !== "edit" || can.operate).map((t) => (
+              <button key={t} type="button" role="tab" aria-selected={tab === t} className={tab === t ? "active" : ""} onClick={() => setParam("tab", t === "overview" ? undefined : t)}>
+                {TAB_LABEL[t]}
+              </button>
+            ))}
+          </nav>
+          <div className="drawer-body" role="tabpanel" aria-label={TAB_LABEL[tab]}>
+            {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} />}
+            {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
+            {tab === "logs" && <LogsView server={s} />}
+            {tab === "edit" && <EditSpec key={s.id} s={s} />}
+          </div>
+        </>
+      )}
+    </aside>
+  );
+}
+
+function Overview({ s, hostName }: { s: Server; hostName: string }) {
+  const spec = s.spec;
+  const st = s.status;
+  const env = Object.entries(spec?.env ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  return (
+    <>
+      <div className="two-col">
+        <section>
+          <h3>Spec</h3>
+          <dl className="kv">
+            <dt>Image</dt>
+            <dd className="mono">{spec?.image}</dd>
+            <dt>Command</dt>
+            <dd className="mono">{spec?.command.length ? joinWords(spec.command) : <span className="muted">image default</span>}</dd>
+            <dt>Env</dt>
+            <dd className="mono">{env.length ? env.map(([k, v]) => <div key={k}>{`${k}=${v}`}</div>) : <span className="muted">none</span>}</dd>
+            <dt>Ports</dt>
+            <dd className="mono">{portsText(s) || <span className="muted">none</span>}</dd>
+            <dt>Data mount</dt>
+            <dd className="mono">{spec?.dataMountPath}</dd>
+            <dt>Restart policy</dt>
+            <dd>{restartName(spec?.restartPolicy)}</dd>
+            <dt>Desired state</dt>
+            <dd>{desiredName(spec?.desiredState)}</dd>
+            <dt>Host</dt>
+            <dd title={spec?.hostId}>{hostName}</dd>
+            <dt>Project</dt>
+            <dd>{s.project}</dd>
+            <dt>Generation</dt>
+            <dd>
+              {s.generation.toString()} <span className="muted">(observed {st?.observedGeneration.toString() ?? "0"})</span>
+            </dd>
+          </dl>
+        </section>
+        <section>
+          <h3>Observed</h3>
+          <dl className="kv">
+            <dt>Container</dt>
+            <dd className="mono">{st?.containerId ? st.containerId.slice(0, 12) : <span className="muted">none</span>}</dd>
+            <dt>Docker state</dt>
+            <dd>{st?.containerState || <span className="muted">—</span>}</dd>
+            <dt>Data</dt>
+            <dd>{st?.dataExists ? `present${st.dataSizeBytes > 0n ? `, ${formatBytes(st.dataSizeBytes)}` : ""}` : "none"}</dd>
+            <dt>Restarts</dt>
+            <dd>{st?.restartCount ?? 0}</dd>
+            <dt>Last change</dt>
+            <dd>
+              <RelTime ms={tsMs(st?.lastChangeTime)} /> <span className="muted">{st?.lastChangeCause}</span>
+            </dd>
+            <dt>Created</dt>
+            <dd>{formatTime(tsMs(s.createTime))}</dd>
+            <dt>Updated</dt>
+            <dd>{formatTime(tsMs(s.updateTime))}</dd>
+            {s.deleteTime && (
+              <>
+                <dt>Deleted</dt>
+                <dd>{formatTime(tsMs(s.deleteTime))}</dd>
+              </>
+            )}
+          </dl>
+        </section>
+      </div>
+      <h3>Conditions</h3>
+      <table className="table conditions" aria-label="Conditions">
+        <thead>
+          <tr>
+            <th>Type</th>
+            <th>Status</th>
+            <th>Reason</th>
+            <th>Message</th>
+            <th>Since</th>
+          </tr>
+        </thead>
+        <tbody>
+          {(st?.conditions ?? []).map((c) => (
+            <tr key={c.type}>
+              <td className="strong">{c.type}</td>
+              <td>
+                <span className={`cond cond-${ConditionStatus[c.status].toLowerCase()}`}>{ConditionStatus[c.status]}</span>
+              </td>
+              <td className="mono">{c.reason}</td>
+              <td>{c.message}</td>
+              <td>
+                <RelTime ms={tsMs(c.lastTransitionTime)} />
+              </td>
+            </tr>
+          ))}
+          {(st?.conditions.length ?? 0) === 0 && (
+            <tr>
+              <td colSpan={5} className="muted">
+                No conditions yet.
+              </td>
+            </tr>
+          )}
+        </tbody>
+      </table>
+    </>
+  );
+}
+
+function restartName(p: RestartPolicy | undefined): string {
+  switch (p) {
+    case RestartPolicy.NEVER:
+      return "never";
+    case RestartPolicy.ON_FAILURE:
+      return "on-failure";
+    case RestartPolicy.ALWAYS:
+      return "always";
+    default:
+      return "—";
+  }
+}
+
+function EditSpec({ s }: { s: Server }) {
+  const { api, actions } = useSession();
+  const { hosts } = useHosts();
+  const toast = useToast();
+  const [form, setForm] = useState<SpecForm>(() => formFromSpec(s.spec!));
+  const [applyNow, setApplyNow] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<{ message: string; field: FieldKey | undefined }>();
+  const [baseGen, setBaseGen] = useState(s.generation);
+  const changedMeanwhile = s.generation !== baseGen;
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(undefined);
+    try {
+      const spec = specFromForm(form);
+      const { server } = await api.servers.updateServer({ id: s.id, spec, applyNow });
+      if (server) {
+        actions.trackUpdate(s, server.generation);
+        setBaseGen(server.generation);
+        setForm(formFromSpec(server.spec!));
+      }
+      toast("ok", `Saved ${s.spec?.name} (generation ${server?.generation})`);
+    } catch (err) {
+      if (err instanceof FormError) setError({ message: err.message, field: err.field });
+      else setError({ message: errorText(err), field: fieldOfMessage(ConnectError.from(err).rawMessage) });
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form onSubmit={submit} noValidate className="edit-spec">
+      <SpecFields
+        form={form}
+        onChange={setForm}
+        mode="edit"
+        hosts={hosts}
+        errorField={error?.field}
+        errorMessage={error?.message}
+        extra={
+          <Field label="Project" hint="a server stays in its project">
+            <input value={s.project} disabled />
+          </Field>
+        }
+      />
+      <label className="check">
+        <input type="checkbox" checked={applyNow} onChange={(e) => setApplyNow(e.target.checked)} /> Apply now (recreate the container at once; otherwise at the next restart)
+      </label>
+      {changedMeanwhile && (
+        <p className="notice">
+          The spec changed meanwhile (generation {s.generation.toString()}).{" "}
+          <button
+            type="button"
+            className="link"
+            onClick={() => {
+              setForm(formFromSpec(s.spec!));
+              setBaseGen(s.generation);
+            }}
+          >
+            Load the current spec
+          </button>
+        </p>
+      )}
+      <ErrorText text={error?.message} />
+      <div className="form-actions">
+        <button type="submit" className="button primary" disabled={busy}>
+          {busy ? "Saving…" : "Save spec"}
+        </button>
+        <button type="button" className="button" onClick={() => setForm(formFromSpec(s.spec!))}>
+          Reset
+        </button>
+      </div>
+    </form>
+  );
+}

@@ -1,0 +1,112 @@
+/**
+ * The container's output through TailLogs: the last lines, then (with
+ * "Follow") new ones as they come. Sticks to the bottom unless the reader
+ * scrolled up. Keeps at most MAX_LINES lines.
+ */
+import { useEffect, useLayoutEffect, useRef, useState } from "react";
+import type { Server } from "@berth/proto/berth/v1/server_pb.js";
+import { useSession } from "../app-context.js";
+import { errorText, isAbort } from "../api/client.js";
+import { isDeleted } from "./model.js";
+
+const MAX_LINES = 5000;
+
+interface Line {
+  n: number;
+  stream: string;
+  text: string;
+}
+
+export function LogsView({ server }: { server: Server }) {
+  const { api } = useSession();
+  const [follow, setFollow] = useState(true);
+  const [lines, setLines] = useState<Line[]>([]);
+  const [state, setState] = useState<{ kind: "opening" | "open" | "ended" } | { kind: "error"; message: string }>({ kind: "opening" });
+  const [attempt, setAttempt] = useState(0);
+  const box = useRef<HTMLDivElement>(null);
+  const atBottom = useRef(true);
+  const id = server.id;
+  const deleted = isDeleted(server);
+
+  useEffect(() => {
+    if (deleted) return;
+    const abort = new AbortController();
+    const decoders = new Map<string, { dec: TextDecoder; rest: string }>();
+    let n = 0;
+    setLines([]);
+    setState({ kind: "opening" });
+    void (async () => {
+      try {
+        for await (const chunk of api.servers.tailLogs({ id, follow, tailLines: 500 }, { signal: abort.signal })) {
+          setState((s) => (s.kind === "open" ? s : { kind: "open" }));
+          if (chunk.data.length === 0) continue;
+          let d = decoders.get(chunk.stream);
+          if (!d) decoders.set(chunk.stream, (d = { dec: new TextDecoder(), rest: "" }));
+          const text = d.rest + d.dec.decode(chunk.data, { stream: true });
+          const parts = text.split("\n");
+          d.rest = parts.pop() ?? "";
+          if (parts.length === 0) continue;
+          const add = parts.map((t) => ({ n: n++, stream: chunk.stream, text: t }));
+          setLines((cur) => {
+            const next = cur.concat(add);
+            return next.length > MAX_LINES ? next.slice(next.length - MAX_LINES) : next;
+          });
+        }
+        const tail = [...decoders.entries()].filter(([, d]) => d.rest).map(([stream, d]) => ({ n: n++, stream, text: d.rest }));
+        if (tail.length) setLines((cur) => cur.concat(tail));
+        setState({ kind: "ended" });
+      } catch (err) {
+        if (!isAbort(err) && !abort.signal.aborted) setState({ kind: "error", message: errorText(err) });
+      }
+    })();
+    return () => abort.abort();
+  }, [api, id, follow, attempt, deleted]);
+
+  useLayoutEffect(() => {
+    const el = box.current;
+    if (el && atBottom.current) el.scrollTop = el.scrollHeight;
+  }, [lines]);
+
+  if (deleted) return <p className="muted">A deleted server has no container and no logs. Restore and start it to read its logs.</p>;
+  return (
+    <div className="logs">
+      <div className="logs-bar">
+        <label className="check">
+          <input type="checkbox" checked={follow} onChange={(e) => setFollow(e.target.checked)} /> Follow
+        </label>
+        <span className="muted small" data-testid="logs-state">
+          {state.kind === "opening" ? "opening…" : state.kind === "open" ? (follow ? "live" : "loaded") : state.kind === "ended" ? "stream ended" : ""}
+        </span>
+        <span className="grow" />
+        <button type="button" className="button small" onClick={() => setAttempt((a) => a + 1)}>
+          Reload
+        </button>
+        <button type="button" className="button small" onClick={() => setLines([])}>
+          Clear
+        </button>
+      </div>
+      {state.kind === "error" && (
+        <p className="error-box" role="alert">
+          {state.message}
+        </p>
+      )}
+      <div
+        className="log-lines mono"
+        ref={box}
+        role="log"
+        aria-label="Container output"
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
+        }}
+      >
+        {lines.length === 0 && state.kind !== "opening" && <div className="muted">No output.</div>}
+        {lines.map((l) => (
+          <div key={l.n} className={l.stream === "stderr" ? "stderr" : undefined}>
+            {l.text || "\u00a0"}
+          </div>
+        ))}
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,91 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { describe, expect, it } from "vitest";
+import { DesiredState, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { actionsFor, isConverging, pendingSettled, phaseFromName, phaseName, type PendingAction } from "./model.js";
+
+function server(phase: Phase, desired: DesiredState, o: { gen?: bigint; observed?: bigint; deleted?: boolean; changedAt?: number; reason?: string } = {}): Server {
+  return create(ServerSchema, {
+    id: "srv_1",
+    spec: { name: "a", desiredState: desired },
+    generation: o.gen ?? 1n,
+    status: { phase, reason: o.reason ?? "", observedGeneration: o.observed ?? o.gen ?? 1n, lastChangeTime: timestampFromMs(o.changedAt ?? 1000) },
+    ...(o.deleted ? { deleteTime: timestampFromMs(5) } : {}),
+  });
+}
+
+describe("phase names", () => {
+  it("spells phases as the docs do and parses them back", () => {
+    expect(phaseName(Phase.DATA_LOST)).toBe("DataLost");
+    expect(phaseName(Phase.RUNNING)).toBe("Running");
+    expect(phaseFromName("datalost")).toBe(Phase.DATA_LOST);
+    expect(phaseFromName("nope")).toBeUndefined();
+  });
+});
+
+describe("isConverging", () => {
+  it.each([
+    [Phase.RUNNING, DesiredState.RUNNING, false],
+    [Phase.STOPPING, DesiredState.STOPPED, true],
+    [Phase.RUNNING, DesiredState.STOPPED, true],
+    [Phase.MISSING, DesiredState.STOPPED, false],
+    [Phase.STARTING, DesiredState.RUNNING, true],
+    [Phase.FAILED, DesiredState.RUNNING, false],
+    [Phase.UNKNOWN, DesiredState.RUNNING, false],
+    [Phase.PURGING, DesiredState.STOPPED, true],
+  ])("%s with desired %s → %s", (phase, desired, want) => {
+    expect(isConverging(server(phase, desired))).toBe(want);
+  });
+
+  it("a generation not yet observed is converging even in the desired phase", () => {
+    expect(isConverging(server(Phase.RUNNING, DesiredState.RUNNING, { gen: 3n, observed: 2n }))).toBe(true);
+  });
+
+  it("a deleted server is not converging", () => {
+    expect(isConverging(server(Phase.DELETED, DesiredState.STOPPED, { deleted: true }))).toBe(false);
+  });
+});
+
+describe("actionsFor", () => {
+  it("offers what the phase allows", () => {
+    expect(actionsFor(server(Phase.RUNNING, DesiredState.RUNNING))).toEqual(["stop", "pause", "restart", "rebuild", "delete", "purge"]);
+    expect(actionsFor(server(Phase.STOPPED, DesiredState.STOPPED))).toEqual(["start", "rebuild", "delete", "purge"]);
+    expect(actionsFor(server(Phase.PAUSED, DesiredState.PAUSED))).toEqual(["resume", "stop", "rebuild", "delete", "purge"]);
+    expect(actionsFor(server(Phase.FAILED, DesiredState.RUNNING))).toEqual(["start", "stop", "rebuild", "delete", "purge"]);
+    expect(actionsFor(server(Phase.DELETED, DesiredState.STOPPED, { deleted: true }))).toEqual(["restore", "purge"]);
+    expect(actionsFor(server(Phase.PURGING, DesiredState.STOPPED))).toEqual([]);
+    expect(actionsFor(server(Phase.DATA_LOST, DesiredState.RUNNING))).toEqual(["start", "stop", "delete", "purge"]);
+  });
+});
+
+describe("pendingSettled", () => {
+  const p = (action: PendingAction["action"], extra: Partial<PendingAction> = {}): PendingAction => ({ action, since: 10_000, baseline: 1000, ...extra });
+
+  it("a stop settles when the watch shows Stopped at the answered generation", () => {
+    const stop = p("stop", { generation: 2n });
+    expect(pendingSettled(stop, server(Phase.RUNNING, DesiredState.STOPPED, { gen: 2n, observed: 1n }), 10_100)).toBe(false);
+    expect(pendingSettled(stop, server(Phase.STOPPING, DesiredState.STOPPED, { gen: 2n, observed: 2n, changedAt: 1500 }), 10_100)).toBe(false);
+    expect(pendingSettled(stop, server(Phase.STOPPED, DesiredState.STOPPED, { gen: 2n, observed: 1n, changedAt: 1600 }), 10_100)).toBe(false);
+    expect(pendingSettled(stop, server(Phase.STOPPED, DesiredState.STOPPED, { gen: 2n, changedAt: 1600 }), 10_100)).toBe(true);
+  });
+
+  it("a restart settles only once the server changed after the request", () => {
+    expect(pendingSettled(p("restart"), server(Phase.RUNNING, DesiredState.RUNNING, { changedAt: 1000 }), 10_100)).toBe(false);
+    expect(pendingSettled(p("restart"), server(Phase.RUNNING, DesiredState.RUNNING, { changedAt: 1200 }), 10_100)).toBe(true);
+  });
+
+  it("a failure after the request settles anything; an old failure does not", () => {
+    expect(pendingSettled(p("start"), server(Phase.FAILED, DesiredState.RUNNING, { changedAt: 900 }), 10_100)).toBe(false);
+    expect(pendingSettled(p("start"), server(Phase.FAILED, DesiredState.RUNNING, { changedAt: 1100 }), 10_100)).toBe(true);
+  });
+
+  it("purge settles when the server leaves the watch; delete when it is deleted", () => {
+    expect(pendingSettled(p("purge"), server(Phase.PURGING, DesiredState.STOPPED), 10_100)).toBe(false);
+    expect(pendingSettled(p("purge"), undefined, 10_100)).toBe(true);
+    expect(pendingSettled(p("delete"), server(Phase.DELETED, DesiredState.STOPPED, { deleted: true }), 10_100)).toBe(true);
+  });
+
+  it("gives up after PENDING_MAX_MS", () => {
+    expect(pendingSettled(p("start"), server(Phase.UNKNOWN, DesiredState.RUNNING), 10_000 + 11 * 60_000)).toBe(true);
+  });
+});

@@ -1,0 +1,238 @@
+/**
+ * What the Servers table knows about a server beyond its record: phase and
+ * desired-state names, whether it is converging, which actions its phase
+ * allows, when a pending action is settled. Pure functions, unit-tested in
+ * model.test.ts; mirrors manager/src/alerts/rules.ts (`notConverged`) and
+ * docs/lifecycle.md.
+ */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { DesiredState, Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
+
+/** Phase as the docs spell it: Running, DataLost, ... */
+export function phaseName(p: Phase | undefined): string {
+  const name = Phase[p ?? Phase.UNSPECIFIED] ?? "UNSPECIFIED";
+  if (p === undefined || p === Phase.UNSPECIFIED) return "—";
+  return name
+    .toLowerCase()
+    .split("_")
+    .map((w) => w[0]!.toUpperCase() + w.slice(1))
+    .join("");
+}
+
+export const ALL_PHASES: readonly Phase[] = [
+  Phase.PENDING,
+  Phase.CREATING,
+  Phase.STARTING,
+  Phase.RUNNING,
+  Phase.PAUSED,
+  Phase.STOPPING,
+  Phase.STOPPED,
+  Phase.MISSING,
+  Phase.DATA_LOST,
+  Phase.FAILED,
+  Phase.UNKNOWN,
+  Phase.DELETED,
+  Phase.PURGING,
+];
+
+export function phaseFromName(name: string): Phase | undefined {
+  return ALL_PHASES.find((p) => phaseName(p).toLowerCase() === name.toLowerCase());
+}
+
+export function desiredName(d: DesiredState | undefined): string {
+  switch (d) {
+    case DesiredState.RUNNING:
+      return "running";
+    case DesiredState.PAUSED:
+      return "paused";
+    case DesiredState.STOPPED:
+      return "stopped";
+    default:
+      return "—";
+  }
+}
+
+/** The colour family of a phase badge. */
+export type Tone = "ok" | "busy" | "idle" | "warn" | "bad" | "muted";
+
+export function phaseTone(p: Phase | undefined): Tone {
+  switch (p) {
+    case Phase.RUNNING:
+      return "ok";
+    case Phase.PENDING:
+    case Phase.CREATING:
+    case Phase.STARTING:
+    case Phase.STOPPING:
+    case Phase.PURGING:
+      return "busy";
+    case Phase.STOPPED:
+    case Phase.PAUSED:
+      return "idle";
+    case Phase.MISSING:
+    case Phase.UNKNOWN:
+      return "warn";
+    case Phase.DATA_LOST:
+    case Phase.FAILED:
+      return "bad";
+    default:
+      return "muted";
+  }
+}
+
+/** Phases that satisfy each desired state (as the manager's alert rules see it). */
+const CONVERGED: Record<DesiredState, readonly Phase[]> = {
+  [DesiredState.UNSPECIFIED]: [],
+  [DesiredState.RUNNING]: [Phase.RUNNING],
+  [DesiredState.PAUSED]: [Phase.PAUSED],
+  [DesiredState.STOPPED]: [Phase.STOPPED, Phase.MISSING],
+};
+
+export function isDeleted(s: Server): boolean {
+  return s.deleteTime !== undefined || s.status?.phase === Phase.DELETED;
+}
+
+/**
+ * Converging: berth is still working towards the spec: the reconciler has not
+ * finished the current generation, or the phase is not the desired one.
+ * Failed, DataLost and Unknown are not "converging": nothing moves until an
+ * operator (or the host) acts, and the phase badge says so.
+ */
+export function isConverging(s: Server): boolean {
+  const phase = s.status?.phase ?? Phase.UNSPECIFIED;
+  if (phase === Phase.PURGING) return true;
+  if (isDeleted(s)) return false;
+  if (phase === Phase.UNKNOWN || phase === Phase.DATA_LOST || phase === Phase.FAILED) return false;
+  const desired = s.spec?.desiredState ?? DesiredState.UNSPECIFIED;
+  return (s.status?.observedGeneration ?? 0n) !== s.generation || !CONVERGED[desired].includes(phase);
+}
+
+/** Where a converging server is heading, for the mark: "→ Stopped". */
+export function targetPhase(s: Server): string {
+  if (s.status?.phase === Phase.PURGING) return "gone";
+  switch (s.spec?.desiredState) {
+    case DesiredState.RUNNING:
+      return "Running";
+    case DesiredState.PAUSED:
+      return "Paused";
+    case DesiredState.STOPPED:
+      return "Stopped";
+    default:
+      return "?";
+  }
+}
+
+export type ServerAction = "start" | "stop" | "pause" | "resume" | "restart" | "rebuild" | "delete" | "restore" | "purge";
+
+export const ACTION_LABEL: Record<ServerAction, string> = {
+  start: "Start",
+  stop: "Stop",
+  pause: "Pause",
+  resume: "Resume",
+  restart: "Restart",
+  rebuild: "Rebuild",
+  delete: "Delete",
+  restore: "Restore",
+  purge: "Purge",
+};
+
+/** Shown while an action waits for the watch to confirm it. */
+export const ACTION_PENDING_LABEL: Record<ServerAction, string> = {
+  start: "starting…",
+  stop: "stopping…",
+  pause: "pausing…",
+  resume: "resuming…",
+  restart: "restarting…",
+  rebuild: "rebuilding…",
+  delete: "deleting…",
+  restore: "restoring…",
+  purge: "purging…",
+};
+
+/** Actions that lose something: they ask for a confirmation naming the server. */
+export const DESTRUCTIVE: ReadonlySet<ServerAction> = new Set(["stop", "restart", "rebuild", "delete", "purge"]);
+
+/** Actions a purge-capable (admin) role is needed for; the rest need operator. */
+export const ADMIN_ACTIONS: ReadonlySet<ServerAction> = new Set(["purge"]);
+
+/**
+ * The actions that make sense in the server's current phase (docs/lifecycle.md).
+ * The manager is the judge; this keeps the buttons honest.
+ */
+export function actionsFor(s: Server): ServerAction[] {
+  const phase = s.status?.phase ?? Phase.UNSPECIFIED;
+  const desired = s.spec?.desiredState ?? DesiredState.UNSPECIFIED;
+  if (phase === Phase.PURGING) return [];
+  if (isDeleted(s)) return ["restore", "purge"];
+  const out: ServerAction[] = [];
+  const running = phase === Phase.RUNNING;
+  const paused = phase === Phase.PAUSED || desired === DesiredState.PAUSED;
+  if (
+    !paused &&
+    (desired !== DesiredState.RUNNING ||
+      phase === Phase.STOPPED ||
+      phase === Phase.MISSING ||
+      phase === Phase.FAILED ||
+      phase === Phase.DATA_LOST)
+  ) {
+    out.push("start");
+  }
+  if (paused) out.push("resume");
+  if (desired !== DesiredState.STOPPED || running || phase === Phase.STARTING || phase === Phase.PAUSED) out.push("stop");
+  if (running && desired === DesiredState.RUNNING) out.push("pause", "restart");
+  if (phase !== Phase.UNKNOWN && phase !== Phase.PENDING && phase !== Phase.DATA_LOST) out.push("rebuild");
+  out.push("delete", "purge");
+  return out;
+}
+
+/** An action sent for a server and not yet confirmed by the watch. */
+export interface PendingAction {
+  action: ServerAction | "update";
+  /** Date.now() when it was sent (browser clock: only for PENDING_MAX_MS). */
+  since: number;
+  /** The server's own last_change_time when it was sent (manager clock): a later one is news. */
+  baseline: number;
+  /** The server's generation in the RPC's answer, once it came. */
+  generation?: bigint;
+}
+
+/** How long a pending mark may last at most; past it the row just shows the truth. */
+export const PENDING_MAX_MS = 10 * 60_000;
+
+export function lastChangeMs(s: Server): number {
+  const t = s.status?.lastChangeTime;
+  return t ? timestampMs(t) : 0;
+}
+
+/**
+ * Whether the watch has confirmed (or refuted) a pending action, given the
+ * server's latest record (undefined: it is gone from the watch).
+ */
+export function pendingSettled(p: PendingAction, s: Server | undefined, now: number): boolean {
+  if (now - p.since > PENDING_MAX_MS) return true;
+  if (!s) return true;
+  const phase = s.status?.phase ?? Phase.UNSPECIFIED;
+  const changedSince = lastChangeMs(s) > p.baseline;
+  // A failure after the request is the answer, whatever was asked.
+  if ((phase === Phase.FAILED || phase === Phase.DATA_LOST) && changedSince) return true;
+  if (p.generation !== undefined && (s.status?.observedGeneration ?? 0n) < p.generation) return false;
+  switch (p.action) {
+    case "start":
+    case "resume":
+      return phase === Phase.RUNNING;
+    case "stop":
+      return phase === Phase.STOPPED || phase === Phase.MISSING;
+    case "pause":
+      return phase === Phase.PAUSED;
+    case "restart":
+    case "rebuild":
+      return phase === Phase.RUNNING && changedSince;
+    case "delete":
+      return isDeleted(s);
+    case "restore":
+      return !isDeleted(s);
+    case "purge":
+      return false;
+    case "update":
+      return p.generation !== undefined && !isConverging(s);
+  }
+}

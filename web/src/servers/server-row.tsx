@@ -1,0 +1,161 @@
+/**
+ * One row of the ground-truth table. Memoized: it renders again only when its
+ * own server record, selection, pending action, error, stuck mark, host name
+ * or position changes, so a live update touches one row.
+ */
+import { memo } from "react";
+import type { Server } from "@berth/proto/berth/v1/server_pb.js";
+import type { Abilities } from "../api/session.js";
+import { RelTime } from "../ui/clock.js";
+import { formatBytes, tsMs } from "../ui/format.js";
+import { Menu } from "../ui/menu.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseName, phaseTone, targetPhase, type PendingAction, type ServerAction } from "./model.js";
+import { allowedActions } from "./server-actions.js";
+import { portsText, shortId } from "./table-query.js";
+
+export const ROW_HEIGHT = 44;
+
+/** The one button shown in the row; the rest are in its menu. */
+const PRIMARY: readonly ServerAction[] = ["restore", "start", "resume", "stop"];
+
+export interface ServerRowProps {
+  server: Server;
+  index: number;
+  top: number;
+  selected: boolean;
+  pending: PendingAction | undefined;
+  error: string | undefined;
+  stuck: boolean;
+  hostName: string;
+  can: Abilities;
+  onToggle: (id: string, shift: boolean) => void;
+  onOpen: (id: string) => void;
+  onAction: (s: Server, a: ServerAction) => void;
+  onDismissError: (id: string) => void;
+}
+
+export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
+  const s = p.server;
+  const st = s.status;
+  const name = s.spec?.name ?? s.id;
+  const converging = isConverging(s);
+  const deleted = isDeleted(s);
+  const actions = p.pending ? [] : allowedActions(s, p.can);
+  const primary = PRIMARY.find((a) => actions.includes(a));
+  const rest = actions.filter((a) => a !== primary);
+  const observedGen = st?.observedGeneration ?? 0n;
+  const classes = ["vt-row", p.selected ? "selected" : "", deleted ? "deleted" : "", p.stuck ? "stuck" : converging ? "converging" : ""].filter(Boolean).join(" ");
+  return (
+    <div
+      className={classes}
+      role="row"
+      aria-rowindex={p.index + 2}
+      aria-selected={p.selected}
+      data-server-id={s.id}
+      data-server-name={name}
+      data-phase={phaseName(st?.phase)}
+      style={{ transform: `translateY(${p.top}px)` }}
+    >
+      <div role="cell" className="c-select">
+        {p.can.operate && (
+          <input
+            type="checkbox"
+            checked={p.selected}
+            aria-label={`Select ${name}`}
+            onChange={() => {}}
+            onClick={(e) => p.onToggle(s.id, e.shiftKey)}
+          />
+        )}
+      </div>
+      <div role="cell" className="c-name">
+        <button type="button" className="link strong" onClick={() => p.onOpen(s.id)} title={`${name} (${s.id})`}>
+          {name}
+        </button>
+      </div>
+      <div role="cell" className="c-host" title={s.spec?.hostId}>
+        {p.hostName}
+      </div>
+      <div role="cell" className="c-project">{s.project}</div>
+      <div role="cell" className="c-image mono" title={s.spec?.image}>
+        {s.spec?.image}
+      </div>
+      <div role="cell" className="c-container mono" title={st?.containerId}>
+        {st?.containerId ? shortId(st.containerId) : <span className="muted">none</span>}
+      </div>
+      <div role="cell" className="c-phase">
+        <span className={`badge tone-${phaseTone(st?.phase)}`} title={[st?.reason, st?.message].filter(Boolean).join(": ") || undefined}>
+          {phaseName(st?.phase)}
+        </span>
+        {p.pending ? (
+          <span className="mark pending" title={`${p.pending.action} requested; waiting for the host to confirm`}>
+            <span className="spinner" aria-hidden="true" />
+            {p.pending.action === "update" ? "applying…" : ACTION_PENDING_LABEL[p.pending.action]}
+          </span>
+        ) : converging && p.stuck ? (
+          <span className="mark stuck" title={`not converged for longer than the alert threshold: should be ${targetPhase(s)}`}>
+            stuck → {targetPhase(s)}
+          </span>
+        ) : converging ? (
+          <span className="mark converging" title={`converging: observed differs from desired (${desiredName(s.spec?.desiredState)})`}>
+            <span className="spinner" aria-hidden="true" />→ {targetPhase(s)}
+          </span>
+        ) : st?.reason && st.reason !== phaseName(st.phase) ? (
+          <span className={`reason${p.stuck ? " stuck" : ""}`} title={[st.message, p.stuck ? "(not converged for longer than the alert threshold)" : ""].filter(Boolean).join(" ")}>
+            {st.reason}
+          </span>
+        ) : null}
+      </div>
+      <div role="cell" className="c-desired">
+        {desiredName(s.spec?.desiredState)}
+      </div>
+      <div role="cell" className="c-observed">
+        {st?.containerState || <span className="muted">—</span>}
+      </div>
+      <div role="cell" className="c-data">
+        {st?.dataExists ? (
+          <span title="data directory present">{st.dataSizeBytes > 0n ? formatBytes(st.dataSizeBytes) : "present"}</span>
+        ) : (
+          <span className="muted">none</span>
+        )}
+      </div>
+      <div role="cell" className={`c-gen mono${observedGen !== s.generation ? " lagging" : ""}`} title={`generation ${s.generation}, observed ${observedGen}`}>
+        {observedGen.toString()}/{s.generation.toString()}
+      </div>
+      <div role="cell" className="c-changed">
+        {p.error ? (
+          <span className="row-error" role="alert" title={p.error}>
+            <button type="button" className="icon-button" aria-label="Dismiss error" onClick={() => p.onDismissError(s.id)}>
+              ×
+            </button>
+            {p.error}
+          </span>
+        ) : (
+          <>
+            <RelTime ms={tsMs(st?.lastChangeTime)} className="when" />
+            <span className="cause" title={st?.lastChangeCause}>
+              {st?.lastChangeCause}
+            </span>
+          </>
+        )}
+      </div>
+      <div role="cell" className="c-ports mono" title={portsText(s)}>
+        {portsText(s)}
+      </div>
+      <div role="cell" className="c-actions">
+        {primary && (
+          <button type="button" className={`button small${primary === "stop" ? "" : " primary-soft"}`} onClick={() => p.onAction(s, primary)}>
+            {ACTION_LABEL[primary]}
+          </button>
+        )}
+        {rest.length > 0 && (
+          <Menu
+            label={`More actions for ${name}`}
+            items={rest.map((a) => ({ label: ACTION_LABEL[a], danger: a === "delete" || a === "purge", onSelect: () => p.onAction(s, a) }))}
+          >
+            ⋯
+          </Menu>
+        )}
+      </div>
+    </div>
+  );
+});

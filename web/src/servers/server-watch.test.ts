@@ -1,0 +1,98 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { Phase, ServerSchema, WatchChange, WatchServersResponseSchema, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
+import { ServerWatch, type OpenWatch } from "./server-watch.js";
+
+const srv = (id: string, phase = Phase.RUNNING) => create(ServerSchema, { id, spec: { name: id }, status: { phase } });
+const msg = (change: WatchChange, server?: ReturnType<typeof srv>, resumeToken = "") =>
+  create(WatchServersResponseSchema, { change, ...(server ? { server } : {}), resumeToken });
+
+/** A scripted manager: each open() takes the next script; a script ends with an error or hangs. */
+function fakeManager(scripts: { messages: WatchServersResponse[]; then: "hang" | Error }[]) {
+  const requests: string[] = [];
+  const open: OpenWatch = async function* (req, signal) {
+    requests.push(req.resumeToken ?? "");
+    const s = scripts.shift();
+    if (!s) return await new Promise<never>(() => {});
+    for (const m of s.messages) yield m;
+    if (s.then === "hang") {
+      await new Promise((_, reject) => signal.addEventListener("abort", () => reject(new ConnectError("aborted", Code.Canceled))));
+    } else {
+      throw s.then;
+    }
+  };
+  return { open, requests };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 30));
+
+describe("ServerWatch", () => {
+  it("swaps a snapshot in at SNAPSHOT_END, then applies changes in place", async () => {
+    const m = fakeManager([
+      {
+        messages: [msg(WatchChange.SNAPSHOT, srv("a")), msg(WatchChange.SNAPSHOT, srv("b")), msg(WatchChange.SNAPSHOT_END, undefined, "t1"), msg(WatchChange.UPSERT, srv("b", Phase.STOPPED), "t2"), msg(WatchChange.DELETE, srv("a"), "t3")],
+        then: "hang",
+      },
+    ]);
+    const w = new ServerWatch(m.open, { batchMs: 1 });
+    w.start();
+    await settle();
+    const snap = w.getSnapshot();
+    expect(snap.status).toBe("live");
+    expect([...snap.servers.keys()]).toEqual(["b"]);
+    expect(snap.servers.get("b")?.status?.phase).toBe(Phase.STOPPED);
+    w.stop();
+  });
+
+  it("keeps its rows while reconnecting, resumes with the last token, and keeps unchanged objects", async () => {
+    const m = fakeManager([
+      { messages: [msg(WatchChange.SNAPSHOT, srv("a")), msg(WatchChange.SNAPSHOT, srv("b")), msg(WatchChange.SNAPSHOT_END, undefined, "t1"), msg(WatchChange.UPSERT, srv("b", Phase.STOPPED), "t2")], then: new ConnectError("down", Code.Unavailable) },
+      // The manager restarted: a full snapshot, where "a" did not change.
+      { messages: [msg(WatchChange.SNAPSHOT, srv("a")), msg(WatchChange.SNAPSHOT, srv("c")), msg(WatchChange.SNAPSHOT_END, undefined, "u1")], then: "hang" },
+    ]);
+    const seen: string[] = [];
+    const w = new ServerWatch(m.open, { batchMs: 1, backoffMs: [40, 40] });
+    w.subscribe(() => seen.push(`${w.getSnapshot().status}:${[...w.getSnapshot().servers.keys()].join(",")}`));
+    w.start();
+    await new Promise((r) => setTimeout(r, 10));
+    const a = w.getSnapshot().servers.get("a");
+    expect(w.getSnapshot().status).toBe("reconnecting");
+    expect(w.getSnapshot().servers.size).toBe(2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(m.requests).toEqual(["", "t2"]);
+    const snap = w.getSnapshot();
+    expect(snap.status).toBe("live");
+    expect([...snap.servers.keys()]).toEqual(["a", "c"]);
+    expect(snap.servers.get("a")).toBe(a);
+    // Never an empty table in between.
+    expect(seen.some((s) => s.endsWith(":"))).toBe(false);
+    w.stop();
+  });
+
+  it("applies a resumed stream's changes without dropping the rows it holds", async () => {
+    const m = fakeManager([
+      { messages: [msg(WatchChange.SNAPSHOT, srv("a")), msg(WatchChange.SNAPSHOT, srv("b")), msg(WatchChange.SNAPSHOT_END, undefined, "t1")], then: new ConnectError("down", Code.Unavailable) },
+      { messages: [msg(WatchChange.UPSERT, srv("a", Phase.STOPPED), "t2"), msg(WatchChange.SNAPSHOT_END, undefined, "t2")], then: "hang" },
+    ]);
+    const w = new ServerWatch(m.open, { batchMs: 1, backoffMs: [10, 10] });
+    w.start();
+    await new Promise((r) => setTimeout(r, 80));
+    const snap = w.getSnapshot();
+    expect(snap.status).toBe("live");
+    expect(snap.servers.get("a")?.status?.phase).toBe(Phase.STOPPED);
+    expect(snap.servers.has("b")).toBe(true);
+    w.stop();
+  });
+
+  it("stops and reports when the token is refused", async () => {
+    const m = fakeManager([{ messages: [], then: new ConnectError("token revoked", Code.Unauthenticated) }]);
+    let told = "";
+    const w = new ServerWatch(m.open, { onUnauthenticated: (msg) => (told = msg), backoffMs: [5, 5] });
+    w.start();
+    await settle();
+    expect(told).toBe("token revoked");
+    expect(m.requests).toHaveLength(1);
+    w.stop();
+  });
+});

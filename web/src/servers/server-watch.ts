@@ -1,0 +1,199 @@
+/**
+ * The dashboard's copy of every server it may see, kept live by
+ * `ServerService.WatchServers` (snapshot, SNAPSHOT_END, then UPSERT/DELETE).
+ *
+ * - Never blank: while the stream is down the rows stay as they were and the
+ *   status says "reconnecting"; the stream is reopened with the last resume
+ *   token, so the manager sends only what changed meanwhile.
+ * - A full snapshot (a new manager process, or a token too old) is collected
+ *   aside and swapped in at SNAPSHOT_END, never shown half-filled.
+ * - A server whose new record equals the one held keeps the old object, so
+ *   React's memoized rows see no change and nothing re-renders.
+ * - Changes are published in batches (at most one per ~16 ms), as an
+ *   immutable Map for `useSyncExternalStore`.
+ */
+import { equals } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ServerSchema, WatchChange, type Server, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { WatchServersRequestSchema } from "@berth/proto/berth/v1/server_pb.js";
+
+export type WatchStatus = "connecting" | "live" | "reconnecting";
+
+export interface WatchSnapshot {
+  readonly servers: ReadonlyMap<string, Server>;
+  readonly status: WatchStatus;
+  /** The last stream error, shown beside the "reconnecting" badge. */
+  readonly error: string | undefined;
+  /** A first snapshot has arrived. */
+  readonly loaded: boolean;
+}
+
+export type OpenWatch = (req: MessageInitShape<typeof WatchServersRequestSchema>, signal: AbortSignal) => AsyncIterable<WatchServersResponse>;
+
+export interface ServerWatchOptions {
+  /** The token was refused: the session is over, stop retrying. */
+  onUnauthenticated?: (message: string) => void;
+  /** Delay between publications, ms (default 16). */
+  batchMs?: number;
+  /** Reconnect backoff, ms: first and maximum delay (defaults 500, 8000). */
+  backoffMs?: readonly [number, number];
+}
+
+export class ServerWatch {
+  private rows = new Map<string, Server>();
+  private snapshot: WatchSnapshot = { servers: new Map(), status: "connecting", error: undefined, loaded: false };
+  private readonly listeners = new Set<() => void>();
+  private resumeToken = "";
+  private abort: AbortController | undefined;
+  private publishTimer: ReturnType<typeof setTimeout> | undefined;
+  private dirty = false;
+  private status: WatchStatus = "connecting";
+  private error: string | undefined;
+  private loaded = false;
+
+  constructor(
+    private readonly open: OpenWatch,
+    private readonly opts: ServerWatchOptions = {},
+  ) {}
+
+  /** For `useSyncExternalStore`. */
+  readonly subscribe = (fn: () => void): (() => void) => {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  };
+
+  readonly getSnapshot = (): WatchSnapshot => this.snapshot;
+
+  start(): void {
+    if (this.abort) return;
+    this.abort = new AbortController();
+    void this.run(this.abort.signal);
+  }
+
+  stop(): void {
+    this.abort?.abort();
+    this.abort = undefined;
+    if (this.publishTimer) clearTimeout(this.publishTimer);
+    this.publishTimer = undefined;
+  }
+
+  /** The server's latest record, if the watch has it. */
+  get(id: string): Server | undefined {
+    return this.rows.get(id);
+  }
+
+  private async run(signal: AbortSignal): Promise<void> {
+    const [first, max] = this.opts.backoffMs ?? [500, 8000];
+    let delay = first;
+    while (!signal.aborted) {
+      try {
+        await this.stream(signal, () => (delay = first));
+        // The manager ended the stream (shutting down): reconnect.
+        this.setStatus("reconnecting", "the manager closed the stream");
+      } catch (err) {
+        if (signal.aborted) return;
+        const e = ConnectError.from(err);
+        if (e.code === Code.Unauthenticated) {
+          this.setStatus(this.loaded ? "reconnecting" : "connecting", e.rawMessage);
+          this.opts.onUnauthenticated?.(e.rawMessage);
+          return;
+        }
+        this.setStatus(this.loaded ? "reconnecting" : "connecting", `${Code[e.code]}: ${e.rawMessage}`);
+      }
+      await sleep(delay * (0.75 + Math.random() * 0.5), signal);
+      delay = Math.min(max, delay * 2);
+    }
+  }
+
+  private async stream(signal: AbortSignal, onLive: () => void): Promise<void> {
+    const resumed = this.resumeToken !== "";
+    /** A full snapshot being collected; swapped in at SNAPSHOT_END. */
+    let incoming: Map<string, Server> | undefined;
+    const req: MessageInitShape<typeof WatchServersRequestSchema> = {
+      showDeleted: true,
+      resumeToken: this.resumeToken,
+    };
+    for await (const msg of this.open(req, signal)) {
+      const s = msg.server;
+      switch (msg.change) {
+        case WatchChange.SNAPSHOT:
+          if (!s) break;
+          incoming ??= new Map();
+          incoming.set(s.id, this.keep(s));
+          break;
+        case WatchChange.SNAPSHOT_END:
+          if (incoming) this.rows = incoming;
+          // An empty full snapshot looks like a resume with nothing to say;
+          // only a fresh watch can tell them apart.
+          else if (!resumed) this.rows = new Map();
+          incoming = undefined;
+          this.resumeToken = msg.resumeToken;
+          this.loaded = true;
+          this.status = "live";
+          this.error = undefined;
+          onLive();
+          this.changed(true);
+          break;
+        case WatchChange.UPSERT:
+          if (s) this.rows.set(s.id, this.keep(s));
+          if (msg.resumeToken) this.resumeToken = msg.resumeToken;
+          this.changed(false);
+          break;
+        case WatchChange.DELETE:
+          if (s) this.rows.delete(s.id);
+          if (msg.resumeToken) this.resumeToken = msg.resumeToken;
+          this.changed(false);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  /** The held object when nothing changed, so memoized rows skip rendering. */
+  private keep(s: Server): Server {
+    const old = this.rows.get(s.id);
+    return old && equals(ServerSchema, old, s) ? old : s;
+  }
+
+  private setStatus(status: WatchStatus, error: string | undefined): void {
+    if (this.status === status && this.error === error) return;
+    this.status = status;
+    this.error = error;
+    this.changed(true);
+  }
+
+  private changed(now: boolean): void {
+    this.dirty = true;
+    if (now) {
+      if (this.publishTimer) clearTimeout(this.publishTimer);
+      this.publishTimer = undefined;
+      this.publish();
+      return;
+    }
+    this.publishTimer ??= setTimeout(() => {
+      this.publishTimer = undefined;
+      this.publish();
+    }, this.opts.batchMs ?? 16);
+  }
+
+  private publish(): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    this.snapshot = { servers: new Map(this.rows), status: this.status, error: this.error, loaded: this.loaded };
+    for (const fn of this.listeners) fn();
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,282 @@
+/**
+ * The ground-truth table: every server the token may see, live from
+ * WatchServers, filtered and sorted by what the URL says, virtualized.
+ */
+import { useCallback, useMemo, useRef, useState } from "react";
+import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
+import { replaceQuery, setParam, useLocation } from "../ui/router.js";
+import { VirtualRows } from "../ui/virtual-rows.js";
+import { BulkBar } from "./bulk-actions.js";
+import { CreateServerDialog } from "./create-server.js";
+import { DetailDrawer } from "./detail-drawer.js";
+import { ALL_PHASES, isConverging, isDeleted, phaseName, type ServerAction } from "./model.js";
+import { useServerActionDialog } from "./server-actions.js";
+import { ROW_HEIGHT, ServerRow } from "./server-row.js";
+import { applyQuery, formatQuery, parseQuery, type SortKey, type TableQuery } from "./table-query.js";
+
+const COLUMNS: { key: SortKey | null; label: string; className: string }[] = [
+  { key: null, label: "", className: "c-select" },
+  { key: "name", label: "Name", className: "c-name" },
+  { key: "host", label: "Host", className: "c-host" },
+  { key: "project", label: "Project", className: "c-project" },
+  { key: "image", label: "Image", className: "c-image" },
+  { key: "container", label: "Container", className: "c-container" },
+  { key: "phase", label: "Phase", className: "c-phase" },
+  { key: "desired", label: "Desired", className: "c-desired" },
+  { key: "observed", label: "Observed", className: "c-observed" },
+  { key: "data", label: "Data", className: "c-data" },
+  { key: "generation", label: "Gen", className: "c-gen" },
+  { key: "changed", label: "Last change", className: "c-changed" },
+  { key: "ports", label: "Ports", className: "c-ports" },
+  { key: null, label: "Actions", className: "c-actions" },
+];
+
+const ATTENTION = [Phase.FAILED, Phase.DATA_LOST, Phase.MISSING, Phase.UNKNOWN];
+
+export function ServersPage() {
+  const session = useSession();
+  const { can } = session;
+  const loc = useLocation();
+  const query = useMemo(() => parseQuery(loc.search), [loc.search]);
+  const openId = new URLSearchParams(loc.search).get("server") ?? undefined;
+  const watch = useWatch();
+  const { pending, errors } = useActions();
+  const { names: hostNames, hosts } = useHosts();
+  const { stuck } = useFiringAlerts();
+  const [selected, setSelected] = useState<ReadonlySet<string>>(new Set());
+  const [creating, setCreating] = useState(false);
+  const [dialog, requestAction] = useServerActionDialog();
+
+  const setQuery = useCallback((patch: Partial<TableQuery>) => {
+    const q = { ...parseQuery(window.location.search), ...patch };
+    replaceQuery(formatQuery(q, window.location.search));
+  }, []);
+
+  const rows = useMemo(() => applyQuery(watch.servers.values(), query, hostNames), [watch.servers, query, hostNames]);
+  const rowsRef = useRef(rows);
+  rowsRef.current = rows;
+  const anchor = useRef<string>(undefined);
+
+  const projects = useMemo(() => [...new Set([...watch.servers.values()].map((s) => s.project))].sort(), [watch.servers]);
+  const counts = useMemo(() => {
+    let live = 0;
+    let running = 0;
+    let converging = 0;
+    let attention = 0;
+    for (const s of watch.servers.values()) {
+      if (isDeleted(s)) continue;
+      live++;
+      const ph = s.status?.phase ?? 0;
+      if (ph === Phase.RUNNING) running++;
+      if (isConverging(s)) converging++;
+      if (ATTENTION.includes(ph)) attention++;
+    }
+    return { live, running, converging, attention };
+  }, [watch.servers]);
+
+  const onToggle = useCallback((id: string, shift: boolean) => {
+    setSelected((cur) => {
+      const next = new Set(cur);
+      const list = rowsRef.current;
+      if (shift && anchor.current) {
+        const a = list.findIndex((s) => s.id === anchor.current);
+        const b = list.findIndex((s) => s.id === id);
+        if (a >= 0 && b >= 0) {
+          const on = !cur.has(id);
+          for (let i = Math.min(a, b); i <= Math.max(a, b); i++) {
+            if (on) next.add(list[i]!.id);
+            else next.delete(list[i]!.id);
+          }
+          anchor.current = id;
+          return next;
+        }
+      }
+      if (next.has(id)) next.delete(id);
+      else next.add(id);
+      anchor.current = id;
+      return next;
+    });
+  }, []);
+  const onOpen = useCallback((id: string) => setParam("server", id, true), []);
+  const onAction = useCallback((s: Server, a: ServerAction) => requestAction(s, a), [requestAction]);
+  const onDismissError = useCallback((id: string) => session.actions.dismissError(id), [session]);
+
+  const selectedServers = useMemo(() => [...selected].map((id) => watch.servers.get(id)).filter((s): s is Server => s !== undefined), [selected, watch.servers]);
+  const allShownSelected = rows.length > 0 && rows.every((s) => selected.has(s.id));
+
+  const sortBy = (key: SortKey) => setQuery(query.sort === key ? { desc: !query.desc } : { sort: key, desc: false });
+  const phaseValue = query.phases.length === 0 ? "" : sameSet(query.phases, ATTENTION) ? "attention" : query.phases.length === 1 ? phaseName(query.phases[0]) : "custom";
+
+  const header = (
+    <div className="vt-head" role="row" aria-rowindex={1}>
+      {COLUMNS.map((c) => {
+        const sorted = c.key !== null && query.sort === c.key;
+        if (c.className === "c-select") {
+          return (
+            <div key="select" role="columnheader" className="c-select">
+              {can.operate && (
+                <input
+                  type="checkbox"
+                  aria-label="Select all shown servers"
+                  checked={allShownSelected}
+                  onChange={() => setSelected(allShownSelected ? new Set() : new Set(rows.map((s) => s.id)))}
+                />
+              )}
+            </div>
+          );
+        }
+        return (
+          <div key={c.label} role="columnheader" className={c.className} aria-sort={sorted ? (query.desc ? "descending" : "ascending") : undefined}>
+            {c.key ? (
+              <button type="button" className={`sort${sorted ? " active" : ""}`} onClick={() => sortBy(c.key!)}>
+                {c.label}
+                <span className="sort-arrow" aria-hidden="true">
+                  {sorted ? (query.desc ? "▼" : "▲") : ""}
+                </span>
+              </button>
+            ) : (
+              c.label
+            )}
+          </div>
+        );
+      })}
+    </div>
+  );
+
+  return (
+    <section className="page servers-page" aria-labelledby="servers-title">
+      <div className="page-head">
+        <div>
+          <h1 id="servers-title">Servers</h1>
+          <p className="summary" data-testid="servers-summary">
+            {counts.live} servers · <span className="tone-text-ok">{counts.running} running</span>
+            {counts.converging > 0 && <> · <span className="tone-text-busy">{counts.converging} converging</span></>}
+            {counts.attention > 0 && <> · <span className="tone-text-bad">{counts.attention} need attention</span></>}
+            {stuck.size > 0 && <> · <span className="tone-text-bad">{stuck.size} stuck</span></>}
+          </p>
+        </div>
+        {can.operate && (
+          <button type="button" className="button primary" onClick={() => setCreating(true)}>
+            New server
+          </button>
+        )}
+      </div>
+
+      <div className="toolbar" role="search">
+        <input
+          type="search"
+          className="search"
+          placeholder="Search name, id, image, port…"
+          aria-label="Search servers"
+          value={query.q}
+          onChange={(e) => setQuery({ q: e.target.value })}
+        />
+        <label className="inline">
+          <span>Host</span>
+          <select value={query.host} onChange={(e) => setQuery({ host: e.target.value })} aria-label="Filter by host">
+            <option value="">All hosts</option>
+            {hosts.map((h) => (
+              <option key={h.id} value={h.id}>
+                {h.name || h.id}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label className="inline">
+          <span>Phase</span>
+          <select
+            value={phaseValue}
+            aria-label="Filter by phase"
+            onChange={(e) => {
+              const v = e.target.value;
+              setQuery({ phases: v === "" ? [] : v === "attention" ? ATTENTION : v === "custom" ? query.phases : ALL_PHASES.filter((p) => phaseName(p) === v) });
+            }}
+          >
+            <option value="">All phases</option>
+            <option value="attention">Needs attention</option>
+            {phaseValue === "custom" && <option value="custom">{query.phases.map(phaseName).join(", ")}</option>}
+            {ALL_PHASES.map((p) => (
+              <option key={p} value={phaseName(p)}>
+                {phaseName(p)}
+              </option>
+            ))}
+          </select>
+        </label>
+        {can.project === null && (
+          <label className="inline">
+            <span>Project</span>
+            <select value={query.project} onChange={(e) => setQuery({ project: e.target.value })} aria-label="Filter by project">
+              <option value="">All projects</option>
+              {[...new Set([...projects, query.project].filter(Boolean))].map((p) => (
+                <option key={p} value={p}>
+                  {p}
+                </option>
+              ))}
+            </select>
+          </label>
+        )}
+        <label className="check">
+          <input type="checkbox" checked={query.showDeleted} onChange={(e) => setQuery({ showDeleted: e.target.checked })} /> Show deleted
+        </label>
+        <span className="grow" />
+        <span className="muted shown-count" data-testid="shown-count">
+          {rows.length === watch.servers.size ? `${rows.length} shown` : `${rows.length} of ${watch.servers.size} shown`}
+        </span>
+      </div>
+
+      {selected.size > 0 && <BulkBar servers={selectedServers} onClear={() => setSelected(new Set())} />}
+
+      <VirtualRows
+        label="Servers"
+        className="servers-table"
+        items={rows}
+        rowHeight={ROW_HEIGHT}
+        header={header}
+        empty={
+          <div className="empty">
+            {!watch.loaded ? (
+              "Loading servers…"
+            ) : watch.servers.size === 0 ? (
+              <>
+                No servers yet.{" "}
+                {can.operate && (
+                  <button type="button" className="link" onClick={() => setCreating(true)}>
+                    Create the first one
+                  </button>
+                )}
+              </>
+            ) : (
+              "No server matches these filters."
+            )}
+          </div>
+        }
+        renderRow={(s, index, top) => (
+          <ServerRow
+            key={s.id}
+            server={s}
+            index={index}
+            top={top}
+            selected={selected.has(s.id)}
+            pending={pending.get(s.id)}
+            error={errors.get(s.id)}
+            stuck={stuck.has(s.id)}
+            hostName={hostNames.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""}
+            can={can}
+            onToggle={onToggle}
+            onOpen={onOpen}
+            onAction={onAction}
+            onDismissError={onDismissError}
+          />
+        )}
+      />
+      {dialog}
+      {creating && <CreateServerDialog onClose={() => setCreating(false)} />}
+      {openId && <DetailDrawer id={openId} onClose={() => setParam("server", undefined, true)} onAction={onAction} />}
+    </section>
+  );
+}
+
+function sameSet<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}

@@ -1,0 +1,72 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { Protocol, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { emptyForm, fieldOfMessage, formFromSpec, FormError, portSuggestions, specFromForm } from "./spec-form-model.js";
+
+describe("spec form", () => {
+  it("builds a spec from the form: shell-like command, KEY=VALUE env, ports", () => {
+    const spec = specFromForm({
+      ...emptyForm(),
+      name: " mc ",
+      image: "itzg/minecraft:2",
+      command: `sh -c 'echo "hi there"; exec sleep 1'`,
+      env: "EULA=TRUE\n\nMOTD=a=b",
+      ports: [
+        { host: "25565", container: "", udp: false },
+        { host: "19132", container: "19132", udp: true },
+        { host: "", container: "", udp: false },
+      ],
+    });
+    expect(spec.name).toBe("mc");
+    expect(spec.command).toEqual(["sh", "-c", 'echo "hi there"; exec sleep 1']);
+    expect(spec.env).toEqual({ EULA: "TRUE", MOTD: "a=b" });
+    expect(spec.ports).toEqual([
+      { hostPort: 25565, containerPort: 25565, protocol: Protocol.TCP },
+      { hostPort: 19132, containerPort: 19132, protocol: Protocol.UDP },
+    ]);
+  });
+
+  it("names the field it cannot parse", () => {
+    expect(() => specFromForm({ ...emptyForm(), command: "sh -c 'oops" })).toThrow(FormError);
+    try {
+      specFromForm({ ...emptyForm(), ports: [{ host: "80x", container: "", udp: false }] });
+    } catch (e) {
+      expect((e as FormError).field).toBe("ports.0.host");
+    }
+    expect(() => specFromForm({ ...emptyForm(), env: "NOEQUALS" })).toThrow(/line 1/);
+  });
+
+  it("round-trips a spec through the form", () => {
+    const spec = create(ServerSpecSchema, {
+      name: "a",
+      image: "i:1",
+      command: ["sh", "-c", "exec sleep 100000"],
+      env: { B: "2", A: "x y" },
+      ports: [{ hostPort: 1, containerPort: 2, protocol: Protocol.UDP }],
+      dataMountPath: "/data",
+      restartPolicy: RestartPolicy.ALWAYS,
+    });
+    const back = specFromForm(formFromSpec(spec));
+    expect(back.command).toEqual(spec.command);
+    expect(back.env).toEqual(spec.env);
+    expect(back.ports).toEqual([{ hostPort: 1, containerPort: 2, protocol: Protocol.UDP }]);
+    expect(formFromSpec(spec).env).toBe("A=x y\nB=2");
+  });
+
+  it("maps the manager's field paths onto form fields", () => {
+    expect(fieldOfMessage("spec.ports[1].host_port: 0 is out of range 1-65535")).toBe("ports.1.host");
+    expect(fieldOfMessage("spec.ports[0].container_port: 0 is out of range")).toBe("ports.0.container");
+    expect(fieldOfMessage('spec.name: "A" is not a valid name')).toBe("name");
+    expect(fieldOfMessage("spec.env.FOO: must not contain NUL bytes")).toBe("env");
+    expect(fieldOfMessage("spec.data_mount_path: cannot be '/'")).toBe("dataMountPath");
+    expect(fieldOfMessage("no host is connected")).toBeUndefined();
+  });
+
+  it("reads port conflicts and the suggested free ports", () => {
+    const msg = 'port conflict on host host_x: host port 25565/tcp is used by server "mc-1" (try 25566); host port 53/udp is used by server "dns"';
+    expect(portSuggestions(msg)).toEqual([
+      { port: 25565, udp: false, usedBy: "mc-1", suggestion: 25566 },
+      { port: 53, udp: true, usedBy: "dns", suggestion: undefined },
+    ]);
+  });
+});

@@ -1,0 +1,151 @@
+/**
+ * The Servers table's filters and sort, and their round trip through the URL
+ * query (`?host=…&phase=Running,Failed&q=web&sort=phase&desc=1`), so a view
+ * can be bookmarked and shared. Pure; tested in table-query.test.ts.
+ */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Protocol, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { desiredName, isDeleted, phaseFromName, phaseName } from "./model.js";
+import type { Phase } from "@berth/proto/berth/v1/server_pb.js";
+
+export const SORT_KEYS = ["name", "host", "project", "image", "container", "phase", "desired", "observed", "data", "generation", "changed", "ports"] as const;
+export type SortKey = (typeof SORT_KEYS)[number];
+
+export interface TableQuery {
+  /** Host id; "" = every host. */
+  host: string;
+  /** Empty = every phase. */
+  phases: Phase[];
+  /** "" = every project. */
+  project: string;
+  /** Free text, matched against name, id, image, container, host, project, reason, ports. */
+  q: string;
+  showDeleted: boolean;
+  sort: SortKey;
+  desc: boolean;
+}
+
+export const DEFAULT_QUERY: TableQuery = { host: "", phases: [], project: "", q: "", showDeleted: false, sort: "name", desc: false };
+
+export function parseQuery(search: string): TableQuery {
+  const p = new URLSearchParams(search);
+  const sort = p.get("sort");
+  return {
+    host: p.get("host") ?? "",
+    phases: (p.get("phase") ?? "")
+      .split(",")
+      .map((n) => phaseFromName(n.trim()))
+      .filter((x): x is Phase => x !== undefined),
+    project: p.get("project") ?? "",
+    q: p.get("q") ?? "",
+    showDeleted: p.get("deleted") === "1",
+    sort: (SORT_KEYS as readonly string[]).includes(sort ?? "") ? (sort as SortKey) : "name",
+    desc: p.get("desc") === "1",
+  };
+}
+
+/**
+ * Writes the query into `base` (other parameters, e.g. the open server, are
+ * kept); defaults are left out so a plain view has a plain URL.
+ */
+export function formatQuery(q: TableQuery, base = ""): string {
+  const p = new URLSearchParams(base);
+  const set = (k: string, v: string) => (v ? p.set(k, v) : p.delete(k));
+  set("host", q.host);
+  set("phase", q.phases.map(phaseName).join(","));
+  set("project", q.project);
+  set("q", q.q);
+  set("deleted", q.showDeleted ? "1" : "");
+  set("sort", q.sort === "name" ? "" : q.sort);
+  set("desc", q.desc ? "1" : "");
+  const s = p.toString();
+  return s ? `?${s}` : "";
+}
+
+export function shortId(id: string): string {
+  return id.slice(0, 12);
+}
+
+export function portsText(s: Server): string {
+  return (s.spec?.ports ?? []).map((p) => `${p.hostPort}→${p.containerPort}${p.protocol === Protocol.UDP ? "/udp" : ""}`).join(", ");
+}
+
+type HostNames = ReadonlyMap<string, string>;
+
+export function matches(s: Server, q: TableQuery, hostNames: HostNames): boolean {
+  if (!q.showDeleted && isDeleted(s)) return false;
+  if (q.host && s.spec?.hostId !== q.host) return false;
+  if (q.project && s.project !== q.project) return false;
+  if (q.phases.length > 0 && !q.phases.includes(s.status?.phase ?? 0)) return false;
+  const text = q.q.trim().toLowerCase();
+  if (!text) return true;
+  const hostId = s.spec?.hostId ?? "";
+  const hay = [
+    s.id,
+    s.spec?.name,
+    s.project,
+    s.spec?.image,
+    s.status?.containerId.slice(0, 12),
+    hostId,
+    hostNames.get(hostId),
+    phaseName(s.status?.phase),
+    s.status?.reason,
+    portsText(s),
+  ]
+    .join(" ")
+    .toLowerCase();
+  return text.split(/\s+/).every((word) => hay.includes(word));
+}
+
+function sortValue(s: Server, key: SortKey, hostNames: HostNames): string | number | bigint {
+  switch (key) {
+    case "name":
+      return s.spec?.name ?? "";
+    case "host":
+      return hostNames.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? "";
+    case "project":
+      return s.project;
+    case "image":
+      return s.spec?.image ?? "";
+    case "container":
+      return s.status?.containerId ?? "";
+    case "phase":
+      return phaseName(s.status?.phase);
+    case "desired":
+      return desiredName(s.spec?.desiredState);
+    case "observed":
+      return s.status?.containerState ?? "";
+    case "data":
+      return s.status?.dataExists ? Number(s.status.dataSizeBytes) + 1 : 0;
+    case "generation":
+      return s.generation;
+    case "changed":
+      return s.status?.lastChangeTime ? timestampMs(s.status.lastChangeTime) : 0;
+    case "ports":
+      return s.spec?.ports[0]?.hostPort ?? 0;
+  }
+}
+
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+function compareValues(a: string | number | bigint, b: string | number | bigint): number {
+  if (typeof a === "string" && typeof b === "string") return collator.compare(a, b);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Filters and sorts. Stable and total: ties fall back to the name, then the
+ * id, so rows never swap places when an unrelated field changes.
+ */
+export function applyQuery(servers: Iterable<Server>, q: TableQuery, hostNames: HostNames): Server[] {
+  const out: { s: Server; v: string | number | bigint }[] = [];
+  for (const s of servers) if (matches(s, q, hostNames)) out.push({ s, v: sortValue(s, q.sort, hostNames) });
+  const dir = q.desc ? -1 : 1;
+  out.sort(
+    (a, b) =>
+      dir * compareValues(a.v, b.v) ||
+      collator.compare(a.s.spec?.name ?? "", b.s.spec?.name ?? "") ||
+      (a.s.id < b.s.id ? -1 : a.s.id > b.s.id ? 1 : 0),
+  );
+  return out.map((x) => x.s);
+}
