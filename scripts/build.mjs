@@ -6,6 +6,8 @@
  *   manager/dist/berth-manager.mjs  (+ dist/web: the dashboard's files)
  *   agent/dist/berth-agent.mjs
  *
+ * plus each program's systemd unit from deploy/systemd/ in its dist/.
+ *
  * Our TypeScript and the generated contract (@berth/proto, a private
  * workspace) go into the bundle; every package listed in the program's
  * `dependencies` stays an import that `npm install` satisfies (better-sqlite3
@@ -70,6 +72,9 @@ for (const name of wanted.length ? wanted : Object.keys(PROGRAMS)) {
       },
     ],
   });
+  // The systemd unit travels with the package (docs/install.md copies it from there).
+  const unit = join(root, `deploy/systemd/berth-${name}.service`);
+  if (existsSync(unit)) cpSync(unit, join(pkgDir, "dist", `berth-${name}.service`));
   if (name === "manager") {
     // The dashboard: the built one when there is one, else the placeholder page.
     const web = ["web/dist", "web/public"].map((d) => join(root, d)).find((d) => existsSync(join(d, "index.html")));

@@ -29,6 +29,9 @@ export interface AgentOptions {
   dockerProbeTimeoutMs?: number;
 }
 
+/** Unmanaged containers reported per inventory at most (bounds the message on crowded hosts). */
+const MAX_UNMANAGED = 1000;
+
 /** At most one pull-progress message per server per this many ms (plus the last one). */
 const PULL_REPORT_EVERY_MS = 1000;
 
@@ -55,6 +58,14 @@ export class Agent {
   private inventoryAgain = false;
   /** What the agent believes each container looks like: the last inventory plus events since. */
   private readonly believed = new Map<string, ContainerInfo>();
+  /**
+   * Containers touched by Docker events while an inventory is being built (null
+   * when none is): their listed state may be older than an event already sent,
+   * so they are inspected again before the inventory goes out.
+   */
+  private touchedDuringInventory: Set<string> | null = null;
+  /** Ids seen destroyed (ids are never reused): never report them again. */
+  private readonly destroyed = new Map<string, number>();
   private readonly pullReportedAt = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
   private readonly eventChains = new Map<string, Promise<void>>();
@@ -231,9 +242,20 @@ export class Agent {
 
   private async buildAndSendInventory(periodic: boolean): Promise<void> {
     if (!this.link.connected) return;
-    let containers;
+    let containers: ContainerInfo[];
+    const touched = new Set<string>();
+    this.touchedDuringInventory = touched;
     try {
       containers = await this.runtime.list();
+      // The list is a snapshot that may predate events already sent: an inventory
+      // arriving after a container's "destroy" must not bring it back, nor an old
+      // state overwrite a newer one.
+      containers = containers.filter((c) => !this.destroyed.has(c.id));
+      for (const id of touched) {
+        const fresh = this.destroyed.has(id) ? undefined : await this.runtime.inspect(id);
+        containers = containers.filter((c) => c.id !== id);
+        if (fresh && fresh.labels["berth.server"]) containers.push(fresh);
+      }
       if (!this.dockerReachable) {
         this.dockerReachable = true;
         this.sendHeartbeatNow();
@@ -245,6 +267,8 @@ export class Agent {
       }
       this.opts.log.warn({ err: messageOf(err) }, "inventory skipped: Docker engine unreachable");
       return;
+    } finally {
+      this.touchedDuringInventory = null;
     }
     if (periodic) {
       const missed = diffContainers(this.believed.values(), containers);
@@ -260,6 +284,11 @@ export class Agent {
       const sid = c.labels["berth.server"];
       if (sid && this.opts.dataRoot.isServerId(sid)) ids.add(sid);
     }
+    // Containers without berth labels, for the manager's orphan list: one listing call, no inspects.
+    const unmanaged = await (this.runtime.listUnmanaged?.(MAX_UNMANAGED) ?? Promise.resolve({ containers: [], omitted: 0 })).catch((err: unknown) => {
+      this.opts.log.warn({ err: messageOf(err) }, "could not list unmanaged containers; reporting none");
+      return { containers: [], omitted: 0 };
+    });
     const dataDirs: DataDir[] = [];
     for (const id of ids) {
       try {
@@ -276,6 +305,8 @@ export class Agent {
         dataDirs,
         dockerReachable: true,
         otherDataDirs: dirs.filter((d) => !this.opts.dataRoot.isServerId(d)),
+        unmanaged: unmanaged.containers,
+        unmanagedOmitted: unmanaged.omitted,
       },
     });
   }
@@ -379,8 +410,14 @@ export class Agent {
   }
 
   private async reportEvent(e: RuntimeEvent): Promise<void> {
+    this.touchedDuringInventory?.add(e.containerId);
     if (e.action === "kill" || e.action === "stop") this.killedAt.set(e.containerId, Date.now());
-    if (e.action === "destroy") this.killedAt.delete(e.containerId);
+    if (e.action === "destroy") {
+      this.killedAt.delete(e.containerId);
+      const now = Date.now();
+      this.destroyed.set(e.containerId, now);
+      for (const [id, at] of this.destroyed) if (now - at > 3_600_000) this.destroyed.delete(id);
+    }
     // A kill is only a request: the container may already read as exited, but the
     // manager must learn that together with why (the "die" that follows carries the
     // cause), or it would restart a container someone just stopped on purpose.

@@ -122,8 +122,8 @@ export class Executor {
       const reason = err instanceof RuntimeError || err instanceof DataPathError ? err.reason : "AgentError";
       const message = messageOf(err);
       this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], reason, message }, "command failed");
-      const container = await this.current(cmd.serverId).catch(() => undefined);
-      const data = await this.data.check(cmd.serverId).catch(() => undefined);
+      const container = cmd.serverId ? await this.current(cmd).catch(() => undefined) : undefined;
+      const data = cmd.serverId ? await this.data.check(cmd.serverId).catch(() => undefined) : undefined;
       return create(CommandResultSchema, {
         commandId: cmd.id,
         success: false,
@@ -143,32 +143,81 @@ export class Executor {
         return this.ensureContainer(cmd, true);
       case CommandKind.ENSURE_STOPPED:
         await this.stopAll(cmd);
-        return { container: await this.current(cmd.serverId) };
+        return { container: await this.current(cmd) };
       case CommandKind.RESTART:
         await this.stopAll(cmd);
         return this.ensureContainer(cmd, true);
       case CommandKind.ENSURE_PAUSED: {
-        const c = await this.current(cmd.serverId);
+        const c = await this.current(cmd);
         if (!c) throw new RuntimeError("ContainerMissing", "no container to pause");
         if (c.state !== "running" && c.state !== "paused") throw new RuntimeError("NotRunning", `cannot pause a container that is ${c.state}`);
         if (c.state === "running") await this.runtime.pause(c.id);
-        return { container: await this.current(cmd.serverId) };
+        return { container: await this.current(cmd) };
       }
       case CommandKind.ENSURE_REMOVED:
-        for (const c of await this.containersOf(cmd.serverId)) await this.expectExit(c.id, () => this.runtime.remove(c.id));
+        for (const c of await this.containersOf(cmd)) await this.expectExit(c.id, () => this.runtime.remove(c.id));
         return {};
       case CommandKind.REMOVE_DATA:
         await this.data.remove(cmd.serverId);
         return { data: await this.data.check(cmd.serverId) };
       case CommandKind.CHECK_DATA:
         return { data: await this.data.check(cmd.serverId) };
+      case CommandKind.REMOVE_CONTAINER:
+        if (!cmd.containerId) throw new RuntimeError("BadCommand", "remove-container needs a container id");
+        await this.expectExit(cmd.containerId, () => this.runtime.remove(cmd.containerId));
+        return {};
+      case CommandKind.INSPECT_CONTAINER: {
+        if (!this.runtime.inspectForAdoption) throw new RuntimeError("Unsupported", "this runtime cannot inspect containers for adoption");
+        const c = await this.runtime.inspectForAdoption(cmd.containerId);
+        if (!c) throw new RuntimeError("ContainerMissing", `container ${cmd.containerId.slice(0, 12)} no longer exists`);
+        return { container: c };
+      }
+      case CommandKind.REMOVE_STRAY_DATA:
+        await this.data.removeEntry(cmd.dataDir);
+        return {};
+      case CommandKind.COPY_DATA:
+        return this.copyData(cmd);
       default:
         throw new RuntimeError("UnknownCommand", `command kind ${cmd.kind} is not known to this agent; upgrade it`);
     }
   }
 
+  /**
+   * AdoptOrphan with move_data: stop the container, copy its data mount into
+   * `<root>/<server id>`, remove the container (the reconciler then creates
+   * berth's own). The copy's source is left in place. Idempotent: when the
+   * container is gone and the data directory exists, an earlier run did it.
+   * A failed copy starts the container again if it was running.
+   */
+  private async copyData(cmd: Command): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+    if (!cmd.containerId || !cmd.mountPath) throw new RuntimeError("BadCommand", "copy-data needs a container id and a mount path");
+    const c = await this.runtime.inspect(cmd.containerId);
+    const before = await this.data.check(cmd.serverId);
+    if (!c) {
+      if (before.exists) return { data: before };
+      throw new RuntimeError("ContainerMissing", `container ${cmd.containerId.slice(0, 12)} no longer exists; nothing to copy`);
+    }
+    if (!before.exists) {
+      const m = c.mountPoints.find((x) => x.destination === cmd.mountPath);
+      if (!m) throw new RuntimeError("MountMissing", `container ${c.name} has no mount at ${cmd.mountPath}`);
+      const wasRunning = c.state === "running" || c.state === "paused" || c.state === "restarting";
+      if (c.state === "paused") await this.runtime.unpause(c.id);
+      if (wasRunning) await this.expectExit(c.id, () => this.runtime.stop(c.id, cmd.stopTimeoutSeconds || 10));
+      try {
+        const ms = cmd.deadline ? Math.max(10_000, Number(cmd.deadline.seconds) * 1000 - Date.now() - 5_000) : 3_600_000;
+        await this.data.copyIn(cmd.serverId, { type: m.type, path: m.source, readOnly: m.readOnly }, ms);
+      } catch (err) {
+        if (wasRunning) await this.runtime.start(c.id).catch((e: unknown) => this.log.warn({ container: c.id, err: messageOf(e) }, "could not start the container again after a failed copy"));
+        throw err;
+      }
+      this.log.info({ server: cmd.serverId, container: c.id, from: m.source }, "copied an adopted container's data into the data root");
+    }
+    await this.expectExit(c.id, () => this.runtime.remove(c.id));
+    return { data: await this.data.check(cmd.serverId) };
+  }
+
   private async stopAll(cmd: Command): Promise<void> {
-    for (const c of await this.containersOf(cmd.serverId)) {
+    for (const c of await this.containersOf(cmd)) {
       if (c.state === "paused") await this.runtime.unpause(c.id);
       if (c.state === "running" || c.state === "paused" || c.state === "restarting") {
         await this.expectExit(c.id, () => this.runtime.stop(c.id, cmd.stopTimeoutSeconds || 10));
@@ -186,7 +235,7 @@ export class Executor {
     }
     const dataDirPath = await this.data.ensure(cmd.serverId);
 
-    const existing = await this.containersOf(cmd.serverId);
+    const existing = await this.containersOf(cmd);
     // A rebuild replaces even a container that runs the current spec.
     let keep = cmd.recreate
       ? undefined
@@ -230,12 +279,20 @@ export class Executor {
     return { container: await this.runtime.inspect(keep.id), data: await this.data.check(cmd.serverId) };
   }
 
-  private async containersOf(serverId: string): Promise<ContainerInfo[]> {
-    return (await this.runtime.list(serverId)).filter((c) => c.labels[LABEL_SERVER] === serverId);
+  /**
+   * The server's containers: those labelled for it, plus the container an
+   * AdoptOrphan bound to it (no labels of its own) while that one exists.
+   */
+  private async containersOf(cmd: Pick<Command, "serverId" | "adoptedContainerId">): Promise<ContainerInfo[]> {
+    const labelled = (await this.runtime.list(cmd.serverId)).filter((c) => c.labels[LABEL_SERVER] === cmd.serverId);
+    const adopted = cmd.adoptedContainerId;
+    if (!adopted || labelled.some((c) => c.id === adopted)) return labelled;
+    const c = await this.runtime.inspect(adopted);
+    return c ? [...labelled, c] : labelled;
   }
 
-  private async current(serverId: string): Promise<ContainerInfo | undefined> {
-    const all = await this.containersOf(serverId);
+  private async current(cmd: Pick<Command, "serverId" | "adoptedContainerId">): Promise<ContainerInfo | undefined> {
+    const all = await this.containersOf(cmd);
     return all.find((c) => c.state === "running") ?? all[0];
   }
 }

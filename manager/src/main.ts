@@ -42,6 +42,7 @@ const manager = buildManager({
   ...(startTimeoutSeconds !== undefined ? { startTimeoutSeconds } : {}),
   deleteRetentionSeconds: settings["delete-retention"],
   crashBackoffSeconds: settings["crash-backoff"],
+  orphanGraceSeconds: settings["orphan-grace"],
   ledger: ledgerConfigFrom(settings),
   ...(settings["metrics-token"] ? { metricsToken: settings["metrics-token"] } : {}),
   dbProbeIntervalSeconds: settings["db-probe-interval"],

@@ -17,6 +17,8 @@ import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
+import { createOrphanService } from "./api/orphan-service.js";
+import { OrphanDetector } from "./orphans/detector.js";
 import { registerReflection } from "./api/reflection.js";
 import { createServerService } from "./api/server-service.js";
 import { listen, type Listener } from "./http/listen.js";
@@ -63,6 +65,8 @@ export interface ManagerConfig {
   metricsToken?: string;
   /** Seconds between database write probes (health, /readyz); default 5. */
   dbProbeIntervalSeconds?: number;
+  /** Containers younger than this are not listed as orphans (default 60). */
+  orphanGraceSeconds?: number;
   log: Logger;
 }
 
@@ -101,7 +105,17 @@ export function buildManager(config: ManagerConfig): Manager {
   const hub = new AgentHub();
   const ledger = new Ledger(store);
   const initialAdminToken = bootstrapAdminToken(tokens, ledger);
-  const ledgerServices = createLedgerServices({ db, store, ledger, isConnected: (id) => hub.isConnected(id), log, managerId, config: config.ledger });
+  const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
+  const ledgerServices = createLedgerServices({
+    db,
+    store,
+    ledger,
+    isConnected: (id) => hub.isConnected(id),
+    log,
+    managerId,
+    config: config.ledger,
+    orphans: () => orphans.alertViews(),
+  });
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   const observability = createObservability({
     db,
@@ -152,7 +166,7 @@ export function buildManager(config: ManagerConfig): Manager {
     router.service(AccessService, createAccessService({ tokens, limits, ledger }));
     router.service(EventService, createEventService({ ledger, events: ledgerServices.events }));
     router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
-    router.service(OrphanService, {});
+    router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, log }));
     registerHealth(router, health);
     registerReflection(router);
   };

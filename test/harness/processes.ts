@@ -115,12 +115,15 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
         startupOutput = buf;
         printedToken = /berth-manager admin-token=(\S+)/.exec(buf)?.[1];
         caPath = /berth-manager tls ca=(\S+)/.exec(buf)?.[1];
+        clearTimeout(notReady);
         resolve(m[1]!);
       }
     };
     proc.child.stdout!.on("data", onData);
     proc.child.once("exit", (code) => reject(new Error(`manager exited with ${code} before it was ready:\n${proc.log()}`)));
-    setTimeout(() => reject(new Error(`manager not ready after 30s:\n${proc.log()}`)), 30_000).unref();
+    // Cleared once ready: it reads the log file, which a finished test may have removed.
+    const notReady = setTimeout(() => reject(new Error(`manager not ready after 30s:\n${proc.log()}`)), 30_000);
+    notReady.unref();
   });
   if (printedToken) adminTokens.set(dbPath, printedToken);
   const adminToken = adminTokens.get(dbPath) ?? (await createTokenWithCli(dbPath, ["--role", "admin", "--name", "harness"]));

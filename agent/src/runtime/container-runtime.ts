@@ -67,6 +67,18 @@ export interface ContainerRuntime {
   acceptsConnections(timeoutMs?: number): Promise<boolean>;
   /** Every container carrying a berth server label, or only `serverId`'s. */
   list(serverId?: string): Promise<ContainerInfo[]>;
+  /**
+   * Containers without a berth server label (OrphanService's unmanaged kind),
+   * at most `max`, from one listing call (no per-container inspect), without
+   * environment or command. Optional: a runtime without it reports none.
+   */
+  listUnmanaged?(max: number): Promise<{ containers: ContainerInfo[]; omitted: number }>;
+  /**
+   * One container as AdoptOrphan needs it: environment and command without
+   * the image's defaults, and `unsupported` naming what a berth spec cannot
+   * express. Undefined if it does not exist. Optional.
+   */
+  inspectForAdoption?(id: string): Promise<ContainerInfo | undefined>;
   /** One container, or undefined if it does not exist. */
   inspect(id: string): Promise<ContainerInfo | undefined>;
   imageExists(image: string): Promise<boolean>;

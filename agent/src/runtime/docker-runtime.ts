@@ -2,9 +2,10 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import Docker from "dockerode";
 import { connect } from "node:net";
-import { ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { ContainerInfoSchema, MountPointSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
 import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
+import { adoptionView, imageDefaults, summaryInfo } from "./adoption-view.js";
 import { LogDemuxer, type LogFrame } from "./log-demux.js";
 
 export const LABEL_SERVER = "berth.server";
@@ -58,6 +59,26 @@ export class DockerRuntime implements ContainerRuntime {
       if (info) out.push(info);
     }
     return out;
+  }
+
+  async listUnmanaged(max: number): Promise<{ containers: ContainerInfo[]; omitted: number }> {
+    const items = await timed("docker ps", (abortSignal) => this.docker.listContainers({ all: true, abortSignal } as object));
+    // Docker cannot filter on a missing label: one unfiltered listing, no inspects.
+    const plain = items.filter((i) => !(i.Labels ?? {})[LABEL_SERVER]);
+    return { containers: plain.slice(0, max).map(summaryInfo), omitted: Math.max(0, plain.length - max) };
+  }
+
+  async inspectForAdoption(id: string): Promise<ContainerInfo | undefined> {
+    let c: Docker.ContainerInspectInfo;
+    try {
+      c = await timed("docker inspect", (abortSignal) => this.docker.getContainer(id).inspect({ abortSignal } as object));
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+    // The image the container was created from (by id: its tag may have moved since).
+    const image = await timed("docker image inspect", (abortSignal) => this.docker.getImage(c.Image).inspect({ abortSignal } as object)).catch(() => undefined);
+    return create(ContainerInfoSchema, { ...toInfo(c), ...adoptionView(c, imageDefaults(image)) });
   }
 
   async inspect(id: string): Promise<ContainerInfo | undefined> {
@@ -293,6 +314,7 @@ function toInfo(c: Docker.ContainerInspectInfo): ContainerInfo {
     error: c.State.Error ?? "",
     ports,
     mounts: (c.Mounts ?? []).map((m) => `${m.Source}:${m.Destination}`),
+    mountPoints: (c.Mounts ?? []).map((m) => create(MountPointSchema, { type: m.Type ?? "", source: m.Source, destination: m.Destination, readOnly: m.RW === false })),
     command: c.Config.Cmd ?? [],
     env,
     ...(c.Created ? { createdTime: timestampFromMs(Date.parse(c.Created)) } : {}),

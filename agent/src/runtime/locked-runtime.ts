@@ -1,5 +1,5 @@
 import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
-import type { ContainerRuntime, CreateContainerSpec, LogOptions, RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
 import type { LogFrame } from "./log-demux.js";
 
 export interface LockedRuntimeOptions {
@@ -62,6 +62,15 @@ export class LockedRuntime implements ContainerRuntime {
 
   inspect(id: string): Promise<ContainerInfo | undefined> {
     return this.inner.inspect(id);
+  }
+
+  listUnmanaged(max: number): Promise<{ containers: ContainerInfo[]; omitted: number }> {
+    return this.inner.listUnmanaged ? this.inner.listUnmanaged(max) : Promise.resolve({ containers: [], omitted: 0 });
+  }
+
+  inspectForAdoption(id: string): Promise<ContainerInfo | undefined> {
+    if (!this.inner.inspectForAdoption) return Promise.reject(new RuntimeError("Unsupported", "this container runtime cannot inspect containers for adoption"));
+    return this.inner.inspectForAdoption(id);
   }
 
   imageExists(image: string): Promise<boolean> {

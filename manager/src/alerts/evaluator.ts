@@ -78,14 +78,14 @@ export interface AlertEvaluatorDeps {
   /** Whether a host's agent is connected with its inventory stored (AgentHub.isConnected). */
   isConnected: (hostId: string) => boolean;
   notifier?: WebhookNotifier;
-  /** Orphan findings; until orphan detection exists, none (the orphan rule is a no-op). */
+  /** Orphan findings (OrphanDetector.alertViews); without it the orphan rule never fires. */
   orphans?: () => OrphanView[];
   log: Logger;
   now?: () => number;
 }
 
 /** Ledger events after which the rules are worth re-running at once. */
-const TRIGGERS = /^(phase\.changed|data\.lost|host\.|server\.(deleted|restored|purged))/;
+const TRIGGERS = /^(phase\.changed|data\.lost|host\.|orphan\.|server\.(deleted|restored|purged|reassigned))/;
 /** Coalesces a burst of trigger events into one run. */
 const TRIGGER_DELAY_MS = 100;
 /** Triggered runs come at most this often: a busy fleet must not turn the rules into a hot loop. */

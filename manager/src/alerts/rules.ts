@@ -60,14 +60,14 @@ export interface ServerView {
 }
 
 /**
- * A container or data directory on a host that no server owns (`untracked`)
- * or whose server is gone (`stranded`). Orphan detection is a later issue:
- * until it lands the manager passes an empty list and this rule never fires.
+ * Something on a host that no server owns (`untracked`: a container labelled
+ * by this manager without a record), or a server whose host is gone
+ * (`stranded`), as OrphanDetector.alertViews reports them.
  */
 export interface OrphanView {
   hostId: string;
-  kind: "container" | "data";
-  /** Container id or data directory name. */
+  kind: "container" | "data" | "server";
+  /** Container id, data directory name or server id. */
   id: string;
   reason: "untracked" | "stranded";
 }

@@ -22,6 +22,7 @@ function setup() {
   const reconciler = {
     enqueue: (id: string) => enqueued.push(id),
     enqueueHost: () => {},
+    noteCommandFinished: () => {},
     noteExit: () => {},
   } as unknown as Reconciler;
   const service = createAgentService({ store, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });

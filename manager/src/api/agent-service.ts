@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -8,6 +9,7 @@ import {
   type AgentMessage,
   type CommandResult,
   type DataDir,
+  type Inventory,
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
 import { InvalidArgumentError, UnauthenticatedError } from "../errors.js";
@@ -17,7 +19,7 @@ import type { AgentHub, AgentSession } from "../link/agent-hub.js";
 import { AsyncQueue } from "../link/async-queue.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import type { DataDirRecord, ExitCause, HostRecord, Store } from "../store/store.js";
+import type { DataDirRecord, DataRootEntry, ExitCause, HostRecord, Store } from "../store/store.js";
 import { commandName } from "../reconcile/plan.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
@@ -152,7 +154,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       }
       case "inventory": {
         const inv = body.value;
-        const touched = store.replaceHostInventory(host.id, inv.containers, inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at);
+        // Unmanaged containers are stored too (no server id): OrphanService lists them.
+        const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at, dataRootEntries(inv));
         store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, inv.dockerReachable, at, hlog));
         const firstInventory = !session.ready;
         if (firstInventory) {
@@ -175,7 +178,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         if (!serverId) return;
         // Only this manager's containers can drive its servers' desired state.
         if (ev.action === "die" && ev.exitCause && c.labels["berth.manager"] === deps.managerId) {
-          reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at);
+          reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0);
         }
         reconciler.enqueue(serverId, `container ${ev.action}`);
         return;
@@ -246,9 +249,11 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
 
   function handleResult(host: HostRecord, r: CommandResult, at: number, hlog: Logger): void {
     const cmd = store.getCommand(r.commandId);
+    // OrphanService's one-off commands are not stored: their caller awaits the result.
+    const awaited = hub.deliverResult(host.id, r);
     // An agent only reports on its own commands; anything else is ignored.
     if (!cmd || cmd.hostId !== host.id) {
-      hlog.warn({ command: r.commandId }, "result for an unknown command ignored");
+      if (!awaited) hlog.warn({ command: r.commandId }, "result for an unknown command ignored");
       return;
     }
     store.transaction(() => {
@@ -256,6 +261,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       if (r.data?.serverId === cmd.serverId) store.upsertDataDir(dataDirRecord(host.id, r.data, at));
       const fresh = store.finishCommand(cmd.id, r.success ? "succeeded" : "failed", at, r.reason, r.message);
       if (fresh) {
+        reconciler.noteCommandFinished(cmd.serverId, cmd.command, cmd.createdAt, r.success);
         const server = store.getServer(cmd.serverId);
         ledger.append({
           type: r.success ? "command.succeeded" : "command.failed",
@@ -272,6 +278,14 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     hlog.info({ server: cmd.serverId, command: cmd.id, success: r.success, reason: r.reason, message: r.message }, "command result");
     reconciler.enqueue(cmd.serverId, r.success ? `${commandName(cmd.command.kind)} succeeded` : `${commandName(cmd.command.kind)} failed: ${r.reason}`);
   }
+}
+
+/** Every directory under the host's data root: the existing server-id ones (measured) and the others. */
+function dataRootEntries(inv: Inventory): DataRootEntry[] {
+  return [
+    ...inv.dataDirs.filter((d) => d.exists).map((d) => ({ name: d.serverId, sizeBytes: Number(d.sizeBytes) })),
+    ...inv.otherDataDirs.map((name) => ({ name, sizeBytes: 0 })),
+  ];
 }
 
 function dataDirRecord(hostId: string, d: DataDir, at: number): DataDirRecord {

@@ -76,6 +76,7 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.OrphanService/ListOrphans": infra("admin", false),
   "berth.v1.OrphanService/AdoptOrphan": infra("admin", true),
   "berth.v1.OrphanService/DestroyOrphan": infra("admin", true),
+  "berth.v1.OrphanService/ReassignServer": infra("admin", true),
 
   "berth.v1.AgentService/Enroll": AGENT,
   "berth.v1.AgentService/Connect": AGENT,

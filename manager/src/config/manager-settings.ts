@@ -119,6 +119,14 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "first delay before restarting a crashed server; doubles per crash in 10 minutes, capped at 30 times",
     check: seconds,
   },
+  "orphan-grace": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "S",
+    default: 60,
+    help: "a container younger than this (by its creation time on its host) is not listed as an orphan (docs/orphans.md)",
+    check: (n) => (Number.isInteger(n) && n >= 0 ? undefined : "must be a whole number of seconds >= 0"),
+  },
 
   "event-retention": { kind: "integer", group: "Events and alerts", arg: "S", default: 2_592_000, help: "seconds events are kept (30 days)", check: seconds },
   "event-max-rows": { kind: "integer", group: "Events and alerts", arg: "N", default: 1_000_000, help: "at most this many of the newest events are kept", check: count },

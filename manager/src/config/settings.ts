@@ -80,7 +80,7 @@ export function defineSettings<const T extends SettingsTable>(table: T): T {
 }
 
 /** The environment variable of setting `name`. */
-export function envName(name: string, s: Setting): string | undefined {
+export function envName(name: string, s: Pick<Setting, "env" | "flagOnly">): string | undefined {
   if (s.flagOnly) return undefined;
   return s.env ?? `BERTH_${name.toUpperCase().replace(/-/g, "_")}`;
 }
@@ -175,7 +175,7 @@ export function loadSettings<const T extends SettingsTable>(table: T, opts: Load
 }
 
 /** `--name (ENV)` — how errors name a setting. */
-export function describe(name: string, s: Setting): string {
+export function describe(name: string, s: Pick<Setting, "env" | "flagOnly">): string {
   const env = envName(name, s);
   return `invalid --${name}${env ? ` (${env})` : ""}`;
 }

@@ -57,6 +57,19 @@ export const EVENT_CATALOGUE = {
   },
   "data.lost": { meaning: "the data directory of a server that had data is gone (phase DataLost)", actor: "reconciler" },
 
+  // --- orphans (OrphanService) -------------------------------------------------
+  "orphan.adopted": {
+    meaning: "AdoptOrphan made a server record from an orphan container's actual configuration (docs/orphans.md)",
+    actor: "operator",
+    fields: "reason: the orphan kind; correlation_id: the orphan id; payload: {orphanKind, containerId, mode: same-id, bind or copy, warnings}",
+  },
+  "orphan.destroyed": {
+    meaning: "DestroyOrphan removed an orphan's container, data directory (only with remove_data) or stranded record",
+    actor: "operator",
+    fields: "reason: the orphan kind, or PartlyDestroyed; correlation_id: the orphan id; payload: {removed, kept, error}",
+  },
+  "server.reassigned": { meaning: "ReassignServer moved a stranded server (its host was removed) to a host that has its data directory", actor: "operator", fields: "payload: {from, to}" },
+
   // --- hosts and access --------------------------------------------------------
   "host.enrolled": { meaning: "an agent enrolled with a one-time token; a new host exists", actor: "agent", fields: "correlation_id: the enrollment token id" },
   "host.connected": { meaning: "the host's agent connected and sent its full inventory", actor: "agent" },

@@ -1,5 +1,5 @@
 import { AlertEvaluator, DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
-import { DEFAULT_THRESHOLDS } from "../alerts/rules.js";
+import { DEFAULT_THRESHOLDS, type OrphanView } from "../alerts/rules.js";
 import { WebhookNotifier } from "../alerts/webhook.js";
 import type { Logger } from "../log.js";
 import { AlertStore } from "../store/alert-store.js";
@@ -48,6 +48,8 @@ export function createLedgerServices(deps: {
   log: Logger;
   managerId: string;
   config?: LedgerConfig | undefined;
+  /** Orphans the `orphan_found` rule alerts on (OrphanDetector.alertViews). */
+  orphans?: () => OrphanView[];
 }): LedgerServices {
   const c = deps.config ?? {};
   const events = new EventStore(deps.db);
@@ -56,7 +58,7 @@ export function createLedgerServices(deps: {
   const retention = new EventRetention(events, { ...DEFAULT_RETENTION, maxAgeMs, maxRows: c.eventMaxRows ?? DEFAULT_RETENTION.maxRows }, deps.log);
   const notifier = new WebhookNotifier({ urls: c.webhookUrls ?? [], secret: c.webhookSecret }, { ledger: deps.ledger, log: deps.log, managerId: deps.managerId });
   const evaluator = new AlertEvaluator(
-    { store: deps.store, alerts, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log },
+    { store: deps.store, alerts, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}) },
     {
       thresholds: {
         hostOfflineMs: c.alertHostOfflineSeconds !== undefined ? c.alertHostOfflineSeconds * 1000 : DEFAULT_THRESHOLDS.hostOfflineMs,

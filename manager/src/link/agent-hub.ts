@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { ManagerMessageSchema, type Command, type LogChunk, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { ManagerMessageSchema, type Command, type CommandResult, type LogChunk, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 
 /** One connected agent stream, as the hub sees it. */
 export interface AgentSession {
@@ -32,6 +32,8 @@ export class AgentHub {
   private readonly sessions = new Map<string, AgentSession>();
   /** Open log streams by request id, bound to the session that serves them. */
   private readonly logRoutes = new Map<string, LogRoute & { session: AgentSession }>();
+  /** Callers awaiting a command's result (OrphanService), by command id. */
+  private readonly resultWaiters = new Map<string, { hostId: string; resolve(r: CommandResult): void; timer: NodeJS.Timeout }>();
 
   attach(session: AgentSession): void {
     const old = this.sessions.get(session.hostId);
@@ -64,6 +66,46 @@ export class AgentHub {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return false;
     s.send(create(ManagerMessageSchema, { body: { case: "command", value: command } }));
+    return true;
+  }
+
+  /**
+   * Sends a one-off command that is not stored (nothing resends it after a
+   * reconnect: the caller decides again) and resolves with its result.
+   * Rejects when the host has no ready session or no result comes in time.
+   */
+  request(hostId: string, command: Command, timeoutMs: number): Promise<CommandResult> {
+    const result = this.awaitResult(hostId, command.id, timeoutMs);
+    if (!this.sendCommand(hostId, command)) {
+      this.deliverResult(hostId, undefined, command.id);
+      return Promise.reject(new Error(`host ${hostId} is not connected`));
+    }
+    return result;
+  }
+
+  /** Resolves with the result of command `commandId` from `hostId` (sent by anyone); rejects after `timeoutMs`. */
+  awaitResult(hostId: string, commandId: string, timeoutMs: number): Promise<CommandResult> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.resultWaiters.delete(commandId);
+        reject(new Error(`no answer from host ${hostId} within ${Math.round(timeoutMs / 1000)}s`));
+      }, timeoutMs);
+      timer.unref();
+      this.resultWaiters.set(commandId, { hostId, resolve, timer });
+    });
+  }
+
+  /**
+   * A command result from `hostId`: hands it to whoever awaits it (only a
+   * result from the host the command went to counts). Returns whether
+   * someone did. `result` undefined just forgets the waiter.
+   */
+  deliverResult(hostId: string, result: CommandResult | undefined, commandId = result?.commandId ?? ""): boolean {
+    const w = this.resultWaiters.get(commandId);
+    if (!w || w.hostId !== hostId) return false;
+    this.resultWaiters.delete(commandId);
+    clearTimeout(w.timer);
+    if (result) w.resolve(result);
     return true;
   }
 

@@ -213,11 +213,11 @@ export class ManagerMetrics {
       this.rpcs.inc({ method, code: "ok" });
       return res;
     }
-    return { ...res, message: this.#tracked(method, res.message) };
+    return { ...res, message: this.#tracked(method, res.message, req.signal) };
   };
 
   /** `source`, counted in berth_streams_open while it is being read and in berth_rpc_requests_total once it ends. */
-  #tracked<T>(method: string, source: AsyncIterable<T>): AsyncIterable<T> {
+  #tracked<T>(method: string, source: AsyncIterable<T>, signal: AbortSignal): AsyncIterable<T> {
     const metrics = this;
     return {
       [Symbol.asyncIterator]() {
@@ -228,7 +228,8 @@ export class ManagerMetrics {
           if (!open) return;
           open = false;
           metrics.streamsOpen.dec({ method });
-          metrics.rpcs.inc({ method, code });
+          // A watch ends quietly when its client goes away: that is a cancel, not an ok.
+          metrics.rpcs.inc({ method, code: code === "ok" && signal.aborted ? "canceled" : code });
         };
         return {
           async next() {

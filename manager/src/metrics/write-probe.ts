@@ -29,7 +29,7 @@ export class WriteProbe {
     private readonly db: Db,
     private readonly opts: {
       intervalMs: number;
-      /** How long the probe waits for another writer's lock (default 1000 ms). */
+      /** How long the probe waits for another writer's lock (default 250 ms). */
       lockWaitMs?: number;
       onResult: (r: ProbeResult, previous: ProbeResult | undefined) => void;
       now?: () => number;
@@ -62,7 +62,7 @@ export class WriteProbe {
     const t0 = performance.now();
     let result: ProbeResult;
     try {
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.opts.lockWaitMs ?? 1000))}`);
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.opts.lockWaitMs ?? 250))}`);
       db.exec("BEGIN IMMEDIATE");
       try {
         db.prepare("INSERT INTO meta (key, value) VALUES ('write_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(

@@ -1,3 +1,4 @@
+import { EXIT_CAUSE_GRACE_MS } from "./plan.js";
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { CommandKind, ContainerInfoSchema, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
@@ -24,7 +25,7 @@ const DELETED_AT = NOW - 3600_000;
 
 function ctr(
   state: string,
-  o: { id?: string; hash?: string; generation?: string; exitCode?: number; oomKilled?: boolean; createdAt?: number; startedAt?: number } = {},
+  o: { id?: string; hash?: string; generation?: string; exitCode?: number; oomKilled?: boolean; createdAt?: number; startedAt?: number; finishedAt?: number } = {},
 ): ContainerInfo {
   return create(ContainerInfoSchema, {
     id: o.id ?? "c0ffee000000000000000000000000000000000000000000000000000000aaaa",
@@ -35,6 +36,7 @@ function ctr(
     oomKilled: o.oomKilled ?? false,
     createdTime: timestampFromMs(o.createdAt ?? NOW - 600_000),
     startedTime: timestampFromMs(o.startedAt ?? NOW - 300_000),
+    ...(o.finishedAt !== undefined ? { finishedTime: timestampFromMs(o.finishedAt) } : {}),
     labels: {
       "berth.manager": "mgr_test",
       "berth.server": "srv_test",
@@ -106,6 +108,9 @@ interface Case {
   expire?: boolean;
   requeueAfterMs?: number;
   deleteRecord?: boolean;
+  pendingExit?: { finishedAt: number };
+  assumeCrash?: { finishedAt: number; exitCode: number };
+  settledExit?: { finishedAt: number; exitCode: number };
   conditions?: CondWant;
   observedGeneration?: number;
 }
@@ -719,8 +724,8 @@ const CASES: Case[] = [
     command: run(CommandKind.ENSURE_CONTAINER, DataPolicy.CREATE, true),
   },
   {
-    name: "rebuild already done (container newer than the request) → Running",
-    in: { containers: [ctr("running", { createdAt: NOW - 1_000 })], lifecycle: { rebuildRequestedAt: NOW - 5_000 } },
+    name: "rebuild already done (a recreating command succeeded after the request) → Running",
+    in: { containers: [ctr("running", { createdAt: NOW - 1_000 })], lifecycle: { rebuildRequestedAt: NOW - 5_000, rebuildDoneAt: NOW - 4_000 } },
     phase: Phase.RUNNING,
     reason: "Running",
     command: null,
@@ -733,8 +738,8 @@ const CASES: Case[] = [
     command: run(CommandKind.RESTART, DataPolicy.REQUIRE),
   },
   {
-    name: "restart already done (started after the request) → Running",
-    in: { containers: [ctr("running", { startedAt: NOW - 1_000 })], lifecycle: { restartRequestedAt: NOW - 5_000 } },
+    name: "restart already done (a start or restart succeeded after the request) → Running",
+    in: { containers: [ctr("running", { startedAt: NOW - 1_000 })], lifecycle: { restartRequestedAt: NOW - 5_000, restartDoneAt: NOW - 4_000 } },
     phase: Phase.RUNNING,
     reason: "Running",
     command: null,
@@ -861,6 +866,70 @@ const CASES: Case[] = [
     conditions: { SpecApplied: ["False", "PendingRestart"] },
     observedGeneration: 2,
   },
+  // --- exits seen before their cause ---------------------------------------------------------
+  {
+    name: "an exit seen while desired stopped → Stopped, and recorded as expected",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("exited", { exitCode: 143, finishedAt: NOW - 50 })], dataInitialized: true, data: { present: true } },
+    phase: Phase.STOPPED,
+    reason: "Stopped",
+    command: null,
+    settledExit: { finishedAt: NOW - 50, exitCode: 143 },
+  },
+  {
+    name: "running → exited without a cause yet → held (ExitObserved), remembered, requeued for the grace",
+    in: { containers: [ctr("exited", { exitCode: 143, finishedAt: NOW - 100 })], dataInitialized: true, data: { present: true } },
+    phase: Phase.STARTING,
+    reason: "ExitObserved",
+    command: null,
+    pendingExit: { finishedAt: NOW - 100 },
+    requeueAfterMs: EXIT_CAUSE_GRACE_MS,
+  },
+  {
+    name: "the same unexplained exit, within the grace → still held",
+    in: { containers: [ctr("exited", { finishedAt: NOW - 2_000 })], lifecycle: { pendingExit: { finishedAt: NOW - 2_000, seenAt: NOW - 1_000 } } },
+    phase: Phase.STARTING,
+    reason: "ExitObserved",
+    command: null,
+    requeueAfterMs: EXIT_CAUSE_GRACE_MS - 1_000,
+  },
+  {
+    name: "the same unexplained exit past the grace → counted as a crash",
+    in: { containers: [ctr("exited", { exitCode: 2, finishedAt: NOW - 9_000 })], lifecycle: { pendingExit: { finishedAt: NOW - 9_000, seenAt: NOW - EXIT_CAUSE_GRACE_MS } } },
+    phase: Phase.STARTING,
+    reason: "ExitObserved",
+    command: null,
+    assumeCrash: { finishedAt: NOW - 9_000, exitCode: 2 },
+  },
+  {
+    name: "an exit the agent explained (same finish time) → handled by its cause (crash backoff)",
+    in: {
+      containers: [ctr("exited", { exitCode: 3, finishedAt: NOW - 500 })],
+      lifecycle: { lastExit: { cause: "crash", at: NOW - 400, exitCode: 3, finishedAt: NOW - 500 }, crashTimes: [NOW - 400] },
+    },
+    phase: Phase.STARTING,
+    reason: "CrashBackoff",
+    command: null,
+    requeueAfterMs: crashBackoffMs(1) - 400,
+  },
+  {
+    name: "an exit settled while stopped, operator starts it → started at once (no wait)",
+    in: {
+      containers: [ctr("exited", { finishedAt: NOW - 600_000 })],
+      dataInitialized: true,
+      data: { present: true },
+      lifecycle: { lastExit: { cause: "stopped_by_berth", at: NOW - 500_000, exitCode: 143, finishedAt: NOW - 600_000 } },
+    },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.REQUIRE),
+  },
+  {
+    name: "an unexplained exit being held, then the operator acts → started at once",
+    in: { containers: [ctr("exited", { finishedAt: NOW - 3_000 })], lastActionAt: NOW - 10, lifecycle: { pendingExit: { finishedAt: NOW - 3_000, seenAt: NOW - 2_000 } } },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: run(CommandKind.ENSURE_RUNNING, DataPolicy.CREATE),
+  },
 ];
 
 describe("plan()", () => {
@@ -877,6 +946,9 @@ describe("plan()", () => {
     expect(p.expireInflight ?? false).toBe(c.expire ?? false);
     expect(p.requeueAfterMs).toBe(c.requeueAfterMs);
     expect(p.deleteRecord ?? false).toBe(c.deleteRecord ?? false);
+    expect(p.pendingExit).toEqual(c.pendingExit);
+    expect(p.assumeCrash).toEqual(c.assumeCrash);
+    expect(p.settledExit).toEqual(c.settledExit);
     if (c.observedGeneration !== undefined) expect(p.observedGeneration).toBe(c.observedGeneration);
     for (const [type, want] of Object.entries(c.conditions ?? {}) as [ConditionType, CondWant[ConditionType]][]) {
       const got = p.conditions.find((f) => f.type === type);
@@ -919,7 +991,7 @@ describe("plan() properties, over every table case", () => {
     expect(p1.conditions.map((f) => f.type)).toEqual([...CONDITION_TYPES]);
     // A requeue is only asked for while waiting: on a command, a retention period or a crash backoff.
     if (p1.requeueAfterMs !== undefined) {
-      expect(a.inflight !== undefined || p1.reason === "Deleted" || p1.reason === "CrashBackoff").toBe(true);
+      expect(a.inflight !== undefined || ["Deleted", "CrashBackoff", "ExitObserved"].includes(p1.reason)).toBe(true);
       expect(p1.requeueAfterMs).toBeGreaterThan(0);
     }
     // Dropping the record never comes with a command, and only for deleted servers.
@@ -931,7 +1003,7 @@ describe("plan() properties, over every table case", () => {
   });
 
   it("moving time alone (no deadline, backoff or retention passing) changes nothing but the requeue delay", () => {
-    const timeless = CASES.filter((x) => !x.in.inflight && x.in.now === undefined && !x.in.lifecycle?.lastExit);
+    const timeless = CASES.filter((x) => !x.in.inflight && x.in.now === undefined && !x.in.lifecycle?.lastExit && !x.in.lifecycle?.pendingExit);
     expect(timeless.length).toBeGreaterThan(40);
     for (const c of timeless) {
       const { requeueAfterMs: _r1, ...p1 } = plan(input(c.in));

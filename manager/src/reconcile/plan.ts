@@ -23,6 +23,7 @@
  */
 import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, RestartPolicy, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Lifecycle } from "../store/store.js";
 import type { ConditionFact } from "./conditions.js";
 
@@ -37,6 +38,11 @@ export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   [CommandKind.REMOVE_DATA]: 120_000,
   [CommandKind.CHECK_DATA]: 30_000,
   [CommandKind.RESTART]: 240_000,
+  // OrphanService's commands (orphans/): only COPY_DATA is ever a server's in-flight command.
+  [CommandKind.REMOVE_CONTAINER]: 60_000,
+  [CommandKind.INSPECT_CONTAINER]: 30_000,
+  [CommandKind.REMOVE_STRAY_DATA]: 120_000,
+  [CommandKind.COPY_DATA]: 3_600_000,
 };
 
 export interface InflightCommand {
@@ -101,6 +107,12 @@ export interface Plan {
   requeueAfterMs?: number;
   /** Drop the server's record (purge finished, or soft-delete retention ended). */
   deleteRecord?: boolean;
+  /** Remember this exit as seen but unexplained (the reconciler stamps the time). */
+  pendingExit?: { finishedAt: number };
+  /** The exit stayed unexplained past the grace: record it as a crash. */
+  assumeCrash?: { finishedAt: number; exitCode: number };
+  /** An exit seen while the server should be stopped: record it as expected. */
+  settledExit?: { finishedAt: number; exitCode: number };
 }
 
 const GENERATION_LABEL = "berth.generation";
@@ -114,6 +126,7 @@ const TIMEOUT_REASON: Partial<Record<CommandKind, string>> = {
   [CommandKind.ENSURE_PAUSED]: "PauseTimeout",
   [CommandKind.ENSURE_REMOVED]: "RemoveTimeout",
   [CommandKind.RESTART]: "RestartTimeout",
+  [CommandKind.COPY_DATA]: "CopyTimeout",
 };
 
 export function plan(input: PlanInput): Plan {
@@ -211,9 +224,10 @@ export function plan(input: PlanInput): Plan {
   const desired = input.spec.desiredState;
   const startKind = desired === DesiredState.STOPPED ? CommandKind.ENSURE_CONTAINER : CommandKind.ENSURE_RUNNING;
 
-  // 6. Rebuild requested after the container was created: replace it, keeping data.
-  // (A container without a creation time is never rebuilt: that would loop.)
-  if (container?.createdTime && (lc.rebuildRequestedAt ?? 0) > msOf(container.createdTime)) {
+  // 6. Rebuild requested and not yet done: replace the container, keeping data.
+  // Requests and completions are both manager-clock times (see Reconciler.noteCommandFinished),
+  // so host clock skew cannot make a rebuild or restart repeat.
+  if (container && (lc.rebuildRequestedAt ?? 0) > (lc.rebuildDoneAt ?? 0)) {
     return { ...issue(base, Phase.CREATING, "Rebuilding", "recreating the container from the current spec", startKind, dataPolicy), command: { kind: startKind, dataPolicy, recreate: true } };
   }
 
@@ -229,11 +243,15 @@ export function plan(input: PlanInput): Plan {
   // 8. A container exists: drive it to the desired state.
   const state = container.state;
   switch (desired) {
-    case DesiredState.STOPPED:
+    case DesiredState.STOPPED: {
       if (state === "running" || state === "paused" || state === "restarting") {
         return issue(base, Phase.STOPPING, "Stopping", "stopping the container", CommandKind.ENSURE_STOPPED);
       }
-      return { ...base, phase: Phase.STOPPED, reason: "Stopped", message: exitMessage(container) };
+      // An exit seen while the server should be stopped needs no cause: a later Start is not held.
+      const fin = container.finishedTime ? timestampMs(container.finishedTime) : 0;
+      const settle = fin > (lc.lastExit?.finishedAt ?? 0) ? { settledExit: { finishedAt: fin, exitCode: container.exitCode } } : {};
+      return { ...base, ...settle, phase: Phase.STOPPED, reason: "Stopped", message: exitMessage(container) };
+    }
     case DesiredState.PAUSED:
       if (state === "paused") return { ...base, phase: Phase.PAUSED, reason: "Paused", message: "the container is paused" };
       if (state === "running") return issue(base, Phase.STOPPING, "Pausing", "pausing the container", CommandKind.ENSURE_PAUSED);
@@ -242,14 +260,29 @@ export function plan(input: PlanInput): Plan {
       break;
   }
   if (state === "running") {
-    if (container.startedTime && (lc.restartRequestedAt ?? 0) > msOf(container.startedTime)) {
+    if ((lc.restartRequestedAt ?? 0) > (lc.restartDoneAt ?? 0)) {
       return issue(base, Phase.STOPPING, "Restarting", "restarting the container", CommandKind.RESTART, dataPolicy);
     }
     return { ...base, phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
   }
   if (state === "paused") return issue(base, Phase.STARTING, "Resuming", "unpausing the container", CommandKind.ENSURE_RUNNING, dataPolicy);
 
-  // 9. Exited while it should run: a crash since the last operator action restarts per policy.
+  // 9. Exited while it should run. An exit newer than the last one the agent explained
+  //    (an inventory or a command result can overtake the "die" event) is held
+  //    briefly: restarting it at once would undo an operator's `docker stop` or skip
+  //    a crash backoff. Without a cause by then (the exit happened while the agent
+  //    was away), it counts as a crash. An operator's action ends the wait.
+  const finishedMs = container.finishedTime ? timestampMs(container.finishedTime) : 0;
+  const unexplained = finishedMs > 0 && finishedMs > (lc.lastExit?.finishedAt ?? 0);
+  const pending = lc.pendingExit?.finishedAt === finishedMs ? lc.pendingExit : undefined;
+  if (unexplained && (!pending || input.lastActionAt <= pending.seenAt)) {
+    const waiting = { ...base, phase: Phase.STARTING, reason: "ExitObserved", message: `${exitMessage(container)}; waiting for the engine to say why` };
+    if (!pending) return { ...waiting, pendingExit: { finishedAt: finishedMs }, requeueAfterMs: EXIT_CAUSE_GRACE_MS };
+    if (input.now < pending.seenAt + EXIT_CAUSE_GRACE_MS) return { ...waiting, requeueAfterMs: pending.seenAt + EXIT_CAUSE_GRACE_MS - input.now };
+    return { ...waiting, assumeCrash: { finishedAt: finishedMs, exitCode: container.exitCode } };
+  }
+
+  // 10. A crash since the last operator action restarts per policy.
   const exit = lc.lastExit;
   if (exit?.cause === "crash" && exit.at > input.lastActionAt) {
     const policy = input.spec.restartPolicy;
@@ -281,6 +314,9 @@ export function plan(input: PlanInput): Plan {
   return issue(base, Phase.STARTING, "Starting", "starting the container", CommandKind.ENSURE_RUNNING, dataPolicy);
 }
 
+/** How long an exit observed without its cause waits for the "die" event that explains it. */
+export const EXIT_CAUSE_GRACE_MS = 5_000;
+
 /** Crashes within this window count towards a crash loop. */
 export const CRASH_WINDOW_MS = 10 * 60_000;
 export const CRASH_LOOP_THRESHOLD = 5;
@@ -290,9 +326,6 @@ export function crashBackoffMs(recentCrashes: number, baseMs = 10_000): number {
   return Math.min(30 * baseMs, baseMs * 2 ** Math.max(0, recentCrashes - 1));
 }
 
-function msOf(t: { seconds: bigint; nanos: number } | undefined): number {
-  return t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0;
-}
 
 function issue(
   base: Pick<Plan, "conditions" | "observedGeneration">,
@@ -335,6 +368,8 @@ function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, 
       return { phase: Phase.PURGING, reason: "RemovingData", message: "removing the data directory" };
     case CommandKind.RESTART:
       return { phase: Phase.STOPPING, reason: "Restarting", message: "restarting the container" };
+    case CommandKind.COPY_DATA:
+      return { phase: Phase.CREATING, reason: "CopyingData", message: "adopting: copying the container's data into the data root" };
     default:
       return { phase: Phase.PENDING, reason: "Checking", message: "checking the host" };
   }

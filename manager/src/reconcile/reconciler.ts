@@ -11,6 +11,7 @@ import {
   LABEL_SERVER,
   LABEL_SPEC_HASH,
   type ExitCause,
+  type Lifecycle,
   type ServerRecord,
   type Store,
 } from "../store/store.js";
@@ -92,13 +93,18 @@ export class Reconciler {
    * - exited by itself: a crash, restarted per policy by plan(); a clean exit
    *   (code 0) under `on-failure` or `never` adopts desired stopped.
    */
-  noteExit(serverId: string, cause: ExitCause, exitCode: number, at: number): void {
+  noteExit(serverId: string, cause: ExitCause, exitCode: number, at: number, finishedAt = 0): void {
     const { store } = this.deps;
-    if (cause === "stopped_by_berth") return;
     const s = store.getServer(serverId);
     if (!s || s.deletedAt !== null || s.lifecycle.purge) return;
-    if (s.spec.desiredState !== DesiredState.RUNNING) return;
-    const lc = { ...s.lifecycle, lastExit: { cause, at, exitCode } };
+    // Every explained exit is remembered, so plan() can tell it from one still unexplained.
+    const explained = { ...s.lifecycle, lastExit: { cause, at, exitCode, finishedAt } };
+    if (cause === "stopped_by_berth" || s.spec.desiredState !== DesiredState.RUNNING) {
+      store.updateLifecycle(s.id, explained);
+      this.enqueue(serverId, `container exit (${cause})`);
+      return;
+    }
+    const lc: Lifecycle = explained;
     const policy = s.spec.restartPolicy;
     const base = { project: s.project, serverId: s.id, hostId: s.hostId };
     let adoptStopped = false;
@@ -143,6 +149,28 @@ export class Reconciler {
     this.enqueue(serverId, cause === "crash" ? "container crashed" : "container stopped outside berth");
   }
 
+  /**
+   * Called when a command result arrives: a successful start or restart
+   * satisfies pending restart requests made before it was issued, and a
+   * successful recreating command satisfies pending rebuild requests.
+   */
+  noteCommandFinished(serverId: string, command: Command, createdAt: number, success: boolean): void {
+    if (!success) return;
+    const s = this.deps.store.getServer(serverId);
+    if (!s) return;
+    const lc = { ...s.lifecycle };
+    let changed = false;
+    if ((command.kind === CommandKind.ENSURE_RUNNING || command.kind === CommandKind.RESTART) && createdAt > (lc.restartDoneAt ?? 0)) {
+      lc.restartDoneAt = createdAt;
+      changed = true;
+    }
+    if (command.recreate && createdAt > (lc.rebuildDoneAt ?? 0)) {
+      lc.rebuildDoneAt = createdAt;
+      changed = true;
+    }
+    if (changed) this.deps.store.updateLifecycle(serverId, lc);
+  }
+
   /** One reconcile of one server. Synchronous: SQLite calls are, and sending only queues bytes. */
   reconcile(serverId: string, cause = "resync"): { requeueAfterMs?: number } {
     const { store, hub, managerId } = this.deps;
@@ -150,10 +178,14 @@ export class Reconciler {
     let server = store.getServer(serverId);
     if (!server) return {};
     const hash = specHash(server.spec);
-    const containers = store
+    const labelled = store
       .containersForServer(server.hostId, server.id)
       .filter((c) => c.managerId === managerId)
       .map((c) => c.info);
+    // A container AdoptOrphan bound to this server without labels (OrphanService) counts too.
+    const adoptedId = server.lifecycle.adoptedContainerId;
+    const adopted = adoptedId && !labelled.some((c) => c.id === adoptedId) ? store.observedContainer(server.hostId, adoptedId)?.info : undefined;
+    const containers = adopted ? [...labelled, adopted] : labelled;
     const dataDir = store.getDataDir(server.hostId, server.id);
     const inflight = store.openCommandForServer(server.id);
     const last = store.lastFinishedCommand(server.id);
@@ -200,6 +232,18 @@ export class Reconciler {
         createdAt: last.createdAt,
       },
     });
+
+    if (p.assumeCrash) {
+      // noteExit records the crash (and any adoption) and requeues this server.
+      this.noteExit(server.id, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt);
+    } else if (p.settledExit) {
+      store.updateLifecycle(server.id, {
+        ...server.lifecycle,
+        lastExit: { cause: "stopped_by_berth", at: now, exitCode: p.settledExit.exitCode, finishedAt: p.settledExit.finishedAt },
+      });
+    } else if (p.pendingExit && server.lifecycle.pendingExit?.finishedAt !== p.pendingExit.finishedAt) {
+      store.updateLifecycle(server.id, { ...server.lifecycle, pendingExit: { finishedAt: p.pendingExit.finishedAt, seenAt: now } });
+    }
 
     if (p.deleteRecord) {
       const s = server;
@@ -338,6 +382,7 @@ export class Reconciler {
       recreate,
       stopTimeoutSeconds: server.lifecycle.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_S,
       deadline: timestampFromMs(now + deadlineMs),
+      adoptedContainerId: server.lifecycle.adoptedContainerId ?? "",
       container: create(ContainerSpecSchema, {
         image: spec.image,
         command: spec.command,

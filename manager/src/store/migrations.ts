@@ -153,4 +153,15 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX events_host ON events (host_id, id);
   CREATE INDEX events_type ON events (type, id);
   `,
+  // 5: every directory under each host's data root, as its last inventory listed
+  // them (stray data directories: OrphanService).
+  `
+  CREATE TABLE data_root_entries (
+    host_id     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    size_bytes  BIGINT NOT NULL DEFAULT 0,
+    observed_at BIGINT NOT NULL,
+    PRIMARY KEY (host_id, name)
+  );
+  `,
 ];

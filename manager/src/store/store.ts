@@ -50,15 +50,30 @@ export type ExitCause = "crash" | "stopped_externally" | "stopped_by_berth";
 export interface Lifecycle {
   /** Graceful stop timeout for the next stop (StopServer.timeout_seconds). */
   stopTimeoutSeconds?: number;
-  /** RestartServer: restart a container started before this. */
+  /** RestartServer: restart the container (once) after this. */
   restartRequestedAt?: number;
-  /** RebuildServer / UpdateServer(apply_now): recreate a container created before this. */
+  /** RebuildServer / UpdateServer(apply_now): recreate the container (once) after this. */
   rebuildRequestedAt?: number;
+  /** Creation time of the last successful recreating command: a rebuild is done once this is newer than the request. */
+  rebuildDoneAt?: number;
+  /** Creation time of the last successful start or restart command. */
+  restartDoneAt?: number;
   /** PurgeServer in progress. */
   purge?: { requestedAt: number; removeData: boolean };
+  /**
+   * AdoptOrphan bound this container (Docker id) without berth labels to the
+   * server: it counts as the server's container until berth recreates it.
+   */
+  adoptedContainerId?: string;
   /** The container vanished without berth removing it (docker rm outside berth). */
   containerLostAt?: number;
-  lastExit?: { cause: ExitCause; at: number; exitCode: number };
+  /**
+   * The last exit the agent explained. `finishedAt` is the container's own finish
+   * time (host clock), so it can be matched with an observed exited container.
+   */
+  lastExit?: { cause: ExitCause; at: number; exitCode: number; finishedAt?: number };
+  /** An exit observed without its cause yet (e.g. through an inventory): when first seen. */
+  pendingExit?: { finishedAt: number; seenAt: number };
   /** Recent crash times, for backoff and crash-loop detection. */
   crashTimes?: number[];
   restartCount?: number;
@@ -112,6 +127,13 @@ export interface DataDirRecord {
   present: boolean;
   sizeBytes: number;
   checkedAt: number;
+}
+
+/** A directory directly under a host's data root, as its agent listed it. */
+export interface DataRootEntry {
+  name: string;
+  /** Known for server-id directories (the agent measures those); 0 otherwise. */
+  sizeBytes: number;
 }
 
 export interface EventInput {
@@ -363,8 +385,9 @@ export class Store {
    * previously observed there and not in the list is gone. Returns the ids of
    * every server whose observation may have changed.
    */
-  replaceHostInventory(hostId: string, containers: ContainerInfo[], dataDirs: DataDirRecord[], now: number): Set<string> {
+  replaceHostInventory(hostId: string, containers: ContainerInfo[], dataDirs: DataDirRecord[], now: number, dataRootEntries?: DataRootEntry[]): Set<string> {
     return this.transaction(() => {
+      if (dataRootEntries) this.replaceDataRootEntries(hostId, dataRootEntries, now);
       const touched = new Set<string>();
       for (const r of this.db
         .prepare("SELECT server_id FROM observed_containers WHERE host_id = ? AND server_id IS NOT NULL")
@@ -416,6 +439,55 @@ export class Store {
       .prepare("DELETE FROM observed_containers WHERE host_id = ? AND container_id = ? RETURNING server_id")
       .get(hostId, containerId) as { server_id: string | null } | undefined;
     return row?.server_id ?? null;
+  }
+
+  /** Makes `entries` the directories under the host's data root (the last inventory's list). */
+  replaceDataRootEntries(hostId: string, entries: DataRootEntry[], now: number): void {
+    this.db.prepare("DELETE FROM data_root_entries WHERE host_id = ?").run(hostId);
+    const insert = this.db.prepare("INSERT INTO data_root_entries (host_id, name, size_bytes, observed_at) VALUES (?, ?, ?, ?) ON CONFLICT (host_id, name) DO NOTHING");
+    for (const e of entries) insert.run(hostId, e.name, e.sizeBytes, now);
+  }
+
+  /** Directories under data roots, as last listed (every host, or one). */
+  listDataRootEntries(hostId?: string): (DataRootEntry & { hostId: string })[] {
+    const rows = (hostId
+      ? this.db.prepare("SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id = ? ORDER BY name").all(hostId)
+      : this.db.prepare("SELECT host_id, name, size_bytes FROM data_root_entries ORDER BY host_id, name").all()) as { host_id: string; name: string; size_bytes: number }[];
+    return rows.map((r) => ({ hostId: r.host_id, name: r.name, sizeBytes: r.size_bytes }));
+  }
+
+  /** Forgets one directory under a host's data root (it was removed). */
+  removeDataRootEntry(hostId: string, name: string): void {
+    this.db.prepare("DELETE FROM data_root_entries WHERE host_id = ? AND name = ?").run(hostId, name);
+  }
+
+  /**
+   * Observed containers that are not simply a server's own (labelled by
+   * `managerId` for a server on the same host): the candidates for orphans.
+   * Containers without berth labels only with `includeUnlabelled`.
+   */
+  listOrphanCandidates(managerId: string, includeUnlabelled: boolean): ObservedContainer[] {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM observed_containers o
+         WHERE NOT (o.manager_id = ? AND EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id))
+           AND (? = 1 OR o.server_id IS NOT NULL OR o.manager_id IS NOT NULL)
+         ORDER BY o.host_id, o.container_id`,
+      )
+      .all(managerId, includeUnlabelled ? 1 : 0) as ObservedRow[];
+    return rows.map(observedFromRow);
+  }
+
+  /** One observed container by its Docker id. */
+  observedContainer(hostId: string, containerId: string): ObservedContainer | undefined {
+    const row = this.db.prepare("SELECT * FROM observed_containers WHERE host_id = ? AND container_id = ?").get(hostId, containerId) as ObservedRow | undefined;
+    return row && observedFromRow(row);
+  }
+
+  /** Servers with a command pending or sent. */
+  serverIdsWithOpenCommands(): Set<string> {
+    const rows = this.db.prepare("SELECT DISTINCT server_id FROM commands WHERE state IN ('pending', 'sent')").all() as { server_id: string }[];
+    return new Set(rows.map((r) => r.server_id));
   }
 
   /** Containers on `hostId` labelled as belonging to `serverId` (normally zero or one). */
@@ -647,6 +719,18 @@ interface ObservedRow {
   state: string;
   info_json: string;
   observed_at: number;
+}
+
+function observedFromRow(r: ObservedRow): ObservedContainer {
+  return {
+    hostId: r.host_id,
+    containerId: r.container_id,
+    serverId: r.server_id,
+    managerId: r.manager_id,
+    state: r.state,
+    info: fromJsonString(ContainerInfoSchema, r.info_json, { ignoreUnknownFields: true }),
+    observedAt: r.observed_at,
+  };
 }
 
 interface CommandRow {

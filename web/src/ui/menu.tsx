@@ -31,11 +31,19 @@ export function Menu({ label, items, children }: { label: string; items: MenuIte
       if (!menu.current?.contains(e.target as Node) && !button.current?.contains(e.target as Node)) setOpen(false);
     };
     const onScroll = () => setOpen(false);
+    const onKey = (e: globalThis.KeyboardEvent) => {
+      if (e.key === "Escape") {
+        e.stopPropagation();
+        setOpen(false);
+      }
+    };
     document.addEventListener("mousedown", close);
     window.addEventListener("scroll", onScroll, true);
+    window.addEventListener("keydown", onKey, true);
     return () => {
       document.removeEventListener("mousedown", close);
       window.removeEventListener("scroll", onScroll, true);
+      window.removeEventListener("keydown", onKey, true);
     };
   }, [open]);
   const onKey = (e: KeyboardEvent) => {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/agent.proto.
  */
 export const file_berth_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAki+wIKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIAEIGCgRib2R5IuABCg5NYW5hZ2VyTWVzc2FnZRIkCgd3ZWxjb21lGAEgASgLMhEuYmVydGgudjEuV2VsY29tZUgAEiQKB2NvbW1hbmQYAiABKAsyES5iZXJ0aC52MS5Db21tYW5kSAASIgoGcmVzeW5jGAMgASgLMhAuYmVydGgudjEuUmVzeW5jSAASKwoLbG9nX3JlcXVlc3QYBCABKAsyFC5iZXJ0aC52MS5Mb2dSZXF1ZXN0SAASKQoKbG9nX2NhbmNlbBgFIAEoCzITLmJlcnRoLnYxLkxvZ0NhbmNlbEgAQgYKBGJvZHki2wEKBUhlbGxvEhAKCGhvc3RuYW1lGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZG9ja2VyX3ZlcnNpb24YAyABKAkSEQoJZGF0YV9yb290GAQgASgJEhEKCWNwdV9jb3VudBgFIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBiABKAQSHAoUZGF0YV9yb290X2ZyZWVfYnl0ZXMYByABKAQSHQoVZGF0YV9yb290X3RvdGFsX2J5dGVzGAggASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYCSABKAgiUgoHV2VsY29tZRISCgptYW5hZ2VyX2lkGAEgASgJEg8KB2hvc3RfaWQYAiABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAyABKA0iCAoGUmVzeW5jIpoECg1Db250YWluZXJJbmZvEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDQoFc3RhdGUYBCABKAkSMwoGbGFiZWxzGAUgAygLMiMuYmVydGgudjEuQ29udGFpbmVySW5mby5MYWJlbHNFbnRyeRIRCglleGl0X2NvZGUYBiABKAUSMAoMY3JlYXRlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxzdGFydGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWZpbmlzaGVkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCm9vbV9raWxsZWQYCiABKAgSJAoFcG9ydHMYCyADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIOCgZtb3VudHMYDCADKAkSDwoHY29tbWFuZBgNIAMoCRItCgNlbnYYDiADKAsyIC5iZXJ0aC52MS5Db250YWluZXJJbmZvLkVudkVudHJ5Eg0KBWVycm9yGA8gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJxCgdEYXRhRGlyEhEKCXNlcnZlcl9pZBgBIAEoCRIOCgZleGlzdHMYAiABKAgSEgoKc2l6ZV9ieXRlcxgDIAEoAxIvCgttb2RpZnlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikQEKCUludmVudG9yeRIrCgpjb250YWluZXJzGAEgAygLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIkCglkYXRhX2RpcnMYAiADKAsyES5iZXJ0aC52MS5EYXRhRGlyEhgKEGRvY2tlcl9yZWFjaGFibGUYAyABKAgSFwoPb3RoZXJfZGF0YV9kaXJzGAQgAygJIpsBCg5Db250YWluZXJFdmVudBIOCgZhY3Rpb24YASABKAkSKgoJY29udGFpbmVyGAIgASgLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIPCgdyZW1vdmVkGAMgASgIEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV4aXRfY2F1c2UYBSABKAkiLQoKRGF0YVN0YXR1cxIfCgRkaXJzGAEgAygLMhEuYmVydGgudjEuRGF0YURpciLOAgoNQ29udGFpbmVyU3BlYxINCgVpbWFnZRgBIAEoCRIPCgdjb21tYW5kGAIgAygJEi0KA2VudhgDIAMoCzIgLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMuRW52RW50cnkSJAoFcG9ydHMYBCADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIXCg9kYXRhX21vdW50X3BhdGgYBSABKAkSMwoGbGFiZWxzGAYgAygLMiMuYmVydGgudjEuQ29udGFpbmVyU3BlYy5MYWJlbHNFbnRyeRIRCglzcGVjX2hhc2gYByABKAkSDAoEbmFtZRgIIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiggIKB0NvbW1hbmQSCgoCaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEiMKBGtpbmQYAyABKA4yFS5iZXJ0aC52MS5Db21tYW5kS2luZBIqCgljb250YWluZXIYBCABKAsyFy5iZXJ0aC52MS5Db250YWluZXJTcGVjEikKC2RhdGFfcG9saWN5GAUgASgOMhQuYmVydGgudjEuRGF0YVBvbGljeRIcChRzdG9wX3RpbWVvdXRfc2Vjb25kcxgGIAEoDRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVjcmVhdGUYCCABKAgiogEKDUNvbW1hbmRSZXN1bHQSEgoKY29tbWFuZF9pZBgBIAEoCRIPCgdzdWNjZXNzGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEioKCWNvbnRhaW5lchgFIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SHwoEZGF0YRgGIAEoCzIRLmJlcnRoLnYxLkRhdGFEaXIibQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAIgASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYAyABKAgiaAoITG9nQ2h1bmsSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZzdHJlYW0YAiABKAkSDAoEZGF0YRgDIAEoDBILCgNlbmQYBCABKAgSDQoFZXJyb3IYBSABKAkSDgoGcmVhc29uGAYgASgJIlcKCkxvZ1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCglzZXJ2ZXJfaWQYAiABKAkSDgoGZm9sbG93GAMgASgIEhIKCnRhaWxfbGluZXMYBCABKA0iHwoJTG9nQ2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAkiYgoMUHVsbFByb2dyZXNzEhEKCXNlcnZlcl9pZBgBIAEoCRISCgpjb21tYW5kX2lkGAIgASgJEg0KBWltYWdlGAMgASgJEg4KBnN0YXR1cxgEIAEoCRIMCgRkb25lGAUgASgIKqYCCgtDb21tYW5kS2luZBIcChhDT01NQU5EX0tJTkRfVU5TUEVDSUZJRUQQABIhCh1DT01NQU5EX0tJTkRfRU5TVVJFX0NPTlRBSU5FUhABEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfUlVOTklORxACEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfU1RPUFBFRBADEh4KGkNPTU1BTkRfS0lORF9FTlNVUkVfUEFVU0VEEAQSHwobQ09NTUFORF9LSU5EX0VOU1VSRV9SRU1PVkVEEAUSHAoYQ09NTUFORF9LSU5EX1JFTU9WRV9EQVRBEAYSGwoXQ09NTUFORF9LSU5EX0NIRUNLX0RBVEEQBxIYChRDT01NQU5EX0tJTkRfUkVTVEFSVBAIKloKCkRhdGFQb2xpY3kSGwoXREFUQV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIWChJEQVRBX1BPTElDWV9DUkVBVEUQARIXChNEQVRBX1BPTElDWV9SRVFVSVJFEAIyjAEKDEFnZW50U2VydmljZRI7CgZFbnJvbGwSFy5iZXJ0aC52MS5FbnJvbGxSZXF1ZXN0GhguYmVydGgudjEuRW5yb2xsUmVzcG9uc2USPwoHQ29ubmVjdBIWLmJlcnRoLnYxLkFnZW50TWVzc2FnZRoYLmJlcnRoLnYxLk1hbmFnZXJNZXNzYWdlKAEwAWIGcHJvdG8z", [file_berth_v1_server, file_google_protobuf_timestamp]);
+  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAki+wIKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIAEIGCgRib2R5IuABCg5NYW5hZ2VyTWVzc2FnZRIkCgd3ZWxjb21lGAEgASgLMhEuYmVydGgudjEuV2VsY29tZUgAEiQKB2NvbW1hbmQYAiABKAsyES5iZXJ0aC52MS5Db21tYW5kSAASIgoGcmVzeW5jGAMgASgLMhAuYmVydGgudjEuUmVzeW5jSAASKwoLbG9nX3JlcXVlc3QYBCABKAsyFC5iZXJ0aC52MS5Mb2dSZXF1ZXN0SAASKQoKbG9nX2NhbmNlbBgFIAEoCzITLmJlcnRoLnYxLkxvZ0NhbmNlbEgAQgYKBGJvZHki2wEKBUhlbGxvEhAKCGhvc3RuYW1lGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZG9ja2VyX3ZlcnNpb24YAyABKAkSEQoJZGF0YV9yb290GAQgASgJEhEKCWNwdV9jb3VudBgFIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBiABKAQSHAoUZGF0YV9yb290X2ZyZWVfYnl0ZXMYByABKAQSHQoVZGF0YV9yb290X3RvdGFsX2J5dGVzGAggASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYCSABKAgiUgoHV2VsY29tZRISCgptYW5hZ2VyX2lkGAEgASgJEg8KB2hvc3RfaWQYAiABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAyABKA0iCAoGUmVzeW5jItsECg1Db250YWluZXJJbmZvEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDQoFc3RhdGUYBCABKAkSMwoGbGFiZWxzGAUgAygLMiMuYmVydGgudjEuQ29udGFpbmVySW5mby5MYWJlbHNFbnRyeRIRCglleGl0X2NvZGUYBiABKAUSMAoMY3JlYXRlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxzdGFydGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWZpbmlzaGVkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCm9vbV9raWxsZWQYCiABKAgSJAoFcG9ydHMYCyADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIOCgZtb3VudHMYDCADKAkSDwoHY29tbWFuZBgNIAMoCRItCgNlbnYYDiADKAsyIC5iZXJ0aC52MS5Db250YWluZXJJbmZvLkVudkVudHJ5Eg0KBWVycm9yGA8gASgJEhMKC3Vuc3VwcG9ydGVkGBAgAygJEioKDG1vdW50X3BvaW50cxgRIAMoCzIULmJlcnRoLnYxLk1vdW50UG9pbnQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlIKCk1vdW50UG9pbnQSDAoEdHlwZRgBIAEoCRIOCgZzb3VyY2UYAiABKAkSEwoLZGVzdGluYXRpb24YAyABKAkSEQoJcmVhZF9vbmx5GAQgASgIInEKB0RhdGFEaXISEQoJc2VydmVyX2lkGAEgASgJEg4KBmV4aXN0cxgCIAEoCBISCgpzaXplX2J5dGVzGAMgASgDEi8KC21vZGlmeV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLYAQoJSW52ZW50b3J5EisKCmNvbnRhaW5lcnMYASADKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEiQKCWRhdGFfZGlycxgCIAMoCzIRLmJlcnRoLnYxLkRhdGFEaXISGAoQZG9ja2VyX3JlYWNoYWJsZRgDIAEoCBIXCg9vdGhlcl9kYXRhX2RpcnMYBCADKAkSKgoJdW5tYW5hZ2VkGAUgAygLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIZChF1bm1hbmFnZWRfb21pdHRlZBgGIAEoDSKbAQoOQ29udGFpbmVyRXZlbnQSDgoGYWN0aW9uGAEgASgJEioKCWNvbnRhaW5lchgCIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SDwoHcmVtb3ZlZBgDIAEoCBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpleGl0X2NhdXNlGAUgASgJIi0KCkRhdGFTdGF0dXMSHwoEZGlycxgBIAMoCzIRLmJlcnRoLnYxLkRhdGFEaXIizgIKDUNvbnRhaW5lclNwZWMSDQoFaW1hZ2UYASABKAkSDwoHY29tbWFuZBgCIAMoCRItCgNlbnYYAyADKAsyIC5iZXJ0aC52MS5Db250YWluZXJTcGVjLkVudkVudHJ5EiQKBXBvcnRzGAQgAygLMhUuYmVydGgudjEuUG9ydE1hcHBpbmcSFwoPZGF0YV9tb3VudF9wYXRoGAUgASgJEjMKBmxhYmVscxgGIAMoCzIjLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMuTGFiZWxzRW50cnkSEQoJc3BlY19oYXNoGAcgASgJEgwKBG5hbWUYCCABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItwCCgdDb21tYW5kEgoKAmlkGAEgASgJEhEKCXNlcnZlcl9pZBgCIAEoCRIjCgRraW5kGAMgASgOMhUuYmVydGgudjEuQ29tbWFuZEtpbmQSKgoJY29udGFpbmVyGAQgASgLMhcuYmVydGgudjEuQ29udGFpbmVyU3BlYxIpCgtkYXRhX3BvbGljeRgFIAEoDjIULmJlcnRoLnYxLkRhdGFQb2xpY3kSHAoUc3RvcF90aW1lb3V0X3NlY29uZHMYBiABKA0SLAoIZGVhZGxpbmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlY3JlYXRlGAggASgIEhQKDGNvbnRhaW5lcl9pZBgJIAEoCRIQCghkYXRhX2RpchgKIAEoCRIcChRhZG9wdGVkX2NvbnRhaW5lcl9pZBgLIAEoCRISCgptb3VudF9wYXRoGAwgASgJIqIBCg1Db21tYW5kUmVzdWx0EhIKCmNvbW1hbmRfaWQYASABKAkSDwoHc3VjY2VzcxgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIqCgljb250YWluZXIYBSABKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEh8KBGRhdGEYBiABKAsyES5iZXJ0aC52MS5EYXRhRGlyIm0KCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgCIAEoBBIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIImgKCExvZ0NodW5rEhIKCnJlcXVlc3RfaWQYASABKAkSDgoGc3RyZWFtGAIgASgJEgwKBGRhdGEYAyABKAwSCwoDZW5kGAQgASgIEg0KBWVycm9yGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJXCgpMb2dSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEg4KBmZvbGxvdxgDIAEoCBISCgp0YWlsX2xpbmVzGAQgASgNIh8KCUxvZ0NhbmNlbBISCgpyZXF1ZXN0X2lkGAEgASgJImIKDFB1bGxQcm9ncmVzcxIRCglzZXJ2ZXJfaWQYASABKAkSEgoKY29tbWFuZF9pZBgCIAEoCRINCgVpbWFnZRgDIAEoCRIOCgZzdGF0dXMYBCABKAkSDAoEZG9uZRgFIAEoCCqtAwoLQ29tbWFuZEtpbmQSHAoYQ09NTUFORF9LSU5EX1VOU1BFQ0lGSUVEEAASIQodQ09NTUFORF9LSU5EX0VOU1VSRV9DT05UQUlORVIQARIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1JVTk5JTkcQAhIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1NUT1BQRUQQAxIeChpDT01NQU5EX0tJTkRfRU5TVVJFX1BBVVNFRBAEEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfUkVNT1ZFRBAFEhwKGENPTU1BTkRfS0lORF9SRU1PVkVfREFUQRAGEhsKF0NPTU1BTkRfS0lORF9DSEVDS19EQVRBEAcSGAoUQ09NTUFORF9LSU5EX1JFU1RBUlQQCBIhCh1DT01NQU5EX0tJTkRfUkVNT1ZFX0NPTlRBSU5FUhAJEiIKHkNPTU1BTkRfS0lORF9JTlNQRUNUX0NPTlRBSU5FUhAKEiIKHkNPTU1BTkRfS0lORF9SRU1PVkVfU1RSQVlfREFUQRALEhoKFkNPTU1BTkRfS0lORF9DT1BZX0RBVEEQDCpaCgpEYXRhUG9saWN5EhsKF0RBVEFfUE9MSUNZX1VOU1BFQ0lGSUVEEAASFgoSREFUQV9QT0xJQ1lfQ1JFQVRFEAESFwoTREFUQV9QT0xJQ1lfUkVRVUlSRRACMowBCgxBZ2VudFNlcnZpY2USOwoGRW5yb2xsEhcuYmVydGgudjEuRW5yb2xsUmVxdWVzdBoYLmJlcnRoLnYxLkVucm9sbFJlc3BvbnNlEj8KB0Nvbm5lY3QSFi5iZXJ0aC52MS5BZ2VudE1lc3NhZ2UaGC5iZXJ0aC52MS5NYW5hZ2VyTWVzc2FnZSgBMAFiBnByb3RvMw", [file_berth_v1_server, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message berth.v1.EnrollRequest
@@ -367,6 +367,22 @@ export type ContainerInfo = Message<"berth.v1.ContainerInfo"> & {
    * @generated from field: string error = 15;
    */
   error: string;
+
+  /**
+   * Settings berth cannot express in a server spec, so a container berth
+   * recreates loses them (privileged, host network, a custom entrypoint, ...).
+   * Only INSPECT_CONTAINER fills it, for AdoptOrphan.
+   *
+   * @generated from field: repeated string unsupported = 16;
+   */
+  unsupported: string[];
+
+  /**
+   * The container's mounts in detail (`mounts` has them as "source:destination").
+   *
+   * @generated from field: repeated berth.v1.MountPoint mount_points = 17;
+   */
+  mountPoints: MountPoint[];
 };
 
 /**
@@ -375,6 +391,46 @@ export type ContainerInfo = Message<"berth.v1.ContainerInfo"> & {
  */
 export const ContainerInfoSchema: GenMessage<ContainerInfo> = /*@__PURE__*/
   messageDesc(file_berth_v1_agent, 7);
+
+/**
+ * MountPoint is one mount of a container, as Docker reports it.
+ *
+ * @generated from message berth.v1.MountPoint
+ */
+export type MountPoint = Message<"berth.v1.MountPoint"> & {
+  /**
+   * bind, volume, tmpfs, ...
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * Host path (for a volume: its directory on the host).
+   *
+   * @generated from field: string source = 2;
+   */
+  source: string;
+
+  /**
+   * Path inside the container.
+   *
+   * @generated from field: string destination = 3;
+   */
+  destination: string;
+
+  /**
+   * @generated from field: bool read_only = 4;
+   */
+  readOnly: boolean;
+};
+
+/**
+ * Describes the message berth.v1.MountPoint.
+ * Use `create(MountPointSchema)` to create a new message.
+ */
+export const MountPointSchema: GenMessage<MountPoint> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 8);
 
 /**
  * DataDir is the result of checking one server's data directory.
@@ -408,7 +464,7 @@ export type DataDir = Message<"berth.v1.DataDir"> & {
  * Use `create(DataDirSchema)` to create a new message.
  */
 export const DataDirSchema: GenMessage<DataDir> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 8);
+  messageDesc(file_berth_v1_agent, 9);
 
 /**
  * Inventory is the authoritative full picture of one host.
@@ -437,6 +493,22 @@ export type Inventory = Message<"berth.v1.Inventory"> & {
    * @generated from field: repeated string other_data_dirs = 4;
    */
   otherDataDirs: string[];
+
+  /**
+   * Containers without berth labels (for OrphanService's unmanaged kind), at
+   * most a bounded number; their environment and command are left out (they
+   * may hold other software's secrets). Their Docker events are not streamed.
+   *
+   * @generated from field: repeated berth.v1.ContainerInfo unmanaged = 5;
+   */
+  unmanaged: ContainerInfo[];
+
+  /**
+   * Unmanaged containers left out of `unmanaged` because of the bound.
+   *
+   * @generated from field: uint32 unmanaged_omitted = 6;
+   */
+  unmanagedOmitted: number;
 };
 
 /**
@@ -444,7 +516,7 @@ export type Inventory = Message<"berth.v1.Inventory"> & {
  * Use `create(InventorySchema)` to create a new message.
  */
 export const InventorySchema: GenMessage<Inventory> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 9);
+  messageDesc(file_berth_v1_agent, 10);
 
 /**
  * ContainerEvent is a delta: the container's state after a Docker event.
@@ -491,7 +563,7 @@ export type ContainerEvent = Message<"berth.v1.ContainerEvent"> & {
  * Use `create(ContainerEventSchema)` to create a new message.
  */
 export const ContainerEventSchema: GenMessage<ContainerEvent> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 10);
+  messageDesc(file_berth_v1_agent, 11);
 
 /**
  * @generated from message berth.v1.DataStatus
@@ -508,7 +580,7 @@ export type DataStatus = Message<"berth.v1.DataStatus"> & {
  * Use `create(DataStatusSchema)` to create a new message.
  */
 export const DataStatusSchema: GenMessage<DataStatus> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 11);
+  messageDesc(file_berth_v1_agent, 12);
 
 /**
  * ContainerSpec is what the agent needs to create a server's container.
@@ -564,7 +636,7 @@ export type ContainerSpec = Message<"berth.v1.ContainerSpec"> & {
  * Use `create(ContainerSpecSchema)` to create a new message.
  */
 export const ContainerSpecSchema: GenMessage<ContainerSpec> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 12);
+  messageDesc(file_berth_v1_agent, 13);
 
 /**
  * @generated from message berth.v1.Command
@@ -611,6 +683,36 @@ export type Command = Message<"berth.v1.Command"> & {
    * @generated from field: bool recreate = 8;
    */
   recreate: boolean;
+
+  /**
+   * REMOVE_CONTAINER, INSPECT_CONTAINER, COPY_DATA: the container (Docker id).
+   *
+   * @generated from field: string container_id = 9;
+   */
+  containerId: string;
+
+  /**
+   * REMOVE_STRAY_DATA: the directory's name under the data root.
+   *
+   * @generated from field: string data_dir = 10;
+   */
+  dataDir: string;
+
+  /**
+   * A container without this server's labels that AdoptOrphan bound to it:
+   * the agent treats it as the server's container (so it is stopped, paused
+   * or replaced like one) until berth recreates it with labels.
+   *
+   * @generated from field: string adopted_container_id = 11;
+   */
+  adoptedContainerId: string;
+
+  /**
+   * COPY_DATA: the mount's path inside the container.
+   *
+   * @generated from field: string mount_path = 12;
+   */
+  mountPath: string;
 };
 
 /**
@@ -618,7 +720,7 @@ export type Command = Message<"berth.v1.Command"> & {
  * Use `create(CommandSchema)` to create a new message.
  */
 export const CommandSchema: GenMessage<Command> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 13);
+  messageDesc(file_berth_v1_agent, 14);
 
 /**
  * @generated from message berth.v1.CommandResult
@@ -664,7 +766,7 @@ export type CommandResult = Message<"berth.v1.CommandResult"> & {
  * Use `create(CommandResultSchema)` to create a new message.
  */
 export const CommandResultSchema: GenMessage<CommandResult> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 14);
+  messageDesc(file_berth_v1_agent, 15);
 
 /**
  * @generated from message berth.v1.Heartbeat
@@ -691,7 +793,7 @@ export type Heartbeat = Message<"berth.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 15);
+  messageDesc(file_berth_v1_agent, 16);
 
 /**
  * LogChunk is a piece of a container's output, answering a LogRequest.
@@ -741,7 +843,7 @@ export type LogChunk = Message<"berth.v1.LogChunk"> & {
  * Use `create(LogChunkSchema)` to create a new message.
  */
 export const LogChunkSchema: GenMessage<LogChunk> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 16);
+  messageDesc(file_berth_v1_agent, 17);
 
 /**
  * LogRequest asks the agent to stream a server's container output as
@@ -780,7 +882,7 @@ export type LogRequest = Message<"berth.v1.LogRequest"> & {
  * Use `create(LogRequestSchema)` to create a new message.
  */
 export const LogRequestSchema: GenMessage<LogRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 17);
+  messageDesc(file_berth_v1_agent, 18);
 
 /**
  * LogCancel ends a LogRequest's stream (the caller went away).
@@ -799,7 +901,7 @@ export type LogCancel = Message<"berth.v1.LogCancel"> & {
  * Use `create(LogCancelSchema)` to create a new message.
  */
 export const LogCancelSchema: GenMessage<LogCancel> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 18);
+  messageDesc(file_berth_v1_agent, 19);
 
 /**
  * PullProgress reports an image pull made for a server's command. The agent
@@ -843,7 +945,7 @@ export type PullProgress = Message<"berth.v1.PullProgress"> & {
  * Use `create(PullProgressSchema)` to create a new message.
  */
 export const PullProgressSchema: GenMessage<PullProgress> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 19);
+  messageDesc(file_berth_v1_agent, 20);
 
 /**
  * CommandKind is an idempotent operation an agent performs.
@@ -911,6 +1013,39 @@ export enum CommandKind {
    * @generated from enum value: COMMAND_KIND_RESTART = 8;
    */
   RESTART = 8,
+
+  /**
+   * The container `container_id` is gone (force-removed; data untouched).
+   * OrphanService.DestroyOrphan; server_id may be empty.
+   *
+   * @generated from enum value: COMMAND_KIND_REMOVE_CONTAINER = 9;
+   */
+  REMOVE_CONTAINER = 9,
+
+  /**
+   * Report the container `container_id` as AdoptOrphan needs it: environment
+   * and command without the image's defaults, and `unsupported` filled.
+   *
+   * @generated from enum value: COMMAND_KIND_INSPECT_CONTAINER = 10;
+   */
+  INSPECT_CONTAINER = 10,
+
+  /**
+   * The directory `data_dir` directly under the data root is gone (a stray
+   * data directory; any plain name, not only server ids).
+   *
+   * @generated from enum value: COMMAND_KIND_REMOVE_STRAY_DATA = 11;
+   */
+  REMOVE_STRAY_DATA = 11,
+
+  /**
+   * AdoptOrphan with move_data: stop the container `container_id`, copy the
+   * source of its mount at `mount_path` into <data root>/<server id> (the
+   * source itself is left in place), then remove the container.
+   *
+   * @generated from enum value: COMMAND_KIND_COPY_DATA = 12;
+   */
+  COPY_DATA = 12,
 }
 
 /**

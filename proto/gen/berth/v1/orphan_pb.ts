@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/orphan.proto.
  */
 export const file_berth_v1_orphan: GenFile = /*@__PURE__*/
-  fileDesc("ChViZXJ0aC92MS9vcnBoYW4ucHJvdG8SCGJlcnRoLnYxIo8DCgZPcnBoYW4SCgoCaWQYASABKAkSIgoEa2luZBgCIAEoDjIULmJlcnRoLnYxLk9ycGhhbktpbmQSDwoHaG9zdF9pZBgDIAEoCRIUCgxjb250YWluZXJfaWQYBCABKAkSFgoOY29udGFpbmVyX25hbWUYBSABKAkSDQoFaW1hZ2UYBiABKAkSDQoFc3RhdGUYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKBmxhYmVscxgJIAMoCzIcLmJlcnRoLnYxLk9ycGhhbi5MYWJlbHNFbnRyeRIkCgVwb3J0cxgKIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nEg4KBm1vdW50cxgLIAMoCRIOCgZyZWFzb24YDCABKAkSEQoJZGF0YV9wYXRoGA0gASgJEhEKCXNlcnZlcl9pZBgOIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImUKEkxpc3RPcnBoYW5zUmVxdWVzdBIPCgdob3N0X2lkGAEgASgJEiMKBWtpbmRzGAIgAygOMhQuYmVydGgudjEuT3JwaGFuS2luZBIZChFpbmNsdWRlX3VubWFuYWdlZBgDIAEoCCI4ChNMaXN0T3JwaGFuc1Jlc3BvbnNlEiEKB29ycGhhbnMYASADKAsyEC5iZXJ0aC52MS5PcnBoYW4iUgoSQWRvcHRPcnBoYW5SZXF1ZXN0EgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSDAoEbmFtZRgDIAEoCRIRCgltb3ZlX2RhdGEYBCABKAgiNwoTQWRvcHRPcnBoYW5SZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiVwoURGVzdHJveU9ycGhhblJlcXVlc3QSCgoCaWQYASABKAkSEwoLcmVtb3ZlX2RhdGEYAiABKAgSDwoHZHJ5X3J1bhgDIAEoCBINCgVmb3JjZRgEIAEoCCIoChVEZXN0cm95T3JwaGFuUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAMoCSquAQoKT3JwaGFuS2luZBIbChdPUlBIQU5fS0lORF9VTlNQRUNJRklFRBAAEhkKFU9SUEhBTl9LSU5EX1VOVFJBQ0tFRBABEhcKE09SUEhBTl9LSU5EX0ZPUkVJR04QAhIZChVPUlBIQU5fS0lORF9VTk1BTkFHRUQQAxIaChZPUlBIQU5fS0lORF9TVFJBWV9EQVRBEAQSGAoUT1JQSEFOX0tJTkRfU1RSQU5ERUQQBTL5AQoNT3JwaGFuU2VydmljZRJKCgtMaXN0T3JwaGFucxIcLmJlcnRoLnYxLkxpc3RPcnBoYW5zUmVxdWVzdBodLmJlcnRoLnYxLkxpc3RPcnBoYW5zUmVzcG9uc2USSgoLQWRvcHRPcnBoYW4SHC5iZXJ0aC52MS5BZG9wdE9ycGhhblJlcXVlc3QaHS5iZXJ0aC52MS5BZG9wdE9ycGhhblJlc3BvbnNlElAKDURlc3Ryb3lPcnBoYW4SHi5iZXJ0aC52MS5EZXN0cm95T3JwaGFuUmVxdWVzdBofLmJlcnRoLnYxLkRlc3Ryb3lPcnBoYW5SZXNwb25zZWIGcHJvdG8z", [file_berth_v1_server, file_google_protobuf_timestamp]);
+  fileDesc("ChViZXJ0aC92MS9vcnBoYW4ucHJvdG8SCGJlcnRoLnYxIo8DCgZPcnBoYW4SCgoCaWQYASABKAkSIgoEa2luZBgCIAEoDjIULmJlcnRoLnYxLk9ycGhhbktpbmQSDwoHaG9zdF9pZBgDIAEoCRIUCgxjb250YWluZXJfaWQYBCABKAkSFgoOY29udGFpbmVyX25hbWUYBSABKAkSDQoFaW1hZ2UYBiABKAkSDQoFc3RhdGUYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKBmxhYmVscxgJIAMoCzIcLmJlcnRoLnYxLk9ycGhhbi5MYWJlbHNFbnRyeRIkCgVwb3J0cxgKIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nEg4KBm1vdW50cxgLIAMoCRIOCgZyZWFzb24YDCABKAkSEQoJZGF0YV9wYXRoGA0gASgJEhEKCXNlcnZlcl9pZBgOIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImUKEkxpc3RPcnBoYW5zUmVxdWVzdBIPCgdob3N0X2lkGAEgASgJEiMKBWtpbmRzGAIgAygOMhQuYmVydGgudjEuT3JwaGFuS2luZBIZChFpbmNsdWRlX3VubWFuYWdlZBgDIAEoCCI4ChNMaXN0T3JwaGFuc1Jlc3BvbnNlEiEKB29ycGhhbnMYASADKAsyEC5iZXJ0aC52MS5PcnBoYW4iegoSQWRvcHRPcnBoYW5SZXF1ZXN0EgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSDAoEbmFtZRgDIAEoCRIRCgltb3ZlX2RhdGEYBCABKAgSFwoPZGF0YV9tb3VudF9wYXRoGAUgASgJEg0KBWZvcmNlGAYgASgIIkkKE0Fkb3B0T3JwaGFuUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyEhAKCHdhcm5pbmdzGAIgAygJIlcKFERlc3Ryb3lPcnBoYW5SZXF1ZXN0EgoKAmlkGAEgASgJEhMKC3JlbW92ZV9kYXRhGAIgASgIEg8KB2RyeV9ydW4YAyABKAgSDQoFZm9yY2UYBCABKAgiNgoVRGVzdHJveU9ycGhhblJlc3BvbnNlEg8KB3JlbW92ZWQYASADKAkSDAoEa2VwdBgCIAMoCSI0ChVSZWFzc2lnblNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSDwoHaG9zdF9pZBgCIAEoCSI6ChZSZWFzc2lnblNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciquAQoKT3JwaGFuS2luZBIbChdPUlBIQU5fS0lORF9VTlNQRUNJRklFRBAAEhkKFU9SUEhBTl9LSU5EX1VOVFJBQ0tFRBABEhcKE09SUEhBTl9LSU5EX0ZPUkVJR04QAhIZChVPUlBIQU5fS0lORF9VTk1BTkFHRUQQAxIaChZPUlBIQU5fS0lORF9TVFJBWV9EQVRBEAQSGAoUT1JQSEFOX0tJTkRfU1RSQU5ERUQQBTLOAgoNT3JwaGFuU2VydmljZRJKCgtMaXN0T3JwaGFucxIcLmJlcnRoLnYxLkxpc3RPcnBoYW5zUmVxdWVzdBodLmJlcnRoLnYxLkxpc3RPcnBoYW5zUmVzcG9uc2USSgoLQWRvcHRPcnBoYW4SHC5iZXJ0aC52MS5BZG9wdE9ycGhhblJlcXVlc3QaHS5iZXJ0aC52MS5BZG9wdE9ycGhhblJlc3BvbnNlElAKDURlc3Ryb3lPcnBoYW4SHi5iZXJ0aC52MS5EZXN0cm95T3JwaGFuUmVxdWVzdBofLmJlcnRoLnYxLkRlc3Ryb3lPcnBoYW5SZXNwb25zZRJTCg5SZWFzc2lnblNlcnZlchIfLmJlcnRoLnYxLlJlYXNzaWduU2VydmVyUmVxdWVzdBogLmJlcnRoLnYxLlJlYXNzaWduU2VydmVyUmVzcG9uc2ViBnByb3RvMw", [file_berth_v1_server, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message berth.v1.Orphan
@@ -162,9 +162,27 @@ export type AdoptOrphanRequest = Message<"berth.v1.AdoptOrphanRequest"> & {
   name: string;
 
   /**
+   * Copy the container's data from outside the data root into it (the
+   * container is stopped, copied and recreated by berth; the source stays).
+   *
    * @generated from field: bool move_data = 4;
    */
   moveData: boolean;
+
+  /**
+   * Which of the container's mounts (its path inside the container) holds its
+   * data, when it has several.
+   *
+   * @generated from field: string data_mount_path = 5;
+   */
+  dataMountPath: string;
+
+  /**
+   * Adopt a container labelled by another berth manager.
+   *
+   * @generated from field: bool force = 6;
+   */
+  force: boolean;
 };
 
 /**
@@ -182,6 +200,14 @@ export type AdoptOrphanResponse = Message<"berth.v1.AdoptOrphanResponse"> & {
    * @generated from field: berth.v1.Server server = 1;
    */
   server?: Server | undefined;
+
+  /**
+   * What berth could not take over from the container's configuration (lost
+   * when berth recreates it), e.g. a custom entrypoint or extra mounts.
+   *
+   * @generated from field: repeated string warnings = 2;
+   */
+  warnings: string[];
 };
 
 /**
@@ -233,6 +259,13 @@ export type DestroyOrphanResponse = Message<"berth.v1.DestroyOrphanResponse"> & 
    * @generated from field: repeated string removed = 1;
    */
   removed: string[];
+
+  /**
+   * What stays, and why (data without remove_data, data outside the data root).
+   *
+   * @generated from field: repeated string kept = 2;
+   */
+  kept: string[];
 };
 
 /**
@@ -241,6 +274,49 @@ export type DestroyOrphanResponse = Message<"berth.v1.DestroyOrphanResponse"> & 
  */
 export const DestroyOrphanResponseSchema: GenMessage<DestroyOrphanResponse> = /*@__PURE__*/
   messageDesc(file_berth_v1_orphan, 6);
+
+/**
+ * @generated from message berth.v1.ReassignServerRequest
+ */
+export type ReassignServerRequest = Message<"berth.v1.ReassignServerRequest"> & {
+  /**
+   * The stranded server: its orphan id, server id or name.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The host to run it on; its data directory must already be there.
+   *
+   * @generated from field: string host_id = 2;
+   */
+  hostId: string;
+};
+
+/**
+ * Describes the message berth.v1.ReassignServerRequest.
+ * Use `create(ReassignServerRequestSchema)` to create a new message.
+ */
+export const ReassignServerRequestSchema: GenMessage<ReassignServerRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_orphan, 7);
+
+/**
+ * @generated from message berth.v1.ReassignServerResponse
+ */
+export type ReassignServerResponse = Message<"berth.v1.ReassignServerResponse"> & {
+  /**
+   * @generated from field: berth.v1.Server server = 1;
+   */
+  server?: Server | undefined;
+};
+
+/**
+ * Describes the message berth.v1.ReassignServerResponse.
+ * Use `create(ReassignServerResponseSchema)` to create a new message.
+ */
+export const ReassignServerResponseSchema: GenMessage<ReassignServerResponse> = /*@__PURE__*/
+  messageDesc(file_berth_v1_orphan, 8);
 
 /**
  * OrphanKind says why something is an orphan.
@@ -320,6 +396,17 @@ export const OrphanService: GenService<{
     methodKind: "unary";
     input: typeof DestroyOrphanRequestSchema;
     output: typeof DestroyOrphanResponseSchema;
+  },
+  /**
+   * ReassignServer points a stranded server (its host was removed) at another
+   * host that has its data directory; the reconciler recreates it there.
+   *
+   * @generated from rpc berth.v1.OrphanService.ReassignServer
+   */
+  reassignServer: {
+    methodKind: "unary";
+    input: typeof ReassignServerRequestSchema;
+    output: typeof ReassignServerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_berth_v1_orphan, 0);

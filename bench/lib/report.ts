@@ -1,0 +1,116 @@
+/**
+ * What a benchmark run produces: figures (every sample, and min / median /
+ * p99 over them), targets with PASS/FAIL, process usage, and notes saying
+ * what was run at which size. Printed as tables and written as JSON.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { summarize, type Summary } from "./stats.js";
+import type { UsageWindow } from "./proc-stats.js";
+
+const MAX_SAMPLES = 2000;
+
+export interface Figure {
+  suite: string;
+  name: string;
+  unit: string;
+  summary: Summary;
+  /** Every sample, up to MAX_SAMPLES (beyond, only the summary is kept). */
+  samples?: number[];
+  note?: string;
+}
+
+export interface Target {
+  name: string;
+  goal: string;
+  measured: string;
+  /** null: not measured in this run (skipped or failed before it). */
+  pass: boolean | null;
+  note?: string;
+}
+
+export class Report {
+  readonly figures: Figure[] = [];
+  readonly targets: Target[] = [];
+  readonly usage: { suite: string; phase: string; process: string; window: UsageWindow }[] = [];
+  readonly notes: string[] = [];
+  readonly errors: { suite: string; error: string }[] = [];
+  readonly sizes: Record<string, number | string> = {};
+
+  figure(suite: string, name: string, unit: string, samples: number[], note?: string): Figure {
+    const f: Figure = {
+      suite,
+      name,
+      unit,
+      summary: summarize(samples),
+      ...(samples.length <= MAX_SAMPLES ? { samples: samples.map((x) => round(x)) } : {}),
+      ...(note ? { note } : {}),
+    };
+    this.figures.push(f);
+    return f;
+  }
+
+  target(name: string, goal: string, measured: string, pass: boolean | null, note?: string): void {
+    this.targets.push({ name, goal, measured, pass, ...(note ? { note } : {}) });
+  }
+
+  use(suite: string, phase: string, process: string, window: UsageWindow): void {
+    this.usage.push({ suite, phase, process, window });
+  }
+
+  note(text: string): void {
+    this.notes.push(text);
+  }
+
+  /** The tables, for a terminal. */
+  render(): string {
+    const out: string[] = [];
+    out.push(table(
+      ["suite", "figure", "n", "min", "median", "p99", "unit"],
+      this.figures.map((f) => [f.suite, f.name, String(f.summary.n), fmt(f.summary.min), fmt(f.summary.median), fmt(f.summary.p99), f.unit]),
+    ));
+    if (this.usage.length) {
+      out.push(table(
+        ["suite", "phase", "process", "wall s", "cpu s", "cpu %", "rss peak MB", "rss end MB"],
+        this.usage.map((u) => [u.suite, u.phase, u.process, fmt(u.window.wallS), fmt(u.window.cpuS), fmt(u.window.cpuPercent), fmt(u.window.rssPeakMB), fmt(u.window.rssEndMB)]),
+      ));
+    }
+    out.push(table(
+      ["target", "goal", "measured", "result"],
+      this.targets.map((t) => [t.name, t.goal, t.measured, t.pass === null ? "n/a" : t.pass ? "PASS" : "FAIL"]),
+    ));
+    for (const e of this.errors) out.push(`ERROR in ${e.suite}: ${e.error}`);
+    for (const n of this.notes) out.push(`note: ${n}`);
+    return out.join("\n\n") + "\n";
+  }
+
+  write(path: string, header: Record<string, unknown>): void {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(
+      path,
+      JSON.stringify(
+        { ...header, sizes: this.sizes, figures: this.figures, targets: this.targets, usage: this.usage, notes: this.notes, errors: this.errors },
+        (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : typeof v === "number" ? round(v) : v),
+        2,
+      ) + "\n",
+    );
+  }
+}
+
+function round(x: number): number {
+  return Number.isFinite(x) ? Math.round(x * 1000) / 1000 : x;
+}
+
+export function fmt(x: number): string {
+  if (!Number.isFinite(x)) return "-";
+  if (Math.abs(x) >= 1000) return Math.round(x).toString();
+  if (Math.abs(x) >= 100) return x.toFixed(0);
+  if (Math.abs(x) >= 10) return x.toFixed(1);
+  return x.toFixed(2);
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 || i === 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}

@@ -1,0 +1,141 @@
+/**
+ * `npm run bench` (quick, under 3 minutes) and `npm run bench -- --full`:
+ * berth against raw Docker on one host, then one manager under thousands of
+ * simulated agents. Prints tables and writes bench/results/<timestamp>.json.
+ * Targets are goals, printed as PASS/FAIL: a missed target does not fail the
+ * run; an error in a suite does (exit code 1), after the other suites ran.
+ * docs/benchmarks.md explains every figure and holds the latest full run.
+ */
+import { cpus, release, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { runDockerBench } from "./docker-bench.js";
+import { REPO_ROOT, stopAll } from "./lib/processes.js";
+import { Report } from "./lib/report.js";
+import { runScaleBench, scaleSizes } from "./scale-bench.js";
+
+const USAGE = `npm run bench [-- options]
+
+  --full              the full sizes (default: quick, < 3 min)
+  --only SUITES       comma-separated: docker, scale (default both)
+  --agents N          simulated agents (quick 500, full 5000)
+  --servers-per-agent M  (20)
+  --churn-rate R      container events per second (quick 1000, full 5000)
+  --churn-seconds S   (30)
+  --stop-count N      servers in the mass stop (quick 2000, full 10000)
+  --fleet-procs K     processes for the simulated agents (quick 1, full 2)
+  --rounds N          measured rounds per Docker operation (quick 10, full 30)
+  --fleet-size N      servers per Docker fleet-create run (quick 30, full 100)
+  --profile           run the scale suite's manager with --cpu-prof (profiles kept with the logs)
+  --keep              keep temporary directories (logs, databases)
+  --out FILE          results file (default bench/results/<timestamp>.json)
+`;
+
+const { values } = parseArgs({
+  options: {
+    full: { type: "boolean", default: false },
+    only: { type: "string" },
+    agents: { type: "string" },
+    "servers-per-agent": { type: "string" },
+    "churn-rate": { type: "string" },
+    "churn-seconds": { type: "string" },
+    "stop-count": { type: "string" },
+    "fleet-procs": { type: "string" },
+    rounds: { type: "string" },
+    "fleet-size": { type: "string" },
+    profile: { type: "boolean", default: false },
+    keep: { type: "boolean", default: false },
+    out: { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+
+const num = (v: string | undefined, dflt: number): number => {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) {
+    process.stderr.write(`bench: "${v}" is not a whole number >= 1\n${USAGE}`);
+    process.exit(2);
+  }
+  return n;
+};
+
+const full = values.full;
+const suites = new Set((values.only ?? "docker,scale").split(",").map((s) => s.trim()));
+const startedAt = new Date();
+const report = new Report();
+const t0 = performance.now();
+let failed = false;
+
+// Whatever happens (Ctrl-C included), no process this run started outlives it.
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    process.stderr.write(`bench: ${sig}, stopping what was started\n`);
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+const machine: Record<string, unknown> = {
+  cores: cpus().length,
+  cpuModel: cpus()[0]?.model ?? "",
+  memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+  node: process.version,
+  kernel: release(),
+  docker: "not used",
+};
+process.stdout.write(`berth benchmarks (${full ? "full" : "quick"}) on ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}\n`);
+
+if (suites.has("docker")) {
+  const rounds = num(values.rounds, full ? 30 : 10);
+  const fleetSize = num(values["fleet-size"], full ? 100 : 30);
+  const fleetRuns = full ? 3 : 2;
+  process.stdout.write(`[docker] ${rounds} rounds per operation, fleet ${fleetRuns} × ${fleetSize} ...\n`);
+  try {
+    const { dockerVersion } = await runDockerBench(report, { rounds, warmup: 2, fleetSize, fleetRuns, keep: values.keep });
+    machine.docker = dockerVersion;
+  } catch (err) {
+    failed = true;
+    report.errors.push({ suite: "docker", error: String((err as Error).stack ?? err) });
+    process.stderr.write(`[docker] failed: ${String((err as Error).stack ?? err)}\n`);
+  }
+  process.stdout.write(`[docker] done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+}
+
+if (suites.has("scale")) {
+  const opt = (v: string | undefined) => (v === undefined ? undefined : num(v, 0));
+  const sizes = scaleSizes(full, {
+    agents: opt(values.agents),
+    serversPerAgent: opt(values["servers-per-agent"]),
+    churnRate: opt(values["churn-rate"]),
+    churnSeconds: opt(values["churn-seconds"]),
+    stopCount: opt(values["stop-count"]),
+    fleetProcs: opt(values["fleet-procs"]),
+  });
+  process.stdout.write(`[scale] ${sizes.agents} agents × ${sizes.serversPerAgent} servers, churn ${sizes.churnRate}/s for ${sizes.churnSeconds} s, mass stop ${sizes.stopCount} ...\n`);
+  try {
+    await runScaleBench(report, { ...sizes, profile: values.profile, keep: values.keep, log: (s) => process.stdout.write(`[scale] ${s}\n`) });
+  } catch (err) {
+    failed = true;
+    report.errors.push({ suite: "scale", error: String((err as Error).stack ?? err) });
+    process.stderr.write(`[scale] failed: ${String((err as Error).stack ?? err)}\n`);
+  }
+  process.stdout.write(`[scale] done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+}
+
+await stopAll();
+const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
+const out = values.out ?? join(REPO_ROOT, "bench", "results", `${stamp}.json`);
+report.write(out, {
+  startedAt: startedAt.toISOString(),
+  mode: full ? "full" : "quick",
+  command: `npm run bench --${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(" ")}` : ""}`,
+  durationS: Math.round((performance.now() - t0) / 1000),
+  machine,
+});
+process.stdout.write("\n" + report.render());
+process.stdout.write(`\nresults: ${out} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
+process.exit(failed ? 1 : 0);

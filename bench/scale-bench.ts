@@ -1,0 +1,364 @@
+/**
+ * One real manager process under thousands of simulated agents (the real
+ * agent code over SimRuntime, in one or two separate processes, one gRPC
+ * connection each over loopback), in one sequence on one database:
+ *
+ *   seed N hosts × M servers → connect storm → event churn → mass stop → manager restart
+ *
+ * - Connect storm: every agent starts at once with an empty (simulated)
+ *   engine; the manager must create and start (or just create, for servers
+ *   declared stopped) every server. Time until every host is online and
+ *   every server is in its desired phase, as seen on WatchServers.
+ * - Event churn: `die` events at a fixed rate on the containers of stopped
+ *   servers, each with a new exit code: every event changes the server's
+ *   status (its message and ContainerRunning condition) without the
+ *   reconciler issuing a command, so exactly the path agent → link → store →
+ *   reconcile → WatchServers is measured. Latency from the simulated engine
+ *   emitting the event to its WatchServers delivery; dropped = events whose
+ *   exit code never showed (nor a later one of the same server).
+ * - Mass stop: StopServer on K running servers through the API (256 calls in
+ *   flight), until all are STOPPED on WatchServers.
+ * - Restart: the manager is stopped (SIGTERM) and started again on the same
+ *   database and port; the agents reconnect with their own backoff. Time to
+ *   serve again, and to converge: every host online, every server in its
+ *   desired phase, the reconcile queue empty.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readdirSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { ProcWatch, readProc } from "./lib/proc-stats.js";
+import { REPO_ROOT, freePort, startManager, type ManagerProc } from "./lib/processes.js";
+import type { Report } from "./lib/report.js";
+import { mapLimit, sleep, summarize, wallMs } from "./lib/stats.js";
+import { HostWatch, ServerWatch } from "./lib/watch.js";
+import type { ChurnMessage, ChurnRecord, FleetReply, StartMessage } from "./sim/fleet.js";
+import { seedDatabase, type SeededHost } from "./sim/seed.js";
+
+export interface ScaleSizes {
+  agents: number;
+  serversPerAgent: number;
+  churnRate: number;
+  churnSeconds: number;
+  stopCount: number;
+  fleetProcs: number;
+  /** Every n-th server of a host is declared stopped (the churn targets). */
+  stoppedEvery: number;
+}
+
+export function scaleSizes(full: boolean, o: Partial<Record<keyof ScaleSizes, number | undefined>>): ScaleSizes {
+  return {
+    agents: o.agents ?? (full ? 5000 : 500),
+    serversPerAgent: o.serversPerAgent ?? 20,
+    churnRate: o.churnRate ?? (full ? 5000 : 1000),
+    churnSeconds: o.churnSeconds ?? 30,
+    stopCount: o.stopCount ?? (full ? 10_000 : 2_000),
+    fleetProcs: o.fleetProcs ?? (full ? 2 : 1),
+    stoppedEvery: o.stoppedEvery ?? 4,
+  };
+}
+
+const SUITE = "scale";
+const FLEET_MAIN = join(REPO_ROOT, "bench/sim/fleet.ts");
+/** The agents' production defaults. */
+const INVENTORY_INTERVAL_MS = 30_000;
+const HEARTBEAT_INTERVAL_MS = 5_000;
+
+/** A process of simulated agents and its request/reply channel. */
+class Fleet {
+  readonly watch: ProcWatch;
+  private readonly waiting = new Map<string, { resolve: (r: FleetReply) => void; reject: (e: Error) => void }>();
+  readonly exited: Promise<void>;
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly hosts: SeededHost[],
+  ) {
+    this.watch = new ProcWatch(child.pid!);
+    child.on("message", (m: FleetReply) => {
+      if (m.op === "error") {
+        for (const w of this.waiting.values()) w.reject(new Error(`fleet ${child.pid}: ${m.error}`));
+        this.waiting.clear();
+        return;
+      }
+      const w = this.waiting.get(m.op);
+      this.waiting.delete(m.op);
+      w?.resolve(m);
+    });
+    this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
+    void this.exited.then(() => {
+      for (const w of this.waiting.values()) w.reject(new Error(`fleet ${child.pid} exited`));
+    });
+  }
+
+  request<T extends FleetReply["op"]>(msg: StartMessage | ChurnMessage, replyOp: T): Promise<Extract<FleetReply, { op: T }>> {
+    return new Promise((resolve, reject) => {
+      this.waiting.set(replyOp, { resolve: resolve as (r: FleetReply) => void, reject });
+      this.child.send(msg);
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    if (this.child.connected) this.child.send({ op: "stop" });
+    const t = setTimeout(() => this.child.kill("SIGKILL"), 5_000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+export async function runScaleBench(report: Report, opts: ScaleSizes & { profile: boolean; keep: boolean; log: (s: string) => void }): Promise<void> {
+  const { agents, serversPerAgent } = opts;
+  const total = agents * serversPerAgent;
+  const size = `${agents.toLocaleString("en")}×${serversPerAgent}`;
+  const dir = await mkdtemp(join(tmpdir(), "berth-bench-scale-"));
+  const dbPath = join(dir, "berth.db");
+  const profDir = join(dir, "profiles");
+  const nodeArgs = opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [];
+  const fleets: Fleet[] = [];
+  let manager: ManagerProc | undefined;
+  let watch: ServerWatch | undefined;
+  let hostWatch: HostWatch | undefined;
+  let hwmBytes = 0;
+  const noteHwm = () => {
+    const r = manager && readProc(manager.pid);
+    if (r) hwmBytes = Math.max(hwmBytes, r.hwmBytes);
+  };
+  try {
+    // --- setup ---------------------------------------------------------------------------
+    let t = performance.now();
+    const hosts = seedDatabase({ dbPath, agents, serversPerAgent, stoppedEvery: opts.stoppedEvery });
+    opts.log(`seeded ${agents} hosts and ${total} servers in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    Object.assign(report.sizes, { "scale agents": agents, "scale servers per agent": serversPerAgent, "scale servers": total, "scale agent processes": opts.fleetProcs });
+    const port = await freePort();
+    manager = await startManager({ dir, dbPath, port, nodeArgs });
+    const adminToken = manager.adminToken;
+    watch = new ServerWatch(manager.servers);
+    await watch.snapshotDone;
+    hostWatch = new HostWatch(manager.events, manager.hosts);
+    await hostWatch.ready;
+    for (let k = 0; k < opts.fleetProcs; k++) {
+      const part = hosts.slice(Math.floor((k * agents) / opts.fleetProcs), Math.floor(((k + 1) * agents) / opts.fleetProcs));
+      const fd = openSync(join(dir, `fleet-${k}.out`), "a");
+      const child = fork(FLEET_MAIN, [], { execArgv: ["--import", "tsx", "--max-old-space-size=8192"], stdio: ["ignore", fd, fd, "ipc"], cwd: REPO_ROOT });
+      closeSync(fd);
+      fleets.push(new Fleet(child, part));
+    }
+    const usage = (phase: string, run: () => Promise<void>) => async () => {
+      const windows = [manager!.pid, ...fleets.map((f) => f.child.pid!)].map((pid) => new ProcWatch(pid).begin());
+      try {
+        await run();
+      } finally {
+        const [m, ...fs] = windows.map((w) => w.end());
+        report.use(SUITE, phase, "manager", m!);
+        fs.forEach((w, k) => report.use(SUITE, phase, `agents ${k + 1}/${fleets.length}`, w));
+        noteHwm();
+      }
+    };
+
+    // --- connect storm ----------------------------------------------------------------------
+    const w1 = watch;
+    const hw1 = hostWatch;
+    const m1 = manager;
+    await usage("connect storm", async () => {
+      opts.log(`connect storm: ${size} ...`);
+      const stormTimeout = Math.max(180_000, total * 6);
+      const t0 = wallMs();
+      const online = hw1.untilOnline(agents, stormTimeout).then(() => wallMs() - t0);
+      const converged = w1.until(`${total} servers in their desired phase`, () => w1.converged === total, stormTimeout).then(() => wallMs() - t0);
+      const started = await Promise.all(
+        fleets.map((f, k) =>
+          f.request(
+            {
+              op: "start",
+              managerUrl: m1.url,
+              hosts: f.hosts.map((h) => ({ hostId: h.hostId, secret: h.secret })),
+              inventoryIntervalMs: INVENTORY_INTERVAL_MS,
+              heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+              logPath: join(dir, `fleet-${k}.log`),
+            },
+            "started",
+          ),
+        ),
+      );
+      const [tOnline, tConverged] = await Promise.all([online, converged]);
+      report.figure(SUITE, `connect storm ${size}: agents started (in their processes)`, "s", started.map((s) => s.ms / 1000));
+      report.figure(SUITE, `connect storm ${size}: every host online`, "s", [tOnline / 1000]);
+      report.figure(SUITE, `connect storm ${size}: every server in its desired phase`, "s", [tConverged / 1000]);
+      const worst = Math.max(tOnline, tConverged) / 1000;
+      report.target(`connect storm ${size} converged`, "≤ 60 s (stated for 5,000×20)", `${worst.toFixed(1)} s`, worst <= 60, agents < 5000 ? "quick size; the target is stated for 5,000×20" : undefined);
+      opts.log(`connect storm: hosts online ${(tOnline / 1000).toFixed(1)} s, converged ${(tConverged / 1000).toFixed(1)} s`);
+    })();
+
+    // --- event churn ------------------------------------------------------------------------
+    await usage("event churn", async () => {
+      const rate = opts.churnRate;
+      opts.log(`event churn: ${rate}/s for ${opts.churnSeconds} s ...`);
+      // A few seconds of calm first: the storm's last inventories and results settle.
+      await sleep(3_000);
+      const delivered = new Map<string, number>();
+      const latestCode = new Map<string, number>();
+      const off = w1.onChange((s, at) => {
+        const m = /exited with code (\d+)/.exec(s.message);
+        if (!m) return;
+        const code = Number(m[1]);
+        const key = `${s.id}:${code}`;
+        if (!delivered.has(key)) delivered.set(key, at);
+        if (code > (latestCode.get(s.id) ?? 0)) latestCode.set(s.id, code);
+      });
+      const targetsOf = (f: Fleet) => f.hosts.flatMap((h) => h.servers.filter((s) => s.desired === DesiredState.STOPPED).map((s) => ({ hostId: h.hostId, serverId: s.id })));
+      const all = fleets.map(targetsOf);
+      const count = all.reduce((a, b) => a + b.length, 0);
+      const replies = await Promise.all(
+        fleets.map((f, k) => f.request({ op: "churn", rate: (rate * all[k]!.length) / count, durationMs: opts.churnSeconds * 1000, targets: all[k]! }, "churned")),
+      );
+      // Let the last events arrive (bounded).
+      const wanted = () => replies.every((r, k) => r.records.every(([i, code]) => delivered.has(`${all[k]![i]!.serverId}:${code}`)));
+      for (let waited = 0; waited < 10_000 && !wanted(); waited += 250) await sleep(250);
+      off();
+      const latencies: number[] = [];
+      let dropped = 0;
+      let coalesced = 0;
+      let sent = 0;
+      replies.forEach((r, k) => {
+        for (const [i, code, at] of r.records as ChurnRecord[]) {
+          sent++;
+          const id = all[k]![i]!.serverId;
+          const got = delivered.get(`${id}:${code}`);
+          if (got !== undefined) latencies.push(got - at);
+          else if ((latestCode.get(id) ?? 0) > code) coalesced++;
+          else dropped++;
+        }
+      });
+      const achieved = sent / opts.churnSeconds;
+      report.sizes["churn targets (stopped servers)"] = count;
+      report.figure(SUITE, `event churn ${rate}/s: events sent`, "events", [sent], `${achieved.toFixed(0)}/s achieved; emitter timer lag max ${Math.max(...replies.map((r) => r.lagMs)).toFixed(0)} ms`);
+      report.figure(SUITE, `event churn ${rate}/s: latency engine event → WatchServers`, "ms", latencies);
+      report.figure(SUITE, `event churn ${rate}/s: dropped`, "events", [dropped]);
+      report.figure(SUITE, `event churn ${rate}/s: coalesced (a newer state of the same server delivered instead)`, "events", [coalesced]);
+      const s = summarize(latencies);
+      report.target(`event churn ${rate}/s latency p99`, "≤ 500 ms (stated for 5,000/s)", `${s.p99.toFixed(0)} ms (p50 ${s.median.toFixed(0)} ms)`, s.p99 <= 500, rate < 5000 ? "quick rate; the target is stated for 5,000/s" : undefined);
+      report.target(`event churn ${rate}/s dropped`, "0", String(dropped), dropped === 0);
+      opts.log(`event churn: ${sent} sent, p50 ${s.median.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, dropped ${dropped}, coalesced ${coalesced}`);
+    })();
+
+    // --- mass stop --------------------------------------------------------------------------
+    await usage("mass stop", async () => {
+      const running = [...w1.servers.values()].filter((s) => s.desired === DesiredState.RUNNING && s.phase === Phase.RUNNING);
+      const n = Math.min(opts.stopCount, running.length);
+      const step = running.length / n;
+      const ids = Array.from({ length: n }, (_, i) => running[Math.floor(i * step)]!.id);
+      opts.log(`mass stop: StopServer ×${n} ...`);
+      const pending = new Set(ids);
+      const off = w1.onChange((s) => {
+        if (s.phase === Phase.STOPPED) pending.delete(s.id);
+      });
+      const t0 = wallMs();
+      const allStopped = w1.until(`${n} servers STOPPED`, () => pending.size === 0, 600_000).then(() => wallMs() - t0);
+      const callMs: number[] = [];
+      await mapLimit(ids, 256, async (id) => {
+        const c0 = wallMs();
+        await m1.servers.stopServer({ id });
+        callMs.push(wallMs() - c0);
+      });
+      const tApi = wallMs() - t0;
+      const tAll = await allStopped;
+      off();
+      const opsPerS = n / (tAll / 1000);
+      report.sizes["mass stop servers"] = n;
+      report.figure(SUITE, `mass stop ${n}: every StopServer answered`, "s", [tApi / 1000]);
+      report.figure(SUITE, `mass stop ${n}: every server STOPPED`, "s", [tAll / 1000]);
+      report.figure(SUITE, `mass stop ${n}: StopServer call latency (256 in flight)`, "ms", callMs);
+      report.figure(SUITE, `mass stop ${n}: throughput to STOPPED`, "ops/s", [opsPerS]);
+      report.target(`mass stop ${n}`, "≥ 1,000 ops/s", `${opsPerS.toFixed(0)} ops/s`, opsPerS >= 1000);
+      opts.log(`mass stop: API ${(tApi / 1000).toFixed(1)} s, all stopped ${(tAll / 1000).toFixed(1)} s → ${opsPerS.toFixed(0)} ops/s`);
+    })();
+
+    // --- restart ----------------------------------------------------------------------------
+    watch.close();
+    hostWatch.close();
+    noteHwm();
+    const firstHwm = hwmBytes;
+    opts.log(`restart: stopping the manager (${total} servers in its database) ...`);
+    t = performance.now();
+    await manager.stop(120_000);
+    const shutdownS = (performance.now() - t) / 1000;
+    const spawnAt = performance.now();
+    manager = await startManager({ dir, dbPath, port, adminToken, nodeArgs });
+    const m2 = manager;
+    const readyS = m2.readyMs / 1000;
+    await usage("restart", async () => {
+      for (;;) {
+        try {
+          await m2.servers.listServers({ pageSize: 1 });
+          break;
+        } catch {
+          await sleep(10);
+        }
+      }
+      const servingS = (performance.now() - spawnAt) / 1000;
+      opts.log(`restart: serving after ${servingS.toFixed(1)} s; waiting for convergence ...`);
+      const w2 = new ServerWatch(m2.servers);
+      watch = w2;
+      await w2.snapshotDone;
+      const hw2 = new HostWatch(m2.events, m2.hosts);
+      hostWatch = hw2;
+      await hw2.ready;
+      const timeout = Math.max(300_000, total * 6);
+      await hw2.untilOnline(agents, timeout);
+      const onlineS = (performance.now() - spawnAt) / 1000;
+      await w2.until(`${total} servers in their desired phase`, () => w2.converged === total, timeout);
+      // Every host online and the queue empty: every server was reconciled with its host connected.
+      for (;;) {
+        const depth = await queueDepth(m2.port);
+        if (depth === 0) break;
+        await sleep(100);
+      }
+      const convergedS = (performance.now() - spawnAt) / 1000;
+      const rss = readProc(m2.pid);
+      report.figure(SUITE, `restart ${total}: manager shutdown (SIGTERM → exit)`, "s", [shutdownS]);
+      report.figure(SUITE, `restart ${total}: spawn → ready line`, "s", [readyS]);
+      report.figure(SUITE, `restart ${total}: spawn → first ListServers answered`, "s", [servingS]);
+      report.figure(SUITE, `restart ${total}: spawn → every host online again`, "s", [onlineS]);
+      report.figure(SUITE, `restart ${total}: spawn → converged (all desired, queue empty)`, "s", [convergedS]);
+      report.figure(SUITE, `restart ${total}: manager RSS when converged`, "MB", [(rss?.rssBytes ?? Number.NaN) / 2 ** 20]);
+      opts.log(`restart: ready ${readyS.toFixed(1)} s, serving ${servingS.toFixed(1)} s, hosts online ${onlineS.toFixed(1)} s, converged ${convergedS.toFixed(1)} s`);
+    })();
+    noteHwm();
+    const peakMB = Math.max(firstHwm, hwmBytes) / 2 ** 20;
+    report.figure(SUITE, `manager peak RSS (VmHWM) with ${total} servers`, "MB", [peakMB]);
+    report.target(
+      `manager RSS with ${total.toLocaleString("en")} servers`,
+      "≤ 1.5 GB (stated for 100,000)",
+      `${peakMB.toFixed(0)} MB peak`,
+      peakMB <= 1536,
+      total < 100_000 ? "quick size; the target is stated for 100,000 servers" : undefined,
+    );
+    if (opts.profile) report.note(`manager CPU profiles: ${profDir} (${safeList(profDir).join(", ")})`);
+  } finally {
+    watch?.close();
+    hostWatch?.close();
+    await Promise.all(fleets.map((f) => f.stop()));
+    await manager?.stop(120_000);
+    if (!opts.keep && !opts.profile) await rm(dir, { recursive: true, force: true });
+    else report.note(`scale suite files kept in ${dir}`);
+  }
+}
+
+/** berth_reconcile_queue_depth from the manager's /metrics. */
+async function queueDepth(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  const m = /^berth_reconcile_queue_depth (\d+)/m.exec(await res.text());
+  if (!m) throw new Error("the manager's /metrics has no berth_reconcile_queue_depth");
+  return Number(m[1]);
+}
+
+function safeList(d: string): string[] {
+  try {
+    return readdirSync(d);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Seeds a manager database for the scale benchmark, through the manager's
+ * own store code (migrations, Store.insertHost / insertServer), before the
+ * manager starts: N enrolled hosts (with their secrets, as enrollment would
+ * leave them) and M servers per host, exactly as CreateServer records them
+ * (validated spec defaults, phase Pending, generation 1). Going through the
+ * API instead would make the setup of 100,000 servers take minutes of the
+ * benchmark's budget without measuring anything it reports. Not for
+ * production databases: it skips the ledger's `server.created` and
+ * `host.enrolled` events.
+ */
+import { create } from "@bufbuild/protobuf";
+import { DesiredState, Phase, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { hashSecret, newId, newSecret } from "../../manager/src/ids.js";
+import { openDatabase } from "../../manager/src/store/database.js";
+import { initialStatus, Store } from "../../manager/src/store/store.js";
+
+export interface SeededHost {
+  hostId: string;
+  secret: string;
+  /** This host's servers, in creation order. */
+  servers: { id: string; desired: DesiredState }[];
+}
+
+export const SIM_IMAGE = "berth-sim/app:1";
+
+/**
+ * Every `stoppedEvery`-th server of a host is declared stopped (its
+ * container is created, not started): the event-churn benchmark's targets.
+ */
+export function seedDatabase(opts: { dbPath: string; agents: number; serversPerAgent: number; stoppedEvery: number }): SeededHost[] {
+  const db = openDatabase(opts.dbPath);
+  const store = new Store(db);
+  store.managerId();
+  const hosts: SeededHost[] = [];
+  const at = Date.now();
+  try {
+    for (let h = 0; h < opts.agents; h += 500) {
+      store.transaction(() => {
+        for (let k = h; k < Math.min(opts.agents, h + 500); k++) {
+          const hostId = newId("host");
+          const secret = newSecret();
+          store.insertHost({ id: hostId, name: `sim-${k}`, secretHash: hashSecret(secret), createdAt: at });
+          const servers: SeededHost["servers"] = [];
+          for (let i = 0; i < opts.serversPerAgent; i++) {
+            const id = newId("srv");
+            const desired = i % opts.stoppedEvery === 0 ? DesiredState.STOPPED : DesiredState.RUNNING;
+            const name = `sim-${k}-${i}`;
+            store.insertServer({
+              id,
+              project: "default",
+              name,
+              hostId,
+              generation: 1,
+              spec: create(ServerSpecSchema, {
+                name,
+                hostId,
+                image: SIM_IMAGE,
+                command: ["serve", "--port", "8080"],
+                env: { ROLE: "bench" },
+                dataMountPath: "/data",
+                restartPolicy: RestartPolicy.ON_FAILURE,
+                desiredState: desired,
+              }),
+              status: { ...initialStatus(), phase: Phase.PENDING, reason: "Created", message: "waiting for the reconciler" },
+              dataInitialized: false,
+              lifecycle: {},
+              createdAt: at,
+              updatedAt: at,
+              deletedAt: null,
+            });
+            servers.push({ id, desired });
+          }
+          hosts.push({ hostId, secret, servers });
+        }
+      });
+    }
+  } finally {
+    db.pragma("wal_checkpoint(TRUNCATE)");
+    store.close();
+  }
+  return hosts;
+}

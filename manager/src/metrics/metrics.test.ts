@@ -1,0 +1,131 @@
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "@berth/proto/grpc/health/v1/health_pb.js";
+import { ManagerMetrics, type MetricsSources } from "./metrics.js";
+
+function setup(over: Partial<MetricsSources> = {}) {
+  let now = 10_000;
+  const commands = new Map<string, { kind: CommandKind; createdAt: number }>([["cmd_1", { kind: CommandKind.ENSURE_RUNNING, createdAt: 8_500 }]]);
+  const metrics = new ManagerMetrics(
+    {
+      hosts: () => [{ online: true }, { online: true }, { online: false }],
+      servers: () => [
+        { project: "web", phase: "RUNNING" },
+        { project: "web", phase: "RUNNING" },
+        { project: "db", phase: "FAILED" },
+      ],
+      firingAlerts: () => [{ rule: "host_offline", severity: "critical" }],
+      queueDepth: () => 3,
+      command: (id) => commands.get(id),
+      now: () => now,
+      ...over,
+    },
+    "9.9.9",
+  );
+  return { metrics, advance: (ms: number) => (now += ms) };
+}
+
+/** The value of one sample line (`name{labels} value`). */
+function sample(text: string, line: string): number | undefined {
+  const row = text.split("\n").find((l) => l.startsWith(`${line} `));
+  return row === undefined ? undefined : Number(row.slice(line.length + 1));
+}
+
+describe("ManagerMetrics", () => {
+  it("reads fleet gauges from the store at scrape time", async () => {
+    const { metrics } = setup();
+    const { body, contentType } = await metrics.render();
+    expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(sample(body, 'berth_hosts{state="online"}')).toBe(2);
+    expect(sample(body, 'berth_hosts{state="offline"}')).toBe(1);
+    expect(sample(body, 'berth_servers{project="web",phase="RUNNING"}')).toBe(2);
+    expect(sample(body, 'berth_servers{project="db",phase="FAILED"}')).toBe(1);
+    expect(sample(body, 'berth_alerts_firing{rule="host_offline",severity="critical"}')).toBe(1);
+    expect(sample(body, "berth_reconcile_queue_depth")).toBe(3);
+    expect(sample(body, 'berth_build_info{version="9.9.9"}')).toBe(1);
+    // Node's process metrics come along.
+    expect(body).toContain("process_cpu_seconds_total");
+  });
+
+  it("a phase that empties disappears instead of staying at its last value", async () => {
+    let servers = [{ project: "web", phase: "STARTING" }];
+    const { metrics } = setup({ servers: () => servers });
+    expect(sample((await metrics.render()).body, 'berth_servers{project="web",phase="STARTING"}')).toBe(1);
+    servers = [{ project: "web", phase: "RUNNING" }];
+    const body = (await metrics.render()).body;
+    expect(sample(body, 'berth_servers{project="web",phase="STARTING"}')).toBeUndefined();
+    expect(sample(body, 'berth_servers{project="web",phase="RUNNING"}')).toBe(1);
+  });
+
+  it("counts events, commands with their latency, and fired alerts from the ledger", async () => {
+    const { metrics } = setup();
+    metrics.onEvent(1, { type: "command.issued", correlationId: "cmd_1", message: "" });
+    metrics.onEvent(2, { type: "command.succeeded", correlationId: "cmd_1", message: "" });
+    metrics.onEvent(3, { type: "command.failed", correlationId: "cmd_unknown", message: "" });
+    metrics.onEvent(4, { type: "alert.fired", reason: "crash_loop", message: "" });
+    metrics.onEvent(5, { type: "server.created", message: "" });
+    const body = (await metrics.render()).body;
+    expect(sample(body, 'berth_commands_issued_total{kind="ensure-running"}')).toBe(1);
+    expect(sample(body, 'berth_commands_finished_total{kind="ensure-running",outcome="succeeded"}')).toBe(1);
+    expect(sample(body, 'berth_command_duration_seconds_sum{kind="ensure-running",outcome="succeeded"}')).toBe(1.5);
+    expect(sample(body, 'berth_alerts_fired_total{rule="crash_loop"}')).toBe(1);
+    expect(sample(body, 'berth_events_written_total{type="server.created"}')).toBe(1);
+    expect(sample(body, 'berth_events_written_total{type="command.failed"}')).toBe(1);
+  });
+
+  it("observes reconciles and write probes", async () => {
+    const { metrics } = setup();
+    metrics.observeReconcile(2, true);
+    metrics.observeReconcile(30, false);
+    metrics.observeWriteProbe(true, 0.0004);
+    metrics.observeWriteProbe(false, 1);
+    const body = (await metrics.render()).body;
+    expect(sample(body, 'berth_reconcile_duration_seconds_count{outcome="ok"}')).toBe(1);
+    expect(sample(body, 'berth_reconcile_duration_seconds_count{outcome="error"}')).toBe(1);
+    expect(sample(body, "berth_sqlite_write_duration_seconds_count")).toBe(1);
+    expect(sample(body, "berth_database_writable")).toBe(0);
+    expect(sample(body, "berth_database_write_failures_total")).toBe(1);
+  });
+
+  it("counts RPCs by code and open streams while they are read", async () => {
+    const { metrics } = setup();
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const transport = createRouterTransport(
+      (r) =>
+        r.service(Health, {
+          check(req) {
+            if (req.service === "missing") throw new ConnectError("unknown service", Code.NotFound);
+            return { status: ServingStatus.SERVING };
+          },
+          async *watch() {
+            yield { status: ServingStatus.SERVING };
+            await released;
+          },
+        }),
+      { router: { interceptors: [metrics.interceptor] } },
+    );
+    const client = createClient(Health, transport);
+    await client.check({});
+    await expect(client.check({ service: "missing" })).rejects.toThrow();
+    const stream = client.watch({})[Symbol.asyncIterator]();
+    await stream.next();
+    let body = (await metrics.render()).body;
+    expect(sample(body, 'berth_rpc_requests_total{method="grpc.health.v1.Health/Check",code="ok"}')).toBe(1);
+    expect(sample(body, 'berth_rpc_requests_total{method="grpc.health.v1.Health/Check",code="not_found"}')).toBe(1);
+    expect(sample(body, 'berth_streams_open{method="grpc.health.v1.Health/Watch"}')).toBe(1);
+    release();
+    expect((await stream.next()).done).toBe(true);
+    body = (await metrics.render()).body;
+    expect(sample(body, 'berth_streams_open{method="grpc.health.v1.Health/Watch"}')).toBe(0);
+    expect(sample(body, 'berth_rpc_requests_total{method="grpc.health.v1.Health/Watch",code="ok"}')).toBe(1);
+  });
+
+  it("keeps each manager's counters apart (one registry per manager)", async () => {
+    const a = setup().metrics;
+    const b = setup().metrics;
+    a.onEvent(1, { type: "server.created", message: "" });
+    expect(sample((await b.render()).body, 'berth_events_written_total{type="server.created"}')).toBeUndefined();
+  });
+});

@@ -1,0 +1,88 @@
+import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
+import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
+import type { OrphanView } from "../alerts/rules.js";
+import type { HostRecord, Store } from "../store/store.js";
+import { classifyOrphans, DEFAULT_ORPHAN_GRACE_MS, type HostFact, type OrphanFinding } from "./classify.js";
+
+export interface OrphanDetectorDeps {
+  store: Store;
+  /** The host's agent is connected with its inventory stored (AgentHub.isConnected). */
+  isConnected: (hostId: string) => boolean;
+  managerId: string;
+  /** Containers younger than this are not flagged (default 60 s). */
+  graceMs?: number;
+  now?: () => number;
+}
+
+/**
+ * Reads what classifyOrphans needs from the store (the I/O edge of orphan
+ * detection) and classifies. Used by OrphanService and by the alert rules.
+ */
+export class OrphanDetector {
+  readonly graceMs: number;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: OrphanDetectorDeps) {
+    this.graceMs = deps.graceMs ?? DEFAULT_ORPHAN_GRACE_MS;
+    this.now = deps.now ?? Date.now;
+  }
+
+  find(opts: { includeUnmanaged: boolean }): OrphanFinding[] {
+    const { store, isConnected, managerId } = this.deps;
+    const servers = store.listServers({ includeDeleted: true });
+    const live = store.listHosts();
+    const known = new Set(live.map((h) => h.id));
+    // Removed hosts are not listed by listHosts; stranded servers still point at them.
+    const gone = [...new Set(servers.map((s) => s.hostId).filter((id) => !known.has(id)))]
+      .map((id) => store.getHost(id) ?? ({ id, name: id, removedAt: 0, facts: {} } as Pick<HostRecord, "id" | "name" | "removedAt" | "facts">));
+    const hosts: HostFact[] = [...live, ...gone].map((h) => ({
+      id: h.id,
+      name: h.name,
+      removedAt: h.removedAt,
+      connected: h.removedAt === null && isConnected(h.id),
+      dataRoot: h.facts.dataRoot ?? "",
+    }));
+    const busyContainerIds = new Set<string>();
+    for (const h of hosts) {
+      if (!h.connected) continue;
+      for (const c of store.openCommandsForHost(h.id)) {
+        if (c.command.kind === CommandKind.COPY_DATA && c.command.containerId) busyContainerIds.add(c.command.containerId);
+      }
+    }
+    return classifyOrphans({
+      managerId,
+      now: this.now(),
+      graceMs: this.graceMs,
+      includeUnmanaged: opts.includeUnmanaged,
+      hosts,
+      servers: servers.map((s) => ({
+        id: s.id,
+        project: s.project,
+        name: s.name,
+        hostId: s.hostId,
+        image: s.spec.image,
+        createdAt: s.createdAt,
+        adoptedContainerId: s.lifecycle.adoptedContainerId,
+      })),
+      containers: store.listOrphanCandidates(managerId, opts.includeUnmanaged),
+      dataRootEntries: store.listDataRootEntries(),
+      busyServerIds: store.serverIdsWithOpenCommands(),
+      busyContainerIds,
+    });
+  }
+
+  /**
+   * What the `orphan_found` alert rule watches: untracked containers (this
+   * manager's, without a record) and stranded servers. Foreign and unmanaged
+   * containers are someone else's, and stray data is usually data an
+   * operator chose to keep (a purge without remove_data): listed, not alerted.
+   */
+  alertViews(): OrphanView[] {
+    const out: OrphanView[] = [];
+    for (const f of this.find({ includeUnmanaged: false })) {
+      if (f.kind === OrphanKind.UNTRACKED) out.push({ hostId: f.hostId, kind: "container", id: f.containerId, reason: "untracked" });
+      else if (f.kind === OrphanKind.STRANDED) out.push({ hostId: f.hostId, kind: "server", id: f.serverId, reason: "stranded" });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,443 @@
+/**
+ * What operators run berth with: configuration (flags, BERTH_* variables, a
+ * config file; --help; errors naming the setting), /metrics after real
+ * activity, /healthz and /readyz, grpc.health.v1 turning NOT_SERVING when
+ * the database cannot be written (locked by another process; disk full), log
+ * lines for state changes, and the npm packages installed the way
+ * docs/install.md says, running with plain node against Docker.
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import Database from "better-sqlite3";
+import Docker from "dockerode";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { EventService } from "@berth/proto/berth/v1/event_pb.js";
+import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
+import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "@berth/proto/grpc/health/v1/health_pb.js";
+import { MANAGER_SETTINGS } from "../manager/src/config/manager-settings.js";
+import { envName, type AnySetting } from "../manager/src/config/settings.js";
+import { TEST_IMAGE } from "./harness/docker-engine.js";
+import { bearer, REPO_ROOT, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+
+const run = promisify(execFile);
+const MANAGER_MAIN = join(REPO_ROOT, "manager/src/main.ts");
+
+/** The environment without npm's own variables (tests may run under `npm test`). */
+function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("npm_")) env[k] = v;
+  return { ...env, ...extra };
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+interface Started {
+  child: ChildProcess;
+  url: string;
+  output: () => string;
+  stop: () => Promise<void>;
+}
+
+/** Starts `command args` and waits for "berth-manager ready url=…"; rejects with the output if it exits first. */
+async function startUntilReady(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<Started> {
+  const child = spawn(command, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const m = /berth-manager ready url=(\S+)/.exec(out);
+      if (m) {
+        clearInterval(timer);
+        resolve(m[1]!);
+      }
+    }, 50);
+    child.once("exit", (code) => {
+      clearInterval(timer);
+      reject(new Error(`exited with ${code} before it was ready:\n${out}`));
+    });
+    setTimeout(() => {
+      clearInterval(timer);
+      reject(new Error(`not ready after 30 s:\n${out}`));
+    }, 30_000).unref();
+  });
+  return {
+    child,
+    url,
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** Runs the manager from source to completion (for --help and invalid settings). */
+async function managerExits(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", MANAGER_MAIN, ...args], { cwd: REPO_ROOT, env: cleanEnv(env), timeout: 30_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** One sample (`name{labels} value`) of a Prometheus text page. */
+function sample(text: string, series: string): number | undefined {
+  const row = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return row === undefined ? undefined : Number(row.slice(series.length + 1));
+}
+
+async function http(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { headers });
+  return { status: res.status, body: await res.text() };
+}
+
+describe("configuration", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await tempDir("config");
+  });
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("--help lists every setting with its flag, environment variable and default", async () => {
+    const { code, stdout } = await managerExits(["--help"]);
+    expect(code).toBe(0);
+    for (const [name, s] of Object.entries(MANAGER_SETTINGS) as [string, AnySetting][]) {
+      expect(stdout, `--${name}`).toContain(`--${name}`);
+      const env = envName(name, s);
+      if (env) expect(stdout, env).toContain(env);
+    }
+    expect(stdout).toContain("default 127.0.0.1:7000");
+    expect(stdout).toContain("token create|list|revoke");
+  });
+
+  it("an invalid setting stops the manager at start with exit code 2 and a message naming it", async () => {
+    const flag = await managerExits(["--crash-backoff", "0", "--db", ":memory:"]);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toBe('berth-manager: invalid --crash-backoff (BERTH_CRASH_BACKOFF) "0" on the command line: must be a whole number of seconds >= 1\n');
+
+    const env = await managerExits(["--db", ":memory:"], { BERTH_MAX_STREAMS: "many" });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toMatch(/invalid --max-streams \(BERTH_MAX_STREAMS\) "many" in the environment: must be a whole number/);
+
+    const file = join(dir, "bad.json");
+    writeFileSync(file, JSON.stringify({ "log-level": "chatty" }));
+    const fromFile = await managerExits(["--config", file, "--db", ":memory:"]);
+    expect(fromFile.code).toBe(2);
+    expect(fromFile.stderr).toContain(`invalid --log-level (BERTH_LOG_LEVEL) "chatty" in ${file}: use trace, debug, info, warn or error`);
+
+    const unknown = await managerExits(["--listn", "127.0.0.1:0"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown flag --listn; --help lists every setting/);
+  });
+
+  it("one precedence order: flag > BERTH_* environment > config file > default", async () => {
+    const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
+    const conf = join(dir, "manager.conf");
+    writeFileSync(conf, `# key = value form\nlisten = 127.0.0.1:${p1}\ndb = ${join(dir, "berth.db")}\nlog-format = json\n`);
+    const node = process.execPath;
+    const base = ["--import", "tsx", MANAGER_MAIN];
+
+    const fileOnly = await startUntilReady(node, [...base, "--config", conf], cleanEnv());
+    await fileOnly.stop();
+    expect(fileOnly.url).toBe(`http://127.0.0.1:${p1}`);
+
+    const envWins = await startUntilReady(node, base, cleanEnv({ BERTH_CONFIG: conf, BERTH_LISTEN: `127.0.0.1:${p2}` }));
+    await envWins.stop();
+    expect(envWins.url).toBe(`http://127.0.0.1:${p2}`);
+
+    const flagWins = await startUntilReady(node, [...base, "--config", conf, "--listen", `127.0.0.1:${p3}`], cleanEnv({ BERTH_LISTEN: `127.0.0.1:${p2}` }));
+    await flagWins.stop();
+    expect(flagWins.url).toBe(`http://127.0.0.1:${p3}`);
+    // The database named only in the file was used every time.
+    expect(existsSync(join(dir, "berth.db"))).toBe(true);
+    // JSON logs (not a terminal), and the manager says where its settings came from.
+    const firstLog = flagWins.output().split("\n").find((l) => l.startsWith("{"))!;
+    expect(JSON.parse(firstLog)).toMatchObject({ name: "berth-manager" });
+    expect(flagWins.output()).toContain("settings read from the config file");
+  });
+});
+
+describe("metrics, health probes and state-change logs with a live agent", () => {
+  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const METRICS_TOKEN = "operability-metrics-token";
+  let dir: string;
+  let manager: ManagerProc;
+  let agent: Proc;
+  let serverId = "";
+
+  beforeAll(async () => {
+    dir = await tempDir("operability");
+    manager = await startManager({ dir, args: ["--metrics-token", METRICS_TOKEN] });
+    agent = await startAgent({ manager, dir });
+    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.some((h) => h.state === HostState.ONLINE));
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await manager?.stop();
+    if (serverId) {
+      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${serverId}`] } })) {
+        await docker.getContainer(c.Id).remove({ force: true });
+      }
+    }
+    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("/healthz, /readyz and grpc.health.v1 say SERVING; the dashboard is still served elsewhere", async () => {
+    expect(await http(`${manager.url}/healthz`)).toEqual({ status: 200, body: "ok\n" });
+    expect(await http(`${manager.url}/readyz`)).toEqual({ status: 200, body: "ready\n" });
+    const health = createClient(Health, manager.transport(undefined));
+    expect((await health.check({})).status).toBe(ServingStatus.SERVING);
+    const page = await http(`${manager.url}/servers`);
+    expect(page.status).toBe(200);
+    expect(page.body).toMatch(/<html/i);
+  });
+
+  it("/metrics shows hosts, servers by phase and project, reconciles, commands, events, streams, alerts and SQLite writes", async () => {
+    const { server } = await manager.servers.createServer({ spec: { name: `ops-${Date.now().toString(36)}`, image: TEST_IMAGE, command: ["sh", "-c", "exec sleep 100000"] } });
+    serverId = server!.id;
+    await waitForPhase(manager, serverId, Phase.RUNNING);
+    // A watcher, counted while it is open.
+    const abort = new AbortController();
+    const watch = manager.servers.watchServers({}, { signal: abort.signal })[Symbol.asyncIterator]();
+    await watch.next();
+
+    expect((await http(`${manager.url}/metrics`)).status).toBe(401);
+    const scrape = async () => {
+      const r = await http(`${manager.url}/metrics`, { authorization: `Bearer ${METRICS_TOKEN}` });
+      expect(r.status).toBe(200);
+      return r.body;
+    };
+    const body = await waitFor("metrics after the start", async () => {
+      const b = await scrape();
+      return (sample(b, 'berth_commands_finished_total{kind="ensure-running",outcome="succeeded"}') ?? 0) >= 1 ? b : undefined;
+    });
+    expect(sample(body, 'berth_hosts{state="online"}')).toBe(1);
+    expect(sample(body, 'berth_servers{project="default",phase="RUNNING"}')).toBe(1);
+    expect(sample(body, 'berth_reconcile_duration_seconds_count{outcome="ok"}')).toBeGreaterThan(0);
+    expect(sample(body, 'berth_commands_issued_total{kind="ensure-running"}')).toBeGreaterThanOrEqual(1);
+    expect(sample(body, 'berth_command_duration_seconds_count{kind="ensure-running",outcome="succeeded"}')).toBeGreaterThanOrEqual(1);
+    expect(sample(body, 'berth_events_written_total{type="server.created"}')).toBe(1);
+    expect(sample(body, 'berth_events_written_total{type="phase.changed"}')).toBeGreaterThanOrEqual(1);
+    expect(sample(body, 'berth_streams_open{method="berth.v1.ServerService/WatchServers"}')).toBe(1);
+    expect(sample(body, 'berth_streams_open{method="berth.v1.AgentService/Connect"}')).toBe(1);
+    expect(sample(body, 'berth_rpc_requests_total{method="berth.v1.ServerService/CreateServer",code="ok"}')).toBe(1);
+    expect(body).toContain("# TYPE berth_alerts_firing gauge");
+    expect(sample(body, "berth_sqlite_write_duration_seconds_count")).toBeGreaterThanOrEqual(1);
+    expect(sample(body, "berth_database_writable")).toBe(1);
+    expect(body).toContain("process_resident_memory_bytes");
+
+    abort.abort();
+    await watch.return?.();
+    const after = await waitFor("the watcher to be gone", async () => {
+      const b = await scrape();
+      return sample(b, 'berth_streams_open{method="berth.v1.ServerService/WatchServers"}') === 0 ? b : undefined;
+    });
+    expect(sample(after, 'berth_rpc_requests_total{method="berth.v1.ServerService/WatchServers",code="canceled"}')).toBe(1);
+  });
+
+  it("logs every phase change once, with server, host and cause", async () => {
+    const events = createClient(EventService, manager.transport(manager.adminToken));
+    const { events: changes } = await events.listEvents({ serverId, typePrefix: "phase." });
+    expect(changes.length).toBeGreaterThan(0);
+    const lines = manager
+      .log()
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((r) => r.msg === "phase changed" && r.server === serverId);
+    expect(lines).toHaveLength(changes.length);
+    for (const l of lines) {
+      expect(l.host).toBe(changes[0]!.hostId);
+      expect(typeof l.cause).toBe("string");
+      expect(l.cause).not.toBe("");
+      expect(typeof l.to).toBe("string");
+    }
+  });
+});
+
+describe("health when the database cannot be written", () => {
+  let dir: string;
+  let manager: ManagerProc | undefined;
+  beforeAll(async () => {
+    dir = await tempDir("unwritable");
+  });
+  afterAll(async () => {
+    await manager?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function status(m: ManagerProc): Promise<ServingStatus> {
+    return (await createClient(Health, m.transport(undefined)).check({})).status;
+  }
+
+  it("NOT_SERVING and /readyz 503 while another process holds the write lock; SERVING again after", async () => {
+    manager = await startManager({ dir, args: ["--db-probe-interval", "1"] });
+    const other = new Database(manager.dbPath);
+    try {
+      other.exec("BEGIN IMMEDIATE");
+      await waitFor("NOT_SERVING", async () => (await status(manager!)) === ServingStatus.NOT_SERVING, 15_000);
+      // In parallel: while the lock is held the manager's own writes wait up to 5 s each (busy timeout).
+      const [ready, metrics, live] = await Promise.all(["/readyz", "/metrics", "/healthz"].map((p) => http(`${manager!.url}${p}`)));
+      expect(ready!.status).toBe(503);
+      expect(ready!.body).toMatch(/^not ready: database not writable: SQLITE_BUSY/);
+      expect(sample(metrics!.body, "berth_database_writable")).toBe(0);
+      // Liveness is unaffected: restarting would not help.
+      expect(live!.status).toBe(200);
+    } finally {
+      if (other.inTransaction) other.exec("COMMIT");
+      other.close();
+    }
+    await waitFor("SERVING again", async () => (await status(manager!)) === ServingStatus.SERVING, 15_000);
+    expect((await http(`${manager.url}/readyz`)).status).toBe(200);
+    expect(manager.log()).toContain("database not writable; health is NOT_SERVING until a write succeeds");
+    expect(manager.log()).toContain("database writable again");
+    await manager.stop();
+    manager = undefined;
+  });
+
+  // A full disk needs a small file system of its own: a tmpfs, which only root can mount.
+  it.skipIf(process.getuid?.() !== 0)("NOT_SERVING while the disk is full; SERVING once there is room", async () => {
+    const mnt = join(dir, "tmpfs");
+    mkdirSync(mnt, { recursive: true });
+    await run("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt]);
+    try {
+      manager = await startManager({ dir, dbPath: join(mnt, "berth.db"), args: ["--db-probe-interval", "1"] });
+      await waitFor("SERVING", async () => (await status(manager!)) === ServingStatus.SERVING, 15_000);
+      // Empty the WAL so the next write needs new space, then take all the space there is.
+      const other = new Database(manager.dbPath);
+      other.pragma("wal_checkpoint(TRUNCATE)");
+      other.close();
+      const filler = join(mnt, "filler");
+      await run("dd", ["if=/dev/zero", `of=${filler}`, "bs=64k"]).catch(() => undefined); // ends with "No space left on device"
+      await waitFor("NOT_SERVING", async () => (await status(manager!)) === ServingStatus.NOT_SERVING, 15_000);
+      expect((await http(`${manager.url}/readyz`)).body).toMatch(/SQLITE_FULL/);
+      unlinkSync(filler);
+      await waitFor("SERVING again", async () => (await status(manager!)) === ServingStatus.SERVING, 15_000);
+    } finally {
+      await manager?.stop();
+      manager = undefined;
+      await run("umount", [mnt]);
+    }
+  });
+});
+
+describe("npm packages, installed like docs/install.md says", () => {
+  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  let dir: string;
+  /** Stands for / on a real host: the packages go to <root>/opt/berth/{manager,agent}. */
+  let root: string;
+  const procs: ChildProcess[] = [];
+  let managerId = "";
+  const bin = (pkg: "manager" | "agent") => join(root, `opt/berth/${pkg}/bin/berth-${pkg}.mjs`);
+
+  beforeAll(async () => {
+    dir = await tempDir("packages");
+    root = join(dir, "root");
+    // `npm pack` runs each package's prepack: the bundle is built fresh.
+    await run("npm", ["pack", "-w", "manager", "-w", "agent", "--pack-destination", dir], { cwd: REPO_ROOT, env: cleanEnv(), timeout: 120_000 });
+    // As on a real host: unpack, then install the dependencies (better-sqlite3 builds its native module).
+    for (const pkg of ["manager", "agent"]) {
+      const to = join(root, "opt/berth", pkg);
+      mkdirSync(to, { recursive: true });
+      await run("tar", ["-xzf", join(dir, `berth-${pkg}-0.1.0.tgz`), "-C", to, "--strip-components=1"]);
+      await run("npm", ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund"], { cwd: to, env: cleanEnv(), timeout: 540_000, maxBuffer: 16 * 1024 * 1024 });
+    }
+  }, 600_000);
+
+  afterAll(async () => {
+    for (const p of procs) {
+      if (p.exitCode === null && p.signalCode === null) {
+        const exited = new Promise((r) => p.once("exit", r));
+        p.kill("SIGTERM");
+        await exited;
+      }
+    }
+    if (managerId) {
+      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.manager=${managerId}`] } })) {
+        await docker.getContainer(c.Id).remove({ force: true });
+      }
+    }
+    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("the tarballs hold the bundles and the dashboard, no TypeScript, and need nothing but the npm registry", async () => {
+    const { stdout: m } = await run("tar", ["tzf", join(dir, "berth-manager-0.1.0.tgz")]);
+    expect(m).toContain("package/bin/berth-manager.mjs");
+    expect(m).toContain("package/dist/berth-manager.mjs");
+    expect(m).toContain("package/dist/web/index.html");
+    expect(m).not.toMatch(/\.ts$/m);
+    const { stdout: a } = await run("tar", ["tzf", join(dir, "berth-agent-0.1.0.tgz")]);
+    expect(a).toContain("package/dist/berth-agent.mjs");
+    for (const pkg of ["manager", "agent"]) {
+      const installed = join(root, "opt/berth", pkg);
+      const manifest = JSON.parse(readFileSync(join(installed, "package.json"), "utf8")) as { dependencies: Record<string, string>; devDependencies?: unknown };
+      expect(Object.keys(manifest.dependencies).filter((d) => d.startsWith("@berth/"))).toEqual([]);
+      expect(manifest.devDependencies).toBeUndefined();
+      expect(existsSync(join(installed, "src"))).toBe(false);
+      expect(existsSync(join(installed, "node_modules/tsx"))).toBe(false);
+    }
+  });
+
+  it("the packages carry systemd units that start the installed programs", () => {
+    for (const pkg of ["manager", "agent"] as const) {
+      const unit = readFileSync(join(root, `opt/berth/${pkg}/dist/berth-${pkg}.service`), "utf8");
+      expect(unit).toBe(readFileSync(join(REPO_ROOT, `deploy/systemd/berth-${pkg}.service`), "utf8"));
+      expect(unit).toMatch(new RegExp(`^ExecStart=/usr/bin/node /opt/berth/${pkg}/bin/berth-${pkg}\\.mjs`, "m"));
+      expect(unit).toMatch(/^NoNewPrivileges=yes$/m);
+      expect(unit).toMatch(/^ProtectSystem=strict$/m);
+      expect(unit).toMatch(/^PrivateTmp=yes$/m);
+    }
+    expect(readFileSync(join(REPO_ROOT, "deploy/systemd/berth-agent.service"), "utf8")).toMatch(/^RestartPreventExitStatus=78$/m);
+  });
+
+  it("berth-manager --help and berth-agent --help run with plain node", async () => {
+    const { stdout: mh } = await run(process.execPath, [bin("manager"), "--help"], { env: cleanEnv() });
+    for (const name of Object.keys(MANAGER_SETTINGS)) expect(mh).toContain(`--${name}`);
+    const { stdout: ah } = await run(process.execPath, [bin("agent"), "--help"], { env: cleanEnv() });
+    expect(ah).toContain("berth-agent enroll --manager URL --token TOKEN");
+  });
+
+  it("the installed manager and agent run a server on Docker", async () => {
+    const mgr = await startUntilReady(process.execPath, [bin("manager"), "--listen", "127.0.0.1:0", "--db", join(root, "var/lib/berth-manager/berth.db")], cleanEnv());
+    procs.push(mgr.child);
+    managerId = /"managerId":"(mgr_[a-z2-7]+)"/.exec(mgr.output())?.[1] ?? "";
+    const token = /berth-manager admin-token=(\S+)/.exec(mgr.output())![1]!;
+    expect((await http(`${mgr.url}/readyz`)).status).toBe(200);
+    expect((await http(`${mgr.url}/`)).body).toMatch(/<html/i);
+    const transport = createGrpcTransport({ baseUrl: mgr.url, interceptors: [bearer(token)] });
+    const hosts = createClient(HostService, transport);
+    const servers = createClient(ServerService, transport);
+
+    const { token: enrollment, command } = await hosts.createEnrollmentToken({});
+    expect(command).toContain(`berth-agent enroll --manager ${mgr.url} --token ${enrollment}`);
+    const stateDir = join(root, "var/lib/berth-agent");
+    await run(process.execPath, [bin("agent"), "enroll", "--manager", mgr.url, "--token", enrollment, "--state-dir", stateDir], { env: cleanEnv() });
+    const agent = spawn(process.execPath, [bin("agent"), "run", "--state-dir", stateDir, "--data-root", join(root, "var/lib/berth")], { env: cleanEnv(), stdio: "ignore" });
+    procs.push(agent);
+    await waitFor("the packaged agent online", async () => (await hosts.listHosts({})).hosts.some((h) => h.state === HostState.ONLINE), 30_000);
+
+    const { server } = await servers.createServer({ spec: { name: "packaged", image: TEST_IMAGE, command: ["sh", "-c", "exec sleep 100000"], dataMountPath: "/data" } });
+    await waitFor("the server Running", async () => (await servers.getServer({ id: server!.id })).server?.status?.phase === Phase.RUNNING, 60_000);
+    await servers.purgeServer({ id: server!.id, removeData: true });
+    await waitFor("the server purged", async () => (await servers.listServers({})).servers.length === 0, 60_000);
+  });
+});
