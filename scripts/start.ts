@@ -101,6 +101,7 @@ berth is running.
 
   Dashboard:   ${url}/
   API:         ${url}  (gRPC, gRPC-Web and Connect on one port; reflection on)
+  Probes:      ${url}/readyz, ${url}/metrics (Prometheus; docs/metrics.md)
   Admin token: ${adminToken.token}
                (${adminToken.how}; a copy is kept in ${tokenFile}, mode 0600)
   Database:    ${dbPath}

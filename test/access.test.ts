@@ -124,6 +124,7 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.OrphanService/ListOrphans": { role: "admin", request: () => ({}) },
     "berth.v1.OrphanService/AdoptOrphan": { role: "admin", request: () => ({ id: "orphan_doesnotexist", project: "alpha", name: "x" }) },
     "berth.v1.OrphanService/DestroyOrphan": { role: "admin", request: () => ({ id: "orphan_doesnotexist", dryRun: true }) },
+    "berth.v1.OrphanService/ReassignServer": { role: "admin", request: () => ({ id: "srv_doesnotexist", hostId }) },
   };
 
   const methods = SERVICES.flatMap((s) => s.methods.map((m) => ({ service: s, method: m, key: `${s.typeName}/${m.name}` })));

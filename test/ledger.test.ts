@@ -7,11 +7,13 @@ import { mkdirSync, rmSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient, type Client } from "@connectrpc/connect";
 import { AlertService, AlertState, type Alert } from "@berth/proto/berth/v1/alert_pb.js";
 import { EventService, type Event } from "@berth/proto/berth/v1/event_pb.js";
+import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, WatchChange, type Server, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "./harness/docker-engine.js";
 import { runAgent, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
@@ -69,6 +71,7 @@ describe("event ledger, watches and alerts", () => {
         "--alert-host-offline", "2",
         "--alert-not-converged", "3",
         "--alert-interval", "1",
+        "--orphan-grace", "1",
         "--webhook", `http://127.0.0.1:${port}/berth-hook?token=not-for-logs`,
         "--webhook-secret", WEBHOOK_SECRET,
       ],
@@ -267,5 +270,21 @@ describe("event ledger, watches and alerts", () => {
     expect(JSON.parse(forFirst[0]!.payloadJson)).toMatchObject({ attempt: 1, status: 500, willRetry: true, url: expect.stringMatching(/berth-hook$/) });
   });
 
-  it.todo("orphan_found fires for an untracked container and resolves when it is adopted (needs orphan detection, a later issue)");
+  it("orphan_found fires for an untracked container and resolves when it is adopted", async () => {
+    const db = new Database(manager.dbPath, { readonly: true });
+    const managerId = (db.prepare("SELECT value FROM meta WHERE key = 'manager_id'").get() as { value: string }).value;
+    db.close();
+    // A container with this manager's labels for a server it has no record of, made by hand.
+    const sid = "srv_ledgerorphan" + Date.now().toString(36).replace(/[^a-z]/g, "a").slice(-6);
+    const c = await docker.createContainer({ Image: TEST_IMAGE, Cmd: SLEEPER, Labels: { "berth.manager": managerId, "berth.server": sid }, HostConfig: { Init: true } });
+    created.push(sid);
+    await c.start();
+    const fired = await waitAlert("orphan_found", `orphan:${hostId}/container/${c.id}`, AlertState.FIRING);
+    expect(fired.message).toMatch(/untracked container/);
+    const orphans = createClient(OrphanService, manager.transport(manager.adminToken));
+    const o = (await orphans.listOrphans({})).orphans.find((x) => x.containerId === c.id)!;
+    await orphans.adoptOrphan({ id: o.id, project: "default", name: `ldg-adopted-${n++}` });
+    const resolved = await waitAlert("orphan_found", fired.subject, AlertState.RESOLVED);
+    expect(resolved.id).toBe(fired.id);
+  });
 });

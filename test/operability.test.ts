@@ -290,7 +290,8 @@ describe("health when the database cannot be written", () => {
   }
 
   it("NOT_SERVING and /readyz 503 while another process holds the write lock; SERVING again after", async () => {
-    manager = await startManager({ dir, args: ["--db-probe-interval", "1"] });
+    // Alert rules only on changes: their writes would stall behind the lock (5 s each) and slow the test.
+    manager = await startManager({ dir, args: ["--db-probe-interval", "1", "--alert-interval", "3600"] });
     const other = new Database(manager.dbPath);
     try {
       other.exec("BEGIN IMMEDIATE");

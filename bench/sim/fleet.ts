@@ -53,7 +53,7 @@ function reply(m: FleetReply): void {
 
 async function start(m: StartMessage): Promise<void> {
   const t0 = performance.now();
-  const log = pino({ level: "warn", base: { pid: process.pid } }, destination({ dest: m.logPath, sync: false }));
+  const log = pino({ level: "warn", base: { pid: process.pid } }, destination({ dest: m.logPath, sync: true }));
   for (const h of m.hosts) {
     const runtime = new SimRuntime({ latencies: m.latencies ?? {} });
     const agent = new Agent({

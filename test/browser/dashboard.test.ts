@@ -8,7 +8,6 @@ import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
-import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
@@ -22,12 +21,13 @@ const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 
 describe("dashboard", () => {
   const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
-  const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1"];
+  const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1", "--orphan-grace", "0"];
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;
   let browser: Browser;
   const created: string[] = [];
+  const strays: string[] = [];
 
   const page = () => browser.page;
   const idOf = async (n: string) => (await manager.servers.getServer({ id: n })).server!.id;
@@ -82,6 +82,7 @@ describe("dashboard", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
+    for (const id of strays) await docker.getContainer(id).remove({ force: true }).catch(() => {});
     for (const id of created) {
       for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
         await docker.getContainer(c.Id).remove({ force: true });
@@ -170,7 +171,7 @@ describe("dashboard", () => {
     await dialog.locator("li .result.ok").nth(1).waitFor();
     expect(await dialog.locator("li .result.ok").count()).toBe(2);
     await screenshot(p, "04-bulk-results");
-    await dialog.getByRole("button", { name: "Close" }).click();
+    await dialog.getByRole("button", { name: "Close", exact: true }).click();
     await bar.getByRole("button", { name: "Clear selection" }).click();
     await waitForRowPhase(p, name("a"), "Running");
     await waitForRowPhase(p, name("b"), "Running");
@@ -325,27 +326,6 @@ describe("dashboard", () => {
     await dialog.getByRole("button", { name: "Done" }).click();
   });
 
-  it("orphans: the panel shows the manager's answer", async () => {
-    const p = page();
-    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Orphans" }).click();
-    await p.getByRole("heading", { name: "Orphans" }).waitFor();
-    await p.locator(".orphan-group, .empty-inline, .error-box").first().waitFor();
-    const implemented = await createOrphansClient(manager)
-      .listOrphans({})
-      .then(
-        () => true,
-        (e: unknown) => ConnectError.from(e).code !== Code.Unimplemented,
-      );
-    if (!implemented) expect(await p.locator(".error-box").textContent()).toContain("Unimplemented");
-    await screenshot(p, "15-orphans");
-  });
-
-  // OrphanService is being implemented in another issue; until it answers,
-  // the panel shows its Unimplemented error (above). When it lands: create an
-  // untracked container (berth labels, no record), adopt it into a project
-  // from the panel, and see it in the Servers table.
-  it.todo("adopts an orphan container into a project from the Orphans panel");
-
   it("50 live updates each change one row in place: no row is replaced, no other row is touched", async () => {
     const p = page();
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
@@ -388,11 +368,66 @@ describe("dashboard", () => {
     expect(seen.removed).toBe(0);
     expect(await rowCount()).toBe(rowsBefore);
   });
+
+  it("adopts an unmanaged container into a project from the Orphans panel", async () => {
+    const p = page();
+    const stray = name("stray");
+    const c = await docker.createContainer({ Image: TEST_IMAGE, name: stray, Cmd: ["sh", "-c", "exec sleep 100000"], HostConfig: { Init: true } });
+    strays.push(c.id);
+    await c.start();
+    // Unmanaged containers are listed from full inventories.
+    const [host] = (await manager.hosts.listHosts({})).hosts;
+    await manager.hosts.resyncHost({ id: host!.id });
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Orphans" }).click();
+    await p.getByLabel("Include unmanaged containers").check();
+    const orphan = p.locator("tr[data-orphan-id]", { hasText: stray });
+    await orphan.waitFor({ timeout: 20_000 });
+    await screenshot(p, "15-orphans");
+    await orphan.getByRole("button", { name: "Adopt…" }).click();
+    const dialog = p.getByTestId("adopt-dialog");
+    await dialog.getByLabel("Project").fill("lab");
+    await dialog.getByLabel("Server name").fill(name("adopted"));
+    await dialog.getByRole("button", { name: "Adopt", exact: true }).click();
+    await dialog.getByRole("button", { name: "Open server" }).click();
+    await p.getByTestId("server-drawer").getByRole("heading", { name: name("adopted") }).waitFor();
+    const adopted = (await manager.servers.listServers({ project: "lab" })).servers.find((x) => x.spec?.name === name("adopted"));
+    expect(adopted).toBeDefined();
+    created.push(adopted!.id);
+    await row(p, name("adopted")).waitFor();
+    expect(await row(p, name("adopted")).locator(".c-project").textContent()).toBe("lab");
+    await p.getByRole("button", { name: "Close details" }).click();
+  });
+
+  it("pages for the docs: a fuller fleet, one server explained, tokens", async () => {
+    const p = page();
+    const fleet: [string, string, string[], { hostPort: number; containerPort: number }[], DesiredState][] = [
+      ["minecraft-survival", "games", SLEEPER, [{ hostPort: 25565, containerPort: 25565 }], DesiredState.RUNNING],
+      ["valheim", "games", SLEEPER, [{ hostPort: 2456, containerPort: 2456 }], DesiredState.RUNNING],
+      ["postgres-main", "data", ["sh", "-c", "echo 'database system is ready to accept connections'; exec sleep 100000"], [{ hostPort: 15432, containerPort: 5432 }], DesiredState.RUNNING],
+      ["redis-cache", "data", SLEEPER, [{ hostPort: 16379, containerPort: 6379 }], DesiredState.RUNNING],
+      ["sandbox-ana", "sandbox", SLEEPER, [], DesiredState.RUNNING],
+      ["sandbox-bruno", "sandbox", SLEEPER, [], DesiredState.STOPPED],
+    ];
+    await Promise.all(
+      fleet.map(async ([n, project, command, ports, desiredState]) => {
+        const { server } = await manager.servers.createServer({ project, spec: { name: n, image: TEST_IMAGE, command, ports, desiredState, dataMountPath: "/data", env: { TZ: "UTC" } } });
+        created.push(server!.id);
+      }),
+    );
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    for (const [n, , , , d] of fleet) await waitForRowPhase(p, n, d === DesiredState.RUNNING ? "Running" : "Stopped", 40_000).catch(() => {});
+    await p.mouse.move(0, 0);
+    await screenshot(p, "00-servers");
+    await row(p, "postgres-main").getByRole("button", { name: "postgres-main", exact: true }).click();
+    await p.getByTestId("server-drawer").getByRole("table", { name: "Conditions" }).waitFor();
+    await screenshot(p, "00-server-drawer");
+    await p.getByRole("button", { name: "Close details" }).click();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Tokens" }).click();
+    await p.getByRole("table", { name: "Tokens" }).locator("tbody tr").first().waitFor();
+    await screenshot(p, "17-tokens");
+  });
 });
 
 function createAlertsClient(m: ManagerProc) {
   return createClient(AlertService, m.transport(m.adminToken));
-}
-function createOrphansClient(m: ManagerProc) {
-  return createClient(OrphanService, m.transport(m.adminToken));
 }

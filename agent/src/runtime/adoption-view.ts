@@ -26,6 +26,9 @@ export function imageDefaults(image: Docker.ImageInspectInfo | undefined): Image
   };
 }
 
+/** What Docker puts in a container's environment when its image sets no PATH. */
+export const DOCKER_DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /**
  * What AdoptOrphan takes from a container: its own environment and command
  * (Docker folds the image's ENV and CMD into the container's config; a berth
@@ -35,6 +38,8 @@ export function imageDefaults(image: Docker.ImageInspectInfo | undefined): Image
  */
 export function adoptionView(c: Docker.ContainerInspectInfo, image: ImageDefaults): { env: Record<string, string>; command: string[]; unsupported: string[] } {
   const imageEnv = new Set(image.env);
+  // An image without PATH gets Docker's default one in every container made from it.
+  if (!image.env.some((kv) => kv.startsWith("PATH="))) imageEnv.add(DOCKER_DEFAULT_PATH);
   const env: Record<string, string> = {};
   for (const kv of c.Config.Env ?? []) {
     if (imageEnv.has(kv)) continue;

@@ -176,8 +176,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         if (!c?.id) return;
         const serverId = ev.removed ? store.removeContainer(host.id, c.id) : store.upsertContainer(host.id, c, at);
         if (!serverId) return;
-        // Only this manager's containers can drive its servers' desired state.
-        if (ev.action === "die" && ev.exitCause && c.labels["berth.manager"] === deps.managerId) {
+        // Only this manager's containers, on the server's own host, can drive its desired state
+        // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
+        if (ev.action === "die" && ev.exitCause && c.labels["berth.manager"] === deps.managerId && store.getServer(serverId)?.hostId === host.id) {
           reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0);
         }
         reconciler.enqueue(serverId, `container ${ev.action}`);

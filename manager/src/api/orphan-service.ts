@@ -2,8 +2,6 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { CommandKind, CommandSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
-
-type CommandInit = { kind: CommandKind; containerId?: string; dataDir?: string };
 import {
   AdoptOrphanResponseSchema,
   DestroyOrphanResponseSchema,
@@ -41,6 +39,9 @@ export interface OrphanServiceDeps {
   log: Logger;
   now?: () => number;
 }
+
+/** A one-off command to an orphan's host (not stored: nothing resends it). */
+type OneOffCommand = { kind: CommandKind; containerId?: string; dataDir?: string };
 
 const ORPHAN_ID_RE = /^orp_[a-z2-7]{20}$/;
 /** How long the agent may take to answer one orphan command (inspect, remove, remove data). */
@@ -86,7 +87,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
   }
 
   /** Sends a one-off command to the orphan's host and waits for its result; failures become errors that say what happened. */
-  async function ask(hostId: string, init: CommandInit, what: string): Promise<CommandResult> {
+  async function ask(hostId: string, init: OneOffCommand, what: string): Promise<CommandResult> {
     if (!hub.isConnected(hostId)) throw new UnavailableError(`host ${hostName(hostId)} is offline; try again once its agent is connected`);
     const timeoutMs = ANSWER_TIMEOUT_MS[init.kind] ?? 30_000;
     const cmd = create(CommandSchema, { ...init, id: newId("cmd"), deadline: timestampFromMs(now() + timeoutMs) });
@@ -195,6 +196,9 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
       copy: `copying its data from ${plan.copyMountPath} into the data root; berth then recreates it`,
     }[plan.mode];
     store.transaction(() => {
+      // The host was asked in between: check again what may have changed meanwhile.
+      if (store.findServerByName(project, name)) throw new AlreadyExistsError(`a server named "${name}" already exists in project "${project}"; pick another name`);
+      if (store.getServer(id)) throw new AlreadyExistsError(`server ${id} has a record already; list orphans again`);
       store.insertServer(rec);
       if (copy) {
         store.insertCommand({ command: copy, hostId: f.hostId, createdAt: at, deadlineAt: at + COMMAND_DEADLINE_MS[CommandKind.COPY_DATA] });

@@ -29,7 +29,7 @@ export class OrphanDetector {
 
   find(opts: { includeUnmanaged: boolean }): OrphanFinding[] {
     const { store, isConnected, managerId } = this.deps;
-    const servers = store.listServers({ includeDeleted: true });
+    const servers = store.serverPlacements();
     const live = store.listHosts();
     const known = new Set(live.map((h) => h.id));
     // Removed hosts are not listed by listHosts; stranded servers still point at them.
@@ -55,15 +55,7 @@ export class OrphanDetector {
       graceMs: this.graceMs,
       includeUnmanaged: opts.includeUnmanaged,
       hosts,
-      servers: servers.map((s) => ({
-        id: s.id,
-        project: s.project,
-        name: s.name,
-        hostId: s.hostId,
-        image: s.spec.image,
-        createdAt: s.createdAt,
-        adoptedContainerId: s.lifecycle.adoptedContainerId,
-      })),
+      servers,
       containers: store.listOrphanCandidates(managerId, opts.includeUnmanaged),
       dataRootEntries: store.listDataRootEntries(),
       busyServerIds: store.serverIdsWithOpenCommands(),

@@ -484,6 +484,34 @@ export class Store {
     return row && observedFromRow(row);
   }
 
+  /**
+   * Every server record (soft-deleted ones too) with just what orphan
+   * detection needs; plain JSON reads, cheap enough for every alert run.
+   */
+  serverPlacements(): { id: string; project: string; name: string; hostId: string; image: string; createdAt: number; adoptedContainerId?: string }[] {
+    const rows = this.db.prepare("SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers").all() as {
+      id: string;
+      project: string;
+      name: string;
+      host_id: string;
+      created_at: number;
+      spec_json: string;
+      lifecycle_json: string;
+    }[];
+    return rows.map((r) => {
+      const adopted = (JSON.parse(r.lifecycle_json) as Lifecycle).adoptedContainerId;
+      return {
+        id: r.id,
+        project: r.project,
+        name: r.name,
+        hostId: r.host_id,
+        image: (JSON.parse(r.spec_json) as { image?: string }).image ?? "",
+        createdAt: r.created_at,
+        ...(adopted ? { adoptedContainerId: adopted } : {}),
+      };
+    });
+  }
+
   /** Servers with a command pending or sent. */
   serverIdsWithOpenCommands(): Set<string> {
     const rows = this.db.prepare("SELECT DISTINCT server_id FROM commands WHERE state IN ('pending', 'sent')").all() as { server_id: string }[];

@@ -4,22 +4,23 @@
  * or destroy it after a dry run shows exactly what would go.
  */
 import { useEffect, useMemo, useState } from "react";
-import { OrphanKind, type Orphan } from "@berth/proto/berth/v1/orphan_pb.js";
+import { HostState } from "@berth/proto/berth/v1/host_pb.js";
+import { OrphanKind, type AdoptOrphanResponse, type Orphan } from "@berth/proto/berth/v1/orphan_pb.js";
 import { useHosts, useSession, useWatch } from "../app-context.js";
 import { errorText } from "../api/client.js";
 import { RelTime } from "../ui/clock.js";
-import { ErrorBox } from "../ui/error-box.js";
+import { ErrorBox, ErrorText } from "../ui/error-box.js";
 import { tsMs } from "../ui/format.js";
 import { Modal } from "../ui/modal.js";
 import { Poll, usePoll } from "../ui/poll.js";
-import { setParam } from "../ui/router.js";
+import { navigate } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 
 const KINDS: { kind: OrphanKind; title: string; about: string }[] = [
   { kind: OrphanKind.UNTRACKED, title: "Untracked containers", about: "labelled by this manager for a server it has no record of" },
-  { kind: OrphanKind.STRANDED, title: "Stranded", about: "belong to a server record that no longer matches them" },
+  { kind: OrphanKind.STRANDED, title: "Stranded servers", about: "server records whose host was removed: move them to a host that has their data, or destroy the record" },
   { kind: OrphanKind.STRAY_DATA, title: "Stray data directories", about: "data directories under an agent's data root that no server owns" },
-  { kind: OrphanKind.FOREIGN, title: "Foreign containers", about: "labelled by another berth manager" },
+  { kind: OrphanKind.FOREIGN, title: "Foreign containers", about: "labelled by another berth manager: adopting or destroying one needs force (make sure that manager is gone)" },
   { kind: OrphanKind.UNMANAGED, title: "Unmanaged containers", about: "containers berth did not create (shown on request)" },
 ];
 
@@ -31,6 +32,7 @@ export function OrphansPage() {
   const st = usePoll(poll);
   const [adopting, setAdopting] = useState<Orphan>();
   const [destroying, setDestroying] = useState<Orphan>();
+  const [moving, setMoving] = useState<Orphan>();
   const orphans = st.data ?? [];
 
   if (!can.infra) {
@@ -95,9 +97,14 @@ export function OrphansPage() {
                         <RelTime ms={tsMs(o.createTime)} />
                       </td>
                       <td className="actions">
-                        {o.containerId && kind !== OrphanKind.STRAY_DATA && (
+                        {o.containerId && (kind === OrphanKind.UNTRACKED || kind === OrphanKind.FOREIGN || kind === OrphanKind.UNMANAGED) && (
                           <button type="button" className="button small" onClick={() => setAdopting(o)}>
                             Adopt…
+                          </button>
+                        )}
+                        {kind === OrphanKind.STRANDED && (
+                          <button type="button" className="button small" onClick={() => setMoving(o)}>
+                            Move…
                           </button>
                         )}
                         <button type="button" className="button small danger-soft" onClick={() => setDestroying(o)}>
@@ -114,6 +121,7 @@ export function OrphansPage() {
       })}
       {adopting && <AdoptDialog orphan={adopting} onClose={() => setAdopting(undefined)} onDone={() => void poll.refresh()} />}
       {destroying && <DestroyDialog orphan={destroying} onClose={() => setDestroying(undefined)} onDone={() => void poll.refresh()} />}
+      {moving && <MoveDialog orphan={moving} onClose={() => setMoving(undefined)} onDone={() => void poll.refresh()} />}
     </section>
   );
 }
@@ -127,31 +135,73 @@ function suggestName(o: Orphan): string {
     .slice(0, 63);
 }
 
+/** Mount destinations of an orphan container ("source:destination[:mode]" strings). */
+function mountTargets(o: Orphan): string[] {
+  return o.mounts.map((m) => /:(\/[^:]*)(?::[a-z,]+)?$/.exec(m)?.[1] ?? "").filter(Boolean);
+}
+
 function AdoptDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: () => void; onDone: () => void }) {
   const { api } = useSession();
   const watch = useWatch();
   const toast = useToast();
   const projects = [...new Set(["default", ...[...watch.servers.values()].map((s) => s.project)])].sort();
+  const targets = mountTargets(orphan);
   const [project, setProject] = useState("default");
   const [name, setName] = useState(suggestName(orphan));
-  const [moveData, setMoveData] = useState(true);
+  const [mountPath, setMountPath] = useState(targets.length === 1 ? targets[0]! : "");
+  const [moveData, setMoveData] = useState(false);
+  const [force, setForce] = useState(false);
   const [error, setError] = useState<string>();
   const [busy, setBusy] = useState(false);
+  const [done, setDone] = useState<AdoptOrphanResponse>();
+  const foreign = orphan.kind === OrphanKind.FOREIGN;
   const adopt = async () => {
     setBusy(true);
     setError(undefined);
     try {
-      const { server } = await api.orphans.adoptOrphan({ id: orphan.id, project, name, moveData });
-      toast("ok", `Adopted ${orphan.containerName || orphan.id} as ${server?.spec?.name} in ${server?.project}`);
+      const res = await api.orphans.adoptOrphan({ id: orphan.id, project, name, moveData, dataMountPath: mountPath, force });
+      toast("ok", `Adopted ${orphan.containerName || orphan.id} as ${res.server?.spec?.name} in ${res.server?.project}`);
       onDone();
-      onClose();
-      if (server) setParam("server", server.id);
+      setDone(res);
     } catch (err) {
       setError(errorText(err));
     } finally {
       setBusy(false);
     }
   };
+  if (done) {
+    return (
+      <Modal
+        title={`Adopted as ${done.server?.spec?.name}`}
+        onClose={onClose}
+        testId="adopt-dialog"
+        footer={
+          <>
+            <button type="button" className="button" onClick={onClose}>
+              Done
+            </button>
+            <button type="button" className="button primary" onClick={() => navigate(`/servers?server=${encodeURIComponent(done.server?.id ?? "")}`)}>
+              Open server
+            </button>
+          </>
+        }
+      >
+        <p>
+          berth manages <strong>{done.server?.spec?.name}</strong> in project <strong>{done.server?.project}</strong> from now on.
+        </p>
+        {done.warnings.length > 0 && (
+          <>
+            <h3>Not taken over</h3>
+            <ul className="dry-run">
+              {done.warnings.map((w) => (
+                <li key={w}>{w}</li>
+              ))}
+            </ul>
+          </>
+        )}
+      </Modal>
+    );
+  }
   return (
     <Modal
       title={`Adopt ${orphan.containerName || orphan.id}`}
@@ -162,7 +212,7 @@ function AdoptDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: () 
           <button type="button" className="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="button" className="button primary" onClick={adopt} disabled={busy || !name}>
+          <button type="button" className="button primary" onClick={adopt} disabled={busy || !name || (foreign && !force)}>
             {busy ? "Adopting…" : "Adopt"}
           </button>
         </>
@@ -182,14 +232,30 @@ function AdoptDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: () 
         <span className="label">Server name</span>
         <input value={name} onChange={(e) => setName(e.target.value)} aria-label="Server name" spellCheck={false} />
       </label>
-      <label className="check">
-        <input type="checkbox" checked={moveData} onChange={(e) => setMoveData(e.target.checked)} /> Move its data into berth's data root
-      </label>
-      {error && (
-        <p className="error-box" role="alert">
-          {error}
-        </p>
+      {targets.length > 0 && (
+        <label className="field">
+          <span className="label">Data mount</span>
+          <select value={mountPath} onChange={(e) => setMountPath(e.target.value)} aria-label="Data mount">
+            {targets.length > 1 && <option value="">Choose the mount that holds its data</option>}
+            {targets.map((t) => (
+              <option key={t} value={t}>
+                {t}
+              </option>
+            ))}
+          </select>
+          <span className="hint">a berth server has one data directory; other mounts are dropped when berth recreates the container</span>
+        </label>
       )}
+      <label className="check">
+        <input type="checkbox" checked={moveData} onChange={(e) => setMoveData(e.target.checked)} /> Copy its data into berth's data root (stops and recreates the
+        container; the original stays)
+      </label>
+      {foreign && (
+        <label className="check">
+          <input type="checkbox" checked={force} onChange={(e) => setForce(e.target.checked)} /> It belongs to another berth manager that is gone for good: adopt it anyway
+        </label>
+      )}
+      <ErrorText text={error} />
     </Modal>
   );
 }
@@ -197,27 +263,29 @@ function AdoptDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: () 
 function DestroyDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: () => void; onDone: () => void }) {
   const { api } = useSession();
   const toast = useToast();
+  const foreign = orphan.kind === OrphanKind.FOREIGN;
   const [removeData, setRemoveData] = useState(orphan.kind === OrphanKind.STRAY_DATA);
-  const [preview, setPreview] = useState<{ removed: string[] } | { error: string }>();
+  const [force, setForce] = useState(false);
+  const [preview, setPreview] = useState<{ removed: string[]; kept: string[] } | { error: string }>();
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
   useEffect(() => {
     let live = true;
     setPreview(undefined);
-    api.orphans.destroyOrphan({ id: orphan.id, removeData, dryRun: true }).then(
-      (r) => live && setPreview({ removed: r.removed }),
+    api.orphans.destroyOrphan({ id: orphan.id, removeData, force, dryRun: true }).then(
+      (r) => live && setPreview({ removed: r.removed, kept: r.kept }),
       (err: unknown) => live && setPreview({ error: errorText(err) }),
     );
     return () => {
       live = false;
     };
-  }, [api, orphan.id, removeData]);
+  }, [api, orphan.id, removeData, force]);
   const destroy = async () => {
     setBusy(true);
     setError(undefined);
     try {
-      const r = await api.orphans.destroyOrphan({ id: orphan.id, removeData, dryRun: false });
-      toast("ok", `Destroyed: ${r.removed.join(", ") || orphan.id}`);
+      const r = await api.orphans.destroyOrphan({ id: orphan.id, removeData, force, dryRun: false });
+      toast("ok", `Destroyed: ${r.removed.join("; ") || orphan.id}`);
       onDone();
       onClose();
     } catch (err) {
@@ -226,10 +294,10 @@ function DestroyDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: (
       setBusy(false);
     }
   };
-  const ready = preview !== undefined && "removed" in preview;
+  const ready = preview !== undefined && "removed" in preview && preview.removed.length > 0;
   return (
     <Modal
-      title={`Destroy ${orphan.containerName || orphan.id}?`}
+      title={`Destroy ${orphan.containerName || orphan.serverId || orphan.id}?`}
       onClose={onClose}
       testId="destroy-dialog"
       footer={
@@ -243,33 +311,99 @@ function DestroyDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: (
         </>
       }
     >
-      {orphan.dataPath && orphan.kind !== OrphanKind.STRAY_DATA && (
+      {orphan.dataPath && orphan.kind !== OrphanKind.STRAY_DATA && orphan.kind !== OrphanKind.STRANDED && (
         <label className="check">
-          <input type="checkbox" checked={removeData} onChange={(e) => setRemoveData(e.target.checked)} /> Also remove its data ({orphan.dataPath})
+          <input type="checkbox" checked={removeData} onChange={(e) => setRemoveData(e.target.checked)} /> Also remove its data directory ({orphan.dataPath})
         </label>
       )}
-      <h3>Dry run</h3>
-      {!preview && <p className="muted">Asking the host what would be removed…</p>}
+      {foreign && (
+        <label className="check">
+          <input type="checkbox" checked={force} onChange={(e) => setForce(e.target.checked)} /> It belongs to another berth manager that is gone: destroy it anyway
+        </label>
+      )}
+      <h3>Dry run: what would happen</h3>
+      {!preview && <p className="muted">Asking the manager…</p>}
       {preview && "error" in preview && (
         <p className="error-box" role="alert">
           {preview.error}
         </p>
       )}
       {preview && "removed" in preview && (
-        <ul className="dry-run" aria-label="Would be removed">
-          {preview.removed.map((r) => (
-            <li key={r} className="mono">
-              {r}
-            </li>
+        <>
+          <p className="small strong">Removed</p>
+          <ul className="dry-run" aria-label="Would be removed">
+            {preview.removed.map((r) => (
+              <li key={r}>{r}</li>
+            ))}
+            {preview.removed.length === 0 && <li className="muted">nothing</li>}
+          </ul>
+          {preview.kept.length > 0 && (
+            <>
+              <p className="small strong">Kept</p>
+              <ul className="dry-run muted" aria-label="Would be kept">
+                {preview.kept.map((r) => (
+                  <li key={r}>{r}</li>
+                ))}
+              </ul>
+            </>
+          )}
+        </>
+      )}
+      <ErrorText text={error} />
+    </Modal>
+  );
+}
+
+function MoveDialog({ orphan, onClose, onDone }: { orphan: Orphan; onClose: () => void; onDone: () => void }) {
+  const { api } = useSession();
+  const { hosts } = useHosts();
+  const toast = useToast();
+  const online = hosts.filter((h) => h.state === HostState.ONLINE && h.id !== orphan.hostId);
+  const [hostId, setHostId] = useState(online[0]?.id ?? "");
+  const [error, setError] = useState<string>();
+  const [busy, setBusy] = useState(false);
+  const move = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      const { server } = await api.orphans.reassignServer({ id: orphan.id, hostId });
+      toast("ok", `Moved ${server?.spec?.name} to ${hosts.find((h) => h.id === hostId)?.name ?? hostId}`);
+      onDone();
+      onClose();
+    } catch (err) {
+      setError(errorText(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Modal
+      title={`Move server ${orphan.serverId}`}
+      onClose={onClose}
+      footer={
+        <>
+          <button type="button" className="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="button" className="button primary" onClick={move} disabled={busy || !hostId}>
+            {busy ? "Moving…" : "Move"}
+          </button>
+        </>
+      }
+    >
+      <p>Its host was removed. Point it at a host that already has its data directory; the reconciler recreates the container there.</p>
+      <label className="field">
+        <span className="label">Host</span>
+        <select value={hostId} onChange={(e) => setHostId(e.target.value)} aria-label="Host">
+          {online.length === 0 && <option value="">No other host is online</option>}
+          {online.map((h) => (
+            <option key={h.id} value={h.id}>
+              {h.name || h.id}
+            </option>
           ))}
-          {preview.removed.length === 0 && <li className="muted">nothing</li>}
-        </ul>
-      )}
-      {error && (
-        <p className="error-box" role="alert">
-          {error}
-        </p>
-      )}
+        </select>
+      </label>
+      <ErrorText text={error} />
     </Modal>
   );
 }

@@ -38,7 +38,7 @@ export function Modal(props: { title: ReactNode; onClose: () => void; children: 
       >
         <header className="modal-head">
           <h2 id={titleId}>{props.title}</h2>
-          <button type="button" className="icon-button" aria-label="Close" onClick={onClose}>
+          <button type="button" className="icon-button" aria-label="Close dialog" onClick={onClose}>
             ×
           </button>
         </header>

@@ -1,0 +1,111 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { afterEach, describe, expect, it } from "vitest";
+import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
+import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { openDatabase } from "../store/database.js";
+import { initialStatus, Store, type ServerRecord } from "../store/store.js";
+import { OrphanDetector } from "./detector.js";
+
+const NOW = 1_700_000_000_000;
+const stores: Store[] = [];
+afterEach(() => {
+  for (const s of stores.splice(0)) s.close();
+});
+
+function server(id: string, hostId: string, lifecycle: ServerRecord["lifecycle"] = {}): ServerRecord {
+  return {
+    id,
+    project: "default",
+    name: id.replace("srv_", "s-"),
+    hostId,
+    generation: 1,
+    spec: create(ServerSpecSchema, { name: id, hostId, image: "img:1", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
+    status: initialStatus(),
+    dataInitialized: true,
+    lifecycle,
+    createdAt: NOW - 1e6,
+    updatedAt: NOW - 1e6,
+    deletedAt: null,
+  };
+}
+
+function ctr(id: string, labels: Record<string, string> = {}): ContainerInfo {
+  return create(ContainerInfoSchema, { id, name: id, image: "img:1", state: "running", labels, createdTime: timestampFromMs(NOW - 600_000) });
+}
+
+/** The store as the agent service leaves it after inventories of host_a (online) and host_gone (removed). */
+function fleet() {
+  const db = openDatabase(":memory:");
+  const store = new Store(db);
+  stores.push(store);
+  const me = store.managerId();
+  store.insertHost({ id: "host_a", name: "a", secretHash: "x", createdAt: 0 });
+  store.setHostConnected("host_a", { dataRoot: "/var/lib/berth" }, NOW);
+  store.insertHost({ id: "host_gone", name: "gone", secretHash: "y", createdAt: 0 });
+  store.setHostConnected("host_gone", { dataRoot: "/srv/berth" }, NOW);
+  store.insertServer(server("srv_here", "host_a"));
+  store.insertServer(server("srv_bound", "host_a", { adoptedContainerId: "c-bound" }));
+  store.insertServer(server("srv_lost", "host_gone"));
+  store.insertServer(server("srv_copying", "host_a"));
+  store.replaceHostInventory(
+    "host_a",
+    [
+      ctr("c-here", { "berth.manager": me, "berth.server": "srv_here" }),
+      ctr("c-untracked", { "berth.manager": me, "berth.server": "srv_purged" }),
+      ctr("c-foreign", { "berth.manager": "mgr_other", "berth.server": "srv_theirs" }),
+      ctr("c-plain"),
+      ctr("c-bound"),
+      ctr("c-source"),
+    ],
+    [],
+    NOW,
+    [
+      { name: "srv_here", sizeBytes: 5 },
+      { name: "srv_purged", sizeBytes: 7 },
+      { name: "notes", sizeBytes: 0 },
+    ],
+  );
+  // An adoption copying c-source's data is in flight.
+  store.insertCommand({
+    command: create(CommandSchema, { id: "cmd_copy", serverId: "srv_copying", kind: CommandKind.COPY_DATA, containerId: "c-source", mountPath: "/data" }),
+    hostId: "host_a",
+    createdAt: NOW,
+    deadlineAt: NOW + 3_600_000,
+  });
+  // host_gone is removed (RemoveHost) with a server still on it.
+  db.prepare("UPDATE hosts SET removed_at = ? WHERE id = 'host_gone'").run(NOW - 1000);
+  return { store, me };
+}
+
+describe("OrphanDetector over the store", () => {
+  it("reads observations and records and classifies them", () => {
+    const { store, me } = fleet();
+    const d = new OrphanDetector({ store, isConnected: (id) => id === "host_a", managerId: me, now: () => NOW });
+    const list = (includeUnmanaged: boolean) => d.find({ includeUnmanaged }).map((f) => `${OrphanKind[f.kind]} ${f.containerId || f.dataDir}`);
+    expect(list(false)).toEqual(["UNTRACKED c-untracked", "FOREIGN c-foreign", "STRAY_DATA notes", "STRANDED srv_lost"]);
+    expect(list(true)).toContain("UNMANAGED c-plain");
+    expect(list(true)).not.toContain("UNMANAGED c-bound");
+    expect(list(true)).not.toContain("UNMANAGED c-source");
+    const untracked = d.find({ includeUnmanaged: false })[0]!;
+    expect(untracked).toMatchObject({ dataDir: "srv_purged", dataPath: "/var/lib/berth/srv_purged", dataSizeBytes: 7 });
+  });
+
+  it("gives the alert rule untracked containers and stranded servers only", () => {
+    const { store, me } = fleet();
+    const d = new OrphanDetector({ store, isConnected: (id) => id === "host_a", managerId: me, now: () => NOW });
+    expect(d.alertViews()).toEqual([
+      { hostId: "host_a", kind: "container", id: "c-untracked", reason: "untracked" },
+      { hostId: "host_gone", kind: "server", id: "srv_lost", reason: "stranded" },
+    ]);
+  });
+
+  it("a later inventory replaces the directory list", () => {
+    const { store } = fleet();
+    store.replaceHostInventory("host_a", [], [], NOW, [{ name: "other", sizeBytes: 0 }]);
+    expect(store.listDataRootEntries("host_a")).toEqual([{ hostId: "host_a", name: "other", sizeBytes: 0 }]);
+    store.removeDataRootEntry("host_a", "other");
+    expect(store.listDataRootEntries()).toEqual([]);
+  });
+});
