@@ -147,13 +147,25 @@ export async function runScaleBench(report: Report, opts: ScaleSizes & { profile
       fleets.push(new Fleet(child, part));
     }
     const usage = (phase: string, run: () => Promise<void>) => async () => {
-      const windows = [manager!.pid, ...fleets.map((f) => f.child.pid!)].map((pid) => new ProcWatch(pid).begin());
+      const pids = [manager!.pid, ...fleets.map((f) => f.child.pid!), process.pid];
+      const windows = pids.map((pid) => new ProcWatch(pid).begin());
+      const before = await scrape(manager!.port).catch(() => undefined);
       try {
         await run();
       } finally {
-        const [m, ...fs] = windows.map((w) => w.end());
-        report.use(SUITE, phase, "manager", m!);
-        fs.forEach((w, k) => report.use(SUITE, phase, `agents ${k + 1}/${fleets.length}`, w));
+        const ends = windows.map((w) => w.end());
+        const after = await scrape(manager!.port).catch(() => undefined);
+        report.use(SUITE, phase, "manager", ends[0]!);
+        fleets.forEach((_, k) => report.use(SUITE, phase, `agents ${k + 1}/${fleets.length}`, ends[k + 1]!));
+        report.use(SUITE, phase, "benchmark (clients)", ends[ends.length - 1]!);
+        // A restarted manager's counters start from zero.
+        if (after) {
+          const base = before && after.reconciles >= before.reconciles ? before : { reconciles: 0, reconcileSeconds: 0, events: 0 };
+          const n = after.reconciles - base.reconciles;
+          report.figure(SUITE, `${phase}: reconciles (manager /metrics)`, "count", [n]);
+          report.figure(SUITE, `${phase}: mean reconcile duration`, "ms", [n ? ((after.reconcileSeconds - base.reconcileSeconds) / n) * 1000 : Number.NaN]);
+          report.figure(SUITE, `${phase}: ledger events written`, "count", [after.events - base.events]);
+        }
         noteHwm();
       }
     };
@@ -312,8 +324,7 @@ export async function runScaleBench(report: Report, opts: ScaleSizes & { profile
       await w2.until(`${total} servers in their desired phase`, () => w2.converged === total, timeout);
       // Every host online and the queue empty: every server was reconciled with its host connected.
       for (;;) {
-        const depth = await queueDepth(m2.port);
-        if (depth === 0) break;
+        if ((await scrape(m2.port)).queueDepth === 0) break;
         await sleep(100);
       }
       const convergedS = (performance.now() - spawnAt) / 1000;
@@ -347,12 +358,29 @@ export async function runScaleBench(report: Report, opts: ScaleSizes & { profile
   }
 }
 
-/** berth_reconcile_queue_depth from the manager's /metrics. */
-async function queueDepth(port: number): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-  const m = /^berth_reconcile_queue_depth (\d+)/m.exec(await res.text());
-  if (!m) throw new Error("the manager's /metrics has no berth_reconcile_queue_depth");
-  return Number(m[1]);
+/** Counters from the manager's /metrics that explain where its time went. */
+interface ManagerCounters {
+  queueDepth: number;
+  reconciles: number;
+  reconcileSeconds: number;
+  events: number;
+}
+
+async function scrape(port: number): Promise<ManagerCounters> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const sum = (re: RegExp) => {
+    let total = 0;
+    for (const m of text.matchAll(re)) total += Number(m[1]);
+    return total;
+  };
+  const depth = /^berth_reconcile_queue_depth (\d+)/m.exec(text);
+  if (!depth) throw new Error("the manager's /metrics has no berth_reconcile_queue_depth");
+  return {
+    queueDepth: Number(depth[1]),
+    reconciles: sum(/^berth_reconcile_duration_seconds_count\{[^}]*\} (\S+)/gm),
+    reconcileSeconds: sum(/^berth_reconcile_duration_seconds_sum\{[^}]*\} (\S+)/gm),
+    events: sum(/^berth_events_written_total\{[^}]*\} (\S+)/gm),
+  };
 }
 
 function safeList(d: string): string[] {

@@ -55,6 +55,8 @@ function stopAll(code: number): never {
 process.on("SIGINT", () => stopAll(0));
 process.on("SIGTERM", () => stopAll(0));
 
+// The dashboard the manager serves from web/dist: rebuilt on every start (about a second).
+await promisify(execFile)("npm", ["run", "--silent", "build:web"], { cwd: root });
 const engine = await ensureDockerEngine();
 await ensureTestImage(dockerClient(engine.dockerHost));
 console.log(`[berth] Docker engine: ${engine.dockerHost}`);

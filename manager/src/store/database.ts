@@ -19,7 +19,37 @@ export function openDatabase(path: string): Db {
   db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
   migrate(db);
+  cacheStatements(db);
   return db;
+}
+
+/** Distinct SQL texts kept prepared (dynamic ones, e.g. with a LIMIT, come and go). */
+const STATEMENT_CACHE_SIZE = 500;
+
+/**
+ * Makes `db.prepare(sql)` return the statement prepared for the same text
+ * before. The stores call `prepare` on every query, and compiling the SQL
+ * each time was the manager's largest single cost under load (16% of its CPU
+ * in the scale benchmark's connect storm, docs/benchmarks.md). Reusing a
+ * statement is safe for `run`/`get`/`all`; no code here iterates a statement
+ * or changes its modes (`pluck`, `raw`, `expand`, `bind`), which a shared
+ * statement would carry over to the next caller.
+ */
+function cacheStatements(db: Db): void {
+  const prepare = db.prepare.bind(db);
+  const cache = new Map<string, ReturnType<Db["prepare"]>>();
+  db.prepare = ((sql: string) => {
+    let stmt = cache.get(sql);
+    if (stmt) {
+      // Most recently used last, so the oldest is evicted first.
+      cache.delete(sql);
+    } else {
+      stmt = prepare(sql);
+      if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+    }
+    cache.set(sql, stmt);
+    return stmt;
+  }) as Db["prepare"];
 }
 
 function migrate(db: Db): void {

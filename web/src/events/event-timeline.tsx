@@ -22,6 +22,20 @@ export interface EventFilter {
 }
 
 const PAGE = 50;
+
+function parseFilter(key: string): EventFilter {
+  const raw = JSON.parse(key) as Omit<EventFilter, "since" | "until"> & { since?: string; until?: string };
+  return { ...raw, since: raw.since ? new Date(raw.since) : undefined, until: raw.until ? new Date(raw.until) : undefined };
+}
+
+function useDebounced<T>(value: T, ms: number): T {
+  const [v, setV] = useState(value);
+  useEffect(() => {
+    const t = setTimeout(() => setV(value), ms);
+    return () => clearTimeout(t);
+  }, [value, ms]);
+  return v;
+}
 const MAX_LIVE = 2000;
 
 /** Whether a live event passes the filters WatchEvents cannot apply itself (actor, time). */
@@ -40,12 +54,13 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState<string>();
   const [liveState, setLiveState] = useState<"off" | "connecting" | "live" | "reconnecting">("off");
-  const key = JSON.stringify({ ...filter, since: filter.since?.toISOString(), until: filter.until?.toISOString() });
+  // Typing in a filter must not reopen the list and the watch on every key.
+  const key = useDebounced(JSON.stringify({ ...filter, since: filter.since?.toISOString(), until: filter.until?.toISOString() }), 250);
 
   useEffect(() => {
     const abort = new AbortController();
     const signal = abort.signal;
-    const f = filter;
+    const f = parseFilter(key);
     const listReq = {
       serverId: f.serverId ?? "",
       hostId: f.hostId ?? "",
@@ -100,14 +115,12 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
       abort.abort();
       setLiveState("off");
     };
-    // The key stands for the filter's content.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [api, key, live]);
 
   const loadOlder = async () => {
     setLoading(true);
     try {
-      const f = filter;
+      const f = parseFilter(key);
       const res = await api.events.listEvents({
         serverId: f.serverId ?? "",
         hostId: f.hostId ?? "",

@@ -1,0 +1,246 @@
+import { execFile } from "node:child_process";
+import { lstat, mkdir, readdir, realpath, rename, rm, stat, statfs } from "node:fs/promises";
+import { isAbsolute, join, resolve, sep } from "node:path";
+import { promisify } from "node:util";
+import { copySourceRefusal } from "./copy-source.js";
+
+/** A server id as the manager issues them; the only names allowed under the data root. */
+const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
+
+export class DataPathError extends Error {
+  readonly reason = "DataPathRefused";
+}
+
+export interface DataCheck {
+  serverId: string;
+  exists: boolean;
+  sizeBytes: number;
+  modifyTimeMs: number;
+}
+
+/** Stop counting after this many entries: size is a hint, not an audit. */
+const MAX_WALK_ENTRIES = 100_000;
+
+/**
+ * The agent's data root: every server's data lives in `<root>/<server id>`,
+ * and nothing outside the root is ever created, read or deleted. Paths are
+ * checked both lexically and after resolving symlinks.
+ */
+export class DataRoot {
+  readonly root: string;
+
+  constructor(root: string) {
+    if (!isAbsolute(root)) throw new DataPathError(`data root "${root}" must be an absolute path`);
+    this.root = resolve(root);
+  }
+
+  /**
+   * Creates the root if missing and checks that it is its own real path: a
+   * root reached through a symlink would make every bind mount follow
+   * whatever that link points to, now or after someone changes it.
+   */
+  async init(): Promise<void> {
+    await mkdir(this.root, { recursive: true, mode: 0o755 });
+    await this.checkRoot();
+  }
+
+  /** `<root>/<serverId>`, refusing ids that are not plain server ids (so no `..`, `/` or absolute paths). */
+  pathFor(serverId: string): string {
+    if (!SERVER_ID_RE.test(serverId)) {
+      throw new DataPathError(
+        `refusing data path for ${JSON.stringify(serverId)}: not a server id (srv_ followed by lowercase letters and digits); ` +
+          `data directories are only ever <data root>/<server id>`,
+      );
+    }
+    return join(this.root, serverId);
+  }
+
+  /**
+   * Like pathFor, and also refuses when the root is no longer its own real
+   * path, or the directory is a symlink or resolves outside the root.
+   */
+  async safePathFor(serverId: string): Promise<string> {
+    const p = this.pathFor(serverId);
+    await this.checkRoot();
+    let st;
+    try {
+      st = await lstat(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return p;
+      throw err;
+    }
+    if (st.isSymbolicLink()) {
+      throw new DataPathError(`refusing ${p}: it is a symlink; a server's data directory must be a real directory under the data root`);
+    }
+    const real = await realpath(p);
+    if (!real.startsWith(this.root + sep)) throw new DataPathError(`refusing ${p}: it resolves to ${real}, outside the data root ${this.root}`);
+    return p;
+  }
+
+  /** The root must exist and resolve to itself (no symlink anywhere in it). */
+  private async checkRoot(): Promise<void> {
+    let real: string;
+    try {
+      real = await realpath(this.root);
+    } catch (err) {
+      throw new DataPathError(`data root ${this.root} is not accessible: ${(err as Error).message}`);
+    }
+    if (real !== this.root) {
+      throw new DataPathError(
+        `refusing data root ${this.root}: it resolves to ${real} through a symlink; ` +
+          `configure the real path (--data-root ${real}) so bind mounts cannot be redirected`,
+      );
+    }
+  }
+
+  /** Creates the directory if missing; returns its path. */
+  async ensure(serverId: string): Promise<string> {
+    const p = await this.safePathFor(serverId);
+    await mkdir(p, { recursive: true, mode: 0o755 });
+    return p;
+  }
+
+  async check(serverId: string): Promise<DataCheck> {
+    const p = await this.safePathFor(serverId);
+    try {
+      const st = await stat(p);
+      if (!st.isDirectory()) return { serverId, exists: false, sizeBytes: 0, modifyTimeMs: 0 };
+      return { serverId, exists: true, sizeBytes: await dirSize(p), modifyTimeMs: st.mtimeMs };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return { serverId, exists: false, sizeBytes: 0, modifyTimeMs: 0 };
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes `<root>/<serverId>` and nothing else: symlinks inside it are
+   * removed as links, never followed (fs.rm works on lstat).
+   */
+  async remove(serverId: string): Promise<void> {
+    const p = await this.safePathFor(serverId);
+    await rm(p, { recursive: true, force: true });
+  }
+
+  /**
+   * Deletes `<root>/<name>`, a directory directly under the root that no
+   * server owns (OrphanService): any plain name, not only server ids, but
+   * one path component, a real directory (not a symlink), never hidden
+   * (berth's own work directories) and never lost+found.
+   */
+  async removeEntry(name: string): Promise<void> {
+    if (!name || name.includes("/") || name.includes("\0") || name.startsWith(".") || name === "lost+found") {
+      throw new DataPathError(`refusing to remove ${JSON.stringify(name)}: only a plain directory name directly under the data root, not hidden, not lost+found`);
+    }
+    await this.checkRoot();
+    const p = join(this.root, name);
+    let st;
+    try {
+      st = await lstat(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    if (!st.isDirectory()) throw new DataPathError(`refusing to remove ${p}: not a directory`);
+    await rm(p, { recursive: true, force: true });
+  }
+
+  /**
+   * Copies the directory `source` (a container's mount, outside the root)
+   * into `<root>/<serverId>`, preserving owners, modes, times and symlinks
+   * (`cp -a`, which never follows links), through a hidden work directory
+   * renamed into place at the end: a half-done copy never looks like server
+   * data. The source is left untouched. Refuses sources copySourceRefusal
+   * names, a target that exists, and a copy larger than the free space.
+   */
+  async copyIn(serverId: string, source: { type: string; path: string; readOnly: boolean }, timeoutMs: number): Promise<void> {
+    const target = await this.safePathFor(serverId);
+    if (await exists(target)) throw new DataPathError(`${target} already exists; refusing to copy over it`);
+    let real: string;
+    try {
+      real = await realpath(source.path);
+    } catch (err) {
+      throw new DataPathError(`cannot copy ${source.path}: ${(err as Error).message}`);
+    }
+    const refusal = copySourceRefusal({ type: source.type, realSource: real, readOnly: source.readOnly }, this.root);
+    if (refusal) throw new DataPathError(`refusing to copy ${source.path}: ${refusal}`);
+    if (!(await stat(real)).isDirectory()) throw new DataPathError(`refusing to copy ${source.path}: not a directory`);
+    const size = await dirSize(real);
+    const { freeBytes } = await this.diskSpace();
+    if (freeBytes > 0 && size > freeBytes) throw new DataPathError(`${source.path} holds ${size} bytes; the data root has ${freeBytes} free`);
+    const work = join(this.root, `.copy-${serverId}`);
+    await rm(work, { recursive: true, force: true });
+    await mkdir(work, { mode: 0o755 });
+    try {
+      // "<dir>/." copies the contents and the directory's own owner and mode.
+      await promisify(execFile)("cp", ["-a", "--", `${real}/.`, `${work}/`], { timeout: timeoutMs, maxBuffer: 1024 * 1024 });
+      await rename(work, target);
+    } catch (err) {
+      await rm(work, { recursive: true, force: true }).catch(() => {});
+      const e = err as { stderr?: string; message?: string; killed?: boolean };
+      throw new DataPathError(`copying ${source.path} into ${target} failed: ${e.killed ? "timed out" : (e.stderr || e.message || String(err)).trim()}`);
+    }
+  }
+
+  /** Names of the directories directly under the root. */
+  async list(): Promise<string[]> {
+    try {
+      const entries = await readdir(this.root, { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+  }
+
+  async diskSpace(): Promise<{ freeBytes: number; totalBytes: number }> {
+    try {
+      const s = await statfs(this.root);
+      return { freeBytes: s.bavail * s.bsize, totalBytes: s.blocks * s.bsize };
+    } catch {
+      return { freeBytes: 0, totalBytes: 0 };
+    }
+  }
+
+  isServerId(name: string): boolean {
+    return SERVER_ID_RE.test(name);
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+async function dirSize(dir: string): Promise<number> {
+  let total = 0;
+  let seen = 0;
+  const stack = [dir];
+  while (stack.length > 0 && seen < MAX_WALK_ENTRIES) {
+    const d = stack.pop()!;
+    let entries;
+    try {
+      entries = await readdir(d, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      if (++seen > MAX_WALK_ENTRIES) break;
+      const p = join(d, e.name);
+      // Never follow symlinks: a link inside the data dir must not make us read outside it.
+      if (e.isDirectory()) stack.push(p);
+      else if (e.isFile()) {
+        try {
+          total += (await lstat(p)).size;
+        } catch {
+          /* vanished while walking */
+        }
+      }
+    }
+  }
+  return total;
+}
