@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { runDockerBench } from "./docker-bench.js";
 import { REPO_ROOT, stopAll } from "./lib/processes.js";
+import { loadAverage } from "./lib/proc-stats.js";
 import { Report } from "./lib/report.js";
 import { runScaleBench, scaleSizes } from "./scale-bench.js";
 
@@ -95,6 +96,7 @@ if (suites.has("docker")) {
   const fleetRuns = full ? 3 : 2;
   process.stdout.write(`[docker] ${rounds} rounds per operation, fleet ${fleetRuns} × ${fleetSize} ...\n`);
   try {
+    report.note(`docker suite: load average ${loadAverage().toFixed(1)} at its start (other processes share this machine's ${cpus().length} cores)`);
     const { dockerVersion } = await runDockerBench(report, { rounds, warmup: 2, fleetSize, fleetRuns, keep: values.keep });
     machine.docker = dockerVersion;
   } catch (err) {
@@ -117,6 +119,7 @@ if (suites.has("scale")) {
   });
   process.stdout.write(`[scale] ${sizes.agents} agents × ${sizes.serversPerAgent} servers, churn ${sizes.churnRate}/s for ${sizes.churnSeconds} s, mass stop ${sizes.stopCount} ...\n`);
   try {
+    report.note(`scale suite: load average ${loadAverage().toFixed(1)} at its start`);
     await runScaleBench(report, { ...sizes, profile: values.profile, keep: values.keep, log: (s) => process.stdout.write(`[scale] ${s}\n`) });
   } catch (err) {
     failed = true;

@@ -29,7 +29,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { ProcWatch, readProc } from "./lib/proc-stats.js";
+import { loadAverage, machineBusyMs, ProcWatch, readProc } from "./lib/proc-stats.js";
 import { REPO_ROOT, freePort, startManager, type ManagerProc } from "./lib/processes.js";
 import type { Report } from "./lib/report.js";
 import { mapLimit, sleep, summarize, wallMs } from "./lib/stats.js";
@@ -149,6 +149,8 @@ export async function runScaleBench(report: Report, opts: ScaleSizes & { profile
     const usage = (phase: string, run: () => Promise<void>) => async () => {
       const pids = [manager!.pid, ...fleets.map((f) => f.child.pid!), process.pid];
       const windows = pids.map((pid) => new ProcWatch(pid).begin());
+      const machine0 = machineBusyMs();
+      const load0 = loadAverage();
       const before = await scrape(manager!.port).catch(() => undefined);
       try {
         await run();
@@ -158,6 +160,16 @@ export async function runScaleBench(report: Report, opts: ScaleSizes & { profile
         report.use(SUITE, phase, "manager", ends[0]!);
         fleets.forEach((_, k) => report.use(SUITE, phase, `agents ${k + 1}/${fleets.length}`, ends[k + 1]!));
         report.use(SUITE, phase, "benchmark (clients)", ends[ends.length - 1]!);
+        // The machine may be shared: what everything else used meanwhile.
+        const wall = ends[0]!.wallS;
+        const otherS = (machineBusyMs() - machine0) / 1000 - ends.reduce((a, e) => a + (Number.isFinite(e.cpuS) ? e.cpuS : 0), 0);
+        report.use(SUITE, phase, `other processes (load avg ${load0.toFixed(1)}→${loadAverage().toFixed(1)})`, {
+          wallS: wall,
+          cpuS: otherS,
+          cpuPercent: (otherS / wall) * 100,
+          rssPeakMB: Number.NaN,
+          rssEndMB: Number.NaN,
+        });
         // A restarted manager's counters start from zero.
         if (after) {
           const base = before && after.reconciles >= before.reconciles ? before : { reconciles: 0, reconcileSeconds: 0, events: 0 };

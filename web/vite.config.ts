@@ -9,6 +9,8 @@ import { defineConfig } from "vite";
 export default defineConfig({
   root: import.meta.dirname,
   plugins: [react()],
+  // web/public holds the page the manager serves when web/dist is missing; not part of the build.
+  publicDir: false,
   build: {
     outDir: "dist",
     emptyOutDir: true,

@@ -101,3 +101,16 @@ export class ProcWatch {
     this.timer.unref();
   }
 }
+
+/** CPU time used by the whole machine (all processes), ms, from /proc/stat. */
+export function machineBusyMs(): number {
+  const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal ...
+  const busy = cpu[0]! + cpu[1]! + cpu[2]! + cpu[5]! + cpu[6]! + cpu[7]!;
+  return (busy / ticksPerSecond()) * 1000;
+}
+
+/** The 1-minute load average. */
+export function loadAverage(): number {
+  return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+}

@@ -4,12 +4,14 @@ import { fileURLToPath } from "node:url";
 import { buildManager, splitHostPort } from "./manager.js";
 import { createLogger, type LogFormat } from "./log.js";
 import { runTokenCommand } from "./token-cli.js";
+import { runBackupCommand } from "./backup-cli.js";
 import { ConfigError } from "./config/settings.js";
 import { ledgerConfigFrom, limitsFrom, loadManagerSettings, managerUsage, type ManagerSettings } from "./config/manager-settings.js";
 import { ensureAutoTls, fingerprintHex, loadTlsFiles, subjectAltNames, type TlsMaterial } from "./tls/certificates.js";
 
-// `berth-manager token ...` works on the database and exits; anything else serves.
+// `berth-manager token ...` and `backup ...` work on the database and exit; anything else serves.
 if (process.argv[2] === "token") process.exit(runTokenCommand(process.argv.slice(3)));
+if (process.argv[2] === "backup") process.exit(await runBackupCommand(process.argv.slice(3), process.env));
 
 let settings: ManagerSettings;
 let configFile: string | undefined;

@@ -4,6 +4,7 @@
  * does, step by step. The steps share one manager and one page and run in
  * order. Screenshots of every page land in test-results/screenshots/.
  */
+import { rm } from "node:fs/promises";
 import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -89,6 +90,7 @@ describe("dashboard", () => {
         await docker.getContainer(c.Id).remove({ force: true });
       }
     }
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it("signs in with a token and shows who it is; a bad token gets the manager's message", async () => {
@@ -449,6 +451,10 @@ describe("dashboard", () => {
     await Promise.all(
       fleet.map(([n]) => p.locator(`.vt-row[data-server-name="${n}"]:is([data-phase="Running"], [data-phase="Stopped"], [data-phase="Failed"])`).waitFor({ timeout: 30_000 })),
     );
+    // Something in motion: a stop converging (its container ignores SIGTERM), and the broken server stuck again.
+    await manager.servers.stopServer({ id: name("a") });
+    await p.locator(`.vt-row.converging[data-server-name="${name("a")}"]`).waitFor({ timeout: 5000 });
+    await row(p, name("broken")).locator(".reason.stuck").waitFor({ timeout: 20_000 });
     await p.mouse.move(0, 0);
     for (const b of await p.getByRole("button", { name: "Dismiss" }).all()) await b.click().catch(() => {});
     await screenshot(p, "00-servers");

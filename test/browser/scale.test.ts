@@ -5,6 +5,7 @@
  * through the API whose agents never connect (Unknown), so no Docker work is
  * involved: this measures the dashboard, not the engine.
  */
+import { rm } from "node:fs/promises";
 import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService } from "@berth/proto/berth/v1/agent_pb.js";
@@ -19,10 +20,11 @@ const HOSTS = 100;
 describe("dashboard at 5,000 servers", () => {
   let manager: ManagerProc;
   let browser: Browser;
+  let dir: string;
 
   beforeAll(async () => {
     await ensureWebBuilt();
-    const dir = await tempDir("browser-scale");
+    dir = await tempDir("browser-scale");
     manager = await startManager({ dir, args: ["--rate-limit", "1000000", "--rate-burst", "1000000"] });
     const agents = createClient(AgentService, manager.transport(undefined));
     const hostIds: string[] = [];
@@ -50,6 +52,7 @@ describe("dashboard at 5,000 servers", () => {
   afterAll(async () => {
     await browser?.close();
     await manager?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it("loads every row but renders a window; scrolls, sorts and filters quickly", async () => {

@@ -76,7 +76,9 @@ export function useHosts(): { hosts: Host[]; names: ReadonlyMap<string, string>;
   const { hosts } = useSession();
   const st = usePoll(hosts);
   const list = st.data ?? NO_HOSTS;
-  const names = useMemo(() => new Map(list.map((h) => [h.id, h.name || h.id])), [list]);
+  // The same names from the next poll keep the same Map: the servers table does not re-sort for nothing.
+  const key = list.map((h) => `${h.id}\u0000${h.name}`).join("\n");
+  const names = useMemo(() => new Map(key ? key.split("\n").map((l) => l.split("\u0000") as [string, string]).map(([id, n]) => [id, n || id]) : []), [key]);
   return { hosts: list, names, error: st.error };
 }
 

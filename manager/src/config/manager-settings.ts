@@ -231,6 +231,7 @@ export function managerUsage(): string {
 
 Usage: berth-manager [flags]
        berth-manager token create|list|revoke ...   (see: berth-manager token --help)
+       berth-manager backup --to FILE [--db PATH]   (see: berth-manager backup --help)
 
 Every setting is a flag, an environment variable and a key of the --config
 file. A flag wins over the environment, the environment over the file, the

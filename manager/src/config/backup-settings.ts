@@ -1,0 +1,42 @@
+/**
+ * The settings of `berth-manager backup` (see settings.ts for how a table
+ * becomes flags, environment variables and --help).
+ */
+import { defineSettings, loadSettings, renderSettingsHelp, type LoadedSettings, type SettingValues } from "./settings.js";
+
+export const BACKUP_SETTINGS = defineSettings({
+  to: {
+    kind: "string",
+    group: "Backup",
+    arg: "FILE",
+    flagOnly: true,
+    help: "write the backup to FILE (a complete SQLite database); refused if FILE exists, unless --force",
+  },
+  db: { kind: "string", group: "Backup", arg: "PATH", default: "./data/berth.db", help: "the manager's database file (the manager may be running)" },
+  force: { kind: "boolean", group: "Backup", flagOnly: true, default: false, help: "replace FILE if it exists" },
+  help: { kind: "boolean", group: "Backup", short: "h", flagOnly: true, default: false, help: "show this help and exit" },
+});
+
+export type BackupSettings = SettingValues<typeof BACKUP_SETTINGS>;
+
+/** Reads `berth-manager backup`'s settings (flags > environment > defaults); throws ConfigError naming a bad one. */
+export function loadBackupSettings(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedSettings<typeof BACKUP_SETTINGS> {
+  return loadSettings(BACKUP_SETTINGS, { argv, env });
+}
+
+export function backupUsage(): string {
+  return `berth-manager backup: an online copy of the manager's database
+
+Usage: berth-manager backup --to FILE [--db PATH] [--force]
+
+Safe while the manager runs: SQLite's online backup copies the database as
+of one moment (a single read transaction; the manager keeps writing). The
+copy is checked (PRAGMA integrity_check) and written to a temporary file
+renamed to FILE at the end, so FILE is never half-written.
+
+${renderSettingsHelp(BACKUP_SETTINGS)}
+Restore (docs/reliability.md): stop the manager, copy FILE over the database
+and delete the database's -wal and -shm files, start the manager. Servers
+created after the backup show up as untracked orphans, not destroyed.
+`;
+}
