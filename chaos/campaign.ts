@@ -9,8 +9,8 @@
  * (operations, targets, faults, durations) comes from the seed; only the
  * timing of real processes differs between runs.
  */
-import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
-import { mkdtemp } from "node:fs/promises";
+import { appendFileSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Cluster, firstLine } from "./cluster.js";
@@ -35,6 +35,12 @@ export interface CampaignOptions {
   keep?: boolean;
   /** Leave the private dockerds running afterwards (the next campaign starts faster). */
   keepEngines?: boolean;
+  /**
+   * Self-test of the checker: after quiescing, freeze one agent (SIGSTOP), remove a
+   * running container and a data directory behind berth's back, and check at once.
+   * The checks must report violations (berth cannot have seen the changes).
+   */
+  plant?: boolean;
   /** Where progress lines go (default stderr). */
   log?: (line: string) => void;
 }
@@ -117,7 +123,9 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     log(`quiesced in ${(quiesced.ms / 1000).toFixed(1)}s; checking invariants`);
     sampleDataDirs(cluster, tracker);
     clearInterval(sampler);
+    const thaw = opts.plant ? await plantViolations(cluster, log) : undefined;
     end = await checkInvariants(cluster, tracker, watcher);
+    thaw?.();
     await watcher.stop();
   } catch (err) {
     tracker.violation("the campaign runs to its end", firstLine(err));
@@ -153,6 +161,20 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
   writeFileSync(join(dir, "report.json"), JSON.stringify(report, null, 2));
   if (report.violations.length === 0 && !opts.keep) await cluster.removeWorkDir().catch(() => {});
   return report;
+}
+
+/** See CampaignOptions.plant; returns how to let the frozen agent go again. */
+async function plantViolations(cluster: Cluster, log: (m: string) => void): Promise<() => void> {
+  const node = cluster.hosts[0]!;
+  const pid = node.agent!.pid;
+  process.kill(pid, "SIGSTOP");
+  const running = await node.docker.listContainers({ filters: { label: [`berth.manager=${cluster.managerId}`] } });
+  const victim = running[0];
+  if (victim) await node.docker.getContainer(victim.Id).remove({ force: true });
+  const dirs = readdirSync(node.dataRoot).filter((d) => d.startsWith("srv_"));
+  if (dirs[0]) await rm(join(node.dataRoot, dirs[0]), { recursive: true, force: true });
+  log(`planted: agent ${node.label} frozen, container ${victim?.Id.slice(0, 12) ?? "(none)"} and data directory ${dirs[0] ?? "(none)"} removed behind its back`);
+  return () => process.kill(pid, "SIGCONT");
 }
 
 /** The report as people read it. */

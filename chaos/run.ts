@@ -17,6 +17,8 @@ const USAGE = `Usage: npm run chaos -- [--minutes M] [--seed S] [--clients N] [-
   --port-base P    first published host port (default 47100)
   --keep           keep the work directory (logs, database) even without violations
   --keep-engines   leave the private dockerds running for the next campaign
+  --plant          self-test of the checker: after quiescing, remove a container and a data
+                   directory behind a frozen agent's back; the run must then report violations
 
 Needs root (a tmpfs for the manager's database, private dockerds). Exit code 1
 when an invariant was violated.
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     "port-base": { type: "string" },
     keep: { type: "boolean" },
     "keep-engines": { type: "boolean" },
+    plant: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -58,6 +61,7 @@ const report = await runCampaign({
   ...(values["port-base"] ? { portBase: num(values["port-base"], 47_100, "port-base") } : {}),
   keep: values.keep ?? false,
   keepEngines: values["keep-engines"] ?? false,
+  plant: values.plant ?? false,
 });
 process.stdout.write(`${formatReport(report)}\n`);
 process.exit(report.violations.length ? 1 : 0);

@@ -225,7 +225,9 @@ describe("the agent on its host", () => {
     // Nothing gets through, nothing is closed: the manager notices the silence (15 s).
     await waitFor("host offline", async () => (await host()).state === HostState.OFFLINE, 25_000, 500);
     const offlineAfter = Date.now() - cutAt;
-    expect(offlineAfter).toBeGreaterThan(10_000);
+    // Silence is counted from the agent's last message, sent at most one 5 s heartbeat
+    // before the cut: offline comes 10-15 s after it, never at once.
+    expect(offlineAfter).toBeGreaterThan(9_000);
     const unknown = await waitForPhase(manager, keep, Phase.UNKNOWN, 5_000);
     expect(unknown.status!.conditions.find((c) => c.type === "HostConnected")?.status).toBe(ConditionStatus.FALSE);
     expect(dockerReachable(await host())).toMatchObject({ status: ConditionStatus.UNKNOWN });

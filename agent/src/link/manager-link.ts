@@ -33,6 +33,11 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_time_ms": 10_000,
   "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,
+  // The link's own backoff (0.5 s .. 30 s, jittered) paces reconnects; grpc-js's channel
+  // backoff on top of it (1 s initial, x1.6) would add seconds after a manager restart.
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.min_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 5_000,
   "grpc.max_receive_message_length": 16 * 1024 * 1024,
 };
 

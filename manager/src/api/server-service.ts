@@ -75,7 +75,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     }
     const candidates = hub
       .connectedHostIds()
-      .filter((id) => findPortConflicts(spec.ports, othersOnHost(id, "")).length === 0)
+      .filter((id) => spec.ports.length === 0 || findPortConflicts(spec.ports, othersOnHost(id, "")).length === 0)
       .sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b));
     if (candidates.length === 0) {
       if (hub.connectedHostIds().length === 0) {
@@ -90,6 +90,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
   }
 
   function othersOnHost(hostId: string, exceptId: string) {
+    // Reads every server on the host: callers skip it when no port is requested.
     return store
       .listServers({ hostId })
       .filter((s) => s.id !== exceptId)
@@ -97,6 +98,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
   }
 
   function checkPorts(hostId: string, spec: ServerSpec, exceptId: string): void {
+    if (spec.ports.length === 0) return;
     const others = othersOnHost(hostId, exceptId);
     const conflicts = findPortConflicts(spec.ports, others);
     if (conflicts.length > 0) {
