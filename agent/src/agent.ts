@@ -1,4 +1,4 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { cpus, hostname, totalmem } from "node:os";
 import type { Logger } from "pino";
@@ -409,6 +409,27 @@ export class Agent {
     return "crash";
   }
 
+  /**
+   * A "die" reported from the event itself, without an inspect: Docker holds
+   * the container until it has finished the stop (unmounts, network
+   * teardown), so an inspect at the "die" waits 50–100 ms for that, which was
+   * most of berth's drift-detection delay (docs/benchmarks.md). The event
+   * carries the exit code; everything else is what the agent already knew.
+   * The inspected state follows with the "stop" event of a `docker stop`, a
+   * command's result, or the next inventory. Undefined (inspect instead) for
+   * a container the agent has not seen, or an event without an exit code.
+   */
+  private exitedFromEvent(e: RuntimeEvent): ContainerInfo | undefined {
+    const known = this.believed.get(e.containerId);
+    const code = Number(e.labels.exitCode ?? "x");
+    if (e.action !== "die" || !known || !Number.isInteger(code)) return undefined;
+    const info = clone(ContainerInfoSchema, known);
+    info.state = "exited";
+    info.exitCode = code;
+    info.finishedTime = timestampFromMs(e.timeMs || Date.now());
+    return info;
+  }
+
   private async reportEvent(e: RuntimeEvent): Promise<void> {
     this.touchedDuringInventory?.add(e.containerId);
     if (e.action === "kill" || e.action === "stop") this.killedAt.set(e.containerId, Date.now());
@@ -423,7 +444,7 @@ export class Agent {
     // cause), or it would restart a container someone just stopped on purpose.
     if (e.action === "kill") return;
     let exitCause = this.exitCause(e);
-    const info = e.action === "destroy" ? undefined : await this.runtime.inspect(e.containerId);
+    const info = e.action === "destroy" ? undefined : (this.exitedFromEvent(e) ?? (await this.runtime.inspect(e.containerId)));
     // A stopping dockerd stops its containers exactly like `docker stop` (kill, die) while it
     // still answers for a moment: that is not an operator's stop, and must not be adopted as one.
     if (exitCause === "stopped_externally" && (await this.engineShuttingDown())) {

@@ -13,6 +13,7 @@ import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { createAccessService } from "./api/access-service.js";
 import { createAgentService } from "./api/agent-service.js";
 import { errorInterceptor } from "./api/errors.js";
+import { guardRequestDecoding, rejectUndecodable } from "./api/decode-guard.js";
 import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
@@ -88,6 +89,8 @@ export interface Manager {
   close(): Promise<void>;
 }
 
+/** Request size cap. */
+const READ_MAX_BYTES = 4 * 1024 * 1024;
 const DEFAULT_WEB_ROOT = fileURLToPath(new URL("../../web/dist", import.meta.url));
 const PLACEHOLDER_WEB_ROOT = fileURLToPath(new URL("../../web/public", import.meta.url));
 
@@ -162,22 +165,23 @@ export function buildManager(config: ManagerConfig): Manager {
       createHostService({ store, hub, ledger, tokens, reconciler, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
     router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds }));
-    // Declared in the contract; their issues implement them. Until then: Unimplemented.
     router.service(AccessService, createAccessService({ tokens, limits, ledger }));
     router.service(EventService, createEventService({ ledger, events: ledgerServices.events }));
     router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
     router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, log }));
     registerHealth(router, health);
     registerReflection(router);
+    // Garbage protobuf bytes are the caller's error (InvalidArgument), not the manager's (Internal).
+    guardRequestDecoding(router, READ_MAX_BYTES);
   };
   const webRoot = config.webRoot ?? (existsSync(DEFAULT_WEB_ROOT) ? DEFAULT_WEB_ROOT : PLACEHOLDER_WEB_ROOT);
   const handler = connectNodeAdapter({
     routes,
     // Errors first (outermost), so failures inside auth are converted too.
     // Metrics outermost: they count the codes clients see.
-    interceptors: [observability.interceptor, errorInterceptor(log), authInterceptor({ tokens, limits })],
+    interceptors: [observability.interceptor, errorInterceptor(log), rejectUndecodable(), authInterceptor({ tokens, limits })],
     // Request size cap: no berth request comes near it (an agent's inventory is the largest).
-    readMaxBytes: 4 * 1024 * 1024,
+    readMaxBytes: READ_MAX_BYTES,
     // /healthz, /readyz and /metrics first; any other path is the dashboard.
     fallback: observability.routes(staticFiles(webRoot)),
   });

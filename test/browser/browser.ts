@@ -117,3 +117,16 @@ export function row(page: Page, name: string) {
 export async function waitForRowPhase(page: Page, name: string, phase: string, timeout = 30_000): Promise<void> {
   await page.locator(`.vt-row[data-server-name="${name}"][data-phase="${phase}"]`).waitFor({ timeout });
 }
+
+/**
+ * Waits until `expression` is truthy in the page. Unlike page.waitForFunction with a
+ * string, this evaluates through the DevTools protocol, which the dashboard's
+ * Content-Security-Policy (no eval) does not block.
+ */
+export async function waitForExpression(page: Page, expression: string, timeout = 30_000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (!(await page.evaluate(expression))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for: ${expression}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

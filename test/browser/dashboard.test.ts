@@ -13,7 +13,7 @@ import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser } from "./browser.js";
+import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `ui-${RUN}-${s}`;
@@ -299,9 +299,9 @@ describe("dashboard", () => {
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Events" }).click();
     await p.getByLabel("Event type prefix").fill("server.");
     await p.getByTestId("events-live").filter({ hasText: "live" }).waitFor();
-    await p.waitForFunction(`new URLSearchParams(location.search).get("type") === "server."`);
+    await waitForExpression(p, `new URLSearchParams(location.search).get("type") === "server."`);
     // The list follows the filter (after a short pause for typing).
-    await p.waitForFunction(`(() => {
+    await waitForExpression(p, `(() => {
       const types = [...document.querySelectorAll(".events li")].map((e) => e.dataset.eventType);
       return types.length > 3 && types.every((t) => t.startsWith("server."));
     })()`);

@@ -12,7 +12,7 @@ import { AgentService } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "../harness/docker-engine.js";
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, type Browser } from "./browser.js";
+import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, type Browser, waitForExpression } from "./browser.js";
 
 const SERVERS = 5000;
 const HOSTS = 100;
@@ -100,7 +100,7 @@ describe("dashboard at 5,000 servers", () => {
 
     const tSort = Date.now();
     await p.getByRole("columnheader", { name: /Name/ }).getByRole("button").click();
-    await p.waitForFunction(`new URLSearchParams(location.search).get("desc") === "1"`);
+    await waitForExpression(p, `new URLSearchParams(location.search).get("desc") === "1"`);
     await p.evaluate(`document.querySelector(".vt-scroll").scrollTop = 0`);
     await row(p, "s-4999").waitFor();
     const sortMs = Date.now() - tSort;

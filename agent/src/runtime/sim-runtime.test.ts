@@ -74,6 +74,8 @@ describe("SimRuntime: an in-memory engine for load tests", () => {
     rt.simulateExit(id, 4);
     await r.settle();
     expect(r.actions()).toEqual(["die", "die"]);
+    // Like Docker's, a die event's attributes carry the exit code.
+    expect(r.events.map((e) => e.labels.exitCode)).toEqual(["3", "4"]);
     expect((await rt.inspect(id))?.exitCode).toBe(4);
 
     await rt.start(id);

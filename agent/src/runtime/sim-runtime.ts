@@ -357,7 +357,9 @@ export class SimRuntime implements ContainerRuntime {
   /** Events reach subscribers on a later turn of the event loop, in order, like a stream would deliver them. */
   private emit(c: SimContainer, action: string): void {
     if (this.subscribers.size === 0) return;
-    const e: RuntimeEvent = { action, containerId: c.id, labels: { ...c.labels, name: c.name, image: c.image }, timeMs: this.now() };
+    // Docker's event attributes: the labels, the name and image, and a die's exit code.
+    const labels = { ...c.labels, name: c.name, image: c.image, ...(action === "die" ? { exitCode: String(c.exitCode) } : {}) };
+    const e: RuntimeEvent = { action, containerId: c.id, labels, timeMs: this.now() };
     const subs = [...this.subscribers];
     setImmediate(() => {
       for (const s of subs) if (this.subscribers.has(s)) s.onEvent(e);

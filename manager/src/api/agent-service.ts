@@ -167,7 +167,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
           }
         }
         for (const id of touched) reconciler.enqueue(id, "inventory");
-        reconciler.enqueueHost(host.id, firstInventory ? "host connected" : "inventory");
+        // A new connection reconciles every server of the host (HostConnected changed for
+        // all of them); a later inventory only those whose observation changed: the same
+        // inputs give the same result, so reconciling the others would change nothing.
+        if (firstInventory) reconciler.enqueueHost(host.id, "host connected");
         return;
       }
       case "containerEvent": {

@@ -1,4 +1,4 @@
-import type { Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { toConnectError } from "../errors.js";
 import type { Logger } from "../log.js";
 
@@ -15,6 +15,8 @@ export function errorInterceptor(log: Logger): Interceptor {
   };
   return (next) => async (req) => {
     try {
+      // A message of a request stream (the agent link) that does not decode is the sender's error.
+      if (req.stream) req = { ...req, message: undecodableIsInvalid(req.message) };
       const res = await next(req);
       if (!res.stream) return res;
       const procedure = req.method.name;
@@ -32,4 +34,16 @@ export function errorInterceptor(log: Logger): Interceptor {
       throw convert(err, req.method.name);
     }
   };
+}
+
+/** connect-es reports request bytes that do not decode as Internal ("parse binary: …"); they are InvalidArgument. */
+async function* undecodableIsInvalid<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.Internal && /^parse binary:/.test(err.rawMessage)) {
+      throw new ConnectError(`a message of the request stream is not valid protobuf (${err.rawMessage}); check the client's protobuf definitions`, Code.InvalidArgument);
+    }
+    throw err;
+  }
 }

@@ -56,6 +56,9 @@ describe("fuzz: every RPC answers a precise code and a refused call writes nothi
     await tm?.close();
   });
 
+  /** Mostly the all-projects admin, so requests get past access control and into the handlers. */
+  const whoArb = () => fc.oneof({ weight: 6, arbitrary: fc.constant("ALL_ADMIN") }, { weight: 4, arbitrary: fc.constantFrom(...Object.keys(tokens)) });
+
   /** Lets the reconciler and the scripted agent finish what the last call started. */
   async function quiet(): Promise<void> {
     for (let calm = 0, i = 0; calm < 3 && i < 200; i++) {
@@ -90,10 +93,11 @@ describe("fuzz: every RPC answers a precise code and a refused call writes nothi
       it(`${service.typeName}.${method.name}`, async () => {
         const strings = hostileString(pool);
         await fc.assert(
-          fc.asyncProperty(messageArb(method.input, strings), fc.constantFrom(...Object.keys(tokens)), async (req, who) => {
+          fc.asyncProperty(messageArb(method.input, strings), whoArb(), async (req, who) => {
             await quiet();
             const before = recordSnapshot(tm.dbPath);
             const err = await invoke(service, method, req, tokens[who]!);
+            tally(method.name, err ? Code[err.code]! : "OK");
             if (!err) return;
             expect(PRECISE.has(err.code), `${method.name} as ${who} answered ${Code[err.code]}: ${err.rawMessage}`).toBe(true);
             expect(err.rawMessage.length, "an error says what is wrong").toBeGreaterThan(0);
@@ -106,7 +110,74 @@ describe("fuzz: every RPC answers a precise code and a refused call writes nothi
     }
   }
 
+  const outcomes = new Map<string, Map<string, number>>();
+  function tally(method: string, outcome: string): void {
+    const m = outcomes.get(method) ?? new Map<string, number>();
+    m.set(outcome, (m.get(outcome) ?? 0) + 1);
+    outcomes.set(method, m);
+  }
+
+  it("CreateServer/UpdateServer with near-valid specs: OK, or refused naming the field (InvalidArgument), a conflict (FailedPrecondition) or a duplicate (AlreadyExists)", async () => {
+    const servers = createClient(ServerService, tm.transport());
+    const strings = hostileString(pool);
+    const port = fc.record({
+      hostPort: fc.oneof(fc.integer({ min: 1, max: 65_535 }), fc.constantFrom(0, 8080, 65_536), fc.integer({ min: 1, max: 1000 })),
+      containerPort: fc.oneof(fc.integer({ min: 1, max: 65_535 }), fc.constantFrom(0, 70_000)),
+      protocol: fc.integer({ min: 0, max: 3 }),
+    });
+    // A valid spec with at most one field made hostile, so each refusal has one cause to name.
+    const valid = fc.record({
+      name: fc.stringMatching(/^[a-z][a-z0-9-]{0,12}[a-z0-9]$/),
+      image: fc.constantFrom("busybox:1", "registry.example.com:5000/team/app:1.2", `x@sha256:${"a".repeat(64)}`),
+      command: fc.array(fc.string({ maxLength: 20 }).filter((x) => !x.includes("\u0000")), { maxLength: 3 }),
+      env: fc.dictionary(fc.stringMatching(/^[A-Z_][A-Z0-9_]{0,8}$/), fc.string({ maxLength: 10 }).filter((x) => !x.includes("\u0000")), { maxKeys: 3 }),
+      ports: fc.array(fc.record({ hostPort: fc.integer({ min: 9000, max: 9100 }), containerPort: fc.integer({ min: 1, max: 65_535 }), protocol: fc.constantFrom(1, 2) }), { maxLength: 2 }),
+      dataMountPath: fc.constantFrom("", "/data", "/srv/data"),
+      restartPolicy: fc.integer({ min: 0, max: 3 }),
+      desiredState: fc.integer({ min: 0, max: 3 }),
+      hostId: fc.constantFrom("", agent.hostId),
+    });
+    const hostile: Record<string, fc.Arbitrary<unknown>> = {
+      name: strings,
+      image: strings,
+      command: fc.array(strings, { minLength: 1, maxLength: 3 }),
+      env: fc.dictionary(strings, strings, { minKeys: 1, maxKeys: 3 }),
+      ports: fc.oneof(fc.array(port, { minLength: 1, maxLength: 3 }), port.map((p) => [p, p])),
+      dataMountPath: fc.oneof(fc.constantFrom("/", "/a/../b", "relative", "/x\u0000y"), strings),
+      restartPolicy: fc.integer({ min: -3, max: 50 }),
+      desiredState: fc.integer({ min: -3, max: 50 }),
+      hostId: fc.oneof(fc.constant("host_nope"), strings),
+    };
+    const spec = fc.tuple(valid, fc.option(fc.constantFrom(...Object.keys(hostile)), { freq: 3 })).chain(([v, field]) =>
+      field ? hostile[field]!.map((x) => ({ ...v, [field]: x })) : fc.constant(v),
+    );
+    await fc.assert(
+      fc.asyncProperty(spec, fc.boolean(), fc.constantFrom(...pool.slice(0, 6)), async (s, update, target) => {
+        await quiet();
+        const before = recordSnapshot(tm.dbPath);
+        try {
+          const res = update ? await servers.updateServer({ id: target, spec: s }) : await servers.createServer({ spec: s });
+          tally(update ? "UpdateServer*" : "CreateServer*", "OK");
+          // Accepted: stored normalized and readable.
+          const { server } = await servers.getServer({ id: res.server!.id });
+          expect(server!.spec!.name).toMatch(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/);
+          expect(server!.spec!.dataMountPath.startsWith("/")).toBe(true);
+        } catch (err) {
+          const e = ConnectError.from(err);
+          tally(update ? "UpdateServer*" : "CreateServer*", Code[e.code]!);
+          expect([Code.InvalidArgument, Code.FailedPrecondition, Code.AlreadyExists, Code.NotFound], `${Code[e.code]}: ${e.rawMessage}`).toContain(e.code);
+          if (e.code === Code.InvalidArgument) expect(e.rawMessage).toMatch(/^(spec(\.\w+|\.ports\[\d+\]\.\w+|\.env\.\S+|\.command\[\d+\])?|id): /);
+          await quiet();
+          expect(recordSnapshot(tm.dbPath)).toBe(before);
+        }
+      }),
+      { numRuns: RUNS * 5 },
+    );
+  }, 120_000);
+
   it("the manager still serves after all of it", async () => {
+    // FUZZ_STATS=1: how deep the requests got (OK answers mean they passed validation and lookups).
+    if (process.env.FUZZ_STATS) for (const [m, o] of outcomes) console.log(m.padEnd(22), [...o].map(([k, n]) => `${k} ${n}`).join(", "));
     const { servers } = await createClient(ServerService, tm.transport()).listServers({ showDeleted: true });
     expect(servers.length).toBeGreaterThan(0);
     expect(tm.manager.observability).toBeDefined();

@@ -10,6 +10,7 @@ const TYPES: Record<string, string> = {
   ".png": "image/png",
   ".json": "application/json",
   ".ico": "image/x-icon",
+  ".map": "application/json",
   ".woff2": "font/woff2",
 };
 
@@ -37,6 +38,10 @@ export function staticFiles(root: string) {
     res.writeHead(200, {
       "content-type": TYPES[extname(path)] ?? "application/octet-stream",
       "cache-control": path.includes(`${sep}assets${sep}`) ? "public, max-age=31536000, immutable" : "no-cache",
+      // The dashboard talks only to its own origin and is never framed.
+      "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+      "x-content-type-options": "nosniff",
+      "referrer-policy": "no-referrer",
     });
     if (req.method === "HEAD") {
       res.end();

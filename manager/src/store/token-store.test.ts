@@ -61,6 +61,16 @@ describe("TokenStore", () => {
     expect(tokens.get(token.id)?.lastUsedAt).toBe(61_000);
   });
 
+  it("a use that cannot be recorded (disk full, read-only) does not fail; it is recorded at the next use", () => {
+    const { db, tokens } = fresh();
+    const { token } = tokens.create({ name: "a", role: "viewer", project: "p", createdBy: "", now: 0 });
+    db.pragma("query_only = ON");
+    expect(() => tokens.touch(token.id, 1_000)).not.toThrow();
+    db.pragma("query_only = OFF");
+    tokens.touch(token.id, 2_000);
+    expect(tokens.get(token.id)?.lastUsedAt).toBe(2_000);
+  });
+
   it("revokes a host's credential by marking it removed, once", () => {
     const { db, tokens } = fresh();
     db.prepare("INSERT INTO hosts (id, name, secret_hash, created_at, online) VALUES ('host_a', 'a', 'x', 1, 1)").run();

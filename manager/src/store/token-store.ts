@@ -91,12 +91,20 @@ export class TokenStore {
     return this.db.prepare("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").run(now, id).changes === 1;
   }
 
-  /** Records that a token was used, at most once a minute per token. */
+  /**
+   * Records that a token was used, at most once a minute per token. Best
+   * effort: a stamp that cannot be written (disk full, database locked) must
+   * not fail the request it belongs to — reads keep working on a full disk.
+   */
   touch(id: string, now: number): void {
     const last = this.touched.get(id);
     if (last !== undefined && now - last < TOUCH_INTERVAL_MS) return;
-    this.touched.set(id, now);
-    this.db.prepare("UPDATE tokens SET last_used_at = ? WHERE id = ?").run(now, id);
+    try {
+      this.db.prepare("UPDATE tokens SET last_used_at = ? WHERE id = ?").run(now, id);
+      this.touched.set(id, now);
+    } catch {
+      // Tried again at the token's next use.
+    }
   }
 
   /** Records a project if it is new. */

@@ -68,7 +68,7 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}): Pro
  */
 export class ScriptedAgent {
   readonly received: ManagerMessage[] = [];
-  private readonly out = new AsyncQueue<AgentMessage>();
+  private out = new AsyncQueue<AgentMessage>();
   private timer: NodeJS.Timeout | undefined;
   ended: Promise<ConnectError | undefined> = Promise.resolve(undefined);
   answerCommands = true;
@@ -87,6 +87,7 @@ export class ScriptedAgent {
 
   /** Opens the stream; with `greet`, Hello and an empty inventory first (the host is then connected). */
   connect(greet = true): void {
+    this.out = new AsyncQueue<AgentMessage>();
     const client = createClient(AgentService, createGrpcTransport({ baseUrl: this.url, interceptors: [bearer(`${this.hostId}.${this.secret}`)] }));
     const stream = client.connect(this.out);
     this.ended = (async () => {

@@ -1,0 +1,195 @@
+/**
+ * Fuzzing the agent link (AgentService.Connect) of a real in-process
+ * manager: random and out-of-order agent messages, random frame bytes,
+ * results for unknown or replayed commands, and an agent claiming another
+ * host's containers. The manager must neither crash nor answer
+ * Internal/Unknown, and one host's agent must never change another host's
+ * servers.
+ */
+import { connect as http2Connect } from "node:http2";
+import { Code, createClient } from "@connectrpc/connect";
+import Database from "better-sqlite3";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AgentMessageSchema } from "@berth/proto/berth/v1/agent_pb.js";
+import { DesiredState, ServerService } from "@berth/proto/berth/v1/server_pb.js";
+import { hostileString, messageArb, PRECISE, ScriptedAgent, startTestManager, type TestManager } from "../testing/fuzz-kit.js";
+
+const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("fuzz: the agent link", () => {
+  let tm: TestManager;
+  let a: ScriptedAgent;
+  let b: ScriptedAgent;
+  let serverOfB = "";
+  const pool: string[] = [];
+
+  /** What of host B's server an agent of host A must never change. */
+  const recordOfB = () => {
+    const db = new Database(tm.dbPath, { readonly: true });
+    try {
+      return JSON.stringify([
+        db.prepare("SELECT host_id, generation, spec_json, deleted_at, lifecycle_json FROM servers WHERE id = ?").raw().get(serverOfB),
+        db.prepare("SELECT container_id, state, info_json FROM observed_containers WHERE host_id = ? ORDER BY container_id").raw().all(b.hostId),
+        db.prepare("SELECT id, state FROM commands WHERE host_id = ? ORDER BY id").raw().all(b.hostId),
+      ]);
+    } finally {
+      db.close();
+    }
+  };
+
+  beforeAll(async () => {
+    tm = await startTestManager();
+    a = await ScriptedAgent.enroll(tm, "host-a");
+    b = await ScriptedAgent.enroll(tm, "host-b");
+    b.answerCommands = false;
+    a.connect();
+    b.connect();
+    for (let i = 0; i < 200 && !(tm.manager.hub.isConnected(a.hostId) && tm.manager.hub.isConnected(b.hostId)); i++) await sleep(20);
+    const servers = createClient(ServerService, tm.transport());
+    const { server } = await servers.createServer({ spec: { name: "on-b", image: "busybox:1", hostId: b.hostId } });
+    serverOfB = server!.id;
+    const { server: sa } = await servers.createServer({ spec: { name: "on-a", image: "busybox:1", hostId: a.hostId } });
+    // B's server has a container on B, as B reported it.
+    b.send({
+      case: "inventory",
+      value: { dockerReachable: true, containers: [{ id: "c".repeat(64), state: "running", labels: { "berth.server": serverOfB, "berth.manager": tm.manager.managerId } }] },
+    });
+    await sleep(100);
+    const cmdOfB = (b.received.find((m) => m.body.case === "command")?.body.value as { id: string } | undefined)?.id ?? "cmd_none";
+    pool.push(serverOfB, sa!.id, a.hostId, b.hostId, tm.manager.managerId, cmdOfB, "c".repeat(64), "berth.server", "berth.manager", "berth.spec-hash", "die", "start", "crash", "stopped_externally", "stopped_by_berth", "running", "exited", "paused");
+  });
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await tm?.close();
+  });
+
+  it("random message sequences, greeted or not (inventory before hello, results before anything): no crash, no Internal, host B's server untouched", async () => {
+    const strings = hostileString(pool);
+    const msg = messageArb(AgentMessageSchema, strings, 3);
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), fc.array(msg, { minLength: 1, maxLength: 12 }), async (greet, msgs) => {
+        const before = recordOfB();
+        const agent = await reconnect(a, greet);
+        for (const m of msgs) agent.sendRaw(m as never);
+        await sleep(15);
+        const end = await agent.close();
+        if (end) expect(PRECISE.has(end.code) || end.code === Code.Aborted || end.code === Code.Canceled, `stream ended ${Code[end.code]}: ${end.rawMessage}`).toBe(true);
+        expect(recordOfB()).toBe(before);
+      }),
+      { numRuns: RUNS * 2 },
+    );
+    // Still serving, and the database intact.
+    await createClient(ServerService, tm.transport()).listServers({});
+    const db = new Database(tm.dbPath, { readonly: true });
+    expect(db.pragma("integrity_check", { simple: true })).toBe("ok");
+    db.close();
+    a = await reconnect(a, true);
+  }, 120_000);
+
+  it("random bytes as gRPC frames on Connect: a precise status, never Internal/Unknown", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), fc.boolean(), async (bytes, framed) => {
+        const status = await rawConnect(`Bearer ${a.hostId}.${a.secret}`, bytes, framed);
+        expect([0, Code.InvalidArgument, Code.ResourceExhausted, Code.Unauthenticated, Code.Aborted, Code.Canceled, Code.Unimplemented], `grpc-status ${status}`).toContain(status);
+      }),
+      { numRuns: RUNS },
+    );
+  }, 60_000);
+
+  it("an agent claiming another host's container: B's server keeps its container and its desired state", async () => {
+    a = await reconnect(a, true);
+    const before = recordOfB();
+    const foreign = { id: "c".repeat(64), state: "exited", exitCode: 0, labels: { "berth.server": serverOfB, "berth.manager": tm.manager.managerId } };
+    a.send({ case: "containerEvent", value: { action: "die", exitCause: "stopped_externally", container: foreign } });
+    a.send({ case: "containerEvent", value: { action: "destroy", removed: true, container: foreign } });
+    a.send({ case: "inventory", value: { dockerReachable: true, containers: [foreign], dataDirs: [{ serverId: serverOfB, exists: false }] } });
+    a.send({ case: "dataStatus", value: { dirs: [{ serverId: serverOfB, exists: false }] } });
+    await sleep(100);
+    expect(recordOfB()).toBe(before);
+    const { server } = await createClient(ServerService, tm.transport()).getServer({ id: serverOfB });
+    expect(server!.spec!.desiredState).toBe(DesiredState.RUNNING);
+    expect(server!.status!.containerId).toBe("c".repeat(64));
+  });
+
+  it("results for unknown commands are ignored; a replayed result is applied once", async () => {
+    const events = () => {
+      const db = new Database(tm.dbPath, { readonly: true });
+      try {
+        return db.prepare("SELECT type, correlation_id AS c FROM events WHERE type LIKE 'command.%'").all() as { type: string; c: string }[];
+      } finally {
+        db.close();
+      }
+    };
+    a = await reconnect(a, true);
+    const n0 = events().length;
+    a.send({ case: "commandResult", value: { commandId: "cmd_unknown", success: true } });
+    a.send({ case: "commandResult", value: { commandId: "", success: false, reason: "x" } });
+    await sleep(50);
+    expect(events().length).toBe(n0);
+
+    // A's own command: answered, then the same answer replayed (a reconnect resends it).
+    a.answerCommands = false;
+    const servers = createClient(ServerService, tm.transport());
+    const { server } = await servers.createServer({ spec: { name: "replayed", image: "busybox:1", hostId: a.hostId } });
+    await sleep(50);
+    const cmd = [...a.received].reverse().find((m) => m.body.case === "command" && m.body.value.serverId === server!.id);
+    expect(cmd).toBeDefined();
+    const id = (cmd!.body.value as { id: string }).id;
+    for (let i = 0; i < 3; i++) a.send({ case: "commandResult", value: { commandId: id, success: true, container: { id: "d".repeat(64), state: "running", labels: { "berth.server": server!.id, "berth.manager": tm.manager.managerId } } } });
+    // Replayed after a reconnect, too.
+    a = await reconnect(a, true);
+    a.send({ case: "commandResult", value: { commandId: id, success: false, reason: "Late" } });
+    await sleep(100);
+    const done = events().filter((e) => e.c === id && (e.type === "command.succeeded" || e.type === "command.failed"));
+    expect(done.map((e) => e.type)).toEqual(["command.succeeded"]);
+    // B's command answered by A: ignored.
+    const cmdOfB = pool[5]!;
+    a.send({ case: "commandResult", value: { commandId: cmdOfB, success: true } });
+    await sleep(50);
+    expect(events().some((e) => e.c === cmdOfB && e.type === "command.succeeded")).toBe(false);
+  });
+
+  /** A fresh stream for the same host (the old one is closed first). */
+  async function reconnect(old: ScriptedAgent, greet: boolean): Promise<ScriptedAgent> {
+    await old.close();
+    old.connect(greet);
+    for (let i = 0; greet && i < 100 && !tm.manager.hub.isConnected(old.hostId); i++) await sleep(10);
+    if (greet) expect(tm.manager.hub.isConnected(old.hostId)).toBe(true);
+    return old;
+  }
+
+  /** Sends `bytes` on AgentService/Connect over raw HTTP/2 (as a gRPC frame, or unframed); returns grpc-status. */
+  function rawConnect(authorization: string, bytes: Uint8Array, framed: boolean): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const session = http2Connect(tm.url);
+      session.on("error", reject);
+      const req = session.request({ ":method": "POST", ":path": "/berth.v1.AgentService/Connect", "content-type": "application/grpc", te: "trailers", authorization });
+      let status: number | undefined;
+      const take = (h: Record<string, unknown>) => {
+        if (h["grpc-status"] !== undefined) status = Number(h["grpc-status"]);
+      };
+      req.on("response", take);
+      req.on("trailers", take);
+      req.on("data", () => {});
+      req.on("end", () => {
+        session.close();
+        resolve(status ?? -1);
+      });
+      req.on("error", reject);
+      const payload = Buffer.from(bytes);
+      if (framed) {
+        const header = Buffer.alloc(5);
+        header.writeUInt32BE(payload.length, 1);
+        req.write(Buffer.concat([header, payload]));
+      } else {
+        req.write(payload);
+      }
+      req.end();
+      setTimeout(() => req.close(), 500).unref();
+    });
+  }
+});
