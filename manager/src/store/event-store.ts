@@ -126,7 +126,8 @@ function prefixEnd(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
-interface EventRow {
+/** An `events` row as SQLite returns it. */
+export interface EventRow {
   id: number;
   time: number;
   project: string;
@@ -140,7 +141,7 @@ interface EventRow {
   payload_json: string;
 }
 
-function eventFromRow(r: EventRow): EventRecord {
+export function eventFromRow(r: EventRow): EventRecord {
   return {
     id: r.id,
     time: r.time,

@@ -13,6 +13,7 @@ import {
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
 import type { Db } from "./database.js";
+import { eventFromRow, type EventRow } from "./event-store.js";
 import { newId } from "../ids.js";
 
 /** Facts an agent reports about its host in Hello and heartbeats. */
@@ -682,19 +683,7 @@ export class Store {
     }
     const sql =
       "SELECT * FROM events" + (where.length ? ` WHERE ${where.join(" AND ")}` : "") + ` ORDER BY id LIMIT ${f.limit ?? 1000}`;
-    return (this.db.prepare(sql).all(...args) as EventRow[]).map((r) => ({
-      id: r.id,
-      time: r.time,
-      project: r.project,
-      serverId: r.server_id,
-      hostId: r.host_id,
-      type: r.type,
-      reason: r.reason,
-      message: r.message,
-      actor: r.actor,
-      correlationId: r.correlation_id,
-      payloadJson: r.payload_json,
-    }));
+    return (this.db.prepare(sql).all(...args) as EventRow[]).map(eventFromRow);
   }
 }
 
@@ -806,20 +795,6 @@ function commandFromRow(r: CommandRow): CommandRecord {
     reason: r.reason,
     message: r.message,
   };
-}
-
-interface EventRow {
-  id: number;
-  time: number;
-  project: string;
-  server_id: string;
-  host_id: string;
-  type: string;
-  reason: string;
-  message: string;
-  actor: string;
-  correlation_id: string;
-  payload_json: string;
 }
 
 /** An empty status for a new server. */
