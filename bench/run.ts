@@ -25,6 +25,10 @@ const USAGE = `npm run bench [-- options]
   --churn-seconds S   (30)
   --stop-count N      servers in the mass stop (quick 2000, full 10000)
   --fleet-procs K     processes for the simulated agents (quick 1, full 2)
+  --storm MODE        existing (default): every host already runs its containers, each server
+                      needs one reconcile; empty: every container is created through commands
+  --phase-timeout S   the storm, the mass stop and the restart get this long; then what was
+                      reached is recorded and the run goes on (quick 150, full 420)
   --rounds N          measured rounds per Docker operation (quick 10, full 30)
   --fleet-size N      servers per Docker fleet-create run (quick 30, full 100)
   --profile           run the scale suite's manager with --cpu-prof (profiles kept with the logs)
@@ -42,6 +46,8 @@ const { values } = parseArgs({
     "churn-seconds": { type: "string" },
     "stop-count": { type: "string" },
     "fleet-procs": { type: "string" },
+    "phase-timeout": { type: "string" },
+    storm: { type: "string" },
     rounds: { type: "string" },
     "fleet-size": { type: "string" },
     profile: { type: "boolean", default: false },
@@ -65,6 +71,12 @@ const num = (v: string | undefined, dflt: number): number => {
   return n;
 };
 
+function stormMode(v: string | undefined): "existing" | "empty" | undefined {
+  if (v === undefined || v === "existing" || v === "empty") return v;
+  process.stderr.write(`bench: --storm is existing or empty, not "${v}"\n${USAGE}`);
+  process.exit(2);
+}
+
 const full = values.full;
 const suites = new Set((values.only ?? "docker,scale").split(",").map((s) => s.trim()));
 const startedAt = new Date();
@@ -72,11 +84,28 @@ const report = new Report();
 const t0 = performance.now();
 let failed = false;
 
+/** Writes the results (also those of a run cut short) and exits. */
+function finish(code: number, interrupted = false): never {
+  const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
+  const out = values.out ?? join(REPO_ROOT, "bench", "results", `${stamp}.json`);
+  if (interrupted) report.note("the run was interrupted: figures after the interruption are missing");
+  report.write(out, {
+    startedAt: startedAt.toISOString(),
+    mode: full ? "full" : "quick",
+    command: `npm run bench --${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(" ")}` : ""}`,
+    durationS: Math.round((performance.now() - t0) / 1000),
+    machine,
+  });
+  process.stdout.write("\n" + report.render());
+  process.stdout.write(`\nresults: ${out} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
+  process.exit(code);
+}
+
 // Whatever happens (Ctrl-C included), no process this run started outlives it.
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.once(sig, () => {
     process.stderr.write(`bench: ${sig}, stopping what was started\n`);
-    void stopAll().finally(() => process.exit(130));
+    void stopAll().finally(() => finish(130, true));
   });
 }
 
@@ -116,6 +145,8 @@ if (suites.has("scale")) {
     churnSeconds: opt(values["churn-seconds"]),
     stopCount: opt(values["stop-count"]),
     fleetProcs: opt(values["fleet-procs"]),
+    phaseTimeoutS: opt(values["phase-timeout"]),
+    storm: stormMode(values.storm),
   });
   process.stdout.write(`[scale] ${sizes.agents} agents × ${sizes.serversPerAgent} servers, churn ${sizes.churnRate}/s for ${sizes.churnSeconds} s, mass stop ${sizes.stopCount} ...\n`);
   try {
@@ -130,15 +161,4 @@ if (suites.has("scale")) {
 }
 
 await stopAll();
-const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
-const out = values.out ?? join(REPO_ROOT, "bench", "results", `${stamp}.json`);
-report.write(out, {
-  startedAt: startedAt.toISOString(),
-  mode: full ? "full" : "quick",
-  command: `npm run bench --${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(" ")}` : ""}`,
-  durationS: Math.round((performance.now() - t0) / 1000),
-  machine,
-});
-process.stdout.write("\n" + report.render());
-process.stdout.write(`\nresults: ${out} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
-process.exit(failed ? 1 : 0);
+finish(failed ? 1 : 0);

@@ -53,12 +53,21 @@ export async function runFaults(o: FaultOptions): Promise<void> {
   while (Date.now() < o.stopAt) {
     await sleep(rng.int(o.gapMs[0], o.gapMs[1]));
     if (Date.now() >= o.stopAt) break;
+    const fromFirstRound = firstRound.length > 0;
     const kind = firstRound.shift() ?? rng.weighted(WEIGHTS);
     const node = rng.pick(cluster.hosts);
     const target = targetOf(kind, node);
-    if (target && busy.has(target)) continue;
+    if (target && busy.has(target)) {
+      if (fromFirstRound) firstRound.push(kind);
+      continue;
+    }
+    const before = tracker.faults.get(kind) ?? 0;
     const p = inject(kind, node)
       .catch((err: unknown) => log(`fault ${kind} on ${node.label} failed to inject: ${firstLine(err)}`))
+      // Nothing to hit yet (no container, no data): a first-round kind is tried again later.
+      .then(() => {
+        if (fromFirstRound && (tracker.faults.get(kind) ?? 0) === before) firstRound.push(kind);
+      })
       .finally(() => {
         if (target) busy.delete(target);
         running.delete(p);

@@ -114,3 +114,17 @@ export function machineBusyMs(): number {
 export function loadAverage(): number {
   return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
 }
+
+/** TCP listen-queue overflows and SYNs dropped by it, machine-wide (/proc/net/netstat TcpExt). */
+export function listenDrops(): { overflows: number; drops: number } {
+  try {
+    const lines = readFileSync("/proc/net/netstat", "utf8").split("\n");
+    const i = lines.findIndex((l) => l.startsWith("TcpExt:"));
+    const names = lines[i]!.split(/\s+/);
+    const values = lines[i + 1]!.split(/\s+/).map(Number);
+    const get = (k: string) => values[names.indexOf(k)] ?? 0;
+    return { overflows: get("ListenOverflows"), drops: get("ListenDrops") };
+  } catch {
+    return { overflows: Number.NaN, drops: Number.NaN };
+  }
+}

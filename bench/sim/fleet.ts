@@ -17,7 +17,12 @@ import { SimDataRoot } from "./sim-data-root.js";
 export interface StartMessage {
   op: "start";
   managerUrl: string;
-  hosts: { hostId: string; secret: string }[];
+  hosts: {
+    hostId: string;
+    secret: string;
+    /** Containers (and their servers' data directories) already on the host when its agent starts. */
+    existing?: { serverId: string; name: string; image: string; labels: Record<string, string>; running: boolean }[];
+  }[];
   latencies?: Partial<SimLatencies>;
   inventoryIntervalMs: number;
   heartbeatIntervalMs: number;
@@ -56,11 +61,16 @@ async function start(m: StartMessage): Promise<void> {
   const log = pino({ level: "warn", base: { pid: process.pid } }, destination({ dest: m.logPath, sync: true }));
   for (const h of m.hosts) {
     const runtime = new SimRuntime({ latencies: m.latencies ?? {} });
+    const dataRoot = new SimDataRoot(`/sim/${h.hostId}`);
+    for (const c of h.existing ?? []) {
+      runtime.seed({ name: c.name, image: c.image, labels: c.labels, state: c.running ? "running" : "created", mounts: [`/sim/${h.hostId}/${c.serverId}:/data`] });
+      await dataRoot.ensure(c.serverId);
+    }
     const agent = new Agent({
       managerUrl: m.managerUrl,
       credential: { hostId: h.hostId, secret: h.secret },
       runtime,
-      dataRoot: new SimDataRoot(`/sim/${h.hostId}`),
+      dataRoot,
       log: log.child({ host: h.hostId }),
       inventoryIntervalMs: m.inventoryIntervalMs,
       heartbeatIntervalMs: m.heartbeatIntervalMs,

@@ -13,13 +13,22 @@ import { create } from "@bufbuild/protobuf";
 import { DesiredState, Phase, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { hashSecret, newId, newSecret } from "../../manager/src/ids.js";
 import { openDatabase } from "../../manager/src/store/database.js";
+import { containerName } from "../../manager/src/reconcile/reconciler.js";
+import { specHash } from "../../manager/src/reconcile/spec-hash.js";
 import { initialStatus, Store } from "../../manager/src/store/store.js";
 
 export interface SeededHost {
   hostId: string;
   secret: string;
   /** This host's servers, in creation order. */
-  servers: { id: string; desired: DesiredState }[];
+  servers: SeededServer[];
+}
+
+export interface SeededServer {
+  id: string;
+  desired: DesiredState;
+  /** The container berth would make for it: name and labels (manager, server, generation, spec hash). */
+  container: { name: string; image: string; labels: Record<string, string> };
 }
 
 export const SIM_IMAGE = "berth-sim/app:1";
@@ -31,7 +40,7 @@ export const SIM_IMAGE = "berth-sim/app:1";
 export function seedDatabase(opts: { dbPath: string; agents: number; serversPerAgent: number; stoppedEvery: number }): SeededHost[] {
   const db = openDatabase(opts.dbPath);
   const store = new Store(db);
-  store.managerId();
+  const managerId = store.managerId();
   const hosts: SeededHost[] = [];
   const at = Date.now();
   try {
@@ -46,22 +55,23 @@ export function seedDatabase(opts: { dbPath: string; agents: number; serversPerA
             const id = newId("srv");
             const desired = i % opts.stoppedEvery === 0 ? DesiredState.STOPPED : DesiredState.RUNNING;
             const name = `sim-${k}-${i}`;
+            const spec = create(ServerSpecSchema, {
+              name,
+              hostId,
+              image: SIM_IMAGE,
+              command: ["serve", "--port", "8080"],
+              env: { ROLE: "bench" },
+              dataMountPath: "/data",
+              restartPolicy: RestartPolicy.ON_FAILURE,
+              desiredState: desired,
+            });
             store.insertServer({
               id,
               project: "default",
               name,
               hostId,
               generation: 1,
-              spec: create(ServerSpecSchema, {
-                name,
-                hostId,
-                image: SIM_IMAGE,
-                command: ["serve", "--port", "8080"],
-                env: { ROLE: "bench" },
-                dataMountPath: "/data",
-                restartPolicy: RestartPolicy.ON_FAILURE,
-                desiredState: desired,
-              }),
+              spec,
               status: { ...initialStatus(), phase: Phase.PENDING, reason: "Created", message: "waiting for the reconciler" },
               dataInitialized: false,
               lifecycle: {},
@@ -69,7 +79,8 @@ export function seedDatabase(opts: { dbPath: string; agents: number; serversPerA
               updatedAt: at,
               deletedAt: null,
             });
-            servers.push({ id, desired });
+            const labels = { "berth.manager": managerId, "berth.server": id, "berth.generation": "1", "berth.spec-hash": specHash(spec) };
+            servers.push({ id, desired, container: { name: containerName({ id, name }), image: SIM_IMAGE, labels } });
           }
           hosts.push({ hostId, secret, servers });
         }

@@ -62,8 +62,22 @@ export class UnavailableError extends BerthError {
   }
 }
 
+/**
+ * Longest error message sent. Messages quote what the caller sent (an id, a
+ * name), and gRPC carries them in a trailer: an unbounded one (a 70 kB id)
+ * overflows HTTP/2's frame size and the caller sees Internal instead of the
+ * real answer.
+ */
+export const MAX_ERROR_MESSAGE = 1024;
+
 /** Converts any thrown value into a ConnectError; unknown errors become Internal without leaking details. */
 export function toConnectError(err: unknown): ConnectError {
+  const ce = convert(err);
+  if (ce.rawMessage.length <= MAX_ERROR_MESSAGE) return ce;
+  return new ConnectError(`${ce.rawMessage.slice(0, MAX_ERROR_MESSAGE - 1)}…`, ce.code, ce.metadata, undefined, ce.cause);
+}
+
+function convert(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   if (err instanceof BerthError) return new ConnectError(err.message, err.code);
   if (isSqliteFullError(err)) {

@@ -156,6 +156,7 @@ export function buildManager(config: ManagerConfig): Manager {
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;
   let sweeper: NodeJS.Timeout | undefined;
+  let startupSweep: NodeJS.Timeout | undefined;
   let advertiseUrl = config.advertiseUrl ?? `${scheme}://${config.listen}`;
 
   const routes = (router: ConnectRouter) => {
@@ -202,8 +203,18 @@ export function buildManager(config: ManagerConfig): Manager {
       // Agents cannot dial a wildcard address; this machine's name is the best guess (see --advertise-url).
       const wildcard = host === "0.0.0.0" || host === "::";
       if (!config.advertiseUrl) advertiseUrl = wildcard ? `${scheme}://${hostname()}:${port}` : url;
-      // Servers whose hosts never reconnect still get Unknown, and deadlines still fire.
-      for (const id of store.allServerIds()) reconciler.enqueue(id, "manager started");
+      // Each host's servers are reconciled when its agent's first inventory arrives, and a
+      // restarted manager's agents are back within a second. Reconciling every server now,
+      // with no agent connected yet, would mark all of them Unknown only to flip them back a
+      // moment later: at 100,000 servers, a minute of writes while the fleet reconnects
+      // (docs/benchmarks.md). So servers whose host is still away after the agent timeout are
+      // reconciled then (Unknown; their deadlines fire), as for a host that goes silent.
+      startupSweep = setTimeout(() => {
+        for (const s of store.serverPlacements()) {
+          if (!hub.isConnected(s.hostId)) reconciler.enqueue(s.id, "manager started; host not connected");
+        }
+      }, agentTimeoutMs);
+      startupSweep.unref();
       sweeper = setInterval(() => {
         for (const hostId of hub.closeSilent(Date.now(), agentTimeoutMs)) {
           log.warn({ host: hostId }, "agent silent; marking host offline");
@@ -219,6 +230,7 @@ export function buildManager(config: ManagerConfig): Manager {
     async close() {
       observability.stop();
       if (sweeper) clearInterval(sweeper);
+      if (startupSweep) clearTimeout(startupSweep);
       reconciler.stop();
       hub.closeAll("manager shutting down");
       ledgerServices.stop();

@@ -143,9 +143,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
           dockerVersion: h.dockerVersion,
           dataRoot: h.dataRoot,
           cpuCount: h.cpuCount,
-          memoryBytes: Number(h.memoryBytes),
-          dataRootFreeBytes: Number(h.dataRootFreeBytes),
-          dataRootTotalBytes: Number(h.dataRootTotalBytes),
+          memoryBytes: byteCount(h.memoryBytes),
+          dataRootFreeBytes: byteCount(h.dataRootFreeBytes),
+          dataRootTotalBytes: byteCount(h.dataRootTotalBytes),
           ...noteDockerReachable(host.id, h.dockerReachable, at, hlog),
         };
         store.setHostConnected(host.id, facts, at);
@@ -199,7 +199,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         return;
       case "heartbeat": {
         const patch: ObservedHostFacts = {
-          ...(body.value.dataRootFreeBytes > 0n ? { dataRootFreeBytes: Number(body.value.dataRootFreeBytes) } : {}),
+          ...(body.value.dataRootFreeBytes > 0n ? { dataRootFreeBytes: byteCount(body.value.dataRootFreeBytes) } : {}),
           ...noteDockerReachable(host.id, body.value.dockerReachable, at, hlog),
         };
         store.recordHeartbeat(host.id, at, patch);
@@ -287,7 +287,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
 /** Every directory under the host's data root: the existing server-id ones (measured) and the others. */
 function dataRootEntries(inv: Inventory): DataRootEntry[] {
   return [
-    ...inv.dataDirs.filter((d) => d.exists).map((d) => ({ name: d.serverId, sizeBytes: Number(d.sizeBytes) })),
+    ...inv.dataDirs.filter((d) => d.exists).map((d) => ({ name: d.serverId, sizeBytes: byteCount(d.sizeBytes) })),
     ...inv.otherDataDirs.map((name) => ({ name, sizeBytes: 0 })),
   ];
 }
@@ -297,8 +297,19 @@ function dataDirRecord(hostId: string, d: DataDir, at: number): DataDirRecord {
     hostId,
     serverId: d.serverId,
     present: d.exists,
-    sizeBytes: Number(d.sizeBytes),
+    sizeBytes: byteCount(d.sizeBytes),
     checkedAt: at,
   };
 }
 
+/**
+ * A byte count an agent reported, as a number the store and every response
+ * can hold. A 64-bit value near the top of its range does not survive
+ * `Number()` (2^63 - 1 rounds up to 2^63), and written back into an int64
+ * field it made the server's stored status unreadable: every ListServers
+ * answered Internal. Negative counts are 0; huge ones are capped.
+ */
+export function byteCount(v: bigint): number {
+  if (v <= 0n) return 0;
+  return v >= BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+}

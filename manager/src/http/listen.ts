@@ -21,6 +21,8 @@ export interface TlsOptions {
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** Pending connections the kernel may queue before the manager accepts them. */
+const LISTEN_BACKLOG = 4096;
 /** A connection that sends nothing this long is closed before any server sees it. */
 const FIRST_BYTES_TIMEOUT_MS = 30_000;
 
@@ -123,7 +125,12 @@ export async function listen(host: string, port: number, handler: Handler, tls?:
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => {
+    // A fleet reconnecting at once (a manager restart, a partition healing) opens
+    // thousands of connections within a second; with Node's default backlog (511)
+    // the kernel drops the excess SYNs and those agents wait out TCP retransmits
+    // (1 s, 3 s, 7 s, ...) or time out (docs/benchmarks.md). The kernel caps this
+    // at net.core.somaxconn.
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.off("error", reject);
       resolve();
     });

@@ -522,6 +522,22 @@ const CASES: Case[] = [
     command: null,
   },
   {
+    // Found by the chaos campaign: a start racing a data-directory deletion fails with DataMissing;
+    // the loss must still show (data.lost event, data_lost alert), not hide behind the failure.
+    name: "data lost and a failure since the last action → DataLost, not Failed",
+    in: { dataInitialized: true, data: { present: false }, containers: [ctr("exited", { finishedAt: NOW - 5_000 })], lastFinished: finished("failed", NOW - 1_000, "DataMissing", "data directory … is missing") },
+    phase: Phase.DATA_LOST,
+    reason: "DataDirectoryMissing",
+    command: null,
+  },
+  {
+    name: "data lost while a purge failed → the purge's failure stands (purge again)",
+    in: { dataInitialized: true, data: { present: false }, lifecycle: { purge: { requestedAt: NOW - 60_000, removeData: false } }, lastFinished: finished("failed", NOW - 1_000, "RemoveFailed", "", CommandKind.ENSURE_REMOVED) },
+    phase: Phase.FAILED,
+    reason: "RemoveFailed",
+    command: null,
+  },
+  {
     name: "data initialized, not checked since → not DataLost",
     in: { dataInitialized: true, data: undefined, containers: [ctr("running")] },
     phase: Phase.RUNNING,

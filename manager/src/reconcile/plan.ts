@@ -172,6 +172,12 @@ export function plan(input: PlanInput): Plan {
     };
   }
 
+  // A data directory gone for a server that had data outranks a standing failure: it is
+  // what the operator must act on (a start racing the loss fails with DataMissing, which
+  // would otherwise hide the loss: no data.lost event, no data_lost alert).
+  const dataGone = input.dataInitialized && input.data !== undefined && !input.data.present;
+  if (dataGone && !lc.purge && !input.deleted) return dataLost(base);
+
   // 3. A failure since the operator's last action stands until they act again.
   const last = input.lastFinished;
   if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt) {
@@ -207,16 +213,6 @@ export function plan(input: PlanInput): Plan {
       reason: "Deleted",
       message: `deleted; data kept on the host; record kept until ${new Date(purgeAt).toISOString()} (restore to undo)`,
       requeueAfterMs: purgeAt - input.now,
-    };
-  }
-
-  const dataGone = input.dataInitialized && input.data !== undefined && !input.data.present;
-  if (dataGone) {
-    return {
-      ...base,
-      phase: Phase.DATA_LOST,
-      reason: "DataDirectoryMissing",
-      message: "the data directory is gone from the host; purge the server, or start it with allow_empty_data",
     };
   }
 
@@ -312,6 +308,15 @@ export function plan(input: PlanInput): Plan {
     return issue(base, Phase.STARTING, "RestartingAfterCrash", `restarting after a crash (${exitMessage(container)})`, CommandKind.ENSURE_RUNNING, dataPolicy);
   }
   return issue(base, Phase.STARTING, "Starting", "starting the container", CommandKind.ENSURE_RUNNING, dataPolicy);
+}
+
+function dataLost(base: Pick<Plan, "conditions" | "observedGeneration">): Plan {
+  return {
+    ...base,
+    phase: Phase.DATA_LOST,
+    reason: "DataDirectoryMissing",
+    message: "the data directory is gone from the host; purge the server, or start it with allow_empty_data",
+  };
 }
 
 /** How long an exit observed without its cause waits for the "die" event that explains it. */

@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { ScalarType } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -41,7 +41,8 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}): Pro
   const manager = buildManager({
     listen: "127.0.0.1:0",
     dbPath,
-    log: createLogger("silent", "fuzz"),
+    // FUZZ_LOG=error shows what the manager logs (e.g. the stack of an Internal answer).
+    log: createLogger((process.env.FUZZ_LOG ?? "silent") as "silent", "fuzz"),
     // The fuzzers send thousands of changes per second; the rate limit has its own tests.
     limits: { ratePerSecond: 1e9, burst: 1e9, maxStreams: 1000 },
     ...config,
@@ -127,10 +128,17 @@ export class ScriptedAgent {
     }
   }
 
+  /** Ends the stream from the agent's side; resolves with how the manager ended it (throws if it does not within 5 s). */
   async close(): Promise<ConnectError | undefined> {
     this.out.close();
     if (this.timer) clearInterval(this.timer);
-    return this.ended;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the manager did not end the agent stream within 5s of the agent closing it")), 5_000)));
+    try {
+      return await Promise.race([this.ended, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
@@ -224,7 +232,7 @@ function scalar(t: ScalarType, strings: fc.Arbitrary<string>): fc.Arbitrary<unkn
  * extreme numbers, unknown enum values, empty and long lists, duplicate list
  * entries, nested messages down to `depth`.
  */
-export function messageArb<D extends DescMessage>(schema: D, strings: fc.Arbitrary<string>, depth = 3): fc.Arbitrary<MessageInitShape<D>> {
+export function messageArb<D extends DescMessage>(schema: D, strings: fc.Arbitrary<string>, depth = 3): fc.Arbitrary<MessageShape<D>> {
   const fields: Record<string, fc.Arbitrary<unknown>> = {};
   for (const f of schema.fields) {
     let arb: fc.Arbitrary<unknown> | undefined;
@@ -268,7 +276,7 @@ export function messageArb<D extends DescMessage>(schema: D, strings: fc.Arbitra
   for (const [name, arb] of oneofs) fields[name] = arb;
   // Oneof members are not plain fields of the init shape.
   for (const o of schema.oneofs) for (const f of o.fields) delete fields[f.localName];
-  return fc.record(fields, { requiredKeys: [] }).map((init) => create(schema, init as MessageInitShape<D>) as unknown as MessageInitShape<D>);
+  return fc.record(fields, { requiredKeys: [] }).map((init) => create(schema, init as MessageInitShape<D>));
 }
 
 // ---------------------------------------------------------------------------
