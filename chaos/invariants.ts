@@ -42,6 +42,15 @@ async function dockerTruth(cluster: Cluster): Promise<TruthContainer[]> {
   return out;
 }
 
+function readDb<T>(dbPath: string, read: (db: Database.Database) => T): T {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  try {
+    return read(db);
+  } finally {
+    db.close();
+  }
+}
+
 function openCommands(dbPath: string): { serverId: string; id: string; deadlineAt: number; kind: string }[] {
   const db = new Database(dbPath, { readonly: true, fileMustExist: true });
   try {
@@ -253,10 +262,13 @@ export async function checkInvariants(cluster: Cluster, tracker: Tracker, watche
   }
 
   // 4. No data directory removed except by a purge with remove_data (or the data-delete fault).
+  // A purge whose answer was lost counts when the ledger holds its request.
+  const purgeRequested = new Set(readDb(cluster.dbPath, (db) => db.prepare("SELECT DISTINCT server_id FROM events WHERE type = 'server.purge_requested'").pluck().all() as string[]));
   for (const [id, hostIndex] of tracker.seenData) {
     const node = cluster.hosts[hostIndex]!;
     if (existsSync(join(node.dataRoot, id))) continue;
     if (tracker.purgedWithData.has(id) || tracker.faultDeletedData.has(id)) continue;
+    if (tracker.maybePurgedWithData.has(id) && purgeRequested.has(id)) continue;
     const s = records.get(id);
     v("no data directory removed except by a purge with remove_data", `${join(node.dataRoot, id)} is gone (server ${s ? `${Phase[s.status!.phase]}` : "purged without remove_data"})`);
   }

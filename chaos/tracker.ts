@@ -71,6 +71,11 @@ export class Tracker {
   readonly servers = new Map<string, ServerFacts>();
   /** Servers purged with remove_data (their data may go). */
   readonly purgedWithData = new Set<string>();
+  /**
+   * Purges with remove_data whose answer was lost (the manager died or the disk filled
+   * mid-call): they may have been committed. Their data may go if the ledger holds the request.
+   */
+  readonly maybePurgedWithData = new Set<string>();
   /** Data directories the data-delete fault removed, by server id. */
   readonly faultDeletedData = new Map<string, number>();
   /** Servers started with allow_empty_data after their data was deleted: the loss was acknowledged. */

@@ -274,6 +274,10 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
     } catch (err) {
       const e = ConnectError.from(err);
       const t1 = Date.now();
+      // The answer may be lost after the purge was committed (found by a 30-minute run).
+      if (op === "purge-data" && serverId && ![Code.InvalidArgument, Code.NotFound, Code.FailedPrecondition, Code.PermissionDenied].includes(e.code)) {
+        tracker.maybePurgedWithData.add(serverId);
+      }
       if ([Code.InvalidArgument, Code.NotFound, Code.FailedPrecondition, Code.AlreadyExists, Code.ResourceExhausted].includes(e.code)) {
         stats.rejected[codeName(e.code)] = (stats.rejected[codeName(e.code)] ?? 0) + 1;
         return undefined;

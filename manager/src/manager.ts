@@ -103,8 +103,14 @@ export function buildManager(config: ManagerConfig): Manager {
   const store = new Store(db);
   const tokens = new TokenStore(db);
   const managerId = store.managerId();
-  // Nothing is connected at start, whatever the previous run left in the table.
-  store.markAllHostsOffline();
+  // Nothing is connected at start, whatever the previous run left in the table. Best effort:
+  // on a full disk the manager must still start and serve reads (health says NOT_SERVING
+  // until a write succeeds); the column is a record, connections are the hub's.
+  try {
+    store.markAllHostsOffline();
+  } catch (err) {
+    log.warn({ err }, "could not mark hosts offline at start (is the database disk full?); serving reads, writes resume once the database is writable");
+  }
   const hub = new AgentHub();
   const ledger = new Ledger(store);
   const initialAdminToken = bootstrapAdminToken(tokens, ledger);

@@ -407,9 +407,10 @@ describe("dashboard", () => {
     const c = await docker.createContainer({ Image: TEST_IMAGE, name: stray, Cmd: ["sh", "-c", "exec sleep 100000"], HostConfig: { Init: true } });
     strays.push(c.id);
     await c.start();
-    // Unmanaged containers are listed from full inventories.
+    // Unmanaged containers are listed from full inventories. The previous test restarted
+    // the manager: ask once the agent is connected again (ResyncHost refuses an offline host).
     const [host] = (await manager.hosts.listHosts({})).hosts;
-    await manager.hosts.resyncHost({ id: host!.id });
+    await waitFor("host back online for a resync", () => manager.hosts.resyncHost({ id: host!.id }).then(() => true), 30_000, 250);
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Orphans" }).click();
     await p.getByLabel("Include unmanaged containers").check();
     const orphan = p.locator("tr[data-orphan-id]", { hasText: stray });

@@ -96,6 +96,15 @@ describe("database disk full", () => {
     expect(ready.status).toBe(503);
     expect(await ready.text()).toMatch(/full/i);
 
+    // A manager (re)started while the disk is full still starts and serves reads
+    // (found by the 30-minute campaign: it used to exit on its first write).
+    const port = Number(new URL(manager.url).port);
+    await manager.kill();
+    manager = await startManager({ dir, dbPath: join(dbDir, "berth.db"), port, args: ["--db-probe-interval", "1"] });
+    expect((await access.listTokens({})).tokens.map((t) => t.name)).toContain("before");
+    expect((await newToken("after-restart").then(() => undefined, (e: unknown) => ConnectError.from(e)))?.code).toBe(Code.Unavailable);
+    await waitFor("health NOT_SERVING after the restart", async () => (await health.check({})).status === Serving.NOT_SERVING, 10_000, 200);
+
     // Space comes back: writes work again without a restart, and health recovers.
     unlinkSync(filler);
     await waitFor("writes accepted again", async () => newToken("after").then(() => true, () => false), 10_000, 200);
