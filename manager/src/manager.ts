@@ -23,6 +23,7 @@ import { OrphanDetector } from "./orphans/detector.js";
 import { registerReflection } from "./api/reflection.js";
 import { createServerService } from "./api/server-service.js";
 import { listen, type Listener } from "./http/listen.js";
+import { guardRequests } from "./http/request-guard.js";
 import { createObservability, type Observability } from "./metrics/observability.js";
 import { MANAGER_VERSION } from "./config/version.js";
 import { staticFiles } from "./http/static-files.js";
@@ -182,7 +183,8 @@ export function buildManager(config: ManagerConfig): Manager {
     guardRequestDecoding(router, READ_MAX_BYTES);
   };
   const webRoot = config.webRoot ?? (existsSync(DEFAULT_WEB_ROOT) ? DEFAULT_WEB_ROOT : PLACEHOLDER_WEB_ROOT);
-  const handler = connectNodeAdapter({
+  // Outermost: a request the adapter cannot convert is a 400, never a thrown exception (issue 14).
+  const handler = guardRequests(connectNodeAdapter({
     routes,
     // Errors first (outermost), so failures inside auth are converted too.
     // Metrics outermost: they count the codes clients see.
@@ -191,7 +193,7 @@ export function buildManager(config: ManagerConfig): Manager {
     readMaxBytes: READ_MAX_BYTES,
     // /healthz, /readyz and /metrics first; any other path is the dashboard.
     fallback: observability.routes(staticFiles(webRoot)),
-  });
+  }), log);
 
   return {
     store,

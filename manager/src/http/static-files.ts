@@ -1,6 +1,7 @@
-import { createReadStream, existsSync, statSync } from "node:fs";
-import type { Handler } from "./listen.js";
+import { createReadStream, statSync } from "node:fs";
 import { extname, join, normalize, resolve, sep } from "node:path";
+import { pipeline } from "node:stream";
+import type { Handler } from "./listen.js";
 
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
@@ -15,6 +16,35 @@ const TYPES: Record<string, string> = {
 };
 
 /**
+ * The file under `base` a request path names, or undefined when the path
+ * cannot be decoded (a lone "%", overlong UTF-8 such as %c0%ae): such a path
+ * names no file, and decodeURIComponent's URIError must not escape (it ended
+ * the process once). Paths never escape `base`: ".." and encoded ".." stop
+ * at it.
+ */
+export function resolveStaticPath(base: string, url: string): string | undefined {
+  let pathname: string;
+  try {
+    pathname = decodeURIComponent(new URL(url, "http://x").pathname);
+  } catch {
+    return undefined;
+  }
+  // A NUL names no file (and fs calls throw on it).
+  if (pathname.includes("\0")) return undefined;
+  const path = normalize(join(base, pathname));
+  return path === base || path.startsWith(base + sep) ? path : base;
+}
+
+/** Is `path` a regular file (not a directory, not missing, readable to stat)? */
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Serves the dashboard's built files; unknown paths get index.html so the
  * single-page app can route. Paths never escape `root`.
  */
@@ -26,11 +56,14 @@ export function staticFiles(root: string) {
       res.end("not found\n");
       return;
     }
-    const url = new URL(req.url ?? "/", "http://x");
-    let path = normalize(join(base, decodeURIComponent(url.pathname)));
-    if (path !== base && !path.startsWith(base + sep)) path = base;
-    if (!existsSync(path) || statSync(path).isDirectory()) path = join(base, "index.html");
-    if (!existsSync(path)) {
+    let path = resolveStaticPath(base, req.url ?? "/");
+    if (path === undefined) {
+      res.writeHead(400, { "content-type": "text/plain" });
+      res.end("bad request: the path is not valid percent-encoded UTF-8\n");
+      return;
+    }
+    if (!isFile(path)) path = join(base, "index.html");
+    if (!isFile(path)) {
       res.writeHead(404, { "content-type": "text/plain" });
       res.end("dashboard not built\n");
       return;
@@ -47,6 +80,7 @@ export function staticFiles(root: string) {
       res.end();
       return;
     }
-    createReadStream(path).pipe(res as NodeJS.WritableStream);
+    // pipeline, not pipe: a read error (file replaced mid-read) ends the response instead of throwing.
+    pipeline(createReadStream(path), res as NodeJS.WritableStream, () => {});
   }) satisfies Handler;
 }
