@@ -1,13 +1,14 @@
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { cpus, hostname, totalmem } from "node:os";
 import type { Logger } from "pino";
-import { AgentMessageSchema, ContainerInfoSchema, type ContainerInfo, type DataDir, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { AgentMessageSchema, CommandKind, ContainerInfoSchema, type ContainerInfo, type DataDir, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import type { DataRoot } from "./data/data-root.js";
 import { dataDir, Executor, type PullReport } from "./executor.js";
 import { diffContainers } from "./inventory-diff.js";
 import { Backoff } from "./link/backoff.js";
 import { ManagerLink } from "./link/manager-link.js";
+import { reportable, splitInventory } from "./link/report-size.js";
 import { LogStreams } from "./log-streams.js";
 import type { ContainerRuntime, RuntimeEvent } from "./runtime/container-runtime.js";
 import { messageOf } from "./runtime/docker-runtime.js";
@@ -72,13 +73,22 @@ export class Agent {
   /** Last kill/stop event per container: a die right after one was requested by someone. */
   private readonly killedAt = new Map<string, number>();
   private revoked: ((message: string) => void) | undefined;
+  /** Observation order (AgentMessage.seq): taken when an observation starts, so older ones get lower numbers. */
+  private seq = 0n;
+  /** From the manager's Welcome: whose containers these are, and how far its clock is from ours. */
+  private managerId: string | undefined;
+  private managerClockOffsetMs = 0;
+  private inventorySeq = 0;
   readonly done: Promise<{ revoked: boolean; message: string }>;
 
   constructor(private readonly opts: AgentOptions) {
     this.runtime = new LockedRuntime(opts.runtime, {
       onEscalate: (id) => opts.log.warn({ container: id }, "stop did not finish past its timeout; killing the container"),
     });
-    this.executor = new Executor(this.runtime, opts.dataRoot, opts.log.child({ part: "executor" }), (p) => this.reportPull(p));
+    this.executor = new Executor(this.runtime, opts.dataRoot, opts.log.child({ part: "executor" }), (p) => this.reportPull(p), {
+      managerId: () => this.managerId,
+      now: () => Date.now() + this.managerClockOffsetMs,
+    });
     this.logStreams = new LogStreams(
       this.runtime,
       (chunk) => this.link.sendPaced(create(AgentMessageSchema, { body: { case: "logChunk", value: chunk } })),
@@ -130,8 +140,13 @@ export class Agent {
     this.timers.push(t);
   }
 
-  private send(body: Body): void {
-    this.link.send(create(AgentMessageSchema, { body }));
+  /** `seq`: reserved when the observation began (inventory, event); a fresh one otherwise. */
+  private send(body: Body, seq = this.nextSeq()): void {
+    this.link.send(create(AgentMessageSchema, { body, seq }));
+  }
+
+  private nextSeq(): bigint {
+    return ++this.seq;
   }
 
   private async refreshDocker(): Promise<void> {
@@ -242,6 +257,8 @@ export class Agent {
 
   private async buildAndSendInventory(periodic: boolean): Promise<void> {
     if (!this.link.connected) return;
+    // Taken before listing: anything sent while this inventory is built is newer than it.
+    const seq = this.nextSeq();
     let containers: ContainerInfo[];
     const touched = new Set<string>();
     this.touchedDuringInventory = touched;
@@ -278,6 +295,7 @@ export class Agent {
     }
     this.believed.clear();
     for (const c of containers) this.believed.set(c.id, c);
+    containers = containers.map(reportable);
     const dirs = await this.opts.dataRoot.list();
     const ids = new Set<string>(dirs.filter((d) => this.opts.dataRoot.isServerId(d)));
     for (const c of containers) {
@@ -298,17 +316,19 @@ export class Agent {
         this.opts.log.warn({ server: id, err: messageOf(err) }, "data directory refused; not reported");
       }
     }
-    this.send({
-      case: "inventory",
-      value: {
+    // In parts far below the manager's message cap: an inventory of any size goes through.
+    const parts = splitInventory(
+      {
         containers,
         dataDirs,
         dockerReachable: true,
         otherDataDirs: dirs.filter((d) => !this.opts.dataRoot.isServerId(d)),
-        unmanaged: unmanaged.containers,
+        unmanaged: unmanaged.containers.map(reportable),
         unmanagedOmitted: unmanaged.omitted,
       },
-    });
+      `inv-${++this.inventorySeq}`,
+    );
+    for (const value of parts) this.send({ case: "inventory", value }, seq);
   }
 
   private sendHeartbeatNow(): void {
@@ -325,8 +345,16 @@ export class Agent {
 
   private onManagerMessage(msg: ManagerMessage): void {
     switch (msg.body.case) {
-      case "welcome":
+      case "welcome": {
+        const w = msg.body.value;
+        this.managerId = w.managerId || undefined;
+        // Command deadlines are the manager's clock; judge them by it (within a round trip).
+        this.managerClockOffsetMs = w.time ? timestampMs(w.time) - Date.now() : 0;
+        if (Math.abs(this.managerClockOffsetMs) > 5_000) {
+          this.opts.log.warn({ offsetMs: this.managerClockOffsetMs }, "this host's clock differs from the manager's by more than 5 s; command deadlines are judged by the manager's");
+        }
         return;
+      }
       case "resync":
         this.resync();
         return;
@@ -338,7 +366,11 @@ export class Agent {
         return;
       case "command": {
         const cmd = msg.body.value;
-        void this.executor.execute(cmd).then((result) => this.send({ case: "commandResult", value: result }));
+        void this.executor.execute(cmd).then((result) => {
+          // Only AdoptOrphan's inspect needs the environment and command; every other result is an observation.
+          if (result.container && cmd.kind !== CommandKind.INSPECT_CONTAINER) result = { ...result, container: reportable(result.container) };
+          this.send({ case: "commandResult", value: result });
+        });
         return;
       }
       default:
@@ -431,6 +463,7 @@ export class Agent {
   }
 
   private async reportEvent(e: RuntimeEvent): Promise<void> {
+    const seq = this.nextSeq();
     this.touchedDuringInventory?.add(e.containerId);
     if (e.action === "kill" || e.action === "stop") this.killedAt.set(e.containerId, Date.now());
     if (e.action === "destroy") {
@@ -461,8 +494,8 @@ export class Agent {
         exitCause,
         removed,
         time: timestampFromMs(e.timeMs || Date.now()),
-        container: info ?? create(ContainerInfoSchema, { id: e.containerId, labels: e.labels, state: "removed" }),
+        container: info ? reportable(info) : create(ContainerInfoSchema, { id: e.containerId, labels: e.labels, state: "removed" }),
       },
-    });
+    }, seq);
   }
 }

@@ -28,6 +28,49 @@ export interface PullReport {
   done: boolean;
 }
 const RESULT_CACHE_SIZE = 2000;
+const LABEL_MANAGER = "berth.manager";
+
+/** Commands that name a container by its Docker id instead of by server labels. */
+const BY_CONTAINER_ID = new Set([CommandKind.REMOVE_CONTAINER, CommandKind.INSPECT_CONTAINER, CommandKind.COPY_DATA]);
+
+/** What the executor knows of the manager it serves (from its Welcome). */
+export interface ManagerContext {
+  /** The manager's id; undefined before the first welcome. */
+  managerId(): string | undefined;
+  /** The manager's clock now (command deadlines are manager time). */
+  now(): number;
+}
+
+/**
+ * Why a command must not be applied at all, or undefined. Pure: the command,
+ * the container it names (when it names one by id; undefined when it does not
+ * exist) and the manager's id and clock.
+ *
+ * - past its deadline: after a manager restart, commands are resent, and one
+ *   may arrive after the manager recorded it expired (and decided anew); the
+ *   agent must not act on that stale decision.
+ * - a container named by id that is not labelled with this agent's manager:
+ *   only an explicit OrphanService action (orphan_action) may remove,
+ *   inspect or copy someone else's container.
+ */
+export function refusal(cmd: Command, named: ContainerInfo | undefined, manager: { id: string | undefined; now: number }): { reason: string; message: string } | undefined {
+  if (cmd.deadline) {
+    const deadlineMs = Number(cmd.deadline.seconds) * 1000 + Math.floor(cmd.deadline.nanos / 1e6);
+    if (deadlineMs > 0 && deadlineMs < manager.now) {
+      return {
+        reason: "DeadlineExceeded",
+        message: `command ${cmd.id} (${CommandKind[cmd.kind] ?? cmd.kind}) arrived ${Math.round((manager.now - deadlineMs) / 1000)}s after its deadline; not applied (the manager has recorded it expired and decides again)`,
+      };
+    }
+  }
+  if (BY_CONTAINER_ID.has(cmd.kind) && named && !cmd.orphanAction && (!manager.id || named.labels[LABEL_MANAGER] !== manager.id)) {
+    return {
+      reason: "NotThisManagers",
+      message: `container ${named.name || named.id.slice(0, 12)} is not labelled ${LABEL_MANAGER}=${manager.id ?? "<this manager>"}; the agent touches it only on an explicit orphan action (OrphanService.DestroyOrphan or AdoptOrphan)`,
+    };
+  }
+  return undefined;
+}
 
 /**
  * Applies the manager's commands idempotently. Commands for one server run
@@ -46,6 +89,7 @@ export class Executor {
     private readonly data: DataRoot,
     private readonly log: Logger,
     private readonly onPull: (p: PullReport) => void = () => {},
+    private readonly manager: ManagerContext = { managerId: () => undefined, now: Date.now },
   ) {}
 
   /** Did berth stop or remove this container in the last moments? */
@@ -109,6 +153,12 @@ export class Executor {
 
   private async apply(cmd: Command): Promise<CommandResult> {
     const started = Date.now();
+    const named = BY_CONTAINER_ID.has(cmd.kind) && cmd.containerId ? await this.runtime.inspect(cmd.containerId).catch(() => undefined) : undefined;
+    const refused = refusal(cmd, named, { id: this.manager.managerId(), now: this.manager.now() });
+    if (refused) {
+      this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ...refused }, "command refused");
+      return create(CommandResultSchema, { commandId: cmd.id, success: false, ...refused });
+    }
     try {
       const { container, data } = await this.dispatch(cmd);
       this.log.info({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ms: Date.now() - started }, "command applied");

@@ -96,16 +96,34 @@ export interface LinkHandlers {
   onRevoked(message: string): void;
 }
 
+/** How long a welcomed stream must stay up before the reconnect backoff starts over. */
+export const HEALTHY_AFTER_MS = 15_000;
+
+export interface LinkOptions {
+  /** The reconnect delays (default 0.5 s .. 30 s, full jitter). */
+  backoff?: Backoff;
+  /** Default HEALTHY_AFTER_MS. */
+  healthyAfterMs?: number;
+}
+
 /**
  * The agent's bidi stream to the manager, reconnecting forever with
  * exponential backoff and jitter (cap 30 s) until stopped or revoked.
+ *
+ * The backoff starts over only once a stream has been healthy for a while
+ * (`healthyAfterMs` after the manager's welcome), not on the welcome itself:
+ * a manager that welcomes and then refuses what the agent sends (it once
+ * refused every inventory over its message cap) would otherwise be redialled
+ * every few hundred milliseconds forever.
  */
 export class ManagerLink {
   private client: grpc.Client | undefined;
   private call: grpc.ClientDuplexStream<AgentMessage, ManagerMessage> | undefined;
-  private readonly backoff = new Backoff(500, 30_000);
+  private readonly backoff: Backoff;
+  private readonly healthyAfterMs: number;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
+  private healthyTimer: NodeJS.Timeout | undefined;
   private openedAt = 0;
 
   constructor(
@@ -114,7 +132,11 @@ export class ManagerLink {
     private readonly credential: { hostId: string; secret: string; caPem?: string },
     private readonly handlers: LinkHandlers,
     private readonly log: Logger,
-  ) {}
+    opts: LinkOptions = {},
+  ) {
+    this.backoff = opts.backoff ?? new Backoff(500, 30_000);
+    this.healthyAfterMs = opts.healthyAfterMs ?? HEALTHY_AFTER_MS;
+  }
 
   get connected(): boolean {
     return this.call !== undefined;
@@ -158,6 +180,7 @@ export class ManagerLink {
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    clearTimeout(this.healthyTimer);
     this.call?.cancel();
     this.call = undefined;
     this.client?.close();
@@ -179,7 +202,11 @@ export class ManagerLink {
     call.on("data", (msg: ManagerMessage) => {
       if (!welcomed && msg.body.case === "welcome") {
         welcomed = true;
-        this.backoff.reset();
+        clearTimeout(this.healthyTimer);
+        this.healthyTimer = setTimeout(() => {
+          if (this.call === call) this.backoff.reset();
+        }, this.healthyAfterMs);
+        this.healthyTimer.unref();
         this.log.info({ manager: msg.body.value.managerId, host: msg.body.value.hostId }, "connected to manager");
       }
       this.handlers.onMessage(msg);
@@ -188,7 +215,10 @@ export class ManagerLink {
     const end = (err?: grpc.ServiceError) => {
       if (ended) return;
       ended = true;
-      if (this.call === call) this.call = undefined;
+      if (this.call === call) {
+        this.call = undefined;
+        clearTimeout(this.healthyTimer);
+      }
       this.handlers.onClose();
       if (this.stopped) return;
       if (err?.code === grpc.status.UNAUTHENTICATED) {

@@ -137,7 +137,13 @@ export class DockerRuntime implements ContainerRuntime {
       throw new RuntimeError("BadCommand", messageOf(err));
     }
     try {
-      const c = await timed("docker create", (abortSignal) => this.docker.createContainer({ ...config, abortSignal } as Docker.ContainerCreateOptions));
+      // The config goes in the body and only the name in the query: handed to createContainer
+      // as a plain object, dockerode (docker-modem) writes every field into the URL too, and a
+      // large environment then made the engine answer 431 (request header fields too large).
+      const { name, ...body } = config;
+      const c = await timed("docker create", (abortSignal) =>
+        this.docker.createContainer({ _query: { name }, _body: body, abortSignal } as unknown as Docker.ContainerCreateOptions),
+      );
       return c.id;
     } catch (err) {
       if (err instanceof RuntimeError) throw err;

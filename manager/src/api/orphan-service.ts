@@ -90,7 +90,8 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
   async function ask(hostId: string, init: OneOffCommand, what: string): Promise<CommandResult> {
     if (!hub.isConnected(hostId)) throw new UnavailableError(`host ${hostName(hostId)} is offline; try again once its agent is connected`);
     const timeoutMs = ANSWER_TIMEOUT_MS[init.kind] ?? 30_000;
-    const cmd = create(CommandSchema, { ...init, id: newId("cmd"), deadline: timestampFromMs(now() + timeoutMs) });
+    // orphanAction: an explicit operator action on the container it names (the agent refuses others' containers without it).
+    const cmd = create(CommandSchema, { ...init, id: newId("cmd"), deadline: timestampFromMs(now() + timeoutMs), orphanAction: true });
     let r: CommandResult;
     try {
       r = await hub.request(hostId, cmd, timeoutMs);
@@ -187,6 +188,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
         containerId: f.containerId,
         mountPath: plan.copyMountPath,
         stopTimeoutSeconds: 10,
+        orphanAction: true,
         deadline: timestampFromMs(at + deadlineMs),
       });
     }

@@ -74,6 +74,7 @@ const BAD: [string, Partial<SpecInit>, string][] = [
   ["env key with '='", { env: { "A=B": "v" } }, "spec.env"],
   ["empty env key", { env: { "": "v" } }, "spec.env"],
   ["env value too long", { env: { BIG: "x".repeat(32 * 1024 + 1) } }, "spec.env.BIG"],
+  ["env over 256 KiB in total (9 values of 30 KiB)", { env: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`V${i}`, "x".repeat(30 * 1024)])) }, "spec.env"],
   ["too many env variables", { env: Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`V${i}`, "x"])) }, "spec.env"],
   ["host port 0", { ports: [port(8080), port(0)] }, "spec.ports[1].host_port"],
   ["host port 70000", { ports: [port(8080), port(70000)] }, "spec.ports[1].host_port"],
@@ -99,6 +100,11 @@ const BAD: [string, Partial<SpecInit>, string][] = [
 describe("validateSpec rejects", () => {
   it.each(BAD)("%s → %s", (_label, over, field) => {
     expect(fieldOf(() => validateSpec(spec(over)))).toBe(field);
+  });
+
+  it("an environment just under the total cap is accepted (7 values of 32 KiB)", () => {
+    const env = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`V${i}`, "x".repeat(32 * 1024)]));
+    expect(Object.keys(validateSpec(spec({ env })).env)).toHaveLength(7);
   });
 
   it("a missing spec → spec", () => {

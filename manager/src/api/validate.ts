@@ -17,6 +17,12 @@ const MAX_ENV = 200;
 const MAX_PORTS = 100;
 const MAX_COMMAND_ARGS = 256;
 const MAX_VALUE_BYTES = 32 * 1024;
+/**
+ * The whole environment, as Docker holds it ("KEY=value" per variable). It
+ * travels in every create command and the engine keeps it in the container's
+ * config; a spec over this was accepted before and then could not be created.
+ */
+export const MAX_ENV_TOTAL_BYTES = 256 * 1024;
 
 /**
  * Checks a spec from an API request and returns a normalized copy (defaults
@@ -45,6 +51,10 @@ export function validateSpec(input: ServerSpec | undefined, field = "spec"): Ser
     const v = input.env[k]!;
     if (v.includes("\0")) throw new InvalidArgumentError(`${field}.env.${k}`, "must not contain NUL bytes");
     if (Buffer.byteLength(v) > MAX_VALUE_BYTES) throw new InvalidArgumentError(`${field}.env.${k}`, `longer than ${MAX_VALUE_BYTES} bytes`);
+  }
+  const envBytes = envKeys.reduce((n, k) => n + Buffer.byteLength(k) + 1 + Buffer.byteLength(input.env[k]!), 0);
+  if (envBytes > MAX_ENV_TOTAL_BYTES) {
+    throw new InvalidArgumentError(`${field}.env`, `${envBytes} bytes in total (as KEY=value), more than ${MAX_ENV_TOTAL_BYTES} (256 KiB); keep large values in a file in the server's data directory`);
   }
   if (input.ports.length > MAX_PORTS) throw new InvalidArgumentError(`${field}.ports`, `at most ${MAX_PORTS} ports`);
   const seen = new Map<string, number>();
