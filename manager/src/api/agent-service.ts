@@ -6,6 +6,7 @@ import {
   AgentService,
   EnrollResponseSchema,
   ManagerMessageSchema,
+  CommandKind,
   type AgentMessage,
   type CommandResult,
   type DataDir,
@@ -21,6 +22,7 @@ import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { DataDirRecord, DataRootEntry, ExitCause, HostRecord, Store } from "../store/store.js";
 import { commandName } from "../reconcile/plan.js";
+import { ObservationOrder } from "../reconcile/observation-order.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
 import { PullProgressThrottle } from "./pull-progress.js";
@@ -104,12 +106,13 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         }),
       );
       const hlog = log.child({ host: host.id });
+      const order = new ObservationOrder();
       const consume = (async () => {
         try {
           for await (const msg of requests) {
             session.lastSeen = now();
             if (!hub.isCurrent(session)) break;
-            handleMessage(host, session, msg, hlog);
+            handleMessage(host, session, msg, hlog, order);
           }
           out.close();
         } catch (err) {
@@ -131,7 +134,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     },
   };
 
-  function handleMessage(host: HostRecord, session: AgentSession, msg: AgentMessage, hlog: Logger): void {
+  function handleMessage(host: HostRecord, session: AgentSession, msg: AgentMessage, hlog: Logger, order: ObservationOrder): void {
     const at = now();
     const body = msg.body;
     switch (body.case) {
@@ -155,7 +158,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       case "inventory": {
         const inv = body.value;
         // Unmanaged containers are stored too (no server id): OrphanService lists them.
-        const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at, dataRootEntries(inv));
+        // Servers observed after this inventory was taken keep their newer observation.
+        const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at, dataRootEntries(inv), order.newerThan(msg.seq));
         store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, inv.dockerReachable, at, hlog));
         const firstInventory = !session.ready;
         if (firstInventory) {
@@ -179,6 +183,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         if (!c?.id) return;
         const serverId = ev.removed ? store.removeContainer(host.id, c.id) : store.upsertContainer(host.id, c, at);
         if (!serverId) return;
+        order.note(serverId, msg.seq);
         // Only this manager's containers, on the server's own host, can drive its desired state
         // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
         if (ev.action === "die" && ev.exitCause && c.labels["berth.manager"] === deps.managerId && store.getServer(serverId)?.hostId === host.id) {
@@ -195,7 +200,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         return;
       }
       case "commandResult":
-        handleResult(host, body.value, at, hlog);
+        handleResult(host, body.value, at, hlog, msg.seq, order);
         return;
       case "heartbeat": {
         const patch: ObservedHostFacts = {
@@ -251,7 +256,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     return patch;
   }
 
-  function handleResult(host: HostRecord, r: CommandResult, at: number, hlog: Logger): void {
+  function handleResult(host: HostRecord, r: CommandResult, at: number, hlog: Logger, seq: bigint, order: ObservationOrder): void {
     const cmd = store.getCommand(r.commandId);
     // OrphanService's one-off commands are not stored: their caller awaits the result.
     const awaited = hub.deliverResult(host.id, r);
@@ -264,7 +269,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       if (r.container?.id) store.upsertContainer(host.id, r.container, at);
       if (r.data?.serverId === cmd.serverId) store.upsertDataDir(dataDirRecord(host.id, r.data, at));
       const fresh = store.finishCommand(cmd.id, r.success ? "succeeded" : "failed", at, r.reason, r.message);
+      order.note(cmd.serverId, seq);
       if (fresh) {
+        // A removal reports no container: its success is the observation that none is left.
+        if (r.success && cmd.command.kind === CommandKind.ENSURE_REMOVED) store.removeServerContainers(host.id, cmd.serverId, cmd.command.adoptedContainerId);
         reconciler.noteCommandFinished(cmd.serverId, cmd.command, cmd.createdAt, r.success);
         const server = store.getServer(cmd.serverId);
         ledger.append({

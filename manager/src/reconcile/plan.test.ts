@@ -1,4 +1,4 @@
-import { EXIT_CAUSE_GRACE_MS } from "./plan.js";
+import { EXIT_CAUSE_GRACE_MS, REPEAT_HOLD_MS } from "./plan.js";
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { CommandKind, ContainerInfoSchema, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
@@ -59,7 +59,7 @@ function finished(
   message = "",
   kind = CommandKind.ENSURE_RUNNING,
 ): FinishedCommand {
-  return { kind, state, reason, message, createdAt };
+  return { kind, state, reason, message, createdAt, finishedAt: createdAt };
 }
 
 type Over = Partial<Omit<PlanInput, "spec">> & { desired?: DesiredState; restartPolicy?: RestartPolicy };
@@ -88,6 +88,7 @@ function input(o: Over = {}): PlanInput {
     hostConnected: true,
     containers: [],
     data: undefined,
+    observedAt: NOW,
     inflight: undefined,
     lastFinished: undefined,
     ...rest,
@@ -1026,5 +1027,64 @@ describe("plan() properties, over every table case", () => {
       const { requeueAfterMs: _r2, ...p2 } = plan({ ...input(c.in), now: NOW + 3_600_000 });
       expect(p2, c.name).toEqual(p1);
     }
+  });
+});
+
+describe("plan(): no command repeated right after its success without a newer observation", () => {
+  const removedAt = NOW - 100;
+  const deletedWithStaleContainer = (o: Over = {}): PlanInput =>
+    input({
+      deleted: true,
+      containers: [ctr("exited", { finishedAt: NOW - 5_000 })],
+      lastFinished: { ...finished("succeeded", removedAt - 50, "", "", CommandKind.ENSURE_REMOVED), finishedAt: removedAt },
+      lastActionAt: NOW - 60_000,
+      observedAt: removedAt - 200,
+      ...o,
+    });
+
+  it("holds ensure-removed while the only observation of the container predates its success", () => {
+    const p = plan(deletedWithStaleContainer());
+    expect(p.command).toBeUndefined();
+    expect(p.phase).toBe(Phase.DELETED);
+    expect(p.reason).toBe("Removing");
+    expect(p.requeueAfterMs).toBe(REPEAT_HOLD_MS - 100);
+  });
+
+  it.each([
+    ["the container was observed after the success", { observedAt: removedAt + 1 }],
+    ["the operator acted after the success", { lastActionAt: removedAt + 1 }],
+    ["the hold ran out (at most one repeat per hold)", { now: removedAt + REPEAT_HOLD_MS }],
+  ])("repeats it when %s", (_name, o: Over) => {
+    expect(plan(deletedWithStaleContainer(o)).command?.kind).toBe(CommandKind.ENSURE_REMOVED);
+  });
+
+  it("a different command, or a failed one, is never held", () => {
+    const stop = plan(deletedWithStaleContainer({ lastFinished: { ...finished("succeeded", removedAt, "", "", CommandKind.ENSURE_STOPPED), finishedAt: removedAt } }));
+    expect(stop.command?.kind).toBe(CommandKind.ENSURE_REMOVED);
+  });
+
+  it("a crash after a successful start restarts per policy (the exit is the newer change)", () => {
+    const startedAt = NOW - 30_000;
+    const p = plan(
+      input({
+        containers: [ctr("exited", { exitCode: 1, finishedAt: NOW - 20_000 })],
+        lifecycle: { lastExit: { cause: "crash", at: NOW - 20_000, exitCode: 1, finishedAt: NOW - 20_000 }, crashTimes: [NOW - 20_000] },
+        lastFinished: { ...finished("succeeded", startedAt), finishedAt: startedAt },
+        observedAt: startedAt,
+      }),
+    );
+    expect(p.command?.kind).toBe(CommandKind.ENSURE_RUNNING);
+    expect(p.reason).toBe("RestartingAfterCrash");
+  });
+
+  it("ensure-running that succeeded while the picture still shows the container stopped: held, then repeated once", () => {
+    const startedAt = NOW - 1_000;
+    const stale = input({
+      containers: [ctr("created")],
+      lastFinished: { ...finished("succeeded", startedAt - 500), finishedAt: startedAt },
+      observedAt: startedAt,
+    });
+    expect(plan(stale).command).toBeUndefined();
+    expect(plan({ ...stale, now: startedAt + REPEAT_HOLD_MS }).command?.kind).toBe(CommandKind.ENSURE_RUNNING);
   });
 });

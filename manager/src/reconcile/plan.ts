@@ -58,6 +58,8 @@ export interface FinishedCommand {
   reason: string;
   message: string;
   createdAt: number;
+  /** When its result came in (manager clock). */
+  finishedAt: number;
 }
 
 export interface PlanInput {
@@ -81,6 +83,12 @@ export interface PlanInput {
   containers: readonly ContainerInfo[];
   /** The data directory as last reported; undefined if never checked. */
   data: { present: boolean } | undefined;
+  /**
+   * When the newest observation of this server was stored (its containers,
+   * its data directory; manager clock), 0 if none: a command may be repeated
+   * only after something newer than its own success was seen.
+   */
+  observedAt: number;
   inflight: InflightCommand | undefined;
   lastFinished: FinishedCommand | undefined;
 }
@@ -129,7 +137,45 @@ const TIMEOUT_REASON: Partial<Record<CommandKind, string>> = {
   [CommandKind.COPY_DATA]: "CopyTimeout",
 };
 
+/**
+ * How long a command that just succeeded is not issued again while the
+ * observation still says it is needed. The agent's next event or inventory
+ * normally settles it within milliseconds; without one, the command is
+ * repeated once per this period at most (never in a loop).
+ */
+export const REPEAT_HOLD_MS = 10_000;
+
+/**
+ * The reconciler's decision. Every command it returns is justified by a change
+ * since the last one: the same command is not issued again right after its
+ * success unless something newer than that success was observed or asked for
+ * (a stale observation once made the reconciler re-issue `ensure-removed`
+ * every millisecond, thousands of times per soft delete).
+ */
 export function plan(input: PlanInput): Plan {
+  return holdRepeat(input, decide(input));
+}
+
+function holdRepeat(input: PlanInput, p: Plan): Plan {
+  const last = input.lastFinished;
+  if (!p.command || p.command.recreate || !last || last.state !== "succeeded" || last.kind !== p.command.kind) return p;
+  const lc = input.lifecycle;
+  const changedAt = Math.max(
+    input.observedAt,
+    input.lastActionAt,
+    lc.lastExit?.at ?? 0,
+    lc.containerLostAt ?? 0,
+    lc.restartRequestedAt ?? 0,
+    lc.rebuildRequestedAt ?? 0,
+  );
+  if (changedAt > last.finishedAt) return p;
+  const until = last.finishedAt + REPEAT_HOLD_MS;
+  if (input.now >= until) return p;
+  const { command: _held, ...rest } = p;
+  return { ...rest, requeueAfterMs: Math.min(p.requeueAfterMs ?? Infinity, until - input.now) };
+}
+
+function decide(input: PlanInput): Plan {
   const container = pickContainer(input.containers, input.specHash);
   const facts = conditionFacts(input, container);
   const observedGeneration = container ? Number(container.labels[GENERATION_LABEL] ?? 0) : 0;

@@ -178,14 +178,12 @@ export class Reconciler {
     let server = store.getServer(serverId);
     if (!server) return {};
     const hash = specHash(server.spec);
-    const labelled = store
-      .containersForServer(server.hostId, server.id)
-      .filter((c) => c.managerId === managerId)
-      .map((c) => c.info);
+    const mine = store.containersForServer(server.hostId, server.id).filter((c) => c.managerId === managerId);
     // A container AdoptOrphan bound to this server without labels (OrphanService) counts too.
     const adoptedId = server.lifecycle.adoptedContainerId;
-    const adopted = adoptedId && !labelled.some((c) => c.id === adoptedId) ? store.observedContainer(server.hostId, adoptedId)?.info : undefined;
-    const containers = adopted ? [...labelled, adopted] : labelled;
+    const adopted = adoptedId && !mine.some((c) => c.containerId === adoptedId) ? store.observedContainer(server.hostId, adoptedId) : undefined;
+    const observed = adopted ? [...mine, adopted] : mine;
+    const containers = observed.map((c) => c.info);
     const dataDir = store.getDataDir(server.hostId, server.id);
     const inflight = store.openCommandForServer(server.id);
     const last = store.lastFinishedCommand(server.id);
@@ -218,6 +216,7 @@ export class Reconciler {
       hostConnected: connected,
       containers,
       data: dataDir && { present: dataDir.present },
+      observedAt: Math.max(dataDir?.checkedAt ?? 0, ...observed.map((c) => c.observedAt)),
       inflight: inflight && {
         id: inflight.id,
         kind: inflight.command.kind,
@@ -230,6 +229,7 @@ export class Reconciler {
         reason: last.reason ?? "",
         message: last.message ?? "",
         createdAt: last.createdAt,
+        finishedAt: last.finishedAt ?? last.createdAt,
       },
     });
 

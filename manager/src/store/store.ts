@@ -385,8 +385,18 @@ export class Store {
    * Makes `containers` and `dataDirs` the complete picture of a host: anything
    * previously observed there and not in the list is gone. Returns the ids of
    * every server whose observation may have changed.
+   *
+   * `keep`: servers observed after this inventory was taken (ObservationOrder):
+   * their containers and data directory stay as they are, whatever it says.
    */
-  replaceHostInventory(hostId: string, containers: ContainerInfo[], dataDirs: DataDirRecord[], now: number, dataRootEntries?: DataRootEntry[]): Set<string> {
+  replaceHostInventory(
+    hostId: string,
+    containers: ContainerInfo[],
+    dataDirs: DataDirRecord[],
+    now: number,
+    dataRootEntries?: DataRootEntry[],
+    keep: ReadonlySet<string> = new Set(),
+  ): Set<string> {
     return this.transaction(() => {
       if (dataRootEntries) this.replaceDataRootEntries(hostId, dataRootEntries, now);
       // Only servers whose observation differs from the last report count as touched:
@@ -400,8 +410,17 @@ export class Store {
         before.set(r.container_id, { serverId: r.server_id, json: r.info_json });
       }
       const touched = new Set<string>();
-      this.db.prepare("DELETE FROM observed_containers WHERE host_id = ?").run(hostId);
+      if (keep.size === 0) {
+        this.db.prepare("DELETE FROM observed_containers WHERE host_id = ?").run(hostId);
+      } else {
+        const del = this.db.prepare("DELETE FROM observed_containers WHERE host_id = ? AND container_id = ?");
+        for (const [id, old] of before) {
+          if (old.serverId && keep.has(old.serverId)) before.delete(id);
+          else del.run(hostId, id);
+        }
+      }
       for (const c of containers) {
+        if (keep.has(c.labels[LABEL_SERVER] ?? "")) continue;
         const json = toJsonString(ContainerInfoSchema, c);
         const sid = this.writeContainer(hostId, c, json, now);
         const old = before.get(c.id);
@@ -415,13 +434,14 @@ export class Store {
       // directory that is not listed is gone.
       const reported = new Set<string>();
       for (const d of dataDirs) {
+        if (keep.has(d.serverId)) continue;
         const known = this.getDataDir(hostId, d.serverId);
         this.upsertDataDir(d);
         reported.add(d.serverId);
         if (!known || known.present !== d.present || known.sizeBytes !== d.sizeBytes) touched.add(d.serverId);
       }
       for (const serverId of this.serverIdsOnHost(hostId)) {
-        if (reported.has(serverId)) continue;
+        if (reported.has(serverId) || keep.has(serverId)) continue;
         const known = this.getDataDir(hostId, serverId);
         if (known && !known.present) continue;
         this.upsertDataDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
@@ -457,6 +477,16 @@ export class Store {
       .prepare("DELETE FROM observed_containers WHERE host_id = ? AND container_id = ? RETURNING server_id")
       .get(hostId, containerId) as { server_id: string | null } | undefined;
     return row?.server_id ?? null;
+  }
+
+  /**
+   * Forgets every container of `serverId` on `hostId` (this manager's and
+   * any other's labelled for it), and the adopted unlabelled one if given:
+   * a successful ensure-removed says none of them exists any more.
+   */
+  removeServerContainers(hostId: string, serverId: string, adoptedContainerId?: string): void {
+    this.db.prepare("DELETE FROM observed_containers WHERE host_id = ? AND server_id = ?").run(hostId, serverId);
+    if (adoptedContainerId) this.removeContainer(hostId, adoptedContainerId);
   }
 
   /** Makes `entries` the directories under the host's data root (the last inventory's list). */

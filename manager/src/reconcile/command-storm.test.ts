@@ -1,0 +1,137 @@
+/**
+ * The command storm of a stale inventory, end to end through the agent link:
+ * the real AgentService, AgentHub, Reconciler and store, with a scripted agent
+ * that answers like the real one (a removal reports no container; the
+ * inventory it was building when the removal ran arrives after the result).
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { createHandlerContext } from "@connectrpc/connect";
+import { AgentMessageSchema, AgentService, CommandKind, ContainerInfoSchema, type AgentMessage, type Command, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { createAgentService } from "../api/agent-service.js";
+import { hashSecret, newSecret } from "../ids.js";
+import { Ledger } from "../ledger/ledger.js";
+import { AgentHub } from "../link/agent-hub.js";
+import { AsyncQueue } from "../link/async-queue.js";
+import { createLogger } from "../log.js";
+import { openDatabase } from "../store/database.js";
+import { initialStatus, Store } from "../store/store.js";
+import { Reconciler } from "./reconciler.js";
+
+const HOST = "host_aaaaaaaaaaaa";
+const SERVER = "srv_bbbbbbbbbbbb";
+type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
+
+const cleanup: (() => void)[] = [];
+afterEach(() => {
+  for (const f of cleanup.splice(0)) f();
+});
+
+/**
+ * A soft-deleted server whose container the host still has, and a scripted
+ * agent whose first answer to ensure-removed races an inventory: the
+ * inventory was listed before the removal (it still shows the container) and
+ * is sent after the removal's result. `withSeq`: the agent numbers its
+ * observations (AgentMessage.seq), as agents do since the numbering exists.
+ */
+async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: number; store: Store; ledger: Ledger }> {
+  const store = new Store(openDatabase(":memory:"));
+  const hub = new AgentHub();
+  const ledger = new Ledger(store);
+  const log = createLogger("silent", "test");
+  const managerId = store.managerId();
+  const secret = newSecret();
+  store.insertHost({ id: HOST, name: "h", secretHash: hashSecret(secret), createdAt: 1 });
+  const t = Date.now();
+  store.insertServer({
+    id: SERVER,
+    project: "default",
+    name: "mc",
+    hostId: HOST,
+    generation: 2,
+    spec: create(ServerSpecSchema, { name: "mc", hostId: HOST, image: "busybox", desiredState: DesiredState.RUNNING }),
+    status: initialStatus(),
+    dataInitialized: true,
+    lifecycle: {},
+    createdAt: t - 10_000,
+    updatedAt: t - 1_000,
+    deletedAt: t - 1_000,
+  });
+  const reconciler = new Reconciler({ store, hub, log, managerId, ledger });
+  const service = createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds: 5 });
+  const ctx = createHandlerContext({
+    service: AgentService,
+    method: AgentService.method.connect,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: "http://test/berth.v1.AgentService/Connect",
+    requestHeader: { authorization: `Bearer ${HOST}.${secret}` },
+  });
+  const input = new AsyncQueue<AgentMessage>();
+  cleanup.push(() => {
+    input.close();
+    reconciler.stop();
+    store.close();
+  });
+  let counter = 0n;
+  const nextSeq = () => (withSeq ? ++counter : 0n);
+  const send = (body: Body, seq = nextSeq()) => input.push(create(AgentMessageSchema, { body, seq }));
+  const container = create(ContainerInfoSchema, {
+    id: "c".repeat(64),
+    name: "berth-mc",
+    state: "exited",
+    labels: { "berth.server": SERVER, "berth.manager": managerId, "berth.generation": "1", "berth.spec-hash": "h" },
+  });
+  const inventory = (containers: (typeof container)[]): Body => ({
+    case: "inventory",
+    value: { containers, dataDirs: [{ serverId: SERVER, exists: true }], dockerReachable: true },
+  });
+
+  const output = service.connect(input, ctx)[Symbol.asyncIterator]();
+  send(inventory([container]));
+  let first = true;
+  const agent = (async () => {
+    for (;;) {
+      const next = await output.next().catch(() => ({ done: true as const, value: undefined }));
+      if (next.done) return;
+      const m = next.value as ManagerMessage;
+      if (m.body.case !== "command") continue;
+      const cmd: Command = m.body.value;
+      if (cmd.kind !== CommandKind.ENSURE_REMOVED) throw new Error(`unexpected ${CommandKind[cmd.kind]}`);
+      if (first) {
+        first = false;
+        // The periodic inventory lists the engine now (the container is still there) ...
+        const listedAt = nextSeq();
+        // ... the removal runs: Docker's destroy event, then the result (no container) ...
+        send({ case: "containerEvent", value: { action: "destroy", removed: true, container: { ...container, state: "removed" } } });
+        send({ case: "commandResult", value: { commandId: cmd.id, success: true } });
+        // ... and the inventory goes out after them.
+        send(inventory([container]), listedAt);
+      } else {
+        // Nothing left to remove: the agent answers at once.
+        send({ case: "commandResult", value: { commandId: cmd.id, success: true } });
+      }
+    }
+  })();
+  cleanup.push(() => void agent);
+  await new Promise((r) => setTimeout(r, 400));
+  const issued = ledger.list({ serverId: SERVER }).filter((e) => e.type === "command.issued").length;
+  return { issued, store, ledger };
+}
+
+describe("a stale inventory after a finished ensure-removed", () => {
+  it("does not bring the container back: one command for one soft delete (agent numbers its observations)", async () => {
+    const { issued, store } = await softDeleteRacingAnInventory(true);
+    expect(issued).toBe(1);
+    expect(store.containersForServer(HOST, SERVER)).toHaveLength(0);
+  });
+
+  it("an agent that does not number them: at most one more removal, no storm", async () => {
+    // The stale inventory is applied; the next removal's success then clears the
+    // container from the manager's view, so the reconciler stops there.
+    const { issued, store } = await softDeleteRacingAnInventory(false);
+    expect(issued).toBeLessThanOrEqual(2);
+    expect(store.containersForServer(HOST, SERVER)).toHaveLength(0);
+  });
+});
