@@ -5,6 +5,7 @@
  * order. Screenshots of every page land in test-results/screenshots/.
  */
 import { rm } from "node:fs/promises";
+import { createServer } from "node:net";
 import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -290,7 +291,10 @@ describe("dashboard", () => {
     const brokenId = await idOf(name("broken"));
     const a = alerts.find((x) => x.subject === `server:${brokenId}`)!;
     expect(a.acknowledgedBy).toMatch(/^token:/);
-    expect(a.mutedUntil).toBeDefined();
+    // "Mute 1 hour": about an hour from now, not merely set.
+    const mutedUntilMs = Number(a.mutedUntil!.seconds) * 1000;
+    expect(mutedUntilMs).toBeGreaterThan(Date.now() + 55 * 60_000);
+    expect(mutedUntilMs).toBeLessThan(Date.now() + 61 * 60_000);
     await screenshot(p, "11-alerts");
   });
 
@@ -431,13 +435,15 @@ describe("dashboard", () => {
     await p.getByRole("button", { name: "Close details" }).click();
   });
 
-  it("pages for the docs: a fuller fleet, one server explained, tokens", async () => {
+  it("pages for the docs: a fuller fleet converges, one server explained, tokens listed", async () => {
     const p = page();
+    // Ports the OS says are free now: fixed ports would collide with whatever else runs here.
+    const [mc, vh, pg, rd] = await freePorts(4);
     const fleet: [string, string, string[], { hostPort: number; containerPort: number }[], DesiredState][] = [
-      ["minecraft-survival", "games", SLEEPER, [{ hostPort: 25565, containerPort: 25565 }], DesiredState.RUNNING],
-      ["valheim", "games", SLEEPER, [{ hostPort: 2456, containerPort: 2456 }], DesiredState.RUNNING],
-      ["postgres-main", "data", ["sh", "-c", "echo ready to accept connections; exec sleep 100000"], [{ hostPort: 15432, containerPort: 5432 }], DesiredState.RUNNING],
-      ["redis-cache", "data", SLEEPER, [{ hostPort: 16379, containerPort: 6379 }], DesiredState.RUNNING],
+      ["minecraft-survival", "games", SLEEPER, [{ hostPort: mc!, containerPort: 25565 }], DesiredState.RUNNING],
+      ["valheim", "games", SLEEPER, [{ hostPort: vh!, containerPort: 2456 }], DesiredState.RUNNING],
+      ["postgres-main", "data", ["sh", "-c", "echo ready to accept connections; exec sleep 100000"], [{ hostPort: pg!, containerPort: 5432 }], DesiredState.RUNNING],
+      ["redis-cache", "data", SLEEPER, [{ hostPort: rd!, containerPort: 6379 }], DesiredState.RUNNING],
       ["sandbox-ana", "sandbox", SLEEPER, [], DesiredState.RUNNING],
       ["sandbox-bruno", "sandbox", SLEEPER, [], DesiredState.STOPPED],
     ];
@@ -448,9 +454,11 @@ describe("dashboard", () => {
       }),
     );
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
-    // Settled, one way or the other (a port taken by something else on this machine shows as Failed/PortConflict).
+    // Every row reaches the phase its desired state asks for.
     await Promise.all(
-      fleet.map(([n]) => p.locator(`.vt-row[data-server-name="${n}"]:is([data-phase="Running"], [data-phase="Stopped"], [data-phase="Failed"])`).waitFor({ timeout: 30_000 })),
+      fleet.map(([n, , , , desired]) =>
+        p.locator(`.vt-row[data-server-name="${n}"][data-phase="${desired === DesiredState.RUNNING ? "Running" : "Stopped"}"]`).waitFor({ timeout: 30_000 }),
+      ),
     );
     // Something in motion: a stop converging (its container ignores SIGTERM), and the broken server stuck again.
     await manager.servers.stopServer({ id: name("a") });
@@ -460,15 +468,34 @@ describe("dashboard", () => {
     for (const b of await p.getByRole("button", { name: "Dismiss" }).all()) await b.click().catch(() => {});
     await screenshot(p, "00-servers");
     await row(p, "postgres-main").getByRole("button", { name: "postgres-main", exact: true }).click();
-    await p.getByTestId("server-drawer").getByRole("table", { name: "Conditions" }).waitFor();
+    const conditions = p.getByTestId("server-drawer").getByRole("table", { name: "Conditions" });
+    await conditions.waitFor();
+    expect(await conditions.getByText("ContainerRunning").count()).toBeGreaterThan(0);
     await screenshot(p, "00-server-drawer");
     await p.getByRole("button", { name: "Close details" }).click();
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Tokens" }).click();
-    await p.getByRole("table", { name: "Tokens" }).locator("tbody tr").first().waitFor();
+    const tokenRows = p.getByRole("table", { name: "Tokens" }).locator("tbody tr");
+    await tokenRows.first().waitFor();
+    const { tokens } = await manager.access.listTokens({});
+    expect(await tokenRows.count()).toBe(tokens.length);
     await screenshot(p, "17-tokens");
   });
 });
 
 function createAlertsClient(m: ManagerProc) {
   return createClient(AlertService, m.transport(m.adminToken));
+}
+
+/** `n` TCP ports on 127.0.0.1 that are free right now (held together, so all differ). */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+      const srv = createServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((srv) => (srv.address() as { port: number }).port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return ports;
 }

@@ -15,7 +15,7 @@ import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
-import { hostileString, messageArb, PRECISE } from "../../manager/src/testing/fuzz-kit.js";
+import { assertEachSeed, hostileString, messageArb, PRECISE, seedsLabel } from "../../manager/src/testing/fuzz-kit.js";
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 25);
@@ -24,7 +24,7 @@ const METHODS = SERVICES.flatMap((s) => s.methods.filter((m) => m.methodKind !==
 /** Connect's code names (lowercase, underscores) that are not precise. */
 const VAGUE = new Set(["internal", "unknown"]);
 
-describe("fuzz over the wire: a real manager process", () => {
+describe(`fuzz over the wire: a real manager process${seedsLabel()}`, () => {
   let dir: string;
   let manager: ManagerProc;
 
@@ -80,7 +80,7 @@ describe("fuzz over the wire: a real manager process", () => {
   };
 
   it("random bytes as a Connect (application/proto), gRPC-Web or Connect-streaming body: a precise code", async () => {
-    await fc.assert(
+    await assertEachSeed(
       fc.asyncProperty(fc.constantFrom(...METHODS), fc.uint8Array({ maxLength: 200 }), fc.constantFrom("proto", "grpc-web", "grpc-web-unframed", "connect-stream"), async ({ s, m }, bytes, how) => {
         const streaming = m.methodKind === "server_streaming";
         if (how === "proto" && streaming) how = "connect-stream";
@@ -115,7 +115,7 @@ describe("fuzz over the wire: a real manager process", () => {
       fc.tuple(fc.constantFrom(...unary), fc.jsonValue()).map(([{ s, m }, v]) => ({ s, m, text: JSON.stringify(v) })),
       fc.tuple(fc.constantFrom(...unary), fc.constantFrom("{", "{\"spec\":", "[1,2", "nul", "\u0000", '{"id":"\\ud800"}', '{"pageSize":"NaN"}', '{"spec":{"ports":[{"hostPort":-1}]}}', '{"spec":{"env":{"A":5}}}')).map(([{ s, m }, text]) => ({ s, m, text })),
     );
-    await fc.assert(
+    await assertEachSeed(
       fc.asyncProperty(body, async ({ s, m, text }) => {
         const code = await answerCode(await post(path(s, m), "application/json", text));
         expect(VAGUE.has(code), `${s.typeName}/${m.name} ${text.slice(0, 120)} answered ${code}`).toBe(false);
@@ -133,7 +133,7 @@ describe("fuzz over the wire: a real manager process", () => {
   });
 
   it("descriptor-built hostile requests over gRPC (HTTP/2): a precise code", async () => {
-    await fc.assert(
+    await assertEachSeed(
       fc.asyncProperty(fc.constantFrom(...METHODS).chain(({ s, m }) => messageArb(m.input, hostileString(["default"]), 2).map((req) => ({ s, m, req }))), async ({ s, m, req }) => {
         const client = createClient(s, manager.transport(manager.adminToken)) as unknown as Record<string, (r: unknown, o: object) => unknown>;
         const signal = AbortSignal.timeout(m.methodKind === "server_streaming" ? 300 : 10_000);

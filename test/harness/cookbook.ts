@@ -9,7 +9,8 @@
  *   wait=name:PHASE|PHASE    then wait until the server reaches a phase (settled), or `name:gone`
  *   stream=S                 a streaming RPC: read it for at most S seconds
  *   retry=S                  run again (every second) until the expectations hold, for at most S seconds
- *   codes=a,b                also accept these error codes (e.g. unimplemented)
+ *   codes=a,b                the error codes this example answers with (made-up ids);
+ *                            `unimplemented` is refused: every documented RPC exists
  */
 
 export interface Directive {
@@ -69,7 +70,11 @@ export function parseDirective(text: string): Directive {
         d.retrySeconds = Number(value);
         break;
       case "codes":
-        d.codes.push(...value.split(","));
+        for (const code of value.split(",")) {
+          // A cookbook block documents a feature that exists: "not built yet" is never an answer.
+          if (code === "unimplemented") throw new Error(`directive "${text.trim()}": unimplemented is never an accepted answer`);
+          d.codes.push(code);
+        }
         break;
       default:
         throw new Error(`unknown directive word "${word}"`);

@@ -16,12 +16,12 @@ import { toBinary } from "@bufbuild/protobuf";
 import { AgentMessageSchema, type AgentMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
-import { hostileString, messageArb, PRECISE, ScriptedAgent, startTestManager, type TestManager } from "../testing/fuzz-kit.js";
+import { assertEachSeed, hostileString, messageArb, PRECISE, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../testing/fuzz-kit.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe("fuzz: the agent link", () => {
+describe(`fuzz: the agent link${seedsLabel()}`, () => {
   let tm: TestManager;
   let a: ScriptedAgent;
   let b: ScriptedAgent;
@@ -84,7 +84,7 @@ describe("fuzz: the agent link", () => {
   it("random message sequences, greeted or not (inventory before hello, results before anything): no crash, no Internal, host B's server untouched", async () => {
     const strings = hostileString(pool);
     const msg = messageArb(AgentMessageSchema, strings, 3);
-    await fc.assert(
+    await assertEachSeed(
       fc.asyncProperty(fc.boolean(), fc.array(msg, { minLength: 1, maxLength: 12 }).map(withinBudget), async (greet, msgs) => {
         const before = recordOfB();
         // FUZZ_TRACE=file: each case is written down before it runs (to find one that hangs).
@@ -110,7 +110,7 @@ describe("fuzz: the agent link", () => {
   }, 300_000);
 
   it("random bytes as gRPC frames on Connect: a precise status, never Internal/Unknown", async () => {
-    await fc.assert(
+    await assertEachSeed(
       fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), fc.boolean(), async (bytes, framed) => {
         const status = await rawConnect(`Bearer ${a.hostId}.${a.secret}`, bytes, framed);
         expect([0, Code.InvalidArgument, Code.ResourceExhausted, Code.Unauthenticated, Code.Aborted, Code.Canceled, Code.Unimplemented], `grpc-status ${status}`).toContain(status);

@@ -19,12 +19,12 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
-import { hostileString, messageArb, PRECISE, recordSnapshot, ScriptedAgent, startTestManager, type TestManager } from "../testing/fuzz-kit.js";
+import { assertEachSeed, hostileString, messageArb, PRECISE, recordSnapshot, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../testing/fuzz-kit.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
 const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, AgentService];
 
-describe("fuzz: every RPC answers a precise code and a refused call writes nothing", () => {
+describe(`fuzz: every RPC answers a precise code and a refused call writes nothing${seedsLabel()}`, () => {
   let tm: TestManager;
   let agent: ScriptedAgent;
   const pool: string[] = [];
@@ -99,7 +99,7 @@ describe("fuzz: every RPC answers a precise code and a refused call writes nothi
       if (method.methodKind === "bidi_streaming") continue; // AgentService.Connect: agent-link.fuzz.test.ts
       it(`${service.typeName}.${method.name}`, async () => {
         const strings = hostileString(pool);
-        await fc.assert(
+        await assertEachSeed(
           fc.asyncProperty(messageArb(method.input, strings), whoArb(), async (req, who) => {
             await quiet();
             const before = recordSnapshot(tm.dbPath);
@@ -158,7 +158,7 @@ describe("fuzz: every RPC answers a precise code and a refused call writes nothi
     const spec = fc.tuple(valid, fc.option(fc.constantFrom(...Object.keys(hostile)), { freq: 3 })).chain(([v, field]) =>
       field ? hostile[field]!.map((x) => ({ ...v, [field]: x })) : fc.constant(v),
     );
-    await fc.assert(
+    await assertEachSeed(
       fc.asyncProperty(spec, fc.boolean(), fc.constantFrom(...pool.slice(0, 6)), async (s, update, target) => {
         await quiet();
         const before = recordSnapshot(tm.dbPath);

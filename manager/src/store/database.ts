@@ -16,7 +16,6 @@ export function openDatabase(path: string): Db {
   // NORMAL is durable across application crashes in WAL mode; only an OS crash
   // can lose the last transactions, which the reconciler re-derives from agents.
   db.pragma("synchronous = NORMAL");
-  db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
   migrate(db);
   cacheStatements(db);
