@@ -279,7 +279,7 @@ describe("event ledger, watches and alerts", () => {
     const c = await docker.createContainer({ Image: TEST_IMAGE, Cmd: SLEEPER, Labels: { "berth.manager": managerId, "berth.server": sid }, HostConfig: { Init: true } });
     created.push(sid);
     await c.start();
-    const fired = await waitAlert("orphan_found", `orphan:${hostId}/container/${c.id}`, AlertState.FIRING);
+    const fired = await waitAlert("orphan_found", `orphan:${hostId}/container`, AlertState.FIRING);
     expect(fired.message).toMatch(/untracked container/);
     const orphans = createClient(OrphanService, manager.transport(manager.adminToken));
     const o = (await orphans.listOrphans({})).orphans.find((x) => x.containerId === c.id)!;

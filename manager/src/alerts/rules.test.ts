@@ -56,10 +56,25 @@ describe("alert rules", () => {
     expect(notConverged(srv({ desired: DesiredState.RUNNING, phase: Phase.MISSING }))).toBe(true);
   });
 
-  it("orphans: one alert per orphan (no input until orphan detection exists)", () => {
-    expect(fired(fleet({ orphans: [{ hostId: "host_1", kind: "container", id: "abc", reason: "untracked" }] }))).toEqual([
-      "orphan_found orphan:host_1/container/abc warning 0",
+  it("orphans: one alert per host and kind, however many orphans (a host with 30,000 made 30,001 alerts)", () => {
+    const many = Array.from({ length: 30_000 }, (_, i) => ({ hostId: "host_1", kind: "container" as const, id: `c${i}`, reason: "untracked" as const }));
+    const conditions = evaluateRules(
+      fleet({
+        orphans: [
+          ...many,
+          { hostId: "host_1", kind: "server", id: "srv_x", reason: "stranded" },
+          { hostId: "host_2", kind: "container", id: "abc", reason: "untracked" },
+        ],
+      }),
+      DEFAULT_THRESHOLDS,
+    );
+    expect(conditions.map((c) => `${c.rule} ${c.subject} ${c.severity} ${c.forMs}`)).toEqual([
+      "orphan_found orphan:host_1/container warning 0",
+      "orphan_found orphan:host_1/server warning 0",
+      "orphan_found orphan:host_2/container warning 0",
     ]);
+    expect(conditions[0]!.message).toMatch(/^30000 untracked containers on host .*: c0, c1, c2, c3, c4 and 29995 more; adopt or destroy them/);
+    expect(conditions[2]!.message).toMatch(/^1 untracked container on host .*: abc; adopt or destroy it/);
   });
 
   it("thresholds are configurable", () => {

@@ -81,7 +81,7 @@ export interface FleetSnapshot {
 /** "This subject is in trouble now", as one rule sees it. */
 export interface AlertCondition {
   rule: AlertRule;
-  /** `host:<id>`, `server:<id>` or `orphan:<host>/<kind>/<id>`: one firing alert per rule and subject. */
+  /** `host:<id>`, `server:<id>` or `orphan:<host>/<kind>` (all of a host's orphans of a kind): one firing alert per rule and subject. */
   subject: string;
   severity: AlertSeverity;
   message: string;
@@ -173,19 +173,38 @@ export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCo
       });
     }
   }
+  // One alert per host and kind, not one per orphan: a host reporting 30,000 untracked
+  // containers once made 30,001 alerts (and twice as many events).
+  const groups = new Map<string, OrphanView[]>();
   for (const o of fleet.orphans) {
+    const key = `${o.hostId}/${o.kind}`;
+    const g = groups.get(key);
+    if (g) g.push(o);
+    else groups.set(key, [o]);
+  }
+  for (const [key, group] of groups) {
+    const { hostId, kind } = group[0]!;
     out.push({
       rule: "orphan_found",
-      subject: `orphan:${o.hostId}/${o.kind}/${o.id}`,
+      subject: `orphan:${key}`,
       severity: "warning",
       forMs: 0,
       project: "",
-      hostId: o.hostId,
+      hostId,
       serverId: "",
-      message: `${o.reason} ${o.kind} ${o.id} on host ${hosts.get(o.hostId)?.name ?? o.hostId}; adopt or destroy it (OrphanService)`,
+      message: orphanMessage(group, hosts.get(hostId)?.name ?? hostId, kind),
     });
   }
   return out;
+}
+
+/** "3 untracked containers on host a: c1, c2, c3; adopt or destroy them (OrphanService)", at most 5 ids named. */
+function orphanMessage(group: OrphanView[], hostName: string, kind: OrphanView["kind"]): string {
+  const reasons = [...new Set(group.map((o) => o.reason))].join("/");
+  const n = group.length;
+  const shown = group.slice(0, 5).map((o) => (kind === "container" ? o.id.slice(0, 12) : o.id));
+  const more = n > shown.length ? ` and ${n - shown.length} more` : "";
+  return `${n} ${reasons} ${kind}${n === 1 ? "" : "s"} on host ${hostName}: ${shown.join(", ")}${more}; adopt or destroy ${n === 1 ? "it" : "them"} (OrphanService)`;
 }
 
 function phaseName(p: Phase): string {
