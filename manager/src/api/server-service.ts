@@ -228,9 +228,10 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       // An all-projects admin sees every project unless it asks for one.
       const project = caller.project ?? (req.project.trim() || undefined);
       if (caller.project !== null) projectFor(caller, req.project);
-      const rows = store
-        .listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, before, limit: limit + 1 })
-        .filter((s) => req.phases.length === 0 || req.phases.includes(s.status.phase));
+      // The phase filter runs in the query, before the page is cut: filtering a cut page
+      // answered an empty page without a next token while matching servers existed.
+      const phases = [...new Set(req.phases)].map((p) => Phase[p] ?? "UNSPECIFIED");
+      const rows = store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, before, limit: limit + 1 });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       const nextPageToken = rows.length > limit && last ? Buffer.from(`${last.createdAt}:${last.id}`).toString("base64url") : "";

@@ -159,6 +159,8 @@ export interface ServerFilter {
   project?: string;
   hostId?: string;
   includeDeleted?: boolean;
+  /** Only servers in one of these phases (Phase names, e.g. "RUNNING"); filtered before the limit. */
+  phases?: readonly string[];
   /** Keyset pagination: servers created before this (created_at, id). */
   before?: { createdAt: number; id: string };
   limit?: number;
@@ -322,6 +324,10 @@ export class Store {
       args.push(f.hostId);
     }
     if (!f.includeDeleted) where.push("deleted_at IS NULL");
+    if (f.phases && f.phases.length > 0) {
+      where.push(`phase IN (${f.phases.map(() => "?").join(", ")})`);
+      args.push(...f.phases);
+    }
     if (f.before) {
       where.push("(created_at < ? OR (created_at = ? AND id < ?))");
       args.push(f.before.createdAt, f.before.createdAt, f.before.id);

@@ -1,0 +1,87 @@
+import { create } from "@bufbuild/protobuf";
+import { createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { afterEach, describe, expect, it } from "vitest";
+import { Phase, ServerService, ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { callerKey, type Caller } from "../auth/caller.js";
+import { Ledger } from "../ledger/ledger.js";
+import { AgentHub } from "../link/agent-hub.js";
+import { createLogger } from "../log.js";
+import { Reconciler } from "../reconcile/reconciler.js";
+import { openDatabase } from "../store/database.js";
+import { initialStatus, Store } from "../store/store.js";
+import { errorInterceptor } from "./errors.js";
+import { createServerService } from "./server-service.js";
+
+const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
+const HOST = "host_aaaaaaaaaaaa";
+
+const open: (() => void)[] = [];
+afterEach(() => {
+  for (const f of open.splice(0)) f();
+});
+
+function setup(opts: { store?: (s: Store) => Store } = {}) {
+  const raw = new Store(openDatabase(":memory:"));
+  const store = opts.store ? opts.store(raw) : raw;
+  const hub = new AgentHub();
+  const ledger = new Ledger(store);
+  const log = createLogger("silent", "test");
+  const reconciler = new Reconciler({ store, hub, log, managerId: raw.managerId(), ledger });
+  raw.insertHost({ id: HOST, name: "h", secretHash: "x".repeat(64), createdAt: 1 });
+  open.push(() => {
+    reconciler.stop();
+    raw.close();
+  });
+  const as: Interceptor = (next) => (req) => {
+    req.contextValues.set(callerKey, ADMIN);
+    return next(req);
+  };
+  const t = createRouterTransport((r) => r.service(ServerService, createServerService({ store, hub, ledger, reconciler })), {
+    router: { interceptors: [errorInterceptor(log), as] },
+  });
+  /** A server record as the reconciler would have left it, in `phase`, created at `createdAt`. */
+  const insert = (name: string, phase: Phase, createdAt: number) => {
+    const id = `srv_${name.padEnd(12, "a")}`;
+    raw.insertServer({
+      id,
+      project: "default",
+      name,
+      hostId: HOST,
+      generation: 1,
+      spec: create(ServerSpecSchema, { name, hostId: HOST, image: "busybox" }),
+      status: create(ServerStatusSchema, { ...initialStatus(), phase }),
+      dataInitialized: false,
+      lifecycle: {},
+      createdAt,
+      updatedAt: createdAt,
+      deletedAt: null,
+    });
+    return id;
+  };
+  return { store: raw, hub, ledger, reconciler, client: createClient(ServerService, t), insert };
+}
+
+describe("ServerService.ListServers", () => {
+  it("filters by phase before cutting the page: a page of one finds the running server behind newer stopped ones", async () => {
+    const { client, insert } = setup();
+    const running = insert("runner", Phase.RUNNING, 1_000);
+    insert("stoppeda", Phase.STOPPED, 2_000);
+    insert("stoppedb", Phase.STOPPED, 3_000);
+    const first = await client.listServers({ phases: [Phase.RUNNING], pageSize: 1 });
+    expect(first.servers.map((s) => s.id)).toEqual([running]);
+    expect(first.nextPageToken).toBe("");
+
+    // Pages of a filtered listing: every match once, tokens until the last.
+    const stopped: string[] = [];
+    let token = "";
+    let pages = 0;
+    do {
+      const r = await client.listServers({ phases: [Phase.STOPPED, Phase.STOPPED], pageSize: 1, pageToken: token });
+      stopped.push(...r.servers.map((s) => s.id));
+      token = r.nextPageToken;
+      pages++;
+    } while (token && pages < 10);
+    expect(stopped).toEqual(["srv_stoppedbaaaa", "srv_stoppedaaaaa"]);
+    expect((await client.listServers({ phases: [Phase.FAILED] })).servers).toEqual([]);
+  });
+});
