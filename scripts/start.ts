@@ -31,7 +31,9 @@ const stateDir = join(dataDir, "agent");
 const dbPath = join(dataDir, "berth.db");
 const tokenFile = join(dataDir, "admin-token");
 const children: ChildProcess[] = [];
-mkdirSync(dataDir, { recursive: true });
+// The database, the admin token and every server's data live here: private to this user.
+mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+chmodSync(dataDir, 0o700);
 
 /** Starts `node --import tsx script`; its JSON logs are appended to data/<logName>.log. */
 function node(script: string, args: string[], logName: string, env: NodeJS.ProcessEnv = {}): ChildProcess {

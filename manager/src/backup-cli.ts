@@ -35,6 +35,8 @@ export async function backupDatabase(dbPath: string, to: string, opts: { force?:
 
   const tmp = `${dest}.partial-${process.pid}`;
   rmSync(tmp, { force: true });
+  // The copy holds what the database holds (env secrets): private from its first byte.
+  closeSync(openSync(tmp, "wx", 0o600));
   try {
     const db = new Database(src, { readonly: true, fileMustExist: true });
     try {

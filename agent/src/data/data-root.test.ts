@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -22,6 +22,20 @@ describe("DataRoot confinement", () => {
 
   afterEach(async () => {
     await rm(base, { recursive: true, force: true });
+  });
+
+  it("creates the root 0700 whatever the umask, and warns about an existing root others can enter", async () => {
+    const old = process.umask(0);
+    try {
+      const fresh = new DataRoot(join(base, "fresh", "root"));
+      expect(await fresh.init()).toEqual([]);
+      expect((await stat(join(base, "fresh", "root"))).mode & 0o777).toBe(0o700);
+      await chmod(join(base, "fresh", "root"), 0o755);
+      const warnings = await fresh.init();
+      expect(warnings.join("\n")).toMatch(/mode 755: local users can reach .* chmod 700/);
+    } finally {
+      process.umask(old);
+    }
   });
 
   it("creates, checks and removes <root>/<server id>", async () => {

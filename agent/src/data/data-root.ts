@@ -1,11 +1,18 @@
 import { execFile } from "node:child_process";
-import { lstat, mkdir, readdir, realpath, rename, rm, stat, statfs } from "node:fs/promises";
+import { chmod, lstat, mkdir, readdir, realpath, rename, rm, stat, statfs } from "node:fs/promises";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { promisify } from "node:util";
 import { copySourceRefusal } from "./copy-source.js";
 
 /** A server id as the manager issues them; the only names allowed under the data root. */
 const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
+
+/**
+ * The data root is private to root: containers write into it (as root, unless
+ * the engine remaps users), and a local user who could walk into it could run
+ * a setuid binary a container left there.
+ */
+const ROOT_MODE = 0o700;
 
 export class DataPathError extends Error {
   readonly reason = "DataPathRefused";
@@ -39,9 +46,28 @@ export class DataRoot {
    * root reached through a symlink would make every bind mount follow
    * whatever that link points to, now or after someone changes it.
    */
-  async init(): Promise<void> {
-    await mkdir(this.root, { recursive: true, mode: 0o755 });
+  async init(): Promise<string[]> {
+    const warnings: string[] = [];
+    let existed = true;
+    try {
+      await stat(this.root);
+    } catch {
+      existed = false;
+    }
+    if (!existed) {
+      await mkdir(this.root, { recursive: true, mode: ROOT_MODE });
+      // mkdir's mode passes through the umask; the root must be exactly 0700.
+      await chmod(this.root, ROOT_MODE);
+    }
     await this.checkRoot();
+    const mode = (await stat(this.root)).mode & 0o777;
+    if (mode & 0o077) {
+      warnings.push(
+        `data root ${this.root} is mode ${mode.toString(8)}: local users can reach what containers write there ` +
+          `(a setuid binary in a data directory is a way to root); run chmod 700 ${this.root}`,
+      );
+    }
+    return warnings;
   }
 
   /** `<root>/<serverId>`, refusing ids that are not plain server ids (so no `..`, `/` or absolute paths). */

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { MIGRATIONS } from "./migrations.js";
@@ -9,8 +9,8 @@ export type Db = Database.Database;
  * Opens (creating if needed) the SQLite database in WAL mode and applies the
  * pending migrations. `:memory:` is accepted for unit tests.
  */
-export function openDatabase(path: string): Db {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+export function openDatabase(path: string, opts: { onWarning?: (message: string) => void } = {}): Db {
+  if (path !== ":memory:") protectDatabaseFiles(path, opts.onWarning);
   const db = new Database(path);
   db.pragma("journal_mode = WAL");
   // NORMAL is durable across application crashes in WAL mode; only an OS crash
@@ -63,5 +63,32 @@ function migrate(db: Db): void {
       db.exec(MIGRATIONS[v]!);
       db.pragma(`user_version = ${v + 1}`);
     })();
+  }
+}
+
+
+/** The database holds spec env values (secrets among them): only its owner may read it. */
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
+/**
+ * Makes the database file (and its -wal/-shm companions, which SQLite creates
+ * with the database file's mode) 0600 whatever the umask, and creates its
+ * directory 0700. An existing directory that others can enter is left as it is
+ * (it may be the operator's working directory) with a warning, since the files
+ * in it are private anyway.
+ */
+export function protectDatabaseFiles(path: string, warn: (message: string) => void = () => {}): void {
+  const dir = dirname(path);
+  if (!existsSync(dir)) {
+    mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+    chmodSync(dir, DIR_MODE); // mkdir's mode is filtered by the umask
+  } else if ((statSync(dir).mode & 0o077) !== 0) {
+    warn(`the database directory ${dir} is accessible to other users (mode ${(statSync(dir).mode & 0o777).toString(8)}); the database files are 0600, but consider chmod 700 ${dir}`);
+  }
+  // Create the file before SQLite does, so it never exists with a looser mode.
+  closeSync(openSync(path, "a", FILE_MODE));
+  for (const f of [path, `${path}-wal`, `${path}-shm`]) {
+    if (existsSync(f) && (statSync(f).mode & 0o777) !== FILE_MODE) chmodSync(f, FILE_MODE);
   }
 }
