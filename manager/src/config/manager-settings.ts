@@ -79,7 +79,7 @@ export const MANAGER_SETTINGS = defineSettings({
     kind: "boolean",
     group: "TLS",
     default: false,
-    help: "serve TLS with a private CA and server certificate created in <db dir>/tls on first start (needs openssl); enrollment tokens then pin that CA",
+    help: "serve TLS with a private CA and server certificate (ECDSA P-256) created in <db dir>/tls on first start and reused after; enrollment tokens then pin that CA",
   },
   "tls-cert": { kind: "string", group: "TLS", arg: "PATH", help: "PEM server certificate followed by its chain; the LAST one is the CA agents pin" },
   "tls-key": { kind: "string", group: "TLS", arg: "PATH", help: "PEM private key of --tls-cert" },

@@ -3,19 +3,22 @@
  * (`--tls-cert/--tls-key`) or, with `--tls-auto`, a private CA and a server
  * certificate created on first start next to the database and reused after.
  *
- * Node's crypto can make keys but not certificates, so `--tls-auto` drives the
- * `openssl` CLI (installed with apt-get when missing and running as root).
+ * Node's crypto makes keys but not certificates; `--tls-auto` builds them in
+ * process with @peculiar/x509 over WebCrypto (ECDSA P-256). Names go into the
+ * certificate as typed ASN.1 values, never through a text config, and nothing
+ * is installed or run at run time.
  */
-import { execFile } from "node:child_process";
-import { createHash, randomBytes, X509Certificate } from "node:crypto";
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+// @peculiar/x509 resolves its parts through tsyringe, which needs the Reflect metadata API first.
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { createHash, createPrivateKey, KeyObject, randomBytes, webcrypto, X509Certificate } from "node:crypto";
+import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 
-const run = promisify(execFile);
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 /** What the listener and the enrollment tokens need. */
 export interface TlsMaterial {
@@ -103,124 +106,136 @@ function normalizeIp(s: string): string {
 const RENEW_BEFORE_MS = 30 * 24 * 3600 * 1000;
 const CA_DAYS = 3650;
 const SERVER_DAYS = 825;
+const DAY_MS = 24 * 3600 * 1000;
+/** ECDSA P-256 with SHA-256: what every TLS client (grpc-go, grpc-js, browsers, curl) accepts. */
+const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+/** A DNS name (or a wildcard one) as a SAN may hold it: letters, digits, '-', '.', '_', '*'. */
+const DNS_NAME = /^(?:\*\.)?[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$/;
 
 /**
- * `--tls-auto`: a CA and a server certificate in `dir` (created 0700). The
- * CA is created once and kept, so enrolled agents keep trusting the manager;
- * the server certificate is re-issued by the same CA when it misses one of
- * `sans` or expires within 30 days.
+ * The SAN entries for `names`: IP addresses as iPAddress, everything else as
+ * dNSName. Throws naming the first value that is neither (a space, a comma,
+ * a slash...), so a bad --tls-san stops the start with a message.
  */
-export async function ensureAutoTls(opts: { dir: string; sans: string[]; label: string; log?: (msg: string) => void }): Promise<TlsMaterial> {
+export function sanEntries(names: readonly string[]): { type: "ip" | "dns"; value: string }[] {
+  return names.map((n) => {
+    if (isIP(n)) return { type: "ip", value: n };
+    if (DNS_NAME.test(n) && !n.includes("..")) return { type: "dns", value: n };
+    throw new Error(`"${n}" is neither a DNS name nor an IP address; fix --tls-san or --advertise-url`);
+  });
+}
+
+/**
+ * `--tls-auto`: a CA and a server certificate in `dir` (created 0700, keys
+ * 0600). The CA is created once and kept, so enrolled agents keep trusting
+ * the manager; the server certificate is re-issued by the same CA when it
+ * misses one of `sans` or expires within 30 days.
+ */
+export async function ensureAutoTls(opts: { dir: string; sans: string[]; label: string; log?: (msg: string) => void; now?: Date }): Promise<TlsMaterial> {
   const { dir } = opts;
+  const now = opts.now ?? new Date();
   const caPath = join(dir, "ca.pem");
   const caKeyPath = join(dir, "ca-key.pem");
   const certPath = join(dir, "server.pem");
   const keyPath = join(dir, "server-key.pem");
+  const san = new x509.SubjectAlternativeNameExtension(sanEntries(opts.sans));
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  await ensureOpenssl();
 
-  const work = await mkdtemp(join(dir, ".issue-"));
+  if (!existsSync(caPath) || !existsSync(caKeyPath)) {
+    opts.log?.(`creating a private CA in ${dir}`);
+    const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
+    const ca = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: serialNumber(),
+      // A structured name: the label (the listen address) is a value, never parsed as a DN.
+      name: [{ O: ["berth"] }, { CN: [`berth manager CA ${opts.label}`] }],
+      notBefore: new Date(now.getTime() - 5 * 60_000),
+      notAfter: new Date(now.getTime() + CA_DAYS * DAY_MS),
+      keys,
+      signingAlgorithm: ALG,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ],
+    });
+    // The key first: a CA certificate without its key would be kept and never usable.
+    await writePrivate(caKeyPath, pkcs8Pem(keys.privateKey));
+    await writeFile(caPath, ca.toString("pem") + "\n");
+  }
+  const caPem = await readFile(caPath, "utf8");
+  const ca = new X509Certificate(caPem);
+  if (!(await serverCertUsable(certPath, keyPath, ca, opts.sans, now))) {
+    opts.log?.(`issuing the server certificate for ${opts.sans.join(", ")}`);
+    const caKey = await importSigningKey(await readFile(caKeyPath, "utf8"), caKeyPath);
+    const caCert = new x509.X509Certificate(caPem);
+    const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
+    const leaf = await x509.X509CertificateGenerator.create({
+      serialNumber: serialNumber(),
+      subject: [{ O: ["berth"] }, { CN: ["berth-manager"] }],
+      issuer: caCert.subjectName,
+      notBefore: new Date(now.getTime() - 5 * 60_000),
+      notAfter: new Date(now.getTime() + SERVER_DAYS * DAY_MS),
+      signingKey: caKey,
+      publicKey: keys.publicKey,
+      signingAlgorithm: ALG,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        await x509.AuthorityKeyIdentifierExtension.create(caCert),
+        san,
+      ],
+    });
+    await writePrivate(keyPath, pkcs8Pem(keys.privateKey));
+    // The listener presents the whole chain, so agents can find the pinned CA in it.
+    await writeFile(certPath, `${leaf.toString("pem")}\n${caPem}`);
+  }
+  const cert = await readFile(certPath, "utf8");
+  const key = await readFile(keyPath, "utf8");
+  return { cert, key, caPem, caFingerprint: certificateFingerprint(caPem), files: { cert: certPath, key: keyPath, ca: caPath } };
+}
+
+/** 16 random bytes, high bit clear: a positive serial (RFC 5280 4.1.2.2). */
+function serialNumber(): string {
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x7f) | 0x01;
+  return b.toString("hex");
+}
+
+function pkcs8Pem(key: webcrypto.CryptoKey): string {
+  return KeyObject.from(key).export({ type: "pkcs8", format: "pem" }) as string;
+}
+
+/** The CA's private key (PKCS#8 or SEC1 PEM, as earlier versions wrote it) as a WebCrypto signing key. */
+async function importSigningKey(pem: string, path: string): Promise<webcrypto.CryptoKey> {
   try {
-    const config = join(work, "openssl.cnf");
-    await writeFile(config, opensslConfig(opts.sans));
-    if (!existsSync(caPath) || !existsSync(caKeyPath)) {
-      opts.log?.(`creating a private CA in ${dir}`);
-      await run("openssl", [
-        "req", "-x509", "-new", "-config", config, "-extensions", "ca_ext",
-        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", caKeyPath, "-out", caPath, "-days", String(CA_DAYS),
-        "-set_serial", `0x${randomBytes(16).toString("hex")}`,
-        "-subj", `/O=berth/CN=berth manager CA ${opts.label}`,
-      ]);
-      await chmod(caKeyPath, 0o600);
-    }
-    const caPem = await readFile(caPath, "utf8");
-    const ca = new X509Certificate(caPem);
-    if (!(await serverCertUsable(certPath, keyPath, ca, opts.sans))) {
-      opts.log?.(`issuing the server certificate for ${opts.sans.join(", ")}`);
-      const csr = join(work, "server.csr");
-      await run("openssl", [
-        "req", "-new", "-config", config,
-        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", keyPath, "-out", csr, "-subj", "/O=berth/CN=berth-manager",
-      ]);
-      await chmod(keyPath, 0o600);
-      const leaf = join(work, "server-leaf.pem");
-      await run("openssl", [
-        "x509", "-req", "-in", csr, "-CA", caPath, "-CAkey", caKeyPath,
-        "-set_serial", `0x${randomBytes(16).toString("hex")}`, "-days", String(SERVER_DAYS),
-        "-extfile", config, "-extensions", "server_ext", "-out", leaf,
-      ]);
-      // The listener presents the whole chain, so agents can find the pinned CA in it.
-      await writeFile(certPath, (await readFile(leaf, "utf8")) + caPem);
-    }
-    const cert = await readFile(certPath, "utf8");
-    const key = await readFile(keyPath, "utf8");
-    return { cert, key, caPem, caFingerprint: certificateFingerprint(caPem), files: { cert: certPath, key: keyPath, ca: caPath } };
-  } finally {
-    await rm(work, { recursive: true, force: true });
+    const der = createPrivateKey(pem).export({ type: "pkcs8", format: "der" });
+    return await webcrypto.subtle.importKey("pkcs8", der, ALG, false, ["sign"]);
+  } catch (err) {
+    throw new Error(`cannot use the CA key ${path} (an ECDSA P-256 key is expected): ${(err as Error).message}; move the tls directory away to create a new CA (agents then need new enrollment tokens)`);
   }
 }
 
-async function serverCertUsable(certPath: string, keyPath: string, ca: X509Certificate, sans: string[]): Promise<boolean> {
+/** Writes a private key readable by its owner only, replacing any old file in one step. */
+async function writePrivate(path: string, pem: string): Promise<void> {
+  const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
+  await writeFile(tmp, pem, { mode: 0o600 });
+  // The umask cannot widen 0600, but a file left by an older version could be wider: be exact.
+  await chmod(tmp, 0o600);
+  await rename(tmp, path);
+}
+
+async function serverCertUsable(certPath: string, keyPath: string, ca: X509Certificate, sans: string[], now: Date): Promise<boolean> {
   if (!existsSync(certPath) || !existsSync(keyPath)) return false;
   try {
     const leaf = new X509Certificate(splitPemCertificates(await readFile(certPath, "utf8"))[0]!);
     if (!leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) return false;
-    if (Date.parse(leaf.validTo) - Date.now() < RENEW_BEFORE_MS) return false;
+    if (Date.parse(leaf.validTo) - now.getTime() < RENEW_BEFORE_MS) return false;
+    // The key on disk must be the certificate's (a crash between the two writes leaves them apart).
+    if (!leaf.checkPrivateKey(createPrivateKey(await readFile(keyPath, "utf8")))) return false;
     const have = sansOf(leaf);
     return sans.every((n) => have.has(normalizeIp(n)));
-  } catch {
-    return false;
-  }
-}
-
-function opensslConfig(sans: string[]): string {
-  const alt = sans.map((n, i) => (isIP(n) ? `IP.${i + 1} = ${n}` : `DNS.${i + 1} = ${n}`));
-  return `[req]
-distinguished_name = dn
-prompt = no
-
-[dn]
-CN = berth
-
-[ca_ext]
-basicConstraints = critical, CA:TRUE, pathlen:0
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-
-[server_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = @alt
-
-[alt]
-${alt.join("\n")}
-`;
-}
-
-/** Makes sure the openssl CLI is there, installing Debian's package as root when it is not. */
-async function ensureOpenssl(): Promise<void> {
-  if (await hasOpenssl()) return;
-  if (process.getuid?.() === 0 && existsSync("/usr/bin/apt-get")) {
-    await run("apt-get", ["install", "-y", "--no-install-recommends", "openssl"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } }).catch(
-      async () => {
-        await run("apt-get", ["update"]);
-        await run("apt-get", ["install", "-y", "--no-install-recommends", "openssl"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
-      },
-    );
-    if (await hasOpenssl()) return;
-  }
-  throw new Error("--tls-auto needs the openssl command (apt-get install openssl), or pass your own --tls-cert and --tls-key");
-}
-
-async function hasOpenssl(): Promise<boolean> {
-  try {
-    await run("openssl", ["version"]);
-    return true;
   } catch {
     return false;
   }
