@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -9,6 +9,7 @@ import {
   CommandKind,
   type AgentMessage,
   type CommandResult,
+  type ContainerInfo,
   type DataDir,
   type Inventory,
   type ManagerMessage,
@@ -26,6 +27,17 @@ import { ObservationOrder } from "../reconcile/observation-order.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
 import { PullProgressThrottle } from "./pull-progress.js";
+import {
+  addRefused,
+  admitContainer,
+  boundInventory,
+  DEFAULT_HOST_LIMITS,
+  MessageBudget,
+  slimContainer,
+  type HostLimits,
+  type InventoryContent,
+  type RefusedCounts,
+} from "./host-limits.js";
 
 export interface AgentServiceDeps {
   store: Store;
@@ -35,7 +47,23 @@ export interface AgentServiceDeps {
   log: Logger;
   managerId: string;
   heartbeatIntervalSeconds: number;
+  /** What one host may make the manager store and do (default DEFAULT_HOST_LIMITS). */
+  limits?: HostLimits;
   now?: () => number;
+}
+
+/** At most one `host.reports_refused` event per host per this long (the counts add up meanwhile). */
+const REFUSED_EVENT_EVERY_MS = 10 * 60_000;
+/** After messages were dropped for the rate, ask for a full inventory at most this often. */
+const RATE_RESYNC_EVERY_MS = 30_000;
+/** Yield to the event loop after this many messages from one stream (other agents and the API get their turn). */
+const YIELD_EVERY = 64;
+
+/** Per stream: the inventory being assembled from parts, and the message budget. */
+interface LinkState {
+  parts: { partOf: string; content: InventoryContent; serversOnHost: Set<string> } | undefined;
+  budget: MessageBudget;
+  lastRateResync: number;
 }
 
 /** The agent's credential as sent in `authorization: Bearer <host id>.<secret>`. */
@@ -48,6 +76,37 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   const { store, hub, ledger, reconciler, log } = deps;
   const now = deps.now ?? Date.now;
   const pulls = new PullProgressThrottle(2_000);
+  const limits = deps.limits ?? DEFAULT_HOST_LIMITS;
+  /** Refused reports per host since its last `host.reports_refused` event. */
+  const refusedSince = new Map<string, { counts: RefusedCounts; lastEventAt: number }>();
+
+  /**
+   * Counts what a host sent and the manager did not store: a total per reason
+   * on the hub (metrics), a warning log, and at most one host event per
+   * REFUSED_EVENT_EVERY_MS saying how much and why.
+   */
+  function noteRefused(hostId: string, counts: RefusedCounts, at: number, hlog: Logger): void {
+    const entries = Object.entries(counts).filter(([, n]) => n > 0) as [keyof RefusedCounts, number][];
+    if (entries.length === 0) return;
+    for (const [reason, n] of entries) hub.noteRefused(reason, n);
+    const r = refusedSince.get(hostId) ?? { counts: {}, lastEventAt: Number.NEGATIVE_INFINITY };
+    refusedSince.set(hostId, r);
+    for (const [reason, n] of entries) addRefused(r.counts, reason, n);
+    if (at - r.lastEventAt < REFUSED_EVENT_EVERY_MS) return;
+    const summary = Object.entries(r.counts)
+      .map(([reason, n]) => `${n} ${reason}`)
+      .join(", ");
+    r.counts = {};
+    r.lastEventAt = at;
+    hlog.warn({ refused: summary }, "host reports refused");
+    ledger.append({
+      type: "host.reports_refused",
+      hostId,
+      reason: "ReportsRefused",
+      message: `the agent reported more than berth stores for one host, or ids it does not accept (${summary}); not stored. See docs/agent.md#limits`,
+      actor: "agent",
+    });
+  }
 
   function authenticate(ctx: HandlerContext): HostRecord {
     const cred = parseAgentCredential(ctx.requestHeader.get("authorization"));
@@ -88,20 +147,26 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     async *connect(requests: AsyncIterable<AgentMessage>, ctx: HandlerContext): AsyncIterable<ManagerMessage> {
       const host = authenticate(ctx);
       const out = new AsyncQueue<ManagerMessage>();
+      // Set when the hub closes the stream (host removed, replaced): nothing it sends afterwards is stored.
+      let closed = false;
+      const state: LinkState = { parts: undefined, budget: new MessageBudget(limits.messagesPerSecond, limits.messageBurst, now()), lastRateResync: Number.NEGATIVE_INFINITY };
       const session: AgentSession = {
         hostId: host.id,
         ready: false,
         lastSeen: now(),
         send: (m) => out.push(m),
         // A revoked agent gets Unauthenticated, which makes it stop instead of reconnecting.
-        close: (reason, revoked) => out.close(new ConnectError(reason, revoked ? Code.Unauthenticated : Code.Aborted)),
+        close: (reason, revoked) => {
+          closed = true;
+          out.close(new ConnectError(reason, revoked ? Code.Unauthenticated : Code.Aborted));
+        },
       };
       hub.attach(session);
       out.push(
         create(ManagerMessageSchema, {
           body: {
             case: "welcome",
-            value: { managerId: deps.managerId, hostId: host.id, heartbeatIntervalSeconds: deps.heartbeatIntervalSeconds },
+            value: { managerId: deps.managerId, hostId: host.id, heartbeatIntervalSeconds: deps.heartbeatIntervalSeconds, time: timestampFromMs(now()) },
           },
         }),
       );
@@ -109,10 +174,13 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       const order = new ObservationOrder();
       const consume = (async () => {
         try {
+          let handled = 0;
           for await (const msg of requests) {
             session.lastSeen = now();
-            if (!hub.isCurrent(session)) break;
-            handleMessage(host, session, msg, hlog, order);
+            if (closed || !hub.isCurrent(session)) break;
+            handleMessage(host, session, state, msg, hlog, order);
+            // Messages already buffered would otherwise all be handled in one turn of the event loop.
+            if (++handled % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
           }
           out.close();
         } catch (err) {
@@ -134,9 +202,84 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     },
   };
 
-  function handleMessage(host: HostRecord, session: AgentSession, msg: AgentMessage, hlog: Logger, order: ObservationOrder): void {
+  /** The message fits this stream's rate budget (log chunks and command results always do). */
+  function withinBudget(host: HostRecord, state: LinkState, msg: AgentMessage, at: number, hlog: Logger): boolean {
+    const body = msg.body;
+    if (body.case === "logChunk" || body.case === "commandResult") return true;
+    const cost = body.case === "inventory" ? 1 + Math.floor((body.value.containers.length + body.value.unmanaged.length + body.value.dataDirs.length + body.value.otherDataDirs.length) / 100) : 1;
+    if (state.budget.take(cost, at)) return true;
+    noteRefused(host.id, { RateLimited: 1 }, at, hlog);
+    // What was dropped is lost: a full inventory heals it once the agent slows down.
+    if (body.case === "inventory") state.parts = undefined;
+    if (at - state.lastRateResync >= RATE_RESYNC_EVERY_MS) {
+      state.lastRateResync = at;
+      hub.sendResync(host.id);
+    }
+    return false;
+  }
+
+  /**
+   * One part of an inventory: kept (bounded) until the last one, then the
+   * whole inventory is applied at once. An inventory in one message (no
+   * `more`) is its own last part.
+   */
+  function collectInventory(host: HostRecord, state: LinkState, inv: Inventory, at: number, hlog: Logger): InventoryContent | undefined {
+    const part: InventoryContent = { containers: inv.containers, unmanaged: inv.unmanaged, dataDirs: inv.dataDirs, otherDataDirs: inv.otherDataDirs };
+    let parts = state.parts;
+    if (parts && parts.partOf !== inv.partOf) parts = undefined;
+    if (!parts && !inv.more) {
+      state.parts = undefined;
+      const bounded = boundInventory(part, new Set(store.serverIdsOnHost(host.id)), limits);
+      noteRefused(host.id, bounded.refused, at, hlog);
+      return bounded;
+    }
+    parts ??= { partOf: inv.partOf, content: { containers: [], unmanaged: [], dataDirs: [], otherDataDirs: [] }, serversOnHost: new Set(store.serverIdsOnHost(host.id)) };
+    // Bounded as it grows: a host cannot make the manager hold more than the limits allow.
+    const c = parts.content;
+    const bounded = boundInventory(
+      {
+        containers: [...c.containers, ...part.containers],
+        unmanaged: [...c.unmanaged, ...part.unmanaged],
+        dataDirs: [...c.dataDirs, ...part.dataDirs],
+        otherDataDirs: [...c.otherDataDirs, ...part.otherDataDirs],
+      },
+      parts.serversOnHost,
+      limits,
+    );
+    noteRefused(host.id, bounded.refused, at, hlog);
+    parts.content = bounded;
+    if (inv.more) {
+      state.parts = parts;
+      return undefined;
+    }
+    state.parts = undefined;
+    return bounded;
+  }
+
+  /** May this container (from an event or a command result) be stored? Counts a refusal. */
+  function admit(host: HostRecord, c: ContainerInfo, at: number, hlog: Logger): ContainerInfo | undefined {
+    const slim = slimContainer(c);
+    const sid = slim?.labels["berth.server"] ?? "";
+    const reason = slim
+      ? admitContainer(
+          slim,
+          {
+            own: !!sid && store.getServer(sid)?.hostId === host.id,
+            alreadyStored: () => store.observedContainer(host.id, slim.id) !== undefined,
+            counts: () => store.observedCounts(host.id),
+          },
+          limits,
+        )
+      : "ContainerTooLarge";
+    if (!reason) return slim;
+    noteRefused(host.id, { [reason]: 1 }, at, hlog);
+    return undefined;
+  }
+
+  function handleMessage(host: HostRecord, session: AgentSession, state: LinkState, msg: AgentMessage, hlog: Logger, order: ObservationOrder): void {
     const at = now();
     const body = msg.body;
+    if (!withinBudget(host, state, msg, at, hlog)) return;
     switch (body.case) {
       case "hello": {
         const h = body.value;
@@ -156,11 +299,12 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         return;
       }
       case "inventory": {
-        const inv = body.value;
+        const inv = collectInventory(host, state, body.value, at, hlog);
+        if (!inv) return;
         // Unmanaged containers are stored too (no server id): OrphanService lists them.
         // Servers observed after this inventory was taken keep their newer observation.
         const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at, dataRootEntries(inv), order.newerThan(msg.seq));
-        store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, inv.dockerReachable, at, hlog));
+        store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, body.value.dockerReachable, at, hlog));
         const firstInventory = !session.ready;
         if (firstInventory) {
           session.ready = true;
@@ -179,10 +323,13 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       }
       case "containerEvent": {
         const ev = body.value;
-        const c = ev.container;
-        if (!c?.id) return;
+        const reported = ev.container;
+        if (!reported?.id) return;
+        const c = ev.removed ? reported : admit(host, reported, at, hlog);
+        if (!c) return;
         const serverId = ev.removed ? store.removeContainer(host.id, c.id) : store.upsertContainer(host.id, c, at);
-        if (!serverId) return;
+        // Only servers the manager knows are reconciled (a container labelled with any id is not a reason to).
+        if (!serverId || !store.getServer(serverId)) return;
         order.note(serverId, msg.seq);
         // Only this manager's containers, on the server's own host, can drive its desired state
         // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
@@ -193,10 +340,17 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         return;
       }
       case "dataStatus": {
+        let unknown = 0;
         for (const d of body.value.dirs) {
+          // Only this host's servers: a check of any other id is not stored.
+          if (store.getServer(d.serverId)?.hostId !== host.id) {
+            unknown++;
+            continue;
+          }
           store.upsertDataDir(dataDirRecord(host.id, d, at));
           reconciler.enqueue(d.serverId, "data check");
         }
+        noteRefused(host.id, { UnknownServer: unknown }, at, hlog);
         return;
       }
       case "commandResult":
@@ -265,8 +419,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       if (!awaited) hlog.warn({ command: r.commandId }, "result for an unknown command ignored");
       return;
     }
+    const container = r.container?.id ? admit(host, r.container, at, hlog) : undefined;
     store.transaction(() => {
-      if (r.container?.id) store.upsertContainer(host.id, r.container, at);
+      if (container) store.upsertContainer(host.id, container, at);
       if (r.data?.serverId === cmd.serverId) store.upsertDataDir(dataDirRecord(host.id, r.data, at));
       const fresh = store.finishCommand(cmd.id, r.success ? "succeeded" : "failed", at, r.reason, r.message);
       order.note(cmd.serverId, seq);
@@ -293,7 +448,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
 }
 
 /** Every directory under the host's data root: the existing server-id ones (measured) and the others. */
-function dataRootEntries(inv: Inventory): DataRootEntry[] {
+function dataRootEntries(inv: Pick<Inventory, "dataDirs" | "otherDataDirs">): DataRootEntry[] {
   return [
     ...inv.dataDirs.filter((d) => d.exists).map((d) => ({ name: d.serverId, sizeBytes: byteCount(d.sizeBytes) })),
     ...inv.otherDataDirs.map((name) => ({ name, sizeBytes: 0 })),

@@ -99,12 +99,14 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       if (!tokens.removeHost(h.id, at)) throw new NotFoundError("host", req.id, "list hosts with HostService.ListHosts");
       // The credential is refused from now on (agent-service checks removed_at); end the live stream too.
       hub.disconnect(h.id, "this host was removed from berth (HostService.RemoveHost); enroll it again with a new enrollment token", { revoked: true });
+      // Nothing the host reported stays behind (its server records do: they become stranded orphans).
+      const rows = store.deleteHostRows(h.id);
       const servers = store.countServersByHost().get(h.id) ?? 0;
       ledger.append({
         type: "host.removed",
         hostId: h.id,
         actor: actorOf(caller),
-        message: `host ${h.name} removed; its agent's credential is revoked${servers ? ` (${servers} servers on it are now Unknown)` : ""}`,
+        message: `host ${h.name} removed; its agent's credential is revoked and ${rows} rows of what it reported are deleted${servers ? ` (${servers} servers on it are now Unknown)` : ""}`,
       });
       reconciler.enqueueHost(h.id, "host removed");
       return create(RemoveHostResponseSchema, {});

@@ -34,6 +34,13 @@ export class AgentHub {
   private readonly logRoutes = new Map<string, LogRoute & { session: AgentSession }>();
   /** Callers awaiting a command's result (OrphanService), by command id. */
   private readonly resultWaiters = new Map<string, { hostId: string; resolve(r: CommandResult): void; timer: NodeJS.Timeout }>();
+  /** Reports agents sent that the manager refused (host limits, bad ids), by reason, since start. */
+  readonly refusedReports = new Map<string, number>();
+
+  /** Counts `n` refused reports (see api/host-limits.ts). */
+  noteRefused(reason: string, n: number): void {
+    this.refusedReports.set(reason, (this.refusedReports.get(reason) ?? 0) + n);
+  }
 
   attach(session: AgentSession): void {
     const old = this.sessions.get(session.hostId);

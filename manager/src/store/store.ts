@@ -721,6 +721,40 @@ export class Store {
       "SELECT * FROM events" + (where.length ? ` WHERE ${where.join(" AND ")}` : "") + ` ORDER BY id LIMIT ${f.limit ?? 1000}`;
     return (this.db.prepare(sql).all(...args) as EventRow[]).map(eventFromRow);
   }
+
+  // --- host limits and removal (issue 14: what one host can make the manager store) ---
+
+  /** How many containers are stored for a host, and how many of them are labelled for no server of that host. */
+  observedCounts(hostId: string): { total: number; other: number } {
+    const r = this.db
+      .prepare(
+        `SELECT COUNT(*) AS total,
+                COALESCE(SUM(CASE WHEN o.server_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id) THEN 1 ELSE 0 END), 0) AS other
+         FROM observed_containers o WHERE o.host_id = ?`,
+      )
+      .get(hostId) as { total: number; other: number };
+    return { total: Number(r.total), other: Number(r.other) };
+  }
+
+  /**
+   * Deletes every row a removed host left behind: its observed containers,
+   * data-directory checks, data-root entries, commands, and the alerts about
+   * the host itself or orphans on it. Server records stay (they become
+   * stranded orphans). Returns the number of rows deleted.
+   */
+  deleteHostRows(hostId: string): number {
+    return this.transaction(() => {
+      let n = 0;
+      for (const table of ["observed_containers", "data_dirs", "data_root_entries", "commands"]) {
+        n += this.db.prepare(`DELETE FROM ${table} WHERE host_id = ?`).run(hostId).changes;
+      }
+      const orphanPrefix = `orphan:${hostId}/`;
+      n += this.db
+        .prepare("DELETE FROM alerts WHERE subject = ? OR substr(subject, 1, length(?)) = ?")
+        .run(`host:${hostId}`, orphanPrefix, orphanPrefix).changes;
+      return n;
+    });
+  }
 }
 
 interface HostRow {
