@@ -113,7 +113,7 @@ export function buildManager(config: ManagerConfig): Manager {
     log.warn({ err }, "could not mark hosts offline at start (is the database disk full?); serving reads, writes resume once the database is writable");
   }
   const hub = new AgentHub();
-  const ledger = new Ledger(store);
+  const ledger = new Ledger(store, Date.now, log);
   const initialAdminToken = bootstrapAdminToken(tokens, ledger);
   const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({

@@ -1,3 +1,4 @@
+import type { Logger } from "../log.js";
 import type { EventInput, EventRecord, Store } from "../store/store.js";
 import { ServerChangeFeed } from "./server-changes.js";
 
@@ -26,11 +27,16 @@ export class Ledger {
   private readonly listeners = new Set<LedgerListener>();
   readonly servers: ServerChangeFeed;
 
+  /** `log`: where listener failures and unreadable records are reported (silent without one). */
   constructor(
     private readonly store: Store,
     private readonly now: () => number = Date.now,
+    private readonly log?: Logger,
   ) {
-    this.servers = new ServerChangeFeed((id) => store.getServer(id));
+    this.servers = new ServerChangeFeed((id) => store.getServer(id), {
+      onLoadError: (serverId, err, retrying) =>
+        log?.error({ server: serverId, err, retrying }, retrying ? "could not read a changed server for its watchers; retrying" : "could not read a changed server for its watchers; its watchers miss this change"),
+    });
   }
 
   append(e: EventInput): number {
@@ -39,8 +45,9 @@ export class Ledger {
     for (const l of this.listeners) {
       try {
         l(id, e);
-      } catch {
-        // A listener's failure must never fail the write that produced the event.
+      } catch (err) {
+        // A listener's failure must never fail the write that produced the event, but it is a bug: say so.
+        this.log?.error({ err, event: id, type: e.type, server: e.serverId }, "an event listener failed; the event is stored, the listener missed it");
       }
     }
     return id;

@@ -19,6 +19,11 @@ interface Placement {
   hostId: string;
 }
 
+/** How often a record that could not be read is tried again before its change is dropped. */
+export const LOAD_RETRIES = 3;
+/** Delay before such a retry. */
+export const LOAD_RETRY_MS = 1_000;
+
 /** How many changes a watch can resume across; older tokens get a fresh snapshot. */
 export const RESUME_WINDOW = 10_000;
 
@@ -40,8 +45,13 @@ export class ServerChangeFeed {
   private readonly recent: { seq: number; serverId: string; project: string; hostId: string }[] = [];
   private readonly placements = new Map<string, Placement>();
   private readonly subscribers = new Set<(batch: readonly ServerChange[]) => void>();
+  /** Failed loads per server, for records waiting to be tried again. */
+  private readonly loadFailures = new Map<string, number>();
 
-  constructor(private readonly load: (serverId: string) => ServerRecord | undefined) {}
+  constructor(
+    private readonly load: (serverId: string) => ServerRecord | undefined,
+    private readonly opts: { onLoadError?: (serverId: string, err: unknown, retrying: boolean) => void } = {},
+  ) {}
 
   /** The sequence number of the latest published change. */
   get currentSeq(): number {
@@ -67,15 +77,26 @@ export class ServerChangeFeed {
     const batch: ServerChange[] = [];
     // Without subscribers only the resume window needs the change, not the record.
     const loading = this.subscribers.size > 0;
+    const failed: [string, Partial<Placement>][] = [];
     for (const [serverId, hint] of this.dirty) {
       let server: ServerRecord | undefined;
       try {
         server = loading ? this.load(serverId) : undefined;
-      } catch {
-        // The database is closing (manager shutdown): nobody is left to tell.
-        this.dirty.clear();
-        return;
+      } catch (err) {
+        // Only this server's change waits (tried again shortly, a few times); the
+        // others in the batch are published (one unreadable record once dropped them all).
+        const n = (this.loadFailures.get(serverId) ?? 0) + 1;
+        const retrying = n <= LOAD_RETRIES;
+        if (retrying) {
+          this.loadFailures.set(serverId, n);
+          failed.push([serverId, hint]);
+        } else {
+          this.loadFailures.delete(serverId);
+        }
+        this.opts.onLoadError?.(serverId, err, retrying);
+        continue;
       }
+      this.loadFailures.delete(serverId);
       const known = this.placements.get(serverId);
       const project = server?.project ?? hint.project ?? known?.project ?? "";
       const hostId = server?.hostId ?? hint.hostId ?? known?.hostId ?? "";
@@ -86,6 +107,12 @@ export class ServerChangeFeed {
       this.recent.push({ seq: change.seq, serverId, project, hostId });
     }
     this.dirty.clear();
+    if (failed.length > 0) {
+      const t = setTimeout(() => {
+        for (const [serverId, hint] of failed) this.notify(serverId, hint);
+      }, LOAD_RETRY_MS);
+      t.unref();
+    }
     if (this.recent.length > RESUME_WINDOW) this.recent.splice(0, this.recent.length - RESUME_WINDOW);
     for (const s of this.subscribers) s(batch);
   }
