@@ -933,9 +933,10 @@ export type LogRequest = Message<"berth.v1.LogRequest"> & {
   tailLines: number;
 
   /**
-   * Flow control: the agent may send this many bytes of log data before it
-   * waits for LogCredit (it stops reading Docker meanwhile). 0: no flow
-   * control (a manager older than LogCredit).
+   * Flow control: the agent may send this many bytes of log chunks before
+   * it waits for LogCredit (it stops reading Docker meanwhile); a chunk
+   * counts its data plus 256 bytes. 0: no flow control (a manager older
+   * than LogCredit).
    *
    * @generated from field: uint32 window_bytes = 5;
    */
@@ -1013,8 +1014,8 @@ export const PullProgressSchema: GenMessage<PullProgress> = /*@__PURE__*/
   messageDesc(file_berth_v1_agent, 20);
 
 /**
- * LogCredit lets a LogRequest's stream send `bytes` more bytes of log data:
- * the manager grants it as its caller consumes what was sent.
+ * LogCredit lets a LogRequest's stream send `bytes` more (counted as for
+ * window_bytes): the manager grants it as its caller consumes what was sent.
  *
  * @generated from message berth.v1.LogCredit
  */
