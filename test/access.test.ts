@@ -249,6 +249,18 @@ describe("access control: every RPC, every kind of caller", () => {
     expect(server?.generation).toBe(serverA.generation);
   });
 
+  it("names no server of another project in a port conflict", async () => {
+    const port = 40_000 + Math.floor(Math.random() * 20_000);
+    await manager.servers.createServer({ project: "alpha", spec: { name: "alpha-published", image: TEST_IMAGE, hostId, desiredState: 3, ports: [{ hostPort: port, containerPort: 80 }] } });
+    const beta = createClient(ServerService, manager.transport(tokens.operatorBeta));
+    const err = ConnectError.from(
+      await beta.createServer({ spec: { name: "beta-wants-port", image: TEST_IMAGE, hostId, desiredState: 3, ports: [{ hostPort: port, containerPort: 80 }] } }).catch((e: unknown) => e),
+    );
+    expect(err.code).toBe(Code.FailedPrecondition);
+    expect(err.rawMessage).toContain(`host port ${port}/tcp is used by a server in another project`);
+    expect(err.rawMessage).not.toContain("alpha-published");
+  });
+
   it("leaves health and reflection open", async () => {
     const health = createClient(Health, manager.transport(undefined));
     expect((await health.check({})).status).toBe(1);

@@ -10,7 +10,9 @@ import { DataRoot, type DataCheck } from "../../agent/src/data/data-root.js";
 export class SimDataRoot extends DataRoot {
   private readonly dirs = new Map<string, number>();
 
-  override async init(): Promise<void> {}
+  override async init(): Promise<string[]> {
+    return [];
+  }
 
   override async safePathFor(serverId: string): Promise<string> {
     return this.pathFor(serverId);

@@ -124,14 +124,14 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
     });
   }
 
-  function portConflicts(hostId: string, ports: ServerRecord["spec"]["ports"], exceptId: string): void {
+  function portConflicts(hostId: string, ports: ServerRecord["spec"]["ports"], exceptId: string, project: string): void {
     const others = store
       .listServers({ hostId })
       .filter((s) => s.id !== exceptId)
-      .map((s) => ({ name: s.name, ports: s.spec.ports }));
+      .map((s) => ({ name: s.name, project: s.project, ports: s.spec.ports }));
     const conflicts = findPortConflicts(ports, others);
     if (conflicts.length > 0) {
-      throw new PreconditionError(`port conflict on host ${hostName(hostId)}: ${describeConflicts(conflicts, suggestFreePorts(conflicts, others, ports))}`);
+      throw new PreconditionError(`port conflict on host ${hostName(hostId)}: ${describeConflicts(conflicts, suggestFreePorts(conflicts, others, ports), project)}`);
     }
   }
 
@@ -161,7 +161,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
     if (plan.serverId && store.getServer(plan.serverId)) {
       throw new AlreadyExistsError(`server ${plan.serverId} has a record already (on host ${store.getServer(plan.serverId)!.hostId}); this container is a stale copy: destroy it`);
     }
-    portConflicts(f.hostId, spec.ports, "");
+    portConflicts(f.hostId, spec.ports, "", project);
     const at = now();
     const id = plan.serverId || newId("srv");
     const rec: ServerRecord = {
@@ -353,7 +353,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
             "then HostService.ResyncHost and retry; or purge the server",
         );
       }
-      portConflicts(target.id, s.spec.ports, s.id);
+      portConflicts(target.id, s.spec.ports, s.id, s.project);
       const at = now();
       const from = current?.name ?? s.hostId;
       const { containerLostAt: _lost, adoptedContainerId: _adopted, ...lifecycle } = s.lifecycle;

@@ -66,7 +66,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     return matches[0];
   }
 
-  function pickHost(spec: ServerSpec): string {
+  function pickHost(spec: ServerSpec, project: string): string {
     const counts = store.countServersByHost();
     if (spec.hostId) {
       const h = store.getHost(spec.hostId);
@@ -83,7 +83,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       }
       // Name the conflicts on the least-loaded host, with free ports to try instead.
       const best = hub.connectedHostIds().sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0))[0]!;
-      checkPorts(best, spec, "");
+      checkPorts(best, spec, "", project);
       throw new PreconditionError("no connected host has the requested ports free; choose other host ports");
     }
     return candidates[0]!;
@@ -94,15 +94,16 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     return store
       .listServers({ hostId })
       .filter((s) => s.id !== exceptId)
-      .map((s) => ({ name: s.name, ports: s.spec.ports }));
+      .map((s) => ({ name: s.name, project: s.project, ports: s.spec.ports }));
   }
 
-  function checkPorts(hostId: string, spec: ServerSpec, exceptId: string): void {
+  /** Refuses ports another server on the host publishes; servers outside `project` are not named. */
+  function checkPorts(hostId: string, spec: ServerSpec, exceptId: string, project: string): void {
     if (spec.ports.length === 0) return;
     const others = othersOnHost(hostId, exceptId);
     const conflicts = findPortConflicts(spec.ports, others);
     if (conflicts.length > 0) {
-      throw new PreconditionError(`port conflict on host ${hostId}: ${describeConflicts(conflicts, suggestFreePorts(conflicts, others, spec.ports))}`);
+      throw new PreconditionError(`port conflict on host ${hostId}: ${describeConflicts(conflicts, suggestFreePorts(conflicts, others, spec.ports), project)}`);
     }
   }
 
@@ -149,7 +150,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     requireRole(callerOf(ctx), "operator", action);
     return act(ctx, idOrName, action, (s) => {
       notDeleted(s, action);
-      if (desired !== DesiredState.STOPPED) checkPorts(s.hostId, s.spec, s.id);
+      if (desired !== DesiredState.STOPPED) checkPorts(s.hostId, s.spec, s.id, s.project);
       return {
         spec: { ...s.spec, desiredState: desired },
         bumpGeneration: s.spec.desiredState !== desired,
@@ -186,8 +187,8 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       if (store.findServerByName(project, spec.name)) {
         throw new AlreadyExistsError(`a server named "${spec.name}" already exists in project "${project}"; pick another name or update it`);
       }
-      const hostId = pickHost(spec);
-      checkPorts(hostId, spec, "");
+      const hostId = pickHost(spec, project);
+      checkPorts(hostId, spec, "", project);
       const at = now();
       const rec: ServerRecord = {
         id: newId("srv"),
@@ -295,7 +296,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         if (spec.hostId && spec.hostId !== s.hostId) {
           throw new InvalidArgumentError("spec.host_id", `moving a server to another host is not supported (it is on ${s.hostId}); leave host_id empty`);
         }
-        checkPorts(s.hostId, spec, s.id);
+        checkPorts(s.hostId, spec, s.id, s.project);
         return {
           spec: { ...spec, hostId: s.hostId },
           ...(req.applyNow ? { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at } } : {}),

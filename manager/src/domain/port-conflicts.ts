@@ -2,6 +2,8 @@ import { Protocol, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 
 export interface PortOwner {
   name: string;
+  /** The owner's project: another project's server names are not the caller's to learn. */
+  project: string;
   ports: readonly PortMapping[];
 }
 
@@ -10,18 +12,20 @@ export interface PortConflict {
   protocol: "tcp" | "udp";
   /** Name of the server already publishing it. */
   usedBy: string;
+  /** That server's project. */
+  project: string;
 }
 
 const proto = (p: Protocol): "tcp" | "udp" => (p === Protocol.UDP ? "udp" : "tcp");
 
 /** Host ports in `wanted` already published by one of `others` (same host). */
 export function findPortConflicts(wanted: readonly PortMapping[], others: readonly PortOwner[]): PortConflict[] {
-  const used = new Map<string, string>();
-  for (const o of others) for (const p of o.ports) used.set(`${p.hostPort}/${proto(p.protocol)}`, o.name);
+  const used = new Map<string, PortOwner>();
+  for (const o of others) for (const p of o.ports) used.set(`${p.hostPort}/${proto(p.protocol)}`, o);
   const out: PortConflict[] = [];
   for (const p of wanted) {
     const by = used.get(`${p.hostPort}/${proto(p.protocol)}`);
-    if (by !== undefined) out.push({ port: p.hostPort, protocol: proto(p.protocol), usedBy: by });
+    if (by !== undefined) out.push({ port: p.hostPort, protocol: proto(p.protocol), usedBy: by.name, project: by.project });
   }
   return out;
 }
@@ -43,9 +47,20 @@ export function suggestFreePorts(conflicts: readonly PortConflict[], others: rea
   });
 }
 
-/** "host port 25565/tcp is used by server mc-1 (try 25566)" for each conflict. */
-export function describeConflicts(conflicts: readonly PortConflict[], suggestions: readonly number[]): string {
-  return conflicts
-    .map((c, i) => `host port ${c.port}/${c.protocol} is used by server "${c.usedBy}"${suggestions[i] ? ` (try ${suggestions[i]})` : ""}`)
-    .join("; ");
+/** At most this many conflicts are spelled out in one message; the rest are counted. */
+export const MAX_CONFLICTS_LISTED = 5;
+
+/**
+ * "host port 25565/tcp is used by server "mc-1" (try 25566)" for each conflict
+ * (the first few, then a count). A server of another project than `viewerProject`
+ * is not named: "used by a server in another project".
+ */
+export function describeConflicts(conflicts: readonly PortConflict[], suggestions: readonly number[], viewerProject: string | null): string {
+  const parts = conflicts.slice(0, MAX_CONFLICTS_LISTED).map((c, i) => {
+    const owner = viewerProject === null || c.project === viewerProject ? `server "${c.usedBy}"` : "a server in another project";
+    return `host port ${c.port}/${c.protocol} is used by ${owner}${suggestions[i] ? ` (try ${suggestions[i]})` : ""}`;
+  });
+  const more = conflicts.length - MAX_CONFLICTS_LISTED;
+  if (more > 0) parts.push(`and ${more} more port${more === 1 ? "" : "s"} in use`);
+  return parts.join("; ");
 }

@@ -69,4 +69,10 @@ describe("spec form", () => {
       { port: 53, udp: true, usedBy: "dns", suggestion: undefined },
     ]);
   });
+
+  it("reads a conflict with another project's server, which the manager does not name", () => {
+    expect(portSuggestions("port conflict on host h: host port 8080/tcp is used by a server in another project (try 8081)")).toEqual([
+      { port: 8080, udp: false, usedBy: "a server in another project", suggestion: 8081 },
+    ]);
+  });
 });

@@ -128,9 +128,10 @@ export function fieldOfMessage(message: string): FieldKey | undefined {
 /** Port conflicts in a FailedPrecondition message, with the free port the manager suggests. */
 export function portSuggestions(message: string): { port: number; udp: boolean; usedBy: string; suggestion: number | undefined }[] {
   const out: { port: number; udp: boolean; usedBy: string; suggestion: number | undefined }[] = [];
-  const re = /host port (\d+)\/(tcp|udp) is used by server "([^"]*)"(?: \(try (\d+)\))?/g;
+  // Another project's server is not named: "used by a server in another project".
+  const re = /host port (\d+)\/(tcp|udp) is used by (?:server "([^"]*)"|(a server in another project))(?: \(try (\d+)\))?/g;
   for (let m = re.exec(message); m; m = re.exec(message)) {
-    out.push({ port: Number(m[1]), udp: m[2] === "udp", usedBy: m[3]!, suggestion: m[4] ? Number(m[4]) : undefined });
+    out.push({ port: Number(m[1]), udp: m[2] === "udp", usedBy: m[3] ?? m[4]!, suggestion: m[5] ? Number(m[5]) : undefined });
   }
   return out;
 }
