@@ -1,5 +1,5 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
-import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
+import { InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 
 /** Roles in increasing order of power. */
 export const ROLES = ["viewer", "operator", "admin"] as const;
@@ -50,9 +50,20 @@ export function canSee(c: Caller, project: string): boolean {
  */
 export function projectFor(c: Caller, requested: string): string {
   const want = requested.trim();
-  if (c.project === null) return want || DEFAULT_PROJECT;
+  if (c.project === null) return want ? checkProjectName(want) : DEFAULT_PROJECT;
   if (want && want !== c.project) throw new NotFoundError("project", want);
   return c.project;
 }
 
 export const DEFAULT_PROJECT = "default";
+
+/** Project names, the same rule everywhere (servers, tokens): a DNS label, as server names. */
+const PROJECT_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Returns `name` if it is a valid project name; InvalidArgument on field `project` otherwise. */
+export function checkProjectName(name: string): string {
+  if (!PROJECT_RE.test(name)) {
+    throw new InvalidArgumentError("project", `${JSON.stringify(name.slice(0, 70))} is not a valid project name: use 1-63 lowercase letters, digits and '-' (not at either end)`);
+  }
+  return name;
+}

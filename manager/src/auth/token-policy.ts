@@ -1,8 +1,7 @@
 import { InvalidArgumentError } from "../errors.js";
-import { projectFor, ROLES, type Caller, type Role } from "./caller.js";
+import { checkProjectName, projectFor, ROLES, type Caller, type Role } from "./caller.js";
 
 /** Project names follow server names: DNS-label style. */
-const PROJECT_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_NAME = 64;
 
 export function parseRole(s: string): Role | undefined {
@@ -34,9 +33,7 @@ export function checkNewToken(req: { name: string; role: Role | undefined; proje
   if (!req.role) throw new InvalidArgumentError("role", "required: ROLE_VIEWER, ROLE_OPERATOR or ROLE_ADMIN");
   const role = req.role;
   const want = req.project.trim();
-  if (want && !PROJECT_RE.test(want)) {
-    throw new InvalidArgumentError("project", `"${want.slice(0, 70)}" is not a valid project name: use 1-63 lowercase letters, digits and '-'`);
-  }
+  if (want) checkProjectName(want);
   if (creator && creator.project !== null) {
     // A project-scoped admin creates tokens of its own project only.
     return { name, role, project: projectFor(creator, want) };
