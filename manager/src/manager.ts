@@ -174,7 +174,7 @@ export function buildManager(config: ManagerConfig): Manager {
     );
     router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds }));
     router.service(AccessService, createAccessService({ tokens, limits, ledger }));
-    router.service(EventService, createEventService({ ledger, events: ledgerServices.events }));
+    router.service(EventService, createEventService({ ledger, events: ledgerServices.events, store }));
     router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
     router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, log }));
     registerHealth(router, health);

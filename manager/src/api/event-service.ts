@@ -12,13 +12,17 @@ import {
 import { callerOf } from "../auth/caller.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
-import { Wakeup } from "../ledger/wakeup.js";
+import { Wakeup, watchEnded } from "../ledger/wakeup.js";
 import type { EventQuery, EventStore } from "../store/event-store.js";
-import type { EventRecord } from "../store/store.js";
+import type { EventRecord, Store } from "../store/store.js";
+import type { Caller } from "../auth/caller.js";
+import { findVisibleServer } from "./find-server.js";
 
 export interface EventServiceDeps {
   ledger: Ledger;
   events: EventStore;
+  /** Resolves a server name in `server_id` (without it only ids are accepted). */
+  store?: Store;
 }
 
 const DEFAULT_PAGE = 100;
@@ -64,7 +68,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       }
       const q: EventQuery = {
         project: caller.project,
-        ...filters(req),
+        ...filters(deps.store, req, caller),
         ...(req.since ? { since: ms(req.since, "since") } : {}),
         ...(req.until ? { until: ms(req.until, "until") } : {}),
       };
@@ -87,7 +91,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     async *watchEvents(req, ctx: HandlerContext): AsyncGenerator<WatchEventsResponse> {
       const caller = callerOf(ctx);
       if (req.afterId < 0n) throw new InvalidArgumentError("after_id", "must not be negative; 0 follows new events only");
-      const q: EventQuery = { project: caller.project, ...filters(req) };
+      const q: EventQuery = { project: caller.project, ...filters(deps.store, req, caller) };
       const wake = new Wakeup();
       const unsubscribe = ledger.subscribe(() => wake.ring());
       try {
@@ -99,7 +103,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
             for (const e of batch) yield create(WatchEventsResponseSchema, { event: eventToProto(e) });
             cursor = batch.length < REPLAY_BATCH ? upTo : batch[batch.length - 1]!.id;
           }
-          if (!(await wake.wait(ctx.signal))) return;
+          if (!(await wake.wait(ctx.signal))) throw watchEnded(ctx.signal);
         }
       } finally {
         unsubscribe();
@@ -108,9 +112,26 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
   };
 }
 
-function filters(req: { serverId: string; hostId: string; typePrefix: string; actor?: string }): Omit<EventQuery, "project"> {
+/**
+ * `server_id` as every other id field takes it: an id, or a name in the
+ * caller's project (an unknown name is NotFound instead of an empty answer).
+ * Anything shaped like an id is used as is: a purged server's events keep its
+ * id after its record (and name) are gone.
+ */
+function serverFilter(store: Store | undefined, value: string, caller: Caller): string {
+  const v = value.trim();
+  if (!v || /^srv_/.test(v) || !store) return v;
+  return findVisibleServer(store, caller, v).id;
+}
+
+function filters(
+  store: Store | undefined,
+  req: { serverId: string; hostId: string; typePrefix: string; actor?: string },
+  caller: Caller,
+): Omit<EventQuery, "project"> {
+  const serverId = serverFilter(store, req.serverId, caller);
   return {
-    ...(req.serverId.trim() ? { serverId: req.serverId.trim() } : {}),
+    ...(serverId ? { serverId } : {}),
     ...(req.hostId.trim() ? { hostId: req.hostId.trim() } : {}),
     ...(req.typePrefix.trim() ? { typePrefix: req.typePrefix.trim() } : {}),
     ...(req.actor?.trim() ? { actor: req.actor.trim() } : {}),

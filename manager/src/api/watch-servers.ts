@@ -11,7 +11,7 @@ import {
 import { callerOf, projectFor } from "../auth/caller.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { ServerChange } from "../ledger/server-changes.js";
-import { Wakeup } from "../ledger/wakeup.js";
+import { Wakeup, watchEnded } from "../ledger/wakeup.js";
 import type { ServerRecord, Store } from "../store/store.js";
 import { serverToProto } from "./convert.js";
 
@@ -117,7 +117,7 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
           yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(feed.currentSeq) });
           continue;
         }
-        if (!(await wake.wait(ctx.signal))) return;
+        if (!(await wake.wait(ctx.signal))) throw watchEnded(ctx.signal);
       }
     } finally {
       unsubscribe();

@@ -1,3 +1,5 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
 /**
  * A sticky wake-up signal between a notifier and one waiting loop: a `ring()`
  * while nobody waits is remembered, so the next `wait()` returns at once. The
@@ -35,4 +37,17 @@ export class Wakeup {
     this.rung = false;
     return true;
   }
+}
+
+/**
+ * How a watch ends when its signal aborts: with the reason's status when it is
+ * one (DeadlineExceeded for the caller's deadline, or what the server ended it
+ * with), Canceled otherwise (the caller went away). Returning normally would
+ * end it with OK, and a script could not tell its own timeout from the
+ * server ending the watch.
+ */
+export function watchEnded(signal: AbortSignal): ConnectError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof ConnectError) return reason;
+  return new ConnectError("the watch was cancelled by the caller", Code.Canceled);
 }

@@ -1,0 +1,130 @@
+/**
+ * How watches end, and server names in the event filters: what a script
+ * sees through the API.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, createContextValues, createHandlerContext, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { afterEach, describe, expect, it } from "vitest";
+import { EventService, WatchEventsRequestSchema } from "@berth/proto/berth/v1/event_pb.js";
+import { ServerService, ServerSpecSchema, WatchServersRequestSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { callerKey, type Caller } from "../auth/caller.js";
+import { Ledger } from "../ledger/ledger.js";
+import { createLogger } from "../log.js";
+import { openDatabase } from "../store/database.js";
+import { EventStore } from "../store/event-store.js";
+import { initialStatus, Store } from "../store/store.js";
+import { errorInterceptor } from "./errors.js";
+import { createEventService } from "./event-service.js";
+import { createWatchServers } from "./watch-servers.js";
+
+const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
+const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
+const TEAM_B: Caller = { tokenId: "tok_b", name: "b", role: "viewer", project: "b" };
+
+const open: Store[] = [];
+afterEach(() => {
+  for (const s of open.splice(0)) s.close();
+});
+
+function setup() {
+  const db = openDatabase(":memory:");
+  const store = new Store(db);
+  open.push(store);
+  const ledger = new Ledger(store);
+  const events = new EventStore(db);
+  const service = createEventService({ ledger, events, store });
+  const client = (caller: Caller) => {
+    const as: Interceptor = (next) => (req) => {
+      req.contextValues.set(callerKey, caller);
+      return next(req);
+    };
+    const t = createRouterTransport((r) => r.service(EventService, service), { router: { interceptors: [errorInterceptor(createLogger("silent", "test")), as] } });
+    return createClient(EventService, t);
+  };
+  const addServer = (id: string, name: string, project: string) =>
+    store.insertServer({
+      id,
+      project,
+      name,
+      hostId: "host_a",
+      generation: 1,
+      spec: create(ServerSpecSchema, { name, image: "busybox" }),
+      status: initialStatus(),
+      dataInitialized: false,
+      lifecycle: {},
+      createdAt: 1,
+      updatedAt: 1,
+      deletedAt: null,
+    });
+  return { store, ledger, service, client, addServer };
+}
+
+/** A handler context as the router makes it, for `caller`, with a deadline or a cancel signal. */
+function context(method: "watchEvents" | "watchServers", caller: Caller, opts: { timeoutMs?: number; requestSignal?: AbortSignal }) {
+  const values = createContextValues();
+  values.set(callerKey, caller);
+  const svc = method === "watchEvents" ? EventService : ServerService;
+  return createHandlerContext({
+    service: svc,
+    method: method === "watchEvents" ? EventService.method.watchEvents : ServerService.method.watchServers,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: `http://test/${svc.typeName}/${method}`,
+    contextValues: values,
+    ...opts,
+  });
+}
+
+/** Drains a watch; returns the error it ended with (undefined: it ended with OK). */
+async function endOf(stream: AsyncIterable<unknown>): Promise<ConnectError | undefined> {
+  try {
+    for await (const _ of stream) {
+      // Snapshot and live messages are not the point here.
+    }
+    return undefined;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+}
+
+describe("watches ended by the caller", () => {
+  it("WatchEvents past the caller's deadline ends with DEADLINE_EXCEEDED, not OK", async () => {
+    const { service } = setup();
+    const ctx = context("watchEvents", ADMIN, { timeoutMs: 100 });
+    const err = await endOf(service.watchEvents(create(WatchEventsRequestSchema, {}), ctx));
+    expect(err?.code).toBe(Code.DeadlineExceeded);
+  });
+
+  it("WatchServers past the caller's deadline ends with DEADLINE_EXCEEDED; cancelled by the caller, CANCELED", async () => {
+    const { store, ledger } = setup();
+    const watch = createWatchServers({ store, ledger });
+    const timedOut = await endOf(watch(create(WatchServersRequestSchema, {}), context("watchServers", ADMIN, { timeoutMs: 100 })));
+    expect(timedOut?.code).toBe(Code.DeadlineExceeded);
+
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 50);
+    const cancelled = await endOf(watch(create(WatchServersRequestSchema, {}), context("watchServers", ADMIN, { requestSignal: abort.signal })));
+    expect(cancelled?.code).toBe(Code.Canceled);
+  });
+});
+
+describe("ListEvents by server name", () => {
+  it("takes a name like every other id field, within the caller's project", async () => {
+    const { ledger, client, addServer } = setup();
+    addServer("srv_aaaaaaaaaaaa", "web", "a");
+    addServer("srv_bbbbbbbbbbbb", "web", "b");
+    ledger.append({ type: "server.created", project: "a", serverId: "srv_aaaaaaaaaaaa", message: "a's web" });
+    ledger.append({ type: "server.created", project: "b", serverId: "srv_bbbbbbbbbbbb", message: "b's web" });
+
+    const mine = await client(TEAM_A).listEvents({ serverId: "web" });
+    expect(mine.events.map((e) => e.message)).toEqual(["a's web"]);
+    expect((await client(TEAM_B).listEvents({ serverId: "web" })).events.map((e) => e.message)).toEqual(["b's web"]);
+    // An all-projects admin must say which one.
+    await expect(client(ADMIN).listEvents({ serverId: "web" })).rejects.toMatchObject({ code: Code.InvalidArgument });
+    // Unknown names are NotFound, not an empty answer that looks like "nothing happened".
+    await expect(client(TEAM_A).listEvents({ serverId: "nope" })).rejects.toMatchObject({ code: Code.NotFound });
+    // Ids work as before, also for a server whose record is gone.
+    ledger.append({ type: "server.purged", project: "a", serverId: "srv_cccccccccccc", message: "gone" });
+    expect((await client(TEAM_A).listEvents({ serverId: "srv_cccccccccccc" })).events.map((e) => e.message)).toEqual(["gone"]);
+  });
+});
