@@ -15,7 +15,7 @@ export const INVENTORY_PART_BYTES = 1024 * 1024;
  * (labels of someone else's container can be anything) is reported with
  * berth's own labels only.
  */
-export const MAX_CONTAINER_BYTES = 64 * 1024;
+export const MAX_CONTAINER_BYTES = 16 * 1024;
 
 /**
  * A container as the manager is told about it in inventories, events and

@@ -1,0 +1,78 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { CommandKind, CommandSchema, ContainerInfoSchema, DataPolicy } from "@berth/proto/berth/v1/agent_pb.js";
+import { DataRoot } from "./data/data-root.js";
+import { Executor, refusal } from "./executor.js";
+import { SimRuntime } from "./runtime/sim-runtime.js";
+
+const FAST = { create: 1, start: 1, stop: 1, kill: 1, remove: 1, pause: 1, unpause: 1, inspect: 0, list: 0, pull: 1 };
+const NOW = 1_700_000_000_000;
+const MGR = "mgr_mine";
+
+const named = (labels: Record<string, string>) => create(ContainerInfoSchema, { id: "c1", name: "web", labels });
+
+describe("refusal: commands the agent must not apply", () => {
+  it.each([
+    ["a deadline in the past", { kind: CommandKind.ENSURE_RUNNING, deadline: timestampFromMs(NOW - 1) }, undefined, "DeadlineExceeded"],
+    ["a deadline in the future", { kind: CommandKind.ENSURE_RUNNING, deadline: timestampFromMs(NOW + 60_000) }, undefined, undefined],
+    ["no deadline", { kind: CommandKind.ENSURE_STOPPED }, undefined, undefined],
+    ["remove another manager's container", { kind: CommandKind.REMOVE_CONTAINER, containerId: "c1" }, named({ "berth.manager": "mgr_other" }), "NotThisManagers"],
+    ["remove an unlabelled container", { kind: CommandKind.REMOVE_CONTAINER, containerId: "c1" }, named({}), "NotThisManagers"],
+    ["inspect an unlabelled container", { kind: CommandKind.INSPECT_CONTAINER, containerId: "c1" }, named({}), "NotThisManagers"],
+    ["copy data out of an unlabelled container", { kind: CommandKind.COPY_DATA, containerId: "c1" }, named({}), "NotThisManagers"],
+    ["remove this manager's container", { kind: CommandKind.REMOVE_CONTAINER, containerId: "c1" }, named({ "berth.manager": MGR }), undefined],
+    ["remove an unlabelled container on an explicit orphan action", { kind: CommandKind.REMOVE_CONTAINER, containerId: "c1", orphanAction: true }, named({}), undefined],
+    ["an orphan action past its deadline", { kind: CommandKind.REMOVE_CONTAINER, containerId: "c1", orphanAction: true, deadline: timestampFromMs(NOW - 5_000) }, named({}), "DeadlineExceeded"],
+    ["remove a container that is already gone", { kind: CommandKind.REMOVE_CONTAINER, containerId: "c1" }, undefined, undefined],
+  ] as const)("%s → %s", (_what, cmd, container, want) => {
+    expect(refusal(create(CommandSchema, { id: "cmd_1", ...cmd }), container, { id: MGR, now: NOW })?.reason).toBe(want);
+  });
+});
+
+describe("Executor refuses, on a (simulated) engine", () => {
+  let root: string | undefined;
+  afterEach(async () => {
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  async function setup() {
+    root = await mkdtemp(join(tmpdir(), "berth-exec-"));
+    const data = new DataRoot(root);
+    await data.init();
+    const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
+    const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() });
+    return { rt, executor };
+  }
+
+  it("a resent command past its deadline: not applied, a result that says why", async () => {
+    const { rt, executor } = await setup();
+    const result = await executor.execute(
+      create(CommandSchema, {
+        id: "cmd_late",
+        serverId: "srv_aaaaaaaaaaaa",
+        kind: CommandKind.ENSURE_RUNNING,
+        dataPolicy: DataPolicy.CREATE,
+        deadline: timestampFromMs(Date.now() - 10_000),
+        container: { name: "berth-a", image: "sim/app:1", specHash: "h1", labels: { "berth.server": "srv_aaaaaaaaaaaa", "berth.spec-hash": "h1" } },
+      }),
+    );
+    expect(result).toMatchObject({ success: false, reason: "DeadlineExceeded" });
+    expect(result.message).toMatch(/after its deadline; not applied/);
+    expect(await rt.list()).toEqual([]);
+  });
+
+  it("another manager's container survives a remove; an explicit orphan action removes it", async () => {
+    const { rt, executor } = await setup();
+    const id = await rt.create({ name: "theirs", image: "sim/app:1", command: [], env: {}, labels: { "berth.manager": "mgr_other", "berth.server": "srv_bbbbbbbbbbbb" }, ports: [], dataDir: "/d", mountPath: "/data" });
+    const remove = (cmdId: string, orphanAction: boolean) => executor.execute(create(CommandSchema, { id: cmdId, kind: CommandKind.REMOVE_CONTAINER, containerId: id, orphanAction }));
+    expect(await remove("cmd_1", false)).toMatchObject({ success: false, reason: "NotThisManagers" });
+    expect(await rt.inspect(id)).toBeDefined();
+    expect(await remove("cmd_2", true)).toMatchObject({ success: true });
+    expect(await rt.inspect(id)).toBeUndefined();
+  });
+});

@@ -1,0 +1,69 @@
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { AgentMessageSchema, ManagerMessageSchema, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { Backoff } from "./backoff.js";
+import { ManagerLink } from "./manager-link.js";
+
+/**
+ * A manager that welcomes every agent, then refuses the stream at once (as
+ * one did with every inventory over its message cap). Counts the dials.
+ */
+async function refusingManager(): Promise<{ port: number; dials: number[]; server: grpc.Server }> {
+  const server = new grpc.Server();
+  const dials: number[] = [];
+  server.addService(
+    {
+      connect: {
+        path: "/berth.v1.AgentService/Connect",
+        requestStream: true,
+        responseStream: true,
+        requestSerialize: (m: AgentMessage) => Buffer.from(toBinary(AgentMessageSchema, m)),
+        requestDeserialize: (b: Buffer) => fromBinary(AgentMessageSchema, b),
+        responseSerialize: (m: ManagerMessage) => Buffer.from(toBinary(ManagerMessageSchema, m)),
+        responseDeserialize: (b: Buffer) => fromBinary(ManagerMessageSchema, b),
+      },
+    },
+    {
+      connect: (call: grpc.ServerDuplexStream<AgentMessage, ManagerMessage>) => {
+        dials.push(Date.now());
+        call.write(create(ManagerMessageSchema, { body: { case: "welcome", value: { managerId: "mgr_x", hostId: "host_x" } } }));
+        setTimeout(() => call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: "message too large" }), 20);
+      },
+    },
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { port, dials, server };
+}
+
+describe("ManagerLink reconnects", () => {
+  let link: ManagerLink | undefined;
+  let server: grpc.Server | undefined;
+  afterEach(() => {
+    link?.stop();
+    server?.forceShutdown();
+  });
+
+  it("a welcome followed by failure does not reset the backoff: the delays keep growing", async () => {
+    const m = await refusingManager();
+    server = m.server;
+    // No jitter: the delays are the ceilings 500, 1000, 2000, 4000 ms.
+    link = new ManagerLink(
+      `http://127.0.0.1:${m.port}`,
+      { hostId: "host_x", secret: "s" },
+      { onOpen: () => {}, onMessage: () => {}, onClose: () => {}, onRevoked: () => {} },
+      pino({ level: "silent" }),
+      { backoff: new Backoff(500, 30_000, () => 1) },
+    );
+    link.start();
+    await new Promise((r) => setTimeout(r, 5_000));
+    // Reset on every welcome, it redialled every ~0.5 s (about 9 dials in 5 s); growing, 4.
+    expect(m.dials.length).toBeLessThanOrEqual(5);
+    expect(m.dials.length).toBeGreaterThanOrEqual(3);
+    const gaps = m.dials.slice(1).map((t, i) => t - m.dials[i]!);
+    expect(gaps[2]!).toBeGreaterThan(gaps[0]! * 2.5);
+  }, 15_000);
+});
