@@ -364,6 +364,9 @@ export class Agent {
       case "logCancel":
         this.logStreams.cancel(msg.body.value.requestId);
         return;
+      case "logCredit":
+        this.logStreams.credit(msg.body.value.requestId, msg.body.value.bytes);
+        return;
       case "command": {
         const cmd = msg.body.value;
         void this.executor.execute(cmd).then((result) => {

@@ -11,7 +11,7 @@ const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
 
 /** A runtime with one container whose log is fed by the test. */
 function fakeRuntime(opts: { containers?: boolean } = {}) {
-  const feeds: { push(f: LogFrame): void; end(): void; signal: AbortSignal; opts: LogOptions }[] = [];
+  const feeds: { push(f: LogFrame): void; end(): void; pending(): number; signal: AbortSignal; opts: LogOptions }[] = [];
   const runtime = {
     async list(serverId?: string) {
       if (opts.containers === false) return [];
@@ -24,6 +24,7 @@ function fakeRuntime(opts: { containers?: boolean } = {}) {
       feeds.push({
         push: (f) => (queue.push(f), wake?.()),
         end: () => ((ended = true), wake?.()),
+        pending: () => queue.length,
         signal,
         opts: o,
       });
@@ -90,6 +91,32 @@ describe("LogStreams", () => {
     new LogStreams(runtime, out.send, log).start(create(LogRequestSchema, { requestId: "r1", serverId: "srv_gone" }));
     await tick();
     expect(out.sent).toEqual([{ requestId: "r1", end: true, reason: "ContainerMissing", error: "server srv_gone has no container on this host" }]);
+  });
+
+  it("with a window, stops reading Docker once it is spent and goes on as the manager grants credit", async () => {
+    const { runtime, feeds } = fakeRuntime();
+    const out = sink();
+    const streams = new LogStreams(runtime, out.send, log);
+    // Room for three 1000-byte chunks (each counts 256 bytes more).
+    streams.start(create(LogRequestSchema, { requestId: "r1", serverId: "srv_a", follow: true, windowBytes: 3 * 1256 }));
+    await tick();
+    for (let i = 0; i < 10; i++) feeds[0]!.push({ stream: "stdout", data: Buffer.alloc(1000, 48 + i) });
+    await tick();
+    const data = () => out.sent.filter((c) => c.data).map((c) => (c.data as Buffer)[0]! - 48);
+    expect(data()).toEqual([0, 1, 2]);
+    // The rest stays with Docker: the agent pulled at most the frame it is holding.
+    expect(feeds[0]!.pending()).toBeGreaterThanOrEqual(6);
+    await tick(50);
+    expect(data()).toEqual([0, 1, 2]);
+    streams.credit("r1", 2 * 1256);
+    await tick();
+    expect(data()).toEqual([0, 1, 2, 3, 4]);
+    // Cancelled while waiting for credit: it stops at once, without an end chunk.
+    streams.cancel("r1");
+    await tick();
+    expect(feeds[0]!.signal.aborted).toBe(true);
+    expect(streams.active).toBe(0);
+    expect(out.sent.filter((c) => c.end)).toEqual([]);
   });
 
   it("ignores a repeated request id", async () => {

@@ -9,17 +9,37 @@ export type LogChunkInit = MessageInitShape<typeof LogChunkSchema>;
 
 /** Data per LogChunk message: keeps messages on the link small. */
 const MAX_CHUNK_BYTES = 64 * 1024;
+/**
+ * What a chunk counts against the manager's window on top of its data (the
+ * manager charges the same: LOG_CHUNK_OVERHEAD_BYTES in manager/src/api/logs.ts).
+ */
+const CHUNK_OVERHEAD_BYTES = 256;
 /** Open log streams per agent: each holds a Docker connection. */
 const MAX_STREAMS = 64;
+
+/** One stream being served: how to stop it, and its flow-control credit. */
+interface OpenStream {
+  readonly ac: AbortController;
+  /** Log bytes it may still send; Infinity when the manager asked for no flow control. */
+  credit: number;
+  /** Wakes the stream waiting for credit. */
+  wake: (() => void) | undefined;
+}
 
 /**
  * Serves the manager's log requests: streams a server's container output as
  * LogChunks — first an empty one (the stream is open), then the output, then
  * one with `end` (and `error` if it failed). A followed stream ends when the
  * container stops, on LogCancel, or when the link to the manager drops.
+ *
+ * Memory per stream is bounded whatever the container writes: each chunk
+ * waits for the link (sendPaced) and, when the request has a window, for
+ * credit from the manager (its caller consumed what was sent). Meanwhile
+ * nothing reads Docker's response, so Docker holds the output (it is in the
+ * container's log file), not the agent.
  */
 export class LogStreams {
-  private readonly open = new Map<string, AbortController>();
+  private readonly open = new Map<string, OpenStream>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
@@ -39,20 +59,39 @@ export class LogStreams {
       return;
     }
     const ac = new AbortController();
-    this.open.set(req.requestId, ac);
-    void this.stream(req, ac.signal).finally(() => this.open.delete(req.requestId));
+    const st: OpenStream = { ac, credit: req.windowBytes > 0 ? req.windowBytes : Infinity, wake: undefined };
+    this.open.set(req.requestId, st);
+    ac.signal.addEventListener("abort", () => st.wake?.(), { once: true });
+    void this.stream(req, st).finally(() => this.open.delete(req.requestId));
   }
 
   cancel(requestId: string): void {
-    this.open.get(requestId)?.abort();
+    this.open.get(requestId)?.ac.abort();
+  }
+
+  /** The manager's caller consumed `bytes` of the stream: it may send that much more. */
+  credit(requestId: string, bytes: number): void {
+    const st = this.open.get(requestId);
+    if (!st) return;
+    st.credit += bytes;
+    st.wake?.();
   }
 
   /** The link dropped: nobody is listening any more. */
   closeAll(): void {
-    for (const ac of this.open.values()) ac.abort();
+    for (const st of this.open.values()) st.ac.abort();
   }
 
-  private async stream(req: LogRequest, signal: AbortSignal): Promise<void> {
+  /** Resolves once `st` may send (credit left) or is aborted. */
+  private async creditFor(st: OpenStream): Promise<void> {
+    while (st.credit <= 0 && !st.ac.signal.aborted) {
+      await new Promise<void>((resolve) => (st.wake = resolve));
+      st.wake = undefined;
+    }
+  }
+
+  private async stream(req: LogRequest, st: OpenStream): Promise<void> {
+    const signal = st.ac.signal;
     const rlog = this.log.child({ server: req.serverId, request: req.requestId });
     const id = req.requestId;
     try {
@@ -63,7 +102,10 @@ export class LogStreams {
       rlog.debug({ container: container.id, follow: req.follow, tail: req.tailLines }, "log stream open");
       for await (const frame of frames) {
         for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) {
+          // May overshoot by one chunk: the manager's buffer has room for that.
+          await this.creditFor(st);
           if (signal.aborted) break;
+          st.credit -= piece.data.length + CHUNK_OVERHEAD_BYTES;
           if (!(await this.send({ requestId: id, stream: piece.stream, data: piece.data }))) return;
         }
         if (signal.aborted) break;

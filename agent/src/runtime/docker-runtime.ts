@@ -215,7 +215,7 @@ export class DockerRuntime implements ContainerRuntime {
     try {
       body = opts.follow
         ? await timed("docker logs", () => this.docker.getContainer(id).logs({ ...base, follow: true, abortSignal: ac.signal }), LOGS_OPEN_TIMEOUT_MS)
-        : await timed("docker logs", () => this.docker.getContainer(id).logs({ ...base, follow: false, abortSignal: ac.signal }));
+        : await timed("docker logs", () => this.logStream(id, base, ac.signal), LOGS_OPEN_TIMEOUT_MS);
     } catch (err) {
       signal.removeEventListener("abort", onAbort);
       if (err instanceof RuntimeError) throw err;
@@ -225,6 +225,20 @@ export class DockerRuntime implements ContainerRuntime {
     return demuxed(body, signal, () => {
       signal.removeEventListener("abort", onAbort);
       ac.abort();
+    });
+  }
+
+  /**
+   * A log without follow as a stream: dockerode's `logs({follow: false})`
+   * buffers the whole log in memory (any size) before returning it.
+   */
+  private logStream(id: string, options: object, abortSignal: AbortSignal): Promise<NodeJS.ReadableStream> {
+    const modem = this.docker.modem as { dial(o: object, cb: (err: unknown, data: unknown) => void): void };
+    return new Promise((resolve, reject) => {
+      modem.dial(
+        { path: `/containers/${id}/logs?`, method: "GET", abortSignal, isStream: true, statusCodes: { 200: true, 404: "no such container", 500: "server error" }, options: { ...options, follow: false } },
+        (err, data) => (err ? reject(err) : resolve(data as NodeJS.ReadableStream)),
+      );
     });
   }
 

@@ -13,7 +13,7 @@ import type { Reconciler } from "../reconcile/reconciler.js";
 import { openDatabase } from "../store/database.js";
 import { initialStatus, Store } from "../store/store.js";
 import { createAgentService } from "./agent-service.js";
-import { createTailLogs } from "./logs.js";
+import { createTailLogs, LOG_CHUNK_OVERHEAD_BYTES, LOG_WINDOW_BYTES } from "./logs.js";
 import { hostToProto } from "./convert.js";
 import { ConditionStatus } from "@berth/proto/berth/v1/server_pb.js";
 
@@ -115,6 +115,55 @@ describe("TailLogs through the agent link", () => {
     expect(text(await first)).toBe("stdout:line 1\n");
     expect(text(await it.next())).toBe("stderr:oops\n");
     expect(text(await it.next())).toBe("<end>");
+    expect(hub.openLogCount).toBe(0);
+  });
+
+  it("gives the agent a window and grants credit as the caller reads", async () => {
+    const { call, nextToAgent, agentSend } = await setup();
+    const { it } = call(ADMIN, { id: "web", follow: true });
+    const first = it.next();
+    const req = await nextToAgent();
+    if (req.case !== "logRequest") throw new Error(`expected logRequest, got ${req.case}`);
+    expect(req.value.windowBytes).toBe(LOG_WINDOW_BYTES);
+    const rid = req.value.requestId;
+    agentSend({ case: "logChunk", value: { requestId: rid } });
+    const chunk = Buffer.alloc(32 * 1024, 120);
+    for (let i = 0; i < 4; i++) agentSend({ case: "logChunk", value: { requestId: rid, stream: "stdout", data: chunk } });
+    await tick();
+    // Nothing is granted until the caller has read: the agent stays at most a window ahead.
+    expect((await first).done).toBe(false);
+    // A chunk counts as consumed once the caller asks for the next one (it was written out).
+    await it.next();
+    await it.next();
+    const credit = await nextToAgent();
+    expect(credit).toMatchObject({ case: "logCredit", value: { requestId: rid, bytes: 2 * (chunk.length + LOG_CHUNK_OVERHEAD_BYTES) } });
+  });
+
+  it("holds a bounded amount for a caller that does not read, drops what an agent sends beyond its window and marks the gap", async () => {
+    const { call, nextToAgent, agentSend, hub } = await setup();
+    const { it } = call(ADMIN, { id: "web", follow: true });
+    const first = it.next();
+    const req = await nextToAgent();
+    if (req.case !== "logRequest") throw new Error("expected logRequest");
+    const rid = req.value.requestId;
+    // An agent ignoring the window (one older than LogCredit): 200 x 64 KiB while the caller reads nothing.
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    for (let i = 0; i < 200; i++) agentSend({ case: "logChunk", value: { requestId: rid, stream: "stdout", data: chunk } });
+    await tick();
+    agentSend({ case: "logChunk", value: { requestId: rid, stream: "stdout", data: Buffer.from("after the gap\n") } });
+    agentSend({ case: "logChunk", value: { requestId: rid, end: true } });
+    await tick();
+    const got: TailLogsResponse[] = [];
+    for (let r = await first; !r.done; r = await it.next()) got.push(r.value);
+    const marker = got.findIndex((r) => r.droppedChunks > 0n);
+    expect(marker).toBeGreaterThan(0);
+    const before = got.slice(0, marker).reduce((n, r) => n + r.data.length, 0);
+    // What was held for the caller: the window and a chunk of overshoot, not 12.5 MiB.
+    expect(before).toBeLessThanOrEqual(2 * LOG_WINDOW_BYTES);
+    expect(got[marker]!.data.length).toBe(0);
+    expect(Number(got[marker]!.droppedBytes)).toBe(200 * chunk.length - before);
+    expect(Number(got[marker]!.droppedChunks)).toBe(200 - marker);
+    expect(got.slice(marker + 1).map((r) => Buffer.from(r.data).toString())).toEqual(["after the gap\n"]);
     expect(hub.openLogCount).toBe(0);
   });
 

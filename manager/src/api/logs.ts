@@ -7,9 +7,46 @@ import { callerOf } from "../auth/caller.js";
 import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { AgentHub } from "../link/agent-hub.js";
-import { AsyncQueue } from "../link/async-queue.js";
+import { AsyncQueue, type QueueBound } from "../link/async-queue.js";
 import type { Store } from "../store/store.js";
 import { findVisibleServer } from "./find-server.js";
+
+/**
+ * Log bytes the agent may send ahead of what the caller consumed: it stops
+ * reading Docker once they are out and until the manager grants more.
+ */
+export const LOG_WINDOW_BYTES = 256 * 1024;
+/**
+ * What each chunk counts against the window on top of its data: the cost of
+ * the message itself, so that a stream of tiny lines is bounded by the
+ * window too. The agent charges the same (agent/src/log-streams.ts).
+ */
+export const LOG_CHUNK_OVERHEAD_BYTES = 256;
+/** Credit is granted back in steps of this much consumed output (fewer link messages). */
+const CREDIT_STEP_BYTES = LOG_WINDOW_BYTES / 4;
+/**
+ * What one stream may hold in the manager: the window plus one chunk of
+ * overshoot fits, so output from a conforming agent is never dropped; an
+ * agent that ignores the window (one older than LogCredit) loses output
+ * beyond it, counted and marked, instead of growing the manager.
+ */
+const LOG_BUFFER_BYTES = 2 * LOG_WINDOW_BYTES;
+/** Chunks held per stream at most: never reached before the byte bound, each chunk counts its overhead. */
+const LOG_BUFFER_CHUNKS = LOG_BUFFER_BYTES / LOG_CHUNK_OVERHEAD_BYTES;
+/** A chunk's charge against the window and the buffer. */
+const cost = (c: LogChunk) => c.data.length + LOG_CHUNK_OVERHEAD_BYTES;
+
+/** What a TailLogs call's queue holds: the agent's chunks, or a marker of chunks dropped at that point. */
+type Entry = { chunk: LogChunk } | { dropped: { chunks: number; bytes: number } };
+
+/** The bound of one TailLogs call's queue: log bytes, and never the end of the stream. */
+export const LOG_QUEUE_BOUND: QueueBound<Entry> = {
+  maxSize: LOG_BUFFER_BYTES,
+  maxItems: LOG_BUFFER_CHUNKS,
+  sizeOf: (e) => ("chunk" in e ? cost(e.chunk) : 0),
+  keep: (e) => "chunk" in e && e.chunk.end,
+  gap: (chunks, size) => ({ dropped: { chunks, bytes: size - chunks * LOG_CHUNK_OVERHEAD_BYTES } }),
+};
 
 export interface TailLogsDeps {
   store: Store;
@@ -25,6 +62,14 @@ export interface TailLogsDeps {
  * does (with `follow`, when the container stops), when the caller cancels
  * (the agent is told to stop reading), or with Unavailable when the host's
  * agent disconnects.
+ *
+ * Flow control end to end: the agent sends at most LOG_WINDOW_BYTES ahead
+ * of what this call's caller consumed (connect-node resumes this generator
+ * only once a response is written out), so a caller that stops reading
+ * stops the agent reading Docker, and costs the manager at most the
+ * queue's bound. Output an agent sends beyond its window is dropped and
+ * shown to the caller as a marker response with `dropped_bytes` and
+ * `dropped_chunks`.
  */
 export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerService>["tailLogs"] {
   const { store, hub } = deps;
@@ -35,12 +80,21 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
     const s = findVisibleServer(store, callerOf(ctx), req.id);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted and has no container; restore and start it to read its logs`);
     const requestId = newId("log");
-    const chunks = new AsyncQueue<LogChunk>();
+    const chunks = new AsyncQueue<Entry>(LOG_QUEUE_BOUND);
+    // Consumed (or dropped) bytes not yet granted back to the agent.
+    let owed = 0;
+    const repay = (bytes: number, atLeast: number) => {
+      owed += bytes;
+      if (owed < atLeast) return;
+      hub.grantLogCredit(requestId, owed);
+      owed = 0;
+    };
     const opened = hub.openLogs(
       s.hostId,
-      { requestId, serverId: s.id, follow: req.follow, tailLines: req.tailLines },
+      { requestId, serverId: s.id, follow: req.follow, tailLines: req.tailLines, windowBytes: LOG_WINDOW_BYTES },
       {
-        onChunk: (c) => chunks.push(c),
+        // Dropped output is credited back at once: the window only paces what the caller reads.
+        onChunk: (c) => void (chunks.push({ chunk: c }) || repay(cost(c), CREDIT_STEP_BYTES)),
         onGone: (reason) => chunks.close(new UnavailableError(`the agent of host ${s.hostId} disconnected (${reason}); the log stream ended`)),
       },
     );
@@ -55,8 +109,13 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
     );
     let ended = false;
     try {
-      for await (const c of chunks) {
+      for await (const e of chunks) {
         clearTimeout(openTimer);
+        if ("dropped" in e) {
+          yield create(TailLogsResponseSchema, { droppedChunks: BigInt(e.dropped.chunks), droppedBytes: BigInt(e.dropped.bytes), time: timestampFromMs(now()) });
+          continue;
+        }
+        const c = e.chunk;
         if (c.end) {
           ended = true;
           if (c.error) throw agentError(s.name, c);
@@ -64,6 +123,8 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
         }
         if (c.data.length === 0) continue;
         yield create(TailLogsResponseSchema, { stream: c.stream, data: c.data, time: timestampFromMs(now()) });
+        // Resumed: connect-node wrote the response out (it waits for the caller's HTTP/2 window).
+        repay(cost(c), CREDIT_STEP_BYTES);
       }
     } finally {
       clearTimeout(openTimer);

@@ -128,12 +128,18 @@ export class AgentHub {
    * carrying `requestId` go to `route` until one has `end`. False when the
    * host has no ready session.
    */
-  openLogs(hostId: string, req: { requestId: string; serverId: string; follow: boolean; tailLines: number }, route: LogRoute): boolean {
+  openLogs(hostId: string, req: { requestId: string; serverId: string; follow: boolean; tailLines: number; windowBytes?: number }, route: LogRoute): boolean {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return false;
     this.logRoutes.set(req.requestId, { ...route, session: s });
     s.send(create(ManagerMessageSchema, { body: { case: "logRequest", value: req } }));
     return true;
+  }
+
+  /** Lets the agent send `bytes` more of a log stream (its caller consumed that much). */
+  grantLogCredit(requestId: string, bytes: number): void {
+    const r = this.logRoutes.get(requestId);
+    if (r && bytes > 0 && this.isCurrent(r.session)) r.session.send(create(ManagerMessageSchema, { body: { case: "logCredit", value: { requestId, bytes } } }));
   }
 
   /** The caller went away: forget the route and tell the agent, if its session is still current. */
