@@ -140,15 +140,22 @@ describe("server lifecycle", () => {
 
   it("a crashing container restarts with backoff, then goes Failed/CrashLoop after 5 crashes", async () => {
     const { server } = await manager.servers.createServer({
-      spec: { name: `crash-${Date.now().toString(36)}`, image: TEST_IMAGE, command: ["sh", "-c", "date >> /data/runs; exit 3"] },
+      spec: { name: `crash-${Date.now().toString(36)}`, image: TEST_IMAGE, command: ["sh", "-c", "date +%s >> /data/runs; exit 3"] },
     });
     created.push(server!.id);
-    // Backoff base 1 s: 1, 2, 4, 8 s between the first five runs.
-    const failed = await waitForPhase(manager, server!.id, Phase.FAILED, 40_000);
+    // Backoff base 1 s: 1, 2, 4, 8 s between the first five runs, so at least 15 s in all.
+    // The deadline is not a speed target: each cycle also waits for Docker (slower on a
+    // busy machine), so it only bounds a hang. The backoff itself is checked from the
+    // container's own clock below.
+    const failed = await waitForPhase(manager, server!.id, Phase.FAILED, 120_000);
     expect(failed.status!.reason).toBe("CrashLoop");
     expect(failed.status!.restartCount).toBeGreaterThanOrEqual(4);
     const runs = readFileSync(join(agent.dataRoot, server!.id, "runs"), "utf8").trim().split("\n");
     expect(runs.length).toBe(5);
+    const at = runs.map(Number);
+    const gaps = at.slice(1).map((t, i) => t - at[i]!);
+    // Whole seconds from `date +%s`: a gap of d seconds reads as d-1 at worst.
+    gaps.forEach((gap, i) => expect(gap, `gap ${i + 1} of ${gaps.join(", ")} s`).toBeGreaterThanOrEqual(2 ** i - 1));
     expect(types(server!.id).filter((t) => t === "container.died").length).toBe(5);
     // A Failed server accepts Start (and fails again, the command is still broken).
     await manager.servers.startServer({ id: server!.id });
