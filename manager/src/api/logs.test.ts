@@ -182,6 +182,21 @@ describe("TailLogs through the agent link", () => {
     expect(hub.openLogCount).toBe(0);
   });
 
+  it("tells the agent to stop when the caller goes away while a response waits to be written", async () => {
+    const { call, nextToAgent, agentSend, hub } = await setup();
+    const { it, cancel } = call(ADMIN, { id: "web", follow: true });
+    const first = it.next();
+    const req = await nextToAgent();
+    if (req.case !== "logRequest") throw new Error("expected logRequest");
+    agentSend({ case: "logChunk", value: { requestId: req.value.requestId, stream: "stdout", data: Buffer.from("hi\n") } });
+    // The handler is suspended in `yield`, as while connect-node waits for a caller's HTTP/2
+    // window; connect-node then never resumes it, so the cancel must not wait for that.
+    expect(text(await first)).toBe("stdout:hi\n");
+    cancel();
+    expect(await nextToAgent()).toMatchObject({ case: "logCancel", value: { requestId: req.value.requestId } });
+    expect(hub.openLogCount).toBe(0);
+  });
+
   it("answers NotFound for a server of another project, without asking any agent", async () => {
     const { call, hub } = await setup();
     const err = await call(TEAM_B, { id: "srv_web" }).it.next().catch((e: unknown) => e);

@@ -101,7 +101,14 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
     if (!opened) {
       throw new UnavailableError(`host ${s.hostId} of server "${s.name}" is offline; logs are read from the host's Docker engine, try again when it is back`);
     }
-    const onAbort = () => chunks.close();
+    // Cleanup happens here, not only in `finally`: when the caller goes away while
+    // connect-node waits to write a response (its HTTP/2 window is shut), connect-node
+    // never resumes or returns this generator, and the agent would go on serving it.
+    const onAbort = () => {
+      clearTimeout(openTimer);
+      chunks.abandon();
+      hub.cancelLogs(requestId);
+    };
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     const openTimer = setTimeout(
       () => chunks.close(new UnavailableError(`the agent of host ${s.hostId} did not open the log stream within ${openTimeoutMs / 1000}s; is it older than this manager?`)),

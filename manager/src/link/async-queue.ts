@@ -76,6 +76,15 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     }
   }
 
+  /** Ends iteration at once, dropping what is held (the consumer is gone). */
+  abandon(): void {
+    this.items.length = 0;
+    this.size = 0;
+    this.droppedCount = 0;
+    this.droppedSize = 0;
+    this.close();
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
