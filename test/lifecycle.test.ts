@@ -97,6 +97,21 @@ describe("server lifecycle", () => {
     expect(x.status!.containerId).toBe(first); // the same container, restarted
   });
 
+  it("docker kill -s HUP (a reload) is not a stop: a crash right after it restarts per policy", async () => {
+    // The process ignores HUP, then crashes (exit 3) when /data/crash appears.
+    const script = "rm -f /data/crash; trap '' HUP; date >> /data/starts; while [ ! -f /data/crash ]; do sleep 0.1; done; exit 3";
+    const s = await createServer({ command: ["sh", "-c", script], restartPolicy: RestartPolicy.ON_FAILURE });
+    await docker.getContainer(s.status!.containerId).kill({ signal: "SIGHUP" });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await get(s.id)).status!.phase).toBe(Phase.RUNNING);
+    writeFileSync(join(agent.dataRoot, s.id, "crash"), "");
+    await waitFor("crash restarted", async () => readFileSync(join(agent.dataRoot, s.id, "starts"), "utf8").trim().split("\n").length === 2, 15_000);
+    const back = await waitForPhase(manager, s.id, Phase.RUNNING, 10_000);
+    expect(back.spec!.desiredState).toBe(DesiredState.RUNNING);
+    expect(types(s.id)).toContain("container.died");
+    expect(types(s.id)).not.toContain("drift.adopted");
+  });
+
   it("docker rm behind berth's back: Missing, then StartServer recreates it with the same data", async () => {
     const s = await createServer();
     const dataDir = join(agent.dataRoot, s.id);

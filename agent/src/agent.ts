@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { AgentMessageSchema, CommandKind, ContainerInfoSchema, type ContainerInfo, type DataDir, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import type { DataRoot } from "./data/data-root.js";
 import { dataDir, Executor, type PullReport } from "./executor.js";
+import { exitCauseOf, signalNumber, type KillSeen } from "./exit-cause.js";
 import { diffContainers } from "./inventory-diff.js";
 import { Backoff } from "./link/backoff.js";
 import { ManagerLink } from "./link/manager-link.js";
@@ -70,8 +71,8 @@ export class Agent {
   private readonly pullReportedAt = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
   private readonly eventChains = new Map<string, Promise<void>>();
-  /** Last kill/stop event per container: a die right after one was requested by someone. */
-  private readonly killedAt = new Map<string, number>();
+  /** Recent kill/stop requests per container, with their signals: a die right after a stop request was someone's stop. */
+  private readonly killedAt = new Map<string, KillSeen[]>();
   private revoked: ((message: string) => void) | undefined;
   /** Observation order (AgentMessage.seq): taken when an observation starts, so older ones get lower numbers. */
   private seq = 0n;
@@ -440,8 +441,10 @@ export class Agent {
     const killed = this.killedAt.get(e.containerId);
     this.killedAt.delete(e.containerId);
     if (this.executor.isExpectedExit(e.containerId)) return "stopped_by_berth";
-    if (killed !== undefined && Date.now() - killed < 60_000) return "stopped_externally";
-    return "crash";
+    // Only a stop signal (or the signal the process died of) makes it someone's stop: a
+    // `docker kill -s HUP` reload followed by a crash is a crash, restarted per policy.
+    const code = Number(e.labels.exitCode ?? "x");
+    return exitCauseOf(killed ?? [], Number.isInteger(code) ? code : undefined, Date.now());
   }
 
   /**
@@ -468,7 +471,10 @@ export class Agent {
   private async reportEvent(e: RuntimeEvent): Promise<void> {
     const seq = this.nextSeq();
     this.touchedDuringInventory?.add(e.containerId);
-    if (e.action === "kill" || e.action === "stop") this.killedAt.set(e.containerId, Date.now());
+    if (e.action === "kill" || e.action === "stop") {
+      const seen = { at: Date.now(), signal: e.action === "kill" ? signalNumber(e.labels.signal) : undefined };
+      this.killedAt.set(e.containerId, [...(this.killedAt.get(e.containerId) ?? []).slice(-7), seen]);
+    }
     if (e.action === "destroy") {
       this.killedAt.delete(e.containerId);
       const now = Date.now();
