@@ -14,6 +14,7 @@ import { createAccessService } from "./api/access-service.js";
 import { createAgentService } from "./api/agent-service.js";
 import { errorInterceptor } from "./api/errors.js";
 import { guardRequestDecoding, rejectUndecodable } from "./api/decode-guard.js";
+import { validateRequests } from "./api/validate.js";
 import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
@@ -188,7 +189,7 @@ export function buildManager(config: ManagerConfig): Manager {
     routes,
     // Errors first (outermost), so failures inside auth are converted too.
     // Metrics outermost: they count the codes clients see.
-    interceptors: [observability.interceptor, errorInterceptor(log), rejectUndecodable(), authInterceptor({ tokens, limits })],
+    interceptors: [observability.interceptor, errorInterceptor(log), rejectUndecodable(), authInterceptor({ tokens, limits }), validateRequests()],
     // Request size cap: no berth request comes near it (an agent's inventory is the largest).
     readMaxBytes: READ_MAX_BYTES,
     // /healthz, /readyz and /metrics first; any other path is the dashboard.

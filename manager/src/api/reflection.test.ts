@@ -3,7 +3,8 @@ import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { fromBinary } from "@bufbuild/protobuf";
+import { fromBinary, getExtension, toBinary } from "@bufbuild/protobuf";
+import { field, file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, createClient } from "@connectrpc/connect";
@@ -164,8 +165,28 @@ describe("reflection protocol", () => {
     });
     expect(fileNames(response)).toEqual([
       "berth/v1/server.proto",
+      "buf/validate/validate.proto",
+      "google/protobuf/descriptor.proto",
+      "google/protobuf/duration.proto",
+      "google/protobuf/field_mask.proto",
       "google/protobuf/timestamp.proto",
     ]);
+  });
+
+  it("serves protovalidate's rules: buf/validate/validate.proto, and each field's rule in its options", async () => {
+    const [response] = await reflect({
+      messageRequest: { case: "fileContainingSymbol", value: "berth.v1.PortMapping" },
+    });
+    expect(response.messageResponse.case).toBe("fileDescriptorResponse");
+    if (response.messageResponse.case !== "fileDescriptorResponse") return;
+    const files = response.messageResponse.value.fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b));
+    // The same rule definitions the manager's validator evaluates.
+    const served = files.find((f) => f.name === "buf/validate/validate.proto")!;
+    expect(toBinary(FileDescriptorProtoSchema, served)).toEqual(toBinary(FileDescriptorProtoSchema, file_buf_validate_validate.proto));
+    const portMapping = files.find((f) => f.name === "berth/v1/server.proto")!.messageType.find((m) => m.name === "PortMapping")!;
+    const hostPort = portMapping.field.find((f) => f.name === "host_port")!;
+    const rules = getExtension(hostPort.options!, field);
+    expect(rules.type).toMatchObject({ case: "uint32", value: { greaterThan: { case: "gte", value: 1 }, lessThan: { case: "lte", value: 65535 } } });
   });
 
   it("resolves methods, fields and enum values", async () => {

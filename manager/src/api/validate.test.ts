@@ -1,15 +1,18 @@
 import { describe, expect, it } from "vitest";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { pino } from "pino";
 import {
   DesiredState,
   Protocol,
   RestartPolicy,
+  ServerService,
   ServerSpecSchema,
   type ServerSpec,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { InvalidArgumentError } from "../errors.js";
-import { requireId, validateSpec } from "./validate.js";
+import { errorInterceptor } from "./errors.js";
+import { requireId, validateRequests, validateSpec } from "./validate.js";
 
 /** The plain-object form of a ServerSpec init (not a ready message), so two can be spread together. */
 type SpecInit = Exclude<MessageInitShape<typeof ServerSpecSchema>, ServerSpec>;
@@ -68,12 +71,12 @@ const BAD: [string, Partial<SpecInit>, string][] = [
   ["NUL in a command argument", { command: ["ok", "a\0b"] }, "spec.command[1]"],
   ["too many command arguments", { command: Array.from({ length: 257 }, () => "x") }, "spec.command"],
   ["command argument too long", { command: ["x".repeat(32 * 1024 + 1)] }, "spec.command[0]"],
-  ["NUL in an env value", { env: { A: "x\0y" } }, "spec.env.A"],
-  ["env key starting with a digit", { env: { "1X": "v" } }, "spec.env"],
-  ["env key with '-'", { env: { "A-B": "v" } }, "spec.env"],
-  ["env key with '='", { env: { "A=B": "v" } }, "spec.env"],
-  ["empty env key", { env: { "": "v" } }, "spec.env"],
-  ["env value too long", { env: { BIG: "x".repeat(32 * 1024 + 1) } }, "spec.env.BIG"],
+  ["NUL in an env value", { env: { A: "x\0y" } }, 'spec.env["A"]'],
+  ["env key starting with a digit", { env: { "1X": "v" } }, 'spec.env["1X"]'],
+  ["env key with '-'", { env: { "A-B": "v" } }, 'spec.env["A-B"]'],
+  ["env key with '='", { env: { "A=B": "v" } }, 'spec.env["A=B"]'],
+  ["empty env key", { env: { "": "v" } }, 'spec.env[""]'],
+  ["env value too long", { env: { BIG: "x".repeat(32 * 1024 + 1) } }, 'spec.env["BIG"]'],
   ["env over 256 KiB in total (9 values of 30 KiB)", { env: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`V${i}`, "x".repeat(30 * 1024)])) }, "spec.env"],
   ["too many env variables", { env: Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`V${i}`, "x"])) }, "spec.env"],
   ["host port 0", { ports: [port(8080), port(0)] }, "spec.ports[1].host_port"],
@@ -94,10 +97,27 @@ const BAD: [string, Partial<SpecInit>, string][] = [
   ["mount path too long", { dataMountPath: `/${"d".repeat(1024)}` }, "spec.data_mount_path"],
   ["unknown restart policy", { restartPolicy: 42 as RestartPolicy }, "spec.restart_policy"],
   ["unknown desired state", { desiredState: 42 as DesiredState }, "spec.desired_state"],
-  ["bad name and bad image: the first one is named", { name: "BAD", image: "" }, "spec.name"],
+  ["name with surrounding spaces (clients trim)", { name: " mc-1 " }, "spec.name"],
+  ["image with surrounding spaces", { image: " busybox " }, "spec.image"],
+  ["mount path with surrounding spaces", { dataMountPath: " /srv " }, "spec.data_mount_path"],
 ];
 
 describe("validateSpec rejects", () => {
+  it("a spec with three problems: one InvalidArgument naming all three", () => {
+    const bad = spec({ name: "BAD", image: "", ports: [port(8080), port(8080, 81)] });
+    const err = (() => {
+      try {
+        validateSpec(bad);
+      } catch (e) {
+        return e as InvalidArgumentError;
+      }
+      throw new Error("expected an InvalidArgumentError");
+    })();
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.field).toBe("spec.name");
+    expect(err.message).toMatch(/^spec\.name: .*; spec\.image: .*; spec\.ports\[1\]\.host_port: host port 8080\/tcp is already used by ports\[0\]$/);
+  });
+
   it.each(BAD)("%s → %s", (_label, over, field) => {
     expect(fieldOf(() => validateSpec(spec(over)))).toBe(field);
   });
@@ -141,12 +161,8 @@ describe("validateSpec accepts and normalizes", () => {
     expect(out.dataMountPath).toBe("/var/lib/postgresql/data");
   });
 
-  it("trims name, image, host and mount path", () => {
-    const out = validateSpec(spec({ name: "  mc-1 ", image: " busybox ", hostId: " host_a ", dataMountPath: " /srv " }));
-    expect(out.name).toBe("mc-1");
-    expect(out.image).toBe("busybox");
-    expect(out.hostId).toBe("host_a");
-    expect(out.dataMountPath).toBe("/srv");
+  it("trims the host id", () => {
+    expect(validateSpec(spec({ hostId: " host_a " })).hostId).toBe("host_a");
   });
 
   it("returns a copy and leaves the input untouched", () => {
@@ -194,5 +210,56 @@ describe("requireId", () => {
   });
   it("names the given field", () => {
     expect(fieldOf(() => requireId("", "server_id"))).toBe("server_id");
+  });
+});
+
+describe("validateRequests (before any handler)", () => {
+  const calls: string[] = [];
+  const transport = createRouterTransport(
+    (router) =>
+      router.service(ServerService, {
+        createServer: () => {
+          calls.push("createServer");
+          return {};
+        },
+        stopServer: () => {
+          calls.push("stopServer");
+          return {};
+        },
+      }),
+    { router: { interceptors: [errorInterceptor(pino({ level: "silent" })), validateRequests()] } },
+  );
+  const client = createClient(ServerService, transport);
+  const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => ConnectError.from(e));
+
+  it("a request with three problems answers one InvalidArgument naming all three, each with its field path", async () => {
+    calls.length = 0;
+    const err = await errorOf(
+      client.createServer({ spec: { name: "Bad Name", image: "busybox", ports: [{ hostPort: 70000, containerPort: 80 }, { hostPort: 8080, containerPort: 0 }] } }),
+    );
+    expect(err?.code).toBe(Code.InvalidArgument);
+    expect(err?.rawMessage).toBe(
+      "spec.name: does not match regex pattern `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`; " +
+        "spec.ports[0].host_port: must be greater than or equal to 1 and less than or equal to 65535; " +
+        "spec.ports[1].container_port: must be greater than or equal to 1 and less than or equal to 65535",
+    );
+    expect(calls).toEqual([]);
+  });
+
+  it("adds what rules cannot express (a host port used twice) to the same answer", async () => {
+    const err = await errorOf(client.createServer({ spec: { name: "BAD", image: "busybox", ports: [{ hostPort: 80, containerPort: 80 }, { hostPort: 80, containerPort: 81 }] } }));
+    expect(err?.rawMessage).toMatch(/^spec\.name: .*; spec\.ports\[1\]\.host_port: host port 80\/tcp is already used by ports\[0\]$/);
+  });
+
+  it("refuses a missing spec and out-of-range numbers of any request", async () => {
+    expect((await errorOf(client.createServer({})))?.rawMessage).toBe("spec: value is required");
+    expect((await errorOf(client.stopServer({ id: "x", timeoutSeconds: 3601 })))?.rawMessage).toBe("timeout_seconds: must be less than or equal to 3600");
+    expect(calls).toEqual([]);
+  });
+
+  it("lets a valid request through to its handler", async () => {
+    await client.createServer({ spec: { name: "ok", image: "busybox", ports: [{ hostPort: 80, containerPort: 80 }] } });
+    await client.stopServer({ id: "x", timeoutSeconds: 3600 });
+    expect(calls).toEqual(["createServer", "stopServer"]);
   });
 });
