@@ -141,6 +141,7 @@ export function buildManager(config: ManagerConfig): Manager {
       servers: () => ledgerServices.alerts.serverFacts(),
       firingAlerts: () => ledgerServices.alerts.listFiring(),
       queueDepth: () => reconciler.queue.length,
+      refusedReports: () => hub.refusedReports,
       command: (id) => {
         const c = store.getCommand(id);
         return c && { kind: c.command.kind, createdAt: c.createdAt };

@@ -179,8 +179,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
             session.lastSeen = now();
             if (closed || !hub.isCurrent(session)) break;
             handleMessage(host, session, state, msg, hlog, order);
-            // Messages already buffered would otherwise all be handled in one turn of the event loop.
-            if (++handled % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
+            // Messages already buffered would otherwise all be handled in one turn of the event loop
+            // (an inventory part is up to thousands of items: a turn of its own).
+            if (++handled % YIELD_EVERY === 0 || msg.body.case === "inventory") await new Promise((r) => setImmediate(r));
           }
           out.close();
         } catch (err) {

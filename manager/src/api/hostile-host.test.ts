@@ -10,7 +10,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createContextValues, createHandlerContext } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { AgentMessageSchema, AgentService, ContainerInfoSchema, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
-import { HostService } from "@berth/proto/berth/v1/host_pb.js";
+import { HostService, RemoveHostRequestSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { callerKey } from "../auth/caller.js";
 import { hashSecret, newId, newSecret } from "../ids.js";
@@ -104,6 +104,10 @@ describe("a hostile host cannot make the manager store or do without bound", () 
     await b.output.next();
     b.send({ case: "inventory", value: { dockerReachable: true } });
 
+    const own = create(ContainerInfoSchema, { id: "f".repeat(64), name: "mine", state: "running", labels: { "berth.manager": "mgr_test", "berth.server": mine } });
+    // Made before the clock starts: only the manager's handling is measured.
+    const parts = Array.from({ length: 30 }, (_, p) => [...Array.from({ length: 1000 }, (_, i) => labelled(p * 1000 + i)), ...(p === 29 ? [own] : [])]);
+
     // The event loop's worst stall while host A floods the manager.
     let worstLagMs = 0;
     let last = performance.now();
@@ -113,10 +117,8 @@ describe("a hostile host cannot make the manager store or do without bound", () 
       last = t;
     }, 5);
 
-    const own = create(ContainerInfoSchema, { id: "f".repeat(64), name: "mine", state: "running", labels: { "berth.manager": "mgr_test", "berth.server": mine } });
     for (let p = 0; p < 30; p++) {
-      const containers = Array.from({ length: 1000 }, (_, i) => labelled(p * 1000 + i));
-      if (p === 29) containers.push(own);
+      const containers = parts[p]!;
       a.send({
         case: "inventory",
         value: {
@@ -138,6 +140,7 @@ describe("a hostile host cannot make the manager store or do without bound", () 
 
     expect(hub.isConnected("host_aaaa")).toBe(true);
     expect(store.getHost("host_bbbb")?.facts.dataRootFreeBytes).toBe(1234);
+    // Typically 70-150 ms on a loaded 2-core machine; before the limits, 2.4 s.
     expect(worstLagMs).toBeLessThan(1_000);
     // At most maxOtherLabelled containers of unknown servers, plus the host's own server's.
     expect(rows("observed_containers", "host_aaaa")).toBe(DEFAULT_HOST_LIMITS.maxOtherLabelled + 1);
@@ -165,7 +168,7 @@ describe("a hostile host cannot make the manager store or do without bound", () 
 
     // RemoveHost: nothing the host reported stays.
     db.prepare("INSERT INTO alerts (id, rule, subject, host_id, severity, state, first_seen, last_seen) VALUES ('alr_1', 'orphan_found', 'orphan:host_aaaa/container', 'host_aaaa', 'warning', 'firing', 1, 1)").run();
-    await hosts.removeHost({ id: "host_aaaa" }, admin);
+    await hosts.removeHost(create(RemoveHostRequestSchema, { id: "host_aaaa" }), admin);
     for (const table of ["observed_containers", "data_dirs", "data_root_entries", "commands", "alerts"]) expect([table, rows(table, "host_aaaa")]).toEqual([table, 0]);
     // What it sends after removal is not stored either.
     a.send({ case: "containerEvent", value: { action: "start", container: own } });

@@ -23,6 +23,8 @@ export interface MetricsSources {
   firingAlerts(): { rule: string; severity: string }[];
   /** Keys waiting in the reconcile queue. */
   queueDepth(): number;
+  /** Reports agents sent that the manager refused (host limits), by reason, since start (AgentHub.refusedReports). */
+  refusedReports?(): ReadonlyMap<string, number>;
   /** A command's kind and creation time, for command.* events. */
   command(id: string): { kind: CommandKind; createdAt: number } | undefined;
   now?: () => number;
@@ -109,6 +111,16 @@ export class ManagerMetrics {
           const [rule, severity] = key.split("\u0000") as [string, string];
           this.set({ rule, severity }, n);
         }
+      },
+    });
+    new Counter({
+      name: "berth_agent_reports_refused_total",
+      help: "What agents reported and the manager did not store (per-host limits, invalid ids, rate), by reason (docs/agent.md#limits).",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of sources.refusedReports?.() ?? []) this.inc({ reason }, n);
       },
     });
     new Gauge({
