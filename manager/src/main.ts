@@ -44,6 +44,7 @@ const manager = buildManager({
   ...(startTimeoutSeconds !== undefined ? { startTimeoutSeconds } : {}),
   deleteRetentionSeconds: settings["delete-retention"],
   crashBackoffSeconds: settings["crash-backoff"],
+  resyncIntervalSeconds: settings["resync-interval"],
   orphanGraceSeconds: settings["orphan-grace"],
   ledger: ledgerConfigFrom(settings),
   ...(settings["metrics-token"] ? { metricsToken: settings["metrics-token"] } : {}),

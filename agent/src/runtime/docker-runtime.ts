@@ -6,7 +6,7 @@ import { ContainerInfoSchema, MountPointSchema, type ContainerInfo } from "@bert
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
 import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
 import { adoptionView, imageDefaults, summaryInfo } from "./adoption-view.js";
-import { LogDemuxer, type LogFrame } from "./log-demux.js";
+import { LogDemuxer, mergeFrames, type LogFrame } from "./log-demux.js";
 
 export const LABEL_SERVER = "berth.server";
 
@@ -17,6 +17,8 @@ const CALL_TIMEOUT_MS = 30_000;
 const PULL_TIMEOUT_MS = 10 * 60_000;
 /** Opening a log stream (not reading it: a followed log stays open as long as the container runs). */
 const LOGS_OPEN_TIMEOUT_MS = 15_000;
+/** Lines read together from Docker are relayed as one frame of up to this size. */
+const MERGED_FRAME_BYTES = 64 * 1024;
 
 /**
  * Docker through dockerode; every call bounded by a timeout, after which the
@@ -440,7 +442,7 @@ async function* demuxed(body: NodeJS.ReadableStream | Buffer, signal: AbortSigna
     }
     for await (const chunk of body as AsyncIterable<Buffer | string>) {
       if (signal.aborted) return;
-      yield* demux.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+      yield* mergeFrames(demux.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk), MERGED_FRAME_BYTES);
     }
   } catch (err) {
     // Aborting the request (caller gone) surfaces as an error: that is a normal end.

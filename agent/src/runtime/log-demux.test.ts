@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { LogDemuxer, splitFrame } from "./log-demux.js";
+import { LogDemuxer, mergeFrames, splitFrame } from "./log-demux.js";
 
 function frame(type: number, text: string): Buffer {
   const payload = Buffer.from(text);
@@ -49,5 +49,14 @@ describe("LogDemuxer", () => {
     const parts = splitFrame({ stream: "stdout", data: Buffer.alloc(10, 97) }, 4);
     expect(parts.map((p) => p.data.length)).toEqual([4, 4, 2]);
     expect(parts.every((p) => p.stream === "stdout")).toBe(true);
+  });
+});
+
+describe("mergeFrames", () => {
+  const f = (stream: "stdout" | "stderr", text: string) => ({ stream, data: Buffer.from(text) });
+  it("joins consecutive lines of one stream, keeps the order of streams and the size bound", () => {
+    const frames = [f("stdout", "a\n"), f("stdout", "b\n"), f("stderr", "e\n"), f("stdout", "c\n"), f("stdout", "dddd\n"), f("stdout", "e\n")];
+    expect(asText(mergeFrames(frames, 6))).toEqual(["stdout:a\nb\n", "stderr:e\n", "stdout:c\n", "stdout:dddd\n", "stdout:e\n"]);
+    expect(mergeFrames([], 10)).toEqual([]);
   });
 });

@@ -53,3 +53,27 @@ export function splitFrame(frame: LogFrame, max: number): LogFrame[] {
   for (let i = 0; i < frame.data.length; i += max) out.push({ stream: frame.stream, data: frame.data.subarray(i, i + max) });
   return out;
 }
+
+/**
+ * Joins consecutive frames of the same stream into frames of up to `max`
+ * bytes: Docker frames a log line by line, and one link message per line
+ * made relaying a chatty container's log cost a message per line.
+ */
+export function mergeFrames(frames: LogFrame[], max: number): LogFrame[] {
+  const out: LogFrame[] = [];
+  let run: LogFrame[] = [];
+  let size = 0;
+  const flush = () => {
+    if (run.length === 1) out.push(run[0]!);
+    else if (run.length > 1) out.push({ stream: run[0]!.stream, data: Buffer.concat(run.map((f) => f.data), size) });
+    run = [];
+    size = 0;
+  };
+  for (const f of frames) {
+    if (run.length > 0 && (run[0]!.stream !== f.stream || size + f.data.length > max)) flush();
+    run.push(f);
+    size += f.data.length;
+  }
+  flush();
+  return out;
+}

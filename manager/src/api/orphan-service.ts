@@ -34,7 +34,7 @@ export interface OrphanServiceDeps {
   store: Store;
   hub: AgentHub;
   ledger: Ledger;
-  reconciler: Pick<Reconciler, "reconcile" | "enqueue">;
+  reconciler: Pick<Reconciler, "reconcileNow" | "enqueue">;
   detector: OrphanDetector;
   log: Logger;
   now?: () => number;
@@ -230,7 +230,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
       if (hub.sendCommand(f.hostId, copy)) store.markCommandSent(copy.id, at);
     }
     log.info({ server: id, name, project, host: f.hostId, container: f.containerId, mode: plan.mode, warnings: plan.warnings.length }, "orphan adopted");
-    reconciler.reconcile(id, `adopted by ${caller.name}`);
+    await reconciler.reconcileNow(id, `adopted by ${caller.name}`);
     return create(AdoptOrphanResponseSchema, { server: serverToProto(store.getServer(id) ?? rec), warnings: plan.warnings });
   }
 
@@ -324,7 +324,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
       return exclusive(f, () => destroy(caller, f, req));
     },
 
-    reassignServer(req, ctx) {
+    async reassignServer(req, ctx) {
       const caller = callerOf(ctx);
       const key = req.id.trim();
       if (!key) throw new InvalidArgumentError("id", "required: the stranded server's orphan id, server id or name");
@@ -373,7 +373,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
         });
       });
       log.info({ server: s.id, name: s.name, from: s.hostId, to: target.id }, "stranded server reassigned");
-      reconciler.reconcile(s.id, `reassigned by ${caller.name}`);
+      await reconciler.reconcileNow(s.id, `reassigned by ${caller.name}`);
       return create(ReassignServerResponseSchema, { server: serverToProto(store.getServer(s.id)!) });
     },
   };

@@ -85,3 +85,42 @@ describe("ServerService.ListServers", () => {
     expect((await client.listServers({ phases: [Phase.FAILED] })).servers).toEqual([]);
   });
 });
+
+describe("API calls reconcile through the work queue", () => {
+  it("a reconcile that fails right after an accepted change: the call still answers, and the reconcile is retried", async () => {
+    let failures = 1;
+    const { client, store } = setup({
+      store: (s) =>
+        new Proxy(s, {
+          get(target, prop, receiver) {
+            if (prop === "openCommandForServer" && failures > 0) {
+              return () => {
+                failures--;
+                throw new Error("SQLITE_BUSY: database is locked");
+              };
+            }
+            const v = Reflect.get(target, prop, receiver) as unknown;
+            return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        }),
+    });
+    const { server } = await client.createServer({ spec: { name: "web", image: "busybox", hostId: HOST } });
+    expect(server?.status?.phase).toBe(Phase.PENDING);
+    // The retry (200 ms backoff) reconciles it: the host is not connected, so Unknown.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(store.getServer(server!.id)?.status.phase).toBe(Phase.UNKNOWN);
+  });
+
+  it("the periodic resync reconciles every server without any trigger", async () => {
+    const { store, reconciler, insert } = setup();
+    const ids = ["one", "two", "three"].map((n, i) => insert(n, Phase.RUNNING, 1_000 + i));
+    // A reconciler with a short period over the same store.
+    const periodic = new Reconciler({ store, hub: new AgentHub(), log: createLogger("silent", "test"), managerId: store.managerId(), resyncIntervalMs: 300 });
+    open.push(() => periodic.stop());
+    void reconciler;
+    periodic.startResync();
+    await new Promise((r) => setTimeout(r, 600));
+    // Each was reconciled: RUNNING recorded before, now Unknown (its host is not connected).
+    expect(ids.map((id) => store.getServer(id)?.status.phase)).toEqual([Phase.UNKNOWN, Phase.UNKNOWN, Phase.UNKNOWN]);
+  });
+});

@@ -110,14 +110,16 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
   /**
    * Applies one operator action to a server: checks role and visibility, lets
    * `change` compute the new record (throwing to refuse), writes it with its
-   * ledger event in one transaction, and reconciles at once.
+   * ledger event in one transaction, and resolves with the record after the
+   * reconcile it queues has run (through the work queue like every other
+   * trigger, so a failed reconcile is retried).
    */
-  function act(
+  async function act(
     ctx: HandlerContext,
     idOrName: string,
     action: string,
     change: (s: ServerRecord, at: number) => { spec?: ServerSpec; lifecycle?: Lifecycle; deletedAt?: number | null; message: string; bumpGeneration?: boolean },
-  ): ServerRecord {
+  ): Promise<ServerRecord> {
     const caller = callerOf(ctx);
     const s = find(caller, idOrName);
     const at = now();
@@ -136,7 +138,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       if (c.lifecycle) store.updateLifecycle(s.id, c.lifecycle);
       ledger.append({ type: `server.${action}`, project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message: c.message });
     });
-    reconciler.reconcile(s.id, `${action} by ${caller.name}`);
+    await reconciler.reconcileNow(s.id, `${action} by ${caller.name}`);
     return store.getServer(s.id) ?? s;
   }
 
@@ -146,7 +148,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
   }
 
   /** Records an operator's new desired state. */
-  function setDesired(ctx: HandlerContext, idOrName: string, desired: DesiredState, action: string, lifecycle?: (s: ServerRecord) => Lifecycle): ServerRecord {
+  function setDesired(ctx: HandlerContext, idOrName: string, desired: DesiredState, action: string, lifecycle?: (s: ServerRecord) => Lifecycle): Promise<ServerRecord> {
     requireRole(callerOf(ctx), "operator", action);
     return act(ctx, idOrName, action, (s) => {
       notDeleted(s, action);
@@ -178,7 +180,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     watchServers: createWatchServers({ store, ledger }),
     tailLogs: createTailLogs({ store, hub }),
 
-    createServer(req, ctx) {
+    async createServer(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "CreateServer");
       const actor = actorOf(caller);
@@ -208,7 +210,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         store.insertServer(rec);
         ledger.append({ type: "server.created", project, serverId: rec.id, hostId, actor, message: `server ${rec.name} created on ${hostId}` });
       });
-      reconciler.reconcile(rec.id, `created by ${caller.name}`);
+      await reconciler.reconcileNow(rec.id, `created by ${caller.name}`);
       return create(CreateServerResponseSchema, { server: serverToProto(store.getServer(rec.id)!) });
     },
 
@@ -239,47 +241,47 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       return create(ListServersResponseSchema, { servers: page.map(serverToProto), nextPageToken });
     },
 
-    startServer(req, ctx) {
+    async startServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "StartServer");
       const s = find(callerOf(ctx), req.id);
       notDeleted(s, "start");
       checkData(s, req.allowEmptyData);
-      return create(StartServerResponseSchema, { server: serverToProto(setDesired(ctx, s.id, DesiredState.RUNNING, "start_requested")) });
+      return create(StartServerResponseSchema, { server: serverToProto(await setDesired(ctx, s.id, DesiredState.RUNNING, "start_requested")) });
     },
 
-    stopServer(req, ctx) {
+    async stopServer(req, ctx) {
       if (req.timeoutSeconds > 3600) throw new InvalidArgumentError("timeout_seconds", "at most 3600");
-      const server = setDesired(ctx, req.id, DesiredState.STOPPED, "stop_requested", (s) => ({
+      const server = await setDesired(ctx, req.id, DesiredState.STOPPED, "stop_requested", (s) => ({
         ...s.lifecycle,
         stopTimeoutSeconds: req.timeoutSeconds || undefined,
       }));
       return create(StopServerResponseSchema, { server: serverToProto(server) });
     },
 
-    pauseServer(req, ctx) {
-      return create(PauseServerResponseSchema, { server: serverToProto(setDesired(ctx, req.id, DesiredState.PAUSED, "pause_requested")) });
+    async pauseServer(req, ctx) {
+      return create(PauseServerResponseSchema, { server: serverToProto(await setDesired(ctx, req.id, DesiredState.PAUSED, "pause_requested")) });
     },
 
-    resumeServer(req, ctx) {
+    async resumeServer(req, ctx) {
       const s = find(callerOf(ctx), req.id);
       if (s.spec.desiredState !== DesiredState.PAUSED) throw new PreconditionError(`server "${s.name}" is not paused; use StartServer to start it`);
-      return create(ResumeServerResponseSchema, { server: serverToProto(setDesired(ctx, s.id, DesiredState.RUNNING, "resume_requested")) });
+      return create(ResumeServerResponseSchema, { server: serverToProto(await setDesired(ctx, s.id, DesiredState.RUNNING, "resume_requested")) });
     },
 
-    restartServer(req, ctx) {
+    async restartServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "RestartServer");
       const s = find(callerOf(ctx), req.id);
       notDeleted(s, "restart");
       checkData(s, false);
       // A restart also applies a newer spec: the agent recreates a container whose spec hash differs.
       return create(RestartServerResponseSchema, {
-        server: serverToProto(setDesired(ctx, s.id, DesiredState.RUNNING, "restart_requested", (x) => ({ ...x.lifecycle, restartRequestedAt: now() }))),
+        server: serverToProto(await setDesired(ctx, s.id, DesiredState.RUNNING, "restart_requested", (x) => ({ ...x.lifecycle, restartRequestedAt: now() }))),
       });
     },
 
-    rebuildServer(req, ctx) {
+    async rebuildServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "RebuildServer");
-      const server = act(ctx, req.id, "rebuild_requested", (s, at) => {
+      const server = await act(ctx, req.id, "rebuild_requested", (s, at) => {
         notDeleted(s, "rebuild");
         checkData(s, false);
         return { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at }, message: "recreate the container from the current spec, keeping data" };
@@ -287,10 +289,10 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       return create(RebuildServerResponseSchema, { server: serverToProto(server) });
     },
 
-    updateServer(req, ctx) {
+    async updateServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "UpdateServer");
       const spec = validateSpec(req.spec);
-      const server = act(ctx, req.id, "updated", (s, at) => {
+      const server = await act(ctx, req.id, "updated", (s, at) => {
         notDeleted(s, "update");
         if (spec.name !== s.name) throw new InvalidArgumentError("spec.name", `renaming is not supported (server is "${s.name}")`);
         if (spec.hostId && spec.hostId !== s.hostId) {
@@ -306,9 +308,9 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       return create(UpdateServerResponseSchema, { server: serverToProto(server) });
     },
 
-    deleteServer(req, ctx) {
+    async deleteServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "DeleteServer");
-      const server = act(ctx, req.id, "deleted", (s, at) => {
+      const server = await act(ctx, req.id, "deleted", (s, at) => {
         if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged`);
         if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is already deleted`);
         return { deletedAt: at, message: "soft delete: container removed, data and record kept" };
@@ -316,9 +318,9 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       return create(DeleteServerResponseSchema, { server: serverToProto(server) });
     },
 
-    restoreServer(req, ctx) {
+    async restoreServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "RestoreServer");
-      const server = act(ctx, req.id, "restored", (s) => {
+      const server = await act(ctx, req.id, "restored", (s) => {
         if (s.deletedAt === null) throw new PreconditionError(`server "${s.name}" is not deleted`);
         if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged`);
         if (store.findServerByName(s.project, s.name)?.id !== s.id) {
@@ -329,7 +331,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       return create(RestoreServerResponseSchema, { server: serverToProto(server) });
     },
 
-    purgeServer(req, ctx) {
+    async purgeServer(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "PurgeServer");
       const s = find(caller, req.id);
@@ -347,10 +349,10 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
             message: `record dropped while host ${s.hostId} is offline; its container${req.removeData ? " and data directory" : ""} may remain there (see orphans)`,
           });
         });
-        reconciler.reconcile(s.id, "purged");
+        reconciler.enqueue(s.id, "purged");
         return create(PurgeServerResponseSchema, {});
       }
-      act(ctx, s.id, "purge_requested", (x, at) => ({
+      await act(ctx, s.id, "purge_requested", (x, at) => ({
         lifecycle: { ...x.lifecycle, purge: { requestedAt: at, removeData: req.removeData } },
         message: req.removeData ? "purge: container, data directory and record" : "purge: container and record; data kept on the host",
       }));

@@ -119,6 +119,14 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "first delay before restarting a crashed server; doubles per crash in 10 minutes, capped at 30 times",
     check: seconds,
   },
+  "resync-interval": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "S",
+    default: 300,
+    help: "every server is reconciled at least this often, spread over the period (the safety net for a missed trigger)",
+    check: seconds,
+  },
   "orphan-grace": {
     kind: "integer",
     group: "Server lifecycle",

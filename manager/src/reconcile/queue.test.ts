@@ -205,3 +205,29 @@ describe("WorkQueue (fake timers)", () => {
     expect(r.calls).toHaveLength(0);
   });
 });
+
+describe("WorkQueue.addAndWait", () => {
+  it("resolves after the key's run; a failed run resolves too and is retried with backoff", async () => {
+    let fail = true;
+    const r = make(() => {
+      if (fail) {
+        fail = false;
+        throw new Error("database busy");
+      }
+    }, { baseBackoffMs: 30 });
+    await r.q.addAndWait("srv_a", "started by an API call");
+    expect(r.calls.map((c) => c.cause)).toEqual(["started by an API call"]);
+    expect(r.errors).toHaveLength(1);
+    await new Promise((res) => setTimeout(res, 80));
+    expect(r.calls.map((c) => c.cause)).toEqual(["started by an API call", "retry after error (1)"]);
+  });
+
+  it("several callers awaiting one key share its next run; a stopped queue resolves at once", async () => {
+    const r = make();
+    await Promise.all([r.q.addAndWait("k", "a"), r.q.addAndWait("k", "b")]);
+    expect(r.calls).toHaveLength(1);
+    r.q.stop();
+    await r.q.addAndWait("k", "after stop");
+    expect(r.calls).toHaveLength(1);
+  });
+});

@@ -18,6 +18,8 @@ export class WorkQueue {
   private readonly pending = new Map<string, string>();
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
+  /** Callers awaiting the next run of a key (addAndWait). */
+  private readonly waiters = new Map<string, (() => void)[]>();
   private scheduled = false;
   private stopped = false;
   private readonly baseBackoffMs: number;
@@ -35,6 +37,22 @@ export class WorkQueue {
     if (this.stopped) return;
     this.pending.set(key, cause);
     this.schedule();
+  }
+
+  /**
+   * Queues `key` now and resolves once its next run has finished, whether it
+   * succeeded or failed (a failure is retried with backoff like any other):
+   * for callers that answer with the state after the run. Resolves at once
+   * when the queue is stopped.
+   */
+  addAndWait(key: string, cause: string): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.waiters.get(key);
+      if (list) list.push(resolve);
+      else this.waiters.set(key, [resolve]);
+      this.add(key, cause);
+    });
   }
 
   /** Queues `key` after `ms`; an earlier scheduled run wins over a later one. */
@@ -61,6 +79,8 @@ export class WorkQueue {
     for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
     this.pending.clear();
+    for (const list of this.waiters.values()) for (const w of list) w();
+    this.waiters.clear();
   }
 
   private schedule(): void {
@@ -85,6 +105,11 @@ export class WorkQueue {
         const delay = Math.min(this.maxBackoffMs, this.baseBackoffMs * 2 ** (count - 1));
         this.opts.onError(key, err, delay);
         this.addAfter(key, delay, `retry after error (${count})`);
+      }
+      const waiting = this.waiters.get(key);
+      if (waiting) {
+        this.waiters.delete(key);
+        for (const w of waiting) w();
       }
     }
     if (this.pending.size > 0) this.schedule();

@@ -39,7 +39,18 @@ export interface ReconcilerDeps {
   onServerChanged?: (serverId: string) => void;
   /** Called after each queued reconcile with its duration (metrics). */
   observeReconcile?: (ms: number, ok: boolean) => void;
+  /**
+   * Every server is reconciled at least this often (default 5 min; 0: never),
+   * spread evenly over the period: the level-based safety net for any trigger
+   * that was missed.
+   */
+  resyncIntervalMs?: number;
 }
+
+/** Default period of the full resync. */
+export const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
+/** The full resync enqueues a slice of the servers this often (so it is spread out). */
+const RESYNC_TICKS_PER_PERIOD = 60;
 
 /** Default graceful stop timeout (seconds) before the agent kills the container. */
 export const DEFAULT_STOP_TIMEOUT_S = 10;
@@ -53,6 +64,7 @@ export class Reconciler {
   readonly queue: WorkQueue;
   private readonly now: () => number;
   private readonly append: (e: Parameters<Store["appendEvent"]>[0]) => void;
+  private resyncTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
@@ -77,11 +89,52 @@ export class Reconciler {
     this.queue.add(serverId, cause);
   }
 
+  /**
+   * Queues a reconcile and resolves once it has run: for API handlers that
+   * answer with the state after it. Runs through the queue like every other
+   * trigger (never two at once for a server; a failure is retried with backoff).
+   */
+  reconcileNow(serverId: string, cause: string): Promise<void> {
+    return this.queue.addAndWait(serverId, cause);
+  }
+
+  /**
+   * Starts the periodic full resync: each period, every server is queued once,
+   * in slices spread over the period (a manager with 40,000 servers queues
+   * ~670 every 5 s instead of 40,000 at once).
+   */
+  startResync(): void {
+    const periodMs = this.deps.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
+    if (periodMs <= 0 || this.resyncTimer) return;
+    let ids: string[] = [];
+    let next = 0;
+    const tickMs = Math.max(50, Math.floor(periodMs / RESYNC_TICKS_PER_PERIOD));
+    const tick = () => {
+      if (next >= ids.length) {
+        ids = this.deps.store.allServerIds();
+        next = 0;
+      }
+      const slice = Math.ceil(ids.length / RESYNC_TICKS_PER_PERIOD);
+      for (const id of ids.slice(next, next + slice)) this.queue.add(id, "periodic resync");
+      next += slice;
+    };
+    this.resyncTimer = setInterval(() => {
+      try {
+        tick();
+      } catch (err) {
+        this.deps.log.error({ err }, "periodic resync could not list servers; trying again next tick");
+      }
+    }, tickMs);
+    this.resyncTimer.unref();
+  }
+
   enqueueHost(hostId: string, cause: string): void {
     for (const id of this.deps.store.serverIdsOnHost(hostId)) this.queue.add(id, cause);
   }
 
   stop(): void {
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.resyncTimer = undefined;
     this.queue.stop();
   }
 
