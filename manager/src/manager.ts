@@ -58,6 +58,8 @@ export interface ManagerConfig {
   deleteRetentionSeconds?: number;
   /** First delay before restarting a crashed container; doubles per recent crash. */
   crashBackoffSeconds?: number;
+  /** Every server is reconciled at least this often (default 300). */
+  resyncIntervalSeconds?: number;
   /** Serve TLS only (ALPN h2 / http/1.1) with this material; plaintext when absent. */
   tls?: TlsMaterial;
   /** Per-token limits; defaults: 20 changes/s, bursts of 50, 32 open streams. */
@@ -160,6 +162,7 @@ export function buildManager(config: ManagerConfig): Manager {
     ...(config.startTimeoutSeconds ? { deadlineMs: { [CommandKind.ENSURE_RUNNING]: config.startTimeoutSeconds * 1000, [CommandKind.RESTART]: config.startTimeoutSeconds * 1000 } } : {}),
     ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),
     ...(config.crashBackoffSeconds !== undefined ? { crashBackoffBaseMs: config.crashBackoffSeconds * 1000 } : {}),
+    ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
   });
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
@@ -232,6 +235,7 @@ export function buildManager(config: ManagerConfig): Manager {
       }, 1000);
       sweeper.unref();
       ledgerServices.start();
+      reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
       log.info({ url, managerId, db: config.dbPath }, "manager listening");
