@@ -151,6 +151,8 @@ export async function startManager(opts: ManagerOptions): Promise<ManagerProc> {
       "--rate-limit", "1000000",
       "--rate-burst", "1000000",
       "--max-streams", "1000",
+      // Every simulated agent dials from 127.0.0.1 on its own connection.
+      "--max-connections-per-ip", "1000000",
       ...(opts.extraArgs ?? []),
     ],
     logPath,

@@ -6,7 +6,7 @@ import { createLogger, type LogFormat } from "./log.js";
 import { runTokenCommand } from "./token-cli.js";
 import { runBackupCommand } from "./backup-cli.js";
 import { ConfigError } from "./config/settings.js";
-import { ledgerConfigFrom, limitsFrom, loadManagerSettings, managerUsage, type ManagerSettings } from "./config/manager-settings.js";
+import { httpLimitsFrom, ledgerConfigFrom, limitsFrom, loadManagerSettings, managerUsage, type ManagerSettings } from "./config/manager-settings.js";
 import { ensureAutoTls, fingerprintHex, loadTlsFiles, subjectAltNames, type TlsMaterial } from "./tls/certificates.js";
 
 // `berth-manager token ...` and `backup ...` work on the database and exit; anything else serves.
@@ -41,6 +41,7 @@ const manager = buildManager({
   ...(tls ? { tls } : {}),
   ...webRoot(),
   limits: limitsFrom(settings),
+  http: httpLimitsFrom(settings),
   ...(startTimeoutSeconds !== undefined ? { startTimeoutSeconds } : {}),
   deleteRetentionSeconds: settings["delete-retention"],
   crashBackoffSeconds: settings["crash-backoff"],

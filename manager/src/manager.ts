@@ -23,7 +23,7 @@ import { createOrphanService } from "./api/orphan-service.js";
 import { OrphanDetector } from "./orphans/detector.js";
 import { registerReflection } from "./api/reflection.js";
 import { createServerService } from "./api/server-service.js";
-import { listen, type Listener } from "./http/listen.js";
+import { listen, type HttpLimits, type Listener } from "./http/listen.js";
 import { guardRequests } from "./http/request-guard.js";
 import { createObservability, type Observability } from "./metrics/observability.js";
 import { MANAGER_VERSION } from "./config/version.js";
@@ -62,6 +62,8 @@ export interface ManagerConfig {
   resyncIntervalSeconds?: number;
   /** Serve TLS only (ALPN h2 / http/1.1) with this material; plaintext when absent. */
   tls?: TlsMaterial;
+  /** Connection limits of the port (per-IP connections, HTTP/2 streams, timeouts); defaults in http/listen.ts. */
+  http?: Partial<HttpLimits>;
   /** Per-token limits; defaults: 20 changes/s, bursts of 50, 32 open streams. */
   limits?: Partial<LimitsConfig>;
   /** Event retention, alert thresholds, webhooks. */
@@ -210,7 +212,7 @@ export function buildManager(config: ManagerConfig): Manager {
     observability,
     async listen() {
       const [host, portText] = splitHostPort(config.listen);
-      listener = await listen(host, Number(portText), handler, config.tls);
+      listener = await listen(host, Number(portText), handler, { tls: config.tls, limits: config.http, log });
       const { port } = listener.address;
       const url = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
       // Agents cannot dial a wildcard address; this machine's name is the best guess (see --advertise-url).

@@ -4,7 +4,8 @@ import { DEFAULT_LIMITS } from "../auth/limits.js";
 import { DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
 import { DEFAULT_THRESHOLDS } from "../alerts/rules.js";
 import { DEFAULT_RETENTION } from "../ledger/retention.js";
-import { ledgerConfigFrom, limitsFrom, loadManagerSettings, MANAGER_SETTINGS, managerUsage } from "./manager-settings.js";
+import { DEFAULT_HTTP_LIMITS } from "../http/listen.js";
+import { httpLimitsFrom, ledgerConfigFrom, limitsFrom, loadManagerSettings, MANAGER_SETTINGS, managerUsage } from "./manager-settings.js";
 import { ConfigError, envName, readConfigFile, type AnySetting } from "./settings.js";
 import { MANAGER_VERSION } from "./version.js";
 
@@ -22,6 +23,7 @@ describe("manager settings: one table for flags, environment, config file and --
     expect(v.listen).toBe("127.0.0.1:7000");
     expect(v.db).toBe("./data/berth.db");
     expect(limitsFrom(v)).toEqual(DEFAULT_LIMITS);
+    expect(httpLimitsFrom(v)).toEqual(DEFAULT_HTTP_LIMITS);
     const l = ledgerConfigFrom(v);
     expect(l.eventMaxAgeSeconds! * 1000).toBe(DEFAULT_RETENTION.maxAgeMs);
     expect(l.eventMaxRows).toBe(DEFAULT_RETENTION.maxRows);

@@ -6,6 +6,7 @@
  */
 import type { LedgerConfig } from "../ledger/services.js";
 import type { LimitsConfig } from "../auth/limits.js";
+import type { HttpLimits } from "../http/listen.js";
 import { ConfigError, defineSettings, loadSettings, renderSettingsHelp, type LoadedSettings, type SettingValues } from "./settings.js";
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
@@ -94,6 +95,47 @@ export const MANAGER_SETTINGS = defineSettings({
   "rate-limit": { kind: "integer", group: "Access limits", arg: "N", default: 20, help: "mutating calls per second per token", check: count },
   "rate-burst": { kind: "integer", group: "Access limits", arg: "N", default: 50, help: "burst of mutating calls per token", check: count },
   "max-streams": { kind: "integer", group: "Access limits", arg: "N", default: 32, help: "open streams (watches, log tails) per token", check: count },
+
+  "max-connections-per-ip": {
+    kind: "integer",
+    group: "Connection limits",
+    arg: "N",
+    default: 256,
+    help: "open TCP connections one IP address may hold on the port; more are closed at once (raise it behind a proxy or NAT that many clients share)",
+    check: count,
+  },
+  "max-concurrent-streams": {
+    kind: "integer",
+    group: "Connection limits",
+    arg: "N",
+    default: 256,
+    help: "HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); clients queue the rest",
+    check: count,
+  },
+  "idle-timeout": {
+    kind: "integer",
+    group: "Connection limits",
+    arg: "S",
+    default: 120,
+    help: "an HTTP/2 connection with no open stream and no traffic for this long is closed (GOAWAY); open streams (agent links, watches) never count as idle",
+    check: seconds,
+  },
+  "headers-timeout": {
+    kind: "integer",
+    group: "Connection limits",
+    arg: "S",
+    default: 30,
+    help: "an HTTP/1.1 request's head must arrive within this, or the connection is closed (slow clients holding connections)",
+    check: seconds,
+  },
+  "request-timeout": {
+    kind: "integer",
+    group: "Connection limits",
+    arg: "S",
+    default: 300,
+    help: "an HTTP/1.1 request (head and body) must arrive within this, or it is answered 408 and closed",
+    check: seconds,
+  },
 
   "start-timeout": {
     kind: "integer",
@@ -221,6 +263,17 @@ export function limitsFrom(v: ManagerSettings): LimitsConfig {
 
 /** Event retention, alert thresholds and webhooks. */
 export function ledgerConfigFrom(v: ManagerSettings): LedgerConfig {
+/** The port's connection limits (http/listen.ts). */
+export function httpLimitsFrom(v: ManagerSettings): HttpLimits {
+  return {
+    maxConnectionsPerIp: v["max-connections-per-ip"],
+    maxConcurrentStreams: v["max-concurrent-streams"],
+    idleTimeoutMs: v["idle-timeout"] * 1000,
+    headersTimeoutMs: v["headers-timeout"] * 1000,
+    requestTimeoutMs: v["request-timeout"] * 1000,
+  };
+}
+
   return {
     eventMaxAgeSeconds: v["event-retention"],
     eventMaxRows: v["event-max-rows"],

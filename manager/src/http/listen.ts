@@ -1,9 +1,10 @@
 import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
-import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from "node:http2";
+import { constants as h2constants, createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from "node:http2";
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "../log.js";
 
 /** A request handler for both HTTP/1.1 and HTTP/2 (connect-node does not export the type). */
 export type Handler = ReturnType<typeof connectNodeAdapter>;
@@ -18,6 +19,41 @@ export interface Listener {
 export interface TlsOptions {
   cert: string;
   key: string;
+}
+
+/**
+ * What one client may hold on the port. Every client shares one process, so
+ * each resource a connection can pin (sockets, HTTP/2 streams, half-sent
+ * requests) has a bound; docs/security.md "Limits of the port" lists them.
+ */
+export interface HttpLimits {
+  /** Open TCP connections from one IP address; more are closed at accept. */
+  maxConnectionsPerIp: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may have open. */
+  maxConcurrentStreams: number;
+  /** An HTTP/2 connection with no open stream and no frame for this long is closed (GOAWAY). */
+  idleTimeoutMs: number;
+  /** HTTP/1: the request head must arrive within this (slowloris). */
+  headersTimeoutMs: number;
+  /** HTTP/1: the whole request (head and body) must arrive within this. */
+  requestTimeoutMs: number;
+}
+
+/** The defaults; manager-settings.ts shows them in --help and a test keeps the two equal. */
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  maxConnectionsPerIp: 256,
+  maxConcurrentStreams: 256,
+  idleTimeoutMs: 120_000,
+  headersTimeoutMs: 30_000,
+  requestTimeoutMs: 300_000,
+};
+
+export interface ListenOptions {
+  /** Serve TLS only with this material; plaintext when absent. */
+  tls?: TlsOptions | undefined;
+  limits?: Partial<HttpLimits> | undefined;
+  /** Where refused connections are reported (at most one line per IP a minute). */
+  log?: Logger | undefined;
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -44,20 +80,71 @@ function closeIfSilent(socket: Socket): () => void {
  * curl, Connect and gRPC-Web). With `tls`, the port speaks TLS only and ALPN
  * decides: `h2` to the HTTP/2 server, `http/1.1` (or no ALPN) to HTTP/1.1.
  */
-export async function listen(host: string, port: number, handler: Handler, tls?: TlsOptions): Promise<Listener> {
-  const h1 = createHttp1Server(handler as (req: IncomingMessage, res: ServerResponse) => void);
+export async function listen(host: string, port: number, handler: Handler, options: ListenOptions = {}): Promise<Listener> {
+  const { tls, log } = options;
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
+  const h1 = createHttp1Server(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // How often the two timeouts above are checked: a late request is closed within this.
+      connectionsCheckingInterval: Math.min(5_000, limits.headersTimeoutMs),
+    },
+    handler as (req: IncomingMessage, res: ServerResponse) => void,
+  );
   h1.keepAliveTimeout = 65_000;
-  const h2 = createHttp2Server({}, handler as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  // Node checks headersTimeout/requestTimeout only for a server that emitted "listening"; this one
+  // never listens (sockets are handed to it after sniffing), so without this nothing enforced them
+  // and a slowloris client kept its connection forever. h1.close() stops the check.
+  h1.emit("listening");
+  const h2 = createHttp2Server(
+    { settings: { maxConcurrentStreams: limits.maxConcurrentStreams } },
+    (req: Http2ServerRequest, res: Http2ServerResponse) => {
+      // Once the answer (a gRPC status included) is out, the rest of the request is of no use:
+      // reset the stream with NO_ERROR, as gRPC servers do, instead of leaving the client blocked
+      // on flow control with a stream that never closes (an oversize message did that).
+      // (Node's compat layer always ends a response with trailers; "wantTrailers" listeners run in
+      // order, so on the next turn its trailers are queued ahead of the RST_STREAM. The response's
+      // own "finish" comes only once the stream has closed, i.e. never here.)
+      res.stream.once("wantTrailers", () =>
+        setImmediate(() => {
+          if (!req.complete && !res.stream.destroyed) res.stream.close(h2constants.NGHTTP2_NO_ERROR);
+        }),
+      );
+      (handler as (q: Http2ServerRequest, s: Http2ServerResponse) => void)(req, res);
+    },
+  );
   const sessions = new Set<Http2Session>();
   h2.on("session", (s) => {
     sessions.add(s);
     s.once("close", () => sessions.delete(s));
+    closeWhenIdle(s, limits.idleTimeoutMs);
   });
   const sockets = new Set<Socket>();
+  const perIp = new Map<string, number>();
+  const reported = new Map<string, number>();
 
+  /** Counts raw TCP connections per IP; over the cap, the new one is closed before a byte is read. */
   const track = (socket: Socket) => {
+    const ip = socket.remoteAddress ?? "";
+    const open = perIp.get(ip) ?? 0;
+    if (open >= limits.maxConnectionsPerIp) {
+      socket.destroy();
+      const now = Date.now();
+      if ((reported.get(ip) ?? 0) < now - 60_000) {
+        reported.set(ip, now);
+        log?.warn({ ip, open, limit: limits.maxConnectionsPerIp }, "connection refused: this IP address holds the most connections allowed (--max-connections-per-ip)");
+      }
+      return;
+    }
+    perIp.set(ip, open + 1);
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      const left = (perIp.get(ip) ?? 1) - 1;
+      if (left > 0) perIp.set(ip, left);
+      else perIp.delete(ip);
+    });
   };
 
   const tlsServer = tls
@@ -72,9 +159,11 @@ export async function listen(host: string, port: number, handler: Handler, tls?:
         },
       )
     : undefined;
-  const server: Server = createNetServer(tlsServer ? sniffTls : sniff);
-  // Raw TCP sockets, before any handshake, so close() can end them all.
-  server.on("connection", track);
+  // Raw TCP sockets, before any handshake: counted per IP, and so close() can end them all.
+  const server: Server = createNetServer((socket) => {
+    track(socket);
+    if (!socket.destroyed) (tlsServer ? sniffTls : sniff)(socket);
+  });
 
   /** TLS mode: a TLS handshake goes on; a plaintext HTTP/1 request is told to use https. */
   function sniffTls(socket: Socket): void {
@@ -142,8 +231,32 @@ export async function listen(host: string, port: number, handler: Handler, tls?:
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sessions) s.close();
       h1.closeAllConnections();
+      // Stops the timeout checks; it answers ERR_SERVER_NOT_RUNNING (h1 never listened), which is fine.
+      h1.close(() => {});
       for (const s of sockets) s.destroy();
       await closed;
     },
   };
+}
+
+/**
+ * Closes an HTTP/2 session (GOAWAY, then the socket) once it has had no open
+ * stream and no activity for `idleMs`. Sessions with a stream open are never
+ * idle: an agent's link and a watch are long-lived streams, whatever their
+ * traffic. Node refreshes the session's timer on every frame sent or received.
+ */
+function closeWhenIdle(session: Http2Session, idleMs: number): void {
+  let open = 0;
+  session.on("stream", (stream) => {
+    open++;
+    stream.once("close", () => open--);
+  });
+  session.setTimeout(idleMs);
+  // "timeout" fires again after each new quiet period (a callback passed to setTimeout would run once).
+  session.on("timeout", () => {
+    if (open > 0 || session.closed || session.destroyed) return;
+    session.close();
+    // A client that ignores GOAWAY and keeps the socket open is cut off after one more period.
+    setTimeout(() => session.destroy(), idleMs).unref();
+  });
 }
