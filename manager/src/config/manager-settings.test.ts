@@ -26,6 +26,8 @@ describe("manager settings: one table for flags, environment, config file and --
     expect(httpLimitsFrom(v)).toEqual(DEFAULT_HTTP_LIMITS);
     const l = ledgerConfigFrom(v);
     expect(l.eventMaxAgeSeconds! * 1000).toBe(DEFAULT_RETENTION.maxAgeMs);
+    expect(l.commandMaxAgeSeconds! * 1000).toBe(DEFAULT_RETENTION.commandMaxAgeMs);
+    expect(l.enrollmentTokenMaxAgeSeconds! * 1000).toBe(DEFAULT_RETENTION.enrollmentTokenMaxAgeMs);
     expect(l.eventMaxRows).toBe(DEFAULT_RETENTION.maxRows);
     expect(l.alertHostOfflineSeconds! * 1000).toBe(DEFAULT_THRESHOLDS.hostOfflineMs);
     expect(l.alertNotConvergedSeconds! * 1000).toBe(DEFAULT_THRESHOLDS.notConvergedMs);

@@ -180,6 +180,8 @@ export const MANAGER_SETTINGS = defineSettings({
 
   "event-retention": { kind: "integer", group: "Events and alerts", arg: "S", default: 2_592_000, help: "seconds events are kept (30 days)", check: seconds },
   "event-max-rows": { kind: "integer", group: "Events and alerts", arg: "N", default: 1_000_000, help: "at most this many of the newest events are kept", check: count },
+  "command-retention": { kind: "integer", group: "Events and alerts", arg: "S", default: 604_800, help: "seconds finished commands are kept (7 days); each server's latest is always kept", check: seconds },
+  "enrollment-token-retention": { kind: "integer", group: "Events and alerts", arg: "S", default: 86_400, help: "seconds used or expired enrollment tokens are kept (1 day)", check: seconds },
   "alert-host-offline": { kind: "integer", group: "Events and alerts", arg: "S", default: 30, help: "alert when a host is offline longer than this", check: seconds },
   "alert-not-converged": {
     kind: "integer",
@@ -277,6 +279,8 @@ export function httpLimitsFrom(v: ManagerSettings): HttpLimits {
   return {
     eventMaxAgeSeconds: v["event-retention"],
     eventMaxRows: v["event-max-rows"],
+    commandMaxAgeSeconds: v["command-retention"],
+    enrollmentTokenMaxAgeSeconds: v["enrollment-token-retention"],
     alertHostOfflineSeconds: v["alert-host-offline"],
     alertNotConvergedSeconds: v["alert-not-converged"],
     alertDiskFreePercent: v["alert-disk-free"],

@@ -1,5 +1,6 @@
 import type { Logger } from "../log.js";
 import type { EventStore } from "../store/event-store.js";
+import type { Store } from "../store/store.js";
 
 export interface RetentionConfig {
   /** Events older than this are pruned (default 30 days). */
@@ -10,6 +11,10 @@ export interface RetentionConfig {
   batchSize: number;
   /** Pause between steps once nothing is left to prune. */
   intervalMs: number;
+  /** Finished commands older than this are pruned, except each server's latest (default 7 days). */
+  commandMaxAgeMs: number;
+  /** Enrollment tokens used or expired longer ago than this are pruned (default 1 day). */
+  enrollmentTokenMaxAgeMs: number;
 }
 
 export const DEFAULT_RETENTION: RetentionConfig = {
@@ -17,13 +22,16 @@ export const DEFAULT_RETENTION: RetentionConfig = {
   maxRows: 1_000_000,
   batchSize: 1000,
   intervalMs: 60_000,
+  commandMaxAgeMs: 7 * 24 * 3600_000,
+  enrollmentTokenMaxAgeMs: 24 * 3600_000,
 };
 
 /** Pause between steps while a backlog is being drained: lets the reconciler and API run in between. */
 const DRAIN_PAUSE_MS = 20;
 
 /**
- * Prunes the event ledger by age and by count in small batches on a timer.
+ * Prunes the event ledger by age and by count, and (given the store) finished
+ * commands and spent enrollment tokens by age, in small batches on a timer.
  * Each step is one bounded DELETE (a few milliseconds for 1,000 rows); a large
  * backlog (a lowered limit, a long-stopped manager) is drained one step at a
  * time with pauses in between, never in one long transaction.
@@ -37,13 +45,18 @@ export class EventRetention {
     private readonly config: RetentionConfig,
     private readonly log?: Logger,
     private readonly now: () => number = Date.now,
+    /** Where commands and enrollment tokens live; without it only events are pruned. */
+    private readonly store?: Store,
   ) {}
 
   /** One step: at most `batchSize` rows, the oldest first. Returns how many were deleted. */
   pruneOnce(): number {
     const { batchSize, maxAgeMs, maxRows } = this.config;
-    let deleted = this.events.pruneOlderThan(this.now() - maxAgeMs, batchSize);
+    const now = this.now();
+    let deleted = this.events.pruneOlderThan(now - maxAgeMs, batchSize);
     if (deleted < batchSize) deleted += this.events.pruneBeyondCount(maxRows, batchSize - deleted);
+    if (this.store && deleted < batchSize) deleted += this.store.pruneFinishedCommands(now - this.config.commandMaxAgeMs, batchSize - deleted);
+    if (this.store && deleted < batchSize) deleted += this.store.pruneEnrollmentTokens(now - this.config.enrollmentTokenMaxAgeMs, batchSize - deleted);
     return deleted;
   }
 
@@ -68,7 +81,7 @@ export class EventRetention {
     let deleted = 0;
     try {
       deleted = this.pruneOnce();
-      if (deleted > 0) this.log?.debug({ deleted }, "event retention pruned events");
+      if (deleted > 0) this.log?.debug({ deleted }, "retention pruned old events, commands and enrollment tokens");
     } catch (err) {
       this.log?.warn({ err }, "event retention step failed; retrying later");
     }

@@ -15,6 +15,10 @@ export interface LedgerConfig {
   eventMaxAgeSeconds?: number;
   /** At most this many of the newest events are kept (default 1,000,000). */
   eventMaxRows?: number;
+  /** Finished commands older than this are pruned, except each server's latest (default 7 days). */
+  commandMaxAgeSeconds?: number;
+  /** Enrollment tokens used or expired longer ago than this are pruned (default 1 day). */
+  enrollmentTokenMaxAgeSeconds?: number;
   /** A host offline longer than this raises `host_offline` (default 30). */
   alertHostOfflineSeconds?: number;
   /** A server not converged longer than this raises `server_not_converged` (default 120). */
@@ -55,7 +59,19 @@ export function createLedgerServices(deps: {
   const events = new EventStore(deps.db);
   const alerts = new AlertStore(deps.db);
   const maxAgeMs = c.eventMaxAgeSeconds !== undefined ? c.eventMaxAgeSeconds * 1000 : DEFAULT_RETENTION.maxAgeMs;
-  const retention = new EventRetention(events, { ...DEFAULT_RETENTION, maxAgeMs, maxRows: c.eventMaxRows ?? DEFAULT_RETENTION.maxRows }, deps.log);
+  const retention = new EventRetention(
+    events,
+    {
+      ...DEFAULT_RETENTION,
+      maxAgeMs,
+      maxRows: c.eventMaxRows ?? DEFAULT_RETENTION.maxRows,
+      ...(c.commandMaxAgeSeconds !== undefined ? { commandMaxAgeMs: c.commandMaxAgeSeconds * 1000 } : {}),
+      ...(c.enrollmentTokenMaxAgeSeconds !== undefined ? { enrollmentTokenMaxAgeMs: c.enrollmentTokenMaxAgeSeconds * 1000 } : {}),
+    },
+    deps.log,
+    Date.now,
+    deps.store,
+  );
   const notifier = new WebhookNotifier({ urls: c.webhookUrls ?? [], secret: c.webhookSecret }, { ledger: deps.ledger, log: deps.log, managerId: deps.managerId });
   const evaluator = new AlertEvaluator(
     { store: deps.store, alerts, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}) },

@@ -683,6 +683,47 @@ export class Store {
     ).map(commandFromRow);
   }
 
+  // --- retention ----------------------------------------------------------------
+
+  /**
+   * Deletes up to `limit` finished commands that finished before `before`,
+   * except each server's latest finished one (a failure stands on it until the
+   * operator acts: plan() reads it), and any finished command of a server that
+   * no longer exists. Open commands are never touched. Returns the count.
+   */
+  pruneFinishedCommands(before: number, limit: number): number {
+    const r = this.db
+      .prepare(
+        `DELETE FROM commands WHERE id IN (
+           SELECT c.id FROM commands c
+           WHERE c.state IN ('succeeded', 'failed', 'expired')
+             AND (
+               NOT EXISTS (SELECT 1 FROM servers s WHERE s.id = c.server_id)
+               OR (c.finished_at < ? AND EXISTS (
+                 SELECT 1 FROM commands n
+                 WHERE n.server_id = c.server_id AND n.state IN ('succeeded', 'failed', 'expired')
+                   AND (n.finished_at > c.finished_at OR (n.finished_at = c.finished_at AND n.created_at > c.created_at))))
+             )
+           LIMIT ?)`,
+      )
+      .run(before, Math.floor(limit));
+    return r.changes;
+  }
+
+  /**
+   * Deletes up to `limit` enrollment tokens used or expired before `before`
+   * (neither can enroll anything any more). Returns the count.
+   */
+  pruneEnrollmentTokens(before: number, limit: number): number {
+    const r = this.db
+      .prepare(
+        `DELETE FROM enrollment_tokens WHERE id IN (
+           SELECT id FROM enrollment_tokens WHERE (used_at IS NOT NULL AND used_at < ?) OR expires_at < ? LIMIT ?)`,
+      )
+      .run(before, before, Math.floor(limit));
+    return r.changes;
+  }
+
   // --- events -------------------------------------------------------------------
 
   appendEvent(e: EventInput, now: number): number {
