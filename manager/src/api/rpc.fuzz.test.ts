@@ -173,7 +173,7 @@ describe(`fuzz: every RPC answers a precise code and a refused call writes nothi
           const e = ConnectError.from(err);
           tally(update ? "UpdateServer*" : "CreateServer*", Code[e.code]!);
           expect([Code.InvalidArgument, Code.FailedPrecondition, Code.AlreadyExists, Code.NotFound], `${Code[e.code]}: ${e.rawMessage}`).toContain(e.code);
-          if (e.code === Code.InvalidArgument) expect(e.rawMessage).toMatch(/^(spec(\.\w+|\.ports\[\d+\]\.\w+|\.env\.\S+|\.command\[\d+\])?|id): /);
+          if (e.code === Code.InvalidArgument) expect(e.rawMessage).toMatch(/^(spec(\.\w+|\.ports\[\d+\]\.\w+|\.env\["(?:[^"\\]|\\.)*"\]|\.command\[\d+\])?|id): /);
           await quiet();
           expect(recordSnapshot(tm.dbPath)).toBe(before);
         }
