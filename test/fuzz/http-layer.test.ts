@@ -16,10 +16,9 @@ import { connect as tlsConnect } from "node:tls";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
+import { seedsLabel, SUITE_SEEDS } from "../../manager/src/testing/fuzz-kit.js";
 
-const FIXED_SEEDS = [1, 14, 20_261_205];
-const SEEDS = process.env.BERTH_FUZZ_SEED !== undefined ? [Number(process.env.BERTH_FUZZ_SEED)] : [...FIXED_SEEDS, Math.floor(Math.random() * 2 ** 31)];
-if (!SEEDS.every(Number.isSafeInteger)) throw new Error(`BERTH_FUZZ_SEED must be an integer, got "${process.env.BERTH_FUZZ_SEED}"`);
+const SEEDS = SUITE_SEEDS;
 /** Batches per seed and transport; each batch is CASES exchanges, then a liveness check. */
 const BATCHES = Number(process.env.BERTH_FUZZ_BATCHES ?? 2);
 const CASES = 30;
@@ -294,7 +293,7 @@ async function fuzz(m: ManagerProc, seed: number, arb: fc.Arbitrary<Buffer>, sen
 
 // ---------------------------------------------------------------- the suite
 
-describe(`the HTTP layer survives any bytes (seeds ${SEEDS.join(", ")}; BERTH_FUZZ_SEED=n reruns one)`, () => {
+describe(`the HTTP layer survives any bytes${seedsLabel()}`, () => {
   let plain: ManagerProc;
   let tls: ManagerProc;
   const target = (m: ManagerProc): Target => ({ port: Number(new URL(m.url).port), tls: Boolean(m.caPem) });
