@@ -234,7 +234,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       noteRefused(host.id, bounded.refused, at, hlog);
       return bounded;
     }
-    parts ??= { partOf: inv.partOf, content: { containers: [], unmanaged: [], dataDirs: [], otherDataDirs: [] }, serversOnHost: new Set(store.serverIdsOnHost(host.id)) };
+    parts ??= { partOf: inv.partOf, content: { containers: [], unmanaged: [], dataDirs: [], otherDataDirs: [], foreignDataDirs: [] }, serversOnHost: new Set(store.serverIdsOnHost(host.id)) };
     // Bounded as it grows: a host cannot make the manager hold more than the limits allow.
     const c = parts.content;
     const bounded = boundInventory(
@@ -243,6 +243,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         unmanaged: [...c.unmanaged, ...part.unmanaged],
         dataDirs: [...c.dataDirs, ...part.dataDirs],
         otherDataDirs: [...c.otherDataDirs, ...part.otherDataDirs],
+        foreignDataDirs: c.foreignDataDirs ?? [],
       },
       parts.serversOnHost,
       limits,
@@ -304,7 +305,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         if (!inv) return;
         // Unmanaged containers are stored too (no server id): OrphanService lists them.
         // Servers observed after this inventory was taken keep their newer observation.
-        const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], inv.dataDirs.map((d) => dataDirRecord(host.id, d, at)), at, dataRootEntries(inv), order.newerThan(msg.seq));
+        // Checks of server-id directories of no server here are kept too (bounded with the data-root
+        // entries): AdoptOrphan answers with the data of an untracked container's directory at once.
+        const checks = [...inv.dataDirs, ...(inv.foreignDataDirs ?? [])].map((d) => dataDirRecord(host.id, d, at));
+        const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], checks, at, dataRootEntries(inv), order.newerThan(msg.seq));
         store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, body.value.dockerReachable, at, hlog));
         const firstInventory = !session.ready;
         if (firstInventory) {
@@ -315,7 +319,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
             if (hub.sendCommand(host.id, c.command)) store.markCommandSent(c.id, at);
           }
         }
-        for (const id of touched) reconciler.enqueue(id, "inventory");
+        // Only servers the manager knows (a host can report any labelled id).
+        for (const id of touched) if (store.getServer(id)) reconciler.enqueue(id, "inventory");
         // A new connection reconciles every server of the host (HostConnected changed for
         // all of them); a later inventory only those whose observation changed: the same
         // inputs give the same result, so reconciling the others would change nothing.
@@ -449,9 +454,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
 }
 
 /** Every directory under the host's data root: the existing server-id ones (measured) and the others. */
-function dataRootEntries(inv: Pick<Inventory, "dataDirs" | "otherDataDirs">): DataRootEntry[] {
+function dataRootEntries(inv: InventoryContent): DataRootEntry[] {
   return [
-    ...inv.dataDirs.filter((d) => d.exists).map((d) => ({ name: d.serverId, sizeBytes: byteCount(d.sizeBytes) })),
+    ...[...inv.dataDirs, ...(inv.foreignDataDirs ?? [])].filter((d) => d.exists).map((d) => ({ name: d.serverId, sizeBytes: byteCount(d.sizeBytes) })),
     ...inv.otherDataDirs.map((name) => ({ name, sizeBytes: 0 })),
   ];
 }

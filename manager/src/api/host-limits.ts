@@ -69,6 +69,12 @@ export interface InventoryContent {
   unmanaged: ContainerInfo[];
   dataDirs: DataDir[];
   otherDataDirs: string[];
+  /**
+   * After boundInventory: checks of server-id directories of no server on
+   * this host. Not stored as checks; listed as data-root entries (with their
+   * size), where OrphanService finds an untracked container's data.
+   */
+  foreignDataDirs?: DataDir[];
 }
 
 /**
@@ -112,16 +118,19 @@ export function boundInventory(inv: InventoryContent, serversOnHost: ReadonlySet
   }
   addRefused(refused, "TooManyUnmanaged", plain.length - room);
   const dataDirs: DataDir[] = [];
-  for (const d of inv.dataDirs) {
+  const foreign: DataDir[] = [];
+  for (const d of [...inv.dataDirs, ...(inv.foreignDataDirs ?? [])]) {
     if (!SERVER_ID_RE.test(d.serverId)) addRefused(refused, "BadServerId");
-    else if (!serversOnHost.has(d.serverId)) addRefused(refused, "UnknownServer");
-    else dataDirs.push(d);
+    else if (serversOnHost.has(d.serverId)) dataDirs.push(d);
+    else foreign.push(d);
   }
   const names = inv.otherDataDirs.filter(isPlainDirName);
   addRefused(refused, "BadDataDirName", inv.otherDataDirs.length - names.length);
-  const entryRoom = Math.max(0, limits.maxDataRootEntries - dataDirs.length);
-  addRefused(refused, "TooManyDataDirs", names.length - entryRoom);
-  return { containers, unmanaged: plain.slice(0, room), dataDirs, otherDataDirs: names.slice(0, entryRoom), refused };
+  // Every directory is an entry: this host's servers' first, then the others, up to the cap.
+  const foreignRoom = Math.max(0, limits.maxDataRootEntries - dataDirs.length);
+  const entryRoom = Math.max(0, foreignRoom - foreign.length);
+  addRefused(refused, "TooManyDataDirs", Math.max(0, foreign.length - foreignRoom) + Math.max(0, names.length - entryRoom));
+  return { containers, unmanaged: plain.slice(0, room), dataDirs, foreignDataDirs: foreign.slice(0, foreignRoom), otherDataDirs: names.slice(0, entryRoom), refused };
 }
 
 /**
