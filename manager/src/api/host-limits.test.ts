@@ -1,0 +1,84 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { ContainerInfoSchema, DataDirSchema } from "@berth/proto/berth/v1/agent_pb.js";
+import { admitContainer, boundInventory, isPlainDirName, MessageBudget, slimContainer, type HostLimits } from "./host-limits.js";
+
+const LIMITS: HostLimits = { maxContainers: 5, maxOtherLabelled: 2, maxUnmanaged: 3, maxDataRootEntries: 4, messagesPerSecond: 10, messageBurst: 20 };
+const OWN = new Set(["srv_ownaaaa", "srv_ownbbbb"]);
+
+const c = (id: string, server?: string, extra: Partial<{ env: Record<string, string>; labels: Record<string, string> }> = {}) =>
+  create(ContainerInfoSchema, { id, labels: { ...(server ? { "berth.server": server } : {}), ...extra.labels }, env: extra.env ?? {} });
+const dir = (serverId: string) => create(DataDirSchema, { serverId, exists: true });
+
+describe("isPlainDirName", () => {
+  it.each([
+    ["ok-dir", true],
+    ["srv_abcd", true],
+    [".hidden", true],
+    ["", false],
+    [".", false],
+    ["..", false],
+    ["a/b", false],
+    ["a\\b", false],
+    ["a\0b", false],
+    ["line\nbreak", false],
+    ["x".repeat(256), false],
+  ])("%j → %s", (name, ok) => expect(isPlainDirName(name)).toBe(ok));
+});
+
+describe("boundInventory", () => {
+  it("keeps the host's own servers' containers first, caps the others, refuses bad ids", () => {
+    const out = boundInventory(
+      {
+        containers: [c("o1", "srv_othera"), c("o2", "srv_otherb"), c("o3", "srv_otherc"), c("m1", "srv_ownaaaa"), c("bad", "../etc"), c("has space", "srv_ownbbbb")],
+        unmanaged: [c("u1"), c("u2"), c("u3"), c("u4")],
+        dataDirs: [dir("srv_ownaaaa"), dir("srv_unknowna"), dir("../x")],
+        otherDataDirs: ["a", "..", "b/c", "d", "e"],
+      },
+      OWN,
+      LIMITS,
+    );
+    expect(out.containers.map((x) => x.id)).toEqual(["m1", "o1", "o2"]);
+    // 5 stored at most: 3 labelled leave room for 2 unmanaged.
+    expect(out.unmanaged.map((x) => x.id)).toEqual(["u1", "u2"]);
+    expect(out.dataDirs.map((d) => d.serverId)).toEqual(["srv_ownaaaa"]);
+    expect(out.foreignDataDirs?.map((d) => d.serverId)).toEqual(["srv_unknowna"]);
+    // 4 entries: 1 own + 1 foreign + 2 names.
+    expect(out.otherDataDirs).toEqual(["a", "d"]);
+    expect(out.refused).toEqual({ TooManyOtherContainers: 1, BadServerId: 2, BadContainerId: 1, TooManyUnmanaged: 2, BadDataDirName: 2, TooManyDataDirs: 1 });
+  });
+
+  it("drops env and command; a container too heavy even then keeps berth's labels only, or is refused", () => {
+    expect(slimContainer(c("a", "srv_ownaaaa", { env: { BIG: "x".repeat(100_000) } }))?.env).toEqual({});
+    expect(slimContainer(c("a", "srv_ownaaaa", { labels: { junk: "y".repeat(20_000) } }))?.labels).toEqual({ "berth.server": "srv_ownaaaa" });
+    expect(slimContainer(c("a", "srv_ownaaaa", { labels: { "berth.junk": "y".repeat(20_000) } }))).toBeUndefined();
+  });
+});
+
+describe("admitContainer", () => {
+  const counts = (total: number, other: number) => () => ({ total, other });
+  it.each([
+    ["own server, host full", undefined, c("a", "srv_ownaaaa"), true, false, counts(5, 2)],
+    ["already stored, host full", undefined, c("a", "srv_othera"), false, true, counts(5, 2)],
+    ["new, host full", "TooManyContainers", c("a", "srv_othera"), false, false, counts(5, 0)],
+    ["new other, others full", "TooManyOtherContainers", c("a", "srv_othera"), false, false, counts(3, 2)],
+    ["new other, room", undefined, c("a", "srv_othera"), false, false, counts(3, 1)],
+    ["bad server id", "BadServerId", c("a", "srv_../x"), false, false, counts(0, 0)],
+    ["bad container id", "BadContainerId", c("-x", "srv_ownaaaa"), true, false, counts(0, 0)],
+  ] as const)("%s → %s", (_what, want, container, own, stored, cts) => {
+    expect(admitContainer(container, { own, alreadyStored: () => stored, counts: cts }, LIMITS)).toBe(want);
+  });
+});
+
+describe("MessageBudget", () => {
+  it("allows a burst, then the sustained rate", () => {
+    const b = new MessageBudget(10, 20, 0);
+    let ok = 0;
+    for (let i = 0; i < 30; i++) if (b.take(1, 0)) ok++;
+    expect(ok).toBe(20);
+    expect(b.take(1, 50)).toBe(false);
+    expect(b.take(1, 100)).toBe(true);
+    expect(b.take(5, 200)).toBe(false);
+    expect(b.take(5, 1_000)).toBe(true);
+  });
+});
