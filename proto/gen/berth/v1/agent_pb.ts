@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/agent.proto.
  */
 export const file_berth_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAkiiAMKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIABILCgNzZXEYFCABKARCBgoEYm9keSKLAgoOTWFuYWdlck1lc3NhZ2USJAoHd2VsY29tZRgBIAEoCzIRLmJlcnRoLnYxLldlbGNvbWVIABIkCgdjb21tYW5kGAIgASgLMhEuYmVydGgudjEuQ29tbWFuZEgAEiIKBnJlc3luYxgDIAEoCzIQLmJlcnRoLnYxLlJlc3luY0gAEisKC2xvZ19yZXF1ZXN0GAQgASgLMhQuYmVydGgudjEuTG9nUmVxdWVzdEgAEikKCmxvZ19jYW5jZWwYBSABKAsyEy5iZXJ0aC52MS5Mb2dDYW5jZWxIABIpCgpsb2dfY3JlZGl0GAYgASgLMhMuYmVydGgudjEuTG9nQ3JlZGl0SABCBgoEYm9keSLbAQoFSGVsbG8SEAoIaG9zdG5hbWUYASABKAkSFQoNYWdlbnRfdmVyc2lvbhgCIAEoCRIWCg5kb2NrZXJfdmVyc2lvbhgDIAEoCRIRCglkYXRhX3Jvb3QYBCABKAkSEQoJY3B1X2NvdW50GAUgASgNEhQKDG1lbW9yeV9ieXRlcxgGIAEoBBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgHIAEoBBIdChVkYXRhX3Jvb3RfdG90YWxfYnl0ZXMYCCABKAQSGAoQZG9ja2VyX3JlYWNoYWJsZRgJIAEoCCJ8CgdXZWxjb21lEhIKCm1hbmFnZXJfaWQYASABKAkSDwoHaG9zdF9pZBgCIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgDIAEoDRIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIICgZSZXN5bmMi2wQKDUNvbnRhaW5lckluZm8SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRINCgVpbWFnZRgDIAEoCRINCgVzdGF0ZRgEIAEoCRIzCgZsYWJlbHMYBSADKAsyIy5iZXJ0aC52MS5Db250YWluZXJJbmZvLkxhYmVsc0VudHJ5EhEKCWV4aXRfY29kZRgGIAEoBRIwCgxjcmVhdGVkX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHN0YXJ0ZWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNZmluaXNoZWRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKb29tX2tpbGxlZBgKIAEoCBIkCgVwb3J0cxgLIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nEg4KBm1vdW50cxgMIAMoCRIPCgdjb21tYW5kGA0gAygJEi0KA2VudhgOIAMoCzIgLmJlcnRoLnYxLkNvbnRhaW5lckluZm8uRW52RW50cnkSDQoFZXJyb3IYDyABKAkSEwoLdW5zdXBwb3J0ZWQYECADKAkSKgoMbW91bnRfcG9pbnRzGBEgAygLMhQuYmVydGgudjEuTW91bnRQb2ludBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUgoKTW91bnRQb2ludBIMCgR0eXBlGAEgASgJEg4KBnNvdXJjZRgCIAEoCRITCgtkZXN0aW5hdGlvbhgDIAEoCRIRCglyZWFkX29ubHkYBCABKAgicQoHRGF0YURpchIRCglzZXJ2ZXJfaWQYASABKAkSDgoGZXhpc3RzGAIgASgIEhIKCnNpemVfYnl0ZXMYAyABKAMSLwoLbW9kaWZ5X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvcBCglJbnZlbnRvcnkSKwoKY29udGFpbmVycxgBIAMoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SJAoJZGF0YV9kaXJzGAIgAygLMhEuYmVydGgudjEuRGF0YURpchIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIEhcKD290aGVyX2RhdGFfZGlycxgEIAMoCRIqCgl1bm1hbmFnZWQYBSADKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEhkKEXVubWFuYWdlZF9vbWl0dGVkGAYgASgNEgwKBG1vcmUYByABKAgSDwoHcGFydF9vZhgIIAEoCSKbAQoOQ29udGFpbmVyRXZlbnQSDgoGYWN0aW9uGAEgASgJEioKCWNvbnRhaW5lchgCIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SDwoHcmVtb3ZlZBgDIAEoCBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpleGl0X2NhdXNlGAUgASgJIi0KCkRhdGFTdGF0dXMSHwoEZGlycxgBIAMoCzIRLmJlcnRoLnYxLkRhdGFEaXIikgMKDUNvbnRhaW5lclNwZWMSDQoFaW1hZ2UYASABKAkSDwoHY29tbWFuZBgCIAMoCRItCgNlbnYYAyADKAsyIC5iZXJ0aC52MS5Db250YWluZXJTcGVjLkVudkVudHJ5EiQKBXBvcnRzGAQgAygLMhUuYmVydGgudjEuUG9ydE1hcHBpbmcSFwoPZGF0YV9tb3VudF9wYXRoGAUgASgJEjMKBmxhYmVscxgGIAMoCzIjLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMuTGFiZWxzRW50cnkSEQoJc3BlY19oYXNoGAcgASgJEgwKBG5hbWUYCCABKAkSDwoHY2FwX2FkZBgJIAMoCRIaChJsb2dfbWF4X3NpemVfYnl0ZXMYCiABKA0SFQoNbG9nX21heF9maWxlcxgLIAEoDRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi8wIKB0NvbW1hbmQSCgoCaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEiMKBGtpbmQYAyABKA4yFS5iZXJ0aC52MS5Db21tYW5kS2luZBIqCgljb250YWluZXIYBCABKAsyFy5iZXJ0aC52MS5Db250YWluZXJTcGVjEikKC2RhdGFfcG9saWN5GAUgASgOMhQuYmVydGgudjEuRGF0YVBvbGljeRIcChRzdG9wX3RpbWVvdXRfc2Vjb25kcxgGIAEoDRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVjcmVhdGUYCCABKAgSFAoMY29udGFpbmVyX2lkGAkgASgJEhAKCGRhdGFfZGlyGAogASgJEhwKFGFkb3B0ZWRfY29udGFpbmVyX2lkGAsgASgJEhIKCm1vdW50X3BhdGgYDCABKAkSFQoNb3JwaGFuX2FjdGlvbhgNIAEoCCKiAQoNQ29tbWFuZFJlc3VsdBISCgpjb21tYW5kX2lkGAEgASgJEg8KB3N1Y2Nlc3MYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSKgoJY29udGFpbmVyGAUgASgLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIfCgRkYXRhGAYgASgLMhEuYmVydGgudjEuRGF0YURpciJtCglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUZGF0YV9yb290X2ZyZWVfYnl0ZXMYAiABKAQSGAoQZG9ja2VyX3JlYWNoYWJsZRgDIAEoCCJoCghMb2dDaHVuaxISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnN0cmVhbRgCIAEoCRIMCgRkYXRhGAMgASgMEgsKA2VuZBgEIAEoCBINCgVlcnJvchgFIAEoCRIOCgZyZWFzb24YBiABKAkibQoKTG9nUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhEKCXNlcnZlcl9pZBgCIAEoCRIOCgZmb2xsb3cYAyABKAgSEgoKdGFpbF9saW5lcxgEIAEoDRIUCgx3aW5kb3dfYnl0ZXMYBSABKA0iHwoJTG9nQ2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAkiYgoMUHVsbFByb2dyZXNzEhEKCXNlcnZlcl9pZBgBIAEoCRISCgpjb21tYW5kX2lkGAIgASgJEg0KBWltYWdlGAMgASgJEg4KBnN0YXR1cxgEIAEoCRIMCgRkb25lGAUgASgIIi4KCUxvZ0NyZWRpdBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWJ5dGVzGAIgASgNKq0DCgtDb21tYW5kS2luZBIcChhDT01NQU5EX0tJTkRfVU5TUEVDSUZJRUQQABIhCh1DT01NQU5EX0tJTkRfRU5TVVJFX0NPTlRBSU5FUhABEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfUlVOTklORxACEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfU1RPUFBFRBADEh4KGkNPTU1BTkRfS0lORF9FTlNVUkVfUEFVU0VEEAQSHwobQ09NTUFORF9LSU5EX0VOU1VSRV9SRU1PVkVEEAUSHAoYQ09NTUFORF9LSU5EX1JFTU9WRV9EQVRBEAYSGwoXQ09NTUFORF9LSU5EX0NIRUNLX0RBVEEQBxIYChRDT01NQU5EX0tJTkRfUkVTVEFSVBAIEiEKHUNPTU1BTkRfS0lORF9SRU1PVkVfQ09OVEFJTkVSEAkSIgoeQ09NTUFORF9LSU5EX0lOU1BFQ1RfQ09OVEFJTkVSEAoSIgoeQ09NTUFORF9LSU5EX1JFTU9WRV9TVFJBWV9EQVRBEAsSGgoWQ09NTUFORF9LSU5EX0NPUFlfREFUQRAMKloKCkRhdGFQb2xpY3kSGwoXREFUQV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIWChJEQVRBX1BPTElDWV9DUkVBVEUQARIXChNEQVRBX1BPTElDWV9SRVFVSVJFEAIyjAEKDEFnZW50U2VydmljZRI7CgZFbnJvbGwSFy5iZXJ0aC52MS5FbnJvbGxSZXF1ZXN0GhguYmVydGgudjEuRW5yb2xsUmVzcG9uc2USPwoHQ29ubmVjdBIWLmJlcnRoLnYxLkFnZW50TWVzc2FnZRoYLmJlcnRoLnYxLk1hbmFnZXJNZXNzYWdlKAEwAWIGcHJvdG8z", [file_berth_v1_server, file_google_protobuf_timestamp]);
+  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAkiiAMKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIABILCgNzZXEYFCABKARCBgoEYm9keSKLAgoOTWFuYWdlck1lc3NhZ2USJAoHd2VsY29tZRgBIAEoCzIRLmJlcnRoLnYxLldlbGNvbWVIABIkCgdjb21tYW5kGAIgASgLMhEuYmVydGgudjEuQ29tbWFuZEgAEiIKBnJlc3luYxgDIAEoCzIQLmJlcnRoLnYxLlJlc3luY0gAEisKC2xvZ19yZXF1ZXN0GAQgASgLMhQuYmVydGgudjEuTG9nUmVxdWVzdEgAEikKCmxvZ19jYW5jZWwYBSABKAsyEy5iZXJ0aC52MS5Mb2dDYW5jZWxIABIpCgpsb2dfY3JlZGl0GAYgASgLMhMuYmVydGgudjEuTG9nQ3JlZGl0SABCBgoEYm9keSLbAQoFSGVsbG8SEAoIaG9zdG5hbWUYASABKAkSFQoNYWdlbnRfdmVyc2lvbhgCIAEoCRIWCg5kb2NrZXJfdmVyc2lvbhgDIAEoCRIRCglkYXRhX3Jvb3QYBCABKAkSEQoJY3B1X2NvdW50GAUgASgNEhQKDG1lbW9yeV9ieXRlcxgGIAEoBBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgHIAEoBBIdChVkYXRhX3Jvb3RfdG90YWxfYnl0ZXMYCCABKAQSGAoQZG9ja2VyX3JlYWNoYWJsZRgJIAEoCCJ8CgdXZWxjb21lEhIKCm1hbmFnZXJfaWQYASABKAkSDwoHaG9zdF9pZBgCIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgDIAEoDRIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIICgZSZXN5bmMi7QQKDUNvbnRhaW5lckluZm8SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRINCgVpbWFnZRgDIAEoCRINCgVzdGF0ZRgEIAEoCRIzCgZsYWJlbHMYBSADKAsyIy5iZXJ0aC52MS5Db250YWluZXJJbmZvLkxhYmVsc0VudHJ5EhEKCWV4aXRfY29kZRgGIAEoBRIwCgxjcmVhdGVkX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHN0YXJ0ZWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNZmluaXNoZWRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKb29tX2tpbGxlZBgKIAEoCBIkCgVwb3J0cxgLIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nEg4KBm1vdW50cxgMIAMoCRIPCgdjb21tYW5kGA0gAygJEi0KA2VudhgOIAMoCzIgLmJlcnRoLnYxLkNvbnRhaW5lckluZm8uRW52RW50cnkSDQoFZXJyb3IYDyABKAkSEwoLdW5zdXBwb3J0ZWQYECADKAkSKgoMbW91bnRfcG9pbnRzGBEgAygLMhQuYmVydGgudjEuTW91bnRQb2ludBIQCghuZXR3b3JrcxgSIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEizwEKC05ldHdvcmtJbmZvEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSMQoGbGFiZWxzGAMgAygLMiEuYmVydGgudjEuTmV0d29ya0luZm8uTGFiZWxzRW50cnkSMAoMY3JlYXRlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjb250YWluZXJzGAUgASgNGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUgoKTW91bnRQb2ludBIMCgR0eXBlGAEgASgJEg4KBnNvdXJjZRgCIAEoCRITCgtkZXN0aW5hdGlvbhgDIAEoCRIRCglyZWFkX29ubHkYBCABKAgicQoHRGF0YURpchIRCglzZXJ2ZXJfaWQYASABKAkSDgoGZXhpc3RzGAIgASgIEhIKCnNpemVfYnl0ZXMYAyABKAMSLwoLbW9kaWZ5X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIroCCglJbnZlbnRvcnkSKwoKY29udGFpbmVycxgBIAMoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SJAoJZGF0YV9kaXJzGAIgAygLMhEuYmVydGgudjEuRGF0YURpchIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIEhcKD290aGVyX2RhdGFfZGlycxgEIAMoCRIqCgl1bm1hbmFnZWQYBSADKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEhkKEXVubWFuYWdlZF9vbWl0dGVkGAYgASgNEgwKBG1vcmUYByABKAgSDwoHcGFydF9vZhgIIAEoCRInCghuZXR3b3JrcxgJIAMoCzIVLmJlcnRoLnYxLk5ldHdvcmtJbmZvEhgKEG5ldHdvcmtzX29taXR0ZWQYCiABKA0imwEKDkNvbnRhaW5lckV2ZW50Eg4KBmFjdGlvbhgBIAEoCRIqCgljb250YWluZXIYAiABKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEg8KB3JlbW92ZWQYAyABKAgSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKZXhpdF9jYXVzZRgFIAEoCSItCgpEYXRhU3RhdHVzEh8KBGRpcnMYASADKAsyES5iZXJ0aC52MS5EYXRhRGlyIs0DCg1Db250YWluZXJTcGVjEg0KBWltYWdlGAEgASgJEg8KB2NvbW1hbmQYAiADKAkSLQoDZW52GAMgAygLMiAuYmVydGgudjEuQ29udGFpbmVyU3BlYy5FbnZFbnRyeRIkCgVwb3J0cxgEIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nEhcKD2RhdGFfbW91bnRfcGF0aBgFIAEoCRIzCgZsYWJlbHMYBiADKAsyIy5iZXJ0aC52MS5Db250YWluZXJTcGVjLkxhYmVsc0VudHJ5EhEKCXNwZWNfaGFzaBgHIAEoCRIMCgRuYW1lGAggASgJEg8KB2NhcF9hZGQYCSADKAkSGgoSbG9nX21heF9zaXplX2J5dGVzGAogASgNEhUKDWxvZ19tYXhfZmlsZXMYCyABKA0SDwoHbmV0d29yaxgMIAEoCRIPCgdwcm9qZWN0GA0gASgJEhcKD25ldHdvcmtfYWxpYXNlcxgOIAMoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihAMKB0NvbW1hbmQSCgoCaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEiMKBGtpbmQYAyABKA4yFS5iZXJ0aC52MS5Db21tYW5kS2luZBIqCgljb250YWluZXIYBCABKAsyFy5iZXJ0aC52MS5Db250YWluZXJTcGVjEikKC2RhdGFfcG9saWN5GAUgASgOMhQuYmVydGgudjEuRGF0YVBvbGljeRIcChRzdG9wX3RpbWVvdXRfc2Vjb25kcxgGIAEoDRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVjcmVhdGUYCCABKAgSFAoMY29udGFpbmVyX2lkGAkgASgJEhAKCGRhdGFfZGlyGAogASgJEhwKFGFkb3B0ZWRfY29udGFpbmVyX2lkGAsgASgJEhIKCm1vdW50X3BhdGgYDCABKAkSFQoNb3JwaGFuX2FjdGlvbhgNIAEoCBIPCgduZXR3b3JrGA4gASgJIqIBCg1Db21tYW5kUmVzdWx0EhIKCmNvbW1hbmRfaWQYASABKAkSDwoHc3VjY2VzcxgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIqCgljb250YWluZXIYBSABKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEh8KBGRhdGEYBiABKAsyES5iZXJ0aC52MS5EYXRhRGlyIm0KCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgCIAEoBBIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIImgKCExvZ0NodW5rEhIKCnJlcXVlc3RfaWQYASABKAkSDgoGc3RyZWFtGAIgASgJEgwKBGRhdGEYAyABKAwSCwoDZW5kGAQgASgIEg0KBWVycm9yGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJtCgpMb2dSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEg4KBmZvbGxvdxgDIAEoCBISCgp0YWlsX2xpbmVzGAQgASgNEhQKDHdpbmRvd19ieXRlcxgFIAEoDSIfCglMb2dDYW5jZWwSEgoKcmVxdWVzdF9pZBgBIAEoCSJiCgxQdWxsUHJvZ3Jlc3MSEQoJc2VydmVyX2lkGAEgASgJEhIKCmNvbW1hbmRfaWQYAiABKAkSDQoFaW1hZ2UYAyABKAkSDgoGc3RhdHVzGAQgASgJEgwKBGRvbmUYBSABKAgiLgoJTG9nQ3JlZGl0EhIKCnJlcXVlc3RfaWQYASABKAkSDQoFYnl0ZXMYAiABKA0qzgMKC0NvbW1hbmRLaW5kEhwKGENPTU1BTkRfS0lORF9VTlNQRUNJRklFRBAAEiEKHUNPTU1BTkRfS0lORF9FTlNVUkVfQ09OVEFJTkVSEAESHwobQ09NTUFORF9LSU5EX0VOU1VSRV9SVU5OSU5HEAISHwobQ09NTUFORF9LSU5EX0VOU1VSRV9TVE9QUEVEEAMSHgoaQ09NTUFORF9LSU5EX0VOU1VSRV9QQVVTRUQQBBIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1JFTU9WRUQQBRIcChhDT01NQU5EX0tJTkRfUkVNT1ZFX0RBVEEQBhIbChdDT01NQU5EX0tJTkRfQ0hFQ0tfREFUQRAHEhgKFENPTU1BTkRfS0lORF9SRVNUQVJUEAgSIQodQ09NTUFORF9LSU5EX1JFTU9WRV9DT05UQUlORVIQCRIiCh5DT01NQU5EX0tJTkRfSU5TUEVDVF9DT05UQUlORVIQChIiCh5DT01NQU5EX0tJTkRfUkVNT1ZFX1NUUkFZX0RBVEEQCxIaChZDT01NQU5EX0tJTkRfQ09QWV9EQVRBEAwSHwobQ09NTUFORF9LSU5EX1JFTU9WRV9ORVRXT1JLEA0qWgoKRGF0YVBvbGljeRIbChdEQVRBX1BPTElDWV9VTlNQRUNJRklFRBAAEhYKEkRBVEFfUE9MSUNZX0NSRUFURRABEhcKE0RBVEFfUE9MSUNZX1JFUVVJUkUQAjKMAQoMQWdlbnRTZXJ2aWNlEjsKBkVucm9sbBIXLmJlcnRoLnYxLkVucm9sbFJlcXVlc3QaGC5iZXJ0aC52MS5FbnJvbGxSZXNwb25zZRI/CgdDb25uZWN0EhYuYmVydGgudjEuQWdlbnRNZXNzYWdlGhguYmVydGgudjEuTWFuYWdlck1lc3NhZ2UoATABYgZwcm90bzM", [file_berth_v1_server, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message berth.v1.EnrollRequest
@@ -410,6 +410,14 @@ export type ContainerInfo = Message<"berth.v1.ContainerInfo"> & {
    * @generated from field: repeated berth.v1.MountPoint mount_points = 17;
    */
   mountPoints: MountPoint[];
+
+  /**
+   * Names of the Docker networks the container is attached to ("bridge" for
+   * Docker's default one).
+   *
+   * @generated from field: repeated string networks = 18;
+   */
+  networks: string[];
 };
 
 /**
@@ -418,6 +426,48 @@ export type ContainerInfo = Message<"berth.v1.ContainerInfo"> & {
  */
 export const ContainerInfoSchema: GenMessage<ContainerInfo> = /*@__PURE__*/
   messageDesc(file_berth_v1_agent, 7);
+
+/**
+ * NetworkInfo is a Docker network berth made for a project on this host
+ * (labelled berth.manager and berth.project).
+ *
+ * @generated from message berth.v1.NetworkInfo
+ */
+export type NetworkInfo = Message<"berth.v1.NetworkInfo"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: map<string, string> labels = 3;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_time = 4;
+   */
+  createdTime?: Timestamp | undefined;
+
+  /**
+   * Containers attached to it, running or not.
+   *
+   * @generated from field: uint32 containers = 5;
+   */
+  containers: number;
+};
+
+/**
+ * Describes the message berth.v1.NetworkInfo.
+ * Use `create(NetworkInfoSchema)` to create a new message.
+ */
+export const NetworkInfoSchema: GenMessage<NetworkInfo> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 8);
 
 /**
  * MountPoint is one mount of a container, as Docker reports it.
@@ -457,7 +507,7 @@ export type MountPoint = Message<"berth.v1.MountPoint"> & {
  * Use `create(MountPointSchema)` to create a new message.
  */
 export const MountPointSchema: GenMessage<MountPoint> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 8);
+  messageDesc(file_berth_v1_agent, 9);
 
 /**
  * DataDir is the result of checking one server's data directory.
@@ -491,7 +541,7 @@ export type DataDir = Message<"berth.v1.DataDir"> & {
  * Use `create(DataDirSchema)` to create a new message.
  */
 export const DataDirSchema: GenMessage<DataDir> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 9);
+  messageDesc(file_berth_v1_agent, 10);
 
 /**
  * Inventory is the authoritative full picture of one host. A large one is
@@ -556,6 +606,21 @@ export type Inventory = Message<"berth.v1.Inventory"> & {
    * @generated from field: string part_of = 8;
    */
   partOf: string;
+
+  /**
+   * Project networks (labelled berth.project, of any manager), at most a
+   * bounded number; carried by the last part only.
+   *
+   * @generated from field: repeated berth.v1.NetworkInfo networks = 9;
+   */
+  networks: NetworkInfo[];
+
+  /**
+   * Project networks left out of `networks` because of the bound.
+   *
+   * @generated from field: uint32 networks_omitted = 10;
+   */
+  networksOmitted: number;
 };
 
 /**
@@ -563,7 +628,7 @@ export type Inventory = Message<"berth.v1.Inventory"> & {
  * Use `create(InventorySchema)` to create a new message.
  */
 export const InventorySchema: GenMessage<Inventory> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 10);
+  messageDesc(file_berth_v1_agent, 11);
 
 /**
  * ContainerEvent is a delta: the container's state after a Docker event.
@@ -610,7 +675,7 @@ export type ContainerEvent = Message<"berth.v1.ContainerEvent"> & {
  * Use `create(ContainerEventSchema)` to create a new message.
  */
 export const ContainerEventSchema: GenMessage<ContainerEvent> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 11);
+  messageDesc(file_berth_v1_agent, 12);
 
 /**
  * @generated from message berth.v1.DataStatus
@@ -627,7 +692,7 @@ export type DataStatus = Message<"berth.v1.DataStatus"> & {
  * Use `create(DataStatusSchema)` to create a new message.
  */
 export const DataStatusSchema: GenMessage<DataStatus> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 12);
+  messageDesc(file_berth_v1_agent, 13);
 
 /**
  * ContainerSpec is what the agent needs to create a server's container.
@@ -696,6 +761,33 @@ export type ContainerSpec = Message<"berth.v1.ContainerSpec"> & {
    * @generated from field: uint32 log_max_files = 11;
    */
   logMaxFiles: number;
+
+  /**
+   * The Docker network of the server's project on this host: the agent
+   * creates it when missing (a bridge network labelled berth.manager and
+   * berth.project), attaches the container to it alone (not to Docker's
+   * default bridge) and removes it when the project's last container on the
+   * host is removed. Empty: Docker's default bridge (a manager older than
+   * project networks).
+   *
+   * @generated from field: string network = 12;
+   */
+  network: string;
+
+  /**
+   * The server's project (the network's berth.project label).
+   *
+   * @generated from field: string project = 13;
+   */
+  project: string;
+
+  /**
+   * Names other containers on the network reach this one by (the server's
+   * name and id).
+   *
+   * @generated from field: repeated string network_aliases = 14;
+   */
+  networkAliases: string[];
 };
 
 /**
@@ -703,7 +795,7 @@ export type ContainerSpec = Message<"berth.v1.ContainerSpec"> & {
  * Use `create(ContainerSpecSchema)` to create a new message.
  */
 export const ContainerSpecSchema: GenMessage<ContainerSpec> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 13);
+  messageDesc(file_berth_v1_agent, 14);
 
 /**
  * @generated from message berth.v1.Command
@@ -789,6 +881,13 @@ export type Command = Message<"berth.v1.Command"> & {
    * @generated from field: bool orphan_action = 13;
    */
   orphanAction: boolean;
+
+  /**
+   * REMOVE_NETWORK: the network's name or id.
+   *
+   * @generated from field: string network = 14;
+   */
+  network: string;
 };
 
 /**
@@ -796,7 +895,7 @@ export type Command = Message<"berth.v1.Command"> & {
  * Use `create(CommandSchema)` to create a new message.
  */
 export const CommandSchema: GenMessage<Command> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 14);
+  messageDesc(file_berth_v1_agent, 15);
 
 /**
  * @generated from message berth.v1.CommandResult
@@ -842,7 +941,7 @@ export type CommandResult = Message<"berth.v1.CommandResult"> & {
  * Use `create(CommandResultSchema)` to create a new message.
  */
 export const CommandResultSchema: GenMessage<CommandResult> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 15);
+  messageDesc(file_berth_v1_agent, 16);
 
 /**
  * @generated from message berth.v1.Heartbeat
@@ -869,7 +968,7 @@ export type Heartbeat = Message<"berth.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 16);
+  messageDesc(file_berth_v1_agent, 17);
 
 /**
  * LogChunk is a piece of a container's output, answering a LogRequest.
@@ -919,7 +1018,7 @@ export type LogChunk = Message<"berth.v1.LogChunk"> & {
  * Use `create(LogChunkSchema)` to create a new message.
  */
 export const LogChunkSchema: GenMessage<LogChunk> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 17);
+  messageDesc(file_berth_v1_agent, 18);
 
 /**
  * LogRequest asks the agent to stream a server's container output as
@@ -968,7 +1067,7 @@ export type LogRequest = Message<"berth.v1.LogRequest"> & {
  * Use `create(LogRequestSchema)` to create a new message.
  */
 export const LogRequestSchema: GenMessage<LogRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 18);
+  messageDesc(file_berth_v1_agent, 19);
 
 /**
  * LogCancel ends a LogRequest's stream (the caller went away).
@@ -987,7 +1086,7 @@ export type LogCancel = Message<"berth.v1.LogCancel"> & {
  * Use `create(LogCancelSchema)` to create a new message.
  */
 export const LogCancelSchema: GenMessage<LogCancel> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 19);
+  messageDesc(file_berth_v1_agent, 20);
 
 /**
  * PullProgress reports an image pull made for a server's command. The agent
@@ -1031,7 +1130,7 @@ export type PullProgress = Message<"berth.v1.PullProgress"> & {
  * Use `create(PullProgressSchema)` to create a new message.
  */
 export const PullProgressSchema: GenMessage<PullProgress> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 20);
+  messageDesc(file_berth_v1_agent, 21);
 
 /**
  * LogCredit lets a LogRequest's stream send `bytes` more (counted as for
@@ -1056,7 +1155,7 @@ export type LogCredit = Message<"berth.v1.LogCredit"> & {
  * Use `create(LogCreditSchema)` to create a new message.
  */
 export const LogCreditSchema: GenMessage<LogCredit> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 21);
+  messageDesc(file_berth_v1_agent, 22);
 
 /**
  * CommandKind is an idempotent operation an agent performs.
@@ -1157,6 +1256,16 @@ export enum CommandKind {
    * @generated from enum value: COMMAND_KIND_COPY_DATA = 12;
    */
   COPY_DATA = 12,
+
+  /**
+   * The project network `network` (name or id) is gone. Refused with
+   * NetworkInUse while a container is attached to it, and with
+   * NotThisManagers when it is not labelled with this manager's id (unless
+   * orphan_action). OrphanService.DestroyOrphan.
+   *
+   * @generated from enum value: COMMAND_KIND_REMOVE_NETWORK = 13;
+   */
+  REMOVE_NETWORK = 13,
 }
 
 /**
