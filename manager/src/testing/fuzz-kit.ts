@@ -86,12 +86,20 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}): Pro
   });
   const { url } = await manager.listen();
   const adminToken = manager.initialAdminToken!;
+  // One transport (one HTTP/2 connection) per token, as a real client keeps: a new
+  // connection per call would run into the manager's per-IP connection cap.
+  const transports = new Map<string, Transport>();
+  const transportFor = (token: string): Transport => {
+    let t = transports.get(token);
+    if (!t) transports.set(token, (t = createGrpcTransport({ baseUrl: url, interceptors: token ? [bearer(token)] : [] })));
+    return t;
+  };
   return {
     manager,
     url,
     dbPath,
     adminToken,
-    transport: (token = adminToken) => createGrpcTransport({ baseUrl: url, interceptors: token ? [bearer(token)] : [] }),
+    transport: (token = adminToken) => transportFor(token),
     async close() {
       await manager.close();
       rmSync(dir, { recursive: true, force: true });
