@@ -185,10 +185,51 @@ export interface EndState {
   events: number;
 }
 
+/** command.issued events per server, from the database. */
+function commandsIssued(dbPath: string): Map<string, number> {
+  return readDb(dbPath, (db) => {
+    const rows = db.prepare("SELECT server_id AS s, count(*) AS n FROM events WHERE type = 'command.issued' GROUP BY server_id").all() as { s: string; n: number }[];
+    return new Map(rows.map((r) => [r.s, r.n]));
+  });
+}
+
+/** How long berth must stay silent at rest (no command at all) before the checks. */
+export const REST_CHECK_MS = 5_000;
+/** Commands one accepted operation or one fault may explain for a server, plus a fixed allowance per server. */
+const COMMANDS_PER_OPERATION = 6;
+const COMMANDS_PER_FAULT = 3;
+const COMMANDS_ALLOWANCE = 10;
+
+/**
+ * Commands are justified by changes: none while everything rests, and per
+ * server no more than the operations accepted on it and the faults of the
+ * campaign can explain (a storm of re-issued commands, 1,000–3,000 for one
+ * soft delete, once hid behind a quiet end state).
+ */
+async function checkCommandBudget(cluster: Cluster, tracker: Tracker, v: (inv: string, detail: string) => void): Promise<void> {
+  const before = commandsIssued(cluster.dbPath);
+  await sleep(REST_CHECK_MS);
+  const after = commandsIssued(cluster.dbPath);
+  for (const [id, n] of after) {
+    const extra = n - (before.get(id) ?? 0);
+    if (extra > 0) v("no command at rest", `${id}: ${extra} command(s) issued in ${REST_CHECK_MS / 1000}s after berth quiesced`);
+  }
+  const ops = new Map<string, number>();
+  for (const a of tracker.accepted) ops.set(a.serverId, (ops.get(a.serverId) ?? 0) + 1);
+  const faults = [...tracker.faults.values()].reduce((a, b) => a + b, 0);
+  for (const [id, n] of after) {
+    const budget = COMMANDS_PER_OPERATION * (ops.get(id) ?? 0) + COMMANDS_PER_FAULT * faults + COMMANDS_ALLOWANCE;
+    if (n > budget) {
+      v("commands per server bounded by the operations and faults that explain them", `${id}: ${n} commands issued for ${ops.get(id) ?? 0} accepted operations and ${faults} faults (budget ${budget})`);
+    }
+  }
+}
+
 /** Checks every invariant; adds violations to the tracker and returns a summary of the end state. */
 export async function checkInvariants(cluster: Cluster, tracker: Tracker, watcher: EventWatcher): Promise<EndState> {
   const v = (inv: string, detail: string) => tracker.violation(inv, detail);
   const { servers } = clients(cluster);
+  await checkCommandBudget(cluster, tracker, v);
   // The truth, then berth's account, then the truth again: compare only a stable picture.
   let truth: TruthContainer[] = [];
   let list: Server[] = [];
