@@ -161,6 +161,11 @@ describe("validateSpec accepts and normalizes", () => {
     expect(out.dataMountPath).toBe("/var/lib/postgresql/data");
   });
 
+  it("keeps every field it does not normalize (cap_add, log rotation)", () => {
+    const out = validateSpec(spec({ capAdd: ["NET_RAW"], logMaxSizeBytes: 1 << 20, logMaxFiles: 5 }));
+    expect(out).toMatchObject({ capAdd: ["NET_RAW"], logMaxSizeBytes: 1 << 20, logMaxFiles: 5 });
+  });
+
   it("trims the host id", () => {
     expect(validateSpec(spec({ hostId: " host_a " })).hostId).toBe("host_a");
   });

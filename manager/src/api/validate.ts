@@ -1,4 +1,4 @@
-import { create, isMessage } from "@bufbuild/protobuf";
+import { clone, create, isMessage } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import {
   CreateServerRequestSchema,
@@ -30,17 +30,14 @@ export function validateSpec(input: ServerSpec | undefined, field = "spec"): Ser
   if (!input) throw new InvalidArgumentError(field, "required");
   const problems = [...ruleProblems(ServerSpecSchema, input, field), ...specProblems(input, field)];
   if (problems.length) throw invalidArgument(problems);
-  return create(ServerSpecSchema, {
-    name: input.name,
-    hostId: input.hostId.trim(),
-    image: input.image,
-    command: [...input.command],
-    env: { ...input.env },
-    ports: input.ports.map((p) => create(PortMappingSchema, { hostPort: p.hostPort, containerPort: p.containerPort, protocol: protocolOf(p.protocol) })),
-    dataMountPath: input.dataMountPath || "/data",
-    restartPolicy: input.restartPolicy === RestartPolicy.UNSPECIFIED ? RestartPolicy.ON_FAILURE : input.restartPolicy,
-    desiredState: input.desiredState === DesiredState.UNSPECIFIED ? DesiredState.RUNNING : input.desiredState,
-  });
+  // A copy of everything (fields added to the contract later included), then the defaults.
+  const out = clone(ServerSpecSchema, input);
+  out.hostId = input.hostId.trim();
+  out.ports = input.ports.map((p) => create(PortMappingSchema, { hostPort: p.hostPort, containerPort: p.containerPort, protocol: protocolOf(p.protocol) }));
+  out.dataMountPath = input.dataMountPath || "/data";
+  if (out.restartPolicy === RestartPolicy.UNSPECIFIED) out.restartPolicy = RestartPolicy.ON_FAILURE;
+  if (out.desiredState === DesiredState.UNSPECIFIED) out.desiredState = DesiredState.RUNNING;
+  return out;
 }
 
 /**
