@@ -318,6 +318,9 @@ export class Executor {
         ports: spec.ports,
         dataDir: dataDirPath,
         mountPath: spec.dataMountPath || "/data",
+        capAdd: spec.capAdd,
+        logMaxSizeBytes: spec.logMaxSizeBytes,
+        logMaxFiles: spec.logMaxFiles,
       });
       keep = await this.runtime.inspect(id);
       if (!keep) throw new RuntimeError("CreateFailed", "the container vanished right after it was created");

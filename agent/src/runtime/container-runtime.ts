@@ -18,6 +18,11 @@ export interface CreateContainerSpec {
   /** Host directory (under the data root) bind-mounted at `mountPath`. */
   dataDir: string;
   mountPath: string;
+  /** Dropped capabilities to give back (capabilities.ts ADDABLE_CAPABILITIES only). */
+  capAdd?: string[];
+  /** json-file rotation; 0 or absent means 10 MiB and 3 files. */
+  logMaxSizeBytes?: number;
+  logMaxFiles?: number;
 }
 
 /** A container lifecycle event from the engine. */

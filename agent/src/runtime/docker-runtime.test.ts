@@ -31,6 +31,7 @@ describe("containerConfig: all that berth can ask Docker for", () => {
   it("asks for no privileges, capabilities, devices or host namespaces", () => {
     expect(hc.Privileged).toBe(false);
     expect(hc.CapAdd).toEqual([]);
+    expect(hc.CapDrop).toEqual(["AUDIT_WRITE", "FSETID", "MKNOD", "NET_RAW", "SETFCAP", "SETPCAP", "SYS_CHROOT"]);
     expect(hc.SecurityOpt).toEqual(["no-new-privileges"]);
     // Unset means Docker's defaults: bridge network, private pid/ipc/uts namespaces.
     for (const k of ["NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "Devices", "DeviceRequests", "Binds", "VolumesFrom", "CgroupParent", "Sysctls"]) {
@@ -51,6 +52,23 @@ describe("containerConfig: all that berth can ask Docker for", () => {
     expect(Object.keys(c).sort()).toEqual(["Cmd", "Env", "ExposedPorts", "HostConfig", "Image", "Labels", "Tty", "name"]);
     expect(c.Env).toEqual(["EULA=TRUE"]);
     expect(c.Labels).toEqual(spec.labels);
+  });
+
+  it("rotates a json-file log: 10 MiB x 3 unless the spec says otherwise", () => {
+    expect(hc.LogConfig).toEqual({ Type: "json-file", Config: { "max-size": "10485760", "max-file": "3" } });
+    const own = containerConfig({ ...spec, logMaxSizeBytes: 1 << 20, logMaxFiles: 5 }).HostConfig!;
+    expect(own.LogConfig).toEqual({ Type: "json-file", Config: { "max-size": "1048576", "max-file": "5" } });
+    expect(() => containerConfig({ ...spec, logMaxSizeBytes: 100 })).toThrow(/at least 65536/);
+    expect(() => containerConfig({ ...spec, logMaxFiles: 21 })).toThrow(/1 to 20/);
+  });
+
+  it("gives back only allowed capabilities, by not dropping them; never adds one", () => {
+    const own = containerConfig({ ...spec, capAdd: ["NET_RAW", "SYS_CHROOT"] }).HostConfig!;
+    expect(own.CapAdd).toEqual([]);
+    expect(own.CapDrop).toEqual(["AUDIT_WRITE", "FSETID", "MKNOD", "SETFCAP", "SETPCAP"]);
+    for (const cap of ["MKNOD", "SETFCAP", "SYS_ADMIN", "ALL", "CAP_NET_RAW", "net_raw"]) {
+      expect(() => containerConfig({ ...spec, capAdd: [cap] })).toThrow(/cannot be added; a server may only get back AUDIT_WRITE, FSETID, NET_RAW, SETPCAP, SYS_CHROOT/);
+    }
   });
 
   it("refuses a relative data directory or a mount over the container's root", () => {

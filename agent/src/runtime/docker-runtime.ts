@@ -7,6 +7,8 @@ import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js"
 import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
 import { adoptionView, imageDefaults, summaryInfo } from "./adoption-view.js";
 import { LogDemuxer, mergeFrames, type LogFrame } from "./log-demux.js";
+import { capabilitiesToDrop } from "./capabilities.js";
+import { giveToContainerRoot, remappedRoot } from "./userns.js";
 
 export const LABEL_SERVER = "berth.server";
 
@@ -138,6 +140,7 @@ export class DockerRuntime implements ContainerRuntime {
     } catch (err) {
       throw new RuntimeError("BadCommand", messageOf(err));
     }
+    await this.shareDataDir(spec.dataDir);
     try {
       // The config goes in the body and only the name in the query: handed to createContainer
       // as a plain object, dockerode (docker-modem) writes every field into the URL too, and a
@@ -150,6 +153,25 @@ export class DockerRuntime implements ContainerRuntime {
     } catch (err) {
       if (err instanceof RuntimeError) throw err;
       throw new RuntimeError("CreateFailed", `creating container ${spec.name}: ${messageOf(err)}`);
+    }
+  }
+
+  /**
+   * Under userns-remap the container's root is an unprivileged host uid that
+   * cannot write a data directory the agent made as root: hand it over
+   * (userns.ts). Asked of the engine at each create, so an engine restarted
+   * with or without remapping is followed.
+   */
+  private async shareDataDir(dataDir: string): Promise<void> {
+    const info = (await timed("docker info", (abortSignal) => (this.docker.info as (o: object) => Promise<unknown>).call(this.docker, { abortSignal }))) as {
+      SecurityOptions?: string[];
+      DockerRootDir?: string;
+    };
+    try {
+      const owner = remappedRoot(info);
+      if (owner) await giveToContainerRoot(dataDir, owner);
+    } catch (err) {
+      throw new RuntimeError("CreateFailed", `giving ${dataDir} to the container's remapped root: ${messageOf(err)}`);
     }
   }
 
@@ -392,12 +414,17 @@ async function timed<T>(what: string, call: (signal: AbortSignal) => Promise<T>,
 /**
  * The engine config for a server's container, built only from the fields of
  * CreateContainerSpec: this is the whole of what berth can ask Docker for.
- * No privileges, no added capabilities, no-new-privileges, Docker's default
+ * No privileges, no added capabilities (and DROPPED_CAPABILITIES dropped
+ * unless the spec gives a few back), no-new-privileges, Docker's default
  * (bridge) network and private pid/ipc namespaces, one bind mount of the
- * server's data directory, restart policy "no" (the manager decides restarts).
+ * server's data directory, restart policy "no" (the manager decides
+ * restarts), and a json-file log that rotates (so a chatty server cannot
+ * fill the host's disk).
  */
 export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCreateOptions {
   if (!spec.dataDir.startsWith("/")) throw new Error(`data directory "${spec.dataDir}" must be an absolute host path`);
+  const capDrop = capabilitiesToDrop(spec.capAdd);
+  const log = logRotation(spec);
   if (!spec.mountPath.startsWith("/") || spec.mountPath === "/") {
     throw new Error(`data mount path "${spec.mountPath}" must be an absolute path in the container other than /`);
   }
@@ -427,9 +454,25 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
       RestartPolicy: { Name: "no" },
       Privileged: false,
       CapAdd: [],
+      CapDrop: capDrop,
       SecurityOpt: ["no-new-privileges"],
+      // Always json-file, whatever the engine's default driver: TailLogs reads it back.
+      LogConfig: { Type: "json-file", Config: { "max-size": String(log.maxSizeBytes), "max-file": String(log.maxFiles) } },
     },
   };
+}
+
+/** Log rotation when a command carries none (a manager older than these fields). */
+export const DEFAULT_LOG_MAX_SIZE_BYTES = 10 * 1024 * 1024;
+export const DEFAULT_LOG_MAX_FILES = 3;
+
+/** The spec's log rotation, defaults filled in; refuses values Docker would take but no one means. */
+export function logRotation(spec: Pick<CreateContainerSpec, "logMaxSizeBytes" | "logMaxFiles">): { maxSizeBytes: number; maxFiles: number } {
+  const maxSizeBytes = spec.logMaxSizeBytes || DEFAULT_LOG_MAX_SIZE_BYTES;
+  const maxFiles = spec.logMaxFiles || DEFAULT_LOG_MAX_FILES;
+  if (!Number.isInteger(maxSizeBytes) || maxSizeBytes < 64 * 1024) throw new Error(`log max size ${maxSizeBytes} must be at least 65536 bytes`);
+  if (!Number.isInteger(maxFiles) || maxFiles > 20) throw new Error(`log max files ${maxFiles} must be 1 to 20`);
+  return { maxSizeBytes, maxFiles };
 }
 
 /** Demultiplexes a log body (a stream when following, a Buffer otherwise) into frames. */
