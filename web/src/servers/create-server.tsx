@@ -1,4 +1,4 @@
-/** The create-server form: the manager validates and picks a host; its messages land on the fields they name. */
+/** The create-server form: the contract's field rules are checked before sending (spec-rules.ts); the manager validates and picks a host; its messages land on the fields they name. */
 import { useState, type FormEvent } from "react";
 import { ConnectError } from "@connectrpc/connect";
 import { useHosts, useSession, useWatch } from "../app-context.js";
@@ -8,6 +8,7 @@ import { Modal } from "../ui/modal.js";
 import { setParam } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 import { Field, SpecFields } from "./spec-form.js";
+import { checkSpecRules } from "./spec-rules.js";
 import { emptyForm, fieldOfMessage, FormError, specFromForm, type FieldKey } from "./spec-form-model.js";
 
 export function CreateServerDialog({ onClose }: { onClose: () => void }) {
@@ -27,6 +28,7 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
     setError(undefined);
     try {
       const spec = specFromForm(form);
+      await checkSpecRules(spec);
       const { server } = await api.servers.createServer({ spec, project: can.project === null ? project.trim() : "" });
       toast("ok", `Created ${server?.spec?.name}; berth is bringing it up`);
       onClose();

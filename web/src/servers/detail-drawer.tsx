@@ -18,6 +18,7 @@ import { LogsView } from "./logs-view.js";
 import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, phaseName, phaseTone, targetPhase, type ServerAction } from "./model.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, SpecFields } from "./spec-form.js";
+import { checkSpecRules } from "./spec-rules.js";
 import { fieldOfMessage, formFromSpec, FormError, specFromForm, type FieldKey, type SpecForm } from "./spec-form-model.js";
 import { portsText } from "./table-query.js";
 
@@ -245,6 +246,7 @@ function EditSpec({ s }: { s: Server }) {
     setError(undefined);
     try {
       const spec = specFromForm(form);
+      await checkSpecRules(spec);
       const { server } = await api.servers.updateServer({ id: s.id, spec, applyNow });
       if (server) {
         actions.trackUpdate(s, server.generation);

@@ -58,6 +58,8 @@ describe("spec form", () => {
     expect(fieldOfMessage("spec.ports[0].container_port: 0 is out of range")).toBe("ports.0.container");
     expect(fieldOfMessage('spec.name: "A" is not a valid name')).toBe("name");
     expect(fieldOfMessage("spec.env.FOO: must not contain NUL bytes")).toBe("env");
+    expect(fieldOfMessage('spec.env["1X"]: does not match regex pattern `^[A-Za-z_][A-Za-z0-9_]*$`; spec.name: x')).toBe("env");
+    expect(fieldOfMessage("spec.command[2]: does not match regex pattern")).toBe("command");
     expect(fieldOfMessage("spec.data_mount_path: cannot be '/'")).toBe("dataMountPath");
     expect(fieldOfMessage("no host is connected")).toBeUndefined();
   });

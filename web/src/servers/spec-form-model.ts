@@ -111,11 +111,12 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
 }
 
 /**
- * The form field an InvalidArgument message names: "spec.ports[1].host_port: …"
- * → "ports.1.host"; "spec.env.FOO: …" → "env". Undefined when it names none.
+ * The form field an InvalidArgument message names (the first, when it names
+ * several): "spec.ports[1].host_port: …" → "ports.1.host";
+ * 'spec.env["FOO"]: …' → "env". Undefined when it names none.
  */
 export function fieldOfMessage(message: string): FieldKey | undefined {
-  const m = /^(?:spec\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([A-Za-z_][A-Za-z0-9_]*))?:/.exec(message);
+  const m = /^(?:spec\.)?([a-z_]+)(?:\[(\d+)\]|\["(?:[^"\\]|\\.)*"\])?(?:\.([A-Za-z_][A-Za-z0-9_]*))?:/.exec(message);
   if (!m) return undefined;
   const [, field, index, sub] = m;
   const map: Record<string, string> = { name: "name", image: "image", command: "command", env: "env", ports: "ports", data_mount_path: "dataMountPath", restart_policy: "restartPolicy", desired_state: "desiredState", host_id: "hostId" };
