@@ -46,6 +46,7 @@ const manager = buildManager({
   deleteRetentionSeconds: settings["delete-retention"],
   crashBackoffSeconds: settings["crash-backoff"],
   resyncIntervalSeconds: settings["resync-interval"],
+  containerLogs: { maxSizeBytes: settings["container-log-max-size"], maxFiles: settings["container-log-max-files"] },
   orphanGraceSeconds: settings["orphan-grace"],
   ledger: ledgerConfigFrom(settings),
   ...(settings["metrics-token"] ? { metricsToken: settings["metrics-token"] } : {}),

@@ -34,7 +34,7 @@ import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
 import type { Logger } from "./log.js";
-import { Reconciler } from "./reconcile/reconciler.js";
+import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
 import { openDatabase } from "./store/database.js";
 import { Store } from "./store/store.js";
 import { TokenStore } from "./store/token-store.js";
@@ -60,6 +60,8 @@ export interface ManagerConfig {
   crashBackoffSeconds?: number;
   /** Every server is reconciled at least this often (default 300). */
   resyncIntervalSeconds?: number;
+  /** Containers' json-file log rotation when their spec sets none (default 10 MiB x 3). */
+  containerLogs?: ContainerLogDefaults;
   /** Serve TLS only (ALPN h2 / http/1.1) with this material; plaintext when absent. */
   tls?: TlsMaterial;
   /** Connection limits of the port (per-IP connections, HTTP/2 streams, timeouts); defaults in http/listen.ts. */
@@ -165,6 +167,7 @@ export function buildManager(config: ManagerConfig): Manager {
     ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),
     ...(config.crashBackoffSeconds !== undefined ? { crashBackoffBaseMs: config.crashBackoffSeconds * 1000 } : {}),
     ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
+    ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
   });
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;

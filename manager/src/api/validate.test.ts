@@ -100,6 +100,16 @@ const BAD: [string, Partial<SpecInit>, string][] = [
   ["name with surrounding spaces (clients trim)", { name: " mc-1 " }, "spec.name"],
   ["image with surrounding spaces", { image: " busybox " }, "spec.image"],
   ["mount path with surrounding spaces", { dataMountPath: " /srv " }, "spec.data_mount_path"],
+  ["capability berth never gives back: MKNOD", { capAdd: ["MKNOD"] }, "spec.cap_add[0]"],
+  ["capability berth never gives back: SETFCAP", { capAdd: ["NET_RAW", "SETFCAP"] }, "spec.cap_add[1]"],
+  ["capability outside Docker's defaults", { capAdd: ["SYS_ADMIN"] }, "spec.cap_add[0]"],
+  ["capability spelled with CAP_", { capAdd: ["CAP_NET_RAW"] }, "spec.cap_add[0]"],
+  ["capability in lowercase", { capAdd: ["net_raw"] }, "spec.cap_add[0]"],
+  ["ALL capabilities", { capAdd: ["ALL"] }, "spec.cap_add[0]"],
+  ["a capability twice", { capAdd: ["NET_RAW", "NET_RAW"] }, "spec.cap_add"],
+  ["log size under 64 KiB", { logMaxSizeBytes: 65535 }, "spec.log_max_size_bytes"],
+  ["log size over 1 GiB", { logMaxSizeBytes: 1073741825 }, "spec.log_max_size_bytes"],
+  ["21 log files", { logMaxFiles: 21 }, "spec.log_max_files"],
 ];
 
 describe("validateSpec rejects", () => {
@@ -164,6 +174,12 @@ describe("validateSpec accepts and normalizes", () => {
   it("keeps every field it does not normalize (cap_add, log rotation)", () => {
     const out = validateSpec(spec({ capAdd: ["NET_RAW"], logMaxSizeBytes: 1 << 20, logMaxFiles: 5 }));
     expect(out).toMatchObject({ capAdd: ["NET_RAW"], logMaxSizeBytes: 1 << 20, logMaxFiles: 5 });
+  });
+
+  it("sorts the capabilities given back; log limits at 0 stay 0 (the manager's defaults)", () => {
+    const out = validateSpec(spec({ capAdd: ["SYS_CHROOT", "AUDIT_WRITE", "NET_RAW"] }));
+    expect(out.capAdd).toEqual(["AUDIT_WRITE", "NET_RAW", "SYS_CHROOT"]);
+    expect(out).toMatchObject({ logMaxSizeBytes: 0, logMaxFiles: 0 });
   });
 
   it("trims the host id", () => {

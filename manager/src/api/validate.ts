@@ -37,6 +37,9 @@ export function validateSpec(input: ServerSpec | undefined, field = "spec"): Ser
   out.dataMountPath = input.dataMountPath || "/data";
   if (out.restartPolicy === RestartPolicy.UNSPECIFIED) out.restartPolicy = RestartPolicy.ON_FAILURE;
   if (out.desiredState === DesiredState.UNSPECIFIED) out.desiredState = DesiredState.RUNNING;
+  // The order capabilities are listed in means nothing. Log limits left at 0
+  // stay 0: the manager's defaults (--container-log-max-size/-files) apply.
+  out.capAdd = [...input.capAdd].sort();
   return out;
 }
 

@@ -5,6 +5,7 @@ import { DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
 import { DEFAULT_THRESHOLDS } from "../alerts/rules.js";
 import { DEFAULT_RETENTION } from "../ledger/retention.js";
 import { DEFAULT_HTTP_LIMITS } from "../http/listen.js";
+import { DEFAULT_CONTAINER_LOGS } from "../reconcile/reconciler.js";
 import { httpLimitsFrom, ledgerConfigFrom, limitsFrom, loadManagerSettings, MANAGER_SETTINGS, managerUsage } from "./manager-settings.js";
 import { ConfigError, envName, readConfigFile, type AnySetting } from "./settings.js";
 import { MANAGER_VERSION } from "./version.js";
@@ -35,6 +36,7 @@ describe("manager settings: one table for flags, environment, config file and --
     expect(l.alertIntervalSeconds! * 1000).toBe(DEFAULT_EVALUATOR.intervalMs);
     expect(v["delete-retention"]).toBe(24 * 3600);
     expect(v["crash-backoff"]).toBe(10);
+    expect({ maxSizeBytes: v["container-log-max-size"], maxFiles: v["container-log-max-files"] }).toEqual(DEFAULT_CONTAINER_LOGS);
     // Unset: the reconciler's per-kind deadlines (start 180 s, restart 240 s) apply.
     expect(v["start-timeout"]).toBeUndefined();
     expect(v.webhook).toEqual([]);

@@ -169,6 +169,22 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "every server is reconciled at least this often, spread over the period (the safety net for a missed trigger)",
     check: seconds,
   },
+  "container-log-max-size": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "BYTES",
+    default: 10 * 1024 * 1024,
+    help: "a container's json-file log rotates at this size, unless its spec sets log_max_size_bytes (65536 to 1073741824); applies to containers created from then on",
+    check: (n) => (Number.isInteger(n) && n >= 65536 && n <= 1073741824 ? undefined : "must be a whole number of bytes from 65536 (64 KiB) to 1073741824 (1 GiB)"),
+  },
+  "container-log-max-files": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "N",
+    default: 3,
+    help: "log files kept per container (the current one and rotated ones), unless its spec sets log_max_files (1 to 20)",
+    check: (n) => (Number.isInteger(n) && n >= 1 && n <= 20 ? undefined : "must be a whole number from 1 to 20"),
+  },
   "orphan-grace": {
     kind: "integer",
     group: "Server lifecycle",

@@ -21,7 +21,7 @@ import { AgentHub, type AgentSession } from "../link/agent-hub.js";
 import { openDatabase } from "../store/database.js";
 import { initialStatus, Store, type ServerRecord } from "../store/store.js";
 import { COMMAND_DEADLINE_MS } from "./plan.js";
-import { Reconciler } from "./reconciler.js";
+import { Reconciler, type ContainerLogDefaults } from "./reconciler.js";
 import { specHash } from "./spec-hash.js";
 
 const HOST = "host_aaaaaaaaaaaa";
@@ -48,7 +48,9 @@ afterEach(() => {
   }
 });
 
-function setup(opts: { session?: "ready" | "not-ready" | "none"; desired?: DesiredState } = {}): Harness {
+function setup(
+  opts: { session?: "ready" | "not-ready" | "none"; desired?: DesiredState; spec?: { capAdd?: string[]; logMaxSizeBytes?: number; logMaxFiles?: number }; containerLogs?: ContainerLogDefaults } = {},
+): Harness {
   const store = new Store(openDatabase(":memory:"));
   const hub = new AgentHub();
   const sent: ManagerMessage[] = [];
@@ -70,6 +72,7 @@ function setup(opts: { session?: "ready" | "not-ready" | "none"; desired?: Desir
     ports: [{ hostPort: 25565, containerPort: 25565 }],
     dataMountPath: "/data",
     desiredState: opts.desired ?? DesiredState.RUNNING,
+    ...opts.spec,
   });
   const server: ServerRecord = {
     id: SERVER,
@@ -93,6 +96,7 @@ function setup(opts: { session?: "ready" | "not-ready" | "none"; desired?: Desir
     managerId,
     now: () => clock.now,
     onServerChanged: (id) => changed.push(id),
+    ...(opts.containerLogs ? { containerLogs: opts.containerLogs } : {}),
   });
   const h = { store, hub, rec, managerId, sent, changed, clock, server, session };
   open.push(h);
@@ -137,6 +141,20 @@ function runningContainer(h: Harness, managerId = h.managerId): ContainerInfo {
 }
 
 describe("Reconciler", () => {
+  it("sends the capabilities given back and the log rotation: the spec's, else the manager's defaults", () => {
+    const byDefault = setup();
+    byDefault.rec.reconcile(SERVER, "created");
+    expect(sentCommands(byDefault)[0]!.container).toMatchObject({ capAdd: [], logMaxSizeBytes: 10 * 1024 * 1024, logMaxFiles: 3 });
+
+    const configured = setup({ containerLogs: { maxSizeBytes: 1 << 20, maxFiles: 2 } });
+    configured.rec.reconcile(SERVER, "created");
+    expect(sentCommands(configured)[0]!.container).toMatchObject({ logMaxSizeBytes: 1 << 20, logMaxFiles: 2 });
+
+    const own = setup({ spec: { capAdd: ["NET_RAW"], logMaxSizeBytes: 65536, logMaxFiles: 5 }, containerLogs: { maxSizeBytes: 1 << 20, maxFiles: 2 } });
+    own.rec.reconcile(SERVER, "created");
+    expect(sentCommands(own)[0]!.container).toMatchObject({ capAdd: ["NET_RAW"], logMaxSizeBytes: 65536, logMaxFiles: 5 });
+  });
+
   it("issues one command, is idempotent, and reaches Running from observations", () => {
     const h = setup();
 

@@ -45,7 +45,18 @@ export interface ReconcilerDeps {
    * that was missed.
    */
   resyncIntervalMs?: number;
+  /** Log rotation of a container whose spec sets none (default DEFAULT_CONTAINER_LOGS). */
+  containerLogs?: ContainerLogDefaults;
 }
+
+/** json-file rotation for servers whose spec leaves it at 0. */
+export interface ContainerLogDefaults {
+  maxSizeBytes: number;
+  maxFiles: number;
+}
+
+/** 10 MiB x 3: a container's log takes at most 30 MiB of the host's disk. */
+export const DEFAULT_CONTAINER_LOGS: ContainerLogDefaults = { maxSizeBytes: 10 * 1024 * 1024, maxFiles: 3 };
 
 /** Default period of the full resync. */
 export const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
@@ -442,6 +453,9 @@ export class Reconciler {
         env: spec.env,
         ports: spec.ports,
         dataMountPath: spec.dataMountPath,
+        capAdd: spec.capAdd,
+        logMaxSizeBytes: spec.logMaxSizeBytes || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxSizeBytes,
+        logMaxFiles: spec.logMaxFiles || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxFiles,
         name: containerName(server),
         specHash: hash,
         labels: {

@@ -5,6 +5,11 @@ import type { ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
  * Hash of everything in a spec that shapes the container. A running container
  * whose `berth.spec-hash` label differs runs an older spec. Desired state and
  * restart policy are not part of it: changing them needs no new container.
+ * Fields added later (capabilities given back, log rotation) count only when
+ * set, so a spec without them keeps the hash it had before they existed and
+ * upgrading the manager recreates no container. Log limits left at 0 follow
+ * the manager's defaults, which are not hashed: a changed default reaches a
+ * container when it is next created (an update, a rebuild), not by itself.
  */
 export function specHash(spec: ServerSpec): string {
   const canonical = JSON.stringify({
@@ -15,6 +20,9 @@ export function specHash(spec: ServerSpec): string {
       .map((k) => [k, spec.env[k]]),
     ports: spec.ports.map((p) => [p.hostPort, p.containerPort, p.protocol]),
     dataMountPath: spec.dataMountPath,
+    ...(spec.capAdd.length > 0 ? { capAdd: [...spec.capAdd].sort() } : {}),
+    ...(spec.logMaxSizeBytes ? { logMaxSizeBytes: spec.logMaxSizeBytes } : {}),
+    ...(spec.logMaxFiles ? { logMaxFiles: spec.logMaxFiles } : {}),
   });
   return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
 }
