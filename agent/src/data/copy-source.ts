@@ -1,4 +1,5 @@
-import { sep } from "node:path";
+import { chmod, lstat, readdir } from "node:fs/promises";
+import { join, sep } from "node:path";
 
 /** A container mount AdoptOrphan(move_data) wants copied into the data root. */
 export interface CopySource {
@@ -42,4 +43,50 @@ export function copySourceRefusal(m: CopySource, dataRoot: string): string | und
   if (under(p, DOCKER_ROOT) && !DOCKER_VOLUME_DATA.test(p)) return `${p} is Docker's own state (only a volume's _data directory can be copied)`;
   if (under(dataRoot, p)) return `${p} is the data root or one of its parents`;
   return undefined;
+}
+
+/** A copied tree holds something berth never hands out (a device node, a FIFO, a socket). */
+export class CopyRefusedError extends Error {
+  override readonly name = "CopyRefusedError";
+}
+
+/** Setuid and setgid: on a file, a way to someone else's identity for whoever runs it. */
+const PRIVILEGE_BITS = 0o6000;
+
+/**
+ * Makes a freshly copied tree safe to hand to a server (the rule of
+ * docs/security.md, "Data that leaves a container"): clears setuid and setgid
+ * on every file (a directory keeps setgid, which only picks new files'
+ * group), and refuses device nodes, FIFOs and sockets anywhere in it — a
+ * device node opens a host device to whoever can reach the file, whatever the
+ * container's device rules said. Walks every entry (no cap: a limit would be
+ * a place to hide one), never follows symlinks. Run it on a copy that no
+ * container can reach yet (the agent's hidden work directory). Answers the
+ * files whose bits it cleared, relative to `dir`.
+ */
+export async function sanitizeCopiedTree(dir: string): Promise<string[]> {
+  const stripped: string[] = [];
+  const stack = [""];
+  while (stack.length > 0) {
+    const rel = stack.pop()!;
+    for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? join(rel, e.name) : e.name;
+      const p = join(dir, r);
+      if (e.isSymbolicLink()) continue;
+      if (e.isBlockDevice() || e.isCharacterDevice() || e.isFIFO() || e.isSocket()) {
+        const kind = e.isBlockDevice() ? "a block device" : e.isCharacterDevice() ? "a character device" : e.isFIFO() ? "a FIFO" : "a socket";
+        throw new CopyRefusedError(`${r} is ${kind}: berth never copies device nodes, FIFOs or sockets into a data directory; remove it from the source and try again`);
+      }
+      if (e.isDirectory()) {
+        stack.push(r);
+        continue;
+      }
+      const st = await lstat(p);
+      if (st.isFile() && st.mode & PRIVILEGE_BITS) {
+        await chmod(p, st.mode & 0o777 & ~PRIVILEGE_BITS);
+        stripped.push(r);
+      }
+    }
+  }
+  return stripped;
 }

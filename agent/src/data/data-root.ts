@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { chmod, lstat, mkdir, readdir, realpath, rename, rm, stat, statfs } from "node:fs/promises";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { promisify } from "node:util";
-import { copySourceRefusal } from "./copy-source.js";
+import { CopyRefusedError, copySourceRefusal, sanitizeCopiedTree } from "./copy-source.js";
 
 /** A server id as the manager issues them; the only names allowed under the data root. */
 const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
@@ -177,8 +177,12 @@ export class DataRoot {
    * renamed into place at the end: a half-done copy never looks like server
    * data. The source is left untouched. Refuses sources copySourceRefusal
    * names, a target that exists, and a copy larger than the free space.
+   * Hands out no privilege: extended attributes (file capabilities among
+   * them) are not copied, setuid/setgid bits are cleared, and a source with a
+   * device node, FIFO or socket is refused (sanitizeCopiedTree). Answers the
+   * files whose setuid/setgid bits were cleared.
    */
-  async copyIn(serverId: string, source: { type: string; path: string; readOnly: boolean }, timeoutMs: number): Promise<void> {
+  async copyIn(serverId: string, source: { type: string; path: string; readOnly: boolean }, timeoutMs: number): Promise<string[]> {
     const target = await this.safePathFor(serverId);
     if (await exists(target)) throw new DataPathError(`${target} already exists; refusing to copy over it`);
     let real: string;
@@ -198,10 +202,13 @@ export class DataRoot {
     await mkdir(work, { mode: 0o755 });
     try {
       // "<dir>/." copies the contents and the directory's own owner and mode.
-      await promisify(execFile)("cp", ["-a", "--", `${real}/.`, `${work}/`], { timeout: timeoutMs, maxBuffer: 1024 * 1024 });
+      await promisify(execFile)("cp", ["-a", "--no-preserve=xattr", "--", `${real}/.`, `${work}/`], { timeout: timeoutMs, maxBuffer: 1024 * 1024 });
+      const stripped = await sanitizeCopiedTree(work);
       await rename(work, target);
+      return stripped;
     } catch (err) {
       await rm(work, { recursive: true, force: true }).catch(() => {});
+      if (err instanceof CopyRefusedError) throw new DataPathError(`refusing to copy ${source.path}: ${err.message}`);
       const e = err as { stderr?: string; message?: string; killed?: boolean };
       throw new DataPathError(`copying ${source.path} into ${target} failed: ${e.killed ? "timed out" : (e.stderr || e.message || String(err)).trim()}`);
     }
