@@ -1,9 +1,9 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { PortMappingSchema, Protocol, ServerSpecSchema, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { describe, expect, it } from "vitest";
 import { specHash } from "./spec-hash.js";
 
-const base = (over: Partial<ServerSpec> = {}) =>
+const base = (over: Partial<Exclude<MessageInitShape<typeof ServerSpecSchema>, ServerSpec>> = {}) =>
   create(ServerSpecSchema, {
     name: "mc",
     image: "busybox:1",
