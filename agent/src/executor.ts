@@ -14,9 +14,19 @@ import { DataPathError } from "./data/data-root.js";
 import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
 import { LABEL_SERVER, messageOf } from "./runtime/docker-runtime.js";
 import { ENGINE_FAILURE_REASONS, engineGoingAway, waitForEngine } from "./runtime/engine-watch.js";
+import { foreignNetworkRefusal, isProjectNetwork, isProjectNetworkName, LABEL_PROJECT, networkFieldsRefusal, networkLabels } from "./runtime/project-network.js";
 import type { Logger } from "pino";
 
 const LABEL_HASH = "berth.spec-hash";
+
+/** A command's project network, checked (Executor.projectNetwork). */
+interface ProjectNetwork {
+  name: string;
+  aliases: string[];
+  labels: Record<string, string>;
+  project: string;
+  managerId: string;
+}
 
 /** Progress of an image pull made for a command. */
 export interface PullReport {
@@ -83,6 +93,12 @@ export class Executor {
   private readonly results = new Map<string, Promise<CommandResult>>();
   /** Containers berth itself is stopping or removing, until when (their exits are not drift). */
   private readonly expectedExits = new Map<string, number>();
+  /**
+   * One operation per project network at a time (by name): a container being
+   * put on a network and the network being removed because its project's
+   * last container went never interleave, whichever servers they are for.
+   */
+  private readonly networkTails = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
@@ -101,6 +117,76 @@ export class Executor {
       return false;
     }
     return true;
+  }
+
+  private withNetwork<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.networkTails.get(name) ?? Promise.resolve();
+    const run = prev.then(fn);
+    const tail = run.catch(() => undefined);
+    this.networkTails.set(name, tail);
+    void tail.then(() => {
+      if (this.networkTails.get(name) === tail) this.networkTails.delete(name);
+    });
+    return run;
+  }
+
+  /** The command's project network, checked; undefined when it names none (Docker's default bridge). */
+  private projectNetwork(cmd: Command): ProjectNetwork | undefined {
+    const spec = cmd.container;
+    if (!spec?.network) return undefined;
+    const managerId = this.manager.managerId() ?? spec.labels[LABEL_MANAGER] ?? "";
+    const refused = networkFieldsRefusal({ network: spec.network, project: spec.project, aliases: spec.networkAliases, managerId });
+    if (refused) throw new RuntimeError("BadCommand", refused);
+    return { name: spec.network, aliases: [...spec.networkAliases], labels: networkLabels(managerId, spec.project), project: spec.project, managerId };
+  }
+
+  /** Creates the project's network when missing; refuses a network of that name that is not the project's. Call under withNetwork. */
+  private async ensureNetwork(net: ProjectNetwork): Promise<void> {
+    const found = await this.runtime.ensureNetwork(net.name, net.labels);
+    const foreign = foreignNetworkRefusal(found, net.managerId, net.project);
+    if (foreign) throw new RuntimeError("NetworkNotBerths", foreign);
+  }
+
+  /**
+   * After containers were removed: each project network they were on that
+   * now has no container left (running or not) is removed. A failure only
+   * logs: the network stays, and ListOrphans shows it.
+   */
+  private async releaseNetworks(removed: readonly ContainerInfo[]): Promise<void> {
+    const managerId = this.manager.managerId();
+    if (!managerId) return;
+    const names = new Set(removed.flatMap((c) => c.networks).filter(isProjectNetworkName));
+    for (const name of names) {
+      await this.withNetwork(name, async () => {
+        const n = await this.runtime.inspectNetwork(name);
+        if (!n || !isProjectNetwork(n, managerId) || n.containers > 0) return;
+        await this.runtime.removeNetwork(n.id);
+        this.log.info({ network: name, project: n.labels[LABEL_PROJECT] }, "removed the project network: its last container on this host is gone");
+      }).catch((err: unknown) => this.log.warn({ network: name, err: messageOf(err) }, "could not remove an empty project network; it is listed as an orphan"));
+    }
+  }
+
+  /** OrphanService.DestroyOrphan of a network: only a berth project network, only when nothing is attached. */
+  private async removeNetwork(cmd: Command): Promise<void> {
+    if (!cmd.network) throw new RuntimeError("BadCommand", "remove-network needs a network name or id");
+    const first = await this.runtime.inspectNetwork(cmd.network);
+    if (!first) return;
+    await this.withNetwork(first.name, async () => {
+      const n = await this.runtime.inspectNetwork(first.id);
+      if (!n) return;
+      const managerId = this.manager.managerId();
+      if (!isProjectNetworkName(n.name) || n.labels[LABEL_PROJECT] === undefined) {
+        throw new RuntimeError("NotAProjectNetwork", `network ${n.name} is not a berth project network; the agent removes no other network`);
+      }
+      if (!cmd.orphanAction && (!managerId || !isProjectNetwork(n, managerId))) {
+        throw new RuntimeError("NotThisManagers", `network ${n.name} is not labelled ${LABEL_MANAGER}=${managerId ?? "<this manager>"}; the agent removes it only on an explicit orphan action`);
+      }
+      if (n.containers > 0) {
+        throw new RuntimeError("NetworkInUse", `network ${n.name} still has ${n.containers} container(s) attached (running or not); remove or move them first`);
+      }
+      await this.runtime.removeNetwork(n.id);
+      this.log.info({ network: n.name, project: n.labels[LABEL_PROJECT] }, "removed a project network (orphan action)");
+    });
   }
 
   /** Marks an exit as berth's own for the duration of the call plus a grace period for late events. */
@@ -160,7 +246,7 @@ export class Executor {
       return create(CommandResultSchema, { commandId: cmd.id, success: false, ...refused });
     }
     try {
-      const { container, data } = await this.dispatch(cmd);
+      const { container, data } = await this.dispatch(cmd, named);
       this.log.info({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ms: Date.now() - started }, "command applied");
       return create(CommandResultSchema, {
         commandId: cmd.id,
@@ -185,7 +271,7 @@ export class Executor {
     }
   }
 
-  private async dispatch(cmd: Command): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+  private async dispatch(cmd: Command, named?: ContainerInfo): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
     switch (cmd.kind) {
       case CommandKind.ENSURE_CONTAINER:
         return this.ensureContainer(cmd, false);
@@ -204,17 +290,25 @@ export class Executor {
         if (c.state === "running") await this.runtime.pause(c.id);
         return { container: await this.current(cmd) };
       }
-      case CommandKind.ENSURE_REMOVED:
-        for (const c of await this.containersOf(cmd)) await this.expectExit(c.id, () => this.runtime.remove(c.id));
+      case CommandKind.ENSURE_REMOVED: {
+        const removed = await this.containersOf(cmd);
+        for (const c of removed) await this.expectExit(c.id, () => this.runtime.remove(c.id));
+        await this.releaseNetworks(removed);
         return {};
+      }
       case CommandKind.REMOVE_DATA:
         await this.data.remove(cmd.serverId);
         return { data: await this.data.check(cmd.serverId) };
       case CommandKind.CHECK_DATA:
         return { data: await this.data.check(cmd.serverId) };
-      case CommandKind.REMOVE_CONTAINER:
+      case CommandKind.REMOVE_CONTAINER: {
         if (!cmd.containerId) throw new RuntimeError("BadCommand", "remove-container needs a container id");
         await this.expectExit(cmd.containerId, () => this.runtime.remove(cmd.containerId));
+        if (named) await this.releaseNetworks([named]);
+        return {};
+      }
+      case CommandKind.REMOVE_NETWORK:
+        await this.removeNetwork(cmd);
         return {};
       case CommandKind.INSPECT_CONTAINER: {
         if (!this.runtime.inspectForAdoption) throw new RuntimeError("Unsupported", "this runtime cannot inspect containers for adoption");
@@ -263,6 +357,7 @@ export class Executor {
       this.log.info({ server: cmd.serverId, container: c.id, from: m.source }, "copied an adopted container's data into the data root");
     }
     await this.expectExit(c.id, () => this.runtime.remove(c.id));
+    await this.releaseNetworks([c]);
     return { data: await this.data.check(cmd.serverId) };
   }
 
@@ -283,6 +378,7 @@ export class Executor {
     if (!check.exists && cmd.dataPolicy === DataPolicy.REQUIRE) {
       throw new RuntimeError("DataMissing", `data directory ${this.data.pathFor(cmd.serverId)} is missing; refusing to start with empty data`);
     }
+    const net = this.projectNetwork(cmd);
     const dataDirPath = await this.data.ensure(cmd.serverId);
 
     const existing = await this.containersOf(cmd);
@@ -309,7 +405,7 @@ export class Executor {
         }
         report(`pulled image ${spec.image}`, true);
       }
-      const id = await this.runtime.create({
+      const createIt = () => this.runtime.create({
         name: spec.name,
         image: spec.image,
         command: spec.command,
@@ -321,9 +417,28 @@ export class Executor {
         capAdd: spec.capAdd,
         logMaxSizeBytes: spec.logMaxSizeBytes,
         logMaxFiles: spec.logMaxFiles,
+        ...(net ? { network: { name: net.name, aliases: net.aliases } } : {}),
       });
+      // The network is made (if missing) and the container created on it under the network's
+      // lock: removing the project's emptied network cannot slip in between.
+      const id = net
+        ? await this.withNetwork(net.name, async () => {
+            await this.ensureNetwork(net);
+            return createIt();
+          })
+        : await createIt();
       keep = await this.runtime.inspect(id);
       if (!keep) throw new RuntimeError("CreateFailed", "the container vanished right after it was created");
+    }
+    else if (net && (keep.networks.length !== 1 || keep.networks[0] !== net.name)) {
+      // Made before project networks (on Docker's default bridge): moved onto its project's
+      // network live, without a restart; published ports keep working.
+      const moving = keep;
+      await this.withNetwork(net.name, async () => {
+        await this.ensureNetwork(net);
+        await this.runtime.attachOnly(moving.id, { name: net.name, aliases: net.aliases });
+      });
+      this.log.info({ server: cmd.serverId, container: keep.id, network: net.name, from: keep.networks }, "moved the container onto its project network");
     }
     if (running) {
       if (keep.state === "paused") await this.runtime.unpause(keep.id);

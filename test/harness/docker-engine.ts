@@ -65,7 +65,7 @@ const SYSTEM_BIN_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr
  * they answer, otherwise a private dockerd (see startPrivateDockerd).
  * Throws an Error explaining every failed option; it never skips silently.
  */
-export async function ensureDockerEngine(opts: { name?: string } = {}): Promise<DockerEngine> {
+export async function ensureDockerEngine(opts: { name?: string; iptables?: boolean } = {}): Promise<DockerEngine> {
   const rejected: string[] = [];
 
   const envHost = process.env.DOCKER_HOST;
@@ -85,7 +85,7 @@ export async function ensureDockerEngine(opts: { name?: string } = {}): Promise<
   rejected.push(`${SYSTEM_SOCKET} did not answer: ${err}`);
 
   try {
-    return await startPrivateDockerd(opts.name ?? "default");
+    return await startPrivateDockerd(opts.name ?? "default", { iptables: opts.iptables ?? false });
   } catch (e) {
     throw new Error(
       `No Docker engine available.\n- ${rejected.join("\n- ")}\n- private dockerd: ${errorMessage(e)}`,
@@ -98,8 +98,17 @@ export async function ensureDockerEngine(opts: { name?: string } = {}): Promise<
  * already answering on <dir>/docker.sock, otherwise starts one (root only).
  * The daemon is detached so that it may outlive the caller; stop() only
  * stops a daemon this call spawned. dockerd output goes to <dir>/dockerd.log.
+ *
+ * `iptables`: let this dockerd manage iptables as a real host's Docker does
+ * (isolation between its networks, NAT). Give such a daemon a name of its
+ * own: a daemon already answering under `name` is reused as it was started.
+ * It is started with the FORWARD policy left alone (see spawnDockerd).
+ *
+ * `usernsRemap`: start it with `--userns-remap=default` (containers' root is
+ * dockremap's first subuid on the host; dockerd creates the user and its
+ * /etc/subuid, /etc/subgid ranges). Give it a name of its own too.
  */
-export async function startPrivateDockerd(name: string): Promise<DockerEngine> {
+export async function startPrivateDockerd(name: string, opts: { iptables?: boolean; usernsRemap?: boolean } = {}): Promise<DockerEngine> {
   // The name ends up in a unix socket path (108-byte limit), a containerd
   // namespace and an interface name, so keep it short and plain.
   if (!/^[a-z0-9]+(?:[-_][a-z0-9]+)*$/i.test(name) || name.length > 32) {
@@ -136,7 +145,7 @@ export async function startPrivateDockerd(name: string): Promise<DockerEngine> {
       );
     }
 
-    return await spawnDockerd(name, dir, socketPath);
+    return await spawnDockerd(name, dir, socketPath, opts.iptables ?? false, opts.usernsRemap ?? false);
   } finally {
     await lock();
   }
@@ -221,7 +230,7 @@ function unixClient(socketPath: string, timeout?: number): Dockerode {
 // ---------------------------------------------------------------------------
 // Private dockerd
 
-async function spawnDockerd(name: string, dir: string, socketPath: string): Promise<DockerEngine> {
+async function spawnDockerd(name: string, dir: string, socketPath: string, iptables: boolean, usernsRemap = false): Promise<DockerEngine> {
   const dockerd = await ensureBinary("dockerd", "docker.io");
   const dockerInit = findBinary("docker-init", ["/usr/libexec/docker"]);
   if (!dockerInit) throw new Error(`docker-init not found (expected from docker.io/tini); containers with Init: true would fail`);
@@ -239,7 +248,8 @@ async function spawnDockerd(name: string, dir: string, socketPath: string): Prom
     // Each dockerd flushes and rewrites the DOCKER iptables chains on start,
     // so several daemons would break each other (and the host firewall).
     // Not needed: 127.0.0.1 published ports are served by docker-proxy.
-    "--iptables=false",
+    // Only a daemon asked for (the network-isolation test) manages iptables.
+    `--iptables=${iptables}`,
     "--ip6tables=false",
     "--userland-proxy=true",
     // Be explicit rather than rely on PATH lookup at container start.
@@ -248,6 +258,7 @@ async function spawnDockerd(name: string, dir: string, socketPath: string): Prom
     // namespaces keep our containers apart from any other dockerd's.
     `--containerd-namespace=berth-${name}`,
     `--containerd-plugins-namespace=berth-${name}-plugins`,
+    ...(usernsRemap ? ["--userns-remap=default"] : []),
   ];
 
   const logPath = join(dir, "dockerd.log");

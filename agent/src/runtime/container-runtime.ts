@@ -1,4 +1,4 @@
-import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import type { ContainerInfo, NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import type { LogFrame } from "./log-demux.js";
 
@@ -23,6 +23,19 @@ export interface CreateContainerSpec {
   /** json-file rotation; 0 or absent means 10 MiB and 3 files. */
   logMaxSizeBytes?: number;
   logMaxFiles?: number;
+  /**
+   * The project network the container joins, alone (not Docker's default
+   * bridge), reachable there by `aliases`. Absent: Docker's default bridge.
+   */
+  network?: NetworkAttachment;
+}
+
+/** A container's place on a project network. */
+export interface NetworkAttachment {
+  /** The network's name (it must exist; see ContainerRuntime.ensureNetwork). */
+  name: string;
+  /** DNS names the project's other containers reach this one by. */
+  aliases: string[];
 }
 
 /** A container lifecycle event from the engine. */
@@ -103,6 +116,25 @@ export interface ContainerRuntime {
    * `closed` then settles when `signal` aborts (resolves) or the stream breaks (rejects).
    */
   subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }>;
+  /**
+   * Creates the bridge network `name` (not internal: published ports work)
+   * with `labels`, unless a network of that name exists. Answers the network
+   * as it is then (an existing one with its own labels: the caller checks
+   * they are berth's).
+   */
+  ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo>;
+  /** One network with its attached containers counted (running or not), or undefined. */
+  inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined>;
+  /** Removes a network; one that does not exist is done. */
+  removeNetwork(nameOrId: string): Promise<void>;
+  /** Networks labelled `berth.project` (of any manager), at most `max`. */
+  listNetworks(max: number): Promise<{ networks: NetworkInfo[]; omitted: number }>;
+  /**
+   * Puts an existing container on `network` (with its aliases) and takes it
+   * off every other network, without stopping it: how a container made
+   * before project networks moves onto its project's. Idempotent.
+   */
+  attachOnly(containerId: string, network: NetworkAttachment): Promise<void>;
   /**
    * A container's stdout/stderr. Resolves once the log stream is open; the
    * iterable ends when the output does (with `follow`, when the container

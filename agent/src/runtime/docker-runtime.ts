@@ -2,11 +2,12 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import Docker from "dockerode";
 import { connect } from "node:net";
-import { ContainerInfoSchema, MountPointSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { ContainerInfoSchema, MountPointSchema, NetworkInfoSchema, type ContainerInfo, type NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type RuntimeEvent } from "./container-runtime.js";
 import { adoptionView, imageDefaults, summaryInfo } from "./adoption-view.js";
 import { LogDemuxer, mergeFrames, type LogFrame } from "./log-demux.js";
+import { isProjectNetworkName, LABEL_PROJECT } from "./project-network.js";
 import { capabilitiesToDrop } from "./capabilities.js";
 import { giveToContainerRoot, remappedRoot } from "./userns.js";
 
@@ -230,6 +231,88 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo> {
+    const found = await this.inspectNetwork(name);
+    if (found) return found;
+    try {
+      // A plain bridge, not internal: published ports and outbound traffic work as on
+      // Docker's default bridge; with iptables Docker isolates bridge networks from each other.
+      const body = { Name: name, Driver: "bridge", Internal: false, Attachable: false, CheckDuplicate: true, Labels: labels };
+      await timed("docker network create", (abortSignal) => this.docker.createNetwork({ _query: {}, _body: body, abortSignal } as unknown as Docker.NetworkCreateOptions));
+    } catch (err) {
+      if (err instanceof RuntimeError) throw err;
+      // 409: made meanwhile by someone else; inspected below like any existing one.
+      if (statusOf(err) !== 409) throw new RuntimeError("NetworkFailed", `creating network ${name}: ${messageOf(err)}`);
+    }
+    const made = await this.inspectNetwork(name);
+    if (!made) throw new RuntimeError("NetworkFailed", `network ${name} vanished right after it was created`);
+    return made;
+  }
+
+  async inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined> {
+    let n: Docker.NetworkInspectInfo;
+    try {
+      const net = this.docker.getNetwork(nameOrId);
+      n = await timed("docker network inspect", (abortSignal) => (net.inspect as (o: object) => Promise<Docker.NetworkInspectInfo>).call(net, { abortSignal }));
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+    // The network's own list holds running containers only: stopped ones attached to it count too.
+    const attached = await timed("docker ps", (abortSignal) => this.docker.listContainers({ all: true, filters: { network: [n.Id] }, abortSignal } as object));
+    return toNetworkInfo(n, attached.length);
+  }
+
+  async removeNetwork(nameOrId: string): Promise<void> {
+    try {
+      await timed("docker network rm", (abortSignal) => this.docker.getNetwork(nameOrId).remove({ abortSignal } as object));
+    } catch (err) {
+      if (statusOf(err) === 404) return;
+      if (err instanceof RuntimeError) throw err;
+      const reason = statusOf(err) === 403 || /active endpoints/.test(messageOf(err)) ? "NetworkInUse" : "NetworkFailed";
+      throw new RuntimeError(reason, `removing network ${nameOrId}: ${messageOf(err)}`);
+    }
+  }
+
+  async listNetworks(max: number): Promise<{ networks: NetworkInfo[]; omitted: number }> {
+    const nets = await timed("docker network ls", (abortSignal) => this.docker.listNetworks({ filters: { label: [LABEL_PROJECT] }, abortSignal } as object));
+    if (nets.length === 0) return { networks: [], omitted: 0 };
+    // One listing for every count (stopped containers stay attached to their networks).
+    const containers = await timed("docker ps", (abortSignal) => this.docker.listContainers({ all: true, abortSignal } as object));
+    const counts = new Map<string, number>();
+    for (const c of containers) {
+      for (const ep of Object.values(c.NetworkSettings?.Networks ?? {})) counts.set(ep.NetworkID, (counts.get(ep.NetworkID) ?? 0) + 1);
+    }
+    const sorted = [...nets].sort((a, b) => (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0));
+    return { networks: sorted.slice(0, max).map((n) => toNetworkInfo(n, counts.get(n.Id) ?? 0)), omitted: Math.max(0, sorted.length - max) };
+  }
+
+  async attachOnly(containerId: string, network: NetworkAttachment): Promise<void> {
+    const c = await timed("docker inspect", (abortSignal) => this.docker.getContainer(containerId).inspect({ abortSignal } as object)).catch((err: unknown) => {
+      if (statusOf(err) === 404) throw new RuntimeError("ContainerMissing", `container ${containerId.slice(0, 12)} no longer exists`);
+      throw err;
+    });
+    const current = c.NetworkSettings?.Networks ?? {};
+    const fail = (err: unknown, what: string) => {
+      throw err instanceof RuntimeError ? err : new RuntimeError("NetworkFailed", `${what}: ${messageOf(err)}`);
+    };
+    if (!current[network.name]) {
+      // Joined first, left after: a running container keeps a network (and its published ports) throughout.
+      const body = { Container: c.Id, EndpointConfig: { Aliases: network.aliases } };
+      await timed("docker network connect", (abortSignal) => this.docker.getNetwork(network.name).connect({ _query: {}, _body: body, abortSignal } as object)).catch((err: unknown) =>
+        fail(err, `connecting container ${c.Name.replace(/^\//, "")} to network ${network.name}`),
+      );
+    }
+    for (const name of Object.keys(current)) {
+      if (name === network.name) continue;
+      const body = { Container: c.Id, Force: true };
+      await timed("docker network disconnect", (abortSignal) => this.docker.getNetwork(name).disconnect({ _query: {}, _body: body, abortSignal } as object)).catch((err: unknown) => {
+        if (statusOf(err) === 404) return;
+        fail(err, `disconnecting container ${c.Name.replace(/^\//, "")} from network ${name}`);
+      });
+    }
+  }
+
   async logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
     const base = { stdout: true, stderr: true, timestamps: false, ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}) };
     const ac = new AbortController();
@@ -328,6 +411,16 @@ interface DockerEvent {
   timeNano?: number;
 }
 
+function toNetworkInfo(n: Docker.NetworkInspectInfo, containers: number): NetworkInfo {
+  return create(NetworkInfoSchema, {
+    id: n.Id,
+    name: n.Name,
+    labels: n.Labels ?? {},
+    containers,
+    ...(n.Created && validTime(n.Created) ? { createdTime: timestampFromMs(Date.parse(n.Created)) } : {}),
+  });
+}
+
 function toInfo(c: Docker.ContainerInspectInfo): ContainerInfo {
   const ports = [];
   for (const [key, binds] of Object.entries(c.HostConfig.PortBindings ?? {}) as [string, { HostPort: string }[] | null][]) {
@@ -361,6 +454,7 @@ function toInfo(c: Docker.ContainerInspectInfo): ContainerInfo {
     mountPoints: (c.Mounts ?? []).map((m) => create(MountPointSchema, { type: m.Type ?? "", source: m.Source, destination: m.Destination, readOnly: m.RW === false })),
     command: c.Config.Cmd ?? [],
     env,
+    networks: Object.keys(c.NetworkSettings?.Networks ?? {}),
     ...(c.Created ? { createdTime: timestampFromMs(Date.parse(c.Created)) } : {}),
     ...(validTime(c.State.StartedAt) ? { startedTime: timestampFromMs(Date.parse(c.State.StartedAt)) } : {}),
     ...(validTime(c.State.FinishedAt) ? { finishedTime: timestampFromMs(Date.parse(c.State.FinishedAt)) } : {}),
@@ -415,8 +509,8 @@ async function timed<T>(what: string, call: (signal: AbortSignal) => Promise<T>,
  * The engine config for a server's container, built only from the fields of
  * CreateContainerSpec: this is the whole of what berth can ask Docker for.
  * No privileges, no added capabilities (and DROPPED_CAPABILITIES dropped
- * unless the spec gives a few back), no-new-privileges, Docker's default
- * (bridge) network and private pid/ipc namespaces, one bind mount of the
+ * unless the spec gives a few back), no-new-privileges, the project's network
+ * (or Docker's default bridge without one) and private pid/ipc namespaces, one bind mount of the
  * server's data directory, restart policy "no" (the manager decides
  * restarts), and a json-file log that rotates (so a chatty server cannot
  * fill the host's disk).
@@ -428,6 +522,7 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
   if (!spec.mountPath.startsWith("/") || spec.mountPath === "/") {
     throw new Error(`data mount path "${spec.mountPath}" must be an absolute path in the container other than /`);
   }
+  if (spec.network && !isProjectNetworkName(spec.network.name)) throw new Error(`network "${spec.network.name}" is not a berth project network`);
   const exposed: Record<string, object> = {};
   const bindings: Record<string, { HostPort: string }[]> = {};
   for (const p of spec.ports) {
@@ -444,7 +539,10 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
     ExposedPorts: exposed,
     // Never a TTY: logs are read as a multiplexed stdout/stderr stream.
     Tty: false,
+    // The project's own network, alone: other projects' containers are on other networks.
+    ...(spec.network ? { NetworkingConfig: { EndpointsConfig: { [spec.network.name]: { Aliases: [...spec.network.aliases] } } } } : {}),
     HostConfig: {
+      ...(spec.network ? { NetworkMode: spec.network.name } : {}),
       // An init process reaps zombies and forwards SIGTERM (busybox-like PID 1s ignore it).
       Init: true,
       // A structured mount, not a "src:dst" string: nothing in the path can add options.

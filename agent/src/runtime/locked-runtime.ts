@@ -1,5 +1,5 @@
-import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
+import type { ContainerInfo, NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type RuntimeEvent } from "./container-runtime.js";
 import type { LogFrame } from "./log-demux.js";
 
 export interface LockedRuntimeOptions {
@@ -124,6 +124,28 @@ export class LockedRuntime implements ContainerRuntime {
 
   remove(id: string): Promise<void> {
     return this.locked(id, () => this.inner.remove(id));
+  }
+
+  /** Network calls are not queued here: the executor orders them per project network. */
+  ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo> {
+    return this.inner.ensureNetwork(name, labels);
+  }
+
+  inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined> {
+    return this.inner.inspectNetwork(nameOrId);
+  }
+
+  removeNetwork(nameOrId: string): Promise<void> {
+    return this.inner.removeNetwork(nameOrId);
+  }
+
+  listNetworks(max: number): Promise<{ networks: NetworkInfo[]; omitted: number }> {
+    return this.inner.listNetworks(max);
+  }
+
+  /** In the container's queue: a network change never interleaves with its start or stop. */
+  attachOnly(containerId: string, network: NetworkAttachment): Promise<void> {
+    return this.locked(containerId, () => this.inner.attachOnly(containerId, network));
   }
 
   subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }> {

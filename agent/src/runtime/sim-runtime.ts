@@ -1,11 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { randomBytes } from "node:crypto";
-import { ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { ContainerInfoSchema, NetworkInfoSchema, type ContainerInfo, type NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type RuntimeEvent } from "./container-runtime.js";
 import { LABEL_SERVER } from "./docker-runtime.js";
 import type { LogFrame } from "./log-demux.js";
+import { LABEL_PROJECT } from "./project-network.js";
 
 /** How long each engine call takes, in ms (0: answered on the next microtask). */
 export interface SimLatencies {
@@ -58,6 +59,8 @@ interface SimContainer {
   labels: Record<string, string>;
   ports: PortMapping[];
   mounts: string[];
+  /** Names of the networks it is attached to. */
+  networks: string[];
   state: SimState;
   exitCode: number;
   createdMs: number;
@@ -76,6 +79,7 @@ export interface SeedContainer {
   env?: Record<string, string>;
   ports?: PortMapping[];
   mounts?: string[];
+  networks?: string[];
 }
 
 /**
@@ -92,6 +96,8 @@ export interface SeedContainer {
 export class SimRuntime implements ContainerRuntime {
   private readonly containers = new Map<string, SimContainer>();
   private readonly byName = new Map<string, string>();
+  /** Networks by name (no traffic is simulated: only which containers are attached). */
+  private readonly networks = new Map<string, { id: string; name: string; labels: Record<string, string>; createdMs: number }>();
   private readonly subscribers = new Set<{ onEvent: (e: RuntimeEvent) => void; fail: (err: Error) => void }>();
   private readonly latencies: SimLatencies;
   private readonly images: Set<string> | undefined;
@@ -155,6 +161,7 @@ export class SimRuntime implements ContainerRuntime {
       throw new RuntimeError("CreateFailed", `creating container ${spec.name}: Conflict. The container name "/${spec.name}" is already in use`);
     }
     if (!(await this.imageExists(spec.image))) throw new RuntimeError("CreateFailed", `creating container ${spec.name}: No such image: ${spec.image}`);
+    if (spec.network && !this.networks.has(spec.network.name)) throw new RuntimeError("CreateFailed", `creating container ${spec.name}: network ${spec.network.name} not found`);
     const c: SimContainer = {
       id: randomBytes(32).toString("hex"),
       name: spec.name,
@@ -164,6 +171,7 @@ export class SimRuntime implements ContainerRuntime {
       labels: { ...spec.labels },
       ports: [...spec.ports],
       mounts: [`${spec.dataDir}:${spec.mountPath}`],
+      networks: [spec.network?.name ?? "bridge"],
       state: "created",
       exitCode: 0,
       createdMs: this.now(),
@@ -259,6 +267,49 @@ export class SimRuntime implements ContainerRuntime {
     })();
   }
 
+  async ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo> {
+    await this.delay(this.latencies.create);
+    if (!this.networks.has(name)) this.networks.set(name, { id: randomBytes(32).toString("hex"), name, labels: { ...labels }, createdMs: this.now() });
+    return (await this.inspectNetwork(name))!;
+  }
+
+  async inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined> {
+    await this.delay(this.latencies.inspect);
+    const n = this.findNetwork(nameOrId);
+    if (!n) return undefined;
+    let containers = 0;
+    for (const c of this.containers.values()) if (c.networks.includes(n.name)) containers++;
+    return create(NetworkInfoSchema, { id: n.id, name: n.name, labels: { ...n.labels }, containers, createdTime: timestampFromMs(n.createdMs) });
+  }
+
+  /** Like Docker: refused while a running container is attached; stopped ones do not hold it. */
+  async removeNetwork(nameOrId: string): Promise<void> {
+    await this.delay(this.latencies.remove);
+    const n = this.findNetwork(nameOrId);
+    if (!n) return;
+    for (const c of this.containers.values()) {
+      if (c.networks.includes(n.name) && (c.state === "running" || c.state === "paused")) {
+        throw new RuntimeError("NetworkInUse", `removing network ${n.name}: error while removing network: network ${n.name} has active endpoints`);
+      }
+    }
+    this.networks.delete(n.name);
+  }
+
+  async listNetworks(max: number): Promise<{ networks: NetworkInfo[]; omitted: number }> {
+    await this.delay(this.latencies.list);
+    const names = [...this.networks.values()].filter((n) => n.labels[LABEL_PROJECT] !== undefined).map((n) => n.name).sort();
+    const networks: NetworkInfo[] = [];
+    for (const name of names.slice(0, max)) networks.push((await this.inspectNetwork(name))!);
+    return { networks, omitted: Math.max(0, names.length - max) };
+  }
+
+  async attachOnly(containerId: string, network: NetworkAttachment): Promise<void> {
+    await this.delay(this.latencies.inspect);
+    const c = this.mustFind(containerId, "ContainerMissing");
+    if (!this.networks.has(network.name)) throw new RuntimeError("NetworkFailed", `network ${network.name} not found`);
+    c.networks = [network.name];
+  }
+
   // --- outside berth ------------------------------------------------------------
 
   /** Puts a container on the host as if it had been there before the agent started (no latency, no event). */
@@ -274,6 +325,7 @@ export class SimRuntime implements ContainerRuntime {
       labels: { ...s.labels },
       ports: s.ports ?? [],
       mounts: s.mounts ?? [],
+      networks: s.networks ?? ["bridge"],
       state,
       exitCode: s.exitCode ?? 0,
       createdMs: at,
@@ -348,6 +400,13 @@ export class SimRuntime implements ContainerRuntime {
     return undefined;
   }
 
+  private findNetwork(nameOrId: string): { id: string; name: string; labels: Record<string, string>; createdMs: number } | undefined {
+    const byName = this.networks.get(nameOrId);
+    if (byName) return byName;
+    for (const n of this.networks.values()) if (n.id === nameOrId || (nameOrId.length >= 12 && n.id.startsWith(nameOrId))) return n;
+    return undefined;
+  }
+
   private mustFind(id: string, reason: string): SimContainer {
     const c = this.find(id);
     if (!c) throw new RuntimeError(reason, `No such container: ${id}`);
@@ -382,6 +441,7 @@ function toInfo(c: SimContainer): ContainerInfo {
     exitCode: c.exitCode,
     ports: c.ports,
     mounts: c.mounts,
+    networks: [...c.networks],
     command: c.command,
     env: c.env,
     createdTime: timestampFromMs(c.createdMs),

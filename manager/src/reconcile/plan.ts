@@ -43,6 +43,7 @@ export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   [CommandKind.INSPECT_CONTAINER]: 30_000,
   [CommandKind.REMOVE_STRAY_DATA]: 120_000,
   [CommandKind.COPY_DATA]: 3_600_000,
+  [CommandKind.REMOVE_NETWORK]: 30_000,
 };
 
 export interface InflightCommand {

@@ -19,6 +19,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import { mergeConditions, sameConditions } from "./conditions.js";
 import { COMMAND_DEADLINE_MS, commandName, pickContainer, plan, type Plan } from "./plan.js";
 import { WorkQueue } from "./queue.js";
+import { projectNetworkName } from "./project-network.js";
 import { specHash } from "./spec-hash.js";
 
 export interface ReconcilerDeps {
@@ -457,6 +458,10 @@ export class Reconciler {
         logMaxSizeBytes: spec.logMaxSizeBytes || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxSizeBytes,
         logMaxFiles: spec.logMaxFiles || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxFiles,
         name: containerName(server),
+        // The project's own network: its servers reach each other by name, other projects not at all.
+        network: projectNetworkName(this.deps.managerId, server.project),
+        project: server.project,
+        networkAliases: [server.name, server.id],
         specHash: hash,
         labels: {
           [LABEL_MANAGER]: this.deps.managerId,
