@@ -118,10 +118,16 @@ describe("dashboard", () => {
     await dialog.locator("input[name=command]").fill(`sh -c 'echo hello-from-berth; trap "" TERM; exec sleep 100000'`);
     await dialog.getByRole("button", { name: "Add port" }).click();
     await dialog.getByLabel("Host port 1").fill("0");
+    const creates: string[] = [];
+    const onRequest = (r: { url(): string }) => void (r.url().includes("/CreateServer") && creates.push(r.url()));
+    p.on("request", onRequest);
     await dialog.getByRole("button", { name: "Create server" }).click();
-    // The manager's validation lands on the field it names.
-    expect(await dialog.getByRole("alert").textContent()).toContain("spec.ports[0].host_port");
+    // The contract's rules, checked in the page (protovalidate under the
+    // dashboard's no-eval CSP), land on the field they name: nothing is sent.
+    expect(await dialog.getByRole("alert").textContent()).toContain("spec.ports[0].host_port: must be greater than or equal to 1");
     expect(await dialog.getByLabel("Host port 1").getAttribute("aria-invalid")).toBe("true");
+    p.off("request", onRequest);
+    expect(creates).toEqual([]);
     await dialog.getByRole("button", { name: "Remove port 1" }).click();
     await screenshot(p, "02-create-server");
     await dialog.getByRole("button", { name: "Create server" }).click();
