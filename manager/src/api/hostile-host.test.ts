@@ -108,14 +108,22 @@ describe("a hostile host cannot make the manager store or do without bound", () 
     // Made before the clock starts: only the manager's handling is measured.
     const parts = Array.from({ length: 30 }, (_, p) => [...Array.from({ length: 1000 }, (_, i) => labelled(p * 1000 + i)), ...(p === 29 ? [own] : [])]);
 
-    // The event loop's worst stall while host A floods the manager.
-    let worstLagMs = 0;
-    let last = performance.now();
-    const probe = setInterval(() => {
+    // The event loop's longest turn while host A's flood is handled, against the flood's whole
+    // duration: handled in one turn (nothing else served meanwhile, /healthz included), the
+    // two are equal; in bounded steps, one turn is a small part of it. A ratio, not a time:
+    // it holds on a slow or loaded machine.
+    const startedAt = performance.now();
+    let longestTurn = 0;
+    let floodMs = 0;
+    let last = startedAt;
+    const spin = () => {
       const t = performance.now();
-      worstLagMs = Math.max(worstLagMs, t - last - 5);
+      longestTurn = Math.max(longestTurn, t - last);
       last = t;
-    }, 5);
+      if (hub.isConnected("host_aaaa")) floodMs = t - startedAt;
+      else setImmediate(spin);
+    };
+    setImmediate(spin);
 
     for (let p = 0; p < 30; p++) {
       const containers = parts[p]!;
@@ -135,13 +143,12 @@ describe("a hostile host cannot make the manager store or do without bound", () 
     // Host B keeps being served meanwhile: its heartbeat is recorded while A's flood is handled.
     const beat = Date.now();
     b.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: 1234n } });
-    for (let i = 0; i < 200 && !(hub.isConnected("host_aaaa") && (store.getHost("host_bbbb")?.lastHeartbeat ?? 0) >= beat); i++) await tick();
-    clearInterval(probe);
+    for (let i = 0; i < 500 && !(floodMs > 0 && (store.getHost("host_bbbb")?.lastHeartbeat ?? 0) >= beat); i++) await tick();
 
     expect(hub.isConnected("host_aaaa")).toBe(true);
     expect(store.getHost("host_bbbb")?.facts.dataRootFreeBytes).toBe(1234);
-    // Typically 70-150 ms on a loaded 2-core machine; before the limits, 2.4 s.
-    expect(worstLagMs).toBeLessThan(1_000);
+    // After: the longest turn is 1/6-1/4 of the flood (the final apply); before the limits, all of it.
+    expect(longestTurn).toBeLessThan(floodMs / 2);
     // At most maxOtherLabelled containers of unknown servers, plus the host's own server's.
     expect(rows("observed_containers", "host_aaaa")).toBe(DEFAULT_HOST_LIMITS.maxOtherLabelled + 1);
     expect(store.containersForServer("host_aaaa", mine)).toHaveLength(1);
