@@ -63,7 +63,8 @@ describe("ManagerLink reconnects", () => {
     // Reset on every welcome, it redialled every ~0.5 s (about 9 dials in 5 s); growing, 4.
     expect(m.dials.length).toBeLessThanOrEqual(5);
     expect(m.dials.length).toBeGreaterThanOrEqual(3);
+    // The delays grew past the first ones (500, 1000, 2000 ms ...); reset, every one was 500 ms.
     const gaps = m.dials.slice(1).map((t, i) => t - m.dials[i]!);
-    expect(gaps[2]!).toBeGreaterThan(gaps[0]! * 2.5);
+    expect(Math.max(...gaps)).toBeGreaterThanOrEqual(1_000);
   }, 15_000);
 });
