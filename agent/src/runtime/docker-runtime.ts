@@ -9,6 +9,7 @@ import { adoptionView, imageDefaults, summaryInfo } from "./adoption-view.js";
 import { LogDemuxer, mergeFrames, type LogFrame } from "./log-demux.js";
 import { isProjectNetworkName, LABEL_PROJECT } from "./project-network.js";
 import { capabilitiesToDrop } from "./capabilities.js";
+import { RotationDuplicates } from "./log-dedup.js";
 import { giveToContainerRoot, remappedRoot } from "./userns.js";
 
 export const LABEL_SERVER = "berth.server";
@@ -314,7 +315,8 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
-    const base = { stdout: true, stderr: true, timestamps: false, ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}) };
+    // A follower asks for timestamps: RotationDuplicates needs them to drop what a rotation repeats.
+    const base = { stdout: true, stderr: true, timestamps: opts.follow, ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}) };
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener("abort", onAbort, { once: true });
@@ -329,7 +331,7 @@ export class DockerRuntime implements ContainerRuntime {
       if (statusOf(err) === 404) throw new RuntimeError("ContainerMissing", `container ${id.slice(0, 12)} no longer exists`);
       throw new RuntimeError("LogsFailed", messageOf(err));
     }
-    return demuxed(body, signal, () => {
+    return demuxed(body, signal, opts.follow ? new RotationDuplicates() : undefined, () => {
       signal.removeEventListener("abort", onAbort);
       ac.abort();
     });
@@ -574,7 +576,7 @@ export function logRotation(spec: Pick<CreateContainerSpec, "logMaxSizeBytes" | 
 }
 
 /** Demultiplexes a log body (a stream when following, a Buffer otherwise) into frames. */
-async function* demuxed(body: NodeJS.ReadableStream | Buffer, signal: AbortSignal, done: () => void): AsyncGenerator<LogFrame> {
+async function* demuxed(body: NodeJS.ReadableStream | Buffer, signal: AbortSignal, dedup: RotationDuplicates | undefined, done: () => void): AsyncGenerator<LogFrame> {
   const demux = new LogDemuxer();
   try {
     if (Buffer.isBuffer(body)) {
@@ -583,7 +585,8 @@ async function* demuxed(body: NodeJS.ReadableStream | Buffer, signal: AbortSigna
     }
     for await (const chunk of body as AsyncIterable<Buffer | string>) {
       if (signal.aborted) return;
-      yield* mergeFrames(demux.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk), MERGED_FRAME_BYTES);
+      const frames = demux.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+      yield* mergeFrames(dedup ? dedup.filter(frames) : frames, MERGED_FRAME_BYTES);
     }
   } catch (err) {
     // Aborting the request (caller gone) surfaces as an error: that is a normal end.
