@@ -91,18 +91,32 @@ describe("EventService.ListEvents", () => {
     expect((bad as ConnectError).code).toBe(Code.InvalidArgument);
   });
 
-  it("scopes to the caller's project; project-less host events are shared, token events are not", async () => {
+  it("scopes to the caller's project: host, orphan and project-less token events go to all-projects tokens only", async () => {
     const { ledger, client } = setup();
     ledger.append({ type: "server.created", project: "a", serverId: "srv_a" });
     ledger.append({ type: "server.created", project: "b", serverId: "srv_b" });
     ledger.append({ type: "host.connected", hostId: "host_1" });
     ledger.append({ type: "token.created", correlationId: "tok_x" });
     ledger.append({ type: "token.created", project: "a", correlationId: "tok_y" });
+    for (const e of hostLevel) ledger.append(e);
     const mine = await client(TEAM_A).listEvents({});
-    expect(mine.events.map((e) => `${e.type}:${e.project}`)).toEqual(["token.created:a", "host.connected:", "server.created:a"]);
-    expect((await client(ADMIN).listEvents({})).events).toHaveLength(5);
+    expect(mine.events.map((e) => `${e.type}:${e.project}`)).toEqual(["token.created:a", "server.created:a"]);
+    expect(mine.events.every((e) => e.project === "a")).toBe(true);
+    // Filters cannot widen the scope: asking for the host or the type still answers nothing of it.
+    expect((await client(TEAM_A).listEvents({ hostId: "host_1" })).events).toHaveLength(0);
+    expect((await client(TEAM_A).listEvents({ typePrefix: "orphan." })).events).toHaveLength(0);
+    const all = await client(ADMIN).listEvents({});
+    expect(all.events).toHaveLength(5 + hostLevel.length);
+    expect(all.events.map((e) => e.type)).toEqual(expect.arrayContaining(["alert.fired", "orphan.destroyed", "host.connected"]));
   });
 });
+
+/** Project-less events about a shared host that name other tenants' containers and images. */
+const hostLevel = [
+  { type: "alert.fired", hostId: "host_1", reason: "OrphanFound", message: "untracked container beta-secret-db (postgres:16) on host h1" },
+  { type: "orphan.destroyed", hostId: "host_1", message: "container beta-secret-db (image postgres:16) removed" },
+  { type: "host.disconnected", hostId: "host_1" },
+];
 
 describe("EventService.WatchEvents", () => {
   it("replays after after_id, then follows live, with no gap and no duplicate at the seam", async () => {
@@ -162,6 +176,26 @@ describe("EventService.WatchEvents", () => {
     const evs = await got;
     ctl.abort();
     expect(evs.map((e) => e.type)).toEqual(["server.deleted", "server.restored"]);
+  });
+
+  it("a project viewer's watch replays and follows its project's events only; an all-projects admin's sees the host's too", async () => {
+    const { ledger, client } = setup();
+    ledger.append({ type: "server.created", project: "a", serverId: "srv_a" }); // id 1: the replays start after it
+    for (const e of hostLevel) ledger.append(e);
+    ledger.append({ type: "server.created", project: "b", serverId: "srv_b" });
+    ledger.append({ type: "server.updated", project: "a", serverId: "srv_a" });
+    const ctl = new AbortController();
+    const viewer = take(client(TEAM_A).watchEvents({ afterId: 1n }, { signal: ctl.signal }), 2);
+    const admin = take(client(ADMIN).watchEvents({ afterId: 1n }, { signal: ctl.signal }), 2 * hostLevel.length + 4);
+    await new Promise((r) => setTimeout(r, 20));
+    for (const e of hostLevel) ledger.append(e);
+    ledger.append({ type: "server.stopped", project: "b", serverId: "srv_b" });
+    ledger.append({ type: "server.started", project: "a", serverId: "srv_a" });
+    const [mine, all] = await Promise.all([viewer, admin]);
+    ctl.abort();
+    // Replayed (server.updated) then live (server.started): nothing project-less, nothing of b.
+    expect(mine.map((e) => `${e.type}:${e.project}`)).toEqual(["server.updated:a", "server.started:a"]);
+    expect(all.filter((e) => e.project === "").map((e) => e.type)).toEqual([...hostLevel, ...hostLevel].map((e) => e.type));
   });
 
   it("refuses a negative after_id", async () => {

@@ -48,9 +48,10 @@ export function eventToProto(e: EventRecord): Event {
 
 /**
  * EventService: the ledger, read back. Scoping: a project-scoped token sees
- * its project's events plus the project-less events about hosts (hosts are
- * shared and listed to every viewer); events about tokens, enrollment and
- * webhook deliveries have no project and are seen by all-projects tokens only.
+ * its project's events only, listed and watched (replay and live) alike.
+ * Events without a project (hosts, orphans and their alerts, tokens without a
+ * project, enrollment, webhook deliveries) describe what every tenant runs on
+ * a shared host, so all-projects tokens alone see them.
  */
 export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof EventService> {
   const { ledger, events } = deps;

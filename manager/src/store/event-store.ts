@@ -5,8 +5,9 @@ import type { EventRecord } from "./store.js";
 export interface EventScope {
   /**
    * The caller's project, or null for an all-projects caller. A project-scoped
-   * caller sees its project's events and the project-less events about a host
-   * (`host.*`, host alerts): hosts are shared and every viewer may list them.
+   * caller sees its project's events only: project-less events (hosts, orphans,
+   * their alerts, tokens, enrollment, webhooks) name containers, images and
+   * paths of every tenant on a shared host, so all-projects tokens alone see them.
    */
   project: string | null;
 }
@@ -89,7 +90,7 @@ export class EventStore {
     const where: string[] = [];
     const args: unknown[] = [];
     if (q.project !== null) {
-      where.push("(project = ? OR (project = '' AND server_id = '' AND host_id <> ''))");
+      where.push("project = ?");
       args.push(q.project);
     }
     if (q.serverId) {
