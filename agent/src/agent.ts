@@ -33,6 +33,8 @@ export interface AgentOptions {
 
 /** Unmanaged containers reported per inventory at most (bounds the message on crowded hosts). */
 const MAX_UNMANAGED = 1000;
+/** Project networks in one inventory (the manager keeps as many per host). */
+const MAX_NETWORKS = 256;
 
 /** At most one pull-progress message per server per this many ms (plus the last one). */
 const PULL_REPORT_EVERY_MS = 1000;
@@ -308,6 +310,11 @@ export class Agent {
       this.opts.log.warn({ err: messageOf(err) }, "could not list unmanaged containers; reporting none");
       return { containers: [], omitted: 0 };
     });
+    // Project networks, for the manager's orphan list: bounded like the unmanaged containers.
+    const networks = await this.runtime.listNetworks(MAX_NETWORKS).catch((err: unknown) => {
+      this.opts.log.warn({ err: messageOf(err) }, "could not list project networks; reporting none");
+      return { networks: [], omitted: 0 };
+    });
     const dataDirs: DataDir[] = [];
     for (const id of ids) {
       try {
@@ -329,6 +336,8 @@ export class Agent {
       },
       `inv-${++this.inventorySeq}`,
     );
+    // In the last part, which the manager applies the whole inventory with.
+    Object.assign(parts[parts.length - 1]!, { networks: networks.networks, networksOmitted: networks.omitted });
     for (const value of parts) this.send({ case: "inventory", value }, seq);
   }
 

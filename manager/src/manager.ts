@@ -21,6 +21,7 @@ import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
 import { createOrphanService } from "./api/orphan-service.js";
 import { OrphanDetector } from "./orphans/detector.js";
+import { NetworkInventory } from "./orphans/network-inventory.js";
 import { registerReflection } from "./api/reflection.js";
 import { createServerService } from "./api/server-service.js";
 import { listen, type HttpLimits, type Listener } from "./http/listen.js";
@@ -122,7 +123,8 @@ export function buildManager(config: ManagerConfig): Manager {
   const hub = new AgentHub();
   const ledger = new Ledger(store, Date.now, log);
   const initialAdminToken = bootstrapAdminToken(tokens, ledger);
-  const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
+  const networks = new NetworkInventory();
+  const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({
     db,
     store,
@@ -182,11 +184,11 @@ export function buildManager(config: ManagerConfig): Manager {
       HostService,
       createHostService({ store, hub, ledger, tokens, reconciler, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
-    router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds }));
+    router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
     router.service(AccessService, createAccessService({ tokens, limits, ledger }));
     router.service(EventService, createEventService({ ledger, events: ledgerServices.events, store }));
     router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
-    router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, log }));
+    router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, networks, log }));
     registerHealth(router, health);
     registerReflection(router);
     // Garbage protobuf bytes are the caller's error (InvalidArgument), not the manager's (Internal).

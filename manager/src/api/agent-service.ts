@@ -27,6 +27,7 @@ import { ObservationOrder } from "../reconcile/observation-order.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
 import { PullProgressThrottle } from "./pull-progress.js";
+import type { NetworkInventory } from "../orphans/network-inventory.js";
 import {
   addRefused,
   admitContainer,
@@ -49,6 +50,8 @@ export interface AgentServiceDeps {
   heartbeatIntervalSeconds: number;
   /** What one host may make the manager store and do (default DEFAULT_HOST_LIMITS). */
   limits?: HostLimits;
+  /** Where the project networks of each inventory go (orphan detection); absent: dropped. */
+  networks?: NetworkInventory;
   now?: () => number;
 }
 
@@ -303,6 +306,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       case "inventory": {
         const inv = collectInventory(host, state, body.value, at, hlog);
         if (!inv) return;
+        // Project networks travel in the last part (this one), bounded by NetworkInventory.
+        deps.networks?.replace(host.id, body.value.networks);
         // Unmanaged containers are stored too (no server id): OrphanService lists them.
         // Servers observed after this inventory was taken keep their newer observation.
         // Checks of server-id directories of no server here are kept too (bounded with the data-root

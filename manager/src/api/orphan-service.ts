@@ -26,6 +26,7 @@ import { initialStatus, type ServerRecord, type Store } from "../store/store.js"
 import { planAdoption, planDestroy, refuseAdoption, type DestroyAction } from "../orphans/actions.js";
 import type { OrphanFinding } from "../orphans/classify.js";
 import type { OrphanDetector } from "../orphans/detector.js";
+import type { NetworkInventory } from "../orphans/network-inventory.js";
 import { serverToProto } from "./convert.js";
 import { findVisibleServer } from "./find-server.js";
 import { validateSpec } from "./validate.js";
@@ -36,12 +37,14 @@ export interface OrphanServiceDeps {
   ledger: Ledger;
   reconciler: Pick<Reconciler, "reconcileNow" | "enqueue">;
   detector: OrphanDetector;
+  /** Project networks as reported; a destroyed one is dropped from it at once. */
+  networks?: NetworkInventory;
   log: Logger;
   now?: () => number;
 }
 
 /** A one-off command to an orphan's host (not stored: nothing resends it). */
-type OneOffCommand = { kind: CommandKind; containerId?: string; dataDir?: string };
+type OneOffCommand = { kind: CommandKind; containerId?: string; dataDir?: string; network?: string };
 
 const ORPHAN_ID_RE = /^orp_[a-z2-7]{20}$/;
 /** How long the agent may take to answer one orphan command (inspect, remove, remove data). */
@@ -49,6 +52,7 @@ const ANSWER_TIMEOUT_MS: Partial<Record<CommandKind, number>> = {
   [CommandKind.INSPECT_CONTAINER]: 15_000,
   [CommandKind.REMOVE_CONTAINER]: 60_000,
   [CommandKind.REMOVE_STRAY_DATA]: 120_000,
+  [CommandKind.REMOVE_NETWORK]: 30_000,
 };
 
 /**
@@ -121,6 +125,9 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
       reason: f.reason,
       dataPath: f.dataPath,
       serverId: f.serverId,
+      networkId: f.networkId ?? "",
+      networkName: f.networkName ?? "",
+      project: f.kind === OrphanKind.NETWORK ? f.project : "",
     });
   }
 
@@ -274,6 +281,10 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
           if (!(err instanceof NotFoundError)) throw err;
         });
         store.removeContainer(f.hostId, a.containerId);
+        return;
+      case "network":
+        await ask(f.hostId, { kind: CommandKind.REMOVE_NETWORK, network: a.networkId }, `removing network ${f.networkName ?? a.networkId}`);
+        deps.networks?.forget(f.hostId, a.networkId);
         return;
       case "data":
         await ask(f.hostId, { kind: CommandKind.REMOVE_STRAY_DATA, dataDir: a.name }, `removing data directory ${f.dataPath}`);

@@ -49,6 +49,9 @@ const DEFAULT_MOUNT = "/data";
 
 /** Throws when `f` cannot be adopted at all, whatever its container holds. */
 export function refuseAdoption(f: OrphanFinding, force: boolean): void {
+  if (f.kind === OrphanKind.NETWORK) {
+    throw new PreconditionError(`${f.networkName ?? "the network"} is a project network without servers: there is nothing to adopt; destroy it (berth makes the network again when the project gets a server on this host)`);
+  }
   if (f.kind === OrphanKind.STRAY_DATA) {
     throw new PreconditionError(`${f.dataPath || f.dataDir} is a data directory without a container: there is no configuration to adopt; create a server (its data starts empty) or destroy the directory`);
   }
@@ -152,7 +155,8 @@ function describe(ms: { source: string; destination: string }[]): string {
 export type DestroyAction =
   | { what: "container"; containerId: string }
   | { what: "data"; name: string }
-  | { what: "record"; serverId: string };
+  | { what: "record"; serverId: string }
+  | { what: "network"; networkId: string };
 
 export interface DestroyPlan {
   actions: DestroyAction[];
@@ -177,6 +181,11 @@ export function planDestroy(f: OrphanFinding, hostName: string, req: { removeDat
     actions.push({ what: "record", serverId: f.serverId });
     removed.push(`server record ${f.serverName} (${f.serverId}, project ${f.project})`);
     kept.push(`its data directory${f.dataPath ? ` ${f.dataPath}` : ""} on removed host ${hostName}: berth can no longer reach that host`);
+    return { actions, removed, kept };
+  }
+  if (f.kind === OrphanKind.NETWORK) {
+    actions.push({ what: "network", networkId: f.networkId ?? "" });
+    removed.push(`network ${f.networkName ?? f.networkId} of project ${f.project} ${on}`);
     return { actions, removed, kept };
   }
   if (f.kind === OrphanKind.FOREIGN && !req.force) {

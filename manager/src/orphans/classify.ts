@@ -11,6 +11,8 @@
  *   directory under a data root ── a server of this host's? ── in use by a container?
  *        │                                       └── no, no ──► STRAY_DATA
  *   server record whose host was removed ─────────────────────► STRANDED
+ *   project network made by this manager ── a server of that project on this host?
+ *                                            └── no ──► NETWORK
  *
  * Only connected hosts are judged (their last inventory is current); an
  * offline host's containers and directories are not claimed to be anything
@@ -22,11 +24,13 @@ import { createHash } from "node:crypto";
 import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import type { ObservedNetwork } from "./network-inventory.js";
 
 export const DEFAULT_ORPHAN_GRACE_MS = 60_000;
 
 export const LABEL_MANAGER = "berth.manager";
 export const LABEL_SERVER = "berth.server";
+export const LABEL_PROJECT = "berth.project";
 
 /** Server ids as the manager issues them; the agent names data directories after them. */
 const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
@@ -67,6 +71,8 @@ export interface OrphanInput {
   busyServerIds: ReadonlySet<string>;
   /** Containers a command in flight works on (an adoption copying their data). */
   busyContainerIds: ReadonlySet<string>;
+  /** Project networks the connected hosts reported (NetworkInventory); absent: none. */
+  networks?: readonly ObservedNetwork[];
 }
 
 export interface OrphanFinding {
@@ -93,9 +99,12 @@ export interface OrphanFinding {
   serverId: string;
   /** UNTRACKED/FOREIGN: berth.manager label. */
   managerLabel: string;
-  /** STRANDED: the record's project and name. */
+  /** STRANDED: the record's project and name; NETWORK: the network's project. */
   project: string;
   serverName: string;
+  /** NETWORK: the Docker network's id and name. */
+  networkId?: string;
+  networkName?: string;
 }
 
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
@@ -251,6 +260,42 @@ export function classifyOrphans(input: OrphanInput): OrphanFinding[] {
     }
   }
 
+  // Project networks of this manager for a project without a server record (deleted ones count) on that host.
+  const projectsOnHost = new Set(input.servers.map((s) => `${s.hostId}\u0000${s.project}`));
+  for (const n of input.networks ?? []) {
+    const h = hosts.get(n.hostId);
+    if (!h || h.removedAt !== null || !h.connected) continue;
+    const project = n.labels[LABEL_PROJECT];
+    if (project === undefined || n.labels[LABEL_MANAGER] !== input.managerId) continue;
+    if (projectsOnHost.has(`${n.hostId}\u0000${project}`)) continue;
+    if (n.createdMs > 0 && input.now - n.createdMs < input.graceMs) continue;
+    out.push({
+      id: orphanId(`network/${n.hostId}/${n.id}`),
+      kind: OrphanKind.NETWORK,
+      hostId: n.hostId,
+      containerId: "",
+      containerName: "",
+      image: "",
+      state: "",
+      createTimeMs: n.createdMs,
+      labels: { ...n.labels },
+      ports: [],
+      mounts: [],
+      reason:
+        `network ${n.name} of project ${project}, which has no server on this host any more (a container removed outside berth, or the agent stopped before it removed the network); destroy it` +
+        (n.containers > 0 ? `; ${n.containers} container(s) still attached: remove them first` : ""),
+      dataDir: "",
+      dataPath: "",
+      dataSizeBytes: 0,
+      serverId: "",
+      managerLabel: n.labels[LABEL_MANAGER] ?? "",
+      project,
+      serverName: "",
+      networkId: n.id,
+      networkName: n.name,
+    });
+  }
+
   for (const s of input.servers) {
     const h = hosts.get(s.hostId);
     if (h && h.removedAt === null) continue;
@@ -278,6 +323,6 @@ export function classifyOrphans(input: OrphanInput): OrphanFinding[] {
     });
   }
 
-  const order = (f: OrphanFinding) => `${f.hostId}\u0000${f.kind}\u0000${f.containerName || f.dataDir}\u0000${f.id}`;
+  const order = (f: OrphanFinding) => `${f.hostId}\u0000${f.kind}\u0000${f.containerName || f.dataDir || f.networkName || ""}\u0000${f.id}`;
   return out.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
 }

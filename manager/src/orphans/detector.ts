@@ -3,12 +3,15 @@ import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { OrphanView } from "../alerts/rules.js";
 import type { HostRecord, Store } from "../store/store.js";
 import { classifyOrphans, DEFAULT_ORPHAN_GRACE_MS, type HostFact, type OrphanFinding } from "./classify.js";
+import type { NetworkInventory } from "./network-inventory.js";
 
 export interface OrphanDetectorDeps {
   store: Store;
   /** The host's agent is connected with its inventory stored (AgentHub.isConnected). */
   isConnected: (hostId: string) => boolean;
   managerId: string;
+  /** Project networks the hosts reported; absent: no network orphans. */
+  networks?: NetworkInventory;
   /** Containers younger than this are not flagged (default 60 s). */
   graceMs?: number;
   now?: () => number;
@@ -60,6 +63,7 @@ export class OrphanDetector {
       dataRootEntries: store.listDataRootEntries(),
       busyServerIds: store.serverIdsWithOpenCommands(),
       busyContainerIds,
+      networks: this.deps.networks?.list() ?? [],
     });
   }
 
