@@ -68,6 +68,12 @@ export interface PlanInput {
   spec: ServerSpec;
   generation: number;
   specHash: string;
+  /**
+   * The project's network on the host (ContainerSpec.network). A running
+   * container on any other network (made before project networks) is moved
+   * onto it live. Absent: not checked.
+   */
+  network?: string;
   deleted: boolean;
   deletedAt: number | null;
   /** How long a soft-deleted record is kept. */
@@ -283,6 +289,17 @@ function decide(input: PlanInput): Plan {
     return issue(base, Phase.CREATING, "Creating", desired === DesiredState.STOPPED ? "creating the container" : "creating and starting the container", startKind, dataPolicy);
   }
 
+  // 7b. A running container made before project networks (on Docker's default bridge): the
+  // agent moves it onto its project's network without stopping it (ENSURE_CONTAINER keeps a
+  // container whose spec hash matches). Not for an older spec: that one waits for a restart.
+  // An agent that reports no networks (older than project networks) is left alone.
+  if (
+    input.network && desiredRunning(input.spec.desiredState) && container.state === "running" && container.labels[HASH_LABEL] === input.specHash &&
+    container.networks.length > 0 && (container.networks.length !== 1 || container.networks[0] !== input.network)
+  ) {
+    return issue(base, Phase.RUNNING, "JoiningNetwork", "moving the container onto its project network (it keeps running)", CommandKind.ENSURE_CONTAINER, dataPolicy);
+  }
+
   // 8. A container exists: drive it to the desired state.
   const state = container.state;
   switch (desired) {
@@ -405,7 +422,10 @@ function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, 
   if (deleted) return { phase: Phase.DELETED, reason: "Removing", message: "removing the container" };
   switch (kind) {
     case CommandKind.ENSURE_CONTAINER:
-      return { phase: Phase.CREATING, reason: "Creating", message: "creating the container" };
+      // Only plan step 7b sends it for a running container: a move onto the project network.
+      return container?.state === "running"
+        ? { phase: Phase.RUNNING, reason: "JoiningNetwork", message: "moving the container onto its project network (it keeps running)" }
+        : { phase: Phase.CREATING, reason: "Creating", message: "creating the container" };
     case CommandKind.ENSURE_RUNNING:
       return container
         ? { phase: Phase.STARTING, reason: "Starting", message: "starting the container" }
@@ -425,6 +445,10 @@ function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, 
     default:
       return { phase: Phase.PENDING, reason: "Checking", message: "checking the host" };
   }
+}
+
+function desiredRunning(d: DesiredState): boolean {
+  return d === DesiredState.RUNNING;
 }
 
 function conditionFacts(input: PlanInput, c: ContainerInfo | undefined): ConditionFact[] {

@@ -271,6 +271,7 @@ export class Reconciler {
       spec: server.spec,
       generation: server.generation,
       specHash: hash,
+      network: projectNetworkName(managerId, server.project),
       deleted: server.deletedAt !== null,
       deletedAt: server.deletedAt,
       retentionMs: this.deps.retentionMs ?? 24 * 3600_000,
