@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Protocol, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { emptyForm, fieldOfMessage, formFromSpec, FormError, portSuggestions, specFromForm } from "./spec-form-model.js";
+import { emptyForm, fieldOfMessage, formatSize, formFromSpec, FormError, parseSize, portSuggestions, specFromForm } from "./spec-form-model.js";
 
 describe("spec form", () => {
   it("builds a spec from the form: shell-like command, KEY=VALUE env, ports", () => {
@@ -53,7 +53,32 @@ describe("spec form", () => {
     expect(formFromSpec(spec).env).toBe("A=x y\nB=2");
   });
 
+  it("keeps capabilities given back and log limits through an edit (the editor must not reset them)", () => {
+    const spec = create(ServerSpecSchema, { name: "a", image: "i:1", capAdd: ["SYS_CHROOT", "NET_RAW"], logMaxSizeBytes: 512 * 1024, logMaxFiles: 5 });
+    const form = formFromSpec(spec);
+    expect(form).toMatchObject({ capAdd: ["SYS_CHROOT", "NET_RAW"], logMaxSize: "512K", logMaxFiles: "5" });
+    expect(specFromForm(form)).toMatchObject({ capAdd: ["NET_RAW", "SYS_CHROOT"], logMaxSizeBytes: 512 * 1024, logMaxFiles: 5 });
+    // Empty means the manager's defaults.
+    expect(specFromForm(emptyForm())).toMatchObject({ capAdd: [], logMaxSizeBytes: 0, logMaxFiles: 0 });
+  });
+
+  it("reads log sizes with or without a unit, and names the field it cannot read", () => {
+    expect(["65536", "64K", "10M", "10 MiB", "1G", "2kb"].map(parseSize)).toEqual([65536, 65536, 10485760, 10485760, 1073741824, 2048]);
+    expect(["", "ten", "1.5M", "-1", "5T"].map(parseSize)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+    expect([10485760, 65536, 100_000].map(formatSize)).toEqual(["10M", "64K", "100000"]);
+    try {
+      specFromForm({ ...emptyForm(), logMaxSize: "big" });
+      throw new Error("no FormError");
+    } catch (e) {
+      expect((e as FormError).field).toBe("logMaxSize");
+    }
+    expect(() => specFromForm({ ...emptyForm(), logMaxFiles: "3x" })).toThrow(/not a number of files/);
+  });
+
   it("maps the manager's field paths onto form fields", () => {
+    expect(fieldOfMessage("spec.cap_add[0]: must be in list [AUDIT_WRITE, FSETID, NET_RAW, SETPCAP, SYS_CHROOT]")).toBe("capAdd");
+    expect(fieldOfMessage("spec.log_max_size_bytes: must be greater than or equal to 65536")).toBe("logMaxSize");
+    expect(fieldOfMessage("spec.log_max_files: must be less than or equal to 20")).toBe("logMaxFiles");
     expect(fieldOfMessage("spec.ports[1].host_port: 0 is out of range 1-65535")).toBe("ports.1.host");
     expect(fieldOfMessage("spec.ports[0].container_port: 0 is out of range")).toBe("ports.0.container");
     expect(fieldOfMessage('spec.name: "A" is not a valid name')).toBe("name");

@@ -24,6 +24,32 @@ export interface SpecForm {
   dataMountPath: string;
   restartPolicy: RestartPolicy;
   desiredState: DesiredState;
+  /** Capabilities given back, from GIVABLE_CAPABILITIES. */
+  capAdd: string[];
+  /** Log rotation: a size like "10M", "512K" or bytes; empty means the manager's default. */
+  logMaxSize: string;
+  /** Log files kept; empty means the manager's default. */
+  logMaxFiles: string;
+}
+
+/**
+ * The capabilities a spec may give back (the contract's rule on
+ * ServerSpec.cap_add; docs/security.md says why each is dropped).
+ */
+export const GIVABLE_CAPABILITIES = ["AUDIT_WRITE", "FSETID", "NET_RAW", "SETPCAP", "SYS_CHROOT"] as const;
+
+const UNITS: Record<string, number> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+
+/** "10M" → 10485760; "512K", "65536", "1 GiB" too. Undefined when it is not a size. */
+export function parseSize(text: string): number | undefined {
+  const m = /^(\d+)\s*([KMG]?)(?:i?B)?$/i.exec(text.trim());
+  return m ? Number(m[1]) * UNITS[m[2]!.toUpperCase()]! : undefined;
+}
+
+/** Bytes in the largest binary unit that divides them: 10485760 → "10M". */
+export function formatSize(bytes: number): string {
+  for (const u of ["G", "M", "K"]) if (bytes % UNITS[u]! === 0) return `${bytes / UNITS[u]!}${u}`;
+  return String(bytes);
 }
 
 export function emptyForm(): SpecForm {
@@ -37,6 +63,9 @@ export function emptyForm(): SpecForm {
     dataMountPath: "/data",
     restartPolicy: RestartPolicy.ON_FAILURE,
     desiredState: DesiredState.RUNNING,
+    capAdd: [],
+    logMaxSize: "",
+    logMaxFiles: "",
   };
 }
 
@@ -54,6 +83,9 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     dataMountPath: s.dataMountPath,
     restartPolicy: s.restartPolicy,
     desiredState: s.desiredState,
+    capAdd: [...s.capAdd],
+    logMaxSize: s.logMaxSizeBytes ? formatSize(s.logMaxSizeBytes) : "",
+    logMaxFiles: s.logMaxFiles ? String(s.logMaxFiles) : "",
   };
 }
 
@@ -107,7 +139,23 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     dataMountPath: f.dataMountPath.trim(),
     restartPolicy: f.restartPolicy,
     desiredState: f.desiredState,
+    capAdd: [...f.capAdd].sort(),
+    logMaxSizeBytes: logSize(f.logMaxSize),
+    logMaxFiles: logFiles(f.logMaxFiles),
   };
+}
+
+function logSize(text: string): number {
+  if (!text.trim()) return 0;
+  const n = parseSize(text);
+  if (n === undefined) throw new FormError("logMaxSize", `"${text}" is not a size: write bytes or a number with K, M or G (e.g. 10M)`);
+  return n;
+}
+
+function logFiles(text: string): number {
+  if (!text.trim()) return 0;
+  if (!/^\d+$/.test(text.trim())) throw new FormError("logMaxFiles", `"${text}" is not a number of files`);
+  return Number(text.trim());
 }
 
 /**
@@ -119,7 +167,7 @@ export function fieldOfMessage(message: string): FieldKey | undefined {
   const m = /^(?:spec\.)?([a-z_]+)(?:\[(\d+)\]|\["(?:[^"\\]|\\.)*"\])?(?:\.([A-Za-z_][A-Za-z0-9_]*))?:/.exec(message);
   if (!m) return undefined;
   const [, field, index, sub] = m;
-  const map: Record<string, string> = { name: "name", image: "image", command: "command", env: "env", ports: "ports", data_mount_path: "dataMountPath", restart_policy: "restartPolicy", desired_state: "desiredState", host_id: "hostId" };
+  const map: Record<string, string> = { name: "name", image: "image", command: "command", env: "env", ports: "ports", data_mount_path: "dataMountPath", restart_policy: "restartPolicy", desired_state: "desiredState", host_id: "hostId", cap_add: "capAdd", log_max_size_bytes: "logMaxSize", log_max_files: "logMaxFiles" };
   const key = map[field!];
   if (!key) return undefined;
   if (key === "ports" && index !== undefined) return `ports.${index}.${sub === "container_port" ? "container" : "host"}`;

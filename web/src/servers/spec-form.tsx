@@ -8,7 +8,7 @@ import type { ReactNode } from "react";
 import { DesiredState, RestartPolicy } from "@berth/proto/berth/v1/server_pb.js";
 import type { Host } from "@berth/proto/berth/v1/host_pb.js";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
-import { portSuggestions, type FieldKey, type SpecForm } from "./spec-form-model.js";
+import { GIVABLE_CAPABILITIES, portSuggestions, type FieldKey, type SpecForm } from "./spec-form-model.js";
 
 export function SpecFields(props: {
   form: SpecForm;
@@ -121,6 +121,27 @@ export function SpecFields(props: {
           <option value={DesiredState.PAUSED}>paused</option>
         </select>
       </Field>
+      <Field label="Log size" hint="rotate the container's log at this size (e.g. 10M); empty: the manager's default" invalid={bad("logMaxSize")}>
+        <input value={form.logMaxSize} onChange={(e) => set("logMaxSize", e.target.value)} aria-invalid={bad("logMaxSize")} placeholder="default" className="mono" name="logMaxSize" />
+      </Field>
+      <Field label="Log files" hint="kept per container (1 to 20); empty: the manager's default" invalid={bad("logMaxFiles")}>
+        <input value={form.logMaxFiles} onChange={(e) => set("logMaxFiles", e.target.value)} aria-invalid={bad("logMaxFiles")} inputMode="numeric" placeholder="default" name="logMaxFiles" />
+      </Field>
+      <fieldset className={`field wide${bad("capAdd") ? " invalid" : ""}`}>
+        <legend>Capabilities to give back</legend>
+        <p className="muted small">berth drops these by default; give one back only if the server needs it.</p>
+        {GIVABLE_CAPABILITIES.map((c) => (
+          <label key={c} className="check">
+            <input
+              type="checkbox"
+              checked={form.capAdd.includes(c)}
+              onChange={(e) => set("capAdd", e.target.checked ? [...form.capAdd, c] : form.capAdd.filter((x) => x !== c))}
+              name={`cap-${c}`}
+            />{" "}
+            <span className="mono">{c}</span>
+          </label>
+        ))}
+      </fieldset>
     </div>
   );
 }
