@@ -9,7 +9,7 @@ const NOW = 1_700_000_000_000;
 const HASH = "0123456789abcdef";
 const NET = "berth-alpha-0123abcd";
 
-function input(o: { state?: string; networks?: string[]; hash?: string; desired?: DesiredState; network?: string; inflight?: boolean }): PlanInput {
+function input(o: { state?: string; networks?: readonly string[]; hash?: string; desired?: DesiredState; network?: string; inflight?: boolean }): PlanInput {
   const c = create(ContainerInfoSchema, {
     id: "c1",
     name: "berth-web-x",
@@ -18,7 +18,7 @@ function input(o: { state?: string; networks?: string[]; hash?: string; desired?
     createdTime: timestampFromMs(NOW - 600_000),
     startedTime: timestampFromMs(NOW - 300_000),
     labels: { "berth.manager": "mgr_test", "berth.server": "srv_test", "berth.generation": "1", "berth.spec-hash": o.hash ?? HASH },
-    networks: o.networks ?? [NET],
+    networks: [...(o.networks ?? [NET])],
   });
   return {
     now: NOW,
