@@ -153,6 +153,7 @@ export async function startManager(opts: ManagerOptions): Promise<ManagerProc> {
       "--max-streams", "1000",
       // Every simulated agent dials from 127.0.0.1 on its own connection.
       "--max-connections-per-ip", "1000000",
+      "--max-streams-per-ip", "1000000",
       ...(opts.extraArgs ?? []),
     ],
     logPath,

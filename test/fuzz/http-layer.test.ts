@@ -301,7 +301,7 @@ describe(`the HTTP layer survives any bytes${seedsLabel()}`, () => {
   beforeAll(async () => {
     // Short timeouts so the slowloris and idle tests take seconds.
     [plain, tls] = await Promise.all([
-      startManager({ dir: await tempDir("http-fuzz"), args: ["--idle-timeout", "2", "--headers-timeout", "2", "--max-concurrent-streams", "16", "--max-connections-per-ip", "64", "--log-level", "warn"] }),
+      startManager({ dir: await tempDir("http-fuzz"), args: ["--idle-timeout", "2", "--headers-timeout", "2", "--max-concurrent-streams", "16", "--max-connections-per-ip", "64", "--max-streams-per-ip", "40", "--log-level", "warn"] }),
       startManager({ dir: await tempDir("http-fuzz-tls"), args: ["--tls-auto", "--log-level", "warn"] }),
     ]);
   }, 60_000);
@@ -362,6 +362,31 @@ describe(`the HTTP layer survives any bytes${seedsLabel()}`, () => {
       const refused = countFrames(data, FRAME.RST_STREAM) + countFrames(data, FRAME.GOAWAY);
       expect(refused).toBeGreaterThan(0);
       await expectAlive(plain, "stream flood");
+    });
+
+    it("holds at most --max-streams-per-ip unfinished HTTP/2 streams from one address over all its connections", async () => {
+      // 3 connections x 16 streams (each within --max-concurrent-streams), requests never finished:
+      // without the per-address cap all 48 would stay open; with it, 40 at most.
+      const sessions = [h2connect(plain.url), h2connect(plain.url), h2connect(plain.url)];
+      const outcomes: Promise<"refused" | "open">[] = [];
+      for (const session of sessions) {
+        session.on("error", () => {});
+        for (let i = 0; i < 16; i++) {
+          const stream = session.request(Object.fromEntries(grpcHeaders("/berth.v1.ServerService/ListServers")), { endStream: false });
+          stream.on("error", () => {});
+          outcomes.push(new Promise((resolve) => {
+            stream.once("close", () => resolve(stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM ? "refused" : "open"));
+            setTimeout(() => resolve("open"), 2_000);
+          }));
+        }
+      }
+      const got = await Promise.all(outcomes);
+      const refused = got.filter((o) => o === "refused").length;
+      expect(refused).toBeGreaterThanOrEqual(8);
+      expect(plain.log()).toMatch(/stream refused: this IP address holds the most HTTP\/2 streams allowed/);
+      for (const session of sessions) session.destroy();
+      await new Promise((r) => setTimeout(r, 300));
+      await expectAlive(plain, "after a stream flood over several connections");
     });
 
     it("holds at most --max-connections-per-ip connections from one address and serves again once they close", async () => {

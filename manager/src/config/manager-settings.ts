@@ -112,6 +112,14 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); clients queue the rest",
     check: count,
   },
+  "max-streams-per-ip": {
+    kind: "integer",
+    group: "Connection limits",
+    arg: "N",
+    default: 1024,
+    help: "HTTP/2 streams one IP address may have open at once over all its connections; more are refused (REFUSED_STREAM). Each agent holds one; raise it behind a proxy or NAT that many clients share",
+    check: count,
+  },
   "idle-timeout": {
     kind: "integer",
     group: "Connection limits",
@@ -286,6 +294,7 @@ export function httpLimitsFrom(v: ManagerSettings): HttpLimits {
   return {
     maxConnectionsPerIp: v["max-connections-per-ip"],
     maxConcurrentStreams: v["max-concurrent-streams"],
+    maxStreamsPerIp: v["max-streams-per-ip"],
     idleTimeoutMs: v["idle-timeout"] * 1000,
     headersTimeoutMs: v["headers-timeout"] * 1000,
     requestTimeoutMs: v["request-timeout"] * 1000,

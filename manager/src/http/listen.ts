@@ -31,6 +31,12 @@ export interface HttpLimits {
   maxConnectionsPerIp: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may have open. */
   maxConcurrentStreams: number;
+  /**
+   * HTTP/2 streams open at once from one IP address, over all its connections:
+   * connections × streams per connection would otherwise let one address pin
+   * tens of thousands of unfinished requests. More are refused (REFUSED_STREAM).
+   */
+  maxStreamsPerIp: number;
   /** An HTTP/2 connection with no open stream and no frame for this long is closed (GOAWAY). */
   idleTimeoutMs: number;
   /** HTTP/1: the request head must arrive within this (slowloris). */
@@ -43,6 +49,7 @@ export interface HttpLimits {
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   maxConnectionsPerIp: 256,
   maxConcurrentStreams: 256,
+  maxStreamsPerIp: 1024,
   idleTimeoutMs: 120_000,
   headersTimeoutMs: 30_000,
   requestTimeoutMs: 300_000,
@@ -97,6 +104,8 @@ export async function listen(host: string, port: number, handler: Handler, optio
   // never listens (sockets are handed to it after sniffing), so without this nothing enforced them
   // and a slowloris client kept its connection forever. h1.close() stops the check.
   h1.emit("listening");
+  const streamsPerIp = new Map<string, number>();
+  const reportedStreams = new Map<string, number>();
   const h2 = createHttp2Server(
     { settings: { maxConcurrentStreams: limits.maxConcurrentStreams } },
     (req: Http2ServerRequest, res: Http2ServerResponse) => {
@@ -111,6 +120,24 @@ export async function listen(host: string, port: number, handler: Handler, optio
           if (!req.complete && !res.stream.destroyed) res.stream.close(h2constants.NGHTTP2_NO_ERROR);
         }),
       );
+      const ip = req.socket.remoteAddress ?? "";
+      const open = streamsPerIp.get(ip) ?? 0;
+      if (open >= limits.maxStreamsPerIp) {
+        // REFUSED_STREAM: the request was not processed, a client may retry it later.
+        res.stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
+        const now = Date.now();
+        if ((reportedStreams.get(ip) ?? 0) < now - 60_000) {
+          reportedStreams.set(ip, now);
+          log?.warn({ ip, open, limit: limits.maxStreamsPerIp }, "stream refused: this IP address holds the most HTTP/2 streams allowed (--max-streams-per-ip)");
+        }
+        return;
+      }
+      streamsPerIp.set(ip, open + 1);
+      res.stream.once("close", () => {
+        const left = (streamsPerIp.get(ip) ?? 1) - 1;
+        if (left > 0) streamsPerIp.set(ip, left);
+        else streamsPerIp.delete(ip);
+      });
       (handler as (q: Http2ServerRequest, s: Http2ServerResponse) => void)(req, res);
     },
   );
