@@ -31,6 +31,7 @@ export function reportable(info: ContainerInfo): ContainerInfo {
     out.labels = Object.fromEntries(Object.entries(info.labels).filter(([k]) => k.startsWith("berth.")));
     out.mounts = out.mounts.slice(0, 16);
     out.mountPoints = out.mountPoints.slice(0, 16);
+    out.networks = out.networks.slice(0, 16);
     out.error = out.error.slice(0, 1024);
   }
   return out;

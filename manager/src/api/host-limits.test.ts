@@ -6,8 +6,8 @@ import { admitContainer, boundInventory, isPlainDirName, MessageBudget, slimCont
 const LIMITS: HostLimits = { maxContainers: 5, maxOtherLabelled: 2, maxUnmanaged: 3, maxDataRootEntries: 4, messagesPerSecond: 10, messageBurst: 20 };
 const OWN = new Set(["srv_ownaaaa", "srv_ownbbbb"]);
 
-const c = (id: string, server?: string, extra: Partial<{ env: Record<string, string>; labels: Record<string, string> }> = {}) =>
-  create(ContainerInfoSchema, { id, labels: { ...(server ? { "berth.server": server } : {}), ...extra.labels }, env: extra.env ?? {} });
+const c = (id: string, server?: string, extra: Partial<{ env: Record<string, string>; labels: Record<string, string>; networks: string[] }> = {}) =>
+  create(ContainerInfoSchema, { id, labels: { ...(server ? { "berth.server": server } : {}), ...extra.labels }, env: extra.env ?? {}, networks: extra.networks ?? [] });
 const dir = (serverId: string) => create(DataDirSchema, { serverId, exists: true });
 
 describe("isPlainDirName", () => {
@@ -52,6 +52,8 @@ describe("boundInventory", () => {
     expect(slimContainer(c("a", "srv_ownaaaa", { env: { BIG: "x".repeat(100_000) } }))?.env).toEqual({});
     expect(slimContainer(c("a", "srv_ownaaaa", { labels: { junk: "y".repeat(20_000) } }))?.labels).toEqual({ "berth.server": "srv_ownaaaa" });
     expect(slimContainer(c("a", "srv_ownaaaa", { labels: { "berth.junk": "y".repeat(20_000) } }))).toBeUndefined();
+    // Network names count too: a host cannot pad a container past the cap with them.
+    expect(slimContainer(c("a", "srv_ownaaaa", { networks: Array.from({ length: 2_000 }, (_, i) => `berth-net-padding-${i}`) }))).toBeUndefined();
   });
 });
 

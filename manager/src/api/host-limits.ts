@@ -177,6 +177,7 @@ function weight(c: ContainerInfo): number {
   for (const m of c.mounts) n += m.length;
   for (const m of c.mountPoints) n += m.source.length + m.destination.length + m.type.length;
   for (const u of c.unsupported) n += u.length;
+  for (const net of c.networks) n += net.length;
   return n;
 }
 
