@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { SecretKeyError } from "./store/secrets.js";
 import { buildManager, splitHostPort } from "./manager.js";
 import { createLogger, type LogFormat } from "./log.js";
 import { runTokenCommand } from "./token-cli.js";
@@ -34,9 +35,10 @@ const dbPath = settings.db;
 const advertiseUrl = settings["advertise-url"];
 const tls = await resolveTls(settings);
 const startTimeoutSeconds = settings["start-timeout"];
-const manager = buildManager({
+const manager = buildOrExplain({
   listen: listenAddr,
   dbPath,
+  ...(settings["secret-key-file"] ? { secretKeyFile: settings["secret-key-file"] } : {}),
   ...(advertiseUrl ? { advertiseUrl } : {}),
   ...(tls ? { tls } : {}),
   ...webRoot(),
@@ -85,6 +87,16 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
       },
     );
   });
+}
+
+/** buildManager, with a wrong or missing secret key said plainly (exit 2) instead of a stack trace. */
+function buildOrExplain(config: Parameters<typeof buildManager>[0]): ReturnType<typeof buildManager> {
+  try {
+    return buildManager(config);
+  } catch (err) {
+    if (err instanceof SecretKeyError) fail(err.message);
+    throw err;
+  }
 }
 
 function fail(message: string): never {

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -36,7 +37,8 @@ import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
-import { openDatabase } from "./store/database.js";
+import { openDatabase, type Db } from "./store/database.js";
+import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox } from "./store/secrets.js";
 import { Store } from "./store/store.js";
 import { TokenStore } from "./store/token-store.js";
 import type { TlsMaterial } from "./tls/certificates.js";
@@ -46,6 +48,12 @@ export interface ManagerConfig {
   listen: string;
   /** SQLite file path, or ":memory:". */
   dbPath: string;
+  /**
+   * The 32-byte key sealing secret env values (docs/security.md); default
+   * `<db dir>/secret.key`, created 0600 on first start. With ":memory:" and no
+   * file, a fresh key lives only in memory.
+   */
+  secretKeyFile?: string;
   /** URL agents are told to dial in enrollment commands; defaults to http://<listen>. */
   advertiseUrl?: string;
   /** Directory of the built dashboard. */
@@ -103,13 +111,36 @@ const READ_MAX_BYTES = 4 * 1024 * 1024;
 const DEFAULT_WEB_ROOT = fileURLToPath(new URL("../../web/dist", import.meta.url));
 const PLACEHOLDER_WEB_ROOT = fileURLToPath(new URL("../../web/public", import.meta.url));
 
+/**
+ * The secret key for this database: loaded (or created on first start) and
+ * checked against the database's key check, so a wrong or missing key stops
+ * the manager here with a message saying which file to restore. Closes the
+ * database before throwing.
+ */
+function openSecretKey(config: ManagerConfig, db: Db, log: Logger): SecretBox {
+  try {
+    const meta = new Store(db);
+    const path = config.secretKeyFile ?? (config.dbPath === ":memory:" ? undefined : join(dirname(config.dbPath), "secret.key"));
+    if (!path) return SecretBox.ephemeral();
+    const loaded = loadSecretKey(path, meta.getMeta(KEY_CHECK_META) !== undefined);
+    if (loaded.warning) log.warn({ file: path }, loaded.warning);
+    if (loaded.created) log.info({ file: path }, "created the secret key sealing secret env values; back it up apart from the database (docs/install.md)");
+    checkSecretKey({ get: (k) => meta.getMeta(k), set: (k, v) => meta.setMeta(k, v) }, loaded.box, path);
+    return loaded.box;
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}
+
 /** Builds a manager without binding a port, so tests can start it on port 0. */
 export function buildManager(config: ManagerConfig): Manager {
   const log = config.log;
   const health = new HealthStatus();
   health.set("", ServingStatus.NOT_SERVING);
   const db = openDatabase(config.dbPath);
-  const store = new Store(db);
+  const secrets = openSecretKey(config, db, log);
+  const store = new Store(db, secrets);
   const tokens = new TokenStore(db);
   const managerId = store.managerId();
   // Nothing is connected at start, whatever the previous run left in the table. Best effort:
@@ -120,7 +151,7 @@ export function buildManager(config: ManagerConfig): Manager {
   } catch (err) {
     log.warn({ err }, "could not mark hosts offline at start (is the database disk full?); serving reads, writes resume once the database is writable");
   }
-  const hub = new AgentHub();
+  const hub = new AgentHub((c) => openCommand(c, secrets));
   const ledger = new Ledger(store, Date.now, log);
   const initialAdminToken = bootstrapAdminToken(tokens, ledger);
   const networks = new NetworkInventory();

@@ -2,14 +2,19 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { HostSchema, HostState, type Host } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { maskSpec } from "../store/secrets.js";
 import type { HostRecord, ServerRecord } from "../store/store.js";
 import { hostConditions } from "./host-conditions.js";
 
+/**
+ * A server as every API answer shows it (Get, List, Watch, and the answers
+ * of every change): secret env values are SECRET_MASK for every role.
+ */
 export function serverToProto(s: ServerRecord): Server {
   return create(ServerSchema, {
     id: s.id,
     project: s.project,
-    spec: { ...s.spec, hostId: s.hostId },
+    spec: { ...maskSpec(s.spec), hostId: s.hostId },
     status: s.status,
     generation: BigInt(s.generation),
     createTime: timestampFromMs(s.createdAt),

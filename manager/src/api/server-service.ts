@@ -28,6 +28,7 @@ import type { Reconciler } from "../reconcile/reconciler.js";
 import { describeConflicts, findPortConflicts, suggestFreePorts } from "../domain/port-conflicts.js";
 import { initialStatus, type Lifecycle, type ServerRecord, type Store } from "../store/store.js";
 import { serverToProto } from "./convert.js";
+import { mergeSecretEnv } from "../store/secrets.js";
 import { requireId, validateSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createTailLogs } from "./logs.js";
@@ -184,7 +185,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "CreateServer");
       const actor = actorOf(caller);
-      const spec = validateSpec(req.spec);
+      const spec = mergeSecretEnv(validateSpec(req.spec), undefined);
       const project = projectFor(caller, req.project);
       if (store.findServerByName(project, spec.name)) {
         throw new AlreadyExistsError(`a server named "${spec.name}" already exists in project "${project}"; pick another name or update it`);
@@ -300,7 +301,8 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         }
         checkPorts(s.hostId, spec, s.id, s.project);
         return {
-          spec: { ...spec, hostId: s.hostId },
+          // "********" for a secret keeps its stored value (the caller only ever saw the mask).
+          spec: { ...mergeSecretEnv(spec, s.spec), hostId: s.hostId },
           ...(req.applyNow ? { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at } } : {}),
           message: req.applyNow ? "spec updated; applying now" : "spec updated; applies at the next restart or rebuild",
         };

@@ -44,6 +44,13 @@ export const MANAGER_SETTINGS = defineSettings({
     check: hostPort,
   },
   db: { kind: "string", group: "General", arg: "PATH", default: "./data/berth.db", help: "SQLite database file (created with its directory when missing)" },
+  "secret-key-file": {
+    kind: "string",
+    group: "General",
+    arg: "PATH",
+    defaultText: "<db dir>/secret.key",
+    help: "32-byte key sealing secret env values (AES-256-GCM); created 0600 on first start when missing. Back it up apart from the database: a backup without it reveals no secret, and cannot restore them either",
+  },
   "advertise-url": {
     kind: "string",
     group: "General",

@@ -68,11 +68,17 @@ export class AgentHub {
     return [...this.sessions.values()].filter((s) => s.ready).map((s) => s.hostId);
   }
 
+  /**
+   * `openSecrets`: turns a stored command (secret env values sealed) into the
+   * one the agent gets (opened): the only place plaintext secrets leave.
+   */
+  constructor(private readonly openSecrets: (c: Command) => Command = (c) => c) {}
+
   /** Sends a command; false when the host has no ready session (it is resent on reconnect). */
   sendCommand(hostId: string, command: Command): boolean {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return false;
-    s.send(create(ManagerMessageSchema, { body: { case: "command", value: command } }));
+    s.send(create(ManagerMessageSchema, { body: { case: "command", value: this.openSecrets(command) } }));
     return true;
   }
 

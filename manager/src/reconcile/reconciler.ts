@@ -242,7 +242,7 @@ export class Reconciler {
     const now = this.now();
     let server = store.getServer(serverId);
     if (!server) return {};
-    const hash = specHash(server.spec);
+    const hash = specHash(server.spec, { serverId: server.id, box: store.secrets });
     const mine = store.containersForServer(server.hostId, server.id).filter((c) => c.managerId === managerId);
     // A container AdoptOrphan bound to this server without labels (OrphanService) counts too.
     const adoptedId = server.lifecycle.adoptedContainerId;

@@ -13,6 +13,7 @@ import {
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
 import type { Db } from "./database.js";
+import { sealSpec, type SecretBox } from "./secrets.js";
 import { eventFromRow, type EventRow } from "./event-store.js";
 import { newId } from "../ids.js";
 
@@ -177,7 +178,14 @@ export const LABEL_SPEC_HASH = "berth.spec-hash";
  * written in portable SQL so another backend can implement the same surface.
  */
 export class Store {
-  constructor(private readonly db: Db) {}
+  /**
+   * `secrets`: seals the values of a spec's `secret_env` keys on every write
+   * (spec_json holds them only sealed); without it, writing one throws.
+   */
+  constructor(
+    private readonly db: Db,
+    readonly secrets?: SecretBox,
+  ) {}
 
   /** Runs `fn` in one transaction (nested calls join the outer one). */
   transaction<T>(fn: () => T): T {
@@ -199,6 +207,15 @@ export class Store {
     const id = newId("mgr");
     this.db.prepare("INSERT INTO meta (key, value) VALUES ('manager_id', ?)").run(id);
     return id;
+  }
+
+  /** A value of the meta table (e.g. the secret key check), or undefined. */
+  getMeta(key: string): string | undefined {
+    return (this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string } | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(key, value);
   }
 
   // --- hosts ------------------------------------------------------------------
@@ -289,7 +306,7 @@ export class Store {
         s.name,
         s.hostId,
         s.generation,
-        toJsonString(ServerSpecSchema, s.spec),
+        toJsonString(ServerSpecSchema, sealSpec(s.id, s.spec, this.secrets)),
         toJsonString(ServerStatusSchema, s.status),
         Phase[s.status.phase] ?? "UNSPECIFIED",
         s.dataInitialized ? 1 : 0,
@@ -355,7 +372,7 @@ export class Store {
   updateServerSpec(s: Pick<ServerRecord, "id" | "spec" | "generation" | "updatedAt" | "deletedAt" | "hostId">): void {
     this.db
       .prepare("UPDATE servers SET spec_json = ?, generation = ?, updated_at = ?, deleted_at = ?, host_id = ? WHERE id = ?")
-      .run(toJsonString(ServerSpecSchema, s.spec), s.generation, s.updatedAt, s.deletedAt, s.hostId, s.id);
+      .run(toJsonString(ServerSpecSchema, sealSpec(s.id, s.spec, this.secrets)), s.generation, s.updatedAt, s.deletedAt, s.hostId, s.id);
   }
 
   /** Replaces the observed-state columns; only the reconciler calls this. */
