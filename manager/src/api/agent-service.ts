@@ -33,12 +33,12 @@ import {
   admitContainer,
   boundInventory,
   DEFAULT_HOST_LIMITS,
-  MessageBudget,
   slimContainer,
   type HostLimits,
   type InventoryContent,
   type RefusedCounts,
 } from "./host-limits.js";
+import { TokenBucket } from "../auth/limits.js";
 
 export interface AgentServiceDeps {
   store: Store;
@@ -65,7 +65,7 @@ const YIELD_EVERY = 64;
 /** Per stream: the inventory being assembled from parts, and the message budget. */
 interface LinkState {
   parts: { partOf: string; content: InventoryContent; serversOnHost: Set<string> } | undefined;
-  budget: MessageBudget;
+  budget: TokenBucket;
   lastRateResync: number;
 }
 
@@ -152,7 +152,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       const out = new AsyncQueue<ManagerMessage>();
       // Set when the hub closes the stream (host removed, replaced): nothing it sends afterwards is stored.
       let closed = false;
-      const state: LinkState = { parts: undefined, budget: new MessageBudget(limits.messagesPerSecond, limits.messageBurst, now()), lastRateResync: Number.NEGATIVE_INFINITY };
+      const state: LinkState = { parts: undefined, budget: new TokenBucket(limits.messagesPerSecond, limits.messageBurst, now()), lastRateResync: Number.NEGATIVE_INFINITY };
       const session: AgentSession = {
         hostId: host.id,
         ready: false,
@@ -211,7 +211,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     const body = msg.body;
     if (body.case === "logChunk" || body.case === "commandResult") return true;
     const cost = body.case === "inventory" ? 1 + Math.floor((body.value.containers.length + body.value.unmanaged.length + body.value.dataDirs.length + body.value.otherDataDirs.length) / 100) : 1;
-    if (state.budget.take(cost, at)) return true;
+    if (state.budget.take(at, cost)) return true;
     noteRefused(host.id, { RateLimited: 1 }, at, hlog);
     // What was dropped is lost: a full inventory heals it once the agent slows down.
     if (body.case === "inventory") state.parts = undefined;

@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { ContainerInfoSchema, DataDirSchema } from "@berth/proto/berth/v1/agent_pb.js";
-import { admitContainer, boundInventory, isPlainDirName, MessageBudget, slimContainer, type HostLimits } from "./host-limits.js";
+import { TokenBucket } from "../auth/limits.js";
+import { admitContainer, boundInventory, isPlainDirName, slimContainer, type HostLimits } from "./host-limits.js";
 
 const LIMITS: HostLimits = { maxContainers: 5, maxOtherLabelled: 2, maxUnmanaged: 3, maxDataRootEntries: 4, messagesPerSecond: 10, messageBurst: 20 };
 const OWN = new Set(["srv_ownaaaa", "srv_ownbbbb"]);
@@ -72,15 +73,15 @@ describe("admitContainer", () => {
   });
 });
 
-describe("MessageBudget", () => {
-  it("allows a burst, then the sustained rate", () => {
-    const b = new MessageBudget(10, 20, 0);
+describe("TokenBucket as a host's message budget", () => {
+  it("allows a burst, then the sustained rate, by cost", () => {
+    const b = new TokenBucket(10, 20, 0);
     let ok = 0;
-    for (let i = 0; i < 30; i++) if (b.take(1, 0)) ok++;
+    for (let i = 0; i < 30; i++) if (b.take(0, 1)) ok++;
     expect(ok).toBe(20);
-    expect(b.take(1, 50)).toBe(false);
-    expect(b.take(1, 100)).toBe(true);
-    expect(b.take(5, 200)).toBe(false);
-    expect(b.take(5, 1_000)).toBe(true);
+    expect(b.take(50, 1)).toBe(false);
+    expect(b.take(100, 1)).toBe(true);
+    expect(b.take(200, 5)).toBe(false);
+    expect(b.take(1_000, 5)).toBe(true);
   });
 });

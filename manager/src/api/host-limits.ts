@@ -181,28 +181,3 @@ function weight(c: ContainerInfo): number {
   return n;
 }
 
-/**
- * A token bucket: `take(cost)` is false once the agent has sent more than
- * `burst` beyond `perSecond` sustained. Pure apart from the clock it is given.
- */
-export class MessageBudget {
-  private tokens: number;
-  private at: number;
-
-  constructor(
-    private readonly perSecond: number,
-    private readonly burst: number,
-    now: number,
-  ) {
-    this.tokens = burst;
-    this.at = now;
-  }
-
-  take(cost: number, now: number): boolean {
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.perSecond);
-    this.at = now;
-    if (this.tokens < cost) return false;
-    this.tokens -= cost;
-    return true;
-  }
-}

@@ -29,11 +29,11 @@ export class TokenBucket {
     this.updatedAt = now;
   }
 
-  /** Takes one token if available. */
-  take(now: number): boolean {
+  /** Takes `cost` tokens (one by default) if that many are available. */
+  take(now: number, cost = 1): boolean {
     this.refill(now);
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    if (this.tokens < cost) return false;
+    this.tokens -= cost;
     return true;
   }
 

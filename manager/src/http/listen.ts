@@ -69,6 +69,41 @@ const LISTEN_BACKLOG = 4096;
 /** A connection that sends nothing this long is closed before any server sees it. */
 const FIRST_BYTES_TIMEOUT_MS = 30_000;
 
+/**
+ * What each IP address holds open (connections, streams), up to `cap`. A
+ * refusal is reported through `warn` at most once a minute per address.
+ */
+class PerAddressCap {
+  readonly #open = new Map<string, number>();
+  readonly #warnedAt = new Map<string, number>();
+
+  constructor(
+    private readonly cap: number,
+    private readonly warn: (ip: string, open: number) => void,
+  ) {}
+
+  /** Takes a slot for `ip`; false when it already holds `cap`. */
+  take(ip: string): boolean {
+    const open = this.#open.get(ip) ?? 0;
+    if (open < this.cap) {
+      this.#open.set(ip, open + 1);
+      return true;
+    }
+    const now = Date.now();
+    if ((this.#warnedAt.get(ip) ?? 0) < now - 60_000) {
+      this.#warnedAt.set(ip, now);
+      this.warn(ip, open);
+    }
+    return false;
+  }
+
+  release(ip: string): void {
+    const left = (this.#open.get(ip) ?? 1) - 1;
+    if (left > 0) this.#open.set(ip, left);
+    else this.#open.delete(ip);
+  }
+}
+
 /** Closes `socket` if it sends nothing for a while; returns the function that stops the clock. */
 function closeIfSilent(socket: Socket): () => void {
   const onTimeout = () => socket.destroy();
@@ -104,8 +139,12 @@ export async function listen(host: string, port: number, handler: Handler, optio
   // never listens (sockets are handed to it after sniffing), so without this nothing enforced them
   // and a slowloris client kept its connection forever. h1.close() stops the check.
   h1.emit("listening");
-  const streamsPerIp = new Map<string, number>();
-  const reportedStreams = new Map<string, number>();
+  const streamsPerIp = new PerAddressCap(limits.maxStreamsPerIp, (ip, open) =>
+    log?.warn({ ip, open, limit: limits.maxStreamsPerIp }, "stream refused: this IP address holds the most HTTP/2 streams allowed (--max-streams-per-ip)"),
+  );
+  const connectionsPerIp = new PerAddressCap(limits.maxConnectionsPerIp, (ip, open) =>
+    log?.warn({ ip, open, limit: limits.maxConnectionsPerIp }, "connection refused: this IP address holds the most connections allowed (--max-connections-per-ip)"),
+  );
   const h2 = createHttp2Server(
     { settings: { maxConcurrentStreams: limits.maxConcurrentStreams } },
     (req: Http2ServerRequest, res: Http2ServerResponse) => {
@@ -121,23 +160,12 @@ export async function listen(host: string, port: number, handler: Handler, optio
         }),
       );
       const ip = req.socket.remoteAddress ?? "";
-      const open = streamsPerIp.get(ip) ?? 0;
-      if (open >= limits.maxStreamsPerIp) {
+      if (!streamsPerIp.take(ip)) {
         // REFUSED_STREAM: the request was not processed, a client may retry it later.
         res.stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
-        const now = Date.now();
-        if ((reportedStreams.get(ip) ?? 0) < now - 60_000) {
-          reportedStreams.set(ip, now);
-          log?.warn({ ip, open, limit: limits.maxStreamsPerIp }, "stream refused: this IP address holds the most HTTP/2 streams allowed (--max-streams-per-ip)");
-        }
         return;
       }
-      streamsPerIp.set(ip, open + 1);
-      res.stream.once("close", () => {
-        const left = (streamsPerIp.get(ip) ?? 1) - 1;
-        if (left > 0) streamsPerIp.set(ip, left);
-        else streamsPerIp.delete(ip);
-      });
+      res.stream.once("close", () => streamsPerIp.release(ip));
       (handler as (q: Http2ServerRequest, s: Http2ServerResponse) => void)(req, res);
     },
   );
@@ -148,29 +176,18 @@ export async function listen(host: string, port: number, handler: Handler, optio
     closeWhenIdle(s, limits.idleTimeoutMs);
   });
   const sockets = new Set<Socket>();
-  const perIp = new Map<string, number>();
-  const reported = new Map<string, number>();
 
   /** Counts raw TCP connections per IP; over the cap, the new one is closed before a byte is read. */
   const track = (socket: Socket) => {
     const ip = socket.remoteAddress ?? "";
-    const open = perIp.get(ip) ?? 0;
-    if (open >= limits.maxConnectionsPerIp) {
+    if (!connectionsPerIp.take(ip)) {
       socket.destroy();
-      const now = Date.now();
-      if ((reported.get(ip) ?? 0) < now - 60_000) {
-        reported.set(ip, now);
-        log?.warn({ ip, open, limit: limits.maxConnectionsPerIp }, "connection refused: this IP address holds the most connections allowed (--max-connections-per-ip)");
-      }
       return;
     }
-    perIp.set(ip, open + 1);
     sockets.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
-      const left = (perIp.get(ip) ?? 1) - 1;
-      if (left > 0) perIp.set(ip, left);
-      else perIp.delete(ip);
+      connectionsPerIp.release(ip);
     });
   };
 
