@@ -120,7 +120,7 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    await this.opts.dataRoot.init();
+    for (const warning of await this.opts.dataRoot.init()) this.opts.log.warn({ dataRoot: this.opts.dataRoot.root }, warning);
     await this.refreshDocker();
     void this.watchEvents();
     this.link.start();
