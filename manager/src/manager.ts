@@ -138,7 +138,7 @@ export function buildManager(config: ManagerConfig): Manager {
   const log = config.log;
   const health = new HealthStatus();
   health.set("", ServingStatus.NOT_SERVING);
-  const db = openDatabase(config.dbPath);
+  const db = openDatabase(config.dbPath, { onWarning: (message) => log.warn({ db: config.dbPath }, message) });
   const secrets = openSecretKey(config, db, log);
   const store = new Store(db, secrets);
   const tokens = new TokenStore(db);
