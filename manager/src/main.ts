@@ -50,6 +50,7 @@ const manager = buildOrExplain({
   resyncIntervalSeconds: settings["resync-interval"],
   containerLogs: { maxSizeBytes: settings["container-log-max-size"], maxFiles: settings["container-log-max-files"] },
   orphanGraceSeconds: settings["orphan-grace"],
+  adoptablePaths: settings["adoptable-path"].map((d) => d.replace(/\/+$/, "")),
   ledger: ledgerConfigFrom(settings),
   ...(settings["metrics-token"] ? { metricsToken: settings["metrics-token"] } : {}),
   dbProbeIntervalSeconds: settings["db-probe-interval"],

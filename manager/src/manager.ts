@@ -85,6 +85,8 @@ export interface ManagerConfig {
   dbProbeIntervalSeconds?: number;
   /** Containers younger than this are not listed as orphans (default 60). */
   orphanGraceSeconds?: number;
+  /** Host directories outside the data root AdoptOrphan's move_data may copy (default none). */
+  adoptablePaths?: string[];
   log: Logger;
 }
 
@@ -219,7 +221,7 @@ export function buildManager(config: ManagerConfig): Manager {
     router.service(AccessService, createAccessService({ tokens, limits, ledger }));
     router.service(EventService, createEventService({ ledger, events: ledgerServices.events, store }));
     router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
-    router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, networks, log }));
+    router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     registerReflection(router);
     // Garbage protobuf bytes are the caller's error (InvalidArgument), not the manager's (Internal).

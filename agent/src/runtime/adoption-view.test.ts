@@ -43,13 +43,13 @@ describe("adoptionView", () => {
       image,
     );
     expect(v.unsupported).toEqual([
-      "privileged mode",
-      "added capabilities (NET_ADMIN)",
-      'network mode "host" (berth uses Docker\'s default bridge)',
-      'pid mode "host"',
+      "privilege: privileged mode",
+      "privilege: added capabilities beyond berth's allow-list (NET_ADMIN)",
+      'privilege: network mode "host"',
+      'privilege: pid mode "host"',
+      "privilege: security options (seccomp=unconfined)",
       'Docker restart policy "unless-stopped" (berth decides restarts; until berth recreates the container Docker may restart it too)',
       "memory limit",
-      "security options (seccomp=unconfined)",
       'entrypoint ["/init"] (berth runs the image\'s entrypoint)',
       'user "1000"',
       'working directory "/app"',
@@ -57,6 +57,29 @@ describe("adoptionView", () => {
       "port 80/tcp published on 127.0.0.1 only (berth publishes on every address)",
       "port 81/tcp published on a random host port (berth needs a fixed one; add it with UpdateServer)",
       "labels (team)",
+    ]);
+  });
+
+  it("marks what berth never grants as a privilege, and only that", () => {
+    const v = (h: Partial<Docker.HostConfig> & Record<string, unknown>) => adoptionView(container({}, h), image).unsupported;
+    expect(v({ CapAdd: ["CAP_SYS_ADMIN", "NET_RAW"] })).toEqual([
+      "privilege: added capabilities beyond berth's allow-list (SYS_ADMIN)",
+      "added capabilities (NET_RAW; give them back with the spec's cap_add)",
+    ]);
+    expect(v({ NetworkMode: "container:abc", IpcMode: "host", UTSMode: "host", UsernsMode: "host" })).toEqual([
+      'privilege: network mode "container:abc"',
+      'privilege: ipc mode "host"',
+      'privilege: uts mode "host"',
+      'privilege: userns mode "host"',
+    ]);
+    expect(v({ Devices: [{ PathOnHost: "/dev/fuse", PathInContainer: "/dev/fuse", CgroupPermissions: "rwm" }], SecurityOpt: ["apparmor=unconfined"] })).toEqual([
+      "privilege: devices (/dev/fuse)",
+      "privilege: security options (apparmor=unconfined)",
+    ]);
+    // A user-defined network, a private IPC namespace, a seccomp profile: lost on recreation, not privileges.
+    expect(v({ NetworkMode: "mynet", IpcMode: "private", SecurityOpt: ["seccomp=/etc/profile.json"] })).toEqual([
+      'network mode "mynet" (berth puts it on its project\'s network)',
+      "security options (seccomp=/etc/profile.json)",
     ]);
   });
 });

@@ -3,6 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type Docker from "dockerode";
 import { ContainerInfoSchema, MountPointSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
+import { ADDABLE_CAPABILITIES } from "./capabilities.js";
 
 /** The parts of `docker image inspect` an adoption compares a container with. */
 export interface ImageDefaults {
@@ -25,6 +26,13 @@ export function imageDefaults(image: Docker.ImageInspectInfo | undefined): Image
     labels: c?.Labels ?? {},
   };
 }
+
+/**
+ * Marks an `unsupported` entry as a privilege berth never grants (privileged
+ * mode, host namespaces, capabilities beyond its allow-list, devices,
+ * unconfined security profiles): AdoptOrphan refuses such a container.
+ */
+export const PRIVILEGE_PREFIX = "privilege: ";
 
 /** What Docker puts in a container's environment when its image sets no PATH. */
 export const DOCKER_DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -50,14 +58,26 @@ export function adoptionView(c: Docker.ContainerInspectInfo, image: ImageDefault
   const command = sameList(cmd, image.cmd) ? [] : cmd;
 
   const out: string[] = [];
-  const h = c.HostConfig as Docker.HostConfig & { CgroupnsMode?: string; ReadonlyRootfs?: boolean; PidsLimit?: number | null };
-  if (h.Privileged) out.push("privileged mode");
-  if ((h.CapAdd ?? []).length > 0) out.push(`added capabilities (${(h.CapAdd ?? []).join(", ")})`);
+  const h = c.HostConfig as Docker.HostConfig & { CgroupnsMode?: string; ReadonlyRootfs?: boolean; PidsLimit?: number | null; UTSMode?: string; UsernsMode?: string };
+  // What berth would never grant, marked PRIVILEGE_PREFIX: the manager refuses to adopt it.
+  const priv = (what: string) => out.push(`${PRIVILEGE_PREFIX}${what}`);
+  if (h.Privileged) priv("privileged mode");
+  const caps = ((h.CapAdd ?? []) as string[]).map((x) => x.toUpperCase().replace(/^CAP_/, ""));
+  const beyond = caps.filter((x) => !ADDABLE_CAPABILITIES.includes(x));
+  if (beyond.length > 0) priv(`added capabilities beyond berth's allow-list (${beyond.join(", ")})`);
+  if (caps.length > beyond.length) out.push(`added capabilities (${caps.filter((x) => ADDABLE_CAPABILITIES.includes(x)).join(", ")}; give them back with the spec's cap_add)`);
   const net = h.NetworkMode ?? "";
-  if (net && net !== "default" && net !== "bridge") out.push(`network mode "${net}" (berth uses Docker's default bridge)`);
-  if (h.PidMode) out.push(`pid mode "${h.PidMode}"`);
-  if (h.IpcMode && h.IpcMode !== "private" && h.IpcMode !== "shareable") out.push(`ipc mode "${h.IpcMode}"`);
-  if ((h.Devices ?? []).length > 0) out.push("devices");
+  if (net === "host" || net.startsWith("container:")) priv(`network mode "${net}"`);
+  else if (net && net !== "default" && net !== "bridge") out.push(`network mode "${net}" (berth puts it on its project's network)`);
+  if (h.PidMode) priv(`pid mode "${h.PidMode}"`);
+  if (h.IpcMode === "host" || h.IpcMode?.startsWith("container:")) priv(`ipc mode "${h.IpcMode}"`);
+  else if (h.IpcMode && h.IpcMode !== "private" && h.IpcMode !== "shareable") out.push(`ipc mode "${h.IpcMode}"`);
+  if (h.UTSMode === "host") priv(`uts mode "host"`);
+  if (h.UsernsMode === "host") priv(`userns mode "host"`);
+  if ((h.Devices ?? []).length > 0) priv(`devices (${((h.Devices ?? []) as { PathOnHost?: string }[]).map((d) => d.PathOnHost ?? "").join(", ")})`);
+  if ((h.DeviceCgroupRules ?? []).length > 0) priv("device cgroup rules");
+  const unconfined = ((h.SecurityOpt ?? []) as string[]).filter((o) => /unconfined|^label[=:]disable/.test(o));
+  if (unconfined.length > 0) priv(`security options (${unconfined.join(", ")})`);
   const restart = h.RestartPolicy?.Name ?? "";
   if (restart && restart !== "no") out.push(`Docker restart policy "${restart}" (berth decides restarts; until berth recreates the container Docker may restart it too)`);
   if ((h.Memory ?? 0) > 0) out.push("memory limit");
@@ -67,7 +87,7 @@ export function adoptionView(c: Docker.ContainerInspectInfo, image: ImageDefault
   if ((h.Links ?? []).length > 0) out.push("links");
   if ((h.VolumesFrom ?? []).length > 0) out.push("volumes from other containers");
   if ((h.Dns ?? []).length > 0) out.push("DNS servers");
-  const secOpts = ((h.SecurityOpt ?? []) as string[]).filter((o) => o !== "no-new-privileges" && o !== "no-new-privileges:true");
+  const secOpts = ((h.SecurityOpt ?? []) as string[]).filter((o) => o !== "no-new-privileges" && o !== "no-new-privileges:true" && !unconfined.includes(o));
   if (secOpts.length > 0) out.push(`security options (${secOpts.join(", ")})`);
   const entrypoint = asList(c.Config.Entrypoint);
   if (!sameList(entrypoint, image.entrypoint)) out.push(`entrypoint ${JSON.stringify(entrypoint)} (berth runs the image's entrypoint)`);

@@ -39,6 +39,8 @@ export interface OrphanServiceDeps {
   detector: OrphanDetector;
   /** Project networks as reported; a destroyed one is dropped from it at once. */
   networks?: NetworkInventory;
+  /** Host directories outside the data root AdoptOrphan's move_data may copy (--adoptable-path). */
+  adoptablePaths?: readonly string[];
   log: Logger;
   now?: () => number;
 }
@@ -153,6 +155,26 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
     }
   }
 
+  /** Drops the record a move_data adoption made when the agent did not copy the data. */
+  function rollBackAdoption(id: string, f: OrphanFinding, why: string): void {
+    const s = store.getServer(id);
+    if (!s) return;
+    store.transaction(() => {
+      store.deleteServerRecord(id);
+      ledger.append({
+        type: "orphan.adopt_failed",
+        project: s.project,
+        serverId: id,
+        hostId: f.hostId,
+        actor: "manager",
+        reason: "CopyFailed",
+        correlationId: f.id,
+        message: `copying the data of container ${f.containerName} failed (${why}); server ${s.name} was not adopted and its record is removed`,
+      });
+    });
+    log.warn({ server: id, host: f.hostId, container: f.containerId, why }, "adoption copy failed; record removed");
+  }
+
   async function adopt(caller: Caller, f: OrphanFinding, req: { project: string; name: string; moveData: boolean; dataMountPath: string; force: boolean }) {
     const project = projectFor(caller, req.project);
     const name = req.name.trim();
@@ -163,7 +185,16 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
     const host = store.getHost(f.hostId);
     const inspected = await ask(f.hostId, { kind: CommandKind.INSPECT_CONTAINER, containerId: f.containerId }, `inspecting container ${f.containerName}`);
     if (!inspected.container) throw new PreconditionError(`host ${hostName(f.hostId)} did not describe container ${f.containerName}; is its agent up to date?`);
-    const plan = planAdoption(f, inspected.container, host?.facts.dataRoot ?? "", { moveData: req.moveData, dataMountPath: req.dataMountPath.trim(), force: req.force });
+    const plan = planAdoption(f, inspected.container, host?.facts.dataRoot ?? "", {
+      moveData: req.moveData,
+      dataMountPath: req.dataMountPath.trim(),
+      force: req.force,
+      adoptablePaths: deps.adoptablePaths ?? [],
+      dataDirOwner: (entry) => {
+        const owner = store.getServer(entry);
+        return owner ? `${owner.name} (${owner.id})` : undefined;
+      },
+    });
     const spec = adoptedSpec({ ...plan.spec, name, hostId: f.hostId });
     if (plan.serverId && store.getServer(plan.serverId)) {
       throw new AlreadyExistsError(`server ${plan.serverId} has a record already (on host ${store.getServer(plan.serverId)!.hostId}); this container is a stale copy: destroy it`);
@@ -228,9 +259,13 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
     if (copy) {
       // The agent removes the container after copying; it reports no event for an
       // unlabelled container, so forget it here instead of at the next inventory.
+      // A refused or failed copy takes the record back out: nothing was adopted, so no server
+      // may linger in DataLost (with its alert) for data that never arrived. The original
+      // container and directory are as they were; the orphan is listed again.
       hub.awaitResult(f.hostId, copy.id, COMMAND_DEADLINE_MS[CommandKind.COPY_DATA]).then(
         (r) => {
           if (r.success) store.removeContainer(f.hostId, f.containerId);
+          else rollBackAdoption(id, f, r.message || r.reason);
         },
         () => {},
       );

@@ -200,6 +200,17 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "log files kept per container (the current one and rotated ones), unless its spec sets log_max_files (1 to 20)",
     check: (n) => (Number.isInteger(n) && n >= 1 && n <= 20 ? undefined : "must be a whole number from 1 to 20"),
   },
+  "adoptable-path": {
+    kind: "list",
+    group: "Server lifecycle",
+    arg: "DIR",
+    default: [],
+    help: "a host directory outside the data root whose subdirectories AdoptOrphan's move_data may copy into a new server (repeat for several); none by default, so only directories in the data root that no server owns can be moved in (docs/orphans.md)",
+    check: (dirs) => {
+      for (const d of dirs) if (!d.startsWith("/") || d.replace(/\/+$/, "") === "" || d.split("/").includes("..")) return `"${d}" must be an absolute directory other than / and without '..'`;
+      return undefined;
+    },
+  },
   "orphan-grace": {
     kind: "integer",
     group: "Server lifecycle",

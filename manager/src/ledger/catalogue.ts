@@ -63,6 +63,11 @@ export const EVENT_CATALOGUE = {
     actor: "operator",
     fields: "reason: the orphan kind; correlation_id: the orphan id; payload: {orphanKind, containerId, mode: same-id, bind or copy, warnings}",
   },
+  "orphan.adopt_failed": {
+    meaning: "the agent did not copy an adopted container's data (move_data): the server record AdoptOrphan made is removed again; the container and its directory are as they were",
+    actor: "manager",
+    fields: "reason: CopyFailed; correlation_id: the orphan id",
+  },
   "orphan.destroyed": {
     meaning: "DestroyOrphan removed an orphan's container, data directory (only with remove_data) or stranded record",
     actor: "operator",

@@ -62,7 +62,7 @@ const codeOf = (fn: () => unknown) => {
     return err instanceof BerthError ? { code: err.code, message: err.message } : { code: -1, message: String(err) };
   }
 };
-const req = { moveData: false, dataMountPath: "", force: false };
+const req = { moveData: false, dataMountPath: "", force: false, adoptablePaths: ["/srv"] };
 
 describe("planAdoption", () => {
   it("untracked: the record takes the container's server id and generation, its data mount and actual config", () => {
@@ -117,6 +117,44 @@ describe("planAdoption", () => {
     const p = planAdoption(f, two, ROOT, { ...req, moveData: true, dataMountPath: "/b" });
     expect(p.copyMountPath).toBe("/b");
     expect(p.warnings.join("\n")).toMatch(/\/srv\/a → \/a: berth mounts only the data directory/);
+  });
+
+  it.each([
+    ["/etc: outside the data root, not adoptable", "/etc", /\/etc is outside berth's data root \/var\/lib\/berth and not under an adoptable path.*--adoptable-path DIR \(BERTH_ADOPTABLE_PATH; now: \/srv\)/],
+    ["a sibling whose name starts like an adoptable path", "/srvx/data", /not under an adoptable path/],
+    ["'..' back out of an adoptable path", "/srv/../etc", /\/etc is outside/],
+    ["the data root itself", ROOT, /is berth's data root itself/],
+    ["another server's data directory", `${ROOT}/srv_other`, /is the data directory of server beta-db \(srv_other\)/],
+    ["a subdirectory of another server's data", `${ROOT}/srv_other/world`, /is the data directory of server beta-db/],
+  ])("move_data refuses %s before anything is written", (_name, source, message) => {
+    const err = codeOf(() =>
+      planAdoption(finding({ kind: OrphanKind.UNMANAGED }), info({ mounts: [[source, "/data"]] }), ROOT, {
+        ...req,
+        moveData: true,
+        dataDirOwner: (e) => (e === "srv_other" ? "beta-db (srv_other)" : undefined),
+      }),
+    );
+    expect(err?.code).toBe(Code.FailedPrecondition);
+    expect(err?.message).toMatch(message);
+  });
+
+  it("move_data copies a data-root directory no record owns, and nothing outside it by default", () => {
+    const f = finding({ kind: OrphanKind.UNMANAGED });
+    expect(planAdoption(f, info({ mounts: [[`${ROOT}/old-world`, "/data"]] }), ROOT, { ...req, moveData: true, adoptablePaths: [], dataDirOwner: () => undefined }).mode).toBe("copy");
+    expect(codeOf(() => planAdoption(f, info({ mounts: [["/srv/web", "/data"]] }), ROOT, { ...req, moveData: true, adoptablePaths: [] }))?.message).toMatch(/none set/);
+  });
+
+  it("refuses a container with privileges berth never grants, in every mode, force or not", () => {
+    const privileged = info({ unsupported: ['privilege: network mode "host"', 'privilege: pid mode "host"', "privilege: added capabilities beyond berth's allow-list (SYS_ADMIN)", "a TTY"] });
+    for (const [f, r] of [
+      [finding({ kind: OrphanKind.UNMANAGED }), req],
+      [finding({ kind: OrphanKind.FOREIGN }), { ...req, force: true }],
+      [finding({ serverId: "srv_abcd" }), req],
+    ] as const) {
+      const err = codeOf(() => planAdoption(f, privileged, ROOT, r));
+      expect(err?.code).toBe(Code.FailedPrecondition);
+      expect(err?.message).toMatch(/runs with privileges berth never gives a server: network mode "host"; pid mode "host"; added capabilities beyond berth's allow-list \(SYS_ADMIN\)\. Recreate it without them/);
+    }
   });
 
   it("a read-only mount is never the data", () => {

@@ -2,6 +2,7 @@
  * What AdoptOrphan and DestroyOrphan would do with one orphan, decided
  * without I/O (the service then asks the agent and writes the store).
  */
+import { posix } from "node:path";
 import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, RestartPolicy, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
@@ -43,6 +44,59 @@ export interface AdoptionRequest {
   moveData: boolean;
   dataMountPath: string;
   force: boolean;
+  /**
+   * Host directories outside the data root an admin allows move_data to copy
+   * (--adoptable-path); empty: none.
+   */
+  adoptablePaths?: readonly string[];
+  /** The name of the server whose record owns data-root entry `entry`, if any. */
+  dataDirOwner?: (entry: string) => string | undefined;
+}
+
+/** Marks a privilege in `ContainerInfo.unsupported` (the agent's adoption-view.ts). */
+const PRIVILEGE_PREFIX = "privilege: ";
+
+/**
+ * Refuses a container running with what berth never grants a server
+ * (privileged mode, host network/PID/IPC/UTS/user namespaces, capabilities
+ * beyond berth's allow-list, devices, unconfined security profiles): adopted
+ * as it is ("bind", "same-id") it would keep them as an ordinary project's
+ * server. There is no override; recreate the container without them first.
+ */
+export function refusePrivileges(containerName: string, info: ContainerInfo): void {
+  const privileges = info.unsupported.filter((u) => u.startsWith(PRIVILEGE_PREFIX)).map((u) => u.slice(PRIVILEGE_PREFIX.length));
+  if (privileges.length === 0) return;
+  throw new PreconditionError(
+    `container ${containerName} runs with privileges berth never gives a server: ${privileges.join("; ")}. ` +
+      "Recreate it without them (and without --privileged, --network/--pid/--ipc/--uts host, --cap-add beyond AUDIT_WRITE, FSETID, NET_RAW, SETPCAP, SYS_CHROOT, --device, unconfined security options), then adopt it, or destroy it",
+  );
+}
+
+/**
+ * Refuses to copy `source` into a new server (move_data): berth's data root
+ * itself, another server's data directory (anything in an entry a record
+ * owns), and anything outside the data root that is not under an adoptable
+ * path (default: none). Without this, an admin adopting a container that
+ * bind-mounts /etc or another project's data would copy it into a server.
+ */
+export function refuseDataSource(source: string, root: string, req: Pick<AdoptionRequest, "adoptablePaths" | "dataDirOwner">): void {
+  const src = posix.normalize(source).replace(/(.)\/+$/, "$1");
+  if (root && src === root) throw new PreconditionError(`the mount source ${src} is berth's data root itself; a server's data is one directory in it`);
+  const entry = entryUnder(root, src);
+  if (entry) {
+    const owner = req.dataDirOwner?.(entry);
+    if (owner !== undefined) {
+      throw new PreconditionError(`the mount source ${src} is the data directory of server ${owner}; another server's data is never copied into a new one`);
+    }
+    return;
+  }
+  const allowed = (req.adoptablePaths ?? []).some((p) => src === p || src.startsWith(p.endsWith("/") ? p : `${p}/`));
+  if (!allowed) {
+    throw new PreconditionError(
+      `the mount source ${src} is outside berth's data root ${root || "(unknown)"} and not under an adoptable path; ` +
+        `an admin allows copying from a directory with the manager setting --adoptable-path DIR (BERTH_ADOPTABLE_PATH; ${(req.adoptablePaths ?? []).length ? `now: ${(req.adoptablePaths ?? []).join(", ")}` : "none set"})`,
+    );
+  }
 }
 
 const DEFAULT_MOUNT = "/data";
@@ -74,6 +128,7 @@ export function refuseAdoption(f: OrphanFinding, force: boolean): void {
  */
 export function planAdoption(f: OrphanFinding, info: ContainerInfo, dataRoot: string, req: AdoptionRequest): AdoptionPlan {
   refuseAdoption(f, req.force);
+  refusePrivileges(f.containerName, info);
   const root = dataRoot.replace(/\/+$/, "");
   const warnings = info.unsupported.map((u) => `${u}: lost when berth recreates the container`);
   const mounts = mountSources(info);
@@ -134,6 +189,7 @@ export function planAdoption(f: OrphanFinding, info: ContainerInfo, dataRoot: st
     );
   }
   if (data.readOnly) throw new PreconditionError(`the mount at ${data.destination} is read-only, so it is not the container's data; name another with data_mount_path`);
+  refuseDataSource(data.source, root, req);
   warnings.push(...dropped(data.destination));
   return {
     mode: "copy",
