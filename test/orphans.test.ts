@@ -35,7 +35,8 @@ describe("orphans", () => {
 
   beforeAll(async () => {
     dir = await tempDir("orphans");
-    manager = await startManager({ dir, args: ["--orphan-grace", String(GRACE_S)] });
+    // The move_data test copies from a directory in `dir`: the admin allows it (--adoptable-path).
+    manager = await startManager({ dir, args: ["--orphan-grace", String(GRACE_S), "--adoptable-path", dir] });
     agent = await startAgent({ manager, dir });
     hostId = (await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1)))!.id;
     orphans = createClient(OrphanService, manager.transport(manager.adminToken));
