@@ -305,8 +305,6 @@ export function limitsFrom(v: ManagerSettings): LimitsConfig {
   return { ratePerSecond: v["rate-limit"], burst: v["rate-burst"], maxStreams: v["max-streams"] };
 }
 
-/** Event retention, alert thresholds and webhooks. */
-export function ledgerConfigFrom(v: ManagerSettings): LedgerConfig {
 /** The port's connection limits (http/listen.ts). */
 export function httpLimitsFrom(v: ManagerSettings): HttpLimits {
   return {
@@ -319,6 +317,8 @@ export function httpLimitsFrom(v: ManagerSettings): HttpLimits {
   };
 }
 
+/** Event retention, alert thresholds and webhooks. */
+export function ledgerConfigFrom(v: ManagerSettings): LedgerConfig {
   return {
     eventMaxAgeSeconds: v["event-retention"],
     eventMaxRows: v["event-max-rows"],
