@@ -102,4 +102,14 @@ describe("spec form", () => {
       { port: 8080, udp: false, usedBy: "a server in another project", suggestion: 8081 },
     ]);
   });
+
+  it("keeps secret env keys: masked values go back as they came, so the manager keeps the stored ones", () => {
+    const spec = create(ServerSpecSchema, { name: "db", image: "i:1", env: { DB_PASSWORD: "********", TZ: "UTC" }, secretEnv: ["DB_PASSWORD"] });
+    const form = formFromSpec(spec);
+    expect(form.secretEnv).toBe("DB_PASSWORD");
+    expect(specFromForm(form)).toMatchObject({ env: { DB_PASSWORD: "********", TZ: "UTC" }, secretEnv: ["DB_PASSWORD"] });
+    expect(specFromForm({ ...form, secretEnv: "DB_PASSWORD, TZ" }).secretEnv).toEqual(["DB_PASSWORD", "TZ"]);
+    expect(() => specFromForm({ ...form, secretEnv: "API_TOKEN" })).toThrow(/API_TOKEN is not set in Environment/);
+    expect(fieldOfMessage("spec.secret_env[0]: value must be unique")).toBe("secretEnv");
+  });
 });

@@ -20,6 +20,12 @@ export interface SpecForm {
   image: string;
   command: string;
   env: string;
+  /**
+   * Env keys whose values are secret: stored encrypted, shown as ******** to
+   * everyone; leaving ******** as a value keeps the stored one. Comma- or
+   * space-separated.
+   */
+  secretEnv: string;
   ports: PortRow[];
   dataMountPath: string;
   restartPolicy: RestartPolicy;
@@ -59,6 +65,7 @@ export function emptyForm(): SpecForm {
     image: "",
     command: "",
     env: "",
+    secretEnv: "",
     ports: [],
     dataMountPath: "/data",
     restartPolicy: RestartPolicy.ON_FAILURE,
@@ -79,6 +86,7 @@ export function formFromSpec(s: ServerSpec): SpecForm {
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([k, v]) => `${k}=${v}`)
       .join("\n"),
+    secretEnv: s.secretEnv.join(", "),
     ports: s.ports.map((p) => ({ host: String(p.hostPort), container: String(p.containerPort), udp: p.protocol === Protocol.UDP })),
     dataMountPath: s.dataMountPath,
     restartPolicy: s.restartPolicy,
@@ -122,6 +130,9 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     if (eq <= 0) throw new FormError("env", `line ${i + 1}: write KEY=VALUE`);
     env[line.slice(0, eq).trim()] = line.slice(eq + 1);
   });
+  const secretEnv = f.secretEnv.split(/[\s,]+/).filter(Boolean);
+  const missing = secretEnv.find((k) => !(k in env));
+  if (missing !== undefined) throw new FormError("secretEnv", `${missing} is not set in Environment; add ${missing}=VALUE there`);
   const ports = f.ports
     .filter((p) => p.host.trim() || p.container.trim())
     .map((p, i) => ({
@@ -135,6 +146,7 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     image: f.image.trim(),
     command,
     env,
+    secretEnv,
     ports,
     dataMountPath: f.dataMountPath.trim(),
     restartPolicy: f.restartPolicy,
@@ -167,7 +179,7 @@ export function fieldOfMessage(message: string): FieldKey | undefined {
   const m = /^(?:spec\.)?([a-z_]+)(?:\[(\d+)\]|\["(?:[^"\\]|\\.)*"\])?(?:\.([A-Za-z_][A-Za-z0-9_]*))?:/.exec(message);
   if (!m) return undefined;
   const [, field, index, sub] = m;
-  const map: Record<string, string> = { name: "name", image: "image", command: "command", env: "env", ports: "ports", data_mount_path: "dataMountPath", restart_policy: "restartPolicy", desired_state: "desiredState", host_id: "hostId", cap_add: "capAdd", log_max_size_bytes: "logMaxSize", log_max_files: "logMaxFiles" };
+  const map: Record<string, string> = { name: "name", image: "image", command: "command", env: "env", ports: "ports", data_mount_path: "dataMountPath", restart_policy: "restartPolicy", desired_state: "desiredState", host_id: "hostId", cap_add: "capAdd", secret_env: "secretEnv", log_max_size_bytes: "logMaxSize", log_max_files: "logMaxFiles" };
   const key = map[field!];
   if (!key) return undefined;
   if (key === "ports" && index !== undefined) return `ports.${index}.${sub === "container_port" ? "container" : "host"}`;

@@ -53,6 +53,9 @@ export function SpecFields(props: {
       <Field label="Environment" hint="one KEY=VALUE per line" invalid={bad("env")} wide>
         <textarea value={form.env} onChange={(e) => set("env", e.target.value)} aria-invalid={bad("env")} rows={2} className="mono" spellCheck={false} name="env" />
       </Field>
+      <Field label="Secret keys" hint="env keys whose values are stored encrypted and shown as ********; leave ******** to keep a stored value" invalid={bad("secretEnv")} wide>
+        <input value={form.secretEnv} onChange={(e) => set("secretEnv", e.target.value)} aria-invalid={bad("secretEnv")} className="mono" spellCheck={false} placeholder="DB_PASSWORD, API_TOKEN" name="secretEnv" />
+      </Field>
       <fieldset className={`field wide${bad("ports") ? " invalid" : ""}`}>
         <legend>Ports</legend>
         {form.ports.length === 0 && <p className="muted small">No published ports.</p>}
