@@ -157,7 +157,7 @@ export const MANAGER_SETTINGS = defineSettings({
     group: "Server lifecycle",
     arg: "S",
     defaultText: "180 (a restart: 240)",
-    help: "seconds a start (pull, create, start) may take before the server is Failed/StartTimeout; when set, restarts get the same limit",
+    help: "seconds a start (pull, create, start) may take before the server is Failed/StartTimeout; when set, restarts get the same limit (creating the container of a server kept stopped keeps its own 180 s)",
     check: seconds,
   },
   "delete-retention": {

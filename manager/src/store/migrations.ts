@@ -1,6 +1,7 @@
 /**
  * Numbered schema migrations, applied in order at start inside one transaction
- * each. Portable SQL (no SQLite-only types) so a PostgreSQL store can follow.
+ * each. SQLite's dialect (AUTOINCREMENT, INTEGER booleans, PRAGMA
+ * user_version); the PostgreSQL store will need its own list.
  * Never edit a migration that has shipped: add a new one.
  */
 export const MIGRATIONS: readonly string[] = [

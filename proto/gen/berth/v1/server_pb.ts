@@ -126,7 +126,7 @@ export type ServerSpec = Message<"berth.v1.ServerSpec"> & {
 
   /**
    * Docker json-file log rotation: rotate the container's log at this size.
-   * 0 means the manager's default (--log-max-size, 10 MiB); 64 KiB to 1 GiB.
+   * 0 means the manager's default (--container-log-max-size, 10 MiB); 64 KiB to 1 GiB.
    *
    * @generated from field: uint32 log_max_size_bytes = 11;
    */
@@ -134,7 +134,7 @@ export type ServerSpec = Message<"berth.v1.ServerSpec"> & {
 
   /**
    * How many log files (the current one and rotated ones) to keep. 0 means
-   * the manager's default (--log-max-files, 3); 1 to 20.
+   * the manager's default (--container-log-max-files, 3); 1 to 20.
    *
    * @generated from field: uint32 log_max_files = 12;
    */
