@@ -147,6 +147,34 @@ describe("adoption refusals and secret env on real Docker", () => {
     expect(readFileSync(join(agent.dataRoot, server!.id, "level.dat"), "utf8")).toBe("blocks");
   });
 
+  it("a move_data copy the agent refuses (a FIFO in an allowed directory): the record is rolled back, nothing left but the failure event", async () => {
+    const world = join(allowed, uniq("with-fifo"));
+    mkdirSync(world);
+    writeFileSync(join(world, "level.dat"), "blocks");
+    execFileSync("mkfifo", [join(world, "pipe")]);
+    const o = await handmade({}, [{ source: world, target: "/data" }]);
+    const name = uniq("fifo");
+    // Validation passes (the path is allowed): the manager writes the record, then the agent refuses the FIFO.
+    const err = await errorOf(orphans.adoptOrphan({ id: o.id, project: "default", name, moveData: true }));
+    const failed = await waitFor("the adoption rolled back", async () => {
+      const db = new Database(manager.dbPath, { readonly: true, fileMustExist: true });
+      try {
+        const rows = (db.prepare("SELECT COUNT(*) AS n FROM servers WHERE name = ?").get(name) as { n: number }).n;
+        const event = db.prepare("SELECT message FROM events WHERE type = 'orphan.adopt_failed' AND correlation_id = ?").get(o.id) as { message: string } | undefined;
+        return rows === 0 && event;
+      } finally {
+        db.close();
+      }
+    }, 30_000, 100);
+    expect(failed.message).toContain(`server ${name} was not adopted and its record is removed`);
+    if (err) expect([Code.FailedPrecondition, Code.Aborted, Code.Unavailable]).toContain(err.code);
+    const alerts = await createClient(AlertService, manager.transport(manager.adminToken)).listAlerts({});
+    expect(alerts.alerts.some((a) => a.message.includes(name))).toBe(false);
+    // The container and its data are untouched.
+    expect((await docker.getContainer(o.containerId).inspect()).State.Running).toBe(true);
+    expect(readFileSync(join(world, "level.dat"), "utf8")).toBe("blocks");
+  });
+
   it("a secret env value: in the container (docker inspect), never in the database or its WAL, masked for a viewer and an admin", async () => {
     const name = uniq("secret");
     const created = await manager.servers.createServer({ spec: { name, image: TEST_IMAGE, command: SLEEPER, env: { DB_PASSWORD: SECRET, MODE: "plain" }, secretEnv: ["DB_PASSWORD"] } });
