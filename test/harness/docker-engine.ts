@@ -251,6 +251,10 @@ async function spawnDockerd(name: string, dir: string, socketPath: string, iptab
     // Only a daemon asked for (the network-isolation test) manages iptables.
     `--iptables=${iptables}`,
     "--ip6tables=false",
+    // berth gives every project its own network per host. Docker's default pools hold
+    // about 31 networks (172.17-31.x/16 and 192.168.x/20), which a full test run uses
+    // up; /24s out of 10.96.0.0/12 make 4,096 (docs/install.md says the same for hosts).
+    "--default-address-pool=base=10.96.0.0/12,size=24",
     "--userland-proxy=true",
     // Be explicit rather than rely on PATH lookup at container start.
     `--init-path=${dockerInit}`,

@@ -24,6 +24,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await engine.stop();
     throw e;
   }
+  // Project networks left by earlier runs' managers (tests force-remove their containers,
+  // not the networks the agents made): unused ones go, so a reused engine never fills up.
+  await dockerClient(engine.dockerHost).pruneNetworks({ filters: JSON.stringify({ label: ["berth.manager"] }) }).catch(() => {});
   process.env.DOCKER_HOST = engine.dockerHost;
   project.provide("dockerHost", engine.dockerHost);
 
