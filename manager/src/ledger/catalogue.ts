@@ -38,7 +38,7 @@ export const EVENT_CATALOGUE = {
 
   // --- the reconciler and the agent ------------------------------------------
   "command.issued": { meaning: "the reconciler sent a command to the server's agent", actor: "reconciler", fields: "correlation_id: the command id; message: the command kind" },
-  "command.succeeded": { meaning: "the agent finished a command", actor: "agent", fields: "correlation_id: the command id" },
+  "command.succeeded": { meaning: "the agent finished a command (reason ObservedDone, actor reconciler: its result came after the deadline, but the host shows it done)", actor: "agent", fields: "correlation_id: the command id" },
   "command.failed": { meaning: "the agent could not finish a command", actor: "agent", fields: "correlation_id: the command id; reason and message from the agent" },
   "command.expired": { meaning: "a command passed its deadline without a result", actor: "reconciler", fields: "correlation_id: the command id" },
   "phase.changed": {

@@ -107,6 +107,8 @@ interface Case {
   /** null: no new command. */
   command: { kind: CommandKind; dataPolicy: DataPolicy } | null;
   expire?: boolean;
+  /** The in-flight command is settled as succeeded (its goal is observed). */
+  settle?: boolean;
   requeueAfterMs?: number;
   deleteRecord?: boolean;
   pendingExit?: { finishedAt: number };
@@ -285,6 +287,38 @@ const CASES: Case[] = [
     phase: Phase.FAILED,
     reason: "StartTimeout",
     message: "ensure-running did not finish within 180s",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "ensure-running past its deadline, but the container runs with the current spec → settled as done, not Failed",
+    in: { containers: [ctr("running")], inflight: inflight(CommandKind.ENSURE_RUNNING, { overdueMs: 5_000 }) },
+    phase: Phase.STARTING,
+    reason: "Starting",
+    command: null,
+    settle: true,
+  },
+  {
+    name: "ensure-running past its deadline, the container runs an older spec → Failed/StartTimeout",
+    in: { containers: [ctr("running", { hash: "old-hash" })], inflight: inflight(CommandKind.ENSURE_RUNNING, { overdueMs: 1 }) },
+    phase: Phase.FAILED,
+    reason: "StartTimeout",
+    command: null,
+    expire: true,
+  },
+  {
+    name: "ensure-removed past its deadline with no container left → settled as done",
+    in: { desired: DesiredState.STOPPED, containers: [], inflight: inflight(CommandKind.ENSURE_REMOVED, { overdueMs: 1 }) },
+    phase: Phase.STOPPING,
+    reason: "Removing",
+    command: null,
+    settle: true,
+  },
+  {
+    name: "restart past its deadline, container running → still Failed/RestartTimeout (a restart cannot be told done by looking)",
+    in: { containers: [ctr("running")], inflight: inflight(CommandKind.RESTART, { overdueMs: 1 }) },
+    phase: Phase.FAILED,
+    reason: "RestartTimeout",
     command: null,
     expire: true,
   },
@@ -961,6 +995,7 @@ describe("plan()", () => {
       expect(p.command).toEqual(c.command);
     }
     expect(p.expireInflight ?? false).toBe(c.expire ?? false);
+    expect(p.settleInflight ?? false).toBe(c.settle ?? false);
     expect(p.requeueAfterMs).toBe(c.requeueAfterMs);
     expect(p.deleteRecord ?? false).toBe(c.deleteRecord ?? false);
     expect(p.pendingExit).toEqual(c.pendingExit);

@@ -118,6 +118,12 @@ export interface Plan {
   command?: PlannedCommand;
   /** The in-flight command has passed its deadline and must be marked expired. */
   expireInflight?: boolean;
+  /**
+   * The in-flight command has passed its deadline, but what it was to achieve
+   * is observed on the host (its result was lost or late, e.g. across a manager
+   * restart): mark it succeeded, not expired, and plan again.
+   */
+  settleInflight?: boolean;
   /** Reconcile again after this long even if nothing else happens (deadlines). */
   requeueAfterMs?: number;
   /** Drop the server's record (purge finished, or soft-delete retention ended). */
@@ -209,6 +215,9 @@ function decide(input: PlanInput): Plan {
   // 2. One operation at a time: wait for the in-flight command, or fail it at its deadline.
   if (input.inflight) {
     const f = input.inflight;
+    if (input.now >= f.deadlineAt && goalObserved(f.kind, input)) {
+      return { ...base, ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined), settleInflight: true };
+    }
     if (input.now >= f.deadlineAt) {
       return {
         ...base,
@@ -415,6 +424,27 @@ export function pickContainer(containers: readonly ContainerInfo[], hash: string
     containers.find((c) => c.state === "running") ??
     containers[containers.length - 1]
   );
+}
+
+/**
+ * Whether the host already shows what a command of `kind` was sent to
+ * achieve, judged from observation alone. Only for "ensure a state" commands:
+ * a restart, a copy or a data removal cannot be told done by looking.
+ */
+function goalObserved(kind: CommandKind, input: PlanInput): boolean {
+  const mine = input.containers;
+  switch (kind) {
+    case CommandKind.ENSURE_RUNNING:
+      return mine.length === 1 && mine[0]!.state === "running" && mine[0]!.labels[HASH_LABEL] === input.specHash;
+    case CommandKind.ENSURE_STOPPED:
+      return mine.length > 0 && mine.every((c) => c.state !== "running" && c.state !== "paused" && c.state !== "restarting");
+    case CommandKind.ENSURE_PAUSED:
+      return mine.length === 1 && mine[0]!.state === "paused";
+    case CommandKind.ENSURE_REMOVED:
+      return mine.length === 0;
+    default:
+      return false;
+  }
 }
 
 function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, deleted: boolean, purging: boolean): Pick<Plan, "phase" | "reason" | "message"> {

@@ -325,6 +325,20 @@ export class Reconciler {
     let toSend: Command | undefined;
     const srv = server;
     const changed = store.transaction(() => {
+      if (p.settleInflight && inflight) {
+        const message = `${commandName(inflight.command.kind)}: its result came after the deadline, but the host shows it done`;
+        store.finishCommand(inflight.id, "succeeded", now, "ObservedDone", message);
+        this.append({
+          type: "command.succeeded",
+          project: srv.project,
+          serverId: srv.id,
+          hostId: srv.hostId,
+          reason: "ObservedDone",
+          message,
+          actor: "reconciler",
+          correlationId: inflight.id,
+        });
+      }
       if (p.expireInflight && inflight) {
         const expiredMessage = `${commandName(inflight.command.kind)} did not finish within ${Math.round((inflight.deadlineAt - inflight.createdAt) / 1000)}s`;
         store.finishCommand(inflight.id, "expired", now, "DeadlineExceeded", expiredMessage);
@@ -354,7 +368,7 @@ export class Reconciler {
           correlationId: toSend.id,
         });
       }
-      const settled = !p.command && !inflight && !p.expireInflight;
+      const settled = !p.command && !inflight && !p.expireInflight && !p.settleInflight;
       const shown = pickContainer(containers, hash);
       return this.writeStatus(srv, p, cause, now, {
         dataPresent: dataDir?.present === true,
@@ -370,7 +384,7 @@ export class Reconciler {
       this.deps.log.info({ server: srv.id, name: srv.name, host: srv.hostId, command: toSend.id, kind: commandName(toSend.kind), cause }, "command issued");
     }
     if (changed) this.deps.onServerChanged?.(srv.id);
-    if (p.expireInflight) return { requeueAfterMs: 0 };
+    if (p.expireInflight || p.settleInflight) return { requeueAfterMs: 0 };
     return p.requeueAfterMs !== undefined ? { requeueAfterMs: p.requeueAfterMs } : {};
   }
 
