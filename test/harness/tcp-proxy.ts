@@ -46,8 +46,16 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
       upstream.destroy();
     };
     for (const s of [client, upstream]) {
-      s.on("error", end);
-      s.on("close", end);
+      // While blackholed nothing crosses, closes included: an agent that gives up on a
+      // silent link (keepalive timeout) and drops its socket must not reach the manager as
+      // a disconnect, or the manager would notice at once instead of by silence. The
+      // other side is closed when the partition heals (or the proxy closes).
+      const onGone = () => {
+        if (pair.blackholed) s.destroy();
+        else end();
+      };
+      s.on("error", onGone);
+      s.on("close", onGone);
       s.on("end", () => {
         // Half-close is forwarded only while connected; a blackholed pair just sits there.
         if (!pair.blackholed) end();
