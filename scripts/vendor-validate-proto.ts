@@ -20,7 +20,7 @@
  * `manager/src/api/protovalidate.test.ts` checks that the descriptor buf
  * compiles from the printed file equals the package's byte for byte.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { getExtension, isFieldSet } from "@bufbuild/protobuf";
@@ -213,12 +213,19 @@ function str(s: string): string {
   return `"${s.replace(/[\\"\n\r\t\0]/g, (c) => ({ "\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0" })[c]!)}"`;
 }
 
+/** The installed @bufbuild/protovalidate's version (for the printed file's header). */
 function packageVersion(): string {
   const require = createRequire(import.meta.url);
-  const entry = require.resolve("@bufbuild/protovalidate");
-  let dir = dirname(entry);
-  while (!dir.endsWith("protovalidate")) dir = dirname(dir);
-  return (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version: string }).version;
+  // The package does not export its package.json: walk up from its entry point to
+  // the one that names it (dist/ may hold others), stopping at the file system root.
+  for (let dir = dirname(require.resolve("@bufbuild/protovalidate")); ; dir = dirname(dir)) {
+    const file = join(dir, "package.json");
+    if (existsSync(file)) {
+      const pkg = JSON.parse(readFileSync(file, "utf8")) as { name?: string; version: string };
+      if (pkg.name === "@bufbuild/protovalidate") return pkg.version;
+    }
+    if (dirname(dir) === dir) throw new Error("cannot find the package.json of @bufbuild/protovalidate above its entry point");
+  }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

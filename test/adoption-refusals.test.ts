@@ -6,31 +6,30 @@
  * database never holds it and every reader sees it masked.
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { AccessService, Role } from "@berth/proto/berth/v1/access_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { OrphanService, type Orphan } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
+import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const SECRET = "pw-9f3c1e7a-never-at-rest";
 
 describe("adoption refusals and secret env on real Docker", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let allowed: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string; stateDir: string };
   let orphans: Client<typeof OrphanService>;
   let hostId: string;
-  let managerId: string;
   const containers: string[] = [];
   let n = 0;
 
@@ -40,19 +39,15 @@ describe("adoption refusals and secret env on real Docker", () => {
     mkdirSync(allowed);
     manager = await startManager({ dir, args: ["--orphan-grace", "0", "--adoptable-path", allowed] });
     agent = await startAgent({ manager, dir });
-    hostId = (await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1)))!.id;
+    hostId = (await waitForHostOnline(manager)).id;
     orphans = createClient(OrphanService, manager.transport(manager.adminToken));
-    const db = new Database(manager.dbPath, { readonly: true, fileMustExist: true });
-    managerId = (db.prepare("SELECT value FROM meta WHERE key = 'manager_id'").get() as { value: string }).value;
-    db.close();
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    const mine = managerId ? await docker.listContainers({ all: true, filters: { label: [`berth.manager=${managerId}`] } }) : [];
-    for (const id of [...containers, ...mine.map((c) => c.Id)]) await docker.getContainer(id).remove({ force: true }).catch(() => {});
-    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+    await removeBerthContainers(docker, { managerId: manager?.managerId, containerIds: containers });
+    await removeTestDir(dir);
   });
 
   const uniq = (p: string) => `${p}-${Date.now().toString(36)}-${n++}`;

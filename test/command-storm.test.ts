@@ -5,45 +5,38 @@
  * Before observations were ordered, a stale inventory made the reconciler
  * re-issue ensure-removed every millisecond (1,000–3,000 per delete).
  */
-import { join } from "node:path";
-import Docker from "dockerode";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
+import { removeTestDir, startAgent, startManager, tempDir, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const SERVERS = 6;
 
 describe("command storms", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
-  let dbPath: string;
   let manager: ManagerProc;
   let agent: Proc;
   const created: string[] = [];
 
   beforeAll(async () => {
     dir = await tempDir("storm");
-    dbPath = join(dir, "berth.db");
-    manager = await startManager({ dir, dbPath, args: ["--delete-retention", "3600"] });
+    manager = await startManager({ dir, args: ["--delete-retention", "3600"] });
     agent = await startAgent({ manager, dir, extraArgs: ["--inventory-interval", "1"] });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
+    await removeBerthContainers(docker, { serverIds: created });
+    await removeTestDir(dir);
   });
 
   /** command.issued events per server and command name, read from the database. */
   function issued(): Map<string, number> {
-    const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+    const db = new Database(manager.dbPath, { readonly: true, fileMustExist: true });
     try {
       const rows = db.prepare("SELECT server_id AS s, message AS m, count(*) AS n FROM events WHERE type = 'command.issued' GROUP BY server_id, message").all() as { s: string; m: string; n: number }[];
       return new Map(rows.map((r) => [`${r.s} ${r.m}`, r.n]));

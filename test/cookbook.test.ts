@@ -7,10 +7,8 @@
  * Also checks the page covers every RPC of every berth.v1 service.
  */
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
@@ -21,9 +19,9 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { lookup, mismatches, parseCookbook, parseJsonSequence, type Block } from "./harness/cookbook.js";
-import { REPO_ROOT, startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "./harness/processes.js";
+import { freePorts, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const DOC = join(REPO_ROOT, "docs/grpcurl.md");
 const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService];
@@ -63,16 +61,8 @@ function runShell(code: string, env: NodeJS.ProcessEnv, streamSeconds?: number):
   });
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
 describe("docs/grpcurl.md, executed", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   const blocks = parseCookbook(readFileSync(DOC, "utf8"));
   let dir: string;
   let manager: ManagerProc;
@@ -84,7 +74,7 @@ describe("docs/grpcurl.md, executed", () => {
     // Alerts quickly (the page's ghost host), and no other alert in the way.
     manager = await startManager({ dir, args: ["--alert-host-offline", "1", "--alert-interval", "1", "--alert-not-converged", "3600", "--alert-disk-free", "0"] });
     agent = await startAgent({ manager, dir });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.some((h) => h.state === 1));
+    await waitForHostOnline(manager);
     const url = new URL(manager.url);
     baseEnv = {
       PATH: `${join(REPO_ROOT, "node_modules/.bin")}:${process.env.PATH ?? "/usr/bin:/bin"}`,
@@ -93,20 +83,15 @@ describe("docs/grpcurl.md, executed", () => {
       G: url.host,
       TOKEN: manager.adminToken,
       IMAGE: TEST_IMAGE,
-      PORT: String(await freePort()),
+      PORT: String((await freePorts(1))[0]),
     };
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    const managerId = /"managerId":"(mgr_[a-z2-7]+)"/.exec(manager?.log() ?? "")?.[1];
-    if (managerId) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.manager=${managerId}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
-    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+    if (manager) await removeBerthContainers(docker, { managerId: manager.managerId });
+    await removeTestDir(dir);
   });
 
   it("covers every RPC of every berth.v1 service: grpcurl, buf curl and (unary) curl, runnable", () => {

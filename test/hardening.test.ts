@@ -14,11 +14,11 @@ import { execFile } from "node:child_process";
 import { chmod, copyFile, readdir, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
-import { dockerClient, ensureTestImage, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "./harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "./harness/docker-engine.js";
+import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const run = promisify(execFile);
@@ -64,15 +64,8 @@ async function logText(m: ManagerProc, id: string): Promise<string> {
   return out;
 }
 
-async function removeContainers(docker: Docker, serverIds: string[]): Promise<void> {
-  for (const id of serverIds) {
-    const list = await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } }).catch(() => []);
-    for (const c of list) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
-  }
-}
-
 describe("hardening on the default engine", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };
@@ -86,13 +79,14 @@ describe("hardening on the default engine", () => {
     await chmod(dir, 0o755);
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir });
-    hostId = await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.connectedSince)?.id);
+    hostId = (await waitForHostOnline(manager)).id;
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    await removeContainers(docker, created);
+    await removeBerthContainers(docker, { serverIds: created });
+    await removeTestDir(dir);
   });
 
   async function createServer(spec: Partial<ServerSpec>): Promise<string> {
@@ -237,14 +231,15 @@ describe("hardening under userns-remap", () => {
     await chmod(dir, 0o755);
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir, dockerHost: engine.dockerHost });
-    hostId = await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.connectedSince)?.id);
+    hostId = (await waitForHostOnline(manager)).id;
   }, 120_000);
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    if (docker) await removeContainers(docker, created);
+    if (docker) await removeBerthContainers(docker, { serverIds: created });
     await engine?.stop();
+    await removeTestDir(dir);
   });
 
   it("a server runs and writes its data; what it plants belongs to an unprivileged host uid", async () => {

@@ -5,25 +5,21 @@
  * manager's 4 MiB message cap: refused forever, the agent redialling every
  * 0.3-0.5 s, every server on the host Unknown).
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import Database from "better-sqlite3";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { DockerRuntime } from "../agent/src/runtime/docker-runtime.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
+import { removeTestDir, startAgent, startManager, tempDir, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("host limits on real Docker", () => {
   const socketPath = inject("dockerHost").replace(/^unix:\/\//, "");
-  const docker = new Docker({ socketPath });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string; stateDir: string };
@@ -35,16 +31,14 @@ describe("host limits on real Docker", () => {
     dir = await tempDir("host-limits");
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir });
-    hostId = (await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === HostState.ONLINE)))!.id;
+    hostId = (await waitForHostOnline(manager)).id;
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    for (const id of servers) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) await docker.getContainer(c.Id).remove({ force: true });
-    }
-    for (const id of containers) await docker.getContainer(id).remove({ force: true }).catch(() => {});
+    await removeBerthContainers(docker, { serverIds: servers, containerIds: containers });
+    await removeTestDir(dir);
   });
 
   function hostEvents(type: string): number {
@@ -57,7 +51,7 @@ describe("host limits on real Docker", () => {
   }
 
   it("the agent's runtime creates a container with 2 MB of environment (dockerode put it in the URL: 431)", async () => {
-    const root = await mkdtemp(join(tmpdir(), "berth-limits-"));
+    const root = await tempDir("limits");
     try {
       const rt = new DockerRuntime({ socketPath });
       const env = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`BIG${i}`, String(i % 10).repeat(32 * 1024)]));
@@ -66,7 +60,7 @@ describe("host limits on real Docker", () => {
       const info = await docker.getContainer(id).inspect();
       expect(info.Config.Env.find((e) => e.startsWith("BIG63="))).toBe(`BIG63=${"3".repeat(32 * 1024)}`);
     } finally {
-      await rm(root, { recursive: true, force: true });
+      await removeTestDir(root);
     }
   });
 

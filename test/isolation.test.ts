@@ -12,33 +12,20 @@
  * (or uses a system engine, which manages iptables by default).
  */
 import { execFile } from "node:child_process";
-import { rmSync } from "node:fs";
-import { createServer as netServer } from "node:net";
 import { promisify } from "node:util";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient, type Client } from "@connectrpc/connect";
 import { OrphanKind, OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, Protocol, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { dockerClient, ensureTestImage, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "./harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "./harness/docker-engine.js";
+import { freePorts, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const run = promisify(execFile);
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 /** An HTTP server on port 8080 answering `body`. */
 const httpd = (body: string) => ["sh", "-c", `mkdir -p /tmp/www && echo ${body} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www`];
 const GRACE_S = 2;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = netServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe("project isolation on Docker with iptables", () => {
   let engine: DockerEngine;
@@ -64,10 +51,10 @@ describe("project isolation on Docker with iptables", () => {
     dir = await tempDir("isolation");
     manager = await startManager({ dir, args: ["--orphan-grace", String(GRACE_S)] });
     agent = await startAgent({ manager, dir, dockerHost: engine.dockerHost });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
     orphans = createClient(OrphanService, manager.transport(manager.adminToken));
 
-    webPort = await freePort();
+    webPort = (await freePorts(1))[0]!;
     const make = async (project: string, name: string, command: string[], ports: { hostPort: number; containerPort: number }[] = []) => {
       const { server } = await manager.servers.createServer({
         project,
@@ -86,17 +73,15 @@ describe("project isolation on Docker with iptables", () => {
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    if (docker) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: ["berth.server"] } })) {
-        await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
-      }
-      for (const n of await docker.listNetworks({ filters: { label: ["berth.project"] } })) {
-        await docker.getNetwork(n.Id).remove().catch(() => {});
-      }
+    // Only what this run's manager made: the engine may be a developer's own Docker.
+    if (docker && manager) {
+      await removeBerthContainers(docker, { managerId: manager.managerId });
+      const networks = await docker.listNetworks({ filters: { label: [`berth.manager=${manager.managerId}`] } }).catch(() => []);
+      for (const n of networks) await docker.getNetwork(n.Id).remove().catch(() => {});
     }
     // Stopped, its iptables rules are left in place but match only its own bridges.
     await engine?.stop();
-    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+    await removeTestDir(dir);
   });
 
   const containerOf = async (s: Server) => docker.getContainer(s.status!.containerId).inspect();

@@ -7,16 +7,14 @@ import { mkdirSync, rmSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import Database from "better-sqlite3";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient, type Client } from "@connectrpc/connect";
 import { AlertService, AlertState, type Alert } from "@berth/proto/berth/v1/alert_pb.js";
 import { EventService, type Event } from "@berth/proto/berth/v1/event_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, WatchChange, type Server, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
-import { runAgent, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
+import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const WEBHOOK_SECRET = "ledger-test-secret";
@@ -30,7 +28,7 @@ interface Received {
 }
 
 describe("event ledger, watches and alerts", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string; stateDir: string };
@@ -80,20 +78,15 @@ describe("event ledger, watches and alerts", () => {
     events = createClient(EventService, t);
     alerts = createClient(AlertService, t);
     agent = await startAgent({ manager, dir });
-    const host = await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
-    hostId = host.id;
+    hostId = (await waitForHostOnline(manager)).id;
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
+    await removeBerthContainers(docker, { serverIds: created });
     await new Promise((r) => receiver?.close(r));
-    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+    await removeTestDir(dir);
   });
 
   async function createServer(command = SLEEPER, phase: Phase | null = Phase.RUNNING): Promise<Server> {
@@ -271,9 +264,7 @@ describe("event ledger, watches and alerts", () => {
   });
 
   it("orphan_found fires for an untracked container and resolves when it is adopted", async () => {
-    const db = new Database(manager.dbPath, { readonly: true });
-    const managerId = (db.prepare("SELECT value FROM meta WHERE key = 'manager_id'").get() as { value: string }).value;
-    db.close();
+    const { managerId } = manager;
     // A container with this manager's labels for a server it has no record of, made by hand.
     const sid = "srv_ledgerorphan" + Date.now().toString(36).replace(/[^a-z]/g, "a").slice(-6);
     const c = await docker.createContainer({ Image: TEST_IMAGE, Cmd: SLEEPER, Labels: { "berth.manager": managerId, "berth.server": sid }, HostConfig: { Init: true } });

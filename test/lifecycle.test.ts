@@ -4,15 +4,14 @@
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DesiredState, Phase, RestartPolicy, type Server, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { eventsFor } from "./harness/ledger.js";
-import { runAgent, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 type SpecInit = MessageInitShape<typeof ServerSpecSchema>;
 
@@ -20,7 +19,7 @@ type SpecInit = MessageInitShape<typeof ServerSpecSchema>;
 const SLEEPER = ["sh", "-c", "date >> /data/starts; exec sleep 100000"];
 
 describe("server lifecycle", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let dbPath: string;
   let manager: ManagerProc;
@@ -34,17 +33,14 @@ describe("server lifecycle", () => {
     dbPath = join(dir, "berth.db");
     manager = await startManager({ dir, dbPath, args: managerArgs });
     agent = await startAgent({ manager, dir });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
+    await removeBerthContainers(docker, { serverIds: created });
+    await removeTestDir(dir);
   });
 
   async function createServer(spec: Partial<SpecInit> = {}, phase = Phase.RUNNING): Promise<Server> {
@@ -101,15 +97,22 @@ describe("server lifecycle", () => {
     // The process ignores HUP, then crashes (exit 3) when /data/crash appears.
     const script = "rm -f /data/crash; trap '' HUP; date >> /data/starts; while [ ! -f /data/crash ]; do sleep 0.1; done; exit 3";
     const s = await createServer({ command: ["sh", "-c", script], restartPolicy: RestartPolicy.ON_FAILURE });
+    const starts = join(agent.dataRoot, s.id, "starts");
+    // Running in Docker's eyes may precede the script's trap: wait for the line it writes after it.
+    await waitFor("the script past its HUP trap", async () => existsSync(starts));
+    const beforeHup = eventsFor(dbPath, s.id).at(-1)!.id;
     await docker.getContainer(s.status!.containerId).kill({ signal: "SIGHUP" });
-    await new Promise((r) => setTimeout(r, 1000));
-    expect((await get(s.id)).status!.phase).toBe(Phase.RUNNING);
     writeFileSync(join(agent.dataRoot, s.id, "crash"), "");
-    await waitFor("crash restarted", async () => readFileSync(join(agent.dataRoot, s.id, "starts"), "utf8").trim().split("\n").length === 2, 15_000);
+    // The agent reports in order: once the crash is recorded, so is whatever the HUP led to.
+    await waitFor("the crash recorded", async () => types(s.id).includes("container.died"), 15_000);
+    await waitFor("crash restarted", async () => readFileSync(starts, "utf8").trim().split("\n").length === 2, 15_000);
     const back = await waitForPhase(manager, s.id, Phase.RUNNING, 10_000);
     expect(back.spec!.desiredState).toBe(DesiredState.RUNNING);
     expect(types(s.id)).toContain("container.died");
     expect(types(s.id)).not.toContain("drift.adopted");
+    // Never stopped since the HUP: the only phases it passed through are the crash's way back (Starting, then Running).
+    const since = eventsFor(dbPath, s.id).filter((e) => e.id > beforeHup && e.type === "phase.changed").map((e) => /→ (\w+):/.exec(e.message)?.[1]);
+    expect(since.filter((to) => to !== "STARTING" && to !== "RUNNING"), `phases since the HUP: ${since.join(", ")}`).toEqual([]);
   });
 
   it("docker rm behind berth's back: Missing, then StartServer recreates it with the same data", async () => {
@@ -207,7 +210,7 @@ describe("server lifecycle", () => {
       process.kill(agent.pid, "SIGCONT");
     }
     // The late result does not resurrect the expired command; an explicit Start converges.
-    await waitFor("host online again", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
     await manager.servers.startServer({ id: s.id });
     await waitForPhase(manager, s.id, Phase.RUNNING);
     expect(await containersOf(s.id)).toHaveLength(1);

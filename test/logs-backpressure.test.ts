@@ -7,12 +7,11 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import http2 from "node:http2";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Phase, TailLogsRequestSchema, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
+import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
@@ -53,7 +52,7 @@ function stalledTail(m: ManagerProc, id: string, follow: boolean): { session: ht
 }
 
 describe("TailLogs backpressure", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;
@@ -63,14 +62,14 @@ describe("TailLogs backpressure", () => {
     dir = await tempDir("logs-bp");
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.some((h) => h.connectedSince));
+    await waitForHostOnline(manager);
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    const list = await docker.listContainers({ all: true, filters: { label: [`berth.server=${serverId}`] } }).catch(() => []);
-    for (const c of list) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
+    if (serverId) await removeBerthContainers(docker, { serverIds: [serverId] });
+    await removeTestDir(dir);
   });
 
   it("callers that never read cost the manager and the agent a bounded amount; readers, other calls and commands are not held up", async () => {

@@ -8,11 +8,9 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import Database from "better-sqlite3";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -22,8 +20,8 @@ import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "@berth/proto/grpc/health/v1/health_pb.js";
 import { MANAGER_SETTINGS } from "../manager/src/config/manager-settings.js";
 import { envName, type AnySetting } from "../manager/src/config/settings.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
-import { bearer, REPO_ROOT, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
+import { bearer, freePorts, managerIdIn, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const run = promisify(execFile);
 const MANAGER_MAIN = join(REPO_ROOT, "manager/src/main.ts");
@@ -33,14 +31,6 @@ function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("npm_")) env[k] = v;
   return { ...env, ...extra };
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 interface Started {
@@ -149,7 +139,7 @@ describe("configuration", () => {
   });
 
   it("one precedence order: flag > BERTH_* environment > config file > default", async () => {
-    const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
+    const [p1, p2, p3] = await freePorts(3);
     const conf = join(dir, "manager.conf");
     writeFileSync(conf, `# key = value form\nlisten = 127.0.0.1:${p1}\ndb = ${join(dir, "berth.db")}\nlog-format = json\n`);
     const node = process.execPath;
@@ -176,7 +166,7 @@ describe("configuration", () => {
 });
 
 describe("metrics, health probes and state-change logs with a live agent", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   const METRICS_TOKEN = "operability-metrics-token";
   let dir: string;
   let manager: ManagerProc;
@@ -187,18 +177,14 @@ describe("metrics, health probes and state-change logs with a live agent", () =>
     dir = await tempDir("operability");
     manager = await startManager({ dir, args: ["--metrics-token", METRICS_TOKEN] });
     agent = await startAgent({ manager, dir });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.some((h) => h.state === HostState.ONLINE));
+    await waitForHostOnline(manager);
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    if (serverId) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${serverId}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
-    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+    if (serverId) await removeBerthContainers(docker, { serverIds: [serverId] });
+    await removeTestDir(dir);
   });
 
   it("/healthz, /readyz and grpc.health.v1 say SERVING; the dashboard is still served elsewhere", async () => {
@@ -342,7 +328,7 @@ describe("health when the database cannot be written", () => {
 });
 
 describe("npm packages, installed like docs/install.md says", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   /** Stands for / on a real host: the packages go to <root>/opt/berth/{manager,agent}. */
   let root: string;
@@ -372,12 +358,8 @@ describe("npm packages, installed like docs/install.md says", () => {
         await exited;
       }
     }
-    if (managerId) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.manager=${managerId}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
-    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+    if (managerId) await removeBerthContainers(docker, { managerId });
+    await removeTestDir(dir);
   });
 
   it("the tarballs hold the bundles and the dashboard, no TypeScript, and need nothing but the npm registry", async () => {
@@ -420,7 +402,7 @@ describe("npm packages, installed like docs/install.md says", () => {
   it("the installed manager and agent run a server on Docker", async () => {
     const mgr = await startUntilReady(process.execPath, [bin("manager"), "--listen", "127.0.0.1:0", "--db", join(root, "var/lib/berth-manager/berth.db")], cleanEnv());
     procs.push(mgr.child);
-    managerId = /"managerId":"(mgr_[a-z2-7]+)"/.exec(mgr.output())?.[1] ?? "";
+    managerId = managerIdIn(mgr.output()) ?? "";
     const token = /berth-manager admin-token=(\S+)/.exec(mgr.output())![1]!;
     expect((await http(`${mgr.url}/readyz`)).status).toBe(200);
     expect((await http(`${mgr.url}/`)).body).toMatch(/<html/i);

@@ -4,26 +4,25 @@
  * adopted and destroyed; servers stranded by RemoveHost, reassigned or dropped.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { OrphanKind, OrphanService, type Orphan } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { specHash } from "../manager/src/reconcile/spec-hash.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { eventsFor } from "./harness/ledger.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const SLEEPER = ["sh", "-c", "date >> /data/starts 2>/dev/null; exec sleep 100000"];
 /** The grace period this manager runs with (--orphan-grace). */
 const GRACE_S = 2;
 
 describe("orphans", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string; stateDir: string };
@@ -38,21 +37,16 @@ describe("orphans", () => {
     // The move_data test copies from a directory in `dir`: the admin allows it (--adoptable-path).
     manager = await startManager({ dir, args: ["--orphan-grace", String(GRACE_S), "--adoptable-path", dir] });
     agent = await startAgent({ manager, dir });
-    hostId = (await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1)))!.id;
+    hostId = (await waitForHostOnline(manager)).id;
     orphans = createClient(OrphanService, manager.transport(manager.adminToken));
-    const db = new Database(manager.dbPath, { readonly: true, fileMustExist: true });
-    managerId = (db.prepare("SELECT value FROM meta WHERE key = 'manager_id'").get() as { value: string }).value;
-    db.close();
+    managerId = manager.managerId;
   });
 
   afterAll(async () => {
     await agent?.stop();
     await manager?.stop();
-    const mine = managerId ? await docker.listContainers({ all: true, filters: { label: [`berth.manager=${managerId}`] } }) : [];
-    for (const id of [...containers, ...mine.map((c) => c.Id)]) {
-      await docker.getContainer(id).remove({ force: true }).catch(() => {});
-    }
-    if (dir && !process.env.BERTH_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+    await removeBerthContainers(docker, { managerId, containerIds: containers });
+    await removeTestDir(dir);
   });
 
   const uniq = (p: string) => `${p}-${Date.now().toString(36)}-${n++}`;

@@ -7,6 +7,7 @@ import type { DataRoot } from "./data/data-root.js";
 import { dataDir, Executor, type PullReport } from "./executor.js";
 import { exitCauseOf, signalNumber, type KillSeen } from "./exit-cause.js";
 import { diffContainers } from "./inventory-diff.js";
+import { KeyedQueue } from "./keyed-queue.js";
 import { Backoff } from "./link/backoff.js";
 import { ManagerLink } from "./link/manager-link.js";
 import { reportable, splitInventory } from "./link/report-size.js";
@@ -72,7 +73,8 @@ export class Agent {
   private readonly destroyed = new Map<string, number>();
   private readonly pullReportedAt = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
-  private readonly eventChains = new Map<string, Promise<void>>();
+  /** Docker events in line per container. */
+  private readonly events = new KeyedQueue();
   /** Recent kill/stop requests per container, with their signals: a die right after a stop request was someone's stop. */
   private readonly killedAt = new Map<string, KillSeen[]>();
   private revoked: ((message: string) => void) | undefined;
@@ -431,13 +433,9 @@ export class Agent {
 
   /** Per container, events are handled in order (an inspect must not overtake a later one). */
   private onRuntimeEvent(e: RuntimeEvent): void {
-    const prev = this.eventChains.get(e.containerId) ?? Promise.resolve();
-    const next = prev.then(() => this.reportEvent(e)).catch((err: unknown) => {
+    // Nobody awaits an event's report: a failure is logged here (the queue goes on to the next event).
+    void this.events.run(e.containerId, () => this.reportEvent(e)).catch((err: unknown) => {
       this.opts.log.warn({ container: e.containerId, err: String(err) }, "could not report container event");
-    });
-    this.eventChains.set(e.containerId, next);
-    void next.then(() => {
-      if (this.eventChains.get(e.containerId) === next) this.eventChains.delete(e.containerId);
     });
   }
 

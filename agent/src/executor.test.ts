@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { CommandKind, CommandSchema, ContainerInfoSchema, DataPolicy } from "@berth/proto/berth/v1/agent_pb.js";
 import { DataRoot } from "./data/data-root.js";
 import { Executor, refusal } from "./executor.js";
+import { RuntimeError } from "./runtime/container-runtime.js";
 import { SimRuntime } from "./runtime/sim-runtime.js";
 
 const FAST = { create: 1, start: 1, stop: 1, kill: 1, remove: 1, pause: 1, unpause: 1, inspect: 0, list: 0, pull: 1 };
@@ -74,5 +75,21 @@ describe("Executor refuses, on a (simulated) engine", () => {
     expect(await rt.inspect(id)).toBeDefined();
     expect(await remove("cmd_2", true)).toMatchObject({ success: true });
     expect(await rt.inspect(id)).toBeUndefined();
+  });
+
+  it("an engine that does not answer the inspect fails the command; nothing is removed", async () => {
+    const { rt, executor } = await setup();
+    const id = await rt.create({ name: "theirs", image: "sim/app:1", command: [], env: {}, labels: { "berth.manager": "mgr_other", "berth.server": "srv_bbbbbbbbbbbb" }, ports: [], dataDir: "/d", mountPath: "/data" });
+    rt.inspect = async () => {
+      throw new RuntimeError("DockerTimeout", "docker inspect did not answer within 30s; is the Docker engine hung?");
+    };
+    let removes = 0;
+    rt.remove = async () => {
+      removes++;
+    };
+    const result = await executor.execute(create(CommandSchema, { id: "cmd_1", kind: CommandKind.REMOVE_CONTAINER, containerId: id }));
+    expect(result).toMatchObject({ success: false, reason: "DockerTimeout" });
+    expect(result.message).toMatch(/did not answer/);
+    expect(removes).toBe(0);
   });
 });

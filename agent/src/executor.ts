@@ -11,10 +11,11 @@ import {
 } from "@berth/proto/berth/v1/agent_pb.js";
 import type { DataCheck, DataRoot } from "./data/data-root.js";
 import { DataPathError } from "./data/data-root.js";
+import { KeyedQueue } from "./keyed-queue.js";
 import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
 import { LABEL_SERVER, messageOf } from "./runtime/docker-runtime.js";
 import { ENGINE_FAILURE_REASONS, engineGoingAway, waitForEngine } from "./runtime/engine-watch.js";
-import { foreignNetworkRefusal, isProjectNetwork, isProjectNetworkName, LABEL_PROJECT, networkFieldsRefusal, networkLabels } from "./runtime/project-network.js";
+import { foreignNetworkRefusal, isProjectNetwork, isProjectNetworkName, LABEL_MANAGER, LABEL_PROJECT, networkFieldsRefusal, networkLabels } from "./runtime/project-network.js";
 import type { Logger } from "pino";
 
 const LABEL_HASH = "berth.spec-hash";
@@ -38,7 +39,6 @@ export interface PullReport {
   done: boolean;
 }
 const RESULT_CACHE_SIZE = 2000;
-const LABEL_MANAGER = "berth.manager";
 
 /** Commands that name a container by its Docker id instead of by server labels. */
 const BY_CONTAINER_ID = new Set([CommandKind.REMOVE_CONTAINER, CommandKind.INSPECT_CONTAINER, CommandKind.COPY_DATA]);
@@ -89,7 +89,8 @@ export function refusal(cmd: Command, named: ContainerInfo | undefined, manager:
  * can resend anything after a reconnect.
  */
 export class Executor {
-  private readonly chains = new Map<string, Promise<unknown>>();
+  /** Commands in line per server. */
+  private readonly servers = new KeyedQueue();
   private readonly results = new Map<string, Promise<CommandResult>>();
   /** Containers berth itself is stopping or removing, until when (their exits are not drift). */
   private readonly expectedExits = new Map<string, number>();
@@ -98,7 +99,7 @@ export class Executor {
    * put on a network and the network being removed because its project's
    * last container went never interleave, whichever servers they are for.
    */
-  private readonly networkTails = new Map<string, Promise<unknown>>();
+  private readonly networks = new KeyedQueue();
 
   constructor(
     private readonly runtime: ContainerRuntime,
@@ -120,14 +121,7 @@ export class Executor {
   }
 
   private withNetwork<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.networkTails.get(name) ?? Promise.resolve();
-    const run = prev.then(fn);
-    const tail = run.catch(() => undefined);
-    this.networkTails.set(name, tail);
-    void tail.then(() => {
-      if (this.networkTails.get(name) === tail) this.networkTails.delete(name);
-    });
-    return run;
+    return this.networks.run(name, fn);
   }
 
   /** The command's project network, checked; undefined when it names none (Docker's default bridge). */
@@ -202,13 +196,7 @@ export class Executor {
   execute(cmd: Command): Promise<CommandResult> {
     const known = this.results.get(cmd.id);
     if (known) return known;
-    const prev = this.chains.get(cmd.serverId) ?? Promise.resolve();
-    const run = prev.then(() => this.applyOverEngineRestarts(cmd));
-    const tail = run.catch(() => undefined);
-    this.chains.set(cmd.serverId, tail);
-    void tail.then(() => {
-      if (this.chains.get(cmd.serverId) === tail) this.chains.delete(cmd.serverId);
-    });
+    const run = this.servers.run(cmd.serverId, () => this.applyOverEngineRestarts(cmd));
     this.results.set(cmd.id, run);
     if (this.results.size > RESULT_CACHE_SIZE) this.results.delete(this.results.keys().next().value!);
     return run;
@@ -239,13 +227,19 @@ export class Executor {
 
   private async apply(cmd: Command): Promise<CommandResult> {
     const started = Date.now();
-    const named = BY_CONTAINER_ID.has(cmd.kind) && cmd.containerId ? await this.runtime.inspect(cmd.containerId).catch(() => undefined) : undefined;
-    const refused = refusal(cmd, named, { id: this.manager.managerId(), now: this.manager.now() });
-    if (refused) {
-      this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ...refused }, "command refused");
-      return create(CommandResultSchema, { commandId: cmd.id, success: false, ...refused });
-    }
     try {
+      const manager = { id: this.manager.managerId(), now: this.manager.now() };
+      // A late command is refused before the engine is asked anything (its answer cannot matter).
+      // Then the named container: undefined when it does not exist; an engine that does not answer
+      // fails the command (taking it for "no such container" would skip the refusal of someone
+      // else's container).
+      const named =
+        refusal(cmd, undefined, manager) === undefined && BY_CONTAINER_ID.has(cmd.kind) && cmd.containerId ? await this.runtime.inspect(cmd.containerId) : undefined;
+      const refused = refusal(cmd, named, manager);
+      if (refused) {
+        this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ...refused }, "command refused");
+        return create(CommandResultSchema, { commandId: cmd.id, success: false, ...refused });
+      }
       const { container, data } = await this.dispatch(cmd, named);
       this.log.info({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ms: Date.now() - started }, "command applied");
       return create(CommandResultSchema, {
@@ -320,7 +314,7 @@ export class Executor {
         await this.data.removeEntry(cmd.dataDir);
         return {};
       case CommandKind.COPY_DATA:
-        return this.copyData(cmd);
+        return this.copyData(cmd, named);
       default:
         throw new RuntimeError("UnknownCommand", `command kind ${cmd.kind} is not known to this agent; upgrade it`);
     }
@@ -331,11 +325,11 @@ export class Executor {
    * `<root>/<server id>`, remove the container (the reconciler then creates
    * berth's own). The copy's source is left in place. Idempotent: when the
    * container is gone and the data directory exists, an earlier run did it.
-   * A failed copy starts the container again if it was running.
+   * A failed copy starts the container again if it was running. `c` is the
+   * container as apply() inspected it (undefined: it does not exist).
    */
-  private async copyData(cmd: Command): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+  private async copyData(cmd: Command, c: ContainerInfo | undefined): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
     if (!cmd.containerId || !cmd.mountPath) throw new RuntimeError("BadCommand", "copy-data needs a container id and a mount path");
-    const c = await this.runtime.inspect(cmd.containerId);
     const before = await this.data.check(cmd.serverId);
     if (!c) {
       if (before.exists) return { data: before };

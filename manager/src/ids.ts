@@ -2,6 +2,9 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
 
+/** Server ids as the manager issues them (`newId("srv")`); the agent names data directories after them. */
+export const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
+
 /** A random id such as `srv_k3j5h2m9qpxa`: lowercase, safe in paths and Docker names. */
 export function newId(prefix: string, length = 12): string {
   const bytes = randomBytes(length);

@@ -215,7 +215,7 @@ export function buildManager(config: ManagerConfig): Manager {
     router.service(ServerService, createServerService({ store, hub, ledger, reconciler }));
     router.service(
       HostService,
-      createHostService({ store, hub, ledger, tokens, reconciler, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
+      createHostService({ store, hub, ledger, tokens, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
     router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
     router.service(AccessService, createAccessService({ tokens, limits, ledger }));

@@ -5,7 +5,6 @@
  * order. Screenshots of every page land in test-results/screenshots/.
  */
 import { rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -13,7 +12,7 @@ import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
+import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -490,18 +489,4 @@ describe("dashboard", () => {
 
 function createAlertsClient(m: ManagerProc) {
   return createClient(AlertService, m.transport(m.adminToken));
-}
-
-/** `n` TCP ports on 127.0.0.1 that are free right now (held together, so all differ). */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const srv = createServer();
-      srv.once("error", reject);
-      srv.listen(0, "127.0.0.1", () => resolve(srv));
-    })),
-  );
-  const ports = servers.map((srv) => (srv.address() as { port: number }).port);
-  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
-  return ports;
 }

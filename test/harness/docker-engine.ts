@@ -210,6 +210,37 @@ export function dockerClient(dockerHost: string): Dockerode {
 }
 
 /**
+ * Force-removes the containers a test made: every one labelled
+ * `berth.manager=<managerId>`, every one labelled `berth.server=<id>` for
+ * `serverIds`, and `containerIds` (made by hand). Never throws, so an
+ * afterAll's cleanup cannot replace the failure that matters with a 409;
+ * what it could not list or remove is printed.
+ */
+export async function removeBerthContainers(
+  docker: Dockerode,
+  what: { managerId?: string; serverIds?: readonly string[]; containerIds?: readonly string[] },
+): Promise<void> {
+  const ids = new Set(what.containerIds ?? []);
+  // An empty manager id must not become the filter "berth.manager": every berth container on the engine.
+  const labels = [...(what.managerId ? [`berth.manager=${what.managerId}`] : []), ...(what.serverIds ?? []).map((id) => `berth.server=${id}`)];
+  for (const label of labels) {
+    try {
+      for (const c of await docker.listContainers({ all: true, filters: { label: [label] } })) ids.add(c.Id);
+    } catch (e) {
+      console.warn(`[harness] could not list containers labelled ${label}: ${errorMessage(e)}`);
+    }
+  }
+  for (const id of ids) {
+    await docker
+      .getContainer(id)
+      .remove({ force: true })
+      .catch((e: { statusCode?: number }) => {
+        if (e.statusCode !== 404) console.warn(`[harness] could not remove container ${id}: ${errorMessage(e)}`);
+      });
+  }
+}
+
+/**
  * docker-modem merges $DOCKER_HOST, $DOCKER_CERT_PATH, $DOCKER_TLS_VERIFY and
  * $DOCKER_CLIENT_TIMEOUT into every client, and a tcp:// host silently wins
  * over socketPath; reset those so the socket we name is the one we talk to.

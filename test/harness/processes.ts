@@ -5,16 +5,18 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, readFileSync } from "node:fs";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
+import Database from "better-sqlite3";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
-import { HostService } from "@berth/proto/berth/v1/host_pb.js";
+import { HostService, HostState, type Host } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerService, Phase, GetServerRequestSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -62,6 +64,8 @@ function startNode(script: string, args: string[], logPath: string, env: NodeJS.
 export interface ManagerProc extends Proc {
   url: string;
   dbPath: string;
+  /** The manager's id (`mgr_…`): the value of the `berth.manager` label on what it creates. */
+  managerId: string;
   /** An all-projects admin token: the one printed on first start, else one made with the recovery CLI. */
   adminToken: string;
   /** What the manager printed on stdout up to its ready line (the admin token on first start). */
@@ -92,6 +96,23 @@ export function bearer(token: string): Interceptor {
 export async function createTokenWithCli(dbPath: string, args: string[]): Promise<string> {
   const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", MANAGER_MAIN, "token", "create", "--db", dbPath, ...args], { cwd: REPO_ROOT });
   return stdout.trim();
+}
+
+/** The manager id in a manager's output: its "manager listening" log line (JSON format, info level). */
+export function managerIdIn(output: string): string | undefined {
+  return /"managerId":"(mgr_[a-z2-7]+)"/.exec(output)?.[1];
+}
+
+/** The manager id a database holds (meta table): for a manager that logs above info or as text. */
+function managerIdOfDb(dbPath: string): string {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  try {
+    const row = db.prepare("SELECT value FROM meta WHERE key = 'manager_id'").get() as { value: string } | undefined;
+    if (!row) throw new Error(`no manager_id in the meta table of ${dbPath}`);
+    return row.value;
+  } finally {
+    db.close();
+  }
 }
 
 /** Starts a manager on a free loopback port with its database at `dbPath`. */
@@ -125,6 +146,7 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
     const notReady = setTimeout(() => reject(new Error(`manager not ready after 30s:\n${proc.log()}`)), 30_000);
     notReady.unref();
   });
+  const managerId = managerIdIn(startupOutput) ?? managerIdOfDb(dbPath);
   if (printedToken) adminTokens.set(dbPath, printedToken);
   const adminToken = adminTokens.get(dbPath) ?? (await createTokenWithCli(dbPath, ["--role", "admin", "--name", "harness"]));
   adminTokens.set(dbPath, adminToken);
@@ -136,6 +158,7 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
     ...proc,
     url,
     dbPath,
+    managerId,
     adminToken,
     startupOutput,
     ...(caPem ? { caPem, caPath: caPath! } : {}),
@@ -185,8 +208,33 @@ export function runAgent(opts: { dir: string; stateDir: string; dataRoot: string
   );
 }
 
+/** A new directory /tmp/berth-<prefix>-XXXXXX for one test file; remove it with removeTestDir. */
 export async function tempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `berth-${prefix}-`));
+}
+
+/**
+ * Removes a directory made by tempDir, unless BERTH_KEEP_TEST_DIRS is set (to
+ * read the logs after a run). Never throws: an afterAll's cleanup must not
+ * hide the failure that matters; what it could not remove is printed.
+ */
+export async function removeTestDir(dir: string | undefined): Promise<void> {
+  if (!dir || process.env.BERTH_KEEP_TEST_DIRS) return;
+  await rm(dir, { recursive: true, force: true }).catch((err: unknown) => console.warn(`[harness] could not remove ${dir}: ${String(err)}`));
+}
+
+/** `n` TCP ports on 127.0.0.1 that are free right now (held together, so all differ). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<NetServer>((resolve, reject) => {
+      const srv = createNetServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((srv) => (srv.address() as { port: number }).port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return ports;
 }
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes; returns the value. */
@@ -203,6 +251,11 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** Waits until a host of `m` is online (HostState.ONLINE); returns it (tests here run one agent per manager). */
+export async function waitForHostOnline(m: ManagerProc, timeoutMs = 20_000): Promise<Host> {
+  return waitFor("host online", async () => (await m.hosts.listHosts({})).hosts.find((h) => h.state === HostState.ONLINE), timeoutMs);
 }
 
 /** Waits until GetServer reports `phase`; returns the server. */

@@ -48,17 +48,9 @@ export class DataRoot {
    */
   async init(): Promise<string[]> {
     const warnings: string[] = [];
-    let existed = true;
-    try {
-      await stat(this.root);
-    } catch {
-      existed = false;
-    }
-    if (!existed) {
-      await mkdir(this.root, { recursive: true, mode: ROOT_MODE });
-      // mkdir's mode passes through the umask; the root must be exactly 0700.
-      await chmod(this.root, ROOT_MODE);
-    }
+    // mkdir answers the first directory it made (undefined: the root existed). Its mode
+    // passes through the umask; a root berth makes must be exactly 0700.
+    if (await mkdir(this.root, { recursive: true, mode: ROOT_MODE })) await chmod(this.root, ROOT_MODE);
     await this.checkRoot();
     const mode = (await stat(this.root)).mode & 0o777;
     if (mode & 0o077) {

@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { AgentMessageSchema, ManagerMessageSchema, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { Backoff } from "./backoff.js";
 import { ManagerLink } from "./manager-link.js";
@@ -50,21 +50,23 @@ describe("ManagerLink reconnects", () => {
   it("a welcome followed by failure does not reset the backoff: the delays keep growing", async () => {
     const m = await refusingManager();
     server = m.server;
-    // No jitter: the delays are the ceilings 500, 1000, 2000, 4000 ms.
+    // No jitter: the delays are the ceilings 100, 200, 400, 800 ms.
+    const base = 100;
     link = new ManagerLink(
       `http://127.0.0.1:${m.port}`,
       { hostId: "host_x", secret: "s" },
       { onOpen: () => {}, onMessage: () => {}, onClose: () => {}, onRevoked: () => {} },
       pino({ level: "silent" }),
-      { backoff: new Backoff(500, 30_000, () => 1) },
+      { backoff: new Backoff(base, 30_000, () => 1) },
     );
     link.start();
-    await new Promise((r) => setTimeout(r, 5_000));
-    // Reset on every welcome, it redialled every ~0.5 s (about 9 dials in 5 s); growing, 4.
-    expect(m.dials.length).toBeLessThanOrEqual(5);
-    expect(m.dials.length).toBeGreaterThanOrEqual(3);
-    // The delays grew past the first ones (500, 1000, 2000 ms ...); reset, every one was 500 ms.
-    const gaps = m.dials.slice(1).map((t, i) => t - m.dials[i]!);
-    expect(Math.max(...gaps)).toBeGreaterThanOrEqual(1_000);
+    // It keeps redialling: a fourth dial comes (after 100 + 200 + 400 ms of delays when they grow).
+    await vi.waitFor(() => expect(m.dials.length).toBeGreaterThanOrEqual(4), { timeout: 10_000, interval: 20 });
+    const dials = m.dials.slice(0, 4);
+    // Reset on every welcome, it redialled every ~100 ms (6 or more dials in the first 700 ms); growing, 3.
+    expect(dials.filter((t) => t - dials[0]! < 7 * base).length, `dials at ${dials.map((t) => t - dials[0]!).join(", ")} ms`).toBeLessThanOrEqual(3);
+    // The delays grew past the first ones (100, 200, 400 ms ...); reset, every one was 100 ms.
+    const gaps = dials.slice(1).map((t, i) => t - dials[i]!);
+    expect(Math.max(...gaps), `gaps ${gaps.join(", ")} ms`).toBeGreaterThanOrEqual(2 * base);
   }, 15_000);
 });

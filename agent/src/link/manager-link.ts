@@ -97,7 +97,7 @@ export interface LinkHandlers {
 }
 
 /** How long a welcomed stream must stay up before the reconnect backoff starts over. */
-export const HEALTHY_AFTER_MS = 15_000;
+const HEALTHY_AFTER_MS = 15_000;
 
 export interface LinkOptions {
   /** The reconnect delays (default 0.5 s .. 30 s, full jitter). */

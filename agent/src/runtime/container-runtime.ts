@@ -38,6 +38,9 @@ export interface NetworkAttachment {
   aliases: string[];
 }
 
+/** A network as ensureNetwork answers it: which one and whose, without counting what is attached. */
+export type NetworkIdentity = Pick<NetworkInfo, "id" | "name" | "labels">;
+
 /** A container lifecycle event from the engine. */
 export interface RuntimeEvent {
   action: string;
@@ -120,9 +123,9 @@ export interface ContainerRuntime {
    * Creates the bridge network `name` (not internal: published ports work)
    * with `labels`, unless a network of that name exists. Answers the network
    * as it is then (an existing one with its own labels: the caller checks
-   * they are berth's).
+   * they are berth's), without counting its containers.
    */
-  ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo>;
+  ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkIdentity>;
   /** One network with its attached containers counted (running or not), or undefined. */
   inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined>;
   /** Removes a network; one that does not exist is done. */

@@ -1,8 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
+import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import type { CreateContainerSpec } from "./container-runtime.js";
-import { containerConfig } from "./docker-runtime.js";
+import { containerConfig, DockerRuntime } from "./docker-runtime.js";
 
 const spec: CreateContainerSpec = {
   name: "mc-1",
@@ -75,5 +76,54 @@ describe("containerConfig: all that berth can ask Docker for", () => {
     expect(() => containerConfig({ ...spec, dataDir: "srv_abcd2345" })).toThrow(/absolute host path/);
     expect(() => containerConfig({ ...spec, mountPath: "/" })).toThrow(/other than \//);
     expect(() => containerConfig({ ...spec, mountPath: "data" })).toThrow(/absolute path/);
+  });
+});
+
+describe("DockerRuntime: docker info once per engine connection", () => {
+  /** A DockerRuntime whose engine answers `docker info` as `info` says (no socket is opened). */
+  function withEngine(info: () => Promise<object>) {
+    const rt = new DockerRuntime({ socketPath: "/nonexistent/docker.sock" });
+    let asked = 0;
+    let created = 0;
+    (rt as unknown as { docker: object }).docker = {
+      info: () => {
+        asked++;
+        return info();
+      },
+      createContainer: async () => ({ id: `c${++created}` }),
+      getEvents: async () => new PassThrough(),
+    };
+    return { rt, asked: () => asked };
+  }
+
+  it("asks once for concurrent and later creates, and again after a new events subscription", async () => {
+    let answer!: (v: object) => void;
+    const { rt, asked } = withEngine(() => new Promise((r) => (answer = r)));
+    const both = Promise.all([rt.create(spec), rt.create({ ...spec, name: "mc-2" })]);
+    await new Promise((r) => setTimeout(r, 5));
+    answer({ SecurityOptions: ["name=seccomp,profile=builtin"] });
+    await both;
+    await rt.create(spec);
+    expect(asked()).toBe(1);
+    const ac = new AbortController();
+    await rt.subscribe(() => {}, ac.signal);
+    ac.abort();
+    const next = rt.create(spec);
+    await new Promise((r) => setTimeout(r, 5));
+    answer({});
+    await next;
+    expect(asked()).toBe(2);
+  });
+
+  it("does not keep a failed answer: the next create asks again", async () => {
+    let fail = true;
+    const { rt, asked } = withEngine(async () => {
+      if (fail) throw Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+      return {};
+    });
+    await expect(rt.create(spec)).rejects.toMatchObject({ reason: "DockerUnreachable" });
+    fail = false;
+    await rt.create(spec);
+    expect(asked()).toBe(2);
   });
 });

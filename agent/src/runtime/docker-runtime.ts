@@ -4,7 +4,7 @@ import Docker from "dockerode";
 import { connect } from "node:net";
 import { ContainerInfoSchema, MountPointSchema, NetworkInfoSchema, type ContainerInfo, type NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
 import { adoptionView, imageDefaults, summaryInfo } from "./adoption-view.js";
 import { LogDemuxer, mergeFrames, type LogFrame } from "./log-demux.js";
 import { isProjectNetworkName, LABEL_PROJECT } from "./project-network.js";
@@ -31,6 +31,8 @@ const MERGED_FRAME_BYTES = 64 * 1024;
 export class DockerRuntime implements ContainerRuntime {
   private readonly docker: Docker;
   private readonly socketPath: string;
+  /** The engine's `docker info`, asked once per engine connection (see shareDataDir). */
+  private engineInfo: Promise<EngineInfo> | undefined;
 
   constructor(opts: { socketPath?: string } = {}) {
     this.docker = opts.socketPath ? new Docker({ socketPath: opts.socketPath }) : new Docker();
@@ -161,20 +163,32 @@ export class DockerRuntime implements ContainerRuntime {
   /**
    * Under userns-remap the container's root is an unprivileged host uid that
    * cannot write a data directory the agent made as root: hand it over
-   * (userns.ts). Asked of the engine at each create, so an engine restarted
-   * with or without remapping is followed.
+   * (userns.ts). Asked of the engine once per engine connection: subscribe()
+   * forgets the answer, so an engine restarted with or without remapping is
+   * followed.
    */
   private async shareDataDir(dataDir: string): Promise<void> {
-    const info = (await timed("docker info", (abortSignal) => (this.docker.info as (o: object) => Promise<unknown>).call(this.docker, { abortSignal }))) as {
-      SecurityOptions?: string[];
-      DockerRootDir?: string;
-    };
+    const info = await this.info();
     try {
       const owner = remappedRoot(info);
       if (owner) await giveToContainerRoot(dataDir, owner);
     } catch (err) {
       throw new RuntimeError("CreateFailed", `giving ${dataDir} to the container's remapped root: ${messageOf(err)}`);
     }
+  }
+
+  /**
+   * `docker info`, asked once and shared by concurrent creates until
+   * subscribe() forgets it; a failed call is not kept (the next create asks again).
+   */
+  private info(): Promise<EngineInfo> {
+    if (this.engineInfo) return this.engineInfo;
+    const asking = timed("docker info", (abortSignal) => (this.docker.info as (o: object) => Promise<EngineInfo>).call(this.docker, { abortSignal }));
+    this.engineInfo = asking;
+    asking.catch(() => {
+      if (this.engineInfo === asking) this.engineInfo = undefined;
+    });
+    return asking;
   }
 
   async start(id: string): Promise<void> {
@@ -232,9 +246,9 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo> {
-    const found = await this.inspectNetwork(name);
-    if (found) return found;
+  async ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkIdentity> {
+    const found = await this.rawNetwork(name);
+    if (found) return networkIdentity(found);
     try {
       // A plain bridge, not internal: published ports and outbound traffic work as on
       // Docker's default bridge; with iptables Docker isolates bridge networks from each other.
@@ -245,20 +259,25 @@ export class DockerRuntime implements ContainerRuntime {
       // 409: made meanwhile by someone else; inspected below like any existing one.
       if (statusOf(err) !== 409) throw new RuntimeError("NetworkFailed", `creating network ${name}: ${messageOf(err)}`);
     }
-    const made = await this.inspectNetwork(name);
+    const made = await this.rawNetwork(name);
     if (!made) throw new RuntimeError("NetworkFailed", `network ${name} vanished right after it was created`);
-    return made;
+    return networkIdentity(made);
   }
 
-  async inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined> {
-    let n: Docker.NetworkInspectInfo;
+  /** `docker network inspect`, or undefined when there is no such network; no containers counted. */
+  private async rawNetwork(nameOrId: string): Promise<Docker.NetworkInspectInfo | undefined> {
     try {
       const net = this.docker.getNetwork(nameOrId);
-      n = await timed("docker network inspect", (abortSignal) => (net.inspect as (o: object) => Promise<Docker.NetworkInspectInfo>).call(net, { abortSignal }));
+      return await timed("docker network inspect", (abortSignal) => (net.inspect as (o: object) => Promise<Docker.NetworkInspectInfo>).call(net, { abortSignal }));
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw err;
     }
+  }
+
+  async inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined> {
+    const n = await this.rawNetwork(nameOrId);
+    if (!n) return undefined;
     // The network's own list holds running containers only: stopped ones attached to it count too.
     const attached = await timed("docker ps", (abortSignal) => this.docker.listContainers({ all: true, filters: { network: [n.Id] }, abortSignal } as object));
     return toNetworkInfo(n, attached.length);
@@ -320,7 +339,7 @@ export class DockerRuntime implements ContainerRuntime {
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener("abort", onAbort, { once: true });
-    let body: NodeJS.ReadableStream | Buffer;
+    let body: NodeJS.ReadableStream;
     try {
       body = opts.follow
         ? await timed("docker logs", () => this.docker.getContainer(id).logs({ ...base, follow: true, abortSignal: ac.signal }), LOGS_OPEN_TIMEOUT_MS)
@@ -352,6 +371,8 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }> {
+    // Each subscription is to a new or restarted engine: what it said of itself may have changed.
+    this.engineInfo = undefined;
     // The stream itself has no timeout (it is idle when nothing happens); the
     // agent's engine probe aborts it when the engine stops answering.
     const ac = new AbortController();
@@ -404,6 +425,12 @@ export class DockerRuntime implements ContainerRuntime {
   }
 }
 
+/** What berth reads of `docker info`. */
+interface EngineInfo {
+  SecurityOptions?: string[];
+  DockerRootDir?: string;
+}
+
 interface DockerEvent {
   Type?: string;
   Action?: string;
@@ -411,6 +438,10 @@ interface DockerEvent {
   Actor?: { ID?: string; Attributes?: Record<string, string> };
   time?: number;
   timeNano?: number;
+}
+
+function networkIdentity(n: Docker.NetworkInspectInfo): NetworkIdentity {
+  return { id: n.Id, name: n.Name, labels: n.Labels ?? {} };
 }
 
 function toNetworkInfo(n: Docker.NetworkInspectInfo, containers: number): NetworkInfo {
@@ -563,11 +594,11 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
 }
 
 /** Log rotation when a command carries none (a manager older than these fields). */
-export const DEFAULT_LOG_MAX_SIZE_BYTES = 10 * 1024 * 1024;
-export const DEFAULT_LOG_MAX_FILES = 3;
+const DEFAULT_LOG_MAX_SIZE_BYTES = 10 * 1024 * 1024;
+const DEFAULT_LOG_MAX_FILES = 3;
 
 /** The spec's log rotation, defaults filled in; refuses values Docker would take but no one means. */
-export function logRotation(spec: Pick<CreateContainerSpec, "logMaxSizeBytes" | "logMaxFiles">): { maxSizeBytes: number; maxFiles: number } {
+function logRotation(spec: Pick<CreateContainerSpec, "logMaxSizeBytes" | "logMaxFiles">): { maxSizeBytes: number; maxFiles: number } {
   const maxSizeBytes = spec.logMaxSizeBytes || DEFAULT_LOG_MAX_SIZE_BYTES;
   const maxFiles = spec.logMaxFiles || DEFAULT_LOG_MAX_FILES;
   if (!Number.isInteger(maxSizeBytes) || maxSizeBytes < 64 * 1024) throw new Error(`log max size ${maxSizeBytes} must be at least 65536 bytes`);
@@ -575,14 +606,10 @@ export function logRotation(spec: Pick<CreateContainerSpec, "logMaxSizeBytes" | 
   return { maxSizeBytes, maxFiles };
 }
 
-/** Demultiplexes a log body (a stream when following, a Buffer otherwise) into frames. */
-async function* demuxed(body: NodeJS.ReadableStream | Buffer, signal: AbortSignal, dedup: RotationDuplicates | undefined, done: () => void): AsyncGenerator<LogFrame> {
+/** Demultiplexes a log stream (followed or not) into frames. */
+async function* demuxed(body: NodeJS.ReadableStream, signal: AbortSignal, dedup: RotationDuplicates | undefined, done: () => void): AsyncGenerator<LogFrame> {
   const demux = new LogDemuxer();
   try {
-    if (Buffer.isBuffer(body)) {
-      yield* demux.push(body);
-      return;
-    }
     for await (const chunk of body as AsyncIterable<Buffer | string>) {
       if (signal.aborted) return;
       const frames = demux.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);

@@ -1,6 +1,7 @@
 import type { ContainerInfo, NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
 import type { LogFrame } from "./log-demux.js";
+import { KeyedQueue } from "../keyed-queue.js";
 
 export interface LockedRuntimeOptions {
   /**
@@ -22,7 +23,7 @@ export interface LockedRuntimeOptions {
  * container is overtaken, and `stop` does it by itself past its grace period.
  */
 export class LockedRuntime implements ContainerRuntime {
-  private readonly tails = new Map<string, Promise<unknown>>();
+  private readonly queue = new KeyedQueue();
   private readonly stopGraceMs: number;
 
   constructor(
@@ -34,18 +35,7 @@ export class LockedRuntime implements ContainerRuntime {
 
   /** Keys with an operation running or queued (for tests and diagnostics). */
   get busy(): string[] {
-    return [...this.tails.keys()];
-  }
-
-  private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const run = prev.then(fn);
-    const tail = run.catch(() => undefined);
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return run;
+    return this.queue.keys;
   }
 
   version(timeoutMs?: number): Promise<string> {
@@ -79,19 +69,19 @@ export class LockedRuntime implements ContainerRuntime {
 
   /** One pull per image at a time: a second caller waits and then finds it present. */
   pull(image: string, onProgress: (line: string) => void): Promise<void> {
-    return this.locked(`image:${image}`, () => this.inner.pull(image, onProgress));
+    return this.queue.run(`image:${image}`, () => this.inner.pull(image, onProgress));
   }
 
   create(spec: CreateContainerSpec): Promise<string> {
-    return this.locked(`name:${spec.name}`, () => this.inner.create(spec));
+    return this.queue.run(`name:${spec.name}`, () => this.inner.create(spec));
   }
 
   start(id: string): Promise<void> {
-    return this.locked(id, () => this.inner.start(id));
+    return this.queue.run(id, () => this.inner.start(id));
   }
 
   stop(id: string, timeoutSeconds: number): Promise<void> {
-    return this.locked(id, async () => {
+    return this.queue.run(id, async () => {
       const stopping = this.inner.stop(id, timeoutSeconds);
       let timer: NodeJS.Timeout | undefined;
       const overdue = new Promise<"overdue">((resolve) => {
@@ -115,19 +105,19 @@ export class LockedRuntime implements ContainerRuntime {
   }
 
   pause(id: string): Promise<void> {
-    return this.locked(id, () => this.inner.pause(id));
+    return this.queue.run(id, () => this.inner.pause(id));
   }
 
   unpause(id: string): Promise<void> {
-    return this.locked(id, () => this.inner.unpause(id));
+    return this.queue.run(id, () => this.inner.unpause(id));
   }
 
   remove(id: string): Promise<void> {
-    return this.locked(id, () => this.inner.remove(id));
+    return this.queue.run(id, () => this.inner.remove(id));
   }
 
   /** Network calls are not queued here: the executor orders them per project network. */
-  ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo> {
+  ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkIdentity> {
     return this.inner.ensureNetwork(name, labels);
   }
 
@@ -145,7 +135,7 @@ export class LockedRuntime implements ContainerRuntime {
 
   /** In the container's queue: a network change never interleaves with its start or stop. */
   attachOnly(containerId: string, network: NetworkAttachment): Promise<void> {
-    return this.locked(containerId, () => this.inner.attachOnly(containerId, network));
+    return this.queue.run(containerId, () => this.inner.attachOnly(containerId, network));
   }
 
   subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }> {

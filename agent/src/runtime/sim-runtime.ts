@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { randomBytes } from "node:crypto";
 import { ContainerInfoSchema, NetworkInfoSchema, type ContainerInfo, type NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
 import { LABEL_SERVER } from "./docker-runtime.js";
 import type { LogFrame } from "./log-demux.js";
 import { LABEL_PROJECT } from "./project-network.js";
@@ -68,6 +68,13 @@ interface SimContainer {
   finishedMs: number;
 }
 
+interface SimNetwork {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  createdMs: number;
+}
+
 /** What a container looks like when `seed` puts it on the simulated host. */
 export interface SeedContainer {
   name: string;
@@ -97,7 +104,7 @@ export class SimRuntime implements ContainerRuntime {
   private readonly containers = new Map<string, SimContainer>();
   private readonly byName = new Map<string, string>();
   /** Networks by name (no traffic is simulated: only which containers are attached). */
-  private readonly networks = new Map<string, { id: string; name: string; labels: Record<string, string>; createdMs: number }>();
+  private readonly networks = new Map<string, SimNetwork>();
   private readonly subscribers = new Set<{ onEvent: (e: RuntimeEvent) => void; fail: (err: Error) => void }>();
   private readonly latencies: SimLatencies;
   private readonly images: Set<string> | undefined;
@@ -267,10 +274,13 @@ export class SimRuntime implements ContainerRuntime {
     })();
   }
 
-  async ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkInfo> {
+  async ensureNetwork(name: string, labels: Record<string, string>): Promise<NetworkIdentity> {
     await this.delay(this.latencies.create);
     if (!this.networks.has(name)) this.networks.set(name, { id: randomBytes(32).toString("hex"), name, labels: { ...labels }, createdMs: this.now() });
-    return (await this.inspectNetwork(name))!;
+    // Read back like Docker's network inspect, without counting containers.
+    await this.delay(this.latencies.inspect);
+    const n = this.networks.get(name)!;
+    return { id: n.id, name: n.name, labels: { ...n.labels } };
   }
 
   async inspectNetwork(nameOrId: string): Promise<NetworkInfo | undefined> {
@@ -279,7 +289,7 @@ export class SimRuntime implements ContainerRuntime {
     if (!n) return undefined;
     let containers = 0;
     for (const c of this.containers.values()) if (c.networks.includes(n.name)) containers++;
-    return create(NetworkInfoSchema, { id: n.id, name: n.name, labels: { ...n.labels }, containers, createdTime: timestampFromMs(n.createdMs) });
+    return networkInfo(n, containers);
   }
 
   /** Like Docker: refused while a running container is attached; stopped ones do not hold it. */
@@ -297,10 +307,11 @@ export class SimRuntime implements ContainerRuntime {
 
   async listNetworks(max: number): Promise<{ networks: NetworkInfo[]; omitted: number }> {
     await this.delay(this.latencies.list);
-    const names = [...this.networks.values()].filter((n) => n.labels[LABEL_PROJECT] !== undefined).map((n) => n.name).sort();
-    const networks: NetworkInfo[] = [];
-    for (const name of names.slice(0, max)) networks.push((await this.inspectNetwork(name))!);
-    return { networks, omitted: Math.max(0, names.length - max) };
+    const project = [...this.networks.values()].filter((n) => n.labels[LABEL_PROJECT] !== undefined).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // One pass over the containers for every count, like DockerRuntime's one listing.
+    const counts = new Map<string, number>();
+    for (const c of this.containers.values()) for (const name of new Set(c.networks)) counts.set(name, (counts.get(name) ?? 0) + 1);
+    return { networks: project.slice(0, max).map((n) => networkInfo(n, counts.get(n.name) ?? 0)), omitted: Math.max(0, project.length - max) };
   }
 
   async attachOnly(containerId: string, network: NetworkAttachment): Promise<void> {
@@ -400,7 +411,7 @@ export class SimRuntime implements ContainerRuntime {
     return undefined;
   }
 
-  private findNetwork(nameOrId: string): { id: string; name: string; labels: Record<string, string>; createdMs: number } | undefined {
+  private findNetwork(nameOrId: string): SimNetwork | undefined {
     const byName = this.networks.get(nameOrId);
     if (byName) return byName;
     for (const n of this.networks.values()) if (n.id === nameOrId || (nameOrId.length >= 12 && n.id.startsWith(nameOrId))) return n;
@@ -448,4 +459,8 @@ function toInfo(c: SimContainer): ContainerInfo {
     ...(c.startedMs ? { startedTime: timestampFromMs(c.startedMs) } : {}),
     ...(c.finishedMs ? { finishedTime: timestampFromMs(c.finishedMs) } : {}),
   });
+}
+
+function networkInfo(n: SimNetwork, containers: number): NetworkInfo {
+  return create(NetworkInfoSchema, { id: n.id, name: n.name, labels: { ...n.labels }, containers, createdTime: timestampFromMs(n.createdMs) });
 }

@@ -1,16 +1,14 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { AgentMessageSchema, AgentService, CommandKind, CommandSchema, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
-import { hashSecret, newSecret } from "../ids.js";
+import { CommandKind, CommandSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
-import { AsyncQueue } from "../link/async-queue.js";
 import { createLogger } from "../log.js";
-import type { Reconciler } from "../reconcile/reconciler.js";
 import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { TokenStore } from "../store/token-store.js";
+import { addHost, openAgentStream, stubReconciler } from "../testing/agent-stream.js";
 import { createAgentService } from "./agent-service.js";
 
 function setup() {
@@ -18,35 +16,12 @@ function setup() {
   const store = new Store(db);
   const hub = new AgentHub();
   const ledger = new Ledger(store);
-  const enqueued: string[] = [];
-  const reconciler = {
-    enqueue: (id: string) => enqueued.push(id),
-    enqueueHost: () => {},
-    noteCommandFinished: () => {},
-    noteExit: () => {},
-  } as unknown as Reconciler;
-  const service = createAgentService({ store, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
+  const service = createAgentService({ store, hub, ledger, reconciler: stubReconciler(), log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
   const hosts: Record<string, string> = {};
-  for (const id of ["host_aaaa", "host_bbbb"]) {
-    hosts[id] = newSecret();
-    store.insertHost({ id, name: id, secretHash: hashSecret(hosts[id]), createdAt: 1 });
-  }
-  /** Opens an agent stream as `hostId`; returns the queue to send on and the manager's messages. */
-  const connect = (hostId: string, secret = hosts[hostId]!) => {
-    const ctx = createHandlerContext({
-      service: AgentService,
-      method: AgentService.method.connect,
-      protocolName: "grpc",
-      requestMethod: "POST",
-      url: "http://test/berth.v1.AgentService/Connect",
-      requestHeader: { authorization: `Bearer ${hostId}.${secret}` },
-    });
-    const input = new AsyncQueue<AgentMessage>();
-    const output = service.connect(input, ctx)[Symbol.asyncIterator]();
-    const send = (body: NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>) => input.push(create(AgentMessageSchema, { body }));
-    return { input, output, send, ctx };
-  };
-  return { store, hub, ledger, service, connect, enqueued, db };
+  for (const id of ["host_aaaa", "host_bbbb"]) hosts[id] = addHost(store, id);
+  /** Opens an agent stream as `hostId`. */
+  const connect = (hostId: string, secret = hosts[hostId]!) => openAgentStream(service, hostId, secret);
+  return { store, hub, ledger, service, connect, db };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 10));
@@ -73,8 +48,8 @@ describe("AgentService.Connect", () => {
     await tick();
     expect(store.getCommand("cmd_of_b")?.state).toBe("succeeded");
     expect(ledger.list({}).find((e) => e.type === "command.succeeded")).toMatchObject({ hostId: "host_bbbb", actor: "agent" });
-    a.input.close();
-    b.input.close();
+    a.close();
+    b.close();
   });
 
   it("refuses a wrong secret and a removed host", async () => {
@@ -97,6 +72,6 @@ describe("AgentService.Connect", () => {
     hub.disconnect("host_aaaa", "this host was removed", { revoked: true });
     const err = await next.then(() => undefined, (e: unknown) => e as ConnectError);
     expect(err?.code).toBe(Code.Unauthenticated);
-    a.input.close();
+    a.close();
   });
 });

@@ -21,7 +21,7 @@ import type { AgentHub, AgentSession } from "../link/agent-hub.js";
 import { AsyncQueue } from "../link/async-queue.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import type { DataDirRecord, DataRootEntry, ExitCause, HostRecord, Store } from "../store/store.js";
+import { LABEL_MANAGER, LABEL_SERVER, type DataDirRecord, type DataRootEntry, type ExitCause, type HostRecord, type ServerRecord, type Store } from "../store/store.js";
 import { commandName } from "../reconcile/plan.js";
 import { ObservationOrder } from "../reconcile/observation-order.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
@@ -261,22 +261,29 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     return bounded;
   }
 
-  /** May this container (from an event or a command result) be stored? Counts a refusal. */
-  function admit(host: HostRecord, c: ContainerInfo, at: number, hlog: Logger): ContainerInfo | undefined {
+  /**
+   * May this container (from an event or a command result) be stored? Counts a
+   * refusal. Returns it with the server its label names, as read to decide
+   * (undefined when unlabelled or unknown), so the caller need not read it again.
+   */
+  function admit(host: HostRecord, c: ContainerInfo, at: number, hlog: Logger): { container: ContainerInfo; server: ServerRecord | undefined } | undefined {
     const slim = slimContainer(c);
-    const sid = slim?.labels["berth.server"] ?? "";
-    const reason = slim
-      ? admitContainer(
-          slim,
-          {
-            own: !!sid && store.getServer(sid)?.hostId === host.id,
-            alreadyStored: () => store.observedContainer(host.id, slim.id) !== undefined,
-            counts: () => store.observedCounts(host.id),
-          },
-          limits,
-        )
-      : "ContainerTooLarge";
-    if (!reason) return slim;
+    if (!slim) {
+      noteRefused(host.id, { ContainerTooLarge: 1 }, at, hlog);
+      return undefined;
+    }
+    const sid = slim.labels[LABEL_SERVER] ?? "";
+    const server = sid ? store.getServer(sid) : undefined;
+    const reason = admitContainer(
+      slim,
+      {
+        own: server?.hostId === host.id,
+        alreadyStored: () => store.observedContainer(host.id, slim.id) !== undefined,
+        counts: () => store.observedCounts(host.id),
+      },
+      limits,
+    );
+    if (!reason) return { container: slim, server };
     noteRefused(host.id, { [reason]: 1 }, at, hlog);
     return undefined;
   }
@@ -312,6 +319,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         // Servers observed after this inventory was taken keep their newer observation.
         // Checks of server-id directories of no server here are kept too (bounded with the data-root
         // entries): AdoptOrphan answers with the data of an untracked container's directory at once.
+        // The store forgets them once the host no longer lists them.
         const checks = [...inv.dataDirs, ...(inv.foreignDataDirs ?? [])].map((d) => dataDirRecord(host.id, d, at));
         const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], checks, at, dataRootEntries(inv), order.newerThan(msg.seq));
         store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, body.value.dockerReachable, at, hlog));
@@ -336,15 +344,27 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         const ev = body.value;
         const reported = ev.container;
         if (!reported?.id) return;
-        const c = ev.removed ? reported : admit(host, reported, at, hlog);
-        if (!c) return;
-        const serverId = ev.removed ? store.removeContainer(host.id, c.id) : store.upsertContainer(host.id, c, at);
+        let c: ContainerInfo;
+        let server: ServerRecord | undefined;
+        if (ev.removed) {
+          c = reported;
+          const serverId = store.removeContainer(host.id, c.id);
+          server = serverId ? store.getServer(serverId) : undefined;
+        } else {
+          const admitted = admit(host, reported, at, hlog);
+          if (!admitted) return;
+          // Stored under its label's server id: the server admit read is the one to reconcile.
+          c = admitted.container;
+          store.upsertContainer(host.id, c, at);
+          server = admitted.server;
+        }
         // Only servers the manager knows are reconciled (a container labelled with any id is not a reason to).
-        if (!serverId || !store.getServer(serverId)) return;
+        if (!server) return;
+        const serverId = server.id;
         order.note(serverId, msg.seq);
         // Only this manager's containers, on the server's own host, can drive its desired state
         // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
-        if (ev.action === "die" && ev.exitCause && c.labels["berth.manager"] === deps.managerId && store.getServer(serverId)?.hostId === host.id) {
+        if (ev.action === "die" && ev.exitCause && c.labels[LABEL_MANAGER] === deps.managerId && server.hostId === host.id) {
           reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0);
         }
         reconciler.enqueue(serverId, `container ${ev.action}`);
@@ -352,9 +372,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       }
       case "dataStatus": {
         let unknown = 0;
+        const onHost = new Set(store.serverIdsOnHost(host.id));
         for (const d of body.value.dirs) {
           // Only this host's servers: a check of any other id is not stored.
-          if (store.getServer(d.serverId)?.hostId !== host.id) {
+          if (!onHost.has(d.serverId)) {
             unknown++;
             continue;
           }
@@ -430,7 +451,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       if (!awaited) hlog.warn({ command: r.commandId }, "result for an unknown command ignored");
       return;
     }
-    const container = r.container?.id ? admit(host, r.container, at, hlog) : undefined;
+    const container = r.container?.id ? admit(host, r.container, at, hlog)?.container : undefined;
     store.transaction(() => {
       if (container) store.upsertContainer(host.id, container, at);
       if (r.data?.serverId === cmd.serverId) store.upsertDataDir(dataDirRecord(host.id, r.data, at));

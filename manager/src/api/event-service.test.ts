@@ -187,6 +187,8 @@ describe("EventService.WatchEvents", () => {
     const ctl = new AbortController();
     const viewer = take(client(TEAM_A).watchEvents({ afterId: 1n }, { signal: ctl.signal }), 2);
     const admin = take(client(ADMIN).watchEvents({ afterId: 1n }, { signal: ctl.signal }), 2 * hostLevel.length + 4);
+    // Not needed for the result (after_id replays whatever the watches have not seen yet): it
+    // gives them time to subscribe, so the events below usually arrive live and the live path is covered too.
     await new Promise((r) => setTimeout(r, 20));
     for (const e of hostLevel) ledger.append(e);
     ledger.append({ type: "server.stopped", project: "b", serverId: "srv_b" });

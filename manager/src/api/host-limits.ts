@@ -7,6 +7,8 @@
  * stored, only counted (by reason) and reported as a host event.
  */
 import type { ContainerInfo, DataDir } from "@berth/proto/berth/v1/agent_pb.js";
+import { SERVER_ID_RE } from "../ids.js";
+import { LABEL_SERVER } from "../store/store.js";
 
 export interface HostLimits {
   /** Containers stored per host, of every kind (the server's own ones first). */
@@ -47,8 +49,6 @@ export type RefusalReason =
 
 export type RefusedCounts = Partial<Record<RefusalReason, number>>;
 
-/** Server ids as the manager issues them (ids.ts newId("srv")). */
-export const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
 /** Docker ids are 64 hex digits; other runtimes' ids stay plain and short. */
 const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
@@ -71,8 +71,11 @@ export interface InventoryContent {
   otherDataDirs: string[];
   /**
    * After boundInventory: checks of server-id directories of no server on
-   * this host. Not stored as checks; listed as data-root entries (with their
-   * size), where OrphanService finds an untracked container's data.
+   * this host. Stored as checks while the host lists them (AdoptOrphan of an
+   * untracked container with its own server id finds its data at once;
+   * Store.replaceHostInventory forgets them after), and listed as data-root
+   * entries (with their size), where OrphanService finds an untracked
+   * container's data.
    */
   foreignDataDirs?: DataDir[];
 }
@@ -99,7 +102,7 @@ export function boundInventory(inv: InventoryContent, serversOnHost: ReadonlySet
       addRefused(refused, "BadContainerId");
       continue;
     }
-    const sid = c.labels["berth.server"] ?? "";
+    const sid = c.labels[LABEL_SERVER] ?? "";
     if (sid && !SERVER_ID_RE.test(sid)) addRefused(refused, "BadServerId");
     else if (sid && serversOnHost.has(sid)) own.push(c);
     else if (other.length < limits.maxOtherLabelled) other.push(c);
@@ -113,7 +116,7 @@ export function boundInventory(inv: InventoryContent, serversOnHost: ReadonlySet
   for (const reported of inv.unmanaged) {
     const c = slimContainer(reported);
     if (!c) addRefused(refused, "ContainerTooLarge");
-    else if (!CONTAINER_ID_RE.test(c.id) || c.labels["berth.server"]) addRefused(refused, "BadContainerId");
+    else if (!CONTAINER_ID_RE.test(c.id) || c.labels[LABEL_SERVER]) addRefused(refused, "BadContainerId");
     else plain.push(c);
   }
   addRefused(refused, "TooManyUnmanaged", plain.length - room);
@@ -145,7 +148,7 @@ export function admitContainer(
   limits: HostLimits = DEFAULT_HOST_LIMITS,
 ): RefusalReason | undefined {
   if (!CONTAINER_ID_RE.test(c.id)) return "BadContainerId";
-  const sid = c.labels["berth.server"] ?? "";
+  const sid = c.labels[LABEL_SERVER] ?? "";
   if (sid && !SERVER_ID_RE.test(sid)) return "BadServerId";
   if (ctx.own || ctx.alreadyStored()) return undefined;
   const { total, other } = ctx.counts();

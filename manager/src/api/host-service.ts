@@ -14,6 +14,7 @@ import { InvalidArgumentError, NotFoundError, PreconditionError } from "../error
 import { hashSecret, newId, newSecret } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
+import type { NetworkInventory } from "../orphans/network-inventory.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store } from "../store/store.js";
 import type { TokenStore } from "../store/token-store.js";
@@ -33,6 +34,8 @@ export interface HostServiceDeps {
    * embedded in enrollment tokens so agents pin the manager on first contact.
    */
   caFingerprint?: string | undefined;
+  /** Project networks as hosts reported them; a removed host's are dropped. */
+  networks?: NetworkInventory;
   now?: () => number;
 }
 
@@ -101,6 +104,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       hub.disconnect(h.id, "this host was removed from berth (HostService.RemoveHost); enroll it again with a new enrollment token", { revoked: true });
       // Nothing the host reported stays behind (its server records do: they become stranded orphans).
       const rows = store.deleteHostRows(h.id);
+      deps.networks?.drop(h.id);
       const servers = store.countServersByHost().get(h.id) ?? 0;
       ledger.append({
         type: "host.removed",

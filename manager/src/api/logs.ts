@@ -40,7 +40,7 @@ const cost = (c: LogChunk) => c.data.length + LOG_CHUNK_OVERHEAD_BYTES;
 type Entry = { chunk: LogChunk } | { dropped: { chunks: number; bytes: number } };
 
 /** The bound of one TailLogs call's queue: log bytes, and never the end of the stream. */
-export const LOG_QUEUE_BOUND: QueueBound<Entry> = {
+const LOG_QUEUE_BOUND: QueueBound<Entry> = {
   maxSize: LOG_BUFFER_BYTES,
   maxItems: LOG_BUFFER_CHUNKS,
   sizeOf: (e) => ("chunk" in e ? cost(e.chunk) : 0),

@@ -15,7 +15,6 @@ import {
 import { Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { actorOf, callerOf, projectFor, type Caller } from "../auth/caller.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
-import { describeConflicts, findPortConflicts, suggestFreePorts } from "../domain/port-conflicts.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -29,6 +28,7 @@ import type { OrphanDetector } from "../orphans/detector.js";
 import type { NetworkInventory } from "../orphans/network-inventory.js";
 import { serverToProto } from "./convert.js";
 import { findVisibleServer } from "./find-server.js";
+import { checkPortsFree } from "./port-check.js";
 import { validateSpec } from "./validate.js";
 
 export interface OrphanServiceDeps {
@@ -134,14 +134,7 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
   }
 
   function portConflicts(hostId: string, ports: ServerRecord["spec"]["ports"], exceptId: string, project: string): void {
-    const others = store
-      .listServers({ hostId })
-      .filter((s) => s.id !== exceptId)
-      .map((s) => ({ name: s.name, project: s.project, ports: s.spec.ports }));
-    const conflicts = findPortConflicts(ports, others);
-    if (conflicts.length > 0) {
-      throw new PreconditionError(`port conflict on host ${hostName(hostId)}: ${describeConflicts(conflicts, suggestFreePorts(conflicts, others, ports), project)}`);
-    }
+    checkPortsFree(store, hostId, ports, { exceptId, project, hostLabel: hostName(hostId) });
   }
 
   /** A spec made from a container's config, validated like CreateServer's; only the name is the caller's. */

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { Phase, ServerService, ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
@@ -107,8 +107,7 @@ describe("API calls reconcile through the work queue", () => {
     const { server } = await client.createServer({ spec: { name: "web", image: "busybox", hostId: HOST } });
     expect(server?.status?.phase).toBe(Phase.PENDING);
     // The retry (200 ms backoff) reconciles it: the host is not connected, so Unknown.
-    await new Promise((r) => setTimeout(r, 500));
-    expect(store.getServer(server!.id)?.status.phase).toBe(Phase.UNKNOWN);
+    await vi.waitFor(() => expect(store.getServer(server!.id)?.status.phase).toBe(Phase.UNKNOWN), { timeout: 4_000 });
   });
 
   it("the periodic resync reconciles every server without any trigger", async () => {
@@ -119,8 +118,7 @@ describe("API calls reconcile through the work queue", () => {
     open.push(() => periodic.stop());
     void reconciler;
     periodic.startResync();
-    await new Promise((r) => setTimeout(r, 600));
-    // Each was reconciled: RUNNING recorded before, now Unknown (its host is not connected).
-    expect(ids.map((id) => store.getServer(id)?.status.phase)).toEqual([Phase.UNKNOWN, Phase.UNKNOWN, Phase.UNKNOWN]);
+    // Each is reconciled: RUNNING recorded before, now Unknown (its host is not connected).
+    await vi.waitFor(() => expect(ids.map((id) => store.getServer(id)?.status.phase)).toEqual([Phase.UNKNOWN, Phase.UNKNOWN, Phase.UNKNOWN]), { timeout: 4_000 });
   });
 });

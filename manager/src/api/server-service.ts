@@ -25,11 +25,12 @@ import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import { describeConflicts, findPortConflicts, suggestFreePorts } from "../domain/port-conflicts.js";
+import { findPortConflicts } from "../domain/port-conflicts.js";
 import { initialStatus, type Lifecycle, type ServerRecord, type Store } from "../store/store.js";
 import { serverToProto } from "./convert.js";
 import { mergeSecretEnv } from "../store/secrets.js";
-import { requireId, validateSpec } from "./validate.js";
+import { checkPortsFree, portOwnersOnHost } from "./port-check.js";
+import { normalizeSpec, requireId } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createTailLogs } from "./logs.js";
 
@@ -76,7 +77,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     }
     const candidates = hub
       .connectedHostIds()
-      .filter((id) => spec.ports.length === 0 || findPortConflicts(spec.ports, othersOnHost(id, "")).length === 0)
+      .filter((id) => spec.ports.length === 0 || findPortConflicts(spec.ports, portOwnersOnHost(store, id, "")).length === 0)
       .sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b));
     if (candidates.length === 0) {
       if (hub.connectedHostIds().length === 0) {
@@ -90,22 +91,9 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     return candidates[0]!;
   }
 
-  function othersOnHost(hostId: string, exceptId: string) {
-    // Reads every server on the host: callers skip it when no port is requested.
-    return store
-      .listServers({ hostId })
-      .filter((s) => s.id !== exceptId)
-      .map((s) => ({ name: s.name, project: s.project, ports: s.spec.ports }));
-  }
-
   /** Refuses ports another server on the host publishes; servers outside `project` are not named. */
   function checkPorts(hostId: string, spec: ServerSpec, exceptId: string, project: string): void {
-    if (spec.ports.length === 0) return;
-    const others = othersOnHost(hostId, exceptId);
-    const conflicts = findPortConflicts(spec.ports, others);
-    if (conflicts.length > 0) {
-      throw new PreconditionError(`port conflict on host ${hostId}: ${describeConflicts(conflicts, suggestFreePorts(conflicts, others, spec.ports), project)}`);
-    }
+    checkPortsFree(store, hostId, spec.ports, { exceptId, project });
   }
 
   /**
@@ -185,7 +173,8 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "CreateServer");
       const actor = actorOf(caller);
-      const spec = mergeSecretEnv(validateSpec(req.spec), undefined);
+      // The spec was checked before the handler (validateRequests); only the defaults are filled here.
+      const spec = mergeSecretEnv(normalizeSpec(req.spec), undefined);
       const project = projectFor(caller, req.project);
       if (store.findServerByName(project, spec.name)) {
         throw new AlreadyExistsError(`a server named "${spec.name}" already exists in project "${project}"; pick another name or update it`);
@@ -292,7 +281,8 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
 
     async updateServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "UpdateServer");
-      const spec = validateSpec(req.spec);
+      // Checked before the handler (validateRequests), like CreateServer's.
+      const spec = normalizeSpec(req.spec);
       const server = await act(ctx, req.id, "updated", (s, at) => {
         notDeleted(s, "update");
         if (spec.name !== s.name) throw new InvalidArgumentError("spec.name", `renaming is not supported (server is "${s.name}")`);

@@ -21,15 +21,27 @@ import { invalidArgument, ruleProblems, type Problem } from "./protovalidate.js"
 export const MAX_ENV_TOTAL_BYTES = 256 * 1024;
 
 /**
- * Checks a spec (from a request, or built from an orphan's container) and
- * returns a normalized copy (defaults filled in). Throws one
- * InvalidArgumentError naming every problem: the contract's field rules
- * (protovalidate) first, then what they cannot express (`specProblems`).
+ * Checks a spec that did not come through `validateRequests` (one built from
+ * an orphan's container) and returns a normalized copy (defaults filled in).
+ * Throws one InvalidArgumentError naming every problem: the contract's field
+ * rules (protovalidate) first, then what they cannot express (`specProblems`).
  */
 export function validateSpec(input: ServerSpec | undefined, field = "spec"): ServerSpec {
   if (!input) throw new InvalidArgumentError(field, "required");
   const problems = [...ruleProblems(ServerSpecSchema, input, field), ...specProblems(input, field)];
   if (problems.length) throw invalidArgument(problems);
+  return normalizeSpec(input, field);
+}
+
+/**
+ * A copy of a spec already checked (by `validateRequests` before a
+ * CreateServer/UpdateServer handler, or by `validateSpec`) with the defaults
+ * filled in: TCP for ports without a protocol, /data, restart on failure,
+ * desired running, host id trimmed, capabilities sorted. Checks nothing but
+ * presence.
+ */
+export function normalizeSpec(input: ServerSpec | undefined, field = "spec"): ServerSpec {
+  if (!input) throw new InvalidArgumentError(field, "required");
   // A copy of everything (fields added to the contract later included), then the defaults.
   const out = clone(ServerSpecSchema, input);
   out.hostId = input.hostId.trim();
@@ -48,7 +60,7 @@ export function validateSpec(input: ServerSpec | undefined, field = "spec"): Ser
  * values: the environment's total size, one host port used twice (per
  * protocol), a '..' component in the data mount path. Pure.
  */
-export function specProblems(input: ServerSpec, field = "spec"): Problem[] {
+function specProblems(input: ServerSpec, field = "spec"): Problem[] {
   const problems: Problem[] = [];
   const envBytes = Object.entries(input.env).reduce((n, [k, v]) => n + Buffer.byteLength(k) + 1 + Buffer.byteLength(v), 0);
   if (envBytes > MAX_ENV_TOTAL_BYTES) {

@@ -69,13 +69,18 @@ const LISTEN_BACKLOG = 4096;
 /** A connection that sends nothing this long is closed before any server sees it. */
 const FIRST_BYTES_TIMEOUT_MS = 30_000;
 
+/** At most one warning per refused address per this long. */
+const WARN_EVERY_MS = 60_000;
+
 /**
  * What each IP address holds open (connections, streams), up to `cap`. A
  * refusal is reported through `warn` at most once a minute per address.
  */
 class PerAddressCap {
   readonly #open = new Map<string, number>();
+  /** When each refused address was last warned about; only entries of the last window matter. */
   readonly #warnedAt = new Map<string, number>();
+  #sweptAt = 0;
 
   constructor(
     private readonly cap: number,
@@ -90,11 +95,22 @@ class PerAddressCap {
       return true;
     }
     const now = Date.now();
-    if ((this.#warnedAt.get(ip) ?? 0) < now - 60_000) {
+    if ((this.#warnedAt.get(ip) ?? 0) < now - WARN_EVERY_MS) {
+      this.#forgetOldWarnings(now);
       this.#warnedAt.set(ip, now);
       this.warn(ip, open);
     }
     return false;
+  }
+
+  /**
+   * Drops warnings older than the window (they no longer hold a warning back),
+   * at most once per window: otherwise every address ever refused stayed.
+   */
+  #forgetOldWarnings(now: number): void {
+    if (now - this.#sweptAt < WARN_EVERY_MS) return;
+    this.#sweptAt = now;
+    for (const [ip, at] of this.#warnedAt) if (at < now - WARN_EVERY_MS) this.#warnedAt.delete(ip);
   }
 
   release(ip: string): void {

@@ -44,7 +44,7 @@ function setup() {
 
 describe("retention of finished commands", () => {
   it("prunes finished commands older than 7 days in bounded steps; keeps open ones and each server's latest", () => {
-    const { retention, addServer, addCommand, commandIds } = setup();
+    const { store, retention, addServer, addCommand, commandIds } = setup();
     addServer("srv_a");
     const old = Array.from({ length: 120 }, (_, i) => addCommand("srv_a", NOW - 30 * DAY + i, "succeeded"));
     const recent = addCommand("srv_a", NOW - DAY, "succeeded");
@@ -52,13 +52,15 @@ describe("retention of finished commands", () => {
     // srv_b's only command failed long ago: its failure still stands (plan() reads it), so it stays.
     const standingFailure = addCommand("srv_b", NOW - 60 * DAY, "failed");
     const open = addCommand("srv_b", NOW - 60 * DAY, "open");
-    // A purged server's commands have nothing left to explain.
+    // A purged server's commands have nothing left to explain: they go with its record.
+    addServer("srv_gone");
     const purged = addCommand("srv_gone", NOW - DAY, "succeeded");
+    store.deleteServerRecord("srv_gone");
 
     // Steps of at most 50 rows each.
     expect(retention.pruneOnce()).toBe(50);
     expect(retention.pruneOnce()).toBe(50);
-    expect(retention.pruneOnce()).toBe(21);
+    expect(retention.pruneOnce()).toBe(20);
     expect(retention.pruneOnce()).toBe(0);
     const left = commandIds();
     expect(left).toEqual([standingFailure, open, recent].sort());

@@ -20,7 +20,7 @@ interface Placement {
 }
 
 /** How often a record that could not be read is tried again before its change is dropped. */
-export const LOAD_RETRIES = 3;
+const LOAD_RETRIES = 3;
 /** Delay before such a retry. */
 export const LOAD_RETRY_MS = 1_000;
 

@@ -63,7 +63,7 @@ const PRIVILEGE_PREFIX = "privilege: ";
  * as it is ("bind", "same-id") it would keep them as an ordinary project's
  * server. There is no override; recreate the container without them first.
  */
-export function refusePrivileges(containerName: string, info: ContainerInfo): void {
+function refusePrivileges(containerName: string, info: ContainerInfo): void {
   const privileges = info.unsupported.filter((u) => u.startsWith(PRIVILEGE_PREFIX)).map((u) => u.slice(PRIVILEGE_PREFIX.length));
   if (privileges.length === 0) return;
   throw new PreconditionError(
@@ -79,7 +79,7 @@ export function refusePrivileges(containerName: string, info: ContainerInfo): vo
  * path (default: none). Without this, an admin adopting a container that
  * bind-mounts /etc or another project's data would copy it into a server.
  */
-export function refuseDataSource(source: string, root: string, req: Pick<AdoptionRequest, "adoptablePaths" | "dataDirOwner">): void {
+function refuseDataSource(source: string, root: string, req: Pick<AdoptionRequest, "adoptablePaths" | "dataDirOwner">): void {
   const src = posix.normalize(source).replace(/(.)\/+$/, "$1");
   if (root && src === root) throw new PreconditionError(`the mount source ${src} is berth's data root itself; a server's data is one directory in it`);
   const entry = entryUnder(root, src);

@@ -21,6 +21,7 @@
  * never flagged: they may be on their way to having a record.
  */
 import { createHash } from "node:crypto";
+import { SERVER_ID_RE } from "../ids.js";
 import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
@@ -32,8 +33,6 @@ export const LABEL_MANAGER = "berth.manager";
 export const LABEL_SERVER = "berth.server";
 export const LABEL_PROJECT = "berth.project";
 
-/** Server ids as the manager issues them; the agent names data directories after them. */
-const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
 
 export interface HostFact {
   id: string;
@@ -117,7 +116,8 @@ export function orphanId(key: string): string {
   return `orp_${out}`;
 }
 
-function msOf(t: { seconds: bigint; nanos: number } | undefined): number {
+/** A reported time (protobuf Timestamp) in whole milliseconds, truncated; 0 when absent. */
+export function msOf(t: { seconds: bigint; nanos: number } | undefined): number {
   return t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0;
 }
 

@@ -1,4 +1,5 @@
 import type { NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { msOf } from "./classify.js";
 
 /** At most this many project networks are kept per host (the agent sends at most 256). */
 export const MAX_NETWORKS_PER_HOST = 256;
@@ -36,7 +37,7 @@ export class NetworkInventory {
         id: n.id,
         name: n.name,
         labels,
-        createdMs: n.createdTime ? Number(n.createdTime.seconds) * 1000 + Math.floor(n.createdTime.nanos / 1e6) : 0,
+        createdMs: msOf(n.createdTime),
         containers: n.containers,
       });
     }
@@ -47,6 +48,11 @@ export class NetworkInventory {
   forget(hostId: string, networkId: string): void {
     const list = this.byHost.get(hostId);
     if (list) this.byHost.set(hostId, list.filter((n) => n.id !== networkId));
+  }
+
+  /** The host was removed (HostService.RemoveHost): nothing it reported is kept. */
+  drop(hostId: string): void {
+    this.byHost.delete(hostId);
   }
 
   list(): ObservedNetwork[] {

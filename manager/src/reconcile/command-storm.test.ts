@@ -5,23 +5,20 @@
  * inventory it was building when the removal ran arrives after the result).
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { createHandlerContext } from "@connectrpc/connect";
-import { AgentMessageSchema, AgentService, CommandKind, ContainerInfoSchema, type AgentMessage, type Command, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { CommandKind, ContainerInfoSchema, type Command, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { createAgentService } from "../api/agent-service.js";
-import { hashSecret, newSecret } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
-import { AsyncQueue } from "../link/async-queue.js";
 import { createLogger } from "../log.js";
 import { openDatabase } from "../store/database.js";
 import { initialStatus, Store } from "../store/store.js";
+import { addHost, openAgentStream, type AgentBody } from "../testing/agent-stream.js";
 import { Reconciler } from "./reconciler.js";
 
 const HOST = "host_aaaaaaaaaaaa";
 const SERVER = "srv_bbbbbbbbbbbb";
-type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 
 const cleanup: (() => void)[] = [];
 afterEach(() => {
@@ -41,8 +38,7 @@ async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: 
   const ledger = new Ledger(store);
   const log = createLogger("silent", "test");
   const managerId = store.managerId();
-  const secret = newSecret();
-  store.insertHost({ id: HOST, name: "h", secretHash: hashSecret(secret), createdAt: 1 });
+  const secret = addHost(store, HOST, "h");
   const t = Date.now();
   store.insertServer({
     id: SERVER,
@@ -60,35 +56,27 @@ async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: 
   });
   const reconciler = new Reconciler({ store, hub, log, managerId, ledger });
   const service = createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds: 5 });
-  const ctx = createHandlerContext({
-    service: AgentService,
-    method: AgentService.method.connect,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: "http://test/berth.v1.AgentService/Connect",
-    requestHeader: { authorization: `Bearer ${HOST}.${secret}` },
-  });
-  const input = new AsyncQueue<AgentMessage>();
+  const stream = openAgentStream(service, HOST, secret);
   cleanup.push(() => {
-    input.close();
+    stream.close();
     reconciler.stop();
     store.close();
   });
   let counter = 0n;
   const nextSeq = () => (withSeq ? ++counter : 0n);
-  const send = (body: Body, seq = nextSeq()) => input.push(create(AgentMessageSchema, { body, seq }));
+  const send = (body: AgentBody, seq = nextSeq()) => stream.send(body, seq);
   const container = create(ContainerInfoSchema, {
     id: "c".repeat(64),
     name: "berth-mc",
     state: "exited",
     labels: { "berth.server": SERVER, "berth.manager": managerId, "berth.generation": "1", "berth.spec-hash": "h" },
   });
-  const inventory = (containers: (typeof container)[]): Body => ({
+  const inventory = (containers: (typeof container)[]): AgentBody => ({
     case: "inventory",
     value: { containers, dataDirs: [{ serverId: SERVER, exists: true }], dockerReachable: true },
   });
 
-  const output = service.connect(input, ctx)[Symbol.asyncIterator]();
+  const output = stream.output;
   send(inventory([container]));
   let first = true;
   const agent = (async () => {

@@ -42,9 +42,4 @@ export class ObservationOrder {
     }
     return keep;
   }
-
-  /** Servers with a remembered mark (for tests and diagnostics). */
-  get size(): number {
-    return this.newest.size;
-  }
 }

@@ -303,7 +303,7 @@ function decide(input: PlanInput): Plan {
   // container whose spec hash matches). Not for an older spec: that one waits for a restart.
   // An agent that reports no networks (older than project networks) is left alone.
   if (
-    input.network && desiredRunning(input.spec.desiredState) && container.state === "running" && container.labels[HASH_LABEL] === input.specHash &&
+    input.network && input.spec.desiredState === DesiredState.RUNNING && container.state === "running" && container.labels[HASH_LABEL] === input.specHash &&
     container.networks.length > 0 && (container.networks.length !== 1 || container.networks[0] !== input.network)
   ) {
     return issue(base, Phase.RUNNING, "JoiningNetwork", "moving the container onto its project network (it keeps running)", CommandKind.ENSURE_CONTAINER, dataPolicy);
@@ -475,10 +475,6 @@ function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, 
     default:
       return { phase: Phase.PENDING, reason: "Checking", message: "checking the host" };
   }
-}
-
-function desiredRunning(d: DesiredState): boolean {
-  return d === DesiredState.RUNNING;
 }
 
 function conditionFacts(input: PlanInput, c: ContainerInfo | undefined): ConditionFact[] {

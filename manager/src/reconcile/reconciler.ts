@@ -60,7 +60,7 @@ export interface ContainerLogDefaults {
 export const DEFAULT_CONTAINER_LOGS: ContainerLogDefaults = { maxSizeBytes: 10 * 1024 * 1024, maxFiles: 3 };
 
 /** Default period of the full resync. */
-export const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
+const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
 /** The full resync enqueues a slice of the servers this often (so it is spread out). */
 const RESYNC_TICKS_PER_PERIOD = 60;
 
@@ -266,12 +266,14 @@ export class Reconciler {
       server = { ...server, lifecycle };
     }
 
+    // Once per reconcile: plan() compares it with the container's, and a command carries it.
+    const network = projectNetworkName(managerId, server.project);
     const p = plan({
       now,
       spec: server.spec,
       generation: server.generation,
       specHash: hash,
-      network: projectNetworkName(managerId, server.project),
+      network,
       deleted: server.deletedAt !== null,
       deletedAt: server.deletedAt,
       retentionMs: this.deps.retentionMs ?? 24 * 3600_000,
@@ -355,7 +357,7 @@ export class Reconciler {
       }
       if (p.command) {
         const deadlineMs = this.deps.deadlineMs?.[p.command.kind] ?? COMMAND_DEADLINE_MS[p.command.kind];
-        toSend = this.buildCommand(srv, hash, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
+        toSend = this.buildCommand(srv, hash, network, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
         store.insertCommand({ command: toSend, hostId: srv.hostId, createdAt: now, deadlineAt: now + deadlineMs });
         this.append({
           type: "command.issued",
@@ -452,7 +454,8 @@ export class Reconciler {
     return true;
   }
 
-  private buildCommand(server: ServerRecord, hash: string, kind: CommandKind, dataPolicy: number, recreate: boolean, now: number, deadlineMs: number): Command {
+  /** `network`: the project's network (projectNetworkName of the server's project). */
+  private buildCommand(server: ServerRecord, hash: string, network: string, kind: CommandKind, dataPolicy: number, recreate: boolean, now: number, deadlineMs: number): Command {
     const spec = server.spec;
     return create(CommandSchema, {
       id: newId("cmd"),
@@ -474,7 +477,7 @@ export class Reconciler {
         logMaxFiles: spec.logMaxFiles || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxFiles,
         name: containerName(server),
         // The project's own network: its servers reach each other by name, other projects not at all.
-        network: projectNetworkName(this.deps.managerId, server.project),
+        network,
         project: server.project,
         networkAliases: [server.name, server.id],
         specHash: hash,

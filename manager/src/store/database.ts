@@ -78,7 +78,7 @@ const DIR_MODE = 0o700;
  * (it may be the operator's working directory) with a warning, since the files
  * in it are private anyway.
  */
-export function protectDatabaseFiles(path: string, warn: (message: string) => void = () => {}): void {
+function protectDatabaseFiles(path: string, warn: (message: string) => void = () => {}): void {
   const dir = dirname(path);
   if (!existsSync(dir)) {
     mkdirSync(dir, { recursive: true, mode: DIR_MODE });

@@ -165,4 +165,13 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (host_id, name)
   );
   `,
+  // 6: a purged server's commands now go with its record (Store.deleteServerRecord);
+  // those earlier versions left behind go once here. Retention finds old finished
+  // commands by the time they finished.
+  `
+  DELETE FROM commands
+  WHERE state IN ('succeeded', 'failed', 'expired')
+    AND NOT EXISTS (SELECT 1 FROM servers s WHERE s.id = commands.server_id);
+  CREATE INDEX commands_finished ON commands (finished_at) WHERE state IN ('succeeded', 'failed', 'expired');
+  `,
 ];

@@ -7,7 +7,7 @@ import { InvalidArgumentError } from "../errors.js";
 /** What every reader gets instead of a secret env value; sent back in UpdateServer it keeps the stored value. */
 export const SECRET_MASK = "********";
 /** A sealed value in `spec_json` and in stored commands: `enc:v1:<base64url nonce|ciphertext|tag>`. */
-export const SEALED_PREFIX = "enc:v1:";
+const SEALED_PREFIX = "enc:v1:";
 
 const KEY_BYTES = 32;
 const NONCE_BYTES = 12;

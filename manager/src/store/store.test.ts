@@ -279,3 +279,64 @@ describe("Store", () => {
     expect(store.countServersByHost()).toEqual(new Map([["host_a", 1], ["host_b", 1]]));
   });
 });
+
+describe("commands and data checks of servers that are gone", () => {
+  it("deleteServerRecord takes the server's commands with it, finished and open; others stay", () => {
+    const { store } = memStore();
+    store.insertServer(server("srv_gone"));
+    store.insertServer(server("srv_kept", { name: "kept" }));
+    store.insertCommand({ command: command("cmd_done", "srv_gone"), hostId: "host_a", createdAt: T0, deadlineAt: T0 + 1000 });
+    store.finishCommand("cmd_done", "succeeded", T0 + 1, "", "");
+    store.insertCommand({ command: command("cmd_open", "srv_gone"), hostId: "host_a", createdAt: T0 + 2, deadlineAt: T0 + 1000 });
+    store.insertCommand({ command: command("cmd_other", "srv_kept"), hostId: "host_a", createdAt: T0, deadlineAt: T0 + 1000 });
+    store.deleteServerRecord("srv_gone");
+    expect(store.getCommand("cmd_done")).toBeUndefined();
+    expect(store.getCommand("cmd_open")).toBeUndefined();
+    expect(store.openCommandsForHost("host_a").map((c) => c.id)).toEqual(["cmd_other"]);
+  });
+
+  it("an upgraded database loses the finished commands older versions left for purged servers (migration 6)", () => {
+    const path = join(tempDir(), "berth.db");
+    const s1 = new Store(openDatabase(path));
+    s1.insertServer(server("srv_here"));
+    for (const [id, serverId] of [["cmd_left", "srv_purged"], ["cmd_mine", "srv_here"]] as const) {
+      s1.insertCommand({ command: command(id, serverId), hostId: "host_a", createdAt: T0, deadlineAt: T0 + 1000 });
+      s1.finishCommand(id, "succeeded", T0 + 1, "", "");
+    }
+    s1.insertCommand({ command: command("cmd_open_left", "srv_purged"), hostId: "host_a", createdAt: T0, deadlineAt: T0 + 1000 });
+    s1.close();
+    // As a version before migration 6 left it.
+    const old = openDatabase(path);
+    old.exec("DROP INDEX commands_finished");
+    old.pragma("user_version = 5");
+    old.close();
+
+    const db = openDatabase(path);
+    const s2 = new Store(db);
+    cleanup.push(() => s2.close());
+    expect(s2.getCommand("cmd_left")).toBeUndefined();
+    expect(s2.getCommand("cmd_mine")?.state).toBe("succeeded");
+    // Open commands were never retention's: they stay as they were.
+    expect(s2.getCommand("cmd_open_left")?.state).toBe("pending");
+    expect(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'commands_finished'").get()).toEqual({ name: "commands_finished" });
+  });
+
+  it("replaceHostInventory forgets checks of other servers' directories once the host no longer lists them", () => {
+    const { store } = memStore();
+    store.insertServer(server("srv_mine"));
+    const check = (serverId: string) => ({ hostId: "host_a", serverId, present: true, sizeBytes: 10, checkedAt: T0 });
+    store.replaceHostInventory("host_a", [], [check("srv_mine"), check("srv_foreign"), check("srv_later")], T0);
+    expect(store.getDataDir("host_a", "srv_foreign")?.present).toBe(true);
+
+    // srv_later was observed after this inventory was taken: its check stays as it is.
+    store.replaceHostInventory("host_a", [], [check("srv_mine")], T0 + 1, undefined, new Set(["srv_later"]));
+    expect(store.getDataDir("host_a", "srv_foreign")).toBeUndefined();
+    expect(store.getDataDir("host_a", "srv_later")?.present).toBe(true);
+    expect(store.getDataDir("host_a", "srv_mine")?.present).toBe(true);
+
+    // The host's own server's directory gone from the list is recorded as gone, not forgotten.
+    store.replaceHostInventory("host_a", [], [], T0 + 2);
+    expect(store.getDataDir("host_a", "srv_mine")).toMatchObject({ present: false });
+    expect(store.getDataDir("host_a", "srv_later")).toBeUndefined();
+  });
+});

@@ -395,10 +395,10 @@ export class Store {
     this.transaction(() => {
       this.db.prepare("DELETE FROM servers WHERE id = ?").run(id);
       this.db.prepare("DELETE FROM data_dirs WHERE server_id = ?").run(id);
-      // Nothing may be resent for a server that no longer exists.
-      this.db
-        .prepare("UPDATE commands SET state = 'expired', reason = 'ServerPurged' WHERE server_id = ? AND state IN ('pending', 'sent')")
-        .run(id);
+      // Nothing may be resent for a server that no longer exists, and its finished
+      // commands have nothing left to explain: all go with the record, so retention
+      // need not look for commands of missing servers on every pass.
+      this.db.prepare("DELETE FROM commands WHERE server_id = ?").run(id);
     });
   }
 
@@ -463,12 +463,19 @@ export class Store {
         reported.add(d.serverId);
         if (!known || known.present !== d.present || known.sizeBytes !== d.sizeBytes) touched.add(d.serverId);
       }
-      for (const serverId of this.serverIdsOnHost(hostId)) {
+      const onHost = new Set(this.serverIdsOnHost(hostId));
+      for (const serverId of onHost) {
         if (reported.has(serverId) || keep.has(serverId)) continue;
         const known = this.getDataDir(hostId, serverId);
         if (known && !known.present) continue;
         this.upsertDataDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
         touched.add(serverId);
+      }
+      // Checks of directories of no server here (an untracked container's data, kept
+      // for AdoptOrphan) last only while the host lists them.
+      const forget = this.db.prepare("DELETE FROM data_dirs WHERE host_id = ? AND server_id = ?");
+      for (const { server_id: serverId } of this.db.prepare("SELECT server_id FROM data_dirs WHERE host_id = ?").all(hostId) as { server_id: string }[]) {
+        if (!reported.has(serverId) && !keep.has(serverId) && !onHost.has(serverId)) forget.run(hostId, serverId);
       }
       return touched;
     });
@@ -705,8 +712,9 @@ export class Store {
   /**
    * Deletes up to `limit` finished commands that finished before `before`,
    * except each server's latest finished one (a failure stands on it until the
-   * operator acts: plan() reads it), and any finished command of a server that
-   * no longer exists. Open commands are never touched. Returns the count.
+   * operator acts: plan() reads it). Open commands are never touched. A purged
+   * server's commands go with its record (deleteServerRecord; migration 6 removed
+   * those older versions left behind). Returns the count.
    */
   pruneFinishedCommands(before: number, limit: number): number {
     const r = this.db
@@ -714,13 +722,10 @@ export class Store {
         `DELETE FROM commands WHERE id IN (
            SELECT c.id FROM commands c
            WHERE c.state IN ('succeeded', 'failed', 'expired')
-             AND (
-               NOT EXISTS (SELECT 1 FROM servers s WHERE s.id = c.server_id)
-               OR (c.finished_at < ? AND EXISTS (
-                 SELECT 1 FROM commands n
-                 WHERE n.server_id = c.server_id AND n.state IN ('succeeded', 'failed', 'expired')
-                   AND (n.finished_at > c.finished_at OR (n.finished_at = c.finished_at AND n.created_at > c.created_at))))
-             )
+             AND c.finished_at < ? AND EXISTS (
+               SELECT 1 FROM commands n
+               WHERE n.server_id = c.server_id AND n.state IN ('succeeded', 'failed', 'expired')
+                 AND (n.finished_at > c.finished_at OR (n.finished_at = c.finished_at AND n.created_at > c.created_at)))
            LIMIT ?)`,
       )
       .run(before, Math.floor(limit));

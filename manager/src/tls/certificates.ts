@@ -8,9 +8,6 @@
  * certificate as typed ASN.1 values, never through a text config, and nothing
  * is installed or run at run time.
  */
-// @peculiar/x509 resolves its parts through tsyringe, which needs the Reflect metadata API first.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { createHash, createPrivateKey, KeyObject, randomBytes, webcrypto, X509Certificate } from "node:crypto";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
@@ -18,7 +15,25 @@ import { isIP } from "node:net";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+type X509 = typeof import("@peculiar/x509");
+let x509Loaded: Promise<X509> | undefined;
+
+/**
+ * @peculiar/x509, loaded on first use: importing it (and the Reflect metadata
+ * polyfill it needs) costs ~200 ms, which every process start paid, the
+ * `token` and `backup` commands included, though only issuing a certificate
+ * uses it.
+ */
+function loadX509(): Promise<X509> {
+  x509Loaded ??= (async () => {
+    // @peculiar/x509 resolves its parts through tsyringe, which needs the Reflect metadata API first.
+    await import("reflect-metadata");
+    const x509 = await import("@peculiar/x509");
+    x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+    return x509;
+  })();
+  return x509Loaded;
+}
 
 /** What the listener and the enrollment tokens need. */
 export interface TlsMaterial {
@@ -138,11 +153,13 @@ export async function ensureAutoTls(opts: { dir: string; sans: string[]; label: 
   const caKeyPath = join(dir, "ca-key.pem");
   const certPath = join(dir, "server.pem");
   const keyPath = join(dir, "server-key.pem");
-  const san = new x509.SubjectAlternativeNameExtension(sanEntries(opts.sans));
+  // Checked before anything is written: a bad --tls-san stops the start.
+  const sanList = sanEntries(opts.sans);
   await mkdir(dir, { recursive: true, mode: 0o700 });
 
   if (!existsSync(caPath) || !existsSync(caKeyPath)) {
     opts.log?.(`creating a private CA in ${dir}`);
+    const x509 = await loadX509();
     const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
     const ca = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: serialNumber(),
@@ -167,6 +184,7 @@ export async function ensureAutoTls(opts: { dir: string; sans: string[]; label: 
   if (!(await serverCertUsable(certPath, keyPath, ca, opts.sans, now))) {
     opts.log?.(`issuing the server certificate for ${opts.sans.join(", ")}`);
     const caKey = await importSigningKey(await readFile(caKeyPath, "utf8"), caKeyPath);
+    const x509 = await loadX509();
     const caCert = new x509.X509Certificate(caPem);
     const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
     const leaf = await x509.X509CertificateGenerator.create({
@@ -184,7 +202,7 @@ export async function ensureAutoTls(opts: { dir: string; sans: string[]; label: 
         new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
         await x509.AuthorityKeyIdentifierExtension.create(caCert),
-        san,
+        new x509.SubjectAlternativeNameExtension(sanList),
       ],
     });
     await writePrivate(keyPath, pkcs8Pem(keys.privateKey));
