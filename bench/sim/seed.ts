@@ -15,7 +15,8 @@ import { hashSecret, newId, newSecret } from "../../manager/src/ids.js";
 import { openDatabase } from "../../manager/src/store/database.js";
 import { containerName } from "../../manager/src/reconcile/reconciler.js";
 import { specHash } from "../../manager/src/reconcile/spec-hash.js";
-import { initialStatus, Store } from "../../manager/src/store/store.js";
+import { Store } from "../../manager/src/store/store.js";
+import { initialStatus } from "../../manager/src/domain/records.js";
 
 export interface SeededHost {
   hostId: string;

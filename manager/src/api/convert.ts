@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { HostSchema, HostState, type Host } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { maskSpec } from "../store/secrets.js";
-import type { HostRecord, ServerRecord } from "../store/store.js";
+import type { HostRecord, ServerRecord } from "../domain/records.js";
 import { hostConditions } from "./host-conditions.js";
 
 /**

@@ -14,7 +14,8 @@ import { InvalidArgumentError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { Wakeup, watchEnded } from "../ledger/wakeup.js";
 import type { EventQuery, EventStore } from "../store/event-store.js";
-import type { EventRecord, Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
+import type { EventRecord } from "../domain/records.js";
 import type { Caller } from "../auth/caller.js";
 import { findVisibleServer } from "./find-server.js";
 

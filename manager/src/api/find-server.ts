@@ -1,7 +1,8 @@
 import type { Caller } from "../auth/caller.js";
 import { canSee } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError } from "../errors.js";
-import type { ServerRecord, Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
+import type { ServerRecord } from "../domain/records.js";
 import { requireId } from "./validate.js";
 
 /**

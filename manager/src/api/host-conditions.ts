@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionSchema, ConditionStatus, type Condition } from "@berth/proto/berth/v1/server_pb.js";
-import type { HostFacts, HostRecord } from "../store/store.js";
+import type { HostFacts, HostRecord } from "../domain/records.js";
 
 /**
  * Host facts as the agent link stores them: HostFacts plus when

@@ -8,7 +8,7 @@
  */
 import type { ContainerInfo, DataDir } from "@berth/proto/berth/v1/agent_pb.js";
 import { SERVER_ID_RE } from "../ids.js";
-import { LABEL_SERVER } from "../store/store.js";
+import { LABEL_SERVER } from "../domain/labels.js";
 
 export interface HostLimits {
   /** Containers stored per host, of every kind (the server's own ones first). */

@@ -2,7 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { PortMappingSchema, Protocol, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { PreconditionError } from "../errors.js";
-import type { ServerRecord, Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
+import type { ServerRecord } from "../domain/records.js";
 import { checkPortsFree } from "./port-check.js";
 
 const port = (hostPort: number) => create(PortMappingSchema, { hostPort, containerPort: hostPort, protocol: Protocol.TCP });

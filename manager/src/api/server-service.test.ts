@@ -8,7 +8,8 @@ import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
 import { Reconciler } from "../reconcile/reconciler.js";
 import { openDatabase } from "../store/database.js";
-import { initialStatus, Store } from "../store/store.js";
+import { Store } from "../store/store.js";
+import { initialStatus } from "../domain/records.js";
 import { errorInterceptor } from "./errors.js";
 import { createServerService } from "./server-service.js";
 

@@ -13,7 +13,8 @@ import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
 import { openDatabase } from "../store/database.js";
-import { initialStatus, Store, type ServerRecord } from "../store/store.js";
+import { Store } from "../store/store.js";
+import { initialStatus, type ServerRecord } from "../domain/records.js";
 import { errorInterceptor } from "./errors.js";
 import { createWatchServers, RESUME_HEADER } from "./watch-servers.js";
 

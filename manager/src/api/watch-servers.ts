@@ -12,7 +12,8 @@ import { callerOf, projectFor } from "../auth/caller.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { ServerChange } from "../ledger/server-changes.js";
 import { Wakeup, watchEnded } from "../ledger/wakeup.js";
-import type { ServerRecord, Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
+import type { ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 
 export interface WatchServersDeps {

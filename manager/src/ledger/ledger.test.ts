@@ -3,7 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import { pino, type Logger } from "pino";
 import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { openDatabase } from "../store/database.js";
-import { initialStatus, Store, type ServerRecord } from "../store/store.js";
+import { Store } from "../store/store.js";
+import { initialStatus, type ServerRecord } from "../domain/records.js";
 import { Ledger } from "./ledger.js";
 import { LOAD_RETRY_MS, ServerChangeFeed, type ServerChange } from "./server-changes.js";
 

@@ -1,5 +1,6 @@
 import type { Logger } from "../log.js";
-import type { EventInput, EventRecord, Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
+import type { EventInput, EventRecord } from "../domain/records.js";
 import { ServerChangeFeed } from "./server-changes.js";
 
 /**

@@ -4,7 +4,8 @@ import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { openDatabase } from "../store/database.js";
 import { EventStore } from "../store/event-store.js";
-import { initialStatus, Store } from "../store/store.js";
+import { Store } from "../store/store.js";
+import { initialStatus } from "../domain/records.js";
 import { DEFAULT_RETENTION, EventRetention } from "./retention.js";
 
 const DAY = 24 * 3600_000;

@@ -1,5 +1,5 @@
 import { newId } from "../ids.js";
-import type { ServerRecord } from "../store/store.js";
+import type { ServerRecord } from "../domain/records.js";
 
 /** One change of one server record, numbered in the order the feed published it. */
 export interface ServerChange {

@@ -10,7 +10,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { EventInput } from "../store/store.js";
+import type { EventInput } from "../domain/records.js";
 import { commandName } from "../reconcile/plan.js";
 
 /** What the scrape-time gauges read. Narrow on purpose: tests pass plain functions. */

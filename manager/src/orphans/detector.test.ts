@@ -5,7 +5,8 @@ import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } f
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { openDatabase } from "../store/database.js";
-import { initialStatus, Store, type ServerRecord } from "../store/store.js";
+import { Store } from "../store/store.js";
+import { initialStatus, type ServerRecord } from "../domain/records.js";
 import { OrphanDetector } from "./detector.js";
 
 const NOW = 1_700_000_000_000;

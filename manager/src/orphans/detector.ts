@@ -1,7 +1,8 @@
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { OrphanView } from "../alerts/rules.js";
-import type { HostRecord, Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
+import type { HostRecord } from "../domain/records.js";
 import { classifyOrphans, DEFAULT_ORPHAN_GRACE_MS, type HostFact, type OrphanFinding } from "./classify.js";
 import type { NetworkInventory } from "./network-inventory.js";
 

@@ -13,7 +13,8 @@ import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
 import { openDatabase } from "../store/database.js";
-import { initialStatus, Store } from "../store/store.js";
+import { Store } from "../store/store.js";
+import { initialStatus } from "../domain/records.js";
 import { addHost, openAgentStream, type AgentBody } from "../testing/agent-stream.js";
 import { Reconciler } from "./reconciler.js";
 

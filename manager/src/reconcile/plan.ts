@@ -24,7 +24,7 @@
 import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, RestartPolicy, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import type { Lifecycle } from "../store/store.js";
+import type { Lifecycle } from "../domain/records.js";
 import type { ConditionFact } from "./conditions.js";
 
 /** Deadlines per command kind: past them, the operation has failed. */

@@ -19,7 +19,8 @@ import {
 } from "@berth/proto/berth/v1/server_pb.js";
 import { AgentHub, type AgentSession } from "../link/agent-hub.js";
 import { openDatabase } from "../store/database.js";
-import { initialStatus, Store, type ServerRecord } from "../store/store.js";
+import { Store } from "../store/store.js";
+import { initialStatus, type ServerRecord } from "../domain/records.js";
 import { COMMAND_DEADLINE_MS } from "./plan.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconciler.js";
 import { specHash } from "./spec-hash.js";

@@ -5,16 +5,9 @@ import { DesiredState, Phase, RestartPolicy, ServerStatusSchema } from "@berth/p
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
-import {
-  LABEL_GENERATION,
-  LABEL_MANAGER,
-  LABEL_SERVER,
-  LABEL_SPEC_HASH,
-  type ExitCause,
-  type Lifecycle,
-  type ServerRecord,
-  type Store,
-} from "../store/store.js";
+import { type Store } from "../store/store.js";
+import { type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
+import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { mergeConditions, sameConditions } from "./conditions.js";
 import { COMMAND_DEADLINE_MS, commandName, pickContainer, plan, type Plan } from "./plan.js";

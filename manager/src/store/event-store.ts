@@ -1,5 +1,5 @@
 import type { Db } from "./database.js";
-import type { EventRecord } from "./store.js";
+import type { EventRecord } from "../domain/records.js";
 
 /** Which events a reader may see (project scoping), decided by the API layer. */
 export interface EventScope {

@@ -8,7 +8,8 @@ import { InvalidArgumentError } from "../errors.js";
 import { specHash } from "../reconcile/spec-hash.js";
 import { openDatabase } from "./database.js";
 import { checkSecretKey, loadSecretKey, maskSpec, mergeSecretEnv, openCommand, SECRET_MASK, SecretBox, SecretKeyError, sealSpec } from "./secrets.js";
-import { initialStatus, Store } from "./store.js";
+import { Store } from "./store.js";
+import { initialStatus } from "../domain/records.js";
 import { CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
 
 const PASSWORD = "hunter2-correct-horse-battery";

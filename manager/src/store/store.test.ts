@@ -8,7 +8,8 @@ import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } f
 import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { openDatabase, type Db } from "./database.js";
 import { MIGRATIONS } from "./migrations.js";
-import { initialStatus, Store, type ServerRecord } from "./store.js";
+import { Store } from "./store.js";
+import { initialStatus, type ServerRecord } from "../domain/records.js";
 
 const T0 = 1_700_000_000_000;
 const cleanup: (() => void)[] = [];

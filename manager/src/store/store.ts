@@ -1,4 +1,4 @@
-import { fromBinary, fromJsonString, toBinary, toJsonString, create } from "@bufbuild/protobuf";
+import { fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import {
   CommandSchema,
   ContainerInfoSchema,
@@ -9,152 +9,26 @@ import {
   Phase,
   ServerSpecSchema,
   ServerStatusSchema,
-  type ServerSpec,
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
 import type { Db } from "./database.js";
 import { sealSpec, type SecretBox } from "./secrets.js";
 import { eventFromRow, type EventRow } from "./event-store.js";
 import { newId } from "../ids.js";
-
-/** Facts an agent reports about its host in Hello and heartbeats. */
-export interface HostFacts {
-  hostname?: string;
-  agentVersion?: string;
-  dockerVersion?: string;
-  dataRoot?: string;
-  cpuCount?: number;
-  memoryBytes?: number;
-  dataRootFreeBytes?: number;
-  dataRootTotalBytes?: number;
-  dockerReachable?: boolean;
-}
-
-export interface HostRecord {
-  id: string;
-  name: string;
-  secretHash: string;
-  createdAt: number;
-  removedAt: number | null;
-  online: boolean;
-  connectedSince: number | null;
-  lastHeartbeat: number | null;
-  facts: HostFacts;
-}
-
-/** Why a container last exited, as reported by the agent. */
-export type ExitCause = "crash" | "stopped_externally" | "stopped_by_berth";
-
-/**
- * Bookkeeping of operations and exits that plan() needs beyond spec and
- * observation. All times are ms since the epoch; 0 means never.
- */
-export interface Lifecycle {
-  /** Graceful stop timeout for the next stop (StopServer.timeout_seconds). */
-  stopTimeoutSeconds?: number;
-  /** RestartServer: restart the container (once) after this. */
-  restartRequestedAt?: number;
-  /** RebuildServer / UpdateServer(apply_now): recreate the container (once) after this. */
-  rebuildRequestedAt?: number;
-  /** Creation time of the last successful recreating command: a rebuild is done once this is newer than the request. */
-  rebuildDoneAt?: number;
-  /** Creation time of the last successful start or restart command. */
-  restartDoneAt?: number;
-  /** PurgeServer in progress. */
-  purge?: { requestedAt: number; removeData: boolean };
-  /**
-   * AdoptOrphan bound this container (Docker id) without berth labels to the
-   * server: it counts as the server's container until berth recreates it.
-   */
-  adoptedContainerId?: string;
-  /** The container vanished without berth removing it (docker rm outside berth). */
-  containerLostAt?: number;
-  /**
-   * The last exit the agent explained. `finishedAt` is the container's own finish
-   * time (host clock), so it can be matched with an observed exited container.
-   */
-  lastExit?: { cause: ExitCause; at: number; exitCode: number; finishedAt?: number };
-  /** An exit observed without its cause yet (e.g. through an inventory): when first seen. */
-  pendingExit?: { finishedAt: number; seenAt: number };
-  /** Recent crash times, for backoff and crash-loop detection. */
-  crashTimes?: number[];
-  restartCount?: number;
-}
-
-export interface ServerRecord {
-  id: string;
-  project: string;
-  name: string;
-  hostId: string;
-  generation: number;
-  spec: ServerSpec;
-  status: ServerStatus;
-  /** True once the server's data directory has been seen on its host. */
-  dataInitialized: boolean;
-  lifecycle: Lifecycle;
-  createdAt: number;
-  updatedAt: number;
-  deletedAt: number | null;
-}
-
-export type CommandState = "pending" | "sent" | "succeeded" | "failed" | "expired";
-
-export interface CommandRecord {
-  id: string;
-  serverId: string;
-  hostId: string;
-  command: Command;
-  state: CommandState;
-  createdAt: number;
-  deadlineAt: number;
-  sentAt: number | null;
-  finishedAt: number | null;
-  reason: string | null;
-  message: string | null;
-}
-
-export interface ObservedContainer {
-  hostId: string;
-  containerId: string;
-  serverId: string | null;
-  managerId: string | null;
-  state: string;
-  info: ContainerInfo;
-  observedAt: number;
-}
-
-export interface DataDirRecord {
-  hostId: string;
-  serverId: string;
-  present: boolean;
-  sizeBytes: number;
-  checkedAt: number;
-}
-
-/** A directory directly under a host's data root, as its agent listed it. */
-export interface DataRootEntry {
-  name: string;
-  /** Known for server-id directories (the agent measures those); 0 otherwise. */
-  sizeBytes: number;
-}
-
-export interface EventInput {
-  type: string;
-  project?: string;
-  serverId?: string;
-  hostId?: string;
-  reason?: string;
-  message?: string;
-  actor?: string;
-  correlationId?: string;
-  payload?: unknown;
-}
-
-export interface EventRecord extends Required<Omit<EventInput, "payload">> {
-  id: number;
-  time: number;
-  payloadJson: string;
-}
+import type {
+  CommandRecord,
+  CommandState,
+  DataDirRecord,
+  DataRootEntry,
+  EventInput,
+  EventRecord,
+  HostFacts,
+  HostRecord,
+  Lifecycle,
+  ObservedContainer,
+  ServerRecord,
+} from "../domain/records.js";
+import { LABEL_MANAGER, LABEL_SERVER } from "../domain/labels.js";
 
 export interface ServerFilter {
   project?: string;
@@ -166,12 +40,6 @@ export interface ServerFilter {
   before?: { createdAt: number; id: string };
   limit?: number;
 }
-
-/** Labels berth puts on containers; identity lives on the host, not in agent state. */
-export const LABEL_MANAGER = "berth.manager";
-export const LABEL_SERVER = "berth.server";
-export const LABEL_GENERATION = "berth.generation";
-export const LABEL_SPEC_HASH = "berth.spec-hash";
 
 /**
  * The only code that speaks SQL. Narrow, synchronous (better-sqlite3), and
@@ -928,9 +796,4 @@ function commandFromRow(r: CommandRow): CommandRecord {
     reason: r.reason,
     message: r.message,
   };
-}
-
-/** An empty status for a new server. */
-export function initialStatus(): ServerStatus {
-  return create(ServerStatusSchema, {});
 }

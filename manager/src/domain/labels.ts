@@ -1,0 +1,5 @@
+/** Labels berth puts on containers; identity lives on the host, not in agent state. */
+export const LABEL_MANAGER = "berth.manager";
+export const LABEL_SERVER = "berth.server";
+export const LABEL_GENERATION = "berth.generation";
+export const LABEL_SPEC_HASH = "berth.spec-hash";
