@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { CommandKind, CommandSchema, DataPolicy } from "@berth/proto/berth/v1/agent_pb.js";
 import { DataRoot } from "./data/data-root.js";
 import { Executor } from "./executor.js";
-import { SimRuntime } from "./runtime/sim-runtime.js";
+import { SimRuntime } from "../testing/sim-runtime.js";
 
 const FAST = { create: 1, start: 1, stop: 1, kill: 1, remove: 1, pause: 1, unpause: 1, inspect: 0, list: 0, pull: 1 };
 const MGR = "mgr_mine";

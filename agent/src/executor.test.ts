@@ -9,7 +9,7 @@ import { CommandKind, CommandSchema, ContainerInfoSchema, DataPolicy } from "@be
 import { DataRoot } from "./data/data-root.js";
 import { Executor, refusal } from "./executor.js";
 import { RuntimeError } from "./runtime/container-runtime.js";
-import { SimRuntime } from "./runtime/sim-runtime.js";
+import { SimRuntime } from "../testing/sim-runtime.js";
 
 const FAST = { create: 1, start: 1, stop: 1, kill: 1, remove: 1, pause: 1, unpause: 1, inspect: 0, list: 0, pull: 1 };
 const NOW = 1_700_000_000_000;

@@ -10,7 +10,7 @@
  */
 import { destination, pino } from "pino";
 import { Agent } from "../../agent/src/agent.js";
-import { SimRuntime, type SimLatencies } from "../../agent/src/runtime/sim-runtime.js";
+import { SimRuntime, type SimLatencies } from "../../agent/testing/sim-runtime.js";
 import { ownConnectionPerChannel } from "./own-connections.js";
 import { SimDataRoot } from "./sim-data-root.js";
 

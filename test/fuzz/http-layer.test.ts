@@ -16,7 +16,7 @@ import { connect as tlsConnect } from "node:tls";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
-import { seedsLabel, SUITE_SEEDS } from "../../manager/src/testing/fuzz-kit.js";
+import { seedsLabel, SUITE_SEEDS } from "../../manager/testing/fuzz-kit.js";
 
 const SEEDS = SUITE_SEEDS;
 /** Batches per seed and transport; each batch is CASES exchanges, then a liveness check. */

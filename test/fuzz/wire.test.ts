@@ -15,7 +15,7 @@ import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
-import { assertEachSeed, hostileString, messageArb, PRECISE, seedsLabel } from "../../manager/src/testing/fuzz-kit.js";
+import { assertEachSeed, hostileString, messageArb, PRECISE, seedsLabel } from "../../manager/testing/fuzz-kit.js";
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 25);

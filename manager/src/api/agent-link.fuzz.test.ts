@@ -16,7 +16,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import { AgentMessageSchema, type AgentMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
-import { assertEachSeed, hostileString, messageArb, PRECISE, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../testing/fuzz-kit.js";
+import { assertEachSeed, hostileString, messageArb, PRECISE, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../../testing/fuzz-kit.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

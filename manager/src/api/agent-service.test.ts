@@ -8,7 +8,7 @@ import { createLogger } from "../log.js";
 import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { TokenStore } from "../store/token-store.js";
-import { addHost, openAgentStream, stubReconciler } from "../testing/agent-stream.js";
+import { addHost, openAgentStream, stubReconciler } from "../../testing/agent-stream.js";
 import { createAgentService } from "./agent-service.js";
 
 function setup() {

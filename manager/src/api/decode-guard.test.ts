@@ -1,7 +1,7 @@
 import { toBinary, create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ListServersRequestSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { startTestManager, type TestManager } from "../testing/fuzz-kit.js";
+import { startTestManager, type TestManager } from "../../testing/fuzz-kit.js";
 
 describe("undecodable request messages answer InvalidArgument", () => {
   let tm: TestManager;

@@ -21,7 +21,7 @@ import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
 import { TokenStore } from "../store/token-store.js";
-import { addHost, openAgentStream, stubReconciler } from "../testing/agent-stream.js";
+import { addHost, openAgentStream, stubReconciler } from "../../testing/agent-stream.js";
 import { createAgentService } from "./agent-service.js";
 import { DEFAULT_HOST_LIMITS } from "./host-limits.js";
 import { createHostService } from "./host-service.js";

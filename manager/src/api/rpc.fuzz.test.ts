@@ -19,7 +19,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
-import { assertEachSeed, hostileString, messageArb, PRECISE, recordSnapshot, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../testing/fuzz-kit.js";
+import { assertEachSeed, hostileString, messageArb, PRECISE, recordSnapshot, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../../testing/fuzz-kit.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
 const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, AgentService];

@@ -9,7 +9,7 @@ import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { createLogger } from "../log.js";
 import { buildManager } from "../manager.js";
 import { SECRET_MASK, SecretKeyError } from "../store/secrets.js";
-import { ScriptedAgent, startTestManager, type TestManager } from "../testing/fuzz-kit.js";
+import { ScriptedAgent, startTestManager, type TestManager } from "../../testing/fuzz-kit.js";
 
 const PASSWORD = "s3cr3t-value-that-must-not-leak";
 const cleanup: (() => Promise<void> | void)[] = [];

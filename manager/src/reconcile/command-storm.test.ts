@@ -15,7 +15,7 @@ import { createLogger } from "../log.js";
 import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
-import { addHost, openAgentStream, type AgentBody } from "../testing/agent-stream.js";
+import { addHost, openAgentStream, type AgentBody } from "../../testing/agent-stream.js";
 import { Reconciler } from "./reconciler.js";
 
 const HOST = "host_aaaaaaaaaaaa";

@@ -3,10 +3,10 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { randomBytes } from "node:crypto";
 import { ContainerInfoSchema, NetworkInfoSchema, type ContainerInfo, type NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
-import { LABEL_SERVER } from "./docker-runtime.js";
-import type { LogFrame } from "./log-demux.js";
-import { LABEL_PROJECT } from "./project-network.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "../src/runtime/container-runtime.js";
+import { LABEL_SERVER } from "../src/runtime/docker-runtime.js";
+import type { LogFrame } from "../src/runtime/log-demux.js";
+import { LABEL_PROJECT } from "../src/runtime/project-network.js";
 
 /** How long each engine call takes, in ms (0: answered on the next microtask). */
 export interface SimLatencies {

@@ -7,10 +7,10 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
-import { hashSecret, newSecret } from "../ids.js";
-import { AsyncQueue } from "../link/async-queue.js";
-import type { Reconciler } from "../reconcile/reconciler.js";
-import type { Store } from "../store/store.js";
+import { hashSecret, newSecret } from "../src/ids.js";
+import { AsyncQueue } from "../src/link/async-queue.js";
+import type { Reconciler } from "../src/reconcile/reconciler.js";
+import type { Store } from "../src/store/store.js";
 
 /** The body of one AgentMessage: inventory, heartbeat, commandResult, containerEvent, ... */
 export type AgentBody = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;

@@ -16,9 +16,9 @@ import Database from "better-sqlite3";
 import fc from "fast-check";
 import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
-import { AsyncQueue } from "../link/async-queue.js";
-import { createLogger } from "../log.js";
-import { buildManager, type Manager, type ManagerConfig } from "../manager.js";
+import { AsyncQueue } from "../src/link/async-queue.js";
+import { createLogger } from "../src/log.js";
+import { buildManager, type Manager, type ManagerConfig } from "../src/manager.js";
 
 /** Seeds every CI run tries, so a failure there is reproducible from the log. */
 export const FIXED_FUZZ_SEEDS: readonly number[] = [1, 20_261_205, 424_242];

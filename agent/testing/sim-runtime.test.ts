@@ -5,9 +5,9 @@ import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { CommandKind, CommandSchema, DataPolicy } from "@berth/proto/berth/v1/agent_pb.js";
-import { DataRoot } from "../data/data-root.js";
-import { Executor } from "../executor.js";
-import type { CreateContainerSpec, RuntimeEvent } from "./container-runtime.js";
+import { DataRoot } from "../src/data/data-root.js";
+import { Executor } from "../src/executor.js";
+import type { CreateContainerSpec, RuntimeEvent } from "../src/runtime/container-runtime.js";
 import { SimRuntime } from "./sim-runtime.js";
 
 const FAST = { create: 1, start: 1, stop: 1, kill: 1, remove: 1, pause: 1, unpause: 1, inspect: 0, list: 0, pull: 1 };
