@@ -25,7 +25,7 @@ import { type Store } from "../store/store.js";
 import { type DataDirRecord, type DataRootEntry, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../domain/labels.js";
 import { commandName } from "../reconcile/plan.js";
-import { ObservationOrder } from "../reconcile/observation-order.js";
+import { ObservationOrder } from "../link/observation-order.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
 import { PullProgressThrottle } from "./pull-progress.js";

@@ -57,6 +57,6 @@ describe("event catalogue", () => {
 
   it("docs/events.md carries the current catalogue table", () => {
     const doc = readFileSync(join(REPO, "docs/events.md"), "utf8");
-    expect(doc, "regenerate the table: npx tsx manager/src/ledger/render-events-doc.ts").toContain(renderCatalogueMarkdown());
+    expect(doc, "regenerate the table: npx tsx scripts/render-events-doc.ts").toContain(renderCatalogueMarkdown());
   });
 });
