@@ -2,6 +2,9 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
+    // Root-level: runs once per `vitest run`, whichever projects are selected; both
+    // projects inherit what it provides (inject("postgres")).
+    globalSetup: ["test/harness/postgres-setup.ts"],
     projects: [
       {
         test: {
