@@ -20,6 +20,7 @@ import type { Store } from "../store/store.js";
 import type { TokenStore } from "../store/token-store.js";
 import { formatEnrollmentToken } from "../tls/enrollment-token.js";
 import { hostToProto } from "./convert.js";
+import { findHost } from "./find-server.js";
 
 export interface HostServiceDeps {
   store: Store;
@@ -48,9 +49,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
 
   function find(id: string) {
     if (!id.trim()) throw new InvalidArgumentError("id", "required: a host id (host_...)");
-    const h = store.getHost(id.trim());
-    if (!h || h.removedAt !== null) throw new NotFoundError("host", id, "list hosts with HostService.ListHosts");
-    return h;
+    return findHost(store, id);
   }
 
   return {

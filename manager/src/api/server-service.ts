@@ -19,8 +19,8 @@ import {
   ResumeServerResponseSchema,
   type ServerSpec,
 } from "@berth/proto/berth/v1/server_pb.js";
-import { actorOf, callerOf, canSee, projectFor, requireRole, type Caller } from "../auth/caller.js";
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
+import { actorOf, callerOf, projectFor, requireRole, type Caller } from "../auth/caller.js";
+import { AlreadyExistsError, InvalidArgumentError, PreconditionError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -31,9 +31,10 @@ import { initialStatus, type Lifecycle, type ServerRecord } from "../domain/reco
 import { serverToProto } from "./convert.js";
 import { mergeSecretEnv } from "../store/secrets.js";
 import { checkPortsFree, portOwnersOnHost } from "./port-check.js";
-import { normalizeSpec, requireId } from "./validate.js";
+import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createTailLogs } from "./logs.js";
+import { findHost, findVisibleServer } from "./find-server.js";
 
 export interface ServerServiceDeps {
   store: Store;
@@ -49,32 +50,15 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
   const { store, hub, ledger, reconciler } = deps;
   const now = deps.now ?? Date.now;
 
-  /**
-   * Finds a server by id, or by name within the caller's project. A server of
-   * another project answers NotFound, exactly like one that does not exist.
-   */
+  /** The server `idOrName` names for this caller (find-server.ts: the one look-up every API call uses). */
   function find(caller: Caller, idOrName: string): ServerRecord {
-    const key = requireId(idOrName);
-    const s = store.getServer(key) ?? (caller.project !== null ? store.findServerByName(caller.project, key) : findByNameAnyProject(key));
-    if (!s || !canSee(caller, s.project)) throw new NotFoundError("server", key, "list servers with ServerService.ListServers");
-    return s;
-  }
-
-  /** For all-projects admins a bare name must be unambiguous. */
-  function findByNameAnyProject(name: string): ServerRecord | undefined {
-    const matches = store.listServers({ includeDeleted: true }).filter((s) => s.name === name);
-    if (matches.length > 1) {
-      throw new InvalidArgumentError("id", `name "${name}" exists in several projects (${matches.map((m) => m.project).join(", ")}); use the server id`);
-    }
-    return matches[0];
+    return findVisibleServer(store, caller, idOrName);
   }
 
   function pickHost(spec: ServerSpec, project: string): string {
     const counts = store.countServersByHost();
     if (spec.hostId) {
-      const h = store.getHost(spec.hostId);
-      if (!h || h.removedAt !== null) throw new NotFoundError("host", spec.hostId, "list hosts with HostService.ListHosts");
-      return h.id;
+      return findHost(store, spec.hostId).id;
     }
     const candidates = hub
       .connectedHostIds()
@@ -330,18 +314,15 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const s = find(caller, req.id);
       if (req.force && !hub.isConnected(s.hostId)) {
         // The host is away: drop the record now and say what may be left behind.
-        store.transaction(() => {
-          store.deleteServerRecord(s.id);
-          ledger.append({
-            type: "server.purged",
-            project: s.project,
-            serverId: s.id,
-            hostId: s.hostId,
+        reconciler.dropRecord(
+          s,
+          {
             actor: actorOf(caller),
             reason: "ForcedWhileHostOffline",
             message: `record dropped while host ${s.hostId} is offline; its container${req.removeData ? " and data directory" : ""} may remain there (see orphans)`,
-          });
-        });
+          },
+          `purged by ${caller.name} (force)`,
+        );
         reconciler.enqueue(s.id, "purged");
         return create(PurgeServerResponseSchema, {});
       }

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { CommandKind, CommandSchema, ContainerSpecSchema, type Command } from "@berth/proto/berth/v1/agent_pb.js";
+import { CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, RestartPolicy, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
@@ -59,6 +59,31 @@ const RESYNC_TICKS_PER_PERIOD = 60;
 
 /** Default graceful stop timeout (seconds) before the agent kills the container. */
 export const DEFAULT_STOP_TIMEOUT_S = 10;
+
+/** A one-off command about no server record: an orphan's inspection or removal (OrphanService). */
+export interface OrphanCommand {
+  kind: CommandKind;
+  containerId?: string;
+  dataDir?: string;
+  network?: string;
+}
+
+/** How long the agent may take to answer one orphan command (default 30 s). */
+const ORPHAN_ANSWER_MS: Partial<Record<CommandKind, number>> = {
+  [CommandKind.INSPECT_CONTAINER]: 15_000,
+  [CommandKind.REMOVE_CONTAINER]: 60_000,
+  [CommandKind.REMOVE_STRAY_DATA]: 120_000,
+  [CommandKind.REMOVE_NETWORK]: 30_000,
+};
+
+/** Why a record is dropped: the event that says so (`server.purged` unless an adoption is rolled back). */
+export interface RecordDrop {
+  type?: "server.purged" | "orphan.adopt_failed";
+  actor: string;
+  reason: string;
+  message: string;
+  correlationId?: string;
+}
 
 /**
  * Level-based reconciler: each run re-reads spec and observation from the
@@ -307,13 +332,7 @@ export class Reconciler {
     }
 
     if (p.deleteRecord) {
-      const s = server;
-      store.transaction(() => {
-        store.deleteServerRecord(s.id);
-        this.append({ project: s.project, serverId: s.id, hostId: s.hostId, type: "server.purged", reason: p.reason, actor: "reconciler", message: p.message });
-      });
-      this.deps.log.info({ server: s.id, name: s.name, host: s.hostId, reason: p.reason, cause }, "server record dropped");
-      this.deps.onServerChanged?.(s.id);
+      this.dropRecord(server, { actor: "reconciler", reason: p.reason, message: p.message }, cause);
       return {};
     }
 
@@ -349,19 +368,9 @@ export class Reconciler {
         });
       }
       if (p.command) {
-        const deadlineMs = this.deps.deadlineMs?.[p.command.kind] ?? COMMAND_DEADLINE_MS[p.command.kind];
+        const deadlineMs = this.deadlineFor(p.command.kind);
         toSend = this.buildCommand(srv, hash, network, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
-        store.insertCommand({ command: toSend, hostId: srv.hostId, createdAt: now, deadlineAt: now + deadlineMs });
-        this.append({
-          type: "command.issued",
-          project: srv.project,
-          serverId: srv.id,
-          hostId: srv.hostId,
-          reason: p.reason,
-          message: commandName(p.command.kind),
-          actor: "reconciler",
-          correlationId: toSend.id,
-        });
+        this.recordCommand(srv, toSend, now, now + deadlineMs, { reason: p.reason, actor: "reconciler" });
       }
       const settled = !p.command && !inflight && !p.expireInflight && !p.settleInflight;
       const shown = pickContainer(containers, hash);
@@ -375,12 +384,108 @@ export class Reconciler {
     });
 
     if (toSend) {
-      if (hub.sendCommand(srv.hostId, toSend)) store.markCommandSent(toSend.id, now);
+      this.dispatch(srv.hostId, toSend, now);
       this.deps.log.info({ server: srv.id, name: srv.name, host: srv.hostId, command: toSend.id, kind: commandName(toSend.kind), cause }, "command issued");
     }
     if (changed) this.deps.onServerChanged?.(srv.id);
     if (p.expireInflight || p.settleInflight) return { requeueAfterMs: 0 };
     return p.requeueAfterMs !== undefined ? { requeueAfterMs: p.requeueAfterMs } : {};
+  }
+
+  /**
+   * Drops a server's record (its commands go with it) together with the event
+   * saying why, in one transaction: the one place a server record leaves the
+   * store — a finished purge (reconcile), PurgeServer force with the host away,
+   * DestroyOrphan of a stranded server, a move_data adoption whose copy failed.
+   * Returns false when the record was already gone (nothing is recorded then).
+   */
+  dropRecord(s: Pick<ServerRecord, "id" | "name" | "project" | "hostId">, why: RecordDrop, cause: string): boolean {
+    const { store } = this.deps;
+    const dropped = store.transaction(() => {
+      if (!store.getServer(s.id)) return false;
+      store.deleteServerRecord(s.id);
+      this.append({
+        type: why.type ?? "server.purged",
+        project: s.project,
+        serverId: s.id,
+        hostId: s.hostId,
+        actor: why.actor,
+        reason: why.reason,
+        ...(why.correlationId ? { correlationId: why.correlationId } : {}),
+        message: why.message,
+      });
+      return true;
+    });
+    if (!dropped) return false;
+    this.deps.log.info({ server: s.id, name: s.name, host: s.hostId, reason: why.reason, cause }, "server record dropped");
+    this.deps.onServerChanged?.(s.id);
+    return true;
+  }
+
+  /**
+   * Records a move_data adoption's COPY_DATA (AdoptOrphan) as the new server's
+   * in-flight command, with its deadline and `command.issued`: the agent stops
+   * the container, copies its mount into the server's data directory and removes
+   * it, and plan() waits for it like for any other command. Call it inside the
+   * transaction that inserts the record (which has no command yet), then `dispatch` it.
+   */
+  issueCopyData(srv: Pick<ServerRecord, "id" | "project" | "hostId">, from: { containerId: string; mountPath: string }, at: number): Command {
+    const deadlineMs = this.deadlineFor(CommandKind.COPY_DATA);
+    const command = create(CommandSchema, {
+      id: newId("cmd"),
+      serverId: srv.id,
+      kind: CommandKind.COPY_DATA,
+      containerId: from.containerId,
+      mountPath: from.mountPath,
+      stopTimeoutSeconds: DEFAULT_STOP_TIMEOUT_S,
+      // An explicit operator action on a container that is not (yet) this manager's.
+      orphanAction: true,
+      deadline: timestampFromMs(at + deadlineMs),
+    });
+    this.recordCommand(srv, command, at, at + deadlineMs, { reason: "CopyingData", actor: "manager" });
+    return command;
+  }
+
+  /** How long a stored command of `kind` may take (the manager's override, else plan's default). */
+  deadlineFor(kind: CommandKind): number {
+    return this.deps.deadlineMs?.[kind] ?? COMMAND_DEADLINE_MS[kind];
+  }
+
+  /**
+   * Sends a recorded command now if the host's agent is connected (and marks it
+   * sent); otherwise it goes with every unacknowledged command when the agent reconnects.
+   */
+  dispatch(hostId: string, command: Command, at: number): void {
+    if (this.deps.hub.sendCommand(hostId, command)) this.deps.store.markCommandSent(command.id, at);
+  }
+
+  /**
+   * Sends a one-off command about no server record (an orphan's inspection or
+   * removal) and resolves with the agent's result; rejects when the host cannot
+   * be reached or does not answer in time. It is not stored, so nothing resends
+   * it, and it carries orphan_action: an explicit operator action on the
+   * container, directory or network it names (the agent refuses other
+   * managers' containers without it).
+   */
+  requestOrphanCommand(hostId: string, init: OrphanCommand): Promise<CommandResult> {
+    const timeoutMs = ORPHAN_ANSWER_MS[init.kind] ?? 30_000;
+    const command = create(CommandSchema, { ...init, id: newId("cmd"), deadline: timestampFromMs(this.now() + timeoutMs), orphanAction: true });
+    return this.deps.hub.request(hostId, command, timeoutMs);
+  }
+
+  /** Stores a command with its `command.issued` event; inside the transaction that decided it. */
+  private recordCommand(srv: Pick<ServerRecord, "id" | "project" | "hostId">, command: Command, at: number, deadlineAt: number, why: { reason: string; actor: string }): void {
+    this.deps.store.insertCommand({ command, hostId: srv.hostId, createdAt: at, deadlineAt });
+    this.append({
+      type: "command.issued",
+      project: srv.project,
+      serverId: srv.id,
+      hostId: srv.hostId,
+      reason: why.reason,
+      message: commandName(command.kind),
+      actor: why.actor,
+      correlationId: command.id,
+    });
   }
 
   /** Stores the new status if it differs; records phase changes with their cause. */

@@ -1,0 +1,331 @@
+/**
+ * What AdoptOrphan, DestroyOrphan and ReassignServer do once a request is
+ * valid and allowed (the I/O edge of orphans/actions.ts): they read the store,
+ * record the operator's intent with its ledger event, and leave every command
+ * to the reconciler — the one-off inspections and removals an orphan needs
+ * (`Reconciler.requestOrphanCommand`), a move_data adoption's COPY_DATA as the
+ * new server's in-flight command (`issueCopyData`, `dispatch`), and a dropped
+ * record (`dropRecord`).
+ */
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { CommandKind, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
+import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
+import { Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { findHost } from "../api/find-server.js";
+import { checkPortsFree } from "../api/port-check.js";
+import { validateSpec } from "../api/validate.js";
+import { initialStatus, type ServerRecord } from "../domain/records.js";
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
+import { newId } from "../ids.js";
+import type { Ledger } from "../ledger/ledger.js";
+import type { AgentHub } from "../link/agent-hub.js";
+import type { Logger } from "../log.js";
+import type { OrphanCommand, Reconciler } from "../reconcile/reconciler.js";
+import type { Store } from "../store/store.js";
+import { planAdoption, planDestroy, refuseAdoption, type DestroyAction, type DestroyPlan } from "./actions.js";
+import type { OrphanFinding } from "./classify.js";
+import type { NetworkInventory } from "./network-inventory.js";
+
+export interface OrphanOperationsDeps {
+  store: Store;
+  /** Read only: whether a host is connected, and a COPY_DATA's result. Commands go through the reconciler. */
+  hub: Pick<AgentHub, "isConnected" | "awaitResult">;
+  ledger: Ledger;
+  reconciler: Pick<Reconciler, "reconcileNow" | "dropRecord" | "issueCopyData" | "dispatch" | "requestOrphanCommand" | "deadlineFor">;
+  /** Project networks as reported; a destroyed one is dropped from it at once. */
+  networks?: NetworkInventory | undefined;
+  /** Host directories outside the data root AdoptOrphan's move_data may copy (--adoptable-path). */
+  adoptablePaths?: readonly string[];
+  log: Logger;
+  now?: () => number;
+}
+
+/** Who acts: `actor` goes on ledger events, `name` into the reconcile cause. */
+export interface Actor {
+  actor: string;
+  name: string;
+}
+
+export interface AdoptRequest {
+  /** The project the caller may create the server in (already checked). */
+  project: string;
+  /** Trimmed and non-empty. */
+  name: string;
+  moveData: boolean;
+  dataMountPath: string;
+  force: boolean;
+}
+
+/**
+ * Adopts, destroys and reassigns. Each method re-checks what the host or the
+ * store may have changed since the caller looked, and throws typed errors that
+ * say what to do next.
+ */
+export class OrphanOperations {
+  private readonly now: () => number;
+
+  constructor(private readonly deps: OrphanOperationsDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** A host's name for messages (its id if it has no record). */
+  hostName(hostId: string): string {
+    return this.deps.store.getHost(hostId)?.name || hostId;
+  }
+
+  /** What DestroyOrphan would remove and keep (its dry run). */
+  planDestroy(f: OrphanFinding, req: { removeData: boolean; force: boolean }): DestroyPlan {
+    return planDestroy(f, this.hostName(f.hostId), req);
+  }
+
+  /**
+   * Makes a server of an orphan container from its actual configuration (asked
+   * of the host): with its own id (labelled by this manager), bound to the
+   * container by its Docker id, or — move_data — with a COPY_DATA command that
+   * copies its data into the data root, after which the reconciler recreates it.
+   */
+  async adopt(by: Actor, f: OrphanFinding, req: AdoptRequest): Promise<{ server: ServerRecord; warnings: string[] }> {
+    const { store, ledger, reconciler, log } = this.deps;
+    const { project, name } = req;
+    if (store.findServerByName(project, name)) throw new AlreadyExistsError(`a server named "${name}" already exists in project "${project}"; pick another name`);
+    // Refuse what cannot be adopted before asking the host anything.
+    refuseAdoption(f, req.force);
+    const host = store.getHost(f.hostId);
+    const inspected = await this.ask(f.hostId, { kind: CommandKind.INSPECT_CONTAINER, containerId: f.containerId }, `inspecting container ${f.containerName}`);
+    if (!inspected.container) throw new PreconditionError(`host ${this.hostName(f.hostId)} did not describe container ${f.containerName}; is its agent up to date?`);
+    const plan = planAdoption(f, inspected.container, host?.facts.dataRoot ?? "", {
+      moveData: req.moveData,
+      dataMountPath: req.dataMountPath.trim(),
+      force: req.force,
+      adoptablePaths: this.deps.adoptablePaths ?? [],
+      dataDirOwner: (entry) => {
+        const owner = store.getServer(entry);
+        return owner ? `${owner.name} (${owner.id})` : undefined;
+      },
+    });
+    const spec = adoptedSpec({ ...plan.spec, name, hostId: f.hostId });
+    const stale = plan.serverId ? store.getServer(plan.serverId) : undefined;
+    if (stale) throw new AlreadyExistsError(`server ${plan.serverId} has a record already (on host ${stale.hostId}); this container is a stale copy: destroy it`);
+    checkPortsFree(store, f.hostId, spec.ports, { exceptId: "", project, hostLabel: this.hostName(f.hostId) });
+    const at = this.now();
+    const id = plan.serverId || newId("srv");
+    // What insertServer takes (its version is the store's to set).
+    const rec: Parameters<Store["insertServer"]>[0] = {
+      id,
+      project,
+      name,
+      hostId: f.hostId,
+      generation: plan.generation,
+      spec,
+      status: { ...initialStatus(), phase: Phase.PENDING, reason: "Adopted", message: "adopted; waiting for the reconciler" },
+      dataInitialized: plan.dataPresent,
+      lifecycle: plan.mode === "bind" ? { adoptedContainerId: f.containerId } : {},
+      createdAt: at,
+      updatedAt: at,
+      deletedAt: null,
+      version: 1,
+    };
+    const how = {
+      "same-id": `with its own server id ${id}`,
+      bind: "in place (bound by its container id until berth recreates it)",
+      copy: `copying its data from ${plan.copyMountPath} into the data root; berth then recreates it`,
+    }[plan.mode];
+    let copy: Command | undefined;
+    store.transaction(() => {
+      // The host was asked in between: check again what may have changed meanwhile.
+      if (store.findServerByName(project, name)) throw new AlreadyExistsError(`a server named "${name}" already exists in project "${project}"; pick another name`);
+      if (store.getServer(id)) throw new AlreadyExistsError(`server ${id} has a record already; list orphans again`);
+      store.insertServer(rec);
+      if (plan.mode === "copy") copy = reconciler.issueCopyData(rec, { containerId: f.containerId, mountPath: plan.copyMountPath }, at);
+      ledger.append({
+        type: "orphan.adopted",
+        project,
+        serverId: id,
+        hostId: f.hostId,
+        actor: by.actor,
+        reason: OrphanKind[f.kind] ?? "",
+        correlationId: f.id,
+        message: `container ${f.containerName} (${f.containerId.slice(0, 12)}) adopted as server ${name} ${how}${plan.warnings.length ? `; ${plan.warnings.length} setting(s) berth cannot keep` : ""}`,
+        payload: { orphanKind: OrphanKind[f.kind], containerId: f.containerId, mode: plan.mode, warnings: plan.warnings },
+      });
+    });
+    if (copy) this.followCopy(rec, f, copy, at);
+    log.info({ server: id, name, project, host: f.hostId, container: f.containerId, mode: plan.mode, warnings: plan.warnings.length }, "orphan adopted");
+    await reconciler.reconcileNow(id, `adopted by ${by.name}`);
+    // Dropped meanwhile (a copy refused at once): answer with what was adopted.
+    return { server: store.getServer(id) ?? (rec as ServerRecord), warnings: plan.warnings };
+  }
+
+  /**
+   * Removes what `f` is (container, data directory with remove_data, network,
+   * stranded record), in plan order, and records `orphan.destroyed` — partly
+   * destroyed, with the error, when a step after the first fails.
+   */
+  async destroy(by: Actor, f: OrphanFinding, req: { removeData: boolean; force: boolean }): Promise<DestroyPlan> {
+    const plan = this.planDestroy(f, req);
+    if (f.kind === OrphanKind.STRAY_DATA && !req.removeData) {
+      throw new InvalidArgumentError("remove_data", `destroying a stray data directory deletes ${f.dataPath}; set remove_data=true to confirm (dry_run shows it first)`);
+    }
+    const done: string[] = [];
+    const record = (failure?: string) =>
+      this.deps.ledger.append({
+        type: "orphan.destroyed",
+        hostId: f.hostId,
+        ...(f.kind === OrphanKind.STRANDED ? { serverId: f.serverId, project: f.project } : {}),
+        actor: by.actor,
+        reason: failure ? "PartlyDestroyed" : (OrphanKind[f.kind] ?? ""),
+        correlationId: f.id,
+        message: `${failure ? "partly destroyed" : "destroyed"}: ${done.join("; ") || "nothing"}${failure ? `; then failed: ${failure}` : ""}`,
+        payload: { orphanKind: OrphanKind[f.kind], removed: done, kept: plan.kept, ...(failure ? { error: failure } : {}) },
+      });
+    for (const [i, a] of plan.actions.entries()) {
+      try {
+        await this.apply(by, f, a);
+      } catch (err) {
+        if (done.length > 0) record(err instanceof Error ? err.message : String(err));
+        throw err;
+      }
+      done.push(plan.removed[i]!);
+    }
+    record();
+    this.deps.log.info({ orphan: f.id, kind: OrphanKind[f.kind], host: f.hostId, removed: done }, "orphan destroyed");
+    return { actions: plan.actions, removed: done, kept: plan.kept };
+  }
+
+  /**
+   * Moves a stranded server (its host was removed) to `targetId`, a connected
+   * host that has its data directory, and lets the reconciler recreate it there.
+   */
+  async reassign(by: Actor, s: ServerRecord, targetId: string): Promise<ServerRecord> {
+    const { store, ledger, reconciler, log } = this.deps;
+    const current = store.getHost(s.hostId);
+    if (current && current.removedAt === null) {
+      throw new PreconditionError(`server ${s.name} is on host ${current.name}, which was not removed; berth moves a server to another host only when its host was removed (HostService.RemoveHost)`);
+    }
+    if (s.lifecycle.purge) throw new PreconditionError(`server ${s.name} is being purged; finish with PurgeServer force=true instead`);
+    const target = findHost(store, targetId);
+    if (!this.deps.hub.isConnected(target.id)) throw new PreconditionError(`host ${target.name} is offline; berth must see its data directory first: retry once its agent is connected`);
+    const root = target.facts.dataRoot ?? "<data root>";
+    if (!store.listDataRootEntries(target.id).some((e) => e.name === s.id)) {
+      throw new PreconditionError(
+        `host ${target.name} has no data directory ${root}/${s.id}: copy the server's data there first (the directory is named after the server id), ` +
+          "then HostService.ResyncHost and retry; or purge the server",
+      );
+    }
+    checkPortsFree(store, target.id, s.spec.ports, { exceptId: s.id, project: s.project, hostLabel: this.hostName(target.id) });
+    const at = this.now();
+    const from = current?.name ?? s.hostId;
+    const { containerLostAt: _lost, adoptedContainerId: _adopted, ...lifecycle } = s.lifecycle;
+    store.transaction(() => {
+      store.updateServerSpec({ id: s.id, spec: { ...s.spec, hostId: target.id }, generation: s.generation + 1, updatedAt: at, deletedAt: s.deletedAt, hostId: target.id });
+      store.updateLifecycle(s.id, lifecycle);
+      // Nothing observed on the old host applies any more (and no container there may count as "removed").
+      store.updateServerStatus(s.id, { ...s.status, phase: Phase.PENDING, reason: "Reassigned", message: `moved from removed host ${from}`, containerId: "", containerState: "" }, true);
+      ledger.append({
+        type: "server.reassigned",
+        project: s.project,
+        serverId: s.id,
+        hostId: target.id,
+        actor: by.actor,
+        message: `moved from removed host ${from} to host ${target.name}, where its data directory is`,
+        payload: { from: s.hostId, to: target.id },
+      });
+    });
+    log.info({ server: s.id, name: s.name, from: s.hostId, to: target.id }, "stranded server reassigned");
+    await reconciler.reconcileNow(s.id, `reassigned by ${by.name}`);
+    return store.getServer(s.id)!;
+  }
+
+  /**
+   * Sends a move_data adoption's COPY_DATA and follows its result. The agent
+   * removes the container after copying and reports no event for an unlabelled
+   * container, so it is forgotten here instead of at the next inventory. A
+   * refused or failed copy takes the record back out: nothing was adopted, so no
+   * server may linger in DataLost (with its alert) for data that never arrived;
+   * the original container and directory are as they were, listed again.
+   */
+  private followCopy(rec: Pick<ServerRecord, "id" | "name" | "project" | "hostId">, f: OrphanFinding, copy: Command, at: number): void {
+    const { store, hub, reconciler, log } = this.deps;
+    hub.awaitResult(f.hostId, copy.id, reconciler.deadlineFor(CommandKind.COPY_DATA)).then(
+      (r) => {
+        if (r.success) {
+          store.removeContainer(f.hostId, f.containerId);
+          return;
+        }
+        const why = r.message || r.reason;
+        const dropped = reconciler.dropRecord(
+          rec,
+          {
+            type: "orphan.adopt_failed",
+            actor: "manager",
+            reason: "CopyFailed",
+            correlationId: f.id,
+            message: `copying the data of container ${f.containerName} failed (${why}); server ${rec.name} was not adopted and its record is removed`,
+          },
+          "adoption copy failed",
+        );
+        if (dropped) log.warn({ server: rec.id, host: f.hostId, container: f.containerId, why }, "adoption copy failed; record removed");
+      },
+      () => {},
+    );
+    reconciler.dispatch(f.hostId, copy, at);
+  }
+
+  private async apply(by: Actor, f: OrphanFinding, a: DestroyAction): Promise<void> {
+    const { store } = this.deps;
+    switch (a.what) {
+      case "container":
+        await this.ask(f.hostId, { kind: CommandKind.REMOVE_CONTAINER, containerId: a.containerId }, `removing container ${f.containerName}`).catch((err: unknown) => {
+          // Already gone is what was asked for.
+          if (!(err instanceof NotFoundError)) throw err;
+        });
+        store.removeContainer(f.hostId, a.containerId);
+        return;
+      case "network":
+        await this.ask(f.hostId, { kind: CommandKind.REMOVE_NETWORK, network: a.networkId }, `removing network ${f.networkName ?? a.networkId}`);
+        this.deps.networks?.forget(f.hostId, a.networkId);
+        return;
+      case "data":
+        await this.ask(f.hostId, { kind: CommandKind.REMOVE_STRAY_DATA, dataDir: a.name }, `removing data directory ${f.dataPath}`);
+        store.removeDataRootEntry(f.hostId, a.name);
+        return;
+      case "record": {
+        const s = store.getServer(a.serverId);
+        if (!s) return;
+        this.deps.reconciler.dropRecord(
+          s,
+          { actor: by.actor, reason: "StrandedDestroyed", message: `record dropped: its host ${this.hostName(s.hostId)} was removed (DestroyOrphan); any data there stays` },
+          `destroyed by ${by.name}`,
+        );
+        return;
+      }
+    }
+  }
+
+  /** Asks the orphan's host one thing through the reconciler and waits; failures become errors that say what happened. */
+  private async ask(hostId: string, init: OrphanCommand, what: string): Promise<CommandResult> {
+    if (!this.deps.hub.isConnected(hostId)) throw new UnavailableError(`host ${this.hostName(hostId)} is offline; try again once its agent is connected`);
+    let r: CommandResult;
+    try {
+      r = await this.deps.reconciler.requestOrphanCommand(hostId, init);
+    } catch (err) {
+      throw new UnavailableError(`${what}: ${(err as Error).message}; list orphans again to see whether it happened`);
+    }
+    if (!r.success) {
+      if (r.reason === "ContainerMissing") throw new NotFoundError("container", init.containerId ?? "", `${r.message}; list orphans again`);
+      throw new PreconditionError(`${what} failed on host ${this.hostName(hostId)}: ${r.reason}: ${r.message}`);
+    }
+    return r;
+  }
+}
+
+/** A spec made from a container's config, validated like CreateServer's; only the name is the caller's. */
+function adoptedSpec(init: MessageInitShape<typeof ServerSpecSchema>) {
+  try {
+    return validateSpec(create(ServerSpecSchema, init), "adopted");
+  } catch (err) {
+    if (err instanceof InvalidArgumentError && err.field === "adopted.name") throw new InvalidArgumentError("name", err.message.replace(/^adopted\.name: /, ""));
+    if (err instanceof InvalidArgumentError) throw new PreconditionError(`the container's configuration does not make a valid berth server: ${err.message}`);
+    throw err;
+  }
+}
