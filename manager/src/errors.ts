@@ -37,6 +37,28 @@ export class AlreadyExistsError extends BerthError {
   }
 }
 
+/** A server named `name` exists in `project` already (names are unique per project, soft-deleted servers included). */
+export class ServerNameTakenError extends AlreadyExistsError {
+  constructor(project: string, name: string) {
+    super(`a server named "${name}" already exists in project "${project}"; pick another name or update it`);
+  }
+}
+
+/**
+ * A write lost a race with another writer: the record changed since it was
+ * read (an expected version that no longer matches), or the server already
+ * has an open command. Aborted rather than FailedPrecondition: gRPC reserves
+ * Aborted for concurrency conflicts such as a failed read-modify-write, which
+ * the caller fixes by reading again and retrying the whole sequence;
+ * FailedPrecondition means "do not retry until the state is fixed", which
+ * is not true here.
+ */
+export class ConflictError extends BerthError {
+  constructor(message: string) {
+    super(Code.Aborted, message);
+  }
+}
+
 /** The object is in a state where the operation cannot run (wrong phase, port conflict, ...). */
 export class PreconditionError extends BerthError {
   constructor(message: string) {

@@ -17,6 +17,7 @@ export function serverToProto(s: ServerRecord): Server {
     spec: { ...maskSpec(s.spec), hostId: s.hostId },
     status: s.status,
     generation: BigInt(s.generation),
+    version: BigInt(s.version),
     createTime: timestampFromMs(s.createdAt),
     updateTime: timestampFromMs(s.updatedAt),
     ...(s.deletedAt !== null ? { deleteTime: timestampFromMs(s.deletedAt) } : {}),

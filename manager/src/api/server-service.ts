@@ -86,13 +86,15 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
    * `change` compute the new record (throwing to refuse), writes it with its
    * ledger event in one transaction, and resolves with the record after the
    * reconcile it queues has run (through the work queue like every other
-   * trigger, so a failed reconcile is retried).
+   * trigger, so a failed reconcile is retried). With `expectedVersion`, the
+   * write happens only if the server still has that version (ConflictError).
    */
   async function act(
     ctx: HandlerContext,
     idOrName: string,
     action: string,
     change: (s: ServerRecord, at: number) => { spec?: ServerSpec; lifecycle?: Lifecycle; deletedAt?: number | null; message: string; bumpGeneration?: boolean },
+    expectedVersion?: number,
   ): Promise<ServerRecord> {
     const caller = callerOf(ctx);
     const s = find(caller, idOrName);
@@ -108,7 +110,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         updatedAt: at,
         deletedAt: c.deletedAt !== undefined ? c.deletedAt : s.deletedAt,
         hostId: s.hostId,
-      });
+      }, expectedVersion);
       if (c.lifecycle) store.updateLifecycle(s.id, c.lifecycle);
       ledger.append({ type: `server.${action}`, project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message: c.message });
     });
@@ -180,6 +182,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         createdAt: at,
         updatedAt: at,
         deletedAt: null,
+        version: 1,
       };
       store.transaction(() => {
         store.insertServer(rec);
@@ -281,7 +284,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
           ...(req.applyNow ? { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at } } : {}),
           message: req.applyNow ? "spec updated; applying now" : "spec updated; applies at the next restart or rebuild",
         };
-      });
+      }, req.expectedVersion === undefined ? undefined : Number(req.expectedVersion));
       return create(UpdateServerResponseSchema, { server: serverToProto(server) });
     },
 

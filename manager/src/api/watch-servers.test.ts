@@ -36,6 +36,7 @@ function server(id: string, o: Partial<ServerRecord> = {}): ServerRecord {
     createdAt: 1,
     updatedAt: 1,
     deletedAt: null,
+    version: 1,
     ...o,
   };
 }

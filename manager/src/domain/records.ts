@@ -84,7 +84,17 @@ export interface ServerRecord {
   createdAt: number;
   updatedAt: number;
   deletedAt: number | null;
+  /**
+   * Optimistic concurrency, like Kubernetes' resourceVersion: 1 for a new
+   * record, incremented by every write to it (spec, status, lifecycle,
+   * data_initialized). A writer that passes the version it read as its
+   * expected version changes nothing if someone wrote in between.
+   */
+  version: number;
 }
+
+/** A server record about to be inserted: its version is always 1. */
+export type NewServerRecord = Omit<ServerRecord, "version"> & { version?: number };
 
 export type CommandState = "pending" | "sent" | "succeeded" | "failed" | "expired";
 

@@ -27,6 +27,7 @@ function record(id: string): ServerRecord {
     createdAt: 1,
     updatedAt: 1,
     deletedAt: null,
+    version: 1,
   };
 }
 

@@ -29,6 +29,7 @@ function server(id: string, hostId: string, lifecycle: ServerRecord["lifecycle"]
     createdAt: NOW - 1e6,
     updatedAt: NOW - 1e6,
     deletedAt: null,
+    version: 1,
   };
 }
 

@@ -88,6 +88,7 @@ function setup(
     createdAt: T0,
     updatedAt: T0,
     deletedAt: null,
+    version: 1,
   };
   store.insertServer(server);
   const rec = new Reconciler({

@@ -174,4 +174,60 @@ export const MIGRATIONS: readonly string[] = [
     AND NOT EXISTS (SELECT 1 FROM servers s WHERE s.id = commands.server_id);
   CREATE INDEX commands_finished ON commands (finished_at) WHERE state IN ('succeeded', 'failed', 'expired');
   `,
+  // 7: invariants held by the database rather than by one manager's memory
+  // (several managers will share one database).
+  //
+  // a) One open command per server. An older database may hold several (nothing
+  //    forbade it): the newest stays open (it is the one openCommandForServer
+  //    returned, so the reconciler was waiting on it) and the older ones are
+  //    expired now, with reason Superseded; their finished_at is the upgrade
+  //    time, earlier than whenever the open one finishes, so a superseded
+  //    command never becomes the server's last finished one behind its back.
+  //
+  // b) servers.version, for optimistic concurrency (every write increments it).
+  //
+  // c) Host ports reserved per host in server_ports, kept by the store in the
+  //    same transaction as the server row. The rule is the domain's
+  //    (domain/port-conflicts.ts): a host port conflicts with the same port
+  //    and protocol on the same host, whatever the container port; ports carry
+  //    no host IP (Docker publishes them on every address), so the key is
+  //    (host_id, protocol, host_port). Soft-deleted servers hold none, as
+  //    api/port-check.ts ignores them. Existing conflicting rows cannot exist
+  //    if the friendly check always held; should some exist, the oldest
+  //    server (created_at, then id) keeps the port and the later ones simply
+  //    hold no reservation for it (their record is unchanged; their next
+  //    start or update meets the port check).
+  `
+  UPDATE commands
+  SET state = 'expired',
+      finished_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+      reason = 'Superseded',
+      message = 'expired when upgrading: a newer command of this server was open too (one open command per server)'
+  WHERE state IN ('pending', 'sent')
+    AND EXISTS (
+      SELECT 1 FROM commands n
+      WHERE n.server_id = commands.server_id AND n.state IN ('pending', 'sent')
+        AND (n.created_at > commands.created_at OR (n.created_at = commands.created_at AND n.id > commands.id)));
+  CREATE UNIQUE INDEX commands_one_open ON commands (server_id) WHERE state IN ('pending', 'sent');
+
+  ALTER TABLE servers ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+
+  CREATE TABLE server_ports (
+    host_id   TEXT NOT NULL,
+    protocol  TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    server_id TEXT NOT NULL,
+    PRIMARY KEY (host_id, protocol, host_port)
+  );
+  CREATE INDEX server_ports_server ON server_ports (server_id);
+  INSERT INTO server_ports (host_id, protocol, host_port, server_id)
+  SELECT s.host_id,
+         CASE WHEN json_extract(p.value, '$.protocol') IN ('PROTOCOL_UDP', 2) THEN 'udp' ELSE 'tcp' END,
+         COALESCE(json_extract(p.value, '$.hostPort'), 0),
+         s.id
+  FROM servers s, json_each(s.spec_json, '$.ports') p
+  WHERE s.deleted_at IS NULL
+  ORDER BY s.created_at, s.id
+  ON CONFLICT DO NOTHING;
+  `,
 ];

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { create } from "@bufbuild/protobuf";
+import Database from "better-sqlite3";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
@@ -45,6 +46,7 @@ function server(id: string, o: Partial<ServerRecord> = {}): ServerRecord {
     createdAt: T0,
     updatedAt: T0,
     deletedAt: null,
+    version: 1,
     ...o,
   };
 }
@@ -180,11 +182,13 @@ describe("Store", () => {
 
   it("lastFinishedCommand is the most recently finished, openCommandsForHost lists open ones", () => {
     const { store } = memStore();
+    // One open command per server: cmd_1 finishes before cmd_2 is issued, yet by the
+    // clocks recorded cmd_1 finished last (a result that came late).
     store.insertCommand({ command: command("cmd_1", "srv_a"), hostId: "host_a", createdAt: T0, deadlineAt: T0 + 10 });
+    store.finishCommand("cmd_1", "failed", T0 + 6, "X", "");
     store.insertCommand({ command: command("cmd_2", "srv_a", CommandKind.ENSURE_STOPPED), hostId: "host_a", createdAt: T0 + 1, deadlineAt: T0 + 10 });
     store.insertCommand({ command: command("cmd_3", "srv_b"), hostId: "host_a", createdAt: T0 + 2, deadlineAt: T0 + 10 });
     store.finishCommand("cmd_2", "succeeded", T0 + 5, "", "");
-    store.finishCommand("cmd_1", "failed", T0 + 6, "X", "");
     expect(store.lastFinishedCommand("srv_a")?.id).toBe("cmd_1");
     expect(store.openCommandsForHost("host_a").map((c) => c.id)).toEqual(["cmd_3"]);
     expect(store.openCommandsForHost("host_b")).toEqual([]);
@@ -298,18 +302,19 @@ describe("commands and data checks of servers that are gone", () => {
 
   it("an upgraded database loses the finished commands older versions left for purged servers (migration 6)", () => {
     const path = join(tempDir(), "berth.db");
-    const s1 = new Store(openDatabase(path));
-    s1.insertServer(server("srv_here"));
-    for (const [id, serverId] of [["cmd_left", "srv_purged"], ["cmd_mine", "srv_here"]] as const) {
-      s1.insertCommand({ command: command(id, serverId), hostId: "host_a", createdAt: T0, deadlineAt: T0 + 1000 });
-      s1.finishCommand(id, "succeeded", T0 + 1, "", "");
-    }
-    s1.insertCommand({ command: command("cmd_open_left", "srv_purged"), hostId: "host_a", createdAt: T0, deadlineAt: T0 + 1000 });
-    s1.close();
     // As a version before migration 6 left it.
-    const old = openDatabase(path);
-    old.exec("DROP INDEX commands_finished");
+    const old = new Database(path);
+    for (const m of MIGRATIONS.slice(0, 5)) old.exec(m);
     old.pragma("user_version = 5");
+    old.prepare(
+      `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase, created_at, updated_at)
+       VALUES ('srv_here', 'default', 'here', 'host_a', 1, '{}', '{}', 'PENDING', ?, ?)`,
+    ).run(T0, T0);
+    const cmd = old.prepare("INSERT INTO commands (id, server_id, host_id, kind, payload, state, created_at, deadline_at, finished_at) VALUES (?, ?, 'host_a', '1', ?, ?, ?, ?, ?)");
+    for (const [id, serverId] of [["cmd_left", "srv_purged"], ["cmd_mine", "srv_here"]] as const) {
+      cmd.run(id, serverId, Buffer.from(toBinary(CommandSchema, command(id, serverId))), "succeeded", T0, T0 + 1000, T0 + 1);
+    }
+    cmd.run("cmd_open_left", "srv_purged", Buffer.from(toBinary(CommandSchema, command("cmd_open_left", "srv_purged"))), "pending", T0, T0 + 1000, null);
     old.close();
 
     const db = openDatabase(path);

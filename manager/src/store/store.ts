@@ -7,14 +7,17 @@ import {
 } from "@berth/proto/berth/v1/agent_pb.js";
 import {
   Phase,
+  Protocol,
   ServerSpecSchema,
   ServerStatusSchema,
+  type PortMapping,
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
 import type { Db } from "./database.js";
 import { sealSpec, type SecretBox } from "./secrets.js";
 import { eventFromRow, type EventRow } from "./event-store.js";
 import { newId } from "../ids.js";
+import { ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
 import type {
   CommandRecord,
   CommandState,
@@ -25,6 +28,7 @@ import type {
   HostFacts,
   HostRecord,
   Lifecycle,
+  NewServerRecord,
   ObservedContainer,
   ServerRecord,
 } from "../domain/records.js";
@@ -161,28 +165,45 @@ export class Store {
 
   // --- servers ----------------------------------------------------------------
 
-  insertServer(s: ServerRecord): void {
-    this.db
-      .prepare(
-        `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase,
-           data_initialized, lifecycle_json, created_at, updated_at, deleted_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        s.id,
-        s.project,
-        s.name,
-        s.hostId,
-        s.generation,
-        toJsonString(ServerSpecSchema, sealSpec(s.id, s.spec, this.secrets)),
-        toJsonString(ServerStatusSchema, s.status),
-        Phase[s.status.phase] ?? "UNSPECIFIED",
-        s.dataInitialized ? 1 : 0,
-        JSON.stringify(s.lifecycle),
-        s.createdAt,
-        s.updatedAt,
-        s.deletedAt,
-      );
+  /**
+   * Inserts a new server (version 1) and reserves its host ports, in one
+   * transaction: a refused reservation leaves no server row behind.
+   * Throws ServerNameTakenError when the project has a server of that name
+   * (soft-deleted ones included), PreconditionError when another server on
+   * the host holds one of its ports.
+   */
+  insertServer(s: NewServerRecord): void {
+    this.transaction(() => {
+      try {
+        this.db
+          .prepare(
+            `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase,
+               data_initialized, lifecycle_json, created_at, updated_at, deleted_at, version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+          )
+          .run(
+            s.id,
+            s.project,
+            s.name,
+            s.hostId,
+            s.generation,
+            toJsonString(ServerSpecSchema, sealSpec(s.id, s.spec, this.secrets)),
+            toJsonString(ServerStatusSchema, s.status),
+            Phase[s.status.phase] ?? "UNSPECIFIED",
+            s.dataInitialized ? 1 : 0,
+            JSON.stringify(s.lifecycle),
+            s.createdAt,
+            s.updatedAt,
+            s.deletedAt,
+          );
+      } catch (err) {
+        // The unique index servers_project_name (migration 1) is the backstop behind
+        // CreateServer's own look-up, which another manager can pass at the same moment.
+        if (isUniqueViolation(err, "servers.project, servers.name")) throw new ServerNameTakenError(s.project, s.name);
+        throw err;
+      }
+      this.reservePorts(s.id, s.hostId, s.deletedAt === null ? s.spec.ports : []);
+    });
   }
 
   getServer(id: string): ServerRecord | undefined {
@@ -236,32 +257,94 @@ export class Store {
     return (this.db.prepare("SELECT id FROM servers").all() as { id: string }[]).map((r) => r.id);
   }
 
-  /** Replaces the desired-state columns (spec, generation, deletion). */
-  updateServerSpec(s: Pick<ServerRecord, "id" | "spec" | "generation" | "updatedAt" | "deletedAt" | "hostId">): void {
-    this.db
-      .prepare("UPDATE servers SET spec_json = ?, generation = ?, updated_at = ?, deleted_at = ?, host_id = ? WHERE id = ?")
-      .run(toJsonString(ServerSpecSchema, sealSpec(s.id, s.spec, this.secrets)), s.generation, s.updatedAt, s.deletedAt, s.hostId, s.id);
+  // Every update below increments the server's version and returns the new one
+  // (undefined: no such server, nothing written). Given `expectedVersion`, it
+  // writes only if the row still has that version, and otherwise throws
+  // ConflictError (or NotFoundError if the server is gone) having written nothing.
+
+  /**
+   * Replaces the desired-state columns (spec, generation, deletion, host) and
+   * the server's port reservations with them: a soft-deleted server holds none,
+   * and a port another server on the host holds is refused (PreconditionError),
+   * leaving the row as it was.
+   */
+  updateServerSpec(s: Pick<ServerRecord, "id" | "spec" | "generation" | "updatedAt" | "deletedAt" | "hostId">, expectedVersion?: number): number | undefined {
+    return this.transaction(() => {
+      const version = this.writeServer(
+        s.id,
+        "spec_json = ?, generation = ?, updated_at = ?, deleted_at = ?, host_id = ?",
+        [toJsonString(ServerSpecSchema, sealSpec(s.id, s.spec, this.secrets)), s.generation, s.updatedAt, s.deletedAt, s.hostId],
+        expectedVersion,
+      );
+      if (version !== undefined) this.reservePorts(s.id, s.hostId, s.deletedAt === null ? s.spec.ports : []);
+      return version;
+    });
   }
 
   /** Replaces the observed-state columns; only the reconciler calls this. */
-  updateServerStatus(id: string, status: ServerStatus, dataInitialized: boolean): void {
-    this.db
-      .prepare("UPDATE servers SET status_json = ?, phase = ?, data_initialized = ? WHERE id = ?")
-      .run(toJsonString(ServerStatusSchema, status), Phase[status.phase] ?? "UNSPECIFIED", dataInitialized ? 1 : 0, id);
+  updateServerStatus(id: string, status: ServerStatus, dataInitialized: boolean, expectedVersion?: number): number | undefined {
+    return this.writeServer(
+      id,
+      "status_json = ?, phase = ?, data_initialized = ?",
+      [toJsonString(ServerStatusSchema, status), Phase[status.phase] ?? "UNSPECIFIED", dataInitialized ? 1 : 0],
+      expectedVersion,
+    );
   }
 
-  updateLifecycle(id: string, lifecycle: Lifecycle): void {
-    this.db.prepare("UPDATE servers SET lifecycle_json = ? WHERE id = ?").run(JSON.stringify(lifecycle), id);
+  updateLifecycle(id: string, lifecycle: Lifecycle, expectedVersion?: number): number | undefined {
+    return this.writeServer(id, "lifecycle_json = ?", [JSON.stringify(lifecycle)], expectedVersion);
   }
 
   /** Forgets whether data was ever seen (StartServer with allow_empty_data). */
-  resetDataInitialized(id: string): void {
-    this.db.prepare("UPDATE servers SET data_initialized = 0 WHERE id = ?").run(id);
+  resetDataInitialized(id: string, expectedVersion?: number): number | undefined {
+    return this.writeServer(id, "data_initialized = 0", [], expectedVersion);
+  }
+
+  /** One UPDATE of a server row that increments its version, checked against `expectedVersion` when given. */
+  private writeServer(id: string, set: string, args: unknown[], expectedVersion: number | undefined): number | undefined {
+    const checked = expectedVersion !== undefined;
+    const row = this.db
+      .prepare(`UPDATE servers SET ${set}, version = version + 1 WHERE id = ?${checked ? " AND version = ?" : ""} RETURNING version`)
+      .get(...args, id, ...(checked ? [expectedVersion] : [])) as { version: number | bigint } | undefined;
+    if (row) return Number(row.version);
+    if (!checked) return undefined;
+    const now = this.db.prepare("SELECT name, version FROM servers WHERE id = ?").get(id) as { name: string; version: number | bigint } | undefined;
+    if (!now) throw new NotFoundError("server", id, "it was purged; list servers with ServerService.ListServers");
+    throw new ConflictError(`server "${now.name}" was changed by someone else (version ${Number(now.version)}, expected ${expectedVersion}): read it again and retry`);
+  }
+
+  /**
+   * Makes `ports` the host ports `serverId` holds on `hostId`. The primary key
+   * (host_id, protocol, host_port) is the domain's conflict rule
+   * (findPortConflicts: same host port and protocol on one host, protocol
+   * unspecified meaning tcp; no host IP is modelled, Docker binds every
+   * address), held across managers. The friendly check with suggested ports
+   * (api/port-check.ts) runs first; this is the backstop.
+   */
+  private reservePorts(serverId: string, hostId: string, ports: readonly PortMapping[]): void {
+    this.db.prepare("DELETE FROM server_ports WHERE server_id = ?").run(serverId);
+    const insert = this.db.prepare("INSERT INTO server_ports (host_id, protocol, host_port, server_id) VALUES (?, ?, ?, ?)");
+    const seen = new Set<string>();
+    for (const p of ports) {
+      const protocol = p.protocol === Protocol.UDP ? "udp" : "tcp";
+      const key = `${p.hostPort}/${protocol}`;
+      if (seen.has(key)) continue; // the spec maps it twice: still one reservation
+      seen.add(key);
+      try {
+        insert.run(hostId, protocol, p.hostPort, serverId);
+      } catch (err) {
+        if (isUniqueViolation(err, "server_ports.")) {
+          throw new PreconditionError(`port conflict on host ${hostId}: host port ${key} is already taken by another server; choose another host port and retry`);
+        }
+        throw err;
+      }
+    }
   }
 
   deleteServerRecord(id: string): void {
     this.transaction(() => {
       this.db.prepare("DELETE FROM servers WHERE id = ?").run(id);
+      this.db.prepare("DELETE FROM server_ports WHERE server_id = ?").run(id);
       this.db.prepare("DELETE FROM data_dirs WHERE server_id = ?").run(id);
       // Nothing may be resent for a server that no longer exists, and its finished
       // commands have nothing left to explain: all go with the record, so retention
@@ -521,12 +604,22 @@ export class Store {
       reason: null,
       message: null,
     };
-    this.db
-      .prepare(
-        `INSERT INTO commands (id, server_id, host_id, kind, payload, state, created_at, deadline_at)
-         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)`,
-      )
-      .run(rec.id, rec.serverId, rec.hostId, String(c.command.kind), toBinary(CommandSchema, c.command), rec.createdAt, rec.deadlineAt);
+    try {
+      this.db
+        .prepare(
+          `INSERT INTO commands (id, server_id, host_id, kind, payload, state, created_at, deadline_at)
+           VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)`,
+        )
+        .run(rec.id, rec.serverId, rec.hostId, String(c.command.kind), toBinary(CommandSchema, c.command), rec.createdAt, rec.deadlineAt);
+    } catch (err) {
+      // commands_one_open (migration 7): one operation at a time per server, whichever
+      // manager or code path issues it. The reconciler re-reads and retries.
+      if (isUniqueViolation(err, "commands.server_id")) {
+        const open = this.openCommandForServer(rec.serverId);
+        throw new ConflictError(`server ${rec.serverId} already has an open command${open ? ` (${open.id})` : ""}; wait for it to finish or expire, then retry`);
+      }
+      throw err;
+    }
     return rec;
   }
 
@@ -549,7 +642,7 @@ export class Store {
     return r.changes === 1;
   }
 
-  /** The server's unfinished command, if any (the reconciler keeps at most one). */
+  /** The server's unfinished command, if any (at most one: commands_one_open). */
   openCommandForServer(serverId: string): CommandRecord | undefined {
     const row = this.db
       .prepare("SELECT * FROM commands WHERE server_id = ? AND state IN ('pending', 'sent') ORDER BY created_at DESC LIMIT 1")
@@ -727,6 +820,7 @@ interface ServerRow {
   created_at: number;
   updated_at: number;
   deleted_at: number | null;
+  version: number;
 }
 
 function serverFromRow(r: ServerRow): ServerRecord {
@@ -743,6 +837,7 @@ function serverFromRow(r: ServerRow): ServerRecord {
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     deletedAt: r.deleted_at,
+    version: Number(r.version),
   };
 }
 
@@ -796,4 +891,17 @@ function commandFromRow(r: CommandRow): CommandRecord {
     reason: r.reason,
     message: r.message,
   };
+}
+
+/**
+ * A UNIQUE or PRIMARY KEY violation naming `columns` (SQLite's message lists
+ * "table.column" for each column of the constraint).
+ */
+function isUniqueViolation(err: unknown, columns: string): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  return (
+    (e?.code === "SQLITE_CONSTRAINT_UNIQUE" || e?.code === "SQLITE_CONSTRAINT_PRIMARYKEY") &&
+    typeof e.message === "string" &&
+    e.message.includes(columns)
+  );
 }
