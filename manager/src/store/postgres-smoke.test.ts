@@ -7,7 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import setup from "../../../test/harness/postgres-setup.js";
 import { createDatabase, databaseUrl, dropDatabase, startPostgres, uniqueDatabaseName, type PostgresServer } from "../../../test/harness/postgres.js";
 import { requirePostgres } from "../../../test/harness/postgres-tests.js";
@@ -191,7 +191,13 @@ describe("PostgreSQL harness: global setup without binaries", () => {
   it("without CI provides the reason, so the tests that need it are skipped", async () => {
     delete process.env.CI;
     const project = fakeProject();
-    await expect(setup(project as never)).resolves.toBeUndefined();
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      await expect(setup(project as never)).resolves.toBeUndefined();
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/SKIPPED: BERTH_TEST_PG_BIN=.*apt-get install -y postgresql/));
+    } finally {
+      warn.mockRestore();
+    }
     expect(project.provided).toEqual({ postgres: { unavailable: expect.stringMatching(/BERTH_TEST_PG_BIN=.*apt-get install -y postgresql/) } });
   });
 });
