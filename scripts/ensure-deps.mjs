@@ -1,7 +1,9 @@
 // Runs before `npm start` and `npm test` (plain Node, no dependencies): installs
 // the npm packages when they are missing or stale, so both commands work on a
-// fresh clone. System packages (docker.io, busybox-static, chromium) are
-// installed by the code that needs them.
+// fresh clone. System packages (docker.io, busybox-static, chromium, postgresql)
+// are installed by the code that needs them: the test harness apt-installs each
+// one only when it is missing (test/harness/docker-engine.ts, postgres.ts,
+// test/browser/browser.ts), so `npm start` never pulls in test-only packages.
 import { execSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { createRequire } from "node:module";

@@ -10,7 +10,7 @@
  *   CI the tests that need PostgreSQL are skipped and say why.
  */
 import type { TestProject } from "vitest/node";
-import { connectError, ensurePostgresBin, POSTGRES_INSTALL_HINT, startPostgres } from "./postgres.js";
+import { connectError, ensurePostgresBin, findPostgresBin, POSTGRES_INSTALL_HINT, startPostgres } from "./postgres.js";
 
 /** What test files get from inject("postgres"). */
 export interface ProvidedPostgres {
@@ -36,8 +36,9 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   if (external) {
     const err = await connectError(external, 5_000);
     if (err) throw new Error(`BERTH_TEST_PG_URL=${redact(external)} does not answer: ${err}. Start that server, or unset BERTH_TEST_PG_URL to let the tests start their own.`);
-    const bin = await ensurePostgresBin();
-    project.provide("postgres", { url: external, ...("binDir" in bin ? { binDir: bin.binDir } : {}) });
+    // Binaries are optional here (only tests starting servers of their own need them): never installed.
+    const binDir = findPostgresBin();
+    project.provide("postgres", { url: external, ...(binDir ? { binDir } : {}) });
     console.log(`[berth] postgres: using BERTH_TEST_PG_URL ${redact(external)}`);
     return undefined;
   }
