@@ -364,4 +364,6 @@ export const PRECISE = new Set([
   Code.Unauthenticated,
   Code.OutOfRange,
   Code.Unavailable,
+  // A stale UpdateServerRequest.expected_version: read the server again and retry.
+  Code.Aborted,
 ]);

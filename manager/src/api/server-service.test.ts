@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { Phase, ServerService, ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
@@ -121,5 +121,36 @@ describe("API calls reconcile through the work queue", () => {
     periodic.startResync();
     // Each is reconciled: RUNNING recorded before, now Unknown (its host is not connected).
     await vi.waitFor(() => expect(ids.map((id) => store.getServer(id)?.status.phase)).toEqual([Phase.UNKNOWN, Phase.UNKNOWN, Phase.UNKNOWN]), { timeout: 4_000 });
+  });
+});
+
+describe("ServerService.UpdateServer with expected_version", () => {
+  it("a stale version answers Aborted and changes nothing; the current one updates and returns the next version", async () => {
+    const { client, store } = setup();
+    const { server: created } = await client.createServer({ spec: { name: "mc", image: "busybox", hostId: HOST } });
+    const read = (await client.getServer({ id: created!.id })).server!;
+    expect(read.version).toBeGreaterThanOrEqual(1n);
+    expect(read.version).toBe(BigInt(store.getServer(read.id)!.version));
+
+    // Someone else changes it after it was read.
+    const other = await client.updateServer({ id: read.id, spec: { ...read.spec!, image: "alpine" } });
+    expect(other.server!.version).toBeGreaterThan(read.version);
+    const before = store.getServer(read.id)!;
+    const events = store.listEvents({ serverId: read.id }).length;
+
+    const stale = await client.updateServer({ id: read.id, spec: { ...read.spec!, image: "nginx" }, expectedVersion: read.version }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(stale?.code).toBe(Code.Aborted);
+    expect(stale?.rawMessage).toBe(`server "mc" was changed by someone else (version ${before.version}, expected ${read.version}): read it again and retry`);
+    expect(store.getServer(read.id)).toEqual(before);
+    expect(store.listEvents({ serverId: read.id }).length).toBe(events);
+
+    // Read again, retry: accepted.
+    const fresh = (await client.getServer({ id: read.id })).server!;
+    const ok = await client.updateServer({ id: read.id, spec: { ...fresh.spec!, image: "nginx" }, expectedVersion: fresh.version });
+    expect(ok.server!.spec!.image).toBe("nginx");
+    expect(ok.server!.version).toBeGreaterThan(fresh.version);
   });
 });
