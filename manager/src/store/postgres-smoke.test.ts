@@ -3,9 +3,11 @@
 // LISTEN/NOTIFY works between connections, and a private server can be
 // restarted, stopped and started again (what the store's failure tests need).
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import setup from "../../../test/harness/postgres-setup.js";
@@ -152,6 +154,32 @@ describe.skipIf(!provided.binDir)("PostgreSQL harness: a private server's restar
     const deadline = Date.now() + 5_000;
     while (isRunning(pid!) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(isRunning(pid!)).toBe(false);
+  });
+
+  it("a server left by a process that died is stopped and removed by the next start; live ones are not", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-pg-leak-"));
+    try {
+      const script = join(dir, "leak.mts");
+      const harness = fileURLToPath(new URL("../../../test/harness/postgres.ts", import.meta.url));
+      await writeFile(script, `import { startPostgres } from ${JSON.stringify(harness)};
+const s = await startPostgres({ binDir: ${JSON.stringify(provided.binDir)} });
+console.log(JSON.stringify({ dir: s.dir, pid: await s.pid() }));
+process.exit(0);\n`);
+      const out = execFileSync(process.execPath, ["--import", "tsx", script], { encoding: "utf8", cwd: fileURLToPath(new URL("../../..", import.meta.url)) });
+      const leaked = JSON.parse(out.trim().split("\n").pop()!) as { dir: string; pid: number };
+      expect(isRunning(leaked.pid)).toBe(true);
+
+      const next = await startPostgres({ binDir: provided.binDir });
+      await next.stop();
+      expect(existsSync(leaked.dir)).toBe(false);
+      const deadline = Date.now() + 5_000;
+      while (isRunning(leaked.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(isRunning(leaked.pid)).toBe(false);
+      // This file's own server (a live owner) was left alone.
+      expect((await pool.query("SELECT v FROM kept")).rows).toEqual([{ v: 7 }]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
