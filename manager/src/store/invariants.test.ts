@@ -125,7 +125,7 @@ describe("host ports: one server per host port and protocol", () => {
     const err = caught(() => store.insertServer(server("srv_second", { ports: [tcp(8080), tcp(25565)] })));
     expect(err).toBeInstanceOf(PreconditionError);
     expect(toConnectError(err).code).toBe(Code.FailedPrecondition);
-    expect((err as Error).message).toBe("port conflict on host host_a: host port 25565/tcp is already taken by another server; choose another host port and retry");
+    expect((err as Error).message).toBe("port conflict on host host_a: host port 25565/tcp is already taken by another server; choose another host port (or free this one) and retry");
     // No partial write: no server row, and 8080 (reserved before 25565 failed) is not held.
     expect(store.getServer("srv_second")).toBeUndefined();
     expect(reservations(store)).toEqual(["host_a 25565/tcp=srv_first", "host_a 25565/udp=srv_first"]);
@@ -331,5 +331,15 @@ describe("migration 7 on a database built at version 6", () => {
     // The reservations hold: 25565/tcp is taken on host_a, the deleted server's 9000 is free.
     expect(caught(() => store.insertServer(server("srv_new", { ports: [tcp(25565)] })))).toBeInstanceOf(PreconditionError);
     store.insertServer(server("srv_new", { ports: [tcp(9000)] }));
+
+    // The server that lost 25565 can still be written as long as its ports stay as they
+    // are (stopping it, say); asking for 25565 anew is refused.
+    const later = store.getServer("srv_later")!;
+    expect(store.updateServerSpec({ ...later, spec: { ...later.spec, desiredState: DesiredState.STOPPED }, generation: 2 })).toBe(2);
+    const stopped = store.getServer("srv_later")!;
+    expect(caught(() => store.updateServerSpec({ ...stopped, spec: { ...stopped.spec, ports: [tcp(25565)] }, generation: 3 }))).toBeInstanceOf(PreconditionError);
+    expect(store.getServer("srv_later")).toEqual(stopped);
+    store.updateServerSpec({ ...stopped, spec: { ...stopped.spec, ports: [tcp(8080), tcp(25570)] }, generation: 3 });
+    expect(reservations(store)).toContain("host_a 25570/tcp=srv_later");
   });
 });

@@ -263,20 +263,29 @@ export class Store {
   // ConflictError (or NotFoundError if the server is gone) having written nothing.
 
   /**
-   * Replaces the desired-state columns (spec, generation, deletion, host) and
-   * the server's port reservations with them: a soft-deleted server holds none,
-   * and a port another server on the host holds is refused (PreconditionError),
-   * leaving the row as it was.
+   * Replaces the desired-state columns (spec, generation, deletion, host) and,
+   * when the host, the deletion or the ports change, the server's port
+   * reservations with them: a soft-deleted server holds none, and a port
+   * another server on the host holds is refused (PreconditionError), leaving
+   * the row as it was.
    */
   updateServerSpec(s: Pick<ServerRecord, "id" | "spec" | "generation" | "updatedAt" | "deletedAt" | "hostId">, expectedVersion?: number): number | undefined {
     return this.transaction(() => {
+      const before = this.db.prepare("SELECT host_id, deleted_at, spec_json FROM servers WHERE id = ?").get(s.id) as
+        | { host_id: string; deleted_at: number | null; spec_json: string }
+        | undefined;
       const version = this.writeServer(
         s.id,
         "spec_json = ?, generation = ?, updated_at = ?, deleted_at = ?, host_id = ?",
         [toJsonString(ServerSpecSchema, sealSpec(s.id, s.spec, this.secrets)), s.generation, s.updatedAt, s.deletedAt, s.hostId],
         expectedVersion,
       );
-      if (version !== undefined) this.reservePorts(s.id, s.hostId, s.deletedAt === null ? s.spec.ports : []);
+      // Only a change of what is reserved re-reserves: a write that keeps the ports
+      // (start, stop, image) never fails on them, even for a server that holds none
+      // because an older database had it clash (migration 7 keeps the first).
+      const wanted = s.deletedAt === null ? s.spec.ports : [];
+      const held = before && before.deleted_at === null ? portKeysOfSpecJson(before.spec_json) : "";
+      if (version !== undefined && (before?.host_id !== s.hostId || held !== portKeys(wanted))) this.reservePorts(s.id, s.hostId, wanted);
       return version;
     });
   }
@@ -324,17 +333,14 @@ export class Store {
   private reservePorts(serverId: string, hostId: string, ports: readonly PortMapping[]): void {
     this.db.prepare("DELETE FROM server_ports WHERE server_id = ?").run(serverId);
     const insert = this.db.prepare("INSERT INTO server_ports (host_id, protocol, host_port, server_id) VALUES (?, ?, ?, ?)");
-    const seen = new Set<string>();
-    for (const p of ports) {
-      const protocol = p.protocol === Protocol.UDP ? "udp" : "tcp";
-      const key = `${p.hostPort}/${protocol}`;
-      if (seen.has(key)) continue; // the spec maps it twice: still one reservation
-      seen.add(key);
+    // A port the spec maps twice is still one reservation.
+    for (const key of new Set(ports.map((p) => `${p.hostPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`))) {
+      const [port, protocol] = key.split("/") as [string, string];
       try {
-        insert.run(hostId, protocol, p.hostPort, serverId);
+        insert.run(hostId, protocol, Number(port), serverId);
       } catch (err) {
         if (isUniqueViolation(err, "server_ports.")) {
-          throw new PreconditionError(`port conflict on host ${hostId}: host port ${key} is already taken by another server; choose another host port and retry`);
+          throw new PreconditionError(`port conflict on host ${hostId}: host port ${key} is already taken by another server; choose another host port (or free this one) and retry`);
         }
         throw err;
       }
@@ -904,4 +910,15 @@ function isUniqueViolation(err: unknown, columns: string): boolean {
     typeof e.message === "string" &&
     e.message.includes(columns)
   );
+}
+
+/** A spec's host ports as reservation keys ("25565/tcp"), sorted and distinct, in one string. */
+function portKeys(ports: readonly PortMapping[]): string {
+  return [...new Set(ports.map((p) => `${p.hostPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`))].sort().join(",");
+}
+
+/** portKeys of a stored spec_json (protobuf JSON: enum names, zero values omitted). */
+function portKeysOfSpecJson(json: string): string {
+  const ports = (JSON.parse(json) as { ports?: { hostPort?: number; protocol?: string | number }[] }).ports ?? [];
+  return [...new Set(ports.map((p) => `${p.hostPort ?? 0}/${p.protocol === "PROTOCOL_UDP" || p.protocol === Protocol.UDP ? "udp" : "tcp"}`))].sort().join(",");
 }
