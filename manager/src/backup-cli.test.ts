@@ -1,77 +1,82 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { backupDatabase, BackupError } from "./backup-cli.js";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { runBackupCommand } from "./backup-cli.js";
 import { loadBackupSettings } from "./config/backup-settings.js";
 import { ConfigError } from "./config/settings.js";
-import { Ledger } from "./ledger/ledger.js";
 import { openDatabase } from "./store/database.js";
-import { Store } from "./store/store.js";
+
+/** Runs the command in-process and returns its exit code and what it printed. */
+async function backupCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = "";
+  let stderr = "";
+  const out = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => ((stdout += String(chunk)), true));
+  const err = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => ((stderr += String(chunk)), true));
+  try {
+    return { code: await runBackupCommand(args, env), stdout, stderr };
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+  }
+}
 
 describe("berth-manager backup", () => {
   let dir: string;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "berth-backup-"));
+    dir = mkdtempSync(join(tmpdir(), "berth-backup-cli-"));
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("copies a database that is being written to: the copy is complete, consistent and self-contained", async () => {
-    const dbPath = join(dir, "berth.db");
-    const db = openDatabase(dbPath);
-    const ledger = new Ledger(new Store(db));
-    for (let i = 0; i < 500; i++) ledger.append({ type: "token.created", actor: "cli", message: `event ${i} ${"x".repeat(200)}` });
-    // The manager keeps writing while the backup runs.
-    let writes = 0;
-    const writer = setInterval(() => {
-      for (let i = 0; i < 50; i++, writes++) ledger.append({ type: "token.created", actor: "cli", message: `during backup ${writes}` });
-    }, 1);
-    const s = await backupDatabase(dbPath, join(dir, "copy.db"));
-    clearInterval(writer);
-    db.close();
-
-    expect(s.file).toBe(join(dir, "copy.db"));
-    expect(s.lastEventId).toBeGreaterThanOrEqual(500);
-    expect(s.schemaVersion).toBeGreaterThan(0);
-    // No temporary file left, and no -wal beside the copy: one file holds everything.
-    expect(readdirSync(dir).filter((f) => f.startsWith("copy.db"))).toEqual(["copy.db"]);
-    const copy = new Database(join(dir, "copy.db"), { readonly: true });
-    expect(copy.pragma("integrity_check", { simple: true })).toBe("ok");
-    const ids = copy.prepare("SELECT id FROM events ORDER BY id").pluck().all() as number[];
-    // A snapshot: every id up to the last one copied, none missing.
-    expect(ids.length).toBe(s.lastEventId);
-    expect(ids[ids.length - 1]).toBe(s.lastEventId);
-    copy.close();
-    // The copy opens as a manager database (migrations already applied).
-    openDatabase(join(dir, "copy.db")).close();
-  });
-
-  it("works on a stopped manager's database too", async () => {
-    const dbPath = join(dir, "berth.db");
-    openDatabase(dbPath).close();
-    const s = await backupDatabase(dbPath, join(dir, "copy.db"));
-    expect(s.servers).toBe(0);
-    expect(existsSync(join(dir, "copy.db"))).toBe(true);
-  });
-
-  it("refuses to overwrite, to copy a missing database, or to write into a missing directory", async () => {
-    const dbPath = join(dir, "berth.db");
-    openDatabase(dbPath).close();
-    writeFileSync(join(dir, "exists.db"), "keep me");
-    await expect(backupDatabase(dbPath, join(dir, "exists.db"))).rejects.toThrow(/exists; choose another name, or pass --force/);
-    await expect(backupDatabase(join(dir, "nope.db"), join(dir, "c.db"))).rejects.toThrow(/no database at/);
-    await expect(backupDatabase(dbPath, join(dir, "no/such/dir/c.db"))).rejects.toThrow(BackupError);
-    await expect(backupDatabase(dbPath, dbPath)).rejects.toThrow(/names the database itself/);
-    // --force replaces it.
-    await backupDatabase(dbPath, join(dir, "exists.db"), { force: true });
-    expect(new Database(join(dir, "exists.db")).pragma("integrity_check", { simple: true })).toBe("ok");
-  });
-
-  it("settings: --to, --db or BERTH_DB, --force; unknown flags refused", () => {
-    expect(loadBackupSettings(["--to", "/b.db"], {}).values).toMatchObject({ to: "/b.db", db: "./data/berth.db", force: false });
-    expect(loadBackupSettings(["--to", "/b.db"], { BERTH_DB: "/x.db" }).values.db).toBe("/x.db");
-    expect(loadBackupSettings(["--to", "/b.db", "--db", "/y.db", "--force"], { BERTH_DB: "/x.db" }).values).toMatchObject({ db: "/y.db", force: true });
+  it("settings: --to, --store or BERTH_STORE, --db or BERTH_DB as sqlite://PATH, --force; unknown flags refused", () => {
+    expect(loadBackupSettings(["--to", "/b.db"], {}).values).toMatchObject({ to: "/b.db", store: "sqlite://./data/berth.db", force: false });
+    expect(loadBackupSettings(["--to", "/b.db"], { BERTH_DB: "/x.db" }).values.store).toBe("sqlite:///x.db");
+    expect(loadBackupSettings(["--to", "/b.db"], { BERTH_STORE: "sqlite:///s.db" }).values.store).toBe("sqlite:///s.db");
+    expect(loadBackupSettings(["--to", "/b.db", "--db", "/y.db", "--force"], { BERTH_DB: "/x.db" }).values).toMatchObject({ store: "sqlite:///y.db", force: true });
+    expect(loadBackupSettings(["--to", "/b.db", "--store", "sqlite://./rel.db"], {}).values.store).toBe("sqlite://./rel.db");
     expect(() => loadBackupSettings(["--listen", "x"], {})).toThrow(ConfigError);
+  });
+
+  it("--store sqlite://PATH backs up that database", async () => {
+    const dbPath = join(dir, "berth.db");
+    openDatabase(dbPath).close();
+    const to = join(dir, "copy.db");
+    const r = await backupCli(["--to", to, "--store", `sqlite://${dbPath}`]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^backed up ${dbPath} to ${to} \\(\\d+ bytes, schema version \\d+: 0 servers, 0 hosts, events up to #0\\)\\n$`));
+    const copy = new Database(to, { readonly: true });
+    expect(copy.pragma("integrity_check", { simple: true })).toBe("ok");
+    copy.close();
+  });
+
+  it("--store and --db together, or an unknown kind of store, is a usage error (exit 2) that copies nothing", async () => {
+    const dbPath = join(dir, "berth.db");
+    openDatabase(dbPath).close();
+    const to = join(dir, "copy.db");
+
+    const both = await backupCli(["--to", to, "--store", `sqlite://${dbPath}`, "--db", dbPath]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/^berth-manager backup: use either --store \(BERTH_STORE\) or --db \(BERTH_DB\), not both; --db PATH is short for --store sqlite:\/\/PATH\n\nberth-manager backup: an online copy/);
+    const mixed = await backupCli(["--to", to, "--db", dbPath], { BERTH_STORE: `sqlite://${dbPath}` });
+    expect(mixed.code).toBe(2);
+    expect(mixed.stderr).toContain("use either --store (BERTH_STORE) or --db (BERTH_DB), not both");
+
+    const mysql = await backupCli(["--to", to, "--store", "mysql://u:hunter2@h/berth"]);
+    expect(mysql.code).toBe(2);
+    expect(mysql.stderr).toMatch(
+      /^berth-manager backup: invalid --store \(BERTH_STORE\) "mysql:\/\/u:…@h\/berth" on the command line: unknown store "mysql:"; use sqlite:\/\/\/abs\/path\/berth\.db, sqlite:\/\/\.\/relative\/berth\.db or postgres:\/\/user@host:5432\/database\n\nberth-manager backup: an online copy/,
+    );
+    expect(mysql.stderr).not.toContain("hunter2");
+    expect(existsSync(to)).toBe(false);
+  });
+
+  it("a PostgreSQL store is refused in one line: not in this build yet", async () => {
+    const r = await backupCli(["--to", join(dir, "copy.db"), "--store", "postgres://berth:hunter2@db.internal/berth"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(
+      "berth-manager backup: the PostgreSQL store is not yet available in this build (postgres://berth:…@db.internal:5432/berth); use --store sqlite:///path/berth.db\n",
+    );
   });
 });

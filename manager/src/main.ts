@@ -1,7 +1,9 @@
 import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SecretKeyError } from "./store/secrets.js";
+import { StoreUnavailableError } from "./store/open.js";
+import { describeStoreUrl, parseStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
 import { buildManager, splitHostPort } from "./manager.js";
 import { createLogger, type LogFormat } from "./log.js";
 import { runTokenCommand } from "./token-cli.js";
@@ -31,13 +33,14 @@ if (settings.help) {
 
 const log = createLogger(settings["log-level"], "berth-manager", settings["log-format"] as LogFormat);
 const listenAddr = settings.listen;
-const dbPath = settings.db;
+// Parsed (and checked) by loadManagerSettings already; --db PATH arrives here as sqlite://PATH.
+const storeUrl = parseStoreUrl(settings.store);
 const advertiseUrl = settings["advertise-url"];
 const tls = await resolveTls(settings);
 const startTimeoutSeconds = settings["start-timeout"];
 const manager = buildOrExplain({
   listen: listenAddr,
-  dbPath,
+  store: settings.store,
   ...(settings["secret-key-file"] ? { secretKeyFile: settings["secret-key-file"] } : {}),
   ...(advertiseUrl ? { advertiseUrl } : {}),
   ...(tls ? { tls } : {}),
@@ -64,7 +67,7 @@ if (manager.initialAdminToken) {
     `berth-manager admin token: ${t}\n` +
       `  (created because the database had no token; shown only now, only its hash is stored)\n` +
       `  use: -H 'authorization: Bearer ${t}'\n` +
-      `  lost it? on this host: berth-manager token create --role admin --name recovery --db ${dbPath}\n` +
+      `  lost it? on this host: berth-manager token create --role admin --name recovery ${recoveryStoreFlag(storeUrl)}\n` +
       `berth-manager admin-token=${t}\n`,
   );
 }
@@ -90,14 +93,19 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
-/** buildManager, with a wrong or missing secret key said plainly (exit 2) instead of a stack trace. */
+/** buildManager, with a wrong or missing secret key or a store this build lacks said plainly (exit 2) instead of a stack trace. */
 function buildOrExplain(config: Parameters<typeof buildManager>[0]): ReturnType<typeof buildManager> {
   try {
     return buildManager(config);
   } catch (err) {
-    if (err instanceof SecretKeyError) fail(err.message);
+    if (err instanceof SecretKeyError || err instanceof StoreUnavailableError) fail(err.message);
     throw err;
   }
+}
+
+/** How the recovery hint names this manager's store: --db for a SQLite file (the common case), else --store. */
+function recoveryStoreFlag(url: StoreUrl): string {
+  return url.engine === "sqlite" ? `--db ${url.path}` : `--store '${describeStoreUrl(url)}'`;
 }
 
 function fail(message: string): never {
@@ -138,7 +146,8 @@ async function resolveTls(v: ManagerSettings): Promise<TlsMaterial | undefined> 
   if (v["tls-auto"]) {
     const extra = [...v["tls-san"]];
     if (v["advertise-url"]) extra.push(new URL(v["advertise-url"]).hostname);
-    const dir = join(dirname(v.db), "tls");
+    // loadManagerSettings refuses --tls-auto without a database file to keep tls/ beside.
+    const dir = join(storeFilesDir(parseStoreUrl(v.store)) ?? ".", "tls");
     try {
       return await ensureAutoTls({ dir, sans: subjectAltNames(host, extra), label: v.listen, log: (msg) => log.info({ dir }, msg) });
     } catch (err) {

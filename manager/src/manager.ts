@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -37,17 +37,20 @@ import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
-import { openDatabase, type Db } from "./store/database.js";
+import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox } from "./store/secrets.js";
-import { Store } from "./store/store.js";
-import { TokenStore } from "./store/token-store.js";
+import type { Store } from "./store/store.js";
+import { describeStoreUrl, parseStoreUrl, sqliteStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
+import type { TokenStore } from "./store/token-store.js";
 import type { TlsMaterial } from "./tls/certificates.js";
 
 export interface ManagerConfig {
   /** host:port to listen on; port 0 picks a free one. */
   listen: string;
-  /** SQLite file path, or ":memory:". */
-  dbPath: string;
+  /** The store, as `--store` takes it (store/store-url.ts); wins over `dbPath`. */
+  store?: string;
+  /** SQLite file path, or ":memory:": short for `store: "sqlite://<dbPath>"`. */
+  dbPath?: string;
   /**
    * The 32-byte key sealing secret env values (docs/security.md); default
    * `<db dir>/secret.key`, created 0600 on first start. With ":memory:" and no
@@ -116,23 +119,18 @@ const PLACEHOLDER_WEB_ROOT = fileURLToPath(new URL("../../web/public", import.me
 /**
  * The secret key for this database: loaded (or created on first start) and
  * checked against the database's key check, so a wrong or missing key stops
- * the manager here with a message saying which file to restore. Closes the
- * database before throwing.
+ * the manager here with a message saying which file to restore (openStore
+ * closes the database then).
  */
-function openSecretKey(config: ManagerConfig, db: Db, log: Logger): SecretBox {
-  try {
-    const meta = new Store(db);
-    const path = config.secretKeyFile ?? (config.dbPath === ":memory:" ? undefined : join(dirname(config.dbPath), "secret.key"));
-    if (!path) return SecretBox.ephemeral();
-    const loaded = loadSecretKey(path, meta.getMeta(KEY_CHECK_META) !== undefined);
-    if (loaded.warning) log.warn({ file: path }, loaded.warning);
-    if (loaded.created) log.info({ file: path }, "created the secret key sealing secret env values; back it up apart from the database (docs/install.md)");
-    checkSecretKey({ get: (k) => meta.getMeta(k), set: (k, v) => meta.setMeta(k, v) }, loaded.box, path);
-    return loaded.box;
-  } catch (err) {
-    db.close();
-    throw err;
-  }
+function openSecretKey(config: ManagerConfig, url: StoreUrl, meta: StoreMeta, log: Logger): SecretBox {
+  const dir = storeFilesDir(url);
+  const path = config.secretKeyFile ?? (dir === undefined ? undefined : join(dir, "secret.key"));
+  if (!path) return SecretBox.ephemeral();
+  const loaded = loadSecretKey(path, meta.get(KEY_CHECK_META) !== undefined);
+  if (loaded.warning) log.warn({ file: path }, loaded.warning);
+  if (loaded.created) log.info({ file: path }, "created the secret key sealing secret env values; back it up apart from the database (docs/install.md)");
+  checkSecretKey(meta, loaded.box, path);
+  return loaded.box;
 }
 
 /** Builds a manager without binding a port, so tests can start it on port 0. */
@@ -140,10 +138,14 @@ export function buildManager(config: ManagerConfig): Manager {
   const log = config.log;
   const health = new HealthStatus();
   health.set("", ServingStatus.NOT_SERVING);
-  const db = openDatabase(config.dbPath, { onWarning: (message) => log.warn({ db: config.dbPath }, message) });
-  const secrets = openSecretKey(config, db, log);
-  const store = new Store(db, secrets);
-  const tokens = new TokenStore(db);
+  if (config.store === undefined && config.dbPath === undefined) throw new Error("ManagerConfig needs store or dbPath");
+  const storeUrl = parseStoreUrl(config.store ?? sqliteStoreUrl(config.dbPath!));
+  const opened = openStore(storeUrl, {
+    onWarning: (message) => log.warn({ store: describeStoreUrl(storeUrl) }, message),
+    secrets: (meta) => openSecretKey(config, storeUrl, meta, log),
+  });
+  const { store, tokens } = opened;
+  const secrets = store.secrets;
   const managerId = store.managerId();
   // Nothing is connected at start, whatever the previous run left in the table. Best effort:
   // on a full disk the manager must still start and serve reads (health says NOT_SERVING
@@ -159,7 +161,8 @@ export function buildManager(config: ManagerConfig): Manager {
   const networks = new NetworkInventory();
   const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({
-    db,
+    events: opened.events,
+    alerts: opened.alerts,
     store,
     ledger,
     isConnected: (id) => hub.isConnected(id),
@@ -170,7 +173,7 @@ export function buildManager(config: ManagerConfig): Manager {
   });
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   const observability = createObservability({
-    db,
+    store,
     ledger,
     health,
     log,
@@ -278,7 +281,7 @@ export function buildManager(config: ManagerConfig): Manager {
       reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
-      log.info({ url, managerId, db: config.dbPath }, "manager listening");
+      log.info({ url, managerId, store: opened.description }, "manager listening");
       return { host, port, url };
     },
     async close() {
@@ -289,7 +292,7 @@ export function buildManager(config: ManagerConfig): Manager {
       hub.closeAll("manager shutting down");
       ledgerServices.stop();
       await listener?.close();
-      store.close();
+      opened.close();
     },
   };
 }

@@ -9,23 +9,25 @@ import { ROLES } from "./auth/caller.js";
 import { checkNewToken, parseRole } from "./auth/token-policy.js";
 import { BerthError } from "./errors.js";
 import { Ledger } from "./ledger/ledger.js";
-import { openDatabase } from "./store/database.js";
-import { Store } from "./store/store.js";
-import { TokenStore } from "./store/token-store.js";
+import { openStore, StoreUnavailableError, type OpenedStore } from "./store/open.js";
+import { chooseStoreUrl, describeStoreUrl, parseStoreUrl, redactStoreUrlText, StoreUrlError, type StoreUrl } from "./store/store-url.js";
 import { scopeText } from "./api/access-service.js";
 
 export const TOKEN_USAGE = `Usage:
-  berth-manager token create --role ROLE [--project P] [--name N] [--db PATH]
-  berth-manager token list [--db PATH]
-  berth-manager token revoke ID [--db PATH]
+  berth-manager token create --role ROLE [--project P] [--name N] [--store URL | --db PATH]
+  berth-manager token list [--store URL | --db PATH]
+  berth-manager token revoke ID [--store URL | --db PATH]
 
-Works on the database directly; the manager may be running or not.
+Works on the store directly; the manager may be running or not.
   --role ROLE     ${ROLES.join(" | ")}
   --project P     the token's project; required for viewer and operator.
                   An admin token without --project spans all projects.
   --name N        who or what uses it (recorded as the actor on events)
                   [default: cli-<role>]
-  --db PATH       SQLite database file [BERTH_DB] ./data/berth.db
+  --store URL     the manager's store [BERTH_STORE] sqlite://./data/berth.db
+                  sqlite:///abs/path/berth.db, sqlite://./relative/berth.db
+                  or postgres://user@host:5432/database
+  --db PATH       SQLite database file: short for --store sqlite://PATH [BERTH_DB]
 
 \`create\` prints the secret alone on stdout (shown once; only its hash is
 stored), and how to use it on stderr:
@@ -33,7 +35,7 @@ stored), and how to use it on stderr:
 `;
 
 /** Runs a token subcommand; returns the process exit code. */
-export function runTokenCommand(args: string[]): number {
+export function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process.env): number {
   let parsed;
   try {
     parsed = parseArgs({
@@ -43,6 +45,7 @@ export function runTokenCommand(args: string[]): number {
         role: { type: "string" },
         project: { type: "string" },
         name: { type: "string" },
+        store: { type: "string" },
         db: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -57,10 +60,39 @@ export function runTokenCommand(args: string[]): number {
     process.stdout.write(TOKEN_USAGE);
     return values.help ? 0 : 2;
   }
-  const dbPath = values.db ?? process.env.BERTH_DB ?? "./data/berth.db";
   const fail = (msg: string): number => {
     process.stderr.write(`berth-manager token ${sub}: ${msg}\n`);
     return 2;
+  };
+  const storeGiven = values.store ?? (env.BERTH_STORE || undefined);
+  const dbGiven = values.db ?? (env.BERTH_DB || undefined);
+  let storeUrl: StoreUrl;
+  try {
+    storeUrl = parseStoreUrl(chooseStoreUrl({ store: storeGiven, db: dbGiven }));
+  } catch (err) {
+    if (!(err instanceof StoreUrlError)) throw err;
+    const which =
+      storeGiven !== undefined && dbGiven !== undefined
+        ? ""
+        : storeGiven !== undefined
+          ? `invalid --store (BERTH_STORE) ${JSON.stringify(redactStoreUrlText(storeGiven))}: `
+          : `invalid --db (BERTH_DB) ${JSON.stringify(dbGiven ?? "")}: `;
+    return fail(`${which}${err.message}\n\n${TOKEN_USAGE}`);
+  }
+  /** Opens the store; a store this build lacks is said in one line (exit 2). */
+  const withStore = (fn: (s: OpenedStore) => number): number => {
+    let opened: OpenedStore;
+    try {
+      opened = openStore(storeUrl);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) return fail(err.message);
+      throw err;
+    }
+    try {
+      return fn(opened);
+    } finally {
+      opened.close();
+    }
   };
 
   if (sub === "create") {
@@ -74,11 +106,9 @@ export function runTokenCommand(args: string[]): number {
       if (err instanceof BerthError) return fail(err.message.replace(/^project:/, "--project:").replace(/^name:/, "--name:"));
       throw err;
     }
-    const db = openDatabase(dbPath);
-    try {
-      const tokens = new TokenStore(db);
+    return withStore(({ tokens, store }) => {
       const { token, secret } = tokens.create({ ...spec, createdBy: "cli", now: Date.now() });
-      new Ledger(new Store(db)).append({
+      new Ledger(store).append({
         type: "token.created",
         project: token.project ?? "",
         actor: "cli",
@@ -87,38 +117,31 @@ export function runTokenCommand(args: string[]): number {
       });
       process.stdout.write(`${secret}\n`);
       process.stderr.write(
-        `created ${token.role} token ${token.id} "${token.name}" for ${scopeText(token.project)} in ${dbPath}.\n` +
+        `created ${token.role} token ${token.id} "${token.name}" for ${scopeText(token.project)} in ${storeText(storeUrl)}.\n` +
           `It is shown only now. Use it as: -H 'authorization: Bearer ${secret}'\n`,
       );
-    } finally {
-      db.close();
-    }
-    return 0;
+      return 0;
+    });
   }
 
   if (sub === "list") {
-    const db = openDatabase(dbPath);
-    try {
-      for (const t of new TokenStore(db).list()) {
+    return withStore(({ tokens }) => {
+      for (const t of tokens.list()) {
         const state = t.revokedAt !== null ? `revoked ${new Date(t.revokedAt).toISOString()}` : "active";
         process.stdout.write(`${t.id}\t${t.role}\t${t.project ?? "*"}\t${state}\t${t.name}\n`);
       }
-    } finally {
-      db.close();
-    }
-    return 0;
+      return 0;
+    });
   }
 
   if (sub === "revoke") {
     const id = rest[0];
     if (!id) return fail("needs the token id (tok_...); see `berth-manager token list`");
-    const db = openDatabase(dbPath);
-    try {
-      const tokens = new TokenStore(db);
+    return withStore(({ tokens, store }) => {
       const t = tokens.get(id);
       if (!t) return fail(`no token ${id}; see \`berth-manager token list\``);
       if (tokens.revoke(id, Date.now())) {
-        new Ledger(new Store(db)).append({
+        new Ledger(store).append({
           type: "token.revoked",
           project: t.project ?? "",
           actor: "cli",
@@ -127,11 +150,14 @@ export function runTokenCommand(args: string[]): number {
         });
       }
       process.stderr.write(`token ${id} "${t.name}" is revoked\n`);
-    } finally {
-      db.close();
-    }
-    return 0;
+      return 0;
+    });
   }
 
   return fail(`unknown subcommand "${sub}"\n\n${TOKEN_USAGE}`);
+}
+
+/** Where the token went, as the operator named it: the file for SQLite, else the URL (no password). */
+function storeText(url: StoreUrl): string {
+  return url.engine === "sqlite" ? url.path : describeStoreUrl(url);
 }

@@ -3,6 +3,7 @@
  * becomes flags, environment variables and --help).
  */
 import { defineSettings, loadSettings, renderSettingsHelp, type LoadedSettings, type SettingValues } from "./settings.js";
+import { effectiveStoreUrl, storeSettings } from "./store-settings.js";
 
 export const BACKUP_SETTINGS = defineSettings({
   to: {
@@ -12,22 +13,27 @@ export const BACKUP_SETTINGS = defineSettings({
     flagOnly: true,
     help: "write the backup to FILE (a complete SQLite database); refused if FILE exists, unless --force",
   },
-  db: { kind: "string", group: "Backup", arg: "PATH", default: "./data/berth.db", help: "the manager's database file (the manager may be running)" },
+  ...storeSettings("Backup"),
   force: { kind: "boolean", group: "Backup", flagOnly: true, default: false, help: "replace FILE if it exists" },
   help: { kind: "boolean", group: "Backup", short: "h", flagOnly: true, default: false, help: "show this help and exit" },
 });
 
 export type BackupSettings = SettingValues<typeof BACKUP_SETTINGS>;
 
-/** Reads `berth-manager backup`'s settings (flags > environment > defaults); throws ConfigError naming a bad one. */
+/**
+ * Reads `berth-manager backup`'s settings (flags > environment > defaults);
+ * throws ConfigError naming a bad one. `store` is then the store to copy,
+ * whichever of --store and --db named it.
+ */
 export function loadBackupSettings(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedSettings<typeof BACKUP_SETTINGS> {
-  return loadSettings(BACKUP_SETTINGS, { argv, env });
+  const loaded = loadSettings(BACKUP_SETTINGS, { argv, env });
+  return { ...loaded, values: { ...loaded.values, store: effectiveStoreUrl(loaded.values, loaded.sources) } };
 }
 
 export function backupUsage(): string {
   return `berth-manager backup: an online copy of the manager's database
 
-Usage: berth-manager backup --to FILE [--db PATH] [--force]
+Usage: berth-manager backup --to FILE [--store URL | --db PATH] [--force]
 
 Safe while the manager runs: SQLite's online backup copies the database as
 of one moment (a single read transaction; the manager keeps writing). The

@@ -7,6 +7,8 @@
 import type { LedgerConfig } from "../ledger/services.js";
 import type { LimitsConfig } from "../auth/limits.js";
 import type { HttpLimits } from "../http/listen.js";
+import { parseStoreUrl, storeFilesDir } from "../store/store-url.js";
+import { effectiveStoreUrl, storeSettings } from "./store-settings.js";
 import { ConfigError, defineSettings, loadSettings, renderSettingsHelp, type LoadedSettings, type SettingValues } from "./settings.js";
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
@@ -43,7 +45,7 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "address serving gRPC, gRPC-Web, Connect, /metrics, /healthz, /readyz and the dashboard, all on one port",
     check: hostPort,
   },
-  db: { kind: "string", group: "General", arg: "PATH", default: "./data/berth.db", help: "SQLite database file (created with its directory when missing)" },
+  ...storeSettings("General"),
   "secret-key-file": {
     kind: "string",
     group: "General",
@@ -296,8 +298,12 @@ export function loadManagerSettings(argv: readonly string[], env: NodeJS.Process
   if (tls && v["advertise-url"]?.startsWith("http://")) {
     throw new ConfigError(`invalid --advertise-url (BERTH_ADVERTISE_URL) "${v["advertise-url"]}": must be https:// when the manager serves TLS`);
   }
-  if (v["tls-auto"] && v.db === ":memory:") throw new ConfigError("--tls-auto keeps its CA next to the database; use a database file, not :memory:");
-  return loaded;
+  // From here on `store` is the store to open, whichever of --store and --db named it.
+  const store = effectiveStoreUrl(v, loaded.sources);
+  if (v["tls-auto"] && storeFilesDir(parseStoreUrl(store)) === undefined) {
+    throw new ConfigError("--tls-auto keeps its CA next to the SQLite database file; use a database file (not :memory:), or --tls-cert/--tls-key");
+  }
+  return { ...loaded, values: { ...v, store } };
 }
 
 /** The per-token limits the settings ask for. */
@@ -339,7 +345,7 @@ export function managerUsage(): string {
 
 Usage: berth-manager [flags]
        berth-manager token create|list|revoke ...   (see: berth-manager token --help)
-       berth-manager backup --to FILE [--db PATH]   (see: berth-manager backup --help)
+       berth-manager backup --to FILE [--store URL] (see: berth-manager backup --help)
 
 Every setting is a flag, an environment variable and a key of the --config
 file. A flag wins over the environment, the environment over the file, the

@@ -39,6 +39,8 @@ export interface Setting<K extends SettingKind = SettingKind> {
   check?: (value: KindValue<K>) => string | undefined;
   /** Never echo the value (tokens, keys) in errors. */
   secret?: boolean;
+  /** Echo the value in errors as this returns it (e.g. a URL without its password). */
+  redact?: (raw: string) => string;
   /** Only a flag: no environment variable, no config file key (`--help`, `--config`'s own file). */
   flagOnly?: boolean;
   /** Not accepted in the config file (e.g. `config` itself). */
@@ -182,7 +184,8 @@ export function describe(name: string, s: Pick<Setting, "env" | "flagOnly">): st
 
 function shown(s: Setting, raw: unknown): string {
   if (s.secret) return `"…"`;
-  return JSON.stringify(Array.isArray(raw) ? raw.join(",") : raw);
+  const text = Array.isArray(raw) ? raw.join(",") : raw;
+  return JSON.stringify(s.redact && typeof text === "string" ? s.redact(text) : text);
 }
 
 function parseFlags(table: SettingsTable, argv: readonly string[]): Record<string, string | (string | boolean)[] | boolean | undefined> {

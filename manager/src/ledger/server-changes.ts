@@ -65,7 +65,7 @@ export class ServerChangeFeed {
     this.dirty.set(serverId, { ...prev, ...stripEmpty(hint) });
     if (!this.scheduled) {
       this.scheduled = true;
-      // After the writer's transaction (better-sqlite3 is synchronous), before any timer.
+      // After the writer's transaction (the SQLite store writes synchronously), before any timer.
       setImmediate(() => this.flush());
     }
   }

@@ -2,9 +2,8 @@ import { AlertEvaluator, DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
 import { DEFAULT_THRESHOLDS, type OrphanView } from "../alerts/rules.js";
 import { WebhookNotifier } from "../alerts/webhook.js";
 import type { Logger } from "../log.js";
-import { AlertStore } from "../store/alert-store.js";
-import type { Db } from "../store/database.js";
-import { EventStore } from "../store/event-store.js";
+import type { AlertStore } from "../store/alert-store.js";
+import type { EventStore } from "../store/event-store.js";
 import type { Store } from "../store/store.js";
 import type { Ledger } from "./ledger.js";
 import { DEFAULT_RETENTION, EventRetention } from "./retention.js";
@@ -33,7 +32,7 @@ export interface LedgerConfig {
   webhookSecret?: string;
 }
 
-/** The ledger's readers and background work, built over the manager's database. */
+/** The ledger's readers and background work, over the manager's event and alert stores. */
 export interface LedgerServices {
   events: EventStore;
   alerts: AlertStore;
@@ -45,7 +44,8 @@ export interface LedgerServices {
 }
 
 export function createLedgerServices(deps: {
-  db: Db;
+  events: EventStore;
+  alerts: AlertStore;
   store: Store;
   ledger: Ledger;
   isConnected: (hostId: string) => boolean;
@@ -56,8 +56,7 @@ export function createLedgerServices(deps: {
   orphans?: () => OrphanView[];
 }): LedgerServices {
   const c = deps.config ?? {};
-  const events = new EventStore(deps.db);
-  const alerts = new AlertStore(deps.db);
+  const { events, alerts } = deps;
   const maxAgeMs = c.eventMaxAgeSeconds !== undefined ? c.eventMaxAgeSeconds * 1000 : DEFAULT_RETENTION.maxAgeMs;
   const retention = new EventRetention(
     events,

@@ -11,12 +11,13 @@ import type { Handler } from "../http/listen.js";
 import { probeRoutes } from "../http/probes.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
-import type { Db } from "../store/database.js";
+import type { Store } from "../store/store.js";
 import { ManagerMetrics, type MetricsSources } from "./metrics.js";
 import { WriteProbe } from "./write-probe.js";
 
 export interface ObservabilityDeps {
-  db: Db;
+  /** Probed for writes (Store.probeWrite). */
+  store: Pick<Store, "probeWrite">;
   ledger: Ledger;
   health: HealthStatus;
   log: Logger;
@@ -50,7 +51,7 @@ export function createObservability(deps: ObservabilityDeps): Observability {
   deps.ledger.subscribe(metrics.onEvent);
   let state: "starting" | "listening" | "stopping" = "starting";
 
-  const probe = new WriteProbe(deps.db, {
+  const probe = new WriteProbe(deps.store, {
     intervalMs: (deps.probeIntervalSeconds ?? 5) * 1000,
     onResult(r, previous) {
       metrics.observeWriteProbe(r.ok, r.seconds);

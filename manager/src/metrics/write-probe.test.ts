@@ -4,6 +4,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { openDatabase } from "../store/database.js";
+import { Store } from "../store/store.js";
 import { WriteProbe, type ProbeResult } from "./write-probe.js";
 
 describe("WriteProbe", () => {
@@ -15,7 +16,7 @@ describe("WriteProbe", () => {
   it("succeeds on a writable database, writes one meta row, and restores the busy timeout", () => {
     const db = openDatabase(":memory:");
     const results: ProbeResult[] = [];
-    const probe = new WriteProbe(db, { intervalMs: 60_000, onResult: (r) => results.push(r), now: () => 42 });
+    const probe = new WriteProbe(new Store(db), { intervalMs: 60_000, onResult: (r) => results.push(r), now: () => 42 });
     const r = probe.check();
     expect(r.ok).toBe(true);
     expect(r.error).toBe("");
@@ -33,7 +34,7 @@ describe("WriteProbe", () => {
     const db = openDatabase(path);
     const other = new Database(path);
     const seen: [boolean, boolean | undefined][] = [];
-    const probe = new WriteProbe(db, { intervalMs: 60_000, lockWaitMs: 50, onResult: (r, prev) => seen.push([r.ok, prev?.ok]) });
+    const probe = new WriteProbe(new Store(db), { intervalMs: 60_000, lockWaitMs: 50, onResult: (r, prev) => seen.push([r.ok, prev?.ok]) });
     other.exec("BEGIN IMMEDIATE");
     const t0 = Date.now();
     const locked = probe.check();
@@ -54,8 +55,21 @@ describe("WriteProbe", () => {
 
   it("reports a closed database instead of throwing", () => {
     const db = openDatabase(":memory:");
-    const probe = new WriteProbe(db, { intervalMs: 60_000, onResult: () => {} });
+    const probe = new WriteProbe(new Store(db), { intervalMs: 60_000, onResult: () => {} });
+    expect(probe.check().ok).toBe(true);
     db.close();
-    expect(probe.check().ok).toBe(false);
+    expect(probe.check()).toMatchObject({ ok: false, error: "database closed" });
+  });
+
+  it("writes nothing inside another transaction and keeps its last answer", () => {
+    const db = openDatabase(":memory:");
+    const store = new Store(db);
+    let t = 0;
+    const probe = new WriteProbe(store, { intervalMs: 60_000, onResult: () => {}, now: () => ++t });
+    expect(probe.check().ok).toBe(true);
+    const inside = store.transaction(() => probe.check());
+    expect(inside.ok).toBe(true);
+    expect(store.getMeta("write_probe")).toBe("1");
+    db.close();
   });
 });

@@ -1,18 +1,19 @@
 /**
  * Is the database writable? A real write answers best: every few seconds a
- * tiny transaction (BEGIN IMMEDIATE, upsert one row of `meta`, COMMIT). It
- * fails when another process holds the write lock past the probe's short busy
- * timeout, when the file or its file system became read-only, when the disk
- * is full, or on an I/O error — each a reason the manager cannot keep its
+ * tiny transaction of its own (`Store.probeWrite`: one row of `meta`). It
+ * fails when another process holds the write lock past the probe's short
+ * wait, when the file or its file system became read-only, when the disk is
+ * full, or on an I/O error — each a reason the manager cannot keep its
  * promises, so health reports NOT_SERVING until a probe succeeds again.
  *
- * The probe runs on the manager's own connection (better-sqlite3 is
- * synchronous, so it never interleaves with another transaction) and lowers
- * the busy timeout for its own statements only, so a held lock blocks the
- * event loop for at most `lockWaitMs`.
+ * The store waits at most `lockWaitMs` for a held lock, so a probe blocks
+ * the event loop (SQLite is synchronous here) for no longer than that.
  */
 import { performance } from "node:perf_hooks";
-import type { Db } from "../store/database.js";
+import type { Store } from "../store/store.js";
+
+/** What the probe needs of the store. */
+export type ProbeTarget = Pick<Store, "probeWrite">;
 
 export interface ProbeResult {
   ok: boolean;
@@ -26,7 +27,7 @@ export class WriteProbe {
   #last: ProbeResult | undefined;
 
   constructor(
-    private readonly db: Db,
+    private readonly target: ProbeTarget,
     private readonly opts: {
       intervalMs: number;
       /** How long the probe waits for another writer's lock (default 250 ms). */
@@ -55,34 +56,16 @@ export class WriteProbe {
 
   /** One probe; reports it through `onResult` and returns it. */
   check(): ProbeResult {
-    const db = this.db;
-    // Never inside someone else's transaction (none spans a tick today; be sure).
-    if (!db.open || db.inTransaction) return this.#last ?? { ok: false, seconds: 0, error: "database closed" };
-    const busy = db.pragma("busy_timeout", { simple: true }) as number;
     const t0 = performance.now();
     let result: ProbeResult;
     try {
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.opts.lockWaitMs ?? 250))}`);
-      db.exec("BEGIN IMMEDIATE");
-      try {
-        db.prepare("INSERT INTO meta (key, value) VALUES ('write_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(
-          String((this.opts.now ?? Date.now)()),
-        );
-        db.exec("COMMIT");
-      } catch (err) {
-        if (db.inTransaction) db.exec("ROLLBACK");
-        throw err;
-      }
+      const written = this.target.probeWrite(String((this.opts.now ?? Date.now)()), this.opts.lockWaitMs ?? 250);
+      // Never inside someone else's transaction (none spans a tick today): keep the last answer.
+      if (!written) return this.#last ?? { ok: false, seconds: 0, error: "database busy in a transaction" };
       result = { ok: true, seconds: (performance.now() - t0) / 1000, error: "" };
     } catch (err) {
       const e = err as Error & { code?: string };
       result = { ok: false, seconds: (performance.now() - t0) / 1000, error: `${e.code ? `${e.code}: ` : ""}${e.message}` };
-    } finally {
-      try {
-        db.pragma(`busy_timeout = ${busy}`);
-      } catch {
-        // closed meanwhile
-      }
     }
     const previous = this.#last;
     this.#last = result;

@@ -90,6 +90,35 @@ export class Store {
     this.db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(key, value);
   }
 
+  /**
+   * The write probe (metrics/write-probe.ts): sets meta `write_probe` in a
+   * transaction of its own that takes the write lock at once, waiting at most
+   * `lockWaitMs` for another writer (this connection's usual wait is restored
+   * after). Throws what the database said (SQLITE_BUSY, SQLITE_FULL,
+   * SQLITE_READONLY, …); inside another transaction it writes nothing and
+   * returns false.
+   */
+  probeWrite(value: string, lockWaitMs: number): boolean {
+    const db = this.db;
+    if (!db.open) throw new Error("database closed");
+    if (db.inTransaction) return false;
+    const busy = db.pragma("busy_timeout", { simple: true }) as number;
+    try {
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(lockWaitMs))}`);
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        this.setMeta("write_probe", value);
+        db.exec("COMMIT");
+      } catch (err) {
+        if (db.inTransaction) db.exec("ROLLBACK");
+        throw err;
+      }
+      return true;
+    } finally {
+      if (db.open) db.pragma(`busy_timeout = ${busy}`);
+    }
+  }
+
   // --- hosts ------------------------------------------------------------------
 
   insertHost(h: { id: string; name: string; secretHash: string; createdAt: number }): void {

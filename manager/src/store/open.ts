@@ -1,0 +1,98 @@
+/**
+ * The one way into the store: `openStore(url)` picks the engine from the
+ * `--store` URL (store-url.ts), opens it, brings its schema up to date and
+ * returns the stores the manager and its CLIs use, over one connection.
+ * Nothing outside `store/` opens a database or holds its handle.
+ */
+import { AlertStore } from "./alert-store.js";
+import { openDatabase } from "./database.js";
+import { EventStore } from "./event-store.js";
+import type { SecretBox } from "./secrets.js";
+import { backupSqliteDatabase, type BackupSummary } from "./sqlite-backup.js";
+import { Store } from "./store.js";
+import { describeStoreUrl, parseStoreUrl, type StoreUrl } from "./store-url.js";
+import { TokenStore } from "./token-store.js";
+
+/** The stores over one open database. */
+export interface OpenedStore {
+  readonly url: StoreUrl;
+  /** The URL for logs and messages (no password). */
+  readonly description: string;
+  readonly store: Store;
+  readonly events: EventStore;
+  readonly alerts: AlertStore;
+  readonly tokens: TokenStore;
+  /** Closes the database; the stores are unusable afterwards. */
+  close(): void;
+}
+
+/** The meta values the secret key check reads and writes before the stores exist. */
+export interface StoreMeta {
+  get(key: string): string | undefined;
+  set(key: string, value: string): void;
+}
+
+export interface OpenStoreOptions {
+  /** Something worth an operator's attention that does not stop the store (e.g. a directory others can read). */
+  onWarning?: (message: string) => void;
+  /**
+   * Chooses the key sealing secret env values, given the database's meta
+   * (where the key check lives). When it throws, the database is closed
+   * and the error passes through. Without it, writing a secret env value throws.
+   */
+  secrets?: (meta: StoreMeta) => SecretBox;
+}
+
+/** The store URL names an engine this build does not have; the message says what to use instead. */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}
+
+/**
+ * Opens the store `url` names (text as given to --store, or parsed), applying
+ * pending migrations. Throws StoreUrlError for a URL that does not parse and
+ * StoreUnavailableError for an engine this build lacks.
+ */
+export function openStore(url: string | StoreUrl, opts: OpenStoreOptions = {}): OpenedStore {
+  const parsed = typeof url === "string" ? parseStoreUrl(url) : url;
+  if (parsed.engine !== "sqlite") throw postgresUnavailable(parsed);
+  const db = openDatabase(parsed.path, opts.onWarning ? { onWarning: opts.onWarning } : {});
+  let secrets: SecretBox | undefined;
+  try {
+    if (opts.secrets) {
+      const meta = new Store(db);
+      secrets = opts.secrets({ get: (k) => meta.getMeta(k), set: (k, v) => meta.setMeta(k, v) });
+    }
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return {
+    url: parsed,
+    description: describeStoreUrl(parsed),
+    store: new Store(db, secrets),
+    events: new EventStore(db),
+    alerts: new AlertStore(db),
+    tokens: new TokenStore(db),
+    close() {
+      if (db.open) db.close();
+    },
+  };
+}
+
+/**
+ * An online, consistent copy of the store into the file `to` (refused when
+ * it exists, unless `force`). Throws BackupError (sqlite-backup.ts) with what
+ * to do, or StoreUnavailableError.
+ */
+export async function backupStore(url: string | StoreUrl, to: string, opts: { force?: boolean } = {}): Promise<BackupSummary> {
+  const parsed = typeof url === "string" ? parseStoreUrl(url) : url;
+  if (parsed.engine !== "sqlite") throw postgresUnavailable(parsed);
+  return backupSqliteDatabase(parsed.path, to, opts);
+}
+
+function postgresUnavailable(url: StoreUrl): StoreUnavailableError {
+  return new StoreUnavailableError(
+    `the PostgreSQL store is not yet available in this build (${describeStoreUrl(url)}); use --store sqlite:///path/berth.db`,
+  );
+}
