@@ -163,6 +163,32 @@ describe("configuration", () => {
     expect(JSON.parse(firstLog)).toMatchObject({ name: "berth-manager" });
     expect(flagWins.output()).toContain("settings read from the config file");
   });
+
+  it("--store sqlite://PATH selects the database (secret key beside it); --store with --db, an unknown store or PostgreSQL stop it with exit 2", async () => {
+    const path = join(dir, "via-store", "berth.db");
+    const started = await startUntilReady(process.execPath, ["--import", "tsx", MANAGER_MAIN, "--listen", "127.0.0.1:0", "--store", `sqlite://${path}`, "--log-format", "json"], cleanEnv());
+    try {
+      expect(await http(`${started.url}/readyz`)).toEqual({ status: 200, body: "ready\n" });
+      expect(started.output()).toContain(`"store":"sqlite://${path}"`);
+      expect(started.output()).toContain(`token create --role admin --name recovery --db ${path}`);
+    } finally {
+      await started.stop();
+    }
+    expect(existsSync(path)).toBe(true);
+    expect(existsSync(join(dir, "via-store", "secret.key"))).toBe(true);
+
+    const both = await managerExits(["--store", `sqlite://${path}`, "--db", path]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toBe("berth-manager: use either --store (BERTH_STORE) or --db (BERTH_DB), not both; --db PATH is short for --store sqlite://PATH\n");
+    const unknown = await managerExits([], { BERTH_STORE: "mysql://root@h/berth" });
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toBe(
+      'berth-manager: invalid --store (BERTH_STORE) "mysql://root@h/berth" in the environment: unknown store "mysql:"; use sqlite:///abs/path/berth.db, sqlite://./relative/berth.db or postgres://user@host:5432/database\n',
+    );
+    const pg = await managerExits(["--store", "postgres://berth:hunter2@127.0.0.1:1/berth"]);
+    expect(pg.code).toBe(2);
+    expect(pg.stderr).toBe("berth-manager: the PostgreSQL store is not yet available in this build (postgres://berth:…@127.0.0.1:1/berth); use --store sqlite:///path/berth.db\n");
+  });
 });
 
 describe("metrics, health probes and state-change logs with a live agent", () => {
