@@ -11,7 +11,7 @@
  *   and a setuid binary it plants belongs to an unprivileged host uid.
  */
 import { execFile } from "node:child_process";
-import { chmod, copyFile, readdir, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, readdir, rename, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
 import type Docker from "dockerode";
@@ -45,6 +45,15 @@ function capNames(hex: string): string[] {
  * file's owner and can take that uid for real (`$< = $>`).
  */
 const PAYLOAD = "/usr/bin/perl";
+
+/**
+ * Puts the attacker's binary at `dir`/payload in one step: the container copies it as soon
+ * as the name exists, so a copy still being written would plant a truncated binary.
+ */
+async function dropPayload(dir: string): Promise<void> {
+  await copyFile(PAYLOAD, join(dir, ".payload.part"));
+  await rename(join(dir, ".payload.part"), join(dir, "payload"));
+}
 
 /** Runs the planted binary as `nobody`; answers the effective uid it got, or the error. */
 async function runAsNobody(binary: string): Promise<{ euid?: string; error?: string }> {
@@ -126,7 +135,7 @@ describe("hardening on the default engine", () => {
     });
     await waitForPhase(manager, id, Phase.RUNNING, 60_000);
     const dataDir = join(agent.dataRoot, id);
-    await copyFile(PAYLOAD, join(dataDir, "payload"));
+    await dropPayload(dataDir);
     await waitFor("the setuid binary", async () => /PLANTED/.test(await logText(manager, id)));
     const planted = await stat(join(dataDir, "sh"));
     // Dropping FSETID does not stop this: an owner may always set the setuid bit of its own file.
@@ -263,7 +272,7 @@ describe("hardening under userns-remap", () => {
     expect((await stat(dataDir)).uid).toBe(remapUid);
     expect(world.uid).toBe(remapUid);
 
-    await copyFile(PAYLOAD, join(dataDir, "payload"));
+    await dropPayload(dataDir);
     await waitFor("the setuid binary", async () => /PLANTED/.test(await logText(manager, id)));
     // Even with the data root opened up, the planted binary gives nobody the remapped uid, not root.
     await chmod(agent.dataRoot, 0o755);

@@ -151,8 +151,18 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
   const adminToken = adminTokens.get(dbPath) ?? (await createTokenWithCli(dbPath, ["--role", "admin", "--name", "harness"]));
   adminTokens.set(dbPath, adminToken);
   const caPem = caPath ? readFileSync(caPath, "utf8") : undefined;
+  // The manager closes an HTTP/2 connection idle for --idle-timeout (default 120 s) with GOAWAY; a call
+  // the client starts at that moment crosses it and is refused (REFUSED_STREAM). gRPC clients close idle
+  // connections first for this reason (connect-node's default, 15 min, is longer): do the same.
+  const idleArg = opts.args?.indexOf("--idle-timeout") ?? -1;
+  const serverIdleMs = idleArg >= 0 ? Number(opts.args![idleArg + 1]) * 1000 : 120_000;
   const transport = (token: string | undefined) =>
-    createGrpcTransport({ baseUrl: url, interceptors: token ? [bearer(token)] : [], ...(caPem ? { nodeOptions: { ca: caPem } } : {}) });
+    createGrpcTransport({
+      baseUrl: url,
+      interceptors: token ? [bearer(token)] : [],
+      idleConnectionTimeoutMs: serverIdleMs / 2,
+      ...(caPem ? { nodeOptions: { ca: caPem } } : {}),
+    });
   const admin = transport(adminToken);
   return {
     ...proc,
