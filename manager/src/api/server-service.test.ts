@@ -154,3 +154,23 @@ describe("ServerService.UpdateServer with expected_version", () => {
     expect(ok.server!.version).toBeGreaterThan(fresh.version);
   });
 });
+
+describe("ServerService.RestoreServer", () => {
+  it("refuses a server whose port another took while it was deleted, naming free ports, and changes nothing", async () => {
+    const { client, store } = setup();
+    const ports = [{ containerPort: 25565, hostPort: 25565 }];
+    const { server: first } = await client.createServer({ spec: { name: "mc", image: "busybox", hostId: HOST, ports } });
+    await client.deleteServer({ id: first!.id });
+    // A deleted server holds no ports: the next one may take them.
+    await client.createServer({ spec: { name: "mc2", image: "busybox", hostId: HOST, ports } });
+    const before = store.getServer(first!.id)!;
+
+    const refused = await client.restoreServer({ id: first!.id }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(refused?.code).toBe(Code.FailedPrecondition);
+    expect(refused?.rawMessage).toBe(`port conflict on host ${HOST}: host port 25565/tcp is used by server "mc2" (try 25566)`);
+    expect(store.getServer(first!.id)).toEqual(before);
+  });
+});

@@ -20,7 +20,7 @@ import {
   type ServerSpec,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { actorOf, callerOf, projectFor, requireRole, type Caller } from "../auth/caller.js";
-import { AlreadyExistsError, InvalidArgumentError, PreconditionError } from "../errors.js";
+import { InvalidArgumentError, PreconditionError, ServerNameTakenError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -163,9 +163,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       // The spec was checked before the handler (validateRequests); only the defaults are filled here.
       const spec = mergeSecretEnv(normalizeSpec(req.spec), undefined);
       const project = projectFor(caller, req.project);
-      if (store.findServerByName(project, spec.name)) {
-        throw new AlreadyExistsError(`a server named "${spec.name}" already exists in project "${project}"; pick another name or update it`);
-      }
+      if (store.findServerByName(project, spec.name)) throw new ServerNameTakenError(project, spec.name);
       const hostId = pickHost(spec, project);
       checkPorts(hostId, spec, "", project);
       const at = now();
@@ -306,6 +304,9 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         if (store.findServerByName(s.project, s.name)?.id !== s.id) {
           throw new PreconditionError(`another server is now named "${s.name}"; purge or rename it first`);
         }
+        // A deleted server holds no ports: another may have taken them meanwhile (refused here with free
+        // ports to try, rather than by the store's reservation with a bare message).
+        checkPorts(s.hostId, s.spec, s.id, s.project);
         return { deletedAt: null, spec: { ...s.spec, desiredState: DesiredState.STOPPED }, message: "restored (stopped); start it to recreate the container" };
       });
       return create(RestoreServerResponseSchema, { server: serverToProto(server) });
