@@ -143,6 +143,7 @@ export function buildManager(config: ManagerConfig): Manager {
   const opened = openStore(storeUrl, {
     onWarning: (message) => log.warn({ store: describeStoreUrl(storeUrl) }, message),
     secrets: (meta) => openSecretKey(config, storeUrl, meta, log),
+    onListenerError: (err) => log.error({ err }, "a listener of committed writes failed; the write stands, the listener missed it"),
   });
   const { store, tokens } = opened;
   const secrets = store.secrets;
@@ -157,6 +158,8 @@ export function buildManager(config: ManagerConfig): Manager {
   }
   const hub = new AgentHub((c) => openCommand(c, secrets));
   const ledger = new Ledger(store, Date.now, log);
+  // Batches committed through the store contract reach listeners and watches here (issue 16).
+  ledger.follow(opened.contract);
   const initialAdminToken = bootstrapAdminToken(tokens, ledger);
   const networks = new NetworkInventory();
   const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });

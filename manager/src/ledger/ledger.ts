@@ -1,4 +1,5 @@
 import type { Logger } from "../log.js";
+import type { Store as StoreContract, WriteOp } from "../store/contract.js";
 import type { Store } from "../store/store.js";
 import type { EventInput, EventRecord } from "../domain/records.js";
 import { ServerChangeFeed } from "./server-changes.js";
@@ -42,6 +43,33 @@ export class Ledger {
 
   append(e: EventInput): number {
     const id = this.store.appendEvent(e, this.now());
+    this.#published(id, e);
+    return id;
+  }
+
+  /**
+   * The operation that appends `e` as part of a writer's batch
+   * (`store.commit([...changes, ledger.op(e)])`): the event is stored with
+   * the change it explains, and listeners hear it once the batch committed
+   * (through `follow`).
+   */
+  op(e: EventInput): WriteOp {
+    return { op: "event.append", event: e, at: this.now() };
+  }
+
+  /**
+   * Publishes what every committed batch of `store` appended and changed: its
+   * events to listeners and watches, its server records to WatchServers.
+   * Returns the unsubscribe.
+   */
+  follow(store: StoreContract): () => void {
+    return store.onCommit((c) => {
+      for (const e of c.events) this.#published(e.id, e);
+      for (const id of c.serverIds) this.servers.notify(id);
+    });
+  }
+
+  #published(id: number, e: EventInput): void {
     if (e.serverId && !RECORD_UNCHANGED.test(e.type)) this.servers.notify(e.serverId, { project: e.project ?? "", hostId: e.hostId ?? "" });
     for (const l of this.listeners) {
       try {
@@ -51,7 +79,6 @@ export class Ledger {
         this.log?.error({ err, event: id, type: e.type, server: e.serverId }, "an event listener failed; the event is stored, the listener missed it");
       }
     }
-    return id;
   }
 
   /** A server record changed without an event (status written by the reconciler). */

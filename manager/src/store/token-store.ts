@@ -61,6 +61,22 @@ export class TokenStore {
     return { token, secret };
   }
 
+  /** Stores a token made by the caller (id, secret hash); records its project if new. */
+  insert(token: TokenRecord, secretHash: string): void {
+    this.db.transaction(() => {
+      if (token.project !== null) this.ensureProject(token.project, token.createdAt);
+      this.db
+        .prepare("INSERT INTO tokens (id, name, role, project, secret_hash, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .run(token.id, token.name, token.role, token.project, secretHash, token.createdAt, token.createdBy);
+    })();
+  }
+
+  /** The token whose secret hashes to `secretHash`, revoked or not. */
+  findBySecretHash(secretHash: string): TokenRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM tokens WHERE secret_hash = ?").get(secretHash) as TokenRow | undefined;
+    return row && tokenFromRow(row);
+  }
+
   /**
    * The token a presented secret belongs to, revoked or not (the caller tells
    * the two apart), or undefined. The lookup is by the secret's SHA-256: an

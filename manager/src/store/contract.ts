@@ -1,0 +1,208 @@
+/**
+ * The store's contract: what the manager may ask of its database, whichever
+ * engine holds it (SQLite embedded, PostgreSQL for several managers).
+ *
+ * Two rules shape it:
+ *
+ * - **Reads are asynchronous and return domain records** (domain/records.ts),
+ *   never rows. On SQLite they resolve at once; on PostgreSQL each is one
+ *   round trip (hot paths read through an in-memory view later, issue 17).
+ *
+ * - **Writes are one atomic batch, described as data.** A writer reads, decides
+ *   (plan() and friends are pure), then submits every change of that decision
+ *   in one `commit(batch)`. No callback runs inside a transaction: better-sqlite3
+ *   cannot hold a transaction across an await, and a PostgreSQL transaction held
+ *   while the event loop does other work would hold its locks as long. Whatever
+ *   a decision assumed about the database is a *precondition* of an operation
+ *   (a server's version, a command still open, a record still there); if one no
+ *   longer holds, nothing of the batch is written and `commit` rejects with the
+ *   typed error (ConflictError, NotFoundError, …). Writers are level-based: they
+ *   read again and decide again.
+ *
+ * Events are written by the same batch as the change they explain, always after
+ * its other operations (on PostgreSQL they are appended under the ledger lock,
+ * store/postgres/event-log.ts, so ids are handed out in commit order).
+ * `onCommit` listeners hear every committed batch's events and touched servers
+ * (on PostgreSQL, later, also the batches other managers committed).
+ */
+import type { ContainerInfo, Command } from "@berth/proto/berth/v1/agent_pb.js";
+import type { ServerSpec, ServerStatus } from "@berth/proto/berth/v1/server_pb.js";
+import type {
+  CommandRecord,
+  DataDirRecord,
+  DataRootEntry,
+  EventInput,
+  EventRecord,
+  HostFacts,
+  HostRecord,
+  Lifecycle,
+  NewServerRecord,
+  ObservedContainer,
+  ServerRecord,
+} from "../domain/records.js";
+import type { AlertRecord, ServerFacts } from "./alert-store.js";
+import type { EventQuery } from "./event-store.js";
+import type { TokenRecord } from "./token-store.js";
+import type { ServerFilter } from "./store.js";
+
+// ------------------------------------------------------------------ writes
+
+/** Only when the server's version is still this (optimistic concurrency), else ConflictError. */
+export interface IfVersion {
+  expectVersion?: number;
+}
+
+/** One change of a batch. Applied in order, events after everything else. */
+export type WriteOp =
+  // servers
+  | { op: "server.insert"; server: NewServerRecord }
+  | ({ op: "server.spec"; id: string; spec: ServerSpec; generation: number; hostId: string; deletedAt: number | null; updatedAt: number } & IfVersion)
+  | ({ op: "server.status"; id: string; status: ServerStatus; dataInitialized: boolean } & IfVersion)
+  | ({ op: "server.lifecycle"; id: string; lifecycle: Lifecycle } & IfVersion)
+  | ({ op: "server.resetDataInitialized"; id: string } & IfVersion)
+  /** Deletes the record, its data_dirs rows, port reservations and commands; NotFoundError when already gone. */
+  | { op: "server.delete"; id: string }
+  // commands
+  /** ConflictError when the server already has an open command (the database's unique index). */
+  | { op: "command.insert"; command: Command; hostId: string; createdAt: number; deadlineAt: number }
+  | { op: "command.sent"; id: string; at: number }
+  /** ConflictError when the command is no longer open (someone finished it first). */
+  | { op: "command.finish"; id: string; state: "succeeded" | "failed" | "expired"; at: number; reason: string; message: string }
+  // observations
+  | { op: "container.upsert"; hostId: string; container: ContainerInfo; at: number }
+  | { op: "container.remove"; hostId: string; containerId: string }
+  | { op: "container.removeServer"; hostId: string; serverId: string; adoptedContainerId?: string }
+  /**
+   * Makes this the complete picture of a host (anything observed before and not listed is gone);
+   * `keep`: servers observed after the inventory was taken, left as they are (ObservationOrder).
+   */
+  | { op: "host.inventory"; hostId: string; containers: ContainerInfo[]; dataDirs: DataDirRecord[]; dataRootEntries?: DataRootEntry[]; at: number; keep?: readonly string[] }
+  | { op: "dataDir.upsert"; dataDir: DataDirRecord }
+  | { op: "dataRootEntry.remove"; hostId: string; name: string }
+  // hosts
+  | { op: "host.insert"; id: string; name: string; secretHash: string; createdAt: number }
+  | { op: "host.connected"; id: string; facts: HostFacts; at: number }
+  | { op: "host.heartbeat"; id: string; at: number; facts: Partial<HostFacts> }
+  | { op: "host.offline"; id: string }
+  /** Marks the host removed and deletes what was observed on it. */
+  | { op: "host.remove"; id: string; at: number }
+  /** ConflictError when the token was used meanwhile. */
+  | { op: "enrollment.use"; id: string; hostId: string; at: number }
+  | { op: "enrollment.insert"; id: string; tokenHash: string; createdAt: number; expiresAt: number }
+  // alerts
+  | { op: "alert.insert"; alert: AlertRecord }
+  | { op: "alert.touch"; id: string; lastSeen: number; message: string }
+  | { op: "alert.resolve"; id: string; at: number }
+  | { op: "alert.acknowledge"; id: string; by: string; at: number }
+  | { op: "alert.mute"; id: string; until: number | null }
+  // tokens and projects
+  | { op: "token.insert"; token: TokenRecord; secretHash: string }
+  | { op: "token.revoke"; id: string; at: number }
+  | { op: "token.touch"; id: string; at: number }
+  | { op: "project.ensure"; name: string; at: number }
+  // meta
+  | { op: "meta.set"; key: string; value: string }
+  // the ledger: always applied last
+  | { op: "event.append"; event: EventInput; at: number };
+
+/** What a committed batch did. */
+export interface CommitResult {
+  /** The new version of every server the batch wrote, by id. */
+  versions: ReadonlyMap<string, number>;
+  /** The events appended, with their ids, in order. */
+  events: readonly EventRecord[];
+  /** Servers whose observation (containers, data directory) the batch changed: to reconcile. */
+  touchedServers: ReadonlySet<string>;
+}
+
+/** What one committed batch touched: for the ledger's live feed and the reconciler. */
+export interface Committed {
+  events: readonly EventRecord[];
+  /** Servers whose record the batch wrote (inserted, changed, deleted). */
+  serverIds: ReadonlySet<string>;
+  hostIds: ReadonlySet<string>;
+}
+
+// ------------------------------------------------------------------ reads
+
+export interface ServerReads {
+  getServer(id: string): Promise<ServerRecord | undefined>;
+  findServerByName(project: string, name: string): Promise<ServerRecord | undefined>;
+  listServers(f?: ServerFilter): Promise<ServerRecord[]>;
+  /** Including soft-deleted ones, whose containers may still need removal. */
+  serverIdsOnHost(hostId: string): Promise<string[]>;
+  allServerIds(): Promise<string[]>;
+  countServersByHost(): Promise<Map<string, number>>;
+  serverPlacements(): Promise<{ id: string; project: string; name: string; hostId: string; image: string; createdAt: number; adoptedContainerId?: string }[]>;
+  /** What the alert rules need, without decoding whole records. */
+  serverFacts(): Promise<ServerFacts[]>;
+}
+
+export interface HostReads {
+  getHost(id: string): Promise<HostRecord | undefined>;
+  listHosts(): Promise<HostRecord[]>;
+  getEnrollmentToken(tokenHash: string): Promise<{ id: string; expiresAt: number; usedAt: number | null } | undefined>;
+}
+
+export interface ObservationReads {
+  containersForServer(hostId: string, serverId: string): Promise<ObservedContainer[]>;
+  observedContainer(hostId: string, containerId: string): Promise<ObservedContainer | undefined>;
+  listOrphanCandidates(managerId: string, includeUnlabelled: boolean): Promise<ObservedContainer[]>;
+  observedCounts(hostId: string): Promise<{ total: number; other: number }>;
+  getDataDir(hostId: string, serverId: string): Promise<DataDirRecord | undefined>;
+  listDataRootEntries(hostId?: string): Promise<(DataRootEntry & { hostId: string })[]>;
+}
+
+export interface CommandReads {
+  getCommand(id: string): Promise<CommandRecord | undefined>;
+  openCommandForServer(serverId: string): Promise<CommandRecord | undefined>;
+  lastFinishedCommand(serverId: string): Promise<CommandRecord | undefined>;
+  openCommandsForHost(hostId: string): Promise<CommandRecord[]>;
+  serverIdsWithOpenCommands(): Promise<Set<string>>;
+}
+
+export interface EventReads {
+  listNewestFirst(q: EventQuery & { beforeId?: number; limit: number }): Promise<EventRecord[]>;
+  /** Events after `afterId` up to `upToId`, oldest first: what a watch has not seen yet. */
+  readForward(q: EventQuery & { afterId: number; upToId: number; limit: number }): Promise<EventRecord[]>;
+  lastEventId(): Promise<number>;
+  firstEventId(): Promise<number>;
+}
+
+export interface AlertReads {
+  getAlert(id: string): Promise<AlertRecord | undefined>;
+  listFiringAlerts(): Promise<AlertRecord[]>;
+  listAlerts(f: { includeResolved: boolean; project: string | null; sharedRules: readonly string[]; limit: number }): Promise<AlertRecord[]>;
+  latestMute(rule: string, subject: string): Promise<number | null>;
+}
+
+export interface TokenReads {
+  countTokens(): Promise<number>;
+  findTokenBySecretHash(secretHash: string): Promise<TokenRecord | undefined>;
+  getToken(id: string): Promise<TokenRecord | undefined>;
+  listTokens(f?: { project?: string }): Promise<TokenRecord[]>;
+}
+
+/** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */
+export interface Retention {
+  pruneEventsOlderThan(cutoff: number, limit: number): Promise<number>;
+  pruneEventsBeyondCount(keep: number, limit: number): Promise<number>;
+  pruneFinishedCommands(before: number, limit: number): Promise<number>;
+  pruneEnrollmentTokens(before: number, limit: number): Promise<number>;
+  pruneResolvedAlerts(cutoff: number, limit: number): Promise<number>;
+}
+
+/** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, Retention {
+  readonly engine: "sqlite" | "postgres";
+  /** The control plane's identity (the `berth.manager` label on what it creates), made once per database. */
+  clusterId(): Promise<string>;
+  getMeta(key: string): Promise<string | undefined>;
+  /** Applies every operation or none; rejects with the typed error of the first precondition that failed. */
+  commit(ops: readonly WriteOp[]): Promise<CommitResult>;
+  /** Hears every committed batch (its events, servers and hosts), after the commit. Returns the unsubscribe. */
+  onCommit(listener: (c: Committed) => void): () => void;
+  /** A write that proves the database takes writes now (health), waiting at most `lockWaitMs`. */
+  probeWrite(value: string, lockWaitMs: number): Promise<void>;
+  close(): Promise<void>;
+}

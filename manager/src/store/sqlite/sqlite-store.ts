@@ -1,0 +1,272 @@
+/**
+ * The store contract (store/contract.ts) on SQLite: the embedded default.
+ *
+ * better-sqlite3 is synchronous, so every read resolves at once and a batch
+ * runs as one immediate transaction inside `commit`. The SQL itself lives in
+ * the table classes (Store, EventStore, AlertStore, TokenStore over one
+ * connection); this class is the only way the rest of the manager reaches them.
+ */
+import { ConflictError, NotFoundError } from "../../errors.js";
+import type { EventRecord } from "../../domain/records.js";
+import type { AlertStore } from "../alert-store.js";
+import type { Committed, CommitResult, Store as StoreContract, WriteOp } from "../contract.js";
+import type { EventStore } from "../event-store.js";
+import type { Store as Tables } from "../store.js";
+import type { TokenStore } from "../token-store.js";
+
+type CommitListener = (c: Committed) => void;
+
+/** What one batch did so far (filled while it runs, reported once it committed). */
+interface Effects {
+  versions: Map<string, number>;
+  events: EventRecord[];
+  touched: Set<string>;
+  /** Servers whose record the batch wrote (not merely named by an event). */
+  serverIds: Set<string>;
+  hostIds: Set<string>;
+}
+
+export class SqliteStore implements StoreContract {
+  readonly engine = "sqlite" as const;
+  readonly #listeners = new Set<CommitListener>();
+
+  constructor(
+    private readonly tables: Tables,
+    private readonly events: EventStore,
+    private readonly alerts: AlertStore,
+    private readonly tokens: TokenStore,
+    private readonly onListenerError: (err: unknown) => void = () => {},
+  ) {}
+
+  // ---------------------------------------------------------------- writes
+
+  commit(ops: readonly WriteOp[]): Promise<CommitResult> {
+    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set() };
+    try {
+      this.tables.transaction(() => {
+        for (const o of ops) if (o.op !== "event.append") this.#apply(o, fx);
+        // Events last: they explain the changes above, and on PostgreSQL they are appended under the ledger lock.
+        for (const o of ops) if (o.op === "event.append") this.#apply(o, fx);
+      });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0) {
+      const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds };
+      for (const l of this.#listeners) {
+        try {
+          l(committed);
+        } catch (err) {
+          // A listener's failure must not fail a write that is already committed.
+          this.onListenerError(err);
+        }
+      }
+    }
+    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched });
+  }
+
+  onCommit(listener: CommitListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #apply(o: WriteOp, fx: Effects): void {
+    const t = this.tables;
+    const version = (id: string, v: number | undefined) => {
+      if (v === undefined) throw new NotFoundError("server", id);
+      fx.versions.set(id, v);
+      fx.serverIds.add(id);
+    };
+    switch (o.op) {
+      case "server.insert":
+        t.insertServer(o.server);
+        fx.versions.set(o.server.id, o.server.version ?? 1);
+        fx.serverIds.add(o.server.id);
+        return;
+      case "server.spec":
+        return version(o.id, t.updateServerSpec({ id: o.id, spec: o.spec, generation: o.generation, hostId: o.hostId, deletedAt: o.deletedAt, updatedAt: o.updatedAt }, o.expectVersion));
+      case "server.status":
+        return version(o.id, t.updateServerStatus(o.id, o.status, o.dataInitialized, o.expectVersion));
+      case "server.lifecycle":
+        return version(o.id, t.updateLifecycle(o.id, o.lifecycle, o.expectVersion));
+      case "server.resetDataInitialized":
+        return version(o.id, t.resetDataInitialized(o.id, o.expectVersion));
+      case "server.delete":
+        if (!t.getServer(o.id)) throw new NotFoundError("server", o.id);
+        t.deleteServerRecord(o.id);
+        fx.serverIds.add(o.id);
+        return;
+      case "command.insert":
+        t.insertCommand({ command: o.command, hostId: o.hostId, createdAt: o.createdAt, deadlineAt: o.deadlineAt });
+        return;
+      case "command.sent":
+        t.markCommandSent(o.id, o.at);
+        return;
+      case "command.finish":
+        if (!t.finishCommand(o.id, o.state, o.at, o.reason, o.message)) throw new ConflictError(`command ${o.id} is no longer open`);
+        return;
+      case "container.upsert": {
+        const sid = t.upsertContainer(o.hostId, o.container, o.at);
+        if (sid) fx.touched.add(sid);
+        fx.hostIds.add(o.hostId);
+        return;
+      }
+      case "container.remove": {
+        const sid = t.removeContainer(o.hostId, o.containerId);
+        if (sid) fx.touched.add(sid);
+        fx.hostIds.add(o.hostId);
+        return;
+      }
+      case "container.removeServer":
+        t.removeServerContainers(o.hostId, o.serverId, o.adoptedContainerId);
+        fx.touched.add(o.serverId);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "host.inventory":
+        for (const id of t.replaceHostInventory(o.hostId, o.containers, o.dataDirs, o.at, o.dataRootEntries, new Set(o.keep ?? []))) fx.touched.add(id);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "dataDir.upsert":
+        t.upsertDataDir(o.dataDir);
+        fx.touched.add(o.dataDir.serverId);
+        return;
+      case "dataRootEntry.remove":
+        t.removeDataRootEntry(o.hostId, o.name);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "host.insert":
+        t.insertHost(o);
+        fx.hostIds.add(o.id);
+        return;
+      case "host.connected":
+        t.setHostConnected(o.id, o.facts, o.at);
+        fx.hostIds.add(o.id);
+        return;
+      case "host.heartbeat":
+        t.recordHeartbeat(o.id, o.at, o.facts);
+        fx.hostIds.add(o.id);
+        return;
+      case "host.offline":
+        t.setHostOffline(o.id);
+        fx.hostIds.add(o.id);
+        return;
+      case "host.remove":
+        if (!this.tokens.removeHost(o.id, o.at)) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
+        t.deleteHostRows(o.id);
+        fx.hostIds.add(o.id);
+        return;
+      case "enrollment.insert":
+        t.insertEnrollmentToken(o);
+        return;
+      case "enrollment.use":
+        if (!t.useEnrollmentToken(o.id, o.hostId, o.at)) throw new ConflictError("this enrollment token was already used; create a new one");
+        return;
+      case "alert.insert":
+        this.alerts.insert(o.alert);
+        return;
+      case "alert.touch":
+        this.alerts.touch(o.id, o.lastSeen, o.message);
+        return;
+      case "alert.resolve":
+        if (!this.alerts.resolve(o.id, o.at)) throw new ConflictError(`alert ${o.id} is no longer firing`);
+        return;
+      case "alert.acknowledge":
+        this.alerts.acknowledge(o.id, o.by, o.at);
+        return;
+      case "alert.mute":
+        this.alerts.mute(o.id, o.until);
+        return;
+      case "token.insert":
+        this.tokens.insert(o.token, o.secretHash);
+        return;
+      case "token.revoke":
+        if (!this.tokens.revoke(o.id, o.at)) throw new NotFoundError("token", o.id);
+        return;
+      case "token.touch":
+        this.tokens.touch(o.id, o.at);
+        return;
+      case "project.ensure":
+        this.tokens.ensureProject(o.name, o.at);
+        return;
+      case "meta.set":
+        t.setMeta(o.key, o.value);
+        return;
+      case "event.append": {
+        const e = o.event;
+        const id = t.appendEvent(e, o.at);
+        fx.events.push({
+          id,
+          time: o.at,
+          type: e.type,
+          project: e.project ?? "",
+          serverId: e.serverId ?? "",
+          hostId: e.hostId ?? "",
+          reason: e.reason ?? "",
+          message: e.message ?? "",
+          actor: e.actor ?? "",
+          correlationId: e.correlationId ?? "",
+          payloadJson: JSON.stringify(e.payload ?? {}),
+        });
+        return;
+      }
+      default: {
+        const never: never = o;
+        throw new Error(`unknown write operation ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async clusterId() { return this.tables.managerId(); }
+  async getMeta(key: string) { return this.tables.getMeta(key); }
+  async probeWrite(value: string, lockWaitMs: number) { this.tables.probeWrite(value, lockWaitMs); }
+  async close() { this.tables.close(); }
+
+  async getServer(id: string) { return this.tables.getServer(id); }
+  async findServerByName(project: string, name: string) { return this.tables.findServerByName(project, name); }
+  async listServers(f?: Parameters<Tables["listServers"]>[0]) { return this.tables.listServers(f); }
+  async serverIdsOnHost(hostId: string) { return this.tables.serverIdsOnHost(hostId); }
+  async allServerIds() { return this.tables.allServerIds(); }
+  async countServersByHost() { return this.tables.countServersByHost(); }
+  async serverPlacements() { return this.tables.serverPlacements(); }
+  async serverFacts() { return this.alerts.serverFacts(); }
+
+  async getHost(id: string) { return this.tables.getHost(id); }
+  async listHosts() { return this.tables.listHosts(); }
+  async getEnrollmentToken(tokenHash: string) { return this.tables.getEnrollmentToken(tokenHash); }
+
+  async containersForServer(hostId: string, serverId: string) { return this.tables.containersForServer(hostId, serverId); }
+  async observedContainer(hostId: string, containerId: string) { return this.tables.observedContainer(hostId, containerId); }
+  async listOrphanCandidates(managerId: string, includeUnlabelled: boolean) { return this.tables.listOrphanCandidates(managerId, includeUnlabelled); }
+  async observedCounts(hostId: string) { return this.tables.observedCounts(hostId); }
+  async getDataDir(hostId: string, serverId: string) { return this.tables.getDataDir(hostId, serverId); }
+  async listDataRootEntries(hostId?: string) { return this.tables.listDataRootEntries(hostId); }
+
+  async getCommand(id: string) { return this.tables.getCommand(id); }
+  async openCommandForServer(serverId: string) { return this.tables.openCommandForServer(serverId); }
+  async lastFinishedCommand(serverId: string) { return this.tables.lastFinishedCommand(serverId); }
+  async openCommandsForHost(hostId: string) { return this.tables.openCommandsForHost(hostId); }
+  async serverIdsWithOpenCommands() { return this.tables.serverIdsWithOpenCommands(); }
+
+  async listNewestFirst(q: Parameters<EventStore["listNewestFirst"]>[0]) { return this.events.listNewestFirst(q); }
+  async readForward(q: Parameters<EventStore["readForward"]>[0]) { return this.events.readForward(q); }
+  async lastEventId() { return this.events.lastId(); }
+  async firstEventId() { return this.events.firstId(); }
+
+  async getAlert(id: string) { return this.alerts.get(id); }
+  async listFiringAlerts() { return this.alerts.listFiring(); }
+  async listAlerts(f: Parameters<AlertStore["list"]>[0]) { return this.alerts.list(f); }
+  async latestMute(rule: string, subject: string) { return this.alerts.latestMute(rule, subject); }
+
+  async countTokens() { return this.tokens.count(); }
+  async findTokenBySecretHash(secretHash: string) { return this.tokens.findBySecretHash(secretHash); }
+  async getToken(id: string) { return this.tokens.get(id); }
+  async listTokens(f?: { project?: string }) { return this.tokens.list(f); }
+
+  async pruneEventsOlderThan(cutoff: number, limit: number) { return this.events.pruneOlderThan(cutoff, limit); }
+  async pruneEventsBeyondCount(keep: number, limit: number) { return this.events.pruneBeyondCount(keep, limit); }
+  async pruneFinishedCommands(before: number, limit: number) { return this.tables.pruneFinishedCommands(before, limit); }
+  async pruneEnrollmentTokens(before: number, limit: number) { return this.tables.pruneEnrollmentTokens(before, limit); }
+  async pruneResolvedAlerts(cutoff: number, limit: number) { return this.alerts.pruneResolved(cutoff, limit); }
+}
