@@ -43,7 +43,7 @@ describe("ServerChangeFeed", () => {
     let broken = true;
     const errors: string[] = [];
     const feed = new ServerChangeFeed(
-      (id) => {
+      async (id) => {
         if (id === "srv_bad" && broken) throw new Error("SQLITE_IOERR");
         return record(id);
       },
@@ -54,7 +54,7 @@ describe("ServerChangeFeed", () => {
     feed.notify("srv_good1");
     feed.notify("srv_bad");
     feed.notify("srv_good2");
-    feed.flush();
+    await feed.flush();
     expect(got.map((c) => c.serverId)).toEqual(["srv_good1", "srv_good2"]);
     expect(errors).toEqual(["srv_bad"]);
 
@@ -84,7 +84,7 @@ describe("Ledger", () => {
     expect((lines[0]!.err as { message: string }).message).toBe("listener bug");
   });
 
-  it("a changed server whose record cannot be read is logged, not silently lost", () => {
+  it("a changed server whose record cannot be read is logged, not silently lost", async () => {
     const store = new Store(openDatabase(":memory:"));
     open.push(store);
     const { log, lines } = capture();
@@ -94,7 +94,7 @@ describe("Ledger", () => {
       throw new Error("disk I/O error");
     };
     ledger.serverChanged("srv_x");
-    ledger.servers.flush();
+    await ledger.servers.flush();
     expect(lines[0]).toMatchObject({ server: "srv_x", retrying: true, msg: expect.stringMatching(/could not read a changed server/) });
   });
 });

@@ -35,7 +35,7 @@ export class Ledger {
     private readonly now: () => number = Date.now,
     private readonly log?: Logger,
   ) {
-    this.servers = new ServerChangeFeed((id) => store.getServer(id), {
+    this.servers = new ServerChangeFeed(async (id) => store.getServer(id), {
       onLoadError: (serverId, err, retrying) =>
         log?.error({ server: serverId, err, retrying }, retrying ? "could not read a changed server for its watchers; retrying" : "could not read a changed server for its watchers; its watchers miss this change"),
     });

@@ -27,14 +27,24 @@ export const LOAD_RETRY_MS = 1_000;
 /** How many changes a watch can resume across; older tokens get a fresh snapshot. */
 export const RESUME_WINDOW = 10_000;
 
+/** A pending change taken by a flush, with its record once loaded. */
+type Loaded = { serverId: string; hint: Partial<Placement>; server: ServerRecord | undefined } | { serverId: string; hint: Partial<Placement>; err: unknown };
+
 /**
  * The live feed behind ServerService.WatchServers. Writers call `notify(id)`
- * right after they change a server record (the reconciler's
- * `onServerChanged`, and every ledger event about a server); a burst of
- * notifications for one server within the same turn of the event loop is
- * published once, on `setImmediate`, with the record loaded once for every
- * subscriber. The feed keeps the last RESUME_WINDOW change ids so a watch can
- * resume where it stopped instead of starting over.
+ * right after they change a server record (the ledger's `follow` of every
+ * committed batch, the reconciler's `onServerChanged`, and every ledger event
+ * about a server); a burst of notifications for one server within the same
+ * turn of the event loop is published once, on `setImmediate`, with the
+ * record loaded once for every subscriber. The feed keeps the last
+ * RESUME_WINDOW change ids so a watch can resume where it stopped instead of
+ * starting over.
+ *
+ * Loading is asynchronous (store contract), so flushes are chained: the next
+ * one starts only when the previous one has published. Sequence numbers are
+ * handed out at publication, so they follow the order of publication, and a
+ * server notified while its previous change is still loading is published
+ * after it, never before.
  */
 export class ServerChangeFeed {
   /** Distinguishes this process's sequence numbers from a previous run's. */
@@ -42,6 +52,8 @@ export class ServerChangeFeed {
   private seq = 0;
   private readonly dirty = new Map<string, Partial<Placement>>();
   private scheduled = false;
+  /** The last flush started: the next waits for it (never rejects). */
+  private flushing: Promise<void> = Promise.resolve();
   private readonly recent: { seq: number; serverId: string; project: string; hostId: string }[] = [];
   private readonly placements = new Map<string, Placement>();
   private readonly subscribers = new Set<(batch: readonly ServerChange[]) => void>();
@@ -49,7 +61,7 @@ export class ServerChangeFeed {
   private readonly loadFailures = new Map<string, number>();
 
   constructor(
-    private readonly load: (serverId: string) => ServerRecord | undefined,
+    private readonly load: (serverId: string) => Promise<ServerRecord | undefined>,
     private readonly opts: { onLoadError?: (serverId: string, err: unknown, retrying: boolean) => void } = {},
   ) {}
 
@@ -65,24 +77,47 @@ export class ServerChangeFeed {
     this.dirty.set(serverId, { ...prev, ...stripEmpty(hint) });
     if (!this.scheduled) {
       this.scheduled = true;
-      // After the writer's transaction (the SQLite store writes synchronously), before any timer.
-      setImmediate(() => this.flush());
+      // After the writer's commit, before any timer; it waits for a flush still loading.
+      setImmediate(() => void this.flush());
     }
   }
 
-  /** Publishes every pending change now (tests; normally scheduled by `notify`). */
-  flush(): void {
+  /**
+   * Publishes every pending change (tests; normally scheduled by `notify`).
+   * Resolves once they are published; never rejects (a record that cannot be
+   * read is reported through `onLoadError` and tried again).
+   */
+  flush(): Promise<void> {
+    const run = this.flushing.then(() => this.#flushOnce());
+    this.flushing = run;
+    return run;
+  }
+
+  async #flushOnce(): Promise<void> {
     this.scheduled = false;
     if (this.dirty.size === 0) return;
-    const batch: ServerChange[] = [];
-    // Without subscribers only the resume window needs the change, not the record.
+    const taken = [...this.dirty];
+    // Notifications from here on belong to the next flush (which waits for this one).
+    this.dirty.clear();
+    // Without subscribers only the resume window needs the change, not the record (and no await:
+    // a watch subscribing meanwhile must not receive a batch whose records were never read).
     const loading = this.subscribers.size > 0;
+    const loaded: Loaded[] = loading
+      ? await Promise.all(
+          taken.map(async ([serverId, hint]): Promise<Loaded> => {
+            try {
+              return { serverId, hint, server: await this.load(serverId) };
+            } catch (err) {
+              return { serverId, hint, err };
+            }
+          }),
+        )
+      : taken.map(([serverId, hint]) => ({ serverId, hint, server: undefined }));
+    const batch: ServerChange[] = [];
     const failed: [string, Partial<Placement>][] = [];
-    for (const [serverId, hint] of this.dirty) {
-      let server: ServerRecord | undefined;
-      try {
-        server = loading ? this.load(serverId) : undefined;
-      } catch (err) {
+    for (const l of loaded) {
+      const { serverId, hint } = l;
+      if ("err" in l) {
         // Only this server's change waits (tried again shortly, a few times); the
         // others in the batch are published (one unreadable record once dropped them all).
         const n = (this.loadFailures.get(serverId) ?? 0) + 1;
@@ -93,9 +128,10 @@ export class ServerChangeFeed {
         } else {
           this.loadFailures.delete(serverId);
         }
-        this.opts.onLoadError?.(serverId, err, retrying);
+        this.opts.onLoadError?.(serverId, l.err, retrying);
         continue;
       }
+      const { server } = l;
       this.loadFailures.delete(serverId);
       const known = this.placements.get(serverId);
       const project = server?.project ?? hint.project ?? known?.project ?? "";
@@ -106,7 +142,6 @@ export class ServerChangeFeed {
       batch.push(change);
       this.recent.push({ seq: change.seq, serverId, project, hostId });
     }
-    this.dirty.clear();
     if (failed.length > 0) {
       const t = setTimeout(() => {
         for (const [serverId, hint] of failed) this.notify(serverId, hint);
@@ -114,6 +149,7 @@ export class ServerChangeFeed {
       t.unref();
     }
     if (this.recent.length > RESUME_WINDOW) this.recent.splice(0, this.recent.length - RESUME_WINDOW);
+    if (batch.length === 0) return;
     for (const s of this.subscribers) s(batch);
   }
 
@@ -126,9 +162,11 @@ export class ServerChangeFeed {
   /**
    * The servers changed after `seq` (each once, with its latest sequence
    * number and current record), or undefined when `seq` is outside the
-   * resume window.
+   * resume window. Which changes is decided when called; the records are
+   * read afterwards, so one may be newer than its sequence number says (a
+   * later change of it is published with a higher one).
    */
-  changesSince(seq: number): ServerChange[] | undefined {
+  async changesSince(seq: number): Promise<ServerChange[] | undefined> {
     if (seq > this.seq) return undefined;
     const oldest = this.recent[0]?.seq ?? this.seq + 1;
     if (seq < oldest - 1) return undefined;
@@ -138,10 +176,12 @@ export class ServerChangeFeed {
       latest.delete(c.serverId);
       latest.set(c.serverId, c);
     }
-    return [...latest].map(([serverId, c]) => {
-      const server = this.load(serverId);
-      return { seq: c.seq, serverId, server, project: server?.project ?? c.project, hostId: server?.hostId ?? c.hostId };
-    });
+    return Promise.all(
+      [...latest].map(async ([serverId, c]) => {
+        const server = await this.load(serverId);
+        return { seq: c.seq, serverId, server, project: server?.project ?? c.project, hostId: server?.hostId ?? c.hostId };
+      }),
+    );
   }
 
   /** The opaque resume token for "everything up to `seq` was delivered". */
