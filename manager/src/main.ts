@@ -13,7 +13,7 @@ import { httpLimitsFrom, ledgerConfigFrom, limitsFrom, loadManagerSettings, mana
 import { ensureAutoTls, fingerprintHex, loadTlsFiles, subjectAltNames, type TlsMaterial } from "./tls/certificates.js";
 
 // `berth-manager token ...` and `backup ...` work on the database and exit; anything else serves.
-if (process.argv[2] === "token") process.exit(runTokenCommand(process.argv.slice(3)));
+if (process.argv[2] === "token") process.exit(await runTokenCommand(process.argv.slice(3)));
 if (process.argv[2] === "backup") process.exit(await runBackupCommand(process.argv.slice(3), process.env));
 
 let settings: ManagerSettings;

@@ -18,6 +18,7 @@ import { guardRequestDecoding, rejectUndecodable } from "./api/decode-guard.js";
 import { validateRequests } from "./api/validate.js";
 import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
+import { newToken } from "./auth/tokens.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
 import { createOrphanService } from "./api/orphan-service.js";
@@ -40,6 +41,7 @@ import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js
 import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox } from "./store/secrets.js";
 import type { Store } from "./store/store.js";
+import type { Store as StoreContract } from "./store/contract.js";
 import { describeStoreUrl, parseStoreUrl, sqliteStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
 import type { TokenStore } from "./store/token-store.js";
 import type { TlsMaterial } from "./tls/certificates.js";
@@ -98,7 +100,8 @@ export interface Manager {
   readonly tokens: TokenStore;
   /**
    * The secret of the admin token created because the database had no token
-   * at all (first start); undefined on later starts. Shown once, never stored.
+   * at all (first start, made by `listen()` before the port is bound);
+   * undefined on later starts. Shown once, never stored.
    */
   readonly initialAdminToken: string | undefined;
   readonly managerId: string;
@@ -160,7 +163,7 @@ export function buildManager(config: ManagerConfig): Manager {
   const ledger = new Ledger(store, Date.now, log);
   // Batches committed through the store contract reach listeners and watches here (issue 16).
   ledger.follow(opened.contract);
-  const initialAdminToken = bootstrapAdminToken(tokens, ledger);
+  let initialAdminToken: string | undefined;
   const networks = new NetworkInventory();
   const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({
@@ -224,7 +227,7 @@ export function buildManager(config: ManagerConfig): Manager {
       createHostService({ store, hub, ledger, tokens, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
     router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
-    router.service(AccessService, createAccessService({ tokens, limits, ledger }));
+    router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
     router.service(EventService, createEventService({ ledger, events: ledgerServices.events, store }));
     router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
     router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
@@ -239,7 +242,7 @@ export function buildManager(config: ManagerConfig): Manager {
     routes,
     // Errors first (outermost), so failures inside auth are converted too.
     // Metrics outermost: they count the codes clients see.
-    interceptors: [observability.interceptor, errorInterceptor(log), rejectUndecodable(), authInterceptor({ tokens, limits }), validateRequests()],
+    interceptors: [observability.interceptor, errorInterceptor(log), rejectUndecodable(), authInterceptor({ store: opened.contract, limits, log }), validateRequests()],
     // Request size cap: no berth request comes near it (an agent's inventory is the largest).
     readMaxBytes: READ_MAX_BYTES,
     // /healthz, /readyz and /metrics first; any other path is the dashboard.
@@ -249,12 +252,16 @@ export function buildManager(config: ManagerConfig): Manager {
   return {
     store,
     tokens,
-    initialAdminToken,
+    get initialAdminToken() {
+      return initialAdminToken;
+    },
     managerId,
     reconciler,
     hub,
     observability,
     async listen() {
+      // Before the port is bound: the first caller can use it.
+      initialAdminToken = await bootstrapAdminToken(opened.contract, ledger);
       const [host, portText] = splitHostPort(config.listen);
       listener = await listen(host, Number(portText), handler, { tls: config.tls, limits: config.http, log });
       const { port } = listener.address;
@@ -305,10 +312,10 @@ export function buildManager(config: ManagerConfig): Manager {
  * all-projects admin token and returns its secret, which only the caller
  * prints; the database keeps its hash.
  */
-function bootstrapAdminToken(tokens: TokenStore, ledger: Ledger): string | undefined {
-  if (tokens.count() > 0) return undefined;
-  const { token, secret } = tokens.create({ name: "admin", role: "admin", project: null, createdBy: "bootstrap", now: Date.now() });
-  ledger.append({ type: "token.created", actor: "bootstrap", correlationId: token.id, message: 'first start: admin token "admin" (all projects) created' });
+async function bootstrapAdminToken(store: StoreContract, ledger: Ledger): Promise<string | undefined> {
+  if ((await store.countTokens()) > 0) return undefined;
+  const { token, secret, op } = newToken({ name: "admin", role: "admin", project: null }, "bootstrap", Date.now());
+  await store.commit([op, ledger.op({ type: "token.created", actor: "bootstrap", correlationId: token.id, message: 'first start: admin token "admin" (all projects) created' })]);
   return secret;
 }
 

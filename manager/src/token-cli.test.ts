@@ -2,17 +2,19 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { hashSecret } from "./ids.js";
 import { openStore } from "./store/open.js";
 import { runTokenCommand } from "./token-cli.js";
 
 /** Runs the command in-process and returns its exit code and what it printed. */
-function tokenCli(args: string[], env: NodeJS.ProcessEnv = {}): { code: number; stdout: string; stderr: string } {
+async function tokenCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = "";
   let stderr = "";
   const out = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => ((stdout += String(chunk)), true));
   const err = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => ((stderr += String(chunk)), true));
   try {
-    return { code: runTokenCommand(args, env), stdout, stderr };
+    const code = await runTokenCommand(args, env);
+    return { code, stdout, stderr };
   } finally {
     out.mockRestore();
     err.mockRestore();
@@ -26,38 +28,38 @@ describe("berth-manager token: which store", () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("--store sqlite://PATH, BERTH_STORE and --db PATH all reach the same database", () => {
+  it("--store sqlite://PATH, BERTH_STORE and --db PATH all reach the same database", async () => {
     const path = join(dir, "berth.db");
-    const created = tokenCli(["create", "--role", "admin", "--name", "via-store", "--store", `sqlite://${path}`]);
+    const created = await tokenCli(["create", "--role", "admin", "--name", "via-store", "--store", `sqlite://${path}`]);
     expect(created.code).toBe(0);
     expect(created.stdout).toMatch(/^brt_\S+\n$/);
     expect(created.stderr).toContain(`created admin token tok_`);
     expect(created.stderr).toContain(` in ${path}.`);
-    expect(tokenCli(["create", "--role", "admin", "--name", "via-env"], { BERTH_STORE: `sqlite://${path}` }).code).toBe(0);
-    expect(tokenCli(["create", "--role", "admin", "--name", "via-db"], { BERTH_DB: path }).code).toBe(0);
+    expect((await tokenCli(["create", "--role", "admin", "--name", "via-env"], { BERTH_STORE: `sqlite://${path}` })).code).toBe(0);
+    expect((await tokenCli(["create", "--role", "admin", "--name", "via-db"], { BERTH_DB: path })).code).toBe(0);
 
-    const listed = tokenCli(["list", "--db", path]);
+    const listed = await tokenCli(["list", "--db", path]);
     expect(listed.code).toBe(0);
     expect(listed.stdout.trim().split("\n").map((l) => l.split("\t")[4]).sort()).toEqual(["via-db", "via-env", "via-store"]);
     // The secret the CLI printed works against what a manager opens.
     const opened = openStore(`sqlite://${path}`);
     try {
-      expect(opened.tokens.findBySecret(created.stdout.trim())?.name).toBe("via-store");
+      expect((await opened.contract.findTokenBySecretHash(hashSecret(created.stdout.trim())))?.name).toBe("via-store");
     } finally {
       opened.close();
     }
   });
 
-  it("--store and --db together, or an unknown kind of store, is a usage error (exit 2) that touches nothing", () => {
+  it("--store and --db together, or an unknown kind of store, is a usage error (exit 2) that touches nothing", async () => {
     const path = join(dir, "berth.db");
-    const both = tokenCli(["list", "--store", `sqlite://${path}`, "--db", path]);
+    const both = await tokenCli(["list", "--store", `sqlite://${path}`, "--db", path]);
     expect(both.code).toBe(2);
     expect(both.stderr).toMatch(/^berth-manager token list: use either --store \(BERTH_STORE\) or --db \(BERTH_DB\), not both; --db PATH is short for --store sqlite:\/\/PATH\n\nUsage:\n  berth-manager token create/);
-    const mixed = tokenCli(["list", "--store", `sqlite://${path}`], { BERTH_DB: path });
+    const mixed = await tokenCli(["list", "--store", `sqlite://${path}`], { BERTH_DB: path });
     expect(mixed.code).toBe(2);
     expect(mixed.stderr).toContain("use either --store (BERTH_STORE) or --db (BERTH_DB), not both");
 
-    const unknown = tokenCli(["create", "--role", "admin", "--store", "mysql://root:hunter2@h/berth"]);
+    const unknown = await tokenCli(["create", "--role", "admin", "--store", "mysql://root:hunter2@h/berth"]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(
       /^berth-manager token create: invalid --store \(BERTH_STORE\) "mysql:\/\/root:…@h\/berth": unknown store "mysql:"; use sqlite:\/\/\/abs\/path\/berth\.db, sqlite:\/\/\.\/relative\/berth\.db or postgres:\/\/user@host:5432\/database\n\nUsage:/,
@@ -66,11 +68,34 @@ describe("berth-manager token: which store", () => {
     expect(unknown.stdout).toBe("");
   });
 
-  it("a PostgreSQL store is refused in one line: not in this build yet", () => {
-    const r = tokenCli(["list", "--store", "postgresql://berth@db.internal:6432/berth"]);
+  it("a PostgreSQL store is refused in one line: not in this build yet", async () => {
+    const r = await tokenCli(["list", "--store", "postgresql://berth@db.internal:6432/berth"]);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(
       "berth-manager token list: the PostgreSQL store is not yet available in this build (postgres://berth@db.internal:6432/berth); use --store sqlite:///path/berth.db\n",
     );
+  });
+
+  it("revoke refuses the token from then on and records it once; revoking again changes nothing", async () => {
+    const path = join(dir, "berth.db");
+    const secret = (await tokenCli(["create", "--role", "operator", "--project", "web", "--name", "ci", "--db", path])).stdout.trim();
+    const id = (await tokenCli(["list", "--db", path])).stdout.split("\t")[0]!;
+    const first = await tokenCli(["revoke", id, "--db", path]);
+    const again = await tokenCli(["revoke", id, "--db", path]);
+    expect([first.code, again.code]).toEqual([0, 0]);
+    expect(again.stderr).toBe(`token ${id} "ci" is revoked\n`);
+    expect((await tokenCli(["list", "--db", path])).stdout).toMatch(new RegExp(`^${id}\toperator\tweb\trevoked \\d{4}-`));
+    const opened = openStore(`sqlite://${path}`);
+    try {
+      expect((await opened.contract.findTokenBySecretHash(hashSecret(secret)))?.revokedAt).not.toBeNull();
+      const events = await opened.contract.listNewestFirst({ project: null, typePrefix: "token.", limit: 10 });
+      expect(events.map((e) => [e.type, e.actor, e.correlationId])).toEqual([
+        ["token.revoked", "cli", id],
+        ["token.created", "cli", id],
+      ]);
+    } finally {
+      opened.close();
+    }
+    expect((await tokenCli(["revoke", "tok_nope", "--db", path])).code).toBe(2);
   });
 });

@@ -7,8 +7,8 @@
 import { parseArgs } from "node:util";
 import { ROLES } from "./auth/caller.js";
 import { checkNewToken, parseRole } from "./auth/token-policy.js";
-import { BerthError } from "./errors.js";
-import { Ledger } from "./ledger/ledger.js";
+import { newToken } from "./auth/tokens.js";
+import { BerthError, NotFoundError } from "./errors.js";
 import { openStore, StoreUnavailableError, type OpenedStore } from "./store/open.js";
 import { chooseStoreUrl, describeStoreUrl, parseStoreUrl, redactStoreUrlText, StoreUrlError, type StoreUrl } from "./store/store-url.js";
 import { scopeText } from "./api/access-service.js";
@@ -34,8 +34,8 @@ stored), and how to use it on stderr:
   TOKEN=$(berth-manager token create --role operator --project web --name ci)
 `;
 
-/** Runs a token subcommand; returns the process exit code. */
-export function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process.env): number {
+/** Runs a token subcommand; resolves with the process exit code. */
+export async function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -80,7 +80,7 @@ export function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process
     return fail(`${which}${err.message}\n\n${TOKEN_USAGE}`);
   }
   /** Opens the store; a store this build lacks is said in one line (exit 2). */
-  const withStore = (fn: (s: OpenedStore) => number): number => {
+  const withStore = async (fn: (s: OpenedStore["contract"]) => Promise<number>): Promise<number> => {
     let opened: OpenedStore;
     try {
       opened = openStore(storeUrl);
@@ -89,9 +89,9 @@ export function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process
       throw err;
     }
     try {
-      return fn(opened);
+      return await fn(opened.contract);
     } finally {
-      opened.close();
+      await opened.contract.close();
     }
   };
 
@@ -106,15 +106,23 @@ export function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process
       if (err instanceof BerthError) return fail(err.message.replace(/^project:/, "--project:").replace(/^name:/, "--name:"));
       throw err;
     }
-    return withStore(({ tokens, store }) => {
-      const { token, secret } = tokens.create({ ...spec, createdBy: "cli", now: Date.now() });
-      new Ledger(store).append({
-        type: "token.created",
-        project: token.project ?? "",
-        actor: "cli",
-        correlationId: token.id,
-        message: `token "${token.name}" (${token.role}, ${scopeText(token.project)}) created on the manager's host`,
-      });
+    return withStore(async (store) => {
+      const at = Date.now();
+      const { token, secret, op } = newToken(spec, "cli", at);
+      await store.commit([
+        op,
+        {
+          op: "event.append",
+          at,
+          event: {
+            type: "token.created",
+            project: token.project ?? "",
+            actor: "cli",
+            correlationId: token.id,
+            message: `token "${token.name}" (${token.role}, ${scopeText(token.project)}) created on the manager's host`,
+          },
+        },
+      ]);
       process.stdout.write(`${secret}\n`);
       process.stderr.write(
         `created ${token.role} token ${token.id} "${token.name}" for ${scopeText(token.project)} in ${storeText(storeUrl)}.\n` +
@@ -125,8 +133,8 @@ export function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process
   }
 
   if (sub === "list") {
-    return withStore(({ tokens }) => {
-      for (const t of tokens.list()) {
+    return withStore(async (store) => {
+      for (const t of await store.listTokens()) {
         const state = t.revokedAt !== null ? `revoked ${new Date(t.revokedAt).toISOString()}` : "active";
         process.stdout.write(`${t.id}\t${t.role}\t${t.project ?? "*"}\t${state}\t${t.name}\n`);
       }
@@ -137,17 +145,30 @@ export function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = process
   if (sub === "revoke") {
     const id = rest[0];
     if (!id) return fail("needs the token id (tok_...); see `berth-manager token list`");
-    return withStore(({ tokens, store }) => {
-      const t = tokens.get(id);
+    return withStore(async (store) => {
+      const t = await store.getToken(id);
       if (!t) return fail(`no token ${id}; see \`berth-manager token list\``);
-      if (tokens.revoke(id, Date.now())) {
-        new Ledger(store).append({
-          type: "token.revoked",
-          project: t.project ?? "",
-          actor: "cli",
-          correlationId: t.id,
-          message: `token "${t.name}" (${t.role}, ${scopeText(t.project)}) revoked on the manager's host`,
-        });
+      if (t.revokedAt === null) {
+        const at = Date.now();
+        try {
+          await store.commit([
+            { op: "token.revoke", id, at },
+            {
+              op: "event.append",
+              at,
+              event: {
+                type: "token.revoked",
+                project: t.project ?? "",
+                actor: "cli",
+                correlationId: t.id,
+                message: `token "${t.name}" (${t.role}, ${scopeText(t.project)}) revoked on the manager's host`,
+              },
+            },
+          ]);
+        } catch (err) {
+          // Revoked meanwhile (by the API or another CLI): revoked it is, and that one recorded the event.
+          if (!(err instanceof NotFoundError)) throw err;
+        }
       }
       process.stderr.write(`token ${id} "${t.name}" is revoked\n`);
       return 0;

@@ -14,12 +14,14 @@ import {
 import { actorOf, callerOf, requireRole, type Caller, type Role } from "../auth/caller.js";
 import type { AccessLimits } from "../auth/limits.js";
 import { checkNewToken } from "../auth/token-policy.js";
+import { newToken } from "../auth/tokens.js";
 import { InvalidArgumentError, NotFoundError, UnauthenticatedError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
-import type { TokenRecord, TokenStore } from "../store/token-store.js";
+import type { Store as StoreContract } from "../store/contract.js";
+import type { TokenRecord } from "../store/token-store.js";
 
 export interface AccessServiceDeps {
-  tokens: TokenStore;
+  store: StoreContract;
   limits: AccessLimits;
   ledger: Ledger;
   now?: () => number;
@@ -50,14 +52,14 @@ export function scopeText(project: string | null): string {
  * a project-scoped admin sees and manages its own project's tokens only.
  */
 export function createAccessService(deps: AccessServiceDeps): ServiceImpl<typeof AccessService> {
-  const { tokens, limits, ledger } = deps;
+  const { store, limits, ledger } = deps;
   const now = deps.now ?? Date.now;
 
   /** A token the caller may see: another project's answers NotFound. */
-  function findVisible(caller: Caller, id: string): TokenRecord {
+  async function findVisible(caller: Caller, id: string): Promise<TokenRecord> {
     const key = id.trim();
     if (!key) throw new InvalidArgumentError("id", "required: a token id (tok_...); list them with AccessService.ListTokens");
-    const t = tokens.get(key);
+    const t = await store.getToken(key);
     if (!t || (caller.project !== null && t.project !== caller.project)) {
       throw new NotFoundError("token", key, "list tokens with AccessService.ListTokens");
     }
@@ -65,50 +67,61 @@ export function createAccessService(deps: AccessServiceDeps): ServiceImpl<typeof
   }
 
   return {
-    whoAmI(_req, ctx) {
+    async whoAmI(_req, ctx) {
       const caller = callerOf(ctx);
-      const t = tokens.get(caller.tokenId);
+      const t = await store.getToken(caller.tokenId);
       if (!t) throw new UnauthenticatedError("this token no longer exists; ask an admin for a new one");
       return create(WhoAmIResponseSchema, { token: tokenToProto(t) });
     },
 
-    createToken(req, ctx) {
+    async createToken(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "CreateToken");
       const role = ROLE_FROM_PROTO[req.role];
       if (req.role !== ProtoRole.UNSPECIFIED && !role) throw new InvalidArgumentError("role", `unknown role ${req.role}`);
       const spec = checkNewToken({ name: req.name, role, project: req.project }, caller);
       const actor = actorOf(caller);
-      const { token, secret } = tokens.create({ ...spec, createdBy: actor, now: now() });
-      ledger.append({
-        type: "token.created",
-        project: token.project ?? "",
-        actor,
-        correlationId: token.id,
-        message: `token "${token.name}" (${token.role}, ${scopeText(token.project)}) created`,
-      });
+      const { token, secret, op } = newToken(spec, actor, now());
+      await store.commit([
+        op,
+        ledger.op({
+          type: "token.created",
+          project: token.project ?? "",
+          actor,
+          correlationId: token.id,
+          message: `token "${token.name}" (${token.role}, ${scopeText(token.project)}) created`,
+        }),
+      ]);
       return create(CreateTokenResponseSchema, { token: tokenToProto(token), secret });
     },
 
-    listTokens(_req, ctx) {
+    async listTokens(_req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "ListTokens");
-      const list = caller.project === null ? tokens.list() : tokens.list({ project: caller.project });
+      const list = caller.project === null ? await store.listTokens() : await store.listTokens({ project: caller.project });
       return create(ListTokensResponseSchema, { tokens: list.map(tokenToProto) });
     },
 
-    revokeToken(req, ctx) {
+    async revokeToken(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "RevokeToken");
-      const t = findVisible(caller, req.id);
-      if (tokens.revoke(t.id, now())) {
-        ledger.append({
-          type: "token.revoked",
-          project: t.project ?? "",
-          actor: actorOf(caller),
-          correlationId: t.id,
-          message: `token "${t.name}" (${t.role}, ${scopeText(t.project)}) revoked`,
-        });
+      const t = await findVisible(caller, req.id);
+      if (t.revokedAt === null) {
+        try {
+          await store.commit([
+            { op: "token.revoke", id: t.id, at: now() },
+            ledger.op({
+              type: "token.revoked",
+              project: t.project ?? "",
+              actor: actorOf(caller),
+              correlationId: t.id,
+              message: `token "${t.name}" (${t.role}, ${scopeText(t.project)}) revoked`,
+            }),
+          ]);
+        } catch (err) {
+          // Revoked by another call meanwhile: what was asked holds, and that call recorded the event.
+          if (!(err instanceof NotFoundError)) throw err;
+        }
       }
       // Open watches and log tails of the token end now, not at their next request.
       limits.closeStreams(t.id, "token revoked");

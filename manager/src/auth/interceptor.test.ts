@@ -10,24 +10,22 @@ import { errorInterceptor } from "../api/errors.js";
 import { HealthStatus, registerHealth } from "../api/health.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
-import { TokenStore } from "../store/token-store.js";
-import { callerOf } from "./caller.js";
+import { memoryStore } from "../../testing/store.js";
+import { callerOf, type Role as RoleName } from "./caller.js";
 import { authInterceptor } from "./interceptor.js";
 import { AccessLimits } from "./limits.js";
+import { newToken } from "./tokens.js";
 
 /**
  * The interceptor in front of real routing (in memory): AccessService for
  * real, ServerService with only a never-ending WatchServers, and health.
  */
-function setup(limits = new AccessLimits({ ratePerSecond: 1000, burst: 1000, maxStreams: 2 })) {
-  const db = openDatabase(":memory:");
-  const store = new Store(db);
-  const tokens = new TokenStore(db);
+async function setup(limits = new AccessLimits({ ratePerSecond: 1000, burst: 1000, maxStreams: 2 }), now: () => number = Date.now) {
+  const { store, contract } = memoryStore();
   const ledger = new Ledger(store);
+  ledger.follow(contract);
   const routes = (router: ConnectRouter) => {
-    router.service(AccessService, createAccessService({ tokens, limits, ledger }));
+    router.service(AccessService, createAccessService({ store: contract, limits, ledger }));
     router.service(ServerService, {
       async *watchServers(_req, ctx) {
         callerOf(ctx);
@@ -44,7 +42,7 @@ function setup(limits = new AccessLimits({ ratePerSecond: 1000, burst: 1000, max
   };
   const clients = (secret?: string) => {
     const t = createRouterTransport(routes, {
-      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), authInterceptor({ tokens, limits })] },
+      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), authInterceptor({ store: contract, limits, now })] },
       transport: { interceptors: [as(secret)] },
     });
     return {
@@ -54,8 +52,14 @@ function setup(limits = new AccessLimits({ ratePerSecond: 1000, burst: 1000, max
       health: createClient(Health, t),
     };
   };
-  const root = tokens.create({ name: "root", role: "admin", project: null, createdBy: "test", now: Date.now() });
-  return { tokens, store, ledger, clients, root };
+  /** A token stored as AccessService stores one. */
+  const mint = async (t: { name: string; role: RoleName; project: string | null; createdBy: string; now: number }) => {
+    const made = newToken(t, t.createdBy, t.now);
+    await contract.commit([made.op]);
+    return made;
+  };
+  const root = await mint({ name: "root", role: "admin", project: null, createdBy: "test", now: Date.now() });
+  return { tokens: { create: mint }, contract, store, ledger, clients, root };
 }
 
 async function code(p: Promise<unknown>): Promise<Code | "ok"> {
@@ -82,38 +86,38 @@ async function firstOf(stream: AsyncIterable<unknown>): Promise<void> {
 
 describe("authInterceptor", () => {
   it("lets health through without a token", async () => {
-    const { clients } = setup();
+    const { clients } = await setup();
     expect(await code(clients().health.check({}))).toBe("ok");
   });
 
   it("answers Unauthenticated without a token, with a bad one, and with a revoked one, saying how to get one", async () => {
-    const { clients, tokens, root } = setup();
+    const { clients, tokens, root } = await setup();
     expect(await message(clients().access.whoAmI({}))).toMatch(/^missing token; send "authorization: Bearer <token>"/);
     expect(await code(clients("brt_bogus").access.whoAmI({}))).toBe(Code.Unauthenticated);
     expect(await message(clients("brt_bogus").access.whoAmI({}))).toMatch(/unknown token; .*berth-manager token create --role admin/);
-    const v = tokens.create({ name: "gone", role: "viewer", project: "p", createdBy: "", now: 1 });
+    const v = await tokens.create({ name: "gone", role: "viewer", project: "p", createdBy: "", now: 1 });
     await clients(root.secret).access.revokeToken({ id: v.token.id });
     expect(await message(clients(v.secret).access.whoAmI({}))).toMatch(/^token "gone" \(tok_\w+\) was revoked at/);
   });
 
   it("checks the role before the handler exists: an unimplemented RPC still answers PermissionDenied or Unauthenticated", async () => {
-    const { clients, tokens, root } = setup();
-    const viewer = tokens.create({ name: "v", role: "viewer", project: "p", createdBy: "", now: 1 });
+    const { clients, tokens, root } = await setup();
+    const viewer = await tokens.create({ name: "v", role: "viewer", project: "p", createdBy: "", now: 1 });
     expect(await code(clients().hosts.removeHost({ id: "host_x" }))).toBe(Code.Unauthenticated);
     expect(await message(clients(viewer.secret).hosts.removeHost({ id: "host_x" }))).toBe('RemoveHost needs the admin role; token "v" is viewer');
     expect(await code(clients(root.secret).hosts.removeHost({ id: "host_x" }))).toBe(Code.Unimplemented);
   });
 
   it("keeps shared-infrastructure calls for all-projects admins", async () => {
-    const { clients, tokens } = setup();
-    const projectAdmin = tokens.create({ name: "web-admin", role: "admin", project: "web", createdBy: "", now: 1 });
+    const { clients, tokens } = await setup();
+    const projectAdmin = await tokens.create({ name: "web-admin", role: "admin", project: "web", createdBy: "", now: 1 });
     expect(await message(clients(projectAdmin.secret).hosts.createEnrollmentToken({}))).toMatch(
       /^CreateEnrollmentToken acts on infrastructure every project shares, so it needs an all-projects admin token/,
     );
   });
 
   it("rate-limits mutating calls per token with ResourceExhausted, and never reads", async () => {
-    const { clients, root } = setup(new AccessLimits({ ratePerSecond: 0.001, burst: 2, maxStreams: 2 }));
+    const { clients, root } = await setup(new AccessLimits({ ratePerSecond: 0.001, burst: 2, maxStreams: 2 }));
     const c = clients(root.secret);
     expect(await code(c.access.createToken({ name: "a", role: Role.VIEWER, project: "p" }))).toBe("ok");
     expect(await code(c.access.createToken({ name: "b", role: Role.VIEWER, project: "p" }))).toBe("ok");
@@ -123,7 +127,7 @@ describe("authInterceptor", () => {
   });
 
   it("caps concurrent streams per token and frees the slot when a stream ends", async () => {
-    const { clients, root, tokens } = setup();
+    const { clients, root, tokens } = await setup();
     const c = clients(root.secret);
     const abort = new AbortController();
     const open = [c.servers.watchServers({}, { signal: abort.signal }), c.servers.watchServers({}, { signal: abort.signal })];
@@ -132,7 +136,7 @@ describe("authInterceptor", () => {
     const third = await code(firstOf(c.servers.watchServers({})));
     expect(third).toBe(Code.ResourceExhausted);
     // Another token is not affected.
-    const other = tokens.create({ name: "o", role: "viewer", project: "p", createdBy: "", now: 1 });
+    const other = await tokens.create({ name: "o", role: "viewer", project: "p", createdBy: "", now: 1 });
     expect(await code(firstOf(clients(other.secret).servers.watchServers({})))).toBe("ok");
     abort.abort();
     await new Promise((r) => setTimeout(r, 20));
@@ -140,8 +144,8 @@ describe("authInterceptor", () => {
   });
 
   it("ends a revoked token's open streams at once with Unauthenticated", async () => {
-    const { clients, root, tokens } = setup();
-    const v = tokens.create({ name: "watcher", role: "viewer", project: "p", createdBy: "", now: 1 });
+    const { clients, root, tokens } = await setup();
+    const v = await tokens.create({ name: "watcher", role: "viewer", project: "p", createdBy: "", now: 1 });
     const it = clients(v.secret).servers.watchServers({})[Symbol.asyncIterator]();
     await it.next();
     const pending = it.next();
@@ -154,13 +158,13 @@ describe("authInterceptor", () => {
 
 describe("AccessService", () => {
   it("WhoAmI describes the calling token", async () => {
-    const { clients, root } = setup();
+    const { clients, root } = await setup();
     const { token } = await clients(root.secret).access.whoAmI({});
     expect(token).toMatchObject({ id: root.token.id, name: "root", role: Role.ADMIN, project: "" });
   });
 
   it("creates a token whose secret works at once and is shown only in the answer; records the actor", async () => {
-    const { clients, root, ledger } = setup();
+    const { clients, root, ledger } = await setup();
     const res = await clients(root.secret).access.createToken({ name: "ci", role: Role.OPERATOR, project: "web" });
     expect(res.secret).toMatch(/^brt_/);
     expect(res.token).toMatchObject({ name: "ci", role: Role.OPERATOR, project: "web" });
@@ -173,7 +177,7 @@ describe("AccessService", () => {
   });
 
   it("validates role and project, and keeps all-projects tokens for admins", async () => {
-    const { clients, root } = setup();
+    const { clients, root } = await setup();
     const c = clients(root.secret);
     expect(await message(c.access.createToken({ name: "x", role: Role.UNSPECIFIED, project: "web" }))).toMatch(/^role: required/);
     expect(await code(c.access.createToken({ name: "x", role: Role.VIEWER, project: "" }))).toBe(Code.InvalidArgument);
@@ -183,9 +187,9 @@ describe("AccessService", () => {
   });
 
   it("scopes a project admin to its project's tokens; others answer NotFound", async () => {
-    const { clients, root, tokens } = setup();
-    const webAdmin = tokens.create({ name: "web-admin", role: "admin", project: "web", createdBy: "", now: 1 });
-    const games = tokens.create({ name: "games-op", role: "operator", project: "games", createdBy: "", now: 2 });
+    const { clients, root, tokens } = await setup();
+    const webAdmin = await tokens.create({ name: "web-admin", role: "admin", project: "web", createdBy: "", now: 1 });
+    const games = await tokens.create({ name: "games-op", role: "operator", project: "games", createdBy: "", now: 2 });
     const w = clients(webAdmin.secret);
     const made = await w.access.createToken({ name: "web-viewer", role: Role.VIEWER, project: "" });
     expect(made.token?.project).toBe("web");
@@ -197,8 +201,8 @@ describe("AccessService", () => {
   });
 
   it("revokes at once, idempotently, recording the actor once", async () => {
-    const { clients, root, tokens, ledger } = setup();
-    const v = tokens.create({ name: "v", role: "viewer", project: "p", createdBy: "", now: 1 });
+    const { clients, root, tokens, ledger } = await setup();
+    const v = await tokens.create({ name: "v", role: "viewer", project: "p", createdBy: "", now: 1 });
     expect(await code(clients(v.secret).access.whoAmI({}))).toBe("ok");
     await clients(root.secret).access.revokeToken({ id: v.token.id });
     await clients(root.secret).access.revokeToken({ id: v.token.id });
