@@ -1,6 +1,7 @@
 import type { Caller } from "../auth/caller.js";
 import { canSee } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import type { Store as StoreContract } from "../store/contract.js";
 import type { Store } from "../store/store.js";
 import type { HostRecord, ServerRecord } from "../domain/records.js";
 import { requireId } from "./validate.js";
@@ -11,11 +12,12 @@ import { requireId } from "./validate.js";
  * project answers NotFound, exactly like one that does not exist. Every API
  * call that names a server looks it up here.
  */
-export function findVisibleServer(store: Store, caller: Caller, idOrName: string): ServerRecord {
+export async function loadVisibleServer(store: Pick<StoreContract, "getServer" | "findServerByName" | "listServers">, caller: Caller, idOrName: string): Promise<ServerRecord> {
   const key = requireId(idOrName);
-  const s = store.getServer(key) ?? (caller.project !== null ? store.findServerByName(caller.project, key) : byNameAnyProject(store, key));
-  if (!s || !canSee(caller, s.project)) throw new NotFoundError("server", key, "list servers with ServerService.ListServers");
-  return s;
+  const s =
+    (await store.getServer(key)) ??
+    (caller.project !== null ? await store.findServerByName(caller.project, key) : onlyMatch(await store.listServers({ includeDeleted: true }), key));
+  return visible(s, caller, key);
 }
 
 /**
@@ -23,14 +25,35 @@ export function findVisibleServer(store: Store, caller: Caller, idOrName: string
  * removed (unless `includeRemoved`: a removed host's id still names its
  * stranded servers). `id` as the caller sent it, already checked non-empty.
  */
+export async function loadHost(store: Pick<StoreContract, "getHost">, id: string, opts: { includeRemoved?: boolean } = {}): Promise<HostRecord> {
+  return liveHost(await store.getHost(id.trim()), id, opts);
+}
+
+/** `loadVisibleServer` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
+export function findVisibleServer(store: Store, caller: Caller, idOrName: string): ServerRecord {
+  const key = requireId(idOrName);
+  const s = store.getServer(key) ?? (caller.project !== null ? store.findServerByName(caller.project, key) : onlyMatch(store.listServers({ includeDeleted: true }), key));
+  return visible(s, caller, key);
+}
+
+/** `loadHost` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
 export function findHost(store: Store, id: string, opts: { includeRemoved?: boolean } = {}): HostRecord {
-  const h = store.getHost(id.trim());
+  return liveHost(store.getHost(id.trim()), id, opts);
+}
+
+function visible(s: ServerRecord | undefined, caller: Caller, key: string): ServerRecord {
+  if (!s || !canSee(caller, s.project)) throw new NotFoundError("server", key, "list servers with ServerService.ListServers");
+  return s;
+}
+
+function liveHost(h: HostRecord | undefined, id: string, opts: { includeRemoved?: boolean }): HostRecord {
   if (!h || (h.removedAt !== null && !opts.includeRemoved)) throw new NotFoundError("host", id, "list hosts with HostService.ListHosts");
   return h;
 }
 
-function byNameAnyProject(store: Store, name: string): ServerRecord | undefined {
-  const matches = store.listServers({ includeDeleted: true }).filter((s) => s.name === name);
+/** The one server named `name` across all projects (an all-projects admin's bare name must be unambiguous). */
+function onlyMatch(servers: readonly ServerRecord[], name: string): ServerRecord | undefined {
+  const matches = servers.filter((s) => s.name === name);
   if (matches.length > 1) {
     throw new InvalidArgumentError("id", `name "${name}" exists in several projects (${matches.map((m) => m.project).join(", ")}); use the server id`);
   }

@@ -10,9 +10,8 @@ import { AgentHub } from "../link/agent-hub.js";
 import { AsyncQueue } from "../link/async-queue.js";
 import { createLogger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
+import { memoryStore } from "../../testing/store.js";
 import { createAgentService } from "./agent-service.js";
 import { createTailLogs, LOG_CHUNK_OVERHEAD_BYTES, LOG_WINDOW_BYTES } from "./logs.js";
 import { hostToProto } from "./convert.js";
@@ -28,29 +27,37 @@ const TEAM_B: Caller = { tokenId: "tok_b", name: "b", role: "viewer", project: "
 
 /** A manager's agent link and TailLogs over an in-memory store, with one connected host. */
 async function setup(openTimeoutMs = 2_000) {
-  const store = new Store(openDatabase(":memory:"));
-  cleanup.push(() => store.close());
+  const opened = memoryStore();
+  cleanup.push(() => opened.close());
+  // The table classes only to read rows the agent link wrote.
+  const { store, contract } = opened;
   const hub = new AgentHub();
   const ledger = new Ledger(store);
+  cleanup.push(ledger.follow(contract));
   const reconciler = { enqueue: () => {}, enqueueHost: () => {}, noteExit: () => {} } as unknown as Reconciler;
-  const agents = createAgentService({ store, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
-  const tailLogs = createTailLogs({ store, hub, openTimeoutMs });
+  const agents = createAgentService({ store: contract, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
+  const tailLogs = createTailLogs({ store: contract, hub, openTimeoutMs });
   const secret = newSecret();
-  store.insertHost({ id: "host_aaaa", name: "a", secretHash: hashSecret(secret), createdAt: 1 });
-  store.insertServer({
-    id: "srv_web",
-    project: "default",
-    name: "web",
-    hostId: "host_aaaa",
-    generation: 1,
-    spec: create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
-    status: initialStatus(),
-    dataInitialized: true,
-    lifecycle: {},
-    createdAt: 1,
-    updatedAt: 1,
-    deletedAt: null,
-  });
+  await contract.commit([{ op: "host.insert", id: "host_aaaa", name: "a", secretHash: hashSecret(secret), createdAt: 1 }]);
+  await contract.commit([
+    {
+      op: "server.insert",
+      server: {
+        id: "srv_web",
+        project: "default",
+        name: "web",
+        hostId: "host_aaaa",
+        generation: 1,
+        spec: create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
+        status: initialStatus(),
+        dataInitialized: true,
+        lifecycle: {},
+        createdAt: 1,
+        updatedAt: 1,
+        deletedAt: null,
+      },
+    },
+  ]);
 
   // The agent: a Connect stream we drive by hand.
   const input = new AsyncQueue<AgentMessage>();

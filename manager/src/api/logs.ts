@@ -8,8 +8,8 @@ import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import { AsyncQueue, type QueueBound } from "../link/async-queue.js";
-import type { Store } from "../store/store.js";
-import { findVisibleServer } from "./find-server.js";
+import type { Store as StoreContract } from "../store/contract.js";
+import { loadVisibleServer } from "./find-server.js";
 
 /**
  * Log bytes the agent may send ahead of what the caller consumed: it stops
@@ -49,7 +49,7 @@ const LOG_QUEUE_BOUND: QueueBound<Entry> = {
 };
 
 export interface TailLogsDeps {
-  store: Store;
+  store: Pick<StoreContract, "getServer" | "findServerByName" | "listServers">;
   hub: AgentHub;
   now?: () => number;
   /** The agent answers a log request with an empty chunk once Docker's stream is open. */
@@ -77,7 +77,7 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
   const openTimeoutMs = deps.openTimeoutMs ?? 15_000;
 
   return async function* tailLogs(req: TailLogsRequest, ctx: HandlerContext): AsyncIterable<TailLogsResponse> {
-    const s = findVisibleServer(store, callerOf(ctx), req.id);
+    const s = await loadVisibleServer(store, callerOf(ctx), req.id);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted and has no container; restore and start it to read its logs`);
     const requestId = newId("log");
     const chunks = new AsyncQueue<Entry>(LOG_QUEUE_BOUND);

@@ -1,35 +1,57 @@
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import { describeConflicts, findPortConflicts, suggestFreePorts, type PortOwner } from "../domain/port-conflicts.js";
+import type { ServerRecord } from "../domain/records.js";
 import { PreconditionError } from "../errors.js";
+import type { Store as StoreContract } from "../store/contract.js";
 import type { Store } from "../store/store.js";
+
+/** What `checkPortsFree` and `loadPortOwners` need to know about the caller's request. */
+export interface PortCheck {
+  /** The server asking (its own ports are no conflict); "" for a new one. */
+  exceptId: string;
+  /** Servers outside this project are not named. */
+  project: string;
+  /** How the message names the host (its id unless given). */
+  hostLabel?: string;
+}
 
 /**
  * The servers placed on `hostId` other than `exceptId`, with the ports they
  * publish. Reads every server on the host: callers skip it when no port is
  * requested.
  */
-export function portOwnersOnHost(store: Pick<Store, "listServers">, hostId: string, exceptId: string): PortOwner[] {
-  return store
-    .listServers({ hostId })
-    .filter((s) => s.id !== exceptId)
-    .map((s) => ({ name: s.name, project: s.project, ports: s.spec.ports }));
+export async function loadPortOwners(store: Pick<StoreContract, "listServers">, hostId: string, exceptId: string): Promise<PortOwner[]> {
+  return portOwners(await store.listServers({ hostId }), exceptId);
 }
 
 /**
  * Refuses `ports` when another server on `hostId` (than `exceptId`) publishes
- * one of them, naming free ports to try instead; servers outside `project`
- * are not named. `hostLabel` names the host in the message (its id unless
- * given). Used by CreateServer/UpdateServer/StartServer and by AdoptOrphan
- * and ReassignServer.
+ * one of them, naming free ports to try instead (PreconditionError). The
+ * friendly check before a write; the database's port reservations are the
+ * backstop for a race. Used by CreateServer/UpdateServer/StartServer/
+ * RestoreServer and by AdoptOrphan and ReassignServer.
  */
-export function checkPortsFree(
-  store: Pick<Store, "listServers">,
-  hostId: string,
-  ports: readonly PortMapping[],
-  opts: { exceptId: string; project: string; hostLabel?: string },
-): void {
+export async function requirePortsFree(store: Pick<StoreContract, "listServers">, hostId: string, ports: readonly PortMapping[], opts: PortCheck): Promise<void> {
   if (ports.length === 0) return;
-  const others = portOwnersOnHost(store, hostId, opts.exceptId);
+  refuseConflicts(await loadPortOwners(store, hostId, opts.exceptId), hostId, ports, opts);
+}
+
+/** `loadPortOwners` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
+export function portOwnersOnHost(store: Pick<Store, "listServers">, hostId: string, exceptId: string): PortOwner[] {
+  return portOwners(store.listServers({ hostId }), exceptId);
+}
+
+/** `requirePortsFree` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
+export function checkPortsFree(store: Pick<Store, "listServers">, hostId: string, ports: readonly PortMapping[], opts: PortCheck): void {
+  if (ports.length === 0) return;
+  refuseConflicts(portOwnersOnHost(store, hostId, opts.exceptId), hostId, ports, opts);
+}
+
+function portOwners(servers: readonly ServerRecord[], exceptId: string): PortOwner[] {
+  return servers.filter((s) => s.id !== exceptId).map((s) => ({ name: s.name, project: s.project, ports: s.spec.ports }));
+}
+
+function refuseConflicts(others: PortOwner[], hostId: string, ports: readonly PortMapping[], opts: PortCheck): void {
   const conflicts = findPortConflicts(ports, others);
   if (conflicts.length > 0) {
     throw new PreconditionError(`port conflict on host ${opts.hostLabel ?? hostId}: ${describeConflicts(conflicts, suggestFreePorts(conflicts, others, ports), opts.project)}`);

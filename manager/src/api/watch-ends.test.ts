@@ -10,10 +10,9 @@ import { ServerService, ServerSpecSchema, WatchServersRequestSchema } from "@ber
 import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import { openDatabase } from "../store/database.js";
-import { EventStore } from "../store/event-store.js";
-import { Store } from "../store/store.js";
+import type { OpenedStore } from "../store/open.js";
 import { initialStatus } from "../domain/records.js";
+import { memoryStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
 import { createEventService } from "./event-service.js";
 import { createWatchServers } from "./watch-servers.js";
@@ -22,17 +21,17 @@ const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", proj
 const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
 const TEAM_B: Caller = { tokenId: "tok_b", name: "b", role: "viewer", project: "b" };
 
-const open: Store[] = [];
+const open: OpenedStore[] = [];
 afterEach(() => {
   for (const s of open.splice(0)) s.close();
 });
 
 function setup() {
-  const db = openDatabase(":memory:");
-  const store = new Store(db);
-  open.push(store);
+  const opened = memoryStore();
+  open.push(opened);
+  const { store, events, contract } = opened;
   const ledger = new Ledger(store);
-  const events = new EventStore(db);
+  ledger.follow(contract);
   const service = createEventService({ ledger, events, store });
   const client = (caller: Caller) => {
     const as: Interceptor = (next) => (req) => {
@@ -57,7 +56,7 @@ function setup() {
       updatedAt: 1,
       deletedAt: null,
     });
-  return { store, ledger, service, client, addServer };
+  return { store, contract, ledger, service, client, addServer };
 }
 
 /** A handler context as the router makes it, for `caller`, with a deadline or a cancel signal. */
@@ -97,8 +96,8 @@ describe("watches ended by the caller", () => {
   });
 
   it("WatchServers past the caller's deadline ends with DEADLINE_EXCEEDED; cancelled by the caller, CANCELED", async () => {
-    const { store, ledger } = setup();
-    const watch = createWatchServers({ store, ledger });
+    const { contract, ledger } = setup();
+    const watch = createWatchServers({ store: contract, ledger });
     const timedOut = await endOf(watch(create(WatchServersRequestSchema, {}), context("watchServers", ADMIN, { timeoutMs: 100 })));
     expect(timedOut?.code).toBe(Code.DeadlineExceeded);
 

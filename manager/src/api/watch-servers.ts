@@ -12,12 +12,12 @@ import { callerOf, projectFor } from "../auth/caller.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { ServerChange } from "../ledger/server-changes.js";
 import { Wakeup, watchEnded } from "../ledger/wakeup.js";
-import type { Store } from "../store/store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 import type { ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 
 export interface WatchServersDeps {
-  store: Store;
+  store: Pick<StoreContract, "listServers">;
   /** Its `servers` feed carries every server record change. */
   ledger: Ledger;
 }
@@ -65,7 +65,17 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
     let viewKnown = true;
     const pending = new Map<string, ServerChange>();
     const wake = new Wakeup();
+    /**
+     * While a resume reads the records it missed, live batches wait here: they
+     * carry higher sequence numbers and go after the missed ones (`pending` is
+     * kept in sequence order, which resume tokens rely on).
+     */
+    let held: (readonly ServerChange[])[] | undefined;
     const offer = (batch: readonly ServerChange[]) => {
+      if (held) {
+        held.push(batch);
+        return;
+      }
       let any = false;
       for (const c of batch) {
         if (!inView.has(c.serverId) && !inProject(c.project)) continue;
@@ -87,21 +97,35 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
       return create(WatchServersResponseSchema, { change: WatchChange.DELETE, server, resumeToken: feed.token(c.seq) });
     };
 
-    // Subscribe BEFORE reading the snapshot (both synchronous, in one turn):
-    // every change after the snapshot's read arrives through `offer`.
+    // Subscribe BEFORE reading the snapshot: every change published after the
+    // read started arrives through `offer` (one the snapshot already shows may
+    // come again, with the same or a newer state; none is missed).
     const unsubscribe = feed.subscribe(offer);
     try {
       const token = req.resumeToken || ctx.requestHeader.get(RESUME_HEADER);
       const since = token ? feed.parseToken(token) : undefined;
-      const missed = since !== undefined ? feed.changesSince(since) : undefined;
-      if (missed) {
-        viewKnown = false;
-        offer(missed);
-      } else {
+      let missed: ServerChange[] | undefined;
+      if (since !== undefined) {
+        held = [];
+        try {
+          missed = await feed.changesSince(since);
+        } finally {
+          const live = held;
+          held = undefined;
+          // Without `missed` (outside the window) a snapshot follows: it is read after these
+          // were published, so it shows them, and their older tokens would only go backwards.
+          if (missed) {
+            viewKnown = false;
+            offer(missed);
+            for (const b of live) offer(b);
+          }
+        }
+      }
+      if (!missed) {
         const seq = feed.currentSeq;
-        const servers = store
-          .listServers({ ...(project !== undefined ? { project } : {}), ...(hostId ? { hostId } : {}), includeDeleted: req.showDeleted })
-          .filter(matches);
+        const servers = (
+          await store.listServers({ ...(project !== undefined ? { project } : {}), ...(hostId ? { hostId } : {}), includeDeleted: req.showDeleted })
+        ).filter(matches);
         for (const s of servers) inView.add(s.id);
         for (const s of servers) yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT, server: serverToProto(s) });
         yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(seq) });
