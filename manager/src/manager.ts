@@ -221,7 +221,7 @@ export function buildManager(config: ManagerConfig): Manager {
   let advertiseUrl = config.advertiseUrl ?? `${scheme}://${config.listen}`;
 
   const routes = (router: ConnectRouter) => {
-    router.service(ServerService, createServerService({ store, hub, ledger, reconciler }));
+    router.service(ServerService, createServerService({ store: opened.contract, hub, ledger, reconciler }));
     router.service(
       HostService,
       createHostService({ store, hub, ledger, tokens, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),

@@ -1,17 +1,17 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { Phase, ServerService, ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, ServerService, ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
 import { Reconciler } from "../reconcile/reconciler.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import type { Store as StoreContract, WriteOp } from "../store/contract.js";
 import { initialStatus } from "../domain/records.js";
+import { memoryStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
-import { createServerService } from "./server-service.js";
+import { createServerService, WRITE_ATTEMPTS } from "./server-service.js";
 
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
 const HOST = "host_aaaaaaaaaaaa";
@@ -21,53 +21,85 @@ afterEach(() => {
   for (const f of open.splice(0)) f();
 });
 
-function setup(opts: { store?: (s: Store) => Store } = {}) {
-  const raw = new Store(openDatabase(":memory:"));
-  const store = opts.store ? opts.store(raw) : raw;
+/**
+ * ServerService over an in-memory store, with a reconciler whose host never
+ * connects. `contract` wraps the store contract the service and the
+ * reconciler use (to make reads fail or to slip a write in between); `store`
+ * is the table classes, for reading rows.
+ */
+function setup(opts: { contract?: (c: StoreContract) => StoreContract } = {}) {
+  const opened = memoryStore();
+  const raw = opened.contract;
+  const contract = opts.contract ? opts.contract(raw) : raw;
   const hub = new AgentHub();
-  const ledger = new Ledger(store);
+  const ledger = new Ledger(opened.store);
+  const unfollow = ledger.follow(raw);
   const log = createLogger("silent", "test");
-  const reconciler = new Reconciler({ store, hub, log, managerId: raw.managerId(), ledger });
-  raw.insertHost({ id: HOST, name: "h", secretHash: "x".repeat(64), createdAt: 1 });
+  const managerId = opened.store.managerId();
+  const reconciler = new Reconciler({ store: contract, hub, log, managerId, ledger });
+  opened.store.insertHost({ id: HOST, name: "h", secretHash: "x".repeat(64), createdAt: 1 });
   open.push(() => {
     reconciler.stop();
-    raw.close();
+    unfollow();
+    opened.close();
   });
   const as: Interceptor = (next) => (req) => {
     req.contextValues.set(callerKey, ADMIN);
     return next(req);
   };
-  const t = createRouterTransport((r) => r.service(ServerService, createServerService({ store, hub, ledger, reconciler })), {
+  const t = createRouterTransport((r) => r.service(ServerService, createServerService({ store: contract, hub, ledger, reconciler })), {
     router: { interceptors: [errorInterceptor(log), as] },
   });
   /** A server record as the reconciler would have left it, in `phase`, created at `createdAt`. */
-  const insert = (name: string, phase: Phase, createdAt: number) => {
+  const insert = async (name: string, phase: Phase, createdAt: number, o: { dataInitialized?: boolean } = {}) => {
     const id = `srv_${name.padEnd(12, "a")}`;
-    raw.insertServer({
-      id,
-      project: "default",
-      name,
-      hostId: HOST,
-      generation: 1,
-      spec: create(ServerSpecSchema, { name, hostId: HOST, image: "busybox" }),
-      status: create(ServerStatusSchema, { ...initialStatus(), phase }),
-      dataInitialized: false,
-      lifecycle: {},
-      createdAt,
-      updatedAt: createdAt,
-      deletedAt: null,
-    });
+    await raw.commit([
+      {
+        op: "server.insert",
+        server: {
+          id,
+          project: "default",
+          name,
+          hostId: HOST,
+          generation: 1,
+          spec: create(ServerSpecSchema, { name, hostId: HOST, image: "busybox" }),
+          status: create(ServerStatusSchema, { ...initialStatus(), phase }),
+          dataInitialized: o.dataInitialized ?? false,
+          lifecycle: {},
+          createdAt,
+          updatedAt: createdAt,
+          deletedAt: null,
+        },
+      },
+    ]);
     return id;
   };
-  return { store: raw, hub, ledger, reconciler, client: createClient(ServerService, t), insert };
+  return { store: opened.store, contract: raw, hub, ledger, reconciler, managerId, client: createClient(ServerService, t), insert };
 }
+
+/** The contract, with `before(ops)` run ahead of every commit (to slip in what another writer does meanwhile). */
+function beforeCommit(c: StoreContract, before: (ops: readonly WriteOp[]) => Promise<void>): StoreContract {
+  return new Proxy(c, {
+    get(target, prop, receiver) {
+      if (prop === "commit") return async (ops: readonly WriteOp[]) => (await before(ops), target.commit(ops));
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+const refusal = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
 
 describe("ServerService.ListServers", () => {
   it("filters by phase before cutting the page: a page of one finds the running server behind newer stopped ones", async () => {
     const { client, insert } = setup();
-    const running = insert("runner", Phase.RUNNING, 1_000);
-    insert("stoppeda", Phase.STOPPED, 2_000);
-    insert("stoppedb", Phase.STOPPED, 3_000);
+    const running = await insert("runner", Phase.RUNNING, 1_000);
+    await insert("stoppeda", Phase.STOPPED, 2_000);
+    await insert("stoppedb", Phase.STOPPED, 3_000);
     const first = await client.listServers({ phases: [Phase.RUNNING], pageSize: 1 });
     expect(first.servers.map((s) => s.id)).toEqual([running]);
     expect(first.nextPageToken).toBe("");
@@ -91,11 +123,11 @@ describe("API calls reconcile through the work queue", () => {
   it("a reconcile that fails right after an accepted change: the call still answers, and the reconcile is retried", async () => {
     let failures = 1;
     const { client, store } = setup({
-      store: (s) =>
-        new Proxy(s, {
+      contract: (c) =>
+        new Proxy(c, {
           get(target, prop, receiver) {
             if (prop === "openCommandForServer" && failures > 0) {
-              return () => {
+              return async () => {
                 failures--;
                 throw new Error("SQLITE_BUSY: database is locked");
               };
@@ -112,10 +144,11 @@ describe("API calls reconcile through the work queue", () => {
   });
 
   it("the periodic resync reconciles every server without any trigger", async () => {
-    const { store, reconciler, insert } = setup();
-    const ids = ["one", "two", "three"].map((n, i) => insert(n, Phase.RUNNING, 1_000 + i));
+    const { store, contract, managerId, reconciler, insert } = setup();
+    const ids: string[] = [];
+    for (const [i, n] of ["one", "two", "three"].entries()) ids.push(await insert(n, Phase.RUNNING, 1_000 + i));
     // A reconciler with a short period over the same store.
-    const periodic = new Reconciler({ store, hub: new AgentHub(), log: createLogger("silent", "test"), managerId: store.managerId(), resyncIntervalMs: 300 });
+    const periodic = new Reconciler({ store: contract, hub: new AgentHub(), log: createLogger("silent", "test"), managerId, resyncIntervalMs: 300 });
     open.push(() => periodic.stop());
     void reconciler;
     periodic.startResync();
@@ -138,10 +171,7 @@ describe("ServerService.UpdateServer with expected_version", () => {
     const before = store.getServer(read.id)!;
     const events = store.listEvents({ serverId: read.id }).length;
 
-    const stale = await client.updateServer({ id: read.id, spec: { ...read.spec!, image: "nginx" }, expectedVersion: read.version }).then(
-      () => undefined,
-      (e: unknown) => ConnectError.from(e),
-    );
+    const stale = await refusal(client.updateServer({ id: read.id, spec: { ...read.spec!, image: "nginx" }, expectedVersion: read.version }));
     expect(stale?.code).toBe(Code.Aborted);
     expect(stale?.rawMessage).toBe(`server "mc" was changed by someone else (version ${before.version}, expected ${read.version}): read it again and retry`);
     expect(store.getServer(read.id)).toEqual(before);
@@ -165,12 +195,84 @@ describe("ServerService.RestoreServer", () => {
     await client.createServer({ spec: { name: "mc2", image: "busybox", hostId: HOST, ports } });
     const before = store.getServer(first!.id)!;
 
-    const refused = await client.restoreServer({ id: first!.id }).then(
-      () => undefined,
-      (e: unknown) => ConnectError.from(e),
-    );
+    const refused = await refusal(client.restoreServer({ id: first!.id }));
     expect(refused?.code).toBe(Code.FailedPrecondition);
     expect(refused?.rawMessage).toBe(`port conflict on host ${HOST}: host port 25565/tcp is used by server "mc2" (try 25566)`);
     expect(store.getServer(first!.id)).toEqual(before);
+  });
+});
+
+describe("operator actions racing another writer", () => {
+  /** Writes a status to `id` (as the reconciler does) right before the service's next commit that changes its spec, `times` times. */
+  function reconcilerWritesFirst(id: () => string, times: number) {
+    const slipped: number[] = [];
+    const wrap = (c: StoreContract) =>
+      beforeCommit(c, async (ops) => {
+        if (slipped.length >= times || !ops.some((o) => o.op === "server.spec" && o.id === id())) return;
+        const s = (await c.getServer(id()))!;
+        const r = await c.commit([{ op: "server.status", id: s.id, status: { ...s.status, message: `observed ${slipped.length + 1}` }, dataInitialized: s.dataInitialized }]);
+        slipped.push(r.versions.get(s.id)!);
+      });
+    return { wrap, slipped };
+  }
+
+  it("a reconciler's status write between StopServer's read and its commit: the stop is decided again and accepted", async () => {
+    let target = "";
+    const race = reconcilerWritesFirst(() => target, 2);
+    const { client, store, insert } = setup({ contract: race.wrap });
+    target = await insert("mc", Phase.RUNNING, 1_000);
+
+    const { server } = await client.stopServer({ id: "mc", timeoutSeconds: 30 });
+    expect(race.slipped).toHaveLength(2); // the first two commits lost the race
+    expect(server!.spec!.desiredState).toBe(DesiredState.STOPPED);
+    const rec = store.getServer(target)!;
+    expect(rec.spec.desiredState).toBe(DesiredState.STOPPED);
+    expect(rec.lifecycle.stopTimeoutSeconds).toBe(30);
+    expect(rec.version).toBeGreaterThan(race.slipped[1]!);
+    expect(store.listEvents({ serverId: target }).filter((e) => e.type === "server.stop_requested")).toHaveLength(1);
+  });
+
+  it("with the caller's expected_version the same race answers Aborted and writes nothing", async () => {
+    let target = "";
+    const race = reconcilerWritesFirst(() => target, 1);
+    const { client, store, insert } = setup({ contract: race.wrap });
+    target = await insert("mc", Phase.STOPPED, 1_000);
+    const read = (await client.getServer({ id: target })).server!;
+
+    const err = await refusal(client.updateServer({ id: target, spec: { ...read.spec!, image: "alpine" }, expectedVersion: read.version }));
+    expect(err?.code).toBe(Code.Aborted);
+    expect(err?.rawMessage).toMatch(/was changed by someone else .*read it again and retry/);
+    expect(store.getServer(target)!.spec.image).toBe("busybox");
+    expect(store.listEvents({ serverId: target }).filter((e) => e.type === "server.updated")).toHaveLength(0);
+  });
+
+  it("a record that keeps changing under the call: Aborted after a few attempts, saying to retry", async () => {
+    let target = "";
+    const race = reconcilerWritesFirst(() => target, Infinity);
+    const { client, store, insert } = setup({ contract: race.wrap });
+    target = await insert("mc", Phase.STOPPED, 1_000);
+
+    const err = await refusal(client.startServer({ id: target }));
+    expect(err?.code).toBe(Code.Aborted);
+    expect(err?.rawMessage).toMatch(/read it again and retry/);
+    expect(race.slipped).toHaveLength(WRITE_ATTEMPTS);
+    expect(store.getServer(target)!.spec.desiredState).not.toBe(DesiredState.RUNNING);
+  });
+});
+
+describe("ServerService.StartServer of a server whose data directory is gone", () => {
+  it("refuses without allow_empty_data; with it, the start and the reset of the data flag are one write", async () => {
+    const { client, contract, store, insert } = setup();
+    const id = await insert("mc", Phase.MISSING, 1_000, { dataInitialized: true });
+    await contract.commit([{ op: "dataDir.upsert", dataDir: { hostId: HOST, serverId: id, present: false, sizeBytes: 0, checkedAt: 1 } }]);
+
+    const err = await refusal(client.startServer({ id }));
+    expect(err?.code).toBe(Code.FailedPrecondition);
+    expect(err?.rawMessage).toMatch(/data directory of "mc" is gone .*allow_empty_data=true/);
+    expect(store.getServer(id)!.dataInitialized).toBe(true);
+
+    const { server } = await client.startServer({ id, allowEmptyData: true });
+    expect(server!.spec!.desiredState).toBe(DesiredState.RUNNING);
+    expect(store.getServer(id)!.dataInitialized).toBe(false);
   });
 });

@@ -20,24 +20,24 @@ import {
   type ServerSpec,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { actorOf, callerOf, projectFor, requireRole, type Caller } from "../auth/caller.js";
-import { InvalidArgumentError, PreconditionError, ServerNameTakenError } from "../errors.js";
+import { ConflictError, InvalidArgumentError, PreconditionError, ServerNameTakenError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
-import { type Store } from "../store/store.js";
+import type { Store as StoreContract, WriteOp } from "../store/contract.js";
 import { initialStatus, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 import { mergeSecretEnv } from "../store/secrets.js";
-import { checkPortsFree, portOwnersOnHost } from "./port-check.js";
+import { loadPortOwners, requirePortsFree } from "./port-check.js";
 import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createTailLogs } from "./logs.js";
-import { findHost, findVisibleServer } from "./find-server.js";
+import { loadHost, loadVisibleServer } from "./find-server.js";
 
 export interface ServerServiceDeps {
-  store: Store;
+  store: StoreContract;
   hub: AgentHub;
   ledger: Ledger;
   reconciler: Reconciler;
@@ -46,76 +46,125 @@ export interface ServerServiceDeps {
 
 const MAX_PAGE = 1000;
 
+/**
+ * How many times an operator action without the caller's expected_version is
+ * decided and committed when someone else (usually the reconciler, writing a
+ * status) changed the server between the handler's read and its commit. The
+ * caller asked for no version check: the read-modify-write is the API's own.
+ */
+export const WRITE_ATTEMPTS = 5;
+
+/** What an operator action changes in a server record (computed from the record as read). */
+interface Change {
+  spec?: ServerSpec;
+  lifecycle?: Lifecycle;
+  deletedAt?: number | null;
+  message: string;
+  /** A spec change bumps the generation unless this is false. */
+  bumpGeneration?: boolean;
+  /** Start with allow_empty_data: the server's data directory begins anew. */
+  resetDataInitialized?: boolean;
+}
+
 export function createServerService(deps: ServerServiceDeps): Partial<ServiceImpl<typeof ServerService>> {
   const { store, hub, ledger, reconciler } = deps;
   const now = deps.now ?? Date.now;
 
   /** The server `idOrName` names for this caller (find-server.ts: the one look-up every API call uses). */
-  function find(caller: Caller, idOrName: string): ServerRecord {
-    return findVisibleServer(store, caller, idOrName);
+  function find(caller: Caller, idOrName: string): Promise<ServerRecord> {
+    return loadVisibleServer(store, caller, idOrName);
   }
 
-  function pickHost(spec: ServerSpec, project: string): string {
-    const counts = store.countServersByHost();
-    if (spec.hostId) {
-      return findHost(store, spec.hostId).id;
+  async function pickHost(spec: ServerSpec, project: string): Promise<string> {
+    if (spec.hostId) return (await loadHost(store, spec.hostId)).id;
+    const counts = await store.countServersByHost();
+    const byLoad = (a: string, b: string) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b);
+    const connected = hub.connectedHostIds();
+    const candidates: string[] = [];
+    for (const id of connected) {
+      if (spec.ports.length === 0 || findPortConflicts(spec.ports, await loadPortOwners(store, id, "")).length === 0) candidates.push(id);
     }
-    const candidates = hub
-      .connectedHostIds()
-      .filter((id) => spec.ports.length === 0 || findPortConflicts(spec.ports, portOwnersOnHost(store, id, "")).length === 0)
-      .sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b));
+    candidates.sort(byLoad);
     if (candidates.length === 0) {
-      if (hub.connectedHostIds().length === 0) {
+      if (connected.length === 0) {
         throw new PreconditionError("no host is connected; enroll an agent (HostService.CreateEnrollmentToken) or set spec.host_id");
       }
       // Name the conflicts on the least-loaded host, with free ports to try instead.
-      const best = hub.connectedHostIds().sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0))[0]!;
-      checkPorts(best, spec, "", project);
+      const best = [...connected].sort(byLoad)[0]!;
+      await checkPorts(best, spec, "", project);
       throw new PreconditionError("no connected host has the requested ports free; choose other host ports");
     }
     return candidates[0]!;
   }
 
-  /** Refuses ports another server on the host publishes; servers outside `project` are not named. */
-  function checkPorts(hostId: string, spec: ServerSpec, exceptId: string, project: string): void {
-    checkPortsFree(store, hostId, spec.ports, { exceptId, project });
+  /**
+   * Refuses ports another server on the host publishes; servers outside `project` are not named.
+   * The friendly check, with ports to try instead: the database's port reservations are the backstop.
+   */
+  function checkPorts(hostId: string, spec: ServerSpec, exceptId: string, project: string): Promise<void> {
+    return requirePortsFree(store, hostId, spec.ports, { exceptId, project });
+  }
+
+  /** The batch that writes `c` to `s` (read at version `expectVersion`) with its ledger event. */
+  function changeOps(s: ServerRecord, c: Change, at: number, expectVersion: number, event: { type: string; actor: string }): WriteOp[] {
+    const specChanged = c.spec !== undefined && (c.bumpGeneration ?? true);
+    const ops: WriteOp[] = [
+      {
+        op: "server.spec",
+        id: s.id,
+        spec: c.spec ?? s.spec,
+        generation: specChanged ? s.generation + 1 : s.generation,
+        hostId: s.hostId,
+        deletedAt: c.deletedAt !== undefined ? c.deletedAt : s.deletedAt,
+        updatedAt: at,
+        // The batch's first write carries the check; the rest of the batch is atomic with it.
+        expectVersion,
+      },
+    ];
+    if (c.lifecycle) ops.push({ op: "server.lifecycle", id: s.id, lifecycle: c.lifecycle });
+    if (c.resetDataInitialized) ops.push({ op: "server.resetDataInitialized", id: s.id });
+    ops.push(ledger.op({ type: event.type, project: s.project, serverId: s.id, hostId: s.hostId, actor: event.actor, message: c.message }));
+    return ops;
   }
 
   /**
-   * Applies one operator action to a server: checks role and visibility, lets
-   * `change` compute the new record (throwing to refuse), writes it with its
-   * ledger event in one transaction, and resolves with the record after the
-   * reconcile it queues has run (through the work queue like every other
-   * trigger, so a failed reconcile is retried). With `expectedVersion`, the
-   * write happens only if the server still has that version (ConflictError).
+   * Applies one operator action to a server: looks it up for the caller, lets
+   * `change` compute the new record from it (throwing to refuse), commits it
+   * with its ledger event as one batch conditioned on the version it read,
+   * and resolves with the record after the reconcile it queues has run
+   * (through the work queue like every other trigger, so a failed reconcile
+   * is retried).
+   *
+   * With the caller's `expectedVersion`, the batch is conditioned on that
+   * version instead, and a mismatch answers Aborted (ConflictError). Without
+   * one, a record changed between the read and the commit (a reconciler's
+   * status write) is read again and `change` decides again, up to
+   * WRITE_ATTEMPTS times: nothing the action did not look at is overwritten
+   * with what it read.
    */
   async function act(
     ctx: HandlerContext,
     idOrName: string,
     action: string,
-    change: (s: ServerRecord, at: number) => { spec?: ServerSpec; lifecycle?: Lifecycle; deletedAt?: number | null; message: string; bumpGeneration?: boolean },
+    change: (s: ServerRecord, at: number) => Change | Promise<Change>,
     expectedVersion?: number,
   ): Promise<ServerRecord> {
     const caller = callerOf(ctx);
-    const s = find(caller, idOrName);
-    const at = now();
-    const c = change(s, at);
-    const spec = c.spec ?? s.spec;
-    const specChanged = c.spec !== undefined && (c.bumpGeneration ?? true);
-    store.transaction(() => {
-      store.updateServerSpec({
-        id: s.id,
-        spec,
-        generation: specChanged ? s.generation + 1 : s.generation,
-        updatedAt: at,
-        deletedAt: c.deletedAt !== undefined ? c.deletedAt : s.deletedAt,
-        hostId: s.hostId,
-      }, expectedVersion);
-      if (c.lifecycle) store.updateLifecycle(s.id, c.lifecycle);
-      ledger.append({ type: `server.${action}`, project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message: c.message });
-    });
-    await reconciler.reconcileNow(s.id, `${action} by ${caller.name}`);
-    return store.getServer(s.id) ?? s;
+    let key = idOrName;
+    for (let attempt = 1; ; attempt++) {
+      const s = await find(caller, key);
+      key = s.id;
+      const at = now();
+      const c = await change(s, at);
+      try {
+        await store.commit(changeOps(s, c, at, expectedVersion ?? s.version, { type: `server.${action}`, actor: actorOf(caller) }));
+      } catch (err) {
+        if (err instanceof ConflictError && expectedVersion === undefined && attempt < WRITE_ATTEMPTS) continue;
+        throw err;
+      }
+      await reconciler.reconcileNow(s.id, `${action} by ${caller.name}`);
+      return (await store.getServer(s.id)) ?? s;
+    }
   }
 
   function notDeleted(s: ServerRecord, what: string): void {
@@ -123,33 +172,47 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
   }
 
-  /** Records an operator's new desired state. */
-  function setDesired(ctx: HandlerContext, idOrName: string, desired: DesiredState, action: string, lifecycle?: (s: ServerRecord) => Lifecycle): Promise<ServerRecord> {
+  /**
+   * Records an operator's new desired state. `check` refuses (throwing) or
+   * asks for more before the usual checks, on the same read of the record.
+   */
+  function setDesired(
+    ctx: HandlerContext,
+    idOrName: string,
+    desired: DesiredState,
+    action: string,
+    opts: { lifecycle?: (s: ServerRecord) => Lifecycle; check?: (s: ServerRecord) => Promise<Pick<Change, "resetDataInitialized"> | void> | void } = {},
+  ): Promise<ServerRecord> {
     requireRole(callerOf(ctx), "operator", action);
-    return act(ctx, idOrName, action, (s) => {
+    return act(ctx, idOrName, action, async (s) => {
+      const more = (await opts.check?.(s)) ?? {};
       notDeleted(s, action);
-      if (desired !== DesiredState.STOPPED) checkPorts(s.hostId, s.spec, s.id, s.project);
+      if (desired !== DesiredState.STOPPED) await checkPorts(s.hostId, s.spec, s.id, s.project);
       return {
+        ...more,
         spec: { ...s.spec, desiredState: desired },
         bumpGeneration: s.spec.desiredState !== desired,
-        ...(lifecycle ? { lifecycle: lifecycle(s) } : {}),
+        ...(opts.lifecycle ? { lifecycle: opts.lifecycle(s) } : {}),
         message: `desired state ${DesiredState[desired].toLowerCase()}`,
       };
     });
   }
 
-  /** Start/restart of a server whose container is gone needs its data, unless empty data is allowed. */
-  function checkData(s: ServerRecord, allowEmpty: boolean): void {
-    const containerGone = !s.status.containerId;
-    const data = store.getDataDir(s.hostId, s.id);
-    if (containerGone && s.dataInitialized && data && !data.present) {
-      if (!allowEmpty) {
-        throw new PreconditionError(
-          `the data directory of "${s.name}" is gone from its host; purge the server (PurgeServer), or start it with allow_empty_data=true to begin with empty data`,
-        );
-      }
-      store.resetDataInitialized(s.id);
+  /**
+   * Start/restart of a server whose container is gone needs its data, unless
+   * empty data is allowed: then its data directory begins anew (the answer
+   * asks the action's batch to reset `dataInitialized`).
+   */
+  async function checkData(s: ServerRecord, allowEmpty: boolean): Promise<Pick<Change, "resetDataInitialized">> {
+    if (s.status.containerId || !s.dataInitialized) return {};
+    const data = await store.getDataDir(s.hostId, s.id);
+    if (!data || data.present) return {};
+    if (!allowEmpty) {
+      throw new PreconditionError(
+        `the data directory of "${s.name}" is gone from its host; purge the server (PurgeServer), or start it with allow_empty_data=true to begin with empty data`,
+      );
     }
+    return { resetDataInitialized: true };
   }
 
   return {
@@ -163,9 +226,10 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       // The spec was checked before the handler (validateRequests); only the defaults are filled here.
       const spec = mergeSecretEnv(normalizeSpec(req.spec), undefined);
       const project = projectFor(caller, req.project);
-      if (store.findServerByName(project, spec.name)) throw new ServerNameTakenError(project, spec.name);
-      const hostId = pickHost(spec, project);
-      checkPorts(hostId, spec, "", project);
+      // The friendly checks; the database's unique names and port reservations are the backstop of a race.
+      if (await store.findServerByName(project, spec.name)) throw new ServerNameTakenError(project, spec.name);
+      const hostId = await pickHost(spec, project);
+      await checkPorts(hostId, spec, "", project);
       const at = now();
       const rec: ServerRecord = {
         id: newId("srv"),
@@ -182,19 +246,19 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         deletedAt: null,
         version: 1,
       };
-      store.transaction(() => {
-        store.insertServer(rec);
-        ledger.append({ type: "server.created", project, serverId: rec.id, hostId, actor, message: `server ${rec.name} created on ${hostId}` });
-      });
+      await store.commit([
+        { op: "server.insert", server: rec },
+        ledger.op({ type: "server.created", project, serverId: rec.id, hostId, actor, message: `server ${rec.name} created on ${hostId}` }),
+      ]);
       await reconciler.reconcileNow(rec.id, `created by ${caller.name}`);
-      return create(CreateServerResponseSchema, { server: serverToProto(store.getServer(rec.id)!) });
+      return create(CreateServerResponseSchema, { server: serverToProto((await store.getServer(rec.id)) ?? rec) });
     },
 
-    getServer(req, ctx) {
-      return create(GetServerResponseSchema, { server: serverToProto(find(callerOf(ctx), req.id)) });
+    async getServer(req, ctx) {
+      return create(GetServerResponseSchema, { server: serverToProto(await find(callerOf(ctx), req.id)) });
     },
 
-    listServers(req, ctx) {
+    async listServers(req, ctx) {
       const caller = callerOf(ctx);
       if (req.pageSize < 0) throw new InvalidArgumentError("page_size", "must not be negative");
       const limit = Math.min(req.pageSize || 100, MAX_PAGE);
@@ -210,7 +274,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       // The phase filter runs in the query, before the page is cut: filtering a cut page
       // answered an empty page without a next token while matching servers existed.
       const phases = [...new Set(req.phases)].map((p) => Phase[p] ?? "UNSPECIFIED");
-      const rows = store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, before, limit: limit + 1 });
+      const rows = await store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, before, limit: limit + 1 });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       const nextPageToken = rows.length > limit && last ? Buffer.from(`${last.createdAt}:${last.id}`).toString("base64url") : "";
@@ -218,19 +282,20 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     },
 
     async startServer(req, ctx) {
-      requireRole(callerOf(ctx), "operator", "StartServer");
-      const s = find(callerOf(ctx), req.id);
-      notDeleted(s, "start");
-      checkData(s, req.allowEmptyData);
-      return create(StartServerResponseSchema, { server: serverToProto(await setDesired(ctx, s.id, DesiredState.RUNNING, "start_requested")) });
+      const server = await setDesired(ctx, req.id, DesiredState.RUNNING, "start_requested", {
+        check: (s) => {
+          notDeleted(s, "start");
+          return checkData(s, req.allowEmptyData);
+        },
+      });
+      return create(StartServerResponseSchema, { server: serverToProto(server) });
     },
 
     async stopServer(req, ctx) {
       if (req.timeoutSeconds > 3600) throw new InvalidArgumentError("timeout_seconds", "at most 3600");
-      const server = await setDesired(ctx, req.id, DesiredState.STOPPED, "stop_requested", (s) => ({
-        ...s.lifecycle,
-        stopTimeoutSeconds: req.timeoutSeconds || undefined,
-      }));
+      const server = await setDesired(ctx, req.id, DesiredState.STOPPED, "stop_requested", {
+        lifecycle: (s) => ({ ...s.lifecycle, stopTimeoutSeconds: req.timeoutSeconds || undefined }),
+      });
       return create(StopServerResponseSchema, { server: serverToProto(server) });
     },
 
@@ -239,27 +304,31 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     },
 
     async resumeServer(req, ctx) {
-      const s = find(callerOf(ctx), req.id);
-      if (s.spec.desiredState !== DesiredState.PAUSED) throw new PreconditionError(`server "${s.name}" is not paused; use StartServer to start it`);
-      return create(ResumeServerResponseSchema, { server: serverToProto(await setDesired(ctx, s.id, DesiredState.RUNNING, "resume_requested")) });
+      const server = await setDesired(ctx, req.id, DesiredState.RUNNING, "resume_requested", {
+        check: (s) => {
+          if (s.spec.desiredState !== DesiredState.PAUSED) throw new PreconditionError(`server "${s.name}" is not paused; use StartServer to start it`);
+        },
+      });
+      return create(ResumeServerResponseSchema, { server: serverToProto(server) });
     },
 
     async restartServer(req, ctx) {
-      requireRole(callerOf(ctx), "operator", "RestartServer");
-      const s = find(callerOf(ctx), req.id);
-      notDeleted(s, "restart");
-      checkData(s, false);
       // A restart also applies a newer spec: the agent recreates a container whose spec hash differs.
-      return create(RestartServerResponseSchema, {
-        server: serverToProto(await setDesired(ctx, s.id, DesiredState.RUNNING, "restart_requested", (x) => ({ ...x.lifecycle, restartRequestedAt: now() }))),
+      const server = await setDesired(ctx, req.id, DesiredState.RUNNING, "restart_requested", {
+        check: (s) => {
+          notDeleted(s, "restart");
+          return checkData(s, false);
+        },
+        lifecycle: (x) => ({ ...x.lifecycle, restartRequestedAt: now() }),
       });
+      return create(RestartServerResponseSchema, { server: serverToProto(server) });
     },
 
     async rebuildServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "RebuildServer");
-      const server = await act(ctx, req.id, "rebuild_requested", (s, at) => {
+      const server = await act(ctx, req.id, "rebuild_requested", async (s, at) => {
         notDeleted(s, "rebuild");
-        checkData(s, false);
+        await checkData(s, false);
         return { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at }, message: "recreate the container from the current spec, keeping data" };
       });
       return create(RebuildServerResponseSchema, { server: serverToProto(server) });
@@ -269,13 +338,13 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       requireRole(callerOf(ctx), "operator", "UpdateServer");
       // Checked before the handler (validateRequests), like CreateServer's.
       const spec = normalizeSpec(req.spec);
-      const server = await act(ctx, req.id, "updated", (s, at) => {
+      const server = await act(ctx, req.id, "updated", async (s, at) => {
         notDeleted(s, "update");
         if (spec.name !== s.name) throw new InvalidArgumentError("spec.name", `renaming is not supported (server is "${s.name}")`);
         if (spec.hostId && spec.hostId !== s.hostId) {
           throw new InvalidArgumentError("spec.host_id", `moving a server to another host is not supported (it is on ${s.hostId}); leave host_id empty`);
         }
-        checkPorts(s.hostId, spec, s.id, s.project);
+        await checkPorts(s.hostId, spec, s.id, s.project);
         return {
           // "********" for a secret keeps its stored value (the caller only ever saw the mask).
           spec: { ...mergeSecretEnv(spec, s.spec), hostId: s.hostId },
@@ -298,15 +367,15 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
 
     async restoreServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "RestoreServer");
-      const server = await act(ctx, req.id, "restored", (s) => {
+      const server = await act(ctx, req.id, "restored", async (s) => {
         if (s.deletedAt === null) throw new PreconditionError(`server "${s.name}" is not deleted`);
         if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged`);
-        if (store.findServerByName(s.project, s.name)?.id !== s.id) {
+        if ((await store.findServerByName(s.project, s.name))?.id !== s.id) {
           throw new PreconditionError(`another server is now named "${s.name}"; purge or rename it first`);
         }
         // A deleted server holds no ports: another may have taken them meanwhile (refused here with free
         // ports to try, rather than by the store's reservation with a bare message).
-        checkPorts(s.hostId, s.spec, s.id, s.project);
+        await checkPorts(s.hostId, s.spec, s.id, s.project);
         return { deletedAt: null, spec: { ...s.spec, desiredState: DesiredState.STOPPED }, message: "restored (stopped); start it to recreate the container" };
       });
       return create(RestoreServerResponseSchema, { server: serverToProto(server) });
@@ -315,10 +384,10 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     async purgeServer(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "PurgeServer");
-      const s = find(caller, req.id);
+      const s = await find(caller, req.id);
       if (req.force && !hub.isConnected(s.hostId)) {
         // The host is away: drop the record now and say what may be left behind.
-        reconciler.dropRecord(
+        await reconciler.dropRecord(
           s,
           {
             actor: actorOf(caller),
