@@ -167,9 +167,7 @@ export function buildManager(config: ManagerConfig): Manager {
   const networks = new NetworkInventory();
   const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({
-    events: opened.events,
-    alerts: opened.alerts,
-    store,
+    store: opened.contract,
     ledger,
     isConnected: (id) => hub.isConnected(id),
     log,
@@ -179,7 +177,7 @@ export function buildManager(config: ManagerConfig): Manager {
   });
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   const observability = createObservability({
-    store,
+    store: opened.contract,
     ledger,
     health,
     log,
@@ -187,13 +185,13 @@ export function buildManager(config: ManagerConfig): Manager {
     probeIntervalSeconds: config.dbProbeIntervalSeconds,
     metricsToken: config.metricsToken,
     sources: {
-      hosts: () => store.listHosts().map((h) => ({ online: hub.isConnected(h.id) })),
-      servers: () => ledgerServices.alerts.serverFacts(),
-      firingAlerts: () => ledgerServices.alerts.listFiring(),
+      hosts: async () => (await opened.contract.listHosts()).map((h) => ({ online: hub.isConnected(h.id) })),
+      servers: () => opened.contract.serverFacts(),
+      firingAlerts: () => opened.contract.listFiringAlerts(),
       queueDepth: () => reconciler.queue.length,
       refusedReports: () => hub.refusedReports,
-      command: (id) => {
-        const c = store.getCommand(id);
+      command: async (id) => {
+        const c = await opened.contract.getCommand(id);
         return c && { kind: c.command.kind, createdAt: c.createdAt };
       },
     },
@@ -228,8 +226,8 @@ export function buildManager(config: ManagerConfig): Manager {
     );
     router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
-    router.service(EventService, createEventService({ ledger, events: ledgerServices.events, store }));
-    router.service(AlertService, createAlertService({ alerts: ledgerServices.alerts, ledger }));
+    router.service(EventService, createEventService({ ledger, events: opened.events, store }));
+    router.service(AlertService, createAlertService({ alerts: opened.alerts, ledger }));
     router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     registerReflection(router);

@@ -3,10 +3,10 @@ import { describe, expect, it } from "vitest";
 import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import { AlertStore, type AlertRecord } from "../store/alert-store.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import type { AlertRecord } from "../store/alert-store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 import { initialStatus } from "../domain/records.js";
+import { memoryStore } from "../../testing/store.js";
 import { AlertEvaluator, step } from "./evaluator.js";
 import type { AlertCondition } from "./rules.js";
 import type { WebhookNotifier } from "./webhook.js";
@@ -54,107 +54,189 @@ describe("step(): pending, firing, resolved", () => {
   });
 });
 
-function setup() {
+/** `s` with its listFiringAlerts answered by `read` (everything else is `s` itself). */
+function withFiring(s: StoreContract, read: () => Promise<AlertRecord[]>): StoreContract {
+  return new Proxy(s, {
+    get(target, prop) {
+      if (prop === "listFiringAlerts") return read;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+/** `wrap` may put a store in front of the real one (to slow reads down, or race them). */
+async function setup(wrap: (s: StoreContract) => StoreContract = (s) => s, config: { intervalMs?: number } = {}) {
   let now = 1_000_000;
-  const db = openDatabase(":memory:");
-  const store = new Store(db);
-  const ledger = new Ledger(store, () => now);
-  const alerts = new AlertStore(db);
+  const { store: tables, contract } = memoryStore();
+  const ledger = new Ledger(tables, () => now);
+  ledger.follow(contract);
   const connected = new Set<string>(["host_1"]);
   const notified: string[] = [];
   const notifier = { notify: (type: string, a: AlertRecord) => notified.push(`${type} ${a.rule} ${a.subject}`) } as unknown as WebhookNotifier;
   const evaluator = new AlertEvaluator(
-    { store, alerts, ledger, isConnected: (id) => connected.has(id), notifier, log: createLogger("silent", "test"), now: () => now },
-    { thresholds: { hostOfflineMs: 30_000, notConvergedMs: 120_000, diskFreeFraction: 0.1 }, intervalMs: 1000, historyMs: 3600_000 },
+    { store: wrap(contract), ledger, isConnected: (id) => connected.has(id), notifier, log: createLogger("silent", "test"), now: () => now },
+    { thresholds: { hostOfflineMs: 30_000, notConvergedMs: 120_000, diskFreeFraction: 0.1 }, intervalMs: config.intervalMs ?? 1000, historyMs: 3600_000 },
   );
-  store.insertHost({ id: "host_1", name: "h1", secretHash: "x", createdAt: 0 });
+  await contract.commit([{ op: "host.insert", id: "host_1", name: "h1", secretHash: "x", createdAt: 0 }]);
   const addServer = (id: string, phase: Phase, reason = "") =>
-    store.insertServer({
-      id,
-      project: "a",
-      name: id,
-      hostId: "host_1",
-      generation: 1,
-      spec: create(ServerSpecSchema, { name: id, image: "busybox", desiredState: DesiredState.RUNNING }),
-      status: { ...initialStatus(), phase, reason, observedGeneration: 1n },
-      dataInitialized: true,
-      lifecycle: {},
-      createdAt: 0,
-      updatedAt: 0,
-      deletedAt: null,
-    });
-  const setPhase = (id: string, phase: Phase, reason = "") => {
-    const s = store.getServer(id)!;
-    store.updateServerStatus(id, { ...s.status, phase, reason }, true);
+    contract.commit([
+      {
+        op: "server.insert",
+        server: {
+          id,
+          project: "a",
+          name: id,
+          hostId: "host_1",
+          generation: 1,
+          spec: create(ServerSpecSchema, { name: id, image: "busybox", desiredState: DesiredState.RUNNING }),
+          status: { ...initialStatus(), phase, reason, observedGeneration: 1n },
+          dataInitialized: true,
+          lifecycle: {},
+          createdAt: 0,
+          updatedAt: 0,
+          deletedAt: null,
+        },
+      },
+    ]);
+  const setPhase = async (id: string, phase: Phase, reason = "") => {
+    const s = (await contract.getServer(id))!;
+    await contract.commit([{ op: "server.status", id, status: { ...s.status, phase, reason }, dataInitialized: true }]);
   };
-  const types = () => ledger.list({}).map((e) => `${e.type} ${e.reason}`);
-  return { store, alerts, evaluator, connected, notified, types, addServer, setPhase, advance: (ms: number) => (now += ms) };
+  const types = async () => (await contract.readForward({ project: null, afterId: 0, upToId: await contract.lastEventId(), limit: 100 })).map((e) => `${e.type} ${e.reason}`);
+  return { contract, evaluator, connected, notified, types, addServer, setPhase, advance: (ms: number) => (now += ms) };
 }
 
 describe("AlertEvaluator", () => {
-  it("host offline: fires after the threshold, resolves on reconnect, fires again only after clearing", () => {
-    const h = setup();
+  it("host offline: fires after the threshold, resolves on reconnect, fires again only after clearing", async () => {
+    const h = await setup();
     h.connected.delete("host_1");
-    expect(h.evaluator.evaluate().fired).toEqual([]);
+    expect((await h.evaluator.evaluate()).fired).toEqual([]);
     h.advance(30_000);
-    const { fired } = h.evaluator.evaluate();
+    const { fired } = await h.evaluator.evaluate();
     expect(fired.map((a) => a.rule)).toEqual(["host_offline"]);
     h.advance(10_000);
-    expect(h.evaluator.evaluate().fired).toEqual([]); // still the same alert
-    expect(h.alerts.listFiring()).toHaveLength(1);
+    expect((await h.evaluator.evaluate()).fired).toEqual([]); // still the same alert
+    expect(await h.contract.listFiringAlerts()).toHaveLength(1);
 
     h.connected.add("host_1");
     h.advance(1000);
-    expect(h.evaluator.evaluate().resolved.map((a) => a.id)).toEqual([fired[0]!.id]);
+    expect((await h.evaluator.evaluate()).resolved.map((a) => a.id)).toEqual([fired[0]!.id]);
     h.connected.delete("host_1");
     h.advance(1000);
-    h.evaluator.evaluate();
+    await h.evaluator.evaluate();
     h.advance(30_000);
-    const again = h.evaluator.evaluate().fired;
+    const again = (await h.evaluator.evaluate()).fired;
     expect(again).toHaveLength(1);
     expect(again[0]!.id).not.toBe(fired[0]!.id);
-    expect(h.types()).toEqual(["alert.fired HostOffline", "alert.resolved HostOffline", "alert.fired HostOffline"]);
+    expect(await h.types()).toEqual(["alert.fired HostOffline", "alert.resolved HostOffline", "alert.fired HostOffline"]);
     expect(h.notified).toEqual(["alert.fired host_offline host:host_1", "alert.resolved host_offline host:host_1", "alert.fired host_offline host:host_1"]);
-    expect(h.alerts.list({ includeResolved: true, project: null, sharedRules: [], limit: 10 }).map((a) => a.state)).toEqual(["firing", "resolved"]);
+    expect((await h.contract.listAlerts({ includeResolved: true, project: null, sharedRules: [], limit: 10 })).map((a) => a.state)).toEqual(["firing", "resolved"]);
   });
 
-  it("crash loop and data lost fire at once and resolve when the phase moves on", () => {
-    const h = setup();
-    h.addServer("srv_c", Phase.FAILED, "CrashLoop");
-    h.addServer("srv_d", Phase.DATA_LOST, "DataDirectoryMissing");
-    expect(h.evaluator.evaluate().fired.map((a) => `${a.rule} ${a.subject} ${a.project}`).sort()).toEqual([
+  it("crash loop and data lost fire at once and resolve when the phase moves on", async () => {
+    const h = await setup();
+    await h.addServer("srv_c", Phase.FAILED, "CrashLoop");
+    await h.addServer("srv_d", Phase.DATA_LOST, "DataDirectoryMissing");
+    expect((await h.evaluator.evaluate()).fired.map((a) => `${a.rule} ${a.subject} ${a.project}`).sort()).toEqual([
       "crash_loop server:srv_c a",
       "data_lost server:srv_d a",
     ]);
-    h.setPhase("srv_c", Phase.RUNNING, "Running");
+    await h.setPhase("srv_c", Phase.RUNNING, "Running");
     h.advance(1000);
-    expect(h.evaluator.evaluate().resolved.map((a) => a.rule)).toEqual(["crash_loop"]);
+    expect((await h.evaluator.evaluate()).resolved.map((a) => a.rule)).toEqual(["crash_loop"]);
   });
 
-  it("a muted alert sends no notification; its mute carries over to the next alert of the same subject", () => {
-    const h = setup();
-    h.addServer("srv_d", Phase.DATA_LOST);
-    const [a] = h.evaluator.evaluate().fired;
-    h.alerts.mute(a!.id, 1_000_000 + 3600_000);
-    h.setPhase("srv_d", Phase.RUNNING);
+  it("a muted alert sends no notification; its mute carries over to the next alert of the same subject", async () => {
+    const h = await setup();
+    await h.addServer("srv_d", Phase.DATA_LOST);
+    const [a] = (await h.evaluator.evaluate()).fired;
+    await h.contract.commit([{ op: "alert.mute", id: a!.id, until: 1_000_000 + 3600_000 }]);
+    await h.setPhase("srv_d", Phase.RUNNING);
     h.advance(1000);
-    h.evaluator.evaluate();
-    h.setPhase("srv_d", Phase.DATA_LOST);
+    await h.evaluator.evaluate();
+    await h.setPhase("srv_d", Phase.DATA_LOST);
     h.advance(1000);
-    const [b] = h.evaluator.evaluate().fired;
+    const [b] = (await h.evaluator.evaluate()).fired;
     expect(b!.mutedUntil).toBe(1_000_000 + 3600_000);
     expect(h.notified).toEqual(["alert.fired data_lost server:srv_d"]);
   });
 
-  it("keeps the last-seen time fresh without a write per run", () => {
-    const h = setup();
-    h.addServer("srv_d", Phase.DATA_LOST);
-    const [a] = h.evaluator.evaluate().fired;
+  it("keeps the last-seen time fresh without a write per run", async () => {
+    const h = await setup();
+    await h.addServer("srv_d", Phase.DATA_LOST);
+    const [a] = (await h.evaluator.evaluate()).fired;
     h.advance(1000);
-    h.evaluator.evaluate();
-    expect(h.alerts.get(a!.id)!.lastSeen).toBe(a!.lastSeen);
+    await h.evaluator.evaluate();
+    expect((await h.contract.getAlert(a!.id))!.lastSeen).toBe(a!.lastSeen);
     h.advance(5000);
-    h.evaluator.evaluate();
-    expect(h.alerts.get(a!.id)!.lastSeen).toBe(a!.lastSeen + 6000);
+    await h.evaluator.evaluate();
+    expect((await h.contract.getAlert(a!.id))!.lastSeen).toBe(a!.lastSeen + 6000);
+  });
+
+  it("two runs asked for at once run one after the other: one alert, not two", async () => {
+    const h = await setup();
+    await h.addServer("srv_d", Phase.DATA_LOST);
+    const [first, second] = await Promise.all([h.evaluator.evaluate(), h.evaluator.evaluate()]);
+    expect(first.fired.map((a) => a.rule)).toEqual(["data_lost"]);
+    expect(second.fired).toEqual([]);
+    expect(await h.contract.listFiringAlerts()).toHaveLength(1);
+    expect(await h.types()).toEqual(["alert.fired DataLost"]);
+  });
+
+  it("timer and trigger runs never overlap, however slow the store answers", async () => {
+    let running = 0;
+    let most = 0;
+    let runs = 0;
+    const slow = (s: StoreContract) =>
+      withFiring(s, async () => {
+        runs++;
+        most = Math.max(most, ++running);
+        await new Promise((r) => setTimeout(r, 30));
+        running--;
+        return s.listFiringAlerts();
+      });
+    const h = await setup(slow, { intervalMs: 5 });
+    h.evaluator.start();
+    try {
+      // Trigger events too (host.*), while timer runs are due every 5 ms.
+      for (let i = 0; i < 5; i++) {
+        await h.contract.commit([{ op: "event.append", event: { type: "host.connected", hostId: "host_1" }, at: 1 }]);
+        await new Promise((r) => setTimeout(r, 60));
+      }
+    } finally {
+      h.evaluator.stop();
+    }
+    await h.evaluator.evaluate();
+    expect(runs).toBeGreaterThanOrEqual(2);
+    expect(most).toBe(1);
+  });
+
+  it("a run whose batch lost a race (its alert resolved meanwhile) writes nothing; the next run decides again", async () => {
+    let race: (() => Promise<void>) | undefined;
+    const racing = (s: StoreContract) =>
+      withFiring(s, async () => {
+        const firing = await s.listFiringAlerts();
+        // Another path resolves the alert after this run read it firing.
+        if (race) await race();
+        race = undefined;
+        return firing;
+      });
+    const h = await setup(racing);
+    await h.addServer("srv_c", Phase.FAILED, "CrashLoop");
+    const [crash] = (await h.evaluator.evaluate()).fired;
+    await h.setPhase("srv_c", Phase.RUNNING, "Running");
+    await h.addServer("srv_d", Phase.DATA_LOST);
+    h.advance(1000);
+    race = async () => {
+      await h.contract.commit([{ op: "alert.resolve", id: crash!.id, at: 1 }]);
+    };
+    expect(await h.evaluator.evaluate()).toEqual({ fired: [], resolved: [] });
+    expect(await h.types()).toEqual(["alert.fired CrashLoop"]);
+    // Decided again from what is stored: data lost fires, the crash loop is not resolved twice.
+    const next = await h.evaluator.evaluate();
+    expect(next.fired.map((a) => a.rule)).toEqual(["data_lost"]);
+    expect(next.resolved).toEqual([]);
+    expect(await h.types()).toEqual(["alert.fired CrashLoop", "alert.fired DataLost"]);
   });
 });

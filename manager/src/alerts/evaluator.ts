@@ -1,9 +1,10 @@
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { ConflictError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
-import type { AlertRecord, AlertStore } from "../store/alert-store.js";
-import type { Store } from "../store/store.js";
+import type { AlertRecord } from "../store/alert-store.js";
+import type { Store as StoreContract, WriteOp } from "../store/contract.js";
 import {
   alertKey,
   DEFAULT_THRESHOLDS,
@@ -72,9 +73,9 @@ export const DEFAULT_EVALUATOR: AlertEvaluatorConfig = {
 };
 
 export interface AlertEvaluatorDeps {
-  store: Store;
-  alerts: AlertStore;
-  ledger: Ledger;
+  store: StoreContract;
+  /** Builds the events of each run's batch; they reach listeners once committed (Ledger.follow). */
+  ledger: Pick<Ledger, "op" | "subscribe">;
   /** Whether a host's agent is connected with its inventory stored (AgentHub.isConnected). */
   isConnected: (hostId: string) => boolean;
   notifier?: WebhookNotifier;
@@ -108,9 +109,19 @@ const MAX_TIME_SHARE = 0.1;
  * unless muted. Pending conditions are kept in memory: after a manager
  * restart a condition must hold for its full threshold again before it fires
  * (alerts already firing stay firing).
+ *
+ * Runs never overlap: each reads the fleet and the firing alerts, decides
+ * (`step`), and commits what changed as one batch; a second run started
+ * before the first committed would decide from the same firing alerts and
+ * fire them twice. So runs form a chain, and a timer or trigger that comes
+ * while one is waiting to start adds nothing (the waiting run sees its change).
  */
 export class AlertEvaluator {
   private pending = new Map<string, number>();
+  /** The last run asked for; the next one starts after it. */
+  private chain: Promise<unknown> = Promise.resolve();
+  /** A timer or trigger run is waiting for its turn. */
+  private queued = false;
   private timer: NodeJS.Timeout | undefined;
   private soon: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -156,17 +167,18 @@ export class AlertEvaluator {
   }
 
   /** The fleet as the rules see it. */
-  snapshot(): FleetSnapshot {
+  async snapshot(): Promise<FleetSnapshot> {
     const { store, isConnected } = this.deps;
+    const [hosts, servers] = await Promise.all([store.listHosts(), store.serverFacts()]);
     return {
-      hosts: store.listHosts().map((h) => ({
+      hosts: hosts.map((h) => ({
         id: h.id,
         name: h.name,
         connected: isConnected(h.id),
         dataRootFreeBytes: h.facts.dataRootFreeBytes,
         dataRootTotalBytes: h.facts.dataRootTotalBytes,
       })),
-      servers: this.deps.alerts.serverFacts().map((s) => ({
+      servers: servers.map((s) => ({
         id: s.id,
         name: s.name,
         project: s.project,
@@ -182,31 +194,43 @@ export class AlertEvaluator {
     };
   }
 
-  /** One run of every rule; returns what changed (for tests and logs). */
-  evaluate(): { fired: AlertRecord[]; resolved: AlertRecord[] } {
-    const { alerts, ledger, notifier, log } = this.deps;
+  /**
+   * One run of every rule, after any run already asked for; resolves with what
+   * changed (for tests and logs). Rejects when the store does; a run whose
+   * batch lost a race (an alert resolved meanwhile) changes nothing and
+   * resolves empty: the next run decides again.
+   */
+  evaluate(): Promise<{ fired: AlertRecord[]; resolved: AlertRecord[] }> {
+    const run = this.chain.then(() => this.runOnce());
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runOnce(): Promise<{ fired: AlertRecord[]; resolved: AlertRecord[] }> {
+    const { store, ledger, notifier, log } = this.deps;
+    const [snapshot, firingRecords] = await Promise.all([this.snapshot(), store.listFiringAlerts()]);
     const now = this.now();
-    const conditions = evaluateRules(this.snapshot(), this.config.thresholds);
-    const firingRecords = alerts.listFiring();
+    const conditions = evaluateRules(snapshot, this.config.thresholds);
     const firing = new Map(firingRecords.map((a) => [alertKey(a), a.id]));
     const byId = new Map(firingRecords.map((a) => [a.id, a]));
     const r = step({ now, conditions, firing, pending: this.pending });
-    this.pending = r.pending;
+    const mutes = await Promise.all(r.fire.map((c) => store.latestMute(c.rule, c.subject)));
 
+    const ops: WriteOp[] = [];
     const fired: AlertRecord[] = [];
     const resolved: AlertRecord[] = [];
-    alerts.transaction(() => {
-      for (const { id, condition } of r.stillFiring) {
-        const a = byId.get(id)!;
-        // last_seen has a resolution of seconds; no write per alert per run.
-        if (a.message !== condition.message || now - a.lastSeen >= 5000) alerts.touch(id, now, condition.message);
-      }
-      for (const id of r.resolve) {
-        const a = byId.get(id)!;
-        if (!alerts.resolve(id, now)) continue;
-        const rec: AlertRecord = { ...a, state: "resolved", resolvedAt: now, lastSeen: now };
-        resolved.push(rec);
-        ledger.append({
+    for (const { id, condition } of r.stillFiring) {
+      const a = byId.get(id)!;
+      // last_seen has a resolution of seconds; no write per alert per run.
+      if (a.message !== condition.message || now - a.lastSeen >= 5000) ops.push({ op: "alert.touch", id, lastSeen: now, message: condition.message });
+    }
+    for (const id of r.resolve) {
+      const a = byId.get(id)!;
+      // Rejects the batch (ConflictError) when the alert is no longer firing.
+      ops.push({ op: "alert.resolve", id, at: now });
+      resolved.push({ ...a, state: "resolved", resolvedAt: now, lastSeen: now });
+      ops.push(
+        ledger.op({
           type: "alert.resolved",
           project: a.project,
           hostId: a.hostId,
@@ -216,30 +240,32 @@ export class AlertEvaluator {
           correlationId: a.id,
           message: `resolved after ${Math.round((now - a.firstSeen) / 1000)} s: ${a.message}`,
           payload: { rule: a.rule, subject: a.subject, severity: a.severity },
-        });
-      }
-      for (const c of r.fire) {
-        const muted = alerts.latestMute(c.rule, c.subject);
-        const rec: AlertRecord = {
-          id: newId("alr"),
-          rule: c.rule,
-          subject: c.subject,
-          project: c.project,
-          hostId: c.hostId,
-          serverId: c.serverId,
-          severity: c.severity,
-          state: "firing",
-          message: c.message,
-          firstSeen: now,
-          lastSeen: now,
-          resolvedAt: null,
-          acknowledgedBy: "",
-          acknowledgedAt: null,
-          mutedUntil: muted !== null && muted > now ? muted : null,
-        };
-        alerts.insert(rec);
-        fired.push(rec);
-        ledger.append({
+        }),
+      );
+    }
+    r.fire.forEach((c, i) => {
+      const muted = mutes[i] ?? null;
+      const rec: AlertRecord = {
+        id: newId("alr"),
+        rule: c.rule,
+        subject: c.subject,
+        project: c.project,
+        hostId: c.hostId,
+        serverId: c.serverId,
+        severity: c.severity,
+        state: "firing",
+        message: c.message,
+        firstSeen: now,
+        lastSeen: now,
+        resolvedAt: null,
+        acknowledgedBy: "",
+        acknowledgedAt: null,
+        mutedUntil: muted !== null && muted > now ? muted : null,
+      };
+      ops.push({ op: "alert.insert", alert: rec });
+      fired.push(rec);
+      ops.push(
+        ledger.op({
           type: "alert.fired",
           project: c.project,
           hostId: c.hostId,
@@ -249,10 +275,22 @@ export class AlertEvaluator {
           correlationId: rec.id,
           message: c.message,
           payload: { rule: c.rule, subject: c.subject, severity: c.severity, ...(rec.mutedUntil ? { mutedUntil: new Date(rec.mutedUntil).toISOString() } : {}) },
-        });
-      }
-      alerts.pruneResolved(now - this.config.historyMs, 100);
+        }),
+      );
     });
+
+    if (ops.length > 0) {
+      try {
+        await store.commit(ops);
+      } catch (err) {
+        if (!(err instanceof ConflictError)) throw err;
+        // Another path changed an alert this run decided on. Pending stays as it was, so
+        // what was due to fire fires at the next run, decided from what is stored then.
+        log.debug({ err }, "alert evaluation lost a race with another change; deciding again at the next run");
+        return { fired: [], resolved: [] };
+      }
+    }
+    this.pending = r.pending;
 
     for (const a of fired) {
       log.warn({ alert: a.id, rule: a.rule, subject: a.subject, severity: a.severity, server: a.serverId || undefined, host: a.hostId || undefined }, `alert fired: ${a.message}`);
@@ -262,19 +300,27 @@ export class AlertEvaluator {
       log.info({ alert: a.id, rule: a.rule, subject: a.subject }, "alert resolved");
       if (!isMuted(a, now)) notifier?.notify("alert.resolved", a);
     }
+    // After the notifications: they must not wait for, or fail with, housekeeping.
+    await store.pruneResolvedAlerts(now - this.config.historyMs, 100);
     return { fired, resolved };
   }
 
+  /** A timer or trigger run: joins the chain unless one is already waiting; failures are logged. */
   private safeEvaluate(): void {
-    this.lastRunAt = Date.now();
-    const t0 = performance.now();
-    try {
-      this.evaluate();
-    } catch (err) {
-      this.deps.log.error({ err }, "alert evaluation failed; retrying at the next run");
-    } finally {
-      this.lastRunMs = performance.now() - t0;
-    }
+    if (this.queued) return;
+    this.queued = true;
+    let t0 = 0;
+    const run = this.chain.then(() => {
+      this.queued = false;
+      this.lastRunAt = Date.now();
+      t0 = performance.now();
+      return this.runOnce();
+    });
+    this.chain = run
+      .catch((err: unknown) => this.deps.log.error({ err }, "alert evaluation failed; retrying at the next run"))
+      .finally(() => {
+        this.lastRunMs = performance.now() - t0;
+      });
   }
 }
 

@@ -3,8 +3,7 @@ import { describe, expect, it } from "vitest";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
 import type { AlertRecord } from "../store/alert-store.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import { memoryStore } from "../../testing/store.js";
 import { redactUrl, retryDelayMs, signBody, WebhookNotifier, type AlertNotification } from "./webhook.js";
 
 const alert: AlertRecord = {
@@ -26,7 +25,8 @@ const alert: AlertRecord = {
 };
 
 function setup(responses: (number | Error)[]) {
-  const ledger = new Ledger(new Store(openDatabase(":memory:")));
+  const { store, contract } = memoryStore();
+  const ledger = new Ledger(store);
   const calls: { url: string; headers: Record<string, string>; body: string }[] = [];
   const fetchImpl = (async (url: string, init: RequestInit) => {
     calls.push({ url, headers: init.headers as Record<string, string>, body: init.body as string });
@@ -36,7 +36,7 @@ function setup(responses: (number | Error)[]) {
   }) as unknown as typeof fetch;
   const notifier = new WebhookNotifier(
     { urls: ["http://hooks.test/berth?token=s3cret"], secret: "k", backoffBaseMs: 5, maxAttempts: 3 },
-    { ledger, log: createLogger("silent", "test"), managerId: "mgr_1", fetch: fetchImpl },
+    { store: contract, ledger, log: createLogger("silent", "test"), managerId: "mgr_1", fetch: fetchImpl },
   );
   const events = () => ledger.list({}).filter((e) => e.type.startsWith("webhook."));
   return { notifier, calls, events };
@@ -93,5 +93,24 @@ describe("webhooks", () => {
     await until(() => g.events().length === 1);
     await new Promise((r) => setTimeout(r, 50));
     expect(g.calls).toHaveLength(1);
+  });
+
+  it("keeps delivering and retrying when the ledger cannot record an attempt (a full disk)", async () => {
+    const calls: number[] = [];
+    const responses = [503, 200];
+    const fetchImpl = (async () => {
+      const r = responses.shift() ?? 200;
+      calls.push(r);
+      return new Response("x", { status: r });
+    }) as unknown as typeof fetch;
+    const { store } = memoryStore();
+    const notifier = new WebhookNotifier(
+      { urls: ["http://hooks.test/x"], backoffBaseMs: 5, maxAttempts: 3 },
+      { store: { commit: () => Promise.reject(new Error("SQLITE_FULL: database or disk is full")) }, ledger: new Ledger(store), log: createLogger("silent", "test"), managerId: "mgr_1", fetch: fetchImpl },
+    );
+    notifier.notify("alert.fired", alert);
+    await until(() => calls.length === 2);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(calls).toEqual([503, 200]);
   });
 });

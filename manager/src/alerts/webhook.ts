@@ -1,8 +1,10 @@
 import { createHmac } from "node:crypto";
 import { newId } from "../ids.js";
+import type { EventInput } from "../domain/records.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
 import type { AlertRecord } from "../store/alert-store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 
 export interface WebhookConfig {
   /** Receivers: every alert notification is POSTed to each. */
@@ -83,7 +85,15 @@ export class WebhookNotifier {
 
   constructor(
     private readonly config: WebhookConfig,
-    private readonly deps: { ledger: Ledger; log: Logger; managerId: string; fetch?: typeof fetch; now?: () => number },
+    private readonly deps: {
+      /** Where each attempt is recorded (its event, one commit each). */
+      store: Pick<StoreContract, "commit">;
+      ledger: Pick<Ledger, "op">;
+      log: Logger;
+      managerId: string;
+      fetch?: typeof fetch;
+      now?: () => number;
+    },
   ) {}
 
   get enabled(): boolean {
@@ -115,6 +125,7 @@ export class WebhookNotifier {
       },
     };
     const json = JSON.stringify(body);
+    // attempt() never rejects: it records and logs its own failures.
     for (const url of this.config.urls) void this.attempt(url, json, body, 1);
   }
 
@@ -156,12 +167,12 @@ export class WebhookNotifier {
     const base = { correlationId: body.alert.id, project: "", actor: "alerts" };
     const payload = { url: shown, attempt, delivery: body.delivery, notification: body.type };
     if (status >= 200 && status < 300) {
-      this.deps.ledger.append({ ...base, type: "webhook.delivered", reason: "Delivered", message: `${body.type} for ${body.alert.subject} delivered to ${shown} (HTTP ${status}, attempt ${attempt})`, payload: { ...payload, status } });
+      await this.record({ ...base, type: "webhook.delivered", reason: "Delivered", message: `${body.type} for ${body.alert.subject} delivered to ${shown} (HTTP ${status}, attempt ${attempt})`, payload: { ...payload, status } });
       return;
     }
     const willRetry = attempt < maxAttempts && (status === 0 || retryable(status));
     const what = status ? `HTTP ${status}` : error;
-    this.deps.ledger.append({
+    await this.record({
       ...base,
       type: "webhook.failed",
       reason: status ? "HttpError" : "RequestFailed",
@@ -169,13 +180,22 @@ export class WebhookNotifier {
       payload: { ...payload, ...(status ? { status } : { error }), willRetry },
     });
     this.deps.log.warn({ url: shown, attempt, status, error, willRetry, alert: body.alert.id }, "webhook delivery failed");
-    if (!willRetry) return;
+    if (!willRetry || this.closed) return;
     const t = setTimeout(() => {
       this.timers.delete(t);
       void this.attempt(url, json, body, attempt + 1);
     }, retryDelayMs(attempt + 1, this.config.backoffBaseMs ?? 1000));
     t.unref();
     this.timers.add(t);
+  }
+
+  /** The attempt's event; a database that refuses it costs the record, not the delivery or its retries. */
+  private async record(e: EventInput): Promise<void> {
+    try {
+      await this.deps.store.commit([this.deps.ledger.op(e)]);
+    } catch (err) {
+      this.deps.log.error({ err, type: e.type, alert: e.correlationId }, "could not record a webhook attempt in the ledger; the delivery itself is unaffected");
+    }
   }
 }
 

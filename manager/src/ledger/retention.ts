@@ -1,6 +1,5 @@
 import type { Logger } from "../log.js";
-import type { EventStore } from "../store/event-store.js";
-import type { Store } from "../store/store.js";
+import type { Retention } from "../store/contract.js";
 
 export interface RetentionConfig {
   /** Events older than this are pruned (default 30 days). */
@@ -30,33 +29,32 @@ export const DEFAULT_RETENTION: RetentionConfig = {
 const DRAIN_PAUSE_MS = 20;
 
 /**
- * Prunes the event ledger by age and by count, and (given the store) finished
- * commands and spent enrollment tokens by age, in small batches on a timer.
- * Each step is one bounded DELETE (a few milliseconds for 1,000 rows); a large
- * backlog (a lowered limit, a long-stopped manager) is drained one step at a
- * time with pauses in between, never in one long transaction.
+ * Prunes the event ledger by age and by count, finished commands and spent
+ * enrollment tokens by age, in small batches on a timer. Each step is a few
+ * bounded deletions (a few milliseconds for 1,000 rows); a large backlog (a
+ * lowered limit, a long-stopped manager) is drained one step at a time with
+ * pauses in between, never in one long transaction. One step at a time: the
+ * next is scheduled only once the last has finished.
  */
 export class EventRetention {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(
-    private readonly events: EventStore,
+    private readonly store: Retention,
     private readonly config: RetentionConfig,
     private readonly log?: Logger,
     private readonly now: () => number = Date.now,
-    /** Where commands and enrollment tokens live; without it only events are pruned. */
-    private readonly store?: Store,
   ) {}
 
-  /** One step: at most `batchSize` rows, the oldest first. Returns how many were deleted. */
-  pruneOnce(): number {
+  /** One step: at most `batchSize` rows, the oldest first. Resolves with how many were deleted. */
+  async pruneOnce(): Promise<number> {
     const { batchSize, maxAgeMs, maxRows } = this.config;
     const now = this.now();
-    let deleted = this.events.pruneOlderThan(now - maxAgeMs, batchSize);
-    if (deleted < batchSize) deleted += this.events.pruneBeyondCount(maxRows, batchSize - deleted);
-    if (this.store && deleted < batchSize) deleted += this.store.pruneFinishedCommands(now - this.config.commandMaxAgeMs, batchSize - deleted);
-    if (this.store && deleted < batchSize) deleted += this.store.pruneEnrollmentTokens(now - this.config.enrollmentTokenMaxAgeMs, batchSize - deleted);
+    let deleted = await this.store.pruneEventsOlderThan(now - maxAgeMs, batchSize);
+    if (deleted < batchSize) deleted += await this.store.pruneEventsBeyondCount(maxRows, batchSize - deleted);
+    if (deleted < batchSize) deleted += await this.store.pruneFinishedCommands(now - this.config.commandMaxAgeMs, batchSize - deleted);
+    if (deleted < batchSize) deleted += await this.store.pruneEnrollmentTokens(now - this.config.enrollmentTokenMaxAgeMs, batchSize - deleted);
     return deleted;
   }
 
@@ -78,13 +76,16 @@ export class EventRetention {
   }
 
   private tick(): void {
-    let deleted = 0;
-    try {
-      deleted = this.pruneOnce();
-      if (deleted > 0) this.log?.debug({ deleted }, "retention pruned old events, commands and enrollment tokens");
-    } catch (err) {
-      this.log?.warn({ err }, "event retention step failed; retrying later");
-    }
-    this.schedule(deleted >= this.config.batchSize ? DRAIN_PAUSE_MS : this.config.intervalMs);
+    this.timer = undefined;
+    this.pruneOnce().then(
+      (deleted) => {
+        if (deleted > 0) this.log?.debug({ deleted }, "retention pruned old events, commands and enrollment tokens");
+        this.schedule(deleted >= this.config.batchSize ? DRAIN_PAUSE_MS : this.config.intervalMs);
+      },
+      (err: unknown) => {
+        this.log?.warn({ err }, "event retention step failed; retrying later");
+        this.schedule(this.config.intervalMs);
+      },
+    );
   }
 }

@@ -2,9 +2,7 @@ import { AlertEvaluator, DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
 import { DEFAULT_THRESHOLDS, type OrphanView } from "../alerts/rules.js";
 import { WebhookNotifier } from "../alerts/webhook.js";
 import type { Logger } from "../log.js";
-import type { AlertStore } from "../store/alert-store.js";
-import type { EventStore } from "../store/event-store.js";
-import type { Store } from "../store/store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 import type { Ledger } from "./ledger.js";
 import { DEFAULT_RETENTION, EventRetention } from "./retention.js";
 
@@ -32,10 +30,8 @@ export interface LedgerConfig {
   webhookSecret?: string;
 }
 
-/** The ledger's readers and background work, over the manager's event and alert stores. */
+/** The ledger's background work (alert rules, webhooks, retention) over the store contract. */
 export interface LedgerServices {
-  events: EventStore;
-  alerts: AlertStore;
   evaluator: AlertEvaluator;
   notifier: WebhookNotifier;
   retention: EventRetention;
@@ -44,9 +40,7 @@ export interface LedgerServices {
 }
 
 export function createLedgerServices(deps: {
-  events: EventStore;
-  alerts: AlertStore;
-  store: Store;
+  store: StoreContract;
   ledger: Ledger;
   isConnected: (hostId: string) => boolean;
   log: Logger;
@@ -56,10 +50,9 @@ export function createLedgerServices(deps: {
   orphans?: () => OrphanView[];
 }): LedgerServices {
   const c = deps.config ?? {};
-  const { events, alerts } = deps;
   const maxAgeMs = c.eventMaxAgeSeconds !== undefined ? c.eventMaxAgeSeconds * 1000 : DEFAULT_RETENTION.maxAgeMs;
   const retention = new EventRetention(
-    events,
+    deps.store,
     {
       ...DEFAULT_RETENTION,
       maxAgeMs,
@@ -69,11 +62,10 @@ export function createLedgerServices(deps: {
     },
     deps.log,
     Date.now,
-    deps.store,
   );
-  const notifier = new WebhookNotifier({ urls: c.webhookUrls ?? [], secret: c.webhookSecret }, { ledger: deps.ledger, log: deps.log, managerId: deps.managerId });
+  const notifier = new WebhookNotifier({ urls: c.webhookUrls ?? [], secret: c.webhookSecret }, { store: deps.store, ledger: deps.ledger, log: deps.log, managerId: deps.managerId });
   const evaluator = new AlertEvaluator(
-    { store: deps.store, alerts, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}) },
+    { store: deps.store, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}) },
     {
       thresholds: {
         hostOfflineMs: c.alertHostOfflineSeconds !== undefined ? c.alertHostOfflineSeconds * 1000 : DEFAULT_THRESHOLDS.hostOfflineMs,
@@ -85,8 +77,6 @@ export function createLedgerServices(deps: {
     },
   );
   return {
-    events,
-    alerts,
     evaluator,
     notifier,
     retention,

@@ -9,15 +9,15 @@ function setup(over: Partial<MetricsSources> = {}) {
   const commands = new Map<string, { kind: CommandKind; createdAt: number }>([["cmd_1", { kind: CommandKind.ENSURE_RUNNING, createdAt: 8_500 }]]);
   const metrics = new ManagerMetrics(
     {
-      hosts: () => [{ online: true }, { online: true }, { online: false }],
-      servers: () => [
+      hosts: async () => [{ online: true }, { online: true }, { online: false }],
+      servers: async () => [
         { project: "web", phase: "RUNNING" },
         { project: "web", phase: "RUNNING" },
         { project: "db", phase: "FAILED" },
       ],
-      firingAlerts: () => [{ rule: "host_offline", severity: "critical" }],
+      firingAlerts: async () => [{ rule: "host_offline", severity: "critical" }],
       queueDepth: () => 3,
-      command: (id) => commands.get(id),
+      command: async (id) => commands.get(id),
       now: () => now,
       ...over,
     },
@@ -50,7 +50,7 @@ describe("ManagerMetrics", () => {
 
   it("a phase that empties disappears instead of staying at its last value", async () => {
     let servers = [{ project: "web", phase: "STARTING" }];
-    const { metrics } = setup({ servers: () => servers });
+    const { metrics } = setup({ servers: async () => servers });
     expect(sample((await metrics.render()).body, 'berth_servers{project="web",phase="STARTING"}')).toBe(1);
     servers = [{ project: "web", phase: "RUNNING" }];
     const body = (await metrics.render()).body;
@@ -65,6 +65,7 @@ describe("ManagerMetrics", () => {
     metrics.onEvent(3, { type: "command.failed", correlationId: "cmd_unknown", message: "" });
     metrics.onEvent(4, { type: "alert.fired", reason: "crash_loop", message: "" });
     metrics.onEvent(5, { type: "server.created", message: "" });
+    await metrics.commandsCounted();
     const body = (await metrics.render()).body;
     expect(sample(body, 'berth_commands_issued_total{kind="ensure-running"}')).toBe(1);
     expect(sample(body, 'berth_commands_finished_total{kind="ensure-running",outcome="succeeded"}')).toBe(1);
@@ -127,5 +128,14 @@ describe("ManagerMetrics", () => {
     const b = setup().metrics;
     a.onEvent(1, { type: "server.created", message: "" });
     expect(sample((await b.render()).body, 'berth_events_written_total{type="server.created"}')).toBeUndefined();
+  });
+
+  it("a command event whose command cannot be read is not counted, and fails nothing", async () => {
+    const { metrics } = setup({ command: () => Promise.reject(new Error("SQLITE_BUSY: database is locked")) });
+    metrics.onEvent(1, { type: "command.issued", correlationId: "cmd_1", message: "" });
+    await metrics.commandsCounted();
+    const body = (await metrics.render()).body;
+    expect(sample(body, 'berth_commands_issued_total{kind="ensure-running"}')).toBeUndefined();
+    expect(sample(body, 'berth_events_written_total{type="command.issued"}')).toBe(1);
   });
 });

@@ -13,20 +13,20 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { EventInput } from "../domain/records.js";
 import { commandName } from "../reconcile/plan.js";
 
-/** What the scrape-time gauges read. Narrow on purpose: tests pass plain functions. */
+/** What the scrape-time gauges read (from the store, so asynchronously). Narrow on purpose: tests pass plain functions. */
 export interface MetricsSources {
   /** Hosts not removed, and whether each has a live agent stream. */
-  hosts(): { online: boolean }[];
+  hosts(): Promise<{ online: boolean }[]>;
   /** Live (not deleted) servers: their project and phase name ("RUNNING", "DATA_LOST"…). */
-  servers(): { project: string; phase: string }[];
+  servers(): Promise<{ project: string; phase: string }[]>;
   /** Firing alerts. */
-  firingAlerts(): { rule: string; severity: string }[];
+  firingAlerts(): Promise<{ rule: string; severity: string }[]>;
   /** Keys waiting in the reconcile queue. */
   queueDepth(): number;
   /** Reports agents sent that the manager refused (host limits), by reason, since start (AgentHub.refusedReports). */
   refusedReports?(): ReadonlyMap<string, number>;
   /** A command's kind and creation time, for command.* events. */
-  command(id: string): { kind: CommandKind; createdAt: number } | undefined;
+  command(id: string): Promise<{ kind: CommandKind; createdAt: number } | undefined>;
   now?: () => number;
 }
 
@@ -70,10 +70,10 @@ export class ManagerMetrics {
       help: "Enrolled hosts (not removed) by state: online (agent stream up, inventory received) or offline.",
       labelNames: ["state"],
       registers,
-      collect() {
+      async collect() {
         let online = 0;
         let offline = 0;
-        for (const h of sources.hosts()) {
+        for (const h of await sources.hosts()) {
           if (h.online) online++;
           else offline++;
         }
@@ -86,10 +86,11 @@ export class ManagerMetrics {
       help: "Servers (not soft-deleted) by project and phase.",
       labelNames: ["project", "phase"],
       registers,
-      collect() {
+      async collect() {
+        const servers = await sources.servers();
         this.reset();
         const counts = new Map<string, { project: string; phase: string; n: number }>();
-        for (const s of sources.servers()) {
+        for (const s of servers) {
           const key = `${s.project}\u0000${s.phase}`;
           const c = counts.get(key) ?? { project: s.project, phase: s.phase, n: 0 };
           c.n++;
@@ -103,10 +104,11 @@ export class ManagerMetrics {
       help: "Firing alerts by rule and severity.",
       labelNames: ["rule", "severity"],
       registers,
-      collect() {
+      async collect() {
+        const firing = await sources.firingAlerts();
         this.reset();
         const counts = new Map<string, number>();
-        for (const a of sources.firingAlerts()) counts.set(`${a.rule}\u0000${a.severity}`, (counts.get(`${a.rule}\u0000${a.severity}`) ?? 0) + 1);
+        for (const a of firing) counts.set(`${a.rule}\u0000${a.severity}`, (counts.get(`${a.rule}\u0000${a.severity}`) ?? 0) + 1);
         for (const [key, n] of counts) {
           const [rule, severity] = key.split("\u0000") as [string, string];
           this.set({ rule, severity }, n);
@@ -177,24 +179,46 @@ export class ManagerMetrics {
     this.dbProbeFailures = new Counter({ name: "berth_database_write_failures_total", help: "Write probes that failed (locked, read-only, disk full, I/O error).", registers });
   }
 
-  /** A ledger listener: counts events, commands and fired alerts. */
+  /**
+   * A ledger listener: counts events, commands and fired alerts. A command's
+   * kind is read from the store afterwards (its duration is measured to the
+   * moment its event was heard); `commandsCounted` resolves once it is counted.
+   */
   readonly onEvent = (_id: number, e: Readonly<EventInput>): void => {
     this.eventsWritten.inc({ type: e.type });
     if (e.type === "alert.fired" && e.reason) this.alertsFired.inc({ rule: e.reason });
     if (!e.type.startsWith("command.") || !e.correlationId) return;
-    if (e.type === "command.issued") {
-      const c = this.sources.command(e.correlationId);
-      if (c) this.commandsIssued.inc({ kind: commandName(c.kind) });
+    const outcome = e.type === "command.issued" ? "issued" : COMMAND_OUTCOMES[e.type];
+    if (!outcome) return;
+    const counted = this.#countCommand(e.correlationId, outcome, this.now());
+    this.#counting.add(counted);
+    void counted.finally(() => this.#counting.delete(counted));
+  };
+
+  readonly #counting = new Set<Promise<void>>();
+
+  /** Resolves once every command event heard so far is counted (tests, before a scrape). */
+  async commandsCounted(): Promise<void> {
+    await Promise.all(this.#counting);
+  }
+
+  /** Never rejects: a command that cannot be read (gone, database busy) is simply not counted. */
+  async #countCommand(id: string, outcome: string, heardAt: number): Promise<void> {
+    let c: { kind: CommandKind; createdAt: number } | undefined;
+    try {
+      c = await this.sources.command(id);
+    } catch {
       return;
     }
-    const outcome = COMMAND_OUTCOMES[e.type];
-    if (!outcome) return;
-    const c = this.sources.command(e.correlationId);
     if (!c) return;
+    if (outcome === "issued") {
+      this.commandsIssued.inc({ kind: commandName(c.kind) });
+      return;
+    }
     const labels = { kind: commandName(c.kind), outcome };
     this.commandsFinished.inc(labels);
-    this.commandDuration.observe(labels, Math.max(0, this.now() - c.createdAt) / 1000);
-  };
+    this.commandDuration.observe(labels, Math.max(0, heardAt - c.createdAt) / 1000);
+  }
 
   /** For ReconcilerDeps.observeReconcile. */
   readonly observeReconcile = (ms: number, ok: boolean): void => {

@@ -3,9 +3,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
-import { openDatabase } from "../store/database.js";
+import { AlertStore } from "../store/alert-store.js";
+import { openDatabase, type Db } from "../store/database.js";
+import { EventStore } from "../store/event-store.js";
+import { SqliteStore } from "../store/sqlite/sqlite-store.js";
 import { Store } from "../store/store.js";
+import { TokenStore } from "../store/token-store.js";
 import { WriteProbe, type ProbeResult } from "./write-probe.js";
+
+/** The store contract over `db`, whose connection the test inspects (busy timeout, rows). */
+function contractOver(db: Db) {
+  const tables = new Store(db);
+  return { tables, contract: new SqliteStore(tables, new EventStore(db), new AlertStore(db), new TokenStore(db)) };
+}
 
 describe("WriteProbe", () => {
   const dirs: string[] = [];
@@ -13,38 +23,38 @@ describe("WriteProbe", () => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
-  it("succeeds on a writable database, writes one meta row, and restores the busy timeout", () => {
+  it("succeeds on a writable database, writes one meta row, and restores the busy timeout", async () => {
     const db = openDatabase(":memory:");
     const results: ProbeResult[] = [];
-    const probe = new WriteProbe(new Store(db), { intervalMs: 60_000, onResult: (r) => results.push(r), now: () => 42 });
-    const r = probe.check();
+    const probe = new WriteProbe(contractOver(db).contract, { intervalMs: 60_000, onResult: (r) => results.push(r), now: () => 42 });
+    const r = await probe.check();
     expect(r.ok).toBe(true);
     expect(r.error).toBe("");
     expect(results).toHaveLength(1);
     expect(db.prepare("SELECT value FROM meta WHERE key = 'write_probe'").get()).toEqual({ value: "42" });
     expect(db.pragma("busy_timeout", { simple: true })).toBe(5000);
-    probe.check();
+    await probe.check();
     expect(db.prepare("SELECT count(*) AS n FROM meta WHERE key = 'write_probe'").get()).toEqual({ n: 1 });
   });
 
-  it("fails, quickly, while another connection holds the write lock, and recovers when it is released", () => {
+  it("fails, quickly, while another connection holds the write lock, and recovers when it is released", async () => {
     const dir = mkdtempSync(join(tmpdir(), "berth-probe-"));
     dirs.push(dir);
     const path = join(dir, "berth.db");
     const db = openDatabase(path);
     const other = new Database(path);
     const seen: [boolean, boolean | undefined][] = [];
-    const probe = new WriteProbe(new Store(db), { intervalMs: 60_000, lockWaitMs: 50, onResult: (r, prev) => seen.push([r.ok, prev?.ok]) });
+    const probe = new WriteProbe(contractOver(db).contract, { intervalMs: 60_000, lockWaitMs: 50, onResult: (r, prev) => seen.push([r.ok, prev?.ok]) });
     other.exec("BEGIN IMMEDIATE");
     const t0 = Date.now();
-    const locked = probe.check();
+    const locked = await probe.check();
     expect(Date.now() - t0).toBeLessThan(2000);
     expect(locked.ok).toBe(false);
     expect(locked.error).toMatch(/SQLITE_BUSY/);
     expect(db.inTransaction).toBe(false);
     expect(db.pragma("busy_timeout", { simple: true })).toBe(5000);
     other.exec("COMMIT");
-    expect(probe.check().ok).toBe(true);
+    expect((await probe.check()).ok).toBe(true);
     expect(seen).toEqual([
       [false, undefined],
       [true, false],
@@ -53,23 +63,33 @@ describe("WriteProbe", () => {
     db.close();
   });
 
-  it("reports a closed database instead of throwing", () => {
+  it("reports a closed database instead of throwing", async () => {
     const db = openDatabase(":memory:");
-    const probe = new WriteProbe(new Store(db), { intervalMs: 60_000, onResult: () => {} });
-    expect(probe.check().ok).toBe(true);
+    const probe = new WriteProbe(contractOver(db).contract, { intervalMs: 60_000, onResult: () => {} });
+    expect((await probe.check()).ok).toBe(true);
     db.close();
-    expect(probe.check()).toMatchObject({ ok: false, error: "database closed" });
+    expect(await probe.check()).toMatchObject({ ok: false, error: "database closed" });
   });
 
-  it("writes nothing inside another transaction and keeps its last answer", () => {
-    const db = openDatabase(":memory:");
-    const store = new Store(db);
-    let t = 0;
-    const probe = new WriteProbe(store, { intervalMs: 60_000, onResult: () => {}, now: () => ++t });
-    expect(probe.check().ok).toBe(true);
-    const inside = store.transaction(() => probe.check());
-    expect(inside.ok).toBe(true);
-    expect(store.getMeta("write_probe")).toBe("1");
-    db.close();
+  it("runs one probe at a time: a check while one is waiting gets that one's answer", async () => {
+    let calls = 0;
+    let release!: () => void;
+    const slow = {
+      probeWrite: () => {
+        calls++;
+        return new Promise<void>((r) => (release = r));
+      },
+    };
+    const results: ProbeResult[] = [];
+    const probe = new WriteProbe(slow, { intervalMs: 60_000, onResult: (r) => results.push(r) });
+    const a = probe.check();
+    const b = probe.check();
+    release();
+    expect(await a).toBe(await b);
+    expect([calls, results.length]).toEqual([1, 1]);
+    const c = probe.check();
+    release();
+    await c;
+    expect(calls).toBe(2);
   });
 });

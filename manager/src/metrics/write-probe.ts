@@ -7,13 +7,15 @@
  * promises, so health reports NOT_SERVING until a probe succeeds again.
  *
  * The store waits at most `lockWaitMs` for a held lock, so a probe blocks
- * the event loop (SQLite is synchronous here) for no longer than that.
+ * the event loop (SQLite is synchronous here) for no longer than that. One
+ * probe at a time: a probe still waiting (a database that does not answer)
+ * is not joined by another every interval.
  */
 import { performance } from "node:perf_hooks";
-import type { Store } from "../store/store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 
 /** What the probe needs of the store. */
-export type ProbeTarget = Pick<Store, "probeWrite">;
+export type ProbeTarget = Pick<StoreContract, "probeWrite">;
 
 export interface ProbeResult {
   ok: boolean;
@@ -25,6 +27,7 @@ export interface ProbeResult {
 export class WriteProbe {
   #timer: NodeJS.Timeout | undefined;
   #last: ProbeResult | undefined;
+  #inflight: Promise<ProbeResult> | undefined;
 
   constructor(
     private readonly target: ProbeTarget,
@@ -44,8 +47,8 @@ export class WriteProbe {
 
   /** Probes now, then every interval. */
   start(): void {
-    this.check();
-    this.#timer = setInterval(() => this.check(), this.opts.intervalMs);
+    void this.check();
+    this.#timer = setInterval(() => void this.check(), this.opts.intervalMs);
     this.#timer.unref();
   }
 
@@ -54,14 +57,20 @@ export class WriteProbe {
     this.#timer = undefined;
   }
 
-  /** One probe; reports it through `onResult` and returns it. */
-  check(): ProbeResult {
+  /**
+   * One probe (or the one still running); reports it through `onResult` and
+   * resolves with it. Never rejects: a failed write is a result.
+   */
+  check(): Promise<ProbeResult> {
+    this.#inflight ??= this.#probe().finally(() => (this.#inflight = undefined));
+    return this.#inflight;
+  }
+
+  async #probe(): Promise<ProbeResult> {
     const t0 = performance.now();
     let result: ProbeResult;
     try {
-      const written = this.target.probeWrite(String((this.opts.now ?? Date.now)()), this.opts.lockWaitMs ?? 250);
-      // Never inside someone else's transaction (none spans a tick today): keep the last answer.
-      if (!written) return this.#last ?? { ok: false, seconds: 0, error: "database busy in a transaction" };
+      await this.target.probeWrite(String((this.opts.now ?? Date.now)()), this.opts.lockWaitMs ?? 250);
       result = { ok: true, seconds: (performance.now() - t0) / 1000, error: "" };
     } catch (err) {
       const e = err as Error & { code?: string };
