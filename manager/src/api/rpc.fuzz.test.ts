@@ -70,7 +70,7 @@ describe(`fuzz: every RPC answers a precise code and a refused call writes nothi
     // land between the two snapshots: reconcile everything to its fixed point first
     // (level-based, so a second pass writes nothing).
     for (let pass = 0; pass < 2; pass++) {
-      for (const id of tm.manager.store.allServerIds()) tm.manager.reconciler.reconcile(id, "fuzz quiesce");
+      for (const id of tm.manager.store.allServerIds()) await tm.manager.reconciler.reconcile(id, "fuzz quiesce");
     }
   }
 

@@ -38,6 +38,7 @@ export class Ledger {
     this.servers = new ServerChangeFeed(async (id) => store.getServer(id), {
       onLoadError: (serverId, err, retrying) =>
         log?.error({ server: serverId, err, retrying }, retrying ? "could not read a changed server for its watchers; retrying" : "could not read a changed server for its watchers; its watchers miss this change"),
+      onSubscriberError: (err) => log?.error({ err }, "a server watch failed on a published change; the other watches got it"),
     });
   }
 

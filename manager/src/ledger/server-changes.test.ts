@@ -131,3 +131,24 @@ describe("ServerChangeFeed", () => {
     expect((await feed.changesSince(feed.currentSeq - 1))?.map((c) => c.serverId)).toEqual(["srv_1"]);
   });
 });
+
+describe("ServerChangeFeed, a subscriber that throws", () => {
+  it("is reported; the other subscribers get the batch and later batches still flow", async () => {
+    const db = fakeStore();
+    const errors: unknown[] = [];
+    const feed = new ServerChangeFeed((id) => db.load(id), { onSubscriberError: (err) => errors.push(err) });
+    feed.subscribe(() => {
+      throw new Error("watch bug");
+    });
+    const got: ServerChange[][] = [];
+    feed.subscribe((batch) => got.push([...batch]));
+    db.versions.set("srv_1", 1);
+    feed.notify("srv_1");
+    await expect(feed.flush()).resolves.toBeUndefined();
+    db.versions.set("srv_1", 2);
+    feed.notify("srv_1");
+    await feed.flush();
+    expect(seen(got)).toEqual([["1:srv_1@1"], ["2:srv_1@2"]]);
+    expect(errors.map(String)).toEqual(["Error: watch bug", "Error: watch bug"]);
+  });
+});

@@ -62,7 +62,11 @@ export class ServerChangeFeed {
 
   constructor(
     private readonly load: (serverId: string) => Promise<ServerRecord | undefined>,
-    private readonly opts: { onLoadError?: (serverId: string, err: unknown, retrying: boolean) => void } = {},
+    private readonly opts: {
+      onLoadError?: (serverId: string, err: unknown, retrying: boolean) => void;
+      /** A subscriber threw (a bug): the others still get the batch, and the feed goes on. */
+      onSubscriberError?: (err: unknown) => void;
+    } = {},
   ) {}
 
   /** The sequence number of the latest published change. */
@@ -150,7 +154,14 @@ export class ServerChangeFeed {
     }
     if (this.recent.length > RESUME_WINDOW) this.recent.splice(0, this.recent.length - RESUME_WINDOW);
     if (batch.length === 0) return;
-    for (const s of this.subscribers) s(batch);
+    for (const s of this.subscribers) {
+      try {
+        s(batch);
+      } catch (err) {
+        // Never a rejected flush: the next flush waits for this one, and the scheduled one is not awaited.
+        this.opts.onSubscriberError?.(err);
+      }
+    }
   }
 
   /** Calls `fn` with every published batch until the returned function is called. */
