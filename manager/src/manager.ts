@@ -226,8 +226,8 @@ export function buildManager(config: ManagerConfig): Manager {
     );
     router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
-    router.service(EventService, createEventService({ ledger, events: opened.events, store }));
-    router.service(AlertService, createAlertService({ alerts: opened.alerts, ledger }));
+    router.service(EventService, createEventService({ ledger, store: opened.contract }));
+    router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
     router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     registerReflection(router);

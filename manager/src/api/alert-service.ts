@@ -14,10 +14,11 @@ import {
 import { actorOf, callerOf, canSee, requireRole, type Caller } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
-import type { AlertRecord, AlertStore } from "../store/alert-store.js";
+import type { AlertRecord } from "../store/alert-store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 
 export interface AlertServiceDeps {
-  alerts: AlertStore;
+  store: StoreContract;
   ledger: Ledger;
   now?: () => number;
 }
@@ -52,7 +53,7 @@ export function alertToProto(a: AlertRecord): Alert {
  * project on that host, so it needs an all-projects token.
  */
 export function createAlertService(deps: AlertServiceDeps): ServiceImpl<typeof AlertService> {
-  const { alerts, ledger } = deps;
+  const { store, ledger } = deps;
   const now = deps.now ?? Date.now;
 
   function visible(caller: Caller, a: AlertRecord): boolean {
@@ -61,9 +62,9 @@ export function createAlertService(deps: AlertServiceDeps): ServiceImpl<typeof A
   }
 
   /** The alert to change: visible to the caller (else NotFound) and in its project. */
-  function findForChange(caller: Caller, id: string, action: string): AlertRecord {
+  async function findForChange(caller: Caller, id: string, action: string): Promise<AlertRecord> {
     if (!id.trim()) throw new InvalidArgumentError("id", "required; list alerts with AlertService.ListAlerts");
-    const a = alerts.get(id.trim());
+    const a = await store.getAlert(id.trim());
     if (!a || !visible(caller, a)) throw new NotFoundError("alert", id, "list alerts with AlertService.ListAlerts");
     if (!a.project && caller.project !== null) {
       throw new PermissionDeniedError(`${action} of a host alert affects every project on the host; it needs an all-projects token (token "${caller.name}" is scoped to project "${caller.project}")`);
@@ -71,22 +72,29 @@ export function createAlertService(deps: AlertServiceDeps): ServiceImpl<typeof A
     return a;
   }
 
+  /** The alert as it is after `a` changed: gone meanwhile (its host removed) is NotFound. */
+  async function reread(a: AlertRecord): Promise<AlertRecord> {
+    const now = await store.getAlert(a.id);
+    if (!now) throw new NotFoundError("alert", a.id, "list alerts with AlertService.ListAlerts");
+    return now;
+  }
+
   return {
-    listAlerts(req, ctx) {
+    async listAlerts(req, ctx) {
       const caller = callerOf(ctx);
-      const rows = alerts.list({ includeResolved: req.includeResolved, project: caller.project, sharedRules: SHARED_RULES, limit: MAX_LIST });
+      const rows = await store.listAlerts({ includeResolved: req.includeResolved, project: caller.project, sharedRules: SHARED_RULES, limit: MAX_LIST });
       return create(ListAlertsResponseSchema, { alerts: rows.map(alertToProto) });
     },
 
-    acknowledgeAlert(req, ctx) {
+    async acknowledgeAlert(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "AcknowledgeAlert");
-      const a = findForChange(caller, req.id, "AcknowledgeAlert");
+      const a = await findForChange(caller, req.id, "AcknowledgeAlert");
       const actor = actorOf(caller);
       const at = now();
-      alerts.transaction(() => {
-        alerts.acknowledge(a.id, actor, at);
-        ledger.append({
+      await store.commit([
+        { op: "alert.acknowledge", id: a.id, by: actor, at },
+        ledger.op({
           type: "alert.acknowledged",
           project: a.project,
           hostId: a.hostId,
@@ -94,21 +102,21 @@ export function createAlertService(deps: AlertServiceDeps): ServiceImpl<typeof A
           actor,
           correlationId: a.id,
           message: `${a.rule} on ${a.subject} acknowledged by ${caller.name}`,
-        });
-      });
-      return create(AcknowledgeAlertResponseSchema, { alert: alertToProto(alerts.get(a.id)!) });
+        }),
+      ]);
+      return create(AcknowledgeAlertResponseSchema, { alert: alertToProto(await reread(a)) });
     },
 
-    muteAlert(req, ctx) {
+    async muteAlert(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "MuteAlert");
       if (req.durationSeconds > MAX_MUTE_S) throw new InvalidArgumentError("duration_seconds", `at most ${MAX_MUTE_S} (30 days); 0 unmutes`);
-      const a = findForChange(caller, req.id, "MuteAlert");
+      const a = await findForChange(caller, req.id, "MuteAlert");
       const at = now();
       const until = req.durationSeconds > 0 ? at + req.durationSeconds * 1000 : null;
-      alerts.transaction(() => {
-        alerts.mute(a.id, until);
-        ledger.append({
+      await store.commit([
+        { op: "alert.mute", id: a.id, until },
+        ledger.op({
           type: "alert.muted",
           project: a.project,
           hostId: a.hostId,
@@ -117,9 +125,9 @@ export function createAlertService(deps: AlertServiceDeps): ServiceImpl<typeof A
           correlationId: a.id,
           message: until !== null ? `${a.rule} on ${a.subject} muted for ${req.durationSeconds} s by ${caller.name}` : `${a.rule} on ${a.subject} unmuted by ${caller.name}`,
           payload: { mutedUntil: until !== null ? new Date(until).toISOString() : null },
-        });
-      });
-      return create(MuteAlertResponseSchema, { alert: alertToProto(alerts.get(a.id)!) });
+        }),
+      ]);
+      return create(MuteAlertResponseSchema, { alert: alertToProto(await reread(a)) });
     },
   };
 }

@@ -3,11 +3,10 @@ import { Code, ConnectError, createClient, createRouterTransport, type Intercept
 import { describe, expect, it } from "vitest";
 import { EventService, type Event } from "@berth/proto/berth/v1/event_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
+import type { EventInput } from "../domain/records.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import { openDatabase } from "../store/database.js";
-import { EventStore } from "../store/event-store.js";
-import { Store } from "../store/store.js";
+import { memoryStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
 import { createEventService } from "./event-service.js";
 
@@ -15,21 +14,22 @@ const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", proj
 const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
 
 function setup(now: () => number = Date.now) {
-  const db = openDatabase(":memory:");
-  const store = new Store(db);
+  const { store, contract } = memoryStore();
   const ledger = new Ledger(store, now);
-  const events = new EventStore(db);
+  ledger.follow(contract);
+  /** Commits events as a writer does: one batch, listeners told once it committed. */
+  const append = (...es: EventInput[]) => contract.commit(es.map((e) => ledger.op(e)));
   const client = (caller: Caller) => {
     const as: Interceptor = (next) => (req) => {
       req.contextValues.set(callerKey, caller);
       return next(req);
     };
-    const t = createRouterTransport((r) => r.service(EventService, createEventService({ ledger, events })), {
+    const t = createRouterTransport((r) => r.service(EventService, createEventService({ ledger, store: contract })), {
       router: { interceptors: [errorInterceptor(createLogger("silent", "test")), as] },
     });
     return createClient(EventService, t);
   };
-  return { db, store, ledger, events, client };
+  return { contract, ledger, append, client };
 }
 
 const ids = (evs: Event[]) => evs.map((e) => Number(e.id));
@@ -48,10 +48,10 @@ async function take(stream: AsyncIterable<{ event?: Event }>, n: number): Promis
 describe("EventService.ListEvents", () => {
   it("filters by server, host, type prefix, actor and time; newest first; pages with a cursor", async () => {
     let t = 1000;
-    const { ledger, client } = setup(() => t);
+    const { append, client } = setup(() => t);
     for (let i = 0; i < 30; i++) {
       t = 1000 + i * 10;
-      ledger.append({
+      await append({
         type: i % 3 === 0 ? "command.issued" : i % 3 === 1 ? "command.succeeded" : "phase.changed",
         project: "a",
         serverId: i % 2 ? "srv_odd" : "srv_even",
@@ -92,13 +92,13 @@ describe("EventService.ListEvents", () => {
   });
 
   it("scopes to the caller's project: host, orphan and project-less token events go to all-projects tokens only", async () => {
-    const { ledger, client } = setup();
-    ledger.append({ type: "server.created", project: "a", serverId: "srv_a" });
-    ledger.append({ type: "server.created", project: "b", serverId: "srv_b" });
-    ledger.append({ type: "host.connected", hostId: "host_1" });
-    ledger.append({ type: "token.created", correlationId: "tok_x" });
-    ledger.append({ type: "token.created", project: "a", correlationId: "tok_y" });
-    for (const e of hostLevel) ledger.append(e);
+    const { append, client } = setup();
+    await append({ type: "server.created", project: "a", serverId: "srv_a" });
+    await append({ type: "server.created", project: "b", serverId: "srv_b" });
+    await append({ type: "host.connected", hostId: "host_1" });
+    await append({ type: "token.created", correlationId: "tok_x" });
+    await append({ type: "token.created", project: "a", correlationId: "tok_y" });
+    for (const e of hostLevel) await append(e);
     const mine = await client(TEAM_A).listEvents({});
     expect(mine.events.map((e) => `${e.type}:${e.project}`)).toEqual(["token.created:a", "server.created:a"]);
     expect(mine.events.every((e) => e.project === "a")).toBe(true);
@@ -120,15 +120,15 @@ const hostLevel = [
 
 describe("EventService.WatchEvents", () => {
   it("replays after after_id, then follows live, with no gap and no duplicate at the seam", async () => {
-    const { ledger, client } = setup();
-    for (let i = 0; i < 1200; i++) ledger.append({ type: "phase.changed", serverId: `srv_${i % 7}` });
+    const { append, client } = setup();
+    for (let i = 0; i < 1200; i++) await append({ type: "phase.changed", serverId: `srv_${i % 7}` });
     const c = client(ADMIN);
     const ctl = new AbortController();
     const stream = c.watchEvents({ afterId: 100n }, { signal: ctl.signal });
     // Keep appending while the watch is replaying (the replay reads in batches of 500).
     let appended = 0;
     const writer = setInterval(() => {
-      for (let i = 0; i < 20; i++) ledger.append({ type: "command.issued", serverId: "srv_live" });
+      void append(...Array.from({ length: 20 }, () => ({ type: "command.issued", serverId: "srv_live" })));
       appended += 20;
     }, 1);
     const got = await take(
@@ -146,15 +146,15 @@ describe("EventService.WatchEvents", () => {
   });
 
   it("a client that reconnects with its last id misses nothing", async () => {
-    const { ledger, client } = setup();
+    const { append, client } = setup();
     const c = client(ADMIN);
-    for (let i = 0; i < 5; i++) ledger.append({ type: "server.created", serverId: `srv_${i}` });
+    for (let i = 0; i < 5; i++) await append({ type: "server.created", serverId: `srv_${i}` });
     const ctl = new AbortController();
     const s1 = c.watchEvents({ afterId: 2n }, { signal: ctl.signal });
     const part = await take(s1, 3);
     ctl.abort();
     // Events while disconnected.
-    for (let i = 0; i < 4; i++) ledger.append({ type: "server.deleted", serverId: `srv_${i}` });
+    for (let i = 0; i < 4; i++) await append({ type: "server.deleted", serverId: `srv_${i}` });
     const last = part[part.length - 1]!.id;
     const ctl2 = new AbortController();
     const rest = await take(c.watchEvents({ afterId: last }, { signal: ctl2.signal }), 4);
@@ -163,36 +163,36 @@ describe("EventService.WatchEvents", () => {
   });
 
   it("after_id 0 follows new events only; filters and project scope apply live", async () => {
-    const { ledger, client } = setup();
-    ledger.append({ type: "server.created", project: "a", serverId: "srv_a" });
+    const { append, client } = setup();
+    await append({ type: "server.created", project: "a", serverId: "srv_a" });
     const ctl = new AbortController();
     const stream = client(TEAM_A).watchEvents({ typePrefix: "server." }, { signal: ctl.signal });
     const got = take(stream, 2);
     await new Promise((r) => setTimeout(r, 20));
-    ledger.append({ type: "server.created", project: "b", serverId: "srv_b" });
-    ledger.append({ type: "command.issued", project: "a", serverId: "srv_a" });
-    ledger.append({ type: "server.deleted", project: "a", serverId: "srv_a" });
-    ledger.append({ type: "server.restored", project: "a", serverId: "srv_a" });
+    await append({ type: "server.created", project: "b", serverId: "srv_b" });
+    await append({ type: "command.issued", project: "a", serverId: "srv_a" });
+    await append({ type: "server.deleted", project: "a", serverId: "srv_a" });
+    await append({ type: "server.restored", project: "a", serverId: "srv_a" });
     const evs = await got;
     ctl.abort();
     expect(evs.map((e) => e.type)).toEqual(["server.deleted", "server.restored"]);
   });
 
   it("a project viewer's watch replays and follows its project's events only; an all-projects admin's sees the host's too", async () => {
-    const { ledger, client } = setup();
-    ledger.append({ type: "server.created", project: "a", serverId: "srv_a" }); // id 1: the replays start after it
-    for (const e of hostLevel) ledger.append(e);
-    ledger.append({ type: "server.created", project: "b", serverId: "srv_b" });
-    ledger.append({ type: "server.updated", project: "a", serverId: "srv_a" });
+    const { append, client } = setup();
+    await append({ type: "server.created", project: "a", serverId: "srv_a" }); // id 1: the replays start after it
+    for (const e of hostLevel) await append(e);
+    await append({ type: "server.created", project: "b", serverId: "srv_b" });
+    await append({ type: "server.updated", project: "a", serverId: "srv_a" });
     const ctl = new AbortController();
     const viewer = take(client(TEAM_A).watchEvents({ afterId: 1n }, { signal: ctl.signal }), 2);
     const admin = take(client(ADMIN).watchEvents({ afterId: 1n }, { signal: ctl.signal }), 2 * hostLevel.length + 4);
     // Not needed for the result (after_id replays whatever the watches have not seen yet): it
     // gives them time to subscribe, so the events below usually arrive live and the live path is covered too.
     await new Promise((r) => setTimeout(r, 20));
-    for (const e of hostLevel) ledger.append(e);
-    ledger.append({ type: "server.stopped", project: "b", serverId: "srv_b" });
-    ledger.append({ type: "server.started", project: "a", serverId: "srv_a" });
+    for (const e of hostLevel) await append(e);
+    await append({ type: "server.stopped", project: "b", serverId: "srv_b" });
+    await append({ type: "server.started", project: "a", serverId: "srv_a" });
     const [mine, all] = await Promise.all([viewer, admin]);
     ctl.abort();
     // Replayed (server.updated) then live (server.started): nothing project-less, nothing of b.

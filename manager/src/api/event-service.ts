@@ -13,17 +13,17 @@ import { callerOf } from "../auth/caller.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { Wakeup, watchEnded } from "../ledger/wakeup.js";
-import type { EventQuery, EventStore } from "../store/event-store.js";
-import type { Store } from "../store/store.js";
+import type { Store as StoreContract } from "../store/contract.js";
+import type { EventQuery } from "../store/event-store.js";
 import type { EventRecord } from "../domain/records.js";
 import type { Caller } from "../auth/caller.js";
-import { findVisibleServer } from "./find-server.js";
+import { loadVisibleServer } from "./find-server.js";
 
 export interface EventServiceDeps {
-  ledger: Ledger;
-  events: EventStore;
-  /** Resolves a server name in `server_id` (without it only ids are accepted). */
-  store?: Store;
+  /** Wakes live watches when events are committed. */
+  ledger: Pick<Ledger, "subscribe">;
+  /** Where events are read (and a server name in `server_id` resolved). */
+  store: Pick<StoreContract, "listNewestFirst" | "readForward" | "lastEventId" | "getServer" | "findServerByName" | "listServers">;
 }
 
 const DEFAULT_PAGE = 100;
@@ -55,10 +55,10 @@ export function eventToProto(e: EventRecord): Event {
  * a shared host, so all-projects tokens alone see them.
  */
 export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof EventService> {
-  const { ledger, events } = deps;
+  const { ledger, store } = deps;
 
   return {
-    listEvents(req, ctx) {
+    async listEvents(req, ctx) {
       const caller = callerOf(ctx);
       if (req.pageSize < 0) throw new InvalidArgumentError("page_size", "must not be negative");
       const limit = Math.min(req.pageSize || DEFAULT_PAGE, MAX_PAGE);
@@ -70,14 +70,14 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       }
       const q: EventQuery = {
         project: caller.project,
-        ...filters(deps.store, req, caller),
+        ...(await filters(store, req, caller)),
         ...(req.since ? { since: ms(req.since, "since") } : {}),
         ...(req.until ? { until: ms(req.until, "until") } : {}),
       };
       if (q.since !== undefined && q.until !== undefined && q.until <= q.since) {
         throw new InvalidArgumentError("until", "must be after since");
       }
-      const rows = events.listNewestFirst({ ...q, ...(beforeId !== undefined ? { beforeId } : {}), limit: limit + 1 });
+      const rows = await store.listNewestFirst({ ...q, ...(beforeId !== undefined ? { beforeId } : {}), limit: limit + 1 });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       const nextPageToken = rows.length > limit && last ? Buffer.from(`e:${last.id}`).toString("base64url") : "";
@@ -93,15 +93,16 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     async *watchEvents(req, ctx: HandlerContext): AsyncGenerator<WatchEventsResponse> {
       const caller = callerOf(ctx);
       if (req.afterId < 0n) throw new InvalidArgumentError("after_id", "must not be negative; 0 follows new events only");
-      const q: EventQuery = { project: caller.project, ...filters(deps.store, req, caller) };
+      const q: EventQuery = { project: caller.project, ...(await filters(store, req, caller)) };
       const wake = new Wakeup();
+      // Subscribed before the first read: an event committed while a read is under way rings, so the next round reads it.
       const unsubscribe = ledger.subscribe(() => wake.ring());
       try {
-        let cursor = req.afterId > 0n ? Number(req.afterId) : events.lastId();
+        let cursor = req.afterId > 0n ? Number(req.afterId) : await store.lastEventId();
         for (;;) {
-          const upTo = events.lastId();
+          const upTo = await store.lastEventId();
           while (cursor < upTo) {
-            const batch = events.readForward({ ...q, afterId: cursor, upToId: upTo, limit: REPLAY_BATCH });
+            const batch = await store.readForward({ ...q, afterId: cursor, upToId: upTo, limit: REPLAY_BATCH });
             for (const e of batch) yield create(WatchEventsResponseSchema, { event: eventToProto(e) });
             cursor = batch.length < REPLAY_BATCH ? upTo : batch[batch.length - 1]!.id;
           }
@@ -120,18 +121,18 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
  * Anything shaped like an id is used as is: a purged server's events keep its
  * id after its record (and name) are gone.
  */
-function serverFilter(store: Store | undefined, value: string, caller: Caller): string {
+async function serverFilter(store: EventServiceDeps["store"], value: string, caller: Caller): Promise<string> {
   const v = value.trim();
-  if (!v || /^srv_/.test(v) || !store) return v;
-  return findVisibleServer(store, caller, v).id;
+  if (!v || /^srv_/.test(v)) return v;
+  return (await loadVisibleServer(store, caller, v)).id;
 }
 
-function filters(
-  store: Store | undefined,
+async function filters(
+  store: EventServiceDeps["store"],
   req: { serverId: string; hostId: string; typePrefix: string; actor?: string },
   caller: Caller,
-): Omit<EventQuery, "project"> {
-  const serverId = serverFilter(store, req.serverId, caller);
+): Promise<Omit<EventQuery, "project">> {
+  const serverId = await serverFilter(store, req.serverId, caller);
   return {
     ...(serverId ? { serverId } : {}),
     ...(req.hostId.trim() ? { hostId: req.hostId.trim() } : {}),

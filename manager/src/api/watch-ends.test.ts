@@ -29,10 +29,10 @@ afterEach(() => {
 function setup() {
   const opened = memoryStore();
   open.push(opened);
-  const { store, events, contract } = opened;
+  const { store, contract } = opened;
   const ledger = new Ledger(store);
   ledger.follow(contract);
-  const service = createEventService({ ledger, events, store });
+  const service = createEventService({ ledger, store: contract });
   const client = (caller: Caller) => {
     const as: Interceptor = (next) => (req) => {
       req.contextValues.set(callerKey, caller);
