@@ -276,3 +276,22 @@ describe("ServerService.StartServer of a server whose data directory is gone", (
     expect(store.getServer(id)!.dataInitialized).toBe(false);
   });
 });
+
+describe("ServerService.CreateServer, two at once", () => {
+  it("with one name: one is created, the other answers AlreadyExists (checks interleave at their reads; the database's unique name is the backstop)", async () => {
+    const { client, store } = setup();
+    const spec = { name: "mc", image: "busybox", hostId: HOST, ports: [{ containerPort: 25565, hostPort: 25565 }] };
+    const answers = await Promise.all([refusal(client.createServer({ spec })), refusal(client.createServer({ spec: { ...spec, ports: [] } }))]);
+    expect(answers.map((e) => (e ? Code[e.code] : "OK")).sort()).toEqual(["AlreadyExists", "OK"]);
+    expect(store.listServers({}).map((s) => s.name)).toEqual(["mc"]);
+  });
+
+  it("with one host port: one is created, the other answers FailedPrecondition naming the port", async () => {
+    const { client, store } = setup();
+    const ports = [{ containerPort: 25565, hostPort: 25565 }];
+    const answers = await Promise.all(["a", "b"].map((name) => refusal(client.createServer({ spec: { name, image: "busybox", hostId: HOST, ports } }))));
+    expect(answers.map((e) => (e ? Code[e.code] : "OK")).sort()).toEqual(["FailedPrecondition", "OK"]);
+    expect(answers.find((e) => e)?.rawMessage).toMatch(/25565/);
+    expect(store.listServers({})).toHaveLength(1);
+  });
+});
