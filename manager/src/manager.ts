@@ -224,7 +224,7 @@ export function buildManager(config: ManagerConfig): Manager {
       HostService,
       createHostService({ store, hub, ledger, tokens, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
-    router.service(AgentService, createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
+    router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));

@@ -10,15 +10,15 @@ import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessag
 import { hashSecret, newSecret } from "../src/ids.js";
 import { AsyncQueue } from "../src/link/async-queue.js";
 import type { Reconciler } from "../src/reconcile/reconciler.js";
-import type { Store } from "../src/store/store.js";
+import type { Store as StoreContract } from "../src/store/contract.js";
 
 /** The body of one AgentMessage: inventory, heartbeat, commandResult, containerEvent, ... */
 export type AgentBody = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 
-/** Inserts host `id` (named `name`) with a fresh secret; returns the secret its agent authenticates with. */
-export function addHost(store: Store, id: string, name = id): string {
+/** Inserts host `id` (named `name`) with a fresh secret; resolves with the secret its agent authenticates with. */
+export async function addHost(store: StoreContract, id: string, name = id): Promise<string> {
   const secret = newSecret();
-  store.insertHost({ id, name, secretHash: hashSecret(secret), createdAt: 1 });
+  await store.commit([{ op: "host.insert", id, name, secretHash: hashSecret(secret), createdAt: 1 }]);
   return secret;
 }
 
@@ -35,6 +35,8 @@ export interface AgentStream {
   output: AsyncIterator<ManagerMessage>;
   /** Ends what the agent sends, as an agent closing its stream. */
   close(): void;
+  /** Messages sent and not yet read by the handler: what the transport would be holding for it. */
+  unread(): number;
 }
 
 /**
@@ -57,5 +59,6 @@ export function openAgentStream(service: ServiceImpl<typeof AgentService>, hostI
     send: (body, seq) => void input.push(create(AgentMessageSchema, seq === undefined ? { body } : { body, seq })),
     output,
     close: () => input.close(),
+    unread: () => input.held.items,
   };
 }

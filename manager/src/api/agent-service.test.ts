@@ -1,38 +1,97 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { describe, expect, it } from "vitest";
-import { CommandKind, CommandSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { AgentService, CommandKind, CommandSchema, ContainerInfoSchema, EnrollRequestSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { initialStatus } from "../domain/records.js";
+import { UnauthenticatedError } from "../errors.js";
+import { hashSecret } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
-import { TokenStore } from "../store/token-store.js";
+import type { CommitResult, Store as StoreContract, WriteOp } from "../store/contract.js";
 import { addHost, openAgentStream, stubReconciler } from "../../testing/agent-stream.js";
+import { memoryStore } from "../../testing/store.js";
 import { createAgentService } from "./agent-service.js";
 
-function setup() {
-  const db = openDatabase(":memory:");
-  const store = new Store(db);
-  const hub = new AgentHub();
-  const ledger = new Ledger(store);
-  const service = createAgentService({ store, hub, ledger, reconciler: stubReconciler(), log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
-  const hosts: Record<string, string> = {};
-  for (const id of ["host_aaaa", "host_bbbb"]) hosts[id] = addHost(store, id);
-  /** Opens an agent stream as `hostId`. */
-  const connect = (hostId: string, secret = hosts[hostId]!) => openAgentStream(service, hostId, secret);
-  return { store, hub, ledger, service, connect, db };
+const cleanup: (() => void)[] = [];
+afterEach(() => {
+  for (const f of cleanup.splice(0)) f();
+});
+
+/**
+ * The store contract with a gate on `commit`: batches `hold` matches wait
+ * until `release()`; the batches that reached the database are kept in
+ * `applied`, in the order they did.
+ */
+function gatedContract(inner: StoreContract) {
+  let hold: (ops: readonly WriteOp[]) => boolean = () => false;
+  let open: () => void = () => {};
+  let gate: Promise<void> = Promise.resolve();
+  const applied: (readonly WriteOp[])[] = [];
+  const held: string[][] = [];
+  const contract = new Proxy(inner, {
+    get(target, prop, receiver) {
+      if (prop !== "commit") {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      }
+      return async (ops: readonly WriteOp[]): Promise<CommitResult> => {
+        if (hold(ops)) {
+          held.push(ops.map((o) => o.op));
+          await gate;
+        }
+        const r = await target.commit(ops);
+        applied.push(ops);
+        return r;
+      };
+    },
+  });
+  return {
+    contract,
+    applied,
+    held,
+    /** From now on, batches `match` accepts wait for `release()`. */
+    holdWhen(match: (ops: readonly WriteOp[]) => boolean) {
+      gate = new Promise((r) => (open = r));
+      hold = match;
+    },
+    release() {
+      hold = () => false;
+      open();
+    },
+  };
 }
 
-const tick = () => new Promise((r) => setTimeout(r, 10));
+function setup() {
+  const opened = memoryStore();
+  const gated = gatedContract(opened.contract);
+  const hub = new AgentHub();
+  const ledger = new Ledger(opened.store);
+  const unfollow = ledger.follow(opened.contract);
+  cleanup.push(() => {
+    unfollow();
+    opened.close();
+  });
+  const service = createAgentService({ store: gated.contract, hub, ledger, reconciler: stubReconciler(), log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
+  const secrets: Record<string, Promise<string>> = {};
+  for (const id of ["host_aaaa", "host_bbbb"]) secrets[id] = addHost(opened.contract, id);
+  /** Opens an agent stream as `hostId` (its welcome already read). */
+  const connect = async (hostId: string, secret?: string) => openAgentStream(service, hostId, secret ?? (await secrets[hostId]!));
+  // Tables, for reading what was stored.
+  const store = opened.store;
+  return { store, contract: opened.contract, gated, hub, ledger, service, connect };
+}
+
+const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
 
 describe("AgentService.Connect", () => {
   it("ignores a command result for another host's command; applies the owner's", async () => {
-    const { store, ledger, connect } = setup();
+    const { store, contract, ledger, connect } = setup();
     const cmd = create(CommandSchema, { id: "cmd_of_b", serverId: "srv_b", kind: CommandKind.ENSURE_RUNNING });
-    store.insertCommand({ command: cmd, hostId: "host_bbbb", createdAt: 1, deadlineAt: Date.now() + 60_000 });
+    await contract.commit([{ op: "command.insert", command: cmd, hostId: "host_bbbb", createdAt: 1, deadlineAt: Date.now() + 60_000 }]);
 
-    const a = connect("host_aaaa");
+    const a = await connect("host_aaaa");
     expect(((await a.output.next()).value as ManagerMessage).body.case).toBe("welcome");
     a.send({ case: "inventory", value: { containers: [], dataDirs: [], dockerReachable: true } });
     a.send({ case: "commandResult", value: { commandId: "cmd_of_b", success: true, message: "forged" } });
@@ -40,7 +99,7 @@ describe("AgentService.Connect", () => {
     expect(store.getCommand("cmd_of_b")?.state).toBe("pending");
     expect(ledger.list({}).some((e) => e.type === "command.succeeded")).toBe(false);
 
-    const b = connect("host_bbbb");
+    const b = await connect("host_bbbb");
     await b.output.next();
     b.send({ case: "inventory", value: { containers: [], dataDirs: [], dockerReachable: true } });
     await tick();
@@ -52,13 +111,100 @@ describe("AgentService.Connect", () => {
     b.close();
   });
 
+  it("a result replayed after it was applied: its observation is stored, the command finishes and is recorded once", async () => {
+    const { store, contract, ledger, connect } = setup();
+    const at = Date.now();
+    await contract.commit([
+      {
+        op: "server.insert",
+        server: {
+          id: "srv_aaaaaaaaaaaa",
+          project: "default",
+          name: "web",
+          hostId: "host_aaaa",
+          generation: 1,
+          spec: create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox" }),
+          status: initialStatus(),
+          dataInitialized: true,
+          lifecycle: {},
+          createdAt: at,
+          updatedAt: at,
+          deletedAt: null,
+        },
+      },
+      { op: "command.insert", command: create(CommandSchema, { id: "cmd_run", serverId: "srv_aaaaaaaaaaaa", kind: CommandKind.ENSURE_RUNNING }), hostId: "host_aaaa", createdAt: at, deadlineAt: at + 60_000 },
+    ]);
+    const a = await connect("host_aaaa");
+    await a.output.next();
+    a.send({ case: "inventory", value: { dockerReachable: true } });
+    const container = (state: string) => create(ContainerInfoSchema, { id: "c".repeat(64), state, labels: { "berth.server": "srv_aaaaaaaaaaaa", "berth.manager": "mgr_test" } });
+    a.send({ case: "commandResult", value: { commandId: "cmd_run", success: true, container: container("running") } });
+    // The replay carries a newer observation of the container: stored, nothing else again.
+    a.send({ case: "commandResult", value: { commandId: "cmd_run", success: false, reason: "Late", container: container("exited") } });
+    await vi.waitFor(() => expect(store.containersForServer("host_aaaa", "srv_aaaaaaaaaaaa")[0]?.state).toBe("exited"));
+    expect(store.getCommand("cmd_run")?.state).toBe("succeeded");
+    expect(ledger.list({}).filter((e) => e.correlationId === "cmd_run").map((e) => e.type)).toEqual(["command.succeeded"]);
+    a.close();
+  });
+
+  it("applies one host's messages in order: the next is not applied, nor read, before the previous one's batch committed; other hosts go on", async () => {
+    const { store, gated, connect } = setup();
+    const a = await connect("host_aaaa");
+    const b = await connect("host_bbbb");
+    await a.output.next();
+    await b.output.next();
+    // Host A's heartbeat commits slowly (a busy database).
+    gated.holdWhen((ops) => ops.some((o) => o.op === "host.heartbeat" && o.id === "host_aaaa"));
+    a.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: 111n } });
+    a.send({ case: "containerEvent", value: { action: "create", container: { id: "d".repeat(64), state: "created" } } });
+    // An agent that keeps sending meanwhile: the manager does not read ahead (the transport holds them).
+    for (let i = 0; i < 500; i++) a.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: BigInt(1000 + i) } });
+    b.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: 222n } });
+    await vi.waitFor(() => expect(store.getHost("host_bbbb")?.facts.dataRootFreeBytes, "host B served meanwhile").toBe(222));
+    await tick(50);
+    expect(gated.held).toEqual([["host.heartbeat"]]);
+    expect(store.observedContainer("host_aaaa", "d".repeat(64)), "A's second message waits for its first").toBeUndefined();
+    expect(a.unread(), "messages the handler has not taken").toBe(501);
+
+    gated.release();
+    await vi.waitFor(() => expect(a.unread()).toBe(0));
+    await vi.waitFor(() => expect(store.getHost("host_aaaa")?.facts.dataRootFreeBytes).toBe(1499));
+    expect(store.observedContainer("host_aaaa", "d".repeat(64))).toBeDefined();
+    // In the order sent: the held heartbeat, then the container, then the later heartbeats.
+    const ofA = gated.applied.map((ops) => ops[0]!).filter((o) => (o.op === "host.heartbeat" && o.id === "host_aaaa") || o.op === "container.upsert");
+    expect(ofA.slice(0, 3).map((o) => (o.op === "host.heartbeat" ? o.facts.dataRootFreeBytes : o.op))).toEqual([111, "container.upsert", 1000]);
+    a.close();
+    b.close();
+  });
+
+  it("the agent goes away while a message commits: the host is marked offline after that message, not before", async () => {
+    const { store, ledger, gated, connect } = setup();
+    const a = await connect("host_aaaa");
+    await a.output.next();
+    a.send({ case: "hello", value: { hostname: "a", dockerReachable: true } });
+    a.send({ case: "inventory", value: { dockerReachable: true } });
+    await vi.waitFor(() => expect(store.getHost("host_aaaa")?.online).toBe(true));
+    gated.holdWhen((ops) => ops.some((o) => o.op === "host.heartbeat"));
+    a.send({ case: "heartbeat", value: { dockerReachable: false } });
+    await vi.waitFor(() => expect(gated.held).toHaveLength(1));
+    // The response side ends (the agent's connection dropped).
+    const ended = a.output.return!();
+    await tick(30);
+    expect(store.getHost("host_aaaa")?.online, "not offline while the last message is still committing").toBe(true);
+    gated.release();
+    await ended;
+    await vi.waitFor(() => expect(store.getHost("host_aaaa")?.online).toBe(false));
+    const types = ledger.list({}).map((e) => e.type);
+    expect(types.slice(types.indexOf("host.docker_unreachable"))).toEqual(["host.docker_unreachable", "host.disconnected"]);
+  });
+
   it("refuses a wrong secret and a removed host", async () => {
-    const { connect, db, store } = setup();
-    const wrong = connect("host_aaaa", "not-the-secret");
+    const { connect, contract, store } = setup();
+    const wrong = await connect("host_aaaa", "not-the-secret");
     await expect(wrong.output.next()).rejects.toMatchObject({ code: Code.Unauthenticated });
-    new TokenStore(db).removeHost("host_aaaa", 5);
+    await contract.commit([{ op: "host.remove", id: "host_aaaa", at: 5 }]);
     expect(store.getHost("host_aaaa")?.removedAt).toBe(5);
-    const removed = connect("host_aaaa");
+    const removed = await connect("host_aaaa");
     const err = await removed.output.next().then(() => undefined, (e: unknown) => e as ConnectError);
     expect(err?.code).toBe(Code.Unauthenticated);
     expect((err as Error | undefined)?.message).toMatch(/this host was removed from berth/);
@@ -66,12 +212,33 @@ describe("AgentService.Connect", () => {
 
   it("ends a live stream with Unauthenticated when the hub revokes the host", async () => {
     const { connect, hub } = setup();
-    const a = connect("host_aaaa");
+    const a = await connect("host_aaaa");
     await a.output.next();
     const next = a.output.next();
     hub.disconnect("host_aaaa", "this host was removed", { revoked: true });
     const err = await next.then(() => undefined, (e: unknown) => e as ConnectError);
     expect(err?.code).toBe(Code.Unauthenticated);
     a.close();
+  });
+});
+
+describe("AgentService.Enroll", () => {
+  const ctx = () =>
+    createHandlerContext({ service: AgentService, method: AgentService.method.enroll, protocolName: "connect", requestMethod: "POST", url: "http://test/berth.v1.AgentService/Enroll" });
+
+  it("two agents racing with one token: one host enrolled, the other told the token was used", async () => {
+    const { contract, store, ledger, service } = setup();
+    const at = Date.now();
+    await contract.commit([{ op: "enrollment.insert", id: "enr_one", tokenHash: hashSecret("enr_secret"), createdAt: at, expiresAt: at + 60_000 }]);
+    const hostsBefore = store.listHosts().length;
+    const results = await Promise.allSettled(["h1", "h2"].map((hostname) => service.enroll(create(EnrollRequestSchema, { token: "enr_secret", hostname }), ctx())));
+    const won = results.filter((r) => r.status === "fulfilled");
+    const lost = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    expect(won).toHaveLength(1);
+    expect(lost).toHaveLength(1);
+    expect(lost[0]!.reason).toBeInstanceOf(UnauthenticatedError);
+    expect((lost[0]!.reason as Error).message).toBe("this enrollment token was already used; create a new one");
+    expect(store.listHosts()).toHaveLength(hostsBefore + 1);
+    expect(ledger.list({}).filter((e) => e.type === "host.enrolled").map((e) => e.correlationId)).toEqual(["enr_one"]);
   });
 });

@@ -14,15 +14,15 @@ import {
   type Inventory,
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
-import { InvalidArgumentError, UnauthenticatedError } from "../errors.js";
+import { ConflictError, InvalidArgumentError, UnauthenticatedError } from "../errors.js";
 import { hashSecret, newId, newSecret, secretMatches } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub, AgentSession } from "../link/agent-hub.js";
 import { AsyncQueue } from "../link/async-queue.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import { type Store } from "../store/store.js";
-import { type DataDirRecord, type DataRootEntry, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
+import type { CommitResult, Store as StoreContract, WriteOp } from "../store/contract.js";
+import { type DataDirRecord, type DataRootEntry, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../domain/labels.js";
 import { commandName } from "../reconcile/plan.js";
 import { ObservationOrder } from "../link/observation-order.js";
@@ -43,7 +43,8 @@ import {
 import { TokenBucket } from "../auth/limits.js";
 
 export interface AgentServiceDeps {
-  store: Store;
+  /** The store contract: every message of a link is applied as one committed batch. */
+  store: StoreContract;
   hub: AgentHub;
   ledger: Ledger;
   reconciler: Reconciler;
@@ -71,12 +72,39 @@ interface LinkState {
   lastRateResync: number;
 }
 
+/** One agent stream as its message handlers see it. */
+interface Link {
+  host: HostRecord;
+  session: AgentSession;
+  state: LinkState;
+  order: ObservationOrder;
+  hlog: Logger;
+  /**
+   * Commits a batch of this stream's writes; undefined (nothing written) once
+   * the hub closed the stream or a newer connection of the host replaced it:
+   * nothing a closed stream sends is stored.
+   */
+  commit(ops: readonly WriteOp[]): Promise<CommitResult | undefined>;
+}
+
 /** The agent's credential as sent in `authorization: Bearer <host id>.<secret>`. */
 export function parseAgentCredential(header: string | null): { hostId: string; secret: string } | undefined {
   const m = /^Bearer (host_[a-z2-7]+)\.([A-Za-z0-9_-]+)$/.exec(header ?? "");
   return m ? { hostId: m[1]!, secret: m[2]! } : undefined;
 }
 
+/**
+ * The manager's side of the agent link: enrollment, and one Connect stream
+ * per agent whose messages are applied to the store in the order they came.
+ *
+ * Ordering: a stream's messages are handled one at a time, and the next one
+ * is not even read from the stream before the previous one's batch has
+ * committed (ObservationOrder and inventories in parts depend on that).
+ * Streams of different hosts run side by side. Not reading is also the
+ * backpressure: an agent that sends faster than its batches commit fills the
+ * HTTP/2 flow-control window and is held by the transport, so the manager
+ * holds at most one message per stream (plus the transport's window).
+ */
 export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof AgentService> {
   const { store, hub, ledger, reconciler, log } = deps;
   const now = deps.now ?? Date.now;
@@ -90,7 +118,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
    * on the hub (metrics), a warning log, and at most one host event per
    * REFUSED_EVENT_EVERY_MS saying how much and why.
    */
-  function noteRefused(hostId: string, counts: RefusedCounts, at: number, hlog: Logger): void {
+  async function noteRefused(link: Link, counts: RefusedCounts, at: number): Promise<void> {
+    const hostId = link.host.id;
     const entries = Object.entries(counts).filter(([, n]) => n > 0) as [keyof RefusedCounts, number][];
     if (entries.length === 0) return;
     for (const [reason, n] of entries) hub.noteRefused(reason, n);
@@ -103,20 +132,22 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       .join(", ");
     r.counts = {};
     r.lastEventAt = at;
-    hlog.warn({ refused: summary }, "host reports refused");
-    ledger.append({
-      type: "host.reports_refused",
-      hostId,
-      reason: "ReportsRefused",
-      message: `the agent reported more than berth stores for one host, or ids it does not accept (${summary}); not stored. See docs/agent.md#limits`,
-      actor: "agent",
-    });
+    link.hlog.warn({ refused: summary }, "host reports refused");
+    await link.commit([
+      ledger.op({
+        type: "host.reports_refused",
+        hostId,
+        reason: "ReportsRefused",
+        message: `the agent reported more than berth stores for one host, or ids it does not accept (${summary}); not stored. See docs/agent.md#limits`,
+        actor: "agent",
+      }),
+    ]);
   }
 
-  function authenticate(ctx: HandlerContext): HostRecord {
+  async function authenticate(ctx: HandlerContext): Promise<HostRecord> {
     const cred = parseAgentCredential(ctx.requestHeader.get("authorization"));
     if (!cred) throw new UnauthenticatedError("missing or malformed agent credential; enroll the agent with `berth-agent enroll`");
-    const host = store.getHost(cred.hostId);
+    const host = await store.getHost(cred.hostId);
     if (!host || !secretMatches(cred.secret, host.secretHash)) {
       throw new UnauthenticatedError("unknown agent credential; re-enroll the agent with a new enrollment token");
     }
@@ -127,10 +158,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   }
 
   return {
-    enroll(req) {
+    async enroll(req) {
       if (!req.token) throw new InvalidArgumentError("token", "required; create one with HostService.CreateEnrollmentToken");
       // The CA fingerprint after the "." is for the agent; the secret before it is what was issued.
-      const t = store.getEnrollmentToken(hashSecret(parseEnrollmentToken(req.token).secret));
+      const t = await store.getEnrollmentToken(hashSecret(parseEnrollmentToken(req.token).secret));
       const at = now();
       if (!t) throw new UnauthenticatedError("unknown enrollment token; create a new one with HostService.CreateEnrollmentToken");
       if (t.usedAt !== null) throw new UnauthenticatedError("this enrollment token was already used; create a new one");
@@ -138,19 +169,23 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       const hostId = newId("host");
       const secret = newSecret();
       const name = req.hostname.slice(0, 253) || hostId;
-      store.transaction(() => {
-        if (!store.useEnrollmentToken(t.id, hostId, at)) {
-          throw new UnauthenticatedError("this enrollment token was already used; create a new one");
-        }
-        store.insertHost({ id: hostId, name, secretHash: hashSecret(secret), createdAt: at });
-      });
-      ledger.append({ type: "host.enrolled", hostId, message: `host ${name} enrolled`, actor: "agent", correlationId: t.id });
+      try {
+        // Used and spent in one batch: two agents racing with one token get one host between them.
+        await store.commit([
+          { op: "enrollment.use", id: t.id, hostId, at },
+          { op: "host.insert", id: hostId, name, secretHash: hashSecret(secret), createdAt: at },
+          ledger.op({ type: "host.enrolled", hostId, message: `host ${name} enrolled`, actor: "agent", correlationId: t.id }),
+        ]);
+      } catch (err) {
+        if (err instanceof ConflictError) throw new UnauthenticatedError("this enrollment token was already used; create a new one");
+        throw err;
+      }
       log.info({ host: hostId, name }, "host enrolled");
       return create(EnrollResponseSchema, { hostId, secret, managerId: deps.managerId });
     },
 
     async *connect(requests: AsyncIterable<AgentMessage>, ctx: HandlerContext): AsyncIterable<ManagerMessage> {
-      const host = authenticate(ctx);
+      const host = await authenticate(ctx);
       const out = new AsyncQueue<ManagerMessage>();
       // Set when the hub closes the stream (host removed, replaced): nothing it sends afterwards is stored.
       let closed = false;
@@ -176,32 +211,54 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         }),
       );
       const hlog = log.child({ host: host.id });
-      const order = new ObservationOrder();
+      const link: Link = {
+        host,
+        session,
+        state,
+        order: new ObservationOrder(),
+        hlog,
+        // The check and the start of the commit are one synchronous step: no close slips in between.
+        commit: (ops) => (closed || !hub.isCurrent(session) ? Promise.resolve(undefined) : store.commit(ops)),
+      };
+      // The response side ended (the agent went away): read no further message.
+      let ended = false;
+      // The message being handled; the next is read only once it settled.
+      let current: Promise<void> = Promise.resolve();
       const consume = (async () => {
         try {
           let handled = 0;
           for await (const msg of requests) {
             session.lastSeen = now();
-            if (closed || !hub.isCurrent(session)) break;
-            handleMessage(host, session, state, msg, hlog, order);
-            // Messages already buffered would otherwise all be handled in one turn of the event loop
-            // (an inventory part is up to thousands of items: a turn of its own).
+            if (ended || closed || !hub.isCurrent(session)) break;
+            current = handleMessage(link, msg);
+            await current;
+            // Messages already buffered would otherwise all be handled without a turn of the event loop
+            // in between (an inventory part is up to thousands of items: a turn of its own).
             if (++handled % YIELD_EVERY === 0 || msg.body.case === "inventory") await new Promise((r) => setImmediate(r));
           }
           out.close();
         } catch (err) {
+          // Not the agent's fault (a failed write): the agent reconnects and sends a full inventory, which heals it.
+          if (!(err instanceof ConnectError)) hlog.error({ err }, "could not apply an agent message; closing the stream");
           out.close(err instanceof ConnectError ? err : undefined);
         }
       })();
       try {
         yield* out;
       } finally {
+        ended = true;
+        // The last message's batch lands before the host is marked offline, never after it.
+        await current.catch(() => {});
         hub.endLogs(session, "agent stream ended");
         if (hub.detach(session)) {
-          store.setHostOffline(host.id);
-          ledger.append({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" });
-          hlog.info("agent disconnected");
-          reconciler.enqueueHost(host.id, "host disconnected");
+          try {
+            await store.commit([{ op: "host.offline", id: host.id }, ledger.op({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" })]);
+            hlog.info("agent disconnected");
+            await reconciler.enqueueHost(host.id, "host disconnected");
+          } catch (err) {
+            // The host shows online until the next start's sweep or connection: say so.
+            hlog.error({ err }, "could not record the agent's disconnection");
+          }
         }
         void consume;
       }
@@ -209,18 +266,19 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   };
 
   /** The message fits this stream's rate budget (log chunks and command results always do). */
-  function withinBudget(host: HostRecord, state: LinkState, msg: AgentMessage, at: number, hlog: Logger): boolean {
+  async function withinBudget(link: Link, msg: AgentMessage, at: number): Promise<boolean> {
+    const { state, host } = link;
     const body = msg.body;
     if (body.case === "logChunk" || body.case === "commandResult") return true;
     const cost = body.case === "inventory" ? 1 + Math.floor((body.value.containers.length + body.value.unmanaged.length + body.value.dataDirs.length + body.value.otherDataDirs.length) / 100) : 1;
     if (state.budget.take(at, cost)) return true;
-    noteRefused(host.id, { RateLimited: 1 }, at, hlog);
     // What was dropped is lost: a full inventory heals it once the agent slows down.
     if (body.case === "inventory") state.parts = undefined;
     if (at - state.lastRateResync >= RATE_RESYNC_EVERY_MS) {
       state.lastRateResync = at;
       hub.sendResync(host.id);
     }
+    await noteRefused(link, { RateLimited: 1 }, at);
     return false;
   }
 
@@ -229,17 +287,18 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
    * whole inventory is applied at once. An inventory in one message (no
    * `more`) is its own last part.
    */
-  function collectInventory(host: HostRecord, state: LinkState, inv: Inventory, at: number, hlog: Logger): InventoryContent | undefined {
+  async function collectInventory(link: Link, inv: Inventory, at: number): Promise<InventoryContent | undefined> {
+    const { state, host } = link;
     const part: InventoryContent = { containers: inv.containers, unmanaged: inv.unmanaged, dataDirs: inv.dataDirs, otherDataDirs: inv.otherDataDirs };
     let parts = state.parts;
     if (parts && parts.partOf !== inv.partOf) parts = undefined;
     if (!parts && !inv.more) {
       state.parts = undefined;
-      const bounded = boundInventory(part, new Set(store.serverIdsOnHost(host.id)), limits);
-      noteRefused(host.id, bounded.refused, at, hlog);
+      const bounded = boundInventory(part, new Set(await store.serverIdsOnHost(host.id)), limits);
+      await noteRefused(link, bounded.refused, at);
       return bounded;
     }
-    parts ??= { partOf: inv.partOf, content: { containers: [], unmanaged: [], dataDirs: [], otherDataDirs: [], foreignDataDirs: [] }, serversOnHost: new Set(store.serverIdsOnHost(host.id)) };
+    parts ??= { partOf: inv.partOf, content: { containers: [], unmanaged: [], dataDirs: [], otherDataDirs: [], foreignDataDirs: [] }, serversOnHost: new Set(await store.serverIdsOnHost(host.id)) };
     // Bounded as it grows: a host cannot make the manager hold more than the limits allow.
     const c = parts.content;
     const bounded = boundInventory(
@@ -253,14 +312,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       parts.serversOnHost,
       limits,
     );
-    noteRefused(host.id, bounded.refused, at, hlog);
     parts.content = bounded;
-    if (inv.more) {
-      state.parts = parts;
-      return undefined;
-    }
-    state.parts = undefined;
-    return bounded;
+    state.parts = inv.more ? parts : undefined;
+    await noteRefused(link, bounded.refused, at);
+    return inv.more ? undefined : bounded;
   }
 
   /**
@@ -268,35 +323,35 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
    * refusal. Returns it with the server its label names, as read to decide
    * (undefined when unlabelled or unknown), so the caller need not read it again.
    */
-  function admit(host: HostRecord, c: ContainerInfo, at: number, hlog: Logger): { container: ContainerInfo; server: ServerRecord | undefined } | undefined {
+  async function admit(link: Link, c: ContainerInfo, at: number): Promise<{ container: ContainerInfo; server: ServerRecord | undefined } | undefined> {
+    const hostId = link.host.id;
     const slim = slimContainer(c);
     if (!slim) {
-      noteRefused(host.id, { ContainerTooLarge: 1 }, at, hlog);
+      await noteRefused(link, { ContainerTooLarge: 1 }, at);
       return undefined;
     }
     const sid = slim.labels[LABEL_SERVER] ?? "";
-    const server = sid ? store.getServer(sid) : undefined;
-    const reason = admitContainer(
-      slim,
-      {
-        own: server?.hostId === host.id,
-        alreadyStored: () => store.observedContainer(host.id, slim.id) !== undefined,
-        counts: () => store.observedCounts(host.id),
-      },
-      limits,
-    );
+    const server = sid ? await store.getServer(sid) : undefined;
+    const own = server?.hostId === hostId;
+    // Read only what admitContainer will ask for (it asks in this order).
+    const alreadyStored = !own && (await store.observedContainer(hostId, slim.id)) !== undefined;
+    const counts = own || alreadyStored ? { total: 0, other: 0 } : await store.observedCounts(hostId);
+    const reason = admitContainer(slim, { own, alreadyStored: () => alreadyStored, counts: () => counts }, limits);
     if (!reason) return { container: slim, server };
-    noteRefused(host.id, { [reason]: 1 }, at, hlog);
+    await noteRefused(link, { [reason]: 1 }, at);
     return undefined;
   }
 
-  function handleMessage(host: HostRecord, session: AgentSession, state: LinkState, msg: AgentMessage, hlog: Logger, order: ObservationOrder): void {
+  /** Applies one message of `link`; resolves once everything it writes has committed. */
+  async function handleMessage(link: Link, msg: AgentMessage): Promise<void> {
+    const { host, session, order, hlog } = link;
     const at = now();
     const body = msg.body;
-    if (!withinBudget(host, state, msg, at, hlog)) return;
+    if (!(await withinBudget(link, msg, at))) return;
     switch (body.case) {
       case "hello": {
         const h = body.value;
+        const docker = await noteDockerReachable(link, h.dockerReachable, at);
         const facts: ObservedHostFacts = {
           hostname: h.hostname,
           agentVersion: h.agentVersion,
@@ -306,40 +361,48 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
           memoryBytes: byteCount(h.memoryBytes),
           dataRootFreeBytes: byteCount(h.dataRootFreeBytes),
           dataRootTotalBytes: byteCount(h.dataRootTotalBytes),
-          ...noteDockerReachable(host.id, h.dockerReachable, at, hlog),
+          ...docker.patch,
         };
-        store.setHostConnected(host.id, facts, at);
+        if (!(await link.commit([{ op: "host.connected", id: host.id, facts, at }, ...docker.ops]))) return;
+        docker.log();
         hlog.info({ hostname: h.hostname, agentVersion: h.agentVersion, docker: h.dockerVersion }, "agent connected");
         return;
       }
       case "inventory": {
-        const inv = collectInventory(host, state, body.value, at, hlog);
+        const inv = await collectInventory(link, body.value, at);
         if (!inv) return;
         // Project networks travel in the last part (this one), bounded by NetworkInventory.
         deps.networks?.replace(host.id, body.value.networks);
+        const docker = await noteDockerReachable(link, body.value.dockerReachable, at);
+        const firstInventory = !session.ready;
         // Unmanaged containers are stored too (no server id): OrphanService lists them.
         // Servers observed after this inventory was taken keep their newer observation.
         // Checks of server-id directories of no server here are kept too (bounded with the data-root
         // entries): AdoptOrphan answers with the data of an untracked container's directory at once.
         // The store forgets them once the host no longer lists them.
         const checks = [...inv.dataDirs, ...(inv.foreignDataDirs ?? [])].map((d) => dataDirRecord(host.id, d, at));
-        const touched = store.replaceHostInventory(host.id, [...inv.containers, ...inv.unmanaged], checks, at, dataRootEntries(inv), order.newerThan(msg.seq));
-        store.recordHeartbeat(host.id, at, noteDockerReachable(host.id, body.value.dockerReachable, at, hlog));
-        const firstInventory = !session.ready;
+        const done = await link.commit([
+          { op: "host.inventory", hostId: host.id, containers: [...inv.containers, ...inv.unmanaged], dataDirs: checks, dataRootEntries: dataRootEntries(inv), at, keep: [...order.newerThan(msg.seq)] },
+          { op: "host.heartbeat", id: host.id, at, facts: docker.patch },
+          ...docker.ops,
+          ...(firstInventory ? [ledger.op({ type: "host.connected", hostId: host.id, message: `agent connected; ${inv.containers.length} containers`, actor: "agent" })] : []),
+        ]);
+        if (!done) return;
+        docker.log();
         if (firstInventory) {
+          // Ready before the open commands are read: a command the reconciler records meanwhile is sent
+          // by it (and maybe by us too: commands are idempotent), never by nobody.
           session.ready = true;
-          ledger.append({ type: "host.connected", hostId: host.id, message: `agent connected; ${inv.containers.length} containers`, actor: "agent" });
           // Resend commands that were pending or unacknowledged when the link dropped.
-          for (const c of store.openCommandsForHost(host.id)) {
-            if (hub.sendCommand(host.id, c.command)) store.markCommandSent(c.id, at);
-          }
+          const sent = (await store.openCommandsForHost(host.id)).filter((c) => hub.sendCommand(host.id, c.command));
+          if (sent.length > 0) await link.commit(sent.map((c) => ({ op: "command.sent", id: c.id, at })));
         }
         // Only servers the manager knows (a host can report any labelled id).
-        for (const id of touched) if (store.getServer(id)) reconciler.enqueue(id, "inventory");
+        for (const id of done.touchedServers) if (await store.getServer(id)) await reconciler.enqueue(id, "inventory");
         // A new connection reconciles every server of the host (HostConnected changed for
         // all of them); a later inventory only those whose observation changed: the same
         // inputs give the same result, so reconciling the others would change nothing.
-        if (firstInventory) reconciler.enqueueHost(host.id, "host connected");
+        if (firstInventory) await reconciler.enqueueHost(host.id, "host connected");
         return;
       }
       case "containerEvent": {
@@ -350,14 +413,17 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         let server: ServerRecord | undefined;
         if (ev.removed) {
           c = reported;
-          const serverId = store.removeContainer(host.id, c.id);
-          server = serverId ? store.getServer(serverId) : undefined;
+          const done = await link.commit([{ op: "container.remove", hostId: host.id, containerId: c.id }]);
+          if (!done) return;
+          // The server of the row removed, if there was one.
+          const [serverId] = done.touchedServers;
+          server = serverId ? await store.getServer(serverId) : undefined;
         } else {
-          const admitted = admit(host, reported, at, hlog);
+          const admitted = await admit(link, reported, at);
           if (!admitted) return;
           // Stored under its label's server id: the server admit read is the one to reconcile.
           c = admitted.container;
-          store.upsertContainer(host.id, c, at);
+          if (!(await link.commit([{ op: "container.upsert", hostId: host.id, container: c, at }]))) return;
           server = admitted.server;
         }
         // Only servers the manager knows are reconciled (a container labelled with any id is not a reason to).
@@ -367,35 +433,40 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         // Only this manager's containers, on the server's own host, can drive its desired state
         // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
         if (ev.action === "die" && ev.exitCause && c.labels[LABEL_MANAGER] === deps.managerId && server.hostId === host.id) {
-          reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0);
+          await reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0);
         }
-        reconciler.enqueue(serverId, `container ${ev.action}`);
+        await reconciler.enqueue(serverId, `container ${ev.action}`);
         return;
       }
       case "dataStatus": {
         let unknown = 0;
-        const onHost = new Set(store.serverIdsOnHost(host.id));
+        const onHost = new Set(await store.serverIdsOnHost(host.id));
+        const checks: WriteOp[] = [];
+        const checked: string[] = [];
         for (const d of body.value.dirs) {
           // Only this host's servers: a check of any other id is not stored.
           if (!onHost.has(d.serverId)) {
             unknown++;
             continue;
           }
-          store.upsertDataDir(dataDirRecord(host.id, d, at));
-          reconciler.enqueue(d.serverId, "data check");
+          checks.push({ op: "dataDir.upsert", dataDir: dataDirRecord(host.id, d, at) });
+          checked.push(d.serverId);
         }
-        noteRefused(host.id, { UnknownServer: unknown }, at, hlog);
+        if (checks.length > 0 && !(await link.commit(checks))) return;
+        for (const id of checked) await reconciler.enqueue(id, "data check");
+        await noteRefused(link, { UnknownServer: unknown }, at);
         return;
       }
       case "commandResult":
-        handleResult(host, body.value, at, hlog, msg.seq, order);
+        await handleResult(link, body.value, at, msg.seq);
         return;
       case "heartbeat": {
+        const docker = await noteDockerReachable(link, body.value.dockerReachable, at);
         const patch: ObservedHostFacts = {
           ...(body.value.dataRootFreeBytes > 0n ? { dataRootFreeBytes: byteCount(body.value.dataRootFreeBytes) } : {}),
-          ...noteDockerReachable(host.id, body.value.dockerReachable, at, hlog),
+          ...docker.patch,
         };
-        store.recordHeartbeat(host.id, at, patch);
+        if (await link.commit([{ op: "host.heartbeat", id: host.id, at, facts: patch }, ...docker.ops])) docker.log();
         return;
       }
       case "logChunk":
@@ -403,19 +474,21 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         return;
       case "pullProgress": {
         const p = body.value;
-        const server = store.getServer(p.serverId);
+        const server = await store.getServer(p.serverId);
         // Only servers placed on this host; at most one event per server per 2 s, plus the last.
         if (!server || server.hostId !== host.id || !pulls.shouldRecord(p.serverId, p.done, at)) return;
-        ledger.append({
-          type: "image.pull_progress",
-          project: server.project,
-          serverId: server.id,
-          hostId: host.id,
-          reason: p.done ? "PullFinished" : "Pulling",
-          message: `${p.image}: ${p.status}`.slice(0, 500),
-          actor: "agent",
-          correlationId: p.commandId,
-        });
+        await link.commit([
+          ledger.op({
+            type: "image.pull_progress",
+            project: server.project,
+            serverId: server.id,
+            hostId: host.id,
+            reason: p.done ? "PullFinished" : "Pulling",
+            message: `${p.image}: ${p.status}`.slice(0, 500),
+            actor: "agent",
+            correlationId: p.commandId,
+          }),
+        ]);
         return;
       }
       default:
@@ -424,28 +497,32 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   }
 
   /**
-   * The facts patch for a Docker reachability report; records an event when
-   * it changed (the host's DockerReachable condition flips with it).
+   * The facts patch for a Docker reachability report, and when it changed
+   * (the host's DockerReachable condition flips with it) the event for the
+   * caller's batch and the log line to write once that committed.
    */
-  function noteDockerReachable(hostId: string, reachable: boolean, at: number, hlog: Logger): ObservedHostFacts {
-    const prev = (store.getHost(hostId)?.facts ?? {}) as ObservedHostFacts;
+  async function noteDockerReachable(link: Link, reachable: boolean, at: number): Promise<{ patch: ObservedHostFacts; ops: WriteOp[]; log(): void }> {
+    const hostId = link.host.id;
+    const prev = ((await store.getHost(hostId))?.facts ?? {}) as ObservedHostFacts;
     const { patch, changed } = dockerReachability(prev, reachable, at);
-    if (changed) {
-      ledger.append({
-        type: reachable ? "host.docker_reachable" : "host.docker_unreachable",
-        hostId,
-        reason: reachable ? "Reachable" : "Unreachable",
-        message: reachable ? "the agent reaches its Docker engine again" : "the agent cannot reach its Docker engine",
-        actor: "agent",
-      });
-      if (reachable) hlog.info("Docker engine reachable again");
-      else hlog.warn("Docker engine unreachable on this host");
-    }
-    return patch;
+    if (!changed) return { patch, ops: [], log: () => {} };
+    const event: EventInput = {
+      type: reachable ? "host.docker_reachable" : "host.docker_unreachable",
+      hostId,
+      reason: reachable ? "Reachable" : "Unreachable",
+      message: reachable ? "the agent reaches its Docker engine again" : "the agent cannot reach its Docker engine",
+      actor: "agent",
+    };
+    return {
+      patch,
+      ops: [ledger.op(event)],
+      log: () => (reachable ? link.hlog.info("Docker engine reachable again") : link.hlog.warn("Docker engine unreachable on this host")),
+    };
   }
 
-  function handleResult(host: HostRecord, r: CommandResult, at: number, hlog: Logger, seq: bigint, order: ObservationOrder): void {
-    const cmd = store.getCommand(r.commandId);
+  async function handleResult(link: Link, r: CommandResult, at: number, seq: bigint): Promise<void> {
+    const { host, hlog, order } = link;
+    const cmd = await store.getCommand(r.commandId);
     // OrphanService's one-off commands are not stored: their caller awaits the result.
     const awaited = hub.deliverResult(host.id, r);
     // An agent only reports on its own commands; anything else is ignored.
@@ -453,31 +530,40 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       if (!awaited) hlog.warn({ command: r.commandId }, "result for an unknown command ignored");
       return;
     }
-    const container = r.container?.id ? admit(host, r.container, at, hlog)?.container : undefined;
-    store.transaction(() => {
-      if (container) store.upsertContainer(host.id, container, at);
-      if (r.data?.serverId === cmd.serverId) store.upsertDataDir(dataDirRecord(host.id, r.data, at));
-      const fresh = store.finishCommand(cmd.id, r.success ? "succeeded" : "failed", at, r.reason, r.message);
-      order.note(cmd.serverId, seq);
-      if (fresh) {
-        // A removal reports no container: its success is the observation that none is left.
-        if (r.success && cmd.command.kind === CommandKind.ENSURE_REMOVED) store.removeServerContainers(host.id, cmd.serverId, cmd.command.adoptedContainerId);
-        reconciler.noteCommandFinished(cmd.serverId, cmd.command, cmd.createdAt, r.success);
-        const server = store.getServer(cmd.serverId);
-        ledger.append({
-          type: r.success ? "command.succeeded" : "command.failed",
-          project: server?.project ?? "",
-          serverId: cmd.serverId,
-          hostId: host.id,
-          reason: r.reason,
-          message: r.message || commandName(cmd.command.kind),
-          actor: "agent",
-          correlationId: cmd.id,
-        });
-      }
-    });
+    const container = r.container?.id ? (await admit(link, r.container, at))?.container : undefined;
+    // What the result observed is stored whether or not the command was still open.
+    const observed: WriteOp[] = [];
+    if (container) observed.push({ op: "container.upsert", hostId: host.id, container, at });
+    if (r.data?.serverId === cmd.serverId) observed.push({ op: "dataDir.upsert", dataDir: dataDirRecord(host.id, r.data, at) });
+    const server = await store.getServer(cmd.serverId);
+    const finish: WriteOp[] = [...observed, { op: "command.finish", id: cmd.id, state: r.success ? "succeeded" : "failed", at, reason: r.reason, message: r.message }];
+    // A removal reports no container: its success is the observation that none is left.
+    if (r.success && cmd.command.kind === CommandKind.ENSURE_REMOVED) finish.push({ op: "container.removeServer", hostId: host.id, serverId: cmd.serverId, adoptedContainerId: cmd.command.adoptedContainerId });
+    finish.push(
+      ledger.op({
+        type: r.success ? "command.succeeded" : "command.failed",
+        project: server?.project ?? "",
+        serverId: cmd.serverId,
+        hostId: host.id,
+        reason: r.reason,
+        message: r.message || commandName(cmd.command.kind),
+        actor: "agent",
+        correlationId: cmd.id,
+      }),
+    );
+    try {
+      if (!(await link.commit(finish))) return;
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err;
+      // The command was finished already: a result replayed after a reconnect (or the deadline
+      // expired it first). Its observation is stored; the command, its event and effects are not again.
+      if (observed.length > 0 && !(await link.commit(observed))) return;
+    }
+    // What the success satisfies (restart and rebuild requests) the reconcile queued below folds
+    // into its own batch (reconciler.ts, noteCommandFinished), before it can issue another command.
+    order.note(cmd.serverId, seq);
     hlog.info({ server: cmd.serverId, command: cmd.id, success: r.success, reason: r.reason, message: r.message }, "command result");
-    reconciler.enqueue(cmd.serverId, r.success ? `${commandName(cmd.command.kind)} succeeded` : `${commandName(cmd.command.kind)} failed: ${r.reason}`);
+    await reconciler.enqueue(cmd.serverId, r.success ? `${commandName(cmd.command.kind)} succeeded` : `${commandName(cmd.command.kind)} failed: ${r.reason}`);
   }
 }
 

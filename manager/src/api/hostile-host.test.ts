@@ -5,10 +5,14 @@
  * events, /healthz stalled for minutes, every other agent dropped, and its
  * rows stayed after RemoveHost.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createContextValues, createHandlerContext } from "@connectrpc/connect";
-import { describe, expect, it, vi } from "vitest";
+import Database from "better-sqlite3";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { ContainerInfoSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService, RemoveHostRequestSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
@@ -17,26 +21,39 @@ import { newId } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import { openStore } from "../store/open.js";
 import { initialStatus } from "../domain/records.js";
-import { TokenStore } from "../store/token-store.js";
 import { addHost, openAgentStream, stubReconciler } from "../../testing/agent-stream.js";
 import { createAgentService } from "./agent-service.js";
 import { DEFAULT_HOST_LIMITS } from "./host-limits.js";
 import { createHostService } from "./host-service.js";
 
+const cleanup: (() => void)[] = [];
+afterEach(() => {
+  for (const f of cleanup.splice(0)) f();
+});
+
 function setup() {
-  const db = openDatabase(":memory:");
-  const store = new Store(db);
+  // A file, not memory: the test counts rows with a connection of its own.
+  const dir = mkdtempSync(join(tmpdir(), "berth-hostile-"));
+  const opened = openStore(`sqlite://${join(dir, "berth.db")}`);
+  const { store, contract } = opened;
+  const db = new Database(join(dir, "berth.db"));
   const hub = new AgentHub();
   const ledger = new Ledger(store);
+  const unfollow = ledger.follow(contract);
+  cleanup.push(() => {
+    unfollow();
+    db.close();
+    opened.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const reconciler = stubReconciler();
-  const agents = createAgentService({ store, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
-  const hosts = createHostService({ store, hub, ledger, tokens: new TokenStore(db), reconciler, advertiseUrl: "http://test" });
-  const secrets: Record<string, string> = {};
-  for (const id of ["host_aaaa", "host_bbbb"]) secrets[id] = addHost(store, id);
-  const connect = (hostId: string) => openAgentStream(agents, hostId, secrets[hostId]!);
+  const agents = createAgentService({ store: contract, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
+  const hosts = createHostService({ store: contract, hub, ledger, reconciler, advertiseUrl: "http://test" });
+  const secrets: Record<string, Promise<string>> = {};
+  for (const id of ["host_aaaa", "host_bbbb"]) secrets[id] = addHost(contract, id);
+  const connect = async (hostId: string) => openAgentStream(agents, hostId, await secrets[hostId]!);
   const admin = createHandlerContext({
     service: HostService,
     method: HostService.method.removeHost,
@@ -46,7 +63,7 @@ function setup() {
     contextValues: createContextValues().set(callerKey, { tokenId: "tok_admin", name: "admin", role: "admin", project: null }),
   });
   const rows = (table: string, hostId: string) => (db.prepare(`SELECT COUNT(*) AS n FROM ${table} WHERE host_id = ?`).get(hostId) as { n: number }).n;
-  return { db, store, hub, ledger, hosts, connect, admin, rows };
+  return { db, store, contract, hub, ledger, hosts, connect, admin, rows };
 }
 
 const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
@@ -63,25 +80,30 @@ function labelled(i: number) {
 
 describe("a hostile host cannot make the manager store or do without bound", () => {
   it("30,000 labelled containers in 30 inventory parts: bounded rows, one event, the other host served, RemoveHost deletes every row", async () => {
-    const { db, store, hub, ledger, hosts, connect, admin, rows } = setup();
+    const { db, store, contract, hub, ledger, hosts, connect, admin, rows } = setup();
     // One real server on the hostile host: its container is always kept.
     const mine = newId("srv");
-    store.insertServer({
-      id: mine,
-      project: "default",
-      name: "mine",
-      hostId: "host_aaaa",
-      generation: 1,
-      spec: create(ServerSpecSchema, { name: "mine", image: "busybox" }),
-      status: initialStatus(),
-      dataInitialized: true,
-      lifecycle: {},
-      createdAt: 1,
-      updatedAt: 1,
-      deletedAt: null,
-    });
-    const a = connect("host_aaaa");
-    const b = connect("host_bbbb");
+    await contract.commit([
+      {
+        op: "server.insert",
+        server: {
+          id: mine,
+          project: "default",
+          name: "mine",
+          hostId: "host_aaaa",
+          generation: 1,
+          spec: create(ServerSpecSchema, { name: "mine", image: "busybox" }),
+          status: initialStatus(),
+          dataInitialized: true,
+          lifecycle: {},
+          createdAt: 1,
+          updatedAt: 1,
+          deletedAt: null,
+        },
+      },
+    ]);
+    const a = await connect("host_aaaa");
+    const b = await connect("host_bbbb");
     await a.output.next();
     await b.output.next();
     b.send({ case: "inventory", value: { dockerReachable: true } });
@@ -177,7 +199,7 @@ describe("a hostile host cannot make the manager store or do without bound", () 
 
   it("an inventory in parts is applied only when its last part arrives", async () => {
     const { connect, rows } = setup();
-    const a = connect("host_aaaa");
+    const a = await connect("host_aaaa");
     const welcome = (await a.output.next()).value as ManagerMessage;
     // The welcome carries the manager's clock: the agent judges command deadlines by it.
     expect(welcome.body.case === "welcome" && welcome.body.value.time && Math.abs(timestampMs(welcome.body.value.time) - Date.now()) < 5_000).toBe(true);

@@ -12,18 +12,18 @@ import { createAgentService } from "../api/agent-service.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
+import { memoryStore } from "../../testing/store.js";
 import { addHost, openAgentStream, type AgentBody } from "../../testing/agent-stream.js";
 import { Reconciler } from "./reconciler.js";
 
 const HOST = "host_aaaaaaaaaaaa";
 const SERVER = "srv_bbbbbbbbbbbb";
 
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0)) f();
+const cleanup: (() => void | Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
 });
 
 /**
@@ -34,34 +34,44 @@ afterEach(() => {
  * observations (AgentMessage.seq), as agents do since the numbering exists.
  */
 async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: number; store: Store; ledger: Ledger }> {
-  const store = new Store(openDatabase(":memory:"));
+  const opened = memoryStore();
+  const { store, contract } = opened;
   const hub = new AgentHub();
   const ledger = new Ledger(store);
+  const unfollow = ledger.follow(contract);
   const log = createLogger("silent", "test");
-  const managerId = store.managerId();
-  const secret = addHost(store, HOST, "h");
+  const managerId = await contract.clusterId();
+  const secret = await addHost(contract, HOST, "h");
   const t = Date.now();
-  store.insertServer({
-    id: SERVER,
-    project: "default",
-    name: "mc",
-    hostId: HOST,
-    generation: 2,
-    spec: create(ServerSpecSchema, { name: "mc", hostId: HOST, image: "busybox", desiredState: DesiredState.RUNNING }),
-    status: initialStatus(),
-    dataInitialized: true,
-    lifecycle: {},
-    createdAt: t - 10_000,
-    updatedAt: t - 1_000,
-    deletedAt: t - 1_000,
-  });
-  const reconciler = new Reconciler({ store, hub, log, managerId, ledger });
-  const service = createAgentService({ store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds: 5 });
+  await contract.commit([
+    {
+      op: "server.insert",
+      server: {
+        id: SERVER,
+        project: "default",
+        name: "mc",
+        hostId: HOST,
+        generation: 2,
+        spec: create(ServerSpecSchema, { name: "mc", hostId: HOST, image: "busybox", desiredState: DesiredState.RUNNING }),
+        status: initialStatus(),
+        dataInitialized: true,
+        lifecycle: {},
+        createdAt: t - 10_000,
+        updatedAt: t - 1_000,
+        deletedAt: t - 1_000,
+      },
+    },
+  ]);
+  const reconciler = new Reconciler({ store: contract, hub, log, managerId, ledger });
+  const service = createAgentService({ store: contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds: 5 });
   const stream = openAgentStream(service, HOST, secret);
-  cleanup.push(() => {
+  cleanup.push(async () => {
     stream.close();
-    reconciler.stop();
-    store.close();
+    // The stream's end is recorded (host offline) before the database closes.
+    await new Promise((r) => setTimeout(r, 20));
+    await reconciler.stop();
+    unfollow();
+    opened.close();
   });
   let counter = 0n;
   const nextSeq = () => (withSeq ? ++counter : 0n);
