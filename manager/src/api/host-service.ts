@@ -93,7 +93,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       return create(ResyncHostResponseSchema, {});
     },
 
-    removeHost(req, ctx) {
+    async removeHost(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "RemoveHost");
       const h = find(req.id);
@@ -111,7 +111,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
         actor: actorOf(caller),
         message: `host ${h.name} removed; its agent's credential is revoked and ${rows} rows of what it reported are deleted${servers ? ` (${servers} servers on it are now Unknown)` : ""}`,
       });
-      reconciler.enqueueHost(h.id, "host removed");
+      await reconciler.enqueueHost(h.id, "host removed");
       return create(RemoveHostResponseSchema, {});
     },
   };

@@ -17,18 +17,18 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import { type Store } from "../store/store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 import type { OrphanFinding } from "../orphans/classify.js";
 import type { OrphanDetector } from "../orphans/detector.js";
 import type { NetworkInventory } from "../orphans/network-inventory.js";
 import { OrphanOperations, type Actor } from "../orphans/operations.js";
 import { serverToProto } from "./convert.js";
-import { findHost, findVisibleServer } from "./find-server.js";
+import { loadHost, loadVisibleServer } from "./find-server.js";
 
 export interface OrphanServiceDeps {
-  store: Store;
+  store: StoreContract;
   hub: AgentHub;
-  ledger: Ledger;
+  ledger: Pick<Ledger, "op">;
   reconciler: Pick<Reconciler, "reconcileNow" | "dropRecord" | "issueCopyData" | "dispatch" | "requestOrphanCommand" | "deadlineFor">;
   detector: OrphanDetector;
   /** Project networks as reported; a destroyed one is dropped from it at once. */
@@ -56,10 +56,10 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
   const busy = new Set<string>();
 
   /** The orphan `id` names, as it is now (it may have stopped being one since it was listed). */
-  function resolve(id: string): OrphanFinding {
+  async function resolve(id: string): Promise<OrphanFinding> {
     const key = id.trim();
     if (!ORPHAN_ID_RE.test(key)) throw new InvalidArgumentError("id", `"${key.slice(0, 64)}" is not an orphan id (orp_ followed by 20 characters, from OrphanService.ListOrphans)`);
-    const f = detector.find({ includeUnmanaged: true }).find((o) => o.id === key);
+    const f = (await detector.find({ includeUnmanaged: true })).find((o) => o.id === key);
     if (!f) throw new NotFoundError("orphan", key, "it was adopted, destroyed or removed, or its host is offline; list orphans again with OrphanService.ListOrphans");
     return f;
   }
@@ -101,21 +101,19 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
   }
 
   return {
-    listOrphans(req, ctx) {
+    async listOrphans(req, ctx) {
       callerOf(ctx);
       const hostId = req.hostId.trim();
       // A removed host's id still lists its stranded servers.
-      if (hostId) findHost(store, hostId, { includeRemoved: true });
+      if (hostId) await loadHost(store, hostId, { includeRemoved: true });
       const includeUnmanaged = req.includeUnmanaged || req.kinds.includes(OrphanKind.UNMANAGED);
-      const orphans = detector
-        .find({ includeUnmanaged })
-        .filter((f) => (!hostId || f.hostId === hostId) && (req.kinds.length === 0 || req.kinds.includes(f.kind)));
+      const orphans = (await detector.find({ includeUnmanaged })).filter((f) => (!hostId || f.hostId === hostId) && (req.kinds.length === 0 || req.kinds.includes(f.kind)));
       return create(ListOrphansResponseSchema, { orphans: orphans.map(toProto) });
     },
 
     async adoptOrphan(req, ctx) {
       const caller = callerOf(ctx);
-      const f = resolve(req.id);
+      const f = await resolve(req.id);
       return exclusive(f, async () => {
         const project = projectFor(caller, req.project);
         const name = req.name.trim();
@@ -127,9 +125,9 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
 
     async destroyOrphan(req, ctx) {
       const caller = callerOf(ctx);
-      const f = resolve(req.id);
+      const f = await resolve(req.id);
       if (req.dryRun) {
-        const plan = ops.planDestroy(f, req);
+        const plan = await ops.planDestroy(f, req);
         return create(DestroyOrphanResponseSchema, { removed: plan.removed, kept: plan.kept });
       }
       return exclusive(f, async () => {
@@ -146,11 +144,11 @@ export function createOrphanService(deps: OrphanServiceDeps): ServiceImpl<typeof
       if (!targetId) throw new InvalidArgumentError("host_id", "required: the host to run the server on (one that has its data directory)");
       let serverKey = key;
       if (ORPHAN_ID_RE.test(key)) {
-        const f = resolve(key);
+        const f = await resolve(key);
         if (f.kind !== OrphanKind.STRANDED) throw new PreconditionError(`orphan ${key} is not a stranded server but ${OrphanKind[f.kind]}; only servers whose host was removed are reassigned`);
         serverKey = f.serverId;
       }
-      const s = findVisibleServer(store, caller, serverKey);
+      const s = await loadVisibleServer(store, caller, serverKey);
       const server = await ops.reassign(actor(caller), s, targetId);
       return create(ReassignServerResponseSchema, { server: serverToProto(server) });
     },

@@ -80,7 +80,7 @@ function refusePrivileges(containerName: string, info: ContainerInfo): void {
  * bind-mounts /etc or another project's data would copy it into a server.
  */
 function refuseDataSource(source: string, root: string, req: Pick<AdoptionRequest, "adoptablePaths" | "dataDirOwner">): void {
-  const src = posix.normalize(source).replace(/(.)\/+$/, "$1");
+  const src = normalSource(source);
   if (root && src === root) throw new PreconditionError(`the mount source ${src} is berth's data root itself; a server's data is one directory in it`);
   const entry = entryUnder(root, src);
   if (entry) {
@@ -97,6 +97,21 @@ function refuseDataSource(source: string, root: string, req: Pick<AdoptionReques
         `an admin allows copying from a directory with the manager setting --adoptable-path DIR (BERTH_ADOPTABLE_PATH; ${(req.adoptablePaths ?? []).length ? `now: ${(req.adoptablePaths ?? []).join(", ")}` : "none set"})`,
     );
   }
+}
+
+/** A mount source as the refusals compare it: normalized, without a trailing slash. */
+function normalSource(source: string): string {
+  return posix.normalize(source).replace(/(.)\/+$/, "$1");
+}
+
+/**
+ * The data-root entries the mounts of `info` are in: the only ones whose
+ * owner `AdoptionRequest.dataDirOwner` may be asked about (so the caller can
+ * look them up before planning).
+ */
+export function dataRootEntriesOfMounts(info: ContainerInfo, dataRoot: string): string[] {
+  const root = dataRoot.replace(/\/+$/, "");
+  return [...new Set(mountSources(info).map((m) => entryUnder(root, normalSource(m.source))).filter((e) => e !== ""))];
 }
 
 const DEFAULT_MOUNT = "/data";

@@ -4,13 +4,13 @@ import { afterEach, describe, expect, it } from "vitest";
 import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import type { OpenedStore } from "../store/open.js";
 import { initialStatus, type ServerRecord } from "../domain/records.js";
+import { memoryStore } from "../../testing/store.js";
 import { OrphanDetector } from "./detector.js";
 
 const NOW = 1_700_000_000_000;
-const stores: Store[] = [];
+const stores: OpenedStore[] = [];
 afterEach(() => {
   for (const s of stores.splice(0)) s.close();
 });
@@ -38,22 +38,25 @@ function ctr(id: string, labels: Record<string, string> = {}): ContainerInfo {
 }
 
 /** The store as the agent service leaves it after inventories of host_a (online) and host_gone (removed). */
-function fleet() {
-  const db = openDatabase(":memory:");
-  const store = new Store(db);
-  stores.push(store);
-  const me = store.managerId();
-  store.insertHost({ id: "host_a", name: "a", secretHash: "x", createdAt: 0 });
-  store.setHostConnected("host_a", { dataRoot: "/var/lib/berth" }, NOW);
-  store.insertHost({ id: "host_gone", name: "gone", secretHash: "y", createdAt: 0 });
-  store.setHostConnected("host_gone", { dataRoot: "/srv/berth" }, NOW);
-  store.insertServer(server("srv_here", "host_a"));
-  store.insertServer(server("srv_bound", "host_a", { adoptedContainerId: "c-bound" }));
-  store.insertServer(server("srv_lost", "host_gone"));
-  store.insertServer(server("srv_copying", "host_a"));
-  store.replaceHostInventory(
-    "host_a",
-    [
+async function fleet() {
+  const opened = memoryStore();
+  stores.push(opened);
+  const store = opened.contract;
+  const me = await store.clusterId();
+  await store.commit([
+    { op: "host.insert", id: "host_a", name: "a", secretHash: "x", createdAt: 0 },
+    { op: "host.connected", id: "host_a", facts: { dataRoot: "/var/lib/berth" }, at: NOW },
+    { op: "host.insert", id: "host_gone", name: "gone", secretHash: "y", createdAt: 0 },
+    { op: "host.connected", id: "host_gone", facts: { dataRoot: "/srv/berth" }, at: NOW },
+    { op: "server.insert", server: server("srv_here", "host_a") },
+    { op: "server.insert", server: server("srv_bound", "host_a", { adoptedContainerId: "c-bound" }) },
+    { op: "server.insert", server: server("srv_lost", "host_gone") },
+    { op: "server.insert", server: server("srv_copying", "host_a") },
+  ]);
+  await store.commit([{
+    op: "host.inventory",
+    hostId: "host_a",
+    containers: [
       ctr("c-here", { "berth.manager": me, "berth.server": "srv_here" }),
       ctr("c-untracked", { "berth.manager": me, "berth.server": "srv_purged" }),
       ctr("c-foreign", { "berth.manager": "mgr_other", "berth.server": "srv_theirs" }),
@@ -61,53 +64,54 @@ function fleet() {
       ctr("c-bound"),
       ctr("c-source"),
     ],
-    [],
-    NOW,
-    [
+    dataDirs: [],
+    at: NOW,
+    dataRootEntries: [
       { name: "srv_here", sizeBytes: 5 },
       { name: "srv_purged", sizeBytes: 7 },
       { name: "notes", sizeBytes: 0 },
     ],
-  );
+  }]);
   // An adoption copying c-source's data is in flight.
-  store.insertCommand({
+  await store.commit([{
+    op: "command.insert",
     command: create(CommandSchema, { id: "cmd_copy", serverId: "srv_copying", kind: CommandKind.COPY_DATA, containerId: "c-source", mountPath: "/data" }),
     hostId: "host_a",
     createdAt: NOW,
     deadlineAt: NOW + 3_600_000,
-  });
+  }]);
   // host_gone is removed (RemoveHost) with a server still on it.
-  db.prepare("UPDATE hosts SET removed_at = ? WHERE id = 'host_gone'").run(NOW - 1000);
+  await store.commit([{ op: "host.remove", id: "host_gone", at: NOW - 1000 }]);
   return { store, me };
 }
 
 describe("OrphanDetector over the store", () => {
-  it("reads observations and records and classifies them", () => {
-    const { store, me } = fleet();
+  it("reads observations and records and classifies them", async () => {
+    const { store, me } = await fleet();
     const d = new OrphanDetector({ store, isConnected: (id) => id === "host_a", managerId: me, now: () => NOW });
-    const list = (includeUnmanaged: boolean) => d.find({ includeUnmanaged }).map((f) => `${OrphanKind[f.kind]} ${f.containerId || f.dataDir}`);
-    expect(list(false)).toEqual(["UNTRACKED c-untracked", "FOREIGN c-foreign", "STRAY_DATA notes", "STRANDED srv_lost"]);
-    expect(list(true)).toContain("UNMANAGED c-plain");
-    expect(list(true)).not.toContain("UNMANAGED c-bound");
-    expect(list(true)).not.toContain("UNMANAGED c-source");
-    const untracked = d.find({ includeUnmanaged: false })[0]!;
+    const list = async (includeUnmanaged: boolean) => (await d.find({ includeUnmanaged })).map((f) => `${OrphanKind[f.kind]} ${f.containerId || f.dataDir}`);
+    expect(await list(false)).toEqual(["UNTRACKED c-untracked", "FOREIGN c-foreign", "STRAY_DATA notes", "STRANDED srv_lost"]);
+    expect(await list(true)).toContain("UNMANAGED c-plain");
+    expect(await list(true)).not.toContain("UNMANAGED c-bound");
+    expect(await list(true)).not.toContain("UNMANAGED c-source");
+    const untracked = (await d.find({ includeUnmanaged: false }))[0]!;
     expect(untracked).toMatchObject({ dataDir: "srv_purged", dataPath: "/var/lib/berth/srv_purged", dataSizeBytes: 7 });
   });
 
-  it("gives the alert rule untracked containers and stranded servers only", () => {
-    const { store, me } = fleet();
+  it("gives the alert rule untracked containers and stranded servers only", async () => {
+    const { store, me } = await fleet();
     const d = new OrphanDetector({ store, isConnected: (id) => id === "host_a", managerId: me, now: () => NOW });
-    expect(d.alertViews()).toEqual([
+    expect(await d.alertViews()).toEqual([
       { hostId: "host_a", kind: "container", id: "c-untracked", reason: "untracked" },
       { hostId: "host_gone", kind: "server", id: "srv_lost", reason: "stranded" },
     ]);
   });
 
-  it("a later inventory replaces the directory list", () => {
-    const { store } = fleet();
-    store.replaceHostInventory("host_a", [], [], NOW, [{ name: "other", sizeBytes: 0 }]);
-    expect(store.listDataRootEntries("host_a")).toEqual([{ hostId: "host_a", name: "other", sizeBytes: 0 }]);
-    store.removeDataRootEntry("host_a", "other");
-    expect(store.listDataRootEntries()).toEqual([]);
+  it("a later inventory replaces the directory list", async () => {
+    const { store } = await fleet();
+    await store.commit([{ op: "host.inventory", hostId: "host_a", containers: [], dataDirs: [], at: NOW, dataRootEntries: [{ name: "other", sizeBytes: 0 }] }]);
+    expect(await store.listDataRootEntries("host_a")).toEqual([{ hostId: "host_a", name: "other", sizeBytes: 0 }]);
+    await store.commit([{ op: "dataRootEntry.remove", hostId: "host_a", name: "other" }]);
+    expect(await store.listDataRootEntries()).toEqual([]);
   });
 });

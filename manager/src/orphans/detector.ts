@@ -1,13 +1,13 @@
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { OrphanView } from "../alerts/rules.js";
-import type { Store } from "../store/store.js";
+import type { Store as StoreContract } from "../store/contract.js";
 import type { HostRecord } from "../domain/records.js";
 import { classifyOrphans, DEFAULT_ORPHAN_GRACE_MS, type HostFact, type OrphanFinding } from "./classify.js";
 import type { NetworkInventory } from "./network-inventory.js";
 
 export interface OrphanDetectorDeps {
-  store: Store;
+  store: Pick<StoreContract, "serverPlacements" | "listHosts" | "getHost" | "openCommandsForHost" | "listOrphanCandidates" | "listDataRootEntries" | "serverIdsWithOpenCommands">;
   /** The host's agent is connected with its inventory stored (AgentHub.isConnected). */
   isConnected: (hostId: string) => boolean;
   managerId: string;
@@ -31,14 +31,22 @@ export class OrphanDetector {
     this.now = deps.now ?? Date.now;
   }
 
-  find(opts: { includeUnmanaged: boolean }): OrphanFinding[] {
+  /**
+   * Everything that is an orphan now. The reads are separate (no snapshot):
+   * a change landing between them can make one listing show a finding that
+   * just stopped being one, or miss one that just became one; the grace
+   * period and the next listing settle it, and every action re-checks.
+   */
+  async find(opts: { includeUnmanaged: boolean }): Promise<OrphanFinding[]> {
     const { store, isConnected, managerId } = this.deps;
-    const servers = store.serverPlacements();
-    const live = store.listHosts();
+    const servers = await store.serverPlacements();
+    const live = await store.listHosts();
     const known = new Set(live.map((h) => h.id));
     // Removed hosts are not listed by listHosts; stranded servers still point at them.
-    const gone = [...new Set(servers.map((s) => s.hostId).filter((id) => !known.has(id)))]
-      .map((id) => store.getHost(id) ?? ({ id, name: id, removedAt: 0, facts: {} } as Pick<HostRecord, "id" | "name" | "removedAt" | "facts">));
+    const gone: Pick<HostRecord, "id" | "name" | "removedAt" | "facts">[] = [];
+    for (const id of new Set(servers.map((s) => s.hostId).filter((id) => !known.has(id)))) {
+      gone.push((await store.getHost(id)) ?? { id, name: id, removedAt: 0, facts: {} });
+    }
     const hosts: HostFact[] = [...live, ...gone].map((h) => ({
       id: h.id,
       name: h.name,
@@ -49,7 +57,7 @@ export class OrphanDetector {
     const busyContainerIds = new Set<string>();
     for (const h of hosts) {
       if (!h.connected) continue;
-      for (const c of store.openCommandsForHost(h.id)) {
+      for (const c of await store.openCommandsForHost(h.id)) {
         if (c.command.kind === CommandKind.COPY_DATA && c.command.containerId) busyContainerIds.add(c.command.containerId);
       }
     }
@@ -60,9 +68,9 @@ export class OrphanDetector {
       includeUnmanaged: opts.includeUnmanaged,
       hosts,
       servers,
-      containers: store.listOrphanCandidates(managerId, opts.includeUnmanaged),
-      dataRootEntries: store.listDataRootEntries(),
-      busyServerIds: store.serverIdsWithOpenCommands(),
+      containers: await store.listOrphanCandidates(managerId, opts.includeUnmanaged),
+      dataRootEntries: await store.listDataRootEntries(),
+      busyServerIds: await store.serverIdsWithOpenCommands(),
       busyContainerIds,
       networks: this.deps.networks?.list() ?? [],
     });
@@ -74,9 +82,9 @@ export class OrphanDetector {
    * containers are someone else's, and stray data is usually data an
    * operator chose to keep (a purge without remove_data): listed, not alerted.
    */
-  alertViews(): OrphanView[] {
+  async alertViews(): Promise<OrphanView[]> {
     const out: OrphanView[] = [];
-    for (const f of this.find({ includeUnmanaged: false })) {
+    for (const f of await this.find({ includeUnmanaged: false })) {
       if (f.kind === OrphanKind.UNTRACKED) out.push({ hostId: f.hostId, kind: "container", id: f.containerId, reason: "untracked" });
       else if (f.kind === OrphanKind.STRANDED) out.push({ hostId: f.hostId, kind: "server", id: f.serverId, reason: "stranded" });
     }

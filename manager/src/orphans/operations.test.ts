@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { pino } from "pino";
@@ -17,8 +17,9 @@ import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { COMMAND_DEADLINE_MS } from "../reconcile/plan.js";
 import { Reconciler } from "../reconcile/reconciler.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
+import { memoryStore } from "../../testing/store.js";
 import type { OrphanFinding } from "./classify.js";
 import { OrphanOperations } from "./operations.js";
 
@@ -28,33 +29,39 @@ const T0 = 1_700_000_000_000;
 const BY = { actor: "token:admin", name: "admin" };
 
 interface Harness {
+  /** The old table classes, for reading rows only. */
   store: Store;
+  contract: StoreContract;
   hub: AgentHub;
   rec: Reconciler;
   ops: OrphanOperations;
   /** Every command the host was sent, in order. */
   sent: Command[];
   events: () => { type: string; actor: string; reason: string; message: string; serverId: string; correlationId: string }[];
+  close: () => void;
 }
 
 const open: Harness[] = [];
 afterEach(() => {
   for (const h of open.splice(0)) {
-    h.rec.stop();
-    h.store.close();
+    void h.rec.stop();
+    h.close();
   }
 });
 
 /** A manager with one connected host whose agent answers an inspection with `web`'s config. */
-function setup(): Harness {
-  const store = new Store(openDatabase(":memory:"));
+async function setup(): Promise<Harness> {
+  const opened = memoryStore();
+  const { store, contract } = opened;
   const now = () => T0;
   const log = pino({ level: "silent" });
   const hub = new AgentHub();
   const ledger = new Ledger(store, now);
   const sent: Command[] = [];
-  store.insertHost({ id: HOST, name: "host-a", secretHash: "x".repeat(64), createdAt: T0 });
-  store.setHostConnected(HOST, { dataRoot: "/var/lib/berth" }, T0);
+  await contract.commit([
+    { op: "host.insert", id: HOST, name: "host-a", secretHash: "x".repeat(64), createdAt: T0 },
+    { op: "host.connected", id: HOST, facts: { dataRoot: "/var/lib/berth" }, at: T0 },
+  ]);
   hub.attach({
     hostId: HOST,
     ready: true,
@@ -79,10 +86,12 @@ function setup(): Harness {
       if (c.kind === CommandKind.REMOVE_CONTAINER) queueMicrotask(() => hub.deliverResult(HOST, create(CommandResultSchema, { commandId: c.id, success: true })));
     },
   });
-  const rec = new Reconciler({ store, hub, log, managerId: store.managerId(), ledger, now });
-  const ops = new OrphanOperations({ store, hub, ledger, reconciler: rec, log, now, adoptablePaths: ["/srv"] });
+  const rec = new Reconciler({ store: contract, hub, log, managerId: await contract.clusterId(), ledger, now });
+  const ops = new OrphanOperations({ store: contract, hub, ledger, reconciler: rec, log, now, adoptablePaths: ["/srv"] });
   const h: Harness = {
     store,
+    contract,
+    close: () => opened.close(),
     hub,
     rec,
     ops,
@@ -120,7 +129,7 @@ function finding(o: Partial<OrphanFinding>): OrphanFinding {
 
 describe("OrphanOperations", () => {
   it("adopting with move_data: the copy is the new server's one command in flight, issued and sent by the reconciler; a failed copy takes the record back out", async () => {
-    const h = setup();
+    const h = await setup();
     const { server } = await h.ops.adopt(BY, finding({}), { project: "default", name: "web", moveData: true, dataMountPath: "", force: false });
 
     // Stored as the server's in-flight command with the COPY_DATA deadline, and sent once.
@@ -138,7 +147,7 @@ describe("OrphanOperations", () => {
     expect(h.events().map((e) => e.type)).toEqual(expect.arrayContaining(["command.issued", "orphan.adopted"]));
 
     h.hub.deliverResult(HOST, create(CommandResultSchema, { commandId: open!.id, success: false, reason: "CopyFailed", message: "disk full" }));
-    await new Promise((r) => setImmediate(r));
+    await vi.waitFor(() => expect(h.store.getServer(server.id)).toBeUndefined());
 
     expect(h.store.getServer(server.id)).toBeUndefined();
     const after = h.events().filter((e) => e.serverId === server.id);
@@ -148,7 +157,7 @@ describe("OrphanOperations", () => {
   });
 
   it("removing an orphan container: a one-off command through the reconciler, with orphan_action and a 60 s deadline, never stored", async () => {
-    const h = setup();
+    const h = await setup();
     const done = await h.ops.destroy(BY, finding({}), { removeData: false, force: false });
 
     expect(done.removed).toEqual([expect.stringContaining("container web (c0ffee012345")]);
@@ -161,10 +170,9 @@ describe("OrphanOperations", () => {
   });
 
   it("destroying a stranded server drops its record with server.purged, then records orphan.destroyed", async () => {
-    const h = setup();
-    h.store.insertHost({ id: GONE, name: "host-gone", secretHash: "y".repeat(64), createdAt: T0 });
+    const h = await setup();
     const id = "srv_strandedstrand";
-    h.store.insertServer({
+    await h.contract.commit([{ op: "host.insert", id: GONE, name: "host-gone", secretHash: "y".repeat(64), createdAt: T0 }, { op: "server.insert", server: {
       id,
       project: "default",
       name: "old",
@@ -177,7 +185,7 @@ describe("OrphanOperations", () => {
       createdAt: T0,
       updatedAt: T0,
       deletedAt: null,
-    });
+    } }]);
     const f = finding({ id: "orp_bbbbbbbbbbbbbbbbbbbb", kind: OrphanKind.STRANDED, hostId: GONE, containerId: "", containerName: "", mounts: [], serverId: id, serverName: "old", project: "default" });
 
     await h.ops.destroy(BY, f, { removeData: false, force: false });
@@ -195,7 +203,7 @@ describe("OrphanOperations", () => {
       expect.objectContaining({ type: "orphan.destroyed", serverId: id, reason: "STRANDED" }),
     ]);
     // The record is dropped once: a second drop finds nothing and records nothing.
-    expect(h.rec.dropRecord({ id, name: "old", project: "default", hostId: GONE }, { actor: "x", reason: "Again", message: "again" }, "test")).toBe(false);
+    expect(await h.rec.dropRecord({ id, name: "old", project: "default", hostId: GONE }, { actor: "x", reason: "Again", message: "again" }, "test")).toBe(false);
     expect(h.events().filter((e) => e.type === "server.purged")).toHaveLength(1);
   });
 });

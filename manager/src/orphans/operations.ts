@@ -11,26 +11,26 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { CommandKind, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { findHost } from "../api/find-server.js";
-import { checkPortsFree } from "../api/port-check.js";
+import { loadHost } from "../api/find-server.js";
+import { requirePortsFree } from "../api/port-check.js";
 import { validateSpec } from "../api/validate.js";
-import { initialStatus, type ServerRecord } from "../domain/records.js";
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
+import { initialStatus, type NewServerRecord, type ServerRecord } from "../domain/records.js";
+import { AlreadyExistsError, BerthError, InvalidArgumentError, NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Logger } from "../log.js";
 import type { OrphanCommand, Reconciler } from "../reconcile/reconciler.js";
-import type { Store } from "../store/store.js";
-import { planAdoption, planDestroy, refuseAdoption, type DestroyAction, type DestroyPlan } from "./actions.js";
+import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import { dataRootEntriesOfMounts, planAdoption, planDestroy, refuseAdoption, type DestroyAction, type DestroyPlan } from "./actions.js";
 import type { OrphanFinding } from "./classify.js";
 import type { NetworkInventory } from "./network-inventory.js";
 
 export interface OrphanOperationsDeps {
-  store: Store;
+  store: StoreContract;
   /** Read only: whether a host is connected, and a COPY_DATA's result. Commands go through the reconciler. */
   hub: Pick<AgentHub, "isConnected" | "awaitResult">;
-  ledger: Ledger;
+  ledger: Pick<Ledger, "op">;
   reconciler: Pick<Reconciler, "reconcileNow" | "dropRecord" | "issueCopyData" | "dispatch" | "requestOrphanCommand" | "deadlineFor">;
   /** Project networks as reported; a destroyed one is dropped from it at once. */
   networks?: NetworkInventory | undefined;
@@ -69,13 +69,13 @@ export class OrphanOperations {
   }
 
   /** A host's name for messages (its id if it has no record). */
-  hostName(hostId: string): string {
-    return this.deps.store.getHost(hostId)?.name || hostId;
+  async hostName(hostId: string): Promise<string> {
+    return (await this.deps.store.getHost(hostId))?.name || hostId;
   }
 
   /** What DestroyOrphan would remove and keep (its dry run). */
-  planDestroy(f: OrphanFinding, req: { removeData: boolean; force: boolean }): DestroyPlan {
-    return planDestroy(f, this.hostName(f.hostId), req);
+  async planDestroy(f: OrphanFinding, req: { removeData: boolean; force: boolean }): Promise<DestroyPlan> {
+    return planDestroy(f, await this.hostName(f.hostId), req);
   }
 
   /**
@@ -87,30 +87,34 @@ export class OrphanOperations {
   async adopt(by: Actor, f: OrphanFinding, req: AdoptRequest): Promise<{ server: ServerRecord; warnings: string[] }> {
     const { store, ledger, reconciler, log } = this.deps;
     const { project, name } = req;
-    if (store.findServerByName(project, name)) throw new AlreadyExistsError(`a server named "${name}" already exists in project "${project}"; pick another name`);
+    if (await store.findServerByName(project, name)) throw new AlreadyExistsError(`a server named "${name}" already exists in project "${project}"; pick another name`);
     // Refuse what cannot be adopted before asking the host anything.
     refuseAdoption(f, req.force);
-    const host = store.getHost(f.hostId);
+    const host = await store.getHost(f.hostId);
+    const hostName = host?.name || f.hostId;
     const inspected = await this.ask(f.hostId, { kind: CommandKind.INSPECT_CONTAINER, containerId: f.containerId }, `inspecting container ${f.containerName}`);
-    if (!inspected.container) throw new PreconditionError(`host ${this.hostName(f.hostId)} did not describe container ${f.containerName}; is its agent up to date?`);
-    const plan = planAdoption(f, inspected.container, host?.facts.dataRoot ?? "", {
+    if (!inspected.container) throw new PreconditionError(`host ${hostName} did not describe container ${f.containerName}; is its agent up to date?`);
+    const dataRoot = host?.facts.dataRoot ?? "";
+    // The records owning the data-root entries the container mounts, read before planning (which is pure).
+    const owners = new Map<string, string>();
+    for (const entry of dataRootEntriesOfMounts(inspected.container, dataRoot)) {
+      const owner = await store.getServer(entry);
+      if (owner) owners.set(entry, `${owner.name} (${owner.id})`);
+    }
+    const plan = planAdoption(f, inspected.container, dataRoot, {
       moveData: req.moveData,
       dataMountPath: req.dataMountPath.trim(),
       force: req.force,
       adoptablePaths: this.deps.adoptablePaths ?? [],
-      dataDirOwner: (entry) => {
-        const owner = store.getServer(entry);
-        return owner ? `${owner.name} (${owner.id})` : undefined;
-      },
+      dataDirOwner: (entry) => owners.get(entry),
     });
     const spec = adoptedSpec({ ...plan.spec, name, hostId: f.hostId });
-    const stale = plan.serverId ? store.getServer(plan.serverId) : undefined;
+    const stale = plan.serverId ? await store.getServer(plan.serverId) : undefined;
     if (stale) throw new AlreadyExistsError(`server ${plan.serverId} has a record already (on host ${stale.hostId}); this container is a stale copy: destroy it`);
-    checkPortsFree(store, f.hostId, spec.ports, { exceptId: "", project, hostLabel: this.hostName(f.hostId) });
+    await requirePortsFree(store, f.hostId, spec.ports, { exceptId: "", project, hostLabel: hostName });
     const at = this.now();
     const id = plan.serverId || newId("srv");
-    // What insertServer takes (its version is the store's to set).
-    const rec: Parameters<Store["insertServer"]>[0] = {
+    const rec: NewServerRecord = {
       id,
       project,
       name,
@@ -130,14 +134,13 @@ export class OrphanOperations {
       bind: "in place (bound by its container id until berth recreates it)",
       copy: `copying its data from ${plan.copyMountPath} into the data root; berth then recreates it`,
     }[plan.mode];
-    let copy: Command | undefined;
-    store.transaction(() => {
-      // The host was asked in between: check again what may have changed meanwhile.
-      if (store.findServerByName(project, name)) throw new AlreadyExistsError(`a server named "${name}" already exists in project "${project}"; pick another name`);
-      if (store.getServer(id)) throw new AlreadyExistsError(`server ${id} has a record already; list orphans again`);
-      store.insertServer(rec);
-      if (plan.mode === "copy") copy = reconciler.issueCopyData(rec, { containerId: f.containerId, mountPath: plan.copyMountPath }, at);
-      ledger.append({
+    const copy = plan.mode === "copy" ? reconciler.issueCopyData(rec, { containerId: f.containerId, mountPath: plan.copyMountPath }, at) : undefined;
+    // The host was asked in between: the database refuses a name or ports taken meanwhile
+    // (ServerNameTakenError, PreconditionError); the same id is checked below.
+    const batch: WriteOp[] = [
+      { op: "server.insert", server: rec },
+      ...(copy?.ops ?? []),
+      ledger.op({
         type: "orphan.adopted",
         project,
         serverId: id,
@@ -147,13 +150,20 @@ export class OrphanOperations {
         correlationId: f.id,
         message: `container ${f.containerName} (${f.containerId.slice(0, 12)}) adopted as server ${name} ${how}${plan.warnings.length ? `; ${plan.warnings.length} setting(s) berth cannot keep` : ""}`,
         payload: { orphanKind: OrphanKind[f.kind], containerId: f.containerId, mode: plan.mode, warnings: plan.warnings },
-      });
-    });
-    if (copy) this.followCopy(rec, f, copy, at);
+      }),
+    ];
+    try {
+      await store.commit(batch);
+    } catch (err) {
+      // A record with this id appeared meanwhile (the same orphan adopted on another manager).
+      if (!(err instanceof BerthError) && (await store.getServer(id))) throw new AlreadyExistsError(`server ${id} has a record already; list orphans again`);
+      throw err;
+    }
+    if (copy) await this.followCopy(rec, f, copy.command, at);
     log.info({ server: id, name, project, host: f.hostId, container: f.containerId, mode: plan.mode, warnings: plan.warnings.length }, "orphan adopted");
     await reconciler.reconcileNow(id, `adopted by ${by.name}`);
     // Dropped meanwhile (a copy refused at once): answer with what was adopted.
-    return { server: store.getServer(id) ?? (rec as ServerRecord), warnings: plan.warnings };
+    return { server: (await store.getServer(id)) ?? { ...rec, version: 1 }, warnings: plan.warnings };
   }
 
   /**
@@ -162,13 +172,13 @@ export class OrphanOperations {
    * destroyed, with the error, when a step after the first fails.
    */
   async destroy(by: Actor, f: OrphanFinding, req: { removeData: boolean; force: boolean }): Promise<DestroyPlan> {
-    const plan = this.planDestroy(f, req);
+    const plan = await this.planDestroy(f, req);
     if (f.kind === OrphanKind.STRAY_DATA && !req.removeData) {
       throw new InvalidArgumentError("remove_data", `destroying a stray data directory deletes ${f.dataPath}; set remove_data=true to confirm (dry_run shows it first)`);
     }
     const done: string[] = [];
     const record = (failure?: string) =>
-      this.deps.ledger.append({
+      this.deps.store.commit([this.deps.ledger.op({
         type: "orphan.destroyed",
         hostId: f.hostId,
         ...(f.kind === OrphanKind.STRANDED ? { serverId: f.serverId, project: f.project } : {}),
@@ -177,17 +187,22 @@ export class OrphanOperations {
         correlationId: f.id,
         message: `${failure ? "partly destroyed" : "destroyed"}: ${done.join("; ") || "nothing"}${failure ? `; then failed: ${failure}` : ""}`,
         payload: { orphanKind: OrphanKind[f.kind], removed: done, kept: plan.kept, ...(failure ? { error: failure } : {}) },
-      });
+      })]);
     for (const [i, a] of plan.actions.entries()) {
       try {
         await this.apply(by, f, a);
       } catch (err) {
-        if (done.length > 0) record(err instanceof Error ? err.message : String(err));
+        if (done.length > 0) {
+          // The caller hears the step's error; a failure to record the partial destruction is logged.
+          await record(err instanceof Error ? err.message : String(err)).catch((recordErr: unknown) =>
+            this.deps.log.error({ err: recordErr, orphan: f.id }, "could not record a partly destroyed orphan"),
+          );
+        }
         throw err;
       }
       done.push(plan.removed[i]!);
     }
-    record();
+    await record();
     this.deps.log.info({ orphan: f.id, kind: OrphanKind[f.kind], host: f.hostId, removed: done }, "orphan destroyed");
     return { actions: plan.actions, removed: done, kept: plan.kept };
   }
@@ -198,30 +213,31 @@ export class OrphanOperations {
    */
   async reassign(by: Actor, s: ServerRecord, targetId: string): Promise<ServerRecord> {
     const { store, ledger, reconciler, log } = this.deps;
-    const current = store.getHost(s.hostId);
+    const current = await store.getHost(s.hostId);
     if (current && current.removedAt === null) {
       throw new PreconditionError(`server ${s.name} is on host ${current.name}, which was not removed; berth moves a server to another host only when its host was removed (HostService.RemoveHost)`);
     }
     if (s.lifecycle.purge) throw new PreconditionError(`server ${s.name} is being purged; finish with PurgeServer force=true instead`);
-    const target = findHost(store, targetId);
+    const target = await loadHost(store, targetId);
     if (!this.deps.hub.isConnected(target.id)) throw new PreconditionError(`host ${target.name} is offline; berth must see its data directory first: retry once its agent is connected`);
     const root = target.facts.dataRoot ?? "<data root>";
-    if (!store.listDataRootEntries(target.id).some((e) => e.name === s.id)) {
+    if (!(await store.listDataRootEntries(target.id)).some((e) => e.name === s.id)) {
       throw new PreconditionError(
         `host ${target.name} has no data directory ${root}/${s.id}: copy the server's data there first (the directory is named after the server id), ` +
           "then HostService.ResyncHost and retry; or purge the server",
       );
     }
-    checkPortsFree(store, target.id, s.spec.ports, { exceptId: s.id, project: s.project, hostLabel: this.hostName(target.id) });
+    await requirePortsFree(store, target.id, s.spec.ports, { exceptId: s.id, project: s.project, hostLabel: target.name || target.id });
     const at = this.now();
     const from = current?.name ?? s.hostId;
     const { containerLostAt: _lost, adoptedContainerId: _adopted, ...lifecycle } = s.lifecycle;
-    store.transaction(() => {
-      store.updateServerSpec({ id: s.id, spec: { ...s.spec, hostId: target.id }, generation: s.generation + 1, updatedAt: at, deletedAt: s.deletedAt, hostId: target.id });
-      store.updateLifecycle(s.id, lifecycle);
+    // On the version the caller read: a change made meanwhile refuses the move (ConflictError: read again and retry).
+    await store.commit([
+      { op: "server.spec", id: s.id, spec: { ...s.spec, hostId: target.id }, generation: s.generation + 1, updatedAt: at, deletedAt: s.deletedAt, hostId: target.id, expectVersion: s.version },
+      { op: "server.lifecycle", id: s.id, lifecycle },
       // Nothing observed on the old host applies any more (and no container there may count as "removed").
-      store.updateServerStatus(s.id, { ...s.status, phase: Phase.PENDING, reason: "Reassigned", message: `moved from removed host ${from}`, containerId: "", containerState: "" }, true);
-      ledger.append({
+      { op: "server.status", id: s.id, status: { ...s.status, phase: Phase.PENDING, reason: "Reassigned", message: `moved from removed host ${from}`, containerId: "", containerState: "" }, dataInitialized: true },
+      ledger.op({
         type: "server.reassigned",
         project: s.project,
         serverId: s.id,
@@ -229,11 +245,13 @@ export class OrphanOperations {
         actor: by.actor,
         message: `moved from removed host ${from} to host ${target.name}, where its data directory is`,
         payload: { from: s.hostId, to: target.id },
-      });
-    });
+      }),
+    ]);
     log.info({ server: s.id, name: s.name, from: s.hostId, to: target.id }, "stranded server reassigned");
     await reconciler.reconcileNow(s.id, `reassigned by ${by.name}`);
-    return store.getServer(s.id)!;
+    const moved = await store.getServer(s.id);
+    if (!moved) throw new NotFoundError("server", s.id, "it was purged meanwhile; list servers with ServerService.ListServers");
+    return moved;
   }
 
   /**
@@ -243,17 +261,22 @@ export class OrphanOperations {
    * refused or failed copy takes the record back out: nothing was adopted, so no
    * server may linger in DataLost (with its alert) for data that never arrived;
    * the original container and directory are as they were, listed again.
+   * Following outlives the call (a copy takes minutes); its writes are awaited
+   * in that chain and their failures logged. The command is recorded, so if the
+   * result is missed (the link drops) it is resent, and plan() expires it.
    */
-  private followCopy(rec: Pick<ServerRecord, "id" | "name" | "project" | "hostId">, f: OrphanFinding, copy: Command, at: number): void {
+  private async followCopy(rec: Pick<ServerRecord, "id" | "name" | "project" | "hostId">, f: OrphanFinding, copy: Command, at: number): Promise<void> {
     const { store, hub, reconciler, log } = this.deps;
-    hub.awaitResult(f.hostId, copy.id, reconciler.deadlineFor(CommandKind.COPY_DATA)).then(
-      (r) => {
+    // Listening before sending: a quick answer cannot be missed.
+    const result = hub.awaitResult(f.hostId, copy.id, reconciler.deadlineFor(CommandKind.COPY_DATA));
+    void result
+      .then(async (r) => {
         if (r.success) {
-          store.removeContainer(f.hostId, f.containerId);
+          await store.commit([{ op: "container.remove", hostId: f.hostId, containerId: f.containerId }]);
           return;
         }
         const why = r.message || r.reason;
-        const dropped = reconciler.dropRecord(
+        const dropped = await reconciler.dropRecord(
           rec,
           {
             type: "orphan.adopt_failed",
@@ -265,10 +288,11 @@ export class OrphanOperations {
           "adoption copy failed",
         );
         if (dropped) log.warn({ server: rec.id, host: f.hostId, container: f.containerId, why }, "adoption copy failed; record removed");
-      },
-      () => {},
-    );
-    reconciler.dispatch(f.hostId, copy, at);
+      }, () => {
+        // No answer in time (or the link dropped): the stored command is resent or expires through the reconciler.
+      })
+      .catch((err: unknown) => log.error({ err, server: rec.id, host: f.hostId, container: f.containerId }, "could not record the adoption copy's result; the next inventory shows it"));
+    await reconciler.dispatch(f.hostId, copy, at);
   }
 
   private async apply(by: Actor, f: OrphanFinding, a: DestroyAction): Promise<void> {
@@ -279,7 +303,7 @@ export class OrphanOperations {
           // Already gone is what was asked for.
           if (!(err instanceof NotFoundError)) throw err;
         });
-        store.removeContainer(f.hostId, a.containerId);
+        await store.commit([{ op: "container.remove", hostId: f.hostId, containerId: a.containerId }]);
         return;
       case "network":
         await this.ask(f.hostId, { kind: CommandKind.REMOVE_NETWORK, network: a.networkId }, `removing network ${f.networkName ?? a.networkId}`);
@@ -287,14 +311,14 @@ export class OrphanOperations {
         return;
       case "data":
         await this.ask(f.hostId, { kind: CommandKind.REMOVE_STRAY_DATA, dataDir: a.name }, `removing data directory ${f.dataPath}`);
-        store.removeDataRootEntry(f.hostId, a.name);
+        await store.commit([{ op: "dataRootEntry.remove", hostId: f.hostId, name: a.name }]);
         return;
       case "record": {
-        const s = store.getServer(a.serverId);
+        const s = await store.getServer(a.serverId);
         if (!s) return;
-        this.deps.reconciler.dropRecord(
+        await this.deps.reconciler.dropRecord(
           s,
-          { actor: by.actor, reason: "StrandedDestroyed", message: `record dropped: its host ${this.hostName(s.hostId)} was removed (DestroyOrphan); any data there stays` },
+          { actor: by.actor, reason: "StrandedDestroyed", message: `record dropped: its host ${await this.hostName(s.hostId)} was removed (DestroyOrphan); any data there stays` },
           `destroyed by ${by.name}`,
         );
         return;
@@ -304,7 +328,7 @@ export class OrphanOperations {
 
   /** Asks the orphan's host one thing through the reconciler and waits; failures become errors that say what happened. */
   private async ask(hostId: string, init: OrphanCommand, what: string): Promise<CommandResult> {
-    if (!this.deps.hub.isConnected(hostId)) throw new UnavailableError(`host ${this.hostName(hostId)} is offline; try again once its agent is connected`);
+    if (!this.deps.hub.isConnected(hostId)) throw new UnavailableError(`host ${await this.hostName(hostId)} is offline; try again once its agent is connected`);
     let r: CommandResult;
     try {
       r = await this.deps.reconciler.requestOrphanCommand(hostId, init);
@@ -313,7 +337,7 @@ export class OrphanOperations {
     }
     if (!r.success) {
       if (r.reason === "ContainerMissing") throw new NotFoundError("container", init.containerId ?? "", `${r.message}; list orphans again`);
-      throw new PreconditionError(`${what} failed on host ${this.hostName(hostId)}: ${r.reason}: ${r.message}`);
+      throw new PreconditionError(`${what} failed on host ${await this.hostName(hostId)}: ${r.reason}: ${r.message}`);
     }
     return r;
   }

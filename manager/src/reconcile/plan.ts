@@ -283,7 +283,7 @@ function decide(input: PlanInput): Plan {
   const startKind = desired === DesiredState.STOPPED ? CommandKind.ENSURE_CONTAINER : CommandKind.ENSURE_RUNNING;
 
   // 6. Rebuild requested and not yet done: replace the container, keeping data.
-  // Requests and completions are both manager-clock times (see Reconciler.noteCommandFinished),
+  // Requests and completions are both manager-clock times (see noteCommandFinished in reconciler.ts),
   // so host clock skew cannot make a rebuild or restart repeat.
   if (container && (lc.rebuildRequestedAt ?? 0) > (lc.rebuildDoneAt ?? 0)) {
     return { ...issue(base, Phase.CREATING, "Rebuilding", "recreating the container from the current spec", startKind, dataPolicy), command: { kind: startKind, dataPolicy, recreate: true } };

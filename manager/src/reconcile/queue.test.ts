@@ -206,6 +206,154 @@ describe("WorkQueue (fake timers)", () => {
   });
 });
 
+/** A promise the test settles by hand: a store call still in flight. */
+function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+describe("WorkQueue (asynchronous processing)", () => {
+  it.each([
+    { concurrency: 1, keys: 5 },
+    { concurrency: 3, keys: 10 },
+    { concurrency: 8, keys: 40 },
+  ])("runs at most $concurrency keys at once ($keys queued) and all of them in the end", async ({ concurrency, keys }) => {
+    let active = 0;
+    let maxActive = 0;
+    const gates: (() => void)[] = [];
+    const r = make(
+      async () => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await new Promise<void>((res) => gates.push(res));
+        active--;
+      },
+      { concurrency },
+    );
+    for (let i = 0; i < keys; i++) r.q.add(`k${i}`, "x");
+    await drainReal();
+    expect(active).toBe(concurrency);
+    expect(r.q.active).toBe(concurrency);
+    expect(r.q.length).toBe(keys - concurrency);
+    // Open the gates one by one: each finished run lets exactly one more start.
+    while (gates.length > 0) {
+      gates.shift()!();
+      await drainReal();
+      expect(active).toBeLessThanOrEqual(concurrency);
+    }
+    await r.q.idle();
+    expect(maxActive).toBe(concurrency);
+    expect(r.calls.map((c) => c.key).sort()).toEqual(Array.from({ length: keys }, (_, i) => `k${i}`).sort());
+  });
+
+  it("a key added while it is being processed waits for that run, then runs again with the latest cause", async () => {
+    const first = deferred();
+    let active = 0;
+    let maxActive = 0;
+    const r = make(async (_key, _cause, calls) => {
+      active++;
+      maxActive = Math.max(maxActive, active);
+      if (calls.length === 1) await first.promise;
+      active--;
+    });
+    r.q.add("srv_a", "created");
+    await drainReal();
+    expect(r.calls.map((c) => c.cause)).toEqual(["created"]);
+    // Changed twice while the first run is between its reads and its write.
+    r.q.add("srv_a", "spec changed");
+    r.q.add("srv_a", "observation changed");
+    await drainReal();
+    expect(r.calls).toHaveLength(1);
+    expect(r.q.length).toBe(1);
+    first.resolve();
+    await r.q.idle();
+    expect(r.calls.map((c) => c.cause)).toEqual(["created", "observation changed"]);
+    expect(maxActive).toBe(1);
+  });
+
+  it("other keys keep running while one key's run is slow", async () => {
+    const slow = deferred();
+    const r = make(async (key) => {
+      if (key === "slow") await slow.promise;
+    });
+    r.q.add("slow", "x");
+    await drainReal();
+    for (const k of ["a", "b", "c"]) r.q.add(k, "x");
+    await drainReal();
+    expect(r.calls.map((c) => c.key)).toEqual(["slow", "a", "b", "c"]);
+    expect(r.q.active).toBe(1);
+    slow.resolve();
+    await r.q.idle();
+    expect(r.q.active).toBe(0);
+  });
+
+  it("addAndWait during a run resolves after the next run, not the one in progress", async () => {
+    const first = deferred();
+    const r = make(async (_key, _cause, calls) => {
+      if (calls.length === 1) await first.promise;
+    });
+    r.q.add("srv_a", "resync");
+    await drainReal();
+    let resolved = false;
+    const waited = r.q.addAndWait("srv_a", "started by an API call").then(() => {
+      resolved = true;
+    });
+    first.resolve();
+    await drainReal();
+    // The run in progress had read the server before the API call changed it.
+    expect(r.calls.map((c) => c.cause)).toEqual(["resync", "started by an API call"]);
+    await waited;
+    expect(resolved).toBe(true);
+  });
+
+  it("a rejected run backs off like a thrown one, per key", async () => {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ["setTimeout", "clearTimeout", "Date"] });
+    try {
+      const r = make(async (key) => {
+        await Promise.resolve();
+        if (key === "bad") throw new Error("database unavailable");
+      }, { baseBackoffMs: 100 });
+      r.q.add("bad", "x");
+      r.q.add("good", "x");
+      await tick(0);
+      expect(r.errors.map((e) => [e.key, e.retryInMs])).toEqual([["bad", 100]]);
+      await tick(99);
+      expect(r.calls.filter((c) => c.key === "bad")).toHaveLength(1);
+      await tick(1);
+      expect(r.calls.filter((c) => c.key === "bad").map((c) => c.cause)).toEqual(["x", "retry after error (1)"]);
+      expect(r.errors.map((e) => e.retryInMs)).toEqual([100, 200]);
+      expect(r.calls.filter((c) => c.key === "good")).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("stop() resolves once the runs in progress are over, and nothing starts after", async () => {
+    const slow = deferred();
+    const r = make(async (key) => {
+      if (key === "a") await slow.promise;
+    }, { concurrency: 1 });
+    r.q.add("a", "x");
+    await drainReal();
+    r.q.add("b", "x");
+    let stopped = false;
+    const done = r.q.stop().then(() => {
+      stopped = true;
+    });
+    await drainReal();
+    expect(stopped).toBe(false);
+    slow.resolve();
+    await done;
+    await drainReal();
+    expect(r.calls.map((c) => c.key)).toEqual(["a"]);
+  });
+});
+
 describe("WorkQueue.addAndWait", () => {
   it("resolves after the key's run; a failed run resolves too and is retried with backoff", async () => {
     let fail = true;

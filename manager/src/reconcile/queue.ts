@@ -1,35 +1,67 @@
 /**
  * A de-duplicating work queue keyed by server id, in the style of
- * controller-runtime's workqueue: a key added many times before it is processed
- * runs once; a key is never processed twice at the same time (processing is
- * synchronous); failures back off per key; `addAfter` schedules deadlines.
+ * controller-runtime's workqueue. Processing is asynchronous (a reconcile
+ * awaits the store), and the queue keeps the guarantees the reconciler
+ * relies on:
+ *
+ * - a key added many times before it runs is processed once, with the latest cause;
+ * - a key is never processed twice at the same time; a key added while it is
+ *   being processed runs again after that run (the run may have read the
+ *   state before the change that added it);
+ * - failures back off per key (exponential, capped); a success resets it;
+ * - `addAndWait` resolves after a run that started after the call;
+ * - at most `concurrency` keys run at once (MaxConcurrentReconciles), and at
+ *   most `batchSize` runs start per macrotask, so a store whose reads resolve
+ *   at once (SQLite) still yields to I/O between batches.
  */
 export interface QueueOptions {
-  /** Processes one key; throws to be retried with backoff. Returns a requeue delay, if any. */
-  process: (key: string, cause: string) => { requeueAfterMs?: number } | void;
+  /** Processes one key; throws (or rejects) to be retried with backoff. Returns a requeue delay, if any. */
+  process: (key: string, cause: string) => Promise<{ requeueAfterMs?: number } | void> | { requeueAfterMs?: number } | void;
   onError: (key: string, err: unknown, retryInMs: number) => void;
   baseBackoffMs?: number;
   maxBackoffMs?: number;
-  /** Keys processed per macrotask before yielding to I/O. */
+  /** Runs started per macrotask before yielding to I/O. */
   batchSize?: number;
+  /** Keys processed at the same time (default DEFAULT_CONCURRENCY). */
+  concurrency?: number;
 }
 
+/**
+ * Default number of keys processed at once. On SQLite every read resolves at
+ * once, so this only bounds interleaving; on PostgreSQL a reconcile is a few
+ * round trips (reads, then one commit), and running one at a time would cap
+ * throughput at 1/latency. Eight overlap those round trips while leaving most
+ * of a typical connection pool (node-postgres defaults to 10) to API calls.
+ * Keys are independent servers; what must not overlap (one open command per
+ * server) is the database's invariant, and one key never runs twice at once.
+ */
+export const DEFAULT_CONCURRENCY = 8;
+
 export class WorkQueue {
+  /** Keys waiting to run, with the cause of their latest add (insertion order: oldest first). */
   private readonly pending = new Map<string, string>();
+  /** Keys running now. */
+  private readonly processing = new Set<string>();
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
-  /** Callers awaiting the next run of a key (addAndWait). */
+  /** Callers awaiting the next run of a key (addAndWait), handed to that run when it starts. */
   private readonly waiters = new Map<string, (() => void)[]>();
+  /** Callers of idle() and stop(), woken when nothing is pending or running. */
+  private idleWaiters: (() => void)[] = [];
   private scheduled = false;
+  /** Runs started since the last macrotask boundary (see batchSize). */
+  private startedThisTurn = 0;
   private stopped = false;
   private readonly baseBackoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly batchSize: number;
+  private readonly concurrency: number;
 
   constructor(private readonly opts: QueueOptions) {
     this.baseBackoffMs = opts.baseBackoffMs ?? 200;
     this.maxBackoffMs = opts.maxBackoffMs ?? 60_000;
-    this.batchSize = opts.batchSize ?? 200;
+    this.batchSize = Math.max(1, opts.batchSize ?? 200);
+    this.concurrency = Math.max(1, opts.concurrency ?? DEFAULT_CONCURRENCY);
   }
 
   /** Queues `key` now; `cause` (the latest wins) explains the run in the ledger. */
@@ -40,10 +72,10 @@ export class WorkQueue {
   }
 
   /**
-   * Queues `key` now and resolves once its next run has finished, whether it
-   * succeeded or failed (a failure is retried with backoff like any other):
-   * for callers that answer with the state after the run. Resolves at once
-   * when the queue is stopped.
+   * Queues `key` now and resolves once a run that started after this call has
+   * finished, whether it succeeded or failed (a failure is retried with backoff
+   * like any other): for callers that answer with the state after the run.
+   * Resolves at once when the queue is stopped.
    */
   addAndWait(key: string, cause: string): Promise<void> {
     if (this.stopped) return Promise.resolve();
@@ -70,48 +102,95 @@ export class WorkQueue {
     this.timers.set(key, { at, timer });
   }
 
+  /** Keys waiting to run (not counting those running now). */
   get length(): number {
     return this.pending.size;
   }
 
-  stop(): void {
+  /** Keys running now. */
+  get active(): number {
+    return this.processing.size;
+  }
+
+  /** Resolves once no key is pending or running (scheduled retries and deadlines do not count). */
+  idle(): Promise<void> {
+    if (this.pending.size === 0 && this.processing.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Drops pending and scheduled work and ignores later adds; resolves once the
+   * runs in progress have finished (so the store can be closed after it).
+   */
+  stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
     this.pending.clear();
     for (const list of this.waiters.values()) for (const w of list) w();
     this.waiters.clear();
+    return this.idle();
   }
 
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => this.drain());
+    setImmediate(() => {
+      this.scheduled = false;
+      this.startedThisTurn = 0;
+      this.pump();
+    });
   }
 
-  private drain(): void {
-    this.scheduled = false;
-    let n = 0;
+  /** Starts pending keys that are not running, up to the concurrency and this turn's batch. */
+  private pump(): void {
+    if (this.stopped) return;
     for (const [key, cause] of this.pending) {
-      if (this.stopped || n++ >= this.batchSize) break;
-      this.pending.delete(key);
-      try {
-        const r = this.opts.process(key, cause);
-        this.failures.delete(key);
-        if (r?.requeueAfterMs !== undefined) this.addAfter(key, r.requeueAfterMs, "deadline");
-      } catch (err) {
-        const count = (this.failures.get(key) ?? 0) + 1;
-        this.failures.set(key, count);
-        const delay = Math.min(this.maxBackoffMs, this.baseBackoffMs * 2 ** (count - 1));
-        this.opts.onError(key, err, delay);
-        this.addAfter(key, delay, `retry after error (${count})`);
+      if (this.processing.size >= this.concurrency) return;
+      if (this.startedThisTurn >= this.batchSize) {
+        // Yield to I/O; the next macrotask carries on.
+        this.schedule();
+        return;
       }
-      const waiting = this.waiters.get(key);
-      if (waiting) {
-        this.waiters.delete(key);
-        for (const w of waiting) w();
+      // Running now: it stays pending and runs again once this run is over.
+      if (this.processing.has(key)) continue;
+      this.pending.delete(key);
+      this.startedThisTurn++;
+      void this.run(key, cause);
+    }
+  }
+
+  private async run(key: string, cause: string): Promise<void> {
+    this.processing.add(key);
+    // Whoever waits for "the next run" now waits for this one; later callers wait for the one after.
+    const waiting = this.waiters.get(key);
+    this.waiters.delete(key);
+    try {
+      const r = await this.opts.process(key, cause);
+      this.failures.delete(key);
+      if (r?.requeueAfterMs !== undefined) this.addAfter(key, r.requeueAfterMs, "deadline");
+    } catch (err) {
+      const count = (this.failures.get(key) ?? 0) + 1;
+      this.failures.set(key, count);
+      const delay = Math.min(this.maxBackoffMs, this.baseBackoffMs * 2 ** (count - 1));
+      try {
+        this.opts.onError(key, err, delay);
+      } catch {
+        // A failing error reporter must not wedge the key.
+      }
+      this.addAfter(key, delay, `retry after error (${count})`);
+    } finally {
+      this.processing.delete(key);
+      if (waiting) for (const w of waiting) w();
+      if (this.pending.size > 0 && !this.stopped) {
+        // Completions arrive in microtasks: starting more here (within batchSize) keeps a
+        // store that answers at once as fast as the synchronous queue was.
+        this.pump();
+      } else if (this.processing.size === 0) {
+        const idle = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of idle) w();
       }
     }
-    if (this.pending.size > 0) this.schedule();
   }
 }

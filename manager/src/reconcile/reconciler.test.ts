@@ -18,11 +18,12 @@ import {
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { AgentHub, type AgentSession } from "../link/agent-hub.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
-import { initialStatus, type ServerRecord } from "../domain/records.js";
+import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { Store } from "../store/store.js";
+import { initialStatus, type DataDirRecord, type ServerRecord } from "../domain/records.js";
+import { memoryStore } from "../../testing/store.js";
 import { COMMAND_DEADLINE_MS } from "./plan.js";
-import { Reconciler, type ContainerLogDefaults } from "./reconciler.js";
+import { noteCommandFinished, Reconciler, type ContainerLogDefaults } from "./reconciler.js";
 import { specHash } from "./spec-hash.js";
 
 const HOST = "host_aaaaaaaaaaaa";
@@ -30,7 +31,9 @@ const SERVER = "srv_bbbbbbbbbbbb";
 const T0 = 1_700_000_000_000;
 
 interface Harness {
+  /** The old table classes, for reading rows only. */
   store: Store;
+  contract: StoreContract;
   hub: AgentHub;
   rec: Reconciler;
   managerId: string;
@@ -39,26 +42,37 @@ interface Harness {
   clock: { now: number };
   server: ServerRecord;
   session: AgentSession | undefined;
+  close: () => void;
 }
 
 const open: Harness[] = [];
 afterEach(() => {
   for (const h of open.splice(0)) {
-    h.rec.stop();
-    h.store.close();
+    void h.rec.stop();
+    h.close();
   }
 });
 
-function setup(
-  opts: { session?: "ready" | "not-ready" | "none"; desired?: DesiredState; spec?: { capAdd?: string[]; logMaxSizeBytes?: number; logMaxFiles?: number }; containerLogs?: ContainerLogDefaults } = {},
-): Harness {
-  const store = new Store(openDatabase(":memory:"));
+async function setup(
+  opts: {
+    session?: "ready" | "not-ready" | "none";
+    desired?: DesiredState;
+    spec?: { capAdd?: string[]; logMaxSizeBytes?: number; logMaxFiles?: number };
+    containerLogs?: ContainerLogDefaults;
+    /** Wraps the contract the reconciler sees (to act between its reads and its commit). */
+    wrap?: (c: StoreContract) => StoreContract;
+  } = {},
+): Promise<Harness> {
+  const opened = memoryStore();
+  const { store, contract } = opened;
   const hub = new AgentHub();
   const sent: ManagerMessage[] = [];
   const changed: string[] = [];
   const clock = { now: T0 };
-  const managerId = store.managerId();
-  store.insertHost({ id: HOST, name: "host-a", secretHash: "x".repeat(64), createdAt: T0 });
+  const managerId = await contract.clusterId();
+  await contract.commit([{ op: "host.insert", id: HOST, name: "host-a", secretHash: "x".repeat(64), createdAt: T0 }]);
+  // What WatchServers hears: every committed write of a server record.
+  contract.onCommit((c) => changed.push(...c.serverIds));
   let session: AgentSession | undefined;
   const mode = opts.session ?? "ready";
   if (mode !== "none") {
@@ -90,20 +104,37 @@ function setup(
     deletedAt: null,
     version: 1,
   };
-  store.insertServer(server);
+  await contract.commit([{ op: "server.insert", server }]);
+  changed.length = 0;
   const rec = new Reconciler({
-    store,
+    store: opts.wrap ? opts.wrap(contract) : contract,
     hub,
     log: pino({ level: "silent" }),
     managerId,
     now: () => clock.now,
-    onServerChanged: (id) => changed.push(id),
     ...(opts.containerLogs ? { containerLogs: opts.containerLogs } : {}),
   });
-  const h = { store, hub, rec, managerId, sent, changed, clock, server, session };
+  const h = { store, contract, hub, rec, managerId, sent, changed, clock, server, session, close: () => opened.close() };
   open.push(h);
   return h;
 }
+
+/** What an agent's reports write (agent-service's batches, reduced to the rows). */
+async function write(h: Harness, ...ops: WriteOp[]): Promise<void> {
+  await h.contract.commit(ops);
+}
+const observe = (h: Harness, container: ContainerInfo, at = h.clock.now): WriteOp => ({ op: "container.upsert", hostId: HOST, container, at });
+const dataDir = (d: DataDirRecord): WriteOp => ({ op: "dataDir.upsert", dataDir: d });
+const finish = (id: string, at: number, state: "succeeded" | "failed" = "succeeded"): WriteOp => ({ op: "command.finish", id, state, at, reason: "", message: "" });
+const specWrite = (s: ServerRecord, change: { updatedAt: number; deletedAt?: number | null }): WriteOp => ({
+  op: "server.spec",
+  id: s.id,
+  spec: s.spec,
+  generation: s.generation,
+  hostId: s.hostId,
+  deletedAt: change.deletedAt === undefined ? s.deletedAt : change.deletedAt,
+  updatedAt: change.updatedAt,
+});
 
 function sentCommands(h: Harness): Command[] {
   return h.sent.flatMap((m) => (m.body.case === "command" ? [m.body.value] : []));
@@ -143,25 +174,25 @@ function runningContainer(h: Harness, managerId = h.managerId): ContainerInfo {
 }
 
 describe("Reconciler", () => {
-  it("sends the capabilities given back and the log rotation: the spec's, else the manager's defaults", () => {
-    const byDefault = setup();
-    byDefault.rec.reconcile(SERVER, "created");
+  it("sends the capabilities given back and the log rotation: the spec's, else the manager's defaults", async () => {
+    const byDefault = await setup();
+    await byDefault.rec.reconcile(SERVER, "created");
     expect(sentCommands(byDefault)[0]!.container).toMatchObject({ capAdd: [], logMaxSizeBytes: 10 * 1024 * 1024, logMaxFiles: 3 });
 
-    const configured = setup({ containerLogs: { maxSizeBytes: 1 << 20, maxFiles: 2 } });
-    configured.rec.reconcile(SERVER, "created");
+    const configured = await setup({ containerLogs: { maxSizeBytes: 1 << 20, maxFiles: 2 } });
+    await configured.rec.reconcile(SERVER, "created");
     expect(sentCommands(configured)[0]!.container).toMatchObject({ logMaxSizeBytes: 1 << 20, logMaxFiles: 2 });
 
-    const own = setup({ spec: { capAdd: ["NET_RAW"], logMaxSizeBytes: 65536, logMaxFiles: 5 }, containerLogs: { maxSizeBytes: 1 << 20, maxFiles: 2 } });
-    own.rec.reconcile(SERVER, "created");
+    const own = await setup({ spec: { capAdd: ["NET_RAW"], logMaxSizeBytes: 65536, logMaxFiles: 5 }, containerLogs: { maxSizeBytes: 1 << 20, maxFiles: 2 } });
+    await own.rec.reconcile(SERVER, "created");
     expect(sentCommands(own)[0]!.container).toMatchObject({ capAdd: ["NET_RAW"], logMaxSizeBytes: 65536, logMaxFiles: 5 });
   });
 
-  it("issues one command, is idempotent, and reaches Running from observations", () => {
-    const h = setup();
+  it("issues one command, is idempotent, and reaches Running from observations", async () => {
+    const h = await setup();
 
     // First run: one ensure-running, stored as open and marked sent.
-    h.rec.reconcile(SERVER, "created");
+    await h.rec.reconcile(SERVER, "created");
     const cmds = sentCommands(h);
     expect(cmds).toHaveLength(1);
     const cmd = cmds[0]!;
@@ -187,7 +218,7 @@ describe("Reconciler", () => {
     const evCount = events(h).length;
     const before = statusJson(h);
     h.clock.now += 1_000;
-    const r2 = h.rec.reconcile(SERVER, "resync");
+    const r2 = await h.rec.reconcile(SERVER, "resync");
     expect(sentCommands(h)).toHaveLength(1);
     expect(events(h)).toHaveLength(evCount);
     expect(statusJson(h)).toBe(before);
@@ -197,10 +228,9 @@ describe("Reconciler", () => {
 
     // The agent reports the running container, the data directory and the result.
     h.clock.now += 5_000;
-    h.store.upsertContainer(HOST, runningContainer(h), h.clock.now);
-    h.store.upsertDataDir({ hostId: HOST, serverId: SERVER, present: true, sizeBytes: 4096, checkedAt: h.clock.now });
-    expect(h.store.finishCommand(cmd.id, "succeeded", h.clock.now, "", "")).toBe(true);
-    h.rec.reconcile(SERVER, "command result");
+    // One batch, as agent-service writes a result; it rejects if the command were no longer open.
+    await write(h, observe(h, runningContainer(h)), dataDir({ hostId: HOST, serverId: SERVER, present: true, sizeBytes: 4096, checkedAt: h.clock.now }), finish(cmd.id, h.clock.now));
+    await h.rec.reconcile(SERVER, "command result");
     const s = status(h);
     expect(Phase[s.phase]).toBe("RUNNING");
     expect(s.reason).toBe("Running");
@@ -224,29 +254,28 @@ describe("Reconciler", () => {
     const running = statusJson(h);
     const changedCount = h.changed.length;
     h.clock.now += 60_000;
-    expect(h.rec.reconcile(SERVER, "resync")).toEqual({});
+    expect(await h.rec.reconcile(SERVER, "resync")).toEqual({});
     expect(events(h)).toHaveLength(evCount2);
     expect(statusJson(h)).toBe(running);
     expect(sentCommands(h)).toHaveLength(1);
     expect(h.changed).toHaveLength(changedCount);
   });
 
-  it("keeps a condition's transition time when its status does not change", () => {
-    const h = setup();
-    h.rec.reconcile(SERVER);
+  it("keeps a condition's transition time when its status does not change", async () => {
+    const h = await setup();
+    await h.rec.reconcile(SERVER);
     const hc1 = condition(status(h), "HostConnected").lastTransitionTime;
     h.clock.now += 5_000;
-    h.store.upsertContainer(HOST, runningContainer(h), h.clock.now);
-    h.store.finishCommand(sentCommands(h)[0]!.id, "succeeded", h.clock.now, "", "");
-    h.rec.reconcile(SERVER);
+    await write(h, observe(h, runningContainer(h)), finish(sentCommands(h)[0]!.id, h.clock.now));
+    await h.rec.reconcile(SERVER);
     const s = status(h);
     expect(condition(s, "HostConnected").lastTransitionTime).toEqual(hc1);
     expect(Number(condition(s, "Ready").lastTransitionTime!.seconds)).toBe(Math.floor(h.clock.now / 1000));
   });
 
-  it.each(["none", "not-ready"] as const)("host session %s → Unknown and no command", (mode) => {
-    const h = setup({ session: mode });
-    h.rec.reconcile(SERVER, "created");
+  it.each(["none", "not-ready"] as const)("host session %s → Unknown and no command", async (mode) => {
+    const h = await setup({ session: mode });
+    await h.rec.reconcile(SERVER, "created");
     expect(h.sent).toHaveLength(0);
     expect(h.store.openCommandForServer(SERVER)).toBeUndefined();
     const s = status(h);
@@ -254,36 +283,36 @@ describe("Reconciler", () => {
     expect(condition(s, "HostConnected").status).toBe(ConditionStatus.FALSE);
     expect(events(h).map((e) => e.type)).toEqual(["phase.changed"]);
     // And again: still nothing.
-    h.rec.reconcile(SERVER, "resync");
+    await h.rec.reconcile(SERVER, "resync");
     expect(events(h)).toHaveLength(1);
     expect(h.store.openCommandForServer(SERVER)).toBeUndefined();
   });
 
-  it("a host that becomes ready gets the command", () => {
-    const h = setup({ session: "not-ready" });
-    h.rec.reconcile(SERVER);
+  it("a host that becomes ready gets the command", async () => {
+    const h = await setup({ session: "not-ready" });
+    await h.rec.reconcile(SERVER);
     expect(h.sent).toHaveLength(0);
     h.session!.ready = true;
-    h.rec.reconcile(SERVER, "host connected");
+    await h.rec.reconcile(SERVER, "host connected");
     expect(sentCommands(h).map((c) => CommandKind[c.kind])).toEqual(["ENSURE_RUNNING"]);
   });
 
-  it("expires a command past its deadline: Failed/StartTimeout, and it stays that way", () => {
-    const h = setup();
-    h.rec.reconcile(SERVER);
+  it("expires a command past its deadline: Failed/StartTimeout, and it stays that way", async () => {
+    const h = await setup();
+    await h.rec.reconcile(SERVER);
     const cmd = sentCommands(h)[0]!;
     const deadline = T0 + COMMAND_DEADLINE_MS[CommandKind.ENSURE_RUNNING];
 
     // 1 ms before the deadline: still waiting.
     h.clock.now = deadline - 1;
     const evCount = events(h).length;
-    expect(h.rec.reconcile(SERVER)).toEqual({ requeueAfterMs: 1 });
+    expect(await h.rec.reconcile(SERVER)).toEqual({ requeueAfterMs: 1 });
     expect(h.store.getCommand(cmd.id)?.state).toBe("sent");
     expect(events(h)).toHaveLength(evCount);
 
     // Past it: expired, with an event, and the server failed.
     h.clock.now = deadline + 1;
-    expect(h.rec.reconcile(SERVER, "deadline")).toEqual({ requeueAfterMs: 0 });
+    expect(await h.rec.reconcile(SERVER, "deadline")).toEqual({ requeueAfterMs: 0 });
     const expired = h.store.getCommand(cmd.id)!;
     expect(expired.state).toBe("expired");
     expect(expired.finishedAt).toBe(deadline + 1);
@@ -304,7 +333,7 @@ describe("Reconciler", () => {
     const evCount2 = events(h).length;
     const failedMessage = s.message;
     h.clock.now += 10;
-    expect(h.rec.reconcile(SERVER, "deadline")).toEqual({});
+    expect(await h.rec.reconcile(SERVER, "deadline")).toEqual({});
     s = status(h);
     expect(Phase[s.phase]).toBe("FAILED");
     expect(s.reason).toBe("StartTimeout");
@@ -315,7 +344,7 @@ describe("Reconciler", () => {
     const failed = statusJson(h);
     const changedCount = h.changed.length;
     h.clock.now += 60_000;
-    h.rec.reconcile(SERVER, "resync");
+    await h.rec.reconcile(SERVER, "resync");
     expect(statusJson(h)).toBe(failed);
     expect(events(h)).toHaveLength(evCount2);
     expect(h.changed).toHaveLength(changedCount);
@@ -323,37 +352,37 @@ describe("Reconciler", () => {
     // The operator acts again (start): retried with a new command.
     h.clock.now += 1_000;
     const srv = h.store.getServer(SERVER)!;
-    h.store.updateServerSpec({ ...srv, updatedAt: h.clock.now });
-    h.rec.reconcile(SERVER, "start requested");
+    await write(h, specWrite(srv, { updatedAt: h.clock.now }));
+    await h.rec.reconcile(SERVER, "start requested");
     const cmds = sentCommands(h);
     expect(cmds).toHaveLength(2);
     expect(cmds[1]!.id).not.toBe(cmd.id);
     expect(Phase[status(h).phase]).toBe("CREATING");
   });
 
-  it("a command that expires while the host is offline leaves Failed/StartTimeout once it is back", () => {
-    const h = setup();
-    h.rec.reconcile(SERVER);
+  it("a command that expires while the host is offline leaves Failed/StartTimeout once it is back", async () => {
+    const h = await setup();
+    await h.rec.reconcile(SERVER);
     const cmd = sentCommands(h)[0]!;
     h.hub.detach(h.session!);
     h.clock.now = T0 + COMMAND_DEADLINE_MS[CommandKind.ENSURE_RUNNING] + 1;
-    h.rec.reconcile(SERVER, "timer");
+    await h.rec.reconcile(SERVER, "timer");
     expect(h.store.getCommand(cmd.id)?.state).toBe("expired");
     expect(Phase[status(h).phase]).toBe("UNKNOWN");
     h.hub.attach({ ...h.session!, ready: true });
-    h.rec.reconcile(SERVER, "host connected");
+    await h.rec.reconcile(SERVER, "host connected");
     const s = status(h);
     expect(Phase[s.phase]).toBe("FAILED");
     expect(s.reason).toBe("StartTimeout");
     expect(sentCommands(h)).toHaveLength(1);
   });
 
-  it("ignores containers labelled with another manager's id", () => {
-    const h = setup();
-    h.store.upsertContainer(HOST, runningContainer(h, "mgr_someoneelse"), T0);
+  it("ignores containers labelled with another manager's id", async () => {
+    const h = await setup();
+    await write(h, observe(h, runningContainer(h, "mgr_someoneelse"), T0));
     // The store does associate it with the server: the reconciler must filter it out.
     expect(h.store.containersForServer(HOST, SERVER)).toHaveLength(1);
-    h.rec.reconcile(SERVER);
+    await h.rec.reconcile(SERVER);
     const s = status(h);
     expect(Phase[s.phase]).toBe("CREATING");
     expect(s.containerId).toBe("");
@@ -361,38 +390,174 @@ describe("Reconciler", () => {
     expect(sentCommands(h).map((c) => CommandKind[c.kind])).toEqual(["ENSURE_RUNNING"]);
   });
 
-  it("uses containers labelled with its own manager id (control for the test above)", () => {
-    const h = setup();
-    h.store.upsertContainer(HOST, runningContainer(h), T0);
-    h.rec.reconcile(SERVER);
+  it("uses containers labelled with its own manager id (control for the test above)", async () => {
+    const h = await setup();
+    await write(h, observe(h, runningContainer(h), T0));
+    await h.rec.reconcile(SERVER);
     expect(Phase[status(h).phase]).toBe("RUNNING");
     expect(h.sent).toHaveLength(0);
   });
 
-  it("does nothing for an unknown server", () => {
-    const h = setup();
-    expect(h.rec.reconcile("srv_doesnotexist")).toEqual({});
+  it("does nothing for an unknown server", async () => {
+    const h = await setup();
+    expect(await h.rec.reconcile("srv_doesnotexist")).toEqual({});
     expect(h.sent).toHaveLength(0);
     expect(h.store.listEvents()).toHaveLength(0);
   });
 
-  it("a soft-deleted server's container is removed, then it rests as Deleted", () => {
-    const h = setup();
-    h.store.upsertContainer(HOST, runningContainer(h), T0);
-    h.rec.reconcile(SERVER);
+  it("a soft-deleted server's container is removed, then it rests as Deleted", async () => {
+    const h = await setup();
+    await write(h, observe(h, runningContainer(h), T0));
+    await h.rec.reconcile(SERVER);
     h.clock.now += 1_000;
     const srv = h.store.getServer(SERVER)!;
-    h.store.updateServerSpec({ ...srv, updatedAt: h.clock.now, deletedAt: h.clock.now });
-    h.rec.reconcile(SERVER, "deleted");
+    await write(h, specWrite(srv, { updatedAt: h.clock.now, deletedAt: h.clock.now }));
+    await h.rec.reconcile(SERVER, "deleted");
     const cmds = sentCommands(h);
     expect(cmds.map((c) => CommandKind[c.kind])).toEqual(["ENSURE_REMOVED"]);
     expect(Phase[status(h).phase]).toBe("DELETED");
-    h.store.removeContainer(HOST, "d".repeat(64));
-    h.store.finishCommand(cmds[0]!.id, "succeeded", h.clock.now, "", "");
-    h.rec.reconcile(SERVER, "command result");
+    await write(h, { op: "container.remove", hostId: HOST, containerId: "d".repeat(64) }, finish(cmds[0]!.id, h.clock.now));
+    await h.rec.reconcile(SERVER, "command result");
     const s = status(h);
     expect(Phase[s.phase]).toBe("DELETED");
     expect(s.reason).toBe("Deleted");
     expect(sentCommands(h)).toHaveLength(1);
+  });
+});
+
+/** A contract whose commits run `before` first (once armed): another writer acting between a reconcile's reads and its commit. */
+function racing(outcomes: string[]): { wrap: (c: StoreContract) => StoreContract; arm: (before: () => Promise<void>) => void } {
+  let before: (() => Promise<void>) | undefined;
+  return {
+    arm: (fn) => {
+      before = fn;
+    },
+    wrap: (c) =>
+      new Proxy(c, {
+        get(target, key) {
+          if (key === "commit") {
+            return async (ops: readonly WriteOp[]) => {
+              const run = before;
+              before = undefined;
+              if (run) await run();
+              try {
+                const r = await target.commit(ops);
+                outcomes.push("committed");
+                return r;
+              } catch (err) {
+                outcomes.push(`refused: ${(err as Error).name}`);
+                throw err;
+              }
+            };
+          }
+          const v = Reflect.get(target, key, target) as unknown;
+          return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+  };
+}
+
+describe("Reconciler against concurrent writers", () => {
+  it("an agent result finishing the in-flight command between a reconcile's reads and its commit refuses that commit; the server is reconciled again; one command was ever open", async () => {
+    const outcomes: string[] = [];
+    const race = racing(outcomes);
+    const h = await setup({ wrap: race.wrap });
+    let maxOpen = 0;
+    h.contract.onCommit(() => {
+      maxOpen = Math.max(maxOpen, h.store.openCommandsForHost(HOST).length);
+    });
+    h.rec.enqueue(SERVER, "created");
+    await h.rec.queue.idle();
+    const cmd = sentCommands(h)[0]!;
+    expect(h.store.getCommand(cmd.id)?.state).toBe("sent");
+
+    // Past the deadline: the next reconcile reads the command still open and decides to expire it.
+    // Its result arrives while that reconcile is between its reads and its commit.
+    h.clock.now = T0 + COMMAND_DEADLINE_MS[CommandKind.ENSURE_RUNNING] + 1;
+    outcomes.length = 0;
+    race.arm(async () => {
+      await write(h, observe(h, runningContainer(h)), finish(cmd.id, h.clock.now), { op: "event.append", event: { type: "command.succeeded", serverId: SERVER, correlationId: cmd.id }, at: h.clock.now });
+      h.rec.enqueue(SERVER, "ENSURE_RUNNING succeeded");
+    });
+    h.rec.enqueue(SERVER, "deadline");
+    await h.rec.queue.idle();
+
+    // The expiry was refused whole (nothing of it written), and the next run saw the result.
+    expect(outcomes[0]).toBe("refused: ConflictError");
+    expect(outcomes.slice(1)).toContain("committed");
+    expect(h.store.getCommand(cmd.id)?.state).toBe("succeeded");
+    expect(events(h).map((e) => e.type)).not.toContain("command.expired");
+    expect(Phase[status(h).phase]).toBe("RUNNING");
+    expect(events(h).filter((e) => e.type === "command.issued")).toHaveLength(1);
+    expect(sentCommands(h)).toHaveLength(1);
+    expect(maxOpen).toBe(1);
+    expect(h.store.openCommandForServer(SERVER)).toBeUndefined();
+  });
+
+  it("an API write between a reconcile's reads and its commit refuses the commit (version), and the server is reconciled again at once, not after a backoff", async () => {
+    const outcomes: string[] = [];
+    const race = racing(outcomes);
+    const h = await setup({ wrap: race.wrap });
+    await write(h, observe(h, runningContainer(h), T0));
+    const errors: unknown[] = [];
+    (h.rec as unknown as { deps: { log: { error: (o: unknown) => void } } }).deps.log.error = (o) => errors.push(o);
+    // RestartServer lands while the first reconcile is about to write Running.
+    race.arm(async () => {
+      const s = h.store.getServer(SERVER)!;
+      await write(h, { op: "server.lifecycle", id: SERVER, lifecycle: { ...s.lifecycle, restartRequestedAt: h.clock.now }, expectVersion: s.version });
+    });
+    h.rec.enqueue(SERVER, "inventory");
+    await h.rec.queue.idle();
+    expect(outcomes[0]).toBe("refused: ConflictError");
+    expect(errors).toEqual([]);
+    // Decided again from the new version: the restart, at once.
+    expect(sentCommands(h).map((c) => CommandKind[c.kind])).toEqual(["RESTART"]);
+    expect(status(h).reason).toBe("Restarting");
+  });
+
+  it("a successful restart satisfies the request in the same batch as the next decision: no second restart", async () => {
+    const h = await setup();
+    await write(h, observe(h, runningContainer(h), T0));
+    await h.rec.reconcile(SERVER, "inventory");
+    h.clock.now += 1_000;
+    const s = h.store.getServer(SERVER)!;
+    await write(h, { op: "server.lifecycle", id: SERVER, lifecycle: { ...s.lifecycle, restartRequestedAt: h.clock.now } });
+    h.clock.now += 1;
+    await h.rec.reconcile(SERVER, "restart requested");
+    const restart = sentCommands(h)[0]!;
+    expect(CommandKind[restart.kind]).toBe("RESTART");
+    h.clock.now += 2_000;
+    await write(h, observe(h, runningContainer(h)), finish(restart.id, h.clock.now));
+    await h.rec.reconcile(SERVER, "RESTART succeeded");
+    expect(h.store.getServer(SERVER)!.lifecycle.restartDoneAt).toBe(h.store.getCommand(restart.id)!.createdAt);
+    expect(Phase[status(h).phase]).toBe("RUNNING");
+    const writes = h.changed.length;
+    h.clock.now += 60_000;
+    await h.rec.reconcile(SERVER, "resync");
+    expect(sentCommands(h)).toHaveLength(1);
+    expect(h.changed).toHaveLength(writes);
+  });
+
+  it("dropRecord removes the record with its event once; a second drop answers false and records nothing", async () => {
+    const h = await setup();
+    const why = { actor: "user:admin", reason: "Purged", message: "purged" };
+    expect(await h.rec.dropRecord(h.server, why, "purge")).toBe(true);
+    expect(h.store.getServer(SERVER)).toBeUndefined();
+    expect(events(h).map((e) => e.type)).toEqual(["server.purged"]);
+    expect(await h.rec.dropRecord(h.server, why, "purge")).toBe(false);
+    expect(events(h)).toHaveLength(1);
+  });
+});
+
+describe("noteCommandFinished", () => {
+  const cmd = (kind: CommandKind, recreate = false) => ({ kind, recreate });
+  it.each([
+    { name: "a start satisfies earlier restart requests", lc: { restartRequestedAt: 5 }, c: cmd(CommandKind.ENSURE_RUNNING), at: 10, want: { restartRequestedAt: 5, restartDoneAt: 10 } },
+    { name: "a restart too", lc: {}, c: cmd(CommandKind.RESTART), at: 10, want: { restartDoneAt: 10 } },
+    { name: "an older command changes nothing", lc: { restartDoneAt: 20 }, c: cmd(CommandKind.RESTART), at: 10, want: undefined },
+    { name: "a recreating command satisfies rebuilds", lc: {}, c: cmd(CommandKind.ENSURE_CONTAINER, true), at: 10, want: { rebuildDoneAt: 10 } },
+    { name: "a stop satisfies nothing", lc: { restartRequestedAt: 5 }, c: cmd(CommandKind.ENSURE_STOPPED), at: 10, want: undefined },
+  ])("$name", ({ lc, c, at, want }) => {
+    expect(noteCommandFinished(lc, c, at)).toEqual(want);
   });
 });

@@ -5,9 +5,10 @@ import { DesiredState, Phase, RestartPolicy, ServerStatusSchema } from "@berth/p
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
-import { type Store } from "../store/store.js";
-import { type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
+import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import { type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
+import { ConflictError, NotFoundError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { mergeConditions, sameConditions } from "./conditions.js";
 import { COMMAND_DEADLINE_MS, commandName, pickContainer, plan, type Plan } from "./plan.js";
@@ -16,12 +17,13 @@ import { projectNetworkName } from "./project-network.js";
 import { specHash } from "./spec-hash.js";
 
 export interface ReconcilerDeps {
-  store: Store;
+  /** The store contract: reads, and each decision written as one batch. */
+  store: StoreContract;
   hub: AgentHub;
   log: Logger;
   managerId: string;
-  /** Where events go; defaults to writing them straight to the store. */
-  ledger?: Ledger;
+  /** Builds the event operations of a batch (its clock dates them); without it, the reconciler's clock does. */
+  ledger?: Pick<Ledger, "op">;
   now?: () => number;
   /** Override command deadlines per kind (e.g. a short start timeout). */
   deadlineMs?: Partial<Record<CommandKind, number>>;
@@ -29,8 +31,6 @@ export interface ReconcilerDeps {
   retentionMs?: number;
   /** First crash-restart delay (default 10 s). */
   crashBackoffBaseMs?: number;
-  /** Called after a server's record changed (status or spec), for watchers. */
-  onServerChanged?: (serverId: string) => void;
   /** Called after each queued reconcile with its duration (metrics). */
   observeReconcile?: (ms: number, ok: boolean) => void;
   /**
@@ -41,6 +41,8 @@ export interface ReconcilerDeps {
   resyncIntervalMs?: number;
   /** Log rotation of a container whose spec sets none (default DEFAULT_CONTAINER_LOGS). */
   containerLogs?: ContainerLogDefaults;
+  /** Servers reconciled at once (the queue's concurrency, default DEFAULT_CONCURRENCY). */
+  concurrency?: number;
 }
 
 /** json-file rotation for servers whose spec leaves it at 0. */
@@ -56,6 +58,8 @@ export const DEFAULT_CONTAINER_LOGS: ContainerLogDefaults = { maxSizeBytes: 10 *
 const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
 /** The full resync enqueues a slice of the servers this often (so it is spread out). */
 const RESYNC_TICKS_PER_PERIOD = 60;
+/** noteExit reads and decides again at most this often when its batch meets a concurrent write. */
+const NOTE_EXIT_ATTEMPTS = 5;
 
 /** Default graceful stop timeout (seconds) before the agent kills the container. */
 export const DEFAULT_STOP_TIMEOUT_S = 10;
@@ -87,31 +91,47 @@ export interface RecordDrop {
 
 /**
  * Level-based reconciler: each run re-reads spec and observation from the
- * store, asks plan() what to do, and records the outcome. Running it twice
- * with nothing new changes nothing the second time.
+ * store, asks plan() what to do, and commits the outcome as one batch. Running
+ * it twice with nothing new changes nothing the second time.
+ *
+ * Between a run's reads and its commit other writers may act (an agent's
+ * result finishes the command, an API call changes the server). Whatever the
+ * decision assumed is a precondition of its batch (the server's version, the
+ * command still open, at most one open command per server), so such a batch
+ * is refused whole (ConflictError) and the server is simply reconciled again
+ * at once. The queue runs one reconcile per server at a time.
  */
 export class Reconciler {
   readonly queue: WorkQueue;
   private readonly now: () => number;
-  private readonly append: (e: Parameters<Store["appendEvent"]>[0]) => void;
+  private readonly eventOp: (e: EventInput) => WriteOp;
   private resyncTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
-    this.append = deps.ledger ? (e) => deps.ledger!.append(e) : (e) => deps.store.appendEvent(e, this.now());
+    this.eventOp = deps.ledger ? (e) => deps.ledger!.op(e) : (e) => ({ op: "event.append", event: e, at: this.now() });
     this.queue = new WorkQueue({
-      process: (key, cause) => {
+      process: async (key, cause) => {
         const t0 = performance.now();
         let ok = false;
         try {
-          const r = this.reconcile(key, cause);
+          const r = await this.reconcile(key, cause);
           ok = true;
           return r;
+        } catch (err) {
+          if (!(err instanceof ConflictError)) throw err;
+          // Someone wrote between this run's reads and its commit, and nothing of it was
+          // written: not a failure. Level-based, so read again and decide again, at once.
+          ok = true;
+          deps.log.debug({ server: key, cause, why: err.message }, "reconcile met a concurrent write; reconciling again");
+          this.queue.add(key, `${cause} (again after a concurrent write)`);
+          return {};
         } finally {
           deps.observeReconcile?.(performance.now() - t0, ok);
         }
       },
       onError: (key, err, retryInMs) => deps.log.error({ server: key, err, retryInMs }, "reconcile failed; retrying"),
+      ...(deps.concurrency !== undefined ? { concurrency: deps.concurrency } : {}),
     });
   }
 
@@ -138,10 +158,11 @@ export class Reconciler {
     if (periodMs <= 0 || this.resyncTimer) return;
     let ids: string[] = [];
     let next = 0;
+    let listing = false;
     const tickMs = Math.max(50, Math.floor(periodMs / RESYNC_TICKS_PER_PERIOD));
-    const tick = () => {
+    const tick = async () => {
       if (next >= ids.length) {
-        ids = this.deps.store.allServerIds();
+        ids = await this.deps.store.allServerIds();
         next = 0;
       }
       const slice = Math.ceil(ids.length / RESYNC_TICKS_PER_PERIOD);
@@ -149,23 +170,28 @@ export class Reconciler {
       next += slice;
     };
     this.resyncTimer = setInterval(() => {
-      try {
-        tick();
-      } catch (err) {
-        this.deps.log.error({ err }, "periodic resync could not list servers; trying again next tick");
-      }
+      // A slow listing is not started twice.
+      if (listing) return;
+      listing = true;
+      tick()
+        .catch((err: unknown) => this.deps.log.error({ err }, "periodic resync could not list servers; trying again next tick"))
+        .finally(() => {
+          listing = false;
+        });
     }, tickMs);
     this.resyncTimer.unref();
   }
 
-  enqueueHost(hostId: string, cause: string): void {
-    for (const id of this.deps.store.serverIdsOnHost(hostId)) this.queue.add(id, cause);
+  /** Queues every server placed on `hostId` (soft-deleted ones too: their containers may need removal). */
+  async enqueueHost(hostId: string, cause: string): Promise<void> {
+    for (const id of await this.deps.store.serverIdsOnHost(hostId)) this.queue.add(id, cause);
   }
 
-  stop(): void {
+  /** Stops the resync and the queue; resolves once the reconciles in progress are over. */
+  stop(): Promise<void> {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.resyncTimer = undefined;
-    this.queue.stop();
+    return this.queue.stop();
   }
 
   /**
@@ -175,112 +201,121 @@ export class Reconciler {
    *   (`drift.adopted`), unless the restart policy is `always` (`drift.healed`);
    * - exited by itself: a crash, restarted per policy by plan(); a clean exit
    *   (code 0) under `on-failure` or `never` adopts desired stopped.
+   * One batch, on the version it read: a concurrent write makes it read and decide again.
    */
-  noteExit(serverId: string, cause: ExitCause, exitCode: number, at: number, finishedAt = 0): void {
-    const { store } = this.deps;
-    const s = store.getServer(serverId);
-    if (!s || s.deletedAt !== null || s.lifecycle.purge) return;
-    // Every explained exit is remembered, so plan() can tell it from one still unexplained.
-    const explained = { ...s.lifecycle, lastExit: { cause, at, exitCode, finishedAt } };
-    if (cause === "stopped_by_berth" || s.spec.desiredState !== DesiredState.RUNNING) {
-      store.updateLifecycle(s.id, explained);
-      this.enqueue(serverId, `container exit (${cause})`);
-      return;
+  async noteExit(serverId: string, cause: ExitCause, exitCode: number, at: number, finishedAt = 0): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const s = await this.deps.store.getServer(serverId);
+      if (!s || s.deletedAt !== null || s.lifecycle.purge) return;
+      try {
+        await this.deps.store.commit(this.exitOps(s, cause, exitCode, at, finishedAt));
+        break;
+      } catch (err) {
+        if (err instanceof NotFoundError) return;
+        if (!(err instanceof ConflictError) || attempt >= NOTE_EXIT_ATTEMPTS) throw err;
+      }
     }
-    const lc: Lifecycle = explained;
+    this.enqueue(serverId, cause === "crash" ? "container crashed" : cause === "stopped_externally" ? "container stopped outside berth" : `container exit (${cause})`);
+  }
+
+  /** The batch recording an exit of `s`'s container (see noteExit), on `s`'s version. */
+  private exitOps(s: ServerRecord, cause: ExitCause, exitCode: number, at: number, finishedAt: number): WriteOp[] {
+    // Every explained exit is remembered, so plan() can tell it from one still unexplained.
+    const lc: Lifecycle = { ...s.lifecycle, lastExit: { cause, at, exitCode, finishedAt } };
+    if (cause === "stopped_by_berth" || s.spec.desiredState !== DesiredState.RUNNING) {
+      return [{ op: "server.lifecycle", id: s.id, lifecycle: lc, expectVersion: s.version }];
+    }
     const policy = s.spec.restartPolicy;
     const base = { project: s.project, serverId: s.id, hostId: s.hostId };
+    const events: EventInput[] = [];
     let adoptStopped = false;
-    store.transaction(() => {
-      if (cause === "stopped_externally") {
-        if (policy === RestartPolicy.ALWAYS) {
-          this.append({ ...base, type: "drift.healed", reason: "StoppedOutsideBerth", actor: "reconciler", message: "stopped outside berth; restart policy always restarts it" });
-        } else {
-          adoptStopped = true;
-          this.append({ ...base, type: "drift.adopted", reason: "StoppedOutsideBerth", actor: "reconciler", message: `stopped outside berth (exit code ${exitCode}); desired state is now stopped` });
-        }
+    if (cause === "stopped_externally") {
+      if (policy === RestartPolicy.ALWAYS) {
+        events.push({ ...base, type: "drift.healed", reason: "StoppedOutsideBerth", actor: "reconciler", message: "stopped outside berth; restart policy always restarts it" });
       } else {
-        const cleanExit = exitCode === 0 && policy !== RestartPolicy.ALWAYS;
-        this.append({
-          ...base,
-          type: "container.died",
-          reason: cleanExit ? "Exited" : "Crashed",
-          actor: "agent",
-          message: `exited by itself with code ${exitCode}`,
-          payload: { exitCode },
-        });
-        if (cleanExit) {
-          adoptStopped = true;
-          this.append({ ...base, type: "drift.adopted", reason: "ExitedCleanly", actor: "reconciler", message: "exited with code 0; desired state is now stopped" });
-        } else {
-          lc.crashTimes = [...(lc.crashTimes ?? []).filter((t) => t > at - 10 * 60_000), at];
-          lc.restartCount = (lc.restartCount ?? 0) + (policy === RestartPolicy.NEVER ? 0 : 1);
-        }
+        adoptStopped = true;
+        events.push({ ...base, type: "drift.adopted", reason: "StoppedOutsideBerth", actor: "reconciler", message: `stopped outside berth (exit code ${exitCode}); desired state is now stopped` });
       }
-      store.updateLifecycle(s.id, lc);
-      if (adoptStopped) {
-        store.updateServerSpec({
-          id: s.id,
-          spec: { ...s.spec, desiredState: DesiredState.STOPPED },
-          generation: s.generation + 1,
-          updatedAt: s.updatedAt,
-          deletedAt: null,
-          hostId: s.hostId,
-        });
+    } else {
+      const cleanExit = exitCode === 0 && policy !== RestartPolicy.ALWAYS;
+      events.push({
+        ...base,
+        type: "container.died",
+        reason: cleanExit ? "Exited" : "Crashed",
+        actor: "agent",
+        message: `exited by itself with code ${exitCode}`,
+        payload: { exitCode },
+      });
+      if (cleanExit) {
+        adoptStopped = true;
+        events.push({ ...base, type: "drift.adopted", reason: "ExitedCleanly", actor: "reconciler", message: "exited with code 0; desired state is now stopped" });
+      } else {
+        lc.crashTimes = [...(lc.crashTimes ?? []).filter((t) => t > at - 10 * 60_000), at];
+        lc.restartCount = (lc.restartCount ?? 0) + (policy === RestartPolicy.NEVER ? 0 : 1);
       }
-    });
-    this.enqueue(serverId, cause === "crash" ? "container crashed" : "container stopped outside berth");
+    }
+    const ops: WriteOp[] = [{ op: "server.lifecycle", id: s.id, lifecycle: lc, expectVersion: s.version }];
+    if (adoptStopped) {
+      // The same batch: the lifecycle write above checked the version.
+      ops.push({
+        op: "server.spec",
+        id: s.id,
+        spec: { ...s.spec, desiredState: DesiredState.STOPPED },
+        generation: s.generation + 1,
+        updatedAt: s.updatedAt,
+        deletedAt: null,
+        hostId: s.hostId,
+      });
+    }
+    return [...ops, ...events.map(this.eventOp)];
   }
 
   /**
-   * Called when a command result arrives: a successful start or restart
-   * satisfies pending restart requests made before it was issued, and a
-   * successful recreating command satisfies pending rebuild requests.
+   * One reconcile of one server: reads, plan(), then one batch with every
+   * write of the decision (lifecycle, command finish and insert, status, their
+   * events), and the new command sent once committed. Rejects with
+   * ConflictError when the batch met a concurrent write (nothing written: the
+   * queue runs it again); call it through the queue, which runs one per server.
    */
-  noteCommandFinished(serverId: string, command: Command, createdAt: number, success: boolean): void {
-    if (!success) return;
-    const s = this.deps.store.getServer(serverId);
-    if (!s) return;
-    const lc = { ...s.lifecycle };
-    let changed = false;
-    if ((command.kind === CommandKind.ENSURE_RUNNING || command.kind === CommandKind.RESTART) && createdAt > (lc.restartDoneAt ?? 0)) {
-      lc.restartDoneAt = createdAt;
-      changed = true;
-    }
-    if (command.recreate && createdAt > (lc.rebuildDoneAt ?? 0)) {
-      lc.rebuildDoneAt = createdAt;
-      changed = true;
-    }
-    if (changed) this.deps.store.updateLifecycle(serverId, lc);
-  }
-
-  /** One reconcile of one server. Synchronous: SQLite calls are, and sending only queues bytes. */
-  reconcile(serverId: string, cause = "resync"): { requeueAfterMs?: number } {
+  async reconcile(serverId: string, cause = "resync"): Promise<{ requeueAfterMs?: number }> {
     const { store, hub, managerId } = this.deps;
     const now = this.now();
-    let server = store.getServer(serverId);
+    let server = await store.getServer(serverId);
     if (!server) return {};
-    const hash = specHash(server.spec, { serverId: server.id, box: store.secrets });
-    const mine = store.containersForServer(server.hostId, server.id).filter((c) => c.managerId === managerId);
-    // A container AdoptOrphan bound to this server without labels (OrphanService) counts too.
+    const hash = specHash(server.spec);
+    // Only this manager's containers: another manager's copy must never drive this server.
+    // An adopted container (bound by id, without berth's labels) counts as the server's own.
+    const mine = (await store.containersForServer(server.hostId, server.id)).filter((c) => c.info.labels[LABEL_MANAGER] === managerId);
     const adoptedId = server.lifecycle.adoptedContainerId;
-    const adopted = adoptedId && !mine.some((c) => c.containerId === adoptedId) ? store.observedContainer(server.hostId, adoptedId) : undefined;
+    const adopted = adoptedId && !mine.some((c) => c.containerId === adoptedId) ? await store.observedContainer(server.hostId, adoptedId) : undefined;
     const observed = adopted ? [...mine, adopted] : mine;
     const containers = observed.map((c) => c.info);
-    const dataDir = store.getDataDir(server.hostId, server.id);
-    const inflight = store.openCommandForServer(server.id);
-    const last = store.lastFinishedCommand(server.id);
+    const dataDir = await store.getDataDir(server.hostId, server.id);
+    const inflight = await store.openCommandForServer(server.id);
+    const last = await store.lastFinishedCommand(server.id);
     const connected = hub.isConnected(server.hostId);
+
+    // Every write of this decision, committed together; the first server write carries the
+    // version read above (later ones in the batch are covered by it).
+    const ops: WriteOp[] = [];
+    const events: EventInput[] = [];
+    let lifecycle: Lifecycle | undefined;
+
+    // The last finished command may have satisfied a restart or rebuild request: folded in
+    // here, before plan() and in the batch of this decision, so no new command can be
+    // issued without it (commands are issued only here, one open per server).
+    const done = last?.state === "succeeded" ? noteCommandFinished(server.lifecycle, last.command, last.createdAt) : undefined;
+    if (done) {
+      lifecycle = done;
+      server = { ...server, lifecycle };
+    }
 
     // A container seen before that is gone without any berth command in flight was
     // removed outside berth: remember when, so plan() shows Missing instead of recreating it.
     if (connected && !inflight && containers.length === 0 && server.status.containerId && server.deletedAt === null &&
         !server.lifecycle.purge && (server.lifecycle.containerLostAt ?? 0) <= server.updatedAt) {
-      const lifecycle = { ...server.lifecycle, containerLostAt: now };
-      store.transaction(() => {
-        store.updateLifecycle(server!.id, lifecycle);
-        this.append({ project: server!.project, serverId: server!.id, hostId: server!.hostId, type: "drift.container_removed", reason: "ContainerMissing", actor: "reconciler", message: "the container was removed outside berth; data kept; start the server to recreate it" });
-      });
+      lifecycle = { ...server.lifecycle, containerLostAt: now };
+      events.push({ project: server.project, serverId: server.id, hostId: server.hostId, type: "drift.container_removed", reason: "ContainerMissing", actor: "reconciler", message: "the container was removed outside berth; data kept; start the server to recreate it" });
       server = { ...server, lifecycle };
     }
 
@@ -320,116 +355,114 @@ export class Reconciler {
     });
 
     if (p.assumeCrash) {
-      // noteExit records the crash (and any adoption) and requeues this server.
-      this.noteExit(server.id, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt);
-    } else if (p.settledExit) {
-      store.updateLifecycle(server.id, {
-        ...server.lifecycle,
-        lastExit: { cause: "stopped_by_berth", at: now, exitCode: p.settledExit.exitCode, finishedAt: p.settledExit.finishedAt },
-      });
-    } else if (p.pendingExit && server.lifecycle.pendingExit?.finishedAt !== p.pendingExit.finishedAt) {
-      store.updateLifecycle(server.id, { ...server.lifecycle, pendingExit: { finishedAt: p.pendingExit.finishedAt, seenAt: now } });
+      // The exit stayed unexplained past its grace: record it as a crash (and any adoption),
+      // then decide again from the recorded exit.
+      await store.commit(this.exitOps(server, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt));
+      return { requeueAfterMs: 0 };
     }
+    if (p.settledExit) {
+      lifecycle = { ...server.lifecycle, lastExit: { cause: "stopped_by_berth", at: now, exitCode: p.settledExit.exitCode, finishedAt: p.settledExit.finishedAt } };
+    } else if (p.pendingExit && server.lifecycle.pendingExit?.finishedAt !== p.pendingExit.finishedAt) {
+      lifecycle = { ...server.lifecycle, pendingExit: { finishedAt: p.pendingExit.finishedAt, seenAt: now } };
+    }
+    if (lifecycle) server = { ...server, lifecycle };
 
     if (p.deleteRecord) {
-      this.dropRecord(server, { actor: "reconciler", reason: p.reason, message: p.message }, cause);
+      await this.dropRecord(server, { actor: "reconciler", reason: p.reason, message: p.message }, cause);
       return {};
     }
 
-    let toSend: Command | undefined;
     const srv = server;
-    const changed = store.transaction(() => {
-      if (p.settleInflight && inflight) {
-        const message = `${commandName(inflight.command.kind)}: its result came after the deadline, but the host shows it done`;
-        store.finishCommand(inflight.id, "succeeded", now, "ObservedDone", message);
-        this.append({
-          type: "command.succeeded",
-          project: srv.project,
-          serverId: srv.id,
-          hostId: srv.hostId,
-          reason: "ObservedDone",
-          message,
-          actor: "reconciler",
-          correlationId: inflight.id,
-        });
-      }
-      if (p.expireInflight && inflight) {
-        const expiredMessage = `${commandName(inflight.command.kind)} did not finish within ${Math.round((inflight.deadlineAt - inflight.createdAt) / 1000)}s`;
-        store.finishCommand(inflight.id, "expired", now, "DeadlineExceeded", expiredMessage);
-        this.append({
-          type: "command.expired",
-          project: srv.project,
-          serverId: srv.id,
-          hostId: srv.hostId,
-          reason: p.reason,
-          message: expiredMessage,
-          actor: "reconciler",
-          correlationId: inflight.id,
-        });
-      }
-      if (p.command) {
-        const deadlineMs = this.deadlineFor(p.command.kind);
-        toSend = this.buildCommand(srv, hash, network, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
-        this.recordCommand(srv, toSend, now, now + deadlineMs, { reason: p.reason, actor: "reconciler" });
-      }
-      const settled = !p.command && !inflight && !p.expireInflight && !p.settleInflight;
-      const shown = pickContainer(containers, hash);
-      return this.writeStatus(srv, p, cause, now, {
-        dataPresent: dataDir?.present === true,
-        dataSize: dataDir?.sizeBytes ?? 0,
-        containerId: shown?.id ?? "",
-        containerState: shown?.state ?? "",
-        observedGeneration: settled ? srv.generation : Number(srv.status.observedGeneration),
-      });
+    if (p.settleInflight && inflight) {
+      const message = `${commandName(inflight.command.kind)}: its result came after the deadline, but the host shows it done`;
+      // Refused (ConflictError) if the agent's result finished it meanwhile.
+      ops.push({ op: "command.finish", id: inflight.id, state: "succeeded", at: now, reason: "ObservedDone", message });
+      events.push({ type: "command.succeeded", project: srv.project, serverId: srv.id, hostId: srv.hostId, reason: "ObservedDone", message, actor: "reconciler", correlationId: inflight.id });
+    }
+    if (p.expireInflight && inflight) {
+      const message = `${commandName(inflight.command.kind)} did not finish within ${Math.round((inflight.deadlineAt - inflight.createdAt) / 1000)}s`;
+      ops.push({ op: "command.finish", id: inflight.id, state: "expired", at: now, reason: "DeadlineExceeded", message });
+      events.push({ type: "command.expired", project: srv.project, serverId: srv.id, hostId: srv.hostId, reason: p.reason, message, actor: "reconciler", correlationId: inflight.id });
+    }
+    let toSend: Command | undefined;
+    if (p.command) {
+      const deadlineMs = this.deadlineFor(p.command.kind);
+      toSend = this.buildCommand(srv, hash, network, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
+      // Refused (ConflictError) if the server has an open command after all: the database allows one.
+      const c = this.commandOps(srv, toSend, now, now + deadlineMs, { reason: p.reason, actor: "reconciler" });
+      ops.push(c.op);
+      events.push(c.event);
+    }
+    const settled = !p.command && !inflight && !p.expireInflight && !p.settleInflight;
+    const shown = pickContainer(containers, hash);
+    const st = this.nextStatus(srv, p, cause, now, {
+      dataPresent: dataDir?.present === true,
+      dataSize: dataDir?.sizeBytes ?? 0,
+      containerId: shown?.id ?? "",
+      containerState: shown?.state ?? "",
+      observedGeneration: settled ? srv.generation : Number(srv.status.observedGeneration),
     });
+    // Server writes first (the first one checks the version), then commands, then events.
+    const serverOps: WriteOp[] = [];
+    if (lifecycle) serverOps.push({ op: "server.lifecycle", id: srv.id, lifecycle });
+    if (st) serverOps.push(st.op);
+    if (serverOps.length > 0) serverOps[0] = { ...serverOps[0], expectVersion: srv.version } as WriteOp;
+    const batch = [...serverOps, ...ops, ...events.map(this.eventOp), ...(st?.events ?? []).map(this.eventOp)];
+    if (batch.length > 0) await store.commit(batch);
+    if (st?.phaseChanged) {
+      this.deps.log.info(
+        { server: srv.id, name: srv.name, host: srv.hostId, from: Phase[srv.status.phase], to: Phase[p.phase], reason: p.reason, cause },
+        "phase changed",
+      );
+    }
 
     if (toSend) {
-      this.dispatch(srv.hostId, toSend, now);
       this.deps.log.info({ server: srv.id, name: srv.name, host: srv.hostId, command: toSend.id, kind: commandName(toSend.kind), cause }, "command issued");
+      await this.dispatch(srv.hostId, toSend, now);
     }
-    if (changed) this.deps.onServerChanged?.(srv.id);
     if (p.expireInflight || p.settleInflight) return { requeueAfterMs: 0 };
     return p.requeueAfterMs !== undefined ? { requeueAfterMs: p.requeueAfterMs } : {};
   }
 
   /**
    * Drops a server's record (its commands go with it) together with the event
-   * saying why, in one transaction: the one place a server record leaves the
+   * saying why, in one batch: the one place a server record leaves the
    * store — a finished purge (reconcile), PurgeServer force with the host away,
    * DestroyOrphan of a stranded server, a move_data adoption whose copy failed.
-   * Returns false when the record was already gone (nothing is recorded then).
+   * Resolves false when the record was already gone (nothing is recorded then).
    */
-  dropRecord(s: Pick<ServerRecord, "id" | "name" | "project" | "hostId">, why: RecordDrop, cause: string): boolean {
-    const { store } = this.deps;
-    const dropped = store.transaction(() => {
-      if (!store.getServer(s.id)) return false;
-      store.deleteServerRecord(s.id);
-      this.append({
-        type: why.type ?? "server.purged",
-        project: s.project,
-        serverId: s.id,
-        hostId: s.hostId,
-        actor: why.actor,
-        reason: why.reason,
-        ...(why.correlationId ? { correlationId: why.correlationId } : {}),
-        message: why.message,
-      });
-      return true;
-    });
-    if (!dropped) return false;
+  async dropRecord(s: Pick<ServerRecord, "id" | "name" | "project" | "hostId">, why: RecordDrop, cause: string): Promise<boolean> {
+    try {
+      await this.deps.store.commit([
+        { op: "server.delete", id: s.id },
+        this.eventOp({
+          type: why.type ?? "server.purged",
+          project: s.project,
+          serverId: s.id,
+          hostId: s.hostId,
+          actor: why.actor,
+          reason: why.reason,
+          ...(why.correlationId ? { correlationId: why.correlationId } : {}),
+          message: why.message,
+        }),
+      ]);
+    } catch (err) {
+      if (err instanceof NotFoundError) return false;
+      throw err;
+    }
     this.deps.log.info({ server: s.id, name: s.name, host: s.hostId, reason: why.reason, cause }, "server record dropped");
-    this.deps.onServerChanged?.(s.id);
     return true;
   }
 
   /**
-   * Records a move_data adoption's COPY_DATA (AdoptOrphan) as the new server's
+   * A move_data adoption's COPY_DATA (AdoptOrphan) as the new server's
    * in-flight command, with its deadline and `command.issued`: the agent stops
    * the container, copies its mount into the server's data directory and removes
-   * it, and plan() waits for it like for any other command. Call it inside the
-   * transaction that inserts the record (which has no command yet), then `dispatch` it.
+   * it, and plan() waits for it like for any other command. `ops` go into the
+   * batch that inserts the record (which has no command yet); once it committed,
+   * `dispatch` the command.
    */
-  issueCopyData(srv: Pick<ServerRecord, "id" | "project" | "hostId">, from: { containerId: string; mountPath: string }, at: number): Command {
+  issueCopyData(srv: Pick<ServerRecord, "id" | "project" | "hostId">, from: { containerId: string; mountPath: string }, at: number): { command: Command; ops: WriteOp[] } {
     const deadlineMs = this.deadlineFor(CommandKind.COPY_DATA);
     const command = create(CommandSchema, {
       id: newId("cmd"),
@@ -442,8 +475,8 @@ export class Reconciler {
       orphanAction: true,
       deadline: timestampFromMs(at + deadlineMs),
     });
-    this.recordCommand(srv, command, at, at + deadlineMs, { reason: "CopyingData", actor: "manager" });
-    return command;
+    const { op, event } = this.commandOps(srv, command, at, at + deadlineMs, { reason: "CopyingData", actor: "manager" });
+    return { command, ops: [op, this.eventOp(event)] };
   }
 
   /** How long a stored command of `kind` may take (the manager's override, else plan's default). */
@@ -452,11 +485,12 @@ export class Reconciler {
   }
 
   /**
-   * Sends a recorded command now if the host's agent is connected (and marks it
-   * sent); otherwise it goes with every unacknowledged command when the agent reconnects.
+   * Sends a recorded (committed) command now if the host's agent is connected,
+   * and then records it sent; otherwise it goes with every unacknowledged
+   * command when the agent reconnects.
    */
-  dispatch(hostId: string, command: Command, at: number): void {
-    if (this.deps.hub.sendCommand(hostId, command)) this.deps.store.markCommandSent(command.id, at);
+  async dispatch(hostId: string, command: Command, at: number): Promise<void> {
+    if (this.deps.hub.sendCommand(hostId, command)) await this.deps.store.commit([{ op: "command.sent", id: command.id, at }]);
   }
 
   /**
@@ -473,29 +507,31 @@ export class Reconciler {
     return this.deps.hub.request(hostId, command, timeoutMs);
   }
 
-  /** Stores a command with its `command.issued` event; inside the transaction that decided it. */
-  private recordCommand(srv: Pick<ServerRecord, "id" | "project" | "hostId">, command: Command, at: number, deadlineAt: number, why: { reason: string; actor: string }): void {
-    this.deps.store.insertCommand({ command, hostId: srv.hostId, createdAt: at, deadlineAt });
-    this.append({
-      type: "command.issued",
-      project: srv.project,
-      serverId: srv.id,
-      hostId: srv.hostId,
-      reason: why.reason,
-      message: commandName(command.kind),
-      actor: why.actor,
-      correlationId: command.id,
-    });
+  /** A command's insert (refused when the server has an open one) and its `command.issued` event. */
+  private commandOps(srv: Pick<ServerRecord, "id" | "project" | "hostId">, command: Command, at: number, deadlineAt: number, why: { reason: string; actor: string }): { op: WriteOp; event: EventInput } {
+    return {
+      op: { op: "command.insert", command, hostId: srv.hostId, createdAt: at, deadlineAt },
+      event: {
+        type: "command.issued",
+        project: srv.project,
+        serverId: srv.id,
+        hostId: srv.hostId,
+        reason: why.reason,
+        message: commandName(command.kind),
+        actor: why.actor,
+        correlationId: command.id,
+      },
+    };
   }
 
-  /** Stores the new status if it differs; records phase changes with their cause. */
-  private writeStatus(
+  /** The status write (and its events) when the new status differs from `server`'s; undefined when it is the same. */
+  private nextStatus(
     server: ServerRecord,
     p: Plan,
     cause: string,
     now: number,
     o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; observedGeneration: number },
-  ): boolean {
+  ): { op: WriteOp; events: EventInput[]; phaseChanged: boolean } | undefined {
     const { dataPresent, dataSize, containerId, containerState } = o;
     const old = server.status;
     const conditions = mergeConditions(old.conditions, p.conditions, server.generation, now);
@@ -526,30 +562,24 @@ export class Reconciler {
       old.dataExists === next.dataExists &&
       old.dataSizeBytes === next.dataSizeBytes &&
       dataInitialized === server.dataInitialized;
-    if (same) return false;
-    this.deps.store.updateServerStatus(server.id, next, dataInitialized);
+    if (same) return undefined;
+    const events: EventInput[] = [];
     if (phaseChanged) {
       if (p.phase === Phase.DATA_LOST) {
-        this.append({ project: server.project, serverId: server.id, hostId: server.hostId, type: "data.lost", reason: p.reason, actor: "reconciler", message: p.message });
+        events.push({ project: server.project, serverId: server.id, hostId: server.hostId, type: "data.lost", reason: p.reason, actor: "reconciler", message: p.message });
       }
-      this.append(
-        {
-          type: "phase.changed",
-          project: server.project,
-          serverId: server.id,
-          hostId: server.hostId,
-          reason: p.reason,
-          message: `${Phase[old.phase] ?? "UNSPECIFIED"} → ${Phase[p.phase]}: ${p.message}`,
-          actor: "reconciler",
-          payload: { from: Phase[old.phase], to: Phase[p.phase], cause },
-        },
-      );
-      this.deps.log.info(
-        { server: server.id, name: server.name, host: server.hostId, from: Phase[old.phase], to: Phase[p.phase], reason: p.reason, cause },
-        "phase changed",
-      );
+      events.push({
+        type: "phase.changed",
+        project: server.project,
+        serverId: server.id,
+        hostId: server.hostId,
+        reason: p.reason,
+        message: `${Phase[old.phase] ?? "UNSPECIFIED"} → ${Phase[p.phase]}: ${p.message}`,
+        actor: "reconciler",
+        payload: { from: Phase[old.phase], to: Phase[p.phase], cause },
+      });
     }
-    return true;
+    return { op: { op: "server.status", id: server.id, status: next, dataInitialized }, events, phaseChanged };
   }
 
   /** `network`: the project's network (projectNetworkName of the server's project). */
@@ -588,6 +618,26 @@ export class Reconciler {
       }),
     });
   }
+}
+
+/**
+ * The lifecycle after a successful command, or undefined when it changes
+ * nothing: a start or restart satisfies restart requests made before it was
+ * issued (`createdAt`, the manager's clock like the requests), and a
+ * recreating command satisfies rebuild requests made before it.
+ */
+export function noteCommandFinished(lc: Lifecycle, command: Pick<Command, "kind" | "recreate">, createdAt: number): Lifecycle | undefined {
+  const next = { ...lc };
+  let changed = false;
+  if ((command.kind === CommandKind.ENSURE_RUNNING || command.kind === CommandKind.RESTART) && createdAt > (lc.restartDoneAt ?? 0)) {
+    next.restartDoneAt = createdAt;
+    changed = true;
+  }
+  if (command.recreate && createdAt > (lc.rebuildDoneAt ?? 0)) {
+    next.rebuildDoneAt = createdAt;
+    changed = true;
+  }
+  return changed ? next : undefined;
 }
 
 /** Docker name of a server's container: readable in `docker ps`, unique per server. */
