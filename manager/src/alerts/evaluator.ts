@@ -80,7 +80,7 @@ export interface AlertEvaluatorDeps {
   isConnected: (hostId: string) => boolean;
   notifier?: WebhookNotifier;
   /** Orphan findings (OrphanDetector.alertViews); without it the orphan rule never fires. */
-  orphans?: () => OrphanView[];
+  orphans?: () => OrphanView[] | Promise<OrphanView[]>;
   log: Logger;
   now?: () => number;
 }
@@ -190,7 +190,7 @@ export class AlertEvaluator {
         observedGeneration: s.observedGeneration,
         retired: s.purging,
       })),
-      orphans: this.deps.orphans?.() ?? [],
+      orphans: (await this.deps.orphans?.()) ?? [],
     };
   }
 

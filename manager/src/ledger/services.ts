@@ -47,7 +47,7 @@ export function createLedgerServices(deps: {
   managerId: string;
   config?: LedgerConfig | undefined;
   /** Orphans the `orphan_found` rule alerts on (OrphanDetector.alertViews). */
-  orphans?: () => OrphanView[];
+  orphans?: () => OrphanView[] | Promise<OrphanView[]>;
 }): LedgerServices {
   const c = deps.config ?? {};
   const maxAgeMs = c.eventMaxAgeSeconds !== undefined ? c.eventMaxAgeSeconds * 1000 : DEFAULT_RETENTION.maxAgeMs;
