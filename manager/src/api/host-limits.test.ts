@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toJsonString } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { ContainerInfoSchema, DataDirSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import { TokenBucket } from "../auth/limits.js";
@@ -55,6 +55,21 @@ describe("boundInventory", () => {
     expect(slimContainer(c("a", "srv_ownaaaa", { labels: { "berth.junk": "y".repeat(20_000) } }))).toBeUndefined();
     // Network names count too: a host cannot pad a container past the cap with them.
     expect(slimContainer(c("a", "srv_ownaaaa", { networks: Array.from({ length: 2_000 }, (_, i) => `berth-net-padding-${i}`) }))).toBeUndefined();
+  });
+});
+
+describe("slimContainer and times", () => {
+  it.each([
+    ["year 10000", { seconds: 253_402_300_800n, nanos: 0 }, false],
+    ["before year 1", { seconds: -62_135_596_801n, nanos: 0 }, false],
+    ["negative nanos", { seconds: 1n, nanos: -1 }, false],
+    ["nanos of more than a second", { seconds: 1n, nanos: 1_000_000_000 }, false],
+    ["9999-12-31T23:59:59.999999999Z", { seconds: 253_402_300_799n, nanos: 999_999_999 }, true],
+    ["1970", { seconds: 0n, nanos: 0 }, true],
+  ])("%s: kept %s, and the container is storable either way", (_name, t, kept) => {
+    const slim = slimContainer(create(ContainerInfoSchema, { id: "a", createdTime: t, startedTime: t, finishedTime: t }))!;
+    for (const field of [slim.createdTime, slim.startedTime, slim.finishedTime]) expect(field === undefined ? undefined : { seconds: field.seconds, nanos: field.nanos }).toEqual(kept ? t : undefined);
+    expect(() => toJsonString(ContainerInfoSchema, slim)).not.toThrow();
   });
 });
 

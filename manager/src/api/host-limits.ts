@@ -6,6 +6,7 @@
  * reports goes through these pure functions first; what they refuse is not
  * stored, only counted (by reason) and reported as a host event.
  */
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ContainerInfo, DataDir } from "@berth/proto/berth/v1/agent_pb.js";
 import { SERVER_ID_RE } from "../ids.js";
 import { LABEL_SERVER } from "../domain/labels.js";
@@ -169,9 +170,24 @@ export const MAX_CONTAINER_BYTES = 16 * 1024;
 export function slimContainer(c: ContainerInfo): ContainerInfo | undefined {
   let out = c;
   if (Object.keys(c.env).length > 0 || c.command.length > 0) out = { ...c, env: {}, command: [] };
+  // A time JSON cannot hold (before year 1, after 9999, negative nanos) made the write throw and
+  // closed the agent's stream, again after every reconnect: it is dropped, as if not reported.
+  if (!storableTime(out.createdTime) || !storableTime(out.startedTime) || !storableTime(out.finishedTime)) {
+    out = {
+      ...out,
+      createdTime: storableTime(out.createdTime) ? out.createdTime : undefined,
+      startedTime: storableTime(out.startedTime) ? out.startedTime : undefined,
+      finishedTime: storableTime(out.finishedTime) ? out.finishedTime : undefined,
+    };
+  }
   if (weight(out) <= MAX_CONTAINER_BYTES) return out;
   out = { ...out, labels: Object.fromEntries(Object.entries(out.labels).filter(([k]) => k.startsWith("berth."))), unsupported: [] };
   return weight(out) <= MAX_CONTAINER_BYTES ? out : undefined;
+}
+
+/** Timestamps the protobuf JSON mapping (how containers are stored) accepts: 0001-01-01 to 9999-12-31, nanos 0..999,999,999. */
+function storableTime(t: Timestamp | undefined): boolean {
+  return t === undefined || (t.seconds >= -62_135_596_800n && t.seconds <= 253_402_300_799n && t.nanos >= 0 && t.nanos <= 999_999_999);
 }
 
 function weight(c: ContainerInfo): number {
