@@ -222,7 +222,7 @@ export function buildManager(config: ManagerConfig): Manager {
     router.service(ServerService, createServerService({ store: opened.contract, hub, ledger, reconciler }));
     router.service(
       HostService,
-      createHostService({ store, hub, ledger, tokens, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
+      createHostService({ store: opened.contract, hub, ledger, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
     router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
