@@ -561,3 +561,32 @@ describe("noteCommandFinished", () => {
     expect(noteCommandFinished(lc, c, at)).toEqual(want);
   });
 });
+
+describe("Reconciler: a command decided without a status change", () => {
+  it("is refused when the spec changed between the reads and the commit (version check), and decided again from the new spec", async () => {
+    const outcomes: string[] = [];
+    const race = racing(outcomes);
+    const h = await setup({ wrap: race.wrap });
+    // Running on Docker's default bridge: berth moves it onto the project network, keeping it running.
+    const onBridge = () => create(ContainerInfoSchema, { ...runningContainer(h), networks: ["bridge"] });
+    await write(h, observe(h, onBridge(), T0));
+    await h.rec.reconcile(SERVER, "inventory");
+    const join = sentCommands(h)[0]!;
+    expect(CommandKind[join.kind]).toBe("ENSURE_CONTAINER");
+    // Done, yet still seen on the bridge: after the hold the same command is due again, status unchanged.
+    h.clock.now += 1_000;
+    await write(h, finish(join.id, h.clock.now));
+    await h.rec.reconcile(SERVER, "ENSURE_CONTAINER succeeded");
+    h.clock.now += 60_000;
+    outcomes.length = 0;
+    // StopServer lands between that reconcile's reads and its commit.
+    race.arm(async () => {
+      const s = h.store.getServer(SERVER)!;
+      await write(h, { op: "server.spec", id: SERVER, spec: { ...s.spec, desiredState: DesiredState.STOPPED }, generation: s.generation + 1, hostId: HOST, deletedAt: null, updatedAt: h.clock.now, expectVersion: s.version });
+    });
+    h.rec.enqueue(SERVER, "hold over");
+    await h.rec.queue.idle();
+    expect(outcomes[0]).toBe("refused: ConflictError");
+    expect(sentCommands(h).map((c) => CommandKind[c.kind])).toEqual(["ENSURE_CONTAINER", "ENSURE_STOPPED"]);
+  });
+});

@@ -407,6 +407,8 @@ export class Reconciler {
     if (lifecycle) serverOps.push({ op: "server.lifecycle", id: srv.id, lifecycle });
     if (st) serverOps.push(st.op);
     if (serverOps.length > 0) serverOps[0] = { ...serverOps[0], expectVersion: srv.version } as WriteOp;
+    // A command decided from this version must not be issued if the spec changed meanwhile.
+    else if (ops.length > 0 || events.length > 0) serverOps.push({ op: "server.check", id: srv.id, expectVersion: srv.version });
     const batch = [...serverOps, ...ops, ...events.map(this.eventOp), ...(st?.events ?? []).map(this.eventOp)];
     if (batch.length > 0) await store.commit(batch);
     if (st?.phaseChanged) {

@@ -60,6 +60,8 @@ export type WriteOp =
   | ({ op: "server.status"; id: string; status: ServerStatus; dataInitialized: boolean } & IfVersion)
   | ({ op: "server.lifecycle"; id: string; lifecycle: Lifecycle } & IfVersion)
   | ({ op: "server.resetDataInitialized"; id: string } & IfVersion)
+  /** Writes nothing: ConflictError unless the server's version is still this (NotFoundError when gone). For a batch that decided from the record without writing it. */
+  | { op: "server.check"; id: string; expectVersion: number }
   /** Deletes the record, its data_dirs rows, port reservations and commands; NotFoundError when already gone. */
   | { op: "server.delete"; id: string }
   // commands

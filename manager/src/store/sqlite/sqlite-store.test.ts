@@ -69,6 +69,17 @@ describe("SqliteStore.commit", () => {
     expect(codeOf(again)).toBe(Code.Aborted);
     expect((await contract.getCommand(cmd.id))?.state).toBe("succeeded");
 
+    // A version check writes nothing, and refuses the batch once the version moved on.
+    const v = (await contract.getServer("srv_a"))!.version;
+    await contract.commit([{ op: "server.check", id: "srv_a", expectVersion: v }]);
+    expect((await contract.getServer("srv_a"))!.version).toBe(v);
+    await contract.commit([{ op: "server.lifecycle", id: "srv_a", lifecycle: { restartRequestedAt: 1 } }]);
+    const stale = await contract
+      .commit([{ op: "event.append", event: { type: "command.issued", serverId: "srv_a" }, at: 4 }, { op: "server.check", id: "srv_a", expectVersion: v }])
+      .then(() => undefined, (e: unknown) => e);
+    expect(codeOf(stale)).toBe(Code.Aborted);
+    expect(await contract.lastEventId()).toBe(0);
+
     await contract.commit([{ op: "server.delete", id: "srv_a" }]);
     const gone = await contract.commit([{ op: "server.delete", id: "srv_a" }]).then(() => undefined, (e: unknown) => e);
     expect(codeOf(gone)).toBe(Code.NotFound);

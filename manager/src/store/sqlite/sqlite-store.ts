@@ -91,6 +91,12 @@ export class SqliteStore implements StoreContract {
         return version(o.id, t.updateLifecycle(o.id, o.lifecycle, o.expectVersion));
       case "server.resetDataInitialized":
         return version(o.id, t.resetDataInitialized(o.id, o.expectVersion));
+      case "server.check": {
+        const s = t.getServer(o.id);
+        if (!s) throw new NotFoundError("server", o.id);
+        if (s.version !== o.expectVersion) throw new ConflictError(`server ${s.name} was changed meanwhile (version ${s.version}, expected ${o.expectVersion}): read it again and retry`);
+        return;
+      }
       case "server.delete":
         if (!t.getServer(o.id)) throw new NotFoundError("server", o.id);
         t.deleteServerRecord(o.id);
