@@ -140,7 +140,7 @@ export async function runScaleBench(report: Report, opts: ScaleSizes & { profile
   try {
     // --- setup ---------------------------------------------------------------------------
     let t = performance.now();
-    const hosts = seedDatabase({ dbPath, agents, serversPerAgent, stoppedEvery: opts.stoppedEvery });
+    const hosts = await seedDatabase({ dbPath, agents, serversPerAgent, stoppedEvery: opts.stoppedEvery });
     opts.log(`seeded ${agents} hosts and ${total} servers in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     Object.assign(report.sizes, { "scale storm": opts.storm, "scale agents": agents, "scale servers per agent": serversPerAgent, "scale servers": total, "scale agent processes": opts.fleetProcs });
     const port = await freePort();

@@ -1,6 +1,6 @@
 /**
  * Seeds a manager database for the scale benchmark, through the manager's
- * own store code (migrations, Store.insertHost / insertServer), before the
+ * own store (openStore: migrations; host.insert / server.insert batches), before the
  * manager starts: N enrolled hosts (with their secrets, as enrollment would
  * leave them) and M servers per host, exactly as CreateServer records them
  * (validated spec defaults, phase Pending, generation 1). Going through the
@@ -12,10 +12,11 @@
 import { create } from "@bufbuild/protobuf";
 import { DesiredState, Phase, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { hashSecret, newId, newSecret } from "../../manager/src/ids.js";
-import { openDatabase } from "../../manager/src/store/database.js";
 import { containerName } from "../../manager/src/reconcile/reconciler.js";
 import { specHash } from "../../manager/src/reconcile/spec-hash.js";
-import { Store } from "../../manager/src/store/store.js";
+import type { WriteOp } from "../../manager/src/store/contract.js";
+import { openStore } from "../../manager/src/store/open.js";
+import { sqliteStoreUrl } from "../../manager/src/store/store-url.js";
 import { initialStatus } from "../../manager/src/domain/records.js";
 
 export interface SeededHost {
@@ -38,35 +39,36 @@ export const SIM_IMAGE = "berth-sim/app:1";
  * Every `stoppedEvery`-th server of a host is declared stopped (its
  * container is created, not started): the event-churn benchmark's targets.
  */
-export function seedDatabase(opts: { dbPath: string; agents: number; serversPerAgent: number; stoppedEvery: number }): SeededHost[] {
-  const db = openDatabase(opts.dbPath);
-  const store = new Store(db);
-  const managerId = store.managerId();
+export async function seedDatabase(opts: { dbPath: string; agents: number; serversPerAgent: number; stoppedEvery: number }): Promise<SeededHost[]> {
+  const store = openStore(sqliteStoreUrl(opts.dbPath)).contract;
+  const managerId = await store.clusterId();
   const hosts: SeededHost[] = [];
   const at = Date.now();
   try {
     for (let h = 0; h < opts.agents; h += 500) {
-      store.transaction(() => {
-        for (let k = h; k < Math.min(opts.agents, h + 500); k++) {
-          const hostId = newId("host");
-          const secret = newSecret();
-          store.insertHost({ id: hostId, name: `sim-${k}`, secretHash: hashSecret(secret), createdAt: at });
-          const servers: SeededHost["servers"] = [];
-          for (let i = 0; i < opts.serversPerAgent; i++) {
-            const id = newId("srv");
-            const desired = i % opts.stoppedEvery === 0 ? DesiredState.STOPPED : DesiredState.RUNNING;
-            const name = `sim-${k}-${i}`;
-            const spec = create(ServerSpecSchema, {
-              name,
-              hostId,
-              image: SIM_IMAGE,
-              command: ["serve", "--port", "8080"],
-              env: { ROLE: "bench" },
-              dataMountPath: "/data",
-              restartPolicy: RestartPolicy.ON_FAILURE,
-              desiredState: desired,
-            });
-            store.insertServer({
+      const ops: WriteOp[] = [];
+      for (let k = h; k < Math.min(opts.agents, h + 500); k++) {
+        const hostId = newId("host");
+        const secret = newSecret();
+        ops.push({ op: "host.insert", id: hostId, name: `sim-${k}`, secretHash: hashSecret(secret), createdAt: at });
+        const servers: SeededHost["servers"] = [];
+        for (let i = 0; i < opts.serversPerAgent; i++) {
+          const id = newId("srv");
+          const desired = i % opts.stoppedEvery === 0 ? DesiredState.STOPPED : DesiredState.RUNNING;
+          const name = `sim-${k}-${i}`;
+          const spec = create(ServerSpecSchema, {
+            name,
+            hostId,
+            image: SIM_IMAGE,
+            command: ["serve", "--port", "8080"],
+            env: { ROLE: "bench" },
+            dataMountPath: "/data",
+            restartPolicy: RestartPolicy.ON_FAILURE,
+            desiredState: desired,
+          });
+          ops.push({
+            op: "server.insert",
+            server: {
               id,
               project: "default",
               name,
@@ -79,17 +81,19 @@ export function seedDatabase(opts: { dbPath: string; agents: number; serversPerA
               createdAt: at,
               updatedAt: at,
               deletedAt: null,
-            });
-            const labels = { "berth.manager": managerId, "berth.server": id, "berth.generation": "1", "berth.spec-hash": specHash(spec) };
-            servers.push({ id, desired, container: { name: containerName({ id, name }), image: SIM_IMAGE, labels } });
-          }
-          hosts.push({ hostId, secret, servers });
+            },
+          });
+          const labels = { "berth.manager": managerId, "berth.server": id, "berth.generation": "1", "berth.spec-hash": specHash(spec) };
+          servers.push({ id, desired, container: { name: containerName({ id, name }), image: SIM_IMAGE, labels } });
         }
-      });
+        hosts.push({ hostId, secret, servers });
+      }
+      // One batch (one transaction) per 500 hosts.
+      await store.commit(ops);
     }
   } finally {
-    db.pragma("wal_checkpoint(TRUNCATE)");
-    store.close();
+    // The last connection to close checkpoints the WAL into the file.
+    await store.close();
   }
   return hosts;
 }
