@@ -165,7 +165,7 @@ export function buildManager(config: ManagerConfig): Manager {
   ledger.follow(opened.contract);
   let initialAdminToken: string | undefined;
   const networks = new NetworkInventory();
-  const orphans = new OrphanDetector({ store, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
+  const orphans = new OrphanDetector({ store: opened.contract, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({
     store: opened.contract,
     ledger,
@@ -198,12 +198,11 @@ export function buildManager(config: ManagerConfig): Manager {
   });
   const scheme = config.tls ? "https" : "http";
   const reconciler = new Reconciler({
-    store,
+    store: opened.contract,
     hub,
     log,
     managerId,
     ledger,
-    onServerChanged: (id) => ledger.serverChanged(id),
     observeReconcile: observability.observeReconcile,
     ...(config.startTimeoutSeconds ? { deadlineMs: { [CommandKind.ENSURE_RUNNING]: config.startTimeoutSeconds * 1000, [CommandKind.RESTART]: config.startTimeoutSeconds * 1000 } } : {}),
     ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),
@@ -228,7 +227,7 @@ export function buildManager(config: ManagerConfig): Manager {
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
-    router.service(OrphanService, createOrphanService({ store, hub, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
+    router.service(OrphanService, createOrphanService({ store: opened.contract, hub, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     registerReflection(router);
     // Garbage protobuf bytes are the caller's error (InvalidArgument), not the manager's (Internal).
@@ -296,7 +295,8 @@ export function buildManager(config: ManagerConfig): Manager {
       observability.stop();
       if (sweeper) clearInterval(sweeper);
       if (startupSweep) clearTimeout(startupSweep);
-      reconciler.stop();
+      // In-flight reconciles finish before the store closes.
+      await reconciler.stop();
       hub.closeAll("manager shutting down");
       ledgerServices.stop();
       await listener?.close();
