@@ -4,8 +4,7 @@ import type { Caller } from "../auth/caller.js";
 import { BerthError } from "../errors.js";
 import type { HostRecord, ServerRecord } from "../domain/records.js";
 import type { Store as StoreContract } from "../store/contract.js";
-import type { Store } from "../store/store.js";
-import { findHost, findVisibleServer, loadHost, loadVisibleServer } from "./find-server.js";
+import { loadHost, loadVisibleServer } from "./find-server.js";
 
 const live = { id: "host_live", name: "a", removedAt: null } as HostRecord;
 const removed = { id: "host_gone", name: "b", removedAt: 1 } as HostRecord;
@@ -20,14 +19,13 @@ const getServer = (id: string) => servers.find((s) => s.id === id);
 const findServerByName = (project: string, name: string) => servers.find((s) => s.project === project && s.name === name);
 const listServers = () => servers;
 
-/** The same records behind the store contract and (until every caller moved) the table classes. */
+/** The records behind the store contract. */
 const contract = {
   getHost: async (id: string) => getHost(id),
   getServer: async (id: string) => getServer(id),
   findServerByName: async (p: string, n: string) => findServerByName(p, n),
   listServers: async () => listServers(),
 } as unknown as StoreContract;
-const tables = { getHost, getServer, findServerByName, listServers } as unknown as Store;
 
 async function outcome(fn: () => Promise<{ id: string }>): Promise<string> {
   try {
@@ -37,7 +35,7 @@ async function outcome(fn: () => Promise<{ id: string }>): Promise<string> {
   }
 }
 
-describe("loadHost (and findHost)", () => {
+describe("loadHost", () => {
   it.each([
     ["a live host", "host_live", {}, "host_live"],
     ["a live host, spaces around its id", " host_live ", {}, "host_live"],
@@ -48,14 +46,13 @@ describe("loadHost (and findHost)", () => {
     const got = await outcome(() => loadHost(contract, id, opts));
     expect(got.startsWith(want)).toBe(true);
     if (want === "NotFound") expect(got).toContain("list hosts with HostService.ListHosts");
-    expect(await outcome(async () => findHost(tables, id, opts))).toBe(got);
   });
 });
 
 const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
 
-describe("loadVisibleServer (and findVisibleServer)", () => {
+describe("loadVisibleServer", () => {
   it.each([
     ["by id", TEAM_A, "srv_db_a", "srv_db_a"],
     ["by name, in the caller's project", TEAM_A, "web", "srv_web_a"],
@@ -68,6 +65,5 @@ describe("loadVisibleServer (and findVisibleServer)", () => {
     const got = await outcome(() => loadVisibleServer(contract, caller, key));
     expect(got.startsWith(want)).toBe(true);
     if (want === "NotFound") expect(got).toContain("list servers with ServerService.ListServers");
-    expect(await outcome(async () => findVisibleServer(tables, caller, key))).toBe(got);
   });
 });

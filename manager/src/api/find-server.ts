@@ -2,7 +2,6 @@ import type { Caller } from "../auth/caller.js";
 import { canSee } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError } from "../errors.js";
 import type { Store as StoreContract } from "../store/contract.js";
-import type { Store } from "../store/store.js";
 import type { HostRecord, ServerRecord } from "../domain/records.js";
 import { requireId } from "./validate.js";
 
@@ -27,18 +26,6 @@ export async function loadVisibleServer(store: Pick<StoreContract, "getServer" |
  */
 export async function loadHost(store: Pick<StoreContract, "getHost">, id: string, opts: { includeRemoved?: boolean } = {}): Promise<HostRecord> {
   return liveHost(await store.getHost(id.trim()), id, opts);
-}
-
-/** `loadVisibleServer` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
-export function findVisibleServer(store: Store, caller: Caller, idOrName: string): ServerRecord {
-  const key = requireId(idOrName);
-  const s = store.getServer(key) ?? (caller.project !== null ? store.findServerByName(caller.project, key) : onlyMatch(store.listServers({ includeDeleted: true }), key));
-  return visible(s, caller, key);
-}
-
-/** `loadHost` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
-export function findHost(store: Store, id: string, opts: { includeRemoved?: boolean } = {}): HostRecord {
-  return liveHost(store.getHost(id.trim()), id, opts);
 }
 
 function visible(s: ServerRecord | undefined, caller: Caller, key: string): ServerRecord {

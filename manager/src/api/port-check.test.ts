@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { PortMappingSchema, Protocol, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { PreconditionError } from "../errors.js";
 import type { ServerRecord } from "../domain/records.js";
-import { checkPortsFree, requirePortsFree } from "./port-check.js";
+import { requirePortsFree } from "./port-check.js";
 
 const port = (hostPort: number) => create(PortMappingSchema, { hostPort, containerPort: hostPort, protocol: Protocol.TCP });
 const on = (id: string, name: string, project: string, hostPort: number) =>
@@ -38,12 +38,5 @@ describe("requirePortsFree", () => {
     const quiet = storeOf([]);
     await requirePortsFree(quiet, "host_a", [], { exceptId: "", project: "default" });
     expect(quiet.reads).toBe(0);
-  });
-
-  it("answers like checkPortsFree, which stays for callers on the table classes until they moved", () => {
-    const servers = [on("srv_a", "web", "default", 8080)];
-    expect(() => checkPortsFree({ listServers: () => servers }, "host_a", [port(8080)], { exceptId: "", project: "default" })).toThrow(
-      new PreconditionError('port conflict on host host_a: host port 8080/tcp is used by server "web" (try 8081)'),
-    );
   });
 });

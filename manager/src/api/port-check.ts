@@ -3,9 +3,8 @@ import { describeConflicts, findPortConflicts, suggestFreePorts, type PortOwner 
 import type { ServerRecord } from "../domain/records.js";
 import { PreconditionError } from "../errors.js";
 import type { Store as StoreContract } from "../store/contract.js";
-import type { Store } from "../store/store.js";
 
-/** What `checkPortsFree` and `loadPortOwners` need to know about the caller's request. */
+/** What `requirePortsFree` needs to know about the caller's request. */
 export interface PortCheck {
   /** The server asking (its own ports are no conflict); "" for a new one. */
   exceptId: string;
@@ -34,17 +33,6 @@ export async function loadPortOwners(store: Pick<StoreContract, "listServers">, 
 export async function requirePortsFree(store: Pick<StoreContract, "listServers">, hostId: string, ports: readonly PortMapping[], opts: PortCheck): Promise<void> {
   if (ports.length === 0) return;
   refuseConflicts(await loadPortOwners(store, hostId, opts.exceptId), hostId, ports, opts);
-}
-
-/** `loadPortOwners` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
-export function portOwnersOnHost(store: Pick<Store, "listServers">, hostId: string, exceptId: string): PortOwner[] {
-  return portOwners(store.listServers({ hostId }), exceptId);
-}
-
-/** `requirePortsFree` over the synchronous table classes: until every caller moved to the store contract (issue 16). */
-export function checkPortsFree(store: Pick<Store, "listServers">, hostId: string, ports: readonly PortMapping[], opts: PortCheck): void {
-  if (ports.length === 0) return;
-  refuseConflicts(portOwnersOnHost(store, hostId, opts.exceptId), hostId, ports, opts);
 }
 
 function portOwners(servers: readonly ServerRecord[], exceptId: string): PortOwner[] {
