@@ -203,6 +203,7 @@ export function buildManager(config: ManagerConfig): Manager {
     log,
     managerId,
     ledger,
+    secrets,
     observeReconcile: observability.observeReconcile,
     ...(config.startTimeoutSeconds ? { deadlineMs: { [CommandKind.ENSURE_RUNNING]: config.startTimeoutSeconds * 1000, [CommandKind.RESTART]: config.startTimeoutSeconds * 1000 } } : {}),
     ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),

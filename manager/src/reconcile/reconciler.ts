@@ -15,6 +15,7 @@ import { COMMAND_DEADLINE_MS, commandName, pickContainer, plan, type Plan } from
 import { WorkQueue } from "./queue.js";
 import { projectNetworkName } from "./project-network.js";
 import { specHash } from "./spec-hash.js";
+import type { SecretBox } from "../store/secrets.js";
 
 export interface ReconcilerDeps {
   /** The store contract: reads, and each decision written as one batch. */
@@ -41,6 +42,8 @@ export interface ReconcilerDeps {
   resyncIntervalMs?: number;
   /** Log rotation of a container whose spec sets none (default DEFAULT_CONTAINER_LOGS). */
   containerLogs?: ContainerLogDefaults;
+  /** The secret key: a spec's secret env values count in its hash by their HMAC (spec-hash.ts). */
+  secrets?: SecretBox;
   /** Servers reconciled at once (the queue's concurrency, default DEFAULT_CONCURRENCY). */
   concurrency?: number;
 }
@@ -282,7 +285,7 @@ export class Reconciler {
     const now = this.now();
     let server = await store.getServer(serverId);
     if (!server) return {};
-    const hash = specHash(server.spec);
+    const hash = specHash(server.spec, { serverId: server.id, box: this.deps.secrets });
     // Only this manager's containers: another manager's copy must never drive this server.
     // An adopted container (bound by id, without berth's labels) counts as the server's own.
     const mine = (await store.containersForServer(server.hostId, server.id)).filter((c) => c.info.labels[LABEL_MANAGER] === managerId);
