@@ -49,7 +49,8 @@ function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean 
 
 /** Resolves once backend `pid` is waiting for the ledger's advisory lock (seen in pg_locks, not guessed from a timer). */
 async function waitingForLedgerLock(observer: pg.Pool, pid: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
+  // Well inside the test's timeout, so a missing wait fails with this message.
+  const deadline = Date.now() + 3_000;
   for (;;) {
     const { rowCount } = await observer.query(
       `SELECT 1 FROM pg_locks
