@@ -38,7 +38,8 @@
  *                                        (server_ports_pkey for a host port taken)
  *
  * Sequence values are not visible in commit order on PostgreSQL: events.id
- * alone orders the ledger only while one writer appends at a time.
+ * orders the ledger only because appends are serialised (appendEvents in
+ * postgres/event-log.ts takes an advisory lock for that).
  */
 
 /** One schema version, in both dialects. */

@@ -14,7 +14,10 @@
 import pg from "pg";
 import { MIGRATIONS } from "../migrations.js";
 
-/** The advisory lock key every migrator takes ("berth" in ASCII): one migration at a time per database. */
+/**
+ * The advisory lock key every migrator takes ("berth" in ASCII): one migration
+ * at a time per database. Not the ledger's (LEDGER_LOCK_KEY, event-log.ts).
+ */
 export const MIGRATION_LOCK_KEY = 0x6265727468n;
 
 /** What one migratePostgres call found and did. */
