@@ -99,6 +99,23 @@ describe.skipIf(!provided.url)("PostgreSQL migrations", () => {
     expect((err as Error).message).toMatch(new RegExp(`schema version ${LATEST + 1} is newer than this manager knows \\(${LATEST}\\); run a newer berth-manager`));
   });
 
+  it("rolls a failing migration back whole and says at which version the database stays", async () => {
+    const url = await freshDatabase();
+    await migratePostgres(url, { to: 3 });
+    const c = await connect(url);
+    // Something in the way of migration 4's last statement (it creates alerts, then indexes on events).
+    await c.query("CREATE INDEX events_type ON events (time)");
+    const err = await migratePostgres(url).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SchemaMigrationError);
+    expect((err as Error).message).toMatch(/^PostgreSQL migration 4 \(alerts, and event indexes for ledger filters and retention\) failed and was rolled back, the database stays at version 3: 42P07 relation "events_type" already exists$/);
+    expect(await versions(c)).toEqual([1, 2, 3]);
+    // Nothing of migration 4 stayed behind, not even the statements before the failing one.
+    expect((await c.query("SELECT to_regclass('alerts') AS t, to_regclass('events_time') AS i")).rows).toEqual([{ t: null, i: null }]);
+    // Once the obstacle is gone the same call finishes the job.
+    await c.query("DROP INDEX events_type");
+    expect(await migratePostgres(url)).toMatchObject({ from: 3, to: LATEST, applied: [4, 5, 6, 7] });
+  });
+
   it("builds the same tables, columns, indexes and constraints as SQLite (types mapped as migrations.ts lists)", async () => {
     const url = await freshDatabase();
     await migratePostgres(url);
