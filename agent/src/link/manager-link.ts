@@ -160,8 +160,6 @@ export class ManagerLink {
   ) {
     this.urls = typeof managerUrls === "string" ? [managerUrls] : [...managerUrls];
     if (this.urls.length === 0) throw new Error("ManagerLink needs at least one manager URL");
-    // Fail at construction on a URL grpc-js cannot dial, as a single URL always did.
-    for (const url of this.urls) channelFor(url, credential.caPem);
     this.backoff = opts.backoff ?? new Backoff(500, 30_000);
     this.healthyAfterMs = opts.healthyAfterMs ?? HEALTHY_AFTER_MS;
     this.welcomeTimeoutMs = opts.welcomeTimeoutMs ?? WELCOME_TIMEOUT_MS;
@@ -176,7 +174,9 @@ export class ManagerLink {
     return this.call ? this.connectedUrl : undefined;
   }
 
+  /** Throws (before dialling anything) on a URL grpc-js cannot dial, e.g. from a hand-edited credential file. */
   start(): void {
+    for (const url of this.urls) channelFor(url, this.credential.caPem);
     this.dial();
   }
 
