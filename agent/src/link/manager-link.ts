@@ -169,7 +169,7 @@ export class ManagerLink {
     return this.call !== undefined;
   }
 
-  /** The URL of the manager that welcomed the current stream; undefined while not connected. */
+  /** The URL of the manager the current stream goes to (dialled, perhaps not yet welcomed); undefined between streams. */
   get managerUrl(): string | undefined {
     return this.call ? this.connectedUrl : undefined;
   }
