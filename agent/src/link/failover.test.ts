@@ -21,7 +21,7 @@ describe("afterStreamEnd: the next manager to dial", () => {
     ["a refusal of another kind is a failure like any", at(0), 2, status.RESOURCE_EXHAUSTED, dial(1, 1, false)],
     // Revoked: stop on any manager, never hop to another.
     ["Unauthenticated stops", at(0), 2, status.UNAUTHENTICATED, { kind: "stop" }],
-    ["PermissionDenied stops", at(1, 1), 3, status.PERMISSION_DENIED, { kind: "stop" }],
+    ["PermissionDenied (a proxy's 403) is a failure like any: the next at once", at(1, 1), 3, status.PERMISSION_DENIED, dial(2, 2, false)],
     ["Unauthenticated with one URL stops", at(0), 1, status.UNAUTHENTICATED, { kind: "stop" }],
   ])("%s", (_name, state, urls, code, expected) => {
     expect(afterStreamEnd(state, urls, code)).toEqual(expected);

@@ -5,7 +5,7 @@
  *   dial urls[i] ──welcome, up healthyAfterMs──► healthy (backoff and round start over)
  *        │
  *        └─ refused / unreachable / stream ended / no welcome in time
- *              ├─ Unauthenticated, PermissionDenied ──► stop (revoked: never hop)
+ *              ├─ Unauthenticated ──► stop (revoked: never hop)
  *              ├─ not every URL failed yet this round ──► urls[i+1] at once
  *              └─ every URL failed this round ──► urls[i+1] after the backoff's delay
  *
@@ -29,9 +29,13 @@ export type FailoverDecision =
  * The manager refused this host's credential: it was removed or never
  * existed. Every manager shares the store, so another would say the same;
  * hopping would only hide a removed host's agent from its operator.
+ * Only Unauthenticated means that (what the manager answers a removed host):
+ * PermissionDenied is what grpc-js makes of an HTTP 403, which a misconfigured
+ * proxy or load balancer answers too, and stopping every agent behind it for
+ * good would be far worse than trying the next manager.
  */
 export function isRevocation(code: number | undefined): boolean {
-  return code === status.UNAUTHENTICATED || code === status.PERMISSION_DENIED;
+  return code === status.UNAUTHENTICATED;
 }
 
 /** After the stream to `urls[state.index]` ended (or never opened) with gRPC `code` (undefined: ended cleanly). */

@@ -151,11 +151,8 @@ describe("ManagerLink with several managers", () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
   });
 
-  it.each([
-    ["Unauthenticated", grpc.status.UNAUTHENTICATED],
-    ["PermissionDenied", grpc.status.PERMISSION_DENIED],
-  ])("a manager refusing the credential (%s) stops the link: it never hops to the next manager", async (_name, code) => {
-    const refusing = await fakeManager((call) => call.emit("error", { code, details: "this host was removed from berth" }));
+  it("a manager refusing the credential (Unauthenticated) stops the link: it never hops to the next manager", async () => {
+    const refusing = await fakeManager((call) => call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: "this host was removed from berth" }));
     const b = await fakeManager(welcoming("mgr_b"));
     servers.push(refusing.server, b.server);
     const { link, revoked } = linkTo([`http://127.0.0.1:${refusing.port}`, `http://127.0.0.1:${b.port}`]);
