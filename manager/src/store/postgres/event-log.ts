@@ -48,6 +48,7 @@
  */
 import type pg from "pg";
 import type { EventInput, EventRecord } from "../../domain/records.js";
+import { eventFromRow } from "../event-store.js";
 
 /**
  * The advisory lock key that orders ledger appends: the ASCII bytes of
@@ -141,19 +142,7 @@ interface PgEventRow {
 }
 
 function eventFromPgRow(r: PgEventRow): EventRecord {
-  return {
-    id: toId(r.id),
-    time: Number(r.time),
-    project: r.project,
-    serverId: r.server_id,
-    hostId: r.host_id,
-    type: r.type,
-    reason: r.reason,
-    message: r.message,
-    actor: r.actor,
-    correlationId: r.correlation_id,
-    payloadJson: r.payload_json,
-  };
+  return eventFromRow({ ...r, id: toId(r.id), time: Number(r.time) });
 }
 
 /** An int8 id as a number; ids beyond 2^53 would lose digits, so they are refused rather than rounded. */
