@@ -19,7 +19,8 @@ import { LockedRuntime } from "./runtime/locked-runtime.js";
 export const AGENT_VERSION = "0.1.0";
 
 export interface AgentOptions {
-  managerUrl: string;
+  /** The managers to dial, in order; the link fails over between them (link/failover.ts). */
+  managerUrls: readonly string[];
   /** The host's credential; `caPem` is the manager CA pinned at enrollment (https only). */
   credential: { hostId: string; secret: string; caPem?: string };
   runtime: ContainerRuntime;
@@ -100,7 +101,7 @@ export class Agent {
       opts.log.child({ part: "logs" }),
     );
     this.link = new ManagerLink(
-      opts.managerUrl,
+      opts.managerUrls,
       opts.credential,
       {
         onOpen: () => void this.sendHelloAndInventory(),

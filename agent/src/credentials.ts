@@ -3,7 +3,13 @@ import { dirname, join } from "node:path";
 
 /** What `berth-agent enroll` stores: everything `run` needs to dial the manager. */
 export interface Credentials {
+  /** The manager enrollment went through; an older agent that reads only this field still finds a manager. */
   managerUrl: string;
+  /**
+   * Every manager URL given at enrollment, in order, when there were several
+   * (`--manager A,B`); `run` dials these, `managerUrl` is then one of them.
+   */
+  managerUrls?: string[];
   hostId: string;
   secret: string;
   managerId: string;
@@ -12,6 +18,11 @@ export interface Credentials {
    * at enrollment from the token's fingerprint; the only trust root for https.
    */
   caFile?: string;
+}
+
+/** The managers `run` dials when no --manager overrides them: the enrolled list, or the one URL. */
+export function enrolledManagerUrls(c: Pick<Credentials, "managerUrl" | "managerUrls">): string[] {
+  return c.managerUrls && c.managerUrls.length > 0 ? [...c.managerUrls] : [c.managerUrl];
 }
 
 export function caPath(stateDir: string): string {

@@ -2,20 +2,25 @@ import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { Agent, AGENT_VERSION } from "./agent.js";
-import { loadCredentials, saveCredentials } from "./credentials.js";
+import { enrolledManagerUrls, loadCredentials, saveCredentials } from "./credentials.js";
 import { DataRoot } from "./data/data-root.js";
+import { isUnreachable } from "./link/failover.js";
 import { enroll, errorDetails } from "./link/manager-link.js";
+import { ManagerUrlError, parseManagerUrls } from "./link/manager-urls.js";
 import { fetchPinnedCa, parseEnrollmentToken, PinMismatchError } from "./link/pinning.js";
 import { DockerRuntime } from "./runtime/docker-runtime.js";
 
 const USAGE = `berth-agent: runs berth's servers on this Docker host
 
 Usage:
-  berth-agent enroll --manager URL --token TOKEN [--state-dir DIR]
-  berth-agent run [--state-dir DIR] [--data-root DIR] [--docker-socket PATH]
+  berth-agent enroll --manager URL[,URL...] --token TOKEN [--state-dir DIR]
+  berth-agent run [--manager URL[,URL...]] [--state-dir DIR] [--data-root DIR] [--docker-socket PATH]
 
 Flags (environment variable in brackets, then default):
-  --manager URL          manager URL, e.g. https://manager.example:7000 [BERTH_MANAGER]
+  --manager URL[,URL...] manager URL, e.g. https://manager.example:7000 [BERTH_MANAGER], or several
+                         managers sharing one store, comma-separated: the agent dials them in order
+                         and fails over to the next. enroll stores them in the credential file;
+                         given to run, they replace the enrolled list (default: the enrolled list)
   --token TOKEN          single-use enrollment token from CreateEnrollmentToken [BERTH_ENROLL_TOKEN].
                          A TLS manager's token carries its CA fingerprint: enroll checks it
                          before sending the token and keeps that CA as the only trust root
@@ -57,46 +62,72 @@ function fail(message: string, code = 2): never {
   process.exit(code);
 }
 
+/** `--manager` (or BERTH_MANAGER) split and checked; a bad one is a usage error (exit 2) naming it. */
+function managerUrlsOf(value: string): string[] {
+  try {
+    return parseManagerUrls(value);
+  } catch (err) {
+    if (err instanceof ManagerUrlError) fail(err.message);
+    throw err;
+  }
+}
+
 if (cmd === "enroll") {
-  const managerUrl = values.manager ?? process.env.BERTH_MANAGER;
+  const managerSetting = values.manager ?? process.env.BERTH_MANAGER;
   const token = values.token ?? process.env.BERTH_ENROLL_TOKEN;
-  if (!managerUrl) fail("enroll needs --manager URL");
+  if (!managerSetting) fail("enroll needs --manager URL");
   if (!token) fail("enroll needs --token TOKEN (from HostService.CreateEnrollmentToken)");
   const { caFingerprint } = parseEnrollmentToken(token);
-  let url: URL;
-  try {
-    url = new URL(managerUrl);
-  } catch {
-    fail(`--manager "${managerUrl}" is not a URL; use e.g. https://manager.example:7000`);
+  const managerUrls = managerUrlsOf(managerSetting);
+  const plain = managerUrls.find((u) => !u.startsWith("https:"));
+  if (caFingerprint && plain) {
+    fail(`this enrollment token pins the manager's TLS certificate, so --manager must be an https:// URL (got ${plain})`);
   }
-  if (caFingerprint && url.protocol !== "https:") {
-    fail(`this enrollment token pins the manager's TLS certificate, so --manager must be an https:// URL (got ${managerUrl})`);
-  }
-  let caPem: string | undefined;
-  if (caFingerprint) {
+  // Tried in order: a manager that cannot be reached is skipped; any answer (even a refusal) is final,
+  // since every manager shares the store and would answer the same.
+  const unreachable: string[] = [];
+  for (const managerUrl of managerUrls) {
+    const url = new URL(managerUrl);
+    let caPem: string | undefined;
+    if (caFingerprint) {
+      try {
+        caPem = await fetchPinnedCa(url.hostname.replace(/^\[|\]$/g, ""), Number(url.port || 443), caFingerprint);
+        log.info({ manager: managerUrl }, "the manager's CA matches the enrollment token's fingerprint");
+      } catch (err) {
+        // 78 (EX_CONFIG) for a pin mismatch: retrying the same token and URL cannot help.
+        if (err instanceof PinMismatchError) fail(`refusing to enroll: ${err.message}`, 78);
+        if (managerUrls.length === 1) fail(`refusing to enroll: ${(err as Error).message}`, 1);
+        unreachable.push(`${managerUrl}: ${(err as Error).message}`);
+        log.warn({ manager: managerUrl, err: (err as Error).message }, "manager unreachable; trying the next one");
+        continue;
+      }
+    }
     try {
-      caPem = await fetchPinnedCa(url.hostname.replace(/^\[|\]$/g, ""), Number(url.port || 443), caFingerprint);
-      log.info({ manager: managerUrl }, "the manager's CA matches the enrollment token's fingerprint");
+      const r = await enroll(managerUrl, token, hostname(), AGENT_VERSION, caPem);
+      const path = await saveCredentials(
+        stateDir,
+        { managerUrl, ...(managerUrls.length > 1 ? { managerUrls } : {}), hostId: r.hostId, secret: r.secret, managerId: r.managerId },
+        caPem,
+      );
+      process.stdout.write(`enrolled as ${r.hostId}${managerUrls.length > 1 ? ` through ${managerUrl}` : ""}; credentials in ${path}. Start the agent: berth-agent run --state-dir ${stateDir}\n`);
+      process.exit(0);
     } catch (err) {
-      // 78 (EX_CONFIG) for a pin mismatch: retrying the same token and URL cannot help.
-      fail(`refusing to enroll: ${(err as Error).message}`, err instanceof PinMismatchError ? 78 : 1);
+      const details = errorDetails(err as { details?: string });
+      if (managerUrls.length > 1 && isUnreachable((err as { code?: number }).code)) {
+        unreachable.push(`${managerUrl}: ${details}`);
+        log.warn({ manager: managerUrl, err: details }, "manager unreachable; trying the next one");
+        continue;
+      }
+      let hint = "";
+      if (/altnames|does not match certificate/i.test(details)) {
+        hint = `; the manager's certificate does not name "${url.hostname}": add it on the manager with --tls-san ${url.hostname} (or use a name it has)`;
+      } else if (/certificate/i.test(details) && !caFingerprint) {
+        hint = "; this token carries no CA fingerprint, so the manager's certificate must be trusted by this host (managers with --tls-auto issue tokens that pin their CA)";
+      }
+      fail(`enrollment failed${managerUrls.length > 1 ? ` at ${managerUrl}` : ""}: ${details}${hint}`, 1);
     }
   }
-  try {
-    const r = await enroll(managerUrl, token, hostname(), AGENT_VERSION, caPem);
-    const path = await saveCredentials(stateDir, { managerUrl, hostId: r.hostId, secret: r.secret, managerId: r.managerId }, caPem);
-    process.stdout.write(`enrolled as ${r.hostId}; credentials in ${path}. Start the agent: berth-agent run --state-dir ${stateDir}\n`);
-    process.exit(0);
-  } catch (err) {
-    const details = errorDetails(err as { details?: string });
-    let hint = "";
-    if (/altnames|does not match certificate/i.test(details)) {
-      hint = `; the manager's certificate does not name "${url.hostname}": add it on the manager with --tls-san ${url.hostname} (or use a name it has)`;
-    } else if (/certificate/i.test(details) && !caFingerprint) {
-      hint = "; this token carries no CA fingerprint, so the manager's certificate must be trusted by this host (managers with --tls-auto issue tokens that pin their CA)";
-    }
-    fail(`enrollment failed: ${details}${hint}`, 1);
-  }
+  fail(`enrollment failed: no manager could be reached (${unreachable.join("; ")}); check the URLs and that a manager runs`, 1);
 } else if (cmd === "run") {
   let creds;
   try {
@@ -114,10 +145,17 @@ if (cmd === "enroll") {
   } catch (err) {
     fail((err as Error).message);
   }
+  // --manager on run replaces the enrolled list (add or move managers without enrolling again).
+  const managerSetting = values.manager ?? process.env.BERTH_MANAGER;
+  const managerUrls = managerSetting !== undefined ? managerUrlsOf(managerSetting) : enrolledManagerUrls(creds);
+  const plain = managerUrls.find((u) => !u.startsWith("https:"));
+  if (managerSetting !== undefined && creds.caPem && plain) {
+    fail(`this agent pinned its manager's CA at enrollment, so every --manager URL must be https:// (got ${plain})`);
+  }
   // caPem travels with the credential to the link (ManagerLink), which trusts only it for https.
   const credential = { hostId: creds.hostId, secret: creds.secret, ...(creds.caPem ? { caPem: creds.caPem } : {}) };
   const agent = new Agent({
-    managerUrl: creds.managerUrl,
+    managerUrls,
     credential,
     runtime: new DockerRuntime({ socketPath }),
     dataRoot,
@@ -130,7 +168,7 @@ if (cmd === "enroll") {
     // e.g. a data root reached through a symlink: a configuration error, not worth restarting for.
     fail((err as Error).message, 78);
   }
-  log.info({ host: creds.hostId, manager: creds.managerUrl, dataRoot: dataRoot.root, docker: socketPath }, "agent started");
+  log.info({ host: creds.hostId, manager: managerUrls.join(","), dataRoot: dataRoot.root, docker: socketPath }, "agent started");
   for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => agent.stop());
   const end = await agent.done;
   const revokedReason = end.revoked ? end.message : undefined;

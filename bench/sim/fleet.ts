@@ -67,7 +67,7 @@ async function start(m: StartMessage): Promise<void> {
       await dataRoot.ensure(c.serverId);
     }
     const agent = new Agent({
-      managerUrl: m.managerUrl,
+      managerUrls: [m.managerUrl],
       credential: { hostId: h.hostId, secret: h.secret },
       runtime,
       dataRoot,

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -7,6 +7,11 @@ import { runBackupCommand } from "./backup-cli.js";
 import { loadBackupSettings } from "./config/backup-settings.js";
 import { ConfigError } from "./config/settings.js";
 import { openDatabase } from "./store/database.js";
+import { MIGRATIONS } from "./store/migrations.js";
+import { migratePostgres } from "./store/postgres/migrate.js";
+import { requirePostgres, useTestDatabase } from "../../test/harness/postgres-tests.js";
+
+const pgServer = requirePostgres();
 
 /** Runs the command in-process and returns its exit code and what it printed. */
 async function backupCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -72,11 +77,34 @@ describe("berth-manager backup", () => {
     expect(existsSync(to)).toBe(false);
   });
 
-  it("a PostgreSQL store is refused in one line: not in this build yet", async () => {
-    const r = await backupCli(["--to", join(dir, "copy.db"), "--store", "postgres://berth:hunter2@db.internal/berth"]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toBe(
-      "berth-manager backup: the PostgreSQL store is not yet available in this build (postgres://berth:…@db.internal:5432/berth); use --store sqlite:///path/berth.db\n",
-    );
+  it("--help says how a PostgreSQL store is backed up and restored", async () => {
+    const r = await backupCli(["--help"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("pg_dump --format=custom");
+    expect(r.stdout).toContain("apt-get install postgresql-client");
+    expect(r.stdout).toContain("pg_restore --no-owner --exit-on-error");
+  });
+
+  it("a PostgreSQL server that does not answer fails the backup (exit 1) in one line without the password", async () => {
+    const to = join(dir, "copy.dump");
+    const r = await backupCli(["--to", to, "--store", "postgres://berth:hunter2@127.0.0.1:1/berth"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^berth-manager backup: cannot connect to postgres:\/\/berth:…@127\.0\.0\.1:1\/berth: .*ECONNREFUSED.*\n$/);
+    expect(r.stderr).not.toContain("hunter2");
+    expect(existsSync(to)).toBe(false);
+  });
+
+  describe.skipIf(!pgServer.url)("on PostgreSQL", () => {
+    const db = useTestDatabase("backup_cli");
+
+    it("--store postgres://… dumps that database with pg_dump and prints what it holds", async () => {
+      await migratePostgres(db.url);
+      const to = join(dir, "copy.dump");
+      const r = await backupCli(["--to", to, "--store", db.url]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^backed up ${db.url.replace(/\/$/, "")} to ${to} \\(\\d+ bytes, schema version ${MIGRATIONS.length}: 0 servers, 0 hosts, events up to #0\\)\\n$`));
+      expect(readFileSync(to).subarray(0, 5).toString()).toBe("PGDMP");
+    });
   });
 });

@@ -1,11 +1,12 @@
 /**
  * `berth-manager backup --to FILE [--store URL | --db PATH]`: an online copy
  * of the manager's store, safe while the manager runs. How the copy is made
- * is the store engine's business (store/sqlite-backup.ts for SQLite).
+ * is the store engine's business (store/sqlite-backup.ts for SQLite,
+ * store/postgres/backup.ts's pg_dump for PostgreSQL).
  */
 import { backupUsage, loadBackupSettings } from "./config/backup-settings.js";
 import { ConfigError } from "./config/settings.js";
-import { backupStore, StoreUnavailableError } from "./store/open.js";
+import { backupStore } from "./store/open.js";
 import { BackupError } from "./store/sqlite-backup.js";
 
 /** `berth-manager backup ...`; returns the process exit code (2: usage, 1: the backup failed). */
@@ -34,10 +35,6 @@ export async function runBackupCommand(args: string[], env: NodeJS.ProcessEnv): 
     );
     return 0;
   } catch (err) {
-    if (err instanceof StoreUnavailableError) {
-      process.stderr.write(`berth-manager backup: ${err.message}\n`);
-      return 2;
-    }
     if (!(err instanceof BackupError)) throw err;
     process.stderr.write(`berth-manager backup: ${err.message}\n`);
     return 1;

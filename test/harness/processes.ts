@@ -179,9 +179,14 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
   };
 }
 
-/** Enrolls an agent with a fresh token (via the API) and starts `berth-agent run`. */
+/**
+ * Enrolls an agent with a fresh token (via the API) and starts `berth-agent run`.
+ * `managerUrls`: enroll with `--manager <them, comma-separated>` (stored, then dialled
+ * in order by run) instead of the manager's own URL; the token still comes from `manager`.
+ */
 export async function startAgent(opts: {
   manager: ManagerProc;
+  managerUrls?: string[];
   dir: string;
   dataRoot?: string;
   dockerHost?: string;
@@ -192,7 +197,7 @@ export async function startAgent(opts: {
   const dataRoot = opts.dataRoot ?? join(opts.dir, "data");
   const env = opts.dockerHost ? { DOCKER_HOST: opts.dockerHost } : {};
   const { token } = await opts.manager.hosts.createEnrollmentToken({});
-  const enroll = await enrollAgent({ managerUrl: opts.manager.url, token, stateDir, dir: opts.dir, env });
+  const enroll = await enrollAgent({ managerUrl: opts.managerUrls?.join(",") ?? opts.manager.url, token, stateDir, dir: opts.dir, env });
   if (enroll.code !== 0) throw new Error(`berth-agent enroll failed (${enroll.code}):\n${enroll.log}`);
   const proc = runAgent({ dir: opts.dir, stateDir, dataRoot, env, extraArgs: opts.extraArgs ?? [] });
   return { ...proc, stateDir, dataRoot };

@@ -4,13 +4,21 @@ import { pino } from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AgentMessageSchema, ManagerMessageSchema, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { Backoff } from "./backoff.js";
-import { ManagerLink } from "./manager-link.js";
+import { ManagerLink, type LinkHandlers } from "./manager-link.js";
 
 /**
  * A manager that welcomes every agent, then refuses the stream at once (as
  * one did with every inventory over its message cap). Counts the dials.
  */
 async function refusingManager(): Promise<{ port: number; dials: number[]; server: grpc.Server }> {
+  return fakeManager((call) => {
+    call.write(create(ManagerMessageSchema, { body: { case: "welcome", value: { managerId: "mgr_x", hostId: "host_x" } } }));
+    setTimeout(() => call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: "message too large" }), 20);
+  });
+}
+
+/** A gRPC server on a free loopback port whose Connect does `onConnect`; counts the dials. */
+async function fakeManager(onConnect: (call: grpc.ServerDuplexStream<AgentMessage, ManagerMessage>) => void): Promise<{ port: number; dials: number[]; server: grpc.Server }> {
   const server = new grpc.Server();
   const dials: number[] = [];
   server.addService(
@@ -28,8 +36,7 @@ async function refusingManager(): Promise<{ port: number; dials: number[]; serve
     {
       connect: (call: grpc.ServerDuplexStream<AgentMessage, ManagerMessage>) => {
         dials.push(Date.now());
-        call.write(create(ManagerMessageSchema, { body: { case: "welcome", value: { managerId: "mgr_x", hostId: "host_x" } } }));
-        setTimeout(() => call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: "message too large" }), 20);
+        onConnect(call);
       },
     },
   );
@@ -69,4 +76,90 @@ describe("ManagerLink reconnects", () => {
     const gaps = dials.slice(1).map((t, i) => t - dials[i]!);
     expect(Math.max(...gaps), `gaps ${gaps.join(", ")} ms`).toBeGreaterThanOrEqual(2 * base);
   }, 15_000);
+});
+
+const welcoming = (managerId: string) => (call: grpc.ServerDuplexStream<AgentMessage, ManagerMessage>) => {
+  call.write(create(ManagerMessageSchema, { body: { case: "welcome", value: { managerId, hostId: "host_x" } } }));
+};
+
+/** A loopback port nothing listens on (bound, then released): connections to it are refused. */
+async function deadPort(): Promise<number> {
+  const server = new grpc.Server();
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  server.forceShutdown();
+  return port;
+}
+
+describe("ManagerLink with several managers", () => {
+  const links: ManagerLink[] = [];
+  const servers: grpc.Server[] = [];
+  afterEach(() => {
+    for (const l of links.splice(0)) l.stop();
+    for (const s of servers.splice(0)) s.forceShutdown();
+  });
+
+  /** A link over `urls` whose backoff would wait a minute: any backoff before a failover shows as a timeout. */
+  function linkTo(urls: string[], opts: { welcomeTimeoutMs?: number } = {}) {
+    const welcomes: string[] = [];
+    const revoked: string[] = [];
+    const handlers: LinkHandlers = {
+      onOpen: () => {},
+      onMessage: (m) => m.body.case === "welcome" && welcomes.push(m.body.value.managerId),
+      onClose: () => {},
+      onRevoked: (reason) => revoked.push(reason),
+    };
+    const link = new ManagerLink(urls, { hostId: "host_x", secret: "s" }, handlers, pino({ level: "silent" }), {
+      backoff: new Backoff(60_000, 60_000, () => 1),
+      ...opts,
+    });
+    links.push(link);
+    link.start();
+    return { link, welcomes, revoked };
+  }
+
+  it("a dead first manager: the second is dialled at once, without waiting the backoff", async () => {
+    const b = await fakeManager(welcoming("mgr_b"));
+    servers.push(b.server);
+    const t0 = Date.now();
+    const { link, welcomes } = linkTo([`http://127.0.0.1:${await deadPort()}`, `http://127.0.0.1:${b.port}`]);
+    await vi.waitFor(() => expect(welcomes).toEqual(["mgr_b"]), { timeout: 5_000, interval: 20 });
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    expect(link.managerUrl).toBe(`http://127.0.0.1:${b.port}`);
+  });
+
+  it("its manager's stream ends: the next manager takes over at once", async () => {
+    const a = await fakeManager(welcoming("mgr_a"));
+    const b = await fakeManager(welcoming("mgr_b"));
+    servers.push(a.server, b.server);
+    const { link, welcomes } = linkTo([`http://127.0.0.1:${a.port}`, `http://127.0.0.1:${b.port}`]);
+    await vi.waitFor(() => expect(welcomes).toEqual(["mgr_a"]), { timeout: 5_000, interval: 20 });
+    a.server.forceShutdown();
+    await vi.waitFor(() => expect(welcomes).toEqual(["mgr_a", "mgr_b"]), { timeout: 5_000, interval: 20 });
+    expect(link.managerUrl).toBe(`http://127.0.0.1:${b.port}`);
+  });
+
+  it("a manager that accepts the stream but never welcomes: the next one after the welcome timeout", async () => {
+    const silent = await fakeManager(() => {});
+    const b = await fakeManager(welcoming("mgr_b"));
+    servers.push(silent.server, b.server);
+    const t0 = Date.now();
+    const { welcomes } = linkTo([`http://127.0.0.1:${silent.port}`, `http://127.0.0.1:${b.port}`], { welcomeTimeoutMs: 300 });
+    await vi.waitFor(() => expect(welcomes).toEqual(["mgr_b"]), { timeout: 5_000, interval: 20 });
+    expect(silent.dials.length).toBe(1);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+  });
+
+  it("a manager refusing the credential (Unauthenticated) stops the link: it never hops to the next manager", async () => {
+    const refusing = await fakeManager((call) => call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: "this host was removed from berth" }));
+    const b = await fakeManager(welcoming("mgr_b"));
+    servers.push(refusing.server, b.server);
+    const { link, revoked } = linkTo([`http://127.0.0.1:${refusing.port}`, `http://127.0.0.1:${b.port}`]);
+    await vi.waitFor(() => expect(revoked).toEqual(["this host was removed from berth"]), { timeout: 5_000, interval: 20 });
+    // Give a hop every chance to happen: it would be immediate.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(b.dials).toEqual([]);
+    expect(link.connected).toBe(false);
+  });
 });

@@ -11,6 +11,7 @@ import {
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
 import { Backoff } from "./backoff.js";
+import { afterHealthy, afterStreamEnd, type RotationState } from "./failover.js";
 
 const CONNECT_PATH = "/berth.v1.AgentService/Connect";
 const ENROLL_PATH = "/berth.v1.AgentService/Enroll";
@@ -99,16 +100,31 @@ export interface LinkHandlers {
 /** How long a welcomed stream must stay up before the reconnect backoff starts over. */
 const HEALTHY_AFTER_MS = 15_000;
 
+/**
+ * With several managers: how long a dial may go without the manager's
+ * Welcome (sent as soon as the stream opens) before the link gives up on
+ * that manager and tries the next. Covers a manager whose address drops
+ * packets, which the OS would take minutes to give up on.
+ */
+const WELCOME_TIMEOUT_MS = 10_000;
+
 export interface LinkOptions {
-  /** The reconnect delays (default 0.5 s .. 30 s, full jitter). */
+  /** The reconnect delays between full rounds of the URL list (default 0.5 s .. 30 s, full jitter). */
   backoff?: Backoff;
   /** Default HEALTHY_AFTER_MS. */
   healthyAfterMs?: number;
+  /** Default WELCOME_TIMEOUT_MS; only used with more than one URL (a single manager is waited for). */
+  welcomeTimeoutMs?: number;
 }
 
 /**
- * The agent's bidi stream to the manager, reconnecting forever with
+ * The agent's bidi stream to a manager, reconnecting forever with
  * exponential backoff and jitter (cap 30 s) until stopped or revoked.
+ *
+ * With several manager URLs it dials one at a time, in order: a failed dial
+ * or an ended stream moves on to the next URL at once, and the backoff's
+ * delay comes only after every URL failed in a row (one delay per round,
+ * failover.ts). A refused credential stops the link on any manager.
  *
  * The backoff starts over only once a stream has been healthy for a while
  * (`healthyAfterMs` after the manager's welcome), not on the welcome itself:
@@ -118,33 +134,49 @@ export interface LinkOptions {
  */
 export class ManagerLink {
   private client: grpc.Client | undefined;
+  /** The URL `client` dials (its index in `urls`). */
+  private clientIndex = -1;
   private call: grpc.ClientDuplexStream<AgentMessage, ManagerMessage> | undefined;
+  private readonly urls: readonly string[];
   private readonly backoff: Backoff;
   private readonly healthyAfterMs: number;
+  private readonly welcomeTimeoutMs: number;
+  private rotation: RotationState = { index: 0, failedInRound: 0 };
+  private connectedUrl: string | undefined;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
   private healthyTimer: NodeJS.Timeout | undefined;
+  private welcomeTimer: NodeJS.Timeout | undefined;
   private openedAt = 0;
 
   constructor(
-    private readonly managerUrl: string,
+    /** One URL, or several managers to fail over between, in order. */
+    managerUrls: string | readonly string[],
     /** `caPem`: the manager's CA pinned at enrollment, the only trust root for https. */
     private readonly credential: { hostId: string; secret: string; caPem?: string },
     private readonly handlers: LinkHandlers,
     private readonly log: Logger,
     opts: LinkOptions = {},
   ) {
+    this.urls = typeof managerUrls === "string" ? [managerUrls] : [...managerUrls];
+    if (this.urls.length === 0) throw new Error("ManagerLink needs at least one manager URL");
     this.backoff = opts.backoff ?? new Backoff(500, 30_000);
     this.healthyAfterMs = opts.healthyAfterMs ?? HEALTHY_AFTER_MS;
+    this.welcomeTimeoutMs = opts.welcomeTimeoutMs ?? WELCOME_TIMEOUT_MS;
   }
 
   get connected(): boolean {
     return this.call !== undefined;
   }
 
+  /** The URL of the manager the current stream goes to (dialled, perhaps not yet welcomed); undefined between streams. */
+  get managerUrl(): string | undefined {
+    return this.call ? this.connectedUrl : undefined;
+  }
+
+  /** Throws (before dialling anything) on a URL grpc-js cannot dial, e.g. from a hand-edited credential file. */
   start(): void {
-    const { target, credentials } = channelFor(this.managerUrl, this.credential.caPem);
-    this.client = new grpc.Client(target, credentials, CHANNEL_OPTIONS);
+    for (const url of this.urls) channelFor(url, this.credential.caPem);
     this.dial();
   }
 
@@ -181,33 +213,60 @@ export class ManagerLink {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     clearTimeout(this.healthyTimer);
+    clearTimeout(this.welcomeTimer);
     this.call?.cancel();
     this.call = undefined;
     this.client?.close();
   }
 
+  /** The channel to `urls[index]`: kept across redials of one URL, replaced (old one closed) when the URL changes. */
+  private clientFor(index: number): grpc.Client {
+    if (this.client && this.clientIndex === index) return this.client;
+    this.client?.close();
+    const { target, credentials } = channelFor(this.urls[index]!, this.credential.caPem);
+    this.client = new grpc.Client(target, credentials, CHANNEL_OPTIONS);
+    this.clientIndex = index;
+    return this.client;
+  }
+
   private dial(): void {
-    if (this.stopped || !this.client) return;
+    if (this.stopped) return;
+    const url = this.urls[this.rotation.index]!;
+    const client = this.clientFor(this.rotation.index);
     const md = new grpc.Metadata();
     md.set("authorization", `Bearer ${this.credential.hostId}.${this.credential.secret}`);
-    const call = this.client.makeBidiStreamRequest(
+    const call = client.makeBidiStreamRequest(
       CONNECT_PATH,
       (m: AgentMessage) => Buffer.from(toBinary(AgentMessageSchema, m)),
       (b: Buffer) => fromBinary(ManagerMessageSchema, b),
       md,
     );
     this.call = call;
+    this.connectedUrl = url;
     this.openedAt = Date.now();
     let welcomed = false;
+    clearTimeout(this.welcomeTimer);
+    if (this.urls.length > 1) {
+      // Another manager may answer: do not wait on this one for as long as the OS would.
+      this.welcomeTimer = setTimeout(() => {
+        if (this.call !== call || welcomed) return;
+        this.log.warn({ url, waitedMs: this.welcomeTimeoutMs }, "no welcome from the manager in time; trying the next one");
+        call.cancel();
+      }, this.welcomeTimeoutMs);
+      this.welcomeTimer.unref();
+    }
     call.on("data", (msg: ManagerMessage) => {
       if (!welcomed && msg.body.case === "welcome") {
         welcomed = true;
+        clearTimeout(this.welcomeTimer);
         clearTimeout(this.healthyTimer);
         this.healthyTimer = setTimeout(() => {
-          if (this.call === call) this.backoff.reset();
+          if (this.call !== call) return;
+          this.backoff.reset();
+          this.rotation = afterHealthy(this.rotation);
         }, this.healthyAfterMs);
         this.healthyTimer.unref();
-        this.log.info({ manager: msg.body.value.managerId, host: msg.body.value.hostId }, "connected to manager");
+        this.log.info({ url, manager: msg.body.value.managerId, host: msg.body.value.hostId }, "connected to manager");
       }
       this.handlers.onMessage(msg);
     });
@@ -218,18 +277,25 @@ export class ManagerLink {
       if (this.call === call) {
         this.call = undefined;
         clearTimeout(this.healthyTimer);
+        clearTimeout(this.welcomeTimer);
       }
       this.handlers.onClose();
       if (this.stopped) return;
-      if (err?.code === grpc.status.UNAUTHENTICATED) {
+      const decision = afterStreamEnd(this.rotation, this.urls.length, err?.code);
+      if (decision.kind === "stop") {
         this.stopped = true;
-        const reason = errorDetails(err);
-        this.log.error({ reason }, `the manager refused this agent's credential (${reason}); not retrying. Re-enroll with \`berth-agent enroll\``);
+        const reason = errorDetails(err!);
+        this.log.error({ url, reason, code: err?.code }, `the manager refused this agent's credential (${reason}); not retrying. Re-enroll with \`berth-agent enroll\``);
         this.handlers.onRevoked(reason);
         return;
       }
-      const delay = this.backoff.next();
-      this.log.warn({ err: err?.details ?? "stream ended", code: err?.code, retryInMs: delay, upMs: Date.now() - this.openedAt }, "link to manager lost; reconnecting");
+      this.rotation = decision.state;
+      const delay = decision.backoff ? this.backoff.next() : 0;
+      const next = this.urls[decision.state.index]!;
+      this.log.warn(
+        { url, err: err?.details ?? "stream ended", code: err?.code, retryInMs: delay, upMs: Date.now() - this.openedAt, ...(this.urls.length > 1 ? { next } : {}) },
+        "link to manager lost; reconnecting",
+      );
       this.timer = setTimeout(() => this.dial(), delay);
     };
     call.on("error", (err: grpc.ServiceError) => end(err));

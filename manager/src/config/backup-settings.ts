@@ -11,7 +11,7 @@ export const BACKUP_SETTINGS = defineSettings({
     group: "Backup",
     arg: "FILE",
     flagOnly: true,
-    help: "write the backup to FILE (a complete SQLite database); refused if FILE exists, unless --force",
+    help: "write the backup to FILE (a SQLite database file, or for PostgreSQL a pg_dump custom-format archive); refused if FILE exists, unless --force",
   },
   ...storeSettings("Backup"),
   force: { kind: "boolean", group: "Backup", flagOnly: true, default: false, help: "replace FILE if it exists" },
@@ -40,9 +40,16 @@ of one moment (a single read transaction; the manager keeps writing). The
 copy is checked (PRAGMA integrity_check) and written to a temporary file
 renamed to FILE at the end, so FILE is never half-written.
 
+PostgreSQL (--store postgres://…): pg_dump --format=custom of one snapshot,
+checked with pg_restore --list, written the same way. Needs PostgreSQL's
+client tools as new as the server (apt-get install postgresql-client).
+
 ${renderSettingsHelp(BACKUP_SETTINGS)}
 Restore (docs/reliability.md): stop the manager, copy FILE over the database
 and delete the database's -wal and -shm files, start the manager. Servers
 created after the backup show up as untracked orphans, not destroyed.
+PostgreSQL: stop the managers, then pg_restore --no-owner --exit-on-error
+-d URL FILE into an empty database, or add --clean --if-exists to restore
+over the existing one.
 `;
 }

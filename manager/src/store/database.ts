@@ -60,7 +60,7 @@ function migrate(db: Db): void {
   }
   for (let v = current; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
+      db.exec(MIGRATIONS[v]!.sqlite);
       db.pragma(`user_version = ${v + 1}`);
     })();
   }

@@ -281,7 +281,7 @@ describe("migration 7 on a database built at version 6", () => {
     cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, "berth.db");
     const old = new Database(path);
-    for (const m of MIGRATIONS.slice(0, 6)) old.exec(m);
+    for (const m of MIGRATIONS.slice(0, 6)) old.exec(m.sqlite);
     old.pragma("user_version = 6");
     const srv = old.prepare(
       `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase, created_at, updated_at, deleted_at)

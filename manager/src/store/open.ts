@@ -7,6 +7,7 @@
 import { AlertStore } from "./alert-store.js";
 import { openDatabase } from "./database.js";
 import { EventStore } from "./event-store.js";
+import { backupPostgresDatabase } from "./postgres/backup.js";
 import type { SecretBox } from "./secrets.js";
 import { backupSqliteDatabase, type BackupSummary } from "./sqlite-backup.js";
 import type { Store as StoreContract } from "./contract.js";
@@ -96,13 +97,17 @@ export function openStore(url: string | StoreUrl, opts: OpenStoreOptions = {}): 
 
 /**
  * An online, consistent copy of the store into the file `to` (refused when
- * it exists, unless `force`). Throws BackupError (sqlite-backup.ts) with what
- * to do, or StoreUnavailableError.
+ * it exists, unless `force`): a SQLite database file (sqlite-backup.ts), or
+ * for PostgreSQL a pg_dump custom-format archive (postgres/backup.ts;
+ * `pgBinDir` says where pg_dump is, default /usr/lib/postgresql/<major>/bin
+ * then PATH). Throws BackupError (sqlite-backup.ts) with what to do.
  */
-export async function backupStore(url: string | StoreUrl, to: string, opts: { force?: boolean } = {}): Promise<BackupSummary> {
+export async function backupStore(url: string | StoreUrl, to: string, opts: { force?: boolean; pgBinDir?: string } = {}): Promise<BackupSummary> {
   const parsed = typeof url === "string" ? parseStoreUrl(url) : url;
-  if (parsed.engine !== "sqlite") throw postgresUnavailable(parsed);
-  return backupSqliteDatabase(parsed.path, to, opts);
+  if (parsed.engine === "postgres") {
+    return backupPostgresDatabase(parsed, to, { force: opts.force ?? false, ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}) });
+  }
+  return backupSqliteDatabase(parsed.path, to, { force: opts.force ?? false });
 }
 
 function postgresUnavailable(url: StoreUrl): StoreUnavailableError {

@@ -304,7 +304,7 @@ describe("commands and data checks of servers that are gone", () => {
     const path = join(tempDir(), "berth.db");
     // As a version before migration 6 left it.
     const old = new Database(path);
-    for (const m of MIGRATIONS.slice(0, 5)) old.exec(m);
+    for (const m of MIGRATIONS.slice(0, 5)) old.exec(m.sqlite);
     old.pragma("user_version = 5");
     old.prepare(
       `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase, created_at, updated_at)
