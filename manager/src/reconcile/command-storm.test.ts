@@ -4,7 +4,7 @@
  * that answers like the real one (a removal reports no container; the
  * inventory it was building when the removal ran arrives after the result).
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { CommandKind, ContainerInfoSchema, type Command, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
@@ -114,6 +114,16 @@ async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: 
     }
   })();
   cleanup.push(() => void agent);
+  // Wait for the outcome (the container gone from the manager's view, no command open, nothing
+  // queued), however slow the machine; then give a storm the time it would need to show.
+  await vi.waitFor(
+    async () => {
+      expect(store.containersForServer(HOST, SERVER)).toHaveLength(0);
+      expect(await contract.openCommandForServer(SERVER)).toBeUndefined();
+    },
+    { timeout: 10_000, interval: 20 },
+  );
+  await reconciler.queue.idle();
   await new Promise((r) => setTimeout(r, 400));
   const issued = ledger.list({ serverId: SERVER }).filter((e) => e.type === "command.issued").length;
   return { issued, store, ledger };
