@@ -422,7 +422,7 @@ describe("npm packages, installed like docs/install.md says", () => {
     const { stdout: mh } = await run(process.execPath, [bin("manager"), "--help"], { env: cleanEnv() });
     for (const name of Object.keys(MANAGER_SETTINGS)) expect(mh).toContain(`--${name}`);
     const { stdout: ah } = await run(process.execPath, [bin("agent"), "--help"], { env: cleanEnv() });
-    expect(ah).toContain("berth-agent enroll --manager URL --token TOKEN");
+    expect(ah).toContain("berth-agent enroll --manager URL[,URL...] --token TOKEN");
   });
 
   it("the installed manager and agent run a server on Docker", async () => {
