@@ -17,6 +17,11 @@ let warned = false;
 /** The run's server (url, binDir), or why there is none; the reason is printed once per file. */
 export function requirePostgres(): ProvidedPostgres {
   const provided = inject("postgres");
+  // Under CI a missing server fails the file (the global setup should already have failed the run):
+  // a PostgreSQL suite must never pass there by being skipped.
+  if (!provided.url && process.env.CI === "true") {
+    throw new Error(`CI=true and no PostgreSQL server for this run: ${provided.unavailable ?? "none was provided"}`);
+  }
   if (!provided.url && !warned) {
     warned = true;
     console.warn(`[berth] skipping PostgreSQL tests in this file: ${provided.unavailable ?? "no server was provided"}`);

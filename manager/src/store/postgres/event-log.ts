@@ -48,7 +48,7 @@
  */
 import type pg from "pg";
 import type { EventInput, EventRecord } from "../../domain/records.js";
-import { eventFromRow } from "../event-store.js";
+import { eventFromRow, type EventRow } from "../event-store.js";
 
 /**
  * The advisory lock key that orders ledger appends: the ASCII bytes of
@@ -127,19 +127,7 @@ export async function readEventsAfter(db: Queryable, afterId: number, limit: num
 }
 
 /** An `events` row as `pg` returns it: int8 columns arrive as strings. */
-interface PgEventRow {
-  id: string;
-  time: string;
-  project: string;
-  server_id: string;
-  host_id: string;
-  type: string;
-  reason: string;
-  message: string;
-  actor: string;
-  correlation_id: string;
-  payload_json: string;
-}
+type PgEventRow = Omit<EventRow, "id" | "time"> & { id: string; time: string };
 
 function eventFromPgRow(r: PgEventRow): EventRecord {
   return eventFromRow({ ...r, id: toId(r.id), time: Number(r.time) });
