@@ -22,7 +22,9 @@ describe("command storms", () => {
 
   beforeAll(async () => {
     dir = await tempDir("storm");
-    manager = await startManager({ dir, args: ["--delete-retention", "3600"] });
+    // The resync loop below is a change every few milliseconds from one token: lift the per-token
+    // rate limit so the deletes under test are never refused by it (this test is not about limits).
+    manager = await startManager({ dir, args: ["--delete-retention", "3600", "--rate-limit", "100000", "--rate-burst", "100000"] });
     agent = await startAgent({ manager, dir, extraArgs: ["--inventory-interval", "1"] });
     await waitForHostOnline(manager);
   });
