@@ -14,7 +14,7 @@ import { DesiredState, Phase, RestartPolicy, ServerSpecSchema } from "@berth/pro
 import { hashSecret, newId, newSecret } from "../../manager/src/ids.js";
 import { containerName } from "../../manager/src/reconcile/reconciler.js";
 import { specHash } from "../../manager/src/reconcile/spec-hash.js";
-import type { WriteOp } from "../../manager/src/store/contract.js";
+import type { WriteOp } from "../../manager/src/store/store.js";
 import { openStore } from "../../manager/src/store/open.js";
 import { sqliteStoreUrl } from "../../manager/src/store/store-url.js";
 import { initialStatus } from "../../manager/src/domain/records.js";

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { runBackupCommand } from "./backup-cli.js";
 import { loadBackupSettings } from "./config/backup-settings.js";
 import { ConfigError } from "./config/settings.js";
-import { openDatabase } from "./store/database.js";
+import { openDatabase } from "./store/sqlite/database.js";
 import { MIGRATIONS } from "./store/migrations.js";
 import { migratePostgres } from "./store/postgres/migrate.js";
 import { requirePostgres, useTestDatabase } from "../../test/harness/postgres-tests.js";

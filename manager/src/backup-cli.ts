@@ -7,7 +7,7 @@
 import { backupUsage, loadBackupSettings } from "./config/backup-settings.js";
 import { ConfigError } from "./config/settings.js";
 import { backupStore } from "./store/open.js";
-import { BackupError } from "./store/sqlite-backup.js";
+import { BackupError } from "./store/sqlite/backup.js";
 
 /** `berth-manager backup ...`; returns the process exit code (2: usage, 1: the backup failed). */
 export async function runBackupCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {

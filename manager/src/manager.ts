@@ -40,10 +40,10 @@ import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
 import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox } from "./store/secrets.js";
+import type { SqliteTables } from "./store/sqlite/tables.js";
 import type { Store } from "./store/store.js";
-import type { Store as StoreContract } from "./store/contract.js";
 import { describeStoreUrl, parseStoreUrl, sqliteStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
-import type { TokenStore } from "./store/token-store.js";
+import type { TokenTables } from "./store/sqlite/token-tables.js";
 import type { TlsMaterial } from "./tls/certificates.js";
 
 export interface ManagerConfig {
@@ -96,8 +96,8 @@ export interface ManagerConfig {
 }
 
 export interface Manager {
-  readonly store: Store;
-  readonly tokens: TokenStore;
+  readonly store: SqliteTables;
+  readonly tokens: TokenTables;
   /**
    * The secret of the admin token created because the database had no token
    * at all (first start, made by `listen()` before the port is bound);
@@ -311,7 +311,7 @@ export function buildManager(config: ManagerConfig): Manager {
  * all-projects admin token and returns its secret, which only the caller
  * prints; the database keeps its hash.
  */
-async function bootstrapAdminToken(store: StoreContract, ledger: Ledger): Promise<string | undefined> {
+async function bootstrapAdminToken(store: Store, ledger: Ledger): Promise<string | undefined> {
   if ((await store.countTokens()) > 0) return undefined;
   const { token, secret, op } = newToken({ name: "admin", role: "admin", project: null }, "bootstrap", Date.now());
   await store.commit([op, ledger.op({ type: "token.created", actor: "bootstrap", correlationId: token.id, message: 'first start: admin token "admin" (all projects) created' })]);

@@ -10,13 +10,13 @@ import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessag
 import { hashSecret, newSecret } from "../src/ids.js";
 import { AsyncQueue } from "../src/link/async-queue.js";
 import type { Reconciler } from "../src/reconcile/reconciler.js";
-import type { Store as StoreContract } from "../src/store/contract.js";
+import type { Store } from "../src/store/store.js";
 
 /** The body of one AgentMessage: inventory, heartbeat, commandResult, containerEvent, ... */
 export type AgentBody = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 
 /** Inserts host `id` (named `name`) with a fresh secret; resolves with the secret its agent authenticates with. */
-export async function addHost(store: StoreContract, id: string, name = id): Promise<string> {
+export async function addHost(store: Store, id: string, name = id): Promise<string> {
   const secret = newSecret();
   await store.commit([{ op: "host.insert", id, name, secretHash: hashSecret(secret), createdAt: 1 }]);
   return secret;

@@ -1,10 +1,10 @@
+import type { AlertRecord } from "../domain/records.js";
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import type { AlertRecord } from "../store/alert-store.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
 import { memoryStore } from "../../testing/store.js";
 import { AlertEvaluator, step } from "./evaluator.js";
@@ -55,7 +55,7 @@ describe("step(): pending, firing, resolved", () => {
 });
 
 /** `s` with its listFiringAlerts answered by `read` (everything else is `s` itself). */
-function withFiring(s: StoreContract, read: () => Promise<AlertRecord[]>): StoreContract {
+function withFiring(s: Store, read: () => Promise<AlertRecord[]>): Store {
   return new Proxy(s, {
     get(target, prop) {
       if (prop === "listFiringAlerts") return read;
@@ -66,7 +66,7 @@ function withFiring(s: StoreContract, read: () => Promise<AlertRecord[]>): Store
 }
 
 /** `wrap` may put a store in front of the real one (to slow reads down, or race them). */
-async function setup(wrap: (s: StoreContract) => StoreContract = (s) => s, config: { intervalMs?: number } = {}) {
+async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?: number } = {}) {
   let now = 1_000_000;
   const { store: tables, contract } = memoryStore();
   const ledger = new Ledger(tables, () => now);
@@ -188,7 +188,7 @@ describe("AlertEvaluator", () => {
     let running = 0;
     let most = 0;
     let runs = 0;
-    const slow = (s: StoreContract) =>
+    const slow = (s: Store) =>
       withFiring(s, async () => {
         runs++;
         most = Math.max(most, ++running);
@@ -214,7 +214,7 @@ describe("AlertEvaluator", () => {
 
   it("a run whose batch lost a race (its alert resolved meanwhile) writes nothing; the next run decides again", async () => {
     let race: (() => Promise<void>) | undefined;
-    const racing = (s: StoreContract) =>
+    const racing = (s: Store) =>
       withFiring(s, async () => {
         const firing = await s.listFiringAlerts();
         // Another path resolves the alert after this run read it firing.

@@ -1,10 +1,10 @@
+import type { AlertRecord } from "../domain/records.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { ConflictError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
-import type { AlertRecord } from "../store/alert-store.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { Store, WriteOp } from "../store/store.js";
 import {
   alertKey,
   DEFAULT_THRESHOLDS,
@@ -73,7 +73,7 @@ export const DEFAULT_EVALUATOR: AlertEvaluatorConfig = {
 };
 
 export interface AlertEvaluatorDeps {
-  store: StoreContract;
+  store: Store;
   /** Builds the events of each run's batch; they reach listeners once committed (Ledger.follow). */
   ledger: Pick<Ledger, "op" | "subscribe">;
   /** Whether a host's agent is connected with its inventory stored (AgentHub.isConnected). */

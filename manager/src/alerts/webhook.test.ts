@@ -1,8 +1,8 @@
+import type { AlertRecord } from "../domain/records.js";
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import type { AlertRecord } from "../store/alert-store.js";
 import { memoryStore } from "../../testing/store.js";
 import { redactUrl, retryDelayMs, signBody, WebhookNotifier, type AlertNotification } from "./webhook.js";
 

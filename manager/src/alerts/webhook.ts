@@ -1,10 +1,9 @@
 import { createHmac } from "node:crypto";
 import { newId } from "../ids.js";
-import type { EventInput } from "../domain/records.js";
+import type { EventInput, AlertRecord } from "../domain/records.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
-import type { AlertRecord } from "../store/alert-store.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 
 export interface WebhookConfig {
   /** Receivers: every alert notification is POSTed to each. */
@@ -87,7 +86,7 @@ export class WebhookNotifier {
     private readonly config: WebhookConfig,
     private readonly deps: {
       /** Where each attempt is recorded (its event, one commit each). */
-      store: Pick<StoreContract, "commit">;
+      store: Pick<Store, "commit">;
       ledger: Pick<Ledger, "op">;
       log: Logger;
       managerId: string;

@@ -1,3 +1,4 @@
+import type { TokenRecord } from "../domain/records.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -17,11 +18,10 @@ import { checkNewToken } from "../auth/token-policy.js";
 import { newToken } from "../auth/tokens.js";
 import { InvalidArgumentError, NotFoundError, UnauthenticatedError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
-import type { Store as StoreContract } from "../store/contract.js";
-import type { TokenRecord } from "../store/token-store.js";
+import type { Store } from "../store/store.js";
 
 export interface AccessServiceDeps {
-  store: StoreContract;
+  store: Store;
   limits: AccessLimits;
   ledger: Ledger;
   now?: () => number;

@@ -9,7 +9,7 @@ import { hashSecret } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
-import type { CommitResult, Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { CommitResult, Store, WriteOp } from "../store/store.js";
 import { addHost, openAgentStream, stubReconciler } from "../../testing/agent-stream.js";
 import { memoryStore } from "../../testing/store.js";
 import { createAgentService } from "./agent-service.js";
@@ -24,7 +24,7 @@ afterEach(() => {
  * until `release()`; the batches that reached the database are kept in
  * `applied`, in the order they did.
  */
-function gatedContract(inner: StoreContract) {
+function gatedContract(inner: Store) {
   let hold: (ops: readonly WriteOp[]) => boolean = () => false;
   let open: () => void = () => {};
   let gate: Promise<void> = Promise.resolve();

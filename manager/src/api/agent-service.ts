@@ -21,7 +21,7 @@ import type { AgentHub, AgentSession } from "../link/agent-hub.js";
 import { AsyncQueue } from "../link/async-queue.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import type { CommitResult, Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { CommitResult, Store, WriteOp } from "../store/store.js";
 import { type DataDirRecord, type DataRootEntry, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../domain/labels.js";
 import { commandName } from "../reconcile/plan.js";
@@ -44,7 +44,7 @@ import { TokenBucket } from "../auth/limits.js";
 
 export interface AgentServiceDeps {
   /** The store contract: every message of a link is applied as one committed batch. */
-  store: StoreContract;
+  store: Store;
   hub: AgentHub;
   ledger: Ledger;
   reconciler: Reconciler;

@@ -1,10 +1,10 @@
+import type { AlertRecord } from "../domain/records.js";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import type { AlertRecord } from "../store/alert-store.js";
 import { memoryStore } from "../../testing/store.js";
 import { createAlertService } from "./alert-service.js";
 import { errorInterceptor } from "./errors.js";

@@ -1,3 +1,4 @@
+import type { AlertRecord } from "../domain/records.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -14,11 +15,10 @@ import {
 import { actorOf, callerOf, canSee, requireRole, type Caller } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
-import type { AlertRecord } from "../store/alert-store.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 
 export interface AlertServiceDeps {
-  store: StoreContract;
+  store: Store;
   ledger: Ledger;
   now?: () => number;
 }

@@ -13,9 +13,8 @@ import { callerOf } from "../auth/caller.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { Wakeup, watchEnded } from "../ledger/wakeup.js";
-import type { Store as StoreContract } from "../store/contract.js";
-import type { EventQuery } from "../store/event-store.js";
-import type { EventRecord } from "../domain/records.js";
+import type { Store } from "../store/store.js";
+import type { EventRecord, EventQuery } from "../domain/records.js";
 import type { Caller } from "../auth/caller.js";
 import { loadVisibleServer } from "./find-server.js";
 
@@ -23,7 +22,7 @@ export interface EventServiceDeps {
   /** Wakes live watches when events are committed. */
   ledger: Pick<Ledger, "subscribe">;
   /** Where events are read (and a server name in `server_id` resolved). */
-  store: Pick<StoreContract, "listNewestFirst" | "readForward" | "lastEventId" | "getServer" | "findServerByName" | "listServers">;
+  store: Pick<Store, "listNewestFirst" | "readForward" | "lastEventId" | "getServer" | "findServerByName" | "listServers">;
 }
 
 const DEFAULT_PAGE = 100;

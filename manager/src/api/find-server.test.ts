@@ -3,7 +3,7 @@ import { Code } from "@connectrpc/connect";
 import type { Caller } from "../auth/caller.js";
 import { BerthError } from "../errors.js";
 import type { HostRecord, ServerRecord } from "../domain/records.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import { loadHost, loadVisibleServer } from "./find-server.js";
 
 const live = { id: "host_live", name: "a", removedAt: null } as HostRecord;
@@ -25,7 +25,7 @@ const contract = {
   getServer: async (id: string) => getServer(id),
   findServerByName: async (p: string, n: string) => findServerByName(p, n),
   listServers: async () => listServers(),
-} as unknown as StoreContract;
+} as unknown as Store;
 
 async function outcome(fn: () => Promise<{ id: string }>): Promise<string> {
   try {

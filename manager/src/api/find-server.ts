@@ -1,7 +1,7 @@
 import type { Caller } from "../auth/caller.js";
 import { canSee } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError } from "../errors.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import type { HostRecord, ServerRecord } from "../domain/records.js";
 import { requireId } from "./validate.js";
 
@@ -11,7 +11,7 @@ import { requireId } from "./validate.js";
  * project answers NotFound, exactly like one that does not exist. Every API
  * call that names a server looks it up here.
  */
-export async function loadVisibleServer(store: Pick<StoreContract, "getServer" | "findServerByName" | "listServers">, caller: Caller, idOrName: string): Promise<ServerRecord> {
+export async function loadVisibleServer(store: Pick<Store, "getServer" | "findServerByName" | "listServers">, caller: Caller, idOrName: string): Promise<ServerRecord> {
   const key = requireId(idOrName);
   const s =
     (await store.getServer(key)) ??
@@ -24,7 +24,7 @@ export async function loadVisibleServer(store: Pick<StoreContract, "getServer" |
  * removed (unless `includeRemoved`: a removed host's id still names its
  * stranded servers). `id` as the caller sent it, already checked non-empty.
  */
-export async function loadHost(store: Pick<StoreContract, "getHost">, id: string, opts: { includeRemoved?: boolean } = {}): Promise<HostRecord> {
+export async function loadHost(store: Pick<Store, "getHost">, id: string, opts: { includeRemoved?: boolean } = {}): Promise<HostRecord> {
   return liveHost(await store.getHost(id.trim()), id, opts);
 }
 

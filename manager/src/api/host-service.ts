@@ -16,13 +16,13 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { NetworkInventory } from "../orphans/network-inventory.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import { formatEnrollmentToken } from "../tls/enrollment-token.js";
 import { hostToProto } from "./convert.js";
 import { loadHost } from "./find-server.js";
 
 export interface HostServiceDeps {
-  store: StoreContract;
+  store: Store;
   hub: AgentHub;
   ledger: Ledger;
   reconciler: Pick<Reconciler, "enqueueHost">;

@@ -8,7 +8,7 @@ import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import { AsyncQueue, type QueueBound } from "../link/async-queue.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import { loadVisibleServer } from "./find-server.js";
 
 /**
@@ -49,7 +49,7 @@ const LOG_QUEUE_BOUND: QueueBound<Entry> = {
 };
 
 export interface TailLogsDeps {
-  store: Pick<StoreContract, "getServer" | "findServerByName" | "listServers">;
+  store: Pick<Store, "getServer" | "findServerByName" | "listServers">;
   hub: AgentHub;
   now?: () => number;
   /** The agent answers a log request with an empty chunk once Docker's stream is open. */

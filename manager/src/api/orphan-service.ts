@@ -17,7 +17,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import type { OrphanFinding } from "../orphans/classify.js";
 import type { OrphanDetector } from "../orphans/detector.js";
 import type { NetworkInventory } from "../orphans/network-inventory.js";
@@ -26,7 +26,7 @@ import { serverToProto } from "./convert.js";
 import { loadHost, loadVisibleServer } from "./find-server.js";
 
 export interface OrphanServiceDeps {
-  store: StoreContract;
+  store: Store;
   hub: AgentHub;
   ledger: Pick<Ledger, "op">;
   reconciler: Pick<Reconciler, "reconcileNow" | "dropRecord" | "issueCopyData" | "dispatch" | "requestOrphanCommand" | "deadlineFor">;

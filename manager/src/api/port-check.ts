@@ -2,7 +2,7 @@ import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import { describeConflicts, findPortConflicts, suggestFreePorts, type PortOwner } from "../domain/port-conflicts.js";
 import type { ServerRecord } from "../domain/records.js";
 import { PreconditionError } from "../errors.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 
 /** What `requirePortsFree` needs to know about the caller's request. */
 export interface PortCheck {
@@ -19,7 +19,7 @@ export interface PortCheck {
  * publish. Reads every server on the host: callers skip it when no port is
  * requested.
  */
-export async function loadPortOwners(store: Pick<StoreContract, "listServers">, hostId: string, exceptId: string): Promise<PortOwner[]> {
+export async function loadPortOwners(store: Pick<Store, "listServers">, hostId: string, exceptId: string): Promise<PortOwner[]> {
   return portOwners(await store.listServers({ hostId }), exceptId);
 }
 
@@ -30,7 +30,7 @@ export async function loadPortOwners(store: Pick<StoreContract, "listServers">, 
  * backstop for a race. Used by CreateServer/UpdateServer/StartServer/
  * RestoreServer and by AdoptOrphan and ReassignServer.
  */
-export async function requirePortsFree(store: Pick<StoreContract, "listServers">, hostId: string, ports: readonly PortMapping[], opts: PortCheck): Promise<void> {
+export async function requirePortsFree(store: Pick<Store, "listServers">, hostId: string, ports: readonly PortMapping[], opts: PortCheck): Promise<void> {
   if (ports.length === 0) return;
   refuseConflicts(await loadPortOwners(store, hostId, opts.exceptId), hostId, ports, opts);
 }

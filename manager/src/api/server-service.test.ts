@@ -7,7 +7,7 @@ import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
 import { Reconciler } from "../reconcile/reconciler.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { Store, WriteOp } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
 import { memoryStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
@@ -27,7 +27,7 @@ afterEach(() => {
  * reconciler use (to make reads fail or to slip a write in between); `store`
  * is the table classes, for reading rows.
  */
-function setup(opts: { contract?: (c: StoreContract) => StoreContract } = {}) {
+function setup(opts: { contract?: (c: Store) => Store } = {}) {
   const opened = memoryStore();
   const raw = opened.contract;
   const contract = opts.contract ? opts.contract(raw) : raw;
@@ -78,7 +78,7 @@ function setup(opts: { contract?: (c: StoreContract) => StoreContract } = {}) {
 }
 
 /** The contract, with `before(ops)` run ahead of every commit (to slip in what another writer does meanwhile). */
-function beforeCommit(c: StoreContract, before: (ops: readonly WriteOp[]) => Promise<void>): StoreContract {
+function beforeCommit(c: Store, before: (ops: readonly WriteOp[]) => Promise<void>): Store {
   return new Proxy(c, {
     get(target, prop, receiver) {
       if (prop === "commit") return async (ops: readonly WriteOp[]) => (await before(ops), target.commit(ops));
@@ -206,7 +206,7 @@ describe("operator actions racing another writer", () => {
   /** Writes a status to `id` (as the reconciler does) right before the service's next commit that changes its spec, `times` times. */
   function reconcilerWritesFirst(id: () => string, times: number) {
     const slipped: number[] = [];
-    const wrap = (c: StoreContract) =>
+    const wrap = (c: Store) =>
       beforeCommit(c, async (ops) => {
         if (slipped.length >= times || !ops.some((o) => o.op === "server.spec" && o.id === id())) return;
         const s = (await c.getServer(id()))!;

@@ -26,7 +26,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { Store, WriteOp } from "../store/store.js";
 import { initialStatus, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 import { mergeSecretEnv } from "../store/secrets.js";
@@ -37,7 +37,7 @@ import { createTailLogs } from "./logs.js";
 import { loadHost, loadVisibleServer } from "./find-server.js";
 
 export interface ServerServiceDeps {
-  store: StoreContract;
+  store: Store;
   hub: AgentHub;
   ledger: Ledger;
   reconciler: Reconciler;

@@ -13,7 +13,7 @@ import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
 import { ServerChangeFeed } from "../ledger/server-changes.js";
 import { createLogger } from "../log.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import { initialStatus, type ServerRecord } from "../domain/records.js";
 import { memoryStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
@@ -52,7 +52,7 @@ afterEach(() => {
  * and reach the watch as they do in the manager (the ledger follows committed
  * batches). `feed` replaces the ledger's feed (to control its reads).
  */
-function setup(opts: { feed?: (contract: StoreContract) => ServerChangeFeed } = {}) {
+function setup(opts: { feed?: (contract: Store) => ServerChangeFeed } = {}) {
   const opened = memoryStore();
   open.push(() => opened.close());
   const { contract } = opened;

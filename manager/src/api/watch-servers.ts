@@ -12,12 +12,12 @@ import { callerOf, projectFor } from "../auth/caller.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { ServerChange } from "../ledger/server-changes.js";
 import { Wakeup, watchEnded } from "../ledger/wakeup.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import type { ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 
 export interface WatchServersDeps {
-  store: Pick<StoreContract, "listServers">;
+  store: Pick<Store, "listServers">;
   /** Its `servers` feed carries every server record change. */
   ledger: Ledger;
 }

@@ -1,9 +1,9 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 
-/** Roles in increasing order of power. */
-export const ROLES = ["viewer", "operator", "admin"] as const;
-export type Role = (typeof ROLES)[number];
+import { ROLES, type Role } from "../domain/records.js";
+
+export { ROLES, type Role };
 
 /** Who is calling: resolved once per request by the auth interceptor. */
 export interface Caller {

@@ -2,14 +2,14 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import { hashSecret } from "../ids.js";
 import type { Logger } from "../log.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import { callerKey, hasRole, type Caller } from "./caller.js";
 import type { AccessLimits, StreamLease } from "./limits.js";
 import { permissionFor } from "./permissions.js";
 import { TokenTouches } from "./tokens.js";
 
 export interface AuthDeps {
-  store: Pick<StoreContract, "findTokenBySecretHash" | "commit">;
+  store: Pick<Store, "findTokenBySecretHash" | "commit">;
   limits: AccessLimits;
   /** Where a "last used" stamp that could not be written is noted (debug). */
   log?: Logger;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { WriteOp } from "../store/contract.js";
+import type { WriteOp } from "../store/store.js";
 import { hashSecret } from "../ids.js";
 import { memoryStore } from "../../testing/store.js";
 import { newToken, TokenTouches } from "./tokens.js";

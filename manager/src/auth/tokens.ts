@@ -3,10 +3,11 @@
  * throttled "last used" stamp. AccessService, the interceptor, the token CLI
  * and the manager's first start share these, so a token is made one way.
  */
+import type { TokenRecord } from "../domain/records.js";
 import { newId, hashSecret } from "../ids.js";
 import type { Logger } from "../log.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
-import { newTokenSecret, type TokenRecord } from "../store/token-store.js";
+import type { Store, WriteOp } from "../store/store.js";
+import { newTokenSecret } from "../store/sqlite/token-tables.js";
 import type { NewToken } from "./token-policy.js";
 
 /**
@@ -43,7 +44,7 @@ export class TokenTouches {
   readonly #written = new Map<string, number>();
 
   constructor(
-    private readonly store: Pick<StoreContract, "commit">,
+    private readonly store: Pick<Store, "commit">,
     private readonly log?: Logger,
   ) {}
 

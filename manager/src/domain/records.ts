@@ -159,3 +159,94 @@ export interface EventRecord extends Required<Omit<EventInput, "payload">> {
 export function initialStatus(): ServerStatus {
   return create(ServerStatusSchema, {});
 }
+
+export interface ServerFilter {
+  project?: string;
+  hostId?: string;
+  includeDeleted?: boolean;
+  /** Only servers in one of these phases (Phase names, e.g. "RUNNING"); filtered before the limit. */
+  phases?: readonly string[];
+  /** Keyset pagination: servers created before this (created_at, id). */
+  before?: { createdAt: number; id: string };
+  limit?: number;
+}
+
+/** Which events a reader may see (project scoping), decided by the API layer. */
+export interface EventScope {
+  /**
+   * The caller's project, or null for an all-projects caller. A project-scoped
+   * caller sees its project's events only: project-less events (hosts, orphans,
+   * their alerts, tokens, enrollment, webhooks) name containers, images and
+   * paths of every tenant on a shared host, so all-projects tokens alone see them.
+   */
+  project: string | null;
+}
+
+export interface EventQuery extends EventScope {
+  serverId?: string;
+  hostId?: string;
+  /** Dotted prefix, e.g. "command." or "server.start". */
+  typePrefix?: string;
+  /** Exact actor, or a prefix ending before ":" (e.g. "token:tok_x" matches "token:tok_x:ci"). */
+  actor?: string;
+  /** Inclusive lower bound on `time` (ms). */
+  since?: number;
+  /** Exclusive upper bound on `time` (ms). */
+  until?: number;
+}
+
+export type AlertState = "firing" | "resolved";
+
+/** One alert: a rule's condition on one subject, from firing to resolved. */
+export interface AlertRecord {
+  id: string;
+  rule: string;
+  subject: string;
+  project: string;
+  hostId: string;
+  serverId: string;
+  severity: string;
+  state: AlertState;
+  message: string;
+  firstSeen: number;
+  lastSeen: number;
+  resolvedAt: number | null;
+  /** The actor who acknowledged it ("" when nobody has). */
+  acknowledgedBy: string;
+  acknowledgedAt: number | null;
+  /** Notifications are suppressed until then. */
+  mutedUntil: number | null;
+}
+
+/** What the alert rules need to know about a server, read without decoding whole records. */
+export interface ServerFacts {
+  id: string;
+  name: string;
+  project: string;
+  hostId: string;
+  generation: number;
+  /** Phase name as stored in the `phase` column ("RUNNING", "DATA_LOST", ...). */
+  phase: string;
+  /** From the spec: the protobuf JSON name ("DESIRED_STATE_RUNNING") or number. */
+  desiredState: string | number | undefined;
+  reason: string;
+  observedGeneration: number;
+  purging: boolean;
+}
+
+/** Roles in increasing order of power. */
+export const ROLES = ["viewer", "operator", "admin"] as const;
+export type Role = (typeof ROLES)[number];
+
+/** An operator token as stored: never its secret, only the secret's hash. */
+export interface TokenRecord {
+  id: string;
+  name: string;
+  role: Role;
+  /** null: an all-projects admin token. */
+  project: string | null;
+  createdAt: number;
+  createdBy: string;
+  revokedAt: number | null;
+  lastUsedAt: number | null;
+}

@@ -2,13 +2,13 @@ import { afterEach, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { pino, type Logger } from "pino";
 import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { openDatabase } from "../store/database.js";
-import { Store } from "../store/store.js";
+import { openDatabase } from "../store/sqlite/database.js";
+import { SqliteTables } from "../store/sqlite/tables.js";
 import { initialStatus, type ServerRecord } from "../domain/records.js";
 import { Ledger } from "./ledger.js";
 import { LOAD_RETRY_MS, ServerChangeFeed, type ServerChange } from "./server-changes.js";
 
-const open: Store[] = [];
+const open: SqliteTables[] = [];
 afterEach(() => {
   for (const s of open.splice(0)) s.close();
 });
@@ -67,7 +67,7 @@ describe("ServerChangeFeed", () => {
 
 describe("Ledger", () => {
   it("a listener that throws: the event is stored, other listeners hear it, and an error line names it", () => {
-    const store = new Store(openDatabase(":memory:"));
+    const store = new SqliteTables(openDatabase(":memory:"));
     open.push(store);
     const { log, lines } = capture();
     const ledger = new Ledger(store, Date.now, log);
@@ -85,7 +85,7 @@ describe("Ledger", () => {
   });
 
   it("a changed server whose record cannot be read is logged, not silently lost", async () => {
-    const store = new Store(openDatabase(":memory:"));
+    const store = new SqliteTables(openDatabase(":memory:"));
     open.push(store);
     const { log, lines } = capture();
     const ledger = new Ledger(store, Date.now, log);

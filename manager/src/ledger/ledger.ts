@@ -1,6 +1,6 @@
 import type { Logger } from "../log.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
-import type { Store } from "../store/store.js";
+import type { Store, WriteOp } from "../store/store.js";
+import type { SqliteTables } from "../store/sqlite/tables.js";
 import type { EventInput, EventRecord } from "../domain/records.js";
 import { ServerChangeFeed } from "./server-changes.js";
 
@@ -31,7 +31,7 @@ export class Ledger {
 
   /** `log`: where listener failures and unreadable records are reported (silent without one). */
   constructor(
-    private readonly store: Store,
+    private readonly store: SqliteTables,
     private readonly now: () => number = Date.now,
     private readonly log?: Logger,
   ) {
@@ -63,7 +63,7 @@ export class Ledger {
    * events to listeners and watches, its server records to WatchServers.
    * Returns the unsubscribe.
    */
-  follow(store: StoreContract): () => void {
+  follow(store: Store): () => void {
     return store.onCommit((c) => {
       for (const e of c.events) this.#published(e.id, e);
       for (const id of c.serverIds) this.servers.notify(id);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../log.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { Store, WriteOp } from "../store/store.js";
 import { memoryStore } from "../../testing/store.js";
 import { DEFAULT_RETENTION, EventRetention } from "./retention.js";
 
@@ -51,7 +51,7 @@ describe("event retention", () => {
     let inStep = 0;
     let overlapped = false;
     // The first step fails (a locked database); each step's deletions are counted.
-    const store: StoreContract = Object.assign(Object.create(contract) as StoreContract, {
+    const store: Store = Object.assign(Object.create(contract) as Store, {
       pruneEventsOlderThan: async (cutoff: number, limit: number) => {
         if (inStep++ > 0) overlapped = true;
         try {

@@ -1,5 +1,5 @@
 import type { Logger } from "../log.js";
-import type { Retention } from "../store/contract.js";
+import type { Retention } from "../store/store.js";
 
 export interface RetentionConfig {
   /** Events older than this are pruned (default 30 days). */

@@ -2,7 +2,7 @@ import { AlertEvaluator, DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
 import { DEFAULT_THRESHOLDS, type OrphanView } from "../alerts/rules.js";
 import { WebhookNotifier } from "../alerts/webhook.js";
 import type { Logger } from "../log.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import type { Ledger } from "./ledger.js";
 import { DEFAULT_RETENTION, EventRetention } from "./retention.js";
 
@@ -40,7 +40,7 @@ export interface LedgerServices {
 }
 
 export function createLedgerServices(deps: {
-  store: StoreContract;
+  store: Store;
   ledger: Ledger;
   isConnected: (hostId: string) => boolean;
   log: Logger;

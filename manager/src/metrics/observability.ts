@@ -11,13 +11,13 @@ import type { Handler } from "../http/listen.js";
 import { probeRoutes } from "../http/probes.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import { ManagerMetrics, type MetricsSources } from "./metrics.js";
 import { WriteProbe } from "./write-probe.js";
 
 export interface ObservabilityDeps {
   /** Probed for writes (the store contract's probeWrite). */
-  store: Pick<StoreContract, "probeWrite">;
+  store: Pick<Store, "probeWrite">;
   ledger: Ledger;
   health: HealthStatus;
   log: Logger;

@@ -3,18 +3,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
-import { AlertStore } from "../store/alert-store.js";
-import { openDatabase, type Db } from "../store/database.js";
-import { EventStore } from "../store/event-store.js";
+import { AlertTables } from "../store/sqlite/alert-tables.js";
+import { openDatabase, type Db } from "../store/sqlite/database.js";
+import { EventTables } from "../store/sqlite/event-tables.js";
 import { SqliteStore } from "../store/sqlite/sqlite-store.js";
-import { Store } from "../store/store.js";
-import { TokenStore } from "../store/token-store.js";
+import { SqliteTables } from "../store/sqlite/tables.js";
+import { TokenTables } from "../store/sqlite/token-tables.js";
 import { WriteProbe, type ProbeResult } from "./write-probe.js";
 
 /** The store contract over `db`, whose connection the test inspects (busy timeout, rows). */
 function contractOver(db: Db) {
-  const tables = new Store(db);
-  return { tables, contract: new SqliteStore(tables, new EventStore(db), new AlertStore(db), new TokenStore(db)) };
+  const tables = new SqliteTables(db);
+  return { tables, contract: new SqliteStore(tables, new EventTables(db), new AlertTables(db), new TokenTables(db)) };
 }
 
 describe("WriteProbe", () => {

@@ -12,7 +12,7 @@
  * is not joined by another every interval.
  */
 import { performance } from "node:perf_hooks";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store as StoreContract } from "../store/store.js";
 
 /** What the probe needs of the store. */
 export type ProbeTarget = Pick<StoreContract, "probeWrite">;

@@ -1,13 +1,13 @@
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { OrphanView } from "../alerts/rules.js";
-import type { Store as StoreContract } from "../store/contract.js";
+import type { Store } from "../store/store.js";
 import type { HostRecord } from "../domain/records.js";
 import { classifyOrphans, DEFAULT_ORPHAN_GRACE_MS, type HostFact, type OrphanFinding } from "./classify.js";
 import type { NetworkInventory } from "./network-inventory.js";
 
 export interface OrphanDetectorDeps {
-  store: Pick<StoreContract, "serverPlacements" | "listHosts" | "getHost" | "openCommandsForHost" | "listOrphanCandidates" | "listDataRootEntries" | "serverIdsWithOpenCommands">;
+  store: Pick<Store, "serverPlacements" | "listHosts" | "getHost" | "openCommandsForHost" | "listOrphanCandidates" | "listDataRootEntries" | "serverIdsWithOpenCommands">;
   /** The host's agent is connected with its inventory stored (AgentHub.isConnected). */
   isConnected: (hostId: string) => boolean;
   managerId: string;

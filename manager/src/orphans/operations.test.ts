@@ -17,8 +17,8 @@ import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { COMMAND_DEADLINE_MS } from "../reconcile/plan.js";
 import { Reconciler } from "../reconcile/reconciler.js";
-import type { Store as StoreContract } from "../store/contract.js";
 import type { Store } from "../store/store.js";
+import type { SqliteTables } from "../store/sqlite/tables.js";
 import { memoryStore } from "../../testing/store.js";
 import type { OrphanFinding } from "./classify.js";
 import { OrphanOperations } from "./operations.js";
@@ -30,8 +30,8 @@ const BY = { actor: "token:admin", name: "admin" };
 
 interface Harness {
   /** The old table classes, for reading rows only. */
-  store: Store;
-  contract: StoreContract;
+  store: SqliteTables;
+  contract: Store;
   hub: AgentHub;
   rec: Reconciler;
   ops: OrphanOperations;

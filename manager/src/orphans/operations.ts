@@ -21,13 +21,13 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Logger } from "../log.js";
 import type { OrphanCommand, Reconciler } from "../reconcile/reconciler.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { Store, WriteOp } from "../store/store.js";
 import { dataRootEntriesOfMounts, planAdoption, planDestroy, refuseAdoption, type DestroyAction, type DestroyPlan } from "./actions.js";
 import type { OrphanFinding } from "./classify.js";
 import type { NetworkInventory } from "./network-inventory.js";
 
 export interface OrphanOperationsDeps {
-  store: StoreContract;
+  store: Store;
   /** Read only: whether a host is connected, and a COPY_DATA's result. Commands go through the reconciler. */
   hub: Pick<AgentHub, "isConnected" | "awaitResult">;
   ledger: Pick<Ledger, "op">;

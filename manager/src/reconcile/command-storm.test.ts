@@ -12,7 +12,7 @@ import { createAgentService } from "../api/agent-service.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
-import type { Store } from "../store/store.js";
+import type { SqliteTables } from "../store/sqlite/tables.js";
 import { initialStatus } from "../domain/records.js";
 import { memoryStore } from "../../testing/store.js";
 import { addHost, openAgentStream, type AgentBody } from "../../testing/agent-stream.js";
@@ -20,6 +20,8 @@ import { Reconciler } from "./reconciler.js";
 
 const HOST = "host_aaaaaaaaaaaa";
 const SERVER = "srv_bbbbbbbbbbbb";
+/** Free bytes the scripted agent reports last: seen on the host, the manager has handled its script. */
+const MARKER = 123_456_789n;
 
 const cleanup: (() => void | Promise<void>)[] = [];
 afterEach(async () => {
@@ -33,7 +35,7 @@ afterEach(async () => {
  * is sent after the removal's result. `withSeq`: the agent numbers its
  * observations (AgentMessage.seq), as agents do since the numbering exists.
  */
-async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: number; store: Store; ledger: Ledger }> {
+async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: number; store: SqliteTables; ledger: Ledger }> {
   const opened = memoryStore();
   const { store, contract } = opened;
   const hub = new AgentHub();
@@ -105,8 +107,11 @@ async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: 
         // ... the removal runs: Docker's destroy event, then the result (no container) ...
         send({ case: "containerEvent", value: { action: "destroy", removed: true, container: { ...container, state: "removed" } } });
         send({ case: "commandResult", value: { commandId: cmd.id, success: true } });
-        // ... and the inventory goes out after them.
+        // ... and the inventory goes out after them. A heartbeat then marks the end of the script:
+        // once the manager has recorded it, it has handled everything before it (one stream is
+        // handled in order).
         send(inventory([container]), listedAt);
+        send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: MARKER } });
       } else {
         // Nothing left to remove: the agent answers at once.
         send({ case: "commandResult", value: { commandId: cmd.id, success: true } });
@@ -114,8 +119,11 @@ async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: 
     }
   })();
   cleanup.push(() => void agent);
-  // Wait for the outcome (the container gone from the manager's view, no command open, nothing
-  // queued), however slow the machine; then give a storm the time it would need to show.
+  // Wait for the outcome, however slow the machine: the script handled (the marker heartbeat
+  // recorded), what it caused reconciled, the container gone from the manager's view and no
+  // command open; then give a storm the time it would need to show.
+  await vi.waitFor(async () => expect((await contract.getHost(HOST))?.facts.dataRootFreeBytes).toBe(Number(MARKER)), { timeout: 10_000, interval: 20 });
+  await reconciler.queue.idle();
   await vi.waitFor(
     async () => {
       expect(store.containersForServer(HOST, SERVER)).toHaveLength(0);

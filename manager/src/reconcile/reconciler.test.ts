@@ -18,8 +18,8 @@ import {
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { AgentHub, type AgentSession } from "../link/agent-hub.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
-import type { Store } from "../store/store.js";
+import type { Store, WriteOp } from "../store/store.js";
+import type { SqliteTables } from "../store/sqlite/tables.js";
 import { initialStatus, type DataDirRecord, type ServerRecord } from "../domain/records.js";
 import { memoryStore } from "../../testing/store.js";
 import { COMMAND_DEADLINE_MS } from "./plan.js";
@@ -32,8 +32,8 @@ const T0 = 1_700_000_000_000;
 
 interface Harness {
   /** The old table classes, for reading rows only. */
-  store: Store;
-  contract: StoreContract;
+  store: SqliteTables;
+  contract: Store;
   hub: AgentHub;
   rec: Reconciler;
   managerId: string;
@@ -60,7 +60,7 @@ async function setup(
     spec?: { capAdd?: string[]; logMaxSizeBytes?: number; logMaxFiles?: number };
     containerLogs?: ContainerLogDefaults;
     /** Wraps the contract the reconciler sees (to act between its reads and its commit). */
-    wrap?: (c: StoreContract) => StoreContract;
+    wrap?: (c: Store) => Store;
   } = {},
 ): Promise<Harness> {
   const opened = memoryStore();
@@ -426,7 +426,7 @@ describe("Reconciler", () => {
 });
 
 /** A contract whose commits run `before` first (once armed): another writer acting between a reconcile's reads and its commit. */
-function racing(outcomes: string[]): { wrap: (c: StoreContract) => StoreContract; arm: (before: () => Promise<void>) => void } {
+function racing(outcomes: string[]): { wrap: (c: Store) => Store; arm: (before: () => Promise<void>) => void } {
   let before: (() => Promise<void>) | undefined;
   return {
     arm: (fn) => {

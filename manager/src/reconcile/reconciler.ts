@@ -5,7 +5,7 @@ import { DesiredState, Phase, RestartPolicy, ServerStatusSchema } from "@berth/p
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
-import type { Store as StoreContract, WriteOp } from "../store/contract.js";
+import type { Store, WriteOp } from "../store/store.js";
 import { type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
 import { ConflictError, NotFoundError } from "../errors.js";
@@ -19,7 +19,7 @@ import type { SecretBox } from "../store/secrets.js";
 
 export interface ReconcilerDeps {
   /** The store contract: reads, and each decision written as one batch. */
-  store: StoreContract;
+  store: Store;
   hub: AgentHub;
   log: Logger;
   managerId: string;

@@ -7,9 +7,9 @@ import { create, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, PortMappingSchema, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
-import { openDatabase } from "./database.js";
+import { openDatabase } from "./sqlite/database.js";
 import { MIGRATIONS } from "./migrations.js";
-import { Store } from "./store.js";
+import { SqliteTables } from "./sqlite/tables.js";
 import { initialStatus, type NewServerRecord, type ServerRecord } from "../domain/records.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
 import { AlreadyExistsError, ConflictError, NotFoundError, PreconditionError, toConnectError } from "../errors.js";
@@ -24,8 +24,8 @@ afterEach(() => {
   for (const f of cleanup.splice(0).reverse()) f();
 });
 
-function memStore(): Store {
-  const store = new Store(openDatabase(":memory:"));
+function memStore(): SqliteTables {
+  const store = new SqliteTables(openDatabase(":memory:"));
   cleanup.push(() => store.close());
   return store;
 }
@@ -68,7 +68,7 @@ function caught(fn: () => unknown): unknown {
 }
 
 /** Every port reservation, as "host port/protocol=server". */
-function reservations(store: Store): string[] {
+function reservations(store: SqliteTables): string[] {
   const db = (store as unknown as { db: Database.Database }).db;
   return (db.prepare("SELECT host_id, host_port, protocol, server_id FROM server_ports ORDER BY host_id, host_port, protocol").all() as {
     host_id: string;
@@ -305,7 +305,7 @@ describe("migration 7 on a database built at version 6", () => {
     old.close();
 
     const before = Date.now();
-    const store = new Store(openDatabase(path));
+    const store = new SqliteTables(openDatabase(path));
     cleanup.push(() => store.close());
 
     expect(store.openCommandForServer("srv_old")).toMatchObject({ id: "cmd_newer", state: "sent" });

@@ -4,32 +4,32 @@
  * returns the stores the manager and its CLIs use, over one connection.
  * Nothing outside `store/` opens a database or holds its handle.
  */
-import { AlertStore } from "./alert-store.js";
-import { openDatabase } from "./database.js";
-import { EventStore } from "./event-store.js";
+import { AlertTables } from "./sqlite/alert-tables.js";
+import { openDatabase } from "./sqlite/database.js";
+import { EventTables } from "./sqlite/event-tables.js";
 import { backupPostgresDatabase } from "./postgres/backup.js";
 import type { SecretBox } from "./secrets.js";
-import { backupSqliteDatabase, type BackupSummary } from "./sqlite-backup.js";
-import type { Store as StoreContract } from "./contract.js";
+import { backupSqliteDatabase, type BackupSummary } from "./sqlite/backup.js";
+import type { Store } from "./store.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
-import { Store } from "./store.js";
+import { SqliteTables } from "./sqlite/tables.js";
 import { describeStoreUrl, parseStoreUrl, type StoreUrl } from "./store-url.js";
-import { TokenStore } from "./token-store.js";
+import { TokenTables } from "./sqlite/token-tables.js";
 
 /** The stores over one open database. */
 export interface OpenedStore {
   readonly url: StoreUrl;
   /** The URL for logs and messages (no password). */
   readonly description: string;
-  readonly store: Store;
-  readonly events: EventStore;
-  readonly alerts: AlertStore;
-  readonly tokens: TokenStore;
+  readonly store: SqliteTables;
+  readonly events: EventTables;
+  readonly alerts: AlertTables;
+  readonly tokens: TokenTables;
   /**
    * The store contract (contract.ts) over the same database: asynchronous reads, writes as one batch.
    * Code moves to it from the table classes above one module at a time (issue 16); they go once all have.
    */
-  readonly contract: StoreContract;
+  readonly contract: Store;
   /** Closes the database; the stores are unusable afterwards. */
   close(): void;
 }
@@ -70,17 +70,17 @@ export function openStore(url: string | StoreUrl, opts: OpenStoreOptions = {}): 
   let secrets: SecretBox | undefined;
   try {
     if (opts.secrets) {
-      const meta = new Store(db);
+      const meta = new SqliteTables(db);
       secrets = opts.secrets({ get: (k) => meta.getMeta(k), set: (k, v) => meta.setMeta(k, v) });
     }
   } catch (err) {
     db.close();
     throw err;
   }
-  const store = new Store(db, secrets);
-  const events = new EventStore(db);
-  const alerts = new AlertStore(db);
-  const tokens = new TokenStore(db);
+  const store = new SqliteTables(db, secrets);
+  const events = new EventTables(db);
+  const alerts = new AlertTables(db);
+  const tokens = new TokenTables(db);
   return {
     url: parsed,
     description: describeStoreUrl(parsed),

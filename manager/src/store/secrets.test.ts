@@ -6,9 +6,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { InvalidArgumentError } from "../errors.js";
 import { specHash } from "../reconcile/spec-hash.js";
-import { openDatabase } from "./database.js";
+import { openDatabase } from "./sqlite/database.js";
 import { checkSecretKey, loadSecretKey, maskSpec, mergeSecretEnv, openCommand, SECRET_MASK, SecretBox, SecretKeyError, sealSpec } from "./secrets.js";
-import { Store } from "./store.js";
+import { SqliteTables } from "./sqlite/tables.js";
 import { initialStatus } from "../domain/records.js";
 import { CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
 
@@ -102,12 +102,12 @@ describe("specHash of secret values", () => {
   });
 });
 
-describe("Store", () => {
+describe("SqliteTables", () => {
   it("writes secret values sealed: the database file and its WAL never hold the plaintext", () => {
     const dir = tmp();
     const path = join(dir, "berth.db");
     const db = openDatabase(path);
-    const store = new Store(db, SecretBox.ephemeral());
+    const store = new SqliteTables(db, SecretBox.ephemeral());
     const rec = {
       id: "srv_aaaaaaaaaaaaaaaaaaaa",
       project: "default",

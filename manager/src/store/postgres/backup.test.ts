@@ -12,7 +12,7 @@ import { createDatabase, dropDatabase, uniqueDatabaseName } from "../../../../te
 import { requirePostgres } from "../../../../test/harness/postgres-tests.js";
 import { MIGRATIONS } from "../migrations.js";
 import { backupStore } from "../open.js";
-import { BackupError } from "../sqlite-backup.js";
+import { BackupError } from "../sqlite/backup.js";
 import { findPostgresClientTool } from "./backup.js";
 import { migratePostgres } from "./migrate.js";
 

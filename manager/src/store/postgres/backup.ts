@@ -15,7 +15,7 @@ import { spawn } from "node:child_process";
 import { accessSync, closeSync, constants, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import pg from "pg";
-import { BackupError, type BackupSummary } from "../sqlite-backup.js";
+import { BackupError, type BackupSummary } from "../sqlite/backup.js";
 import { describeStoreUrl } from "../store-url.js";
 import { postgresConnectionString, type PostgresStoreUrl } from "./connection.js";
 import { postgresSchemaVersion } from "./migrate.js";

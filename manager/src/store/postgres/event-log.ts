@@ -48,7 +48,7 @@
  */
 import type pg from "pg";
 import type { EventInput, EventRecord } from "../../domain/records.js";
-import { eventFromRow, type EventRow } from "../event-store.js";
+import { eventFromRow, type EventRow } from "../rows.js";
 
 /**
  * The advisory lock key that orders ledger appends: the ASCII bytes of

@@ -10,7 +10,7 @@ import { create, toJsonString } from "@bufbuild/protobuf";
 import { PortMappingSchema, Protocol, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { createDatabase, dropDatabase, uniqueDatabaseName } from "../../../../test/harness/postgres.js";
 import { requirePostgres } from "../../../../test/harness/postgres-tests.js";
-import { openDatabase } from "../database.js";
+import { openDatabase } from "../sqlite/database.js";
 import { MIGRATIONS } from "../migrations.js";
 import { migratePostgres, SchemaMigrationError } from "./migrate.js";
 

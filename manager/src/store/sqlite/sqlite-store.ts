@@ -3,16 +3,16 @@
  *
  * better-sqlite3 is synchronous, so every read resolves at once and a batch
  * runs as one immediate transaction inside `commit`. The SQL itself lives in
- * the table classes (Store, EventStore, AlertStore, TokenStore over one
+ * the table classes (Store, EventTables, AlertTables, TokenTables over one
  * connection); this class is the only way the rest of the manager reaches them.
  */
 import { ConflictError, NotFoundError } from "../../errors.js";
 import type { EventRecord } from "../../domain/records.js";
-import type { AlertStore } from "../alert-store.js";
-import type { Committed, CommitResult, Store as StoreContract, WriteOp } from "../contract.js";
-import type { EventStore } from "../event-store.js";
-import type { Store as Tables } from "../store.js";
-import type { TokenStore } from "../token-store.js";
+import type { AlertTables } from "./alert-tables.js";
+import type { Committed, CommitResult, Store as StoreContract, WriteOp } from "../store.js";
+import type { EventTables } from "./event-tables.js";
+import type { SqliteTables as Tables } from "./tables.js";
+import type { TokenTables } from "./token-tables.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -32,9 +32,9 @@ export class SqliteStore implements StoreContract {
 
   constructor(
     private readonly tables: Tables,
-    private readonly events: EventStore,
-    private readonly alerts: AlertStore,
-    private readonly tokens: TokenStore,
+    private readonly events: EventTables,
+    private readonly alerts: AlertTables,
+    private readonly tokens: TokenTables,
     private readonly onListenerError: (err: unknown) => void = () => {},
   ) {}
 
@@ -255,14 +255,14 @@ export class SqliteStore implements StoreContract {
   async openCommandsForHost(hostId: string) { return this.tables.openCommandsForHost(hostId); }
   async serverIdsWithOpenCommands() { return this.tables.serverIdsWithOpenCommands(); }
 
-  async listNewestFirst(q: Parameters<EventStore["listNewestFirst"]>[0]) { return this.events.listNewestFirst(q); }
-  async readForward(q: Parameters<EventStore["readForward"]>[0]) { return this.events.readForward(q); }
+  async listNewestFirst(q: Parameters<EventTables["listNewestFirst"]>[0]) { return this.events.listNewestFirst(q); }
+  async readForward(q: Parameters<EventTables["readForward"]>[0]) { return this.events.readForward(q); }
   async lastEventId() { return this.events.lastId(); }
   async firstEventId() { return this.events.firstId(); }
 
   async getAlert(id: string) { return this.alerts.get(id); }
   async listFiringAlerts() { return this.alerts.listFiring(); }
-  async listAlerts(f: Parameters<AlertStore["list"]>[0]) { return this.alerts.list(f); }
+  async listAlerts(f: Parameters<AlertTables["list"]>[0]) { return this.alerts.list(f); }
   async latestMute(rule: string, subject: string) { return this.alerts.latestMute(rule, subject); }
 
   async countTokens() { return this.tokens.count(); }

@@ -1,14 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { hashSecret } from "../ids.js";
+import { hashSecret } from "../../ids.js";
 import { openDatabase } from "./database.js";
-import { TokenStore } from "./token-store.js";
+import { TokenTables } from "./token-tables.js";
 
 function fresh() {
   const db = openDatabase(":memory:");
-  return { db, tokens: new TokenStore(db) };
+  return { db, tokens: new TokenTables(db) };
 }
 
-describe("TokenStore", () => {
+describe("TokenTables", () => {
   it("creates tokens with a brt_ secret and stores only its SHA-256", () => {
     const { db, tokens } = fresh();
     expect(tokens.count()).toBe(0);

@@ -8,9 +8,9 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { openDatabase, type Db } from "./database.js";
-import { MIGRATIONS } from "./migrations.js";
-import { Store } from "./store.js";
-import { initialStatus, type ServerRecord } from "../domain/records.js";
+import { MIGRATIONS } from "../migrations.js";
+import { SqliteTables } from "./tables.js";
+import { initialStatus, type ServerRecord } from "../../domain/records.js";
 
 const T0 = 1_700_000_000_000;
 const cleanup: (() => void)[] = [];
@@ -18,9 +18,9 @@ afterEach(() => {
   for (const f of cleanup.splice(0).reverse()) f();
 });
 
-function memStore(): { db: Db; store: Store } {
+function memStore(): { db: Db; store: SqliteTables } {
   const db = openDatabase(":memory:");
-  const store = new Store(db);
+  const store = new SqliteTables(db);
   cleanup.push(() => store.close());
   return { db, store };
 }
@@ -70,7 +70,7 @@ describe("database and migrations", () => {
     const db1 = openDatabase(path);
     expect(db1.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
     expect(db1.pragma("journal_mode", { simple: true })).toBe("wal");
-    const s1 = new Store(db1);
+    const s1 = new SqliteTables(db1);
     const mgr = s1.managerId();
     s1.insertHost({ id: "host_a", name: "a", secretHash: "h", createdAt: T0 });
     s1.insertServer(server("srv_one", { status: { ...initialStatus(), phase: Phase.RUNNING, reason: "Running" } }));
@@ -79,7 +79,7 @@ describe("database and migrations", () => {
 
     // Reopening does not re-run migration 1 (it would fail on CREATE TABLE) and loses nothing.
     const db2 = openDatabase(path);
-    const s2 = new Store(db2);
+    const s2 = new SqliteTables(db2);
     cleanup.push(() => s2.close());
     expect(db2.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
     expect(s2.managerId()).toBe(mgr);
@@ -103,7 +103,7 @@ describe("database and migrations", () => {
   });
 });
 
-describe("Store", () => {
+describe("SqliteTables", () => {
   it("round-trips a server record", () => {
     const { store } = memStore();
     const rec = server("srv_rt", { generation: 7, dataInitialized: true, lifecycle: { stopTimeoutSeconds: 30, restartRequestedAt: T0 + 1 }, deletedAt: T0 + 5, updatedAt: T0 + 3 });
@@ -318,7 +318,7 @@ describe("commands and data checks of servers that are gone", () => {
     old.close();
 
     const db = openDatabase(path);
-    const s2 = new Store(db);
+    const s2 = new SqliteTables(db);
     cleanup.push(() => s2.close());
     expect(s2.getCommand("cmd_left")).toBeUndefined();
     expect(s2.getCommand("cmd_mine")?.state).toBe("succeeded");

@@ -3,10 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Ledger } from "../ledger/ledger.js";
+import { Ledger } from "../../ledger/ledger.js";
 import { openDatabase } from "./database.js";
-import { backupSqliteDatabase, BackupError } from "./sqlite-backup.js";
-import { Store } from "./store.js";
+import { backupSqliteDatabase, BackupError } from "./backup.js";
+import { SqliteTables } from "./tables.js";
 
 describe("online backup of a SQLite store", () => {
   let dir: string;
@@ -18,7 +18,7 @@ describe("online backup of a SQLite store", () => {
   it("copies a database that is being written to: the copy is complete, consistent and self-contained", async () => {
     const dbPath = join(dir, "berth.db");
     const db = openDatabase(dbPath);
-    const ledger = new Ledger(new Store(db));
+    const ledger = new Ledger(new SqliteTables(db));
     for (let i = 0; i < 500; i++) ledger.append({ type: "token.created", actor: "cli", message: `event ${i} ${"x".repeat(200)}` });
     // The manager keeps writing while the backup runs.
     let writes = 0;

@@ -1,49 +1,12 @@
+import type { AlertRecord, ServerFacts } from "../../domain/records.js";
 import type { Db } from "./database.js";
-
-export type AlertState = "firing" | "resolved";
-
-/** One alert: a rule's condition on one subject, from firing to resolved. */
-export interface AlertRecord {
-  id: string;
-  rule: string;
-  subject: string;
-  project: string;
-  hostId: string;
-  serverId: string;
-  severity: string;
-  state: AlertState;
-  message: string;
-  firstSeen: number;
-  lastSeen: number;
-  resolvedAt: number | null;
-  /** The actor who acknowledged it ("" when nobody has). */
-  acknowledgedBy: string;
-  acknowledgedAt: number | null;
-  /** Notifications are suppressed until then. */
-  mutedUntil: number | null;
-}
-
-/** What the alert rules need to know about a server, read without decoding whole records. */
-export interface ServerFacts {
-  id: string;
-  name: string;
-  project: string;
-  hostId: string;
-  generation: number;
-  /** Phase name as stored in the `phase` column ("RUNNING", "DATA_LOST", ...). */
-  phase: string;
-  /** From the spec: the protobuf JSON name ("DESIRED_STATE_RUNNING") or number. */
-  desiredState: string | number | undefined;
-  reason: string;
-  observedGeneration: number;
-  purging: boolean;
-}
+import { alertFromRow, type AlertRow } from "../rows.js";
 
 /**
  * The SQL of alerts, over the same database as `Store`. At most one firing
  * alert per (rule, subject): a partial unique index enforces it.
  */
-export class AlertStore {
+export class AlertTables {
   constructor(private readonly db: Db) {}
 
   transaction<T>(fn: () => T): T {
@@ -52,11 +15,11 @@ export class AlertStore {
 
   get(id: string): AlertRecord | undefined {
     const row = this.db.prepare("SELECT * FROM alerts WHERE id = ?").get(id) as AlertRow | undefined;
-    return row && fromRow(row);
+    return row && alertFromRow(row);
   }
 
   listFiring(): AlertRecord[] {
-    return (this.db.prepare("SELECT * FROM alerts WHERE state = 'firing' ORDER BY first_seen, id").all() as AlertRow[]).map(fromRow);
+    return (this.db.prepare("SELECT * FROM alerts WHERE state = 'firing' ORDER BY first_seen, id").all() as AlertRow[]).map(alertFromRow);
   }
 
   /**
@@ -77,7 +40,7 @@ export class AlertStore {
       "SELECT * FROM alerts" +
       (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
       ` ORDER BY CASE WHEN state = 'firing' THEN 0 ELSE 1 END, last_seen DESC, id DESC LIMIT ${Math.floor(f.limit)}`;
-    return (this.db.prepare(sql).all(...args) as AlertRow[]).map(fromRow);
+    return (this.db.prepare(sql).all(...args) as AlertRow[]).map(alertFromRow);
   }
 
   insert(a: AlertRecord): void {
@@ -181,42 +144,4 @@ export class AlertStore {
       .prepare(`DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE state = 'resolved' AND resolved_at < ? ORDER BY resolved_at LIMIT ${Math.floor(limit)})`)
       .run(cutoff).changes;
   }
-}
-
-interface AlertRow {
-  id: string;
-  rule: string;
-  subject: string;
-  project: string;
-  host_id: string;
-  server_id: string;
-  severity: string;
-  state: AlertState;
-  message: string;
-  first_seen: number;
-  last_seen: number;
-  resolved_at: number | null;
-  acknowledged_by: string;
-  acknowledged_at: number | null;
-  muted_until: number | null;
-}
-
-function fromRow(r: AlertRow): AlertRecord {
-  return {
-    id: r.id,
-    rule: r.rule,
-    subject: r.subject,
-    project: r.project,
-    hostId: r.host_id,
-    serverId: r.server_id,
-    severity: r.severity,
-    state: r.state,
-    message: r.message,
-    firstSeen: r.first_seen,
-    lastSeen: r.last_seen,
-    resolvedAt: r.resolved_at,
-    acknowledgedBy: r.acknowledged_by,
-    acknowledgedAt: r.acknowledged_at,
-    mutedUntil: r.muted_until,
-  };
 }

@@ -1,19 +1,7 @@
-import type { Role } from "../auth/caller.js";
-import { hashSecret, newId, newSecret } from "../ids.js";
+import type { Role, TokenRecord } from "../../domain/records.js";
+import { hashSecret, newId, newSecret } from "../../ids.js";
 import type { Db } from "./database.js";
-
-/** An operator token as stored: never its secret, only the secret's hash. */
-export interface TokenRecord {
-  id: string;
-  name: string;
-  role: Role;
-  /** null: an all-projects admin token. */
-  project: string | null;
-  createdAt: number;
-  createdBy: string;
-  revokedAt: number | null;
-  lastUsedAt: number | null;
-}
+import { tokenFromRow, type TokenRow } from "../rows.js";
 
 /** Prefix of operator token secrets, so leaked ones are easy to grep for. */
 export const TOKEN_PREFIX = "brt_";
@@ -30,7 +18,7 @@ const TOUCH_INTERVAL_MS = 60_000;
  * Operator tokens, projects and host credential revocation: the SQL of
  * access control, over the same database as `Store`.
  */
-export class TokenStore {
+export class TokenTables {
   private readonly touched = new Map<string, number>();
 
   constructor(private readonly db: Db) {}
@@ -140,28 +128,4 @@ export class TokenStore {
         .run(now, hostId).changes === 1
     );
   }
-}
-
-interface TokenRow {
-  id: string;
-  name: string;
-  role: string;
-  project: string | null;
-  created_at: number;
-  created_by: string;
-  revoked_at: number | null;
-  last_used_at: number | null;
-}
-
-function tokenFromRow(r: TokenRow): TokenRecord {
-  return {
-    id: r.id,
-    name: r.name,
-    role: r.role as Role,
-    project: r.project,
-    createdAt: r.created_at,
-    createdBy: r.created_by,
-    revokedAt: r.revoked_at,
-    lastUsedAt: r.last_used_at,
-  };
 }

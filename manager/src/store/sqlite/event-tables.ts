@@ -1,29 +1,6 @@
 import type { Db } from "./database.js";
-import type { EventRecord } from "../domain/records.js";
-
-/** Which events a reader may see (project scoping), decided by the API layer. */
-export interface EventScope {
-  /**
-   * The caller's project, or null for an all-projects caller. A project-scoped
-   * caller sees its project's events only: project-less events (hosts, orphans,
-   * their alerts, tokens, enrollment, webhooks) name containers, images and
-   * paths of every tenant on a shared host, so all-projects tokens alone see them.
-   */
-  project: string | null;
-}
-
-export interface EventQuery extends EventScope {
-  serverId?: string;
-  hostId?: string;
-  /** Dotted prefix, e.g. "command." or "server.start". */
-  typePrefix?: string;
-  /** Exact actor, or a prefix ending before ":" (e.g. "token:tok_x" matches "token:tok_x:ci"). */
-  actor?: string;
-  /** Inclusive lower bound on `time` (ms). */
-  since?: number;
-  /** Exclusive upper bound on `time` (ms). */
-  until?: number;
-}
+import type { EventQuery, EventRecord } from "../../domain/records.js";
+import { eventFromRow, type EventRow } from "../rows.js";
 
 /**
  * The ledger's reads and retention: filtered listing (newest first, keyset
@@ -31,7 +8,7 @@ export interface EventQuery extends EventScope {
  * stay in `Store.appendEvent` so they join the callers' transactions. Portable
  * SQL: `substr` and plain comparisons, no SQLite-only functions.
  */
-export class EventStore {
+export class EventTables {
   constructor(private readonly db: Db) {}
 
   /** Newest first; `beforeId` continues a previous page. */
@@ -125,35 +102,4 @@ export class EventStore {
 /** The smallest string greater than every string starting with `prefix`. */
 function prefixEnd(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-}
-
-/** An `events` row as SQLite returns it. */
-export interface EventRow {
-  id: number;
-  time: number;
-  project: string;
-  server_id: string;
-  host_id: string;
-  type: string;
-  reason: string;
-  message: string;
-  actor: string;
-  correlation_id: string;
-  payload_json: string;
-}
-
-export function eventFromRow(r: EventRow): EventRecord {
-  return {
-    id: r.id,
-    time: r.time,
-    project: r.project,
-    serverId: r.server_id,
-    hostId: r.host_id,
-    type: r.type,
-    reason: r.reason,
-    message: r.message,
-    actor: r.actor,
-    correlationId: r.correlation_id,
-    payloadJson: r.payload_json,
-  };
 }

@@ -1,0 +1,238 @@
+/**
+ * Rows as both engines return them, and the records they become. The schema is
+ * the same on SQLite and PostgreSQL (migrations.ts), and the PostgreSQL pool
+ * parses int8 as a number, so one codec serves both.
+ */
+import { fromBinary, fromJsonString } from "@bufbuild/protobuf";
+import { CommandSchema, ContainerInfoSchema } from "@berth/proto/berth/v1/agent_pb.js";
+import { Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import type {
+  AlertRecord,
+  AlertState,
+  CommandRecord,
+  CommandState,
+  EventRecord,
+  HostFacts,
+  HostRecord,
+  Lifecycle,
+  ObservedContainer,
+  Role,
+  ServerRecord,
+  TokenRecord,
+} from "../domain/records.js";
+
+export interface HostRow {
+  id: string;
+  name: string;
+  secret_hash: string;
+  created_at: number;
+  removed_at: number | null;
+  online: number;
+  connected_since: number | null;
+  last_heartbeat: number | null;
+  facts_json: string;
+}
+
+export function hostFromRow(r: HostRow): HostRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    secretHash: r.secret_hash,
+    createdAt: r.created_at,
+    removedAt: r.removed_at,
+    online: r.online === 1,
+    connectedSince: r.connected_since,
+    lastHeartbeat: r.last_heartbeat,
+    facts: JSON.parse(r.facts_json) as HostFacts,
+  };
+}
+
+export interface ServerRow {
+  id: string;
+  project: string;
+  name: string;
+  host_id: string;
+  generation: number;
+  spec_json: string;
+  status_json: string;
+  data_initialized: number;
+  lifecycle_json: string;
+  created_at: number;
+  updated_at: number;
+  deleted_at: number | null;
+  version: number;
+}
+
+export function serverFromRow(r: ServerRow): ServerRecord {
+  return {
+    id: r.id,
+    project: r.project,
+    name: r.name,
+    hostId: r.host_id,
+    generation: r.generation,
+    spec: fromJsonString(ServerSpecSchema, r.spec_json, { ignoreUnknownFields: true }),
+    status: fromJsonString(ServerStatusSchema, r.status_json, { ignoreUnknownFields: true }),
+    dataInitialized: r.data_initialized === 1,
+    lifecycle: JSON.parse(r.lifecycle_json) as Lifecycle,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    deletedAt: r.deleted_at,
+    version: Number(r.version),
+  };
+}
+
+export interface ObservedRow {
+  host_id: string;
+  container_id: string;
+  server_id: string | null;
+  manager_id: string | null;
+  state: string;
+  info_json: string;
+  observed_at: number;
+}
+
+export function observedFromRow(r: ObservedRow): ObservedContainer {
+  return {
+    hostId: r.host_id,
+    containerId: r.container_id,
+    serverId: r.server_id,
+    managerId: r.manager_id,
+    state: r.state,
+    info: fromJsonString(ContainerInfoSchema, r.info_json, { ignoreUnknownFields: true }),
+    observedAt: r.observed_at,
+  };
+}
+
+export interface CommandRow {
+  id: string;
+  server_id: string;
+  host_id: string;
+  payload: Buffer;
+  state: CommandState;
+  created_at: number;
+  deadline_at: number;
+  sent_at: number | null;
+  finished_at: number | null;
+  reason: string | null;
+  message: string | null;
+}
+
+export function commandFromRow(r: CommandRow): CommandRecord {
+  return {
+    id: r.id,
+    serverId: r.server_id,
+    hostId: r.host_id,
+    command: fromBinary(CommandSchema, r.payload),
+    state: r.state,
+    createdAt: r.created_at,
+    deadlineAt: r.deadline_at,
+    sentAt: r.sent_at,
+    finishedAt: r.finished_at,
+    reason: r.reason,
+    message: r.message,
+  };
+}
+
+/** A spec's host ports as reservation keys ("25565/tcp"), sorted and distinct, in one string. */
+export function portKeys(ports: readonly PortMapping[]): string {
+  return [...new Set(ports.map((p) => `${p.hostPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`))].sort().join(",");
+}
+
+/** portKeys of a stored spec_json (protobuf JSON: enum names, zero values omitted). */
+export function portKeysOfSpecJson(json: string): string {
+  const ports = (JSON.parse(json) as { ports?: { hostPort?: number; protocol?: string | number }[] }).ports ?? [];
+  return [...new Set(ports.map((p) => `${p.hostPort ?? 0}/${p.protocol === "PROTOCOL_UDP" || p.protocol === Protocol.UDP ? "udp" : "tcp"}`))].sort().join(",");
+}
+
+/** An `events` row as SQLite returns it. */
+export interface EventRow {
+  id: number;
+  time: number;
+  project: string;
+  server_id: string;
+  host_id: string;
+  type: string;
+  reason: string;
+  message: string;
+  actor: string;
+  correlation_id: string;
+  payload_json: string;
+}
+
+export function eventFromRow(r: EventRow): EventRecord {
+  return {
+    id: r.id,
+    time: r.time,
+    project: r.project,
+    serverId: r.server_id,
+    hostId: r.host_id,
+    type: r.type,
+    reason: r.reason,
+    message: r.message,
+    actor: r.actor,
+    correlationId: r.correlation_id,
+    payloadJson: r.payload_json,
+  };
+}
+
+export interface AlertRow {
+  id: string;
+  rule: string;
+  subject: string;
+  project: string;
+  host_id: string;
+  server_id: string;
+  severity: string;
+  state: AlertState;
+  message: string;
+  first_seen: number;
+  last_seen: number;
+  resolved_at: number | null;
+  acknowledged_by: string;
+  acknowledged_at: number | null;
+  muted_until: number | null;
+}
+
+export function alertFromRow(r: AlertRow): AlertRecord {
+  return {
+    id: r.id,
+    rule: r.rule,
+    subject: r.subject,
+    project: r.project,
+    hostId: r.host_id,
+    serverId: r.server_id,
+    severity: r.severity,
+    state: r.state,
+    message: r.message,
+    firstSeen: r.first_seen,
+    lastSeen: r.last_seen,
+    resolvedAt: r.resolved_at,
+    acknowledgedBy: r.acknowledged_by,
+    acknowledgedAt: r.acknowledged_at,
+    mutedUntil: r.muted_until,
+  };
+}
+
+export interface TokenRow {
+  id: string;
+  name: string;
+  role: string;
+  project: string | null;
+  created_at: number;
+  created_by: string;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
+export function tokenFromRow(r: TokenRow): TokenRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    role: r.role as Role,
+    project: r.project,
+    createdAt: r.created_at,
+    createdBy: r.created_by,
+    revokedAt: r.revoked_at,
+    lastUsedAt: r.last_used_at,
+  };
+}
