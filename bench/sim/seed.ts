@@ -40,7 +40,7 @@ export const SIM_IMAGE = "berth-sim/app:1";
  * container is created, not started): the event-churn benchmark's targets.
  */
 export async function seedDatabase(opts: { dbPath: string; agents: number; serversPerAgent: number; stoppedEvery: number }): Promise<SeededHost[]> {
-  const store = openStore(sqliteStoreUrl(opts.dbPath)).contract;
+  const store = await openStore(sqliteStoreUrl(opts.dbPath));
   const managerId = await store.clusterId();
   const hosts: SeededHost[] = [];
   const at = Date.now();

@@ -38,7 +38,7 @@ const storeUrl = parseStoreUrl(settings.store);
 const advertiseUrl = settings["advertise-url"];
 const tls = await resolveTls(settings);
 const startTimeoutSeconds = settings["start-timeout"];
-const manager = buildOrExplain({
+const manager = await buildOrExplain({
   listen: listenAddr,
   store: settings.store,
   ...(settings["secret-key-file"] ? { secretKeyFile: settings["secret-key-file"] } : {}),
@@ -94,9 +94,9 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 }
 
 /** buildManager, with a wrong or missing secret key or a store this build lacks said plainly (exit 2) instead of a stack trace. */
-function buildOrExplain(config: Parameters<typeof buildManager>[0]): ReturnType<typeof buildManager> {
+async function buildOrExplain(config: Parameters<typeof buildManager>[0]): ReturnType<typeof buildManager> {
   try {
-    return buildManager(config);
+    return await buildManager(config);
   } catch (err) {
     if (err instanceof SecretKeyError || err instanceof StoreUnavailableError) fail(err.message);
     throw err;

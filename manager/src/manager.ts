@@ -40,10 +40,8 @@ import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
 import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox } from "./store/secrets.js";
-import type { SqliteTables } from "./store/sqlite/tables.js";
 import type { Store } from "./store/store.js";
 import { describeStoreUrl, parseStoreUrl, sqliteStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
-import type { TokenTables } from "./store/sqlite/token-tables.js";
 import type { TlsMaterial } from "./tls/certificates.js";
 
 export interface ManagerConfig {
@@ -96,8 +94,7 @@ export interface ManagerConfig {
 }
 
 export interface Manager {
-  readonly store: SqliteTables;
-  readonly tokens: TokenTables;
+  readonly store: Store;
   /**
    * The secret of the admin token created because the database had no token
    * at all (first start, made by `listen()` before the port is bound);
@@ -125,37 +122,37 @@ const PLACEHOLDER_WEB_ROOT = fileURLToPath(new URL("../../web/public", import.me
  * the manager here with a message saying which file to restore (openStore
  * closes the database then).
  */
-function openSecretKey(config: ManagerConfig, url: StoreUrl, meta: StoreMeta, log: Logger): SecretBox {
+async function openSecretKey(config: ManagerConfig, url: StoreUrl, meta: StoreMeta, log: Logger): Promise<SecretBox> {
   const dir = storeFilesDir(url);
   const path = config.secretKeyFile ?? (dir === undefined ? undefined : join(dir, "secret.key"));
   if (!path) return SecretBox.ephemeral();
-  const loaded = loadSecretKey(path, meta.get(KEY_CHECK_META) !== undefined);
+  const loaded = loadSecretKey(path, (await meta.get(KEY_CHECK_META)) !== undefined);
   if (loaded.warning) log.warn({ file: path }, loaded.warning);
   if (loaded.created) log.info({ file: path }, "created the secret key sealing secret env values; back it up apart from the database (docs/install.md)");
-  checkSecretKey(meta, loaded.box, path);
+  await checkSecretKey(meta, loaded.box, path);
   return loaded.box;
 }
 
 /** Builds a manager without binding a port, so tests can start it on port 0. */
-export function buildManager(config: ManagerConfig): Manager {
+export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const log = config.log;
   const health = new HealthStatus();
   health.set("", ServingStatus.NOT_SERVING);
   if (config.store === undefined && config.dbPath === undefined) throw new Error("ManagerConfig needs store or dbPath");
   const storeUrl = parseStoreUrl(config.store ?? sqliteStoreUrl(config.dbPath!));
-  const opened = openStore(storeUrl, {
+  let secrets: SecretBox | undefined;
+  const store = await openStore(storeUrl, {
     onWarning: (message) => log.warn({ store: describeStoreUrl(storeUrl) }, message),
-    secrets: (meta) => openSecretKey(config, storeUrl, meta, log),
+    secrets: async (meta) => (secrets = await openSecretKey(config, storeUrl, meta, log)),
     onListenerError: (err) => log.error({ err }, "a listener of committed writes failed; the write stands, the listener missed it"),
   });
-  const { store, tokens } = opened;
-  const secrets = store.secrets;
-  const managerId = store.managerId();
+  const opened = { contract: store, description: store.description };
+  const managerId = await store.clusterId();
   // Nothing is connected at start, whatever the previous run left in the table. Best effort:
   // on a full disk the manager must still start and serve reads (health says NOT_SERVING
   // until a write succeeds); the column is a record, connections are the hub's.
   try {
-    store.markAllHostsOffline();
+    await store.commit([{ op: "host.allOffline" }]);
   } catch (err) {
     log.warn({ err }, "could not mark hosts offline at start (is the database disk full?); serving reads, writes resume once the database is writable");
   }
@@ -249,7 +246,6 @@ export function buildManager(config: ManagerConfig): Manager {
 
   return {
     store,
-    tokens,
     get initialAdminToken() {
       return initialAdminToken;
     },
@@ -274,9 +270,12 @@ export function buildManager(config: ManagerConfig): Manager {
       // (docs/benchmarks.md). So servers whose host is still away after the agent timeout are
       // reconciled then (Unknown; their deadlines fire), as for a host that goes silent.
       startupSweep = setTimeout(() => {
-        for (const s of store.serverPlacements()) {
-          if (!hub.isConnected(s.hostId)) reconciler.enqueue(s.id, "manager started; host not connected");
-        }
+        void store.serverPlacements().then(
+          (placements) => {
+            for (const s of placements) if (!hub.isConnected(s.hostId)) reconciler.enqueue(s.id, "manager started; host not connected");
+          },
+          (err: unknown) => log.warn({ err }, "could not read servers for the startup sweep; the periodic resync reconciles them"),
+        );
       }, agentTimeoutMs);
       startupSweep.unref();
       sweeper = setInterval(() => {
@@ -301,7 +300,7 @@ export function buildManager(config: ManagerConfig): Manager {
       hub.closeAll("manager shutting down");
       ledgerServices.stop();
       await listener?.close();
-      opened.close();
+      await store.close();
     },
   };
 }

@@ -9,7 +9,8 @@ import { ROLES } from "./auth/caller.js";
 import { checkNewToken, parseRole } from "./auth/token-policy.js";
 import { newToken } from "./auth/tokens.js";
 import { BerthError, NotFoundError } from "./errors.js";
-import { openStore, StoreUnavailableError, type OpenedStore } from "./store/open.js";
+import { openStore, StoreUnavailableError } from "./store/open.js";
+import type { Store } from "./store/store.js";
 import { chooseStoreUrl, describeStoreUrl, parseStoreUrl, redactStoreUrlText, StoreUrlError, type StoreUrl } from "./store/store-url.js";
 import { scopeText } from "./api/access-service.js";
 
@@ -80,18 +81,18 @@ export async function runTokenCommand(args: string[], env: NodeJS.ProcessEnv = p
     return fail(`${which}${err.message}\n\n${TOKEN_USAGE}`);
   }
   /** Opens the store; a store this build lacks is said in one line (exit 2). */
-  const withStore = async (fn: (s: OpenedStore["contract"]) => Promise<number>): Promise<number> => {
-    let opened: OpenedStore;
+  const withStore = async (fn: (s: Store) => Promise<number>): Promise<number> => {
+    let opened: Store;
     try {
-      opened = openStore(storeUrl);
+      opened = await openStore(storeUrl);
     } catch (err) {
       if (err instanceof StoreUnavailableError) return fail(err.message);
       throw err;
     }
     try {
-      return await fn(opened.contract);
+      return await fn(opened);
     } finally {
-      await opened.contract.close();
+      await opened.close();
     }
   };
 

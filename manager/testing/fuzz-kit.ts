@@ -75,7 +75,7 @@ export interface TestManager {
 export async function startTestManager(config: Partial<ManagerConfig> = {}): Promise<TestManager> {
   const dir = mkdtempSync(join(tmpdir(), "berth-fuzz-"));
   const dbPath = join(dir, "berth.db");
-  const manager = buildManager({
+  const manager = await buildManager({
     listen: "127.0.0.1:0",
     dbPath,
     // FUZZ_LOG=error shows what the manager logs (e.g. the stack of an Internal answer).

@@ -38,7 +38,7 @@ function setup(responses: (number | Error)[]) {
     { urls: ["http://hooks.test/berth?token=s3cret"], secret: "k", backoffBaseMs: 5, maxAttempts: 3 },
     { store: contract, ledger, log: createLogger("silent", "test"), managerId: "mgr_1", fetch: fetchImpl },
   );
-  const events = () => ledger.list({}).filter((e) => e.type.startsWith("webhook."));
+  const events = () => (await ledger.list({})).filter((e) => e.type.startsWith("webhook."));
   return { notifier, calls, events };
 }
 

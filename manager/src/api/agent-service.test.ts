@@ -67,7 +67,7 @@ function setup() {
   const opened = memoryStore();
   const gated = gatedContract(opened.contract);
   const hub = new AgentHub();
-  const ledger = new Ledger(opened.store);
+  const ledger = new Ledger(opened.contract);
   const unfollow = ledger.follow(opened.contract);
   cleanup.push(() => {
     unfollow();
@@ -97,7 +97,7 @@ describe("AgentService.Connect", () => {
     a.send({ case: "commandResult", value: { commandId: "cmd_of_b", success: true, message: "forged" } });
     await tick();
     expect(store.getCommand("cmd_of_b")?.state).toBe("pending");
-    expect(ledger.list({}).some((e) => e.type === "command.succeeded")).toBe(false);
+    expect((await ledger.list({})).some((e) => e.type === "command.succeeded")).toBe(false);
 
     const b = await connect("host_bbbb");
     await b.output.next();
@@ -106,7 +106,7 @@ describe("AgentService.Connect", () => {
     b.send({ case: "commandResult", value: { commandId: "cmd_of_b", success: true, message: "done" } });
     await tick();
     expect(store.getCommand("cmd_of_b")?.state).toBe("succeeded");
-    expect(ledger.list({}).find((e) => e.type === "command.succeeded")).toMatchObject({ hostId: "host_bbbb", actor: "agent" });
+    expect((await ledger.list({})).find((e) => e.type === "command.succeeded")).toMatchObject({ hostId: "host_bbbb", actor: "agent" });
     a.close();
     b.close();
   });
@@ -143,7 +143,7 @@ describe("AgentService.Connect", () => {
     a.send({ case: "commandResult", value: { commandId: "cmd_run", success: false, reason: "Late", container: container("exited") } });
     await vi.waitFor(() => expect(store.containersForServer("host_aaaa", "srv_aaaaaaaaaaaa")[0]?.state).toBe("exited"));
     expect(store.getCommand("cmd_run")?.state).toBe("succeeded");
-    expect(ledger.list({}).filter((e) => e.correlationId === "cmd_run").map((e) => e.type)).toEqual(["command.succeeded"]);
+    expect((await ledger.list({})).filter((e) => e.correlationId === "cmd_run").map((e) => e.type)).toEqual(["command.succeeded"]);
     a.close();
   });
 
@@ -194,7 +194,7 @@ describe("AgentService.Connect", () => {
     gated.release();
     await ended;
     await vi.waitFor(() => expect(store.getHost("host_aaaa")?.online).toBe(false));
-    const types = ledger.list({}).map((e) => e.type);
+    const types = (await ledger.list({})).map((e) => e.type);
     expect(types.slice(types.indexOf("host.docker_unreachable"))).toEqual(["host.docker_unreachable", "host.disconnected"]);
   });
 
@@ -239,6 +239,6 @@ describe("AgentService.Enroll", () => {
     expect(lost[0]!.reason).toBeInstanceOf(UnauthenticatedError);
     expect((lost[0]!.reason as Error).message).toBe("this enrollment token was already used; create a new one");
     expect(store.listHosts()).toHaveLength(hostsBefore + 1);
-    expect(ledger.list({}).filter((e) => e.type === "host.enrolled").map((e) => e.correlationId)).toEqual(["enr_one"]);
+    expect((await ledger.list({})).filter((e) => e.type === "host.enrolled").map((e) => e.correlationId)).toEqual(["enr_one"]);
   });
 });

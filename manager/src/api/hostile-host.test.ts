@@ -169,7 +169,7 @@ describe("a hostile host cannot make the manager store or do without bound", () 
     // A directory named like an unknown server is listed (OrphanService finds untracked containers' data by it).
     expect(entries).toContain("srv_unknownzzzz");
     // One event says what was refused and why; counts on the hub for metrics.
-    const refused = ledger.list({}).filter((e) => e.type === "host.reports_refused");
+    const refused = (await ledger.list({})).filter((e) => e.type === "host.reports_refused");
     expect(refused).toHaveLength(1);
     expect(refused[0]).toMatchObject({ hostId: "host_aaaa", reason: "ReportsRefused" });
     expect(refused[0]!.message).toMatch(/TooManyOtherContainers/);
@@ -182,7 +182,7 @@ describe("a hostile host cannot make the manager store or do without bound", () 
     await tick(50);
     expect(rows("observed_containers", "host_aaaa")).toBe(DEFAULT_HOST_LIMITS.maxOtherLabelled + 1);
     expect(store.getDataDir("host_aaaa", "srv_unknownyyyy")).toBeUndefined();
-    expect(ledger.list({}).filter((e) => e.type === "host.reports_refused")).toHaveLength(1);
+    expect((await ledger.list({})).filter((e) => e.type === "host.reports_refused")).toHaveLength(1);
 
     // RemoveHost: nothing the host reported stays.
     db.prepare("INSERT INTO alerts (id, rule, subject, host_id, severity, state, first_seen, last_seen) VALUES ('alr_1', 'orphan_found', 'orphan:host_aaaa/container', 'host_aaaa', 'warning', 'firing', 1, 1)").run();

@@ -268,7 +268,7 @@ describe("what the agent reports about its host", () => {
     agentSend({ case: "heartbeat", value: { dockerReachable: true } });
     await tick();
     expect(cond()).toMatchObject({ status: ConditionStatus.TRUE });
-    expect(ledger.list({}).filter((e) => e.type.startsWith("host.docker_")).map((e) => e.type)).toEqual(["host.docker_unreachable", "host.docker_reachable"]);
+    expect((await ledger.list({})).filter((e) => e.type.startsWith("host.docker_")).map((e) => e.type)).toEqual(["host.docker_unreachable", "host.docker_reachable"]);
     // An empty heartbeat (sent on a state change) does not wipe the disk fact.
     agentSend({ case: "heartbeat", value: { dataRootFreeBytes: 1234n, dockerReachable: true } });
     agentSend({ case: "heartbeat", value: { dockerReachable: true } });
@@ -283,7 +283,7 @@ describe("what the agent reports about its host", () => {
     // Another host's server is not this agent's to report on.
     agentSend({ case: "pullProgress", value: { serverId: "srv_other", commandId: "cmd_2", image: "x", status: "s" } });
     await tick();
-    const pulls = ledger.list({}).filter((e) => e.type === "image.pull_progress");
+    const pulls = (await ledger.list({})).filter((e) => e.type === "image.pull_progress");
     expect(pulls.map((e) => e.message)).toEqual(["busybox: layer 0", "busybox: pulled image busybox"]);
     expect(pulls[1]).toMatchObject({ serverId: "srv_web", reason: "PullFinished", correlationId: "cmd_1", actor: "agent" });
   });

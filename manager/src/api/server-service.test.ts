@@ -32,7 +32,7 @@ function setup(opts: { contract?: (c: Store) => Store } = {}) {
   const raw = opened.contract;
   const contract = opts.contract ? opts.contract(raw) : raw;
   const hub = new AgentHub();
-  const ledger = new Ledger(opened.store);
+  const ledger = new Ledger(opened.contract);
   const unfollow = ledger.follow(raw);
   const log = createLogger("silent", "test");
   const managerId = opened.store.managerId();

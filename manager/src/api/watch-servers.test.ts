@@ -56,7 +56,7 @@ function setup(opts: { feed?: (contract: Store) => ServerChangeFeed } = {}) {
   const opened = memoryStore();
   open.push(() => opened.close());
   const { contract } = opened;
-  const real = new Ledger(opened.store);
+  const real = new Ledger(opened.contract);
   open.push(real.follow(contract));
   const ledger = opts.feed ? ({ servers: opts.feed(contract) } as unknown as Ledger) : real;
   if (opts.feed) open.push(contract.onCommit((c) => c.serverIds.forEach((id) => ledger.servers.notify(id))));

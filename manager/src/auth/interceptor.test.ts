@@ -172,7 +172,7 @@ describe("AccessService", () => {
     expect(me.token?.id).toBe(res.token?.id);
     const list = await clients(root.secret).access.listTokens({});
     expect(toJsonString(ListTokensResponseSchema, list)).not.toContain(res.secret.slice(4));
-    const ev = ledger.list({}).find((e) => e.type === "token.created");
+    const ev = (await ledger.list({})).find((e) => e.type === "token.created");
     expect(ev).toMatchObject({ actor: `token:${root.token.id}:root`, correlationId: res.token!.id, project: "web" });
   });
 
@@ -207,7 +207,7 @@ describe("AccessService", () => {
     await clients(root.secret).access.revokeToken({ id: v.token.id });
     await clients(root.secret).access.revokeToken({ id: v.token.id });
     expect(await code(clients(v.secret).access.whoAmI({}))).toBe(Code.Unauthenticated);
-    const revoked = ledger.list({}).filter((e) => e.type === "token.revoked");
+    const revoked = (await ledger.list({})).filter((e) => e.type === "token.revoked");
     expect(revoked).toHaveLength(1);
     expect(revoked[0]).toMatchObject({ actor: `token:${root.token.id}:root`, correlationId: v.token.id });
     expect(await code(clients(root.secret).access.revokeToken({ id: "" }))).toBe(Code.InvalidArgument);

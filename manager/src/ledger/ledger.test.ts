@@ -77,7 +77,7 @@ describe("Ledger", () => {
     });
     ledger.subscribe((id) => heard.push(id));
     const id = ledger.append({ type: "host.connected", hostId: "host_a", message: "hi" });
-    expect(ledger.list({}).map((e) => e.id)).toEqual([id]);
+    expect((await ledger.list({})).map((e) => e.id)).toEqual([id]);
     expect(heard).toEqual([id]);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ msg: expect.stringMatching(/event listener failed/), type: "host.connected", event: id });

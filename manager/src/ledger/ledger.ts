@@ -1,6 +1,5 @@
 import type { Logger } from "../log.js";
 import type { Store, WriteOp } from "../store/store.js";
-import type { SqliteTables } from "../store/sqlite/tables.js";
 import type { EventInput, EventRecord } from "../domain/records.js";
 import { ServerChangeFeed } from "./server-changes.js";
 
@@ -21,9 +20,8 @@ export type LedgerListener = (id: number, event: Readonly<EventInput>) => void;
  * evaluation); `servers` is the feed of server record changes behind
  * WatchServers, fed by every event about a server and by `serverChanged`.
  *
- * Appends usually run inside the writer's transaction, so a listener must
- * not read the ledger synchronously: it may see rows that are then rolled
- * back. Watches only use the notification as a wake-up and read later.
+ * Events are appended by the writer's own batch (`op`), and listeners hear
+ * them once that batch committed (`follow`).
  */
 export class Ledger {
   private readonly listeners = new Set<LedgerListener>();
@@ -31,7 +29,7 @@ export class Ledger {
 
   /** `log`: where listener failures and unreadable records are reported (silent without one). */
   constructor(
-    private readonly store: SqliteTables,
+    private readonly store: Store,
     private readonly now: () => number = Date.now,
     private readonly log?: Logger,
   ) {
@@ -40,12 +38,6 @@ export class Ledger {
         log?.error({ server: serverId, err, retrying }, retrying ? "could not read a changed server for its watchers; retrying" : "could not read a changed server for its watchers; its watchers miss this change"),
       onSubscriberError: (err) => log?.error({ err }, "a server watch failed on a published change; the other watches got it"),
     });
-  }
-
-  append(e: EventInput): number {
-    const id = this.store.appendEvent(e, this.now());
-    this.#published(id, e);
-    return id;
   }
 
   /**
@@ -87,8 +79,10 @@ export class Ledger {
     this.servers.notify(serverId);
   }
 
-  list(f: { serverId?: string; afterId?: number; limit?: number }): EventRecord[] {
-    return this.store.listEvents(f);
+  /** Events oldest first, across projects (for tools and tests; the API reads through the store with its caller's scope). */
+  async list(f: { serverId?: string; afterId?: number; limit?: number } = {}): Promise<EventRecord[]> {
+    const upToId = await this.store.lastEventId();
+    return this.store.readForward({ project: null, ...(f.serverId ? { serverId: f.serverId } : {}), afterId: f.afterId ?? 0, upToId, limit: f.limit ?? 1000 });
   }
 
   subscribe(listener: LedgerListener): () => void {

@@ -133,7 +133,7 @@ async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: 
   );
   await reconciler.queue.idle();
   await new Promise((r) => setTimeout(r, 400));
-  const issued = ledger.list({ serverId: SERVER }).filter((e) => e.type === "command.issued").length;
+  const issued = (await ledger.list({ serverId: SERVER })).filter((e) => e.type === "command.issued").length;
   return { issued, store, ledger };
 }
 

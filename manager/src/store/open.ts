@@ -1,106 +1,56 @@
 /**
  * The one way into the store: `openStore(url)` picks the engine from the
  * `--store` URL (store-url.ts), opens it, brings its schema up to date and
- * returns the stores the manager and its CLIs use, over one connection.
- * Nothing outside `store/` opens a database or holds its handle.
+ * returns the store contract (store.ts) over it. Nothing outside `store/`
+ * opens a database or holds its handle.
  */
+import { backupPostgresDatabase } from "./postgres/backup.js";
+import { openPostgresStore } from "./postgres/pg-store.js";
+import type { SecretBox } from "./secrets.js";
 import { AlertTables } from "./sqlite/alert-tables.js";
+import { backupSqliteDatabase, type BackupSummary } from "./sqlite/backup.js";
 import { openDatabase } from "./sqlite/database.js";
 import { EventTables } from "./sqlite/event-tables.js";
-import { backupPostgresDatabase } from "./postgres/backup.js";
-import type { SecretBox } from "./secrets.js";
-import { backupSqliteDatabase, type BackupSummary } from "./sqlite/backup.js";
-import type { Store } from "./store.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
 import { SqliteTables } from "./sqlite/tables.js";
-import { describeStoreUrl, parseStoreUrl, type StoreUrl } from "./store-url.js";
 import { TokenTables } from "./sqlite/token-tables.js";
+import type { OpenStoreOptions, Store } from "./store.js";
 
-/** The stores over one open database. */
-export interface OpenedStore {
-  readonly url: StoreUrl;
-  /** The URL for logs and messages (no password). */
-  readonly description: string;
-  readonly store: SqliteTables;
-  readonly events: EventTables;
-  readonly alerts: AlertTables;
-  readonly tokens: TokenTables;
-  /**
-   * The store contract (contract.ts) over the same database: asynchronous reads, writes as one batch.
-   * Code moves to it from the table classes above one module at a time (issue 16); they go once all have.
-   */
-  readonly contract: Store;
-  /** Closes the database; the stores are unusable afterwards. */
-  close(): void;
-}
-
-/** The meta values the secret key check reads and writes before the stores exist. */
-export interface StoreMeta {
-  get(key: string): string | undefined;
-  set(key: string, value: string): void;
-}
-
-export interface OpenStoreOptions {
-  /** Something worth an operator's attention that does not stop the store (e.g. a directory others can read). */
-  onWarning?: (message: string) => void;
-  /**
-   * Chooses the key sealing secret env values, given the database's meta
-   * (where the key check lives). When it throws, the database is closed
-   * and the error passes through. Without it, writing a secret env value throws.
-   */
-  secrets?: (meta: StoreMeta) => SecretBox;
-  /** A listener of committed batches threw (a bug: the write stands, the listener missed it). */
-  onListenerError?: (err: unknown) => void;
-}
-
-/** The store URL names an engine this build does not have; the message says what to use instead. */
-export class StoreUnavailableError extends Error {
-  override readonly name = "StoreUnavailableError";
-}
+export { StoreUnavailableError, type OpenStoreOptions, type StoreMeta } from "./store.js";
+import { describeStoreUrl, parseStoreUrl, type StoreUrl } from "./store-url.js";
 
 /**
  * Opens the store `url` names (text as given to --store, or parsed), applying
- * pending migrations. Throws StoreUrlError for a URL that does not parse and
- * StoreUnavailableError for an engine this build lacks.
+ * pending migrations. Throws StoreUrlError for a URL that does not parse.
  */
-export function openStore(url: string | StoreUrl, opts: OpenStoreOptions = {}): OpenedStore {
+export async function openStore(url: string | StoreUrl, opts: OpenStoreOptions = {}): Promise<Store> {
   const parsed = typeof url === "string" ? parseStoreUrl(url) : url;
-  if (parsed.engine !== "sqlite") throw postgresUnavailable(parsed);
-  const db = openDatabase(parsed.path, opts.onWarning ? { onWarning: opts.onWarning } : {});
+  if (parsed.engine === "postgres") return openPostgresStore(parsed, opts);
+  return openSqliteStore(parsed, opts);
+}
+
+async function openSqliteStore(url: Extract<StoreUrl, { engine: "sqlite" }>, opts: OpenStoreOptions): Promise<SqliteStore> {
+  const db = openDatabase(url.path, opts.onWarning ? { onWarning: opts.onWarning } : {});
   let secrets: SecretBox | undefined;
   try {
     if (opts.secrets) {
       const meta = new SqliteTables(db);
-      secrets = opts.secrets({ get: (k) => meta.getMeta(k), set: (k, v) => meta.setMeta(k, v) });
+      secrets = await opts.secrets({ get: async (k) => meta.getMeta(k), set: async (k, v) => meta.setMeta(k, v) });
     }
   } catch (err) {
     db.close();
     throw err;
   }
-  const store = new SqliteTables(db, secrets);
-  const events = new EventTables(db);
-  const alerts = new AlertTables(db);
-  const tokens = new TokenTables(db);
-  return {
-    url: parsed,
-    description: describeStoreUrl(parsed),
-    store,
-    events,
-    alerts,
-    tokens,
-    contract: new SqliteStore(store, events, alerts, tokens, opts.onListenerError),
-    close() {
-      if (db.open) db.close();
-    },
-  };
+  const tables = new SqliteTables(db, secrets);
+  return new SqliteStore(describeStoreUrl(url), tables, new EventTables(db), new AlertTables(db), new TokenTables(db), opts.onListenerError);
 }
 
 /**
  * An online, consistent copy of the store into the file `to` (refused when
- * it exists, unless `force`): a SQLite database file (sqlite-backup.ts), or
+ * it exists, unless `force`): a SQLite database file (sqlite/backup.ts), or
  * for PostgreSQL a pg_dump custom-format archive (postgres/backup.ts;
  * `pgBinDir` says where pg_dump is, default /usr/lib/postgresql/<major>/bin
- * then PATH). Throws BackupError (sqlite-backup.ts) with what to do.
+ * then PATH). Throws BackupError (sqlite/backup.ts) with what to do.
  */
 export async function backupStore(url: string | StoreUrl, to: string, opts: { force?: boolean; pgBinDir?: string } = {}): Promise<BackupSummary> {
   const parsed = typeof url === "string" ? parseStoreUrl(url) : url;
@@ -108,10 +58,4 @@ export async function backupStore(url: string | StoreUrl, to: string, opts: { fo
     return backupPostgresDatabase(parsed, to, { force: opts.force ?? false, ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}) });
   }
   return backupSqliteDatabase(parsed.path, to, { force: opts.force ?? false });
-}
-
-function postgresUnavailable(url: StoreUrl): StoreUnavailableError {
-  return new StoreUnavailableError(
-    `the PostgreSQL store is not yet available in this build (${describeStoreUrl(url)}); use --store sqlite:///path/berth.db`,
-  );
 }

@@ -172,12 +172,12 @@ describe("secret key file", () => {
     expect(() => loadSecretKey(path, true)).toThrow(/is missing, and this database holds secrets sealed with a key; restore the key file/);
   });
 
-  it("must be the key the database was sealed with", () => {
+  it("must be the key the database was sealed with", async () => {
     const meta = new Map<string, string>();
-    const m = { get: (k: string) => meta.get(k), set: (k: string, v: string) => void meta.set(k, v) };
+    const m = { get: async (k: string) => meta.get(k), set: async (k: string, v: string) => void meta.set(k, v) };
     const right = SecretBox.ephemeral();
-    checkSecretKey(m, right, "/k"); // first start: records the check
-    checkSecretKey(m, right, "/k");
-    expect(() => checkSecretKey(m, SecretBox.ephemeral(), "/wrong.key")).toThrow(/secret key \/wrong.key is not the key this database's secret env values were sealed with/);
+    await checkSecretKey(m, right, "/k"); // first start: records the check
+    await checkSecretKey(m, right, "/k");
+    await expect(checkSecretKey(m, SecretBox.ephemeral(), "/wrong.key")).rejects.toThrow(/secret key \/wrong.key is not the key this database's secret env values were sealed with/);
   });
 });

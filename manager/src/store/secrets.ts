@@ -210,10 +210,10 @@ export function loadSecretKey(path: string, databaseHasSecrets: boolean): { box:
  * otherwise: a manager with the wrong key would send undecryptable garbage to
  * containers, so it must not start.
  */
-export function checkSecretKey(meta: { get(key: string): string | undefined; set(key: string, value: string): void }, box: SecretBox, keyPath: string): void {
-  const stored = meta.get(KEY_CHECK_META);
+export async function checkSecretKey(meta: { get(key: string): Promise<string | undefined>; set(key: string, value: string): Promise<void> }, box: SecretBox, keyPath: string): Promise<void> {
+  const stored = await meta.get(KEY_CHECK_META);
   if (stored === undefined) {
-    meta.set(KEY_CHECK_META, box.seal(KEY_CHECK_PLAIN, "key-check"));
+    await meta.set(KEY_CHECK_META, box.seal(KEY_CHECK_PLAIN, "key-check"));
     return;
   }
   try {

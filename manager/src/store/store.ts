@@ -38,7 +38,40 @@ import type {
   Lifecycle,
   NewServerRecord,
   ObservedContainer,
-  ServerRecord, AlertRecord, ServerFacts, EventQuery, TokenRecord, ServerFilter } from "../domain/records.js";
+  ServerRecord,
+  AlertRecord,
+  ServerFacts,
+  EventQuery,
+  TokenRecord,
+  ServerFilter,
+} from "../domain/records.js";
+import type { SecretBox } from "./secrets.js";
+
+// ------------------------------------------------------------------ opening
+
+/** The meta values the secret key check reads and writes before the store exists. */
+export interface StoreMeta {
+  get(key: string): Promise<string | undefined>;
+  set(key: string, value: string): Promise<void>;
+}
+
+export interface OpenStoreOptions {
+  /** Something worth an operator's attention that does not stop the store (e.g. a directory others can read). */
+  onWarning?: (message: string) => void;
+  /**
+   * Chooses the key sealing secret env values, given the database's meta
+   * (where the key check lives). When it throws, the database is closed
+   * and the error passes through. Without it, writing a secret env value throws.
+   */
+  secrets?: (meta: StoreMeta) => Promise<SecretBox> | SecretBox;
+  /** A listener of committed batches threw (a bug: the write stands, the listener missed it). */
+  onListenerError?: (err: unknown) => void;
+}
+
+/** The store URL names an engine this build does not have; the message says what to use instead. */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}
 
 // ------------------------------------------------------------------ writes
 
@@ -81,6 +114,8 @@ export type WriteOp =
   | { op: "host.connected"; id: string; facts: HostFacts; at: number }
   | { op: "host.heartbeat"; id: string; at: number; facts: Partial<HostFacts> }
   | { op: "host.offline"; id: string }
+  /** Every host offline: a single manager's start, when nothing can be connected yet. */
+  | { op: "host.allOffline" }
   /** Marks the host removed and deletes what was observed on it. */
   | { op: "host.remove"; id: string; at: number }
   /** ConflictError when the token was used meanwhile. */
@@ -192,6 +227,8 @@ export interface Retention {
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
 export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, Retention {
   readonly engine: "sqlite" | "postgres";
+  /** Where it is, for logs and messages (a URL without its password). */
+  readonly description: string;
   /** The control plane's identity (the `berth.manager` label on what it creates), made once per database. */
   clusterId(): Promise<string>;
   getMeta(key: string): Promise<string | undefined>;

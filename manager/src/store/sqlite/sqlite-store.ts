@@ -31,6 +31,7 @@ export class SqliteStore implements StoreContract {
   readonly #listeners = new Set<CommitListener>();
 
   constructor(
+    readonly description: string,
     private readonly tables: Tables,
     private readonly events: EventTables,
     private readonly alerts: AlertTables,
@@ -155,6 +156,9 @@ export class SqliteStore implements StoreContract {
       case "host.offline":
         t.setHostOffline(o.id);
         fx.hostIds.add(o.id);
+        return;
+      case "host.allOffline":
+        t.markAllHostsOffline();
         return;
       case "host.remove":
         if (!this.tokens.removeHost(o.id, o.at)) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
