@@ -4,7 +4,10 @@
  * box so specs with secret env values can be written.
  */
 import { randomBytes } from "node:crypto";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { inject } from "vitest";
+import { initialStatus, type NewServerRecord } from "../src/domain/records.js";
 import { createDatabase, dropDatabase, uniqueDatabaseName } from "../../test/harness/postgres.js";
 import { openStore } from "../src/store/open.js";
 import type { Store } from "../src/store/store.js";
@@ -76,4 +79,28 @@ export async function testStore(opts: { engine?: TestEngine } = {}): Promise<Sto
       await dropDatabase(server, name);
     },
   });
+}
+
+/**
+ * A server record for tests, to insert with `{ op: "server.insert", server: newServer(...) }`:
+ * project "default", the given id, name (default: the id) and host, spec from `spec`
+ * (name, host id and image "busybox" filled in), initial status, never started.
+ */
+export function newServer(o: { id: string; hostId: string; name?: string; project?: string; spec?: MessageInitShape<typeof ServerSpecSchema>; at?: number } & Partial<Omit<NewServerRecord, "spec">>): NewServerRecord {
+  const { id, hostId, name = o.id, project = "default", spec, at = 1, ...rest } = o;
+  return {
+    id,
+    project,
+    name,
+    hostId,
+    generation: 1,
+    spec: create(ServerSpecSchema, { name, hostId, image: "busybox", ...spec }),
+    status: initialStatus(),
+    dataInitialized: false,
+    lifecycle: {},
+    createdAt: at,
+    updatedAt: at,
+    deletedAt: null,
+    ...rest,
+  };
 }
