@@ -10,12 +10,12 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
-import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
-import { Protocol, ServerSpecSchema, PortMappingSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { DesiredState, Phase, Protocol, ServerSpecSchema, ServerStatusSchema, PortMappingSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { requirePostgres, useTestDatabase } from "../../../../test/harness/postgres-tests.js";
 import { startTcpProxy } from "../../../../test/harness/tcp-proxy.js";
 import { testStore } from "../../../testing/store.js";
-import { initialStatus, type NewServerRecord } from "../../domain/records.js";
+import { initialStatus, type AlertRecord, type NewServerRecord } from "../../domain/records.js";
 import { BerthError, ConflictError, PreconditionError, ServerNameTakenError, UnavailableError } from "../../errors.js";
 import { openStore } from "../open.js";
 import { isSealed, SecretBox, SecretKeyError } from "../secrets.js";
@@ -312,5 +312,180 @@ describe.skipIf(!provided.url)("PostgresStore", () => {
       for (const s of opened.splice(0)) await s.close();
       await proxy.close();
     }
+  });
+});
+
+// ------------------------------------------------------------------ the same answers as SQLite
+
+function ctr(id: string, serverId: string | null, managerId: string | null, state = "running"): ContainerInfo {
+  const labels: Record<string, string> = {};
+  if (serverId) labels["berth.server"] = serverId;
+  if (managerId) labels["berth.manager"] = managerId;
+  return create(ContainerInfoSchema, { id, name: id, image: "busybox", state, labels });
+}
+
+function alert(id: string, o: Partial<AlertRecord>): AlertRecord {
+  return {
+    id,
+    rule: "host_offline",
+    subject: `host:${HOST}`,
+    project: "",
+    hostId: HOST,
+    serverId: "",
+    severity: "warning",
+    state: "firing",
+    message: "m",
+    firstSeen: T0,
+    lastSeen: T0,
+    resolvedAt: null,
+    acknowledgedBy: "",
+    acknowledgedAt: null,
+    mutedUntil: null,
+    ...o,
+  };
+}
+
+/** Batches touching every table, none failing (a rolled-back batch burns an event id on PostgreSQL only). */
+function parityBatches(): WriteOp[][] {
+  const at = (n: number) => T0 + n * 1000;
+  const srv = (id: string, name: string, project: string, created: number, ports: number[]) => ({ ...server(id, name, { hostPorts: ports }), project, createdAt: at(created), updatedAt: at(created) });
+  const running = create(ServerStatusSchema, { phase: Phase.RUNNING, reason: "Started", observedGeneration: 2n });
+  return [
+    [
+      { op: "host.insert", id: HOST, name: "h1", secretHash: "hash1", createdAt: at(0) },
+      { op: "host.insert", id: "host_b", name: "h2", secretHash: "hash2", createdAt: at(0) },
+      { op: "host.connected", id: HOST, facts: { hostname: "alpha", cpuCount: 4 }, at: at(1) },
+      { op: "host.heartbeat", id: HOST, at: at(2), facts: { dataRootFreeBytes: 5_000_000_000 } },
+      { op: "event.append", event: { type: "host.connected", hostId: HOST, actor: "system" }, at: at(1) },
+    ],
+    [
+      { op: "server.insert", server: srv("srv_p1", "one", "default", 1, [25565]) },
+      { op: "server.insert", server: srv("srv_p2", "two", "default", 1, [25566]) },
+      { op: "server.insert", server: srv("srv_p3", "three", "team", 2, []) },
+      { op: "server.insert", server: srv("srv_p4", "four", "team", 3, [25567]) },
+      { op: "event.append", event: { type: "server.created", project: "default", serverId: "srv_p1", actor: "token:tok_a:ci" }, at: at(1) },
+      { op: "event.append", event: { type: "server.created", project: "default", serverId: "srv_p2", actor: "token:tok_a" }, at: at(1) },
+      { op: "event.append", event: { type: "server.created", project: "team", serverId: "srv_p3", actor: "token:tok_ab" }, at: at(2) },
+    ],
+    [
+      { op: "server.status", id: "srv_p1", status: running, dataInitialized: true, expectVersion: 1 },
+      { op: "server.spec", id: "srv_p2", spec: create(ServerSpecSchema, { name: "two", hostId: HOST, image: "busybox:2", desiredState: DesiredState.STOPPED, ports: [] }), generation: 2, hostId: HOST, deletedAt: null, updatedAt: at(4) },
+      { op: "server.lifecycle", id: "srv_p3", lifecycle: { purge: { requestedAt: at(4) } } as never },
+      { op: "server.spec", id: "srv_p4", spec: server("srv_p4", "four").spec, generation: 2, hostId: HOST, deletedAt: at(5), updatedAt: at(5) },
+      { op: "event.append", event: { type: "server.deleted", project: "team", serverId: "srv_p4", payload: { why: "test" } }, at: at(5) },
+    ],
+    [
+      command("cmd_p1", "srv_p1"),
+      command("cmd_p2", "srv_p2"),
+      { op: "command.sent", id: "cmd_p1", at: at(6) },
+      { op: "command.finish", id: "cmd_p2", state: "failed", at: at(6), reason: "Boom", message: "it broke" },
+      { op: "event.append", event: { type: "command.issued", serverId: "srv_p1" }, at: at(6) },
+    ],
+    [
+      {
+        op: "host.inventory",
+        hostId: HOST,
+        containers: [ctr("c1", "srv_p1", "mgr_me"), ctr("c2", null, null, "exited"), ctr("c3", "srv_gone", "mgr_me"), ctr("c4", "srv_p2", "mgr_other"), ctr("c5", "srv_p2", null)],
+        dataDirs: [{ hostId: HOST, serverId: "srv_p1", present: true, sizeBytes: 4096, checkedAt: at(7) }, { hostId: HOST, serverId: "srv_zz", present: true, sizeBytes: 1, checkedAt: at(7) }],
+        dataRootEntries: [{ name: "srv_p1", sizeBytes: 4096 }, { name: "lost+found", sizeBytes: 0 }],
+        at: at(7),
+      },
+      { op: "container.upsert", hostId: "host_b", container: ctr("c9", "srv_p1", "mgr_me"), at: at(7) },
+    ],
+    [
+      { op: "alert.insert", alert: alert("alr_1", {}) },
+      { op: "alert.insert", alert: alert("alr_2", { rule: "server_crashloop", subject: "server:srv_p1", project: "default", serverId: "srv_p1", firstSeen: at(1), lastSeen: at(3) }) },
+      { op: "alert.insert", alert: alert("alr_3", { rule: "disk_low", subject: `host:${HOST}`, firstSeen: at(2), lastSeen: at(2) }) },
+      { op: "alert.resolve", id: "alr_3", at: at(8) },
+      { op: "alert.mute", id: "alr_1", until: at(100) },
+      { op: "alert.acknowledge", id: "alr_2", by: "token:tok_a", at: at(8) },
+      { op: "alert.touch", id: "alr_1", lastSeen: at(9), message: "still" },
+    ],
+    [
+      { op: "token.insert", token: { id: "tok_a", name: "ci", role: "admin" as never, project: null, createdAt: at(1), createdBy: "", revokedAt: null, lastUsedAt: null }, secretHash: "sh_a" },
+      { op: "token.insert", token: { id: "tok_b", name: "team", role: "operator" as never, project: "team", createdAt: at(1), createdBy: "tok_a", revokedAt: null, lastUsedAt: null }, secretHash: "sh_b" },
+      { op: "token.revoke", id: "tok_b", at: at(9) },
+      { op: "token.touch", id: "tok_a", at: at(9) },
+      { op: "project.ensure", name: "other", at: at(9) },
+      { op: "enrollment.insert", id: "enr_1", tokenHash: "th1", createdAt: at(1), expiresAt: at(2) },
+      { op: "enrollment.insert", id: "enr_2", tokenHash: "th2", createdAt: at(1), expiresAt: at(100) },
+      { op: "enrollment.use", id: "enr_2", hostId: "host_b", at: at(3) },
+      { op: "meta.set", key: "k", value: "v" },
+    ],
+  ];
+}
+
+/** Every read of the contract, as plain data. */
+async function readAll(s: Store): Promise<Record<string, unknown>> {
+  const all = { project: null };
+  const events = (q: Parameters<Store["listNewestFirst"]>[0]) => s.listNewestFirst(q);
+  return {
+    servers: await s.listServers(),
+    serversDeleted: await s.listServers({ includeDeleted: true }),
+    serversTeam: await s.listServers({ project: "team", includeDeleted: true }),
+    serversRunning: await s.listServers({ phases: ["RUNNING", "STOPPED"] }),
+    serversPage: await s.listServers({ includeDeleted: true, before: { createdAt: T0 + 2000, id: "srv_p3" }, limit: 1 }),
+    server: await s.getServer("srv_p1"),
+    byName: await s.findServerByName("team", "three"),
+    onHost: (await s.serverIdsOnHost(HOST)).sort(),
+    allIds: (await s.allServerIds()).sort(),
+    byHost: [...(await s.countServersByHost())],
+    placements: (await s.serverPlacements()).sort((a, b) => a.id.localeCompare(b.id)),
+    facts: (await s.serverFacts()).sort((a, b) => a.id.localeCompare(b.id)),
+    hosts: await s.listHosts(),
+    host: await s.getHost(HOST),
+    enrollment: [await s.getEnrollmentToken("th1"), await s.getEnrollmentToken("th2")],
+    containers: await s.containersForServer(HOST, "srv_p2"),
+    observed: await s.observedContainer(HOST, "c2"),
+    orphans: await s.listOrphanCandidates("mgr_me", false),
+    orphansAll: await s.listOrphanCandidates("mgr_me", true),
+    counts: await s.observedCounts(HOST),
+    dataDirs: [await s.getDataDir(HOST, "srv_p1"), await s.getDataDir(HOST, "srv_p2"), await s.getDataDir(HOST, "srv_zz")],
+    rootEntries: [await s.listDataRootEntries(), await s.listDataRootEntries("host_b")],
+    commands: [await s.getCommand("cmd_p1"), await s.openCommandForServer("srv_p1"), await s.lastFinishedCommand("srv_p2"), await s.openCommandsForHost(HOST), [...(await s.serverIdsWithOpenCommands())]],
+    eventsAll: await events({ ...all, limit: 100 }),
+    eventsProject: await events({ project: "default", limit: 100 }),
+    eventsPrefix: await events({ ...all, typePrefix: "server.", limit: 100 }),
+    eventsActor: await events({ ...all, actor: "token:tok_a", limit: 100 }),
+    eventsTime: await events({ ...all, since: T0 + 1000, until: T0 + 5000, limit: 100 }),
+    eventsPage: await events({ ...all, beforeId: 4, limit: 2 }),
+    eventsServerHost: [await events({ ...all, serverId: "srv_p1", limit: 100 }), await events({ ...all, hostId: HOST, limit: 100 })],
+    forward: await s.readForward({ ...all, afterId: 1, upToId: 5, limit: 3 }),
+    eventBounds: [await s.firstEventId(), await s.lastEventId()],
+    alerts: [await s.getAlert("alr_1"), await s.listFiringAlerts(), await s.latestMute("host_offline", `host:${HOST}`)],
+    alertLists: [
+      await s.listAlerts({ includeResolved: true, project: null, sharedRules: [], limit: 10 }),
+      await s.listAlerts({ includeResolved: false, project: "default", sharedRules: [], limit: 10 }),
+      await s.listAlerts({ includeResolved: true, project: "default", sharedRules: ["disk_low"], limit: 10 }),
+    ],
+    tokens: [await s.countTokens(), await s.findTokenBySecretHash("sh_a"), await s.getToken("tok_b"), await s.listTokens(), await s.listTokens({ project: "team" })],
+    meta: await s.getMeta("k"),
+  };
+}
+
+describe.skipIf(!provided.url)("PostgresStore answers as SqliteStore does", () => {
+  it("gives every read the same answer after the same batches, with the same commit results", async () => {
+    const engines = [await fresh("sqlite"), await fresh("postgres")];
+    const results: unknown[][] = [[], []];
+    for (const batch of parityBatches()) {
+      for (const [i, s] of engines.entries()) {
+        const r = await s.commit(batch);
+        results[i]!.push({ versions: [...r.versions], events: r.events, touched: [...r.touchedServers].sort() });
+      }
+    }
+    expect(results[1]).toEqual(results[0]);
+    const [onSqlite, onPostgres] = [await readAll(engines[0]!), await readAll(engines[1]!)];
+    for (const key of Object.keys(onSqlite)) expect({ [key]: onPostgres[key] }).toEqual({ [key]: onSqlite[key] });
+
+    // Retention: the same counts, bounded by the limit.
+    const prunes = async (s: Store) => [
+      await s.pruneEventsOlderThan(T0 + 2000, 2),
+      await s.pruneEventsBeyondCount(2, 100),
+      await s.pruneFinishedCommands(T0 + 100_000, 10),
+      await s.pruneEnrollmentTokens(T0 + 50_000, 1),
+      await s.pruneResolvedAlerts(T0 + 100_000, 10),
+    ];
+    expect(await prunes(engines[1]!)).toEqual(await prunes(engines[0]!));
+    expect(await readAll(engines[1]!)).toEqual(await readAll(engines[0]!));
   });
 });
