@@ -53,7 +53,7 @@ function server(id: string, name: string, o: { hostPorts?: number[]; secret?: st
 
 const command = (id: string, serverId: string): WriteOp => ({
   op: "command.insert",
-  command: create(CommandSchema, { id, serverId, kind: CommandKind.START }),
+  command: create(CommandSchema, { id, serverId, kind: CommandKind.ENSURE_RUNNING }),
   hostId: HOST,
   createdAt: T0,
   deadlineAt: T0 + 60_000,
