@@ -1,15 +1,39 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { defineConfig } from "vitest/config";
+
+/**
+ * Unit test files that take their store from testStore() (manager/testing/store.ts):
+ * they run once per engine, SQLite in "unit" and PostgreSQL in "unit-pg".
+ */
+function storeTests(dir: string): string[] {
+  const found: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile() || !e.name.endsWith(".test.ts")) continue;
+    const path = join(e.parentPath, e.name);
+    if (/\btestStore\(/.test(readFileSync(path, "utf8"))) found.push(path);
+  }
+  return found.sort();
+}
 
 export default defineConfig({
   test: {
-    // Root-level: runs once per `vitest run`, whichever projects are selected; both
-    // projects inherit what it provides (inject("postgres")).
+    // Root-level: runs once per `vitest run`, whichever projects are selected; every
+    // project inherits what it provides (inject("postgres")).
     globalSetup: ["test/harness/postgres-setup.ts"],
     projects: [
       {
         test: {
           name: "unit",
           include: ["manager/src/**/*.test.ts", "manager/testing/**/*.test.ts", "agent/src/**/*.test.ts", "agent/testing/**/*.test.ts", "web/src/**/*.test.ts"],
+          env: { BERTH_TEST_STORE: "sqlite" },
+        },
+      },
+      {
+        test: {
+          name: "unit-pg",
+          include: storeTests("manager/src"),
+          env: { BERTH_TEST_STORE: "postgres" },
         },
       },
       {
