@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SecretKeyError } from "./store/secrets.js";
+import { UnavailableError } from "./errors.js";
 import { StoreUnavailableError } from "./store/open.js";
 import { describeStoreUrl, parseStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
 import { buildManager, splitHostPort } from "./manager.js";
@@ -98,7 +99,7 @@ async function buildOrExplain(config: Parameters<typeof buildManager>[0]): Retur
   try {
     return await buildManager(config);
   } catch (err) {
-    if (err instanceof SecretKeyError || err instanceof StoreUnavailableError) fail(err.message);
+    if (err instanceof SecretKeyError || err instanceof StoreUnavailableError || err instanceof UnavailableError) fail(err.message);
     throw err;
   }
 }

@@ -39,7 +39,7 @@ import { AgentHub } from "./link/agent-hub.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
 import { openStore, type StoreMeta } from "./store/open.js";
-import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox } from "./store/secrets.js";
+import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox, SecretKeyError } from "./store/secrets.js";
 import type { Store } from "./store/store.js";
 import { describeStoreUrl, parseStoreUrl, sqliteStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
 import type { TlsMaterial } from "./tls/certificates.js";
@@ -125,6 +125,14 @@ const PLACEHOLDER_WEB_ROOT = fileURLToPath(new URL("../../web/public", import.me
 async function openSecretKey(config: ManagerConfig, url: StoreUrl, meta: StoreMeta, log: Logger): Promise<SecretBox> {
   const dir = storeFilesDir(url);
   const path = config.secretKeyFile ?? (dir === undefined ? undefined : join(dir, "secret.key"));
+  if (!path && url.engine === "postgres") {
+    // Several managers share the database, so they must share the key: an ephemeral one per
+    // process would seal values the other managers cannot open.
+    throw new SecretKeyError(
+      "a PostgreSQL store needs --secret-key-file PATH (BERTH_SECRET_KEY_FILE): the same 32-byte key on every manager of this database " +
+        "(created 0600 at PATH on the first start if the database holds no secrets yet; copy that file to the other managers)",
+    );
+  }
   if (!path) return SecretBox.ephemeral();
   const loaded = loadSecretKey(path, (await meta.get(KEY_CHECK_META)) !== undefined);
   if (loaded.warning) log.warn({ file: path }, loaded.warning);

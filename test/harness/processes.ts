@@ -13,6 +13,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
+import { inject } from "vitest";
+import { createDatabase, uniqueDatabaseName } from "./postgres.js";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
@@ -63,6 +65,9 @@ function startNode(script: string, args: string[], logPath: string, env: NodeJS.
 
 export interface ManagerProc extends Proc {
   url: string;
+  /** Its store, as given to --store (sqlite://… or postgres://…). */
+  store: string;
+  /** The SQLite file of a SQLite store ("" on PostgreSQL). */
   dbPath: string;
   /** The manager's id (`mgr_…`): the value of the `berth.manager` label on what it creates. */
   managerId: string;
@@ -81,6 +86,21 @@ export interface ManagerProc extends Proc {
   transport(token: string | undefined): Transport;
 }
 
+/** PostgreSQL databases made for managers by test dir (BERTH_TEST_STORE=postgres). */
+const postgresStores = new Map<string, string>();
+
+/** The PostgreSQL store of the managers started in `dir`: a new database on the run's server, made once. */
+async function postgresStoreFor(dir: string): Promise<string> {
+  let url = postgresStores.get(dir);
+  if (!url) {
+    const server = inject("postgres").url;
+    if (!server) throw new Error(`BERTH_TEST_STORE=postgres needs the run's PostgreSQL server: ${inject("postgres").unavailable ?? "none was provided"}`);
+    url = await createDatabase(server, uniqueDatabaseName("berth_it"));
+    postgresStores.set(dir, url);
+  }
+  return url;
+}
+
 /** Admin tokens printed by managers, by database: a restarted manager does not print it again. */
 const adminTokens = new Map<string, string>();
 
@@ -94,7 +114,8 @@ export function bearer(token: string): Interceptor {
 
 /** `berth-manager token create ...` against a database file; returns the secret. */
 export async function createTokenWithCli(dbPath: string, args: string[]): Promise<string> {
-  const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", MANAGER_MAIN, "token", "create", "--db", dbPath, ...args], { cwd: REPO_ROOT });
+  const where = /^[a-z]+:\/\//.test(dbPath) ? ["--store", dbPath] : ["--db", dbPath];
+  const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", MANAGER_MAIN, "token", "create", ...where, ...args], { cwd: REPO_ROOT });
   return stdout.trim();
 }
 
@@ -115,12 +136,21 @@ function managerIdOfDb(dbPath: string): string {
   }
 }
 
-/** Starts a manager on a free loopback port with its database at `dbPath`. */
-export async function startManager(opts: { dir: string; dbPath?: string; port?: number; args?: string[] }): Promise<ManagerProc> {
-  const dbPath = opts.dbPath ?? join(opts.dir, "berth.db");
+/**
+ * Starts a manager on a free loopback port. Its store: `store` when given, else the
+ * SQLite file `dbPath` (default <dir>/berth.db), or with BERTH_TEST_STORE=postgres
+ * (the integration-pg project) a database of its own on the run's PostgreSQL
+ * server, one per `dir` (a manager restarted in the same dir finds its data), with
+ * the secret key file every manager of that database shares in `dir`.
+ */
+export async function startManager(opts: { dir: string; dbPath?: string; store?: string; port?: number; args?: string[] }): Promise<ManagerProc> {
+  const store = opts.store ?? (opts.dbPath === undefined && process.env.BERTH_TEST_STORE === "postgres" ? await postgresStoreFor(opts.dir) : undefined);
+  const dbPath = store === undefined ? (opts.dbPath ?? join(opts.dir, "berth.db")) : "";
+  const storeArgs = store === undefined ? ["--db", dbPath] : ["--store", store, ...(store.startsWith("postgres") && !opts.args?.includes("--secret-key-file") ? ["--secret-key-file", join(opts.dir, "secret.key")] : [])];
+  const storeKey = store ?? dbPath;
   const proc = startNode(
     MANAGER_MAIN,
-    ["--listen", `127.0.0.1:${opts.port ?? 0}`, "--db", dbPath, "--log-level", "debug", ...(opts.args ?? [])],
+    ["--listen", `127.0.0.1:${opts.port ?? 0}`, ...storeArgs, "--log-level", "debug", ...(opts.args ?? [])],
     join(opts.dir, "manager.log"),
   );
   let printedToken: string | undefined;
@@ -147,9 +177,9 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
     notReady.unref();
   });
   const managerId = managerIdIn(startupOutput) ?? managerIdOfDb(dbPath);
-  if (printedToken) adminTokens.set(dbPath, printedToken);
-  const adminToken = adminTokens.get(dbPath) ?? (await createTokenWithCli(dbPath, ["--role", "admin", "--name", "harness"]));
-  adminTokens.set(dbPath, adminToken);
+  if (printedToken) adminTokens.set(storeKey, printedToken);
+  const adminToken = adminTokens.get(storeKey) ?? (await createTokenWithCli(storeKey, ["--role", "admin", "--name", "harness"]));
+  adminTokens.set(storeKey, adminToken);
   const caPem = caPath ? readFileSync(caPath, "utf8") : undefined;
   // The manager closes an HTTP/2 connection idle for --idle-timeout (default 120 s) with GOAWAY; a call
   // the client starts at that moment crosses it and is refused (REFUSED_STREAM). gRPC clients close idle
@@ -167,6 +197,7 @@ export async function startManager(opts: { dir: string; dbPath?: string; port?: 
   return {
     ...proc,
     url,
+    store: store ?? `sqlite://${dbPath}`,
     dbPath,
     managerId,
     adminToken,
