@@ -42,11 +42,11 @@ describe("berth-manager token: which store", () => {
     expect(listed.code).toBe(0);
     expect(listed.stdout.trim().split("\n").map((l) => l.split("\t")[4]).sort()).toEqual(["via-db", "via-env", "via-store"]);
     // The secret the CLI printed works against what a manager opens.
-    const opened = openStore(`sqlite://${path}`);
+    const opened = await openStore(`sqlite://${path}`);
     try {
-      expect((await opened.contract.findTokenBySecretHash(hashSecret(created.stdout.trim())))?.name).toBe("via-store");
+      expect((await opened.findTokenBySecretHash(hashSecret(created.stdout.trim())))?.name).toBe("via-store");
     } finally {
-      opened.close();
+      await opened.close();
     }
   });
 
@@ -85,16 +85,16 @@ describe("berth-manager token: which store", () => {
     expect([first.code, again.code]).toEqual([0, 0]);
     expect(again.stderr).toBe(`token ${id} "ci" is revoked\n`);
     expect((await tokenCli(["list", "--db", path])).stdout).toMatch(new RegExp(`^${id}\toperator\tweb\trevoked \\d{4}-`));
-    const opened = openStore(`sqlite://${path}`);
+    const opened = await openStore(`sqlite://${path}`);
     try {
-      expect((await opened.contract.findTokenBySecretHash(hashSecret(secret)))?.revokedAt).not.toBeNull();
-      const events = await opened.contract.listNewestFirst({ project: null, typePrefix: "token.", limit: 10 });
+      expect((await opened.findTokenBySecretHash(hashSecret(secret)))?.revokedAt).not.toBeNull();
+      const events = await opened.listNewestFirst({ project: null, typePrefix: "token.", limit: 10 });
       expect(events.map((e) => [e.type, e.actor, e.correlationId])).toEqual([
         ["token.revoked", "cli", id],
         ["token.created", "cli", id],
       ]);
     } finally {
-      opened.close();
+      await opened.close();
     }
     expect((await tokenCli(["revoke", "tok_nope", "--db", path])).code).toBe(2);
   });
