@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { requirePostgres, useTestDatabase } from "../../test/harness/postgres-tests.js";
 import { hashSecret } from "./ids.js";
 import { openStore } from "./store/open.js";
 import { runTokenCommand } from "./token-cli.js";
@@ -42,11 +43,11 @@ describe("berth-manager token: which store", () => {
     expect(listed.code).toBe(0);
     expect(listed.stdout.trim().split("\n").map((l) => l.split("\t")[4]).sort()).toEqual(["via-db", "via-env", "via-store"]);
     // The secret the CLI printed works against what a manager opens.
-    const opened = openStore(`sqlite://${path}`);
+    const opened = await openStore(`sqlite://${path}`);
     try {
-      expect((await opened.contract.findTokenBySecretHash(hashSecret(created.stdout.trim())))?.name).toBe("via-store");
+      expect((await opened.findTokenBySecretHash(hashSecret(created.stdout.trim())))?.name).toBe("via-store");
     } finally {
-      opened.close();
+      await opened.close();
     }
   });
 
@@ -68,14 +69,6 @@ describe("berth-manager token: which store", () => {
     expect(unknown.stdout).toBe("");
   });
 
-  it("a PostgreSQL store is refused in one line: not in this build yet", async () => {
-    const r = await tokenCli(["list", "--store", "postgresql://berth@db.internal:6432/berth"]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toBe(
-      "berth-manager token list: the PostgreSQL store is not yet available in this build (postgres://berth@db.internal:6432/berth); use --store sqlite:///path/berth.db\n",
-    );
-  });
-
   it("revoke refuses the token from then on and records it once; revoking again changes nothing", async () => {
     const path = join(dir, "berth.db");
     const secret = (await tokenCli(["create", "--role", "operator", "--project", "web", "--name", "ci", "--db", path])).stdout.trim();
@@ -85,17 +78,45 @@ describe("berth-manager token: which store", () => {
     expect([first.code, again.code]).toEqual([0, 0]);
     expect(again.stderr).toBe(`token ${id} "ci" is revoked\n`);
     expect((await tokenCli(["list", "--db", path])).stdout).toMatch(new RegExp(`^${id}\toperator\tweb\trevoked \\d{4}-`));
-    const opened = openStore(`sqlite://${path}`);
+    const opened = await openStore(`sqlite://${path}`);
     try {
-      expect((await opened.contract.findTokenBySecretHash(hashSecret(secret)))?.revokedAt).not.toBeNull();
-      const events = await opened.contract.listNewestFirst({ project: null, typePrefix: "token.", limit: 10 });
+      expect((await opened.findTokenBySecretHash(hashSecret(secret)))?.revokedAt).not.toBeNull();
+      const events = await opened.listNewestFirst({ project: null, typePrefix: "token.", limit: 10 });
       expect(events.map((e) => [e.type, e.actor, e.correlationId])).toEqual([
         ["token.revoked", "cli", id],
         ["token.created", "cli", id],
       ]);
     } finally {
-      opened.close();
+      await opened.close();
     }
     expect((await tokenCli(["revoke", "tok_nope", "--db", path])).code).toBe(2);
+  });
+});
+
+const pg = requirePostgres();
+
+describe.skipIf(!pg.url)("berth-manager token on PostgreSQL", () => {
+  const db = useTestDatabase("berth_token_cli");
+
+  it("--store postgres://… and BERTH_STORE: create, list and revoke in the database a manager opens", async () => {
+    const created = await tokenCli(["create", "--role", "admin", "--name", "pg-admin", "--store", db.url]);
+    expect(created.code).toBe(0);
+    expect(created.stdout).toMatch(/^brt_\S+\n$/);
+    expect(created.stderr).toMatch(new RegExp(`created admin token tok_\\w+ "pg-admin" .* in postgres://.*/${db.name}\\.`));
+    const secret = created.stdout.trim();
+    const id = (await tokenCli(["list"], { BERTH_STORE: db.url })).stdout.split("\t")[0]!;
+    expect((await tokenCli(["revoke", id, "--store", db.url])).code).toBe(0);
+    expect((await tokenCli(["list", "--store", db.url])).stdout).toMatch(new RegExp(`^${id}\tadmin\t\\*\trevoked \\d{4}-.*\tpg-admin\n$`));
+    const opened = await openStore(db.url);
+    try {
+      expect((await opened.findTokenBySecretHash(hashSecret(secret)))?.revokedAt).not.toBeNull();
+      const events = await opened.listNewestFirst({ project: null, typePrefix: "token.", limit: 10 });
+      expect(events.map((e) => [e.type, e.actor, e.correlationId])).toEqual([
+        ["token.revoked", "cli", id],
+        ["token.created", "cli", id],
+      ]);
+    } finally {
+      await opened.close();
+    }
   });
 });

@@ -1,12 +1,11 @@
 import type { AlertRecord } from "../domain/records.js";
-import { create } from "@bufbuild/protobuf";
-import { describe, expect, it } from "vitest";
-import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { AlertEvaluator, step } from "./evaluator.js";
 import type { AlertCondition } from "./rules.js";
 import type { WebhookNotifier } from "./webhook.js";
@@ -65,46 +64,47 @@ function withFiring(s: Store, read: () => Promise<AlertRecord[]>): Store {
   });
 }
 
+const opened: Store[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close()));
+});
+
 /** `wrap` may put a store in front of the real one (to slow reads down, or race them). */
 async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?: number } = {}) {
   let now = 1_000_000;
-  const { store: tables, contract } = memoryStore();
-  const ledger = new Ledger(tables, () => now);
-  ledger.follow(contract);
+  const store = await testStore();
+  opened.push(store);
+  const ledger = new Ledger(store, () => now);
+  ledger.follow(store);
   const connected = new Set<string>(["host_1"]);
   const notified: string[] = [];
   const notifier = { notify: (type: string, a: AlertRecord) => notified.push(`${type} ${a.rule} ${a.subject}`) } as unknown as WebhookNotifier;
   const evaluator = new AlertEvaluator(
-    { store: wrap(contract), ledger, isConnected: (id) => connected.has(id), notifier, log: createLogger("silent", "test"), now: () => now },
+    { store: wrap(store), ledger, isConnected: (id) => connected.has(id), notifier, log: createLogger("silent", "test"), now: () => now },
     { thresholds: { hostOfflineMs: 30_000, notConvergedMs: 120_000, diskFreeFraction: 0.1 }, intervalMs: config.intervalMs ?? 1000, historyMs: 3600_000 },
   );
-  await contract.commit([{ op: "host.insert", id: "host_1", name: "h1", secretHash: "x", createdAt: 0 }]);
+  await store.commit([{ op: "host.insert", id: "host_1", name: "h1", secretHash: "x", createdAt: 0 }]);
   const addServer = (id: string, phase: Phase, reason = "") =>
-    contract.commit([
+    store.commit([
       {
         op: "server.insert",
-        server: {
+        server: newServer({
           id,
-          project: "a",
-          name: id,
           hostId: "host_1",
-          generation: 1,
-          spec: create(ServerSpecSchema, { name: id, image: "busybox", desiredState: DesiredState.RUNNING }),
+          project: "a",
+          at: 0,
+          spec: { desiredState: DesiredState.RUNNING },
           status: { ...initialStatus(), phase, reason, observedGeneration: 1n },
           dataInitialized: true,
-          lifecycle: {},
-          createdAt: 0,
-          updatedAt: 0,
-          deletedAt: null,
-        },
+        }),
       },
     ]);
   const setPhase = async (id: string, phase: Phase, reason = "") => {
-    const s = (await contract.getServer(id))!;
-    await contract.commit([{ op: "server.status", id, status: { ...s.status, phase, reason }, dataInitialized: true }]);
+    const s = (await store.getServer(id))!;
+    await store.commit([{ op: "server.status", id, status: { ...s.status, phase, reason }, dataInitialized: true }]);
   };
-  const types = async () => (await contract.readForward({ project: null, afterId: 0, upToId: await contract.lastEventId(), limit: 100 })).map((e) => `${e.type} ${e.reason}`);
-  return { contract, evaluator, connected, notified, types, addServer, setPhase, advance: (ms: number) => (now += ms) };
+  const types = async () => (await store.readForward({ project: null, afterId: 0, upToId: await store.lastEventId(), limit: 100 })).map((e) => `${e.type} ${e.reason}`);
+  return { store, evaluator, connected, notified, types, addServer, setPhase, advance: (ms: number) => (now += ms) };
 }
 
 describe("AlertEvaluator", () => {
@@ -117,7 +117,7 @@ describe("AlertEvaluator", () => {
     expect(fired.map((a) => a.rule)).toEqual(["host_offline"]);
     h.advance(10_000);
     expect((await h.evaluator.evaluate()).fired).toEqual([]); // still the same alert
-    expect(await h.contract.listFiringAlerts()).toHaveLength(1);
+    expect(await h.store.listFiringAlerts()).toHaveLength(1);
 
     h.connected.add("host_1");
     h.advance(1000);
@@ -131,7 +131,7 @@ describe("AlertEvaluator", () => {
     expect(again[0]!.id).not.toBe(fired[0]!.id);
     expect(await h.types()).toEqual(["alert.fired HostOffline", "alert.resolved HostOffline", "alert.fired HostOffline"]);
     expect(h.notified).toEqual(["alert.fired host_offline host:host_1", "alert.resolved host_offline host:host_1", "alert.fired host_offline host:host_1"]);
-    expect((await h.contract.listAlerts({ includeResolved: true, project: null, sharedRules: [], limit: 10 })).map((a) => a.state)).toEqual(["firing", "resolved"]);
+    expect((await h.store.listAlerts({ includeResolved: true, project: null, sharedRules: [], limit: 10 })).map((a) => a.state)).toEqual(["firing", "resolved"]);
   });
 
   it("crash loop and data lost fire at once and resolve when the phase moves on", async () => {
@@ -151,7 +151,7 @@ describe("AlertEvaluator", () => {
     const h = await setup();
     await h.addServer("srv_d", Phase.DATA_LOST);
     const [a] = (await h.evaluator.evaluate()).fired;
-    await h.contract.commit([{ op: "alert.mute", id: a!.id, until: 1_000_000 + 3600_000 }]);
+    await h.store.commit([{ op: "alert.mute", id: a!.id, until: 1_000_000 + 3600_000 }]);
     await h.setPhase("srv_d", Phase.RUNNING);
     h.advance(1000);
     await h.evaluator.evaluate();
@@ -168,10 +168,10 @@ describe("AlertEvaluator", () => {
     const [a] = (await h.evaluator.evaluate()).fired;
     h.advance(1000);
     await h.evaluator.evaluate();
-    expect((await h.contract.getAlert(a!.id))!.lastSeen).toBe(a!.lastSeen);
+    expect((await h.store.getAlert(a!.id))!.lastSeen).toBe(a!.lastSeen);
     h.advance(5000);
     await h.evaluator.evaluate();
-    expect((await h.contract.getAlert(a!.id))!.lastSeen).toBe(a!.lastSeen + 6000);
+    expect((await h.store.getAlert(a!.id))!.lastSeen).toBe(a!.lastSeen + 6000);
   });
 
   it("two runs asked for at once run one after the other: one alert, not two", async () => {
@@ -180,7 +180,7 @@ describe("AlertEvaluator", () => {
     const [first, second] = await Promise.all([h.evaluator.evaluate(), h.evaluator.evaluate()]);
     expect(first.fired.map((a) => a.rule)).toEqual(["data_lost"]);
     expect(second.fired).toEqual([]);
-    expect(await h.contract.listFiringAlerts()).toHaveLength(1);
+    expect(await h.store.listFiringAlerts()).toHaveLength(1);
     expect(await h.types()).toEqual(["alert.fired DataLost"]);
   });
 
@@ -201,7 +201,7 @@ describe("AlertEvaluator", () => {
     try {
       // Trigger events too (host.*), while timer runs are due every 5 ms.
       for (let i = 0; i < 5; i++) {
-        await h.contract.commit([{ op: "event.append", event: { type: "host.connected", hostId: "host_1" }, at: 1 }]);
+        await h.store.commit([{ op: "event.append", event: { type: "host.connected", hostId: "host_1" }, at: 1 }]);
         await new Promise((r) => setTimeout(r, 60));
       }
     } finally {
@@ -229,7 +229,7 @@ describe("AlertEvaluator", () => {
     await h.addServer("srv_d", Phase.DATA_LOST);
     h.advance(1000);
     race = async () => {
-      await h.contract.commit([{ op: "alert.resolve", id: crash!.id, at: 1 }]);
+      await h.store.commit([{ op: "alert.resolve", id: crash!.id, at: 1 }]);
     };
     expect(await h.evaluator.evaluate()).toEqual({ fired: [], resolved: [] });
     expect(await h.types()).toEqual(["alert.fired CrashLoop"]);

@@ -1,9 +1,10 @@
 import type { AlertRecord } from "../domain/records.js";
 import { createHmac } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import { memoryStore } from "../../testing/store.js";
+import type { Store } from "../store/store.js";
+import { testStore } from "../../testing/store.js";
 import { redactUrl, retryDelayMs, signBody, WebhookNotifier, type AlertNotification } from "./webhook.js";
 
 const alert: AlertRecord = {
@@ -24,8 +25,14 @@ const alert: AlertRecord = {
   mutedUntil: null,
 };
 
-function setup(responses: (number | Error)[]) {
-  const { store, contract } = memoryStore();
+const opened: Store[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close()));
+});
+
+async function setup(responses: (number | Error)[]) {
+  const store = await testStore();
+  opened.push(store);
   const ledger = new Ledger(store);
   const calls: { url: string; headers: Record<string, string>; body: string }[] = [];
   const fetchImpl = (async (url: string, init: RequestInit) => {
@@ -36,14 +43,14 @@ function setup(responses: (number | Error)[]) {
   }) as unknown as typeof fetch;
   const notifier = new WebhookNotifier(
     { urls: ["http://hooks.test/berth?token=s3cret"], secret: "k", backoffBaseMs: 5, maxAttempts: 3 },
-    { store: contract, ledger, log: createLogger("silent", "test"), managerId: "mgr_1", fetch: fetchImpl },
+    { store, ledger, log: createLogger("silent", "test"), managerId: "mgr_1", fetch: fetchImpl },
   );
-  const events = () => (await ledger.list({})).filter((e) => e.type.startsWith("webhook."));
+  const events = async () => (await ledger.list({})).filter((e) => e.type.startsWith("webhook."));
   return { notifier, calls, events };
 }
 
-const until = async (what: () => boolean) => {
-  for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 5));
+const until = async (what: () => boolean | Promise<boolean>) => {
+  for (let i = 0; i < 200 && !(await what()); i++) await new Promise((r) => setTimeout(r, 5));
 };
 
 describe("webhooks", () => {
@@ -60,37 +67,37 @@ describe("webhooks", () => {
   });
 
   it("POSTs signed JSON and records the delivery", async () => {
-    const h = setup([204]);
+    const h = await setup([204]);
     h.notifier.notify("alert.fired", alert);
-    await until(() => h.events().length === 1);
+    await until(async () => (await h.events()).length === 1);
     const [call] = h.calls;
     const body = JSON.parse(call!.body) as AlertNotification;
     expect(body).toMatchObject({ type: "alert.fired", managerId: "mgr_1", alert: { id: "alr_1", rule: "crash_loop", state: "firing" } });
     expect(call!.headers["X-Berth-Signature"]).toBe(signBody(call!.body, "k"));
-    expect(h.events().map((e) => e.type)).toEqual(["webhook.delivered"]);
-    expect(h.events()[0]!.payloadJson).not.toContain("s3cret");
+    expect((await h.events()).map((e) => e.type)).toEqual(["webhook.delivered"]);
+    expect((await h.events())[0]!.payloadJson).not.toContain("s3cret");
   });
 
   it("retries network errors and 5xx with the same delivery id, recording each attempt", async () => {
-    const h = setup([new Error("ECONNREFUSED"), 503, 200]);
+    const h = await setup([new Error("ECONNREFUSED"), 503, 200]);
     h.notifier.notify("alert.resolved", alert);
-    await until(() => h.events().length === 3);
-    expect(h.events().map((e) => e.type)).toEqual(["webhook.failed", "webhook.failed", "webhook.delivered"]);
+    await until(async () => (await h.events()).length === 3);
+    expect((await h.events()).map((e) => e.type)).toEqual(["webhook.failed", "webhook.failed", "webhook.delivered"]);
     expect(new Set(h.calls.map((c) => (JSON.parse(c.body) as AlertNotification).delivery)).size).toBe(1);
-    expect(JSON.parse(h.events()[1]!.payloadJson)).toMatchObject({ attempt: 2, status: 503, willRetry: true });
+    expect(JSON.parse((await h.events())[1]!.payloadJson)).toMatchObject({ attempt: 2, status: 503, willRetry: true });
   });
 
   it("gives up after the last attempt, and at once on a 4xx refusal", async () => {
-    const h = setup([500, 500, 500]);
+    const h = await setup([500, 500, 500]);
     h.notifier.notify("alert.fired", alert);
-    await until(() => h.events().length === 3);
+    await until(async () => (await h.events()).length === 3);
     await new Promise((r) => setTimeout(r, 50));
     expect(h.calls).toHaveLength(3);
-    expect(JSON.parse(h.events()[2]!.payloadJson)).toMatchObject({ attempt: 3, willRetry: false });
+    expect(JSON.parse((await h.events())[2]!.payloadJson)).toMatchObject({ attempt: 3, willRetry: false });
 
-    const g = setup([404]);
+    const g = await setup([404]);
     g.notifier.notify("alert.fired", alert);
-    await until(() => g.events().length === 1);
+    await until(async () => (await g.events()).length === 1);
     await new Promise((r) => setTimeout(r, 50));
     expect(g.calls).toHaveLength(1);
   });
@@ -103,7 +110,8 @@ describe("webhooks", () => {
       calls.push(r);
       return new Response("x", { status: r });
     }) as unknown as typeof fetch;
-    const { store } = memoryStore();
+    const store = await testStore();
+    opened.push(store);
     const notifier = new WebhookNotifier(
       { urls: ["http://hooks.test/x"], backoffBaseMs: 5, maxAttempts: 3 },
       { store: { commit: () => Promise.reject(new Error("SQLITE_FULL: database or disk is full")) }, ledger: new Ledger(store), log: createLogger("silent", "test"), managerId: "mgr_1", fetch: fetchImpl },

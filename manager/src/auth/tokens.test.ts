@@ -1,7 +1,7 @@
-import { describe, expect, it } from "vitest";
-import type { WriteOp } from "../store/store.js";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Store, WriteOp } from "../store/store.js";
 import { hashSecret } from "../ids.js";
-import { memoryStore } from "../../testing/store.js";
+import { testStore } from "../../testing/store.js";
 import { newToken, TokenTouches } from "./tokens.js";
 
 /** A commit that records the touches it was given, failing while `failing` is set. */
@@ -40,13 +40,21 @@ describe("TokenTouches", () => {
 });
 
 describe("newToken", () => {
+  let store: Store | undefined;
+  afterEach(async () => {
+    await store?.close();
+    store = undefined;
+  });
+
   it("stores only the secret's hash: the token is found by it, and the secret is nowhere in the database", async () => {
-    const { contract, tokens } = memoryStore();
+    store = await testStore();
     const { token, secret, op } = newToken({ name: "ci", role: "operator", project: "web" }, "test", 5);
-    await contract.commit([op]);
+    await store.commit([op]);
     expect(secret).toMatch(/^brt_/);
-    expect(await contract.findTokenBySecretHash(hashSecret(secret))).toEqual(token);
+    expect(await store.findTokenBySecretHash(hashSecret(secret))).toEqual(token);
     expect(JSON.stringify(op)).not.toContain(secret);
-    expect(tokens.list().map((t) => t.id)).toEqual([token.id]);
+    const stored = await store.listTokens();
+    expect(stored.map((t) => t.id)).toEqual([token.id]);
+    expect(JSON.stringify(stored)).not.toContain(secret);
   });
 });

@@ -1,34 +1,24 @@
-import { afterEach, describe, expect, it } from "vitest";
-import { create } from "@bufbuild/protobuf";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { pino, type Logger } from "pino";
-import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { openDatabase } from "../store/sqlite/database.js";
-import { SqliteTables } from "../store/sqlite/tables.js";
-import { initialStatus, type ServerRecord } from "../domain/records.js";
+import type { ServerRecord } from "../domain/records.js";
+import type { Store } from "../store/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { Ledger } from "./ledger.js";
 import { LOAD_RETRY_MS, ServerChangeFeed, type ServerChange } from "./server-changes.js";
 
-const open: SqliteTables[] = [];
-afterEach(() => {
-  for (const s of open.splice(0)) s.close();
+const opened: Store[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close()));
 });
 
+async function openTestStore(): Promise<Store> {
+  const store = await testStore();
+  opened.push(store);
+  return store;
+}
+
 function record(id: string): ServerRecord {
-  return {
-    id,
-    project: "default",
-    name: id,
-    hostId: "host_a",
-    generation: 1,
-    spec: create(ServerSpecSchema, { name: id, image: "busybox" }),
-    status: initialStatus(),
-    dataInitialized: false,
-    lifecycle: {},
-    createdAt: 1,
-    updatedAt: 1,
-    deletedAt: null,
-    version: 1,
-  };
+  return { ...newServer({ id, hostId: "host_a" }), version: 1 };
 }
 
 /** A logger whose error lines land in `lines`. */
@@ -59,24 +49,25 @@ describe("ServerChangeFeed", () => {
     expect(errors).toEqual(["srv_bad"]);
 
     broken = false;
-    await new Promise((r) => setTimeout(r, LOAD_RETRY_MS + 200));
-    expect(got.map((c) => c.serverId)).toEqual(["srv_good1", "srv_good2", "srv_bad"]);
+    // Retried on its own after LOAD_RETRY_MS: wait for the evidence, not a fixed time.
+    await vi.waitFor(() => expect(got.map((c) => c.serverId)).toEqual(["srv_good1", "srv_good2", "srv_bad"]), { timeout: LOAD_RETRY_MS + 5000 });
     expect(got[2]!.server?.id).toBe("srv_bad");
   });
 });
 
 describe("Ledger", () => {
-  it("a listener that throws: the event is stored, other listeners hear it, and an error line names it", () => {
-    const store = new SqliteTables(openDatabase(":memory:"));
-    open.push(store);
+  it("a listener that throws: the event is stored, other listeners hear it, and an error line names it", async () => {
+    const store = await openTestStore();
     const { log, lines } = capture();
     const ledger = new Ledger(store, Date.now, log);
+    ledger.follow(store);
     const heard: number[] = [];
     ledger.subscribe(() => {
       throw new Error("listener bug");
     });
     ledger.subscribe((id) => heard.push(id));
-    const id = ledger.append({ type: "host.connected", hostId: "host_a", message: "hi" });
+    const committed = await store.commit([ledger.op({ type: "host.connected", hostId: "host_a", message: "hi" })]);
+    const id = committed.events[0]!.id;
     expect((await ledger.list({})).map((e) => e.id)).toEqual([id]);
     expect(heard).toEqual([id]);
     expect(lines).toHaveLength(1);
@@ -85,14 +76,18 @@ describe("Ledger", () => {
   });
 
   it("a changed server whose record cannot be read is logged, not silently lost", async () => {
-    const store = new SqliteTables(openDatabase(":memory:"));
-    open.push(store);
+    const real = await openTestStore();
+    // The store fails every read of a server record (a disk error).
+    const store = new Proxy(real, {
+      get(target, prop) {
+        if (prop === "getServer") return () => Promise.reject(new Error("disk I/O error"));
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
     const { log, lines } = capture();
     const ledger = new Ledger(store, Date.now, log);
     ledger.servers.subscribe(() => {});
-    store.getServer = () => {
-      throw new Error("disk I/O error");
-    };
     ledger.serverChanged("srv_x");
     await ledger.servers.flush();
     expect(lines[0]).toMatchObject({ server: "srv_x", retrying: true, msg: expect.stringMatching(/could not read a changed server/) });

@@ -1,60 +1,46 @@
 import { create } from "@bufbuild/protobuf";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
-import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { initialStatus } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import type { Store } from "../store/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { DEFAULT_RETENTION, EventRetention } from "./retention.js";
 
 const DAY = 24 * 3600_000;
 const NOW = 100 * DAY;
 
-function setup() {
-  const { contract } = memoryStore();
-  const retention = new EventRetention(contract, { ...DEFAULT_RETENTION, batchSize: 50 }, undefined, () => NOW);
-  const addServer = (id: string) =>
-    contract.commit([
-      {
-        op: "server.insert",
-        server: {
-          id,
-          project: "default",
-          name: id,
-          hostId: "host_a",
-          generation: 1,
-          spec: create(ServerSpecSchema, { name: id, image: "busybox" }),
-          status: initialStatus(),
-          dataInitialized: false,
-          lifecycle: {},
-          createdAt: 1,
-          updatedAt: 1,
-          deletedAt: null,
-        },
-      },
-    ]);
+const opened: Store[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close()));
+});
+
+async function setup() {
+  const store = await testStore();
+  opened.push(store);
+  const retention = new EventRetention(store, { ...DEFAULT_RETENTION, batchSize: 50 }, undefined, () => NOW);
+  const addServer = (id: string) => store.commit([{ op: "server.insert", server: newServer({ id, hostId: "host_a" }) }]);
   let n = 0;
   /** A command of `serverId` created at `at`, finished (with `state`) a second later, or left open. */
   const addCommand = async (serverId: string, at: number, state: "succeeded" | "failed" | "open") => {
     const id = `cmd_${String(n++).padStart(6, "0")}`;
-    await contract.commit([{ op: "command.insert", command: create(CommandSchema, { id, serverId, kind: CommandKind.ENSURE_RUNNING }), hostId: "host_a", createdAt: at, deadlineAt: at + 60_000 }]);
-    if (state !== "open") await contract.commit([{ op: "command.finish", id, state, at: at + 1000, reason: "", message: "" }]);
+    await store.commit([{ op: "command.insert", command: create(CommandSchema, { id, serverId, kind: CommandKind.ENSURE_RUNNING }), hostId: "host_a", createdAt: at, deadlineAt: at + 60_000 }]);
+    if (state !== "open") await store.commit([{ op: "command.finish", id, state, at: at + 1000, reason: "", message: "" }]);
     return id;
   };
   const commandIds = async () => {
     const left: string[] = [];
     for (let i = 0; i < n; i++) {
       const id = `cmd_${String(i).padStart(6, "0")}`;
-      if (await contract.getCommand(id)) left.push(id);
+      if (await store.getCommand(id)) left.push(id);
     }
     return left;
   };
-  const tokens = (hashes: string[]) => Promise.all(hashes.map(async (h) => (await contract.getEnrollmentToken(h))?.id)).then((ids) => ids.filter((id) => id !== undefined).sort());
-  return { contract, retention, addServer, addCommand, commandIds, tokens };
+  const tokens = (hashes: string[]) => Promise.all(hashes.map(async (h) => (await store.getEnrollmentToken(h))?.id)).then((ids) => ids.filter((id) => id !== undefined).sort());
+  return { store, retention, addServer, addCommand, commandIds, tokens };
 }
 
 describe("retention of finished commands", () => {
   it("prunes finished commands older than 7 days in bounded steps; keeps open ones and each server's latest", async () => {
-    const { contract, retention, addServer, addCommand, commandIds } = setup();
+    const { store, retention, addServer, addCommand, commandIds } = await setup();
     await addServer("srv_a");
     const old: string[] = [];
     for (let i = 0; i < 120; i++) old.push(await addCommand("srv_a", NOW - 30 * DAY + i, "succeeded"));
@@ -66,7 +52,7 @@ describe("retention of finished commands", () => {
     // A purged server's commands have nothing left to explain: they go with its record.
     await addServer("srv_gone");
     const purged = await addCommand("srv_gone", NOW - DAY, "succeeded");
-    await contract.commit([{ op: "server.delete", id: "srv_gone" }]);
+    await store.commit([{ op: "server.delete", id: "srv_gone" }]);
 
     // Steps of at most 50 rows each.
     expect(await retention.pruneOnce()).toBe(50);
@@ -81,9 +67,9 @@ describe("retention of finished commands", () => {
 
 describe("retention of enrollment tokens", () => {
   it("prunes tokens used or expired more than a day ago; keeps valid ones and recently spent ones", async () => {
-    const { contract, retention, tokens } = setup();
+    const { store, retention, tokens } = await setup();
     const enroll = (id: string, tokenHash: string, expiresAt: number) => ({ op: "enrollment.insert" as const, id, tokenHash, createdAt: NOW - 10 * DAY, expiresAt });
-    await contract.commit([
+    await store.commit([
       enroll("enr_valid", "h1", NOW + DAY),
       enroll("enr_expired_long_ago", "h2", NOW - 2 * DAY),
       enroll("enr_expired_recently", "h3", NOW - 3600_000),

@@ -1,25 +1,10 @@
-import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { initialStatus, type ServerRecord } from "../domain/records.js";
+import type { ServerRecord } from "../domain/records.js";
+import { newServer } from "../../testing/store.js";
 import { RESUME_WINDOW, ServerChangeFeed, type ServerChange } from "./server-changes.js";
 
 function record(id: string, version: number): ServerRecord {
-  return {
-    id,
-    project: "default",
-    name: id,
-    hostId: "host_a",
-    generation: 1,
-    spec: create(ServerSpecSchema, { name: id, image: "busybox" }),
-    status: initialStatus(),
-    dataInitialized: false,
-    lifecycle: {},
-    createdAt: 1,
-    updatedAt: 1,
-    deletedAt: null,
-    version,
-  };
+  return { ...newServer({ id, hostId: "host_a" }), version };
 }
 
 /**

@@ -9,15 +9,53 @@ import { EventTables } from "../store/sqlite/event-tables.js";
 import { SqliteStore } from "../store/sqlite/sqlite-store.js";
 import { SqliteTables } from "../store/sqlite/tables.js";
 import { TokenTables } from "../store/sqlite/token-tables.js";
+import type { Store } from "../store/store.js";
+import { testStore } from "../../testing/store.js";
 import { WriteProbe, type ProbeResult } from "./write-probe.js";
 
-/** The store contract over `db`, whose connection the test inspects (busy timeout, rows). */
+/**
+ * The SQLite store contract over `db`, whose connection the SQLite-only tests
+ * inspect (its busy timeout, its rows): what the probe leaves behind on that engine.
+ */
 function contractOver(db: Db) {
   const tables = new SqliteTables(db);
-  return { tables, contract: new SqliteStore(tables, new EventTables(db), new AlertTables(db), new TokenTables(db)) };
+  return { tables, contract: new SqliteStore("sqlite://test", tables, new EventTables(db), new AlertTables(db), new TokenTables(db)) };
 }
 
-describe("WriteProbe", () => {
+describe("WriteProbe on the test engine", () => {
+  let store: Store | undefined;
+  afterEach(async () => {
+    await store?.close();
+    store = undefined;
+  });
+
+  it("succeeds on a writable store and writes its value where getMeta reads it", async () => {
+    store = await testStore();
+    const results: ProbeResult[] = [];
+    let now = 42;
+    const probe = new WriteProbe(store, { intervalMs: 60_000, onResult: (r) => results.push(r), now: () => now });
+    const r = await probe.check();
+    expect(r).toMatchObject({ ok: true, error: "" });
+    expect(results).toEqual([r]);
+    expect(await store.getMeta("write_probe")).toBe("42");
+    now = 43;
+    expect((await probe.check()).ok).toBe(true);
+    expect(await store.getMeta("write_probe")).toBe("43");
+  });
+
+  it("reports a closed store instead of throwing", async () => {
+    const s = await testStore();
+    const probe = new WriteProbe(s, { intervalMs: 60_000, onResult: () => {} });
+    expect((await probe.check()).ok).toBe(true);
+    await s.close();
+    const r = await probe.check();
+    expect(r.ok).toBe(false);
+    expect(r.error).not.toBe("");
+    if (s.engine === "sqlite") expect(r.error).toBe("database closed");
+  });
+});
+
+describe("WriteProbe on SQLite (the connection's busy timeout and lock)", () => {
   const dirs: string[] = [];
   afterEach(() => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
@@ -35,6 +73,7 @@ describe("WriteProbe", () => {
     expect(db.pragma("busy_timeout", { simple: true })).toBe(5000);
     await probe.check();
     expect(db.prepare("SELECT count(*) AS n FROM meta WHERE key = 'write_probe'").get()).toEqual({ n: 1 });
+    db.close();
   });
 
   it("fails, quickly, while another connection holds the write lock, and recovers when it is released", async () => {
@@ -62,15 +101,9 @@ describe("WriteProbe", () => {
     other.close();
     db.close();
   });
+});
 
-  it("reports a closed database instead of throwing", async () => {
-    const db = openDatabase(":memory:");
-    const probe = new WriteProbe(contractOver(db).contract, { intervalMs: 60_000, onResult: () => {} });
-    expect((await probe.check()).ok).toBe(true);
-    db.close();
-    expect(await probe.check()).toMatchObject({ ok: false, error: "database closed" });
-  });
-
+describe("WriteProbe", () => {
   it("runs one probe at a time: a check while one is waiting gets that one's answer", async () => {
     let calls = 0;
     let release!: () => void;

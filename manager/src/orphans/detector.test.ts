@@ -3,34 +3,28 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterEach, describe, expect, it } from "vitest";
 import { CommandKind, CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
-import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import type { OpenedStore } from "../store/open.js";
-import { initialStatus, type ServerRecord } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
+import type { Lifecycle, NewServerRecord } from "../domain/records.js";
+import type { Store } from "../store/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { OrphanDetector } from "./detector.js";
 
 const NOW = 1_700_000_000_000;
-const stores: OpenedStore[] = [];
-afterEach(() => {
-  for (const s of stores.splice(0)) s.close();
+const stores: Store[] = [];
+afterEach(async () => {
+  await Promise.all(stores.splice(0).map((s) => s.close()));
 });
 
-function server(id: string, hostId: string, lifecycle: ServerRecord["lifecycle"] = {}): ServerRecord {
-  return {
+function server(id: string, hostId: string, lifecycle: Lifecycle = {}): NewServerRecord {
+  return newServer({
     id,
-    project: "default",
-    name: id.replace("srv_", "s-"),
     hostId,
-    generation: 1,
-    spec: create(ServerSpecSchema, { name: id, hostId, image: "img:1", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
-    status: initialStatus(),
+    name: id.replace("srv_", "s-"),
+    spec: { name: id, image: "img:1", desiredState: DesiredState.RUNNING, dataMountPath: "/data" },
     dataInitialized: true,
     lifecycle,
-    createdAt: NOW - 1e6,
-    updatedAt: NOW - 1e6,
-    deletedAt: null,
-    version: 1,
-  };
+    at: NOW - 1e6,
+  });
 }
 
 function ctr(id: string, labels: Record<string, string> = {}): ContainerInfo {
@@ -39,9 +33,8 @@ function ctr(id: string, labels: Record<string, string> = {}): ContainerInfo {
 
 /** The store as the agent service leaves it after inventories of host_a (online) and host_gone (removed). */
 async function fleet() {
-  const opened = memoryStore();
-  stores.push(opened);
-  const store = opened.contract;
+  const store = await testStore();
+  stores.push(store);
   const me = await store.clusterId();
   await store.commit([
     { op: "host.insert", id: "host_a", name: "a", secretHash: "x", createdAt: 0 },

@@ -7,14 +7,13 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { CommandKind, ContainerInfoSchema, type Command, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
-import { DesiredState, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
 import { createAgentService } from "../api/agent-service.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
-import type { SqliteTables } from "../store/sqlite/tables.js";
-import { initialStatus } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import type { Store } from "../store/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { addHost, openAgentStream, type AgentBody } from "../../testing/agent-stream.js";
 import { Reconciler } from "./reconciler.js";
 
@@ -35,45 +34,41 @@ afterEach(async () => {
  * is sent after the removal's result. `withSeq`: the agent numbers its
  * observations (AgentMessage.seq), as agents do since the numbering exists.
  */
-async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: number; store: SqliteTables; ledger: Ledger }> {
-  const opened = memoryStore();
-  const { store, contract } = opened;
+async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: number; store: Store; ledger: Ledger }> {
+  const store = await testStore();
   const hub = new AgentHub();
   const ledger = new Ledger(store);
-  const unfollow = ledger.follow(contract);
+  const unfollow = ledger.follow(store);
   const log = createLogger("silent", "test");
-  const managerId = await contract.clusterId();
-  const secret = await addHost(contract, HOST, "h");
+  const managerId = await store.clusterId();
+  const secret = await addHost(store, HOST, "h");
   const t = Date.now();
-  await contract.commit([
+  await store.commit([
     {
       op: "server.insert",
-      server: {
+      server: newServer({
         id: SERVER,
-        project: "default",
-        name: "mc",
         hostId: HOST,
+        name: "mc",
         generation: 2,
-        spec: create(ServerSpecSchema, { name: "mc", hostId: HOST, image: "busybox", desiredState: DesiredState.RUNNING }),
-        status: initialStatus(),
+        spec: { desiredState: DesiredState.RUNNING },
         dataInitialized: true,
-        lifecycle: {},
         createdAt: t - 10_000,
         updatedAt: t - 1_000,
         deletedAt: t - 1_000,
-      },
+      }),
     },
   ]);
-  const reconciler = new Reconciler({ store: contract, hub, log, managerId, ledger });
-  const service = createAgentService({ store: contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds: 5 });
+  const reconciler = new Reconciler({ store: store, hub, log, managerId, ledger });
+  const service = createAgentService({ store: store, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds: 5 });
   const stream = openAgentStream(service, HOST, secret);
   cleanup.push(async () => {
     stream.close();
-    // The stream's end is recorded (host offline) before the database closes.
-    await new Promise((r) => setTimeout(r, 20));
+    // The stream's end is recorded (host offline) before the store closes.
+    await vi.waitFor(async () => expect((await store.getHost(HOST))?.online).toBe(false), { timeout: 10_000, interval: 10 });
     await reconciler.stop();
     unfollow();
-    opened.close();
+    await store.close();
   });
   let counter = 0n;
   const nextSeq = () => (withSeq ? ++counter : 0n);
@@ -122,12 +117,12 @@ async function softDeleteRacingAnInventory(withSeq: boolean): Promise<{ issued: 
   // Wait for the outcome, however slow the machine: the script handled (the marker heartbeat
   // recorded), what it caused reconciled, the container gone from the manager's view and no
   // command open; then give a storm the time it would need to show.
-  await vi.waitFor(async () => expect((await contract.getHost(HOST))?.facts.dataRootFreeBytes).toBe(Number(MARKER)), { timeout: 10_000, interval: 20 });
+  await vi.waitFor(async () => expect((await store.getHost(HOST))?.facts.dataRootFreeBytes).toBe(Number(MARKER)), { timeout: 10_000, interval: 20 });
   await reconciler.queue.idle();
   await vi.waitFor(
     async () => {
-      expect(store.containersForServer(HOST, SERVER)).toHaveLength(0);
-      expect(await contract.openCommandForServer(SERVER)).toBeUndefined();
+      expect(await store.containersForServer(HOST, SERVER)).toHaveLength(0);
+      expect(await store.openCommandForServer(SERVER)).toBeUndefined();
     },
     { timeout: 10_000, interval: 20 },
   );
@@ -141,7 +136,7 @@ describe("a stale inventory after a finished ensure-removed", () => {
   it("does not bring the container back: one command for one soft delete (agent numbers its observations)", async () => {
     const { issued, store } = await softDeleteRacingAnInventory(true);
     expect(issued).toBe(1);
-    expect(store.containersForServer(HOST, SERVER)).toHaveLength(0);
+    expect(await store.containersForServer(HOST, SERVER)).toHaveLength(0);
   });
 
   it("an agent that does not number them: at most one more removal, no storm", async () => {
@@ -149,6 +144,6 @@ describe("a stale inventory after a finished ensure-removed", () => {
     // container from the manager's view, so the reconciler stops there.
     const { issued, store } = await softDeleteRacingAnInventory(false);
     expect(issued).toBeLessThanOrEqual(2);
-    expect(store.containersForServer(HOST, SERVER)).toHaveLength(0);
+    expect(await store.containersForServer(HOST, SERVER)).toHaveLength(0);
   });
 });

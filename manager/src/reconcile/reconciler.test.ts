@@ -13,15 +13,13 @@ import {
   ConditionStatus,
   DesiredState,
   Phase,
-  ServerSpecSchema,
   ServerStatusSchema,
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { AgentHub, type AgentSession } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
-import type { SqliteTables } from "../store/sqlite/tables.js";
-import { initialStatus, type DataDirRecord, type ServerRecord } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import type { DataDirRecord, ServerRecord } from "../domain/records.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { COMMAND_DEADLINE_MS } from "./plan.js";
 import { noteCommandFinished, Reconciler, type ContainerLogDefaults } from "./reconciler.js";
 import { specHash } from "./spec-hash.js";
@@ -31,9 +29,7 @@ const SERVER = "srv_bbbbbbbbbbbb";
 const T0 = 1_700_000_000_000;
 
 interface Harness {
-  /** The old table classes, for reading rows only. */
-  store: SqliteTables;
-  contract: Store;
+  store: Store;
   hub: AgentHub;
   rec: Reconciler;
   managerId: string;
@@ -42,14 +38,13 @@ interface Harness {
   clock: { now: number };
   server: ServerRecord;
   session: AgentSession | undefined;
-  close: () => void;
 }
 
 const open: Harness[] = [];
-afterEach(() => {
+afterEach(async () => {
   for (const h of open.splice(0)) {
-    void h.rec.stop();
-    h.close();
+    await h.rec.stop();
+    await h.store.close();
   }
 });
 
@@ -59,69 +54,60 @@ async function setup(
     desired?: DesiredState;
     spec?: { capAdd?: string[]; logMaxSizeBytes?: number; logMaxFiles?: number };
     containerLogs?: ContainerLogDefaults;
-    /** Wraps the contract the reconciler sees (to act between its reads and its commit). */
+    /** Wraps the store the reconciler sees (to act between its reads and its commit). */
     wrap?: (c: Store) => Store;
   } = {},
 ): Promise<Harness> {
-  const opened = memoryStore();
-  const { store, contract } = opened;
+  const store = await testStore();
   const hub = new AgentHub();
   const sent: ManagerMessage[] = [];
   const changed: string[] = [];
   const clock = { now: T0 };
-  const managerId = await contract.clusterId();
-  await contract.commit([{ op: "host.insert", id: HOST, name: "host-a", secretHash: "x".repeat(64), createdAt: T0 }]);
+  const managerId = await store.clusterId();
+  await store.commit([{ op: "host.insert", id: HOST, name: "host-a", secretHash: "x".repeat(64), createdAt: T0 }]);
   // What WatchServers hears: every committed write of a server record.
-  contract.onCommit((c) => changed.push(...c.serverIds));
+  store.onCommit((c) => changed.push(...c.serverIds));
   let session: AgentSession | undefined;
   const mode = opts.session ?? "ready";
   if (mode !== "none") {
     session = { hostId: HOST, ready: mode === "ready", lastSeen: T0, send: (m) => sent.push(m), close() {} };
     hub.attach(session);
   }
-  const spec = create(ServerSpecSchema, {
-    name: "mc",
-    hostId: HOST,
-    image: "itzg/minecraft-server:latest",
-    env: { EULA: "TRUE" },
-    ports: [{ hostPort: 25565, containerPort: 25565 }],
-    dataMountPath: "/data",
-    desiredState: opts.desired ?? DesiredState.RUNNING,
-    ...opts.spec,
-  });
   const server: ServerRecord = {
-    id: SERVER,
-    project: "default",
-    name: "mc",
-    hostId: HOST,
-    generation: 1,
-    spec,
-    status: initialStatus(),
-    dataInitialized: false,
-    lifecycle: {},
-    createdAt: T0,
-    updatedAt: T0,
-    deletedAt: null,
+    ...newServer({
+      id: SERVER,
+      hostId: HOST,
+      name: "mc",
+      at: T0,
+      spec: {
+        image: "itzg/minecraft-server:latest",
+        env: { EULA: "TRUE" },
+        ports: [{ hostPort: 25565, containerPort: 25565 }],
+        dataMountPath: "/data",
+        desiredState: opts.desired ?? DesiredState.RUNNING,
+        ...opts.spec,
+      },
+    }),
     version: 1,
   };
-  await contract.commit([{ op: "server.insert", server }]);
+  await store.commit([{ op: "server.insert", server }]);
   changed.length = 0;
   const rec = new Reconciler({
-    store: opts.wrap ? opts.wrap(contract) : contract,
+    store: opts.wrap ? opts.wrap(store) : store,
     hub,
     log: pino({ level: "silent" }),
     managerId,
     now: () => clock.now,
     ...(opts.containerLogs ? { containerLogs: opts.containerLogs } : {}),
   });
-  const h = { store, contract, hub, rec, managerId, sent, changed, clock, server, session, close: () => opened.close() };
+  const h = { store, hub, rec, managerId, sent, changed, clock, server, session };
   open.push(h);
   return h;
 }
 
 /** What an agent's reports write (agent-service's batches, reduced to the rows). */
 async function write(h: Harness, ...ops: WriteOp[]): Promise<void> {
-  await h.contract.commit(ops);
+  await h.store.commit(ops);
 }
 const observe = (h: Harness, container: ContainerInfo, at = h.clock.now): WriteOp => ({ op: "container.upsert", hostId: HOST, container, at });
 const dataDir = (d: DataDirRecord): WriteOp => ({ op: "dataDir.upsert", dataDir: d });
@@ -140,12 +126,12 @@ function sentCommands(h: Harness): Command[] {
   return h.sent.flatMap((m) => (m.body.case === "command" ? [m.body.value] : []));
 }
 
-function statusJson(h: Harness): string {
-  return toJsonString(ServerStatusSchema, h.store.getServer(SERVER)!.status);
+async function statusJson(h: Harness): Promise<string> {
+  return toJsonString(ServerStatusSchema, await status(h));
 }
 
-function status(h: Harness): ServerStatus {
-  return h.store.getServer(SERVER)!.status;
+async function status(h: Harness): Promise<ServerStatus> {
+  return (await h.store.getServer(SERVER))!.status;
 }
 
 function condition(s: ServerStatus, type: string) {
@@ -154,8 +140,13 @@ function condition(s: ServerStatus, type: string) {
   return c;
 }
 
+/** The ledger, oldest first: every event, or the server's. */
+async function allEvents(h: Harness, serverId?: string) {
+  return h.store.readForward({ project: null, ...(serverId ? { serverId } : {}), afterId: 0, upToId: await h.store.lastEventId(), limit: 10_000 });
+}
+
 function events(h: Harness) {
-  return h.store.listEvents({ serverId: SERVER });
+  return allEvents(h, SERVER);
 }
 
 function runningContainer(h: Harness, managerId = h.managerId): ContainerInfo {
@@ -206,23 +197,23 @@ describe("Reconciler", () => {
       "berth.spec-hash": specHash(h.server.spec),
     });
     expect(cmd.container?.specHash).toBe(specHash(h.server.spec));
-    const openCmd = h.store.openCommandForServer(SERVER);
+    const openCmd = await h.store.openCommandForServer(SERVER);
     expect(openCmd?.id).toBe(cmd.id);
     expect(openCmd?.state).toBe("sent");
     expect(openCmd?.deadlineAt).toBe(T0 + COMMAND_DEADLINE_MS[CommandKind.ENSURE_RUNNING]);
-    expect(Phase[status(h).phase]).toBe("CREATING");
-    expect(events(h).map((e) => e.type).sort()).toEqual(["command.issued", "phase.changed"]);
+    expect(Phase[(await status(h)).phase]).toBe("CREATING");
+    expect((await events(h)).map((e) => e.type).sort()).toEqual(["command.issued", "phase.changed"]);
     expect(h.changed).toEqual([SERVER]);
 
     // Second run with nothing new: nothing at all changes.
-    const evCount = events(h).length;
-    const before = statusJson(h);
+    const evCount = (await events(h)).length;
+    const before = await statusJson(h);
     h.clock.now += 1_000;
     const r2 = await h.rec.reconcile(SERVER, "resync");
     expect(sentCommands(h)).toHaveLength(1);
-    expect(events(h)).toHaveLength(evCount);
-    expect(statusJson(h)).toBe(before);
-    expect(h.store.openCommandForServer(SERVER)?.id).toBe(cmd.id);
+    expect(await events(h)).toHaveLength(evCount);
+    expect(await statusJson(h)).toBe(before);
+    expect((await h.store.openCommandForServer(SERVER))?.id).toBe(cmd.id);
     expect(h.changed).toEqual([SERVER]);
     expect(r2.requeueAfterMs).toBe(T0 + COMMAND_DEADLINE_MS[CommandKind.ENSURE_RUNNING] - h.clock.now);
 
@@ -231,7 +222,7 @@ describe("Reconciler", () => {
     // One batch, as agent-service writes a result; it rejects if the command were no longer open.
     await write(h, observe(h, runningContainer(h)), dataDir({ hostId: HOST, serverId: SERVER, present: true, sizeBytes: 4096, checkedAt: h.clock.now }), finish(cmd.id, h.clock.now));
     await h.rec.reconcile(SERVER, "command result");
-    const s = status(h);
+    const s = await status(h);
     expect(Phase[s.phase]).toBe("RUNNING");
     expect(s.reason).toBe("Running");
     expect(s.containerId).toBe("d".repeat(64));
@@ -243,20 +234,20 @@ describe("Reconciler", () => {
     expect(condition(s, "Ready").status).toBe(ConditionStatus.TRUE);
     expect(condition(s, "SpecApplied").status).toBe(ConditionStatus.TRUE);
     expect(condition(s, "DataPresent").status).toBe(ConditionStatus.TRUE);
-    expect(h.store.getServer(SERVER)!.dataInitialized).toBe(true);
+    expect((await h.store.getServer(SERVER))!.dataInitialized).toBe(true);
     expect(sentCommands(h)).toHaveLength(1);
-    const newEvents = events(h).slice(evCount);
+    const newEvents = (await events(h)).slice(evCount);
     expect(newEvents.map((e) => e.type)).toEqual(["phase.changed"]);
     expect(JSON.parse(newEvents[0]!.payloadJson)).toEqual({ from: "CREATING", to: "RUNNING", cause: "command result" });
 
     // Again: level-based, nothing new → nothing written.
-    const evCount2 = events(h).length;
-    const running = statusJson(h);
+    const evCount2 = (await events(h)).length;
+    const running = await statusJson(h);
     const changedCount = h.changed.length;
     h.clock.now += 60_000;
     expect(await h.rec.reconcile(SERVER, "resync")).toEqual({});
-    expect(events(h)).toHaveLength(evCount2);
-    expect(statusJson(h)).toBe(running);
+    expect(await events(h)).toHaveLength(evCount2);
+    expect(await statusJson(h)).toBe(running);
     expect(sentCommands(h)).toHaveLength(1);
     expect(h.changed).toHaveLength(changedCount);
   });
@@ -264,11 +255,11 @@ describe("Reconciler", () => {
   it("keeps a condition's transition time when its status does not change", async () => {
     const h = await setup();
     await h.rec.reconcile(SERVER);
-    const hc1 = condition(status(h), "HostConnected").lastTransitionTime;
+    const hc1 = condition(await status(h), "HostConnected").lastTransitionTime;
     h.clock.now += 5_000;
     await write(h, observe(h, runningContainer(h)), finish(sentCommands(h)[0]!.id, h.clock.now));
     await h.rec.reconcile(SERVER);
-    const s = status(h);
+    const s = await status(h);
     expect(condition(s, "HostConnected").lastTransitionTime).toEqual(hc1);
     expect(Number(condition(s, "Ready").lastTransitionTime!.seconds)).toBe(Math.floor(h.clock.now / 1000));
   });
@@ -277,15 +268,15 @@ describe("Reconciler", () => {
     const h = await setup({ session: mode });
     await h.rec.reconcile(SERVER, "created");
     expect(h.sent).toHaveLength(0);
-    expect(h.store.openCommandForServer(SERVER)).toBeUndefined();
-    const s = status(h);
+    expect(await h.store.openCommandForServer(SERVER)).toBeUndefined();
+    const s = await status(h);
     expect(Phase[s.phase]).toBe("UNKNOWN");
     expect(condition(s, "HostConnected").status).toBe(ConditionStatus.FALSE);
-    expect(events(h).map((e) => e.type)).toEqual(["phase.changed"]);
+    expect((await events(h)).map((e) => e.type)).toEqual(["phase.changed"]);
     // And again: still nothing.
     await h.rec.reconcile(SERVER, "resync");
-    expect(events(h)).toHaveLength(1);
-    expect(h.store.openCommandForServer(SERVER)).toBeUndefined();
+    expect(await events(h)).toHaveLength(1);
+    expect(await h.store.openCommandForServer(SERVER)).toBeUndefined();
   });
 
   it("a host that becomes ready gets the command", async () => {
@@ -305,24 +296,24 @@ describe("Reconciler", () => {
 
     // 1 ms before the deadline: still waiting.
     h.clock.now = deadline - 1;
-    const evCount = events(h).length;
+    const evCount = (await events(h)).length;
     expect(await h.rec.reconcile(SERVER)).toEqual({ requeueAfterMs: 1 });
-    expect(h.store.getCommand(cmd.id)?.state).toBe("sent");
-    expect(events(h)).toHaveLength(evCount);
+    expect((await h.store.getCommand(cmd.id))?.state).toBe("sent");
+    expect(await events(h)).toHaveLength(evCount);
 
     // Past it: expired, with an event, and the server failed.
     h.clock.now = deadline + 1;
     expect(await h.rec.reconcile(SERVER, "deadline")).toEqual({ requeueAfterMs: 0 });
-    const expired = h.store.getCommand(cmd.id)!;
+    const expired = (await h.store.getCommand(cmd.id))!;
     expect(expired.state).toBe("expired");
     expect(expired.finishedAt).toBe(deadline + 1);
-    expect(h.store.openCommandForServer(SERVER)).toBeUndefined();
-    const ev = events(h).slice(evCount);
+    expect(await h.store.openCommandForServer(SERVER)).toBeUndefined();
+    const ev = (await events(h)).slice(evCount);
     const exp = ev.find((e) => e.type === "command.expired");
     expect(exp?.correlationId).toBe(cmd.id);
     expect(exp?.reason).toBe("StartTimeout");
     expect(ev.filter((e) => e.type === "phase.changed")).toHaveLength(1);
-    let s = status(h);
+    let s = await status(h);
     expect(Phase[s.phase]).toBe("FAILED");
     expect(s.reason).toBe("StartTimeout");
     expect(sentCommands(h)).toHaveLength(1);
@@ -330,34 +321,34 @@ describe("Reconciler", () => {
     // The queue reconciles again at once (requeueAfterMs 0): the failure stands, with the
     // same reason and message and no new event (this run may still record that the
     // generation is now observed: the expiry run was not a settled one).
-    const evCount2 = events(h).length;
+    const evCount2 = (await events(h)).length;
     const failedMessage = s.message;
     h.clock.now += 10;
     expect(await h.rec.reconcile(SERVER, "deadline")).toEqual({});
-    s = status(h);
+    s = await status(h);
     expect(Phase[s.phase]).toBe("FAILED");
     expect(s.reason).toBe("StartTimeout");
     expect(s.message).toBe(failedMessage);
-    expect(events(h)).toHaveLength(evCount2);
+    expect(await events(h)).toHaveLength(evCount2);
     expect(sentCommands(h)).toHaveLength(1);
     // And from then on it is stable: nothing written at all.
-    const failed = statusJson(h);
+    const failed = await statusJson(h);
     const changedCount = h.changed.length;
     h.clock.now += 60_000;
     await h.rec.reconcile(SERVER, "resync");
-    expect(statusJson(h)).toBe(failed);
-    expect(events(h)).toHaveLength(evCount2);
+    expect(await statusJson(h)).toBe(failed);
+    expect(await events(h)).toHaveLength(evCount2);
     expect(h.changed).toHaveLength(changedCount);
 
     // The operator acts again (start): retried with a new command.
     h.clock.now += 1_000;
-    const srv = h.store.getServer(SERVER)!;
+    const srv = (await h.store.getServer(SERVER))!;
     await write(h, specWrite(srv, { updatedAt: h.clock.now }));
     await h.rec.reconcile(SERVER, "start requested");
     const cmds = sentCommands(h);
     expect(cmds).toHaveLength(2);
     expect(cmds[1]!.id).not.toBe(cmd.id);
-    expect(Phase[status(h).phase]).toBe("CREATING");
+    expect(Phase[(await status(h)).phase]).toBe("CREATING");
   });
 
   it("a command that expires while the host is offline leaves Failed/StartTimeout once it is back", async () => {
@@ -367,11 +358,11 @@ describe("Reconciler", () => {
     h.hub.detach(h.session!);
     h.clock.now = T0 + COMMAND_DEADLINE_MS[CommandKind.ENSURE_RUNNING] + 1;
     await h.rec.reconcile(SERVER, "timer");
-    expect(h.store.getCommand(cmd.id)?.state).toBe("expired");
-    expect(Phase[status(h).phase]).toBe("UNKNOWN");
+    expect((await h.store.getCommand(cmd.id))?.state).toBe("expired");
+    expect(Phase[(await status(h)).phase]).toBe("UNKNOWN");
     h.hub.attach({ ...h.session!, ready: true });
     await h.rec.reconcile(SERVER, "host connected");
-    const s = status(h);
+    const s = await status(h);
     expect(Phase[s.phase]).toBe("FAILED");
     expect(s.reason).toBe("StartTimeout");
     expect(sentCommands(h)).toHaveLength(1);
@@ -381,9 +372,9 @@ describe("Reconciler", () => {
     const h = await setup();
     await write(h, observe(h, runningContainer(h, "mgr_someoneelse"), T0));
     // The store does associate it with the server: the reconciler must filter it out.
-    expect(h.store.containersForServer(HOST, SERVER)).toHaveLength(1);
+    expect(await h.store.containersForServer(HOST, SERVER)).toHaveLength(1);
     await h.rec.reconcile(SERVER);
-    const s = status(h);
+    const s = await status(h);
     expect(Phase[s.phase]).toBe("CREATING");
     expect(s.containerId).toBe("");
     expect(condition(s, "ContainerExists").status).toBe(ConditionStatus.FALSE);
@@ -394,7 +385,7 @@ describe("Reconciler", () => {
     const h = await setup();
     await write(h, observe(h, runningContainer(h), T0));
     await h.rec.reconcile(SERVER);
-    expect(Phase[status(h).phase]).toBe("RUNNING");
+    expect(Phase[(await status(h)).phase]).toBe("RUNNING");
     expect(h.sent).toHaveLength(0);
   });
 
@@ -402,7 +393,7 @@ describe("Reconciler", () => {
     const h = await setup();
     expect(await h.rec.reconcile("srv_doesnotexist")).toEqual({});
     expect(h.sent).toHaveLength(0);
-    expect(h.store.listEvents()).toHaveLength(0);
+    expect(await allEvents(h)).toHaveLength(0);
   });
 
   it("a soft-deleted server's container is removed, then it rests as Deleted", async () => {
@@ -410,22 +401,22 @@ describe("Reconciler", () => {
     await write(h, observe(h, runningContainer(h), T0));
     await h.rec.reconcile(SERVER);
     h.clock.now += 1_000;
-    const srv = h.store.getServer(SERVER)!;
+    const srv = (await h.store.getServer(SERVER))!;
     await write(h, specWrite(srv, { updatedAt: h.clock.now, deletedAt: h.clock.now }));
     await h.rec.reconcile(SERVER, "deleted");
     const cmds = sentCommands(h);
     expect(cmds.map((c) => CommandKind[c.kind])).toEqual(["ENSURE_REMOVED"]);
-    expect(Phase[status(h).phase]).toBe("DELETED");
+    expect(Phase[(await status(h)).phase]).toBe("DELETED");
     await write(h, { op: "container.remove", hostId: HOST, containerId: "d".repeat(64) }, finish(cmds[0]!.id, h.clock.now));
     await h.rec.reconcile(SERVER, "command result");
-    const s = status(h);
+    const s = await status(h);
     expect(Phase[s.phase]).toBe("DELETED");
     expect(s.reason).toBe("Deleted");
     expect(sentCommands(h)).toHaveLength(1);
   });
 });
 
-/** A contract whose commits run `before` first (once armed): another writer acting between a reconcile's reads and its commit. */
+/** A store whose commits run `before` first (once armed): another writer acting between a reconcile's reads and its commit. */
 function racing(outcomes: string[]): { wrap: (c: Store) => Store; arm: (before: () => Promise<void>) => void } {
   let before: (() => Promise<void>) | undefined;
   return {
@@ -463,13 +454,15 @@ describe("Reconciler against concurrent writers", () => {
     const race = racing(outcomes);
     const h = await setup({ wrap: race.wrap });
     let maxOpen = 0;
-    h.contract.onCommit(() => {
-      maxOpen = Math.max(maxOpen, h.store.openCommandsForHost(HOST).length);
+    // After every commit, how many commands the host has open.
+    const counted: Promise<void>[] = [];
+    h.store.onCommit(() => {
+      counted.push(h.store.openCommandsForHost(HOST).then((l) => void (maxOpen = Math.max(maxOpen, l.length))));
     });
     h.rec.enqueue(SERVER, "created");
     await h.rec.queue.idle();
     const cmd = sentCommands(h)[0]!;
-    expect(h.store.getCommand(cmd.id)?.state).toBe("sent");
+    expect((await h.store.getCommand(cmd.id))?.state).toBe("sent");
 
     // Past the deadline: the next reconcile reads the command still open and decides to expire it.
     // Its result arrives while that reconcile is between its reads and its commit.
@@ -485,13 +478,14 @@ describe("Reconciler against concurrent writers", () => {
     // The expiry was refused whole (nothing of it written), and the next run saw the result.
     expect(outcomes[0]).toBe("refused: ConflictError");
     expect(outcomes.slice(1)).toContain("committed");
-    expect(h.store.getCommand(cmd.id)?.state).toBe("succeeded");
-    expect(events(h).map((e) => e.type)).not.toContain("command.expired");
-    expect(Phase[status(h).phase]).toBe("RUNNING");
-    expect(events(h).filter((e) => e.type === "command.issued")).toHaveLength(1);
+    expect((await h.store.getCommand(cmd.id))?.state).toBe("succeeded");
+    expect((await events(h)).map((e) => e.type)).not.toContain("command.expired");
+    expect(Phase[(await status(h)).phase]).toBe("RUNNING");
+    expect((await events(h)).filter((e) => e.type === "command.issued")).toHaveLength(1);
     expect(sentCommands(h)).toHaveLength(1);
+    await Promise.all(counted);
     expect(maxOpen).toBe(1);
-    expect(h.store.openCommandForServer(SERVER)).toBeUndefined();
+    expect(await h.store.openCommandForServer(SERVER)).toBeUndefined();
   });
 
   it("an API write between a reconcile's reads and its commit refuses the commit (version), and the server is reconciled again at once, not after a backoff", async () => {
@@ -503,7 +497,7 @@ describe("Reconciler against concurrent writers", () => {
     (h.rec as unknown as { deps: { log: { error: (o: unknown) => void } } }).deps.log.error = (o) => errors.push(o);
     // RestartServer lands while the first reconcile is about to write Running.
     race.arm(async () => {
-      const s = h.store.getServer(SERVER)!;
+      const s = (await h.store.getServer(SERVER))!;
       await write(h, { op: "server.lifecycle", id: SERVER, lifecycle: { ...s.lifecycle, restartRequestedAt: h.clock.now }, expectVersion: s.version });
     });
     h.rec.enqueue(SERVER, "inventory");
@@ -512,7 +506,7 @@ describe("Reconciler against concurrent writers", () => {
     expect(errors).toEqual([]);
     // Decided again from the new version: the restart, at once.
     expect(sentCommands(h).map((c) => CommandKind[c.kind])).toEqual(["RESTART"]);
-    expect(status(h).reason).toBe("Restarting");
+    expect((await status(h)).reason).toBe("Restarting");
   });
 
   it("a successful restart satisfies the request in the same batch as the next decision: no second restart", async () => {
@@ -520,7 +514,7 @@ describe("Reconciler against concurrent writers", () => {
     await write(h, observe(h, runningContainer(h), T0));
     await h.rec.reconcile(SERVER, "inventory");
     h.clock.now += 1_000;
-    const s = h.store.getServer(SERVER)!;
+    const s = (await h.store.getServer(SERVER))!;
     await write(h, { op: "server.lifecycle", id: SERVER, lifecycle: { ...s.lifecycle, restartRequestedAt: h.clock.now } });
     h.clock.now += 1;
     await h.rec.reconcile(SERVER, "restart requested");
@@ -529,8 +523,8 @@ describe("Reconciler against concurrent writers", () => {
     h.clock.now += 2_000;
     await write(h, observe(h, runningContainer(h)), finish(restart.id, h.clock.now));
     await h.rec.reconcile(SERVER, "RESTART succeeded");
-    expect(h.store.getServer(SERVER)!.lifecycle.restartDoneAt).toBe(h.store.getCommand(restart.id)!.createdAt);
-    expect(Phase[status(h).phase]).toBe("RUNNING");
+    expect((await h.store.getServer(SERVER))!.lifecycle.restartDoneAt).toBe((await h.store.getCommand(restart.id))!.createdAt);
+    expect(Phase[(await status(h)).phase]).toBe("RUNNING");
     const writes = h.changed.length;
     h.clock.now += 60_000;
     await h.rec.reconcile(SERVER, "resync");
@@ -542,10 +536,10 @@ describe("Reconciler against concurrent writers", () => {
     const h = await setup();
     const why = { actor: "user:admin", reason: "Purged", message: "purged" };
     expect(await h.rec.dropRecord(h.server, why, "purge")).toBe(true);
-    expect(h.store.getServer(SERVER)).toBeUndefined();
-    expect(events(h).map((e) => e.type)).toEqual(["server.purged"]);
+    expect(await h.store.getServer(SERVER)).toBeUndefined();
+    expect((await events(h)).map((e) => e.type)).toEqual(["server.purged"]);
     expect(await h.rec.dropRecord(h.server, why, "purge")).toBe(false);
-    expect(events(h)).toHaveLength(1);
+    expect(await events(h)).toHaveLength(1);
   });
 });
 
@@ -581,7 +575,7 @@ describe("Reconciler: a command decided without a status change", () => {
     outcomes.length = 0;
     // StopServer lands between that reconcile's reads and its commit.
     race.arm(async () => {
-      const s = h.store.getServer(SERVER)!;
+      const s = (await h.store.getServer(SERVER))!;
       await write(h, { op: "server.spec", id: SERVER, spec: { ...s.spec, desiredState: DesiredState.STOPPED }, generation: s.generation + 1, hostId: HOST, deletedAt: null, updatedAt: h.clock.now, expectVersion: s.version });
     });
     h.rec.enqueue(SERVER, "hold over");

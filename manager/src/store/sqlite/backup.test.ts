@@ -3,10 +3,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Ledger } from "../../ledger/ledger.js";
-import { openDatabase } from "./database.js";
+import type { EventInput } from "../../domain/records.js";
+import { openStore } from "../open.js";
 import { backupSqliteDatabase, BackupError } from "./backup.js";
-import { SqliteTables } from "./tables.js";
+
+/** Creates an empty, migrated store database at `path`, as a manager's first start does. */
+async function createDatabase(path: string): Promise<void> {
+  await (await openStore(`sqlite://${path}`)).close();
+}
 
 describe("online backup of a SQLite store", () => {
   let dir: string;
@@ -17,17 +21,19 @@ describe("online backup of a SQLite store", () => {
 
   it("copies a database that is being written to: the copy is complete, consistent and self-contained", async () => {
     const dbPath = join(dir, "berth.db");
-    const db = openDatabase(dbPath);
-    const ledger = new Ledger(new SqliteTables(db));
-    for (let i = 0; i < 500; i++) ledger.append({ type: "token.created", actor: "cli", message: `event ${i} ${"x".repeat(200)}` });
+    const store = await openStore(`sqlite://${dbPath}`);
+    const append = (event: EventInput) => store.commit([{ op: "event.append", event, at: Date.now() }]);
+    for (let i = 0; i < 500; i++) await append({ type: "token.created", actor: "cli", message: `event ${i} ${"x".repeat(200)}` });
     // The manager keeps writing while the backup runs.
     let writes = 0;
+    const during: Promise<unknown>[] = [];
     const writer = setInterval(() => {
-      for (let i = 0; i < 50; i++, writes++) ledger.append({ type: "token.created", actor: "cli", message: `during backup ${writes}` });
+      for (let i = 0; i < 50; i++, writes++) during.push(append({ type: "token.created", actor: "cli", message: `during backup ${writes}` }));
     }, 1);
     const s = await backupSqliteDatabase(dbPath, join(dir, "copy.db"));
     clearInterval(writer);
-    db.close();
+    await Promise.all(during);
+    await store.close();
 
     expect(s.file).toBe(join(dir, "copy.db"));
     expect(s.source).toBe(dbPath);
@@ -42,13 +48,15 @@ describe("online backup of a SQLite store", () => {
     expect(ids.length).toBe(s.lastEventId);
     expect(ids[ids.length - 1]).toBe(s.lastEventId);
     copy.close();
-    // The copy opens as a manager database (migrations already applied).
-    openDatabase(join(dir, "copy.db")).close();
+    // The copy opens as a manager database (migrations already applied), holding what was copied.
+    const restored = await openStore(`sqlite://${join(dir, "copy.db")}`);
+    expect(await restored.lastEventId()).toBe(s.lastEventId);
+    await restored.close();
   });
 
   it("works on a stopped manager's database too", async () => {
     const dbPath = join(dir, "berth.db");
-    openDatabase(dbPath).close();
+    await createDatabase(dbPath);
     const s = await backupSqliteDatabase(dbPath, join(dir, "copy.db"));
     expect(s.servers).toBe(0);
     expect(existsSync(join(dir, "copy.db"))).toBe(true);
@@ -56,7 +64,7 @@ describe("online backup of a SQLite store", () => {
 
   it("refuses to overwrite, to copy a missing database, or to write into a missing directory", async () => {
     const dbPath = join(dir, "berth.db");
-    openDatabase(dbPath).close();
+    await createDatabase(dbPath);
     writeFileSync(join(dir, "exists.db"), "keep me");
     await expect(backupSqliteDatabase(dbPath, join(dir, "exists.db"))).rejects.toThrow(/exists; choose another name, or pass --force/);
     await expect(backupSqliteDatabase(join(dir, "nope.db"), join(dir, "c.db"))).rejects.toThrow(/no database at/);
