@@ -40,10 +40,24 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/**/*.test.ts"],
+          env: { BERTH_TEST_STORE: "sqlite" },
           globalSetup: ["test/harness/global-setup.ts"],
           testTimeout: 120_000,
           hookTimeout: 180_000,
           // Real processes and one Docker engine: files run one at a time.
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "integration-pg",
+          // The integration files whose subject is the store's part in a running manager:
+          // the whole path from API to agent and back, and the ledger, on PostgreSQL.
+          include: ["test/skeleton.test.ts", "test/lifecycle.test.ts", "test/ledger.test.ts"],
+          env: { BERTH_TEST_STORE: "postgres" },
+          globalSetup: ["test/harness/global-setup.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
           fileParallelism: false,
         },
       },
