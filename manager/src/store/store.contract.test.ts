@@ -115,6 +115,40 @@ describe("commit: one atomic batch", () => {
     expect(await store.lastEventId()).toBeGreaterThan(0);
   });
 
+  it("an empty batch commits nothing and resolves empty", async () => {
+    const r = await store.commit([]);
+    expect([r.versions.size, r.events.length, r.touchedServers.size]).toEqual([0, 0, 0]);
+    expect(await store.lastEventId()).toBe(0);
+  });
+
+  it("listeners hear concurrent batches in commit order, each once it is readable", async () => {
+    const heard: number[] = [];
+    const visible: Promise<number>[] = [];
+    store.onCommit((c) => {
+      heard.push(...c.events.map((e) => e.id));
+      visible.push(store.lastEventId());
+    });
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        store.commit([
+          { op: "event.append", event: { type: "t", message: `${i}a` }, at: i },
+          { op: "event.append", event: { type: "t", message: `${i}b` }, at: i },
+        ]),
+      ),
+    );
+    expect(heard).toHaveLength(40);
+    // The live feed relies on this: ids heard only increase, so a watcher never skips or repeats one.
+    for (let i = 1; i < heard.length; i++) expect(heard[i]!, `heard ${heard.join()}`).toBeGreaterThan(heard[i - 1]!);
+    expect([...heard].sort((a, b) => a - b)).toEqual(results.flatMap((r) => r.events.map((e) => e.id)).sort((a, b) => a - b));
+    // A batch's events are in the ledger by the time its listeners hear it.
+    const seen = await Promise.all(visible);
+    for (let i = 0; i < seen.length; i++) expect(seen[i]!).toBeGreaterThanOrEqual(heard[2 * i + 1]!);
+    // Each batch's events are consecutive in the ledger: no other batch's events between them.
+    for (const r of results) expect(r.events[1]!.id).toBeGreaterThan(r.events[0]!.id);
+    const ledger = await store.readForward({ project: null, afterId: 0, upToId: 1e12, limit: 100 });
+    for (let i = 0; i < ledger.length; i += 2) expect(ledger[i + 1]!.message).toBe(ledger[i]!.message.replace("a", "b"));
+  });
+
   describe("a refused batch writes nothing: no record, no event, no command, and tells no listener", () => {
     /**
      * Writes of every kind, to put before (and after) the failing operation:
@@ -340,6 +374,53 @@ describe("server records", () => {
     expect((await store.getServer("srv_1"))?.name).toBe("one");
     expect(await store.findServerByName("default", "other")).toBeUndefined();
     expect(await store.lastEventId()).toBe(0);
+  });
+});
+
+describe("values round-trip at their real sizes", () => {
+  // Times are ms since the epoch (beyond 32 bits), sizes reach terabytes, counts are numbers:
+  // an engine whose driver hands back 64-bit integers as strings or bigints must convert them.
+  const T = 1_764_000_000_000;
+  const TB = 5 * 2 ** 40;
+
+  it("times, sizes and counts read back as the numbers written", async () => {
+    await store.commit([
+      { op: "host.insert", id: HOST, name: "ä höst ✓", secretHash: "sh", createdAt: T },
+      { op: "host.connected", id: HOST, facts: { hostname: "ä höst ✓", memoryBytes: TB, dataRootFreeBytes: TB + 1, cpuCount: 64 }, at: T + 1 },
+      insert({ id: "srv_big", name: "名前 'quoted' \"x\"", hostId: HOST, at: T, deletedAt: null, lifecycle: { restartRequestedAt: T + 2, crashTimes: [T, T + 1] } }),
+      { op: "command.insert", command: command("cmd_big", "srv_big"), hostId: HOST, createdAt: T + 3, deadlineAt: T + 3 + 600_000 },
+      { op: "command.sent", id: "cmd_big", at: T + 4 },
+      { op: "dataDir.upsert", dataDir: { hostId: HOST, serverId: "srv_big", present: true, sizeBytes: TB, checkedAt: T + 5 } },
+      { op: "container.upsert", hostId: HOST, container: ctr("c_big", "srv_big"), at: T + 6 },
+      { op: "enrollment.insert", id: "enr_big", tokenHash: "eh", createdAt: T, expiresAt: T + 3_600_000 },
+      { op: "alert.insert", alert: alert("alr_big", { firstSeen: T, lastSeen: T + 7, mutedUntil: T + 8 }) },
+      { op: "token.insert", token: token("tok_big", { createdAt: T }), secretHash: "th" },
+      { op: "token.touch", id: "tok_big", at: T + 9 },
+      { op: "event.append", event: { type: "t", message: "ünïcødé ✓ 'q'", payload: { big: TB, s: "名前" } }, at: T + 10 },
+    ]);
+    const h = (await store.getHost(HOST))!;
+    expect([h.name, h.createdAt, h.connectedSince, h.lastHeartbeat, h.facts.memoryBytes, h.facts.dataRootFreeBytes]).toEqual(["ä höst ✓", T, T + 1, T + 1, TB, TB + 1]);
+    const s = (await store.getServer("srv_big"))!;
+    expect([s.name, s.createdAt, s.updatedAt, s.lifecycle.restartRequestedAt, s.lifecycle.crashTimes, s.version]).toEqual(['名前 \'quoted\' "x"', T, T, T + 2, [T, T + 1], 1]);
+    expect((await store.findServerByName("default", '名前 \'quoted\' "x"'))?.id).toBe("srv_big");
+    const c = (await store.getCommand("cmd_big"))!;
+    expect([c.createdAt, c.deadlineAt, c.sentAt]).toEqual([T + 3, T + 600_003, T + 4]);
+    await store.commit([finish("cmd_big", T + 11)]);
+    expect((await store.getCommand("cmd_big"))?.finishedAt).toBe(T + 11);
+    expect(await store.getDataDir(HOST, "srv_big")).toEqual({ hostId: HOST, serverId: "srv_big", present: true, sizeBytes: TB, checkedAt: T + 5 });
+    expect((await store.observedContainer(HOST, "c_big"))?.observedAt).toBe(T + 6);
+    expect(await store.getEnrollmentToken("eh")).toEqual({ id: "enr_big", expiresAt: T + 3_600_000, usedAt: null });
+    expect(await store.getAlert("alr_big")).toMatchObject({ firstSeen: T, lastSeen: T + 7, mutedUntil: T + 8 });
+    expect(await store.latestMute("host_offline", `host:${HOST}`)).toBe(T + 8);
+    expect(await store.getToken("tok_big")).toMatchObject({ createdAt: T, lastUsedAt: T + 9 });
+    const [e] = await store.listNewestFirst({ project: null, limit: 1 });
+    expect([e!.time, e!.message, JSON.parse(e!.payloadJson)]).toEqual([T + 10, "ünïcødé ✓ 'q'", { big: TB, s: "名前" }]);
+    expect(typeof e!.id).toBe("number");
+    expect(typeof (await store.lastEventId())).toBe("number");
+    expect(await store.countServersByHost()).toEqual(new Map([[HOST, 1]]));
+    expect(await store.countTokens()).toBe(1);
+    expect(await store.observedCounts(HOST)).toEqual({ total: 1, other: 0 });
+    expect((await store.serverFacts())[0]).toMatchObject({ generation: 1, observedGeneration: 0 });
   });
 });
 
