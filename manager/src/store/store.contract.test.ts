@@ -424,6 +424,111 @@ describe("values round-trip at their real sizes", () => {
   });
 });
 
+describe("strings from outside: whatever a JS string holds is stored", () => {
+  // Agents and callers send text berth stores as is (a container's labels and state, a
+  // command's failure message, a status message quoting Docker): a NUL, or a lone surrogate
+  // (what slicing a message in the middle of an emoji leaves), must neither fail the batch
+  // nor break later reads (the alert rules read every server at every run).
+  const write = (text: string): WriteOp[] => [
+    { op: "command.finish", id: "cmd_1", state: "failed", at: 2, reason: "X", message: text },
+    { op: "server.status", id: "srv_a", status: create(ServerStatusSchema, { phase: Phase.FAILED, reason: "ContainerFailed", message: text }), dataInitialized: false },
+    { op: "container.upsert", hostId: HOST, container: create(ContainerInfoSchema, { id: "c1", name: text, image: "busybox", state: text, labels: { "berth.server": "srv_a", note: text } }), at: 2 },
+    { op: "event.append", event: { type: "command.failed", serverId: "srv_a", message: text, payload: { message: text } }, at: 2 },
+  ];
+  /** Every place `write` put the text, as read back. */
+  async function readBack(): Promise<(string | null | undefined)[]> {
+    const c = await store.observedContainer(HOST, "c1");
+    const [e] = await store.listNewestFirst({ project: null, limit: 1 });
+    return [
+      (await store.getCommand("cmd_1"))?.message,
+      (await store.getServer("srv_a"))?.status.message,
+      c?.state,
+      c?.info.labels.note,
+      e?.message,
+      (JSON.parse(e!.payloadJson) as { message: string }).message,
+    ];
+  }
+
+  it("NUL characters: stored and read back as written", async () => {
+    const text = "a\u0000b \\u0000 ✓";
+    await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
+    await store.commit(write(text));
+    expect(await readBack()).toEqual(Array(6).fill(text));
+    expect((await store.serverFacts()).map((f) => [f.id, f.phase, f.reason])).toEqual([["srv_a", "FAILED", "ContainerFailed"]]);
+    expect((await store.listServers()).map((s) => s.id)).toEqual(["srv_a"]);
+  });
+
+  it("a lone surrogate in plain text (a command result, an event): stored, read back with it replaced", async () => {
+    const text = "cut \ud83d";
+    await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
+    await store.commit([write(text)[0]!, write(text)[3]!]);
+    const clean = (v: string | null | undefined) => v?.replace(/[\ud83d\ufffd]+/g, "?");
+    expect(clean((await store.getCommand("cmd_1"))?.message)).toBe("cut ?");
+    expect(clean((await store.listNewestFirst({ project: null, limit: 1 }))[0]?.message)).toBe("cut ?");
+  });
+
+  // A status (or spec, or container) is stored as protobuf JSON: a lone surrogate in one of its
+  // strings is written, and then the record cannot be decoded any more ("invalid UTF8"):
+  // getServer, listServers and the alert rules throw on every read, for good. A batch must not
+  // leave a record nobody can read: refuse it (nothing written) or store the text replaced.
+  // Both engines today (the codec in rows.ts is shared): remove `.fails` once fixed.
+  it.fails("a lone surrogate in a status, a spec or a container's info leaves every record readable", async () => {
+    const text = "cut \ud83d";
+    await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
+    await store.commit(write(text)).catch(() => undefined);
+    const s = await store.getServer("srv_a");
+    expect(s?.status.message.replace(/[\ud83d\ufffd]+/g, "?") ?? "").toMatch(/^(cut \?)?$/);
+    await store.listServers();
+    await store.observedContainer(HOST, "c1");
+    await store.containersForServer(HOST, "srv_a");
+  });
+});
+
+describe("concurrency without preconditions", () => {
+  it("writes of two servers in opposite orders, racing, all go through (no deadlock surfaces as an error)", async () => {
+    await store.commit([insert({ id: "srv_a", hostId: HOST }), insert({ id: "srv_b", hostId: HOST })]);
+    const rounds = 20;
+    const write = (first: string, second: string, i: number) =>
+      store.commit([
+        { op: "server.lifecycle", id: first, lifecycle: { restartRequestedAt: i } },
+        { op: "server.lifecycle", id: second, lifecycle: { restartRequestedAt: i } },
+        { op: "event.append", event: { type: "t", message: String(i) }, at: i },
+      ]);
+    const results = await Promise.allSettled(Array.from({ length: rounds }, (_, i) => (i % 2 ? write("srv_a", "srv_b", i) : write("srv_b", "srv_a", i))));
+    expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect((await store.getServer("srv_a"))!.version).toBe(1 + rounds);
+    expect((await store.getServer("srv_b"))!.version).toBe(1 + rounds);
+  });
+
+  it("racing inventories and container reports of one host all go through; the host ends as one of them", async () => {
+    const inv = (ids: string[], at: number): WriteOp => ({ op: "host.inventory", hostId: HOST, containers: ids.map((id) => ctr(id, `srv_${id}`)), dataDirs: [], at });
+    const results = await Promise.allSettled([
+      store.commit([inv(["c1", "c2"], 1)]),
+      store.commit([inv(["c2", "c3"], 2)]),
+      store.commit([{ op: "container.upsert", hostId: HOST, container: ctr("c2", "srv_c2"), at: 3 }]),
+      store.commit([inv(["c1", "c3"], 4)]),
+      store.commit([{ op: "container.upsert", hostId: HOST, container: ctr("c4", "srv_c4"), at: 5 }]),
+    ]);
+    expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect((await store.observedCounts(HOST)).total).toBeGreaterThanOrEqual(2);
+  });
+
+  it("the cluster id is made once, however many ask at the same time", async () => {
+    const ids = await Promise.all(Array.from({ length: 8 }, () => store.clusterId()));
+    expect(new Set(ids).size).toBe(1);
+  });
+
+  it("large batches: a host of 3,000 containers, 2,000 events in one commit", async () => {
+    const containers = Array.from({ length: 3000 }, (_, i) => ctr(`c${i}`, `srv_${i % 500}`));
+    const r = await store.commit([{ op: "host.inventory", hostId: HOST, containers, dataDirs: [], at: 1 }]);
+    expect(r.touchedServers.size).toBe(500);
+    expect(await store.observedCounts(HOST)).toEqual({ total: 3000, other: 3000 });
+    const events = await store.commit(Array.from({ length: 2000 }, (_, i): WriteOp => ({ op: "event.append", event: { type: "t", message: String(i) }, at: i })));
+    expect(events.events.map((e) => e.message)).toEqual(Array.from({ length: 2000 }, (_, i) => String(i)));
+    expect(await store.lastEventId()).toBe(events.events.at(-1)!.id);
+  });
+});
+
 describe("optimistic concurrency on server records", () => {
   it("every kind of write increments the version and reports it", async () => {
     await store.commit([insert({ id: "srv_v", hostId: HOST })]);
