@@ -16,7 +16,7 @@ import { DesiredState, Phase, PortMappingSchema, Protocol, ServerStatusSchema, t
 import { initialStatus, type AlertRecord, type TokenRecord } from "../domain/records.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
 import { AlreadyExistsError, BerthError, ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
-import { newServer, testStore } from "../../testing/store.js";
+import { newServer, testEngine, testStore, type TestEngine } from "../../testing/store.js";
 import { isSealed } from "./secrets.js";
 import type { Committed, Store, WriteOp } from "./store.js";
 
@@ -42,6 +42,12 @@ function token(id: string, o: Partial<TokenRecord> = {}): TokenRecord {
 const insert = (...o: Parameters<typeof newServer>): WriteOp => ({ op: "server.insert", server: newServer(...o) });
 const cmdInsert = (id: string, serverId: string, createdAt = 1): WriteOp => ({ op: "command.insert", command: command(id, serverId), hostId: HOST, createdAt, deadlineAt: createdAt + 1000 });
 const finish = (id: string, at: number, state: "succeeded" | "failed" | "expired" = "succeeded"): WriteOp => ({ op: "command.finish", id, state, at, reason: "", message: "" });
+
+/**
+ * A behaviour the contract asks for that an engine does not have yet (each reported):
+ * expected to fail on those engines until fixed, when the marker goes.
+ */
+const gapOn = (...engines: TestEngine[]) => (engines.includes(testEngine()) ? it.fails : it);
 
 /** What `p` rejected with; fails the test when it resolved. */
 async function rejection(p: Promise<unknown>): Promise<unknown> {
@@ -449,7 +455,10 @@ describe("strings from outside: whatever a JS string holds is stored", () => {
     ];
   }
 
-  it("NUL characters: stored and read back as written", async () => {
+  // PostgreSQL: text cannot hold NUL ("invalid byte sequence for encoding UTF8: 0x00"), so the
+  // whole batch fails with pg's own error (Internal at the API): an agent's command result or a
+  // container label with a NUL is never recorded. The engine must escape or replace it.
+  gapOn("postgres")("NUL characters: stored and read back as written", async () => {
     const text = "a\u0000b \\u0000 ✓";
     await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
     await store.commit(write(text));
@@ -485,9 +494,13 @@ describe("strings from outside: whatever a JS string holds is stored", () => {
 });
 
 describe("concurrency without preconditions", () => {
-  it("writes of two servers in opposite orders, racing, all go through (no deadlock surfaces as an error)", async () => {
+  // PostgreSQL: the two batches lock the rows in opposite orders, the database aborts one as a
+  // deadlock (40P01) and the engine hands ConflictError to a writer that asserted nothing, after
+  // deadlock_timeout (1 s). A batch is data with its preconditions checked inside: the engine can
+  // run it again itself (or lock in a fixed order) and only a failed precondition should surface.
+  gapOn("postgres")("writes of two servers in opposite orders, racing, all go through (no deadlock surfaces as an error)", async () => {
     await store.commit([insert({ id: "srv_a", hostId: HOST }), insert({ id: "srv_b", hostId: HOST })]);
-    const rounds = 20;
+    const rounds = 40;
     const write = (first: string, second: string, i: number) =>
       store.commit([
         { op: "server.lifecycle", id: first, lifecycle: { restartRequestedAt: i } },
@@ -526,7 +539,8 @@ describe("concurrency without preconditions", () => {
     const events = await store.commit(Array.from({ length: 2000 }, (_, i): WriteOp => ({ op: "event.append", event: { type: "t", message: String(i) }, at: i })));
     expect(events.events.map((e) => e.message)).toEqual(Array.from({ length: 2000 }, (_, i) => String(i)));
     expect(await store.lastEventId()).toBe(events.events.at(-1)!.id);
-  });
+    // Not a timing assertion: room for an engine that pays a round trip per row on a shared CI machine.
+  }, 60_000);
 });
 
 describe("optimistic concurrency on server records", () => {
