@@ -127,11 +127,11 @@ describe("commit: one atomic batch", () => {
     expect(await store.lastEventId()).toBe(0);
   });
 
-  it("listeners hear concurrent batches in commit order, each once it is readable", async () => {
-    const heard: number[] = [];
+  it("listeners hear each of many concurrent batches once, after it is readable; the ledger keeps each batch's events together", async () => {
+    const heard: number[][] = [];
     const visible: Promise<number>[] = [];
     store.onCommit((c) => {
-      heard.push(...c.events.map((e) => e.id));
+      heard.push(c.events.map((e) => e.id));
       visible.push(store.lastEventId());
     });
     const results = await Promise.all(
@@ -142,16 +142,16 @@ describe("commit: one atomic batch", () => {
         ]),
       ),
     );
-    expect(heard).toHaveLength(40);
-    // The live feed relies on this: ids heard only increase, so a watcher never skips or repeats one.
-    for (let i = 1; i < heard.length; i++) expect(heard[i]!, `heard ${heard.join()}`).toBeGreaterThan(heard[i - 1]!);
-    expect([...heard].sort((a, b) => a - b)).toEqual(results.flatMap((r) => r.events.map((e) => e.id)).sort((a, b) => a - b));
+    // Heard as committed, each batch once. Not necessarily in id order: on PostgreSQL the
+    // COMMITs of concurrent batches return in any order. Watches do not rely on it: they read
+    // the ledger forward up to lastEventId() (api/event-service.ts), and the listeners only wake them.
+    expect(heard.map((ids) => ids.join()).sort()).toEqual(results.map((r) => r.events.map((e) => e.id).join()).sort());
     // A batch's events are in the ledger by the time its listeners hear it.
     const seen = await Promise.all(visible);
-    for (let i = 0; i < seen.length; i++) expect(seen[i]!).toBeGreaterThanOrEqual(heard[2 * i + 1]!);
-    // Each batch's events are consecutive in the ledger: no other batch's events between them.
-    for (const r of results) expect(r.events[1]!.id).toBeGreaterThan(r.events[0]!.id);
+    heard.forEach((ids, i) => expect(seen[i]!).toBeGreaterThanOrEqual(ids[1]!));
+    // A batch's events are consecutive in the ledger: no other batch's between them.
     const ledger = await store.readForward({ project: null, afterId: 0, upToId: 1e12, limit: 100 });
+    expect(ledger).toHaveLength(40);
     for (let i = 0; i < ledger.length; i += 2) expect(ledger[i + 1]!.message).toBe(ledger[i]!.message.replace("a", "b"));
   });
 
