@@ -643,6 +643,42 @@ describe("optimistic concurrency on server records", () => {
       expect(await store.allServerIds()).toHaveLength(2);
     });
 
+    it("a version check holds until its batch commits: a batch that decided on a version never lands after a change to it", async () => {
+      for (let round = 0; round < 15; round++) {
+        const id = `srv_${round}`;
+        await store.commit([insert({ id, hostId: HOST })]);
+        // The reconciler's batch: decided on version 1, writes a command, not the record.
+        const decided = store.commit([
+          { op: "server.check", id, expectVersion: 1 },
+          cmdInsert(`cmd_${round}`, id),
+          { op: "event.append", event: { type: "command.issued", serverId: id }, at: 1 },
+        ]);
+        // An operator's change of the same server at the same moment.
+        const changed = store.commit([
+          { op: "server.lifecycle", id, lifecycle: { restartRequestedAt: round }, expectVersion: 1 },
+          { op: "event.append", event: { type: "server.restart_requested", serverId: id }, at: 1 },
+        ]);
+        const [d, c] = await Promise.allSettled([decided, changed]);
+        for (const r of [d, c]) if (r.status === "rejected") expectTyped(r.reason, ConflictError, Code.Aborted);
+        expect(d.status === "fulfilled" || c.status === "fulfilled", `round ${round}: one of them went through`).toBe(true);
+        if (d.status === "fulfilled" && c.status === "fulfilled") {
+          // Both went through only if the decided batch committed first (ledger ids are in commit order).
+          expect(d.value.events[0]!.id, `round ${round}`).toBeLessThan(c.value.events[0]!.id);
+        }
+      }
+    });
+
+    it("a command decided on a server never outlives the server's deletion racing with it", async () => {
+      for (let round = 0; round < 15; round++) {
+        const id = `srv_${round}`;
+        await store.commit([insert({ id, hostId: HOST })]);
+        await Promise.allSettled([store.commit([{ op: "server.check", id, expectVersion: 1 }, cmdInsert(`cmd_${round}`, id)]), store.commit([{ op: "server.delete", id }])]);
+        expect(await store.getServer(id)).toBeUndefined();
+        expect(await store.getCommand(`cmd_${round}`), `round ${round}`).toBeUndefined();
+      }
+      expect(await store.serverIdsWithOpenCommands()).toEqual(new Set());
+    });
+
     it("two results of one command, two uses of one enrollment token, two resolutions of one alert", async () => {
       await store.commit([
         insert({ id: "srv_r", hostId: HOST }),
