@@ -42,15 +42,6 @@ describe("TokenTables", () => {
     expect(tokens.list().find((t) => t.name === "root")?.project).toBeNull();
   });
 
-  it("revokes once; a revoked token is still found (to say it was revoked)", () => {
-    const { tokens } = fresh();
-    const { token, secret } = tokens.create({ name: "a", role: "admin", project: null, createdBy: "", now: 1 });
-    expect(tokens.revoke(token.id, 50)).toBe(true);
-    expect(tokens.revoke(token.id, 60)).toBe(false);
-    expect(tokens.revoke("tok_missing", 60)).toBe(false);
-    expect(tokens.findBySecret(secret)?.revokedAt).toBe(50);
-  });
-
   it("records use at most once a minute per token", () => {
     const { tokens } = fresh();
     const { token } = tokens.create({ name: "a", role: "viewer", project: "p", createdBy: "", now: 0 });
@@ -69,14 +60,5 @@ describe("TokenTables", () => {
     db.pragma("query_only = OFF");
     tokens.touch(token.id, 2_000);
     expect(tokens.get(token.id)?.lastUsedAt).toBe(2_000);
-  });
-
-  it("revokes a host's credential by marking it removed, once", () => {
-    const { db, tokens } = fresh();
-    db.prepare("INSERT INTO hosts (id, name, secret_hash, created_at, online) VALUES ('host_a', 'a', 'x', 1, 1)").run();
-    expect(tokens.removeHost("host_a", 99)).toBe(true);
-    expect(tokens.removeHost("host_a", 100)).toBe(false);
-    expect(tokens.removeHost("host_missing", 100)).toBe(false);
-    expect(db.prepare("SELECT removed_at, online FROM hosts WHERE id = 'host_a'").get()).toEqual({ removed_at: 99, online: 0 });
   });
 });
