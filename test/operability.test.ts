@@ -187,7 +187,10 @@ describe("configuration", () => {
     );
     const pg = await managerExits(["--store", "postgres://berth:hunter2@127.0.0.1:1/berth"]);
     expect(pg.code).toBe(2);
-    expect(pg.stderr).toBe("berth-manager: the PostgreSQL store is not yet available in this build (postgres://berth:…@127.0.0.1:1/berth); use --store sqlite:///path/berth.db\n");
+    // Nothing listens on port 1: the manager says which store it could not reach, never the password.
+    expect(pg.stderr).toBe(
+      "berth-manager: cannot open the PostgreSQL store postgres://berth:…@127.0.0.1:1/berth: connect ECONNREFUSED 127.0.0.1:1; check that PostgreSQL is running and reachable at that host and port, then retry\n",
+    );
   });
 });
 
