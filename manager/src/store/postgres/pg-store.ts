@@ -1,10 +1,614 @@
 /**
- * The store contract (store.ts) on PostgreSQL. PLACEHOLDER: being written.
+ * The store contract (store.ts) on PostgreSQL: the store of several managers.
+ *
+ * One `pg.Pool` per store (pool.ts). Every read is one query on the pool; every
+ * batch is ONE transaction on one pooled client: BEGIN, its operations in
+ * order (pg-writes.ts), then its events through appendEvents (event-log.ts,
+ * under the ledger lock, so ids are handed out in commit order), COMMIT. Any
+ * error rolls the whole batch back and rejects with the typed error SQLite
+ * raises for the same precondition. The behaviour of each read and write is
+ * SqliteStore's (sqlite/); the SQL differs only where the dialects do
+ * ($n parameters, `= ANY($n)` for lists, jsonb for SQLite's json_extract).
  */
-import { StoreUnavailableError, type OpenStoreOptions, type Store } from "../store.js";
+import type pg from "pg";
+import { UnavailableError } from "../../errors.js";
+import { newId } from "../../ids.js";
+import type { EventQuery, EventRecord, ServerFacts, ServerFilter } from "../../domain/records.js";
+import {
+  alertFromRow,
+  commandFromRow,
+  eventFromRow,
+  hostFromRow,
+  observedFromRow,
+  serverFromRow,
+  tokenFromRow,
+  type AlertRow,
+  type CommandRow,
+  type EventRow,
+  type HostRow,
+  type ObservedRow,
+  type ServerRow,
+  type TokenRow,
+} from "../rows.js";
+import type { SecretBox } from "../secrets.js";
+import type { Committed, CommitResult, OpenStoreOptions, Store, StoreMeta, WriteOp } from "../store.js";
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
+import { appendEvents } from "./event-log.js";
+import { migratePostgres } from "./migrate.js";
+import { OpenCommandTaken, PgBatch, newEffects, setMeta, type Effects } from "./pg-writes.js";
+import { createStorePool, isConnectionError, pgErrorOf, storeError } from "./pool.js";
 
-export async function openPostgresStore(url: PostgresStoreUrl, _opts: OpenStoreOptions): Promise<Store> {
-  throw new StoreUnavailableError(`the PostgreSQL store is not yet available in this build (${describeStoreUrl(url)}); use --store sqlite:///path/berth.db`);
+type CommitListener = (c: Committed) => void;
+type EventAppend = Extract<WriteOp, { op: "event.append" }>;
+
+/**
+ * Opens the PostgreSQL store at `url`: connects (an unreachable server or a
+ * refused login fails with UnavailableError naming the URL, never its
+ * password), brings the schema up to date (migrate.ts; several managers may
+ * start at once), lets `opts.secrets` choose the key from the meta table, and
+ * returns the store. On any failure the pool is closed before the error
+ * passes through.
+ */
+export async function openPostgresStore(url: PostgresStoreUrl, opts: OpenStoreOptions): Promise<Store> {
+  const description = describeStoreUrl(url);
+  const pool = createStorePool(url);
+  try {
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      throw cannotOpen(description, err);
+    }
+    try {
+      await migratePostgres(client);
+    } finally {
+      client.release();
+    }
+    let secrets: SecretBox | undefined;
+    if (opts.secrets) {
+      const meta: StoreMeta = {
+        get: async (k) => getMeta(pool, k),
+        set: async (k, v) => setMeta(pool, k, v),
+      };
+      secrets = await opts.secrets(meta);
+    }
+    return new PostgresStore(description, pool, secrets, opts.onListenerError);
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
 }
+
+/** Why the store could not be opened, naming the server (without its password) and what to check. */
+function cannotOpen(description: string, err: unknown): Error {
+  const e = err as Error & { code?: string };
+  const code = pgErrorOf(err)?.code;
+  const hint =
+    code === "28P01" || code === "28000"
+      ? "check the user and password in --store (or PGPASSWORD / ~/.pgpass)"
+      : code === "3D000"
+        ? "create the database first (createdb), or name an existing one in --store"
+        : "check that PostgreSQL is running and reachable at that host and port, then retry";
+  const u = new UnavailableError(`cannot open the PostgreSQL store ${description}: ${e.code && !e.message.includes(e.code) ? `${e.code} ` : ""}${e.message}; ${hint}`);
+  u.cause = err;
+  return u;
+}
+
+async function getMeta(db: pg.Pool | pg.ClientBase, key: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ value: string }>("SELECT value FROM meta WHERE key = $1", [key]);
+  return rows[0]?.value;
+}
+
+/** A query's parameters, numbered as they are added: `p(value)` gives its `$n`. */
+function params(): { args: unknown[]; p: (v: unknown) => string } {
+  const args: unknown[] = [];
+  return { args, p: (v) => `$${args.push(v)}` };
+}
+
+/** The smallest string greater than every string starting with `prefix` (as EventTables). */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+/** LIMIT's argument as SQLite's tables write it (a whole number), never negative. */
+function limitOf(n: number): number {
+  return Math.max(0, Math.floor(n));
+}
+
+export class PostgresStore implements Store {
+  readonly engine = "postgres" as const;
+  readonly #listeners = new Set<CommitListener>();
+  #closing: Promise<void> | undefined;
+  #clusterId: string | undefined;
+
+  constructor(
+    readonly description: string,
+    private readonly pool: pg.Pool,
+    private readonly secrets: SecretBox | undefined,
+    private readonly onListenerError: (err: unknown) => void = () => {},
+  ) {}
+
+  // ---------------------------------------------------------------- writes
+
+  async commit(ops: readonly WriteOp[]): Promise<CommitResult> {
+    const fx = newEffects();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw storeError(err);
+    }
+    try {
+      await client.query("BEGIN");
+      const batch = new PgBatch(client, this.secrets, fx);
+      for (const o of ops) if (o.op !== "event.append") await batch.apply(o);
+      // Events last, under the ledger lock (held until COMMIT): ids in commit order.
+      await this.#appendEvents(client, ops.filter((o): o is EventAppend => o.op === "event.append"), fx);
+      await client.query("COMMIT");
+    } catch (err) {
+      let broken = isConnectionError(err);
+      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
+      // A connection that failed mid-transaction goes, rather than back into the pool.
+      client.release(broken);
+      if (err instanceof OpenCommandTaken) throw err.toConflict(await this.openCommandForServer(err.serverId).then((c) => c?.id, () => undefined));
+      throw storeError(err);
+    }
+    client.release();
+    if (fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0) {
+      const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds };
+      for (const l of this.#listeners) {
+        try {
+          l(committed);
+        } catch (err) {
+          // A listener's failure must not fail a write that is already committed.
+          this.onListenerError(err);
+        }
+      }
+    }
+    return { versions: fx.versions, events: fx.events, touchedServers: fx.touched };
+  }
+
+  /** Appends the batch's events in order; a run of events with one `at` is one statement. */
+  async #appendEvents(client: pg.ClientBase, appends: readonly EventAppend[], fx: Effects): Promise<void> {
+    for (let i = 0; i < appends.length; ) {
+      const at = appends[i]!.at;
+      let j = i;
+      while (j < appends.length && appends[j]!.at === at) j++;
+      const run = appends.slice(i, j);
+      const ids = await appendEvents(client, run.map((o) => o.event), at);
+      run.forEach((o, k) => {
+        const e = o.event;
+        fx.events.push({
+          id: ids[k]!,
+          time: at,
+          type: e.type,
+          project: e.project ?? "",
+          serverId: e.serverId ?? "",
+          hostId: e.hostId ?? "",
+          reason: e.reason ?? "",
+          message: e.message ?? "",
+          actor: e.actor ?? "",
+          correlationId: e.correlationId ?? "",
+          payloadJson: JSON.stringify(e.payload ?? {}),
+        });
+      });
+      i = j;
+    }
+  }
+
+  onCommit(listener: CommitListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Sets meta `write_probe` in a transaction of its own, waiting at most
+   * `lockWaitMs` for a lock (lock_timeout) and a little longer for the write
+   * itself (statement_timeout: a database that takes seconds for one row is
+   * not taking writes for health's purposes). Throws what the database or
+   * the driver said, SQLSTATE first (55P03 lock timeout, 57014 cancelled,
+   * ECONNREFUSED, …), as the SQLite probe throws SQLITE_BUSY.
+   */
+  async probeWrite(value: string, lockWaitMs: number): Promise<void> {
+    // 0 would mean "no timeout" to PostgreSQL; SQLite's 0 means "do not wait".
+    const lockMs = Math.max(1, Math.floor(lockWaitMs));
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      await client.query("BEGIN");
+      await client.query(`SET LOCAL lock_timeout = ${lockMs}`);
+      await client.query(`SET LOCAL statement_timeout = ${lockMs + PROBE_WRITE_ALLOWANCE_MS}`);
+      await setMeta(client, "write_probe", value);
+      await client.query("COMMIT");
+    } catch (err) {
+      broken = isConnectionError(err);
+      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** Ends the pool; later calls resolve with the first. */
+  close(): Promise<void> {
+    this.#closing ??= this.pool.end();
+    return this.#closing;
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async #rows<R extends pg.QueryResultRow>(sql: string, args: unknown[] = []): Promise<R[]> {
+    try {
+      return (await this.pool.query<R>(sql, args)).rows;
+    } catch (err) {
+      throw storeError(err);
+    }
+  }
+
+  async #count(sql: string, args: unknown[]): Promise<number> {
+    try {
+      return (await this.pool.query(sql, args)).rowCount ?? 0;
+    } catch (err) {
+      throw storeError(err);
+    }
+  }
+
+  /**
+   * Made once per database, as SqliteTables.managerId: the first manager's
+   * INSERT wins (ON CONFLICT DO NOTHING) and every manager reads the winner,
+   * so two managers opening one database at once agree. Never changes, so
+   * it is kept after the first read.
+   */
+  async clusterId(): Promise<string> {
+    if (this.#clusterId) return this.#clusterId;
+    let id = await this.getMeta("manager_id");
+    if (id === undefined) {
+      await this.#rows("INSERT INTO meta (key, value) VALUES ('manager_id', $1) ON CONFLICT (key) DO NOTHING", [newId("mgr")]);
+      id = await this.getMeta("manager_id");
+      if (id === undefined) throw new Error("meta manager_id is missing right after it was written");
+    }
+    this.#clusterId = id;
+    return id;
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    try {
+      return await getMeta(this.pool, key);
+    } catch (err) {
+      throw storeError(err);
+    }
+  }
+
+  // servers
+
+  async getServer(id: string) {
+    const [r] = await this.#rows<ServerRow>("SELECT * FROM servers WHERE id = $1", [id]);
+    return r && serverFromRow(r);
+  }
+
+  async findServerByName(project: string, name: string) {
+    const [r] = await this.#rows<ServerRow>("SELECT * FROM servers WHERE project = $1 AND name = $2", [project, name]);
+    return r && serverFromRow(r);
+  }
+
+  async listServers(f: ServerFilter = {}) {
+    const where: string[] = [];
+    const { args, p } = params();
+    if (f.project !== undefined) where.push(`project = ${p(f.project)}`);
+    if (f.hostId) where.push(`host_id = ${p(f.hostId)}`);
+    if (!f.includeDeleted) where.push("deleted_at IS NULL");
+    if (f.phases && f.phases.length > 0) where.push(`phase = ANY(${p([...f.phases])}::text[])`);
+    if (f.before) {
+      const at = p(f.before.createdAt);
+      where.push(`(created_at < ${at} OR (created_at = ${at} AND id < ${p(f.before.id)}))`);
+    }
+    const sql =
+      "SELECT * FROM servers" +
+      (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
+      " ORDER BY created_at DESC, id DESC" +
+      (f.limit ? ` LIMIT ${limitOf(f.limit)}` : "");
+    return (await this.#rows<ServerRow>(sql, args)).map(serverFromRow);
+  }
+
+  async serverIdsOnHost(hostId: string) {
+    return (await this.#rows<{ id: string }>("SELECT id FROM servers WHERE host_id = $1", [hostId])).map((r) => r.id);
+  }
+
+  async allServerIds() {
+    return (await this.#rows<{ id: string }>("SELECT id FROM servers")).map((r) => r.id);
+  }
+
+  async countServersByHost() {
+    const rows = await this.#rows<{ host_id: string; n: number }>("SELECT host_id, COUNT(*) AS n FROM servers WHERE deleted_at IS NULL GROUP BY host_id");
+    return new Map(rows.map((r) => [r.host_id, r.n]));
+  }
+
+  async serverPlacements() {
+    const rows = await this.#rows<{ id: string; project: string; name: string; host_id: string; created_at: number; spec_json: string; lifecycle_json: string }>(
+      "SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers",
+    );
+    return rows.map((r) => {
+      const adopted = (JSON.parse(r.lifecycle_json) as { adoptedContainerId?: string }).adoptedContainerId;
+      return {
+        id: r.id,
+        project: r.project,
+        name: r.name,
+        hostId: r.host_id,
+        image: (JSON.parse(r.spec_json) as { image?: string }).image ?? "",
+        createdAt: r.created_at,
+        ...(adopted ? { adoptedContainerId: adopted } : {}),
+      };
+    });
+  }
+
+  /**
+   * As AlertTables.serverFacts. `->` keeps desiredState's JSON type (a name or a
+   * number, as json_extract does); purging is true unless `purge` is absent or
+   * JSON null (json_extract gives SQL NULL for both).
+   */
+  async serverFacts(): Promise<ServerFacts[]> {
+    const rows = await this.#rows<{
+      id: string;
+      name: string;
+      project: string;
+      host_id: string;
+      generation: number;
+      phase: string;
+      desired_state: string | number | null;
+      reason: string | null;
+      observed_generation: string | null;
+      purging: boolean;
+    }>(
+      `SELECT id, name, project, host_id, generation, phase,
+         spec_json::jsonb -> 'desiredState' AS desired_state,
+         status_json::jsonb ->> 'reason' AS reason,
+         status_json::jsonb ->> 'observedGeneration' AS observed_generation,
+         COALESCE(jsonb_typeof(lifecycle_json::jsonb -> 'purge'), 'null') <> 'null' AS purging
+       FROM servers WHERE deleted_at IS NULL`,
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      name: r.name,
+      project: r.project,
+      hostId: r.host_id,
+      generation: r.generation,
+      phase: r.phase,
+      desiredState: r.desired_state ?? undefined,
+      reason: r.reason ?? "",
+      observedGeneration: Number(r.observed_generation ?? 0),
+      purging: r.purging,
+    }));
+  }
+
+  // hosts
+
+  async getHost(id: string) {
+    const [r] = await this.#rows<HostRow>("SELECT * FROM hosts WHERE id = $1", [id]);
+    return r && hostFromRow(r);
+  }
+
+  async listHosts() {
+    return (await this.#rows<HostRow>("SELECT * FROM hosts WHERE removed_at IS NULL ORDER BY created_at, id")).map(hostFromRow);
+  }
+
+  async getEnrollmentToken(tokenHash: string) {
+    const [r] = await this.#rows<{ id: string; expires_at: number; used_at: number | null }>("SELECT id, expires_at, used_at FROM enrollment_tokens WHERE token_hash = $1", [tokenHash]);
+    return r && { id: r.id, expiresAt: r.expires_at, usedAt: r.used_at };
+  }
+
+  // observations
+
+  async containersForServer(hostId: string, serverId: string) {
+    return (await this.#rows<ObservedRow>("SELECT * FROM observed_containers WHERE host_id = $1 AND server_id = $2 ORDER BY observed_at", [hostId, serverId])).map(observedFromRow);
+  }
+
+  async observedContainer(hostId: string, containerId: string) {
+    const [r] = await this.#rows<ObservedRow>("SELECT * FROM observed_containers WHERE host_id = $1 AND container_id = $2", [hostId, containerId]);
+    return r && observedFromRow(r);
+  }
+
+  async listOrphanCandidates(managerId: string, includeUnlabelled: boolean) {
+    const rows = await this.#rows<ObservedRow>(
+      `SELECT * FROM observed_containers o
+       WHERE NOT (o.manager_id = $1 AND EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id))
+         AND ($2::boolean OR o.server_id IS NOT NULL OR o.manager_id IS NOT NULL)
+       ORDER BY o.host_id, o.container_id`,
+      [managerId, includeUnlabelled],
+    );
+    return rows.map(observedFromRow);
+  }
+
+  async observedCounts(hostId: string) {
+    const [r] = await this.#rows<{ total: number; other: number }>(
+      `SELECT COUNT(*) AS total,
+              COALESCE(SUM(CASE WHEN o.server_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id) THEN 1 ELSE 0 END), 0)::int8 AS other
+       FROM observed_containers o WHERE o.host_id = $1`,
+      [hostId],
+    );
+    return { total: r?.total ?? 0, other: r?.other ?? 0 };
+  }
+
+  async getDataDir(hostId: string, serverId: string) {
+    const [r] = await this.#rows<{ host_id: string; server_id: string; present: number; size_bytes: number; checked_at: number }>(
+      "SELECT * FROM data_dirs WHERE host_id = $1 AND server_id = $2",
+      [hostId, serverId],
+    );
+    return r && { hostId: r.host_id, serverId: r.server_id, present: r.present === 1, sizeBytes: r.size_bytes, checkedAt: r.checked_at };
+  }
+
+  async listDataRootEntries(hostId?: string) {
+    const rows = await (hostId
+      ? this.#rows<{ host_id: string; name: string; size_bytes: number }>("SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id = $1 ORDER BY name", [hostId])
+      : this.#rows<{ host_id: string; name: string; size_bytes: number }>("SELECT host_id, name, size_bytes FROM data_root_entries ORDER BY host_id, name"));
+    return rows.map((r) => ({ hostId: r.host_id, name: r.name, sizeBytes: r.size_bytes }));
+  }
+
+  // commands
+
+  async getCommand(id: string) {
+    const [r] = await this.#rows<CommandRow>("SELECT * FROM commands WHERE id = $1", [id]);
+    return r && commandFromRow(r);
+  }
+
+  async openCommandForServer(serverId: string) {
+    const [r] = await this.#rows<CommandRow>("SELECT * FROM commands WHERE server_id = $1 AND state IN ('pending', 'sent') ORDER BY created_at DESC LIMIT 1", [serverId]);
+    return r && commandFromRow(r);
+  }
+
+  async lastFinishedCommand(serverId: string) {
+    const [r] = await this.#rows<CommandRow>(
+      "SELECT * FROM commands WHERE server_id = $1 AND state NOT IN ('pending', 'sent') ORDER BY finished_at DESC NULLS LAST, created_at DESC LIMIT 1",
+      [serverId],
+    );
+    return r && commandFromRow(r);
+  }
+
+  async openCommandsForHost(hostId: string) {
+    return (await this.#rows<CommandRow>("SELECT * FROM commands WHERE host_id = $1 AND state IN ('pending', 'sent') ORDER BY created_at", [hostId])).map(commandFromRow);
+  }
+
+  async serverIdsWithOpenCommands() {
+    return new Set((await this.#rows<{ server_id: string }>("SELECT DISTINCT server_id FROM commands WHERE state IN ('pending', 'sent')")).map((r) => r.server_id));
+  }
+
+  // events
+
+  /** As EventTables.filter: project scoping, server, host, type prefix (a range), actor prefix, time bounds. */
+  #eventFilter(q: EventQuery, p: (v: unknown) => string): string[] {
+    const where: string[] = [];
+    if (q.project !== null) where.push(`project = ${p(q.project)}`);
+    if (q.serverId) where.push(`server_id = ${p(q.serverId)}`);
+    if (q.hostId) where.push(`host_id = ${p(q.hostId)}`);
+    if (q.typePrefix) where.push(`type >= ${p(q.typePrefix)} AND type < ${p(prefixEnd(q.typePrefix))}`);
+    if (q.actor) where.push(`(actor = ${p(q.actor)} OR substr(actor, 1, ${p(q.actor.length + 1)}::int) = ${p(`${q.actor}:`)})`);
+    if (q.since !== undefined) where.push(`time >= ${p(q.since)}`);
+    if (q.until !== undefined) where.push(`time < ${p(q.until)}`);
+    return where;
+  }
+
+  async listNewestFirst(q: EventQuery & { beforeId?: number; limit: number }): Promise<EventRecord[]> {
+    const { args, p } = params();
+    const where = this.#eventFilter(q, p);
+    if (q.beforeId !== undefined) where.push(`id < ${p(q.beforeId)}`);
+    const sql = `SELECT * FROM events${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ${limitOf(q.limit)}`;
+    return (await this.#rows<EventRow>(sql, args)).map(eventFromRow);
+  }
+
+  async readForward(q: EventQuery & { afterId: number; upToId: number; limit: number }): Promise<EventRecord[]> {
+    const { args, p } = params();
+    const where = this.#eventFilter(q, p);
+    where.push(`id > ${p(q.afterId)}`, `id <= ${p(q.upToId)}`);
+    const sql = `SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY id LIMIT ${limitOf(q.limit)}`;
+    return (await this.#rows<EventRow>(sql, args)).map(eventFromRow);
+  }
+
+  async lastEventId() {
+    return (await this.#rows<{ id: number | null }>("SELECT MAX(id) AS id FROM events"))[0]?.id ?? 0;
+  }
+
+  async firstEventId() {
+    return (await this.#rows<{ id: number | null }>("SELECT MIN(id) AS id FROM events"))[0]?.id ?? 0;
+  }
+
+  // alerts
+
+  async getAlert(id: string) {
+    const [r] = await this.#rows<AlertRow>("SELECT * FROM alerts WHERE id = $1", [id]);
+    return r && alertFromRow(r);
+  }
+
+  async listFiringAlerts() {
+    return (await this.#rows<AlertRow>("SELECT * FROM alerts WHERE state = 'firing' ORDER BY first_seen, id")).map(alertFromRow);
+  }
+
+  async listAlerts(f: { includeResolved: boolean; project: string | null; sharedRules: readonly string[]; limit: number }) {
+    const where: string[] = [];
+    const { args, p } = params();
+    if (!f.includeResolved) where.push("state = 'firing'");
+    if (f.project !== null) {
+      const shared = f.sharedRules.length ? ` OR (project = '' AND rule = ANY(${p([...f.sharedRules])}::text[]))` : "";
+      // The project's parameter is numbered after the rules': order in the text does not matter.
+      where.push(`(project = ${p(f.project)}${shared})`);
+    }
+    const sql =
+      "SELECT * FROM alerts" +
+      (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
+      ` ORDER BY CASE WHEN state = 'firing' THEN 0 ELSE 1 END, last_seen DESC, id DESC LIMIT ${limitOf(f.limit)}`;
+    return (await this.#rows<AlertRow>(sql, args)).map(alertFromRow);
+  }
+
+  async latestMute(rule: string, subject: string) {
+    const [r] = await this.#rows<{ muted_until: number | null }>("SELECT muted_until FROM alerts WHERE rule = $1 AND subject = $2 ORDER BY first_seen DESC, id DESC LIMIT 1", [rule, subject]);
+    return r?.muted_until ?? null;
+  }
+
+  // tokens
+
+  async countTokens() {
+    return (await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM tokens"))[0]?.n ?? 0;
+  }
+
+  async findTokenBySecretHash(secretHash: string) {
+    const [r] = await this.#rows<TokenRow>("SELECT * FROM tokens WHERE secret_hash = $1", [secretHash]);
+    return r && tokenFromRow(r);
+  }
+
+  async getToken(id: string) {
+    const [r] = await this.#rows<TokenRow>("SELECT * FROM tokens WHERE id = $1", [id]);
+    return r && tokenFromRow(r);
+  }
+
+  async listTokens(f: { project?: string } = {}) {
+    const rows =
+      f.project === undefined
+        ? await this.#rows<TokenRow>("SELECT * FROM tokens ORDER BY created_at, id")
+        : await this.#rows<TokenRow>("SELECT * FROM tokens WHERE project = $1 ORDER BY created_at, id", [f.project]);
+    return rows.map(tokenFromRow);
+  }
+
+  // retention: each a bounded DELETE … WHERE id IN (SELECT … LIMIT n), as SQLite's
+
+  async pruneEventsOlderThan(cutoff: number, limit: number) {
+    return this.#count(`DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < $1 ORDER BY id LIMIT ${limitOf(limit)})`, [cutoff]);
+  }
+
+  /** Ids are handed out in commit order (event-log.ts), so the newest `keep` are the ids above max - keep. */
+  async pruneEventsBeyondCount(keep: number, limit: number) {
+    const cutoff = (await this.lastEventId()) - Math.floor(keep);
+    if (cutoff <= 0) return 0;
+    return this.#count(`DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= $1 ORDER BY id LIMIT ${limitOf(limit)})`, [cutoff]);
+  }
+
+  async pruneFinishedCommands(before: number, limit: number) {
+    return this.#count(
+      `DELETE FROM commands WHERE id IN (
+         SELECT c.id FROM commands c
+         WHERE c.state IN ('succeeded', 'failed', 'expired')
+           AND c.finished_at < $1 AND EXISTS (
+             SELECT 1 FROM commands n
+             WHERE n.server_id = c.server_id AND n.state IN ('succeeded', 'failed', 'expired')
+               AND (n.finished_at > c.finished_at OR (n.finished_at = c.finished_at AND n.created_at > c.created_at)))
+         LIMIT ${limitOf(limit)})`,
+      [before],
+    );
+  }
+
+  async pruneEnrollmentTokens(before: number, limit: number) {
+    return this.#count(
+      `DELETE FROM enrollment_tokens WHERE id IN (
+         SELECT id FROM enrollment_tokens WHERE (used_at IS NOT NULL AND used_at < $1) OR expires_at < $1 LIMIT ${limitOf(limit)})`,
+      [before],
+    );
+  }
+
+  async pruneResolvedAlerts(cutoff: number, limit: number) {
+    return this.#count(
+      `DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE state = 'resolved' AND resolved_at < $1 ORDER BY resolved_at LIMIT ${limitOf(limit)})`,
+      [cutoff],
+    );
+  }
+}
+
+/** How much longer than the lock wait the probe's write may take before it counts as failed. */
+const PROBE_WRITE_ALLOWANCE_MS = 2_000;

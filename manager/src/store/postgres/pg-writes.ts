@@ -1,0 +1,505 @@
+/**
+ * The write operations of a batch (store.ts WriteOp) on PostgreSQL, applied
+ * on the one client that holds the batch's transaction. The behaviour is
+ * SqliteTables' (sqlite/tables.ts and its siblings), statement for statement
+ * where it can be: same preconditions, same typed errors, same messages.
+ *
+ * Two differences follow from PostgreSQL running transactions concurrently
+ * (SQLite runs one writer at a time):
+ *  - a read a write depends on locks its row (`FOR UPDATE` / `FOR SHARE`), so
+ *    what was read cannot change before COMMIT (server.check, the spec's
+ *    previous ports, a host's facts);
+ *  - unique constraints are the invariants' backstop across managers: a
+ *    violation (23505) is mapped by its constraint name (migrations.ts spells
+ *    them) to the error SQLite raises for the same rule. After a violation the
+ *    transaction is aborted, so nothing more may be asked of it: the open
+ *    command's id for commands_one_open's message is looked up after ROLLBACK
+ *    (OpenCommandTaken).
+ */
+import { toBinary, toJsonString } from "@bufbuild/protobuf";
+import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
+import type pg from "pg";
+import { ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
+import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
+import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
+import { portKeys, portKeysOfSpecJson } from "../rows.js";
+import { sealSpec, type SecretBox } from "../secrets.js";
+import type { WriteOp } from "../store.js";
+import { isUniqueViolation } from "./pool.js";
+
+/** What one batch did so far (filled while it runs, reported once it committed). */
+export interface Effects {
+  versions: Map<string, number>;
+  events: EventRecord[];
+  touched: Set<string>;
+  /** Servers whose record the batch wrote (not merely named by an event). */
+  serverIds: Set<string>;
+  hostIds: Set<string>;
+}
+
+export function newEffects(): Effects {
+  return { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set() };
+}
+
+/**
+ * commands_one_open refused a command: the batch's transaction is aborted, so
+ * the store looks up the open command after ROLLBACK and throws the
+ * ConflictError SQLite throws (toConflict).
+ */
+export class OpenCommandTaken extends Error {
+  override readonly name = "OpenCommandTaken";
+  constructor(readonly serverId: string) {
+    super(`server ${serverId} already has an open command`);
+  }
+
+  toConflict(openId: string | undefined): ConflictError {
+    return new ConflictError(`server ${this.serverId} already has an open command${openId ? ` (${openId})` : ""}; wait for it to finish or expire, then retry`);
+  }
+}
+
+/** The non-event operations of one batch, in order, on a client inside BEGIN. */
+export class PgBatch {
+  constructor(
+    private readonly c: pg.ClientBase,
+    private readonly secrets: SecretBox | undefined,
+    readonly fx: Effects = newEffects(),
+  ) {}
+
+  private async q<R extends pg.QueryResultRow = Record<string, never>>(sql: string, args: unknown[] = []): Promise<pg.QueryResult<R>> {
+    return this.c.query<R>(sql, args);
+  }
+
+  async apply(o: Exclude<WriteOp, { op: "event.append" }>): Promise<void> {
+    const fx = this.fx;
+    const version = (id: string, v: number | undefined) => {
+      if (v === undefined) throw new NotFoundError("server", id);
+      fx.versions.set(id, v);
+      fx.serverIds.add(id);
+    };
+    switch (o.op) {
+      case "server.insert":
+        await this.insertServer(o.server);
+        fx.versions.set(o.server.id, o.server.version ?? 1);
+        fx.serverIds.add(o.server.id);
+        return;
+      case "server.spec":
+        return version(o.id, await this.updateServerSpec(o.id, o.spec, o.generation, o.updatedAt, o.deletedAt, o.hostId, o.expectVersion));
+      case "server.status":
+        return version(
+          o.id,
+          await this.writeServer(
+            o.id,
+            "status_json = $1, phase = $2, data_initialized = $3",
+            [toJsonString(ServerStatusSchema, o.status), Phase[o.status.phase] ?? "UNSPECIFIED", o.dataInitialized ? 1 : 0],
+            o.expectVersion,
+          ),
+        );
+      case "server.lifecycle":
+        return version(o.id, await this.writeServer(o.id, "lifecycle_json = $1", [JSON.stringify(o.lifecycle)], o.expectVersion));
+      case "server.resetDataInitialized":
+        return version(o.id, await this.writeServer(o.id, "data_initialized = 0", [], o.expectVersion));
+      case "server.check": {
+        // FOR SHARE: the version read stays the version until COMMIT (a concurrent
+        // writer waits for this batch), as SQLite's single writer guarantees.
+        const { rows } = await this.q<{ name: string; version: number }>("SELECT name, version FROM servers WHERE id = $1 FOR SHARE", [o.id]);
+        const s = rows[0];
+        if (!s) throw new NotFoundError("server", o.id);
+        if (s.version !== o.expectVersion) throw new ConflictError(`server ${s.name} was changed meanwhile (version ${s.version}, expected ${o.expectVersion}): read it again and retry`);
+        return;
+      }
+      case "server.delete": {
+        const r = await this.q("DELETE FROM servers WHERE id = $1", [o.id]);
+        if (r.rowCount === 0) throw new NotFoundError("server", o.id);
+        await this.q("DELETE FROM server_ports WHERE server_id = $1", [o.id]);
+        await this.q("DELETE FROM data_dirs WHERE server_id = $1", [o.id]);
+        // As SqliteTables.deleteServerRecord: nothing may be resent for a server that no longer exists.
+        await this.q("DELETE FROM commands WHERE server_id = $1", [o.id]);
+        fx.serverIds.add(o.id);
+        return;
+      }
+      case "command.insert":
+        try {
+          await this.q(
+            `INSERT INTO commands (id, server_id, host_id, kind, payload, state, created_at, deadline_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)`,
+            [o.command.id, o.command.serverId, o.hostId, String(o.command.kind), Buffer.from(toBinary(CommandSchema, o.command)), o.createdAt, o.deadlineAt],
+          );
+        } catch (err) {
+          // commands_one_open (migration 7): one operation at a time per server, whichever manager issues it.
+          if (isUniqueViolation(err, "commands_one_open")) throw new OpenCommandTaken(o.command.serverId);
+          throw err;
+        }
+        return;
+      case "command.sent":
+        await this.q("UPDATE commands SET state = 'sent', sent_at = $1 WHERE id = $2 AND state IN ('pending', 'sent')", [o.at, o.id]);
+        return;
+      case "command.finish": {
+        const r = await this.q(
+          "UPDATE commands SET state = $1, finished_at = $2, reason = $3, message = $4 WHERE id = $5 AND state IN ('pending', 'sent')",
+          [o.state, o.at, o.reason, o.message, o.id],
+        );
+        if (r.rowCount !== 1) throw new ConflictError(`command ${o.id} is no longer open`);
+        return;
+      }
+      case "container.upsert": {
+        const sid = await this.writeContainer(o.hostId, o.container, toJsonString(ContainerInfoSchema, o.container), o.at);
+        if (sid) fx.touched.add(sid);
+        fx.hostIds.add(o.hostId);
+        return;
+      }
+      case "container.remove": {
+        const sid = await this.removeContainer(o.hostId, o.containerId);
+        if (sid) fx.touched.add(sid);
+        fx.hostIds.add(o.hostId);
+        return;
+      }
+      case "container.removeServer":
+        await this.q("DELETE FROM observed_containers WHERE host_id = $1 AND server_id = $2", [o.hostId, o.serverId]);
+        if (o.adoptedContainerId) await this.removeContainer(o.hostId, o.adoptedContainerId);
+        fx.touched.add(o.serverId);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "host.inventory":
+        for (const id of await this.replaceHostInventory(o.hostId, o.containers, o.dataDirs, o.at, o.dataRootEntries, new Set(o.keep ?? []))) fx.touched.add(id);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "dataDir.upsert":
+        await this.upsertDataDir(o.dataDir);
+        fx.touched.add(o.dataDir.serverId);
+        return;
+      case "dataRootEntry.remove":
+        await this.q("DELETE FROM data_root_entries WHERE host_id = $1 AND name = $2", [o.hostId, o.name]);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "host.insert":
+        await this.q("INSERT INTO hosts (id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4)", [o.id, o.name, o.secretHash, o.createdAt]);
+        fx.hostIds.add(o.id);
+        return;
+      case "host.connected":
+        await this.q(
+          "UPDATE hosts SET online = 1, connected_since = $1, last_heartbeat = $1, facts_json = $2, name = COALESCE(NULLIF($3::text, ''), name) WHERE id = $4",
+          [o.at, JSON.stringify(o.facts), o.facts.hostname ?? "", o.id],
+        );
+        fx.hostIds.add(o.id);
+        return;
+      case "host.heartbeat": {
+        // Merged in JS as SQLite does (a key patched to undefined disappears); the row is locked
+        // so a concurrent heartbeat's merge is not lost.
+        const { rows } = await this.q<{ facts_json: string }>("SELECT facts_json FROM hosts WHERE id = $1 FOR UPDATE", [o.id]);
+        if (rows[0]) {
+          const facts = { ...(JSON.parse(rows[0].facts_json) as HostFacts), ...o.facts };
+          await this.q("UPDATE hosts SET last_heartbeat = $1, facts_json = $2 WHERE id = $3", [o.at, JSON.stringify(facts), o.id]);
+        }
+        fx.hostIds.add(o.id);
+        return;
+      }
+      case "host.offline":
+        await this.q("UPDATE hosts SET online = 0, connected_since = NULL WHERE id = $1", [o.id]);
+        fx.hostIds.add(o.id);
+        return;
+      case "host.allOffline":
+        await this.q("UPDATE hosts SET online = 0, connected_since = NULL");
+        return;
+      case "host.remove": {
+        const r = await this.q("UPDATE hosts SET removed_at = $1, online = 0, connected_since = NULL WHERE id = $2 AND removed_at IS NULL", [o.at, o.id]);
+        if (r.rowCount !== 1) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
+        await this.deleteHostRows(o.id);
+        fx.hostIds.add(o.id);
+        return;
+      }
+      case "enrollment.insert":
+        await this.q("INSERT INTO enrollment_tokens (id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)", [o.id, o.tokenHash, o.createdAt, o.expiresAt]);
+        return;
+      case "enrollment.use": {
+        const r = await this.q("UPDATE enrollment_tokens SET used_at = $1, used_by = $2 WHERE id = $3 AND used_at IS NULL", [o.at, o.hostId, o.id]);
+        if (r.rowCount !== 1) throw new ConflictError("this enrollment token was already used; create a new one");
+        return;
+      }
+      case "alert.insert": {
+        const a = o.alert;
+        await this.q(
+          `INSERT INTO alerts (id, rule, subject, project, host_id, server_id, severity, state, message, first_seen, last_seen,
+             resolved_at, acknowledged_by, acknowledged_at, muted_until)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+          [a.id, a.rule, a.subject, a.project, a.hostId, a.serverId, a.severity, a.state, a.message, a.firstSeen, a.lastSeen, a.resolvedAt, a.acknowledgedBy, a.acknowledgedAt, a.mutedUntil],
+        );
+        return;
+      }
+      case "alert.touch":
+        await this.q("UPDATE alerts SET last_seen = $1, message = $2 WHERE id = $3 AND state = 'firing'", [o.lastSeen, o.message, o.id]);
+        return;
+      case "alert.resolve": {
+        const r = await this.q("UPDATE alerts SET state = 'resolved', resolved_at = $1, last_seen = $1 WHERE id = $2 AND state = 'firing'", [o.at, o.id]);
+        if (r.rowCount !== 1) throw new ConflictError(`alert ${o.id} is no longer firing`);
+        return;
+      }
+      case "alert.acknowledge":
+        await this.q("UPDATE alerts SET acknowledged_by = $1, acknowledged_at = $2 WHERE id = $3", [o.by, o.at, o.id]);
+        return;
+      case "alert.mute":
+        await this.q("UPDATE alerts SET muted_until = $1 WHERE id = $2", [o.until, o.id]);
+        return;
+      case "token.insert": {
+        const t = o.token;
+        if (t.project !== null) await this.ensureProject(t.project, t.createdAt);
+        await this.q(
+          "INSERT INTO tokens (id, name, role, project, secret_hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+          [t.id, t.name, t.role, t.project, o.secretHash, t.createdAt, t.createdBy],
+        );
+        return;
+      }
+      case "token.revoke": {
+        const r = await this.q("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", [o.at, o.id]);
+        if (r.rowCount !== 1) throw new NotFoundError("token", o.id);
+        return;
+      }
+      case "token.touch":
+        // Throttled by the caller (auth/tokens.ts TokenTouches); a failure fails this batch only.
+        await this.q("UPDATE tokens SET last_used_at = $1 WHERE id = $2", [o.at, o.id]);
+        return;
+      case "project.ensure":
+        await this.ensureProject(o.name, o.at);
+        return;
+      case "meta.set":
+        await setMeta(this.c, o.key, o.value);
+        return;
+      default: {
+        const never: never = o;
+        throw new Error(`unknown write operation ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- servers
+
+  private async insertServer(s: NewServerRecord): Promise<void> {
+    try {
+      await this.q(
+        `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase,
+           data_initialized, lifecycle_json, created_at, updated_at, deleted_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)`,
+        [
+          s.id,
+          s.project,
+          s.name,
+          s.hostId,
+          s.generation,
+          this.specJson(s.id, s.spec),
+          toJsonString(ServerStatusSchema, s.status),
+          Phase[s.status.phase] ?? "UNSPECIFIED",
+          s.dataInitialized ? 1 : 0,
+          JSON.stringify(s.lifecycle),
+          s.createdAt,
+          s.updatedAt,
+          s.deletedAt,
+        ],
+      );
+    } catch (err) {
+      // servers_project_name (migration 1): the backstop behind CreateServer's own look-up,
+      // which another manager can pass at the same moment.
+      if (isUniqueViolation(err, "servers_project_name")) throw new ServerNameTakenError(s.project, s.name);
+      throw err;
+    }
+    await this.reservePorts(s.id, s.hostId, s.deletedAt === null ? s.spec.ports : []);
+  }
+
+  /** spec_json as written: secret env values sealed (sealSpec throws without a box). */
+  private specJson(serverId: string, spec: ServerSpec): string {
+    return toJsonString(ServerSpecSchema, sealSpec(serverId, spec, this.secrets));
+  }
+
+  private async updateServerSpec(
+    id: string,
+    spec: ServerSpec,
+    generation: number,
+    updatedAt: number,
+    deletedAt: number | null,
+    hostId: string,
+    expectVersion: number | undefined,
+  ): Promise<number | undefined> {
+    // Locked: the reservations compared below are the ones this write replaces.
+    const { rows } = await this.q<{ host_id: string; deleted_at: number | null; spec_json: string }>(
+      "SELECT host_id, deleted_at, spec_json FROM servers WHERE id = $1 FOR UPDATE",
+      [id],
+    );
+    const before = rows[0];
+    const version = await this.writeServer(
+      id,
+      "spec_json = $1, generation = $2, updated_at = $3, deleted_at = $4, host_id = $5",
+      [this.specJson(id, spec), generation, updatedAt, deletedAt, hostId],
+      expectVersion,
+    );
+    // As SqliteTables.updateServerSpec: only a change of what is reserved re-reserves.
+    const wanted = deletedAt === null ? spec.ports : [];
+    const held = before && before.deleted_at === null ? portKeysOfSpecJson(before.spec_json) : "";
+    if (version !== undefined && (before?.host_id !== hostId || held !== portKeys(wanted))) await this.reservePorts(id, hostId, wanted);
+    return version;
+  }
+
+  /**
+   * One UPDATE of a server row that increments its version, checked against
+   * `expectVersion` when given. Under READ COMMITTED a concurrent writer of the
+   * same row waits for this one and then re-checks `version = $n` against the
+   * committed row: exactly one of two writers with the same expectation wins.
+   */
+  private async writeServer(id: string, set: string, args: unknown[], expectVersion: number | undefined): Promise<number | undefined> {
+    const checked = expectVersion !== undefined;
+    const n = args.length;
+    const { rows } = await this.q<{ version: number }>(
+      `UPDATE servers SET ${set}, version = version + 1 WHERE id = $${n + 1}${checked ? ` AND version = $${n + 2}` : ""} RETURNING version`,
+      [...args, id, ...(checked ? [expectVersion] : [])],
+    );
+    if (rows[0]) return rows[0].version;
+    if (!checked) return undefined;
+    const now = (await this.q<{ name: string; version: number }>("SELECT name, version FROM servers WHERE id = $1", [id])).rows[0];
+    if (!now) throw new NotFoundError("server", id, "it was purged; list servers with ServerService.ListServers");
+    throw new ConflictError(`server "${now.name}" was changed by someone else (version ${now.version}, expected ${expectVersion}): read it again and retry`);
+  }
+
+  /** As SqliteTables.reservePorts; server_ports_pkey is the port rule across managers. */
+  private async reservePorts(serverId: string, hostId: string, ports: readonly PortMapping[]): Promise<void> {
+    await this.q("DELETE FROM server_ports WHERE server_id = $1", [serverId]);
+    for (const key of new Set(ports.map((p) => `${p.hostPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`))) {
+      const [port, protocol] = key.split("/") as [string, string];
+      try {
+        await this.q("INSERT INTO server_ports (host_id, protocol, host_port, server_id) VALUES ($1, $2, $3, $4)", [hostId, protocol, Number(port), serverId]);
+      } catch (err) {
+        if (isUniqueViolation(err, "server_ports_pkey")) {
+          throw new PreconditionError(`port conflict on host ${hostId}: host port ${key} is already taken by another server; choose another host port (or free this one) and retry`);
+        }
+        throw err;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- observations
+
+  private async writeContainer(hostId: string, c: ContainerInfo, json: string, now: number): Promise<string | null> {
+    const serverId = c.labels[LABEL_SERVER] || null;
+    await this.q(
+      `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (host_id, container_id) DO UPDATE SET
+         server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
+         info_json = excluded.info_json, observed_at = excluded.observed_at`,
+      [hostId, c.id, serverId, c.labels[LABEL_MANAGER] || null, c.state, json, now],
+    );
+    return serverId;
+  }
+
+  private async removeContainer(hostId: string, containerId: string): Promise<string | null> {
+    const { rows } = await this.q<{ server_id: string | null }>("DELETE FROM observed_containers WHERE host_id = $1 AND container_id = $2 RETURNING server_id", [hostId, containerId]);
+    return rows[0]?.server_id ?? null;
+  }
+
+  private async upsertDataDir(d: DataDirRecord): Promise<void> {
+    await this.q(
+      `INSERT INTO data_dirs (host_id, server_id, present, size_bytes, checked_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (host_id, server_id) DO UPDATE SET
+         present = excluded.present, size_bytes = excluded.size_bytes, checked_at = excluded.checked_at`,
+      [d.hostId, d.serverId, d.present ? 1 : 0, d.sizeBytes, d.checkedAt],
+    );
+  }
+
+  /**
+   * As SqliteTables.replaceHostInventory: makes the lists the complete picture
+   * of the host and returns the servers whose observation changed. The host's
+   * rows are read once up front instead of once per server.
+   */
+  private async replaceHostInventory(
+    hostId: string,
+    containers: ContainerInfo[],
+    dataDirs: DataDirRecord[],
+    now: number,
+    dataRootEntries: DataRootEntry[] | undefined,
+    keep: ReadonlySet<string>,
+  ): Promise<Set<string>> {
+    if (dataRootEntries) {
+      await this.q("DELETE FROM data_root_entries WHERE host_id = $1", [hostId]);
+      if (dataRootEntries.length > 0) {
+        await this.q(
+          `INSERT INTO data_root_entries (host_id, name, size_bytes, observed_at)
+           SELECT $1, name, size_bytes, $2 FROM unnest($3::text[], $4::int8[]) AS e(name, size_bytes)
+           ON CONFLICT (host_id, name) DO NOTHING`,
+          [hostId, now, dataRootEntries.map((e) => e.name), dataRootEntries.map((e) => String(e.sizeBytes))],
+        );
+      }
+    }
+    const before = new Map<string, { serverId: string | null; json: string }>();
+    const { rows: observed } = await this.q<{ container_id: string; server_id: string | null; info_json: string }>(
+      "SELECT container_id, server_id, info_json FROM observed_containers WHERE host_id = $1",
+      [hostId],
+    );
+    for (const r of observed) before.set(r.container_id, { serverId: r.server_id, json: r.info_json });
+    const touched = new Set<string>();
+    if (keep.size === 0) {
+      await this.q("DELETE FROM observed_containers WHERE host_id = $1", [hostId]);
+    } else {
+      const gone: string[] = [];
+      for (const [id, old] of before) {
+        if (old.serverId && keep.has(old.serverId)) before.delete(id);
+        else gone.push(id);
+      }
+      if (gone.length > 0) await this.q("DELETE FROM observed_containers WHERE host_id = $1 AND container_id = ANY($2::text[])", [hostId, gone]);
+    }
+    for (const c of containers) {
+      if (keep.has(c.labels[LABEL_SERVER] ?? "")) continue;
+      const json = toJsonString(ContainerInfoSchema, c);
+      const sid = await this.writeContainer(hostId, c, json, now);
+      const old = before.get(c.id);
+      before.delete(c.id);
+      if (old?.serverId && old.serverId !== sid) touched.add(old.serverId);
+      if (sid && (old?.serverId !== sid || old.json !== json)) touched.add(sid);
+    }
+    for (const old of before.values()) if (old.serverId) touched.add(old.serverId);
+
+    const { rows: dirRows } = await this.q<{ server_id: string; present: number; size_bytes: number }>(
+      "SELECT server_id, present, size_bytes FROM data_dirs WHERE host_id = $1",
+      [hostId],
+    );
+    const known = new Map(dirRows.map((r) => [r.server_id, { present: r.present === 1, sizeBytes: r.size_bytes }]));
+    const reported = new Set<string>();
+    for (const d of dataDirs) {
+      if (keep.has(d.serverId)) continue;
+      const k = known.get(d.serverId);
+      await this.upsertDataDir(d);
+      known.set(d.serverId, { present: d.present, sizeBytes: d.sizeBytes });
+      reported.add(d.serverId);
+      if (!k || k.present !== d.present || k.sizeBytes !== d.sizeBytes) touched.add(d.serverId);
+    }
+    const onHost = new Set((await this.q<{ id: string }>("SELECT id FROM servers WHERE host_id = $1", [hostId])).rows.map((r) => r.id));
+    for (const serverId of onHost) {
+      if (reported.has(serverId) || keep.has(serverId)) continue;
+      const k = known.get(serverId);
+      if (k && !k.present) continue;
+      await this.upsertDataDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
+      known.set(serverId, { present: false, sizeBytes: 0 });
+      touched.add(serverId);
+    }
+    // Checks of directories of no server here last only while the host lists them.
+    const forget = [...known.keys()].filter((serverId) => !reported.has(serverId) && !keep.has(serverId) && !onHost.has(serverId));
+    if (forget.length > 0) await this.q("DELETE FROM data_dirs WHERE host_id = $1 AND server_id = ANY($2::text[])", [hostId, forget]);
+    return touched;
+  }
+
+  // ---------------------------------------------------------------- hosts, projects
+
+  /** As SqliteTables.deleteHostRows: what a removed host left behind (server records stay). */
+  private async deleteHostRows(hostId: string): Promise<void> {
+    for (const table of ["observed_containers", "data_dirs", "data_root_entries", "commands"]) {
+      await this.q(`DELETE FROM ${table} WHERE host_id = $1`, [hostId]);
+    }
+    const orphanPrefix = `orphan:${hostId}/`;
+    await this.q("DELETE FROM alerts WHERE subject = $1 OR substr(subject, 1, length($2::text)) = $2::text", [`host:${hostId}`, orphanPrefix]);
+  }
+
+  private async ensureProject(name: string, at: number): Promise<void> {
+    await this.q("INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", [name, at]);
+  }
+}
+
+/** Sets a meta value (insert or replace). */
+export async function setMeta(c: Pick<pg.ClientBase, "query">, key: string, value: string): Promise<void> {
+  await c.query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value]);
+}
