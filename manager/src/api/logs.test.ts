@@ -65,7 +65,8 @@ async function setup(openTimeoutMs = 2_000) {
   expect(((await fromManager.next()).value as ManagerMessage).body.case).toBe("welcome");
   agentSend({ case: "hello", value: { hostname: "a", dockerVersion: "28.2.2", dockerReachable: true } });
   agentSend({ case: "inventory", value: { containers: [], dataDirs: [], dockerReachable: true } });
-  await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.online).toBe(true));
+  // Connected once its first inventory is stored: then TailLogs may ask it.
+  await vi.waitFor(() => expect(hub.isConnected("host_aaaa")).toBe(true));
   /** The next message the manager sent to the agent. */
   const nextToAgent = async () => ((await fromManager.next()).value as ManagerMessage).body;
 

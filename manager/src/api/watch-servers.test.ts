@@ -156,7 +156,7 @@ describe("ServerService.WatchServers", () => {
   });
 
   it("resumes from a token: only what changed since, then SNAPSHOT_END; an unknown token gets a full snapshot", async () => {
-    const { insert, client, setPhase, purge } = await setup();
+    const { insert, client, setPhase, purge, ledger } = await setup();
     for (const id of ["srv_1", "srv_2", "srv_3"]) await insert(server(id));
     const c = client(ADMIN);
     const ctl = new AbortController();
@@ -170,7 +170,8 @@ describe("ServerService.WatchServers", () => {
     await setPhase("srv_2", Phase.STOPPING);
     await setPhase("srv_2", Phase.STOPPED);
     await purge("srv_3");
-    await new Promise((r) => setImmediate(r));
+    // Published before the watch resumes (each change is a read of the record: a round trip on PostgreSQL).
+    await ledger.servers.flush();
 
     const ctl2 = new AbortController();
     const w2 = watch(c.watchServers({}, { signal: ctl2.signal, headers: { [RESUME_HEADER]: last.resumeToken } }));
