@@ -153,15 +153,16 @@ describe("AgentService.Connect", () => {
     expect(a.unread(), "messages the handler has not taken").toBe(501);
 
     gated.release();
-    await vi.waitFor(() => expect(a.unread()).toBe(0));
-    await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.facts.dataRootFreeBytes).toBe(1499));
+    // 501 batches, one after another: a round trip each on PostgreSQL.
+    await vi.waitFor(() => expect(a.unread()).toBe(0), { timeout: 20_000 });
+    await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.facts.dataRootFreeBytes).toBe(1499), { timeout: 20_000 });
     expect(await store.observedContainer("host_aaaa", "d".repeat(64))).toBeDefined();
     // In the order sent: the held heartbeat, then the container, then the later heartbeats.
     const ofA = gated.applied.map((ops) => ops[0]!).filter((o) => (o.op === "host.heartbeat" && o.id === "host_aaaa") || o.op === "container.upsert");
     expect(ofA.slice(0, 3).map((o) => (o.op === "host.heartbeat" ? o.facts.dataRootFreeBytes : o.op))).toEqual([111, "container.upsert", 1000]);
     a.close();
     b.close();
-  });
+  }, 30_000);
 
   it("the agent goes away while a message commits: the host is marked offline after that message, not before", async () => {
     const { store, ledger, gated, connect } = await setup();
