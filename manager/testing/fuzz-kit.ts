@@ -1,6 +1,7 @@
 /**
  * Test support for the fuzz suites (`*.fuzz.test.ts`): an in-process
- * manager on port 0 with a temporary database, a scripted agent speaking the
+ * manager on port 0 with a temporary database on the test engine (SQLite
+ * file, or a fresh PostgreSQL database: BERTH_TEST_STORE), a scripted agent speaking the
  * real wire protocol, arbitraries that build any berth.v1 request from its
  * descriptor with hostile field values, and a snapshot of every record an
  * API call may write (to prove a refused call wrote nothing).
@@ -14,11 +15,15 @@ import { Code, ConnectError, createClient, type Interceptor, type Transport } fr
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import fc from "fast-check";
+import pg from "pg";
+import { inject } from "vitest";
 import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { AsyncQueue } from "../src/link/async-queue.js";
 import { createLogger } from "../src/log.js";
 import { buildManager, type Manager, type ManagerConfig } from "../src/manager.js";
+import { createDatabase, dropDatabase, uniqueDatabaseName } from "../../test/harness/postgres.js";
+import { testEngine, type TestEngine } from "./store.js";
 
 /** Seeds every CI run tries, so a failure there is reproducible from the log. */
 export const FIXED_FUZZ_SEEDS: readonly number[] = [1, 20_261_205, 424_242];
@@ -65,27 +70,66 @@ export const bearer = (token: string): Interceptor => (next) => (req) => {
 export interface TestManager {
   manager: Manager;
   url: string;
-  dbPath: string;
+  /** The engine holding its database. */
+  engine: TestEngine;
+  /** The SQLite database file; throws on PostgreSQL (read with `rows` there). */
+  readonly dbPath: string;
   adminToken: string;
   transport(token?: string): Transport;
+  /**
+   * Runs a read-only SQL query on the manager's database with a connection of
+   * its own (beside the manager's), rows as arrays. The tables are the same on
+   * both engines (store/migrations.ts); values may be typed differently
+   * (PostgreSQL's BIGINT comes back as a string).
+   */
+  rows(sql: string): Promise<unknown[][]>;
   close(): Promise<void>;
 }
 
-/** A real manager (every service, interceptor and the HTTP server) on 127.0.0.1:0 with a fresh database file. */
-export async function startTestManager(config: Partial<ManagerConfig> = {}): Promise<TestManager> {
+/**
+ * A real manager (every service, interceptor and the HTTP server) on 127.0.0.1:0 with a fresh
+ * database: a SQLite file in a temporary directory, or (engine "postgres", default from
+ * BERTH_TEST_STORE) a new database on the run's PostgreSQL server, dropped by `close()`.
+ */
+export async function startTestManager(config: Partial<ManagerConfig> = {}, opts: { engine?: TestEngine } = {}): Promise<TestManager> {
+  const engine = opts.engine ?? testEngine();
   const dir = mkdtempSync(join(tmpdir(), "berth-fuzz-"));
   const dbPath = join(dir, "berth.db");
-  const manager = await buildManager({
-    listen: "127.0.0.1:0",
-    dbPath,
-    // FUZZ_LOG=error shows what the manager logs (e.g. the stack of an Internal answer).
-    log: createLogger((process.env.FUZZ_LOG ?? "silent") as "silent", "fuzz"),
-    // The fuzzers send thousands of changes per second; the rate limit has its own tests.
-    limits: { ratePerSecond: 1e9, burst: 1e9, maxStreams: 1000 },
-    ...config,
-  });
+  let store: { store: string } | { dbPath: string } = { dbPath };
+  let pgServer: string | undefined;
+  let pgName: string | undefined;
+  let pgPool: pg.Pool | undefined;
+  if (engine === "postgres") {
+    pgServer = inject("postgres").url;
+    if (!pgServer) throw new Error(`BERTH_TEST_STORE=postgres needs the run's PostgreSQL server: ${inject("postgres").unavailable ?? "none was provided"}`);
+    pgName = uniqueDatabaseName("berth_fuzz");
+    const url = await createDatabase(pgServer, pgName);
+    store = { store: url };
+    pgPool = new pg.Pool({ connectionString: url, max: 1 });
+  }
+  const removeDatabase = async () => {
+    await pgPool?.end();
+    if (pgServer && pgName) await dropDatabase(pgServer, pgName);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  let manager: Manager;
+  try {
+    manager = await buildManager({
+      listen: "127.0.0.1:0",
+      ...store,
+      // FUZZ_LOG=error shows what the manager logs (e.g. the stack of an Internal answer).
+      log: createLogger((process.env.FUZZ_LOG ?? "silent") as "silent", "fuzz"),
+      // The fuzzers send thousands of changes per second; the rate limit has its own tests.
+      limits: { ratePerSecond: 1e9, burst: 1e9, maxStreams: 1000 },
+      ...config,
+    });
+  } catch (err) {
+    await removeDatabase();
+    throw err;
+  }
   const { url } = await manager.listen();
   const adminToken = manager.initialAdminToken!;
+  let reader: Database.Database | undefined;
   // One transport (one HTTP/2 connection) per token, as a real client keeps: a new
   // connection per call would run into the manager's per-IP connection cap.
   const transports = new Map<string, Transport>();
@@ -97,12 +141,23 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}): Pro
   return {
     manager,
     url,
-    dbPath,
+    engine,
+    get dbPath(): string {
+      if (engine !== "sqlite") throw new Error("TestManager.dbPath is the SQLite file; this manager runs on PostgreSQL: read its database with rows(sql)");
+      return dbPath;
+    },
     adminToken,
     transport: (token = adminToken) => transportFor(token),
+    async rows(sql) {
+      if (pgPool) return (await pgPool.query({ text: sql, rowMode: "array" })).rows as unknown[][];
+      // One read-only connection, kept: outside a transaction each statement sees every committed write (WAL).
+      reader ??= new Database(dbPath, { readonly: true, fileMustExist: true });
+      return reader.prepare(sql).raw().all() as unknown[][];
+    },
     async close() {
+      reader?.close();
       await manager.close();
-      rmSync(dir, { recursive: true, force: true });
+      await removeDatabase();
     },
   };
 }
@@ -331,26 +386,24 @@ export function messageArb<D extends DescMessage>(schema: D, strings: fc.Arbitra
  * Every record an API call may write, as one string: equal before and after
  * a refused call proves it wrote nothing. Left out: what changes by itself
  * (a token's last use, the write probe, host heartbeats and facts, and the
- * reconciler's observations of servers).
+ * reconciler's observations of servers). Read with SQL on either engine
+ * (the same tables and columns on both), so nothing the contract does not
+ * list escapes it.
  */
-export function recordSnapshot(dbPath: string): string {
-  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
-  try {
-    const q = (sql: string) => JSON.stringify(db.prepare(sql).raw().all(), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
-    return [
-      q("SELECT id, project, name, host_id, generation, spec_json, created_at, updated_at, deleted_at, lifecycle_json FROM servers ORDER BY id"),
-      q("SELECT id, server_id, host_id, kind, created_at FROM commands ORDER BY id"),
-      q("SELECT id, type, server_id, actor FROM events WHERE actor LIKE 'token:%' OR actor IN ('operator', 'bootstrap', 'cli') ORDER BY id"),
-      q("SELECT id, name, role, project, created_at, revoked_at FROM tokens ORDER BY id"),
-      q("SELECT * FROM enrollment_tokens ORDER BY 1"),
-      q("SELECT id, name, removed_at FROM hosts ORDER BY id"),
-      // Only what an operator does to alerts: firing and resolving is the evaluator's, on its own clock.
-      q("SELECT id, acknowledged_by, muted_until FROM alerts WHERE acknowledged_by <> '' OR muted_until IS NOT NULL ORDER BY id"),
-      q("SELECT * FROM projects ORDER BY 1"),
-    ].join("\n");
-  } finally {
-    db.close();
-  }
+export async function recordSnapshot(tm: Pick<TestManager, "rows">): Promise<string> {
+  const q = async (sql: string) => JSON.stringify(await tm.rows(sql), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
+  const parts = await Promise.all([
+    q("SELECT id, project, name, host_id, generation, spec_json, created_at, updated_at, deleted_at, lifecycle_json FROM servers ORDER BY id"),
+    q("SELECT id, server_id, host_id, kind, created_at FROM commands ORDER BY id"),
+    q("SELECT id, type, server_id, actor FROM events WHERE actor LIKE 'token:%' OR actor IN ('operator', 'bootstrap', 'cli') ORDER BY id"),
+    q("SELECT id, name, role, project, created_at, revoked_at FROM tokens ORDER BY id"),
+    q("SELECT * FROM enrollment_tokens ORDER BY 1"),
+    q("SELECT id, name, removed_at FROM hosts ORDER BY id"),
+    // Only what an operator does to alerts: firing and resolving is the evaluator's, on its own clock.
+    q("SELECT id, acknowledged_by, muted_until FROM alerts WHERE acknowledged_by <> '' OR muted_until IS NOT NULL ORDER BY id"),
+    q("SELECT * FROM projects ORDER BY 1"),
+  ]);
+  return parts.join("\n");
 }
 
 /** Codes that say precisely why a request was refused. */

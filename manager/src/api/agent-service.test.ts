@@ -2,21 +2,19 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AgentService, CommandKind, CommandSchema, ContainerInfoSchema, EnrollRequestSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
-import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { initialStatus } from "../domain/records.js";
 import { UnauthenticatedError } from "../errors.js";
 import { hashSecret } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
 import type { CommitResult, Store, WriteOp } from "../store/store.js";
-import { addHost, openAgentStream, stubReconciler } from "../../testing/agent-stream.js";
-import { memoryStore } from "../../testing/store.js";
+import { addHost, openAgentStream, stubReconciler, type AgentBody } from "../../testing/agent-stream.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { createAgentService } from "./agent-service.js";
 
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0)) f();
+const cleanup: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
 });
 
 /**
@@ -63,75 +61,63 @@ function gatedContract(inner: Store) {
   };
 }
 
-function setup() {
-  const opened = memoryStore();
-  const gated = gatedContract(opened.contract);
+async function setup() {
+  const store = await testStore();
+  const gated = gatedContract(store);
   const hub = new AgentHub();
-  const ledger = new Ledger(opened.contract);
-  const unfollow = ledger.follow(opened.contract);
-  cleanup.push(() => {
+  const ledger = new Ledger(store);
+  const unfollow = ledger.follow(store);
+  cleanup.push(async () => {
     unfollow();
-    opened.close();
+    await store.close();
   });
   const service = createAgentService({ store: gated.contract, hub, ledger, reconciler: stubReconciler(), log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
-  const secrets: Record<string, Promise<string>> = {};
-  for (const id of ["host_aaaa", "host_bbbb"]) secrets[id] = addHost(opened.contract, id);
-  /** Opens an agent stream as `hostId` (its welcome already read). */
-  const connect = async (hostId: string, secret?: string) => openAgentStream(service, hostId, secret ?? (await secrets[hostId]!));
-  // Tables, for reading what was stored.
-  const store = opened.store;
-  return { store, contract: opened.contract, gated, hub, ledger, service, connect };
+  const secrets: Record<string, string> = {};
+  for (const id of ["host_aaaa", "host_bbbb"]) secrets[id] = await addHost(store, id);
+  /** Opens an agent stream as `hostId` (its welcome not yet read). */
+  const connect = async (hostId: string, secret?: string) => openAgentStream(service, hostId, secret ?? secrets[hostId]!);
+  /**
+   * Sends a heartbeat reporting `freeBytes` as host `hostId`'s agent and waits until it is stored:
+   * one host's messages are applied in order, so everything sent before it was handled too.
+   */
+  const marker = async (stream: { send: (b: AgentBody) => void }, hostId: string, freeBytes: number) => {
+    stream.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: BigInt(freeBytes) } });
+    await vi.waitFor(async () => expect((await store.getHost(hostId))?.facts.dataRootFreeBytes).toBe(freeBytes));
+  };
+  return { store, gated, hub, ledger, service, connect, marker };
 }
 
 const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
 
 describe("AgentService.Connect", () => {
   it("ignores a command result for another host's command; applies the owner's", async () => {
-    const { store, contract, ledger, connect } = setup();
+    const { store, ledger, connect, marker } = await setup();
     const cmd = create(CommandSchema, { id: "cmd_of_b", serverId: "srv_b", kind: CommandKind.ENSURE_RUNNING });
-    await contract.commit([{ op: "command.insert", command: cmd, hostId: "host_bbbb", createdAt: 1, deadlineAt: Date.now() + 60_000 }]);
+    await store.commit([{ op: "command.insert", command: cmd, hostId: "host_bbbb", createdAt: 1, deadlineAt: Date.now() + 60_000 }]);
 
     const a = await connect("host_aaaa");
     expect(((await a.output.next()).value as ManagerMessage).body.case).toBe("welcome");
     a.send({ case: "inventory", value: { containers: [], dataDirs: [], dockerReachable: true } });
     a.send({ case: "commandResult", value: { commandId: "cmd_of_b", success: true, message: "forged" } });
-    await tick();
-    expect(store.getCommand("cmd_of_b")?.state).toBe("pending");
+    await marker(a, "host_aaaa", 4242);
+    expect((await store.getCommand("cmd_of_b"))?.state).toBe("pending");
     expect((await ledger.list({})).some((e) => e.type === "command.succeeded")).toBe(false);
 
     const b = await connect("host_bbbb");
     await b.output.next();
     b.send({ case: "inventory", value: { containers: [], dataDirs: [], dockerReachable: true } });
-    await tick();
     b.send({ case: "commandResult", value: { commandId: "cmd_of_b", success: true, message: "done" } });
-    await tick();
-    expect(store.getCommand("cmd_of_b")?.state).toBe("succeeded");
+    await vi.waitFor(async () => expect((await store.getCommand("cmd_of_b"))?.state).toBe("succeeded"));
     expect((await ledger.list({})).find((e) => e.type === "command.succeeded")).toMatchObject({ hostId: "host_bbbb", actor: "agent" });
     a.close();
     b.close();
   });
 
   it("a result replayed after it was applied: its observation is stored, the command finishes and is recorded once", async () => {
-    const { store, contract, ledger, connect } = setup();
+    const { store, ledger, connect } = await setup();
     const at = Date.now();
-    await contract.commit([
-      {
-        op: "server.insert",
-        server: {
-          id: "srv_aaaaaaaaaaaa",
-          project: "default",
-          name: "web",
-          hostId: "host_aaaa",
-          generation: 1,
-          spec: create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox" }),
-          status: initialStatus(),
-          dataInitialized: true,
-          lifecycle: {},
-          createdAt: at,
-          updatedAt: at,
-          deletedAt: null,
-        },
-      },
+    await store.commit([
+      { op: "server.insert", server: newServer({ id: "srv_aaaaaaaaaaaa", name: "web", hostId: "host_aaaa", dataInitialized: true, at }) },
       { op: "command.insert", command: create(CommandSchema, { id: "cmd_run", serverId: "srv_aaaaaaaaaaaa", kind: CommandKind.ENSURE_RUNNING }), hostId: "host_aaaa", createdAt: at, deadlineAt: at + 60_000 },
     ]);
     const a = await connect("host_aaaa");
@@ -141,14 +127,14 @@ describe("AgentService.Connect", () => {
     a.send({ case: "commandResult", value: { commandId: "cmd_run", success: true, container: container("running") } });
     // The replay carries a newer observation of the container: stored, nothing else again.
     a.send({ case: "commandResult", value: { commandId: "cmd_run", success: false, reason: "Late", container: container("exited") } });
-    await vi.waitFor(() => expect(store.containersForServer("host_aaaa", "srv_aaaaaaaaaaaa")[0]?.state).toBe("exited"));
-    expect(store.getCommand("cmd_run")?.state).toBe("succeeded");
+    await vi.waitFor(async () => expect((await store.containersForServer("host_aaaa", "srv_aaaaaaaaaaaa"))[0]?.state).toBe("exited"));
+    expect((await store.getCommand("cmd_run"))?.state).toBe("succeeded");
     expect((await ledger.list({})).filter((e) => e.correlationId === "cmd_run").map((e) => e.type)).toEqual(["command.succeeded"]);
     a.close();
   });
 
   it("applies one host's messages in order: the next is not applied, nor read, before the previous one's batch committed; other hosts go on", async () => {
-    const { store, gated, connect } = setup();
+    const { store, gated, connect } = await setup();
     const a = await connect("host_aaaa");
     const b = await connect("host_bbbb");
     await a.output.next();
@@ -160,50 +146,51 @@ describe("AgentService.Connect", () => {
     // An agent that keeps sending meanwhile: the manager does not read ahead (the transport holds them).
     for (let i = 0; i < 500; i++) a.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: BigInt(1000 + i) } });
     b.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: 222n } });
-    await vi.waitFor(() => expect(store.getHost("host_bbbb")?.facts.dataRootFreeBytes, "host B served meanwhile").toBe(222));
+    await vi.waitFor(async () => expect((await store.getHost("host_bbbb"))?.facts.dataRootFreeBytes, "host B served meanwhile").toBe(222));
     await tick(50);
     expect(gated.held).toEqual([["host.heartbeat"]]);
-    expect(store.observedContainer("host_aaaa", "d".repeat(64)), "A's second message waits for its first").toBeUndefined();
+    expect(await store.observedContainer("host_aaaa", "d".repeat(64)), "A's second message waits for its first").toBeUndefined();
     expect(a.unread(), "messages the handler has not taken").toBe(501);
 
     gated.release();
-    await vi.waitFor(() => expect(a.unread()).toBe(0));
-    await vi.waitFor(() => expect(store.getHost("host_aaaa")?.facts.dataRootFreeBytes).toBe(1499));
-    expect(store.observedContainer("host_aaaa", "d".repeat(64))).toBeDefined();
+    // 501 batches, one after another: a round trip each on PostgreSQL.
+    await vi.waitFor(() => expect(a.unread()).toBe(0), { timeout: 20_000 });
+    await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.facts.dataRootFreeBytes).toBe(1499), { timeout: 20_000 });
+    expect(await store.observedContainer("host_aaaa", "d".repeat(64))).toBeDefined();
     // In the order sent: the held heartbeat, then the container, then the later heartbeats.
     const ofA = gated.applied.map((ops) => ops[0]!).filter((o) => (o.op === "host.heartbeat" && o.id === "host_aaaa") || o.op === "container.upsert");
     expect(ofA.slice(0, 3).map((o) => (o.op === "host.heartbeat" ? o.facts.dataRootFreeBytes : o.op))).toEqual([111, "container.upsert", 1000]);
     a.close();
     b.close();
-  });
+  }, 30_000);
 
   it("the agent goes away while a message commits: the host is marked offline after that message, not before", async () => {
-    const { store, ledger, gated, connect } = setup();
+    const { store, ledger, gated, connect } = await setup();
     const a = await connect("host_aaaa");
     await a.output.next();
     a.send({ case: "hello", value: { hostname: "a", dockerReachable: true } });
     a.send({ case: "inventory", value: { dockerReachable: true } });
-    await vi.waitFor(() => expect(store.getHost("host_aaaa")?.online).toBe(true));
+    await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.online).toBe(true));
     gated.holdWhen((ops) => ops.some((o) => o.op === "host.heartbeat"));
     a.send({ case: "heartbeat", value: { dockerReachable: false } });
     await vi.waitFor(() => expect(gated.held).toHaveLength(1));
     // The response side ends (the agent's connection dropped).
     const ended = a.output.return!();
     await tick(30);
-    expect(store.getHost("host_aaaa")?.online, "not offline while the last message is still committing").toBe(true);
+    expect((await store.getHost("host_aaaa"))?.online, "not offline while the last message is still committing").toBe(true);
     gated.release();
     await ended;
-    await vi.waitFor(() => expect(store.getHost("host_aaaa")?.online).toBe(false));
+    await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.online).toBe(false));
     const types = (await ledger.list({})).map((e) => e.type);
     expect(types.slice(types.indexOf("host.docker_unreachable"))).toEqual(["host.docker_unreachable", "host.disconnected"]);
   });
 
   it("refuses a wrong secret and a removed host", async () => {
-    const { connect, contract, store } = setup();
+    const { connect, store } = await setup();
     const wrong = await connect("host_aaaa", "not-the-secret");
     await expect(wrong.output.next()).rejects.toMatchObject({ code: Code.Unauthenticated });
-    await contract.commit([{ op: "host.remove", id: "host_aaaa", at: 5 }]);
-    expect(store.getHost("host_aaaa")?.removedAt).toBe(5);
+    await store.commit([{ op: "host.remove", id: "host_aaaa", at: 5 }]);
+    expect((await store.getHost("host_aaaa"))?.removedAt).toBe(5);
     const removed = await connect("host_aaaa");
     const err = await removed.output.next().then(() => undefined, (e: unknown) => e as ConnectError);
     expect(err?.code).toBe(Code.Unauthenticated);
@@ -211,7 +198,7 @@ describe("AgentService.Connect", () => {
   });
 
   it("ends a live stream with Unauthenticated when the hub revokes the host", async () => {
-    const { connect, hub } = setup();
+    const { connect, hub } = await setup();
     const a = await connect("host_aaaa");
     await a.output.next();
     const next = a.output.next();
@@ -227,10 +214,10 @@ describe("AgentService.Enroll", () => {
     createHandlerContext({ service: AgentService, method: AgentService.method.enroll, protocolName: "connect", requestMethod: "POST", url: "http://test/berth.v1.AgentService/Enroll" });
 
   it("two agents racing with one token: one host enrolled, the other told the token was used", async () => {
-    const { contract, store, ledger, service } = setup();
+    const { store, ledger, service } = await setup();
     const at = Date.now();
-    await contract.commit([{ op: "enrollment.insert", id: "enr_one", tokenHash: hashSecret("enr_secret"), createdAt: at, expiresAt: at + 60_000 }]);
-    const hostsBefore = store.listHosts().length;
+    await store.commit([{ op: "enrollment.insert", id: "enr_one", tokenHash: hashSecret("enr_secret"), createdAt: at, expiresAt: at + 60_000 }]);
+    const hostsBefore = (await store.listHosts()).length;
     const results = await Promise.allSettled(["h1", "h2"].map((hostname) => service.enroll(create(EnrollRequestSchema, { token: "enr_secret", hostname }), ctx())));
     const won = results.filter((r) => r.status === "fulfilled");
     const lost = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
@@ -238,7 +225,7 @@ describe("AgentService.Enroll", () => {
     expect(lost).toHaveLength(1);
     expect(lost[0]!.reason).toBeInstanceOf(UnauthenticatedError);
     expect((lost[0]!.reason as Error).message).toBe("this enrollment token was already used; create a new one");
-    expect(store.listHosts()).toHaveLength(hostsBefore + 1);
+    expect(await store.listHosts()).toHaveLength(hostsBefore + 1);
     expect((await ledger.list({})).filter((e) => e.type === "host.enrolled").map((e) => e.correlationId)).toEqual(["enr_one"]);
   });
 });

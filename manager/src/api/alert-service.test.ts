@@ -1,11 +1,11 @@
 import type { AlertRecord } from "../domain/records.js";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import { memoryStore } from "../../testing/store.js";
+import { testStore } from "../../testing/store.js";
 import { createAlertService } from "./alert-service.js";
 import { errorInterceptor } from "./errors.js";
 
@@ -31,9 +31,15 @@ const alert = (id: string, over: Partial<AlertRecord>): AlertRecord => ({
   ...over,
 });
 
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
+});
+
 async function setup() {
-  const { store, contract } = memoryStore();
-  const ledger = new Ledger(store, () => 5000);
+  const contract = await testStore();
+  cleanup.push(() => contract.close());
+  const ledger = new Ledger(contract, () => 5000);
   ledger.follow(contract);
   await contract.commit([
     { op: "alert.insert", alert: alert("alr_a", {}) },

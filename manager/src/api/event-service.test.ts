@@ -1,21 +1,27 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { EventService, type Event } from "@berth/proto/berth/v1/event_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
 import type { EventInput } from "../domain/records.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
-import { memoryStore } from "../../testing/store.js";
+import { testStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
 import { createEventService } from "./event-service.js";
 
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
 const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
 
-function setup(now: () => number = Date.now) {
-  const { store, contract } = memoryStore();
-  const ledger = new Ledger(store, now);
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
+});
+
+async function setup(now: () => number = Date.now) {
+  const contract = await testStore();
+  cleanup.push(() => contract.close());
+  const ledger = new Ledger(contract, now);
   ledger.follow(contract);
   /** Commits events as a writer does: one batch, listeners told once it committed. */
   const append = (...es: EventInput[]) => contract.commit(es.map((e) => ledger.op(e)));
@@ -48,7 +54,7 @@ async function take(stream: AsyncIterable<{ event?: Event }>, n: number): Promis
 describe("EventService.ListEvents", () => {
   it("filters by server, host, type prefix, actor and time; newest first; pages with a cursor", async () => {
     let t = 1000;
-    const { append, client } = setup(() => t);
+    const { append, client } = await setup(() => t);
     for (let i = 0; i < 30; i++) {
       t = 1000 + i * 10;
       await append({
@@ -92,7 +98,7 @@ describe("EventService.ListEvents", () => {
   });
 
   it("scopes to the caller's project: host, orphan and project-less token events go to all-projects tokens only", async () => {
-    const { append, client } = setup();
+    const { append, client } = await setup();
     await append({ type: "server.created", project: "a", serverId: "srv_a" });
     await append({ type: "server.created", project: "b", serverId: "srv_b" });
     await append({ type: "host.connected", hostId: "host_1" });
@@ -120,15 +126,16 @@ const hostLevel = [
 
 describe("EventService.WatchEvents", () => {
   it("replays after after_id, then follows live, with no gap and no duplicate at the seam", async () => {
-    const { append, client } = setup();
+    const { append, client } = await setup();
     for (let i = 0; i < 1200; i++) await append({ type: "phase.changed", serverId: `srv_${i % 7}` });
     const c = client(ADMIN);
     const ctl = new AbortController();
     const stream = c.watchEvents({ afterId: 100n }, { signal: ctl.signal });
     // Keep appending while the watch is replaying (the replay reads in batches of 500).
     let appended = 0;
+    const writes: Promise<unknown>[] = [];
     const writer = setInterval(() => {
-      void append(...Array.from({ length: 20 }, () => ({ type: "command.issued", serverId: "srv_live" })));
+      writes.push(append(...Array.from({ length: 20 }, () => ({ type: "command.issued", serverId: "srv_live" }))));
       appended += 20;
     }, 1);
     const got = await take(
@@ -142,11 +149,13 @@ describe("EventService.WatchEvents", () => {
     );
     clearInterval(writer);
     ctl.abort();
+    // Every write committed before the store closes (on PostgreSQL a commit takes a round trip).
+    await Promise.all(writes);
     expect(ids(got)).toEqual(Array.from({ length: 1500 }, (_, i) => 101 + i));
   });
 
   it("a client that reconnects with its last id misses nothing", async () => {
-    const { append, client } = setup();
+    const { append, client } = await setup();
     const c = client(ADMIN);
     for (let i = 0; i < 5; i++) await append({ type: "server.created", serverId: `srv_${i}` });
     const ctl = new AbortController();
@@ -163,7 +172,7 @@ describe("EventService.WatchEvents", () => {
   });
 
   it("after_id 0 follows new events only; filters and project scope apply live", async () => {
-    const { append, client } = setup();
+    const { append, client } = await setup();
     await append({ type: "server.created", project: "a", serverId: "srv_a" });
     const ctl = new AbortController();
     const stream = client(TEAM_A).watchEvents({ typePrefix: "server." }, { signal: ctl.signal });
@@ -179,7 +188,7 @@ describe("EventService.WatchEvents", () => {
   });
 
   it("a project viewer's watch replays and follows its project's events only; an all-projects admin's sees the host's too", async () => {
-    const { append, client } = setup();
+    const { append, client } = await setup();
     await append({ type: "server.created", project: "a", serverId: "srv_a" }); // id 1: the replays start after it
     for (const e of hostLevel) await append(e);
     await append({ type: "server.created", project: "b", serverId: "srv_b" });
@@ -201,7 +210,7 @@ describe("EventService.WatchEvents", () => {
   });
 
   it("refuses a negative after_id", async () => {
-    const { client } = setup();
+    const { client } = await setup();
     const err = await take(client(ADMIN).watchEvents({ afterId: -1n }), 1).catch((e: unknown) => ConnectError.from(e));
     expect((err as ConnectError).code).toBe(Code.InvalidArgument);
   });

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, createContextValues, createHandlerContext } from "@connectrpc/connect";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { CreateEnrollmentTokenRequestSchema, HostService, RemoveHostRequestSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { callerKey } from "../auth/caller.js";
 import { BerthError } from "../errors.js";
@@ -9,12 +9,18 @@ import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { addHost, stubReconciler } from "../../testing/agent-stream.js";
-import { memoryStore } from "../../testing/store.js";
+import { testStore } from "../../testing/store.js";
 import { createHostService } from "./host-service.js";
 
-function setup() {
-  const { store, contract } = memoryStore();
-  const ledger = new Ledger(store);
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
+});
+
+async function setup() {
+  const contract = await testStore();
+  cleanup.push(() => contract.close());
+  const ledger = new Ledger(contract);
   ledger.follow(contract);
   const hosts = createHostService({ store: contract, hub: new AgentHub(), ledger, reconciler: stubReconciler(), advertiseUrl: "http://test" });
   const ctx = (method: "removeHost" | "createEnrollmentToken") =>
@@ -32,7 +38,7 @@ function setup() {
 
 describe("HostService", () => {
   it("RemoveHost called twice at once removes the host once: one event, the other call answers NotFound", async () => {
-    const { contract, hosts, ctx, events } = setup();
+    const { contract, hosts, ctx, events } = await setup();
     await addHost(contract, "host_aaaa");
     const results = await Promise.allSettled([
       hosts.removeHost(create(RemoveHostRequestSchema, { id: "host_aaaa" }), ctx("removeHost")),
@@ -44,7 +50,7 @@ describe("HostService", () => {
   });
 
   it("CreateEnrollmentToken stores only the secret's hash, with its event", async () => {
-    const { contract, hosts, ctx, events } = setup();
+    const { contract, hosts, ctx, events } = await setup();
     const res = await hosts.createEnrollmentToken(create(CreateEnrollmentTokenRequestSchema, { ttlSeconds: 60 }), ctx("createEnrollmentToken"));
     const { secret } = parseEnrollmentToken(res.token!);
     expect(await contract.getEnrollmentToken(hashSecret(secret))).toMatchObject({ usedAt: null });

@@ -5,55 +5,43 @@
  * events, /healthz stalled for minutes, every other agent dropped, and its
  * rows stayed after RemoveHost.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createContextValues, createHandlerContext } from "@connectrpc/connect";
-import Database from "better-sqlite3";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ContainerInfoSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { CommandKind, CommandSchema, ContainerInfoSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService, RemoveHostRequestSchema } from "@berth/proto/berth/v1/host_pb.js";
-import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { callerKey } from "../auth/caller.js";
 import { newId } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
-import { openStore } from "../store/open.js";
-import { initialStatus } from "../domain/records.js";
-import { addHost, openAgentStream, stubReconciler } from "../../testing/agent-stream.js";
+import { addHost, openAgentStream, stubReconciler, type AgentStream } from "../../testing/agent-stream.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { createAgentService } from "./agent-service.js";
 import { DEFAULT_HOST_LIMITS } from "./host-limits.js";
 import { createHostService } from "./host-service.js";
 
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0)) f();
+const cleanup: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
 });
 
-function setup() {
-  // A file, not memory: the test counts rows with a connection of its own.
-  const dir = mkdtempSync(join(tmpdir(), "berth-hostile-"));
-  const opened = openStore(`sqlite://${join(dir, "berth.db")}`);
-  const { store, contract } = opened;
-  const db = new Database(join(dir, "berth.db"));
+async function setup() {
+  const store = await testStore();
   const hub = new AgentHub();
   const ledger = new Ledger(store);
-  const unfollow = ledger.follow(contract);
-  cleanup.push(() => {
+  const unfollow = ledger.follow(store);
+  cleanup.push(async () => {
     unfollow();
-    db.close();
-    opened.close();
-    rmSync(dir, { recursive: true, force: true });
+    await store.close();
   });
   const reconciler = stubReconciler();
-  const agents = createAgentService({ store: contract, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
-  const hosts = createHostService({ store: contract, hub, ledger, reconciler, advertiseUrl: "http://test" });
-  const secrets: Record<string, Promise<string>> = {};
-  for (const id of ["host_aaaa", "host_bbbb"]) secrets[id] = addHost(contract, id);
-  const connect = async (hostId: string) => openAgentStream(agents, hostId, await secrets[hostId]!);
+  const agents = createAgentService({ store, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
+  const hosts = createHostService({ store, hub, ledger, reconciler, advertiseUrl: "http://test" });
+  const secrets: Record<string, string> = {};
+  for (const id of ["host_aaaa", "host_bbbb"]) secrets[id] = await addHost(store, id);
+  const connect = async (hostId: string) => openAgentStream(agents, hostId, secrets[hostId]!);
   const admin = createHandlerContext({
     service: HostService,
     method: HostService.method.removeHost,
@@ -62,8 +50,17 @@ function setup() {
     url: "http://test/berth.v1.HostService/RemoveHost",
     contextValues: createContextValues().set(callerKey, { tokenId: "tok_admin", name: "admin", role: "admin", project: null }),
   });
-  const rows = (table: string, hostId: string) => (db.prepare(`SELECT COUNT(*) AS n FROM ${table} WHERE host_id = ?`).get(hostId) as { n: number }).n;
-  return { db, store, contract, hub, ledger, hosts, connect, admin, rows };
+  /** How many containers are stored for the host. */
+  const containers = async (hostId: string) => (await store.observedCounts(hostId)).total;
+  /**
+   * Sends a heartbeat reporting `freeBytes` and waits until it is stored: one host's
+   * messages are applied in order, so everything `stream` sent before it was handled.
+   */
+  const marker = async (stream: AgentStream, hostId: string, freeBytes: number) => {
+    stream.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: BigInt(freeBytes) } });
+    await vi.waitFor(async () => expect((await store.getHost(hostId))?.facts.dataRootFreeBytes).toBe(freeBytes), { timeout: 10_000 });
+  };
+  return { store, hub, ledger, hosts, connect, admin, containers, marker };
 }
 
 const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
@@ -80,28 +77,10 @@ function labelled(i: number) {
 
 describe("a hostile host cannot make the manager store or do without bound", () => {
   it("30,000 labelled containers in 30 inventory parts: bounded rows, one event, the other host served, RemoveHost deletes every row", async () => {
-    const { db, store, contract, hub, ledger, hosts, connect, admin, rows } = setup();
+    const { store, hub, ledger, hosts, connect, admin, containers, marker } = await setup();
     // One real server on the hostile host: its container is always kept.
     const mine = newId("srv");
-    await contract.commit([
-      {
-        op: "server.insert",
-        server: {
-          id: mine,
-          project: "default",
-          name: "mine",
-          hostId: "host_aaaa",
-          generation: 1,
-          spec: create(ServerSpecSchema, { name: "mine", image: "busybox" }),
-          status: initialStatus(),
-          dataInitialized: true,
-          lifecycle: {},
-          createdAt: 1,
-          updatedAt: 1,
-          deletedAt: null,
-        },
-      },
-    ]);
+    await store.commit([{ op: "server.insert", server: newServer({ id: mine, name: "mine", hostId: "host_aaaa", dataInitialized: true }) }]);
     const a = await connect("host_aaaa");
     const b = await connect("host_bbbb");
     await a.output.next();
@@ -148,21 +127,21 @@ describe("a hostile host cannot make the manager store or do without bound", () 
     const beat = Date.now();
     b.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: 1234n } });
     await vi.waitFor(
-      () => {
+      async () => {
         expect(floodMs, "host A's flood applied").toBeGreaterThan(0);
-        expect(store.getHost("host_bbbb")?.lastHeartbeat ?? 0, "host B's heartbeat recorded").toBeGreaterThanOrEqual(beat);
+        expect((await store.getHost("host_bbbb"))?.lastHeartbeat ?? 0, "host B's heartbeat recorded").toBeGreaterThanOrEqual(beat);
       },
       { timeout: 10_000, interval: 10 },
     );
 
     expect(hub.isConnected("host_aaaa")).toBe(true);
-    expect(store.getHost("host_bbbb")?.facts.dataRootFreeBytes).toBe(1234);
+    expect((await store.getHost("host_bbbb"))?.facts.dataRootFreeBytes).toBe(1234);
     // After: the longest turn is 1/6-1/4 of the flood (the final apply); before the limits, all of it.
     expect(longestTurn, `longest turn ${longestTurn.toFixed(1)} ms of a ${floodMs.toFixed(1)} ms flood`).toBeLessThan(floodMs / 2);
     // At most maxOtherLabelled containers of unknown servers, plus the host's own server's.
-    expect(rows("observed_containers", "host_aaaa")).toBe(DEFAULT_HOST_LIMITS.maxOtherLabelled + 1);
-    expect(store.containersForServer("host_aaaa", mine)).toHaveLength(1);
-    const entries = store.listDataRootEntries("host_aaaa").map((e) => e.name);
+    expect(await containers("host_aaaa")).toBe(DEFAULT_HOST_LIMITS.maxOtherLabelled + 1);
+    expect(await store.containersForServer("host_aaaa", mine)).toHaveLength(1);
+    const entries = (await store.listDataRootEntries("host_aaaa")).map((e) => e.name);
     expect(entries.length).toBeLessThanOrEqual(DEFAULT_HOST_LIMITS.maxDataRootEntries);
     expect(entries).toContain("ok-dir");
     expect(entries.filter((n) => n.includes("/") || n === "..")).toEqual([]);
@@ -179,36 +158,52 @@ describe("a hostile host cannot make the manager store or do without bound", () 
     // Events about more unknown containers: refused, not stored, no second event within the window.
     for (let i = 0; i < 500; i++) a.send({ case: "containerEvent", value: { action: "start", container: labelled(100_000 + i) } });
     a.send({ case: "dataStatus", value: { dirs: [{ serverId: "srv_unknownyyyy", exists: true }] } });
-    await tick(50);
-    expect(rows("observed_containers", "host_aaaa")).toBe(DEFAULT_HOST_LIMITS.maxOtherLabelled + 1);
-    expect(store.getDataDir("host_aaaa", "srv_unknownyyyy")).toBeUndefined();
+    await marker(a, "host_aaaa", 5678);
+    expect(await containers("host_aaaa")).toBe(DEFAULT_HOST_LIMITS.maxOtherLabelled + 1);
+    expect(await store.getDataDir("host_aaaa", "srv_unknownyyyy")).toBeUndefined();
     expect((await ledger.list({})).filter((e) => e.type === "host.reports_refused")).toHaveLength(1);
 
-    // RemoveHost: nothing the host reported stays.
-    db.prepare("INSERT INTO alerts (id, rule, subject, host_id, severity, state, first_seen, last_seen) VALUES ('alr_1', 'orphan_found', 'orphan:host_aaaa/container', 'host_aaaa', 'warning', 'firing', 1, 1)").run();
+    // RemoveHost: nothing the host reported stays. Besides the containers and data-root entries
+    // above: a data directory check, an open command and an alert about an orphan on the host.
+    await store.commit([
+      { op: "dataDir.upsert", dataDir: { hostId: "host_aaaa", serverId: mine, present: true, sizeBytes: 1, checkedAt: 1 } },
+      { op: "command.insert", command: create(CommandSchema, { id: "cmd_mine", serverId: mine, kind: CommandKind.ENSURE_RUNNING }), hostId: "host_aaaa", createdAt: 1, deadlineAt: Date.now() + 60_000 },
+      {
+        op: "alert.insert",
+        alert: { id: "alr_1", rule: "orphan_found", subject: "orphan:host_aaaa/container", project: "", hostId: "host_aaaa", serverId: "", severity: "warning", state: "firing", message: "", firstSeen: 1, lastSeen: 1, resolvedAt: null, acknowledgedBy: "", acknowledgedAt: null, mutedUntil: null },
+      },
+    ]);
+    expect(await store.getDataDir("host_aaaa", mine)).toBeDefined();
+    expect(await store.getCommand("cmd_mine")).toBeDefined();
+    expect(await store.getAlert("alr_1")).toBeDefined();
     await hosts.removeHost(create(RemoveHostRequestSchema, { id: "host_aaaa" }), admin);
-    for (const table of ["observed_containers", "data_dirs", "data_root_entries", "commands", "alerts"]) expect([table, rows(table, "host_aaaa")]).toEqual([table, 0]);
+    expect(await containers("host_aaaa"), "observed containers").toBe(0);
+    expect(await store.getDataDir("host_aaaa", mine), "data directory checks").toBeUndefined();
+    expect(await store.getDataDir("host_aaaa", "srv_unknownzzzz"), "data directory checks").toBeUndefined();
+    expect(await store.listDataRootEntries("host_aaaa"), "data-root entries").toEqual([]);
+    expect(await store.openCommandsForHost("host_aaaa"), "commands").toEqual([]);
+    expect(await store.getCommand("cmd_mine"), "commands").toBeUndefined();
+    expect(await store.getAlert("alr_1"), "alerts").toBeUndefined();
     // What it sends after removal is not stored either.
     a.send({ case: "containerEvent", value: { action: "start", container: own } });
     await tick();
-    expect(rows("observed_containers", "host_aaaa")).toBe(0);
-    expect(rows("observed_containers", "host_bbbb")).toBe(0);
+    expect(await containers("host_aaaa")).toBe(0);
+    expect(await containers("host_bbbb")).toBe(0);
     b.close();
     a.close();
   }, 20_000);
 
   it("an inventory in parts is applied only when its last part arrives", async () => {
-    const { connect, rows } = setup();
+    const { connect, containers, marker } = await setup();
     const a = await connect("host_aaaa");
     const welcome = (await a.output.next()).value as ManagerMessage;
     // The welcome carries the manager's clock: the agent judges command deadlines by it.
     expect(welcome.body.case === "welcome" && welcome.body.value.time && Math.abs(timestampMs(welcome.body.value.time) - Date.now()) < 5_000).toBe(true);
     a.send({ case: "inventory", value: { partOf: "p", more: true, dockerReachable: true, containers: [labelled(1)] } });
-    await tick();
-    expect(rows("observed_containers", "host_aaaa")).toBe(0);
+    await marker(a, "host_aaaa", 1111);
+    expect(await containers("host_aaaa")).toBe(0);
     a.send({ case: "inventory", value: { partOf: "p", more: false, dockerReachable: true, containers: [labelled(2)] } });
-    await tick();
-    expect(rows("observed_containers", "host_aaaa")).toBe(2);
+    await vi.waitFor(async () => expect(await containers("host_aaaa")).toBe(2));
     a.close();
   });
 });

@@ -1,8 +1,8 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, createContextValues, createHandlerContext } from "@connectrpc/connect";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
-import { DesiredState, ServerService, ServerSpecSchema, TailLogsRequestSchema, type TailLogsResponse } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, ServerService, TailLogsRequestSchema, type TailLogsResponse } from "@berth/proto/berth/v1/server_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
 import { hashSecret, newSecret } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
@@ -10,16 +10,15 @@ import { AgentHub } from "../link/agent-hub.js";
 import { AsyncQueue } from "../link/async-queue.js";
 import { createLogger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import { initialStatus } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { createAgentService } from "./agent-service.js";
 import { createTailLogs, LOG_CHUNK_OVERHEAD_BYTES, LOG_WINDOW_BYTES } from "./logs.js";
 import { hostToProto } from "./convert.js";
 import { ConditionStatus } from "@berth/proto/berth/v1/server_pb.js";
 
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0)) f();
+const cleanup: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
 });
 
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
@@ -27,35 +26,20 @@ const TEAM_B: Caller = { tokenId: "tok_b", name: "b", role: "viewer", project: "
 
 /** A manager's agent link and TailLogs over an in-memory store, with one connected host. */
 async function setup(openTimeoutMs = 2_000) {
-  const opened = memoryStore();
-  cleanup.push(() => opened.close());
-  // The table classes only to read rows the agent link wrote.
-  const { store, contract } = opened;
+  const store = await testStore();
+  cleanup.push(() => store.close());
   const hub = new AgentHub();
   const ledger = new Ledger(store);
-  cleanup.push(ledger.follow(contract));
+  cleanup.push(ledger.follow(store));
   const reconciler = { enqueue: () => {}, enqueueHost: () => {}, noteExit: () => {} } as unknown as Reconciler;
-  const agents = createAgentService({ store: contract, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
-  const tailLogs = createTailLogs({ store: contract, hub, openTimeoutMs });
+  const agents = createAgentService({ store, hub, ledger, reconciler, log: createLogger("silent", "test"), managerId: "mgr_test", heartbeatIntervalSeconds: 5 });
+  const tailLogs = createTailLogs({ store, hub, openTimeoutMs });
   const secret = newSecret();
-  await contract.commit([{ op: "host.insert", id: "host_aaaa", name: "a", secretHash: hashSecret(secret), createdAt: 1 }]);
-  await contract.commit([
+  await store.commit([
+    { op: "host.insert", id: "host_aaaa", name: "a", secretHash: hashSecret(secret), createdAt: 1 },
     {
       op: "server.insert",
-      server: {
-        id: "srv_web",
-        project: "default",
-        name: "web",
-        hostId: "host_aaaa",
-        generation: 1,
-        spec: create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
-        status: initialStatus(),
-        dataInitialized: true,
-        lifecycle: {},
-        createdAt: 1,
-        updatedAt: 1,
-        deletedAt: null,
-      },
+      server: newServer({ id: "srv_web", name: "web", hostId: "host_aaaa", spec: { desiredState: DesiredState.RUNNING, dataMountPath: "/data" }, dataInitialized: true }),
     },
   ]);
 
@@ -81,7 +65,8 @@ async function setup(openTimeoutMs = 2_000) {
   expect(((await fromManager.next()).value as ManagerMessage).body.case).toBe("welcome");
   agentSend({ case: "hello", value: { hostname: "a", dockerVersion: "28.2.2", dockerReachable: true } });
   agentSend({ case: "inventory", value: { containers: [], dataDirs: [], dockerReachable: true } });
-  await tick();
+  // Connected once its first inventory is stored: then TailLogs may ask it.
+  await vi.waitFor(() => expect(hub.isConnected("host_aaaa")).toBe(true));
   /** The next message the manager sent to the agent. */
   const nextToAgent = async () => ((await fromManager.next()).value as ManagerMessage).body;
 
@@ -247,9 +232,9 @@ describe("TailLogs through the agent link", () => {
   });
 
   it("answers Unavailable for a server on an offline host", async () => {
-    const { call, input } = await setup();
+    const { call, input, hub } = await setup();
     input.close();
-    await tick();
+    await vi.waitFor(() => expect(hub.isConnected("host_aaaa")).toBe(false));
     expect(await call(ADMIN, { id: "web" }).it.next().catch((e: unknown) => e)).toMatchObject({ code: Code.Unavailable });
   });
 });
@@ -257,32 +242,34 @@ describe("TailLogs through the agent link", () => {
 describe("what the agent reports about its host", () => {
   it("keeps DockerReachable as a condition with its transition time and records each change once", async () => {
     const { store, hub, agentSend, ledger } = await setup();
-    const cond = () => hostToProto(store.getHost("host_aaaa")!, hub.isConnected("host_aaaa"), 0).conditions.find((c) => c.type === "DockerReachable");
-    expect(cond()).toMatchObject({ status: ConditionStatus.TRUE, reason: "Reachable" });
+    const cond = async () => hostToProto((await store.getHost("host_aaaa"))!, hub.isConnected("host_aaaa"), 0).conditions.find((c) => c.type === "DockerReachable");
+    expect(await cond()).toMatchObject({ status: ConditionStatus.TRUE, reason: "Reachable" });
     agentSend({ case: "heartbeat", value: { dockerReachable: false } });
     agentSend({ case: "heartbeat", value: { dockerReachable: false } });
-    await tick();
-    const down = cond()!;
-    expect(down).toMatchObject({ status: ConditionStatus.FALSE, reason: "Unreachable" });
-    expect(hostToProto(store.getHost("host_aaaa")!, true, 0).dockerReachable).toBe(false);
+    await vi.waitFor(async () => expect(await cond()).toMatchObject({ status: ConditionStatus.FALSE, reason: "Unreachable" }));
+    expect(hostToProto((await store.getHost("host_aaaa"))!, true, 0).dockerReachable).toBe(false);
+    // One host's messages are applied in order: once this one is, both unreachable heartbeats were.
     agentSend({ case: "heartbeat", value: { dockerReachable: true } });
-    await tick();
-    expect(cond()).toMatchObject({ status: ConditionStatus.TRUE });
+    await vi.waitFor(async () => expect(await cond()).toMatchObject({ status: ConditionStatus.TRUE }));
     expect((await ledger.list({})).filter((e) => e.type.startsWith("host.docker_")).map((e) => e.type)).toEqual(["host.docker_unreachable", "host.docker_reachable"]);
     // An empty heartbeat (sent on a state change) does not wipe the disk fact.
     agentSend({ case: "heartbeat", value: { dataRootFreeBytes: 1234n, dockerReachable: true } });
     agentSend({ case: "heartbeat", value: { dockerReachable: true } });
-    await tick();
-    expect(store.getHost("host_aaaa")!.facts.dataRootFreeBytes).toBe(1234);
+    // A marker after them: once Docker shows unreachable, the empty heartbeat before it was applied.
+    agentSend({ case: "heartbeat", value: { dockerReachable: false } });
+    await vi.waitFor(async () => expect(await cond()).toMatchObject({ status: ConditionStatus.FALSE }));
+    expect((await store.getHost("host_aaaa"))!.facts.dataRootFreeBytes).toBe(1234);
   });
 
   it("records image pull progress as throttled ledger events, always the last one", async () => {
-    const { agentSend, ledger } = await setup();
+    const { agentSend, ledger, store } = await setup();
     for (let i = 0; i < 20; i++) agentSend({ case: "pullProgress", value: { serverId: "srv_web", commandId: "cmd_1", image: "busybox", status: `layer ${i}` } });
     agentSend({ case: "pullProgress", value: { serverId: "srv_web", commandId: "cmd_1", image: "busybox", status: "pulled image busybox", done: true } });
     // Another host's server is not this agent's to report on.
     agentSend({ case: "pullProgress", value: { serverId: "srv_other", commandId: "cmd_2", image: "x", status: "s" } });
-    await tick();
+    // A marker: one host's messages are applied in order, so once this one is, every report above was handled.
+    agentSend({ case: "heartbeat", value: { dockerReachable: false } });
+    await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.facts.dockerReachable).toBe(false));
     const pulls = (await ledger.list({})).filter((e) => e.type === "image.pull_progress");
     expect(pulls.map((e) => e.message)).toEqual(["busybox: layer 0", "busybox: pulled image busybox"]);
     expect(pulls[1]).toMatchObject({ serverId: "srv_web", reason: "PullFinished", correlationId: "cmd_1", actor: "agent" });

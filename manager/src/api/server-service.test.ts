@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { DesiredState, Phase, ServerService, ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, ServerService, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { callerKey, type Caller } from "../auth/caller.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
@@ -9,39 +9,38 @@ import { createLogger } from "../log.js";
 import { Reconciler } from "../reconcile/reconciler.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
 import { createServerService, WRITE_ATTEMPTS } from "./server-service.js";
 
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
 const HOST = "host_aaaaaaaaaaaa";
 
-const open: (() => void)[] = [];
-afterEach(() => {
-  for (const f of open.splice(0)) f();
+const open: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const f of open.splice(0).reverse()) await f();
 });
 
 /**
  * ServerService over an in-memory store, with a reconciler whose host never
  * connects. `contract` wraps the store contract the service and the
  * reconciler use (to make reads fail or to slip a write in between); `store`
- * is the table classes, for reading rows.
+ * is the unwrapped contract, for reading what was stored.
  */
-function setup(opts: { contract?: (c: Store) => Store } = {}) {
-  const opened = memoryStore();
-  const raw = opened.contract;
+async function setup(opts: { contract?: (c: Store) => Store } = {}) {
+  const raw = await testStore();
   const contract = opts.contract ? opts.contract(raw) : raw;
   const hub = new AgentHub();
-  const ledger = new Ledger(opened.contract);
+  const ledger = new Ledger(raw);
   const unfollow = ledger.follow(raw);
   const log = createLogger("silent", "test");
-  const managerId = opened.store.managerId();
+  const managerId = await raw.clusterId();
   const reconciler = new Reconciler({ store: contract, hub, log, managerId, ledger });
-  opened.store.insertHost({ id: HOST, name: "h", secretHash: "x".repeat(64), createdAt: 1 });
-  open.push(() => {
+  await raw.commit([{ op: "host.insert", id: HOST, name: "h", secretHash: "x".repeat(64), createdAt: 1 }]);
+  open.push(async () => {
     reconciler.stop();
     unfollow();
-    opened.close();
+    await raw.close();
   });
   const as: Interceptor = (next) => (req) => {
     req.contextValues.set(callerKey, ADMIN);
@@ -56,25 +55,12 @@ function setup(opts: { contract?: (c: Store) => Store } = {}) {
     await raw.commit([
       {
         op: "server.insert",
-        server: {
-          id,
-          project: "default",
-          name,
-          hostId: HOST,
-          generation: 1,
-          spec: create(ServerSpecSchema, { name, hostId: HOST, image: "busybox" }),
-          status: create(ServerStatusSchema, { ...initialStatus(), phase }),
-          dataInitialized: o.dataInitialized ?? false,
-          lifecycle: {},
-          createdAt,
-          updatedAt: createdAt,
-          deletedAt: null,
-        },
+        server: newServer({ id, name, hostId: HOST, status: create(ServerStatusSchema, { ...initialStatus(), phase }), dataInitialized: o.dataInitialized ?? false, at: createdAt }),
       },
     ]);
     return id;
   };
-  return { store: opened.store, contract: raw, hub, ledger, reconciler, managerId, client: createClient(ServerService, t), insert };
+  return { store: raw, contract: raw, hub, ledger, reconciler, managerId, client: createClient(ServerService, t), insert };
 }
 
 /** The contract, with `before(ops)` run ahead of every commit (to slip in what another writer does meanwhile). */
@@ -96,7 +82,7 @@ const refusal = (p: Promise<unknown>) =>
 
 describe("ServerService.ListServers", () => {
   it("filters by phase before cutting the page: a page of one finds the running server behind newer stopped ones", async () => {
-    const { client, insert } = setup();
+    const { client, insert } = await setup();
     const running = await insert("runner", Phase.RUNNING, 1_000);
     await insert("stoppeda", Phase.STOPPED, 2_000);
     await insert("stoppedb", Phase.STOPPED, 3_000);
@@ -122,7 +108,7 @@ describe("ServerService.ListServers", () => {
 describe("API calls reconcile through the work queue", () => {
   it("a reconcile that fails right after an accepted change: the call still answers, and the reconcile is retried", async () => {
     let failures = 1;
-    const { client, store } = setup({
+    const { client, store } = await setup({
       contract: (c) =>
         new Proxy(c, {
           get(target, prop, receiver) {
@@ -140,11 +126,11 @@ describe("API calls reconcile through the work queue", () => {
     const { server } = await client.createServer({ spec: { name: "web", image: "busybox", hostId: HOST } });
     expect(server?.status?.phase).toBe(Phase.PENDING);
     // The retry (200 ms backoff) reconciles it: the host is not connected, so Unknown.
-    await vi.waitFor(() => expect(store.getServer(server!.id)?.status.phase).toBe(Phase.UNKNOWN), { timeout: 4_000 });
+    await vi.waitFor(async () => expect((await store.getServer(server!.id))?.status.phase).toBe(Phase.UNKNOWN), { timeout: 4_000 });
   });
 
   it("the periodic resync reconciles every server without any trigger", async () => {
-    const { store, contract, managerId, reconciler, insert } = setup();
+    const { store, contract, managerId, reconciler, insert } = await setup();
     const ids: string[] = [];
     for (const [i, n] of ["one", "two", "three"].entries()) ids.push(await insert(n, Phase.RUNNING, 1_000 + i));
     // A reconciler with a short period over the same store.
@@ -153,29 +139,29 @@ describe("API calls reconcile through the work queue", () => {
     void reconciler;
     periodic.startResync();
     // Each is reconciled: RUNNING recorded before, now Unknown (its host is not connected).
-    await vi.waitFor(() => expect(ids.map((id) => store.getServer(id)?.status.phase)).toEqual([Phase.UNKNOWN, Phase.UNKNOWN, Phase.UNKNOWN]), { timeout: 4_000 });
+    await vi.waitFor(async () => expect(await Promise.all(ids.map(async (id) => (await store.getServer(id))?.status.phase))).toEqual([Phase.UNKNOWN, Phase.UNKNOWN, Phase.UNKNOWN]), { timeout: 4_000 });
   });
 });
 
 describe("ServerService.UpdateServer with expected_version", () => {
   it("a stale version answers Aborted and changes nothing; the current one updates and returns the next version", async () => {
-    const { client, store } = setup();
+    const { client, store, ledger } = await setup();
     const { server: created } = await client.createServer({ spec: { name: "mc", image: "busybox", hostId: HOST } });
     const read = (await client.getServer({ id: created!.id })).server!;
     expect(read.version).toBeGreaterThanOrEqual(1n);
-    expect(read.version).toBe(BigInt(store.getServer(read.id)!.version));
+    expect(read.version).toBe(BigInt((await store.getServer(read.id))!.version));
 
     // Someone else changes it after it was read.
     const other = await client.updateServer({ id: read.id, spec: { ...read.spec!, image: "alpine" } });
     expect(other.server!.version).toBeGreaterThan(read.version);
-    const before = store.getServer(read.id)!;
-    const events = store.listEvents({ serverId: read.id }).length;
+    const before = (await store.getServer(read.id))!;
+    const events = (await ledger.list({ serverId: read.id })).length;
 
     const stale = await refusal(client.updateServer({ id: read.id, spec: { ...read.spec!, image: "nginx" }, expectedVersion: read.version }));
     expect(stale?.code).toBe(Code.Aborted);
     expect(stale?.rawMessage).toBe(`server "mc" was changed by someone else (version ${before.version}, expected ${read.version}): read it again and retry`);
-    expect(store.getServer(read.id)).toEqual(before);
-    expect(store.listEvents({ serverId: read.id }).length).toBe(events);
+    expect(await store.getServer(read.id)).toEqual(before);
+    expect((await ledger.list({ serverId: read.id })).length).toBe(events);
 
     // Read again, retry: accepted.
     const fresh = (await client.getServer({ id: read.id })).server!;
@@ -187,18 +173,18 @@ describe("ServerService.UpdateServer with expected_version", () => {
 
 describe("ServerService.RestoreServer", () => {
   it("refuses a server whose port another took while it was deleted, naming free ports, and changes nothing", async () => {
-    const { client, store } = setup();
+    const { client, store } = await setup();
     const ports = [{ containerPort: 25565, hostPort: 25565 }];
     const { server: first } = await client.createServer({ spec: { name: "mc", image: "busybox", hostId: HOST, ports } });
     await client.deleteServer({ id: first!.id });
     // A deleted server holds no ports: the next one may take them.
     await client.createServer({ spec: { name: "mc2", image: "busybox", hostId: HOST, ports } });
-    const before = store.getServer(first!.id)!;
+    const before = (await store.getServer(first!.id))!;
 
     const refused = await refusal(client.restoreServer({ id: first!.id }));
     expect(refused?.code).toBe(Code.FailedPrecondition);
     expect(refused?.rawMessage).toBe(`port conflict on host ${HOST}: host port 25565/tcp is used by server "mc2" (try 25566)`);
-    expect(store.getServer(first!.id)).toEqual(before);
+    expect(await store.getServer(first!.id)).toEqual(before);
   });
 });
 
@@ -219,79 +205,79 @@ describe("operator actions racing another writer", () => {
   it("a reconciler's status write between StopServer's read and its commit: the stop is decided again and accepted", async () => {
     let target = "";
     const race = reconcilerWritesFirst(() => target, 2);
-    const { client, store, insert } = setup({ contract: race.wrap });
+    const { client, store, ledger, insert } = await setup({ contract: race.wrap });
     target = await insert("mc", Phase.RUNNING, 1_000);
 
     const { server } = await client.stopServer({ id: "mc", timeoutSeconds: 30 });
     expect(race.slipped).toHaveLength(2); // the first two commits lost the race
     expect(server!.spec!.desiredState).toBe(DesiredState.STOPPED);
-    const rec = store.getServer(target)!;
+    const rec = (await store.getServer(target))!;
     expect(rec.spec.desiredState).toBe(DesiredState.STOPPED);
     expect(rec.lifecycle.stopTimeoutSeconds).toBe(30);
     expect(rec.version).toBeGreaterThan(race.slipped[1]!);
-    expect(store.listEvents({ serverId: target }).filter((e) => e.type === "server.stop_requested")).toHaveLength(1);
+    expect((await ledger.list({ serverId: target })).filter((e) => e.type === "server.stop_requested")).toHaveLength(1);
   });
 
   it("with the caller's expected_version the same race answers Aborted and writes nothing", async () => {
     let target = "";
     const race = reconcilerWritesFirst(() => target, 1);
-    const { client, store, insert } = setup({ contract: race.wrap });
+    const { client, store, ledger, insert } = await setup({ contract: race.wrap });
     target = await insert("mc", Phase.STOPPED, 1_000);
     const read = (await client.getServer({ id: target })).server!;
 
     const err = await refusal(client.updateServer({ id: target, spec: { ...read.spec!, image: "alpine" }, expectedVersion: read.version }));
     expect(err?.code).toBe(Code.Aborted);
     expect(err?.rawMessage).toMatch(/was changed by someone else .*read it again and retry/);
-    expect(store.getServer(target)!.spec.image).toBe("busybox");
-    expect(store.listEvents({ serverId: target }).filter((e) => e.type === "server.updated")).toHaveLength(0);
+    expect((await store.getServer(target))!.spec.image).toBe("busybox");
+    expect((await ledger.list({ serverId: target })).filter((e) => e.type === "server.updated")).toHaveLength(0);
   });
 
   it("a record that keeps changing under the call: Aborted after a few attempts, saying to retry", async () => {
     let target = "";
     const race = reconcilerWritesFirst(() => target, Infinity);
-    const { client, store, insert } = setup({ contract: race.wrap });
+    const { client, store, insert } = await setup({ contract: race.wrap });
     target = await insert("mc", Phase.STOPPED, 1_000);
 
     const err = await refusal(client.startServer({ id: target }));
     expect(err?.code).toBe(Code.Aborted);
     expect(err?.rawMessage).toMatch(/read it again and retry/);
     expect(race.slipped).toHaveLength(WRITE_ATTEMPTS);
-    expect(store.getServer(target)!.spec.desiredState).not.toBe(DesiredState.RUNNING);
+    expect((await store.getServer(target))!.spec.desiredState).not.toBe(DesiredState.RUNNING);
   });
 });
 
 describe("ServerService.StartServer of a server whose data directory is gone", () => {
   it("refuses without allow_empty_data; with it, the start and the reset of the data flag are one write", async () => {
-    const { client, contract, store, insert } = setup();
+    const { client, contract, store, insert } = await setup();
     const id = await insert("mc", Phase.MISSING, 1_000, { dataInitialized: true });
     await contract.commit([{ op: "dataDir.upsert", dataDir: { hostId: HOST, serverId: id, present: false, sizeBytes: 0, checkedAt: 1 } }]);
 
     const err = await refusal(client.startServer({ id }));
     expect(err?.code).toBe(Code.FailedPrecondition);
     expect(err?.rawMessage).toMatch(/data directory of "mc" is gone .*allow_empty_data=true/);
-    expect(store.getServer(id)!.dataInitialized).toBe(true);
+    expect((await store.getServer(id))!.dataInitialized).toBe(true);
 
     const { server } = await client.startServer({ id, allowEmptyData: true });
     expect(server!.spec!.desiredState).toBe(DesiredState.RUNNING);
-    expect(store.getServer(id)!.dataInitialized).toBe(false);
+    expect((await store.getServer(id))!.dataInitialized).toBe(false);
   });
 });
 
 describe("ServerService.CreateServer, two at once", () => {
   it("with one name: one is created, the other answers AlreadyExists (checks interleave at their reads; the database's unique name is the backstop)", async () => {
-    const { client, store } = setup();
+    const { client, store } = await setup();
     const spec = { name: "mc", image: "busybox", hostId: HOST, ports: [{ containerPort: 25565, hostPort: 25565 }] };
     const answers = await Promise.all([refusal(client.createServer({ spec })), refusal(client.createServer({ spec: { ...spec, ports: [] } }))]);
     expect(answers.map((e) => (e ? Code[e.code] : "OK")).sort()).toEqual(["AlreadyExists", "OK"]);
-    expect(store.listServers({}).map((s) => s.name)).toEqual(["mc"]);
+    expect((await store.listServers({})).map((s) => s.name)).toEqual(["mc"]);
   });
 
   it("with one host port: one is created, the other answers FailedPrecondition naming the port", async () => {
-    const { client, store } = setup();
+    const { client, store } = await setup();
     const ports = [{ containerPort: 25565, hostPort: 25565 }];
     const answers = await Promise.all(["a", "b"].map((name) => refusal(client.createServer({ spec: { name, image: "busybox", hostId: HOST, ports } }))));
     expect(answers.map((e) => (e ? Code[e.code] : "OK")).sort()).toEqual(["FailedPrecondition", "OK"]);
     expect(answers.find((e) => e)?.rawMessage).toMatch(/25565/);
-    expect(store.listServers({})).toHaveLength(1);
+    expect(await store.listServers({})).toHaveLength(1);
   });
 });

@@ -1,11 +1,9 @@
-import { create } from "@bufbuild/protobuf";
 import { createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   DesiredState,
   Phase,
   ServerService,
-  ServerSpecSchema,
   WatchChange,
   type WatchServersResponse,
 } from "@berth/proto/berth/v1/server_pb.js";
@@ -14,37 +12,29 @@ import { Ledger } from "../ledger/ledger.js";
 import { ServerChangeFeed } from "../ledger/server-changes.js";
 import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
-import { initialStatus, type ServerRecord } from "../domain/records.js";
-import { memoryStore } from "../../testing/store.js";
+import { initialStatus, type NewServerRecord } from "../domain/records.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
 import { createWatchServers, RESUME_HEADER } from "./watch-servers.js";
 
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
 const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
 
-function server(id: string, o: Partial<ServerRecord> = {}): ServerRecord {
-  const name = id.replace(/^srv_/, "s-").replace(/_/g, "-");
-  return {
+function server(id: string, o: Partial<NewServerRecord> = {}): NewServerRecord {
+  return newServer({
     id,
-    project: "a",
-    name,
     hostId: "host_1",
-    generation: 1,
-    spec: create(ServerSpecSchema, { name, image: "busybox", desiredState: DesiredState.RUNNING, dataMountPath: "/data" }),
+    name: id.replace(/^srv_/, "s-").replace(/_/g, "-"),
+    project: "a",
+    spec: { desiredState: DesiredState.RUNNING, dataMountPath: "/data" },
     status: { ...initialStatus(), phase: Phase.RUNNING },
-    dataInitialized: false,
-    lifecycle: {},
-    createdAt: 1,
-    updatedAt: 1,
-    deletedAt: null,
-    version: 1,
     ...o,
-  };
+  });
 }
 
-const open: (() => void)[] = [];
-afterEach(() => {
-  for (const f of open.splice(0)) f();
+const open: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const f of open.splice(0).reverse()) await f();
 });
 
 /**
@@ -52,11 +42,10 @@ afterEach(() => {
  * and reach the watch as they do in the manager (the ledger follows committed
  * batches). `feed` replaces the ledger's feed (to control its reads).
  */
-function setup(opts: { feed?: (contract: Store) => ServerChangeFeed } = {}) {
-  const opened = memoryStore();
-  open.push(() => opened.close());
-  const { contract } = opened;
-  const real = new Ledger(opened.contract);
+async function setup(opts: { feed?: (contract: Store) => ServerChangeFeed } = {}) {
+  const contract = await testStore();
+  open.push(() => contract.close());
+  const real = new Ledger(contract);
   open.push(real.follow(contract));
   const ledger = opts.feed ? ({ servers: opts.feed(contract) } as unknown as Ledger) : real;
   if (opts.feed) open.push(contract.onCommit((c) => c.serverIds.forEach((id) => ledger.servers.notify(id))));
@@ -71,7 +60,7 @@ function setup(opts: { feed?: (contract: Store) => ServerChangeFeed } = {}) {
     return createClient(ServerService, t);
   };
   /** A server created (and published) before what the test watches. */
-  const insert = async (s: ServerRecord) => {
+  const insert = async (s: NewServerRecord) => {
     await contract.commit([{ op: "server.insert", server: s }]);
     await ledger.servers.flush();
   };
@@ -106,7 +95,7 @@ const label = (m: WatchServersResponse) => `${WatchChange[m.change]}${m.server ?
 
 describe("ServerService.WatchServers", () => {
   it("sends a snapshot, then one message per change, with resume tokens", async () => {
-    const { insert, client, setPhase } = setup();
+    const { insert, client, setPhase } = await setup();
     await insert(server("srv_1"));
     await insert(server("srv_2", { project: "b" }));
     const ctl = new AbortController();
@@ -128,7 +117,7 @@ describe("ServerService.WatchServers", () => {
   });
 
   it("coalesces a burst for one server into one message with the latest state", async () => {
-    const { insert, client, setPhase } = setup();
+    const { insert, client, setPhase } = await setup();
     await insert(server("srv_1"));
     const ctl = new AbortController();
     const w = watch(client(ADMIN).watchServers({}, { signal: ctl.signal }));
@@ -146,7 +135,7 @@ describe("ServerService.WatchServers", () => {
   });
 
   it("filters by host and phase on the server side; leaving the filter is a DELETE", async () => {
-    const { insert, client, setPhase, purge } = setup();
+    const { insert, client, setPhase, purge } = await setup();
     await insert(server("srv_1"));
     await insert(server("srv_2", { hostId: "host_2" }));
     await insert(server("srv_3", { status: { ...initialStatus(), phase: Phase.STOPPED } }));
@@ -167,7 +156,7 @@ describe("ServerService.WatchServers", () => {
   });
 
   it("resumes from a token: only what changed since, then SNAPSHOT_END; an unknown token gets a full snapshot", async () => {
-    const { insert, client, setPhase, purge } = setup();
+    const { insert, client, setPhase, purge, ledger } = await setup();
     for (const id of ["srv_1", "srv_2", "srv_3"]) await insert(server(id));
     const c = client(ADMIN);
     const ctl = new AbortController();
@@ -181,7 +170,8 @@ describe("ServerService.WatchServers", () => {
     await setPhase("srv_2", Phase.STOPPING);
     await setPhase("srv_2", Phase.STOPPED);
     await purge("srv_3");
-    await new Promise((r) => setImmediate(r));
+    // Published before the watch resumes (each change is a read of the record: a round trip on PostgreSQL).
+    await ledger.servers.flush();
 
     const ctl2 = new AbortController();
     const w2 = watch(c.watchServers({}, { signal: ctl2.signal, headers: { [RESUME_HEADER]: last.resumeToken } }));
@@ -198,7 +188,7 @@ describe("ServerService.WatchServers", () => {
 
   it("a resume whose reads are slow sends what it missed before what changed meanwhile: tokens only go forward", async () => {
     let slow: { id: string; waiting: (() => void)[] } | undefined;
-    const { insert, client, setPhase, ledger } = setup({
+    const { insert, client, setPhase, ledger } = await setup({
       feed: (contract) =>
         new ServerChangeFeed(async (id) => {
           if (slow?.id === id) await new Promise<void>((r) => slow!.waiting.push(r));
@@ -221,8 +211,7 @@ describe("ServerService.WatchServers", () => {
     const ctl2 = new AbortController();
     const w2 = watch(c.watchServers({}, { signal: ctl2.signal, headers: { [RESUME_HEADER]: last.resumeToken } }));
     const resumed = w2.snapshot();
-    await new Promise((r) => setTimeout(r, 20));
-    expect(slow.waiting).toHaveLength(1);
+    await vi.waitFor(() => expect(slow!.waiting).toHaveLength(1));
     await setPhase("srv_3", Phase.STOPPED); // published while the resume still reads
     await new Promise((r) => setTimeout(r, 20));
     const waiting = slow.waiting;
@@ -238,7 +227,7 @@ describe("ServerService.WatchServers", () => {
   });
 
   it("a project-scoped token cannot watch another project", async () => {
-    const { client } = setup();
+    const { client } = await setup();
     const err = await watch(client(TEAM_A).watchServers({ project: "b" }))
       .next()
       .catch((e: unknown) => e as Error);
