@@ -1,7 +1,7 @@
 /**
- * Stores for tests: a fresh, migrated in-memory SQLite database behind both
- * the table classes and the store contract (store/store.ts), with a secret
- * box so specs with secret env values can be written.
+ * Stores for tests: a fresh, migrated store on either engine behind the store
+ * contract (store/store.ts), with a secret box so specs with secret env values
+ * can be written, and record fixtures.
  */
 import { randomBytes } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -12,41 +12,6 @@ import { createDatabase, dropDatabase, uniqueDatabaseName } from "../../test/har
 import { openStore } from "../src/store/open.js";
 import type { Store } from "../src/store/store.js";
 import { SecretBox } from "../src/store/secrets.js";
-import { AlertTables } from "../src/store/sqlite/alert-tables.js";
-import { openDatabase } from "../src/store/sqlite/database.js";
-import { EventTables } from "../src/store/sqlite/event-tables.js";
-import { SqliteStore } from "../src/store/sqlite/sqlite-store.js";
-import { SqliteTables } from "../src/store/sqlite/tables.js";
-import { TokenTables } from "../src/store/sqlite/token-tables.js";
-
-/** The contract over a test database, and (while tests move to the contract) its SQLite table classes. */
-export interface MemoryStore {
-  readonly store: SqliteTables;
-  readonly events: EventTables;
-  readonly alerts: AlertTables;
-  readonly tokens: TokenTables;
-  readonly contract: SqliteStore;
-  close(): void;
-}
-
-/** A new in-memory store; close it with `close()` (or let the process end). */
-export function memoryStore(path = ":memory:"): MemoryStore {
-  const db = openDatabase(path);
-  const store = new SqliteTables(db, new SecretBox(randomBytes(32)));
-  const events = new EventTables(db);
-  const alerts = new AlertTables(db);
-  const tokens = new TokenTables(db);
-  return {
-    store,
-    events,
-    alerts,
-    tokens,
-    contract: new SqliteStore(`sqlite://${path}`, store, events, alerts, tokens),
-    close() {
-      if (db.open) db.close();
-    },
-  };
-}
 
 /** Which engine `testStore()` opens: BERTH_TEST_STORE=postgres (the unit-pg project) or SQLite (default). */
 export type TestEngine = "sqlite" | "postgres";
@@ -71,7 +36,13 @@ export async function testStore(opts: { engine?: TestEngine } = {}): Promise<Sto
   if (!server) throw new Error(`BERTH_TEST_STORE=postgres needs the run's PostgreSQL server: ${inject("postgres").unavailable ?? "none was provided"}`);
   const name = uniqueDatabaseName("berth_unit");
   const url = await createDatabase(server, name);
-  const store = await openStore(url, { secrets });
+  let store: Store;
+  try {
+    store = await openStore(url, { secrets });
+  } catch (err) {
+    await dropDatabase(server, name);
+    throw err;
+  }
   const close = store.close.bind(store);
   return Object.assign(store, {
     async close() {
