@@ -3,15 +3,16 @@ import { join } from "node:path";
 import { defineConfig } from "vitest/config";
 
 /**
- * Unit test files that take their store from testStore() (manager/testing/store.ts):
- * they run once per engine, SQLite in "unit" and PostgreSQL in "unit-pg".
+ * Unit test files that take their store from testStore() (manager/testing/store.ts)
+ * or a whole manager from startTestManager() (manager/testing/fuzz-kit.ts): they run
+ * once per engine, SQLite in "unit" and PostgreSQL in "unit-pg".
  */
 function storeTests(dir: string): string[] {
   const found: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
     if (!e.isFile() || !e.name.endsWith(".test.ts")) continue;
     const path = join(e.parentPath, e.name);
-    if (/\btestStore\(/.test(readFileSync(path, "utf8"))) found.push(path);
+    if (/\b(testStore|startTestManager)\(/.test(readFileSync(path, "utf8"))) found.push(path);
   }
   return found.sort();
 }

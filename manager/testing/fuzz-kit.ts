@@ -95,7 +95,7 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}, opts
   const engine = opts.engine ?? testEngine();
   const dir = mkdtempSync(join(tmpdir(), "berth-fuzz-"));
   const dbPath = join(dir, "berth.db");
-  let store: { store: string } | { dbPath: string } = { dbPath };
+  let store: { store: string; secretKeyFile: string } | { dbPath: string } = { dbPath };
   let pgServer: string | undefined;
   let pgName: string | undefined;
   let pgPool: pg.Pool | undefined;
@@ -104,7 +104,8 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}, opts
     if (!pgServer) throw new Error(`BERTH_TEST_STORE=postgres needs the run's PostgreSQL server: ${inject("postgres").unavailable ?? "none was provided"}`);
     pgName = uniqueDatabaseName("berth_fuzz");
     const url = await createDatabase(pgServer, pgName);
-    store = { store: url };
+    // A PostgreSQL store has no directory for the secret key: name a file of this manager's own.
+    store = { store: url, secretKeyFile: join(dir, "secret.key") };
     pgPool = new pg.Pool({ connectionString: url, max: 1 });
   }
   const removeDatabase = async () => {
