@@ -455,16 +455,35 @@ describe("strings from outside: whatever a JS string holds is stored", () => {
     ];
   }
 
-  // PostgreSQL: text cannot hold NUL ("invalid byte sequence for encoding UTF8: 0x00"), so the
-  // whole batch fails with pg's own error (Internal at the API): an agent's command result or a
-  // container label with a NUL is never recorded. The engine must escape or replace it.
-  gapOn("postgres")("NUL characters: stored and read back as written", async () => {
+  // PostgreSQL's text cannot hold NUL ("invalid byte sequence for encoding UTF8: 0x00"), and
+  // that failed the whole batch (an agent's command result never recorded). Every engine now
+  // stores NUL as U+FFFD (rows.ts storableText): the batch goes through, one read-back everywhere,
+  // and a backslash that merely looks like an escape is kept.
+  it("NUL characters: the batch goes through, read back as U+FFFD on every engine", async () => {
     const text = "a\u0000b \\u0000 ✓";
     await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
-    await store.commit(write(text));
-    expect(await readBack()).toEqual(Array(6).fill(text));
+    const r = await store.commit(write(text));
+    const stored = "a\ufffdb \\u0000 ✓";
+    expect(await readBack()).toEqual(Array(6).fill(stored));
+    // What the commit reports (and listeners hear) is what is stored.
+    expect(r.events.map((e) => e.message)).toEqual([stored]);
     expect((await store.serverFacts()).map((f) => [f.id, f.phase, f.reason])).toEqual([["srv_a", "FAILED", "ContainerFailed"]]);
     expect((await store.listServers()).map((s) => s.id)).toEqual(["srv_a"]);
+  });
+
+  it("NUL in a label's key, a reason, a server's spec: stored as U+FFFD, every read works", async () => {
+    await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
+    const spec = (await store.getServer("srv_a"))!.spec;
+    await store.commit([
+      { op: "container.upsert", hostId: HOST, container: create(ContainerInfoSchema, { id: "c1", name: "c1", labels: { "berth.server": "srv_a", "k\u0000": "v" } }), at: 2 },
+      { op: "server.spec", id: "srv_a", spec: { ...spec, image: "img\u0000" }, generation: 2, hostId: HOST, deletedAt: null, updatedAt: 2 },
+      { op: "server.status", id: "srv_a", status: create(ServerStatusSchema, { phase: Phase.FAILED, reason: "R\u0000" }), dataInitialized: false },
+      { op: "command.finish", id: "cmd_1", state: "failed", at: 2, reason: "X\u0000", message: "" },
+    ]);
+    expect((await store.observedContainer(HOST, "c1"))?.info.labels).toEqual({ "berth.server": "srv_a", "k\ufffd": "v" });
+    expect((await store.getServer("srv_a"))?.spec.image).toBe("img\ufffd");
+    expect((await store.serverFacts()).map((f) => f.reason)).toEqual(["R\ufffd"]);
+    expect((await store.getCommand("cmd_1"))?.reason).toBe("X\ufffd");
   });
 
   it("a lone surrogate in plain text (a command result, an event): stored, read back with it replaced", async () => {

@@ -21,6 +21,7 @@ import {
   hostFromRow,
   observedFromRow,
   serverFromRow,
+  storable,
   tokenFromRow,
   type AlertRow,
   type CommandRow,
@@ -131,7 +132,9 @@ export class PostgresStore implements Store {
 
   // ---------------------------------------------------------------- writes
 
-  async commit(ops: readonly WriteOp[]): Promise<CommitResult> {
+  async commit(batch: readonly WriteOp[]): Promise<CommitResult> {
+    // NUL cannot be stored in text (rows.ts storableText).
+    const ops = storable(batch);
     const fx = newEffects();
     let client: pg.PoolClient;
     try {
