@@ -16,7 +16,7 @@ import { DesiredState, Phase, PortMappingSchema, Protocol, ServerStatusSchema, t
 import { initialStatus, type AlertRecord, type TokenRecord } from "../domain/records.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
 import { AlreadyExistsError, BerthError, ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
-import { newServer, testEngine, testStore, type TestEngine } from "../../testing/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { isSealed } from "./secrets.js";
 import type { Committed, Store, WriteOp } from "./store.js";
 
@@ -42,12 +42,6 @@ function token(id: string, o: Partial<TokenRecord> = {}): TokenRecord {
 const insert = (...o: Parameters<typeof newServer>): WriteOp => ({ op: "server.insert", server: newServer(...o) });
 const cmdInsert = (id: string, serverId: string, createdAt = 1): WriteOp => ({ op: "command.insert", command: command(id, serverId), hostId: HOST, createdAt, deadlineAt: createdAt + 1000 });
 const finish = (id: string, at: number, state: "succeeded" | "failed" | "expired" = "succeeded"): WriteOp => ({ op: "command.finish", id, state, at, reason: "", message: "" });
-
-/**
- * A behaviour the contract asks for that an engine does not have yet (each reported):
- * expected to fail on those engines until fixed, when the marker goes.
- */
-const gapOn = (...engines: TestEngine[]) => (engines.includes(testEngine()) ? it.fails : it);
 
 /** What `p` rejected with; fails the test when it resolved. */
 async function rejection(p: Promise<unknown>): Promise<unknown> {
@@ -513,11 +507,10 @@ describe("strings from outside: whatever a JS string holds is stored", () => {
 });
 
 describe("concurrency without preconditions", () => {
-  // PostgreSQL: the two batches lock the rows in opposite orders, the database aborts one as a
-  // deadlock (40P01) and the engine hands ConflictError to a writer that asserted nothing, after
-  // deadlock_timeout (1 s). A batch is data with its preconditions checked inside: the engine can
-  // run it again itself (or lock in a fixed order) and only a failed precondition should surface.
-  gapOn("postgres")("writes of two servers in opposite orders, racing, all go through (no deadlock surfaces as an error)", async () => {
+  // PostgreSQL locked the rows in opposite orders, the database aborted one batch as a deadlock
+  // (40P01) and a writer that asserted nothing got ConflictError. The engine now locks a batch's
+  // server rows in id order before writing them.
+  it("writes of two servers in opposite orders, racing, all go through (no deadlock surfaces as an error)", async () => {
     await store.commit([insert({ id: "srv_a", hostId: HOST }), insert({ id: "srv_b", hostId: HOST })]);
     const rounds = 40;
     const write = (first: string, second: string, i: number) =>
@@ -530,6 +523,40 @@ describe("concurrency without preconditions", () => {
     expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
     expect((await store.getServer("srv_a"))!.version).toBe(1 + rounds);
     expect((await store.getServer("srv_b"))!.version).toBe(1 + rounds);
+  });
+
+  // Two containers of a host reported in opposite orders deadlocked on PostgreSQL: the engine
+  // now serialises a host's observation batches (its agent's) before writing any row.
+  it("container reports of one host in opposite orders, racing, all go through", async () => {
+    await store.commit([{ op: "container.upsert", hostId: HOST, container: ctr("c1", "srv_1"), at: 0 }, { op: "container.upsert", hostId: HOST, container: ctr("c2", "srv_2"), at: 0 }]);
+    const rounds = 12;
+    const report = (first: string, second: string, at: number) =>
+      store.commit([
+        { op: "container.upsert", hostId: HOST, container: ctr(first, `srv_${first.slice(1)}`), at },
+        { op: "container.upsert", hostId: HOST, container: ctr(second, `srv_${second.slice(1)}`), at },
+        { op: "host.heartbeat", id: HOST, at, facts: {} },
+      ]);
+    const results = await Promise.allSettled(Array.from({ length: rounds }, (_, i) => (i % 2 ? report("c1", "c2", i + 1) : report("c2", "c1", i + 1))));
+    expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect((await store.observedCounts(HOST)).total).toBe(2);
+  });
+
+  // Rows no lock order covers (here two commands marked sent in opposite orders) can still
+  // deadlock on PostgreSQL, which aborts one batch: the engine runs it again (a batch is data,
+  // its preconditions checked inside) rather than hand command.sent a ConflictError.
+  it("commands marked sent in opposite orders, racing, all go through", async () => {
+    await store.commit([insert({ id: "srv_1", hostId: HOST }), insert({ id: "srv_2", hostId: HOST })]);
+    await store.commit([cmdInsert("cmd_1", "srv_1"), cmdInsert("cmd_2", "srv_2")]);
+    const sent = (first: string, second: string, at: number) =>
+      store.commit([
+        { op: "command.sent", id: first, at },
+        { op: "command.sent", id: second, at },
+      ]);
+    for (let round = 0; round < 3; round++) {
+      const results = await Promise.allSettled([sent("cmd_1", "cmd_2", 10 + round), sent("cmd_2", "cmd_1", 10 + round)]);
+      expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    }
+    expect([(await store.getCommand("cmd_1"))?.sentAt, (await store.getCommand("cmd_2"))?.sentAt]).toEqual([12, 12]);
   });
 
   it("racing inventories and container reports of one host all go through; the host ends as one of them", async () => {

@@ -58,6 +58,54 @@ export class OpenCommandTaken extends Error {
   }
 }
 
+/**
+ * The first key of the two-int advisory locks of hosts (lockInOrder; the
+ * second is hashtext(host id)). The ledger's and the migrator's locks are
+ * single int8 keys, a key space PostgreSQL keeps apart from two-int keys.
+ */
+const HOST_LOCK_SPACE = 0x62657274; // "bert"
+
+/** The host whose observations or row an operation writes, if it is one of those. */
+function hostOf(o: WriteOp): string | undefined {
+  switch (o.op) {
+    case "container.upsert":
+    case "container.remove":
+    case "container.removeServer":
+    case "host.inventory":
+    case "dataRootEntry.remove":
+      return o.hostId;
+    case "dataDir.upsert":
+      return o.dataDir.hostId;
+    case "host.connected":
+    case "host.heartbeat":
+    case "host.offline":
+    case "host.remove":
+      return o.id;
+    default:
+      return undefined;
+  }
+}
+
+/** Operations that write or lock one row: alone in a batch they cannot deadlock (lockInOrder). */
+const SINGLE_ROW_OPS: ReadonlySet<WriteOp["op"]> = new Set([
+  "server.status",
+  "server.lifecycle",
+  "server.resetDataInitialized",
+  "server.check",
+  "container.upsert",
+  "container.remove",
+  "dataDir.upsert",
+  "dataRootEntry.remove",
+  "host.connected",
+  "host.heartbeat",
+  "host.offline",
+  "command.sent",
+  "command.finish",
+]);
+
+/** Operations on an existing server row, named by `id` (lockInOrder). */
+const SERVER_ROW_OPS: ReadonlySet<WriteOp["op"]> = new Set(["server.spec", "server.status", "server.lifecycle", "server.resetDataInitialized", "server.check", "server.delete"]);
+
 /** The non-event operations of one batch, in order, on a client inside BEGIN. */
 export class PgBatch {
   constructor(
@@ -68,6 +116,39 @@ export class PgBatch {
 
   private async q<R extends pg.QueryResultRow = Record<string, never>>(sql: string, args: unknown[] = []): Promise<pg.QueryResult<R>> {
     return this.c.query<R>(sql, args);
+  }
+
+  /**
+   * Takes, before any operation runs and always in the same order, the locks a
+   * batch of several writes would otherwise take in the order of its
+   * operations: first each host it observes or updates (a transaction-level
+   * advisory lock per host, in the order of the keys), then the server rows it
+   * writes or checks (`FOR UPDATE`, in id order). Without it two batches
+   * touching the same rows in opposite orders (two servers, two containers of
+   * a host, a FOR SHARE check then an update) each hold a row the other waits
+   * for: a deadlock the database breaks after deadlock_timeout by aborting one.
+   * A host's observation writes come from its agent, so serialising them
+   * costs nothing SQLite's single writer does not. A batch of one single-row
+   * operation has no order to get wrong and pays no extra round trip. Rows no
+   * order covers here (commands, alerts, ports) are left to commit's retry.
+   */
+  async lockInOrder(ops: readonly WriteOp[]): Promise<void> {
+    const applied = ops.filter((o) => o.op !== "event.append");
+    if (applied.length === 0 || (applied.length === 1 && SINGLE_ROW_OPS.has(applied[0]!.op))) return;
+    const hosts = new Set<string>();
+    const servers = new Set<string>();
+    for (const o of applied) {
+      const host = hostOf(o);
+      if (host !== undefined) hosts.add(host);
+      if (SERVER_ROW_OPS.has(o.op)) servers.add((o as { id: string }).id);
+    }
+    if (hosts.size > 0) {
+      await this.q(
+        `SELECT pg_advisory_xact_lock(${HOST_LOCK_SPACE}, k) FROM (SELECT DISTINCT hashtext(h) AS k FROM unnest($1::text[]) AS t(h) ORDER BY k) AS keys`,
+        [[...hosts]],
+      );
+    }
+    if (servers.size > 0) await this.q("SELECT 1 FROM servers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", [[...servers]]);
   }
 
   async apply(o: Exclude<WriteOp, { op: "event.append" }>): Promise<void> {
