@@ -20,6 +20,7 @@ import type {
   ServerRecord,
   TokenRecord,
 } from "../domain/records.js";
+import { ConflictError } from "../errors.js";
 
 /**
  * Text as every engine stores it. PostgreSQL's text cannot hold NUL (U+0000:
@@ -258,6 +259,15 @@ export function alertFromRow(r: AlertRow): AlertRecord {
     acknowledgedAt: r.acknowledged_at,
     mutedUntil: r.muted_until,
   };
+}
+
+/**
+ * alerts_one_firing refused an alert: another evaluation (another manager's)
+ * fired this rule on this subject first. ConflictError is the evaluator's
+ * "lost a race, decide again" (alerts/evaluator.ts); both engines throw this.
+ */
+export function alertAlreadyFiring(a: Pick<AlertRecord, "rule" | "subject">): ConflictError {
+  return new ConflictError(`alert ${a.rule} on ${a.subject} is already firing (fired by another evaluation meanwhile); read the firing alerts again and decide again`);
 }
 
 export interface TokenRow {

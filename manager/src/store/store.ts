@@ -122,6 +122,7 @@ export type WriteOp =
   | { op: "enrollment.use"; id: string; hostId: string; at: number }
   | { op: "enrollment.insert"; id: string; tokenHash: string; createdAt: number; expiresAt: number }
   // alerts
+  /** Refused with ConflictError when the rule already fires on the subject (alerts_one_firing). */
   | { op: "alert.insert"; alert: AlertRecord }
   | { op: "alert.touch"; id: string; lastSeen: number; message: string }
   | { op: "alert.resolve"; id: string; at: number }

@@ -23,7 +23,7 @@ import type pg from "pg";
 import { ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { portKeys, portKeysOfSpecJson } from "../rows.js";
+import { alertAlreadyFiring, portKeys, portKeysOfSpecJson } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import type { WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
@@ -304,7 +304,10 @@ export class PgBatch {
              resolved_at, acknowledged_by, acknowledged_at, muted_until)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
           [a.id, a.rule, a.subject, a.project, a.hostId, a.serverId, a.severity, a.state, a.message, a.firstSeen, a.lastSeen, a.resolvedAt, a.acknowledgedBy, a.acknowledgedAt, a.mutedUntil],
-        );
+        ).catch((err: unknown) => {
+          // alerts_one_firing (migration 7): another evaluation fired this rule on this subject first.
+          throw isUniqueViolation(err, "alerts_one_firing") ? alertAlreadyFiring(a) : err;
+        });
         return;
       }
       case "alert.touch":
