@@ -23,20 +23,30 @@ import type {
 import { ConflictError } from "../errors.js";
 
 /**
- * Text as every engine stores it. PostgreSQL's text cannot hold NUL (U+0000:
- * "invalid byte sequence for encoding UTF8: 0x00"), nor can jsonb hold the
- * `\u0000` escape JSON writes for it (serverFacts reads statuses as jsonb).
- * Escaping it losslessly would mean an escape layer over every text column and
- * query parameter on one engine only, for a character no berth text means, so
- * NUL is replaced with U+FFFD (the replacement character) on BOTH engines, and
- * the same text reads back whichever holds it (docs/design.md, the engine).
+ * Text as every engine stores it: well-formed, without NUL.
+ *
+ * PostgreSQL's text cannot hold NUL (U+0000: "invalid byte sequence for
+ * encoding UTF8: 0x00"), nor can jsonb hold the `\u0000` escape JSON writes
+ * for it (serverFacts reads statuses as jsonb). Escaping it losslessly would
+ * mean an escape layer over every text column and query parameter on one
+ * engine only, for a character no berth text means, so NUL is replaced with
+ * U+FFFD (the replacement character) on BOTH engines, and the same text reads
+ * back whichever holds it (docs/design.md, the engine).
+ *
+ * A lone UTF-16 surrogate (half of a pair, what cutting a string by code units
+ * in an emoji leaves) is replaced with U+FFFD too, as String.prototype
+ * .toWellFormed does: in a plain column both drivers already wrote U+FFFD for
+ * it, but in protobuf JSON (specs, statuses, container info) it was written
+ * as a `\udXXX` escape that the decoder refuses ("invalid UTF8") on every
+ * later read of the record.
  */
 export function storableText(s: string): string {
   return UNSTORABLE.test(s) ? s.replace(UNSTORABLE_ALL, "\ufffd") : s;
 }
 
-const UNSTORABLE = /\0/;
-const UNSTORABLE_ALL = /\0/g;
+const UNSTORABLE = /[\0\ud800-\udfff]/;
+/** NUL, a high surrogate not followed by a low one, a low one not preceded by a high one. */
+const UNSTORABLE_ALL = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 /**
  * `v` with storableText applied to every string in it (values and keys, in
