@@ -486,6 +486,32 @@ export class PgBatch {
     );
   }
 
+  /** writeContainer for many containers (distinct ids) in one statement: an inventory is one round trip, not one per container. */
+  private async writeContainers(hostId: string, cs: readonly (ContainerInfo & { json: string; serverId: string | null })[], now: number): Promise<void> {
+    if (cs.length === 0) return;
+    await this.q(
+      `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at)
+       SELECT $1, c.id, c.server_id, c.manager_id, c.state, c.info_json, $2
+       FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS c(id, server_id, manager_id, state, info_json)
+       ON CONFLICT (host_id, container_id) DO UPDATE SET
+         server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
+         info_json = excluded.info_json, observed_at = excluded.observed_at`,
+      [hostId, now, cs.map((c) => c.id), cs.map((c) => c.serverId), cs.map((c) => c.labels[LABEL_MANAGER] || null), cs.map((c) => c.state), cs.map((c) => c.json)],
+    );
+  }
+
+  /** upsertDataDir for many records (distinct host and server) in one statement. */
+  private async upsertDataDirs(ds: readonly DataDirRecord[]): Promise<void> {
+    if (ds.length === 0) return;
+    await this.q(
+      `INSERT INTO data_dirs (host_id, server_id, present, size_bytes, checked_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[])
+       ON CONFLICT (host_id, server_id) DO UPDATE SET
+         present = excluded.present, size_bytes = excluded.size_bytes, checked_at = excluded.checked_at`,
+      [ds.map((d) => d.hostId), ds.map((d) => d.serverId), ds.map((d) => (d.present ? 1 : 0)), ds.map((d) => String(d.sizeBytes)), ds.map((d) => String(d.checkedAt))],
+    );
+  }
+
   /**
    * As SqliteTables.replaceHostInventory: makes the lists the complete picture
    * of the host and returns the servers whose observation changed. The host's
@@ -527,16 +553,22 @@ export class PgBatch {
       }
       if (gone.length > 0) await this.q("DELETE FROM observed_containers WHERE host_id = $1 AND container_id = ANY($2::text[])", [hostId, gone]);
     }
+    // Decided in the order the containers are listed, as SQLite's loop does; written
+    // afterwards in one statement, the last listing of a container id winning as it does.
+    const rows = new Map<string, ContainerInfo & { json: string; serverId: string | null }>();
     for (const c of containers) {
       if (keep.has(c.labels[LABEL_SERVER] ?? "")) continue;
       const json = toJsonString(ContainerInfoSchema, c);
-      const sid = await this.writeContainer(hostId, c, json, now);
+      const sid = c.labels[LABEL_SERVER] || null;
+      rows.delete(c.id);
+      rows.set(c.id, { ...c, json, serverId: sid });
       const old = before.get(c.id);
       before.delete(c.id);
       if (old?.serverId && old.serverId !== sid) touched.add(old.serverId);
       if (sid && (old?.serverId !== sid || old.json !== json)) touched.add(sid);
     }
     for (const old of before.values()) if (old.serverId) touched.add(old.serverId);
+    await this.writeContainers(hostId, [...rows.values()], now);
 
     const { rows: dirRows } = await this.q<{ server_id: string; present: number; size_bytes: number }>(
       "SELECT server_id, present, size_bytes FROM data_dirs WHERE host_id = $1",
@@ -544,10 +576,16 @@ export class PgBatch {
     );
     const known = new Map(dirRows.map((r) => [r.server_id, { present: r.present === 1, sizeBytes: r.size_bytes }]));
     const reported = new Set<string>();
+    const dirs = new Map<string, DataDirRecord>();
+    const writeDir = (d: DataDirRecord) => {
+      const key = `${d.hostId}/${d.serverId}`;
+      dirs.delete(key);
+      dirs.set(key, d);
+    };
     for (const d of dataDirs) {
       if (keep.has(d.serverId)) continue;
       const k = known.get(d.serverId);
-      await this.upsertDataDir(d);
+      writeDir(d);
       known.set(d.serverId, { present: d.present, sizeBytes: d.sizeBytes });
       reported.add(d.serverId);
       if (!k || k.present !== d.present || k.sizeBytes !== d.sizeBytes) touched.add(d.serverId);
@@ -557,10 +595,11 @@ export class PgBatch {
       if (reported.has(serverId) || keep.has(serverId)) continue;
       const k = known.get(serverId);
       if (k && !k.present) continue;
-      await this.upsertDataDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
+      writeDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
       known.set(serverId, { present: false, sizeBytes: 0 });
       touched.add(serverId);
     }
+    await this.upsertDataDirs([...dirs.values()]);
     // Checks of directories of no server here last only while the host lists them.
     const forget = [...known.keys()].filter((serverId) => !reported.has(serverId) && !keep.has(serverId) && !onHost.has(serverId));
     if (forget.length > 0) await this.q("DELETE FROM data_dirs WHERE host_id = $1 AND server_id = ANY($2::text[])", [hostId, forget]);
