@@ -207,6 +207,24 @@ describe("AgentService.Connect", () => {
     expect(err?.code).toBe(Code.Unauthenticated);
     a.close();
   });
+
+  it("a pull progress message cut at 500 code units never splits an emoji: the cut drops the whole pair", async () => {
+    const { contract, ledger, connect } = setup();
+    const at = Date.now();
+    const spec = create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox" });
+    await contract.commit([{ op: "server.insert", server: { id: "srv_pull", project: "default", name: "web", hostId: "host_aaaa", generation: 1, spec, status: initialStatus(), dataInitialized: true, lifecycle: {}, createdAt: at, updatedAt: at, deletedAt: null } }]);
+    const a = await connect("host_aaaa");
+    await a.output.next();
+    // "busybox: " and 490 x's are 499 code units: the 500th is the first half of the emoji.
+    const kept = `busybox: ${"x".repeat(490)}`;
+    a.send({ case: "pullProgress", value: { serverId: "srv_pull", commandId: "cmd_pull", image: "busybox", status: `${"x".repeat(490)}😀 and more`, done: true } });
+    // A message that fits is kept whole, its emoji included.
+    a.send({ case: "pullProgress", value: { serverId: "srv_pull", commandId: "cmd_pull", image: "busybox", status: "done 😀", done: true } });
+    await vi.waitFor(async () => expect((await ledger.list({})).filter((e) => e.type === "image.pull_progress")).toHaveLength(2));
+    const messages = (await ledger.list({})).filter((e) => e.type === "image.pull_progress").map((e) => e.message);
+    expect(messages.sort()).toEqual([kept, "busybox: done 😀"].sort());
+    a.close();
+  });
 });
 
 describe("AgentService.Enroll", () => {

@@ -484,7 +484,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
             serverId: server.id,
             hostId: host.id,
             reason: p.done ? "PullFinished" : "Pulling",
-            message: `${p.image}: ${p.status}`.slice(0, 500),
+            message: cutText(`${p.image}: ${p.status}`, 500),
             actor: "agent",
             correlationId: p.commandId,
           }),
@@ -595,4 +595,15 @@ function dataDirRecord(hostId: string, d: DataDir, at: number): DataDirRecord {
 export function byteCount(v: bigint): number {
   if (v <= 0n) return 0;
   return v >= BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+}
+
+/**
+ * At most the first `max` UTF-16 code units of `s`, cut on a code point
+ * boundary: one fewer when the cut would split a surrogate pair, whose lone
+ * half is not text (the store would keep U+FFFD in its place).
+ */
+function cutText(s: string, max: number): string {
+  if (s.length <= max) return s;
+  const splitsPair = /[\ud800-\udbff]/.test(s.charAt(max - 1)) && /[\udc00-\udfff]/.test(s.charAt(max));
+  return s.slice(0, splitsPair ? max - 1 : max);
 }

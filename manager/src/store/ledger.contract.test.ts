@@ -179,10 +179,8 @@ describe("alerts", () => {
 
   // A second firing alert of one rule and subject is another evaluator's (another manager's)
   // insert that won: the evaluator treats ConflictError as "lost a race, decide again", so the
-  // store should say so rather than pass the database's own unique-violation error through.
-  // A contract gap on both engines today (SQLite: SqliteError SQLITE_CONSTRAINT_UNIQUE;
-  // PostgreSQL: pg's 23505 error): remove `.fails` once alert.insert maps it.
-  it.fails("one firing alert per rule and subject: a second is refused with ConflictError (Aborted) and writes nothing", async () => {
+  // store says so (both engines passed the database's own unique-violation error through).
+  it("one firing alert per rule and subject: a second is refused with ConflictError (Aborted) and writes nothing", async () => {
     await store.commit([{ op: "alert.insert", alert: alert("alr_1") }]);
     const err = await rejection(store.commit([{ op: "alert.insert", alert: alert("alr_2") }, { op: "event.append", event: { type: "alert.fired" }, at: 1 }]));
     expect(await store.getAlert("alr_2")).toBeUndefined();

@@ -134,6 +134,23 @@ describe("host inventory: the complete picture of a host", () => {
     expect(await store.getDataDir(HOST, "srv_mine")).toMatchObject({ present: false, sizeBytes: 0, checkedAt: 3 });
   });
 
+  // PostgreSQL writes an inventory's containers and directories in one statement each: a
+  // container or directory listed twice must still end as its last listing, as row by row.
+  it("a container or a data directory listed twice in one inventory: the last listing is stored, touched once", async () => {
+    expect(
+      await touched([
+        inventory({
+          containers: [ctr("c1", "srv_a", "created"), ctr("c2", "srv_b"), ctr("c1", "srv_c", "running")],
+          dataDirs: [dir("srv_d", { sizeBytes: 1 }), dir("srv_d", { sizeBytes: 2 })],
+          at: 2,
+        }),
+      ]),
+    ).toEqual(["srv_a", "srv_b", "srv_c", "srv_d"]);
+    expect(await store.observedContainer(HOST, "c1")).toMatchObject({ serverId: "srv_c", state: "running", observedAt: 2 });
+    expect(await store.observedCounts(HOST)).toEqual({ total: 2, other: 2 });
+    expect(await store.getDataDir(HOST, "srv_d")).toEqual(dir("srv_d", { sizeBytes: 2 }));
+  });
+
   it("data-root entries are replaced by each inventory that lists them, and removed one by one", async () => {
     await store.commit([inventory({ dataRootEntries: [{ name: "srv_a", sizeBytes: 5 }, { name: "lost+found", sizeBytes: 0 }] })]);
     await store.commit([{ op: "host.inventory", hostId: "host_b", containers: [], dataDirs: [], at: 1, dataRootEntries: [{ name: "x", sizeBytes: 1 }] }]);

@@ -20,6 +20,64 @@ import type {
   ServerRecord,
   TokenRecord,
 } from "../domain/records.js";
+import { ConflictError } from "../errors.js";
+
+/**
+ * Text as every engine stores it: well-formed, without NUL.
+ *
+ * PostgreSQL's text cannot hold NUL (U+0000: "invalid byte sequence for
+ * encoding UTF8: 0x00"), nor can jsonb hold the `\u0000` escape JSON writes
+ * for it (serverFacts reads statuses as jsonb). Escaping it losslessly would
+ * mean an escape layer over every text column and query parameter on one
+ * engine only, for a character no berth text means, so NUL is replaced with
+ * U+FFFD (the replacement character) on BOTH engines, and the same text reads
+ * back whichever holds it (docs/design.md, the engine).
+ *
+ * A lone UTF-16 surrogate (half of a pair, what cutting a string by code units
+ * in an emoji leaves) is replaced with U+FFFD too, as String.prototype
+ * .toWellFormed does: in a plain column both drivers already wrote U+FFFD for
+ * it, but in protobuf JSON (specs, statuses, container info) it was written
+ * as a `\udXXX` escape that the decoder refuses ("invalid UTF8") on every
+ * later read of the record.
+ */
+export function storableText(s: string): string {
+  return UNSTORABLE.test(s) ? s.replace(UNSTORABLE_ALL, "\ufffd") : s;
+}
+
+const UNSTORABLE = /[\0\ud800-\udfff]/;
+/** NUL, a high surrogate not followed by a low one, a low one not preceded by a high one. */
+const UNSTORABLE_ALL = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * `v` with storableText applied to every string in it (values and keys, in
+ * arrays, plain objects and protobuf messages; bytes left alone): what a
+ * batch's operations become before either engine writes them, so what a
+ * commit reports (its events) is what is stored. Objects with nothing to
+ * replace are returned as they are (no copy); a copy keeps its prototype.
+ */
+export function storable<T>(v: T): T {
+  if (typeof v === "string") return storableText(v) as T;
+  if (v === null || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
+  if (Array.isArray(v)) {
+    let out: unknown[] | undefined;
+    v.forEach((x: unknown, i) => {
+      const y = storable(x);
+      if (y !== x) (out ??= [...v])[i] = y;
+    });
+    return (out ?? v) as T;
+  }
+  if (v instanceof Map || v instanceof Set) return v;
+  let out: Record<string, unknown> | undefined;
+  for (const [k, x] of Object.entries(v)) {
+    const key = storableText(k);
+    const y = storable(x);
+    if (y === x && key === k) continue;
+    out ??= Object.assign(Object.create(Object.getPrototypeOf(v) as object | null) as Record<string, unknown>, v);
+    if (key !== k) delete out[k];
+    out[key] = y;
+  }
+  return (out ?? v) as T;
+}
 
 export interface HostRow {
   id: string;
@@ -211,6 +269,15 @@ export function alertFromRow(r: AlertRow): AlertRecord {
     acknowledgedAt: r.acknowledged_at,
     mutedUntil: r.muted_until,
   };
+}
+
+/**
+ * alerts_one_firing refused an alert: another evaluation (another manager's)
+ * fired this rule on this subject first. ConflictError is the evaluator's
+ * "lost a race, decide again" (alerts/evaluator.ts); both engines throw this.
+ */
+export function alertAlreadyFiring(a: Pick<AlertRecord, "rule" | "subject">): ConflictError {
+  return new ConflictError(`alert ${a.rule} on ${a.subject} is already firing (fired by another evaluation meanwhile); read the firing alerts again and decide again`);
 }
 
 export interface TokenRow {

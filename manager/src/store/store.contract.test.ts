@@ -16,7 +16,7 @@ import { DesiredState, Phase, PortMappingSchema, Protocol, ServerStatusSchema, t
 import { initialStatus, type AlertRecord, type TokenRecord } from "../domain/records.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
 import { AlreadyExistsError, BerthError, ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
-import { newServer, testEngine, testStore, type TestEngine } from "../../testing/store.js";
+import { newServer, testStore } from "../../testing/store.js";
 import { isSealed } from "./secrets.js";
 import type { Committed, Store, WriteOp } from "./store.js";
 
@@ -42,12 +42,6 @@ function token(id: string, o: Partial<TokenRecord> = {}): TokenRecord {
 const insert = (...o: Parameters<typeof newServer>): WriteOp => ({ op: "server.insert", server: newServer(...o) });
 const cmdInsert = (id: string, serverId: string, createdAt = 1): WriteOp => ({ op: "command.insert", command: command(id, serverId), hostId: HOST, createdAt, deadlineAt: createdAt + 1000 });
 const finish = (id: string, at: number, state: "succeeded" | "failed" | "expired" = "succeeded"): WriteOp => ({ op: "command.finish", id, state, at, reason: "", message: "" });
-
-/**
- * A behaviour the contract asks for that an engine does not have yet (each reported):
- * expected to fail on those engines until fixed, when the marker goes.
- */
-const gapOn = (...engines: TestEngine[]) => (engines.includes(testEngine()) ? it.fails : it);
 
 /** What `p` rejected with; fails the test when it resolved. */
 async function rejection(p: Promise<unknown>): Promise<unknown> {
@@ -455,50 +449,69 @@ describe("strings from outside: whatever a JS string holds is stored", () => {
     ];
   }
 
-  // PostgreSQL: text cannot hold NUL ("invalid byte sequence for encoding UTF8: 0x00"), so the
-  // whole batch fails with pg's own error (Internal at the API): an agent's command result or a
-  // container label with a NUL is never recorded. The engine must escape or replace it.
-  gapOn("postgres")("NUL characters: stored and read back as written", async () => {
+  // PostgreSQL's text cannot hold NUL ("invalid byte sequence for encoding UTF8: 0x00"), and
+  // that failed the whole batch (an agent's command result never recorded). Every engine now
+  // stores NUL as U+FFFD (rows.ts storableText): the batch goes through, one read-back everywhere,
+  // and a backslash that merely looks like an escape is kept.
+  it("NUL characters: the batch goes through, read back as U+FFFD on every engine", async () => {
     const text = "a\u0000b \\u0000 ✓";
     await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
-    await store.commit(write(text));
-    expect(await readBack()).toEqual(Array(6).fill(text));
+    const r = await store.commit(write(text));
+    const stored = "a\ufffdb \\u0000 ✓";
+    expect(await readBack()).toEqual(Array(6).fill(stored));
+    // What the commit reports (and listeners hear) is what is stored.
+    expect(r.events.map((e) => e.message)).toEqual([stored]);
     expect((await store.serverFacts()).map((f) => [f.id, f.phase, f.reason])).toEqual([["srv_a", "FAILED", "ContainerFailed"]]);
     expect((await store.listServers()).map((s) => s.id)).toEqual(["srv_a"]);
+  });
+
+  it("NUL in a label's key, a reason, a server's spec: stored as U+FFFD, every read works", async () => {
+    await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
+    const spec = (await store.getServer("srv_a"))!.spec;
+    await store.commit([
+      { op: "container.upsert", hostId: HOST, container: create(ContainerInfoSchema, { id: "c1", name: "c1", labels: { "berth.server": "srv_a", "k\u0000": "v" } }), at: 2 },
+      { op: "server.spec", id: "srv_a", spec: { ...spec, image: "img\u0000" }, generation: 2, hostId: HOST, deletedAt: null, updatedAt: 2 },
+      { op: "server.status", id: "srv_a", status: create(ServerStatusSchema, { phase: Phase.FAILED, reason: "R\u0000" }), dataInitialized: false },
+      { op: "command.finish", id: "cmd_1", state: "failed", at: 2, reason: "X\u0000", message: "" },
+    ]);
+    expect((await store.observedContainer(HOST, "c1"))?.info.labels).toEqual({ "berth.server": "srv_a", "k\ufffd": "v" });
+    expect((await store.getServer("srv_a"))?.spec.image).toBe("img\ufffd");
+    expect((await store.serverFacts()).map((f) => f.reason)).toEqual(["R\ufffd"]);
+    expect((await store.getCommand("cmd_1"))?.reason).toBe("X\ufffd");
   });
 
   it("a lone surrogate in plain text (a command result, an event): stored, read back with it replaced", async () => {
     const text = "cut \ud83d";
     await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
     await store.commit([write(text)[0]!, write(text)[3]!]);
-    const clean = (v: string | null | undefined) => v?.replace(/[\ud83d\ufffd]+/g, "?");
-    expect(clean((await store.getCommand("cmd_1"))?.message)).toBe("cut ?");
-    expect(clean((await store.listNewestFirst({ project: null, limit: 1 }))[0]?.message)).toBe("cut ?");
+    expect((await store.getCommand("cmd_1"))?.message).toBe("cut \ufffd");
+    expect((await store.listNewestFirst({ project: null, limit: 1 }))[0]?.message).toBe("cut \ufffd");
   });
 
   // A status (or spec, or container) is stored as protobuf JSON: a lone surrogate in one of its
-  // strings is written, and then the record cannot be decoded any more ("invalid UTF8"):
-  // getServer, listServers and the alert rules throw on every read, for good. A batch must not
-  // leave a record nobody can read: refuse it (nothing written) or store the text replaced.
-  // Both engines today (the codec in rows.ts is shared): remove `.fails` once fixed.
-  it.fails("a lone surrogate in a status, a spec or a container's info leaves every record readable", async () => {
+  // strings was written as an escape, and then the record could not be decoded any more
+  // ("invalid UTF8"): getServer, listServers and the alert rules threw on every read, for good.
+  // Every engine now writes it as U+FFFD (rows.ts storableText), as plain columns already did.
+  it("a lone surrogate in a status, a spec or a container's info: the batch goes through, U+FFFD in its place, every record readable", async () => {
     const text = "cut \ud83d";
     await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);
-    await store.commit(write(text)).catch(() => undefined);
+    const spec = (await store.getServer("srv_a"))!.spec;
+    await store.commit([...write(text), { op: "server.spec", id: "srv_a", spec: { ...spec, image: `img \udc00 😀` }, generation: 2, hostId: HOST, deletedAt: null, updatedAt: 2 }]);
+    expect(await readBack()).toEqual(Array(6).fill("cut \ufffd"));
     const s = await store.getServer("srv_a");
-    expect(s?.status.message.replace(/[\ud83d\ufffd]+/g, "?") ?? "").toMatch(/^(cut \?)?$/);
-    await store.listServers();
-    await store.observedContainer(HOST, "c1");
-    await store.containersForServer(HOST, "srv_a");
+    // A whole pair is text and stays.
+    expect(s?.spec.image).toBe("img \ufffd 😀");
+    expect((await store.listServers()).map((r) => r.status.message)).toEqual(["cut \ufffd"]);
+    expect((await store.containersForServer(HOST, "srv_a")).map((c) => c.info.name)).toEqual(["cut \ufffd"]);
+    expect((await store.serverFacts()).map((f) => f.id)).toEqual(["srv_a"]);
   });
 });
 
 describe("concurrency without preconditions", () => {
-  // PostgreSQL: the two batches lock the rows in opposite orders, the database aborts one as a
-  // deadlock (40P01) and the engine hands ConflictError to a writer that asserted nothing, after
-  // deadlock_timeout (1 s). A batch is data with its preconditions checked inside: the engine can
-  // run it again itself (or lock in a fixed order) and only a failed precondition should surface.
-  gapOn("postgres")("writes of two servers in opposite orders, racing, all go through (no deadlock surfaces as an error)", async () => {
+  // PostgreSQL locked the rows in opposite orders, the database aborted one batch as a deadlock
+  // (40P01) and a writer that asserted nothing got ConflictError. The engine now locks a batch's
+  // server rows in id order before writing them.
+  it("writes of two servers in opposite orders, racing, all go through (no deadlock surfaces as an error)", async () => {
     await store.commit([insert({ id: "srv_a", hostId: HOST }), insert({ id: "srv_b", hostId: HOST })]);
     const rounds = 40;
     const write = (first: string, second: string, i: number) =>
@@ -511,6 +524,40 @@ describe("concurrency without preconditions", () => {
     expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
     expect((await store.getServer("srv_a"))!.version).toBe(1 + rounds);
     expect((await store.getServer("srv_b"))!.version).toBe(1 + rounds);
+  });
+
+  // Two containers of a host reported in opposite orders deadlocked on PostgreSQL: the engine
+  // now serialises a host's observation batches (its agent's) before writing any row.
+  it("container reports of one host in opposite orders, racing, all go through", async () => {
+    await store.commit([{ op: "container.upsert", hostId: HOST, container: ctr("c1", "srv_1"), at: 0 }, { op: "container.upsert", hostId: HOST, container: ctr("c2", "srv_2"), at: 0 }]);
+    const rounds = 12;
+    const report = (first: string, second: string, at: number) =>
+      store.commit([
+        { op: "container.upsert", hostId: HOST, container: ctr(first, `srv_${first.slice(1)}`), at },
+        { op: "container.upsert", hostId: HOST, container: ctr(second, `srv_${second.slice(1)}`), at },
+        { op: "host.heartbeat", id: HOST, at, facts: {} },
+      ]);
+    const results = await Promise.allSettled(Array.from({ length: rounds }, (_, i) => (i % 2 ? report("c1", "c2", i + 1) : report("c2", "c1", i + 1))));
+    expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect((await store.observedCounts(HOST)).total).toBe(2);
+  });
+
+  // Rows no lock order covers (here two commands marked sent in opposite orders) can still
+  // deadlock on PostgreSQL, which aborts one batch: the engine runs it again (a batch is data,
+  // its preconditions checked inside) rather than hand command.sent a ConflictError.
+  it("commands marked sent in opposite orders, racing, all go through", async () => {
+    await store.commit([insert({ id: "srv_1", hostId: HOST }), insert({ id: "srv_2", hostId: HOST })]);
+    await store.commit([cmdInsert("cmd_1", "srv_1"), cmdInsert("cmd_2", "srv_2")]);
+    const sent = (first: string, second: string, at: number) =>
+      store.commit([
+        { op: "command.sent", id: first, at },
+        { op: "command.sent", id: second, at },
+      ]);
+    for (let round = 0; round < 3; round++) {
+      const results = await Promise.allSettled([sent("cmd_1", "cmd_2", 10 + round), sent("cmd_2", "cmd_1", 10 + round)]);
+      expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    }
+    expect([(await store.getCommand("cmd_1"))?.sentAt, (await store.getCommand("cmd_2"))?.sentAt]).toEqual([12, 12]);
   });
 
   it("racing inventories and container reports of one host all go through; the host ends as one of them", async () => {

@@ -22,8 +22,9 @@
  * Events are written by the same batch as the change they explain, always after
  * its other operations (on PostgreSQL they are appended under the ledger lock,
  * store/postgres/event-log.ts, so ids are handed out in commit order).
- * `onCommit` listeners hear every committed batch's events and touched servers
- * (on PostgreSQL, later, also the batches other managers committed).
+ * `onCommit` listeners hear every committed batch's events and touched servers,
+ * each exactly once, not necessarily in commit order on PostgreSQL (see
+ * onCommit; later, also the batches other managers committed).
  */
 import type { ContainerInfo, Command } from "@berth/proto/berth/v1/agent_pb.js";
 import type { ServerSpec, ServerStatus } from "@berth/proto/berth/v1/server_pb.js";
@@ -122,6 +123,7 @@ export type WriteOp =
   | { op: "enrollment.use"; id: string; hostId: string; at: number }
   | { op: "enrollment.insert"; id: string; tokenHash: string; createdAt: number; expiresAt: number }
   // alerts
+  /** Refused with ConflictError when the rule already fires on the subject (alerts_one_firing). */
   | { op: "alert.insert"; alert: AlertRecord }
   | { op: "alert.touch"; id: string; lastSeen: number; message: string }
   | { op: "alert.resolve"; id: string; at: number }
@@ -234,7 +236,20 @@ export interface Store extends ServerReads, HostReads, ObservationReads, Command
   getMeta(key: string): Promise<string | undefined>;
   /** Applies every operation or none; rejects with the typed error of the first precondition that failed. */
   commit(ops: readonly WriteOp[]): Promise<CommitResult>;
-  /** Hears every committed batch (its events, servers and hosts), after the commit. Returns the unsubscribe. */
+  /**
+   * Hears every batch this store committed (its events, servers and hosts),
+   * each exactly once, synchronously after its COMMIT, so what it reports is
+   * readable by then. Returns the unsubscribe.
+   *
+   * Order: on SQLite batches commit one at a time and are heard in commit
+   * order. On PostgreSQL batches commit concurrently, and two that commit at
+   * nearly the same moment may be heard in either order: a listener can hear
+   * event id 11 before id 10. Treat a notification as "something committed",
+   * never as the next item of a sequence: the ledger's live feed
+   * (ledger/ledger.ts follow, api/event-service.ts) uses it only as a wake-up
+   * and reads the events forward from the store by id. A listener that throws
+   * is reported (onListenerError) and fails nothing: the batch is committed.
+   */
   onCommit(listener: (c: Committed) => void): () => void;
   /** A write that proves the database takes writes now (health), waiting at most `lockWaitMs`. */
   probeWrite(value: string, lockWaitMs: number): Promise<void>;

@@ -10,6 +10,7 @@
  * SqliteStore's (sqlite/); the SQL differs only where the dialects do
  * ($n parameters, `= ANY($n)` for lists, jsonb for SQLite's json_extract).
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import { UnavailableError } from "../../errors.js";
 import { newId } from "../../ids.js";
@@ -21,6 +22,7 @@ import {
   hostFromRow,
   observedFromRow,
   serverFromRow,
+  storable,
   tokenFromRow,
   type AlertRow,
   type CommandRow,
@@ -37,7 +39,7 @@ import type { PostgresStoreUrl } from "./connection.js";
 import { appendEvents } from "./event-log.js";
 import { migratePostgres } from "./migrate.js";
 import { OpenCommandTaken, PgBatch, newEffects, setMeta, type Effects } from "./pg-writes.js";
-import { createStorePool, isConnectionError, pgErrorOf, storeError } from "./pool.js";
+import { createStorePool, isConnectionError, isTransactionAborted, pgErrorOf, storeError } from "./pool.js";
 
 type CommitListener = (c: Committed) => void;
 type EventAppend = Extract<WriteOp, { op: "event.append" }>;
@@ -131,30 +133,30 @@ export class PostgresStore implements Store {
 
   // ---------------------------------------------------------------- writes
 
-  async commit(ops: readonly WriteOp[]): Promise<CommitResult> {
-    const fx = newEffects();
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (err) {
-      throw storeError(err);
+  /**
+   * Runs the batch as one transaction. A deadlock (40P01) or serialization
+   * failure (40001) is the database aborting the transaction, not a failed
+   * precondition: the batch is data and checks its preconditions inside, so
+   * it runs again (up to COMMIT_ATTEMPTS times, after a short jittered pause
+   * so the two do not collide again) and only then rejects with ConflictError.
+   */
+  async commit(batch: readonly WriteOp[]): Promise<CommitResult> {
+    // NUL cannot be stored in text (rows.ts storableText).
+    const ops = storable(batch);
+    let fx: Effects;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        fx = await this.#attempt(ops);
+        break;
+      } catch (err) {
+        if (isTransactionAborted(err) && attempt < COMMIT_ATTEMPTS) {
+          await sleep(Math.random() * RETRY_PAUSE_MS * 2 ** attempt);
+          continue;
+        }
+        if (err instanceof OpenCommandTaken) throw err.toConflict(await this.openCommandForServer(err.serverId).then((c) => c?.id, () => undefined));
+        throw storeError(err);
+      }
     }
-    try {
-      await client.query("BEGIN");
-      const batch = new PgBatch(client, this.secrets, fx);
-      for (const o of ops) if (o.op !== "event.append") await batch.apply(o);
-      // Events last, under the ledger lock (held until COMMIT): ids in commit order.
-      await this.#appendEvents(client, ops.filter((o): o is EventAppend => o.op === "event.append"), fx);
-      await client.query("COMMIT");
-    } catch (err) {
-      let broken = isConnectionError(err);
-      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
-      // A connection that failed mid-transaction goes, rather than back into the pool.
-      client.release(broken);
-      if (err instanceof OpenCommandTaken) throw err.toConflict(await this.openCommandForServer(err.serverId).then((c) => c?.id, () => undefined));
-      throw storeError(err);
-    }
-    client.release();
     if (fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0) {
       const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds };
       for (const l of this.#listeners) {
@@ -167,6 +169,29 @@ export class PostgresStore implements Store {
       }
     }
     return { versions: fx.versions, events: fx.events, touchedServers: fx.touched };
+  }
+
+  /** One run of the batch's transaction; throws what failed it (as pg or PgBatch threw it), rolled back. */
+  async #attempt(ops: readonly WriteOp[]): Promise<Effects> {
+    const fx = newEffects();
+    const client = await this.pool.connect();
+    try {
+      await client.query("BEGIN");
+      const batch = new PgBatch(client, this.secrets, fx);
+      await batch.lockInOrder(ops);
+      for (const o of ops) if (o.op !== "event.append") await batch.apply(o);
+      // Events last, under the ledger lock (held until COMMIT): ids in commit order.
+      await this.#appendEvents(client, ops.filter((o): o is EventAppend => o.op === "event.append"), fx);
+      await client.query("COMMIT");
+    } catch (err) {
+      let broken = isConnectionError(err);
+      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
+      // A connection that failed mid-transaction goes, rather than back into the pool.
+      client.release(broken);
+      throw err;
+    }
+    client.release();
+    return fx;
   }
 
   /** Appends the batch's events in order; a run of events with one `at` is one statement. */
@@ -609,6 +634,11 @@ export class PostgresStore implements Store {
     );
   }
 }
+
+/** How many times a batch runs when the database aborts it as a deadlock or serialization failure. */
+const COMMIT_ATTEMPTS = 5;
+/** The pause before run n+1 is random in [0, RETRY_PAUSE_MS * 2^n) ms: 20, 40, 80, 160 at most. */
+const RETRY_PAUSE_MS = 10;
 
 /** How much longer than the lock wait the probe's write may take before it counts as failed. */
 const PROBE_WRITE_ALLOWANCE_MS = 2_000;

@@ -23,7 +23,7 @@ import type pg from "pg";
 import { ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { portKeys, portKeysOfSpecJson } from "../rows.js";
+import { alertAlreadyFiring, portKeys, portKeysOfSpecJson } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import type { WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
@@ -58,6 +58,54 @@ export class OpenCommandTaken extends Error {
   }
 }
 
+/**
+ * The first key of the two-int advisory locks of hosts (lockInOrder; the
+ * second is hashtext(host id)). The ledger's and the migrator's locks are
+ * single int8 keys, a key space PostgreSQL keeps apart from two-int keys.
+ */
+const HOST_LOCK_SPACE = 0x62657274; // "bert"
+
+/** The host whose observations or row an operation writes, if it is one of those. */
+function hostOf(o: WriteOp): string | undefined {
+  switch (o.op) {
+    case "container.upsert":
+    case "container.remove":
+    case "container.removeServer":
+    case "host.inventory":
+    case "dataRootEntry.remove":
+      return o.hostId;
+    case "dataDir.upsert":
+      return o.dataDir.hostId;
+    case "host.connected":
+    case "host.heartbeat":
+    case "host.offline":
+    case "host.remove":
+      return o.id;
+    default:
+      return undefined;
+  }
+}
+
+/** Operations that write or lock one row: alone in a batch they cannot deadlock (lockInOrder). */
+const SINGLE_ROW_OPS: ReadonlySet<WriteOp["op"]> = new Set([
+  "server.status",
+  "server.lifecycle",
+  "server.resetDataInitialized",
+  "server.check",
+  "container.upsert",
+  "container.remove",
+  "dataDir.upsert",
+  "dataRootEntry.remove",
+  "host.connected",
+  "host.heartbeat",
+  "host.offline",
+  "command.sent",
+  "command.finish",
+]);
+
+/** Operations on an existing server row, named by `id` (lockInOrder). */
+const SERVER_ROW_OPS: ReadonlySet<WriteOp["op"]> = new Set(["server.spec", "server.status", "server.lifecycle", "server.resetDataInitialized", "server.check", "server.delete"]);
+
 /** The non-event operations of one batch, in order, on a client inside BEGIN. */
 export class PgBatch {
   constructor(
@@ -68,6 +116,39 @@ export class PgBatch {
 
   private async q<R extends pg.QueryResultRow = Record<string, never>>(sql: string, args: unknown[] = []): Promise<pg.QueryResult<R>> {
     return this.c.query<R>(sql, args);
+  }
+
+  /**
+   * Takes, before any operation runs and always in the same order, the locks a
+   * batch of several writes would otherwise take in the order of its
+   * operations: first each host it observes or updates (a transaction-level
+   * advisory lock per host, in the order of the keys), then the server rows it
+   * writes or checks (`FOR UPDATE`, in id order). Without it two batches
+   * touching the same rows in opposite orders (two servers, two containers of
+   * a host, a FOR SHARE check then an update) each hold a row the other waits
+   * for: a deadlock the database breaks after deadlock_timeout by aborting one.
+   * A host's observation writes come from its agent, so serialising them
+   * costs nothing SQLite's single writer does not. A batch of one single-row
+   * operation has no order to get wrong and pays no extra round trip. Rows no
+   * order covers here (commands, alerts, ports) are left to commit's retry.
+   */
+  async lockInOrder(ops: readonly WriteOp[]): Promise<void> {
+    const applied = ops.filter((o) => o.op !== "event.append");
+    if (applied.length === 0 || (applied.length === 1 && SINGLE_ROW_OPS.has(applied[0]!.op))) return;
+    const hosts = new Set<string>();
+    const servers = new Set<string>();
+    for (const o of applied) {
+      const host = hostOf(o);
+      if (host !== undefined) hosts.add(host);
+      if (SERVER_ROW_OPS.has(o.op)) servers.add((o as { id: string }).id);
+    }
+    if (hosts.size > 0) {
+      await this.q(
+        `SELECT pg_advisory_xact_lock(${HOST_LOCK_SPACE}, k) FROM (SELECT DISTINCT hashtext(h) AS k FROM unnest($1::text[]) AS t(h) ORDER BY k) AS keys`,
+        [[...hosts]],
+      );
+    }
+    if (servers.size > 0) await this.q("SELECT 1 FROM servers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", [[...servers]]);
   }
 
   async apply(o: Exclude<WriteOp, { op: "event.append" }>): Promise<void> {
@@ -223,7 +304,10 @@ export class PgBatch {
              resolved_at, acknowledged_by, acknowledged_at, muted_until)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
           [a.id, a.rule, a.subject, a.project, a.hostId, a.serverId, a.severity, a.state, a.message, a.firstSeen, a.lastSeen, a.resolvedAt, a.acknowledgedBy, a.acknowledgedAt, a.mutedUntil],
-        );
+        ).catch((err: unknown) => {
+          // alerts_one_firing (migration 7): another evaluation fired this rule on this subject first.
+          throw isUniqueViolation(err, "alerts_one_firing") ? alertAlreadyFiring(a) : err;
+        });
         return;
       }
       case "alert.touch":
@@ -402,6 +486,32 @@ export class PgBatch {
     );
   }
 
+  /** writeContainer for many containers (distinct ids) in one statement: an inventory is one round trip, not one per container. */
+  private async writeContainers(hostId: string, cs: readonly (ContainerInfo & { json: string; serverId: string | null })[], now: number): Promise<void> {
+    if (cs.length === 0) return;
+    await this.q(
+      `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at)
+       SELECT $1, c.id, c.server_id, c.manager_id, c.state, c.info_json, $2
+       FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS c(id, server_id, manager_id, state, info_json)
+       ON CONFLICT (host_id, container_id) DO UPDATE SET
+         server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
+         info_json = excluded.info_json, observed_at = excluded.observed_at`,
+      [hostId, now, cs.map((c) => c.id), cs.map((c) => c.serverId), cs.map((c) => c.labels[LABEL_MANAGER] || null), cs.map((c) => c.state), cs.map((c) => c.json)],
+    );
+  }
+
+  /** upsertDataDir for many records (distinct host and server) in one statement. */
+  private async upsertDataDirs(ds: readonly DataDirRecord[]): Promise<void> {
+    if (ds.length === 0) return;
+    await this.q(
+      `INSERT INTO data_dirs (host_id, server_id, present, size_bytes, checked_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[])
+       ON CONFLICT (host_id, server_id) DO UPDATE SET
+         present = excluded.present, size_bytes = excluded.size_bytes, checked_at = excluded.checked_at`,
+      [ds.map((d) => d.hostId), ds.map((d) => d.serverId), ds.map((d) => (d.present ? 1 : 0)), ds.map((d) => String(d.sizeBytes)), ds.map((d) => String(d.checkedAt))],
+    );
+  }
+
   /**
    * As SqliteTables.replaceHostInventory: makes the lists the complete picture
    * of the host and returns the servers whose observation changed. The host's
@@ -443,16 +553,22 @@ export class PgBatch {
       }
       if (gone.length > 0) await this.q("DELETE FROM observed_containers WHERE host_id = $1 AND container_id = ANY($2::text[])", [hostId, gone]);
     }
+    // Decided in the order the containers are listed, as SQLite's loop does; written
+    // afterwards in one statement, the last listing of a container id winning as it does.
+    const rows = new Map<string, ContainerInfo & { json: string; serverId: string | null }>();
     for (const c of containers) {
       if (keep.has(c.labels[LABEL_SERVER] ?? "")) continue;
       const json = toJsonString(ContainerInfoSchema, c);
-      const sid = await this.writeContainer(hostId, c, json, now);
+      const sid = c.labels[LABEL_SERVER] || null;
+      rows.delete(c.id);
+      rows.set(c.id, { ...c, json, serverId: sid });
       const old = before.get(c.id);
       before.delete(c.id);
       if (old?.serverId && old.serverId !== sid) touched.add(old.serverId);
       if (sid && (old?.serverId !== sid || old.json !== json)) touched.add(sid);
     }
     for (const old of before.values()) if (old.serverId) touched.add(old.serverId);
+    await this.writeContainers(hostId, [...rows.values()], now);
 
     const { rows: dirRows } = await this.q<{ server_id: string; present: number; size_bytes: number }>(
       "SELECT server_id, present, size_bytes FROM data_dirs WHERE host_id = $1",
@@ -460,10 +576,16 @@ export class PgBatch {
     );
     const known = new Map(dirRows.map((r) => [r.server_id, { present: r.present === 1, sizeBytes: r.size_bytes }]));
     const reported = new Set<string>();
+    const dirs = new Map<string, DataDirRecord>();
+    const writeDir = (d: DataDirRecord) => {
+      const key = `${d.hostId}/${d.serverId}`;
+      dirs.delete(key);
+      dirs.set(key, d);
+    };
     for (const d of dataDirs) {
       if (keep.has(d.serverId)) continue;
       const k = known.get(d.serverId);
-      await this.upsertDataDir(d);
+      writeDir(d);
       known.set(d.serverId, { present: d.present, sizeBytes: d.sizeBytes });
       reported.add(d.serverId);
       if (!k || k.present !== d.present || k.sizeBytes !== d.sizeBytes) touched.add(d.serverId);
@@ -473,10 +595,11 @@ export class PgBatch {
       if (reported.has(serverId) || keep.has(serverId)) continue;
       const k = known.get(serverId);
       if (k && !k.present) continue;
-      await this.upsertDataDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
+      writeDir({ hostId, serverId, present: false, sizeBytes: 0, checkedAt: now });
       known.set(serverId, { present: false, sizeBytes: 0 });
       touched.add(serverId);
     }
+    await this.upsertDataDirs([...dirs.values()]);
     // Checks of directories of no server here last only while the host lists them.
     const forget = [...known.keys()].filter((serverId) => !reported.has(serverId) && !keep.has(serverId) && !onHost.has(serverId));
     if (forget.length > 0) await this.q("DELETE FROM data_dirs WHERE host_id = $1 AND server_id = ANY($2::text[])", [hostId, forget]);

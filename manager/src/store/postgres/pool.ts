@@ -8,7 +8,8 @@
  *
  * Errors are translated once, here, into the manager's typed errors:
  *
- *   40001 serialization_failure, 40P01 deadlock    ConflictError (Aborted: read again, retry)
+ *   40001 serialization_failure, 40P01 deadlock    the batch runs again (pg-store.ts commit); after
+ *                                                  the last run, ConflictError (Aborted: read again, retry)
  *   class 08 (connection), 57P01–57P03 (shutdown,  UnavailableError "the database is
  *     crash, starting up), 53xxx (disk full, out     unreachable: …; retry"
  *     of connections), socket errors (ECONNREFUSED,
@@ -90,15 +91,25 @@ export function isUniqueViolation(err: unknown, name: string): boolean {
 }
 
 /**
+ * The database aborted the transaction to break a deadlock (40P01) or a
+ * serialization failure (40001): nothing of it was written, and running the
+ * same transaction again is safe (the store does, pg-store.ts commit).
+ */
+export function isTransactionAborted(err: unknown): boolean {
+  const code = pgErrorOf(err)?.code;
+  return code === "40001" || code === "40P01";
+}
+
+/**
  * The manager's error for what `pg` threw: typed errors pass through,
  * concurrency failures become ConflictError, a lost or refused connection
  * UnavailableError; anything else passes through unchanged (a bug: Internal).
  */
 export function storeError(err: unknown): unknown {
   if (err instanceof BerthError) return err;
-  const code = pgErrorOf(err)?.code;
-  if (code === "40001" || code === "40P01") {
-    return new ConflictError(`the database aborted this write because a concurrent one conflicted with it (${code === "40P01" ? "deadlock" : "serialization failure"}); read again and retry`);
+  if (isTransactionAborted(err)) {
+    const code = pgErrorOf(err)?.code;
+    return new ConflictError(`the database kept aborting this write because concurrent ones conflicted with it (${code === "40P01" ? "deadlock" : "serialization failure"}); read again and retry`);
   }
   if (isConnectionError(err)) {
     const e = err as Error & { code?: string };

@@ -1,6 +1,7 @@
 import type { AlertRecord, ServerFacts } from "../../domain/records.js";
 import type { Db } from "./database.js";
-import { alertFromRow, type AlertRow } from "../rows.js";
+import { alertAlreadyFiring, alertFromRow, type AlertRow } from "../rows.js";
+import { isUniqueViolation } from "./tables.js";
 
 /**
  * The SQL of alerts, over the same database as `Store`. At most one firing
@@ -44,6 +45,16 @@ export class AlertTables {
   }
 
   insert(a: AlertRecord): void {
+    try {
+      this.#insert(a);
+    } catch (err) {
+      // alerts_one_firing (rule, subject WHERE state = 'firing'): the only unique rule a new alert id can break.
+      if (isUniqueViolation(err, "alerts.rule, alerts.subject")) throw alertAlreadyFiring(a);
+      throw err;
+    }
+  }
+
+  #insert(a: AlertRecord): void {
     this.db
       .prepare(
         `INSERT INTO alerts (id, rule, subject, project, host_id, server_id, severity, state, message, first_seen, last_seen,

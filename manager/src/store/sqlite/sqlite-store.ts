@@ -10,6 +10,7 @@ import { ConflictError, NotFoundError } from "../../errors.js";
 import type { EventRecord } from "../../domain/records.js";
 import type { AlertTables } from "./alert-tables.js";
 import type { Committed, CommitResult, Store as StoreContract, WriteOp } from "../store.js";
+import { storable } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
 import type { TokenTables } from "./token-tables.js";
@@ -41,7 +42,9 @@ export class SqliteStore implements StoreContract {
 
   // ---------------------------------------------------------------- writes
 
-  commit(ops: readonly WriteOp[]): Promise<CommitResult> {
+  commit(batch: readonly WriteOp[]): Promise<CommitResult> {
+    // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
+    const ops = storable(batch);
     const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set() };
     try {
       this.tables.transaction(() => {

@@ -809,7 +809,7 @@ export class SqliteTables {
  * A UNIQUE or PRIMARY KEY violation naming `columns` (SQLite's message lists
  * "table.column" for each column of the constraint).
  */
-function isUniqueViolation(err: unknown, columns: string): boolean {
+export function isUniqueViolation(err: unknown, columns: string): boolean {
   const e = err as { code?: unknown; message?: unknown } | null;
   return (
     (e?.code === "SQLITE_CONSTRAINT_UNIQUE" || e?.code === "SQLITE_CONSTRAINT_PRIMARYKEY") &&
