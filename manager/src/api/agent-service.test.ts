@@ -209,10 +209,8 @@ describe("AgentService.Connect", () => {
   });
 
   it("a pull progress message cut at 500 code units never splits an emoji: the cut drops the whole pair", async () => {
-    const { contract, ledger, connect } = setup();
-    const at = Date.now();
-    const spec = create(ServerSpecSchema, { name: "web", hostId: "host_aaaa", image: "busybox" });
-    await contract.commit([{ op: "server.insert", server: { id: "srv_pull", project: "default", name: "web", hostId: "host_aaaa", generation: 1, spec, status: initialStatus(), dataInitialized: true, lifecycle: {}, createdAt: at, updatedAt: at, deletedAt: null } }]);
+    const { store, ledger, connect } = await setup();
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_pull", name: "web", hostId: "host_aaaa", dataInitialized: true, at: Date.now() }) }]);
     const a = await connect("host_aaaa");
     await a.output.next();
     // "busybox: " and 490 x's are 499 code units: the 500th is the first half of the emoji.

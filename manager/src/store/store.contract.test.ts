@@ -480,6 +480,15 @@ describe("strings from outside: whatever a JS string holds is stored", () => {
     expect((await store.getCommand("cmd_1"))?.reason).toBe("X\ufffd");
   });
 
+  it("a look-up by text with a NUL in it (a name, an id, an event's type prefix) answers nothing found, never an error", async () => {
+    await store.commit([insert({ id: "srv_a", hostId: HOST })]);
+    expect(await store.getServer("srv_a\u0000")).toBeUndefined();
+    expect(await store.findServerByName("default", "srv_a\u0000")).toBeUndefined();
+    expect(await store.getHost("\u0000")).toBeUndefined();
+    expect(await store.listServers({ project: "de\u0000fault" })).toEqual([]);
+    expect(await store.listNewestFirst({ project: null, typePrefix: "server.\u0000", limit: 10 })).toEqual([]);
+  });
+
   it("a lone surrogate in plain text (a command result, an event): stored, read back with it replaced", async () => {
     const text = "cut \ud83d";
     await store.commit([insert({ id: "srv_a", hostId: HOST }), cmdInsert("cmd_1", "srv_a")]);

@@ -23,6 +23,7 @@ import {
   observedFromRow,
   serverFromRow,
   storable,
+  storableText,
   tokenFromRow,
   type AlertRow,
   type CommandRow,
@@ -265,7 +266,10 @@ export class PostgresStore implements Store {
 
   async #rows<R extends pg.QueryResultRow>(sql: string, args: unknown[] = []): Promise<R[]> {
     try {
-      return (await this.pool.query<R>(sql, args)).rows;
+      // Look-ups by text the caller sent (a name, an id, a prefix) compare it as it would be
+      // stored: PostgreSQL text cannot hold NUL, so writes store it as U+FFFD (rows.ts) and a
+      // NUL in a parameter would otherwise fail the query instead of simply matching nothing.
+      return (await this.pool.query<R>(sql, args.map((a) => (typeof a === "string" ? storableText(a) : a)))).rows;
     } catch (err) {
       throw storeError(err);
     }
