@@ -11,6 +11,7 @@ import type {
   AlertState,
   CommandRecord,
   CommandState,
+  EventInput,
   EventRecord,
   HostFacts,
   HostRecord,
@@ -301,5 +302,22 @@ export function tokenFromRow(r: TokenRow): TokenRecord {
     createdBy: r.created_by,
     revokedAt: r.revoked_at,
     lastUsedAt: r.last_used_at,
+  };
+}
+
+/** The record of an event appended with `id` at `at` (what a commit reports and listeners hear). */
+export function appendedEvent(id: number, at: number, e: EventInput): EventRecord {
+  return {
+    id,
+    time: at,
+    type: e.type,
+    project: e.project ?? "",
+    serverId: e.serverId ?? "",
+    hostId: e.hostId ?? "",
+    reason: e.reason ?? "",
+    message: e.message ?? "",
+    actor: e.actor ?? "",
+    correlationId: e.correlationId ?? "",
+    payloadJson: JSON.stringify(e.payload ?? {}),
   };
 }

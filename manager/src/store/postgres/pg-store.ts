@@ -17,6 +17,7 @@ import { newId } from "../../ids.js";
 import type { EventQuery, EventRecord, ServerFacts, ServerFilter } from "../../domain/records.js";
 import {
   alertFromRow,
+  appendedEvent,
   commandFromRow,
   eventFromRow,
   hostFromRow,
@@ -203,22 +204,7 @@ export class PostgresStore implements Store {
       while (j < appends.length && appends[j]!.at === at) j++;
       const run = appends.slice(i, j);
       const ids = await appendEvents(client, run.map((o) => o.event), at);
-      run.forEach((o, k) => {
-        const e = o.event;
-        fx.events.push({
-          id: ids[k]!,
-          time: at,
-          type: e.type,
-          project: e.project ?? "",
-          serverId: e.serverId ?? "",
-          hostId: e.hostId ?? "",
-          reason: e.reason ?? "",
-          message: e.message ?? "",
-          actor: e.actor ?? "",
-          correlationId: e.correlationId ?? "",
-          payloadJson: JSON.stringify(e.payload ?? {}),
-        });
-      });
+      run.forEach((o, k) => fx.events.push(appendedEvent(ids[k]!, at, o.event)));
       i = j;
     }
   }

@@ -8,6 +8,7 @@
  */
 import { ConflictError, NotFoundError } from "../../errors.js";
 import type { EventRecord } from "../../domain/records.js";
+import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
 import type { Committed, CommitResult, Store as StoreContract, WriteOp } from "../store.js";
 import { storable } from "../rows.js";
@@ -205,21 +206,7 @@ export class SqliteStore implements StoreContract {
         t.setMeta(o.key, o.value);
         return;
       case "event.append": {
-        const e = o.event;
-        const id = t.appendEvent(e, o.at);
-        fx.events.push({
-          id,
-          time: o.at,
-          type: e.type,
-          project: e.project ?? "",
-          serverId: e.serverId ?? "",
-          hostId: e.hostId ?? "",
-          reason: e.reason ?? "",
-          message: e.message ?? "",
-          actor: e.actor ?? "",
-          correlationId: e.correlationId ?? "",
-          payloadJson: JSON.stringify(e.payload ?? {}),
-        });
+        fx.events.push(appendedEvent(t.appendEvent(o.event, o.at), o.at, o.event));
         return;
       }
       default: {
