@@ -14,6 +14,7 @@ import type {
   EventRecord,
   HostFacts,
   HostRecord,
+  LeaseRecord,
   Lifecycle,
   ObservedContainer,
   Role,
@@ -302,4 +303,15 @@ export function tokenFromRow(r: TokenRow): TokenRecord {
     revokedAt: r.revoked_at,
     lastUsedAt: r.last_used_at,
   };
+}
+
+export interface LeaseRow {
+  name: string;
+  holder: string;
+  epoch: number;
+  expires_at: number;
+}
+
+export function leaseFromRow(r: LeaseRow): LeaseRecord {
+  return { name: r.name, holder: r.holder, epoch: r.epoch, expiresAt: r.expires_at };
 }
