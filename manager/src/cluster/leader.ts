@@ -79,6 +79,8 @@ export class LeaderLease {
   #attempt: Promise<void> | undefined;
   #started = false;
   #stopped = false;
+  /** The other holder last seen leading (logged once per change). */
+  #knownLeader: string | undefined;
 
   constructor(o: LeaderLeaseOptions) {
     this.name = o.name ?? LEADER_LEASE;
@@ -153,6 +155,10 @@ export class LeaderLease {
     } catch (err) {
       if (err instanceof LeaseHeldError) {
         this.#set(false, `the lease is held by ${err.holder}`);
+        if (err.holder !== this.#knownLeader) {
+          this.#knownLeader = err.holder;
+          this.#log.info({ lease: this.name, holder: this.holder, leader: err.holder }, "another manager is the leader (alerts, retention and webhooks run there); taking over if its lease expires");
+        }
       } else if (this.#leader) {
         // Still leader until the local deadline (the lapse timer), unless a renewal succeeds before.
         this.#log.warn({ err, lease: this.name }, "could not renew the leader lease; leading until it could have expired, then stopping");
@@ -169,6 +175,7 @@ export class LeaderLease {
     if (this.#lapseTimer) clearTimeout(this.#lapseTimer);
     this.#lapseTimer = setTimeout(() => this.#set(false, "the lease could not be renewed before it could have expired"), validUntil - performance.now());
     this.#lapseTimer.unref();
+    this.#knownLeader = undefined;
     if (!this.#leader) {
       const lease = await this.#store.getLease(this.name).catch(() => undefined);
       this.#set(true, "acquired the lease", lease?.epoch);
