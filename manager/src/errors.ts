@@ -59,6 +59,17 @@ export class ConflictError extends BerthError {
   }
 }
 
+/** A lease (store.ts lease.acquire) is held by another holder and has not expired. */
+export class LeaseHeldError extends ConflictError {
+  constructor(
+    readonly lease: string,
+    readonly holder: string,
+    readonly expiresAt: number,
+  ) {
+    super(`lease ${lease} is held by ${holder} until ${new Date(expiresAt).toISOString()}; it can be taken once it expires unrenewed`);
+  }
+}
+
 /** The object is in a state where the operation cannot run (wrong phase, port conflict, ...). */
 export class PreconditionError extends BerthError {
   constructor(message: string) {

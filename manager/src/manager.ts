@@ -36,6 +36,8 @@ import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
 import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
+import { LeaderLease } from "./cluster/leader.js";
+import { newId } from "./ids.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
 import { openStore, type StoreMeta } from "./store/open.js";
@@ -102,6 +104,12 @@ export interface Manager {
    */
   readonly initialAdminToken: string | undefined;
   readonly managerId: string;
+  /**
+   * The leader lease of this manager process (holder: a fresh instance id
+   * per process). Alert evaluation (orphan alerts included), webhook
+   * delivery and retention run only while it leads.
+   */
+  readonly leader: LeaderLease;
   readonly reconciler: Reconciler;
   readonly hub: AgentHub;
   /** Metrics, the write probe and readiness. */
@@ -180,6 +188,10 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     config: config.ledger,
     orphans: () => orphans.alertViews(),
   });
+  // Work that must run once among the managers of one database runs on the lease's holder; on
+  // SQLite (one manager per file) the lease is simply always this manager's.
+  const leader = new LeaderLease({ store: opened.contract, holder: newId("mi"), log });
+  leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   const observability = createObservability({
     store: opened.contract,
@@ -194,6 +206,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       servers: () => opened.contract.serverFacts(),
       firingAlerts: () => opened.contract.listFiringAlerts(),
       queueDepth: () => reconciler.queue.length,
+      isLeader: () => leader.isLeader,
       refusedReports: () => hub.refusedReports,
       command: async (id) => {
         const c = await opened.contract.getCommand(id);
@@ -258,6 +271,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       return initialAdminToken;
     },
     managerId,
+    leader,
     reconciler,
     hub,
     observability,
@@ -292,7 +306,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
         }
       }, 1000);
       sweeper.unref();
-      ledgerServices.start();
+      // Alerts, webhooks and retention start once this manager holds the leader lease.
+      leader.start();
       reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
@@ -306,6 +321,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // In-flight reconciles finish before the store closes.
       await reconciler.stop();
       hub.closeAll("manager shutting down");
+      // Stops alerts, webhooks and retention, then hands the lease to another manager.
+      await leader.stop();
       ledgerServices.stop();
       await listener?.close();
       await store.close();

@@ -75,6 +75,8 @@ export interface TestManager {
   /** The SQLite database file; throws on PostgreSQL (read with `rows` there). */
   readonly dbPath: string;
   adminToken: string;
+  /** Where its database and secret key are, as ManagerConfig takes them: to start another manager on the same database. */
+  storeConfig: Pick<ManagerConfig, "store" | "dbPath" | "secretKeyFile">;
   transport(token?: string): Transport;
   /**
    * Runs a read-only SQL query on the manager's database with a connection of
@@ -148,6 +150,7 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}, opts
       return dbPath;
     },
     adminToken,
+    storeConfig: store,
     transport: (token = adminToken) => transportFor(token),
     async rows(sql) {
       if (pgPool) return (await pgPool.query({ text: sql, rowMode: "array" })).rows as unknown[][];

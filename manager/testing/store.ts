@@ -30,7 +30,8 @@ export function testEngine(): TestEngine {
  */
 export async function testStore(opts: { engine?: TestEngine } = {}): Promise<Store> {
   const engine = opts.engine ?? testEngine();
-  const secrets = () => new SecretBox(randomBytes(32));
+  const box = new SecretBox(randomBytes(32));
+  const secrets = () => box;
   if (engine === "sqlite") return openStore("sqlite://:memory:", { secrets });
   const server = inject("postgres").url;
   if (!server) throw new Error(`BERTH_TEST_STORE=postgres needs the run's PostgreSQL server: ${inject("postgres").unavailable ?? "none was provided"}`);
@@ -44,12 +45,38 @@ export async function testStore(opts: { engine?: TestEngine } = {}): Promise<Sto
     throw err;
   }
   const close = store.close.bind(store);
-  return Object.assign(store, {
+  const opened = Object.assign(store, {
     async close() {
       await close();
       await dropDatabase(server, name);
     },
   });
+  databases.set(opened, { url, box });
+  return opened;
+}
+
+/** The database and secret box of each PostgreSQL store testStore() made (for sameDatabase). */
+const databases = new WeakMap<Store, { url: string; box: SecretBox }>();
+
+/**
+ * Another store on the same database as `store` (from testStore()), as a
+ * second manager opens it: on PostgreSQL a store with its own pool on the
+ * same database; on SQLite (an in-memory database only one connection can
+ * see) the same store, whose close() does nothing. Close it before `store`.
+ */
+export async function sameDatabase(store: Store): Promise<Store> {
+  const db = databases.get(store);
+  if (db === undefined) {
+    if (store.engine !== "sqlite") throw new Error("sameDatabase needs a store made by testStore()");
+    return new Proxy(store, {
+      get(target, key) {
+        if (key === "close") return async () => {};
+        const v: unknown = Reflect.get(target, key, target);
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+  }
+  return openStore(db.url, { secrets: () => db.box });
 }
 
 /**

@@ -121,4 +121,16 @@ describe("webhooks", () => {
     await new Promise((r) => setTimeout(r, 30));
     expect(calls).toEqual([503, 200]);
   });
+
+  it("sends nothing while closed (not the leader) and delivers again once opened", async () => {
+    const h = await setup([204]);
+    h.notifier.close();
+    h.notifier.notify("alert.fired", alert);
+    expect(h.calls).toHaveLength(0);
+    h.notifier.open();
+    h.notifier.notify("alert.fired", alert);
+    await until(async () => (await h.events()).length === 1);
+    expect(h.calls).toHaveLength(1);
+    expect((await h.events()).map((e) => e.type)).toEqual(["webhook.delivered"]);
+  });
 });

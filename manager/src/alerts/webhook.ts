@@ -128,6 +128,11 @@ export class WebhookNotifier {
     for (const url of this.config.urls) void this.attempt(url, json, body, 1);
   }
 
+  /** Takes notifications again after close() (this manager leads again: cluster/leader.ts). */
+  open(): void {
+    this.closed = false;
+  }
+
   /** Stops retries and aborts requests in flight. */
   close(): void {
     this.closed = true;

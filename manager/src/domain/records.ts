@@ -218,6 +218,17 @@ export interface AlertRecord {
   mutedUntil: number | null;
 }
 
+/**
+ * A named lease (store.ts lease.acquire): who holds it, until when (ms, the
+ * holder's clock) and its epoch, which goes up by one each time the holder changes.
+ */
+export interface LeaseRecord {
+  name: string;
+  holder: string;
+  epoch: number;
+  expiresAt: number;
+}
+
 /** What the alert rules need to know about a server, read without decoding whole records. */
 export interface ServerFacts {
   id: string;

@@ -80,7 +80,9 @@ export function createLedgerServices(deps: {
     evaluator,
     notifier,
     retention,
+    // Started and stopped again each time this manager gains and loses the leader lease.
     start() {
+      notifier.open();
       retention.start();
       evaluator.start();
     },

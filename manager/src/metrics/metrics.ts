@@ -23,6 +23,8 @@ export interface MetricsSources {
   firingAlerts(): Promise<{ rule: string; severity: string }[]>;
   /** Keys waiting in the reconcile queue. */
   queueDepth(): number;
+  /** This manager holds the leader lease (cluster/leader.ts). */
+  isLeader?(): boolean;
   /** Reports agents sent that the manager refused (host limits), by reason, since start (AgentHub.refusedReports). */
   refusedReports?(): ReadonlyMap<string, number>;
   /** A command's kind and creation time, for command.* events. */
@@ -125,6 +127,17 @@ export class ManagerMetrics {
         for (const [reason, n] of sources.refusedReports?.() ?? []) this.inc({ reason }, n);
       },
     });
+    if (sources.isLeader) {
+      const isLeader = sources.isLeader;
+      new Gauge({
+        name: "berth_leader",
+        help: "1 while this manager holds the leader lease (runs alerts, webhooks and retention), else 0.",
+        registers,
+        collect() {
+          this.set(isLeader() ? 1 : 0);
+        },
+      });
+    }
     new Gauge({
       name: "berth_reconcile_queue_depth",
       help: "Servers waiting in the reconcile queue.",

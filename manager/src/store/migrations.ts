@@ -496,4 +496,29 @@ export const MIGRATIONS: readonly Migration[] = [
   ON CONFLICT DO NOTHING;
   `,
   },
+  // 8: named leases (cluster/leader.ts): work that must run on exactly one of
+  // several managers (alert evaluation, retention, orphan alerts, webhook
+  // delivery) runs on the holder of the "leader" lease. `epoch` counts holders
+  // (a fencing token); times are the writing manager's clock in ms (store.ts
+  // lease.acquire says why that is enough).
+  {
+    description: "leases: named leases with holder, epoch and expiry (the leader lease)",
+    sqlite: `
+  CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+  );
+  `,
+    postgres: `
+  CREATE TABLE leases (
+    name       TEXT COLLATE "C" NOT NULL,
+    holder     TEXT COLLATE "C" NOT NULL,
+    epoch      BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    CONSTRAINT leases_pkey PRIMARY KEY (name)
+  );
+  `,
+  },
 ];

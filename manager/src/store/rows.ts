@@ -15,6 +15,7 @@ import type {
   EventRecord,
   HostFacts,
   HostRecord,
+  LeaseRecord,
   Lifecycle,
   ObservedContainer,
   Role,
@@ -320,4 +321,15 @@ export function appendedEvent(id: number, at: number, e: EventInput): EventRecor
     correlationId: e.correlationId ?? "",
     payloadJson: JSON.stringify(e.payload ?? {}),
   };
+}
+
+export interface LeaseRow {
+  name: string;
+  holder: string;
+  epoch: number;
+  expires_at: number;
+}
+
+export function leaseFromRow(r: LeaseRow): LeaseRecord {
+  return { name: r.name, holder: r.holder, epoch: r.epoch, expiresAt: r.expires_at };
 }

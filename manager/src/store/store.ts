@@ -36,6 +36,7 @@ import type {
   EventRecord,
   HostFacts,
   HostRecord,
+  LeaseRecord,
   Lifecycle,
   NewServerRecord,
   ObservedContainer,
@@ -134,6 +135,27 @@ export type WriteOp =
   | { op: "token.revoke"; id: string; at: number }
   | { op: "token.touch"; id: string; at: number }
   | { op: "project.ensure"; name: string; at: number }
+  // leases
+  /**
+   * Takes or renews the lease `name` for `holder` until `at + ttlMs`, if it is
+   * free, already the holder's, or expired (its expires_at <= at); else
+   * LeaseHeldError (a ConflictError naming the holder and its expiry). The
+   * epoch is 1 for a new lease, the same on a renewal, and one more whenever
+   * the holder changes (a fencing token). Two managers racing for one lease:
+   * exactly one wins.
+   *
+   * Time is the caller's clock (`at`, ms), on both engines, so the rule reads
+   * the same everywhere and tests can drive it. That is enough when the
+   * managers' clocks agree to well within the TTL (NTP keeps them within
+   * milliseconds): a challenger whose clock runs `d` ahead of the holder's sees
+   * the lease expire `d` early. While the holder renews (every renew interval,
+   * well inside the TTL) that only matters for d > TTL - renew interval; when
+   * the holder cannot renew, LeaderLease (cluster/leader.ts) stops acting a
+   * clock-skew allowance before its lease could have expired.
+   */
+  | { op: "lease.acquire"; name: string; holder: string; ttlMs: number; at: number }
+  /** Drops the lease if `holder` holds it (expired or not); otherwise does nothing, no error. */
+  | { op: "lease.release"; name: string; holder: string }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -217,6 +239,11 @@ export interface TokenReads {
   listTokens(f?: { project?: string }): Promise<TokenRecord[]>;
 }
 
+export interface LeaseReads {
+  /** The lease as stored (expired or not), or undefined when nobody ever took it or it was released. */
+  getLease(name: string): Promise<LeaseRecord | undefined>;
+}
+
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */
 export interface Retention {
   pruneEventsOlderThan(cutoff: number, limit: number): Promise<number>;
@@ -227,7 +254,7 @@ export interface Retention {
 }
 
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;

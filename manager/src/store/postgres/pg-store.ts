@@ -21,6 +21,7 @@ import {
   commandFromRow,
   eventFromRow,
   hostFromRow,
+  leaseFromRow,
   observedFromRow,
   serverFromRow,
   storable,
@@ -30,6 +31,7 @@ import {
   type CommandRow,
   type EventRow,
   type HostRow,
+  type LeaseRow,
   type ObservedRow,
   type ServerRow,
   type TokenRow,
@@ -293,6 +295,11 @@ export class PostgresStore implements Store {
     } catch (err) {
       throw storeError(err);
     }
+  }
+
+  async getLease(name: string) {
+    const [r] = await this.#rows<LeaseRow>("SELECT name, holder, epoch, expires_at FROM leases WHERE name = $1", [name]);
+    return r && leaseFromRow(r);
   }
 
   // servers

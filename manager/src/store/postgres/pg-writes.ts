@@ -20,7 +20,7 @@ import { toBinary, toJsonString } from "@bufbuild/protobuf";
 import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import type pg from "pg";
-import { ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
+import { ConflictError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
 import { alertAlreadyFiring, portKeys, portKeysOfSpecJson } from "../rows.js";
@@ -345,6 +345,12 @@ export class PgBatch {
       case "project.ensure":
         await this.ensureProject(o.name, o.at);
         return;
+      case "lease.acquire":
+        await this.acquireLease(o.name, o.holder, o.ttlMs, o.at);
+        return;
+      case "lease.release":
+        await this.q("DELETE FROM leases WHERE name = $1 AND holder = $2", [o.name, o.holder]);
+        return;
       case "meta.set":
         await setMeta(this.c, o.key, o.value);
         return;
@@ -353,6 +359,33 @@ export class PgBatch {
         throw new Error(`unknown write operation ${JSON.stringify(never)}`);
       }
     }
+  }
+
+  // ---------------------------------------------------------------- leases
+
+  /**
+   * store.ts lease.acquire in one statement: the upsert's WHERE is the
+   * precondition. Two managers racing for a free lease: the second INSERT
+   * waits for the first to commit, then takes the conflict path, where the
+   * WHERE sees the winner's row and updates nothing (the row stays locked
+   * until this transaction ends, so the holder read for the error is the one
+   * that refused it).
+   */
+  private async acquireLease(name: string, holder: string, ttlMs: number, at: number): Promise<void> {
+    const { rowCount } = await this.q(
+      `INSERT INTO leases AS l (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3)
+       ON CONFLICT (name) DO UPDATE
+         SET holder = excluded.holder,
+             epoch = CASE WHEN l.holder = excluded.holder THEN l.epoch ELSE l.epoch + 1 END,
+             expires_at = excluded.expires_at
+         WHERE l.holder = excluded.holder OR l.expires_at <= $4`,
+      [name, holder, at + ttlMs, at],
+    );
+    if (rowCount === 1) return;
+    const { rows } = await this.q<{ holder: string; expires_at: number }>("SELECT holder, expires_at FROM leases WHERE name = $1", [name]);
+    const cur = rows[0];
+    if (!cur) throw new Error(`lease ${name} refused but not found`);
+    throw new LeaseHeldError(name, cur.holder, cur.expires_at);
   }
 
   // ---------------------------------------------------------------- servers

@@ -202,6 +202,12 @@ export class SqliteStore implements StoreContract {
       case "project.ensure":
         this.tokens.ensureProject(o.name, o.at);
         return;
+      case "lease.acquire":
+        t.acquireLease(o.name, o.holder, o.ttlMs, o.at);
+        return;
+      case "lease.release":
+        t.releaseLease(o.name, o.holder);
+        return;
       case "meta.set":
         t.setMeta(o.key, o.value);
         return;
@@ -220,6 +226,7 @@ export class SqliteStore implements StoreContract {
 
   async clusterId() { return this.tables.managerId(); }
   async getMeta(key: string) { return this.tables.getMeta(key); }
+  async getLease(name: string) { return this.tables.getLease(name); }
   async probeWrite(value: string, lockWaitMs: number) { this.tables.probeWrite(value, lockWaitMs); }
   async close() { this.tables.close(); }
 

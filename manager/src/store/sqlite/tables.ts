@@ -16,7 +16,7 @@ import {
 import type { Db } from "./database.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import { newId } from "../../ids.js";
-import { ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
+import { ConflictError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type {
   CommandRecord,
   DataDirRecord,
@@ -25,6 +25,7 @@ import type {
   EventRecord,
   HostFacts,
   HostRecord,
+  LeaseRecord,
   Lifecycle,
   NewServerRecord,
   ObservedContainer,
@@ -32,7 +33,7 @@ import type {
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, type HostRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow } from "../rows.js";
+import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow } from "../rows.js";
 
 /**
  * The only code that speaks SQL. Narrow, synchronous (better-sqlite3), and
@@ -106,6 +107,28 @@ export class SqliteTables {
     } finally {
       if (db.open) db.pragma(`busy_timeout = ${busy}`);
     }
+  }
+
+  // --- leases -----------------------------------------------------------------
+
+  /** store.ts lease.acquire: read and write in the batch's transaction (one writer at a time). */
+  acquireLease(name: string, holder: string, ttlMs: number, at: number): void {
+    const cur = this.getLease(name);
+    if (cur && cur.holder !== holder && cur.expiresAt > at) throw new LeaseHeldError(name, cur.holder, cur.expiresAt);
+    const epoch = !cur ? 1 : cur.holder === holder ? cur.epoch : cur.epoch + 1;
+    this.db
+      .prepare("INSERT INTO leases (name, holder, epoch, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch, expires_at = excluded.expires_at")
+      .run(name, holder, epoch, at + ttlMs);
+  }
+
+  /** store.ts lease.release: only the holder's own lease goes. */
+  releaseLease(name: string, holder: string): void {
+    this.db.prepare("DELETE FROM leases WHERE name = ? AND holder = ?").run(name, holder);
+  }
+
+  getLease(name: string): LeaseRecord | undefined {
+    const row = this.db.prepare("SELECT name, holder, epoch, expires_at FROM leases WHERE name = ?").get(name) as LeaseRow | undefined;
+    return row && leaseFromRow(row);
   }
 
   // --- hosts ------------------------------------------------------------------
