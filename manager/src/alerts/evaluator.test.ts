@@ -134,6 +134,21 @@ describe("AlertEvaluator", () => {
     expect((await h.store.listAlerts({ includeResolved: true, project: null, sharedRules: [], limit: 10 })).map((a) => a.state)).toEqual(["firing", "resolved"]);
   });
 
+  it("a pending condition seen before a stop (another manager led meanwhile) must hold its whole threshold again after start", async () => {
+    const h = await setup();
+    h.connected.delete("host_1");
+    await h.evaluator.evaluate(); // pending since now
+    h.evaluator.start();
+    h.evaluator.stop(); // the lease went to another manager ...
+    h.advance(29_000);
+    h.evaluator.start(); // ... and came back: what was pending is forgotten
+    h.evaluator.stop();
+    h.advance(1_000);
+    expect((await h.evaluator.evaluate()).fired).toEqual([]);
+    h.advance(30_000);
+    expect((await h.evaluator.evaluate()).fired.map((a) => a.rule)).toEqual(["host_offline"]);
+  });
+
   it("crash loop and data lost fire at once and resolve when the phase moves on", async () => {
     const h = await setup();
     await h.addServer("srv_c", Phase.FAILED, "CrashLoop");

@@ -138,6 +138,9 @@ export class AlertEvaluator {
   }
 
   start(): void {
+    // Conditions seen before a stop (e.g. while another manager led) are stale: each must
+    // hold for its full `forMs` again from what this run sees.
+    this.pending = new Map();
     this.timer = setInterval(() => {
       if (Date.now() >= this.nextRunAllowedAt(0)) this.safeEvaluate();
     }, this.config.intervalMs);
