@@ -38,6 +38,7 @@ import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
+import { wakeForRemoteCommits } from "./reconcile/remote-commits.js";
 import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox, SecretKeyError } from "./store/secrets.js";
 import type { Store } from "./store/store.js";
@@ -216,6 +217,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
     ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
   });
+  // Other managers' writes (PostgreSQL) reach this manager's reconciler; its own wake it where they are made.
+  wakeForRemoteCommits(opened.contract, reconciler, log);
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;

@@ -12,6 +12,7 @@ import { requirePostgres } from "../../../../test/harness/postgres-tests.js";
 import { newServer, sharedTestStores, testEngine } from "../../../testing/store.js";
 import type { EventInput } from "../../domain/records.js";
 import { Ledger } from "../../ledger/ledger.js";
+import { wakeForRemoteCommits } from "../../reconcile/remote-commits.js";
 import type { Committed, Store, WriteOp } from "../store.js";
 import { decodeCommitNotice, encodeCommitNotice, NOTICE_CAP_BYTES } from "./pg-listen.js";
 import type { PostgresStore } from "./pg-store.js";
@@ -164,6 +165,20 @@ describe.skipIf(!provided.url || testEngine() !== "postgres")("the change feed b
     ledgerB.servers.subscribe((batch) => changed.push(...batch.map((ch) => ch.serverId)));
     await kill((b as PostgresStore).listenerPid!);
     await until(() => resyncs === 1 && changed.includes("srv_before"), "a resync on B's ledger and srv_before republished");
+  });
+
+  it("wakes B's reconciler for the servers A wrote, not for B's own writes, and for every server on a resync", async () => {
+    const [a, b] = await twoManagers();
+    const queued: [string, string][] = [];
+    wakeForRemoteCommits(b, { enqueue: (id, cause) => queued.push([id, cause]) });
+    const onB = heard(b);
+    await b.commit([{ op: "server.insert", server: newServer({ id: "srv_onb", hostId: HOST }) }]);
+    await a.commit([{ op: "server.insert", server: newServer({ id: "srv_ona", hostId: HOST }) }]);
+    await onB.next((c) => c.serverIds.has("srv_ona"), "A's server on B");
+    expect(queued).toEqual([["srv_ona", "changed by another manager"]]);
+    await kill((b as PostgresStore).listenerPid!);
+    await until(() => queued.length === 3, "both servers queued after the resync");
+    expect(queued.slice(1).map(([id]) => id).sort()).toEqual(["srv_ona", "srv_onb"]);
   });
 });
 
