@@ -88,8 +88,8 @@ describe.skipIf(!provided.url || testEngine() !== "postgres")("the change feed b
       { op: "server.insert", server: newServer({ id: "srv_feed1", hostId: HOST }) },
       event({ type: "server.created", project: "default", serverId: "srv_feed1", hostId: HOST, actor: "tester", message: "made on A", payload: { n: 1 } }),
     ]);
-    const remote = await onB.next((c) => c.events.some((e) => e.serverId === "srv_feed1"), "A's server.created on B");
     const tCommitted = performance.now();
+    const remote = await onB.next((c) => c.events.some((e) => e.serverId === "srv_feed1"), "A's server.created on B");
     console.info(`[pg-listen] A's commit() took ${(tCommitted - t0).toFixed(1)} ms; B's onCommit heard it ${(tHeard - t0).toFixed(1)} ms after commit() started`);
     expect(remote.remote).toBe(true);
     expect(remote.resync).toBeUndefined();
