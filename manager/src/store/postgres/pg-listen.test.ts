@@ -127,6 +127,15 @@ describe.skipIf(!provided.url || testEngine() !== "postgres")("the change feed b
     expect(later.events).toEqual(r.events);
   });
 
+  it("carries ids with quotes, backslashes and non-ASCII text through the notice as written", async () => {
+    const [a, b] = await twoManagers();
+    const onB = heard(b);
+    const id = "srv_q'uo\\te\"é😀";
+    await a.commit([{ op: "server.insert", server: newServer({ id, hostId: HOST }) }]);
+    const c = await onB.next((x) => x.remote === true && x.serverIds.size > 0, "the odd id on B");
+    expect([...c.serverIds]).toEqual([id]);
+  });
+
   it("sends a resync marker, still with the events, for a batch writing more servers than a notice can name", async () => {
     const [a, b] = await twoManagers();
     const onB = heard(b);
