@@ -40,6 +40,7 @@ import { LeaderLease } from "./cluster/leader.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
+import { wakeForRemoteCommits } from "./reconcile/remote-commits.js";
 import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox, SecretKeyError } from "./store/secrets.js";
 import type { Store } from "./store/store.js";
@@ -229,6 +230,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
     ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
   });
+  // Other managers' writes (PostgreSQL) reach this manager's reconciler; its own wake it where they are made.
+  wakeForRemoteCommits(opened.contract, reconciler, log);
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;

@@ -80,6 +80,31 @@ export async function sameDatabase(store: Store): Promise<Store> {
 }
 
 /**
+ * `count` PostgreSQL stores on ONE fresh database, as that many managers open
+ * it (openStore on the same URL, one secret key): what one commits, the others
+ * read and hear (remote onCommit). `close()` closes them all, then drops the database.
+ */
+export async function sharedTestStores(count = 2): Promise<{ stores: Store[]; close(): Promise<void> }> {
+  const server = inject("postgres").url;
+  if (!server) throw new Error(`sharedTestStores needs the run's PostgreSQL server: ${inject("postgres").unavailable ?? "none was provided"}`);
+  const name = uniqueDatabaseName("berth_shared");
+  const url = await createDatabase(server, name);
+  const box = new SecretBox(randomBytes(32));
+  const stores: Store[] = [];
+  const close = async () => {
+    for (const s of stores.splice(0)) await s.close();
+    await dropDatabase(server, name);
+  };
+  try {
+    for (let i = 0; i < count; i++) stores.push(await openStore(url, { secrets: () => box }));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { stores, close };
+}
+
+/**
  * A server record for tests, to insert with `{ op: "server.insert", server: newServer(...) }`:
  * project "default", the given id, name (default: the id) and host, spec from `spec`
  * (name, host id and image "busybox" filled in), initial status, never started.

@@ -20,7 +20,7 @@ import { loadVisibleServer } from "./find-server.js";
 
 export interface EventServiceDeps {
   /** Wakes live watches when events are committed. */
-  ledger: Pick<Ledger, "subscribe">;
+  ledger: Pick<Ledger, "subscribe" | "onResync">;
   /** Where events are read (and a server name in `server_id` resolved). */
   store: Pick<Store, "listNewestFirst" | "readForward" | "lastEventId" | "getServer" | "findServerByName" | "listServers">;
 }
@@ -96,6 +96,8 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       const wake = new Wakeup();
       // Subscribed before the first read: an event committed while a read is under way rings, so the next round reads it.
       const unsubscribe = ledger.subscribe(() => wake.ring());
+      // Events other managers committed while this one's change feed was down were never published: read forward.
+      const unsubscribeResync = ledger.onResync(() => wake.ring());
       try {
         let cursor = req.afterId > 0n ? Number(req.afterId) : await store.lastEventId();
         for (;;) {
@@ -109,6 +111,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         }
       } finally {
         unsubscribe();
+        unsubscribeResync();
       }
     },
   };

@@ -25,6 +25,7 @@ export type LedgerListener = (id: number, event: Readonly<EventInput>) => void;
  */
 export class Ledger {
   private readonly listeners = new Set<LedgerListener>();
+  private readonly resyncListeners = new Set<() => void>();
   readonly servers: ServerChangeFeed;
 
   /** `log`: where listener failures and unreadable records are reported (silent without one). */
@@ -53,13 +54,34 @@ export class Ledger {
   /**
    * Publishes what every committed batch of `store` appended and changed: its
    * events to listeners and watches, its server records to WatchServers.
-   * Returns the unsubscribe.
+   * Other managers' batches (PostgreSQL, `remote`) alike. On a `resync` (this
+   * manager may have missed other managers' commits) resync listeners are
+   * woken and every server is published as changed. Returns the unsubscribe.
    */
   follow(store: Store): () => void {
     return store.onCommit((c) => {
       for (const e of c.events) this.#published(e.id, e);
       for (const id of c.serverIds) this.servers.notify(id);
+      if (c.resync) this.#resync();
     });
+  }
+
+  #resync(): void {
+    for (const l of this.resyncListeners) {
+      try {
+        l();
+      } catch (err) {
+        this.log?.error({ err }, "a resync listener failed; it may have missed other managers' changes");
+      }
+    }
+    // Which servers changed is unknown: WatchServers reloads them all. (A server purged meanwhile
+    // has no record left to list: its watchers learn of it only from a fresh snapshot.)
+    this.store.allServerIds().then(
+      (ids) => {
+        for (const id of ids) this.servers.notify(id);
+      },
+      (err: unknown) => this.log?.error({ err }, "could not list servers to resync WatchServers; their watchers miss changes other managers made meanwhile"),
+    );
   }
 
   #published(id: number, e: EventInput): void {
@@ -88,5 +110,15 @@ export class Ledger {
   subscribe(listener: LedgerListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Hears when events may have been committed without being published here
+   * (another manager's, while this one's change feed was down): a reader that
+   * follows the ledger by id reads forward again. Returns the unsubscribe.
+   */
+  onResync(listener: () => void): () => void {
+    this.resyncListeners.add(listener);
+    return () => this.resyncListeners.delete(listener);
   }
 }

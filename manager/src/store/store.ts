@@ -24,7 +24,7 @@
  * store/postgres/event-log.ts, so ids are handed out in commit order).
  * `onCommit` listeners hear every committed batch's events and touched servers,
  * each exactly once, not necessarily in commit order on PostgreSQL (see
- * onCommit; later, also the batches other managers committed).
+ * onCommit; on PostgreSQL also the batches other managers committed).
  */
 import type { ContainerInfo, Command } from "@berth/proto/berth/v1/agent_pb.js";
 import type { ServerSpec, ServerStatus } from "@berth/proto/berth/v1/server_pb.js";
@@ -177,6 +177,21 @@ export interface Committed {
   /** Servers whose record the batch wrote (inserted, changed, deleted). */
   serverIds: ReadonlySet<string>;
   hostIds: ReadonlySet<string>;
+  /**
+   * Committed by another manager of the database (PostgreSQL only), heard
+   * through the change feed (postgres/pg-listen.ts) after its notice arrived,
+   * its events read back from the store. Absent for this store's own batches.
+   */
+  remote?: boolean;
+  /**
+   * This store may have missed other managers' commits (the feed's connection
+   * was lost and came back, or a batch wrote too many records to list them):
+   * any record may have changed. `serverIds` and `hostIds` are then incomplete
+   * (usually empty); `events`, when any, are still exactly that batch's.
+   * Listeners read again what they follow (the ledger's watch reads forward
+   * from its last id; WatchServers and the reconciler look at every server).
+   */
+  resync?: boolean;
 }
 
 // ------------------------------------------------------------------ reads
@@ -276,6 +291,14 @@ export interface Store extends ServerReads, HostReads, ObservationReads, Command
    * (ledger/ledger.ts follow, api/event-service.ts) uses it only as a wake-up
    * and reads the events forward from the store by id. A listener that throws
    * is reported (onListenerError) and fails nothing: the batch is committed.
+   *
+   * Other managers (PostgreSQL): their batches are heard too, marked `remote`,
+   * once their notice arrives (within milliseconds of their COMMIT), with their
+   * events read back in full; remote batches are heard in their commit order,
+   * one after another, but interleaved with this store's own in any order.
+   * Each batch is heard once, by its own store as local and by every other as
+   * remote. A `resync` says some may have been missed (see Committed).
+   * SQLite has one manager per file: nothing is ever remote there.
    */
   onCommit(listener: (c: Committed) => void): () => void;
   /** A write that proves the database takes writes now (health), waiting at most `lockWaitMs`. */

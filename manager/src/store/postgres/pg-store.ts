@@ -41,11 +41,12 @@ import type { Committed, CommitResult, OpenStoreOptions, Store, StoreMeta, Write
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
 import { appendEvents } from "./event-log.js";
+import { COMMIT_CHANNEL, CommitListener, decodeCommitNotice, encodeCommitNotice, listenClient, type CommitNotice } from "./pg-listen.js";
 import { migratePostgres } from "./migrate.js";
 import { OpenCommandTaken, PgBatch, newEffects, setMeta, type Effects } from "./pg-writes.js";
 import { createStorePool, isConnectionError, isTransactionAborted, pgErrorOf, storeError } from "./pool.js";
 
-type CommitListener = (c: Committed) => void;
+type CommitSubscriber = (c: Committed) => void;
 type EventAppend = Extract<WriteOp, { op: "event.append" }>;
 
 /**
@@ -79,7 +80,12 @@ export async function openPostgresStore(url: PostgresStoreUrl, opts: OpenStoreOp
       };
       secrets = await opts.secrets(meta);
     }
-    return new PostgresStore(description, pool, secrets, opts.onListenerError);
+    const store = new PostgresStore(description, pool, secrets, opts.onListenerError);
+    // Last: a store that is returned hears the other managers from its first commit on.
+    await store.listen(url, opts.onWarning).catch((err: unknown) => {
+      throw cannotOpen(description, err);
+    });
+    return store;
   } catch (err) {
     await pool.end().catch(() => {});
     throw err;
@@ -124,7 +130,15 @@ function limitOf(n: number): number {
 
 export class PostgresStore implements Store {
   readonly engine = "postgres" as const;
-  readonly #listeners = new Set<CommitListener>();
+  readonly #listeners = new Set<CommitSubscriber>();
+  /** Names this store's notices, so it can tell its own commits from other managers' (pg-listen.ts). */
+  readonly instanceId = newId("store");
+  #feed: CommitListener | undefined;
+  /** The remote batches being read and delivered, one after another (commit order). */
+  #remote: Promise<void> = Promise.resolve();
+  #remotePending = 0;
+  #resyncQueued = false;
+  #warn: (message: string) => void = () => {};
   #closing: Promise<void> | undefined;
   #clusterId: string | undefined;
 
@@ -161,17 +175,7 @@ export class PostgresStore implements Store {
         throw storeError(err);
       }
     }
-    if (fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0) {
-      const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds };
-      for (const l of this.#listeners) {
-        try {
-          l(committed);
-        } catch (err) {
-          // A listener's failure must not fail a write that is already committed.
-          this.onListenerError(err);
-        }
-      }
-    }
+    if (wroteSomething(fx)) this.#deliver({ events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds });
     return { versions: fx.versions, events: fx.events, touchedServers: fx.touched };
   }
 
@@ -186,7 +190,12 @@ export class PostgresStore implements Store {
       for (const o of ops) if (o.op !== "event.append") await batch.apply(o);
       // Events last, under the ledger lock (held until COMMIT): ids in commit order.
       await this.#appendEvents(client, ops.filter((o): o is EventAppend => o.op === "event.append"), fx);
-      await client.query("COMMIT");
+      // The notice inside the transaction: sent only if it commits, at its COMMIT, in commit order.
+      // One simple-protocol query with the COMMIT (a literal, since parameters would need a round
+      // trip of their own): the feed costs a writer no extra round trip. If the NOTIFY fails,
+      // the COMMIT is not run and the batch rolls back below.
+      const notify = wroteSomething(fx) ? `SELECT pg_notify('${COMMIT_CHANNEL}', ${client.escapeLiteral(this.#notice(fx))}); ` : "";
+      await client.query(`${notify}COMMIT`);
     } catch (err) {
       let broken = isConnectionError(err);
       if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
@@ -211,9 +220,97 @@ export class PostgresStore implements Store {
     }
   }
 
-  onCommit(listener: CommitListener): () => void {
+  onCommit(listener: CommitSubscriber): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  #deliver(committed: Committed): void {
+    for (const l of this.#listeners) {
+      try {
+        l(committed);
+      } catch (err) {
+        // A listener's failure must not fail a write that is already committed.
+        this.onListenerError(err);
+      }
+    }
+  }
+
+  /** What the batch tells the other managers (pg-listen.ts); ids of one transaction's events are consecutive. */
+  #notice(fx: Effects): string {
+    const first = fx.events[0]?.id;
+    const last = fx.events[fx.events.length - 1]?.id;
+    return encodeCommitNotice({
+      from: this.instanceId,
+      ...(first !== undefined && last !== undefined ? { events: { first, last } } : {}),
+      serverIds: [...fx.serverIds],
+      hostIds: [...fx.hostIds],
+    });
+  }
+
+  /**
+   * Starts hearing the other managers' commits (pg-listen.ts): called once by
+   * openPostgresStore; rejects when the LISTEN connection cannot be made.
+   */
+  async listen(url: PostgresStoreUrl, onWarning?: (message: string) => void): Promise<void> {
+    if (onWarning) this.#warn = onWarning;
+    const feed = new CommitListener({
+      client: () => listenClient(url, this.instanceId),
+      onNotice: (payload) => this.#heard(decodeCommitNotice(payload)),
+      // Whatever was committed while the connection was down was never heard.
+      onReconnected: () => {
+        onWarning?.("listening for other managers' commits again; resyncing what may have been missed");
+        this.#heard({ from: "", serverIds: [], hostIds: [], resync: true });
+      },
+      onTrouble: (message, err) => onWarning?.(`${message}${err instanceof Error ? `: ${err.message}` : ""}`),
+    });
+    await feed.start();
+    this.#feed = feed;
+  }
+
+  /** The server process holding this store's LISTEN (for tests and pg_stat_activity), while connected. */
+  get listenerPid(): number | undefined {
+    return this.#feed?.pid;
+  }
+
+  /**
+   * Queues a remote notice for delivery after the ones before it. The queue is
+   * bounded: past REMOTE_PENDING_MAX notices waiting (reads far slower than the
+   * other managers' commits), further ones are dropped for a single resync.
+   */
+  #heard(n: CommitNotice): void {
+    if (n.from === this.instanceId || this.#closing) return; // its own: delivered locally at COMMIT
+    const overflow = this.#remotePending >= REMOTE_PENDING_MAX;
+    if (overflow) {
+      if (this.#resyncQueued) return;
+      this.#resyncQueued = true;
+      this.#warn(`more than ${REMOTE_PENDING_MAX} of other managers' commits wait to be read; dropping them for one resync`);
+      n = { from: "", serverIds: [], hostIds: [], resync: true };
+    }
+    this.#remotePending++;
+    this.#remote = this.#remote
+      .then(async () => {
+        const c = await this.#remoteCommitted(n);
+        if (overflow) this.#resyncQueued = false;
+        if (!this.#closing) this.#deliver(c);
+      })
+      .catch((err: unknown) => this.onListenerError(err))
+      .finally(() => this.#remotePending--);
+  }
+
+  /** The notice as a Committed, its events read back (a failed read turns it into a resync). */
+  async #remoteCommitted(n: CommitNotice): Promise<Committed> {
+    const committed = { serverIds: new Set(n.serverIds), hostIds: new Set(n.hostIds), remote: true as const };
+    if (!n.events) return { ...committed, events: [], ...(n.resync ? { resync: true } : {}) };
+    const { first, last } = n.events;
+    try {
+      const events = await this.readForward({ project: null, afterId: first - 1, upToId: last, limit: last - first + 1 });
+      return { ...committed, events, ...(n.resync ? { resync: true } : {}) };
+    } catch (err) {
+      // The database is unreachable now: listeners hear that they missed something and read again later.
+      this.#warn(`could not read events ${first}..${last} another manager committed (${err instanceof Error ? err.message : String(err)}); resyncing instead`);
+      return { ...committed, events: [], resync: true };
+    }
   }
 
   /**
@@ -246,7 +343,12 @@ export class PostgresStore implements Store {
 
   /** Ends the pool; later calls resolve with the first. */
   close(): Promise<void> {
-    this.#closing ??= this.pool.end();
+    this.#closing ??= (async () => {
+      await this.#feed?.close();
+      // Remote batches being read finish (their reads need the pool) before it ends.
+      await this.#remote;
+      await this.pool.end();
+    })();
     return this.#closing;
   }
 
@@ -631,6 +733,14 @@ export class PostgresStore implements Store {
     );
   }
 }
+
+/** The batch wrote something another store would hear of (the same test for local and remote listeners). */
+function wroteSomething(fx: Effects): boolean {
+  return fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0;
+}
+
+/** Remote notices waiting for their events to be read, beyond which they collapse into one resync. */
+const REMOTE_PENDING_MAX = 1_000;
 
 /** How many times a batch runs when the database aborts it as a deadlock or serialization failure. */
 const COMMIT_ATTEMPTS = 5;
