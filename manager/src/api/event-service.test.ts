@@ -127,7 +127,8 @@ const hostLevel = [
 describe("EventService.WatchEvents", () => {
   it("replays after after_id, then follows live, with no gap and no duplicate at the seam", async () => {
     const { append, client } = await setup();
-    for (let i = 0; i < 1200; i++) await append({ type: "phase.changed", serverId: `srv_${i % 7}` });
+    // 1,200 events written 100 per batch (one round trip each on PostgreSQL, not 1,200).
+    for (let i = 0; i < 1200; i += 100) await append(...Array.from({ length: 100 }, (_, k) => ({ type: "phase.changed", serverId: `srv_${(i + k) % 7}` })));
     const c = client(ADMIN);
     const ctl = new AbortController();
     const stream = c.watchEvents({ afterId: 100n }, { signal: ctl.signal });
