@@ -70,6 +70,28 @@ export class LeaseHeldError extends ConflictError {
   }
 }
 
+/**
+ * This manager no longer owns the host at the epoch it acted on (store.ts
+ * host.renew / host.checkOwner): another manager took the host (its agent
+ * connected there) or the term lapsed. Nothing of the batch was written; the
+ * manager stops driving the host and leaves it to its owner.
+ */
+export class HostOwnershipLostError extends ConflictError {
+  constructor(
+    readonly hostId: string,
+    readonly holder: string,
+    readonly epoch: number,
+    /** The host's lease as stored now (undefined: nobody ever took it). */
+    readonly current: { holder: string; epoch: number; expiresAt: number } | undefined,
+  ) {
+    super(
+      `manager ${holder} no longer owns host ${hostId} at epoch ${epoch} (${
+        current ? (current.holder === holder && current.epoch === epoch ? "its term lapsed" : `now ${current.holder} at epoch ${current.epoch}`) : "nobody owns it"
+      }); it stops driving the host: the manager holding the host's agent stream decides for it`,
+    );
+  }
+}
+
 /** The object is in a state where the operation cannot run (wrong phase, port conflict, ...). */
 export class PreconditionError extends BerthError {
   constructor(message: string) {

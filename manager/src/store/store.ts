@@ -156,6 +156,35 @@ export type WriteOp =
   | { op: "lease.acquire"; name: string; holder: string; ttlMs: number; at: number }
   /** Drops the lease if `holder` holds it (expired or not); otherwise does nothing, no error. */
   | { op: "lease.release"; name: string; holder: string }
+  // host ownership (leases named hostLeaseName(hostId); docs/design.md "Host ownership")
+  /**
+   * The manager that accepted the host's agent stream takes the host,
+   * whoever held it (the agent chose this manager): holder = `holder`,
+   * expiry `at + ttlMs`, epoch one more than the host's previous one (1 the
+   * first time), whether the previous term lapsed or not. The new epoch is
+   * in CommitResult.leaseEpochs. Concurrent takes get distinct epochs; the
+   * last to commit holds the host.
+   */
+  | { op: "host.take"; hostId: string; holder: string; ttlMs: number; at: number }
+  /**
+   * Extends the term to `at + ttlMs` if the host is still `holder`'s at
+   * `epoch` (expired or not: nobody took it meanwhile); else
+   * HostOwnershipLostError.
+   */
+  | { op: "host.renew"; hostId: string; holder: string; epoch: number; ttlMs: number; at: number }
+  /**
+   * Ends `holder`'s term at `epoch` (the stream ended) if it is still that
+   * term, else does nothing. The row stays, expired, so the next take
+   * counts on from this epoch (agents refuse commands of older epochs).
+   */
+  | { op: "host.release"; hostId: string; holder: string; epoch: number }
+  /**
+   * Writes nothing: HostOwnershipLostError unless the host is `holder`'s at
+   * `epoch` and the term has not expired at `at`. The fence on every batch a
+   * manager commits for a host it drives; a take by another manager either
+   * commits before (this batch is refused) or after it.
+   */
+  | { op: "host.checkOwner"; hostId: string; holder: string; epoch: number; at: number }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -169,6 +198,13 @@ export interface CommitResult {
   events: readonly EventRecord[];
   /** Servers whose observation (containers, data directory) the batch changed: to reconcile. */
   touchedServers: ReadonlySet<string>;
+  /** The epoch of every host lease the batch took (host.take), by lease name (hostLeaseName). */
+  leaseEpochs?: ReadonlyMap<string, number>;
+}
+
+/** The lease row holding host `hostId`'s ownership (host.take): `host:<id>`. */
+export function hostLeaseName(hostId: string): string {
+  return `host:${hostId}`;
 }
 
 /** What one committed batch touched: for the ledger's live feed and the reconciler. */

@@ -176,7 +176,7 @@ export class PostgresStore implements Store {
       }
     }
     if (wroteSomething(fx)) this.#deliver({ events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds });
-    return { versions: fx.versions, events: fx.events, touchedServers: fx.touched };
+    return { versions: fx.versions, events: fx.events, touchedServers: fx.touched, leaseEpochs: fx.leaseEpochs };
   }
 
   /** One run of the batch's transaction; throws what failed it (as pg or PgBatch threw it), rolled back. */

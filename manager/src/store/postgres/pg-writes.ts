@@ -20,12 +20,12 @@ import { toBinary, toJsonString } from "@bufbuild/protobuf";
 import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import type pg from "pg";
-import { ConflictError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
+import { ConflictError, HostOwnershipLostError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
 import { alertAlreadyFiring, portKeys, portKeysOfSpecJson } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
-import type { WriteOp } from "../store.js";
+import { hostLeaseName, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
 
 /** What one batch did so far (filled while it runs, reported once it committed). */
@@ -36,10 +36,12 @@ export interface Effects {
   /** Servers whose record the batch wrote (not merely named by an event). */
   serverIds: Set<string>;
   hostIds: Set<string>;
+  /** host.take's new epochs, by lease name. */
+  leaseEpochs: Map<string, number>;
 }
 
 export function newEffects(): Effects {
-  return { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set() };
+  return { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map() };
 }
 
 /**
@@ -73,6 +75,11 @@ function hostOf(o: WriteOp): string | undefined {
     case "container.removeServer":
     case "host.inventory":
     case "dataRootEntry.remove":
+    // Host ownership too: a take and a fenced batch of the same host then lock in one order (host, then the lease row).
+    case "host.take":
+    case "host.renew":
+    case "host.release":
+    case "host.checkOwner":
       return o.hostId;
     case "dataDir.upsert":
       return o.dataDir.hostId;
@@ -101,6 +108,10 @@ const SINGLE_ROW_OPS: ReadonlySet<WriteOp["op"]> = new Set([
   "host.offline",
   "command.sent",
   "command.finish",
+  "host.take",
+  "host.renew",
+  "host.release",
+  "host.checkOwner",
 ]);
 
 /** Operations on an existing server row, named by `id` (lockInOrder). */
@@ -351,6 +362,35 @@ export class PgBatch {
       case "lease.release":
         await this.q("DELETE FROM leases WHERE name = $1 AND holder = $2", [o.name, o.holder]);
         return;
+      case "host.take": {
+        // One statement: concurrent takes serialise on the row, each counting on from the one before.
+        const name = hostLeaseName(o.hostId);
+        const { rows } = await this.q<{ epoch: number }>(
+          `INSERT INTO leases AS l (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3)
+           ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at
+           RETURNING epoch`,
+          [name, o.holder, o.at + o.ttlMs],
+        );
+        fx.leaseEpochs.set(name, Number(rows[0]!.epoch));
+        fx.hostIds.add(o.hostId);
+        return;
+      }
+      case "host.renew": {
+        const r = await this.q("UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3 AND epoch = $4", [o.at + o.ttlMs, hostLeaseName(o.hostId), o.holder, o.epoch]);
+        if (r.rowCount !== 1) throw await this.ownershipLost(o);
+        return;
+      }
+      case "host.release":
+        await this.q("UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 AND epoch = $3", [hostLeaseName(o.hostId), o.holder, o.epoch]);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "host.checkOwner": {
+        // FOR SHARE: a take of this host waits until this batch ends (or, committed first, is what this reads).
+        const { rows } = await this.q<{ holder: string; epoch: number; expires_at: number }>("SELECT holder, epoch, expires_at FROM leases WHERE name = $1 FOR SHARE", [hostLeaseName(o.hostId)]);
+        const cur = rows[0];
+        if (!cur || cur.holder !== o.holder || Number(cur.epoch) !== o.epoch || Number(cur.expires_at) <= o.at) throw await this.ownershipLost(o);
+        return;
+      }
       case "meta.set":
         await setMeta(this.c, o.key, o.value);
         return;
@@ -386,6 +426,13 @@ export class PgBatch {
     const cur = rows[0];
     if (!cur) throw new Error(`lease ${name} refused but not found`);
     throw new LeaseHeldError(name, cur.holder, cur.expires_at);
+  }
+
+  /** host.renew / host.checkOwner refused: says who holds the host now. */
+  private async ownershipLost(o: { hostId: string; holder: string; epoch: number }): Promise<HostOwnershipLostError> {
+    const { rows } = await this.q<{ holder: string; epoch: number; expires_at: number }>("SELECT holder, epoch, expires_at FROM leases WHERE name = $1", [hostLeaseName(o.hostId)]);
+    const cur = rows[0];
+    return new HostOwnershipLostError(o.hostId, o.holder, o.epoch, cur && { holder: cur.holder, epoch: Number(cur.epoch), expiresAt: Number(cur.expires_at) });
   }
 
   // ---------------------------------------------------------------- servers

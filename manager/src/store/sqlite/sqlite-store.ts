@@ -6,11 +6,11 @@
  * the table classes (Store, EventTables, AlertTables, TokenTables over one
  * connection); this class is the only way the rest of the manager reaches them.
  */
-import { ConflictError, NotFoundError } from "../../errors.js";
+import { ConflictError, HostOwnershipLostError, NotFoundError } from "../../errors.js";
 import type { EventRecord } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
-import type { Committed, CommitResult, Store as StoreContract, WriteOp } from "../store.js";
+import { hostLeaseName, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
 import { storable } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
@@ -26,6 +26,7 @@ interface Effects {
   /** Servers whose record the batch wrote (not merely named by an event). */
   serverIds: Set<string>;
   hostIds: Set<string>;
+  leaseEpochs: Map<string, number>;
 }
 
 export class SqliteStore implements StoreContract {
@@ -46,7 +47,7 @@ export class SqliteStore implements StoreContract {
   commit(batch: readonly WriteOp[]): Promise<CommitResult> {
     // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
     const ops = storable(batch);
-    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set() };
+    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map() };
     try {
       this.tables.transaction(() => {
         for (const o of ops) if (o.op !== "event.append") this.#apply(o, fx);
@@ -67,7 +68,7 @@ export class SqliteStore implements StoreContract {
         }
       }
     }
-    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched });
+    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched, leaseEpochs: fx.leaseEpochs });
   }
 
   onCommit(listener: CommitListener): () => void {
@@ -208,6 +209,25 @@ export class SqliteStore implements StoreContract {
       case "lease.release":
         t.releaseLease(o.name, o.holder);
         return;
+      case "host.take": {
+        const name = hostLeaseName(o.hostId);
+        fx.leaseEpochs.set(name, t.takeLease(name, o.holder, o.ttlMs, o.at));
+        fx.hostIds.add(o.hostId);
+        return;
+      }
+      case "host.renew":
+        // Not a change anyone follows (a renewal every few seconds per host): no hostIds.
+        if (!t.renewLeaseTerm(hostLeaseName(o.hostId), o.holder, o.epoch, o.ttlMs, o.at)) throw ownershipLost(t, o);
+        return;
+      case "host.release":
+        t.endLeaseTerm(hostLeaseName(o.hostId), o.holder, o.epoch);
+        fx.hostIds.add(o.hostId);
+        return;
+      case "host.checkOwner": {
+        const cur = t.getLease(hostLeaseName(o.hostId));
+        if (!cur || cur.holder !== o.holder || cur.epoch !== o.epoch || cur.expiresAt <= o.at) throw ownershipLost(t, o);
+        return;
+      }
       case "meta.set":
         t.setMeta(o.key, o.value);
         return;
@@ -276,4 +296,10 @@ export class SqliteStore implements StoreContract {
   async pruneFinishedCommands(before: number, limit: number) { return this.tables.pruneFinishedCommands(before, limit); }
   async pruneEnrollmentTokens(before: number, limit: number) { return this.tables.pruneEnrollmentTokens(before, limit); }
   async pruneResolvedAlerts(cutoff: number, limit: number) { return this.alerts.pruneResolved(cutoff, limit); }
+}
+
+/** store.ts host.renew / host.checkOwner refused: says who holds the host now. */
+function ownershipLost(t: Tables, o: { hostId: string; holder: string; epoch: number }): HostOwnershipLostError {
+  const cur = t.getLease(hostLeaseName(o.hostId));
+  return new HostOwnershipLostError(o.hostId, o.holder, o.epoch, cur && { holder: cur.holder, epoch: cur.epoch, expiresAt: cur.expiresAt });
 }

@@ -126,6 +126,25 @@ export class SqliteTables {
     this.db.prepare("DELETE FROM leases WHERE name = ? AND holder = ?").run(name, holder);
   }
 
+  /** store.ts host.take: the epoch counts on from the row, kept by host.release. Returns the new epoch. */
+  takeLease(name: string, holder: string, ttlMs: number, at: number): number {
+    const epoch = (this.getLease(name)?.epoch ?? 0) + 1;
+    this.db
+      .prepare("INSERT INTO leases (name, holder, epoch, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch, expires_at = excluded.expires_at")
+      .run(name, holder, epoch, at + ttlMs);
+    return epoch;
+  }
+
+  /** store.ts host.renew: false when the term is no longer (holder, epoch). */
+  renewLeaseTerm(name: string, holder: string, epoch: number, ttlMs: number, at: number): boolean {
+    return this.db.prepare("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ? AND epoch = ?").run(at + ttlMs, name, holder, epoch).changes === 1;
+  }
+
+  /** store.ts host.release: the row stays (expired) so the epoch never goes back. */
+  endLeaseTerm(name: string, holder: string, epoch: number): void {
+    this.db.prepare("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND epoch = ?").run(name, holder, epoch);
+  }
+
   getLease(name: string): LeaseRecord | undefined {
     const row = this.db.prepare("SELECT name, holder, epoch, expires_at FROM leases WHERE name = ?").get(name) as LeaseRow | undefined;
     return row && leaseFromRow(row);
