@@ -361,6 +361,8 @@ export class Agent {
       case "welcome": {
         const w = msg.body.value;
         this.managerId = w.managerId || undefined;
+        // Commands of managers that took the host before this one are refused from now on.
+        this.executor.observeOwnerEpoch(w.ownerEpoch);
         // Command deadlines are the manager's clock; judge them by it (within a round trip).
         this.managerClockOffsetMs = w.time ? timestampMs(w.time) - Date.now() : 0;
         if (Math.abs(this.managerClockOffsetMs) > 5_000) {

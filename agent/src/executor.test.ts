@@ -93,3 +93,79 @@ describe("Executor refuses, on a (simulated) engine", () => {
     expect(removes).toBe(0);
   });
 });
+
+describe("Executor fences commands by the host's ownership epoch", () => {
+  let root: string | undefined;
+  afterEach(async () => {
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  async function setup() {
+    root = await mkdtemp(join(tmpdir(), "berth-exec-"));
+    const data = new DataRoot(root);
+    await data.init();
+    const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
+    const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() });
+    return { rt, executor };
+  }
+  const ensure = (id: string, ownerEpoch: bigint, server = "srv_aaaaaaaaaaaa") =>
+    create(CommandSchema, {
+      id,
+      serverId: server,
+      kind: CommandKind.ENSURE_RUNNING,
+      dataPolicy: DataPolicy.CREATE,
+      ownerEpoch,
+      container: { name: `berth-${server}`, image: "sim/app:1", specHash: "h1", labels: { "berth.server": server, "berth.spec-hash": "h1", "berth.manager": MGR } },
+    });
+
+  it("a command older than the epoch a manager welcomed the agent with is refused, reported, and not applied", async () => {
+    const { rt, executor } = await setup();
+    executor.observeOwnerEpoch(5n);
+    const result = await executor.execute(ensure("cmd_stale", 4n));
+    expect(result).toMatchObject({ commandId: "cmd_stale", success: false, reason: "StaleOwner" });
+    expect(result.message).toMatch(/epoch 4, but a manager took this host at epoch 5; not applied/);
+    expect(await rt.list()).toEqual([]);
+    // The owner's own epoch (and newer) runs.
+    expect(await executor.execute(ensure("cmd_owner", 5n))).toMatchObject({ success: true });
+    expect(await rt.list()).toHaveLength(1);
+  });
+
+  it("the newest epoch seen in any command fences the older ones, even a resend of an id the agent already ran", async () => {
+    const { rt, executor } = await setup();
+    expect(await executor.execute(ensure("cmd_a", 3n))).toMatchObject({ success: true });
+    expect(await executor.execute(ensure("cmd_b", 4n, "srv_bbbbbbbbbbbb"))).toMatchObject({ success: true });
+    expect(executor.ownerEpoch).toBe(4n);
+    // The manager of epoch 3 (it lost the host) resends cmd_a: refused, not the cached success.
+    expect(await executor.execute(ensure("cmd_a", 3n))).toMatchObject({ success: false, reason: "StaleOwner" });
+    expect(await executor.execute(ensure("cmd_c", 0n, "srv_cccccccccccc"))).toMatchObject({ success: false, reason: "StaleOwner" });
+    expect((await rt.list()).map((c) => c.labels["berth.server"]).sort()).toEqual(["srv_aaaaaaaaaaaa", "srv_bbbbbbbbbbbb"]);
+  });
+
+  it("a command waiting in line when a newer owner's command arrives is refused at its turn; the new owner's resend of that id then runs", async () => {
+    const { rt, executor } = await setup();
+    // The first command of the server is held inside the engine's start until released.
+    let entered!: () => void;
+    let release!: () => void;
+    const inStart = new Promise<void>((r) => (entered = r));
+    const gate = new Promise<void>((r) => (release = r));
+    const start = rt.start.bind(rt);
+    rt.start = async (id: string) => {
+      entered();
+      await gate;
+      return start(id);
+    };
+    const first = executor.execute(ensure("cmd_1", 1n));
+    await inStart;
+    // The second waits in line behind it; then the new owner's command arrives.
+    const queued = executor.execute(create(CommandSchema, { ...ensure("cmd_2", 1n), kind: CommandKind.ENSURE_STOPPED }));
+    const taken = executor.execute(ensure("cmd_3", 2n));
+    release();
+    expect(await first).toMatchObject({ success: true });
+    expect(await queued).toMatchObject({ success: false, reason: "StaleOwner" });
+    expect(await taken).toMatchObject({ success: true });
+    expect((await rt.list())[0]).toMatchObject({ state: "running" });
+    // The new owner resumes the open command cmd_2 under its own epoch: it runs now.
+    expect(await executor.execute(create(CommandSchema, { ...ensure("cmd_2", 2n), kind: CommandKind.ENSURE_STOPPED }))).toMatchObject({ success: true });
+    expect((await rt.list())[0]).toMatchObject({ state: "exited" });
+  });
+});

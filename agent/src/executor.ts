@@ -40,6 +40,9 @@ export interface PullReport {
 }
 const RESULT_CACHE_SIZE = 2000;
 
+/** The reason of a command refused because its manager no longer owns the host (Command.owner_epoch). */
+export const STALE_OWNER = "StaleOwner";
+
 /** Commands that name a container by its Docker id instead of by server labels. */
 const BY_CONTAINER_ID = new Set([CommandKind.REMOVE_CONTAINER, CommandKind.INSPECT_CONTAINER, CommandKind.COPY_DATA]);
 
@@ -100,6 +103,8 @@ export class Executor {
    * last container went never interleave, whichever servers they are for.
    */
   private readonly networks = new KeyedQueue();
+  /** The newest host ownership epoch seen from any manager (Command/Welcome owner_epoch). */
+  private newestOwnerEpoch = 0n;
 
   constructor(
     private readonly runtime: ContainerRuntime,
@@ -193,13 +198,47 @@ export class Executor {
     }
   }
 
+  /**
+   * A manager took this host at `epoch` (its Welcome, or a command it sent):
+   * from now on commands of older epochs come from a manager that lost the
+   * host and are refused (StaleOwner). Epochs only go up.
+   */
+  observeOwnerEpoch(epoch: bigint): void {
+    if (epoch > this.newestOwnerEpoch) this.newestOwnerEpoch = epoch;
+  }
+
+  /** The newest ownership epoch seen from any manager (0: none yet). */
+  get ownerEpoch(): bigint {
+    return this.newestOwnerEpoch;
+  }
+
   execute(cmd: Command): Promise<CommandResult> {
+    // Before the result cache: a stale manager resending a command id must be refused too.
+    const stale = this.staleOwner(cmd);
+    if (stale) return Promise.resolve(stale);
+    this.observeOwnerEpoch(cmd.ownerEpoch);
     const known = this.results.get(cmd.id);
     if (known) return known;
     const run = this.servers.run(cmd.serverId, () => this.applyOverEngineRestarts(cmd));
     this.results.set(cmd.id, run);
     if (this.results.size > RESULT_CACHE_SIZE) this.results.delete(this.results.keys().next().value!);
+    // Refused while it waited in line: the owner that took the host may resend this id, which must then run.
+    void run.then((r) => {
+      if (r.reason === STALE_OWNER && this.results.get(cmd.id) === run) this.results.delete(cmd.id);
+    });
     return run;
+  }
+
+  /**
+   * The refusal of a command from a manager that lost this host (its epoch is
+   * older than the newest seen), or undefined. Not applied; the result tells
+   * the sender, which stops driving the host.
+   */
+  private staleOwner(cmd: Command): CommandResult | undefined {
+    if (cmd.ownerEpoch >= this.newestOwnerEpoch) return undefined;
+    const message = `command ${cmd.id} (${CommandKind[cmd.kind] ?? cmd.kind}) carries ownership epoch ${cmd.ownerEpoch}, but a manager took this host at epoch ${this.newestOwnerEpoch}; not applied (the manager that sent it no longer owns the host)`;
+    this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], epoch: String(cmd.ownerEpoch), newestEpoch: String(this.newestOwnerEpoch) }, "command refused");
+    return create(CommandResultSchema, { commandId: cmd.id, success: false, reason: STALE_OWNER, message });
   }
 
   /**
@@ -227,6 +266,9 @@ export class Executor {
 
   private async apply(cmd: Command): Promise<CommandResult> {
     const started = Date.now();
+    // Again when its turn comes: another manager may have taken the host while it waited in line.
+    const stale = this.staleOwner(cmd);
+    if (stale) return stale;
     try {
       const manager = { id: this.manager.managerId(), now: this.manager.now() };
       // A late command is refused before the engine is asked anything (its answer cannot matter).
