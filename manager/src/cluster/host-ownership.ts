@@ -1,0 +1,191 @@
+/**
+ * Host ownership: of the managers sharing one database, the one holding a
+ * host's agent stream owns the host. It alone reconciles the host's servers
+ * and sends its commands, so two managers never drive one host.
+ *
+ *   stream accepted            renew ok (every renewMs)
+ *   ─────────────► owner ◄─────────────────────────┐
+ *    host.take      │ ─────────────────────────────┘
+ *    (epoch + 1)    │ stream ended: host.release (the term ends, the epoch stays)
+ *                   │ renew refused (another manager took the host): lost
+ *                   ▼
+ *               not owner ── the term lapses unrenewed, no stream anywhere:
+ *                             the leader reconciles the host (Unknown/offline)
+ *
+ * The ownership is a lease row `host:<id>` (store.ts host.take): a take
+ * always wins, because the agent chose this manager, and counts the epoch on.
+ * The epoch fences both sides of a decision:
+ * - the agent refuses commands of an epoch older than the newest it has seen
+ *   (agent/src/executor.ts; AgentHub stamps each command with its stream's
+ *   epoch);
+ * - every batch the reconciler commits for an owned host starts with
+ *   host.checkOwner at that epoch, so a manager that lost the host commits
+ *   nothing for it (HostOwnershipLostError, a ConflictError).
+ */
+import { HostOwnershipLostError } from "../errors.js";
+import type { LeaseRecord } from "../domain/records.js";
+import type { Logger } from "../log.js";
+import { hostLeaseName, type Store, type WriteOp } from "../store/store.js";
+
+export const DEFAULT_HOST_LEASE = {
+  ttlMs: 15_000,
+  renewMs: 5_000,
+} as const;
+
+/**
+ * Whether this manager reconciles servers of a host now. Pure.
+ *
+ * - it owns the host (holds its stream at a live term): yes;
+ * - another manager holds a live term: no, that one does;
+ * - nobody holds a live term (released, or lapsed: no stream anywhere, or
+ *   its manager died): the leader does, alone, so a disconnected host's
+ *   servers still go Unknown and its commands still expire.
+ */
+export function mayReconcileHost(o: { holder: string; ownedHere: boolean; lease: LeaseRecord | undefined; isLeader: boolean; now: number }): boolean {
+  if (o.ownedHere) return true;
+  const live = o.lease !== undefined && o.lease.expiresAt > o.now;
+  if (live) return false;
+  return o.isLeader;
+}
+
+/** What the reconciler asks of host ownership (reconciler.ts `ownership`). */
+export interface HostFence {
+  /** This manager reconciles servers of `hostId` now (mayReconcileHost). */
+  mayReconcile(hostId: string): Promise<boolean>;
+  /** The precondition every batch for `hostId` starts with: host.checkOwner at this manager's epoch; none when not owned (the leader on a lapsed host). */
+  fence(hostId: string, at: number): WriteOp[];
+}
+
+export interface HostOwnershipOptions {
+  store: Pick<Store, "commit" | "getLease">;
+  /** This manager process (the leader lease's holder id). */
+  holder: string;
+  log: Logger;
+  /** Whether this manager is the leader now (cluster/leader.ts): it reconciles lapsed hosts. */
+  isLeader: () => boolean;
+  ttlMs?: number;
+  renewMs?: number;
+  /** The wall clock written into the lease (default Date.now). */
+  now?: () => number;
+}
+
+/**
+ * This manager's hosts: takes a host when its agent's stream is accepted,
+ * renews every owned host on a timer, releases it when the stream ends.
+ * `onLost` hears a host another manager took (the stream here should close).
+ */
+export class HostOwnership implements HostFence {
+  readonly holder: string;
+  readonly ttlMs: number;
+  readonly renewMs: number;
+  readonly #o: HostOwnershipOptions;
+  readonly #now: () => number;
+  /** Owned hosts and their epochs. */
+  readonly #owned = new Map<string, number>();
+  readonly #lostListeners = new Set<(hostId: string, err: HostOwnershipLostError) => void>();
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(o: HostOwnershipOptions) {
+    this.#o = o;
+    this.holder = o.holder;
+    this.ttlMs = o.ttlMs ?? DEFAULT_HOST_LEASE.ttlMs;
+    this.renewMs = o.renewMs ?? DEFAULT_HOST_LEASE.renewMs;
+    if (!(this.renewMs > 0 && this.renewMs < this.ttlMs)) throw new RangeError(`host lease: renew interval (${this.renewMs} ms) must be below its TTL (${this.ttlMs} ms)`);
+    this.#now = o.now ?? Date.now;
+  }
+
+  /** Hears each host this manager lost to another. Returns the unsubscribe. */
+  onLost(listener: (hostId: string, err: HostOwnershipLostError) => void): () => void {
+    this.#lostListeners.add(listener);
+    return () => this.#lostListeners.delete(listener);
+  }
+
+  /** The host's agent stream was accepted here: take the host (whoever held it) and return the new epoch. */
+  async take(hostId: string): Promise<number> {
+    const res = await this.#o.store.commit([{ op: "host.take", hostId, holder: this.holder, ttlMs: this.ttlMs, at: this.#now() }]);
+    const epoch = res.leaseEpochs?.get(hostLeaseName(hostId));
+    if (epoch === undefined) throw new Error(`host.take of ${hostId} reported no epoch`);
+    this.#owned.set(hostId, epoch);
+    this.#o.log.info({ host: hostId, holder: this.holder, epoch }, "this manager owns the host now (its agent connected here)");
+    return epoch;
+  }
+
+  /** The stream ended: forget the host and end its term (best effort; an unreleased term lapses). */
+  async release(hostId: string): Promise<void> {
+    const epoch = this.#owned.get(hostId);
+    if (epoch === undefined) return;
+    this.#owned.delete(hostId);
+    try {
+      await this.#o.store.commit([{ op: "host.release", hostId, holder: this.holder, epoch }]);
+    } catch (err) {
+      this.#o.log.warn({ err, host: hostId }, "could not release the host; another manager takes it when its agent connects there, or the leader once the term lapses");
+    }
+  }
+
+  owns(hostId: string): boolean {
+    return this.#owned.has(hostId);
+  }
+
+  /** The epoch at which this manager owns `hostId`, or undefined. */
+  epoch(hostId: string): number | undefined {
+    return this.#owned.get(hostId);
+  }
+
+  async mayReconcile(hostId: string): Promise<boolean> {
+    const ownedHere = this.#owned.has(hostId);
+    if (ownedHere) return true;
+    const lease = await this.#o.store.getLease(hostLeaseName(hostId));
+    return mayReconcileHost({ holder: this.holder, ownedHere, lease, isLeader: this.#o.isLeader(), now: this.#now() });
+  }
+
+  fence(hostId: string, at: number): WriteOp[] {
+    const epoch = this.#owned.get(hostId);
+    return epoch === undefined ? [] : [{ op: "host.checkOwner", hostId, holder: this.holder, epoch, at }];
+  }
+
+  /** Renews every owned host now; a host another manager took is dropped and reported (onLost). */
+  async renewAll(): Promise<void> {
+    for (const [hostId, epoch] of [...this.#owned]) {
+      try {
+        await this.#o.store.commit([{ op: "host.renew", hostId, holder: this.holder, epoch, ttlMs: this.ttlMs, at: this.#now() }]);
+      } catch (err) {
+        if (!(err instanceof HostOwnershipLostError)) {
+          this.#o.log.warn({ err, host: hostId }, "could not renew the host; trying again at the next renewal");
+          continue;
+        }
+        // Only if still that term here (a take during the renewal starts a new one).
+        if (this.#owned.get(hostId) !== epoch) continue;
+        this.#owned.delete(hostId);
+        this.#o.log.warn({ host: hostId, epoch, current: err.current }, "another manager took the host; this manager stops driving it");
+        for (const l of this.#lostListeners) {
+          try {
+            l(hostId, err);
+          } catch (e) {
+            this.#o.log.error({ err: e, host: hostId }, "a host ownership listener failed");
+          }
+        }
+      }
+    }
+  }
+
+  /** Renews every renewMs until stop(). */
+  start(): void {
+    if (this.#timer) return;
+    const tick = () => {
+      void this.renewAll().finally(() => {
+        if (!this.#timer) return;
+        this.#timer = setTimeout(tick, this.renewMs);
+        this.#timer.unref();
+      });
+    };
+    this.#timer = setTimeout(tick, this.renewMs);
+    this.#timer.unref();
+  }
+
+  /** Stops renewing and releases every owned host. */
+  async stop(): Promise<void> {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const hostId of [...this.#owned.keys()]) await this.release(hostId);
+  }
+}
