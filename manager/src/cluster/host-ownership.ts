@@ -54,6 +54,8 @@ export interface HostFence {
   mayReconcile(hostId: string): Promise<boolean>;
   /** The precondition every batch for `hostId` starts with: host.checkOwner at this manager's epoch; none when not owned (the leader on a lapsed host). */
   fence(hostId: string, at: number): WriteOp[];
+  /** A fenced batch was refused: this manager no longer owns the host at that epoch (it stops driving it). */
+  lost(err: HostOwnershipLostError): void;
 }
 
 export interface HostOwnershipOptions {
@@ -153,17 +155,22 @@ export class HostOwnership implements HostFence {
           this.#o.log.warn({ err, host: hostId }, "could not renew the host; trying again at the next renewal");
           continue;
         }
-        // Only if still that term here (a take during the renewal starts a new one).
-        if (this.#owned.get(hostId) !== epoch) continue;
-        this.#owned.delete(hostId);
-        this.#o.log.warn({ host: hostId, epoch, current: err.current }, "another manager took the host; this manager stops driving it");
-        for (const l of this.#lostListeners) {
-          try {
-            l(hostId, err);
-          } catch (e) {
-            this.#o.log.error({ err: e, host: hostId }, "a host ownership listener failed");
-          }
-        }
+        this.lost(err);
+      }
+    }
+  }
+
+  lost(err: HostOwnershipLostError): void {
+    const { hostId, epoch } = err;
+    // Only if still that term here (a take meanwhile started a new one).
+    if (err.holder !== this.holder || this.#owned.get(hostId) !== epoch) return;
+    this.#owned.delete(hostId);
+    this.#o.log.warn({ host: hostId, epoch, current: err.current }, "this manager no longer owns the host (another manager took it, or its term lapsed); it stops driving it");
+    for (const l of this.#lostListeners) {
+      try {
+        l(hostId, err);
+      } catch (e) {
+        this.#o.log.error({ err: e, host: hostId }, "a host ownership listener failed");
       }
     }
   }

@@ -9,6 +9,8 @@ export interface AgentSession {
   /** When the agent last sent anything (ms since epoch). */
   lastSeen: number;
   send(msg: ManagerMessage): void;
+  /** The epoch at which this manager took the host for this stream (host ownership); every command sent on it carries it. */
+  ownerEpoch?: number;
   /**
    * Ends the stream (host removed, or replaced by a newer connection).
    * `revoked`: the agent's credential is no longer valid, so it must not retry.
@@ -78,7 +80,9 @@ export class AgentHub {
   sendCommand(hostId: string, command: Command): boolean {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return false;
-    s.send(create(ManagerMessageSchema, { body: { case: "command", value: this.openSecrets(command) } }));
+    // Stamped at sending: a command the previous owner stored is resent under this stream's epoch.
+    const value = s.ownerEpoch === undefined ? this.openSecrets(command) : { ...this.openSecrets(command), ownerEpoch: BigInt(s.ownerEpoch) };
+    s.send(create(ManagerMessageSchema, { body: { case: "command", value } }));
     return true;
   }
 

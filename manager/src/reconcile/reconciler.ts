@@ -8,7 +8,7 @@ import type { AgentHub } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
-import { ConflictError, NotFoundError } from "../errors.js";
+import { ConflictError, HostOwnershipLostError, NotFoundError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { mergeConditions, sameConditions } from "./conditions.js";
 import { COMMAND_DEADLINE_MS, commandName, pickContainer, plan, type Plan } from "./plan.js";
@@ -16,6 +16,7 @@ import { WorkQueue } from "./queue.js";
 import { projectNetworkName } from "./project-network.js";
 import { specHash } from "./spec-hash.js";
 import type { SecretBox } from "../store/secrets.js";
+import type { HostFence } from "../cluster/host-ownership.js";
 
 export interface ReconcilerDeps {
   /** The store contract: reads, and each decision written as one batch. */
@@ -46,6 +47,13 @@ export interface ReconcilerDeps {
   secrets?: SecretBox;
   /** Servers reconciled at once (the queue's concurrency, default DEFAULT_CONCURRENCY). */
   concurrency?: number;
+  /**
+   * Host ownership (cluster/host-ownership.ts), with several managers: only
+   * servers of hosts this manager may reconcile are, and each batch for an
+   * owned host is fenced by host.checkOwner. Without it every server is this
+   * manager's (one manager).
+   */
+  ownership?: HostFence;
 }
 
 /** json-file rotation for servers whose spec leaves it at 0. */
@@ -123,6 +131,9 @@ export class Reconciler {
           return r;
         } catch (err) {
           if (!(err instanceof ConflictError)) throw err;
+          // The batch's ownership fence failed: stop driving the host here; decided again
+          // below, the server is then left to its owner (or to the leader if nobody owns the host).
+          if (err instanceof HostOwnershipLostError) deps.ownership?.lost(err);
           // Someone wrote between this run's reads and its commit, and nothing of it was
           // written: not a failure. Level-based, so read again and decide again, at once.
           ok = true;
@@ -285,6 +296,9 @@ export class Reconciler {
     const now = this.now();
     let server = await store.getServer(serverId);
     if (!server) return {};
+    // Another manager owns the host (holds its agent's stream): it decides for this server.
+    if (this.deps.ownership && !(await this.deps.ownership.mayReconcile(server.hostId))) return {};
+    const fence = this.deps.ownership?.fence(server.hostId, now) ?? [];
     const hash = specHash(server.spec, { serverId: server.id, box: this.deps.secrets });
     // Only this manager's containers: another manager's copy must never drive this server.
     // An adopted container (bound by id, without berth's labels) counts as the server's own.
@@ -360,7 +374,7 @@ export class Reconciler {
     if (p.assumeCrash) {
       // The exit stayed unexplained past its grace: record it as a crash (and any adoption),
       // then decide again from the recorded exit.
-      await store.commit(this.exitOps(server, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt));
+      await store.commit([...fence, ...this.exitOps(server, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt)]);
       return { requeueAfterMs: 0 };
     }
     if (p.settledExit) {
@@ -413,7 +427,7 @@ export class Reconciler {
     // A command decided from this version must not be issued if the spec changed meanwhile.
     else if (ops.length > 0 || events.length > 0) serverOps.push({ op: "server.check", id: srv.id, expectVersion: srv.version });
     const batch = [...serverOps, ...ops, ...events.map(this.eventOp), ...(st?.events ?? []).map(this.eventOp)];
-    if (batch.length > 0) await store.commit(batch);
+    if (batch.length > 0) await store.commit([...fence, ...batch]);
     if (st?.phaseChanged) {
       this.deps.log.info(
         { server: srv.id, name: srv.name, host: srv.hostId, from: Phase[srv.status.phase], to: Phase[p.phase], reason: p.reason, cause },
