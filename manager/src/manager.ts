@@ -37,6 +37,7 @@ import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
+import { HostOwnership } from "./cluster/host-ownership.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
@@ -193,6 +194,11 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   // SQLite (one manager per file) the lease is simply always this manager's.
   const leader = new LeaderLease({ store: opened.contract, holder: newId("mi"), log });
   leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
+  // Several managers (PostgreSQL): the manager holding a host's agent stream owns the host
+  // (cluster/host-ownership.ts). SQLite has one manager per file: every host is its own.
+  const ownership = opened.contract.engine === "postgres" ? new HostOwnership({ store: opened.contract, holder: leader.holder, log, isLeader: () => leader.isLeader }) : undefined;
+  // Another manager took a host whose stream is still here: end it (the agent is with the other one).
+  ownership?.onLost((hostId) => hub.disconnect(hostId, "another manager owns this host now"));
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   const observability = createObservability({
     store: opened.contract,
@@ -229,9 +235,10 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.crashBackoffSeconds !== undefined ? { crashBackoffBaseMs: config.crashBackoffSeconds * 1000 } : {}),
     ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
     ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
+    ...(ownership ? { ownership } : {}),
   });
   // Other managers' writes (PostgreSQL) reach this manager's reconciler; its own wake it where they are made.
-  wakeForRemoteCommits(opened.contract, reconciler, log);
+  wakeForRemoteCommits(opened.contract, reconciler, log, ownership);
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;
@@ -245,7 +252,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       HostService,
       createHostService({ store: opened.contract, hub, ledger, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
-    router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks }));
+    router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, ...(ownership ? { ownership } : {}) }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
@@ -311,6 +318,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       sweeper.unref();
       // Alerts, webhooks and retention start once this manager holds the leader lease.
       leader.start();
+      ownership?.start();
       reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
@@ -324,6 +332,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // In-flight reconciles finish before the store closes.
       await reconciler.stop();
       hub.closeAll("manager shutting down");
+      // Hands this manager's hosts over at once (their agents reconnect to another manager).
+      await ownership?.stop();
       // Stops alerts, webhooks and retention, then hands the lease to another manager.
       await leader.stop();
       ledgerServices.stop();

@@ -14,7 +14,8 @@ import {
   type Inventory,
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
-import { ConflictError, InvalidArgumentError, UnauthenticatedError } from "../errors.js";
+import { ConflictError, HostOwnershipLostError, InvalidArgumentError, UnauthenticatedError } from "../errors.js";
+import type { HostOwnership } from "../cluster/host-ownership.js";
 import { hashSecret, newId, newSecret, secretMatches } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub, AgentSession } from "../link/agent-hub.js";
@@ -56,6 +57,11 @@ export interface AgentServiceDeps {
   /** Where the project networks of each inventory go (orphan detection); absent: dropped. */
   networks?: NetworkInventory;
   now?: () => number;
+  /**
+   * Host ownership (several managers): the stream's host is taken when it is
+   * accepted and released when it ends; its commands carry the epoch.
+   */
+  ownership?: Pick<HostOwnership, "take" | "release" | "fence">;
 }
 
 /** At most one `host.reports_refused` event per host per this long (the counts add up meanwhile). */
@@ -190,9 +196,12 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       // Set when the hub closes the stream (host removed, replaced): nothing it sends afterwards is stored.
       let closed = false;
       const state: LinkState = { parts: undefined, budget: new TokenBucket(limits.messagesPerSecond, limits.messageBurst, now()), lastRateResync: Number.NEGATIVE_INFINITY };
+      // The agent chose this manager: it owns the host from now on (a take always wins).
+      const ownerEpoch = deps.ownership ? await deps.ownership.take(host.id) : undefined;
       const session: AgentSession = {
         hostId: host.id,
         ready: false,
+        ...(ownerEpoch !== undefined ? { ownerEpoch } : {}),
         lastSeen: now(),
         send: (m) => out.push(m),
         // A revoked agent gets Unauthenticated, which makes it stop instead of reconnecting.
@@ -206,7 +215,13 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         create(ManagerMessageSchema, {
           body: {
             case: "welcome",
-            value: { managerId: deps.managerId, hostId: host.id, heartbeatIntervalSeconds: deps.heartbeatIntervalSeconds, time: timestampFromMs(now()) },
+            value: {
+              managerId: deps.managerId,
+              hostId: host.id,
+              heartbeatIntervalSeconds: deps.heartbeatIntervalSeconds,
+              time: timestampFromMs(now()),
+              ...(ownerEpoch !== undefined ? { ownerEpoch: BigInt(ownerEpoch) } : {}),
+            },
           },
         }),
       );
@@ -252,14 +267,18 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         hub.endLogs(session, "agent stream ended");
         if (hub.detach(session)) {
           try {
-            await store.commit([{ op: "host.offline", id: host.id }, ledger.op({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" })]);
+            // Fenced: when the agent moved to another manager, that one has it online; not offline here.
+            const fence = deps.ownership?.fence(host.id, now()) ?? [];
+            await store.commit([...fence, { op: "host.offline", id: host.id }, ledger.op({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" })]);
             hlog.info("agent disconnected");
             await reconciler.enqueueHost(host.id, "host disconnected");
           } catch (err) {
+            if (err instanceof HostOwnershipLostError) hlog.info({ owner: err.current?.holder }, "agent stream ended; another manager owns the host now");
             // The host shows online until the next start's sweep or connection: say so.
-            hlog.error({ err }, "could not record the agent's disconnection");
+            else hlog.error({ err }, "could not record the agent's disconnection");
           }
         }
+        if (ownerEpoch !== undefined) await deps.ownership?.release(host.id, ownerEpoch);
         void consume;
       }
     },

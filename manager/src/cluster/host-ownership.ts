@@ -112,10 +112,13 @@ export class HostOwnership implements HostFence {
     return epoch;
   }
 
-  /** The stream ended: forget the host and end its term (best effort; an unreleased term lapses). */
-  async release(hostId: string): Promise<void> {
-    const epoch = this.#owned.get(hostId);
-    if (epoch === undefined) return;
+  /**
+   * The stream ended: forget the host and end its term (best effort; an
+   * unreleased term lapses). `epoch`: only that term (the stream's own; a
+   * newer stream of the same agent here took a newer one, which stays).
+   */
+  async release(hostId: string, epoch: number | undefined = this.#owned.get(hostId)): Promise<void> {
+    if (epoch === undefined || this.#owned.get(hostId) !== epoch) return;
     this.#owned.delete(hostId);
     try {
       await this.#o.store.commit([{ op: "host.release", hostId, holder: this.holder, epoch }]);
