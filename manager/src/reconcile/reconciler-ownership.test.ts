@@ -88,6 +88,15 @@ describe("Reconciler with host ownership", () => {
     expect(commands()).toEqual([]);
   });
 
+  it("an exit reported to a manager that lost the host adopts nothing and makes it drop the host", async () => {
+    const { a, ownA, ownB, rec } = await setup();
+    await ownB.take(HOST);
+    const before = await snapshot(a);
+    await rec.noteExit(SERVER, "stopped_externally", 0, T0);
+    expect(await snapshot(a)).toEqual(before);
+    expect(ownA.owns(HOST)).toBe(false);
+  });
+
   it("a server of a host another manager owns (noticed) is not reconciled here at all", async () => {
     const { a, ownA, ownB, rec, commands } = await setup();
     await ownB.take(HOST);

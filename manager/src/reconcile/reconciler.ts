@@ -222,10 +222,15 @@ export class Reconciler {
       const s = await this.deps.store.getServer(serverId);
       if (!s || s.deletedAt !== null || s.lifecycle.purge) return;
       try {
-        await this.deps.store.commit(this.exitOps(s, cause, exitCode, at, finishedAt));
+        // Fenced like reconcile's batches: a manager that lost the host adopts nothing for it.
+        await this.deps.store.commit([...(this.deps.ownership?.fence(s.hostId, this.now()) ?? []), ...this.exitOps(s, cause, exitCode, at, finishedAt)]);
         break;
       } catch (err) {
         if (err instanceof NotFoundError) return;
+        if (err instanceof HostOwnershipLostError) {
+          this.deps.ownership?.lost(err);
+          return;
+        }
         if (!(err instanceof ConflictError) || attempt >= NOTE_EXIT_ATTEMPTS) throw err;
       }
     }
