@@ -5,7 +5,9 @@
  * and the manager the agent left neither marks the host offline nor ends the
  * new owner's term.
  */
+import { create } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import { pino } from "pino";
 import { HostOwnership } from "../cluster/host-ownership.js";
 import { Ledger } from "../ledger/ledger.js";
@@ -74,5 +76,30 @@ describe("AgentService with host ownership", () => {
     expect((await a.getHost(HOST))?.online).toBe(false);
     expect(await a.getLease(hostLeaseName(HOST))).toMatchObject({ holder: "mi_b", epoch: 2, expiresAt: 0 });
     expect(B.ownership.owns(HOST)).toBe(false);
+  });
+
+  it("a command the agent refused as stale (StaleOwner) stays open for the owner to resend; a real failure finishes it", async () => {
+    const store = await testStore();
+    cleanup.push(() => store.close());
+    const secret = await addHost(store, HOST);
+    const A = manager(store, "mi_a");
+    const kind = CommandKind.ENSURE_RUNNING;
+    await store.commit([
+      { op: "command.insert", command: create(CommandSchema, { id: "cmd_1", serverId: "srv_1", kind }), hostId: HOST, createdAt: 1, deadlineAt: Date.now() + 60_000 },
+    ]);
+    const s = openAgentStream(A.service, HOST, secret);
+    await welcomeEpoch(s);
+    s.send({ case: "inventory", value: { dockerReachable: true } });
+    s.send({ case: "commandResult", value: { commandId: "cmd_1", success: false, reason: "StaleOwner", message: "epoch 1 < 2" } });
+    // A marker after it (one host's messages are applied in order).
+    s.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: 4242n } });
+    await vi.waitFor(async () => expect((await store.getHost(HOST))?.facts.dataRootFreeBytes).toBe(4242));
+    // Still open (sent again after the inventory), not failed.
+    expect(["pending", "sent"]).toContain((await store.getCommand("cmd_1"))?.state);
+    expect((await store.getCommand("cmd_1"))?.finishedAt ?? null).toBeNull();
+    s.send({ case: "commandResult", value: { commandId: "cmd_1", success: false, reason: "ImagePullFailed", message: "no such image" } });
+    await vi.waitFor(async () => expect((await store.getCommand("cmd_1"))?.state).toBe("failed"));
+    s.close();
+    await drain(s);
   });
 });

@@ -15,7 +15,7 @@ import {
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
 import { ConflictError, HostOwnershipLostError, InvalidArgumentError, UnauthenticatedError } from "../errors.js";
-import type { HostOwnership } from "../cluster/host-ownership.js";
+import { STALE_OWNER, type HostOwnership } from "../cluster/host-ownership.js";
 import { hashSecret, newId, newSecret, secretMatches } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub, AgentSession } from "../link/agent-hub.js";
@@ -547,6 +547,12 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     // An agent only reports on its own commands; anything else is ignored.
     if (!cmd || cmd.hostId !== host.id) {
       if (!awaited) hlog.warn({ command: r.commandId }, "result for an unknown command ignored");
+      return;
+    }
+    // Refused because a newer owner took the host (agent executor.ts): not an outcome of the
+    // command, which stays open for the owner to resend under its epoch.
+    if (!r.success && r.reason === STALE_OWNER) {
+      hlog.warn({ command: cmd.id, message: r.message }, "the agent refused a command: another manager owns the host now");
       return;
     }
     const container = r.container?.id ? (await admit(link, r.container, at))?.container : undefined;

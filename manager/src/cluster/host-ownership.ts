@@ -27,6 +27,9 @@ import type { LeaseRecord } from "../domain/records.js";
 import type { Logger } from "../log.js";
 import { hostLeaseName, type Store, type WriteOp } from "../store/store.js";
 
+/** The reason of a CommandResult the agent refused because its epoch was older than the newest it saw (agent/src/executor.ts STALE_OWNER). */
+export const STALE_OWNER = "StaleOwner";
+
 export const DEFAULT_HOST_LEASE = {
   ttlMs: 15_000,
   renewMs: 5_000,
