@@ -38,6 +38,8 @@ import { createAlertService } from "./api/alert-service.js";
 import { AgentHub } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
 import { HostOwnership } from "./cluster/host-ownership.js";
+import { ClusterPresence, type HostPresence } from "./cluster/presence.js";
+import { serveHostRequests } from "./cluster/host-requests.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
@@ -170,7 +172,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   // on a full disk the manager must still start and serve reads (health says NOT_SERVING
   // until a write succeeds); the column is a record, connections are the hub's.
   try {
-    await store.commit([{ op: "host.allOffline" }]);
+    await store.commit([{ op: "host.offlineUnowned", at: Date.now() }]);
   } catch (err) {
     log.warn({ err }, "could not mark hosts offline at start (is the database disk full?); serving reads, writes resume once the database is writable");
   }
@@ -180,11 +182,13 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   ledger.follow(opened.contract);
   let initialAdminToken: string | undefined;
   const networks = new NetworkInventory();
-  const orphans = new OrphanDetector({ store: opened.contract, isConnected: (id) => hub.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
+  // Which hosts are connected, here or (PostgreSQL) to another manager of the database; set below.
+  let presence: HostPresence = hub;
+  const orphans = new OrphanDetector({ store: opened.contract, isConnected: (id) => presence.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({
     store: opened.contract,
     ledger,
-    isConnected: (id) => hub.isConnected(id),
+    isConnected: (id) => presence.isConnected(id),
     log,
     managerId,
     config: config.ledger,
@@ -199,6 +203,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const ownership = opened.contract.engine === "postgres" ? new HostOwnership({ store: opened.contract, holder: leader.holder, log, isLeader: () => leader.isLeader }) : undefined;
   // Another manager took a host whose stream is still here: end it (the agent is with the other one).
   ownership?.onLost((hostId) => hub.disconnect(hostId, "another manager owns this host now"));
+  const clusterPresence = ownership ? new ClusterPresence({ store: opened.contract, local: (id) => hub.isConnected(id), holder: leader.holder, log }) : undefined;
+  if (clusterPresence) presence = clusterPresence;
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   const observability = createObservability({
     store: opened.contract,
@@ -209,7 +215,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     probeIntervalSeconds: config.dbProbeIntervalSeconds,
     metricsToken: config.metricsToken,
     sources: {
-      hosts: async () => (await opened.contract.listHosts()).map((h) => ({ online: hub.isConnected(h.id) })),
+      hosts: async () => (await opened.contract.listHosts()).map((h) => ({ online: presence.isConnected(h.id) })),
       servers: () => opened.contract.serverFacts(),
       firingAlerts: () => opened.contract.listFiringAlerts(),
       queueDepth: () => reconciler.queue.length,
@@ -239,18 +245,40 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   });
   // Other managers' writes (PostgreSQL) reach this manager's reconciler; its own wake it where they are made.
   wakeForRemoteCommits(opened.contract, reconciler, log, ownership);
+  // RemoveHost and ResyncHost made on another manager, for a stream held here.
+  serveHostRequests(opened.contract, hub, log, (hostId) => networks.drop(hostId));
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let startupSweep: NodeJS.Timeout | undefined;
+  let unownedSweep: NodeJS.Timeout | undefined;
+  /**
+   * Several managers: a host whose manager died keeps `online` in its row with a lapsed term
+   * and no stream anywhere (its agent reconnects elsewhere within seconds, which takes it).
+   * The leader marks such hosts offline, says so in the ledger, and reconciles their servers
+   * (Unknown; deadlines run), as the manager holding a stream does when it ends.
+   */
+  const sweepUnownedHosts = async (): Promise<void> => {
+    const { hostIds } = await store.commit([{ op: "host.offlineUnowned", at: Date.now() }]);
+    if (hostIds.size === 0) return;
+    await store.commit(
+      [...hostIds].map((hostId) =>
+        ledger.op({ type: "host.disconnected", hostId, actor: "manager", message: "no manager holds the agent's stream any more (its manager stopped renewing the host: it died or lost the database)" }),
+      ),
+    );
+    for (const hostId of hostIds) {
+      log.warn({ host: hostId }, "host offline: the manager holding its agent's stream stopped renewing it");
+      await reconciler.enqueueHost(hostId, "host offline: its manager is gone");
+    }
+  };
   let advertiseUrl = config.advertiseUrl ?? `${scheme}://${config.listen}`;
 
   const routes = (router: ConnectRouter) => {
     router.service(ServerService, createServerService({ store: opened.contract, hub, ledger, reconciler }));
     router.service(
       HostService,
-      createHostService({ store: opened.contract, hub, ledger, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
+      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
     router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, ...(ownership ? { ownership } : {}) }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
@@ -304,7 +332,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       startupSweep = setTimeout(() => {
         void store.serverPlacements().then(
           (placements) => {
-            for (const s of placements) if (!hub.isConnected(s.hostId)) reconciler.enqueue(s.id, "manager started; host not connected");
+            for (const s of placements) if (!presence.isConnected(s.hostId)) reconciler.enqueue(s.id, "manager started; host not connected");
           },
           (err: unknown) => log.warn({ err }, "could not read servers for the startup sweep; the periodic resync reconciles them"),
         );
@@ -319,6 +347,23 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // Alerts, webhooks and retention start once this manager holds the leader lease.
       leader.start();
       ownership?.start();
+      await clusterPresence?.start();
+      if (ownership) {
+        // Only once every live manager has had a whole term to renew its hosts since this one
+        // (re)gained the lead or reached the database again: after a database outage every term
+        // has lapsed, and the managers still holding streams renew them within one renew interval.
+        let sweepFrom = Number.POSITIVE_INFINITY;
+        leader.onChange((leading) => (sweepFrom = leading ? Date.now() + ownership.ttlMs : Number.POSITIVE_INFINITY));
+        if (leader.isLeader) sweepFrom = Date.now() + ownership.ttlMs;
+        unownedSweep = setInterval(() => {
+          if (!leader.isLeader || Date.now() < sweepFrom) return;
+          void sweepUnownedHosts().catch((err: unknown) => {
+            sweepFrom = Date.now() + ownership.ttlMs;
+            log.warn({ err }, "could not mark hosts of a departed manager offline; trying again once the database answers");
+          });
+        }, 2000);
+        unownedSweep.unref();
+      }
       reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
@@ -329,6 +374,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       observability.stop();
       if (sweeper) clearInterval(sweeper);
       if (startupSweep) clearTimeout(startupSweep);
+      if (unownedSweep) clearInterval(unownedSweep);
+      clusterPresence?.stop();
       // In-flight reconciles finish before the store closes.
       await reconciler.stop();
       hub.closeAll("manager shutting down");

@@ -170,7 +170,8 @@ describe("AgentService.Connect", () => {
     await a.output.next();
     a.send({ case: "hello", value: { hostname: "a", dockerReachable: true } });
     a.send({ case: "inventory", value: { dockerReachable: true } });
-    await vi.waitFor(async () => expect((await store.getHost("host_aaaa"))?.online).toBe(true));
+    // The inventory's batch (which carries a host.heartbeat op too) committed, not only the hello's.
+    await vi.waitFor(async () => expect((await ledger.list({})).map((e) => e.type)).toContain("host.connected"));
     gated.holdWhen((ops) => ops.some((o) => o.op === "host.heartbeat"));
     a.send({ case: "heartbeat", value: { dockerReachable: false } });
     await vi.waitFor(() => expect(gated.held).toHaveLength(1));

@@ -61,7 +61,7 @@ export interface AgentServiceDeps {
    * Host ownership (several managers): the stream's host is taken when it is
    * accepted and released when it ends; its commands carry the epoch.
    */
-  ownership?: Pick<HostOwnership, "take" | "release" | "fence">;
+  ownership?: Pick<HostOwnership, "take" | "release" | "fence" | "lost">;
 }
 
 /** At most one `host.reports_refused` event per host per this long (the counts add up meanwhile). */
@@ -233,7 +233,18 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         order: new ObservationOrder(),
         hlog,
         // The check and the start of the commit are one synchronous step: no close slips in between.
-        commit: (ops) => (closed || !hub.isCurrent(session) ? Promise.resolve(undefined) : store.commit(ops)),
+        // Several managers: every batch is fenced by this manager's term on the host, so once another
+        // manager took it (the agent moved there), nothing this stream still delivers is stored.
+        commit: (ops) => {
+          if (closed || !hub.isCurrent(session)) return Promise.resolve(undefined);
+          const fence = deps.ownership?.fence(host.id, now()) ?? [];
+          if (fence.length === 0) return store.commit(ops);
+          return store.commit([...fence, ...ops]).catch((err: unknown) => {
+            if (!(err instanceof HostOwnershipLostError)) throw err;
+            deps.ownership?.lost(err);
+            return undefined;
+          });
+        },
       };
       // The response side ended (the agent went away): read no further message.
       let ended = false;

@@ -14,6 +14,8 @@ import { InvalidArgumentError, PreconditionError } from "../errors.js";
 import { hashSecret, newId, newSecret } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
+import type { HostPresence } from "../cluster/presence.js";
+import { REMOVED_REASON } from "../cluster/host-requests.js";
 import type { NetworkInventory } from "../orphans/network-inventory.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store } from "../store/store.js";
@@ -23,7 +25,12 @@ import { loadHost } from "./find-server.js";
 
 export interface HostServiceDeps {
   store: Store;
-  hub: AgentHub;
+  hub: Pick<AgentHub, "isConnected" | "sendResync" | "disconnect">;
+  /**
+   * Which hosts are connected, to this manager or another of its database
+   * (cluster/presence.ts); default: this manager's own streams.
+   */
+  presence?: HostPresence;
   ledger: Ledger;
   reconciler: Pick<Reconciler, "enqueueHost">;
   /** The URL agents dial, as printed in the enrollment command. */
@@ -43,6 +50,7 @@ const MAX_TTL_S = 7 * 24 * 3600;
 
 export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof HostService> {
   const { store, hub, ledger, reconciler } = deps;
+  const presence = deps.presence ?? hub;
   const now = deps.now ?? Date.now;
 
   async function find(id: string) {
@@ -55,7 +63,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       callerOf(ctx);
       const [hosts, counts] = await Promise.all([store.listHosts(), store.countServersByHost()]);
       return create(ListHostsResponseSchema, {
-        hosts: hosts.map((h) => hostToProto(h, hub.isConnected(h.id), counts.get(h.id) ?? 0)),
+        hosts: hosts.map((h) => hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0)),
       });
     },
 
@@ -63,7 +71,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       callerOf(ctx);
       const h = await find(req.id);
       const counts = await store.countServersByHost();
-      return create(GetHostResponseSchema, { host: hostToProto(h, hub.isConnected(h.id), counts.get(h.id) ?? 0) });
+      return create(GetHostResponseSchema, { host: hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0) });
     },
 
     async createEnrollmentToken(req, ctx) {
@@ -88,9 +96,13 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
     },
 
     async resyncHost(req, ctx) {
-      requireRole(callerOf(ctx), "operator", "ResyncHost");
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "ResyncHost");
       const h = await find(req.id);
-      if (!hub.sendResync(h.id)) throw new PreconditionError(`host ${h.id} is offline; it resyncs by itself when its agent reconnects`);
+      if (hub.sendResync(h.id)) return create(ResyncHostResponseSchema, {});
+      if (!presence.isConnected(h.id)) throw new PreconditionError(`host ${h.id} is offline; it resyncs by itself when its agent reconnects`);
+      // Its stream is with another manager of this database: that one hears the request (cluster/host-requests.ts).
+      await store.commit([ledger.op({ type: "host.resync_requested", hostId: h.id, actor: actorOf(caller), message: `ResyncHost: a full inventory asked of host ${h.name} (its agent is connected to another manager)` })]);
       return create(ResyncHostResponseSchema, {});
     },
 
@@ -112,8 +124,9 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
           message: `host ${h.name} removed; its agent's credential is revoked and what it reported (${observed.total} containers) is deleted${servers ? ` (${servers} servers on it are now Unknown)` : ""}`,
         }),
       ]);
-      // End the live stream too: nothing it sends from now on is stored.
-      hub.disconnect(h.id, "this host was removed from berth (HostService.RemoveHost); enroll it again with a new enrollment token", { revoked: true });
+      // End the live stream too: nothing it sends from now on is stored. A stream held by another
+      // manager of this database is closed there when it hears host.removed (cluster/host-requests.ts).
+      hub.disconnect(h.id, REMOVED_REASON, { revoked: true });
       deps.networks?.drop(h.id);
       await reconciler.enqueueHost(h.id, "host removed");
       return create(RemoveHostResponseSchema, {});

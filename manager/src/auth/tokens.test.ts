@@ -12,7 +12,7 @@ function recorder() {
     async commit(ops: readonly WriteOp[]) {
       if (state.failing) throw new Error("SQLITE_FULL: database or disk is full");
       for (const o of ops) if (o.op === "token.touch") written.push(`${o.id}@${o.at}`);
-      return { versions: new Map(), events: [], touchedServers: new Set<string>() };
+      return { versions: new Map(), events: [], touchedServers: new Set<string>(), hostIds: new Set<string>() };
     },
   };
   return { store, written, state };

@@ -85,6 +85,10 @@ export const EVENT_CATALOGUE = {
     meaning: "the host's agent reported more than berth stores for one host (per-host caps), or ids it does not accept; those reports were not stored (at most one event per host per 10 minutes, with the counts per reason)",
     actor: "agent",
   },
+  "host.resync_requested": {
+    meaning: "ResyncHost on a manager other than the one holding the host's agent stream: that manager asks the agent for a full inventory",
+    actor: "operator",
+  },
   "host.removed": { meaning: "RemoveHost: the host's credential is revoked and its stream closed", actor: "operator" },
   "enrollment.created": { meaning: "CreateEnrollmentToken issued a one-time enrollment token", actor: "operator", fields: "correlation_id: the enrollment token id" },
   "token.created": { meaning: "an operator token was created (API, CLI, or the first start's admin token)", actor: "operator", fields: "correlation_id: the token id" },

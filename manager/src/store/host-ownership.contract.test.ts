@@ -165,4 +165,25 @@ describe("host ownership", () => {
       await other.close();
     }
   });
+  it("who is connected where: an online host with a live term, by holder; its term lapsing (its manager died) makes it unowned, and host.offlineUnowned marks only such hosts offline", async () => {
+    const hosts = ["h_1", "h_2", "h_3"];
+    await store.commit(hosts.flatMap((id, i): WriteOp[] => [
+      { op: "host.insert", id, name: id, secretHash: `s${i}`, createdAt: 1 },
+      { op: "host.connected", id, facts: {}, at: T0 },
+    ]));
+    await store.commit([take("mi_a", T0, "h_1"), take("mi_b", T0 + 5000, "h_2")]);
+    // h_3: online in its row but nobody holds it (a manager that died before taking it, or a stale row).
+    expect(await store.liveHostOwners(T0 + 1)).toEqual(new Map([["h_1", "mi_a"], ["h_2", "mi_b"]]));
+    // mi_a died: its term lapses at T0 + TTL, mi_b's runs to T0 + 5000 + TTL.
+    expect(await store.liveHostOwners(T0 + TTL)).toEqual(new Map([["h_2", "mi_b"]]));
+    const heard: string[][] = [];
+    const off = store.onCommit((c) => heard.push([...c.hostIds].sort()));
+    await store.commit([{ op: "host.offlineUnowned", at: T0 + TTL }]);
+    off();
+    expect(heard).toEqual([["h_1", "h_3"]]);
+    expect((await store.listHosts()).map((h) => [h.id, h.online])).toEqual([["h_1", false], ["h_2", true], ["h_3", false]]);
+    // Offline hosts are not connected anywhere, whatever their term.
+    expect(await store.liveHostOwners(T0 + 1)).toEqual(new Map([["h_2", "mi_b"]]));
+  });
 });
+

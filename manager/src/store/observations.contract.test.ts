@@ -170,7 +170,7 @@ describe("host inventory: the complete picture of a host", () => {
 });
 
 describe("hosts", () => {
-  it("insert, connect (the agent's hostname names it), heartbeat patches facts, offline, all offline", async () => {
+  it("insert, connect (the agent's hostname names it), heartbeat patches facts, offline, every unowned host offline", async () => {
     await store.commit([{ op: "host.insert", id: HOST, name: "a", secretHash: "sh", createdAt: 1 }, { op: "host.insert", id: "host_b", name: "b", secretHash: "sh2", createdAt: 2 }]);
     expect(await store.getHost(HOST)).toEqual({ id: HOST, name: "a", secretHash: "sh", createdAt: 1, removedAt: null, online: false, connectedSince: null, lastHeartbeat: null, facts: {} });
     await store.commit([{ op: "host.connected", id: HOST, facts: { hostname: "box1", cpuCount: 4, dockerReachable: true }, at: 10 }]);
@@ -184,7 +184,15 @@ describe("hosts", () => {
     await store.commit([{ op: "host.offline", id: HOST }]);
     expect(await store.getHost(HOST)).toMatchObject({ online: false, connectedSince: null, lastHeartbeat: 20 });
     expect((await store.getHost("host_b"))?.online).toBe(true);
-    await store.commit([{ op: "host.allOffline" }]);
+    // No host is owned (no host.take): a start marks every one offline, and says which were online.
+    const c = new Promise<ReadonlySet<string>>((resolve) => {
+      const off = store.onCommit((x) => {
+        off();
+        resolve(x.hostIds);
+      });
+    });
+    await store.commit([{ op: "host.offlineUnowned", at: 30 }]);
+    expect([...(await c)]).toEqual(["host_b"]);
     expect((await store.listHosts()).map((h) => h.online)).toEqual([false, false]);
   });
 

@@ -116,8 +116,14 @@ export type WriteOp =
   | { op: "host.connected"; id: string; facts: HostFacts; at: number }
   | { op: "host.heartbeat"; id: string; at: number; facts: Partial<HostFacts> }
   | { op: "host.offline"; id: string }
-  /** Every host offline: a single manager's start, when nothing can be connected yet. */
-  | { op: "host.allOffline" }
+  /**
+   * Every host that no manager owns at `at` (no live `host:<id>` lease, see
+   * host.take) is marked offline; Committed.hostIds lists those that were
+   * online. At a manager's start (on SQLite, one manager per file, no host is
+   * owned then: every host) and on the leader's sweep for hosts whose manager
+   * died with their streams (PostgreSQL).
+   */
+  | { op: "host.offlineUnowned"; at: number }
   /** Marks the host removed and deletes what was observed on it. */
   | { op: "host.remove"; id: string; at: number }
   /** ConflictError when the token was used meanwhile. */
@@ -198,6 +204,8 @@ export interface CommitResult {
   events: readonly EventRecord[];
   /** Servers whose observation (containers, data directory) the batch changed: to reconcile. */
   touchedServers: ReadonlySet<string>;
+  /** Hosts whose record the batch wrote (as Committed.hostIds). */
+  hostIds: ReadonlySet<string>;
   /** The epoch of every host lease the batch took (host.take), by lease name (hostLeaseName). */
   leaseEpochs?: ReadonlyMap<string, number>;
 }
@@ -293,6 +301,12 @@ export interface TokenReads {
 export interface LeaseReads {
   /** The lease as stored (expired or not), or undefined when nobody ever took it or it was released. */
   getLease(name: string): Promise<LeaseRecord | undefined>;
+  /**
+   * The hosts connected somewhere at `at`: online, not removed, with a live
+   * ownership lease (host.take); host id → the holder (a manager process).
+   * What every manager shows as "connected" for a host another one holds.
+   */
+  liveHostOwners(at: number): Promise<Map<string, string>>;
 }
 
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */

@@ -176,7 +176,7 @@ export class PostgresStore implements Store {
       }
     }
     if (wroteSomething(fx)) this.#deliver({ events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds });
-    return { versions: fx.versions, events: fx.events, touchedServers: fx.touched, leaseEpochs: fx.leaseEpochs };
+    return { versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs };
   }
 
   /** One run of the batch's transaction; throws what failed it (as pg or PgBatch threw it), rolled back. */
@@ -397,6 +397,14 @@ export class PostgresStore implements Store {
     } catch (err) {
       throw storeError(err);
     }
+  }
+
+  async liveHostOwners(at: number) {
+    const rows = await this.#rows<{ id: string; holder: string }>(
+      "SELECT h.id, l.holder FROM hosts h JOIN leases l ON l.name = 'host:' || h.id WHERE h.online = 1 AND h.removed_at IS NULL AND l.expires_at > $1",
+      [at],
+    );
+    return new Map(rows.map((r) => [r.id, r.holder]));
   }
 
   async getLease(name: string) {

@@ -290,9 +290,14 @@ export class PgBatch {
         await this.q("UPDATE hosts SET online = 0, connected_since = NULL WHERE id = $1", [o.id]);
         fx.hostIds.add(o.id);
         return;
-      case "host.allOffline":
-        await this.q("UPDATE hosts SET online = 0, connected_since = NULL");
+      case "host.offlineUnowned": {
+        const r = await this.q<{ id: string }>(
+          "UPDATE hosts SET online = 0, connected_since = NULL WHERE online = 1 AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'host:' || hosts.id AND l.expires_at > $1) RETURNING id",
+          [o.at],
+        );
+        for (const row of r.rows) fx.hostIds.add(row.id);
         return;
+      }
       case "host.remove": {
         const r = await this.q("UPDATE hosts SET removed_at = $1, online = 0, connected_since = NULL WHERE id = $2 AND removed_at IS NULL", [o.at, o.id]);
         if (r.rowCount !== 1) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");

@@ -68,7 +68,7 @@ export class SqliteStore implements StoreContract {
         }
       }
     }
-    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched, leaseEpochs: fx.leaseEpochs });
+    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs });
   }
 
   onCommit(listener: CommitListener): () => void {
@@ -162,8 +162,8 @@ export class SqliteStore implements StoreContract {
         t.setHostOffline(o.id);
         fx.hostIds.add(o.id);
         return;
-      case "host.allOffline":
-        t.markAllHostsOffline();
+      case "host.offlineUnowned":
+        for (const id of t.markUnownedHostsOffline(o.at)) fx.hostIds.add(id);
         return;
       case "host.remove":
         if (!this.tokens.removeHost(o.id, o.at)) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
@@ -247,6 +247,7 @@ export class SqliteStore implements StoreContract {
   async clusterId() { return this.tables.managerId(); }
   async getMeta(key: string) { return this.tables.getMeta(key); }
   async getLease(name: string) { return this.tables.getLease(name); }
+  async liveHostOwners(at: number) { return this.tables.liveHostOwners(at); }
   async probeWrite(value: string, lockWaitMs: number) { this.tables.probeWrite(value, lockWaitMs); }
   async close() { this.tables.close(); }
 

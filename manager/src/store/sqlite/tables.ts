@@ -189,8 +189,22 @@ export class SqliteTables {
   }
 
   /** At start nothing is connected yet, whatever the last run left behind. */
-  markAllHostsOffline(): void {
-    this.db.prepare("UPDATE hosts SET online = 0, connected_since = NULL").run();
+  /** store.ts host.offlineUnowned; returns the hosts it marked offline. */
+  markUnownedHostsOffline(at: number): string[] {
+    const rows = this.db
+      .prepare(
+        "UPDATE hosts SET online = 0, connected_since = NULL WHERE online = 1 AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'host:' || hosts.id AND l.expires_at > ?) RETURNING id",
+      )
+      .all(at) as { id: string }[];
+    return rows.map((r) => r.id);
+  }
+
+  /** store.ts liveHostOwners. */
+  liveHostOwners(at: number): Map<string, string> {
+    const rows = this.db
+      .prepare("SELECT h.id, l.holder FROM hosts h JOIN leases l ON l.name = 'host:' || h.id WHERE h.online = 1 AND h.removed_at IS NULL AND l.expires_at > ?")
+      .all(at) as { id: string; holder: string }[];
+    return new Map(rows.map((r) => [r.id, r.holder]));
   }
 
   countServersByHost(): Map<string, number> {
