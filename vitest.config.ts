@@ -41,6 +41,8 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/**/*.test.ts"],
+          // Several managers need PostgreSQL: it runs in integration-pg only.
+          exclude: ["**/node_modules/**", "test/managers.test.ts"],
           env: { BERTH_TEST_STORE: "sqlite" },
           globalSetup: ["test/harness/global-setup.ts"],
           testTimeout: 120_000,
@@ -54,7 +56,7 @@ export default defineConfig({
           name: "integration-pg",
           // The integration files whose subject is the store's part in a running manager:
           // the whole path from API to agent and back, and the ledger, on PostgreSQL.
-          include: ["test/skeleton.test.ts", "test/lifecycle.test.ts", "test/ledger.test.ts"],
+          include: ["test/skeleton.test.ts", "test/lifecycle.test.ts", "test/ledger.test.ts", "test/managers.test.ts"],
           env: { BERTH_TEST_STORE: "postgres" },
           globalSetup: ["test/harness/global-setup.ts"],
           testTimeout: 120_000,

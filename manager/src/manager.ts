@@ -203,7 +203,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const ownership = opened.contract.engine === "postgres" ? new HostOwnership({ store: opened.contract, holder: leader.holder, log, isLeader: () => leader.isLeader }) : undefined;
   // Another manager took a host whose stream is still here: end it (the agent is with the other one).
   ownership?.onLost((hostId) => hub.disconnect(hostId, "another manager owns this host now"));
-  const clusterPresence = ownership ? new ClusterPresence({ store: opened.contract, local: (id) => hub.isConnected(id), holder: leader.holder, log }) : undefined;
+  const clusterPresence = ownership ? new ClusterPresence({ store: opened.contract, local: hub, holder: leader.holder, log }) : undefined;
   if (clusterPresence) presence = clusterPresence;
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   const observability = createObservability({
@@ -275,7 +275,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   let advertiseUrl = config.advertiseUrl ?? `${scheme}://${config.listen}`;
 
   const routes = (router: ConnectRouter) => {
-    router.service(ServerService, createServerService({ store: opened.contract, hub, ledger, reconciler }));
+    router.service(ServerService, createServerService({ store: opened.contract, hub, presence, ledger, reconciler }));
     router.service(
       HostService,
       createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),

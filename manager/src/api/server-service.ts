@@ -24,6 +24,7 @@ import { ConflictError, InvalidArgumentError, PreconditionError, ServerNameTaken
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
+import type { HostPresence } from "../cluster/presence.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
 import type { Store, WriteOp } from "../store/store.js";
@@ -39,6 +40,8 @@ import { loadHost, loadVisibleServer } from "./find-server.js";
 export interface ServerServiceDeps {
   store: Store;
   hub: AgentHub;
+  /** Which hosts are connected, here or to another manager (cluster/presence.ts); default: this manager's streams. */
+  presence?: HostPresence;
   ledger: Ledger;
   reconciler: Reconciler;
   now?: () => number;
@@ -68,6 +71,7 @@ interface Change {
 
 export function createServerService(deps: ServerServiceDeps): Partial<ServiceImpl<typeof ServerService>> {
   const { store, hub, ledger, reconciler } = deps;
+  const presence = deps.presence ?? hub;
   const now = deps.now ?? Date.now;
 
   /** The server `idOrName` names for this caller (find-server.ts: the one look-up every API call uses). */
@@ -79,7 +83,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     if (spec.hostId) return (await loadHost(store, spec.hostId)).id;
     const counts = await store.countServersByHost();
     const byLoad = (a: string, b: string) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b);
-    const connected = hub.connectedHostIds();
+    const connected = presence.connectedHostIds();
     const candidates: string[] = [];
     for (const id of connected) {
       if (spec.ports.length === 0 || findPortConflicts(spec.ports, await loadPortOwners(store, id, "")).length === 0) candidates.push(id);
@@ -385,7 +389,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "PurgeServer");
       const s = await find(caller, req.id);
-      if (req.force && !hub.isConnected(s.hostId)) {
+      if (req.force && !presence.isConnected(s.hostId)) {
         // The host is away: drop the record now and say what may be left behind.
         await reconciler.dropRecord(
           s,

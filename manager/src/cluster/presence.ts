@@ -20,12 +20,14 @@ import type { Store } from "../store/store.js";
 export interface HostPresence {
   /** The host's agent is connected, here or to another manager of this database. */
   isConnected(hostId: string): boolean;
+  /** Every host connected here or to another manager. */
+  connectedHostIds(): string[];
 }
 
 export interface ClusterPresenceOptions {
   store: Pick<Store, "liveHostOwners" | "onCommit">;
   /** This manager's own streams (AgentHub.isConnected). */
-  local: (hostId: string) => boolean;
+  local: { isConnected(hostId: string): boolean; connectedHostIds(): string[] };
   /** This manager process (the holder id of its leases). */
   holder: string;
   log: Logger;
@@ -57,7 +59,11 @@ export class ClusterPresence implements HostPresence {
   }
 
   isConnected(hostId: string): boolean {
-    return this.#o.local(hostId) || this.#remote.has(hostId);
+    return this.#o.local.isConnected(hostId) || this.#remote.has(hostId);
+  }
+
+  connectedHostIds(): string[] {
+    return [...new Set([...this.#o.local.connectedHostIds(), ...this.#remote.keys()])];
   }
 
   /** The manager (holder id) another manager's stream of `hostId` is with, when this cache knows one. */

@@ -62,6 +62,12 @@ export function createStorePool(url: PostgresStoreUrl, opts: { max?: number } = 
   // without a listener that would crash the process. The pool discards the connection,
   // and the next query opens a new one.
   pool.on("error", () => {});
+  // A connection lost while checked out (a transaction between two of its statements, when
+  // PostgreSQL restarts or the network drops it) emits 'error' on the client itself, where the
+  // pool listens no longer: without a listener of our own that crashes the process. The
+  // statement in flight, or the next one, fails with the connection error, which the store
+  // maps to Unavailable and which releases the client as broken.
+  pool.on("connect", (client) => client.on("error", () => {}));
   return pool;
 }
 
