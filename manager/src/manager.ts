@@ -18,6 +18,7 @@ import { guardRequestDecoding, rejectUndecodable } from "./api/decode-guard.js";
 import { validateRequests } from "./api/validate.js";
 import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
+import { closeStreamsOfRevokedTokens } from "./auth/revocations.js";
 import { newToken } from "./auth/tokens.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
@@ -239,6 +240,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   });
   // Other managers' writes (PostgreSQL) reach this manager's reconciler; its own wake it where they are made.
   wakeForRemoteCommits(opened.contract, reconciler, log, ownership);
+  // A token revoked through any manager (or the CLI) ends its streams here too (Committed.tokenIds).
+  closeStreamsOfRevokedTokens(opened.contract, limits, log);
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;

@@ -123,6 +123,11 @@ export class AccessLimits {
     };
   }
 
+  /** Tokens that have streams open here now (what a revocation may have to close). */
+  streamTokenIds(): string[] {
+    return [...this.streams.keys()];
+  }
+
   openStreams(tokenId: string): number {
     return this.streams.get(tokenId)?.size ?? 0;
   }
