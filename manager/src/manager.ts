@@ -19,6 +19,7 @@ import { validateRequests } from "./api/validate.js";
 import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
 import { closeStreamsOfRevokedTokens } from "./auth/revocations.js";
+import { ManagerPresence } from "./auth/presence.js";
 import { newToken } from "./auth/tokens.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
@@ -201,6 +202,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   // Another manager took a host whose stream is still here: end it (the agent is with the other one).
   ownership?.onLost((hostId) => hub.disconnect(hostId, "another manager owns this host now"));
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
+  // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
+  const presence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;
   const observability = createObservability({
     store: opened.contract,
     ledger,
@@ -322,6 +325,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // Alerts, webhooks and retention start once this manager holds the leader lease.
       leader.start();
       ownership?.start();
+      presence?.start();
       reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
@@ -337,6 +341,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       hub.closeAll("manager shutting down");
       // Hands this manager's hosts over at once (their agents reconnect to another manager).
       await ownership?.stop();
+      await presence?.stop();
       // Stops alerts, webhooks and retention, then hands the lease to another manager.
       await leader.stop();
       ledgerServices.stop();
