@@ -547,10 +547,10 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE TABLE webhook_deliveries (
     id              TEXT COLLATE "C" NOT NULL,
     url_key         TEXT COLLATE "C" NOT NULL,
-    body            TEXT NOT NULL,
+    body            TEXT COLLATE "C" NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
-    last_error      TEXT NOT NULL DEFAULT '',
+    last_error      TEXT COLLATE "C" NOT NULL DEFAULT '',
     created_at      BIGINT NOT NULL,
     CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id, url_key)
   );
