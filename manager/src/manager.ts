@@ -18,6 +18,8 @@ import { guardRequestDecoding, rejectUndecodable } from "./api/decode-guard.js";
 import { validateRequests } from "./api/validate.js";
 import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
+import { closeStreamsOfRevokedTokens } from "./auth/revocations.js";
+import { ManagerPresence } from "./auth/presence.js";
 import { newToken } from "./auth/tokens.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { createHostService } from "./api/host-service.js";
@@ -206,6 +208,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const clusterPresence = ownership ? new ClusterPresence({ store: opened.contract, local: hub, holder: leader.holder, log }) : undefined;
   if (clusterPresence) presence = clusterPresence;
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
+  // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
+  const managerPresence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;
   const observability = createObservability({
     store: opened.contract,
     ledger,
@@ -247,6 +251,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   wakeForRemoteCommits(opened.contract, reconciler, log, ownership);
   // RemoveHost and ResyncHost made on another manager, for a stream held here.
   serveHostRequests(opened.contract, hub, log, (hostId) => networks.drop(hostId));
+  // A token revoked through any manager (or the CLI) ends its streams here too (Committed.tokenIds).
+  closeStreamsOfRevokedTokens(opened.contract, limits, log);
   const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
   const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;
@@ -364,6 +370,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
         }, 2000);
         unownedSweep.unref();
       }
+      managerPresence?.start();
       reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
@@ -381,6 +388,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       hub.closeAll("manager shutting down");
       // Hands this manager's hosts over at once (their agents reconnect to another manager).
       await ownership?.stop();
+      await managerPresence?.stop();
       // Stops alerts, webhooks and retention, then hands the lease to another manager.
       await leader.stop();
       ledgerServices.stop();

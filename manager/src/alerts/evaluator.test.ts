@@ -78,7 +78,12 @@ async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?
   ledger.follow(store);
   const connected = new Set<string>(["host_1"]);
   const notified: string[] = [];
-  const notifier = { notify: (type: string, a: AlertRecord) => notified.push(`${type} ${a.rule} ${a.subject}`) } as unknown as WebhookNotifier;
+  // Queued in the evaluation's own batch (enqueueOps); nothing to send in these tests.
+  const notifier = {
+    enqueueOps: (type: string, a: AlertRecord) => (notified.push(`${type} ${a.rule} ${a.subject}`), []),
+    noteDropped: () => {},
+    wake: () => {},
+  } as unknown as WebhookNotifier;
   const evaluator = new AlertEvaluator(
     { store: wrap(store), ledger, isConnected: (id) => connected.has(id), notifier, log: createLogger("silent", "test"), now: () => now },
     { thresholds: { hostOfflineMs: 30_000, notConvergedMs: 120_000, diskFreeFraction: 0.1 }, intervalMs: config.intervalMs ?? 1000, historyMs: 3600_000 },

@@ -282,9 +282,13 @@ export class AlertEvaluator {
       );
     });
 
+    // Notifications are queued in the batch that fires or resolves their alert (alerts/webhook.ts):
+    // stored exactly when the change is, sent by the leader's webhook sender after it.
+    for (const a of fired) if (!isMuted(a, now)) ops.push(...(notifier?.enqueueOps("alert.fired", a) ?? []));
+    for (const a of resolved) if (!isMuted(a, now)) ops.push(...(notifier?.enqueueOps("alert.resolved", a) ?? []));
     if (ops.length > 0) {
       try {
-        await store.commit(ops);
+        notifier?.noteDropped((await store.commit(ops)).droppedDeliveries);
       } catch (err) {
         if (!(err instanceof ConflictError)) throw err;
         // Another path changed an alert this run decided on. Pending stays as it was, so
@@ -297,12 +301,9 @@ export class AlertEvaluator {
 
     for (const a of fired) {
       log.warn({ alert: a.id, rule: a.rule, subject: a.subject, severity: a.severity, server: a.serverId || undefined, host: a.hostId || undefined }, `alert fired: ${a.message}`);
-      if (!isMuted(a, now)) notifier?.notify("alert.fired", a);
     }
-    for (const a of resolved) {
-      log.info({ alert: a.id, rule: a.rule, subject: a.subject }, "alert resolved");
-      if (!isMuted(a, now)) notifier?.notify("alert.resolved", a);
-    }
+    for (const a of resolved) log.info({ alert: a.id, rule: a.rule, subject: a.subject }, "alert resolved");
+    if (fired.length > 0 || resolved.length > 0) notifier?.wake();
     // After the notifications: they must not wait for, or fail with, housekeeping.
     await store.pruneResolvedAlerts(now - this.config.historyMs, 100);
     return { fired, resolved };

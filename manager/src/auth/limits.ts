@@ -66,29 +66,62 @@ export interface StreamLease {
   release(): void;
 }
 
+/**
+ * The per-token limits of one manager. With several managers on one database
+ * (docs/design.md "Limits with several managers"), the mutation rate and
+ * burst are a cluster-wide budget split evenly: each manager allows its share
+ * (`setManagers`, fed by auth/presence.ts). The stream cap stays per manager:
+ * it protects that manager's memory and sockets.
+ */
 export class AccessLimits {
   private readonly buckets = new Map<string, TokenBucket>();
   private readonly streams = new Map<string, Set<AbortController>>();
   private lastSweep = 0;
+  private managerCount = 1;
 
   constructor(
     readonly config: LimitsConfig = DEFAULT_LIMITS,
     private readonly now: () => number = Date.now,
   ) {}
 
+  /** Live managers sharing the rate budget (1 unless told otherwise). */
+  get managers(): number {
+    return this.managerCount;
+  }
+
+  /**
+   * `n` managers share the database now: each allows 1/n of the rate and the
+   * burst (rounded up, at least 1 a second). A change starts every bucket
+   * afresh at its new size (a moment's extra burst, once per change).
+   */
+  setManagers(n: number): void {
+    const count = Math.max(1, Math.floor(n));
+    if (count === this.managerCount) return;
+    this.managerCount = count;
+    this.buckets.clear();
+  }
+
+  /** This manager's share of the rate and burst. */
+  private share(): { rate: number; burst: number } {
+    const n = this.managerCount;
+    return { rate: Math.max(1, this.config.ratePerSecond / n), burst: Math.max(1, Math.ceil(this.config.burst / n)) };
+  }
+
   /** Counts one mutating call against `tokenId`'s bucket. */
   takeMutation(tokenId: string): LimitDecision {
     const at = this.now();
     this.sweep(at);
     let b = this.buckets.get(tokenId);
+    const { rate, burst } = this.share();
     if (!b) {
-      b = new TokenBucket(this.config.ratePerSecond, this.config.burst, at);
+      b = new TokenBucket(rate, burst, at);
       this.buckets.set(tokenId, b);
     }
     if (b.take(at)) return { ok: true };
+    const split = this.managerCount > 1 ? ` across ${this.managerCount} managers (${Math.round(rate * 100) / 100} per second on this one)` : "";
     return {
       ok: false,
-      message: `rate limit: this token may make ${this.config.ratePerSecond} changes per second (bursts of ${this.config.burst}); retry in ${b.waitMs(at)} ms`,
+      message: `rate limit: this token may make ${this.config.ratePerSecond} changes per second (bursts of ${this.config.burst})${split}; retry in ${b.waitMs(at)} ms`,
     };
   }
 
@@ -121,6 +154,11 @@ export class AccessLimits {
         },
       },
     };
+  }
+
+  /** Tokens that have streams open here now (what a revocation may have to close). */
+  streamTokenIds(): string[] {
+    return [...this.streams.keys()];
   }
 
   openStreams(tokenId: string): number {

@@ -261,3 +261,23 @@ export interface TokenRecord {
   revokedAt: number | null;
   lastUsedAt: number | null;
 }
+
+/**
+ * An alert notification still to be delivered to one webhook receiver
+ * (alerts/webhook.ts): retried by the leader until it succeeds or gives up.
+ */
+export interface WebhookDeliveryRecord {
+  /** The notification's delivery id: the same for every receiver and every retry. */
+  id: string;
+  /** SHA-256 (hex) of the receiver's URL; the URL itself is not stored (it may carry a token). */
+  urlKey: string;
+  /** The JSON body, exactly as sent on every attempt. */
+  body: string;
+  /** Attempts made so far. */
+  attempts: number;
+  /** When the next attempt is due (ms). */
+  nextAttemptAt: number;
+  /** What the last attempt failed with ("" before the first). */
+  lastError: string;
+  createdAt: number;
+}

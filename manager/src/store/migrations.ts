@@ -521,4 +521,41 @@ export const MIGRATIONS: readonly Migration[] = [
   );
   `,
   },
+  // 9: webhook deliveries still to make (alerts/webhook.ts): one row per
+  // notification and receiver, so a retry survives a manager restart and a new
+  // leader picks it up. `id` is the notification's delivery id (the same for
+  // every receiver and retry); `url_key` is the SHA-256 of the receiver's URL
+  // (the URL, which often carries a token, is not stored). A row goes when its
+  // delivery succeeds or gives up (the ledger keeps the history).
+  {
+    description: "webhook_deliveries: pending alert notifications, retried by the leader",
+    sqlite: `
+  CREATE TABLE webhook_deliveries (
+    id              TEXT NOT NULL,
+    url_key         TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    last_error      TEXT NOT NULL DEFAULT '',
+    created_at      BIGINT NOT NULL,
+    PRIMARY KEY (id, url_key)
+  );
+  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at);
+  CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at, id, url_key);
+  `,
+    postgres: `
+  CREATE TABLE webhook_deliveries (
+    id              TEXT COLLATE "C" NOT NULL,
+    url_key         TEXT COLLATE "C" NOT NULL,
+    body            TEXT COLLATE "C" NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    last_error      TEXT COLLATE "C" NOT NULL DEFAULT '',
+    created_at      BIGINT NOT NULL,
+    CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id, url_key)
+  );
+  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at);
+  CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at, id, url_key);
+  `,
+  },
 ];

@@ -16,6 +16,7 @@ import type {
   HostFacts,
   HostRecord,
   LeaseRecord,
+  WebhookDeliveryRecord,
   Lifecycle,
   ObservedContainer,
   Role,
@@ -332,4 +333,31 @@ export interface LeaseRow {
 
 export function leaseFromRow(r: LeaseRow): LeaseRecord {
   return { name: r.name, holder: r.holder, epoch: r.epoch, expiresAt: r.expires_at };
+}
+
+export interface WebhookDeliveryRow {
+  id: string;
+  url_key: string;
+  body: string;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string;
+  created_at: number;
+}
+
+export function webhookDeliveryFromRow(r: WebhookDeliveryRow): WebhookDeliveryRecord {
+  return {
+    id: r.id,
+    urlKey: r.url_key,
+    body: r.body,
+    attempts: Number(r.attempts),
+    nextAttemptAt: Number(r.next_attempt_at),
+    lastError: r.last_error,
+    createdAt: Number(r.created_at),
+  };
+}
+
+/** webhook.retry / webhook.done refused: the delivery was attempted, finished or dropped meanwhile. */
+export function deliveryMoved(id: string, attempt: number): ConflictError {
+  return new ConflictError(`webhook delivery ${id} is no longer pending after ${attempt - 1} attempt(s) (another manager attempted or finished it, or it was dropped); nothing to record`);
 }

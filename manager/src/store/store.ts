@@ -46,6 +46,7 @@ import type {
   EventQuery,
   TokenRecord,
   ServerFilter,
+  WebhookDeliveryRecord,
 } from "../domain/records.js";
 import type { SecretBox } from "./secrets.js";
 
@@ -191,6 +192,23 @@ export type WriteOp =
    * commits before (this batch is refused) or after it.
    */
   | { op: "host.checkOwner"; hostId: string; holder: string; epoch: number; at: number }
+  // webhook deliveries (alerts/webhook.ts; one row per notification and receiver)
+  /**
+   * Queues a delivery. Bounded: when more than `maxPending` rows are pending
+   * afterwards, the oldest others (by createdAt, id) are deleted and listed
+   * in CommitResult.droppedDeliveries.
+   */
+  | { op: "webhook.enqueue"; delivery: Omit<WebhookDeliveryRecord, "attempts" | "lastError">; maxPending: number }
+  /**
+   * Attempt `attempt` failed and will be retried at `nextAttemptAt`: ConflictError
+   * unless the row is still there after `attempt - 1` attempts (someone else
+   * attempted or finished it meanwhile).
+   */
+  | { op: "webhook.retry"; id: string; urlKey: string; attempt: number; nextAttemptAt: number; lastError: string }
+  /** Attempt `attempt` delivered it or gave up: deletes the row; ConflictError as webhook.retry. */
+  | { op: "webhook.done"; id: string; urlKey: string; attempt: number }
+  /** Deletes expired leases named `prefix…` that expired before `before` (presence leases of managers gone). */
+  | { op: "lease.pruneExpired"; prefix: string; before: number }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -208,6 +226,8 @@ export interface CommitResult {
   hostIds: ReadonlySet<string>;
   /** The epoch of every host lease the batch took (host.take), by lease name (hostLeaseName). */
   leaseEpochs?: ReadonlyMap<string, number>;
+  /** Pending webhook deliveries webhook.enqueue deleted to stay within its cap, oldest first. */
+  droppedDeliveries?: readonly { id: string; urlKey: string }[];
 }
 
 /** The lease row holding host `hostId`'s ownership (host.take): `host:<id>`. */
@@ -221,6 +241,12 @@ export interface Committed {
   /** Servers whose record the batch wrote (inserted, changed, deleted). */
   serverIds: ReadonlySet<string>;
   hostIds: ReadonlySet<string>;
+  /**
+   * Operator tokens the batch wrote (inserted, revoked; not a "last used"
+   * stamp): a revocation reaches every manager's auth this way. Absent when
+   * none; incomplete on a resync (then any token may have been revoked).
+   */
+  tokenIds?: ReadonlySet<string>;
   /**
    * Committed by another manager of the database (PostgreSQL only), heard
    * through the change feed (postgres/pg-listen.ts) after its notice arrived,
@@ -307,6 +333,16 @@ export interface LeaseReads {
    * What every manager shows as "connected" for a host another one holds.
    */
   liveHostOwners(at: number): Promise<Map<string, string>>;
+  /** How many leases named `prefix…` have not expired at `at` (live managers: auth/presence.ts). */
+  countLiveLeases(prefix: string, at: number): Promise<number>;
+}
+
+export interface WebhookDeliveryReads {
+  /** Pending deliveries due at `at` (next attempt at or before it), soonest first, at most `limit`. */
+  dueWebhookDeliveries(at: number, limit: number): Promise<WebhookDeliveryRecord[]>;
+  /** When the soonest pending delivery is due, or undefined when none is pending. */
+  nextWebhookDeliveryAt(): Promise<number | undefined>;
+  countWebhookDeliveries(): Promise<number>;
 }
 
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */
@@ -319,7 +355,7 @@ export interface Retention {
 }
 
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;

@@ -10,7 +10,9 @@
  * (pg-store.ts), so PostgreSQL delivers it only if the batch committed, and
  * to every listener in commit order. The notice is small: the sender's store
  * instance id, the range of event ids the batch appended, and the ids of the
- * servers and hosts it wrote; the receiver reads the events themselves. A
+ * servers, hosts and operator tokens it wrote (a token revoked on one manager
+ * closes its streams on every other: auth/interceptor.ts); the receiver reads
+ * the events themselves. A
  * notice that would exceed NOTICE_CAP_BYTES (PostgreSQL refuses payloads of
  * 8000 bytes or more) drops the id lists and says `resync` instead: the
  * receiver cannot know which records changed and must look at all of them.
@@ -41,6 +43,8 @@ export interface CommitNotice {
   serverIds: string[];
   /** Hosts whose record the batch wrote; empty on a resync. */
   hostIds: string[];
+  /** Operator tokens the batch inserted or revoked (absent or empty when none; empty on a resync). */
+  tokenIds?: string[];
   /** The id lists did not fit (or the notice was unreadable): anything may have changed. */
   resync: boolean;
 }
@@ -52,6 +56,8 @@ interface Wire {
   ev?: [number, number];
   srv?: string[];
   host?: string[];
+  /** Token ids (added later in version 1: a reader without it ignores the key). */
+  tok?: string[];
   resync?: true;
 }
 
@@ -61,7 +67,7 @@ interface Wire {
  */
 export function encodeCommitNotice(notice: Omit<CommitNotice, "resync">, cap = NOTICE_CAP_BYTES): string {
   const base: Wire = { v: 1, from: notice.from, ...(notice.events ? { ev: [notice.events.first, notice.events.last] } : {}) };
-  const full = JSON.stringify({ ...base, srv: notice.serverIds, host: notice.hostIds });
+  const full = JSON.stringify({ ...base, srv: notice.serverIds, host: notice.hostIds, ...(notice.tokenIds?.length ? { tok: notice.tokenIds } : {}) });
   if (Buffer.byteLength(full) <= cap) return full;
   return JSON.stringify({ ...base, resync: true });
 }
@@ -73,7 +79,8 @@ export function decodeCommitNotice(payload: string): CommitNotice {
     if (w.v === 1 && typeof w.from === "string") {
       const ev = Array.isArray(w.ev) && w.ev.length === 2 && w.ev.every((n) => Number.isSafeInteger(n)) ? { first: w.ev[0]!, last: w.ev[1]! } : undefined;
       const strings = (a: unknown): string[] => (Array.isArray(a) ? a.filter((s): s is string => typeof s === "string") : []);
-      return { from: w.from, ...(ev ? { events: ev } : {}), serverIds: strings(w.srv), hostIds: strings(w.host), resync: w.resync === true };
+      const tokenIds = strings(w.tok);
+      return { from: w.from, ...(ev ? { events: ev } : {}), serverIds: strings(w.srv), hostIds: strings(w.host), ...(tokenIds.length ? { tokenIds } : {}), resync: w.resync === true };
     }
   } catch {
     // Not JSON: fall through.

@@ -35,6 +35,8 @@ import {
   type ObservedRow,
   type ServerRow,
   type TokenRow,
+  webhookDeliveryFromRow,
+  type WebhookDeliveryRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
 import type { Committed, CommitResult, OpenStoreOptions, Store, StoreMeta, WriteOp } from "../store.js";
@@ -175,8 +177,8 @@ export class PostgresStore implements Store {
         throw storeError(err);
       }
     }
-    if (wroteSomething(fx)) this.#deliver({ events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds });
-    return { versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs };
+    if (wroteSomething(fx)) this.#deliver({ events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds, ...(fx.tokenIds.size > 0 ? { tokenIds: fx.tokenIds } : {}) });
+    return { versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs, ...(fx.droppedDeliveries.length > 0 ? { droppedDeliveries: fx.droppedDeliveries } : {}) };
   }
 
   /** One run of the batch's transaction; throws what failed it (as pg or PgBatch threw it), rolled back. */
@@ -245,6 +247,7 @@ export class PostgresStore implements Store {
       ...(first !== undefined && last !== undefined ? { events: { first, last } } : {}),
       serverIds: [...fx.serverIds],
       hostIds: [...fx.hostIds],
+      tokenIds: [...fx.tokenIds],
     });
   }
 
@@ -300,7 +303,7 @@ export class PostgresStore implements Store {
 
   /** The notice as a Committed, its events read back (a failed read turns it into a resync). */
   async #remoteCommitted(n: CommitNotice): Promise<Committed> {
-    const committed = { serverIds: new Set(n.serverIds), hostIds: new Set(n.hostIds), remote: true as const };
+    const committed = { serverIds: new Set(n.serverIds), hostIds: new Set(n.hostIds), ...(n.tokenIds?.length ? { tokenIds: new Set(n.tokenIds) } : {}), remote: true as const };
     if (!n.events) return { ...committed, events: [], ...(n.resync ? { resync: true } : {}) };
     const { first, last } = n.events;
     try {
@@ -675,6 +678,29 @@ export class PostgresStore implements Store {
     return r?.muted_until ?? null;
   }
 
+  // webhook deliveries and presence (store.ts WebhookDeliveryReads, countLiveLeases)
+
+  async dueWebhookDeliveries(at: number, limit: number) {
+    const rows = await this.#rows<WebhookDeliveryRow>(
+      `SELECT * FROM webhook_deliveries WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, created_at, id, url_key LIMIT ${limitOf(limit)}`,
+      [at],
+    );
+    return rows.map(webhookDeliveryFromRow);
+  }
+
+  async nextWebhookDeliveryAt() {
+    const [r] = await this.#rows<{ t: number | null }>("SELECT MIN(next_attempt_at) AS t FROM webhook_deliveries");
+    return r?.t == null ? undefined : Number(r.t);
+  }
+
+  async countWebhookDeliveries() {
+    return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM webhook_deliveries"))[0]?.n ?? 0);
+  }
+
+  async countLiveLeases(prefix: string, at: number) {
+    return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM leases WHERE substr(name, 1, length($1::text)) = $1::text AND expires_at > $2", [prefix, at]))[0]?.n ?? 0);
+  }
+
   // tokens
 
   async countTokens() {
@@ -744,7 +770,7 @@ export class PostgresStore implements Store {
 
 /** The batch wrote something another store would hear of (the same test for local and remote listeners). */
 function wroteSomething(fx: Effects): boolean {
-  return fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0;
+  return fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0 || fx.tokenIds.size > 0;
 }
 
 /** Remote notices waiting for their events to be read, beyond which they collapse into one resync. */

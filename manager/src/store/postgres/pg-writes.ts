@@ -23,7 +23,7 @@ import type pg from "pg";
 import { ConflictError, HostOwnershipLostError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { alertAlreadyFiring, portKeys, portKeysOfSpecJson } from "../rows.js";
+import { alertAlreadyFiring, deliveryMoved, portKeys, portKeysOfSpecJson } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import { hostLeaseName, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
@@ -38,10 +38,14 @@ export interface Effects {
   hostIds: Set<string>;
   /** host.take's new epochs, by lease name. */
   leaseEpochs: Map<string, number>;
+  /** Tokens inserted or revoked (Committed.tokenIds; sent in the commit notice). */
+  tokenIds: Set<string>;
+  /** Pending deliveries webhook.enqueue dropped to stay within its cap. */
+  droppedDeliveries: { id: string; urlKey: string }[];
 }
 
 export function newEffects(): Effects {
-  return { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map() };
+  return { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
 }
 
 /**
@@ -347,11 +351,13 @@ export class PgBatch {
           "INSERT INTO tokens (id, name, role, project, secret_hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
           [t.id, t.name, t.role, t.project, o.secretHash, t.createdAt, t.createdBy],
         );
+        fx.tokenIds.add(t.id);
         return;
       }
       case "token.revoke": {
         const r = await this.q("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", [o.at, o.id]);
         if (r.rowCount !== 1) throw new NotFoundError("token", o.id);
+        fx.tokenIds.add(o.id);
         return;
       }
       case "token.touch":
@@ -396,6 +402,43 @@ export class PgBatch {
         if (!cur || cur.holder !== o.holder || Number(cur.epoch) !== o.epoch || Number(cur.expires_at) <= o.at) throw await this.ownershipLost(o);
         return;
       }
+      case "webhook.enqueue": {
+        const d = o.delivery;
+        await this.q(
+          "INSERT INTO webhook_deliveries (id, url_key, body, attempts, next_attempt_at, last_error, created_at) VALUES ($1, $2, $3, 0, $4, '', $5)",
+          [d.id, d.urlKey, d.body, d.nextAttemptAt, d.createdAt],
+        );
+        // As ClusterTables.enqueue: the oldest others beyond the cap go (only the leader enqueues).
+        const { rows } = await this.q<{ id: string; url_key: string; created_at: number }>(
+          `DELETE FROM webhook_deliveries w USING (
+             SELECT id, url_key FROM webhook_deliveries WHERE NOT (id = $1 AND url_key = $2)
+             ORDER BY created_at, id, url_key
+             LIMIT GREATEST(0, (SELECT COUNT(*) FROM webhook_deliveries) - $3::int)) AS old
+           WHERE w.id = old.id AND w.url_key = old.url_key
+           RETURNING w.id, w.url_key, w.created_at`,
+          [d.id, d.urlKey, Math.max(1, Math.floor(o.maxPending))],
+        );
+        // RETURNING has no order: oldest first, as SQLite reports them.
+        rows.sort((a, b) => Number(a.created_at) - Number(b.created_at) || cmp(a.id, b.id) || cmp(a.url_key, b.url_key));
+        fx.droppedDeliveries.push(...rows.map((r) => ({ id: r.id, urlKey: r.url_key })));
+        return;
+      }
+      case "webhook.retry": {
+        const r = await this.q(
+          "UPDATE webhook_deliveries SET attempts = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4 AND url_key = $5 AND attempts = $6",
+          [o.attempt, o.nextAttemptAt, o.lastError, o.id, o.urlKey, o.attempt - 1],
+        );
+        if (r.rowCount !== 1) throw deliveryMoved(o.id, o.attempt);
+        return;
+      }
+      case "webhook.done": {
+        const r = await this.q("DELETE FROM webhook_deliveries WHERE id = $1 AND url_key = $2 AND attempts = $3", [o.id, o.urlKey, o.attempt - 1]);
+        if (r.rowCount !== 1) throw deliveryMoved(o.id, o.attempt);
+        return;
+      }
+      case "lease.pruneExpired":
+        await this.q("DELETE FROM leases WHERE substr(name, 1, length($1::text)) = $1::text AND expires_at < $2", [o.prefix, o.before]);
+        return;
       case "meta.set":
         await setMeta(this.c, o.key, o.value);
         return;
@@ -705,6 +748,11 @@ export class PgBatch {
   private async ensureProject(name: string, at: number): Promise<void> {
     await this.q("INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", [name, at]);
   }
+}
+
+/** Byte order of two strings (as COLLATE "C" sorts them). */
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** Sets a meta value (insert or replace). */

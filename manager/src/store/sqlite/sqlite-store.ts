@@ -15,6 +15,7 @@ import { storable } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
 import type { TokenTables } from "./token-tables.js";
+import type { ClusterTables } from "./cluster-tables.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -27,6 +28,9 @@ interface Effects {
   serverIds: Set<string>;
   hostIds: Set<string>;
   leaseEpochs: Map<string, number>;
+  /** Tokens inserted or revoked (Committed.tokenIds). */
+  tokenIds: Set<string>;
+  droppedDeliveries: { id: string; urlKey: string }[];
 }
 
 export class SqliteStore implements StoreContract {
@@ -40,14 +44,21 @@ export class SqliteStore implements StoreContract {
     private readonly alerts: AlertTables,
     private readonly tokens: TokenTables,
     private readonly onListenerError: (err: unknown) => void = () => {},
+    /** Webhook deliveries and presence counts (open.ts passes them; without, those operations throw). */
+    private readonly cluster?: ClusterTables,
   ) {}
+
+  #cluster(): ClusterTables {
+    if (!this.cluster) throw new Error("this SqliteStore was made without ClusterTables; open it with openStore()");
+    return this.cluster;
+  }
 
   // ---------------------------------------------------------------- writes
 
   commit(batch: readonly WriteOp[]): Promise<CommitResult> {
     // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
     const ops = storable(batch);
-    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map() };
+    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
     try {
       this.tables.transaction(() => {
         for (const o of ops) if (o.op !== "event.append") this.#apply(o, fx);
@@ -57,8 +68,8 @@ export class SqliteStore implements StoreContract {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0) {
-      const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds };
+    if (fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0 || fx.tokenIds.size > 0) {
+      const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds, ...(fx.tokenIds.size > 0 ? { tokenIds: fx.tokenIds } : {}) };
       for (const l of this.#listeners) {
         try {
           l(committed);
@@ -68,7 +79,7 @@ export class SqliteStore implements StoreContract {
         }
       }
     }
-    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs });
+    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs, ...(fx.droppedDeliveries.length > 0 ? { droppedDeliveries: fx.droppedDeliveries } : {}) });
   }
 
   onCommit(listener: CommitListener): () => void {
@@ -193,9 +204,11 @@ export class SqliteStore implements StoreContract {
         return;
       case "token.insert":
         this.tokens.insert(o.token, o.secretHash);
+        fx.tokenIds.add(o.token.id);
         return;
       case "token.revoke":
         if (!this.tokens.revoke(o.id, o.at)) throw new NotFoundError("token", o.id);
+        fx.tokenIds.add(o.id);
         return;
       case "token.touch":
         this.tokens.touch(o.id, o.at);
@@ -228,6 +241,18 @@ export class SqliteStore implements StoreContract {
         if (!cur || cur.holder !== o.holder || cur.epoch !== o.epoch || cur.expiresAt <= o.at) throw ownershipLost(t, o);
         return;
       }
+      case "webhook.enqueue":
+        fx.droppedDeliveries.push(...this.#cluster().enqueue(o.delivery, o.maxPending));
+        return;
+      case "webhook.retry":
+        this.#cluster().retry(o.id, o.urlKey, o.attempt, o.nextAttemptAt, o.lastError);
+        return;
+      case "webhook.done":
+        this.#cluster().done(o.id, o.urlKey, o.attempt);
+        return;
+      case "lease.pruneExpired":
+        this.#cluster().pruneExpiredLeases(o.prefix, o.before);
+        return;
       case "meta.set":
         t.setMeta(o.key, o.value);
         return;
@@ -248,6 +273,10 @@ export class SqliteStore implements StoreContract {
   async getMeta(key: string) { return this.tables.getMeta(key); }
   async getLease(name: string) { return this.tables.getLease(name); }
   async liveHostOwners(at: number) { return this.tables.liveHostOwners(at); }
+  async countLiveLeases(prefix: string, at: number) { return this.#cluster().countLiveLeases(prefix, at); }
+  async dueWebhookDeliveries(at: number, limit: number) { return this.#cluster().due(at, limit); }
+  async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
+  async countWebhookDeliveries() { return this.#cluster().count(); }
   async probeWrite(value: string, lockWaitMs: number) { this.tables.probeWrite(value, lockWaitMs); }
   async close() { this.tables.close(); }
 

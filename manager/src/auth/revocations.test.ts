@@ -1,0 +1,121 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, createRouterTransport, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { afterEach, describe, expect, it } from "vitest";
+import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
+import { ServerService, WatchChange, WatchServersResponseSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { createAccessService } from "../api/access-service.js";
+import { errorInterceptor } from "../api/errors.js";
+import { Ledger } from "../ledger/ledger.js";
+import { createLogger } from "../log.js";
+import type { Store } from "../store/store.js";
+import { sameDatabase, sharedTestStores, testEngine, testStore } from "../../testing/store.js";
+import { callerOf } from "./caller.js";
+import { authInterceptor } from "./interceptor.js";
+import { AccessLimits } from "./limits.js";
+import { closeStreamsOfRevokedTokens } from "./revocations.js";
+import { newToken } from "./tokens.js";
+
+/**
+ * Two managers on one database (PostgreSQL: two stores, the second hearing the
+ * first through the change feed; SQLite, one manager per file: the same store
+ * twice, so only the local path is exercised there).
+ */
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function twoManagers(): Promise<[Store, Store]> {
+  if (testEngine() === "postgres") {
+    const shared = await sharedTestStores(2);
+    cleanups.push(() => shared.close());
+    return [shared.stores[0]!, shared.stores[1]!];
+  }
+  const a = await testStore();
+  const b = await sameDatabase(a);
+  cleanups.push(() => a.close(), () => b.close());
+  return [a, b];
+}
+
+/** One manager's API in memory: AccessService and a never-ending WatchServers behind the auth interceptor. */
+function manager(store: Store, opts: { watchRevocations: boolean }) {
+  const limits = new AccessLimits({ ratePerSecond: 1000, burst: 1000, maxStreams: 4 });
+  const ledger = new Ledger(store);
+  if (opts.watchRevocations) {
+    const off = closeStreamsOfRevokedTokens(store, limits);
+    cleanups.push(async () => off());
+  }
+  const routes = (router: ConnectRouter) => {
+    router.service(AccessService, createAccessService({ store, limits, ledger }));
+    router.service(ServerService, {
+      async *watchServers(_req, ctx) {
+        callerOf(ctx);
+        yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END });
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+      },
+    });
+  };
+  const client = (secret: string) => {
+    const as: Interceptor = (next) => (req) => {
+      req.header.set("authorization", `Bearer ${secret}`);
+      return next(req);
+    };
+    const t = createRouterTransport(routes, {
+      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), authInterceptor({ store, limits })] },
+      transport: { interceptors: [as] },
+    });
+    return { access: createClient(AccessService, t), servers: createClient(ServerService, t) };
+  };
+  return { client, limits };
+}
+
+/** Opens a watch and resolves once its first message arrived; `ended` settles with how it ended. */
+async function openWatch(servers: ReturnType<ReturnType<typeof manager>["client"]>["servers"]) {
+  const it = servers.watchServers({})[Symbol.asyncIterator]();
+  await it.next();
+  const ended = (async () => {
+    try {
+      for (;;) if ((await it.next()).done) return "ended";
+    } catch (err) {
+      return ConnectError.from(err);
+    }
+  })();
+  return { ended };
+}
+
+describe("token revocation across managers", () => {
+  it("a token revoked through manager A fails on manager B at once, and B's open stream of it ends with Unauthenticated", async () => {
+    const [a, b] = await twoManagers();
+    const root = newToken({ name: "root", role: "admin", project: null }, "test", Date.now());
+    const watcher = newToken({ name: "watcher", role: "viewer", project: null }, "test", Date.now());
+    await a.commit([root.op, watcher.op]);
+    const A = manager(a, { watchRevocations: true });
+    const B = manager(b, { watchRevocations: true });
+    const w = await openWatch(B.client(watcher.secret).servers);
+    expect(B.limits.openStreams(watcher.token.id)).toBe(1);
+
+    await A.client(root.secret).access.revokeToken({ id: watcher.token.id });
+
+    const how = await w.ended;
+    expect(how).toBeInstanceOf(ConnectError);
+    expect((how as ConnectError).code).toBe(Code.Unauthenticated);
+    expect((how as ConnectError).rawMessage).toMatch(/token "watcher" \(tok_\w+\) was revoked/);
+    expect(B.limits.openStreams(watcher.token.id)).toBe(0);
+    await expect(B.client(watcher.secret).access.whoAmI({})).rejects.toMatchObject({ code: Code.Unauthenticated });
+  });
+
+  it("a revocation committed outside any API (the token CLI) closes the streams too; other tokens' streams stay open", async () => {
+    const [a, b] = await twoManagers();
+    const gone = newToken({ name: "gone", role: "viewer", project: null }, "test", Date.now());
+    const kept = newToken({ name: "kept", role: "viewer", project: null }, "test", Date.now());
+    await a.commit([gone.op, kept.op]);
+    const B = manager(b, { watchRevocations: true });
+    const wGone = await openWatch(B.client(gone.secret).servers);
+    await openWatch(B.client(kept.secret).servers);
+
+    await a.commit([{ op: "token.revoke", id: gone.token.id, at: Date.now() }]);
+
+    expect(((await wGone.ended) as ConnectError).code).toBe(Code.Unauthenticated);
+    expect(B.limits.openStreams(kept.token.id)).toBe(1);
+  });
+});
