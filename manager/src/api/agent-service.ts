@@ -14,7 +14,7 @@ import {
   type Inventory,
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
-import { ConflictError, HostOwnershipLostError, InvalidArgumentError, UnauthenticatedError } from "../errors.js";
+import { ConflictError, HostOwnershipLostError, InvalidArgumentError, UnauthenticatedError, UnavailableError } from "../errors.js";
 import { STALE_OWNER, type HostOwnership } from "../cluster/host-ownership.js";
 import { hashSecret, newId, newSecret, secretMatches } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -76,6 +76,8 @@ interface LinkState {
   parts: { partOf: string; content: InventoryContent; serversOnHost: Set<string> } | undefined;
   budget: TokenBucket;
   lastRateResync: number;
+  /** Messages were dropped because the database was unavailable: heal once a batch commits again. */
+  missed: boolean;
 }
 
 /** One agent stream as its message handlers see it. */
@@ -195,7 +197,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       const out = new AsyncQueue<ManagerMessage>();
       // Set when the hub closes the stream (host removed, replaced): nothing it sends afterwards is stored.
       let closed = false;
-      const state: LinkState = { parts: undefined, budget: new TokenBucket(limits.messagesPerSecond, limits.messageBurst, now()), lastRateResync: Number.NEGATIVE_INFINITY };
+      const state: LinkState = { parts: undefined, budget: new TokenBucket(limits.messagesPerSecond, limits.messageBurst, now()), lastRateResync: Number.NEGATIVE_INFINITY, missed: false };
       // The agent chose this manager: it owns the host from now on (a take always wins).
       const ownerEpoch = deps.ownership ? await deps.ownership.take(host.id) : undefined;
       const session: AgentSession = {
@@ -256,8 +258,14 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
           for await (const msg of requests) {
             session.lastSeen = now();
             if (ended || closed || !hub.isCurrent(session)) break;
-            current = handleMessage(link, msg);
-            await current;
+            session.busy = true;
+            current = handleOrSkip(link, msg);
+            try {
+              await current;
+            } finally {
+              session.busy = false;
+              session.lastSeen = now();
+            }
             // Messages already buffered would otherwise all be handled without a turn of the event loop
             // in between (an inventory part is up to thousands of items: a turn of its own).
             if (++handled % YIELD_EVERY === 0 || msg.body.case === "inventory") await new Promise((r) => setImmediate(r));
@@ -294,6 +302,35 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       }
     },
   };
+
+  /**
+   * Applies one message; while the database is unavailable the message is
+   * dropped instead of ending the stream (an agent's stream outlives a
+   * database outage: its connection, its ownership term, its session), and
+   * once a later message's batch commits again, what was dropped is healed:
+   * the agent is asked for a full inventory and its open commands are sent
+   * again (the agent answers a command it already applied with the result
+   * it kept).
+   */
+  async function handleOrSkip(link: Link, msg: AgentMessage): Promise<void> {
+    const { state, hlog, host } = link;
+    try {
+      await handleMessage(link, msg);
+    } catch (err) {
+      if (!(err instanceof UnavailableError)) throw err;
+      if (!state.missed) hlog.warn({ err: err.message }, "the database is unavailable: this agent's reports are dropped until it is back (its stream stays up; it is asked for a full inventory then)");
+      state.missed = true;
+      state.parts = undefined;
+      return;
+    }
+    if (!state.missed || !link.session.ready) return;
+    state.missed = false;
+    hub.sendResync(host.id);
+    const at = now();
+    const sent = (await store.openCommandsForHost(host.id)).filter((c) => hub.sendCommand(host.id, c.command));
+    if (sent.length > 0) await link.commit(sent.map((c) => ({ op: "command.sent", id: c.id, at })));
+    hlog.info({ resent: sent.length }, "the database is back: asked the agent for a full inventory and sent its open commands again");
+  }
 
   /** The message fits this stream's rate budget (log chunks and command results always do). */
   async function withinBudget(link: Link, msg: AgentMessage, at: number): Promise<boolean> {

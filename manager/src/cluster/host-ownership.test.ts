@@ -4,7 +4,7 @@
  * database: who reconciles a host, what a manager that lost the host may
  * still commit, and which remote commits wake whose reconciler.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { pino } from "pino";
 import { HostOwnershipLostError } from "../errors.js";
 import type { LeaseRecord } from "../domain/records.js";
@@ -78,6 +78,28 @@ describe("HostOwnership", () => {
     expect(await a.getMeta("decision")).toBeUndefined();
     await b.commit([...B.fence("h_1", T0 + 1), { op: "meta.set", key: "decision", value: "mi_b" }]);
     expect(await a.getMeta("decision")).toBe("mi_b");
+  });
+
+  it("a term that only lapsed (the database was out longer than the TTL) and nobody took: the refused batch makes the holder renew at once, and it keeps the host", async () => {
+    const { a } = await twoManagers();
+    let clock = T0;
+    const A = ownership(a, "mi_a", { now: () => clock });
+    const lost: string[] = [];
+    A.onLost((hostId) => lost.push(hostId));
+    await A.take("h_1");
+    clock = T0 + A.ttlMs + 1_000;
+    const err = await a.commit([...A.fence("h_1", clock), { op: "meta.set", key: "decision", value: "late" }]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(HostOwnershipLostError);
+    A.lost(err as HostOwnershipLostError);
+    await vi.waitFor(async () => expect((await a.getLease(hostLeaseName("h_1")))?.expiresAt).toBe(clock + A.ttlMs));
+    expect(A.owns("h_1")).toBe(true);
+    expect(lost).toEqual([]);
+    // The decision, taken again, commits under the renewed term.
+    await a.commit([...A.fence("h_1", clock), { op: "meta.set", key: "decision", value: "again" }]);
+    expect(await a.getMeta("decision")).toBe("again");
   });
 
   it("after the owner's stream ends (release), the leader reconciles the host, a follower does not, and the next take counts the epoch on", async () => {

@@ -153,20 +153,39 @@ export class HostOwnership implements HostFence {
 
   /** Renews every owned host now; a host another manager took is dropped and reported (onLost). */
   async renewAll(): Promise<void> {
-    for (const [hostId, epoch] of [...this.#owned]) {
-      try {
-        await this.#o.store.commit([{ op: "host.renew", hostId, holder: this.holder, epoch, ttlMs: this.ttlMs, at: this.#now() }]);
-      } catch (err) {
-        if (!(err instanceof HostOwnershipLostError)) {
-          this.#o.log.warn({ err, host: hostId }, "could not renew the host; trying again at the next renewal");
-          continue;
-        }
-        this.lost(err);
+    for (const [hostId, epoch] of [...this.#owned]) await this.#renew(hostId, epoch);
+  }
+
+  async #renew(hostId: string, epoch: number): Promise<void> {
+    try {
+      await this.#o.store.commit([{ op: "host.renew", hostId, holder: this.holder, epoch, ttlMs: this.ttlMs, at: this.#now() }]);
+    } catch (err) {
+      if (!(err instanceof HostOwnershipLostError)) {
+        this.#o.log.warn({ err, host: hostId }, "could not renew the host; trying again at the next renewal");
+        return;
       }
+      this.#drop(err);
     }
   }
 
+  /**
+   * A fenced batch or a renewal was refused. When the term only lapsed (the
+   * database was unreachable longer than the TTL) and nobody took the host,
+   * this manager, which still holds the agent's stream, renews it at once
+   * and keeps the host (the refused batch is decided again); when another
+   * manager took it, the host is dropped here.
+   */
   lost(err: HostOwnershipLostError): void {
+    const { hostId, epoch } = err;
+    if (err.holder !== this.holder || this.#owned.get(hostId) !== epoch) return;
+    if (err.current?.holder === this.holder && err.current.epoch === epoch) {
+      void this.#renew(hostId, epoch);
+      return;
+    }
+    this.#drop(err);
+  }
+
+  #drop(err: HostOwnershipLostError): void {
     const { hostId, epoch } = err;
     // Only if still that term here (a take meanwhile started a new one).
     if (err.holder !== this.holder || this.#owned.get(hostId) !== epoch) return;

@@ -8,6 +8,11 @@ export interface AgentSession {
   ready: boolean;
   /** When the agent last sent anything (ms since epoch). */
   lastSeen: number;
+  /**
+   * A message of the agent is being applied (its batch waits for the
+   * database): the agent is not silent, this manager is slow to read on.
+   */
+  busy?: boolean;
   send(msg: ManagerMessage): void;
   /** The epoch at which this manager took the host for this stream (host ownership); every command sent on it carries it. */
   ownerEpoch?: number;
@@ -189,7 +194,7 @@ export class AgentHub {
 
   /** Closes sessions silent for longer than `timeoutMs`; returns their host ids. */
   closeSilent(now: number, timeoutMs: number): string[] {
-    const stale = [...this.sessions.values()].filter((s) => now - s.lastSeen > timeoutMs);
+    const stale = [...this.sessions.values()].filter((s) => !s.busy && now - s.lastSeen > timeoutMs);
     // Closing ends the session's stream; its handler then detaches it and marks the
     // host offline (removing it here first would make that detach a no-op).
     for (const s of stale) s.close(`no message for ${Math.round((now - s.lastSeen) / 1000)}s`);

@@ -28,7 +28,15 @@ export const DEFAULT_POOL_SIZE = 10;
 /** An idle connection is closed after this long: a store that is not used costs no server process. */
 const IDLE_TIMEOUT_MS = 10_000;
 /** How long a connection attempt may take before the database counts as unreachable. */
-const CONNECT_TIMEOUT_MS = 10_000;
+const CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * How long one statement may wait for its answer, measured by the client: a
+ * database that went silent (a network partition, a frozen server) is
+ * noticed after this, not after TCP's minutes of retransmissions, so callers
+ * get Unavailable and an agent's stream stays responsive. Far above any
+ * statement berth runs in normal operation.
+ */
+const QUERY_TIMEOUT_MS = 10_000;
 
 const INT8_OID = 20;
 
@@ -54,6 +62,7 @@ export function createStorePool(url: PostgresStoreUrl, opts: { max?: number } = 
     max: opts.max ?? DEFAULT_POOL_SIZE,
     idleTimeoutMillis: IDLE_TIMEOUT_MS,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    query_timeout: QUERY_TIMEOUT_MS,
     keepAlive: true,
     types: storeTypes,
     application_name: "berth-manager",
@@ -74,7 +83,7 @@ export function createStorePool(url: PostgresStoreUrl, opts: { max?: number } = 
 /** SQLSTATE classes and codes that mean "the database cannot serve now", not "the request is wrong". */
 const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[123])/;
 const SOCKET_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "ECONNABORTED"]);
-const CONNECTION_MESSAGES = /Connection terminated|connection error and is not queryable|timeout exceeded when trying to connect|Connection terminated unexpectedly/i;
+const CONNECTION_MESSAGES = /Connection terminated|connection error and is not queryable|timeout exceeded when trying to connect|Connection terminated unexpectedly|Query read timeout/i;
 
 /** The error lost the connection or found the server down (the write's outcome, if any, is unknown or void). */
 export function isConnectionError(err: unknown): boolean {
