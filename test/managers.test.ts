@@ -3,7 +3,8 @@
  * Docker engine and the run's real PostgreSQL server (issue 16):
  *
  * - either manager serves the API; a change accepted by one reaches the host
- *   whose agent stream is on the other, and both show the host connected;
+ *   whose agent stream is on the other, and both show the host connected
+ *   (TailLogs on the other says the host is with another manager);
  * - WatchEvents on one manager sees what the other committed, in order, and
  *   an event id from one resumes on the other;
  * - conflicting operations on one server through both managers at the same
@@ -142,6 +143,12 @@ describe.skipIf(!pg.url)("several managers on one PostgreSQL database", () => {
     expect(onOwner.status!.phase).toBe(Phase.RUNNING);
     expect(onOwner.version).toBe(s.version);
     for (const m of managers) expect((await m.hosts.listHosts({})).hosts[0]!.state).toBe(HostState.ONLINE);
+    // Logs come through the stream's manager; the other says where, not "offline".
+    const logs = await codeOf((async () => {
+      for await (const _ of other.servers.tailLogs({ id: s.id })) break;
+    })());
+    expect(logs?.code).toBe(Code.Unavailable);
+    expect(logs?.message).toMatch(/connected to another manager/);
     // How long the change took to reach the owner: the stop's acceptance on one manager
     // to the owner's command.issued (times from the ledger, one clock: this machine).
     const accepted = Date.now();

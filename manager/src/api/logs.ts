@@ -51,6 +51,8 @@ const LOG_QUEUE_BOUND: QueueBound<Entry> = {
 export interface TailLogsDeps {
   store: Pick<Store, "getServer" | "findServerByName" | "listServers">;
   hub: AgentHub;
+  /** Which hosts are connected to any manager of this database (cluster/presence.ts): says why logs cannot be read here. */
+  presence?: { isConnected(hostId: string): boolean };
   now?: () => number;
   /** The agent answers a log request with an empty chunk once Docker's stream is open. */
   openTimeoutMs?: number;
@@ -99,6 +101,9 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
       },
     );
     if (!opened) {
+      if (deps.presence?.isConnected(s.hostId)) {
+        throw new UnavailableError(`host ${s.hostId} of server "${s.name}" is connected to another manager of this berth; logs are read through the manager holding its agent's stream: call TailLogs there (or retry: agents move between managers when one stops)`);
+      }
       throw new UnavailableError(`host ${s.hostId} of server "${s.name}" is offline; logs are read from the host's Docker engine, try again when it is back`);
     }
     // Cleanup happens here, not only in `finally`: when the caller goes away while

@@ -221,7 +221,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
 
   return {
     watchServers: createWatchServers({ store, ledger }),
-    tailLogs: createTailLogs({ store, hub }),
+    tailLogs: createTailLogs({ store, hub, presence }),
 
     async createServer(req, ctx) {
       const caller = callerOf(ctx);
