@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { defineConfig } from "vitest/config";
 
 /**
- * Unit test files that take their store from testStore() or sharedTestStores() (manager/testing/store.ts)
+ * Unit test files that take their store from testStore(), sharedTestStores() or twoManagerStores() (manager/testing/store.ts)
  * or a whole manager from startTestManager() (manager/testing/fuzz-kit.ts): they run
  * once per engine, SQLite in "unit" and PostgreSQL in "unit-pg".
  */
@@ -12,7 +12,7 @@ function storeTests(dir: string): string[] {
   for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
     if (!e.isFile() || !e.name.endsWith(".test.ts")) continue;
     const path = join(e.parentPath, e.name);
-    if (/\b(testStore|sharedTestStores|startTestManager)\(/.test(readFileSync(path, "utf8"))) found.push(path);
+    if (/\b(testStore|sharedTestStores|twoManagerStores|startTestManager)\(/.test(readFileSync(path, "utf8"))) found.push(path);
   }
   return found.sort();
 }

@@ -105,6 +105,28 @@ export async function sharedTestStores(count = 2): Promise<{ stores: Store[]; cl
 }
 
 /**
+ * Two managers' stores on one database, on the engine testStore() opens:
+ * PostgreSQL, two stores (the second hears the first through the change
+ * feed, remote onCommit); SQLite, one manager per file, the same store twice
+ * (only the local path is exercised there). `close()` closes both.
+ */
+export async function twoManagerStores(): Promise<{ stores: [Store, Store]; close(): Promise<void> }> {
+  if (testEngine() === "postgres") {
+    const shared = await sharedTestStores(2);
+    return { stores: [shared.stores[0]!, shared.stores[1]!], close: shared.close };
+  }
+  const a = await testStore();
+  const b = await sameDatabase(a);
+  return {
+    stores: [a, b],
+    close: async () => {
+      await b.close();
+      await a.close();
+    },
+  };
+}
+
+/**
  * A server record for tests, to insert with `{ op: "server.insert", server: newServer(...) }`:
  * project "default", the given id, name (default: the id) and host, spec from `spec`
  * (name, host id and image "busybox" filled in), initial status, never started.

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Store } from "../store/store.js";
-import { sameDatabase, sharedTestStores, testEngine, testStore } from "../../testing/store.js";
+import { twoManagerStores } from "../../testing/store.js";
 import { AccessLimits } from "./limits.js";
 import { ManagerPresence } from "./presence.js";
 
@@ -9,17 +9,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** Two managers' stores on one database (SQLite: the same store twice). */
 async function twoStores(): Promise<[Store, Store]> {
-  if (testEngine() === "postgres") {
-    const shared = await sharedTestStores(2);
-    cleanups.push(() => shared.close());
-    return [shared.stores[0]!, shared.stores[1]!];
-  }
-  const a = await testStore();
-  const b = await sameDatabase(a);
-  cleanups.push(() => a.close(), () => b.close());
-  return [a, b];
+  const two = await twoManagerStores();
+  cleanups.push(() => two.close());
+  return two.stores;
 }
 
 const T0 = 1_700_000_000_000;

@@ -8,7 +8,7 @@ import { errorInterceptor } from "../api/errors.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
-import { sameDatabase, sharedTestStores, testEngine, testStore } from "../../testing/store.js";
+import { twoManagerStores } from "../../testing/store.js";
 import { callerOf } from "./caller.js";
 import { authInterceptor } from "./interceptor.js";
 import { AccessLimits } from "./limits.js";
@@ -26,15 +26,9 @@ afterEach(async () => {
 });
 
 async function twoManagers(): Promise<[Store, Store]> {
-  if (testEngine() === "postgres") {
-    const shared = await sharedTestStores(2);
-    cleanups.push(() => shared.close());
-    return [shared.stores[0]!, shared.stores[1]!];
-  }
-  const a = await testStore();
-  const b = await sameDatabase(a);
-  cleanups.push(() => a.close(), () => b.close());
-  return [a, b];
+  const two = await twoManagerStores();
+  cleanups.push(() => two.close());
+  return two.stores;
 }
 
 /** One manager's API in memory: AccessService and a never-ending WatchServers behind the auth interceptor. */
