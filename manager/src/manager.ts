@@ -290,7 +290,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
-    router.service(OrphanService, createOrphanService({ store: opened.contract, hub, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
+    router.service(OrphanService, createOrphanService({ store: opened.contract, hub, presence, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     registerReflection(router);
     // Garbage protobuf bytes are the caller's error (InvalidArgument), not the manager's (Internal).

@@ -14,6 +14,7 @@ import {
 import { actorOf, callerOf, projectFor, type Caller } from "../auth/caller.js";
 import { InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
+import type { HostPresence } from "../cluster/presence.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
@@ -28,6 +29,8 @@ import { loadHost, loadVisibleServer } from "./find-server.js";
 export interface OrphanServiceDeps {
   store: Store;
   hub: AgentHub;
+  /** Which hosts are connected to any manager of this database (cluster/presence.ts). */
+  presence?: HostPresence;
   ledger: Pick<Ledger, "op">;
   reconciler: Pick<Reconciler, "reconcileNow" | "dropRecord" | "issueCopyData" | "dispatch" | "requestOrphanCommand" | "deadlineFor">;
   detector: OrphanDetector;

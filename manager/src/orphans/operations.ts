@@ -30,6 +30,8 @@ export interface OrphanOperationsDeps {
   store: Store;
   /** Read only: whether a host is connected, and a COPY_DATA's result. Commands go through the reconciler. */
   hub: Pick<AgentHub, "isConnected" | "awaitResult">;
+  /** Which hosts are connected to any manager of this database (cluster/presence.ts); default: this manager's streams. */
+  presence?: { isConnected(hostId: string): boolean } | undefined;
   ledger: Pick<Ledger, "op">;
   reconciler: Pick<Reconciler, "reconcileNow" | "dropRecord" | "issueCopyData" | "dispatch" | "requestOrphanCommand" | "deadlineFor">;
   /** Project networks as reported; a destroyed one is dropped from it at once. */
@@ -219,7 +221,7 @@ export class OrphanOperations {
     }
     if (s.lifecycle.purge) throw new PreconditionError(`server ${s.name} is being purged; finish with PurgeServer force=true instead`);
     const target = await loadHost(store, targetId);
-    if (!this.deps.hub.isConnected(target.id)) throw new PreconditionError(`host ${target.name} is offline; berth must see its data directory first: retry once its agent is connected`);
+    if (!(this.deps.presence ?? this.deps.hub).isConnected(target.id)) throw new PreconditionError(`host ${target.name} is offline; berth must see its data directory first: retry once its agent is connected`);
     const root = target.facts.dataRoot ?? "<data root>";
     if (!(await store.listDataRootEntries(target.id)).some((e) => e.name === s.id)) {
       throw new PreconditionError(
@@ -328,7 +330,12 @@ export class OrphanOperations {
 
   /** Asks the orphan's host one thing through the reconciler and waits; failures become errors that say what happened. */
   private async ask(hostId: string, init: OrphanCommand, what: string): Promise<CommandResult> {
-    if (!this.deps.hub.isConnected(hostId)) throw new UnavailableError(`host ${await this.hostName(hostId)} is offline; try again once its agent is connected`);
+    if (!this.deps.hub.isConnected(hostId)) {
+      if (this.deps.presence?.isConnected(hostId)) {
+        throw new UnavailableError(`host ${await this.hostName(hostId)} is connected to another manager of this berth; this action runs through the manager holding its agent's stream: call it there (or retry: agents move between managers when one stops)`);
+      }
+      throw new UnavailableError(`host ${await this.hostName(hostId)} is offline; try again once its agent is connected`);
+    }
     let r: CommandResult;
     try {
       r = await this.deps.reconciler.requestOrphanCommand(hostId, init);
