@@ -84,6 +84,8 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     out(line);
   };
   const tracker = new Tracker();
+  // Each violation in the log as it happens: its time is what ties it to a fault.
+  tracker.onViolation = (v) => log(`VIOLATION ${v.invariant}: ${v.detail}`);
   const rng = new Rng(opts.seed);
   const cluster = new Cluster({
     name: opts.name ?? "chaos",
@@ -96,10 +98,8 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     managerArgs: ["--crash-backoff", "1", "--start-timeout", "60", "--db-probe-interval", "1", "--orphan-grace", "5", "--log-level", short ? "debug" : "info"],
     agentArgs: ["--inventory-interval", "10"],
     log,
-    onUnexpectedExit: (what, detail) => {
-      log(`${what} ${detail}`);
-      tracker.violation("no process crashes", `${what} ${detail}`);
-    },
+    onUnexpectedExit: (what, detail) => tracker.violation("no process crashes", `${what} ${detail}`),
+    onManagerCrash: (index) => tracker.openWindow("manager-down", index),
   });
 
   let quiesced = { ms: 0, settled: false };

@@ -59,6 +59,11 @@ export interface ClusterOptions {
   log: (msg: string) => void;
   /** Called when a process exits without the campaign killing it (a crash). */
   onUnexpectedExit: (what: string, detail: string) => void;
+  /**
+   * Called when manager `index` crashed; the returned function when it runs again. The
+   * crash is a violation of its own; calls it cut off are not reported again.
+   */
+  onManagerCrash?: (index: number) => () => void;
 }
 
 /** The API of one manager, as the admin. */
@@ -273,13 +278,16 @@ export class Cluster {
           m.child.once("exit", (code, signal) => {
             if (this.expectedExits.has(m) || this.closing) return;
             this.opts.onUnexpectedExit(slot.label, `exited by itself (${signal ?? `code ${code}`}); see ${m.logPath}`);
+            const back = this.opts.onManagerCrash?.(index);
             if (slot.proc === m) slot.proc = undefined;
-            void this.startManagerProc(index).catch((err: unknown) => this.opts.log(`${slot.label} restart failed: ${String(err)}`));
+            void this.startManagerProc(index)
+              .catch((err: unknown) => this.opts.log(`${slot.label} restart failed: ${String(err)}`))
+              .finally(() => back?.());
           });
           return;
         } catch (err) {
           if (Date.now() > deadline || this.closing) throw err;
-          this.opts.log(`${slot.label} start attempt ${attempt} failed: ${firstLine(err)}; retrying`);
+          this.opts.log(`${slot.label} start attempt ${attempt} failed: ${startFailure(err)}; retrying`);
           await sleep(Math.min(5_000, 500 * attempt));
         }
       }
@@ -474,6 +482,13 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Why a manager did not start: the harness's first line and, from the log it quotes, the last error line. */
+function startFailure(err: unknown): string {
+  const text = String(err instanceof Error ? err.message : err);
+  const cause = text.split("\n").reverse().find((l) => /^(\w*Error|error)\b|"level":[56]0/.test(l.trim()));
+  return cause ? `${firstLine(err)} ${cause.trim().slice(0, 300)}` : firstLine(err);
 }
 
 export function firstLine(err: unknown): string {

@@ -109,8 +109,13 @@ export class Tracker {
     this.faults.set(kind, (this.faults.get(kind) ?? 0) + 1);
   }
 
+  /** Hears each violation as it is recorded (the campaign logs it with its time). */
+  onViolation: ((v: Violation) => void) | undefined;
+
   violation(invariant: string, detail: string): void {
-    this.violations.push({ invariant, detail });
+    const v = { invariant, detail };
+    this.violations.push(v);
+    this.onViolation?.(v);
   }
 
   /** Opens a window of `kind` (for manager-down, of manager `manager`); returns how to close it. */

@@ -176,7 +176,8 @@ export async function startManager(opts: { dir: string; dbPath?: string; store?:
     const notReady = setTimeout(() => reject(new Error(`manager not ready after 30s:\n${proc.log()}`)), 30_000);
     notReady.unref();
   });
-  const managerId = managerIdIn(startupOutput) ?? managerIdOfDb(dbPath);
+  // pino and the ready line reach stdout by different writes: the id's log line may come just after.
+  const managerId = managerIdIn(startupOutput) ?? (dbPath ? managerIdOfDb(dbPath) : await waitFor("the manager id in its log", async () => managerIdIn(proc.log()), 10_000, 50));
   if (printedToken) adminTokens.set(storeKey, printedToken);
   const adminToken = adminTokens.get(storeKey) ?? (await createTokenWithCli(storeKey, ["--role", "admin", "--name", "harness"]));
   adminTokens.set(storeKey, adminToken);
