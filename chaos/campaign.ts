@@ -67,6 +67,9 @@ export interface CampaignReport {
   durationMs: number;
 }
 
+/** A crashed process's exit is seen at most this long after its connections broke. */
+const CRASH_SEEN_WITHIN_MS = 1_000;
+
 export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport> {
   const t0 = Date.now();
   const short = opts.minutes < 5;
@@ -99,7 +102,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     agentArgs: ["--inventory-interval", "10"],
     log,
     onUnexpectedExit: (what, detail) => tracker.violation("no process crashes", `${what} ${detail}`),
-    onManagerCrash: (index) => tracker.openWindow("manager-down", index),
+    onManagerCrash: (index) => tracker.openWindow("manager-down", index, CRASH_SEEN_WITHIN_MS),
   });
 
   let quiesced = { ms: 0, settled: false };

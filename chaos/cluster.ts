@@ -487,7 +487,8 @@ function alive(pid: number): boolean {
 /** Why a manager did not start: the harness's first line and, from the log it quotes, the last error line. */
 function startFailure(err: unknown): string {
   const text = String(err instanceof Error ? err.message : err);
-  const cause = text.split("\n").reverse().find((l) => /^(\w*Error|error)\b|"level":[56]0/.test(l.trim()));
+  const lines = text.split("\n").reverse().map((l) => l.trim());
+  const cause = lines.find((l) => /^(berth-manager: |\w*Error\b|error:)/.test(l)) ?? lines.find((l) => /"level":[56]0/.test(l));
   return cause ? `${firstLine(err)} ${cause.trim().slice(0, 300)}` : firstLine(err);
 }
 

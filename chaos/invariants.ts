@@ -60,7 +60,13 @@ export async function quiesce(cluster: Cluster, tracker: Tracker, timeoutMs: num
   let last = "";
   let resynced = false;
   let unsettled: string[] = [];
+  let reportedAt = t0;
   while (Date.now() < deadline) {
+    // What holds it up, now and then: a slow quiesce is a finding too.
+    if (Date.now() - reportedAt >= 15_000 && unsettled.length) {
+      reportedAt = Date.now();
+      log(`quiescing for ${Math.round((reportedAt - t0) / 1000)}s: ${unsettled.slice(0, 6).join("; ")}`);
+    }
     await sleep(1_000);
     try {
       const { servers, hosts } = clients(cluster);

@@ -118,9 +118,12 @@ export class Tracker {
     this.onViolation?.(v);
   }
 
-  /** Opens a window of `kind` (for manager-down, of manager `manager`); returns how to close it. */
-  openWindow(kind: WindowKind, manager?: number): () => void {
-    const w: Window = { kind, manager, from: Date.now(), to: undefined };
+  /**
+   * Opens a window of `kind` (for manager-down, of manager `manager`), starting
+   * `sinceMs` ago (a crash is seen a moment after it happened); returns how to close it.
+   */
+  openWindow(kind: WindowKind, manager?: number, sinceMs = 0): () => void {
+    const w: Window = { kind, manager, from: Date.now() - sinceMs, to: undefined };
     this.windows.push(w);
     // A little grace: clients' connections take a moment to notice a restart.
     return () => (w.to = Date.now() + 3_000);

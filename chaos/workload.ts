@@ -95,6 +95,8 @@ export const FOREVER = ["sh", "-c", "exec sleep 100000"];
 /** An image no engine has and no registry serves: the pull fails (a valid request that fails on the host). */
 const MISSING_IMAGE = "berth-test/missing:1";
 const CALL_TIMEOUT_MS = 15_000;
+/** How long after a failed call a crash of its manager must have been seen to explain it. */
+const CRASH_SEEN_MS = 1_500;
 
 export async function runClient(o: WorkloadOptions): Promise<void> {
   const { cluster, tracker, rng } = o;
@@ -251,7 +253,7 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
       const e = ConnectError.from(err);
       if (codes.includes(e.code)) {
         stats.rejected[codeName(e.code)] = (stats.rejected[codeName(e.code)] ?? 0) + 1;
-      } else if (isDisruption(e.code, t0, Date.now(), via.index)) {
+      } else if (await isDisruptionSeen(e.code, t0, Date.now(), via.index)) {
         stats.unavailable++;
       } else {
         tracker.violation("invalid operation refused", `"${what}" answered ${codeName(e.code)} (expected ${codes.map(codeName).join("/")}): ${e.rawMessage}`);
@@ -288,7 +290,7 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
         stats.rejected[codeName(e.code)] = (stats.rejected[codeName(e.code)] ?? 0) + 1;
         return undefined;
       }
-      if (isDisruption(e.code, t0, t1, manager)) {
+      if (await isDisruptionSeen(e.code, t0, t1, manager)) {
         stats.unavailable++;
         return undefined;
       }
@@ -309,6 +311,18 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
       tracker.violation("operations answer a precise code", `${op}${serverId ? ` ${serverId}` : ""} answered ${codeName(e.code)}: ${e.rawMessage}`);
       return undefined;
     }
+  }
+
+  /**
+   * isDisruption, allowing for a crash: a call a crash cut off fails a moment before
+   * the campaign sees the process exit, so an error no window explains yet is judged
+   * again once that moment has passed.
+   */
+  async function isDisruptionSeen(code: Code, t0: number, t1: number, manager: number): Promise<boolean> {
+    if (isDisruption(code, t0, t1, manager)) return true;
+    if (![Code.Internal, Code.Unknown, Code.Canceled, Code.Aborted].includes(code)) return false;
+    await sleep(CRASH_SEEN_MS);
+    return isDisruption(code, t0, t1, manager);
   }
 
   /**
