@@ -41,6 +41,27 @@ async function dockerTruth(cluster: Cluster): Promise<TruthContainer[]> {
   return out;
 }
 
+/** Each manager's answer to ListHosts: the hosts it shows ONLINE, and every host's state by id. */
+async function hostViews(cluster: Cluster): Promise<{ api: ManagerApi; online: Set<string>; states: Map<string, HostState> }[]> {
+  return Promise.all(
+    cluster.managers.map(async (m) => {
+      const api = cluster.api(m.index);
+      const hosts = (await api.hosts.listHosts({})).hosts;
+      return { api, online: new Set(hosts.filter((h) => h.state === HostState.ONLINE).map((h) => h.id)), states: new Map(hosts.map((h) => [h.id, h.state])) };
+    }),
+  );
+}
+
+/** With several managers: every one shows every host in the same state (any manager serves the API). */
+async function checkHostViews(cluster: Cluster, v: (inv: string, detail: string) => void): Promise<void> {
+  if (cluster.managers.length < 2) return;
+  const views = await hostViews(cluster);
+  for (const n of cluster.hosts) {
+    const states = views.map((view) => HostState[view.states.get(n.hostId) ?? HostState.UNSPECIFIED]);
+    if (new Set(states).size > 1) v("every manager shows the same host state", `host ${n.label} (${n.hostId}): ${states.map((st, i) => `${st} on manager ${i}`).join(", ")}`);
+  }
+}
+
 /**
  * Brings every process back (managers, database, agents, links, engines), asks each host
  * for a full inventory, then waits until every server rests in a settled
@@ -69,16 +90,19 @@ export async function quiesce(cluster: Cluster, tracker: Tracker, timeoutMs: num
     }
     await sleep(1_000);
     try {
-      const { servers, hosts } = clients(cluster);
-      const hostList = (await hosts.listHosts({})).hosts;
-      const offline = cluster.hosts.filter((n) => hostList.find((h) => h.id === n.hostId)?.state !== HostState.ONLINE);
+      const { servers } = clients(cluster);
+      // Online on some manager: the one its agent is connected to (whether every manager
+      // says so too is an invariant of its own, checkHostViews).
+      const views = await hostViews(cluster);
+      const ownerOf = (hostId: string) => views.find((v) => v.online.has(hostId))?.api;
+      const offline = cluster.hosts.filter((n) => !ownerOf(n.hostId));
       if (offline.length) {
         unsettled = offline.map((n) => `host ${n.label} offline`);
         stableSince = 0;
         continue;
       }
       if (!resynced) {
-        for (const n of cluster.hosts) await hosts.resyncHost({ id: n.hostId });
+        for (const n of cluster.hosts) await ownerOf(n.hostId)!.hosts.resyncHost({ id: n.hostId });
         resynced = true;
         continue;
       }
@@ -226,6 +250,7 @@ export async function checkInvariants(cluster: Cluster, tracker: Tracker, watche
   const v = (inv: string, detail: string) => tracker.violation(inv, detail);
   const { servers } = clients(cluster);
   await checkCommandBudget(cluster, tracker, v);
+  await checkHostViews(cluster, v);
   // The truth, then berth's account, then the truth again: compare only a stable picture.
   let truth: TruthContainer[] = [];
   let list: Server[] = [];
