@@ -37,6 +37,8 @@ export interface StoreProbe {
   integrity(): Promise<string | undefined>;
   /** Relations between tables the schema does not declare, with the rows breaking them. */
   brokenRelations(): Promise<[string, string[]][]>;
+  /** server.deleted and server.restored of one server, in ledger order. */
+  deleteHistory(serverId: string): Promise<string[]>;
   /** The cluster id berth labels its containers with (meta.manager_id). */
   managerId(): Promise<string>;
   close(): Promise<void>;
@@ -53,6 +55,7 @@ const OPEN_COMMANDS =
   "SELECT c.id, c.server_id AS \"serverId\", c.deadline_at AS \"deadlineAt\", c.kind FROM commands c JOIN servers s ON s.id = c.server_id WHERE c.state IN ('pending', 'sent')";
 const COMMANDS_ISSUED = "SELECT server_id AS s, count(*) AS n FROM events WHERE type = 'command.issued' GROUP BY server_id";
 const PURGE_REQUESTED = "SELECT DISTINCT server_id AS s FROM events WHERE type = 'server.purge_requested'";
+const DELETE_HISTORY = "SELECT type FROM events WHERE server_id = $1 AND type IN ('server.deleted', 'server.restored') ORDER BY id";
 const SERVER_EVENTS = "SELECT server_id AS s, type AS t, count(*) AS n FROM events WHERE type LIKE 'server.%' GROUP BY server_id, type";
 
 /** A probe of the SQLite file `dbPath` (opened read-only per question, so berth's writer is never held up). */
@@ -73,6 +76,7 @@ export function sqliteProbe(dbPath: string): StoreProbe {
     eventIds: () => read((db) => db.prepare("SELECT id FROM events ORDER BY rowid").pluck().all() as number[]),
     serverEventCounts: () =>
       read((db) => new Map((db.prepare(SERVER_EVENTS).all() as { s: string; t: string; n: number }[]).map((r) => [`${r.s} ${r.t}`, r.n]))),
+    deleteHistory: (id) => read((db) => db.prepare(DELETE_HISTORY.replace("$1", "?")).pluck().all(id) as string[]),
     integrity: () => read((db) => String(db.pragma("integrity_check", { simple: true }))),
     brokenRelations: () => read((db) => RELATIONS.map(([what, sql]) => [what, db.prepare(sql).pluck().all() as string[]])),
     managerId: () => read((db) => (db.prepare("SELECT value FROM meta WHERE key = 'manager_id'").pluck().get() as string | undefined) ?? ""),
@@ -99,6 +103,7 @@ export function postgresProbe(url: string): StoreProbe {
     purgeRequested: async () => new Set((await rows<{ s: string }>(PURGE_REQUESTED)).map((r) => r.s)),
     eventIds: async () => (await rows<{ id: string }>("SELECT id FROM events ORDER BY id")).map((r) => num(r.id)),
     serverEventCounts: async () => new Map((await rows<{ s: string; t: string; n: string }>(SERVER_EVENTS)).map((r) => [`${r.s} ${r.t}`, num(r.n)])),
+    deleteHistory: async (id) => (await pool.query<{ type: string }>(DELETE_HISTORY, [id])).rows.map((r) => r.type),
     integrity: () => Promise.resolve(undefined),
     brokenRelations: async () => Promise.all(RELATIONS.map(async ([what, sql]): Promise<[string, string[]]> => [what, (await pool.query({ text: sql, rowMode: "array" })).rows.map((r: unknown[]) => String(r[0]))])),
     managerId: async () => (await rows<{ value: string }>("SELECT value FROM meta WHERE key = 'manager_id'"))[0]?.value ?? "",
