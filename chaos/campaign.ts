@@ -13,11 +13,11 @@ import { appendFileSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Cluster, firstLine } from "./cluster.js";
+import { Cluster, firstLine, type StoreKind } from "./cluster.js";
 import { runFaults } from "./faults.js";
 import { checkInvariants, EventWatcher, quiesce, sampleDataDirs, type EndState } from "./invariants.js";
 import { Rng } from "./rng.js";
-import { FAULT_KINDS, Tracker, type OpStats, type Violation } from "./tracker.js";
+import { faultKindsFor, Tracker, type OpStats, type Violation } from "./tracker.js";
 import { runClient } from "./workload.js";
 
 export interface CampaignOptions {
@@ -27,6 +27,10 @@ export interface CampaignOptions {
   clients?: number;
   /** Hosts, each a private dockerd and an agent (default 2). */
   hosts?: number;
+  /** The store: "sqlite" (default, on a tmpfs) or "postgres" (a private PostgreSQL server started for the campaign). */
+  store?: StoreKind;
+  /** Managers on the one database (default 1; more need store "postgres"). */
+  managers?: number;
   /** Prefix of the private dockerds (default "chaos"): campaigns running at once need different ones. */
   name?: string;
   /** First published host port (default 47100); host i uses portBase + 100 i .. + 39. */
@@ -50,6 +54,8 @@ export interface CampaignReport {
   minutes: number;
   hosts: number;
   clients: number;
+  store: StoreKind;
+  managers: number;
   operations: Record<string, OpStats>;
   totals: { accepted: number; rejected: number; unavailable: number };
   faults: Record<string, number>;
@@ -61,11 +67,16 @@ export interface CampaignReport {
   durationMs: number;
 }
 
+/** A crashed process's exit is seen at most this long after its connections broke. */
+const CRASH_SEEN_WITHIN_MS = 1_000;
+
 export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport> {
   const t0 = Date.now();
   const short = opts.minutes < 5;
   const hosts = opts.hosts ?? 2;
   const clientCount = opts.clients ?? 4;
+  const store = opts.store ?? "sqlite";
+  const managers = opts.managers ?? 1;
   const dir = await mkdtemp(join(tmpdir(), "berth-chaos-"));
   mkdirSync(dir, { recursive: true });
   const logFile = join(dir, "campaign.log");
@@ -76,24 +87,27 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     out(line);
   };
   const tracker = new Tracker();
+  // Each violation in the log as it happens: its time is what ties it to a fault.
+  tracker.onViolation = (v) => log(`VIOLATION ${v.invariant}: ${v.detail}`);
   const rng = new Rng(opts.seed);
   const cluster = new Cluster({
     name: opts.name ?? "chaos",
     hosts,
+    store,
+    managers,
     dir,
     // Room for the database of a long run; the disk-full fault fills whatever is left.
     dbDiskMb: Math.max(32, Math.ceil(opts.minutes * 6)),
     managerArgs: ["--crash-backoff", "1", "--start-timeout", "60", "--db-probe-interval", "1", "--orphan-grace", "5", "--log-level", short ? "debug" : "info"],
     agentArgs: ["--inventory-interval", "10"],
     log,
-    onUnexpectedExit: (what, detail) => {
-      log(`${what} ${detail}`);
-      tracker.violation("no process crashes", `${what} ${detail}`);
-    },
+    onUnexpectedExit: (what, detail) => tracker.violation("no process crashes", `${what} ${detail}`),
+    onManagerCrash: (index) => tracker.openWindow("manager-down", index, CRASH_SEEN_WITHIN_MS),
   });
 
   let quiesced = { ms: 0, settled: false };
   let end: EndState | undefined;
+  const shape = managers > 1 || store !== "sqlite" ? `, ${managers} manager${managers > 1 ? "s" : ""} on ${store}` : "";
   const onSignal = () => {
     log("interrupted; cleaning up");
     void cluster.shutdown({ keepEngines: opts.keepEngines ?? false }).finally(() => process.exit(130));
@@ -101,17 +115,17 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    log(`seed ${opts.seed}: ${opts.minutes} min, ${hosts} hosts, ${clientCount} clients; work dir ${dir}`);
+    log(`seed ${opts.seed}: ${opts.minutes} min, ${hosts} hosts, ${clientCount} clients${shape}; work dir ${dir}`);
     await cluster.start();
-    log(`cluster up: manager ${cluster.url}, hosts ${cluster.hosts.map((h) => `${h.label}=${h.hostId}`).join(" ")}`);
-    const watcher = new EventWatcher(cluster, tracker);
-    watcher.start();
+    log(`cluster up: ${cluster.managers.map((m) => `${m.label} http://127.0.0.1:${m.port}`).join(", ")}, hosts ${cluster.hosts.map((h) => `${h.label}=${h.hostId}`).join(" ")}`);
+    const watchers = cluster.managers.map((m) => new EventWatcher(cluster, tracker, m.index));
+    for (const w of watchers) w.start();
     const sampler = setInterval(() => sampleDataDirs(cluster, tracker), 500);
 
     const stopAt = Date.now() + opts.minutes * 60_000;
     const scale = short
-      ? { gapMs: [2_000, 5_000] as [number, number], linkCutMs: [3_000, 10_000] as [number, number], diskFullMs: [2_000, 6_000] as [number, number], downMs: [200, 2_000] as [number, number] }
-      : { gapMs: [5_000, 20_000] as [number, number], linkCutMs: [5_000, 60_000] as [number, number], diskFullMs: [5_000, 30_000] as [number, number], downMs: [500, 10_000] as [number, number] };
+      ? { gapMs: [2_000, 5_000] as [number, number], linkCutMs: [3_000, 10_000] as [number, number], diskFullMs: [2_000, 6_000] as [number, number], downMs: [200, 2_000] as [number, number], databaseDownMs: [5_000, 15_000] as [number, number] }
+      : { gapMs: [5_000, 20_000] as [number, number], linkCutMs: [5_000, 60_000] as [number, number], diskFullMs: [5_000, 30_000] as [number, number], downMs: [500, 10_000] as [number, number], databaseDownMs: [5_000, 30_000] as [number, number] };
     await Promise.all([
       runFaults({ cluster, tracker, rng: rng.fork("faults"), stopAt, ...scale, log }),
       ...Array.from({ length: clientCount }, (_, i) =>
@@ -124,9 +138,9 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     sampleDataDirs(cluster, tracker);
     clearInterval(sampler);
     const thaw = opts.plant ? await plantViolations(cluster, log) : undefined;
-    end = await checkInvariants(cluster, tracker, watcher);
+    end = await checkInvariants(cluster, tracker, watchers);
     thaw?.();
-    await watcher.stop();
+    for (const w of watchers) await w.stop();
   } catch (err) {
     tracker.violation("the campaign runs to its end", firstLine(err));
     log(`campaign aborted: ${err instanceof Error ? err.stack : String(err)}`);
@@ -148,9 +162,11 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     minutes: opts.minutes,
     hosts,
     clients: clientCount,
+    store,
+    managers,
     operations,
     totals,
-    faults: Object.fromEntries(FAULT_KINDS.map((k) => [k, tracker.faults.get(k) ?? 0])),
+    faults: Object.fromEntries(faultKindsFor(store).map((k) => [k, tracker.faults.get(k) ?? 0])),
     quiesceMs: quiesced.ms,
     settled: quiesced.settled,
     end,
@@ -180,8 +196,9 @@ async function plantViolations(cluster: Cluster, log: (m: string) => void): Prom
 /** The report as people read it. */
 export function formatReport(r: CampaignReport): string {
   const lines: string[] = [];
-  lines.push(`berth chaos campaign — seed ${r.seed}, ${r.minutes} min, ${r.hosts} hosts, ${r.clients} clients (${(r.durationMs / 60_000).toFixed(1)} min in all)`);
-  lines.push(`operations: ${r.totals.accepted} accepted, ${r.totals.rejected} rejected with a precise code, ${r.totals.unavailable} unavailable (manager down, disk full)`);
+  const shape = r.managers > 1 || r.store !== "sqlite" ? `, ${r.managers} manager${r.managers > 1 ? "s" : ""} on ${r.store}` : "";
+  lines.push(`berth chaos campaign — seed ${r.seed}, ${r.minutes} min, ${r.hosts} hosts, ${r.clients} clients${shape} (${(r.durationMs / 60_000).toFixed(1)} min in all)`);
+  lines.push(`operations: ${r.totals.accepted} accepted, ${r.totals.rejected} rejected with a precise code, ${r.totals.unavailable} unavailable (${r.store === "sqlite" ? "manager down, disk full" : "manager down, database down"})`);
   for (const [op, s] of Object.entries(r.operations)) {
     const rej = Object.entries(s.rejected).map(([c, n]) => `${c} ${n}`).join(", ");
     lines.push(`  ${op.padEnd(12)} ${String(s.accepted).padStart(5)} accepted  ${rej ? `rejected: ${rej}` : ""}${s.unavailable ? `  unavailable ${s.unavailable}` : ""}`);
@@ -194,6 +211,7 @@ export function formatReport(r: CampaignReport): string {
   }
   lines.push(`invariant violations: ${r.violations.length}`);
   for (const v of r.violations) lines.push(`  ✗ ${v.invariant}: ${v.detail}`);
-  if (r.violations.length) lines.push(`logs and database: ${r.workDir}\nreplay: npm run chaos -- --minutes ${r.minutes} --seed ${r.seed}`);
+  const replayShape = r.store === "sqlite" ? "" : ` --store ${r.store}${r.managers > 1 ? ` --managers ${r.managers}` : ""}`;
+  if (r.violations.length) lines.push(`logs and database: ${r.workDir}\nreplay: npm run chaos -- --minutes ${r.minutes} --seed ${r.seed}${replayShape}`);
   return lines.join("\n");
 }

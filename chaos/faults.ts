@@ -4,16 +4,18 @@
  * short campaign covers them all; after that kinds are drawn at random. A
  * fault with a duration (a cut link, a full disk, a process down) runs in the
  * background, at most one per target at a time, so faults overlap.
+ *
+ * With several managers, manager-kill takes one at random (the others carry
+ * on) and a cut link is now and then the link to one manager only (the agent
+ * must fail over). On PostgreSQL, database-restart restarts the server
+ * (`pg_ctl restart -m fast`) or holds it down for a while; the SQLite-only
+ * db-disk-full is not injected there.
  */
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
-import { bearer } from "../test/harness/processes.js";
 import { firstLine, sleep, type Cluster, type HostNode } from "./cluster.js";
 import type { Rng } from "./rng.js";
-import { FAULT_KINDS, type FaultKind, type Tracker } from "./tracker.js";
+import { faultKindsFor, type FaultKind, type Tracker } from "./tracker.js";
 
 export interface FaultOptions {
   cluster: Cluster;
@@ -28,6 +30,8 @@ export interface FaultOptions {
   diskFullMs: [number, number];
   /** How long a killed process stays down before it is started again. */
   downMs: [number, number];
+  /** How long the database-restart fault's stop variant holds PostgreSQL down. */
+  databaseDownMs: [number, number];
   log: (msg: string) => void;
 }
 
@@ -41,20 +45,24 @@ const WEIGHTS: Record<FaultKind, number> = {
   "container-rm": 2,
   "data-delete": 1,
   "db-disk-full": 2,
+  "database-restart": 2,
 };
 
 export async function runFaults(o: FaultOptions): Promise<void> {
   const { cluster, tracker, rng, log } = o;
   const busy = new Set<string>();
   const running = new Set<Promise<void>>();
-  const servers = createClient(ServerService, createGrpcTransport({ baseUrl: cluster.url, interceptors: [bearer(cluster.adminToken)] }));
-  const firstRound = rng.shuffle(FAULT_KINDS);
+  const kinds = faultKindsFor(cluster.store);
+  const weights = Object.fromEntries(kinds.map((k) => [k, WEIGHTS[k]])) as Record<FaultKind, number>;
+  // Each kind its own stream: which manager dies does not shift the other decisions.
+  const managerRng = rng.fork("managers");
+  const firstRound = rng.shuffle(kinds);
 
   while (Date.now() < o.stopAt) {
     await sleep(rng.int(o.gapMs[0], o.gapMs[1]));
     if (Date.now() >= o.stopAt) break;
     const fromFirstRound = firstRound.length > 0;
-    const kind = firstRound.shift() ?? rng.weighted(WEIGHTS);
+    const kind = firstRound.shift() ?? rng.weighted(weights);
     const node = rng.pick(cluster.hosts);
     const target = targetOf(kind, node);
     if (target && busy.has(target)) {
@@ -83,6 +91,8 @@ export async function runFaults(o: FaultOptions): Promise<void> {
         return "manager";
       case "db-disk-full":
         return "disk";
+      case "database-restart":
+        return "database";
       case "agent-kill":
         return `agent-${node.label}`;
       case "link-cut":
@@ -97,18 +107,22 @@ export async function runFaults(o: FaultOptions): Promise<void> {
   async function inject(kind: FaultKind, node: HostNode): Promise<void> {
     switch (kind) {
       case "manager-kill": {
-        if (!cluster.manager) return;
+        // One of several at random: the "manager" target keeps to one kill at a time, so one manager always runs.
+        const live = cluster.liveManagers();
+        if (live.length === 0) return;
+        const slot = cluster.managers.length === 1 ? live[0]! : managerRng.pick(live);
         tracker.fault(kind);
-        const close = tracker.openWindow("manager-down");
-        log("fault: kill -9 the manager");
-        await cluster.killManager();
-        await sleep(rng.int(o.downMs[0], o.downMs[1]));
+        const close = tracker.openWindow("manager-down", slot.index);
+        log(`fault: kill -9 the ${slot.label}`);
+        await cluster.killManager(slot.index);
+        // Several managers: "a few seconds" each time, so the agents' failover is what is tested.
+        await sleep(cluster.managers.length === 1 ? rng.int(o.downMs[0], o.downMs[1]) : managerRng.int(2_000, 8_000));
         try {
-          await cluster.startManagerProc();
+          await cluster.startManagerProc(slot.index);
         } finally {
           close();
         }
-        log("manager restarted");
+        log(`${slot.label} restarted`);
         return;
       }
       case "agent-kill": {
@@ -123,9 +137,11 @@ export async function runFaults(o: FaultOptions): Promise<void> {
       case "link-cut": {
         const mode = rng.chance(0.5) ? "blackhole" : "reset";
         const ms = rng.int(o.linkCutMs[0], o.linkCutMs[1]);
+        // Several managers: a third of the cuts part the agent from one manager only.
+        const only = cluster.managers.length > 1 && managerRng.chance(1 / 3) ? managerRng.int(0, cluster.managers.length - 1) : undefined;
         tracker.fault(kind);
-        log(`fault: cut agent ${node.label}'s link (${mode}) for ${Math.round(ms / 1000)}s`);
-        cluster.cutLink(node, mode);
+        log(`fault: cut agent ${node.label}'s link${only === undefined ? "" : ` to manager ${only}`} (${mode}) for ${Math.round(ms / 1000)}s`);
+        cluster.cutLink(node, mode, only);
         await sleep(ms);
         cluster.healLink(node);
         return;
@@ -159,7 +175,7 @@ export async function runFaults(o: FaultOptions): Promise<void> {
         // Only data berth has seen (DataPresent): its loss must show as DataLost.
         let list;
         try {
-          list = (await servers.listServers({ hostId: node.hostId, pageSize: 1000 }, { timeoutMs: 5_000 })).servers;
+          list = (await cluster.pickApi(managerRng).servers.listServers({ hostId: node.hostId, pageSize: 1000 }, { timeoutMs: 5_000 })).servers;
         } catch {
           return;
         }
@@ -181,6 +197,26 @@ export async function runFaults(o: FaultOptions): Promise<void> {
         await sleep(ms);
         await cluster.freeDbDisk();
         close();
+        return;
+      }
+      case "database-restart": {
+        tracker.fault(kind);
+        const close = tracker.openWindow("database-down");
+        try {
+          if (rng.chance(0.5)) {
+            log("fault: restart PostgreSQL (pg_ctl restart -m fast)");
+            await cluster.restartDatabase();
+          } else {
+            const ms = rng.int(o.databaseDownMs[0], o.databaseDownMs[1]);
+            log(`fault: stop PostgreSQL for ${Math.round(ms / 1000)}s`);
+            await cluster.stopDatabase();
+            await sleep(ms);
+            await cluster.startDatabase();
+            log("PostgreSQL started again");
+          }
+        } finally {
+          close();
+        }
         return;
       }
     }

@@ -1,18 +1,16 @@
 /**
  * After the faults stop: wait for berth to quiesce, then check its
  * invariants against the truth — the Docker engines, the data roots on disk
- * and the database file — never against berth's own account of it.
+ * and the database itself (store-probe.ts) — never against berth's own account
+ * of it. berth's account is read from a live manager; with several, the
+ * ledger is watched through each of them (each must deliver every event).
  */
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import Database from "better-sqlite3";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { EventService } from "@berth/proto/berth/v1/event_pb.js";
-import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
-import { DesiredState, Phase, ServerService, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { bearer } from "../test/harness/processes.js";
-import { firstLine, sleep, type Cluster } from "./cluster.js";
+import { HostState } from "@berth/proto/berth/v1/host_pb.js";
+import { DesiredState, Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { firstLine, sleep, type Cluster, type ManagerApi } from "./cluster.js";
+import { Rng } from "./rng.js";
 import type { Tracker } from "./tracker.js";
 
 /** Phases a server may rest in; every other one is on its way somewhere. */
@@ -26,9 +24,10 @@ interface TruthContainer {
   hostIndex: number;
 }
 
-function clients(cluster: Cluster) {
-  const t = createGrpcTransport({ baseUrl: cluster.url, interceptors: [bearer(cluster.adminToken)] });
-  return { servers: createClient(ServerService, t), hosts: createClient(HostService, t), events: createClient(EventService, t) };
+/** A live manager's admin API (checks read from whichever is up; with one manager, that one). */
+const checkRng = new Rng("checks");
+function clients(cluster: Cluster): ManagerApi {
+  return cluster.pickApi(checkRng);
 }
 
 /** Every berth-labelled container on every host, straight from Docker. */
@@ -42,62 +41,73 @@ async function dockerTruth(cluster: Cluster): Promise<TruthContainer[]> {
   return out;
 }
 
-function readDb<T>(dbPath: string, read: (db: Database.Database) => T): T {
-  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
-  try {
-    return read(db);
-  } finally {
-    db.close();
-  }
+/** Each manager's answer to ListHosts: the hosts it shows ONLINE, and every host's state by id. */
+async function hostViews(cluster: Cluster): Promise<{ api: ManagerApi; online: Set<string>; states: Map<string, HostState> }[]> {
+  return Promise.all(
+    cluster.managers.map(async (m) => {
+      const api = cluster.api(m.index);
+      const hosts = (await api.hosts.listHosts({})).hosts;
+      return { api, online: new Set(hosts.filter((h) => h.state === HostState.ONLINE).map((h) => h.id)), states: new Map(hosts.map((h) => [h.id, h.state])) };
+    }),
+  );
 }
 
-function openCommands(dbPath: string): { serverId: string; id: string; deadlineAt: number; kind: string }[] {
-  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
-  try {
-    return db
-      .prepare("SELECT c.id, c.server_id AS serverId, c.deadline_at AS deadlineAt, c.kind FROM commands c JOIN servers s ON s.id = c.server_id WHERE c.state IN ('pending', 'sent')")
-      .all() as { serverId: string; id: string; deadlineAt: number; kind: string }[];
-  } finally {
-    db.close();
+/** With several managers: every one shows every host in the same state (any manager serves the API). */
+async function checkHostViews(cluster: Cluster, v: (inv: string, detail: string) => void): Promise<void> {
+  if (cluster.managers.length < 2) return;
+  const views = await hostViews(cluster);
+  for (const n of cluster.hosts) {
+    const states = views.map((view) => HostState[view.states.get(n.hostId) ?? HostState.UNSPECIFIED]);
+    if (new Set(states).size > 1) v("every manager shows the same host state", `host ${n.label} (${n.hostId}): ${states.map((st, i) => `${st} on manager ${i}`).join(", ")}`);
   }
 }
 
 /**
- * Brings every process back (manager, agents, links, engines), asks each host
+ * Brings every process back (managers, database, agents, links, engines), asks each host
  * for a full inventory, then waits until every server rests in a settled
  * phase with nothing in flight and neither berth nor Docker changed for 3 s.
  */
 export async function quiesce(cluster: Cluster, tracker: Tracker, timeoutMs: number, log: (m: string) => void): Promise<{ ms: number; settled: boolean }> {
   const t0 = Date.now();
-  if (!cluster.manager) await cluster.startManagerProc();
+  if (cluster.databaseDown) await cluster.startDatabase();
+  for (const m of cluster.managers) if (!m.proc) await cluster.startManagerProc(m.index);
   for (const node of cluster.hosts) {
     if (node.linkCut) cluster.healLink(node);
     if (!node.agent) cluster.startAgentProc(node);
   }
-  await cluster.freeDbDisk();
-  const { servers, hosts } = clients(cluster);
+  if (cluster.store === "sqlite") await cluster.freeDbDisk();
   const deadline = t0 + timeoutMs;
   let stableSince = 0;
   let last = "";
   let resynced = false;
   let unsettled: string[] = [];
+  let reportedAt = t0;
   while (Date.now() < deadline) {
+    // What holds it up, now and then: a slow quiesce is a finding too.
+    if (Date.now() - reportedAt >= 15_000 && unsettled.length) {
+      reportedAt = Date.now();
+      log(`quiescing for ${Math.round((reportedAt - t0) / 1000)}s: ${unsettled.slice(0, 6).join("; ")}`);
+    }
     await sleep(1_000);
     try {
-      const hostList = (await hosts.listHosts({})).hosts;
-      const offline = cluster.hosts.filter((n) => hostList.find((h) => h.id === n.hostId)?.state !== HostState.ONLINE);
+      const { servers } = clients(cluster);
+      // Online on some manager: the one its agent is connected to (whether every manager
+      // says so too is an invariant of its own, checkHostViews).
+      const views = await hostViews(cluster);
+      const ownerOf = (hostId: string) => views.find((v) => v.online.has(hostId))?.api;
+      const offline = cluster.hosts.filter((n) => !ownerOf(n.hostId));
       if (offline.length) {
         unsettled = offline.map((n) => `host ${n.label} offline`);
         stableSince = 0;
         continue;
       }
       if (!resynced) {
-        for (const n of cluster.hosts) await hosts.resyncHost({ id: n.hostId });
+        for (const n of cluster.hosts) await ownerOf(n.hostId)!.hosts.resyncHost({ id: n.hostId });
         resynced = true;
         continue;
       }
       const list = (await servers.listServers({ showDeleted: true, pageSize: 1000 })).servers;
-      const open = openCommands(cluster.dbPath);
+      const open = await cluster.probe.openCommands();
       const truth = await dockerTruth(cluster);
       unsettled = [
         ...list.filter((s) => !SETTLED.has(s.status!.phase)).map((s) => `${s.id} ${Phase[s.status!.phase]}/${s.status!.reason}`),
@@ -115,7 +125,7 @@ export async function quiesce(cluster: Cluster, tracker: Tracker, timeoutMs: num
       stableSince ||= Date.now();
       if (Date.now() - stableSince >= 3_000) return { ms: Date.now() - t0, settled: true };
     } catch (err) {
-      unsettled = [`manager not answering: ${firstLine(err)}`];
+      unsettled = [`manager or database not answering: ${firstLine(err)}`];
       stableSince = 0;
     }
   }
@@ -124,37 +134,55 @@ export async function quiesce(cluster: Cluster, tracker: Tracker, timeoutMs: num
   return { ms: Date.now() - t0, settled: false };
 }
 
-/** Follows WatchEvents through every manager restart, checking ids strictly increase and nothing is lost. */
+/**
+ * Follows WatchEvents through every restart, checking ids strictly increase and
+ * nothing is lost. With several managers there is one watcher per manager: it
+ * watches through that one and, when its stream breaks, resumes from its last id
+ * on any live manager (a resume point from one manager must hold on another).
+ */
 export class EventWatcher {
   readonly delivered = new Set<number>();
   first = 0;
   last = 0;
   private readonly abort = new AbortController();
   private done: Promise<void> | undefined;
+  private readonly rng: Rng;
 
   constructor(
     private readonly cluster: Cluster,
     private readonly tracker: Tracker,
-  ) {}
+    /** The manager watched first (index in cluster.managers). */
+    private readonly home = 0,
+  ) {
+    this.rng = new Rng(`watcher-${home}`);
+  }
+
+  /** "" with one manager, " (watcher of manager N)" with several: where a violation was seen. */
+  get label(): string {
+    return this.cluster.managers.length > 1 ? ` (watcher starting on manager ${this.home})` : "";
+  }
 
   start(): void {
     this.done = (async () => {
+      let api = this.cluster.api(this.home);
       while (!this.abort.signal.aborted) {
         try {
-          const { events } = clients(this.cluster);
-          for await (const res of events.watchEvents({ afterId: BigInt(this.last) }, { signal: this.abort.signal })) {
+          for await (const res of api.events.watchEvents({ afterId: BigInt(this.last) }, { signal: this.abort.signal })) {
             const id = Number(res.event!.id);
             if (id <= this.last || this.delivered.has(id)) {
-              this.tracker.violation("ledger ids strictly increase", `WatchEvents delivered id ${id} after ${this.last}`);
+              this.tracker.violation("ledger ids strictly increase", `WatchEvents on manager ${api.index} delivered id ${id} after ${this.last}${this.label}`);
             }
             this.delivered.add(id);
             this.first ||= id;
             this.last = Math.max(this.last, id);
           }
         } catch {
-          // Manager restarting: resume from the last id.
+          // Manager restarting or the database down: resume from the last id, on any live manager.
         }
-        if (!this.abort.signal.aborted) await sleep(500);
+        if (!this.abort.signal.aborted) {
+          await sleep(500);
+          api = this.cluster.pickApi(this.rng);
+        }
       }
     })();
   }
@@ -185,14 +213,6 @@ export interface EndState {
   events: number;
 }
 
-/** command.issued events per server, from the database. */
-function commandsIssued(dbPath: string): Map<string, number> {
-  return readDb(dbPath, (db) => {
-    const rows = db.prepare("SELECT server_id AS s, count(*) AS n FROM events WHERE type = 'command.issued' GROUP BY server_id").all() as { s: string; n: number }[];
-    return new Map(rows.map((r) => [r.s, r.n]));
-  });
-}
-
 /** How long berth must stay silent at rest (no command at all) before the checks. */
 export const REST_CHECK_MS = 5_000;
 /** Commands one accepted operation or one fault may explain for a server, plus a fixed allowance per server. */
@@ -207,9 +227,9 @@ const COMMANDS_ALLOWANCE = 10;
  * soft delete, once hid behind a quiet end state).
  */
 async function checkCommandBudget(cluster: Cluster, tracker: Tracker, v: (inv: string, detail: string) => void): Promise<void> {
-  const before = commandsIssued(cluster.dbPath);
+  const before = await cluster.probe.commandsIssued();
   await sleep(REST_CHECK_MS);
-  const after = commandsIssued(cluster.dbPath);
+  const after = await cluster.probe.commandsIssued();
   for (const [id, n] of after) {
     const extra = n - (before.get(id) ?? 0);
     if (extra > 0) v("no command at rest", `${id}: ${extra} command(s) issued in ${REST_CHECK_MS / 1000}s after berth quiesced`);
@@ -226,10 +246,11 @@ async function checkCommandBudget(cluster: Cluster, tracker: Tracker, v: (inv: s
 }
 
 /** Checks every invariant; adds violations to the tracker and returns a summary of the end state. */
-export async function checkInvariants(cluster: Cluster, tracker: Tracker, watcher: EventWatcher): Promise<EndState> {
+export async function checkInvariants(cluster: Cluster, tracker: Tracker, watchers: EventWatcher[]): Promise<EndState> {
   const v = (inv: string, detail: string) => tracker.violation(inv, detail);
   const { servers } = clients(cluster);
   await checkCommandBudget(cluster, tracker, v);
+  await checkHostViews(cluster, v);
   // The truth, then berth's account, then the truth again: compare only a stable picture.
   let truth: TruthContainer[] = [];
   let list: Server[] = [];
@@ -304,7 +325,7 @@ export async function checkInvariants(cluster: Cluster, tracker: Tracker, watche
 
   // 4. No data directory removed except by a purge with remove_data (or the data-delete fault).
   // A purge whose answer was lost counts when the ledger holds its request.
-  const purgeRequested = new Set(readDb(cluster.dbPath, (db) => db.prepare("SELECT DISTINCT server_id FROM events WHERE type = 'server.purge_requested'").pluck().all() as string[]));
+  const purgeRequested = await cluster.probe.purgeRequested();
   for (const [id, hostIndex] of tracker.seenData) {
     const node = cluster.hosts[hostIndex]!;
     if (existsSync(join(node.dataRoot, id))) continue;
@@ -323,50 +344,36 @@ export async function checkInvariants(cluster: Cluster, tracker: Tracker, watche
   }
 
   // 5. Nothing in flight past its deadline.
-  for (const c of openCommands(cluster.dbPath)) {
+  for (const c of await cluster.probe.openCommands()) {
     if (c.deadlineAt < now) v("no server in a transitional phase past its deadline", `${c.serverId}: command ${c.id} (${c.kind}) still open ${Math.round((now - c.deadlineAt) / 1000)}s past its deadline`);
   }
 
   // 6-8. The database itself.
-  const db = new Database(cluster.dbPath, { readonly: true, fileMustExist: true });
-  let events = 0;
-  try {
-    const integrity = db.pragma("integrity_check", { simple: true });
-    if (integrity !== "ok") v("PRAGMA integrity_check ok", String(integrity));
-    // The relations the schema does not declare (SQLite cannot add REFERENCES to existing
-    // tables without rebuilding them), checked here row by row.
-    for (const [what, sql] of RELATIONS) {
-      const broken = db.prepare(sql).pluck().all() as string[];
-      if (broken.length) v("every row refers to records that exist", `${what}: ${broken.slice(0, 5).join(", ")}`);
-    }
-    const ids = (db.prepare("SELECT id FROM events ORDER BY rowid").pluck().all() as number[]);
-    events = ids.length;
-    for (let i = 1; i < ids.length; i++) if (ids[i]! <= ids[i - 1]!) v("ledger ids strictly increase", `id ${ids[i]} follows ${ids[i - 1]}`);
-    // Lossless watch: every event from the first one the watcher saw was delivered.
+  const { probe } = cluster;
+  const integrity = await probe.integrity();
+  if (integrity !== undefined && integrity !== "ok") v("PRAGMA integrity_check ok", integrity);
+  // The relations the schema does not declare (SQLite cannot add REFERENCES to existing
+  // tables without rebuilding them), checked here row by row.
+  for (const [what, broken] of await probe.brokenRelations()) {
+    if (broken.length) v("every row refers to records that exist", `${what}: ${broken.slice(0, 5).join(", ")}`);
+  }
+  const ids = await probe.eventIds();
+  const events = ids.length;
+  for (let i = 1; i < ids.length; i++) if (ids[i]! <= ids[i - 1]!) v("ledger ids strictly increase", `id ${ids[i]} follows ${ids[i - 1]}`);
+  // Lossless watch: every event from the first one a watcher saw was delivered to it.
+  for (const watcher of watchers) {
     const missed = ids.filter((id) => id >= watcher.first && id <= watcher.last && !watcher.delivered.has(id));
-    if (watcher.first && missed.length) v("WatchEvents loses nothing across restarts", `${missed.length} events never delivered, e.g. ${missed.slice(0, 5).join(", ")}`);
-    const counts = new Map<string, number>();
-    for (const r of db.prepare("SELECT server_id AS s, type AS t, count(*) AS n FROM events WHERE type LIKE 'server.%' GROUP BY server_id, type").all() as { s: string; t: string; n: number }[]) {
-      counts.set(`${r.s} ${r.t}`, r.n);
-    }
-    const wanted = new Map<string, number>();
-    for (const a of tracker.accepted) wanted.set(`${a.serverId} ${a.event}`, (wanted.get(`${a.serverId} ${a.event}`) ?? 0) + 1);
-    for (const [key, n] of wanted) {
-      const have = counts.get(key) ?? 0;
-      if (have < n) v("every accepted operation has its events", `${key}: ${n} accepted, ${have} in the ledger`);
-    }
-  } finally {
-    db.close();
+    if (watcher.first && missed.length) v("WatchEvents loses nothing across restarts", `${missed.length} events never delivered${watcher.label}, e.g. ${missed.slice(0, 5).join(", ")}`);
+  }
+  const counts = await probe.serverEventCounts();
+  const wanted = new Map<string, number>();
+  for (const a of tracker.accepted) wanted.set(`${a.serverId} ${a.event}`, (wanted.get(`${a.serverId} ${a.event}`) ?? 0) + 1);
+  for (const [key, n] of wanted) {
+    const have = counts.get(key) ?? 0;
+    if (have < n) v("every accepted operation has its events", `${key}: ${n} accepted, ${have} in the ledger`);
   }
 
   const phases: Record<string, number> = {};
   for (const s of list) phases[Phase[s.status!.phase]] = (phases[Phase[s.status!.phase]] ?? 0) + 1;
   return { phases, servers: list.length, containers: mine.length, events };
 }
-
-/** Relations between tables, as queries that list the rows breaking them. */
-const RELATIONS: [string, string][] = [
-  ["servers on unknown hosts", "SELECT id FROM servers WHERE host_id NOT IN (SELECT id FROM hosts)"],
-  ["open commands of unknown servers", "SELECT id FROM commands WHERE state IN ('pending', 'sent') AND server_id NOT IN (SELECT id FROM servers)"],
-  ["observed containers of unknown hosts", "SELECT container_id FROM observed_containers WHERE host_id NOT IN (SELECT id FROM hosts)"],
-];

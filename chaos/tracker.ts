@@ -1,8 +1,9 @@
 /**
  * What the campaign did and saw, for the invariants and the report: every
  * operation and its outcome, every fault, the data directories the workload
- * or a fault was allowed to remove, and the windows in which the manager was
- * down or its disk full (errors inside them are expected).
+ * or a fault was allowed to remove, and the windows in which a manager was
+ * down, the database disk full or the database server down (errors inside
+ * them are expected).
  */
 import { Code } from "@connectrpc/connect";
 
@@ -15,7 +16,8 @@ export type FaultKind =
   | "container-kill"
   | "container-rm"
   | "data-delete"
-  | "db-disk-full";
+  | "db-disk-full"
+  | "database-restart";
 
 export const FAULT_KINDS: readonly FaultKind[] = [
   "manager-kill",
@@ -27,7 +29,13 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   "container-rm",
   "data-delete",
   "db-disk-full",
+  "database-restart",
 ];
+
+/** The fault kinds a campaign of this shape can inject (a disk-full tmpfs only holds a SQLite file; only PostgreSQL is restarted). */
+export function faultKindsFor(store: "sqlite" | "postgres"): FaultKind[] {
+  return FAULT_KINDS.filter((k) => (store === "postgres" ? k !== "db-disk-full" : k !== "database-restart"));
+}
 
 export interface Violation {
   invariant: string;
@@ -57,8 +65,12 @@ export interface ServerFacts {
   purged: boolean;
 }
 
+type WindowKind = "manager-down" | "disk-full" | "database-down";
+
 interface Window {
-  kind: "manager-down" | "disk-full";
+  kind: WindowKind;
+  /** For manager-down: which manager (index in Cluster.managers). */
+  manager: number | undefined;
   from: number;
   to: number | undefined;
 }
@@ -97,20 +109,31 @@ export class Tracker {
     this.faults.set(kind, (this.faults.get(kind) ?? 0) + 1);
   }
 
+  /** Hears each violation as it is recorded (the campaign logs it with its time). */
+  onViolation: ((v: Violation) => void) | undefined;
+
   violation(invariant: string, detail: string): void {
-    this.violations.push({ invariant, detail });
+    const v = { invariant, detail };
+    this.violations.push(v);
+    this.onViolation?.(v);
   }
 
-  openWindow(kind: Window["kind"]): () => void {
-    const w: Window = { kind, from: Date.now(), to: undefined };
+  /**
+   * Opens a window of `kind` (for manager-down, of manager `manager`), starting
+   * `sinceMs` ago (a crash is seen a moment after it happened); returns how to close it.
+   */
+  openWindow(kind: WindowKind, manager?: number, sinceMs = 0): () => void {
+    const w: Window = { kind, manager, from: Date.now() - sinceMs, to: undefined };
     this.windows.push(w);
     // A little grace: clients' connections take a moment to notice a restart.
     return () => (w.to = Date.now() + 3_000);
   }
 
-  /** Whether [from, to] overlaps a window of `kind`. */
-  during(kind: Window["kind"], from: number, to: number): boolean {
-    return this.windows.some((w) => w.kind === kind && w.from <= to && (w.to === undefined || w.to >= from));
+  /** Whether [from, to] overlaps a window of `kind` (of manager `manager` when given and the window names one). */
+  during(kind: WindowKind, from: number, to: number, manager?: number): boolean {
+    return this.windows.some(
+      (w) => w.kind === kind && (manager === undefined || w.manager === undefined || w.manager === manager) && w.from <= to && (w.to === undefined || w.to >= from),
+    );
   }
 }
 

@@ -6,25 +6,25 @@
  *   accepted     OK: the ledger must later hold the operation's event
  *   rejected     a precise refusal (InvalidArgument, NotFound, FailedPrecondition,
  *                AlreadyExists, ResourceExhausted)
- *   unavailable  Unavailable, or the call was cut off by a manager restart
+ *   unavailable  Unavailable, or the call was cut off by a restart of the manager it went to
  *   violation    Internal/Unknown (outside a manager restart), an invalid
  *                operation accepted or refused with the wrong code, a write
  *                refused with anything but Unavailable while the disk is full
+ *
+ * With several managers each call goes to a live one drawn at random, so
+ * consecutive operations on one server cross managers.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   DesiredState,
   Phase,
   RestartPolicy,
-  ServerService,
   ServerSpecSchema,
   type Server,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "../test/harness/docker-engine.js";
-import { bearer } from "../test/harness/processes.js";
-import type { Cluster } from "./cluster.js";
+import type { Cluster, ManagerApi } from "./cluster.js";
 import { sleep } from "./cluster.js";
 import type { Rng } from "./rng.js";
 import { codeName, type Tracker } from "./tracker.js";
@@ -95,18 +95,23 @@ export const FOREVER = ["sh", "-c", "exec sleep 100000"];
 /** An image no engine has and no registry serves: the pull fails (a valid request that fails on the host). */
 const MISSING_IMAGE = "berth-test/missing:1";
 const CALL_TIMEOUT_MS = 15_000;
+/** How long after a failed call a crash of its manager must have been seen to explain it. */
+const CRASH_SEEN_MS = 1_500;
 
 export async function runClient(o: WorkloadOptions): Promise<void> {
   const { cluster, tracker, rng } = o;
-  const transport = createGrpcTransport({ baseUrl: cluster.url, interceptors: [bearer(cluster.adminToken)] });
-  const servers = createClient(ServerService, transport);
+  // Which manager serves a call: a stream of its own, so the operations do not depend on it.
+  const routeRng = rng.fork("route");
+  /** The manager the call being made goes to (its index excuses errors while that one restarts). */
+  let via: ManagerApi = cluster.pickApi(routeRng);
+  const route = () => (via = cluster.pickApi(routeRng));
   let n = 0;
   let view: Server[] = [];
   let viewAt = 0;
 
   const refresh = async () => {
     try {
-      view = (await servers.listServers({ showDeleted: true, pageSize: 1000 }, { timeoutMs: CALL_TIMEOUT_MS })).servers;
+      view = (await route().servers.listServers({ showDeleted: true, pageSize: 1000 }, { timeoutMs: CALL_TIMEOUT_MS })).servers;
       viewAt = Date.now();
     } catch {
       // The manager may be down; keep the old view.
@@ -130,6 +135,7 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
   }
 
   async function perform(op: Op, target: Server | undefined, hostIndex: number): Promise<void> {
+    const { servers } = route();
     if (op === "create") return createOne(hostIndex);
     if (op === "invalid") return invalid(target);
     if (op === "read") {
@@ -200,7 +206,7 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
       restartPolicy: rng.pick([RestartPolicy.ON_FAILURE, RestartPolicy.ALWAYS, RestartPolicy.NEVER]),
       desiredState: rng.chance(0.85) ? DesiredState.RUNNING : DesiredState.STOPPED,
     });
-    const res = await call("create", undefined, () => servers.createServer({ spec }));
+    const res = await call("create", undefined, () => via.servers.createServer({ spec }));
     const s = res?.server;
     if (s) {
       tracker.servers.set(s.id, { id: s.id, name: s.spec!.name, hostIndex: cluster.hosts.findIndex((h) => h.hostId === s.spec!.hostId), purged: false });
@@ -211,6 +217,7 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
 
   /** Invalid requests and the codes that may answer them. */
   async function invalid(target: Server | undefined): Promise<void> {
+    const { servers } = via;
     const good = (over: Omit<MessageInitShape<typeof ServerSpecSchema>, "$typeName">) =>
       create(ServerSpecSchema, { name: `bad-${o.clientIndex}-${n++}`, image: TEST_IMAGE, command: FOREVER, ...over });
     const cases: [string, Code[], () => Promise<unknown>][] = [
@@ -241,12 +248,21 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
         stats.accepted++;
         return;
       }
+      // The view is up to 3 s old: another client may have deleted the server since, and then
+      // the restore was valid. The ledger says which: the restore follows a delete there.
+      if (what === "restore a live server" && target) {
+        const history = await cluster.probe.deleteHistory(target.id).catch(() => []);
+        if (history.at(-1) === "server.restored" && history.at(-2) === "server.deleted") {
+          stats.accepted++;
+          return;
+        }
+      }
       tracker.violation("invalid operation refused", `"${what}" was accepted`);
     } catch (err) {
       const e = ConnectError.from(err);
       if (codes.includes(e.code)) {
         stats.rejected[codeName(e.code)] = (stats.rejected[codeName(e.code)] ?? 0) + 1;
-      } else if (isDisruption(e.code, t0)) {
+      } else if (await isDisruptionSeen(e.code, t0, Date.now(), via.index)) {
         stats.unavailable++;
       } else {
         tracker.violation("invalid operation refused", `"${what}" answered ${codeName(e.code)} (expected ${codes.map(codeName).join("/")}): ${e.rawMessage}`);
@@ -257,6 +273,7 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
   /** A write (or read) and its classification; returns the response when accepted. */
   async function call<T>(op: string, serverId: string | undefined, fn: () => Promise<T>, read = false): Promise<T | undefined> {
     const stats = tracker.stats(op);
+    const manager = via.index;
     const t0 = Date.now();
     try {
       const res = await fn();
@@ -282,7 +299,7 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
         stats.rejected[codeName(e.code)] = (stats.rejected[codeName(e.code)] ?? 0) + 1;
         return undefined;
       }
-      if (isDisruption(e.code, t0, t1)) {
+      if (await isDisruptionSeen(e.code, t0, t1, manager)) {
         stats.unavailable++;
         return undefined;
       }
@@ -305,9 +322,26 @@ export async function runClient(o: WorkloadOptions): Promise<void> {
     }
   }
 
-  /** Errors a manager restart explains: the call overlapped one. */
-  function isDisruption(code: Code, t0: number, t1 = Date.now()): boolean {
+  /**
+   * isDisruption, allowing for a crash: a call a crash cut off fails a moment before
+   * the campaign sees the process exit, so an error no window explains yet is judged
+   * again once that moment has passed.
+   */
+  async function isDisruptionSeen(code: Code, t0: number, t1: number, manager: number): Promise<boolean> {
+    if (isDisruption(code, t0, t1, manager)) return true;
+    if (![Code.Internal, Code.Unknown, Code.Canceled, Code.Aborted].includes(code)) return false;
+    await sleep(CRASH_SEEN_MS);
+    return isDisruption(code, t0, t1, manager);
+  }
+
+  /**
+   * Errors a restart explains: the call overlapped one of the manager it went to, or
+   * (Unavailable and deadlines only: a manager must say the database is down, not fail
+   * otherwise) a time the database was down.
+   */
+  function isDisruption(code: Code, t0: number, t1: number, manager: number): boolean {
     const transport = [Code.Unavailable, Code.Internal, Code.Unknown, Code.Canceled, Code.Aborted, Code.DeadlineExceeded].includes(code);
-    return transport && tracker.during("manager-down", t0, t1);
+    if (transport && tracker.during("manager-down", t0, t1, manager)) return true;
+    return [Code.Unavailable, Code.DeadlineExceeded].includes(code) && tracker.during("database-down", t0, t1);
   }
 }
