@@ -97,6 +97,14 @@ describe("Reconciler with host ownership", () => {
     expect(ownA.owns(HOST)).toBe(false);
   });
 
+  it("a record drop (a purge finished, retention) by a manager that lost the host is refused and drops nothing", async () => {
+    const { a, ownB, rec } = await setup();
+    await ownB.take(HOST);
+    const s = (await a.getServer(SERVER))!;
+    await expect(rec.dropRecord(s, { actor: "reconciler", reason: "Purged", message: "purged" }, "test")).rejects.toBeInstanceOf(HostOwnershipLostError);
+    expect(await a.getServer(SERVER)).toBeDefined();
+  });
+
   it("a server of a host another manager owns (noticed) is not reconciled here at all", async () => {
     const { a, ownA, ownB, rec, commands } = await setup();
     await ownB.take(HOST);

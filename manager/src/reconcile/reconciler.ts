@@ -457,7 +457,10 @@ export class Reconciler {
    */
   async dropRecord(s: Pick<ServerRecord, "id" | "name" | "project" | "hostId">, why: RecordDrop, cause: string): Promise<boolean> {
     try {
+      // Fenced when this manager owns the host (a purge finished, retention): one that lost the
+      // host meanwhile drops nothing; a forced purge of a host nobody holds is not fenced.
       await this.deps.store.commit([
+        ...(this.deps.ownership?.fence(s.hostId, this.now()) ?? []),
         { op: "server.delete", id: s.id },
         this.eventOp({
           type: why.type ?? "server.purged",
@@ -514,7 +517,7 @@ export class Reconciler {
    * command when the agent reconnects.
    */
   async dispatch(hostId: string, command: Command, at: number): Promise<void> {
-    if (this.deps.hub.sendCommand(hostId, command)) await this.deps.store.commit([{ op: "command.sent", id: command.id, at }]);
+    if (this.deps.hub.sendCommand(hostId, command)) await this.deps.store.commit([...(this.deps.ownership?.fence(hostId, at) ?? []), { op: "command.sent", id: command.id, at }]);
   }
 
   /**
