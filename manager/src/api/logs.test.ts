@@ -145,7 +145,8 @@ describe("TailLogs through the agent link", () => {
     await tick();
     agentSend({ case: "logChunk", value: { requestId: rid, stream: "stdout", data: Buffer.from("after the gap\n") } });
     agentSend({ case: "logChunk", value: { requestId: rid, end: true } });
-    await tick();
+    // Every chunk reached the route (the end closes it) before the caller reads anything: none was held because the caller made room.
+    await vi.waitFor(() => expect(hub.openLogCount).toBe(0));
     const got: TailLogsResponse[] = [];
     for (let r = await first; !r.done; r = await it.next()) got.push(r.value);
     const marker = got.findIndex((r) => r.droppedChunks > 0n);

@@ -104,7 +104,9 @@ describe.skipIf(!provided.url)("PostgreSQL harness: the run's shared server", ()
   });
 });
 
-describe.skipIf(!provided.binDir)("PostgreSQL harness: a private server's restart, stop and start", () => {
+// Real server processes (initdb, pg_ctl start/stop, a leaked server's cleanup): each step takes
+// seconds on a busy machine, far beyond the unit suite's 5 s default.
+describe.skipIf(!provided.binDir)("PostgreSQL harness: a private server's restart, stop and start", { timeout: 60_000 }, () => {
   let server: PostgresServer;
   let pool: pg.Pool;
   const poolErrors: string[] = [];
@@ -114,11 +116,11 @@ describe.skipIf(!provided.binDir)("PostgreSQL harness: a private server's restar
     pool = new pg.Pool({ connectionString: server.url, max: 2, connectionTimeoutMillis: 2_000 });
     // An idle pooled connection the server drops reports here; without a listener it would crash the process.
     pool.on("error", (e) => poolErrors.push(e.message));
-  });
+  }, 60_000);
   afterAll(async () => {
     await pool?.end().catch(() => {});
     await server?.stop();
-  });
+  }, 60_000);
 
   it("restart: pooled connections are dropped, the next query gets a new one, the data stays", async () => {
     await pool.query("CREATE TABLE kept (v int)");
