@@ -80,6 +80,9 @@ interface LinkState {
   missed: boolean;
 }
 
+/** Which server a container belongs to, and where that server lives. */
+type ServerPlacement = Pick<ServerRecord, "id" | "hostId">;
+
 /** One agent stream as its message handlers see it. */
 interface Link {
   host: HostRecord;
@@ -390,7 +393,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
    * refusal. Returns it with the server its label names, as read to decide
    * (undefined when unlabelled or unknown), so the caller need not read it again.
    */
-  async function admit(link: Link, c: ContainerInfo, at: number): Promise<{ container: ContainerInfo; server: ServerRecord | undefined } | undefined> {
+  async function admit(link: Link, c: ContainerInfo, at: number): Promise<{ container: ContainerInfo; server: ServerPlacement | undefined } | undefined> {
     const hostId = link.host.id;
     const slim = slimContainer(c);
     if (!slim) {
@@ -398,8 +401,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       return undefined;
     }
     const sid = slim.labels[LABEL_SERVER] ?? "";
-    const server = sid ? await store.getServer(sid) : undefined;
-    const own = server?.hostId === hostId;
+    // Only where the server lives: the record itself is read (and decoded) by whoever needs it.
+    const serverHost = sid ? await store.serverHostId(sid) : undefined;
+    const server = serverHost === undefined ? undefined : { id: sid, hostId: serverHost };
+    const own = serverHost === hostId;
     // Read only what admitContainer will ask for (it asks in this order).
     const alreadyStored = !own && (await store.observedContainer(hostId, slim.id)) !== undefined;
     const counts = own || alreadyStored ? { total: 0, other: 0 } : await store.observedCounts(hostId);
@@ -477,14 +482,15 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         const reported = ev.container;
         if (!reported?.id) return;
         let c: ContainerInfo;
-        let server: ServerRecord | undefined;
+        let server: ServerPlacement | undefined;
         if (ev.removed) {
           c = reported;
           const done = await link.commit([{ op: "container.remove", hostId: host.id, containerId: c.id }]);
           if (!done) return;
           // The server of the row removed, if there was one.
           const [serverId] = done.touchedServers;
-          server = serverId ? await store.getServer(serverId) : undefined;
+          const serverHost = serverId ? await store.serverHostId(serverId) : undefined;
+          server = serverId && serverHost !== undefined ? { id: serverId, hostId: serverHost } : undefined;
         } else {
           const admitted = await admit(link, reported, at);
           if (!admitted) return;

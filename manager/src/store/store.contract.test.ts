@@ -259,6 +259,8 @@ describe("server records", () => {
     expect((await store.findServerByName("default", "rt"))?.id).toBe("srv_rt");
     expect(await store.findServerByName("other", "rt")).toBeUndefined();
     expect(await store.getServer("srv_none")).toBeUndefined();
+    expect(await store.serverHostId("srv_rt")).toBe(rec.hostId);
+    expect(await store.serverHostId("srv_none")).toBeUndefined();
   });
 
   it("keep secret env values sealed in the database: a reader gets the sealed value, never the plaintext", async () => {

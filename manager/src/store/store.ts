@@ -268,6 +268,8 @@ export interface Committed {
 
 export interface ServerReads {
   getServer(id: string): Promise<ServerRecord | undefined>;
+  /** Only the server's host, or undefined when there is no such server: no record decoded (the agent link asks this per container event). */
+  serverHostId(id: string): Promise<string | undefined>;
   findServerByName(project: string, name: string): Promise<ServerRecord | undefined>;
   listServers(f?: ServerFilter): Promise<ServerRecord[]>;
   /** Including soft-deleted ones, whose containers may still need removal. */

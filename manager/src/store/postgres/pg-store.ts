@@ -422,6 +422,11 @@ export class PostgresStore implements Store {
     return r && serverFromRow(r);
   }
 
+  async serverHostId(id: string) {
+    const [r] = await this.#rows<{ host_id: string }>("SELECT host_id FROM servers WHERE id = $1", [id]);
+    return r?.host_id;
+  }
+
   async findServerByName(project: string, name: string) {
     const [r] = await this.#rows<ServerRow>("SELECT * FROM servers WHERE project = $1 AND name = $2", [project, name]);
     return r && serverFromRow(r);

@@ -281,6 +281,7 @@ export class SqliteStore implements StoreContract {
   async close() { this.tables.close(); }
 
   async getServer(id: string) { return this.tables.getServer(id); }
+  async serverHostId(id: string) { return this.tables.serverHostId(id); }
   async findServerByName(project: string, name: string) { return this.tables.findServerByName(project, name); }
   async listServers(f?: Parameters<Tables["listServers"]>[0]) { return this.tables.listServers(f); }
   async serverIdsOnHost(hostId: string) { return this.tables.serverIdsOnHost(hostId); }

@@ -280,6 +280,11 @@ export class SqliteTables {
     });
   }
 
+  /** store.ts serverHostId. */
+  serverHostId(id: string): string | undefined {
+    return (this.db.prepare("SELECT host_id FROM servers WHERE id = ?").get(id) as { host_id: string } | undefined)?.host_id;
+  }
+
   getServer(id: string): ServerRecord | undefined {
     const row = this.db.prepare("SELECT * FROM servers WHERE id = ?").get(id) as ServerRow | undefined;
     return row && serverFromRow(row);
