@@ -6,7 +6,9 @@
 import { randomBytes } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { inject } from "vitest";
+import type { Code } from "@connectrpc/connect";
+import { expect, inject } from "vitest";
+import type { BerthError } from "../src/errors.js";
 import { initialStatus, type NewServerRecord } from "../src/domain/records.js";
 import { createDatabase, dropDatabase, uniqueDatabaseName } from "../../test/harness/postgres.js";
 import { openStore } from "../src/store/open.js";
@@ -148,4 +150,20 @@ export function newServer(o: { id: string; hostId: string; name?: string; projec
     deletedAt: null,
     ...rest,
   };
+}
+
+/** What `p` rejected with; fails the test when it resolved (a commit that should have been refused went through). */
+export async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error("expected the commit to be refused, it went through");
+}
+
+/** The error is this domain error and carries this gRPC code (what callers see). */
+export function expectTyped(err: unknown, cls: abstract new (...a: never[]) => BerthError, code: Code): void {
+  expect(err).toBeInstanceOf(cls);
+  expect((err as BerthError).code).toBe(code);
 }

@@ -9,8 +9,8 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import type { AlertRecord, EventInput, TokenRecord } from "../domain/records.js";
-import { BerthError, ConflictError, NotFoundError } from "../errors.js";
-import { newServer, testStore } from "../../testing/store.js";
+import { ConflictError, NotFoundError } from "../errors.js";
+import { expectTyped, newServer, rejection, testStore } from "../../testing/store.js";
 import type { Store, WriteOp } from "./store.js";
 
 const HOST = "host_a";
@@ -19,19 +19,6 @@ beforeEach(async () => {
   store = await testStore();
 });
 afterEach(() => store.close());
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected the commit to be refused, it went through");
-}
-function expectTyped(err: unknown, cls: abstract new (...a: never[]) => BerthError, code: Code): void {
-  expect(err).toBeInstanceOf(cls);
-  expect((err as BerthError).code).toBe(code);
-}
 
 /** Appends events one batch each, returning their ids. */
 async function append(events: (EventInput & { at?: number })[]): Promise<number[]> {

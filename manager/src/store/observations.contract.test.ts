@@ -8,8 +8,8 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import type { AlertRecord, DataDirRecord } from "../domain/records.js";
-import { BerthError, ConflictError, NotFoundError } from "../errors.js";
-import { newServer, testStore } from "../../testing/store.js";
+import { ConflictError, NotFoundError } from "../errors.js";
+import { expectTyped, newServer, rejection, testStore } from "../../testing/store.js";
 import type { Store, WriteOp } from "./store.js";
 
 const HOST = "host_a";
@@ -18,19 +18,6 @@ beforeEach(async () => {
   store = await testStore();
 });
 afterEach(() => store.close());
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected the commit to be refused, it went through");
-}
-function expectTyped(err: unknown, cls: abstract new (...a: never[]) => BerthError, code: Code): void {
-  expect(err).toBeInstanceOf(cls);
-  expect((err as BerthError).code).toBe(code);
-}
 
 /** A container labelled for `serverId` by `managerId` (none: not berth's). */
 function ctr(id: string, serverId: string | null, state = "running", managerId = "mgr_me"): ContainerInfo {

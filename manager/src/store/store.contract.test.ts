@@ -16,7 +16,7 @@ import { DesiredState, Phase, PortMappingSchema, Protocol, ServerStatusSchema, t
 import { initialStatus, type AlertRecord, type TokenRecord } from "../domain/records.js";
 import { findPortConflicts } from "../domain/port-conflicts.js";
 import { AlreadyExistsError, BerthError, ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
-import { newServer, testStore } from "../../testing/store.js";
+import { expectTyped, newServer, rejection, testStore } from "../../testing/store.js";
 import { isSealed } from "./secrets.js";
 import type { Committed, Store, WriteOp } from "./store.js";
 
@@ -42,22 +42,6 @@ function token(id: string, o: Partial<TokenRecord> = {}): TokenRecord {
 const insert = (...o: Parameters<typeof newServer>): WriteOp => ({ op: "server.insert", server: newServer(...o) });
 const cmdInsert = (id: string, serverId: string, createdAt = 1): WriteOp => ({ op: "command.insert", command: command(id, serverId), hostId: HOST, createdAt, deadlineAt: createdAt + 1000 });
 const finish = (id: string, at: number, state: "succeeded" | "failed" | "expired" = "succeeded"): WriteOp => ({ op: "command.finish", id, state, at, reason: "", message: "" });
-
-/** What `p` rejected with; fails the test when it resolved. */
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected the commit to be refused, it went through");
-}
-
-/** The error is this domain error and carries this gRPC code (what callers see). */
-function expectTyped(err: unknown, cls: abstract new (...a: never[]) => BerthError, code: Code): void {
-  expect(err).toBeInstanceOf(cls);
-  expect((err as BerthError).code).toBe(code);
-}
 
 describe("commit: one atomic batch", () => {
   it("applies every operation, events after the rest, and reports versions, events and touched servers", async () => {
