@@ -197,11 +197,11 @@ if (suites.has("scale")) {
   const pgData = await postgresDataDir();
   if (pgData) {
     report.note(
-      `PostgreSQL: a private server started by this run (fsync on, synchronous_commit off — SQLite's WAL with synchronous=NORMAL promises the same), data in ${pgData}` +
+      `PostgreSQL: a private server started by this run (fsync on, synchronous_commit off — SQLite's WAL with synchronous=NORMAL promises the same), data in ${pgData}${values.keep ? " (kept, stopped)" : ""}` +
         (pgData.startsWith("/dev/shm") ? " (memory: /dev/shm had room; the SQLite file is in the temp dir)" : ""),
     );
   }
-  await stopPostgres().catch((err: unknown) => report.note(`stopping the bench's PostgreSQL failed: ${String(err)}`));
+  await stopPostgres({ keep: values.keep }).catch((err: unknown) => report.note(`stopping the bench's PostgreSQL failed: ${String(err)}`));
   if (several) {
     const { agents, serversPerAgent } = sizes;
     report.sideBySide(

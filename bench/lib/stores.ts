@@ -69,11 +69,17 @@ export async function postgresDataDir(): Promise<string | undefined> {
   return server?.then((s) => s.dataDir).catch(() => undefined);
 }
 
-/** Stops the run's PostgreSQL server, if one was started. Safe to call twice. */
-export async function stopPostgres(): Promise<void> {
+/**
+ * Stops the run's PostgreSQL server, if one was started; removes its
+ * directory unless `keep` (then `pg_ctl start -D <dataDir>` brings the
+ * databases back for a look). Safe to call twice.
+ */
+export async function stopPostgres(opts: { keep?: boolean } = {}): Promise<void> {
   const s = server;
   server = undefined;
-  if (s) await (await s).stop();
+  if (!s) return;
+  const pg = await s;
+  await (opts.keep ? pg.stopServer() : pg.stop());
 }
 
 /** Makes the store of one configuration: a file in `dir`, or a fresh PostgreSQL database. */
