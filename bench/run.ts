@@ -195,13 +195,17 @@ if (suites.has("scale")) {
     process.stdout.write(`${prefix} done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
   }
   const pgData = await postgresDataDir();
+  const pgKept = await stopPostgres({ keep: values.keep }).catch((err: unknown) => {
+    report.note(`stopping the bench's PostgreSQL failed: ${String(err)}`);
+    return undefined;
+  });
   if (pgData) {
     report.note(
-      `PostgreSQL: a private server started by this run (fsync on, synchronous_commit off — SQLite's WAL with synchronous=NORMAL promises the same), data in ${pgData}${values.keep ? " (kept, stopped)" : ""}` +
-        (pgData.startsWith("/dev/shm") ? " (memory: /dev/shm had room; the SQLite file is in the temp dir)" : ""),
+      `PostgreSQL: a private server started by this run (fsync on, synchronous_commit off — SQLite's WAL with synchronous=NORMAL promises the same), data in ${pgData}` +
+        (pgData.startsWith("/dev/shm") ? " (memory: /dev/shm had room; the SQLite file is in the temp dir)" : "") +
+        (pgKept ? `; kept in ${pgKept}/data (look: runuser -u postgres -- pg_ctl start -D ${pgKept}/data -o "-p PORT -k /tmp")` : ""),
     );
   }
-  await stopPostgres({ keep: values.keep }).catch((err: unknown) => report.note(`stopping the bench's PostgreSQL failed: ${String(err)}`));
   if (several) {
     const { agents, serversPerAgent } = sizes;
     report.sideBySide(

@@ -18,6 +18,8 @@ export interface Figure {
   /** Every sample, up to MAX_SAMPLES (beyond, only the summary is kept). */
   samples?: number[];
   note?: string;
+  /** The row it goes in side by side, when its name holds a value that differs between runs. */
+  compareAs?: string;
 }
 
 export interface Target {
@@ -57,7 +59,7 @@ export class Report {
   readonly sizes: Record<string, number | string> = {};
   readonly comparisons: Comparison[] = [];
 
-  figure(suite: string, name: string, unit: string, samples: number[], note?: string): Figure {
+  figure(suite: string, name: string, unit: string, samples: number[], note?: string, opts: { compareAs?: string } = {}): Figure {
     const f: Figure = {
       suite,
       name,
@@ -65,6 +67,7 @@ export class Report {
       summary: summarize(samples),
       ...(samples.length <= MAX_SAMPLES ? { samples: samples.map((x) => round(x)) } : {}),
       ...(note ? { note } : {}),
+      ...(opts.compareAs ? { compareAs: opts.compareAs } : {}),
     };
     this.figures.push(f);
     return f;
@@ -97,15 +100,17 @@ export class Report {
       if (!r) rows.set(key, (r = { figure, unit, stat, values: columns.map(() => null) }));
       return r;
     };
-    const several = new Set(this.figures.filter((f) => f.summary.n > 1).map((f) => f.name));
+    const rowName = (f: Figure) => f.compareAs ?? f.name;
+    const several = new Set(this.figures.filter((f) => f.summary.n > 1).map(rowName));
     columns.forEach((c, i) => {
       for (const f of this.figures) {
         if (f.suite !== c.suite) continue;
-        if (several.has(f.name)) {
-          row(f.name, f.unit, "median").values[i] = f.summary.median;
-          row(f.name, f.unit, "p99").values[i] = f.summary.p99;
+        const name = rowName(f);
+        if (several.has(name)) {
+          row(name, f.unit, "median").values[i] = f.summary.median;
+          row(name, f.unit, "p99").values[i] = f.summary.p99;
         } else {
-          row(f.name, f.unit, "value").values[i] = f.summary.n ? f.summary.median : null;
+          row(name, f.unit, "value").values[i] = f.summary.n ? f.summary.median : null;
         }
       }
     });

@@ -6,7 +6,11 @@
  * `postgres` user when root), one fresh database per configuration, stopped
  * when the run ends.
  */
+import { execFile } from "node:child_process";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { sqliteStoreUrl } from "../../manager/src/store/store-url.js";
 import { createDatabase, dropDatabase, startPostgres, uniqueDatabaseName, type PostgresServer } from "../../test/harness/postgres.js";
 
@@ -70,16 +74,25 @@ export async function postgresDataDir(): Promise<string | undefined> {
 }
 
 /**
- * Stops the run's PostgreSQL server, if one was started; removes its
- * directory unless `keep` (then `pg_ctl start -D <dataDir>` brings the
- * databases back for a look). Safe to call twice.
+ * Stops the run's PostgreSQL server, if one was started, and removes it.
+ * With `keep`, its data directory is first copied (`cp -a`: the `postgres`
+ * user must still own it) to a directory of its own in the temp dir, since
+ * the harness sweeps servers of finished processes from its root; resolves
+ * to that directory. Safe to call twice.
  */
-export async function stopPostgres(opts: { keep?: boolean } = {}): Promise<void> {
+export async function stopPostgres(opts: { keep?: boolean } = {}): Promise<string | undefined> {
   const s = server;
   server = undefined;
-  if (!s) return;
+  if (!s) return undefined;
   const pg = await s;
-  await (opts.keep ? pg.stopServer() : pg.stop());
+  let kept: string | undefined;
+  if (opts.keep) {
+    await pg.stopServer();
+    kept = await mkdtemp(join(tmpdir(), "berth-bench-postgres-"));
+    await promisify(execFile)("cp", ["-a", pg.dataDir, join(kept, "data")]);
+  }
+  await pg.stop();
+  return kept;
 }
 
 /** Makes the store of one configuration: a file in `dir`, or a fresh PostgreSQL database. */
