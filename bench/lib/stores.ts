@@ -7,7 +7,7 @@
  * when the run ends.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp } from "node:fs/promises";
+import { chmod, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -89,6 +89,8 @@ export async function stopPostgres(opts: { keep?: boolean } = {}): Promise<strin
   if (opts.keep) {
     await pg.stopServer();
     kept = await mkdtemp(join(tmpdir(), "berth-bench-postgres-"));
+    // mkdtemp makes it 0700: the postgres user must reach the data directory inside.
+    await chmod(kept, 0o755);
     await promisify(execFile)("cp", ["-a", pg.dataDir, join(kept, "data")]);
   }
   await pg.stop();
