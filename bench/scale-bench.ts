@@ -223,7 +223,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
           rssPeakMB: Number.NaN,
           rssEndMB: Number.NaN,
         });
-        // A restarted manager's counters start from zero. Summed over the managers.
+        // A restarted manager's counters start from zero. Several managers: see scrapeAll.
         if (after) {
           const base = before && after.reconciles >= before.reconciles ? before : { reconciles: 0, reconcileSeconds: 0, events: 0 };
           const n = after.reconciles - base.reconciles;
