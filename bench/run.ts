@@ -2,6 +2,8 @@
  * `npm run bench` (quick, under 3 minutes) and `npm run bench -- --full`:
  * berth against raw Docker on one host, then one manager under thousands of
  * simulated agents. Prints tables and writes bench/results/<timestamp>.json.
+ * `--stores sqlite,postgres,postgres-2` runs the scale suite once per store
+ * configuration and adds a side-by-side table of its figures.
  * Targets are goals, printed as PASS/FAIL: a missed target does not fail the
  * run; an error in a suite does (exit code 1), after the other suites ran.
  * docs/benchmarks.md explains every figure and holds the latest full run.
@@ -13,6 +15,7 @@ import { runDockerBench } from "./docker-bench.js";
 import { REPO_ROOT, stopAll } from "./lib/processes.js";
 import { loadAverage } from "./lib/proc-stats.js";
 import { Report } from "./lib/report.js";
+import { parseStores, postgresDataDir, stopPostgres, STORES_HELP, type StoreConfig } from "./lib/stores.js";
 import { runScaleBench, scaleSizes } from "./scale-bench.js";
 
 const USAGE = `npm run bench [-- options]
@@ -27,6 +30,9 @@ const USAGE = `npm run bench [-- options]
   --fleet-procs K     processes for the simulated agents (quick 1, full 2)
   --storm MODE        existing (default): every host already runs its containers, each server
                       needs one reconcile; empty: every container is created through commands
+  --stores LIST       the scale suite once per store, in this order, then a side-by-side table:
+                      ${STORES_HELP}
+                      (default sqlite; PostgreSQL is a private server this run starts)
   --phase-timeout S   the storm, the mass stop and the restart get this long; then what was
                       reached is recorded and the run goes on (quick 150, full 420)
   --rounds N          measured rounds per Docker operation (quick 10, full 30)
@@ -48,6 +54,7 @@ const { values } = parseArgs({
     "fleet-procs": { type: "string" },
     "phase-timeout": { type: "string" },
     storm: { type: "string" },
+    stores: { type: "string" },
     rounds: { type: "string" },
     "fleet-size": { type: "string" },
     profile: { type: "boolean", default: false },
@@ -77,7 +84,18 @@ function stormMode(v: string | undefined): "existing" | "empty" | undefined {
   process.exit(2);
 }
 
+function storeConfigs(v: string | undefined): StoreConfig[] {
+  if (v === undefined) return [{ label: "sqlite", engine: "sqlite", managers: 1 }];
+  try {
+    return parseStores(v);
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
 const full = values.full;
+const stores = storeConfigs(values.stores);
 const suites = new Set((values.only ?? "docker,scale").split(",").map((s) => s.trim()));
 const startedAt = new Date();
 const report = new Report();
@@ -105,7 +123,9 @@ function finish(code: number, interrupted = false): never {
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.once(sig, () => {
     process.stderr.write(`bench: ${sig}, stopping what was started\n`);
-    void stopAll().finally(() => finish(130, true));
+    void stopAll()
+      .then(() => stopPostgres())
+      .finally(() => finish(130, true));
   });
 }
 
@@ -149,15 +169,50 @@ if (suites.has("scale")) {
     storm: stormMode(values.storm),
   });
   process.stdout.write(`[scale] ${sizes.agents} agents × ${sizes.serversPerAgent} servers, churn ${sizes.churnRate}/s for ${sizes.churnSeconds} s, mass stop ${sizes.stopCount} ...\n`);
-  try {
-    report.note(`scale suite: load average ${loadAverage().toFixed(1)} at its start`);
-    await runScaleBench(report, { ...sizes, profile: values.profile, keep: values.keep, log: (s) => process.stdout.write(`[scale] ${s}\n`) });
-  } catch (err) {
-    failed = true;
-    report.errors.push({ suite: "scale", error: String((err as Error).stack ?? err) });
-    process.stderr.write(`[scale] failed: ${String((err as Error).stack ?? err)}\n`);
+  // One store: figures under "scale", as always. Several: each under scale:<store>, then side by side.
+  const several = stores.length > 1;
+  if (values.stores !== undefined) report.sizes["scale stores"] = stores.map((c) => c.label).join(", ");
+  for (const store of stores) {
+    const suite = several ? `scale:${store.label}` : "scale";
+    const prefix = several ? `[scale ${store.label}]` : "[scale]";
+    if (several) process.stdout.write(`${prefix} ${store.engine === "sqlite" ? "SQLite, one manager" : `PostgreSQL, ${store.managers} manager${store.managers > 1 ? "s" : ""}`} ...\n`);
+    try {
+      report.note(`${several ? `[${store.label}] ` : ""}scale suite: load average ${loadAverage().toFixed(1)} at its start`);
+      await runScaleBench(report, {
+        ...sizes,
+        store,
+        suite,
+        ...(several ? { label: store.label } : {}),
+        profile: values.profile,
+        keep: values.keep,
+        log: (s) => process.stdout.write(`${prefix} ${s}\n`),
+      });
+    } catch (err) {
+      failed = true;
+      report.errors.push({ suite, error: String((err as Error).stack ?? err) });
+      process.stderr.write(`${prefix} failed: ${String((err as Error).stack ?? err)}\n`);
+    }
+    process.stdout.write(`${prefix} done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
   }
-  process.stdout.write(`[scale] done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+  const pgData = await postgresDataDir();
+  const pgKept = await stopPostgres({ keep: values.keep }).catch((err: unknown) => {
+    report.note(`stopping the bench's PostgreSQL failed: ${String(err)}`);
+    return undefined;
+  });
+  if (pgData) {
+    report.note(
+      `PostgreSQL: a private server started by this run (fsync on, synchronous_commit off — SQLite's WAL with synchronous=NORMAL promises the same), data in ${pgData}` +
+        (pgData.startsWith("/dev/shm") ? " (memory: /dev/shm had room; the SQLite file is in the temp dir)" : "") +
+        (pgKept ? `; kept in ${pgKept}/data (look: runuser -u postgres -- pg_ctl start -D ${pgKept}/data -o "-p PORT -k /tmp")` : ""),
+    );
+  }
+  if (several) {
+    const { agents, serversPerAgent } = sizes;
+    report.sideBySide(
+      `scale suite side by side (${agents.toLocaleString("en")}×${serversPerAgent}, churn ${sizes.churnRate}/s, mass stop ${sizes.stopCount}); managers: ${stores.map((c) => `${c.label} ${c.managers}`).join(", ")}`,
+      stores.map((c) => ({ label: c.label, suite: `scale:${c.label}` })),
+    );
+  }
 }
 
 await stopAll();

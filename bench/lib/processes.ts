@@ -103,7 +103,8 @@ export function bearer(token: string): Interceptor {
 export interface ManagerProc extends Proc {
   url: string;
   port: number;
-  dbPath: string;
+  /** The store it runs on: a SQLite file path, or the --store URL. */
+  store: string;
   adminToken: string;
   /** The manager's id (label berth.manager on its containers). */
   managerId: string;
@@ -117,7 +118,13 @@ export interface ManagerProc extends Proc {
 
 export interface ManagerOptions {
   dir: string;
-  dbPath: string;
+  /** A SQLite database file (`--db`), or `store`: a --store URL (postgres://…). */
+  dbPath?: string;
+  store?: string;
+  /** --secret-key-file: one key shared by every manager of a PostgreSQL database. */
+  secretKeyFile?: string;
+  /** The log file in `dir` (default manager.log): several managers need one each. */
+  logName?: string;
   port: number;
   /** The admin token, when the database already has one (a restart). */
   adminToken?: string;
@@ -133,7 +140,9 @@ export interface ManagerOptions {
  * the defaults (20/s) a mass stop would measure the limiter.
  */
 export async function startManager(opts: ManagerOptions): Promise<ManagerProc> {
-  const logPath = join(opts.dir, "manager.log");
+  const store = opts.store ?? opts.dbPath;
+  if (store === undefined) throw new Error("startManager needs dbPath or store");
+  const logPath = join(opts.dir, opts.logName ?? "manager.log");
   let offset = 0;
   try {
     offset = readFileSync(logPath).length;
@@ -145,7 +154,8 @@ export async function startManager(opts: ManagerOptions): Promise<ManagerProc> {
     MANAGER_MAIN,
     [
       "--listen", `127.0.0.1:${opts.port}`,
-      "--db", opts.dbPath,
+      ...(opts.store !== undefined ? ["--store", opts.store] : ["--db", store]),
+      ...(opts.secretKeyFile !== undefined ? ["--secret-key-file", opts.secretKeyFile] : []),
       "--log-level", opts.logLevel ?? "info",
       "--log-format", "json",
       "--rate-limit", "1000000",
@@ -173,7 +183,7 @@ export async function startManager(opts: ManagerOptions): Promise<ManagerProc> {
     stop: proc.stop,
     url,
     port: opts.port,
-    dbPath: opts.dbPath,
+    store,
     adminToken,
     managerId,
     readyMs,

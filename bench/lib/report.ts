@@ -18,6 +18,8 @@ export interface Figure {
   /** Every sample, up to MAX_SAMPLES (beyond, only the summary is kept). */
   samples?: number[];
   note?: string;
+  /** The row it goes in side by side, when its name holds a value that differs between runs. */
+  compareAs?: string;
 }
 
 export interface Target {
@@ -29,6 +31,25 @@ export interface Target {
   note?: string;
 }
 
+/**
+ * One figure across several configurations (the same suite run on several
+ * stores): a median, p99 or single value per column, null where that
+ * configuration did not produce the figure.
+ */
+export interface ComparisonRow {
+  figure: string;
+  unit: string;
+  stat: "value" | "median" | "p99";
+  values: (number | null)[];
+}
+
+export interface Comparison {
+  title: string;
+  /** Column labels, e.g. sqlite, postgres, postgres-2. */
+  columns: string[];
+  rows: ComparisonRow[];
+}
+
 export class Report {
   readonly figures: Figure[] = [];
   readonly targets: Target[] = [];
@@ -36,8 +57,9 @@ export class Report {
   readonly notes: string[] = [];
   readonly errors: { suite: string; error: string }[] = [];
   readonly sizes: Record<string, number | string> = {};
+  readonly comparisons: Comparison[] = [];
 
-  figure(suite: string, name: string, unit: string, samples: number[], note?: string): Figure {
+  figure(suite: string, name: string, unit: string, samples: number[], note?: string, opts: { compareAs?: string } = {}): Figure {
     const f: Figure = {
       suite,
       name,
@@ -45,6 +67,7 @@ export class Report {
       summary: summarize(samples),
       ...(samples.length <= MAX_SAMPLES ? { samples: samples.map((x) => round(x)) } : {}),
       ...(note ? { note } : {}),
+      ...(opts.compareAs ? { compareAs: opts.compareAs } : {}),
     };
     this.figures.push(f);
     return f;
@@ -60,6 +83,47 @@ export class Report {
 
   note(text: string): void {
     this.notes.push(text);
+  }
+
+  /**
+   * Adds a side-by-side table of the figures filed under each column's
+   * suite, rows in the order the figures were first reported: a figure of
+   * one sample shows its value; of several, its median and p99 (two rows).
+   * Then the CPU the manager process(es) used per phase, summed over the
+   * managers of a configuration.
+   */
+  sideBySide(title: string, columns: { label: string; suite: string }[]): Comparison {
+    const rows = new Map<string, ComparisonRow>();
+    const row = (figure: string, unit: string, stat: ComparisonRow["stat"]) => {
+      const key = `${figure}\u0000${unit}\u0000${stat}`;
+      let r = rows.get(key);
+      if (!r) rows.set(key, (r = { figure, unit, stat, values: columns.map(() => null) }));
+      return r;
+    };
+    const rowName = (f: Figure) => f.compareAs ?? f.name;
+    const several = new Set(this.figures.filter((f) => f.summary.n > 1).map(rowName));
+    columns.forEach((c, i) => {
+      for (const f of this.figures) {
+        if (f.suite !== c.suite) continue;
+        const name = rowName(f);
+        if (several.has(name)) {
+          row(name, f.unit, "median").values[i] = f.summary.median;
+          row(name, f.unit, "p99").values[i] = f.summary.p99;
+        } else {
+          row(name, f.unit, "value").values[i] = f.summary.n ? f.summary.median : null;
+        }
+      }
+    });
+    columns.forEach((c, i) => {
+      for (const u of this.usage) {
+        if (u.suite !== c.suite || !u.process.startsWith("manager")) continue;
+        const r = row(`${u.phase}: manager CPU (all managers)`, "cpu s", "value");
+        r.values[i] = (r.values[i] ?? 0) + (Number.isFinite(u.window.cpuS) ? u.window.cpuS : 0);
+      }
+    });
+    const comparison: Comparison = { title, columns: columns.map((c) => c.label), rows: [...rows.values()] };
+    this.comparisons.push(comparison);
+    return comparison;
   }
 
   /** The tables, for a terminal. */
@@ -79,6 +143,15 @@ export class Report {
       ["target", "goal", "measured", "result"],
       this.targets.map((t) => [t.name, t.goal, t.measured, t.pass === null ? "n/a" : t.pass ? "PASS" : "FAIL"]),
     ));
+    for (const c of this.comparisons) {
+      out.push(
+        `${c.title}\n` +
+          table(
+            ["figure", "stat", ...c.columns, "unit"],
+            c.rows.map((r) => [r.figure, r.stat === "value" ? "" : r.stat, ...r.values.map((v) => (v === null ? "-" : fmt(v))), r.unit]),
+          ),
+      );
+    }
     for (const e of this.errors) out.push(`ERROR in ${e.suite}: ${e.error}`);
     for (const n of this.notes) out.push(`note: ${n}`);
     return out.join("\n\n") + "\n";
@@ -89,7 +162,16 @@ export class Report {
     writeFileSync(
       path,
       JSON.stringify(
-        { ...header, sizes: this.sizes, figures: this.figures, targets: this.targets, usage: this.usage, notes: this.notes, errors: this.errors },
+        {
+          ...header,
+          sizes: this.sizes,
+          figures: this.figures,
+          targets: this.targets,
+          usage: this.usage,
+          ...(this.comparisons.length ? { comparisons: this.comparisons } : {}),
+          notes: this.notes,
+          errors: this.errors,
+        },
         (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : typeof v === "number" ? round(v) : v),
         2,
       ) + "\n",

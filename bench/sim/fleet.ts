@@ -16,10 +16,14 @@ import { SimDataRoot } from "./sim-data-root.js";
 
 export interface StartMessage {
   op: "start";
-  managerUrl: string;
   hosts: {
     hostId: string;
     secret: string;
+    /**
+     * The managers this agent dials, in order (as `berth-agent --manager URL1,URL2`):
+     * the first one, failing over to the next when it is unreachable.
+     */
+    managerUrls: string[];
     /** Containers (and their servers' data directories) already on the host when its agent starts. */
     existing?: { serverId: string; name: string; image: string; labels: Record<string, string>; running: boolean }[];
   }[];
@@ -67,7 +71,7 @@ async function start(m: StartMessage): Promise<void> {
       await dataRoot.ensure(c.serverId);
     }
     const agent = new Agent({
-      managerUrls: [m.managerUrl],
+      managerUrls: h.managerUrls,
       credential: { hostId: h.hostId, secret: h.secret },
       runtime,
       dataRoot,

@@ -1,7 +1,7 @@
 /**
  * Seeds a manager database for the scale benchmark, through the manager's
- * own store (openStore: migrations; host.insert / server.insert batches), before the
- * manager starts: N enrolled hosts (with their secrets, as enrollment would
+ * own store (openStore: migrations; host.insert / server.insert batches) on
+ * either engine, before the manager starts: N enrolled hosts (with their secrets, as enrollment would
  * leave them) and M servers per host, exactly as CreateServer records them
  * (validated spec defaults, phase Pending, generation 1). Going through the
  * API instead would make the setup of 100,000 servers take minutes of the
@@ -16,7 +16,6 @@ import { containerName } from "../../manager/src/reconcile/reconciler.js";
 import { specHash } from "../../manager/src/reconcile/spec-hash.js";
 import type { WriteOp } from "../../manager/src/store/store.js";
 import { openStore } from "../../manager/src/store/open.js";
-import { sqliteStoreUrl } from "../../manager/src/store/store-url.js";
 import { initialStatus } from "../../manager/src/domain/records.js";
 
 export interface SeededHost {
@@ -39,8 +38,8 @@ export const SIM_IMAGE = "berth-sim/app:1";
  * Every `stoppedEvery`-th server of a host is declared stopped (its
  * container is created, not started): the event-churn benchmark's targets.
  */
-export async function seedDatabase(opts: { dbPath: string; agents: number; serversPerAgent: number; stoppedEvery: number }): Promise<SeededHost[]> {
-  const store = await openStore(sqliteStoreUrl(opts.dbPath));
+export async function seedDatabase(opts: { storeUrl: string; agents: number; serversPerAgent: number; stoppedEvery: number }): Promise<SeededHost[]> {
+  const store = await openStore(opts.storeUrl);
   const managerId = await store.clusterId();
   const hosts: SeededHost[] = [];
   const at = Date.now();
