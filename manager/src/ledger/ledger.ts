@@ -11,7 +11,12 @@ import { ServerChangeFeed } from "./server-changes.js";
 const RECORD_UNCHANGED = /^(alert|webhook)\.|^image\.pull_progress$/;
 
 /** Hears about every appended event, synchronously, right after it is stored. */
-export type LedgerListener = (id: number, event: Readonly<EventInput>) => void;
+/**
+ * Hears each event appended to the ledger. `remote`: another manager of the
+ * database appended it (PostgreSQL's change feed); every manager hears every
+ * event, so what counts work done here (metrics) skips those.
+ */
+export type LedgerListener = (id: number, event: Readonly<EventInput>, remote: boolean) => void;
 
 /**
  * The append-only event ledger: every state change berth makes or sees is
@@ -60,7 +65,7 @@ export class Ledger {
    */
   follow(store: Store): () => void {
     return store.onCommit((c) => {
-      for (const e of c.events) this.#published(e.id, e);
+      for (const e of c.events) this.#published(e.id, e, c.remote === true);
       for (const id of c.serverIds) this.servers.notify(id);
       if (c.resync) this.#resync();
     });
@@ -84,11 +89,11 @@ export class Ledger {
     );
   }
 
-  #published(id: number, e: EventInput): void {
+  #published(id: number, e: EventInput, remote: boolean): void {
     if (e.serverId && !RECORD_UNCHANGED.test(e.type)) this.servers.notify(e.serverId, { project: e.project ?? "", hostId: e.hostId ?? "" });
     for (const l of this.listeners) {
       try {
-        l(id, e);
+        l(id, e, remote);
       } catch (err) {
         // A listener's failure must never fail the write that produced the event, but it is a bug: say so.
         this.log?.error({ err, event: id, type: e.type, server: e.serverId }, "an event listener failed; the event is stored, the listener missed it");

@@ -65,6 +65,9 @@ describe("ManagerMetrics", () => {
     metrics.onEvent(3, { type: "command.failed", correlationId: "cmd_unknown", message: "" });
     metrics.onEvent(4, { type: "alert.fired", reason: "crash_loop", message: "" });
     metrics.onEvent(5, { type: "server.created", message: "" });
+    // Another manager's events (PostgreSQL's change feed) are that manager's to count.
+    metrics.onEvent(6, { type: "server.created", message: "" }, true);
+    metrics.onEvent(7, { type: "command.issued", correlationId: "cmd_2", message: "" }, true);
     await metrics.commandsCounted();
     const body = (await metrics.render()).body;
     expect(sample(body, 'berth_commands_issued_total{kind="ensure-running"}')).toBe(1);

@@ -197,7 +197,9 @@ export class ManagerMetrics {
    * kind is read from the store afterwards (its duration is measured to the
    * moment its event was heard); `commandsCounted` resolves once it is counted.
    */
-  readonly onEvent = (_id: number, e: Readonly<EventInput>): void => {
+  readonly onEvent = (_id: number, e: Readonly<EventInput>, remote = false): void => {
+    // Another manager's event is counted by that manager (summed over managers, each counts once).
+    if (remote) return;
     this.eventsWritten.inc({ type: e.type });
     if (e.type === "alert.fired" && e.reason) this.alertsFired.inc({ rule: e.reason });
     if (!e.type.startsWith("command.") || !e.correlationId) return;
