@@ -145,15 +145,22 @@ describe("wakeForRemoteCommits with host ownership", () => {
     let deliver!: (c: Committed) => void;
     const feed = { onCommit: (l: (c: Committed) => void) => ((deliver = l), () => {}), allServerIds: () => a.allServerIds(), getServer: (id: string) => a.getServer(id) };
     const queued: string[] = [];
+    // Each server's decision is its own read (in any order on PostgreSQL's pool): count them, as below.
+    let decided = 0;
     const done = new Promise<void>((resolve) => {
-      wakeForRemoteCommits(feed, { enqueue: (id) => (queued.push(id), id === "srv_mine2" && resolve()) }, log, A);
+      const counting = {
+        mayReconcile: async (hostId: string) => {
+          const yes = await A.mayReconcile(hostId);
+          // The enqueue follows in the same microtask chain: setImmediate runs after it.
+          if (++decided === 2) setImmediate(resolve);
+          return yes;
+        },
+      };
+      wakeForRemoteCommits(feed, { enqueue: (id) => queued.push(id) }, log, counting);
     });
     deliver({ events: [], serverIds: new Set(["srv_theirs", "srv_mine"]), hostIds: new Set(), remote: true });
-    // A marker after them, on A's host: once it is queued, the two before it were decided.
-    await a.commit([{ op: "server.insert", server: newServer({ id: "srv_mine2", hostId: "h_mine", name: "mine2" }) }]);
-    deliver({ events: [], serverIds: new Set(["srv_mine2"]), hostIds: new Set(), remote: true });
     await done;
-    expect(queued.sort()).toEqual(["srv_mine", "srv_mine2"]);
+    expect(queued).toEqual(["srv_mine"]);
   });
 
   it("on a resync, queues every server of its own hosts and of hosts nobody owns when leader, none of another owner's", async () => {
