@@ -33,6 +33,27 @@ function ownership(store: Store, holder: string, o: { leader?: boolean; now?: ()
   return new HostOwnership({ store, holder, log, isLeader: () => o.leader ?? false, now: o.now ?? (() => T0) });
 }
 
+/**
+ * `owner`'s mayReconcile, counting each server's decision: `decided` resolves
+ * once `n` were made and the enqueue that follows each had its turn.
+ */
+function countDecisions(owner: HostOwnership, n: number): { ownership: Pick<HostOwnership, "mayReconcile">; decided: Promise<void> } {
+  let count = 0;
+  let resolve!: () => void;
+  const decided = new Promise<void>((r) => (resolve = r));
+  return {
+    decided,
+    ownership: {
+      mayReconcile: async (hostId: string) => {
+        const yes = await owner.mayReconcile(hostId);
+        // The enqueue follows in the same microtask chain: setImmediate runs after it.
+        if (++count === n) setImmediate(resolve);
+        return yes;
+      },
+    },
+  };
+}
+
 describe("mayReconcileHost: who reconciles a host's servers", () => {
   const lease = (holder: string, expiresAt: number): LeaseRecord => ({ name: hostLeaseName("h"), holder, epoch: 3, expiresAt });
   it.each([
@@ -145,21 +166,11 @@ describe("wakeForRemoteCommits with host ownership", () => {
     let deliver!: (c: Committed) => void;
     const feed = { onCommit: (l: (c: Committed) => void) => ((deliver = l), () => {}), allServerIds: () => a.allServerIds(), getServer: (id: string) => a.getServer(id) };
     const queued: string[] = [];
-    // Each server's decision is its own read (in any order on PostgreSQL's pool): count them, as below.
-    let decided = 0;
-    const done = new Promise<void>((resolve) => {
-      const counting = {
-        mayReconcile: async (hostId: string) => {
-          const yes = await A.mayReconcile(hostId);
-          // The enqueue follows in the same microtask chain: setImmediate runs after it.
-          if (++decided === 2) setImmediate(resolve);
-          return yes;
-        },
-      };
-      wakeForRemoteCommits(feed, { enqueue: (id) => queued.push(id) }, log, counting);
-    });
+    // Each server's decision is its own read (in any order on PostgreSQL's pool): count them.
+    const { ownership: counting, decided } = countDecisions(A, 2);
+    wakeForRemoteCommits(feed, { enqueue: (id) => queued.push(id) }, log, counting);
     deliver({ events: [], serverIds: new Set(["srv_theirs", "srv_mine"]), hostIds: new Set(), remote: true });
-    await done;
+    await decided;
     expect(queued).toEqual(["srv_mine"]);
   });
 
@@ -176,21 +187,10 @@ describe("wakeForRemoteCommits with host ownership", () => {
     let deliver!: (c: Committed) => void;
     const feed = { onCommit: (l: (c: Committed) => void) => ((deliver = l), () => {}), allServerIds: () => a.allServerIds(), getServer: (id: string) => a.getServer(id) };
     const queued: string[] = [];
-    let decided = 0;
-    const all = new Promise<void>((resolve) => {
-      // Count decisions through a wrapper of ownership: each server is decided once.
-      const counting = {
-        mayReconcile: async (hostId: string) => {
-          const yes = await A.mayReconcile(hostId);
-          // The enqueue follows in the same microtask chain: setImmediate runs after it.
-          if (++decided === 3) setImmediate(resolve);
-          return yes;
-        },
-      };
-      wakeForRemoteCommits(feed, { enqueue: (id) => queued.push(id) }, log, counting);
-    });
+    const { ownership: counting, decided } = countDecisions(A, 3);
+    wakeForRemoteCommits(feed, { enqueue: (id) => queued.push(id) }, log, counting);
     deliver({ events: [], serverIds: new Set(), hostIds: new Set(), remote: true, resync: true });
-    await all;
+    await decided;
     expect(queued.sort()).toEqual(["srv_lapsed", "srv_mine"]);
   });
 });
