@@ -392,6 +392,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // Stops alerts, webhooks and retention, then hands the lease to another manager.
       await leader.stop();
       ledgerServices.stop();
+      ledger.servers.close();
       await listener?.close();
       await store.close();
     },

@@ -13,7 +13,7 @@ import { ServerChangeFeed } from "../ledger/server-changes.js";
 import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
 import { initialStatus, type NewServerRecord } from "../domain/records.js";
-import { newServer, testStore } from "../../testing/store.js";
+import { newServer, testStore, twoManagerStores } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
 import { createWatchServers, RESUME_HEADER } from "./watch-servers.js";
 
@@ -42,23 +42,19 @@ afterEach(async () => {
  * and reach the watch as they do in the manager (the ledger follows committed
  * batches). `feed` replaces the ledger's feed (to control its reads).
  */
-async function setup(opts: { feed?: (contract: Store) => ServerChangeFeed } = {}) {
+async function setup(opts: { feed?: (contract: Store) => ServerChangeFeed; manual?: boolean } = {}) {
   const contract = await testStore();
   open.push(() => contract.close());
   const real = new Ledger(contract);
   open.push(real.follow(contract));
   const ledger = opts.feed ? ({ servers: opts.feed(contract) } as unknown as Ledger) : real;
-  if (opts.feed) open.push(contract.onCommit((c) => c.serverIds.forEach((id) => ledger.servers.notify(id))));
-  const client = (caller: Caller) => {
-    const as: Interceptor = (next) => (req) => {
-      req.contextValues.set(callerKey, caller);
-      return next(req);
-    };
-    const t = createRouterTransport((r) => r.service(ServerService, { watchServers: createWatchServers({ store: contract, ledger }) }), {
-      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), as] },
-    });
-    return createClient(ServerService, t);
-  };
+  if (opts.feed) {
+    // `manual`: the test publishes with flush() itself.
+    if (!opts.manual) open.push(contract.onCommit((c) => c.serverIds.size > 0 && ledger.servers.changed()));
+    open.push(() => ledger.servers.close());
+  }
+  open.push(() => real.servers.close());
+  const client = (caller: Caller) => clientFor(contract, ledger, caller);
   /** A server created (and published) before what the test watches. */
   const insert = async (s: NewServerRecord) => {
     await contract.commit([{ op: "server.insert", server: s }]);
@@ -72,6 +68,18 @@ async function setup(opts: { feed?: (contract: Store) => ServerChangeFeed } = {}
   const purge = (id: string, project = "a") =>
     contract.commit([{ op: "server.delete", id }, real.op({ type: "server.purged", project, serverId: id, hostId: "host_1" })]);
   return { contract, ledger, client, insert, setPhase, purge };
+}
+
+/** A ServerService client calling WatchServers over `store` and `ledger` as `caller`. */
+function clientFor(store: Store, ledger: Ledger, caller: Caller) {
+  const as: Interceptor = (next) => (req) => {
+    req.contextValues.set(callerKey, caller);
+    return next(req);
+  };
+  const t = createRouterTransport((r) => r.service(ServerService, { watchServers: createWatchServers({ store, ledger }) }), {
+    router: { interceptors: [errorInterceptor(createLogger("silent", "test")), as] },
+  });
+  return createClient(ServerService, t);
 }
 
 /** A watch whose messages can be awaited one by one. */
@@ -170,7 +178,7 @@ describe("ServerService.WatchServers", () => {
     await setPhase("srv_2", Phase.STOPPING);
     await setPhase("srv_2", Phase.STOPPED);
     await purge("srv_3");
-    // Published before the watch resumes (each change is a read of the record: a round trip on PostgreSQL).
+    // Published before the watch resumes (a read of the store: a round trip on PostgreSQL).
     await ledger.servers.flush();
 
     const ctl2 = new AbortController();
@@ -187,12 +195,18 @@ describe("ServerService.WatchServers", () => {
   });
 
   it("a resume whose reads are slow sends what it missed before what changed meanwhile: tokens only go forward", async () => {
-    let slow: { id: string; waiting: (() => void)[] } | undefined;
+    /** The resume's read (from its token's position) answers only when released; the feed's own reads are not held. */
+    let slow: { from: number; waiting: (() => void)[] } | undefined;
     const { insert, client, setPhase, ledger } = await setup({
       feed: (contract) =>
-        new ServerChangeFeed(async (id) => {
-          if (slow?.id === id) await new Promise<void>((r) => slow!.waiting.push(r));
-          return contract.getServer(id);
+        new ServerChangeFeed({
+          serverChangeHead: () => contract.serverChangeHead(),
+          serverChangesSince: async (after, limit) => {
+            // Read first, answer late: the answer is what the store held when asked.
+            const page = await contract.serverChangesSince(after, limit);
+            if (slow?.from === after) await new Promise<void>((r) => slow!.waiting.push(r));
+            return page;
+          },
         }),
     });
     const feed = ledger.servers;
@@ -207,13 +221,13 @@ describe("ServerService.WatchServers", () => {
     await setPhase("srv_2", Phase.STOPPED); // missed while away
     await feed.flush();
 
-    slow = { id: "srv_2", waiting: [] }; // the resume's read of srv_2 takes a while
+    slow = { from: feed.parseToken(last.resumeToken)!, waiting: [] };
     const ctl2 = new AbortController();
     const w2 = watch(c.watchServers({}, { signal: ctl2.signal, headers: { [RESUME_HEADER]: last.resumeToken } }));
     const resumed = w2.snapshot();
     await vi.waitFor(() => expect(slow!.waiting).toHaveLength(1));
     await setPhase("srv_3", Phase.STOPPED); // published while the resume still reads
-    await new Promise((r) => setTimeout(r, 20));
+    await feed.flush();
     const waiting = slow.waiting;
     slow = undefined;
     for (const f of waiting) f();
@@ -223,6 +237,61 @@ describe("ServerService.WatchServers", () => {
     const seqs = got.map((m) => feed.parseToken(m.resumeToken)!);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(got[0]!.server!.status!.phase).toBe(Phase.STOPPED);
+    ctl2.abort();
+  });
+
+  it("a snapshot shows each server once: a change the snapshot already shows is not sent again, a later one is", async () => {
+    const { insert, client, setPhase, ledger } = await setup({ feed: (contract) => new ServerChangeFeed(contract), manual: true });
+    await insert(server("srv_1"));
+    await setPhase("srv_1", Phase.STOPPING); // committed, not yet published by the feed
+    const ctl = new AbortController();
+    const w = watch(client(ADMIN).watchServers({}, { signal: ctl.signal }));
+    const snap = await w.snapshot();
+    expect(snap.map(label)).toEqual(["SNAPSHOT srv_1", "SNAPSHOT_END"]);
+    expect(snap[0]!.server!.status!.phase).toBe(Phase.STOPPING);
+    await ledger.servers.flush(); // publishes the STOPPING change the snapshot showed
+    await setPhase("srv_1", Phase.STOPPED);
+    await ledger.servers.flush();
+    const m = await w.next();
+    expect(label(m)).toBe("UPSERT srv_1");
+    expect(m.server!.status!.phase).toBe(Phase.STOPPED);
+    ctl.abort();
+  });
+
+  it("a token from one manager resumes on another manager of the same database", async () => {
+    const { stores, close } = await twoManagerStores();
+    open.push(close);
+    const [a, b] = stores;
+    const ledgers = stores.map((st) => {
+      const l = new Ledger(st);
+      open.push(l.follow(st));
+      open.push(() => l.servers.close());
+      return l;
+    });
+    for (const id of ["srv_1", "srv_2"]) await a.commit([{ op: "server.insert", server: server(id) }]);
+    const setPhase = async (st: Store, id: string, phase: Phase) =>
+      st.commit([{ op: "server.status", id, status: { ...(await st.getServer(id))!.status, phase }, dataInitialized: false }]);
+
+    const ctl = new AbortController();
+    const w = watch(clientFor(a, ledgers[0]!, ADMIN).watchServers({}, { signal: ctl.signal }));
+    expect((await w.snapshot()).map(label)).toEqual(["SNAPSHOT srv_2", "SNAPSHOT srv_1", "SNAPSHOT_END"]);
+    await setPhase(a, "srv_1", Phase.STOPPING);
+    const last = await w.next();
+    expect(label(last)).toBe("UPSERT srv_1");
+    ctl.abort();
+
+    // While away: a change on B, a purge on A.
+    await setPhase(b, "srv_2", Phase.STOPPED);
+    await a.commit([{ op: "server.delete", id: "srv_1" }]);
+
+    const ctl2 = new AbortController();
+    const w2 = watch(clientFor(b, ledgers[1]!, ADMIN).watchServers({}, { signal: ctl2.signal, headers: { [RESUME_HEADER]: last.resumeToken } }));
+    const resumed = await w2.snapshot();
+    expect(resumed.map(label)).toEqual(["UPSERT srv_2", "DELETE srv_1", "SNAPSHOT_END"]);
+    expect(resumed[0]!.server!.status!.phase).toBe(Phase.STOPPED);
+    // And on from there, B's watch hears what A commits.
+    await a.commit([{ op: "server.insert", server: server("srv_3") }]);
+    expect(label(await w2.next())).toBe("UPSERT srv_3");
     ctl2.abort();
   });
 

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   ServerSchema,
   ServerService,
@@ -17,7 +17,7 @@ import type { ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 
 export interface WatchServersDeps {
-  store: Pick<Store, "listServers">;
+  store: Pick<Store, "listServersAt">;
   /** Its `servers` feed carries every server record change. */
   ledger: Ledger;
 }
@@ -63,23 +63,24 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
     const inView = new Set<string>();
     /** After a resume the client's view is unknown: any visible non-matching change is a DELETE. */
     let viewKnown = true;
+    /** Changes to send, one per server at its latest position, in position order (resume tokens rely on it). */
     const pending = new Map<string, ServerChange>();
     const wake = new Wakeup();
     /**
-     * While a resume reads the records it missed, live batches wait here: they
-     * carry higher sequence numbers and go after the missed ones (`pending` is
-     * kept in sequence order, which resume tokens rely on).
+     * Changes up to this position are already shown (by the snapshot, or the
+     * resume's catch-up): live ones up to it are dropped. Known once the read is done.
      */
-    let held: (readonly ServerChange[])[] | undefined;
+    let shown = Number.NEGATIVE_INFINITY;
+    /** The position of the last change sent (tokens only go forward). */
+    let sent = 0;
+    /** The feed skipped changes (store.ts SERVER_TOMBSTONES_KEPT): this watch ends, the client resumes into a snapshot. */
+    let reset = false;
     const offer = (batch: readonly ServerChange[]) => {
-      if (held) {
-        held.push(batch);
-        return;
-      }
       let any = false;
       for (const c of batch) {
+        if (c.seq <= shown) continue;
         if (!inView.has(c.serverId) && !inProject(c.project)) continue;
-        // Re-insert so pending stays ordered by sequence number (resume tokens rely on it).
+        // Re-insert so pending stays in position order.
         pending.delete(c.serverId);
         pending.set(c.serverId, c);
         any = true;
@@ -89,59 +90,61 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
     const message = (c: ServerChange): WatchServersResponse | undefined => {
       if (c.server && matches(c.server)) {
         inView.add(c.serverId);
+        sent = Math.max(sent, c.seq);
         return create(WatchServersResponseSchema, { change: WatchChange.UPSERT, server: serverToProto(c.server), resumeToken: feed.token(c.seq) });
       }
       if (!inView.has(c.serverId) && (viewKnown || !inProject(c.project))) return undefined;
       inView.delete(c.serverId);
+      sent = Math.max(sent, c.seq);
       const server = c.server ? serverToProto(c.server) : create(ServerSchema, { id: c.serverId, project: c.project, spec: { hostId: c.hostId } });
       return create(WatchServersResponseSchema, { change: WatchChange.DELETE, server, resumeToken: feed.token(c.seq) });
     };
 
-    // Subscribe BEFORE reading the snapshot: every change published after the
-    // read started arrives through `offer` (one the snapshot already shows may
-    // come again, with the same or a newer state; none is missed).
-    const unsubscribe = feed.subscribe(offer);
+    // The feed's position must be known before this watch reads anything, or it could start after the watch's snapshot.
+    await feed.ready;
+    // Subscribe BEFORE reading: every change after the position the read shows arrives through
+    // `offer` (and every one up to it is dropped there: `shown`).
+    const unsubscribe = feed.subscribe(offer, () => {
+      reset = true;
+      wake.ring();
+    });
     try {
       const token = req.resumeToken || ctx.requestHeader.get(RESUME_HEADER);
       const since = token ? feed.parseToken(token) : undefined;
-      let missed: ServerChange[] | undefined;
-      if (since !== undefined) {
-        held = [];
-        try {
-          missed = await feed.changesSince(since);
-        } finally {
-          const live = held;
-          held = undefined;
-          // Without `missed` (outside the window) a snapshot follows: it is read after these
-          // were published, so it shows them, and their older tokens would only go backwards.
-          if (missed) {
-            viewKnown = false;
-            offer(missed);
-            for (const b of live) offer(b);
-          }
-        }
-      }
-      if (!missed) {
-        const seq = feed.currentSeq;
-        const servers = (
-          await store.listServers({ ...(project !== undefined ? { project } : {}), ...(hostId ? { hostId } : {}), includeDeleted: req.showDeleted })
-        ).filter(matches);
+      const missed = since !== undefined ? await feed.changesSince(since) : undefined;
+      /** After a resume's catch-up: the SNAPSHOT_END to send once what it missed (and what changed meanwhile) went out. */
+      let caughtUpTo: number | undefined;
+      if (missed) {
+        viewKnown = false;
+        // Live changes the catch-up read already covers come with the same or an older record: dropped.
+        for (const [id, c] of pending) if (c.seq <= missed.upTo) pending.delete(id);
+        const live = [...pending.values()];
+        pending.clear();
+        offer(missed.changes);
+        shown = missed.upTo;
+        offer(live);
+        caughtUpTo = missed.upTo;
+      } else {
+        const at = await store.listServersAt({ ...(project !== undefined ? { project } : {}), ...(hostId ? { hostId } : {}), includeDeleted: req.showDeleted });
+        shown = at.seq;
+        for (const [id, c] of pending) if (c.seq <= at.seq) pending.delete(id);
+        const servers = at.servers.filter(matches);
         for (const s of servers) inView.add(s.id);
         for (const s of servers) yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT, server: serverToProto(s) });
-        yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(seq) });
+        yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(at.seq) });
       }
-      let caughtUp = !missed;
       for (;;) {
         for (let next = first(pending); next; next = first(pending)) {
           pending.delete(next.serverId);
           const m = message(next);
           if (m) yield m;
         }
-        if (!caughtUp) {
-          caughtUp = true;
-          yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(feed.currentSeq) });
+        if (caughtUpTo !== undefined) {
+          yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(Math.max(caughtUpTo, sent)) });
+          caughtUpTo = undefined;
           continue;
         }
+        if (reset) throw new ConnectError("this watch fell behind the changes the manager keeps; watch again with your last resume token (you will get a fresh snapshot)", Code.Aborted);
         if (!(await wake.wait(ctx.signal))) throw watchEnded(ctx.signal);
       }
     } finally {

@@ -160,6 +160,23 @@ export function initialStatus(): ServerStatus {
   return create(ServerStatusSchema, {});
 }
 
+/**
+ * A server's latest change in the store's change order (servers.change_seq,
+ * migration 10): its current record, or, for a purged server, its tombstone.
+ * The order is the same on every manager of one database (WatchServers
+ * resume tokens, ledger/server-changes.ts).
+ */
+export interface ServerChangeRecord {
+  /** The change's position: greater than every change committed before it. */
+  seq: number;
+  serverId: string;
+  /** The record as of this change; undefined when the server was purged. */
+  server: ServerRecord | undefined;
+  /** Project and host of the server, also for a purged one. */
+  project: string;
+  hostId: string;
+}
+
 export interface ServerFilter {
   project?: string;
   hostId?: string;

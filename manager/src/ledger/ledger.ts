@@ -4,14 +4,6 @@ import type { EventInput, EventRecord } from "../domain/records.js";
 import { ServerChangeFeed } from "./server-changes.js";
 
 /**
- * Events about a server that never come with a change to its record (alerts,
- * their notifications, pull progress): they do not wake WatchServers. Any other
- * event about a server may accompany a spec or status write, so it does.
- */
-const RECORD_UNCHANGED = /^(alert|webhook)\.|^image\.pull_progress$/;
-
-/** Hears about every appended event, synchronously, right after it is stored. */
-/**
  * Hears each event appended to the ledger. `remote`: another manager of the
  * database appended it (PostgreSQL's change feed); every manager hears every
  * event, so what counts work done here (metrics) skips those.
@@ -23,7 +15,7 @@ export type LedgerListener = (id: number, event: Readonly<EventInput>, remote: b
  * recorded here with its cause and actor (types: `catalogue.ts`). Listeners
  * hear about new events after they are stored (for live watches and alert
  * evaluation); `servers` is the feed of server record changes behind
- * WatchServers, fed by every event about a server and by `serverChanged`.
+ * WatchServers, woken by every committed batch that wrote a server record.
  *
  * Events are appended by the writer's own batch (`op`), and listeners hear
  * them once that batch committed (`follow`).
@@ -39,9 +31,8 @@ export class Ledger {
     private readonly now: () => number = Date.now,
     private readonly log?: Logger,
   ) {
-    this.servers = new ServerChangeFeed(async (id) => store.getServer(id), {
-      onLoadError: (serverId, err, retrying) =>
-        log?.error({ server: serverId, err, retrying }, retrying ? "could not read a changed server for its watchers; retrying" : "could not read a changed server for its watchers; its watchers miss this change"),
+    this.servers = new ServerChangeFeed(store, {
+      onReadError: (err) => log?.error({ err }, "could not read server changes for their watchers; retrying (nothing is skipped)"),
       onSubscriberError: (err) => log?.error({ err }, "a server watch failed on a published change; the other watches got it"),
     });
   }
@@ -66,7 +57,7 @@ export class Ledger {
   follow(store: Store): () => void {
     return store.onCommit((c) => {
       for (const e of c.events) this.#published(e.id, e, c.remote === true);
-      for (const id of c.serverIds) this.servers.notify(id);
+      if (c.serverIds.size > 0) this.servers.changed();
       if (c.resync) this.#resync();
     });
   }
@@ -79,18 +70,11 @@ export class Ledger {
         this.log?.error({ err }, "a resync listener failed; it may have missed other managers' changes");
       }
     }
-    // Which servers changed is unknown: WatchServers reloads them all. (A server purged meanwhile
-    // has no record left to list: its watchers learn of it only from a fresh snapshot.)
-    this.store.allServerIds().then(
-      (ids) => {
-        for (const id of ids) this.servers.notify(id);
-      },
-      (err: unknown) => this.log?.error({ err }, "could not list servers to resync WatchServers; their watchers miss changes other managers made meanwhile"),
-    );
+    // Which servers changed is unknown: the feed reads on from its last position, which finds them all.
+    this.servers.changed();
   }
 
   #published(id: number, e: EventInput, remote: boolean): void {
-    if (e.serverId && !RECORD_UNCHANGED.test(e.type)) this.servers.notify(e.serverId, { project: e.project ?? "", hostId: e.hostId ?? "" });
     for (const l of this.listeners) {
       try {
         l(id, e, remote);
@@ -99,11 +83,6 @@ export class Ledger {
         this.log?.error({ err, event: id, type: e.type, server: e.serverId }, "an event listener failed; the event is stored, the listener missed it");
       }
     }
-  }
-
-  /** A server record changed without an event (status written by the reconciler). */
-  serverChanged(serverId: string): void {
-    this.servers.notify(serverId);
   }
 
   /** Events oldest first, across projects (for tools and tests; the API reads through the store with its caller's scope). */

@@ -1,216 +1,215 @@
-import { newId } from "../ids.js";
-import type { ServerRecord } from "../domain/records.js";
-
-/** One change of one server record, numbered in the order the feed published it. */
-export interface ServerChange {
-  /** Monotonic within this manager process (see `ServerChangeFeed.epoch`). */
-  seq: number;
-  serverId: string;
-  /** The record after the change; undefined when it is gone (purged). */
-  server: ServerRecord | undefined;
-  /** Project and host of the server, also known for a record that is gone. */
-  project: string;
-  hostId: string;
-}
-
-/** Where a server lives, remembered for records that are gone. */
-interface Placement {
-  project: string;
-  hostId: string;
-}
-
-/** How often a record that could not be read is tried again before its change is dropped. */
-const LOAD_RETRIES = 3;
-/** Delay before such a retry. */
-export const LOAD_RETRY_MS = 1_000;
-
-/** How many changes a watch can resume across; older tokens get a fresh snapshot. */
-export const RESUME_WINDOW = 10_000;
-
-/** A pending change taken by a flush, with its record once loaded. */
-type Loaded = { serverId: string; hint: Partial<Placement>; server: ServerRecord | undefined } | { serverId: string; hint: Partial<Placement>; err: unknown };
+import type { ServerChangeRecord } from "../domain/records.js";
+import type { Store } from "../store/store.js";
 
 /**
- * The live feed behind ServerService.WatchServers. Writers call `notify(id)`
- * right after they change a server record (the ledger's `follow` of every
- * committed batch, the reconciler's `onServerChanged`, and every ledger event
- * about a server); a burst of notifications for one server within the same
- * turn of the event loop is published once, on `setImmediate`, with the
- * record loaded once for every subscriber. The feed keeps the last
- * RESUME_WINDOW change ids so a watch can resume where it stopped instead of
- * starting over.
+ * One change of one server record: its position in the store's change order
+ * (servers.change_seq, the same on every manager of one database), and the
+ * record as of that change (undefined: purged).
+ */
+export type ServerChange = ServerChangeRecord;
+
+/** How many changes one read of the store returns. */
+export const CHANGE_PAGE = 1_000;
+
+/**
+ * The most changes a watch resumes across. A token further behind gets a fresh
+ * snapshot instead (cheaper than replaying most of the fleet, and memory stays
+ * bounded whatever a client sends).
+ */
+export const RESUME_LIMIT = 10_000;
+
+/** Delay before a read that failed (the database unreachable) is tried again; nothing is skipped meanwhile. */
+export const READ_RETRY_MS = 1_000;
+
+/** The token prefix: a token of another kind (an older manager's, garbage) is simply not one. */
+const TOKEN_PREFIX = "seq:";
+
+/** What the feed reads. */
+export type ChangeSource = Pick<Store, "serverChangeHead" | "serverChangesSince">;
+
+interface Subscriber {
+  batch: (batch: readonly ServerChange[]) => void;
+  /** The feed could not read on (the store dropped changes it had not read): the subscriber's view is incomplete. */
+  reset: () => void;
+}
+
+/**
+ * The live feed behind ServerService.WatchServers: it tails the store's
+ * change order. The store stamps every committed write of a server record
+ * with the next position (a purge leaves a tombstone with one), and on
+ * PostgreSQL positions become visible in their order (store.ts
+ * serverChangesSince), so reading on from the last position read never skips
+ * a change, whichever manager committed it. Writers need not say what
+ * changed: `changed()` (called for every committed batch that wrote a server,
+ * here or on another manager, and on a resync) only wakes the feed; a burst
+ * within one turn of the event loop is one read.
  *
- * Loading is asynchronous (store contract), so flushes are chained: the next
- * one starts only when the previous one has published. Sequence numbers are
- * handed out at publication, so they follow the order of publication, and a
- * server notified while its previous change is still loading is published
- * after it, never before.
+ * Every server changed since the last read comes once, at its latest
+ * position, in position order: a slow subscriber coalesces further itself.
+ * Resume tokens name a position, so a token from one manager resumes on any
+ * other of the same database.
  */
 export class ServerChangeFeed {
-  /** Distinguishes this process's sequence numbers from a previous run's. */
-  readonly epoch = newId("w", 8).slice(2);
-  private seq = 0;
-  private readonly dirty = new Map<string, Partial<Placement>>();
-  private scheduled = false;
+  /** The last position read (every change up to it was published); undefined until the first read. */
+  #seq: number | undefined;
+  #scheduled = false;
   /** The last flush started: the next waits for it (never rejects). */
-  private flushing: Promise<void> = Promise.resolve();
-  private readonly recent: { seq: number; serverId: string; project: string; hostId: string }[] = [];
-  private readonly placements = new Map<string, Placement>();
-  private readonly subscribers = new Set<(batch: readonly ServerChange[]) => void>();
-  /** Failed loads per server, for records waiting to be tried again. */
-  private readonly loadFailures = new Map<string, number>();
+  #flushing: Promise<void> = Promise.resolve();
+  readonly #subscribers = new Set<Subscriber>();
+  /** Counts subscriptions, so a flush that read only the head knows whether a watch started meanwhile. */
+  #subscriptions = 0;
+  #retry: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** Resolves once the feed knows where the store's changes stand (waits out an unreachable database). */
+  readonly ready: Promise<void>;
 
   constructor(
-    private readonly load: (serverId: string) => Promise<ServerRecord | undefined>,
+    private readonly source: ChangeSource,
     private readonly opts: {
-      onLoadError?: (serverId: string, err: unknown, retrying: boolean) => void;
+      /** A read failed; it is tried again after READ_RETRY_MS, nothing is skipped. */
+      onReadError?: (err: unknown) => void;
       /** A subscriber threw (a bug): the others still get the batch, and the feed goes on. */
       onSubscriberError?: (err: unknown) => void;
     } = {},
-  ) {}
-
-  /** The sequence number of the latest published change. */
-  get currentSeq(): number {
-    return this.seq;
+  ) {
+    this.ready = this.#flushing = this.#start();
   }
 
-  /** Marks a server changed; `hint` tells where a record that is already gone lived. */
-  notify(serverId: string, hint: Partial<Placement> = {}): void {
-    if (!serverId) return;
-    const prev = this.dirty.get(serverId);
-    this.dirty.set(serverId, { ...prev, ...stripEmpty(hint) });
-    if (!this.scheduled) {
-      this.scheduled = true;
-      // After the writer's commit, before any timer; it waits for a flush still loading.
-      setImmediate(() => void this.flush());
+  async #start(): Promise<void> {
+    while (!this.#closed) {
+      try {
+        this.#seq = await this.source.serverChangeHead();
+        return;
+      } catch (err) {
+        this.opts.onReadError?.(err);
+        await new Promise((r) => setTimeout(r, READ_RETRY_MS).unref());
+      }
     }
   }
 
+  /** The position of the latest change published (0 before the first read). */
+  get currentSeq(): number {
+    return this.#seq ?? 0;
+  }
+
+  /** A batch that wrote servers committed (here or on another manager), or any may have changed (a resync). */
+  changed(): void {
+    if (this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    // After the writer's commit, before any timer; it waits for a flush still reading.
+    setImmediate(() => void this.flush());
+  }
+
+  /** Stops reading (the manager is closing); pending retries are dropped. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#retry);
+  }
+
   /**
-   * Publishes every pending change (tests; normally scheduled by `notify`).
-   * Resolves once they are published; never rejects (a record that cannot be
-   * read is reported through `onLoadError` and tried again).
+   * Publishes every change committed so far (tests; normally scheduled by
+   * `changed`). Resolves once they are published; never rejects (a failed
+   * read is reported through `onReadError` and tried again).
    */
   flush(): Promise<void> {
-    const run = this.flushing.then(() => this.#flushOnce());
-    this.flushing = run;
+    const run = this.#flushing.then(() => this.#flushOnce());
+    this.#flushing = run;
     return run;
   }
 
   async #flushOnce(): Promise<void> {
-    this.scheduled = false;
-    if (this.dirty.size === 0) return;
-    const taken = [...this.dirty];
-    // Notifications from here on belong to the next flush (which waits for this one).
-    this.dirty.clear();
-    // Without subscribers only the resume window needs the change, not the record (and no await:
-    // a watch subscribing meanwhile must not receive a batch whose records were never read).
-    const loading = this.subscribers.size > 0;
-    const loaded: Loaded[] = loading
-      ? await Promise.all(
-          taken.map(async ([serverId, hint]): Promise<Loaded> => {
-            try {
-              return { serverId, hint, server: await this.load(serverId) };
-            } catch (err) {
-              return { serverId, hint, err };
-            }
-          }),
-        )
-      : taken.map(([serverId, hint]) => ({ serverId, hint, server: undefined }));
-    const batch: ServerChange[] = [];
-    const failed: [string, Partial<Placement>][] = [];
-    for (const l of loaded) {
-      const { serverId, hint } = l;
-      if ("err" in l) {
-        // Only this server's change waits (tried again shortly, a few times); the
-        // others in the batch are published (one unreadable record once dropped them all).
-        const n = (this.loadFailures.get(serverId) ?? 0) + 1;
-        const retrying = n <= LOAD_RETRIES;
-        if (retrying) {
-          this.loadFailures.set(serverId, n);
-          failed.push([serverId, hint]);
-        } else {
-          this.loadFailures.delete(serverId);
+    this.#scheduled = false;
+    if (this.#closed || this.#seq === undefined) return;
+    try {
+      if (this.#subscribers.size === 0) {
+        // Nobody to tell: only keep up with where the store stands, so the next watch's feed
+        // does not start far behind. A watch that subscribed meanwhile may have read its
+        // snapshot before this head: then the changes between are read for it, not skipped.
+        const subscriptions = this.#subscriptions;
+        const head = await this.source.serverChangeHead();
+        if (this.#subscriptions === subscriptions) this.#seq = Math.max(this.#seq, head);
+        else this.changed();
+        return;
+      }
+      for (;;) {
+        const page = await this.source.serverChangesSince(this.#seq, CHANGE_PAGE);
+        if (page === undefined) {
+          // The store dropped tombstones this feed had not read (over SERVER_TOMBSTONES_KEPT
+          // purges while it could not read): its watchers start over from a snapshot.
+          this.#seq = await this.source.serverChangeHead();
+          for (const s of this.#subscribers) this.#call(() => s.reset());
+          return;
         }
-        this.opts.onLoadError?.(serverId, l.err, retrying);
-        continue;
+        if (page.length === 0) return;
+        this.#seq = page[page.length - 1]!.seq;
+        for (const s of this.#subscribers) this.#call(() => s.batch(page));
+        if (page.length < CHANGE_PAGE) return;
       }
-      const { server } = l;
-      this.loadFailures.delete(serverId);
-      const known = this.placements.get(serverId);
-      const project = server?.project ?? hint.project ?? known?.project ?? "";
-      const hostId = server?.hostId ?? hint.hostId ?? known?.hostId ?? "";
-      if (server) this.placements.set(serverId, { project, hostId });
-      else if (loading) this.placements.delete(serverId);
-      const change = { seq: ++this.seq, serverId, server, project, hostId };
-      batch.push(change);
-      this.recent.push({ seq: change.seq, serverId, project, hostId });
-    }
-    if (failed.length > 0) {
-      const t = setTimeout(() => {
-        for (const [serverId, hint] of failed) this.notify(serverId, hint);
-      }, LOAD_RETRY_MS);
-      t.unref();
-    }
-    if (this.recent.length > RESUME_WINDOW) this.recent.splice(0, this.recent.length - RESUME_WINDOW);
-    if (batch.length === 0) return;
-    for (const s of this.subscribers) {
-      try {
-        s(batch);
-      } catch (err) {
-        // Never a rejected flush: the next flush waits for this one, and the scheduled one is not awaited.
-        this.opts.onSubscriberError?.(err);
-      }
+    } catch (err) {
+      this.opts.onReadError?.(err);
+      clearTimeout(this.#retry);
+      this.#retry = setTimeout(() => this.changed(), READ_RETRY_MS);
+      this.#retry.unref();
     }
   }
 
-  /** Calls `fn` with every published batch until the returned function is called. */
-  subscribe(fn: (batch: readonly ServerChange[]) => void): () => void {
-    this.subscribers.add(fn);
-    return () => this.subscribers.delete(fn);
+  #call(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      // Never a rejected flush: the next flush waits for this one, and the scheduled one is not awaited.
+      this.opts.onSubscriberError?.(err);
+    }
   }
 
   /**
-   * The servers changed after `seq` (each once, with its latest sequence
-   * number and current record), or undefined when `seq` is outside the
-   * resume window. Which changes is decided when called; the records are
-   * read afterwards, so one may be newer than its sequence number says (a
-   * later change of it is published with a higher one).
+   * Calls `batch` with every published batch (in position order, each
+   * position after the last) until the returned function is called; `reset`
+   * when the feed had to skip changes (see #flushOnce).
    */
-  async changesSince(seq: number): Promise<ServerChange[] | undefined> {
-    if (seq > this.seq) return undefined;
-    const oldest = this.recent[0]?.seq ?? this.seq + 1;
-    if (seq < oldest - 1) return undefined;
-    const latest = new Map<string, { seq: number; project: string; hostId: string }>();
-    for (const c of this.recent) {
-      if (c.seq <= seq) continue;
-      latest.delete(c.serverId);
-      latest.set(c.serverId, c);
+  subscribe(batch: (batch: readonly ServerChange[]) => void, reset: () => void = () => {}): () => void {
+    const s = { batch, reset };
+    this.#subscribers.add(s);
+    this.#subscriptions++;
+    return () => this.#subscribers.delete(s);
+  }
+
+  /**
+   * The servers changed after position `seq`, each once at its latest
+   * position, in position order, and `upTo`: every change up to it is among
+   * them or older than `seq`. Undefined when `seq` cannot be resumed from:
+   * beyond the store's head (a token of another database), older than the
+   * changes the store keeps, or more than RESUME_LIMIT changes behind.
+   */
+  async changesSince(seq: number): Promise<{ changes: ServerChange[]; upTo: number } | undefined> {
+    const head = await this.source.serverChangeHead();
+    if (seq > head) return undefined;
+    const latest = new Map<string, ServerChange>();
+    let after = seq;
+    for (;;) {
+      const page = await this.source.serverChangesSince(after, CHANGE_PAGE);
+      if (page === undefined) return undefined;
+      for (const c of page) {
+        // A server changed again while the pages were read comes again, later: keep the latest.
+        latest.delete(c.serverId);
+        latest.set(c.serverId, c);
+      }
+      if (latest.size > RESUME_LIMIT) return undefined;
+      if (page.length < CHANGE_PAGE) break;
+      after = page[page.length - 1]!.seq;
     }
-    return Promise.all(
-      [...latest].map(async ([serverId, c]) => {
-        const server = await this.load(serverId);
-        return { seq: c.seq, serverId, server, project: server?.project ?? c.project, hostId: server?.hostId ?? c.hostId };
-      }),
-    );
+    const changes = [...latest.values()];
+    return { changes, upTo: Math.max(head, after, changes[changes.length - 1]?.seq ?? 0) };
   }
 
-  /** The opaque resume token for "everything up to `seq` was delivered". */
+  /** The opaque resume token for "every change up to position `seq` was delivered". */
   token(seq: number): string {
-    return Buffer.from(`${this.epoch}:${seq}`).toString("base64url");
+    return Buffer.from(`${TOKEN_PREFIX}${seq}`).toString("base64url");
   }
 
-  /** The sequence number in a token from this process, or undefined (other process, garbage). */
+  /** The position in a token, or undefined (not a token of this kind, garbage). */
   parseToken(token: string): number | undefined {
-    const m = /^([a-z2-7]+):(\d+)$/.exec(Buffer.from(token, "base64url").toString());
-    if (!m || m[1] !== this.epoch) return undefined;
-    return Number(m[2]);
+    const m = /^seq:(\d{1,15})$/.exec(Buffer.from(token, "base64url").toString());
+    return m ? Number(m[1]) : undefined;
   }
-}
-
-function stripEmpty(p: Partial<Placement>): Partial<Placement> {
-  const out: Partial<Placement> = {};
-  if (p.project) out.project = p.project;
-  if (p.hostId) out.hostId = p.hostId;
-  return out;
 }

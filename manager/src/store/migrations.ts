@@ -558,4 +558,39 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at, id, url_key);
   `,
   },
+  // 10: the order of server changes, shared by every manager (WatchServers
+  // resume tokens, ledger/server-changes.ts). Each batch that writes a server
+  // record stamps it with the next change_seq (MAX + 1 over records and
+  // tombstones), on PostgreSQL under the ledger lock, so the numbers become
+  // visible in the order they were given (store/postgres/event-log.ts). A
+  // purged server leaves a tombstone with its own number, so a watch resuming
+  // from before the purge hears of it; the oldest tombstones beyond a cap are
+  // dropped and the meta key server_changes_horizon says from where on the
+  // changes are still complete. Records written before this migration keep 0.
+  {
+    description: "server change order: servers.change_seq and server_tombstones (WatchServers resume across managers)",
+    sqlite: `
+  ALTER TABLE servers ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
+  CREATE INDEX servers_change_seq ON servers (change_seq);
+  CREATE TABLE server_tombstones (
+    server_id  TEXT PRIMARY KEY,
+    project    TEXT NOT NULL,
+    host_id    TEXT NOT NULL,
+    change_seq BIGINT NOT NULL
+  );
+  CREATE INDEX server_tombstones_change_seq ON server_tombstones (change_seq);
+  `,
+    postgres: `
+  ALTER TABLE servers ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
+  CREATE INDEX servers_change_seq ON servers (change_seq);
+  CREATE TABLE server_tombstones (
+    server_id  TEXT COLLATE "C" NOT NULL,
+    project    TEXT COLLATE "C" NOT NULL,
+    host_id    TEXT COLLATE "C" NOT NULL,
+    change_seq BIGINT NOT NULL,
+    CONSTRAINT server_tombstones_pkey PRIMARY KEY (server_id)
+  );
+  CREATE INDEX server_tombstones_change_seq ON server_tombstones (change_seq);
+  `,
+  },
 ];

@@ -21,6 +21,7 @@ import type {
   ObservedContainer,
   Role,
   ServerRecord,
+  ServerChangeRecord,
   TokenRecord,
 } from "../domain/records.js";
 import { ConflictError } from "../errors.js";
@@ -122,6 +123,8 @@ export interface ServerRow {
   updated_at: number;
   deleted_at: number | null;
   version: number;
+  /** The position of the record's latest change (migration 10). */
+  change_seq: number;
 }
 
 export function serverFromRow(r: ServerRow): ServerRecord {
@@ -140,6 +143,33 @@ export function serverFromRow(r: ServerRow): ServerRecord {
     deletedAt: r.deleted_at,
     version: Number(r.version),
   };
+}
+
+export interface TombstoneRow {
+  server_id: string;
+  project: string;
+  host_id: string;
+  change_seq: number;
+}
+
+export function tombstoneFromRow(r: TombstoneRow): ServerChangeRecord {
+  return { seq: Number(r.change_seq), serverId: r.server_id, server: undefined, project: r.project, hostId: r.host_id };
+}
+
+/** The meta key of the position before which server changes are incomplete (tombstones dropped; store.ts serverChangesSince). */
+export const SERVER_CHANGES_HORIZON = "server_changes_horizon";
+
+/**
+ * The meta key of the last server change position given (store.ts
+ * serverChangeHead). A counter of its own, not MAX(change_seq): purging the
+ * server with the highest position would hand that position out again.
+ */
+export const SERVER_CHANGE_COUNTER = "server_change_seq";
+
+/** The first `limit` of two lists each in change order, merged in change order (records and tombstones). */
+export function mergeChanges(a: readonly ServerChangeRecord[], b: readonly ServerChangeRecord[], limit: number): ServerChangeRecord[] {
+  if (b.length === 0) return a.slice(0, limit);
+  return [...a, ...b].sort((x, y) => x.seq - y.seq).slice(0, limit);
 }
 
 export interface ObservedRow {

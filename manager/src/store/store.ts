@@ -46,6 +46,7 @@ import type {
   EventQuery,
   TokenRecord,
   ServerFilter,
+  ServerChangeRecord,
   WebhookDeliveryRecord,
 } from "../domain/records.js";
 import type { SecretBox } from "./secrets.js";
@@ -230,6 +231,13 @@ export interface CommitResult {
   droppedDeliveries?: readonly { id: string; urlKey: string }[];
 }
 
+/**
+ * Tombstones of purged servers kept for WatchServers resumes (migration 10).
+ * A resume token older than the oldest kept gets a fresh snapshot; 10,000
+ * purges is far more than happen between a watch's reconnects.
+ */
+export const SERVER_TOMBSTONES_KEPT = 10_000;
+
 /** The lease row holding host `hostId`'s ownership (host.take): `host:<id>`. */
 export function hostLeaseName(hostId: string): string {
   return `host:${hostId}`;
@@ -274,6 +282,28 @@ export interface ServerReads {
   listServers(f?: ServerFilter): Promise<ServerRecord[]>;
   /** Including soft-deleted ones, whose containers may still need removal. */
   serverIdsOnHost(hostId: string): Promise<string[]>;
+  /**
+   * The position of the latest committed server change (servers.change_seq or
+   * a tombstone's), 0 when none. Every change committed later has a greater one.
+   */
+  serverChangeHead(): Promise<number>;
+  /**
+   * Each server whose latest change is after `after` (its current record, or
+   * its tombstone when purged), in change order, at most `limit`. Undefined
+   * when `after` is older than the changes the store keeps (the oldest
+   * tombstones beyond SERVER_TOMBSTONES_KEPT were dropped): read a snapshot
+   * instead. On PostgreSQL, positions become visible in their order (they are
+   * given under the ledger lock), so reading on from the last one returned
+   * never skips a change that commits later.
+   */
+  serverChangesSince(after: number, limit: number): Promise<ServerChangeRecord[] | undefined>;
+  /**
+   * listServers and the position of the latest server change it reflects,
+   * read together (one snapshot on PostgreSQL): every change after `seq` is
+   * newer than what the list shows.
+   */
+  listServersAt(f?: ServerFilter): Promise<{ servers: ServerRecord[]; seq: number }>;
+
   allServerIds(): Promise<string[]>;
   countServersByHost(): Promise<Map<string, number>>;
   serverPlacements(): Promise<{ id: string; project: string; name: string; hostId: string; image: string; createdAt: number; adoptedContainerId?: string }[]>;

@@ -5,7 +5,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { requirePostgres, useTestDatabase } from "../../../../test/harness/postgres-tests.js";
-import { appendEvents, LEDGER_LOCK_KEY, readEventsAfter } from "./event-log.js";
+import { appendEvents, LEDGER_LOCK_KEY, readEventsAfter, stampServerChanges } from "./event-log.js";
 import { migratePostgres } from "./migrate.js";
 
 const provided = requirePostgres();
@@ -292,6 +292,44 @@ describe.skipIf(!provided.url)("ledger order on PostgreSQL (appendEvents)", () =
     expect(await append2.promise).toEqual([2]);
     await t2.query("COMMIT");
     expect((await readEventsAfter(pool, 0, 10)).map((e) => e.type)).toEqual(["test.kept"]);
+  });
+
+  it("server change positions: a second writer waits until the first commits, a reader going on from the last position never skips the first", async () => {
+    await pool.query("TRUNCATE servers, server_tombstones");
+    await pool.query("DELETE FROM meta WHERE key = 'server_change_seq'");
+    for (const id of ["srv_a", "srv_b"]) {
+      await pool.query(
+        `INSERT INTO servers (id, project, name, host_id, generation, spec_json, status_json, phase, data_initialized, lifecycle_json, created_at, updated_at, deleted_at, version)
+         VALUES ($1, 'p', $1, 'host_1', 1, '{}', '{}', 'RUNNING', 0, '{}', 1, 1, NULL, 1)`,
+        [id],
+      );
+    }
+    const positions = async (after: number) =>
+      (await pool.query<{ id: string; change_seq: string }>("SELECT id, change_seq FROM servers WHERE change_seq > $1 ORDER BY change_seq", [after])).rows.map(
+        (r) => `${r.id}@${Number(r.change_seq)}`,
+      );
+    const t1 = await connect();
+    const t2 = await connect();
+    const pid2 = await backendPid(t2);
+    // T1 writes srv_a and is stamped first, then stalls before COMMIT (a slow manager).
+    await t1.query("BEGIN");
+    await t1.query("UPDATE servers SET version = version + 1 WHERE id = 'srv_a'");
+    await stampServerChanges(t1, ["srv_a"], new Map(), 100);
+    // T2 writes srv_b and would commit first.
+    await t2.query("BEGIN");
+    await t2.query("UPDATE servers SET version = version + 1 WHERE id = 'srv_b'");
+    const stamp2 = track(stampServerChanges(t2, ["srv_b"], new Map(), 100));
+    // T2 waits for the ledger lock (PostgreSQL says so), so it cannot take a position and commit before T1.
+    await waitingForLedgerLock(pool, pid2);
+    expect(stamp2.settled()).toBe(false);
+    expect(await positions(0)).toEqual([]);
+
+    await t1.query("COMMIT");
+    await stamp2.promise;
+    // The reader sees srv_a and moves on to its position; srv_b's comes after it.
+    expect(await positions(0)).toEqual(["srv_a@1"]);
+    await t2.query("COMMIT");
+    expect(await positions(1)).toEqual(["srv_b@2"]);
   });
 
   it("refuses to append outside a transaction (the lock would order nothing) and writes nothing", async () => {

@@ -48,7 +48,7 @@
  */
 import type pg from "pg";
 import type { EventInput, EventRecord } from "../../domain/records.js";
-import { eventFromRow, type EventRow } from "../rows.js";
+import { eventFromRow, SERVER_CHANGE_COUNTER, SERVER_CHANGES_HORIZON, type EventRow } from "../rows.js";
 
 /**
  * The advisory lock key that orders ledger appends: the ASCII bytes of
@@ -114,6 +114,63 @@ export async function appendEvents(client: pg.ClientBase, events: readonly Event
     [cols.time, cols.project, cols.serverId, cols.hostId, cols.type, cols.reason, cols.message, cols.actor, cols.correlationId, cols.payloadJson],
   );
   return rows.map((r) => toId(r.id)).sort((a, b) => a - b);
+}
+
+/**
+ * Gives each server the transaction wrote the next change positions
+ * (servers.change_seq, migration 10), or a tombstone for one it purged
+ * (`purged`), under the ledger lock: like event ids, positions then become
+ * visible in the order they were given, so a reader going on from the last
+ * position it saw (store.ts serverChangesSince) never skips a change that
+ * commits later. Run it after the transaction's other writes, right before
+ * its events and COMMIT (it holds the lock until then). Positions come
+ * from a counter in meta (SERVER_CHANGE_COUNTER), moved on after the lock is
+ * taken, so they have no gaps. Besides that row, which only holders of the
+ * ledger lock write, it touches only rows the transaction already wrote, so it
+ * waits for no row lock while it holds the ledger lock. Drops the oldest tombstones beyond `keep` and moves the
+ * horizon past them.
+ */
+export async function stampServerChanges(
+  client: pg.ClientBase,
+  ids: Iterable<string>,
+  purged: ReadonlyMap<string, { project: string; hostId: string }>,
+  keep: number,
+): Promise<void> {
+  const live: string[] = [];
+  const gone: string[] = [];
+  for (const id of ids) (purged.has(id) ? gone : live).push(id);
+  if (live.length === 0 && gone.length === 0) return;
+  await client.query("SELECT pg_advisory_xact_lock($1::int8)", [LEDGER_LOCK_KEY.toString()]);
+  // The counter moves on by the batch's count; `head` is where it stood.
+  const { rows } = await client.query<{ value: string }>(
+    `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = (meta.value::int8 + $2::int8)::text RETURNING value`,
+    [SERVER_CHANGE_COUNTER, String(live.length + gone.length)],
+  );
+  const head = Number(rows[0]!.value) - live.length - gone.length;
+  if (live.length > 0) {
+    await client.query(
+      "UPDATE servers AS s SET change_seq = $2::int8 + c.n FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) WHERE s.id = c.id",
+      [live, head],
+    );
+  }
+  if (gone.length === 0) return;
+  await client.query(
+    `INSERT INTO server_tombstones (server_id, project, host_id, change_seq)
+     SELECT c.id, c.project, c.host_id, $4::int8 + c.n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS c(id, project, host_id, n)
+     ON CONFLICT (server_id) DO UPDATE SET change_seq = excluded.change_seq`,
+    [gone, gone.map((id) => purged.get(id)!.project), gone.map((id) => purged.get(id)!.hostId), head + live.length],
+  );
+  const dropped = await client.query<{ m: string | number | null }>(
+    `WITH d AS (DELETE FROM server_tombstones WHERE change_seq <= (SELECT change_seq FROM server_tombstones ORDER BY change_seq DESC LIMIT 1 OFFSET ${Math.floor(keep)}) RETURNING change_seq)
+     SELECT MAX(change_seq) AS m FROM d`,
+  );
+  const horizon = dropped.rows[0]?.m;
+  if (horizon !== null && horizon !== undefined) {
+    await client.query(
+      "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      [SERVER_CHANGES_HORIZON, String(Number(horizon))],
+    );
+  }
 }
 
 /**

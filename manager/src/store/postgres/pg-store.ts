@@ -23,10 +23,14 @@ import {
   hostFromRow,
   leaseFromRow,
   observedFromRow,
+  mergeChanges,
   serverFromRow,
+  SERVER_CHANGES_HORIZON,
+  SERVER_CHANGE_COUNTER,
   storable,
   storableText,
   tokenFromRow,
+  tombstoneFromRow,
   type AlertRow,
   type CommandRow,
   type EventRow,
@@ -35,14 +39,15 @@ import {
   type ObservedRow,
   type ServerRow,
   type TokenRow,
+  type TombstoneRow,
   webhookDeliveryFromRow,
   type WebhookDeliveryRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
-import type { Committed, CommitResult, OpenStoreOptions, Store, StoreMeta, WriteOp } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type OpenStoreOptions, type Store, type StoreMeta, type WriteOp } from "../store.js";
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
-import { appendEvents } from "./event-log.js";
+import { appendEvents, stampServerChanges } from "./event-log.js";
 import { COMMIT_CHANNEL, CommitListener, decodeCommitNotice, encodeCommitNotice, listenClient, type CommitNotice } from "./pg-listen.js";
 import { migratePostgres } from "./migrate.js";
 import { OpenCommandTaken, PgBatch, newEffects, setMeta, type Effects } from "./pg-writes.js";
@@ -190,6 +195,8 @@ export class PostgresStore implements Store {
       const batch = new PgBatch(client, this.secrets, fx);
       await batch.lockInOrder(ops);
       for (const o of ops) if (o.op !== "event.append") await batch.apply(o);
+      // The servers' change positions, then the events, under the ledger lock (held until COMMIT).
+      if (fx.serverIds.size > 0) await stampServerChanges(client, fx.serverIds, fx.purged, SERVER_TOMBSTONES_KEPT);
       // Events last, under the ledger lock (held until COMMIT): ids in commit order.
       await this.#appendEvents(client, ops.filter((o): o is EventAppend => o.op === "event.append"), fx);
       // The notice inside the transaction: sent only if it commits, at its COMMIT, in commit order.
@@ -433,22 +440,46 @@ export class PostgresStore implements Store {
   }
 
   async listServers(f: ServerFilter = {}) {
-    const where: string[] = [];
-    const { args, p } = params();
-    if (f.project !== undefined) where.push(`project = ${p(f.project)}`);
-    if (f.hostId) where.push(`host_id = ${p(f.hostId)}`);
-    if (!f.includeDeleted) where.push("deleted_at IS NULL");
-    if (f.phases && f.phases.length > 0) where.push(`phase = ANY(${p([...f.phases])}::text[])`);
-    if (f.before) {
-      const at = p(f.before.createdAt);
-      where.push(`(created_at < ${at} OR (created_at = ${at} AND id < ${p(f.before.id)}))`);
-    }
-    const sql =
-      "SELECT * FROM servers" +
-      (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
-      " ORDER BY created_at DESC, id DESC" +
-      (f.limit ? ` LIMIT ${limitOf(f.limit)}` : "");
+    const { sql, args } = listServersQuery(f);
     return (await this.#rows<ServerRow>(sql, args)).map(serverFromRow);
+  }
+
+  async listServersAt(f: ServerFilter = {}) {
+    const { sql, args } = listServersQuery(f);
+    // One snapshot for both reads: the list shows exactly the changes up to `seq`.
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      const head = await client.query<{ m: number | null }>(SERVER_CHANGE_HEAD);
+      const rows = await client.query<ServerRow>(sql, args.map((a) => (typeof a === "string" ? storableText(a) : a)));
+      await client.query("COMMIT");
+      return { servers: rows.rows.map(serverFromRow), seq: Number(head.rows[0]?.m ?? 0) };
+    } catch (err) {
+      broken = isConnectionError(err);
+      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
+      throw storeError(err);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async serverChangeHead() {
+    const [r] = await this.#rows<{ m: number | null }>(SERVER_CHANGE_HEAD);
+    return Number(r?.m ?? 0);
+  }
+
+  async serverChangesSince(after: number, limit: number) {
+    const [h] = await this.#rows<{ value: string }>("SELECT value FROM meta WHERE key = $1", [SERVER_CHANGES_HORIZON]);
+    if (after < Number(h?.value ?? 0)) return undefined;
+    const n = limitOf(Math.max(1, limit));
+    const live = await this.#rows<ServerRow>(`SELECT * FROM servers WHERE change_seq > $1 ORDER BY change_seq LIMIT ${n}`, [after]);
+    const gone = await this.#rows<TombstoneRow>(`SELECT * FROM server_tombstones WHERE change_seq > $1 ORDER BY change_seq LIMIT ${n}`, [after]);
+    return mergeChanges(
+      live.map((r) => ({ seq: Number(r.change_seq), serverId: r.id, server: serverFromRow(r), project: r.project, hostId: r.host_id })),
+      gone.map(tombstoneFromRow),
+      n,
+    );
   }
 
   async serverIdsOnHost(hostId: string) {
@@ -788,3 +819,26 @@ const RETRY_PAUSE_MS = 10;
 
 /** How much longer than the lock wait the probe's write may take before it counts as failed. */
 const PROBE_WRITE_ALLOWANCE_MS = 2_000;
+
+/** The SELECT behind listServers, with its parameters. */
+function listServersQuery(f: ServerFilter): { sql: string; args: unknown[] } {
+  const where: string[] = [];
+  const { args, p } = params();
+  if (f.project !== undefined) where.push(`project = ${p(f.project)}`);
+  if (f.hostId) where.push(`host_id = ${p(f.hostId)}`);
+  if (!f.includeDeleted) where.push("deleted_at IS NULL");
+  if (f.phases && f.phases.length > 0) where.push(`phase = ANY(${p([...f.phases])}::text[])`);
+  if (f.before) {
+    const at = p(f.before.createdAt);
+    where.push(`(created_at < ${at} OR (created_at = ${at} AND id < ${p(f.before.id)}))`);
+  }
+  const sql =
+    "SELECT * FROM servers" +
+    (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
+    " ORDER BY created_at DESC, id DESC" +
+    (f.limit ? ` LIMIT ${limitOf(f.limit)}` : "");
+  return { sql, args };
+}
+
+/** The latest server change position (store.ts serverChangeHead): records and tombstones. */
+const SERVER_CHANGE_HEAD = `SELECT COALESCE((SELECT value::int8 FROM meta WHERE key = '${SERVER_CHANGE_COUNTER}'), 0) AS m`;

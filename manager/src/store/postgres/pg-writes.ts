@@ -35,6 +35,8 @@ export interface Effects {
   touched: Set<string>;
   /** Servers whose record the batch wrote (not merely named by an event). */
   serverIds: Set<string>;
+  /** Servers the batch purged, with where they lived (their tombstones). */
+  purged: Map<string, { project: string; hostId: string }>;
   hostIds: Set<string>;
   /** host.take's new epochs, by lease name. */
   leaseEpochs: Map<string, number>;
@@ -45,7 +47,7 @@ export interface Effects {
 }
 
 export function newEffects(): Effects {
-  return { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
+  return { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), purged: new Map(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
 }
 
 /**
@@ -205,8 +207,10 @@ export class PgBatch {
         return;
       }
       case "server.delete": {
-        const r = await this.q("DELETE FROM servers WHERE id = $1", [o.id]);
-        if (r.rowCount === 0) throw new NotFoundError("server", o.id);
+        const r = await this.q<{ project: string; host_id: string }>("DELETE FROM servers WHERE id = $1 RETURNING project, host_id", [o.id]);
+        const gone = r.rows[0];
+        if (!gone) throw new NotFoundError("server", o.id);
+        fx.purged.set(o.id, { project: gone.project, hostId: gone.host_id });
         await this.q("DELETE FROM server_ports WHERE server_id = $1", [o.id]);
         await this.q("DELETE FROM data_dirs WHERE server_id = $1", [o.id]);
         // As SqliteTables.deleteServerRecord: nothing may be resent for a server that no longer exists.

@@ -26,6 +26,8 @@ interface Effects {
   touched: Set<string>;
   /** Servers whose record the batch wrote (not merely named by an event). */
   serverIds: Set<string>;
+  /** Servers the batch purged, with where they lived (their tombstones). */
+  purged: Map<string, { project: string; hostId: string }>;
   hostIds: Set<string>;
   leaseEpochs: Map<string, number>;
   /** Tokens inserted or revoked (Committed.tokenIds). */
@@ -58,10 +60,12 @@ export class SqliteStore implements StoreContract {
   commit(batch: readonly WriteOp[]): Promise<CommitResult> {
     // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
     const ops = storable(batch);
-    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
+    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), purged: new Map(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
     try {
       this.tables.transaction(() => {
         for (const o of ops) if (o.op !== "event.append") this.#apply(o, fx);
+        // Before the events, as PostgreSQL stamps them under the ledger lock.
+        if (fx.serverIds.size > 0) this.tables.stampServerChanges(fx.serverIds, fx.purged);
         // Events last: they explain the changes above, and on PostgreSQL they are appended under the ledger lock.
         for (const o of ops) if (o.op === "event.append") this.#apply(o, fx);
       });
@@ -114,11 +118,13 @@ export class SqliteStore implements StoreContract {
         if (s.version !== o.expectVersion) throw new ConflictError(`server ${s.name} was changed meanwhile (version ${s.version}, expected ${o.expectVersion}): read it again and retry`);
         return;
       }
-      case "server.delete":
-        if (!t.getServer(o.id)) throw new NotFoundError("server", o.id);
-        t.deleteServerRecord(o.id);
+      case "server.delete": {
+        const gone = t.deleteServerRecord(o.id);
+        if (!gone) throw new NotFoundError("server", o.id);
+        fx.purged.set(o.id, gone);
         fx.serverIds.add(o.id);
         return;
+      }
       case "command.insert":
         t.insertCommand({ command: o.command, hostId: o.hostId, createdAt: o.createdAt, deadlineAt: o.deadlineAt });
         return;
@@ -285,6 +291,9 @@ export class SqliteStore implements StoreContract {
   async findServerByName(project: string, name: string) { return this.tables.findServerByName(project, name); }
   async listServers(f?: Parameters<Tables["listServers"]>[0]) { return this.tables.listServers(f); }
   async serverIdsOnHost(hostId: string) { return this.tables.serverIdsOnHost(hostId); }
+  async serverChangeHead() { return this.tables.serverChangeHead(); }
+  async serverChangesSince(after: number, limit: number) { return this.tables.serverChangesSince(after, limit); }
+  async listServersAt(f?: Parameters<Tables["listServers"]>[0]) { return { servers: this.tables.listServers(f), seq: this.tables.serverChangeHead() }; }
   async allServerIds() { return this.tables.allServerIds(); }
   async countServersByHost() { return this.tables.countServersByHost(); }
   async serverPlacements() { return this.tables.serverPlacements(); }

@@ -29,11 +29,13 @@ import type {
   Lifecycle,
   NewServerRecord,
   ObservedContainer,
+  ServerChangeRecord,
   ServerFilter,
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow } from "../rows.js";
+import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, tombstoneFromRow, mergeChanges, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
+import { SERVER_TOMBSTONES_KEPT } from "../store.js";
 
 /**
  * The only code that speaks SQL. Narrow, synchronous (better-sqlite3), and
@@ -426,16 +428,66 @@ export class SqliteTables {
     }
   }
 
-  deleteServerRecord(id: string): void {
-    this.transaction(() => {
-      this.db.prepare("DELETE FROM servers WHERE id = ?").run(id);
+  /** Deletes the record and what goes with it; returns where it lived (for its tombstone), undefined when there was none. */
+  deleteServerRecord(id: string): { project: string; hostId: string } | undefined {
+    return this.transaction(() => {
+      const gone = this.db.prepare("DELETE FROM servers WHERE id = ? RETURNING project, host_id").get(id) as { project: string; host_id: string } | undefined;
       this.db.prepare("DELETE FROM server_ports WHERE server_id = ?").run(id);
       this.db.prepare("DELETE FROM data_dirs WHERE server_id = ?").run(id);
       // Nothing may be resent for a server that no longer exists, and its finished
       // commands have nothing left to explain: all go with the record, so retention
       // need not look for commands of missing servers on every pass.
       this.db.prepare("DELETE FROM commands WHERE server_id = ?").run(id);
+      return gone && { project: gone.project, hostId: gone.host_id };
     });
+  }
+
+  // --- the order of server changes (migration 10; store.ts serverChangesSince) ---
+
+  /** store.ts serverChangeHead. */
+  serverChangeHead(): number {
+    return Number(this.getMeta(SERVER_CHANGE_COUNTER) ?? 0);
+  }
+
+  /**
+   * Gives each server a batch wrote the next change positions (inside the
+   * batch's transaction; SQLite has one writer, so they follow commit
+   * order): its record, or a tombstone for one the batch purged (`purged`).
+   * Drops the oldest tombstones beyond SERVER_TOMBSTONES_KEPT and moves the
+   * horizon past them.
+   */
+  stampServerChanges(ids: Iterable<string>, purged: ReadonlyMap<string, { project: string; hostId: string }>): void {
+    let next = this.serverChangeHead();
+    const stamp = this.db.prepare("UPDATE servers SET change_seq = ? WHERE id = ?");
+    const bury = this.db.prepare(
+      "INSERT INTO server_tombstones (server_id, project, host_id, change_seq) VALUES (?, ?, ?, ?) ON CONFLICT (server_id) DO UPDATE SET change_seq = excluded.change_seq",
+    );
+    for (const id of ids) {
+      const p = purged.get(id);
+      if (p) bury.run(id, p.project, p.hostId, ++next);
+      else stamp.run(++next, id);
+    }
+    this.setMeta(SERVER_CHANGE_COUNTER, String(next));
+    if (purged.size === 0) return;
+    const dropped = this.db
+      .prepare(
+        `DELETE FROM server_tombstones WHERE change_seq <= (SELECT change_seq FROM server_tombstones ORDER BY change_seq DESC LIMIT 1 OFFSET ${SERVER_TOMBSTONES_KEPT}) RETURNING change_seq`,
+      )
+      .all() as { change_seq: number | bigint }[];
+    if (dropped.length > 0) this.setMeta(SERVER_CHANGES_HORIZON, String(Math.max(...dropped.map((d) => Number(d.change_seq)))));
+  }
+
+  /** store.ts serverChangesSince. */
+  serverChangesSince(after: number, limit: number): ServerChangeRecord[] | undefined {
+    if (after < Number(this.getMeta(SERVER_CHANGES_HORIZON) ?? 0)) return undefined;
+    const n = Math.max(1, Math.floor(limit));
+    const live = (this.db.prepare(`SELECT * FROM servers WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as ServerRow[]).map(
+      (r): ServerChangeRecord => ({ seq: Number(r.change_seq), serverId: r.id, server: serverFromRow(r), project: r.project, hostId: r.host_id }),
+    );
+    const gone = (
+      this.db.prepare(`SELECT * FROM server_tombstones WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as TombstoneRow[]
+    ).map(tombstoneFromRow);
+    return mergeChanges(live, gone, n);
   }
 
   // --- observations -------------------------------------------------------------
