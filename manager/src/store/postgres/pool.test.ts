@@ -94,7 +94,7 @@ describe.skipIf(!provided.url)("the store's pool", () => {
     const err = await pool.query("SELECT 1").then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(StorePoolBusyError);
     expect(err).toBeInstanceOf(UnavailableError);
-    expect((err as Error).message).toMatch(/^the database connection pool is busy \(1 waiting for 1 connections; this request waited 0\.\d s\).*retry/);
+    expect((err as Error).message).toMatch(/^the database connection pool is busy \(1 waiting for 1 connection; this request waited 0\.\d s\).*retry/);
     expect((err as Error).message).not.toMatch(/unreachable/);
     expect(isConnectionError(err)).toBe(false);
     expect(storeError(err)).toBe(err);
@@ -112,7 +112,7 @@ describe.skipIf(!provided.url)("the store's pool", () => {
     // Refused without waiting (the wait limit is a minute, beyond the test's timeout).
     const err = await pool.query("SELECT 3").then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(StorePoolBusyError);
-    expect((err as Error).message).toMatch(/^the database connection pool is busy \(1 waiting for 1 connections; no room to wait\)/);
+    expect((err as Error).message).toMatch(/^the database connection pool is busy \(1 waiting for 1 connection; no room to wait\)/);
     expect(isConnectionError(err)).toBe(false);
     await unlock();
     expect((await first).ok).toBe(true);

@@ -120,7 +120,7 @@ export class StorePoolBusyError extends UnavailableError {
     waitedMs: number,
   ) {
     super(
-      `the database connection pool is busy (${waiting} waiting for ${connections} connections; ${
+      `the database connection pool is busy (${waiting} waiting for ${connections} connection${connections === 1 ? "" : "s"}; ${
         reason === "timeout" ? `this request waited ${Math.round(waitedMs / 100) / 10} s` : "no room to wait"
       }); PostgreSQL is up but this manager has more concurrent work than its connections serve: retry with backoff, and if it persists spread the load over more managers or look for slow statements in pg_stat_activity`,
     );
