@@ -51,7 +51,7 @@ import { appendEvents, stampServerChanges } from "./event-log.js";
 import { COMMIT_CHANNEL, CommitListener, decodeCommitNotice, encodeCommitNotice, listenClient, type CommitNotice } from "./pg-listen.js";
 import { migratePostgres } from "./migrate.js";
 import { OpenCommandTaken, PgBatch, newEffects, setMeta, type Effects } from "./pg-writes.js";
-import { createStorePool, isConnectionError, isTransactionAborted, pgErrorOf, storeError } from "./pool.js";
+import { createStorePool, isConnectionError, isTransactionAborted, pgErrorOf, storeError, type StorePool } from "./pool.js";
 
 type CommitSubscriber = (c: Committed) => void;
 type EventAppend = Extract<WriteOp, { op: "event.append" }>;
@@ -114,7 +114,7 @@ function cannotOpen(description: string, err: unknown): Error {
   return u;
 }
 
-async function getMeta(db: pg.Pool | pg.ClientBase, key: string): Promise<string | undefined> {
+async function getMeta(db: StorePool | pg.ClientBase, key: string): Promise<string | undefined> {
   const { rows } = await db.query<{ value: string }>("SELECT value FROM meta WHERE key = $1", [key]);
   return rows[0]?.value;
 }
@@ -151,7 +151,7 @@ export class PostgresStore implements Store {
 
   constructor(
     readonly description: string,
-    private readonly pool: pg.Pool,
+    private readonly pool: StorePool,
     private readonly secrets: SecretBox | undefined,
     private readonly onListenerError: (err: unknown) => void = () => {},
   ) {}
