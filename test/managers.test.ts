@@ -25,7 +25,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
-import { DesiredState, Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, WatchChange, type Server, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { requirePostgres } from "./harness/postgres-tests.js";
 import { createDatabase, dropDatabase, uniqueDatabaseName } from "./harness/postgres.js";
@@ -205,6 +205,47 @@ describe.skipIf(!pg.url)("several managers on one PostgreSQL database", () => {
     ac2.abort();
     await w2;
     expect(resumed.slice(0, all.filter((id) => id > mid).length)).toEqual(all.filter((id) => id > mid));
+  });
+
+  it("WatchServers: a resume token from one manager resumes on the other, with only what changed since", async () => {
+    const a = owner();
+    const s = await createOn(managers[a]!);
+    const ac = new AbortController();
+    const it1 = managers[1 - a]!.servers.watchServers({}, { signal: ac.signal })[Symbol.asyncIterator]();
+    const next = async (it: AsyncIterator<WatchServersResponse>) => (await it.next()).value as WatchServersResponse;
+    let m = await next(it1);
+    while (m.change !== WatchChange.SNAPSHOT_END) m = await next(it1);
+    await managers[a]!.servers.stopServer({ id: s.id });
+    // The stop's changes as the other manager streams them, up to STOPPED: its token is the resume point.
+    let token = "";
+    for (;;) {
+      m = await next(it1);
+      if (m.server?.id !== s.id) continue;
+      token = m.resumeToken;
+      if (m.server.status?.phase === Phase.STOPPED) break;
+    }
+    ac.abort();
+    await it1.return?.().catch(() => {});
+    // While away: started through the owner.
+    await managers[a]!.servers.startServer({ id: s.id });
+    await waitForPhase(managers[a]!, s.id, Phase.RUNNING);
+    const ac2 = new AbortController();
+    const it2 = managers[a]!.servers.watchServers({ resumeToken: token }, { signal: ac2.signal })[Symbol.asyncIterator]();
+    const resumed: WatchServersResponse[] = [];
+    for (;;) {
+      const r = await next(it2);
+      resumed.push(r);
+      if (r.change === WatchChange.SNAPSHOT_END) break;
+    }
+    ac2.abort();
+    await it2.return?.().catch(() => {});
+    // Not a snapshot: the servers changed since (this one once, at its latest state; another
+    // test's server may still be settling), then SNAPSHOT_END.
+    expect(resumed.filter((r) => r.change === WatchChange.SNAPSHOT)).toEqual([]);
+    const mine = resumed.filter((r) => r.server?.id === s.id);
+    expect(mine.map((r) => WatchChange[r.change])).toEqual(["UPSERT"]);
+    expect(mine[0]!.server!.status!.phase).toBe(Phase.RUNNING);
+    expect(resumed.at(-1)!.change).toBe(WatchChange.SNAPSHOT_END);
   });
 
   it("stop through one manager and start through the other at the same moment, 100 rounds: every accepted change is in the ledger once, the last accepted wins, one container", async () => {

@@ -60,8 +60,7 @@ export class ServerChangeFeed {
   #subscriptions = 0;
   #retry: NodeJS.Timeout | undefined;
   #closed = false;
-  /** Resolves once the feed knows where the store's changes stand (waits out an unreachable database). */
-  readonly ready: Promise<void>;
+  #init: Promise<void> | undefined;
 
   constructor(
     private readonly source: ChangeSource,
@@ -71,8 +70,17 @@ export class ServerChangeFeed {
       /** A subscriber threw (a bug): the others still get the batch, and the feed goes on. */
       onSubscriberError?: (err: unknown) => void;
     } = {},
-  ) {
-    this.ready = this.#flushing = this.#start();
+  ) {}
+
+  /**
+   * Resolves once the feed knows where the store's changes stand (its first
+   * read of the head, made on first use; an unreachable database is waited out).
+   * A watch awaits it before reading its snapshot, so the feed never starts
+   * after the snapshot's position.
+   */
+  get ready(): Promise<void> {
+    this.#init ??= this.#start();
+    return this.#init;
   }
 
   async #start(): Promise<void> {
@@ -119,7 +127,12 @@ export class ServerChangeFeed {
 
   async #flushOnce(): Promise<void> {
     this.#scheduled = false;
-    if (this.#closed || this.#seq === undefined) return;
+    if (this.#closed) return;
+    if (this.#seq === undefined) {
+      // Not used yet: learning the head is all there is to do (nothing before it is published).
+      await this.ready;
+      return;
+    }
     try {
       if (this.#subscribers.size === 0) {
         // Nobody to tell: only keep up with where the store stands, so the next watch's feed
@@ -165,7 +178,8 @@ export class ServerChangeFeed {
   /**
    * Calls `batch` with every published batch (in position order, each
    * position after the last) until the returned function is called; `reset`
-   * when the feed had to skip changes (see #flushOnce).
+   * when the feed had to skip changes (see #flushOnce). Await `ready` first:
+   * changes committed before the feed's first read of the head are not published.
    */
   subscribe(batch: (batch: readonly ServerChange[]) => void, reset: () => void = () => {}): () => void {
     const s = { batch, reset };

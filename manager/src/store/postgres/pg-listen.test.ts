@@ -151,6 +151,7 @@ describe.skipIf(!provided.url || testEngine() !== "postgres")("the change feed b
     const [a, b] = await twoManagers();
     const ledgerB = new Ledger(b);
     ledgerB.follow(b);
+    await ledgerB.servers.ready;
     const seen: number[] = [];
     ledgerB.subscribe((id) => seen.push(id));
     const changed: string[] = [];
