@@ -12,7 +12,7 @@ import type { Committed, Store } from "../store/store.js";
 import { hostLeaseName } from "../store/store.js";
 import { newServer, sameDatabase, testStore } from "../../testing/store.js";
 import { wakeForRemoteCommits } from "../reconcile/remote-commits.js";
-import { HostOwnership, mayReconcileHost } from "./host-ownership.js";
+import { fencedCommit, HostOwnership, mayReconcileHost } from "./host-ownership.js";
 
 const T0 = 1_700_000_000_000;
 const log = pino({ level: "silent" });
@@ -99,6 +99,26 @@ describe("HostOwnership", () => {
     expect(await a.getMeta("decision")).toBeUndefined();
     await b.commit([...B.fence("h_1", T0 + 1), { op: "meta.set", key: "decision", value: "mi_b" }]);
     expect(await a.getMeta("decision")).toBe("mi_b");
+  });
+
+  it("fencedCommit: the owner's batch commits; taken before another manager took the host, it is refused, writes nothing and drops the host here (onLost)", async () => {
+    const { a, b } = await twoManagers();
+    const A = ownership(a, "mi_a");
+    const B = ownership(b, "mi_b");
+    const lost: string[] = [];
+    A.onLost((hostId, err) => lost.push(`${hostId}:${err.current?.holder}`));
+    await A.take("h_1");
+    await fencedCommit(a, A, "h_1", T0 + 1)([{ op: "meta.set", key: "decision", value: "mi_a" }]);
+    expect(await a.getMeta("decision")).toBe("mi_a");
+    const stale = fencedCommit(a, A, "h_1", T0 + 1);
+    await B.take("h_1");
+    await expect(stale([{ op: "meta.set", key: "decision", value: "late" }])).rejects.toBeInstanceOf(HostOwnershipLostError);
+    expect(await a.getMeta("decision")).toBe("mi_a");
+    expect(lost).toEqual(["h_1:mi_b"]);
+    expect(A.owns("h_1")).toBe(false);
+    // One manager (no ownership): nothing to fence, the batch commits as it is.
+    await fencedCommit(a, undefined, "h_1", T0 + 1)([{ op: "meta.set", key: "decision", value: "alone" }]);
+    expect(await a.getMeta("decision")).toBe("alone");
   });
 
   it("a term that only lapsed (the database was out longer than the TTL) and nobody took: the refused batch makes the holder renew at once, and it keeps the host", async () => {
