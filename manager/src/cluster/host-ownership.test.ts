@@ -33,6 +33,16 @@ function ownership(store: Store, holder: string, o: { leader?: boolean; now?: ()
   return new HostOwnership({ store, holder, log, isLeader: () => o.leader ?? false, now: o.now ?? (() => T0) });
 }
 
+/** Managers mi_a (A over store a) and mi_b (B over b); `lost` lists each host A lost, as `host:new holder`. */
+async function twoOwners() {
+  const { a, b } = await twoManagers();
+  const A = ownership(a, "mi_a");
+  const B = ownership(b, "mi_b");
+  const lost: string[] = [];
+  A.onLost((hostId, err) => lost.push(`${hostId}:${err.current?.holder}`));
+  return { a, b, A, B, lost };
+}
+
 /**
  * `owner`'s mayReconcile, counting each server's decision: `decided` resolves
  * once `n` were made and the enqueue that follows each had its turn.
@@ -71,11 +81,7 @@ describe("mayReconcileHost: who reconciles a host's servers", () => {
 
 describe("HostOwnership", () => {
   it("the manager whose agent connected last owns the host; the other learns it at its next renewal, stops fencing for it and hears onLost", async () => {
-    const { a, b } = await twoManagers();
-    const A = ownership(a, "mi_a");
-    const B = ownership(b, "mi_b");
-    const lost: string[] = [];
-    A.onLost((hostId, err) => lost.push(`${hostId}:${err.current?.holder}`));
+    const { a, A, B, lost } = await twoOwners();
     expect(await A.take("h_1")).toBe(1);
     expect(await B.take("h_1")).toBe(2);
     expect(A.owns("h_1")).toBe(true); // not noticed yet
@@ -89,9 +95,7 @@ describe("HostOwnership", () => {
   });
 
   it("a batch fenced by a lost term writes nothing; the owner's fenced batch commits", async () => {
-    const { a, b } = await twoManagers();
-    const A = ownership(a, "mi_a");
-    const B = ownership(b, "mi_b");
+    const { a, b, A, B } = await twoOwners();
     await A.take("h_1");
     const stale = A.fence("h_1", T0 + 1);
     await B.take("h_1");
@@ -102,11 +106,7 @@ describe("HostOwnership", () => {
   });
 
   it("fencedCommit: the owner's batch commits; taken before another manager took the host, it is refused, writes nothing and drops the host here (onLost)", async () => {
-    const { a, b } = await twoManagers();
-    const A = ownership(a, "mi_a");
-    const B = ownership(b, "mi_b");
-    const lost: string[] = [];
-    A.onLost((hostId, err) => lost.push(`${hostId}:${err.current?.holder}`));
+    const { a, A, B, lost } = await twoOwners();
     await A.take("h_1");
     await fencedCommit(a, A, "h_1", T0 + 1)([{ op: "meta.set", key: "decision", value: "mi_a" }]);
     expect(await a.getMeta("decision")).toBe("mi_a");
