@@ -184,8 +184,18 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   ledger.follow(opened.contract);
   let initialAdminToken: string | undefined;
   const networks = new NetworkInventory();
-  // Which hosts are connected, here or (PostgreSQL) to another manager of the database; set below.
-  let presence: HostPresence = hub;
+  // Work that must run once among the managers of one database runs on the lease's holder; on
+  // SQLite (one manager per file) the lease is simply always this manager's.
+  const leader = new LeaderLease({ store: opened.contract, holder: newId("mi"), log });
+  // Several managers (PostgreSQL): the manager holding a host's agent stream owns the host
+  // (cluster/host-ownership.ts). SQLite has one manager per file: every host is its own.
+  const ownership = opened.contract.engine === "postgres" ? new HostOwnership({ store: opened.contract, holder: leader.holder, log, isLeader: () => leader.isLeader }) : undefined;
+  // Another manager took a host whose stream is still here: end it (the agent is with the other one).
+  ownership?.onLost((hostId) => hub.disconnect(hostId, "another manager owns this host now"));
+  // Which hosts are connected: with several managers, here or to another manager of the database;
+  // with one, the hub's streams are the whole truth.
+  const clusterPresence = ownership ? new ClusterPresence({ store: opened.contract, local: hub, holder: leader.holder, log }) : undefined;
+  const presence: HostPresence = clusterPresence ?? hub;
   const orphans = new OrphanDetector({ store: opened.contract, isConnected: (id) => presence.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const ledgerServices = createLedgerServices({
     store: opened.contract,
@@ -196,17 +206,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     config: config.ledger,
     orphans: () => orphans.alertViews(),
   });
-  // Work that must run once among the managers of one database runs on the lease's holder; on
-  // SQLite (one manager per file) the lease is simply always this manager's.
-  const leader = new LeaderLease({ store: opened.contract, holder: newId("mi"), log });
   leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
-  // Several managers (PostgreSQL): the manager holding a host's agent stream owns the host
-  // (cluster/host-ownership.ts). SQLite has one manager per file: every host is its own.
-  const ownership = opened.contract.engine === "postgres" ? new HostOwnership({ store: opened.contract, holder: leader.holder, log, isLeader: () => leader.isLeader }) : undefined;
-  // Another manager took a host whose stream is still here: end it (the agent is with the other one).
-  ownership?.onLost((hostId) => hub.disconnect(hostId, "another manager owns this host now"));
-  const clusterPresence = ownership ? new ClusterPresence({ store: opened.contract, local: hub, holder: leader.holder, log }) : undefined;
-  if (clusterPresence) presence = clusterPresence;
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
   const managerPresence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;

@@ -15,7 +15,7 @@ import {
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
 import { ConflictError, HostOwnershipLostError, InvalidArgumentError, UnauthenticatedError, UnavailableError } from "../errors.js";
-import { STALE_OWNER, type HostOwnership } from "../cluster/host-ownership.js";
+import { fencedCommit, STALE_OWNER, type HostOwnership } from "../cluster/host-ownership.js";
 import { hashSecret, newId, newSecret, secretMatches } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub, AgentSession } from "../link/agent-hub.js";
@@ -239,14 +239,12 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         hlog,
         // The check and the start of the commit are one synchronous step: no close slips in between.
         // Several managers: every batch is fenced by this manager's term on the host, so once another
-        // manager took it (the agent moved there), nothing this stream still delivers is stored.
+        // manager took it (the agent moved there), nothing this stream still delivers is stored: the
+        // message is dropped (fencedCommit has marked the host lost, which closes this stream).
         commit: (ops) => {
           if (closed || !hub.isCurrent(session)) return Promise.resolve(undefined);
-          const fence = deps.ownership?.fence(host.id, now()) ?? [];
-          if (fence.length === 0) return store.commit(ops);
-          return store.commit([...fence, ...ops]).catch((err: unknown) => {
+          return fencedCommit(store, deps.ownership, host.id, now())(ops).catch((err: unknown) => {
             if (!(err instanceof HostOwnershipLostError)) throw err;
-            deps.ownership?.lost(err);
             return undefined;
           });
         },
@@ -290,6 +288,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         if (hub.detach(session)) {
           try {
             // Fenced: when the agent moved to another manager, that one has it online; not offline here.
+            // Not through fencedCommit: a refusal is not reported (ownership.lost) here, since the
+            // stream is over and its term is released just below; a lost() racing that release
+            // could renew a term that only lapsed.
             const fence = deps.ownership?.fence(host.id, now()) ?? [];
             await store.commit([...fence, { op: "host.offline", id: host.id }, ledger.op({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" })]);
             hlog.info("agent disconnected");

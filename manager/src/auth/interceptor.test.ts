@@ -1,25 +1,22 @@
-import { create, toJsonString } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createRouterTransport, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { toJsonString } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { AccessService, ListTokensResponseSchema, Role } from "@berth/proto/berth/v1/access_pb.js";
+import { ListTokensResponseSchema, Role } from "@berth/proto/berth/v1/access_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
-import { ServerService, WatchChange, WatchServersResponseSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
-import { createAccessService } from "../api/access-service.js";
-import { errorInterceptor } from "../api/errors.js";
 import { HealthStatus, registerHealth } from "../api/health.js";
 import { Ledger } from "../ledger/ledger.js";
-import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
+import { authApi } from "../../testing/auth-api.js";
 import { testStore } from "../../testing/store.js";
-import { callerOf, type Role as RoleName } from "./caller.js";
-import { authInterceptor } from "./interceptor.js";
+import type { Role as RoleName } from "./caller.js";
 import { AccessLimits } from "./limits.js";
 import { newToken } from "./tokens.js";
 
 /**
- * The interceptor in front of real routing (in memory): AccessService for
- * real, ServerService with only a never-ending WatchServers, and health.
+ * The interceptor in front of real routing (in memory, testing/auth-api.ts):
+ * AccessService for real, ServerService with only a never-ending
+ * WatchServers, an empty HostService, and health.
  */
 const opened: Store[] = [];
 afterEach(async () => {
@@ -31,33 +28,19 @@ async function setup(limits = new AccessLimits({ ratePerSecond: 1000, burst: 100
   opened.push(store);
   const ledger = new Ledger(store);
   ledger.follow(store);
-  const routes = (router: ConnectRouter) => {
-    router.service(AccessService, createAccessService({ store, limits, ledger }));
-    router.service(ServerService, {
-      async *watchServers(_req, ctx) {
-        callerOf(ctx);
-        yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END });
-        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
-      },
-    });
-    router.service(HostService, {});
-    registerHealth(router, new HealthStatus());
-  };
-  const as = (secret?: string): Interceptor => (next) => (req) => {
-    if (secret !== undefined) req.header.set("authorization", `Bearer ${secret}`);
-    return next(req);
-  };
+  const caller = authApi({
+    store,
+    limits,
+    ledger,
+    now,
+    routes: (router) => {
+      router.service(HostService, {});
+      registerHealth(router, new HealthStatus());
+    },
+  });
   const clients = (secret?: string) => {
-    const t = createRouterTransport(routes, {
-      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), authInterceptor({ store, limits, now })] },
-      transport: { interceptors: [as(secret)] },
-    });
-    return {
-      access: createClient(AccessService, t),
-      servers: createClient(ServerService, t),
-      hosts: createClient(HostService, t),
-      health: createClient(Health, t),
-    };
+    const { transport, access, servers } = caller(secret);
+    return { access, servers, hosts: createClient(HostService, transport), health: createClient(Health, transport) };
   };
   /** A token stored as AccessService stores one. */
   const mint = async (t: { name: string; role: RoleName; project: string | null; createdBy: string; now: number }) => {

@@ -1,16 +1,10 @@
-import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createRouterTransport, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
-import { ServerService, WatchChange, WatchServersResponseSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { createAccessService } from "../api/access-service.js";
-import { errorInterceptor } from "../api/errors.js";
+import type { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { Ledger } from "../ledger/ledger.js";
-import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
+import { authApi } from "../../testing/auth-api.js";
 import { twoManagerStores } from "../../testing/store.js";
-import { callerOf } from "./caller.js";
-import { authInterceptor } from "./interceptor.js";
 import { AccessLimits } from "./limits.js";
 import { closeStreamsOfRevokedTokens } from "./revocations.js";
 import { newToken } from "./tokens.js";
@@ -31,7 +25,7 @@ async function twoManagers(): Promise<[Store, Store]> {
   return two.stores;
 }
 
-/** One manager's API in memory: AccessService and a never-ending WatchServers behind the auth interceptor. */
+/** One manager's API in memory (testing/auth-api.ts): AccessService and a never-ending WatchServers behind the auth interceptor. */
 function manager(store: Store, opts: { watchRevocations: boolean }) {
   const limits = new AccessLimits({ ratePerSecond: 1000, burst: 1000, maxStreams: 4 });
   const ledger = new Ledger(store);
@@ -39,32 +33,11 @@ function manager(store: Store, opts: { watchRevocations: boolean }) {
     const off = closeStreamsOfRevokedTokens(store, limits);
     cleanups.push(async () => off());
   }
-  const routes = (router: ConnectRouter) => {
-    router.service(AccessService, createAccessService({ store, limits, ledger }));
-    router.service(ServerService, {
-      async *watchServers(_req, ctx) {
-        callerOf(ctx);
-        yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END });
-        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
-      },
-    });
-  };
-  const client = (secret: string) => {
-    const as: Interceptor = (next) => (req) => {
-      req.header.set("authorization", `Bearer ${secret}`);
-      return next(req);
-    };
-    const t = createRouterTransport(routes, {
-      router: { interceptors: [errorInterceptor(createLogger("silent", "test")), authInterceptor({ store, limits })] },
-      transport: { interceptors: [as] },
-    });
-    return { access: createClient(AccessService, t), servers: createClient(ServerService, t) };
-  };
-  return { client, limits };
+  return { client: authApi({ store, limits, ledger }), limits };
 }
 
 /** Opens a watch and resolves once its first message arrived; `ended` settles with how it ended. */
-async function openWatch(servers: ReturnType<ReturnType<typeof manager>["client"]>["servers"]) {
+async function openWatch(servers: Client<typeof ServerService>) {
   const it = servers.watchServers({})[Symbol.asyncIterator]();
   await it.next();
   const ended = (async () => {

@@ -12,7 +12,7 @@ import type { Committed, Store } from "../store/store.js";
 import { hostLeaseName } from "../store/store.js";
 import { newServer, sameDatabase, testStore } from "../../testing/store.js";
 import { wakeForRemoteCommits } from "../reconcile/remote-commits.js";
-import { HostOwnership, mayReconcileHost } from "./host-ownership.js";
+import { fencedCommit, HostOwnership, mayReconcileHost } from "./host-ownership.js";
 
 const T0 = 1_700_000_000_000;
 const log = pino({ level: "silent" });
@@ -31,6 +31,16 @@ async function twoManagers(): Promise<{ a: Store; b: Store }> {
 
 function ownership(store: Store, holder: string, o: { leader?: boolean; now?: () => number } = {}): HostOwnership {
   return new HostOwnership({ store, holder, log, isLeader: () => o.leader ?? false, now: o.now ?? (() => T0) });
+}
+
+/** Managers mi_a (A over store a) and mi_b (B over b); `lost` lists each host A lost, as `host:new holder`. */
+async function twoOwners() {
+  const { a, b } = await twoManagers();
+  const A = ownership(a, "mi_a");
+  const B = ownership(b, "mi_b");
+  const lost: string[] = [];
+  A.onLost((hostId, err) => lost.push(`${hostId}:${err.current?.holder}`));
+  return { a, b, A, B, lost };
 }
 
 /**
@@ -71,11 +81,7 @@ describe("mayReconcileHost: who reconciles a host's servers", () => {
 
 describe("HostOwnership", () => {
   it("the manager whose agent connected last owns the host; the other learns it at its next renewal, stops fencing for it and hears onLost", async () => {
-    const { a, b } = await twoManagers();
-    const A = ownership(a, "mi_a");
-    const B = ownership(b, "mi_b");
-    const lost: string[] = [];
-    A.onLost((hostId, err) => lost.push(`${hostId}:${err.current?.holder}`));
+    const { a, A, B, lost } = await twoOwners();
     expect(await A.take("h_1")).toBe(1);
     expect(await B.take("h_1")).toBe(2);
     expect(A.owns("h_1")).toBe(true); // not noticed yet
@@ -89,9 +95,7 @@ describe("HostOwnership", () => {
   });
 
   it("a batch fenced by a lost term writes nothing; the owner's fenced batch commits", async () => {
-    const { a, b } = await twoManagers();
-    const A = ownership(a, "mi_a");
-    const B = ownership(b, "mi_b");
+    const { a, b, A, B } = await twoOwners();
     await A.take("h_1");
     const stale = A.fence("h_1", T0 + 1);
     await B.take("h_1");
@@ -99,6 +103,22 @@ describe("HostOwnership", () => {
     expect(await a.getMeta("decision")).toBeUndefined();
     await b.commit([...B.fence("h_1", T0 + 1), { op: "meta.set", key: "decision", value: "mi_b" }]);
     expect(await a.getMeta("decision")).toBe("mi_b");
+  });
+
+  it("fencedCommit: the owner's batch commits; taken before another manager took the host, it is refused, writes nothing and drops the host here (onLost)", async () => {
+    const { a, A, B, lost } = await twoOwners();
+    await A.take("h_1");
+    await fencedCommit(a, A, "h_1", T0 + 1)([{ op: "meta.set", key: "decision", value: "mi_a" }]);
+    expect(await a.getMeta("decision")).toBe("mi_a");
+    const stale = fencedCommit(a, A, "h_1", T0 + 1);
+    await B.take("h_1");
+    await expect(stale([{ op: "meta.set", key: "decision", value: "late" }])).rejects.toBeInstanceOf(HostOwnershipLostError);
+    expect(await a.getMeta("decision")).toBe("mi_a");
+    expect(lost).toEqual(["h_1:mi_b"]);
+    expect(A.owns("h_1")).toBe(false);
+    // One manager (no ownership): nothing to fence, the batch commits as it is.
+    await fencedCommit(a, undefined, "h_1", T0 + 1)([{ op: "meta.set", key: "decision", value: "alone" }]);
+    expect(await a.getMeta("decision")).toBe("alone");
   });
 
   it("a term that only lapsed (the database was out longer than the TTL) and nobody took: the refused batch makes the holder renew at once, and it keeps the host", async () => {

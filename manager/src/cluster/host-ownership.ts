@@ -25,7 +25,7 @@
 import { HostOwnershipLostError } from "../errors.js";
 import type { LeaseRecord } from "../domain/records.js";
 import type { Logger } from "../log.js";
-import { hostLeaseName, type Store, type WriteOp } from "../store/store.js";
+import { hostLeaseName, type CommitResult, type Store, type WriteOp } from "../store/store.js";
 
 /** The reason of a CommandResult the agent refused because its epoch was older than the newest it saw (agent/src/executor.ts STALE_OWNER). */
 export const STALE_OWNER = "StaleOwner";
@@ -59,6 +59,39 @@ export interface HostFence {
   fence(hostId: string, at: number): WriteOp[];
   /** A fenced batch was refused: this manager no longer owns the host at that epoch (it stops driving it). */
   lost(err: HostOwnershipLostError): void;
+}
+
+/**
+ * The commit of batches about `hostId` under this manager's term on the host
+ * as it is now: the fence (`ownership.fence(hostId, at)`) is taken when this
+ * is called, so a decision that takes it when it starts has its batch
+ * refused if the host is lost before the commit. Without ownership, or for a
+ * host not owned here (the leader on a lapsed host), the batch is not fenced.
+ *
+ * When the fence is refused (HostOwnershipLostError: another manager took
+ * the host, or the term lapsed) nothing was written: `ownership.lost` hears
+ * it first, so the host is renewed or dropped here, and then the commit
+ * rejects with it, for the caller to react its own way (drop the message,
+ * decide again, give up).
+ *
+ * The commit starts synchronously, before any await: a caller's check just
+ * before it (a stream still current) still holds when the commit begins.
+ */
+export function fencedCommit(
+  store: Pick<Store, "commit">,
+  ownership: Pick<HostFence, "fence" | "lost"> | undefined,
+  hostId: string,
+  at: number,
+): (ops: readonly WriteOp[]) => Promise<CommitResult> {
+  const fence = ownership?.fence(hostId, at) ?? [];
+  return async (ops) => {
+    try {
+      return await store.commit(fence.length === 0 ? ops : [...fence, ...ops]);
+    } catch (err) {
+      if (err instanceof HostOwnershipLostError) ownership?.lost(err);
+      throw err;
+    }
+  };
 }
 
 export interface HostOwnershipOptions {

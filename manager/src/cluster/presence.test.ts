@@ -9,13 +9,14 @@ import { createLogger } from "../log.js";
 import { ClusterPresence } from "./presence.js";
 
 const H = "host_aaaaaaaaaaaa";
+const OWN = "host_bbbbbbbbbbbb";
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
 describe.skipIf(testEngine() !== "postgres")("ClusterPresence", () => {
-  it("a host connected to another manager is connected here; once that manager's term lapsed (it died) it is not; this manager's own streams count at once", async () => {
+  it("a host connected to another manager is connected here; once that manager's term lapsed (it died) it is not; this manager's own hosts count by its streams alone", async () => {
     const two = await twoManagerStores();
     cleanups.push(() => two.close());
     const [a, b] = two.stores;
@@ -34,15 +35,20 @@ describe.skipIf(testEngine() !== "postgres")("ClusterPresence", () => {
     expect(presence.isConnected(H)).toBe(false);
 
     // Manager A accepts the agent's stream: takes the host, marks it online (as agent-service.ts does).
+    // In the same batch, a host online under a live term of this manager (mi_b) whose stream is not
+    // in its hub (it ended; the release did not land): the database's word does not make it connected.
     await a.commit([
       { op: "host.insert", id: H, name: "h", secretHash: "s", createdAt: 1 },
       { op: "host.take", hostId: H, holder: "mi_a", ttlMs: 15_000, at: clock },
       { op: "host.connected", id: H, facts: {}, at: clock },
+      { op: "host.insert", id: OWN, name: "own", secretHash: "s", createdAt: 1 },
+      { op: "host.take", hostId: OWN, holder: "mi_b", ttlMs: 15_000, at: clock },
+      { op: "host.connected", id: OWN, facts: {}, at: clock },
     ]);
     // Heard through the change feed, without waiting for the periodic refresh.
     await vi.waitFor(() => expect(presence.isConnected(H)).toBe(true));
+    expect(presence.isConnected(OWN)).toBe(false);
     expect(presence.connectedHostIds()).toEqual([H]);
-    expect(presence.remoteOwner(H)).toBe("mi_a");
 
     // A died: its term lapses unrenewed; the next refresh no longer counts the host.
     clock += 16_000;

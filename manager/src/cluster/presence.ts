@@ -66,11 +66,6 @@ export class ClusterPresence implements HostPresence {
     return [...new Set([...this.#o.local.connectedHostIds(), ...this.#remote.keys()])];
   }
 
-  /** The manager (holder id) another manager's stream of `hostId` is with, when this cache knows one. */
-  remoteOwner(hostId: string): string | undefined {
-    return this.#remote.get(hostId);
-  }
-
   /**
    * Reads who is connected where. Concurrent calls share one read, and one
    * asked for during a read runs once more after it (it may have missed a

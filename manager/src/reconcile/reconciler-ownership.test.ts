@@ -97,12 +97,13 @@ describe("Reconciler with host ownership", () => {
     expect(ownA.owns(HOST)).toBe(false);
   });
 
-  it("a record drop (a purge finished, retention) by a manager that lost the host is refused and drops nothing", async () => {
-    const { a, ownB, rec } = await setup();
+  it("a record drop (a purge finished, retention, or an API's forced purge) by a manager that lost the host is refused, drops nothing, and makes it drop the host", async () => {
+    const { a, ownA, ownB, rec } = await setup();
     await ownB.take(HOST);
     const s = (await a.getServer(SERVER))!;
     await expect(rec.dropRecord(s, { actor: "reconciler", reason: "Purged", message: "purged" }, "test")).rejects.toBeInstanceOf(HostOwnershipLostError);
     expect(await a.getServer(SERVER)).toBeDefined();
+    expect(ownA.owns(HOST)).toBe(false);
   });
 
   it("a server of a host another manager owns (noticed) is not reconciled here at all", async () => {

@@ -16,7 +16,7 @@ import { WorkQueue } from "./queue.js";
 import { projectNetworkName } from "./project-network.js";
 import { specHash } from "./spec-hash.js";
 import type { SecretBox } from "../store/secrets.js";
-import type { HostFence } from "../cluster/host-ownership.js";
+import { fencedCommit, type HostFence } from "../cluster/host-ownership.js";
 
 export interface ReconcilerDeps {
   /** The store contract: reads, and each decision written as one batch. */
@@ -131,9 +131,9 @@ export class Reconciler {
           return r;
         } catch (err) {
           if (!(err instanceof ConflictError)) throw err;
-          // The batch's ownership fence failed: stop driving the host here; decided again
-          // below, the server is then left to its owner (or to the leader if nobody owns the host).
-          if (err instanceof HostOwnershipLostError) deps.ownership?.lost(err);
+          // A refused ownership fence (HostOwnershipLostError) was already reported by fencedCommit:
+          // decided again below, the server is then left to its owner (or to the leader if nobody
+          // owns the host).
           // Someone wrote between this run's reads and its commit, and nothing of it was
           // written: not a failure. Level-based, so read again and decide again, at once.
           ok = true;
@@ -223,14 +223,12 @@ export class Reconciler {
       if (!s || s.deletedAt !== null || s.lifecycle.purge) return;
       try {
         // Fenced like reconcile's batches: a manager that lost the host adopts nothing for it.
-        await this.deps.store.commit([...(this.deps.ownership?.fence(s.hostId, this.now()) ?? []), ...this.exitOps(s, cause, exitCode, at, finishedAt)]);
+        await this.fenced(s.hostId)(this.exitOps(s, cause, exitCode, at, finishedAt));
         break;
       } catch (err) {
         if (err instanceof NotFoundError) return;
-        if (err instanceof HostOwnershipLostError) {
-          this.deps.ownership?.lost(err);
-          return;
-        }
+        // Unlike reconcile's, not decided again: the host's owner decides from what the agent reports there.
+        if (err instanceof HostOwnershipLostError) return;
         if (!(err instanceof ConflictError) || attempt >= NOTE_EXIT_ATTEMPTS) throw err;
       }
     }
@@ -303,7 +301,8 @@ export class Reconciler {
     if (!server) return {};
     // Another manager owns the host (holds its agent's stream): it decides for this server.
     if (this.deps.ownership && !(await this.deps.ownership.mayReconcile(server.hostId))) return {};
-    const fence = this.deps.ownership?.fence(server.hostId, now) ?? [];
+    // The fence is taken with the decision: a host lost while it is being made refuses its batch.
+    const commit = this.fenced(server.hostId, now);
     const hash = specHash(server.spec, { serverId: server.id, box: this.deps.secrets });
     // Only this manager's containers: another manager's copy must never drive this server.
     // An adopted container (bound by id, without berth's labels) counts as the server's own.
@@ -379,7 +378,7 @@ export class Reconciler {
     if (p.assumeCrash) {
       // The exit stayed unexplained past its grace: record it as a crash (and any adoption),
       // then decide again from the recorded exit.
-      await store.commit([...fence, ...this.exitOps(server, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt)]);
+      await commit(this.exitOps(server, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt));
       return { requeueAfterMs: 0 };
     }
     if (p.settledExit) {
@@ -432,7 +431,7 @@ export class Reconciler {
     // A command decided from this version must not be issued if the spec changed meanwhile.
     else if (ops.length > 0 || events.length > 0) serverOps.push({ op: "server.check", id: srv.id, expectVersion: srv.version });
     const batch = [...serverOps, ...ops, ...events.map(this.eventOp), ...(st?.events ?? []).map(this.eventOp)];
-    if (batch.length > 0) await store.commit([...fence, ...batch]);
+    if (batch.length > 0) await commit(batch);
     if (st?.phaseChanged) {
       this.deps.log.info(
         { server: srv.id, name: srv.name, host: srv.hostId, from: Phase[srv.status.phase], to: Phase[p.phase], reason: p.reason, cause },
@@ -459,8 +458,7 @@ export class Reconciler {
     try {
       // Fenced when this manager owns the host (a purge finished, retention): one that lost the
       // host meanwhile drops nothing; a forced purge of a host nobody holds is not fenced.
-      await this.deps.store.commit([
-        ...(this.deps.ownership?.fence(s.hostId, this.now()) ?? []),
+      await this.fenced(s.hostId)([
         { op: "server.delete", id: s.id },
         this.eventOp({
           type: why.type ?? "server.purged",
@@ -517,7 +515,17 @@ export class Reconciler {
    * command when the agent reconnects.
    */
   async dispatch(hostId: string, command: Command, at: number): Promise<void> {
-    if (this.deps.hub.sendCommand(hostId, command)) await this.deps.store.commit([...(this.deps.ownership?.fence(hostId, at) ?? []), { op: "command.sent", id: command.id, at }]);
+    if (this.deps.hub.sendCommand(hostId, command)) await this.fenced(hostId, at)([{ op: "command.sent", id: command.id, at }]);
+  }
+
+  /**
+   * The commit of every batch about a server of `hostId`: fenced by this
+   * manager's ownership term as of now (cluster/host-ownership.ts
+   * fencedCommit), which hears a refused fence; the HostOwnershipLostError
+   * (a ConflictError) then reaches the caller.
+   */
+  private fenced(hostId: string, at = this.now()): (ops: WriteOp[]) => Promise<unknown> {
+    return fencedCommit(this.deps.store, this.deps.ownership, hostId, at);
   }
 
   /**
