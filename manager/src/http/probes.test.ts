@@ -55,6 +55,21 @@ describe("probeRoutes: /healthz, /readyz, /metrics before the dashboard", () => 
     expect(r.headers["content-type"]).toMatch(/version=0\.0\.4/);
   });
 
+  it("passes /metrics?name=… on as the metrics asked for (a cheap partial scrape)", async () => {
+    const asked: (string[] | undefined)[] = [];
+    const { server, get } = await serve({
+      notReadyReason: () => undefined,
+      metrics: async (names) => {
+        asked.push(names);
+        return metrics();
+      },
+    });
+    servers.push(server);
+    expect((await get("/metrics?name=berth_event_loop_delay_seconds&name=berth_event_loop_delay_max_seconds")).status).toBe(200);
+    expect((await get("/metrics")).status).toBe(200);
+    expect(asked).toEqual([["berth_event_loop_delay_seconds", "berth_event_loop_delay_max_seconds"], undefined]);
+  });
+
   it("requires the bearer token on /metrics when one is set (and only there)", async () => {
     const { server, get } = await serve({ notReadyReason: () => undefined, metrics, metricsToken: "0123456789abcdef" });
     servers.push(server);

@@ -14,7 +14,8 @@ import type { Handler } from "./listen.js";
 export interface ProbeRoutesDeps {
   /** Undefined when ready, else why not ("database not writable: SQLITE_BUSY …"). */
   notReadyReason(): string | undefined;
-  metrics(): Promise<{ contentType: string; body: string }>;
+  /** `names`: `/metrics?name=a&name=b` asks for those metrics only. */
+  metrics(names?: string[]): Promise<{ contentType: string; body: string }>;
   /** When set, /metrics needs `authorization: Bearer <token>`. */
   metricsToken?: string | undefined;
 }
@@ -38,7 +39,8 @@ export function probeRoutes(deps: ProbeRoutesDeps, fallback: Handler): Handler {
     if (deps.metricsToken && !bearerMatches(req.headers.authorization, deps.metricsToken)) {
       return send(401, "/metrics needs authorization: Bearer <the manager's --metrics-token>\n", { "www-authenticate": 'Bearer realm="berth-metrics"' });
     }
-    deps.metrics().then(
+    const names = new URLSearchParams((req.url ?? "").split("?")[1] ?? "").getAll("name");
+    deps.metrics(names.length ? names : undefined).then(
       ({ contentType, body }) => send(200, body, { "content-type": contentType }),
       (err: unknown) => send(500, `metrics failed: ${(err as Error).message}\n`),
     );

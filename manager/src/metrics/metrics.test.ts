@@ -2,9 +2,10 @@ import { Code, ConnectError, createClient, createRouterTransport } from "@connec
 import { describe, expect, it } from "vitest";
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "@berth/proto/grpc/health/v1/health_pb.js";
+import type { EventLoopDelayOptions } from "./event-loop.js";
 import { ManagerMetrics, type MetricsSources } from "./metrics.js";
 
-function setup(over: Partial<MetricsSources> = {}) {
+function setup(over: Partial<MetricsSources> = {}, eventLoop?: EventLoopDelayOptions) {
   let now = 10_000;
   const commands = new Map<string, { kind: CommandKind; createdAt: number }>([["cmd_1", { kind: CommandKind.ENSURE_RUNNING, createdAt: 8_500 }]]);
   const metrics = new ManagerMetrics(
@@ -22,6 +23,7 @@ function setup(over: Partial<MetricsSources> = {}) {
       ...over,
     },
     "9.9.9",
+    eventLoop ? { eventLoop } : {},
   );
   return { metrics, advance: (ms: number) => (now += ms) };
 }
@@ -140,5 +142,87 @@ describe("ManagerMetrics", () => {
     const body = (await metrics.render()).body;
     expect(sample(body, 'berth_commands_issued_total{kind="ensure-running"}')).toBeUndefined();
     expect(sample(body, 'berth_events_written_total{type="command.issued"}')).toBe(1);
+  });
+});
+
+describe("ManagerMetrics: event-loop delay and memory", () => {
+  /** Holds the thread, as a synchronous scan of the whole fleet would. */
+  function block(ms: number): void {
+    const until = performance.now() + ms;
+    while (performance.now() < until);
+  }
+
+  it("a 200 ms stall shows as the worst delay of its second, in the histogram and the gauge", async () => {
+    // A long interval: the test closes intervals itself, so the gauge cannot move under it.
+    const { metrics: eventLoop } = setup({}, { intervalMs: 3_600_000 });
+    eventLoop.eventLoop.start();
+    try {
+      eventLoop.eventLoop.sample();
+      block(200);
+      // Wait for evidence: the monitor records the stall on its next tick after the block.
+      let worst = 0;
+      for (let i = 0; i < 100 && worst < 0.15; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        worst = Math.max(worst, eventLoop.eventLoop.sample()?.maxS ?? 0);
+      }
+      expect(worst).toBeGreaterThanOrEqual(0.15);
+      const body = (await eventLoop.render()).body;
+      const count = sample(body, "berth_event_loop_delay_seconds_count")!;
+      expect(count).toBeGreaterThanOrEqual(1);
+      // Exactly the stalled interval is above 100 ms.
+      expect(count - sample(body, 'berth_event_loop_delay_seconds_bucket{le="0.1"}')!).toBe(1);
+      expect(sample(body, 'berth_event_loop_delay_seconds_bucket{le="5"}')).toBe(count);
+      expect(sample(body, "berth_event_loop_delay_seconds_sum")).toBeGreaterThanOrEqual(0.15);
+      // The gauges hold the last closed interval: the one that saw the stall.
+      expect(sample(body, "berth_event_loop_delay_max_seconds")).toBeGreaterThanOrEqual(0.15);
+      expect(sample(body, "berth_event_loop_delay_p99_seconds")).toBeGreaterThan(0);
+      expect(sample(body, "berth_event_loop_delay_p50_seconds")).toBeGreaterThan(0);
+      expect(sample(body, "berth_event_loop_delay_p50_seconds")).toBeLessThanOrEqual(sample(body, "berth_event_loop_delay_max_seconds")!);
+    } finally {
+      eventLoop.eventLoop.stop();
+    }
+  });
+
+  it("a stall right after an interval closes is not lost (the monitor forgets its last tick on reset)", async () => {
+    const { metrics } = setup({}, { intervalMs: 3_600_000 });
+    metrics.eventLoop.start();
+    try {
+      // Let the monitor tick, then close an interval and stall at once, before its next tick.
+      await new Promise((r) => setTimeout(r, 30));
+      metrics.eventLoop.sample();
+      block(200);
+      let worst = 0;
+      for (let i = 0; i < 100 && worst < 0.15; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        worst = Math.max(worst, metrics.eventLoop.sample()?.maxS ?? 0);
+      }
+      expect(worst).toBeGreaterThanOrEqual(0.15);
+    } finally {
+      metrics.eventLoop.stop();
+    }
+  });
+
+  it("measures nothing until started and after stop (no timer keeps the process up)", async () => {
+    const { metrics } = setup();
+    expect(metrics.eventLoop.sample()).toBeUndefined();
+    expect(sample((await metrics.render()).body, "berth_event_loop_delay_seconds_count")).toBe(0);
+    metrics.eventLoop.start();
+    metrics.eventLoop.stop();
+    expect(metrics.eventLoop.sample()).toBeUndefined();
+  });
+
+  it("exports resident memory and heap used (prom-client's process metrics)", async () => {
+    const body = (await setup().metrics.render()).body;
+    expect(sample(body, "process_resident_memory_bytes")).toBeGreaterThan(10 * 2 ** 20);
+    expect(sample(body, "nodejs_heap_size_used_bytes")).toBeGreaterThan(0);
+  });
+
+  it("renders only the metrics asked for by name, without reading the store", async () => {
+    const { metrics } = setup({ servers: () => Promise.reject(new Error("the fleet gauges must not be read")) });
+    const { body } = await metrics.render(["berth_event_loop_delay_seconds", "berth_event_loop_delay_max_seconds", "no_such_metric"]);
+    expect(body).toContain("# TYPE berth_event_loop_delay_seconds histogram");
+    expect(body).toContain("# TYPE berth_event_loop_delay_max_seconds gauge");
+    expect(body).not.toContain("berth_servers");
+    expect(body).not.toContain("process_cpu_seconds_total");
   });
 });

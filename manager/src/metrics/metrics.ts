@@ -12,6 +12,7 @@ import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EventInput } from "../domain/records.js";
 import { commandName } from "../reconcile/plan.js";
+import { EventLoopDelay, type EventLoopDelayOptions } from "./event-loop.js";
 
 /** What the scrape-time gauges read (from the store, so asynchronously). Narrow on purpose: tests pass plain functions. */
 export interface MetricsSources {
@@ -57,10 +58,13 @@ export class ManagerMetrics {
   readonly dbWriteDuration: Histogram;
   readonly dbWritable: Gauge;
   readonly dbProbeFailures: Counter;
+  /** berth_event_loop_delay_*: measures once started (Observability.start), stops with the manager. */
+  readonly eventLoop: EventLoopDelay;
 
   constructor(
     private readonly sources: MetricsSources,
     version: string,
+    options: { eventLoop?: EventLoopDelayOptions } = {},
   ) {
     this.now = sources.now ?? Date.now;
     const registers = [this.registry];
@@ -190,6 +194,7 @@ export class ManagerMetrics {
     });
     this.dbWritable = new Gauge({ name: "berth_database_writable", help: "1 when the last write probe succeeded, else 0.", registers });
     this.dbProbeFailures = new Counter({ name: "berth_database_write_failures_total", help: "Write probes that failed (locked, read-only, disk full, I/O error).", registers });
+    this.eventLoop = new EventLoopDelay(this.registry, options.eventLoop);
   }
 
   /**
@@ -303,8 +308,15 @@ export class ManagerMetrics {
     };
   }
 
-  /** The text Prometheus scrapes. */
-  async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  /**
+   * The text Prometheus scrapes. With `names`, only those metrics (unknown
+   * names are skipped): a cheap read of, say, the event-loop figures every
+   * second without the fleet gauges' store reads.
+   */
+  async render(names?: readonly string[]): Promise<{ contentType: string; body: string }> {
+    if (!names?.length) return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const parts: string[] = [];
+    for (const name of new Set(names)) if (this.registry.getSingleMetric(name)) parts.push(await this.registry.getSingleMetricAsString(name));
+    return { contentType: this.registry.contentType, body: parts.map((p) => `${p}\n`).join("") };
   }
 }

@@ -83,15 +83,17 @@ export function createObservability(deps: ObservabilityDeps): Observability {
     probe,
     interceptor: metrics.interceptor,
     observeReconcile: metrics.observeReconcile,
-    routes: (fallback) => probeRoutes({ notReadyReason, metrics: () => metrics.render(), metricsToken: deps.metricsToken }, fallback),
+    routes: (fallback) => probeRoutes({ notReadyReason, metrics: (names) => metrics.render(names), metricsToken: deps.metricsToken }, fallback),
     notReadyReason,
     start() {
       state = "listening";
       probe.start();
+      metrics.eventLoop.start();
     },
     stop() {
       state = "stopping";
       probe.stop();
+      metrics.eventLoop.stop();
       updateHealth();
     },
   };
