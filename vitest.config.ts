@@ -26,7 +26,7 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["manager/src/**/*.test.ts", "manager/testing/**/*.test.ts", "agent/src/**/*.test.ts", "agent/testing/**/*.test.ts", "web/src/**/*.test.ts"],
+          include: ["manager/src/**/*.test.ts", "manager/testing/**/*.test.ts", "agent/src/**/*.test.ts", "agent/testing/**/*.test.ts", "web/src/**/*.test.ts", "bench/lib/**/*.test.ts"],
           env: { BERTH_TEST_STORE: "sqlite" },
         },
       },

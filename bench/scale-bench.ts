@@ -31,7 +31,12 @@
  * read from the first one (any manager sees every change); the restart stops
  * every manager and starts them all again; /metrics counters are summed over
  * the managers (ledger events: the largest, every manager hears them all),
- * RSS is the largest manager's.
+ * RSS and event-loop delay are the worst manager's.
+ *
+ * Every phase also reports the managers' event-loop delay (max and p99, from
+ * berth_event_loop_delay_seconds, docs/metrics.md) and peak RSS, and the
+ * results JSON gets a per-second series (`series`: each manager's last-second
+ * event-loop max and p99 and its RSS, tagged with the phase) for charts.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { closeSync, openSync, readdirSync } from "node:fs";
@@ -39,7 +44,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { listenDrops, loadAverage, machineBusyMs, ProcWatch, readProc } from "./lib/proc-stats.js";
+import { histogramDelta, LOOP_METRICS_QUERY, parseLoopMetrics, quantileUpperBound, secondsAbove, type LoopHistogram, type LoopReading } from "./lib/loop-stats.js";
+import { listenDrops, loadAverage, machineBusyMs, ProcWatch, readProc, type UsageWindow } from "./lib/proc-stats.js";
 import { REPO_ROOT, freePort, startManager, type ManagerProc } from "./lib/processes.js";
 import { provisionStore, type ProvisionedStore, type StoreConfig } from "./lib/stores.js";
 import type { Report } from "./lib/report.js";
@@ -158,6 +164,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
   let managers: ManagerProc[] = [];
   let watch: ServerWatch | undefined;
   let hostWatch: HostWatch | undefined;
+  const sampler = new ManagerSampler(() => managers);
   let hwmBytes = 0;
   const noteHwm = () => {
     for (const m of managers) {
@@ -183,6 +190,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
     }
     const adminToken = managers[0]!.adminToken;
     const first = managers[0]!;
+    sampler.start();
     watch = new ServerWatch(first.servers);
     await watch.snapshotDone;
     hostWatch = new HostWatch(first.events, first.hosts);
@@ -194,9 +202,48 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
       closeSync(fd);
       fleets.push(new Fleet(child, part));
     }
+    /**
+     * A phase's event-loop delay and RSS, the worst manager's. Max and p99 from
+     * the histogram of per-second worst delays (bucket bounds, exact against the
+     * 100 ms and 20 ms targets, which are bucket bounds); the exact max as read
+     * every second by the sampler beside it.
+     */
+    const reportLoop = (phase: string, loop0: (LoopReading | undefined)[], loop1: (LoopReading | undefined)[], ends: UsageWindow[]) => {
+      const deltas = loop1.flatMap((r, k) => (r ? [histogramDelta(loop0[k]?.histogram, r.histogram)] : []));
+      const rssPeakMB = Math.max(...ends.map((e) => e.rssPeakMB));
+      report.figure(SUITE, `${phase}: manager RSS peak (sampled every 250 ms)`, "MB", [rssPeakMB]);
+      if (!deltas.length) {
+        note(`${phase}: no manager answered /metrics?name=berth_event_loop_delay_seconds; event-loop delay not measured`);
+        return;
+      }
+      const worst = (f: (d: LoopHistogram) => number) => Math.max(...deltas.map(f));
+      const maxBound = worst((d) => quantileUpperBound(d, 1));
+      const p99Bound = worst((d) => quantileUpperBound(d, 0.99));
+      const over100 = worst((d) => secondsAbove(d, 0.1));
+      const seconds = worst((d) => d.count);
+      const sampledMax = sampler.maxMs(phase);
+      report.figure(
+        SUITE,
+        `${phase}: manager event-loop delay max`,
+        "ms",
+        [sampledMax],
+        `the largest per-second max read every second; histogram: worst second ≤ ${fmtBound(maxBound)}, ${over100} of ${seconds} s above 100 ms`,
+      );
+      report.figure(SUITE, `${phase}: manager event-loop delay p99 (of per-second worst delays, bucket bound)`, "ms", [p99Bound * 1000]);
+      target(
+        `manager event-loop delay during ${phase}`,
+        "max ≤ 100 ms, p99 ≤ 20 ms",
+        `max ${Number.isFinite(sampledMax) ? `${sampledMax.toFixed(0)} ms` : "-"} (${over100} s above 100 ms), p99 ≤ ${fmtBound(p99Bound)}`,
+        over100 === 0 && p99Bound <= 0.02,
+        "p99 of each second's worst delay, an upper bound on the p99 of all delay samples; delays include the monitor's 10 ms timer",
+      );
+    };
+
     const usage = (phase: string, run: () => Promise<void>) => async () => {
       const ms = managers;
       const before = await scrapeAll(ms).catch(() => undefined);
+      const loop0 = await readLoops(ms);
+      sampler.phase = phase;
       const pids = [...ms.map((m) => m.pid), ...fleets.map((f) => f.child.pid!), process.pid];
       const windows = pids.map((pid) => new ProcWatch(pid).begin());
       const machine0 = machineBusyMs();
@@ -210,6 +257,8 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
         const load1 = loadAverage();
         const drops1 = listenDrops();
         const after = await scrapeAll(ms).catch(() => undefined);
+        const loop1 = await readLoops(ms);
+        sampler.phase = `after ${phase}`;
         ms.forEach((_, k) => report.use(SUITE, phase, ms.length > 1 ? `manager ${k + 1}/${ms.length}` : "manager", ends[k]!));
         fleets.forEach((_, k) => report.use(SUITE, phase, `agents ${k + 1}/${fleets.length}`, ends[ms.length + k]!));
         report.use(SUITE, phase, "benchmark (clients)", ends[ends.length - 1]!);
@@ -232,6 +281,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
           report.figure(SUITE, `${phase}: ledger events written`, "count", [after.events - base.events]);
         }
         report.figure(SUITE, `${phase}: SYNs dropped by full listen queues (machine-wide)`, "count", [drops1.drops - drops0.drops]);
+        reportLoop(phase, loop0, loop1, ends.slice(0, ms.length));
         noteHwm();
       }
     };
@@ -489,6 +539,13 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
     );
     if (opts.profile) note(`manager CPU profiles: ${profDir} (${safeList(profDir).join(", ")})`);
   } finally {
+    sampler.stop();
+    report.series.push({
+      suite: SUITE,
+      name: `${tag}managers every second`,
+      columns: ["unix ms", "phase", "manager", "event-loop max ms (last second)", "event-loop p99 ms (last second)", "seconds observed (histogram count)", "RSS MB"],
+      rows: sampler.rows,
+    });
     watch?.close();
     hostWatch?.close();
     await Promise.all(fleets.map((f) => f.stop()));
@@ -548,6 +605,70 @@ async function scrape(port: number): Promise<ManagerCounters> {
     reconcileSeconds: sum(/^berth_reconcile_duration_seconds_sum\{[^}]*\} (\S+)/gm),
     events: sum(/^berth_events_written_total\{[^}]*\} (\S+)/gm),
   };
+}
+
+/** Each manager's event-loop histogram and last-second gauges; undefined for one that does not answer (bounded). */
+async function readLoops(managers: ManagerProc[]): Promise<(LoopReading | undefined)[]> {
+  return Promise.all(managers.map((m) => readLoop(m.port).catch(() => undefined)));
+}
+
+async function readLoop(port: number): Promise<LoopReading | undefined> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics?${LOOP_METRICS_QUERY}`, { signal: AbortSignal.timeout(20_000) });
+  return parseLoopMetrics(await res.text());
+}
+
+function fmtBound(s: number): string {
+  return Number.isNaN(s) ? "-" : Number.isFinite(s) ? `${(s * 1000).toFixed(0)} ms` : "> 5 s";
+}
+
+/**
+ * Every second: each manager's RSS (/proc) and its last complete second's
+ * event-loop max and p99 (a cheap /metrics?name=… read, never the fleet
+ * gauges), tagged with the phase. A manager still answering the previous
+ * read (a stalled loop) gets a row with RSS only.
+ */
+class ManagerSampler {
+  readonly rows: (number | string | null)[][] = [];
+  phase = "setup";
+  private timer: NodeJS.Timeout | undefined;
+  private readonly reading = new Set<number>();
+
+  constructor(private readonly managers: () => ManagerProc[]) {}
+
+  start(): void {
+    this.timer ??= setInterval(() => this.tick(), 1000);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The largest last-second max read during `phase`, ms (NaN if none was read). */
+  maxMs(phase: string): number {
+    let max = Number.NaN;
+    for (const r of this.rows) if (r[1] === phase && typeof r[3] === "number") max = Number.isNaN(max) ? r[3] : Math.max(max, r[3]);
+    return max;
+  }
+
+  private tick(): void {
+    const at = Date.now();
+    const phase = this.phase;
+    this.managers().forEach((m, k) => {
+      const rssMB = (readProc(m.pid)?.rssBytes ?? Number.NaN) / 2 ** 20;
+      const row = (r: LoopReading | undefined) => {
+        const ms = (s: number | undefined) => (s === undefined ? null : s * 1000);
+        this.rows.push([at, phase, k + 1, ms(r?.lastMaxS), ms(r?.lastP99S), r?.histogram.count ?? null, Number.isFinite(rssMB) ? rssMB : null]);
+      };
+      if (this.reading.has(m.pid)) return row(undefined);
+      this.reading.add(m.pid);
+      void readLoop(m.port)
+        .catch(() => undefined)
+        .then(row)
+        .finally(() => this.reading.delete(m.pid));
+    });
+  }
 }
 
 function safeList(d: string): string[] {

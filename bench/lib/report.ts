@@ -50,6 +50,14 @@ export interface Comparison {
   rows: ComparisonRow[];
 }
 
+/** Rows sampled over time (e.g. each manager every second), kept for charts drawn after the run. */
+export interface Series {
+  suite: string;
+  name: string;
+  columns: string[];
+  rows: (number | string | null)[][];
+}
+
 export class Report {
   readonly figures: Figure[] = [];
   readonly targets: Target[] = [];
@@ -58,6 +66,7 @@ export class Report {
   readonly errors: { suite: string; error: string }[] = [];
   readonly sizes: Record<string, number | string> = {};
   readonly comparisons: Comparison[] = [];
+  readonly series: Series[] = [];
 
   figure(suite: string, name: string, unit: string, samples: number[], note?: string, opts: { compareAs?: string } = {}): Figure {
     const f: Figure = {
@@ -169,6 +178,7 @@ export class Report {
           targets: this.targets,
           usage: this.usage,
           ...(this.comparisons.length ? { comparisons: this.comparisons } : {}),
+          ...(this.series.length ? { series: this.series } : {}),
           notes: this.notes,
           errors: this.errors,
         },
