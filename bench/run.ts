@@ -12,6 +12,7 @@ import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { runDockerBench } from "./docker-bench.js";
+import { writeChartsFromResults } from "./lib/chart-files.js";
 import { REPO_ROOT, stopAll } from "./lib/processes.js";
 import { loadAverage } from "./lib/proc-stats.js";
 import { Report } from "./lib/report.js";
@@ -102,8 +103,11 @@ const report = new Report();
 const t0 = performance.now();
 let failed = false;
 
-/** Writes the results (also those of a run cut short) and exits. */
-function finish(code: number, interrupted = false): never {
+/**
+ * Writes the results (also those of a run cut short), then the charts of the
+ * per-second series beside them (not after an interruption), and exits.
+ */
+async function finish(code: number, interrupted = false): Promise<never> {
   const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
   const out = values.out ?? join(REPO_ROOT, "bench", "results", `${stamp}.json`);
   if (interrupted) report.note("the run was interrupted: figures after the interruption are missing");
@@ -116,6 +120,18 @@ function finish(code: number, interrupted = false): never {
   });
   process.stdout.write("\n" + report.render());
   process.stdout.write(`\nresults: ${out} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
+  if (report.series.length) {
+    const dir = out.replace(/\.json$/, "") + "-charts";
+    const again = `node --import tsx bench/charts.ts ${out}`;
+    if (interrupted) process.stdout.write(`charts: not drawn after an interruption; ${again}\n`);
+    else {
+      // A chart failure is reported, never the run's result: the figures are already written.
+      await writeChartsFromResults(out, dir).then(
+        (w) => process.stdout.write(`charts: ${dir}/ (${w.files.length} files${w.pngSkipped ? `; ${w.pngSkipped}` : ""}); for docs/bench-charts/: ${again}\n`),
+        (err: unknown) => process.stderr.write(`charts: failed (${String((err as Error).stack ?? err)}); try again: ${again}\n`),
+      );
+    }
+  }
   process.exit(code);
 }
 
@@ -216,4 +232,4 @@ if (suites.has("scale")) {
 }
 
 await stopAll();
-finish(failed ? 1 : 0);
+await finish(failed ? 1 : 0);
