@@ -1,7 +1,8 @@
 /**
  * `npm run bench` (quick, under 3 minutes) and `npm run bench -- --full`:
  * berth against raw Docker on one host, then one manager under thousands of
- * simulated agents. Prints tables and writes bench/results/<timestamp>.json.
+ * simulated agents. Prints tables and writes bench/results/<timestamp>.json,
+ * and the scale suite's charts (bench/charts.ts) into <timestamp>-charts/.
  * `--stores sqlite,postgres,postgres-2` runs the scale suite once per store
  * configuration and adds a side-by-side table of its figures.
  * Targets are goals, printed as PASS/FAIL: a missed target does not fail the
