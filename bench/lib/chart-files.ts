@@ -43,7 +43,12 @@ export async function writeCharts(results: ResultsForCharts, outDir: string): Pr
     return { files, pngSkipped: `${CHROMIUM} is missing, so only SVGs were written: install it (apt-get install -y chromium) or set BERTH_CHROMIUM, then run node --import tsx bench/charts.ts <results.json>` };
   }
   // Imported here: a run without Chromium (or without the web workspace's devDependencies) still gets its SVGs.
-  const { chromium } = await import("playwright-core");
+  let chromium: typeof import("playwright-core").chromium;
+  try {
+    ({ chromium } = await import("playwright-core"));
+  } catch (err) {
+    return { files, pngSkipped: `playwright-core did not load (${(err as Error).message}), so only SVGs were written: npm install, then run node --import tsx bench/charts.ts <results.json>` };
+  }
   const profile = await mkdtemp(join(tmpdir(), "berth-charts-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
