@@ -77,6 +77,9 @@ describe("an agent with several manager URLs", () => {
     const t1 = Date.now();
     const host = await waitForHostOnline(manager, 20_000);
     const onlineMs = Date.now() - t1;
+    // The agent logs the connection before the manager records it online, but its output reaches
+    // us through a pipe: the manager's answer can overtake the line (once in a fresh run).
+    await waitFor("the agent's \"connected to manager\" line", async () => connections(agent).length > 0);
     const started = agent.log().split("\n").find((l) => l.includes('"agent started"'));
     const linkMs = connections(agent)[0]!.time - (JSON.parse(started!) as { time: number }).time;
     console.log(`[failover] dead first URL: enrolled in ${enrolledMs} ms; "agent started" to connected on the second manager ${linkMs} ms; process start to host online ${onlineMs} ms`);
@@ -125,6 +128,8 @@ describe("an agent with several manager URLs", () => {
     expect(onB.id).toBe(onA.id);
     // Connected after the kill, on B, and the agent kept running throughout.
     expect(timestampMs(onB.connectedSince!)).toBeGreaterThanOrEqual(killedAt - 1_000);
+    // As above: the line may still be on its way through the agent's output pipe.
+    await waitFor("the agent's second \"connected to manager\" line", async () => connections(agent).length >= 2);
     expect(connections(agent).map((c) => c.url)).toEqual([a.url, urlB]);
     expect(agent.child.exitCode).toBeNull();
     expect(failoverMs).toBeLessThan(10_000);
