@@ -242,8 +242,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
 
     const usage = (phase: string, run: () => Promise<void>) => async () => {
       const ms = managers;
-      const before = await scrapeAll(ms).catch(() => undefined);
-      const loop0 = await readLoops(ms);
+      const { counters: before, loops: loop0 } = await scrapeEach(ms);
       sampler.phase = phase;
       const pids = [...ms.map((m) => m.pid), ...fleets.map((f) => f.child.pid!), process.pid];
       const windows = pids.map((pid) => new ProcWatch(pid).begin());
@@ -257,8 +256,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
         const machineS = (machineBusyMs() - machine0) / 1000;
         const load1 = loadAverage();
         const drops1 = listenDrops();
-        const after = await scrapeAll(ms).catch(() => undefined);
-        const loop1 = await readLoops(ms);
+        const { counters: after, loops: loop1 } = await scrapeEach(ms);
         sampler.phase = `after ${phase}`;
         ms.forEach((_, k) => report.use(SUITE, phase, ms.length > 1 ? `manager ${k + 1}/${ms.length}` : "manager", ends[k]!));
         fleets.forEach((_, k) => report.use(SUITE, phase, `agents ${k + 1}/${fleets.length}`, ends[ms.length + k]!));
@@ -581,7 +579,10 @@ interface ManagerCounters {
  * what a manager published, its own and the others').
  */
 async function scrapeAll(managers: ManagerProc[]): Promise<ManagerCounters> {
-  const each = await Promise.all(managers.map((m) => scrape(m.port)));
+  return sumCounters(await Promise.all(managers.map(async (m) => countersOf(await scrapeText(m.port)))));
+}
+
+function sumCounters(each: ManagerCounters[]): ManagerCounters {
   return each.reduce((a, b) => ({
     queueDepth: a.queueDepth + b.queueDepth,
     reconciles: a.reconciles + b.reconciles,
@@ -590,9 +591,28 @@ async function scrapeAll(managers: ManagerProc[]): Promise<ManagerCounters> {
   }));
 }
 
-async function scrape(port: number): Promise<ManagerCounters> {
-  // Bounded: an overloaded manager may not answer at all.
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(20_000) })).text();
+/**
+ * One /metrics read of each manager at a phase's edge: the counters of all
+ * (scrapeAll; undefined unless every manager answered) and each manager's
+ * event-loop figures (undefined for one that did not answer).
+ */
+async function scrapeEach(managers: ManagerProc[]): Promise<{ counters: ManagerCounters | undefined; loops: (LoopReading | undefined)[] }> {
+  const texts = await Promise.all(managers.map((m) => scrapeText(m.port).catch(() => undefined)));
+  let counters: ManagerCounters | undefined;
+  try {
+    counters = texts.every((t) => t !== undefined) ? sumCounters(texts.map((t) => countersOf(t!))) : undefined;
+  } catch {
+    counters = undefined;
+  }
+  return { counters, loops: texts.map((t) => (t === undefined ? undefined : parseLoopMetrics(t))) };
+}
+
+/** A manager's whole /metrics text. Bounded: an overloaded manager may not answer at all. */
+async function scrapeText(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(20_000) })).text();
+}
+
+function countersOf(text: string): ManagerCounters {
   const sum = (re: RegExp) => {
     let total = 0;
     for (const m of text.matchAll(re)) total += Number(m[1]);
@@ -608,11 +628,7 @@ async function scrape(port: number): Promise<ManagerCounters> {
   };
 }
 
-/** Each manager's event-loop histogram and last-second gauges; undefined for one that does not answer (bounded). */
-async function readLoops(managers: ManagerProc[]): Promise<(LoopReading | undefined)[]> {
-  return Promise.all(managers.map((m) => readLoop(m.port).catch(() => undefined)));
-}
-
+/** A manager's event-loop histogram and last-second gauges (the cheap read: never the fleet gauges). */
 async function readLoop(port: number): Promise<LoopReading | undefined> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics?${LOOP_METRICS_QUERY}`, { signal: AbortSignal.timeout(20_000) });
   return parseLoopMetrics(await res.text());

@@ -58,14 +58,14 @@ export function benchCharts(results: ResultsForCharts): BenchChart[] {
     ]
       .filter(Boolean)
       .join(" · ");
-    const xLabel = "seconds since the scale suite's first sample";
+    // What both charts of a store share: the run, the time axis, the phases.
+    const common = { subtitle, xLabel: "seconds since the scale suite's first sample", bands };
     if (loopMax >= 0) {
       charts.push({
         name: `${name}-event-loop`,
         spec: {
+          ...common,
           title: "Manager event-loop delay: the worst delay of each second",
-          subtitle,
-          xLabel,
           yLabel: "event-loop delay, ms (log scale)",
           yScale: "log",
           lines: lines(loopMax),
@@ -73,7 +73,6 @@ export function benchCharts(results: ResultsForCharts): BenchChart[] {
             { value: 100, label: "target: max ≤ 100 ms" },
             { value: 20, label: "target: p99 of the seconds ≤ 20 ms" },
           ],
-          bands,
           gapLabel: "no /metrics answer that second (stalled or down)",
         },
       });
@@ -82,9 +81,8 @@ export function benchCharts(results: ResultsForCharts): BenchChart[] {
       charts.push({
         name: `${name}-rss`,
         spec: {
+          ...common,
           title: "Manager resident memory (RSS)",
-          subtitle,
-          xLabel,
           yLabel: "RSS, MB",
           yScale: "linear",
           lines: lines(rss),
@@ -92,7 +90,6 @@ export function benchCharts(results: ResultsForCharts): BenchChart[] {
             { value: 1536, label: "target: peak ≤ 1.5 GB (1,536 MB)" },
             { value: 1024, label: "target: converged ≤ 1.0 GB (1,024 MB)" },
           ],
-          bands,
         },
       });
     }

@@ -71,7 +71,7 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
      * resume's catch-up): live ones up to it are dropped. Known once the read is done.
      */
     let shown = Number.NEGATIVE_INFINITY;
-    /** The position of the last change sent (tokens only go forward). */
+    /** The position of the last change sent (pending is in position order, so it only goes forward). */
     let sent = 0;
     /** The feed skipped changes (store.ts SERVER_TOMBSTONES_KEPT): this watch ends, the client resumes into a snapshot. */
     let reset = false;
@@ -87,15 +87,24 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
       }
       if (any) wake.ring();
     };
+    /**
+     * The read is done and shows every change up to `upTo` (with `missed`, what
+     * a resume read): live changes up to it are dropped, later ones go after `missed`.
+     */
+    const shownUpTo = (upTo: number, missed: readonly ServerChange[] = []) => {
+      const live = [...pending.values()];
+      pending.clear();
+      offer(missed);
+      shown = upTo;
+      offer(live);
+    };
     const message = (c: ServerChange): WatchServersResponse | undefined => {
       if (c.server && matches(c.server)) {
         inView.add(c.serverId);
-        sent = Math.max(sent, c.seq);
         return create(WatchServersResponseSchema, { change: WatchChange.UPSERT, server: serverToProto(c.server), resumeToken: feed.token(c.seq) });
       }
       if (!inView.has(c.serverId) && (viewKnown || !inProject(c.project))) return undefined;
       inView.delete(c.serverId);
-      sent = Math.max(sent, c.seq);
       const server = c.server ? serverToProto(c.server) : create(ServerSchema, { id: c.serverId, project: c.project, spec: { hostId: c.hostId } });
       return create(WatchServersResponseSchema, { change: WatchChange.DELETE, server, resumeToken: feed.token(c.seq) });
     };
@@ -116,18 +125,11 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
       let caughtUpTo: number | undefined;
       if (missed) {
         viewKnown = false;
-        // Live changes the catch-up read already covers come with the same or an older record: dropped.
-        for (const [id, c] of pending) if (c.seq <= missed.upTo) pending.delete(id);
-        const live = [...pending.values()];
-        pending.clear();
-        offer(missed.changes);
-        shown = missed.upTo;
-        offer(live);
+        shownUpTo(missed.upTo, missed.changes);
         caughtUpTo = missed.upTo;
       } else {
         const at = await store.listServersAt({ ...(project !== undefined ? { project } : {}), ...(hostId ? { hostId } : {}), includeDeleted: req.showDeleted });
-        shown = at.seq;
-        for (const [id, c] of pending) if (c.seq <= at.seq) pending.delete(id);
+        shownUpTo(at.seq);
         const servers = at.servers.filter(matches);
         for (const s of servers) inView.add(s.id);
         for (const s of servers) yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT, server: serverToProto(s) });
@@ -137,7 +139,9 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
         for (let next = first(pending); next; next = first(pending)) {
           pending.delete(next.serverId);
           const m = message(next);
-          if (m) yield m;
+          if (!m) continue;
+          sent = next.seq;
+          yield m;
         }
         if (caughtUpTo !== undefined) {
           yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(Math.max(caughtUpTo, sent)) });

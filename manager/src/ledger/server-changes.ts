@@ -213,7 +213,7 @@ export class ServerChangeFeed {
       after = page[page.length - 1]!.seq;
     }
     const changes = [...latest.values()];
-    return { changes, upTo: Math.max(head, after, changes[changes.length - 1]?.seq ?? 0) };
+    return { changes, upTo: Math.max(head, changes[changes.length - 1]?.seq ?? 0) };
   }
 
   /** The opaque resume token for "every change up to position `seq` was delivered". */

@@ -560,8 +560,8 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   // 10: the order of server changes, shared by every manager (WatchServers
   // resume tokens, ledger/server-changes.ts). Each batch that writes a server
-  // record stamps it with the next change_seq (MAX + 1 over records and
-  // tombstones), on PostgreSQL under the ledger lock, so the numbers become
+  // record stamps it with the next change_seq (from the meta counter
+  // server_change_seq), on PostgreSQL under the ledger lock, so the numbers become
   // visible in the order they were given (store/postgres/event-log.ts). A
   // purged server leaves a tombstone with its own number, so a watch resuming
   // from before the purge hears of it; the oldest tombstones beyond a cap are

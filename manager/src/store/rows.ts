@@ -152,10 +152,6 @@ export interface TombstoneRow {
   change_seq: number;
 }
 
-export function tombstoneFromRow(r: TombstoneRow): ServerChangeRecord {
-  return { seq: Number(r.change_seq), serverId: r.server_id, server: undefined, project: r.project, hostId: r.host_id };
-}
-
 /** The meta key of the position before which server changes are incomplete (tombstones dropped; store.ts serverChangesSince). */
 export const SERVER_CHANGES_HORIZON = "server_changes_horizon";
 
@@ -166,10 +162,15 @@ export const SERVER_CHANGES_HORIZON = "server_changes_horizon";
  */
 export const SERVER_CHANGE_COUNTER = "server_change_seq";
 
-/** The first `limit` of two lists each in change order, merged in change order (records and tombstones). */
-export function mergeChanges(a: readonly ServerChangeRecord[], b: readonly ServerChangeRecord[], limit: number): ServerChangeRecord[] {
-  if (b.length === 0) return a.slice(0, limit);
-  return [...a, ...b].sort((x, y) => x.seq - y.seq).slice(0, limit);
+/**
+ * store.ts serverChangesSince from its two reads, each in change order (at most
+ * `limit` rows each): the first `limit` changes of both, in change order.
+ */
+export function serverChangesFromRows(live: readonly ServerRow[], gone: readonly TombstoneRow[], limit: number): ServerChangeRecord[] {
+  const changes: ServerChangeRecord[] = live.map((r) => ({ seq: Number(r.change_seq), serverId: r.id, server: serverFromRow(r), project: r.project, hostId: r.host_id }));
+  if (gone.length === 0) return changes.slice(0, limit);
+  for (const r of gone) changes.push({ seq: Number(r.change_seq), serverId: r.server_id, server: undefined, project: r.project, hostId: r.host_id });
+  return changes.sort((x, y) => x.seq - y.seq).slice(0, limit);
 }
 
 export interface ObservedRow {

@@ -23,14 +23,13 @@ import {
   hostFromRow,
   leaseFromRow,
   observedFromRow,
-  mergeChanges,
+  serverChangesFromRows,
   serverFromRow,
   SERVER_CHANGES_HORIZON,
   SERVER_CHANGE_COUNTER,
   storable,
   storableText,
   tokenFromRow,
-  tombstoneFromRow,
   type AlertRow,
   type CommandRow,
   type EventRow,
@@ -189,9 +188,7 @@ export class PostgresStore implements Store {
   /** One run of the batch's transaction; throws what failed it (as pg or PgBatch threw it), rolled back. */
   async #attempt(ops: readonly WriteOp[]): Promise<Effects> {
     const fx = newEffects();
-    const client = await this.pool.connect();
-    try {
-      await client.query("BEGIN");
+    await this.#transaction("BEGIN", async (client) => {
       const batch = new PgBatch(client, this.secrets, fx);
       await batch.lockInOrder(ops);
       for (const o of ops) if (o.op !== "event.append") await batch.apply(o);
@@ -202,18 +199,32 @@ export class PostgresStore implements Store {
       // The notice inside the transaction: sent only if it commits, at its COMMIT, in commit order.
       // One simple-protocol query with the COMMIT (a literal, since parameters would need a round
       // trip of their own): the feed costs a writer no extra round trip. If the NOTIFY fails,
-      // the COMMIT is not run and the batch rolls back below.
+      // the COMMIT is not run and the batch rolls back.
       const notify = wroteSomething(fx) ? `SELECT pg_notify('${COMMIT_CHANNEL}', ${client.escapeLiteral(this.#notice(fx))}); ` : "";
       await client.query(`${notify}COMMIT`);
-    } catch (err) {
-      let broken = isConnectionError(err);
-      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
-      // A connection that failed mid-transaction goes, rather than back into the pool.
-      client.release(broken);
-      throw err;
-    }
-    client.release();
+    });
     return fx;
+  }
+
+  /**
+   * Runs `fn` on one pooled connection after `begin` (BEGIN with its options);
+   * `fn` COMMITs. If anything throws, the transaction is rolled back and the
+   * error passes through as thrown; a connection that failed mid-transaction
+   * is discarded rather than given back to the pool.
+   */
+  async #transaction<T>(begin: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      await client.query(begin);
+      return await fn(client);
+    } catch (err) {
+      broken = isConnectionError(err);
+      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
+      throw err;
+    } finally {
+      client.release(broken);
+    }
   }
 
   /** Appends the batch's events in order; a run of events with one `at` is one statement. */
@@ -334,21 +345,12 @@ export class PostgresStore implements Store {
   async probeWrite(value: string, lockWaitMs: number): Promise<void> {
     // 0 would mean "no timeout" to PostgreSQL; SQLite's 0 means "do not wait".
     const lockMs = Math.max(1, Math.floor(lockWaitMs));
-    const client = await this.pool.connect();
-    let broken = false;
-    try {
-      await client.query("BEGIN");
+    await this.#transaction("BEGIN", async (client) => {
       await client.query(`SET LOCAL lock_timeout = ${lockMs}`);
       await client.query(`SET LOCAL statement_timeout = ${lockMs + PROBE_WRITE_ALLOWANCE_MS}`);
       await setMeta(client, "write_probe", value);
       await client.query("COMMIT");
-    } catch (err) {
-      broken = isConnectionError(err);
-      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
-      throw err;
-    } finally {
-      client.release(broken);
-    }
+    });
   }
 
   /** Ends the pool; later calls resolve with the first. */
@@ -366,10 +368,7 @@ export class PostgresStore implements Store {
 
   async #rows<R extends pg.QueryResultRow>(sql: string, args: unknown[] = []): Promise<R[]> {
     try {
-      // Look-ups by text the caller sent (a name, an id, a prefix) compare it as it would be
-      // stored: PostgreSQL text cannot hold NUL, so writes store it as U+FFFD (rows.ts) and a
-      // NUL in a parameter would otherwise fail the query instead of simply matching nothing.
-      return (await this.pool.query<R>(sql, args.map((a) => (typeof a === "string" ? storableText(a) : a)))).rows;
+      return (await this.pool.query<R>(sql, storableArgs(args))).rows;
     } catch (err) {
       throw storeError(err);
     }
@@ -447,20 +446,15 @@ export class PostgresStore implements Store {
   async listServersAt(f: ServerFilter = {}) {
     const { sql, args } = listServersQuery(f);
     // One snapshot for both reads: the list shows exactly the changes up to `seq`.
-    const client = await this.pool.connect();
-    let broken = false;
     try {
-      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-      const head = await client.query<{ m: number | null }>(SERVER_CHANGE_HEAD);
-      const rows = await client.query<ServerRow>(sql, args.map((a) => (typeof a === "string" ? storableText(a) : a)));
-      await client.query("COMMIT");
-      return { servers: rows.rows.map(serverFromRow), seq: Number(head.rows[0]?.m ?? 0) };
+      return await this.#transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", async (client) => {
+        const head = await client.query<{ m: number | null }>(SERVER_CHANGE_HEAD);
+        const rows = await client.query<ServerRow>(sql, storableArgs(args));
+        await client.query("COMMIT");
+        return { servers: rows.rows.map(serverFromRow), seq: Number(head.rows[0]?.m ?? 0) };
+      });
     } catch (err) {
-      broken = isConnectionError(err);
-      if (!broken) await client.query("ROLLBACK").catch(() => (broken = true));
       throw storeError(err);
-    } finally {
-      client.release(broken);
     }
   }
 
@@ -475,11 +469,7 @@ export class PostgresStore implements Store {
     const n = limitOf(Math.max(1, limit));
     const live = await this.#rows<ServerRow>(`SELECT * FROM servers WHERE change_seq > $1 ORDER BY change_seq LIMIT ${n}`, [after]);
     const gone = await this.#rows<TombstoneRow>(`SELECT * FROM server_tombstones WHERE change_seq > $1 ORDER BY change_seq LIMIT ${n}`, [after]);
-    return mergeChanges(
-      live.map((r) => ({ seq: Number(r.change_seq), serverId: r.id, server: serverFromRow(r), project: r.project, hostId: r.host_id })),
-      gone.map(tombstoneFromRow),
-      n,
-    );
+    return serverChangesFromRows(live, gone, n);
   }
 
   async serverIdsOnHost(hostId: string) {
@@ -842,3 +832,13 @@ function listServersQuery(f: ServerFilter): { sql: string; args: unknown[] } {
 
 /** The latest server change position (store.ts serverChangeHead): records and tombstones. */
 const SERVER_CHANGE_HEAD = `SELECT COALESCE((SELECT value::int8 FROM meta WHERE key = '${SERVER_CHANGE_COUNTER}'), 0) AS m`;
+
+/**
+ * Query parameters as they would be stored: look-ups by text the caller sent (a
+ * name, an id, a prefix) compare it as it would be stored. PostgreSQL text cannot
+ * hold NUL, so writes store it as U+FFFD (rows.ts storableText), and a NUL in a
+ * parameter would otherwise fail the query instead of simply matching nothing.
+ */
+function storableArgs(args: readonly unknown[]): unknown[] {
+  return args.map((a) => (typeof a === "string" ? storableText(a) : a));
+}

@@ -34,7 +34,7 @@ import type {
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, tombstoneFromRow, mergeChanges, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
+import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
 import { SERVER_TOMBSTONES_KEPT } from "../store.js";
 
 /**
@@ -481,13 +481,9 @@ export class SqliteTables {
   serverChangesSince(after: number, limit: number): ServerChangeRecord[] | undefined {
     if (after < Number(this.getMeta(SERVER_CHANGES_HORIZON) ?? 0)) return undefined;
     const n = Math.max(1, Math.floor(limit));
-    const live = (this.db.prepare(`SELECT * FROM servers WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as ServerRow[]).map(
-      (r): ServerChangeRecord => ({ seq: Number(r.change_seq), serverId: r.id, server: serverFromRow(r), project: r.project, hostId: r.host_id }),
-    );
-    const gone = (
-      this.db.prepare(`SELECT * FROM server_tombstones WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as TombstoneRow[]
-    ).map(tombstoneFromRow);
-    return mergeChanges(live, gone, n);
+    const live = this.db.prepare(`SELECT * FROM servers WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as ServerRow[];
+    const gone = this.db.prepare(`SELECT * FROM server_tombstones WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as TombstoneRow[];
+    return serverChangesFromRows(live, gone, n);
   }
 
   // --- observations -------------------------------------------------------------
