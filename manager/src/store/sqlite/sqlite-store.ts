@@ -35,9 +35,37 @@ interface Effects {
   droppedDeliveries: { id: string; urlKey: string }[];
 }
 
+/** At most this many batches share one transaction (commit). */
+const GROUP_MAX_BATCHES = 500;
+/** A group stops taking batches after this much work (ms), so the event loop never waits long. */
+const GROUP_BUDGET_MS = 15;
+
+interface PendingBatch {
+  batch: readonly WriteOp[];
+  resolve: (r: CommitResult) => void;
+  reject: (err: unknown) => void;
+}
+
+/** A batch's failure ended the whole group's transaction (SQLite rolled it back). */
+class GroupAbortedError extends Error {
+  constructor(override readonly cause: unknown) {
+    super("the group's transaction was rolled back");
+  }
+}
+
+function resultOf(fx: Effects): CommitResult {
+  return { versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs, ...(fx.droppedDeliveries.length > 0 ? { droppedDeliveries: fx.droppedDeliveries } : {}) };
+}
+
 export class SqliteStore implements StoreContract {
   readonly engine = "sqlite" as const;
   readonly #listeners = new Set<CommitListener>();
+  /** Batches waiting for the next group (commit). */
+  #pending: PendingBatch[] = [];
+  #flushScheduled = false;
+  #closed = false;
+  #groups = 0;
+  #grouped = 0;
 
   constructor(
     readonly description: string,
@@ -57,33 +85,104 @@ export class SqliteStore implements StoreContract {
 
   // ---------------------------------------------------------------- writes
 
+  /**
+   * Group commit: a batch waits for the end of the event-loop turn, and the
+   * batches of one turn are written in one transaction, each in its own
+   * savepoint (a batch whose precondition fails is rolled back alone and
+   * rejects; the others commit). Each COMMIT writes every page it touched to
+   * the WAL, and one per batch was the manager's largest cost under load
+   * (docs/benchmarks.md, issue 17): a turn's batches now share one. A group
+   * stops after GROUP_MAX_BATCHES batches or GROUP_BUDGET_MS of work so a
+   * long queue never stalls the loop; the rest go in the next turn. Listeners
+   * hear the batches in commit order, each before its promise resolves.
+   */
   commit(batch: readonly WriteOp[]): Promise<CommitResult> {
+    if (this.#closed) return Promise.reject(new Error("the store is closed"));
+    return new Promise<CommitResult>((resolve, reject) => {
+      this.#pending.push({ batch, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  #schedule(): void {
+    if (this.#flushScheduled || this.#pending.length === 0) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.#flush();
+    });
+  }
+
+  /** Writes the next group of pending batches (see commit). */
+  #flush(): void {
+    if (this.#pending.length === 0) return;
+    const started = performance.now();
+    const group: { p: PendingBatch; fx?: Effects; err?: unknown }[] = [];
+    try {
+      this.tables.transaction(() => {
+        while (this.#pending.length > 0 && (group.length === 0 || (group.length < GROUP_MAX_BATCHES && performance.now() - started < GROUP_BUDGET_MS))) {
+          const p = this.#pending.shift()!;
+          const entry: (typeof group)[number] = { p };
+          group.push(entry);
+          try {
+            // Nested: a savepoint, rolled back alone when the batch throws.
+            entry.fx = this.tables.transaction(() => this.#applyBatch(p.batch));
+          } catch (err) {
+            entry.err = err;
+            // Some failures (a full disk, I/O) end the whole transaction: nothing of the group stands.
+            if (!this.tables.inTransaction()) throw new GroupAbortedError(err);
+          }
+        }
+      });
+    } catch (err) {
+      const cause = err instanceof GroupAbortedError ? err.cause : err;
+      for (const e of group) e.p.reject(e.err ?? cause);
+      this.#schedule();
+      return;
+    }
+    this.#groups++;
+    this.#grouped += group.length;
+    for (const e of group) {
+      if (!e.fx) {
+        e.p.reject(e.err);
+        continue;
+      }
+      this.#announce(e.fx);
+      e.p.resolve(resultOf(e.fx));
+    }
+    this.#schedule();
+  }
+
+  /** How many groups were written and how many batches they held (group commit, /metrics). */
+  groupCommitStats(): { groups: number; batches: number } {
+    return { groups: this.#groups, batches: this.#grouped };
+  }
+
+  /** Applies one batch (inside a transaction): what it did. */
+  #applyBatch(batch: readonly WriteOp[]): Effects {
     // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
     const ops = storable(batch);
     const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), purged: new Map(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
-    try {
-      this.tables.transaction(() => {
-        for (const o of ops) if (o.op !== "event.append") this.#apply(o, fx);
-        // Before the events, as PostgreSQL stamps them under the ledger lock.
-        if (fx.serverIds.size > 0) this.tables.stampServerChanges(fx.serverIds, fx.purged);
-        // Events last: they explain the changes above, and on PostgreSQL they are appended under the ledger lock.
-        for (const o of ops) if (o.op === "event.append") this.#apply(o, fx);
-      });
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (fx.events.length > 0 || fx.serverIds.size > 0 || fx.hostIds.size > 0 || fx.tokenIds.size > 0) {
-      const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds, ...(fx.tokenIds.size > 0 ? { tokenIds: fx.tokenIds } : {}) };
-      for (const l of this.#listeners) {
-        try {
-          l(committed);
-        } catch (err) {
-          // A listener's failure must not fail a write that is already committed.
-          this.onListenerError(err);
-        }
+    for (const o of ops) if (o.op !== "event.append") this.#apply(o, fx);
+    // Before the events, as PostgreSQL stamps them under the ledger lock.
+    if (fx.serverIds.size > 0) this.tables.stampServerChanges(fx.serverIds, fx.purged);
+    // Events last: they explain the changes above, and on PostgreSQL they are appended under the ledger lock.
+    for (const o of ops) if (o.op === "event.append") this.#apply(o, fx);
+    return fx;
+  }
+
+  /** Tells the listeners about a committed batch. */
+  #announce(fx: Effects): void {
+    if (fx.events.length === 0 && fx.serverIds.size === 0 && fx.hostIds.size === 0 && fx.tokenIds.size === 0) return;
+    const committed: Committed = { events: fx.events, serverIds: fx.serverIds, hostIds: fx.hostIds, ...(fx.tokenIds.size > 0 ? { tokenIds: fx.tokenIds } : {}) };
+    for (const l of this.#listeners) {
+      try {
+        l(committed);
+      } catch (err) {
+        // A listener's failure must not fail a write that is already committed.
+        this.onListenerError(err);
       }
     }
-    return Promise.resolve({ versions: fx.versions, events: fx.events, touchedServers: fx.touched, hostIds: fx.hostIds, leaseEpochs: fx.leaseEpochs, ...(fx.droppedDeliveries.length > 0 ? { droppedDeliveries: fx.droppedDeliveries } : {}) });
   }
 
   onCommit(listener: CommitListener): () => void {
@@ -284,7 +383,12 @@ export class SqliteStore implements StoreContract {
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
   async probeWrite(value: string, lockWaitMs: number) { this.tables.probeWrite(value, lockWaitMs); }
-  async close() { this.tables.close(); }
+  async close() {
+    // What was committed before the close is written, not lost.
+    while (this.#pending.length > 0) this.#flush();
+    this.#closed = true;
+    this.tables.close();
+  }
 
   async getServer(id: string) { return this.tables.getServer(id); }
   async serverHostId(id: string) { return this.tables.serverHostId(id); }

@@ -56,6 +56,11 @@ export class SqliteTables {
     return this.db.transaction(fn)();
   }
 
+  /** Whether a transaction is open (SQLite ends one by itself on some errors: a full disk, I/O). */
+  inTransaction(): boolean {
+    return this.db.inTransaction;
+  }
+
   close(): void {
     this.db.close();
   }

@@ -1,0 +1,69 @@
+/**
+ * SQLite's group commit (sqlite-store.ts commit): the batches of one
+ * event-loop turn share one transaction, each in its own savepoint.
+ */
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ConflictError } from "../../errors.js";
+import { newServer, testStore } from "../../../testing/store.js";
+import type { Committed, Store, WriteOp } from "../store.js";
+import { SqliteStore } from "./sqlite-store.js";
+
+let store: SqliteStore;
+beforeEach(async () => {
+  const s: Store = await testStore({ engine: "sqlite" });
+  if (!(s instanceof SqliteStore)) throw new Error("expected a SqliteStore");
+  store = s;
+});
+afterEach(() => store.close());
+
+const event = (serverId: string, message: string): WriteOp => ({ op: "event.append", event: { type: "server.created", serverId, project: "default", hostId: "host_a", actor: "test", reason: "Test", message }, at: 1 });
+
+describe("group commit", () => {
+  it("batches of one turn share one transaction; a failing batch is rolled back alone, the others commit and are heard in order", async () => {
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_a", hostId: "host_a" }) }]);
+    const heard: Committed[] = [];
+    store.onCommit((c) => heard.push(c));
+    const before = store.groupCommitStats();
+
+    const ops: Promise<unknown>[] = [];
+    for (let i = 0; i < 50; i++) {
+      // Batch 25 expects a version the server no longer has: its event must not be written either.
+      const check: WriteOp[] = i === 25 ? [{ op: "server.check", id: "srv_a", expectVersion: 99 }] : [];
+      ops.push(store.commit([...check, event("srv_a", `batch ${i}`)]));
+    }
+    const results = await Promise.allSettled(ops);
+
+    const after = store.groupCommitStats();
+    expect(after.groups - before.groups).toBe(1);
+    expect(after.batches - before.batches).toBe(50);
+    expect(results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason)).toEqual([expect.any(ConflictError)]);
+    expect((results[25] as PromiseRejectedResult).reason).toBeInstanceOf(ConflictError);
+    const messages = heard.flatMap((c) => c.events.map((e) => e.message));
+    expect(messages).toEqual([...Array(50).keys()].filter((i) => i !== 25).map((i) => `batch ${i}`));
+    // Stored as heard: ids in commit order, nothing of batch 25.
+    const stored = await store.readForward({ project: null, afterId: 0, upToId: Number.MAX_SAFE_INTEGER, limit: 100 });
+    expect(stored.filter((e) => e.message.startsWith("batch ")).map((e) => e.message)).toEqual(messages);
+  });
+
+  it("each batch sees the batches before it in the group (preconditions hold in order)", async () => {
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_a", hostId: "host_a" }) }]);
+    const s = (await store.getServer("srv_a"))!;
+    const first = store.commit([{ op: "server.resetDataInitialized", id: "srv_a", expectVersion: s.version }]);
+    const second = store.commit([{ op: "server.resetDataInitialized", id: "srv_a", expectVersion: s.version }]);
+    const third = store.commit([{ op: "server.resetDataInitialized", id: "srv_a", expectVersion: s.version + 1 }]);
+    expect((await first).versions.get("srv_a")).toBe(s.version + 1);
+    await expect(second).rejects.toBeInstanceOf(ConflictError);
+    expect((await third).versions.get("srv_a")).toBe(s.version + 2);
+  });
+
+  it("close writes what was committed before it", async () => {
+    const pending = store.commit([event("srv_x", "just before close")]);
+    const s2 = await testStore({ engine: "sqlite" });
+    await s2.close();
+    await store.close();
+    await expect(pending).resolves.toMatchObject({ events: [expect.objectContaining({ message: "just before close" })] });
+    await expect(store.commit([event("srv_x", "after")])).rejects.toThrow(/closed/);
+    // afterEach closes again: harmless.
+    store = { close: async () => {} } as unknown as SqliteStore;
+  });
+});
