@@ -166,8 +166,8 @@ export const SERVER_CHANGE_COUNTER = "server_change_seq";
  * store.ts serverChangesSince from its two reads, each in change order (at most
  * `limit` rows each): the first `limit` changes of both, in change order.
  */
-export function serverChangesFromRows(live: readonly ServerRow[], gone: readonly TombstoneRow[], limit: number): ServerChangeRecord[] {
-  const changes: ServerChangeRecord[] = live.map((r) => ({ seq: Number(r.change_seq), serverId: r.id, server: serverFromRow(r), project: r.project, hostId: r.host_id }));
+export function serverChangesFromRows(live: readonly ServerRow[], gone: readonly TombstoneRow[], limit: number, decode: (r: ServerRow) => ServerRecord = serverFromRow): ServerChangeRecord[] {
+  const changes: ServerChangeRecord[] = live.map((r) => ({ seq: Number(r.change_seq), serverId: r.id, server: decode(r), project: r.project, hostId: r.host_id }));
   if (gone.length === 0) return changes.slice(0, limit);
   for (const r of gone) changes.push({ seq: Number(r.change_seq), serverId: r.server_id, server: undefined, project: r.project, hostId: r.host_id });
   return changes.sort((x, y) => x.seq - y.seq).slice(0, limit);

@@ -67,3 +67,31 @@ describe("group commit", () => {
     store = { close: async () => {} } as unknown as SqliteStore;
   });
 });
+
+describe("decoded server records", () => {
+  it("a record is decoded once and read again from memory until a batch writes it, committed or not", async () => {
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_a", hostId: "host_a" }) }]);
+    const a = (await store.getServer("srv_a"))!;
+    expect(await store.getServer("srv_a")).toBe(a);
+    // Under test the kept record is frozen: a caller changing it instead of a copy fails.
+    expect(() => {
+      (a as { name: string }).name = "changed";
+    }).toThrow(TypeError);
+
+    // A batch that fails after writing the server: its write is rolled back, the record read again is the old one.
+    const failing = store.commit([
+      { op: "server.resetDataInitialized", id: "srv_a", expectVersion: a.version },
+      { op: "server.check", id: "srv_a", expectVersion: a.version },
+    ]);
+    await expect(failing).rejects.toBeInstanceOf(ConflictError);
+    const again = (await store.getServer("srv_a"))!;
+    expect(again).toEqual(a);
+    expect(again.version).toBe(a.version);
+
+    const { versions } = await store.commit([{ op: "server.resetDataInitialized", id: "srv_a", expectVersion: a.version }]);
+    expect((await store.getServer("srv_a"))!.version).toBe(versions.get("srv_a"));
+
+    await store.commit([{ op: "server.delete", id: "srv_a" }]);
+    expect(await store.getServer("srv_a")).toBeUndefined();
+  });
+});

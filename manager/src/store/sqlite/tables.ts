@@ -482,13 +482,13 @@ export class SqliteTables {
     if (dropped.length > 0) this.setMeta(SERVER_CHANGES_HORIZON, String(Math.max(...dropped.map((d) => Number(d.change_seq)))));
   }
 
-  /** store.ts serverChangesSince. */
-  serverChangesSince(after: number, limit: number): ServerChangeRecord[] | undefined {
+  /** store.ts serverChangesSince; `decode` turns a row into its record (the store's cache may hold it already). */
+  serverChangesSince(after: number, limit: number, decode?: (r: ServerRow) => ServerRecord): ServerChangeRecord[] | undefined {
     if (after < Number(this.getMeta(SERVER_CHANGES_HORIZON) ?? 0)) return undefined;
     const n = Math.max(1, Math.floor(limit));
     const live = this.db.prepare(`SELECT * FROM servers WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as ServerRow[];
     const gone = this.db.prepare(`SELECT * FROM server_tombstones WHERE change_seq > ? ORDER BY change_seq LIMIT ${n}`).all(after) as TombstoneRow[];
-    return serverChangesFromRows(live, gone, n);
+    return serverChangesFromRows(live, gone, n, decode);
   }
 
   // --- observations -------------------------------------------------------------
