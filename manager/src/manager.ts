@@ -1,3 +1,4 @@
+import { readPages } from "./store/pages.js";
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -220,7 +221,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     metricsToken: config.metricsToken,
     sources: {
       hosts: async () => (await opened.contract.listHosts()).map((h) => ({ online: presence.isConnected(h.id) })),
-      servers: () => opened.contract.serverFacts(),
+      servers: () => readPages((page) => opened.contract.serverFacts(page)),
       firingAlerts: () => opened.contract.listFiringAlerts(),
       queueDepth: () => reconciler.queue.length,
       isLeader: () => leader.isLeader,
@@ -336,7 +337,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // (docs/benchmarks.md). So servers whose host is still away after the agent timeout are
       // reconciled then (Unknown; their deadlines fire), as for a host that goes silent.
       startupSweep = setTimeout(() => {
-        void store.serverPlacements().then(
+        void readPages((page) => store.serverPlacements(page)).then(
           (placements) => {
             for (const s of placements) if (!presence.isConnected(s.hostId)) reconciler.enqueue(s.id, "manager started; host not connected");
           },

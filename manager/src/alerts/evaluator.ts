@@ -1,3 +1,4 @@
+import { readPages } from "../store/pages.js";
 import type { AlertRecord } from "../domain/records.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { ConflictError } from "../errors.js";
@@ -172,7 +173,7 @@ export class AlertEvaluator {
   /** The fleet as the rules see it. */
   async snapshot(): Promise<FleetSnapshot> {
     const { store, isConnected } = this.deps;
-    const [hosts, servers] = await Promise.all([store.listHosts(), store.serverFacts()]);
+    const [hosts, servers] = await Promise.all([store.listHosts(), readPages((page) => store.serverFacts(page))]);
     return {
       hosts: hosts.map((h) => ({
         id: h.id,

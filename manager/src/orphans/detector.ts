@@ -1,3 +1,4 @@
+import { readPages } from "../store/pages.js";
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { OrphanView } from "../alerts/rules.js";
@@ -39,7 +40,7 @@ export class OrphanDetector {
    */
   async find(opts: { includeUnmanaged: boolean }): Promise<OrphanFinding[]> {
     const { store, isConnected, managerId } = this.deps;
-    const servers = await store.serverPlacements();
+    const servers = await readPages((page) => store.serverPlacements(page));
     const live = await store.listHosts();
     const known = new Set(live.map((h) => h.id));
     // Removed hosts are not listed by listHosts; stranded servers still point at them.

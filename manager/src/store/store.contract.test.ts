@@ -18,7 +18,8 @@ import { findPortConflicts } from "../domain/port-conflicts.js";
 import { AlreadyExistsError, BerthError, ConflictError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
 import { expectTyped, newServer, rejection, testStore } from "../../testing/store.js";
 import { isSealed } from "./secrets.js";
-import type { Committed, Store, WriteOp } from "./store.js";
+import type { Committed, IdPage, Store, WriteOp } from "./store.js";
+import { readPages } from "./pages.js";
 
 const HOST = "host_a";
 let store: Store;
@@ -330,6 +331,22 @@ describe("server records", () => {
     expect(facts[0]).toMatchObject({ phase: "UNSPECIFIED", reason: "", observedGeneration: 0, purging: false });
     // The desired state as the spec stores it: its JSON name or number.
     expect(["DESIRED_STATE_RUNNING", DesiredState.RUNNING]).toContain(facts[0]!.desiredState);
+  });
+
+  it("placements and facts in pages: id order, at most the limit, after the given id; readPages reads them all", async () => {
+    const ids = Array.from({ length: 7 }, (_, i) => `srv_p${i}`);
+    // Inserted out of id order: the pages are in id order anyway.
+    await store.commit([...ids].reverse().map((id) => insert({ id, hostId: HOST })));
+    expect((await store.serverPlacements({ after: "", limit: 3 })).map((p) => p.id)).toEqual(ids.slice(0, 3));
+    expect((await store.serverPlacements({ after: "srv_p2", limit: 3 })).map((p) => p.id)).toEqual(ids.slice(3, 6));
+    expect((await store.serverFacts({ after: "srv_p5", limit: 3 })).map((f) => f.id)).toEqual(ids.slice(6));
+    const reads: IdPage[] = [];
+    const all = await readPages((page) => {
+      reads.push(page);
+      return store.serverFacts(page);
+    }, 3);
+    expect(all.map((f) => f.id)).toEqual(ids);
+    expect(reads).toEqual([{ after: "", limit: 3 }, { after: "srv_p2", limit: 3 }, { after: "srv_p5", limit: 3 }]);
   });
 
   it("delete takes the record, its commands (open and finished), data directory check and ports with it; others stay", async () => {

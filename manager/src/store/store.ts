@@ -274,6 +274,22 @@ export interface Committed {
 
 // ------------------------------------------------------------------ reads
 
+/** One page of a fleet-wide read: the rows whose id is after `after` (in id order), at most `limit`. */
+export interface IdPage {
+  after: string;
+  limit: number;
+}
+
+export interface ServerPlacement {
+  id: string;
+  project: string;
+  name: string;
+  hostId: string;
+  image: string;
+  createdAt: number;
+  adoptedContainerId?: string;
+}
+
 export interface ServerReads {
   getServer(id: string): Promise<ServerRecord | undefined>;
   /** Only the server's host, or undefined when there is no such server: no record decoded (the agent link asks this per container event). */
@@ -306,9 +322,10 @@ export interface ServerReads {
 
   allServerIds(): Promise<string[]>;
   countServersByHost(): Promise<Map<string, number>>;
-  serverPlacements(): Promise<{ id: string; project: string; name: string; hostId: string; image: string; createdAt: number; adoptedContainerId?: string }[]>;
-  /** What the alert rules need, without decoding whole records. */
-  serverFacts(): Promise<ServerFacts[]>;
+  /** Every server's placement, or with `page` those after `page.after` in id order, at most `page.limit` (store/pages.ts readPages). */
+  serverPlacements(page?: IdPage): Promise<ServerPlacement[]>;
+  /** What the alert rules need, without decoding whole records; paged as serverPlacements. */
+  serverFacts(page?: IdPage): Promise<ServerFacts[]>;
 }
 
 export interface HostReads {

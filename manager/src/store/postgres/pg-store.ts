@@ -43,7 +43,8 @@ import {
   type WebhookDeliveryRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
-import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type OpenStoreOptions, type Store, type StoreMeta, type WriteOp } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
+import { pageLimit } from "../pages.js";
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
 import { appendEvents, stampServerChanges } from "./event-log.js";
@@ -485,9 +486,10 @@ export class PostgresStore implements Store {
     return new Map(rows.map((r) => [r.host_id, r.n]));
   }
 
-  async serverPlacements() {
+  async serverPlacements(page?: IdPage): Promise<ServerPlacement[]> {
     const rows = await this.#rows<{ id: string; project: string; name: string; host_id: string; created_at: number; spec_json: string; lifecycle_json: string }>(
-      "SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers",
+      `SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers${page ? ` WHERE id > $1 ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
+      page ? [page.after] : [],
     );
     return rows.map((r) => {
       const adopted = (JSON.parse(r.lifecycle_json) as { adoptedContainerId?: string }).adoptedContainerId;
@@ -508,7 +510,7 @@ export class PostgresStore implements Store {
    * number, as json_extract does); purging is true unless `purge` is absent or
    * JSON null (json_extract gives SQL NULL for both).
    */
-  async serverFacts(): Promise<ServerFacts[]> {
+  async serverFacts(page?: IdPage): Promise<ServerFacts[]> {
     const rows = await this.#rows<{
       id: string;
       name: string;
@@ -526,7 +528,8 @@ export class PostgresStore implements Store {
          status_json::jsonb ->> 'reason' AS reason,
          status_json::jsonb ->> 'observedGeneration' AS observed_generation,
          COALESCE(jsonb_typeof(lifecycle_json::jsonb -> 'purge'), 'null') <> 'null' AS purging
-       FROM servers WHERE deleted_at IS NULL`,
+       FROM servers WHERE deleted_at IS NULL${page ? ` AND id > $1 ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
+      page ? [page.after] : [],
     );
     return rows.map((r) => ({
       id: r.id,

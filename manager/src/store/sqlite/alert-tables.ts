@@ -1,3 +1,5 @@
+import type { IdPage } from "../store.js";
+import { pageLimit } from "../pages.js";
 import type { AlertRecord, ServerFacts } from "../../domain/records.js";
 import type { Db } from "./database.js";
 import { alertAlreadyFiring, alertFromRow, type AlertRow } from "../rows.js";
@@ -113,7 +115,7 @@ export class AlertTables {
    * the stored JSON (62 ms for 10,000 servers, against 138 ms for parsing
    * the three JSON documents in JS and 150 ms for protobuf decoding).
    */
-  serverFacts(): ServerFacts[] {
+  serverFacts(page?: IdPage): ServerFacts[] {
     const rows = this.db
       .prepare(
         `SELECT id, name, project, host_id, generation, phase,
@@ -121,9 +123,9 @@ export class AlertTables {
            json_extract(status_json, '$.reason') AS reason,
            json_extract(status_json, '$.observedGeneration') AS observed_generation,
            json_extract(lifecycle_json, '$.purge') IS NOT NULL AS purging
-         FROM servers WHERE deleted_at IS NULL`,
+         FROM servers WHERE deleted_at IS NULL${page ? ` AND id > ? ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       )
-      .all() as {
+      .all(...(page ? [page.after] : [])) as {
       id: string;
       name: string;
       project: string;

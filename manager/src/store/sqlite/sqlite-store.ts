@@ -10,7 +10,7 @@ import { ConflictError, HostOwnershipLostError, NotFoundError } from "../../erro
 import type { EventRecord, ServerRecord } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
-import { hostLeaseName, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
+import { hostLeaseName, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
 import { serverFromRow, storable } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
@@ -455,8 +455,8 @@ export class SqliteStore implements StoreContract {
   async listServersAt(f?: Parameters<Tables["listServers"]>[0]) { return { servers: this.tables.listServers(f), seq: this.tables.serverChangeHead() }; }
   async allServerIds() { return this.tables.allServerIds(); }
   async countServersByHost() { return this.tables.countServersByHost(); }
-  async serverPlacements() { return this.tables.serverPlacements(); }
-  async serverFacts() { return this.alerts.serverFacts(); }
+  async serverPlacements(page?: IdPage) { return this.tables.serverPlacements(page); }
+  async serverFacts(page?: IdPage) { return this.alerts.serverFacts(page); }
 
   async getHost(id: string) { return this.tables.getHost(id); }
   async listHosts() { return this.tables.listHosts(); }

@@ -35,7 +35,8 @@ import type {
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
 import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
-import { SERVER_TOMBSTONES_KEPT } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type IdPage, type ServerPlacement } from "../store.js";
+import { pageLimit } from "../pages.js";
 
 /**
  * The only code that speaks SQL. Narrow, synchronous (better-sqlite3), and
@@ -655,8 +656,12 @@ export class SqliteTables {
    * Every server record (soft-deleted ones too) with just what orphan
    * detection needs; plain JSON reads, cheap enough for every alert run.
    */
-  serverPlacements(): { id: string; project: string; name: string; hostId: string; image: string; createdAt: number; adoptedContainerId?: string }[] {
-    const rows = this.db.prepare("SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers").all() as {
+  serverPlacements(page?: IdPage): ServerPlacement[] {
+    const rows = (
+      page
+        ? this.db.prepare(`SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers WHERE id > ? ORDER BY id LIMIT ${pageLimit(page)}`).all(page.after)
+        : this.db.prepare("SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers").all()
+    ) as {
       id: string;
       project: string;
       name: string;
