@@ -542,7 +542,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
     report.series.push({
       suite: SUITE,
       name: `${tag}managers every second`,
-      columns: ["unix ms", "phase", "manager", "event-loop max ms (last second)", "event-loop p99 ms (last second)", "seconds observed (histogram count)", "RSS MB"],
+      columns: ["unix ms", "phase", "manager", "event-loop max ms (last second)", "event-loop p99 ms (last second)", "seconds observed (histogram count)", "RSS MB", "heap used MB"],
       rows: sampler.rows,
     });
     watch?.close();
@@ -676,7 +676,8 @@ class ManagerSampler {
       const rssMB = (readProc(m.pid)?.rssBytes ?? Number.NaN) / 2 ** 20;
       const row = (r: LoopReading | undefined) => {
         const ms = (s: number | undefined) => (s === undefined ? null : s * 1000);
-        this.rows.push([at, phase, k + 1, ms(r?.lastMaxS), ms(r?.lastP99S), r?.histogram.count ?? null, Number.isFinite(rssMB) ? rssMB : null]);
+        const heapMB = r?.heapUsedBytes === undefined ? null : r.heapUsedBytes / 2 ** 20;
+        this.rows.push([at, phase, k + 1, ms(r?.lastMaxS), ms(r?.lastP99S), r?.histogram.count ?? null, Number.isFinite(rssMB) ? rssMB : null, heapMB]);
       };
       if (this.reading.has(m.pid)) return row(undefined);
       this.reading.add(m.pid);

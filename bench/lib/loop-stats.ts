@@ -6,8 +6,8 @@
  * the sampling is in scale-bench.ts.
  */
 
-/** The metrics the benchmark asks for, as a query string. */
-export const LOOP_METRICS_QUERY = ["berth_event_loop_delay_seconds", "berth_event_loop_delay_max_seconds", "berth_event_loop_delay_p99_seconds"]
+/** The metrics the benchmark asks for, as a query string (prom-client sets heap used when it collects heap total: total comes first). */
+export const LOOP_METRICS_QUERY = ["berth_event_loop_delay_seconds", "berth_event_loop_delay_max_seconds", "berth_event_loop_delay_p99_seconds", "nodejs_heap_size_total_bytes", "nodejs_heap_size_used_bytes"]
   .map((n) => `name=${n}`)
   .join("&");
 
@@ -23,6 +23,8 @@ export interface LoopReading {
   /** The last complete second's worst delay and p99, seconds (undefined before the first second). */
   lastMaxS?: number | undefined;
   lastP99S?: number | undefined;
+  /** V8 heap in use (live objects and garbage not yet collected), bytes: next to RSS, it tells a leak from a lazy collector. */
+  heapUsedBytes?: number | undefined;
 }
 
 /** Reads the event-loop figures out of a /metrics text; undefined when the histogram is missing (an older manager). */
@@ -42,6 +44,7 @@ export function parseLoopMetrics(text: string): LoopReading | undefined {
     histogram: { le: buckets.map((b) => b[0]), cumulative: buckets.map((b) => b[1]), count: Number(count[1]) },
     lastMaxS: gauge("berth_event_loop_delay_max_seconds"),
     lastP99S: gauge("berth_event_loop_delay_p99_seconds"),
+    heapUsedBytes: gauge("nodejs_heap_size_used_bytes"),
   };
 }
 

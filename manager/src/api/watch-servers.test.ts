@@ -15,7 +15,7 @@ import type { Store } from "../store/store.js";
 import { initialStatus, type NewServerRecord } from "../domain/records.js";
 import { newServer, testStore, twoManagerStores } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
-import { createWatchServers, RESUME_HEADER } from "./watch-servers.js";
+import { createWatchServers, RESUME_HEADER, SNAPSHOT_PAGE } from "./watch-servers.js";
 
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
 const TEAM_A: Caller = { tokenId: "tok_a", name: "a", role: "viewer", project: "a" };
@@ -122,6 +122,35 @@ describe("ServerService.WatchServers", () => {
     expect(m.server!.status!.phase).toBe(Phase.STOPPING);
     expect(m.resumeToken).not.toBe(snap[1]!.resumeToken);
     ctl.abort();
+  });
+
+  it("a snapshot larger than a page is read in pages, newest first; a server changed between two reads comes after SNAPSHOT_END as it is now", async () => {
+    const { contract, ledger, setPhase } = await setup();
+    const count = 2 * SNAPSHOT_PAGE + 100;
+    const ids = Array.from({ length: count }, (_, i) => `srv_${String(i).padStart(5, "0")}`);
+    await contract.commit(ids.map((id, i) => ({ op: "server.insert", server: server(id, { createdAt: 1_000 + i, updatedAt: 1_000 + i }) })));
+    await ledger.servers.flush();
+    const oldest = ids[0]!;
+    const reads: (number | undefined)[] = [];
+    const paged = {
+      serverChangeHead: () => contract.serverChangeHead(),
+      listServers: async (f: Parameters<Store["listServers"]>[0]) => {
+        reads.push(f?.limit);
+        const page = await contract.listServers(f);
+        // Between the first and the second read: the oldest server (in the last page) stops.
+        if (reads.length === 1) await setPhase(oldest, Phase.STOPPED);
+        return page;
+      },
+    } as unknown as Store;
+    const ctl = new AbortController();
+    open.push(() => ctl.abort());
+    const w = watch(clientFor(paged, ledger, ADMIN).watchServers({}, { signal: ctl.signal }));
+    const snap = await w.snapshot();
+    expect(reads).toEqual([SNAPSHOT_PAGE, SNAPSHOT_PAGE, SNAPSHOT_PAGE]);
+    expect(snap.map(label)).toEqual([...[...ids].reverse().map((id) => `SNAPSHOT ${id}`), "SNAPSHOT_END"]);
+    // Whatever the page showed, the change after the snapshot's position follows it.
+    const next = await w.next();
+    expect([label(next), next.server?.status?.phase]).toEqual([`UPSERT ${oldest}`, Phase.STOPPED]);
   });
 
   it("coalesces a burst for one server into one message with the latest state", async () => {

@@ -17,7 +17,7 @@ import type { ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 
 export interface WatchServersDeps {
-  store: Pick<Store, "listServersAt">;
+  store: Pick<Store, "listServers" | "serverChangeHead">;
   /** Its `servers` feed carries every server record change. */
   ledger: Ledger;
 }
@@ -30,6 +30,9 @@ export interface WatchServersDeps {
  * then SNAPSHOT_END; otherwise a full snapshot.
  */
 export const RESUME_HEADER = "berth-resume-token";
+
+/** Records per read of a WatchServers snapshot (a few milliseconds of the event loop each). */
+export const SNAPSHOT_PAGE = 500;
 
 /**
  * ServerService.WatchServers: a full snapshot (SNAPSHOT messages, then
@@ -128,12 +131,24 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
         shownUpTo(missed.upTo, missed.changes);
         caughtUpTo = missed.upTo;
       } else {
-        const at = await store.listServersAt({ ...(project !== undefined ? { project } : {}), ...(hostId ? { hostId } : {}), includeDeleted: req.showDeleted });
-        shownUpTo(at.seq);
-        const servers = at.servers.filter(matches);
-        for (const s of servers) inView.add(s.id);
-        for (const s of servers) yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT, server: serverToProto(s) });
-        yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(at.seq) });
+        // The snapshot in pages (SNAPSHOT_PAGE records each, newest first), so the first rows go
+        // out at once and no read of the whole fleet holds the event loop. The position is read
+        // first: every page shows each server at least as of it, and whatever changed after it
+        // comes through `offer` as well (a server changed meanwhile may be sent twice, the second
+        // time as it is now; one purged meanwhile is in no page, and its tombstone is skipped).
+        const seq = await store.serverChangeHead();
+        shownUpTo(seq);
+        const filter = { ...(project !== undefined ? { project } : {}), ...(hostId ? { hostId } : {}), includeDeleted: req.showDeleted, limit: SNAPSHOT_PAGE };
+        for (let before: { createdAt: number; id: string } | undefined; ; ) {
+          const page = await store.listServers({ ...filter, ...(before ? { before } : {}) });
+          const servers = page.filter(matches);
+          for (const s of servers) inView.add(s.id);
+          for (const s of servers) yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT, server: serverToProto(s) });
+          if (page.length < SNAPSHOT_PAGE) break;
+          const last = page[page.length - 1]!;
+          before = { createdAt: last.createdAt, id: last.id };
+        }
+        yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(seq) });
       }
       for (;;) {
         for (let next = first(pending); next; next = first(pending)) {

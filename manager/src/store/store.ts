@@ -313,12 +313,6 @@ export interface ServerReads {
    * never skips a change that commits later.
    */
   serverChangesSince(after: number, limit: number): Promise<ServerChangeRecord[] | undefined>;
-  /**
-   * listServers and the position of the latest server change it reflects,
-   * read together (one snapshot on PostgreSQL): every change after `seq` is
-   * newer than what the list shows.
-   */
-  listServersAt(f?: ServerFilter): Promise<{ servers: ServerRecord[]; seq: number }>;
 
   allServerIds(): Promise<string[]>;
   countServersByHost(): Promise<Map<string, number>>;

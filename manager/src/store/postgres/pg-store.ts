@@ -444,21 +444,6 @@ export class PostgresStore implements Store {
     return (await this.#rows<ServerRow>(sql, args)).map(serverFromRow);
   }
 
-  async listServersAt(f: ServerFilter = {}) {
-    const { sql, args } = listServersQuery(f);
-    // One snapshot for both reads: the list shows exactly the changes up to `seq`.
-    try {
-      return await this.#transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", async (client) => {
-        const head = await client.query<{ m: number | null }>(SERVER_CHANGE_HEAD);
-        const rows = await client.query<ServerRow>(sql, storableArgs(args));
-        await client.query("COMMIT");
-        return { servers: rows.rows.map(serverFromRow), seq: Number(head.rows[0]?.m ?? 0) };
-      });
-    } catch (err) {
-      throw storeError(err);
-    }
-  }
-
   async serverChangeHead() {
     const [r] = await this.#rows<{ m: number | null }>(SERVER_CHANGE_HEAD);
     return Number(r?.m ?? 0);

@@ -11,7 +11,7 @@ import type { EventRecord, ServerRecord } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
 import { hostLeaseName, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
-import { serverFromRow, storable } from "../rows.js";
+import { serverFromRow, storable, type ServerRow } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
 import type { TokenTables } from "./token-tables.js";
@@ -442,17 +442,19 @@ export class SqliteStore implements StoreContract {
   }
   async serverHostId(id: string) { return this.tables.serverHostId(id); }
   async findServerByName(project: string, name: string) { return this.tables.findServerByName(project, name); }
-  async listServers(f?: Parameters<Tables["listServers"]>[0]) { return this.tables.listServers(f); }
+  async listServers(f?: Parameters<Tables["listServers"]>[0]) { return this.tables.listServers(f, this.#decode); }
   async serverIdsOnHost(hostId: string) { return this.tables.serverIdsOnHost(hostId); }
   async serverChangeHead() { return this.tables.serverChangeHead(); }
   async serverChangesSince(after: number, limit: number) {
     // The change feed reads what was just written, and the reconciler reads the same records next.
-    return this.tables.serverChangesSince(after, limit, (r) => {
-      const hit = this.#servers.get(r.id);
-      return hit && hit.version === Number(r.version) ? hit : this.#keep(serverFromRow(r));
-    });
+    return this.tables.serverChangesSince(after, limit, this.#decode);
   }
-  async listServersAt(f?: Parameters<Tables["listServers"]>[0]) { return { servers: this.tables.listServers(f), seq: this.tables.serverChangeHead() }; }
+
+  /** A row read outside any write as its record: the kept one when it is of the row's version, else decoded and kept. */
+  readonly #decode = (r: ServerRow): ServerRecord => {
+    const hit = this.#servers.get(r.id);
+    return hit && hit.version === Number(r.version) ? hit : this.#keep(serverFromRow(r));
+  };
   async allServerIds() { return this.tables.allServerIds(); }
   async countServersByHost() { return this.tables.countServersByHost(); }
   async serverPlacements(page?: IdPage) { return this.tables.serverPlacements(page); }

@@ -305,7 +305,8 @@ export class SqliteTables {
     return row && serverFromRow(row);
   }
 
-  listServers(f: ServerFilter = {}): ServerRecord[] {
+  /** `decode` as in serverChangesSince. */
+  listServers(f: ServerFilter = {}, decode: (r: ServerRow) => ServerRecord = serverFromRow): ServerRecord[] {
     const where: string[] = [];
     const args: unknown[] = [];
     if (f.project !== undefined) {
@@ -330,7 +331,7 @@ export class SqliteTables {
       (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
       " ORDER BY created_at DESC, id DESC" +
       (f.limit ? ` LIMIT ${Math.floor(f.limit)}` : "");
-    return (this.db.prepare(sql).all(...args) as ServerRow[]).map(serverFromRow);
+    return (this.db.prepare(sql).all(...args) as ServerRow[]).map((r) => decode(r));
   }
 
   /** Server ids on a host (including soft-deleted ones, whose containers may still need removal). */
