@@ -47,6 +47,7 @@ import { newId } from "./ids.js";
 import type { Logger } from "./log.js";
 import { Reconciler, type ContainerLogDefaults } from "./reconcile/reconciler.js";
 import { wakeForRemoteCommits } from "./reconcile/remote-commits.js";
+import { SQLITE_CONCURRENCY } from "./reconcile/queue.js";
 import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox, SecretKeyError } from "./store/secrets.js";
 import type { Store } from "./store/store.js";
@@ -241,6 +242,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ledger,
     secrets,
     observeReconcile: observability.observeReconcile,
+    ...(opened.contract.engine === "sqlite" ? { concurrency: SQLITE_CONCURRENCY } : {}),
     ...(config.startTimeoutSeconds ? { deadlineMs: { [CommandKind.ENSURE_RUNNING]: config.startTimeoutSeconds * 1000, [CommandKind.RESTART]: config.startTimeoutSeconds * 1000 } } : {}),
     ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),
     ...(config.crashBackoffSeconds !== undefined ? { crashBackoffBaseMs: config.crashBackoffSeconds * 1000 } : {}),

@@ -37,6 +37,15 @@ export interface QueueOptions {
  */
 export const DEFAULT_CONCURRENCY = 8;
 
+/**
+ * On SQLite: a reconcile's commit waits for the end of the event-loop turn
+ * (group commit, store/sqlite/sqlite-store.ts), so its reads and decision
+ * take microseconds but its run lasts a turn or two. Eight at once capped a
+ * mass stop at about 350 reconciles per second with the manager partly idle
+ * (docs/benchmarks.md); 64 let a turn's group hold many reconciles.
+ */
+export const SQLITE_CONCURRENCY = 64;
+
 export class WorkQueue {
   /** Keys waiting to run, with the cause of their latest add (insertion order: oldest first). */
   private readonly pending = new Map<string, string>();
