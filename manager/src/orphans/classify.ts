@@ -26,6 +26,7 @@ import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import type { ObservedNetwork } from "./network-inventory.js";
+import type { ServerPlacement } from "../store/store.js";
 
 export const DEFAULT_ORPHAN_GRACE_MS = 60_000;
 
@@ -44,16 +45,8 @@ export interface HostFact {
   dataRoot: string;
 }
 
-export interface ServerFact {
-  id: string;
-  project: string;
-  name: string;
-  hostId: string;
-  image: string;
-  createdAt: number;
-  /** A container AdoptOrphan bound to this server without labels. */
-  adoptedContainerId?: string | undefined;
-}
+/** A server as orphan detection sees it (its placement; adoptedContainerId: a container AdoptOrphan bound to it without labels). */
+export type ServerFact = ServerPlacement;
 
 export interface OrphanInput {
   managerId: string;
