@@ -7,7 +7,9 @@
  * connection); this class is the only way the rest of the manager reaches them.
  */
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../../errors.js";
-import type { EventRecord, ServerRecord } from "../../domain/records.js";
+import { toJsonString } from "@bufbuild/protobuf";
+import { ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
+import type { EventRecord, Lifecycle, ServerRecord } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
 import { hostLeaseName, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
@@ -33,23 +35,25 @@ interface Effects {
   /** Tokens inserted or revoked (Committed.tokenIds). */
   tokenIds: Set<string>;
   droppedDeliveries: { id: string; urlKey: string }[];
+  /** Each server write of the batch as stored (after storable), in order, with the version it left (undefined: the record went). */
+  serverWrites: { op: ServerWrite; version: number | undefined }[];
 }
+
+type ServerWrite = Extract<WriteOp, { op: `server.${string}` }>;
 
 /** At most this many batches share one transaction (commit). */
 const GROUP_MAX_BATCHES = 500;
-/** A group stops taking batches after this much work (ms), so the event loop never waits long. */
-const GROUP_BUDGET_MS = 15;
 
-interface PendingBatch {
-  batch: readonly WriteOp[];
-  resolve: (r: CommitResult) => void;
-  reject: (err: unknown) => void;
+/** The batches applied in this turn's transaction, waiting for its COMMIT. */
+interface Group {
+  batches: { fx: Effects; resolve: (r: CommitResult) => void; reject: (err: unknown) => void }[];
 }
 
 /**
  * Decoded server records kept (getServer): a stop reads the same record five
  * or six times, and decoding its JSON was a tenth of the manager's CPU under
- * load. Least recently used ones go first; 20,000 records are about 60 MB.
+ * load. Least recently used ones go first, so a fleet of 100,000 does not
+ * stay decoded whole.
  */
 const SERVER_CACHE_MAX = 20_000;
 
@@ -63,19 +67,30 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
-/** The servers a batch may write (each op that names one): their cached records go, whether the batch commits or not. */
-function serverIdsOf(batch: readonly WriteOp[], into: Set<string>): void {
-  for (const o of batch) {
-    if (o.op === "server.insert") into.add(o.server.id);
-    else if (o.op.startsWith("server.") && "id" in o) into.add(o.id);
-  }
+function isServerWrite(o: WriteOp): o is ServerWrite {
+  return o.op.startsWith("server.") && o.op !== "server.check";
 }
 
-/** A batch's failure ended the whole group's transaction (SQLite rolled it back). */
-class GroupAbortedError extends Error {
-  constructor(override readonly cause: unknown) {
-    super("the group's transaction was rolled back");
-  }
+function serverIdOf(o: ServerWrite): string {
+  return o.op === "server.insert" ? o.server.id : o.id;
+}
+
+/** The record after `o` (which left `version`), from the one before it; undefined when that cannot be told without reading the row. */
+function nextRecord(s: ServerRecord | undefined, o: ServerWrite, version: number | undefined): ServerRecord | undefined {
+  if (!s || version === undefined || version !== s.version + 1) return undefined;
+  if (o.op === "server.status") return { ...s, status: o.status, dataInitialized: o.dataInitialized, version };
+  // As stored: JSON text (absent keys stay absent).
+  if (o.op === "server.lifecycle") return { ...s, lifecycle: JSON.parse(JSON.stringify(o.lifecycle)) as Lifecycle, version };
+  return undefined;
+}
+
+/** A record as comparable text (the test-time check of #writeThrough). */
+function recordText(s: ServerRecord): string {
+  return JSON.stringify({ ...s, spec: toJsonString(ServerSpecSchema, s.spec), status: toJsonString(ServerStatusSchema, s.status) });
+}
+
+function sameRecord(a: ServerRecord, b: ServerRecord): boolean {
+  return recordText(a) === recordText(b);
 }
 
 function resultOf(fx: Effects): CommitResult {
@@ -85,14 +100,17 @@ function resultOf(fx: Effects): CommitResult {
 export class SqliteStore implements StoreContract {
   readonly engine = "sqlite" as const;
   readonly #listeners = new Set<CommitListener>();
-  /** Batches waiting for the next group (commit). */
-  #pending: PendingBatch[] = [];
-  #flushScheduled = false;
+  /** The group whose transaction is open in this turn (commit). */
+  #group: Group | undefined;
   #closed = false;
   #groups = 0;
-  /** Decoded records by id, least recently used first (SERVER_CACHE_MAX). Only reads outside a write fill it; every write of a server empties its entry. */
-  readonly #servers = new Map<string, ServerRecord>();
   #grouped = 0;
+  /**
+   * Decoded records by id, least recently used first (SERVER_CACHE_MAX).
+   * Reads outside a write fill it; a committed group carries an entry forward
+   * or drops it for every server it wrote (#writeThrough).
+   */
+  readonly #servers = new Map<string, ServerRecord>();
 
   constructor(
     readonly description: string,
@@ -113,75 +131,103 @@ export class SqliteStore implements StoreContract {
   // ---------------------------------------------------------------- writes
 
   /**
-   * Group commit: a batch waits for the end of the event-loop turn, and the
-   * batches of one turn are written in one transaction, each in its own
-   * savepoint (a batch whose precondition fails is rolled back alone and
-   * rejects; the others commit). Each COMMIT writes every page it touched to
-   * the WAL, and one per batch was the manager's largest cost under load
-   * (docs/benchmarks.md, issue 17): a turn's batches now share one. A group
-   * stops after GROUP_MAX_BATCHES batches or GROUP_BUDGET_MS of work so a
-   * long queue never stalls the loop; the rest go in the next turn. Listeners
-   * hear the batches in commit order, each before its promise resolves.
+   * Group commit: each batch is applied at once, in its own savepoint of a
+   * transaction that stays open until the end of the event-loop turn, and the
+   * batches of one turn share its COMMIT. A batch whose precondition fails
+   * rolls back alone and rejects at once; the others' promises resolve after
+   * the COMMIT (each batch is heard by the listeners in commit order before
+   * its promise resolves). Reads see every batch applied before them, as if
+   * each had committed alone, so a writer that reads, decides and commits
+   * meets the same conflicts as without grouping. Each COMMIT writes every
+   * page it touched to the WAL, and one per batch was the manager's largest
+   * cost under load (docs/benchmarks.md, issue 17). A group commits early
+   * after GROUP_MAX_BATCHES batches. Should the COMMIT itself fail (a full
+   * disk), every batch of the group rejects and the kept records are dropped
+   * (reads in the turn may have seen what was then rolled back).
    */
   commit(batch: readonly WriteOp[]): Promise<CommitResult> {
     if (this.#closed) return Promise.reject(new Error("the store is closed"));
-    return new Promise<CommitResult>((resolve, reject) => {
-      this.#pending.push({ batch, resolve, reject });
-      this.#schedule();
-    });
-  }
-
-  #schedule(): void {
-    if (this.#flushScheduled || this.#pending.length === 0) return;
-    this.#flushScheduled = true;
-    setImmediate(() => {
-      this.#flushScheduled = false;
-      this.#flush();
-    });
-  }
-
-  /** Writes the next group of pending batches (see commit). */
-  #flush(): void {
-    if (this.#pending.length === 0) return;
-    const started = performance.now();
-    const group: { p: PendingBatch; fx?: Effects; err?: unknown }[] = [];
-    const written = new Set<string>();
+    const g = this.#openGroup();
+    let fx: Effects;
     try {
-      this.tables.transaction(() => {
-        while (this.#pending.length > 0 && (group.length === 0 || (group.length < GROUP_MAX_BATCHES && performance.now() - started < GROUP_BUDGET_MS))) {
-          const p = this.#pending.shift()!;
-          const entry: (typeof group)[number] = { p };
-          group.push(entry);
-          serverIdsOf(p.batch, written);
-          try {
-            // Nested: a savepoint, rolled back alone when the batch throws.
-            entry.fx = this.tables.transaction(() => this.#applyBatch(p.batch));
-          } catch (err) {
-            entry.err = err;
-            // Some failures (a full disk, I/O) end the whole transaction: nothing of the group stands.
-            if (!this.tables.inTransaction()) throw new GroupAbortedError(err);
-          }
-        }
-      });
+      // Nested in the group's transaction: a savepoint, rolled back alone when the batch throws.
+      fx = this.tables.transaction(() => this.#applyBatch(batch));
     } catch (err) {
-      for (const id of written) this.#servers.delete(id);
-      const cause = err instanceof GroupAbortedError ? err.cause : err;
-      for (const e of group) e.p.reject(e.err ?? cause);
-      this.#schedule();
+      // Some failures (a full disk, I/O) end the whole transaction: nothing of the group stands.
+      if (!this.tables.inTransaction()) this.#abortGroup(g, err);
+      return Promise.reject(err);
+    }
+    this.#carryForward(fx);
+    const done = new Promise<CommitResult>((resolve, reject) => g.batches.push({ fx, resolve, reject }));
+    if (g.batches.length >= GROUP_MAX_BATCHES) this.#commitGroup();
+    return done;
+  }
+
+  /** The group open in this turn, or a new one (its COMMIT at the end of the turn). */
+  #openGroup(): Group {
+    if (this.#group) return this.#group;
+    this.tables.begin();
+    const g: Group = { batches: [] };
+    this.#group = g;
+    setImmediate(() => {
+      if (this.#group === g) this.#commitGroup();
+    });
+    return g;
+  }
+
+  /** Commits the open group: its batches are heard and resolve, in order. */
+  #commitGroup(): void {
+    const g = this.#group;
+    if (!g) return;
+    try {
+      this.tables.commitTransaction();
+    } catch (err) {
+      this.#abortGroup(g, err);
       return;
     }
-    for (const id of written) this.#servers.delete(id);
+    this.#group = undefined;
     this.#groups++;
-    this.#grouped += group.length;
-    for (const e of group) {
-      if (!e.fx) {
-        e.p.reject(e.err);
-        continue;
-      }
-      this.#announce(e.fx);
-      e.p.resolve(resultOf(e.fx));
+    this.#grouped += g.batches.length;
+    for (const b of g.batches) {
+      this.#announce(b.fx);
+      b.resolve(resultOf(b.fx));
     }
-    this.#schedule();
+  }
+
+  /** The group's transaction is gone (rolled back): every batch of it rejects, and reads may have kept what never committed. */
+  #abortGroup(g: Group, err: unknown): void {
+    if (this.#group === g) this.#group = undefined;
+    if (this.tables.inTransaction()) this.tables.rollbackTransaction();
+    this.#servers.clear();
+    for (const b of g.batches) b.reject(err);
+    g.batches.length = 0;
+  }
+
+  /**
+   * The kept records after a batch applied: a status or lifecycle write that
+   * took a kept record's version one step further gives the next record
+   * without reading the row back (the change feed reads every record just
+   * written, and decoding it was 5.7% of the manager's CPU); any other server
+   * write, or one the kept record does not precede, drops the entry. Under
+   * test each record made so is checked against the row (a mismatch throws).
+   */
+  #carryForward(fx: Effects): void {
+    if (fx.serverWrites.length === 0) return;
+    const known = new Map<string, ServerRecord | undefined>();
+    for (const w of fx.serverWrites) {
+      const id = serverIdOf(w.op);
+      known.set(id, nextRecord(known.has(id) ? known.get(id) : this.#servers.get(id), w.op, w.version));
+    }
+    for (const [id, next] of known) {
+      this.#servers.delete(id);
+      if (!next) continue;
+      if (FREEZE_CACHED) {
+        const stored = this.tables.getServer(id);
+        if (!stored || !sameRecord(next, stored)) throw new Error(`the kept record of ${id} differs from its row after a write: ${recordText(next)} vs ${stored && recordText(stored)}`);
+        deepFreeze(next);
+      }
+      this.#servers.set(id, next);
+    }
   }
 
   /** How many groups were written and how many batches they held (group commit, /metrics). */
@@ -193,8 +239,12 @@ export class SqliteStore implements StoreContract {
   #applyBatch(batch: readonly WriteOp[]): Effects {
     // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
     const ops = storable(batch);
-    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), purged: new Map(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [] };
-    for (const o of ops) if (o.op !== "event.append") this.#apply(o, fx);
+    const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), purged: new Map(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [], serverWrites: [] };
+    for (const o of ops) {
+      if (o.op === "event.append") continue;
+      this.#apply(o, fx);
+      if (isServerWrite(o)) fx.serverWrites.push({ op: o, version: o.op === "server.delete" ? undefined : fx.versions.get(serverIdOf(o)) });
+    }
     // Before the events, as PostgreSQL stamps them under the ledger lock.
     if (fx.serverIds.size > 0) this.tables.stampServerChanges(fx.serverIds, fx.purged);
     // Events last: they explain the changes above, and on PostgreSQL they are appended under the ledger lock.
@@ -413,10 +463,14 @@ export class SqliteStore implements StoreContract {
   async dueWebhookDeliveries(at: number, limit: number) { return this.#cluster().due(at, limit); }
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
-  async probeWrite(value: string, lockWaitMs: number) { this.tables.probeWrite(value, lockWaitMs); }
+  async probeWrite(value: string, lockWaitMs: number) {
+    // The probe is a transaction of its own: the group open in this turn commits first.
+    this.#commitGroup();
+    this.tables.probeWrite(value, lockWaitMs);
+  }
   async close() {
     // What was committed before the close is written, not lost.
-    while (this.#pending.length > 0) this.#flush();
+    this.#commitGroup();
     this.#closed = true;
     this.tables.close();
   }

@@ -57,6 +57,19 @@ export class SqliteTables {
     return this.db.transaction(fn)();
   }
 
+  /** Opens a transaction that stays open across calls (the store's group commit); `transaction` inside it uses savepoints. */
+  begin(): void {
+    this.db.exec("BEGIN");
+  }
+
+  commitTransaction(): void {
+    this.db.exec("COMMIT");
+  }
+
+  rollbackTransaction(): void {
+    this.db.exec("ROLLBACK");
+  }
+
   /** Whether a transaction is open (SQLite ends one by itself on some errors: a full disk, I/O). */
   inTransaction(): boolean {
     return this.db.inTransaction;
