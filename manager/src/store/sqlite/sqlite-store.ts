@@ -147,8 +147,13 @@ export class SqliteStore implements StoreContract {
    */
   commit(batch: readonly WriteOp[]): Promise<CommitResult> {
     if (this.#closed) return Promise.reject(new Error("the store is closed"));
-    const g = this.#openGroup();
+    let g: Group;
     let fx: Effects;
+    try {
+      g = this.#openGroup();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     try {
       // Nested in the group's transaction: a savepoint, rolled back alone when the batch throws.
       fx = this.tables.transaction(() => this.#applyBatch(batch));
