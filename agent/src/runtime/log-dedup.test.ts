@@ -20,6 +20,13 @@ describe("RotationDuplicates: a following log across rotations delivers each lin
     expect(d.dropped).toBe(2);
   });
 
+  it("keeps a stderr line stamped just before the stdout line delivered ahead of it (each stream in its own order)", () => {
+    const d = new RotationDuplicates();
+    // Docker stamps each stream in its own copier: "err 0" can carry the earlier stamp yet come second.
+    expect(texts(d.filter([frame(t(2), "out 0\n"), frame(t(1), "err 0\n", "stderr"), frame(t(3), "out 1\n")]))).toEqual(["stdout:out 0\n", "stderr:err 0\n", "stdout:out 1\n"]);
+    expect(d.dropped).toBe(0);
+  });
+
   it("keeps the parts of one long line, which share a stamp", () => {
     const d = new RotationDuplicates();
     const parts = [frame(t(5), "x".repeat(10)), frame(t(5), "y".repeat(10)), frame(t(5), "z\n")];

@@ -16,8 +16,12 @@ const STAMP_BYTES = 31;
  * Frames without a stamp pass unchanged.
  */
 export class RotationDuplicates {
-  private last = "";
-  private lastEndedLine = true;
+  /**
+   * Per stream: Docker stamps stdout and stderr in separate copiers, so a
+   * stderr line can carry a stamp just before the stdout line delivered ahead
+   * of it; one shared "last" dropped such lines as duplicates.
+   */
+  private readonly seen = { stdout: { last: "", lastEndedLine: true }, stderr: { last: "", lastEndedLine: true } };
   /** Messages dropped so far. */
   dropped = 0;
 
@@ -31,13 +35,14 @@ export class RotationDuplicates {
         continue;
       }
       const stamp = m[1]!;
-      if (stamp < this.last || (stamp === this.last && this.lastEndedLine)) {
+      const seen = this.seen[f.stream];
+      if (stamp < seen.last || (stamp === seen.last && seen.lastEndedLine)) {
         this.dropped++;
         continue;
       }
       const data = f.data.subarray(STAMP_BYTES);
-      this.last = stamp;
-      this.lastEndedLine = data.length > 0 && data[data.length - 1] === 0x0a;
+      seen.last = stamp;
+      seen.lastEndedLine = data.length > 0 && data[data.length - 1] === 0x0a;
       if (data.length > 0) out.push({ stream: f.stream, data });
     }
     return out;
