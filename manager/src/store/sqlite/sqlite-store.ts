@@ -235,7 +235,7 @@ export class SqliteStore implements StoreContract {
     }
   }
 
-  /** How many groups were written and how many batches they held (group commit, /metrics). */
+  /** How many groups were written and how many batches they held (group commit; read by its tests, not exported to /metrics). */
   groupCommitStats(): { groups: number; batches: number } {
     return { groups: this.#groups, batches: this.#grouped };
   }
