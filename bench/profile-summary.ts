@@ -4,6 +4,11 @@
  * most self time, and with the most inclusive time (self + callees).
  *
  *   node --import tsx bench/profile-summary.ts <file.cpuprofile> [top=30] [filter]
+ *   node --import tsx bench/profile-summary.ts <file.cpuprofile> --stalls [count=5] [top=15]
+ *
+ * `--stalls`: the longest stretches in which the thread never went idle (what
+ * holds the event loop: a stretch of 1 s is a second in which no timer,
+ * socket or keepalive was served), each with its own inclusive breakdown.
  */
 import { readFileSync } from "node:fs";
 
@@ -21,30 +26,35 @@ interface Profile {
   timeDeltas: number[];
 }
 
-const [file, topArg, filter] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const stalls = args.includes("--stalls");
+const [file, topArg, filter] = args.filter((a) => a !== "--stalls");
 if (!file) {
-  process.stderr.write("usage: bench/profile-summary.ts <file.cpuprofile> [top] [url-filter]\n");
+  process.stderr.write("usage: bench/profile-summary.ts <file.cpuprofile> [top] [url-filter] | <file.cpuprofile> --stalls [count] [top]\n");
   process.exit(2);
 }
-const top = Number(topArg ?? 30);
 const p = JSON.parse(readFileSync(file, "utf8")) as Profile;
 const byId = new Map(p.nodes.map((n) => [n.id, n]));
 const parent = new Map<number, number>();
 for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === "(idle)").map((n) => n.id));
 
-// Time per sample: the delta to the next sample.
-const selfUs = new Map<number, number>();
-for (let i = 0; i < p.samples.length; i++) {
-  const dt = p.timeDeltas[i + 1] ?? 0;
-  selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + dt);
+/** Self time per node over samples [from, to): each sample lasts until the next one. */
+function selfTimes(from: number, to: number): Map<number, number> {
+  const m = new Map<number, number>();
+  for (let i = from; i < to; i++) {
+    const dt = p.timeDeltas[i + 1] ?? 0;
+    m.set(p.samples[i]!, (m.get(p.samples[i]!) ?? 0) + dt);
+  }
+  return m;
 }
-const totalUs = p.endTime - p.startTime;
 
 const label = (n: Node) => {
   const url = n.callFrame.url.replace(/^file:\/\//, "").replace(/.*\/node_modules\//, "~/").replace(/.*\/work\/main\//, "");
   return `${n.callFrame.functionName || "(anonymous)"} ${url}:${n.callFrame.lineNumber + 1}`;
 };
 
+function breakdown(selfUs: Map<number, number>): { self: Map<string, number>; incl: Map<string, number> } {
 const self = new Map<string, number>();
 const incl = new Map<string, number>();
 for (const [id, us] of selfUs) {
@@ -59,11 +69,40 @@ for (const [id, us] of selfUs) {
     incl.set(l, (incl.get(l) ?? 0) + us);
   }
 }
+return { self, incl };
+}
 
-const show = (title: string, m: Map<string, number>) => {
-  process.stdout.write(`\n${title} (of ${(totalUs / 1e6).toFixed(1)} s profiled)\n`);
-  const rows = [...m].filter(([l]) => !filter || l.includes(filter)).sort((a, b) => b[1] - a[1]).slice(0, top);
+const show = (title: string, m: Map<string, number>, totalUs: number, top: number, only?: string) => {
+  process.stdout.write(`\n${title} (of ${(totalUs / 1e6).toFixed(3)} s)\n`);
+  const rows = [...m].filter(([l]) => !only || l.includes(only)).sort((a, b) => b[1] - a[1]).slice(0, top);
   for (const [l, us] of rows) process.stdout.write(`${(us / 1e6).toFixed(2).padStart(8)} s ${((us / totalUs) * 100).toFixed(1).padStart(5)}%  ${l}\n`);
 };
-show("self time", self);
-show("inclusive time", incl);
+if (stalls) {
+  // Busy stretches: runs of samples with no (idle) sample in between.
+  const count = Number(topArg ?? 5);
+  const top = Number(filter ?? 15);
+  const at: number[] = [];
+  let t = p.startTime;
+  for (const d of p.timeDeltas) at.push((t += d));
+  const runs: { from: number; to: number; us: number }[] = [];
+  let from = -1;
+  for (let i = 0; i <= p.samples.length; i++) {
+    const busy = i < p.samples.length && !idle.has(p.samples[i]!);
+    if (busy && from < 0) from = i;
+    if (!busy && from >= 0) {
+      runs.push({ from, to: i, us: (at[i] ?? p.endTime) - at[from]! });
+      from = -1;
+    }
+  }
+  runs.sort((a, b) => b.us - a.us);
+  for (const r of runs.slice(0, count)) {
+    const { incl } = breakdown(selfTimes(r.from, r.to));
+    show(`stall at +${((at[r.from]! - p.startTime) / 1e6).toFixed(1)} s, inclusive time`, incl, r.us, top);
+  }
+} else {
+  const top = Number(topArg ?? 30);
+  const totalUs = p.endTime - p.startTime;
+  const { self, incl } = breakdown(selfTimes(0, p.samples.length));
+  show("self time", self, totalUs, top, filter);
+  show("inclusive time", incl, totalUs, top, filter);
+}

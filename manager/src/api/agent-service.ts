@@ -31,6 +31,7 @@ import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
 import { PullProgressThrottle } from "./pull-progress.js";
 import type { NetworkInventory } from "../orphans/network-inventory.js";
+import { turns } from "../turns.js";
 import {
   addRefused,
   admitContainer,
@@ -68,8 +69,6 @@ export interface AgentServiceDeps {
 const REFUSED_EVENT_EVERY_MS = 10 * 60_000;
 /** After messages were dropped for the rate, ask for a full inventory at most this often. */
 const RATE_RESYNC_EVERY_MS = 30_000;
-/** Yield to the event loop after this many messages from one stream (other agents and the API get their turn). */
-const YIELD_EVERY = 64;
 
 /** Per stream: the inventory being assembled from parts, and the message budget. */
 interface LinkState {
@@ -255,7 +254,6 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       let current: Promise<void> = Promise.resolve();
       const consume = (async () => {
         try {
-          let handled = 0;
           for await (const msg of requests) {
             session.lastSeen = now();
             if (ended || closed || !hub.isCurrent(session)) break;
@@ -267,9 +265,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
               session.busy = false;
               session.lastSeen = now();
             }
-            // Messages already buffered would otherwise all be handled without a turn of the event loop
-            // in between (an inventory part is up to thousands of items: a turn of its own).
-            if (++handled % YIELD_EVERY === 0 || msg.body.case === "inventory") await new Promise((r) => setImmediate(r));
+            // Before reading (and decoding) the next message: the turn's budget is shared with every
+            // other stream and the reconciler. Without it a connect storm handled the first
+            // inventories of hundreds of hosts in one turn (1.3 s, docs/benchmarks.md).
+            await turns.slot();
           }
           out.close();
         } catch (err) {

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { TurnBudget } from "../turns.js";
 import { WorkQueue, type QueueOptions } from "./queue.js";
 
 interface Recorder {
@@ -71,13 +72,20 @@ describe("WorkQueue (real timers)", () => {
     expect(r.calls).toHaveLength(2);
   });
 
-  it("yields after batchSize keys but still processes them all", async () => {
-    const r = make(() => {}, { batchSize: 3 });
+  it("runs each key in its slot of the turn's budget, and still processes them all in order", async () => {
+    // Each run costs 4 ms of a 10 ms budget: the turn's clock reads 0, 4 and 8 when the first
+    // three ask, and 12 when the next one does: three runs per turn.
+    let now = 0;
+    const budget = new TurnBudget(10, () => now);
+    const r = make(() => void (now += 4), { budget, concurrency: 8 });
     for (let i = 0; i < 10; i++) r.q.add(`k${i}`, "x");
-    await new Promise<void>((res) => setImmediate(res));
-    expect(r.calls.length).toBe(3);
-    await drainReal();
-    await drainReal();
+    const perTurn: number[] = [];
+    while (r.calls.length < 10 && perTurn.length < 20) {
+      const before = r.calls.length;
+      await new Promise<void>((res) => setImmediate(res));
+      perTurn.push(r.calls.length - before);
+    }
+    expect(Math.max(...perTurn)).toBe(3);
     expect(r.calls.map((c) => c.key)).toEqual(Array.from({ length: 10 }, (_, i) => `k${i}`));
   });
 

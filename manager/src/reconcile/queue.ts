@@ -10,18 +10,22 @@
  *   state before the change that added it);
  * - failures back off per key (exponential, capped); a success resets it;
  * - `addAndWait` resolves after a run that started after the call;
- * - at most `concurrency` keys run at once (MaxConcurrentReconciles), and at
- *   most `batchSize` runs start per macrotask, so a store whose reads resolve
- *   at once (SQLite) still yields to I/O between batches.
+ * - at most `concurrency` keys run at once (MaxConcurrentReconciles), and
+ *   each run waits for its slot of the event-loop turn (turns.ts, shared with
+ *   the agents' messages), so a store whose reads resolve at once (SQLite)
+ *   still yields to I/O: 200 reconciles in one turn held the loop for 0.9 s
+ *   in a connect storm (docs/benchmarks.md).
  */
+import { turns, type TurnBudget } from "../turns.js";
+
 export interface QueueOptions {
   /** Processes one key; throws (or rejects) to be retried with backoff. Returns a requeue delay, if any. */
   process: (key: string, cause: string) => Promise<{ requeueAfterMs?: number } | void> | { requeueAfterMs?: number } | void;
   onError: (key: string, err: unknown, retryInMs: number) => void;
   baseBackoffMs?: number;
   maxBackoffMs?: number;
-  /** Runs started per macrotask before yielding to I/O. */
-  batchSize?: number;
+  /** The event-loop time this queue shares (default: the process's `turns`). */
+  budget?: TurnBudget;
   /** Keys processed at the same time (default DEFAULT_CONCURRENCY). */
   concurrency?: number;
 }
@@ -58,18 +62,16 @@ export class WorkQueue {
   /** Callers of idle() and stop(), woken when nothing is pending or running. */
   private idleWaiters: (() => void)[] = [];
   private scheduled = false;
-  /** Runs started since the last macrotask boundary (see batchSize). */
-  private startedThisTurn = 0;
   private stopped = false;
   private readonly baseBackoffMs: number;
   private readonly maxBackoffMs: number;
-  private readonly batchSize: number;
   private readonly concurrency: number;
+  private readonly budget: TurnBudget;
 
   constructor(private readonly opts: QueueOptions) {
     this.baseBackoffMs = opts.baseBackoffMs ?? 200;
     this.maxBackoffMs = opts.maxBackoffMs ?? 60_000;
-    this.batchSize = Math.max(1, opts.batchSize ?? 200);
+    this.budget = opts.budget ?? turns;
     this.concurrency = Math.max(1, opts.concurrency ?? DEFAULT_CONCURRENCY);
   }
 
@@ -146,25 +148,18 @@ export class WorkQueue {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      this.startedThisTurn = 0;
       this.pump();
     });
   }
 
-  /** Starts pending keys that are not running, up to the concurrency and this turn's batch. */
+  /** Starts pending keys that are not running, up to the concurrency (each waits for its slot of the turn). */
   private pump(): void {
     if (this.stopped) return;
     for (const [key, cause] of this.pending) {
       if (this.processing.size >= this.concurrency) return;
-      if (this.startedThisTurn >= this.batchSize) {
-        // Yield to I/O; the next macrotask carries on.
-        this.schedule();
-        return;
-      }
       // Running now: it stays pending and runs again once this run is over.
       if (this.processing.has(key)) continue;
       this.pending.delete(key);
-      this.startedThisTurn++;
       void this.run(key, cause);
     }
   }
@@ -175,6 +170,8 @@ export class WorkQueue {
     const waiting = this.waiters.get(key);
     this.waiters.delete(key);
     try {
+      await this.budget.slot();
+      if (this.stopped) return;
       const r = await this.opts.process(key, cause);
       this.failures.delete(key);
       if (r?.requeueAfterMs !== undefined) this.addAfter(key, r.requeueAfterMs, "deadline");
@@ -192,7 +189,7 @@ export class WorkQueue {
       this.processing.delete(key);
       if (waiting) for (const w of waiting) w();
       if (this.pending.size > 0 && !this.stopped) {
-        // Completions arrive in microtasks: starting more here (within batchSize) keeps a
+        // Completions arrive in microtasks: starting more here (while the turn has budget) keeps a
         // store that answers at once as fast as the synchronous queue was.
         this.pump();
       } else if (this.processing.size === 0) {
