@@ -29,16 +29,32 @@ export interface DataCheck {
 const MAX_WALK_ENTRIES = 100_000;
 
 /**
+ * Called by a walk as it goes, with how many entries it just read or
+ * lstat'ed; the walk waits for the promise (DirSizes paces itself with it).
+ */
+export type WalkPace = (entries: number) => Promise<void>;
+
+/** A directory's last measured size, and when it was measured. */
+interface KnownSize {
+  sizeBytes: number;
+  measuredAt: number;
+}
+
+/**
  * The agent's data root: every server's data lives in `<root>/<server id>`,
  * and nothing outside the root is ever created, read or deleted. Paths are
  * checked both lexically and after resolving symlinks.
  */
 export class DataRoot {
   readonly root: string;
+  /** Last walked size per server id (check); what checkCached reports without walking. */
+  private readonly sizes = new Map<string, KnownSize>();
+  private readonly now: () => number;
 
-  constructor(root: string) {
+  constructor(root: string, opts: { now?: () => number } = {}) {
     if (!isAbsolute(root)) throw new DataPathError(`data root "${root}" must be an absolute path`);
     this.root = resolve(root);
+    this.now = opts.now ?? Date.now;
   }
 
   /**
@@ -118,14 +134,56 @@ export class DataRoot {
     return p;
   }
 
-  async check(serverId: string): Promise<DataCheck> {
+  /**
+   * A fresh check: walks the directory for its size (commands, and the
+   * background sizer with `pace`) and remembers the size for checkCached.
+   */
+  async check(serverId: string, pace?: WalkPace): Promise<DataCheck> {
+    const st = await this.statDir(serverId);
+    if (!st) {
+      this.sizes.delete(serverId);
+      return { serverId, exists: false, sizeBytes: 0, modifyTimeMs: 0 };
+    }
+    const sizeBytes = await dirSize(st.path, pace);
+    this.sizes.set(serverId, { sizeBytes, measuredAt: this.now() });
+    return { serverId, exists: true, sizeBytes, modifyTimeMs: st.mtimeMs };
+  }
+
+  /**
+   * The inventory's check: whether the directory exists and its mtime (one
+   * stat after safePathFor's checks), with the size of the last check instead
+   * of a walk. A directory no check has measured yet (a new one, or any
+   * after the agent started) reports 0, like an empty new directory always
+   * did: the manager decides on `exists` only and shows the size, and the
+   * sizer measures never-measured directories first.
+   */
+  async checkCached(serverId: string): Promise<DataCheck> {
+    const st = await this.statDir(serverId);
+    if (!st) {
+      this.sizes.delete(serverId);
+      return { serverId, exists: false, sizeBytes: 0, modifyTimeMs: 0 };
+    }
+    return { serverId, exists: true, sizeBytes: this.sizes.get(serverId)?.sizeBytes ?? 0, modifyTimeMs: st.mtimeMs };
+  }
+
+  /** When check last measured the directory; undefined if never (since it last went missing). */
+  measuredAt(serverId: string): number | undefined {
+    return this.sizes.get(serverId)?.measuredAt;
+  }
+
+  /** Forgets the sizes of directories not in `present` (bounded by what the root holds). */
+  forgetSizesExcept(present: ReadonlySet<string>): void {
+    for (const id of this.sizes.keys()) if (!present.has(id)) this.sizes.delete(id);
+  }
+
+  /** The directory's path and mtime, or undefined when it is missing or not a directory. */
+  private async statDir(serverId: string): Promise<{ path: string; mtimeMs: number } | undefined> {
     const p = await this.safePathFor(serverId);
     try {
       const st = await stat(p);
-      if (!st.isDirectory()) return { serverId, exists: false, sizeBytes: 0, modifyTimeMs: 0 };
-      return { serverId, exists: true, sizeBytes: await dirSize(p), modifyTimeMs: st.mtimeMs };
+      return st.isDirectory() ? { path: p, mtimeMs: st.mtimeMs } : undefined;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return { serverId, exists: false, sizeBytes: 0, modifyTimeMs: 0 };
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
   }
@@ -241,12 +299,14 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-async function dirSize(dir: string): Promise<number> {
+/** Bytes in the regular files under `dir` (up to MAX_WALK_ENTRIES entries), paced by `pace` if given. */
+async function dirSize(dir: string, pace?: WalkPace): Promise<number> {
   let total = 0;
   let seen = 0;
   const stack = [dir];
   while (stack.length > 0 && seen < MAX_WALK_ENTRIES) {
     const d = stack.pop()!;
+    if (pace) await pace(1);
     let entries;
     try {
       entries = await readdir(d, { withFileTypes: true });
@@ -255,6 +315,7 @@ async function dirSize(dir: string): Promise<number> {
     }
     for (const e of entries) {
       if (++seen > MAX_WALK_ENTRIES) break;
+      if (pace) await pace(1);
       const p = join(d, e.name);
       // Never follow symlinks: a link inside the data dir must not make us read outside it.
       if (e.isDirectory()) stack.push(p);
