@@ -506,6 +506,7 @@ export function dataDir(d: DataCheck) {
     serverId: d.serverId,
     exists: d.exists,
     sizeBytes: BigInt(d.sizeBytes),
+    sizeUnknown: d.sizeUnknown === true,
     ...(d.modifyTimeMs ? { modifyTime: timestampFromMs(Math.floor(d.modifyTimeMs)) } : {}),
   });
 }

@@ -30,6 +30,11 @@ export class SimDataRoot extends DataRoot {
     return { serverId, exists: at !== undefined, sizeBytes: at !== undefined ? 4096 : 0, modifyTimeMs: at ?? 0 };
   }
 
+  /** Nothing to walk here: the inventory's check is the full one. */
+  override async checkCached(serverId: string): Promise<DataCheck> {
+    return this.check(serverId);
+  }
+
   override async remove(serverId: string): Promise<void> {
     this.pathFor(serverId);
     this.dirs.delete(serverId);

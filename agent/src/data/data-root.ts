@@ -23,6 +23,8 @@ export interface DataCheck {
   exists: boolean;
   sizeBytes: number;
   modifyTimeMs: number;
+  /** The size was not measured since the agent started (checkCached): sizeBytes is 0 and means nothing. */
+  sizeUnknown?: boolean;
 }
 
 /** Stop counting after this many entries: size is a hint, not an audit. */
@@ -153,9 +155,8 @@ export class DataRoot {
    * The inventory's check: whether the directory exists and its mtime (one
    * stat after safePathFor's checks), with the size of the last check instead
    * of a walk. A directory no check has measured yet (a new one, or any
-   * after the agent started) reports 0, like an empty new directory always
-   * did: the manager decides on `exists` only and shows the size, and the
-   * sizer measures never-measured directories first.
+   * after the agent started) says so (`sizeUnknown`): the manager keeps the
+   * size it knew, and the sizer measures never-measured directories first.
    */
   async checkCached(serverId: string): Promise<DataCheck> {
     const st = await this.statDir(serverId);
@@ -163,7 +164,8 @@ export class DataRoot {
       this.sizes.delete(serverId);
       return { serverId, exists: false, sizeBytes: 0, modifyTimeMs: 0 };
     }
-    return { serverId, exists: true, sizeBytes: this.sizes.get(serverId)?.sizeBytes ?? 0, modifyTimeMs: st.mtimeMs };
+    const known = this.sizes.get(serverId);
+    return { serverId, exists: true, sizeBytes: known?.sizeBytes ?? 0, modifyTimeMs: st.mtimeMs, ...(known ? {} : { sizeUnknown: true }) };
   }
 
   /** When check last measured the directory; undefined if never (since it last went missing). */

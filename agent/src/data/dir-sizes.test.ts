@@ -55,7 +55,7 @@ describe("DirSizes and the inventory's cached check", () => {
     const sizes = new DirSizes(root, silent, { sleep: noSleep });
 
     const before = await root.checkCached(A);
-    expect(before).toMatchObject({ serverId: A, exists: true, sizeBytes: 0 });
+    expect(before).toMatchObject({ serverId: A, exists: true, sizeBytes: 0, sizeUnknown: true });
     expect(before.modifyTimeMs).toBeGreaterThan(0);
     expect(lstatsInside(dir)).toBe(0);
 
@@ -63,7 +63,9 @@ describe("DirSizes and the inventory's cached check", () => {
     expect(lstatsInside(dir)).toBe(300);
 
     vi.mocked(lstat).mockClear();
-    expect(await root.checkCached(A)).toMatchObject({ exists: true, sizeBytes: 3000 });
+    const after = await root.checkCached(A);
+    expect(after).toMatchObject({ exists: true, sizeBytes: 3000 });
+    expect(after.sizeUnknown).toBeUndefined();
     expect(lstatsInside(dir)).toBe(0);
   });
 
@@ -149,7 +151,7 @@ describe("DirSizes and the inventory's cached check", () => {
     expect(root.measuredAt(B)).toBeDefined();
 
     await mkdir(join(root.root, A));
-    expect(await root.checkCached(A)).toMatchObject({ exists: true, sizeBytes: 0 });
+    expect(await root.checkCached(A)).toMatchObject({ exists: true, sizeBytes: 0, sizeUnknown: true });
     expect(await sizes.next()).toBe(A);
   });
 

@@ -661,6 +661,7 @@ function dataDirRecord(hostId: string, d: DataDir, at: number): DataDirRecord {
     present: d.exists,
     sizeBytes: byteCount(d.sizeBytes),
     checkedAt: at,
+    ...(d.sizeUnknown ? { sizeUnknown: true } : {}),
   };
 }
 

@@ -128,6 +128,11 @@ export interface DataDirRecord {
   present: boolean;
   sizeBytes: number;
   checkedAt: number;
+  /**
+   * From an inventory: the agent has not measured the directory since it
+   * started; the store keeps the size it has (0 for a directory it never saw).
+   */
+  sizeUnknown?: boolean;
 }
 
 /** A directory directly under a host's data root, as its agent listed it. */

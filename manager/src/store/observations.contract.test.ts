@@ -121,6 +121,19 @@ describe("host inventory: the complete picture of a host", () => {
     expect(await store.getDataDir(HOST, "srv_mine")).toMatchObject({ present: false, sizeBytes: 0, checkedAt: 3 });
   });
 
+  it("an unmeasured size (the agent just started) keeps the size known; a directory never seen gets 0", async () => {
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_mine", hostId: HOST }) }]);
+    await store.commit([inventory({ dataDirs: [dir("srv_mine", { sizeBytes: 4096 })] })]);
+    // Not a change: nothing to reconcile, and the size shown stays.
+    expect(await touched([inventory({ dataDirs: [dir("srv_mine", { sizeBytes: 0, sizeUnknown: true, checkedAt: 2 })], at: 2 })])).toEqual([]);
+    expect(await store.getDataDir(HOST, "srv_mine")).toEqual({ hostId: HOST, serverId: "srv_mine", present: true, sizeBytes: 4096, checkedAt: 2 });
+    expect(await touched([inventory({ dataDirs: [dir("srv_mine", { sizeBytes: 8192, checkedAt: 3 })], at: 3 })])).toEqual(["srv_mine"]);
+    expect((await store.getDataDir(HOST, "srv_mine"))?.sizeBytes).toBe(8192);
+
+    await store.commit([inventory({ dataDirs: [dir("srv_mine", { sizeBytes: 8192 }), dir("srv_new", { sizeBytes: 0, sizeUnknown: true })], at: 4 })]);
+    expect(await store.getDataDir(HOST, "srv_new")).toEqual({ hostId: HOST, serverId: "srv_new", present: true, sizeBytes: 0, checkedAt: 1 });
+  });
+
   // PostgreSQL writes an inventory's containers and directories in one statement each: a
   // container or directory listed twice must still end as its last listing, as row by row.
   it("a container or a data directory listed twice in one inventory: the last listing is stored, touched once", async () => {

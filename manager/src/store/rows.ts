@@ -11,6 +11,7 @@ import type {
   AlertState,
   CommandRecord,
   CommandState,
+  DataDirRecord,
   EventInput,
   EventRecord,
   HostFacts,
@@ -391,4 +392,16 @@ export function webhookDeliveryFromRow(r: WebhookDeliveryRow): WebhookDeliveryRe
 /** webhook.retry / webhook.done refused: the delivery was attempted, finished or dropped meanwhile. */
 export function deliveryMoved(id: string, attempt: number): ConflictError {
   return new ConflictError(`webhook delivery ${id} is no longer pending after ${attempt - 1} attempt(s) (another manager attempted or finished it, or it was dropped); nothing to record`);
+}
+
+/**
+ * An inventory's check of a directory, as stored: a size the agent has not
+ * measured since it started stands for the size already known (0 for a
+ * directory not seen before), so an agent's restart does not show every
+ * directory as empty until its background sizer gets to it.
+ */
+export function withKnownSize(reported: DataDirRecord, known: { present: boolean; sizeBytes: number } | undefined): DataDirRecord {
+  const { sizeUnknown, ...d } = reported;
+  if (!sizeUnknown) return d;
+  return { ...d, sizeBytes: known?.present ? known.sizeBytes : 0 };
 }

@@ -23,7 +23,7 @@ import type pg from "pg";
 import { ConflictError, HostOwnershipLostError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { alertAlreadyFiring, deliveryMoved, portKeys, portKeysOfSpecJson } from "../rows.js";
+import { alertAlreadyFiring, deliveryMoved, portKeys, portKeysOfSpecJson, withKnownSize } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import { hostLeaseName, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
@@ -714,9 +714,10 @@ export class PgBatch {
       dirs.delete(key);
       dirs.set(key, d);
     };
-    for (const d of dataDirs) {
-      if (keep.has(d.serverId)) continue;
-      const k = known.get(d.serverId);
+    for (const reportedDir of dataDirs) {
+      if (keep.has(reportedDir.serverId)) continue;
+      const k = known.get(reportedDir.serverId);
+      const d = withKnownSize(reportedDir, k);
       writeDir(d);
       known.set(d.serverId, { present: d.present, sizeBytes: d.sizeBytes });
       reported.add(d.serverId);

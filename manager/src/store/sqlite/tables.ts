@@ -34,7 +34,7 @@ import type {
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
+import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
 import { SERVER_TOMBSTONES_KEPT, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
@@ -560,9 +560,10 @@ export class SqliteTables {
       // The agent lists every directory under its data root: a known server's
       // directory that is not listed is gone.
       const reported = new Set<string>();
-      for (const d of dataDirs) {
-        if (keep.has(d.serverId)) continue;
-        const known = this.getDataDir(hostId, d.serverId);
+      for (const reportedDir of dataDirs) {
+        if (keep.has(reportedDir.serverId)) continue;
+        const known = this.getDataDir(hostId, reportedDir.serverId);
+        const d = withKnownSize(reportedDir, known);
         this.upsertDataDir(d);
         reported.add(d.serverId);
         if (!known || known.present !== d.present || known.sizeBytes !== d.sizeBytes) touched.add(d.serverId);
