@@ -158,7 +158,8 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
   const size = `${agents.toLocaleString("en")}×${serversPerAgent}${opts.storm === "empty" ? " (empty hosts)" : ""}`;
   const dir = await mkdtemp(join(tmpdir(), "berth-bench-scale-"));
   const profDir = join(dir, "profiles");
-  const nodeArgs = opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [];
+  // BENCH_MANAGER_NODE_ARGS: more node flags for the managers, e.g. "--trace-gc" (printed into manager.log).
+  const nodeArgs = [...(opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profDir] : []), ...(process.env.BENCH_MANAGER_NODE_ARGS ?? "").split(" ").filter(Boolean)];
   const fleets: Fleet[] = [];
   let store: ProvisionedStore | undefined;
   let managers: ManagerProc[] = [];

@@ -167,6 +167,16 @@ describe("AlertEvaluator", () => {
     expect((await h.evaluator.evaluate()).resolved.map((a) => a.rule)).toEqual(["crash_loop"]);
   });
 
+  it("evaluates every page of a fleet larger than one page, and fires for all of it at once", async () => {
+    const h = await setup();
+    // 2,500 servers: three pages of the fleet-wide read; the crash-looping ones sit on each page.
+    const ids = Array.from({ length: 2_500 }, (_, i) => `srv_p${String(i).padStart(4, "0")}`);
+    for (const id of ids) await h.addServer(id, Phase.RUNNING, "Running");
+    const looping = [ids[5]!, ids[1_200]!, ids[2_499]!];
+    for (const id of looping) await h.setPhase(id, Phase.FAILED, "CrashLoop");
+    expect((await h.evaluator.evaluate()).fired.map((a) => a.subject).sort()).toEqual(looping.map((id) => `server:${id}`));
+  });
+
   it("a muted alert sends no notification; its mute carries over to the next alert of the same subject", async () => {
     const h = await setup();
     await h.addServer("srv_d", Phase.DATA_LOST);

@@ -120,9 +120,14 @@ export function notConverged(s: ServerView): boolean {
 }
 
 export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCondition[] {
-  const out: AlertCondition[] = [];
   const hosts = new Map(fleet.hosts.map((h) => [h.id, h]));
-  for (const h of fleet.hosts) {
+  return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts)];
+}
+
+/** The rules about hosts (evaluateRules, in parts: the evaluator runs the server rules a page at a time). */
+export function hostConditions(fleetHosts: readonly HostView[], t: AlertThresholds): AlertCondition[] {
+  const out: AlertCondition[] = [];
+  for (const h of fleetHosts) {
     const host = { project: "", hostId: h.id, serverId: "" };
     if (!h.connected) {
       out.push({
@@ -148,7 +153,13 @@ export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCo
       });
     }
   }
-  for (const s of fleet.servers) {
+  return out;
+}
+
+/** The rules about servers, for any subset of them; `hosts` names the hosts in messages. */
+export function serverConditions(servers: readonly ServerView[], hosts: ReadonlyMap<string, HostView>, t: AlertThresholds): AlertCondition[] {
+  const out: AlertCondition[] = [];
+  for (const s of servers) {
     if (s.retired) continue;
     const server = { project: s.project, hostId: s.hostId, serverId: s.id, subject: `server:${s.id}` };
     if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
@@ -173,10 +184,18 @@ export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCo
       });
     }
   }
-  // One alert per host and kind, not one per orphan: a host reporting 30,000 untracked
-  // containers once made 30,001 alerts (and twice as many events).
+  return out;
+}
+
+/**
+ * The orphan rule. One alert per host and kind, not one per orphan: a host
+ * reporting 30,000 untracked containers once made 30,001 alerts (and twice
+ * as many events).
+ */
+export function orphanConditions(orphans: readonly OrphanView[], hosts: ReadonlyMap<string, HostView>): AlertCondition[] {
+  const out: AlertCondition[] = [];
   const groups = new Map<string, OrphanView[]>();
-  for (const o of fleet.orphans) {
+  for (const o of orphans) {
     const key = `${o.hostId}/${o.kind}`;
     const g = groups.get(key);
     if (g) g.push(o);

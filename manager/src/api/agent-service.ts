@@ -195,6 +195,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     },
 
     async *connect(requests: AsyncIterable<AgentMessage>, ctx: HandlerContext): AsyncIterable<ManagerMessage> {
+      // A connect storm opens hundreds of streams in one poll of the sockets: each one's
+      // authentication and first messages wait for their slot of the turn like any message.
+      await turns.slot();
       const host = await authenticate(ctx);
       const out = new AsyncQueue<ManagerMessage>();
       // Set when the hub closes the stream (host removed, replaced): nothing it sends afterwards is stored.
@@ -258,17 +261,18 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
             session.lastSeen = now();
             if (ended || closed || !hub.isCurrent(session)) break;
             session.busy = true;
-            current = handleOrSkip(link, msg);
             try {
+              // The turn's budget is shared with every other stream and the reconciler. Without it a
+              // connect storm handled the first inventories of hundreds of hosts in one turn (1.3 s,
+              // docs/benchmarks.md).
+              await turns.slot();
+              if (ended || closed || !hub.isCurrent(session)) break;
+              current = handleOrSkip(link, msg);
               await current;
             } finally {
               session.busy = false;
               session.lastSeen = now();
             }
-            // Before reading (and decoding) the next message: the turn's budget is shared with every
-            // other stream and the reconciler. Without it a connect storm handled the first
-            // inventories of hundreds of hosts in one turn (1.3 s, docs/benchmarks.md).
-            await turns.slot();
           }
           out.close();
         } catch (err) {

@@ -7,6 +7,7 @@
  * The result is not one snapshot: a server that changes meanwhile is seen as
  * it was or as it is, which every such reader tolerates (they run again).
  */
+import { turns } from "../turns.js";
 import type { IdPage } from "./store.js";
 
 /** Rows per page of a fleet-wide read: a few milliseconds of work each. */
@@ -20,12 +21,24 @@ export function pageLimit(page: IdPage): number {
 /** Every row `read` pages through (id order), yielding to the event loop between pages. */
 export async function readPages<T extends { id: string }>(read: (page: IdPage) => Promise<T[]>, limit = FLEET_PAGE): Promise<T[]> {
   const all: T[] = [];
+  await forEachPage(read, (page) => {
+    for (const row of page) all.push(row);
+  }, limit);
+  return all;
+}
+
+/**
+ * Hands each page `read` returns (id order) to `onPage`, each read and its
+ * handling in a slot of the event-loop turn (turns.ts): work proportional to
+ * the fleet done a page at a time, never in one step.
+ */
+export async function forEachPage<T extends { id: string }>(read: (page: IdPage) => Promise<T[]>, onPage: (rows: T[]) => void, limit = FLEET_PAGE): Promise<void> {
   let after = "";
   for (;;) {
+    await turns.slot();
     const page = await read({ after, limit });
-    for (const row of page) all.push(row);
-    if (page.length < limit) return all;
+    onPage(page);
+    if (page.length < limit) return;
     after = page[page.length - 1]!.id;
-    await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }
