@@ -89,6 +89,17 @@ describe("WorkQueue (real timers)", () => {
     expect(r.calls.map((c) => c.key)).toEqual(Array.from({ length: 10 }, (_, i) => `k${i}`));
   });
 
+  it("a key added again while its run waits for a slot of the turn merges into that run", async () => {
+    const r = make();
+    r.q.add("srv_a", "first");
+    // The queue's drain has asked for a slot; the key has not started.
+    await new Promise<void>((res) => setImmediate(res));
+    expect(r.calls).toHaveLength(0);
+    r.q.add("srv_a", "second");
+    await drainReal();
+    expect(r.calls.map((c) => c.cause)).toEqual(["second"]);
+  });
+
   it("stop() drops pending work and ignores later adds", async () => {
     const r = make();
     r.q.add("a", "x");

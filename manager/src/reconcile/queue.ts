@@ -55,6 +55,8 @@ export class WorkQueue {
   private readonly pending = new Map<string, string>();
   /** Keys running now. */
   private readonly processing = new Set<string>();
+  /** Slots of the turn asked for and not granted yet (each starts one run). */
+  private slotsAsked = 0;
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
   /** Callers awaiting the next run of a key (addAndWait), handed to that run when it starts. */
@@ -125,7 +127,7 @@ export class WorkQueue {
 
   /** Resolves once no key is pending or running (scheduled retries and deadlines do not count). */
   idle(): Promise<void> {
-    if (this.pending.size === 0 && this.processing.size === 0) return Promise.resolve();
+    if (this.pending.size === 0 && this.processing.size === 0 && this.slotsAsked === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -152,26 +154,53 @@ export class WorkQueue {
     });
   }
 
-  /** Starts pending keys that are not running, up to the concurrency (each waits for its slot of the turn). */
+  /**
+   * Asks for a slot of the turn for each run that could start (up to the
+   * concurrency, at most one per pending key); a granted slot starts the
+   * oldest pending key that is not running. The key stays pending while the
+   * slot is awaited: a change meanwhile merges into that run instead of
+   * making another one after it.
+   */
   private pump(): void {
     if (this.stopped) return;
-    for (const [key, cause] of this.pending) {
-      if (this.processing.size >= this.concurrency) return;
-      // Running now: it stays pending and runs again once this run is over.
-      if (this.processing.has(key)) continue;
-      this.pending.delete(key);
-      void this.run(key, cause);
+    while (this.processing.size + this.slotsAsked < this.concurrency && this.slotsAsked < this.pending.size) {
+      this.slotsAsked++;
+      void this.budget.slot().then(() => {
+        this.slotsAsked--;
+        const next = this.stopped ? undefined : this.nextRunnable();
+        if (next) void this.run(next[0], next[1]);
+        // Nothing to start: what is pending is running, and its run's end pumps again.
+        else this.wakeIdle();
+      });
     }
   }
 
+  /** The oldest pending key that is not running now (one running stays pending and runs again after). */
+  private nextRunnable(): [string, string] | undefined {
+    for (const entry of this.pending) if (!this.processing.has(entry[0])) return entry;
+    return undefined;
+  }
+
+  /** After a run or a slot: more runs if keys are pending, else wake idle() callers once nothing runs. */
+  private settle(): void {
+    if (this.pending.size > 0 && !this.stopped) this.pump();
+    else this.wakeIdle();
+  }
+
+  private wakeIdle(): void {
+    if (this.processing.size > 0 || this.slotsAsked > 0 || (this.pending.size > 0 && !this.stopped)) return;
+    const idle = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of idle) w();
+  }
+
   private async run(key: string, cause: string): Promise<void> {
+    this.pending.delete(key);
     this.processing.add(key);
     // Whoever waits for "the next run" now waits for this one; later callers wait for the one after.
     const waiting = this.waiters.get(key);
     this.waiters.delete(key);
     try {
-      await this.budget.slot();
-      if (this.stopped) return;
       const r = await this.opts.process(key, cause);
       this.failures.delete(key);
       if (r?.requeueAfterMs !== undefined) this.addAfter(key, r.requeueAfterMs, "deadline");
@@ -188,15 +217,7 @@ export class WorkQueue {
     } finally {
       this.processing.delete(key);
       if (waiting) for (const w of waiting) w();
-      if (this.pending.size > 0 && !this.stopped) {
-        // Completions arrive in microtasks: starting more here (while the turn has budget) keeps a
-        // store that answers at once as fast as the synchronous queue was.
-        this.pump();
-      } else if (this.processing.size === 0) {
-        const idle = this.idleWaiters;
-        this.idleWaiters = [];
-        for (const w of idle) w();
-      }
+      this.settle();
     }
   }
 }
