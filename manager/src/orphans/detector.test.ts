@@ -100,6 +100,28 @@ describe("OrphanDetector over the store", () => {
     ]);
   });
 
+  it("finds what is on every host of a fleet read a range of hosts at a time", async () => {
+    const store = await testStore();
+    stores.push(store);
+    const me = await store.clusterId();
+    // 120 hosts: three ranges of HOSTS_PER_READ (50); an untracked container on hosts in each.
+    const hosts = Array.from({ length: 120 }, (_, i) => `host_${String(i).padStart(3, "0")}`);
+    for (const h of hosts) {
+      await store.commit([
+        { op: "host.insert", id: h, name: h, secretHash: "x", createdAt: 0 },
+        { op: "host.connected", id: h, facts: { dataRoot: "/var/lib/berth" }, at: NOW },
+      ]);
+    }
+    const withOrphan = [hosts[0]!, hosts[60]!, hosts[119]!];
+    for (const h of withOrphan) {
+      await store.commit([{ op: "host.inventory", hostId: h, containers: [ctr(`c-${h}`, { "berth.manager": me, "berth.server": "srv_purged" })], dataDirs: [], at: NOW, dataRootEntries: [{ name: "notes", sizeBytes: 0 }] }]);
+    }
+    const d = new OrphanDetector({ store, isConnected: () => true, managerId: me, now: () => NOW });
+    const found = (await d.find({ includeUnmanaged: false })).map((f) => `${OrphanKind[f.kind]} ${f.hostId}`);
+    expect(found.filter((f) => f.startsWith("UNTRACKED")).sort()).toEqual(withOrphan.map((h) => `UNTRACKED ${h}`));
+    expect(found.filter((f) => f.startsWith("STRAY_DATA")).sort()).toEqual(withOrphan.map((h) => `STRAY_DATA ${h}`));
+  });
+
   it("a later inventory replaces the directory list", async () => {
     const { store } = await fleet();
     await store.commit([{ op: "host.inventory", hostId: "host_a", containers: [], dataDirs: [], at: NOW, dataRootEntries: [{ name: "other", sizeBytes: 0 }] }]);

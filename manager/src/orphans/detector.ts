@@ -1,4 +1,5 @@
-import { readPages } from "../store/pages.js";
+import { hostRanges, HOSTS_PER_READ, readPages } from "../store/pages.js";
+import { turns } from "../turns.js";
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { OrphanView } from "../alerts/rules.js";
@@ -55,12 +56,23 @@ export class OrphanDetector {
       connected: h.removedAt === null && isConnected(h.id),
       dataRoot: h.facts.dataRoot ?? "",
     }));
+    // Per host, and the observations a range of hosts at a time: each read in its slot of the
+    // event-loop turn (reading every host's containers at once held the loop for 120 ms at
+    // 10,000 containers, docs/benchmarks.md).
     const busyContainerIds = new Set<string>();
-    for (const h of hosts) {
-      if (!h.connected) continue;
-      for (const c of await store.openCommandsForHost(h.id)) {
-        if (c.command.kind === CommandKind.COPY_DATA && c.command.containerId) busyContainerIds.add(c.command.containerId);
-      }
+    const connected = hosts.filter((h) => h.connected);
+    for (let i = 0; i < connected.length; i += HOSTS_PER_READ) {
+      await turns.slot();
+      const open = await Promise.all(connected.slice(i, i + HOSTS_PER_READ).map((h) => store.openCommandsForHost(h.id)));
+      for (const c of open.flat()) if (c.command.kind === CommandKind.COPY_DATA && c.command.containerId) busyContainerIds.add(c.command.containerId);
+    }
+    const containers: Awaited<ReturnType<typeof store.listOrphanCandidates>> = [];
+    const dataRootEntries: Awaited<ReturnType<typeof store.listDataRootEntries>> = [];
+    for (const range of hostRanges(hosts.map((h) => h.id))) {
+      await turns.slot();
+      const [c, d] = await Promise.all([store.listOrphanCandidates(managerId, opts.includeUnmanaged, range), store.listDataRootEntries(range)]);
+      for (const x of c) containers.push(x);
+      for (const x of d) dataRootEntries.push(x);
     }
     return classifyOrphans({
       managerId,
@@ -69,8 +81,8 @@ export class OrphanDetector {
       includeUnmanaged: opts.includeUnmanaged,
       hosts,
       servers,
-      containers: await store.listOrphanCandidates(managerId, opts.includeUnmanaged),
-      dataRootEntries: await store.listDataRootEntries(),
+      containers,
+      dataRootEntries,
       busyServerIds: await store.serverIdsWithOpenCommands(),
       busyContainerIds,
       networks: this.deps.networks?.list() ?? [],

@@ -76,6 +76,26 @@ describe("observed containers", () => {
     expect(await store.observedCounts("host_b")).toEqual({ total: 1, other: 1 });
     expect(await store.observedCounts("host_none")).toEqual({ total: 0, other: 0 });
   });
+
+  it("orphan candidates and data-root entries a range of hosts at a time: from ≤ host < to, no end without `to`", async () => {
+    const hosts = ["host_a", "host_b", "host_c", "host_d"];
+    for (const h of hosts) {
+      await store.commit([
+        { op: "container.upsert", hostId: h, container: ctr(`c_${h}`, "srv_gone"), at: 1 },
+        inventory({ hostId: h, containers: [ctr(`c_${h}`, "srv_gone")], dataRootEntries: [{ name: `d_${h}`, sizeBytes: 1 }] }),
+      ]);
+    }
+    const candidates = async (range?: { from: string; to?: string }) => (await store.listOrphanCandidates("mgr_me", false, range)).map((c) => c.hostId);
+    const entries = async (hosts?: string | { from: string; to?: string }) => (await store.listDataRootEntries(hosts)).map((e) => e.hostId);
+    expect(await candidates({ from: "", to: "host_b" })).toEqual(["host_a"]);
+    expect(await candidates({ from: "host_b", to: "host_d" })).toEqual(["host_b", "host_c"]);
+    expect(await candidates({ from: "host_d" })).toEqual(["host_d"]);
+    expect(await candidates()).toEqual(hosts);
+    expect(await entries({ from: "", to: "host_b" })).toEqual(["host_a"]);
+    expect(await entries({ from: "host_b", to: "host_d" })).toEqual(["host_b", "host_c"]);
+    expect(await entries({ from: "host_c" })).toEqual(["host_c", "host_d"]);
+    expect(await entries("host_b")).toEqual(["host_b"]);
+  });
 });
 
 describe("host inventory: the complete picture of a host", () => {

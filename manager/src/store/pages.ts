@@ -8,7 +8,7 @@
  * it was or as it is, which every such reader tolerates (they run again).
  */
 import { turns } from "../turns.js";
-import type { IdPage } from "./store.js";
+import type { HostRange, IdPage } from "./store.js";
 
 /** Rows per page of a fleet-wide read: a few milliseconds of work each. */
 export const FLEET_PAGE = 1_000;
@@ -41,4 +41,19 @@ export async function forEachPage<T extends { id: string }>(read: (page: IdPage)
     if (page.length < limit) return;
     after = page[page.length - 1]!.id;
   }
+}
+
+/** Hosts per read of a fleet-wide observation read (about 20 containers each in the benchmark). */
+export const HOSTS_PER_READ = 50;
+
+/**
+ * Ranges of host ids, `perRange` known hosts each, that together cover every
+ * id: the first starts at "" and the last has no end, so observations of a
+ * host nobody listed (removed meanwhile) are read too.
+ */
+export function hostRanges(hostIds: Iterable<string>, perRange = HOSTS_PER_READ): HostRange[] {
+  const ids = [...new Set(hostIds)].sort();
+  const cuts: string[] = [];
+  for (let i = perRange; i < ids.length; i += perRange) cuts.push(ids[i]!);
+  return [...cuts, undefined].map((to, i) => ({ from: i === 0 ? "" : cuts[i - 1]!, ...(to !== undefined ? { to } : {}) }));
 }

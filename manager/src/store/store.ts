@@ -280,6 +280,16 @@ export interface IdPage {
   limit: number;
 }
 
+/**
+ * Hosts by id: `from` ≤ host id < `to` (no `to`: no upper bound). Fleet-wide
+ * reads of observations go a range of hosts at a time (orphans/detector.ts);
+ * ranges cut at known host ids cover every id, known or not.
+ */
+export interface HostRange {
+  from: string;
+  to?: string;
+}
+
 export interface ServerPlacement {
   id: string;
   project: string;
@@ -331,10 +341,12 @@ export interface HostReads {
 export interface ObservationReads {
   containersForServer(hostId: string, serverId: string): Promise<ObservedContainer[]>;
   observedContainer(hostId: string, containerId: string): Promise<ObservedContainer | undefined>;
-  listOrphanCandidates(managerId: string, includeUnlabelled: boolean): Promise<ObservedContainer[]>;
+  /** Of every host, or of the hosts in `range`. */
+  listOrphanCandidates(managerId: string, includeUnlabelled: boolean, range?: HostRange): Promise<ObservedContainer[]>;
   observedCounts(hostId: string): Promise<{ total: number; other: number }>;
   getDataDir(hostId: string, serverId: string): Promise<DataDirRecord | undefined>;
-  listDataRootEntries(hostId?: string): Promise<(DataRootEntry & { hostId: string })[]>;
+  /** Of every host, of one (an id), or of the hosts in a range. */
+  listDataRootEntries(hosts?: string | HostRange): Promise<(DataRootEntry & { hostId: string })[]>;
 }
 
 export interface CommandReads {

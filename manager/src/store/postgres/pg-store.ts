@@ -43,7 +43,7 @@ import {
   type WebhookDeliveryRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
-import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
 import { pageLimit } from "../pages.js";
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
@@ -557,13 +557,14 @@ export class PostgresStore implements Store {
     return r && observedFromRow(r);
   }
 
-  async listOrphanCandidates(managerId: string, includeUnlabelled: boolean) {
+  async listOrphanCandidates(managerId: string, includeUnlabelled: boolean, range: HostRange = { from: "" }) {
     const rows = await this.#rows<ObservedRow>(
       `SELECT * FROM observed_containers o
-       WHERE NOT (o.manager_id = $1 AND EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id))
+       WHERE o.host_id >= $3 AND ($4::text IS NULL OR o.host_id < $4)
+         AND NOT (o.manager_id = $1 AND EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id))
          AND ($2::boolean OR o.server_id IS NOT NULL OR o.manager_id IS NOT NULL)
        ORDER BY o.host_id, o.container_id`,
-      [managerId, includeUnlabelled],
+      [managerId, includeUnlabelled, range.from, range.to ?? null],
     );
     return rows.map(observedFromRow);
   }
@@ -586,10 +587,14 @@ export class PostgresStore implements Store {
     return r && { hostId: r.host_id, serverId: r.server_id, present: r.present === 1, sizeBytes: r.size_bytes, checkedAt: r.checked_at };
   }
 
-  async listDataRootEntries(hostId?: string) {
-    const rows = await (hostId
-      ? this.#rows<{ host_id: string; name: string; size_bytes: number }>("SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id = $1 ORDER BY name", [hostId])
-      : this.#rows<{ host_id: string; name: string; size_bytes: number }>("SELECT host_id, name, size_bytes FROM data_root_entries ORDER BY host_id, name"));
+  async listDataRootEntries(hosts?: string | HostRange) {
+    const range = typeof hosts === "string" ? undefined : (hosts ?? { from: "" });
+    const rows = await (typeof hosts === "string"
+      ? this.#rows<{ host_id: string; name: string; size_bytes: number }>("SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id = $1 ORDER BY name", [hosts])
+      : this.#rows<{ host_id: string; name: string; size_bytes: number }>(
+          "SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id >= $1 AND ($2::text IS NULL OR host_id < $2) ORDER BY host_id, name",
+          [range!.from, range!.to ?? null],
+        ));
     return rows.map((r) => ({ hostId: r.host_id, name: r.name, sizeBytes: r.size_bytes }));
   }
 

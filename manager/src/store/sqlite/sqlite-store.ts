@@ -12,7 +12,7 @@ import { ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/serv
 import type { EventRecord, Lifecycle, ServerRecord } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
-import { hostLeaseName, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
+import { hostLeaseName, type HostRange, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
 import { serverFromRow, storable, type ServerRow } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
@@ -525,10 +525,10 @@ export class SqliteStore implements StoreContract {
 
   async containersForServer(hostId: string, serverId: string) { return this.tables.containersForServer(hostId, serverId); }
   async observedContainer(hostId: string, containerId: string) { return this.tables.observedContainer(hostId, containerId); }
-  async listOrphanCandidates(managerId: string, includeUnlabelled: boolean) { return this.tables.listOrphanCandidates(managerId, includeUnlabelled); }
+  async listOrphanCandidates(managerId: string, includeUnlabelled: boolean, range?: HostRange) { return this.tables.listOrphanCandidates(managerId, includeUnlabelled, range); }
   async observedCounts(hostId: string) { return this.tables.observedCounts(hostId); }
   async getDataDir(hostId: string, serverId: string) { return this.tables.getDataDir(hostId, serverId); }
-  async listDataRootEntries(hostId?: string) { return this.tables.listDataRootEntries(hostId); }
+  async listDataRootEntries(hosts?: string | HostRange) { return this.tables.listDataRootEntries(hosts); }
 
   async getCommand(id: string) { return this.tables.getCommand(id); }
   async openCommandForServer(serverId: string) { return this.tables.openCommandForServer(serverId); }

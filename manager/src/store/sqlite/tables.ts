@@ -35,7 +35,7 @@ import type {
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
 import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
-import { SERVER_TOMBSTONES_KEPT, type IdPage, type ServerPlacement } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
 /**
@@ -632,10 +632,13 @@ export class SqliteTables {
   }
 
   /** Directories under data roots, as last listed (every host, or one). */
-  listDataRootEntries(hostId?: string): (DataRootEntry & { hostId: string })[] {
-    const rows = (hostId
-      ? this.db.prepare("SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id = ? ORDER BY name").all(hostId)
-      : this.db.prepare("SELECT host_id, name, size_bytes FROM data_root_entries ORDER BY host_id, name").all()) as { host_id: string; name: string; size_bytes: number }[];
+  listDataRootEntries(hosts?: string | HostRange): (DataRootEntry & { hostId: string })[] {
+    const range = typeof hosts === "string" ? undefined : (hosts ?? { from: "" });
+    const rows = (typeof hosts === "string"
+      ? this.db.prepare("SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id = ? ORDER BY name").all(hosts)
+      : this.db
+          .prepare("SELECT host_id, name, size_bytes FROM data_root_entries WHERE host_id >= ? AND (? IS NULL OR host_id < ?) ORDER BY host_id, name")
+          .all(range!.from, range!.to ?? null, range!.to ?? null)) as { host_id: string; name: string; size_bytes: number }[];
     return rows.map((r) => ({ hostId: r.host_id, name: r.name, sizeBytes: r.size_bytes }));
   }
 
@@ -649,15 +652,16 @@ export class SqliteTables {
    * `managerId` for a server on the same host): the candidates for orphans.
    * Containers without berth labels only with `includeUnlabelled`.
    */
-  listOrphanCandidates(managerId: string, includeUnlabelled: boolean): ObservedContainer[] {
+  listOrphanCandidates(managerId: string, includeUnlabelled: boolean, range: HostRange = { from: "" }): ObservedContainer[] {
     const rows = this.db
       .prepare(
         `SELECT * FROM observed_containers o
-         WHERE NOT (o.manager_id = ? AND EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id))
+         WHERE o.host_id >= ? AND (? IS NULL OR o.host_id < ?)
+           AND NOT (o.manager_id = ? AND EXISTS (SELECT 1 FROM servers s WHERE s.id = o.server_id AND s.host_id = o.host_id))
            AND (? = 1 OR o.server_id IS NOT NULL OR o.manager_id IS NOT NULL)
          ORDER BY o.host_id, o.container_id`,
       )
-      .all(managerId, includeUnlabelled ? 1 : 0) as ObservedRow[];
+      .all(range.from, range.to ?? null, range.to ?? null, managerId, includeUnlabelled ? 1 : 0) as ObservedRow[];
     return rows.map(observedFromRow);
   }
 
