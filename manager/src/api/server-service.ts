@@ -36,6 +36,7 @@ import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createTailLogs } from "./logs.js";
 import { loadHost, loadVisibleServer } from "./find-server.js";
+import { turns } from "../turns.js";
 
 export interface ServerServiceDeps {
   store: Store;
@@ -156,6 +157,9 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     const caller = callerOf(ctx);
     let key = idOrName;
     for (let attempt = 1; ; attempt++) {
+      // In a slot of the turn, like the reconciles this starts: hundreds of calls arriving
+      // in one poll (a scripted mass stop) held the loop for 70 ms (docs/benchmarks.md).
+      await turns.slot();
       const s = await find(caller, key);
       key = s.id;
       const at = now();
