@@ -30,6 +30,11 @@ export class SimDataRoot extends DataRoot {
     return { serverId, exists: at !== undefined, sizeBytes: at !== undefined ? 4096 : 0, modifyTimeMs: at ?? 0 };
   }
 
+  /** Sizes here never change: measured when created (else the agent's sizer would measure forever). */
+  override measuredAt(serverId: string): number | undefined {
+    return this.dirs.get(serverId);
+  }
+
   /** Nothing to walk here: the inventory's check is the full one. */
   override async checkCached(serverId: string): Promise<DataCheck> {
     return this.check(serverId);
