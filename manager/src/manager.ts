@@ -222,7 +222,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     metricsToken: config.metricsToken,
     sources: {
       hosts: async () => (await opened.contract.listHosts()).map((h) => ({ online: presence.isConnected(h.id) })),
-      servers: () => readPages((page) => opened.contract.serverFacts(page)),
+      serverCounts: () => opened.contract.serverCounts(),
       firingAlerts: () => opened.contract.listFiringAlerts(),
       queueDepth: () => reconciler.queue.length,
       isLeader: () => leader.isLeader,

@@ -11,10 +11,9 @@ function setup(over: Partial<MetricsSources> = {}, eventLoop?: EventLoopDelayOpt
   const metrics = new ManagerMetrics(
     {
       hosts: async () => [{ online: true }, { online: true }, { online: false }],
-      servers: async () => [
-        { project: "web", phase: "RUNNING" },
-        { project: "web", phase: "RUNNING" },
-        { project: "db", phase: "FAILED" },
+      serverCounts: async () => [
+        { project: "web", phase: "RUNNING", count: 2 },
+        { project: "db", phase: "FAILED", count: 1 },
       ],
       firingAlerts: async () => [{ rule: "host_offline", severity: "critical" }],
       queueDepth: () => 3,
@@ -51,10 +50,10 @@ describe("ManagerMetrics", () => {
   });
 
   it("a phase that empties disappears instead of staying at its last value", async () => {
-    let servers = [{ project: "web", phase: "STARTING" }];
-    const { metrics } = setup({ servers: async () => servers });
+    let counts = [{ project: "web", phase: "STARTING", count: 1 }];
+    const { metrics } = setup({ serverCounts: async () => counts });
     expect(sample((await metrics.render()).body, 'berth_servers{project="web",phase="STARTING"}')).toBe(1);
-    servers = [{ project: "web", phase: "RUNNING" }];
+    counts = [{ project: "web", phase: "RUNNING", count: 1 }];
     const body = (await metrics.render()).body;
     expect(sample(body, 'berth_servers{project="web",phase="STARTING"}')).toBeUndefined();
     expect(sample(body, 'berth_servers{project="web",phase="RUNNING"}')).toBe(1);
@@ -218,7 +217,7 @@ describe("ManagerMetrics: event-loop delay and memory", () => {
   });
 
   it("renders only the metrics asked for by name, without reading the store", async () => {
-    const { metrics } = setup({ servers: () => Promise.reject(new Error("the fleet gauges must not be read")) });
+    const { metrics } = setup({ serverCounts: () => Promise.reject(new Error("the fleet gauges must not be read")) });
     const { body } = await metrics.render(["berth_event_loop_delay_seconds", "berth_event_loop_delay_max_seconds", "no_such_metric"]);
     expect(body).toContain("# TYPE berth_event_loop_delay_seconds histogram");
     expect(body).toContain("# TYPE berth_event_loop_delay_max_seconds gauge");

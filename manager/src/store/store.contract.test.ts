@@ -331,6 +331,12 @@ describe("server records", () => {
     expect(facts[0]).toMatchObject({ phase: "UNSPECIFIED", reason: "", observedGeneration: 0, purging: false });
     // The desired state as the spec stores it: its JSON name or number.
     expect(["DESIRED_STATE_RUNNING", DesiredState.RUNNING]).toContain(facts[0]!.desiredState);
+    // Counted like the facts: soft-deleted ones are not.
+    await store.commit([insert({ id: "srv_4", hostId: "host_b", project: "p2", status: create(ServerStatusSchema, { phase: Phase.FAILED, reason: "Exited" }) })]);
+    expect(await store.serverCounts()).toEqual([
+      { project: "default", phase: "UNSPECIFIED", count: 1 },
+      { project: "p2", phase: "FAILED", count: 2 },
+    ]);
   });
 
   it("placements and facts in pages: id order, at most the limit, after the given id; readPages reads them all", async () => {

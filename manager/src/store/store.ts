@@ -330,6 +330,8 @@ export interface ServerReads {
   serverPlacements(page?: IdPage): Promise<ServerPlacement[]>;
   /** What the alert rules need, without decoding whole records; paged as serverPlacements. */
   serverFacts(page?: IdPage): Promise<ServerFacts[]>;
+  /** Live (not soft-deleted) servers counted by project and phase, in the database (the /metrics gauge). */
+  serverCounts(): Promise<{ project: string; phase: string; count: number }[]>;
 }
 
 export interface HostReads {

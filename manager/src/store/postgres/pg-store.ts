@@ -495,6 +495,12 @@ export class PostgresStore implements Store {
    * number, as json_extract does); purging is true unless `purge` is absent or
    * JSON null (json_extract gives SQL NULL for both).
    */
+  async serverCounts() {
+    return this.#rows<{ project: string; phase: string; count: number }>(
+      "SELECT project, phase, COUNT(*)::int AS count FROM servers WHERE deleted_at IS NULL GROUP BY project, phase ORDER BY project, phase",
+    );
+  }
+
   async serverFacts(page?: IdPage): Promise<ServerFacts[]> {
     const rows = await this.#rows<{
       id: string;

@@ -115,6 +115,14 @@ export class AlertTables {
    * the stored JSON (62 ms for 10,000 servers, against 138 ms for parsing
    * the three JSON documents in JS and 150 ms for protobuf decoding).
    */
+  serverCounts(): { project: string; phase: string; count: number }[] {
+    return this.db.prepare("SELECT project, phase, COUNT(*) AS count FROM servers WHERE deleted_at IS NULL GROUP BY project, phase ORDER BY project, phase").all() as {
+      project: string;
+      phase: string;
+      count: number;
+    }[];
+  }
+
   serverFacts(page?: IdPage): ServerFacts[] {
     const rows = this.db
       .prepare(

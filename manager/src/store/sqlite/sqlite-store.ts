@@ -518,6 +518,7 @@ export class SqliteStore implements StoreContract {
   async countServersByHost() { return this.tables.countServersByHost(); }
   async serverPlacements(page?: IdPage) { return this.tables.serverPlacements(page); }
   async serverFacts(page?: IdPage) { return this.alerts.serverFacts(page); }
+  async serverCounts() { return this.alerts.serverCounts(); }
 
   async getHost(id: string) { return this.tables.getHost(id); }
   async listHosts() { return this.tables.listHosts(); }
