@@ -481,18 +481,14 @@ export class SqliteStore implements StoreContract {
   }
 
   async getServer(id: string) {
-    const hit = this.#servers.get(id);
-    if (hit) {
-      // Most recently used last.
-      this.#servers.delete(id);
-      this.#servers.set(id, hit);
-      return hit;
-    }
-    const s = this.tables.getServer(id);
+    const s = this.#servers.get(id) ?? this.tables.getServer(id);
     return s && this.#keep(s);
   }
 
-  /** Keeps a record just read outside any write (getServer, serverChangesSince) as the latest decoded one. */
+  /**
+   * Keeps a record just read outside any write (getServer, serverChangesSince)
+   * as the latest decoded one, most recently used last.
+   */
   #keep(s: ServerRecord): ServerRecord {
     this.#servers.delete(s.id);
     this.#servers.set(s.id, FREEZE_CACHED ? deepFreeze(s) : s);
