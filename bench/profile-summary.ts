@@ -6,9 +6,15 @@
  *   node --import tsx bench/profile-summary.ts <file.cpuprofile> [top=30] [filter]
  *   node --import tsx bench/profile-summary.ts <file.cpuprofile> --stalls [count=5] [top=15]
  *
+ *   node --import tsx bench/profile-summary.ts <file.cpuprofile> --stalls-log <manager.log> [top=15]
+ *
  * `--stalls`: the longest stretches in which the thread never went idle (what
  * holds the event loop: a stretch of 1 s is a second in which no timer,
  * socket or keepalive was served), each with its own inclusive breakdown.
+ * Consecutive turns merge into one stretch; `--stalls-log` is exact: the
+ * stalls the manager logged ("the event loop was blocked", with monotonic
+ * start and end in µs, the profile's clock; metrics/stall-watch.ts), each
+ * with what ran in it.
  */
 import { readFileSync } from "node:fs";
 
@@ -28,7 +34,9 @@ interface Profile {
 
 const args = process.argv.slice(2);
 const stalls = args.includes("--stalls");
-const [file, topArg, filter] = args.filter((a) => a !== "--stalls");
+const logAt = args.indexOf("--stalls-log");
+const stallsLog = logAt >= 0 ? args[logAt + 1] : undefined;
+const [file, topArg, filter] = args.filter((a, i) => a !== "--stalls" && i !== logAt && i !== logAt + 1);
 if (!file) {
   process.stderr.write("usage: bench/profile-summary.ts <file.cpuprofile> [top] [url-filter] | <file.cpuprofile> --stalls [count] [top]\n");
   process.exit(2);
@@ -77,13 +85,39 @@ const show = (title: string, m: Map<string, number>, totalUs: number, top: numbe
   const rows = [...m].filter(([l]) => !only || l.includes(only)).sort((a, b) => b[1] - a[1]).slice(0, top);
   for (const [l, us] of rows) process.stdout.write(`${(us / 1e6).toFixed(2).padStart(8)} s ${((us / totalUs) * 100).toFixed(1).padStart(5)}%  ${l}\n`);
 };
-if (stalls) {
-  // Busy stretches: runs of samples with no (idle) sample in between.
-  const count = Number(topArg ?? 5);
-  const top = Number(filter ?? 15);
+/** Monotonic time (µs) of each sample. */
+function sampleTimes(): number[] {
   const at: number[] = [];
   let t = p.startTime;
   for (const d of p.timeDeltas) at.push((t += d));
+  return at;
+}
+
+if (stallsLog) {
+  const top = Number(topArg ?? 15);
+  const at = sampleTimes();
+  for (const line of readFileSync(stallsLog, "utf8").split("\n")) {
+    if (!line.includes('"startUs"')) continue;
+    let rec: { blockedMs?: number; startUs?: number; endUs?: number };
+    try {
+      rec = JSON.parse(line) as typeof rec;
+    } catch {
+      continue;
+    }
+    const { startUs, endUs, blockedMs } = rec;
+    if (startUs === undefined || endUs === undefined || startUs < p.startTime || endUs > p.endTime) continue;
+    const from = at.findIndex((t) => t >= startUs);
+    if (from < 0) continue;
+    let to = from;
+    while (to < at.length && at[to]! <= endUs) to++;
+    const { incl } = breakdown(selfTimes(from, to));
+    show(`stall of ${blockedMs} ms at +${((startUs - p.startTime) / 1e6).toFixed(1)} s, inclusive time`, incl, endUs - startUs, top);
+  }
+} else if (stalls) {
+  // Busy stretches: runs of samples with no (idle) sample in between.
+  const count = Number(topArg ?? 5);
+  const top = Number(filter ?? 15);
+  const at = sampleTimes();
   const runs: { from: number; to: number; us: number }[] = [];
   let from = -1;
   for (let i = 0; i <= p.samples.length; i++) {

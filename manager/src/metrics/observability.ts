@@ -11,6 +11,7 @@ import type { Handler } from "../http/listen.js";
 import { probeRoutes } from "../http/probes.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
+import { StallWatch } from "./stall-watch.js";
 import type { Store } from "../store/store.js";
 import { ManagerMetrics, type MetricsSources } from "./metrics.js";
 import { WriteProbe } from "./write-probe.js";
@@ -47,6 +48,7 @@ export interface Observability {
 
 export function createObservability(deps: ObservabilityDeps): Observability {
   const { health, log } = deps;
+  const stalls = new StallWatch(log);
   const metrics = new ManagerMetrics(deps.sources, deps.version);
   deps.ledger.subscribe(metrics.onEvent);
   let state: "starting" | "listening" | "stopping" = "starting";
@@ -89,11 +91,13 @@ export function createObservability(deps: ObservabilityDeps): Observability {
       state = "listening";
       probe.start();
       metrics.eventLoop.start();
+      stalls.start();
     },
     stop() {
       state = "stopping";
       probe.stop();
       metrics.eventLoop.stop();
+      stalls.stop();
       updateHealth();
     },
   };
