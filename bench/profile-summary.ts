@@ -36,7 +36,7 @@ const args = process.argv.slice(2);
 const stalls = args.includes("--stalls");
 const logAt = args.indexOf("--stalls-log");
 const stallsLog = logAt >= 0 ? args[logAt + 1] : undefined;
-const [file, topArg, filter] = args.filter((a, i) => a !== "--stalls" && i !== logAt && i !== logAt + 1);
+const [file, topArg, filter] = args.filter((a, i) => a !== "--stalls" && (logAt < 0 || (i !== logAt && i !== logAt + 1)));
 if (!file) {
   process.stderr.write("usage: bench/profile-summary.ts <file.cpuprofile> [top] [url-filter] | <file.cpuprofile> --stalls [count] [top]\n");
   process.exit(2);
