@@ -8,11 +8,11 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { pino } from "pino";
 import { HostOwnershipLostError } from "../errors.js";
 import type { LeaseRecord } from "../domain/records.js";
-import type { Committed, Store } from "../store/store.js";
+import type { Committed, Store, WriteOp } from "../store/store.js";
 import { hostLeaseName } from "../store/store.js";
 import { newServer, sameDatabase, testStore } from "../../testing/store.js";
 import { wakeForRemoteCommits } from "../reconcile/remote-commits.js";
-import { fencedCommit, HostOwnership, mayReconcileHost } from "./host-ownership.js";
+import { DEFAULT_HOST_LEASE, fencedCommit, HostOwnership, mayReconcileHost, RENEW_BATCH } from "./host-ownership.js";
 
 const T0 = 1_700_000_000_000;
 const log = pino({ level: "silent" });
@@ -92,6 +92,40 @@ describe("HostOwnership", () => {
     await B.renewAll();
     expect(B.owns("h_1")).toBe(true);
     expect(await a.getLease(hostLeaseName("h_1"))).toMatchObject({ holder: "mi_b", epoch: 2 });
+  });
+
+  it("renews many hosts a batch at a time; one taken by another manager is dropped alone, the others renewed", async () => {
+    const { a, b } = await twoManagers();
+    let clock = T0;
+    let commits = 0;
+    const counting = new Proxy(a, {
+      get(target, prop) {
+        if (prop === "commit") return (ops: WriteOp[]) => (commits++, target.commit(ops));
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === "function" ? (v as (...x: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const A = ownership(counting, "mi_a", { now: () => clock });
+    const B = ownership(b, "mi_b", { now: () => clock });
+    const lost: string[] = [];
+    A.onLost((hostId, err) => lost.push(`${hostId}:${err.current?.holder}`));
+    const hosts = Array.from({ length: 2 * RENEW_BATCH + 50 }, (_, i) => `h_${String(i).padStart(3, "0")}`);
+    for (const h of hosts) await A.take(h);
+    commits = 0;
+    clock = T0 + 5_000;
+    await A.renewAll();
+    expect(commits).toBe(3);
+    expect(await a.getLease(hostLeaseName(hosts[249]!))).toMatchObject({ holder: "mi_a", expiresAt: clock + DEFAULT_HOST_LEASE.ttlMs });
+
+    await B.take(hosts[120]!);
+    commits = 0;
+    clock = T0 + 10_000;
+    await A.renewAll();
+    expect(lost).toEqual([`${hosts[120]}:mi_b`]);
+    // The batch with the taken host was refused and done host by host; the other two went as batches.
+    expect(commits).toBe(3 + RENEW_BATCH);
+    for (const h of [hosts[0]!, hosts[119]!, hosts[121]!, hosts[249]!]) expect(await a.getLease(hostLeaseName(h))).toMatchObject({ holder: "mi_a", expiresAt: clock + DEFAULT_HOST_LEASE.ttlMs });
+    expect(A.owns(hosts[120]!)).toBe(false);
   });
 
   it("a batch fenced by a lost term writes nothing; the owner's fenced batch commits", async () => {

@@ -35,6 +35,9 @@ export const DEFAULT_HOST_LEASE = {
   renewMs: 5_000,
 } as const;
 
+/** Hosts renewed per batch (one transaction, one wait for a pooled connection). */
+export const RENEW_BATCH = 100;
+
 /**
  * Whether this manager reconciles servers of a host now. Pure.
  *
@@ -184,9 +187,26 @@ export class HostOwnership implements HostFence {
     return epoch === undefined ? [] : [{ op: "host.checkOwner", hostId, holder: this.holder, epoch, at }];
   }
 
-  /** Renews every owned host now; a host another manager took is dropped and reported (onLost). */
+  /**
+   * Renews every owned host now, RENEW_BATCH hosts per batch; a host another
+   * manager took is dropped and reported (onLost). One batch per host waited
+   * for a pooled connection each time: with hundreds of hosts on a busy
+   * PostgreSQL the round of renewals outlasted the TTL, and the leader marked
+   * hosts offline whose agents were connected (docs/benchmarks.md). A batch
+   * refused for one host (taken or lapsed) is retried host by host, so the
+   * others are renewed and only that one is decided on its own.
+   */
   async renewAll(): Promise<void> {
-    for (const [hostId, epoch] of [...this.#owned]) await this.#renew(hostId, epoch);
+    const owned = [...this.#owned];
+    for (let i = 0; i < owned.length; i += RENEW_BATCH) {
+      const chunk = owned.slice(i, i + RENEW_BATCH);
+      const at = this.#now();
+      try {
+        await this.#o.store.commit(chunk.map(([hostId, epoch]) => ({ op: "host.renew", hostId, holder: this.holder, epoch, ttlMs: this.ttlMs, at })));
+      } catch {
+        for (const [hostId, epoch] of chunk) await this.#renew(hostId, epoch);
+      }
+    }
   }
 
   async #renew(hostId: string, epoch: number): Promise<void> {
