@@ -181,7 +181,8 @@ export class AlertEvaluator {
    * (docs/benchmarks.md), and it grows with the fleet.
    */
   private async conditions(): Promise<AlertCondition[]> {
-    const { store, isConnected, thresholds } = { ...this.deps, thresholds: this.config.thresholds };
+    const { store, isConnected } = this.deps;
+    const { thresholds } = this.config;
     const hostViews: HostView[] = (await store.listHosts()).map((h) => ({
       id: h.id,
       name: h.name,

@@ -4,7 +4,7 @@ import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import type { OrphanView } from "../alerts/rules.js";
 import type { Store } from "../store/store.js";
-import type { HostRecord } from "../domain/records.js";
+import type { DataRootEntry, HostRecord, ObservedContainer } from "../domain/records.js";
 import { classifyOrphans, DEFAULT_ORPHAN_GRACE_MS, type HostFact, type OrphanFinding } from "./classify.js";
 import type { NetworkInventory } from "./network-inventory.js";
 
@@ -67,8 +67,8 @@ export class OrphanDetector {
       if (i % HOSTS_PER_READ === 0) await turns.slot();
       for (const c of await store.openCommandsForHost(h.id)) if (c.command.kind === CommandKind.COPY_DATA && c.command.containerId) busyContainerIds.add(c.command.containerId);
     }
-    const containers: Awaited<ReturnType<typeof store.listOrphanCandidates>> = [];
-    const dataRootEntries: Awaited<ReturnType<typeof store.listDataRootEntries>> = [];
+    const containers: ObservedContainer[] = [];
+    const dataRootEntries: (DataRootEntry & { hostId: string })[] = [];
     for (const range of hostRanges(hosts.map((h) => h.id))) {
       await turns.slot();
       const [c, d] = await Promise.all([store.listOrphanCandidates(managerId, opts.includeUnmanaged, range), store.listDataRootEntries(range)]);
