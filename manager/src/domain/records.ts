@@ -303,3 +303,85 @@ export interface WebhookDeliveryRecord {
   lastError: string;
   createdAt: number;
 }
+
+/**
+ * Where backups go (BackupService targets). A directory is a path on each
+ * host (a local disk, or a mount every host shares); its agent writes there
+ * only when the path is one of its backup roots (`--backup-dir`).
+ */
+export type BackupTargetConfig =
+  | {
+      kind: "directory";
+      path: string;
+      /** Every host sees the same directory (a shared mount): a backup made on one host can be restored on another. */
+      shared: boolean;
+    }
+  | {
+      kind: "s3";
+      endpoint: string;
+      bucket: string;
+      prefix: string;
+      region: string;
+      pathStyle: boolean;
+      accessKeyId: string;
+    };
+
+export interface BackupTargetRecord {
+  id: string;
+  /** Unique: lowercase letters, digits and '-'. */
+  name: string;
+  config: BackupTargetConfig;
+  /** The secret access key, sealed (store/secrets.ts; context `backup-target:<id>`); "" when none. Never returned by the API, never logged. */
+  sealedSecret: string;
+  createdAt: number;
+  createdBy: string;
+}
+
+export type BackupState = "pending" | "running" | "succeeded" | "failed" | "deleting";
+
+/** One backup of one server's data directory (BackupService). */
+export interface BackupRecord {
+  id: string;
+  serverId: string;
+  /** The server's name and project when the backup was asked for (the backup outlives a purge). */
+  serverName: string;
+  project: string;
+  /** The host whose agent made it (a directory target that is not shared holds it there only). */
+  hostId: string;
+  targetId: string;
+  /** Where in the target: `<server id>/<backup id>.tar.gz` (a path under the directory, or an object key under the prefix). */
+  key: string;
+  state: BackupState;
+  /** CamelCase, for a failure: AgentRestarted, DeadlineExceeded, TargetFull, ... */
+  reason: string;
+  message: string;
+  /** Copied while the server ran (no stop): the archive may be inconsistent. */
+  live: boolean;
+  compression: "gzip";
+  /** The archive as stored (compressed). */
+  archiveBytes: number;
+  /** File bytes archived (uncompressed). */
+  rawBytes: number;
+  files: number;
+  /** SHA-256 (hex) of the stored archive; "" until it succeeded. */
+  sha256: string;
+  bytesDone: number;
+  bytesTotal: number;
+  /** A locked backup is never deleted (neither by retention nor by DeleteBackup). */
+  locked: boolean;
+  /** Who asked (actor, as in the ledger). */
+  createdBy: string;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+}
+
+export interface BackupFilter {
+  serverId?: string;
+  /** Only this project's backups. */
+  project?: string;
+  states?: readonly BackupState[];
+  /** Keyset pagination, newest first: backups created before (createdAt, id). */
+  before?: { createdAt: number; id: string };
+  limit?: number;
+}

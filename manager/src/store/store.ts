@@ -48,6 +48,10 @@ import type {
   ServerFilter,
   ServerChangeRecord,
   WebhookDeliveryRecord,
+  BackupFilter,
+  BackupRecord,
+  BackupTargetRecord,
+  BackupState,
 } from "../domain/records.js";
 import type { SecretBox } from "./secrets.js";
 
@@ -210,6 +214,22 @@ export type WriteOp =
   | { op: "webhook.done"; id: string; urlKey: string; attempt: number }
   /** Deletes expired leases named `prefix…` that expired before `before` (presence leases of managers gone). */
   | { op: "lease.pruneExpired"; prefix: string; before: number }
+  // backups (BackupService; domain/records.ts BackupRecord)
+  /** A new target; AlreadyExistsError when its name is taken. */
+  | { op: "backupTarget.insert"; target: BackupTargetRecord }
+  /** Removes a target; NotFoundError when missing. (The API refuses while backups use it.) */
+  | { op: "backupTarget.delete"; id: string }
+  /** A new backup; AlreadyExistsError when its id is taken. */
+  | { op: "backup.insert"; backup: BackupRecord }
+  /**
+   * Changes the fields in `set` (never id, serverId, targetId, key, createdAt).
+   * With `ifState`: ConflictError unless the backup is in one of those states
+   * (a result that arrives after the backup failed by its deadline changes
+   * nothing). NotFoundError when missing.
+   */
+  | { op: "backup.update"; id: string; set: Partial<Omit<BackupRecord, "id" | "serverId" | "targetId" | "key" | "createdAt">>; ifState?: readonly BackupState[] }
+  /** Drops the row (its archive is already gone from the target); NotFoundError when missing. ConflictError when locked. */
+  | { op: "backup.delete"; id: string }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -402,6 +422,18 @@ export interface WebhookDeliveryReads {
   countWebhookDeliveries(): Promise<number>;
 }
 
+export interface BackupReads {
+  getBackupTarget(id: string): Promise<BackupTargetRecord | undefined>;
+  findBackupTargetByName(name: string): Promise<BackupTargetRecord | undefined>;
+  /** Every target, by name. */
+  listBackupTargets(): Promise<BackupTargetRecord[]>;
+  getBackup(id: string): Promise<BackupRecord | undefined>;
+  /** Newest first (createdAt, then id, descending), filtered as BackupFilter says. */
+  listBackups(f?: BackupFilter): Promise<BackupRecord[]>;
+  /** How many backups use the target (any state). */
+  countBackupsOnTarget(targetId: string): Promise<number>;
+}
+
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */
 export interface Retention {
   pruneEventsOlderThan(cutoff: number, limit: number): Promise<number>;
@@ -412,7 +444,7 @@ export interface Retention {
 }
 
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;
