@@ -1,4 +1,4 @@
-import { lstat } from "node:fs/promises";
+import { lstat, readdir } from "node:fs/promises";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, sep } from "node:path";
@@ -7,10 +7,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DataRoot, type WalkPace } from "./data-root.js";
 import { DirSizes } from "./dir-sizes.js";
 
-// Counts the walk's lstat calls (DataRoot lstat's every file it sizes).
+// Counts the walk's lstat calls (DataRoot lstat's every file it sizes) and the root's listings.
 vi.mock("node:fs/promises", async (importOriginal) => {
   const actual = await importOriginal<typeof import("node:fs/promises")>();
-  return { ...actual, lstat: vi.fn(actual.lstat) };
+  return { ...actual, lstat: vi.fn(actual.lstat), readdir: vi.fn(actual.readdir) };
 });
 
 const A = "srv_aaaa";
@@ -21,6 +21,11 @@ const D = "srv_dddd";
 /** lstat calls on paths inside `dir` so far. */
 function lstatsInside(dir: string): number {
   return vi.mocked(lstat).mock.calls.filter(([p]) => String(p).startsWith(dir + sep)).length;
+}
+
+/** readdir calls on `dir` itself so far (the sizer listing the data root). */
+function listingsOf(dir: string): number {
+  return vi.mocked(readdir).mock.calls.filter(([p]) => String(p) === dir).length;
 }
 
 async function fill(dir: string, files: number, bytes = 10): Promise<void> {
@@ -43,6 +48,7 @@ describe("DirSizes and the inventory's cached check", () => {
     root = new DataRoot(join(base, "root"), { now: () => clock });
     await root.init();
     vi.mocked(lstat).mockClear();
+    vi.mocked(readdir).mockClear();
   });
 
   afterEach(async () => {
@@ -190,5 +196,62 @@ describe("DirSizes and the inventory's cached check", () => {
     expect(root.measuredAt(A)).toBeUndefined();
     await new Promise((r) => setTimeout(r, 250));
     expect(lstatsInside(join(root.root, A))).toBe(walked);
+  });
+
+  it("lists the root once per pass, not once per directory, and measures in the same order", async () => {
+    const letters = "abcdefghijklmnopqrstuvwxyz";
+    const ids = Array.from({ length: 50 }, (_, i) => `srv_aa${letters[Math.floor(i / 26)]}${letters[i % 26]}`);
+    // Created in reverse: the order measured is the sizer's, not the directory's.
+    for (const id of [...ids].reverse()) await mkdir(join(root.root, id));
+    const sizes = new DirSizes(root, silent, { sleep: noSleep, now: () => clock });
+
+    const order: string[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      order.push((await sizes.next())!);
+      expect(await sizes.measureNext()).toBe(true);
+    }
+    expect(order).toEqual([...ids].sort());
+    for (const id of ids) expect(root.measuredAt(id)).toBe(clock);
+    expect(listingsOf(root.root)).toBe(1);
+
+    // The pass is spent: the next call lists again, and nothing is due.
+    expect(await sizes.measureNext()).toBe(false);
+    expect(listingsOf(root.root)).toBe(2);
+  });
+
+  it("mid-pass: a removed directory is skipped and forgotten, a new one waits for the next pass unless marked dirty", async () => {
+    const M = "srv_mmmm";
+    const N = "srv_nnnn";
+    for (const id of [A, B, C]) await fill(join(root.root, id), 1);
+    const warn = vi.fn();
+    const sizes = new DirSizes(root, { warn } as unknown as Logger, { sleep: noSleep, now: () => clock, refreshMs: 10_000 });
+    while (await sizes.measureNext());
+    clock += 10_000;
+    const listed = listingsOf(root.root);
+
+    // A pass of A, B, C (all due for their refresh) begins.
+    expect(await sizes.measureNext()).toBe(true);
+    expect(root.measuredAt(A)).toBe(clock);
+    await rm(join(root.root, B), { recursive: true });
+    await fill(join(root.root, M), 1);
+    await fill(join(root.root, N), 1);
+    sizes.markDirty(N);
+
+    // Each measurement one millisecond apart: measuredAt shows the order.
+    const start = clock;
+    for (let i = 0; i < 10 && (await sizes.measureNext()); i++) clock += 1;
+    expect(root.measuredAt(B)).toBeUndefined();
+    expect(await root.checkCached(B)).toMatchObject({ exists: false });
+    expect(warn).not.toHaveBeenCalled();
+    // N, dirty, before the rest of the pass; M, unmarked, after it (the next listing).
+    const n = root.measuredAt(N)!;
+    const c = root.measuredAt(C)!;
+    const m = root.measuredAt(M)!;
+    expect(n).toBe(start);
+    expect(c).toBeGreaterThan(n);
+    expect(m).toBeGreaterThan(c);
+    expect(await root.checkCached(M)).toMatchObject({ sizeBytes: 10 });
+    // This pass's listing, the next pass's (which found M), and the one that found nothing due.
+    expect(listingsOf(root.root) - listed).toBe(3);
   });
 });

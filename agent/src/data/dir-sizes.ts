@@ -26,6 +26,20 @@ export interface DirSizesOptions {
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
+/** A due directory: its rank (see DirSizes.rank) and when it was last measured or tried. */
+interface Candidate {
+  id: string;
+  rank: number;
+  last: number;
+}
+
+/** `a` is measured before `b`: lower rank, then measured longer ago, then by name. */
+function before(a: Candidate, b: Candidate): boolean {
+  if (a.rank !== b.rank) return a.rank < b.rank;
+  if (a.last !== b.last) return a.last < b.last;
+  return a.id < b.id;
+}
+
 /**
  * Measures the server data directories in the background, one at a time,
  * within SIZE_ENTRIES_PER_SECOND, so the periodic inventory can report each
@@ -35,6 +49,11 @@ export interface DirSizesOptions {
  * least minRemeasureMs ago, then the one measured longest ago once it is
  * refreshMs old. Commands still walk on demand (DataRoot.check), which
  * refreshes the cache too. Directories that are gone are forgotten.
+ *
+ * Work goes in passes: one listing of the root queues the directories due
+ * then, in that order; the next listing comes once they are all measured. A
+ * directory created meanwhile waits for the next pass, unless it is marked
+ * dirty.
  */
 export class DirSizes {
   private readonly abort = new AbortController();
@@ -42,6 +61,8 @@ export class DirSizes {
   /** Directories whose last measurement failed: when, and the message logged for it. */
   private readonly failed = new Map<string, { at: number; message: string }>();
   private loop: Promise<void> | undefined;
+  /** The current pass: the root's listing, due directories in measuring order, and those measured since it began. */
+  private pass: { queue: string[]; head: number; taken: Set<string> } | undefined;
   /** The root's listing failed and that was logged (once, until it lists again). */
   private rootWarned = false;
   private readonly perTick: number;
@@ -82,10 +103,39 @@ export class DirSizes {
   }
 
   /**
-   * The directory to measure next, or undefined if none is due. Lists the
-   * root (one readdir) and forgets whatever is no longer in it.
+   * The directory to measure next, or undefined if none is due; asking twice
+   * answers the same. Takes the head of the pass's queue, unless a dirty
+   * directory ranks before it. Once the queue is spent, lists the root again
+   * (one readdir) for the next pass and forgets whatever is no longer in it.
    */
   async next(): Promise<string | undefined> {
+    let listed = false;
+    if (!this.pass) {
+      await this.startPass();
+      listed = true;
+    }
+    for (;;) {
+      const id = this.pick(this.now());
+      if (id !== undefined) return id;
+      if (listed) {
+        // Nothing due in a fresh listing: the next call lists again (directories may appear).
+        this.pass = undefined;
+        return undefined;
+      }
+      await this.startPass();
+      listed = true;
+    }
+  }
+
+  /**
+   * Lists the root once and queues its directories due now, in the order
+   * they are measured: never measured, dirty, then due for a refresh (each
+   * oldest first, then by name). One listing per pass, not per directory: at
+   * 1,000 directories, per-directory listings were 1,000 readdirs of 1,000
+   * entries and as many sorts per pass.
+   */
+  private async startPass(): Promise<void> {
+    this.pass = undefined;
     const names = await this.root.list();
     await this.pace(1 + names.length);
     const ids = new Set(names.filter((d) => this.root.isServerId(d)));
@@ -93,15 +143,47 @@ export class DirSizes {
     for (const id of this.dirty) if (!ids.has(id)) this.dirty.delete(id);
     for (const id of this.failed.keys()) if (!ids.has(id)) this.failed.delete(id);
     const now = this.now();
-    let best: { id: string; rank: number; last: number } | undefined;
-    for (const id of [...ids].sort()) {
-      // A failed attempt counts as a measurement: the directory waits like the others.
-      const last = Math.max(this.root.measuredAt(id) ?? -Infinity, this.failed.get(id)?.at ?? -Infinity);
-      const rank = this.rank(id, now - last);
-      if (rank === undefined) continue;
-      if (!best || rank < best.rank || (rank === best.rank && last < best.last)) best = { id, rank, last };
+    const due: Candidate[] = [];
+    for (const id of ids) {
+      const c = this.candidate(id, now);
+      if (c) due.push(c);
+    }
+    const queue = due.sort((a, b) => (before(a, b) ? -1 : 1)).map((c) => c.id);
+    this.pass = { queue, head: 0, taken: new Set() };
+  }
+
+  /**
+   * The best due directory of the pass's queue and the dirty set, without
+   * listing. The queue was ordered when the pass began; what changed since is
+   * checked here: a queued directory measured meanwhile (a command's check) is
+   * dropped, one marked dirty is also in the dirty set, which is scanned in
+   * full (a directory created after the listing and marked dirty is measured
+   * in this pass; one not marked waits for the next listing). A queued
+   * directory removed meanwhile is still picked: its check finds it missing
+   * and forgets its size.
+   */
+  private pick(now: number): string | undefined {
+    const pass = this.pass!;
+    let best: Candidate | undefined;
+    while (pass.head < pass.queue.length) {
+      const id = pass.queue[pass.head]!;
+      best = pass.taken.has(id) ? undefined : this.candidate(id, now);
+      if (best) break;
+      pass.head++;
+    }
+    for (const id of this.dirty) {
+      const c = this.candidate(id, now);
+      if (c && (!best || before(c, best))) best = c;
     }
     return best?.id;
+  }
+
+  /** The directory's rank and last measurement if it is due now. */
+  private candidate(id: string, now: number): Candidate | undefined {
+    // A failed attempt counts as a measurement: the directory waits like the others.
+    const last = Math.max(this.root.measuredAt(id) ?? -Infinity, this.failed.get(id)?.at ?? -Infinity);
+    const rank = this.rank(id, now - last);
+    return rank === undefined ? undefined : { id, rank, last };
   }
 
   /** 0 never measured, 1 dirty, 2 due for its refresh; undefined: not due. */
@@ -117,6 +199,8 @@ export class DirSizes {
     const id = await this.next();
     if (id === undefined) return false;
     this.dirty.delete(id);
+    // Measured once per pass from the queue, even if gone (a missing directory stays never-measured).
+    this.pass?.taken.add(id);
     try {
       await this.root.check(id, (n) => this.pace(n));
       this.failed.delete(id);
