@@ -7,7 +7,11 @@ import {
   EnrollResponseSchema,
   ManagerMessageSchema,
   CommandKind,
+  CommandSchema,
   type AgentMessage,
+  type BackupJob,
+  type Command,
+  type CommandProgress,
   type CommandResult,
   type ContainerInfo,
   type DataDir,
@@ -23,7 +27,7 @@ import { AsyncQueue } from "../link/async-queue.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { CommitResult, Store, WriteOp } from "../store/store.js";
-import { type DataDirRecord, type DataRootEntry, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
+import { type CommandRecord, type DataDirRecord, type DataRootEntry, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../domain/labels.js";
 import { commandName } from "../reconcile/plan.js";
 import { ObservationOrder } from "../link/observation-order.js";
@@ -334,7 +338,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     state.missed = false;
     hub.sendResync(host.id);
     const at = now();
-    const sent = (await store.openCommandsForHost(host.id)).filter((c) => hub.sendCommand(host.id, c.command));
+    const sent = (await store.openCommandsForHost(host.id)).filter((c) => hub.sendCommand(host.id, resendable(c)));
     if (sent.length > 0) await link.commit(sent.map((c) => ({ op: "command.sent", id: c.id, at })));
     hlog.info({ resent: sent.length }, "the database is back: asked the agent for a full inventory and sent its open commands again");
   }
@@ -437,6 +441,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
           memoryBytes: byteCount(h.memoryBytes),
           dataRootFreeBytes: byteCount(h.dataRootFreeBytes),
           dataRootTotalBytes: byteCount(h.dataRootTotalBytes),
+          backupDirs: h.backupDirs.slice(0, 16).map((d) => cutText(d, 1024)),
           ...docker.patch,
         };
         if (!(await link.commit([{ op: "host.connected", id: host.id, facts, at }, ...docker.ops]))) return;
@@ -470,7 +475,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
           // by it (and maybe by us too: commands are idempotent), never by nobody.
           session.ready = true;
           // Resend commands that were pending or unacknowledged when the link dropped.
-          const sent = (await store.openCommandsForHost(host.id)).filter((c) => hub.sendCommand(host.id, c.command));
+          const sent = (await store.openCommandsForHost(host.id)).filter((c) => hub.sendCommand(host.id, resendable(c)));
           if (sent.length > 0) await link.commit(sent.map((c) => ({ op: "command.sent", id: c.id, at })));
         }
         // Only servers the manager knows (a host can report any labelled id).
@@ -549,6 +554,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       case "logChunk":
         hub.deliverLogChunk(session, body.value);
         return;
+      case "commandProgress": {
+        await noteProgress(link, body.value, at);
+        return;
+      }
       case "pullProgress": {
         const p = body.value;
         const server = await store.getServer(p.serverId);
@@ -597,6 +606,87 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     };
   }
 
+  /**
+   * A backup's or restore's progress: kept on the server's data operation
+   * (status.operation shows it) and on the backup. Written on the version
+   * read: a report that meets a concurrent write is dropped, the next one
+   * comes within a second.
+   */
+  async function noteProgress(link: Link, p: CommandProgress, at: number): Promise<void> {
+    const cmd = await store.getCommand(p.commandId);
+    if (!cmd || cmd.hostId !== link.host.id || (cmd.state !== "pending" && cmd.state !== "sent")) return;
+    const s = await store.getServer(cmd.serverId);
+    const op = s?.lifecycle.dataOp;
+    if (!s || !op || cmd.command.backup?.backupId !== op.backupId) return;
+    const progress = { stage: cutText(p.stage, 40), bytesDone: byteCount(p.bytesDone), bytesTotal: byteCount(p.bytesTotal), files: byteCount(p.files), at };
+    const ops: WriteOp[] = [{ op: "server.lifecycle", id: s.id, lifecycle: { ...s.lifecycle, dataOp: { ...op, progress } }, expectVersion: s.version }];
+    if (op.kind === "backup") ops.push({ op: "backup.update", id: op.backupId, set: { bytesDone: progress.bytesDone, bytesTotal: progress.bytesTotal }, ifState: ["running"] });
+    try {
+      if (!(await link.commit(ops))) return;
+    } catch (err) {
+      if (err instanceof ConflictError) return;
+      throw err;
+    }
+    reconciler.enqueue(s.id, "data operation progress");
+  }
+
+  /** Removes an archive no backup owns any more (best effort: logged when it cannot). */
+  function removeLateArchive(hostId: string, job: BackupJob): void {
+    const command = create(CommandSchema, { id: newId("cmd"), kind: CommandKind.REMOVE_BACKUP, backup: job, deadline: timestampFromMs(now() + 120_000) });
+    hub.request(hostId, command, 120_000).then(
+      (r) => {
+        if (!r.success) log.warn({ host: hostId, backup: job.backupId, key: job.key, reason: r.reason, message: r.message }, "could not remove the archive of a backup that finished after its deadline");
+      },
+      (err: unknown) => log.warn({ host: hostId, backup: job.backupId, key: job.key, err: String(err) }, "could not remove the archive of a backup that finished after its deadline"),
+    );
+  }
+
+  /** What a backup's or restore's result changes besides its command: the backup, and the ledger. */
+  function dataResultOps(cmd: CommandRecord, r: CommandResult, server: ServerRecord | undefined, at: number): WriteOp[] {
+    const job = cmd.command.backup;
+    if (!job || (cmd.command.kind !== CommandKind.BACKUP_DATA && cmd.command.kind !== CommandKind.RESTORE_DATA)) return [];
+    const base = { project: server?.project ?? "", serverId: cmd.serverId, hostId: cmd.hostId, actor: "agent", correlationId: job.backupId };
+    if (cmd.command.kind === CommandKind.RESTORE_DATA) {
+      return [
+        ledger.op(
+          r.success
+            ? { ...base, type: "backup.restored", reason: "Restored", message: `restored backup ${job.backupId}; the replaced data is kept as .berth-previous/${cmd.command.dataDir} under the data root until the server runs again` }
+            : { ...base, type: "backup.restore_failed", reason: r.reason || "RestoreFailed", message: `restore of backup ${job.backupId} failed, the data is as it was: ${r.message}` },
+        ),
+      ];
+    }
+    const a = r.archive;
+    if (r.success && a) {
+      const rawBytes = byteCount(a.rawBytes);
+      return [
+        {
+          op: "backup.update",
+          id: job.backupId,
+          set: {
+            state: "succeeded",
+            reason: "",
+            message: a.skipped > 0n ? `${a.skipped} sockets, FIFOs or devices were not archived` : "",
+            sha256: cutText(a.sha256, 64),
+            archiveBytes: byteCount(a.archiveBytes),
+            rawBytes,
+            files: byteCount(a.files),
+            bytesDone: rawBytes,
+            bytesTotal: rawBytes,
+            finishedAt: at,
+          },
+          ifState: ["pending", "running"],
+        },
+        ledger.op({ ...base, type: "backup.succeeded", reason: "Succeeded", message: `backup ${job.backupId}: ${byteCount(a.files)} files, ${rawBytes} bytes, ${byteCount(a.archiveBytes)} bytes stored (sha256 ${cutText(a.sha256, 64)})` }),
+      ];
+    }
+    const reason = r.success ? "NoArchive" : r.reason || "BackupFailed";
+    const message = r.success ? "the agent reported no archive" : r.message;
+    return [
+      { op: "backup.update", id: job.backupId, set: { state: "failed", reason, message, finishedAt: at }, ifState: ["pending", "running"] },
+      ledger.op({ ...base, type: "backup.failed", reason, message: `backup ${job.backupId}: ${message}` }),
+    ];
+  }
+
   async function handleResult(link: Link, r: CommandResult, at: number, seq: bigint): Promise<void> {
     const { host, hlog, order } = link;
     const cmd = await store.getCommand(r.commandId);
@@ -634,10 +724,14 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         correlationId: cmd.id,
       }),
     );
+    finish.push(...dataResultOps(cmd, r, server ?? undefined, at));
     try {
       if (!(await link.commit(finish))) return;
     } catch (err) {
       if (!(err instanceof ConflictError)) throw err;
+      // A backup that finished after the manager gave up on it (its deadline): the archive the
+      // agent wrote belongs to no backup any more, so it goes.
+      if (r.success && cmd.command.kind === CommandKind.BACKUP_DATA && cmd.command.backup) removeLateArchive(host.id, cmd.command.backup);
       // The command was finished already: a result replayed after a reconnect (or the deadline
       // expired it first). Its observation is stored; the command, its event and effects are not again.
       if (observed.length > 0 && !(await link.commit(observed))) return;
@@ -648,6 +742,18 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     hlog.info({ server: cmd.serverId, command: cmd.id, success: r.success, reason: r.reason, message: r.message }, "command result");
     await reconciler.enqueue(cmd.serverId, r.success ? `${commandName(cmd.command.kind)} succeeded` : `${commandName(cmd.command.kind)} failed: ${r.reason}`);
   }
+}
+
+/** Commands that must not start over silently when the agent that had them is gone (a backup, a restore). */
+const ATTACH_ONLY_KINDS: ReadonlySet<CommandKind> = new Set([CommandKind.BACKUP_DATA, CommandKind.RESTORE_DATA]);
+
+/**
+ * An open command as it is sent again after the link came back: a backup or
+ * restore already sent is marked attach_only, so a restarted agent (which
+ * lost it) fails it with AgentRestarted instead of starting it over.
+ */
+export function resendable(c: Pick<CommandRecord, "command" | "sentAt">): Command {
+  return c.sentAt !== null && ATTACH_ONLY_KINDS.has(c.command.kind) ? { ...c.command, attachOnly: true } : c.command;
 }
 
 /** Every directory under the host's data root: the existing server-id ones (measured) and the others. */

@@ -17,6 +17,8 @@ export interface HostFacts {
   dataRootFreeBytes?: number;
   dataRootTotalBytes?: number;
   dockerReachable?: boolean;
+  /** Where the agent may write backup archives (its --backup-dir roots). */
+  backupDirs?: string[];
 }
 
 export interface HostRecord {
@@ -68,6 +70,40 @@ export interface Lifecycle {
   /** Recent crash times, for backoff and crash-loop detection. */
   crashTimes?: number[];
   restartCount?: number;
+  /** A backup or restore under way (BackupService); plan() stops the container first when it must. */
+  dataOp?: DataOp;
+  /**
+   * Safety copies a restore kept of the data it replaced (names under the
+   * data root's .berth-previous): each is discarded once the server runs
+   * again, unless `keep`.
+   */
+  previousData?: { name: string; backupId: string; keep: boolean; at: number }[];
+}
+
+/** A backup or restore of a server's data directory, from request to result (Lifecycle.dataOp). */
+export interface DataOp {
+  kind: "backup" | "restore";
+  backupId: string;
+  /** Manager clock: when it was asked for; commands made before it are not its own. */
+  requestedAt: number;
+  /** It fails with DeadlineExceeded at this time, wherever it is. */
+  deadlineAt: number;
+  /** backup: copy while the server runs (no stop). */
+  live: boolean;
+  /** Where the archive is: a directory on the host (the target's path). */
+  location: { directory: string };
+  /** <server id>/<backup id>.tar.gz */
+  key: string;
+  /** backup: patterns left out. */
+  ignore?: string[];
+  /** restore: the archive's sha256, checked before anything is touched. */
+  sha256?: string;
+  /** restore: keep the replaced data after the server runs again. */
+  keepPrevious?: boolean;
+  /** The agent's last progress report. */
+  progress?: { stage: string; bytesDone: number; bytesTotal: number; files: number; at: number };
+  /** Who asked (the ledger's actor). */
+  actor: string;
 }
 
 export interface ServerRecord {

@@ -24,7 +24,7 @@
 import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, RestartPolicy, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import type { Lifecycle } from "../domain/records.js";
+import type { DataOp, Lifecycle } from "../domain/records.js";
 import type { ConditionFact } from "./conditions.js";
 
 /** Deadlines per command kind: past them, the operation has failed. */
@@ -44,7 +44,19 @@ export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   [CommandKind.REMOVE_STRAY_DATA]: 120_000,
   [CommandKind.COPY_DATA]: 3_600_000,
   [CommandKind.REMOVE_NETWORK]: 30_000,
+  // A backup or restore carries its own deadline (DataOp.deadlineAt); this is the fallback.
+  [CommandKind.BACKUP_DATA]: 6 * 3_600_000,
+  [CommandKind.RESTORE_DATA]: 6 * 3_600_000,
+  [CommandKind.REMOVE_BACKUP]: 120_000,
+  [CommandKind.DISCARD_PREVIOUS_DATA]: 600_000,
 };
+
+/**
+ * Commands about a server's data that are not its container's state: their
+ * failure is the backup's or restore's (recorded there and in the ledger),
+ * never a failure of the server, which goes back to its desired state.
+ */
+export const DATA_COMMAND_KINDS: ReadonlySet<CommandKind> = new Set([CommandKind.BACKUP_DATA, CommandKind.RESTORE_DATA, CommandKind.DISCARD_PREVIOUS_DATA]);
 
 export interface InflightCommand {
   id: string;
@@ -134,6 +146,10 @@ export interface Plan {
   assumeCrash?: { finishedAt: number; exitCode: number };
   /** An exit seen while the server should be stopped: record it as expected. */
   settledExit?: { finishedAt: number; exitCode: number };
+  /** The backup or restore under way ends in failure (no command of it is in flight). */
+  failDataOp?: { reason: string; message: string };
+  /** What status.operation shows of the backup or restore under way: its stage now. */
+  dataStage?: string;
 }
 
 const GENERATION_LABEL = "berth.generation";
@@ -148,6 +164,9 @@ const TIMEOUT_REASON: Partial<Record<CommandKind, string>> = {
   [CommandKind.ENSURE_REMOVED]: "RemoveTimeout",
   [CommandKind.RESTART]: "RestartTimeout",
   [CommandKind.COPY_DATA]: "CopyTimeout",
+  [CommandKind.BACKUP_DATA]: "DeadlineExceeded",
+  [CommandKind.RESTORE_DATA]: "DeadlineExceeded",
+  [CommandKind.DISCARD_PREVIOUS_DATA]: "DeadlineExceeded",
 };
 
 /**
@@ -194,6 +213,7 @@ function decide(input: PlanInput): Plan {
   const observedGeneration = container ? Number(container.labels[GENERATION_LABEL] ?? 0) : 0;
   const base = { conditions: facts, observedGeneration };
   const lc = input.lifecycle;
+  const last = input.lastFinished;
 
   // 1. Nothing is known about a host that is not connected: never guess "Stopped".
   if (!input.hostConnected) {
@@ -218,6 +238,10 @@ function decide(input: PlanInput): Plan {
     if (input.now >= f.deadlineAt && goalObserved(f.kind, input)) {
       return { ...base, ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined), settleInflight: true };
     }
+    if (input.now >= f.deadlineAt && DATA_COMMAND_KINDS.has(f.kind)) {
+      // The backup or restore failed (the reconciler records it there); the server goes on.
+      return { ...base, ...containerPhase(container), expireInflight: true };
+    }
     if (input.now >= f.deadlineAt) {
       return {
         ...base,
@@ -230,8 +254,34 @@ function decide(input: PlanInput): Plan {
     return {
       ...base,
       ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined),
+      ...(lc.dataOp ? { dataStage: dataStageOf(f.kind, lc.dataOp) } : {}),
       requeueAfterMs: f.deadlineAt - input.now,
     };
+  }
+
+  // 2b. A backup or restore under way: the container stops first (unless a live backup), then
+  //     the agent copies. Before the data-loss and standing-failure checks: a restore is how
+  //     lost data comes back, and a failed server may still be backed up.
+  if (lc.dataOp) {
+    const op = lc.dataOp;
+    const what = op.kind === "backup" ? "backup" : "restore";
+    if (lc.purge || input.deleted) return { ...base, ...containerPhase(container), failDataOp: { reason: "ServerDeleted", message: `the server was deleted before the ${what} could run` } };
+    if (input.now >= op.deadlineAt) {
+      return { ...base, ...containerPhase(container), failDataOp: { reason: "DeadlineExceeded", message: `the ${what} did not finish within ${Math.round((op.deadlineAt - op.requestedAt) / 1000)}s` } };
+    }
+    const stopFailed = last && last.kind === CommandKind.ENSURE_STOPPED && last.state !== "succeeded" && last.createdAt >= op.requestedAt;
+    if (stopFailed) {
+      return { ...base, ...containerPhase(container), failDataOp: { reason: "StopFailed", message: `the container did not stop for the ${what}: ${last.message || last.reason}` } };
+    }
+    const active = container && (container.state === "running" || container.state === "paused" || container.state === "restarting");
+    if (active && (op.kind === "restore" || !op.live)) {
+      return { ...issue(base, Phase.STOPPING, op.kind === "backup" ? "StoppingForBackup" : "StoppingForRestore", `stopping the container for the ${what}; it starts again afterwards if it should run`, CommandKind.ENSURE_STOPPED), dataStage: "Stopping", requeueAfterMs: op.deadlineAt - input.now };
+    }
+    if (op.kind === "backup" && input.data && !input.data.present) {
+      return { ...base, ...containerPhase(container), failDataOp: { reason: "NoData", message: "the data directory does not exist on the host; there is nothing to back up" } };
+    }
+    const kind = op.kind === "backup" ? CommandKind.BACKUP_DATA : CommandKind.RESTORE_DATA;
+    return { ...base, ...inflightPhase(kind, container, false, false), command: { kind, dataPolicy: DataPolicy.UNSPECIFIED }, dataStage: dataStageOf(kind, op), requeueAfterMs: op.deadlineAt - input.now };
   }
 
   // A data directory gone for a server that had data outranks a standing failure: it is
@@ -241,8 +291,7 @@ function decide(input: PlanInput): Plan {
   if (dataGone && !lc.purge && !input.deleted) return dataLost(base);
 
   // 3. A failure since the operator's last action stands until they act again.
-  const last = input.lastFinished;
-  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt) {
+  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt && !DATA_COMMAND_KINDS.has(last.kind)) {
     return {
       ...base,
       phase: Phase.FAILED,
@@ -332,6 +381,10 @@ function decide(input: PlanInput): Plan {
     if ((lc.restartRequestedAt ?? 0) > (lc.restartDoneAt ?? 0)) {
       return issue(base, Phase.STOPPING, "Restarting", "restarting the container", CommandKind.RESTART, dataPolicy);
     }
+    // Running again after a restore: the data it replaced is no longer needed as a safety copy.
+    if (lc.previousData?.some((d) => !d.keep)) {
+      return issue(base, Phase.RUNNING, "Running", "the container is running; removing the data a restore replaced", CommandKind.DISCARD_PREVIOUS_DATA);
+    }
     return { ...base, phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
   }
   if (state === "paused") return issue(base, Phase.STARTING, "Resuming", "unpausing the container", CommandKind.ENSURE_RUNNING, dataPolicy);
@@ -381,6 +434,21 @@ function decide(input: PlanInput): Plan {
     return issue(base, Phase.STARTING, "RestartingAfterCrash", `restarting after a crash (${exitMessage(container)})`, CommandKind.ENSURE_RUNNING, dataPolicy);
   }
   return issue(base, Phase.STARTING, "Starting", "starting the container", CommandKind.ENSURE_RUNNING, dataPolicy);
+}
+
+/** The phase a container shows by itself while a data operation is decided around it. */
+function containerPhase(c: ContainerInfo | undefined): Pick<Plan, "phase" | "reason" | "message"> {
+  if (!c) return { phase: Phase.MISSING, reason: "ContainerMissing", message: "no container for this server on its host" };
+  if (c.state === "running") return { phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
+  if (c.state === "paused") return { phase: Phase.PAUSED, reason: "Paused", message: "the container is paused" };
+  return { phase: Phase.STOPPED, reason: "Stopped", message: exitMessage(c) };
+}
+
+/** status.operation's stage while a data command runs: the agent's own report, else what it starts with. */
+function dataStageOf(kind: CommandKind, op: DataOp): string {
+  if (kind === CommandKind.ENSURE_STOPPED) return "Stopping";
+  if (kind !== CommandKind.BACKUP_DATA && kind !== CommandKind.RESTORE_DATA) return "Waiting";
+  return op.progress?.stage ?? (kind === CommandKind.BACKUP_DATA ? "Copying" : "Verifying");
 }
 
 function dataLost(base: Pick<Plan, "conditions" | "observedGeneration">): Plan {
@@ -472,6 +540,14 @@ function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, 
       return { phase: Phase.STOPPING, reason: "Restarting", message: "restarting the container" };
     case CommandKind.COPY_DATA:
       return { phase: Phase.CREATING, reason: "CopyingData", message: "adopting: copying the container's data into the data root" };
+    case CommandKind.BACKUP_DATA:
+      return container?.state === "running"
+        ? { phase: Phase.RUNNING, reason: "BackingUp", message: "backing up the data directory while the server runs (a live copy)" }
+        : { phase: Phase.STOPPED, reason: "BackingUp", message: "backing up the data directory; the server starts again afterwards if it should run" };
+    case CommandKind.RESTORE_DATA:
+      return { phase: Phase.STOPPED, reason: "Restoring", message: "restoring the data directory from a backup; the server starts again afterwards if it should run" };
+    case CommandKind.DISCARD_PREVIOUS_DATA:
+      return { phase: container?.state === "running" ? Phase.RUNNING : Phase.STOPPED, reason: "DiscardingPreviousData", message: "removing the data a restore replaced" };
     default:
       return { phase: Phase.PENDING, reason: "Checking", message: "checking the host" };
   }

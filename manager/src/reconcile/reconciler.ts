@@ -1,17 +1,17 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
-import { DesiredState, Phase, RestartPolicy, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { BackupJobSchema, CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
+import { DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
-import { type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
+import { type DataOp, type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { mergeConditions, sameConditions } from "./conditions.js";
-import { COMMAND_DEADLINE_MS, commandName, pickContainer, plan, type Plan } from "./plan.js";
+import { COMMAND_DEADLINE_MS, commandName, DATA_COMMAND_KINDS, pickContainer, plan, type Plan } from "./plan.js";
 import { WorkQueue } from "./queue.js";
 import { projectNetworkName } from "./project-network.js";
 import { specHash } from "./spec-hash.js";
@@ -330,6 +330,14 @@ export class Reconciler {
       lifecycle = done;
       server = { ...server, lifecycle };
     }
+    // A finished backup, restore or safety-copy removal ends its part of the lifecycle (its
+    // outcome was recorded with the result: agent-service.ts).
+    const dataDone = last ? noteDataCommandFinished(server.lifecycle, last) : undefined;
+    if (dataDone) {
+      lifecycle = dataDone.lifecycle;
+      server = { ...server, lifecycle };
+      if (dataDone.event) events.push({ project: server.project, serverId: server.id, hostId: server.hostId, actor: "reconciler", ...dataDone.event });
+    }
 
     // A container seen before that is gone without any berth command in flight was
     // removed outside berth: remember when, so plan() shows Missing instead of recreating it.
@@ -388,6 +396,28 @@ export class Reconciler {
     }
     if (lifecycle) server = { ...server, lifecycle };
 
+    // The backup or restore under way failed before (or without) its command finishing: it ends,
+    // recorded on the backup and in the ledger, and the server goes back to its desired state.
+    const op = server.lifecycle.dataOp;
+    const expiredData = p.expireInflight && inflight && DATA_COMMAND_KINDS.has(inflight.command.kind) && op && inflight.command.backup?.backupId === op.backupId;
+    const dataFailure = p.failDataOp ?? (expiredData ? { reason: "DeadlineExceeded", message: `the ${op!.kind} did not finish within ${Math.round((op!.deadlineAt - op!.requestedAt) / 1000)}s` } : undefined);
+    if (op && dataFailure) {
+      const { dataOp: _ended, ...rest } = server.lifecycle;
+      lifecycle = rest;
+      server = { ...server, lifecycle };
+      if (op.kind === "backup") ops.push({ op: "backup.update", id: op.backupId, set: { state: "failed", reason: dataFailure.reason, message: dataFailure.message, finishedAt: now }, ifState: ["pending", "running"] });
+      events.push({
+        type: op.kind === "backup" ? "backup.failed" : "backup.restore_failed",
+        project: server.project,
+        serverId: server.id,
+        hostId: server.hostId,
+        reason: dataFailure.reason,
+        message: `${op.kind} ${op.backupId}: ${dataFailure.message}`,
+        actor: "reconciler",
+        correlationId: op.backupId,
+      });
+    }
+
     if (p.deleteRecord) {
       await this.dropRecord(server, { actor: "reconciler", reason: p.reason, message: p.message }, cause);
       return {};
@@ -407,8 +437,23 @@ export class Reconciler {
     }
     let toSend: Command | undefined;
     if (p.command) {
-      const deadlineMs = this.deadlineFor(p.command.kind);
+      const dataOp = srv.lifecycle.dataOp;
+      const isDataOp = dataOp && (p.command.kind === CommandKind.BACKUP_DATA || p.command.kind === CommandKind.RESTORE_DATA);
+      // A backup or restore has the deadline it was asked with.
+      const deadlineMs = isDataOp ? Math.max(1, dataOp.deadlineAt - now) : this.deadlineFor(p.command.kind);
       toSend = this.buildCommand(srv, hash, network, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
+      if (isDataOp) {
+        toSend.backup = create(BackupJobSchema, {
+          backupId: dataOp.backupId,
+          location: { kind: { case: "directory", value: dataOp.location.directory } },
+          key: dataOp.key,
+          ignore: dataOp.ignore ?? [],
+          sha256: dataOp.sha256 ?? "",
+        });
+        if (dataOp.kind === "backup") ops.push({ op: "backup.update", id: dataOp.backupId, set: { state: "running", startedAt: now, hostId: srv.hostId }, ifState: ["pending", "running"] });
+      }
+      if (p.command.kind === CommandKind.RESTORE_DATA) toSend.dataDir = previousDataName(srv.id, toSend.id);
+      if (p.command.kind === CommandKind.DISCARD_PREVIOUS_DATA) toSend.dataDir = srv.lifecycle.previousData?.find((d) => !d.keep)?.name ?? "";
       // Refused (ConflictError) if the server has an open command after all: the database allows one.
       const c = this.commandOps(srv, toSend, now, now + deadlineMs, { reason: p.reason, actor: "reconciler" });
       ops.push(c.op);
@@ -422,6 +467,7 @@ export class Reconciler {
       containerId: shown?.id ?? "",
       containerState: shown?.state ?? "",
       observedGeneration: settled ? srv.generation : Number(srv.status.observedGeneration),
+      operation: operationOf(srv.lifecycle.dataOp, p.dataStage),
     });
     // Server writes first (the first one checks the version), then commands, then events.
     const serverOps: WriteOp[] = [];
@@ -443,7 +489,7 @@ export class Reconciler {
       this.deps.log.info({ server: srv.id, name: srv.name, host: srv.hostId, command: toSend.id, kind: commandName(toSend.kind), cause }, "command issued");
       await this.dispatch(srv.hostId, toSend, now);
     }
-    if (p.expireInflight || p.settleInflight) return { requeueAfterMs: 0 };
+    if (p.expireInflight || p.settleInflight || dataFailure) return { requeueAfterMs: 0 };
     return p.requeueAfterMs !== undefined ? { requeueAfterMs: p.requeueAfterMs } : {};
   }
 
@@ -565,7 +611,7 @@ export class Reconciler {
     p: Plan,
     cause: string,
     now: number,
-    o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; observedGeneration: number },
+    o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; observedGeneration: number; operation: Operation | undefined },
   ): { op: WriteOp; events: EventInput[]; phaseChanged: boolean } | undefined {
     const { dataPresent, dataSize, containerId, containerState } = o;
     const old = server.status;
@@ -584,6 +630,7 @@ export class Reconciler {
       restartCount: server.lifecycle.restartCount ?? 0,
       lastChangeTime: phaseChanged ? timestampFromMs(now) : old.lastChangeTime,
       lastChangeCause: phaseChanged ? cause : old.lastChangeCause,
+      ...(o.operation ? { operation: o.operation } : {}),
     });
     const dataInitialized = server.dataInitialized || dataPresent;
     const same =
@@ -596,6 +643,7 @@ export class Reconciler {
       old.containerState === next.containerState &&
       old.dataExists === next.dataExists &&
       old.dataSizeBytes === next.dataSizeBytes &&
+      sameOperation(old.operation, next.operation) &&
       dataInitialized === server.dataInitialized;
     if (same) return undefined;
     const events: EventInput[] = [];
@@ -673,6 +721,65 @@ export function noteCommandFinished(lc: Lifecycle, command: Pick<Command, "kind"
     changed = true;
   }
   return changed ? next : undefined;
+}
+
+/**
+ * The lifecycle after a finished data command, or undefined when it changes
+ * nothing: a backup or restore of the operation under way ends it (a
+ * successful restore leaves a safety copy to discard once the server runs);
+ * a safety copy's removal drops it, or, when it failed, keeps it for good
+ * (never retried in a loop; the event says where it is).
+ */
+export function noteDataCommandFinished(
+  lc: Lifecycle,
+  last: { command: Pick<Command, "kind" | "id" | "dataDir" | "backup">; state: string; createdAt: number; message?: string | null },
+): { lifecycle: Lifecycle; event?: Omit<EventInput, "project" | "serverId" | "hostId" | "actor"> } | undefined {
+  const kind = last.command.kind;
+  const op = lc.dataOp;
+  if ((kind === CommandKind.BACKUP_DATA || kind === CommandKind.RESTORE_DATA) && op && last.command.backup?.backupId === op.backupId && last.createdAt >= op.requestedAt) {
+    const { dataOp: _ended, ...rest } = lc;
+    if (kind === CommandKind.RESTORE_DATA && last.state === "succeeded") {
+      const kept = { name: last.command.dataDir, backupId: op.backupId, keep: op.keepPrevious ?? false, at: last.createdAt };
+      return { lifecycle: { ...rest, previousData: [...(lc.previousData ?? []), kept] } };
+    }
+    return { lifecycle: rest };
+  }
+  if (kind === CommandKind.DISCARD_PREVIOUS_DATA && lc.previousData?.some((d) => d.name === last.command.dataDir && !d.keep)) {
+    const name = last.command.dataDir;
+    if (last.state === "succeeded") {
+      const left = lc.previousData.filter((d) => d.name !== name);
+      const { previousData: _gone, ...rest } = lc;
+      return { lifecycle: left.length > 0 ? { ...rest, previousData: left } : rest };
+    }
+    return {
+      lifecycle: { ...lc, previousData: lc.previousData.map((d) => (d.name === name ? { ...d, keep: true } : d)) },
+      event: { type: "backup.previous_kept", reason: "DiscardFailed", message: `could not remove the data a restore replaced (.berth-previous/${name} under the host's data root): ${last.message ?? ""}; it is kept, remove it by hand` },
+    };
+  }
+  return undefined;
+}
+
+/** The safety copy RESTORE_DATA `commandId` keeps of the data it replaces (under the data root's .berth-previous). */
+export function previousDataName(serverId: string, commandId: string): string {
+  return `${serverId}.${commandId}`;
+}
+
+/** status.operation for the backup or restore under way (undefined when none). */
+function operationOf(op: DataOp | undefined, stage: string | undefined): Operation | undefined {
+  if (!op) return undefined;
+  return create(OperationSchema, {
+    kind: op.kind,
+    backupId: op.backupId,
+    stage: stage ?? op.progress?.stage ?? "Waiting",
+    bytesDone: BigInt(op.progress?.bytesDone ?? 0),
+    bytesTotal: BigInt(op.progress?.bytesTotal ?? 0),
+    startTime: timestampFromMs(op.requestedAt),
+  });
+}
+
+function sameOperation(a: Operation | undefined, b: Operation | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.kind === b.kind && a.backupId === b.backupId && a.stage === b.stage && a.bytesDone === b.bytesDone && a.bytesTotal === b.bytesTotal;
 }
 
 /** Docker name of a server's container: readable in `docker ps`, unique per server. */

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/agent.proto.
  */
 export const file_berth_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAkiiAMKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIABILCgNzZXEYFCABKARCBgoEYm9keSKLAgoOTWFuYWdlck1lc3NhZ2USJAoHd2VsY29tZRgBIAEoCzIRLmJlcnRoLnYxLldlbGNvbWVIABIkCgdjb21tYW5kGAIgASgLMhEuYmVydGgudjEuQ29tbWFuZEgAEiIKBnJlc3luYxgDIAEoCzIQLmJlcnRoLnYxLlJlc3luY0gAEisKC2xvZ19yZXF1ZXN0GAQgASgLMhQuYmVydGgudjEuTG9nUmVxdWVzdEgAEikKCmxvZ19jYW5jZWwYBSABKAsyEy5iZXJ0aC52MS5Mb2dDYW5jZWxIABIpCgpsb2dfY3JlZGl0GAYgASgLMhMuYmVydGgudjEuTG9nQ3JlZGl0SABCBgoEYm9keSLbAQoFSGVsbG8SEAoIaG9zdG5hbWUYASABKAkSFQoNYWdlbnRfdmVyc2lvbhgCIAEoCRIWCg5kb2NrZXJfdmVyc2lvbhgDIAEoCRIRCglkYXRhX3Jvb3QYBCABKAkSEQoJY3B1X2NvdW50GAUgASgNEhQKDG1lbW9yeV9ieXRlcxgGIAEoBBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgHIAEoBBIdChVkYXRhX3Jvb3RfdG90YWxfYnl0ZXMYCCABKAQSGAoQZG9ja2VyX3JlYWNoYWJsZRgJIAEoCCKRAQoHV2VsY29tZRISCgptYW5hZ2VyX2lkGAEgASgJEg8KB2hvc3RfaWQYAiABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAyABKA0SKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLb3duZXJfZXBvY2gYBSABKAQiCAoGUmVzeW5jIu0ECg1Db250YWluZXJJbmZvEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDQoFc3RhdGUYBCABKAkSMwoGbGFiZWxzGAUgAygLMiMuYmVydGgudjEuQ29udGFpbmVySW5mby5MYWJlbHNFbnRyeRIRCglleGl0X2NvZGUYBiABKAUSMAoMY3JlYXRlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxzdGFydGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWZpbmlzaGVkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCm9vbV9raWxsZWQYCiABKAgSJAoFcG9ydHMYCyADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIOCgZtb3VudHMYDCADKAkSDwoHY29tbWFuZBgNIAMoCRItCgNlbnYYDiADKAsyIC5iZXJ0aC52MS5Db250YWluZXJJbmZvLkVudkVudHJ5Eg0KBWVycm9yGA8gASgJEhMKC3Vuc3VwcG9ydGVkGBAgAygJEioKDG1vdW50X3BvaW50cxgRIAMoCzIULmJlcnRoLnYxLk1vdW50UG9pbnQSEAoIbmV0d29ya3MYEiADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs8BCgtOZXR3b3JrSW5mbxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEjEKBmxhYmVscxgDIAMoCzIhLmJlcnRoLnYxLk5ldHdvcmtJbmZvLkxhYmVsc0VudHJ5EjAKDGNyZWF0ZWRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY29udGFpbmVycxgFIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlIKCk1vdW50UG9pbnQSDAoEdHlwZRgBIAEoCRIOCgZzb3VyY2UYAiABKAkSEwoLZGVzdGluYXRpb24YAyABKAkSEQoJcmVhZF9vbmx5GAQgASgIIocBCgdEYXRhRGlyEhEKCXNlcnZlcl9pZBgBIAEoCRIOCgZleGlzdHMYAiABKAgSEgoKc2l6ZV9ieXRlcxgDIAEoAxIvCgttb2RpZnlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMc2l6ZV91bmtub3duGAUgASgIIroCCglJbnZlbnRvcnkSKwoKY29udGFpbmVycxgBIAMoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SJAoJZGF0YV9kaXJzGAIgAygLMhEuYmVydGgudjEuRGF0YURpchIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIEhcKD290aGVyX2RhdGFfZGlycxgEIAMoCRIqCgl1bm1hbmFnZWQYBSADKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEhkKEXVubWFuYWdlZF9vbWl0dGVkGAYgASgNEgwKBG1vcmUYByABKAgSDwoHcGFydF9vZhgIIAEoCRInCghuZXR3b3JrcxgJIAMoCzIVLmJlcnRoLnYxLk5ldHdvcmtJbmZvEhgKEG5ldHdvcmtzX29taXR0ZWQYCiABKA0imwEKDkNvbnRhaW5lckV2ZW50Eg4KBmFjdGlvbhgBIAEoCRIqCgljb250YWluZXIYAiABKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEg8KB3JlbW92ZWQYAyABKAgSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKZXhpdF9jYXVzZRgFIAEoCSItCgpEYXRhU3RhdHVzEh8KBGRpcnMYASADKAsyES5iZXJ0aC52MS5EYXRhRGlyIs0DCg1Db250YWluZXJTcGVjEg0KBWltYWdlGAEgASgJEg8KB2NvbW1hbmQYAiADKAkSLQoDZW52GAMgAygLMiAuYmVydGgudjEuQ29udGFpbmVyU3BlYy5FbnZFbnRyeRIkCgVwb3J0cxgEIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nEhcKD2RhdGFfbW91bnRfcGF0aBgFIAEoCRIzCgZsYWJlbHMYBiADKAsyIy5iZXJ0aC52MS5Db250YWluZXJTcGVjLkxhYmVsc0VudHJ5EhEKCXNwZWNfaGFzaBgHIAEoCRIMCgRuYW1lGAggASgJEg8KB2NhcF9hZGQYCSADKAkSGgoSbG9nX21heF9zaXplX2J5dGVzGAogASgNEhUKDWxvZ19tYXhfZmlsZXMYCyABKA0SDwoHbmV0d29yaxgMIAEoCRIPCgdwcm9qZWN0GA0gASgJEhcKD25ldHdvcmtfYWxpYXNlcxgOIAMoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimQMKB0NvbW1hbmQSCgoCaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEiMKBGtpbmQYAyABKA4yFS5iZXJ0aC52MS5Db21tYW5kS2luZBIqCgljb250YWluZXIYBCABKAsyFy5iZXJ0aC52MS5Db250YWluZXJTcGVjEikKC2RhdGFfcG9saWN5GAUgASgOMhQuYmVydGgudjEuRGF0YVBvbGljeRIcChRzdG9wX3RpbWVvdXRfc2Vjb25kcxgGIAEoDRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVjcmVhdGUYCCABKAgSFAoMY29udGFpbmVyX2lkGAkgASgJEhAKCGRhdGFfZGlyGAogASgJEhwKFGFkb3B0ZWRfY29udGFpbmVyX2lkGAsgASgJEhIKCm1vdW50X3BhdGgYDCABKAkSFQoNb3JwaGFuX2FjdGlvbhgNIAEoCBIPCgduZXR3b3JrGA4gASgJEhMKC293bmVyX2Vwb2NoGA8gASgEIqIBCg1Db21tYW5kUmVzdWx0EhIKCmNvbW1hbmRfaWQYASABKAkSDwoHc3VjY2VzcxgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIqCgljb250YWluZXIYBSABKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEh8KBGRhdGEYBiABKAsyES5iZXJ0aC52MS5EYXRhRGlyIm0KCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgCIAEoBBIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIImgKCExvZ0NodW5rEhIKCnJlcXVlc3RfaWQYASABKAkSDgoGc3RyZWFtGAIgASgJEgwKBGRhdGEYAyABKAwSCwoDZW5kGAQgASgIEg0KBWVycm9yGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJtCgpMb2dSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEg4KBmZvbGxvdxgDIAEoCBISCgp0YWlsX2xpbmVzGAQgASgNEhQKDHdpbmRvd19ieXRlcxgFIAEoDSIfCglMb2dDYW5jZWwSEgoKcmVxdWVzdF9pZBgBIAEoCSJiCgxQdWxsUHJvZ3Jlc3MSEQoJc2VydmVyX2lkGAEgASgJEhIKCmNvbW1hbmRfaWQYAiABKAkSDQoFaW1hZ2UYAyABKAkSDgoGc3RhdHVzGAQgASgJEgwKBGRvbmUYBSABKAgiLgoJTG9nQ3JlZGl0EhIKCnJlcXVlc3RfaWQYASABKAkSDQoFYnl0ZXMYAiABKA0qzgMKC0NvbW1hbmRLaW5kEhwKGENPTU1BTkRfS0lORF9VTlNQRUNJRklFRBAAEiEKHUNPTU1BTkRfS0lORF9FTlNVUkVfQ09OVEFJTkVSEAESHwobQ09NTUFORF9LSU5EX0VOU1VSRV9SVU5OSU5HEAISHwobQ09NTUFORF9LSU5EX0VOU1VSRV9TVE9QUEVEEAMSHgoaQ09NTUFORF9LSU5EX0VOU1VSRV9QQVVTRUQQBBIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1JFTU9WRUQQBRIcChhDT01NQU5EX0tJTkRfUkVNT1ZFX0RBVEEQBhIbChdDT01NQU5EX0tJTkRfQ0hFQ0tfREFUQRAHEhgKFENPTU1BTkRfS0lORF9SRVNUQVJUEAgSIQodQ09NTUFORF9LSU5EX1JFTU9WRV9DT05UQUlORVIQCRIiCh5DT01NQU5EX0tJTkRfSU5TUEVDVF9DT05UQUlORVIQChIiCh5DT01NQU5EX0tJTkRfUkVNT1ZFX1NUUkFZX0RBVEEQCxIaChZDT01NQU5EX0tJTkRfQ09QWV9EQVRBEAwSHwobQ09NTUFORF9LSU5EX1JFTU9WRV9ORVRXT1JLEA0qWgoKRGF0YVBvbGljeRIbChdEQVRBX1BPTElDWV9VTlNQRUNJRklFRBAAEhYKEkRBVEFfUE9MSUNZX0NSRUFURRABEhcKE0RBVEFfUE9MSUNZX1JFUVVJUkUQAjKMAQoMQWdlbnRTZXJ2aWNlEjsKBkVucm9sbBIXLmJlcnRoLnYxLkVucm9sbFJlcXVlc3QaGC5iZXJ0aC52MS5FbnJvbGxSZXNwb25zZRI/CgdDb25uZWN0EhYuYmVydGgudjEuQWdlbnRNZXNzYWdlGhguYmVydGgudjEuTWFuYWdlck1lc3NhZ2UoATABYgZwcm90bzM", [file_berth_v1_server, file_google_protobuf_timestamp]);
+  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAkivwMKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIABI1ChBjb21tYW5kX3Byb2dyZXNzGAkgASgLMhkuYmVydGgudjEuQ29tbWFuZFByb2dyZXNzSAASCwoDc2VxGBQgASgEQgYKBGJvZHkiiwIKDk1hbmFnZXJNZXNzYWdlEiQKB3dlbGNvbWUYASABKAsyES5iZXJ0aC52MS5XZWxjb21lSAASJAoHY29tbWFuZBgCIAEoCzIRLmJlcnRoLnYxLkNvbW1hbmRIABIiCgZyZXN5bmMYAyABKAsyEC5iZXJ0aC52MS5SZXN5bmNIABIrCgtsb2dfcmVxdWVzdBgEIAEoCzIULmJlcnRoLnYxLkxvZ1JlcXVlc3RIABIpCgpsb2dfY2FuY2VsGAUgASgLMhMuYmVydGgudjEuTG9nQ2FuY2VsSAASKQoKbG9nX2NyZWRpdBgGIAEoCzITLmJlcnRoLnYxLkxvZ0NyZWRpdEgAQgYKBGJvZHki8AEKBUhlbGxvEhAKCGhvc3RuYW1lGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZG9ja2VyX3ZlcnNpb24YAyABKAkSEQoJZGF0YV9yb290GAQgASgJEhEKCWNwdV9jb3VudBgFIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBiABKAQSHAoUZGF0YV9yb290X2ZyZWVfYnl0ZXMYByABKAQSHQoVZGF0YV9yb290X3RvdGFsX2J5dGVzGAggASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYCSABKAgSEwoLYmFja3VwX2RpcnMYCiADKAkikQEKB1dlbGNvbWUSEgoKbWFuYWdlcl9pZBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAMgASgNEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC293bmVyX2Vwb2NoGAUgASgEIggKBlJlc3luYyLtBAoNQ29udGFpbmVySW5mbxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWltYWdlGAMgASgJEg0KBXN0YXRlGAQgASgJEjMKBmxhYmVscxgFIAMoCzIjLmJlcnRoLnYxLkNvbnRhaW5lckluZm8uTGFiZWxzRW50cnkSEQoJZXhpdF9jb2RlGAYgASgFEjAKDGNyZWF0ZWRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc3RhcnRlZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1maW5pc2hlZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpvb21fa2lsbGVkGAogASgIEiQKBXBvcnRzGAsgAygLMhUuYmVydGgudjEuUG9ydE1hcHBpbmcSDgoGbW91bnRzGAwgAygJEg8KB2NvbW1hbmQYDSADKAkSLQoDZW52GA4gAygLMiAuYmVydGgudjEuQ29udGFpbmVySW5mby5FbnZFbnRyeRINCgVlcnJvchgPIAEoCRITCgt1bnN1cHBvcnRlZBgQIAMoCRIqCgxtb3VudF9wb2ludHMYESADKAsyFC5iZXJ0aC52MS5Nb3VudFBvaW50EhAKCG5ldHdvcmtzGBIgAygJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLPAQoLTmV0d29ya0luZm8SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIxCgZsYWJlbHMYAyADKAsyIS5iZXJ0aC52MS5OZXR3b3JrSW5mby5MYWJlbHNFbnRyeRIwCgxjcmVhdGVkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbnRhaW5lcnMYBSABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJSCgpNb3VudFBvaW50EgwKBHR5cGUYASABKAkSDgoGc291cmNlGAIgASgJEhMKC2Rlc3RpbmF0aW9uGAMgASgJEhEKCXJlYWRfb25seRgEIAEoCCKHAQoHRGF0YURpchIRCglzZXJ2ZXJfaWQYASABKAkSDgoGZXhpc3RzGAIgASgIEhIKCnNpemVfYnl0ZXMYAyABKAMSLwoLbW9kaWZ5X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHNpemVfdW5rbm93bhgFIAEoCCK6AgoJSW52ZW50b3J5EisKCmNvbnRhaW5lcnMYASADKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEiQKCWRhdGFfZGlycxgCIAMoCzIRLmJlcnRoLnYxLkRhdGFEaXISGAoQZG9ja2VyX3JlYWNoYWJsZRgDIAEoCBIXCg9vdGhlcl9kYXRhX2RpcnMYBCADKAkSKgoJdW5tYW5hZ2VkGAUgAygLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIZChF1bm1hbmFnZWRfb21pdHRlZBgGIAEoDRIMCgRtb3JlGAcgASgIEg8KB3BhcnRfb2YYCCABKAkSJwoIbmV0d29ya3MYCSADKAsyFS5iZXJ0aC52MS5OZXR3b3JrSW5mbxIYChBuZXR3b3Jrc19vbWl0dGVkGAogASgNIpsBCg5Db250YWluZXJFdmVudBIOCgZhY3Rpb24YASABKAkSKgoJY29udGFpbmVyGAIgASgLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIPCgdyZW1vdmVkGAMgASgIEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV4aXRfY2F1c2UYBSABKAkiLQoKRGF0YVN0YXR1cxIfCgRkaXJzGAEgAygLMhEuYmVydGgudjEuRGF0YURpciItCg5CYWNrdXBMb2NhdGlvbhITCglkaXJlY3RvcnkYASABKAlIAEIGCgRraW5kIncKCUJhY2t1cEpvYhIRCgliYWNrdXBfaWQYASABKAkSKgoIbG9jYXRpb24YAiABKAsyGC5iZXJ0aC52MS5CYWNrdXBMb2NhdGlvbhILCgNrZXkYAyABKAkSDgoGaWdub3JlGAQgAygJEg4KBnNoYTI1NhgFIAEoCSLNAwoNQ29udGFpbmVyU3BlYxINCgVpbWFnZRgBIAEoCRIPCgdjb21tYW5kGAIgAygJEi0KA2VudhgDIAMoCzIgLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMuRW52RW50cnkSJAoFcG9ydHMYBCADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIXCg9kYXRhX21vdW50X3BhdGgYBSABKAkSMwoGbGFiZWxzGAYgAygLMiMuYmVydGgudjEuQ29udGFpbmVyU3BlYy5MYWJlbHNFbnRyeRIRCglzcGVjX2hhc2gYByABKAkSDAoEbmFtZRgIIAEoCRIPCgdjYXBfYWRkGAkgAygJEhoKEmxvZ19tYXhfc2l6ZV9ieXRlcxgKIAEoDRIVCg1sb2dfbWF4X2ZpbGVzGAsgASgNEg8KB25ldHdvcmsYDCABKAkSDwoHcHJvamVjdBgNIAEoCRIXCg9uZXR3b3JrX2FsaWFzZXMYDiADKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItMDCgdDb21tYW5kEgoKAmlkGAEgASgJEhEKCXNlcnZlcl9pZBgCIAEoCRIjCgRraW5kGAMgASgOMhUuYmVydGgudjEuQ29tbWFuZEtpbmQSKgoJY29udGFpbmVyGAQgASgLMhcuYmVydGgudjEuQ29udGFpbmVyU3BlYxIpCgtkYXRhX3BvbGljeRgFIAEoDjIULmJlcnRoLnYxLkRhdGFQb2xpY3kSHAoUc3RvcF90aW1lb3V0X3NlY29uZHMYBiABKA0SLAoIZGVhZGxpbmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlY3JlYXRlGAggASgIEhQKDGNvbnRhaW5lcl9pZBgJIAEoCRIQCghkYXRhX2RpchgKIAEoCRIcChRhZG9wdGVkX2NvbnRhaW5lcl9pZBgLIAEoCRISCgptb3VudF9wYXRoGAwgASgJEhUKDW9ycGhhbl9hY3Rpb24YDSABKAgSDwoHbmV0d29yaxgOIAEoCRITCgtvd25lcl9lcG9jaBgPIAEoBBIjCgZiYWNrdXAYECABKAsyEy5iZXJ0aC52MS5CYWNrdXBKb2ISEwoLYXR0YWNoX29ubHkYESABKAgiygEKDUNvbW1hbmRSZXN1bHQSEgoKY29tbWFuZF9pZBgBIAEoCRIPCgdzdWNjZXNzGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEioKCWNvbnRhaW5lchgFIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SHwoEZGF0YRgGIAEoCzIRLmJlcnRoLnYxLkRhdGFEaXISJgoHYXJjaGl2ZRgHIAEoCzIVLmJlcnRoLnYxLkFyY2hpdmVJbmZvImcKC0FyY2hpdmVJbmZvEg4KBnNoYTI1NhgBIAEoCRIVCg1hcmNoaXZlX2J5dGVzGAIgASgEEhEKCXJhd19ieXRlcxgDIAEoBBINCgVmaWxlcxgEIAEoBBIPCgdza2lwcGVkGAUgASgEIn8KD0NvbW1hbmRQcm9ncmVzcxISCgpjb21tYW5kX2lkGAEgASgJEhEKCXNlcnZlcl9pZBgCIAEoCRINCgVzdGFnZRgDIAEoCRISCgpieXRlc19kb25lGAQgASgEEhMKC2J5dGVzX3RvdGFsGAUgASgEEg0KBWZpbGVzGAYgASgEIm0KCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgCIAEoBBIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIImgKCExvZ0NodW5rEhIKCnJlcXVlc3RfaWQYASABKAkSDgoGc3RyZWFtGAIgASgJEgwKBGRhdGEYAyABKAwSCwoDZW5kGAQgASgIEg0KBWVycm9yGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJtCgpMb2dSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEg4KBmZvbGxvdxgDIAEoCBISCgp0YWlsX2xpbmVzGAQgASgNEhQKDHdpbmRvd19ieXRlcxgFIAEoDSIfCglMb2dDYW5jZWwSEgoKcmVxdWVzdF9pZBgBIAEoCSJiCgxQdWxsUHJvZ3Jlc3MSEQoJc2VydmVyX2lkGAEgASgJEhIKCmNvbW1hbmRfaWQYAiABKAkSDQoFaW1hZ2UYAyABKAkSDgoGc3RhdHVzGAQgASgJEgwKBGRvbmUYBSABKAgiLgoJTG9nQ3JlZGl0EhIKCnJlcXVlc3RfaWQYASABKAkSDQoFYnl0ZXMYAiABKA0q0wQKC0NvbW1hbmRLaW5kEhwKGENPTU1BTkRfS0lORF9VTlNQRUNJRklFRBAAEiEKHUNPTU1BTkRfS0lORF9FTlNVUkVfQ09OVEFJTkVSEAESHwobQ09NTUFORF9LSU5EX0VOU1VSRV9SVU5OSU5HEAISHwobQ09NTUFORF9LSU5EX0VOU1VSRV9TVE9QUEVEEAMSHgoaQ09NTUFORF9LSU5EX0VOU1VSRV9QQVVTRUQQBBIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1JFTU9WRUQQBRIcChhDT01NQU5EX0tJTkRfUkVNT1ZFX0RBVEEQBhIbChdDT01NQU5EX0tJTkRfQ0hFQ0tfREFUQRAHEhgKFENPTU1BTkRfS0lORF9SRVNUQVJUEAgSIQodQ09NTUFORF9LSU5EX1JFTU9WRV9DT05UQUlORVIQCRIiCh5DT01NQU5EX0tJTkRfSU5TUEVDVF9DT05UQUlORVIQChIiCh5DT01NQU5EX0tJTkRfUkVNT1ZFX1NUUkFZX0RBVEEQCxIaChZDT01NQU5EX0tJTkRfQ09QWV9EQVRBEAwSHwobQ09NTUFORF9LSU5EX1JFTU9WRV9ORVRXT1JLEA0SHAoYQ09NTUFORF9LSU5EX0JBQ0tVUF9EQVRBEA4SHQoZQ09NTUFORF9LSU5EX1JFU1RPUkVfREFUQRAPEh4KGkNPTU1BTkRfS0lORF9SRU1PVkVfQkFDS1VQEBASJgoiQ09NTUFORF9LSU5EX0RJU0NBUkRfUFJFVklPVVNfREFUQRARKloKCkRhdGFQb2xpY3kSGwoXREFUQV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIWChJEQVRBX1BPTElDWV9DUkVBVEUQARIXChNEQVRBX1BPTElDWV9SRVFVSVJFEAIyjAEKDEFnZW50U2VydmljZRI7CgZFbnJvbGwSFy5iZXJ0aC52MS5FbnJvbGxSZXF1ZXN0GhguYmVydGgudjEuRW5yb2xsUmVzcG9uc2USPwoHQ29ubmVjdBIWLmJlcnRoLnYxLkFnZW50TWVzc2FnZRoYLmJlcnRoLnYxLk1hbmFnZXJNZXNzYWdlKAEwAWIGcHJvdG8z", [file_berth_v1_server, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message berth.v1.EnrollRequest
@@ -127,6 +127,12 @@ export type AgentMessage = Message<"berth.v1.AgentMessage"> & {
      */
     value: PullProgress;
     case: "pullProgress";
+  } | {
+    /**
+     * @generated from field: berth.v1.CommandProgress command_progress = 9;
+     */
+    value: CommandProgress;
+    case: "commandProgress";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -253,6 +259,14 @@ export type Hello = Message<"berth.v1.Hello"> & {
    * @generated from field: bool docker_reachable = 9;
    */
   dockerReachable: boolean;
+
+  /**
+   * Directories this agent writes backup archives under (--backup-dir): a
+   * directory backup target must be one of them or inside one.
+   *
+   * @generated from field: repeated string backup_dirs = 10;
+   */
+  backupDirs: string[];
 };
 
 /**
@@ -712,6 +726,78 @@ export const DataStatusSchema: GenMessage<DataStatus> = /*@__PURE__*/
   messageDesc(file_berth_v1_agent, 13);
 
 /**
+ * Where a backup archive is kept, as the agent needs it.
+ *
+ * @generated from message berth.v1.BackupLocation
+ */
+export type BackupLocation = Message<"berth.v1.BackupLocation"> & {
+  /**
+   * @generated from oneof berth.v1.BackupLocation.kind
+   */
+  kind: {
+    /**
+     * A directory on the host (one of the agent's --backup-dir roots or inside one).
+     *
+     * @generated from field: string directory = 1;
+     */
+    value: string;
+    case: "directory";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message berth.v1.BackupLocation.
+ * Use `create(BackupLocationSchema)` to create a new message.
+ */
+export const BackupLocationSchema: GenMessage<BackupLocation> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 14);
+
+/**
+ * BackupJob is what BACKUP_DATA, RESTORE_DATA and REMOVE_BACKUP work on.
+ *
+ * @generated from message berth.v1.BackupJob
+ */
+export type BackupJob = Message<"berth.v1.BackupJob"> & {
+  /**
+   * @generated from field: string backup_id = 1;
+   */
+  backupId: string;
+
+  /**
+   * @generated from field: berth.v1.BackupLocation location = 2;
+   */
+  location?: BackupLocation | undefined;
+
+  /**
+   * <server id>/<backup id>.tar.gz
+   *
+   * @generated from field: string key = 3;
+   */
+  key: string;
+
+  /**
+   * BACKUP_DATA: patterns of files to leave out (BackupService.CreateBackup).
+   *
+   * @generated from field: repeated string ignore = 4;
+   */
+  ignore: string[];
+
+  /**
+   * RESTORE_DATA: the archive's sha256 (hex), checked before anything is touched.
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message berth.v1.BackupJob.
+ * Use `create(BackupJobSchema)` to create a new message.
+ */
+export const BackupJobSchema: GenMessage<BackupJob> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 15);
+
+/**
  * ContainerSpec is what the agent needs to create a server's container.
  *
  * @generated from message berth.v1.ContainerSpec
@@ -812,7 +898,7 @@ export type ContainerSpec = Message<"berth.v1.ContainerSpec"> & {
  * Use `create(ContainerSpecSchema)` to create a new message.
  */
 export const ContainerSpecSchema: GenMessage<ContainerSpec> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 14);
+  messageDesc(file_berth_v1_agent, 16);
 
 /**
  * @generated from message berth.v1.Command
@@ -916,6 +1002,22 @@ export type Command = Message<"berth.v1.Command"> & {
    * @generated from field: uint64 owner_epoch = 15;
    */
   ownerEpoch: bigint;
+
+  /**
+   * BACKUP_DATA, RESTORE_DATA, REMOVE_BACKUP.
+   *
+   * @generated from field: berth.v1.BackupJob backup = 16;
+   */
+  backup?: BackupJob | undefined;
+
+  /**
+   * Sent again after the link came back: run it only if this agent process
+   * already has it (running or finished); otherwise fail with AgentRestarted
+   * instead of starting over (a backup or restore is not repeated silently).
+   *
+   * @generated from field: bool attach_only = 17;
+   */
+  attachOnly: boolean;
 };
 
 /**
@@ -923,7 +1025,7 @@ export type Command = Message<"berth.v1.Command"> & {
  * Use `create(CommandSchema)` to create a new message.
  */
 export const CommandSchema: GenMessage<Command> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 15);
+  messageDesc(file_berth_v1_agent, 17);
 
 /**
  * @generated from message berth.v1.CommandResult
@@ -962,6 +1064,13 @@ export type CommandResult = Message<"berth.v1.CommandResult"> & {
    * @generated from field: berth.v1.DataDir data = 6;
    */
   data?: DataDir | undefined;
+
+  /**
+   * BACKUP_DATA: what was written.
+   *
+   * @generated from field: berth.v1.ArchiveInfo archive = 7;
+   */
+  archive?: ArchiveInfo | undefined;
 };
 
 /**
@@ -969,7 +1078,95 @@ export type CommandResult = Message<"berth.v1.CommandResult"> & {
  * Use `create(CommandResultSchema)` to create a new message.
  */
 export const CommandResultSchema: GenMessage<CommandResult> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 16);
+  messageDesc(file_berth_v1_agent, 18);
+
+/**
+ * ArchiveInfo describes an archive BACKUP_DATA wrote.
+ *
+ * @generated from message berth.v1.ArchiveInfo
+ */
+export type ArchiveInfo = Message<"berth.v1.ArchiveInfo"> & {
+  /**
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: uint64 archive_bytes = 2;
+   */
+  archiveBytes: bigint;
+
+  /**
+   * @generated from field: uint64 raw_bytes = 3;
+   */
+  rawBytes: bigint;
+
+  /**
+   * @generated from field: uint64 files = 4;
+   */
+  files: bigint;
+
+  /**
+   * Sockets, FIFOs and devices, which are not archived.
+   *
+   * @generated from field: uint64 skipped = 5;
+   */
+  skipped: bigint;
+};
+
+/**
+ * Describes the message berth.v1.ArchiveInfo.
+ * Use `create(ArchiveInfoSchema)` to create a new message.
+ */
+export const ArchiveInfoSchema: GenMessage<ArchiveInfo> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 19);
+
+/**
+ * CommandProgress reports how far a long command (BACKUP_DATA,
+ * RESTORE_DATA) is; the agent sends at most about one per second per command.
+ *
+ * @generated from message berth.v1.CommandProgress
+ */
+export type CommandProgress = Message<"berth.v1.CommandProgress"> & {
+  /**
+   * @generated from field: string command_id = 1;
+   */
+  commandId: string;
+
+  /**
+   * @generated from field: string server_id = 2;
+   */
+  serverId: string;
+
+  /**
+   * Copying, Verifying, Restoring.
+   *
+   * @generated from field: string stage = 3;
+   */
+  stage: string;
+
+  /**
+   * @generated from field: uint64 bytes_done = 4;
+   */
+  bytesDone: bigint;
+
+  /**
+   * @generated from field: uint64 bytes_total = 5;
+   */
+  bytesTotal: bigint;
+
+  /**
+   * @generated from field: uint64 files = 6;
+   */
+  files: bigint;
+};
+
+/**
+ * Describes the message berth.v1.CommandProgress.
+ * Use `create(CommandProgressSchema)` to create a new message.
+ */
+export const CommandProgressSchema: GenMessage<CommandProgress> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 20);
 
 /**
  * @generated from message berth.v1.Heartbeat
@@ -996,7 +1193,7 @@ export type Heartbeat = Message<"berth.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 17);
+  messageDesc(file_berth_v1_agent, 21);
 
 /**
  * LogChunk is a piece of a container's output, answering a LogRequest.
@@ -1046,7 +1243,7 @@ export type LogChunk = Message<"berth.v1.LogChunk"> & {
  * Use `create(LogChunkSchema)` to create a new message.
  */
 export const LogChunkSchema: GenMessage<LogChunk> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 18);
+  messageDesc(file_berth_v1_agent, 22);
 
 /**
  * LogRequest asks the agent to stream a server's container output as
@@ -1095,7 +1292,7 @@ export type LogRequest = Message<"berth.v1.LogRequest"> & {
  * Use `create(LogRequestSchema)` to create a new message.
  */
 export const LogRequestSchema: GenMessage<LogRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 19);
+  messageDesc(file_berth_v1_agent, 23);
 
 /**
  * LogCancel ends a LogRequest's stream (the caller went away).
@@ -1114,7 +1311,7 @@ export type LogCancel = Message<"berth.v1.LogCancel"> & {
  * Use `create(LogCancelSchema)` to create a new message.
  */
 export const LogCancelSchema: GenMessage<LogCancel> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 20);
+  messageDesc(file_berth_v1_agent, 24);
 
 /**
  * PullProgress reports an image pull made for a server's command. The agent
@@ -1158,7 +1355,7 @@ export type PullProgress = Message<"berth.v1.PullProgress"> & {
  * Use `create(PullProgressSchema)` to create a new message.
  */
 export const PullProgressSchema: GenMessage<PullProgress> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 21);
+  messageDesc(file_berth_v1_agent, 25);
 
 /**
  * LogCredit lets a LogRequest's stream send `bytes` more (counted as for
@@ -1183,7 +1380,7 @@ export type LogCredit = Message<"berth.v1.LogCredit"> & {
  * Use `create(LogCreditSchema)` to create a new message.
  */
 export const LogCreditSchema: GenMessage<LogCredit> = /*@__PURE__*/
-  messageDesc(file_berth_v1_agent, 22);
+  messageDesc(file_berth_v1_agent, 26);
 
 /**
  * CommandKind is an idempotent operation an agent performs.
@@ -1294,6 +1491,40 @@ export enum CommandKind {
    * @generated from enum value: COMMAND_KIND_REMOVE_NETWORK = 13;
    */
   REMOVE_NETWORK = 13,
+
+  /**
+   * Archive the server's data directory (tar.gz) into `backup`'s location
+   * at its key; the container is left as it is (the manager stops it first
+   * for a consistent copy). Progress as CommandProgress; nothing is left in
+   * the target when it fails.
+   *
+   * @generated from enum value: COMMAND_KIND_BACKUP_DATA = 14;
+   */
+  BACKUP_DATA = 14,
+
+  /**
+   * Replace the server's data directory with `backup`'s archive: verify its
+   * sha256, unpack it into a fresh directory, move the current data to
+   * <data root>/.berth-previous/<server id> and the fresh one into place.
+   * Refused while the server's container runs. A failure leaves the data as it was.
+   *
+   * @generated from enum value: COMMAND_KIND_RESTORE_DATA = 15;
+   */
+  RESTORE_DATA = 15,
+
+  /**
+   * The archive at `backup`'s location and key is gone (idempotent).
+   *
+   * @generated from enum value: COMMAND_KIND_REMOVE_BACKUP = 16;
+   */
+  REMOVE_BACKUP = 16,
+
+  /**
+   * The safety copy a restore kept (<data root>/.berth-previous/<server id>) is gone.
+   *
+   * @generated from enum value: COMMAND_KIND_DISCARD_PREVIOUS_DATA = 17;
+   */
+  DISCARD_PREVIOUS_DATA = 17,
 }
 
 /**
