@@ -3,7 +3,8 @@
  * `npm run build`: bundles each program into one ESM file that plain `node`
  * runs (no tsx, no TypeScript at run time):
  *
- *   manager/dist/berth-manager.mjs  (+ dist/web: the dashboard's files)
+ *   manager/dist/berth-manager.mjs  (+ dist/web: the dashboard's files, and
+ *     dist/wal-checkpoint-worker.mjs: a worker thread's entry, run from beside it)
  *   agent/dist/berth-agent.mjs
  *
  * plus each program's systemd unit from deploy/systemd/ in its dist/.
@@ -18,14 +19,14 @@
  */
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { isBuiltin } from "node:module";
-import { dirname, join, relative } from "node:path";
+import { basename, dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const PROGRAMS = {
-  manager: { entry: "manager/src/main.ts", out: "manager/dist/berth-manager.mjs" },
-  agent: { entry: "agent/src/main.ts", out: "agent/dist/berth-agent.mjs" },
+  manager: { entry: "manager/src/main.ts", out: "manager/dist/berth-manager.mjs", workers: ["manager/src/store/sqlite/wal-checkpoint-worker.ts"] },
+  agent: { entry: "agent/src/main.ts", out: "agent/dist/berth-agent.mjs", workers: [] },
 };
 /** Bundled, not installed: workspace packages that are never published. */
 const BUNDLED = new Set(["@berth/proto"]);
@@ -43,8 +44,10 @@ for (const name of wanted.length ? wanted : Object.keys(PROGRAMS)) {
   rmSync(join(pkgDir, "dist"), { recursive: true, force: true });
   const t0 = Date.now();
   await build({
-    entryPoints: [join(root, p.entry)],
-    outfile: join(root, p.out),
+    // The program, and each worker thread's entry as <name>.mjs beside it.
+    entryPoints: [p.out, ...p.workers].map((f, i) => ({ in: join(root, i === 0 ? p.entry : f), out: basename(f).replace(/\.[^.]+$/, "") })),
+    outdir: join(root, dirname(p.out)),
+    outExtension: { ".js": ".mjs" },
     bundle: true,
     platform: "node",
     format: "esm",

@@ -169,6 +169,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     onWarning: (message) => log.warn({ store: describeStoreUrl(storeUrl) }, message),
     secrets: async (meta) => (secrets = await openSecretKey(config, storeUrl, meta, log)),
     onListenerError: (err) => log.error({ err }, "a listener of committed writes failed; the write stands, the listener missed it"),
+    checkpointInWorker: true,
   });
   const opened = { contract: store, description: store.description };
   const managerId = await store.clusterId();

@@ -14,6 +14,7 @@ import { EventTables } from "./sqlite/event-tables.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
 import { SqliteTables } from "./sqlite/tables.js";
 import { TokenTables } from "./sqlite/token-tables.js";
+import { startWalCheckpointer, type WalCheckpointer } from "./sqlite/wal-checkpointer.js";
 import { ClusterTables } from "./sqlite/cluster-tables.js";
 import type { OpenStoreOptions, Store } from "./store.js";
 
@@ -43,7 +44,11 @@ async function openSqliteStore(url: Extract<StoreUrl, { engine: "sqlite" }>, opt
     throw err;
   }
   const tables = new SqliteTables(db, secrets);
-  return new SqliteStore(describeStoreUrl(url), tables, new EventTables(db), new AlertTables(db), new TokenTables(db), opts.onListenerError, new ClusterTables(db));
+  let checkpointer: WalCheckpointer | undefined;
+  if (opts.checkpointInWorker && url.path !== ":memory:") {
+    checkpointer = startWalCheckpointer(db, url.path, opts.onWarning ? { onWarning: opts.onWarning } : {});
+  }
+  return new SqliteStore(describeStoreUrl(url), tables, new EventTables(db), new AlertTables(db), new TokenTables(db), opts.onListenerError, new ClusterTables(db), checkpointer);
 }
 
 /**

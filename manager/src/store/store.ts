@@ -74,6 +74,12 @@ export interface OpenStoreOptions {
   secrets?: (meta: StoreMeta) => Promise<SecretBox> | SecretBox;
   /** A listener of committed batches threw (a bug: the write stands, the listener missed it). */
   onListenerError?: (err: unknown) => void;
+  /**
+   * SQLite file databases: checkpoint the WAL on a worker thread instead of in
+   * the COMMIT that fills it (sqlite/wal-checkpointer.ts). For the manager's
+   * long-lived store; short-lived opens (the token CLI, tests) need not.
+   */
+  checkpointInWorker?: boolean;
 }
 
 /** The store URL names an engine this build does not have; the message says what to use instead. */

@@ -18,6 +18,7 @@ import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
 import type { TokenTables } from "./token-tables.js";
 import type { ClusterTables } from "./cluster-tables.js";
+import type { WalCheckpointer } from "./wal-checkpointer.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -121,6 +122,8 @@ export class SqliteStore implements StoreContract {
     private readonly onListenerError: (err: unknown) => void = () => {},
     /** Webhook deliveries and presence counts (open.ts passes them; without, those operations throw). */
     private readonly cluster?: ClusterTables,
+    /** Checkpoints the WAL off the event loop (open.ts starts it for the manager); joined on close. */
+    private readonly walCheckpointer?: WalCheckpointer,
   ) {}
 
   #cluster(): ClusterTables {
@@ -477,6 +480,8 @@ export class SqliteStore implements StoreContract {
     // What was committed before the close is written, not lost.
     this.#commitGroup();
     this.#closed = true;
+    // Joined first, so the main connection is the last one and its close checkpoints the WAL.
+    await this.walCheckpointer?.stop();
     this.tables.close();
   }
 
