@@ -12,6 +12,8 @@ import {
 import type { DataCheck, DataRoot } from "./data/data-root.js";
 import { DataPathError } from "./data/data-root.js";
 import { KeyedQueue } from "./keyed-queue.js";
+import type { ArchiveStats } from "./data/archive.js";
+import type { BackupJobs } from "./data/backup-jobs.js";
 import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
 import { LABEL_SERVER, messageOf } from "./runtime/docker-runtime.js";
 import { ENGINE_FAILURE_REASONS, engineGoingAway, waitForEngine } from "./runtime/engine-watch.js";
@@ -85,6 +87,13 @@ export function refusal(cmd: Command, named: ContainerInfo | undefined, manager:
   return undefined;
 }
 
+/** The CamelCase reason an error carries (RuntimeError, DataPathError, the data jobs' errors), else AgentError. */
+function reasonOf(err: unknown): string {
+  if (err instanceof RuntimeError || err instanceof DataPathError) return err.reason;
+  const r = (err as { reason?: unknown } | null)?.reason;
+  return typeof r === "string" && /^[A-Z][A-Za-z]{1,63}$/.test(r) ? r : "AgentError";
+}
+
 /**
  * Applies the manager's commands idempotently. Commands for one server run
  * one at a time, in arrival order. A command id seen before is not applied
@@ -112,7 +121,14 @@ export class Executor {
     private readonly log: Logger,
     private readonly onPull: (p: PullReport) => void = () => {},
     private readonly manager: ManagerContext = { managerId: () => undefined, now: Date.now },
+    /** Backups and restores; without, their commands fail with Unsupported. */
+    private readonly jobs?: BackupJobs,
   ) {}
+
+  private backupJobs(): BackupJobs {
+    if (!this.jobs) throw new RuntimeError("Unsupported", "this agent was started without backup support");
+    return this.jobs;
+  }
 
   /** Did berth stop or remove this container in the last moments? */
   isExpectedExit(containerId: string): boolean {
@@ -219,6 +235,17 @@ export class Executor {
     this.observeOwnerEpoch(cmd.ownerEpoch);
     const known = this.results.get(cmd.id);
     if (known) return known;
+    if (cmd.attachOnly) {
+      // A backup or restore sent before: this process never had it, so the agent restarted meanwhile.
+      return Promise.resolve(
+        create(CommandResultSchema, {
+          commandId: cmd.id,
+          success: false,
+          reason: "AgentRestarted",
+          message: `the agent restarted while running ${CommandKind[cmd.kind] ?? cmd.kind} ${cmd.id}; what it had written was removed when it started again`,
+        }),
+      );
+    }
     const run = this.servers.run(cmd.serverId, () => this.applyOverEngineRestarts(cmd));
     this.results.set(cmd.id, run);
     if (this.results.size > RESULT_CACHE_SIZE) this.results.delete(this.results.keys().next().value!);
@@ -282,16 +309,19 @@ export class Executor {
         this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ...refused }, "command refused");
         return create(CommandResultSchema, { commandId: cmd.id, success: false, ...refused });
       }
-      const { container, data } = await this.dispatch(cmd, named);
+      const { container, data, archive } = await this.dispatch(cmd, named);
       this.log.info({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ms: Date.now() - started }, "command applied");
       return create(CommandResultSchema, {
         commandId: cmd.id,
         success: true,
         ...(container ? { container } : {}),
         ...(data ? { data: dataDir(data) } : {}),
+        ...(archive
+          ? { archive: { sha256: archive.sha256, archiveBytes: BigInt(archive.archiveBytes), rawBytes: BigInt(archive.rawBytes), files: BigInt(archive.files), skipped: BigInt(archive.skipped) } }
+          : {}),
       });
     } catch (err) {
-      const reason = err instanceof RuntimeError || err instanceof DataPathError ? err.reason : "AgentError";
+      const reason = reasonOf(err);
       const message = messageOf(err);
       this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], reason, message }, "command failed");
       const container = cmd.serverId ? await this.current(cmd).catch(() => undefined) : undefined;
@@ -307,8 +337,24 @@ export class Executor {
     }
   }
 
-  private async dispatch(cmd: Command, named?: ContainerInfo): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+  private async dispatch(cmd: Command, named?: ContainerInfo): Promise<{ container?: ContainerInfo; data?: DataCheck; archive?: ArchiveStats }> {
     switch (cmd.kind) {
+      case CommandKind.BACKUP_DATA:
+        return { archive: await this.backupJobs().backup(cmd), data: await this.data.check(cmd.serverId) };
+      case CommandKind.RESTORE_DATA: {
+        const c = await this.current(cmd);
+        if (c && (c.state === "running" || c.state === "paused" || c.state === "restarting")) {
+          throw new RuntimeError("ContainerRunning", `the container is ${c.state}; a restore replaces the data of a stopped server only`);
+        }
+        await this.backupJobs().restore(cmd);
+        return { data: await this.data.check(cmd.serverId) };
+      }
+      case CommandKind.REMOVE_BACKUP:
+        await this.backupJobs().removeArchive(cmd);
+        return {};
+      case CommandKind.DISCARD_PREVIOUS_DATA:
+        await this.backupJobs().discardPrevious(cmd);
+        return {};
       case CommandKind.ENSURE_CONTAINER:
         return this.ensureContainer(cmd, false);
       case CommandKind.ENSURE_RUNNING:

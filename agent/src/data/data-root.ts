@@ -14,6 +14,11 @@ const SERVER_ID_RE = /^srv_[a-z2-7]{4,32}$/;
  */
 const ROOT_MODE = 0o700;
 
+/** Hidden (berth's own, never taken for stray data): a restore's work, and the data restores replaced. */
+const RESTORE_WORK_DIR = ".berth-restore";
+const PREVIOUS_DIR = ".berth-previous";
+const PREVIOUS_NAME_RE = /^srv_[a-z2-7]{4,32}\.cmd_[a-z2-7]{4,32}$/;
+
 export class DataPathError extends Error {
   readonly reason = "DataPathRefused";
 }
@@ -264,6 +269,56 @@ export class DataRoot {
       const e = err as { stderr?: string; message?: string; killed?: boolean };
       throw new DataPathError(`copying ${source.path} into ${target} failed: ${e.killed ? "timed out" : (e.stderr || e.message || String(err)).trim()}`);
     }
+  }
+
+  /**
+   * Replaces `<root>/<serverId>` with what `unpack` writes into a fresh
+   * hidden work directory (a restore): only once it finished are the current
+   * data moved to `<root>/.berth-previous/<keepName>` (the safety copy) and
+   * the work directory renamed into place, two renames on one filesystem. A
+   * failed unpack leaves the current data untouched and removes the work
+   * directory. Answers whether there were data to keep.
+   */
+  async restoreFrom(serverId: string, keepName: string, unpack: (dest: string) => Promise<void>): Promise<{ kept: boolean }> {
+    const target = await this.safePathFor(serverId);
+    const previous = this.previousPath(keepName);
+    if (!keepName.startsWith(`${serverId}.`)) throw new DataPathError(`refusing safety copy name ${JSON.stringify(keepName)}: not one of ${serverId}'s`);
+    const work = join(this.root, RESTORE_WORK_DIR, keepName);
+    await mkdir(join(this.root, RESTORE_WORK_DIR), { recursive: true, mode: ROOT_MODE });
+    await rm(work, { recursive: true, force: true });
+    try {
+      await unpack(work);
+    } catch (err) {
+      await rm(work, { recursive: true, force: true }).catch(() => {});
+      throw err;
+    }
+    const kept = await exists(target);
+    if (kept) {
+      await mkdir(join(this.root, PREVIOUS_DIR), { recursive: true, mode: ROOT_MODE });
+      if (await exists(previous)) throw new DataPathError(`${previous} exists already; refusing to replace a safety copy`);
+      await rename(target, previous);
+    }
+    await rename(work, target);
+    this.sizes.delete(serverId);
+    return { kept };
+  }
+
+  /** Removes a restore's safety copy `<root>/.berth-previous/<name>` (idempotent). */
+  async discardPrevious(name: string): Promise<void> {
+    const p = this.previousPath(name);
+    await this.checkRoot();
+    await rm(p, { recursive: true, force: true });
+  }
+
+  /** Where a restore keeps the data it replaced: `<root>/.berth-previous/<server id>.<command id>`. */
+  previousPath(name: string): string {
+    if (!PREVIOUS_NAME_RE.test(name)) throw new DataPathError(`refusing safety copy name ${JSON.stringify(name)}: not <server id>.<command id>`);
+    return join(this.root, PREVIOUS_DIR, name);
+  }
+
+  /** Removes restore work directories left by an agent that stopped mid-restore (no restore runs at start). */
+  async sweepRestoreWork(): Promise<void> {
+    await rm(join(this.root, RESTORE_WORK_DIR), { recursive: true, force: true });
   }
 
   /** Names of the directories directly under the root. */

@@ -72,6 +72,17 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.AlertService/AcknowledgeAlert": write("operator"),
   "berth.v1.AlertService/MuteAlert": write("operator"),
 
+  // Backups: targets are shared infrastructure; backups belong to their server's project.
+  "berth.v1.BackupService/CreateBackupTarget": infra("admin", true),
+  "berth.v1.BackupService/ListBackupTargets": read("viewer"),
+  "berth.v1.BackupService/DeleteBackupTarget": infra("admin", true),
+  "berth.v1.BackupService/CreateBackup": write("operator"),
+  "berth.v1.BackupService/GetBackup": read("viewer"),
+  "berth.v1.BackupService/ListBackups": read("viewer"),
+  "berth.v1.BackupService/DeleteBackup": write("operator"),
+  "berth.v1.BackupService/LockBackup": write("operator"),
+  "berth.v1.BackupService/RestoreBackup": write("operator"),
+
   // Orphans are containers and data no project owns.
   "berth.v1.OrphanService/ListOrphans": infra("admin", false),
   "berth.v1.OrphanService/AdoptOrphan": infra("admin", true),

@@ -1,0 +1,438 @@
+/**
+ * BackupService: backup targets, backups of servers' data directories, and
+ * restores (docs/data.md). A backup or restore is a data operation on the
+ * server (Lifecycle.dataOp): this service records the request, and the
+ * reconciler stops the container when it must, has the agent copy, and
+ * starts it again; the agent's results end it (reconcile/plan.ts,
+ * api/agent-service.ts).
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
+import {
+  BackupSchema,
+  BackupService,
+  BackupState,
+  BackupTargetSchema,
+  CreateBackupResponseSchema,
+  CreateBackupTargetResponseSchema,
+  DeleteBackupResponseSchema,
+  DeleteBackupTargetResponseSchema,
+  GetBackupResponseSchema,
+  ListBackupTargetsResponseSchema,
+  ListBackupsResponseSchema,
+  LockBackupResponseSchema,
+  RestoreBackupResponseSchema,
+  type Backup,
+  type BackupTarget,
+} from "@berth/proto/berth/v1/backup_pb.js";
+import { posix } from "node:path";
+import { actorOf, callerOf, canSee, projectFor, requireRole, type Caller } from "../auth/caller.js";
+import type { HostPresence } from "../cluster/presence.js";
+import type { BackupRecord, BackupState as StoredState, BackupTargetRecord, DataOp, ServerRecord } from "../domain/records.js";
+import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
+import { newId } from "../ids.js";
+import type { Ledger } from "../ledger/ledger.js";
+import type { AgentHub } from "../link/agent-hub.js";
+import type { Reconciler } from "../reconcile/reconciler.js";
+import type { Store, WriteOp } from "../store/store.js";
+import { loadVisibleServer } from "./find-server.js";
+import { serverToProto } from "./convert.js";
+import { WRITE_ATTEMPTS } from "./server-service.js";
+
+export interface BackupServiceDeps {
+  store: Store;
+  hub: AgentHub;
+  presence?: HostPresence;
+  ledger: Ledger;
+  reconciler: Reconciler;
+  now?: () => number;
+  /** A backup's or restore's deadline when the request sets none (default 6 h). */
+  defaultTimeoutMs?: number;
+}
+
+export const DEFAULT_BACKUP_TIMEOUT_MS = 6 * 3600_000;
+/** How long DeleteBackup waits for the agent to remove the archive. */
+const REMOVE_ANSWER_MS = 120_000;
+const MAX_PAGE = 1000;
+
+const STATE_TO_PROTO: Record<StoredState, BackupState> = {
+  pending: BackupState.PENDING,
+  running: BackupState.RUNNING,
+  succeeded: BackupState.SUCCEEDED,
+  failed: BackupState.FAILED,
+  deleting: BackupState.DELETING,
+};
+const STATE_FROM_PROTO = new Map<BackupState, StoredState>(Object.entries(STATE_TO_PROTO).map(([k, v]) => [v, k as StoredState]));
+
+export function backupToProto(b: BackupRecord): Backup {
+  return create(BackupSchema, {
+    id: b.id,
+    serverId: b.serverId,
+    serverName: b.serverName,
+    project: b.project,
+    hostId: b.hostId,
+    targetId: b.targetId,
+    key: b.key,
+    state: STATE_TO_PROTO[b.state],
+    reason: b.reason,
+    message: b.message,
+    live: b.live,
+    compression: b.compression,
+    archiveBytes: BigInt(b.archiveBytes),
+    rawBytes: BigInt(b.rawBytes),
+    files: BigInt(b.files),
+    sha256: b.sha256,
+    bytesDone: BigInt(b.bytesDone),
+    bytesTotal: BigInt(b.bytesTotal),
+    locked: b.locked,
+    createdBy: b.createdBy,
+    createTime: timestampFromMs(b.createdAt),
+    ...(b.startedAt !== null ? { startTime: timestampFromMs(b.startedAt) } : {}),
+    ...(b.finishedAt !== null ? { finishTime: timestampFromMs(b.finishedAt) } : {}),
+  });
+}
+
+/** A target as the API shows it: never its secret. */
+export function targetToProto(t: BackupTargetRecord): BackupTarget {
+  const c = t.config;
+  return create(BackupTargetSchema, {
+    id: t.id,
+    name: t.name,
+    kind:
+      c.kind === "directory"
+        ? { case: "directory", value: { path: c.path, shared: c.shared } }
+        : {
+            case: "s3",
+            value: { endpoint: c.endpoint, bucket: c.bucket, prefix: c.prefix, region: c.region, pathStyle: c.pathStyle, accessKeyId: c.accessKeyId, secretAccessKey: t.sealedSecret ? "********" : "" },
+          },
+    createTime: timestampFromMs(t.createdAt),
+    createdBy: t.createdBy,
+  });
+}
+
+/** Whether `path` is one of `roots` or inside one (both absolute, normalised). */
+export function underBackupRoot(path: string, roots: readonly string[]): boolean {
+  return roots.some((r) => {
+    const root = posix.normalize(r).replace(/\/+$/, "") || "/";
+    return path === root || path.startsWith(root === "/" ? "/" : `${root}/`);
+  });
+}
+
+export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof BackupService> {
+  const { store, hub, ledger, reconciler } = deps;
+  const presence = deps.presence ?? hub;
+  const now = deps.now ?? Date.now;
+  const defaultTimeoutMs = deps.defaultTimeoutMs ?? DEFAULT_BACKUP_TIMEOUT_MS;
+
+  async function findTarget(idOrName: string): Promise<BackupTargetRecord> {
+    const key = idOrName.trim();
+    const t = (await store.getBackupTarget(key)) ?? (await store.findBackupTargetByName(key));
+    if (!t) throw new NotFoundError("backup target", key, "list targets with BackupService.ListBackupTargets, or create one with CreateBackupTarget");
+    return t;
+  }
+
+  async function findBackup(caller: Caller, id: string): Promise<BackupRecord> {
+    const b = await store.getBackup(id.trim());
+    if (!b || !canSee(caller, b.project)) throw new NotFoundError("backup", id, "list backups with BackupService.ListBackups");
+    return b;
+  }
+
+  /** Refuses a data operation on `s` now (deleted, another one under way, host away), naming what to do instead. */
+  function requireReady(s: ServerRecord, what: string): void {
+    if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged; ${what} is not possible`);
+    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
+    const op = s.lifecycle.dataOp;
+    if (op) throw new PreconditionError(`server "${s.name}" has a ${op.kind} under way (backup ${op.backupId}); wait for it to finish (GetBackup, or the server's status.operation)`);
+    if (!presence.isConnected(s.hostId)) {
+      throw new PreconditionError(`the host of server "${s.name}" (${s.hostId}) is offline; a ${what} needs its agent, so it is refused rather than queued: try again once the host is back (HostService.GetHost)`);
+    }
+  }
+
+  /** The directory of `t` as host `hostId` may use it: the host's agent must allow it (--backup-dir). */
+  async function directoryOn(t: BackupTargetRecord, hostId: string): Promise<string> {
+    if (t.config.kind !== "directory") throw new PreconditionError(`backup target "${t.name}" is S3-compatible storage, which this manager cannot use yet; use a directory target`);
+    const host = await store.getHost(hostId);
+    const roots = host?.facts.backupDirs ?? [];
+    if (!underBackupRoot(t.config.path, roots)) {
+      throw new PreconditionError(
+        roots.length === 0
+          ? `the agent of host ${hostId} writes backups nowhere (no --backup-dir, or an agent older than backups); start it with --backup-dir ${t.config.path}`
+          : `the agent of host ${hostId} writes backups only under ${roots.join(", ")} (its --backup-dir), and target "${t.name}" is ${t.config.path}; add --backup-dir ${t.config.path} to that agent or use another target`,
+      );
+    }
+    return t.config.path;
+  }
+
+  /**
+   * Records a data operation on the server named `idOrName` with `more` (the
+   * backup row, events) in one batch on the version read; a concurrent write
+   * reads and decides again (as ServerService's actions do).
+   */
+  async function startDataOp(caller: Caller, idOrName: string, what: string, decide: (s: ServerRecord, at: number) => Promise<{ op: DataOp; more: WriteOp[] }>): Promise<ServerRecord> {
+    let key = idOrName;
+    for (let attempt = 1; ; attempt++) {
+      const s = await loadVisibleServer(store, caller, key);
+      key = s.id;
+      requireReady(s, what);
+      const at = now();
+      const { op, more } = await decide(s, at);
+      try {
+        await store.commit([{ op: "server.lifecycle", id: s.id, lifecycle: { ...s.lifecycle, dataOp: op }, expectVersion: s.version }, ...more]);
+      } catch (err) {
+        if (err instanceof ConflictError && attempt < WRITE_ATTEMPTS) continue;
+        throw err;
+      }
+      await reconciler.reconcileNow(s.id, `${what} by ${caller.name}`);
+      return (await store.getServer(s.id)) ?? s;
+    }
+  }
+
+  function timeoutMs(seconds: number): number {
+    return seconds > 0 ? seconds * 1000 : defaultTimeoutMs;
+  }
+
+  return {
+    async createBackupTarget(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "CreateBackupTarget");
+      if (caller.project !== null) throw new PreconditionError("backup targets are shared by every project; creating one needs an all-projects admin token");
+      if (await store.findBackupTargetByName(req.name)) throw new AlreadyExistsError(`backup target "${req.name}" already exists; choose another name or delete it first`);
+      const id = newId("bkt");
+      const at = now();
+      let config: BackupTargetRecord["config"];
+      if (req.kind.case === "directory") {
+        const path = req.kind.value.path;
+        const normal = posix.normalize(path).replace(/\/+$/, "");
+        if (path.split("/").includes("..")) throw new InvalidArgumentError("directory.path", "must not contain '..'");
+        if (normal === "" || normal === "/") throw new InvalidArgumentError("directory.path", "must be a directory below /, e.g. /var/backups/berth");
+        config = { kind: "directory", path: normal, shared: req.kind.value.shared };
+      } else {
+        throw new PreconditionError("S3-compatible targets are not supported by this manager yet; use a directory target (a path on the hosts, or a mount they share)");
+      }
+      const target: BackupTargetRecord = { id, name: req.name, config, sealedSecret: "", createdAt: at, createdBy: actorOf(caller) };
+      await store.commit([
+        { op: "backupTarget.insert", target },
+        ledger.op({ type: "backup.target_created", actor: actorOf(caller), message: `backup target "${req.name}": directory ${config.path}${config.shared ? " (shared by every host)" : ""}` }),
+      ]);
+      return create(CreateBackupTargetResponseSchema, { target: targetToProto(target) });
+    },
+
+    async listBackupTargets(_req, ctx) {
+      callerOf(ctx);
+      return create(ListBackupTargetsResponseSchema, { targets: (await store.listBackupTargets()).map(targetToProto) });
+    },
+
+    async deleteBackupTarget(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "DeleteBackupTarget");
+      if (caller.project !== null) throw new PreconditionError("backup targets are shared by every project; deleting one needs an all-projects admin token");
+      const t = await findTarget(req.id);
+      const used = await store.countBackupsOnTarget(t.id);
+      if (used > 0) throw new PreconditionError(`backup target "${t.name}" holds ${used} backup(s); delete them first (BackupService.ListBackups, DeleteBackup)`);
+      await store.commit([{ op: "backupTarget.delete", id: t.id }, ledger.op({ type: "backup.target_deleted", actor: actorOf(caller), message: `backup target "${t.name}" deleted` })]);
+      return create(DeleteBackupTargetResponseSchema, {});
+    },
+
+    async createBackup(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "CreateBackup");
+      const target = await findTarget(req.target);
+      let backupId = "";
+      await startDataOp(caller, req.server, "backup", async (s, at) => {
+        const directory = await directoryOn(target, s.hostId);
+        backupId = newId("bk");
+        const key = `${s.id}/${backupId}.tar.gz`;
+        const actor = actorOf(caller);
+        const op: DataOp = { kind: "backup", backupId, requestedAt: at, deadlineAt: at + timeoutMs(req.timeoutSeconds), live: req.live, location: { directory }, key, ignore: [...req.ignore], actor };
+        const backup: BackupRecord = {
+          id: backupId,
+          serverId: s.id,
+          serverName: s.name,
+          project: s.project,
+          hostId: s.hostId,
+          targetId: target.id,
+          key,
+          state: "pending",
+          reason: "",
+          message: req.live ? "a live copy: files the server writes meanwhile may be caught half-written" : "",
+          live: req.live,
+          compression: "gzip",
+          archiveBytes: 0,
+          rawBytes: 0,
+          files: 0,
+          sha256: "",
+          bytesDone: 0,
+          bytesTotal: 0,
+          locked: false,
+          createdBy: actor,
+          createdAt: at,
+          startedAt: null,
+          finishedAt: null,
+        };
+        return {
+          op,
+          more: [
+            { op: "backup.insert", backup },
+            ledger.op({
+              type: "backup.requested",
+              project: s.project,
+              serverId: s.id,
+              hostId: s.hostId,
+              actor,
+              correlationId: backupId,
+              message: `backup ${backupId} to target "${target.name}" (${req.live ? "live copy, the server keeps running" : "the server stops for the copy and starts again if it should run"})`,
+            }),
+          ],
+        };
+      });
+      const b = await store.getBackup(backupId);
+      if (!b) throw new NotFoundError("backup", backupId, "it was removed meanwhile");
+      return create(CreateBackupResponseSchema, { backup: backupToProto(b) });
+    },
+
+    async getBackup(req, ctx) {
+      return create(GetBackupResponseSchema, { backup: backupToProto(await findBackup(callerOf(ctx), req.id)) });
+    },
+
+    async listBackups(req, ctx) {
+      const caller = callerOf(ctx);
+      const limit = Math.min(req.pageSize || 100, MAX_PAGE);
+      let before: { createdAt: number; id: string } | undefined;
+      if (req.pageToken) {
+        const m = /^(\d+):(bk_[a-z2-7]+)$/.exec(Buffer.from(req.pageToken, "base64url").toString());
+        if (!m) throw new InvalidArgumentError("page_token", "not a token returned by ListBackups; omit it to start from the first page");
+        before = { createdAt: Number(m[1]), id: m[2]! };
+      }
+      const project = caller.project ?? (req.project.trim() || undefined);
+      if (caller.project !== null) projectFor(caller, req.project);
+      let serverId: string | undefined;
+      if (req.server.trim()) {
+        // A purged server's backups are still listed by its id.
+        const byId = req.server.trim();
+        serverId = /^srv_[a-z2-7]+$/.test(byId) ? byId : (await loadVisibleServer(store, caller, byId)).id;
+      }
+      const states = req.states.map((s) => STATE_FROM_PROTO.get(s)).filter((s): s is StoredState => s !== undefined);
+      const rows = await store.listBackups({
+        ...(serverId ? { serverId } : {}),
+        ...(project !== undefined ? { project } : {}),
+        ...(states.length > 0 ? { states } : {}),
+        ...(before ? { before } : {}),
+        limit: limit + 1,
+      });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      const nextPageToken = rows.length > limit && last ? Buffer.from(`${last.createdAt}:${last.id}`).toString("base64url") : "";
+      return create(ListBackupsResponseSchema, { backups: page.map(backupToProto), nextPageToken });
+    },
+
+    async lockBackup(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "LockBackup");
+      const b = await findBackup(caller, req.id);
+      if (b.locked !== req.locked) {
+        await store.commit([
+          { op: "backup.update", id: b.id, set: { locked: req.locked } },
+          ledger.op({ type: req.locked ? "backup.locked" : "backup.unlocked", project: b.project, serverId: b.serverId, actor: actorOf(caller), correlationId: b.id, message: `backup ${b.id} ${req.locked ? "locked: never deleted until unlocked" : "unlocked"}` }),
+        ]);
+      }
+      return create(LockBackupResponseSchema, { backup: backupToProto(await findBackup(caller, b.id)) });
+    },
+
+    async deleteBackup(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "DeleteBackup");
+      const b = await findBackup(caller, req.id);
+      if (b.locked) throw new PreconditionError(`backup ${b.id} is locked; unlock it first (BackupService.LockBackup with locked=false)`);
+      if (b.state === "pending" || b.state === "running") {
+        throw new PreconditionError(`backup ${b.id} is ${b.state}; wait for it to finish (it fails at its deadline at the latest), then delete it`);
+      }
+      const actor = actorOf(caller);
+      const deleted = (message: string): WriteOp[] => [
+        { op: "backup.delete", id: b.id },
+        ledger.op({ type: "backup.deleted", project: b.project, serverId: b.serverId, hostId: b.hostId, actor, correlationId: b.id, message }),
+      ];
+      if (b.state === "failed") {
+        // Nothing of a failed backup is left in its target (the agent removes what it wrote).
+        await store.commit(deleted(`backup ${b.id} (failed) deleted`));
+        return create(DeleteBackupResponseSchema, { backup: backupToProto({ ...b, state: "deleting" }) });
+      }
+      const target = await findTarget(b.targetId);
+      if (target.config.kind !== "directory") throw new PreconditionError(`backup ${b.id} is in S3-compatible storage, which this manager cannot reach yet`);
+      // The host that made it holds it; on a shared directory any connected host whose agent allows the path will do.
+      const candidates = [b.hostId, ...(target.config.shared ? presence.connectedHostIds().filter((h) => h !== b.hostId) : [])];
+      let hostId: string | undefined;
+      for (const h of candidates) {
+        if (!hub.isConnected(h)) continue;
+        const roots = (await store.getHost(h))?.facts.backupDirs ?? [];
+        if (underBackupRoot(target.config.path, roots)) {
+          hostId = h;
+          break;
+        }
+      }
+      if (!hostId) {
+        throw new PreconditionError(
+          presence.isConnected(b.hostId) && !hub.isConnected(b.hostId)
+            ? `host ${b.hostId}, which holds backup ${b.id}, is connected to another manager; send DeleteBackup to that manager`
+            : `host ${b.hostId}, which holds backup ${b.id}, is offline; delete it once the host is back`,
+        );
+      }
+      if (b.state !== "deleting") await store.commit([{ op: "backup.update", id: b.id, set: { state: "deleting" }, ifState: ["succeeded"] }]);
+      const command = create(CommandSchema, {
+        id: newId("cmd"),
+        kind: CommandKind.REMOVE_BACKUP,
+        serverId: b.serverId,
+        backup: { backupId: b.id, location: { kind: { case: "directory", value: target.config.path } }, key: b.key },
+        deadline: timestampFromMs(now() + REMOVE_ANSWER_MS),
+      });
+      let outcome: { success: boolean; reason: string; message: string };
+      try {
+        outcome = await hub.request(hostId, command, REMOVE_ANSWER_MS);
+      } catch (err) {
+        await store.commit([{ op: "backup.update", id: b.id, set: { state: "succeeded" }, ifState: ["deleting"] }]);
+        throw new UnavailableError(`the agent of host ${hostId} did not remove backup ${b.id}: ${err instanceof Error ? err.message : String(err)}; it is kept, try again`);
+      }
+      if (!outcome.success) {
+        await store.commit([{ op: "backup.update", id: b.id, set: { state: "succeeded" }, ifState: ["deleting"] }]);
+        throw new PreconditionError(`the agent of host ${hostId} could not remove backup ${b.id} (${outcome.reason}): ${outcome.message}; it is kept`);
+      }
+      await store.commit(deleted(`backup ${b.id} deleted from target "${target.name}" (${target.config.path}/${b.key} on host ${hostId})`));
+      return create(DeleteBackupResponseSchema, { backup: backupToProto({ ...b, state: "deleting" }) });
+    },
+
+    async restoreBackup(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "RestoreBackup");
+      const b = await findBackup(caller, req.backupId);
+      if (b.state !== "succeeded") throw new PreconditionError(`backup ${b.id} is ${b.state}; only a succeeded backup can be restored`);
+      const target = await findTarget(b.targetId);
+      const server = await startDataOp(caller, req.server, "restore", async (s, at) => {
+        if (b.serverId !== s.id) {
+          throw new PreconditionError(`backup ${b.id} is of server "${b.serverName}" (${b.serverId}), not of "${s.name}"; restore a backup of "${s.name}" (ListBackups with server=${s.name})`);
+        }
+        if (target.config.kind === "directory" && !target.config.shared && b.hostId !== s.hostId) {
+          throw new PreconditionError(`backup ${b.id} is on host ${b.hostId}'s own directory ${target.config.path} (target "${target.name}" is not shared), and the server now runs on ${s.hostId}`);
+        }
+        const directory = await directoryOn(target, s.hostId);
+        const actor = actorOf(caller);
+        return {
+          op: { kind: "restore", backupId: b.id, requestedAt: at, deadlineAt: at + defaultTimeoutMs, live: false, location: { directory }, key: b.key, sha256: b.sha256, keepPrevious: req.keepPrevious, actor },
+          more: [
+            ledger.op({
+              type: "backup.restore_requested",
+              project: s.project,
+              serverId: s.id,
+              hostId: s.hostId,
+              actor,
+              correlationId: b.id,
+              message: `restore of backup ${b.id} (made ${new Date(b.createdAt).toISOString()}): the server stops, its data is replaced (the current data is kept as a safety copy${req.keepPrevious ? "" : " until it runs again"}), and it starts again if it should run`,
+            }),
+          ],
+        };
+      });
+      return create(RestoreBackupResponseSchema, { backup: backupToProto(b), server: serverToProto(server) });
+    },
+  };
+}
+
