@@ -15,6 +15,7 @@ import { SqliteStore } from "./sqlite/sqlite-store.js";
 import { SqliteTables } from "./sqlite/tables.js";
 import { TokenTables } from "./sqlite/token-tables.js";
 import { ClusterTables } from "./sqlite/cluster-tables.js";
+import { ServerBackupTables } from "./sqlite/server-backup-tables.js";
 import type { OpenStoreOptions, Store } from "./store.js";
 
 export { StoreUnavailableError, type OpenStoreOptions, type StoreMeta } from "./store.js";
@@ -43,7 +44,7 @@ async function openSqliteStore(url: Extract<StoreUrl, { engine: "sqlite" }>, opt
     throw err;
   }
   const tables = new SqliteTables(db, secrets);
-  return new SqliteStore(describeStoreUrl(url), tables, new EventTables(db), new AlertTables(db), new TokenTables(db), opts.onListenerError, new ClusterTables(db));
+  return new SqliteStore(describeStoreUrl(url), tables, new EventTables(db), new AlertTables(db), new TokenTables(db), opts.onListenerError, new ClusterTables(db), new ServerBackupTables(db));
 }
 
 /**
