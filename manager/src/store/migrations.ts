@@ -605,4 +605,99 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX servers_live_phase ON servers (project, phase) WHERE deleted_at IS NULL;
   `,
   },
+  // 12: server backups (BackupService, issue 18; domain/records.ts BackupRecord).
+  // A target is where archives go (a directory on the hosts, or an S3 bucket):
+  // its config as JSON, its secret sealed (store/secrets.ts). A backup row
+  // names its server by id, name and project with no foreign key: a backup
+  // outlives its server's purge. Flags (live, locked) are 0/1 as elsewhere.
+  // Indexes: a server's backups newest first (ListBackups, retention), a
+  // project's, the unfinished ones by state (deadlines, deletions to finish;
+  // partial, as finished backups are most of the table), and by target (a
+  // target in use cannot be deleted).
+  {
+    description: "backup_targets and backups: server backups (BackupService)",
+    sqlite: `
+  CREATE TABLE backup_targets (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    config_json   TEXT NOT NULL,
+    sealed_secret TEXT NOT NULL DEFAULT '',
+    created_at    BIGINT NOT NULL,
+    created_by    TEXT NOT NULL DEFAULT ''
+  );
+
+  CREATE TABLE backups (
+    id            TEXT PRIMARY KEY,
+    server_id     TEXT NOT NULL,
+    server_name   TEXT NOT NULL,
+    project       TEXT NOT NULL,
+    host_id       TEXT NOT NULL,
+    target_id     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    reason        TEXT NOT NULL DEFAULT '',
+    message       TEXT NOT NULL DEFAULT '',
+    live          INTEGER NOT NULL DEFAULT 0,
+    compression   TEXT NOT NULL,
+    archive_bytes BIGINT NOT NULL DEFAULT 0,
+    raw_bytes     BIGINT NOT NULL DEFAULT 0,
+    files         BIGINT NOT NULL DEFAULT 0,
+    sha256        TEXT NOT NULL DEFAULT '',
+    bytes_done    BIGINT NOT NULL DEFAULT 0,
+    bytes_total   BIGINT NOT NULL DEFAULT 0,
+    locked        INTEGER NOT NULL DEFAULT 0,
+    created_by    TEXT NOT NULL DEFAULT '',
+    created_at    BIGINT NOT NULL,
+    started_at    BIGINT,
+    finished_at   BIGINT
+  );
+  CREATE INDEX backups_server ON backups (server_id, created_at DESC, id DESC);
+  CREATE INDEX backups_project ON backups (project, created_at, id);
+  CREATE INDEX backups_unfinished ON backups (state) WHERE state IN ('pending', 'running', 'deleting');
+  CREATE INDEX backups_target ON backups (target_id);
+  `,
+    postgres: `
+  CREATE TABLE backup_targets (
+    id            TEXT COLLATE "C" NOT NULL,
+    name          TEXT COLLATE "C" NOT NULL,
+    config_json   TEXT COLLATE "C" NOT NULL,
+    sealed_secret TEXT COLLATE "C" NOT NULL DEFAULT '',
+    created_at    BIGINT NOT NULL,
+    created_by    TEXT COLLATE "C" NOT NULL DEFAULT '',
+    CONSTRAINT backup_targets_pkey PRIMARY KEY (id),
+    CONSTRAINT backup_targets_name_key UNIQUE (name)
+  );
+
+  CREATE TABLE backups (
+    id            TEXT COLLATE "C" NOT NULL,
+    server_id     TEXT COLLATE "C" NOT NULL,
+    server_name   TEXT COLLATE "C" NOT NULL,
+    project       TEXT COLLATE "C" NOT NULL,
+    host_id       TEXT COLLATE "C" NOT NULL,
+    target_id     TEXT COLLATE "C" NOT NULL,
+    key           TEXT COLLATE "C" NOT NULL,
+    state         TEXT COLLATE "C" NOT NULL,
+    reason        TEXT COLLATE "C" NOT NULL DEFAULT '',
+    message       TEXT COLLATE "C" NOT NULL DEFAULT '',
+    live          INTEGER NOT NULL DEFAULT 0,
+    compression   TEXT COLLATE "C" NOT NULL,
+    archive_bytes BIGINT NOT NULL DEFAULT 0,
+    raw_bytes     BIGINT NOT NULL DEFAULT 0,
+    files         BIGINT NOT NULL DEFAULT 0,
+    sha256        TEXT COLLATE "C" NOT NULL DEFAULT '',
+    bytes_done    BIGINT NOT NULL DEFAULT 0,
+    bytes_total   BIGINT NOT NULL DEFAULT 0,
+    locked        INTEGER NOT NULL DEFAULT 0,
+    created_by    TEXT COLLATE "C" NOT NULL DEFAULT '',
+    created_at    BIGINT NOT NULL,
+    started_at    BIGINT,
+    finished_at   BIGINT,
+    CONSTRAINT backups_pkey PRIMARY KEY (id)
+  );
+  CREATE INDEX backups_server ON backups (server_id, created_at DESC, id DESC);
+  CREATE INDEX backups_project ON backups (project, created_at, id);
+  CREATE INDEX backups_unfinished ON backups (state) WHERE state IN ('pending', 'running', 'deleting');
+  CREATE INDEX backups_target ON backups (target_id);
+  `,
+  },
 ];

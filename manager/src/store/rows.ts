@@ -18,6 +18,10 @@ import type {
   HostRecord,
   LeaseRecord,
   WebhookDeliveryRecord,
+  BackupRecord,
+  BackupState,
+  BackupTargetConfig,
+  BackupTargetRecord,
   Lifecycle,
   ObservedContainer,
   Role,
@@ -25,7 +29,7 @@ import type {
   ServerChangeRecord,
   TokenRecord,
 } from "../domain/records.js";
-import { ConflictError } from "../errors.js";
+import { AlreadyExistsError, ConflictError } from "../errors.js";
 
 /**
  * Text as every engine stores it: well-formed, without NUL.
@@ -392,6 +396,165 @@ export function webhookDeliveryFromRow(r: WebhookDeliveryRow): WebhookDeliveryRe
 /** webhook.retry / webhook.done refused: the delivery was attempted, finished or dropped meanwhile. */
 export function deliveryMoved(id: string, attempt: number): ConflictError {
   return new ConflictError(`webhook delivery ${id} is no longer pending after ${attempt - 1} attempt(s) (another manager attempted or finished it, or it was dropped); nothing to record`);
+}
+
+export interface BackupTargetRow {
+  id: string;
+  name: string;
+  config_json: string;
+  sealed_secret: string;
+  created_at: number;
+  created_by: string;
+}
+
+export function backupTargetFromRow(r: BackupTargetRow): BackupTargetRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    config: JSON.parse(r.config_json) as BackupTargetConfig,
+    sealedSecret: r.sealed_secret,
+    createdAt: Number(r.created_at),
+    createdBy: r.created_by,
+  };
+}
+
+/** backup_targets' columns in insert order, and a target's values for them. */
+export const BACKUP_TARGET_COLUMNS = ["id", "name", "config_json", "sealed_secret", "created_at", "created_by"] as const;
+
+export function backupTargetValues(t: BackupTargetRecord): unknown[] {
+  return [t.id, t.name, JSON.stringify(t.config), t.sealedSecret, t.createdAt, t.createdBy];
+}
+
+export interface BackupRow {
+  id: string;
+  server_id: string;
+  server_name: string;
+  project: string;
+  host_id: string;
+  target_id: string;
+  key: string;
+  state: BackupState;
+  reason: string;
+  message: string;
+  live: number;
+  compression: string;
+  archive_bytes: number;
+  raw_bytes: number;
+  files: number;
+  sha256: string;
+  bytes_done: number;
+  bytes_total: number;
+  locked: number;
+  created_by: string;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+export function backupFromRow(r: BackupRow): BackupRecord {
+  return {
+    id: r.id,
+    serverId: r.server_id,
+    serverName: r.server_name,
+    project: r.project,
+    hostId: r.host_id,
+    targetId: r.target_id,
+    key: r.key,
+    state: r.state,
+    reason: r.reason,
+    message: r.message,
+    live: Number(r.live) === 1,
+    compression: r.compression as BackupRecord["compression"],
+    archiveBytes: Number(r.archive_bytes),
+    rawBytes: Number(r.raw_bytes),
+    files: Number(r.files),
+    sha256: r.sha256,
+    bytesDone: Number(r.bytes_done),
+    bytesTotal: Number(r.bytes_total),
+    locked: Number(r.locked) === 1,
+    createdBy: r.created_by,
+    createdAt: Number(r.created_at),
+    startedAt: r.started_at === null ? null : Number(r.started_at),
+    finishedAt: r.finished_at === null ? null : Number(r.finished_at),
+  };
+}
+
+/** The column of each BackupRecord field (one mapping for insert and backup.update, on both engines). */
+const BACKUP_COLUMN_OF: { readonly [K in keyof BackupRecord]-?: string } = {
+  id: "id",
+  serverId: "server_id",
+  serverName: "server_name",
+  project: "project",
+  hostId: "host_id",
+  targetId: "target_id",
+  key: "key",
+  state: "state",
+  reason: "reason",
+  message: "message",
+  live: "live",
+  compression: "compression",
+  archiveBytes: "archive_bytes",
+  rawBytes: "raw_bytes",
+  files: "files",
+  sha256: "sha256",
+  bytesDone: "bytes_done",
+  bytesTotal: "bytes_total",
+  locked: "locked",
+  createdBy: "created_by",
+  createdAt: "created_at",
+  startedAt: "started_at",
+  finishedAt: "finished_at",
+};
+
+/** A field's value as stored: flags as 0/1. */
+function backupColumnValue(v: unknown): unknown {
+  return typeof v === "boolean" ? (v ? 1 : 0) : v;
+}
+
+/** Every column of a backup row with its value, in one order (backup.insert). */
+export function backupColumns(b: BackupRecord): { column: string; value: unknown }[] {
+  return (Object.keys(BACKUP_COLUMN_OF) as (keyof BackupRecord)[]).map((k) => ({ column: BACKUP_COLUMN_OF[k], value: backupColumnValue(b[k]) }));
+}
+
+/**
+ * The columns backup.update writes: only the fields present in `set` (a key
+ * given as undefined is absent). The fields the contract keeps fixed (id,
+ * serverId, targetId, key, createdAt) are refused even when a caller slips
+ * them in past the type.
+ */
+export function backupSetColumns(set: Partial<BackupRecord>): { column: string; value: unknown }[] {
+  const out: { column: string; value: unknown }[] = [];
+  for (const [k, v] of Object.entries(set)) {
+    if (v === undefined) continue;
+    if (!(k in BACKUP_COLUMN_OF) || BACKUP_FIXED.has(k)) throw new Error(`backup.update cannot set ${k}`);
+    out.push({ column: BACKUP_COLUMN_OF[k as keyof BackupRecord], value: backupColumnValue(v) });
+  }
+  return out;
+}
+
+const BACKUP_FIXED: ReadonlySet<string> = new Set(["id", "serverId", "targetId", "key", "createdAt"]);
+
+/** backupTarget.insert refused: the name (or, for a caller's own id, the id) is taken. */
+export function backupTargetTaken(t: Pick<BackupTargetRecord, "id" | "name">, by: "name" | "id"): AlreadyExistsError {
+  return by === "name"
+    ? new AlreadyExistsError(`a backup target named "${t.name}" already exists; pick another name, or delete that target first`)
+    : new AlreadyExistsError(`a backup target with id ${t.id} already exists`);
+}
+
+/** backup.insert refused: a backup with this id exists. */
+export function backupTaken(id: string): AlreadyExistsError {
+  return new AlreadyExistsError(`backup ${id} already exists`);
+}
+
+/** backup.update's ifState did not hold: the backup moved on meanwhile (a deadline failed it, another manager finished it). */
+export function backupStateMoved(id: string, actual: BackupState, expected: readonly BackupState[]): ConflictError {
+  const wanted = expected.length === 0 ? "no state (an empty ifState)" : expected.join(" or ");
+  return new ConflictError(`backup ${id} is ${actual}, not ${wanted} (it changed meanwhile); read it again and decide again`);
+}
+
+/** backup.delete refused: the backup is locked. */
+export function backupLocked(id: string): ConflictError {
+  return new ConflictError(`backup ${id} is locked; unlock it first if it really should go`);
 }
 
 /**

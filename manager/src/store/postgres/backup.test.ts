@@ -35,6 +35,8 @@ const TABLES: Record<string, string> = {
   alerts: "id",
   data_root_entries: "host_id, name",
   server_ports: "host_id, protocol, host_port",
+  backup_targets: "id",
+  backups: "id",
   schema_migrations: "version",
 };
 
@@ -87,6 +89,12 @@ describe.skipIf(!provided.url)("backupStore on PostgreSQL (pg_dump)", () => {
     );
     await c.query("INSERT INTO tokens (id, name, role, secret_hash, created_at) VALUES ('tok_1', 'admin', 'admin', 'sha', $1)", [T0]);
     for (let i = 0; i < 3; i++) await c.query("INSERT INTO events (time, type, server_id) VALUES ($1, 'server.created', 'srv_a')", [T0 + i]);
+    await c.query("INSERT INTO backup_targets (id, name, config_json, sealed_secret, created_at) VALUES ('btg_1', 'nas', '{\"kind\":\"directory\",\"path\":\"/mnt/nas\",\"shared\":true}', '', $1)", [T0]);
+    await c.query(
+      `INSERT INTO backups (id, server_id, server_name, project, host_id, target_id, key, state, compression, archive_bytes, locked, created_at, started_at, finished_at)
+       VALUES ('bkp_1', 'srv_a', 'mc', 'default', 'host_a', 'btg_1', 'srv_a/bkp_1.tar.gz', 'succeeded', 'gzip', 12345678901, 1, $1, $1, $2)`,
+      [T0, T0 + 5],
+    );
     return { url, c };
   }
 

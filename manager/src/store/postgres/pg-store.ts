@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import { UnavailableError } from "../../errors.js";
 import { newId } from "../../ids.js";
-import type { EventQuery, EventRecord, ServerFacts, ServerFilter } from "../../domain/records.js";
+import type { BackupFilter, EventQuery, EventRecord, ServerFacts, ServerFilter } from "../../domain/records.js";
 import {
   alertFromRow,
   appendedEvent,
@@ -41,6 +41,10 @@ import {
   type TombstoneRow,
   webhookDeliveryFromRow,
   type WebhookDeliveryRow,
+  backupFromRow,
+  backupTargetFromRow,
+  type BackupRow,
+  type BackupTargetRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
 import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
@@ -722,6 +726,36 @@ export class PostgresStore implements Store {
     return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM webhook_deliveries"))[0]?.n ?? 0);
   }
 
+  // backups (store.ts BackupReads)
+
+  async getBackupTarget(id: string) {
+    const [r] = await this.#rows<BackupTargetRow>("SELECT * FROM backup_targets WHERE id = $1", [id]);
+    return r && backupTargetFromRow(r);
+  }
+
+  async findBackupTargetByName(name: string) {
+    const [r] = await this.#rows<BackupTargetRow>("SELECT * FROM backup_targets WHERE name = $1", [name]);
+    return r && backupTargetFromRow(r);
+  }
+
+  async listBackupTargets() {
+    return (await this.#rows<BackupTargetRow>("SELECT * FROM backup_targets ORDER BY name")).map(backupTargetFromRow);
+  }
+
+  async getBackup(id: string) {
+    const [r] = await this.#rows<BackupRow>("SELECT * FROM backups WHERE id = $1", [id]);
+    return r && backupFromRow(r);
+  }
+
+  async listBackups(f: BackupFilter = {}) {
+    const { sql, args } = listBackupsQuery(f);
+    return (await this.#rows<BackupRow>(sql, args)).map(backupFromRow);
+  }
+
+  async countBackupsOnTarget(targetId: string) {
+    return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM backups WHERE target_id = $1", [targetId]))[0]?.n ?? 0);
+  }
+
   async countLiveLeases(prefix: string, at: number) {
     return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM leases WHERE substr(name, 1, length($1::text)) = $1::text AND expires_at > $2", [prefix, at]))[0]?.n ?? 0);
   }
@@ -823,6 +857,25 @@ function listServersQuery(f: ServerFilter): { sql: string; args: unknown[] } {
   }
   const sql =
     "SELECT * FROM servers" +
+    (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
+    " ORDER BY created_at DESC, id DESC" +
+    (f.limit ? ` LIMIT ${limitOf(f.limit)}` : "");
+  return { sql, args };
+}
+
+/** The SELECT behind listBackups, with its parameters (as ServerBackupTables.list). */
+function listBackupsQuery(f: BackupFilter): { sql: string; args: unknown[] } {
+  const where: string[] = [];
+  const { args, p } = params();
+  if (f.serverId !== undefined) where.push(`server_id = ${p(f.serverId)}`);
+  if (f.project !== undefined) where.push(`project = ${p(f.project)}`);
+  if (f.states && f.states.length > 0) where.push(`state = ANY(${p([...f.states])}::text[])`);
+  if (f.before) {
+    const at = p(f.before.createdAt);
+    where.push(`(created_at < ${at} OR (created_at = ${at} AND id < ${p(f.before.id)}))`);
+  }
+  const sql =
+    "SELECT * FROM backups" +
     (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
     " ORDER BY created_at DESC, id DESC" +
     (f.limit ? ` LIMIT ${limitOf(f.limit)}` : "");

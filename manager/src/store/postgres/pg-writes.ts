@@ -21,9 +21,23 @@ import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/p
 import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import type pg from "pg";
 import { ConflictError, HostOwnershipLostError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
-import type { DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
+import type { BackupRecord, BackupState, DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { alertAlreadyFiring, deliveryMoved, portKeys, portKeysOfSpecJson, withKnownSize } from "../rows.js";
+import {
+  alertAlreadyFiring,
+  BACKUP_TARGET_COLUMNS,
+  backupColumns,
+  backupLocked,
+  backupSetColumns,
+  backupStateMoved,
+  backupTaken,
+  backupTargetTaken,
+  backupTargetValues,
+  deliveryMoved,
+  portKeys,
+  portKeysOfSpecJson,
+  withKnownSize,
+} from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import { hostLeaseName, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
@@ -443,6 +457,42 @@ export class PgBatch {
       case "lease.pruneExpired":
         await this.q("DELETE FROM leases WHERE substr(name, 1, length($1::text)) = $1::text AND expires_at < $2", [o.prefix, o.before]);
         return;
+      // Backups are not server writes: no version, no touched server (as SqliteStore).
+      case "backupTarget.insert":
+        await this.q(`INSERT INTO backup_targets (${BACKUP_TARGET_COLUMNS.join(", ")}) VALUES (${BACKUP_TARGET_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`, backupTargetValues(o.target)).catch(
+          (err: unknown) => {
+            if (isUniqueViolation(err, "backup_targets_name_key")) throw backupTargetTaken(o.target, "name");
+            if (isUniqueViolation(err, "backup_targets_pkey")) throw backupTargetTaken(o.target, "id");
+            throw err;
+          },
+        );
+        return;
+      case "backupTarget.delete": {
+        const r = await this.q("DELETE FROM backup_targets WHERE id = $1", [o.id]);
+        if (r.rowCount !== 1) throw new NotFoundError("backup target", o.id);
+        return;
+      }
+      case "backup.insert": {
+        const cols = backupColumns(o.backup);
+        await this.q(`INSERT INTO backups (${cols.map((c) => c.column).join(", ")}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(", ")})`, cols.map((c) => c.value)).catch(
+          (err: unknown) => {
+            throw isUniqueViolation(err, "backups_pkey") ? backupTaken(o.backup.id) : err;
+          },
+        );
+        return;
+      }
+      case "backup.update":
+        await this.updateBackup(o.id, o.set, o.ifState);
+        return;
+      case "backup.delete": {
+        // Locked: an unlock or a lock committing meanwhile is either before this (read here) or after it.
+        const { rows } = await this.q<{ locked: number }>("SELECT locked FROM backups WHERE id = $1 FOR UPDATE", [o.id]);
+        const cur = rows[0];
+        if (!cur) throw new NotFoundError("backup", o.id);
+        if (cur.locked === 1) throw backupLocked(o.id);
+        await this.q("DELETE FROM backups WHERE id = $1", [o.id]);
+        return;
+      }
       case "meta.set":
         await setMeta(this.c, o.key, o.value);
         return;
@@ -485,6 +535,23 @@ export class PgBatch {
     const { rows } = await this.q<{ holder: string; epoch: number; expires_at: number }>("SELECT holder, epoch, expires_at FROM leases WHERE name = $1", [hostLeaseName(o.hostId)]);
     const cur = rows[0];
     return new HostOwnershipLostError(o.hostId, o.holder, o.epoch, cur && { holder: cur.holder, epoch: Number(cur.epoch), expiresAt: Number(cur.expires_at) });
+  }
+
+  // ---------------------------------------------------------------- backups
+
+  /**
+   * store.ts backup.update, as ServerBackupTables.update: the row is locked
+   * while its state is checked, so the state read is the state updated (a
+   * deadline's failure and an agent's result for one backup serialise here).
+   */
+  private async updateBackup(id: string, set: Partial<BackupRecord>, ifState: readonly BackupState[] | undefined): Promise<void> {
+    const { rows } = await this.q<{ state: BackupState }>("SELECT state FROM backups WHERE id = $1 FOR UPDATE", [id]);
+    const cur = rows[0];
+    if (!cur) throw new NotFoundError("backup", id);
+    if (ifState && !ifState.includes(cur.state)) throw backupStateMoved(id, cur.state, ifState);
+    const cols = backupSetColumns(set);
+    if (cols.length === 0) return;
+    await this.q(`UPDATE backups SET ${cols.map((c, i) => `${c.column} = $${i + 1}`).join(", ")} WHERE id = $${cols.length + 1}`, [...cols.map((c) => c.value), id]);
   }
 
   // ---------------------------------------------------------------- servers

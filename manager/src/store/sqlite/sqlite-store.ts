@@ -9,7 +9,7 @@
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../../errors.js";
 import { toJsonString } from "@bufbuild/protobuf";
 import { ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
-import type { EventRecord, Lifecycle, ServerRecord } from "../../domain/records.js";
+import type { BackupFilter, EventRecord, Lifecycle, ServerRecord } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
 import { hostLeaseName, type HostRange, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
@@ -19,6 +19,7 @@ import type { SqliteTables as Tables } from "./tables.js";
 import type { TokenTables } from "./token-tables.js";
 import type { ClusterTables } from "./cluster-tables.js";
 import type { WalCheckpointer } from "./wal-checkpointer.js";
+import type { ServerBackupTables } from "./server-backup-tables.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -122,6 +123,8 @@ export class SqliteStore implements StoreContract {
     private readonly onListenerError: (err: unknown) => void = () => {},
     /** Webhook deliveries and presence counts (open.ts passes them; without, those operations throw). */
     private readonly cluster?: ClusterTables,
+    /** Backup targets and server backups (open.ts passes them; without, those operations throw). */
+    private readonly backups?: ServerBackupTables,
     /** Checkpoints the WAL off the event loop (open.ts starts it for the manager); joined on close. */
     private readonly walCheckpointer?: WalCheckpointer,
   ) {}
@@ -129,6 +132,11 @@ export class SqliteStore implements StoreContract {
   #cluster(): ClusterTables {
     if (!this.cluster) throw new Error("this SqliteStore was made without ClusterTables; open it with openStore()");
     return this.cluster;
+  }
+
+  #backups(): ServerBackupTables {
+    if (!this.backups) throw new Error("this SqliteStore was made without ServerBackupTables; open it with openStore()");
+    return this.backups;
   }
 
   // ---------------------------------------------------------------- writes
@@ -447,6 +455,22 @@ export class SqliteStore implements StoreContract {
       case "lease.pruneExpired":
         this.#cluster().pruneExpiredLeases(o.prefix, o.before);
         return;
+      // Backups are not server writes: no version, no touched server.
+      case "backupTarget.insert":
+        this.#backups().insertTarget(o.target);
+        return;
+      case "backupTarget.delete":
+        this.#backups().deleteTarget(o.id);
+        return;
+      case "backup.insert":
+        this.#backups().insert(o.backup);
+        return;
+      case "backup.update":
+        this.#backups().update(o.id, o.set, o.ifState);
+        return;
+      case "backup.delete":
+        this.#backups().delete(o.id);
+        return;
       case "meta.set":
         t.setMeta(o.key, o.value);
         return;
@@ -471,6 +495,12 @@ export class SqliteStore implements StoreContract {
   async dueWebhookDeliveries(at: number, limit: number) { return this.#cluster().due(at, limit); }
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
+  async getBackupTarget(id: string) { return this.#backups().getTarget(id); }
+  async findBackupTargetByName(name: string) { return this.#backups().findTargetByName(name); }
+  async listBackupTargets() { return this.#backups().listTargets(); }
+  async getBackup(id: string) { return this.#backups().get(id); }
+  async listBackups(f?: BackupFilter) { return this.#backups().list(f); }
+  async countBackupsOnTarget(targetId: string) { return this.#backups().countOnTarget(targetId); }
   async probeWrite(value: string, lockWaitMs: number) {
     // The probe is a transaction of its own: the group open in this turn commits first.
     this.#commitGroup();
