@@ -4,6 +4,8 @@ import { cpus, hostname, totalmem } from "node:os";
 import type { Logger } from "pino";
 import { AgentMessageSchema, CommandKind, ContainerInfoSchema, type ContainerInfo, type DataDir, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import type { DataRoot } from "./data/data-root.js";
+import type { BackupDirs } from "./data/backup-dir.js";
+import { BackupJobs, type JobProgress } from "./data/backup-jobs.js";
 import { DirSizes } from "./data/dir-sizes.js";
 import { dataDir, Executor, type PullReport } from "./executor.js";
 import { exitCauseOf, signalNumber, type KillSeen } from "./exit-cause.js";
@@ -26,6 +28,8 @@ export interface AgentOptions {
   credential: { hostId: string; secret: string; caPem?: string };
   runtime: ContainerRuntime;
   dataRoot: DataRoot;
+  /** Where backup archives may be written (--backup-dir); without, backups and restores fail with Unsupported. */
+  backupDirs?: BackupDirs;
   log: Logger;
   /** Full inventory period, to heal anything an event stream missed. */
   inventoryIntervalMs?: number;
@@ -51,6 +55,7 @@ type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 export class Agent {
   private readonly link: ManagerLink;
   private readonly executor: Executor;
+  private readonly jobs: BackupJobs | undefined;
   /** The engine, one operation per container at a time (kill bypasses). */
   private readonly runtime: ContainerRuntime;
   private readonly logStreams: LogStreams;
@@ -94,10 +99,16 @@ export class Agent {
     this.runtime = new LockedRuntime(opts.runtime, {
       onEscalate: (id) => opts.log.warn({ container: id }, "stop did not finish past its timeout; killing the container"),
     });
-    this.executor = new Executor(this.runtime, opts.dataRoot, opts.log.child({ part: "executor" }), (p) => this.reportPull(p), {
-      managerId: () => this.managerId,
-      now: () => Date.now() + this.managerClockOffsetMs,
-    });
+    const managerNow = () => Date.now() + this.managerClockOffsetMs;
+    this.jobs = opts.backupDirs ? new BackupJobs(opts.dataRoot, opts.backupDirs, (p) => this.reportProgress(p), managerNow) : undefined;
+    this.executor = new Executor(
+      this.runtime,
+      opts.dataRoot,
+      opts.log.child({ part: "executor" }),
+      (p) => this.reportPull(p),
+      { managerId: () => this.managerId, now: managerNow },
+      this.jobs,
+    );
     this.sizes = new DirSizes(opts.dataRoot, opts.log.child({ part: "sizes" }));
     this.logStreams = new LogStreams(
       this.runtime,
@@ -128,6 +139,12 @@ export class Agent {
 
   async start(): Promise<void> {
     for (const warning of await this.opts.dataRoot.init()) this.opts.log.warn({ dataRoot: this.opts.dataRoot.root }, warning);
+    // No backup or restore runs yet: whatever one left half-written goes (the manager hears AgentRestarted).
+    const swept = await this.jobs?.sweep().catch((err: unknown) => {
+      this.opts.log.warn({ err: messageOf(err) }, "could not remove what an interrupted backup or restore left");
+      return 0;
+    });
+    if (swept) this.opts.log.info({ files: swept }, "removed partial backup archives an interrupted backup left");
     await this.refreshDocker();
     void this.watchEvents();
     this.link.start();
@@ -226,6 +243,14 @@ export class Agent {
     this.send({ case: "pullProgress", value: p });
   }
 
+  /** A backup's or restore's progress (BackupJobs throttles it to about one per second per job). */
+  private reportProgress(p: JobProgress): void {
+    this.send({
+      case: "commandProgress",
+      value: { commandId: p.commandId, serverId: p.serverId, stage: p.stage, bytesDone: BigInt(p.bytesDone), bytesTotal: BigInt(p.bytesTotal), files: BigInt(p.files) },
+    });
+  }
+
   private async sendHelloAndInventory(): Promise<void> {
     const disk = await this.opts.dataRoot.diskSpace();
     this.send({
@@ -240,6 +265,7 @@ export class Agent {
         dataRootFreeBytes: BigInt(disk.freeBytes),
         dataRootTotalBytes: BigInt(disk.totalBytes),
         dockerReachable: this.dockerReachable,
+        backupDirs: [...(this.jobs?.roots ?? [])],
       },
     });
     await this.sendInventory();

@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { Agent, AGENT_VERSION } from "./agent.js";
 import { enrolledManagerUrls, loadCredentials, saveCredentials } from "./credentials.js";
 import { DataRoot } from "./data/data-root.js";
+import { BackupDirs } from "./data/backup-dir.js";
 import { isUnreachable } from "./link/failover.js";
 import { enroll, errorDetails } from "./link/manager-link.js";
 import { ManagerUrlError, parseManagerUrls } from "./link/manager-urls.js";
@@ -26,6 +27,8 @@ Flags (environment variable in brackets, then default):
                          before sending the token and keeps that CA as the only trust root
   --state-dir DIR        where the credential file lives [BERTH_STATE_DIR] /var/lib/berth-agent
   --data-root DIR        servers' data directories live under it [BERTH_DATA_ROOT] /var/lib/berth
+  --backup-dir DIR[,DIR...] the only directories backup archives are written to (a directory backup
+                         target must be one of them or inside one) [BERTH_BACKUP_DIRS] /var/lib/berth-backups
   --docker-socket PATH   Docker API socket [DOCKER_HOST unix://...] /var/run/docker.sock
   --inventory-interval S full inventory period in seconds [BERTH_INVENTORY_INTERVAL] 30
   --log-level LEVEL      trace|debug|info|warn|error [BERTH_LOG_LEVEL] info
@@ -42,6 +45,7 @@ const { values, positionals } = parseArgs({
     token: { type: "string" },
     "state-dir": { type: "string" },
     "data-root": { type: "string" },
+    "backup-dir": { type: "string", multiple: true },
     "docker-socket": { type: "string" },
     "inventory-interval": { type: "string" },
     "log-level": { type: "string" },
@@ -145,6 +149,13 @@ if (cmd === "enroll") {
   } catch (err) {
     fail((err as Error).message);
   }
+  const backupSetting = values["backup-dir"] ?? (process.env.BERTH_BACKUP_DIRS ? [process.env.BERTH_BACKUP_DIRS] : ["/var/lib/berth-backups"]);
+  let backupDirs: BackupDirs;
+  try {
+    backupDirs = new BackupDirs(backupSetting.flatMap((d) => d.split(",")).map((d) => d.trim()).filter(Boolean));
+  } catch (err) {
+    fail((err as Error).message);
+  }
   // --manager on run replaces the enrolled list (add or move managers without enrolling again).
   const managerSetting = values.manager ?? process.env.BERTH_MANAGER;
   const managerUrls = managerSetting !== undefined ? managerUrlsOf(managerSetting) : enrolledManagerUrls(creds);
@@ -159,6 +170,7 @@ if (cmd === "enroll") {
     credential,
     runtime: new DockerRuntime({ socketPath }),
     dataRoot,
+    backupDirs,
     log,
     inventoryIntervalMs: interval * 1000,
   });
