@@ -1,0 +1,366 @@
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream, truncateSync, appendFileSync } from "node:fs";
+import { chmod, chown, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { promisify } from "node:util";
+import { createGzip } from "node:zlib";
+import * as tar from "tar-stream";
+import { afterEach, describe, expect, it } from "vitest";
+import { compileIgnore, createArchive, extractArchive, verifyArchive, type ArchiveProgress, type CreateArchiveOptions } from "./archive.js";
+
+const isRoot = process.getuid?.() === 0;
+const run = promisify(execFile);
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+async function scratch(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), "berth-archive-"));
+  dirs.push(d);
+  return d;
+}
+
+const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+interface Row {
+  path: string;
+  type: "dir" | "file" | "symlink";
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  size: number;
+  sha256?: string;
+  link?: string;
+}
+
+/** Everything a restore must bring back, per entry: relative path, type, mode, owner, mtime (s), size, content hash, link text. */
+async function listing(root: string): Promise<Row[]> {
+  const rows: Row[] = [];
+  const visit = async (abs: string, rel: string): Promise<void> => {
+    const st = await lstat(abs);
+    const type = st.isDirectory() ? "dir" : st.isSymbolicLink() ? "symlink" : "file";
+    rows.push({
+      path: rel || ".",
+      type,
+      mode: type === "symlink" ? 0 : st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      mtime: Math.floor(st.mtimeMs / 1000),
+      size: type === "file" ? st.size : 0,
+      ...(type === "file" ? { sha256: sha256(await readFile(abs)) } : {}),
+      ...(type === "symlink" ? { link: await readlink(abs) } : {}),
+    });
+    if (type === "dir") for (const name of (await readdir(abs)).sort()) await visit(join(abs, name), rel ? `${rel}/${name}` : name);
+  };
+  await visit(root, "");
+  return rows;
+}
+
+async function archiveTo(dir: string, file: string, opts: CreateArchiveOptions = {}) {
+  return createArchive(dir, createWriteStream(file), opts);
+}
+
+const T1 = new Date("2021-03-04T05:06:07Z");
+const T2 = new Date("2019-11-12T13:14:15Z");
+
+/** A tree with every kind of entry berth archives, times and modes set by hand. */
+async function sampleTree(base: string): Promise<string> {
+  const src = join(base, "src");
+  await mkdir(join(src, "a", "b", "c"), { recursive: true });
+  await mkdir(join(src, "empty-dir"));
+  await writeFile(join(src, "a", "b", "c", "deep.txt"), "deep\n".repeat(1000));
+  await writeFile(join(src, "empty-file"), "");
+  await writeFile(join(src, "big.bin"), randomBytes(5 * 1024 * 1024));
+  await chmod(join(src, "big.bin"), 0o600);
+  await writeFile(join(src, "run.sh"), "#!/bin/sh\necho hi\n");
+  await chmod(join(src, "run.sh"), 0o755);
+  await writeFile(join(src, "ünïcode näme with a long tail " + "x".repeat(120)), "pax path");
+  await symlink("a/b/c/deep.txt", join(src, "link-rel"));
+  await symlink("/nonexistent/absolute/target", join(src, "link-abs"));
+  if (isRoot) await chown(join(src, "run.sh"), 1234, 5678);
+  await chmod(join(src, "a"), 0o750);
+  for (const f of ["a/b/c/deep.txt", "empty-file", "big.bin", "run.sh"]) await utimes(join(src, f), T1, T1);
+  await lutimes(join(src, "link-rel"), T2, T2);
+  await lutimes(join(src, "link-abs"), T2, T2);
+  for (const d of ["a/b/c", "a/b", "a", "empty-dir", "."]) await utimes(join(src, d), T2, T2);
+  await chmod(src, 0o710);
+  return src;
+}
+
+describe("createArchive / verifyArchive / extractArchive round trip", () => {
+  it("restores the same tree (paths, types, modes, owners, mtimes, contents, link text), and GNU tar reads the archive", async () => {
+    const base = await scratch();
+    const src = await sampleTree(base);
+    const before = await listing(src);
+    const file = join(base, "bk.tar.gz");
+    const progress: ArchiveProgress[] = [];
+
+    const stats = await archiveTo(src, file, { onProgress: (p) => progress.push(p) });
+
+    const bytes = await readFile(file);
+    expect(stats).toMatchObject({ sha256: sha256(bytes), archiveBytes: bytes.length, files: before.length - 1, skipped: 0, ignored: 0, changed: 0 });
+    const fileBytes = before.reduce((n, r) => n + r.size, 0);
+    expect(stats.rawBytes).toBe(fileBytes);
+    expect(progress.at(-1)).toEqual({ bytesDone: fileBytes, bytesTotal: fileBytes, files: before.length - 1 });
+    await verifyArchive(file, stats.sha256);
+
+    const dest = join(base, "restored");
+    expect(await extractArchive(createReadStream(file), dest)).toEqual({ files: stats.files, rawBytes: stats.rawBytes });
+    expect(await listing(dest)).toEqual(before);
+
+    const { stdout } = await run("tar", ["tzf", file]);
+    expect(stdout.split("\n").filter(Boolean).sort()).toEqual(
+      before.map((r) => (r.path === "." ? "./" : r.type === "dir" ? `${r.path}/` : r.path)).sort(),
+    );
+    const byTar = join(base, "by-tar");
+    await mkdir(byTar);
+    await run("tar", ["-xzpf", file, "-C", byTar]);
+    expect(await listing(byTar)).toEqual(before);
+  });
+
+  it("archives the same tree to the same bytes", async () => {
+    const base = await scratch();
+    const src = await sampleTree(base);
+    const a = await archiveTo(src, join(base, "a.tar.gz"));
+    const b = await archiveTo(src, join(base, "b.tar.gz"));
+    expect(b.sha256).toBe(a.sha256);
+  });
+
+  it("hands out no setuid/setgid bit on a file, in the archive or the restore; a directory keeps setgid", async () => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(join(src, "shared"), { recursive: true });
+    await chmod(join(src, "shared"), 0o2775);
+    await writeFile(join(src, "sh"), "x");
+    await chmod(join(src, "sh"), 0o6755);
+    const file = join(base, "bk.tar.gz");
+
+    const stats = await archiveTo(src, file);
+    expect(stats.setidCleared).toBe(1);
+    const { stdout } = await run("tar", ["tvzf", file]);
+    expect(stdout).toMatch(/^-rwxr-xr-x .* sh$/m);
+    const dest = join(base, "restored");
+    await extractArchive(createReadStream(file), dest);
+    expect((await lstat(join(dest, "sh"))).mode & 0o7777).toBe(0o755);
+    expect((await lstat(join(dest, "shared"))).mode & 0o7777).toBe(0o2775);
+  });
+
+  it("skips sockets and FIFOs and counts them", async () => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(src);
+    await writeFile(join(src, "keep"), "x");
+    await run("mkfifo", [join(src, "pipe")]);
+    const file = join(base, "bk.tar.gz");
+    const stats = await archiveTo(src, file);
+    expect(stats).toMatchObject({ files: 1, skipped: 1 });
+    const dest = join(base, "restored");
+    await extractArchive(createReadStream(file), dest);
+    expect(await readdir(dest)).toEqual(["keep"]);
+  });
+
+  it.each([
+    ["shrinks", (p: string) => truncateSync(p, 1000)],
+    ["grows", (p: string) => appendFileSync(p, randomBytes(1024 * 1024))],
+  ])("a file that %s while it is read is archived at its size when opened, counted as changed, and the tar stays valid", async (_what, change) => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(src);
+    const size = 4 * 1024 * 1024;
+    const content = randomBytes(size);
+    await writeFile(join(src, "live.db"), content);
+    const file = join(base, "bk.tar.gz");
+    let changed = false;
+    const stats = await archiveTo(src, file, {
+      onProgress: () => {
+        if (!changed) change(join(src, "live.db"));
+        changed = true;
+      },
+    });
+    expect(stats.changed).toBe(1);
+    const dest = join(base, "restored");
+    await extractArchive(createReadStream(file), dest);
+    const restored = await readFile(join(dest, "live.db"));
+    expect(restored.length).toBe(size);
+    await run("tar", ["tzf", file]);
+  });
+});
+
+describe("ignore patterns", () => {
+  it.each<[string[], string, boolean, boolean]>([
+    [["*.log"], "a.log", false, true],
+    [["*.log"], "x/y/a.log", false, true],
+    [["*.log"], "a.log.txt", false, false],
+    [["cache/"], "cache", true, true],
+    [["cache/"], "cache", false, false],
+    [["cache/"], "x/cache", true, true],
+    [["/cache"], "cache", true, true],
+    [["/cache"], "x/cache", true, false],
+    [["logs/*.gz"], "logs/a.gz", false, true],
+    [["logs/*.gz"], "x/logs/a.gz", false, false],
+    [["logs/*.gz"], "logs/sub/a.gz", false, false],
+    [["**/tmp"], "tmp", true, true],
+    [["**/tmp"], "a/b/tmp", true, true],
+    [["a/**"], "a/x", false, true],
+    [["a/**"], "a/x/y", false, true],
+    [["a/**"], "a", true, false],
+    [["a/**/b"], "a/b", false, true],
+    [["a/**/b"], "a/x/y/b", false, true],
+    [["a/**/b"], "c/a/b", false, false],
+    [["file?.txt"], "file1.txt", false, true],
+    [["file?.txt"], "file10.txt", false, false],
+    [["*.log", "!keep.log"], "keep.log", false, false],
+    [["*.log", "!keep.log"], "other.log", false, true],
+    [["!keep.log", "*.log"], "keep.log", false, true],
+    [["# comment", ""], "# comment", false, false],
+    [["a.b"], "aXb", false, false],
+    [["[x]"], "[x]", false, true],
+    [["*"], "anything/at/all", false, true],
+  ])("%j on %s (dir: %s) -> ignored %s", (patterns, path, isDir, expected) => {
+    expect(compileIgnore(patterns)(path, isDir)).toBe(expected);
+  });
+
+  it("leaves ignored files and directories out of the archive; nothing inside an ignored directory comes back", async () => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(join(src, "cache"), { recursive: true });
+    await mkdir(join(src, "data"));
+    await writeFile(join(src, "cache", "keep.log"), "x");
+    await writeFile(join(src, "cache", "blob"), "x");
+    await writeFile(join(src, "a.log"), "x");
+    await writeFile(join(src, "keep.log"), "x");
+    await writeFile(join(src, "data", "world.dat"), "x");
+    await writeFile(join(src, "data", "debug.log"), "x");
+    const file = join(base, "bk.tar.gz");
+
+    const stats = await archiveTo(src, file, { ignore: ["*.log", "!keep.log", "/cache/"] });
+
+    expect(stats.ignored).toBe(3);
+    const dest = join(base, "restored");
+    await extractArchive(createReadStream(file), dest);
+    expect((await listing(dest)).map((r) => r.path)).toEqual([".", "data", "data/world.dat", "keep.log"]);
+  });
+});
+
+describe("verifyArchive", () => {
+  it("rejects an archive with one flipped byte (ChecksumMismatch, both hashes named) and a missing one (ArchiveMissing)", async () => {
+    const base = await scratch();
+    const src = await sampleTree(base);
+    const file = join(base, "bk.tar.gz");
+    const stats = await archiveTo(src, file);
+    const bytes = await readFile(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    await writeFile(file, bytes);
+    const err = await verifyArchive(file, stats.sha256).catch((e: unknown) => e);
+    expect(err).toMatchObject({ reason: "ChecksumMismatch" });
+    expect((err as Error).message).toContain(stats.sha256);
+    expect((err as Error).message).toContain(sha256(bytes));
+    await expect(verifyArchive(join(base, "gone.tar.gz"), stats.sha256)).rejects.toMatchObject({ reason: "ArchiveMissing" });
+  });
+});
+
+describe("abort", () => {
+  it("stops creating an archive when the signal fires and rejects with Aborted", async () => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(src);
+    const size = 32 * 1024 * 1024;
+    await writeFile(join(src, "huge.bin"), randomBytes(size));
+    const ac = new AbortController();
+    let written = 0;
+    const out = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        written += chunk.length;
+        cb();
+      },
+    });
+    await expect(createArchive(src, out, { signal: ac.signal, onProgress: () => ac.abort() })).rejects.toMatchObject({ reason: "Aborted" });
+    expect(written).toBeLessThan(size / 2);
+  });
+
+  it("removes the partial destination when extraction is aborted", async () => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(src);
+    await writeFile(join(src, "a"), randomBytes(1024 * 1024));
+    await writeFile(join(src, "b"), randomBytes(4 * 1024 * 1024));
+    const file = join(base, "bk.tar.gz");
+    await archiveTo(src, file);
+    const ac = new AbortController();
+    const dest = join(base, "restored");
+    await expect(extractArchive(createReadStream(file), dest, { signal: ac.signal, onProgress: () => ac.abort() })).rejects.toMatchObject({ reason: "Aborted" });
+    await expect(lstat(dest)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});
+
+describe("extractArchive refuses what it must not do", () => {
+  it("never extracts into an existing directory, and leaves it alone", async () => {
+    const base = await scratch();
+    const src = await sampleTree(base);
+    const file = join(base, "bk.tar.gz");
+    await archiveTo(src, file);
+    const dest = join(base, "existing");
+    await mkdir(dest);
+    await writeFile(join(dest, "precious"), "keep me");
+    await expect(extractArchive(createReadStream(file), dest)).rejects.toMatchObject({ reason: "DestinationExists" });
+    expect(await readFile(join(dest, "precious"), "utf8")).toBe("keep me");
+  });
+
+  it("removes the partial destination when the archive is cut short", async () => {
+    const base = await scratch();
+    const src = await sampleTree(base);
+    const file = join(base, "bk.tar.gz");
+    await archiveTo(src, file);
+    const bytes = await readFile(file);
+    const dest = join(base, "restored");
+    await expect(extractArchive(Readable.from([bytes.subarray(0, bytes.length - 1000)]), dest)).rejects.toThrow();
+    await expect(lstat(dest)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  /** A gzip-compressed tar of these entries, built by hand. */
+  async function hostile(entries: Array<{ header: tar.Headers; body?: string }>): Promise<Buffer> {
+    const pack = tar.pack();
+    for (const e of entries) pack.entry(e.header, e.body ?? "");
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack.pipe(createGzip())) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  const ok = { header: { name: "ok.txt", type: "file" as const }, body: "fine" };
+  it.each<[string, (outside: string) => Array<{ header: tar.Headers; body?: string }>]>([
+    ["a ../ name", () => [ok, { header: { name: "../x", type: "file" }, body: "escaped" }]],
+    ["a .. hidden in the middle", () => [ok, { header: { name: "a/../../x", type: "file" }, body: "escaped" }]],
+    ["an absolute name", (outside) => [ok, { header: { name: join(outside, "x"), type: "file" }, body: "escaped" }]],
+    [
+      "a file through a symlink entry",
+      (outside) => [ok, { header: { name: "l", type: "symlink", linkname: outside } }, { header: { name: "l/file", type: "file" }, body: "escaped" }],
+    ],
+    [
+      "a symlink entry over a path an earlier entry went through",
+      (outside) => [ok, { header: { name: "l/inner", type: "symlink", linkname: "x" } }, { header: { name: "l", type: "symlink", linkname: outside } }],
+    ],
+    ["a hard link to outside", (outside) => [ok, { header: { name: "h", type: "link", linkname: join(outside, "precious") } }]],
+    ["a character device", () => [ok, { header: { name: "null", type: "character-device", devmajor: 1, devminor: 3 } }]],
+    ["a FIFO", () => [ok, { header: { name: "pipe", type: "fifo" } }]],
+    ["a name given twice", () => [ok, { header: { name: "ok.txt", type: "file" }, body: "replaced" }]],
+  ])("refuses %s (UnsafeArchive), removes dest, writes nothing outside", async (_what, entries) => {
+    const base = await scratch();
+    const outside = join(base, "outside");
+    await mkdir(outside);
+    await writeFile(join(outside, "precious"), "keep me");
+    const dest = join(base, "sub", "dest");
+    await mkdir(join(base, "sub"));
+    const before = await listing(base);
+
+    await expect(extractArchive(Readable.from([await hostile(entries(outside))]), dest)).rejects.toMatchObject({ reason: "UnsafeArchive" });
+
+    await expect(lstat(dest)).rejects.toMatchObject({ code: "ENOENT" });
+    expect(await listing(base)).toEqual(before);
+  });
+});
