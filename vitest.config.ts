@@ -56,7 +56,7 @@ export default defineConfig({
           name: "integration-pg",
           // The integration files whose subject is the store's part in a running manager:
           // the whole path from API to agent and back, and the ledger, on PostgreSQL.
-          include: ["test/skeleton.test.ts", "test/lifecycle.test.ts", "test/ledger.test.ts", "test/managers.test.ts"],
+          include: ["test/skeleton.test.ts", "test/lifecycle.test.ts", "test/ledger.test.ts", "test/managers.test.ts", "test/data-backups.test.ts"],
           env: { BERTH_TEST_STORE: "postgres" },
           globalSetup: ["test/harness/global-setup.ts"],
           testTimeout: 120_000,

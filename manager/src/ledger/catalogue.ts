@@ -57,6 +57,43 @@ export const EVENT_CATALOGUE = {
   },
   "data.lost": { meaning: "the data directory of a server that had data is gone (phase DataLost)", actor: "reconciler" },
 
+  // --- backups (BackupService; docs/data.md) -----------------------------------
+  "backup.target_created": { meaning: "CreateBackupTarget configured where backups go (a directory on the hosts)", actor: "operator" },
+  "backup.target_deleted": { meaning: "DeleteBackupTarget removed a target no backup used any more", actor: "operator" },
+  "backup.requested": {
+    meaning: "CreateBackup: the server's data directory is to be archived into a target (the server stops for the copy unless live)",
+    actor: "operator",
+    fields: "correlation_id: the backup id",
+  },
+  "backup.succeeded": { meaning: "the agent wrote the backup's archive; its size and sha256 are on the backup", actor: "agent", fields: "correlation_id: the backup id" },
+  "backup.failed": {
+    meaning: "a backup ended without an archive; nothing of it is left in the target, and the server goes back to its desired state",
+    actor: "agent",
+    fields: "reason: AgentRestarted, DeadlineExceeded, TargetFull, NoData, StopFailed, ServerDeleted, BackupDirNotAllowed, ...; correlation_id: the backup id",
+  },
+  "backup.locked": { meaning: "LockBackup: the backup is never deleted until unlocked", actor: "operator", fields: "correlation_id: the backup id" },
+  "backup.unlocked": { meaning: "LockBackup with locked=false", actor: "operator", fields: "correlation_id: the backup id" },
+  "backup.deleted": { meaning: "DeleteBackup removed the backup's archive from its target and the backup", actor: "operator", fields: "correlation_id: the backup id" },
+  "backup.restore_requested": {
+    meaning: "RestoreBackup: the server stops, its data directory is replaced by the backup's content, and it starts again if it should run",
+    actor: "operator",
+    fields: "correlation_id: the backup id",
+  },
+  "backup.restored": {
+    meaning: "the agent checked the archive's sha256 and swapped its content in; the replaced data is kept as a safety copy until the server runs again",
+    actor: "agent",
+    fields: "correlation_id: the backup id",
+  },
+  "backup.restore_failed": {
+    meaning: "a restore ended without replacing anything: the data directory is as it was",
+    actor: "agent",
+    fields: "reason: ChecksumMismatch, ArchiveMissing, UnsafeArchive, DataRootFull, AgentRestarted, DeadlineExceeded, ...; correlation_id: the backup id",
+  },
+  "backup.previous_kept": {
+    meaning: "the safety copy a restore kept could not be removed once the server ran again; it stays (under the data root's .berth-previous) until removed by hand",
+    actor: "reconciler",
+  },
+
   // --- orphans (OrphanService) -------------------------------------------------
   "orphan.adopted": {
     meaning: "AdoptOrphan made a server record from an orphan container's actual configuration (docs/orphans.md)",
