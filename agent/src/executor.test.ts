@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -7,6 +7,8 @@ import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { CommandKind, CommandSchema, ContainerInfoSchema, DataPolicy } from "@berth/proto/berth/v1/agent_pb.js";
 import { DataRoot } from "./data/data-root.js";
+import { BackupDirs } from "./data/backup-dir.js";
+import { BackupJobs, type JobProgress } from "./data/backup-jobs.js";
 import { Executor, refusal } from "./executor.js";
 import { RuntimeError } from "./runtime/container-runtime.js";
 import { SimRuntime } from "../testing/sim-runtime.js";
@@ -167,5 +169,75 @@ describe("Executor fences commands by the host's ownership epoch", () => {
     // The new owner resumes the open command cmd_2 under its own epoch: it runs now.
     expect(await executor.execute(create(CommandSchema, { ...ensure("cmd_2", 2n), kind: CommandKind.ENSURE_STOPPED }))).toMatchObject({ success: true });
     expect((await rt.list())[0]).toMatchObject({ state: "exited" });
+  });
+});
+
+describe("Executor: backups and restores (BackupJobs on real files)", () => {
+  let root: string | undefined;
+  afterEach(async () => {
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  async function setup() {
+    root = await mkdtemp(join(tmpdir(), "berth-exec-bk-"));
+    const data = new DataRoot(join(root, "data"));
+    await data.init();
+    const dirs = new BackupDirs([join(root, "backups")]);
+    const progress: JobProgress[] = [];
+    const jobs = new BackupJobs(data, dirs, (p) => progress.push(p));
+    const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
+    const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() }, jobs);
+    return { rt, executor, data, progress, backups: join(root, "backups") };
+  }
+
+  const SRV = "srv_aaaaaaaaaaaa";
+  const job = (backups: string, o: { sha256?: string } = {}) => ({ backupId: "bk_x", location: { kind: { case: "directory" as const, value: backups } }, key: `${SRV}/bk_x.tar.gz`, ...o });
+
+  it("backs up, then restores into a fresh directory swapped in, keeping the replaced data as a safety copy", async () => {
+    const { executor, data, progress, backups } = await setup();
+    await mkdir(join(data.root, SRV));
+    await writeFile(join(data.root, SRV, "world.dat"), "v1");
+    const done = await executor.execute(create(CommandSchema, { id: "cmd_bk", serverId: SRV, kind: CommandKind.BACKUP_DATA, backup: job(backups) }));
+    expect(done).toMatchObject({ success: true });
+    expect(done.archive?.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(progress.at(-1)).toMatchObject({ commandId: "cmd_bk", stage: "Copying" });
+    await writeFile(join(data.root, SRV, "world.dat"), "v2");
+    const restored = await executor.execute(
+      create(CommandSchema, { id: "cmd_restore", serverId: SRV, kind: CommandKind.RESTORE_DATA, dataDir: `${SRV}.cmd_restore`, backup: job(backups, { sha256: done.archive!.sha256 }) }),
+    );
+    expect(restored, `${restored.reason}: ${restored.message}`).toMatchObject({ success: true });
+    expect(await readFile(join(data.root, SRV, "world.dat"), "utf8")).toBe("v1");
+    expect(await readFile(join(data.root, ".berth-previous", `${SRV}.cmd_restore`, "world.dat"), "utf8")).toBe("v2");
+    expect(await executor.execute(create(CommandSchema, { id: "cmd_dp", serverId: SRV, kind: CommandKind.DISCARD_PREVIOUS_DATA, dataDir: `${SRV}.cmd_restore` }))).toMatchObject({ success: true });
+    expect(await readdir(join(data.root, ".berth-previous"))).toEqual([]);
+  });
+
+  it("a restore whose archive does not match its checksum changes nothing", async () => {
+    const { executor, data, backups } = await setup();
+    await mkdir(join(data.root, SRV));
+    await writeFile(join(data.root, SRV, "world.dat"), "v1");
+    expect(await executor.execute(create(CommandSchema, { id: "cmd_bk", serverId: SRV, kind: CommandKind.BACKUP_DATA, backup: job(backups) }))).toMatchObject({ success: true });
+    await writeFile(join(data.root, SRV, "world.dat"), "v2");
+    const r = await executor.execute(create(CommandSchema, { id: "cmd_restore", serverId: SRV, kind: CommandKind.RESTORE_DATA, dataDir: `${SRV}.cmd_restore`, backup: job(backups, { sha256: "0".repeat(64) }) }));
+    expect(r).toMatchObject({ success: false, reason: "ChecksumMismatch" });
+    expect(await readFile(join(data.root, SRV, "world.dat"), "utf8")).toBe("v2");
+  });
+
+  it("a backup or restore resent as attach_only to an agent that never had it fails with AgentRestarted instead of starting over", async () => {
+    const { executor, data, backups } = await setup();
+    await mkdir(join(data.root, SRV));
+    const r = await executor.execute(create(CommandSchema, { id: "cmd_bk", serverId: SRV, kind: CommandKind.BACKUP_DATA, backup: job(backups), attachOnly: true }));
+    expect(r).toMatchObject({ success: false, reason: "AgentRestarted" });
+    expect(await readdir(backups).catch(() => [])).toEqual([]);
+  });
+
+  it("a restore is refused while the container runs", async () => {
+    const { executor, data, backups } = await setup();
+    expect(
+      await executor.execute(create(CommandSchema, { id: "cmd_run", serverId: SRV, kind: CommandKind.ENSURE_RUNNING, dataPolicy: DataPolicy.CREATE, container: { image: "sim/app:1", labels: { "berth.manager": MGR, "berth.server": SRV }, specHash: "h" } })),
+    ).toMatchObject({ success: true });
+    await writeFile(join(data.root, SRV, "world.dat"), "v1");
+    const r = await executor.execute(create(CommandSchema, { id: "cmd_restore", serverId: SRV, kind: CommandKind.RESTORE_DATA, dataDir: `${SRV}.cmd_restore`, backup: job(backups, { sha256: "0".repeat(64) }) }));
+    expect(r).toMatchObject({ success: false, reason: "ContainerRunning" });
   });
 });
