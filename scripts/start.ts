@@ -21,6 +21,7 @@ import { promisify } from "node:util";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AccessService, Role } from "@berth/proto/berth/v1/access_pb.js";
+import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { dockerClient, ensureDockerEngine, ensureTestImage, TEST_IMAGE } from "../test/harness/docker-engine.js";
 
@@ -88,7 +89,8 @@ if (!known || known.managerUrl !== url || !list.some((h) => h.id === known.hostI
   const code = await new Promise<number | null>((r) => enroll.once("exit", r));
   if (code !== 0) stopAll(1);
 }
-const agent = node("agent/src/main.ts", ["run", "--state-dir", stateDir, "--data-root", join(dataDir, "servers")], "agent", {
+const backupDir = join(dataDir, "backups");
+const agent = node("agent/src/main.ts", ["run", "--state-dir", stateDir, "--data-root", join(dataDir, "servers"), "--backup-dir", backupDir], "agent", {
   DOCKER_HOST: engine.dockerHost,
 });
 agent.once("exit", (code) => {
@@ -100,6 +102,12 @@ manager.once("exit", (code) => {
   stopAll(1);
 });
 
+// A backup target to start with: the local agent's backup directory (BackupService; docs/data.md).
+const backupTargets = createClient(BackupService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(adminToken.token)] }));
+if ((await backupTargets.listBackupTargets({})).targets.length === 0) {
+  await backupTargets.createBackupTarget({ name: "local", kind: { case: "directory", value: { path: backupDir, shared: false } } });
+}
+
 console.log(`
 berth is running.
 
@@ -110,6 +118,7 @@ berth is running.
                (${adminToken.how}; a copy is kept in ${tokenFile}, mode 0600)
   Database:    ${dbPath}
   Data root:   ${join(dataDir, "servers")}
+  Backups:     ${backupDir} (backup target "local")
 
 Try it (buf is in node_modules/.bin):
   export BERTH_TOKEN=$(cat ${tokenFile})
