@@ -296,7 +296,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
-    router.service(BackupService, createBackupService({ store: opened.contract, hub, presence, ledger, reconciler }));
+    router.service(BackupService, createBackupService({ store: opened.contract, hub, presence, ledger, reconciler, get secrets() { return secrets; } }));
     router.service(OrphanService, createOrphanService({ store: opened.contract, hub, presence, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     registerReflection(router);

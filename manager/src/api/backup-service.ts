@@ -30,13 +30,14 @@ import {
 import { posix } from "node:path";
 import { actorOf, callerOf, canSee, projectFor, requireRole, type Caller } from "../auth/caller.js";
 import type { HostPresence } from "../cluster/presence.js";
-import type { BackupRecord, BackupState as StoredState, BackupTargetRecord, DataOp, ServerRecord } from "../domain/records.js";
+import type { BackupLocationRecord, BackupRecord, BackupState as StoredState, BackupTargetRecord, DataOp, ServerRecord } from "../domain/records.js";
 import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
-import type { Reconciler } from "../reconcile/reconciler.js";
+import { locationOf, type Reconciler } from "../reconcile/reconciler.js";
 import type { Store, WriteOp } from "../store/store.js";
+import { backupTargetContext, type SecretBox } from "../store/secrets.js";
 import { loadVisibleServer } from "./find-server.js";
 import { serverToProto } from "./convert.js";
 import { WRITE_ATTEMPTS } from "./server-service.js";
@@ -50,6 +51,8 @@ export interface BackupServiceDeps {
   now?: () => number;
   /** A backup's or restore's deadline when the request sets none (default 6 h). */
   defaultTimeoutMs?: number;
+  /** Seals S3 targets' secret keys (the manager's secret key). */
+  secrets?: SecretBox;
 }
 
 export const DEFAULT_BACKUP_TIMEOUT_MS = 6 * 3600_000;
@@ -150,9 +153,16 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
     }
   }
 
-  /** The directory of `t` as host `hostId` may use it: the host's agent must allow it (--backup-dir). */
-  async function directoryOn(t: BackupTargetRecord, hostId: string): Promise<string> {
-    if (t.config.kind !== "directory") throw new PreconditionError(`backup target "${t.name}" is S3-compatible storage, which this manager cannot use yet; use a directory target`);
+  /**
+   * Where host `hostId` reads and writes archives of `t`: S3-compatible
+   * storage from anywhere; a directory only when the host's agent allows it
+   * (--backup-dir).
+   */
+  async function locationOn(t: BackupTargetRecord, hostId: string): Promise<BackupLocationRecord> {
+    if (t.config.kind === "s3") {
+      const { kind: _s3, ...c } = t.config;
+      return { s3: { targetId: t.id, ...c, sealedSecret: t.sealedSecret } };
+    }
     const host = await store.getHost(hostId);
     const roots = host?.facts.backupDirs ?? [];
     if (!underBackupRoot(t.config.path, roots)) {
@@ -162,7 +172,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
           : `the agent of host ${hostId} writes backups only under ${roots.join(", ")} (its --backup-dir), and target "${t.name}" is ${t.config.path}; add --backup-dir ${t.config.path} to that agent or use another target`,
       );
     }
-    return t.config.path;
+    return { directory: t.config.path };
   }
 
   /**
@@ -202,6 +212,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
       const id = newId("bkt");
       const at = now();
       let config: BackupTargetRecord["config"];
+      let sealed = "";
       if (req.kind.case === "directory") {
         const path = req.kind.value.path;
         const normal = posix.normalize(path).replace(/\/+$/, "");
@@ -209,13 +220,28 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         if (normal === "" || normal === "/") throw new InvalidArgumentError("directory.path", "must be a directory below /, e.g. /var/backups/berth");
         config = { kind: "directory", path: normal, shared: req.kind.value.shared };
       } else {
-        throw new PreconditionError("S3-compatible targets are not supported by this manager yet; use a directory target (a path on the hosts, or a mount they share)");
+        if (req.kind.case !== "s3") throw new InvalidArgumentError("kind", "set directory or s3");
+        const v = req.kind.value;
+        if (v.endpoint) {
+          let u: URL;
+          try {
+            u = new URL(v.endpoint);
+          } catch {
+            throw new InvalidArgumentError("s3.endpoint", `"${v.endpoint}" is not a URL; e.g. https://s3.eu-central-1.amazonaws.com or http://minio.internal:9000 (empty: AWS S3 of the region)`);
+          }
+          if (u.protocol !== "https:" && u.protocol !== "http:") throw new InvalidArgumentError("s3.endpoint", "must be an http:// or https:// URL");
+          if (u.username || u.password) throw new InvalidArgumentError("s3.endpoint", "must not carry credentials; use access_key_id and secret_access_key");
+        }
+        if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(v.bucket)) throw new InvalidArgumentError("s3.bucket", "3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit");
+        if (v.prefix.split("/").includes("..") || v.prefix.startsWith("/")) throw new InvalidArgumentError("s3.prefix", "must not start with '/' or contain '..' (e.g. berth/)");
+        if (!v.accessKeyId || !v.secretAccessKey) throw new InvalidArgumentError(v.accessKeyId ? "s3.secret_access_key" : "s3.access_key_id", "required: the target's credentials");
+        if (!deps.secrets) throw new PreconditionError("this manager has no secret key to seal the target's secret access key with (--secret-key)");
+        config = { kind: "s3", endpoint: v.endpoint.replace(/\/+$/, ""), bucket: v.bucket, prefix: v.prefix && !v.prefix.endsWith("/") ? `${v.prefix}/` : v.prefix, region: v.region, pathStyle: v.pathStyle, accessKeyId: v.accessKeyId };
+        sealed = deps.secrets.seal(v.secretAccessKey, backupTargetContext(id));
       }
-      const target: BackupTargetRecord = { id, name: req.name, config, sealedSecret: "", createdAt: at, createdBy: actorOf(caller) };
-      await store.commit([
-        { op: "backupTarget.insert", target },
-        ledger.op({ type: "backup.target_created", actor: actorOf(caller), message: `backup target "${req.name}": directory ${config.path}${config.shared ? " (shared by every host)" : ""}` }),
-      ]);
+      const target: BackupTargetRecord = { id, name: req.name, config, sealedSecret: sealed, createdAt: at, createdBy: actorOf(caller) };
+      const where = config.kind === "directory" ? `directory ${config.path}${config.shared ? " (shared by every host)" : ""}` : `S3 bucket ${config.bucket}${config.prefix ? ` prefix ${config.prefix}` : ""} at ${config.endpoint || `AWS S3 (${config.region || "us-east-1"})`}`;
+      await store.commit([{ op: "backupTarget.insert", target }, ledger.op({ type: "backup.target_created", actor: actorOf(caller), message: `backup target "${req.name}": ${where}` })]);
       return create(CreateBackupTargetResponseSchema, { target: targetToProto(target) });
     },
 
@@ -241,11 +267,11 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
       const target = await findTarget(req.target);
       let backupId = "";
       await startDataOp(caller, req.server, "backup", async (s, at) => {
-        const directory = await directoryOn(target, s.hostId);
+        const location = await locationOn(target, s.hostId);
         backupId = newId("bk");
         const key = `${s.id}/${backupId}.tar.gz`;
         const actor = actorOf(caller);
-        const op: DataOp = { kind: "backup", backupId, requestedAt: at, deadlineAt: at + timeoutMs(req.timeoutSeconds), live: req.live, location: { directory }, key, ignore: [...req.ignore], actor };
+        const op: DataOp = { kind: "backup", backupId, requestedAt: at, deadlineAt: at + timeoutMs(req.timeoutSeconds), live: req.live, location, key, ignore: [...req.ignore], actor };
         const backup: BackupRecord = {
           id: backupId,
           serverId: s.id,
@@ -359,19 +385,21 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         return create(DeleteBackupResponseSchema, { backup: backupToProto({ ...b, state: "deleting" }) });
       }
       const target = await findTarget(b.targetId);
-      if (target.config.kind !== "directory") throw new PreconditionError(`backup ${b.id} is in S3-compatible storage, which this manager cannot reach yet`);
-      // The host that made it holds it; on a shared directory any connected host whose agent allows the path will do.
-      const candidates = [b.hostId, ...(target.config.shared ? presence.connectedHostIds().filter((h) => h !== b.hostId) : [])];
+      // The host that made it holds a directory's archive; on a shared directory, or in S3, any
+      // connected host that can reach the target will do.
+      const anywhere = target.config.kind === "s3" || target.config.shared;
+      const candidates = [b.hostId, ...(anywhere ? presence.connectedHostIds().filter((h) => h !== b.hostId) : [])];
       let hostId: string | undefined;
+      let location: BackupLocationRecord | undefined;
       for (const h of candidates) {
         if (!hub.isConnected(h)) continue;
-        const roots = (await store.getHost(h))?.facts.backupDirs ?? [];
-        if (underBackupRoot(target.config.path, roots)) {
+        location = await locationOn(target, h).catch(() => undefined);
+        if (location) {
           hostId = h;
           break;
         }
       }
-      if (!hostId) {
+      if (!hostId || !location) {
         throw new PreconditionError(
           presence.isConnected(b.hostId) && !hub.isConnected(b.hostId)
             ? `host ${b.hostId}, which holds backup ${b.id}, is connected to another manager; send DeleteBackup to that manager`
@@ -383,7 +411,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         id: newId("cmd"),
         kind: CommandKind.REMOVE_BACKUP,
         serverId: b.serverId,
-        backup: { backupId: b.id, location: { kind: { case: "directory", value: target.config.path } }, key: b.key },
+        backup: { backupId: b.id, location: locationOf(location), key: b.key },
         deadline: timestampFromMs(now() + REMOVE_ANSWER_MS),
       });
       let outcome: { success: boolean; reason: string; message: string };
@@ -397,7 +425,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         await store.commit([{ op: "backup.update", id: b.id, set: { state: "succeeded" }, ifState: ["deleting"] }]);
         throw new PreconditionError(`the agent of host ${hostId} could not remove backup ${b.id} (${outcome.reason}): ${outcome.message}; it is kept`);
       }
-      await store.commit(deleted(`backup ${b.id} deleted from target "${target.name}" (${target.config.path}/${b.key} on host ${hostId})`));
+      await store.commit(deleted(`backup ${b.id} deleted from target "${target.name}" (${b.key}, through host ${hostId})`));
       return create(DeleteBackupResponseSchema, { backup: backupToProto({ ...b, state: "deleting" }) });
     },
 
@@ -414,10 +442,10 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         if (target.config.kind === "directory" && !target.config.shared && b.hostId !== s.hostId) {
           throw new PreconditionError(`backup ${b.id} is on host ${b.hostId}'s own directory ${target.config.path} (target "${target.name}" is not shared), and the server now runs on ${s.hostId}`);
         }
-        const directory = await directoryOn(target, s.hostId);
+        const location = await locationOn(target, s.hostId);
         const actor = actorOf(caller);
         return {
-          op: { kind: "restore", backupId: b.id, requestedAt: at, deadlineAt: at + defaultTimeoutMs, live: false, location: { directory }, key: b.key, sha256: b.sha256, keepPrevious: req.keepPrevious, actor },
+          op: { kind: "restore", backupId: b.id, requestedAt: at, deadlineAt: at + defaultTimeoutMs, live: false, location, key: b.key, sha256: b.sha256, keepPrevious: req.keepPrevious, actor },
           more: [
             ledger.op({
               type: "backup.restore_requested",

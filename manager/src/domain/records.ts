@@ -80,6 +80,11 @@ export interface Lifecycle {
   previousData?: { name: string; backupId: string; keep: boolean; at: number }[];
 }
 
+/** Where a data operation's archive is, as its command carries it (the S3 secret stays sealed here). */
+export type BackupLocationRecord =
+  | { directory: string }
+  | { s3: { targetId: string; endpoint: string; bucket: string; prefix: string; region: string; pathStyle: boolean; accessKeyId: string; sealedSecret: string } };
+
 /** A backup or restore of a server's data directory, from request to result (Lifecycle.dataOp). */
 export interface DataOp {
   kind: "backup" | "restore";
@@ -90,8 +95,8 @@ export interface DataOp {
   deadlineAt: number;
   /** backup: copy while the server runs (no stop). */
   live: boolean;
-  /** Where the archive is: a directory on the host (the target's path). */
-  location: { directory: string };
+  /** Where the archive is: a directory on the host (the target's path), or S3-compatible storage. */
+  location: BackupLocationRecord;
   /** <server id>/<backup id>.tar.gz */
   key: string;
   /** backup: patterns left out. */

@@ -1,12 +1,12 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { BackupJobSchema, CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
+import { BackupJobSchema, BackupLocationSchema, CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
-import { type DataOp, type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
+import { type BackupLocationRecord, type DataOp, type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -445,7 +445,7 @@ export class Reconciler {
       if (isDataOp) {
         toSend.backup = create(BackupJobSchema, {
           backupId: dataOp.backupId,
-          location: { kind: { case: "directory", value: dataOp.location.directory } },
+          location: locationOf(dataOp.location),
           key: dataOp.key,
           ignore: dataOp.ignore ?? [],
           sha256: dataOp.sha256 ?? "",
@@ -757,6 +757,13 @@ export function noteDataCommandFinished(
     };
   }
   return undefined;
+}
+
+/** A data operation's location as its command carries it (an S3 secret still sealed: openCommand opens it on the wire). */
+export function locationOf(l: BackupLocationRecord): MessageInitShape<typeof BackupLocationSchema> {
+  if ("directory" in l) return { kind: { case: "directory", value: l.directory } };
+  const { sealedSecret, ...rest } = l.s3;
+  return { kind: { case: "s3", value: { ...rest, secretAccessKey: sealedSecret } } };
 }
 
 /** The safety copy RESTORE_DATA `commandId` keeps of the data it replaces (under the data root's .berth-previous). */

@@ -102,6 +102,11 @@ export function sealSpec(serverId: string, spec: ServerSpec, box: SecretBox | un
   return env ? { ...spec, env } : spec;
 }
 
+/** The seal's context of a backup target's secret access key: it opens for that target only. */
+export function backupTargetContext(targetId: string): string {
+  return `backup-target:${targetId}`;
+}
+
 /** The plaintext of a stored secret value (for the spec hash and the agent). */
 export function openEnvValue(box: SecretBox | undefined, serverId: string, key: string, value: string): string {
   if (!isSealed(value)) return value;
@@ -114,6 +119,12 @@ export function openEnvValue(box: SecretBox | undefined, serverId: string, key: 
  * commands keep them sealed; this runs only on the way to the wire.
  */
 export function openCommand(command: Command, box: SecretBox | undefined): Command {
+  const loc = command.backup?.location?.kind;
+  if (loc?.case === "s3" && isSealed(loc.value.secretAccessKey)) {
+    if (!box) throw new SecretKeyError(`the secret of backup target ${loc.value.targetId} is sealed but no secret key is loaded`);
+    const secretAccessKey = box.open(loc.value.secretAccessKey, backupTargetContext(loc.value.targetId));
+    command = { ...command, backup: { ...command.backup!, location: { ...command.backup!.location!, kind: { case: "s3", value: { ...loc.value, secretAccessKey } } } } };
+  }
   const c = command.container;
   if (!c || !Object.values(c.env).some(isSealed)) return command;
   const env: Record<string, string> = {};
