@@ -15,6 +15,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { AgentService } from "@berth/proto/berth/v1/agent_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
@@ -24,7 +25,7 @@ import { lookup, mismatches, parseCookbook, parseJsonSequence, type Block } from
 import { freePorts, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const DOC = join(REPO_ROOT, "docs/grpcurl.md");
-const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService];
+const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService];
 /** RPCs no script can call with buf curl or curl: the agent's bidi stream. */
 const NOT_RUNNABLE = new Set(["berth.v1.AgentService/Connect"]);
 
@@ -84,6 +85,8 @@ describe("docs/grpcurl.md, executed", () => {
       TOKEN: manager.adminToken,
       IMAGE: TEST_IMAGE,
       PORT: String((await freePorts(1))[0]),
+      // The agent's --backup-dir (the harness gives every agent <dir>/backups).
+      BACKUPS: join(dir, "backups"),
     };
   });
 
@@ -178,7 +181,8 @@ describe("docs/grpcurl.md, executed", () => {
             const s = server!.status!;
             last = `${Phase[s.phase]} ${s.reason}: ${s.message} (generation ${server!.generation}, observed ${s.observedGeneration})`;
             if (phases === "gone") return false;
-            return phases.includes(Phase[s.phase]) && s.observedGeneration === server!.generation;
+            // Settled: in the phase, the spec applied, and no backup or restore under way.
+            return phases.includes(Phase[s.phase]) && s.observedGeneration === server!.generation && !s.operation;
           } catch (err) {
             if (phases === "gone" && ConnectError.from(err).code === Code.NotFound) return true;
             throw err;

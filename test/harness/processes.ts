@@ -251,7 +251,18 @@ export async function enrollAgent(opts: { managerUrl: string; token: string; sta
 export function runAgent(opts: { dir: string; stateDir: string; dataRoot: string; env?: NodeJS.ProcessEnv; extraArgs?: string[] }): Proc {
   return startNode(
     AGENT_MAIN,
-    ["run", "--state-dir", opts.stateDir, "--data-root", opts.dataRoot, "--log-level", "debug", ...(opts.extraArgs ?? [])],
+    [
+      "run",
+      "--state-dir",
+      opts.stateDir,
+      "--data-root",
+      opts.dataRoot,
+      "--log-level",
+      "debug",
+      // Backups go to the test's directory, never to the agent's default under /var/lib.
+      ...(opts.extraArgs?.includes("--backup-dir") ? [] : ["--backup-dir", join(opts.dir, "backups")]),
+      ...(opts.extraArgs ?? []),
+    ],
     join(opts.dir, "agent.log"),
     opts.env ?? {},
   );
