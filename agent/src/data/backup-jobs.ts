@@ -71,7 +71,7 @@ export class BackupJobs {
       await verifyArchive(path, job.sha256, { signal, onProgress: (done, total) => verifying(done, total, 0) });
       const restoring = this.reporter(cmd, "Restoring");
       return this.data.restoreFrom(cmd.serverId, cmd.dataDir, async (dest) => {
-        await extractArchive(await this.dirs.open(job.directory, job.key), dest, { signal, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
+        await extractArchive(await this.dirs.open(job.directory, job.key), dest, { signal, bytesTotal: job.rawBytes, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
       });
     });
   }
@@ -94,10 +94,10 @@ export class BackupJobs {
     return this.dirs.sweepPartials();
   }
 
-  private job(cmd: Command): { directory: string; key: string; ignore: string[]; sha256: string } {
+  private job(cmd: Command): { directory: string; key: string; ignore: string[]; sha256: string; rawBytes: number } {
     const b = cmd.backup;
     if (!b || b.location?.kind.case !== "directory" || !b.key) throw new JobError("BadCommand", "the command names no backup location (an agent older than the manager's backup targets?)");
-    return { directory: b.location.kind.value, key: b.key, ignore: [...b.ignore], sha256: b.sha256 };
+    return { directory: b.location.kind.value, key: b.key, ignore: [...b.ignore], sha256: b.sha256, rawBytes: Number(b.rawBytes) };
   }
 
   /** Runs `fn` with a signal that aborts at the command's deadline; an abort is DeadlineExceeded. */

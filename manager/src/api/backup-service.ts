@@ -445,7 +445,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         const location = await locationOn(target, s.hostId);
         const actor = actorOf(caller);
         return {
-          op: { kind: "restore", backupId: b.id, requestedAt: at, deadlineAt: at + defaultTimeoutMs, live: false, location, key: b.key, sha256: b.sha256, keepPrevious: req.keepPrevious, actor },
+          op: { kind: "restore", backupId: b.id, requestedAt: at, deadlineAt: at + defaultTimeoutMs, live: false, location, key: b.key, sha256: b.sha256, rawBytes: b.rawBytes, keepPrevious: req.keepPrevious, actor },
           more: [
             ledger.op({
               type: "backup.restore_requested",

@@ -103,6 +103,8 @@ export interface DataOp {
   ignore?: string[];
   /** restore: the archive's sha256, checked before anything is touched. */
   sha256?: string;
+  /** restore: the file bytes the archive holds (progress). */
+  rawBytes?: number;
   /** restore: keep the replaced data after the server runs again. */
   keepPrevious?: boolean;
   /** The agent's last progress report. */

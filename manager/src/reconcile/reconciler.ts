@@ -449,6 +449,7 @@ export class Reconciler {
           key: dataOp.key,
           ignore: dataOp.ignore ?? [],
           sha256: dataOp.sha256 ?? "",
+          rawBytes: BigInt(dataOp.rawBytes ?? 0),
         });
         if (dataOp.kind === "backup") ops.push({ op: "backup.update", id: dataOp.backupId, set: { state: "running", startedAt: now, hostId: srv.hostId }, ifState: ["pending", "running"] });
       }
