@@ -8,7 +8,7 @@
  * target the agent does not allow, locked backups, another server's backup.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -101,7 +101,7 @@ describe("backups of data directories", () => {
   function partials(): string[] {
     if (!existsSync(backupDir)) return [];
     const found: string[] = [];
-    for (const sub of readdirSync(backupDir)) for (const f of readdirSync(join(backupDir, sub))) found.push(`${sub}/${f}`);
+    for (const f of readdirSync(backupDir, { recursive: true })) found.push(String(f));
     return found;
   }
 
@@ -228,6 +228,27 @@ describe("backups of data directories", () => {
     expect(failed.reason).toBe("DeadlineExceeded");
     await waitFor("no partial archive left", async () => !partials().some((p) => p.includes(backup!.id)), 30_000);
     expect((await manager.servers.getServer({ id: s.id })).server?.status?.phase).toBe(Phase.RUNNING);
+  });
+
+  it("a target whose disk fills: the backup fails with TargetFull, nothing is left there, the server runs again", async () => {
+    // A small tmpfs inside the agent's backup directory (so the agent allows it).
+    const small = join(backupDir, "small");
+    mkdirSync(small, { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", small]);
+    try {
+      await backups.createBackupTarget({ name: `small-${uid}`, kind: { case: "directory", value: { path: small } } });
+      const s = await runningServer("full");
+      writeRandom(join(s.data, "blob"), 20);
+      const { backup } = await backups.createBackup({ server: s.id, target: `small-${uid}` });
+      const failed = await finished(backup!.id, 60_000);
+      expect(failed.state).toBe(BackupState.FAILED);
+      expect(failed.reason).toBe("TargetFull");
+      const left = readdirSync(small, { recursive: true }).map(String).filter((f) => f.endsWith(".gz") || f.includes(".partial-"));
+      expect(left).toEqual([]);
+      await waitForPhase(manager, s.id, Phase.RUNNING, 60_000);
+    } finally {
+      execFileSync("umount", [small]);
+    }
   });
 
   it("a backup of a server whose host is offline is refused, not queued", async () => {
