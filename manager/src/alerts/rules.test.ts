@@ -45,6 +45,8 @@ describe("alert rules", () => {
     ["unknown (the host rule covers it)", { phase: Phase.UNKNOWN }, []],
     ["deleted", { phase: Phase.DELETED, retired: true }, []],
     ["stopped but desired running", { phase: Phase.STOPPED }, ["server_not_converged server:srv_1 warning 120000"]],
+    ["stopped for a backup (desired running)", { phase: Phase.STOPPED, reason: "BackingUp" }, []],
+    ["stopping for a restore", { phase: Phase.STOPPING, reason: "StoppingForRestore" }, []],
   ] as const)("server %s", (_what, o, want) => {
     expect(fired(fleet({ servers: [srv(o as Partial<ServerView>)] }))).toEqual(want);
   });

@@ -97,6 +97,9 @@ export function alertKey(c: { rule: string; subject: string }): string {
   return `${c.rule} ${c.subject}`;
 }
 
+/** Reasons plan() gives a server while a backup or restore holds it (reconcile/plan.ts, step 2b). */
+const DATA_OPERATION_REASONS: ReadonlySet<string> = new Set(["StoppingForBackup", "BackingUp", "StoppingForRestore", "Restoring"]);
+
 /** Phases that satisfy each desired state. */
 const CONVERGED: Record<DesiredState, readonly Phase[]> = {
   [DesiredState.UNSPECIFIED]: [],
@@ -114,6 +117,8 @@ const CONVERGED: Record<DesiredState, readonly Phase[]> = {
  */
 export function notConverged(s: ServerView): boolean {
   if (s.retired) return false;
+  // Stopped for a backup or restore: it has its own deadline, and its failure its own event.
+  if (DATA_OPERATION_REASONS.has(s.reason)) return false;
   if (s.phase === Phase.UNKNOWN || s.phase === Phase.DATA_LOST) return false;
   if (s.phase === Phase.FAILED && s.reason === "CrashLoop") return false;
   return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);
