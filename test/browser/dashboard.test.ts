@@ -4,11 +4,14 @@
  * does, step by step. The steps share one manager and one page and run in
  * order. Screenshots of every page land in test-results/screenshots/.
  */
+import { readFileSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { BackupService, BackupState } from "@berth/proto/berth/v1/backup_pb.js";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "../harness/docker-engine.js";
@@ -26,7 +29,7 @@ describe("dashboard", () => {
   const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1", "--orphan-grace", "0"];
   let dir: string;
   let manager: ManagerProc;
-  let agent: Proc;
+  let agent: Proc & { dataRoot: string };
   let browser: Browser;
   const created: string[] = [];
   const strays: string[] = [];
@@ -68,7 +71,8 @@ describe("dashboard", () => {
     await ensureWebBuilt();
     dir = await tempDir("browser");
     manager = await startManager({ dir, args: managerArgs });
-    agent = await startAgent({ manager, dir });
+    // Backups go under --backup-dir; the last step makes a directory target there.
+    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups")] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     browser = await launchBrowser();
     browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
@@ -485,6 +489,122 @@ describe("dashboard", () => {
     expect(await tokenRows.count()).toBe(tokens.length);
     await screenshot(p, "17-tokens");
   });
+
+  it("backups: an operator backs a server up, locks the backup and restores it; the row shows the progress", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    // Ignores SIGTERM: each stop for a consistent copy takes the 10 s grace period, long enough to watch.
+    const s = await createViaApi(name("bk"), STUBBORN);
+    await waitForRowPhase(p, name("bk"), "Running");
+    const data = join(agent.dataRoot, s.id);
+    writeFileSync(join(data, "hello.txt"), "before");
+    writeFileSync(join(data, "blob"), Buffer.alloc(300_000, 7));
+
+    // No target yet: an all-projects admin creates one from the tab; the manager's refusal lands in the form.
+    await row(p, name("bk")).getByRole("button", { name: name("bk"), exact: true }).click();
+    const adminDrawer = p.getByTestId("server-drawer");
+    await adminDrawer.getByRole("tab", { name: "Backups" }).click();
+    const targetForm = adminDrawer.getByRole("form", { name: "New directory target" });
+    expect(await adminDrawer.getByText("No backup target yet").count()).toBe(1);
+    await targetForm.getByLabel("Target name").fill("Not Valid");
+    await targetForm.getByLabel("Directory on the hosts").fill(join(dir, "backups"));
+    await targetForm.getByRole("button", { name: "Create target" }).click();
+    expect(await targetForm.getByRole("alert").textContent()).toContain("InvalidArgument");
+    await targetForm.getByLabel("Target name").fill(`local-${RUN}`);
+    await targetForm.getByRole("button", { name: "Create target" }).click();
+    await adminDrawer.getByRole("button", { name: "Back up now" }).waitFor();
+    await adminDrawer.getByRole("button", { name: "Close details" }).click();
+
+    const backups = createClient(BackupService, manager.transport(manager.adminToken));
+    const { secret: operator } = await manager.access.createToken({ name: `backup-operator-${RUN}`, role: Role.OPERATOR, project: "default" });
+    const { secret: viewer } = await manager.access.createToken({ name: `backup-viewer-${RUN}`, role: Role.VIEWER, project: "default" });
+    const tab = await browser.context.newPage();
+    try {
+      await signIn(tab, manager.url, operator);
+      await waitForRowPhase(tab, name("bk"), "Running");
+      await row(tab, name("bk")).getByRole("button", { name: name("bk"), exact: true }).click();
+      const drawer = tab.getByTestId("server-drawer");
+      await drawer.getByRole("tab", { name: "Backups" }).click();
+      await drawer.getByText("No backups of this server yet.").waitFor();
+      // Targets are shared infrastructure: an operator picks one, never makes one.
+      expect(await drawer.getByRole("button", { name: "New target…" }).count()).toBe(0);
+      await drawer.getByRole("button", { name: "Back up now" }).click();
+      // The server stops for the copy: the row and the drawer header say so, with the stage.
+      await row(tab, name("bk")).getByTestId("operation-progress").filter({ hasText: /^Backing up · / }).waitFor({ timeout: 10_000 });
+      await drawer.locator(".drawer-status").getByTestId("operation-progress").filter({ hasText: /^Backing up · / }).waitFor({ timeout: 10_000 });
+      const item = drawer.locator(".backup").first();
+      await drawer.locator('.backup[data-state="Succeeded"]').waitFor({ timeout: 60_000 });
+      const id = (await item.getAttribute("data-backup-id"))!;
+      expect(await item.getAttribute("data-state")).toBe("Succeeded");
+      expect(await item.locator(".backup-size").textContent()).toMatch(/^\d+(\.\d)? (B|KiB|MiB) archive · \d+(\.\d)? (KiB|MiB) raw · \d+ files?$/);
+      expect(await item.textContent()).toContain(`local-${RUN}`);
+      // Started again once copied, and the progress is gone.
+      await tab.locator(`.vt-row[data-server-name="${name("bk")}"][data-phase="Running"]:not(.operating)`).waitFor({ timeout: 60_000 });
+      expect(await row(tab, name("bk")).getByTestId("operation-progress").count()).toBe(0);
+
+      // Locked: Delete is disabled, with the reason as its tooltip.
+      const del = item.getByRole("button", { name: "Delete…" });
+      expect(await del.isDisabled()).toBe(false);
+      await item.getByLabel("Locked").check();
+      await item.locator("button:disabled", { hasText: "Delete…" }).waitFor();
+      expect(await item.locator('span[title^="Locked"]').count()).toBe(1);
+      expect((await backups.getBackup({ id })).backup!.locked).toBe(true);
+
+      // Restore: the dialog says what happens; the row shows the restore; the old data comes back.
+      writeFileSync(join(data, "hello.txt"), "after");
+      await item.getByRole("button", { name: "Restore…" }).click();
+      const confirm = tab.getByRole("dialog", { name: `Restore ${name("bk")} from this backup?` });
+      const said = await confirm.textContent();
+      expect(said).toContain("The server stops");
+      expect(said).toContain("replaced with the backup");
+      expect(said).toContain("kept as a safety copy until the server runs");
+      expect(await confirm.getByLabel(/Keep the replaced data/).isChecked()).toBe(false);
+      await confirm.getByRole("button", { name: "Restore", exact: true }).click();
+      await confirm.waitFor({ state: "detached" });
+      await row(tab, name("bk")).getByTestId("operation-progress").filter({ hasText: /^Restoring · / }).waitFor({ timeout: 10_000 });
+      await screenshot(tab, "18-backup-restoring");
+      await tab.locator(`.vt-row[data-server-name="${name("bk")}"][data-phase="Running"]:not(.operating)`).waitFor({ timeout: 60_000 });
+      expect(readFileSync(join(data, "hello.txt"), "utf8")).toBe("before");
+
+      // A live copy: the form warns about it, and the backup carries the flag.
+      await drawer.getByLabel("Live copy (no stop)").check();
+      expect(await drawer.locator(".backup-now").textContent()).toContain("may be caught half-written");
+      await drawer.getByRole("button", { name: "Back up now" }).click();
+      await drawer.locator(".backup").nth(1).waitFor();
+      await drawer.locator('.backup:first-child[data-state="Succeeded"]').waitFor({ timeout: 60_000 });
+      expect(await drawer.locator(".backup").first().getByText("live copy").count()).toBe(1);
+      const listed = (await backups.listBackups({ server: s.id })).backups;
+      expect(listed.map((b) => [b.state, b.live, b.locked])).toEqual([
+        [BackupState.SUCCEEDED, true, false],
+        [BackupState.SUCCEEDED, false, true],
+      ]);
+      await tab.mouse.move(0, 0);
+      for (const b of await tab.getByRole("button", { name: "Dismiss" }).all()) await b.click().catch(() => {});
+      await tab.setViewportSize({ width: 1440, height: 900 });
+      await screenshot(tab, "19-backups");
+      // A phone: the list wraps inside the drawer; nothing scrolls sideways.
+      await tab.setViewportSize({ width: 390, height: 844 });
+      await drawer.locator(".backup").first().scrollIntoViewIfNeeded();
+      expect(await tab.evaluate(`document.documentElement.scrollWidth <= window.innerWidth`)).toBe(true);
+      expect(await tab.evaluate(`(() => { const b = document.querySelector(".drawer-body"); return b.scrollWidth <= b.clientWidth; })()`)).toBe(true);
+      await screenshot(tab, "20-backups-phone");
+      await tab.setViewportSize({ width: 1600, height: 900 });
+      await tab.getByRole("button", { name: "Sign out" }).click();
+
+      // A viewer sees the backups and is offered none of the actions.
+      await signIn(tab, manager.url, viewer);
+      await row(tab, name("bk")).getByRole("button", { name: name("bk"), exact: true }).click();
+      await tab.getByTestId("server-drawer").getByRole("tab", { name: "Backups" }).click();
+      await tab.locator('.backup[data-state="Succeeded"]').nth(1).waitFor();
+      const viewerDrawer = tab.getByTestId("server-drawer");
+      expect(await viewerDrawer.getByRole("button", { name: "Back up now" }).count()).toBe(0);
+      expect(await viewerDrawer.getByRole("button", { name: /Restore…|Delete…/ }).count()).toBe(0);
+      expect(await viewerDrawer.locator(".backup .badge", { hasText: "locked" }).count()).toBe(1);
+    } finally {
+      await tab.close();
+    }
+    // Two stops of 10 s each and three copies: more than the default two minutes on a slow machine.
+  }, 240_000);
 });
 
 function createAlertsClient(m: ManagerProc) {

@@ -7,6 +7,7 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
@@ -19,6 +20,7 @@ export interface Api {
   alerts: Client<typeof AlertService>;
   access: Client<typeof AccessService>;
   orphans: Client<typeof OrphanService>;
+  backups: Client<typeof BackupService>;
 }
 
 /**
@@ -45,6 +47,7 @@ export function createApi(token: string, onUnauthenticated: (message: string) =>
     alerts: createClient(AlertService, transport),
     access: createClient(AccessService, transport),
     orphans: createClient(OrphanService, transport),
+    backups: createClient(BackupService, transport),
   };
 }
 

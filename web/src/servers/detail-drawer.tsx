@@ -1,6 +1,7 @@
 /**
  * One server, explained: spec, status and conditions (live from the watch),
- * its event timeline (ledger, live), its logs (TailLogs), and the spec editor.
+ * its event timeline (ledger, live), its logs (TailLogs), its backups, and
+ * the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
 import { useEffect, useState, type FormEvent } from "react";
@@ -14,17 +15,19 @@ import { ErrorText } from "../ui/error-box.js";
 import { formatBytes, formatTime, joinWords, tsMs } from "../ui/format.js";
 import { setParam, useLocation } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
+import { BackupsTab } from "./backups-tab.js";
 import { LogsView } from "./logs-view.js";
 import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, phaseName, phaseTone, targetPhase, type ServerAction } from "./model.js";
+import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, SpecFields } from "./spec-form.js";
 import { checkSpecRules } from "./spec-rules.js";
 import { fieldOfMessage, formFromSpec, FormError, specFromForm, type FieldKey, type SpecForm } from "./spec-form-model.js";
 import { portsText } from "./table-query.js";
 
-const TABS = ["overview", "events", "logs", "edit"] as const;
+const TABS = ["overview", "events", "logs", "backups", "edit"] as const;
 type Tab = (typeof TABS)[number];
-const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", edit: "Edit spec" };
+const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", backups: "Backups", edit: "Edit spec" };
 
 export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: () => void; onAction: (s: Server, a: ServerAction) => void }) {
   const { can } = useSession();
@@ -76,6 +79,8 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
                 <span className="spinner" aria-hidden="true" />
                 {p.action === "update" ? "applying…" : ACTION_PENDING_LABEL[p.action]}
               </span>
+            ) : s.status?.operation ? (
+              <OperationProgress op={s.status.operation} />
             ) : stuck.has(s.id) ? (
               <span className="mark stuck">stuck → {targetPhase(s)}</span>
             ) : isConverging(s) ? (
@@ -108,6 +113,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
             {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} />}
             {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
             {tab === "logs" && <LogsView server={s} />}
+            {tab === "backups" && <BackupsTab key={s.id} server={s} />}
             {tab === "edit" && <EditSpec key={s.id} s={s} />}
           </div>
         </>

@@ -10,6 +10,7 @@ import { RelTime } from "../ui/clock.js";
 import { formatBytes, tsMs } from "../ui/format.js";
 import { Menu } from "../ui/menu.js";
 import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseName, phaseTone, targetPhase, type PendingAction, type ServerAction } from "./model.js";
+import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { portsText, shortId } from "./table-query.js";
 
@@ -44,7 +45,8 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
   const primary = PRIMARY.find((a) => actions.includes(a));
   const rest = actions.filter((a) => a !== primary);
   const observedGen = st?.observedGeneration ?? 0n;
-  const classes = ["vt-row", p.selected ? "selected" : "", deleted ? "deleted" : "", p.stuck ? "stuck" : converging ? "converging" : ""].filter(Boolean).join(" ");
+  const busy = st?.operation ? "operating" : p.stuck ? "stuck" : converging ? "converging" : "";
+  const classes = ["vt-row", p.selected ? "selected" : "", deleted ? "deleted" : "", busy].filter(Boolean).join(" ");
   return (
     <div
       className={classes}
@@ -91,6 +93,8 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
             <span className="spinner" aria-hidden="true" />
             {p.pending.action === "update" ? "applying…" : ACTION_PENDING_LABEL[p.pending.action]}
           </span>
+        ) : st?.operation ? (
+          <OperationProgress op={st.operation} compact />
         ) : converging && p.stuck ? (
           <span className="mark stuck" title={`not converged for longer than the alert threshold: should be ${targetPhase(s)}`}>
             stuck → {targetPhase(s)}

@@ -1,0 +1,47 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { BackupSchema, BackupState } from "@berth/proto/berth/v1/backup_pb.js";
+import { OperationSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { backupStateName, backupStateTone, isBackupActive, operationProgress, parseIgnore, percentOf } from "./backup-model.js";
+
+describe("operation progress", () => {
+  it("says what, which stage, how far and how many bytes", () => {
+    const op = create(OperationSchema, { kind: "backup", stage: "Copying", bytesDone: 450n * 1024n * 1024n, bytesTotal: 1024n * 1024n * 1024n });
+    expect(operationProgress(op)).toEqual({ text: "Backing up · Copying 43%", bytes: "450 MiB of 1.0 GiB", percent: 43 });
+    const restore = create(OperationSchema, { kind: "restore", stage: "Verifying", bytesDone: 12n, bytesTotal: 100n });
+    expect(operationProgress(restore).text).toBe("Restoring · Verifying 12%");
+  });
+  it("hides the percentage and the bytes while the total is not known", () => {
+    const op = create(OperationSchema, { kind: "backup", stage: "Stopping", bytesDone: 0n, bytesTotal: 0n });
+    expect(operationProgress(op)).toEqual({ text: "Backing up · Stopping", bytes: "", percent: undefined });
+  });
+  it("never shows more than 100% or less than 0%", () => {
+    expect(percentOf(150n, 100n)).toBe(100);
+    expect(percentOf(-5n, 100n)).toBe(0);
+    expect(percentOf(1n, 3n)).toBe(33);
+    expect(percentOf(5n, 0n)).toBeUndefined();
+  });
+});
+
+describe("backup states", () => {
+  it("names and colours each state; failed in the error colour", () => {
+    expect(backupStateName(BackupState.SUCCEEDED)).toBe("Succeeded");
+    expect(backupStateTone(BackupState.SUCCEEDED)).toBe("ok");
+    expect(backupStateName(BackupState.FAILED)).toBe("Failed");
+    expect(backupStateTone(BackupState.FAILED)).toBe("bad");
+    expect(backupStateTone(BackupState.RUNNING)).toBe("busy");
+  });
+  it("keeps refreshing only while a backup can still change by itself", () => {
+    const active = [BackupState.PENDING, BackupState.RUNNING, BackupState.DELETING];
+    for (const state of [...active, BackupState.SUCCEEDED, BackupState.FAILED]) {
+      expect(isBackupActive(create(BackupSchema, { state }))).toBe(active.includes(state));
+    }
+  });
+});
+
+describe("ignore patterns", () => {
+  it("takes one pattern a line and drops blank lines", () => {
+    expect(parseIgnore("cache/\r\n\n  *.tmp  \n!keep.tmp\n")).toEqual(["cache/", "*.tmp", "!keep.tmp"]);
+    expect(parseIgnore("   \n")).toEqual([]);
+  });
+});

@@ -1,0 +1,86 @@
+/**
+ * What the dashboard shows of backups and of a server's data operation:
+ * state names and colours, the progress line ("Backing up · Copying 45%
+ * (450 MiB of 1.0 GiB)"), when the Backups tab must keep refreshing, and the
+ * ignore patterns as typed. Pure functions, unit-tested in backup-model.test.ts;
+ * the states and stages are those of proto/berth/v1/backup.proto and
+ * ServerStatus.operation.
+ */
+import { BackupState, type Backup } from "@berth/proto/berth/v1/backup_pb.js";
+import type { Operation } from "@berth/proto/berth/v1/server_pb.js";
+import { formatBytes } from "../ui/format.js";
+import type { Tone } from "./model.js";
+
+/** State as the docs spell it: Pending, Running, Succeeded, Failed, Deleting. */
+export function backupStateName(s: BackupState): string {
+  switch (s) {
+    case BackupState.PENDING:
+      return "Pending";
+    case BackupState.RUNNING:
+      return "Running";
+    case BackupState.SUCCEEDED:
+      return "Succeeded";
+    case BackupState.FAILED:
+      return "Failed";
+    case BackupState.DELETING:
+      return "Deleting";
+    default:
+      return "—";
+  }
+}
+
+export function backupStateTone(s: BackupState): Tone {
+  switch (s) {
+    case BackupState.SUCCEEDED:
+      return "ok";
+    case BackupState.PENDING:
+    case BackupState.RUNNING:
+    case BackupState.DELETING:
+      return "busy";
+    case BackupState.FAILED:
+      return "bad";
+    default:
+      return "muted";
+  }
+}
+
+/** A backup that will still change by itself (the list keeps refreshing while there is one). */
+export function isBackupActive(b: Backup): boolean {
+  return b.state === BackupState.PENDING || b.state === BackupState.RUNNING || b.state === BackupState.DELETING;
+}
+
+/** Whole percent of done/total, clamped to 0..100; undefined when the total is not known (0). */
+export function percentOf(done: bigint, total: bigint): number | undefined {
+  if (total <= 0n) return undefined;
+  const p = Number((done * 100n) / total);
+  return Math.max(0, Math.min(100, p));
+}
+
+export interface ProgressLine {
+  /** "Backing up · Copying 45%" */
+  text: string;
+  /** "450 MiB of 1.0 GiB", or "" when the total is not known. */
+  bytes: string;
+  percent: number | undefined;
+}
+
+/** The line for a server's status.operation (the row and the drawer header). */
+export function operationProgress(op: Operation): ProgressLine {
+  const what = op.kind === "restore" ? "Restoring" : op.kind === "backup" ? "Backing up" : op.kind;
+  const percent = percentOf(op.bytesDone, op.bytesTotal);
+  const stage = [op.stage, percent === undefined ? "" : `${percent}%`].filter(Boolean).join(" ");
+  return {
+    text: [what, stage].filter(Boolean).join(" · "),
+    bytes: op.bytesTotal > 0n ? `${formatBytes(op.bytesDone)} of ${formatBytes(op.bytesTotal)}` : "",
+    percent,
+  };
+}
+
+/** Ignore patterns from the textarea: one per line, blank lines and surrounding spaces dropped. */
+export function parseIgnore(text: string): string[] {
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
+}
+
