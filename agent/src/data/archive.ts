@@ -317,6 +317,10 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
   const pack = tar.pack();
   let packClosed = false;
   pack.on("close", () => (packClosed = true));
+  // Rejects once the pack is gone (`out` failed or was destroyed under us, an abort): an entry
+  // callback or a drain that can no longer come must not leave the archive waiting forever.
+  const packGone = new Promise<never>((_resolve, reject) => pack.once("close", () => reject(new Error("archive stream closed"))));
+  packGone.catch(() => {});
   pack.on("error", () => {}); // reported by pipeline; a second destroy must not throw
   const onAbort = () => pack.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
@@ -335,7 +339,7 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
       await fill(sink!);
       sink!.end();
     }
-    await done;
+    await Promise.race([done, packGone]);
   };
 
   /** Writes exactly `size` bytes of the open file into `sink`: cut if it grew, zeros if it shrank. */
@@ -353,7 +357,7 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
       } else buf = buf.subarray(0, bytesRead);
       pos += buf.length;
       bytesDone += buf.length;
-      if (!sink.write(buf)) await drainOrClose(sink);
+      if (!sink.write(buf)) await Promise.race([drainOrClose(sink), packGone]);
       if (packClosed) throw new Error("archive stream closed");
       progress(false);
     }

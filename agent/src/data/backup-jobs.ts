@@ -7,7 +7,12 @@
  * target (BackupDirs.writeAtomic), no half-restored data (DataRoot.restoreFrom).
  */
 import type { Command } from "@berth/proto/berth/v1/agent_pb.js";
+import { createReadStream, createWriteStream } from "node:fs";
+import { rm } from "node:fs/promises";
+import type { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { createArchive, extractArchive, verifyArchive, type ArchiveStats } from "./archive.js";
+import { S3Error, S3Target, type S3Location } from "./s3-target.js";
 import type { BackupDirs } from "./backup-dir.js";
 import { DataPathError, type DataRoot } from "./data-root.js";
 
@@ -55,31 +60,68 @@ export class BackupJobs {
     if (!(await this.data.check(cmd.serverId).then((c) => c.exists))) throw new JobError("NoData", `the data directory ${source} does not exist; there is nothing to back up`);
     return this.withDeadline(cmd, "TargetFull", async (signal) => {
       const report = this.reporter(cmd, "Copying");
-      return this.dirs.writeAtomic(job.directory, job.key, (out) =>
-        createArchive(source, out, { ignore: job.ignore, signal, onProgress: (p) => report(p.bytesDone, p.bytesTotal, p.files) }),
-      );
+      const write = (out: Writable) => createArchive(source, out, { ignore: job.ignore, signal, onProgress: (p) => report(p.bytesDone, p.bytesTotal, p.files) });
+      if (job.s3) return this.withS3(job.s3, (t) => t.upload(job.key, write, { signal }));
+      return this.dirs.writeAtomic(job.directory, job.key, write);
     });
   }
 
-  /** RESTORE_DATA: checks the archive's sha256, then swaps its content in for the data directory. */
+  /**
+   * RESTORE_DATA: checks the archive's sha256, then swaps its content in for
+   * the data directory. An archive in S3 is downloaded into the data root's
+   * work directory first, so it is checked before anything is touched there too.
+   */
   async restore(cmd: Command): Promise<{ kept: boolean }> {
     const job = this.job(cmd);
     if (!/^[0-9a-f]{64}$/.test(job.sha256)) throw new JobError("BadCommand", "restore-data needs the archive's sha256");
-    const path = await this.dirs.resolve(job.directory, job.key);
     return this.withDeadline(cmd, "DataRootFull", async (signal) => {
-      const verifying = this.reporter(cmd, "Verifying");
-      await verifyArchive(path, job.sha256, { signal, onProgress: (done, total) => verifying(done, total, 0) });
-      const restoring = this.reporter(cmd, "Restoring");
-      return this.data.restoreFrom(cmd.serverId, cmd.dataDir, async (dest) => {
-        await extractArchive(await this.dirs.open(job.directory, job.key), dest, { signal, bytesTotal: job.rawBytes, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
-      });
+      let path: string;
+      let download: string | undefined;
+      if (job.s3) {
+        download = await this.data.workFile(`${cmd.dataDir}.download`);
+        const s3 = job.s3;
+        await this.withS3(s3, async (t) => pipeline(await t.download(job.key, { signal }), createWriteStream(download!, { mode: 0o600 }), { signal }));
+        path = download;
+      } else {
+        path = await this.dirs.resolve(job.directory, job.key);
+      }
+      try {
+        const verifying = this.reporter(cmd, "Verifying");
+        await verifyArchive(path, job.sha256, { signal, onProgress: (done, total) => verifying(done, total, 0) });
+        const restoring = this.reporter(cmd, "Restoring");
+        return await this.data.restoreFrom(cmd.serverId, cmd.dataDir, async (dest) => {
+          await extractArchive(createReadStream(path), dest, { signal, bytesTotal: job.rawBytes, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
+        });
+      } finally {
+        if (download) await rm(download, { force: true });
+      }
     });
   }
 
-  /** REMOVE_BACKUP: the archive is gone (idempotent). */
+  /** REMOVE_BACKUP: the archive is gone (idempotent); in S3 also a multipart upload of it left by an interrupted backup. */
   async removeArchive(cmd: Command): Promise<void> {
     const job = this.job(cmd);
+    if (job.s3) {
+      await this.withS3(job.s3, async (t) => {
+        await t.abortStaleUploads(0, job.key).catch((err: unknown) => {
+          // A server that cannot list uploads (s3rver) has nothing this could remove.
+          if (!(err instanceof S3Error && /NotImplemented|not implemented/i.test(err.message))) throw err;
+        });
+        await t.remove(job.key);
+      });
+      return;
+    }
     await this.dirs.remove(job.directory, job.key);
+  }
+
+  /** Runs `fn` with a client for `loc`, closed afterwards. */
+  private async withS3<T>(loc: S3Location, fn: (t: S3Target) => Promise<T>): Promise<T> {
+    const t = new S3Target(loc);
+    try {
+      return await fn(t);
+    } finally {
+      t.destroy();
+    }
   }
 
   /** DISCARD_PREVIOUS_DATA: a restore's safety copy is gone (idempotent). */
@@ -94,10 +136,14 @@ export class BackupJobs {
     return this.dirs.sweepPartials();
   }
 
-  private job(cmd: Command): { directory: string; key: string; ignore: string[]; sha256: string; rawBytes: number } {
+  private job(cmd: Command): { directory: string; s3?: S3Location; key: string; ignore: string[]; sha256: string; rawBytes: number } {
     const b = cmd.backup;
-    if (!b || b.location?.kind.case !== "directory" || !b.key) throw new JobError("BadCommand", "the command names no backup location (an agent older than the manager's backup targets?)");
-    return { directory: b.location.kind.value, key: b.key, ignore: [...b.ignore], sha256: b.sha256, rawBytes: Number(b.rawBytes) };
+    const loc = b?.location?.kind;
+    if (!b || !loc?.case || !b.key) throw new JobError("BadCommand", "the command names no backup location (an agent older than the manager's backup targets?)");
+    const common = { key: b.key, ignore: [...b.ignore], sha256: b.sha256, rawBytes: Number(b.rawBytes) };
+    if (loc.case === "directory") return { ...common, directory: loc.value };
+    const { targetId: _id, ...s3 } = loc.value;
+    return { ...common, directory: "", s3 };
   }
 
   /** Runs `fn` with a signal that aborts at the command's deadline; an abort is DeadlineExceeded. */

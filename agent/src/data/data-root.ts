@@ -303,6 +303,14 @@ export class DataRoot {
     return { kept };
   }
 
+  /** A path for a temporary file in the data root's restore work directory (created); the caller removes the file. */
+  async workFile(name: string): Promise<string> {
+    if (!PREVIOUS_NAME_RE.test(name.replace(/\.download$/, ""))) throw new DataPathError(`refusing work file name ${JSON.stringify(name)}`);
+    await this.checkRoot();
+    await mkdir(join(this.root, RESTORE_WORK_DIR), { recursive: true, mode: ROOT_MODE });
+    return join(this.root, RESTORE_WORK_DIR, name);
+  }
+
   /** Removes a restore's safety copy `<root>/.berth-previous/<name>` (idempotent). */
   async discardPrevious(name: string): Promise<void> {
     const p = this.previousPath(name);

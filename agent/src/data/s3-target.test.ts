@@ -5,6 +5,10 @@ import type { Readable, Writable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { S3RVER_KEY, TestS3Server, type S3Request } from "../../testing/s3-server.js";
 import { S3Target, staleUploads, type S3Location } from "./s3-target.js";
+import { createArchive } from "./archive.js";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const MiB = 1024 * 1024;
 /** S3's minimum part size: 40 MB is then eight parts. */
@@ -279,6 +283,31 @@ describe("S3Target when s3rver dies mid-upload", () => {
     await expect(t.download("srv_a/crash.tar.gz")).rejects.toMatchObject({ reason: "ArchiveMissing" });
     // s3rver keeps the parts on disk (it cannot list or abort uploads: see agent/testing/s3-server.ts).
     expect(await s3.pendingUploads("backups")).toEqual([id]);
+  });
+
+  it("with an archive being written (createArchive), the server gone before the first part: rejects, never hangs", async () => {
+    const src = await mkdtemp(join(tmpdir(), "berth-s3-src-"));
+    try {
+      for (let i = 0; i < 3; i++) await writeFile(join(src, `blob-${i}`), randomBytes(8 * MiB));
+      let stopped = false;
+      const err = await t
+        .upload("srv_a/archive.tar.gz", (out) =>
+          createArchive(src, out, {
+            onProgress: (p) => {
+              if (!stopped && p.bytesDone > 0) {
+                stopped = true;
+                void s3.stop();
+              }
+            },
+          }),
+        )
+        .catch((e: unknown) => e);
+      expect(stopped).toBe(true);
+      expect(err).toMatchObject({ reason: "TargetUnreachable" });
+    } finally {
+      await s3.restart().catch(() => {});
+      await rm(src, { recursive: true, force: true });
+    }
   });
 
   function uploadIdOfCrash(): string {

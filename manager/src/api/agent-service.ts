@@ -635,9 +635,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     const command = create(CommandSchema, { id: newId("cmd"), kind: CommandKind.REMOVE_BACKUP, backup: job, deadline: timestampFromMs(now() + 120_000) });
     hub.request(hostId, command, 120_000).then(
       (r) => {
-        if (!r.success) log.warn({ host: hostId, backup: job.backupId, key: job.key, reason: r.reason, message: r.message }, "could not remove the archive of a backup that finished after its deadline");
+        if (!r.success) log.warn({ host: hostId, backup: job.backupId, key: job.key, reason: r.reason, message: r.message }, "could not remove what a backup left in its target after it failed or finished too late");
       },
-      (err: unknown) => log.warn({ host: hostId, backup: job.backupId, key: job.key, err: String(err) }, "could not remove the archive of a backup that finished after its deadline"),
+      (err: unknown) => log.warn({ host: hostId, backup: job.backupId, key: job.key, err: String(err) }, "could not remove what a backup left in its target after it failed or finished too late"),
     );
   }
 
@@ -736,6 +736,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       // expired it first). Its observation is stored; the command, its event and effects are not again.
       if (observed.length > 0 && !(await link.commit(observed))) return;
     }
+    // An S3 upload the agent lost when it restarted may be left as an incomplete multipart upload:
+    // the new agent process aborts it (REMOVE_BACKUP also aborts pending uploads of the key).
+    const job = cmd.command.backup;
+    if (!r.success && r.reason === "AgentRestarted" && cmd.command.kind === CommandKind.BACKUP_DATA && job?.location?.kind.case === "s3") removeLateArchive(host.id, job);
     // What the success satisfies (restart and rebuild requests) the reconcile queued below folds
     // into its own batch (reconciler.ts, noteCommandFinished), before it can issue another command.
     order.note(cmd.serverId, seq);
