@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService, Role } from "@berth/proto/berth/v1/access_pb.js";
 import { AgentService } from "@berth/proto/berth/v1/agent_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
@@ -23,7 +24,7 @@ import { ConflictError } from "../errors.js";
 import { assertEachSeed, hostileString, messageArb, PRECISE, recordSnapshot, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../../testing/fuzz-kit.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
-const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, AgentService];
+const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, AgentService, BackupService];
 
 describe(`fuzz: every RPC answers a precise code and a refused call writes nothing${seedsLabel()}`, () => {
   let tm: TestManager;
