@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService, Role } from "@berth/proto/berth/v1/access_pb.js";
 import { AgentService } from "@berth/proto/berth/v1/agent_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
@@ -46,7 +47,7 @@ import {
 const run = promisify(execFile);
 
 /** The operator-facing services; AgentService authenticates agents, not tokens. */
-const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService];
+const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService];
 
 type RoleName = "viewer" | "operator" | "admin";
 const RANK: Record<RoleName, number> = { viewer: 0, operator: 1, admin: 2 };
@@ -78,6 +79,7 @@ describe("access control: every RPC, every kind of caller", () => {
     admin: "",
   };
 
+  let targets = 0;
   const ROWS: Record<string, Row> = {
     "berth.v1.ServerService/CreateServer": {
       role: "operator",
@@ -121,6 +123,16 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.AlertService/AcknowledgeAlert": { role: "operator", request: () => ({ id: "alert_doesnotexist" }) },
     "berth.v1.AlertService/MuteAlert": { role: "operator", request: () => ({ id: "alert_doesnotexist", durationSeconds: 60 }) },
 
+    "berth.v1.BackupService/CreateBackupTarget": { role: "admin", request: () => ({ name: `access-${++targets}`, directory: { path: "/var/lib/berth-backups" } }) },
+    "berth.v1.BackupService/ListBackupTargets": { role: "viewer", request: () => ({}) },
+    "berth.v1.BackupService/DeleteBackupTarget": { role: "admin", request: () => ({ id: "bkt_doesnotexist" }) },
+    "berth.v1.BackupService/CreateBackup": { role: "operator", request: () => ({ server: serverA.id, target: "no-such-target" }), serverAddressed: true },
+    "berth.v1.BackupService/GetBackup": { role: "viewer", request: () => ({ id: "bk_doesnotexist" }) },
+    "berth.v1.BackupService/ListBackups": { role: "viewer", request: () => ({}) },
+    "berth.v1.BackupService/DeleteBackup": { role: "operator", request: () => ({ id: "bk_doesnotexist" }) },
+    "berth.v1.BackupService/LockBackup": { role: "operator", request: () => ({ id: "bk_doesnotexist", locked: true }) },
+    "berth.v1.BackupService/RestoreBackup": { role: "operator", request: () => ({ server: serverA.id, backupId: "bk_doesnotexist" }), serverAddressed: true },
+
     "berth.v1.OrphanService/ListOrphans": { role: "admin", request: () => ({}) },
     "berth.v1.OrphanService/AdoptOrphan": { role: "admin", request: () => ({ id: "orphan_doesnotexist", project: "alpha", name: "x" }) },
     "berth.v1.OrphanService/DestroyOrphan": { role: "admin", request: () => ({ id: "orphan_doesnotexist", dryRun: true }) },
@@ -130,8 +142,16 @@ describe("access control: every RPC, every kind of caller", () => {
   const methods = SERVICES.flatMap((s) => s.methods.map((m) => ({ service: s, method: m, key: `${s.typeName}/${m.name}` })));
 
   /** Calls one RPC; a stream counts as OK once it delivers a message or stays open for 2 s. */
+  /** One transport (one HTTP/2 connection) per token: a new one per call reached the manager's 256 connections per IP. */
+  const transports = new Map<string | undefined, ReturnType<ManagerProc["transport"]>>();
+  const transportFor = (token: string | undefined) => {
+    let t = transports.get(token);
+    if (!t) transports.set(token, (t = manager.transport(token)));
+    return t;
+  };
+
   async function call(service: DescService, method: DescMethod, token: string | undefined, request: object): Promise<Outcome> {
-    const client = createClient(service, manager.transport(token)) as unknown as Record<string, (req: object, opts?: object) => unknown>;
+    const client = createClient(service, transportFor(token)) as unknown as Record<string, (req: object, opts?: object) => unknown>;
     const fn = client[method.localName]!;
     if (method.methodKind === "unary") {
       try {

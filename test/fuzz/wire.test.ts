@@ -10,6 +10,7 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
@@ -19,7 +20,7 @@ import { assertEachSeed, hostileString, messageArb, PRECISE, seedsLabel } from "
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 25);
-const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService];
+const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, BackupService];
 const METHODS = SERVICES.flatMap((s) => s.methods.filter((m) => m.methodKind !== "bidi_streaming").map((m) => ({ s, m })));
 /** Connect's code names (lowercase, underscores) that are not precise. */
 const VAGUE = new Set(["internal", "unknown"]);
