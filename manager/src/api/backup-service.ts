@@ -40,6 +40,7 @@ import type { Store, WriteOp } from "../store/store.js";
 import { backupTargetContext, type SecretBox } from "../store/secrets.js";
 import { loadVisibleServer } from "./find-server.js";
 import { serverToProto } from "./convert.js";
+import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { WRITE_ATTEMPTS } from "./server-service.js";
 
 export interface BackupServiceDeps {
@@ -325,12 +326,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
     async listBackups(req, ctx) {
       const caller = callerOf(ctx);
       const limit = Math.min(req.pageSize || 100, MAX_PAGE);
-      let before: { createdAt: number; id: string } | undefined;
-      if (req.pageToken) {
-        const m = /^(\d+):(bk_[a-z2-7]+)$/.exec(Buffer.from(req.pageToken, "base64url").toString());
-        if (!m) throw new InvalidArgumentError("page_token", "not a token returned by ListBackups; omit it to start from the first page");
-        before = { createdAt: Number(m[1]), id: m[2]! };
-      }
+      const before = positionOfPageToken(req.pageToken, "bk", "ListBackups");
       const project = caller.project ?? (req.project.trim() || undefined);
       if (caller.project !== null) projectFor(caller, req.project);
       let serverId: string | undefined;
@@ -348,9 +344,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         limit: limit + 1,
       });
       const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      const nextPageToken = rows.length > limit && last ? Buffer.from(`${last.createdAt}:${last.id}`).toString("base64url") : "";
-      return create(ListBackupsResponseSchema, { backups: page.map(backupToProto), nextPageToken });
+      return create(ListBackupsResponseSchema, { backups: page.map(backupToProto), nextPageToken: pageTokenAfter(page.at(-1), rows.length > limit) });
     },
 
     async lockBackup(req, ctx) {

@@ -36,6 +36,7 @@ import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createTailLogs } from "./logs.js";
 import { loadHost, loadVisibleServer } from "./find-server.js";
+import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { turns } from "../turns.js";
 
 export interface ServerServiceDeps {
@@ -270,12 +271,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const caller = callerOf(ctx);
       if (req.pageSize < 0) throw new InvalidArgumentError("page_size", "must not be negative");
       const limit = Math.min(req.pageSize || 100, MAX_PAGE);
-      let before: { createdAt: number; id: string } | undefined;
-      if (req.pageToken) {
-        const m = /^(\d+):(srv_[a-z2-7]+)$/.exec(Buffer.from(req.pageToken, "base64url").toString());
-        if (!m) throw new InvalidArgumentError("page_token", "not a token returned by ListServers; omit it to start from the first page");
-        before = { createdAt: Number(m[1]), id: m[2]! };
-      }
+      const before = positionOfPageToken(req.pageToken, "srv", "ListServers");
       // An all-projects admin sees every project unless it asks for one.
       const project = caller.project ?? (req.project.trim() || undefined);
       if (caller.project !== null) projectFor(caller, req.project);
@@ -284,9 +280,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const phases = [...new Set(req.phases)].map((p) => Phase[p] ?? "UNSPECIFIED");
       const rows = await store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, before, limit: limit + 1 });
       const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      const nextPageToken = rows.length > limit && last ? Buffer.from(`${last.createdAt}:${last.id}`).toString("base64url") : "";
-      return create(ListServersResponseSchema, { servers: page.map(serverToProto), nextPageToken });
+      return create(ListServersResponseSchema, { servers: page.map(serverToProto), nextPageToken: pageTokenAfter(page.at(-1), rows.length > limit) });
     },
 
     async startServer(req, ctx) {
