@@ -17,7 +17,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { BackupService, BackupState, type Backup } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
-import { Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { BackupPolicySchema, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { create } from "@bufbuild/protobuf";
 import { TEST_IMAGE } from "./harness/docker-engine.js";
 import { S3Target } from "../agent/src/data/s3-target.js";
 import { S3RVER_KEY, TestS3Server } from "../agent/testing/s3-server.js";
@@ -68,7 +69,7 @@ describe("backups of data directories", () => {
   beforeAll(async () => {
     dir = await tempDir("data-backups");
     backupDir = join(dir, "backups");
-    manager = await startManager({ dir });
+    manager = await startManager({ dir, args: ["--backup-retention-interval", "1"] });
     agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", backupDir] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     backups = createClient(BackupService, manager.transport(manager.adminToken));
@@ -186,6 +187,29 @@ describe("backups of data directories", () => {
     await backups.deleteBackup({ id: done.id });
     expect(existsSync(file)).toBe(false);
     expect((await codeOf(backups.getBackup({ id: done.id }))).code).toBe(Code.NotFound);
+  });
+
+  it("retention: with keep_last=1 an older backup goes (archive and record) once a newer one succeeded; a locked one stays", async () => {
+    const s = await runningServer("retained");
+    const { server } = await manager.servers.getServer({ id: s.id });
+    await manager.servers.updateServer({ id: s.id, spec: { ...server!.spec!, backupPolicy: create(BackupPolicySchema, { keepLast: 1 }) } });
+    writeFileSync(join(s.data, "x"), "data");
+    const make = async () => finished((await backups.createBackup({ server: s.id, target: `local-${uid}`, live: true })).backup!.id);
+    const first = await make();
+    const second = await make();
+    expect([first.state, second.state]).toEqual([BackupState.SUCCEEDED, BackupState.SUCCEEDED]);
+    const list = async () => (await backups.listBackups({ server: s.id })).backups.map((b) => b.id);
+    await waitFor("retention to remove the older backup", async () => !(await list()).includes(first.id), 30_000);
+    expect(existsSync(join(backupDir, first.key))).toBe(false);
+    await backups.lockBackup({ id: second.id, locked: true });
+    const third = await make();
+    const fourth = await make();
+    // The third goes like the first did (that shows a retention run after it); the locked second,
+    // beyond keep_last too, stays, and so does the newest.
+    await waitFor("retention to remove the third backup", async () => !(await list()).includes(third.id), 30_000);
+    expect((await list()).sort()).toEqual([second.id, fourth.id].sort());
+    const { events: ledger } = await events.listEvents({ serverId: s.id, pageSize: 100 });
+    expect(ledger.some((e) => e.type === "backup.deleted" && e.actor === "retention" && e.correlationId === first.id)).toBe(true);
   });
 
   it("a restore of another server's backup, or of an unfinished one, is refused", async () => {

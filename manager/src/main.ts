@@ -54,6 +54,7 @@ const manager = await buildOrExplain({
   resyncIntervalSeconds: settings["resync-interval"],
   containerLogs: { maxSizeBytes: settings["container-log-max-size"], maxFiles: settings["container-log-max-files"] },
   orphanGraceSeconds: settings["orphan-grace"],
+  backupRetentionIntervalSeconds: settings["backup-retention-interval"],
   adoptablePaths: settings["adoptable-path"].map((d) => d.replace(/\/+$/, "")),
   ledger: ledgerConfigFrom(settings),
   ...(settings["metrics-token"] ? { metricsToken: settings["metrics-token"] } : {}),

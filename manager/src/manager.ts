@@ -40,6 +40,8 @@ import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
 import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
+import { BackupRemoval } from "./api/backup-removal.js";
+import { BackupRetention } from "./backups/retention.js";
 import { AgentHub } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
 import { HostOwnership } from "./cluster/host-ownership.js";
@@ -100,6 +102,8 @@ export interface ManagerConfig {
   dbProbeIntervalSeconds?: number;
   /** Containers younger than this are not listed as orphans (default 60). */
   orphanGraceSeconds?: number;
+  /** Seconds between backup retention runs (default 600). */
+  backupRetentionIntervalSeconds?: number;
   /** Host directories outside the data root AdoptOrphan's move_data may copy (default none). */
   adoptablePaths?: string[];
   log: Logger;
@@ -212,6 +216,13 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     orphans: () => orphans.alertViews(),
   });
   leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
+  const backupRetention = new BackupRetention({
+    store: opened.contract,
+    removal: new BackupRemoval({ store: opened.contract, hub, presence, ledger, now: Date.now }),
+    log,
+    ...(config.backupRetentionIntervalSeconds !== undefined ? { intervalMs: config.backupRetentionIntervalSeconds * 1000 } : {}),
+  });
+  leader.onChange((leading) => (leading ? backupRetention.start() : void backupRetention.stop()));
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
   const managerPresence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;

@@ -9,7 +9,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import {
   BackupSchema,
   BackupService,
@@ -30,17 +29,18 @@ import {
 import { posix } from "node:path";
 import { actorOf, callerOf, canSee, projectFor, requireRole, type Caller } from "../auth/caller.js";
 import type { HostPresence } from "../cluster/presence.js";
-import type { BackupLocationRecord, BackupRecord, BackupState as StoredState, BackupTargetRecord, DataOp, ServerRecord } from "../domain/records.js";
-import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
+import type { BackupRecord, BackupState as StoredState, BackupTargetRecord, DataOp, ServerRecord } from "../domain/records.js";
+import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
-import { locationOf, type Reconciler } from "../reconcile/reconciler.js";
+import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { backupTargetContext, type SecretBox } from "../store/secrets.js";
 import { loadVisibleServer } from "./find-server.js";
 import { serverToProto } from "./convert.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
+import { backupLocationOn, BackupRemoval } from "./backup-removal.js";
 import { WRITE_ATTEMPTS } from "./server-service.js";
 
 export interface BackupServiceDeps {
@@ -57,8 +57,6 @@ export interface BackupServiceDeps {
 }
 
 export const DEFAULT_BACKUP_TIMEOUT_MS = 6 * 3600_000;
-/** How long DeleteBackup waits for the agent to remove the archive. */
-const REMOVE_ANSWER_MS = 120_000;
 const MAX_PAGE = 1000;
 
 const STATE_TO_PROTO: Record<StoredState, BackupState> = {
@@ -116,19 +114,13 @@ export function targetToProto(t: BackupTargetRecord): BackupTarget {
   });
 }
 
-/** Whether `path` is one of `roots` or inside one (both absolute, normalised). */
-export function underBackupRoot(path: string, roots: readonly string[]): boolean {
-  return roots.some((r) => {
-    const root = posix.normalize(r).replace(/\/+$/, "") || "/";
-    return path === root || path.startsWith(root === "/" ? "/" : `${root}/`);
-  });
-}
-
 export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof BackupService> {
   const { store, hub, ledger, reconciler } = deps;
   const presence = deps.presence ?? hub;
   const now = deps.now ?? Date.now;
   const defaultTimeoutMs = deps.defaultTimeoutMs ?? DEFAULT_BACKUP_TIMEOUT_MS;
+  const removal = new BackupRemoval({ store, hub, presence, ledger, now });
+  const locationOn = (t: BackupTargetRecord, hostId: string) => backupLocationOn(store, t, hostId);
 
   async function findTarget(idOrName: string): Promise<BackupTargetRecord> {
     const key = idOrName.trim();
@@ -152,28 +144,6 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
     if (!presence.isConnected(s.hostId)) {
       throw new PreconditionError(`the host of server "${s.name}" (${s.hostId}) is offline; a ${what} needs its agent, so it is refused rather than queued: try again once the host is back (HostService.GetHost)`);
     }
-  }
-
-  /**
-   * Where host `hostId` reads and writes archives of `t`: S3-compatible
-   * storage from anywhere; a directory only when the host's agent allows it
-   * (--backup-dir).
-   */
-  async function locationOn(t: BackupTargetRecord, hostId: string): Promise<BackupLocationRecord> {
-    if (t.config.kind === "s3") {
-      const { kind: _s3, ...c } = t.config;
-      return { s3: { targetId: t.id, ...c, sealedSecret: t.sealedSecret } };
-    }
-    const host = await store.getHost(hostId);
-    const roots = host?.facts.backupDirs ?? [];
-    if (!underBackupRoot(t.config.path, roots)) {
-      throw new PreconditionError(
-        roots.length === 0
-          ? `the agent of host ${hostId} writes backups nowhere (no --backup-dir, or an agent older than backups); start it with --backup-dir ${t.config.path}`
-          : `the agent of host ${hostId} writes backups only under ${roots.join(", ")} (its --backup-dir), and target "${t.name}" is ${t.config.path}; add --backup-dir ${t.config.path} to that agent or use another target`,
-      );
-    }
-    return { directory: t.config.path };
   }
 
   /**
@@ -364,62 +334,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "DeleteBackup");
       const b = await findBackup(caller, req.id);
-      if (b.locked) throw new PreconditionError(`backup ${b.id} is locked; unlock it first (BackupService.LockBackup with locked=false)`);
-      if (b.state === "pending" || b.state === "running") {
-        throw new PreconditionError(`backup ${b.id} is ${b.state}; wait for it to finish (it fails at its deadline at the latest), then delete it`);
-      }
-      const actor = actorOf(caller);
-      const deleted = (message: string): WriteOp[] => [
-        { op: "backup.delete", id: b.id },
-        ledger.op({ type: "backup.deleted", project: b.project, serverId: b.serverId, hostId: b.hostId, actor, correlationId: b.id, message }),
-      ];
-      if (b.state === "failed") {
-        // Nothing of a failed backup is left in its target (the agent removes what it wrote).
-        await store.commit(deleted(`backup ${b.id} (failed) deleted`));
-        return create(DeleteBackupResponseSchema, { backup: backupToProto({ ...b, state: "deleting" }) });
-      }
-      const target = await findTarget(b.targetId);
-      // The host that made it holds a directory's archive; on a shared directory, or in S3, any
-      // connected host that can reach the target will do.
-      const anywhere = target.config.kind === "s3" || target.config.shared;
-      const candidates = [b.hostId, ...(anywhere ? presence.connectedHostIds().filter((h) => h !== b.hostId) : [])];
-      let hostId: string | undefined;
-      let location: BackupLocationRecord | undefined;
-      for (const h of candidates) {
-        if (!hub.isConnected(h)) continue;
-        location = await locationOn(target, h).catch(() => undefined);
-        if (location) {
-          hostId = h;
-          break;
-        }
-      }
-      if (!hostId || !location) {
-        throw new PreconditionError(
-          presence.isConnected(b.hostId) && !hub.isConnected(b.hostId)
-            ? `host ${b.hostId}, which holds backup ${b.id}, is connected to another manager; send DeleteBackup to that manager`
-            : `host ${b.hostId}, which holds backup ${b.id}, is offline; delete it once the host is back`,
-        );
-      }
-      if (b.state !== "deleting") await store.commit([{ op: "backup.update", id: b.id, set: { state: "deleting" }, ifState: ["succeeded"] }]);
-      const command = create(CommandSchema, {
-        id: newId("cmd"),
-        kind: CommandKind.REMOVE_BACKUP,
-        serverId: b.serverId,
-        backup: { backupId: b.id, location: locationOf(location), key: b.key },
-        deadline: timestampFromMs(now() + REMOVE_ANSWER_MS),
-      });
-      let outcome: { success: boolean; reason: string; message: string };
-      try {
-        outcome = await hub.request(hostId, command, REMOVE_ANSWER_MS);
-      } catch (err) {
-        await store.commit([{ op: "backup.update", id: b.id, set: { state: "succeeded" }, ifState: ["deleting"] }]);
-        throw new UnavailableError(`the agent of host ${hostId} did not remove backup ${b.id}: ${err instanceof Error ? err.message : String(err)}; it is kept, try again`);
-      }
-      if (!outcome.success) {
-        await store.commit([{ op: "backup.update", id: b.id, set: { state: "succeeded" }, ifState: ["deleting"] }]);
-        throw new PreconditionError(`the agent of host ${hostId} could not remove backup ${b.id} (${outcome.reason}): ${outcome.message}; it is kept`);
-      }
-      await store.commit(deleted(`backup ${b.id} deleted from target "${target.name}" (${b.key}, through host ${hostId})`));
+      await removal.remove(b, actorOf(caller));
       return create(DeleteBackupResponseSchema, { backup: backupToProto({ ...b, state: "deleting" }) });
     },
 

@@ -213,6 +213,14 @@ export const MANAGER_SETTINGS = defineSettings({
       return undefined;
     },
   },
+  "backup-retention-interval": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "S",
+    default: 600,
+    help: "seconds between runs of backup retention (each server's backup_policy; docs/data.md)",
+    check: (n) => (Number.isInteger(n) && n >= 1 ? undefined : "must be a whole number of seconds >= 1"),
+  },
   "orphan-grace": {
     kind: "integer",
     group: "Server lifecycle",

@@ -251,7 +251,8 @@ function EditSpec({ s }: { s: Server }) {
     setBusy(true);
     setError(undefined);
     try {
-      const spec = specFromForm(form);
+      // Fields the form does not edit (the backup policy) are kept as they are.
+      const spec = { ...specFromForm(form), ...(s.spec?.backupPolicy ? { backupPolicy: s.spec.backupPolicy } : {}) };
       await checkSpecRules(spec);
       const { server } = await api.servers.updateServer({ id: s.id, spec, applyNow });
       if (server) {

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/server.proto.
  */
 export const file_berth_v1_server: GenFile = /*@__PURE__*/
-  fileDesc("ChViZXJ0aC92MS9zZXJ2ZXIucHJvdG8SCGJlcnRoLnYxIoIBCgtQb3J0TWFwcGluZxIeCglob3N0X3BvcnQYASABKA1CC7pICCoGGP//AygBEiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQASKMBwoKU2VydmVyU3BlYxI5CgRuYW1lGAEgASgJQiu6SChyJjIkXlthLXowLTldKFthLXowLTktXXswLDYxfVthLXowLTldKT8kEhkKB2hvc3RfaWQYAiABKAlCCLpIBXIDGP0BEqABCgVpbWFnZRgDIAEoCUKQAbpIjAFyiQEY/wEygwFeW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JBIuCgdjb21tYW5kGAQgAygJQh26SBqSARcQgAIiEnIQKICAAjIKXlteXHgwMF0qJBJnCgNlbnYYBSADKAsyHS5iZXJ0aC52MS5TZXJ2ZXJTcGVjLkVudkVudHJ5Qju6SDiaATUQyAEiHHIaMhheW0EtWmEtel9dW0EtWmEtejAtOV9dKiQqEnIQKICAAjIKXlteXHgwMF0qJBIuCgVwb3J0cxgGIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nQgi6SAWSAQIQZBI0Cg9kYXRhX21vdW50X3BhdGgYByABKAlCG7pIGNgBAXITGIAIMgteL1teXHgwMF0qJFoBLxI5Cg5yZXN0YXJ0X3BvbGljeRgIIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEjcKDWRlc2lyZWRfc3RhdGUYCSABKA4yFi5iZXJ0aC52MS5EZXNpcmVkU3RhdGVCCLpIBYIBAhABElIKB2NhcF9hZGQYCiADKAlCQbpIPpIBOxAFGAEiNXIzUgtBVURJVF9XUklURVIGRlNFVElEUgdORVRfUkFXUgdTRVRQQ0FQUgpTWVNfQ0hST09UEi4KEmxvZ19tYXhfc2l6ZV9ieXRlcxgLIAEoDUISukgP2AEBKgoYgICAgAQogIAEEiMKDWxvZ19tYXhfZmlsZXMYDCABKA1CDLpICdgBASoEGBQoARI9CgpzZWNyZXRfZW52GA0gAygJQim6SCaSASMQyAEYASIcchoyGF5bQS1aYS16X11bQS1aYS16MC05X10qJBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrwBCglDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS5iZXJ0aC52MS5Db25kaXRpb25TdGF0dXMSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSOAoUbGFzdF90cmFuc2l0aW9uX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE29ic2VydmVkX2dlbmVyYXRpb24YBiABKAMiggMKDFNlcnZlclN0YXR1cxIeCgVwaGFzZRgBIAEoDjIPLmJlcnRoLnYxLlBoYXNlEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEicKCmNvbmRpdGlvbnMYBCADKAsyEy5iZXJ0aC52MS5Db25kaXRpb24SGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgFIAEoAxIUCgxjb250YWluZXJfaWQYBiABKAkSFwoPY29udGFpbmVyX3N0YXRlGAcgASgJEhMKC2RhdGFfZXhpc3RzGAggASgIEhcKD2RhdGFfc2l6ZV9ieXRlcxgJIAEoAxIVCg1yZXN0YXJ0X2NvdW50GAogASgFEjQKEGxhc3RfY2hhbmdlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWxhc3RfY2hhbmdlX2NhdXNlGAwgASgJEiYKCW9wZXJhdGlvbhgNIAEoCzITLmJlcnRoLnYxLk9wZXJhdGlvbiKUAQoJT3BlcmF0aW9uEgwKBGtpbmQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJEg0KBXN0YWdlGAMgASgJEhIKCmJ5dGVzX2RvbmUYBCABKAMSEwoLYnl0ZXNfdG90YWwYBSABKAMSLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiqQIKBlNlcnZlchIKCgJpZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEiIKBHNwZWMYAyABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjEiYKBnN0YXR1cxgEIAEoCzIWLmJlcnRoLnYxLlNlcnZlclN0YXR1cxISCgpnZW5lcmF0aW9uGAUgASgDEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVsZXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YCSABKAQiUgoTQ3JlYXRlU2VydmVyUmVxdWVzdBIqCgRzcGVjGAEgASgLMhQuYmVydGgudjEuU2VydmVyU3BlY0IGukgDyAEBEg8KB3Byb2plY3QYAiABKAkiOAoUQ3JlYXRlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIh4KEEdldFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiNQoRR2V0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIp0BChJMaXN0U2VydmVyc1JlcXVlc3QSDwoHaG9zdF9pZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEhQKDHNob3dfZGVsZXRlZBgDIAEoCBIaCglwYWdlX3NpemUYBCABKAVCB7pIBBoCKAASEgoKcGFnZV90b2tlbhgFIAEoCRIfCgZwaGFzZXMYBiADKA4yDy5iZXJ0aC52MS5QaGFzZSJRChNMaXN0U2VydmVyc1Jlc3BvbnNlEiEKB3NlcnZlcnMYASADKAsyEC5iZXJ0aC52MS5TZXJ2ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpQBChNVcGRhdGVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEioKBHNwZWMYAiABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjQga6SAPIAQESEQoJYXBwbHlfbm93GAMgASgIEh0KEGV4cGVjdGVkX3ZlcnNpb24YBCABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI4ChRVcGRhdGVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiOgoSU3RhcnRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEhgKEGFsbG93X2VtcHR5X2RhdGEYAiABKAgiNwoTU3RhcnRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiQgoRU3RvcFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSIQoPdGltZW91dF9zZWNvbmRzGAIgASgNQgi6SAUqAxiQHCI2ChJTdG9wU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiAKElBhdXNlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI3ChNQYXVzZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIhChNSZXN1bWVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjgKFFJlc3VtZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIiChRSZXN0YXJ0U2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI5ChVSZXN0YXJ0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiIKFFJlYnVpbGRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjkKFVJlYnVpbGRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIQoTRGVsZXRlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI4ChREZWxldGVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIgoUUmVzdG9yZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOQoVUmVzdG9yZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciJEChJQdXJnZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSEwoLcmVtb3ZlX2RhdGEYAiABKAgSDQoFZm9yY2UYAyABKAgiFQoTUHVyZ2VTZXJ2ZXJSZXNwb25zZSKEAQoTV2F0Y2hTZXJ2ZXJzUmVxdWVzdBIPCgdwcm9qZWN0GAEgASgJEg8KB2hvc3RfaWQYAiABKAkSHwoGcGhhc2VzGAMgAygOMg8uYmVydGgudjEuUGhhc2USFAoMc2hvd19kZWxldGVkGAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCSJ1ChRXYXRjaFNlcnZlcnNSZXNwb25zZRIlCgZjaGFuZ2UYASABKA4yFS5iZXJ0aC52MS5XYXRjaENoYW5nZRIgCgZzZXJ2ZXIYAiABKAsyEC5iZXJ0aC52MS5TZXJ2ZXISFAoMcmVzdW1lX3Rva2VuGAMgASgJIkEKD1RhaWxMb2dzUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZmb2xsb3cYAiABKAgSEgoKdGFpbF9saW5lcxgDIAEoDSKJAQoQVGFpbExvZ3NSZXNwb25zZRIOCgZzdHJlYW0YASABKAkSDAoEZGF0YRgCIAEoDBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1kcm9wcGVkX2J5dGVzGAQgASgEEhYKDmRyb3BwZWRfY2h1bmtzGAUgASgEKkgKCFByb3RvY29sEhgKFFBST1RPQ09MX1VOU1BFQ0lGSUVEEAASEAoMUFJPVE9DT0xfVENQEAESEAoMUFJPVE9DT0xfVURQEAIqgwEKDVJlc3RhcnRQb2xpY3kSHgoaUkVTVEFSVF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIYChRSRVNUQVJUX1BPTElDWV9ORVZFUhABEh0KGVJFU1RBUlRfUE9MSUNZX09OX0ZBSUxVUkUQAhIZChVSRVNUQVJUX1BPTElDWV9BTFdBWVMQAyp9CgxEZXNpcmVkU3RhdGUSHQoZREVTSVJFRF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFURFU0lSRURfU1RBVEVfUlVOTklORxABEhgKFERFU0lSRURfU1RBVEVfUEFVU0VEEAISGQoVREVTSVJFRF9TVEFURV9TVE9QUEVEEAMqmAIKBVBoYXNlEhUKEVBIQVNFX1VOU1BFQ0lGSUVEEAASEQoNUEhBU0VfUEVORElORxABEhIKDlBIQVNFX0NSRUFUSU5HEAISEgoOUEhBU0VfU1RBUlRJTkcQAxIRCg1QSEFTRV9SVU5OSU5HEAQSEAoMUEhBU0VfUEFVU0VEEAUSEgoOUEhBU0VfU1RPUFBJTkcQBhIRCg1QSEFTRV9TVE9QUEVEEAcSEQoNUEhBU0VfTUlTU0lORxAIEhMKD1BIQVNFX0RBVEFfTE9TVBAJEhAKDFBIQVNFX0ZBSUxFRBAKEhEKDVBIQVNFX1VOS05PV04QCxIRCg1QSEFTRV9ERUxFVEVEEAwSEQoNUEhBU0VfUFVSR0lORxANKogBCg9Db25kaXRpb25TdGF0dXMSIAocQ09ORElUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUNPTkRJVElPTl9TVEFUVVNfVFJVRRABEhoKFkNPTkRJVElPTl9TVEFUVVNfRkFMU0UQAhIcChhDT05ESVRJT05fU1RBVFVTX1VOS05PV04QAyqXAQoLV2F0Y2hDaGFuZ2USHAoYV0FUQ0hfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASGQoVV0FUQ0hfQ0hBTkdFX1NOQVBTSE9UEAESHQoZV0FUQ0hfQ0hBTkdFX1NOQVBTSE9UX0VORBACEhcKE1dBVENIX0NIQU5HRV9VUFNFUlQQAxIXChNXQVRDSF9DSEFOR0VfREVMRVRFEAQylgkKDVNlcnZlclNlcnZpY2USTQoMQ3JlYXRlU2VydmVyEh0uYmVydGgudjEuQ3JlYXRlU2VydmVyUmVxdWVzdBoeLmJlcnRoLnYxLkNyZWF0ZVNlcnZlclJlc3BvbnNlEkQKCUdldFNlcnZlchIaLmJlcnRoLnYxLkdldFNlcnZlclJlcXVlc3QaGy5iZXJ0aC52MS5HZXRTZXJ2ZXJSZXNwb25zZRJKCgtMaXN0U2VydmVycxIcLmJlcnRoLnYxLkxpc3RTZXJ2ZXJzUmVxdWVzdBodLmJlcnRoLnYxLkxpc3RTZXJ2ZXJzUmVzcG9uc2USTQoMVXBkYXRlU2VydmVyEh0uYmVydGgudjEuVXBkYXRlU2VydmVyUmVxdWVzdBoeLmJlcnRoLnYxLlVwZGF0ZVNlcnZlclJlc3BvbnNlEkoKC1N0YXJ0U2VydmVyEhwuYmVydGgudjEuU3RhcnRTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuU3RhcnRTZXJ2ZXJSZXNwb25zZRJHCgpTdG9wU2VydmVyEhsuYmVydGgudjEuU3RvcFNlcnZlclJlcXVlc3QaHC5iZXJ0aC52MS5TdG9wU2VydmVyUmVzcG9uc2USSgoLUGF1c2VTZXJ2ZXISHC5iZXJ0aC52MS5QYXVzZVNlcnZlclJlcXVlc3QaHS5iZXJ0aC52MS5QYXVzZVNlcnZlclJlc3BvbnNlEk0KDFJlc3VtZVNlcnZlchIdLmJlcnRoLnYxLlJlc3VtZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5SZXN1bWVTZXJ2ZXJSZXNwb25zZRJQCg1SZXN0YXJ0U2VydmVyEh4uYmVydGgudjEuUmVzdGFydFNlcnZlclJlcXVlc3QaHy5iZXJ0aC52MS5SZXN0YXJ0U2VydmVyUmVzcG9uc2USUAoNUmVidWlsZFNlcnZlchIeLmJlcnRoLnYxLlJlYnVpbGRTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVidWlsZFNlcnZlclJlc3BvbnNlEk0KDERlbGV0ZVNlcnZlchIdLmJlcnRoLnYxLkRlbGV0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5EZWxldGVTZXJ2ZXJSZXNwb25zZRJQCg1SZXN0b3JlU2VydmVyEh4uYmVydGgudjEuUmVzdG9yZVNlcnZlclJlcXVlc3QaHy5iZXJ0aC52MS5SZXN0b3JlU2VydmVyUmVzcG9uc2USSgoLUHVyZ2VTZXJ2ZXISHC5iZXJ0aC52MS5QdXJnZVNlcnZlclJlcXVlc3QaHS5iZXJ0aC52MS5QdXJnZVNlcnZlclJlc3BvbnNlEk8KDFdhdGNoU2VydmVycxIdLmJlcnRoLnYxLldhdGNoU2VydmVyc1JlcXVlc3QaHi5iZXJ0aC52MS5XYXRjaFNlcnZlcnNSZXNwb25zZTABEkMKCFRhaWxMb2dzEhkuYmVydGgudjEuVGFpbExvZ3NSZXF1ZXN0GhouYmVydGgudjEuVGFpbExvZ3NSZXNwb25zZTABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChViZXJ0aC92MS9zZXJ2ZXIucHJvdG8SCGJlcnRoLnYxIoIBCgtQb3J0TWFwcGluZxIeCglob3N0X3BvcnQYASABKA1CC7pICCoGGP//AygBEiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQASK7BwoKU2VydmVyU3BlYxI5CgRuYW1lGAEgASgJQiu6SChyJjIkXlthLXowLTldKFthLXowLTktXXswLDYxfVthLXowLTldKT8kEhkKB2hvc3RfaWQYAiABKAlCCLpIBXIDGP0BEqABCgVpbWFnZRgDIAEoCUKQAbpIjAFyiQEY/wEygwFeW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JBIuCgdjb21tYW5kGAQgAygJQh26SBqSARcQgAIiEnIQKICAAjIKXlteXHgwMF0qJBJnCgNlbnYYBSADKAsyHS5iZXJ0aC52MS5TZXJ2ZXJTcGVjLkVudkVudHJ5Qju6SDiaATUQyAEiHHIaMhheW0EtWmEtel9dW0EtWmEtejAtOV9dKiQqEnIQKICAAjIKXlteXHgwMF0qJBIuCgVwb3J0cxgGIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nQgi6SAWSAQIQZBI0Cg9kYXRhX21vdW50X3BhdGgYByABKAlCG7pIGNgBAXITGIAIMgteL1teXHgwMF0qJFoBLxI5Cg5yZXN0YXJ0X3BvbGljeRgIIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEjcKDWRlc2lyZWRfc3RhdGUYCSABKA4yFi5iZXJ0aC52MS5EZXNpcmVkU3RhdGVCCLpIBYIBAhABElIKB2NhcF9hZGQYCiADKAlCQbpIPpIBOxAFGAEiNXIzUgtBVURJVF9XUklURVIGRlNFVElEUgdORVRfUkFXUgdTRVRQQ0FQUgpTWVNfQ0hST09UEi4KEmxvZ19tYXhfc2l6ZV9ieXRlcxgLIAEoDUISukgP2AEBKgoYgICAgAQogIAEEiMKDWxvZ19tYXhfZmlsZXMYDCABKA1CDLpICdgBASoEGBQoARI9CgpzZWNyZXRfZW52GA0gAygJQim6SCaSASMQyAEYASIcchoyGF5bQS1aYS16X11bQS1aYS16MC05X10qJBItCg1iYWNrdXBfcG9saWN5GA4gASgLMhYuYmVydGgudjEuQmFja3VwUG9saWN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSAoMQmFja3VwUG9saWN5EhsKCWtlZXBfbGFzdBgBIAEoDUIIukgFKgMY6AcSGwoJa2VlcF9kYXlzGAIgASgNQgi6SAUqAxjCHCK8AQoJQ29uZGl0aW9uEgwKBHR5cGUYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuYmVydGgudjEuQ29uZGl0aW9uU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEjgKFGxhc3RfdHJhbnNpdGlvbl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAYgASgDIoIDCgxTZXJ2ZXJTdGF0dXMSHgoFcGhhc2UYASABKA4yDy5iZXJ0aC52MS5QaGFzZRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCRInCgpjb25kaXRpb25zGAQgAygLMhMuYmVydGgudjEuQ29uZGl0aW9uEhsKE29ic2VydmVkX2dlbmVyYXRpb24YBSABKAMSFAoMY29udGFpbmVyX2lkGAYgASgJEhcKD2NvbnRhaW5lcl9zdGF0ZRgHIAEoCRITCgtkYXRhX2V4aXN0cxgIIAEoCBIXCg9kYXRhX3NpemVfYnl0ZXMYCSABKAMSFQoNcmVzdGFydF9jb3VudBgKIAEoBRI0ChBsYXN0X2NoYW5nZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFsYXN0X2NoYW5nZV9jYXVzZRgMIAEoCRImCglvcGVyYXRpb24YDSABKAsyEy5iZXJ0aC52MS5PcGVyYXRpb24ilAEKCU9wZXJhdGlvbhIMCgRraW5kGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCRINCgVzdGFnZRgDIAEoCRISCgpieXRlc19kb25lGAQgASgDEhMKC2J5dGVzX3RvdGFsGAUgASgDEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqkCCgZTZXJ2ZXISCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIiCgRzcGVjGAMgASgLMhQuYmVydGgudjEuU2VydmVyU3BlYxImCgZzdGF0dXMYBCABKAsyFi5iZXJ0aC52MS5TZXJ2ZXJTdGF0dXMSEgoKZ2VuZXJhdGlvbhgFIAEoAxIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2RlbGV0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGAkgASgEIlIKE0NyZWF0ZVNlcnZlclJlcXVlc3QSKgoEc3BlYxgBIAEoCzIULmJlcnRoLnYxLlNlcnZlclNwZWNCBrpIA8gBARIPCgdwcm9qZWN0GAIgASgJIjgKFENyZWF0ZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIeChBHZXRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjUKEUdldFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciKdAQoSTGlzdFNlcnZlcnNSZXF1ZXN0Eg8KB2hvc3RfaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIUCgxzaG93X2RlbGV0ZWQYAyABKAgSGgoJcGFnZV9zaXplGAQgASgFQge6SAQaAigAEhIKCnBhZ2VfdG9rZW4YBSABKAkSHwoGcGhhc2VzGAYgAygOMg8uYmVydGgudjEuUGhhc2UiUQoTTGlzdFNlcnZlcnNSZXNwb25zZRIhCgdzZXJ2ZXJzGAEgAygLMhAuYmVydGgudjEuU2VydmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKUAQoTVXBkYXRlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCRIqCgRzcGVjGAIgASgLMhQuYmVydGgudjEuU2VydmVyU3BlY0IGukgDyAEBEhEKCWFwcGx5X25vdxgDIAEoCBIdChBleHBlY3RlZF92ZXJzaW9uGAQgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iOAoUVXBkYXRlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIjoKElN0YXJ0U2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCRIYChBhbGxvd19lbXB0eV9kYXRhGAIgASgIIjcKE1N0YXJ0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIkIKEVN0b3BTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEiEKD3RpbWVvdXRfc2Vjb25kcxgCIAEoDUIIukgFKgMYkBwiNgoSU3RvcFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIgChJQYXVzZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiNwoTUGF1c2VTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIQoTUmVzdW1lU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI4ChRSZXN1bWVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIgoUUmVzdGFydFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOQoVUmVzdGFydFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIiChRSZWJ1aWxkU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI5ChVSZWJ1aWxkU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiEKE0RlbGV0ZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOAoURGVsZXRlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiIKFFJlc3RvcmVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjkKFVJlc3RvcmVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiRAoSUHVyZ2VTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEhMKC3JlbW92ZV9kYXRhGAIgASgIEg0KBWZvcmNlGAMgASgIIhUKE1B1cmdlU2VydmVyUmVzcG9uc2UihAEKE1dhdGNoU2VydmVyc1JlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEh8KBnBoYXNlcxgDIAMoDjIPLmJlcnRoLnYxLlBoYXNlEhQKDHNob3dfZGVsZXRlZBgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkidQoUV2F0Y2hTZXJ2ZXJzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgOMhUuYmVydGgudjEuV2F0Y2hDaGFuZ2USIAoGc2VydmVyGAIgASgLMhAuYmVydGgudjEuU2VydmVyEhQKDHJlc3VtZV90b2tlbhgDIAEoCSJBCg9UYWlsTG9nc1JlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhIKCnRhaWxfbGluZXMYAyABKA0iiQEKEFRhaWxMb2dzUmVzcG9uc2USDgoGc3RyZWFtGAEgASgJEgwKBGRhdGEYAiABKAwSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZHJvcHBlZF9ieXRlcxgEIAEoBBIWCg5kcm9wcGVkX2NodW5rcxgFIAEoBCpICghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhAKDFBST1RPQ09MX1RDUBABEhAKDFBST1RPQ09MX1VEUBACKoMBCg1SZXN0YXJ0UG9saWN5Eh4KGlJFU1RBUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASGAoUUkVTVEFSVF9QT0xJQ1lfTkVWRVIQARIdChlSRVNUQVJUX1BPTElDWV9PTl9GQUlMVVJFEAISGQoVUkVTVEFSVF9QT0xJQ1lfQUxXQVlTEAMqfQoMRGVzaXJlZFN0YXRlEh0KGURFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVERVNJUkVEX1NUQVRFX1JVTk5JTkcQARIYChRERVNJUkVEX1NUQVRFX1BBVVNFRBACEhkKFURFU0lSRURfU1RBVEVfU1RPUFBFRBADKpgCCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhEKDVBIQVNFX1BFTkRJTkcQARISCg5QSEFTRV9DUkVBVElORxACEhIKDlBIQVNFX1NUQVJUSU5HEAMSEQoNUEhBU0VfUlVOTklORxAEEhAKDFBIQVNFX1BBVVNFRBAFEhIKDlBIQVNFX1NUT1BQSU5HEAYSEQoNUEhBU0VfU1RPUFBFRBAHEhEKDVBIQVNFX01JU1NJTkcQCBITCg9QSEFTRV9EQVRBX0xPU1QQCRIQCgxQSEFTRV9GQUlMRUQQChIRCg1QSEFTRV9VTktOT1dOEAsSEQoNUEhBU0VfREVMRVRFRBAMEhEKDVBIQVNFX1BVUkdJTkcQDSqIAQoPQ29uZGl0aW9uU3RhdHVzEiAKHENPTkRJVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVDT05ESVRJT05fU1RBVFVTX1RSVUUQARIaChZDT05ESVRJT05fU1RBVFVTX0ZBTFNFEAISHAoYQ09ORElUSU9OX1NUQVRVU19VTktOT1dOEAMqlwEKC1dhdGNoQ2hhbmdlEhwKGFdBVENIX0NIQU5HRV9VTlNQRUNJRklFRBAAEhkKFVdBVENIX0NIQU5HRV9TTkFQU0hPVBABEh0KGVdBVENIX0NIQU5HRV9TTkFQU0hPVF9FTkQQAhIXChNXQVRDSF9DSEFOR0VfVVBTRVJUEAMSFwoTV0FUQ0hfQ0hBTkdFX0RFTEVURRAEMpYJCg1TZXJ2ZXJTZXJ2aWNlEk0KDENyZWF0ZVNlcnZlchIdLmJlcnRoLnYxLkNyZWF0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5DcmVhdGVTZXJ2ZXJSZXNwb25zZRJECglHZXRTZXJ2ZXISGi5iZXJ0aC52MS5HZXRTZXJ2ZXJSZXF1ZXN0GhsuYmVydGgudjEuR2V0U2VydmVyUmVzcG9uc2USSgoLTGlzdFNlcnZlcnMSHC5iZXJ0aC52MS5MaXN0U2VydmVyc1JlcXVlc3QaHS5iZXJ0aC52MS5MaXN0U2VydmVyc1Jlc3BvbnNlEk0KDFVwZGF0ZVNlcnZlchIdLmJlcnRoLnYxLlVwZGF0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5VcGRhdGVTZXJ2ZXJSZXNwb25zZRJKCgtTdGFydFNlcnZlchIcLmJlcnRoLnYxLlN0YXJ0U2VydmVyUmVxdWVzdBodLmJlcnRoLnYxLlN0YXJ0U2VydmVyUmVzcG9uc2USRwoKU3RvcFNlcnZlchIbLmJlcnRoLnYxLlN0b3BTZXJ2ZXJSZXF1ZXN0GhwuYmVydGgudjEuU3RvcFNlcnZlclJlc3BvbnNlEkoKC1BhdXNlU2VydmVyEhwuYmVydGgudjEuUGF1c2VTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuUGF1c2VTZXJ2ZXJSZXNwb25zZRJNCgxSZXN1bWVTZXJ2ZXISHS5iZXJ0aC52MS5SZXN1bWVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuUmVzdW1lU2VydmVyUmVzcG9uc2USUAoNUmVzdGFydFNlcnZlchIeLmJlcnRoLnYxLlJlc3RhcnRTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVzdGFydFNlcnZlclJlc3BvbnNlElAKDVJlYnVpbGRTZXJ2ZXISHi5iZXJ0aC52MS5SZWJ1aWxkU2VydmVyUmVxdWVzdBofLmJlcnRoLnYxLlJlYnVpbGRTZXJ2ZXJSZXNwb25zZRJNCgxEZWxldGVTZXJ2ZXISHS5iZXJ0aC52MS5EZWxldGVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuRGVsZXRlU2VydmVyUmVzcG9uc2USUAoNUmVzdG9yZVNlcnZlchIeLmJlcnRoLnYxLlJlc3RvcmVTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVzdG9yZVNlcnZlclJlc3BvbnNlEkoKC1B1cmdlU2VydmVyEhwuYmVydGgudjEuUHVyZ2VTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuUHVyZ2VTZXJ2ZXJSZXNwb25zZRJPCgxXYXRjaFNlcnZlcnMSHS5iZXJ0aC52MS5XYXRjaFNlcnZlcnNSZXF1ZXN0Gh4uYmVydGgudjEuV2F0Y2hTZXJ2ZXJzUmVzcG9uc2UwARJDCghUYWlsTG9ncxIZLmJlcnRoLnYxLlRhaWxMb2dzUmVxdWVzdBoaLmJlcnRoLnYxLlRhaWxMb2dzUmVzcG9uc2UwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * PortMapping publishes a container port on the host.
@@ -151,6 +151,14 @@ export type ServerSpec = Message<"berth.v1.ServerSpec"> & {
    * @generated from field: repeated string secret_env = 13;
    */
   secretEnv: string[];
+
+  /**
+   * Which of its backups are kept (BackupService; docs/data.md). Unset:
+   * every backup is kept until deleted.
+   *
+   * @generated from field: berth.v1.BackupPolicy backup_policy = 14;
+   */
+  backupPolicy?: BackupPolicy | undefined;
 };
 
 /**
@@ -159,6 +167,38 @@ export type ServerSpec = Message<"berth.v1.ServerSpec"> & {
  */
 export const ServerSpecSchema: GenMessage<ServerSpec> = /*@__PURE__*/
   messageDesc(file_berth_v1_server, 1);
+
+/**
+ * BackupPolicy: how many of a server's successful backups are kept. A
+ * backup is kept when it is one of the newest `keep_last` OR newer than
+ * `keep_days` (each criterion only when set); the newest successful backup
+ * and locked backups are always kept. The manager removes the others
+ * (their archives, then the backups) within minutes.
+ *
+ * @generated from message berth.v1.BackupPolicy
+ */
+export type BackupPolicy = Message<"berth.v1.BackupPolicy"> & {
+  /**
+   * Keep the newest N successful backups (0: no count rule).
+   *
+   * @generated from field: uint32 keep_last = 1;
+   */
+  keepLast: number;
+
+  /**
+   * Keep successful backups newer than D days (0: no age rule).
+   *
+   * @generated from field: uint32 keep_days = 2;
+   */
+  keepDays: number;
+};
+
+/**
+ * Describes the message berth.v1.BackupPolicy.
+ * Use `create(BackupPolicySchema)` to create a new message.
+ */
+export const BackupPolicySchema: GenMessage<BackupPolicy> = /*@__PURE__*/
+  messageDesc(file_berth_v1_server, 2);
 
 /**
  * Condition is one observed fact about a server, Kubernetes style.
@@ -206,7 +246,7 @@ export type Condition = Message<"berth.v1.Condition"> & {
  * Use `create(ConditionSchema)` to create a new message.
  */
 export const ConditionSchema: GenMessage<Condition> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 2);
+  messageDesc(file_berth_v1_server, 3);
 
 /**
  * ServerStatus is what berth last observed.
@@ -291,7 +331,7 @@ export type ServerStatus = Message<"berth.v1.ServerStatus"> & {
  * Use `create(ServerStatusSchema)` to create a new message.
  */
 export const ServerStatusSchema: GenMessage<ServerStatus> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 3);
+  messageDesc(file_berth_v1_server, 4);
 
 /**
  * Operation is a long data operation on a server (BackupService).
@@ -341,7 +381,7 @@ export type Operation = Message<"berth.v1.Operation"> & {
  * Use `create(OperationSchema)` to create a new message.
  */
 export const OperationSchema: GenMessage<Operation> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 4);
+  messageDesc(file_berth_v1_server, 5);
 
 /**
  * Server is a stateful container berth keeps as declared.
@@ -406,7 +446,7 @@ export type Server = Message<"berth.v1.Server"> & {
  * Use `create(ServerSchema)` to create a new message.
  */
 export const ServerSchema: GenMessage<Server> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 5);
+  messageDesc(file_berth_v1_server, 6);
 
 /**
  * @generated from message berth.v1.CreateServerRequest
@@ -430,7 +470,7 @@ export type CreateServerRequest = Message<"berth.v1.CreateServerRequest"> & {
  * Use `create(CreateServerRequestSchema)` to create a new message.
  */
 export const CreateServerRequestSchema: GenMessage<CreateServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 6);
+  messageDesc(file_berth_v1_server, 7);
 
 /**
  * @generated from message berth.v1.CreateServerResponse
@@ -447,7 +487,7 @@ export type CreateServerResponse = Message<"berth.v1.CreateServerResponse"> & {
  * Use `create(CreateServerResponseSchema)` to create a new message.
  */
 export const CreateServerResponseSchema: GenMessage<CreateServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 7);
+  messageDesc(file_berth_v1_server, 8);
 
 /**
  * @generated from message berth.v1.GetServerRequest
@@ -466,7 +506,7 @@ export type GetServerRequest = Message<"berth.v1.GetServerRequest"> & {
  * Use `create(GetServerRequestSchema)` to create a new message.
  */
 export const GetServerRequestSchema: GenMessage<GetServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 8);
+  messageDesc(file_berth_v1_server, 9);
 
 /**
  * @generated from message berth.v1.GetServerResponse
@@ -483,7 +523,7 @@ export type GetServerResponse = Message<"berth.v1.GetServerResponse"> & {
  * Use `create(GetServerResponseSchema)` to create a new message.
  */
 export const GetServerResponseSchema: GenMessage<GetServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 9);
+  messageDesc(file_berth_v1_server, 10);
 
 /**
  * @generated from message berth.v1.ListServersRequest
@@ -525,7 +565,7 @@ export type ListServersRequest = Message<"berth.v1.ListServersRequest"> & {
  * Use `create(ListServersRequestSchema)` to create a new message.
  */
 export const ListServersRequestSchema: GenMessage<ListServersRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 10);
+  messageDesc(file_berth_v1_server, 11);
 
 /**
  * @generated from message berth.v1.ListServersResponse
@@ -547,7 +587,7 @@ export type ListServersResponse = Message<"berth.v1.ListServersResponse"> & {
  * Use `create(ListServersResponseSchema)` to create a new message.
  */
 export const ListServersResponseSchema: GenMessage<ListServersResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 11);
+  messageDesc(file_berth_v1_server, 12);
 
 /**
  * @generated from message berth.v1.UpdateServerRequest
@@ -586,7 +626,7 @@ export type UpdateServerRequest = Message<"berth.v1.UpdateServerRequest"> & {
  * Use `create(UpdateServerRequestSchema)` to create a new message.
  */
 export const UpdateServerRequestSchema: GenMessage<UpdateServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 12);
+  messageDesc(file_berth_v1_server, 13);
 
 /**
  * @generated from message berth.v1.UpdateServerResponse
@@ -603,7 +643,7 @@ export type UpdateServerResponse = Message<"berth.v1.UpdateServerResponse"> & {
  * Use `create(UpdateServerResponseSchema)` to create a new message.
  */
 export const UpdateServerResponseSchema: GenMessage<UpdateServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 13);
+  messageDesc(file_berth_v1_server, 14);
 
 /**
  * @generated from message berth.v1.StartServerRequest
@@ -627,7 +667,7 @@ export type StartServerRequest = Message<"berth.v1.StartServerRequest"> & {
  * Use `create(StartServerRequestSchema)` to create a new message.
  */
 export const StartServerRequestSchema: GenMessage<StartServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 14);
+  messageDesc(file_berth_v1_server, 15);
 
 /**
  * @generated from message berth.v1.StartServerResponse
@@ -644,7 +684,7 @@ export type StartServerResponse = Message<"berth.v1.StartServerResponse"> & {
  * Use `create(StartServerResponseSchema)` to create a new message.
  */
 export const StartServerResponseSchema: GenMessage<StartServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 15);
+  messageDesc(file_berth_v1_server, 16);
 
 /**
  * @generated from message berth.v1.StopServerRequest
@@ -668,7 +708,7 @@ export type StopServerRequest = Message<"berth.v1.StopServerRequest"> & {
  * Use `create(StopServerRequestSchema)` to create a new message.
  */
 export const StopServerRequestSchema: GenMessage<StopServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 16);
+  messageDesc(file_berth_v1_server, 17);
 
 /**
  * @generated from message berth.v1.StopServerResponse
@@ -685,7 +725,7 @@ export type StopServerResponse = Message<"berth.v1.StopServerResponse"> & {
  * Use `create(StopServerResponseSchema)` to create a new message.
  */
 export const StopServerResponseSchema: GenMessage<StopServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 17);
+  messageDesc(file_berth_v1_server, 18);
 
 /**
  * @generated from message berth.v1.PauseServerRequest
@@ -702,7 +742,7 @@ export type PauseServerRequest = Message<"berth.v1.PauseServerRequest"> & {
  * Use `create(PauseServerRequestSchema)` to create a new message.
  */
 export const PauseServerRequestSchema: GenMessage<PauseServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 18);
+  messageDesc(file_berth_v1_server, 19);
 
 /**
  * @generated from message berth.v1.PauseServerResponse
@@ -719,7 +759,7 @@ export type PauseServerResponse = Message<"berth.v1.PauseServerResponse"> & {
  * Use `create(PauseServerResponseSchema)` to create a new message.
  */
 export const PauseServerResponseSchema: GenMessage<PauseServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 19);
+  messageDesc(file_berth_v1_server, 20);
 
 /**
  * @generated from message berth.v1.ResumeServerRequest
@@ -736,7 +776,7 @@ export type ResumeServerRequest = Message<"berth.v1.ResumeServerRequest"> & {
  * Use `create(ResumeServerRequestSchema)` to create a new message.
  */
 export const ResumeServerRequestSchema: GenMessage<ResumeServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 20);
+  messageDesc(file_berth_v1_server, 21);
 
 /**
  * @generated from message berth.v1.ResumeServerResponse
@@ -753,7 +793,7 @@ export type ResumeServerResponse = Message<"berth.v1.ResumeServerResponse"> & {
  * Use `create(ResumeServerResponseSchema)` to create a new message.
  */
 export const ResumeServerResponseSchema: GenMessage<ResumeServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 21);
+  messageDesc(file_berth_v1_server, 22);
 
 /**
  * @generated from message berth.v1.RestartServerRequest
@@ -770,7 +810,7 @@ export type RestartServerRequest = Message<"berth.v1.RestartServerRequest"> & {
  * Use `create(RestartServerRequestSchema)` to create a new message.
  */
 export const RestartServerRequestSchema: GenMessage<RestartServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 22);
+  messageDesc(file_berth_v1_server, 23);
 
 /**
  * @generated from message berth.v1.RestartServerResponse
@@ -787,7 +827,7 @@ export type RestartServerResponse = Message<"berth.v1.RestartServerResponse"> & 
  * Use `create(RestartServerResponseSchema)` to create a new message.
  */
 export const RestartServerResponseSchema: GenMessage<RestartServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 23);
+  messageDesc(file_berth_v1_server, 24);
 
 /**
  * @generated from message berth.v1.RebuildServerRequest
@@ -804,7 +844,7 @@ export type RebuildServerRequest = Message<"berth.v1.RebuildServerRequest"> & {
  * Use `create(RebuildServerRequestSchema)` to create a new message.
  */
 export const RebuildServerRequestSchema: GenMessage<RebuildServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 24);
+  messageDesc(file_berth_v1_server, 25);
 
 /**
  * @generated from message berth.v1.RebuildServerResponse
@@ -821,7 +861,7 @@ export type RebuildServerResponse = Message<"berth.v1.RebuildServerResponse"> & 
  * Use `create(RebuildServerResponseSchema)` to create a new message.
  */
 export const RebuildServerResponseSchema: GenMessage<RebuildServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 25);
+  messageDesc(file_berth_v1_server, 26);
 
 /**
  * @generated from message berth.v1.DeleteServerRequest
@@ -838,7 +878,7 @@ export type DeleteServerRequest = Message<"berth.v1.DeleteServerRequest"> & {
  * Use `create(DeleteServerRequestSchema)` to create a new message.
  */
 export const DeleteServerRequestSchema: GenMessage<DeleteServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 26);
+  messageDesc(file_berth_v1_server, 27);
 
 /**
  * @generated from message berth.v1.DeleteServerResponse
@@ -855,7 +895,7 @@ export type DeleteServerResponse = Message<"berth.v1.DeleteServerResponse"> & {
  * Use `create(DeleteServerResponseSchema)` to create a new message.
  */
 export const DeleteServerResponseSchema: GenMessage<DeleteServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 27);
+  messageDesc(file_berth_v1_server, 28);
 
 /**
  * @generated from message berth.v1.RestoreServerRequest
@@ -872,7 +912,7 @@ export type RestoreServerRequest = Message<"berth.v1.RestoreServerRequest"> & {
  * Use `create(RestoreServerRequestSchema)` to create a new message.
  */
 export const RestoreServerRequestSchema: GenMessage<RestoreServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 28);
+  messageDesc(file_berth_v1_server, 29);
 
 /**
  * @generated from message berth.v1.RestoreServerResponse
@@ -889,7 +929,7 @@ export type RestoreServerResponse = Message<"berth.v1.RestoreServerResponse"> & 
  * Use `create(RestoreServerResponseSchema)` to create a new message.
  */
 export const RestoreServerResponseSchema: GenMessage<RestoreServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 29);
+  messageDesc(file_berth_v1_server, 30);
 
 /**
  * @generated from message berth.v1.PurgeServerRequest
@@ -920,7 +960,7 @@ export type PurgeServerRequest = Message<"berth.v1.PurgeServerRequest"> & {
  * Use `create(PurgeServerRequestSchema)` to create a new message.
  */
 export const PurgeServerRequestSchema: GenMessage<PurgeServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 30);
+  messageDesc(file_berth_v1_server, 31);
 
 /**
  * @generated from message berth.v1.PurgeServerResponse
@@ -933,7 +973,7 @@ export type PurgeServerResponse = Message<"berth.v1.PurgeServerResponse"> & {
  * Use `create(PurgeServerResponseSchema)` to create a new message.
  */
 export const PurgeServerResponseSchema: GenMessage<PurgeServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 31);
+  messageDesc(file_berth_v1_server, 32);
 
 /**
  * @generated from message berth.v1.WatchServersRequest
@@ -973,7 +1013,7 @@ export type WatchServersRequest = Message<"berth.v1.WatchServersRequest"> & {
  * Use `create(WatchServersRequestSchema)` to create a new message.
  */
 export const WatchServersRequestSchema: GenMessage<WatchServersRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 32);
+  messageDesc(file_berth_v1_server, 33);
 
 /**
  * @generated from message berth.v1.WatchServersResponse
@@ -1002,7 +1042,7 @@ export type WatchServersResponse = Message<"berth.v1.WatchServersResponse"> & {
  * Use `create(WatchServersResponseSchema)` to create a new message.
  */
 export const WatchServersResponseSchema: GenMessage<WatchServersResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 33);
+  messageDesc(file_berth_v1_server, 34);
 
 /**
  * @generated from message berth.v1.TailLogsRequest
@@ -1029,7 +1069,7 @@ export type TailLogsRequest = Message<"berth.v1.TailLogsRequest"> & {
  * Use `create(TailLogsRequestSchema)` to create a new message.
  */
 export const TailLogsRequestSchema: GenMessage<TailLogsRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 34);
+  messageDesc(file_berth_v1_server, 35);
 
 /**
  * @generated from message berth.v1.TailLogsResponse
@@ -1072,7 +1112,7 @@ export type TailLogsResponse = Message<"berth.v1.TailLogsResponse"> & {
  * Use `create(TailLogsResponseSchema)` to create a new message.
  */
 export const TailLogsResponseSchema: GenMessage<TailLogsResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 35);
+  messageDesc(file_berth_v1_server, 36);
 
 /**
  * Protocol of a published port.
