@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { BackupService, BackupState, type Backup } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
+import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { BackupPolicySchema, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { TEST_IMAGE } from "./harness/docker-engine.js";
@@ -69,7 +70,7 @@ describe("backups of data directories", () => {
   beforeAll(async () => {
     dir = await tempDir("data-backups");
     backupDir = join(dir, "backups");
-    manager = await startManager({ dir, args: ["--backup-retention-interval", "1"] });
+    manager = await startManager({ dir, args: ["--backup-retention-interval", "1", "--alert-interval", "1"] });
     agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", backupDir] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     backups = createClient(BackupService, manager.transport(manager.adminToken));
@@ -254,6 +255,16 @@ describe("backups of data directories", () => {
     expect(failed.reason).toBe("DeadlineExceeded");
     await waitFor("no partial archive left", async () => !partials().some((p) => p.includes(backup!.id)), 30_000);
     expect((await manager.servers.getServer({ id: s.id })).server?.status?.phase).toBe(Phase.RUNNING);
+    // The failure is an alert (a warning) until a newer backup succeeds.
+    const alerts = createClient(AlertService, manager.transport(manager.adminToken));
+    const firing = async () => (await alerts.listAlerts({})).alerts.find((a) => a.rule === "backup_failed" && a.subject === `server:${s.id}`);
+    const alert = await waitFor("the backup_failed alert", firing, 30_000);
+    expect(alert.message).toContain("DeadlineExceeded");
+    rmSync(join(s.data, "blob-0"));
+    for (let i = 1; i < 8; i++) rmSync(join(s.data, `blob-${i}`));
+    const ok = await finished((await backups.createBackup({ server: s.id, target: `local-${uid}`, live: true })).backup!.id);
+    expect(ok.state).toBe(BackupState.SUCCEEDED);
+    await waitFor("the backup_failed alert to resolve", async () => !(await firing()), 30_000);
   });
 
   it("a target whose disk fills: the backup fails with TargetFull, nothing is left there, the server runs again", async () => {

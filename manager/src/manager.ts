@@ -42,6 +42,7 @@ import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
+import { BackupHealth } from "./backups/health.js";
 import { AgentHub } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
 import { HostOwnership } from "./cluster/host-ownership.js";
@@ -206,6 +207,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const clusterPresence = ownership ? new ClusterPresence({ store: opened.contract, local: hub, holder: leader.holder, log }) : undefined;
   const presence: HostPresence = clusterPresence ?? hub;
   const orphans = new OrphanDetector({ store: opened.contract, isConnected: (id) => presence.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
+  const backupHealth = new BackupHealth(opened.contract, log);
   const ledgerServices = createLedgerServices({
     store: opened.contract,
     ledger,
@@ -214,6 +216,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     managerId,
     config: config.ledger,
     orphans: () => orphans.alertViews(),
+    backupFailures: () => backupHealth.failures(),
   });
   leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
   const backupRetention = new BackupRetention({
@@ -368,6 +371,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
         }
       }, 1000);
       sweeper.unref();
+      // The backup alert's view of failed backups, kept from the ledger from now on.
+      await backupHealth.start().catch((err: unknown) => log.warn({ err }, "could not read the backups for the backup alert; it catches up from the next backup event"));
       // Alerts, webhooks and retention start once this manager holds the leader lease.
       leader.start();
       ownership?.start();
@@ -410,6 +415,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // Stops alerts, webhooks and retention, then hands the lease to another manager.
       await leader.stop();
       ledgerServices.stop();
+      backupHealth.stop();
+      await backupRetention.stop();
       ledger.servers.close();
       await listener?.close();
       await store.close();

@@ -12,6 +12,8 @@ import {
   DEFAULT_THRESHOLDS,
   hostConditions,
   orphanConditions,
+  backupConditions,
+  type BackupFailureView,
   RULE_REASON,
   serverConditions,
   type AlertCondition,
@@ -86,6 +88,8 @@ export interface AlertEvaluatorDeps {
   notifier?: WebhookNotifier;
   /** Orphan findings (OrphanDetector.alertViews); without it the orphan rule never fires. */
   orphans?: () => OrphanView[] | Promise<OrphanView[]>;
+  /** Servers whose newest finished backup failed (backups/health.ts). */
+  backupFailures?: () => BackupFailureView[];
   log: Logger;
   now?: () => number;
 }
@@ -211,6 +215,7 @@ export class AlertEvaluator {
       },
     );
     for (const c of orphanConditions((await this.deps.orphans?.()) ?? [], hosts)) out.push(c);
+    for (const c of backupConditions(this.deps.backupFailures?.() ?? [])) out.push(c);
     return out;
   }
 

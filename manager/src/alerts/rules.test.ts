@@ -51,6 +51,15 @@ describe("alert rules", () => {
     expect(fired(fleet({ servers: [srv(o as Partial<ServerView>)] }))).toEqual(want);
   });
 
+  it("backup_failed: one warning per server whose newest finished backup failed, naming the backup and why", () => {
+    const f = { serverId: "srv_1", serverName: "web", project: "p", hostId: "host_1", backupId: "bk_1", reason: "TargetFull", message: "no space left" };
+    expect(fired(fleet({ backupFailures: [f] }))).toEqual(["backup_failed server:srv_1 warning 0"]);
+    const [c] = evaluateRules(fleet({ backupFailures: [f] }), DEFAULT_THRESHOLDS);
+    expect(c?.message).toContain("bk_1");
+    expect(c?.message).toContain("TargetFull");
+    expect(c?.project).toBe("p");
+  });
+
   it("desired stopped is converged as Stopped or Missing; paused only as Paused", () => {
     expect(notConverged(srv({ desired: DesiredState.STOPPED, phase: Phase.MISSING }))).toBe(false);
     expect(notConverged(srv({ desired: DesiredState.STOPPED, phase: Phase.STOPPED }))).toBe(false);

@@ -7,7 +7,7 @@ import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low", "backup_failed"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -20,6 +20,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   data_lost: "DataLost",
   orphan_found: "OrphanFound",
   disk_low: "DiskLow",
+  backup_failed: "BackupFailed",
 };
 
 export interface AlertThresholds {
@@ -72,10 +73,22 @@ export interface OrphanView {
   reason: "untracked" | "stranded";
 }
 
+/** A server whose newest finished backup failed (backups/health.ts). */
+export interface BackupFailureView {
+  serverId: string;
+  serverName: string;
+  project: string;
+  hostId: string;
+  backupId: string;
+  reason: string;
+  message: string;
+}
+
 export interface FleetSnapshot {
   hosts: HostView[];
   servers: ServerView[];
   orphans: OrphanView[];
+  backupFailures?: BackupFailureView[];
 }
 
 /** "This subject is in trouble now", as one rule sees it. */
@@ -126,7 +139,7 @@ export function notConverged(s: ServerView): boolean {
 
 export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCondition[] {
   const hosts = new Map(fleet.hosts.map((h) => [h.id, h]));
-  return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts)];
+  return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts), ...backupConditions(fleet.backupFailures ?? [])];
 }
 
 /** The rules about hosts (evaluateRules, in parts: the evaluator runs the server rules a page at a time). */
@@ -250,4 +263,22 @@ function percent(f: number): string {
 
 function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+}
+
+/**
+ * The backup rule: a server whose newest finished backup failed, until a
+ * newer one succeeds (or the failed one is deleted). A warning: the server
+ * runs, but its data is not protected as asked.
+ */
+export function backupConditions(failures: readonly BackupFailureView[]): AlertCondition[] {
+  return failures.map((f) => ({
+    rule: "backup_failed",
+    subject: `server:${f.serverId}`,
+    severity: "warning",
+    forMs: 0,
+    project: f.project,
+    hostId: f.hostId,
+    serverId: f.serverId,
+    message: `server ${f.serverName}: its last backup (${f.backupId}) failed (${f.reason}): ${f.message}`.slice(0, 1000),
+  }));
 }
