@@ -505,7 +505,7 @@ describe("dashboard", () => {
     const adminDrawer = p.getByTestId("server-drawer");
     await adminDrawer.getByRole("tab", { name: "Backups" }).click();
     const targetForm = adminDrawer.getByRole("form", { name: "New directory target" });
-    expect(await adminDrawer.getByText("No backup target yet").count()).toBe(1);
+    await adminDrawer.getByText("No backup target yet").waitFor();
     await targetForm.getByLabel("Target name").fill("Not Valid");
     await targetForm.getByLabel("Directory on the hosts").fill(join(dir, "backups"));
     await targetForm.getByRole("button", { name: "Create target" }).click();
