@@ -66,6 +66,12 @@ describe("plan() with a backup or restore under way", () => {
     expect(then.dataStage).toBe("Copying");
   });
 
+  it("a backup asked for right after another one succeeded is issued at once (not held as a repeat)", () => {
+    const previous: FinishedCommand = { kind: CommandKind.BACKUP_DATA, state: "succeeded", reason: "", message: "", createdAt: NOW - 2_000, finishedAt: NOW - 1_500 };
+    const p = plan(input({ lifecycle: { dataOp: op({ live: true, backupId: "bk_next", requestedAt: NOW - 1_000 }) }, lastFinished: previous, observedAt: NOW - 3_000 }));
+    expect(p.command?.kind).toBe(CommandKind.BACKUP_DATA);
+  });
+
   it("a live backup archives the running container without stopping it", () => {
     const p = plan(input({ lifecycle: { dataOp: op({ live: true }) } }));
     expect(p.command?.kind).toBe(CommandKind.BACKUP_DATA);

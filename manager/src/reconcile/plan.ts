@@ -199,6 +199,8 @@ function holdRepeat(input: PlanInput, p: Plan): Plan {
     lc.containerLostAt ?? 0,
     lc.restartRequestedAt ?? 0,
     lc.rebuildRequestedAt ?? 0,
+    // A new backup or restore asked for after the last one: not a repeat.
+    lc.dataOp?.requestedAt ?? 0,
   );
   if (changedAt > last.finishedAt) return p;
   const until = last.finishedAt + REPEAT_HOLD_MS;
