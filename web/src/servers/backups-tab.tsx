@@ -55,14 +55,26 @@ function useBackups(server: Server, limit: number, follow: boolean): ListState &
   return { ...state, refresh };
 }
 
+/** Attempts at listing the targets before the tab shows the error (1 s, 2 s, 4 s apart). */
+const TARGET_ATTEMPTS = 4;
+
 function useTargets(): { targets: BackupTarget[] | undefined; error: unknown; refresh: () => Promise<void> } {
   const { api } = useSession();
   const [state, setState] = useState<{ targets: BackupTarget[] | undefined; error: unknown }>({ targets: undefined, error: undefined });
   const refresh = useCallback(async () => {
-    try {
-      setState({ targets: (await api.backups.listBackupTargets({})).targets, error: undefined });
-    } catch (error) {
-      setState((s) => ({ ...s, error }));
+    // A passing failure (the manager restarting, a refused connection) must not leave the form
+    // unusable until the tab is opened again: try a few times before showing it.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        setState({ targets: (await api.backups.listBackupTargets({}, { timeoutMs: 10_000 })).targets, error: undefined });
+        return;
+      } catch (error) {
+        if (attempt >= TARGET_ATTEMPTS) {
+          setState((s) => ({ ...s, error }));
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 1000 * 2 ** (attempt - 1)));
+      }
     }
   }, [api]);
   useEffect(() => void refresh(), [refresh]);
@@ -301,7 +313,16 @@ function BackupNow(props: { server: Server; targets: BackupTarget[] | undefined;
     }
   };
 
-  if (props.targetsError) return <ErrorBox error={props.targetsError} what="Could not list backup targets" />;
+  if (props.targetsError) {
+    return (
+      <div className="backup-now">
+        <ErrorBox error={props.targetsError} what="Could not list backup targets" />
+        <button type="button" className="button" onClick={() => void props.onTargetCreated()}>
+          Try again
+        </button>
+      </div>
+    );
+  }
   if (!targets) return <p className="muted">Loading backup targets…</p>;
   const targetForm = (
     <TargetForm
