@@ -7,7 +7,6 @@ import {
   EnrollResponseSchema,
   ManagerMessageSchema,
   CommandKind,
-  CommandSchema,
   type AgentMessage,
   type BackupJob,
   type Command,
@@ -30,6 +29,7 @@ import type { CommitResult, Store, WriteOp } from "../store/store.js";
 import { type CommandRecord, type DataDirRecord, type DataRootEntry, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../domain/labels.js";
 import { commandName } from "../reconcile/plan.js";
+import { requestArchiveRemoval } from "./backup-removal.js";
 import { ObservationOrder } from "../link/observation-order.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js";
@@ -631,9 +631,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   }
 
   /** Removes an archive no backup owns any more (best effort: logged when it cannot). */
-  function removeLateArchive(hostId: string, job: BackupJob): void {
-    const command = create(CommandSchema, { id: newId("cmd"), kind: CommandKind.REMOVE_BACKUP, backup: job, deadline: timestampFromMs(now() + 120_000) });
-    hub.request(hostId, command, 120_000).then(
+  function removeLateArchive(hostId: string, job: BackupJob, serverId: string): void {
+    requestArchiveRemoval(hub, hostId, job, serverId, now()).then(
       (r) => {
         if (!r.success) log.warn({ host: hostId, backup: job.backupId, key: job.key, reason: r.reason, message: r.message }, "could not remove what a backup left in its target after it failed or finished too late");
       },
@@ -731,7 +730,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       if (!(err instanceof ConflictError)) throw err;
       // A backup that finished after the manager gave up on it (its deadline): the archive the
       // agent wrote belongs to no backup any more, so it goes.
-      if (r.success && cmd.command.kind === CommandKind.BACKUP_DATA && cmd.command.backup) removeLateArchive(host.id, cmd.command.backup);
+      if (r.success && cmd.command.kind === CommandKind.BACKUP_DATA && cmd.command.backup) removeLateArchive(host.id, cmd.command.backup, cmd.serverId);
       // The command was finished already: a result replayed after a reconnect (or the deadline
       // expired it first). Its observation is stored; the command, its event and effects are not again.
       if (observed.length > 0 && !(await link.commit(observed))) return;
@@ -739,7 +738,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     // An S3 upload the agent lost when it restarted may be left as an incomplete multipart upload:
     // the new agent process aborts it (REMOVE_BACKUP also aborts pending uploads of the key).
     const job = cmd.command.backup;
-    if (!r.success && r.reason === "AgentRestarted" && cmd.command.kind === CommandKind.BACKUP_DATA && job?.location?.kind.case === "s3") removeLateArchive(host.id, job);
+    if (!r.success && r.reason === "AgentRestarted" && cmd.command.kind === CommandKind.BACKUP_DATA && job?.location?.kind.case === "s3") removeLateArchive(host.id, job, cmd.serverId);
     // What the success satisfies (restart and rebuild requests) the reconcile queued below folds
     // into its own batch (reconciler.ts, noteCommandFinished), before it can issue another command.
     order.note(cmd.serverId, seq);

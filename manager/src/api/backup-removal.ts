@@ -3,10 +3,10 @@
  * archive through an agent that can reach it, then its row): shared by
  * BackupService.DeleteBackup and the retention of backups (backups/retention.ts).
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { posix } from "node:path";
-import { CommandKind, CommandSchema } from "@berth/proto/berth/v1/agent_pb.js";
+import { CommandKind, CommandSchema, type BackupJobSchema, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
 import type { HostPresence } from "../cluster/presence.js";
 import type { BackupLocationRecord, BackupRecord, BackupTargetRecord } from "../domain/records.js";
 import { NotFoundError, PreconditionError, UnavailableError } from "../errors.js";
@@ -18,6 +18,16 @@ import type { Store, WriteOp } from "../store/store.js";
 
 /** How long a removal waits for the agent. */
 const REMOVE_ANSWER_MS = 120_000;
+
+/**
+ * Has the agent of `hostId` remove the archive `job` names (REMOVE_BACKUP,
+ * idempotent; in S3 also a multipart upload of it left behind) and answers
+ * its result; rejects when the host cannot be reached or does not answer in time.
+ */
+export function requestArchiveRemoval(hub: Pick<AgentHub, "request">, hostId: string, job: MessageInitShape<typeof BackupJobSchema>, serverId: string, now: number): Promise<CommandResult> {
+  const command = create(CommandSchema, { id: newId("cmd"), kind: CommandKind.REMOVE_BACKUP, serverId, backup: job, deadline: timestampFromMs(now + REMOVE_ANSWER_MS) });
+  return hub.request(hostId, command, REMOVE_ANSWER_MS);
+}
 
 /** Whether `path` is one of `roots` or inside one (both absolute, normalised). */
 export function underBackupRoot(path: string, roots: readonly string[]): boolean {
@@ -106,16 +116,9 @@ export class BackupRemoval {
       );
     }
     if (b.state !== "deleting") await store.commit([{ op: "backup.update", id: b.id, set: { state: "deleting" }, ifState: ["succeeded"] }]);
-    const command = create(CommandSchema, {
-      id: newId("cmd"),
-      kind: CommandKind.REMOVE_BACKUP,
-      serverId: b.serverId,
-      backup: { backupId: b.id, location: locationOf(location), key: b.key },
-      deadline: timestampFromMs(now() + REMOVE_ANSWER_MS),
-    });
     let outcome: { success: boolean; reason: string; message: string };
     try {
-      outcome = await hub.request(hostId, command, REMOVE_ANSWER_MS);
+      outcome = await requestArchiveRemoval(hub, hostId, { backupId: b.id, location: locationOf(location), key: b.key }, b.serverId, now());
     } catch (err) {
       await store.commit([{ op: "backup.update", id: b.id, set: { state: "succeeded" }, ifState: ["deleting"] }]);
       throw new UnavailableError(`the agent of host ${hostId} did not remove backup ${b.id}: ${err instanceof Error ? err.message : String(err)}; it is kept, try again`);

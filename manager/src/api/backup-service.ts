@@ -178,7 +178,6 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
     async createBackupTarget(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "CreateBackupTarget");
-      if (caller.project !== null) throw new PreconditionError("backup targets are shared by every project; creating one needs an all-projects admin token");
       if (await store.findBackupTargetByName(req.name)) throw new AlreadyExistsError(`backup target "${req.name}" already exists; choose another name or delete it first`);
       const id = newId("bkt");
       const at = now();
@@ -224,7 +223,6 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
     async deleteBackupTarget(req, ctx) {
       const caller = callerOf(ctx);
       requireRole(caller, "admin", "DeleteBackupTarget");
-      if (caller.project !== null) throw new PreconditionError("backup targets are shared by every project; deleting one needs an all-projects admin token");
       const t = await findTarget(req.id);
       const used = await store.countBackupsOnTarget(t.id);
       if (used > 0) throw new PreconditionError(`backup target "${t.name}" holds ${used} backup(s); delete them first (BackupService.ListBackups, DeleteBackup)`);

@@ -9,9 +9,10 @@
  */
 import type { BackupFailureView } from "../alerts/rules.js";
 import type { Logger } from "../log.js";
+import type { BackupRecord } from "../domain/records.js";
 import type { Committed, Store } from "../store/store.js";
+import { forEachBackupPage } from "./pages.js";
 
-const PAGE = 500;
 const EVENTS = new Set(["backup.succeeded", "backup.failed", "backup.deleted"]);
 
 export class BackupHealth {
@@ -66,29 +67,27 @@ export class BackupHealth {
     return run;
   }
 
-  private note(serverId: string, newest: Awaited<ReturnType<Store["listBackups"]>>[number] | undefined): void {
-    if (newest?.state === "failed") {
-      this.failed.set(serverId, { serverId, serverName: newest.serverName, project: newest.project, hostId: newest.hostId, backupId: newest.id, reason: newest.reason, message: newest.message });
-    } else this.failed.delete(serverId);
+  private note(serverId: string, newest: BackupRecord | undefined): void {
+    if (newest?.state === "failed") this.failed.set(serverId, failureView(newest));
+    else this.failed.delete(serverId);
   }
 
   /** Every server's newest finished backup, newest first across all: the first seen per server wins. */
   private async loadAll(): Promise<void> {
     const seen = new Set<string>();
     const failed = new Map<string, BackupFailureView>();
-    let before: { createdAt: number; id: string } | undefined;
-    for (;;) {
-      const page = await this.store.listBackups({ states: ["succeeded", "failed"], limit: PAGE, ...(before ? { before } : {}) });
+    await forEachBackupPage(this.store, { states: ["succeeded", "failed"] }, (page) => {
       for (const b of page) {
         if (seen.has(b.serverId)) continue;
         seen.add(b.serverId);
-        if (b.state === "failed") failed.set(b.serverId, { serverId: b.serverId, serverName: b.serverName, project: b.project, hostId: b.hostId, backupId: b.id, reason: b.reason, message: b.message });
+        if (b.state === "failed") failed.set(b.serverId, failureView(b));
       }
-      const last = page.at(-1);
-      if (page.length < PAGE || !last) break;
-      before = { createdAt: last.createdAt, id: last.id };
-    }
+    });
     this.failed.clear();
     for (const [k, v] of failed) this.failed.set(k, v);
   }
+}
+
+function failureView(b: BackupRecord): BackupFailureView {
+  return { serverId: b.serverId, serverName: b.serverName, project: b.project, hostId: b.hostId, backupId: b.id, reason: b.reason, message: b.message };
 }

@@ -10,10 +10,9 @@ import type { BackupRecord } from "../domain/records.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/store.js";
 import type { BackupRemoval } from "../api/backup-removal.js";
+import { forEachBackupPage } from "./pages.js";
 
 const DAY_MS = 86_400_000;
-/** Backups read per page while looking for servers that have some. */
-const PAGE = 500;
 /** A server's successful backups looked at per run (a policy keeps at most 1,000 by count). */
 const PER_SERVER = 2_000;
 
@@ -75,14 +74,9 @@ export class BackupRetention {
   async runOnce(): Promise<{ removed: number; failed: number }> {
     const { store, removal, log } = this.deps;
     const servers = new Set<string>();
-    let before: { createdAt: number; id: string } | undefined;
-    for (;;) {
-      const page = await store.listBackups({ states: ["succeeded"], limit: PAGE, ...(before ? { before } : {}) });
+    await forEachBackupPage(store, { states: ["succeeded"] }, (page) => {
       for (const b of page) servers.add(b.serverId);
-      const last = page.at(-1);
-      if (page.length < PAGE || !last) break;
-      before = { createdAt: last.createdAt, id: last.id };
-    }
+    });
     let removed = 0;
     let failed = 0;
     for (const serverId of servers) {
