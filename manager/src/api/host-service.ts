@@ -1,3 +1,4 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -130,6 +131,18 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       deps.networks?.drop(h.id);
       await reconciler.enqueueHost(h.id, "host removed");
       return create(RemoveHostResponseSchema, {});
+    },
+
+    async cordonHost() {
+      throw new ConnectError("CordonHost is not built yet", Code.Unimplemented);
+    },
+
+    async drainHost() {
+      throw new ConnectError("DrainHost is not built yet", Code.Unimplemented);
+    },
+
+    async uncordonHost() {
+      throw new ConnectError("UncordonHost is not built yet", Code.Unimplemented);
     },
   };
 }

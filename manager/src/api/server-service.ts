@@ -1,3 +1,4 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
@@ -406,6 +407,14 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         message: req.removeData ? "purge: container, data directory and record" : "purge: container and record; data kept on the host",
       }));
       return create(PurgeServerResponseSchema, {});
+    },
+
+    async transferServer() {
+      throw new ConnectError("TransferServer is not built yet", Code.Unimplemented);
+    },
+
+    async cloneServer() {
+      throw new ConnectError("CloneServer is not built yet", Code.Unimplemented);
     },
   };
 }

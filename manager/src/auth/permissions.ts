@@ -52,6 +52,8 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.ServerService/DeleteServer": write("operator"),
   "berth.v1.ServerService/RestoreServer": write("operator"),
   "berth.v1.ServerService/PurgeServer": write("admin"),
+  "berth.v1.ServerService/TransferServer": write("operator"),
+  "berth.v1.ServerService/CloneServer": write("operator"),
 
   // Hosts are shared by every project.
   "berth.v1.HostService/ListHosts": read("viewer"),
@@ -59,6 +61,9 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.HostService/ResyncHost": write("operator"),
   "berth.v1.HostService/CreateEnrollmentToken": infra("admin", true),
   "berth.v1.HostService/RemoveHost": infra("admin", true),
+  "berth.v1.HostService/CordonHost": infra("admin", true),
+  "berth.v1.HostService/DrainHost": infra("admin", true),
+  "berth.v1.HostService/UncordonHost": infra("admin", true),
 
   "berth.v1.AccessService/WhoAmI": read("viewer"),
   "berth.v1.AccessService/CreateToken": write("admin"),

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/host.proto.
  */
 export const file_berth_v1_host: GenFile = /*@__PURE__*/
-  fileDesc("ChNiZXJ0aC92MS9ob3N0LnByb3RvEghiZXJ0aC52MSLfAwoESG9zdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXN0YXRlGAMgASgOMhMuYmVydGgudjEuSG9zdFN0YXRlEhUKDWFnZW50X3ZlcnNpb24YBCABKAkSFgoOZG9ja2VyX3ZlcnNpb24YBSABKAkSEQoJZGF0YV9yb290GAYgASgJEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAcgASgEEh0KFWRhdGFfcm9vdF90b3RhbF9ieXRlcxgIIAEoBBIRCgljcHVfY291bnQYCSABKA0SFAoMbWVtb3J5X2J5dGVzGAogASgEEjMKD2Nvbm5lY3RlZF9zaW5jZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBkb2NrZXJfcmVhY2hhYmxlGA4gASgIEhQKDHNlcnZlcl9jb3VudBgPIAEoDRInCgpjb25kaXRpb25zGBAgAygLMhMuYmVydGgudjEuQ29uZGl0aW9uIhIKEExpc3RIb3N0c1JlcXVlc3QiMgoRTGlzdEhvc3RzUmVzcG9uc2USHQoFaG9zdHMYASADKAsyDi5iZXJ0aC52MS5Ib3N0IhwKDkdldEhvc3RSZXF1ZXN0EgoKAmlkGAEgASgJIi8KD0dldEhvc3RSZXNwb25zZRIcCgRob3N0GAEgASgLMg4uYmVydGgudjEuSG9zdCI+ChxDcmVhdGVFbnJvbGxtZW50VG9rZW5SZXF1ZXN0Eh4KC3R0bF9zZWNvbmRzGAEgASgNQgm6SAYqBBiA9SQicAodQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2NvbW1hbmQYAyABKAkiHwoRUmVzeW5jSG9zdFJlcXVlc3QSCgoCaWQYASABKAkiFAoSUmVzeW5jSG9zdFJlc3BvbnNlIh8KEVJlbW92ZUhvc3RSZXF1ZXN0EgoKAmlkGAEgASgJIhQKElJlbW92ZUhvc3RSZXNwb25zZSpWCglIb3N0U3RhdGUSGgoWSE9TVF9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUhPU1RfU1RBVEVfT05MSU5FEAESFgoSSE9TVF9TVEFURV9PRkZMSU5FEAIyjwMKC0hvc3RTZXJ2aWNlEkQKCUxpc3RIb3N0cxIaLmJlcnRoLnYxLkxpc3RIb3N0c1JlcXVlc3QaGy5iZXJ0aC52MS5MaXN0SG9zdHNSZXNwb25zZRI+CgdHZXRIb3N0EhguYmVydGgudjEuR2V0SG9zdFJlcXVlc3QaGS5iZXJ0aC52MS5HZXRIb3N0UmVzcG9uc2USaAoVQ3JlYXRlRW5yb2xsbWVudFRva2VuEiYuYmVydGgudjEuQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVxdWVzdBonLmJlcnRoLnYxLkNyZWF0ZUVucm9sbG1lbnRUb2tlblJlc3BvbnNlEkcKClJlc3luY0hvc3QSGy5iZXJ0aC52MS5SZXN5bmNIb3N0UmVxdWVzdBocLmJlcnRoLnYxLlJlc3luY0hvc3RSZXNwb25zZRJHCgpSZW1vdmVIb3N0EhsuYmVydGgudjEuUmVtb3ZlSG9zdFJlcXVlc3QaHC5iZXJ0aC52MS5SZW1vdmVIb3N0UmVzcG9uc2ViBnByb3RvMw", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChNiZXJ0aC92MS9ob3N0LnByb3RvEghiZXJ0aC52MSKfBAoESG9zdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXN0YXRlGAMgASgOMhMuYmVydGgudjEuSG9zdFN0YXRlEhUKDWFnZW50X3ZlcnNpb24YBCABKAkSFgoOZG9ja2VyX3ZlcnNpb24YBSABKAkSEQoJZGF0YV9yb290GAYgASgJEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAcgASgEEh0KFWRhdGFfcm9vdF90b3RhbF9ieXRlcxgIIAEoBBIRCgljcHVfY291bnQYCSABKA0SFAoMbWVtb3J5X2J5dGVzGAogASgEEjMKD2Nvbm5lY3RlZF9zaW5jZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBkb2NrZXJfcmVhY2hhYmxlGA4gASgIEhQKDHNlcnZlcl9jb3VudBgPIAEoDRInCgpjb25kaXRpb25zGBAgAygLMhMuYmVydGgudjEuQ29uZGl0aW9uEhUKDXVuc2NoZWR1bGFibGUYESABKAgSEAoIZHJhaW5pbmcYEiABKAgSFQoNZHJhaW5fbWVzc2FnZRgTIAEoCSISChBMaXN0SG9zdHNSZXF1ZXN0IjIKEUxpc3RIb3N0c1Jlc3BvbnNlEh0KBWhvc3RzGAEgAygLMg4uYmVydGgudjEuSG9zdCIcCg5HZXRIb3N0UmVxdWVzdBIKCgJpZBgBIAEoCSIvCg9HZXRIb3N0UmVzcG9uc2USHAoEaG9zdBgBIAEoCzIOLmJlcnRoLnYxLkhvc3QiPgocQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVxdWVzdBIeCgt0dGxfc2Vjb25kcxgBIAEoDUIJukgGKgQYgPUkInAKHUNyZWF0ZUVucm9sbG1lbnRUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjb21tYW5kGAMgASgJIh8KEVJlc3luY0hvc3RSZXF1ZXN0EgoKAmlkGAEgASgJIhQKElJlc3luY0hvc3RSZXNwb25zZSIfChFSZW1vdmVIb3N0UmVxdWVzdBIKCgJpZBgBIAEoCSIUChJSZW1vdmVIb3N0UmVzcG9uc2UiHwoRQ29yZG9uSG9zdFJlcXVlc3QSCgoCaWQYASABKAkiMgoSQ29yZG9uSG9zdFJlc3BvbnNlEhwKBGhvc3QYASABKAsyDi5iZXJ0aC52MS5Ib3N0IkkKEERyYWluSG9zdFJlcXVlc3QSCgoCaWQYASABKAkSGQoIcGFyYWxsZWwYAiABKA1CB7pIBCoCGBASDgoGdGFyZ2V0GAMgASgJIjEKEURyYWluSG9zdFJlc3BvbnNlEhwKBGhvc3QYASABKAsyDi5iZXJ0aC52MS5Ib3N0IiEKE1VuY29yZG9uSG9zdFJlcXVlc3QSCgoCaWQYASABKAkiNAoUVW5jb3Jkb25Ib3N0UmVzcG9uc2USHAoEaG9zdBgBIAEoCzIOLmJlcnRoLnYxLkhvc3QqVgoJSG9zdFN0YXRlEhoKFkhPU1RfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFIT1NUX1NUQVRFX09OTElORRABEhYKEkhPU1RfU1RBVEVfT0ZGTElORRACMu0ECgtIb3N0U2VydmljZRJECglMaXN0SG9zdHMSGi5iZXJ0aC52MS5MaXN0SG9zdHNSZXF1ZXN0GhsuYmVydGgudjEuTGlzdEhvc3RzUmVzcG9uc2USPgoHR2V0SG9zdBIYLmJlcnRoLnYxLkdldEhvc3RSZXF1ZXN0GhkuYmVydGgudjEuR2V0SG9zdFJlc3BvbnNlEmgKFUNyZWF0ZUVucm9sbG1lbnRUb2tlbhImLmJlcnRoLnYxLkNyZWF0ZUVucm9sbG1lbnRUb2tlblJlcXVlc3QaJy5iZXJ0aC52MS5DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXNwb25zZRJHCgpSZXN5bmNIb3N0EhsuYmVydGgudjEuUmVzeW5jSG9zdFJlcXVlc3QaHC5iZXJ0aC52MS5SZXN5bmNIb3N0UmVzcG9uc2USRwoKUmVtb3ZlSG9zdBIbLmJlcnRoLnYxLlJlbW92ZUhvc3RSZXF1ZXN0GhwuYmVydGgudjEuUmVtb3ZlSG9zdFJlc3BvbnNlEkcKCkNvcmRvbkhvc3QSGy5iZXJ0aC52MS5Db3Jkb25Ib3N0UmVxdWVzdBocLmJlcnRoLnYxLkNvcmRvbkhvc3RSZXNwb25zZRJECglEcmFpbkhvc3QSGi5iZXJ0aC52MS5EcmFpbkhvc3RSZXF1ZXN0GhsuYmVydGgudjEuRHJhaW5Ib3N0UmVzcG9uc2USTQoMVW5jb3Jkb25Ib3N0Eh0uYmVydGgudjEuVW5jb3Jkb25Ib3N0UmVxdWVzdBoeLmJlcnRoLnYxLlVuY29yZG9uSG9zdFJlc3BvbnNlYgZwcm90bzM", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Host is a Docker host with a berth agent.
@@ -102,6 +102,27 @@ export type Host = Message<"berth.v1.Host"> & {
    * @generated from field: repeated berth.v1.Condition conditions = 16;
    */
   conditions: Condition[];
+
+  /**
+   * No new servers are placed on it (CordonHost, DrainHost).
+   *
+   * @generated from field: bool unschedulable = 17;
+   */
+  unschedulable: boolean;
+
+  /**
+   * DrainHost is moving its servers away.
+   *
+   * @generated from field: bool draining = 18;
+   */
+  draining: boolean;
+
+  /**
+   * What the drain is doing or why it stopped, e.g. "3 of 12 moved; 2 under way".
+   *
+   * @generated from field: string drain_message = 19;
+   */
+  drainMessage: string;
 };
 
 /**
@@ -284,6 +305,123 @@ export const RemoveHostResponseSchema: GenMessage<RemoveHostResponse> = /*@__PUR
   messageDesc(file_berth_v1_host, 10);
 
 /**
+ * @generated from message berth.v1.CordonHostRequest
+ */
+export type CordonHostRequest = Message<"berth.v1.CordonHostRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message berth.v1.CordonHostRequest.
+ * Use `create(CordonHostRequestSchema)` to create a new message.
+ */
+export const CordonHostRequestSchema: GenMessage<CordonHostRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 11);
+
+/**
+ * @generated from message berth.v1.CordonHostResponse
+ */
+export type CordonHostResponse = Message<"berth.v1.CordonHostResponse"> & {
+  /**
+   * @generated from field: berth.v1.Host host = 1;
+   */
+  host?: Host | undefined;
+};
+
+/**
+ * Describes the message berth.v1.CordonHostResponse.
+ * Use `create(CordonHostResponseSchema)` to create a new message.
+ */
+export const CordonHostResponseSchema: GenMessage<CordonHostResponse> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 12);
+
+/**
+ * @generated from message berth.v1.DrainHostRequest
+ */
+export type DrainHostRequest = Message<"berth.v1.DrainHostRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Transfers at a time (default 2).
+   *
+   * @generated from field: uint32 parallel = 2;
+   */
+  parallel: number;
+
+  /**
+   * The backup target transfers go through (id or name); empty: the first one
+   * every host reaches.
+   *
+   * @generated from field: string target = 3;
+   */
+  target: string;
+};
+
+/**
+ * Describes the message berth.v1.DrainHostRequest.
+ * Use `create(DrainHostRequestSchema)` to create a new message.
+ */
+export const DrainHostRequestSchema: GenMessage<DrainHostRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 13);
+
+/**
+ * @generated from message berth.v1.DrainHostResponse
+ */
+export type DrainHostResponse = Message<"berth.v1.DrainHostResponse"> & {
+  /**
+   * @generated from field: berth.v1.Host host = 1;
+   */
+  host?: Host | undefined;
+};
+
+/**
+ * Describes the message berth.v1.DrainHostResponse.
+ * Use `create(DrainHostResponseSchema)` to create a new message.
+ */
+export const DrainHostResponseSchema: GenMessage<DrainHostResponse> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 14);
+
+/**
+ * @generated from message berth.v1.UncordonHostRequest
+ */
+export type UncordonHostRequest = Message<"berth.v1.UncordonHostRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message berth.v1.UncordonHostRequest.
+ * Use `create(UncordonHostRequestSchema)` to create a new message.
+ */
+export const UncordonHostRequestSchema: GenMessage<UncordonHostRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 15);
+
+/**
+ * @generated from message berth.v1.UncordonHostResponse
+ */
+export type UncordonHostResponse = Message<"berth.v1.UncordonHostResponse"> & {
+  /**
+   * @generated from field: berth.v1.Host host = 1;
+   */
+  host?: Host | undefined;
+};
+
+/**
+ * Describes the message berth.v1.UncordonHostResponse.
+ * Use `create(UncordonHostResponseSchema)` to create a new message.
+ */
+export const UncordonHostResponseSchema: GenMessage<UncordonHostResponse> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 16);
+
+/**
  * HostState is whether the host's agent is connected.
  *
  * @generated from enum berth.v1.HostState
@@ -366,6 +504,39 @@ export const HostService: GenService<{
     methodKind: "unary";
     input: typeof RemoveHostRequestSchema;
     output: typeof RemoveHostResponseSchema;
+  },
+  /**
+   * CordonHost marks a host unschedulable: no new server (create, clone,
+   * transfer, drain) is placed on it; its servers keep running.
+   *
+   * @generated from rpc berth.v1.HostService.CordonHost
+   */
+  cordonHost: {
+    methodKind: "unary";
+    input: typeof CordonHostRequestSchema;
+    output: typeof CordonHostResponseSchema;
+  },
+  /**
+   * DrainHost cordons a host and transfers its servers to the other
+   * schedulable hosts, a few at a time.
+   *
+   * @generated from rpc berth.v1.HostService.DrainHost
+   */
+  drainHost: {
+    methodKind: "unary";
+    input: typeof DrainHostRequestSchema;
+    output: typeof DrainHostResponseSchema;
+  },
+  /**
+   * UncordonHost makes a host schedulable again and ends a drain (transfers
+   * under way finish).
+   *
+   * @generated from rpc berth.v1.HostService.UncordonHost
+   */
+  uncordonHost: {
+    methodKind: "unary";
+    input: typeof UncordonHostRequestSchema;
+    output: typeof UncordonHostResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_berth_v1_host, 0);

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/server.proto.
  */
 export const file_berth_v1_server: GenFile = /*@__PURE__*/
-  fileDesc("ChViZXJ0aC92MS9zZXJ2ZXIucHJvdG8SCGJlcnRoLnYxIoIBCgtQb3J0TWFwcGluZxIeCglob3N0X3BvcnQYASABKA1CC7pICCoGGP//AygBEiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQASK7BwoKU2VydmVyU3BlYxI5CgRuYW1lGAEgASgJQiu6SChyJjIkXlthLXowLTldKFthLXowLTktXXswLDYxfVthLXowLTldKT8kEhkKB2hvc3RfaWQYAiABKAlCCLpIBXIDGP0BEqABCgVpbWFnZRgDIAEoCUKQAbpIjAFyiQEY/wEygwFeW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JBIuCgdjb21tYW5kGAQgAygJQh26SBqSARcQgAIiEnIQKICAAjIKXlteXHgwMF0qJBJnCgNlbnYYBSADKAsyHS5iZXJ0aC52MS5TZXJ2ZXJTcGVjLkVudkVudHJ5Qju6SDiaATUQyAEiHHIaMhheW0EtWmEtel9dW0EtWmEtejAtOV9dKiQqEnIQKICAAjIKXlteXHgwMF0qJBIuCgVwb3J0cxgGIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nQgi6SAWSAQIQZBI0Cg9kYXRhX21vdW50X3BhdGgYByABKAlCG7pIGNgBAXITGIAIMgteL1teXHgwMF0qJFoBLxI5Cg5yZXN0YXJ0X3BvbGljeRgIIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEjcKDWRlc2lyZWRfc3RhdGUYCSABKA4yFi5iZXJ0aC52MS5EZXNpcmVkU3RhdGVCCLpIBYIBAhABElIKB2NhcF9hZGQYCiADKAlCQbpIPpIBOxAFGAEiNXIzUgtBVURJVF9XUklURVIGRlNFVElEUgdORVRfUkFXUgdTRVRQQ0FQUgpTWVNfQ0hST09UEi4KEmxvZ19tYXhfc2l6ZV9ieXRlcxgLIAEoDUISukgP2AEBKgoYgICAgAQogIAEEiMKDWxvZ19tYXhfZmlsZXMYDCABKA1CDLpICdgBASoEGBQoARI9CgpzZWNyZXRfZW52GA0gAygJQim6SCaSASMQyAEYASIcchoyGF5bQS1aYS16X11bQS1aYS16MC05X10qJBItCg1iYWNrdXBfcG9saWN5GA4gASgLMhYuYmVydGgudjEuQmFja3VwUG9saWN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSAoMQmFja3VwUG9saWN5EhsKCWtlZXBfbGFzdBgBIAEoDUIIukgFKgMY6AcSGwoJa2VlcF9kYXlzGAIgASgNQgi6SAUqAxjCHCK8AQoJQ29uZGl0aW9uEgwKBHR5cGUYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuYmVydGgudjEuQ29uZGl0aW9uU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEjgKFGxhc3RfdHJhbnNpdGlvbl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAYgASgDIoIDCgxTZXJ2ZXJTdGF0dXMSHgoFcGhhc2UYASABKA4yDy5iZXJ0aC52MS5QaGFzZRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCRInCgpjb25kaXRpb25zGAQgAygLMhMuYmVydGgudjEuQ29uZGl0aW9uEhsKE29ic2VydmVkX2dlbmVyYXRpb24YBSABKAMSFAoMY29udGFpbmVyX2lkGAYgASgJEhcKD2NvbnRhaW5lcl9zdGF0ZRgHIAEoCRITCgtkYXRhX2V4aXN0cxgIIAEoCBIXCg9kYXRhX3NpemVfYnl0ZXMYCSABKAMSFQoNcmVzdGFydF9jb3VudBgKIAEoBRI0ChBsYXN0X2NoYW5nZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFsYXN0X2NoYW5nZV9jYXVzZRgMIAEoCRImCglvcGVyYXRpb24YDSABKAsyEy5iZXJ0aC52MS5PcGVyYXRpb24ilAEKCU9wZXJhdGlvbhIMCgRraW5kGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCRINCgVzdGFnZRgDIAEoCRISCgpieXRlc19kb25lGAQgASgDEhMKC2J5dGVzX3RvdGFsGAUgASgDEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqkCCgZTZXJ2ZXISCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIiCgRzcGVjGAMgASgLMhQuYmVydGgudjEuU2VydmVyU3BlYxImCgZzdGF0dXMYBCABKAsyFi5iZXJ0aC52MS5TZXJ2ZXJTdGF0dXMSEgoKZ2VuZXJhdGlvbhgFIAEoAxIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2RlbGV0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGAkgASgEIlIKE0NyZWF0ZVNlcnZlclJlcXVlc3QSKgoEc3BlYxgBIAEoCzIULmJlcnRoLnYxLlNlcnZlclNwZWNCBrpIA8gBARIPCgdwcm9qZWN0GAIgASgJIjgKFENyZWF0ZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIeChBHZXRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjUKEUdldFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciKdAQoSTGlzdFNlcnZlcnNSZXF1ZXN0Eg8KB2hvc3RfaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIUCgxzaG93X2RlbGV0ZWQYAyABKAgSGgoJcGFnZV9zaXplGAQgASgFQge6SAQaAigAEhIKCnBhZ2VfdG9rZW4YBSABKAkSHwoGcGhhc2VzGAYgAygOMg8uYmVydGgudjEuUGhhc2UiUQoTTGlzdFNlcnZlcnNSZXNwb25zZRIhCgdzZXJ2ZXJzGAEgAygLMhAuYmVydGgudjEuU2VydmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKUAQoTVXBkYXRlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCRIqCgRzcGVjGAIgASgLMhQuYmVydGgudjEuU2VydmVyU3BlY0IGukgDyAEBEhEKCWFwcGx5X25vdxgDIAEoCBIdChBleHBlY3RlZF92ZXJzaW9uGAQgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iOAoUVXBkYXRlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIjoKElN0YXJ0U2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCRIYChBhbGxvd19lbXB0eV9kYXRhGAIgASgIIjcKE1N0YXJ0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIkIKEVN0b3BTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEiEKD3RpbWVvdXRfc2Vjb25kcxgCIAEoDUIIukgFKgMYkBwiNgoSU3RvcFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIgChJQYXVzZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiNwoTUGF1c2VTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIQoTUmVzdW1lU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI4ChRSZXN1bWVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIgoUUmVzdGFydFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOQoVUmVzdGFydFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIiChRSZWJ1aWxkU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI5ChVSZWJ1aWxkU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiEKE0RlbGV0ZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOAoURGVsZXRlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiIKFFJlc3RvcmVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjkKFVJlc3RvcmVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiRAoSUHVyZ2VTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEhMKC3JlbW92ZV9kYXRhGAIgASgIEg0KBWZvcmNlGAMgASgIIhUKE1B1cmdlU2VydmVyUmVzcG9uc2UihAEKE1dhdGNoU2VydmVyc1JlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEh8KBnBoYXNlcxgDIAMoDjIPLmJlcnRoLnYxLlBoYXNlEhQKDHNob3dfZGVsZXRlZBgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkidQoUV2F0Y2hTZXJ2ZXJzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgOMhUuYmVydGgudjEuV2F0Y2hDaGFuZ2USIAoGc2VydmVyGAIgASgLMhAuYmVydGgudjEuU2VydmVyEhQKDHJlc3VtZV90b2tlbhgDIAEoCSJBCg9UYWlsTG9nc1JlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhIKCnRhaWxfbGluZXMYAyABKA0iiQEKEFRhaWxMb2dzUmVzcG9uc2USDgoGc3RyZWFtGAEgASgJEgwKBGRhdGEYAiABKAwSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZHJvcHBlZF9ieXRlcxgEIAEoBBIWCg5kcm9wcGVkX2NodW5rcxgFIAEoBCpICghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhAKDFBST1RPQ09MX1RDUBABEhAKDFBST1RPQ09MX1VEUBACKoMBCg1SZXN0YXJ0UG9saWN5Eh4KGlJFU1RBUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASGAoUUkVTVEFSVF9QT0xJQ1lfTkVWRVIQARIdChlSRVNUQVJUX1BPTElDWV9PTl9GQUlMVVJFEAISGQoVUkVTVEFSVF9QT0xJQ1lfQUxXQVlTEAMqfQoMRGVzaXJlZFN0YXRlEh0KGURFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVERVNJUkVEX1NUQVRFX1JVTk5JTkcQARIYChRERVNJUkVEX1NUQVRFX1BBVVNFRBACEhkKFURFU0lSRURfU1RBVEVfU1RPUFBFRBADKpgCCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhEKDVBIQVNFX1BFTkRJTkcQARISCg5QSEFTRV9DUkVBVElORxACEhIKDlBIQVNFX1NUQVJUSU5HEAMSEQoNUEhBU0VfUlVOTklORxAEEhAKDFBIQVNFX1BBVVNFRBAFEhIKDlBIQVNFX1NUT1BQSU5HEAYSEQoNUEhBU0VfU1RPUFBFRBAHEhEKDVBIQVNFX01JU1NJTkcQCBITCg9QSEFTRV9EQVRBX0xPU1QQCRIQCgxQSEFTRV9GQUlMRUQQChIRCg1QSEFTRV9VTktOT1dOEAsSEQoNUEhBU0VfREVMRVRFRBAMEhEKDVBIQVNFX1BVUkdJTkcQDSqIAQoPQ29uZGl0aW9uU3RhdHVzEiAKHENPTkRJVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVDT05ESVRJT05fU1RBVFVTX1RSVUUQARIaChZDT05ESVRJT05fU1RBVFVTX0ZBTFNFEAISHAoYQ09ORElUSU9OX1NUQVRVU19VTktOT1dOEAMqlwEKC1dhdGNoQ2hhbmdlEhwKGFdBVENIX0NIQU5HRV9VTlNQRUNJRklFRBAAEhkKFVdBVENIX0NIQU5HRV9TTkFQU0hPVBABEh0KGVdBVENIX0NIQU5HRV9TTkFQU0hPVF9FTkQQAhIXChNXQVRDSF9DSEFOR0VfVVBTRVJUEAMSFwoTV0FUQ0hfQ0hBTkdFX0RFTEVURRAEMpYJCg1TZXJ2ZXJTZXJ2aWNlEk0KDENyZWF0ZVNlcnZlchIdLmJlcnRoLnYxLkNyZWF0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5DcmVhdGVTZXJ2ZXJSZXNwb25zZRJECglHZXRTZXJ2ZXISGi5iZXJ0aC52MS5HZXRTZXJ2ZXJSZXF1ZXN0GhsuYmVydGgudjEuR2V0U2VydmVyUmVzcG9uc2USSgoLTGlzdFNlcnZlcnMSHC5iZXJ0aC52MS5MaXN0U2VydmVyc1JlcXVlc3QaHS5iZXJ0aC52MS5MaXN0U2VydmVyc1Jlc3BvbnNlEk0KDFVwZGF0ZVNlcnZlchIdLmJlcnRoLnYxLlVwZGF0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5VcGRhdGVTZXJ2ZXJSZXNwb25zZRJKCgtTdGFydFNlcnZlchIcLmJlcnRoLnYxLlN0YXJ0U2VydmVyUmVxdWVzdBodLmJlcnRoLnYxLlN0YXJ0U2VydmVyUmVzcG9uc2USRwoKU3RvcFNlcnZlchIbLmJlcnRoLnYxLlN0b3BTZXJ2ZXJSZXF1ZXN0GhwuYmVydGgudjEuU3RvcFNlcnZlclJlc3BvbnNlEkoKC1BhdXNlU2VydmVyEhwuYmVydGgudjEuUGF1c2VTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuUGF1c2VTZXJ2ZXJSZXNwb25zZRJNCgxSZXN1bWVTZXJ2ZXISHS5iZXJ0aC52MS5SZXN1bWVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuUmVzdW1lU2VydmVyUmVzcG9uc2USUAoNUmVzdGFydFNlcnZlchIeLmJlcnRoLnYxLlJlc3RhcnRTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVzdGFydFNlcnZlclJlc3BvbnNlElAKDVJlYnVpbGRTZXJ2ZXISHi5iZXJ0aC52MS5SZWJ1aWxkU2VydmVyUmVxdWVzdBofLmJlcnRoLnYxLlJlYnVpbGRTZXJ2ZXJSZXNwb25zZRJNCgxEZWxldGVTZXJ2ZXISHS5iZXJ0aC52MS5EZWxldGVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuRGVsZXRlU2VydmVyUmVzcG9uc2USUAoNUmVzdG9yZVNlcnZlchIeLmJlcnRoLnYxLlJlc3RvcmVTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVzdG9yZVNlcnZlclJlc3BvbnNlEkoKC1B1cmdlU2VydmVyEhwuYmVydGgudjEuUHVyZ2VTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuUHVyZ2VTZXJ2ZXJSZXNwb25zZRJPCgxXYXRjaFNlcnZlcnMSHS5iZXJ0aC52MS5XYXRjaFNlcnZlcnNSZXF1ZXN0Gh4uYmVydGgudjEuV2F0Y2hTZXJ2ZXJzUmVzcG9uc2UwARJDCghUYWlsTG9ncxIZLmJlcnRoLnYxLlRhaWxMb2dzUmVxdWVzdBoaLmJlcnRoLnYxLlRhaWxMb2dzUmVzcG9uc2UwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChViZXJ0aC92MS9zZXJ2ZXIucHJvdG8SCGJlcnRoLnYxIoIBCgtQb3J0TWFwcGluZxIeCglob3N0X3BvcnQYASABKA1CC7pICCoGGP//AygBEiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQASK7BwoKU2VydmVyU3BlYxI5CgRuYW1lGAEgASgJQiu6SChyJjIkXlthLXowLTldKFthLXowLTktXXswLDYxfVthLXowLTldKT8kEhkKB2hvc3RfaWQYAiABKAlCCLpIBXIDGP0BEqABCgVpbWFnZRgDIAEoCUKQAbpIjAFyiQEY/wEygwFeW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JBIuCgdjb21tYW5kGAQgAygJQh26SBqSARcQgAIiEnIQKICAAjIKXlteXHgwMF0qJBJnCgNlbnYYBSADKAsyHS5iZXJ0aC52MS5TZXJ2ZXJTcGVjLkVudkVudHJ5Qju6SDiaATUQyAEiHHIaMhheW0EtWmEtel9dW0EtWmEtejAtOV9dKiQqEnIQKICAAjIKXlteXHgwMF0qJBIuCgVwb3J0cxgGIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nQgi6SAWSAQIQZBI0Cg9kYXRhX21vdW50X3BhdGgYByABKAlCG7pIGNgBAXITGIAIMgteL1teXHgwMF0qJFoBLxI5Cg5yZXN0YXJ0X3BvbGljeRgIIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEjcKDWRlc2lyZWRfc3RhdGUYCSABKA4yFi5iZXJ0aC52MS5EZXNpcmVkU3RhdGVCCLpIBYIBAhABElIKB2NhcF9hZGQYCiADKAlCQbpIPpIBOxAFGAEiNXIzUgtBVURJVF9XUklURVIGRlNFVElEUgdORVRfUkFXUgdTRVRQQ0FQUgpTWVNfQ0hST09UEi4KEmxvZ19tYXhfc2l6ZV9ieXRlcxgLIAEoDUISukgP2AEBKgoYgICAgAQogIAEEiMKDWxvZ19tYXhfZmlsZXMYDCABKA1CDLpICdgBASoEGBQoARI9CgpzZWNyZXRfZW52GA0gAygJQim6SCaSASMQyAEYASIcchoyGF5bQS1aYS16X11bQS1aYS16MC05X10qJBItCg1iYWNrdXBfcG9saWN5GA4gASgLMhYuYmVydGgudjEuQmFja3VwUG9saWN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMQmFja3VwUG9saWN5EhsKCWtlZXBfbGFzdBgBIAEoDUIIukgFKgMY6AcSGwoJa2VlcF9kYXlzGAIgASgNQgi6SAUqAxjCHBIkChFhbGVydF9hZnRlcl9ob3VycxgDIAEoDUIJukgGKgQYsKwFIrwBCglDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS5iZXJ0aC52MS5Db25kaXRpb25TdGF0dXMSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSOAoUbGFzdF90cmFuc2l0aW9uX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE29ic2VydmVkX2dlbmVyYXRpb24YBiABKAMiggMKDFNlcnZlclN0YXR1cxIeCgVwaGFzZRgBIAEoDjIPLmJlcnRoLnYxLlBoYXNlEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEicKCmNvbmRpdGlvbnMYBCADKAsyEy5iZXJ0aC52MS5Db25kaXRpb24SGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgFIAEoAxIUCgxjb250YWluZXJfaWQYBiABKAkSFwoPY29udGFpbmVyX3N0YXRlGAcgASgJEhMKC2RhdGFfZXhpc3RzGAggASgIEhcKD2RhdGFfc2l6ZV9ieXRlcxgJIAEoAxIVCg1yZXN0YXJ0X2NvdW50GAogASgFEjQKEGxhc3RfY2hhbmdlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWxhc3RfY2hhbmdlX2NhdXNlGAwgASgJEiYKCW9wZXJhdGlvbhgNIAEoCzITLmJlcnRoLnYxLk9wZXJhdGlvbiK+AQoJT3BlcmF0aW9uEgwKBGtpbmQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJEg0KBXN0YWdlGAMgASgJEhIKCmJ5dGVzX2RvbmUYBCABKAMSEwoLYnl0ZXNfdG90YWwYBSABKAMSLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLc291cmNlX2hvc3QYByABKAkSEwoLdGFyZ2V0X2hvc3QYCCABKAkiqQIKBlNlcnZlchIKCgJpZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEiIKBHNwZWMYAyABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjEiYKBnN0YXR1cxgEIAEoCzIWLmJlcnRoLnYxLlNlcnZlclN0YXR1cxISCgpnZW5lcmF0aW9uGAUgASgDEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVsZXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YCSABKAQiUgoTQ3JlYXRlU2VydmVyUmVxdWVzdBIqCgRzcGVjGAEgASgLMhQuYmVydGgudjEuU2VydmVyU3BlY0IGukgDyAEBEg8KB3Byb2plY3QYAiABKAkiOAoUQ3JlYXRlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIh4KEEdldFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiNQoRR2V0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIp0BChJMaXN0U2VydmVyc1JlcXVlc3QSDwoHaG9zdF9pZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEhQKDHNob3dfZGVsZXRlZBgDIAEoCBIaCglwYWdlX3NpemUYBCABKAVCB7pIBBoCKAASEgoKcGFnZV90b2tlbhgFIAEoCRIfCgZwaGFzZXMYBiADKA4yDy5iZXJ0aC52MS5QaGFzZSJRChNMaXN0U2VydmVyc1Jlc3BvbnNlEiEKB3NlcnZlcnMYASADKAsyEC5iZXJ0aC52MS5TZXJ2ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpQBChNVcGRhdGVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEioKBHNwZWMYAiABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjQga6SAPIAQESEQoJYXBwbHlfbm93GAMgASgIEh0KEGV4cGVjdGVkX3ZlcnNpb24YBCABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI4ChRVcGRhdGVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiOgoSU3RhcnRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEhgKEGFsbG93X2VtcHR5X2RhdGEYAiABKAgiNwoTU3RhcnRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiQgoRU3RvcFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSIQoPdGltZW91dF9zZWNvbmRzGAIgASgNQgi6SAUqAxiQHCI2ChJTdG9wU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiAKElBhdXNlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI3ChNQYXVzZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIhChNSZXN1bWVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjgKFFJlc3VtZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIiChRSZXN0YXJ0U2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI5ChVSZXN0YXJ0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiIKFFJlYnVpbGRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjkKFVJlYnVpbGRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIQoTRGVsZXRlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI4ChREZWxldGVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIgoUUmVzdG9yZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOQoVUmVzdG9yZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciJEChJQdXJnZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSEwoLcmVtb3ZlX2RhdGEYAiABKAgSDQoFZm9yY2UYAyABKAgiFQoTUHVyZ2VTZXJ2ZXJSZXNwb25zZSKTAQoVVHJhbnNmZXJTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEhUKBGhvc3QYAiABKAlCB7pIBHICEAESDgoGdGFyZ2V0GAMgASgJEiMKEWtlZXBfc291cmNlX2hvdXJzGAQgASgNQgi6SAUqAxi4RBIiCg90aW1lb3V0X3NlY29uZHMYBSABKA1CCbpIBioEGID1JCJNChZUcmFuc2ZlclNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlchIRCgliYWNrdXBfaWQYAiABKAkiywEKEkNsb25lU2VydmVyUmVxdWVzdBIOCgZzb3VyY2UYASABKAkSOQoEbmFtZRgCIAEoCUIrukgociYyJF5bYS16MC05XShbYS16MC05LV17MCw2MX1bYS16MC05XSk/JBIMCgRob3N0GAMgASgJEhMKC2Zyb21fYmFja3VwGAQgASgJEg4KBnRhcmdldBgFIAEoCRI3Cg1kZXNpcmVkX3N0YXRlGAYgASgOMhYuYmVydGgudjEuRGVzaXJlZFN0YXRlQgi6SAWCAQIQASJKChNDbG9uZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlchIRCgliYWNrdXBfaWQYAiABKAkihAEKE1dhdGNoU2VydmVyc1JlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEh8KBnBoYXNlcxgDIAMoDjIPLmJlcnRoLnYxLlBoYXNlEhQKDHNob3dfZGVsZXRlZBgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkidQoUV2F0Y2hTZXJ2ZXJzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgOMhUuYmVydGgudjEuV2F0Y2hDaGFuZ2USIAoGc2VydmVyGAIgASgLMhAuYmVydGgudjEuU2VydmVyEhQKDHJlc3VtZV90b2tlbhgDIAEoCSJBCg9UYWlsTG9nc1JlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhIKCnRhaWxfbGluZXMYAyABKA0iiQEKEFRhaWxMb2dzUmVzcG9uc2USDgoGc3RyZWFtGAEgASgJEgwKBGRhdGEYAiABKAwSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZHJvcHBlZF9ieXRlcxgEIAEoBBIWCg5kcm9wcGVkX2NodW5rcxgFIAEoBCpICghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhAKDFBST1RPQ09MX1RDUBABEhAKDFBST1RPQ09MX1VEUBACKoMBCg1SZXN0YXJ0UG9saWN5Eh4KGlJFU1RBUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASGAoUUkVTVEFSVF9QT0xJQ1lfTkVWRVIQARIdChlSRVNUQVJUX1BPTElDWV9PTl9GQUlMVVJFEAISGQoVUkVTVEFSVF9QT0xJQ1lfQUxXQVlTEAMqfQoMRGVzaXJlZFN0YXRlEh0KGURFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVERVNJUkVEX1NUQVRFX1JVTk5JTkcQARIYChRERVNJUkVEX1NUQVRFX1BBVVNFRBACEhkKFURFU0lSRURfU1RBVEVfU1RPUFBFRBADKpgCCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhEKDVBIQVNFX1BFTkRJTkcQARISCg5QSEFTRV9DUkVBVElORxACEhIKDlBIQVNFX1NUQVJUSU5HEAMSEQoNUEhBU0VfUlVOTklORxAEEhAKDFBIQVNFX1BBVVNFRBAFEhIKDlBIQVNFX1NUT1BQSU5HEAYSEQoNUEhBU0VfU1RPUFBFRBAHEhEKDVBIQVNFX01JU1NJTkcQCBITCg9QSEFTRV9EQVRBX0xPU1QQCRIQCgxQSEFTRV9GQUlMRUQQChIRCg1QSEFTRV9VTktOT1dOEAsSEQoNUEhBU0VfREVMRVRFRBAMEhEKDVBIQVNFX1BVUkdJTkcQDSqIAQoPQ29uZGl0aW9uU3RhdHVzEiAKHENPTkRJVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVDT05ESVRJT05fU1RBVFVTX1RSVUUQARIaChZDT05ESVRJT05fU1RBVFVTX0ZBTFNFEAISHAoYQ09ORElUSU9OX1NUQVRVU19VTktOT1dOEAMqlwEKC1dhdGNoQ2hhbmdlEhwKGFdBVENIX0NIQU5HRV9VTlNQRUNJRklFRBAAEhkKFVdBVENIX0NIQU5HRV9TTkFQU0hPVBABEh0KGVdBVENIX0NIQU5HRV9TTkFQU0hPVF9FTkQQAhIXChNXQVRDSF9DSEFOR0VfVVBTRVJUEAMSFwoTV0FUQ0hfQ0hBTkdFX0RFTEVURRAEMrcKCg1TZXJ2ZXJTZXJ2aWNlEk0KDENyZWF0ZVNlcnZlchIdLmJlcnRoLnYxLkNyZWF0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5DcmVhdGVTZXJ2ZXJSZXNwb25zZRJECglHZXRTZXJ2ZXISGi5iZXJ0aC52MS5HZXRTZXJ2ZXJSZXF1ZXN0GhsuYmVydGgudjEuR2V0U2VydmVyUmVzcG9uc2USSgoLTGlzdFNlcnZlcnMSHC5iZXJ0aC52MS5MaXN0U2VydmVyc1JlcXVlc3QaHS5iZXJ0aC52MS5MaXN0U2VydmVyc1Jlc3BvbnNlEk0KDFVwZGF0ZVNlcnZlchIdLmJlcnRoLnYxLlVwZGF0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5VcGRhdGVTZXJ2ZXJSZXNwb25zZRJKCgtTdGFydFNlcnZlchIcLmJlcnRoLnYxLlN0YXJ0U2VydmVyUmVxdWVzdBodLmJlcnRoLnYxLlN0YXJ0U2VydmVyUmVzcG9uc2USRwoKU3RvcFNlcnZlchIbLmJlcnRoLnYxLlN0b3BTZXJ2ZXJSZXF1ZXN0GhwuYmVydGgudjEuU3RvcFNlcnZlclJlc3BvbnNlEkoKC1BhdXNlU2VydmVyEhwuYmVydGgudjEuUGF1c2VTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuUGF1c2VTZXJ2ZXJSZXNwb25zZRJNCgxSZXN1bWVTZXJ2ZXISHS5iZXJ0aC52MS5SZXN1bWVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuUmVzdW1lU2VydmVyUmVzcG9uc2USUAoNUmVzdGFydFNlcnZlchIeLmJlcnRoLnYxLlJlc3RhcnRTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVzdGFydFNlcnZlclJlc3BvbnNlElAKDVJlYnVpbGRTZXJ2ZXISHi5iZXJ0aC52MS5SZWJ1aWxkU2VydmVyUmVxdWVzdBofLmJlcnRoLnYxLlJlYnVpbGRTZXJ2ZXJSZXNwb25zZRJNCgxEZWxldGVTZXJ2ZXISHS5iZXJ0aC52MS5EZWxldGVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuRGVsZXRlU2VydmVyUmVzcG9uc2USUAoNUmVzdG9yZVNlcnZlchIeLmJlcnRoLnYxLlJlc3RvcmVTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVzdG9yZVNlcnZlclJlc3BvbnNlEkoKC1B1cmdlU2VydmVyEhwuYmVydGgudjEuUHVyZ2VTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuUHVyZ2VTZXJ2ZXJSZXNwb25zZRJPCgxXYXRjaFNlcnZlcnMSHS5iZXJ0aC52MS5XYXRjaFNlcnZlcnNSZXF1ZXN0Gh4uYmVydGgudjEuV2F0Y2hTZXJ2ZXJzUmVzcG9uc2UwARJDCghUYWlsTG9ncxIZLmJlcnRoLnYxLlRhaWxMb2dzUmVxdWVzdBoaLmJlcnRoLnYxLlRhaWxMb2dzUmVzcG9uc2UwARJTCg5UcmFuc2ZlclNlcnZlchIfLmJlcnRoLnYxLlRyYW5zZmVyU2VydmVyUmVxdWVzdBogLmJlcnRoLnYxLlRyYW5zZmVyU2VydmVyUmVzcG9uc2USSgoLQ2xvbmVTZXJ2ZXISHC5iZXJ0aC52MS5DbG9uZVNlcnZlclJlcXVlc3QaHS5iZXJ0aC52MS5DbG9uZVNlcnZlclJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * PortMapping publishes a container port on the host.
@@ -191,6 +191,14 @@ export type BackupPolicy = Message<"berth.v1.BackupPolicy"> & {
    * @generated from field: uint32 keep_days = 2;
    */
   keepDays: number;
+
+  /**
+   * Raise the backup_overdue alert when the newest successful backup is older
+   * than this many hours (0: no alert).
+   *
+   * @generated from field: uint32 alert_after_hours = 3;
+   */
+  alertAfterHours: number;
 };
 
 /**
@@ -340,7 +348,7 @@ export const ServerStatusSchema: GenMessage<ServerStatus> = /*@__PURE__*/
  */
 export type Operation = Message<"berth.v1.Operation"> & {
   /**
-   * "backup" or "restore".
+   * "backup", "restore" or "transfer" (a clone's copy is its "restore").
    *
    * @generated from field: string kind = 1;
    */
@@ -374,6 +382,18 @@ export type Operation = Message<"berth.v1.Operation"> & {
    * @generated from field: google.protobuf.Timestamp start_time = 6;
    */
   startTime?: Timestamp | undefined;
+
+  /**
+   * transfer: the host it leaves and the host it moves to.
+   *
+   * @generated from field: string source_host = 7;
+   */
+  sourceHost: string;
+
+  /**
+   * @generated from field: string target_host = 8;
+   */
+  targetHost: string;
 };
 
 /**
@@ -976,6 +996,158 @@ export const PurgeServerResponseSchema: GenMessage<PurgeServerResponse> = /*@__P
   messageDesc(file_berth_v1_server, 32);
 
 /**
+ * @generated from message berth.v1.TransferServerRequest
+ */
+export type TransferServerRequest = Message<"berth.v1.TransferServerRequest"> & {
+  /**
+   * Server id or name.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The host to move to (id or name): connected, schedulable, not the server's own.
+   *
+   * @generated from field: string host = 2;
+   */
+  host: string;
+
+  /**
+   * The backup target the data travels through (id or name): S3, or a shared
+   * directory both hosts mount. Empty: the first such target.
+   *
+   * @generated from field: string target = 3;
+   */
+  target: string;
+
+  /**
+   * Keep the source copy (container removed, data directory kept) this many
+   * hours after the server runs on the new host; 0 removes it then.
+   *
+   * @generated from field: uint32 keep_source_hours = 4;
+   */
+  keepSourceHours: number;
+
+  /**
+   * The whole move must finish within this (default 6 h).
+   *
+   * @generated from field: uint32 timeout_seconds = 5;
+   */
+  timeoutSeconds: number;
+};
+
+/**
+ * Describes the message berth.v1.TransferServerRequest.
+ * Use `create(TransferServerRequestSchema)` to create a new message.
+ */
+export const TransferServerRequestSchema: GenMessage<TransferServerRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_server, 33);
+
+/**
+ * @generated from message berth.v1.TransferServerResponse
+ */
+export type TransferServerResponse = Message<"berth.v1.TransferServerResponse"> & {
+  /**
+   * @generated from field: berth.v1.Server server = 1;
+   */
+  server?: Server | undefined;
+
+  /**
+   * The backup the data travels as (listed and usable like any other).
+   *
+   * @generated from field: string backup_id = 2;
+   */
+  backupId: string;
+};
+
+/**
+ * Describes the message berth.v1.TransferServerResponse.
+ * Use `create(TransferServerResponseSchema)` to create a new message.
+ */
+export const TransferServerResponseSchema: GenMessage<TransferServerResponse> = /*@__PURE__*/
+  messageDesc(file_berth_v1_server, 34);
+
+/**
+ * @generated from message berth.v1.CloneServerRequest
+ */
+export type CloneServerRequest = Message<"berth.v1.CloneServerRequest"> & {
+  /**
+   * Source server id or name.
+   *
+   * @generated from field: string source = 1;
+   */
+  source: string;
+
+  /**
+   * The new server's name (unique in the source's project).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Host for the clone (id or name); empty: the source's host.
+   *
+   * @generated from field: string host = 3;
+   */
+  host: string;
+
+  /**
+   * Copy the data of this backup (of the source); empty: a fresh backup now.
+   *
+   * @generated from field: string from_backup = 4;
+   */
+  fromBackup: string;
+
+  /**
+   * The backup target for the fresh backup (id or name); empty: the first one
+   * both hosts reach.
+   *
+   * @generated from field: string target = 5;
+   */
+  target: string;
+
+  /**
+   * The clone's desired state; unspecified: stopped.
+   *
+   * @generated from field: berth.v1.DesiredState desired_state = 6;
+   */
+  desiredState: DesiredState;
+};
+
+/**
+ * Describes the message berth.v1.CloneServerRequest.
+ * Use `create(CloneServerRequestSchema)` to create a new message.
+ */
+export const CloneServerRequestSchema: GenMessage<CloneServerRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_server, 35);
+
+/**
+ * @generated from message berth.v1.CloneServerResponse
+ */
+export type CloneServerResponse = Message<"berth.v1.CloneServerResponse"> & {
+  /**
+   * @generated from field: berth.v1.Server server = 1;
+   */
+  server?: Server | undefined;
+
+  /**
+   * The backup the copy is made from.
+   *
+   * @generated from field: string backup_id = 2;
+   */
+  backupId: string;
+};
+
+/**
+ * Describes the message berth.v1.CloneServerResponse.
+ * Use `create(CloneServerResponseSchema)` to create a new message.
+ */
+export const CloneServerResponseSchema: GenMessage<CloneServerResponse> = /*@__PURE__*/
+  messageDesc(file_berth_v1_server, 36);
+
+/**
  * @generated from message berth.v1.WatchServersRequest
  */
 export type WatchServersRequest = Message<"berth.v1.WatchServersRequest"> & {
@@ -1013,7 +1185,7 @@ export type WatchServersRequest = Message<"berth.v1.WatchServersRequest"> & {
  * Use `create(WatchServersRequestSchema)` to create a new message.
  */
 export const WatchServersRequestSchema: GenMessage<WatchServersRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 33);
+  messageDesc(file_berth_v1_server, 37);
 
 /**
  * @generated from message berth.v1.WatchServersResponse
@@ -1042,7 +1214,7 @@ export type WatchServersResponse = Message<"berth.v1.WatchServersResponse"> & {
  * Use `create(WatchServersResponseSchema)` to create a new message.
  */
 export const WatchServersResponseSchema: GenMessage<WatchServersResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 34);
+  messageDesc(file_berth_v1_server, 38);
 
 /**
  * @generated from message berth.v1.TailLogsRequest
@@ -1069,7 +1241,7 @@ export type TailLogsRequest = Message<"berth.v1.TailLogsRequest"> & {
  * Use `create(TailLogsRequestSchema)` to create a new message.
  */
 export const TailLogsRequestSchema: GenMessage<TailLogsRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 35);
+  messageDesc(file_berth_v1_server, 39);
 
 /**
  * @generated from message berth.v1.TailLogsResponse
@@ -1112,7 +1284,7 @@ export type TailLogsResponse = Message<"berth.v1.TailLogsResponse"> & {
  * Use `create(TailLogsResponseSchema)` to create a new message.
  */
 export const TailLogsResponseSchema: GenMessage<TailLogsResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 36);
+  messageDesc(file_berth_v1_server, 40);
 
 /**
  * Protocol of a published port.
@@ -1523,6 +1695,29 @@ export const ServerService: GenService<{
     methodKind: "server_streaming";
     input: typeof TailLogsRequestSchema;
     output: typeof TailLogsResponseSchema;
+  },
+  /**
+   * TransferServer moves a server with its data to another host, through a
+   * backup target both hosts reach; the source copy goes only once the server
+   * runs on the new host. Progress is status.operation (kind "transfer").
+   *
+   * @generated from rpc berth.v1.ServerService.TransferServer
+   */
+  transferServer: {
+    methodKind: "unary";
+    input: typeof TransferServerRequestSchema;
+    output: typeof TransferServerResponseSchema;
+  },
+  /**
+   * CloneServer makes a new server with the source's spec (ports re-picked when
+   * they clash) and a copy of its data, from a backup or a fresh one.
+   *
+   * @generated from rpc berth.v1.ServerService.CloneServer
+   */
+  cloneServer: {
+    methodKind: "unary";
+    input: typeof CloneServerRequestSchema;
+    output: typeof CloneServerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_berth_v1_server, 0);
