@@ -620,7 +620,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     if (!s || !op || cmd.command.backup?.backupId !== op.backupId) return;
     const progress = { stage: cutText(p.stage, 40), bytesDone: byteCount(p.bytesDone), bytesTotal: byteCount(p.bytesTotal), files: byteCount(p.files), at };
     const ops: WriteOp[] = [{ op: "server.lifecycle", id: s.id, lifecycle: { ...s.lifecycle, dataOp: { ...op, progress } }, expectVersion: s.version }];
-    if (op.kind === "backup") ops.push({ op: "backup.update", id: op.backupId, set: { bytesDone: progress.bytesDone, bytesTotal: progress.bytesTotal }, ifState: ["running"] });
+    if (op.kind === "backup" || op.transfer?.stage === "backup") ops.push({ op: "backup.update", id: op.backupId, set: { bytesDone: progress.bytesDone, bytesTotal: progress.bytesTotal }, ifState: ["running"] });
     try {
       if (!(await link.commit(ops))) return;
     } catch (err) {
@@ -649,7 +649,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       return [
         ledger.op(
           r.success
-            ? { ...base, type: "backup.restored", reason: "Restored", message: `restored backup ${job.backupId}; the replaced data is kept as .berth-previous/${cmd.command.dataDir} under the data root until the server runs again` }
+            ? { ...base, type: "backup.restored", reason: "Restored", message: server?.lifecycle.dataOp?.transfer || server?.lifecycle.dataOp?.fresh ? `restored backup ${job.backupId} into a new data directory on this host` : `restored backup ${job.backupId}; the replaced data is kept as .berth-previous/${cmd.command.dataDir} under the data root until the server runs again` }
             : { ...base, type: "backup.restore_failed", reason: r.reason || "RestoreFailed", message: `restore of backup ${job.backupId} failed, the data is as it was: ${r.message}` },
         ),
       ];

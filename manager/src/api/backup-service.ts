@@ -41,6 +41,7 @@ import { loadVisibleServer } from "./find-server.js";
 import { serverToProto } from "./convert.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { backupLocationOn, BackupRemoval } from "./backup-removal.js";
+import { pendingBackup } from "../backups/pending.js";
 import { WRITE_ATTEMPTS } from "./server-service.js";
 
 export interface BackupServiceDeps {
@@ -241,31 +242,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         const key = `${s.id}/${backupId}.tar.gz`;
         const actor = actorOf(caller);
         const op: DataOp = { kind: "backup", backupId, requestedAt: at, deadlineAt: at + timeoutMs(req.timeoutSeconds), live: req.live, location, key, ignore: [...req.ignore], actor };
-        const backup: BackupRecord = {
-          id: backupId,
-          serverId: s.id,
-          serverName: s.name,
-          project: s.project,
-          hostId: s.hostId,
-          targetId: target.id,
-          key,
-          state: "pending",
-          reason: "",
-          message: req.live ? "a live copy: files the server writes meanwhile may be caught half-written" : "",
-          live: req.live,
-          compression: "gzip",
-          archiveBytes: 0,
-          rawBytes: 0,
-          files: 0,
-          sha256: "",
-          bytesDone: 0,
-          bytesTotal: 0,
-          locked: false,
-          createdBy: actor,
-          createdAt: at,
-          startedAt: null,
-          finishedAt: null,
-        };
+        const backup = pendingBackup(s, target.id, backupId, at, actor, { live: req.live, message: req.live ? "a live copy: files the server writes meanwhile may be caught half-written" : "" });
         return {
           op,
           more: [

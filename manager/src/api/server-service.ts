@@ -1,4 +1,3 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
@@ -10,6 +9,8 @@ import {
   RestartServerResponseSchema,
   RestoreServerResponseSchema,
   UpdateServerResponseSchema,
+  TransferServerResponseSchema,
+  CloneServerResponseSchema,
   GetServerResponseSchema,
   ListServersResponseSchema,
   Phase,
@@ -39,6 +40,7 @@ import { createTailLogs } from "./logs.js";
 import { loadHost, loadVisibleServer } from "./find-server.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { turns } from "../turns.js";
+import { ServerMoves } from "../transfers/moves.js";
 
 export interface ServerServiceDeps {
   store: Store;
@@ -74,6 +76,7 @@ interface Change {
 
 export function createServerService(deps: ServerServiceDeps): Partial<ServiceImpl<typeof ServerService>> {
   const { store, hub, ledger, reconciler } = deps;
+  const moves = new ServerMoves({ store, ledger, reconciler, presence: deps.presence ?? hub, ...(deps.now ? { now: deps.now } : {}) });
   const presence = deps.presence ?? hub;
   const now = deps.now ?? Date.now;
 
@@ -409,12 +412,20 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       return create(PurgeServerResponseSchema, {});
     },
 
-    async transferServer() {
-      throw new ConnectError("TransferServer is not built yet", Code.Unimplemented);
+    async transferServer(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "TransferServer");
+      const s = await find(caller, req.id);
+      const r = await moves.transfer({ actor: actorOf(caller), name: caller.name }, s, req.host, { target: req.target, keepSourceHours: req.keepSourceHours, timeoutSeconds: req.timeoutSeconds });
+      return create(TransferServerResponseSchema, { server: serverToProto(r.server), backupId: r.backupId });
     },
 
-    async cloneServer() {
-      throw new ConnectError("CloneServer is not built yet", Code.Unimplemented);
+    async cloneServer(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "CloneServer");
+      const src = await find(caller, req.source);
+      const r = await moves.clone({ actor: actorOf(caller), name: caller.name }, src, { name: req.name, host: req.host, fromBackup: req.fromBackup, target: req.target, desiredState: req.desiredState });
+      return create(CloneServerResponseSchema, { server: serverToProto(r.server), backupId: r.backupId });
     },
   };
 }

@@ -78,6 +78,16 @@ export interface Lifecycle {
    * again, unless `keep`.
    */
   previousData?: { name: string; backupId: string; keep: boolean; at: number }[];
+  /**
+   * The server's first container on its host is still to be made (a clone,
+   * a transferred server): created whatever the desired state, instead of
+   * "Missing". Cleared by the first successful create or start.
+   */
+  createPending?: boolean;
+  /** Copies of this server on other hosts that berth removes (a transfer's source, a failed transfer's target). */
+  strayCopies?: StrayCopy[];
+  /** A clone whose data could not be copied: shown Failed until the operator acts (start gives it empty data). */
+  cloneFailed?: { reason: string; message: string; at: number };
 }
 
 /** Where a data operation's archive is, as its command carries it (the S3 secret stays sealed here). */
@@ -85,9 +95,33 @@ export type BackupLocationRecord =
   | { directory: string }
   | { s3: { targetId: string; endpoint: string; bucket: string; prefix: string; region: string; pathStyle: boolean; accessKeyId: string; sealedSecret: string } };
 
-/** A backup or restore of a server's data directory, from request to result (Lifecycle.dataOp). */
+/**
+ * A transfer's state (DataOp.transfer): the data travels as a backup (the
+ * op's backupId) through a target both hosts reach. Stages:
+ * - backup: on the source (the server's host), stopped, archived;
+ * - restore: the record is on the target host now, where the archive is
+ *   verified and unpacked (the source keeps its container and data);
+ * - start: the server is created (and started if it should run) on the target.
+ * A failure in restore or start moves the record back to the source, whose
+ * copy was never touched.
+ */
+export interface TransferState {
+  sourceHost: string;
+  targetHost: string;
+  /** The backup target the data travels through. */
+  targetId: string;
+  /** Where the target host reads the archive (resolved when the transfer was asked for). */
+  targetLocation: BackupLocationRecord;
+  stage: "backup" | "restore" | "start";
+  /** Keep the source copy this long after the server runs on the target. */
+  keepSourceHours: number;
+  /** Manager clock: when the record moved to the target host (stage restore on). */
+  movedAt?: number;
+}
+
+/** A backup, restore or transfer of a server's data directory, from request to result (Lifecycle.dataOp). */
 export interface DataOp {
-  kind: "backup" | "restore";
+  kind: "backup" | "restore" | "transfer";
   backupId: string;
   /** Manager clock: when it was asked for; commands made before it are not its own. */
   requestedAt: number;
@@ -111,6 +145,21 @@ export interface DataOp {
   progress?: { stage: string; bytesDone: number; bytesTotal: number; files: number; at: number };
   /** Who asked (the ledger's actor). */
   actor: string;
+  /** transfer: where it is in the move. */
+  transfer?: TransferState;
+  /** restore of a clone from a fresh backup of its source: wait until that backup succeeds (sha256 unknown until then). */
+  awaitBackup?: boolean;
+  /** restore: into a server that had no data (a clone, a transfer's target): nothing is kept as a safety copy. */
+  fresh?: boolean;
+}
+
+/** A copy of a server's data (and maybe its container) on a host that is not its own, to remove. */
+export interface StrayCopy {
+  hostId: string;
+  /** Manager clock: not before this. */
+  removeAt: number;
+  /** transfer_source: what a transfer left behind (kept keep_source_hours); transfer_partial: a failed transfer's copy on its target. */
+  why: "transfer_source" | "transfer_partial";
 }
 
 export interface ServerRecord {

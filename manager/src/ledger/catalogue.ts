@@ -112,6 +112,43 @@ export const EVENT_CATALOGUE = {
   },
   "server.reassigned": { meaning: "ReassignServer moved a stranded server (its host was removed) to a host that has its data directory", actor: "operator", fields: "payload: {from, to}" },
 
+  // --- transfers and clones (ServerService.TransferServer/CloneServer; docs/data.md) ---
+  "server.transfer_requested": {
+    meaning: "TransferServer: the server is to move to another host through a backup target (stop, archive, verify and unpack there, start there); the source keeps its copy until then",
+    actor: "operator",
+    fields: "host_id: the source; correlation_id: the backup id; payload: {from, to, target}",
+  },
+  "server.transfer_moved": {
+    meaning: "the data is archived on the source: the server's record is on the target host now, which verifies and unpacks it; the source copy is untouched",
+    actor: "reconciler",
+    fields: "host_id: the target; correlation_id: the backup id; payload: {from, to}",
+  },
+  "server.transfer_succeeded": {
+    meaning: "the server is in its desired state on the target host; the source copy is removed (after keep_source_hours)",
+    actor: "reconciler",
+    fields: "correlation_id: the backup id; payload: {from, to, backupId}",
+  },
+  "server.transfer_failed": {
+    meaning: "a transfer ended without moving the server: it is on its source host with its data as it was (and in its desired state there); what reached the target is removed there",
+    actor: "reconciler",
+    fields: "reason: BackupFailed, AgentRestarted, TargetFull, TargetHostOffline, ChecksumMismatch, StartFailed, DeadlineExceeded, ...; correlation_id: the backup id; payload: {from, to}",
+  },
+  "server.copy_removed": {
+    meaning: "a copy of the server on another host was removed: the container and data a transfer left on its source, or what a failed transfer put on its target",
+    actor: "reconciler",
+    fields: "host_id: the host the copy was on; reason: TransferSourceRemoved, TransferPartialRemoved",
+  },
+  "server.cloned": {
+    meaning: "CloneServer: a new server with the source's spec (clashing host ports moved) whose data is copied from a backup of the source",
+    actor: "operator",
+    fields: "correlation_id: the backup id; payload: {source, backupId}",
+  },
+  "server.clone_failed": {
+    meaning: "a clone's data could not be copied (the source's backup or the restore failed): the clone stays Failed with no data until purged or started empty",
+    actor: "reconciler",
+    fields: "correlation_id: the backup id",
+  },
+
   // --- hosts and access --------------------------------------------------------
   "host.enrolled": { meaning: "an agent enrolled with a one-time token; a new host exists", actor: "agent", fields: "correlation_id: the enrollment token id" },
   "host.connected": { meaning: "the host's agent connected and sent its full inventory", actor: "agent" },

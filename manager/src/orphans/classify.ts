@@ -167,7 +167,7 @@ export function classifyOrphans(input: OrphanInput): OrphanFinding[] {
       let reason: string;
       if (sid && mid === input.managerId) {
         const rec = servers.get(sid);
-        if (rec && rec.hostId === h.id) continue;
+        if (rec && (rec.hostId === h.id || rec.transferHosts?.includes(h.id))) continue;
         if (input.busyServerIds.has(sid)) continue;
         kind = OrphanKind.UNTRACKED;
         reason = rec
@@ -221,7 +221,7 @@ export function classifyOrphans(input: OrphanInput): OrphanFinding[] {
       let reason: string;
       if (SERVER_ID_RE.test(name)) {
         const rec = servers.get(name);
-        if (rec && rec.hostId === h.id) continue;
+        if (rec && (rec.hostId === h.id || rec.transferHosts?.includes(h.id))) continue;
         if (input.busyServerIds.has(name)) continue;
         reason = rec
           ? `data directory of server ${rec.name} (${name}), which berth now runs on host ${hosts.get(rec.hostId)?.name ?? rec.hostId}: a leftover copy`

@@ -98,6 +98,8 @@ export interface PlanInput {
   /** When the operator last asked for something (create, start, stop, ...). */
   lastActionAt: number;
   hostConnected: boolean;
+  /** Manager clock: since when the host has been away (its last heartbeat); only read during a transfer. */
+  hostOfflineSince?: number;
   /** This server's containers on its host, as last reported (normally 0 or 1). */
   containers: readonly ContainerInfo[];
   /** The data directory as last reported; undefined if never checked. */
@@ -150,7 +152,12 @@ export interface Plan {
   failDataOp?: { reason: string; message: string };
   /** What status.operation shows of the backup or restore under way: its stage now. */
   dataStage?: string;
+  /** The transfer under way is done: the server is in its desired state on its new host. */
+  finishDataOp?: boolean;
 }
+
+/** How long a transfer's target host may be away before the transfer fails and the server goes back to its source. */
+export const TRANSFER_OFFLINE_GRACE_MS = 20_000;
 
 const GENERATION_LABEL = "berth.generation";
 const HASH_LABEL = "berth.spec-hash";
@@ -219,6 +226,23 @@ function decide(input: PlanInput): Plan {
 
   // 1. Nothing is known about a host that is not connected: never guess "Stopped".
   if (!input.hostConnected) {
+    // A transfer's target went away while its data was restored or the server started there: the
+    // source still has everything, so the transfer fails after a short grace (a link blip is not a failure).
+    const moving = lc.dataOp?.transfer;
+    if (moving && moving.stage !== "backup" && !lc.purge && !input.deleted) {
+      const since = Math.max(input.hostOfflineSince ?? 0, moving.movedAt ?? 0);
+      if (input.now >= since + TRANSFER_OFFLINE_GRACE_MS) {
+        return {
+          ...base,
+          phase: Phase.UNKNOWN,
+          reason: "HostOffline",
+          message: "the transfer's target host went offline; moving back to the source host",
+          failDataOp: { reason: "TargetHostOffline", message: `host ${moving.targetHost} went offline during the transfer` },
+          ...(input.inflight ? { expireInflight: true } : {}),
+        };
+      }
+      return { ...base, phase: Phase.UNKNOWN, reason: "HostOffline", message: "the transfer's target host is not connected; waiting briefly before moving back", requeueAfterMs: since + TRANSFER_OFFLINE_GRACE_MS - input.now };
+    }
     const expire = input.inflight !== undefined && input.now >= input.inflight.deadlineAt;
     // Deadlines run while the host is away: come back when the in-flight command expires.
     const wake = input.inflight && !expire ? { requeueAfterMs: input.inflight.deadlineAt - input.now } : {};
@@ -266,24 +290,45 @@ function decide(input: PlanInput): Plan {
   //     lost data comes back, and a failed server may still be backed up.
   if (lc.dataOp) {
     const op = lc.dataOp;
-    const what = op.kind === "backup" ? "backup" : "restore";
+    const what = op.kind;
     if (lc.purge || input.deleted) return { ...base, ...containerPhase(container), failDataOp: { reason: "ServerDeleted", message: `the server was deleted before the ${what} could run` } };
     if (input.now >= op.deadlineAt) {
       return { ...base, ...containerPhase(container), failDataOp: { reason: "DeadlineExceeded", message: `the ${what} did not finish within ${Math.round((op.deadlineAt - op.requestedAt) / 1000)}s` } };
+    }
+    if (op.awaitBackup) {
+      // A clone waits for its source's fresh backup (the reconciler reads the backup's state).
+      return { ...base, ...containerPhase(container), phase: Phase.PENDING, reason: "WaitingForBackup", message: "waiting for the source server's backup to finish before copying its data", dataStage: "WaitingForBackup", requeueAfterMs: Math.min(2_000, op.deadlineAt - input.now) };
+    }
+    const stage = op.transfer?.stage;
+    if (stage === "start") {
+      // On the new host with the data in place: create (and start) the server; a failure moves it back.
+      const since = op.transfer?.movedAt ?? op.requestedAt;
+      if (last && last.state !== "succeeded" && last.createdAt >= since) {
+        return { ...base, ...containerPhase(container), failDataOp: { reason: "StartFailed", message: `the server did not start on host ${op.transfer?.targetHost}: ${last.message || last.reason}` } };
+      }
+      const wantRunning = input.spec.desiredState === DesiredState.RUNNING;
+      if (container && (!wantRunning || container.state === "running")) return { ...base, ...containerPhase(container), finishDataOp: true };
+      // Otherwise the plan below creates and starts it (createPending), with this stage shown.
     }
     const stopFailed = last && last.kind === CommandKind.ENSURE_STOPPED && last.state !== "succeeded" && last.createdAt >= op.requestedAt;
     if (stopFailed) {
       return { ...base, ...containerPhase(container), failDataOp: { reason: "StopFailed", message: `the container did not stop for the ${what}: ${last.message || last.reason}` } };
     }
-    const active = container && (container.state === "running" || container.state === "paused" || container.state === "restarting");
-    if (active && (op.kind === "restore" || !op.live)) {
-      return { ...issue(base, Phase.STOPPING, op.kind === "backup" ? "StoppingForBackup" : "StoppingForRestore", `stopping the container for the ${what}; it starts again afterwards if it should run`, CommandKind.ENSURE_STOPPED), dataStage: "Stopping", requeueAfterMs: op.deadlineAt - input.now };
+    if (stage !== "start") {
+      const active = container && (container.state === "running" || container.state === "paused" || container.state === "restarting");
+      const archiving = op.kind === "backup" || stage === "backup";
+      if (active && !(op.kind === "backup" && op.live)) {
+        const reason = op.kind === "backup" ? "StoppingForBackup" : op.kind === "transfer" ? "StoppingForTransfer" : "StoppingForRestore";
+        const after = op.kind === "transfer" ? "it starts again on the new host if it should run" : "it starts again afterwards if it should run";
+        return { ...issue(base, Phase.STOPPING, reason, `stopping the container for the ${what}; ${after}`, CommandKind.ENSURE_STOPPED), dataStage: "Stopping", requeueAfterMs: op.deadlineAt - input.now };
+      }
+      if (archiving && input.data && !input.data.present) {
+        return { ...base, ...containerPhase(container), failDataOp: { reason: "NoData", message: `the data directory does not exist on the host; there is nothing to ${op.kind === "transfer" ? "move" : "back up"}` } };
+      }
+      const kind = archiving ? CommandKind.BACKUP_DATA : CommandKind.RESTORE_DATA;
+      const shown = op.kind === "transfer" ? transferPhase(kind, op) : inflightPhase(kind, container, false, false);
+      return { ...base, ...shown, command: { kind, dataPolicy: DataPolicy.UNSPECIFIED }, dataStage: dataStageOf(kind, op), requeueAfterMs: op.deadlineAt - input.now };
     }
-    if (op.kind === "backup" && input.data && !input.data.present) {
-      return { ...base, ...containerPhase(container), failDataOp: { reason: "NoData", message: "the data directory does not exist on the host; there is nothing to back up" } };
-    }
-    const kind = op.kind === "backup" ? CommandKind.BACKUP_DATA : CommandKind.RESTORE_DATA;
-    return { ...base, ...inflightPhase(kind, container, false, false), command: { kind, dataPolicy: DataPolicy.UNSPECIFIED }, dataStage: dataStageOf(kind, op), requeueAfterMs: op.deadlineAt - input.now };
   }
 
   // A data directory gone for a server that had data outranks a standing failure: it is
@@ -292,7 +337,12 @@ function decide(input: PlanInput): Plan {
   const dataGone = input.dataInitialized && input.data !== undefined && !input.data.present;
   if (dataGone && !lc.purge && !input.deleted) return dataLost(base);
 
-  // 3. A failure since the operator's last action stands until they act again.
+  // 3. A clone whose data could not be copied stays Failed until the operator acts (a start gives it empty data).
+  if (lc.cloneFailed && lc.cloneFailed.at >= input.lastActionAt) {
+    return { ...base, phase: Phase.FAILED, reason: lc.cloneFailed.reason, message: lc.cloneFailed.message };
+  }
+
+  // A failure since the operator's last action stands until they act again.
   if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt && !DATA_COMMAND_KINDS.has(last.kind)) {
     return {
       ...base,
@@ -343,7 +393,7 @@ function decide(input: PlanInput): Plan {
   // 7. No container.
   if (!container) {
     const lost = input.dataInitialized && (lc.containerLostAt ?? 0) > input.lastActionAt;
-    if (lost || (desired === DesiredState.STOPPED && input.dataInitialized)) {
+    if (!lc.createPending && (lost || (desired === DesiredState.STOPPED && input.dataInitialized))) {
       return { ...base, phase: Phase.MISSING, reason: "ContainerMissing", message: "the container is gone and the data is kept; start the server to recreate it" };
     }
     return issue(base, Phase.CREATING, "Creating", desired === DesiredState.STOPPED ? "creating the container" : "creating and starting the container", startKind, dataPolicy);
@@ -446,9 +496,18 @@ function containerPhase(c: ContainerInfo | undefined): Pick<Plan, "phase" | "rea
   return { phase: Phase.STOPPED, reason: "Stopped", message: exitMessage(c) };
 }
 
+/** The phase a transfer shows while its data is archived on the source or unpacked on the target. */
+function transferPhase(kind: CommandKind, op: DataOp): Pick<Plan, "phase" | "reason" | "message"> {
+  const t = op.transfer;
+  return kind === CommandKind.BACKUP_DATA
+    ? { phase: Phase.STOPPED, reason: "Transferring", message: `moving to host ${t?.targetHost}: archiving the data directory (the server starts on the new host if it should run)` }
+    : { phase: Phase.PENDING, reason: "Transferring", message: `moving from host ${t?.sourceHost}: verifying and unpacking the data here (the source keeps its copy until the server runs here)` };
+}
+
 /** status.operation's stage while a data command runs: the agent's own report, else what it starts with. */
 function dataStageOf(kind: CommandKind, op: DataOp): string {
   if (kind === CommandKind.ENSURE_STOPPED) return "Stopping";
+  if (op.transfer?.stage === "start") return "Starting";
   if (kind !== CommandKind.BACKUP_DATA && kind !== CommandKind.RESTORE_DATA) return "Waiting";
   return op.progress?.stage ?? (kind === CommandKind.BACKUP_DATA ? "Copying" : "Verifying");
 }

@@ -6,7 +6,7 @@ import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
-import { type BackupLocationRecord, type DataOp, type EventInput, type ExitCause, type Lifecycle, type ServerRecord } from "../domain/records.js";
+import { type BackupLocationRecord, type DataOp, type EventInput, type ExitCause, type Lifecycle, type ServerRecord, type StrayCopy } from "../domain/records.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -72,6 +72,9 @@ const RESYNC_TICKS_PER_PERIOD = 60;
 /** noteExit reads and decides again at most this often when its batch meets a concurrent write. */
 const NOTE_EXIT_ATTEMPTS = 5;
 
+/** How often a server's copy on another host is tried again while that host is away (or held by another manager). */
+const STRAY_RETRY_MS = 60_000;
+
 /** Default graceful stop timeout (seconds) before the agent kills the container. */
 export const DEFAULT_STOP_TIMEOUT_S = 10;
 
@@ -117,6 +120,8 @@ export class Reconciler {
   private readonly now: () => number;
   private readonly eventOp: (e: EventInput) => WriteOp;
   private resyncTimer: NodeJS.Timeout | undefined;
+  /** Stray copies being removed now ("<server>/<host>"). */
+  private readonly removing = new Set<string>();
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
@@ -332,7 +337,32 @@ export class Reconciler {
     }
     // A finished backup, restore or safety-copy removal ends its part of the lifecycle (its
     // outcome was recorded with the result: agent-service.ts).
+    // A transfer's archive is made on the source: the record moves to the target host.
+    const moving = server.lifecycle.dataOp;
+    if (moving?.transfer?.stage === "backup" && last?.state === "succeeded" && last.command.kind === CommandKind.BACKUP_DATA && last.command.backup?.backupId === moving.backupId && last.createdAt >= moving.requestedAt) {
+      await this.moveToTarget(server, moving, now, commit);
+      return { requeueAfterMs: 0 };
+    }
+    // A clone waiting for its source's fresh backup: carry on when it succeeded, fail when it did not.
+    if (moving?.awaitBackup) {
+      const b = await store.getBackup(moving.backupId);
+      if (!b || b.state === "failed" || b.state === "deleting") {
+        const message = `the clone's data could not be copied: the source's backup ${moving.backupId} ${b ? `failed: ${b.message || b.reason}` : "is gone"}; purge this server, or start it to run it with an empty data directory`;
+        const { dataOp: _ended, ...rest } = server.lifecycle;
+        lifecycle = { ...rest, cloneFailed: { reason: "CloneFailed", message, at: now } };
+        events.push({ project: server.project, serverId: server.id, hostId: server.hostId, actor: "reconciler", type: "server.clone_failed", reason: b?.reason || "BackupFailed", correlationId: moving.backupId, message });
+        server = { ...server, lifecycle };
+      } else if (b.state === "succeeded") {
+        const { awaitBackup: _done, ...op } = moving;
+        lifecycle = { ...server.lifecycle, dataOp: { ...op, sha256: b.sha256, rawBytes: b.rawBytes } };
+        server = { ...server, lifecycle };
+      }
+    }
     const dataDone = last ? noteDataCommandFinished(server.lifecycle, last) : undefined;
+    if (dataDone?.moveBack && moving?.transfer) {
+      await this.moveBack(server, moving, dataDone.moveBack, undefined, now, commit);
+      return { requeueAfterMs: 0 };
+    }
     if (dataDone) {
       lifecycle = dataDone.lifecycle;
       server = { ...server, lifecycle };
@@ -364,6 +394,7 @@ export class Reconciler {
       dataInitialized: server.dataInitialized,
       lastActionAt: server.updatedAt,
       hostConnected: connected,
+      ...(!connected && server.lifecycle.dataOp?.transfer ? { hostOfflineSince: (await store.getHost(server.hostId))?.lastHeartbeat ?? 0 } : {}),
       containers,
       data: dataDir && { present: dataDir.present },
       observedAt: Math.max(dataDir?.checkedAt ?? 0, ...observed.map((c) => c.observedAt)),
@@ -401,13 +432,21 @@ export class Reconciler {
     const op = server.lifecycle.dataOp;
     const expiredData = p.expireInflight && inflight && DATA_COMMAND_KINDS.has(inflight.command.kind) && op && inflight.command.backup?.backupId === op.backupId;
     const dataFailure = p.failDataOp ?? (expiredData ? { reason: "DeadlineExceeded", message: `the ${op!.kind} did not finish within ${Math.round((op!.deadlineAt - op!.requestedAt) / 1000)}s` } : undefined);
+    if (op && dataFailure && op.transfer && op.transfer.stage !== "backup") {
+      await this.moveBack(server, op, dataFailure, p.expireInflight ? inflight : undefined, now, commit);
+      return { requeueAfterMs: 0 };
+    }
     if (op && dataFailure) {
       const { dataOp: _ended, ...rest } = server.lifecycle;
-      lifecycle = rest;
+      lifecycle = op.fresh && op.kind === "restore" ? { ...rest, cloneFailed: { reason: "CloneFailed", message: `the clone's data could not be copied: ${dataFailure.message}; purge this server, or start it to run it with an empty data directory`, at: now } } : rest;
       server = { ...server, lifecycle };
-      if (op.kind === "backup") ops.push({ op: "backup.update", id: op.backupId, set: { state: "failed", reason: dataFailure.reason, message: dataFailure.message, finishedAt: now }, ifState: ["pending", "running"] });
+      const archiving = op.kind === "backup" || op.transfer?.stage === "backup";
+      if (archiving) ops.push({ op: "backup.update", id: op.backupId, set: { state: "failed", reason: dataFailure.reason, message: dataFailure.message, finishedAt: now }, ifState: ["pending", "running"] });
+      if (op.transfer) {
+        events.push({ type: "server.transfer_failed", project: server.project, serverId: server.id, hostId: server.hostId, reason: dataFailure.reason, message: `transfer to host ${op.transfer.targetHost} failed; the server stays here: ${dataFailure.message}`, actor: "reconciler", correlationId: op.backupId, payload: { from: op.transfer.sourceHost, to: op.transfer.targetHost } });
+      }
       events.push({
-        type: op.kind === "backup" ? "backup.failed" : "backup.restore_failed",
+        type: archiving ? "backup.failed" : "backup.restore_failed",
         project: server.project,
         serverId: server.id,
         hostId: server.hostId,
@@ -421,6 +460,25 @@ export class Reconciler {
     if (p.deleteRecord) {
       await this.dropRecord(server, { actor: "reconciler", reason: p.reason, message: p.message }, cause);
       return {};
+    }
+    // The transfer is done: the server is in its desired state on its new host; the source copy goes later.
+    if (p.finishDataOp && op?.transfer) {
+      const t = op.transfer;
+      const { dataOp: _ended, ...rest } = server.lifecycle;
+      const keepMs = t.keepSourceHours * 3_600_000;
+      lifecycle = { ...rest, strayCopies: [...(rest.strayCopies ?? []).filter((c) => c.hostId !== t.sourceHost), { hostId: t.sourceHost, removeAt: now + keepMs, why: "transfer_source" }] };
+      server = { ...server, lifecycle };
+      events.push({
+        type: "server.transfer_succeeded",
+        project: server.project,
+        serverId: server.id,
+        hostId: server.hostId,
+        reason: "Transferred",
+        actor: "reconciler",
+        correlationId: op.backupId,
+        message: `moved from host ${t.sourceHost} in ${Math.round((now - op.requestedAt) / 1000)}s; the copy on ${t.sourceHost} is removed ${keepMs > 0 ? `after ${t.keepSourceHours} h` : "now"}`,
+        payload: { from: t.sourceHost, to: t.targetHost, backupId: op.backupId },
+      });
     }
 
     const srv = server;
@@ -451,7 +509,7 @@ export class Reconciler {
           sha256: dataOp.sha256 ?? "",
           rawBytes: BigInt(dataOp.rawBytes ?? 0),
         });
-        if (dataOp.kind === "backup") ops.push({ op: "backup.update", id: dataOp.backupId, set: { state: "running", startedAt: now, hostId: srv.hostId }, ifState: ["pending", "running"] });
+        if (p.command.kind === CommandKind.BACKUP_DATA) ops.push({ op: "backup.update", id: dataOp.backupId, set: { state: "running", startedAt: now, hostId: srv.hostId }, ifState: ["pending", "running"] });
       }
       if (p.command.kind === CommandKind.RESTORE_DATA) toSend.dataDir = previousDataName(srv.id, toSend.id);
       if (p.command.kind === CommandKind.DISCARD_PREVIOUS_DATA) toSend.dataDir = srv.lifecycle.previousData?.find((d) => !d.keep)?.name ?? "";
@@ -490,8 +548,158 @@ export class Reconciler {
       this.deps.log.info({ server: srv.id, name: srv.name, host: srv.hostId, command: toSend.id, kind: commandName(toSend.kind), cause }, "command issued");
       await this.dispatch(srv.hostId, toSend, now);
     }
-    if (p.expireInflight || p.settleInflight || dataFailure) return { requeueAfterMs: 0 };
-    return p.requeueAfterMs !== undefined ? { requeueAfterMs: p.requeueAfterMs } : {};
+    if (p.expireInflight || p.settleInflight || dataFailure || p.finishDataOp) return { requeueAfterMs: 0 };
+    const stray = this.strayCopiesDue(srv, now);
+    const requeue = stray === undefined ? p.requeueAfterMs : Math.min(p.requeueAfterMs ?? Infinity, stray);
+    return requeue !== undefined ? { requeueAfterMs: requeue } : {};
+  }
+
+  /**
+   * A transfer's archive is made and the source copy untouched (stopped):
+   * the record moves to the target host, where plan() restores the archive
+   * and then creates the server. The containers and data the source keeps
+   * are the fallback until the server runs on the target.
+   */
+  private async moveToTarget(server: ServerRecord, op: DataOp, now: number, commit: (ops: WriteOp[]) => Promise<unknown>): Promise<void> {
+    const t = op.transfer!;
+    const b = await this.deps.store.getBackup(op.backupId);
+    if (!b || b.state !== "succeeded") {
+      // The archive's row says otherwise (deleted meanwhile): the transfer fails here, nothing moved.
+      const { dataOp: _ended, ...rest } = server.lifecycle;
+      await commit([
+        { op: "server.lifecycle", id: server.id, lifecycle: rest, expectVersion: server.version },
+        this.eventOp({ type: "server.transfer_failed", project: server.project, serverId: server.id, hostId: server.hostId, reason: "ArchiveGone", actor: "reconciler", correlationId: op.backupId, message: `transfer to host ${t.targetHost} failed: its archive (backup ${op.backupId}) is ${b ? b.state : "gone"}; the server stays here` }),
+      ]);
+      return;
+    }
+    const { containerLostAt: _lost, pendingExit: _pending, adoptedContainerId: _adopted, ...kept } = server.lifecycle;
+    const lifecycle: Lifecycle = {
+      ...kept,
+      createPending: true,
+      // A copy left on the target by an earlier transfer is replaced by this one (the restore keeps it as its safety copy).
+      ...(kept.strayCopies ? { strayCopies: kept.strayCopies.filter((c) => c.hostId !== t.targetHost) } : {}),
+      dataOp: { ...op, location: t.targetLocation, sha256: b.sha256, rawBytes: b.rawBytes, progress: undefined, transfer: { ...t, stage: "restore", movedAt: now } } as DataOp,
+    };
+    if (lifecycle.strayCopies?.length === 0) delete lifecycle.strayCopies;
+    await commit([
+      { op: "server.spec", id: server.id, spec: { ...server.spec, hostId: t.targetHost }, generation: server.generation + 1, updatedAt: now, deletedAt: server.deletedAt, hostId: t.targetHost, expectVersion: server.version },
+      { op: "server.lifecycle", id: server.id, lifecycle },
+      // Nothing observed on the source applies on the target.
+      { op: "server.status", id: server.id, status: { ...server.status, phase: Phase.PENDING, reason: "Transferring", message: `moving from host ${t.sourceHost}: restoring the data here`, containerId: "", containerState: "", dataExists: false }, dataInitialized: true },
+      this.eventOp({
+        type: "server.transfer_moved",
+        project: server.project,
+        serverId: server.id,
+        hostId: t.targetHost,
+        reason: "Archived",
+        actor: "reconciler",
+        correlationId: op.backupId,
+        message: `data archived on host ${t.sourceHost} as backup ${op.backupId} (${b.rawBytes} bytes, sha256 ${b.sha256.slice(0, 12)}…); restoring on host ${t.targetHost}; the source keeps its copy until the server runs here`,
+        payload: { from: t.sourceHost, to: t.targetHost },
+      }),
+    ]);
+    this.deps.log.info({ server: server.id, name: server.name, from: t.sourceHost, to: t.targetHost, backup: op.backupId }, "transfer: record moved to the target host");
+  }
+
+  /**
+   * A transfer failed after its record moved to the target: the record goes
+   * back to the source host, whose container and data were never touched, and
+   * what the target got (its restore, a container) is removed there later.
+   */
+  private async moveBack(server: ServerRecord, op: DataOp, why: { reason: string; message: string }, expire: { id: string; createdAt: number; deadlineAt: number; command: Command } | undefined, now: number, commit: (ops: WriteOp[]) => Promise<unknown>): Promise<void> {
+    const t = op.transfer!;
+    const { dataOp: _ended, createPending: _pending, ...rest } = server.lifecycle;
+    const strayCopies = [...(rest.strayCopies ?? []).filter((c) => c.hostId !== t.targetHost && c.hostId !== t.sourceHost), { hostId: t.targetHost, removeAt: now, why: "transfer_partial" as const }];
+    const ops: WriteOp[] = [
+      { op: "server.spec", id: server.id, spec: { ...server.spec, hostId: t.sourceHost }, generation: server.generation + 1, updatedAt: now, deletedAt: server.deletedAt, hostId: t.sourceHost, expectVersion: server.version },
+      { op: "server.lifecycle", id: server.id, lifecycle: { ...rest, strayCopies } },
+      { op: "server.status", id: server.id, status: { ...server.status, phase: Phase.PENDING, reason: "TransferFailed", message: `the transfer to host ${t.targetHost} failed; back on host ${t.sourceHost} with its data as it was: ${why.message}`, containerId: "", containerState: "" }, dataInitialized: true },
+    ];
+    if (expire) ops.push({ op: "command.finish", id: expire.id, state: "expired", at: now, reason: "DeadlineExceeded", message: `${commandName(expire.command.kind)}: the transfer gave up on it` });
+    ops.push(
+      this.eventOp({
+        type: "server.transfer_failed",
+        project: server.project,
+        serverId: server.id,
+        hostId: t.sourceHost,
+        reason: why.reason,
+        actor: "reconciler",
+        correlationId: op.backupId,
+        message: `transfer to host ${t.targetHost} failed: ${why.message}; the server is back on host ${t.sourceHost} with its data as it was, and what reached ${t.targetHost} is removed there`,
+        payload: { from: t.sourceHost, to: t.targetHost },
+      }),
+    );
+    await commit(ops);
+    this.deps.log.warn({ server: server.id, name: server.name, from: t.sourceHost, to: t.targetHost, reason: why.reason, message: why.message }, "transfer failed: record moved back to the source host");
+  }
+
+  /**
+   * Starts the removal of the copies of `s` on other hosts that are due (a
+   * transfer's source, a failed transfer's target), in the background; the
+   * time until the next is due, or undefined when none is left.
+   */
+  private strayCopiesDue(s: ServerRecord, now: number): number | undefined {
+    const copies = s.lifecycle.strayCopies;
+    if (!copies || copies.length === 0 || s.lifecycle.dataOp) return undefined;
+    let next = Infinity;
+    for (const c of copies) {
+      if (now < c.removeAt) next = Math.min(next, c.removeAt - now);
+      else if (!this.removing.has(`${s.id}/${c.hostId}`)) {
+        void this.removeStrayCopy(s.id, c).finally(() => this.removing.delete(`${s.id}/${c.hostId}`));
+        this.removing.add(`${s.id}/${c.hostId}`);
+      }
+    }
+    // Retried while its host is away or held by another manager.
+    return Math.min(next, STRAY_RETRY_MS);
+  }
+
+  /**
+   * Removes server `serverId`'s containers and data directory on `copy.hostId`
+   * (not its host), through this manager's stream to that host, then drops
+   * the copy from the record. When the host is not connected here, it waits.
+   */
+  private async removeStrayCopy(serverId: string, copy: StrayCopy): Promise<void> {
+    const { store, hub, log } = this.deps;
+    const hostId = copy.hostId;
+    if (!hub.isConnected(hostId)) return;
+    const fresh = await store.getServer(serverId);
+    if (!fresh || fresh.hostId === hostId || fresh.lifecycle.dataOp || !fresh.lifecycle.strayCopies?.some((c) => c.hostId === hostId)) return;
+    try {
+      for (const c of await store.containersForServer(hostId, serverId)) {
+        if (c.info.labels[LABEL_MANAGER] !== this.deps.managerId) continue;
+        const r = await this.requestOrphanCommand(hostId, { kind: CommandKind.REMOVE_CONTAINER, containerId: c.containerId });
+        if (!r.success) throw new Error(`removing container ${c.containerId.slice(0, 12)}: ${r.message || r.reason}`);
+      }
+      const r = await this.requestOrphanCommand(hostId, { kind: CommandKind.REMOVE_STRAY_DATA, dataDir: serverId });
+      if (!r.success) throw new Error(`removing the data directory: ${r.message || r.reason}`);
+    } catch (err) {
+      log.warn({ server: serverId, host: hostId, err: err instanceof Error ? err.message : String(err) }, "could not remove a server's copy on another host; retrying later");
+      return;
+    }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const s = await store.getServer(serverId);
+      if (!s) return;
+      const left = (s.lifecycle.strayCopies ?? []).filter((c) => c.hostId !== hostId);
+      const { strayCopies: _all, ...rest } = s.lifecycle;
+      try {
+        await this.fenced(s.hostId)([
+          { op: "server.lifecycle", id: s.id, lifecycle: left.length > 0 ? { ...rest, strayCopies: left } : rest, expectVersion: s.version },
+          { op: "container.removeServer", hostId, serverId },
+          this.eventOp({
+            type: "server.copy_removed",
+            project: s.project,
+            serverId: s.id,
+            hostId,
+            reason: copy.why === "transfer_source" ? "TransferSourceRemoved" : "TransferPartialRemoved",
+            actor: "reconciler",
+            message: copy.why === "transfer_source" ? `the copy the transfer left on host ${hostId} (container and data directory) is removed` : `what the failed transfer put on host ${hostId} is removed`,
+          }),
+        ]);
+        return;
+      } catch (err) {
+        if (!(err instanceof ConflictError) || err instanceof HostOwnershipLostError) throw err;
+      }
+    }
   }
 
   /**
@@ -721,6 +929,11 @@ export function noteCommandFinished(lc: Lifecycle, command: Pick<Command, "kind"
     next.rebuildDoneAt = createdAt;
     changed = true;
   }
+  // The first container of a clone or a transferred server is made.
+  if (lc.createPending && (command.kind === CommandKind.ENSURE_CONTAINER || command.kind === CommandKind.ENSURE_RUNNING)) {
+    delete next.createPending;
+    changed = true;
+  }
   return changed ? next : undefined;
 }
 
@@ -733,12 +946,33 @@ export function noteCommandFinished(lc: Lifecycle, command: Pick<Command, "kind"
  */
 export function noteDataCommandFinished(
   lc: Lifecycle,
-  last: { command: Pick<Command, "kind" | "id" | "dataDir" | "backup">; state: string; createdAt: number; message?: string | null },
-): { lifecycle: Lifecycle; event?: Omit<EventInput, "project" | "serverId" | "hostId" | "actor"> } | undefined {
+  last: { command: Pick<Command, "kind" | "id" | "dataDir" | "backup">; state: string; createdAt: number; reason?: string | null; message?: string | null; finishedAt?: number | null },
+): { lifecycle: Lifecycle; event?: Omit<EventInput, "project" | "serverId" | "hostId" | "actor">; moveBack?: { reason: string; message: string } } | undefined {
   const kind = last.command.kind;
   const op = lc.dataOp;
   if ((kind === CommandKind.BACKUP_DATA || kind === CommandKind.RESTORE_DATA) && op && last.command.backup?.backupId === op.backupId && last.createdAt >= op.requestedAt) {
     const { dataOp: _ended, ...rest } = lc;
+    const failure = { reason: last.reason || (kind === CommandKind.BACKUP_DATA ? "BackupFailed" : "RestoreFailed"), message: last.message ?? "" };
+    const t = op.transfer;
+    // A transfer's commands count only in their own stage (its backup's success is still the last
+    // command while the target restores).
+    if (t && !((kind === CommandKind.BACKUP_DATA && t.stage === "backup") || (kind === CommandKind.RESTORE_DATA && t.stage === "restore"))) return undefined;
+    if (t && kind === CommandKind.BACKUP_DATA && t.stage === "backup") {
+      // Archived: the reconciler moves the record to the target host (moveToTarget), not here.
+      if (last.state === "succeeded") return undefined;
+      return { lifecycle: rest, event: { type: "server.transfer_failed", reason: failure.reason, correlationId: op.backupId, message: `transfer to host ${t.targetHost} failed while archiving on the source; the server stays here: ${failure.message}`, payload: { from: t.sourceHost, to: t.targetHost } } };
+    }
+    if (t && kind === CommandKind.RESTORE_DATA && t.stage === "restore") {
+      // A stale copy the target had (an earlier transfer's) went to its safety copy: discarded once the server runs.
+      if (last.state === "succeeded") return { lifecycle: { ...lc, dataOp: { ...op, transfer: { ...t, stage: "start" } }, previousData: [...(lc.previousData ?? []), { name: last.command.dataDir, backupId: op.backupId, keep: false, at: last.createdAt }] } };
+      return { lifecycle: rest, moveBack: { reason: failure.reason, message: `restoring on host ${t.targetHost} failed: ${failure.message}` } };
+    }
+    if (op.fresh && kind === CommandKind.RESTORE_DATA) {
+      // A new server id: nothing was there to keep.
+      if (last.state === "succeeded") return { lifecycle: rest };
+      const message = `the clone's data could not be copied from backup ${op.backupId}: ${failure.message}; purge this server, or start it to run it with an empty data directory`;
+      return { lifecycle: { ...rest, cloneFailed: { reason: "CloneFailed", message, at: last.finishedAt ?? last.createdAt } }, event: { type: "server.clone_failed", reason: failure.reason, correlationId: op.backupId, message } };
+    }
     if (kind === CommandKind.RESTORE_DATA && last.state === "succeeded") {
       const kept = { name: last.command.dataDir, backupId: op.backupId, keep: op.keepPrevious ?? false, at: last.createdAt };
       return { lifecycle: { ...rest, previousData: [...(lc.previousData ?? []), kept] } };
@@ -782,6 +1016,8 @@ function operationOf(op: DataOp | undefined, stage: string | undefined): Operati
     bytesDone: BigInt(op.progress?.bytesDone ?? 0),
     bytesTotal: BigInt(op.progress?.bytesTotal ?? 0),
     startTime: timestampFromMs(op.requestedAt),
+    sourceHost: op.transfer?.sourceHost ?? "",
+    targetHost: op.transfer?.targetHost ?? "",
   });
 }
 

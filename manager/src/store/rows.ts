@@ -30,6 +30,7 @@ import type {
   TokenRecord,
 } from "../domain/records.js";
 import { AlreadyExistsError, ConflictError } from "../errors.js";
+import type { ServerPlacement } from "./store.js";
 
 /**
  * Text as every engine stores it: well-formed, without NUL.
@@ -567,4 +568,21 @@ export function withKnownSize(reported: DataDirRecord, known: { present: boolean
   const { sizeUnknown, ...d } = reported;
   if (!sizeUnknown) return d;
   return { ...d, sizeBytes: known?.present ? known.sizeBytes : 0 };
+}
+
+/** A server's placement (orphan detection) from its row: the hosts a transfer involves count as its own there. */
+export function placementOfRow(r: { id: string; project: string; name: string; host_id: string; created_at: number; spec_json: string; lifecycle_json: string }): ServerPlacement {
+  const lc = JSON.parse(r.lifecycle_json) as Lifecycle;
+  const t = lc.dataOp?.transfer;
+  const transferHosts = [...(t ? [t.sourceHost, t.targetHost] : []), ...(lc.strayCopies ?? []).map((c) => c.hostId)];
+  return {
+    id: r.id,
+    project: r.project,
+    name: r.name,
+    hostId: r.host_id,
+    image: (JSON.parse(r.spec_json) as { image?: string }).image ?? "",
+    createdAt: r.created_at,
+    ...(lc.adoptedContainerId ? { adoptedContainerId: lc.adoptedContainerId } : {}),
+    ...(transferHosts.length > 0 ? { transferHosts } : {}),
+  };
 }

@@ -324,6 +324,8 @@ export interface ServerPlacement {
   image: string;
   createdAt: number;
   adoptedContainerId?: string;
+  /** Hosts a transfer of this server involves (its source and target, copies still to remove): what it has there is no orphan. */
+  transferHosts?: string[];
 }
 
 export interface ServerReads {

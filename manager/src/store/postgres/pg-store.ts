@@ -45,6 +45,7 @@ import {
   backupTargetFromRow,
   type BackupRow,
   type BackupTargetRow,
+  placementOfRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
 import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
@@ -480,18 +481,7 @@ export class PostgresStore implements Store {
       `SELECT id, project, name, host_id, created_at, spec_json, lifecycle_json FROM servers${page ? ` WHERE id > $1 ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       page ? [page.after] : [],
     );
-    return rows.map((r) => {
-      const adopted = (JSON.parse(r.lifecycle_json) as { adoptedContainerId?: string }).adoptedContainerId;
-      return {
-        id: r.id,
-        project: r.project,
-        name: r.name,
-        hostId: r.host_id,
-        image: (JSON.parse(r.spec_json) as { image?: string }).image ?? "",
-        createdAt: r.created_at,
-        ...(adopted ? { adoptedContainerId: adopted } : {}),
-      };
-    });
+    return rows.map(placementOfRow);
   }
 
   /**

@@ -34,7 +34,7 @@ import type {
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { hostFromRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
+import { hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
 import { SERVER_TOMBSTONES_KEPT, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
@@ -689,18 +689,7 @@ export class SqliteTables {
       spec_json: string;
       lifecycle_json: string;
     }[];
-    return rows.map((r) => {
-      const adopted = (JSON.parse(r.lifecycle_json) as Lifecycle).adoptedContainerId;
-      return {
-        id: r.id,
-        project: r.project,
-        name: r.name,
-        hostId: r.host_id,
-        image: (JSON.parse(r.spec_json) as { image?: string }).image ?? "",
-        createdAt: r.created_at,
-        ...(adopted ? { adoptedContainerId: adopted } : {}),
-      };
-    });
+    return rows.map(placementOfRow);
   }
 
   /** Servers with a command pending or sent. */
