@@ -90,7 +90,7 @@ export async function generateTree(dir: string, sizeMiB: number): Promise<Tree> 
     const out = createWriteStream(join(dir, "world", `region-${f}.bin`));
     for (let b = 0; b < largeMiB; b++) {
       const block = b % 2 === 0 ? randomBytes(MIB) : textChunk(pool, MIB);
-      if (!out.write(block)) await new Promise((r) => out.once("drain", r));
+      if (!out.write(block)) await new Promise<void>((r) => out.once("drain", () => r()));
       bytes += MIB;
     }
     await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
