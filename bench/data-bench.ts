@@ -25,12 +25,13 @@ import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, promisify } from "node:util";
-import { createArchive, extractArchive, verifyArchive, type ArchiveStats } from "../agent/src/data/archive.js";
+import { ARCHIVE_READ_CHUNK, createArchive, extractArchive, verifyArchive, type ArchiveStats } from "../agent/src/data/archive.js";
 import { BackupDirs } from "../agent/src/data/backup-dir.js";
+import { loadAverage } from "./lib/proc-stats.js";
 import type { Report } from "./lib/report.js";
 
 const run = promisify(execFile);
@@ -156,6 +157,7 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
     log(`generating ${opts.sizeMiB} MiB in ${src} ...`);
     const gen = await timed(async () => generateTree(src, opts.sizeMiB));
     const tree = await treeSize(src);
+    report.note(`data suite: load average ${loadAverage().toFixed(1)} at its start (other processes share this machine's ${cpus().length} cores)`);
     log(`generated ${tree.files} files, ${(tree.bytes / 1e6).toFixed(0)} MB in ${gen.toFixed(1)} s`);
     report.sizes["data tree"] = `${tree.files} files, ${(tree.bytes / 1e6).toFixed(0)} MB (3/4 in 4 files half random half text, 1/4 in 32 KiB text files)`;
 
@@ -177,7 +179,7 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
     };
     const berthRestore = async () => {
       await verifyArchive(berthArchive, stats!.sha256);
-      await extractArchive(createReadStream(berthArchive), dest);
+      await extractArchive(createReadStream(berthArchive, { highWaterMark: ARCHIVE_READ_CHUNK }), dest);
     };
     const q = JSON.stringify;
 
@@ -200,7 +202,7 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
       const got = await treeSize(dest);
       if (got.files !== tree.files || got.bytes !== tree.bytes) throw new Error(`berth's restore brought back ${got.files} files, ${got.bytes} bytes of ${tree.files}, ${tree.bytes}`);
       await fresh();
-      add("restore", "berth extract only", await timed(() => extractArchive(createReadStream(berthArchive), dest)));
+      add("restore", "berth extract only", await timed(() => extractArchive(createReadStream(berthArchive, { highWaterMark: ARCHIVE_READ_CHUNK }), dest)));
       await fresh();
       add("restore", "gzip -dc | tar -x", await timed(() => sh(`mkdir ${q(dest)} && gzip -dc ${q(gz)} | tar -C ${q(dest)} -xf -`)));
       await fresh();
