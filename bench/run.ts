@@ -1,7 +1,8 @@
 /**
  * `npm run bench` (quick, under 3 minutes) and `npm run bench -- --full`:
  * berth against raw Docker on one host, then one manager under thousands of
- * simulated agents. Prints tables and writes bench/results/<timestamp>.json,
+ * simulated agents; with --full (or --only data) also backup and transfer
+ * throughput of a 1 GiB tree (data-bench.ts). Prints tables and writes bench/results/<timestamp>.json,
  * and the scale suite's charts (bench/charts.ts) into <timestamp>-charts/.
  * `--stores sqlite,postgres,postgres-2` runs the scale suite once per store
  * configuration and adds a side-by-side table of its figures.
@@ -12,6 +13,7 @@
 import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { runDataBench } from "./data-bench.js";
 import { runDockerBench } from "./docker-bench.js";
 import { writeChartsFromResults } from "./lib/chart-files.js";
 import { REPO_ROOT, stopAll } from "./lib/processes.js";
@@ -23,7 +25,7 @@ import { runScaleBench, scaleSizes } from "./scale-bench.js";
 const USAGE = `npm run bench [-- options]
 
   --full              the full sizes (default: quick, < 3 min)
-  --only SUITES       comma-separated: docker, scale (default both)
+  --only SUITES       comma-separated: docker, scale, data (default docker,scale; --full adds data)
   --agents N          simulated agents (quick 500, full 5000)
   --servers-per-agent M  (20)
   --churn-rate R      container events per second (quick 1000, full 5000)
@@ -40,6 +42,7 @@ const USAGE = `npm run bench [-- options]
   --rounds N          measured rounds per Docker operation (quick 10, full 30)
   --fleet-size N      servers per Docker fleet-create run (quick 30, full 100)
   --profile           run the scale suite's manager with --cpu-prof (profiles kept with the logs)
+  --data-mib N        size of the data suite's generated tree in MiB (1024)
   --keep              keep temporary directories (logs, databases)
   --out FILE          results file (default bench/results/<timestamp>.json)
 `;
@@ -59,6 +62,7 @@ const { values } = parseArgs({
     stores: { type: "string" },
     rounds: { type: "string" },
     "fleet-size": { type: "string" },
+    "data-mib": { type: "string" },
     profile: { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
     out: { type: "string" },
@@ -98,7 +102,8 @@ function storeConfigs(v: string | undefined): StoreConfig[] {
 
 const full = values.full;
 const stores = storeConfigs(values.stores);
-const suites = new Set((values.only ?? "docker,scale").split(",").map((s) => s.trim()));
+// The data suite moves ~10 GB and takes minutes: only with --full or --only data.
+const suites = new Set((values.only ?? (full ? "docker,scale,data" : "docker,scale")).split(",").map((s) => s.trim()));
 const startedAt = new Date();
 const report = new Report();
 const t0 = performance.now();
@@ -230,6 +235,19 @@ if (suites.has("scale")) {
       stores.map((c) => ({ label: c.label, suite: `scale:${c.label}` })),
     );
   }
+}
+
+if (suites.has("data")) {
+  const sizeMiB = num(values["data-mib"], 1024);
+  process.stdout.write(`[data] backup pack, restore and transfer of a ${sizeMiB} MiB tree against tar, gzip and zstd ...\n`);
+  try {
+    await runDataBench(report, { sizeMiB, rounds: 1, keep: values.keep, log: (s) => process.stdout.write(`[data] ${s}\n`) });
+  } catch (err) {
+    failed = true;
+    report.errors.push({ suite: "data", error: String((err as Error).stack ?? err) });
+    process.stderr.write(`[data] failed: ${String((err as Error).stack ?? err)}\n`);
+  }
+  process.stdout.write(`[data] done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
 }
 
 await stopAll();

@@ -43,6 +43,7 @@ import { createBackupService } from "./api/backup-service.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
 import { BackupHealth } from "./backups/health.js";
+import { BackupPolicies } from "./backups/overdue.js";
 import { AgentHub } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
 import { HostOwnership } from "./cluster/host-ownership.js";
@@ -208,6 +209,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const presence: HostPresence = clusterPresence ?? hub;
   const orphans = new OrphanDetector({ store: opened.contract, isConnected: (id) => presence.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const backupHealth = new BackupHealth(opened.contract, log);
+  const backupPolicies = new BackupPolicies(opened.contract, log);
   const ledgerServices = createLedgerServices({
     store: opened.contract,
     ledger,
@@ -217,6 +219,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     config: config.ledger,
     orphans: () => orphans.alertViews(),
     backupFailures: () => backupHealth.failures(),
+    backupPolicies: () => backupPolicies.policies(),
   });
   leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
   const backupRetention = new BackupRetention({
@@ -373,6 +376,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       sweeper.unref();
       // The backup alert's view of failed backups, kept from the ledger from now on.
       await backupHealth.start().catch((err: unknown) => log.warn({ err }, "could not read the backups for the backup alert; it catches up from the next backup event"));
+      // The backup_overdue alert's view of policies and newest successes, likewise.
+      await backupPolicies.start().catch((err: unknown) => log.warn({ err }, "could not read the backup policies for the backup_overdue alert; it catches up from each server's next backup or spec event"));
       // Alerts, webhooks and retention start once this manager holds the leader lease.
       leader.start();
       ownership?.start();
@@ -416,6 +421,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       await leader.stop();
       ledgerServices.stop();
       backupHealth.stop();
+      backupPolicies.stop();
       await backupRetention.stop();
       ledger.servers.close();
       await listener?.close();

@@ -119,6 +119,16 @@ export const DEFAULT_GZIP_LEVEL = 1;
 const PROGRESS_EVERY_MS = 250;
 /** File bytes read per call (a fresh buffer each: the tar stream keeps what it is given). */
 const READ_CHUNK = 128 * 1024;
+/**
+ * Bytes gunzip hands on per chunk when extracting, and so the largest write
+ * into a restored file. zlib's default, 16 KiB, made one awaited write per
+ * 16 KiB: a 1 GB restore ran at half the speed of `gzip -dc | tar -x`; with
+ * 256 KiB (and a 1 MiB read of the archive, backup-jobs.ts) it is on par
+ * (docs/benchmarks.md, "Issue 18: data throughput").
+ */
+const GUNZIP_CHUNK = 256 * 1024;
+/** What callers should read an archive with (the default 64 KiB costs a gunzip call per 64 KiB). */
+export const ARCHIVE_READ_CHUNK = 1024 * 1024;
 /** ustar's numeric fields: size and mtime hold 11 octal digits, uid and gid 7 (tar-stream writes 6). */
 const USTAR_MAX_SIZE = 8 ** 11 - 1;
 const USTAR_MAX_ID = 8 ** 6 - 1;
@@ -624,7 +634,7 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
   const onAbort = () => ex.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await pipeline(input, createGunzip(), ex);
+    await pipeline(input, createGunzip({ chunkSize: GUNZIP_CHUNK }), ex);
   } catch (err) {
     throw entryError ?? err;
   } finally {

@@ -11,7 +11,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createArchive, extractArchive, verifyArchive, type ArchiveStats } from "./archive.js";
+import { ARCHIVE_READ_CHUNK, createArchive, extractArchive, verifyArchive, type ArchiveStats } from "./archive.js";
 import { S3Error, S3Target, type S3Location } from "./s3-target.js";
 import type { BackupDirs } from "./backup-dir.js";
 import { DataPathError, type DataRoot } from "./data-root.js";
@@ -90,7 +90,7 @@ export class BackupJobs {
         await verifyArchive(path, job.sha256, { signal, onProgress: (done, total) => verifying(done, total, 0) });
         const restoring = this.reporter(cmd, "Restoring");
         return await this.data.restoreFrom(cmd.serverId, cmd.dataDir, async (dest) => {
-          await extractArchive(createReadStream(path), dest, { signal, bytesTotal: job.rawBytes, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
+          await extractArchive(createReadStream(path, { highWaterMark: ARCHIVE_READ_CHUNK }), dest, { signal, bytesTotal: job.rawBytes, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
         });
       } finally {
         if (download) await rm(download, { force: true });

@@ -1,5 +1,5 @@
 import type { AlertRecord } from "../domain/records.js";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
@@ -7,7 +7,8 @@ import type { Store } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
 import { newServer, testStore } from "../../testing/store.js";
 import { AlertEvaluator, step } from "./evaluator.js";
-import type { AlertCondition } from "./rules.js";
+import type { AlertCondition, BackupPolicyView } from "./rules.js";
+import { BackupPolicies } from "../backups/overdue.js";
 import type { WebhookNotifier } from "./webhook.js";
 
 const cond = (subject: string, forMs = 0): AlertCondition => ({
@@ -70,7 +71,7 @@ afterEach(async () => {
 });
 
 /** `wrap` may put a store in front of the real one (to slow reads down, or race them). */
-async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?: number } = {}) {
+async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?: number; backupPolicies?: (store: Store) => () => BackupPolicyView[] } = {}) {
   let now = 1_000_000;
   const store = await testStore();
   opened.push(store);
@@ -85,7 +86,15 @@ async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?
     wake: () => {},
   } as unknown as WebhookNotifier;
   const evaluator = new AlertEvaluator(
-    { store: wrap(store), ledger, isConnected: (id) => connected.has(id), notifier, log: createLogger("silent", "test"), now: () => now },
+    {
+      store: wrap(store),
+      ledger,
+      isConnected: (id) => connected.has(id),
+      notifier,
+      log: createLogger("silent", "test"),
+      now: () => now,
+      ...(config.backupPolicies ? { backupPolicies: config.backupPolicies(store) } : {}),
+    },
     { thresholds: { hostOfflineMs: 30_000, notConvergedMs: 120_000, diskFreeFraction: 0.1 }, intervalMs: config.intervalMs ?? 1000, historyMs: 3600_000 },
   );
   await store.commit([{ op: "host.insert", id: "host_1", name: "h1", secretHash: "x", createdAt: 0 }]);
@@ -165,6 +174,56 @@ describe("AlertEvaluator", () => {
     await h.setPhase("srv_c", Phase.RUNNING, "Running");
     h.advance(1000);
     expect((await h.evaluator.evaluate()).resolved.map((a) => a.rule)).toEqual(["crash_loop"]);
+  });
+
+  it("backup_overdue: fires once the newest success is older than the policy, resolves when a backup succeeds", async () => {
+    let policies: BackupPolicies | undefined;
+    const h = await setup(undefined, {
+      backupPolicies: (store) => {
+        policies = new BackupPolicies(store, createLogger("silent", "test"));
+        return () => policies!.policies();
+      },
+    });
+    await h.store.commit([
+      {
+        op: "server.insert",
+        server: newServer({
+          id: "srv_b",
+          name: "world",
+          hostId: "host_1",
+          project: "a",
+          at: 1_000_000,
+          spec: { desiredState: DesiredState.RUNNING, backupPolicy: { alertAfterHours: 24 } },
+          status: { ...initialStatus(), phase: Phase.RUNNING, reason: "Running", observedGeneration: 1n },
+          dataInitialized: true,
+        }),
+      },
+    ]);
+    await policies!.start();
+    h.advance(23 * 3600_000);
+    expect((await h.evaluator.evaluate()).fired).toEqual([]);
+    h.advance(2 * 3600_000);
+    const [a, ...more] = (await h.evaluator.evaluate()).fired;
+    expect(more).toEqual([]);
+    expect(a).toMatchObject({ rule: "backup_overdue", subject: "server:srv_b", severity: "warning", serverId: "srv_b", project: "a" });
+    expect(a!.message).toMatch(/^server world: no successful backup since it was created 25 h ago; its backup policy alerts after 24 h/);
+
+    const at = 1_000_000 + 25 * 3600_000;
+    await h.store.commit([
+      {
+        op: "backup.insert",
+        backup: {
+          id: "bkp_1", serverId: "srv_b", serverName: "world", project: "a", hostId: "host_1", targetId: "btg_x", key: "srv_b/bkp_1.tar.gz", state: "succeeded",
+          reason: "", message: "", live: false, compression: "gzip", archiveBytes: 1, rawBytes: 1, files: 1, sha256: "", bytesDone: 0, bytesTotal: 0, locked: false,
+          createdBy: "token:t", createdAt: at - 60_000, startedAt: at - 60_000, finishedAt: at,
+        },
+      },
+      { op: "event.append", event: { type: "backup.succeeded", serverId: "srv_b", message: "" }, at },
+    ]);
+    await vi.waitFor(() => expect(policies!.policies()[0]?.newestSuccessAt).toBe(at));
+    h.advance(1000);
+    expect((await h.evaluator.evaluate()).resolved.map((r) => `${r.rule} ${r.subject}`)).toEqual(["backup_overdue server:srv_b"]);
+    policies!.stop();
   });
 
   it("evaluates every page of a fleet larger than one page, and fires for all of it at once", async () => {

@@ -13,7 +13,9 @@ import {
   hostConditions,
   orphanConditions,
   backupConditions,
+  overdueConditions,
   type BackupFailureView,
+  type BackupPolicyView,
   RULE_REASON,
   serverConditions,
   type AlertCondition,
@@ -90,6 +92,8 @@ export interface AlertEvaluatorDeps {
   orphans?: () => OrphanView[] | Promise<OrphanView[]>;
   /** Servers whose newest finished backup failed (backups/health.ts). */
   backupFailures?: () => BackupFailureView[];
+  /** Servers whose backup policy sets alert_after_hours, with their newest success (backups/overdue.ts). */
+  backupPolicies?: () => BackupPolicyView[];
   log: Logger;
   now?: () => number;
 }
@@ -216,6 +220,7 @@ export class AlertEvaluator {
     );
     for (const c of orphanConditions((await this.deps.orphans?.()) ?? [], hosts)) out.push(c);
     for (const c of backupConditions(this.deps.backupFailures?.() ?? [])) out.push(c);
+    for (const c of overdueConditions(this.deps.backupPolicies?.() ?? [], this.now())) out.push(c);
     return out;
   }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { DEFAULT_THRESHOLDS, evaluateRules, notConverged, type FleetSnapshot, type HostView, type ServerView } from "./rules.js";
+import { DEFAULT_THRESHOLDS, evaluateRules, notConverged, type BackupPolicyView, type FleetSnapshot, type HostView, type ServerView } from "./rules.js";
 
 const host = (o: Partial<HostView> = {}): HostView => ({ id: "host_1", name: "h1", connected: true, dataRootFreeBytes: 50, dataRootTotalBytes: 100, ...o });
 const srv = (o: Partial<ServerView> = {}): ServerView => ({
@@ -95,5 +95,57 @@ describe("alert rules", () => {
       diskFreeFraction: 0.5,
     });
     expect(c.map((x) => x.forMs)).toEqual([2000, 3000]);
+  });
+
+  describe("backup_overdue", () => {
+    const H = 3600_000;
+    const NOW = Date.UTC(2026, 0, 10, 12);
+    const policy = (o: Partial<BackupPolicyView> = {}): BackupPolicyView => ({
+      serverId: "srv_1",
+      serverName: "world",
+      project: "a",
+      hostId: "host_1",
+      createdAt: NOW - 1000 * H,
+      alertAfterHours: 24,
+      newestSuccessAt: NOW - 10 * H,
+      ...o,
+    });
+    const overdue = (...p: BackupPolicyView[]) => evaluateRules(fleet({ backupPolicies: p, now: NOW }), DEFAULT_THRESHOLDS).filter((c) => c.rule === "backup_overdue");
+
+    it("fires for a server whose newest success is older than its policy, naming the age and the policy", () => {
+      const [c, ...rest] = overdue(policy({ newestSuccessAt: NOW - 30 * H - 60_000 }));
+      expect(rest).toEqual([]);
+      expect(c).toMatchObject({ rule: "backup_overdue", subject: "server:srv_1", severity: "warning", forMs: 0, project: "a", hostId: "host_1", serverId: "srv_1" });
+      expect(c!.message).toBe("server world: its newest successful backup finished 30 h ago (2026-01-09T05:59:00.000Z); its backup policy alerts after 24 h; back it up (BackupService.CreateBackup)");
+    });
+
+    it.each([
+      ["a recent success", { newestSuccessAt: NOW - 23 * H }, []],
+      ["exactly at the limit", { newestSuccessAt: NOW - 24 * H }, []],
+      ["just past it", { newestSuccessAt: NOW - 24 * H - 1 }, ["srv_1"]],
+      ["no policy alert (0)", { alertAfterHours: 0, newestSuccessAt: NOW - 999 * H }, []],
+      ["never backed up, created long ago", { newestSuccessAt: null }, ["srv_1"]],
+      ["never backed up, created within the policy", { newestSuccessAt: null, createdAt: NOW - 2 * H }, []],
+    ])("%s", (_name, o, want) => {
+      expect(overdue(policy(o)).map((c) => c.serverId)).toEqual(want);
+    });
+
+    it("a server never backed up says so, in days past two days", () => {
+      expect(overdue(policy({ newestSuccessAt: null, createdAt: NOW - 75 * H }))[0]!.message).toBe(
+        "server world: no successful backup since it was created 3 d 3 h ago; its backup policy alerts after 24 h; back it up (BackupService.CreateBackup)",
+      );
+    });
+
+    it("its key differs from backup_failed's for the same server: both can fire", () => {
+      const c = evaluateRules(
+        fleet({
+          now: NOW,
+          backupPolicies: [policy({ newestSuccessAt: NOW - 48 * H })],
+          backupFailures: [{ serverId: "srv_1", serverName: "world", project: "a", hostId: "host_1", backupId: "bkp_1", reason: "TargetFull", message: "disk full" }],
+        }),
+        DEFAULT_THRESHOLDS,
+      );
+      expect(c.map((x) => `${x.rule} ${x.subject}`)).toEqual(["backup_failed server:srv_1", "backup_overdue server:srv_1"]);
+    });
   });
 });

@@ -7,7 +7,7 @@ import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low", "backup_failed"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low", "backup_failed", "backup_overdue"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -21,6 +21,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   orphan_found: "OrphanFound",
   disk_low: "DiskLow",
   backup_failed: "BackupFailed",
+  backup_overdue: "BackupOverdue",
 };
 
 export interface AlertThresholds {
@@ -84,11 +85,30 @@ export interface BackupFailureView {
   message: string;
 }
 
+/**
+ * A live server whose BackupPolicy sets alert_after_hours, with its newest
+ * successful backup (backups/overdue.ts keeps these from the ledger).
+ */
+export interface BackupPolicyView {
+  serverId: string;
+  serverName: string;
+  project: string;
+  hostId: string;
+  /** When the server record was created: the clock when it never had a successful backup. */
+  createdAt: number;
+  alertAfterHours: number;
+  /** When its newest successful backup finished; null: it never had one. */
+  newestSuccessAt: number | null;
+}
+
 export interface FleetSnapshot {
   hosts: HostView[];
   servers: ServerView[];
   orphans: OrphanView[];
   backupFailures?: BackupFailureView[];
+  backupPolicies?: BackupPolicyView[];
+  /** The time the overdue rule measures ages against (default: Date.now()). */
+  now?: number;
 }
 
 /** "This subject is in trouble now", as one rule sees it. */
@@ -139,7 +159,7 @@ export function notConverged(s: ServerView): boolean {
 
 export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCondition[] {
   const hosts = new Map(fleet.hosts.map((h) => [h.id, h]));
-  return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts), ...backupConditions(fleet.backupFailures ?? [])];
+  return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts), ...backupConditions(fleet.backupFailures ?? []), ...overdueConditions(fleet.backupPolicies ?? [], fleet.now ?? Date.now())];
 }
 
 /** The rules about hosts (evaluateRules, in parts: the evaluator runs the server rules a page at a time). */
@@ -281,4 +301,43 @@ export function backupConditions(failures: readonly BackupFailureView[]): AlertC
     serverId: f.serverId,
     message: `server ${f.serverName}: its last backup (${f.backupId}) failed (${f.reason}): ${f.message}`.slice(0, 1000),
   }));
+}
+
+/**
+ * The overdue rule: a server whose policy asks for an alert after
+ * `alertAfterHours` and whose newest successful backup finished longer ago
+ * than that, or that never had one and was created longer ago than that. It
+ * resolves when a backup succeeds or the policy is cleared (the view drops
+ * the server). A warning, like backup_failed: the server runs, its data is
+ * not protected as asked.
+ */
+export function overdueConditions(policies: readonly BackupPolicyView[], now: number): AlertCondition[] {
+  const out: AlertCondition[] = [];
+  for (const p of policies) {
+    if (p.alertAfterHours <= 0) continue;
+    const limitMs = p.alertAfterHours * 3600_000;
+    const since = p.newestSuccessAt ?? p.createdAt;
+    if (now - since <= limitMs) continue;
+    const age = hours(now - since);
+    out.push({
+      rule: "backup_overdue",
+      subject: `server:${p.serverId}`,
+      severity: "warning",
+      forMs: 0,
+      project: p.project,
+      hostId: p.hostId,
+      serverId: p.serverId,
+      message:
+        p.newestSuccessAt === null
+          ? `server ${p.serverName}: no successful backup since it was created ${age} ago; its backup policy alerts after ${p.alertAfterHours} h; back it up (BackupService.CreateBackup)`
+          : `server ${p.serverName}: its newest successful backup finished ${age} ago (${new Date(p.newestSuccessAt).toISOString()}); its backup policy alerts after ${p.alertAfterHours} h; back it up (BackupService.CreateBackup)`,
+    });
+  }
+  return out;
+}
+
+/** "30 h", or "3 d 4 h" from two days on; whole hours, rounded down. */
+function hours(ms: number): string {
+  const h = Math.floor(ms / 3600_000);
+  return h >= 48 ? `${Math.floor(h / 24)} d ${h % 24} h` : `${h} h`;
 }

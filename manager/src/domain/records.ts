@@ -468,6 +468,22 @@ export interface BackupRecord {
   finishedAt: number | null;
 }
 
+/**
+ * A live server whose BackupPolicy sets alert_after_hours, with what the
+ * backup_overdue alert needs (store.ts backupPolicyFacts).
+ */
+export interface BackupPolicyFacts {
+  serverId: string;
+  serverName: string;
+  project: string;
+  hostId: string;
+  /** The server record's creation: the clock of a server that never had a successful backup. */
+  createdAt: number;
+  alertAfterHours: number;
+  /** When its newest successful backup finished (its creation when no finish is recorded); null: none. */
+  newestSuccessAt: number | null;
+}
+
 export interface BackupFilter {
   serverId?: string;
   /** Only this project's backups. */

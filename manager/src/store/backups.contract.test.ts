@@ -249,3 +249,40 @@ describe("backups", () => {
     expect((await store.getServer("srv_a"))?.version).toBe(1);
   });
 });
+
+describe("backupPolicyFacts (the backup_overdue alert's reads)", () => {
+  const policy = (alertAfterHours: number) => ({ backupPolicy: { keepLast: 3, alertAfterHours } });
+
+  it("lists only live servers whose policy sets alert_after_hours, each with its newest success's finish time", async () => {
+    await store.commit([
+      { op: "server.insert", server: newServer({ id: "srv_a", hostId: "host_a", name: "alpha", project: "team-a", spec: policy(24), at: T0 }) },
+      { op: "server.insert", server: newServer({ id: "srv_b", hostId: "host_b", spec: policy(6), at: T0 + 1 }) },
+      // No alert in its policy, no policy, soft-deleted, being purged: none listed.
+      { op: "server.insert", server: newServer({ id: "srv_c", hostId: "host_a", spec: policy(0) }) },
+      { op: "server.insert", server: newServer({ id: "srv_d", hostId: "host_a" }) },
+      { op: "server.insert", server: newServer({ id: "srv_e", hostId: "host_a", spec: policy(1), deletedAt: T0 }) },
+      { op: "server.insert", server: newServer({ id: "srv_f", hostId: "host_a", spec: policy(1), lifecycle: { purge: { removeData: false, requestedAt: T0 } } }) },
+      // srv_a: two successes (the later finish counts), a newer failure and a running one (ignored).
+      insertBackup(backup("bkp_a1", { serverId: "srv_a", state: "succeeded", createdAt: T0 + 10, finishedAt: T0 + 100 })),
+      insertBackup(backup("bkp_a2", { serverId: "srv_a", state: "succeeded", createdAt: T0 + 20, finishedAt: T0 + 200 })),
+      insertBackup(backup("bkp_a3", { serverId: "srv_a", state: "failed", createdAt: T0 + 30, finishedAt: T0 + 300 })),
+      insertBackup(backup("bkp_a4", { serverId: "srv_a", state: "running", createdAt: T0 + 40 })),
+      insertBackup(backup("bkp_d1", { serverId: "srv_d", state: "succeeded", createdAt: T0, finishedAt: T0 + 5 })),
+    ]);
+    expect(await store.backupPolicyFacts()).toEqual([
+      { serverId: "srv_a", serverName: "alpha", project: "team-a", hostId: "host_a", createdAt: T0, alertAfterHours: 24, newestSuccessAt: T0 + 200 },
+      { serverId: "srv_b", serverName: "srv_b", project: "default", hostId: "host_b", createdAt: T0 + 1, alertAfterHours: 6, newestSuccessAt: null },
+    ]);
+    expect(await store.backupPolicyFacts("srv_b")).toEqual([expect.objectContaining({ serverId: "srv_b", newestSuccessAt: null })]);
+    expect(await store.backupPolicyFacts("srv_c")).toEqual([]);
+    expect(await store.backupPolicyFacts("srv_nope")).toEqual([]);
+  });
+
+  it("follows a policy change: cleared, the server is no longer listed", async () => {
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_a", hostId: "host_a", spec: policy(24) }) }]);
+    const s = (await store.getServer("srv_a"))!;
+    const spec = { ...s.spec, backupPolicy: { ...s.spec.backupPolicy!, alertAfterHours: 0 } };
+    await store.commit([{ op: "server.spec", id: "srv_a", spec, generation: 2, hostId: "host_a", deletedAt: null, updatedAt: T0, expectVersion: s.version }]);
+    expect(await store.backupPolicyFacts()).toEqual([]);
+  });
+});

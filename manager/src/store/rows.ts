@@ -18,6 +18,7 @@ import type {
   HostRecord,
   LeaseRecord,
   WebhookDeliveryRecord,
+  BackupPolicyFacts,
   BackupRecord,
   BackupState,
   BackupTargetConfig,
@@ -584,5 +585,28 @@ export function placementOfRow(r: { id: string; project: string; name: string; h
     createdAt: r.created_at,
     ...(lc.adoptedContainerId ? { adoptedContainerId: lc.adoptedContainerId } : {}),
     ...(transferHosts.length > 0 ? { transferHosts } : {}),
+  };
+}
+
+/** A row of backupPolicyFacts' query (both engines). */
+export interface PolicyFactsRow {
+  id: string;
+  name: string;
+  project: string;
+  host_id: string;
+  created_at: number | string;
+  alert_after_hours: number | string;
+  newest_success_at: number | string | null;
+}
+
+export function policyFactsFromRow(r: PolicyFactsRow): BackupPolicyFacts {
+  return {
+    serverId: r.id,
+    serverName: r.name,
+    project: r.project,
+    hostId: r.host_id,
+    createdAt: Number(r.created_at),
+    alertAfterHours: Number(r.alert_after_hours),
+    newestSuccessAt: r.newest_success_at === null ? null : Number(r.newest_success_at),
   };
 }

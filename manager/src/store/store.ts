@@ -49,6 +49,7 @@ import type {
   ServerChangeRecord,
   WebhookDeliveryRecord,
   BackupFilter,
+  BackupPolicyFacts,
   BackupRecord,
   BackupTargetRecord,
   BackupState,
@@ -440,6 +441,15 @@ export interface BackupReads {
   listBackups(f?: BackupFilter): Promise<BackupRecord[]>;
   /** How many backups use the target (any state). */
   countBackupsOnTarget(targetId: string): Promise<number>;
+  /**
+   * The live servers (not soft-deleted, not being purged) whose backup policy
+   * sets alert_after_hours > 0, each with its newest successful backup's
+   * finish time: one query, so the backup_overdue alert's view
+   * (backups/overdue.ts) is read once at start and per server after a change,
+   * never by listing every server and backup. With `serverId`, only that
+   * server (no row: it has no such policy, or is gone).
+   */
+  backupPolicyFacts(serverId?: string): Promise<BackupPolicyFacts[]>;
 }
 
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */

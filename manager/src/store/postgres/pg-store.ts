@@ -46,6 +46,8 @@ import {
   type BackupRow,
   type BackupTargetRow,
   placementOfRow,
+  policyFactsFromRow,
+  type PolicyFactsRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
 import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
@@ -744,6 +746,22 @@ export class PostgresStore implements Store {
 
   async countBackupsOnTarget(targetId: string) {
     return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM backups WHERE target_id = $1", [targetId]))[0]?.n ?? 0);
+  }
+
+  /** As ServerBackupTables.policyFacts. `#>>` gives the policy's hours as text (absent: NULL). */
+  async backupPolicyFacts(serverId?: string) {
+    const rows = await this.#rows<PolicyFactsRow>(
+      `SELECT s.id, s.name, s.project, s.host_id, s.created_at, s.alert_after_hours,
+         (SELECT MAX(COALESCE(b.finished_at, b.created_at)) FROM backups b WHERE b.server_id = s.id AND b.state = 'succeeded') AS newest_success_at
+       FROM (SELECT id, name, project, host_id, created_at,
+               COALESCE((spec_json::jsonb #>> '{backupPolicy,alertAfterHours}')::bigint, 0) AS alert_after_hours
+             FROM servers
+             WHERE deleted_at IS NULL AND COALESCE(jsonb_typeof(lifecycle_json::jsonb -> 'purge'), 'null') = 'null'${serverId === undefined ? "" : " AND id = $1"}) s
+       WHERE s.alert_after_hours > 0
+       ORDER BY s.id`,
+      serverId === undefined ? [] : [serverId],
+    );
+    return rows.map(policyFactsFromRow);
   }
 
   async countLiveLeases(prefix: string, at: number) {

@@ -1,4 +1,4 @@
-import type { BackupFilter, BackupRecord, BackupState, BackupTargetRecord } from "../../domain/records.js";
+import type { BackupFilter, BackupPolicyFacts, BackupRecord, BackupState, BackupTargetRecord } from "../../domain/records.js";
 import { NotFoundError } from "../../errors.js";
 import {
   BACKUP_TARGET_COLUMNS,
@@ -13,6 +13,8 @@ import {
   backupTargetValues,
   type BackupRow,
   type BackupTargetRow,
+  policyFactsFromRow,
+  type PolicyFactsRow,
 } from "../rows.js";
 import type { Db } from "./database.js";
 import { isUniqueViolation } from "./tables.js";
@@ -121,5 +123,26 @@ export class ServerBackupTables {
 
   countOnTarget(targetId: string): number {
     return (this.db.prepare("SELECT COUNT(*) AS n FROM backups WHERE target_id = ?").get(targetId) as { n: number }).n;
+  }
+
+  /**
+   * store.ts backupPolicyFacts: one pass over the servers (json_extract, no
+   * record decoded) and, only for those with the policy, one probe of the
+   * backups_server index each.
+   */
+  policyFacts(serverId?: string): BackupPolicyFacts[] {
+    const rows = this.db
+      .prepare(
+        `SELECT s.id, s.name, s.project, s.host_id, s.created_at, s.alert_after_hours,
+           (SELECT MAX(COALESCE(b.finished_at, b.created_at)) FROM backups b WHERE b.server_id = s.id AND b.state = 'succeeded') AS newest_success_at
+         FROM (SELECT id, name, project, host_id, created_at,
+                 CAST(COALESCE(json_extract(spec_json, '$.backupPolicy.alertAfterHours'), 0) AS INTEGER) AS alert_after_hours
+               FROM servers
+               WHERE deleted_at IS NULL AND json_extract(lifecycle_json, '$.purge') IS NULL${serverId === undefined ? "" : " AND id = ?"}) s
+         WHERE s.alert_after_hours > 0
+         ORDER BY s.id`,
+      )
+      .all(...(serverId === undefined ? [] : [serverId])) as PolicyFactsRow[];
+    return rows.map(policyFactsFromRow);
   }
 }

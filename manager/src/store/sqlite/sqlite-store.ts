@@ -501,6 +501,7 @@ export class SqliteStore implements StoreContract {
   async getBackup(id: string) { return this.#backups().get(id); }
   async listBackups(f?: BackupFilter) { return this.#backups().list(f); }
   async countBackupsOnTarget(targetId: string) { return this.#backups().countOnTarget(targetId); }
+  async backupPolicyFacts(serverId?: string) { return this.#backups().policyFacts(serverId); }
   async probeWrite(value: string, lockWaitMs: number) {
     // The probe is a transaction of its own: the group open in this turn commits first.
     this.#commitGroup();
