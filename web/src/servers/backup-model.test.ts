@@ -11,6 +11,12 @@ describe("operation progress", () => {
     const restore = create(OperationSchema, { kind: "restore", stage: "Verifying", bytesDone: 12n, bytesTotal: 100n });
     expect(operationProgress(restore).text).toBe("Restoring · Verifying 12%");
   });
+  it("a transfer names the host it moves to, by name when known", () => {
+    const op = create(OperationSchema, { kind: "transfer", stage: "Copying", bytesDone: 1n, bytesTotal: 4n, sourceHost: "h-a", targetHost: "h-b" });
+    expect(operationProgress(op, (id) => (id === "h-b" ? "host-b" : id)).text).toBe("Moving to host-b · Copying 25%");
+    expect(operationProgress(op).text).toBe("Moving to h-b · Copying 25%");
+    expect(operationProgress(create(OperationSchema, { kind: "transfer", stage: "Stopping" })).text).toBe("Moving · Stopping");
+  });
   it("hides the percentage and the bytes while the total is not known", () => {
     const op = create(OperationSchema, { kind: "backup", stage: "Stopping", bytesDone: 0n, bytesTotal: 0n });
     expect(operationProgress(op)).toEqual({ text: "Backing up · Stopping", bytes: "", percent: undefined });

@@ -1,6 +1,6 @@
 /**
- * What the dashboard shows of backups and of a server's data operation:
- * state names and colours, the progress line ("Backing up · Copying 45%
+ * What the dashboard shows of backups and of a server's data operation
+ * (backup, restore, transfer): state names and colours, the progress line ("Backing up · Copying 45%
  * (450 MiB of 1.0 GiB)"), when the Backups tab must keep refreshing, and the
  * ignore patterns as typed. Pure functions, unit-tested in backup-model.test.ts;
  * the states and stages are those of proto/berth/v1/backup.proto and
@@ -64,9 +64,22 @@ export interface ProgressLine {
   percent: number | undefined;
 }
 
-/** The line for a server's status.operation (the row and the drawer header). */
-export function operationProgress(op: Operation): ProgressLine {
-  const what = op.kind === "restore" ? "Restoring" : op.kind === "backup" ? "Backing up" : op.kind;
+/**
+ * The line for a server's status.operation (the row and the drawer header).
+ * A transfer names the host it moves to ("Moving to host-b · Copying 45%"),
+ * by name when `hostName` knows it.
+ */
+export function operationProgress(op: Operation, hostName: (id: string) => string = (id) => id): ProgressLine {
+  const what =
+    op.kind === "restore"
+      ? "Restoring"
+      : op.kind === "backup"
+        ? "Backing up"
+        : op.kind === "transfer"
+          ? op.targetHost
+            ? `Moving to ${hostName(op.targetHost)}`
+            : "Moving"
+          : op.kind;
   const percent = percentOf(op.bytesDone, op.bytesTotal);
   const stage = [op.stage, percent === undefined ? "" : `${percent}%`].filter(Boolean).join(" ");
   return {
