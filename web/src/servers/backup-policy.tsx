@@ -104,7 +104,7 @@ export function BackupPolicyForm({ server }: { server: Server }) {
     </label>
   );
   return (
-    <details className="backup-policy" open={dirty || undefined}>
+    <details className="backup-policy">
       <summary>
         <span className="strong">Backup policy</span> <span className="muted small">{policySummary(saved)}</span>
       </summary>
