@@ -47,7 +47,7 @@ export function TargetsPage() {
       )}
       <ErrorBox error={targets.error} what="Could not list backup targets" />
       <div className="table-wrap">
-        <table className="table targets" aria-label="Backup targets">
+        <table className="table targets stack-on-phone" aria-label="Backup targets">
           <thead>
             <tr>
               <th>Name</th>
