@@ -11,7 +11,9 @@ import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BackupService, BackupState } from "@berth/proto/berth/v1/backup_pb.js";
+import { ListHostsResponseSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { S3RVER_KEY, TestS3Server } from "../../agent/testing/s3-server.js";
@@ -814,6 +816,41 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     expect(readFileSync(join(agentB.dataRoot, s.id, "hello.txt"), "utf8")).toBe("travels");
     await drawer.getByRole("button", { name: "Close details" }).click();
   }, 180_000);
+
+  it("hosts: a cordoned and a draining host read as badges; the phone layout keeps every action reachable (ListHosts answers rewritten in the browser)", async () => {
+    const p = page();
+    // The page's own ListHosts answers, with host A draining and host B cordoned: what the
+    // badges look like whatever the manager's drain is doing now.
+    await p.route("**/berth.v1.HostService/ListHosts", async (route) => {
+      const response = await route.fetch();
+      const res = fromBinary(ListHostsResponseSchema, await response.body());
+      for (const h of res.hosts) {
+        if (h.id === hostA) Object.assign(h, { unschedulable: true, draining: true, drainMessage: "3 of 12 moved; 2 under way" });
+        if (h.id === hostB) Object.assign(h, { unschedulable: true, drainMessage: "" });
+      }
+      await route.fulfill({ response, body: Buffer.from(toBinary(ListHostsResponseSchema, res)) });
+    });
+    try {
+      await goTo("Hosts");
+      const a = p.locator(`tr[data-host-id="${hostA}"]`);
+      const b = p.locator(`tr[data-host-id="${hostB}"]`);
+      await a.getByTestId("host-scheduling").filter({ hasText: "Draining · 3 of 12 moved" }).waitFor({ timeout: 15_000 });
+      expect(await a.locator(".drain-message").textContent()).toBe("3 of 12 moved; 2 under way");
+      await b.getByTestId("host-scheduling").filter({ hasText: "Cordoned" }).waitFor();
+      for (const r of [a, b]) {
+        expect(await r.getByRole("button", { name: "Uncordon" }).count()).toBe(1);
+        expect(await r.getByRole("button", { name: /^(Cordon|Drain…)$/ }).count()).toBe(0);
+      }
+      await p.setViewportSize({ width: 1440, height: 900 });
+      await screenshot(p, "25-hosts-scheduling");
+      await p.setViewportSize({ width: 390, height: 844 });
+      expect(await p.evaluate(`document.documentElement.scrollWidth <= window.innerWidth`)).toBe(true);
+      await b.getByRole("button", { name: "Uncordon" }).scrollIntoViewIfNeeded();
+      await screenshot(p, "25-hosts-scheduling-phone");
+    } finally {
+      await p.unroute("**/berth.v1.HostService/ListHosts");
+    }
+  });
 
   // Waits for the manager's CordonHost/UncordonHost (issue 18): until they are built the dialog shows Unimplemented.
   it("hosts: Cordon and Uncordon change the host's badge", async () => {

@@ -69,7 +69,7 @@ export function HostsPage() {
       </div>
       <ErrorBox error={error} what="Could not list hosts" />
       <div className="table-wrap">
-        <table className="table hosts" aria-label="Hosts">
+        <table className="table hosts stack-on-phone" aria-label="Hosts">
           <thead>
             <tr>
               <th>Host</th>
@@ -116,7 +116,7 @@ export function HostsPage() {
                       </div>
                     )}
                   </td>
-                  <td>
+                  <td data-label="Last heartbeat">
                     <RelTime ms={tsMs(h.lastHeartbeat)} />
                     <div className="muted small">{formatTime(tsMs(h.lastHeartbeat))}</div>
                   </td>
@@ -139,7 +139,7 @@ export function HostsPage() {
                     )}
                     <div className="muted mono small">{h.dataRoot}</div>
                   </td>
-                  <td className="num">
+                  <td className="num" data-label="Servers">
                     <button type="button" className="link" onClick={() => navigate(`/servers?host=${encodeURIComponent(h.id)}`)}>
                       {h.serverCount}
                     </button>

@@ -90,6 +90,7 @@ export function TransferDialog({ server, onClose }: { server: Server; onClose: (
               <input type="radio" name="transfer-host" value={h.id} checked={picked === h.id} disabled={blocked !== undefined} onChange={() => setHost(h.id)} />
               <span className="host-choice-name">
                 <span className="strong">{h.name || h.id}</span>
+                {h.name && <span className="muted mono small">{h.id}</span>}
                 {blocked && <span className={`badge tone-${blocked === "offline" ? "bad" : "warn"}`}>{blocked}</span>}
               </span>
               <span className="host-choice-facts muted small">
