@@ -767,6 +767,25 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     expect(after.spec!.hostId).toBe(hostA);
     expect(after.generation).toBe(s.generation + 1n);
     await drawer.locator(".backup-policy summary", { hasText: "keep the newest 5 · alert after 24 h" }).waitFor();
+    await p.setViewportSize({ width: 1440, height: 900 });
+    await screenshot(p, "26-backup-policy");
+    await p.setViewportSize({ width: 390, height: 844 });
+    await form.scrollIntoViewIfNeeded();
+    expect(await p.evaluate(`(() => { const b = document.querySelector(".drawer-body"); return b.scrollWidth <= b.clientWidth; })()`)).toBe(true);
+    await screenshot(p, "26-backup-policy-phone");
+
+    // Clone: the dialog offers every host (the source's first named), a name, a target.
+    await drawer.getByRole("button", { name: "Clone…" }).click();
+    const clone = p.getByTestId("clone-dialog");
+    expect(await clone.getByLabel("New server name").inputValue()).toBe(`${name("pol")}-copy`);
+    const hostOptions = await clone.getByRole("combobox", { name: /^Host/ }).locator("option").evaluateAll((els) => els.map((e) => e.getAttribute("value")));
+    expect([...hostOptions].sort()).toEqual([hostA, hostB].sort());
+    expect(await clone.getByRole("combobox", { name: /^Host/ }).inputValue()).toBe(hostA);
+    await screenshot(p, "27-clone-dialog-phone");
+    await p.setViewportSize({ width: 1440, height: 900 });
+    await screenshot(p, "27-clone-dialog");
+    await clone.getByRole("button", { name: "Cancel" }).click();
+    await p.setViewportSize({ width: 1600, height: 900 });
     await drawer.getByRole("button", { name: "Close details" }).click();
   });
 

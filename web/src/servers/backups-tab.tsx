@@ -130,7 +130,7 @@ function BackupItem(props: { b: Backup; server: Server; target: string; onChange
     }
   };
   const locked = asked ?? b.locked;
-  const restoreBlocked = serverBusy ? "A backup or restore of this server is under way" : isDeleted(server) ? "The server is deleted: restore the server first" : undefined;
+  const restoreBlocked = serverBusy ? "A backup, restore or move of this server is under way" : isDeleted(server) ? "The server is deleted: restore the server first" : undefined;
   const deleteBlocked = locked ? "Locked: unlock it to delete it" : isBackupActive(b) ? "Still in progress: it can be deleted once it has finished" : undefined;
   return (
     <li className={`backup${b.state === BackupState.FAILED ? " failed" : ""}`} data-backup-id={b.id} data-state={state} aria-label={`Backup ${b.id}`}>
@@ -325,7 +325,7 @@ function BackupNow(props: { server: Server; targets: BackupTarget[] | undefined;
       <section className="backup-now" aria-label="Back up now">
         <h3>Back up now</h3>
         <p className="notice">
-          No backup target yet. A backup goes into a target: a directory on the hosts that their agents allow (<code>berth-agent run --backup-dir &lt;path&gt;</code>).{" "}
+          No backup target yet. A backup goes into a target: a directory on the hosts that their agents allow (<code>berth-agent run --backup-dir &lt;path&gt;</code>), or S3-compatible storage.{" "}
           {can.infra ? "Create one:" : "Ask an all-projects admin to create one."}
         </p>
         {can.infra && targetForm}
@@ -359,7 +359,7 @@ function BackupNow(props: { server: Server; targets: BackupTarget[] | undefined;
         <p className={live ? "notice small" : "muted small"}>{live ? LIVE_WARNING : "Without it the server is stopped for the copy and started again if it should run."}</p>
         <ErrorText text={error} />
         <div className="form-actions">
-          <button type="submit" className="button primary" disabled={busy || underWay} title={underWay ? "A backup or restore of this server is under way" : undefined}>
+          <button type="submit" className="button primary" disabled={busy || underWay} title={underWay ? "A backup, restore or move of this server is under way" : undefined}>
             {busy ? "Asking…" : "Back up now"}
           </button>
           {can.infra && !addingTarget && (
