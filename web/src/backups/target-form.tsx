@@ -61,7 +61,7 @@ export function TargetForm({ onCreated, onCancel }: { onCreated: (t: BackupTarge
     <form className="target-form" onSubmit={submit} noValidate aria-label={kind === "directory" ? "New directory target" : "New S3 target"}>
       <div className="segmented" role="radiogroup" aria-label="Target kind">
         <label className={`check${kind === "directory" ? " on" : ""}`}>
-          <input type="radio" name="target-kind" checked={kind === "directory"} onChange={() => setKind("directory")} /> Directory on the hosts
+          <input type="radio" name="target-kind" checked={kind === "directory"} onChange={() => setKind("directory")} /> Directory
         </label>
         <label className={`check${kind === "s3" ? " on" : ""}`}>
           <input type="radio" name="target-kind" checked={kind === "s3"} onChange={() => setKind("s3")} /> S3-compatible storage
