@@ -8,46 +8,13 @@
 import { useState, type FormEvent } from "react";
 import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
-import { BackupPolicySchema, type BackupPolicy, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { BackupPolicySchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useSession } from "../app-context.js";
 import { errorText } from "../api/client.js";
 import { ErrorText } from "../ui/error-box.js";
 import { useToast } from "../ui/toast.js";
+import { formOfPolicy as formOf, POLICY_LIMITS, policyOf, policySummary, type PolicyForm } from "./backup-model.js";
 import { checkSpecRules } from "./spec-rules.js";
-
-interface PolicyForm {
-  keepLast: string;
-  keepDays: string;
-  alertAfterHours: string;
-}
-
-const LIMITS: Record<keyof PolicyForm, { max: number; label: string }> = {
-  keepLast: { max: 1000, label: "Keep the newest" },
-  keepDays: { max: 3650, label: "Keep for days" },
-  alertAfterHours: { max: 87600, label: "Alert after hours" },
-};
-
-function formOf(p: BackupPolicy | undefined): PolicyForm {
-  return { keepLast: String(p?.keepLast ?? 0), keepDays: String(p?.keepDays ?? 0), alertAfterHours: String(p?.alertAfterHours ?? 0) };
-}
-
-/** The policy the form says, or the first field it cannot be (a whole number in 0..max; empty is 0). */
-export function policyOf(f: PolicyForm): { policy: { keepLast: number; keepDays: number; alertAfterHours: number } } | { field: keyof PolicyForm; message: string } {
-  const out = { keepLast: 0, keepDays: 0, alertAfterHours: 0 };
-  for (const k of Object.keys(LIMITS) as (keyof PolicyForm)[]) {
-    const text = f[k].trim();
-    const n = text === "" ? 0 : Number(text);
-    if (!Number.isInteger(n) || n < 0 || n > LIMITS[k].max) return { field: k, message: `${LIMITS[k].label}: a whole number from 0 to ${LIMITS[k].max} (0: no rule)` };
-    out[k] = n;
-  }
-  return { policy: out };
-}
-
-/** "keep the newest 5, 30 days · alert after 24 h", or "no retention, no alert". */
-export function policySummary(p: BackupPolicy | undefined): string {
-  const keep = [p?.keepLast ? `the newest ${p.keepLast}` : "", p?.keepDays ? `${p.keepDays} ${p.keepDays === 1 ? "day" : "days"}` : ""].filter(Boolean).join(", ");
-  return `${keep ? `keep ${keep}` : "no retention"} · ${p?.alertAfterHours ? `alert after ${p.alertAfterHours} h` : "no alert"}`;
-}
 
 export function BackupPolicyForm({ server }: { server: Server }) {
   const { api, can, actions } = useSession();
@@ -85,12 +52,12 @@ export function BackupPolicyForm({ server }: { server: Server }) {
   };
   const field = (k: keyof PolicyForm, unit: string, hint: string) => (
     <label className={`field${error?.field === k ? " invalid" : ""}`}>
-      <span className="label">{LIMITS[k].label}</span>
+      <span className="label">{POLICY_LIMITS[k].label}</span>
       <span className="inline">
         <input
           type="number"
           min={0}
-          max={LIMITS[k].max}
+          max={POLICY_LIMITS[k].max}
           step={1}
           inputMode="numeric"
           value={form[k]}

@@ -18,7 +18,7 @@ import { useToast } from "../ui/toast.js";
 import { carriesBetweenHosts, transferChoices } from "./move-model.js";
 
 export function TransferDialog({ server, onClose }: { server: Server; onClose: () => void }) {
-  const { api, actions } = useSession();
+  const { api } = useSession();
   const { hosts, names, error: hostsError } = useHosts();
   const targets = useTargets();
   const toast = useToast();
@@ -45,7 +45,6 @@ export function TransferDialog({ server, onClose }: { server: Server; onClose: (
     try {
       const res = await api.servers.transferServer({ id: server.id, host: picked, target, keepSourceHours: keep });
       toast("ok", `Moving ${name} to ${names.get(picked) ?? picked}${res.backupId ? ` (through backup ${res.backupId})` : ""}`);
-      if (res.server) actions.trackUpdate(server, res.server.generation);
       onClose();
     } catch (err) {
       setError(errorText(err));
