@@ -8,6 +8,7 @@ import { SessionProvider, useFiringAlerts, useSession, useWatch } from "./app-co
 import { createApi, errorText } from "./api/client.js";
 import { roleName, storedToken, storeToken } from "./api/session.js";
 import { AlertsPage } from "./alerts/alerts-page.js";
+import { TargetsPage } from "./backups/targets-page.js";
 import { EventsPage } from "./events/events-page.js";
 import { HostsPage } from "./hosts/hosts-page.js";
 import { OrphansPage } from "./orphans/orphans-page.js";
@@ -106,6 +107,7 @@ const PAGES = [
   { path: "/hosts", label: "Hosts" },
   { path: "/alerts", label: "Alerts" },
   { path: "/events", label: "Events" },
+  { path: "/targets", label: "Backup targets" },
   { path: "/orphans", label: "Orphans", infra: true },
   { path: "/tokens", label: "Tokens", admin: true },
 ];
@@ -175,6 +177,7 @@ function Shell() {
         {page?.path === "/hosts" && <HostsPage />}
         {page?.path === "/alerts" && <AlertsPage />}
         {page?.path === "/events" && <EventsPage />}
+        {page?.path === "/targets" && <TargetsPage />}
         {page?.path === "/orphans" && <OrphansPage />}
         {page?.path === "/tokens" && <TokensPage />}
         {!page && loc.path !== "/" && (

@@ -1,7 +1,8 @@
 /**
- * Docker hosts and their agents: online or not, last heartbeat, versions,
- * disk, servers. Add a host (one-time enrollment command), resync one, or
- * remove one (revokes its agent).
+ * Docker hosts and their agents: online or not, cordoned or draining, last
+ * heartbeat, versions, disk, servers. Add a host (one-time enrollment
+ * command), resync one, cordon, drain or uncordon one, or remove one
+ * (revokes its agent). Scheduling and removal are for all-projects admins.
  */
 import { useState } from "react";
 import { ConditionStatus } from "@berth/proto/berth/v1/server_pb.js";
@@ -16,6 +17,10 @@ import { formatBytes, formatTime, tsMs } from "../ui/format.js";
 import { Modal } from "../ui/modal.js";
 import { navigate } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
+import { targetLabel, useTargets } from "../backups/use-targets.js";
+import { carriesBetweenHosts, schedulingBadge } from "../servers/move-model.js";
+
+type Scheduling = { host: Host; action: "cordon" | "uncordon" | "drain" };
 
 export function HostsPage() {
   const session = useSession();
@@ -24,6 +29,7 @@ export function HostsPage() {
   const toast = useToast();
   const [adding, setAdding] = useState(false);
   const [removing, setRemoving] = useState<Host>();
+  const [scheduling, setScheduling] = useState<Scheduling>();
   const [busy, setBusy] = useState<string>();
   const online = hosts.filter((h) => h.state === HostState.ONLINE).length;
 
@@ -63,7 +69,7 @@ export function HostsPage() {
       </div>
       <ErrorBox error={error} what="Could not list hosts" />
       <div className="table-wrap">
-        <table className="table hosts" aria-label="Hosts">
+        <table className="table hosts stack-on-phone" aria-label="Hosts">
           <thead>
             <tr>
               <th>Host</th>
@@ -83,6 +89,7 @@ export function HostsPage() {
               const pct = total > 0 ? free / total : undefined;
               const isOnline = h.state === HostState.ONLINE;
               const badConds = h.conditions.filter((c) => c.status === ConditionStatus.FALSE);
+              const sched = schedulingBadge(h);
               return (
                 <tr key={h.id} data-host-id={h.id}>
                   <td>
@@ -92,6 +99,12 @@ export function HostsPage() {
                   <td>
                     <span className={`badge tone-${isOnline ? "ok" : "bad"}`}>{isOnline ? "online" : "offline"}</span>
                     {isOnline && !h.dockerReachable && <span className="badge tone-warn">docker unreachable</span>}
+                    {sched && (
+                      <span className={`badge tone-${sched.tone}`} title={sched.title} data-testid="host-scheduling">
+                        {sched.label}
+                      </span>
+                    )}
+                    {sched?.detail && <div className="muted small drain-message">{sched.detail}</div>}
                     {badConds.map((c) => (
                       <div key={c.type} className="small tone-text-bad" title={c.message}>
                         {c.type}: {c.reason}
@@ -103,7 +116,7 @@ export function HostsPage() {
                       </div>
                     )}
                   </td>
-                  <td>
+                  <td data-label="Last heartbeat">
                     <RelTime ms={tsMs(h.lastHeartbeat)} />
                     <div className="muted small">{formatTime(tsMs(h.lastHeartbeat))}</div>
                   </td>
@@ -126,7 +139,7 @@ export function HostsPage() {
                     )}
                     <div className="muted mono small">{h.dataRoot}</div>
                   </td>
-                  <td className="num">
+                  <td className="num" data-label="Servers">
                     <button type="button" className="link" onClick={() => navigate(`/servers?host=${encodeURIComponent(h.id)}`)}>
                       {h.serverCount}
                     </button>
@@ -141,6 +154,21 @@ export function HostsPage() {
                         {busy === h.id ? "Resyncing…" : "Resync now"}
                       </button>
                     )}
+                    {can.infra &&
+                      (h.unschedulable || h.draining ? (
+                        <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "uncordon" })} title="place new servers on it again; ends a drain">
+                          Uncordon
+                        </button>
+                      ) : (
+                        <>
+                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "cordon" })} title="place no new server on it; its servers keep running">
+                            Cordon
+                          </button>
+                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "drain" })} title="cordon it and move its servers to the other hosts">
+                            Drain…
+                          </button>
+                        </>
+                      ))}
                     {can.infra && (
                       <button type="button" className="button small danger-soft" onClick={() => setRemoving(h)}>
                         Remove
@@ -161,6 +189,7 @@ export function HostsPage() {
         </table>
       </div>
       {adding && <AddHostDialog onClose={() => setAdding(false)} />}
+      {scheduling && <SchedulingDialog key={`${scheduling.host.id}-${scheduling.action}`} {...scheduling} onClose={() => setScheduling(undefined)} />}
       {removing && (
         <ConfirmDialog
           title={`Remove host ${removing.name || removing.id}?`}
@@ -267,5 +296,77 @@ function AddHostDialog({ onClose }: { onClose: () => void }) {
         </>
       )}
     </Modal>
+  );
+}
+
+/** Confirms a cordon, drain or uncordon; the manager's refusal stays in the dialog. */
+function SchedulingDialog({ host, action, onClose }: Scheduling & { onClose: () => void }) {
+  const session = useSession();
+  const { api } = session;
+  const toast = useToast();
+  const targets = useTargets();
+  const [parallel, setParallel] = useState("2");
+  const [target, setTarget] = useState("");
+  const name = host.name || host.id;
+  const carriers = (targets.targets ?? []).filter(carriesBetweenHosts);
+  const confirm = async () => {
+    try {
+      if (action === "cordon") await api.hosts.cordonHost({ id: host.id });
+      else if (action === "uncordon") await api.hosts.uncordonHost({ id: host.id });
+      else {
+        const n = Number(parallel.trim() || "2");
+        if (!Number.isInteger(n) || n < 1 || n > 16) return "Moves at a time: a whole number from 1 to 16";
+        await api.hosts.drainHost({ id: host.id, parallel: n, target });
+      }
+    } catch (err) {
+      return errorText(err);
+    }
+    toast("ok", action === "cordon" ? `Cordoned ${name}` : action === "uncordon" ? `Uncordoned ${name}` : `Draining ${name}`);
+    void session.hosts.refresh();
+    return undefined;
+  };
+  if (action === "cordon") {
+    return (
+      <ConfirmDialog title={`Cordon ${name}?`} confirmLabel="Cordon" onClose={onClose} onConfirm={confirm}>
+        <p>
+          No new server is placed on <strong>{name}</strong>: not a created one, a clone, a move or another host&apos;s drain. Its {host.serverCount} servers keep running.
+        </p>
+      </ConfirmDialog>
+    );
+  }
+  if (action === "uncordon") {
+    return (
+      <ConfirmDialog title={`Uncordon ${name}?`} confirmLabel="Uncordon" onClose={onClose} onConfirm={confirm}>
+        <p>New servers may be placed on <strong>{name}</strong> again.</p>
+        {host.draining && <p className="notice">This ends its drain: the moves under way finish, no further server is moved.</p>}
+      </ConfirmDialog>
+    );
+  }
+  return (
+    <ConfirmDialog title={`Drain ${name}?`} confirmLabel="Drain" danger onClose={onClose} onConfirm={confirm}>
+      <p>
+        <strong>{name}</strong> is cordoned and its {host.serverCount} servers are moved to the other hosts a few at a time: each stops, its data goes through a backup target,
+        and it starts on its new host if it should run. Uncordon ends the drain.
+      </p>
+      <div className="form-grid">
+        <label className="field">
+          <span className="label">Moves at a time</span>
+          <input type="number" min={1} max={16} step={1} inputMode="numeric" value={parallel} onChange={(e) => setParallel(e.target.value)} />
+        </label>
+        <label className="field">
+          <span className="label">Through target</span>
+          <select value={target} onChange={(e) => setTarget(e.target.value)} disabled={!targets.targets}>
+            <option value="">Automatic: the first one every host reaches</option>
+            {carriers.map((t) => (
+              <option key={t.id} value={t.id}>
+                {targetLabel(t)}
+              </option>
+            ))}
+          </select>
+        </label>
+      </div>
+      {targets.targets && carriers.length === 0 && <p className="notice">No backup target can carry a move: it needs an S3 target, or a directory target every host shares.</p>}
+      <ErrorBox error={targets.error} what="Could not list backup targets" />
+    </ConfirmDialog>
   );
 }

@@ -1,13 +1,13 @@
 /**
- * What the dashboard shows of backups and of a server's data operation:
- * state names and colours, the progress line ("Backing up · Copying 45%
+ * What the dashboard shows of backups and of a server's data operation
+ * (backup, restore, transfer): state names and colours, the progress line ("Backing up · Copying 45%
  * (450 MiB of 1.0 GiB)"), when the Backups tab must keep refreshing, and the
- * ignore patterns as typed. Pure functions, unit-tested in backup-model.test.ts;
+ * ignore patterns as typed, the backup policy form. Pure functions, unit-tested in backup-model.test.ts;
  * the states and stages are those of proto/berth/v1/backup.proto and
  * ServerStatus.operation.
  */
 import { BackupState, type Backup } from "@berth/proto/berth/v1/backup_pb.js";
-import type { Operation } from "@berth/proto/berth/v1/server_pb.js";
+import type { BackupPolicy, Operation } from "@berth/proto/berth/v1/server_pb.js";
 import { formatBytes } from "../ui/format.js";
 import type { Tone } from "./model.js";
 
@@ -64,9 +64,22 @@ export interface ProgressLine {
   percent: number | undefined;
 }
 
-/** The line for a server's status.operation (the row and the drawer header). */
-export function operationProgress(op: Operation): ProgressLine {
-  const what = op.kind === "restore" ? "Restoring" : op.kind === "backup" ? "Backing up" : op.kind;
+/**
+ * The line for a server's status.operation (the row and the drawer header).
+ * A transfer names the host it moves to ("Moving to host-b · Copying 45%"),
+ * by name when `hostName` knows it.
+ */
+export function operationProgress(op: Operation, hostName: (id: string) => string = (id) => id): ProgressLine {
+  const what =
+    op.kind === "restore"
+      ? "Restoring"
+      : op.kind === "backup"
+        ? "Backing up"
+        : op.kind === "transfer"
+          ? op.targetHost
+            ? `Moving to ${hostName(op.targetHost)}`
+            : "Moving"
+          : op.kind;
   const percent = percentOf(op.bytesDone, op.bytesTotal);
   const stage = [op.stage, percent === undefined ? "" : `${percent}%`].filter(Boolean).join(" ");
   return {
@@ -84,3 +97,39 @@ export function parseIgnore(text: string): string[] {
     .filter((l) => l !== "");
 }
 
+/** The backup policy editor's fields, as typed. */
+export interface PolicyForm {
+  keepLast: string;
+  keepDays: string;
+  alertAfterHours: string;
+}
+
+/** Each field's label and the contract's upper bound (proto/berth/v1/server.proto BackupPolicy). */
+export const POLICY_LIMITS: Record<keyof PolicyForm, { max: number; label: string }> = {
+  keepLast: { max: 1000, label: "Keep the newest" },
+  keepDays: { max: 3650, label: "Keep for days" },
+  alertAfterHours: { max: 87600, label: "Alert after hours" },
+};
+
+/** The form showing `p` (all 0 when the server has no policy). */
+export function formOfPolicy(p: BackupPolicy | undefined): PolicyForm {
+  return { keepLast: String(p?.keepLast ?? 0), keepDays: String(p?.keepDays ?? 0), alertAfterHours: String(p?.alertAfterHours ?? 0) };
+}
+
+/** The policy the form says, or the first field it cannot be (digits only, 0..max; empty is 0). */
+export function policyOf(f: PolicyForm): { policy: { keepLast: number; keepDays: number; alertAfterHours: number } } | { field: keyof PolicyForm; message: string } {
+  const out = { keepLast: 0, keepDays: 0, alertAfterHours: 0 };
+  for (const k of Object.keys(POLICY_LIMITS) as (keyof PolicyForm)[]) {
+    const text = f[k].trim();
+    const n = text === "" ? 0 : /^\d+$/.test(text) ? Number(text) : NaN;
+    if (!(n <= POLICY_LIMITS[k].max)) return { field: k, message: `${POLICY_LIMITS[k].label}: a whole number from 0 to ${POLICY_LIMITS[k].max} (0: no rule)` };
+    out[k] = n;
+  }
+  return { policy: out };
+}
+
+/** "keep the newest 5, 30 days · alert after 24 h", or "no retention · no alert". */
+export function policySummary(p: BackupPolicy | undefined): string {
+  const keep = [p?.keepLast ? `the newest ${p.keepLast}` : "", p?.keepDays ? `${p.keepDays} ${p.keepDays === 1 ? "day" : "days"}` : ""].filter(Boolean).join(", ");
+  return `${keep ? `keep ${keep}` : "no retention"} · ${p?.alertAfterHours ? `alert after ${p.alertAfterHours} h` : "no alert"}`;
+}

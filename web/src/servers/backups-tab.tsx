@@ -18,6 +18,10 @@ import { formatBytes, formatTime, tsMs } from "../ui/format.js";
 import { useToast } from "../ui/toast.js";
 import { backupStateName, backupStateTone, isBackupActive, parseIgnore, percentOf } from "./backup-model.js";
 import { isDeleted } from "./model.js";
+import { BackupPolicyForm } from "./backup-policy.js";
+import { CloneDialog } from "./clone-dialog.js";
+import { TargetForm } from "../backups/target-form.js";
+import { targetLabel, useTargets } from "../backups/use-targets.js";
 
 const PAGE = 50;
 const FOLLOW_MS = 2000;
@@ -55,32 +59,6 @@ function useBackups(server: Server, limit: number, follow: boolean): ListState &
   return { ...state, refresh };
 }
 
-/** Attempts at listing the targets before the tab shows the error (1 s, 2 s, 4 s apart). */
-const TARGET_ATTEMPTS = 4;
-
-function useTargets(): { targets: BackupTarget[] | undefined; error: unknown; refresh: () => Promise<void> } {
-  const { api } = useSession();
-  const [state, setState] = useState<{ targets: BackupTarget[] | undefined; error: unknown }>({ targets: undefined, error: undefined });
-  const refresh = useCallback(async () => {
-    // A passing failure (the manager restarting, a refused connection) must not leave the form
-    // unusable until the tab is opened again: try a few times before showing it.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        setState({ targets: (await api.backups.listBackupTargets({}, { timeoutMs: 10_000 })).targets, error: undefined });
-        return;
-      } catch (error) {
-        if (attempt >= TARGET_ATTEMPTS) {
-          setState((s) => ({ ...s, error }));
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 1000 * 2 ** (attempt - 1)));
-      }
-    }
-  }, [api]);
-  useEffect(() => void refresh(), [refresh]);
-  return { ...state, refresh };
-}
-
 export function BackupsTab({ server }: { server: Server }) {
   const { can } = useSession();
   const [limit, setLimit] = useState(PAGE);
@@ -89,11 +67,13 @@ export function BackupsTab({ server }: { server: Server }) {
   const targets = useTargets();
   const [restoring, setRestoring] = useState<Backup>();
   const [deleting, setDeleting] = useState<Backup>();
+  const [cloning, setCloning] = useState<Backup>();
   const targetName = (id: string) => targets.targets?.find((t) => t.id === id)?.name ?? id;
   const backups = list.backups ?? [];
   return (
     <div className="backups">
       {can.operate && <BackupNow server={server} targets={targets.targets} targetsError={targets.error} onTargetCreated={targets.refresh} onRequested={list.refresh} />}
+      <BackupPolicyForm key={server.id} server={server} />
       <h3>Backups</h3>
       <ErrorBox error={list.error} what="Could not list backups" />
       {!list.backups && !list.error && <p className="muted">Loading…</p>}
@@ -109,6 +89,7 @@ export function BackupsTab({ server }: { server: Server }) {
               onChanged={list.refresh}
               onRestore={() => setRestoring(b)}
               onDelete={() => setDeleting(b)}
+              onClone={() => setCloning(b)}
             />
           ))}
         </ul>
@@ -119,12 +100,13 @@ export function BackupsTab({ server }: { server: Server }) {
         </button>
       )}
       {restoring && <RestoreDialog server={server} b={restoring} onClose={() => setRestoring(undefined)} onDone={list.refresh} />}
+      {cloning && <CloneDialog source={server} fromBackup={cloning} onClose={() => setCloning(undefined)} />}
       {deleting && <DeleteDialog server={server} b={deleting} target={targetName(deleting.targetId)} onClose={() => setDeleting(undefined)} onDone={list.refresh} />}
     </div>
   );
 }
 
-function BackupItem(props: { b: Backup; server: Server; target: string; onChanged: () => Promise<void>; onRestore: () => void; onDelete: () => void }) {
+function BackupItem(props: { b: Backup; server: Server; target: string; onChanged: () => Promise<void>; onRestore: () => void; onDelete: () => void; onClone: () => void }) {
   const { b, server } = props;
   const { api, can } = useSession();
   // The box shows the asked-for lock at once; the list's next answer is the truth.
@@ -148,7 +130,7 @@ function BackupItem(props: { b: Backup; server: Server; target: string; onChange
     }
   };
   const locked = asked ?? b.locked;
-  const restoreBlocked = serverBusy ? "A backup or restore of this server is under way" : isDeleted(server) ? "The server is deleted: restore the server first" : undefined;
+  const restoreBlocked = serverBusy ? "A backup, restore or move of this server is under way" : isDeleted(server) ? "The server is deleted: restore the server first" : undefined;
   const deleteBlocked = locked ? "Locked: unlock it to delete it" : isBackupActive(b) ? "Still in progress: it can be deleted once it has finished" : undefined;
   return (
     <li className={`backup${b.state === BackupState.FAILED ? " failed" : ""}`} data-backup-id={b.id} data-state={state} aria-label={`Backup ${b.id}`}>
@@ -205,6 +187,11 @@ function BackupItem(props: { b: Backup; server: Server; target: string; onChange
                 Restore…
               </button>
             </span>
+          )}
+          {done && (
+            <button type="button" className="button small" onClick={props.onClone} title="A new server with this server's spec and this backup's data">
+              Clone from this backup…
+            </button>
           )}
           {b.state !== BackupState.DELETING && (
             <span title={deleteBlocked}>
@@ -338,7 +325,7 @@ function BackupNow(props: { server: Server; targets: BackupTarget[] | undefined;
       <section className="backup-now" aria-label="Back up now">
         <h3>Back up now</h3>
         <p className="notice">
-          No backup target yet. A backup goes into a target: a directory on the hosts that their agents allow (<code>berth-agent run --backup-dir &lt;path&gt;</code>).{" "}
+          No backup target yet. A backup goes into a target: a directory on the hosts that their agents allow (<code>berth-agent run --backup-dir &lt;path&gt;</code>), or S3-compatible storage.{" "}
           {can.infra ? "Create one:" : "Ask an all-projects admin to create one."}
         </p>
         {can.infra && targetForm}
@@ -372,7 +359,7 @@ function BackupNow(props: { server: Server; targets: BackupTarget[] | undefined;
         <p className={live ? "notice small" : "muted small"}>{live ? LIVE_WARNING : "Without it the server is stopped for the copy and started again if it should run."}</p>
         <ErrorText text={error} />
         <div className="form-actions">
-          <button type="submit" className="button primary" disabled={busy || underWay} title={underWay ? "A backup or restore of this server is under way" : undefined}>
+          <button type="submit" className="button primary" disabled={busy || underWay} title={underWay ? "A backup, restore or move of this server is under way" : undefined}>
             {busy ? "Asking…" : "Back up now"}
           </button>
           {can.infra && !addingTarget && (
@@ -384,62 +371,5 @@ function BackupNow(props: { server: Server; targets: BackupTarget[] | undefined;
       </form>
       {addingTarget && targetForm}
     </section>
-  );
-}
-
-function targetLabel(t: BackupTarget): string {
-  if (t.kind.case === "directory") return `${t.name}: ${t.kind.value.path}${t.kind.value.shared ? " (shared)" : ""}`;
-  if (t.kind.case === "s3") return `${t.name}: s3://${t.kind.value.bucket}/${t.kind.value.prefix}`;
-  return t.name;
-}
-
-/** A directory target (admins of all projects): a path the agents allow with --backup-dir. */
-function TargetForm({ onCreated }: { onCreated: (t: BackupTarget) => Promise<void> }) {
-  const { api } = useSession();
-  const toast = useToast();
-  const [name, setName] = useState("");
-  const [path, setPath] = useState("");
-  const [shared, setShared] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
-      const { target } = await api.backups.createBackupTarget({ name: name.trim(), kind: { case: "directory", value: { path: path.trim(), shared } } });
-      toast("ok", `Created backup target ${target?.name}`);
-      if (target) await onCreated(target);
-    } catch (err) {
-      setError(errorText(err));
-    } finally {
-      setBusy(false);
-    }
-  };
-  return (
-    <form className="target-form" onSubmit={submit} noValidate aria-label="New directory target">
-      <div className="form-grid">
-        <label className="field">
-          <span>Target name</span>
-          <input value={name} onChange={(e) => setName(e.target.value)} placeholder="local" autoComplete="off" spellCheck={false} />
-          <span className="hint">lowercase letters, digits and -</span>
-        </label>
-        <label className="field">
-          <span>Directory on the hosts</span>
-          <input value={path} onChange={(e) => setPath(e.target.value)} placeholder="/var/backups/berth" autoComplete="off" spellCheck={false} />
-          <span className="hint">an agent&apos;s --backup-dir, or under one</span>
-        </label>
-      </div>
-      <label className="check">
-        <input type="checkbox" checked={shared} onChange={(e) => setShared(e.target.checked)} /> Shared: every host sees the same directory (a backup made on one host can be
-        restored on another)
-      </label>
-      <ErrorText text={error} />
-      <div className="form-actions">
-        <button type="submit" className="button" disabled={busy}>
-          {busy ? "Creating…" : "Create target"}
-        </button>
-      </div>
-    </form>
   );
 }

@@ -16,14 +16,16 @@ import { formatBytes, formatTime, joinWords, tsMs } from "../ui/format.js";
 import { setParam, useLocation } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
+import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, phaseName, phaseTone, targetPhase, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseName, phaseTone, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, SpecFields } from "./spec-form.js";
 import { checkSpecRules } from "./spec-rules.js";
 import { fieldOfMessage, formFromSpec, FormError, specFromForm, type FieldKey, type SpecForm } from "./spec-form-model.js";
 import { portsText } from "./table-query.js";
+import { TransferDialog } from "./transfer-dialog.js";
 
 const TABS = ["overview", "events", "logs", "backups", "edit"] as const;
 type Tab = (typeof TABS)[number];
@@ -39,6 +41,8 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
   const tabParam = new URLSearchParams(loc.search).get("tab");
   const tab: Tab = (TABS as readonly string[]).includes(tabParam ?? "") && (tabParam !== "edit" || can.operate) ? (tabParam as Tab) : "overview";
   const s = watch.servers.get(id) ?? [...watch.servers.values()].find((x) => x.spec?.name === id);
+  const [moving, setMoving] = useState(false);
+  const [cloning, setCloning] = useState(false);
 
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
@@ -95,6 +99,18 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
                 {ACTION_LABEL[a]}
               </button>
             ))}
+            {can.operate && !isDeleted(s) && (
+              <>
+                <span title={s.status?.operation ? "A backup, restore or move of this server is under way" : "Move the server and its data to another host"}>
+                  <button type="button" className="button small" disabled={s.status?.operation !== undefined} onClick={() => setMoving(true)}>
+                    Move…
+                  </button>
+                </span>
+                <button type="button" className="button small" title="A new server with this spec and a copy of its data" onClick={() => setCloning(true)}>
+                  Clone…
+                </button>
+              </>
+            )}
           </div>
           {s.status?.message && <p className="status-message">{s.status.message}</p>}
           {err && (
@@ -116,6 +132,8 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
             {tab === "backups" && <BackupsTab key={s.id} server={s} />}
             {tab === "edit" && <EditSpec key={s.id} s={s} />}
           </div>
+          {moving && <TransferDialog server={s} onClose={() => setMoving(false)} />}
+          {cloning && <CloneDialog source={s} onClose={() => setCloning(false)} />}
         </>
       )}
     </aside>
