@@ -43,6 +43,7 @@ import { createBackupService } from "./api/backup-service.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
 import { BackupHealth } from "./backups/health.js";
+import { TransferHealth } from "./transfers/health.js";
 import { BackupPolicies } from "./backups/overdue.js";
 import { AgentHub } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
@@ -210,6 +211,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const orphans = new OrphanDetector({ store: opened.contract, isConnected: (id) => presence.isConnected(id), managerId, networks, ...(config.orphanGraceSeconds !== undefined ? { graceMs: config.orphanGraceSeconds * 1000 } : {}) });
   const backupHealth = new BackupHealth(opened.contract, log);
   const backupPolicies = new BackupPolicies(opened.contract, log);
+  const transferHealth = new TransferHealth(opened.contract, log);
   const ledgerServices = createLedgerServices({
     store: opened.contract,
     ledger,
@@ -220,6 +222,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     orphans: () => orphans.alertViews(),
     backupFailures: () => backupHealth.failures(),
     backupPolicies: () => backupPolicies.policies(),
+    transferFailures: () => transferHealth.failures(),
   });
   leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
   const backupRetention = new BackupRetention({
@@ -378,6 +381,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       await backupHealth.start().catch((err: unknown) => log.warn({ err }, "could not read the backups for the backup alert; it catches up from the next backup event"));
       // The backup_overdue alert's view of policies and newest successes, likewise.
       await backupPolicies.start().catch((err: unknown) => log.warn({ err }, "could not read the backup policies for the backup_overdue alert; it catches up from each server's next backup or spec event"));
+      await transferHealth.start().catch((err: unknown) => log.warn({ err }, "could not read the transfer events for the transfer_failed alert; it catches up from each server's next transfer event"));
       // Alerts, webhooks and retention start once this manager holds the leader lease.
       leader.start();
       ownership?.start();
@@ -422,6 +426,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       ledgerServices.stop();
       backupHealth.stop();
       backupPolicies.stop();
+      transferHealth.stop();
       await backupRetention.stop();
       ledger.servers.close();
       await listener?.close();

@@ -14,6 +14,8 @@ import {
   orphanConditions,
   backupConditions,
   overdueConditions,
+  transferConditions,
+  type TransferFailureView,
   type BackupFailureView,
   type BackupPolicyView,
   RULE_REASON,
@@ -94,6 +96,8 @@ export interface AlertEvaluatorDeps {
   backupFailures?: () => BackupFailureView[];
   /** Servers whose backup policy sets alert_after_hours, with their newest success (backups/overdue.ts). */
   backupPolicies?: () => BackupPolicyView[];
+  /** The servers whose latest transfer failed (transfers/health.ts). */
+  transferFailures?: () => TransferFailureView[];
   log: Logger;
   now?: () => number;
 }
@@ -221,6 +225,7 @@ export class AlertEvaluator {
     for (const c of orphanConditions((await this.deps.orphans?.()) ?? [], hosts)) out.push(c);
     for (const c of backupConditions(this.deps.backupFailures?.() ?? [])) out.push(c);
     for (const c of overdueConditions(this.deps.backupPolicies?.() ?? [], this.now())) out.push(c);
+    for (const c of transferConditions(this.deps.transferFailures?.() ?? [])) out.push(c);
     return out;
   }
 

@@ -7,7 +7,7 @@ import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low", "backup_failed", "backup_overdue"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -21,6 +21,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   orphan_found: "OrphanFound",
   disk_low: "DiskLow",
   backup_failed: "BackupFailed",
+  transfer_failed: "TransferFailed",
   backup_overdue: "BackupOverdue",
 };
 
@@ -85,6 +86,17 @@ export interface BackupFailureView {
   message: string;
 }
 
+/** A server whose latest transfer failed (transfers/health.ts keeps these from the ledger). */
+export interface TransferFailureView {
+  serverId: string;
+  project: string;
+  /** Where the server is: the transfer's source. */
+  hostId: string;
+  targetHost: string;
+  reason: string;
+  message: string;
+}
+
 /**
  * A live server whose BackupPolicy sets alert_after_hours, with its newest
  * successful backup (backups/overdue.ts keeps these from the ledger).
@@ -106,6 +118,7 @@ export interface FleetSnapshot {
   servers: ServerView[];
   orphans: OrphanView[];
   backupFailures?: BackupFailureView[];
+  transferFailures?: TransferFailureView[];
   backupPolicies?: BackupPolicyView[];
   /** The time the overdue rule measures ages against (default: Date.now()). */
   now?: number;
@@ -159,7 +172,7 @@ export function notConverged(s: ServerView): boolean {
 
 export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCondition[] {
   const hosts = new Map(fleet.hosts.map((h) => [h.id, h]));
-  return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts), ...backupConditions(fleet.backupFailures ?? []), ...overdueConditions(fleet.backupPolicies ?? [], fleet.now ?? Date.now())];
+  return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts), ...backupConditions(fleet.backupFailures ?? []), ...overdueConditions(fleet.backupPolicies ?? [], fleet.now ?? Date.now()), ...transferConditions(fleet.transferFailures ?? [])];
 }
 
 /** The rules about hosts (evaluateRules, in parts: the evaluator runs the server rules a page at a time). */
@@ -300,6 +313,24 @@ export function backupConditions(failures: readonly BackupFailureView[]): AlertC
     hostId: f.hostId,
     serverId: f.serverId,
     message: `server ${f.serverName}: its last backup (${f.backupId}) failed (${f.reason}): ${f.message}`.slice(0, 1000),
+  }));
+}
+
+/**
+ * A server whose latest transfer failed: a warning (it runs on its source as
+ * before, but the move the operator asked for did not happen). It resolves
+ * when the next transfer of the server is asked for or succeeds.
+ */
+export function transferConditions(failures: readonly TransferFailureView[]): AlertCondition[] {
+  return failures.map((f) => ({
+    rule: "transfer_failed",
+    subject: `server:${f.serverId}`,
+    severity: "warning",
+    forMs: 0,
+    project: f.project,
+    hostId: f.hostId,
+    serverId: f.serverId,
+    message: `server ${f.serverId}: its transfer${f.targetHost ? ` to host ${f.targetHost}` : ""} failed (${f.reason}); it stays on host ${f.hostId}: ${f.message}`.slice(0, 1000),
   }));
 }
 

@@ -1,5 +1,5 @@
 import { AlertEvaluator, DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
-import { DEFAULT_THRESHOLDS, type BackupFailureView, type BackupPolicyView, type OrphanView } from "../alerts/rules.js";
+import { DEFAULT_THRESHOLDS, type BackupFailureView, type BackupPolicyView, type OrphanView, type TransferFailureView } from "../alerts/rules.js";
 import { WebhookNotifier } from "../alerts/webhook.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/store.js";
@@ -51,6 +51,7 @@ export function createLedgerServices(deps: {
   backupFailures?: () => BackupFailureView[];
   /** Servers whose backup policy sets alert_after_hours (backups/overdue.ts). */
   backupPolicies?: () => BackupPolicyView[];
+  transferFailures?: () => TransferFailureView[];
 }): LedgerServices {
   const c = deps.config ?? {};
   const maxAgeMs = c.eventMaxAgeSeconds !== undefined ? c.eventMaxAgeSeconds * 1000 : DEFAULT_RETENTION.maxAgeMs;
@@ -68,7 +69,7 @@ export function createLedgerServices(deps: {
   );
   const notifier = new WebhookNotifier({ urls: c.webhookUrls ?? [], secret: c.webhookSecret }, { store: deps.store, ledger: deps.ledger, log: deps.log, managerId: deps.managerId });
   const evaluator = new AlertEvaluator(
-    { store: deps.store, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}), ...(deps.backupFailures ? { backupFailures: deps.backupFailures } : {}), ...(deps.backupPolicies ? { backupPolicies: deps.backupPolicies } : {}) },
+    { store: deps.store, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}), ...(deps.backupFailures ? { backupFailures: deps.backupFailures } : {}), ...(deps.backupPolicies ? { backupPolicies: deps.backupPolicies } : {}), ...(deps.transferFailures ? { transferFailures: deps.transferFailures } : {}) },
     {
       thresholds: {
         hostOfflineMs: c.alertHostOfflineSeconds !== undefined ? c.alertHostOfflineSeconds * 1000 : DEFAULT_THRESHOLDS.hostOfflineMs,

@@ -73,7 +73,7 @@ const RESYNC_TICKS_PER_PERIOD = 60;
 const NOTE_EXIT_ATTEMPTS = 5;
 
 /** How often a server's copy on another host is tried again while that host is away (or held by another manager). */
-const STRAY_RETRY_MS = 60_000;
+const STRAY_RETRY_MS = 10_000;
 
 /** Default graceful stop timeout (seconds) before the agent kills the container. */
 export const DEFAULT_STOP_TIMEOUT_S = 10;

@@ -1,0 +1,88 @@
+/**
+ * Which servers' latest transfer failed: what the `transfer_failed` alert
+ * rule reads (alerts/rules.ts transferConditions) on every evaluation. Kept
+ * in memory from the ledger: read once at start (the newest transfer event of
+ * each server, within the ledger's retention), then each transfer event or
+ * purge committed here or by another manager updates its server. A failure
+ * stands until the server's next transfer is asked for or succeeds, or the
+ * server is purged. A resync of the change feed reads everything again.
+ */
+import type { TransferFailureView } from "../alerts/rules.js";
+import type { EventRecord } from "../domain/records.js";
+import type { Logger } from "../log.js";
+import type { Committed, Store } from "../store/store.js";
+
+const PAGE = 1000;
+const ENDS = new Set(["server.transfer_requested", "server.transfer_succeeded", "server.purged"]);
+
+export class TransferHealth {
+  private readonly failed = new Map<string, TransferFailureView>();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(
+    private readonly store: Pick<Store, "listNewestFirst" | "onCommit">,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.unsubscribe ??= this.store.onCommit((c) => this.heard(c));
+    await this.loadAll();
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  /** The servers whose latest transfer failed. */
+  failures(): TransferFailureView[] {
+    return [...this.failed.values()];
+  }
+
+  private heard(c: Committed): void {
+    if (c.resync) {
+      void this.loadAll().catch((err: unknown) => this.log.warn({ err }, "could not read transfer events again after a resync; the transfer alert may be stale until the next one"));
+      return;
+    }
+    for (const e of c.events) this.note(e);
+  }
+
+  /** Applies one event (oldest to newest). */
+  private note(e: EventRecord): void {
+    if (!e.serverId) return;
+    if (e.type === "server.transfer_failed") this.failed.set(e.serverId, viewOf(e));
+    else if (ENDS.has(e.type)) this.failed.delete(e.serverId);
+  }
+
+  /** The newest transfer event of every server, newest first: the first seen per server decides. */
+  private async loadAll(): Promise<void> {
+    const seen = new Set<string>();
+    const failed = new Map<string, TransferFailureView>();
+    let beforeId: number | undefined;
+    for (;;) {
+      const page = await this.store.listNewestFirst({ project: null, typePrefix: "server.", limit: PAGE, ...(beforeId !== undefined ? { beforeId } : {}) });
+      for (const e of page) {
+        if (!e.serverId || seen.has(e.serverId)) continue;
+        if (e.type === "server.transfer_failed") {
+          seen.add(e.serverId);
+          failed.set(e.serverId, viewOf(e));
+        } else if (ENDS.has(e.type)) seen.add(e.serverId);
+      }
+      if (page.length < PAGE) break;
+      beforeId = page[page.length - 1]!.id;
+    }
+    this.failed.clear();
+    for (const [k, v] of failed) this.failed.set(k, v);
+  }
+}
+
+function viewOf(e: EventRecord): TransferFailureView {
+  let to = "";
+  try {
+    const p = (e.payloadJson ? JSON.parse(e.payloadJson) : {}) as { to?: string };
+    to = typeof p.to === "string" ? p.to : "";
+  } catch {
+    // a payload that is not JSON names no target
+  }
+  return { serverId: e.serverId, project: e.project, hostId: e.hostId, targetHost: to, reason: e.reason, message: e.message };
+}
