@@ -17,7 +17,7 @@ import { ListHostsResponseSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { S3RVER_KEY, TestS3Server } from "../../agent/testing/s3-server.js";
-import { TEST_IMAGE } from "../harness/docker-engine.js";
+import { dockerClient, ensureTestImage, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
 
@@ -629,6 +629,8 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
   let manager: ManagerProc;
   let agentA: Proc & { dataRoot: string };
   let agentB: Proc & { dataRoot: string };
+  // Host B is its own Docker engine: two agents on one engine would both report its containers.
+  let engineB: DockerEngine;
   let hostA = "";
   let hostB = "";
   let s3: TestS3Server;
@@ -647,7 +649,9 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     mkdirSync(join(dir, "b"));
     agentA = await startAgent({ manager, dir: join(dir, "a"), extraArgs: ["--backup-dir", shared] });
     hostA = (await waitFor("host A online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1)))!.id;
-    agentB = await startAgent({ manager, dir: join(dir, "b"), extraArgs: ["--backup-dir", shared] });
+    engineB = await startPrivateDockerd("browser-b");
+    await ensureTestImage(dockerClient(engineB.dockerHost));
+    agentB = await startAgent({ manager, dir: join(dir, "b"), dockerHost: engineB.dockerHost, extraArgs: ["--backup-dir", shared] });
     hostB = (await waitFor("host B online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1 && h.id !== hostA)))!.id;
     browser = await launchBrowser();
     browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
@@ -666,11 +670,14 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     await agentB?.stop();
     await manager?.stop();
     await s3?.close();
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
+    for (const d of [docker, ...(engineB ? [dockerClient(engineB.dockerHost)] : [])]) {
+      for (const id of created) {
+        for (const c of await d.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
+          await d.getContainer(c.Id).remove({ force: true });
+        }
       }
     }
+    await engineB?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
