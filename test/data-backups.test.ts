@@ -193,10 +193,15 @@ describe("backups of data directories", () => {
   it("retention: with keep_last=1 an older backup goes (archive and record) once a newer one succeeded; a locked one stays", async () => {
     const s = await runningServer("retained");
     const { server } = await manager.servers.getServer({ id: s.id });
-    await manager.servers.updateServer({ id: s.id, spec: { ...server!.spec!, backupPolicy: create(BackupPolicySchema, { keepLast: 1 }) } });
+    // The policy's ignore patterns apply to every backup that names none of its own.
+    await manager.servers.updateServer({ id: s.id, spec: { ...server!.spec!, backupPolicy: create(BackupPolicySchema, { keepLast: 1, ignore: ["*.log"] }) } });
     writeFileSync(join(s.data, "x"), "data");
+    writeFileSync(join(s.data, "noise.log"), "left out by the policy");
     const make = async () => finished((await backups.createBackup({ server: s.id, target: `local-${uid}`, live: true })).backup!.id);
     const first = await make();
+    const { stdout: listing } = await promisify(execFile)("tar", ["tzf", join(backupDir, first.key)]);
+    expect(listing).toContain("x");
+    expect(listing).not.toContain("noise.log");
     const second = await make();
     expect([first.state, second.state]).toEqual([BackupState.SUCCEEDED, BackupState.SUCCEEDED]);
     const list = async () => (await backups.listBackups({ server: s.id })).backups.map((b) => b.id);

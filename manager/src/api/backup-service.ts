@@ -241,7 +241,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
         backupId = newId("bk");
         const key = `${s.id}/${backupId}.tar.gz`;
         const actor = actorOf(caller);
-        const op: DataOp = { kind: "backup", backupId, requestedAt: at, deadlineAt: at + timeoutMs(req.timeoutSeconds), live: req.live, location, key, ignore: [...req.ignore], actor };
+        const op: DataOp = { kind: "backup", backupId, requestedAt: at, deadlineAt: at + timeoutMs(req.timeoutSeconds), live: req.live, location, key, ignore: req.ignore.length > 0 ? [...req.ignore] : [...(s.spec.backupPolicy?.ignore ?? [])], actor };
         const backup = pendingBackup(s, target.id, backupId, at, actor, { live: req.live, message: req.live ? "a live copy: files the server writes meanwhile may be caught half-written" : "" });
         return {
           op,

@@ -54,15 +54,18 @@ describe("ignore patterns", () => {
 
 describe("backup policy form", () => {
   it("reads whole numbers within the contract's bounds, empty as 0, and names the first field that is not", () => {
-    expect(policyOf({ keepLast: "5", keepDays: "", alertAfterHours: " 24 " })).toEqual({ policy: { keepLast: 5, keepDays: 0, alertAfterHours: 24 } });
-    expect(policyOf({ keepLast: "1001", keepDays: "0", alertAfterHours: "0" })).toMatchObject({ field: "keepLast", message: expect.stringContaining("from 0 to 1000") });
-    for (const bad of ["-1", "1.5", "1e2", "0x10", "two"]) expect(policyOf({ keepLast: "0", keepDays: bad, alertAfterHours: "0" })).toMatchObject({ field: "keepDays" });
-    expect(policyOf({ keepLast: "1000", keepDays: "3650", alertAfterHours: "87600" })).toEqual({ policy: { keepLast: 1000, keepDays: 3650, alertAfterHours: 87600 } });
+    expect(policyOf({ keepLast: "5", keepDays: "", alertAfterHours: " 24 ", ignore: " *.log \n\ncache/" })).toEqual({ policy: { keepLast: 5, keepDays: 0, alertAfterHours: 24, ignore: ["*.log", "cache/"] } });
+    expect(policyOf({ keepLast: "1001", keepDays: "0", alertAfterHours: "0", ignore: "" })).toMatchObject({ field: "keepLast", message: expect.stringContaining("from 0 to 1000") });
+    for (const bad of ["-1", "1.5", "1e2", "0x10", "two"]) expect(policyOf({ keepLast: "0", keepDays: bad, alertAfterHours: "0", ignore: "" })).toMatchObject({ field: "keepDays" });
+    expect(policyOf({ keepLast: "1000", keepDays: "3650", alertAfterHours: "87600", ignore: "" })).toEqual({ policy: { keepLast: 1000, keepDays: 3650, alertAfterHours: 87600, ignore: [] } });
+    expect(policyOf({ keepLast: "0", keepDays: "0", alertAfterHours: "0", ignore: Array.from({ length: 101 }, (_, i) => `p${i}`).join("\n") })).toMatchObject({ field: "ignore" });
   });
   it("shows a server without a policy as zeros, and sums a policy up in words", () => {
-    expect(formOfPolicy(undefined)).toEqual({ keepLast: "0", keepDays: "0", alertAfterHours: "0" });
+    expect(formOfPolicy(undefined)).toEqual({ keepLast: "0", keepDays: "0", alertAfterHours: "0", ignore: "" });
+    expect(formOfPolicy(create(BackupPolicySchema, { ignore: ["*.log", "cache/"] })).ignore).toBe("*.log\ncache/");
     expect(policySummary(undefined)).toBe("no retention · no alert");
     expect(policySummary(create(BackupPolicySchema, { keepLast: 5, keepDays: 1, alertAfterHours: 24 }))).toBe("keep the newest 5, 1 day · alert after 24 h");
     expect(policySummary(create(BackupPolicySchema, { keepDays: 30 }))).toBe("keep 30 days · no alert");
+    expect(policySummary(create(BackupPolicySchema, { ignore: ["*.log"] }))).toBe("no retention · no alert · leaves out 1 pattern");
   });
 });

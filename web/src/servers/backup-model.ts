@@ -97,15 +97,18 @@ export function parseIgnore(text: string): string[] {
     .filter((l) => l !== "");
 }
 
-/** The backup policy editor's fields, as typed. */
+/** The backup policy editor's fields, as typed (ignore: one pattern per line). */
 export interface PolicyForm {
   keepLast: string;
   keepDays: string;
   alertAfterHours: string;
+  ignore: string;
 }
 
-/** Each field's label and the contract's upper bound (proto/berth/v1/server.proto BackupPolicy). */
-export const POLICY_LIMITS: Record<keyof PolicyForm, { max: number; label: string }> = {
+export type PolicyNumber = "keepLast" | "keepDays" | "alertAfterHours";
+
+/** Each number's label and the contract's upper bound (proto/berth/v1/server.proto BackupPolicy). */
+export const POLICY_LIMITS: Record<PolicyNumber, { max: number; label: string }> = {
   keepLast: { max: 1000, label: "Keep the newest" },
   keepDays: { max: 3650, label: "Keep for days" },
   alertAfterHours: { max: 87600, label: "Alert after hours" },
@@ -113,13 +116,16 @@ export const POLICY_LIMITS: Record<keyof PolicyForm, { max: number; label: strin
 
 /** The form showing `p` (all 0 when the server has no policy). */
 export function formOfPolicy(p: BackupPolicy | undefined): PolicyForm {
-  return { keepLast: String(p?.keepLast ?? 0), keepDays: String(p?.keepDays ?? 0), alertAfterHours: String(p?.alertAfterHours ?? 0) };
+  return { keepLast: String(p?.keepLast ?? 0), keepDays: String(p?.keepDays ?? 0), alertAfterHours: String(p?.alertAfterHours ?? 0), ignore: (p?.ignore ?? []).join("\n") };
 }
 
 /** The policy the form says, or the first field it cannot be (digits only, 0..max; empty is 0). */
-export function policyOf(f: PolicyForm): { policy: { keepLast: number; keepDays: number; alertAfterHours: number } } | { field: keyof PolicyForm; message: string } {
-  const out = { keepLast: 0, keepDays: 0, alertAfterHours: 0 };
-  for (const k of Object.keys(POLICY_LIMITS) as (keyof PolicyForm)[]) {
+export function policyOf(f: PolicyForm): { policy: { keepLast: number; keepDays: number; alertAfterHours: number; ignore: string[] } } | { field: keyof PolicyForm; message: string } {
+  const out = { keepLast: 0, keepDays: 0, alertAfterHours: 0, ignore: parseIgnore(f.ignore) };
+  if (out.ignore.length > 100) return { field: "ignore", message: "Leave out: at most 100 patterns" };
+  const long = out.ignore.find((l) => l.length > 1024);
+  if (long) return { field: "ignore", message: `Leave out: a pattern is at most 1024 characters (${long.slice(0, 20)}…)` };
+  for (const k of Object.keys(POLICY_LIMITS) as PolicyNumber[]) {
     const text = f[k].trim();
     const n = text === "" ? 0 : /^\d+$/.test(text) ? Number(text) : NaN;
     if (!(n <= POLICY_LIMITS[k].max)) return { field: k, message: `${POLICY_LIMITS[k].label}: a whole number from 0 to ${POLICY_LIMITS[k].max} (0: no rule)` };
@@ -131,5 +137,6 @@ export function policyOf(f: PolicyForm): { policy: { keepLast: number; keepDays:
 /** "keep the newest 5, 30 days · alert after 24 h", or "no retention · no alert". */
 export function policySummary(p: BackupPolicy | undefined): string {
   const keep = [p?.keepLast ? `the newest ${p.keepLast}` : "", p?.keepDays ? `${p.keepDays} ${p.keepDays === 1 ? "day" : "days"}` : ""].filter(Boolean).join(", ");
-  return `${keep ? `keep ${keep}` : "no retention"} · ${p?.alertAfterHours ? `alert after ${p.alertAfterHours} h` : "no alert"}`;
+  const ignored = p?.ignore.length ? ` · leaves out ${p.ignore.length} ${p.ignore.length === 1 ? "pattern" : "patterns"}` : "";
+  return `${keep ? `keep ${keep}` : "no retention"} · ${p?.alertAfterHours ? `alert after ${p.alertAfterHours} h` : "no alert"}${ignored}`;
 }

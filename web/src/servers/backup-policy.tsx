@@ -13,7 +13,7 @@ import { useSession } from "../app-context.js";
 import { errorText } from "../api/client.js";
 import { ErrorText } from "../ui/error-box.js";
 import { useToast } from "../ui/toast.js";
-import { formOfPolicy as formOf, POLICY_LIMITS, policyOf, policySummary, type PolicyForm } from "./backup-model.js";
+import { formOfPolicy as formOf, POLICY_LIMITS, policyOf, policySummary, type PolicyForm, type PolicyNumber } from "./backup-model.js";
 import { checkSpecRules } from "./spec-rules.js";
 
 export function BackupPolicyForm({ server }: { server: Server }) {
@@ -50,7 +50,7 @@ export function BackupPolicyForm({ server }: { server: Server }) {
       setBusy(false);
     }
   };
-  const field = (k: keyof PolicyForm, unit: string, hint: string) => (
+  const field = (k: PolicyNumber, unit: string, hint: string) => (
     <label className={`field${error?.field === k ? " invalid" : ""}`}>
       <span className="label">{POLICY_LIMITS[k].label}</span>
       <span className="inline">
@@ -81,6 +81,18 @@ export function BackupPolicyForm({ server }: { server: Server }) {
           {field("keepDays", "days", "successful backups newer than this are kept; 0: no age rule")}
           {field("alertAfterHours", "hours", "backup_overdue fires when the newest successful backup is older; 0: no alert")}
         </div>
+        <label className={`field${error?.field === "ignore" ? " invalid" : ""}`}>
+          <span className="label">Leave out</span>
+          <textarea
+            rows={3}
+            value={form.ignore}
+            disabled={!can.operate}
+            placeholder={"*.tmp\ncache/"}
+            aria-invalid={error?.field === "ignore" ? true : undefined}
+            onChange={(e) => setForm((f) => ({ ...f, ignore: e.target.value }))}
+          />
+          <span className="hint">one pattern per line, like .gitignore; every backup that names none of its own leaves these out (transfers and clones copy everything)</span>
+        </label>
         <p className="muted small">Retention never deletes a locked backup. Saving changes the spec (a new generation); the container is not recreated for it.</p>
         <ErrorText text={error?.message} />
         {can.operate && (
