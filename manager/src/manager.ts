@@ -42,6 +42,7 @@ import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
+import { HostDrains, type TransferStarter } from "./hosts/drain.js";
 import { BackupHealth } from "./backups/health.js";
 import { AgentHub } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
@@ -105,6 +106,14 @@ export interface ManagerConfig {
   orphanGraceSeconds?: number;
   /** Seconds between backup retention runs (default 600). */
   backupRetentionIntervalSeconds?: number;
+  /**
+   * Starts server transfers for host drains (hosts/drain.ts); without one,
+   * DrainHost answers FailedPrecondition. ServerService.TransferServer's
+   * starter is wired here once it exists.
+   */
+  transferStarter?: TransferStarter;
+  /** Seconds between host drain passes (default 5; a drain starting or a transfer ending wakes it at once). */
+  drainIntervalSeconds?: number;
   /** Host directories outside the data root AdoptOrphan's move_data may copy (default none). */
   adoptablePaths?: string[];
   log: Logger;
@@ -226,6 +235,16 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.backupRetentionIntervalSeconds !== undefined ? { intervalMs: config.backupRetentionIntervalSeconds * 1000 } : {}),
   });
   leader.onChange((leading) => (leading ? backupRetention.start() : void backupRetention.stop()));
+  // Host drains (DrainHost) run on the leader; their state is in the host records, so a new leader carries on.
+  const drains = new HostDrains({
+    store: opened.contract,
+    presence,
+    ledger,
+    log,
+    starter: config.transferStarter,
+    ...(config.drainIntervalSeconds !== undefined ? { intervalMs: config.drainIntervalSeconds * 1000 } : {}),
+  });
+  leader.onChange((leading) => (leading ? drains.start() : void drains.stop()));
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
   const managerPresence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;
@@ -304,7 +323,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(ServerService, createServerService({ store: opened.contract, hub, presence, ledger, reconciler }));
     router.service(
       HostService,
-      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
+      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
     router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, ...(ownership ? { ownership } : {}) }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
@@ -417,6 +436,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       ledgerServices.stop();
       backupHealth.stop();
       await backupRetention.stop();
+      await drains.stop();
       ledger.servers.close();
       await listener?.close();
       await store.close();
