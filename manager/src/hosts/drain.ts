@@ -131,6 +131,8 @@ export class HostDrains {
   #again = false;
   /** Servers whose starter.transfer() has not settled (counted as under way): server id → its host. */
   readonly #pending = new Map<string, string>();
+  /** Those calls, recorded once they settle. */
+  readonly #calls = new Set<Promise<void>>();
 
   constructor(deps: HostDrainsDeps) {
     this.#d = deps;
@@ -158,10 +160,17 @@ export class HostDrains {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     await this.#running;
+    await this.settled();
   }
 
-  /** A pass soon (one at a time; a wake during a pass runs another after it). */
+  /** Resolves once every transfer asked for has answered and what it said is recorded. */
+  async settled(): Promise<void> {
+    while (this.#calls.size > 0) await Promise.all(this.#calls);
+  }
+
+  /** A pass soon, while started (one at a time; a wake during a pass runs another after it). */
   wake(): void {
+    if (!this.#timer) return;
     if (this.#running) {
       this.#again = true;
       return;
@@ -199,18 +208,19 @@ export class HostDrains {
     const pending = new Set([...this.#pending].filter(([, h]) => h === host.id).map(([id]) => id));
     const plan = planDrain(host, servers, this.#now(), pending);
 
-    if (plan.finished) {
-      await store.commit([
-        { op: "host.schedule", id: host.id, schedule: { unschedulable: true }, expect: host.schedule },
-        ledger.op({ type: "host.drain_finished", hostId: host.id, actor: "manager", message: `host ${host.name}: ${plan.message}; it stays cordoned until UncordonHost` }),
-      ]);
-      log.info({ host: host.id, moved: plan.moved, failed: drain.failed?.length ?? 0 }, "host drain finished");
-      return;
-    }
-
     // Transfers that ended without moving their server: failed, with the transfer's own reason when it said one.
     const failures: DrainFailure[] = [];
     for (const s of plan.ended) failures.push({ serverId: s.id, name: s.name, reason: await this.#transferFailure(s, drain) });
+
+    if (plan.finished) {
+      await store.commit([
+        { op: "host.schedule", id: host.id, schedule: { unschedulable: true }, expect: host.schedule },
+        ...failures.map((f) => ledger.op(failureEvent(host, servers.find((s) => s.id === f.serverId), f))),
+        ledger.op({ type: "host.drain_finished", hostId: host.id, actor: "manager", message: `host ${host.name}: ${plan.message}; it stays cordoned until UncordonHost` }),
+      ]);
+      log.info({ host: host.id, moved: plan.moved, failed: (drain.failed?.length ?? 0) + failures.length }, "host drain finished");
+      return;
+    }
 
     // New transfers only while the host's agent is connected (a transfer reads the data there).
     const starts: { server: ServerRecord; to: string }[] = [];
@@ -226,13 +236,15 @@ export class HostDrains {
       }
     }
 
-    const message = [plan.message, waitingFor].filter(Boolean).join("; ");
     const next: HostDrain = {
       ...drain,
       ...(failures.length > 0 ? { failed: [...(drain.failed ?? []), ...failures] } : {}),
       ...(starts.length > 0 ? { started: [...new Set([...(drain.started ?? []), ...starts.map((x) => x.server.id)])] } : {}),
-      message,
     };
+    // The message as it is once these transfers are asked for and these failures recorded.
+    const after = planDrain({ ...host, schedule: { unschedulable: true, drain: next } }, servers, this.#now(), new Set([...pending, ...starts.map((x) => x.server.id)]));
+    const message = [after.message, waitingFor].filter(Boolean).join("; ");
+    next.message = message;
     if (failures.length === 0 && starts.length === 0 && message === drain.message) return;
     // The servers are recorded as started before their transfer is asked for: a manager dying in
     // between leaves them judged "ended without moving" (failed) by the next leader, never started twice.
@@ -248,8 +260,8 @@ export class HostDrains {
     const { log } = this.#d;
     this.#pending.set(server.id, host.id);
     log.info({ host: host.id, server: server.id, to }, "host drain: transferring a server");
-    this.#d
-      .starter!.transfer({ actor: drain.actor, name: `DrainHost ${host.name}` }, server.id, to, drain.target ? { target: drain.target } : {})
+    const call = Promise.resolve()
+      .then(() => this.#d.starter!.transfer({ actor: drain.actor, name: `DrainHost ${host.name}` }, server.id, to, drain.target ? { target: drain.target } : {}))
       .then(
         () => undefined,
         (err: unknown) => this.#recordStartFailure(host.id, drain.startedAt, server, err instanceof Error ? err.message : String(err)),
@@ -257,8 +269,10 @@ export class HostDrains {
       .catch((err: unknown) => log.error({ err, host: host.id, server: server.id }, "host drain: could not record a transfer that did not start; the next pass judges it"))
       .finally(() => {
         this.#pending.delete(server.id);
+        this.#calls.delete(call);
         this.wake();
       });
+    this.#calls.add(call);
   }
 
   /** Adds `server` to the drain's failures, if the same drain still runs (read-modify-write, retried on a race). */
