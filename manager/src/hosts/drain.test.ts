@@ -184,6 +184,18 @@ describe("HostDrains", () => {
     expect(await events(store)).toHaveLength(3);
   });
 
+  it("servers sent in one step count at their destination: they spread over the least-loaded hosts", async () => {
+    const { store, calls, pass, connected } = await setup();
+    connected.add("host_d");
+    await addServers(store, { id: "srv_a", hostId: HOST }, { id: "srv_b", hostId: HOST });
+    await pass();
+    // host_d has no server, host_b one: srv_a goes to host_d, which then has one too (ties by id).
+    expect(calls.map((c) => [c.serverId, c.to])).toEqual([
+      ["srv_a", "host_d"],
+      ["srv_b", "host_b"],
+    ]);
+  });
+
   it("a transfer that does not start is recorded failed and not tried again by this drain", async () => {
     const { store, calls, pass } = await setup({ starter: "throws", drain: { target: "bt_1" } });
     await addServers(store, { id: "srv_a", hostId: HOST });

@@ -159,8 +159,9 @@ export class HostDrains {
     this.#timer = undefined;
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
+    // Transfer calls still waiting for their answer are not waited for (a starter may take long):
+    // what they answer is recorded if the store is still open, else judged by the next leader.
     await this.#running;
-    await this.settled();
   }
 
   /** Resolves once every transfer asked for has answered and what it said is recorded. */
@@ -229,7 +230,8 @@ export class HostDrains {
       if (plan.start.length > 0) waitingFor = "waiting for the host's agent to connect";
     } else {
       for (const s of plan.start) {
-        const to = await pickTransferHost(store, presence, s, host.id);
+        // The servers this step already sends somewhere count there (load, ports).
+        const to = await pickTransferHost(store, presence, s, host.id, starts.map((x) => ({ hostId: x.to, server: x.server })));
         if (to) starts.push({ server: s, to });
         else if (!(await this.#anyDestination(host.id))) waitingFor = "waiting for another schedulable host to connect";
         else failures.push({ serverId: s.id, name: s.name, reason: "no connected, schedulable host has its ports free" });

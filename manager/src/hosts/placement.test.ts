@@ -79,6 +79,10 @@ describe("pickTransferHost", () => {
     expect(await pickTransferHost(store, presence, free, "host_c")).toBe("host_b");
     // The excluded host is never chosen, nor the server's own.
     expect(await pickTransferHost(store, presence, free, "host_b")).toBeUndefined();
+    // Servers on their way to a host count there: load, and ports.
+    connected.push("host_a");
+    expect(await pickTransferHost(store, presence, free, "host_c", [{ hostId: "host_a", server: await server(store, "srv_c2") }, { hostId: "host_a", server: await server(store, "srv_b1") }])).toBe("host_b");
+    expect(await pickTransferHost(store, presence, s, "host_c", [{ hostId: "host_a", server: await server(store, "srv_b1") }])).toBeUndefined();
   });
 });
 

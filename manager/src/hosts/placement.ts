@@ -66,14 +66,27 @@ export async function placeServer(store: PlacementStore, presence: HostPresence,
  * Where `server` could be transferred: a connected, schedulable host other
  * than `excludeHostId` (its own host, usually) where every port of its spec is
  * free, the one with the fewest servers (ties by id); undefined when there is
- * none.
+ * none. `landing`: servers already on their way to a host (a drain's earlier
+ * choices in the same step), counted there as if they had arrived.
  */
-export async function pickTransferHost(store: PlacementStore, presence: HostPresence, server: ServerRecord, excludeHostId: string): Promise<string | undefined> {
+export async function pickTransferHost(
+  store: PlacementStore,
+  presence: HostPresence,
+  server: ServerRecord,
+  excludeHostId: string,
+  landing: readonly { hostId: string; server: Pick<ServerRecord, "id" | "name" | "project" | "spec"> }[] = [],
+): Promise<string | undefined> {
   const counts = await store.countServersByHost();
-  const byLoad = (a: string, b: string) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b);
+  const load = (id: string) => (counts.get(id) ?? 0) + landing.filter((l) => l.hostId === id).length;
+  const byLoad = (a: string, b: string) => load(a) - load(b) || a.localeCompare(b);
   const hosts = (await schedulableOf(store, presence.connectedHostIds().filter((id) => id !== excludeHostId && id !== server.hostId))).sort(byLoad);
   for (const id of hosts) {
-    if (server.spec.ports.length === 0 || findPortConflicts(server.spec.ports, await loadPortOwners(store, id, server.id)).length === 0) return id;
+    if (server.spec.ports.length === 0) return id;
+    const owners = [
+      ...(await loadPortOwners(store, id, server.id)),
+      ...landing.filter((l) => l.hostId === id && l.server.id !== server.id).map((l) => ({ name: l.server.name, project: l.server.project, ports: l.server.spec.ports })),
+    ];
+    if (findPortConflicts(server.spec.ports, owners).length === 0) return id;
   }
   return undefined;
 }
