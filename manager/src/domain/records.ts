@@ -40,11 +40,13 @@ export interface HostRecord {
  * placed on it (create, clone, transfer, drain); its servers keep running.
  * A drain also moves its servers away (hosts/drain.ts):
  *
- *   schedulable ──CordonHost──► cordoned ──UncordonHost──► schedulable
- *        │                        │  ▲
- *        └──────DrainHost───────► draining ──(nothing left)──► cordoned
- *                                   │
- *                                   └──UncordonHost──► schedulable
+ *   schedulable ──CordonHost──► cordoned ──DrainHost──► draining
+ *        │                         ▲                      │
+ *        │                         └────nothing left──────┤
+ *        └──DrainHost────────────────────────────────────►│
+ *
+ *   UncordonHost, from cordoned or draining: back to schedulable (a drain
+ *   ends; transfers under way finish).
  */
 export interface HostSchedule {
   unschedulable: boolean;
@@ -55,7 +57,7 @@ export interface HostSchedule {
 export interface HostDrain {
   /** Transfers at a time (1..16). */
   parallel: number;
-  /** The backup target transfers go through (id or name); "" for the default. */
+  /** The id of the backup target transfers go through; "" for the default. */
   target: string;
   startedAt: number;
   /** Who asked (the ledger's actor form). */
@@ -73,9 +75,6 @@ export interface DrainFailure {
   name: string;
   reason: string;
 }
-
-/** The schedule of a host nobody cordoned. */
-export const SCHEDULABLE: HostSchedule = Object.freeze({ unschedulable: false }) as HostSchedule;
 
 /** Why a container last exited, as reported by the agent. */
 export type ExitCause = "crash" | "stopped_externally" | "stopped_by_berth";
