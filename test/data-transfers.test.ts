@@ -230,6 +230,37 @@ describe("transfers and clones between hosts", () => {
     expect((await get(s.id)).status?.operation).toBeUndefined();
   });
 
+  it("drains a host: cordoned, its servers moved to the other schedulable host a few at a time; one whose ports are taken everywhere is listed as failed", async () => {
+    // C (the small tmpfs host) is cordoned: nothing new goes there, whichever way.
+    await manager.hosts.cordonHost({ id: hostIds.c });
+    const placed = await codeOf(manager.servers.createServer({ spec: { name: `on-c-${uid}`, hostId: hostIds.c, image: TEST_IMAGE, command: SLEEPER } }));
+    expect(placed.code).toBe(Code.FailedPrecondition);
+    expect(placed.message).toContain("cordoned");
+    const one = await serverOn("a", "drain-one");
+    const two = await serverOn("a", "drain-two", { stopped: true });
+    const refused = (await manager.servers.listServers({ hostId: hostIds.a })).servers.find((x) => x.spec?.name === `refused-${uid}`)!;
+    const { host } = await manager.hosts.drainHost({ id: hostIds.a, parallel: 2, target: `shared-${uid}` });
+    expect(host?.unschedulable).toBe(true);
+    expect(host?.draining).toBe(true);
+    const finished = await waitFor("the drain to finish", async () => (await events.listEvents({ hostId: hostIds.a, typePrefix: "host.drain_finished", pageSize: 5 })).events[0], 240_000, 500);
+    expect(finished.message).toContain("2");
+    for (const [s, phase] of [[one, Phase.RUNNING], [two, Phase.STOPPED]] as const) {
+      const srv = await settled(s.id, phase, 60_000);
+      expect(srv.spec?.hostId).toBe(hostIds.b);
+      expect(await tree(join(agents.b.dataRoot, s.id))).toEqual(s.before);
+    }
+    // The server no other host can take (its port is published by one on B) stays, and is named.
+    expect((await get(refused.id)).spec?.hostId).toBe(hostIds.a);
+    const failedOnes = (await events.listEvents({ hostId: hostIds.a, typePrefix: "host.drain_server_failed", pageSize: 10 })).events;
+    expect(failedOnes.some((e) => e.serverId === refused.id)).toBe(true);
+    const after = (await manager.hosts.getHost({ id: hostIds.a })).host!;
+    expect(after.unschedulable).toBe(true);
+    expect(after.draining).toBe(false);
+    await manager.hosts.uncordonHost({ id: hostIds.a });
+    await manager.hosts.uncordonHost({ id: hostIds.c });
+    expect((await manager.hosts.getHost({ id: hostIds.a })).host?.unschedulable).toBe(false);
+  });
+
   it("moves a server with 1 GiB of data to another host: verified, running there, nothing left on the source", async () => {
     // 1 GiB: 128 MiB of random bytes and 896 MiB of text.
     const s = await serverOn("b", "big", { mb: 128, textMb: 896 });

@@ -42,6 +42,9 @@ import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
+import { HostDrains, type TransferStarter } from "./hosts/drain.js";
+import { ServerMoves } from "./transfers/moves.js";
+import { NotFoundError } from "./errors.js";
 import { BackupHealth } from "./backups/health.js";
 import { TransferHealth } from "./transfers/health.js";
 import { BackupPolicies } from "./backups/overdue.js";
@@ -107,6 +110,10 @@ export interface ManagerConfig {
   orphanGraceSeconds?: number;
   /** Seconds between backup retention runs (default 600). */
   backupRetentionIntervalSeconds?: number;
+  /** Starts server transfers for host drains (hosts/drain.ts); default: the manager's own TransferServer (transfers/moves.ts). */
+  transferStarter?: TransferStarter;
+  /** Seconds between host drain passes (default 5; a drain starting or a transfer ending wakes it at once). */
+  drainIntervalSeconds?: number;
   /** Host directories outside the data root AdoptOrphan's move_data may copy (default none). */
   adoptablePaths?: string[];
   log: Logger;
@@ -232,6 +239,23 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.backupRetentionIntervalSeconds !== undefined ? { intervalMs: config.backupRetentionIntervalSeconds * 1000 } : {}),
   });
   leader.onChange((leading) => (leading ? backupRetention.start() : void backupRetention.stop()));
+  // Host drains (DrainHost) run on the leader; their state is in the host records, so a new leader carries on.
+  const drains = new HostDrains({
+    store: opened.contract,
+    presence,
+    ledger,
+    log,
+    // The manager's own TransferServer unless a test injects another (built below, once the reconciler exists).
+    starter: config.transferStarter ?? {
+      transfer: async (by, serverId, hostId, opts) => {
+        const s = await opened.contract.getServer(serverId);
+        if (!s) throw new NotFoundError("server", serverId, "it was purged meanwhile");
+        return moves.transfer(by, s, hostId, opts);
+      },
+    },
+    ...(config.drainIntervalSeconds !== undefined ? { intervalMs: config.drainIntervalSeconds * 1000 } : {}),
+  });
+  leader.onChange((leading) => (leading ? drains.start() : void drains.stop()));
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
   const managerPresence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;
@@ -273,6 +297,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
     ...(ownership ? { ownership } : {}),
   });
+  const moves = new ServerMoves({ store: opened.contract, ledger, reconciler, presence });
   // Other managers' writes (PostgreSQL) reach this manager's reconciler; its own wake it where they are made.
   wakeForRemoteCommits(opened.contract, reconciler, log, ownership);
   // RemoveHost and ResyncHost made on another manager, for a stream held here.
@@ -310,7 +335,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(ServerService, createServerService({ store: opened.contract, hub, presence, ledger, reconciler }));
     router.service(
       HostService,
-      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
+      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
     );
     router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, ...(ownership ? { ownership } : {}) }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
@@ -428,6 +453,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       backupPolicies.stop();
       transferHealth.stop();
       await backupRetention.stop();
+      await drains.stop();
       ledger.servers.close();
       await listener?.close();
       await store.close();

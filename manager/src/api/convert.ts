@@ -42,6 +42,9 @@ export function hostToProto(h: HostRecord, online: boolean, serverCount: number)
     serverCount,
     conditions: hostConditions(h, online),
     createTime: timestampFromMs(h.createdAt),
+    unschedulable: h.schedule.unschedulable,
+    draining: h.schedule.drain !== undefined,
+    drainMessage: h.schedule.drain?.message ?? "",
     ...(online && h.connectedSince !== null ? { connectedSince: timestampFromMs(h.connectedSince) } : {}),
     ...(h.lastHeartbeat !== null ? { lastHeartbeat: timestampFromMs(h.lastHeartbeat) } : {}),
   });

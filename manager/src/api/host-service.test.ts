@@ -1,7 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, createContextValues, createHandlerContext } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import { CreateEnrollmentTokenRequestSchema, HostService, RemoveHostRequestSchema } from "@berth/proto/berth/v1/host_pb.js";
+import {
+  CordonHostRequestSchema,
+  CreateEnrollmentTokenRequestSchema,
+  DrainHostRequestSchema,
+  GetHostRequestSchema,
+  HostService,
+  RemoveHostRequestSchema,
+  UncordonHostRequestSchema,
+} from "@berth/proto/berth/v1/host_pb.js";
 import { callerKey } from "../auth/caller.js";
 import { BerthError } from "../errors.js";
 import { hashSecret } from "../ids.js";
@@ -17,23 +25,24 @@ afterEach(async () => {
   for (const f of cleanup.splice(0)) await f();
 });
 
-async function setup() {
+async function setup(o: { transfers?: boolean } = {}) {
   const contract = await testStore();
   cleanup.push(() => contract.close());
   const ledger = new Ledger(contract);
   ledger.follow(contract);
-  const hosts = createHostService({ store: contract, hub: new AgentHub(), ledger, reconciler: stubReconciler(), advertiseUrl: "http://test" });
-  const ctx = (method: "removeHost" | "createEnrollmentToken") =>
+  const hosts = createHostService({ store: contract, hub: new AgentHub(), ledger, reconciler: stubReconciler(), advertiseUrl: "http://test", drains: { available: o.transfers ?? true } });
+  const ctx = (method: keyof typeof HostService.method, role: "admin" | "operator" = "admin") =>
     createHandlerContext({
       service: HostService,
       method: HostService.method[method],
       protocolName: "connect",
       requestMethod: "POST",
       url: `http://test/berth.v1.HostService/${method}`,
-      contextValues: createContextValues().set(callerKey, { tokenId: "tok_admin", name: "admin", role: "admin", project: null }),
+      contextValues: createContextValues().set(callerKey, { tokenId: "tok_admin", name: role, role, project: null }),
     });
   const events = async (prefix: string) => (await contract.listNewestFirst({ project: null, typePrefix: prefix, limit: 10 })).map((e) => e.type);
-  return { contract, hosts, ctx, events };
+  const messages = async (prefix: string) => (await contract.listNewestFirst({ project: null, typePrefix: prefix, limit: 10 })).reverse().map((e) => `${e.type} ${e.actor}: ${e.message}`);
+  return { contract, hosts, ctx, events, messages };
 }
 
 describe("HostService", () => {
@@ -55,5 +64,88 @@ describe("HostService", () => {
     const { secret } = parseEnrollmentToken(res.token!);
     expect(await contract.getEnrollmentToken(hashSecret(secret))).toMatchObject({ usedAt: null });
     expect(await events("enrollment.")).toEqual(["enrollment.created"]);
+  });
+
+  describe("CordonHost, DrainHost, UncordonHost", () => {
+    const codeOf = (err: unknown) => (err instanceof BerthError ? Code[err.code] : String(err));
+
+    it("CordonHost marks the host unschedulable once (one event); UncordonHost undoes it", async () => {
+      const { contract, hosts, ctx, messages } = await setup();
+      await addHost(contract, "host_aaaa", "box1");
+      const res = await hosts.cordonHost(create(CordonHostRequestSchema, { id: "host_aaaa" }), ctx("cordonHost"));
+      expect(res.host).toMatchObject({ id: "host_aaaa", unschedulable: true, draining: false, drainMessage: "" });
+      expect((await contract.getHost("host_aaaa"))?.schedule).toEqual({ unschedulable: true });
+      // Already cordoned: nothing changes, no second event.
+      await hosts.cordonHost(create(CordonHostRequestSchema, { id: " host_aaaa " }), ctx("cordonHost"));
+      expect((await hosts.getHost(create(GetHostRequestSchema, { id: "host_aaaa" }), ctx("getHost"))).host?.unschedulable).toBe(true);
+
+      const un = await hosts.uncordonHost(create(UncordonHostRequestSchema, { id: "host_aaaa" }), ctx("uncordonHost"));
+      expect(un.host).toMatchObject({ unschedulable: false, draining: false });
+      await hosts.uncordonHost(create(UncordonHostRequestSchema, { id: "host_aaaa" }), ctx("uncordonHost"));
+      expect(await messages("host.")).toEqual([
+        "host.cordoned token:tok_admin:admin: CordonHost: no new servers are placed on host box1; its servers keep running there",
+        "host.uncordoned token:tok_admin:admin: UncordonHost: new servers may be placed on host box1 again",
+      ]);
+      expect((await contract.getHost("host_aaaa"))?.schedule).toEqual({ unschedulable: false });
+    });
+
+    it("DrainHost cordons and starts a drain (parallel 2 by default); again it updates the settings and keeps its start", async () => {
+      const { contract, hosts, ctx, messages } = await setup();
+      await addHost(contract, "host_aaaa", "box1");
+      const res = await hosts.drainHost(create(DrainHostRequestSchema, { id: "host_aaaa" }), ctx("drainHost"));
+      expect(res.host).toMatchObject({ unschedulable: true, draining: true, drainMessage: "drain started" });
+      const first = (await contract.getHost("host_aaaa"))!.schedule;
+      expect(first).toMatchObject({ unschedulable: true, drain: { parallel: 2, target: "", actor: "token:tok_admin:admin" } });
+      // The same settings again: nothing to change.
+      await hosts.drainHost(create(DrainHostRequestSchema, { id: "host_aaaa", parallel: 2 }), ctx("drainHost"));
+      expect((await contract.getHost("host_aaaa"))!.schedule).toEqual(first);
+      await hosts.drainHost(create(DrainHostRequestSchema, { id: "host_aaaa", parallel: 5 }), ctx("drainHost"));
+      expect((await contract.getHost("host_aaaa"))!.schedule.drain).toMatchObject({ parallel: 5, startedAt: first.drain!.startedAt });
+      // UncordonHost ends the drain.
+      const un = await hosts.uncordonHost(create(UncordonHostRequestSchema, { id: "host_aaaa" }), ctx("uncordonHost"));
+      expect(un.host).toMatchObject({ unschedulable: false, draining: false, drainMessage: "" });
+      expect((await contract.getHost("host_aaaa"))!.schedule).toEqual({ unschedulable: false });
+      expect(await messages("host.")).toEqual([
+        "host.drain_started token:tok_admin:admin: DrainHost: host box1 is cordoned and its servers are transferred to other hosts, 2 at a time",
+        "host.drain_updated token:tok_admin:admin: DrainHost again on host box1: 5 transfers at a time",
+        "host.uncordoned token:tok_admin:admin: UncordonHost: new servers may be placed on host box1 again; its drain ends (drain settings changed; failed servers are tried again): transfers under way finish, no new ones start",
+      ]);
+    });
+
+    it("DrainHost on a host with failed servers tries them again", async () => {
+      const { contract, hosts, ctx, events } = await setup();
+      await addHost(contract, "host_aaaa");
+      await contract.commit([{ op: "host.schedule", id: "host_aaaa", schedule: { unschedulable: true, drain: { parallel: 2, target: "", startedAt: 1, actor: "a", started: ["srv_x"], failed: [{ serverId: "srv_x", name: "x", reason: "r" }] } } }]);
+      await hosts.drainHost(create(DrainHostRequestSchema, { id: "host_aaaa", parallel: 2 }), ctx("drainHost"));
+      const d = (await contract.getHost("host_aaaa"))!.schedule.drain!;
+      expect(d.failed).toBeUndefined();
+      expect(d.started).toBeUndefined();
+      expect(await events("host.drain")).toEqual(["host.drain_updated"]);
+    });
+
+    it("clear errors: unknown host NotFound, removed host FailedPrecondition, no id InvalidArgument, no transfers FailedPrecondition, unknown target NotFound, operator PermissionDenied; nothing written", async () => {
+      const { contract, hosts, ctx, events } = await setup();
+      const noTransfers = await setup({ transfers: false });
+      await addHost(contract, "host_aaaa");
+      await addHost(contract, "host_gone");
+      await contract.commit([{ op: "host.remove", id: "host_gone", at: 2 }]);
+      await addHost(noTransfers.contract, "host_aaaa");
+      const outcome = (p: unknown) => Promise.resolve(p).then(() => "ok", (err: unknown) => `${codeOf(err)}: ${(err as Error).message}`);
+      expect(await outcome(hosts.cordonHost(create(CordonHostRequestSchema, { id: "host_nope" }), ctx("cordonHost")))).toMatch(/^NotFound: /);
+      expect(await outcome(hosts.drainHost(create(DrainHostRequestSchema, { id: "host_nope" }), ctx("drainHost")))).toMatch(/^NotFound: /);
+      expect(await outcome(hosts.uncordonHost(create(UncordonHostRequestSchema, { id: "host_gone" }), ctx("uncordonHost")))).toBe(
+        "FailedPrecondition: host host_gone was removed (RemoveHost); it has no scheduling to change",
+      );
+      expect(await outcome(hosts.cordonHost(create(CordonHostRequestSchema, { id: " " }), ctx("cordonHost")))).toMatch(/^InvalidArgument: /);
+      expect(await outcome(hosts.drainHost(create(DrainHostRequestSchema, { id: "host_aaaa", parallel: 17 }), ctx("drainHost")))).toMatch(/^InvalidArgument: .*at most 16/);
+      expect(await outcome(hosts.drainHost(create(DrainHostRequestSchema, { id: "host_aaaa", target: "nope" }), ctx("drainHost")))).toMatch(/^NotFound: .*backup target/);
+      expect(await outcome(hosts.cordonHost(create(CordonHostRequestSchema, { id: "host_aaaa" }), ctx("cordonHost", "operator")))).toMatch(/^PermissionDenied: CordonHost needs the admin role/);
+      expect(await outcome(noTransfers.hosts.drainHost(create(DrainHostRequestSchema, { id: "host_aaaa" }), noTransfers.ctx("drainHost")))).toMatch(
+        /^FailedPrecondition: transfers are not available on this manager/,
+      );
+      expect((await contract.getHost("host_aaaa"))?.schedule).toEqual({ unschedulable: false });
+      expect((await noTransfers.contract.getHost("host_aaaa"))?.schedule).toEqual({ unschedulable: false });
+      expect(await events("host.")).toEqual([]);
+    });
   });
 });

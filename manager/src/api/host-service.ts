@@ -1,17 +1,21 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  CordonHostResponseSchema,
   CreateEnrollmentTokenResponseSchema,
+  DrainHostResponseSchema,
   GetHostResponseSchema,
   HostService,
   ListHostsResponseSchema,
   RemoveHostResponseSchema,
   ResyncHostResponseSchema,
+  UncordonHostResponseSchema,
 } from "@berth/proto/berth/v1/host_pb.js";
 import { actorOf, callerOf, requireRole } from "../auth/caller.js";
-import { InvalidArgumentError, PreconditionError } from "../errors.js";
+import { ConflictError, InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
+import type { BackupTargetRecord, HostRecord, HostSchedule } from "../domain/records.js";
+import { DEFAULT_DRAIN_PARALLEL, drainSchedule, MAX_DRAIN_PARALLEL, type HostDrains } from "../hosts/drain.js";
 import { hashSecret, newId, newSecret } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -41,12 +45,19 @@ export interface HostServiceDeps {
    * embedded in enrollment tokens so agents pin the manager on first contact.
    */
   caFingerprint?: string | undefined;
+  /**
+   * Host drains (hosts/drain.ts): DrainHost answers FailedPrecondition when
+   * absent or when it has no way to start transfers.
+   */
+  drains?: Pick<HostDrains, "available">;
   /** Project networks as hosts reported them; a removed host's are dropped. */
   networks?: NetworkInventory;
   now?: () => number;
 }
 
 const DEFAULT_TTL_S = 3600;
+/** Tries of a schedule change that raced another writer of the host's schedule. */
+const SCHEDULE_ATTEMPTS = 5;
 const MAX_TTL_S = 7 * 24 * 3600;
 
 export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof HostService> {
@@ -54,9 +65,54 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
   const presence = deps.presence ?? hub;
   const now = deps.now ?? Date.now;
 
-  async function find(id: string) {
+  async function find(id: string, opts: { includeRemoved?: boolean } = {}) {
     if (!id.trim()) throw new InvalidArgumentError("id", "required: a host id (host_...)");
-    return loadHost(store, id);
+    return loadHost(store, id, opts);
+  }
+
+  async function toProto(h: HostRecord) {
+    const counts = await store.countServersByHost();
+    return hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0);
+  }
+
+  async function findTarget(idOrName: string): Promise<BackupTargetRecord> {
+    const key = idOrName.trim();
+    const t = (await store.getBackupTarget(key)) ?? (await store.findBackupTargetByName(key));
+    if (!t) throw new NotFoundError("backup target", key, "list targets with BackupService.ListBackupTargets, or leave target empty for the default");
+    return t;
+  }
+
+  /**
+   * Reads the host and writes what `decide` makes of its schedule, with its
+   * event, in one batch checked against the schedule read (another writer in
+   * between, the drain job or another call: read again and decide again).
+   * `decide` answering undefined: nothing to change (no write, no event).
+   * Answers the host as it is afterwards. NotFound for an unknown host,
+   * FailedPrecondition for a removed one.
+   */
+  async function changeSchedule(
+    id: string,
+    decide: (h: HostRecord) => { schedule: HostSchedule; event: { type: string; message: string } } | undefined,
+    actor: string,
+    preflight?: (h: HostRecord) => Promise<void>,
+  ): Promise<HostRecord> {
+    for (let attempt = 1; ; attempt++) {
+      const h = await find(id, { includeRemoved: true });
+      if (h.removedAt !== null) throw new PreconditionError(`host ${h.id} was removed (RemoveHost); it has no scheduling to change`);
+      await preflight?.(h);
+      const change = decide(h);
+      if (!change) return h;
+      try {
+        await store.commit([
+          { op: "host.schedule", id: h.id, schedule: change.schedule, expect: h.schedule },
+          ledger.op({ ...change.event, hostId: h.id, actor }),
+        ]);
+        return { ...h, schedule: change.schedule };
+      } catch (err) {
+        // Removed meanwhile: the store says NotFound; the next read says so precisely.
+        if (!(err instanceof ConflictError || err instanceof NotFoundError) || attempt >= SCHEDULE_ATTEMPTS) throw err;
+      }
+    }
   }
 
   return {
@@ -133,16 +189,62 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       return create(RemoveHostResponseSchema, {});
     },
 
-    async cordonHost() {
-      throw new ConnectError("CordonHost is not built yet", Code.Unimplemented);
+    async cordonHost(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "CordonHost");
+      const h = await changeSchedule(req.id, (host) => {
+        if (host.schedule.unschedulable) return undefined;
+        return {
+          schedule: { unschedulable: true },
+          event: { type: "host.cordoned", message: `CordonHost: no new servers are placed on host ${host.name}; its servers keep running there` },
+        };
+      }, actorOf(caller));
+      return create(CordonHostResponseSchema, { host: await toProto(h) });
     },
 
-    async drainHost() {
-      throw new ConnectError("DrainHost is not built yet", Code.Unimplemented);
+    async drainHost(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "DrainHost");
+      if (req.parallel > MAX_DRAIN_PARALLEL) throw new InvalidArgumentError("parallel", `at most ${MAX_DRAIN_PARALLEL} transfers at a time; 0 means ${DEFAULT_DRAIN_PARALLEL}`);
+      const parallel = req.parallel || DEFAULT_DRAIN_PARALLEL;
+      const target = req.target.trim() ? (await findTarget(req.target)).id : "";
+      // Checked after the host (an unknown host is NotFound first), before anything is written.
+      const preflight = async (host: HostRecord) => {
+        if (!deps.drains?.available) {
+          throw new PreconditionError(`transfers are not available on this manager, so host ${host.id} cannot be drained; CordonHost it and move its servers yourself`);
+        }
+      };
+      const h = await changeSchedule(req.id, (host) => {
+        const d = host.schedule.drain;
+        if (d && d.parallel === parallel && d.target === target && !d.failed?.length) return undefined;
+        const schedule = drainSchedule(host.schedule, { parallel, target, actor: actorOf(caller), now: now() });
+        const via = target ? `, through backup target ${target}` : "";
+        return d
+          ? {
+              schedule,
+              event: { type: "host.drain_updated", message: `DrainHost again on host ${host.name}: ${parallel} transfers at a time${via}${d.failed?.length ? `; ${d.failed.length} failed servers are tried again` : ""}` },
+            }
+          : {
+              schedule,
+              event: { type: "host.drain_started", message: `DrainHost: host ${host.name} is cordoned and its servers are transferred to other hosts, ${parallel} at a time${via}` },
+            };
+      }, actorOf(caller), preflight);
+      return create(DrainHostResponseSchema, { host: await toProto(h) });
     },
 
-    async uncordonHost() {
-      throw new ConnectError("UncordonHost is not built yet", Code.Unimplemented);
+    async uncordonHost(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "UncordonHost");
+      const h = await changeSchedule(req.id, (host) => {
+        if (!host.schedule.unschedulable && !host.schedule.drain) return undefined;
+        const d = host.schedule.drain;
+        const ended = d ? `; its drain ends (${d.message || "nothing moved yet"}): transfers under way finish, no new ones start` : "";
+        return {
+          schedule: { unschedulable: false },
+          event: { type: "host.uncordoned", message: `UncordonHost: new servers may be placed on host ${host.name} again${ended}` },
+        };
+      }, actorOf(caller));
+      return create(UncordonHostResponseSchema, { host: await toProto(h) });
     },
   };
 }

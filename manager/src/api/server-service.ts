@@ -28,16 +28,16 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { HostPresence } from "../cluster/presence.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
-import { findPortConflicts } from "../domain/port-conflicts.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { initialStatus, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 import { mergeSecretEnv } from "../store/secrets.js";
-import { loadPortOwners, requirePortsFree } from "./port-check.js";
+import { requirePortsFree } from "./port-check.js";
 import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createTailLogs } from "./logs.js";
-import { loadHost, loadVisibleServer } from "./find-server.js";
+import { loadVisibleServer } from "./find-server.js";
+import { placeServer } from "../hosts/placement.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { turns } from "../turns.js";
 import { ServerMoves } from "../transfers/moves.js";
@@ -85,26 +85,9 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     return loadVisibleServer(store, caller, idOrName);
   }
 
-  async function pickHost(spec: ServerSpec, project: string): Promise<string> {
-    if (spec.hostId) return (await loadHost(store, spec.hostId)).id;
-    const counts = await store.countServersByHost();
-    const byLoad = (a: string, b: string) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b);
-    const connected = presence.connectedHostIds();
-    const candidates: string[] = [];
-    for (const id of connected) {
-      if (spec.ports.length === 0 || findPortConflicts(spec.ports, await loadPortOwners(store, id, "")).length === 0) candidates.push(id);
-    }
-    candidates.sort(byLoad);
-    if (candidates.length === 0) {
-      if (connected.length === 0) {
-        throw new PreconditionError("no host is connected; enroll an agent (HostService.CreateEnrollmentToken) or set spec.host_id");
-      }
-      // Name the conflicts on the least-loaded host, with free ports to try instead.
-      const best = [...connected].sort(byLoad)[0]!;
-      await checkPorts(best, spec, "", project);
-      throw new PreconditionError("no connected host has the requested ports free; choose other host ports");
-    }
-    return candidates[0]!;
+  /** The host a new server goes to (hosts/placement.ts: connected, not cordoned, ports free, fewest servers). */
+  function pickHost(spec: ServerSpec, project: string): Promise<string> {
+    return placeServer(store, presence, spec, project);
   }
 
   /**

@@ -31,6 +31,49 @@ export interface HostRecord {
   connectedSince: number | null;
   lastHeartbeat: number | null;
   facts: HostFacts;
+  /** Whether new servers may be placed on it, and its drain (HostService.CordonHost/DrainHost). */
+  schedule: HostSchedule;
+}
+
+/**
+ * A host's scheduling state. Cordoned (`unschedulable`), no new server is
+ * placed on it (create, clone, transfer, drain); its servers keep running.
+ * A drain also moves its servers away (hosts/drain.ts):
+ *
+ *   schedulable ──CordonHost──► cordoned ──DrainHost──► draining
+ *        │                         ▲                      │
+ *        │                         └────nothing left──────┤
+ *        └──DrainHost────────────────────────────────────►│
+ *
+ *   UncordonHost, from cordoned or draining: back to schedulable (a drain
+ *   ends; transfers under way finish).
+ */
+export interface HostSchedule {
+  unschedulable: boolean;
+  drain?: HostDrain;
+}
+
+/** A drain under way (HostSchedule.drain): cleared when it finishes or the host is uncordoned. */
+export interface HostDrain {
+  /** Transfers at a time (1..16). */
+  parallel: number;
+  /** The id of the backup target transfers go through; "" for the default. */
+  target: string;
+  startedAt: number;
+  /** Who asked (the ledger's actor form). */
+  actor: string;
+  /** Servers whose transfer could not start or ended failed: not tried again by this drain. */
+  failed?: DrainFailure[];
+  /** What it is doing, e.g. "3 of 12 moved; 2 under way". */
+  message?: string;
+  /** Servers this drain started transferring (to count them in the message). */
+  started?: string[];
+}
+
+export interface DrainFailure {
+  serverId: string;
+  name: string;
+  reason: string;
 }
 
 /** Why a container last exited, as reported by the agent. */

@@ -700,4 +700,19 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX backups_target ON backups (target_id);
   `,
   },
+  // 13: a host's scheduling state (HostService.CordonHost/DrainHost/UncordonHost,
+  // issue 18; domain/records.ts HostSchedule): whether new servers may be
+  // placed on it and the drain under way, as JSON. '' (every host before this
+  // migration) is schedulable with no drain. Written by the host.schedule
+  // operation only, compared as text for its optimistic check (rows.ts
+  // encodeSchedule writes one canonical form).
+  {
+    description: "hosts.schedule_json: cordoned hosts and host drains (HostService.CordonHost/DrainHost)",
+    sqlite: `
+  ALTER TABLE hosts ADD COLUMN schedule_json TEXT NOT NULL DEFAULT '';
+  `,
+    postgres: `
+  ALTER TABLE hosts ADD COLUMN schedule_json TEXT COLLATE "C" NOT NULL DEFAULT '';
+  `,
+  },
 ];

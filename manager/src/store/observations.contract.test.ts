@@ -192,7 +192,7 @@ describe("host inventory: the complete picture of a host", () => {
 describe("hosts", () => {
   it("insert, connect (the agent's hostname names it), heartbeat patches facts, offline, every unowned host offline", async () => {
     await store.commit([{ op: "host.insert", id: HOST, name: "a", secretHash: "sh", createdAt: 1 }, { op: "host.insert", id: "host_b", name: "b", secretHash: "sh2", createdAt: 2 }]);
-    expect(await store.getHost(HOST)).toEqual({ id: HOST, name: "a", secretHash: "sh", createdAt: 1, removedAt: null, online: false, connectedSince: null, lastHeartbeat: null, facts: {} });
+    expect(await store.getHost(HOST)).toEqual({ id: HOST, name: "a", secretHash: "sh", createdAt: 1, removedAt: null, online: false, connectedSince: null, lastHeartbeat: null, facts: {}, schedule: { unschedulable: false } });
     await store.commit([{ op: "host.connected", id: HOST, facts: { hostname: "box1", cpuCount: 4, dockerReachable: true }, at: 10 }]);
     await store.commit([{ op: "host.heartbeat", id: HOST, at: 20, facts: { dataRootFreeBytes: 99 } }]);
     expect(await store.getHost(HOST)).toMatchObject({ name: "box1", online: true, connectedSince: 10, lastHeartbeat: 20, facts: { hostname: "box1", cpuCount: 4, dockerReachable: true, dataRootFreeBytes: 99 } });
@@ -249,6 +249,55 @@ describe("hosts", () => {
 
     expectTyped(await rejection(store.commit([{ op: "host.remove", id: HOST, at: 60 }])), NotFoundError, Code.NotFound);
     expect((await store.getHost(HOST))?.removedAt).toBe(50);
+  });
+});
+
+describe("host scheduling (host.schedule)", () => {
+  const drain = { parallel: 2, target: "", startedAt: 5, actor: "token:tok_1:ops" };
+  it("round-trips on every host read, changes nothing else, and back to schedulable reads as the default", async () => {
+    await store.commit([{ op: "host.insert", id: HOST, name: "a", secretHash: "sh", createdAt: 1 }, { op: "host.insert", id: "host_b", name: "b", secretHash: "sh2", createdAt: 2 }]);
+    await store.commit([{ op: "host.connected", id: HOST, facts: { cpuCount: 4 }, at: 3 }]);
+    const heard: ReadonlySet<string>[] = [];
+    store.onCommit((c) => heard.push(c.hostIds));
+    const failed = [{ serverId: "srv_x", name: "x", reason: "no host has ports 25565/tcp free" }];
+    const r = await store.commit([{ op: "host.schedule", id: HOST, schedule: { unschedulable: true, drain: { ...drain, failed, message: "1 of 3 moved" } } }]);
+    expect([...r.hostIds]).toEqual([HOST]);
+    expect(heard.map((h) => [...h])).toEqual([[HOST]]);
+    expect((await store.getHost(HOST))?.schedule).toEqual({ unschedulable: true, drain: { ...drain, failed, message: "1 of 3 moved" } });
+    expect((await store.listHosts()).map((h) => [h.id, h.schedule.unschedulable, h.schedule.drain?.parallel])).toEqual([
+      [HOST, true, 2],
+      ["host_b", false, undefined],
+    ]);
+    expect(await store.getHost(HOST)).toMatchObject({ online: true, facts: { cpuCount: 4 }, connectedSince: 3 });
+    // A heartbeat or reconnect leaves it as it was.
+    await store.commit([{ op: "host.heartbeat", id: HOST, at: 9, facts: { dataRootFreeBytes: 1 } }, { op: "host.connected", id: HOST, facts: {}, at: 10 }]);
+    expect((await store.getHost(HOST))?.schedule.unschedulable).toBe(true);
+    await store.commit([{ op: "host.schedule", id: HOST, schedule: { unschedulable: false } }]);
+    expect((await store.getHost(HOST))?.schedule).toEqual({ unschedulable: false });
+  });
+
+  it("with expect: written only while the schedule is still the one read, else ConflictError and nothing changes", async () => {
+    await store.commit([{ op: "host.insert", id: HOST, name: "a", secretHash: "sh", createdAt: 1 }]);
+    const read = (await store.getHost(HOST))!.schedule;
+    await store.commit([{ op: "host.schedule", id: HOST, schedule: { unschedulable: true, drain }, expect: read }]);
+    // The first writer changed it: a writer that read the old one is refused.
+    const stale = rejection(store.commit([{ op: "host.schedule", id: HOST, schedule: { unschedulable: false }, expect: read }, { op: "event.append", event: { type: "host.uncordoned", hostId: HOST }, at: 6 }]));
+    expectTyped(await stale, ConflictError, Code.Aborted);
+    expect((await store.getHost(HOST))?.schedule).toEqual({ unschedulable: true, drain });
+    expect(await store.lastEventId()).toBe(0);
+    // Reading again and writing with that works, as often as it is the same.
+    const now = (await store.getHost(HOST))!.schedule;
+    await store.commit([{ op: "host.schedule", id: HOST, schedule: { unschedulable: true, drain: { ...drain, message: "0 of 1 moved" } }, expect: now }]);
+    expect((await store.getHost(HOST))?.schedule.drain?.message).toBe("0 of 1 moved");
+  });
+
+  it("an unknown or removed host: NotFound, nothing written", async () => {
+    await store.commit([{ op: "host.insert", id: HOST, name: "a", secretHash: "sh", createdAt: 1 }, { op: "host.remove", id: HOST, at: 2 }]);
+    for (const id of [HOST, "host_nope"]) {
+      expectTyped(await rejection(store.commit([{ op: "host.schedule", id, schedule: { unschedulable: true } }])), NotFoundError, Code.NotFound);
+      expectTyped(await rejection(store.commit([{ op: "host.schedule", id, schedule: { unschedulable: true }, expect: { unschedulable: false } }])), NotFoundError, Code.NotFound);
+    }
+    expect((await store.getHost(HOST))?.schedule).toEqual({ unschedulable: false });
   });
 });
 

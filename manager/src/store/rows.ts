@@ -16,6 +16,7 @@ import type {
   EventRecord,
   HostFacts,
   HostRecord,
+  HostSchedule,
   LeaseRecord,
   WebhookDeliveryRecord,
   BackupPolicyFacts,
@@ -100,6 +101,22 @@ export interface HostRow {
   connected_since: number | null;
   last_heartbeat: number | null;
   facts_json: string;
+  schedule_json: string;
+}
+
+/**
+ * A host's schedule as stored (hosts.schedule_json, migration 13): '' for a
+ * schedulable host without a drain, else its JSON. One canonical form: the
+ * host.schedule operation's optimistic check compares the stored text with
+ * the encoding of what the writer read.
+ */
+export function encodeSchedule(s: HostSchedule): string {
+  if (!s.unschedulable && !s.drain) return "";
+  return JSON.stringify(s.drain ? { unschedulable: s.unschedulable, drain: s.drain } : { unschedulable: s.unschedulable });
+}
+
+export function decodeSchedule(text: string): HostSchedule {
+  return text === "" ? { unschedulable: false } : (JSON.parse(text) as HostSchedule);
 }
 
 export function hostFromRow(r: HostRow): HostRecord {
@@ -113,6 +130,7 @@ export function hostFromRow(r: HostRow): HostRecord {
     connectedSince: r.connected_since,
     lastHeartbeat: r.last_heartbeat,
     facts: JSON.parse(r.facts_json) as HostFacts,
+    schedule: decodeSchedule(r.schedule_json),
   };
 }
 

@@ -36,6 +36,7 @@ import type {
   EventRecord,
   HostFacts,
   HostRecord,
+  HostSchedule,
   LeaseRecord,
   Lifecycle,
   NewServerRecord,
@@ -139,6 +140,13 @@ export type WriteOp =
   | { op: "host.offlineUnowned"; at: number }
   /** Marks the host removed and deletes what was observed on it. */
   | { op: "host.remove"; id: string; at: number }
+  /**
+   * Sets the host's scheduling state (cordoned, its drain). NotFound for a
+   * host with no record or a removed one. With `expect`, the write happens
+   * only while the host's schedule is still that one (as read): else
+   * ConflictError, read it again (HostService and the drain job both write it).
+   */
+  | { op: "host.schedule"; id: string; schedule: HostSchedule; expect?: HostSchedule }
   /** ConflictError when the token was used meanwhile. */
   | { op: "enrollment.use"; id: string; hostId: string; at: number }
   | { op: "enrollment.insert"; id: string; tokenHash: string; createdAt: number; expiresAt: number }

@@ -27,6 +27,7 @@ import type { Store, WriteOp } from "../store/store.js";
 import { backupLocationOn } from "../api/backup-removal.js";
 import { pendingBackup } from "../backups/pending.js";
 import { loadHost } from "../api/find-server.js";
+import { requireSchedulable } from "../hosts/placement.js";
 import { loadPortOwners, requirePortsFree } from "../api/port-check.js";
 
 /** Who asks (the ledger's actor and a name for logs). */
@@ -63,11 +64,6 @@ export interface CloneOptions {
 
 const DEFAULT_TIMEOUT_MS = 6 * 3_600_000;
 const WRITE_ATTEMPTS = 5;
-
-/** Whether a host is cordoned (HostService.CordonHost/DrainHost): no new server goes there. */
-function cordoned(h: HostRecord): boolean {
-  return (h as HostRecord & { schedule?: { unschedulable?: boolean } }).schedule?.unschedulable === true;
-}
 
 export class ServerMoves {
   private readonly now: () => number;
@@ -247,7 +243,7 @@ export class ServerMoves {
     const h = await loadHost(this.deps.store, idOrName.trim());
     if (h.removedAt !== null) throw new PreconditionError(`host ${h.name} was removed; choose another host (HostService.ListHosts)`);
     if (!this.deps.presence.isConnected(h.id)) throw new PreconditionError(`host ${h.name} is offline; a ${what} needs its agent: choose a connected host, or retry once it is back`);
-    if (cordoned(h)) throw new PreconditionError(`host ${h.name} is cordoned (HostService.CordonHost/DrainHost): no new servers are placed on it; UncordonHost it or choose another host`);
+    requireSchedulable(h);
     return h;
   }
 

@@ -34,6 +34,7 @@ import {
   backupTargetTaken,
   backupTargetValues,
   deliveryMoved,
+  encodeSchedule,
   portKeys,
   portKeysOfSpecJson,
   withKnownSize,
@@ -107,6 +108,7 @@ function hostOf(o: WriteOp): string | undefined {
     case "host.heartbeat":
     case "host.offline":
     case "host.remove":
+    case "host.schedule":
       return o.id;
     default:
       return undefined;
@@ -126,6 +128,7 @@ const SINGLE_ROW_OPS: ReadonlySet<WriteOp["op"]> = new Set([
   "host.connected",
   "host.heartbeat",
   "host.offline",
+  "host.schedule",
   "command.sent",
   "command.finish",
   "host.take",
@@ -318,6 +321,20 @@ export class PgBatch {
           [o.at],
         );
         for (const row of r.rows) fx.hostIds.add(row.id);
+        return;
+      }
+      case "host.schedule": {
+        const text = encodeSchedule(o.schedule);
+        const r =
+          o.expect === undefined
+            ? await this.q("UPDATE hosts SET schedule_json = $1 WHERE id = $2 AND removed_at IS NULL", [text, o.id])
+            : await this.q("UPDATE hosts SET schedule_json = $1 WHERE id = $2 AND removed_at IS NULL AND schedule_json = $3", [text, o.id, encodeSchedule(o.expect)]);
+        if (r.rowCount !== 1) {
+          const { rows } = await this.q<{ removed_at: number | null }>("SELECT removed_at FROM hosts WHERE id = $1", [o.id]);
+          if (!rows[0] || rows[0].removed_at !== null) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
+          throw new ConflictError(`host ${o.id}'s scheduling changed meanwhile (CordonHost, DrainHost, UncordonHost or its drain); read it again`);
+        }
+        fx.hostIds.add(o.id);
         return;
       }
       case "host.remove": {

@@ -378,6 +378,10 @@ export class SqliteStore implements StoreContract {
       case "host.offlineUnowned":
         for (const id of t.markUnownedHostsOffline(o.at)) fx.hostIds.add(id);
         return;
+      case "host.schedule":
+        t.setHostSchedule(o.id, o.schedule, o.expect);
+        fx.hostIds.add(o.id);
+        return;
       case "host.remove":
         if (!this.tokens.removeHost(o.id, o.at)) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
         t.deleteHostRows(o.id);

@@ -25,6 +25,7 @@ import type {
   EventRecord,
   HostFacts,
   HostRecord,
+  HostSchedule,
   LeaseRecord,
   Lifecycle,
   NewServerRecord,
@@ -34,7 +35,7 @@ import type {
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
+import { encodeSchedule, hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
 import { SERVER_TOMBSTONES_KEPT, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
@@ -203,6 +204,19 @@ export class SqliteTables {
     this.db
       .prepare("UPDATE hosts SET last_heartbeat = ?, facts_json = ? WHERE id = ?")
       .run(now, JSON.stringify({ ...host.facts, ...patch }), id);
+  }
+
+  /** store.ts host.schedule. */
+  setHostSchedule(id: string, schedule: HostSchedule, expect: HostSchedule | undefined): void {
+    const text = encodeSchedule(schedule);
+    const changed =
+      expect === undefined
+        ? this.db.prepare("UPDATE hosts SET schedule_json = ? WHERE id = ? AND removed_at IS NULL").run(text, id).changes
+        : this.db.prepare("UPDATE hosts SET schedule_json = ? WHERE id = ? AND removed_at IS NULL AND schedule_json = ?").run(text, id, encodeSchedule(expect)).changes;
+    if (changed === 1) return;
+    const row = this.db.prepare("SELECT removed_at FROM hosts WHERE id = ?").get(id) as { removed_at: number | null } | undefined;
+    if (!row || row.removed_at !== null) throw new NotFoundError("host", id, "list hosts with HostService.ListHosts");
+    throw new ConflictError(`host ${id}'s scheduling changed meanwhile (CordonHost, DrainHost, UncordonHost or its drain); read it again`);
   }
 
   setHostOffline(id: string): void {
