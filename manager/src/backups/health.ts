@@ -12,30 +12,19 @@ import type { Logger } from "../log.js";
 import type { BackupRecord } from "../domain/records.js";
 import type { Committed, Store } from "../store/store.js";
 import { forEachBackupPage } from "./pages.js";
+import { CommitFollower } from "../ledger/commit-follower.js";
 
 const EVENTS = new Set(["backup.succeeded", "backup.failed", "backup.deleted"]);
 
-export class BackupHealth {
+export class BackupHealth extends CommitFollower {
   /** serverId → its newest finished backup, when that one failed. */
   private readonly failed = new Map<string, BackupFailureView>();
-  /** Reads in flight per server, so two never race (the later one runs after). */
-  private readonly pending = new Map<string, Promise<void>>();
-  private unsubscribe: (() => void) | undefined;
 
   constructor(
     private readonly store: Pick<Store, "listBackups" | "onCommit">,
-    private readonly log: Logger,
-  ) {}
-
-  /** Reads the backups once and follows the ledger from then on. */
-  async start(): Promise<void> {
-    this.unsubscribe ??= this.store.onCommit((c) => this.heard(c));
-    await this.loadAll();
-  }
-
-  stop(): void {
-    this.unsubscribe?.();
-    this.unsubscribe = undefined;
+    log: Logger,
+  ) {
+    super(store, log, "the backup_failed alert");
   }
 
   /** The servers whose newest finished backup failed. */
@@ -43,28 +32,16 @@ export class BackupHealth {
     return [...this.failed.values()];
   }
 
-  private heard(c: Committed): void {
-    if (c.resync) {
-      void this.loadAll().catch((err: unknown) => this.log.warn({ err }, "could not read backups again after a resync; the backup alert may be stale until the next one"));
-      return;
-    }
-    for (const e of c.events) if (EVENTS.has(e.type) && e.serverId) this.refresh(e.serverId);
+  protected heard(c: Committed): void {
+    for (const e of c.events) if (EVENTS.has(e.type) && e.serverId) void this.refresh(e.serverId);
   }
 
   /** Reads `serverId`'s newest finished backup again (after any read already running for it). */
   refresh(serverId: string): Promise<void> {
-    const before = this.pending.get(serverId) ?? Promise.resolve();
-    const run = before
-      .then(async () => {
-        const [newest] = await this.store.listBackups({ serverId, states: ["succeeded", "failed"], limit: 1 });
-        this.note(serverId, newest);
-      })
-      .catch((err: unknown) => this.log.warn({ err, server: serverId }, "could not read a server's backups; the backup alert may be stale"))
-      .finally(() => {
-        if (this.pending.get(serverId) === run) this.pending.delete(serverId);
-      });
-    this.pending.set(serverId, run);
-    return run;
+    return this.perServer(serverId, async () => {
+      const [newest] = await this.store.listBackups({ serverId, states: ["succeeded", "failed"], limit: 1 });
+      this.note(serverId, newest);
+    });
   }
 
   private note(serverId: string, newest: BackupRecord | undefined): void {
@@ -73,7 +50,7 @@ export class BackupHealth {
   }
 
   /** Every server's newest finished backup, newest first across all: the first seen per server wins. */
-  private async loadAll(): Promise<void> {
+  protected async loadAll(): Promise<void> {
     const seen = new Set<string>();
     const failed = new Map<string, BackupFailureView>();
     await forEachBackupPage(this.store, { states: ["succeeded", "failed"] }, (page) => {

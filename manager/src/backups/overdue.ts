@@ -15,6 +15,7 @@
 import type { BackupPolicyView } from "../alerts/rules.js";
 import type { Logger } from "../log.js";
 import type { Committed, Store } from "../store/store.js";
+import { CommitFollower } from "../ledger/commit-follower.js";
 
 const EVENTS = new Set([
   "backup.succeeded",
@@ -28,32 +29,20 @@ const EVENTS = new Set([
   "server.reassigned",
 ]);
 
-export class BackupPolicies {
+export class BackupPolicies extends CommitFollower {
   /** serverId → its policy and newest success, for the servers whose policy sets alert_after_hours. */
   private readonly views = new Map<string, BackupPolicyView>();
-  /** Reads in flight per server, so two never race (the later one runs after). */
-  private readonly pending = new Map<string, Promise<void>>();
   /**
    * While a full read runs: the servers a per-server read updated meanwhile.
    * Their views are newer than what the full read saw, so it keeps them.
    */
   private refreshedDuringLoad: Set<string> | undefined;
-  private unsubscribe: (() => void) | undefined;
 
   constructor(
     private readonly store: Pick<Store, "backupPolicyFacts" | "onCommit">,
-    private readonly log: Logger,
-  ) {}
-
-  /** Reads the policies once and follows the ledger from then on. */
-  async start(): Promise<void> {
-    this.unsubscribe ??= this.store.onCommit((c) => this.heard(c));
-    await this.loadAll();
-  }
-
-  stop(): void {
-    this.unsubscribe?.();
-    this.unsubscribe = undefined;
+    log: Logger,
+  ) {
+    super(store, log, "the backup_overdue alert");
   }
 
   /** The servers whose policy sets alert_after_hours (overdue or not: the rule decides against its clock). */
@@ -61,11 +50,7 @@ export class BackupPolicies {
     return [...this.views.values()];
   }
 
-  private heard(c: Committed): void {
-    if (c.resync) {
-      void this.loadAll().catch((err: unknown) => this.log.warn({ err }, "could not read backup policies again after a resync; the backup_overdue alert may be stale until the next one"));
-      return;
-    }
+  protected heard(c: Committed): void {
     const servers = new Set<string>();
     for (const e of c.events) if (EVENTS.has(e.type) && e.serverId) servers.add(e.serverId);
     for (const id of servers) void this.refresh(id);
@@ -73,23 +58,15 @@ export class BackupPolicies {
 
   /** Reads `serverId`'s policy and newest success again (after any read already running for it). */
   refresh(serverId: string): Promise<void> {
-    const before = this.pending.get(serverId) ?? Promise.resolve();
-    const run = before
-      .then(async () => {
-        const [facts] = await this.store.backupPolicyFacts(serverId);
-        if (facts) this.views.set(serverId, facts);
-        else this.views.delete(serverId);
-        this.refreshedDuringLoad?.add(serverId);
-      })
-      .catch((err: unknown) => this.log.warn({ err, server: serverId }, "could not read a server's backup policy; the backup_overdue alert may be stale"))
-      .finally(() => {
-        if (this.pending.get(serverId) === run) this.pending.delete(serverId);
-      });
-    this.pending.set(serverId, run);
-    return run;
+    return this.perServer(serverId, async () => {
+      const [facts] = await this.store.backupPolicyFacts(serverId);
+      if (facts) this.views.set(serverId, facts);
+      else this.views.delete(serverId);
+      this.refreshedDuringLoad?.add(serverId);
+    });
   }
 
-  private async loadAll(): Promise<void> {
+  protected async loadAll(): Promise<void> {
     const refreshed = new Set<string>();
     this.refreshedDuringLoad = refreshed;
     try {

@@ -11,27 +11,19 @@ import type { TransferFailureView } from "../alerts/rules.js";
 import type { EventRecord } from "../domain/records.js";
 import type { Logger } from "../log.js";
 import type { Committed, Store } from "../store/store.js";
+import { CommitFollower } from "../ledger/commit-follower.js";
 
 const PAGE = 1000;
 const ENDS = new Set(["server.transfer_requested", "server.transfer_succeeded", "server.purged"]);
 
-export class TransferHealth {
+export class TransferHealth extends CommitFollower {
   private readonly failed = new Map<string, TransferFailureView>();
-  private unsubscribe: (() => void) | undefined;
 
   constructor(
     private readonly store: Pick<Store, "listNewestFirst" | "onCommit">,
-    private readonly log: Logger,
-  ) {}
-
-  async start(): Promise<void> {
-    this.unsubscribe ??= this.store.onCommit((c) => this.heard(c));
-    await this.loadAll();
-  }
-
-  stop(): void {
-    this.unsubscribe?.();
-    this.unsubscribe = undefined;
+    log: Logger,
+  ) {
+    super(store, log, "the transfer_failed alert");
   }
 
   /** The servers whose latest transfer failed. */
@@ -39,11 +31,7 @@ export class TransferHealth {
     return [...this.failed.values()];
   }
 
-  private heard(c: Committed): void {
-    if (c.resync) {
-      void this.loadAll().catch((err: unknown) => this.log.warn({ err }, "could not read transfer events again after a resync; the transfer alert may be stale until the next one"));
-      return;
-    }
+  protected heard(c: Committed): void {
     for (const e of c.events) this.note(e);
   }
 
@@ -55,7 +43,7 @@ export class TransferHealth {
   }
 
   /** The newest transfer event of every server, newest first: the first seen per server decides. */
-  private async loadAll(): Promise<void> {
+  protected async loadAll(): Promise<void> {
     const seen = new Set<string>();
     const failed = new Map<string, TransferFailureView>();
     let beforeId: number | undefined;
