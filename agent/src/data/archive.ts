@@ -35,10 +35,11 @@ import { createHash } from "node:crypto";
 import { constants, type Stats } from "node:fs";
 import { lchown, lstat, lutimes, mkdir, open, readdir, readlink, rm, symlink, chmod, chown, utimes, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { Transform, type Readable, type Writable } from "node:stream";
+import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import * as tar from "tar-stream";
+import { ZstdFormatError, ZstdFrameSplitter, createZstdCompress, decompressFrame, zstdReady } from "./zstd-stream.js";
 
 export type ArchiveErrorReason =
   /** The caller's AbortSignal fired; the caller deletes what was written. */
@@ -97,10 +98,25 @@ export interface ArchiveProgress {
   files: number;
 }
 
+/** How an archive's tar is compressed. */
+export type ArchiveCompression = "zstd" | "gzip";
+
+/**
+ * The compression of a new archive stored under `key`: zstd for
+ * "<server>/<backup>.tar.zst" (what the manager names backups since zstd),
+ * gzip for anything else (older backups' ".tar.gz" keys). Extraction never
+ * looks at the key: it reads the format from the archive's first bytes.
+ */
+export function compressionForKey(key: string): ArchiveCompression {
+  return key.endsWith(".tar.zst") ? "zstd" : "gzip";
+}
+
 export interface CreateArchiveOptions {
   /** Patterns of paths to leave out (compileIgnore). */
   ignore?: readonly string[];
-  /** gzip level 1-9 (default 1: see the module comment). */
+  /** Default zstd (see the module comment). */
+  compression?: ArchiveCompression;
+  /** The compressor's level: zstd 1-19, gzip 0-9 (default 1 for both: see the module comment). */
   level?: number;
   signal?: AbortSignal;
   /** Called at most every PROGRESS_EVERY_MS while file bytes are read, and once at the end. */
@@ -115,7 +131,7 @@ export interface ExtractArchiveOptions {
   bytesTotal?: number;
 }
 
-export const DEFAULT_GZIP_LEVEL = 1;
+export const DEFAULT_LEVEL = 1;
 const PROGRESS_EVERY_MS = 250;
 /** File bytes read per call (a fresh buffer each: the tar stream keeps what it is given). */
 const READ_CHUNK = 128 * 1024;
@@ -334,7 +350,10 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
   pack.on("error", () => {}); // reported by pipeline; a second destroy must not throw
   const onAbort = () => pack.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
-  const piped = pipeline(pack, createGzip({ level: opts.level ?? DEFAULT_GZIP_LEVEL }), measure, out);
+  const compression = opts.compression ?? "zstd";
+  if (compression === "zstd") await zstdReady();
+  const compressor = compression === "zstd" ? createZstdCompress(opts.level ?? DEFAULT_LEVEL) : createGzip({ level: opts.level ?? DEFAULT_LEVEL });
+  const piped = pipeline(pack, compressor, measure, out);
   piped.catch(() => {});
 
   /** Adds an entry; `fill` writes a file's bytes into its sink. */
@@ -634,7 +653,7 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
   const onAbort = () => ex.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await pipeline(input, createGunzip({ chunkSize: GUNZIP_CHUNK }), ex);
+    await pipeline(input, decompressAny, ex);
   } catch (err) {
     throw entryError ?? err;
   } finally {
@@ -673,6 +692,60 @@ async function ownAndMode(
     if (!isCode(err, "EPERM") || process.getuid?.() === 0) throw err;
   }
   if (chmodFn) await chmodFn((header.mode ?? 0) & modeMask);
+}
+
+/**
+ * The tar inside `source`, by the archive's first bytes: gzip (1f 8b), or
+ * zstd (a frame, 28 b5 2f fd, or a skippable frame, 5? 2a 4d 18) read frame
+ * by frame within zstd-stream.ts's bounds. Anything else, and a damaged or
+ * truncated zstd stream, is UnsafeArchive.
+ */
+async function* decompressAny(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const it = source[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  while (headBytes < 4) {
+    const r = await it.next();
+    if (r.done) break;
+    head.push(r.value);
+    headBytes += r.value.length;
+  }
+  const first = Buffer.concat(head, headBytes);
+  async function* all(): AsyncGenerator<Buffer> {
+    if (first.length > 0) yield first;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  if (first[0] === 0x1f && first[1] === 0x8b) {
+    const gunzip = createGunzip({ chunkSize: GUNZIP_CHUNK });
+    const src = Readable.from(all(), { objectMode: false });
+    src.on("error", (err) => gunzip.destroy(err));
+    src.pipe(gunzip);
+    try {
+      for await (const chunk of gunzip) yield chunk as Buffer;
+    } finally {
+      src.destroy();
+      gunzip.destroy();
+    }
+    return;
+  }
+  if (first.length < 4 || !(first.readUInt32LE(0) === 0xfd2fb528 || (first.readUInt32LE(0) & 0xfffffff0) >>> 0 === 0x184d2a50)) {
+    throw unsafe(`the archive is neither gzip nor zstd (it starts with ${first.subarray(0, 4).toString("hex") || "nothing"})`);
+  }
+  await zstdReady();
+  const frames = new ZstdFrameSplitter();
+  try {
+    for await (const chunk of all()) {
+      for (const frame of frames.push(chunk)) yield decompressFrame(frame);
+    }
+    frames.end();
+  } catch (err) {
+    if (err instanceof ZstdFormatError) throw unsafe(err.message);
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------------------
