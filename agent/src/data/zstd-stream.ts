@@ -41,7 +41,7 @@ export class ZstdFormatError extends Error {
 }
 
 let ready: Promise<void> | undefined;
-/** Loads the WebAssembly module, once per process. */
+/** Loads the WebAssembly module, once per process (a second init() of @bokuweb/zstd-wasm breaks it: compress answers zeros). */
 export function zstdReady(): Promise<void> {
   ready ??= init().catch((err: unknown) => {
     ready = undefined;
