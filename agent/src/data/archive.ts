@@ -2,22 +2,30 @@
  * A server's data directory as one backup archive: create, verify, extract.
  *
  * Format: a POSIX tar (ustar, with pax records where a name, link target,
- * size or owner does not fit ustar) compressed with gzip. gzip because it is
- * built into Node (node:zlib: no native addon to build on every host, Node 20
- * has no zstd) and any `tar xzf` reads it, so an operator can restore by hand
- * without berth.
+ * size or owner does not fit ustar) compressed with zstd level 1, as a
+ * sequence of independent frames of 4 MiB of tar each (zstd-stream.ts):
+ * `zstd -dc` and `tar --zstd -x` read it, so an operator can restore by hand
+ * without berth. Node 20's zlib has no zstd, so it is @bokuweb/zstd-wasm
+ * (libzstd built to WebAssembly: no native addon to build on every host).
+ * Archives made before zstd are gzip (level 1); createArchive still writes
+ * gzip when asked (the agent does for a key not ending in ".tar.zst"), and
+ * extraction tells the two apart by their first bytes.
  *
- * Level 1 by default. Measured on the 2-core dev machine (AMD EPYC, Node 20),
- * 100 MB of random bytes (what world regions, jars and images look like to
- * gzip) plus 107 MB of real text (.js/.ts/.json/.md), two runs each:
+ * Why zstd: gzip level 1 was what bounded a backup. bench/data-bench.ts on
+ * a 268 MB tree (half random, half text; 2-core dev machine, load 3.6):
  *
- *   level 1: 207 MB -> 124.2 MB (60.1%) in 3.8-4.1 s (50-55 MB/s)
- *   level 6: 207 MB -> 119.4 MB (57.8%) in 5.2-7.3 s (28-40 MB/s)
+ *   pack     zstd 1: 61 MB/s, 53.8% of the bytes;  gzip 1: 32 MB/s, 68.7%
+ *   restore  (verify + extract) zstd: 72 MB/s;      gzip: 96 MB/s
  *
- * Text alone: level 1 22.6% at ~95 MB/s, level 6 18.2% at 29-42 MB/s; random
- * bytes alone ~40 MB/s at either level. Level 6 saves 4% of the bytes for
- * 1.4-1.8x the time (2.5-3x on text), and a backup holds a host core as long
- * as it runs.
+ * (`tar | zstd -1`: 118 MB/s. zstd runs on the main thread, where deflate had
+ * a libuv thread of its own, so berth does not reach the CLI's pace. The
+ * restore figures are one run each and noisy: a repeated 192 MiB
+ * extraction alone took 1.3-1.7 s with zstd against 1.7-2.3 s with gzip.)
+ *
+ * Level 1 by default for either. For gzip it was measured against level 6
+ * over 100 MB of random bytes plus 107 MB of text: level 1 stored 60.1% in
+ * 3.8-4.1 s (50-55 MB/s), level 6 57.8% in 5.2-7.3 s (28-40 MB/s); a
+ * backup holds a host core as long as it runs.
  *
  * Layout: the first entry is "./", the archived directory itself (its mode,
  * owner and mtime: extraction gives them to `dest`), then every entry by its
@@ -298,7 +306,7 @@ function headerFor(name: string, st: Stats, type: "file" | "directory" | "symlin
 }
 
 /**
- * Archives the directory `dir` into `out` as gzip-compressed tar (see the
+ * Archives the directory `dir` into `out` as a zstd- (or gzip-) compressed tar (see the
  * module comment for the layout), ending `out`. Answers the hash and size of
  * what was written. Rejects with ArchiveError "Aborted" when `signal` fires
  * (promptly: between chunks of a file), or with whatever reading `dir` or
@@ -528,13 +536,15 @@ export function safeEntryPath(name: string): string {
 }
 
 /**
- * Extracts a gzip-compressed tar from `input` into `dest`, which must not
+ * Extracts a zstd- or gzip-compressed tar (told apart by its first bytes) from `input` into `dest`, which must not
  * exist (DestinationExists: a restore never merges into data) and is
  * created with the mode, owner and mtime of the archive's "./" entry.
  * Restores modes (without setuid/setgid on files), owners (chown; EPERM is
  * ignored when not running as root) and mtimes, symlinks included.
  *
- * Safe against a hostile archive: absolute names, `..` components, NUL, an
+ * Safe against a hostile archive: a compressed stream that is neither
+ * format, damaged, truncated, or holds a zstd frame beyond zstd-stream.ts's
+ * bounds (64 MiB of content per frame), absolute names, `..` components, NUL, an
  * entry below a symlink or a file entry, a name given twice, hard links,
  * devices, FIFOs and unknown entry types are UnsafeArchive. Nothing is
  * written outside `dest`: symlinks are created last, after every file and
