@@ -219,19 +219,21 @@ export class ZstdFrameSplitter {
   private take(n: number): Buffer {
     const parts: Buffer[] = [];
     let got = 0;
+    let whole = 0; // chunks taken entirely: removed at once (shift per chunk is quadratic with many small chunks)
     while (got < n) {
-      const c = this.chunks[0]!;
+      const c = this.chunks[whole]!;
       const want = n - got;
       if (c.length <= want) {
         parts.push(c);
-        this.chunks.shift();
+        whole++;
         got += c.length;
       } else {
         parts.push(c.subarray(0, want));
-        this.chunks[0] = c.subarray(want);
+        this.chunks[whole] = c.subarray(want);
         got += want;
       }
     }
+    this.chunks.splice(0, whole);
     this.held -= n;
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
   }
