@@ -316,6 +316,8 @@ function headerFor(name: string, st: Stats, type: "file" | "directory" | "symlin
 export async function createArchive(dir: string, out: Writable, opts: CreateArchiveOptions = {}): Promise<ArchiveStats> {
   const { signal } = opts;
   throwIfAborted(signal);
+  const compression = opts.compression ?? "zstd";
+  if (compression === "zstd") await zstdReady();
   let rootSt: Stats;
   try {
     rootSt = await lstat(dir);
@@ -358,8 +360,6 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
   pack.on("error", () => {}); // reported by pipeline; a second destroy must not throw
   const onAbort = () => pack.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
-  const compression = opts.compression ?? "zstd";
-  if (compression === "zstd") await zstdReady();
   const compressor = compression === "zstd" ? createZstdCompress(opts.level ?? DEFAULT_LEVEL) : createGzip({ level: opts.level ?? DEFAULT_LEVEL });
   const piped = pipeline(pack, compressor, measure, out);
   piped.catch(() => {});
@@ -542,9 +542,9 @@ export function safeEntryPath(name: string): string {
  * Restores modes (without setuid/setgid on files), owners (chown; EPERM is
  * ignored when not running as root) and mtimes, symlinks included.
  *
- * Safe against a hostile archive: a compressed stream that is neither
- * format, damaged, truncated, or holds a zstd frame beyond zstd-stream.ts's
- * bounds (64 MiB of content per frame), absolute names, `..` components, NUL, an
+ * Safe against a hostile archive: a stream that is neither gzip nor zstd, a
+ * zstd stream that is damaged, truncated or holds a frame beyond
+ * zstd-stream.ts's bounds (64 MiB of content per frame), absolute names, `..` components, NUL, an
  * entry below a symlink or a file entry, a name given twice, hard links,
  * devices, FIFOs and unknown entry types are UnsafeArchive. Nothing is
  * written outside `dest`: symlinks are created last, after every file and
