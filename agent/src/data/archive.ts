@@ -11,16 +11,17 @@
  * gzip when asked (the agent does for a key not ending in ".tar.zst"), and
  * extraction tells the two apart by their first bytes.
  *
- * Why zstd: gzip level 1 was what bounded a backup. bench/data-bench.ts on
- * a 268 MB tree (half random, half text; 2-core dev machine, load 3.6):
+ * Why zstd: gzip level 1 was what bounded a backup. bench/data-bench.ts's
+ * 1,074 MB tree (half random, half text; 2-core dev machine, load 3.6;
+ * docs/benchmarks.md "After zstd"):
  *
- *   pack     zstd 1: 61 MB/s, 53.8% of the bytes;  gzip 1: 32 MB/s, 68.7%
- *   restore  (verify + extract) zstd: 72 MB/s;      gzip: 96 MB/s
+ *   pack      zstd 1: 94-120 MB/s, 54% of the bytes;  gzip 1: 41 MB/s, 69%
+ *   restore   (verify + extract) zstd: 89 MB/s;         gzip: 102 MB/s
+ *   transfer  (pack + verify + extract) zstd: 51 MB/s;  gzip: 19 MB/s
  *
- * (`tar | zstd -1`: 118 MB/s. zstd runs on the main thread, where deflate had
- * a libuv thread of its own, so berth does not reach the CLI's pace. The
- * restore figures are one run each and noisy: a repeated 192 MiB
- * extraction alone took 1.3-1.7 s with zstd against 1.7-2.3 s with gzip.)
+ * (`tar | zstd -1` packs at 243 MB/s: the WebAssembly codec runs on the main
+ * thread, beside the tar and the hashing, where zlib had a thread of its
+ * own; that is also why a restore is a little slower than from gzip.)
  *
  * Level 1 by default for either. For gzip it was measured against level 6
  * over 100 MB of random bytes plus 107 MB of text: level 1 stored 60.1% in
