@@ -17,7 +17,7 @@
  *
  *   pack      zstd 1: 94-120 MB/s, 54% of the bytes;  gzip 1: 41 MB/s, 69%
  *   restore   (verify + extract) zstd: 89 MB/s;         gzip: 102 MB/s
- *   transfer  (pack + verify + extract) zstd: 51 MB/s;  gzip: 19 MB/s
+ *   transfer  (pack + verify + extract) zstd: 51 MB/s;  gzip: 19 MB/s (an earlier, busier run)
  *
  * (`tar | zstd -1` packs at 243 MB/s: the WebAssembly codec runs on the main
  * thread, beside the tar and the hashing, where zlib had a thread of its
