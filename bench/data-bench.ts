@@ -3,12 +3,13 @@
  * as the backup job runs it into a directory target) against the raw
  * pipelines an operator would use on the same machine:
  *
- *   pack      createArchive → BackupDirs.writeAtomic   vs  tar -cf - . | gzip -1 (| zstd -1) > file
- *   restore   verifyArchive + extractArchive            vs  gzip -dc (zstd -dc) file | tar -x
+ *   pack      createArchive → BackupDirs.writeAtomic   vs  tar -cf - . | zstd -1 (| gzip -1) > file
+ *             (zstd, what a backup uses; and gzip, what it used before)
+ *   restore   verifyArchive + extractArchive            vs  zstd -dc (gzip -dc) file | tar -x
  *   transfer  pack into a shared directory + restore    vs  cp -a, tar -cf - . | tar -x,
  *             on the other side (TransferServer moves     tar | zstd -1 > file; zstd -dc file | tar -x
  *             data through a target both hosts reach),
- *             at gzip level 1 and at level 0 (stored)
+ *             with zstd level 1, and gzip level 0 (stored)
  *
  * Every figure is MB/s of the tree's file bytes (1 MB = 10^6 bytes), so a
  * faster pipeline is a bigger number whatever it writes; ratios are berth's
@@ -172,22 +173,33 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
       log(`${key}: ${s.toFixed(2)} s (${(tree.bytes / 1e6 / s).toFixed(0)} MB/s)`);
     };
     let stats: ArchiveStats | undefined;
-    const berthArchive = join(shared, "bk.tar.gz");
+    const berthArchive = join(shared, "bk.tar.zst");
+    const berthGzip = join(shared, "bk.tar.gz");
+    let gzipStats: ArchiveStats | undefined;
     const dest = join(root, "dest");
     const fresh = async () => rm(dest, { recursive: true, force: true });
     const berthPack = async () => {
-      stats = await dirs.writeAtomic(shared, "bk.tar.gz", (out) => createArchive(src, out));
+      stats = await dirs.writeAtomic(shared, "bk.tar.zst", (out) => createArchive(src, out, { compression: "zstd" }));
     };
-    const berthRestore = async () => {
-      await verifyArchive(berthArchive, stats!.sha256);
-      await extractArchive(createReadStream(berthArchive, { highWaterMark: ARCHIVE_READ_CHUNK }), dest);
+    const berthRestore = async (file = berthArchive, sha256 = stats!.sha256) => {
+      await verifyArchive(file, sha256);
+      await extractArchive(createReadStream(file, { highWaterMark: ARCHIVE_READ_CHUNK }), dest);
     };
     const q = JSON.stringify;
 
     for (let round = 0; round < opts.rounds; round++) {
       // pack
-      add("pack", "berth createArchive (gzip 1)", await timed(berthPack), { against: ["pack tar | gzip -1", "pack tar | zstd -1"] });
-      rows.get("pack berth createArchive (gzip 1)")!.archiveBytes = stats!.archiveBytes;
+      add("pack", "berth createArchive (zstd 1)", await timed(berthPack), { against: ["pack tar | zstd -1", "pack tar | gzip -1"] });
+      rows.get("pack berth createArchive (zstd 1)")!.archiveBytes = stats!.archiveBytes;
+      add(
+        "pack",
+        "berth createArchive (gzip 1, before zstd)",
+        await timed(async () => {
+          gzipStats = await dirs.writeAtomic(shared, "bk.tar.gz", (out) => createArchive(src, out, { compression: "gzip" }));
+        }),
+        { against: ["pack tar | gzip -1"] },
+      );
+      rows.get("pack berth createArchive (gzip 1, before zstd)")!.archiveBytes = gzipStats!.archiveBytes;
       const gz = join(shared, "raw.tar.gz");
       add("pack", "tar | gzip -1", await timed(() => sh(`tar -C ${q(src)} -cf - . | gzip -1 > ${q(gz)}; sync ${q(gz)}`)));
       const zst = join(shared, "raw.tar.zst");
@@ -199,11 +211,15 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
 
       // restore
       await fresh();
-      add("restore", "berth verify + extract", await timed(berthRestore), { against: ["restore gzip -dc | tar -x", "restore zstd -dc | tar -x"] });
+      add("restore", "berth verify + extract (zstd)", await timed(() => berthRestore()), { against: ["restore zstd -dc | tar -x", "restore gzip -dc | tar -x"] });
       const got = await treeSize(dest);
       if (got.files !== tree.files || got.bytes !== tree.bytes) throw new Error(`berth's restore brought back ${got.files} files, ${got.bytes} bytes of ${tree.files}, ${tree.bytes}`);
       await fresh();
-      add("restore", "berth extract only", await timed(() => extractArchive(createReadStream(berthArchive, { highWaterMark: ARCHIVE_READ_CHUNK }), dest)));
+      add("restore", "berth extract only (zstd)", await timed(() => extractArchive(createReadStream(berthArchive, { highWaterMark: ARCHIVE_READ_CHUNK }), dest)));
+      await fresh();
+      add("restore", "berth verify + extract (gzip, before zstd)", await timed(() => berthRestore(berthGzip, gzipStats!.sha256)), { against: ["restore gzip -dc | tar -x"] });
+      await fresh();
+      await rm(berthGzip, { force: true });
       await fresh();
       add("restore", "gzip -dc | tar -x", await timed(() => sh(`mkdir ${q(dest)} && gzip -dc ${q(gz)} | tar -C ${q(dest)} -xf -`)));
       await fresh();
@@ -214,7 +230,7 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
       await rm(berthArchive, { force: true });
       add(
         "transfer",
-        "berth pack + verify + extract",
+        "berth pack + verify + extract (zstd 1)",
         await timed(async () => {
           await berthPack();
           await berthRestore();
@@ -228,8 +244,8 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
         "transfer",
         "berth gzip level 0 pack + verify + extract",
         await timed(async () => {
-          stats = await dirs.writeAtomic(shared, "bk.tar.gz", (out) => createArchive(src, out, { level: 0 }));
-          await berthRestore();
+          gzipStats = await dirs.writeAtomic(shared, "bk.tar.gz", (out) => createArchive(src, out, { compression: "gzip", level: 0 }));
+          await berthRestore(berthGzip, gzipStats.sha256);
         }),
         { against: ["transfer cp -a", "transfer tar | tar"] },
       );
@@ -247,11 +263,12 @@ export async function runDataBench(report: Report, opts: DataBenchOptions): Prom
         await fresh();
       }
       await rm(berthArchive, { force: true });
+      await rm(berthGzip, { force: true });
     }
 
     const mbps = (r: Row) => tree.bytes / 1e6 / median(r.seconds);
     const berthRows = [...rows.values()].filter((r) => r.against);
-    // One ratio column per berth row of an operation (transfer has two: gzip 1 and level 0).
+    // One ratio column per berth row of an operation (zstd, then gzip).
     const lines: string[][] = [["op", "how", "s (median)", "MB/s", "archive % of raw", "berth ÷ this (per berth row of the op, in order)"]];
     for (const r of rows.values()) {
       const ratios: string[] = [];

@@ -20,7 +20,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { BackupPolicySchema, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { create } from "@bufbuild/protobuf";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
+import { TEST_IMAGE, ensureBinary } from "./harness/docker-engine.js";
 import { S3Target } from "../agent/src/data/s3-target.js";
 import { S3RVER_KEY, TestS3Server } from "../agent/testing/s3-server.js";
 import { runAgent, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
@@ -68,6 +68,7 @@ describe("backups of data directories", () => {
   const uid = Date.now().toString(36);
 
   beforeAll(async () => {
+    await ensureBinary("zstd", "zstd"); // tar --zstd reads the archives as an operator would
     dir = await tempDir("data-backups");
     backupDir = join(dir, "backups");
     manager = await startManager({ dir, args: ["--backup-retention-interval", "1", "--alert-interval", "1"] });
@@ -144,12 +145,14 @@ describe("backups of data directories", () => {
     const done = await finished(backup!.id);
     expect(done.state, `${done.reason}: ${done.message}`).toBe(BackupState.SUCCEEDED);
     expect(Number(done.files)).toBeGreaterThanOrEqual(3);
-    // The archive is in the directory, with the recorded checksum and size, readable by tar.
+    // The archive is in the directory, zstd-compressed, with the recorded checksum and size, readable by tar.
+    expect(done.key).toBe(`${s.id}/${done.id}.tar.zst`);
+    expect(done.compression).toBe("zstd");
     const file = join(backupDir, done.key);
     const bytes = readFileSync(file);
     expect(createHash("sha256").update(bytes).digest("hex")).toBe(done.sha256);
     expect(BigInt(bytes.length)).toBe(done.archiveBytes);
-    const { stdout: listing } = await promisify(execFile)("tar", ["tzf", file]);
+    const { stdout: listing } = await promisify(execFile)("tar", ["--zstd", "-tf", file]);
     expect(listing).toContain("world/region/r.0.0.mca");
     expect(listing).not.toContain("cache.tmp");
     // The server was stopped for the copy and runs again; its desired state never changed.
@@ -199,7 +202,7 @@ describe("backups of data directories", () => {
     writeFileSync(join(s.data, "noise.log"), "left out by the policy");
     const make = async () => finished((await backups.createBackup({ server: s.id, target: `local-${uid}`, live: true })).backup!.id);
     const first = await make();
-    const { stdout: listing } = await promisify(execFile)("tar", ["tzf", join(backupDir, first.key)]);
+    const { stdout: listing } = await promisify(execFile)("tar", ["--zstd", "-tf", join(backupDir, first.key)]);
     expect(listing).toContain("x");
     expect(listing).not.toContain("noise.log");
     const second = await make();

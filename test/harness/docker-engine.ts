@@ -572,8 +572,8 @@ function findBinary(name: string, extraDirs: string[] = []): string | undefined 
   return undefined;
 }
 
-/** Path of `name`, apt-installing `pkg` first if it is missing (root only). */
-async function ensureBinary(name: string, pkg: string): Promise<string> {
+/** Path of `name`, apt-installing `pkg` first if it is missing (root only): e.g. zstd for the archive tests. */
+export async function ensureBinary(name: string, pkg: string): Promise<string> {
   const found = findBinary(name);
   if (found) return found;
   await aptInstall([pkg]);

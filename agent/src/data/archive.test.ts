@@ -8,10 +8,17 @@ import { Readable, Writable } from "node:stream";
 import { promisify } from "node:util";
 import { createGzip } from "node:zlib";
 import * as tar from "tar-stream";
-import { afterEach, describe, expect, it } from "vitest";
-import { compileIgnore, createArchive, extractArchive, verifyArchive, type ArchiveProgress, type CreateArchiveOptions } from "./archive.js";
+import { compress } from "@bokuweb/zstd-wasm";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ensureBinary } from "../../../test/harness/docker-engine.js";
+import { compileIgnore, compressionForKey, createArchive, extractArchive, verifyArchive, type ArchiveCompression, type ArchiveProgress, type CreateArchiveOptions } from "./archive.js";
+import { FRAME_INPUT_BYTES, MAX_FRAME_CONTENT, ZstdFormatError, ZstdFrameSplitter, createZstdCompress, decompressFrame, zstdReady } from "./zstd-stream.js";
 
 const isRoot = process.getuid?.() === 0;
+// GNU tar's --zstd runs the zstd CLI: an operator restoring by hand needs nothing but these two.
+beforeAll(async () => {
+  await ensureBinary("zstd", "zstd");
+}, 300_000);
 const run = promisify(execFile);
 const dirs: string[] = [];
 afterEach(async () => {
@@ -97,7 +104,7 @@ describe("createArchive / verifyArchive / extractArchive round trip", () => {
     const base = await scratch();
     const src = await sampleTree(base);
     const before = await listing(src);
-    const file = join(base, "bk.tar.gz");
+    const file = join(base, "bk.tar.zst");
     const progress: ArchiveProgress[] = [];
 
     const stats = await archiveTo(src, file, { onProgress: (p) => progress.push(p) });
@@ -113,13 +120,14 @@ describe("createArchive / verifyArchive / extractArchive round trip", () => {
     expect(await extractArchive(createReadStream(file), dest)).toEqual({ files: stats.files, rawBytes: stats.rawBytes });
     expect(await listing(dest)).toEqual(before);
 
-    const { stdout } = await run("tar", ["tzf", file]);
+    expect((await readFile(file)).subarray(0, 4).toString("hex")).toBe("28b52ffd");
+    const { stdout } = await run("tar", ["--zstd", "-tf", file]);
     expect(stdout.split("\n").filter(Boolean).sort()).toEqual(
       before.map((r) => (r.path === "." ? "./" : r.type === "dir" ? `${r.path}/` : r.path)).sort(),
     );
     const byTar = join(base, "by-tar");
     await mkdir(byTar);
-    await run("tar", ["-xzpf", file, "-C", byTar]);
+    await run("tar", ["--zstd", "-xpf", file, "-C", byTar]);
     expect(await listing(byTar)).toEqual(before);
   });
 
@@ -142,7 +150,7 @@ describe("createArchive / verifyArchive / extractArchive round trip", () => {
 
     const stats = await archiveTo(src, file);
     expect(stats.setidCleared).toBe(1);
-    const { stdout } = await run("tar", ["tvzf", file]);
+    const { stdout } = await run("tar", ["--zstd", "-tvf", file]);
     expect(stdout).toMatch(/^-rwxr-xr-x .* sh$/m);
     const dest = join(base, "restored");
     await extractArchive(createReadStream(file), dest);
@@ -187,7 +195,7 @@ describe("createArchive / verifyArchive / extractArchive round trip", () => {
     await extractArchive(createReadStream(file), dest);
     const restored = await readFile(join(dest, "live.db"));
     expect(restored.length).toBe(size);
-    await run("tar", ["tzf", file]);
+    await run("tar", ["--zstd", "-tf", file]);
   });
 });
 
@@ -311,29 +319,38 @@ describe("extractArchive refuses what it must not do", () => {
     expect(await readFile(join(dest, "precious"), "utf8")).toBe("keep me");
   });
 
-  it("removes the partial destination when the archive is cut short", async () => {
+  it.each<[ArchiveCompression, number]>([
+    ["gzip", 1000],
+    ["zstd", 1000],
+    ["zstd", 3], // inside the last block's header
+    ["zstd", 1], // the last byte of the last frame
+  ])("removes the partial destination when a %s archive is cut short (%i bytes missing)", async (compression, cut) => {
     const base = await scratch();
     const src = await sampleTree(base);
-    const file = join(base, "bk.tar.gz");
-    await archiveTo(src, file);
+    const file = join(base, "bk");
+    await archiveTo(src, file, { compression });
     const bytes = await readFile(file);
     const dest = join(base, "restored");
-    await expect(extractArchive(Readable.from([bytes.subarray(0, bytes.length - 1000)]), dest)).rejects.toThrow();
+    const err = await extractArchive(Readable.from([bytes.subarray(0, bytes.length - cut)]), dest).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    if (compression === "zstd") expect(err).toMatchObject({ reason: "UnsafeArchive", message: expect.stringMatching(/truncated|damaged/) });
     await expect(lstat(dest)).rejects.toMatchObject({ code: "ENOENT" });
   });
 
-  /** A gzip-compressed tar of these entries, built by hand. */
-  async function hostile(entries: Array<{ header: tar.Headers; body?: string }>): Promise<Buffer> {
+  /** A tar of these entries, built by hand, compressed with gzip or zstd. */
+  async function hostile(entries: Array<{ header: tar.Headers; body?: string }>, compression: ArchiveCompression): Promise<Buffer> {
+    await zstdReady();
     const pack = tar.pack();
     for (const e of entries) pack.entry(e.header, e.body ?? "");
     pack.finalize();
     const chunks: Buffer[] = [];
-    for await (const c of pack.pipe(createGzip())) chunks.push(c as Buffer);
+    for await (const c of pack.pipe(compression === "gzip" ? createGzip() : createZstdCompress(1))) chunks.push(c as Buffer);
     return Buffer.concat(chunks);
   }
 
   const ok = { header: { name: "ok.txt", type: "file" as const }, body: "fine" };
-  it.each<[string, (outside: string) => Array<{ header: tar.Headers; body?: string }>]>([
+  type Entries = (outside: string) => Array<{ header: tar.Headers; body?: string }>;
+  const cases: Array<[string, Entries]> = [
     ["a ../ name", () => [ok, { header: { name: "../x", type: "file" }, body: "escaped" }]],
     ["a .. hidden in the middle", () => [ok, { header: { name: "a/../../x", type: "file" }, body: "escaped" }]],
     ["an absolute name", (outside) => [ok, { header: { name: join(outside, "x"), type: "file" }, body: "escaped" }]],
@@ -349,18 +366,136 @@ describe("extractArchive refuses what it must not do", () => {
     ["a character device", () => [ok, { header: { name: "null", type: "character-device", devmajor: 1, devminor: 3 } }]],
     ["a FIFO", () => [ok, { header: { name: "pipe", type: "fifo" } }]],
     ["a name given twice", () => [ok, { header: { name: "ok.txt", type: "file" }, body: "replaced" }]],
-  ])("refuses %s (UnsafeArchive), removes dest, writes nothing outside", async (_what, entries) => {
+  ];
+  it.each(cases.flatMap(([what, entries]) => (["gzip", "zstd"] as const).map((c): [string, Entries, ArchiveCompression] => [`${what} (${c})`, entries, c])))("refuses %s (UnsafeArchive), removes dest, writes nothing outside", async (_what, entries, compression) => {
     const base = await scratch();
     const outside = join(base, "outside");
     await mkdir(outside);
     await writeFile(join(outside, "precious"), "keep me");
     const dest = join(base, "sub", "dest");
     await mkdir(join(base, "sub"));
-    const before = await listing(base);
+    // dest's parent gets a new mtime from making and removing dest: the rest must not change.
+    const outsideDest = async () => (await listing(base)).map((r) => (r.path === "sub" ? { ...r, mtime: 0 } : r));
+    const before = await outsideDest();
 
-    await expect(extractArchive(Readable.from([await hostile(entries(outside))]), dest)).rejects.toMatchObject({ reason: "UnsafeArchive" });
+    await expect(extractArchive(Readable.from([await hostile(entries(outside), compression)]), dest)).rejects.toMatchObject({ reason: "UnsafeArchive" });
 
     await expect(lstat(dest)).rejects.toMatchObject({ code: "ENOENT" });
-    expect(await listing(base)).toEqual(before);
+    expect(await outsideDest()).toEqual(before);
+  });
+});
+
+describe("compression: zstd for new archives, gzip still read", () => {
+  /** `data` cut into pieces of `size` bytes. */
+  const pieces = (data: Buffer, size: number) => Array.from({ length: Math.ceil(data.length / size) }, (_, i) => data.subarray(i * size, (i + 1) * size));
+  const frameCount = (data: Buffer) => new ZstdFrameSplitter().push(data).length;
+
+  it("chooses zstd for a .tar.zst key and gzip for any other (backups made before zstd)", () => {
+    expect(compressionForKey("srv_a/bk_1.tar.zst")).toBe("zstd");
+    expect(compressionForKey("srv_a/bk_1.tar.gz")).toBe("gzip");
+    expect(compressionForKey("srv_a/bk_1")).toBe("gzip");
+  });
+
+  it("still extracts a gzip archive (what every backup before zstd is), detected by its first bytes", async () => {
+    const base = await scratch();
+    const src = await sampleTree(base);
+    const before = await listing(src);
+    const file = join(base, "old.tar.gz");
+    await archiveTo(src, file, { compression: "gzip" });
+    expect((await readFile(file)).subarray(0, 2).toString("hex")).toBe("1f8b");
+    await run("tar", ["tzf", file]);
+    const dest = join(base, "restored");
+    await extractArchive(createReadStream(file), dest);
+    expect(await listing(dest)).toEqual(before);
+  });
+
+  it("writes one frame per FRAME_INPUT_BYTES of tar, which the zstd CLI reads as one stream; extraction reads it however it is chunked", { timeout: 60_000 }, async () => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(join(src, "logs"), { recursive: true });
+    // ~2.5 frames of text: compresses to little, so the archive can be fed one byte at a time.
+    let text = "";
+    for (let i = 0; text.length < 2.5 * FRAME_INPUT_BYTES; i++) text += `a line of the server log, level=info region=${i % 97}\n`;
+    await writeFile(join(src, "logs", "latest.log"), text);
+    await writeFile(join(src, "small.txt"), "small\n");
+    const before = await listing(src);
+    const file = join(base, "bk.tar.zst");
+    await archiveTo(src, file);
+    const bytes = await readFile(file);
+    expect(frameCount(bytes)).toBe(3);
+    const { stdout } = await run("sh", ["-c", `zstd -dc "${file}" | tar -tf -`]);
+    expect(stdout.split("\n").filter(Boolean).sort()).toEqual(["./", "logs/", "logs/latest.log", "small.txt"]);
+
+    for (const size of [1, 7, 4093, 65_537]) {
+      const dest = join(base, `restored-${size}`);
+      await extractArchive(Readable.from(pieces(bytes, size)), dest);
+      expect(await listing(dest)).toEqual(before);
+    }
+  });
+
+  /** Frames of each block type (raw, RLE, compressed), a skippable frame, and the zstd CLI's frame (with a checksum). */
+  async function mixedStream(base: string): Promise<{ stream: Buffer; plain: Buffer; ends: Set<number> }> {
+    await zstdReady(); // once per process: a second init() leaves the module writing zeros
+    const random = randomBytes(300);
+    const zeros = Buffer.alloc(2000);
+    const words = Buffer.from("the world saves its regions every five minutes; ".repeat(30));
+    const viaCli = Buffer.from("made by the zstd command line tool\n".repeat(20));
+    await writeFile(join(base, "cli.txt"), viaCli);
+    const cli = (await run("zstd", ["-q", "-c", "--check", join(base, "cli.txt")], { encoding: "buffer" })).stdout;
+    const skippable = Buffer.concat([Buffer.from([0x53, 0x2a, 0x4d, 0x18, 5, 0, 0, 0]), Buffer.from("hello")]);
+    const z = (b: Buffer) => Buffer.from(compress(b, 1));
+    const frames = [z(random), skippable, z(zeros), z(words), cli, skippable];
+    let at = 0;
+    return { stream: Buffer.concat(frames), plain: Buffer.concat([random, zeros, words, viaCli]), ends: new Set(frames.map((f) => (at += f.length))) };
+  }
+
+  it("splits frames correctly wherever the stream is cut: every two-piece split and one byte at a time", async () => {
+    const { stream, plain, ends } = await mixedStream(await scratch());
+    const read = (chunks: Buffer[]) => {
+      const s = new ZstdFrameSplitter();
+      const out = chunks.flatMap((c) => s.push(c)).map(decompressFrame);
+      s.end();
+      return Buffer.concat(out);
+    };
+    expect(read([stream]).equals(plain)).toBe(true);
+    expect(read(pieces(stream, 1)).equals(plain)).toBe(true);
+    for (let k = 0; k <= stream.length; k++) {
+      if (!read([stream.subarray(0, k), stream.subarray(k)]).equals(plain)) throw new Error(`wrong output when split at ${k} of ${stream.length}`);
+    }
+    // Cut anywhere but between frames, the stream is truncated: end() refuses.
+    for (let k = 1; k < stream.length; k++) {
+      const s = new ZstdFrameSplitter();
+      s.push(stream.subarray(0, k));
+      if (ends.has(k)) s.end();
+      else expect(() => s.end(), `cut at ${k}`).toThrow(ZstdFormatError);
+    }
+  });
+
+  it.each<[string, () => Buffer]>([
+    ["bytes that are neither gzip nor zstd", () => Buffer.from("PK\x03\x04 a zip file, not a backup")],
+    ["garbage after the zstd magic", () => Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), randomBytes(4096)])],
+    ["a frame with the reserved header bit", () => Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x08, 0x00, 0x01, 0x00, 0x00])],
+    ["a reserved block type", () => Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x05, 0x07, 0x00, 0x00, 1, 2, 3])],
+    ["a valid frame, then garbage", () => Buffer.concat([Buffer.from(compress(Buffer.from("x".repeat(1000)), 1)), Buffer.from("garbage!")])],
+    [
+      "a frame declaring 1 TiB of content",
+      // Frame_Content_Size_flag 3 (8 bytes), a window descriptor, 2^40, then one last raw block of 1 byte.
+      () => Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xc0, 0x00]), Buffer.from([0, 0, 0, 0, 0, 1, 0, 0]), Buffer.from([0x09, 0x00, 0x00, 0x41])]),
+    ],
+    [
+      "a frame without a declared size whose RLE blocks expand past MAX_FRAME_CONTENT",
+      // No content size, a window descriptor, then 128 KiB RLE blocks (4 bytes each) never marked last.
+      () => {
+        const header = ((128 * 1024) << 3) | (1 << 1); // Block_Size 128 KiB, Block_Type 1 (RLE), not Last_Block
+        const block = Buffer.from([header & 0xff, (header >> 8) & 0xff, header >> 16, 0x41]);
+        return Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00]), ...Array.from({ length: MAX_FRAME_CONTENT / (128 * 1024) + 2 }, () => block)]);
+      },
+    ],
+  ])("refuses %s (UnsafeArchive) and removes dest", async (_what, make) => {
+    await zstdReady();
+    const base = await scratch();
+    const dest = join(base, "dest");
+    await expect(extractArchive(Readable.from(pieces(make(), 1000)), dest)).rejects.toMatchObject({ reason: "UnsafeArchive" });
+    await expect(lstat(dest)).rejects.toMatchObject({ code: "ENOENT" });
   });
 });

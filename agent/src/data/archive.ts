@@ -2,22 +2,31 @@
  * A server's data directory as one backup archive: create, verify, extract.
  *
  * Format: a POSIX tar (ustar, with pax records where a name, link target,
- * size or owner does not fit ustar) compressed with gzip. gzip because it is
- * built into Node (node:zlib: no native addon to build on every host, Node 20
- * has no zstd) and any `tar xzf` reads it, so an operator can restore by hand
- * without berth.
+ * size or owner does not fit ustar) compressed with zstd level 1, as a
+ * sequence of independent frames of 4 MiB of tar each (zstd-stream.ts):
+ * `zstd -dc` and `tar --zstd -x` read it, so an operator can restore by hand
+ * without berth. Node 20's zlib has no zstd, so it is @bokuweb/zstd-wasm
+ * (libzstd built to WebAssembly: no native addon to build on every host).
+ * Archives made before zstd are gzip (level 1); createArchive still writes
+ * gzip when asked (the agent does for a key not ending in ".tar.zst"), and
+ * extraction tells the two apart by their first bytes.
  *
- * Level 1 by default. Measured on the 2-core dev machine (AMD EPYC, Node 20),
- * 100 MB of random bytes (what world regions, jars and images look like to
- * gzip) plus 107 MB of real text (.js/.ts/.json/.md), two runs each:
+ * Why zstd: gzip level 1 was what bounded a backup. bench/data-bench.ts's
+ * 1,074 MB tree (half random, half text; 2-core dev machine, load 3.6;
+ * docs/benchmarks.md "After zstd"):
  *
- *   level 1: 207 MB -> 124.2 MB (60.1%) in 3.8-4.1 s (50-55 MB/s)
- *   level 6: 207 MB -> 119.4 MB (57.8%) in 5.2-7.3 s (28-40 MB/s)
+ *   pack      zstd 1: 94-120 MB/s, 54% of the bytes;  gzip 1: 41 MB/s, 69%
+ *   restore   (verify + extract) zstd: 89 MB/s;         gzip: 102 MB/s
+ *   transfer  (pack + verify + extract) zstd: 51 MB/s;  gzip: 19 MB/s (an earlier, busier run)
  *
- * Text alone: level 1 22.6% at ~95 MB/s, level 6 18.2% at 29-42 MB/s; random
- * bytes alone ~40 MB/s at either level. Level 6 saves 4% of the bytes for
- * 1.4-1.8x the time (2.5-3x on text), and a backup holds a host core as long
- * as it runs.
+ * (`tar | zstd -1` packs at 243 MB/s: the WebAssembly codec runs on the main
+ * thread, beside the tar and the hashing, where zlib had a thread of its
+ * own; that is also why a restore is a little slower than from gzip.)
+ *
+ * Level 1 by default for either. For gzip it was measured against level 6
+ * over 100 MB of random bytes plus 107 MB of text: level 1 stored 60.1% in
+ * 3.8-4.1 s (50-55 MB/s), level 6 57.8% in 5.2-7.3 s (28-40 MB/s); a
+ * backup holds a host core as long as it runs.
  *
  * Layout: the first entry is "./", the archived directory itself (its mode,
  * owner and mtime: extraction gives them to `dest`), then every entry by its
@@ -35,10 +44,11 @@ import { createHash } from "node:crypto";
 import { constants, type Stats } from "node:fs";
 import { lchown, lstat, lutimes, mkdir, open, readdir, readlink, rm, symlink, chmod, chown, utimes, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { Transform, type Readable, type Writable } from "node:stream";
+import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import * as tar from "tar-stream";
+import { ZstdFormatError, ZstdFrameSplitter, createZstdCompress, decompressFrame, zstdReady } from "./zstd-stream.js";
 
 export type ArchiveErrorReason =
   /** The caller's AbortSignal fired; the caller deletes what was written. */
@@ -97,10 +107,25 @@ export interface ArchiveProgress {
   files: number;
 }
 
+/** How an archive's tar is compressed. */
+export type ArchiveCompression = "zstd" | "gzip";
+
+/**
+ * The compression of a new archive stored under `key`: zstd for
+ * "<server>/<backup>.tar.zst" (what the manager names backups since zstd),
+ * gzip for anything else (older backups' ".tar.gz" keys). Extraction never
+ * looks at the key: it reads the format from the archive's first bytes.
+ */
+export function compressionForKey(key: string): ArchiveCompression {
+  return key.endsWith(".tar.zst") ? "zstd" : "gzip";
+}
+
 export interface CreateArchiveOptions {
   /** Patterns of paths to leave out (compileIgnore). */
   ignore?: readonly string[];
-  /** gzip level 1-9 (default 1: see the module comment). */
+  /** Default zstd (see the module comment). */
+  compression?: ArchiveCompression;
+  /** The compressor's level: zstd 1-19, gzip 0-9 (default 1 for both: see the module comment). */
   level?: number;
   signal?: AbortSignal;
   /** Called at most every PROGRESS_EVERY_MS while file bytes are read, and once at the end. */
@@ -115,7 +140,7 @@ export interface ExtractArchiveOptions {
   bytesTotal?: number;
 }
 
-export const DEFAULT_GZIP_LEVEL = 1;
+export const DEFAULT_LEVEL = 1;
 const PROGRESS_EVERY_MS = 250;
 /** File bytes read per call (a fresh buffer each: the tar stream keeps what it is given). */
 const READ_CHUNK = 128 * 1024;
@@ -282,7 +307,7 @@ function headerFor(name: string, st: Stats, type: "file" | "directory" | "symlin
 }
 
 /**
- * Archives the directory `dir` into `out` as gzip-compressed tar (see the
+ * Archives the directory `dir` into `out` as a zstd- (or gzip-) compressed tar (see the
  * module comment for the layout), ending `out`. Answers the hash and size of
  * what was written. Rejects with ArchiveError "Aborted" when `signal` fires
  * (promptly: between chunks of a file), or with whatever reading `dir` or
@@ -292,6 +317,8 @@ function headerFor(name: string, st: Stats, type: "file" | "directory" | "symlin
 export async function createArchive(dir: string, out: Writable, opts: CreateArchiveOptions = {}): Promise<ArchiveStats> {
   const { signal } = opts;
   throwIfAborted(signal);
+  const compression = opts.compression ?? "zstd";
+  if (compression === "zstd") await zstdReady();
   let rootSt: Stats;
   try {
     rootSt = await lstat(dir);
@@ -334,7 +361,8 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
   pack.on("error", () => {}); // reported by pipeline; a second destroy must not throw
   const onAbort = () => pack.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
-  const piped = pipeline(pack, createGzip({ level: opts.level ?? DEFAULT_GZIP_LEVEL }), measure, out);
+  const compressor = compression === "zstd" ? createZstdCompress(opts.level ?? DEFAULT_LEVEL) : createGzip({ level: opts.level ?? DEFAULT_LEVEL });
+  const piped = pipeline(pack, compressor, measure, out);
   piped.catch(() => {});
 
   /** Adds an entry; `fill` writes a file's bytes into its sink. */
@@ -509,13 +537,15 @@ export function safeEntryPath(name: string): string {
 }
 
 /**
- * Extracts a gzip-compressed tar from `input` into `dest`, which must not
+ * Extracts a zstd- or gzip-compressed tar (told apart by its first bytes) from `input` into `dest`, which must not
  * exist (DestinationExists: a restore never merges into data) and is
  * created with the mode, owner and mtime of the archive's "./" entry.
  * Restores modes (without setuid/setgid on files), owners (chown; EPERM is
  * ignored when not running as root) and mtimes, symlinks included.
  *
- * Safe against a hostile archive: absolute names, `..` components, NUL, an
+ * Safe against a hostile archive: a stream that is neither gzip nor zstd, a
+ * zstd stream that is damaged, truncated or holds a frame beyond
+ * zstd-stream.ts's bounds (64 MiB of content per frame), absolute names, `..` components, NUL, an
  * entry below a symlink or a file entry, a name given twice, hard links,
  * devices, FIFOs and unknown entry types are UnsafeArchive. Nothing is
  * written outside `dest`: symlinks are created last, after every file and
@@ -634,7 +664,7 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
   const onAbort = () => ex.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await pipeline(input, createGunzip({ chunkSize: GUNZIP_CHUNK }), ex);
+    await pipeline(input, decompressAny, ex);
   } catch (err) {
     throw entryError ?? err;
   } finally {
@@ -673,6 +703,60 @@ async function ownAndMode(
     if (!isCode(err, "EPERM") || process.getuid?.() === 0) throw err;
   }
   if (chmodFn) await chmodFn((header.mode ?? 0) & modeMask);
+}
+
+/**
+ * The tar inside `source`, by the archive's first bytes: gzip (1f 8b), or
+ * zstd (a frame, 28 b5 2f fd, or a skippable frame, 5? 2a 4d 18) read frame
+ * by frame within zstd-stream.ts's bounds. Anything else, and a damaged or
+ * truncated zstd stream, is UnsafeArchive.
+ */
+async function* decompressAny(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const it = source[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  while (headBytes < 4) {
+    const r = await it.next();
+    if (r.done) break;
+    head.push(r.value);
+    headBytes += r.value.length;
+  }
+  const first = Buffer.concat(head, headBytes);
+  async function* all(): AsyncGenerator<Buffer> {
+    if (first.length > 0) yield first;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  if (first[0] === 0x1f && first[1] === 0x8b) {
+    const gunzip = createGunzip({ chunkSize: GUNZIP_CHUNK });
+    const src = Readable.from(all(), { objectMode: false });
+    src.on("error", (err) => gunzip.destroy(err));
+    src.pipe(gunzip);
+    try {
+      for await (const chunk of gunzip) yield chunk as Buffer;
+    } finally {
+      src.destroy();
+      gunzip.destroy();
+    }
+    return;
+  }
+  if (first.length < 4 || !(first.readUInt32LE(0) === 0xfd2fb528 || (first.readUInt32LE(0) & 0xfffffff0) >>> 0 === 0x184d2a50)) {
+    throw unsafe(`the archive is neither gzip nor zstd (it starts with ${first.subarray(0, 4).toString("hex") || "nothing"})`);
+  }
+  await zstdReady();
+  const frames = new ZstdFrameSplitter();
+  try {
+    for await (const chunk of all()) {
+      for (const frame of frames.push(chunk)) yield decompressFrame(frame);
+    }
+    frames.end();
+  } catch (err) {
+    if (err instanceof ZstdFormatError) throw unsafe(err.message);
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { ARCHIVE_READ_CHUNK, createArchive, extractArchive, verifyArchive, type ArchiveStats } from "./archive.js";
+import { ARCHIVE_READ_CHUNK, compressionForKey, createArchive, extractArchive, verifyArchive, type ArchiveStats } from "./archive.js";
 import { S3Error, S3Target, type S3Location } from "./s3-target.js";
 import type { BackupDirs } from "./backup-dir.js";
 import { DataPathError, type DataRoot } from "./data-root.js";
@@ -53,14 +53,14 @@ export class BackupJobs {
     return this.dirs.roots;
   }
 
-  /** BACKUP_DATA: the server's data directory as a tar.gz at the job's location. */
+  /** BACKUP_DATA: the server's data directory as a tar.zst (tar.gz for a key not ending in .tar.zst) at the job's location. */
   async backup(cmd: Command): Promise<ArchiveStats> {
     const job = this.job(cmd);
     const source = await this.data.safePathFor(cmd.serverId);
     if (!(await this.data.check(cmd.serverId).then((c) => c.exists))) throw new JobError("NoData", `the data directory ${source} does not exist; there is nothing to back up`);
     return this.withDeadline(cmd, "TargetFull", async (signal) => {
       const report = this.reporter(cmd, "Copying");
-      const write = (out: Writable) => createArchive(source, out, { ignore: job.ignore, signal, onProgress: (p) => report(p.bytesDone, p.bytesTotal, p.files) });
+      const write = (out: Writable) => createArchive(source, out, { ignore: job.ignore, compression: compressionForKey(job.key), signal, onProgress: (p) => report(p.bytesDone, p.bytesTotal, p.files) });
       if (job.s3) return this.withS3(job.s3, (t) => t.upload(job.key, write, { signal }));
       return this.dirs.writeAtomic(job.directory, job.key, write);
     });

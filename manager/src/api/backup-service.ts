@@ -41,7 +41,7 @@ import { loadVisibleServer } from "./find-server.js";
 import { serverToProto } from "./convert.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { backupLocationOn, BackupRemoval } from "./backup-removal.js";
-import { pendingBackup } from "../backups/pending.js";
+import { backupKey, pendingBackup } from "../backups/pending.js";
 import { WRITE_ATTEMPTS } from "./server-service.js";
 
 export interface BackupServiceDeps {
@@ -239,7 +239,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
       await startDataOp(caller, req.server, "backup", async (s, at) => {
         const location = await locationOn(target, s.hostId);
         backupId = newId("bk");
-        const key = `${s.id}/${backupId}.tar.gz`;
+        const key = backupKey(s.id, backupId);
         const actor = actorOf(caller);
         const op: DataOp = { kind: "backup", backupId, requestedAt: at, deadlineAt: at + timeoutMs(req.timeoutSeconds), live: req.live, location, key, ignore: req.ignore.length > 0 ? [...req.ignore] : [...(s.spec.backupPolicy?.ignore ?? [])], actor };
         const backup = pendingBackup(s, target.id, backupId, at, actor, { live: req.live, message: req.live ? "a live copy: files the server writes meanwhile may be caught half-written" : "" });

@@ -174,7 +174,7 @@ export interface DataOp {
   live: boolean;
   /** Where the archive is: a directory on the host (the target's path), or S3-compatible storage. */
   location: BackupLocationRecord;
-  /** <server id>/<backup id>.tar.gz */
+  /** <server id>/<backup id>.tar.zst (.tar.gz: made before zstd); the agent compresses by the suffix. */
   key: string;
   /** backup: patterns left out. */
   ignore?: string[];
@@ -484,7 +484,7 @@ export interface BackupRecord {
   /** The host whose agent made it (a directory target that is not shared holds it there only). */
   hostId: string;
   targetId: string;
-  /** Where in the target: `<server id>/<backup id>.tar.gz` (a path under the directory, or an object key under the prefix). */
+  /** Where in the target: `<server id>/<backup id>.tar.zst` (`.tar.gz` before zstd), a path under the directory or an object key under the prefix. */
   key: string;
   state: BackupState;
   /** CamelCase, for a failure: AgentRestarted, DeadlineExceeded, TargetFull, ... */
@@ -492,7 +492,8 @@ export interface BackupRecord {
   message: string;
   /** Copied while the server ran (no stop): the archive may be inconsistent. */
   live: boolean;
-  compression: "gzip";
+  /** How the tar is compressed: "zstd" (a `.tar.zst` key) or "gzip" (backups made before zstd). */
+  compression: "gzip" | "zstd";
   /** The archive as stored (compressed). */
   archiveBytes: number;
   /** File bytes archived (uncompressed). */

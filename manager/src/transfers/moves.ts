@@ -25,7 +25,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { backupLocationOn } from "../api/backup-removal.js";
-import { pendingBackup } from "../backups/pending.js";
+import { backupKey, pendingBackup } from "../backups/pending.js";
 import { loadHost } from "../api/find-server.js";
 import { requireSchedulable } from "../hosts/placement.js";
 import { loadPortOwners, requirePortsFree } from "../api/port-check.js";
@@ -180,7 +180,7 @@ export class ServerMoves {
       deadlineAt: at + (this.deps.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS),
       live: false,
       location,
-      key: known?.key ?? `${src.id}/${backupId}.tar.gz`,
+      key: known?.key ?? backupKey(src.id, backupId),
       ...(known ? { sha256: known.sha256, rawBytes: known.rawBytes } : { awaitBackup: true }),
       fresh: true,
       actor: by.actor,

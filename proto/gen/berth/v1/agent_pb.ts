@@ -834,7 +834,9 @@ export type BackupJob = Message<"berth.v1.BackupJob"> & {
   location?: BackupLocation | undefined;
 
   /**
-   * <server id>/<backup id>.tar.gz
+   * <server id>/<backup id>.tar.zst (.tar.gz for backups made before zstd).
+   * BACKUP_DATA compresses with zstd for a key ending in ".tar.zst", gzip
+   * otherwise; RESTORE_DATA reads the format from the archive's first bytes.
    *
    * @generated from field: string key = 3;
    */
@@ -1565,7 +1567,7 @@ export enum CommandKind {
   REMOVE_NETWORK = 13,
 
   /**
-   * Archive the server's data directory (tar.gz) into `backup`'s location
+   * Archive the server's data directory (tar.zst, or tar.gz for a key not ending in .tar.zst) into `backup`'s location
    * at its key; the container is left as it is (the manager stops it first
    * for a consistent copy). Progress as CommandProgress; nothing is left in
    * the target when it fails.

@@ -67,7 +67,7 @@ export type S3Target = Message<"berth.v1.S3Target"> & {
   bucket: string;
 
   /**
-   * Prepended to every object key ("berth/" gives berth/<server>/<backup>.tar.gz).
+   * Prepended to every object key ("berth/" gives berth/<server>/<backup>.tar.zst).
    *
    * @generated from field: string prefix = 3;
    */
@@ -195,7 +195,7 @@ export type Backup = Message<"berth.v1.Backup"> & {
   targetId: string;
 
   /**
-   * Where in the target: <server id>/<backup id>.tar.gz under the directory or the prefix.
+   * Where in the target: <server id>/<backup id>.tar.zst (.tar.gz before zstd) under the directory or the prefix.
    *
    * @generated from field: string key = 7;
    */
@@ -226,7 +226,7 @@ export type Backup = Message<"berth.v1.Backup"> & {
   live: boolean;
 
   /**
-   * "gzip" (tar.gz).
+   * "zstd" (tar.zst), or "gzip" (tar.gz: backups made before zstd).
    *
    * @generated from field: string compression = 12;
    */
