@@ -104,12 +104,17 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.ServerService/PurgeServer": { role: "admin", request: () => ({ id: serverA.id }), serverAddressed: true },
     "berth.v1.ServerService/WatchServers": { role: "viewer", request: () => ({}) },
     "berth.v1.ServerService/TailLogs": { role: "viewer", request: () => ({ id: serverA.id }), serverAddressed: true },
+    "berth.v1.ServerService/TransferServer": { role: "operator", request: () => ({ id: serverA.id, host: "host_doesnotexist" }), serverAddressed: true },
+    "berth.v1.ServerService/CloneServer": { role: "operator", request: () => ({ source: serverA.id, name: "access-clone", fromBackup: "bk_doesnotexist" }), serverAddressed: true },
 
     "berth.v1.HostService/ListHosts": { role: "viewer", request: () => ({}) },
     "berth.v1.HostService/GetHost": { role: "viewer", request: () => ({ id: hostId }) },
     "berth.v1.HostService/CreateEnrollmentToken": { role: "admin", request: () => ({}) },
     "berth.v1.HostService/ResyncHost": { role: "operator", request: () => ({ id: hostId }) },
     "berth.v1.HostService/RemoveHost": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
+    "berth.v1.HostService/CordonHost": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
+    "berth.v1.HostService/DrainHost": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
+    "berth.v1.HostService/UncordonHost": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
 
     "berth.v1.AccessService/WhoAmI": { role: "viewer", request: () => ({}) },
     "berth.v1.AccessService/CreateToken": { role: "admin", request: () => ({ name: "x", role: Role.VIEWER, project: "alpha" }) },
