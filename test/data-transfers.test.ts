@@ -123,7 +123,7 @@ describe("transfers and clones between hosts", () => {
       dockers.push(d);
     }
     dockers.push(dockerClient(inject("dockerHost")));
-    manager = await startManager({ dir, args: ["--alert-interval", "1"] });
+    manager = await startManager({ dir, args: ["--alert-interval", "1", "--transfer-offline-grace", "5"] });
     const u = new URL(manager.url);
     proxyB = await startTcpProxy(u.hostname, Number(u.port));
     await addAgent("a", inject("dockerHost"));

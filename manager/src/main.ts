@@ -51,6 +51,7 @@ const manager = await buildOrExplain({
   ...(startTimeoutSeconds !== undefined ? { startTimeoutSeconds } : {}),
   deleteRetentionSeconds: settings["delete-retention"],
   crashBackoffSeconds: settings["crash-backoff"],
+  transferOfflineGraceSeconds: settings["transfer-offline-grace"],
   resyncIntervalSeconds: settings["resync-interval"],
   containerLogs: { maxSizeBytes: settings["container-log-max-size"], maxFiles: settings["container-log-max-files"] },
   orphanGraceSeconds: settings["orphan-grace"],

@@ -90,6 +90,8 @@ export interface ManagerConfig {
   deleteRetentionSeconds?: number;
   /** First delay before restarting a crashed container; doubles per recent crash. */
   crashBackoffSeconds?: number;
+  /** How long a transfer's target host may be away before the transfer fails (default 20). */
+  transferOfflineGraceSeconds?: number;
   /** Every server is reconciled at least this often (default 300). */
   resyncIntervalSeconds?: number;
   /** Containers' json-file log rotation when their spec sets none (default 10 MiB x 3). */
@@ -293,6 +295,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.startTimeoutSeconds ? { deadlineMs: { [CommandKind.ENSURE_RUNNING]: config.startTimeoutSeconds * 1000, [CommandKind.RESTART]: config.startTimeoutSeconds * 1000 } } : {}),
     ...(config.deleteRetentionSeconds !== undefined ? { retentionMs: config.deleteRetentionSeconds * 1000 } : {}),
     ...(config.crashBackoffSeconds !== undefined ? { crashBackoffBaseMs: config.crashBackoffSeconds * 1000 } : {}),
+    ...(config.transferOfflineGraceSeconds !== undefined ? { transferOfflineGraceMs: config.transferOfflineGraceSeconds * 1000 } : {}),
     ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
     ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
     ...(ownership ? { ownership } : {}),

@@ -178,6 +178,14 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "first delay before restarting a crashed server; doubles per crash in 10 minutes, capped at 30 times",
     check: seconds,
   },
+  "transfer-offline-grace": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "S",
+    default: 20,
+    help: "a transfer whose target host stays away this long (after its last heartbeat) fails, and the server goes back to its source",
+    check: seconds,
+  },
   "resync-interval": {
     kind: "integer",
     group: "Server lifecycle",

@@ -100,6 +100,8 @@ export interface PlanInput {
   hostConnected: boolean;
   /** Manager clock: since when the host has been away (its last heartbeat); only read during a transfer. */
   hostOfflineSince?: number;
+  /** How long a transfer's target may be away before the transfer fails (default TRANSFER_OFFLINE_GRACE_MS). */
+  transferOfflineGraceMs?: number;
   /** This server's containers on its host, as last reported (normally 0 or 1). */
   containers: readonly ContainerInfo[];
   /** The data directory as last reported; undefined if never checked. */
@@ -231,7 +233,8 @@ function decide(input: PlanInput): Plan {
     const moving = lc.dataOp?.transfer;
     if (moving && moving.stage !== "backup" && !lc.purge && !input.deleted) {
       const since = Math.max(input.hostOfflineSince ?? 0, moving.movedAt ?? 0);
-      if (input.now >= since + TRANSFER_OFFLINE_GRACE_MS) {
+      const grace = input.transferOfflineGraceMs ?? TRANSFER_OFFLINE_GRACE_MS;
+      if (input.now >= since + grace) {
         return {
           ...base,
           phase: Phase.UNKNOWN,
@@ -241,7 +244,7 @@ function decide(input: PlanInput): Plan {
           ...(input.inflight ? { expireInflight: true } : {}),
         };
       }
-      return { ...base, phase: Phase.UNKNOWN, reason: "HostOffline", message: "the transfer's target host is not connected; waiting briefly before moving back", requeueAfterMs: since + TRANSFER_OFFLINE_GRACE_MS - input.now };
+      return { ...base, phase: Phase.UNKNOWN, reason: "HostOffline", message: "the transfer's target host is not connected; waiting briefly before moving back", requeueAfterMs: since + grace - input.now };
     }
     const expire = input.inflight !== undefined && input.now >= input.inflight.deadlineAt;
     // Deadlines run while the host is away: come back when the in-flight command expires.

@@ -33,6 +33,8 @@ export interface ReconcilerDeps {
   retentionMs?: number;
   /** First crash-restart delay (default 10 s). */
   crashBackoffBaseMs?: number;
+  /** How long a transfer's target may be away before the transfer fails (plan's TRANSFER_OFFLINE_GRACE_MS by default). */
+  transferOfflineGraceMs?: number;
   /** Called after each queued reconcile with its duration (metrics). */
   observeReconcile?: (ms: number, ok: boolean) => void;
   /**
@@ -391,6 +393,7 @@ export class Reconciler {
       retentionMs: this.deps.retentionMs ?? 24 * 3600_000,
       lifecycle: server.lifecycle,
       ...(this.deps.crashBackoffBaseMs !== undefined ? { crashBackoffBaseMs: this.deps.crashBackoffBaseMs } : {}),
+      ...(this.deps.transferOfflineGraceMs !== undefined ? { transferOfflineGraceMs: this.deps.transferOfflineGraceMs } : {}),
       dataInitialized: server.dataInitialized,
       lastActionAt: server.updatedAt,
       hostConnected: connected,
