@@ -292,6 +292,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         // The last message's batch lands before the host is marked offline, never after it.
         await current.catch(() => {});
         hub.endLogs(session, "agent stream ended");
+        let offline = false;
         if (hub.detach(session)) {
           try {
             // Fenced: when the agent moved to another manager, that one has it online; not offline here.
@@ -301,7 +302,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
             const fence = deps.ownership?.fence(host.id, now()) ?? [];
             await store.commit([...fence, { op: "host.offline", id: host.id }, ledger.op({ type: "host.disconnected", hostId: host.id, message: "agent stream ended", actor: "agent" })]);
             hlog.info("agent disconnected");
-            await reconciler.enqueueHost(host.id, "host disconnected");
+            offline = true;
           } catch (err) {
             if (err instanceof HostOwnershipLostError) hlog.info({ owner: err.current?.holder }, "agent stream ended; another manager owns the host now");
             // The host shows online until the next start's sweep or connection: say so.
@@ -309,6 +310,10 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
           }
         }
         if (ownerEpoch !== undefined) await deps.ownership?.release(host.id, ownerEpoch);
+        // Only once the term is released: a reconcile in between saw the host neither owned here
+        // nor lapsed (its term still live in the store), skipped its servers, and they kept their
+        // last phase instead of Unknown (seen once on PostgreSQL: Running for 30 s after the agent stopped).
+        if (offline) await reconciler.enqueueHost(host.id, "host disconnected");
         void consume;
       }
     },
