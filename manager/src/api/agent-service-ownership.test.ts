@@ -78,6 +78,32 @@ describe("AgentService with host ownership", () => {
     expect(B.ownership.owns(HOST)).toBe(false);
   });
 
+  it("a stream that ends: its host's servers are queued for reconciling only once the term is released (a reconcile before saw a live term and skipped them)", async () => {
+    const a = await testStore();
+    cleanup.push(() => a.close());
+    const secret = await addHost(a, HOST);
+    const ownership = new HostOwnership({ store: a, holder: "mi_a", log, isLeader: () => true });
+    const seen: (boolean | string)[] = [];
+    const reconciler = {
+      ...stubReconciler(),
+      // When the servers are queued: is the term over in the store (or would a reconcile now see it live)?
+      enqueueHost: async (hostId: string) => void seen.push((await a.getLease(hostLeaseName(hostId)))?.expiresAt === 0 && !ownership.owns(hostId)),
+    } as unknown as ReturnType<typeof stubReconciler>;
+    const service = createAgentService({ store: a, hub: new AgentHub(), ledger: new Ledger(a), reconciler, log, managerId: "mgr_test", heartbeatIntervalSeconds: 5, ownership });
+    const s = openAgentStream(service, HOST, secret);
+    await welcomeEpoch(s);
+    s.send({ case: "hello", value: { hostname: "a", dockerReachable: true } });
+    s.send({ case: "inventory", value: { dockerReachable: true } });
+    await vi.waitFor(async () => expect((await a.getHost(HOST))?.online).toBe(true));
+    seen.length = 0;
+    s.close();
+    await drain(s);
+    expect((await a.getLease(hostLeaseName(HOST)))!.expiresAt).toBe(0);
+    expect(seen).toEqual([true]);
+    // And then the leader may drive them (a host whose term is over).
+    expect(await ownership.mayReconcile(HOST)).toBe(true);
+  });
+
   it("a command the agent refused as stale (StaleOwner) stays open for the owner to resend; a real failure finishes it", async () => {
     const store = await testStore();
     cleanup.push(() => store.close());
