@@ -41,7 +41,7 @@ import { loadVisibleServer } from "./find-server.js";
 import { serverToProto } from "./convert.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { backupLocationOn, BackupRemoval } from "./backup-removal.js";
-import { backupKey, pendingBackup } from "../backups/pending.js";
+import { backupKey, pendingBackup, requireDataOpAllowed } from "../backups/pending.js";
 import { WRITE_ATTEMPTS } from "./server-service.js";
 
 export interface BackupServiceDeps {
@@ -136,17 +136,6 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
     return b;
   }
 
-  /** Refuses a data operation on `s` now (deleted, another one under way, host away), naming what to do instead. */
-  function requireReady(s: ServerRecord, what: string): void {
-    if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged; ${what} is not possible`);
-    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
-    const op = s.lifecycle.dataOp;
-    if (op) throw new PreconditionError(`server "${s.name}" has a ${op.kind} under way (backup ${op.backupId}); wait for it to finish (GetBackup, or the server's status.operation)`);
-    if (!presence.isConnected(s.hostId)) {
-      throw new PreconditionError(`the host of server "${s.name}" (${s.hostId}) is offline; a ${what} needs its agent, so it is refused rather than queued: try again once the host is back (HostService.GetHost)`);
-    }
-  }
-
   /**
    * Records a data operation on the server named `idOrName` with `more` (the
    * backup row, events) in one batch on the version read; a concurrent write
@@ -157,7 +146,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
     for (let attempt = 1; ; attempt++) {
       const s = await loadVisibleServer(store, caller, key);
       key = s.id;
-      requireReady(s, what);
+      requireDataOpAllowed(s, what, (h) => presence.isConnected(h));
       const at = now();
       const { op, more } = await decide(s, at);
       try {

@@ -1,4 +1,5 @@
 import type { BackupRecord, ServerRecord } from "../domain/records.js";
+import { PreconditionError } from "../errors.js";
 
 /**
  * Where a new backup's archive goes in its target. The agent compresses by
@@ -36,4 +37,19 @@ export function pendingBackup(s: Pick<ServerRecord, "id" | "name" | "project" | 
     startedAt: null,
     finishedAt: null,
   };
+}
+
+/**
+ * Refuses a new data operation on `s` (a backup, restore, transfer or a
+ * clone's fresh backup) now: purging, deleted, another one under way, or
+ * its host away (refused rather than queued), naming what to do instead.
+ */
+export function requireDataOpAllowed(s: ServerRecord, what: string, isConnected: (hostId: string) => boolean): void {
+  if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged; ${what} is not possible`);
+  if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
+  const op = s.lifecycle.dataOp;
+  if (op) throw new PreconditionError(`server "${s.name}" has a ${op.kind} under way (backup ${op.backupId}); wait for it to finish (GetBackup, or the server's status.operation)`);
+  if (!isConnected(s.hostId)) {
+    throw new PreconditionError(`the host of server "${s.name}" (${s.hostId}) is offline; a ${what} needs its agent, so it is refused rather than queued: try again once the host is back (HostService.GetHost)`);
+  }
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { PortMappingSchema, Protocol, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
-import { describeConflicts, findPortConflicts, MAX_CONFLICTS_LISTED, suggestFreePorts, type PortOwner } from "./port-conflicts.js";
+import { describeConflicts, findPortConflicts, MAX_CONFLICTS_LISTED, repickPorts, suggestFreePorts, type PortOwner } from "./port-conflicts.js";
 
 const tcp = (hostPort: number): PortMapping => create(PortMappingSchema, { hostPort, containerPort: hostPort, protocol: Protocol.TCP });
 const udp = (hostPort: number): PortMapping => create(PortMappingSchema, { hostPort, containerPort: hostPort, protocol: Protocol.UDP });
@@ -109,5 +109,16 @@ describe("describeConflicts", () => {
     const msg = describeConflicts(conflicts, [], "p");
     expect(msg.match(/host port/g)).toHaveLength(MAX_CONFLICTS_LISTED);
     expect(msg).toMatch(/; and 95 more ports in use$/);
+  });
+});
+
+describe("repickPorts", () => {
+  it("moves only the clashing host ports, each to the nearest free one, and keeps the rest", () => {
+    const others = [{ name: "a", project: "p", ports: [tcp(8080), tcp(8081)] }];
+    expect(repickPorts([tcp(8080), tcp(9000)], others)?.map((p) => p.hostPort)).toEqual([8082, 9000]);
+    expect(repickPorts([tcp(9000)], others)?.map((p) => p.hostPort)).toEqual([9000]);
+  });
+  it("answers undefined when a clashing port has no free one above it", () => {
+    expect(repickPorts([tcp(65535)], [{ name: "a", project: "p", ports: [tcp(65535)] }])).toBeUndefined();
   });
 });

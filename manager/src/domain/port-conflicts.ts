@@ -47,6 +47,22 @@ export function suggestFreePorts(conflicts: readonly PortConflict[], others: rea
   });
 }
 
+/**
+ * `wanted` with each host port that one of `others` publishes moved to the
+ * nearest free one (suggestFreePorts); undefined when one has none left.
+ */
+export function repickPorts(wanted: readonly PortMapping[], others: readonly PortOwner[]): PortMapping[] | undefined {
+  const conflicts = findPortConflicts(wanted, others);
+  if (conflicts.length === 0) return [...wanted];
+  const free = suggestFreePorts(conflicts, others, wanted);
+  if (free.includes(0)) return undefined;
+  const moved = new Map(conflicts.map((c, i) => [`${c.port}/${c.protocol}`, free[i]!]));
+  return wanted.map((p) => {
+    const to = moved.get(`${p.hostPort}/${proto(p.protocol)}`);
+    return to ? { ...p, hostPort: to } : p;
+  });
+}
+
 /** At most this many conflicts are spelled out in one message; the rest are counted. */
 export const MAX_CONFLICTS_LISTED = 5;
 

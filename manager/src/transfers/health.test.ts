@@ -20,6 +20,8 @@ function fakeStore(history: EventRecord[]) {
       return () => (listener = undefined);
     },
     emit: (events: EventRecord[]) => listener?.({ events, serverIds: new Set(), hostIds: new Set() }),
+    // Every server exists but srv_gone (purged).
+    getServer: async (id: string) => (id === "srv_gone" ? undefined : ({ id } as never)),
   };
 }
 
@@ -30,6 +32,7 @@ describe("TransferHealth: the servers whose latest transfer failed", () => {
       ev(2, "server.transfer_failed", "srv_b", { reason: "StartFailed" }),
       ev(3, "server.transfer_succeeded", "srv_b"),
       ev(4, "server.started", "srv_a"),
+      ev(5, "server.transfer_failed", "srv_gone", { reason: "StartFailed" }),
     ]);
     const h = new TransferHealth(store, log);
     await h.start();

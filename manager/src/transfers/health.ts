@@ -20,7 +20,7 @@ export class TransferHealth extends CommitFollower {
   private readonly failed = new Map<string, TransferFailureView>();
 
   constructor(
-    private readonly store: Pick<Store, "listNewestFirst" | "onCommit">,
+    private readonly store: Pick<Store, "listNewestFirst" | "onCommit" | "getServer">,
     log: Logger,
   ) {
     super(store, log, "the transfer_failed alert");
@@ -42,13 +42,18 @@ export class TransferHealth extends CommitFollower {
     else if (ENDS.has(e.type)) this.failed.delete(e.serverId);
   }
 
-  /** The newest transfer event of every server, newest first: the first seen per server decides. */
+  /**
+   * The newest transfer event of every server, newest first: the first seen
+   * per server decides. Only transfer events are read (not every server.*
+   * event of the ledger); a server failed and since purged is dropped by
+   * looking it up, which the few failures make cheap.
+   */
   protected async loadAll(): Promise<void> {
     const seen = new Set<string>();
     const failed = new Map<string, TransferFailureView>();
     let beforeId: number | undefined;
     for (;;) {
-      const page = await this.store.listNewestFirst({ project: null, typePrefix: "server.", limit: PAGE, ...(beforeId !== undefined ? { beforeId } : {}) });
+      const page = await this.store.listNewestFirst({ project: null, typePrefix: "server.transfer_", limit: PAGE, ...(beforeId !== undefined ? { beforeId } : {}) });
       for (const e of page) {
         if (!e.serverId || seen.has(e.serverId)) continue;
         if (e.type === "server.transfer_failed") {
@@ -59,6 +64,7 @@ export class TransferHealth extends CommitFollower {
       if (page.length < PAGE) break;
       beforeId = page[page.length - 1]!.id;
     }
+    for (const id of [...failed.keys()]) if (!(await this.store.getServer(id))) failed.delete(id);
     this.failed.clear();
     for (const [k, v] of failed) this.failed.set(k, v);
   }

@@ -15,9 +15,9 @@
  * record whose first data operation restores a backup of its source (an
  * existing one, or one made now).
  */
-import { DesiredState, Phase, Protocol, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import type { HostPresence } from "../cluster/presence.js";
-import { findPortConflicts, suggestFreePorts } from "../domain/port-conflicts.js";
+import { repickPorts } from "../domain/port-conflicts.js";
 import { initialStatus, type BackupLocationRecord, type BackupRecord, type BackupTargetRecord, type DataOp, type HostRecord, type ServerRecord } from "../domain/records.js";
 import { ConflictError, InvalidArgumentError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
 import { newId } from "../ids.js";
@@ -25,7 +25,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { backupLocationOn } from "../api/backup-removal.js";
-import { backupKey, pendingBackup } from "../backups/pending.js";
+import { backupKey, pendingBackup, requireDataOpAllowed } from "../backups/pending.js";
 import { loadHost } from "../api/find-server.js";
 import { requireSchedulable } from "../hosts/placement.js";
 import { loadPortOwners, requirePortsFree } from "../api/port-check.js";
@@ -82,7 +82,7 @@ export class ServerMoves {
     const dest = await this.schedulableHost(hostIdOrName, "transfer");
     for (let attempt = 1; ; attempt++) {
       const cur = attempt === 1 ? s : await this.reload(s.id);
-      this.requireMovable(cur, "transfer");
+      requireDataOpAllowed(cur, "transfer", (h) => this.deps.presence.isConnected(h));
       if (dest.id === cur.hostId) throw new PreconditionError(`server "${cur.name}" is on host ${dest.name} already; choose another host`);
       await requirePortsFree(store, dest.id, cur.spec.ports, { exceptId: cur.id, project: cur.project, hostLabel: dest.name || dest.id });
       const carrier = await this.carrier(o.target ?? "", cur.hostId, dest.id);
@@ -159,7 +159,7 @@ export class ServerMoves {
       backupId = b.id;
       known = b;
     } else {
-      this.requireMovable(src, "clone");
+      requireDataOpAllowed(src, "clone", (h) => this.deps.presence.isConnected(h));
       const carrier = await this.carrier(o.target ?? "", src.hostId, host.id);
       location = carrier.to;
       backupId = newId("bk");
@@ -226,17 +226,6 @@ export class ServerMoves {
     return s;
   }
 
-  /** Refuses a move of `s` now (purging, deleted, a data operation under way, its host away). */
-  private requireMovable(s: ServerRecord, what: "transfer" | "clone"): void {
-    if (s.lifecycle.purge) throw new PreconditionError(`server "${s.name}" is being purged; a ${what} is not possible`);
-    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it first with ServerService.RestoreServer`);
-    const op = s.lifecycle.dataOp;
-    if (op) throw new PreconditionError(`server "${s.name}" has a ${op.kind} under way (backup ${op.backupId}); wait for it to finish (its status.operation)`);
-    if (!this.deps.presence.isConnected(s.hostId)) {
-      throw new PreconditionError(`the host of server "${s.name}" (${s.hostId}) is offline; a ${what} reads the data there, so it is refused rather than queued: try again once the host is back`);
-    }
-  }
-
   /** A host new data may go to: known, not removed, connected, not cordoned. */
   private async schedulableHost(idOrName: string, what: string): Promise<HostRecord> {
     if (!idOrName.trim()) throw new InvalidArgumentError("host", "required: a host id or name (HostService.ListHosts)");
@@ -287,15 +276,8 @@ export class ServerMoves {
   /** `ports` with every host port taken on `hostId` moved to the nearest free one. */
   private async freePortsOn(hostId: string, ports: readonly PortMapping[]): Promise<PortMapping[]> {
     if (ports.length === 0) return [];
-    const owners = await loadPortOwners(this.deps.store, hostId, "");
-    const conflicts = findPortConflicts(ports, owners);
-    if (conflicts.length === 0) return [...ports];
-    const free = suggestFreePorts(conflicts, owners, ports);
-    const moved = new Map(conflicts.map((c, i) => [`${c.port}/${c.protocol}`, free[i] ?? 0]));
-    return ports.map((p) => {
-      const to = moved.get(`${p.hostPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`);
-      if (to === 0) throw new PreconditionError(`no free host port for ${p.hostPort} on host ${hostId}`);
-      return to ? { ...p, hostPort: to } : p;
-    });
+    const moved = repickPorts(ports, await loadPortOwners(this.deps.store, hostId, ""));
+    if (!moved) throw new PreconditionError(`host ${hostId} has no free host port left for some of the server's ports; choose another host`);
+    return moved;
   }
 }

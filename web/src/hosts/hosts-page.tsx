@@ -17,7 +17,8 @@ import { formatBytes, formatTime, tsMs } from "../ui/format.js";
 import { Modal } from "../ui/modal.js";
 import { navigate } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
-import { targetLabel, useTargets } from "../backups/use-targets.js";
+import { useTargets } from "../backups/use-targets.js";
+import { TargetSelect } from "../backups/target-select.js";
 import { carriesBetweenHosts, schedulingBadge } from "../servers/move-model.js";
 
 type Scheduling = { host: Host; action: "cordon" | "uncordon" | "drain" };
@@ -353,17 +354,7 @@ function SchedulingDialog({ host, action, onClose }: Scheduling & { onClose: () 
           <span className="label">Moves at a time</span>
           <input type="number" min={1} max={16} step={1} inputMode="numeric" value={parallel} onChange={(e) => setParallel(e.target.value)} />
         </label>
-        <label className="field">
-          <span className="label">Through target</span>
-          <select value={target} onChange={(e) => setTarget(e.target.value)} disabled={!targets.targets}>
-            <option value="">Automatic: the first one every host reaches</option>
-            {carriers.map((t) => (
-              <option key={t.id} value={t.id}>
-                {targetLabel(t)}
-              </option>
-            ))}
-          </select>
-        </label>
+        <TargetSelect label="Through target" value={target} onChange={setTarget} targets={carriers} loading={!targets.targets} automatic="Automatic: the first one every host reaches" />
       </div>
       {targets.targets && carriers.length === 0 && <p className="notice">No backup target can carry a move: it needs an S3 target, or a directory target every host shares.</p>}
       <ErrorBox error={targets.error} what="Could not list backup targets" />

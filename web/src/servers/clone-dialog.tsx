@@ -9,7 +9,8 @@ import { type Backup } from "@berth/proto/berth/v1/backup_pb.js";
 import { DesiredState, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useHosts, useSession } from "../app-context.js";
 import { errorText } from "../api/client.js";
-import { targetLabel, useTargets } from "../backups/use-targets.js";
+import { useTargets } from "../backups/use-targets.js";
+import { TargetSelect } from "../backups/target-select.js";
 import { ErrorBox, ErrorText } from "../ui/error-box.js";
 import { formatBytes, formatTime, tsMs } from "../ui/format.js";
 import { Modal } from "../ui/modal.js";
@@ -110,18 +111,15 @@ export function CloneDialog({ source, fromBackup, onClose }: { source: Server; f
             </select>
           </label>
           {!fromBackup && (
-            <label className="field">
-              <span className="label">Backup target</span>
-              <select value={chosenTarget} onChange={(e) => setTarget(e.target.value)} disabled={!targets.targets}>
-                <option value="">Automatic: the first one both hosts reach</option>
-                {usable.map((t) => (
-                  <option key={t.id} value={t.id}>
-                    {targetLabel(t)}
-                  </option>
-                ))}
-              </select>
-              {otherHost && <span className="hint">another host: S3 or a shared directory only</span>}
-            </label>
+            <TargetSelect
+              label="Backup target"
+              value={chosenTarget}
+              onChange={setTarget}
+              targets={usable}
+              loading={!targets.targets}
+              automatic="Automatic: the first one both hosts reach"
+              hint={otherHost && "another host: S3 or a shared directory only"}
+            />
           )}
         </div>
         <label className="check">

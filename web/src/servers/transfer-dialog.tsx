@@ -10,7 +10,8 @@ import { useState } from "react";
 import type { Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useHosts, useSession } from "../app-context.js";
 import { errorText } from "../api/client.js";
-import { targetLabel, useTargets } from "../backups/use-targets.js";
+import { useTargets } from "../backups/use-targets.js";
+import { TargetSelect } from "../backups/target-select.js";
 import { ErrorBox, ErrorText } from "../ui/error-box.js";
 import { formatBytes } from "../ui/format.js";
 import { Modal } from "../ui/modal.js";
@@ -99,18 +100,15 @@ export function TransferDialog({ server, onClose }: { server: Server; onClose: (
           ))}
         </fieldset>
         <div className="form-grid">
-          <label className="field">
-            <span className="label">Through target</span>
-            <select value={target} onChange={(e) => setTarget(e.target.value)} disabled={!targets.targets}>
-              <option value="">Automatic: the first S3 or shared target</option>
-              {carriers.map((t) => (
-                <option key={t.id} value={t.id}>
-                  {targetLabel(t)}
-                </option>
-              ))}
-            </select>
-            <span className="hint">S3, or a directory every host shares; a plain directory is on one host only</span>
-          </label>
+          <TargetSelect
+            label="Through target"
+            value={target}
+            onChange={setTarget}
+            targets={carriers}
+            loading={!targets.targets}
+            automatic="Automatic: the first S3 or shared target"
+            hint="S3, or a directory every host shares; a plain directory is on one host only"
+          />
           <label className="field">
             <span className="label">Keep the source copy</span>
             <span className="inline">

@@ -1031,7 +1031,7 @@ export type TransferServerRequest = Message<"berth.v1.TransferServerRequest"> & 
   target: string;
 
   /**
-   * Keep the source copy (container removed, data directory kept) this many
+   * Keep the source copy (its stopped container and data directory) this many
    * hours after the server runs on the new host; 0 removes it then.
    *
    * @generated from field: uint32 keep_source_hours = 4;
