@@ -11,8 +11,8 @@ import * as tar from "tar-stream";
 import { compress } from "@bokuweb/zstd-wasm";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureBinary } from "../../../test/harness/docker-engine.js";
-import { compileIgnore, compressionForKey, createArchive, extractArchive, verifyArchive, type ArchiveCompression, type ArchiveProgress, type CreateArchiveOptions } from "./archive.js";
-import { FRAME_INPUT_BYTES, MAX_FRAME_CONTENT, ZstdFormatError, ZstdFrameSplitter, createZstdCompress, decompressFrame, zstdReady } from "./zstd-stream.js";
+import { compileIgnore, compressionForKey, createArchive, extractArchive, openArchive, verifyArchive, type ArchiveCompression, type ArchiveProgress, type CreateArchiveOptions } from "./archive.js";
+import { FRAME_INPUT_BYTES, MAX_FRAME_CONTENT, ZstdFormatError, ZstdFrameSplitter, compressFrames, decompressFrame, decompressFrames, zstdReady } from "./zstd-stream.js";
 
 const isRoot = process.getuid?.() === 0;
 // GNU tar's --zstd runs the zstd CLI: an operator restoring by hand needs nothing but these two.
@@ -272,6 +272,49 @@ describe("verifyArchive", () => {
   });
 });
 
+describe("extractArchive with the recorded sha256 (a restore: checked on the way through)", () => {
+  it("extracts when it matches; another valid archive under that sha256 is ChecksumMismatch and leaves nothing", async () => {
+    const base = await scratch();
+    const src = await sampleTree(base);
+    const file = join(base, "bk.tar.zst");
+    const stats = await archiveTo(src, file);
+    const dest = join(base, "ok");
+    await extractArchive(await openArchive(file), dest, { sha256: stats.sha256, bytesTotal: stats.rawBytes });
+    expect(await listing(dest)).toEqual(await listing(src));
+
+    // A well-formed archive of other data, the same size, put in its place: only the hash can tell.
+    await writeFile(join(src, "run.sh"), "#!/bin/sh\necho HI\n");
+    const other = join(base, "other.tar.zst");
+    const otherStats = await archiveTo(src, other);
+    const replaced = join(base, "replaced");
+    const err = await extractArchive(await openArchive(other), replaced, { sha256: stats.sha256, bytesTotal: stats.rawBytes }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ reason: "ChecksumMismatch" });
+    expect((err as Error).message).toContain(stats.sha256);
+    expect((err as Error).message).toContain(otherStats.sha256);
+    await expect(lstat(replaced)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("stops as soon as the archive unpacks to more file bytes than were recorded (ChecksumMismatch), and leaves nothing", async () => {
+    const base = await scratch();
+    const src = join(base, "src");
+    await mkdir(src);
+    for (let i = 0; i < 8; i++) await writeFile(join(src, `f${i}`), randomBytes(1024 * 1024));
+    const file = join(base, "bk.tar.zst");
+    const stats = await archiveTo(src, file);
+    const dest = join(base, "dest");
+    const written: number[] = [];
+    const err = await extractArchive(await openArchive(file), dest, { sha256: stats.sha256, bytesTotal: 2 * 1024 * 1024, onProgress: (p) => written.push(p.bytesDone) }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ reason: "ChecksumMismatch", message: expect.stringContaining("more than the 2097152 bytes") });
+    expect(Math.max(0, ...written)).toBeLessThanOrEqual(2 * 1024 * 1024);
+    await expect(lstat(dest)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("openArchive: a missing archive is ArchiveMissing", async () => {
+    const base = await scratch();
+    await expect(openArchive(join(base, "gone.tar.zst"))).rejects.toMatchObject({ reason: "ArchiveMissing" });
+  });
+});
+
 describe("abort", () => {
   it("stops creating an archive when the signal fires and rejects with Aborted", async () => {
     const base = await scratch();
@@ -344,7 +387,7 @@ describe("extractArchive refuses what it must not do", () => {
     for (const e of entries) pack.entry(e.header, e.body ?? "");
     pack.finalize();
     const chunks: Buffer[] = [];
-    for await (const c of pack.pipe(compression === "gzip" ? createGzip() : createZstdCompress(1))) chunks.push(c as Buffer);
+    for await (const c of compression === "gzip" ? pack.pipe(createGzip()) : compressFrames(pack, 1)) chunks.push(c as Buffer);
     return Buffer.concat(chunks);
   }
 
@@ -386,6 +429,27 @@ describe("extractArchive refuses what it must not do", () => {
 });
 
 describe("compression: zstd for new archives, gzip still read", () => {
+  it("compressFrames and decompressFrames (worker threads) keep the order of pieces that finish out of order", async () => {
+    await zstdReady();
+    // Large random pieces take longer than small or repetitive ones: later pieces finish first.
+    const sizes = [3 * 1024 * 1024, 10, 4 * 1024 * 1024, 1, 200_000, 0, 2 * 1024 * 1024, 17, 4 * 1024 * 1024, 5];
+    const pieces = sizes.map((n, i) => (i % 2 ? Buffer.alloc(n, i) : randomBytes(n)));
+    const expected = Buffer.concat(pieces);
+    async function* source(): AsyncGenerator<Buffer> {
+      for (const p of pieces) yield Buffer.from(p); // a copy: pieces that own their buffer are handed over
+    }
+    const frames: Buffer[] = [];
+    for await (const f of compressFrames(source(), 1)) frames.push(f);
+    expect(frames).toHaveLength(pieces.length);
+    expect(Buffer.concat(frames.map((f) => decompressFrame(f))).equals(expected)).toBe(true);
+    const out: Buffer[] = [];
+    async function* asOneBatch(): AsyncGenerator<Buffer[]> {
+      yield frames;
+    }
+    for await (const c of decompressFrames(asOneBatch())) out.push(c);
+    expect(Buffer.concat(out).equals(expected)).toBe(true);
+  });
+
   /** `data` cut into pieces of `size` bytes. */
   const pieces = (data: Buffer, size: number) => Array.from({ length: Math.ceil(data.length / size) }, (_, i) => data.subarray(i * size, (i + 1) * size));
   const frameCount = (data: Buffer) => new ZstdFrameSplitter().push(data).length;

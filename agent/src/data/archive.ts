@@ -41,6 +41,7 @@
  * setgid) and no extended attributes.
  */
 import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
 import { constants, type Stats } from "node:fs";
 import { lchown, lstat, lutimes, mkdir, open, readdir, readlink, rm, symlink, chmod, chown, utimes, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -48,7 +49,13 @@ import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import * as tar from "tar-stream";
-import { ZstdFormatError, ZstdFrameSplitter, createZstdCompress, decompressFrame, zstdReady } from "./zstd-stream.js";
+import { FRAME_INPUT_BYTES, ZstdFormatError, ZstdFrameSplitter, compressFrames, decompressFrames } from "./zstd-stream.js";
+
+/** tar-stream's header codec (its types do not declare the module). */
+const tarHeaders = createRequire(import.meta.url)("tar-stream/headers") as {
+  encode(header: Header): Buffer | null;
+  encodePax(opts: { name: string; linkname?: string; pax?: Record<string, string> }): Buffer;
+};
 
 export type ArchiveErrorReason =
   /** The caller's AbortSignal fired; the caller deletes what was written. */
@@ -136,14 +143,22 @@ export interface ExtractArchiveOptions {
   signal?: AbortSignal;
   /** Called at most every PROGRESS_EVERY_MS while file bytes are written, and once at the end. */
   onProgress?: (p: ArchiveProgress) => void;
-  /** The archive's ArchiveStats.rawBytes when known, reported as bytesTotal. */
+  /** The archive's ArchiveStats.rawBytes when known, reported as bytesTotal (and, with `sha256`, the most file bytes extracted). */
   bytesTotal?: number;
+  /**
+   * The sha256 (hex) recorded when the archive was made: every byte of
+   * `input` is hashed on its way through, and extraction fails with
+   * ChecksumMismatch (`dest` removed) unless they match once the archive
+   * ends. With `bytesTotal`, an archive that unpacks to more file bytes than
+   * that fails as soon as it does (a replaced archive cannot fill the disk).
+   */
+  sha256?: string;
 }
 
 export const DEFAULT_LEVEL = 1;
 const PROGRESS_EVERY_MS = 250;
-/** File bytes read per call (a fresh buffer each: the tar stream keeps what it is given). */
-const READ_CHUNK = 128 * 1024;
+/** File bytes read per call, straight into the tar piece being filled: an abort waits for one such read at most. */
+const READ_CHUNK = 1024 * 1024;
 /**
  * Bytes gunzip hands on per chunk when extracting, and so the largest write
  * into a restored file. zlib's default, 16 KiB, made one awaited write per
@@ -260,27 +275,119 @@ async function* walk(abs: string, rel: string, ignored: (rel: string, isDir: boo
     counts.changed++; // vanished, or replaced by a file, since it was listed
     return;
   }
-  for (const name of names) {
+  for (let b = 0; b < names.length; b += LSTAT_BATCH) {
+    // A batch of lstats at once: one at a time, a tree of small files waited on the thread pool's round trips.
+    const batch = names.slice(b, b + LSTAT_BATCH);
+    const stats = await Promise.all(
+      batch.map((name) =>
+        lstat(join(abs, name)).catch((err: unknown) => {
+          if (!isCode(err, "ENOENT")) throw err;
+          return undefined;
+        }),
+      ),
+    );
+    for (let i = 0; i < batch.length; i++) yield* walkEntry(abs, rel, batch[i]!, stats[i], ignored, counts);
+  }
+}
+
+async function* walkEntry(abs: string, rel: string, name: string, st: Stats | undefined, ignored: (rel: string, isDir: boolean) => boolean, counts: WalkCounts): AsyncGenerator<WalkEntry> {
+  {
     const childAbs = join(abs, name);
     const childRel = rel ? `${rel}/${name}` : name;
-    let st: Stats;
-    try {
-      st = await lstat(childAbs);
-    } catch (err) {
-      if (!isCode(err, "ENOENT")) throw err;
-      counts.changed++;
-      continue;
+    if (!st) {
+      counts.changed++; // vanished since it was listed
+      return;
     }
     if (ignored(childRel, st.isDirectory())) {
       counts.ignored++;
-      continue;
+      return;
     }
     if (!st.isFile() && !st.isDirectory() && !st.isSymbolicLink()) {
       counts.skipped++;
-      continue;
+      return;
     }
     yield { rel: childRel, abs: childAbs, st };
     if (st.isDirectory()) yield* walk(childAbs, childRel, ignored, counts);
+  }
+}
+
+/** lstat calls in flight at once while walking a directory. */
+const LSTAT_BATCH = 32;
+/** Files up to this size are read whole ahead of their turn (READ_AHEAD at once); larger ones are read in turn, straight into the tar. */
+const SMALL_FILE = 256 * 1024;
+/** Entries prepared ahead of the one being archived: at most READ_AHEAD × SMALL_FILE bytes held. */
+const READ_AHEAD = 16;
+
+/** A walked entry, ready to archive: what its file or link holds, read ahead when small. */
+type Prepared =
+  | { kind: "gone" }
+  | { kind: "dir"; rel: string; st: Stats }
+  | { kind: "symlink"; rel: string; st: Stats; target: string }
+  /** A small file read whole: its stat when opened, its bytes (cut or zero-padded to that size), and whether it changed meanwhile. */
+  | { kind: "small"; rel: string; st: Stats; data: Buffer; changed: boolean }
+  /** A larger file, open: read in turn. */
+  | { kind: "large"; rel: string; st: Stats; fh: FileHandle };
+
+/**
+ * The entries of `walk`, each prepared (links read, files opened, small
+ * files read whole) up to READ_AHEAD entries ahead of the one being
+ * archived: one at a time, a tree of small files spent most of its time
+ * waiting on the thread pool's round trips (open, stat, read, stat, close).
+ * A file opened for an entry the caller never takes is closed.
+ */
+async function* readAhead(entries: AsyncIterable<WalkEntry>, signal: AbortSignal | undefined): AsyncGenerator<Prepared> {
+  const queue: Array<Promise<Prepared>> = [];
+  try {
+    for await (const e of entries) {
+      throwIfAborted(signal);
+      const p = prepare(e);
+      p.catch(() => {}); // awaited in order below
+      queue.push(p);
+      if (queue.length >= READ_AHEAD) yield await queue.shift()!;
+    }
+    while (queue.length > 0) yield await queue.shift()!;
+  } finally {
+    for (const p of queue.splice(0)) void p.then((x) => (x.kind === "large" ? x.fh.close() : undefined)).catch(() => {});
+  }
+}
+
+async function prepare(e: WalkEntry): Promise<Prepared> {
+  if (e.st.isDirectory()) return { kind: "dir", rel: e.rel, st: e.st };
+  if (e.st.isSymbolicLink()) {
+    try {
+      return { kind: "symlink", rel: e.rel, st: e.st, target: await readlink(e.abs) };
+    } catch (err) {
+      if (!isCode(err, "ENOENT", "EINVAL")) throw err;
+      return { kind: "gone" };
+    }
+  }
+  let fh: FileHandle;
+  try {
+    // O_NONBLOCK: if the file was replaced by a FIFO since the walk, open must not wait for a writer.
+    fh = await open(e.abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (!isCode(err, "ENOENT", "ELOOP")) throw err;
+    return { kind: "gone" };
+  }
+  let keep = false;
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return { kind: "gone" };
+    if (st.size > SMALL_FILE) {
+      keep = true;
+      return { kind: "large", rel: e.rel, st, fh };
+    }
+    const data = Buffer.alloc(st.size); // zeros where a file that shrank comes up short
+    let pos = 0;
+    while (pos < st.size) {
+      const { bytesRead } = await fh.read(data, pos, st.size - pos, pos);
+      if (bytesRead === 0) break;
+      pos += bytesRead;
+    }
+    const after = await fh.stat();
+    return { kind: "small", rel: e.rel, st, data, changed: pos < st.size || after.size !== st.size || after.mtimeMs !== st.mtimeMs };
+  } finally {
+    if (!keep) await fh.close();
   }
 }
 
@@ -318,7 +425,6 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
   const { signal } = opts;
   throwIfAborted(signal);
   const compression = opts.compression ?? "zstd";
-  if (compression === "zstd") await zstdReady();
   let rootSt: Stats;
   try {
     rootSt = await lstat(dir);
@@ -351,121 +457,130 @@ export async function createArchive(dir: string, out: Writable, opts: CreateArch
       cb(null, chunk);
     },
   });
-  const pack = tar.pack();
-  let packClosed = false;
-  pack.on("close", () => (packClosed = true));
-  // Rejects once the pack is gone (`out` failed or was destroyed under us, an abort): an entry
-  // callback or a drain that can no longer come must not leave the archive waiting forever.
-  const packGone = new Promise<never>((_resolve, reject) => pack.once("close", () => reject(new Error("archive stream closed"))));
-  packGone.catch(() => {});
-  pack.on("error", () => {}); // reported by pipeline; a second destroy must not throw
-  const onAbort = () => pack.destroy(abortError());
-  signal?.addEventListener("abort", onAbort, { once: true });
-  const compressor = compression === "zstd" ? createZstdCompress(opts.level ?? DEFAULT_LEVEL) : createGzip({ level: opts.level ?? DEFAULT_LEVEL });
-  const piped = pipeline(pack, compressor, measure, out);
-  piped.catch(() => {});
 
-  /** Adds an entry; `fill` writes a file's bytes into its sink. */
-  const addEntry = async (header: Header, fill?: (sink: Writable) => Promise<void>): Promise<void> => {
-    if (packClosed) throw new Error("archive stream closed");
-    let sink: Writable | undefined;
-    const done = new Promise<void>((resolve, reject) => {
-      sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    });
-    done.catch(() => {}); // when fill throws, the entry fails too, unawaited
-    if (fill) {
-      await fill(sink!);
-      sink!.end();
-    }
-    await Promise.race([done, packGone]);
-  };
-
-  /** Writes exactly `size` bytes of the open file into `sink`: cut if it grew, zeros if it shrank. */
-  const copyFile = async (fh: FileHandle, size: number, sink: Writable): Promise<boolean> => {
-    let pos = 0;
-    let short = false;
-    while (pos < size) {
-      throwIfAborted(signal);
-      const want = Math.min(READ_CHUNK, size - pos);
-      let buf = Buffer.allocUnsafe(want);
-      const { bytesRead } = short ? { bytesRead: 0 } : await fh.read(buf, 0, want, pos);
-      if (bytesRead === 0) {
-        short = true;
-        buf = Buffer.alloc(want);
-      } else buf = buf.subarray(0, bytesRead);
-      pos += buf.length;
-      bytesDone += buf.length;
-      if (!sink.write(buf)) await Promise.race([drainOrClose(sink), packGone]);
-      if (packClosed) throw new Error("archive stream closed");
-      progress(false);
-    }
-    return short;
-  };
-
-  let failure: unknown;
-  try {
-    await addEntry(headerFor("./", rootSt, "directory"));
-    for await (const e of walk(dir, "", ignored, counts)) {
-      throwIfAborted(signal);
-      if (e.st.isDirectory()) await addEntry(headerFor(`${e.rel}/`, e.st, "directory"));
-      else if (e.st.isSymbolicLink()) {
-        let target: string;
-        try {
-          target = await readlink(e.abs);
-        } catch (err) {
-          if (!isCode(err, "ENOENT", "EINVAL")) throw err;
-          counts.changed++;
-          continue;
+  /**
+   * The tar, in pieces of FRAME_INPUT_BYTES (the last one shorter): headers
+   * are copied in, file bytes are read straight into the piece being filled
+   * (no copy on this thread), and a full piece is handed on whole.
+   */
+  async function* tarPieces(): AsyncGenerator<Buffer> {
+    let piece = Buffer.allocUnsafeSlow(FRAME_INPUT_BYTES);
+    let at = 0;
+    /** Copies `b` in; answers the pieces it filled. */
+    const put = (b: Buffer): Buffer[] => {
+      const full: Buffer[] = [];
+      for (let o = 0; o < b.length; ) {
+        const n = b.copy(piece, at, o);
+        at += n;
+        o += n;
+        if (at === piece.length) {
+          full.push(piece);
+          piece = Buffer.allocUnsafeSlow(FRAME_INPUT_BYTES);
+          at = 0;
         }
-        await addEntry(headerFor(e.rel, e.st, "symlink", target));
-      } else {
-        let fh: FileHandle;
-        try {
-          // O_NONBLOCK: if the file was replaced by a FIFO since the walk, open must not wait for a writer.
-          fh = await open(e.abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-        } catch (err) {
-          if (!isCode(err, "ENOENT", "ELOOP")) throw err;
-          counts.changed++;
-          continue;
+      }
+      return full;
+    };
+    /** Reads exactly `size` bytes of the open file into the pieces (cut if it grew, zeros if it shrank); answers whether it came up short. */
+    async function* fileBytes(fh: FileHandle, size: number, short: { value: boolean }): AsyncGenerator<Buffer> {
+      for (let pos = 0; pos < size; ) {
+        throwIfAborted(signal);
+        const want = Math.min(READ_CHUNK, piece.length - at, size - pos);
+        const { bytesRead } = short.value ? { bytesRead: 0 } : await fh.read(piece, at, want, pos);
+        const n = bytesRead > 0 ? bytesRead : want;
+        if (bytesRead === 0) {
+          short.value = true;
+          piece.fill(0, at, at + want);
         }
-        try {
-          const st = await fh.stat();
-          if (!st.isFile()) {
-            counts.changed++;
-            continue;
+        at += n;
+        pos += n;
+        bytesDone += n;
+        progress(false);
+        if (at === piece.length) {
+          yield piece;
+          piece = Buffer.allocUnsafeSlow(FRAME_INPUT_BYTES);
+          at = 0;
+        }
+      }
+      yield* put(TAR_ZEROS.subarray(0, (512 - (size % 512)) % 512));
+    }
+
+    yield* put(tarHeader(headerFor("./", rootSt, "directory")));
+    for await (const p of readAhead(walk(dir, "", ignored, counts), signal)) {
+      throwIfAborted(signal);
+      if (p.kind === "gone") {
+        counts.changed++;
+        continue;
+      }
+      if (p.kind === "dir") yield* put(tarHeader(headerFor(`${p.rel}/`, p.st, "directory")));
+      else if (p.kind === "symlink") yield* put(tarHeader(headerFor(p.rel, p.st, "symlink", p.target)));
+      else {
+        if (p.st.mode & SETID_BITS) setidCleared++;
+        yield* put(tarHeader(headerFor(p.rel, p.st, "file")));
+        if (p.kind === "small") {
+          yield* put(p.data);
+          yield* put(TAR_ZEROS.subarray(0, (512 - (p.data.length % 512)) % 512));
+          bytesDone += p.data.length;
+          progress(false);
+          if (p.changed) counts.changed++;
+        } else {
+          try {
+            const short = { value: false };
+            yield* fileBytes(p.fh, p.st.size, short);
+            const after = await p.fh.stat();
+            if (short.value || after.size !== p.st.size || after.mtimeMs !== p.st.mtimeMs) counts.changed++;
+          } finally {
+            await p.fh.close();
           }
-          if (st.mode & SETID_BITS) setidCleared++;
-          let short = false;
-          await addEntry(headerFor(e.rel, st, "file"), async (sink) => {
-            short = await copyFile(fh, st.size, sink);
-          });
-          const after = await fh.stat();
-          if (short || after.size !== st.size || after.mtimeMs !== st.mtimeMs) counts.changed++;
-          rawBytes += st.size;
-        } finally {
-          await fh.close();
         }
+        rawBytes += p.st.size;
       }
       files++;
     }
-    pack.finalize();
-  } catch (err) {
-    failure = err;
-    pack.destroy(err as Error);
+    yield* put(TAR_ZEROS.subarray(0, 1024)); // the end of the archive: two zero blocks
+    if (at > 0) yield piece.subarray(0, at);
   }
+
+  const compressed: AsyncIterable<Buffer> | Readable =
+    compression === "zstd" ? compressFrames(tarPieces(), opts.level ?? DEFAULT_LEVEL) : Readable.from(tarPieces()).pipe(createGzip({ level: opts.level ?? DEFAULT_LEVEL }));
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(abortError());
+  signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await piped;
+    await pipeline(compressed, measure, out, { signal: ac.signal });
   } catch (err) {
-    // The cause: an error of ours reached the pipeline through pack.destroy;
-    // one of `out`'s closed the pack under us ("archive stream closed").
-    failure = err;
+    if (signal?.aborted) throw abortError();
+    throw err;
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
   if (signal?.aborted) throw abortError();
-  if (failure) throw failure;
   progress(true);
   return { sha256: hash.digest("hex"), archiveBytes, rawBytes, files, ...counts, setidCleared };
+}
+
+/** Zeros for tar's padding and its end (two 512-byte blocks). */
+const TAR_ZEROS = Buffer.alloc(1024);
+
+/**
+ * The bytes of one tar entry's header as tar-stream 2 writes them (its
+ * pack's defaults; a pax extended header first when ustar cannot hold a
+ * field): archives stay what they were when tar-stream's pack made them.
+ */
+function tarHeader(header: Header): Buffer {
+  const h: Header = { ...header };
+  if (!h.size || h.type === "symlink") h.size = 0;
+  if (!h.mode) h.mode = h.type === "directory" ? 0o755 : 0o644;
+  if (!h.uid) h.uid = 0;
+  if (!h.gid) h.gid = 0;
+  if (!h.pax) {
+    const plain = tarHeaders.encode(h);
+    if (plain) return plain;
+  }
+  const pax = tarHeaders.encodePax({ name: h.name, linkname: h.linkname ?? undefined, pax: h.pax });
+  const paxEntry: Header = { ...h, name: "PaxHeader", size: pax.length, type: "pax-header", linkname: h.linkname && "PaxHeader" };
+  const parts = [tarHeaders.encode(paxEntry)!, pax, TAR_ZEROS.subarray(0, (512 - (pax.length % 512)) % 512), tarHeaders.encode({ ...paxEntry, size: h.size, type: h.type })!];
+  return Buffer.concat(parts);
 }
 
 // ---------------------------------------------------------------------------
@@ -508,12 +623,26 @@ export async function verifyArchive(
     await fh.close();
   }
   const actual = hash.digest("hex");
-  if (actual !== expectedSha256.toLowerCase()) {
-    throw new ArchiveError(
-      "ChecksumMismatch",
-      `archive ${file} has sha256 ${actual}, but ${expectedSha256} was recorded when it was made: it is damaged or was replaced; do not restore from it`,
-    );
+  if (actual !== expectedSha256.toLowerCase()) throw checksumMismatch(actual, expectedSha256, file);
+}
+
+function checksumMismatch(actual: string, expected: string, file?: string): ArchiveError {
+  return new ArchiveError(
+    "ChecksumMismatch",
+    `${file ? `archive ${file}` : "the archive"} has sha256 ${actual}, but ${expected} was recorded when it was made: it is damaged or was replaced; do not restore from it`,
+  );
+}
+
+/** A readable stream of the archive file at `path` (read ARCHIVE_READ_CHUNK at a time), or ArchiveError "ArchiveMissing". */
+export async function openArchive(path: string): Promise<Readable> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, "r");
+  } catch (err) {
+    if (!isCode(err, "ENOENT")) throw err;
+    throw new ArchiveError("ArchiveMissing", `archive ${path} does not exist`);
   }
+  return fh.createReadStream({ highWaterMark: ARCHIVE_READ_CHUNK });
 }
 
 // ---------------------------------------------------------------------------
@@ -554,10 +683,14 @@ export function safeEntryPath(name: string): string {
  */
 export async function extractArchive(input: Readable, dest: string, opts: ExtractArchiveOptions = {}): Promise<{ files: number; rawBytes: number }> {
   const { signal } = opts;
-  throwIfAborted(signal);
+  if (signal?.aborted) {
+    input.destroy();
+    throw abortError();
+  }
   try {
     await mkdir(dest, { mode: 0o700 });
   } catch (err) {
+    input.destroy(); // never read: its file or connection must not stay open
     if (isCode(err, "EEXIST")) throw new ArchiveError("DestinationExists", `${dest} already exists; a restore only extracts into a new directory`);
     throw err;
   }
@@ -580,6 +713,7 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
   let files = 0;
   let rawBytes = 0;
   const progress = throttled(opts.onProgress, () => ({ bytesDone: rawBytes, bytesTotal: opts.bytesTotal ?? 0, files }));
+  const limit = opts.sha256 !== undefined && opts.bytesTotal ? opts.bytesTotal : undefined;
 
   const claim = (rel: string, kind: Claimed): void => {
     const parts = rel.split("/");
@@ -622,7 +756,16 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
         try {
           for await (const chunk of stream) {
             throwIfAborted(signal);
-            await fh.write(chunk as Buffer);
+            if (limit !== undefined && rawBytes + (chunk as Buffer).length > limit) {
+              // Recorded before the throw: leaving the loop destroys the entry's stream and so the
+              // parser, and the pipeline rejects with a premature close before this entry's rejection is seen.
+              entryError ??= new ArchiveError("ChecksumMismatch", `the archive unpacks to more than the ${limit} bytes of files recorded when it was made: it is damaged or was replaced; do not restore from it`);
+              throw entryError;
+            }
+            await fh.write(chunk as Buffer).catch((err: unknown) => {
+              entryError ??= err; // a failed write (ENOSPC): the same race
+              throw err;
+            });
             rawBytes += (chunk as Buffer).length;
             progress(false);
           }
@@ -663,14 +806,25 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
   });
   const onAbort = () => ex.destroy(abortError());
   signal?.addEventListener("abort", onAbort, { once: true });
+  const hash = opts.sha256 !== undefined ? createHash("sha256") : undefined;
+  async function* hashed(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    for await (const chunk of source) {
+      hash?.update(chunk);
+      yield chunk;
+    }
+  }
   try {
-    await pipeline(input, decompressAny, ex);
+    await pipeline(input, hashed, decompressAny, ex);
   } catch (err) {
     throw entryError ?? err;
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
   throwIfAborted(signal);
+  if (hash) {
+    const actual = hash.digest("hex");
+    if (actual !== opts.sha256!.toLowerCase()) throw checksumMismatch(actual, opts.sha256!);
+  }
 
   // Every file and directory exists: now the links, which nothing after them can go through.
   for (const { path, header } of links) {
@@ -746,13 +900,13 @@ async function* decompressAny(source: AsyncIterable<Buffer>): AsyncGenerator<Buf
   if (first.length < 4 || !(first.readUInt32LE(0) === 0xfd2fb528 || (first.readUInt32LE(0) & 0xfffffff0) >>> 0 === 0x184d2a50)) {
     throw unsafe(`the archive is neither gzip nor zstd (it starts with ${first.subarray(0, 4).toString("hex") || "nothing"})`);
   }
-  await zstdReady();
-  const frames = new ZstdFrameSplitter();
+  const splitter = new ZstdFrameSplitter();
+  async function* frames(): AsyncGenerator<Buffer[]> {
+    for await (const chunk of all()) yield splitter.push(chunk);
+    splitter.end();
+  }
   try {
-    for await (const chunk of all()) {
-      for (const frame of frames.push(chunk)) yield decompressFrame(frame);
-    }
-    frames.end();
+    yield* decompressFrames(frames());
   } catch (err) {
     if (err instanceof ZstdFormatError) throw unsafe(err.message);
     throw err;
@@ -775,19 +929,6 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 
 function isCode(err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException).code ?? "");
-}
-
-/** Waits until `sink` takes more or is closed (the archive stream failed). */
-function drainOrClose(sink: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      sink.off("drain", done);
-      sink.off("close", done);
-      resolve();
-    };
-    sink.on("drain", done);
-    sink.on("close", done);
-  });
 }
 
 /** Calls `report` with `state()` at most every PROGRESS_EVERY_MS, or whenever `force`d. */

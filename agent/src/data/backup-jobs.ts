@@ -7,11 +7,11 @@
  * target (BackupDirs.writeAtomic), no half-restored data (DataRoot.restoreFrom).
  */
 import type { Command } from "@berth/proto/berth/v1/agent_pb.js";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { ARCHIVE_READ_CHUNK, compressionForKey, createArchive, extractArchive, verifyArchive, type ArchiveStats } from "./archive.js";
+import { compressionForKey, createArchive, extractArchive, openArchive, type ArchiveStats } from "./archive.js";
 import { S3Error, S3Target, type S3Location } from "./s3-target.js";
 import type { BackupDirs } from "./backup-dir.js";
 import { DataPathError, type DataRoot } from "./data-root.js";
@@ -20,7 +20,7 @@ import { DataPathError, type DataRoot } from "./data-root.js";
 export interface JobProgress {
   commandId: string;
   serverId: string;
-  stage: "Copying" | "Verifying" | "Restoring";
+  stage: "Copying" | "Restoring";
   bytesDone: number;
   bytesTotal: number;
   files: number;
@@ -67,9 +67,10 @@ export class BackupJobs {
   }
 
   /**
-   * RESTORE_DATA: checks the archive's sha256, then swaps its content in for
-   * the data directory. An archive in S3 is downloaded into the data root's
-   * work directory first, so it is checked before anything is touched there too.
+   * RESTORE_DATA: unpacks the archive into a fresh directory, checking its
+   * sha256 on the way through, and swaps that in for the data directory
+   * only if the sha256 matched. An archive in S3 is downloaded into the data
+   * root's work directory first (a cut download fails before anything is unpacked).
    */
   async restore(cmd: Command): Promise<{ kept: boolean }> {
     const job = this.job(cmd);
@@ -86,11 +87,10 @@ export class BackupJobs {
         path = await this.dirs.resolve(job.directory, job.key);
       }
       try {
-        const verifying = this.reporter(cmd, "Verifying");
-        await verifyArchive(path, job.sha256, { signal, onProgress: (done, total) => verifying(done, total, 0) });
         const restoring = this.reporter(cmd, "Restoring");
         return await this.data.restoreFrom(cmd.serverId, cmd.dataDir, async (dest) => {
-          await extractArchive(createReadStream(path, { highWaterMark: ARCHIVE_READ_CHUNK }), dest, { signal, bytesTotal: job.rawBytes, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
+          // The sha256 is checked on the way through: the fresh directory is swapped in only if it matches.
+          await extractArchive(await openArchive(path), dest, { signal, sha256: job.sha256, bytesTotal: job.rawBytes, onProgress: (p) => restoring(p.bytesDone, p.bytesTotal, p.files) });
         });
       } finally {
         if (download) await rm(download, { force: true });

@@ -7,7 +7,9 @@
  * therefore cuts the stream into FRAME_INPUT_BYTES pieces, each its own
  * frame; reading finds where each frame ends (RFC 8878, section 3.1.1) and
  * decompresses frames one at a time. A sequence of frames is a valid zstd
- * stream, so `zstd -dc` reads the result as one.
+ * stream, so `zstd -dc` reads the result as one. The codec itself runs in
+ * worker threads (zstd-workers.ts): frames are compressed and decompressed
+ * off the main thread, several at once.
  *
  * What is read comes from outside (a backup target, another host), so the
  * reader accepts only what it can bound: a frame must declare its content
@@ -15,8 +17,8 @@
  * compressed bytes are buffered up to MAX_FRAME_COMPRESSED, and anything
  * that is not a frame, a truncated frame or a reserved field is refused.
  */
-import { compress, decompress, init } from "@bokuweb/zstd-wasm";
-import { Transform, type TransformCallback } from "node:stream";
+import { decompress, init } from "@bokuweb/zstd-wasm";
+import { ZSTD_WORKERS, ZstdWorkerError, zstdInWorker } from "./zstd-workers.js";
 
 /**
  * Uncompressed bytes per frame. 4 MiB compressed ~15% faster than 1 MiB at
@@ -41,7 +43,7 @@ export class ZstdFormatError extends Error {
 }
 
 let ready: Promise<void> | undefined;
-/** Loads the WebAssembly module, once per process (a second init() of @bokuweb/zstd-wasm breaks it: compress answers zeros). */
+/** Loads the WebAssembly module on this thread (for decompressFrame), once per process (a second init() of @bokuweb/zstd-wasm breaks it: compress answers zeros). */
 export function zstdReady(): Promise<void> {
   ready ??= init().catch((err: unknown) => {
     ready = undefined;
@@ -51,45 +53,67 @@ export function zstdReady(): Promise<void> {
 }
 
 /**
- * Compresses what is written into a sequence of zstd frames of
- * FRAME_INPUT_BYTES input each (the last one shorter). Call zstdReady()
- * before writing.
+ * Frames in flight per worker: one being compressed and one waiting, so a
+ * worker never idles while the next piece is gathered.
  */
-export function createZstdCompress(level: number): Transform {
-  let parts: Buffer[] = [];
-  let held = 0;
-  const emit = (t: Transform, piece: Buffer) => {
-    const out = compress(piece, level);
-    t.push(Buffer.from(out.buffer, out.byteOffset, out.byteLength));
+const IN_FLIGHT_PER_WORKER = 2;
+
+/**
+ * Compresses each piece into one zstd frame, in zstd-workers.ts's worker
+ * threads, and yields the frames in order: together a valid zstd stream.
+ * Pieces must be at most MAX_FRAME_CONTENT bytes (createArchive's are
+ * FRAME_INPUT_BYTES). A piece that owns its whole buffer
+ * (Buffer.allocUnsafeSlow) is handed to the worker, not copied: the caller
+ * must not touch it afterwards. At most IN_FLIGHT_PER_WORKER × ZSTD_WORKERS
+ * pieces are in flight; the next is pulled from `pieces` only when there is
+ * room, so a fast producer waits for the codec.
+ */
+export async function* compressFrames(pieces: AsyncIterable<Buffer>, level: number): AsyncGenerator<Buffer> {
+  const inFlight: Array<Promise<Buffer>> = [];
+  try {
+    for await (const piece of pieces) {
+      if (piece.length > MAX_FRAME_CONTENT) throw new RangeError(`a piece of ${piece.length} bytes is larger than a frame may hold (${MAX_FRAME_CONTENT})`);
+      const p = zstdInWorker(piece, { op: "compress", level });
+      p.catch(() => {}); // awaited in order below; a failure behind another must not be unhandled meanwhile
+      inFlight.push(p);
+      while (inFlight.length >= IN_FLIGHT_PER_WORKER * ZSTD_WORKERS) yield await inFlight.shift()!;
+    }
+    while (inFlight.length > 0) yield await inFlight.shift()!;
+  } finally {
+    inFlight.length = 0; // left unawaited when the reader stops early: their results are dropped
+  }
+}
+
+/**
+ * Decompresses whole frames from ZstdFrameSplitter in zstd-workers.ts's
+ * worker threads, each into at most MAX_FRAME_CONTENT bytes, and yields the
+ * content in order. At most ZSTD_WORKERS + 1 frames are in flight (so at
+ * most that many times MAX_FRAME_CONTENT bytes held, whatever the frames
+ * declare). A frame the codec refuses is ZstdFormatError.
+ */
+export async function* decompressFrames(frames: AsyncIterable<Buffer[]>): AsyncGenerator<Buffer> {
+  const inFlight: Array<Promise<Buffer>> = [];
+  const oldest = async (): Promise<Buffer> => {
+    try {
+      return await inFlight.shift()!;
+    } catch (err) {
+      if (err instanceof ZstdWorkerError) throw new ZstdFormatError(`a zstd frame does not decompress: it is damaged (${err.message})`);
+      throw err;
+    }
   };
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      try {
-        parts.push(chunk);
-        held += chunk.length;
-        while (held >= FRAME_INPUT_BYTES) {
-          const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts, held);
-          emit(this, all.subarray(0, FRAME_INPUT_BYTES));
-          const rest = all.subarray(FRAME_INPUT_BYTES);
-          parts = rest.length > 0 ? [rest] : [];
-          held = rest.length;
-        }
-        cb();
-      } catch (err) {
-        cb(err as Error);
+  try {
+    for await (const batch of frames) {
+      for (const frame of batch) {
+        const p = zstdInWorker(frame, { op: "decompress", maxContent: MAX_FRAME_CONTENT });
+        p.catch(() => {});
+        inFlight.push(p);
+        while (inFlight.length > ZSTD_WORKERS) yield await oldest();
       }
-    },
-    flush(cb: TransformCallback) {
-      try {
-        if (held > 0) emit(this, Buffer.concat(parts, held));
-        parts = [];
-        held = 0;
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-  });
+    }
+    while (inFlight.length > 0) yield await oldest();
+  } finally {
+    inFlight.length = 0; // left unawaited when the reader stops early: their results are dropped
+  }
 }
 
 /**
@@ -247,8 +271,9 @@ export class ZstdFrameSplitter {
 }
 
 /**
- * Decompresses one whole frame from ZstdFrameSplitter, into at most
- * MAX_FRAME_CONTENT bytes. Call zstdReady() first.
+ * Decompresses one whole frame from ZstdFrameSplitter on this thread, into
+ * at most MAX_FRAME_CONTENT bytes (tests and tools; archives go through
+ * decompressFrames). Call zstdReady() first.
  */
 export function decompressFrame(frame: Buffer): Buffer {
   let out: Uint8Array;

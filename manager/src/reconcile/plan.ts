@@ -512,7 +512,7 @@ function dataStageOf(kind: CommandKind, op: DataOp): string {
   if (kind === CommandKind.ENSURE_STOPPED) return "Stopping";
   if (op.transfer?.stage === "start") return "Starting";
   if (kind !== CommandKind.BACKUP_DATA && kind !== CommandKind.RESTORE_DATA) return "Waiting";
-  return op.progress?.stage ?? (kind === CommandKind.BACKUP_DATA ? "Copying" : "Verifying");
+  return op.progress?.stage ?? (kind === CommandKind.BACKUP_DATA ? "Copying" : "Restoring");
 }
 
 function dataLost(base: Pick<Plan, "conditions" | "observedGeneration">): Plan {

@@ -1213,7 +1213,7 @@ export type CommandProgress = Message<"berth.v1.CommandProgress"> & {
   serverId: string;
 
   /**
-   * Copying, Verifying, Restoring.
+   * Copying, Restoring (agents before 2026-12-06 also reported Verifying before Restoring).
    *
    * @generated from field: string stage = 3;
    */

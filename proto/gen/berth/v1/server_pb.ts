@@ -371,7 +371,7 @@ export type Operation = Message<"berth.v1.Operation"> & {
   backupId: string;
 
   /**
-   * Stopping (for a consistent copy), Copying, Verifying, Restoring, Starting.
+   * Stopping (for a consistent copy), Copying, Restoring, Starting (older agents: Verifying before Restoring).
    *
    * @generated from field: string stage = 3;
    */
