@@ -417,6 +417,28 @@ describe("dashboard", () => {
     expect(await rowCount()).toBe(rowsBefore);
   });
 
+  it("a frozen manager (SIGSTOP): the badge and a banner say how long it has been silent, rows stay; once it runs again: live, and a toast says so", async () => {
+    const p = page();
+    await p.getByTestId("watch-status").filter({ hasText: "live" }).waitFor({ timeout: 30_000 });
+    const rowsBefore = await rowCount();
+    process.kill(manager.pid, "SIGSTOP");
+    try {
+      // Heartbeats every 5 s; stale after 12 s without a word (web/src/servers/server-watch.ts).
+      await p.getByTestId("watch-status").filter({ hasText: /stale · \d+ s/ }).waitFor({ timeout: 25_000 });
+      const banner = await p.getByTestId("stale-banner").textContent();
+      expect(banner).toMatch(/No word from the manager for \d+ s/);
+      expect(await rowCount()).toBe(rowsBefore);
+      await screenshot(p, "16b-manager-silent");
+    } finally {
+      process.kill(manager.pid, "SIGCONT");
+    }
+    await p.getByTestId("watch-status").filter({ hasText: "live" }).waitFor({ timeout: 30_000 });
+    await p.getByText(/Live again: the manager answers \(it was silent for \d+ s\)/).waitFor({ timeout: 5_000 });
+    expect(await p.getByTestId("stale-banner").count()).toBe(0);
+    // The agent's link may have dropped while the manager was frozen: the rows follow its truth again.
+    await waitForRowPhase(p, name("a"), "Running", 40_000);
+  });
+
   it("adopts an unmanaged container into a project from the Orphans panel", async () => {
     const p = page();
     const stray = name("stray");

@@ -15,7 +15,9 @@ import { OrphansPage } from "./orphans/orphans-page.js";
 import { ServersPage } from "./servers/servers-page.js";
 import { TokensPage } from "./tokens/tokens-page.js";
 import { navigate, useLocation } from "./ui/router.js";
-import { Toaster } from "./ui/toast.js";
+import { Toaster, useToast } from "./ui/toast.js";
+import { useNow } from "./ui/clock.js";
+import type { WatchSnapshot } from "./servers/server-watch.js";
 
 type Auth = { kind: "checking" } | { kind: "out"; message?: string } | { kind: "in"; token: string; me: Token };
 
@@ -102,6 +104,45 @@ function SignIn({ message, onSignIn }: { message: string | undefined; onSignIn: 
   );
 }
 
+/**
+ * The live-updates badge: "live", or how long the manager has been silent
+ * (stale: the heartbeats stopped), or (re)connecting. When the manager
+ * answers again after a silence, a toast says so and for how long it was gone.
+ */
+function WatchBadge({ watch }: { watch: WatchSnapshot }) {
+  const toast = useToast();
+  const [staleSince, setStaleSince] = useState<number | undefined>(undefined);
+  useEffect(() => {
+    if (watch.status === "stale" || watch.status === "reconnecting") setStaleSince((s) => s ?? watch.lastHeardMs);
+    else if (watch.status === "live" && staleSince !== undefined) {
+      if (staleSince > 0) toast("info", `Live again: the manager answers (it was silent for ${Math.max(1, Math.round((Date.now() - staleSince) / 1000))} s)`);
+      setStaleSince(undefined);
+    }
+  }, [watch.status, watch.lastHeardMs, staleSince, toast]);
+  return (
+    <span className={`conn conn-${watch.status}`} data-testid="watch-status" title={watch.error ?? "live updates from the manager"} role="status">
+      <span className="dot" aria-hidden="true" />
+      {watch.status === "live" ? (
+        "live"
+      ) : watch.status === "stale" ? (
+        <>
+          stale · <Silence since={watch.lastHeardMs} />
+        </>
+      ) : watch.status === "connecting" ? (
+        "connecting…"
+      ) : (
+        "reconnecting…"
+      )}
+    </span>
+  );
+}
+
+/** "14 s" since `since`, ticking. */
+function Silence({ since }: { since: number }) {
+  const now = useNow();
+  return <>{Math.max(1, Math.round((Math.max(now, Date.now() - 1000) - since) / 1000))} s</>;
+}
+
 const PAGES = [
   { path: "/servers", label: "Servers" },
   { path: "/hosts", label: "Hosts" },
@@ -159,10 +200,7 @@ function Shell() {
           ))}
         </nav>
         <span className="grow" />
-        <span className={`conn conn-${watch.status}`} data-testid="watch-status" title={watch.error ?? "live updates from the manager"} role="status">
-          <span className="dot" aria-hidden="true" />
-          {watch.status === "live" ? "live" : watch.status === "connecting" ? "connecting…" : "reconnecting…"}
-        </span>
+        <WatchBadge watch={watch} />
         <span className="whoami" data-testid="whoami" title={`token ${me.id}`}>
           <span className="who">{me.name}</span>
           <span className={`role role-${roleName(me.role)}`}>{roleName(me.role)}</span>
@@ -172,6 +210,12 @@ function Shell() {
           Sign out
         </button>
       </header>
+      {watch.status === "stale" && (
+        <div className="stale-banner" role="alert" data-testid="stale-banner">
+          No word from the manager for <Silence since={watch.lastHeardMs} />: what you see is what it last said, and may be out of date. berth keeps listening and
+          reconnects by itself.
+        </div>
+      )}
       <main className="main">
         {page?.path === "/servers" && <ServersPage />}
         {page?.path === "/hosts" && <HostsPage />}

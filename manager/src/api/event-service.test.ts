@@ -210,6 +210,38 @@ describe("EventService.WatchEvents", () => {
     expect(all.filter((e) => e.project === "").map((e) => e.type)).toEqual([...hostLevel, ...hostLevel].map((e) => e.type));
   });
 
+  it("heartbeats: only when asked, after each quiet stretch, even while events the watch filters out keep coming; beyond 300 s is InvalidArgument", async () => {
+    const { append, client } = await setup();
+    const ctl = new AbortController();
+    cleanup.push(async () => ctl.abort());
+    const it = client(TEAM_A).watchEvents({ typePrefix: "server.", heartbeatSeconds: 1 }, { signal: ctl.signal })[Symbol.asyncIterator]();
+    const next = async () => {
+      const m = (await it.next()).value as { event?: Event; heartbeat: boolean };
+      return m.heartbeat ? "heartbeat" : m.event!.type;
+    };
+    // Events of another project every 200 ms: the watch wakes, reads, sends nothing, and still beats.
+    const churn = setInterval(() => void append({ type: "server.updated", project: "b", serverId: "srv_b" }), 200);
+    cleanup.push(async () => clearInterval(churn));
+    const t0 = performance.now();
+    expect(await next()).toBe("heartbeat");
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(900);
+    await append({ type: "server.created", project: "a", serverId: "srv_a" });
+    expect(await next()).toBe("server.created");
+    expect(await next()).toBe("heartbeat");
+    clearInterval(churn);
+
+    // Without heartbeat_seconds: nothing while nothing happens.
+    const quiet = new AbortController();
+    cleanup.push(async () => quiet.abort());
+    const q = client(TEAM_A).watchEvents({}, { signal: quiet.signal })[Symbol.asyncIterator]();
+    const none = await Promise.race([q.next().then(() => "something"), new Promise((r) => setTimeout(() => r("nothing"), 1500))]);
+    expect(none).toBe("nothing");
+
+    const err = await take(client(ADMIN).watchEvents({ heartbeatSeconds: 301 }), 1).catch((e: unknown) => ConnectError.from(e));
+    expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((err as ConnectError).rawMessage).toContain("heartbeat_seconds");
+  });
+
   it("refuses a negative after_id", async () => {
     const { client } = await setup();
     const err = await take(client(ADMIN).watchEvents({ afterId: -1n }), 1).catch((e: unknown) => ConnectError.from(e));

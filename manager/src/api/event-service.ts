@@ -12,7 +12,7 @@ import {
 import { callerOf } from "../auth/caller.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
-import { Wakeup, watchEnded } from "../ledger/wakeup.js";
+import { HeartbeatClock, Wakeup, heartbeatInterval, watchEnded } from "../ledger/wakeup.js";
 import type { Store } from "../store/store.js";
 import type { EventRecord, EventQuery } from "../domain/records.js";
 import type { Caller } from "../auth/caller.js";
@@ -85,13 +85,15 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
 
     /**
      * Replays the events after `after_id` (0: none, follow from now), then
-     * follows live. Lossless across reconnects: the watch subscribes to the
+     * follows live; with `heartbeat_seconds`, a heartbeat after each quiet
+     * stretch that long. Lossless across reconnects: the watch subscribes to the
      * ledger BEFORE it reads anything, and always reads the store forward from
      * the last id it sent, so every event lands exactly once, in id order.
      */
     async *watchEvents(req, ctx: HandlerContext): AsyncGenerator<WatchEventsResponse> {
       const caller = callerOf(ctx);
       if (req.afterId < 0n) throw new InvalidArgumentError("after_id", "must not be negative; 0 follows new events only");
+      const heartbeat = new HeartbeatClock(heartbeatInterval(req.heartbeatSeconds));
       const q: EventQuery = { project: caller.project, ...(await filters(store, req, caller)) };
       const wake = new Wakeup();
       // Subscribed before the first read: an event committed while a read is under way rings, so the next round reads it.
@@ -104,10 +106,14 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
           const upTo = await store.lastEventId();
           while (cursor < upTo) {
             const batch = await store.readForward({ ...q, afterId: cursor, upToId: upTo, limit: REPLAY_BATCH });
-            for (const e of batch) yield create(WatchEventsResponseSchema, { event: eventToProto(e) });
+            for (const e of batch) {
+              heartbeat.sent();
+              yield create(WatchEventsResponseSchema, { event: eventToProto(e) });
+            }
             cursor = batch.length < REPLAY_BATCH ? upTo : batch[batch.length - 1]!.id;
           }
-          if (!(await wake.wait(ctx.signal))) throw watchEnded(ctx.signal);
+          if (heartbeat.due()) yield create(WatchEventsResponseSchema, { heartbeat: true });
+          if ((await wake.waitUpTo(ctx.signal, heartbeat.waitMs())) === "aborted") throw watchEnded(ctx.signal);
         }
       } finally {
         unsubscribe();

@@ -324,6 +324,41 @@ describe("ServerService.WatchServers", () => {
     ctl2.abort();
   });
 
+  it("heartbeats: only when asked, after each quiet stretch, even while changes the watch filters out keep coming; beyond 300 s is InvalidArgument", async () => {
+    const { insert, client, setPhase } = await setup();
+    await insert(server("srv_1"));
+    await insert(server("srv_2", { hostId: "host_2" }));
+    const ctl = new AbortController();
+    open.push(() => ctl.abort());
+    const w = watch(client(TEAM_A).watchServers({ hostId: "host_1", heartbeatSeconds: 1 }, { signal: ctl.signal }));
+    await w.snapshot();
+    // A server of the project on another host changes every 200 ms: the watch wakes, sends nothing, and still beats.
+    let flip = false;
+    const churn = setInterval(() => void setPhase("srv_2", (flip = !flip) ? Phase.STOPPED : Phase.RUNNING), 200);
+    open.push(() => clearInterval(churn));
+    const t0 = performance.now();
+    const beat = await w.next();
+    expect(label(beat)).toBe("HEARTBEAT");
+    expect(beat.resumeToken).toBe("");
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(900);
+    expect(label(await w.next())).toBe("HEARTBEAT");
+    // A change goes out as usual and restarts the quiet stretch.
+    await setPhase("srv_1", Phase.STOPPED);
+    expect(label(await w.next())).toBe("UPSERT srv_1");
+    expect(label(await w.next())).toBe("HEARTBEAT");
+    clearInterval(churn);
+
+    // Without heartbeat_seconds: nothing at all while nothing changes.
+    const quiet = new AbortController();
+    open.push(() => quiet.abort());
+    const q = watch(client(TEAM_A).watchServers({}, { signal: quiet.signal }));
+    await q.snapshot();
+    const none = await Promise.race([q.next().then(label), new Promise((r) => setTimeout(() => r("nothing"), 1500))]);
+    expect(none).toBe("nothing");
+
+    await expect(watch(client(TEAM_A).watchServers({ heartbeatSeconds: 301 })).next()).rejects.toMatchObject({ code: 3, rawMessage: expect.stringContaining("heartbeat_seconds") });
+  });
+
   it("a project-scoped token cannot watch another project", async () => {
     const { client } = await setup();
     const err = await watch(client(TEAM_A).watchServers({ project: "b" }))

@@ -11,7 +11,7 @@ import {
 import { callerOf, projectFor } from "../auth/caller.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { ServerChange } from "../ledger/server-changes.js";
-import { Wakeup, watchEnded } from "../ledger/wakeup.js";
+import { HeartbeatClock, Wakeup, heartbeatInterval, watchEnded } from "../ledger/wakeup.js";
 import type { Store } from "../store/store.js";
 import type { ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
@@ -47,7 +47,8 @@ export const SNAPSHOT_PAGE = 200;
  * Bursts for one server are coalesced: a slow client gets the latest state,
  * never a backlog. Every change message and SNAPSHOT_END carry a resume token
  * meaning "everything up to here was delivered" (snapshot messages carry none:
- * a snapshot cut short cannot be resumed).
+ * a snapshot cut short cannot be resumed). With `heartbeat_seconds`, a
+ * HEARTBEAT follows every such quiet stretch after the snapshot.
  */
 export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof ServerService>["watchServers"] {
   const { store, ledger } = deps;
@@ -56,6 +57,7 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
   return async function* watchServers(req: WatchServersRequest, ctx: HandlerContext): AsyncGenerator<WatchServersResponse> {
     const caller = callerOf(ctx);
     if (caller.project !== null) projectFor(caller, req.project);
+    const heartbeat = new HeartbeatClock(heartbeatInterval(req.heartbeatSeconds));
     // An all-projects admin sees every project unless it asks for one.
     const project = caller.project ?? (req.project.trim() || undefined);
     const hostId = req.hostId.trim();
@@ -157,6 +159,7 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
           before = { createdAt: last.createdAt, id: last.id };
         }
         yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(seq) });
+        heartbeat.sent();
       }
       for (;;) {
         for (let next = first(pending); next; next = first(pending)) {
@@ -164,15 +167,18 @@ export function createWatchServers(deps: WatchServersDeps): ServiceImpl<typeof S
           const m = message(next);
           if (!m) continue;
           sent = next.seq;
+          heartbeat.sent();
           yield m;
         }
         if (caughtUpTo !== undefined) {
           yield create(WatchServersResponseSchema, { change: WatchChange.SNAPSHOT_END, resumeToken: feed.token(Math.max(caughtUpTo, sent)) });
+          heartbeat.sent();
           caughtUpTo = undefined;
           continue;
         }
         if (reset) throw new ConnectError("this watch fell behind the changes the manager keeps; watch again with your last resume token (you will get a fresh snapshot)", Code.Aborted);
-        if (!(await wake.wait(ctx.signal))) throw watchEnded(ctx.signal);
+        if (heartbeat.due()) yield create(WatchServersResponseSchema, { change: WatchChange.HEARTBEAT });
+        if ((await wake.waitUpTo(ctx.signal, heartbeat.waitMs())) === "aborted") throw watchEnded(ctx.signal);
       }
     } finally {
       unsubscribe();

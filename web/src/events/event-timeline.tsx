@@ -11,6 +11,7 @@ import { errorText, isAbort } from "../api/client.js";
 import { RelTime } from "../ui/clock.js";
 import { formatTime, tsMs } from "../ui/format.js";
 import { navigate } from "../ui/router.js";
+import { HEARTBEAT_SECONDS, RECONNECT_AFTER_MS, STALE_AFTER_MS } from "../servers/server-watch.js";
 
 export interface EventFilter {
   serverId?: string;
@@ -53,7 +54,7 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
   const [next, setNext] = useState("");
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState<string>();
-  const [liveState, setLiveState] = useState<"off" | "connecting" | "live" | "reconnecting">("off");
+  const [liveState, setLiveState] = useState<"off" | "connecting" | "live" | "stale" | "reconnecting">("off");
   // Typing in a filter must not reopen the list and the watch on every key.
   const key = useDebounced(JSON.stringify({ ...filter, since: filter.since?.toISOString(), until: filter.until?.toISOString() }), 250);
 
@@ -91,10 +92,22 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
       let delay = 500;
       while (!signal.aborted) {
         setLiveState((s) => (s === "off" ? "connecting" : s === "live" ? "reconnecting" : s));
+        // This stream alone is dropped after RECONNECT_AFTER_MS of silence (the heartbeats stopped).
+        const own = new AbortController();
+        const onOuter = () => own.abort();
+        signal.addEventListener("abort", onOuter, { once: true });
+        let heard = Date.now();
+        const silence = setInterval(() => {
+          const silent = Date.now() - heard;
+          if (silent >= RECONNECT_AFTER_MS) own.abort();
+          else if (silent >= STALE_AFTER_MS) setLiveState((s) => (s === "live" ? "stale" : s));
+        }, 1000);
         try {
-          const stream = api.events.watchEvents({ afterId: after, serverId: f.serverId ?? "", hostId: f.hostId ?? "", typePrefix: f.typePrefix ?? "" }, { signal });
+          const stream = api.events.watchEvents({ afterId: after, serverId: f.serverId ?? "", hostId: f.hostId ?? "", typePrefix: f.typePrefix ?? "", heartbeatSeconds: HEARTBEAT_SECONDS }, { signal: own.signal });
           setLiveState("live");
           for await (const m of stream) {
+            heard = Date.now();
+            setLiveState((s) => (s === "stale" ? "live" : s));
             const e = m.event;
             if (!e) continue;
             if (e.id > after) after = e.id;
@@ -103,8 +116,14 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
             setEvents((cur) => (cur.some((x) => x.id === e.id) ? cur : [e, ...cur].slice(0, MAX_LIVE)));
           }
         } catch (err) {
-          if (signal.aborted || isAbort(err)) return;
-          setError(errorText(err));
+          if (signal.aborted) return;
+          if (!own.signal.aborted) {
+            if (isAbort(err)) return;
+            setError(errorText(err));
+          }
+        } finally {
+          clearInterval(silence);
+          signal.removeEventListener("abort", onOuter);
         }
         setLiveState("reconnecting");
         await new Promise((r) => setTimeout(r, delay));
@@ -145,7 +164,7 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
       <div className="timeline-bar">
         {live && !filter.until ? (
           <span className={`live-dot ${liveState}`} data-testid="events-live">
-            {liveState === "live" ? "live" : liveState === "off" ? "" : `${liveState}…`}
+            {liveState === "live" ? "live" : liveState === "off" ? "" : liveState === "stale" ? "stale: no word from the manager" : `${liveState}…`}
           </span>
         ) : (
           <span className="muted small">not following</span>

@@ -85,6 +85,45 @@ describe("ServerWatch", () => {
     w.stop();
   });
 
+  it("asks for heartbeats; silence makes it stale (rows kept), a heartbeat makes it live again, and a longer silence reopens the stream with its token", async () => {
+    const requests: { token: string; heartbeat: number }[] = [];
+    const beat = { fire: () => {} };
+    const open: OpenWatch = async function* (req, signal) {
+      requests.push({ token: req.resumeToken ?? "", heartbeat: req.heartbeatSeconds ?? 0 });
+      if (requests.length === 1) {
+        yield msg(WatchChange.SNAPSHOT, srv("a"));
+        yield msg(WatchChange.SNAPSHOT_END, undefined, "t1");
+        // Silent until the test fires one heartbeat, then silent for good (a frozen manager).
+        await new Promise<void>((r) => (beat.fire = r));
+        yield msg(WatchChange.HEARTBEAT);
+      }
+      await new Promise((_, reject) => signal.addEventListener("abort", () => reject(new ConnectError("aborted", Code.Canceled))));
+    };
+    const w = new ServerWatch(open, { batchMs: 1, heartbeatSeconds: 1, staleAfterMs: 120, reconnectAfterMs: 1500, backoffMs: [10, 10] });
+    w.start();
+    await settle();
+    expect(w.getSnapshot().status).toBe("live");
+    expect(requests[0]).toEqual({ token: "", heartbeat: 1 });
+    const heardAt = w.getSnapshot().lastHeardMs;
+    expect(heardAt).toBeGreaterThan(0);
+
+    await new Promise((r) => setTimeout(r, 250));
+    expect(w.getSnapshot()).toMatchObject({ status: "stale", error: expect.stringContaining("no word from the manager") });
+    expect([...w.getSnapshot().servers.keys()]).toEqual(["a"]);
+
+    beat.fire();
+    await settle();
+    expect(w.getSnapshot().status).toBe("live");
+    expect(w.getSnapshot().lastHeardMs).toBeGreaterThan(heardAt);
+
+    // Silent past reconnectAfterMs: this stream is dropped and a new one resumes from t1.
+    for (let i = 0; i < 200 && requests.length < 2; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(requests.length).toBeGreaterThanOrEqual(2);
+    expect(requests[1]!.token).toBe("t1");
+    expect([...w.getSnapshot().servers.keys()]).toEqual(["a"]);
+    w.stop();
+  });
+
   it("stops and reports when the token is refused", async () => {
     const m = fakeManager([{ messages: [], then: new ConnectError("token revoked", Code.Unauthenticated) }]);
     let told = "";

@@ -11,6 +11,11 @@
  *   React's memoized rows see no change and nothing re-renders.
  * - Changes are published in batches (at most one per ~16 ms), as an
  *   immutable Map for `useSyncExternalStore`.
+ * - Honest about silence: the watch asks for a heartbeat every
+ *   HEARTBEAT_SECONDS; after STALE_AFTER_MS without any message (a manager
+ *   frozen or cut off behind an open connection) the status is "stale"
+ *   (the rows are what the manager last said, not necessarily what is true
+ *   now), and after RECONNECT_AFTER_MS the stream is dropped and reopened.
  */
 import { equals } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -18,7 +23,14 @@ import { ServerSchema, WatchChange, type Server, type WatchServersResponse } fro
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { WatchServersRequestSchema } from "@berth/proto/berth/v1/server_pb.js";
 
-export type WatchStatus = "connecting" | "live" | "reconnecting";
+export type WatchStatus = "connecting" | "live" | "stale" | "reconnecting";
+
+/** How often the manager is asked to send a heartbeat when nothing changes. */
+export const HEARTBEAT_SECONDS = 5;
+/** Silence after which the rows are marked stale: two heartbeats missed, and some slack. */
+export const STALE_AFTER_MS = 12_000;
+/** Silence after which the stream is given up and reopened (a connection that died without closing). */
+export const RECONNECT_AFTER_MS = 30_000;
 
 export interface WatchSnapshot {
   readonly servers: ReadonlyMap<string, Server>;
@@ -27,6 +39,8 @@ export interface WatchSnapshot {
   readonly error: string | undefined;
   /** A first snapshot has arrived. */
   readonly loaded: boolean;
+  /** When the manager was last heard from (any message), epoch ms; 0 before. */
+  readonly lastHeardMs: number;
 }
 
 export type OpenWatch = (req: MessageInitShape<typeof WatchServersRequestSchema>, signal: AbortSignal) => AsyncIterable<WatchServersResponse>;
@@ -38,11 +52,15 @@ export interface ServerWatchOptions {
   batchMs?: number;
   /** Reconnect backoff, ms: first and maximum delay (defaults 500, 8000). */
   backoffMs?: readonly [number, number];
+  /** Heartbeat interval asked of the manager, and the silences that make the watch stale and then reconnect (defaults above). */
+  heartbeatSeconds?: number;
+  staleAfterMs?: number;
+  reconnectAfterMs?: number;
 }
 
 export class ServerWatch {
   private rows = new Map<string, Server>();
-  private snapshot: WatchSnapshot = { servers: new Map(), status: "connecting", error: undefined, loaded: false };
+  private snapshot: WatchSnapshot = { servers: new Map(), status: "connecting", error: undefined, loaded: false, lastHeardMs: 0 };
   private readonly listeners = new Set<() => void>();
   private resumeToken = "";
   private abort: AbortController | undefined;
@@ -51,6 +69,8 @@ export class ServerWatch {
   private status: WatchStatus = "connecting";
   private error: string | undefined;
   private loaded = false;
+  private lastHeardMs = 0;
+  private silenceTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     private readonly open: OpenWatch,
@@ -74,6 +94,8 @@ export class ServerWatch {
   stop(): void {
     this.abort?.abort();
     this.abort = undefined;
+    if (this.silenceTimer) clearInterval(this.silenceTimer);
+    this.silenceTimer = undefined;
     if (this.publishTimer) clearTimeout(this.publishTimer);
     this.publishTimer = undefined;
   }
@@ -106,49 +128,89 @@ export class ServerWatch {
     }
   }
 
-  private async stream(signal: AbortSignal, onLive: () => void): Promise<void> {
+  private async stream(outer: AbortSignal, onLive: () => void): Promise<void> {
     const resumed = this.resumeToken !== "";
     /** A full snapshot being collected; swapped in at SNAPSHOT_END. */
     let incoming: Map<string, Server> | undefined;
     const req: MessageInitShape<typeof WatchServersRequestSchema> = {
       showDeleted: true,
       resumeToken: this.resumeToken,
+      heartbeatSeconds: this.opts.heartbeatSeconds ?? HEARTBEAT_SECONDS,
     };
-    for await (const msg of this.open(req, signal)) {
-      const s = msg.server;
-      switch (msg.change) {
-        case WatchChange.SNAPSHOT:
-          if (!s) break;
-          incoming ??= new Map();
-          incoming.set(s.id, this.keep(s));
-          break;
-        case WatchChange.SNAPSHOT_END:
-          if (incoming) this.rows = incoming;
-          // An empty full snapshot looks like a resume with nothing to say;
-          // only a fresh watch can tell them apart.
-          else if (!resumed) this.rows = new Map();
-          incoming = undefined;
-          this.resumeToken = msg.resumeToken;
-          this.loaded = true;
-          this.status = "live";
-          this.error = undefined;
-          onLive();
-          this.changed(true);
-          break;
-        case WatchChange.UPSERT:
-          if (s) this.rows.set(s.id, this.keep(s));
-          if (msg.resumeToken) this.resumeToken = msg.resumeToken;
-          this.changed(false);
-          break;
-        case WatchChange.DELETE:
-          if (s) this.rows.delete(s.id);
-          if (msg.resumeToken) this.resumeToken = msg.resumeToken;
-          this.changed(false);
-          break;
-        default:
-          break;
+    // This stream alone is dropped when the manager stays silent too long (see watchSilence).
+    const own = new AbortController();
+    const onOuter = () => own.abort(outer.reason);
+    outer.addEventListener("abort", onOuter, { once: true });
+    this.watchSilence(own);
+    try {
+      for await (const msg of this.open(req, own.signal)) {
+        this.heard();
+        const s = msg.server;
+        switch (msg.change) {
+          case WatchChange.SNAPSHOT:
+            if (!s) break;
+            incoming ??= new Map();
+            incoming.set(s.id, this.keep(s));
+            break;
+          case WatchChange.SNAPSHOT_END:
+            if (incoming) this.rows = incoming;
+            // An empty full snapshot looks like a resume with nothing to say;
+            // only a fresh watch can tell them apart.
+            else if (!resumed) this.rows = new Map();
+            incoming = undefined;
+            this.resumeToken = msg.resumeToken;
+            this.loaded = true;
+            this.status = "live";
+            this.error = undefined;
+            onLive();
+            this.changed(true);
+            break;
+          case WatchChange.UPSERT:
+            if (s) this.rows.set(s.id, this.keep(s));
+            if (msg.resumeToken) this.resumeToken = msg.resumeToken;
+            this.changed(false);
+            break;
+          case WatchChange.DELETE:
+            if (s) this.rows.delete(s.id);
+            if (msg.resumeToken) this.resumeToken = msg.resumeToken;
+            this.changed(false);
+            break;
+          default:
+            break;
+        }
       }
+    } catch (err) {
+      if (own.signal.aborted && !outer.aborted) throw new ConnectError(`no word from the manager for ${Math.round((this.opts.reconnectAfterMs ?? RECONNECT_AFTER_MS) / 1000)} s: reconnecting`, Code.DeadlineExceeded);
+      throw err;
+    } finally {
+      outer.removeEventListener("abort", onOuter);
+      if (this.silenceTimer) clearInterval(this.silenceTimer);
+      this.silenceTimer = undefined;
     }
+  }
+
+  /** A message arrived: the manager is alive; a stale watch is live again. */
+  private heard(): void {
+    this.lastHeardMs = Date.now();
+    if (this.status === "stale") {
+      this.status = "live";
+      this.error = undefined;
+      this.changed(true);
+    }
+  }
+
+  /** Checks every second how long the manager has been silent on this stream: stale, then the stream is dropped. */
+  private watchSilence(own: AbortController): void {
+    if (this.silenceTimer) clearInterval(this.silenceTimer);
+    const staleAfter = this.opts.staleAfterMs ?? STALE_AFTER_MS;
+    const reconnectAfter = this.opts.reconnectAfterMs ?? RECONNECT_AFTER_MS;
+    const opened = Date.now();
+    const every = Math.min(1000, Math.max(10, Math.floor(staleAfter / 4)));
+    this.silenceTimer = setInterval(() => {
+      const silent = Date.now() - Math.max(this.lastHeardMs, opened);
+      if (silent >= reconnectAfter) own.abort();
+      else if (silent >= staleAfter && this.status === "live") this.setStatus("stale", `no word from the manager for ${Math.round(silent / 1000)} s`);
+    }, every);
   }
 
   /** The held object when nothing changed, so memoized rows skip rendering. */
@@ -181,7 +243,7 @@ export class ServerWatch {
   private publish(): void {
     if (!this.dirty) return;
     this.dirty = false;
-    this.snapshot = { servers: new Map(this.rows), status: this.status, error: this.error, loaded: this.loaded };
+    this.snapshot = { servers: new Map(this.rows), status: this.status, error: this.error, loaded: this.loaded, lastHeardMs: this.lastHeardMs };
     for (const fn of this.listeners) fn();
   }
 }

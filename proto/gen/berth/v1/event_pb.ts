@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/event.proto.
  */
 export const file_berth_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChRiZXJ0aC92MS9ldmVudC5wcm90bxIIYmVydGgudjEi3gEKBUV2ZW50EgoKAmlkGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Byb2plY3QYAyABKAkSEQoJc2VydmVyX2lkGAQgASgJEg8KB2hvc3RfaWQYBSABKAkSDAoEdHlwZRgGIAEoCRIOCgZyZWFzb24YByABKAkSDwoHbWVzc2FnZRgIIAEoCRINCgVhY3RvchgJIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgKIAEoCRIUCgxwYXlsb2FkX2pzb24YCyABKAki4QEKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXNlcnZlcl9pZBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEhMKC3R5cGVfcHJlZml4GAMgASgJEg0KBWFjdG9yGAQgASgJEikKBXNpbmNlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoJcGFnZV9zaXplGAcgASgFQge6SAQaAigAEhIKCnBhZ2VfdG9rZW4YCCABKAkiTgoSTGlzdEV2ZW50c1Jlc3BvbnNlEh8KBmV2ZW50cxgBIAMoCzIPLmJlcnRoLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJfChJXYXRjaEV2ZW50c1JlcXVlc3QSEAoIYWZ0ZXJfaWQYASABKAMSEQoJc2VydmVyX2lkGAIgASgJEg8KB2hvc3RfaWQYAyABKAkSEwoLdHlwZV9wcmVmaXgYBCABKAkiNQoTV2F0Y2hFdmVudHNSZXNwb25zZRIeCgVldmVudBgBIAEoCzIPLmJlcnRoLnYxLkV2ZW50MqUBCgxFdmVudFNlcnZpY2USRwoKTGlzdEV2ZW50cxIbLmJlcnRoLnYxLkxpc3RFdmVudHNSZXF1ZXN0GhwuYmVydGgudjEuTGlzdEV2ZW50c1Jlc3BvbnNlEkwKC1dhdGNoRXZlbnRzEhwuYmVydGgudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Gh0uYmVydGgudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChRiZXJ0aC92MS9ldmVudC5wcm90bxIIYmVydGgudjEi3gEKBUV2ZW50EgoKAmlkGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Byb2plY3QYAyABKAkSEQoJc2VydmVyX2lkGAQgASgJEg8KB2hvc3RfaWQYBSABKAkSDAoEdHlwZRgGIAEoCRIOCgZyZWFzb24YByABKAkSDwoHbWVzc2FnZRgIIAEoCRINCgVhY3RvchgJIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgKIAEoCRIUCgxwYXlsb2FkX2pzb24YCyABKAki4QEKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXNlcnZlcl9pZBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEhMKC3R5cGVfcHJlZml4GAMgASgJEg0KBWFjdG9yGAQgASgJEikKBXNpbmNlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoJcGFnZV9zaXplGAcgASgFQge6SAQaAigAEhIKCnBhZ2VfdG9rZW4YCCABKAkiTgoSTGlzdEV2ZW50c1Jlc3BvbnNlEh8KBmV2ZW50cxgBIAMoCzIPLmJlcnRoLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKEAQoSV2F0Y2hFdmVudHNSZXF1ZXN0EhAKCGFmdGVyX2lkGAEgASgDEhEKCXNlcnZlcl9pZBgCIAEoCRIPCgdob3N0X2lkGAMgASgJEhMKC3R5cGVfcHJlZml4GAQgASgJEiMKEWhlYXJ0YmVhdF9zZWNvbmRzGAUgASgNQgi6SAUqAxisAiJIChNXYXRjaEV2ZW50c1Jlc3BvbnNlEh4KBWV2ZW50GAEgASgLMg8uYmVydGgudjEuRXZlbnQSEQoJaGVhcnRiZWF0GAIgASgIMqUBCgxFdmVudFNlcnZpY2USRwoKTGlzdEV2ZW50cxIbLmJlcnRoLnYxLkxpc3RFdmVudHNSZXF1ZXN0GhwuYmVydGgudjEuTGlzdEV2ZW50c1Jlc3BvbnNlEkwKC1dhdGNoRXZlbnRzEhwuYmVydGgudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Gh0uYmVydGgudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the ledger.
@@ -187,6 +187,15 @@ export type WatchEventsRequest = Message<"berth.v1.WatchEventsRequest"> & {
    * @generated from field: string type_prefix = 4;
    */
   typePrefix: string;
+
+  /**
+   * When set, a heartbeat (a response with no event and heartbeat true)
+   * after this many seconds without an event, so a client can tell a quiet
+   * ledger from a manager that stopped answering. 0 (the default): none.
+   *
+   * @generated from field: uint32 heartbeat_seconds = 5;
+   */
+  heartbeatSeconds: number;
 };
 
 /**
@@ -201,9 +210,16 @@ export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PUR
  */
 export type WatchEventsResponse = Message<"berth.v1.WatchEventsResponse"> & {
   /**
+   * Unset on a heartbeat.
+   *
    * @generated from field: berth.v1.Event event = 1;
    */
   event?: Event | undefined;
+
+  /**
+   * @generated from field: bool heartbeat = 2;
+   */
+  heartbeat: boolean;
 };
 
 /**
