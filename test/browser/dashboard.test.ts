@@ -173,6 +173,16 @@ describe("dashboard", () => {
     expect(elapsed).toBeLessThan(2000);
     expect(await p.evaluate("window.__sameDocument")).toBe(true);
     expect(await row(p, name("b")).locator(".c-desired").textContent()).toBe("stopped");
+    // Not a quiet grey "Stopped": its own attention state, counted, with an alert and the way back.
+    const r = row(p, name("b"));
+    await r.getByTestId("phase-badge").filter({ hasText: "Stopped outside berth" }).waitFor({ timeout: 5_000 });
+    expect(await r.getByTestId("phase-badge").getAttribute("class")).toContain("tone-warn");
+    expect(await r.getByTestId("phase-badge").getAttribute("title")).toMatch(/^stopped outside berth \(docker stop or kill; exited with code 137\); start it to run it again \(at \d\d:\d\d\)$/);
+    expect(await r.getByRole("button", { name: "Start again" }).count()).toBe(1);
+    expect(await p.getByTestId("servers-summary").textContent()).toMatch(/\d+ need attention/);
+    const alerts = createAlertsClient(manager);
+    await waitFor("the stopped_outside alert", async () => (await alerts.listAlerts({})).alerts.find((a) => a.rule === "stopped_outside" && a.subject === `server:${s.id}`));
+    await screenshot(p, "03b-stopped-outside-berth");
   });
 
   it("bulk: starts two selected servers with one confirmation and a result per server", async () => {

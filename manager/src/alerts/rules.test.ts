@@ -47,6 +47,8 @@ describe("alert rules", () => {
     ["stopped but desired running", { phase: Phase.STOPPED }, ["server_not_converged server:srv_1 warning 120000"]],
     ["stopped for a backup (desired running)", { phase: Phase.STOPPED, reason: "BackingUp" }, []],
     ["stopping for a restore", { phase: Phase.STOPPING, reason: "StoppingForRestore" }, []],
+    ["stopped outside berth (adopted: desired stopped)", { phase: Phase.STOPPED, reason: "StoppedOutsideBerth", desired: DesiredState.STOPPED }, ["stopped_outside server:srv_1 warning 0"]],
+    ["stopped as asked", { phase: Phase.STOPPED, reason: "Stopped", desired: DesiredState.STOPPED }, []],
   ] as const)("server %s", (_what, o, want) => {
     expect(fired(fleet({ servers: [srv(o as Partial<ServerView>)] }))).toEqual(want);
   });

@@ -7,7 +7,7 @@ import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -18,6 +18,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   server_not_converged: "NotConverged",
   crash_loop: "CrashLoop",
   data_lost: "DataLost",
+  stopped_outside: "StoppedOutsideBerth",
   orphan_found: "OrphanFound",
   disk_low: "DiskLow",
   backup_failed: "BackupFailed",
@@ -222,6 +223,14 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
         severity: "critical",
         forMs: 0,
         message: `server ${s.name}: its data directory is gone from host ${hosts.get(s.hostId)?.name ?? s.hostId}; purge it, or start it with allow_empty_data`,
+      });
+    } else if (s.phase === Phase.STOPPED && s.reason === "StoppedOutsideBerth") {
+      out.push({
+        ...server,
+        rule: "stopped_outside",
+        severity: "warning",
+        forMs: 0,
+        message: `server ${s.name} was stopped outside berth (docker stop or kill on host ${hosts.get(s.hostId)?.name ?? s.hostId}); berth now keeps it stopped: start it to run it again, or acknowledge if that was intended`,
       });
     } else if (notConverged(s)) {
       out.push({

@@ -804,6 +804,35 @@ const CASES: Case[] = [
     expire: true,
   },
 
+  // --- stopped outside berth -----------------------------------------------------------------------
+  {
+    name: "stopped outside berth and adopted, no action since → Stopped/StoppedOutsideBerth, nothing issued",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("exited", { exitCode: 137 })], lifecycle: { lastExit: { cause: "stopped_externally", at: NOW - 5_000, exitCode: 137 } } },
+    phase: Phase.STOPPED,
+    reason: "StoppedOutsideBerth",
+    message: "stopped outside berth (docker stop or kill; exited with code 137); start it to run it again",
+    command: null,
+  },
+  {
+    name: "stopped outside berth, then stopped again by an operator → plain Stopped",
+    in: {
+      desired: DesiredState.STOPPED,
+      containers: [ctr("exited", { exitCode: 137 })],
+      lifecycle: { lastExit: { cause: "stopped_externally", at: NOW - 120_000, exitCode: 137 } },
+      lastActionAt: NOW - 60_000,
+    },
+    phase: Phase.STOPPED,
+    reason: "Stopped",
+    command: null,
+  },
+  {
+    name: "stopped by berth → plain Stopped",
+    in: { desired: DesiredState.STOPPED, containers: [ctr("exited", { exitCode: 0 })], lifecycle: { lastExit: { cause: "stopped_by_berth", at: NOW - 5_000, exitCode: 0 } } },
+    phase: Phase.STOPPED,
+    reason: "Stopped",
+    command: null,
+  },
+
   // --- crashes ----------------------------------------------------------------------------------
   {
     name: "crashed, policy never → Failed/Crashed, not restarted",

@@ -423,6 +423,17 @@ function decide(input: PlanInput): Plan {
       // An exit seen while the server should be stopped needs no cause: a later Start is not held.
       const fin = container.finishedTime ? timestampMs(container.finishedTime) : 0;
       const settle = fin > (lc.lastExit?.finishedAt ?? 0) ? { settledExit: { finishedAt: fin, exitCode: container.exitCode } } : {};
+      // Stopped behind berth's back (docker stop/kill) and adopted as desired, with no operator action since:
+      // its own reason, so the dashboard and the stopped_outside alert can tell it from a stop someone asked for.
+      if (lc.lastExit?.cause === "stopped_externally" && lc.lastExit.at > input.lastActionAt) {
+        return {
+          ...base,
+          ...settle,
+          phase: Phase.STOPPED,
+          reason: "StoppedOutsideBerth",
+          message: `stopped outside berth (docker stop or kill; ${exitMessage(container)}); start it to run it again`,
+        };
+      }
       return { ...base, ...settle, phase: Phase.STOPPED, reason: "Stopped", message: exitMessage(container) };
     }
     case DesiredState.PAUSED:

@@ -192,7 +192,11 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
   );
 }
 
-function category(type: string): string {
+/** Done to a server behind berth's back: worth a look even when nothing failed. */
+const OUTSIDE_BERTH = new Set(["StoppedOutsideBerth", "ContainerMissing"]);
+
+function category(type: string, reason: string): string {
+  if (type.startsWith("drift.") && OUTSIDE_BERTH.has(reason)) return "warn";
   if (type.startsWith("alert.")) return "alert";
   if (type.startsWith("phase.") || type.startsWith("drift.")) return "phase";
   if (type.startsWith("host.")) return "host";
@@ -207,17 +211,18 @@ const EventItem = memo(function EventItem({ e, compact }: { e: Event; compact: b
   const watch = useWatch();
   const [open, setOpen] = useState(false);
   const ms = tsMs(e.time);
-  const bad = /fail|lost|crash|removed/i.test(e.type) || /fail/i.test(e.reason);
+  const cat = category(e.type, e.reason);
+  const tone = cat === "warn" ? " warn" : /fail|lost|crash|removed/i.test(e.type) || /fail/i.test(e.reason) ? " bad" : "";
   const serverName = e.serverId ? (watch.servers.get(e.serverId)?.spec?.name ?? e.serverId) : "";
   const hasPayload = e.payloadJson !== "" && e.payloadJson !== "{}";
   return (
-    <li className={`event${bad ? " bad" : ""}`} data-event-type={e.type}>
+    <li className={`event${tone}`} data-event-type={e.type}>
       <div className="event-time" title={formatTime(ms)}>
         <RelTime ms={ms} />
       </div>
       <div className="event-main">
         <div className="event-head">
-          <span className={`etype cat-${category(e.type)}`}>{e.type}</span>
+          <span className={`etype cat-${cat}`}>{e.type}</span>
           <span className="event-message">{e.message}</span>
           <span className="grow" />
           <span className="muted small actor" title="actor">

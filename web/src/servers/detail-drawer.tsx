@@ -18,7 +18,7 @@ import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
 import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseName, phaseTone, targetPhase, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, SpecFields } from "./spec-form.js";
@@ -77,7 +77,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
       ) : (
         <>
           <div className="drawer-status">
-            <span className={`badge large tone-${phaseTone(s.status?.phase)}`}>{phaseName(s.status?.phase)}</span>
+            <span className={`badge large tone-${phaseBadge(s).tone}`}>{phaseBadge(s).text}</span>
             {p ? (
               <span className="mark pending">
                 <span className="spinner" aria-hidden="true" />

@@ -55,6 +55,25 @@ export function desiredName(d: DesiredState | undefined): string {
 /** The colour family of a phase badge. */
 export type Tone = "ok" | "busy" | "idle" | "warn" | "bad" | "muted";
 
+/** Phases that need an operator whatever their reason. */
+export const ATTENTION_PHASES: readonly Phase[] = [Phase.FAILED, Phase.DATA_LOST, Phase.MISSING, Phase.UNKNOWN];
+
+/** Stopped behind berth's back (docker stop/kill) and kept stopped since: berth did not do it, and nobody asked it to. */
+export function stoppedOutsideBerth(s: Server): boolean {
+  return s.status?.phase === Phase.STOPPED && s.status.reason === "StoppedOutsideBerth";
+}
+
+/** Counted in "need attention" and shown by the "Needs attention" filter. */
+export function needsAttention(s: Server): boolean {
+  return ATTENTION_PHASES.includes(s.status?.phase ?? Phase.UNSPECIFIED) || stoppedOutsideBerth(s);
+}
+
+/** The phase badge: its text and tone (a stop made outside berth reads as its own state, in amber). */
+export function phaseBadge(s: Server): { text: string; tone: Tone } {
+  if (stoppedOutsideBerth(s)) return { text: "Stopped outside berth", tone: "warn" };
+  return { text: phaseName(s.status?.phase), tone: phaseTone(s.status?.phase) };
+}
+
 export function phaseTone(p: Phase | undefined): Tone {
   switch (p) {
     case Phase.RUNNING:

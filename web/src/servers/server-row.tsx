@@ -7,9 +7,9 @@ import { memo } from "react";
 import type { Server } from "@berth/proto/berth/v1/server_pb.js";
 import type { Abilities } from "../api/session.js";
 import { RelTime } from "../ui/clock.js";
-import { formatBytes, tsMs } from "../ui/format.js";
+import { formatBytes, formatClock, tsMs } from "../ui/format.js";
 import { Menu } from "../ui/menu.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseName, phaseTone, targetPhase, type PendingAction, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseBadge, phaseName, stoppedOutsideBerth, targetPhase, type PendingAction, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { portsText, shortId } from "./table-query.js";
@@ -43,6 +43,8 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
   const deleted = isDeleted(s);
   const actions = p.pending ? [] : allowedActions(s, p.can);
   const primary = PRIMARY.find((a) => actions.includes(a));
+  const badge = phaseBadge(s);
+  const outside = stoppedOutsideBerth(s);
   const rest = actions.filter((a) => a !== primary);
   const observedGen = st?.observedGeneration ?? 0n;
   const busy = st?.operation ? "operating" : p.stuck ? "stuck" : converging ? "converging" : "";
@@ -85,8 +87,12 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
         {st?.containerId ? shortId(st.containerId) : <span className="muted">none</span>}
       </div>
       <div role="cell" className="c-phase">
-        <span className={`badge tone-${phaseTone(st?.phase)}`} title={[st?.reason, st?.message].filter(Boolean).join(": ") || undefined}>
-          {phaseName(st?.phase)}
+        <span
+          className={`badge tone-${badge.tone}`}
+          title={outside ? `${st?.message} (at ${formatClock(tsMs(st?.lastChangeTime))})` : [st?.reason, st?.message].filter(Boolean).join(": ") || undefined}
+          data-testid="phase-badge"
+        >
+          {badge.text}
         </span>
         {p.pending ? (
           <span className="mark pending" title={`${p.pending.action} requested; waiting for the host to confirm`}>
@@ -103,7 +109,7 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
           <span className="mark converging" title={`converging: observed differs from desired (${desiredName(s.spec?.desiredState)})`}>
             <span className="spinner" aria-hidden="true" />→ {targetPhase(s)}
           </span>
-        ) : st?.reason && st.reason !== phaseName(st.phase) ? (
+        ) : outside ? null : st?.reason && st.reason !== phaseName(st.phase) ? (
           <span className={`reason${p.stuck ? " stuck" : ""}`} title={[st.message, p.stuck ? "(not converged for longer than the alert threshold)" : ""].filter(Boolean).join(" ")}>
             {st.reason}
           </span>
@@ -148,7 +154,7 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
       <div role="cell" className="c-actions">
         {primary && (
           <button type="button" className={`button small${primary === "stop" ? "" : " primary-soft"}`} onClick={() => p.onAction(s, primary)}>
-            {ACTION_LABEL[primary]}
+            {outside && primary === "start" ? "Start again" : ACTION_LABEL[primary]}
           </button>
         )}
         {rest.length > 0 && (

@@ -10,7 +10,7 @@ import { VirtualRows } from "../ui/virtual-rows.js";
 import { BulkBar } from "./bulk-actions.js";
 import { CreateServerDialog } from "./create-server.js";
 import { DetailDrawer } from "./detail-drawer.js";
-import { ALL_PHASES, isConverging, isDeleted, phaseName, type ServerAction } from "./model.js";
+import { ALL_PHASES, isConverging, isDeleted, needsAttention, phaseName, type ServerAction } from "./model.js";
 import { useServerActionDialog } from "./server-actions.js";
 import { ROW_HEIGHT, ServerRow } from "./server-row.js";
 import { applyQuery, formatQuery, parseQuery, type SortKey, type TableQuery } from "./table-query.js";
@@ -32,7 +32,6 @@ const COLUMNS: { key: SortKey | null; label: string; className: string }[] = [
   { key: null, label: "Actions", className: "c-actions" },
 ];
 
-const ATTENTION = [Phase.FAILED, Phase.DATA_LOST, Phase.MISSING, Phase.UNKNOWN];
 
 export function ServersPage() {
   const session = useSession();
@@ -70,7 +69,7 @@ export function ServersPage() {
       const ph = s.status?.phase ?? 0;
       if (ph === Phase.RUNNING) running++;
       if (isConverging(s)) converging++;
-      if (ATTENTION.includes(ph)) attention++;
+      if (needsAttention(s)) attention++;
     }
     return { live, running, converging, attention };
   }, [watch.servers]);
@@ -106,7 +105,7 @@ export function ServersPage() {
   const allShownSelected = rows.length > 0 && rows.every((s) => selected.has(s.id));
 
   const sortBy = (key: SortKey) => setQuery(query.sort === key ? { desc: !query.desc } : { sort: key, desc: false });
-  const phaseValue = query.phases.length === 0 ? "" : sameSet(query.phases, ATTENTION) ? "attention" : query.phases.length === 1 ? phaseName(query.phases[0]) : "custom";
+  const phaseValue = query.attention ? "attention" : query.phases.length === 0 ? "" : query.phases.length === 1 ? phaseName(query.phases[0]) : "custom";
 
   const header = (
     <div className="vt-head" role="row" aria-rowindex={1}>
@@ -190,7 +189,7 @@ export function ServersPage() {
             aria-label="Filter by phase"
             onChange={(e) => {
               const v = e.target.value;
-              setQuery({ phases: v === "" ? [] : v === "attention" ? ATTENTION : v === "custom" ? query.phases : ALL_PHASES.filter((p) => phaseName(p) === v) });
+              setQuery({ attention: v === "attention", phases: v === "" || v === "attention" ? [] : v === "custom" ? query.phases : ALL_PHASES.filter((p) => phaseName(p) === v) });
             }}
           >
             <option value="">All phases</option>
@@ -275,8 +274,4 @@ export function ServersPage() {
       {openId && <DetailDrawer id={openId} onClose={() => setParam("server", undefined, true)} onAction={onAction} />}
     </section>
   );
-}
-
-function sameSet<T>(a: readonly T[], b: readonly T[]): boolean {
-  return a.length === b.length && a.every((x) => b.includes(x));
 }

@@ -39,6 +39,14 @@ describe("table query", () => {
     expect(parseQuery("?sort=bogus").sort).toBe("name");
   });
 
+  it("'Needs attention' (?phase=attention): the failing, lost, missing and unknown phases, and a server stopped outside berth, not one stopped as asked", () => {
+    const outside = create(ServerSchema, { id: "srv_9", spec: { name: "killed", hostId: "host_a" }, status: { phase: Phase.STOPPED, reason: "StoppedOutsideBerth" } });
+    const q = { ...DEFAULT_QUERY, attention: true };
+    expect(formatQuery(q)).toBe("?phase=attention");
+    expect(parseQuery("?phase=attention")).toEqual(q);
+    expect(names(applyQuery([...all, outside], q, hosts))).toEqual(["db/srv_2", "killed/srv_9"]);
+  });
+
   it("hides deleted servers unless asked, and sorts names naturally with the id as last tie-breaker", () => {
     expect(names(applyQuery(all, DEFAULT_QUERY, hosts))).toEqual(["db/srv_2", "web-2/srv_1", "web-2/srv_5", "web-10/srv_3"]);
     expect(applyQuery(all, { ...DEFAULT_QUERY, showDeleted: true }, hosts)).toHaveLength(5);

@@ -5,7 +5,7 @@
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Protocol, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { desiredName, isDeleted, phaseFromName, phaseName } from "./model.js";
+import { desiredName, isDeleted, needsAttention, phaseFromName, phaseName } from "./model.js";
 import type { Phase } from "@berth/proto/berth/v1/server_pb.js";
 
 export const SORT_KEYS = ["name", "host", "project", "image", "container", "phase", "desired", "observed", "data", "generation", "changed", "ports"] as const;
@@ -16,6 +16,8 @@ export interface TableQuery {
   host: string;
   /** Empty = every phase. */
   phases: Phase[];
+  /** Only what needs an operator (model.needsAttention); `?phase=attention`. */
+  attention: boolean;
   /** "" = every project. */
   project: string;
   /** Free text, matched against name, id, image, container, host, project, reason, ports. */
@@ -25,13 +27,14 @@ export interface TableQuery {
   desc: boolean;
 }
 
-export const DEFAULT_QUERY: TableQuery = { host: "", phases: [], project: "", q: "", showDeleted: false, sort: "name", desc: false };
+export const DEFAULT_QUERY: TableQuery = { host: "", phases: [], attention: false, project: "", q: "", showDeleted: false, sort: "name", desc: false };
 
 export function parseQuery(search: string): TableQuery {
   const p = new URLSearchParams(search);
   const sort = p.get("sort");
   return {
     host: p.get("host") ?? "",
+    attention: (p.get("phase") ?? "") === "attention",
     phases: (p.get("phase") ?? "")
       .split(",")
       .map((n) => phaseFromName(n.trim()))
@@ -52,7 +55,7 @@ export function formatQuery(q: TableQuery, base = ""): string {
   const p = new URLSearchParams(base);
   const set = (k: string, v: string) => (v ? p.set(k, v) : p.delete(k));
   set("host", q.host);
-  set("phase", q.phases.map(phaseName).join(","));
+  set("phase", q.attention ? "attention" : q.phases.map(phaseName).join(","));
   set("project", q.project);
   set("q", q.q);
   set("deleted", q.showDeleted ? "1" : "");
@@ -76,6 +79,7 @@ export function matches(s: Server, q: TableQuery, hostNames: HostNames): boolean
   if (!q.showDeleted && isDeleted(s)) return false;
   if (q.host && s.spec?.hostId !== q.host) return false;
   if (q.project && s.project !== q.project) return false;
+  if (q.attention && !needsAttention(s)) return false;
   if (q.phases.length > 0 && !q.phases.includes(s.status?.phase ?? 0)) return false;
   const text = q.q.trim().toLowerCase();
   if (!text) return true;

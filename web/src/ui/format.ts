@@ -43,6 +43,13 @@ export function formatTime(ms: number | undefined): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
+/** Local time of day, "14:03" (with the date when it is not today: "2025-01-31 14:03"). */
+export function formatClock(ms: number | undefined, now = Date.now()): string {
+  if (ms === undefined) return "—";
+  const full = formatTime(ms);
+  return full.slice(0, 10) === formatTime(now).slice(0, 10) ? full.slice(11, 16) : full.slice(0, 16);
+}
+
 /** Splits a command line into words: spaces separate, '…' and "…" quote, \ escapes. */
 export function splitWords(line: string): string[] {
   const out: string[] = [];
