@@ -75,9 +75,11 @@ describe("server lifecycle", () => {
     expect(stopped.spec!.desiredState).toBe(DesiredState.STOPPED);
     expect(stopped.generation).toBe(s.generation + 1n);
     expect(types(s.id)).toContain("drift.adopted");
-    // Nothing restarts it.
+    // Nothing restarts it, and it says who stopped it until someone acts through berth.
     await new Promise((r) => setTimeout(r, 1500));
-    expect((await get(s.id)).status!.phase).toBe(Phase.STOPPED);
+    expect((await get(s.id)).status).toMatchObject({ phase: Phase.STOPPED, reason: "StoppedOutsideBerth" });
+    await manager.servers.stopServer({ id: s.id });
+    await waitFor("a stop asked through berth reads as plain Stopped", async () => ((await get(s.id)).status!.reason === "Stopped" ? true : undefined));
   });
 
   it("docker kill with restart policy always: berth heals it (drift.healed)", async () => {
