@@ -1040,6 +1040,12 @@ describe("plan()", () => {
     }
   });
 
+  it("SpecApplied names the current generation when the container runs the current spec, not the one it was made at", () => {
+    // Made at generation 1; generations 2-5 changed nothing the container holds (the desired state, say).
+    const p = plan(input({ containers: [ctr("running", { generation: "1" })], generation: 5 }));
+    expect(p.conditions.find((f) => f.type === "SpecApplied")).toMatchObject({ status: "True", message: "the container runs the spec of generation 5" });
+  });
+
   it("the table covers every phase plan() can produce", () => {
     const produced = new Set(CASES.map((c) => Phase[c.phase]));
     for (const ph of ["UNKNOWN", "CREATING", "STARTING", "RUNNING", "PAUSED", "STOPPING", "STOPPED", "MISSING", "DATA_LOST", "FAILED", "DELETED", "PURGING", "PENDING"]) {

@@ -658,7 +658,8 @@ function conditionFacts(input: PlanInput, c: ContainerInfo | undefined): Conditi
   const applied: ConditionFact = !c
     ? { type: "SpecApplied", status: "False", reason: "NoContainer", message: "" }
     : c.labels[HASH_LABEL] === input.specHash
-      ? { type: "SpecApplied", status: "True", reason: "Applied", message: `generation ${c.labels[GENERATION_LABEL] ?? "?"}` }
+      ? // The current spec, whatever generation made the container: a change that needs no new container (the desired state) keeps it.
+        { type: "SpecApplied", status: "True", reason: "Applied", message: `the container runs the spec of generation ${input.generation}` }
       : { type: "SpecApplied", status: "False", reason: "PendingRestart", message: "the container runs an older spec; restart or rebuild to apply it" };
   const ready: ConditionFact =
     c?.state === "running" && applied.status === "True"

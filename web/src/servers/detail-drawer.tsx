@@ -18,7 +18,7 @@ import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
 import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, desiredName, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, SpecFields } from "./spec-form.js";
@@ -218,7 +218,9 @@ function Overview({ s, hostName }: { s: Server; hostName: string }) {
             <tr key={c.type}>
               <td className="strong">{c.type}</td>
               <td>
-                <span className={`cond cond-${ConditionStatus[c.status].toLowerCase()}`}>{ConditionStatus[c.status]}</span>
+                <span className={`cond cond-${conditionTone(s, c.type, c.status)}`} data-testid={`cond-${c.type}`}>
+                  {ConditionStatus[c.status]}
+                </span>
               </td>
               <td className="mono">{c.reason}</td>
               <td>{c.message}</td>

@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { DesiredState, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { actionsFor, isConverging, pendingSettled, phaseFromName, phaseName, type PendingAction } from "./model.js";
+import { ConditionStatus, DesiredState, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { actionsFor, conditionTone, isConverging, needsAttention, pendingSettled, phaseBadge, phaseFromName, phaseName, type PendingAction } from "./model.js";
 
 function server(phase: Phase, desired: DesiredState, o: { gen?: bigint; observed?: bigint; deleted?: boolean; changedAt?: number; reason?: string } = {}): Server {
   return create(ServerSchema, {
@@ -87,5 +87,34 @@ describe("pendingSettled", () => {
 
   it("gives up after PENDING_MAX_MS", () => {
     expect(pendingSettled(p("start"), server(Phase.UNKNOWN, DesiredState.RUNNING), 10_000 + 11 * 60_000)).toBe(true);
+  });
+});
+
+describe("attention and wording", () => {
+  it("a server with no container that should stay stopped (after a restore) is stopped with its data kept, not Missing needing attention", () => {
+    const restored = create(ServerSchema, { id: "srv_1", spec: { name: "a", desiredState: DesiredState.STOPPED }, status: { phase: Phase.MISSING, dataExists: true } });
+    expect(phaseBadge(restored)).toEqual({ text: "Stopped · data kept", tone: "idle" });
+    expect(needsAttention(restored)).toBe(false);
+    // Missing while it should run: still a problem.
+    const gone = create(ServerSchema, { id: "srv_2", spec: { name: "b", desiredState: DesiredState.RUNNING }, status: { phase: Phase.MISSING } });
+    expect(phaseBadge(gone)).toEqual({ text: "Missing", tone: "warn" });
+    expect(needsAttention(gone)).toBe(true);
+  });
+
+  it("stopped outside berth needs attention and says so; stopped as asked does not", () => {
+    expect(phaseBadge(server(Phase.STOPPED, DesiredState.STOPPED, { reason: "StoppedOutsideBerth" }))).toEqual({ text: "Stopped outside berth", tone: "warn" });
+    expect(needsAttention(server(Phase.STOPPED, DesiredState.STOPPED, { reason: "StoppedOutsideBerth" }))).toBe(true);
+    expect(needsAttention(server(Phase.STOPPED, DesiredState.STOPPED, { reason: "Stopped" }))).toBe(false);
+  });
+
+  it("conditions: False reads neutral where the desired state asks for it, red elsewhere", () => {
+    const stopped = server(Phase.STOPPED, DesiredState.STOPPED);
+    expect(conditionTone(stopped, "ContainerRunning", ConditionStatus.FALSE)).toBe("neutral");
+    expect(conditionTone(stopped, "Ready", ConditionStatus.FALSE)).toBe("neutral");
+    expect(conditionTone(stopped, "DataPresent", ConditionStatus.FALSE)).toBe("false");
+    const running = server(Phase.FAILED, DesiredState.RUNNING);
+    expect(conditionTone(running, "ContainerRunning", ConditionStatus.FALSE)).toBe("false");
+    expect(conditionTone(running, "Ready", ConditionStatus.TRUE)).toBe("true");
+    expect(conditionTone(running, "Ready", ConditionStatus.UNKNOWN)).toBe("unknown");
   });
 });

@@ -6,7 +6,7 @@
  * docs/lifecycle.md.
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { DesiredState, Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { ConditionStatus, DesiredState, Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 
 /** Phase as the docs spell it: Running, DataLost, ... */
 export function phaseName(p: Phase | undefined): string {
@@ -63,15 +63,40 @@ export function stoppedOutsideBerth(s: Server): boolean {
   return s.status?.phase === Phase.STOPPED && s.status.reason === "StoppedOutsideBerth";
 }
 
+/**
+ * No container, and none wanted: what a restore or a transfer leaves for a
+ * server that should stay stopped (its data is kept). Stopped, as asked;
+ * the container is made when it starts.
+ */
+export function stoppedWithoutContainer(s: Server): boolean {
+  return s.status?.phase === Phase.MISSING && s.spec?.desiredState === DesiredState.STOPPED;
+}
+
 /** Counted in "need attention" and shown by the "Needs attention" filter. */
 export function needsAttention(s: Server): boolean {
+  if (stoppedWithoutContainer(s)) return false;
   return ATTENTION_PHASES.includes(s.status?.phase ?? Phase.UNSPECIFIED) || stoppedOutsideBerth(s);
 }
 
 /** The phase badge: its text and tone (a stop made outside berth reads as its own state, in amber). */
 export function phaseBadge(s: Server): { text: string; tone: Tone } {
   if (stoppedOutsideBerth(s)) return { text: "Stopped outside berth", tone: "warn" };
+  if (stoppedWithoutContainer(s)) return { text: s.status?.dataExists ? "Stopped · data kept" : "Stopped · no container", tone: "idle" };
   return { text: phaseName(s.status?.phase), tone: phaseTone(s.status?.phase) };
+}
+
+/**
+ * A condition's tone: False is bad only where the server wants it True. A
+ * server meant to be stopped has no running container and is not Ready, as
+ * asked: those read neutral, not red.
+ */
+export function conditionTone(s: Server, type: string, status: ConditionStatus): "true" | "false" | "neutral" | "unknown" {
+  if (status === ConditionStatus.TRUE) return "true";
+  if (status !== ConditionStatus.FALSE) return "unknown";
+  const desired = s.spec?.desiredState;
+  if (desired === DesiredState.STOPPED && (type === "ContainerRunning" || type === "Ready" || ((type === "ContainerExists" || type === "SpecApplied") && stoppedWithoutContainer(s)))) return "neutral";
+  if (desired === DesiredState.PAUSED && (type === "ContainerRunning" || type === "Ready")) return "neutral";
+  return "false";
 }
 
 export function phaseTone(p: Phase | undefined): Tone {
