@@ -29,7 +29,8 @@ const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 
 describe("dashboard", () => {
   const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
-  const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1", "--orphan-grace", "0"];
+  // --crash-backoff 2: the crash-loop step sees its second crash within seconds.
+  const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1", "--orphan-grace", "0", "--crash-backoff", "2"];
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };
@@ -318,6 +319,26 @@ describe("dashboard", () => {
     expect(mutedUntilMs).toBeGreaterThan(Date.now() + 55 * 60_000);
     expect(mutedUntilMs).toBeLessThan(Date.now() + 61 * 60_000);
     await screenshot(p, "11-alerts");
+  });
+
+  it("a crashing server reads 'Crashing · n/5 · restart in s' in amber from its first crash, and crash_loop warns from the second", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    const s = await createViaApi(name("crash"), ["sh", "-c", "sleep 1; exit 3"]);
+    try {
+      const r = row(p, name("crash"));
+      await r.getByTestId("phase-badge").filter({ hasText: "Crashing" }).waitFor({ timeout: 20_000 });
+      expect(await r.getByTestId("phase-badge").getAttribute("class")).toContain("tone-warn");
+      expect(await r.getByTestId("crash-mark").textContent()).toMatch(/^[1-4]\/5 · (restart in \d+ s|restarting…)$/);
+      expect(await r.locator(".mark.converging").count()).toBe(0);
+      await screenshot(p, "10b-crashing");
+      const alerts = createAlertsClient(manager);
+      const a = await waitFor("crash_loop's warning", async () => (await alerts.listAlerts({})).alerts.find((x) => x.rule === "crash_loop" && x.subject === `server:${s.id}`), 40_000);
+      expect(a.severity).toBe(2 /* WARNING */);
+      expect(a.message).toMatch(/crashed [2-4] times in 10 minutes/);
+    } finally {
+      await manager.servers.purgeServer({ id: s.id, removeData: true }).catch(() => {});
+    }
   });
 
   it("the events explorer filters by type and tails live", async () => {

@@ -1,6 +1,7 @@
 import type { AlertRecord } from "../domain/records.js";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { CrashStateSchema, DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
@@ -174,6 +175,32 @@ describe("AlertEvaluator", () => {
     await h.setPhase("srv_c", Phase.RUNNING, "Running");
     h.advance(1000);
     expect((await h.evaluator.evaluate()).resolved.map((a) => a.rule)).toEqual(["crash_loop"]);
+  });
+
+  it("crash_loop's stages: a warning from the second crash while it is restarted, the same alert turning critical at CrashLoop, its acknowledgement kept", async () => {
+    const h = await setup();
+    await h.addServer("srv_c", Phase.STARTING, "CrashBackoff");
+    const crashes = async (recent: number, phase = Phase.STARTING, reason = "CrashBackoff") => {
+      const s = (await h.store.getServer("srv_c"))!;
+      await h.store.commit([{ op: "server.status", id: "srv_c", status: { ...s.status, phase, reason, crash: create(CrashStateSchema, { recent, limit: 5 }) }, dataInitialized: true }]);
+    };
+    await crashes(1);
+    expect((await h.evaluator.evaluate()).fired).toEqual([]); // one crash is an accident
+    await crashes(2);
+    h.advance(1000);
+    const [warning] = (await h.evaluator.evaluate()).fired;
+    expect([warning?.rule, warning?.severity, warning?.message]).toEqual(["crash_loop", "warning", expect.stringContaining("crashed 2 times in 10 minutes")]);
+    await h.store.commit([{ op: "alert.acknowledge", id: warning!.id, by: "token:tok_1", at: 5 }]);
+    // Running again between crashes: still the same warning.
+    await crashes(2, Phase.RUNNING, "Running");
+    h.advance(1000);
+    expect((await h.evaluator.evaluate()).resolved).toEqual([]);
+    await h.setPhase("srv_c", Phase.FAILED, "CrashLoop");
+    h.advance(1000);
+    const r = await h.evaluator.evaluate();
+    expect([r.fired, r.resolved]).toEqual([[], []]);
+    expect(await h.store.getAlert(warning!.id)).toMatchObject({ state: "firing", severity: "critical", acknowledgedBy: "token:tok_1", message: expect.stringContaining("crash-looping") });
+    expect(await h.types()).toEqual(["alert.fired CrashLoop", "alert.severity_changed CrashLoop"]);
   });
 
   it("backup_overdue: fires once the newest success is older than the policy, resolves when a backup succeeds", async () => {

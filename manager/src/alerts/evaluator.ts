@@ -218,6 +218,7 @@ export class AlertEvaluator {
           generation: s.generation,
           observedGeneration: s.observedGeneration,
           retired: s.purging,
+          recentCrashes: s.recentCrashes,
         }));
         for (const c of serverConditions(views, hosts, thresholds)) out.push(c);
       },
@@ -261,7 +262,25 @@ export class AlertEvaluator {
     for (const { id, condition } of r.stillFiring) {
       const a = byId.get(id)!;
       // last_seen has a resolution of seconds; no write per alert per run.
-      if (a.message !== condition.message || now - a.lastSeen >= 5000) ops.push({ op: "alert.touch", id, lastSeen: now, message: condition.message });
+      if (a.message !== condition.message || a.severity !== condition.severity || now - a.lastSeen >= 5000) {
+        ops.push({ op: "alert.touch", id, lastSeen: now, message: condition.message, severity: condition.severity });
+      }
+      // A stage of the same alert (crash_loop: warning, then critical): one alert, its acknowledgement kept, the change in the ledger.
+      if (a.severity !== condition.severity) {
+        ops.push(
+          ledger.op({
+            type: "alert.severity_changed",
+            project: a.project,
+            hostId: a.hostId,
+            serverId: a.serverId,
+            reason: RULE_REASON[condition.rule],
+            actor: "alerts",
+            correlationId: a.id,
+            message: `${a.severity} → ${condition.severity}: ${condition.message}`,
+            payload: { rule: a.rule, subject: a.subject, from: a.severity, to: condition.severity },
+          }),
+        );
+      }
     }
     for (const id of r.resolve) {
       const a = byId.get(id)!;

@@ -49,6 +49,9 @@ describe("alert rules", () => {
     ["stopping for a restore", { phase: Phase.STOPPING, reason: "StoppingForRestore" }, []],
     ["stopped outside berth (adopted: desired stopped)", { phase: Phase.STOPPED, reason: "StoppedOutsideBerth", desired: DesiredState.STOPPED }, ["stopped_outside server:srv_1 warning 0"]],
     ["stopped as asked", { phase: Phase.STOPPED, reason: "Stopped", desired: DesiredState.STOPPED }, []],
+    ["crashed once, restarting", { phase: Phase.STARTING, reason: "CrashBackoff", recentCrashes: 1 }, ["server_not_converged server:srv_1 warning 120000"]],
+    ["crashed twice, restarting: crash_loop's warning stage", { phase: Phase.STARTING, reason: "CrashBackoff", recentCrashes: 2 }, ["crash_loop server:srv_1 warning 0"]],
+    ["crashed twice, running again: still the warning", { phase: Phase.RUNNING, reason: "Running", recentCrashes: 2 }, ["crash_loop server:srv_1 warning 0"]],
   ] as const)("server %s", (_what, o, want) => {
     expect(fired(fleet({ servers: [srv(o as Partial<ServerView>)] }))).toEqual(want);
   });

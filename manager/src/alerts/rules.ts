@@ -61,6 +61,8 @@ export interface ServerView {
   observedGeneration: number;
   /** Soft-deleted or being purged: nothing to alert about. */
   retired: boolean;
+  /** Crashes towards a crash loop while berth restarts it (status.crash.recent; 0 or absent when not crashing). */
+  recentCrashes?: number;
 }
 
 /**
@@ -171,6 +173,9 @@ export function notConverged(s: ServerView): boolean {
   return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);
 }
 
+/** A second crash in the window is a pattern, not an accident: crash_loop's warning stage. */
+export const CRASH_WARNING_AT = 2;
+
 export function evaluateRules(fleet: FleetSnapshot, t: AlertThresholds): AlertCondition[] {
   const hosts = new Map(fleet.hosts.map((h) => [h.id, h]));
   return [...hostConditions(fleet.hosts, t), ...serverConditions(fleet.servers, hosts, t), ...orphanConditions(fleet.orphans, hosts), ...backupConditions(fleet.backupFailures ?? []), ...overdueConditions(fleet.backupPolicies ?? [], fleet.now ?? Date.now()), ...transferConditions(fleet.transferFailures ?? [])];
@@ -216,6 +221,15 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
     const server = { project: s.project, hostId: s.hostId, serverId: s.id, subject: `server:${s.id}` };
     if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
       out.push({ ...server, rule: "crash_loop", severity: "critical", forMs: 0, message: `server ${s.name} is crash-looping; fix it and start it again` });
+    } else if ((s.phase === Phase.STARTING || s.phase === Phase.RUNNING) && (s.recentCrashes ?? 0) >= CRASH_WARNING_AT) {
+      // The same alert as the crash loop's, in its warning stage: it turns critical there, acknowledgement kept.
+      out.push({
+        ...server,
+        rule: "crash_loop",
+        severity: "warning",
+        forMs: 0,
+        message: `server ${s.name} crashed ${s.recentCrashes} times in 10 minutes; berth restarts it, and gives up at the 5th (Failed/CrashLoop)`,
+      });
     } else if (s.phase === Phase.DATA_LOST) {
       out.push({
         ...server,

@@ -400,6 +400,8 @@ export interface ServerFacts {
   reason: string;
   observedGeneration: number;
   purging: boolean;
+  /** status.crash.recent: crashes towards a crash loop while it is restarted (0 when not crashing). */
+  recentCrashes: number;
 }
 
 /** Roles in increasing order of power. */

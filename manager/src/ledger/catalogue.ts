@@ -179,6 +179,7 @@ export const EVENT_CATALOGUE = {
 
   // --- alerts and notifications ------------------------------------------------
   "alert.fired": { meaning: "an alert rule's condition holds (for its threshold): a new firing alert", actor: "alerts", fields: "correlation_id: the alert id; reason: the rule" },
+  "alert.severity_changed": { meaning: "a firing alert moved to another stage of its rule (crash_loop: warning while the server crashes and is restarted, critical at Failed/CrashLoop): the same alert, its acknowledgement kept", actor: "alerts", fields: "correlation_id: the alert id; reason: the rule; payload: {rule, subject, from, to}" },
   "alert.resolved": { meaning: "an alert's condition cleared; the alert is resolved", actor: "alerts", fields: "correlation_id: the alert id; reason: the rule" },
   "alert.acknowledged": { meaning: "AcknowledgeAlert: an operator took care of an alert", actor: "operator", fields: "correlation_id: the alert id" },
   "alert.muted": { meaning: "MuteAlert: an alert's notifications are silenced until a time (or unmuted)", actor: "operator", fields: "correlation_id: the alert id; payload: {mutedUntil}" },

@@ -1046,6 +1046,20 @@ describe("plan()", () => {
     expect(p.conditions.find((f) => f.type === "SpecApplied")).toMatchObject({ status: "True", message: "the container runs the spec of generation 5" });
   });
 
+  it("a crashing server carries its crash count and next restart (status.crash), in backoff and while restarting", () => {
+    const waiting = plan(input({ containers: [ctr("exited", { exitCode: 1 })], lifecycle: { lastExit: { cause: "crash", at: NOW - 4_000, exitCode: 1 }, crashTimes: [NOW - 30_000, NOW - 4_000] } }));
+    expect(waiting.reason).toBe("CrashBackoff");
+    expect(waiting.crash).toEqual({ recent: 2, limit: CRASH_LOOP_THRESHOLD, nextRestartAt: NOW - 4_000 + crashBackoffMs(2) });
+    const restarting = plan(input({ containers: [ctr("exited", { exitCode: 1 })], lifecycle: { lastExit: { cause: "crash", at: NOW - crashBackoffMs(1), exitCode: 1 }, crashTimes: [NOW - crashBackoffMs(1)] } }));
+    expect(restarting.reason).toBe("RestartingAfterCrash");
+    expect(restarting.crash).toEqual({ recent: 1, limit: CRASH_LOOP_THRESHOLD });
+    expect(plan(input({ containers: [ctr("running")] })).crash).toBeUndefined();
+    // Running again: the crashes still count until they leave the window, and it is planned again then.
+    const again = plan(input({ containers: [ctr("running")], lifecycle: { lastExit: { cause: "crash", at: NOW - 20_000, exitCode: 1 }, crashTimes: [NOW - 30_000, NOW - 20_000] } }));
+    expect([again.phase, again.crash]).toEqual([Phase.RUNNING, { recent: 2, limit: CRASH_LOOP_THRESHOLD }]);
+    expect(again.requeueAfterMs).toBe(10 * 60_000 - 30_000);
+  });
+
   it("the table covers every phase plan() can produce", () => {
     const produced = new Set(CASES.map((c) => Phase[c.phase]));
     for (const ph of ["UNKNOWN", "CREATING", "STARTING", "RUNNING", "PAUSED", "STOPPING", "STOPPED", "MISSING", "DATA_LOST", "FAILED", "DELETED", "PURGING", "PENDING"]) {

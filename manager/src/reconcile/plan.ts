@@ -156,6 +156,8 @@ export interface Plan {
   dataStage?: string;
   /** The transfer under way is done: the server is in its desired state on its new host. */
   finishDataOp?: boolean;
+  /** A crashing server being restarted per policy: status.crash (crashes towards a loop, the next restart). */
+  crash?: { recent: number; limit: number; nextRestartAt?: number };
 }
 
 /** How long a transfer's target host may be away before the transfer fails and the server goes back to its source. */
@@ -451,6 +453,18 @@ function decide(input: PlanInput): Plan {
     if (lc.previousData?.some((d) => !d.keep)) {
       return issue(base, Phase.RUNNING, "Running", "the container is running; removing the data a restore replaced", CommandKind.DISCARD_PREVIOUS_DATA);
     }
+    // Running again after crashes: they still count towards a crash loop until they leave the window.
+    const crashes = (lc.crashTimes ?? []).filter((t) => t > input.now - CRASH_WINDOW_MS && t > input.lastActionAt);
+    if (crashes.length > 0) {
+      return {
+        ...base,
+        phase: Phase.RUNNING,
+        reason: "Running",
+        message: `the container is running (crashed ${crashes.length} of ${CRASH_LOOP_THRESHOLD} times that make a crash loop in ${CRASH_WINDOW_MS / 60_000} minutes)`,
+        crash: { recent: crashes.length, limit: CRASH_LOOP_THRESHOLD },
+        requeueAfterMs: Math.min(...crashes) + CRASH_WINDOW_MS - input.now,
+      };
+    }
     return { ...base, phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
   }
   if (state === "paused") return issue(base, Phase.STARTING, "Resuming", "unpausing the container", CommandKind.ENSURE_RUNNING, dataPolicy);
@@ -495,9 +509,13 @@ function decide(input: PlanInput): Plan {
         reason: "CrashBackoff",
         message: `${exitMessage(container)}; restarting in ${Math.ceil((at - input.now) / 1000)}s (crash ${recent.length} of ${CRASH_LOOP_THRESHOLD})`,
         requeueAfterMs: at - input.now,
+        crash: { recent: recent.length, limit: CRASH_LOOP_THRESHOLD, nextRestartAt: at },
       };
     }
-    return issue(base, Phase.STARTING, "RestartingAfterCrash", `restarting after a crash (${exitMessage(container)})`, CommandKind.ENSURE_RUNNING, dataPolicy);
+    return {
+      ...issue(base, Phase.STARTING, "RestartingAfterCrash", `restarting after a crash (${exitMessage(container)}; crash ${recent.length} of ${CRASH_LOOP_THRESHOLD})`, CommandKind.ENSURE_RUNNING, dataPolicy),
+      crash: { recent: recent.length, limit: CRASH_LOOP_THRESHOLD },
+    };
   }
   return issue(base, Phase.STARTING, "Starting", "starting the container", CommandKind.ENSURE_RUNNING, dataPolicy);
 }

@@ -1,7 +1,7 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { BackupJobSchema, BackupLocationSchema, CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
-import { DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation } from "@berth/proto/berth/v1/server_pb.js";
+import { CrashStateSchema, DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -843,6 +843,7 @@ export class Reconciler {
       lastChangeTime: phaseChanged ? timestampFromMs(now) : old.lastChangeTime,
       lastChangeCause: phaseChanged ? cause : old.lastChangeCause,
       ...(o.operation ? { operation: o.operation } : {}),
+      ...(p.crash ? { crash: { recent: p.crash.recent, limit: p.crash.limit, ...(p.crash.nextRestartAt ? { nextRestartTime: timestampFromMs(p.crash.nextRestartAt) } : {}) } } : {}),
     });
     const dataInitialized = server.dataInitialized || dataPresent;
     const same =
@@ -856,6 +857,8 @@ export class Reconciler {
       old.dataExists === next.dataExists &&
       old.dataSizeBytes === next.dataSizeBytes &&
       sameOperation(old.operation, next.operation) &&
+      (old.crash === undefined) === (next.crash === undefined) &&
+      (old.crash === undefined || equals(CrashStateSchema, old.crash, next.crash!)) &&
       dataInitialized === server.dataInitialized;
     if (same) return undefined;
     const events: EventInput[] = [];

@@ -149,16 +149,16 @@ describe("alerts", () => {
     expect(await store.getAlert("alr_1")).toEqual(a);
     expect(await store.getAlert("alr_none")).toBeUndefined();
 
-    await store.commit([{ op: "alert.touch", id: "alr_1", lastSeen: 20, message: "still offline" }]);
+    await store.commit([{ op: "alert.touch", id: "alr_1", lastSeen: 20, message: "still offline", severity: "warning" }]);
     await store.commit([{ op: "alert.acknowledge", id: "alr_1", by: "token:tok_1", at: 21 }]);
     await store.commit([{ op: "alert.mute", id: "alr_1", until: 500 }]);
-    expect(await store.getAlert("alr_1")).toEqual({ ...a, lastSeen: 20, message: "still offline", acknowledgedBy: "token:tok_1", acknowledgedAt: 21, mutedUntil: 500 });
+    expect(await store.getAlert("alr_1")).toEqual({ ...a, lastSeen: 20, message: "still offline", severity: "warning", acknowledgedBy: "token:tok_1", acknowledgedAt: 21, mutedUntil: 500 });
     await store.commit([{ op: "alert.mute", id: "alr_1", until: null }]);
     await store.commit([{ op: "alert.resolve", id: "alr_1", at: 30 }]);
     const resolved = (await store.getAlert("alr_1"))!;
     expect([resolved.state, resolved.resolvedAt, resolved.lastSeen, resolved.mutedUntil]).toEqual(["resolved", 30, 30, null]);
     // A resolved alert is not touched any more.
-    await store.commit([{ op: "alert.touch", id: "alr_1", lastSeen: 40, message: "late" }]);
+    await store.commit([{ op: "alert.touch", id: "alr_1", lastSeen: 40, message: "late", severity: "critical" }]);
     expect(await store.getAlert("alr_1")).toEqual(resolved);
     expectTyped(await rejection(store.commit([{ op: "alert.resolve", id: "alr_1", at: 41 }])), ConflictError, Code.Aborted);
     expectTyped(await rejection(store.commit([{ op: "alert.resolve", id: "alr_none", at: 41 }])), ConflictError, Code.Aborted);

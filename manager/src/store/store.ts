@@ -153,7 +153,8 @@ export type WriteOp =
   // alerts
   /** Refused with ConflictError when the rule already fires on the subject (alerts_one_firing). */
   | { op: "alert.insert"; alert: AlertRecord }
-  | { op: "alert.touch"; id: string; lastSeen: number; message: string }
+  /** A firing alert is still true: when it was last seen, what it says, and its severity (a stage may change it: crash_loop). */
+  | { op: "alert.touch"; id: string; lastSeen: number; message: string; severity: AlertRecord["severity"] }
   | { op: "alert.resolve"; id: string; at: number }
   | { op: "alert.acknowledge"; id: string; by: string; at: number }
   | { op: "alert.mute"; id: string; until: number | null }

@@ -18,7 +18,8 @@ import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
 import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, desiredName, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
+import { CrashMark } from "./crash-mark.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, SpecFields } from "./spec-form.js";
@@ -85,6 +86,8 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
               </span>
             ) : s.status?.operation ? (
               <OperationProgress op={s.status.operation} />
+            ) : s.status?.crash && crashing(s) ? (
+              <CrashMark crash={s.status.crash} />
             ) : stuck.has(s.id) ? (
               <span className="mark stuck">stuck → {targetPhase(s)}</span>
             ) : isConverging(s) ? (

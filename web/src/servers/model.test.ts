@@ -118,3 +118,22 @@ describe("attention and wording", () => {
     expect(conditionTone(running, "Ready", ConditionStatus.UNKNOWN)).toBe("unknown");
   });
 });
+
+describe("crashing", () => {
+  it("a server restarted after crashes reads Crashing (amber), needs attention, and is not 'converging'", () => {
+    const s = create(ServerSchema, {
+      id: "srv_1",
+      generation: 1n,
+      spec: { name: "a", desiredState: DesiredState.RUNNING },
+      status: { phase: Phase.STARTING, reason: "CrashBackoff", observedGeneration: 1n, crash: { recent: 2, limit: 5, nextRestartTime: timestampFromMs(Date.now() + 8000) } },
+    });
+    expect(phaseBadge(s)).toEqual({ text: "Crashing", tone: "warn" });
+    expect(needsAttention(s)).toBe(true);
+    expect(isConverging(s)).toBe(false);
+    // A first start (no crash) is plain converging.
+    const starting = create(ServerSchema, { id: "srv_2", generation: 1n, spec: { name: "b", desiredState: DesiredState.RUNNING }, status: { phase: Phase.STARTING, reason: "Starting", observedGeneration: 1n } });
+    expect(phaseBadge(starting).text).toBe("Starting");
+    expect(needsAttention(starting)).toBe(false);
+    expect(isConverging(starting)).toBe(true);
+  });
+});

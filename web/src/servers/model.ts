@@ -72,15 +72,21 @@ export function stoppedWithoutContainer(s: Server): boolean {
   return s.status?.phase === Phase.MISSING && s.spec?.desiredState === DesiredState.STOPPED;
 }
 
+/** Crashing and being restarted per its restart policy (status.crash): on its way back, or to a crash loop. */
+export function crashing(s: Server): boolean {
+  return s.status?.crash !== undefined && s.status.phase === Phase.STARTING && !isDeleted(s);
+}
+
 /** Counted in "need attention" and shown by the "Needs attention" filter. */
 export function needsAttention(s: Server): boolean {
   if (stoppedWithoutContainer(s)) return false;
-  return ATTENTION_PHASES.includes(s.status?.phase ?? Phase.UNSPECIFIED) || stoppedOutsideBerth(s);
+  return ATTENTION_PHASES.includes(s.status?.phase ?? Phase.UNSPECIFIED) || stoppedOutsideBerth(s) || crashing(s);
 }
 
 /** The phase badge: its text and tone (a stop made outside berth reads as its own state, in amber). */
 export function phaseBadge(s: Server): { text: string; tone: Tone } {
   if (stoppedOutsideBerth(s)) return { text: "Stopped outside berth", tone: "warn" };
+  if (crashing(s)) return { text: "Crashing", tone: "warn" };
   if (stoppedWithoutContainer(s)) return { text: s.status?.dataExists ? "Stopped · data kept" : "Stopped · no container", tone: "idle" };
   return { text: phaseName(s.status?.phase), tone: phaseTone(s.status?.phase) };
 }
@@ -146,6 +152,8 @@ export function isConverging(s: Server): boolean {
   if (phase === Phase.PURGING) return true;
   if (isDeleted(s)) return false;
   if (phase === Phase.UNKNOWN || phase === Phase.DATA_LOST || phase === Phase.FAILED) return false;
+  // Not on its way to what was asked: crashing has its own mark (crash n of 5, the next restart).
+  if (crashing(s)) return false;
   const desired = s.spec?.desiredState ?? DesiredState.UNSPECIFIED;
   return (s.status?.observedGeneration ?? 0n) !== s.generation || !CONVERGED[desired].includes(phase);
 }

@@ -9,8 +9,9 @@ import type { Abilities } from "../api/session.js";
 import { RelTime } from "../ui/clock.js";
 import { formatBytes, formatClock, tsMs } from "../ui/format.js";
 import { Menu } from "../ui/menu.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, desiredName, isConverging, isDeleted, phaseBadge, phaseName, stoppedOutsideBerth, targetPhase, type PendingAction, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, crashing, desiredName, isConverging, isDeleted, phaseBadge, phaseName, stoppedOutsideBerth, stoppedWithoutContainer, targetPhase, type PendingAction, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
+import { CrashMark } from "./crash-mark.js";
 import { allowedActions } from "./server-actions.js";
 import { portsText, shortId } from "./table-query.js";
 
@@ -101,6 +102,8 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
           </span>
         ) : st?.operation ? (
           <OperationProgress op={st.operation} compact />
+        ) : st?.crash && crashing(s) ? (
+          <CrashMark crash={st.crash} />
         ) : converging && p.stuck ? (
           <span className="mark stuck" title={`not converged for longer than the alert threshold: should be ${targetPhase(s)}`}>
             stuck → {targetPhase(s)}
@@ -109,7 +112,7 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
           <span className="mark converging" title={`converging: observed differs from desired (${desiredName(s.spec?.desiredState)})`}>
             <span className="spinner" aria-hidden="true" />→ {targetPhase(s)}
           </span>
-        ) : outside ? null : st?.reason && st.reason !== phaseName(st.phase) ? (
+        ) : outside || stoppedWithoutContainer(s) ? null : st?.reason && st.reason !== phaseName(st.phase) ? (
           <span className={`reason${p.stuck ? " stuck" : ""}`} title={[st.message, p.stuck ? "(not converged for longer than the alert threshold)" : ""].filter(Boolean).join(" ")}>
             {st.reason}
           </span>

@@ -399,7 +399,7 @@ function parityBatches(): WriteOp[][] {
       { op: "alert.resolve", id: "alr_3", at: at(8) },
       { op: "alert.mute", id: "alr_1", until: at(100) },
       { op: "alert.acknowledge", id: "alr_2", by: "token:tok_a", at: at(8) },
-      { op: "alert.touch", id: "alr_1", lastSeen: at(9), message: "still" },
+      { op: "alert.touch", id: "alr_1", lastSeen: at(9), message: "still", severity: "critical" },
     ],
     [
       { op: "token.insert", token: { id: "tok_a", name: "ci", role: "admin" as never, project: null, createdAt: at(1), createdBy: "", revokedAt: null, lastUsedAt: null }, secretHash: "sh_a" },

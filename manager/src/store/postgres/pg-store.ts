@@ -508,12 +508,14 @@ export class PostgresStore implements Store {
       desired_state: string | number | null;
       reason: string | null;
       observed_generation: string | null;
+      recent_crashes: string | null;
       purging: boolean;
     }>(
       `SELECT id, name, project, host_id, generation, phase,
          spec_json::jsonb -> 'desiredState' AS desired_state,
          status_json::jsonb ->> 'reason' AS reason,
          status_json::jsonb ->> 'observedGeneration' AS observed_generation,
+         status_json::jsonb -> 'crash' ->> 'recent' AS recent_crashes,
          COALESCE(jsonb_typeof(lifecycle_json::jsonb -> 'purge'), 'null') <> 'null' AS purging
        FROM servers WHERE deleted_at IS NULL${page ? ` AND id > $1 ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       page ? [page.after] : [],
@@ -529,6 +531,7 @@ export class PostgresStore implements Store {
       reason: r.reason ?? "",
       observedGeneration: Number(r.observed_generation ?? 0),
       purging: r.purging,
+      recentCrashes: Number(r.recent_crashes ?? 0),
     }));
   }
 

@@ -366,7 +366,7 @@ export class PgBatch {
         return;
       }
       case "alert.touch":
-        await this.q("UPDATE alerts SET last_seen = $1, message = $2 WHERE id = $3 AND state = 'firing'", [o.lastSeen, o.message, o.id]);
+        await this.q("UPDATE alerts SET last_seen = $1, message = $2, severity = $3 WHERE id = $4 AND state = 'firing'", [o.lastSeen, o.message, o.severity, o.id]);
         return;
       case "alert.resolve": {
         const r = await this.q("UPDATE alerts SET state = 'resolved', resolved_at = $1, last_seen = $1 WHERE id = $2 AND state = 'firing'", [o.at, o.id]);

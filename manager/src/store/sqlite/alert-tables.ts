@@ -82,9 +82,9 @@ export class AlertTables {
       );
   }
 
-  /** A firing alert is still true: refresh when it was last seen and what it says. */
-  touch(id: string, lastSeen: number, message: string): void {
-    this.db.prepare("UPDATE alerts SET last_seen = ?, message = ? WHERE id = ? AND state = 'firing'").run(lastSeen, message, id);
+  /** A firing alert is still true: refresh when it was last seen, what it says and its severity. */
+  touch(id: string, lastSeen: number, message: string, severity: string): void {
+    this.db.prepare("UPDATE alerts SET last_seen = ?, message = ?, severity = ? WHERE id = ? AND state = 'firing'").run(lastSeen, message, severity, id);
   }
 
   /** Resolves a firing alert; false if it was not firing. */
@@ -130,6 +130,7 @@ export class AlertTables {
            json_extract(spec_json, '$.desiredState') AS desired_state,
            json_extract(status_json, '$.reason') AS reason,
            json_extract(status_json, '$.observedGeneration') AS observed_generation,
+           json_extract(status_json, '$.crash.recent') AS recent_crashes,
            json_extract(lifecycle_json, '$.purge') IS NOT NULL AS purging
          FROM servers WHERE deleted_at IS NULL${page ? ` AND id > ? ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       )
@@ -143,6 +144,7 @@ export class AlertTables {
       desired_state: string | number | null;
       reason: string | null;
       observed_generation: string | number | null;
+      recent_crashes: number | null;
       purging: number;
     }[];
     return rows.map((r) => ({
@@ -156,6 +158,7 @@ export class AlertTables {
       reason: r.reason ?? "",
       observedGeneration: Number(r.observed_generation ?? 0),
       purging: r.purging === 1,
+      recentCrashes: Number(r.recent_crashes ?? 0),
     }));
   }
 

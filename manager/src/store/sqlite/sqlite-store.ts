@@ -397,7 +397,7 @@ export class SqliteStore implements StoreContract {
         this.alerts.insert(o.alert);
         return;
       case "alert.touch":
-        this.alerts.touch(o.id, o.lastSeen, o.message);
+        this.alerts.touch(o.id, o.lastSeen, o.message, o.severity);
         return;
       case "alert.resolve":
         if (!this.alerts.resolve(o.id, o.at)) throw new ConflictError(`alert ${o.id} is no longer firing`);

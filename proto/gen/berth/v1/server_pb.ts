@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/server.proto.
  */
 export const file_berth_v1_server: GenFile = /*@__PURE__*/
-  fileDesc("ChViZXJ0aC92MS9zZXJ2ZXIucHJvdG8SCGJlcnRoLnYxIoIBCgtQb3J0TWFwcGluZxIeCglob3N0X3BvcnQYASABKA1CC7pICCoGGP//AygBEiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQASK7BwoKU2VydmVyU3BlYxI5CgRuYW1lGAEgASgJQiu6SChyJjIkXlthLXowLTldKFthLXowLTktXXswLDYxfVthLXowLTldKT8kEhkKB2hvc3RfaWQYAiABKAlCCLpIBXIDGP0BEqABCgVpbWFnZRgDIAEoCUKQAbpIjAFyiQEY/wEygwFeW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JBIuCgdjb21tYW5kGAQgAygJQh26SBqSARcQgAIiEnIQKICAAjIKXlteXHgwMF0qJBJnCgNlbnYYBSADKAsyHS5iZXJ0aC52MS5TZXJ2ZXJTcGVjLkVudkVudHJ5Qju6SDiaATUQyAEiHHIaMhheW0EtWmEtel9dW0EtWmEtejAtOV9dKiQqEnIQKICAAjIKXlteXHgwMF0qJBIuCgVwb3J0cxgGIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nQgi6SAWSAQIQZBI0Cg9kYXRhX21vdW50X3BhdGgYByABKAlCG7pIGNgBAXITGIAIMgteL1teXHgwMF0qJFoBLxI5Cg5yZXN0YXJ0X3BvbGljeRgIIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEjcKDWRlc2lyZWRfc3RhdGUYCSABKA4yFi5iZXJ0aC52MS5EZXNpcmVkU3RhdGVCCLpIBYIBAhABElIKB2NhcF9hZGQYCiADKAlCQbpIPpIBOxAFGAEiNXIzUgtBVURJVF9XUklURVIGRlNFVElEUgdORVRfUkFXUgdTRVRQQ0FQUgpTWVNfQ0hST09UEi4KEmxvZ19tYXhfc2l6ZV9ieXRlcxgLIAEoDUISukgP2AEBKgoYgICAgAQogIAEEiMKDWxvZ19tYXhfZmlsZXMYDCABKA1CDLpICdgBASoEGBQoARI9CgpzZWNyZXRfZW52GA0gAygJQim6SCaSASMQyAEYASIcchoyGF5bQS1aYS16X11bQS1aYS16MC05X10qJBItCg1iYWNrdXBfcG9saWN5GA4gASgLMhYuYmVydGgudjEuQmFja3VwUG9saWN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEinQEKDEJhY2t1cFBvbGljeRIbCglrZWVwX2xhc3QYASABKA1CCLpIBSoDGOgHEhsKCWtlZXBfZGF5cxgCIAEoDUIIukgFKgMYwhwSJAoRYWxlcnRfYWZ0ZXJfaG91cnMYAyABKA1CCbpIBioEGLCsBRItCgZpZ25vcmUYBCADKAlCHbpIGpIBFxBkIhNyERABGIAIMgpeW15ceDAwXSokIrwBCglDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS5iZXJ0aC52MS5Db25kaXRpb25TdGF0dXMSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSOAoUbGFzdF90cmFuc2l0aW9uX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE29ic2VydmVkX2dlbmVyYXRpb24YBiABKAMiggMKDFNlcnZlclN0YXR1cxIeCgVwaGFzZRgBIAEoDjIPLmJlcnRoLnYxLlBoYXNlEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEicKCmNvbmRpdGlvbnMYBCADKAsyEy5iZXJ0aC52MS5Db25kaXRpb24SGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgFIAEoAxIUCgxjb250YWluZXJfaWQYBiABKAkSFwoPY29udGFpbmVyX3N0YXRlGAcgASgJEhMKC2RhdGFfZXhpc3RzGAggASgIEhcKD2RhdGFfc2l6ZV9ieXRlcxgJIAEoAxIVCg1yZXN0YXJ0X2NvdW50GAogASgFEjQKEGxhc3RfY2hhbmdlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWxhc3RfY2hhbmdlX2NhdXNlGAwgASgJEiYKCW9wZXJhdGlvbhgNIAEoCzITLmJlcnRoLnYxLk9wZXJhdGlvbiK+AQoJT3BlcmF0aW9uEgwKBGtpbmQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJEg0KBXN0YWdlGAMgASgJEhIKCmJ5dGVzX2RvbmUYBCABKAMSEwoLYnl0ZXNfdG90YWwYBSABKAMSLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLc291cmNlX2hvc3QYByABKAkSEwoLdGFyZ2V0X2hvc3QYCCABKAkiqQIKBlNlcnZlchIKCgJpZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEiIKBHNwZWMYAyABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjEiYKBnN0YXR1cxgEIAEoCzIWLmJlcnRoLnYxLlNlcnZlclN0YXR1cxISCgpnZW5lcmF0aW9uGAUgASgDEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVsZXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YCSABKAQiUgoTQ3JlYXRlU2VydmVyUmVxdWVzdBIqCgRzcGVjGAEgASgLMhQuYmVydGgudjEuU2VydmVyU3BlY0IGukgDyAEBEg8KB3Byb2plY3QYAiABKAkiOAoUQ3JlYXRlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIh4KEEdldFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiNQoRR2V0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIp0BChJMaXN0U2VydmVyc1JlcXVlc3QSDwoHaG9zdF9pZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEhQKDHNob3dfZGVsZXRlZBgDIAEoCBIaCglwYWdlX3NpemUYBCABKAVCB7pIBBoCKAASEgoKcGFnZV90b2tlbhgFIAEoCRIfCgZwaGFzZXMYBiADKA4yDy5iZXJ0aC52MS5QaGFzZSJRChNMaXN0U2VydmVyc1Jlc3BvbnNlEiEKB3NlcnZlcnMYASADKAsyEC5iZXJ0aC52MS5TZXJ2ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpQBChNVcGRhdGVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEioKBHNwZWMYAiABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjQga6SAPIAQESEQoJYXBwbHlfbm93GAMgASgIEh0KEGV4cGVjdGVkX3ZlcnNpb24YBCABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI4ChRVcGRhdGVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiOgoSU3RhcnRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEhgKEGFsbG93X2VtcHR5X2RhdGEYAiABKAgiNwoTU3RhcnRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiQgoRU3RvcFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSIQoPdGltZW91dF9zZWNvbmRzGAIgASgNQgi6SAUqAxiQHCI2ChJTdG9wU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiAKElBhdXNlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI3ChNQYXVzZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIhChNSZXN1bWVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjgKFFJlc3VtZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIiChRSZXN0YXJ0U2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI5ChVSZXN0YXJ0U2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiIKFFJlYnVpbGRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjkKFVJlYnVpbGRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIQoTRGVsZXRlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI4ChREZWxldGVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIgoUUmVzdG9yZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOQoVUmVzdG9yZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciJEChJQdXJnZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSEwoLcmVtb3ZlX2RhdGEYAiABKAgSDQoFZm9yY2UYAyABKAgiFQoTUHVyZ2VTZXJ2ZXJSZXNwb25zZSKTAQoVVHJhbnNmZXJTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJEhUKBGhvc3QYAiABKAlCB7pIBHICEAESDgoGdGFyZ2V0GAMgASgJEiMKEWtlZXBfc291cmNlX2hvdXJzGAQgASgNQgi6SAUqAxi4RBIiCg90aW1lb3V0X3NlY29uZHMYBSABKA1CCbpIBioEGID1JCJNChZUcmFuc2ZlclNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlchIRCgliYWNrdXBfaWQYAiABKAkiywEKEkNsb25lU2VydmVyUmVxdWVzdBIOCgZzb3VyY2UYASABKAkSOQoEbmFtZRgCIAEoCUIrukgociYyJF5bYS16MC05XShbYS16MC05LV17MCw2MX1bYS16MC05XSk/JBIMCgRob3N0GAMgASgJEhMKC2Zyb21fYmFja3VwGAQgASgJEg4KBnRhcmdldBgFIAEoCRI3Cg1kZXNpcmVkX3N0YXRlGAYgASgOMhYuYmVydGgudjEuRGVzaXJlZFN0YXRlQgi6SAWCAQIQASJKChNDbG9uZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlchIRCgliYWNrdXBfaWQYAiABKAkiqQEKE1dhdGNoU2VydmVyc1JlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEh8KBnBoYXNlcxgDIAMoDjIPLmJlcnRoLnYxLlBoYXNlEhQKDHNob3dfZGVsZXRlZBgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkSIwoRaGVhcnRiZWF0X3NlY29uZHMYBiABKA1CCLpIBSoDGKwCInUKFFdhdGNoU2VydmVyc1Jlc3BvbnNlEiUKBmNoYW5nZRgBIAEoDjIVLmJlcnRoLnYxLldhdGNoQ2hhbmdlEiAKBnNlcnZlchgCIAEoCzIQLmJlcnRoLnYxLlNlcnZlchIUCgxyZXN1bWVfdG9rZW4YAyABKAkiQQoPVGFpbExvZ3NSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBmZvbGxvdxgCIAEoCBISCgp0YWlsX2xpbmVzGAMgASgNIokBChBUYWlsTG9nc1Jlc3BvbnNlEg4KBnN0cmVhbRgBIAEoCRIMCgRkYXRhGAIgASgMEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWRyb3BwZWRfYnl0ZXMYBCABKAQSFgoOZHJvcHBlZF9jaHVua3MYBSABKAQqSAoIUHJvdG9jb2wSGAoUUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIQCgxQUk9UT0NPTF9UQ1AQARIQCgxQUk9UT0NPTF9VRFAQAiqDAQoNUmVzdGFydFBvbGljeRIeChpSRVNUQVJUX1BPTElDWV9VTlNQRUNJRklFRBAAEhgKFFJFU1RBUlRfUE9MSUNZX05FVkVSEAESHQoZUkVTVEFSVF9QT0xJQ1lfT05fRkFJTFVSRRACEhkKFVJFU1RBUlRfUE9MSUNZX0FMV0FZUxADKn0KDERlc2lyZWRTdGF0ZRIdChlERVNJUkVEX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVREVTSVJFRF9TVEFURV9SVU5OSU5HEAESGAoUREVTSVJFRF9TVEFURV9QQVVTRUQQAhIZChVERVNJUkVEX1NUQVRFX1NUT1BQRUQQAyqYAgoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIRCg1QSEFTRV9QRU5ESU5HEAESEgoOUEhBU0VfQ1JFQVRJTkcQAhISCg5QSEFTRV9TVEFSVElORxADEhEKDVBIQVNFX1JVTk5JTkcQBBIQCgxQSEFTRV9QQVVTRUQQBRISCg5QSEFTRV9TVE9QUElORxAGEhEKDVBIQVNFX1NUT1BQRUQQBxIRCg1QSEFTRV9NSVNTSU5HEAgSEwoPUEhBU0VfREFUQV9MT1NUEAkSEAoMUEhBU0VfRkFJTEVEEAoSEQoNUEhBU0VfVU5LTk9XThALEhEKDVBIQVNFX0RFTEVURUQQDBIRCg1QSEFTRV9QVVJHSU5HEA0qiAEKD0NvbmRpdGlvblN0YXR1cxIgChxDT05ESVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVQ09ORElUSU9OX1NUQVRVU19UUlVFEAESGgoWQ09ORElUSU9OX1NUQVRVU19GQUxTRRACEhwKGENPTkRJVElPTl9TVEFUVVNfVU5LTk9XThADKrMBCgtXYXRjaENoYW5nZRIcChhXQVRDSF9DSEFOR0VfVU5TUEVDSUZJRUQQABIZChVXQVRDSF9DSEFOR0VfU05BUFNIT1QQARIdChlXQVRDSF9DSEFOR0VfU05BUFNIT1RfRU5EEAISFwoTV0FUQ0hfQ0hBTkdFX1VQU0VSVBADEhcKE1dBVENIX0NIQU5HRV9ERUxFVEUQBBIaChZXQVRDSF9DSEFOR0VfSEVBUlRCRUFUEAUytwoKDVNlcnZlclNlcnZpY2USTQoMQ3JlYXRlU2VydmVyEh0uYmVydGgudjEuQ3JlYXRlU2VydmVyUmVxdWVzdBoeLmJlcnRoLnYxLkNyZWF0ZVNlcnZlclJlc3BvbnNlEkQKCUdldFNlcnZlchIaLmJlcnRoLnYxLkdldFNlcnZlclJlcXVlc3QaGy5iZXJ0aC52MS5HZXRTZXJ2ZXJSZXNwb25zZRJKCgtMaXN0U2VydmVycxIcLmJlcnRoLnYxLkxpc3RTZXJ2ZXJzUmVxdWVzdBodLmJlcnRoLnYxLkxpc3RTZXJ2ZXJzUmVzcG9uc2USTQoMVXBkYXRlU2VydmVyEh0uYmVydGgudjEuVXBkYXRlU2VydmVyUmVxdWVzdBoeLmJlcnRoLnYxLlVwZGF0ZVNlcnZlclJlc3BvbnNlEkoKC1N0YXJ0U2VydmVyEhwuYmVydGgudjEuU3RhcnRTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuU3RhcnRTZXJ2ZXJSZXNwb25zZRJHCgpTdG9wU2VydmVyEhsuYmVydGgudjEuU3RvcFNlcnZlclJlcXVlc3QaHC5iZXJ0aC52MS5TdG9wU2VydmVyUmVzcG9uc2USSgoLUGF1c2VTZXJ2ZXISHC5iZXJ0aC52MS5QYXVzZVNlcnZlclJlcXVlc3QaHS5iZXJ0aC52MS5QYXVzZVNlcnZlclJlc3BvbnNlEk0KDFJlc3VtZVNlcnZlchIdLmJlcnRoLnYxLlJlc3VtZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5SZXN1bWVTZXJ2ZXJSZXNwb25zZRJQCg1SZXN0YXJ0U2VydmVyEh4uYmVydGgudjEuUmVzdGFydFNlcnZlclJlcXVlc3QaHy5iZXJ0aC52MS5SZXN0YXJ0U2VydmVyUmVzcG9uc2USUAoNUmVidWlsZFNlcnZlchIeLmJlcnRoLnYxLlJlYnVpbGRTZXJ2ZXJSZXF1ZXN0Gh8uYmVydGgudjEuUmVidWlsZFNlcnZlclJlc3BvbnNlEk0KDERlbGV0ZVNlcnZlchIdLmJlcnRoLnYxLkRlbGV0ZVNlcnZlclJlcXVlc3QaHi5iZXJ0aC52MS5EZWxldGVTZXJ2ZXJSZXNwb25zZRJQCg1SZXN0b3JlU2VydmVyEh4uYmVydGgudjEuUmVzdG9yZVNlcnZlclJlcXVlc3QaHy5iZXJ0aC52MS5SZXN0b3JlU2VydmVyUmVzcG9uc2USSgoLUHVyZ2VTZXJ2ZXISHC5iZXJ0aC52MS5QdXJnZVNlcnZlclJlcXVlc3QaHS5iZXJ0aC52MS5QdXJnZVNlcnZlclJlc3BvbnNlEk8KDFdhdGNoU2VydmVycxIdLmJlcnRoLnYxLldhdGNoU2VydmVyc1JlcXVlc3QaHi5iZXJ0aC52MS5XYXRjaFNlcnZlcnNSZXNwb25zZTABEkMKCFRhaWxMb2dzEhkuYmVydGgudjEuVGFpbExvZ3NSZXF1ZXN0GhouYmVydGgudjEuVGFpbExvZ3NSZXNwb25zZTABElMKDlRyYW5zZmVyU2VydmVyEh8uYmVydGgudjEuVHJhbnNmZXJTZXJ2ZXJSZXF1ZXN0GiAuYmVydGgudjEuVHJhbnNmZXJTZXJ2ZXJSZXNwb25zZRJKCgtDbG9uZVNlcnZlchIcLmJlcnRoLnYxLkNsb25lU2VydmVyUmVxdWVzdBodLmJlcnRoLnYxLkNsb25lU2VydmVyUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChViZXJ0aC92MS9zZXJ2ZXIucHJvdG8SCGJlcnRoLnYxIoIBCgtQb3J0TWFwcGluZxIeCglob3N0X3BvcnQYASABKA1CC7pICCoGGP//AygBEiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQASK7BwoKU2VydmVyU3BlYxI5CgRuYW1lGAEgASgJQiu6SChyJjIkXlthLXowLTldKFthLXowLTktXXswLDYxfVthLXowLTldKT8kEhkKB2hvc3RfaWQYAiABKAlCCLpIBXIDGP0BEqABCgVpbWFnZRgDIAEoCUKQAbpIjAFyiQEY/wEygwFeW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JBIuCgdjb21tYW5kGAQgAygJQh26SBqSARcQgAIiEnIQKICAAjIKXlteXHgwMF0qJBJnCgNlbnYYBSADKAsyHS5iZXJ0aC52MS5TZXJ2ZXJTcGVjLkVudkVudHJ5Qju6SDiaATUQyAEiHHIaMhheW0EtWmEtel9dW0EtWmEtejAtOV9dKiQqEnIQKICAAjIKXlteXHgwMF0qJBIuCgVwb3J0cxgGIAMoCzIVLmJlcnRoLnYxLlBvcnRNYXBwaW5nQgi6SAWSAQIQZBI0Cg9kYXRhX21vdW50X3BhdGgYByABKAlCG7pIGNgBAXITGIAIMgteL1teXHgwMF0qJFoBLxI5Cg5yZXN0YXJ0X3BvbGljeRgIIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEjcKDWRlc2lyZWRfc3RhdGUYCSABKA4yFi5iZXJ0aC52MS5EZXNpcmVkU3RhdGVCCLpIBYIBAhABElIKB2NhcF9hZGQYCiADKAlCQbpIPpIBOxAFGAEiNXIzUgtBVURJVF9XUklURVIGRlNFVElEUgdORVRfUkFXUgdTRVRQQ0FQUgpTWVNfQ0hST09UEi4KEmxvZ19tYXhfc2l6ZV9ieXRlcxgLIAEoDUISukgP2AEBKgoYgICAgAQogIAEEiMKDWxvZ19tYXhfZmlsZXMYDCABKA1CDLpICdgBASoEGBQoARI9CgpzZWNyZXRfZW52GA0gAygJQim6SCaSASMQyAEYASIcchoyGF5bQS1aYS16X11bQS1aYS16MC05X10qJBItCg1iYWNrdXBfcG9saWN5GA4gASgLMhYuYmVydGgudjEuQmFja3VwUG9saWN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEinQEKDEJhY2t1cFBvbGljeRIbCglrZWVwX2xhc3QYASABKA1CCLpIBSoDGOgHEhsKCWtlZXBfZGF5cxgCIAEoDUIIukgFKgMYwhwSJAoRYWxlcnRfYWZ0ZXJfaG91cnMYAyABKA1CCbpIBioEGLCsBRItCgZpZ25vcmUYBCADKAlCHbpIGpIBFxBkIhNyERABGIAIMgpeW15ceDAwXSokIrwBCglDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS5iZXJ0aC52MS5Db25kaXRpb25TdGF0dXMSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSOAoUbGFzdF90cmFuc2l0aW9uX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE29ic2VydmVkX2dlbmVyYXRpb24YBiABKAMipwMKDFNlcnZlclN0YXR1cxIeCgVwaGFzZRgBIAEoDjIPLmJlcnRoLnYxLlBoYXNlEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEicKCmNvbmRpdGlvbnMYBCADKAsyEy5iZXJ0aC52MS5Db25kaXRpb24SGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgFIAEoAxIUCgxjb250YWluZXJfaWQYBiABKAkSFwoPY29udGFpbmVyX3N0YXRlGAcgASgJEhMKC2RhdGFfZXhpc3RzGAggASgIEhcKD2RhdGFfc2l6ZV9ieXRlcxgJIAEoAxIVCg1yZXN0YXJ0X2NvdW50GAogASgFEjQKEGxhc3RfY2hhbmdlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWxhc3RfY2hhbmdlX2NhdXNlGAwgASgJEiYKCW9wZXJhdGlvbhgNIAEoCzITLmJlcnRoLnYxLk9wZXJhdGlvbhIjCgVjcmFzaBgOIAEoCzIULmJlcnRoLnYxLkNyYXNoU3RhdGUiYgoKQ3Jhc2hTdGF0ZRIOCgZyZWNlbnQYASABKA0SDQoFbGltaXQYAiABKA0SNQoRbmV4dF9yZXN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr4BCglPcGVyYXRpb24SDAoEa2luZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkSDQoFc3RhZ2UYAyABKAkSEgoKYnl0ZXNfZG9uZRgEIAEoAxITCgtieXRlc190b3RhbBgFIAEoAxIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzb3VyY2VfaG9zdBgHIAEoCRITCgt0YXJnZXRfaG9zdBgIIAEoCSKpAgoGU2VydmVyEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSIgoEc3BlYxgDIAEoCzIULmJlcnRoLnYxLlNlcnZlclNwZWMSJgoGc3RhdHVzGAQgASgLMhYuYmVydGgudjEuU2VydmVyU3RhdHVzEhIKCmdlbmVyYXRpb24YBSABKAMSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtkZWxldGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdmVyc2lvbhgJIAEoBCJSChNDcmVhdGVTZXJ2ZXJSZXF1ZXN0EioKBHNwZWMYASABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjQga6SAPIAQESDwoHcHJvamVjdBgCIAEoCSI4ChRDcmVhdGVTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiHgoQR2V0U2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI1ChFHZXRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIinQEKEkxpc3RTZXJ2ZXJzUmVxdWVzdBIPCgdob3N0X2lkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSFAoMc2hvd19kZWxldGVkGAMgASgIEhoKCXBhZ2Vfc2l6ZRgEIAEoBUIHukgEGgIoABISCgpwYWdlX3Rva2VuGAUgASgJEh8KBnBoYXNlcxgGIAMoDjIPLmJlcnRoLnYxLlBoYXNlIlEKE0xpc3RTZXJ2ZXJzUmVzcG9uc2USIQoHc2VydmVycxgBIAMoCzIQLmJlcnRoLnYxLlNlcnZlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkilAEKE1VwZGF0ZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSKgoEc3BlYxgCIAEoCzIULmJlcnRoLnYxLlNlcnZlclNwZWNCBrpIA8gBARIRCglhcHBseV9ub3cYAyABKAgSHQoQZXhwZWN0ZWRfdmVyc2lvbhgEIAEoBEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIjgKFFVwZGF0ZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciI6ChJTdGFydFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSGAoQYWxsb3dfZW1wdHlfZGF0YRgCIAEoCCI3ChNTdGFydFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciJCChFTdG9wU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCRIhCg90aW1lb3V0X3NlY29uZHMYAiABKA1CCLpIBSoDGJAcIjYKElN0b3BTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIAoSUGF1c2VTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjcKE1BhdXNlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiEKE1Jlc3VtZVNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOAoUUmVzdW1lU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIiIKFFJlc3RhcnRTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjkKFVJlc3RhcnRTZXJ2ZXJSZXNwb25zZRIgCgZzZXJ2ZXIYASABKAsyEC5iZXJ0aC52MS5TZXJ2ZXIiIgoUUmVidWlsZFNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkiOQoVUmVidWlsZFNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIhChNEZWxldGVTZXJ2ZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjgKFERlbGV0ZVNlcnZlclJlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLmJlcnRoLnYxLlNlcnZlciIiChRSZXN0b3JlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSI5ChVSZXN0b3JlU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyIkQKElB1cmdlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtyZW1vdmVfZGF0YRgCIAEoCBINCgVmb3JjZRgDIAEoCCIVChNQdXJnZVNlcnZlclJlc3BvbnNlIpMBChVUcmFuc2ZlclNlcnZlclJlcXVlc3QSCgoCaWQYASABKAkSFQoEaG9zdBgCIAEoCUIHukgEcgIQARIOCgZ0YXJnZXQYAyABKAkSIwoRa2VlcF9zb3VyY2VfaG91cnMYBCABKA1CCLpIBSoDGLhEEiIKD3RpbWVvdXRfc2Vjb25kcxgFIAEoDUIJukgGKgQYgPUkIk0KFlRyYW5zZmVyU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyEhEKCWJhY2t1cF9pZBgCIAEoCSLLAQoSQ2xvbmVTZXJ2ZXJSZXF1ZXN0Eg4KBnNvdXJjZRgBIAEoCRI5CgRuYW1lGAIgASgJQiu6SChyJjIkXlthLXowLTldKFthLXowLTktXXswLDYxfVthLXowLTldKT8kEgwKBGhvc3QYAyABKAkSEwoLZnJvbV9iYWNrdXAYBCABKAkSDgoGdGFyZ2V0GAUgASgJEjcKDWRlc2lyZWRfc3RhdGUYBiABKA4yFi5iZXJ0aC52MS5EZXNpcmVkU3RhdGVCCLpIBYIBAhABIkoKE0Nsb25lU2VydmVyUmVzcG9uc2USIAoGc2VydmVyGAEgASgLMhAuYmVydGgudjEuU2VydmVyEhEKCWJhY2t1cF9pZBgCIAEoCSKpAQoTV2F0Y2hTZXJ2ZXJzUmVxdWVzdBIPCgdwcm9qZWN0GAEgASgJEg8KB2hvc3RfaWQYAiABKAkSHwoGcGhhc2VzGAMgAygOMg8uYmVydGgudjEuUGhhc2USFAoMc2hvd19kZWxldGVkGAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCRIjChFoZWFydGJlYXRfc2Vjb25kcxgGIAEoDUIIukgFKgMYrAIidQoUV2F0Y2hTZXJ2ZXJzUmVzcG9uc2USJQoGY2hhbmdlGAEgASgOMhUuYmVydGgudjEuV2F0Y2hDaGFuZ2USIAoGc2VydmVyGAIgASgLMhAuYmVydGgudjEuU2VydmVyEhQKDHJlc3VtZV90b2tlbhgDIAEoCSJBCg9UYWlsTG9nc1JlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhIKCnRhaWxfbGluZXMYAyABKA0iiQEKEFRhaWxMb2dzUmVzcG9uc2USDgoGc3RyZWFtGAEgASgJEgwKBGRhdGEYAiABKAwSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZHJvcHBlZF9ieXRlcxgEIAEoBBIWCg5kcm9wcGVkX2NodW5rcxgFIAEoBCpICghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhAKDFBST1RPQ09MX1RDUBABEhAKDFBST1RPQ09MX1VEUBACKoMBCg1SZXN0YXJ0UG9saWN5Eh4KGlJFU1RBUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASGAoUUkVTVEFSVF9QT0xJQ1lfTkVWRVIQARIdChlSRVNUQVJUX1BPTElDWV9PTl9GQUlMVVJFEAISGQoVUkVTVEFSVF9QT0xJQ1lfQUxXQVlTEAMqfQoMRGVzaXJlZFN0YXRlEh0KGURFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVERVNJUkVEX1NUQVRFX1JVTk5JTkcQARIYChRERVNJUkVEX1NUQVRFX1BBVVNFRBACEhkKFURFU0lSRURfU1RBVEVfU1RPUFBFRBADKpgCCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhEKDVBIQVNFX1BFTkRJTkcQARISCg5QSEFTRV9DUkVBVElORxACEhIKDlBIQVNFX1NUQVJUSU5HEAMSEQoNUEhBU0VfUlVOTklORxAEEhAKDFBIQVNFX1BBVVNFRBAFEhIKDlBIQVNFX1NUT1BQSU5HEAYSEQoNUEhBU0VfU1RPUFBFRBAHEhEKDVBIQVNFX01JU1NJTkcQCBITCg9QSEFTRV9EQVRBX0xPU1QQCRIQCgxQSEFTRV9GQUlMRUQQChIRCg1QSEFTRV9VTktOT1dOEAsSEQoNUEhBU0VfREVMRVRFRBAMEhEKDVBIQVNFX1BVUkdJTkcQDSqIAQoPQ29uZGl0aW9uU3RhdHVzEiAKHENPTkRJVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVDT05ESVRJT05fU1RBVFVTX1RSVUUQARIaChZDT05ESVRJT05fU1RBVFVTX0ZBTFNFEAISHAoYQ09ORElUSU9OX1NUQVRVU19VTktOT1dOEAMqswEKC1dhdGNoQ2hhbmdlEhwKGFdBVENIX0NIQU5HRV9VTlNQRUNJRklFRBAAEhkKFVdBVENIX0NIQU5HRV9TTkFQU0hPVBABEh0KGVdBVENIX0NIQU5HRV9TTkFQU0hPVF9FTkQQAhIXChNXQVRDSF9DSEFOR0VfVVBTRVJUEAMSFwoTV0FUQ0hfQ0hBTkdFX0RFTEVURRAEEhoKFldBVENIX0NIQU5HRV9IRUFSVEJFQVQQBTK3CgoNU2VydmVyU2VydmljZRJNCgxDcmVhdGVTZXJ2ZXISHS5iZXJ0aC52MS5DcmVhdGVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuQ3JlYXRlU2VydmVyUmVzcG9uc2USRAoJR2V0U2VydmVyEhouYmVydGgudjEuR2V0U2VydmVyUmVxdWVzdBobLmJlcnRoLnYxLkdldFNlcnZlclJlc3BvbnNlEkoKC0xpc3RTZXJ2ZXJzEhwuYmVydGgudjEuTGlzdFNlcnZlcnNSZXF1ZXN0Gh0uYmVydGgudjEuTGlzdFNlcnZlcnNSZXNwb25zZRJNCgxVcGRhdGVTZXJ2ZXISHS5iZXJ0aC52MS5VcGRhdGVTZXJ2ZXJSZXF1ZXN0Gh4uYmVydGgudjEuVXBkYXRlU2VydmVyUmVzcG9uc2USSgoLU3RhcnRTZXJ2ZXISHC5iZXJ0aC52MS5TdGFydFNlcnZlclJlcXVlc3QaHS5iZXJ0aC52MS5TdGFydFNlcnZlclJlc3BvbnNlEkcKClN0b3BTZXJ2ZXISGy5iZXJ0aC52MS5TdG9wU2VydmVyUmVxdWVzdBocLmJlcnRoLnYxLlN0b3BTZXJ2ZXJSZXNwb25zZRJKCgtQYXVzZVNlcnZlchIcLmJlcnRoLnYxLlBhdXNlU2VydmVyUmVxdWVzdBodLmJlcnRoLnYxLlBhdXNlU2VydmVyUmVzcG9uc2USTQoMUmVzdW1lU2VydmVyEh0uYmVydGgudjEuUmVzdW1lU2VydmVyUmVxdWVzdBoeLmJlcnRoLnYxLlJlc3VtZVNlcnZlclJlc3BvbnNlElAKDVJlc3RhcnRTZXJ2ZXISHi5iZXJ0aC52MS5SZXN0YXJ0U2VydmVyUmVxdWVzdBofLmJlcnRoLnYxLlJlc3RhcnRTZXJ2ZXJSZXNwb25zZRJQCg1SZWJ1aWxkU2VydmVyEh4uYmVydGgudjEuUmVidWlsZFNlcnZlclJlcXVlc3QaHy5iZXJ0aC52MS5SZWJ1aWxkU2VydmVyUmVzcG9uc2USTQoMRGVsZXRlU2VydmVyEh0uYmVydGgudjEuRGVsZXRlU2VydmVyUmVxdWVzdBoeLmJlcnRoLnYxLkRlbGV0ZVNlcnZlclJlc3BvbnNlElAKDVJlc3RvcmVTZXJ2ZXISHi5iZXJ0aC52MS5SZXN0b3JlU2VydmVyUmVxdWVzdBofLmJlcnRoLnYxLlJlc3RvcmVTZXJ2ZXJSZXNwb25zZRJKCgtQdXJnZVNlcnZlchIcLmJlcnRoLnYxLlB1cmdlU2VydmVyUmVxdWVzdBodLmJlcnRoLnYxLlB1cmdlU2VydmVyUmVzcG9uc2USTwoMV2F0Y2hTZXJ2ZXJzEh0uYmVydGgudjEuV2F0Y2hTZXJ2ZXJzUmVxdWVzdBoeLmJlcnRoLnYxLldhdGNoU2VydmVyc1Jlc3BvbnNlMAESQwoIVGFpbExvZ3MSGS5iZXJ0aC52MS5UYWlsTG9nc1JlcXVlc3QaGi5iZXJ0aC52MS5UYWlsTG9nc1Jlc3BvbnNlMAESUwoOVHJhbnNmZXJTZXJ2ZXISHy5iZXJ0aC52MS5UcmFuc2ZlclNlcnZlclJlcXVlc3QaIC5iZXJ0aC52MS5UcmFuc2ZlclNlcnZlclJlc3BvbnNlEkoKC0Nsb25lU2VydmVyEhwuYmVydGgudjEuQ2xvbmVTZXJ2ZXJSZXF1ZXN0Gh0uYmVydGgudjEuQ2xvbmVTZXJ2ZXJSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * PortMapping publishes a container port on the host.
@@ -341,6 +341,15 @@ export type ServerStatus = Message<"berth.v1.ServerStatus"> & {
    * @generated from field: berth.v1.Operation operation = 13;
    */
   operation?: Operation | undefined;
+
+  /**
+   * Set while the server is crashing and berth restarts it per its restart
+   * policy (reasons CrashBackoff and RestartingAfterCrash): how many crashes
+   * count towards a crash loop, and when the next restart is due.
+   *
+   * @generated from field: berth.v1.CrashState crash = 14;
+   */
+  crash?: CrashState | undefined;
 };
 
 /**
@@ -349,6 +358,41 @@ export type ServerStatus = Message<"berth.v1.ServerStatus"> & {
  */
 export const ServerStatusSchema: GenMessage<ServerStatus> = /*@__PURE__*/
   messageDesc(file_berth_v1_server, 4);
+
+/**
+ * CrashState is a crashing server on its way back, or to a crash loop.
+ *
+ * @generated from message berth.v1.CrashState
+ */
+export type CrashState = Message<"berth.v1.CrashState"> & {
+  /**
+   * Crashes in the crash window (10 minutes) since the last operator action.
+   *
+   * @generated from field: uint32 recent = 1;
+   */
+  recent: number;
+
+  /**
+   * This many in the window make the server Failed/CrashLoop (5).
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+
+  /**
+   * When the next restart is due; unset once it is under way.
+   *
+   * @generated from field: google.protobuf.Timestamp next_restart_time = 3;
+   */
+  nextRestartTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message berth.v1.CrashState.
+ * Use `create(CrashStateSchema)` to create a new message.
+ */
+export const CrashStateSchema: GenMessage<CrashState> = /*@__PURE__*/
+  messageDesc(file_berth_v1_server, 5);
 
 /**
  * Operation is a long data operation on a server (BackupService).
@@ -410,7 +454,7 @@ export type Operation = Message<"berth.v1.Operation"> & {
  * Use `create(OperationSchema)` to create a new message.
  */
 export const OperationSchema: GenMessage<Operation> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 5);
+  messageDesc(file_berth_v1_server, 6);
 
 /**
  * Server is a stateful container berth keeps as declared.
@@ -475,7 +519,7 @@ export type Server = Message<"berth.v1.Server"> & {
  * Use `create(ServerSchema)` to create a new message.
  */
 export const ServerSchema: GenMessage<Server> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 6);
+  messageDesc(file_berth_v1_server, 7);
 
 /**
  * @generated from message berth.v1.CreateServerRequest
@@ -499,7 +543,7 @@ export type CreateServerRequest = Message<"berth.v1.CreateServerRequest"> & {
  * Use `create(CreateServerRequestSchema)` to create a new message.
  */
 export const CreateServerRequestSchema: GenMessage<CreateServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 7);
+  messageDesc(file_berth_v1_server, 8);
 
 /**
  * @generated from message berth.v1.CreateServerResponse
@@ -516,7 +560,7 @@ export type CreateServerResponse = Message<"berth.v1.CreateServerResponse"> & {
  * Use `create(CreateServerResponseSchema)` to create a new message.
  */
 export const CreateServerResponseSchema: GenMessage<CreateServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 8);
+  messageDesc(file_berth_v1_server, 9);
 
 /**
  * @generated from message berth.v1.GetServerRequest
@@ -535,7 +579,7 @@ export type GetServerRequest = Message<"berth.v1.GetServerRequest"> & {
  * Use `create(GetServerRequestSchema)` to create a new message.
  */
 export const GetServerRequestSchema: GenMessage<GetServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 9);
+  messageDesc(file_berth_v1_server, 10);
 
 /**
  * @generated from message berth.v1.GetServerResponse
@@ -552,7 +596,7 @@ export type GetServerResponse = Message<"berth.v1.GetServerResponse"> & {
  * Use `create(GetServerResponseSchema)` to create a new message.
  */
 export const GetServerResponseSchema: GenMessage<GetServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 10);
+  messageDesc(file_berth_v1_server, 11);
 
 /**
  * @generated from message berth.v1.ListServersRequest
@@ -594,7 +638,7 @@ export type ListServersRequest = Message<"berth.v1.ListServersRequest"> & {
  * Use `create(ListServersRequestSchema)` to create a new message.
  */
 export const ListServersRequestSchema: GenMessage<ListServersRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 11);
+  messageDesc(file_berth_v1_server, 12);
 
 /**
  * @generated from message berth.v1.ListServersResponse
@@ -616,7 +660,7 @@ export type ListServersResponse = Message<"berth.v1.ListServersResponse"> & {
  * Use `create(ListServersResponseSchema)` to create a new message.
  */
 export const ListServersResponseSchema: GenMessage<ListServersResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 12);
+  messageDesc(file_berth_v1_server, 13);
 
 /**
  * @generated from message berth.v1.UpdateServerRequest
@@ -655,7 +699,7 @@ export type UpdateServerRequest = Message<"berth.v1.UpdateServerRequest"> & {
  * Use `create(UpdateServerRequestSchema)` to create a new message.
  */
 export const UpdateServerRequestSchema: GenMessage<UpdateServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 13);
+  messageDesc(file_berth_v1_server, 14);
 
 /**
  * @generated from message berth.v1.UpdateServerResponse
@@ -672,7 +716,7 @@ export type UpdateServerResponse = Message<"berth.v1.UpdateServerResponse"> & {
  * Use `create(UpdateServerResponseSchema)` to create a new message.
  */
 export const UpdateServerResponseSchema: GenMessage<UpdateServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 14);
+  messageDesc(file_berth_v1_server, 15);
 
 /**
  * @generated from message berth.v1.StartServerRequest
@@ -696,7 +740,7 @@ export type StartServerRequest = Message<"berth.v1.StartServerRequest"> & {
  * Use `create(StartServerRequestSchema)` to create a new message.
  */
 export const StartServerRequestSchema: GenMessage<StartServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 15);
+  messageDesc(file_berth_v1_server, 16);
 
 /**
  * @generated from message berth.v1.StartServerResponse
@@ -713,7 +757,7 @@ export type StartServerResponse = Message<"berth.v1.StartServerResponse"> & {
  * Use `create(StartServerResponseSchema)` to create a new message.
  */
 export const StartServerResponseSchema: GenMessage<StartServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 16);
+  messageDesc(file_berth_v1_server, 17);
 
 /**
  * @generated from message berth.v1.StopServerRequest
@@ -737,7 +781,7 @@ export type StopServerRequest = Message<"berth.v1.StopServerRequest"> & {
  * Use `create(StopServerRequestSchema)` to create a new message.
  */
 export const StopServerRequestSchema: GenMessage<StopServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 17);
+  messageDesc(file_berth_v1_server, 18);
 
 /**
  * @generated from message berth.v1.StopServerResponse
@@ -754,7 +798,7 @@ export type StopServerResponse = Message<"berth.v1.StopServerResponse"> & {
  * Use `create(StopServerResponseSchema)` to create a new message.
  */
 export const StopServerResponseSchema: GenMessage<StopServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 18);
+  messageDesc(file_berth_v1_server, 19);
 
 /**
  * @generated from message berth.v1.PauseServerRequest
@@ -771,7 +815,7 @@ export type PauseServerRequest = Message<"berth.v1.PauseServerRequest"> & {
  * Use `create(PauseServerRequestSchema)` to create a new message.
  */
 export const PauseServerRequestSchema: GenMessage<PauseServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 19);
+  messageDesc(file_berth_v1_server, 20);
 
 /**
  * @generated from message berth.v1.PauseServerResponse
@@ -788,7 +832,7 @@ export type PauseServerResponse = Message<"berth.v1.PauseServerResponse"> & {
  * Use `create(PauseServerResponseSchema)` to create a new message.
  */
 export const PauseServerResponseSchema: GenMessage<PauseServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 20);
+  messageDesc(file_berth_v1_server, 21);
 
 /**
  * @generated from message berth.v1.ResumeServerRequest
@@ -805,7 +849,7 @@ export type ResumeServerRequest = Message<"berth.v1.ResumeServerRequest"> & {
  * Use `create(ResumeServerRequestSchema)` to create a new message.
  */
 export const ResumeServerRequestSchema: GenMessage<ResumeServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 21);
+  messageDesc(file_berth_v1_server, 22);
 
 /**
  * @generated from message berth.v1.ResumeServerResponse
@@ -822,7 +866,7 @@ export type ResumeServerResponse = Message<"berth.v1.ResumeServerResponse"> & {
  * Use `create(ResumeServerResponseSchema)` to create a new message.
  */
 export const ResumeServerResponseSchema: GenMessage<ResumeServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 22);
+  messageDesc(file_berth_v1_server, 23);
 
 /**
  * @generated from message berth.v1.RestartServerRequest
@@ -839,7 +883,7 @@ export type RestartServerRequest = Message<"berth.v1.RestartServerRequest"> & {
  * Use `create(RestartServerRequestSchema)` to create a new message.
  */
 export const RestartServerRequestSchema: GenMessage<RestartServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 23);
+  messageDesc(file_berth_v1_server, 24);
 
 /**
  * @generated from message berth.v1.RestartServerResponse
@@ -856,7 +900,7 @@ export type RestartServerResponse = Message<"berth.v1.RestartServerResponse"> & 
  * Use `create(RestartServerResponseSchema)` to create a new message.
  */
 export const RestartServerResponseSchema: GenMessage<RestartServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 24);
+  messageDesc(file_berth_v1_server, 25);
 
 /**
  * @generated from message berth.v1.RebuildServerRequest
@@ -873,7 +917,7 @@ export type RebuildServerRequest = Message<"berth.v1.RebuildServerRequest"> & {
  * Use `create(RebuildServerRequestSchema)` to create a new message.
  */
 export const RebuildServerRequestSchema: GenMessage<RebuildServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 25);
+  messageDesc(file_berth_v1_server, 26);
 
 /**
  * @generated from message berth.v1.RebuildServerResponse
@@ -890,7 +934,7 @@ export type RebuildServerResponse = Message<"berth.v1.RebuildServerResponse"> & 
  * Use `create(RebuildServerResponseSchema)` to create a new message.
  */
 export const RebuildServerResponseSchema: GenMessage<RebuildServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 26);
+  messageDesc(file_berth_v1_server, 27);
 
 /**
  * @generated from message berth.v1.DeleteServerRequest
@@ -907,7 +951,7 @@ export type DeleteServerRequest = Message<"berth.v1.DeleteServerRequest"> & {
  * Use `create(DeleteServerRequestSchema)` to create a new message.
  */
 export const DeleteServerRequestSchema: GenMessage<DeleteServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 27);
+  messageDesc(file_berth_v1_server, 28);
 
 /**
  * @generated from message berth.v1.DeleteServerResponse
@@ -924,7 +968,7 @@ export type DeleteServerResponse = Message<"berth.v1.DeleteServerResponse"> & {
  * Use `create(DeleteServerResponseSchema)` to create a new message.
  */
 export const DeleteServerResponseSchema: GenMessage<DeleteServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 28);
+  messageDesc(file_berth_v1_server, 29);
 
 /**
  * @generated from message berth.v1.RestoreServerRequest
@@ -941,7 +985,7 @@ export type RestoreServerRequest = Message<"berth.v1.RestoreServerRequest"> & {
  * Use `create(RestoreServerRequestSchema)` to create a new message.
  */
 export const RestoreServerRequestSchema: GenMessage<RestoreServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 29);
+  messageDesc(file_berth_v1_server, 30);
 
 /**
  * @generated from message berth.v1.RestoreServerResponse
@@ -958,7 +1002,7 @@ export type RestoreServerResponse = Message<"berth.v1.RestoreServerResponse"> & 
  * Use `create(RestoreServerResponseSchema)` to create a new message.
  */
 export const RestoreServerResponseSchema: GenMessage<RestoreServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 30);
+  messageDesc(file_berth_v1_server, 31);
 
 /**
  * @generated from message berth.v1.PurgeServerRequest
@@ -989,7 +1033,7 @@ export type PurgeServerRequest = Message<"berth.v1.PurgeServerRequest"> & {
  * Use `create(PurgeServerRequestSchema)` to create a new message.
  */
 export const PurgeServerRequestSchema: GenMessage<PurgeServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 31);
+  messageDesc(file_berth_v1_server, 32);
 
 /**
  * @generated from message berth.v1.PurgeServerResponse
@@ -1002,7 +1046,7 @@ export type PurgeServerResponse = Message<"berth.v1.PurgeServerResponse"> & {
  * Use `create(PurgeServerResponseSchema)` to create a new message.
  */
 export const PurgeServerResponseSchema: GenMessage<PurgeServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 32);
+  messageDesc(file_berth_v1_server, 33);
 
 /**
  * @generated from message berth.v1.TransferServerRequest
@@ -1051,7 +1095,7 @@ export type TransferServerRequest = Message<"berth.v1.TransferServerRequest"> & 
  * Use `create(TransferServerRequestSchema)` to create a new message.
  */
 export const TransferServerRequestSchema: GenMessage<TransferServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 33);
+  messageDesc(file_berth_v1_server, 34);
 
 /**
  * @generated from message berth.v1.TransferServerResponse
@@ -1075,7 +1119,7 @@ export type TransferServerResponse = Message<"berth.v1.TransferServerResponse"> 
  * Use `create(TransferServerResponseSchema)` to create a new message.
  */
 export const TransferServerResponseSchema: GenMessage<TransferServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 34);
+  messageDesc(file_berth_v1_server, 35);
 
 /**
  * @generated from message berth.v1.CloneServerRequest
@@ -1130,7 +1174,7 @@ export type CloneServerRequest = Message<"berth.v1.CloneServerRequest"> & {
  * Use `create(CloneServerRequestSchema)` to create a new message.
  */
 export const CloneServerRequestSchema: GenMessage<CloneServerRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 35);
+  messageDesc(file_berth_v1_server, 36);
 
 /**
  * @generated from message berth.v1.CloneServerResponse
@@ -1154,7 +1198,7 @@ export type CloneServerResponse = Message<"berth.v1.CloneServerResponse"> & {
  * Use `create(CloneServerResponseSchema)` to create a new message.
  */
 export const CloneServerResponseSchema: GenMessage<CloneServerResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 36);
+  messageDesc(file_berth_v1_server, 37);
 
 /**
  * @generated from message berth.v1.WatchServersRequest
@@ -1203,7 +1247,7 @@ export type WatchServersRequest = Message<"berth.v1.WatchServersRequest"> & {
  * Use `create(WatchServersRequestSchema)` to create a new message.
  */
 export const WatchServersRequestSchema: GenMessage<WatchServersRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 37);
+  messageDesc(file_berth_v1_server, 38);
 
 /**
  * @generated from message berth.v1.WatchServersResponse
@@ -1232,7 +1276,7 @@ export type WatchServersResponse = Message<"berth.v1.WatchServersResponse"> & {
  * Use `create(WatchServersResponseSchema)` to create a new message.
  */
 export const WatchServersResponseSchema: GenMessage<WatchServersResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 38);
+  messageDesc(file_berth_v1_server, 39);
 
 /**
  * @generated from message berth.v1.TailLogsRequest
@@ -1259,7 +1303,7 @@ export type TailLogsRequest = Message<"berth.v1.TailLogsRequest"> & {
  * Use `create(TailLogsRequestSchema)` to create a new message.
  */
 export const TailLogsRequestSchema: GenMessage<TailLogsRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 39);
+  messageDesc(file_berth_v1_server, 40);
 
 /**
  * @generated from message berth.v1.TailLogsResponse
@@ -1302,7 +1346,7 @@ export type TailLogsResponse = Message<"berth.v1.TailLogsResponse"> & {
  * Use `create(TailLogsResponseSchema)` to create a new message.
  */
 export const TailLogsResponseSchema: GenMessage<TailLogsResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_server, 40);
+  messageDesc(file_berth_v1_server, 41);
 
 /**
  * Protocol of a published port.
