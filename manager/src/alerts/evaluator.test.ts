@@ -203,6 +203,20 @@ describe("AlertEvaluator", () => {
     expect(await h.types()).toEqual(["alert.fired CrashLoop", "alert.severity_changed CrashLoop"]);
   });
 
+  it("a host blip keeps a server's alert: Unknown with the crash loop last seen is the same alert, acknowledged, with a message saying so", async () => {
+    const h = await setup();
+    await h.addServer("srv_c", Phase.FAILED, "CrashLoop");
+    const [a] = (await h.evaluator.evaluate()).fired;
+    await h.store.commit([{ op: "alert.acknowledge", id: a!.id, by: "token:tok_1", at: 5 }]);
+    // What the reconciler writes when the host goes away: Unknown, with what was known before.
+    const s = (await h.store.getServer("srv_c"))!;
+    await h.store.commit([{ op: "server.status", id: "srv_c", status: { ...s.status, phase: Phase.UNKNOWN, reason: "HostOffline", lastKnownPhase: Phase.FAILED, lastKnownReason: "CrashLoop" }, dataInitialized: true }]);
+    h.advance(1000);
+    const r = await h.evaluator.evaluate();
+    expect([r.fired, r.resolved]).toEqual([[], []]);
+    expect(await h.store.getAlert(a!.id)).toMatchObject({ state: "firing", acknowledgedBy: "token:tok_1", message: expect.stringContaining("last seen before host h1 went away") });
+  });
+
   it("backup_overdue: fires once the newest success is older than the policy, resolves when a backup succeeds", async () => {
     let policies: BackupPolicies | undefined;
     const h = await setup(undefined, {

@@ -52,6 +52,9 @@ describe("alert rules", () => {
     ["crashed once, restarting", { phase: Phase.STARTING, reason: "CrashBackoff", recentCrashes: 1 }, ["server_not_converged server:srv_1 warning 120000"]],
     ["crashed twice, restarting: crash_loop's warning stage", { phase: Phase.STARTING, reason: "CrashBackoff", recentCrashes: 2 }, ["crash_loop server:srv_1 warning 0"]],
     ["crashed twice, running again: still the warning", { phase: Phase.RUNNING, reason: "Running", recentCrashes: 2 }, ["crash_loop server:srv_1 warning 0"]],
+    ["unknown, last seen crash-looping: its alert goes on", { phase: Phase.UNKNOWN, reason: "HostOffline", lastKnownPhase: Phase.FAILED, lastKnownReason: "CrashLoop" }, ["crash_loop server:srv_1 critical 0"]],
+    ["unknown, last seen with its data gone", { phase: Phase.UNKNOWN, lastKnownPhase: Phase.DATA_LOST, lastKnownReason: "DataDirectoryMissing" }, ["data_lost server:srv_1 critical 0"]],
+    ["unknown, last seen starting (the host rule covers it)", { phase: Phase.UNKNOWN, lastKnownPhase: Phase.STARTING, lastKnownReason: "Starting" }, []],
   ] as const)("server %s", (_what, o, want) => {
     expect(fired(fleet({ servers: [srv(o as Partial<ServerView>)] }))).toEqual(want);
   });

@@ -63,6 +63,9 @@ export interface ServerView {
   retired: boolean;
   /** Crashes towards a crash loop while berth restarts it (status.crash.recent; 0 or absent when not crashing). */
   recentCrashes?: number;
+  /** While Unknown (its host away): the phase and reason observed before (status.last_known_*). */
+  lastKnownPhase?: Phase;
+  lastKnownReason?: string;
 }
 
 /**
@@ -216,11 +219,16 @@ export function hostConditions(fleetHosts: readonly HostView[], t: AlertThreshol
 /** The rules about servers, for any subset of them; `hosts` names the hosts in messages. */
 export function serverConditions(servers: readonly ServerView[], hosts: ReadonlyMap<string, HostView>, t: AlertThresholds): AlertCondition[] {
   const out: AlertCondition[] = [];
-  for (const s of servers) {
-    if (s.retired) continue;
+  for (const live of servers) {
+    if (live.retired) continue;
+    // A host that goes away hides nothing: a server's alert goes on as it was (same alert, its
+    // acknowledgement kept) on what was last seen, the host's own alert saying why it is not current.
+    const away = live.phase === Phase.UNKNOWN && live.lastKnownPhase !== undefined && live.lastKnownPhase !== Phase.UNSPECIFIED;
+    const s: ServerView = away ? { ...live, phase: live.lastKnownPhase!, reason: live.lastKnownReason ?? "" } : live;
+    const asLastSeen = (m: string) => (away ? `${m} (last seen before host ${hosts.get(s.hostId)?.name ?? s.hostId} went away)` : m);
     const server = { project: s.project, hostId: s.hostId, serverId: s.id, subject: `server:${s.id}` };
     if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
-      out.push({ ...server, rule: "crash_loop", severity: "critical", forMs: 0, message: `server ${s.name} is crash-looping; fix it and start it again` });
+      out.push({ ...server, rule: "crash_loop", severity: "critical", forMs: 0, message: asLastSeen(`server ${s.name} is crash-looping; fix it and start it again`) });
     } else if ((s.phase === Phase.STARTING || s.phase === Phase.RUNNING) && (s.recentCrashes ?? 0) >= CRASH_WARNING_AT) {
       // The same alert as the crash loop's, in its warning stage: it turns critical there, acknowledgement kept.
       out.push({
@@ -228,7 +236,7 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
         rule: "crash_loop",
         severity: "warning",
         forMs: 0,
-        message: `server ${s.name} crashed ${s.recentCrashes} times in 10 minutes; berth restarts it, and gives up at the 5th (Failed/CrashLoop)`,
+        message: asLastSeen(`server ${s.name} crashed ${s.recentCrashes} times in 10 minutes; berth restarts it, and gives up at the 5th (Failed/CrashLoop)`),
       });
     } else if (s.phase === Phase.DATA_LOST) {
       out.push({
@@ -236,7 +244,7 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
         rule: "data_lost",
         severity: "critical",
         forMs: 0,
-        message: `server ${s.name}: its data directory is gone from host ${hosts.get(s.hostId)?.name ?? s.hostId}; purge it, or start it with allow_empty_data`,
+        message: asLastSeen(`server ${s.name}: its data directory is gone from host ${hosts.get(s.hostId)?.name ?? s.hostId}; purge it, or start it with allow_empty_data`),
       });
     } else if (s.phase === Phase.STOPPED && s.reason === "StoppedOutsideBerth") {
       out.push({
@@ -244,9 +252,9 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
         rule: "stopped_outside",
         severity: "warning",
         forMs: 0,
-        message: `server ${s.name} was stopped outside berth (docker stop or kill on host ${hosts.get(s.hostId)?.name ?? s.hostId}); berth now keeps it stopped: start it to run it again, or acknowledge if that was intended`,
+        message: asLastSeen(`server ${s.name} was stopped outside berth (docker stop or kill on host ${hosts.get(s.hostId)?.name ?? s.hostId}); berth now keeps it stopped: start it to run it again, or acknowledge if that was intended`),
       });
-    } else if (notConverged(s)) {
+    } else if (!away && notConverged(s)) {
       out.push({
         ...server,
         rule: "server_not_converged",

@@ -402,6 +402,9 @@ export interface ServerFacts {
   purging: boolean;
   /** status.crash.recent: crashes towards a crash loop while it is restarted (0 when not crashing). */
   recentCrashes: number;
+  /** While Unknown: the phase name ("FAILED", as the `phase` column) and reason observed before the host went away; "" otherwise. */
+  lastKnownPhase: string;
+  lastKnownReason: string;
 }
 
 /** Roles in increasing order of power. */

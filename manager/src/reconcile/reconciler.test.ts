@@ -360,12 +360,20 @@ describe("Reconciler", () => {
     await h.rec.reconcile(SERVER, "timer");
     expect((await h.store.getCommand(cmd.id))?.state).toBe("expired");
     expect(Phase[(await status(h)).phase]).toBe("UNKNOWN");
-    h.hub.attach({ ...h.session!, ready: true });
+    const back = { ...h.session!, ready: true };
+    h.hub.attach(back);
     await h.rec.reconcile(SERVER, "host connected");
     const s = await status(h);
     expect(Phase[s.phase]).toBe("FAILED");
     expect(s.reason).toBe("StartTimeout");
     expect(sentCommands(h)).toHaveLength(1);
+    expect(s.lastKnownPhase).toBe(Phase.UNSPECIFIED); // back: nothing "last seen" any more
+
+    // Away again: Unknown keeps what was seen before, through every reconcile while away.
+    h.hub.detach(back);
+    await h.rec.reconcile(SERVER, "host disconnected");
+    await h.rec.reconcile(SERVER, "resync");
+    expect(await status(h)).toMatchObject({ phase: Phase.UNKNOWN, lastKnownPhase: Phase.FAILED, lastKnownReason: "StartTimeout" });
   });
 
   it("ignores containers labelled with another manager's id", async () => {

@@ -843,7 +843,17 @@ export class Reconciler {
       lastChangeTime: phaseChanged ? timestampFromMs(now) : old.lastChangeTime,
       lastChangeCause: phaseChanged ? cause : old.lastChangeCause,
       ...(o.operation ? { operation: o.operation } : {}),
-      ...(p.crash ? { crash: { recent: p.crash.recent, limit: p.crash.limit, ...(p.crash.nextRestartAt ? { nextRestartTime: timestampFromMs(p.crash.nextRestartAt) } : {}) } } : {}),
+      // What was known before the host went away stays beside Unknown until it is back.
+      ...(p.phase === Phase.UNKNOWN
+        ? old.phase === Phase.UNKNOWN
+          ? { lastKnownPhase: old.lastKnownPhase, lastKnownReason: old.lastKnownReason }
+          : { lastKnownPhase: old.phase, lastKnownReason: old.reason }
+        : {}),
+      ...(p.crash
+        ? { crash: { recent: p.crash.recent, limit: p.crash.limit, ...(p.crash.nextRestartAt ? { nextRestartTime: timestampFromMs(p.crash.nextRestartAt) } : {}) } }
+        : p.phase === Phase.UNKNOWN && old.crash
+          ? { crash: old.crash } // as last known, like last_known_phase: its crash_loop warning goes on
+          : {}),
     });
     const dataInitialized = server.dataInitialized || dataPresent;
     const same =
@@ -857,6 +867,8 @@ export class Reconciler {
       old.dataExists === next.dataExists &&
       old.dataSizeBytes === next.dataSizeBytes &&
       sameOperation(old.operation, next.operation) &&
+      old.lastKnownPhase === next.lastKnownPhase &&
+      old.lastKnownReason === next.lastKnownReason &&
       (old.crash === undefined) === (next.crash === undefined) &&
       (old.crash === undefined || equals(CrashStateSchema, old.crash, next.crash!)) &&
       dataInitialized === server.dataInitialized;

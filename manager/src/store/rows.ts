@@ -5,7 +5,7 @@
  */
 import { fromBinary, fromJsonString } from "@bufbuild/protobuf";
 import { CommandSchema, ContainerInfoSchema } from "@berth/proto/berth/v1/agent_pb.js";
-import { Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import type {
   AlertRecord,
   AlertState,
@@ -627,4 +627,14 @@ export function policyFactsFromRow(r: PolicyFactsRow): BackupPolicyFacts {
     alertAfterHours: Number(r.alert_after_hours),
     newestSuccessAt: r.newest_success_at === null ? null : Number(r.newest_success_at),
   };
+}
+
+/**
+ * A phase read out of a status's protobuf JSON (its name, "PHASE_FAILED", or
+ * a number) as the `phase` column spells it ("FAILED"); "" when unset.
+ */
+export function phaseColumnName(v: string | number | null | undefined): string {
+  if (v === null || v === undefined) return "";
+  const name = typeof v === "number" ? (Phase[v] ?? "") : v.replace(/^PHASE_/, "");
+  return name === "UNSPECIFIED" ? "" : name;
 }

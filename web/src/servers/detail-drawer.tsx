@@ -19,7 +19,7 @@ import { BackupsTab } from "./backups-tab.js";
 import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
 import { CrashMark } from "./crash-mark.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, lastSeen, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, SpecFields } from "./spec-form.js";
@@ -95,7 +95,11 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
                 <span className="spinner" aria-hidden="true" />→ {targetPhase(s)}
               </span>
             ) : null}
-            {s.status?.reason && s.status.reason !== phaseName(s.status.phase) && <span className="reason">{s.status.reason}</span>}
+            {lastSeen(s) ? (
+              <span className="reason last-seen">last seen {lastSeen(s)}</span>
+            ) : (
+              s.status?.reason && s.status.reason !== phaseName(s.status.phase) && <span className="reason">{s.status.reason}</span>
+            )}
             <span className="grow" />
             {acts.map((a) => (
               <button key={a} type="button" className={`button small${a === "purge" || a === "delete" ? " danger-soft" : ""}`} onClick={() => onAction(s, a)}>

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { ConditionStatus, DesiredState, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { actionsFor, conditionTone, isConverging, needsAttention, pendingSettled, phaseBadge, phaseFromName, phaseName, type PendingAction } from "./model.js";
+import { actionsFor, conditionTone, isConverging, lastSeen, needsAttention, pendingSettled, phaseBadge, phaseFromName, phaseName, type PendingAction } from "./model.js";
 
 function server(phase: Phase, desired: DesiredState, o: { gen?: bigint; observed?: bigint; deleted?: boolean; changedAt?: number; reason?: string } = {}): Server {
   return create(ServerSchema, {
@@ -135,5 +135,14 @@ describe("crashing", () => {
     expect(phaseBadge(starting).text).toBe("Starting");
     expect(needsAttention(starting)).toBe(false);
     expect(isConverging(starting)).toBe(true);
+  });
+});
+
+describe("a host away", () => {
+  it("Unknown keeps what was seen before: 'last seen Failed/CrashLoop'", () => {
+    const s = create(ServerSchema, { id: "srv_1", spec: { name: "a" }, status: { phase: Phase.UNKNOWN, reason: "HostOffline", lastKnownPhase: Phase.FAILED, lastKnownReason: "CrashLoop" } });
+    expect(lastSeen(s)).toBe("Failed/CrashLoop");
+    expect(lastSeen(create(ServerSchema, { id: "srv_2", status: { phase: Phase.UNKNOWN, lastKnownPhase: Phase.RUNNING, lastKnownReason: "Running" } }))).toBe("Running");
+    expect(lastSeen(create(ServerSchema, { id: "srv_3", status: { phase: Phase.RUNNING, lastKnownPhase: Phase.FAILED } }))).toBe("");
   });
 });

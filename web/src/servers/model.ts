@@ -91,6 +91,13 @@ export function phaseBadge(s: Server): { text: string; tone: Tone } {
   return { text: phaseName(s.status?.phase), tone: phaseTone(s.status?.phase) };
 }
 
+/** While Unknown (its host away): what was seen before, "Failed/CrashLoop", or "" when nothing was. */
+export function lastSeen(s: Server): string {
+  const st = s.status;
+  if (st?.phase !== Phase.UNKNOWN || !st.lastKnownPhase) return "";
+  return `${phaseName(st.lastKnownPhase)}${st.lastKnownReason && st.lastKnownReason !== phaseName(st.lastKnownPhase) ? `/${st.lastKnownReason}` : ""}`;
+}
+
 /**
  * A condition's tone: False is bad only where the server wants it True. A
  * server meant to be stopped has no running container and is not Ready, as

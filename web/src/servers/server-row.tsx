@@ -9,7 +9,7 @@ import type { Abilities } from "../api/session.js";
 import { RelTime } from "../ui/clock.js";
 import { formatBytes, formatClock, tsMs } from "../ui/format.js";
 import { Menu } from "../ui/menu.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, crashing, desiredName, isConverging, isDeleted, phaseBadge, phaseName, stoppedOutsideBerth, stoppedWithoutContainer, targetPhase, type PendingAction, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, crashing, desiredName, isConverging, isDeleted, lastSeen, phaseBadge, phaseName, stoppedOutsideBerth, stoppedWithoutContainer, targetPhase, type PendingAction, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { CrashMark } from "./crash-mark.js";
 import { allowedActions } from "./server-actions.js";
@@ -111,6 +111,10 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
         ) : converging ? (
           <span className="mark converging" title={`converging: observed differs from desired (${desiredName(s.spec?.desiredState)})`}>
             <span className="spinner" aria-hidden="true" />→ {targetPhase(s)}
+          </span>
+        ) : lastSeen(s) ? (
+          <span className="reason last-seen" title={`its host is away; last seen ${lastSeen(s)} before`}>
+            last seen {lastSeen(s)}
           </span>
         ) : outside || stoppedWithoutContainer(s) ? null : st?.reason && st.reason !== phaseName(st.phase) ? (
           <span className={`reason${p.stuck ? " stuck" : ""}`} title={[st.message, p.stuck ? "(not converged for longer than the alert threshold)" : ""].filter(Boolean).join(" ")}>

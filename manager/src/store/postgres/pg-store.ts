@@ -48,6 +48,7 @@ import {
   placementOfRow,
   policyFactsFromRow,
   type PolicyFactsRow,
+  phaseColumnName,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
 import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
@@ -509,6 +510,8 @@ export class PostgresStore implements Store {
       reason: string | null;
       observed_generation: string | null;
       recent_crashes: string | null;
+      last_known_phase: string | number | null;
+      last_known_reason: string | null;
       purging: boolean;
     }>(
       `SELECT id, name, project, host_id, generation, phase,
@@ -516,6 +519,8 @@ export class PostgresStore implements Store {
          status_json::jsonb ->> 'reason' AS reason,
          status_json::jsonb ->> 'observedGeneration' AS observed_generation,
          status_json::jsonb -> 'crash' ->> 'recent' AS recent_crashes,
+         status_json::jsonb -> 'lastKnownPhase' AS last_known_phase,
+         status_json::jsonb ->> 'lastKnownReason' AS last_known_reason,
          COALESCE(jsonb_typeof(lifecycle_json::jsonb -> 'purge'), 'null') <> 'null' AS purging
        FROM servers WHERE deleted_at IS NULL${page ? ` AND id > $1 ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       page ? [page.after] : [],
@@ -532,6 +537,8 @@ export class PostgresStore implements Store {
       observedGeneration: Number(r.observed_generation ?? 0),
       purging: r.purging,
       recentCrashes: Number(r.recent_crashes ?? 0),
+      lastKnownPhase: phaseColumnName(r.last_known_phase),
+      lastKnownReason: r.last_known_reason ?? "",
     }));
   }
 

@@ -2,7 +2,7 @@ import type { IdPage } from "../store.js";
 import { pageLimit } from "../pages.js";
 import type { AlertRecord, ServerFacts } from "../../domain/records.js";
 import type { Db } from "./database.js";
-import { alertAlreadyFiring, alertFromRow, type AlertRow } from "../rows.js";
+import { alertAlreadyFiring, alertFromRow, phaseColumnName, type AlertRow } from "../rows.js";
 import { isUniqueViolation } from "./tables.js";
 
 /**
@@ -131,6 +131,8 @@ export class AlertTables {
            json_extract(status_json, '$.reason') AS reason,
            json_extract(status_json, '$.observedGeneration') AS observed_generation,
            json_extract(status_json, '$.crash.recent') AS recent_crashes,
+           json_extract(status_json, '$.lastKnownPhase') AS last_known_phase,
+           json_extract(status_json, '$.lastKnownReason') AS last_known_reason,
            json_extract(lifecycle_json, '$.purge') IS NOT NULL AS purging
          FROM servers WHERE deleted_at IS NULL${page ? ` AND id > ? ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       )
@@ -145,6 +147,8 @@ export class AlertTables {
       reason: string | null;
       observed_generation: string | number | null;
       recent_crashes: number | null;
+      last_known_phase: string | number | null;
+      last_known_reason: string | null;
       purging: number;
     }[];
     return rows.map((r) => ({
@@ -159,6 +163,8 @@ export class AlertTables {
       observedGeneration: Number(r.observed_generation ?? 0),
       purging: r.purging === 1,
       recentCrashes: Number(r.recent_crashes ?? 0),
+      lastKnownPhase: phaseColumnName(r.last_known_phase),
+      lastKnownReason: r.last_known_reason ?? "",
     }));
   }
 
