@@ -43,7 +43,7 @@
 import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import { constants, type Stats } from "node:fs";
-import { lchown, lstat, lutimes, mkdir, open, readdir, readlink, rm, symlink, chmod, chown, utimes, type FileHandle } from "node:fs/promises";
+import { lchown, lstat, lutimes, mkdir, open, readdir, readlink, rm, stat, symlink, chmod, chown, utimes, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -599,20 +599,14 @@ export async function verifyArchive(
 ): Promise<void> {
   const { signal } = opts;
   throwIfAborted(signal);
-  let fh: FileHandle;
-  try {
-    fh = await open(file, "r");
-  } catch (err) {
-    if (!isCode(err, "ENOENT")) throw err;
-    throw new ArchiveError("ArchiveMissing", `archive ${file} does not exist`);
-  }
+  const input = await openArchive(file);
   const hash = createHash("sha256");
   let bytesDone = 0;
   let bytesTotal = 0;
   try {
-    bytesTotal = (await fh.stat()).size;
+    bytesTotal = (await stat(file)).size;
     const progress = throttled(opts.onProgress && ((p: ArchiveProgress) => opts.onProgress!(p.bytesDone, p.bytesTotal)), () => ({ bytesDone, bytesTotal, files: 0 }));
-    for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false })) {
+    for await (const chunk of input) {
       throwIfAborted(signal);
       hash.update(chunk as Buffer);
       bytesDone += (chunk as Buffer).length;
@@ -620,7 +614,7 @@ export async function verifyArchive(
     }
     progress(true);
   } finally {
-    await fh.close();
+    input.destroy();
   }
   const actual = hash.digest("hex");
   if (actual !== expectedSha256.toLowerCase()) throw checksumMismatch(actual, expectedSha256, file);
