@@ -169,6 +169,8 @@ describe("configuration", () => {
     const started = await startUntilReady(process.execPath, ["--import", "tsx", MANAGER_MAIN, "--listen", "127.0.0.1:0", "--store", `sqlite://${path}`, "--log-format", "json"], cleanEnv());
     try {
       expect(await http(`${started.url}/readyz`)).toEqual({ status: 200, body: "ready\n" });
+      // The "manager listening" log line (pino, asynchronous) may reach stdout just after the ready line.
+      await waitFor("the store in the manager's log", async () => started.output().includes(`"store":"sqlite://${path}"`), 10_000, 50);
       expect(started.output()).toContain(`"store":"sqlite://${path}"`);
       expect(started.output()).toContain(`token create --role admin --name recovery --db ${path}`);
     } finally {
