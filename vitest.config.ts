@@ -1,7 +1,6 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { defineConfig } from "vitest/config";
-import { integrationLane, LANE_B_FILES } from "./test/harness/lanes.js";
 
 /**
  * Unit test files that take their store from testStore(), sharedTestStores() or twoManagerStores() (manager/testing/store.ts)
@@ -17,16 +16,6 @@ function storeTests(dir: string): string[] {
   }
   return found.sort();
 }
-
-/**
- * What runs where (`npm test`, after lint, typecheck and the web build):
- * - unit, then unit-pg: one vitest run, one file at a time (vitest's default on 2 cores).
- * - integration and integration-pg: scripts/test-integration.ts runs two lanes at once
- *   (test/harness/lanes.ts): lane A is "integration" minus LANE_B_FILES, lane B is
- *   LANE_B_FILES on SQLite and then "integration-pg". BERTH_INTEGRATION_LANE picks a lane's
- *   files of "integration"; unset, `vitest run --project integration` runs all of them.
- */
-const lane = integrationLane();
 
 export default defineConfig({
   test: {
@@ -51,9 +40,9 @@ export default defineConfig({
       {
         test: {
           name: "integration",
-          include: lane === "b" ? [...LANE_B_FILES] : ["test/**/*.test.ts"],
+          include: ["test/**/*.test.ts"],
           // Several managers need PostgreSQL: it runs in integration-pg only.
-          exclude: ["**/node_modules/**", "test/managers.test.ts", ...(lane === "a" ? LANE_B_FILES : [])],
+          exclude: ["**/node_modules/**", "test/managers.test.ts"],
           env: { BERTH_TEST_STORE: "sqlite" },
           globalSetup: ["test/harness/global-setup.ts"],
           testTimeout: 120_000,

@@ -26,11 +26,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   // Project networks left by earlier runs' managers (tests force-remove their containers,
   // not the networks the agents made): unused ones go, so a reused engine never fills up.
-  // Not when scripts/test-integration.ts prepared the engine (it pruned before its lanes began):
-  // a lane's second run would remove networks that the other runs' agents just made.
-  if (!process.env.BERTH_TEST_ENGINE_PREPARED) {
-    await dockerClient(engine.dockerHost).pruneNetworks({ filters: JSON.stringify({ label: ["berth.manager"] }) }).catch(() => {});
-  }
+  await dockerClient(engine.dockerHost).pruneNetworks({ filters: JSON.stringify({ label: ["berth.manager"] }) }).catch(() => {});
   process.env.DOCKER_HOST = engine.dockerHost;
   project.provide("dockerHost", engine.dockerHost);
 
