@@ -169,6 +169,8 @@ describe("configuration", () => {
     const started = await startUntilReady(process.execPath, ["--import", "tsx", MANAGER_MAIN, "--listen", "127.0.0.1:0", "--store", `sqlite://${path}`, "--log-format", "json"], cleanEnv());
     try {
       expect(await http(`${started.url}/readyz`)).toEqual({ status: 200, body: "ready\n" });
+      // The "manager listening" log line (pino, asynchronous) may reach stdout just after the ready line.
+      await waitFor("the store in the manager's log", async () => started.output().includes(`"store":"sqlite://${path}"`), 10_000, 50);
       expect(started.output()).toContain(`"store":"sqlite://${path}"`);
       expect(started.output()).toContain(`token create --role admin --name recovery --db ${path}`);
     } finally {
@@ -371,12 +373,16 @@ describe("npm packages, installed like docs/install.md says", () => {
     // `npm pack` runs each package's prepack: the bundle is built fresh.
     await run("npm", ["pack", "-w", "manager", "-w", "agent", "--pack-destination", dir], { cwd: REPO_ROOT, env: cleanEnv(), timeout: 120_000 });
     // As on a real host: unpack, then install the dependencies (better-sqlite3 builds its native module).
-    for (const pkg of ["manager", "agent"]) {
-      const to = join(root, "opt/berth", pkg);
-      mkdirSync(to, { recursive: true });
-      await run("tar", ["-xzf", join(dir, `berth-${pkg}-0.1.0.tgz`), "-C", to, "--strip-components=1"]);
-      await run("npm", ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund"], { cwd: to, env: cleanEnv(), timeout: 540_000, maxBuffer: 16 * 1024 * 1024 });
-    }
+    // The two packages install side by side (separate directories): the manager's native build keeps
+    // one core busy while the agent's install mostly waits on the network and the disk.
+    await Promise.all(
+      ["manager", "agent"].map(async (pkg) => {
+        const to = join(root, "opt/berth", pkg);
+        mkdirSync(to, { recursive: true });
+        await run("tar", ["-xzf", join(dir, `berth-${pkg}-0.1.0.tgz`), "-C", to, "--strip-components=1"]);
+        await run("npm", ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund"], { cwd: to, env: cleanEnv(), timeout: 540_000, maxBuffer: 16 * 1024 * 1024 });
+      }),
+    );
   }, 600_000);
 
   afterAll(async () => {
