@@ -262,6 +262,11 @@ describe("dashboard", () => {
     await drawer.locator('[data-event-type="server.pause_requested"]').waitFor({ timeout: 5000 });
     await drawer.locator('[data-event-type="phase.changed"]').first().waitFor();
     await waitForRowPhase(p, name("a"), "Paused");
+    // Routine bookkeeping (commands issued and done, a phase that stays the same) is hidden until asked for.
+    expect(await drawer.locator('[data-event-type="command.issued"], [data-event-type="command.succeeded"]').count()).toBe(0);
+    await drawer.getByTestId("routine-toggle").filter({ hasText: /^\d+ routine hidden · show$/ }).click();
+    await drawer.locator('[data-event-type="command.issued"]').first().waitFor();
+    await drawer.getByTestId("routine-toggle").filter({ hasText: "Hide routine events" }).click();
     await screenshot(p, "07-drawer-events");
     await manager.servers.resumeServer({ id: name("a") });
     await waitForRowPhase(p, name("a"), "Running");

@@ -11,6 +11,7 @@ import { errorText, isAbort } from "../api/client.js";
 import { RelTime } from "../ui/clock.js";
 import { formatTime, tsMs } from "../ui/format.js";
 import { navigate } from "../ui/router.js";
+import { isRoutine } from "./routine.js";
 import { HEARTBEAT_SECONDS, RECONNECT_AFTER_MS, STALE_AFTER_MS } from "../servers/server-watch.js";
 
 export interface EventFilter {
@@ -55,6 +56,11 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState<string>();
   const [liveState, setLiveState] = useState<"off" | "connecting" | "live" | "stale" | "reconnecting">("off");
+  const [showRoutine, setShowRoutine] = useState(false);
+  // A type filter that names routine events (command., phase.) shows them: that is what was asked for.
+  const hideRoutine = !showRoutine && !filter.typePrefix;
+  const shown = hideRoutine ? events.filter((e) => !isRoutine(e)) : events;
+  const hidden = events.length - shown.length;
   // Typing in a filter must not reopen the list and the watch on every key.
   const key = useDebounced(JSON.stringify({ ...filter, since: filter.since?.toISOString(), until: filter.until?.toISOString() }), 250);
 
@@ -169,7 +175,12 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
         ) : (
           <span className="muted small">not following</span>
         )}
-        <span className="muted small">{events.length} events</span>
+        <span className="muted small">{shown.length} events</span>
+        {!filter.typePrefix && (hidden > 0 || showRoutine) && (
+          <button type="button" className="link small" onClick={() => setShowRoutine((v) => !v)} data-testid="routine-toggle">
+            {showRoutine ? "Hide routine events" : `${hidden} routine hidden · show`}
+          </button>
+        )}
       </div>
       {error && (
         <p className="error-box" role="alert">
@@ -177,11 +188,11 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
         </p>
       )}
       <ol className="events" aria-label="Events">
-        {events.map((e) => (
+        {shown.map((e) => (
           <EventItem key={e.id.toString()} e={e} compact={compact ?? false} />
         ))}
       </ol>
-      {!loading && events.length === 0 && !error && <p className="muted">No events match.</p>}
+      {!loading && shown.length === 0 && !error && <p className="muted">{hidden > 0 ? "Only routine events here." : "No events match."}</p>}
       {loading && <p className="muted">Loading…</p>}
       {next && !loading && (
         <button type="button" className="button small" onClick={loadOlder}>
