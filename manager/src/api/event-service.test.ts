@@ -220,7 +220,8 @@ describe("EventService.WatchEvents", () => {
       return m.heartbeat ? "heartbeat" : m.event!.type;
     };
     // Events of another project every 200 ms: the watch wakes, reads, sends nothing, and still beats.
-    const churn = setInterval(() => void append({ type: "server.updated", project: "b", serverId: "srv_b" }), 200);
+    const writes: Promise<unknown>[] = [];
+    const churn = setInterval(() => writes.push(append({ type: "server.updated", project: "b", serverId: "srv_b" })), 200);
     cleanup.push(async () => clearInterval(churn));
     const t0 = performance.now();
     expect(await next()).toBe("heartbeat");
@@ -229,6 +230,7 @@ describe("EventService.WatchEvents", () => {
     expect(await next()).toBe("server.created");
     expect(await next()).toBe("heartbeat");
     clearInterval(churn);
+    await Promise.all(writes); // an append still under way would reach the next watch
 
     // Without heartbeat_seconds: nothing while nothing happens.
     const quiet = new AbortController();

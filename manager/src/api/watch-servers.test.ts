@@ -334,7 +334,8 @@ describe("ServerService.WatchServers", () => {
     await w.snapshot();
     // A server of the project on another host changes every 200 ms: the watch wakes, sends nothing, and still beats.
     let flip = false;
-    const churn = setInterval(() => void setPhase("srv_2", (flip = !flip) ? Phase.STOPPED : Phase.RUNNING), 200);
+    const writes: Promise<void>[] = [];
+    const churn = setInterval(() => writes.push(setPhase("srv_2", (flip = !flip) ? Phase.STOPPED : Phase.RUNNING)), 200);
     open.push(() => clearInterval(churn));
     const t0 = performance.now();
     const beat = await w.next();
@@ -347,6 +348,7 @@ describe("ServerService.WatchServers", () => {
     expect(label(await w.next())).toBe("UPSERT srv_1");
     expect(label(await w.next())).toBe("HEARTBEAT");
     clearInterval(churn);
+    await Promise.all(writes); // a write still under way would reach the next watch
 
     // Without heartbeat_seconds: nothing at all while nothing changes.
     const quiet = new AbortController();

@@ -327,8 +327,18 @@ describe("server records", () => {
     ]);
     const facts = (await store.serverFacts()).sort((a, b) => a.id.localeCompare(b.id));
     expect(facts.map((f) => f.id)).toEqual(["srv_1", "srv_3"]);
-    expect(facts[1]).toEqual({ id: "srv_3", name: "srv_3", project: "p2", hostId: "host_b", generation: 1, phase: "FAILED", desiredState: facts[1]!.desiredState, reason: "CrashLoop", observedGeneration: 1, purging: true });
+    expect(facts[1]).toEqual({ id: "srv_3", name: "srv_3", project: "p2", hostId: "host_b", generation: 1, phase: "FAILED", desiredState: facts[1]!.desiredState, reason: "CrashLoop", observedGeneration: 1, purging: true, recentCrashes: 0, lastKnownPhase: "", lastKnownReason: "" });
     expect(facts[0]).toMatchObject({ phase: "UNSPECIFIED", reason: "", observedGeneration: 0, purging: false });
+    // A host away: what was seen before, and the crashes towards a loop, as the alert rules read them.
+    await store.commit([
+      insert({
+        id: "srv_5",
+        hostId: "host_b",
+        status: create(ServerStatusSchema, { phase: Phase.UNKNOWN, reason: "HostOffline", lastKnownPhase: Phase.FAILED, lastKnownReason: "CrashLoop", crash: { recent: 3, limit: 5 } }),
+      }),
+    ]);
+    expect((await store.serverFacts()).find((f) => f.id === "srv_5")).toMatchObject({ phase: "UNKNOWN", recentCrashes: 3, lastKnownPhase: "FAILED", lastKnownReason: "CrashLoop" });
+    await store.commit([{ op: "server.delete", id: "srv_5" }]);
     // The desired state as the spec stores it: its JSON name or number.
     expect(["DESIRED_STATE_RUNNING", DesiredState.RUNNING]).toContain(facts[0]!.desiredState);
     // Counted like the facts: soft-deleted ones are not.
