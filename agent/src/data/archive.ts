@@ -49,7 +49,7 @@ import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import * as tar from "tar-stream";
-import { FRAME_INPUT_BYTES, ZstdFormatError, ZstdFrameSplitter, compressFrames, decompressFrames } from "./zstd-stream.js";
+import { FRAME_INPUT_BYTES, ZstdFormatError, ZstdFrameSplitter, compressFrames, decompressFrame, zstdReady } from "./zstd-stream.js";
 
 /** tar-stream's header codec (its types do not declare the module). */
 const tarHeaders = createRequire(import.meta.url)("tar-stream/headers") as {
@@ -900,7 +900,10 @@ async function* decompressAny(source: AsyncIterable<Buffer>): AsyncGenerator<Buf
     splitter.end();
   }
   try {
-    yield* decompressFrames(frames());
+    // On this thread: in worker threads (as compression runs) extraction measured slower, 2.9-3.5 s
+    // against 2.3-3.0 s for 257 MB; its file writes, the tar parser and the codec then share two cores.
+    await zstdReady();
+    for await (const batch of frames()) for (const f of batch) yield decompressFrame(f);
   } catch (err) {
     if (err instanceof ZstdFormatError) throw unsafe(err.message);
     throw err;

@@ -7,9 +7,9 @@
  * therefore cuts the stream into FRAME_INPUT_BYTES pieces, each its own
  * frame; reading finds where each frame ends (RFC 8878, section 3.1.1) and
  * decompresses frames one at a time. A sequence of frames is a valid zstd
- * stream, so `zstd -dc` reads the result as one. The codec itself runs in
- * worker threads (zstd-workers.ts): frames are compressed and decompressed
- * off the main thread, several at once.
+ * stream, so `zstd -dc` reads the result as one. Frames are compressed in
+ * worker threads (zstd-workers.ts), several at once, and decompressed on
+ * the caller's thread (decompressFrame: faster there, see archive.ts).
  *
  * What is read comes from outside (a backup target, another host), so the
  * reader accepts only what it can bound: a frame must declare its content
@@ -18,7 +18,7 @@
  * that is not a frame, a truncated frame or a reserved field is refused.
  */
 import { decompress, init } from "@bokuweb/zstd-wasm";
-import { ZSTD_WORKERS, ZstdWorkerError, zstdInWorker } from "./zstd-workers.js";
+import { ZSTD_WORKERS, zstdInWorker } from "./zstd-workers.js";
 
 /**
  * Uncompressed bytes per frame. 4 MiB compressed ~15% faster than 1 MiB at
@@ -43,7 +43,7 @@ export class ZstdFormatError extends Error {
 }
 
 let ready: Promise<void> | undefined;
-/** Loads the WebAssembly module on this thread (for decompressFrame), once per process (a second init() of @bokuweb/zstd-wasm breaks it: compress answers zeros). */
+/** Loads the WebAssembly module on this thread (for decompressFrame), once per thread (a second init() of @bokuweb/zstd-wasm breaks it: compress answers zeros). */
 export function zstdReady(): Promise<void> {
   ready ??= init().catch((err: unknown) => {
     ready = undefined;
@@ -79,38 +79,6 @@ export async function* compressFrames(pieces: AsyncIterable<Buffer>, level: numb
       while (inFlight.length >= IN_FLIGHT_PER_WORKER * ZSTD_WORKERS) yield await inFlight.shift()!;
     }
     while (inFlight.length > 0) yield await inFlight.shift()!;
-  } finally {
-    inFlight.length = 0; // left unawaited when the reader stops early: their results are dropped
-  }
-}
-
-/**
- * Decompresses whole frames from ZstdFrameSplitter in zstd-workers.ts's
- * worker threads, each into at most MAX_FRAME_CONTENT bytes, and yields the
- * content in order. At most ZSTD_WORKERS + 1 frames are in flight (so at
- * most that many times MAX_FRAME_CONTENT bytes held, whatever the frames
- * declare). A frame the codec refuses is ZstdFormatError.
- */
-export async function* decompressFrames(frames: AsyncIterable<Buffer[]>): AsyncGenerator<Buffer> {
-  const inFlight: Array<Promise<Buffer>> = [];
-  const oldest = async (): Promise<Buffer> => {
-    try {
-      return await inFlight.shift()!;
-    } catch (err) {
-      if (err instanceof ZstdWorkerError) throw new ZstdFormatError(`a zstd frame does not decompress: it is damaged (${err.message})`);
-      throw err;
-    }
-  };
-  try {
-    for await (const batch of frames) {
-      for (const frame of batch) {
-        const p = zstdInWorker(frame, { op: "decompress", maxContent: MAX_FRAME_CONTENT });
-        p.catch(() => {});
-        inFlight.push(p);
-        while (inFlight.length > ZSTD_WORKERS) yield await oldest();
-      }
-    }
-    while (inFlight.length > 0) yield await oldest();
   } finally {
     inFlight.length = 0; // left unawaited when the reader stops early: their results are dropped
   }
@@ -271,9 +239,8 @@ export class ZstdFrameSplitter {
 }
 
 /**
- * Decompresses one whole frame from ZstdFrameSplitter on this thread, into
- * at most MAX_FRAME_CONTENT bytes (tests and tools; archives go through
- * decompressFrames). Call zstdReady() first.
+ * Decompresses one whole frame from ZstdFrameSplitter, into at most
+ * MAX_FRAME_CONTENT bytes. Call zstdReady() first.
  */
 export function decompressFrame(frame: Buffer): Buffer {
   let out: Uint8Array;

@@ -1,7 +1,7 @@
 /**
- * zstd off the main thread: a small pool of worker threads, each with its
- * own instance of @bokuweb/zstd-wasm, compressing or decompressing one whole
- * frame per task (zstd-stream.ts cuts and splits the frames).
+ * zstd compression off the main thread: a small pool of worker threads, each
+ * with its own instance of @bokuweb/zstd-wasm, compressing one whole frame
+ * per task (zstd-stream.ts cuts the frames).
  *
  * Why: the WebAssembly codec is synchronous. On the main thread it ran in
  * turn with everything else a backup does there (walking the tree, reading
@@ -10,7 +10,8 @@
  * that overlap. With the codec in workers the main thread keeps reading and
  * writing while frames are compressed, and frames, being independent, are
  * compressed by several workers at once (docs/benchmarks.md, "zstd in worker
- * threads").
+ * threads"). Decompression stays on the caller's thread, where extraction
+ * measured faster (archive.ts).
  *
  * The worker's code is a string evaluated by `new Worker(..., { eval: true })`
  * and loads the codec by the path this module resolves: nothing extra to
@@ -31,7 +32,7 @@ import { Worker } from "node:worker_threads";
 
 /** Worker threads at most: one per core, 2 at most (a backup must leave the host's other work some room), at least 1. */
 export const ZSTD_WORKERS = Math.max(1, Math.min(2, availableParallelism()));
-/** Workers with nothing to do for this long are stopped (a decompressing worker's heap holds a 64 MiB frame). */
+/** Workers with nothing to do for this long are stopped (each holds its own codec and heap). */
 const IDLE_MS = 10_000;
 
 const WORKER_SOURCE = `
@@ -41,15 +42,15 @@ const ready = zstd.init();
 parentPort.on("message", (task) => {
   ready.then(() => {
     const input = new Uint8Array(task.input);
-    const out = task.op === "compress" ? zstd.compress(input, task.level) : zstd.decompress(input, { defaultHeapSize: task.maxContent });
-    // Both answer a copy (slice) of the codec's heap: its own buffer, handed over whole.
+    const out = zstd.compress(input, task.level);
+    // A copy (slice) of the codec's heap: its own buffer, handed over whole.
     const buffer = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
     parentPort.postMessage({ id: task.id, output: buffer }, [buffer]);
   }).catch((err) => parentPort.postMessage({ id: task.id, error: String((err && err.message) || err) }));
 });
 `;
 
-export type ZstdOp = { op: "compress"; level: number } | { op: "decompress"; maxContent: number };
+export type ZstdOp = { op: "compress"; level: number };
 
 interface Task {
   resolve(out: Buffer): void;
@@ -61,7 +62,7 @@ interface Slot {
   tasks: Map<number, Task>;
 }
 
-/** The codec refused its input (the message is the codec's). A worker that dies fails its tasks with a plain Error instead. */
+/** The codec failed on its input (the message is the codec's). A worker that dies fails its tasks with a plain Error instead. */
 export class ZstdWorkerError extends Error {
   override readonly name = "ZstdWorkerError";
 }
@@ -147,7 +148,7 @@ class ZstdPool {
 
 let pool: ZstdPool | undefined;
 
-/** Compresses or decompresses one whole frame in the process's pool of ZSTD_WORKERS workers. */
+/** Compresses one whole frame in the process's pool of ZSTD_WORKERS workers. */
 export function zstdInWorker(input: Uint8Array, op: ZstdOp): Promise<Buffer> {
   pool ??= new ZstdPool(ZSTD_WORKERS);
   return pool.run(input, op);
