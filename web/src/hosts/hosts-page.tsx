@@ -13,7 +13,7 @@ import { RelTime } from "../ui/clock.js";
 import { ConfirmDialog } from "../ui/confirm.js";
 import { CopyField } from "../ui/copy.js";
 import { ErrorBox } from "../ui/error-box.js";
-import { formatBytes, formatTime, tsMs } from "../ui/format.js";
+import { count, formatBytes, formatTime, tsMs } from "../ui/format.js";
 import { Modal } from "../ui/modal.js";
 import { navigate } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
@@ -53,7 +53,7 @@ export function HostsPage() {
         <div>
           <h1 id="hosts-title">Hosts</h1>
           <p className="summary">
-            {hosts.length} hosts · <span className="tone-text-ok">{online} online</span>
+            {count(hosts.length, "host")} · <span className="tone-text-ok">{online} online</span>
             {hosts.length - online > 0 && (
               <>
                 {" "}
@@ -213,7 +213,7 @@ export function HostsPage() {
             The agent of <strong>{removing.name || removing.id}</strong> <span className="muted mono">({removing.id})</span> is revoked and disconnected at once; it
             exits and must be enrolled again to come back. Containers and data on the host are left alone.
           </p>
-          {removing.serverCount > 0 && <p className="notice">{removing.serverCount} servers live on this host; they become Unknown.</p>}
+          {removing.serverCount > 0 && <p className="notice">{count(removing.serverCount, "server")} {removing.serverCount === 1 ? "lives" : "live"} on this host; {removing.serverCount === 1 ? "it becomes" : "they become"} Unknown.</p>}
         </ConfirmDialog>
       )}
     </section>
@@ -330,7 +330,7 @@ function SchedulingDialog({ host, action, onClose }: Scheduling & { onClose: () 
     return (
       <ConfirmDialog title={`Cordon ${name}?`} confirmLabel="Cordon" onClose={onClose} onConfirm={confirm}>
         <p>
-          No new server is placed on <strong>{name}</strong>: not a created one, a clone, a move or another host&apos;s drain. Its {host.serverCount} servers keep running.
+          No new server is placed on <strong>{name}</strong>: not a created one, a clone, a move or another host&apos;s drain. Its {count(host.serverCount, "server")} {host.serverCount === 1 ? "keeps" : "keep"} running.
         </p>
       </ConfirmDialog>
     );
@@ -346,7 +346,7 @@ function SchedulingDialog({ host, action, onClose }: Scheduling & { onClose: () 
   return (
     <ConfirmDialog title={`Drain ${name}?`} confirmLabel="Drain" danger onClose={onClose} onConfirm={confirm}>
       <p>
-        <strong>{name}</strong> is cordoned and its {host.serverCount} servers are moved to the other hosts a few at a time: each stops, its data goes through a backup target,
+        <strong>{name}</strong> is cordoned and its {count(host.serverCount, "server")} {host.serverCount === 1 ? "is" : "are"} moved to the other hosts a few at a time: each stops, its data goes through a backup target,
         and it starts on its new host if it should run. Uncordon ends the drain.
       </p>
       <div className="form-grid">

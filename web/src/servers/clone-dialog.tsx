@@ -12,7 +12,7 @@ import { errorText } from "../api/client.js";
 import { useTargets } from "../backups/use-targets.js";
 import { TargetSelect } from "../backups/target-select.js";
 import { ErrorBox, ErrorText } from "../ui/error-box.js";
-import { formatBytes, formatTime, tsMs } from "../ui/format.js";
+import { count, formatBytes, formatTime, tsMs } from "../ui/format.js";
 import { Modal } from "../ui/modal.js";
 import { setParam } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
@@ -103,7 +103,7 @@ export function CloneDialog({ source, fromBackup, onClose }: { source: Server; f
               {hostChoices(hosts).map(({ host: h, blocked }) => (
                 <option key={h.id} value={h.id} disabled={blocked !== undefined}>
                   {h.name || h.id}
-                  {h.id === srcHost ? " (the source's host)" : ""} · {h.serverCount} servers{h.dataRootTotalBytes > 0n ? ` · ${formatBytes(h.dataRootFreeBytes)} free` : ""}
+                  {h.id === srcHost ? " (the source's host)" : ""} · {count(h.serverCount, "server")}{h.dataRootTotalBytes > 0n ? ` · ${formatBytes(h.dataRootFreeBytes)} free` : ""}
                   {blocked ? ` (${blocked})` : ""}
                 </option>
               ))}

@@ -6,6 +6,7 @@ import { useCallback, useMemo, useRef, useState } from "react";
 import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
 import { replaceQuery, setParam, useLocation } from "../ui/router.js";
+import { count } from "../ui/format.js";
 import { VirtualRows } from "../ui/virtual-rows.js";
 import { BulkBar } from "./bulk-actions.js";
 import { CreateServerDialog } from "./create-server.js";
@@ -149,7 +150,7 @@ export function ServersPage() {
         <div>
           <h1 id="servers-title">Servers</h1>
           <p className="summary" data-testid="servers-summary">
-            {counts.live} servers · <span className="tone-text-ok">{counts.running} running</span>
+            {count(counts.live, "server")} · <span className="tone-text-ok">{counts.running} running</span>
             {counts.converging > 0 && <> · <span className="tone-text-busy">{counts.converging} converging</span></>}
             {counts.attention > 0 && <> · <span className="tone-text-bad">{counts.attention} need attention</span></>}
             {stuck.size > 0 && <> · <span className="tone-text-bad">{stuck.size} stuck</span></>}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatAgo, formatBytes, joinWords, splitWords } from "./format.js";
+import { count, formatAgo, formatBytes, joinWords, splitWords } from "./format.js";
 import { windowRange } from "./virtual-range.js";
 
 describe("splitWords / joinWords", () => {
@@ -30,5 +30,14 @@ describe("windowRange", () => {
     expect(windowRange(44 * 1000, 440, 44, 5000, 6)).toEqual({ start: 994, end: 1017 });
     expect(windowRange(44 * 5000, 440, 44, 5000, 6)).toEqual({ start: 4994, end: 5000 });
     expect(windowRange(0, 440, 44, 0, 6)).toEqual({ start: 0, end: 0 });
+  });
+});
+
+describe("count", () => {
+  it("says 1 server, not 1 servers", () => {
+    expect(count(1, "server")).toBe("1 server");
+    expect(count(0, "server")).toBe("0 servers");
+    expect(count(2n, "host")).toBe("2 hosts");
+    expect(count(3, "entry", "entries")).toBe("3 entries");
   });
 });

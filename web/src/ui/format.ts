@@ -35,6 +35,11 @@ export function tsMs(t: Timestamp | undefined): number | undefined {
   return t ? timestampMs(t) : undefined;
 }
 
+/** "1 server", "3 servers": a count with its noun, plural when it is not 1 (`plural` for irregular nouns). */
+export function count(n: number | bigint, noun: string, plural = `${noun}s`): string {
+  return `${n} ${Number(n) === 1 ? noun : plural}`;
+}
+
 /** Local date and time, second precision: "2025-01-31 14:03:07". */
 export function formatTime(ms: number | undefined): string {
   if (ms === undefined) return "—";
