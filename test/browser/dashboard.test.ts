@@ -107,13 +107,39 @@ describe("dashboard", () => {
     await p.getByLabel("Token").fill("brt_not-a-real-token");
     await p.getByRole("button", { name: "Sign in" }).click();
     const err = await p.getByRole("alert").textContent();
-    expect(err).toContain("Unauthenticated");
+    // The manager's reason, in a sentence that says what to do.
+    expect(err).toMatch(/^That token was not accepted \(.+\)\. Paste a whole token as printed/);
     await screenshot(p, "01-sign-in");
     await signIn(p, manager.url, manager.adminToken);
     const who = await p.getByTestId("whoami").textContent();
     expect(who).toContain("admin");
     expect(who).toContain("all projects");
     await p.getByTestId("watch-status").filter({ hasText: "live" }).waitFor();
+  });
+
+  it("the token is kept for the tab unless 'Remember on this device' is ticked; signing out forgets it", async () => {
+    const ctx = page().context();
+    const other = await ctx.newPage();
+    try {
+      await other.goto(`${manager.url}/servers`);
+      await other.getByRole("heading", { name: "Sign in" }).waitFor(); // not remembered: a new tab asks
+      await other.getByLabel("Token").fill(manager.adminToken);
+      await other.getByLabel(/Remember on this device/).check();
+      await other.getByRole("button", { name: "Sign in" }).click();
+      await other.getByTestId("whoami").waitFor();
+      const third = await ctx.newPage();
+      await third.goto(`${manager.url}/events`);
+      await third.getByTestId("whoami").waitFor(); // remembered: no question
+      await third.getByRole("button", { name: "Sign out" }).click();
+      await third.getByRole("heading", { name: "Sign in" }).waitFor();
+      await third.close();
+      const fourth = await ctx.newPage();
+      await fourth.goto(`${manager.url}/servers`);
+      await fourth.getByRole("heading", { name: "Sign in" }).waitFor(); // signed out: forgotten on the device
+      await fourth.close();
+    } finally {
+      await other.close();
+    }
   });
 
   it("creates a server from the form and watches it reach Running", async () => {

@@ -7,6 +7,7 @@ import type { Token } from "@berth/proto/berth/v1/access_pb.js";
 import { SessionProvider, useFiringAlerts, useSession, useWatch } from "./app-context.js";
 import { createApi, errorText } from "./api/client.js";
 import { roleName, storedToken, storeToken } from "./api/session.js";
+import { signInError } from "./api/sign-in.js";
 import { AlertsPage } from "./alerts/alerts-page.js";
 import { TargetsPage } from "./backups/targets-page.js";
 import { EventsPage } from "./events/events-page.js";
@@ -24,15 +25,15 @@ type Auth = { kind: "checking" } | { kind: "out"; message?: string } | { kind: "
 export function App() {
   const [auth, setAuth] = useState<Auth>(() => (storedToken() ? { kind: "checking" } : { kind: "out" }));
 
-  const signIn = useCallback(async (token: string): Promise<string | undefined> => {
+  const signIn = useCallback(async (token: string, remember = false): Promise<string | undefined> => {
     try {
       const { token: me } = await createApi(token, () => {}).access.whoAmI({});
       if (!me) return "the manager did not say who this token is";
-      storeToken(token);
+      storeToken(token, remember);
       setAuth({ kind: "in", token, me });
       return undefined;
     } catch (err) {
-      return errorText(err);
+      return signInError(errorText(err));
     }
   }, []);
 
@@ -65,14 +66,15 @@ export function App() {
   );
 }
 
-function SignIn({ message, onSignIn }: { message: string | undefined; onSignIn: (token: string) => Promise<string | undefined> }) {
+function SignIn({ message, onSignIn }: { message: string | undefined; onSignIn: (token: string, remember: boolean) => Promise<string | undefined> }) {
   const [token, setToken] = useState("");
+  const [remember, setRemember] = useState(false);
   const [error, setError] = useState(message);
   const [busy, setBusy] = useState(false);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
-    const err = await onSignIn(token.trim());
+    const err = await onSignIn(token.trim(), remember);
     setBusy(false);
     setError(err);
   };
@@ -84,12 +86,16 @@ function SignIn({ message, onSignIn }: { message: string | undefined; onSignIn: 
         </div>
         <h1 id="signin-title">Sign in</h1>
         <p className="muted">
-          Paste an operator token (<code>brt_…</code>). <code>npm start</code> prints one and keeps it in <code>data/admin-token</code>; admins make more on the
-          Tokens page. It is kept for this browser tab only.
+          Paste a token (<code>brt_…</code>) of any role: viewer, operator or admin. <code>npm start</code> prints one and keeps it in{" "}
+          <code>data/admin-token</code>; admins make more on the Tokens page.
         </p>
         <label className="field">
           <span className="label">Token</span>
           <input type="password" value={token} onChange={(e) => setToken(e.target.value)} autoComplete="off" spellCheck={false} placeholder="brt_…" autoFocus name="token" />
+        </label>
+        <label className="check">
+          <input type="checkbox" checked={remember} onChange={(e) => setRemember(e.target.checked)} name="remember" /> Remember on this device (otherwise this tab only;
+          signing out forgets it)
         </label>
         {error && (
           <p className="error-box" role="alert">

@@ -8,18 +8,28 @@ import { Role, type Token } from "@berth/proto/berth/v1/access_pb.js";
 
 const KEY = "berth.token";
 
+/**
+ * The signed-in token: kept for this tab (sessionStorage), or on this device
+ * (localStorage) when the operator opted in at sign-in, so a new tab or a
+ * shared link does not ask again. Signing out forgets it in both.
+ */
 export function storedToken(): string | undefined {
   try {
-    return sessionStorage.getItem(KEY) ?? undefined;
+    return sessionStorage.getItem(KEY) ?? localStorage.getItem(KEY) ?? undefined;
   } catch {
     return undefined;
   }
 }
 
-export function storeToken(token: string | undefined): void {
+export function storeToken(token: string | undefined, remember = false): void {
   try {
-    if (token) sessionStorage.setItem(KEY, token);
-    else sessionStorage.removeItem(KEY);
+    if (token) {
+      sessionStorage.setItem(KEY, token);
+      if (remember) localStorage.setItem(KEY, token);
+    } else {
+      sessionStorage.removeItem(KEY);
+      localStorage.removeItem(KEY);
+    }
   } catch {
     // Storage disabled: the token lives in memory only.
   }
