@@ -55,14 +55,22 @@ function stopAll(code: number): never {
   for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
   process.exit(code);
 }
-process.on("SIGINT", () => stopAll(0));
-process.on("SIGTERM", () => stopAll(0));
+const stopAsked = (signal: string) => {
+  console.log(`\n[berth] ${signal}: stopping the manager and the agent. The servers' containers keep running and the Docker engine stays up; the next npm start picks them up.`);
+  stopAll(0);
+};
+process.on("SIGINT", () => stopAsked("Ctrl-C"));
+process.on("SIGTERM", () => stopAsked("SIGTERM"));
 
 // The dashboard the manager serves from web/dist: rebuilt on every start (about a second).
 await promisify(execFile)("npm", ["run", "--silent", "build:web"], { cwd: root });
 const engine = await ensureDockerEngine();
 await ensureTestImage(dockerClient(engine.dockerHost));
-console.log(`[berth] Docker engine: ${engine.dockerHost}`);
+console.log(
+  engine.ownedPid !== undefined
+    ? `[berth] Docker engine: started a private dockerd (pid ${engine.ownedPid}) on ${engine.dockerHost}; it stays up after Ctrl-C, for the next start`
+    : `[berth] Docker engine: using the one already answering on ${engine.dockerHost} (not started here; Ctrl-C leaves it alone)`,
+);
 
 const manager = node("manager/src/main.ts", ["--listen", listenAddr, "--db", dbPath], "manager");
 const { url, firstToken } = await new Promise<{ url: string; firstToken?: string }>((resolve, reject) => {
@@ -124,7 +132,7 @@ Try it (buf is in node_modules/.bin):
   export BERTH_TOKEN=$(cat ${tokenFile})
   npx buf curl --protocol grpc --http2-prior-knowledge --list-services ${url}
   npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $BERTH_TOKEN" \\
-    -d '{"spec":{"name":"hello","image":"${TEST_IMAGE}","command":["httpd","-f","-p","8080","-h","/data"],"ports":[{"hostPort":18080,"containerPort":8080}]}}' \\
+    -d '{"spec":{"name":"hello","image":"${TEST_IMAGE}","command":["httpd","-f","-p","8080","-h","/data"],"ports":[{"hostPort":18090,"containerPort":8080}]}}' \\
     ${url}/berth.v1.ServerService/CreateServer
   curl -s -H "authorization: Bearer $BERTH_TOKEN" -H 'content-type: application/json' -d '{"id":"hello"}' ${url}/berth.v1.ServerService/GetServer
 
