@@ -271,7 +271,8 @@ describe("dashboard", () => {
 
   it("the detail drawer explains a server: conditions, a live event timeline, logs", async () => {
     const p = page();
-    await row(p, name("a")).getByRole("button", { name: name("a"), exact: true }).click();
+    // Anywhere on the row opens it (here: the image cell), not only the name.
+    await row(p, name("a")).locator(".c-image").click();
     const drawer = p.getByTestId("server-drawer");
     await drawer.getByRole("table", { name: "Conditions" }).locator("tbody tr").nth(5).waitFor();
     const conditions = await drawer.getByRole("table", { name: "Conditions" }).locator("tbody tr td:first-child").allTextContents();

@@ -60,6 +60,12 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
       data-server-name={name}
       data-phase={phaseName(st?.phase)}
       style={{ transform: `translateY(${p.top}px)` }}
+      // The whole row opens the drawer (the name is the keyboard's way in); its controls keep their own clicks.
+      onClick={(e) => {
+        if ((e.target as HTMLElement).closest("button, a, input, label, select, [role=menu], [role=menuitem]")) return;
+        if (window.getSelection()?.toString()) return; // selecting text to copy is not a click on the row
+        p.onOpen(s.id);
+      }}
     >
       <div role="cell" className="c-select">
         {p.can.operate && (
