@@ -1058,6 +1058,9 @@ describe("plan()", () => {
     const again = plan(input({ containers: [ctr("running")], lifecycle: { lastExit: { cause: "crash", at: NOW - 20_000, exitCode: 1 }, crashTimes: [NOW - 30_000, NOW - 20_000] } }));
     expect([again.phase, again.crash]).toEqual([Phase.RUNNING, { recent: 2, limit: CRASH_LOOP_THRESHOLD }]);
     expect(again.requeueAfterMs).toBe(10 * 60_000 - 30_000);
+    // Exited again, the engine not yet saying why: the count stays (the alert's warning must not flap).
+    const exited = plan(input({ containers: [ctr("exited", { exitCode: 1, finishedAt: NOW - 100 })], lifecycle: { lastExit: { cause: "crash", at: NOW - 20_000, exitCode: 1, finishedAt: NOW - 20_000 }, crashTimes: [NOW - 30_000, NOW - 20_000] } }));
+    expect([exited.reason, exited.crash]).toEqual(["ExitObserved", { recent: 2, limit: CRASH_LOOP_THRESHOLD }]);
   });
 
   it("the table covers every phase plan() can produce", () => {

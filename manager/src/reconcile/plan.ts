@@ -196,7 +196,21 @@ export const REPEAT_HOLD_MS = 10_000;
  * every millisecond, thousands of times per soft delete).
  */
 export function plan(input: PlanInput): Plan {
-  return holdRepeat(input, decide(input));
+  return withCrashes(input, holdRepeat(input, decide(input)));
+}
+
+/**
+ * A server meant to run that crashed within the window (since the last
+ * operator action) carries its crash count in every plan on its way back
+ * (starting, the restart in flight, the exit being explained, running
+ * again), not only in the crash branch's: status.crash and the crash_loop
+ * alert's warning stage must not drop out for a moment between two crashes.
+ */
+function withCrashes(input: PlanInput, p: Plan): Plan {
+  if (p.crash || input.spec.desiredState !== DesiredState.RUNNING || input.deleted) return p;
+  if (p.phase !== Phase.STARTING && p.phase !== Phase.RUNNING && p.phase !== Phase.CREATING) return p;
+  const recent = (input.lifecycle.crashTimes ?? []).filter((t) => t > input.now - CRASH_WINDOW_MS && t > input.lastActionAt);
+  return recent.length > 0 ? { ...p, crash: { recent: recent.length, limit: CRASH_LOOP_THRESHOLD } } : p;
 }
 
 function holdRepeat(input: PlanInput, p: Plan): Plan {
