@@ -199,6 +199,11 @@ export function plan(input: PlanInput): Plan {
   return withCrashes(input, holdRepeat(input, decide(input)));
 }
 
+/** The crash times that count towards a crash loop: within the window, and since the last operator action. */
+function recentCrashes(input: PlanInput): number[] {
+  return (input.lifecycle.crashTimes ?? []).filter((t) => t > input.now - CRASH_WINDOW_MS && t > input.lastActionAt);
+}
+
 /**
  * A server meant to run that crashed within the window (since the last
  * operator action) carries its crash count in every plan on its way back
@@ -209,7 +214,7 @@ export function plan(input: PlanInput): Plan {
 function withCrashes(input: PlanInput, p: Plan): Plan {
   if (p.crash || input.spec.desiredState !== DesiredState.RUNNING || input.deleted) return p;
   if (p.phase !== Phase.STARTING && p.phase !== Phase.RUNNING && p.phase !== Phase.CREATING) return p;
-  const recent = (input.lifecycle.crashTimes ?? []).filter((t) => t > input.now - CRASH_WINDOW_MS && t > input.lastActionAt);
+  const recent = recentCrashes(input);
   return recent.length > 0 ? { ...p, crash: { recent: recent.length, limit: CRASH_LOOP_THRESHOLD } } : p;
 }
 
@@ -468,7 +473,7 @@ function decide(input: PlanInput): Plan {
       return issue(base, Phase.RUNNING, "Running", "the container is running; removing the data a restore replaced", CommandKind.DISCARD_PREVIOUS_DATA);
     }
     // Running again after crashes: they still count towards a crash loop until they leave the window.
-    const crashes = (lc.crashTimes ?? []).filter((t) => t > input.now - CRASH_WINDOW_MS && t > input.lastActionAt);
+    const crashes = recentCrashes(input);
     if (crashes.length > 0) {
       return {
         ...base,
@@ -505,7 +510,7 @@ function decide(input: PlanInput): Plan {
     if (policy === RestartPolicy.NEVER) {
       return { ...base, phase: Phase.FAILED, reason: "Crashed", message: `${exitMessage(container)}; restart policy is never` };
     }
-    const recent = (lc.crashTimes ?? []).filter((t) => t > input.now - CRASH_WINDOW_MS && t > input.lastActionAt);
+    const recent = recentCrashes(input);
     if (recent.length >= CRASH_LOOP_THRESHOLD) {
       return {
         ...base,

@@ -46,6 +46,7 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
   const primary = PRIMARY.find((a) => actions.includes(a));
   const badge = phaseBadge(s);
   const outside = stoppedOutsideBerth(s);
+  const seenBefore = lastSeen(s);
   const rest = actions.filter((a) => a !== primary);
   const observedGen = st?.observedGeneration ?? 0n;
   const busy = st?.operation ? "operating" : p.stuck ? "stuck" : converging ? "converging" : "";
@@ -118,9 +119,9 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
           <span className="mark converging" title={`converging: observed differs from desired (${desiredName(s.spec?.desiredState)})`}>
             <span className="spinner" aria-hidden="true" />→ {targetPhase(s)}
           </span>
-        ) : lastSeen(s) ? (
-          <span className="reason last-seen" title={`its host is away; last seen ${lastSeen(s)} before`}>
-            last seen {lastSeen(s)}
+        ) : seenBefore ? (
+          <span className="reason last-seen" title={`its host is away; last seen ${seenBefore} before`}>
+            last seen {seenBefore}
           </span>
         ) : outside || stoppedWithoutContainer(s) ? null : st?.reason && st.reason !== phaseName(st.phase) ? (
           <span className={`reason${p.stuck ? " stuck" : ""}`} title={[st.message, p.stuck ? "(not converged for longer than the alert threshold)" : ""].filter(Boolean).join(" ")}>
