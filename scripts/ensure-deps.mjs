@@ -20,7 +20,10 @@ function sh(cmd) {
 }
 
 const stale = !existsSync(marker) || statSync(lock).mtimeMs > statSync(marker).mtimeMs;
-if (stale) sh("npm ci --no-audit --no-fund");
+if (stale) {
+  console.log("[berth] installing the npm packages: a minute or two the first time, then only when package-lock.json changes");
+  sh("npm ci --no-audit --no-fund");
+}
 
 // better-sqlite3 is a native addon built from source; a Node upgrade needs a rebuild.
 const require = createRequire(join(root, "manager", "package.json"));
@@ -29,5 +32,5 @@ try {
   new Database(":memory:").close();
 } catch (err) {
   console.log(`[berth] better-sqlite3 does not load (${err.message.split("\n")[0]}); rebuilding it`);
-  sh("npm rebuild better-sqlite3");
+  sh("node scripts/build-sqlite-driver.mjs");
 }

@@ -381,6 +381,20 @@ describe("agent enrollment and removal", () => {
     await manager?.stop();
   });
 
+  it("the Add-host command of a manager run from the checkout enrolls as printed (only its state dir moved into the test's directory)", async () => {
+    const { token, command, notes } = await manager.hosts.createEnrollmentToken({});
+    const repo = join(import.meta.dirname, "..");
+    const [enroll, run] = command.split(" && ").slice(1);
+    expect(command).toBe(`cd ${repo} && ${enroll} && ${run}`);
+    expect(run).toBe("npx berth-agent run --state-dir /var/lib/berth-agent");
+    expect(notes).toEqual([expect.stringMatching(/listens on loopback .*only an agent on this machine/), expect.stringMatching(/runs from the checkout at /)]);
+    const stateDir = join(dir, "printed");
+    const { stdout } = await promisify(execFile)("sh", ["-c", `cd ${repo} && ${enroll!.replace("/var/lib/berth-agent", stateDir)}`], { env: { ...process.env, BERTH_LOG_LEVEL: "warn" } });
+    expect(stdout).toMatch(new RegExp(`^enrolled as host_\\w+; credentials in ${stateDir}/`, "m"));
+    expect(JSON.parse(readFileSync(join(stateDir, "credentials.json"), "utf8"))).toMatchObject({ managerUrl: manager.url });
+    expect(token).not.toBe("");
+  });
+
   it("refuses a used enrollment token", async () => {
     const { token } = await manager.hosts.createEnrollmentToken({});
     const first = await enrollAgent({ managerUrl: manager.url, token, stateDir: join(dir, "a1"), dir });

@@ -24,7 +24,7 @@ import { closeStreamsOfRevokedTokens } from "./auth/revocations.js";
 import { ManagerPresence } from "./auth/presence.js";
 import { newToken } from "./auth/tokens.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
-import { createHostService } from "./api/host-service.js";
+import { agentInvocation, createHostService } from "./api/host-service.js";
 import { createOrphanService } from "./api/orphan-service.js";
 import { OrphanDetector } from "./orphans/detector.js";
 import { NetworkInventory } from "./orphans/network-inventory.js";
@@ -338,7 +338,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(ServerService, createServerService({ store: opened.contract, hub, presence, ledger, reconciler }));
     router.service(
       HostService,
-      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; } }),
+      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocation(import.meta.url, fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")) }),
     );
     router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, ...(ownership ? { ownership } : {}) }));
     router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));

@@ -404,7 +404,9 @@ describe("dashboard", () => {
     const dialog = p.getByTestId("add-host");
     await dialog.getByRole("button", { name: "Create enrollment command" }).click();
     const command = await dialog.getByLabel("Agent command").inputValue();
-    expect(command).toMatch(/berth-agent enroll --manager \S+ --token enr_/);
+    expect(command).toMatch(/^cd \S+ && npx berth-agent enroll --manager \S+ --token enr_\S+ --state-dir \/var\/lib\/berth-agent && npx berth-agent run --state-dir \/var\/lib\/berth-agent$/);
+    // The harness's manager listens on loopback and runs from the checkout: both are said before the command.
+    await expect.poll(() => dialog.getByTestId("add-host-notes").innerText()).toMatch(/listens on loopback[^]*runs from the checkout/);
     await screenshot(p, "14-add-host");
     await dialog.getByRole("button", { name: "Done" }).click();
   });

@@ -41,6 +41,11 @@ export interface HostServiceDeps {
   /** The URL agents dial, as printed in the enrollment command. */
   advertiseUrl: string;
   /**
+   * How the enrollment command runs the agent (agentInvocation): `berth-agent`
+   * for an installed manager, through npx in the checkout it runs from.
+   */
+  agent?: AgentInvocation;
+  /**
    * SHA-256 of the manager's CA certificate (base64url) when it serves TLS:
    * embedded in enrollment tokens so agents pin the manager on first contact.
    */
@@ -148,7 +153,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       return create(CreateEnrollmentTokenResponseSchema, {
         token,
         expireTime: timestampFromMs(at + ttl * 1000),
-        command: `berth-agent enroll --manager ${deps.advertiseUrl} --token ${token} && berth-agent run`,
+        ...enrollmentCommand(deps.agent ?? { bin: "berth-agent" }, deps.advertiseUrl, token),
       });
     },
 
@@ -247,4 +252,54 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       return create(UncordonHostResponseSchema, { host: await toProto(h) });
     },
   };
+}
+
+/** How a printed command runs the agent: its program, and a directory to run it from. */
+export interface AgentInvocation {
+  bin: string;
+  /** A source checkout the command changes to first (npx finds the workspace's agent there). */
+  cwd?: string;
+}
+
+/**
+ * The agent's invocation for a manager running from `moduleUrl`: from a source
+ * checkout (TypeScript through tsx) the checkout's own agent, run with npx from
+ * its root; from the bundle (an installed package) `berth-agent`, which
+ * docs/install.md links onto the PATH.
+ */
+export function agentInvocation(moduleUrl: string, checkoutRoot: string): AgentInvocation {
+  return moduleUrl.endsWith(".ts") ? { bin: "npx berth-agent", cwd: checkoutRoot } : { bin: "berth-agent" };
+}
+
+/** Where the printed command keeps the agent's credential: the agent's own default, said out loud. */
+export const AGENT_STATE_DIR = "/var/lib/berth-agent";
+
+/**
+ * The command CreateEnrollmentToken prints, and what to know before running it.
+ * Enroll and run share one --state-dir, so the run finds what the enroll wrote.
+ */
+export function enrollmentCommand(agent: AgentInvocation, managerUrl: string, token: string): { command: string; notes: string[] } {
+  const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`);
+  const state = `--state-dir ${AGENT_STATE_DIR}`;
+  const chain = `${agent.bin} enroll --manager ${quote(managerUrl)} --token ${quote(token)} ${state} && ${agent.bin} run ${state}`;
+  const notes: string[] = [];
+  let host = "";
+  try {
+    host = new URL(managerUrl).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    notes.push(`The manager's advertised URL ${JSON.stringify(managerUrl)} is not a URL an agent can dial: set --advertise-url.`);
+  }
+  if (host === "localhost" || host === "::1" || /^127\./.test(host)) {
+    notes.push(
+      `The manager listens on loopback (${managerUrl}): only an agent on this machine can reach it. ` +
+        `For another machine, start the manager with --listen on an address that machine can reach, with TLS (docs/install.md), or set --advertise-url.`,
+    );
+  }
+  if (agent.cwd) {
+    notes.push(
+      `This manager runs from the checkout at ${agent.cwd}, so the command runs that checkout's agent (as root, with Docker running). ` +
+        `On another machine, install the agent package (docs/install.md) and run the same command with berth-agent in place of npx berth-agent.`,
+    );
+  }
+  return { command: agent.cwd ? `cd ${quote(agent.cwd)} && ${chain}` : chain, notes };
 }

@@ -289,6 +289,13 @@ function AddHostDialog({ onClose }: { onClose: () => void }) {
           <p>
             Run this on the new host. The token works once and expires <strong>{formatTime(tsMs(res.expireTime))}</strong>; it is not shown again.
           </p>
+          {res.notes.length > 0 && (
+            <div className="notice" role="note" data-testid="add-host-notes">
+              {res.notes.map((n) => (
+                <p key={n}>{n}</p>
+              ))}
+            </div>
+          )}
           <CopyField value={res.command} label="Agent command" multiline />
           <details>
             <summary>Token only</summary>
