@@ -12,6 +12,7 @@ import { RelTime } from "../ui/clock.js";
 import { formatTime, tsMs } from "../ui/format.js";
 import { navigate } from "../ui/router.js";
 import { isRoutine } from "./routine.js";
+import { watchSilence } from "../api/silence.js";
 import { HEARTBEAT_SECONDS, RECONNECT_AFTER_MS, STALE_AFTER_MS } from "../servers/server-watch.js";
 
 export interface EventFilter {
@@ -102,17 +103,12 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
         const own = new AbortController();
         const onOuter = () => own.abort();
         signal.addEventListener("abort", onOuter, { once: true });
-        let heard = Date.now();
-        const silence = setInterval(() => {
-          const silent = Date.now() - heard;
-          if (silent >= RECONNECT_AFTER_MS) own.abort();
-          else if (silent >= STALE_AFTER_MS) setLiveState((s) => (s === "live" ? "stale" : s));
-        }, 1000);
+        const silence = watchSilence(own, { staleAfterMs: STALE_AFTER_MS, reconnectAfterMs: RECONNECT_AFTER_MS, onStale: () => setLiveState((s) => (s === "live" ? "stale" : s)) });
         try {
           const stream = api.events.watchEvents({ afterId: after, serverId: f.serverId ?? "", hostId: f.hostId ?? "", typePrefix: f.typePrefix ?? "", heartbeatSeconds: HEARTBEAT_SECONDS }, { signal: own.signal });
           setLiveState("live");
           for await (const m of stream) {
-            heard = Date.now();
+            silence.heard();
             setLiveState((s) => (s === "stale" ? "live" : s));
             const e = m.event;
             if (!e) continue;
@@ -128,7 +124,7 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
             setError(errorText(err));
           }
         } finally {
-          clearInterval(silence);
+          silence.stop();
           signal.removeEventListener("abort", onOuter);
         }
         setLiveState("reconnecting");

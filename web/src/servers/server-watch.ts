@@ -22,6 +22,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ServerSchema, WatchChange, type Server, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { WatchServersRequestSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { watchSilence, type Silence } from "../api/silence.js";
 
 export type WatchStatus = "connecting" | "live" | "stale" | "reconnecting";
 
@@ -70,7 +71,7 @@ export class ServerWatch {
   private error: string | undefined;
   private loaded = false;
   private lastHeardMs = 0;
-  private silenceTimer: ReturnType<typeof setInterval> | undefined;
+  private silence: Silence | undefined;
 
   constructor(
     private readonly open: OpenWatch,
@@ -94,8 +95,8 @@ export class ServerWatch {
   stop(): void {
     this.abort?.abort();
     this.abort = undefined;
-    if (this.silenceTimer) clearInterval(this.silenceTimer);
-    this.silenceTimer = undefined;
+    this.silence?.stop();
+    this.silence = undefined;
     if (this.publishTimer) clearTimeout(this.publishTimer);
     this.publishTimer = undefined;
   }
@@ -137,11 +138,18 @@ export class ServerWatch {
       resumeToken: this.resumeToken,
       heartbeatSeconds: this.opts.heartbeatSeconds ?? HEARTBEAT_SECONDS,
     };
-    // This stream alone is dropped when the manager stays silent too long (see watchSilence).
+    // This stream alone is dropped when the manager stays silent too long (api/silence.ts).
     const own = new AbortController();
     const onOuter = () => own.abort(outer.reason);
     outer.addEventListener("abort", onOuter, { once: true });
-    this.watchSilence(own);
+    this.silence?.stop();
+    this.silence = watchSilence(own, {
+      staleAfterMs: this.opts.staleAfterMs ?? STALE_AFTER_MS,
+      reconnectAfterMs: this.opts.reconnectAfterMs ?? RECONNECT_AFTER_MS,
+      onStale: (silent) => {
+        if (this.status === "live") this.setStatus("stale", `no word from the manager for ${Math.round(silent / 1000)} s`);
+      },
+    });
     try {
       for await (const msg of this.open(req, own.signal)) {
         this.heard();
@@ -184,33 +192,20 @@ export class ServerWatch {
       throw err;
     } finally {
       outer.removeEventListener("abort", onOuter);
-      if (this.silenceTimer) clearInterval(this.silenceTimer);
-      this.silenceTimer = undefined;
+      this.silence?.stop();
+      this.silence = undefined;
     }
   }
 
   /** A message arrived: the manager is alive; a stale watch is live again. */
   private heard(): void {
     this.lastHeardMs = Date.now();
+    this.silence?.heard();
     if (this.status === "stale") {
       this.status = "live";
       this.error = undefined;
       this.changed(true);
     }
-  }
-
-  /** Checks every second how long the manager has been silent on this stream: stale, then the stream is dropped. */
-  private watchSilence(own: AbortController): void {
-    if (this.silenceTimer) clearInterval(this.silenceTimer);
-    const staleAfter = this.opts.staleAfterMs ?? STALE_AFTER_MS;
-    const reconnectAfter = this.opts.reconnectAfterMs ?? RECONNECT_AFTER_MS;
-    const opened = Date.now();
-    const every = Math.min(1000, Math.max(10, Math.floor(staleAfter / 4)));
-    this.silenceTimer = setInterval(() => {
-      const silent = Date.now() - Math.max(this.lastHeardMs, opened);
-      if (silent >= reconnectAfter) own.abort();
-      else if (silent >= staleAfter && this.status === "live") this.setStatus("stale", `no word from the manager for ${Math.round(silent / 1000)} s`);
-    }, every);
   }
 
   /** The held object when nothing changed, so memoized rows skip rendering. */
