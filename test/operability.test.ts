@@ -380,10 +380,10 @@ describe("npm packages, installed like docs/install.md says", () => {
         const to = join(root, "opt/berth", pkg);
         mkdirSync(to, { recursive: true });
         await run("tar", ["-xzf", join(dir, `berth-${pkg}-0.1.0.tgz`), "-C", to, "--strip-components=1"]);
-        // As docs/install.md says: the manager allows better-sqlite3's build on the command line (npm reads
-        // allowScripts only from a project's root package.json, so the package cannot carry it).
-        const allow = pkg === "manager" ? ["--allow-scripts=better-sqlite3"] : [];
-        await run("npm", ["install", "--omit=dev", ...allow, "--prefer-offline", "--no-audit", "--no-fund"], { cwd: to, env: cleanEnv(), timeout: 540_000, maxBuffer: 16 * 1024 * 1024 });
+        // As docs/install.md says: the manager's unpacked package.json is given allowScripts for the SQLite
+        // driver's native build (npm reads the field only from a project's root, so the workspace cannot carry it).
+        if (pkg === "manager") await run("npm", ["pkg", "set", "allowScripts.better-sqlite3=true", "--json"], { cwd: to, env: cleanEnv() });
+        await run("npm", ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund"], { cwd: to, env: cleanEnv(), timeout: 540_000, maxBuffer: 16 * 1024 * 1024 });
       }),
     );
   }, 600_000);

@@ -23,6 +23,7 @@ import {
   mkdir,
   mkdtemp,
   open,
+  readdir,
   readFile,
   rm,
   stat,
@@ -97,7 +98,9 @@ export async function ensureDockerEngine(opts: { name?: string; iptables?: boole
  * Returns a private dockerd rooted at /tmp/berth-docker/<name>: reuses one
  * already answering on <dir>/docker.sock, otherwise starts one (root only).
  * The daemon is detached so that it may outlive the caller; stop() only
- * stops a daemon this call spawned. dockerd output goes to <dir>/dockerd.log.
+ * stops a daemon this call spawned, and leaves it running while another live
+ * process (another test run sharing it) is registered in <dir>/users/<pid>.
+ * dockerd output goes to <dir>/dockerd.log.
  *
  * `iptables`: let this dockerd manage iptables as a real host's Docker does
  * (isolation between its networks, NAT). Give such a daemon a name of its
@@ -115,6 +118,33 @@ export async function startPrivateDockerd(name: string, opts: { iptables?: boole
     throw new Error(`invalid private dockerd name ${JSON.stringify(name)}: use [A-Za-z0-9_-], at most 32 chars`);
   }
   const dir = join(PRIVATE_ROOT, name);
+  const users = join(dir, "users");
+  await mkdir(users, { recursive: true });
+  // Registered before the ping: a run that started this daemon and is stopping it sees this one first.
+  const me = join(users, String(process.pid));
+  await writeFile(me, "");
+  const engine = await startOrReuse(name, dir, opts).catch(async (err: unknown) => {
+    await rm(me, { force: true });
+    throw err;
+  });
+  return {
+    ...engine,
+    // Several test runs (a helper's, a fresh clone's) may share one daemon: the run that started
+    // it stops it only when no other live process is registered as using it.
+    stop: async () => {
+      await rm(me, { force: true });
+      if (engine.ownedPid === undefined) return;
+      const others = (await readdir(users)).map(Number).filter((pid) => Number.isInteger(pid) && pid !== process.pid && isAlive(pid));
+      if (others.length > 0) {
+        console.log(`[berth] leaving private dockerd pid ${engine.ownedPid} running: other processes use it (${others.join(", ")})`);
+        return;
+      }
+      await engine.stop();
+    },
+  };
+}
+
+async function startOrReuse(name: string, dir: string, opts: { iptables?: boolean; usernsRemap?: boolean }): Promise<DockerEngine> {
   const socketPath = join(dir, "docker.sock");
 
   if (!(await pingError(socketPath))) return reusedEngine(socketPath);
