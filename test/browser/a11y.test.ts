@@ -16,7 +16,7 @@ import { createClient } from "@connectrpc/connect";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, waitForRowPhase, type Browser } from "./browser.js";
+import { ensureWebBuilt, launchBrowser, row, screenshot, waitForRowPhase, type Browser } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `a11y-${RUN}-${s}`;
@@ -184,6 +184,21 @@ describe("accessibility", () => {
     await p.getByLabel("S3-compatible storage").waitFor();
     found.push(...(await seriousViolations(p, "new target form")));
 
+    // The same colours in the dark scheme (prefers-color-scheme: dark), on the pages with the most tones.
+    await p.emulateMedia({ colorScheme: "dark" });
+    found.push(...(await seriousViolations(p, "new target form, dark")));
+    await goTo("Alerts");
+    await p.getByRole("table", { name: "Firing alerts" }).locator("tr", { hasText: name("broken") }).waitFor();
+    found.push(...(await seriousViolations(p, "alerts, dark")));
+    await goTo("Servers");
+    await waitForRowPhase(p, name("broken"), "Failed");
+    found.push(...(await seriousViolations(p, "servers, dark")));
+    await row(p, name("broken")).getByRole("button", { name: name("broken"), exact: true }).click();
+    await drawer.getByRole("heading", { name: name("broken") }).waitFor();
+    found.push(...(await seriousViolations(p, "server drawer, dark")));
+    await drawer.getByRole("button", { name: "Close details" }).click();
+    await p.emulateMedia({ colorScheme: "light" });
+
     expect(found, `axe-core's serious and critical violations:\n${found.join("\n")}`).toEqual([]);
   });
 
@@ -198,6 +213,7 @@ describe("accessibility", () => {
     const skip = await focused(p);
     expect(skip.skip, `the first tab stop is ${JSON.stringify(skip)}`).toBe(true);
     expect(skip.text).toBe("Skip to servers");
+    await screenshot(p, "a11y-skip-link");
     await p.keyboard.press("Enter");
 
     // Past the skip link: the header (select all, one sort stop), then the first row.
@@ -217,6 +233,7 @@ describe("accessibility", () => {
     const drawer = p.getByTestId("server-drawer");
     await drawer.getByRole("heading", { name: first! }).waitFor();
     expect((await focused(p)).inDrawer).toBe(true);
+    await screenshot(p, "a11y-drawer-focused");
     // Tab goes round inside the drawer.
     for (let i = 0; i < 25; i++) {
       await p.keyboard.press(i % 5 === 4 ? "Shift+Tab" : "Tab");
