@@ -242,6 +242,12 @@ describe("accessibility", () => {
       const f = await focused(p);
       expect(f.inDrawer, `Tab ${i + 1} left the drawer for ${JSON.stringify(f)}`).toBe(true);
     }
+    // The tabs are one stop: arrow keys move along them, Enter opens one.
+    await drawer.getByRole("tab", { name: "Overview" }).focus();
+    await p.keyboard.press("ArrowRight");
+    expect((await focused(p)).text).toBe("Events");
+    await p.keyboard.press("Enter");
+    await drawer.getByRole("tabpanel", { name: "Events" }).waitFor();
     await p.keyboard.press("Escape");
     await drawer.waitFor({ state: "detached" });
     const back = await focused(p);
@@ -258,5 +264,15 @@ describe("accessibility", () => {
     expect((await focused(p)).text).toContain("Host");
     await p.keyboard.press("Enter");
     await p.locator('[role=columnheader][aria-sort="ascending"]', { hasText: "Host" }).waitFor();
+
+    // A row's menu: Enter opens it on its first item; Tab closes it and goes on from its button (to the next row).
+    const second = await p.locator(".vt-body .vt-row").nth(1).getAttribute("data-server-name");
+    await row(p, first!).getByRole("button", { name: `More actions for ${first}` }).focus();
+    await p.keyboard.press("Enter");
+    await p.getByRole("menu").waitFor();
+    expect(await p.evaluate("document.activeElement?.getAttribute('role')")).toBe("menuitem");
+    await p.keyboard.press("Tab");
+    await p.getByRole("menu").waitFor({ state: "detached" });
+    expect((await focused(p)).row).toBe(second);
   });
 });

@@ -13,7 +13,7 @@ import { EventTimeline } from "../events/event-timeline.js";
 import { RelTime } from "../ui/clock.js";
 import { ErrorText } from "../ui/error-box.js";
 import { formatBytes, formatTime, joinWords, tsMs } from "../ui/format.js";
-import { useTabTrap } from "../ui/focus.js";
+import { moveFocusWithArrows, useTabTrap } from "../ui/focus.js";
 import { setParam, useLocation } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
@@ -141,9 +141,18 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
               {err}
             </p>
           )}
-          <nav className="tabs" role="tablist" aria-label="Server details">
+          {/* One tab stop (the open tab's); arrow keys move along the tabs, Enter opens one. */}
+          <nav className="tabs" role="tablist" aria-label="Server details" onKeyDown={(e) => moveFocusWithArrows(e, "[role=tab]")}>
             {TABS.filter((t) => t !== "edit" || can.operate).map((t) => (
-              <button key={t} type="button" role="tab" aria-selected={tab === t} className={tab === t ? "active" : ""} onClick={() => setParam("tab", t === "overview" ? undefined : t)}>
+              <button
+                key={t}
+                type="button"
+                role="tab"
+                aria-selected={tab === t}
+                tabIndex={tab === t ? 0 : -1}
+                className={tab === t ? "active" : ""}
+                onClick={() => setParam("tab", t === "overview" ? undefined : t)}
+              >
                 {TAB_LABEL[t]}
               </button>
             ))}
