@@ -2,7 +2,7 @@
  * The shell: sign-in with a token, then the top bar (pages, live status,
  * firing alerts, who you are) and the page the path names.
  */
-import { useCallback, useEffect, useState, type FormEvent } from "react";
+import { useCallback, useEffect, useState, type FormEvent, type MouseEvent } from "react";
 import type { Token } from "@berth/proto/berth/v1/access_pb.js";
 import { SessionProvider, useFiringAlerts, useSession, useWatch } from "./app-context.js";
 import { createApi, errorText } from "./api/client.js";
@@ -173,6 +173,9 @@ function Shell() {
   }, [page]);
   return (
     <div className="app">
+      <a className="skip-link" href="#main" onClick={skipToContent}>
+        {page?.path === "/servers" ? "Skip to servers" : "Skip to content"}
+      </a>
       <header className="topbar">
         <a
           className="brand"
@@ -222,7 +225,7 @@ function Shell() {
           reconnects by itself.
         </div>
       )}
-      <main className="main">
+      <main className="main" id="main" tabIndex={-1}>
         {page?.path === "/servers" && <ServersPage />}
         {page?.path === "/hosts" && <HostsPage />}
         {page?.path === "/alerts" && <AlertsPage />}
@@ -245,6 +248,13 @@ function Shell() {
       </main>
     </div>
   );
+}
+
+/** The skip link's target: the page's table when it marks one (`data-skip-target`), else the page. */
+function skipToContent(e: MouseEvent<HTMLAnchorElement>) {
+  e.preventDefault();
+  const main = document.getElementById("main");
+  (main?.querySelector<HTMLElement>("[data-skip-target]") ?? main)?.focus();
 }
 
 function Logo() {

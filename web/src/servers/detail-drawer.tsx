@@ -4,7 +4,7 @@
  * the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import { ConnectError } from "@connectrpc/connect";
 import { ConditionStatus, RestartPolicy, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
@@ -13,6 +13,7 @@ import { EventTimeline } from "../events/event-timeline.js";
 import { RelTime } from "../ui/clock.js";
 import { ErrorText } from "../ui/error-box.js";
 import { formatBytes, formatTime, joinWords, tsMs } from "../ui/format.js";
+import { moveFocusWithArrows, useTabTrap } from "../ui/focus.js";
 import { setParam, useLocation } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
@@ -53,11 +54,26 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
     return () => window.removeEventListener("keydown", onKey);
   }, [onClose]);
 
+  // Focus moves into the drawer when it opens and goes back to what opened it
+  // (the row's name, a button) when it closes; Tab stays inside meanwhile.
+  const box = useRef<HTMLElement>(null);
+  const shown = useRef(id);
+  shown.current = id;
+  useEffect(() => {
+    const opener = document.activeElement instanceof HTMLElement && document.activeElement !== document.body ? document.activeElement : null;
+    box.current?.focus();
+    return () => {
+      const back = opener?.isConnected ? opener : document.querySelector<HTMLElement>(`.vt-row[data-server-id="${CSS.escape(shown.current)}"] .c-name button`);
+      back?.focus();
+    };
+  }, []); // the opener is what had focus when the drawer first opened; switching servers keeps it
+  useTabTrap(box, () => !document.querySelector(".backdrop, .menu"));
+
   const p = s ? pending.get(s.id) : undefined;
   const err = s ? errors.get(s.id) : undefined;
   const acts = s && !p ? allowedActions(s, can) : [];
   return (
-    <aside className="drawer" role="dialog" aria-modal="false" aria-label={`Server ${s?.spec?.name ?? id}`} data-testid="server-drawer">
+    <aside className="drawer" role="dialog" aria-modal="false" aria-label={`Server ${s?.spec?.name ?? id}`} data-testid="server-drawer" ref={box} tabIndex={-1}>
       <header className="drawer-head">
         <div className="drawer-title">
           <h2>{s?.spec?.name ?? id}</h2>
@@ -125,14 +141,24 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
               {err}
             </p>
           )}
-          <nav className="tabs" role="tablist" aria-label="Server details">
+          {/* One tab stop (the open tab's); arrow keys move along the tabs, Enter opens one. */}
+          <nav className="tabs" role="tablist" aria-label="Server details" onKeyDown={(e) => moveFocusWithArrows(e, "[role=tab]")}>
             {TABS.filter((t) => t !== "edit" || can.operate).map((t) => (
-              <button key={t} type="button" role="tab" aria-selected={tab === t} className={tab === t ? "active" : ""} onClick={() => setParam("tab", t === "overview" ? undefined : t)}>
+              <button
+                key={t}
+                type="button"
+                role="tab"
+                aria-selected={tab === t}
+                tabIndex={tab === t ? 0 : -1}
+                className={tab === t ? "active" : ""}
+                onClick={() => setParam("tab", t === "overview" ? undefined : t)}
+              >
                 {TAB_LABEL[t]}
               </button>
             ))}
           </nav>
-          <div className="drawer-body" role="tabpanel" aria-label={TAB_LABEL[tab]}>
+          {/* Focusable: the panel scrolls, and the keyboard must scroll it even where it holds no control (the overview). */}
+          <div className="drawer-body" role="tabpanel" aria-label={TAB_LABEL[tab]} tabIndex={0}>
             {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} />}
             {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
             {tab === "logs" && <LogsView server={s} />}

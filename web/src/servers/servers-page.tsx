@@ -7,6 +7,7 @@ import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
 import { replaceQuery, setParam, useLocation } from "../ui/router.js";
 import { count } from "../ui/format.js";
+import { moveFocusWithArrows } from "../ui/focus.js";
 import { VirtualRows } from "../ui/virtual-rows.js";
 import { BulkBar } from "./bulk-actions.js";
 import { CreateServerDialog } from "./create-server.js";
@@ -109,7 +110,8 @@ export function ServersPage() {
   const phaseValue = query.attention ? "attention" : query.phases.length === 0 ? "" : query.phases.length === 1 ? phaseName(query.phases[0]) : "custom";
 
   const header = (
-    <div className="vt-head" role="row" aria-rowindex={1}>
+    // The sort buttons are one tab stop (the sorted column's); arrow keys move between them.
+    <div className="vt-head" role="row" aria-rowindex={1} onKeyDown={(e) => moveFocusWithArrows(e, "button.sort")}>
       {COLUMNS.map((c) => {
         const sorted = c.key !== null && query.sort === c.key;
         if (c.className === "c-select") {
@@ -129,7 +131,7 @@ export function ServersPage() {
         return (
           <div key={c.label} role="columnheader" className={c.className} aria-sort={sorted ? (query.desc ? "descending" : "ascending") : undefined}>
             {c.key ? (
-              <button type="button" className={`sort${sorted ? " active" : ""}`} onClick={() => sortBy(c.key!)}>
+              <button type="button" className={`sort${sorted ? " active" : ""}`} tabIndex={sorted ? 0 : -1} onClick={() => sortBy(c.key!)}>
                 {c.label}
                 <span className="sort-arrow" aria-hidden="true">
                   {sorted ? (query.desc ? "▼" : "▲") : ""}

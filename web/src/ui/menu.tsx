@@ -1,6 +1,7 @@
 /**
  * A small drop-down menu of actions, rendered in a portal next to its button
- * (table rows clip overflow). Arrow keys move, Escape closes.
+ * (table rows clip overflow). Arrow keys move, Escape closes, Tab closes and
+ * goes on from the button.
  */
 import { useEffect, useLayoutEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import { createPortal } from "react-dom";
@@ -50,6 +51,10 @@ export function Menu({ label, items, children }: { label: string; items: MenuIte
     const all = [...(menu.current?.querySelectorAll<HTMLElement>("[role=menuitem]") ?? [])];
     const i = all.indexOf(document.activeElement as HTMLElement);
     if (e.key === "Escape") {
+      setOpen(false);
+      button.current?.focus();
+    } else if (e.key === "Tab") {
+      // Tab leaves the menu from its button (the menu sits at the end of the page): to the control after it.
       setOpen(false);
       button.current?.focus();
     } else if (e.key === "ArrowDown") {

@@ -1,9 +1,10 @@
 /**
- * A modal dialog: backdrop, Escape closes, focus moves in and comes back to
- * where it was. Rendered in a portal so table layout never clips it.
+ * A modal dialog: backdrop, Escape closes, focus moves in, Tab stays inside,
+ * and focus comes back to where it was. Rendered in a portal so table layout never clips it.
  */
 import { useEffect, useId, useRef, type ReactNode } from "react";
 import { createPortal } from "react-dom";
+import { useTabTrap } from "./focus.js";
 
 export function Modal(props: { title: ReactNode; onClose: () => void; children: ReactNode; footer?: ReactNode; wide?: boolean; testId?: string }) {
   const { onClose } = props;
@@ -25,6 +26,8 @@ export function Modal(props: { title: ReactNode; onClose: () => void; children: 
       before?.focus?.();
     };
   }, [onClose]);
+  // The topmost dialog (a confirmation over a form) keeps Tab; an open menu handles its own keys.
+  useTabTrap(box, () => !document.querySelector(".menu") && [...document.querySelectorAll(".modal")].pop() === box.current);
   return createPortal(
     <div className="backdrop" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
       <div

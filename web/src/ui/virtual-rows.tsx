@@ -3,6 +3,8 @@
  * (plus a margin) exist in the DOM, placed absolutely inside a body as tall
  * as every row together. Scrolling changes which rows exist only when the
  * window crosses a row boundary, and rows that stay keep their elements.
+ * The table is where the skip link lands (focusable by script, not by Tab:
+ * the next Tab reaches its header, then its first row).
  */
 import { useLayoutEffect, useRef, useState, type ReactNode } from "react";
 import { windowRange } from "./virtual-range.js";
@@ -39,7 +41,7 @@ export function VirtualRows<T>(props: {
   const rows: ReactNode[] = [];
   for (let i = start; i < end; i++) rows.push(props.renderRow(items[i]!, i, i * rowHeight));
   return (
-    <div className={`vt-scroll ${props.className ?? ""}`} ref={scroller} role="table" aria-label={props.label} aria-rowcount={(props.ariaRowCount ?? items.length) + 1}>
+    <div className={`vt-scroll ${props.className ?? ""}`} ref={scroller} role="table" aria-label={props.label} aria-rowcount={(props.ariaRowCount ?? items.length) + 1} tabIndex={-1} data-skip-target="">
       {props.header}
       <div className="vt-body" role="rowgroup" style={{ height: Math.max(items.length * rowHeight, 1) }}>
         {rows}
