@@ -91,6 +91,33 @@ export function phaseBadge(s: Server): { text: string; tone: Tone } {
   return { text: phaseName(s.status?.phase), tone: phaseTone(s.status?.phase) };
 }
 
+/**
+ * When the running container started, as berth observed it: the moment its
+ * ContainerRunning condition last turned True (undefined unless Running).
+ * The agent reports Docker's own start time (ContainerInfo.started_time), but
+ * ServerStatus does not carry it; the condition's transition is when the
+ * manager saw the start, within an inventory of it, and a restart berth made
+ * turns it False and True again, so it is the uptime an operator means.
+ */
+export function runningSinceMs(s: Server): number | undefined {
+  if (s.status?.phase !== Phase.RUNNING) return undefined;
+  const c = s.status.conditions.find((x) => x.type === "ContainerRunning");
+  if (c?.status !== ConditionStatus.TRUE || !c.lastTransitionTime) return undefined;
+  return timestampMs(c.lastTransitionTime);
+}
+
+/** An uptime in its two largest units: "42s", "12m", "3h 5m", "2d 4h". */
+export function formatUptime(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return m % 60 ? `${h}h ${m % 60}m` : `${h}h`;
+  const d = Math.floor(h / 24);
+  return h % 24 ? `${d}d ${h % 24}h` : `${d}d`;
+}
+
 /** While Unknown (its host away): what was seen before, "Failed/CrashLoop", or "" when nothing was. */
 export function lastSeen(s: Server): string {
   const st = s.status;
