@@ -29,7 +29,7 @@ const COLUMNS: { key: SortKey | null; label: string; className: string; track: s
   { key: "name", label: "Name", className: "c-name", track: "minmax(130px, 1.3fr)", min: 130 },
   { key: "host", label: "Host", className: "c-host", track: "minmax(72px, 0.6fr)", min: 72 },
   { key: "project", label: "Project", className: "c-project", track: "minmax(80px, 0.5fr)", min: 80 },
-  { key: "image", label: "Image", className: "c-image", track: "minmax(150px, 1.4fr)", min: 150 },
+  { key: "image", label: "Image", className: "c-image", track: "minmax(180px, 1.4fr)", min: 180 },
   { key: "container", label: "Container", className: "c-container", track: "112px", min: 112, optional: "container", hint: "Docker's container id" },
   { key: "phase", label: "Phase", className: "c-phase", track: "210px", min: 210 },
   { key: "connect", label: "Connect", className: "c-connect", track: "minmax(190px, 1.5fr)", min: 190 },
