@@ -151,7 +151,15 @@ describe("uptime", () => {
   const withRunning = (phase: Phase, status: ConditionStatus) =>
     create(ServerSchema, { id: "srv_1", status: { phase, conditions: [{ type: "ContainerRunning", status, lastTransitionTime: timestampFromMs(42_000) }] } });
 
-  it("counts from when its container was last seen to start running, only while Running", () => {
+  it("counts from Docker's start time when the manager reports it", () => {
+    const s = withRunning(Phase.RUNNING, ConditionStatus.TRUE);
+    s.status!.startedTime = timestampFromMs(40_000);
+    expect(runningSinceMs(s)).toBe(40_000);
+    s.status!.phase = Phase.STOPPED;
+    expect(runningSinceMs(s)).toBeUndefined();
+  });
+
+  it("otherwise from when its container was last seen to start running, only while Running", () => {
     expect(runningSinceMs(withRunning(Phase.RUNNING, ConditionStatus.TRUE))).toBe(42_000);
     expect(runningSinceMs(withRunning(Phase.RUNNING, ConditionStatus.FALSE))).toBeUndefined();
     expect(runningSinceMs(withRunning(Phase.STOPPED, ConditionStatus.TRUE))).toBeUndefined();

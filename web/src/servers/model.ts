@@ -92,15 +92,14 @@ export function phaseBadge(s: Server): { text: string; tone: Tone } {
 }
 
 /**
- * When the running container started, as berth observed it: the moment its
- * ContainerRunning condition last turned True (undefined unless Running).
- * The agent reports Docker's own start time (ContainerInfo.started_time), but
- * ServerStatus does not carry it; the condition's transition is when the
- * manager saw the start, within an inventory of it, and a restart berth made
- * turns it False and True again, so it is the uptime an operator means.
+ * When the running container started: Docker's own start time
+ * (status.started_time), or, from a manager that does not report it, the
+ * moment its ContainerRunning condition last turned True (when berth saw it
+ * start). Undefined unless Running.
  */
 export function runningSinceMs(s: Server): number | undefined {
   if (s.status?.phase !== Phase.RUNNING) return undefined;
+  if (s.status.startedTime) return timestampMs(s.status.startedTime);
   const c = s.status.conditions.find((x) => x.type === "ContainerRunning");
   if (c?.status !== ConditionStatus.TRUE || !c.lastTransitionTime) return undefined;
   return timestampMs(c.lastTransitionTime);
