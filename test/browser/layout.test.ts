@@ -8,6 +8,7 @@
  * test-results/screenshots/layout-*.png.
  */
 import { rm } from "node:fs/promises";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
@@ -157,6 +158,10 @@ describe("dashboard layout", () => {
     expect(await r.getByLabel(/Connect address of/).inputValue()).toBe(`${hostName}:${port}`);
     await r.locator(".c-connect").getByRole("button", { name: "Copy" }).click();
     await r.locator(".c-connect").getByRole("button", { name: "Copied" }).waitFor();
+    // Uptime counts from Docker's start time of the container, as the manager reports it.
+    const { server } = await manager.servers.getServer({ id: name("web") });
+    expect(server!.status!.startedTime).toBeDefined();
+    expect(await r.locator(".c-uptime time").getAttribute("datetime")).toBe(new Date(timestampMs(server!.status!.startedTime!)).toISOString());
     expect(await r.locator(".c-uptime").textContent()).toMatch(/^\d+(s|m|h \d+m|h|d \d+h|d)$/);
     expect(await row(p, name("quiet")).locator(".c-uptime").textContent()).toBe("—");
     expect(await row(p, name("spare")).locator(".c-connect").textContent()).toBe("no port");
