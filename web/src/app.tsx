@@ -200,9 +200,12 @@ function Shell() {
           </span>
           <span className="nav-toggle-label">{page?.label ?? "Pages"}</span>
           {alerts.length > 0 && (
-            <span className="nav-count" aria-label={`${alerts.length} alerts firing`}>
-              {alerts.length}
-            </span>
+            <>
+              <span className="nav-count" aria-hidden="true">
+                {alerts.length}
+              </span>
+              <span className="sr-only">, {alerts.length} alerts firing</span>
+            </>
           )}
         </button>
         <nav className={`nav${nav.open ? " open" : ""}`} aria-label="Pages" id="pages-nav" ref={nav.panel}>
