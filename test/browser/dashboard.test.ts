@@ -79,6 +79,8 @@ describe("dashboard", () => {
     agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups")] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     browser = await launchBrowser();
+    // Steps here read internal columns the table shows only when chosen (the column chooser); choose them for this profile.
+    await browser.context.addInitScript(`if (localStorage.getItem("berth.servers.columns") === null) localStorage.setItem("berth.servers.columns", '["desired","generation"]')`);
     browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
   });
 

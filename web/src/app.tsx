@@ -2,7 +2,7 @@
  * The shell: sign-in with a token, then the top bar (pages, live status,
  * firing alerts, who you are) and the page the path names.
  */
-import { useCallback, useEffect, useState, type FormEvent, type MouseEvent } from "react";
+import { useCallback, useEffect, useRef, useState, type FormEvent, type MouseEvent as ReactMouseEvent } from "react";
 import type { Token } from "@berth/proto/berth/v1/access_pb.js";
 import { SessionProvider, useFiringAlerts, useSession, useWatch } from "./app-context.js";
 import { createApi, errorText } from "./api/client.js";
@@ -171,6 +171,7 @@ function Shell() {
   useEffect(() => {
     document.title = page ? `${page.label} · berth` : "berth";
   }, [page]);
+  const nav = usePagesMenu(loc.path);
   return (
     <div className="app">
       <a className="skip-link" href="#main" onClick={skipToContent}>
@@ -180,14 +181,37 @@ function Shell() {
         <a
           className="brand"
           href="/servers"
+          aria-label="berth"
           onClick={(e) => {
             e.preventDefault();
             navigate("/servers");
           }}
         >
-          <Logo /> berth
+          <Logo /> <span className="brand-name">berth</span>
         </a>
-        <nav className="nav" aria-label="Pages">
+        {/* Narrow screens: the pages are behind this button (styles.css hides it on wide ones). */}
+        <button
+          ref={nav.button}
+          type="button"
+          className="button small ghost nav-toggle"
+          aria-expanded={nav.open}
+          aria-controls="pages-nav"
+          onClick={() => nav.setOpen(!nav.open)}
+        >
+          <span className="nav-toggle-icon" aria-hidden="true">
+            ☰
+          </span>
+          <span className="nav-toggle-label">{page?.label ?? "Pages"}</span>
+          {alerts.length > 0 && (
+            <>
+              <span className="nav-count" aria-hidden="true">
+                {alerts.length}
+              </span>
+              <span className="sr-only">, {alerts.length} alerts firing</span>
+            </>
+          )}
+        </button>
+        <nav className={`nav${nav.open ? " open" : ""}`} aria-label="Pages" id="pages-nav" ref={nav.panel}>
           {PAGES.filter((p) => (!p.infra || can.infra) && (!p.admin || can.admin)).map((p) => (
             <a
               key={p.path}
@@ -196,6 +220,7 @@ function Shell() {
               onClick={(e) => {
                 if (e.metaKey || e.ctrlKey || e.shiftKey) return;
                 e.preventDefault();
+                nav.setOpen(false);
                 navigate(p.path);
               }}
             >
@@ -251,10 +276,41 @@ function Shell() {
 }
 
 /** The skip link's target: the page's table when it marks one (`data-skip-target`), else the page. */
-function skipToContent(e: MouseEvent<HTMLAnchorElement>) {
+function skipToContent(e: ReactMouseEvent<HTMLAnchorElement>) {
   e.preventDefault();
   const main = document.getElementById("main");
   (main?.querySelector<HTMLElement>("[data-skip-target]") ?? main)?.focus();
+}
+
+/**
+ * The pages menu of narrow screens: open or closed; Escape closes it (focus
+ * back on its button), so does a click outside it or a new page.
+ */
+function usePagesMenu(path: string) {
+  const [open, setOpen] = useState(false);
+  const button = useRef<HTMLButtonElement>(null);
+  const panel = useRef<HTMLElement>(null);
+  useEffect(() => setOpen(false), [path]);
+  useEffect(() => {
+    if (!open) return;
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key !== "Escape") return;
+      e.stopPropagation();
+      setOpen(false);
+      button.current?.focus();
+    };
+    const onDown = (e: MouseEvent) => {
+      const t = e.target as Node;
+      if (!panel.current?.contains(t) && !button.current?.contains(t)) setOpen(false);
+    };
+    window.addEventListener("keydown", onKey, true);
+    document.addEventListener("mousedown", onDown);
+    return () => {
+      window.removeEventListener("keydown", onKey, true);
+      document.removeEventListener("mousedown", onDown);
+    };
+  }, [open]);
+  return { open, setOpen, button, panel };
 }
 
 function Logo() {

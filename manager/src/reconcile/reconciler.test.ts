@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { create, toJsonString } from "@bufbuild/protobuf";
 import { pino } from "pino";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   CommandKind,
   ContainerInfoSchema,
@@ -262,6 +263,31 @@ describe("Reconciler", () => {
     const s = await status(h);
     expect(condition(s, "HostConnected").lastTransitionTime).toEqual(hc1);
     expect(Number(condition(s, "Ready").lastTransitionTime!.seconds)).toBe(Math.floor(h.clock.now / 1000));
+  });
+
+  it("reports Docker's start time of the running container (the dashboard's uptime), writes it again only when it changes, and drops it once the container is down", async () => {
+    const h = await setup();
+    await h.rec.reconcile(SERVER);
+    const started = (ms: number) => create(ContainerInfoSchema, { ...runningContainer(h), startedTime: timestampFromMs(ms) });
+    h.clock.now += 5_000;
+    await write(h, observe(h, started(T0 + 4_000)), finish(sentCommands(h)[0]!.id, h.clock.now));
+    await h.rec.reconcile(SERVER);
+    expect(timestampMs((await status(h)).startedTime!)).toBe(T0 + 4_000);
+    const before = await statusJson(h);
+    const changedCount = h.changed.length;
+    h.clock.now += 60_000;
+    await write(h, observe(h, started(T0 + 4_000)));
+    await h.rec.reconcile(SERVER, "resync");
+    expect(await statusJson(h)).toBe(before);
+    expect(h.changed.length).toBe(changedCount); // no status write
+    // Restarted by Docker behind berth's back (still running): a new start time.
+    await write(h, observe(h, started(T0 + 70_000)));
+    await h.rec.reconcile(SERVER, "inventory");
+    expect(timestampMs((await status(h)).startedTime!)).toBe(T0 + 70_000);
+    // Down: no start time to count from.
+    await write(h, observe(h, create(ContainerInfoSchema, { ...started(T0 + 70_000), state: "exited" })));
+    await h.rec.reconcile(SERVER, "inventory");
+    expect((await status(h)).startedTime).toBeUndefined();
   });
 
   it.each(["none", "not-ready"] as const)("host session %s → Unknown and no command", async (mode) => {

@@ -1,5 +1,5 @@
 import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { BackupJobSchema, BackupLocationSchema, CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
 import { CrashStateSchema, DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
@@ -528,6 +528,8 @@ export class Reconciler {
       dataSize: dataDir?.sizeBytes ?? 0,
       containerId: shown?.id ?? "",
       containerState: shown?.state ?? "",
+      // Docker's own start time while the container is up: the dashboard's uptime.
+      startedTime: shown && (shown.state === "running" || shown.state === "paused") ? shown.startedTime : undefined,
       observedGeneration: settled ? srv.generation : Number(srv.status.observedGeneration),
       operation: operationOf(srv.lifecycle.dataOp, p.dataStage),
     });
@@ -823,7 +825,7 @@ export class Reconciler {
     p: Plan,
     cause: string,
     now: number,
-    o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; observedGeneration: number; operation: Operation | undefined },
+    o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; startedTime: Timestamp | undefined; observedGeneration: number; operation: Operation | undefined },
   ): { op: WriteOp; events: EventInput[]; phaseChanged: boolean } | undefined {
     const { dataPresent, dataSize, containerId, containerState } = o;
     const old = server.status;
@@ -843,6 +845,7 @@ export class Reconciler {
       lastChangeTime: phaseChanged ? timestampFromMs(now) : old.lastChangeTime,
       lastChangeCause: phaseChanged ? cause : old.lastChangeCause,
       ...(o.operation ? { operation: o.operation } : {}),
+      ...(o.startedTime ? { startedTime: o.startedTime } : {}),
       // What was known before the host went away stays beside Unknown until it is back.
       ...(p.phase === Phase.UNKNOWN
         ? old.phase === Phase.UNKNOWN
@@ -864,6 +867,7 @@ export class Reconciler {
       old.restartCount === next.restartCount &&
       old.containerId === next.containerId &&
       old.containerState === next.containerState &&
+      sameTime(old.startedTime, next.startedTime) &&
       old.dataExists === next.dataExists &&
       old.dataSizeBytes === next.dataSizeBytes &&
       sameOperation(old.operation, next.operation) &&
@@ -1042,6 +1046,11 @@ function operationOf(op: DataOp | undefined, stage: string | undefined): Operati
 function sameOperation(a: Operation | undefined, b: Operation | undefined): boolean {
   if (!a || !b) return a === b;
   return a.kind === b.kind && a.backupId === b.backupId && a.stage === b.stage && a.bytesDone === b.bytesDone && a.bytesTotal === b.bytesTotal;
+}
+
+function sameTime(a: Timestamp | undefined, b: Timestamp | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.seconds === b.seconds && a.nanos === b.nanos;
 }
 
 /** Docker name of a server's container: readable in `docker ps`, unique per server. */

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { ConditionStatus, DesiredState, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { actionsFor, conditionTone, isConverging, lastSeen, needsAttention, pendingSettled, phaseBadge, phaseFromName, phaseName, type PendingAction } from "./model.js";
+import { actionsFor, conditionTone, formatUptime, isConverging, lastSeen, needsAttention, pendingSettled, phaseBadge, phaseFromName, phaseName, runningSinceMs, type PendingAction } from "./model.js";
 
 function server(phase: Phase, desired: DesiredState, o: { gen?: bigint; observed?: bigint; deleted?: boolean; changedAt?: number; reason?: string } = {}): Server {
   return create(ServerSchema, {
@@ -144,5 +144,34 @@ describe("a host away", () => {
     expect(lastSeen(s)).toBe("Failed/CrashLoop");
     expect(lastSeen(create(ServerSchema, { id: "srv_2", status: { phase: Phase.UNKNOWN, lastKnownPhase: Phase.RUNNING, lastKnownReason: "Running" } }))).toBe("Running");
     expect(lastSeen(create(ServerSchema, { id: "srv_3", status: { phase: Phase.RUNNING, lastKnownPhase: Phase.FAILED } }))).toBe("");
+  });
+});
+
+describe("uptime", () => {
+  const withRunning = (phase: Phase, status: ConditionStatus) =>
+    create(ServerSchema, { id: "srv_1", status: { phase, conditions: [{ type: "ContainerRunning", status, lastTransitionTime: timestampFromMs(42_000) }] } });
+
+  it("counts from Docker's start time when the manager reports it", () => {
+    const s = withRunning(Phase.RUNNING, ConditionStatus.TRUE);
+    s.status!.startedTime = timestampFromMs(40_000);
+    expect(runningSinceMs(s)).toBe(40_000);
+    s.status!.phase = Phase.STOPPED;
+    expect(runningSinceMs(s)).toBeUndefined();
+  });
+
+  it("otherwise from when its container was last seen to start running, only while Running", () => {
+    expect(runningSinceMs(withRunning(Phase.RUNNING, ConditionStatus.TRUE))).toBe(42_000);
+    expect(runningSinceMs(withRunning(Phase.RUNNING, ConditionStatus.FALSE))).toBeUndefined();
+    expect(runningSinceMs(withRunning(Phase.STOPPED, ConditionStatus.TRUE))).toBeUndefined();
+    expect(runningSinceMs(server(Phase.RUNNING, DesiredState.RUNNING))).toBeUndefined(); // no condition yet
+  });
+
+  it("reads in its two largest units", () => {
+    expect(formatUptime(-5)).toBe("0s");
+    expect(formatUptime(42_900)).toBe("42s");
+    expect(formatUptime(12 * 60_000 + 5_000)).toBe("12m");
+    expect(formatUptime(3 * 3_600_000 + 5 * 60_000)).toBe("3h 5m");
+    expect(formatUptime(2 * 3_600_000)).toBe("2h");
+    expect(formatUptime(2 * 86_400_000 + 4 * 3_600_000 + 59 * 60_000)).toBe("2d 4h");
   });
 });

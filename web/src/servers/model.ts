@@ -91,6 +91,32 @@ export function phaseBadge(s: Server): { text: string; tone: Tone } {
   return { text: phaseName(s.status?.phase), tone: phaseTone(s.status?.phase) };
 }
 
+/**
+ * When the running container started: Docker's own start time
+ * (status.started_time), or, from a manager that does not report it, the
+ * moment its ContainerRunning condition last turned True (when berth saw it
+ * start). Undefined unless Running.
+ */
+export function runningSinceMs(s: Server): number | undefined {
+  if (s.status?.phase !== Phase.RUNNING) return undefined;
+  if (s.status.startedTime) return timestampMs(s.status.startedTime);
+  const c = s.status.conditions.find((x) => x.type === "ContainerRunning");
+  if (c?.status !== ConditionStatus.TRUE || !c.lastTransitionTime) return undefined;
+  return timestampMs(c.lastTransitionTime);
+}
+
+/** An uptime in its two largest units: "42s", "12m", "3h 5m", "2d 4h". */
+export function formatUptime(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return m % 60 ? `${h}h ${m % 60}m` : `${h}h`;
+  const d = Math.floor(h / 24);
+  return h % 24 ? `${d}d ${h % 24}h` : `${d}d`;
+}
+
 /** While Unknown (its host away): what was seen before, "Failed/CrashLoop", or "" when nothing was. */
 export function lastSeen(s: Server): string {
   const st = s.status;

@@ -6,16 +6,36 @@
 import { memo } from "react";
 import type { Server } from "@berth/proto/berth/v1/server_pb.js";
 import type { Abilities } from "../api/session.js";
-import { RelTime } from "../ui/clock.js";
-import { formatBytes, formatClock, tsMs } from "../ui/format.js";
+import { RelTime, useNow } from "../ui/clock.js";
+import { CopyField } from "../ui/copy.js";
+import { formatBytes, formatClock, formatTime, tsMs } from "../ui/format.js";
 import { Menu } from "../ui/menu.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, crashing, desiredName, isConverging, isDeleted, lastSeen, phaseBadge, phaseName, stoppedOutsideBerth, stoppedWithoutContainer, targetPhase, type PendingAction, type ServerAction } from "./model.js";
+import {
+  ACTION_LABEL,
+  ACTION_PENDING_LABEL,
+  crashing,
+  desiredName,
+  formatUptime,
+  isConverging,
+  isDeleted,
+  lastSeen,
+  phaseBadge,
+  phaseName,
+  runningSinceMs,
+  stoppedOutsideBerth,
+  stoppedWithoutContainer,
+  targetPhase,
+  type PendingAction,
+  type ServerAction,
+} from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { CrashMark } from "./crash-mark.js";
 import { allowedActions } from "./server-actions.js";
-import { portsText, shortId } from "./table-query.js";
+import { connectAddress, imageParts, portsText, shortId, type OptionalColumn } from "./table-query.js";
 
 export const ROW_HEIGHT = 44;
+/** A row's height as a card on a narrow screen (styles.css: `.servers-table.cards .vt-row`). */
+export const CARD_HEIGHT = 112;
 
 /** The one button shown in the row; the rest are in its menu. */
 const PRIMARY: readonly ServerAction[] = ["restore", "start", "resume", "stop"];
@@ -29,6 +49,8 @@ export interface ServerRowProps {
   error: string | undefined;
   stuck: boolean;
   hostName: string;
+  /** The optional (internal) columns shown. */
+  shown: ReadonlySet<OptionalColumn>;
   can: Abilities;
   onToggle: (id: string, shift: boolean) => void;
   onOpen: (id: string) => void;
@@ -50,6 +72,8 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
   const rest = actions.filter((a) => a !== primary);
   const observedGen = st?.observedGeneration ?? 0n;
   const busy = st?.operation ? "operating" : p.stuck ? "stuck" : converging ? "converging" : "";
+  const address = connectAddress(s, p.hostName);
+  const image = imageParts(s.spec?.image ?? "");
   const classes = ["vt-row", p.selected ? "selected" : "", deleted ? "deleted" : "", busy].filter(Boolean).join(" ");
   return (
     <div
@@ -89,11 +113,14 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
       </div>
       <div role="cell" className="c-project">{s.project}</div>
       <div role="cell" className="c-image mono" title={s.spec?.image}>
-        {s.spec?.image}
+        <span className="image-repo">{image.repo}</span>
+        <span className="image-tag">{image.tag}</span>
       </div>
-      <div role="cell" className="c-container mono" title={st?.containerId}>
-        {st?.containerId ? shortId(st.containerId) : <span className="muted">none</span>}
-      </div>
+      {p.shown.has("container") && (
+        <div role="cell" className="c-container mono" title={st?.containerId}>
+          {st?.containerId ? shortId(st.containerId) : <span className="muted">none</span>}
+        </div>
+      )}
       <div role="cell" className="c-phase">
         <span
           className={`badge tone-${badge.tone}`}
@@ -129,12 +156,23 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
           </span>
         ) : null}
       </div>
-      <div role="cell" className="c-desired">
-        {desiredName(s.spec?.desiredState)}
+      <div role="cell" className="c-connect" title={address ? `${address}${(s.spec?.ports.length ?? 0) > 1 ? ` (every port: ${portsText(s)})` : ""}` : "no published port"}>
+        {address ? <CopyField value={address} label={`Connect address of ${name}`} /> : <span className="muted">no port</span>}
+        {(s.spec?.ports.length ?? 0) > 1 && <span className="muted more-ports">+{s.spec!.ports.length - 1}</span>}
       </div>
-      <div role="cell" className="c-observed">
-        {st?.containerState || <span className="muted">—</span>}
+      <div role="cell" className="c-uptime">
+        <Uptime since={runningSinceMs(s)} />
       </div>
+      {p.shown.has("desired") && (
+        <div role="cell" className="c-desired">
+          {desiredName(s.spec?.desiredState)}
+        </div>
+      )}
+      {p.shown.has("observed") && (
+        <div role="cell" className="c-observed">
+          {st?.containerState || <span className="muted">—</span>}
+        </div>
+      )}
       <div role="cell" className="c-data">
         {st?.dataExists ? (
           <span title="data directory present">{st.dataSizeBytes > 0n ? formatBytes(st.dataSizeBytes) : "present"}</span>
@@ -142,9 +180,11 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
           <span className="muted">none</span>
         )}
       </div>
-      <div role="cell" className={`c-gen mono${observedGen !== s.generation ? " lagging" : ""}`} title={`generation ${s.generation}, observed ${observedGen}`}>
-        {observedGen.toString()}/{s.generation.toString()}
-      </div>
+      {p.shown.has("generation") && (
+        <div role="cell" className={`c-gen mono${observedGen !== s.generation ? " lagging" : ""}`} title={`generation ${s.generation}, observed ${observedGen}`}>
+          {observedGen.toString()}/{s.generation.toString()}
+        </div>
+      )}
       <div role="cell" className="c-changed">
         {p.error ? (
           <span className="row-error" role="alert" title={p.error}>
@@ -162,9 +202,11 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
           </>
         )}
       </div>
-      <div role="cell" className="c-ports mono" title={portsText(s)}>
-        {portsText(s)}
-      </div>
+      {p.shown.has("ports") && (
+        <div role="cell" className="c-ports mono" title={portsText(s)}>
+          {portsText(s)}
+        </div>
+      )}
       <div role="cell" className="c-actions">
         {primary && (
           <button type="button" className={`button small${primary === "stop" ? "" : " primary-soft"}`} onClick={() => p.onAction(s, primary)}>
@@ -183,3 +225,14 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
     </div>
   );
 });
+
+/** How long it has been running, ticking; "—" when it is not running. */
+function Uptime({ since }: { since: number | undefined }) {
+  const now = useNow();
+  if (since === undefined) return <span className="muted">—</span>;
+  return (
+    <time dateTime={new Date(since).toISOString()} title={`running since ${formatTime(since)}`}>
+      {formatUptime(Math.max(now, Date.now() - 1000) - since)}
+    </time>
+  );
+}

@@ -2,11 +2,12 @@
  * The ground-truth table: every server the token may see, live from
  * WatchServers, filtered and sorted by what the URL says, virtualized.
  */
-import { useCallback, useMemo, useRef, useState } from "react";
+import { useCallback, useMemo, useRef, useState, useSyncExternalStore, type CSSProperties } from "react";
 import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
 import { replaceQuery, setParam, useLocation } from "../ui/router.js";
 import { count } from "../ui/format.js";
+import { ColumnChooser, useStoredChoice } from "../ui/column-chooser.js";
 import { moveFocusWithArrows } from "../ui/focus.js";
 import { VirtualRows } from "../ui/virtual-rows.js";
 import { BulkBar } from "./bulk-actions.js";
@@ -14,26 +15,56 @@ import { CreateServerDialog } from "./create-server.js";
 import { DetailDrawer } from "./detail-drawer.js";
 import { ALL_PHASES, isConverging, isDeleted, needsAttention, phaseName, type ServerAction } from "./model.js";
 import { useServerActionDialog } from "./server-actions.js";
-import { ROW_HEIGHT, ServerRow } from "./server-row.js";
-import { applyQuery, formatQuery, parseQuery, type SortKey, type TableQuery } from "./table-query.js";
+import { CARD_HEIGHT, ROW_HEIGHT, ServerRow } from "./server-row.js";
+import { applyQuery, formatQuery, formatShownColumns, parseQuery, parseShownColumns, type OptionalColumn, type SortKey, type TableQuery } from "./table-query.js";
 
-const COLUMNS: { key: SortKey | null; label: string; className: string }[] = [
-  { key: null, label: "", className: "c-select" },
-  { key: "name", label: "Name", className: "c-name" },
-  { key: "host", label: "Host", className: "c-host" },
-  { key: "project", label: "Project", className: "c-project" },
-  { key: "image", label: "Image", className: "c-image" },
-  { key: "container", label: "Container", className: "c-container" },
-  { key: "phase", label: "Phase", className: "c-phase" },
-  { key: "desired", label: "Desired", className: "c-desired" },
-  { key: "observed", label: "Observed", className: "c-observed" },
-  { key: "data", label: "Data", className: "c-data" },
-  { key: "generation", label: "Gen", className: "c-gen" },
-  { key: "changed", label: "Last change", className: "c-changed" },
-  { key: "ports", label: "Ports", className: "c-ports" },
-  { key: null, label: "Actions", className: "c-actions" },
+/**
+ * The table's columns: `track` is the CSS grid track, `min` its least width
+ * in px (their sum is the table's least width: below it the table scrolls
+ * sideways inside itself). `optional` columns are internals, shown only when
+ * chosen (the column chooser, kept in localStorage). Keep in step with
+ * ServerRow's cells.
+ */
+const COLUMNS: { key: SortKey | null; label: string; className: string; track: string; min: number; optional?: OptionalColumn; hint?: string }[] = [
+  { key: null, label: "", className: "c-select", track: "36px", min: 36 },
+  { key: "name", label: "Name", className: "c-name", track: "minmax(130px, 1.3fr)", min: 130 },
+  { key: "host", label: "Host", className: "c-host", track: "minmax(72px, 0.6fr)", min: 72 },
+  { key: "project", label: "Project", className: "c-project", track: "minmax(80px, 0.5fr)", min: 80 },
+  { key: "image", label: "Image", className: "c-image", track: "minmax(180px, 1.4fr)", min: 180 },
+  { key: "container", label: "Container", className: "c-container", track: "112px", min: 112, optional: "container", hint: "Docker's container id" },
+  { key: "phase", label: "Phase", className: "c-phase", track: "210px", min: 210 },
+  { key: "connect", label: "Connect", className: "c-connect", track: "minmax(190px, 1.5fr)", min: 190 },
+  { key: "uptime", label: "Uptime", className: "c-uptime", track: "72px", min: 72 },
+  { key: "desired", label: "Desired", className: "c-desired", track: "74px", min: 74, optional: "desired", hint: "the state asked for" },
+  { key: "observed", label: "Observed", className: "c-observed", track: "84px", min: 84, optional: "observed", hint: "Docker's state of the container" },
+  { key: "data", label: "Data", className: "c-data", track: "74px", min: 74 },
+  { key: "generation", label: "Gen", className: "c-gen", track: "64px", min: 64, optional: "generation", hint: "observed/current spec generation" },
+  { key: "changed", label: "Last change", className: "c-changed", track: "minmax(130px, 1.2fr)", min: 130 },
+  { key: "ports", label: "Ports", className: "c-ports", track: "112px", min: 112, optional: "ports", hint: "every published port, host→container" },
+  { key: null, label: "Actions", className: "c-actions", track: "136px", min: 136 },
 ];
 
+const CHOOSABLE = COLUMNS.filter((c): c is (typeof COLUMNS)[number] & { optional: OptionalColumn } => c.optional !== undefined).map((c) => ({
+  key: c.optional,
+  label: c.label === "Gen" ? "Generation" : c.label,
+  ...(c.hint ? { hint: c.hint } : {}),
+}));
+
+/** localStorage key of the chosen optional columns. */
+export const COLUMNS_KEY = "berth.servers.columns";
+
+/** Below this width server rows are cards (keep in step with styles.css). */
+const NARROW = "(max-width: 640px)";
+
+function subscribeNarrow(fn: () => void): () => void {
+  const m = window.matchMedia(NARROW);
+  m.addEventListener("change", fn);
+  return () => m.removeEventListener("change", fn);
+}
+
+function useNarrow(): boolean {
+  return useSyncExternalStore(subscribeNarrow, () => window.matchMedia(NARROW).matches);
+}
 
 export function ServersPage() {
   const session = useSession();
@@ -48,6 +79,13 @@ export function ServersPage() {
   const [selected, setSelected] = useState<ReadonlySet<string>>(new Set());
   const [creating, setCreating] = useState(false);
   const [dialog, requestAction] = useServerActionDialog();
+  const [shownOptional, setShownOptional] = useStoredChoice(COLUMNS_KEY, parseShownColumns, formatShownColumns);
+  const narrow = useNarrow();
+  const columns = useMemo(() => COLUMNS.filter((c) => !c.optional || shownOptional.has(c.optional)), [shownOptional]);
+  const gridStyle = useMemo(
+    () => ({ "--cols": columns.map((c) => c.track).join(" "), "--table-min": `${columns.reduce((n, c) => n + c.min, 0)}px` }) as CSSProperties,
+    [columns],
+  );
 
   const setQuery = useCallback((patch: Partial<TableQuery>) => {
     const q = { ...parseQuery(window.location.search), ...patch };
@@ -109,10 +147,12 @@ export function ServersPage() {
   const sortBy = (key: SortKey) => setQuery(query.sort === key ? { desc: !query.desc } : { sort: key, desc: false });
   const phaseValue = query.attention ? "attention" : query.phases.length === 0 ? "" : query.phases.length === 1 ? phaseName(query.phases[0]) : "custom";
 
+  // The one sort button in the tab order: the sorted column's, or the first shown when the chooser hides that one.
+  const tabStop = columns.some((c) => c.key !== null && c.key === query.sort) ? query.sort : columns.find((c) => c.key !== null)?.key;
   const header = (
     // The sort buttons are one tab stop (the sorted column's); arrow keys move between them.
     <div className="vt-head" role="row" aria-rowindex={1} onKeyDown={(e) => moveFocusWithArrows(e, "button.sort")}>
-      {COLUMNS.map((c) => {
+      {columns.map((c) => {
         const sorted = c.key !== null && query.sort === c.key;
         if (c.className === "c-select") {
           return (
@@ -131,7 +171,7 @@ export function ServersPage() {
         return (
           <div key={c.label} role="columnheader" className={c.className} aria-sort={sorted ? (query.desc ? "descending" : "ascending") : undefined}>
             {c.key ? (
-              <button type="button" className={`sort${sorted ? " active" : ""}`} tabIndex={sorted ? 0 : -1} onClick={() => sortBy(c.key!)}>
+              <button type="button" className={`sort${sorted ? " active" : ""}`} tabIndex={c.key === tabStop ? 0 : -1} onClick={() => sortBy(c.key!)}>
                 {c.label}
                 <span className="sort-arrow" aria-hidden="true">
                   {sorted ? (query.desc ? "▼" : "▲") : ""}
@@ -222,6 +262,7 @@ export function ServersPage() {
           <input type="checkbox" checked={query.showDeleted} onChange={(e) => setQuery({ showDeleted: e.target.checked })} /> Show deleted
         </label>
         <span className="grow" />
+        <ColumnChooser columns={CHOOSABLE} shown={shownOptional} onChange={setShownOptional} />
         <span className="muted shown-count" data-testid="shown-count">
           {rows.length === watch.servers.size ? `${rows.length} shown` : `${rows.length} of ${watch.servers.size} shown`}
         </span>
@@ -229,11 +270,12 @@ export function ServersPage() {
 
       {selected.size > 0 && <BulkBar servers={selectedServers} onClear={() => setSelected(new Set())} />}
 
+      <div className="servers-grid" style={gridStyle}>
       <VirtualRows
         label="Servers"
-        className="servers-table"
+        className={`servers-table${narrow ? " cards" : ""}`}
         items={rows}
-        rowHeight={ROW_HEIGHT}
+        rowHeight={narrow ? CARD_HEIGHT : ROW_HEIGHT}
         header={header}
         empty={
           <div className="empty">
@@ -264,6 +306,7 @@ export function ServersPage() {
             error={errors.get(s.id)}
             stuck={stuck.has(s.id)}
             hostName={hostNames.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""}
+            shown={shownOptional}
             can={can}
             onToggle={onToggle}
             onOpen={onOpen}
@@ -272,6 +315,7 @@ export function ServersPage() {
           />
         )}
       />
+      </div>
       {dialog}
       {creating && <CreateServerDialog onClose={() => setCreating(false)} />}
       {openId && <DetailDrawer id={openId} onClose={() => setParam("server", undefined, true)} onAction={onAction} />}

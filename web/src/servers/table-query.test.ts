@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { applyQuery, DEFAULT_QUERY, formatQuery, parseQuery } from "./table-query.js";
+import { ConditionStatus, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { applyQuery, connectAddress, DEFAULT_QUERY, formatQuery, formatShownColumns, imageParts, OPTIONAL_COLUMNS, parseQuery, parseShownColumns } from "./table-query.js";
 
 const hosts = new Map([
   ["host_a", "alpha"],
@@ -67,5 +67,44 @@ describe("table query", () => {
     // Ties keep the name order even when descending.
     expect(names(desc)).toEqual(["web-2/srv_5", "web-10/srv_3", "db/srv_2", "web-2/srv_1"]);
     expect(names(applyQuery(all, { ...DEFAULT_QUERY, sort: "host", desc: true }, hosts))[0]).toBe("web-2/srv_1");
+  });
+});
+
+describe("connect address, image, uptime sort and the column choice", () => {
+  it("is the host's name and the first published port; nothing without a port", () => {
+    const two = create(ServerSchema, { id: "srv_7", spec: { name: "mc", hostId: "host_a", ports: [{ hostPort: 25565, containerPort: 25565 }, { hostPort: 25575, containerPort: 25575 }] } });
+    expect(connectAddress(two, "alpha")).toBe("alpha:25565");
+    expect(connectAddress(all[0]!, "alpha")).toBeUndefined();
+  });
+
+  it("keeps an image's tag whole and drops Docker Hub's implied prefixes", () => {
+    expect(imageParts("docker.io/library/postgres:16-alpine")).toEqual({ repo: "postgres", tag: ":16-alpine" });
+    expect(imageParts("registry.example.com:5000/team/game-server:1.20.4")).toEqual({ repo: "registry.example.com:5000/team/game-server", tag: ":1.20.4" });
+    expect(imageParts(`ghcr.io/o/app@sha256:${"ab".repeat(32)}`)).toEqual({ repo: "ghcr.io/o/app", tag: "@abababababab" });
+    expect(imageParts("busybox")).toEqual({ repo: "busybox", tag: "" });
+  });
+
+  it("sorts by uptime (shortest first; not running before any) and by connect address", () => {
+    const up = (id: string, since: number | undefined, port?: number) =>
+      create(ServerSchema, {
+        id,
+        spec: { name: id, hostId: "host_a", ports: port ? [{ hostPort: port, containerPort: 1 }] : [] },
+        status: {
+          phase: since === undefined ? Phase.STOPPED : Phase.RUNNING,
+          conditions: since === undefined ? [] : [{ type: "ContainerRunning", status: ConditionStatus.TRUE, lastTransitionTime: timestampFromMs(since) }],
+        },
+      });
+    const list = [up("old", 1_000, 9000), up("new", 5_000, 80), up("off", undefined)];
+    expect(applyQuery(list, { ...DEFAULT_QUERY, sort: "uptime" }, hosts).map((x) => x.id)).toEqual(["off", "new", "old"]);
+    expect(applyQuery(list, { ...DEFAULT_QUERY, sort: "uptime", desc: true }, hosts).map((x) => x.id)).toEqual(["old", "new", "off"]);
+    expect(applyQuery(list, { ...DEFAULT_QUERY, sort: "connect" }, hosts).map((x) => x.id)).toEqual(["off", "new", "old"]);
+  });
+
+  it("keeps the chosen internal columns as a JSON list, ignoring what it does not know", () => {
+    expect(parseShownColumns(null).size).toBe(0);
+    expect(parseShownColumns("not json").size).toBe(0);
+    expect([...parseShownColumns('["generation","bogus","container"]')]).toEqual(["container", "generation"]);
+    expect(formatShownColumns(new Set(["ports", "container"] as const))).toBe('["container","ports"]');
+    expect(parseShownColumns(formatShownColumns(new Set(OPTIONAL_COLUMNS)))).toEqual(new Set(OPTIONAL_COLUMNS));
   });
 });

@@ -5,10 +5,10 @@
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Protocol, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { desiredName, isDeleted, needsAttention, phaseFromName, phaseName } from "./model.js";
+import { desiredName, isDeleted, needsAttention, phaseFromName, phaseName, runningSinceMs } from "./model.js";
 import type { Phase } from "@berth/proto/berth/v1/server_pb.js";
 
-export const SORT_KEYS = ["name", "host", "project", "image", "container", "phase", "desired", "observed", "data", "generation", "changed", "ports"] as const;
+export const SORT_KEYS = ["name", "host", "project", "image", "container", "phase", "connect", "uptime", "desired", "observed", "data", "generation", "changed", "ports"] as const;
 export type SortKey = (typeof SORT_KEYS)[number];
 
 export interface TableQuery {
@@ -73,6 +73,59 @@ export function portsText(s: Server): string {
   return (s.spec?.ports ?? []).map((p) => `${p.hostPort}→${p.containerPort}${p.protocol === Protocol.UDP ? "/udp" : ""}`).join(", ");
 }
 
+/**
+ * Where a client connects: the host and the first published port,
+ * "alpha:25565" (", udp" is left to the ports column). Host carries no
+ * advertised address, so the host's name stands for it (agents register
+ * with their machine's hostname unless told otherwise). Undefined when
+ * nothing is published.
+ */
+export function connectAddress(s: Server, hostName: string): string | undefined {
+  const p = s.spec?.ports[0];
+  if (!p || !hostName) return undefined;
+  return `${hostName}:${p.hostPort}`;
+}
+
+/**
+ * An image reference split for a narrow cell: the repository (which may
+ * shrink to an ellipsis) and the tag or a shortened digest (which stays
+ * whole). Docker Hub's implied "docker.io/" and "library/" are left out.
+ */
+export function imageParts(image: string): { repo: string; tag: string } {
+  let ref = image.replace(/^docker\.io\//, "").replace(/^library\//, "");
+  let tag = "";
+  const at = ref.indexOf("@");
+  if (at >= 0) {
+    tag = `@${ref.slice(at + 1).replace(/^sha256:/, "").slice(0, 12)}`;
+    ref = ref.slice(0, at);
+  }
+  const colon = ref.lastIndexOf(":");
+  if (colon > ref.lastIndexOf("/")) {
+    tag = ref.slice(colon) + tag;
+    ref = ref.slice(0, colon);
+  }
+  return { repo: ref, tag };
+}
+
+/** Internal columns of the servers table, off unless chosen (kept in localStorage). */
+export const OPTIONAL_COLUMNS = ["container", "desired", "observed", "generation", "ports"] as const;
+export type OptionalColumn = (typeof OPTIONAL_COLUMNS)[number];
+
+/** The stored choice of optional columns: a JSON list; anything unreadable is the default (none). */
+export function parseShownColumns(raw: string | null | undefined): ReadonlySet<OptionalColumn> {
+  try {
+    const list: unknown = JSON.parse(raw ?? "[]");
+    if (!Array.isArray(list)) return new Set();
+    return new Set(OPTIONAL_COLUMNS.filter((c) => list.includes(c)));
+  } catch {
+    return new Set();
+  }
+}
+
+export function formatShownColumns(shown: ReadonlySet<OptionalColumn>): string {
+  return JSON.stringify(OPTIONAL_COLUMNS.filter((c) => shown.has(c)));
+}
+
 type HostNames = ReadonlyMap<string, string>;
 
 export function matches(s: Server, q: TableQuery, hostNames: HostNames): boolean {
@@ -115,6 +168,15 @@ function sortValue(s: Server, key: SortKey, hostNames: HostNames): string | numb
       return s.status?.containerId ?? "";
     case "phase":
       return phaseName(s.status?.phase);
+    case "connect": {
+      const port = s.spec?.ports[0]?.hostPort;
+      return port === undefined ? "" : `${hostNames.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""}:${port}`;
+    }
+    case "uptime": {
+      // Ascending: shortest uptime first; not running counts as none at all.
+      const since = runningSinceMs(s);
+      return since === undefined ? -Infinity : -since;
+    }
     case "desired":
       return desiredName(s.spec?.desiredState);
     case "observed":
