@@ -145,7 +145,9 @@ export const MAX_ERROR_MESSAGE = 1024;
 export function toConnectError(err: unknown): ConnectError {
   const ce = convert(err);
   if (ce.rawMessage.length <= MAX_ERROR_MESSAGE) return ce;
-  return new ConnectError(`${ce.rawMessage.slice(0, MAX_ERROR_MESSAGE - 1)}…`, ce.code, ce.metadata, ce.details, ce.cause);
+  const clipped = new ConnectError(`${ce.rawMessage.slice(0, MAX_ERROR_MESSAGE - 1)}…`, ce.code, ce.metadata, undefined, ce.cause);
+  clipped.details = ce.details;
+  return clipped;
 }
 
 function convert(err: unknown): ConnectError {
