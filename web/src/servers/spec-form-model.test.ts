@@ -138,7 +138,9 @@ describe("spec form", () => {
     // The spec's ports[i] is the i-th row sent: empty rows are not.
     const rows = { ports: [{ host: "", container: "", udp: false }, { host: "1", container: "", udp: false }, { host: "2", container: "", udp: false }] };
     expect(fieldOfPath("spec.ports[1].host_port", rows)).toBe("ports.2.host");
-    expect(fieldOfPath("spec.ports[0].container_port", rows)).toBe("ports.1.container");
+    // A container port left empty is the host port's.
+    expect(fieldOfPath("spec.ports[0].container_port", rows)).toBe("ports.1.host");
+    expect(fieldOfPath("spec.ports[0].container_port", { ports: [{ host: "1", container: "0", udp: false }] })).toBe("ports.0.container");
     expect(fieldOfMessage("spec.data_mount_path: cannot be '/'")).toBe("dataMountPath");
     expect(fieldOfMessage("no host is connected")).toBeUndefined();
   });
@@ -185,6 +187,13 @@ describe("spec form", () => {
     expect(problemsOfAnswer({ message: "spec.image: bad", violations: [] })).toEqual([{ field: "image", message: "spec.image: bad" }]);
     expect(problems.flatMap((p) => (p.field ? [fieldLabel(p.field)] : []))).toEqual(["Name", "Host port 1", "Host port 3"]);
     expect(fieldLabel("command.0")).toBe("Argument 1");
+    // A host port of 0 with the container port left empty breaks both rules: one problem, on the host port.
+    const zero = { ports: [{ host: "0", container: "", udp: false }] };
+    const both = [
+      { field: "spec.ports[0].host_port", description: "must be greater than or equal to 1" },
+      { field: "spec.ports[0].container_port", description: "must be greater than or equal to 1" },
+    ];
+    expect(problemsOfAnswer({ message: "", violations: both }, zero)).toEqual([{ field: "ports.0.host", message: "must be greater than or equal to 1" }]);
   });
 
   it("a field's problem goes away when its value changes; the others and those on no field stay", () => {

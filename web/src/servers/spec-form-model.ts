@@ -209,7 +209,8 @@ const FIELD_OF_SPEC: Record<string, FieldKey> = {
  * InvalidArgument message): "spec.ports[1].host_port" → "ports.1.host",
  * "spec.command[2]" → "command.2", 'spec.env["FOO"]' → "env", "project" →
  * "project". `form` maps the spec's ports back to the form's rows (rows left
- * empty are not sent). Undefined when it names no field of the form.
+ * empty are not sent; an empty container port is the host port's). Undefined
+ * when it names no field of the form.
  */
 export function fieldOfPath(path: string, form?: Pick<SpecForm, "ports">): FieldKey | undefined {
   if (path === "project") return "project";
@@ -221,7 +222,10 @@ export function fieldOfPath(path: string, form?: Pick<SpecForm, "ports">): Field
   if (key === "command" && index !== undefined) return `command.${index}`;
   if (key === "ports" && index !== undefined) {
     const row = form ? sentPortRows(form)[Number(index)] : Number(index);
-    return row === undefined ? "ports" : `ports.${row}.${sub === "container_port" ? "container" : "host"}`;
+    if (row === undefined) return "ports";
+    // A container port left empty is the host port's: its problem is the host port's.
+    const container = sub === "container_port" && (!form || form.ports[row]!.container.trim() !== "");
+    return `ports.${row}.${container ? "container" : "host"}`;
   }
   return key;
 }
@@ -247,10 +251,16 @@ export function problemsOfAnswer(
   form?: Pick<SpecForm, "ports">,
 ): FieldProblem[] {
   if (answer.violations.length === 0) return [{ field: fieldOfMessage(answer.message, form), message: answer.message }];
-  return answer.violations.map((v) => {
+  const seen = new Set<string>();
+  return answer.violations.flatMap((v) => {
     const field = fieldOfPath(v.field, form);
     // A violation on no field of the form keeps its path, so it still says what it is about.
-    return { field, message: field === undefined ? `${v.field}: ${v.description}` : v.description };
+    const message = field === undefined ? `${v.field}: ${v.description}` : v.description;
+    // Two paths onto one field (a host port and the container port taken from it) say it once.
+    const key = `${field}\u0000${message}`;
+    if (seen.has(key)) return [];
+    seen.add(key);
+    return [{ field, message }];
   });
 }
 
