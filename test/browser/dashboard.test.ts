@@ -150,11 +150,11 @@ describe("dashboard", () => {
     await dialog.locator("input[name=image]").fill(TEST_IMAGE);
     // The command is an argv, one argument per row: Enter adds the next.
     await dialog.getByRole("button", { name: "Add argument" }).click();
-    await dialog.getByLabel("Argument 1").fill("sh");
-    await dialog.getByLabel("Argument 1").press("Enter");
-    await dialog.getByLabel("Argument 2").fill("-c");
-    await dialog.getByLabel("Argument 2").press("Enter");
-    await dialog.getByLabel("Argument 3").fill(`echo hello-from-berth; trap "" TERM; exec sleep 100000`);
+    await dialog.getByLabel("Argument 1", { exact: true }).fill("sh");
+    await dialog.getByLabel("Argument 1", { exact: true }).press("Enter");
+    await dialog.getByLabel("Argument 2", { exact: true }).fill("-c");
+    await dialog.getByLabel("Argument 2", { exact: true }).press("Enter");
+    await dialog.getByLabel("Argument 3", { exact: true }).fill(`echo hello-from-berth; trap "" TERM; exec sleep 100000`);
     await dialog.getByRole("button", { name: "Add port" }).click();
     await dialog.getByLabel("Host port 1").fill("0");
     const creates: string[] = [];

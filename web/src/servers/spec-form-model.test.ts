@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Protocol, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import {
+  compareFields,
   emptyForm,
   fieldLabel,
   fieldOfMessage,
@@ -187,6 +188,17 @@ describe("spec form", () => {
     expect(problemsOfAnswer({ message: "spec.image: bad", violations: [] })).toEqual([{ field: "image", message: "spec.image: bad" }]);
     expect(problems.flatMap((p) => (p.field ? [fieldLabel(p.field)] : []))).toEqual(["Name", "Host port 1", "Host port 3"]);
     expect(fieldLabel("command.0")).toBe("Argument 1");
+    // Listed as the form shows them, not as the manager found them.
+    expect(["capAdd", "ports.1.host", "dataMountPath", "ports.0.container", "command.10", "command.2", "ports.0.host", "name"].sort(compareFields)).toEqual([
+      "name",
+      "dataMountPath",
+      "command.2",
+      "command.10",
+      "ports.0.host",
+      "ports.0.container",
+      "ports.1.host",
+      "capAdd",
+    ]);
     // A host port of 0 with the container port left empty breaks both rules: one problem, on the host port.
     const zero = { ports: [{ host: "0", container: "", udp: false }] };
     const both = [

@@ -290,6 +290,20 @@ export function problemsAfterEdit(
   return left.length === problems.length ? problems : left;
 }
 
+/** The fields in the order the form shows them. */
+const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "capAdd"];
+
+/** Orders field keys as the form shows them: "name" before "ports.0.host" before "ports.1.host" before "capAdd". */
+export function compareFields(a: FieldKey, b: FieldKey): number {
+  const rank = (k: FieldKey) => {
+    const [head, index, cell] = k.split(".");
+    const at = FORM_ORDER.indexOf(head!);
+    return [at < 0 ? FORM_ORDER.length : at, index === undefined ? -1 : Number(index), cell === "container" ? 1 : 0];
+  };
+  const [x, y] = [rank(a), rank(b)];
+  return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!;
+}
+
 /** What the form calls a field, for a summary of problems: "Host port 2", "Argument 1". */
 export function fieldLabel(key: FieldKey): string {
   const [head, index, cell] = key.split(".");

@@ -13,6 +13,7 @@ import { HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
 import { errorText } from "../api/client.js";
 import {
+  compareFields,
   fieldLabel,
   FormError,
   GIVABLE_CAPABILITIES,
@@ -284,7 +285,7 @@ export function FieldError({ id, text }: { id: string; text: string | undefined 
  */
 export function ProblemSummary({ problems }: { problems: readonly FieldProblem[] }) {
   const ref = useRef<HTMLDivElement>(null);
-  const fields = [...new Set(problems.flatMap((p) => (p.field === undefined ? [] : [p.field])))];
+  const fields = [...new Set(problems.flatMap((p) => (p.field === undefined ? [] : [p.field])))].sort(compareFields);
   const general = problems.filter((p) => p.field === undefined);
   useEffect(() => {
     if (fields.length === 0 && general.length > 0) ref.current?.scrollIntoView?.({ block: "nearest", behavior: "smooth" });
