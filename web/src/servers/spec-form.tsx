@@ -27,11 +27,14 @@ import {
 /**
  * The problems a failed submit brings to the form: a FormError's (what the
  * page checked itself), or the manager's answer — every field violation of an
- * InvalidArgument (its google.rpc.BadRequest detail), else its message.
+ * InvalidArgument (its google.rpc.BadRequest detail), else its message; a
+ * name already taken (AlreadyExists) on the name.
  */
 export function problemsOfError(err: unknown, form?: Pick<SpecForm, "ports">): FieldProblem[] {
   if (err instanceof FormError) return [...err.problems];
   const e = ConnectError.from(err);
+  // The one AlreadyExists of a spec: its name is taken in the project.
+  if (e.code === Code.AlreadyExists) return [{ field: "name", message: e.rawMessage }];
   if (e.code !== Code.InvalidArgument) return [{ field: undefined, message: errorText(err) }];
   const violations = e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
   const problems = problemsOfAnswer({ message: e.rawMessage, violations }, form);
