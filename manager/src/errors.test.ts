@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { MAX_ERROR_MESSAGE, NotFoundError, toConnectError } from "./errors.js";
+import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
+import { InvalidArgumentError, MAX_ERROR_MESSAGE, MAX_VIOLATION_CHARS, NotFoundError, toConnectError } from "./errors.js";
 
 describe("toConnectError", () => {
   it("keeps the code and caps the message: a quoted 70 kB id must not overflow gRPC's trailer", () => {
@@ -18,5 +19,22 @@ describe("toConnectError", () => {
     const full = Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" });
     expect(toConnectError(full)).toMatchObject({ code: Code.Unavailable, rawMessage: "the manager's database disk is full; free space on it and retry" });
     expect(toConnectError(new Error("secret detail"))).toMatchObject({ code: Code.Internal, rawMessage: "internal error; see the manager log" });
+  });
+
+  it("InvalidArgument carries its field violations as a google.rpc.BadRequest, bounded like the message", () => {
+    const one = toConnectError(new InvalidArgumentError("page_size", "must not be negative"));
+    expect(one.findDetails(BadRequestSchema).map((d) => d.fieldViolations.map((v) => [v.field, v.description]))).toEqual([[["page_size", "must not be negative"]]]);
+
+    // 300 long problems: the message is clipped, the detail keeps the first ones that fit (never none).
+    const many = Array.from({ length: 300 }, (_, i) => ({ field: `spec.env["K${i}"]`, description: "x".repeat(100) }));
+    const e = toConnectError(new InvalidArgumentError(many[0]!.field, many.map((v) => `${v.field}: ${v.description}`).join("; "), many));
+    expect(e.rawMessage.length).toBe(MAX_ERROR_MESSAGE);
+    const sent = e.findDetails(BadRequestSchema)[0]!.fieldViolations;
+    expect(sent.length).toBeGreaterThan(10);
+    expect(sent.length).toBeLessThan(many.length);
+    expect(sent.map((v) => v.field)).toEqual(many.slice(0, sent.length).map((v) => v.field));
+    expect(sent.reduce((n, v) => n + v.field.length + v.description.length, 0)).toBeLessThanOrEqual(MAX_VIOLATION_CHARS);
+    const huge = toConnectError(new InvalidArgumentError("id", "y".repeat(50_000)));
+    expect(huge.findDetails(BadRequestSchema)[0]!.fieldViolations[0]!.description.length).toBe(MAX_VIOLATION_CHARS / 4);
   });
 });

@@ -1,4 +1,6 @@
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
 
 /**
  * Domain errors. Code below the API edge throws these; one interceptor
@@ -15,13 +17,27 @@ export class BerthError extends Error {
   }
 }
 
-/** A request field is malformed. `field` names it, e.g. `spec.ports[1].host_port`. */
+/** One problem with one request field, as `google.rpc.BadRequest.FieldViolation` carries it. */
+export interface FieldViolation {
+  /** The field's path in the request, e.g. `spec.ports[1].host_port`. */
+  field: string;
+  description: string;
+}
+
+/**
+ * A request field is malformed. `field` names it, e.g. `spec.ports[1].host_port`.
+ * `violations` lists every problem of the request (the one named by `field`
+ * when not given); the edge sends them as a `google.rpc.BadRequest` detail.
+ */
 export class InvalidArgumentError extends BerthError {
+  readonly violations: readonly FieldViolation[];
   constructor(
     readonly field: string,
     message: string,
+    violations?: readonly FieldViolation[],
   ) {
     super(Code.InvalidArgument, `${field}: ${message}`);
+    this.violations = violations ?? [{ field, description: message }];
   }
 }
 
@@ -129,16 +145,45 @@ export const MAX_ERROR_MESSAGE = 1024;
 export function toConnectError(err: unknown): ConnectError {
   const ce = convert(err);
   if (ce.rawMessage.length <= MAX_ERROR_MESSAGE) return ce;
-  return new ConnectError(`${ce.rawMessage.slice(0, MAX_ERROR_MESSAGE - 1)}…`, ce.code, ce.metadata, undefined, ce.cause);
+  const clipped = new ConnectError(`${ce.rawMessage.slice(0, MAX_ERROR_MESSAGE - 1)}…`, ce.code, ce.metadata, undefined, ce.cause);
+  clipped.details = ce.details;
+  return clipped;
 }
 
 function convert(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
+  if (err instanceof InvalidArgumentError) {
+    // Every violation, machine-readable, beside the message that lists them in words.
+    const detail = { desc: BadRequestSchema, value: create(BadRequestSchema, { fieldViolations: violationsToSend(err.violations) }) };
+    return new ConnectError(err.message, err.code, undefined, [detail]);
+  }
   if (err instanceof BerthError) return new ConnectError(err.message, err.code);
   if (isSqliteFullError(err)) {
     return new ConnectError("the manager's database disk is full; free space on it and retry", Code.Unavailable);
   }
   return new ConnectError("internal error; see the manager log", Code.Internal, undefined, undefined, err);
+}
+
+/**
+ * Characters of field violations sent in one error's details (fields and
+ * descriptions together; each text clipped to a quarter of it). The details
+ * ride in the same trailer as the message (grpc-status-details-bin), so they
+ * are bounded for the same reason: a request with more problems than fit
+ * gets the first ones, and the rest once those are fixed.
+ */
+export const MAX_VIOLATION_CHARS = 4096;
+
+function violationsToSend(all: readonly FieldViolation[]): FieldViolation[] {
+  const clip = (s: string) => (s.length <= MAX_VIOLATION_CHARS / 4 ? s : `${s.slice(0, MAX_VIOLATION_CHARS / 4 - 1)}…`);
+  const out: FieldViolation[] = [];
+  let chars = 0;
+  for (const v of all) {
+    const c = { field: clip(v.field), description: clip(v.description) };
+    chars += c.field.length + c.description.length;
+    if (chars > MAX_VIOLATION_CHARS && out.length > 0) break;
+    out.push(c);
+  }
+  return out;
 }
 
 function isSqliteFullError(err: unknown): boolean {

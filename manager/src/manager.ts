@@ -29,6 +29,7 @@ import { createOrphanService } from "./api/orphan-service.js";
 import { OrphanDetector } from "./orphans/detector.js";
 import { NetworkInventory } from "./orphans/network-inventory.js";
 import { registerReflection } from "./api/reflection.js";
+import { file_google_rpc_error_details } from "@berth/proto/google/rpc/error_details_pb.js";
 import { createServerService } from "./api/server-service.js";
 import { listen, type HttpLimits, type Listener } from "./http/listen.js";
 import { guardRequests } from "./http/request-guard.js";
@@ -347,7 +348,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(BackupService, createBackupService({ store: opened.contract, hub, presence, ledger, reconciler, get secrets() { return secrets; } }));
     router.service(OrphanService, createOrphanService({ store: opened.contract, hub, presence, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
-    registerReflection(router);
+    // google.rpc.BadRequest rides in InvalidArgument errors' details: reflection serves it so grpcurl decodes them.
+    registerReflection(router, [file_google_rpc_error_details]);
     // Garbage protobuf bytes are the caller's error (InvalidArgument), not the manager's (Internal).
     guardRequestDecoding(router, READ_MAX_BYTES);
   };

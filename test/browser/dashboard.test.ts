@@ -150,7 +150,13 @@ describe("dashboard", () => {
     const dialog = p.getByTestId("create-server");
     await dialog.locator("input[name=name]").fill(name("a"));
     await dialog.locator("input[name=image]").fill(TEST_IMAGE);
-    await dialog.locator("input[name=command]").fill(`sh -c 'echo hello-from-berth; trap "" TERM; exec sleep 100000'`);
+    // The command is an argv, one argument per row: Enter adds the next.
+    await dialog.getByRole("button", { name: "Add argument" }).click();
+    await dialog.getByLabel("Argument 1", { exact: true }).fill("sh");
+    await dialog.getByLabel("Argument 1", { exact: true }).press("Enter");
+    await dialog.getByLabel("Argument 2", { exact: true }).fill("-c");
+    await dialog.getByLabel("Argument 2", { exact: true }).press("Enter");
+    await dialog.getByLabel("Argument 3", { exact: true }).fill(`echo hello-from-berth; trap "" TERM; exec sleep 100000`);
     await dialog.getByRole("button", { name: "Add port" }).click();
     await dialog.getByLabel("Host port 1").fill("0");
     const creates: string[] = [];
@@ -159,7 +165,8 @@ describe("dashboard", () => {
     await dialog.getByRole("button", { name: "Create server" }).click();
     // The contract's rules, checked in the page (protovalidate under the
     // dashboard's no-eval CSP), land on the field they name: nothing is sent.
-    expect(await dialog.getByRole("alert").textContent()).toContain("spec.ports[0].host_port: must be greater than or equal to 1");
+    expect(await dialog.getByRole("alert").textContent()).toContain("1 field needs a fix: Host port 1");
+    expect(await dialog.locator(".field-error").textContent()).toContain("must be greater than or equal to 1");
     expect(await dialog.getByLabel("Host port 1").getAttribute("aria-invalid")).toBe("true");
     p.off("request", onRequest);
     expect(creates).toEqual([]);
@@ -313,7 +320,8 @@ describe("dashboard", () => {
     const mount = drawer.locator("input[name=dataMountPath]");
     await mount.fill("/");
     await drawer.getByRole("button", { name: "Save spec" }).click();
-    expect(await drawer.getByRole("alert").textContent()).toContain("spec.data_mount_path");
+    expect(await drawer.getByRole("alert").textContent()).toContain("Data mount path");
+    expect(await drawer.locator(".field-error").count()).toBe(1);
     expect(await mount.getAttribute("aria-invalid")).toBe("true");
     await screenshot(p, "09-edit-validation");
     const before = (await manager.servers.getServer({ id: name("a") })).server!.generation;

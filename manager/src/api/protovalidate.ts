@@ -44,7 +44,8 @@ export const MAX_LISTED_PROBLEMS = 20;
 /**
  * One InvalidArgument naming every problem:
  * `spec.name: does not match …; spec.ports[0].host_port: must be …`.
- * Its `field` is the first problem's.
+ * Its `field` is the first problem's; all of them travel as its violations
+ * (a `google.rpc.BadRequest` detail on the wire).
  */
 export function invalidArgument(problems: readonly Problem[]): InvalidArgumentError {
   const [first, ...rest] = problems;
@@ -52,5 +53,9 @@ export function invalidArgument(problems: readonly Problem[]): InvalidArgumentEr
   const listed = rest.slice(0, MAX_LISTED_PROBLEMS - 1).map((p) => `${p.field}: ${p.message}`);
   const more = rest.length - listed.length;
   const tail = more > 0 ? [`and ${more} more problem${more === 1 ? "" : "s"}`] : [];
-  return new InvalidArgumentError(first.field, [first.message, ...listed, ...tail].join("; "));
+  return new InvalidArgumentError(
+    first.field,
+    [first.message, ...listed, ...tail].join("; "),
+    problems.map((p) => ({ field: p.field, description: p.message })),
+  );
 }

@@ -94,8 +94,11 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
    * Refuses ports another server on the host publishes; servers outside `project` are not named.
    * The friendly check, with ports to try instead: the database's port reservations are the backstop.
    */
-  function checkPorts(hostId: string, spec: ServerSpec, exceptId: string, project: string): Promise<void> {
-    return requirePortsFree(store, hostId, spec.ports, { exceptId, project });
+  async function checkPorts(hostId: string, spec: ServerSpec, exceptId: string, project: string): Promise<void> {
+    if (spec.ports.length === 0) return;
+    // The message names the host as the operator knows it.
+    const hostLabel = (await store.getHost(hostId))?.name || hostId;
+    return requirePortsFree(store, hostId, spec.ports, { exceptId, project, hostLabel });
   }
 
   /** The batch that writes `c` to `s` (read at version `expectVersion`) with its ledger event. */
@@ -331,7 +334,8 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         notDeleted(s, "update");
         if (spec.name !== s.name) throw new InvalidArgumentError("spec.name", `renaming is not supported (server is "${s.name}")`);
         if (spec.hostId && spec.hostId !== s.hostId) {
-          throw new InvalidArgumentError("spec.host_id", `moving a server to another host is not supported (it is on ${s.hostId}); leave host_id empty`);
+          const host = (await store.getHost(s.hostId))?.name || s.hostId;
+          throw new InvalidArgumentError("spec.host_id", `an update keeps a server on its host (it is on ${host}); leave host_id empty, and move it with TransferServer`);
         }
         await checkPorts(s.hostId, spec, s.id, s.project);
         return {

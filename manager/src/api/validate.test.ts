@@ -260,7 +260,7 @@ describe("validateRequests (before any handler)", () => {
     );
     expect(err?.code).toBe(Code.InvalidArgument);
     expect(err?.rawMessage).toBe(
-      "spec.name: does not match regex pattern `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`; " +
+      "spec.name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit (e.g. web-1); " +
         "spec.ports[0].host_port: must be greater than or equal to 1 and less than or equal to 65535; " +
         "spec.ports[1].container_port: must be greater than or equal to 1 and less than or equal to 65535",
     );

@@ -16,7 +16,7 @@ afterEach(async () => {
 });
 
 /**
- * Hosts host_a (no servers), host_b (one, publishing 25565) and host_c (two),
+ * Hosts host_a (no servers), host_b (one, publishing 25565) and host_c (two), named box-a, box-b, box-c,
  * all connected; host_off (no servers) offline. `cordoned` are cordoned.
  */
 async function setup(cordoned: string[] = []) {
@@ -25,7 +25,7 @@ async function setup(cordoned: string[] = []) {
   const connected = ["host_a", "host_b", "host_c"];
   const presence = { isConnected: (id: string) => connected.includes(id), connectedHostIds: () => [...connected] };
   await store.commit([
-    ...["host_a", "host_b", "host_c", "host_off"].map((id, i) => ({ op: "host.insert" as const, id, name: id, secretHash: "", createdAt: i + 1 })),
+    ...["host_a", "host_b", "host_c", "host_off"].map((id, i) => ({ op: "host.insert" as const, id, name: id.replace("host_", "box-"), secretHash: "", createdAt: i + 1 })),
     { op: "server.insert", server: newServer({ id: "srv_b1", hostId: "host_b", spec: { ports: [tcp(25565)] } }) },
     { op: "server.insert", server: newServer({ id: "srv_c1", hostId: "host_c" }) },
     { op: "server.insert", server: newServer({ id: "srv_c2", hostId: "host_c" }) },
@@ -50,7 +50,7 @@ describe("placeServer (CreateServer)", () => {
     const { store, presence } = await setup(["host_a"]);
     const err = await rejection(placeServer(store, presence, spec({ hostId: "host_a" }), "default"));
     expectTyped(err, PreconditionError, Code.FailedPrecondition);
-    expect((err as Error).message).toBe("host host_a is cordoned (HostService.CordonHost/DrainHost): no new servers are placed on it; UncordonHost it or choose another host");
+    expect((err as Error).message).toBe("host box-a is cordoned (HostService.CordonHost/DrainHost): no new servers are placed on it; UncordonHost it or choose another host");
     expect(await placeServer(store, presence, spec({ hostId: "host_c" }), "default")).toBe("host_c");
     expectTyped(await rejection(placeServer(store, presence, spec({ hostId: "host_nope" }), "default")), NotFoundError, Code.NotFound);
   });
@@ -59,7 +59,7 @@ describe("placeServer (CreateServer)", () => {
     const all = await setup(["host_a", "host_b", "host_c"]);
     expect((await rejection(placeServer(all.store, all.presence, spec(), "default")) as Error).message).toMatch(/every connected host is cordoned \(3\); UncordonHost one/);
     const some = await setup(["host_a", "host_c"]);
-    expect((await rejection(placeServer(some.store, some.presence, spec({ ports: [tcp(25565)] }), "default")) as Error).message).toMatch(/port conflict on host host_b/);
+    expect((await rejection(placeServer(some.store, some.presence, spec({ ports: [tcp(25565)] }), "default")) as Error).message).toMatch(/port conflict on host box-b:/);
   });
 });
 

@@ -16,11 +16,11 @@ import { loadPortOwners, requirePortsFree } from "../api/port-check.js";
 
 type PlacementStore = Pick<Store, "getHost" | "listHosts" | "listServers" | "countServersByHost">;
 
-/** Refuses a cordoned host as the place of a new server (FailedPrecondition, saying what to do). */
+/** Refuses a cordoned host as the place of a new server (FailedPrecondition naming it as operators know it, saying what to do). */
 export function requireSchedulable(host: HostRecord): void {
   if (host.schedule.unschedulable) {
     throw new PreconditionError(
-      `host ${host.id} is cordoned (HostService.CordonHost/DrainHost): no new servers are placed on it; UncordonHost it or choose another host`,
+      `host ${host.name || host.id} is cordoned (HostService.CordonHost/DrainHost): no new servers are placed on it; UncordonHost it or choose another host`,
     );
   }
 }
@@ -56,7 +56,7 @@ export async function placeServer(store: PlacementStore, presence: HostPresence,
     }
     // Name the conflicts on the least-loaded host, with free ports to try instead.
     const best = [...schedulable].sort(byLoad)[0]!;
-    await requirePortsFree(store, best, spec.ports, { exceptId: "", project });
+    await requirePortsFree(store, best, spec.ports, { exceptId: "", project, hostLabel: (await store.getHost(best))?.name || best });
     throw new PreconditionError("no connected host has the requested ports free; choose other host ports");
   }
   return candidates[0]!;

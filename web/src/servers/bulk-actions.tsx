@@ -8,6 +8,7 @@ import { Code } from "@connectrpc/connect";
 import type { Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useSession } from "../app-context.js";
 import { Modal } from "../ui/modal.js";
+import { useToast } from "../ui/toast.js";
 import { runBulk, type ActionResult } from "./action-store.js";
 import { ACTION_LABEL, type ServerAction } from "./model.js";
 import { allowedActions } from "./server-actions.js";
@@ -40,6 +41,7 @@ type RowResult = { state: "waiting" } | { state: "sending" } | ActionResult;
 
 function BulkDialog({ action, servers, onClose }: { action: ServerAction; servers: Server[]; onClose: () => void }) {
   const { can, actions } = useSession();
+  const toast = useToast();
   // The list is fixed when the dialog opens; later changes do not move it.
   const [targets] = useState(() => servers.filter((s) => allowedActions(s, can).includes(action)));
   const [skipped] = useState(() => servers.filter((s) => !allowedActions(s, can).includes(action)));
@@ -51,6 +53,7 @@ function BulkDialog({ action, servers, onClose }: { action: ServerAction; server
   const blocked = targets.length === 0 || (action === "purge" && removeData && typed !== confirmText);
 
   const go = async () => {
+    const accepted: Server[] = [];
     const m = new Map<string, RowResult>(targets.map((s) => [s.id, { state: "waiting" }]));
     setResults(new Map(m));
     await runBulk(
@@ -60,10 +63,25 @@ function BulkDialog({ action, servers, onClose }: { action: ServerAction; server
         setResults((cur) => new Map(cur).set(s.id, { state: "sending" }));
         const r = await actions.run(s, action, { removeData });
         setResults((cur) => new Map(cur).set(s.id, r));
+        if (r.ok) accepted.push(s);
         return r;
       },
       (r) => !r.ok && r.error.startsWith(`${Code[Code.ResourceExhausted]}:`),
     );
+    // A notice that outlives the dialog; servers deleted can be restored from it (they come back stopped).
+    const n = `${accepted.length} server${accepted.length === 1 ? "" : "s"}`;
+    if (accepted.length > 0 && action === "delete") {
+      toast("ok", `Deleted ${n}`, {
+        label: "Undo",
+        run: () =>
+          void Promise.all(accepted.map((s) => actions.run(s, "restore"))).then((rs) => {
+            const failed = rs.filter((r) => !r.ok).length;
+            toast(failed ? "error" : "ok", failed ? `Restored ${rs.length - failed} of ${n}; ${failed} failed` : `Restored ${n} (stopped)`);
+          }),
+      });
+    } else if (accepted.length > 0 && action === "purge") {
+      toast("ok", `Purged ${n}${removeData ? " and their data" : ""}`);
+    }
   };
 
   const done = results !== undefined && !running;

@@ -1,15 +1,16 @@
-/** The create-server form: the contract's field rules are checked before sending (spec-rules.ts); the manager validates and picks a host; its messages land on the fields they name. */
-import { useState, type FormEvent } from "react";
-import { ConnectError } from "@connectrpc/connect";
+/**
+ * The create-server form: the contract's field rules are checked before
+ * sending (spec-rules.ts); the manager validates and picks a host. Every
+ * problem of a submit lands on the field it names at once.
+ */
+import { useId, useState, type FormEvent } from "react";
 import { useHosts, useSession, useWatch } from "../app-context.js";
-import { errorText } from "../api/client.js";
-import { ErrorText } from "../ui/error-box.js";
 import { Modal } from "../ui/modal.js";
 import { setParam } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
-import { Field, SpecFields } from "./spec-form.js";
+import { Field, fieldErrors, ProblemSummary, problemsOfError, SpecFields } from "./spec-form.js";
 import { checkSpecRules } from "./spec-rules.js";
-import { emptyForm, fieldOfMessage, FormError, specFromForm, type FieldKey } from "./spec-form-model.js";
+import { emptyForm, problemsAfterEdit, specFromForm, type FieldProblem, type SpecForm } from "./spec-form-model.js";
 
 export function CreateServerDialog({ onClose }: { onClose: () => void }) {
   const { api, can } = useSession();
@@ -19,23 +20,32 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
   const [form, setForm] = useState(emptyForm);
   const [project, setProject] = useState(can.project ?? "default");
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<{ message: string; field: FieldKey | undefined }>();
+  const [problems, setProblems] = useState<readonly FieldProblem[]>([]);
+  const [attempt, setAttempt] = useState(0);
+  const idBase = useId();
+  const errs = fieldErrors(problems, idBase);
+  /** An edit drops the problems of the fields it changed. */
+  const edit = (next: SpecForm, nextProject = project) => {
+    setProblems((ps) => problemsAfterEdit(ps, { ...form, project }, { ...next, project: nextProject }));
+    setForm(next);
+    setProject(nextProject);
+  };
   const projects = [...new Set([...watch.servers.values()].map((s) => s.project))].sort();
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
-    setError(undefined);
+    setProblems([]);
     try {
       const spec = specFromForm(form);
-      await checkSpecRules(spec);
+      await checkSpecRules(spec, form);
       const { server } = await api.servers.createServer({ spec, project: can.project === null ? project.trim() : "" });
       toast("ok", `Created ${server?.spec?.name}; berth is bringing it up`);
       onClose();
       if (server) setParam("server", server.id, true);
     } catch (err) {
-      if (err instanceof FormError) setError({ message: err.message, field: err.field });
-      else setError({ message: errorText(err), field: fieldOfMessage(ConnectError.from(err).rawMessage) });
+      setProblems(problemsOfError(err, form));
+      setAttempt((n) => n + 1);
     } finally {
       setBusy(false);
     }
@@ -61,15 +71,16 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
       <form id="create-server-form" onSubmit={submit} noValidate>
         <SpecFields
           form={form}
-          onChange={setForm}
+          onChange={edit}
           mode="create"
           hosts={hosts}
-          errorField={error?.field}
-          errorMessage={error?.message}
+          problems={problems}
+          attempt={attempt}
+          idBase={idBase}
           extra={
             can.project === null ? (
-              <Field label="Project" hint="the tenant it belongs to">
-                <input value={project} onChange={(e) => setProject(e.target.value)} list="known-projects" name="project" autoComplete="off" />
+              <Field label="Project" hint="the tenant it belongs to" {...errs.field("project")}>
+                <input value={project} onChange={(e) => edit(form, e.target.value)} list="known-projects" name="project" autoComplete="off" {...errs.control("project")} />
                 <datalist id="known-projects">
                   {projects.map((p) => (
                     <option key={p} value={p} />
@@ -83,7 +94,7 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
             )
           }
         />
-        <ErrorText text={error?.message} />
+        <ProblemSummary problems={problems} />
       </form>
     </Modal>
   );

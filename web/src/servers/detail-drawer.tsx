@@ -4,14 +4,11 @@
  * the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
-import { useEffect, useRef, useState, type FormEvent } from "react";
-import { ConnectError } from "@connectrpc/connect";
+import { useEffect, useId, useRef, useState, type FormEvent } from "react";
 import { ConditionStatus, RestartPolicy, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
-import { errorText } from "../api/client.js";
 import { EventTimeline } from "../events/event-timeline.js";
 import { RelTime } from "../ui/clock.js";
-import { ErrorText } from "../ui/error-box.js";
 import { formatBytes, formatTime, joinWords, tsMs } from "../ui/format.js";
 import { moveFocusWithArrows, useTabTrap } from "../ui/focus.js";
 import { setParam, useLocation } from "../ui/router.js";
@@ -23,9 +20,9 @@ import { CrashMark } from "./crash-mark.js";
 import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, lastSeen, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
-import { Field, SpecFields } from "./spec-form.js";
+import { Field, ProblemSummary, problemsOfError, SpecFields } from "./spec-form.js";
 import { checkSpecRules } from "./spec-rules.js";
-import { fieldOfMessage, formFromSpec, FormError, specFromForm, type FieldKey, type SpecForm } from "./spec-form-model.js";
+import { formFromSpec, problemsAfterEdit, specFromForm, type FieldProblem, type SpecForm } from "./spec-form-model.js";
 import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
 
@@ -295,18 +292,25 @@ function EditSpec({ s }: { s: Server }) {
   const [form, setForm] = useState<SpecForm>(() => formFromSpec(s.spec!));
   const [applyNow, setApplyNow] = useState(false);
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<{ message: string; field: FieldKey | undefined }>();
+  const [problems, setProblems] = useState<readonly FieldProblem[]>([]);
+  const [attempt, setAttempt] = useState(0);
+  const idBase = useId();
   const [baseGen, setBaseGen] = useState(s.generation);
+  /** An edit drops the problems of the fields it changed. */
+  const edit = (next: SpecForm) => {
+    setProblems((ps) => problemsAfterEdit(ps, form, next));
+    setForm(next);
+  };
   const changedMeanwhile = s.generation !== baseGen;
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
-    setError(undefined);
+    setProblems([]);
     try {
       // Fields the form does not edit (the backup policy) are kept as they are.
       const spec = { ...specFromForm(form), ...(s.spec?.backupPolicy ? { backupPolicy: s.spec.backupPolicy } : {}) };
-      await checkSpecRules(spec);
+      await checkSpecRules(spec, form);
       const { server } = await api.servers.updateServer({ id: s.id, spec, applyNow });
       if (server) {
         actions.trackUpdate(s, server.generation);
@@ -315,8 +319,8 @@ function EditSpec({ s }: { s: Server }) {
       }
       toast("ok", `Saved ${s.spec?.name} (generation ${server?.generation})`);
     } catch (err) {
-      if (err instanceof FormError) setError({ message: err.message, field: err.field });
-      else setError({ message: errorText(err), field: fieldOfMessage(ConnectError.from(err).rawMessage) });
+      setProblems(problemsOfError(err, form));
+      setAttempt((n) => n + 1);
     } finally {
       setBusy(false);
     }
@@ -325,11 +329,12 @@ function EditSpec({ s }: { s: Server }) {
     <form onSubmit={submit} noValidate className="edit-spec">
       <SpecFields
         form={form}
-        onChange={setForm}
+        onChange={edit}
         mode="edit"
         hosts={hosts}
-        errorField={error?.field}
-        errorMessage={error?.message}
+        problems={problems}
+        attempt={attempt}
+        idBase={idBase}
         extra={
           <Field label="Project" hint="a server stays in its project">
             <input value={s.project} disabled />
@@ -347,6 +352,7 @@ function EditSpec({ s }: { s: Server }) {
             className="link"
             onClick={() => {
               setForm(formFromSpec(s.spec!));
+              setProblems([]);
               setBaseGen(s.generation);
             }}
           >
@@ -354,12 +360,19 @@ function EditSpec({ s }: { s: Server }) {
           </button>
         </p>
       )}
-      <ErrorText text={error?.message} />
+      <ProblemSummary problems={problems} />
       <div className="form-actions">
         <button type="submit" className="button primary" disabled={busy}>
           {busy ? "Saving…" : "Save spec"}
         </button>
-        <button type="button" className="button" onClick={() => setForm(formFromSpec(s.spec!))}>
+        <button
+          type="button"
+          className="button"
+          onClick={() => {
+            setForm(formFromSpec(s.spec!));
+            setProblems([]);
+          }}
+        >
           Reset
         </button>
       </div>

@@ -9,6 +9,7 @@ import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useSession } from "../app-context.js";
 import { ConfirmDialog } from "../ui/confirm.js";
 import { useToast } from "../ui/toast.js";
+import type { ActionOptions } from "./action-store.js";
 import { ACTION_LABEL, ADMIN_ACTIONS, DESTRUCTIVE, actionsFor, type ServerAction } from "./model.js";
 
 /** The actions this token may do on this server now. */
@@ -34,9 +35,20 @@ export function useServerActionDialog(): [ReactNode, (s: Server, a: ServerAction
   const [allowEmpty, setAllowEmpty] = useState(false);
 
   const run = useCallback(
-    async (s: Server, a: ServerAction, opts = {}) => {
+    async (s: Server, a: ServerAction, opts: ActionOptions = {}) => {
       const r = await actions.run(s, a, opts);
-      if (!r.ok) toast("error", `${ACTION_LABEL[a]} ${s.spec?.name}: ${r.error}`);
+      const name = s.spec?.name ?? s.id;
+      if (!r.ok) toast("error", `${ACTION_LABEL[a]} ${name}: ${r.error}`);
+      else if (a === "delete") {
+        // A soft delete keeps the record and the data: Undo is a restore (the server comes back stopped).
+        toast("ok", `Deleted ${name}`, {
+          label: "Undo",
+          run: () =>
+            void actions.run(s, "restore").then((u) => toast(u.ok ? "ok" : "error", u.ok ? `Restored ${name} (stopped; start it when you want it running)` : `Restore ${name}: ${u.error}`)),
+        });
+      } else if (a === "purge") {
+        toast("ok", opts.removeData ? `Purged ${name} and its data` : `Purged ${name}; its data stays on the host (see Orphans)`);
+      }
       return r.ok ? undefined : r.error;
     },
     [actions, toast],

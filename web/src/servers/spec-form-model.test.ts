@@ -1,15 +1,30 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Protocol, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { emptyForm, fieldOfMessage, formatSize, formFromSpec, FormError, parseSize, portSuggestions, specFromForm } from "./spec-form-model.js";
+import {
+  compareFields,
+  emptyForm,
+  fieldLabel,
+  fieldOfMessage,
+  fieldOfPath,
+  formatSize,
+  formFromSpec,
+  FormError,
+  parseSize,
+  portSuggestions,
+  problemsAfterEdit,
+  problemsOfAnswer,
+  specFromForm,
+  type SpecForm,
+} from "./spec-form-model.js";
 
 describe("spec form", () => {
-  it("builds a spec from the form: shell-like command, KEY=VALUE env, ports", () => {
+  it("builds a spec from the form: argv as given, KEY=VALUE env, ports", () => {
     const spec = specFromForm({
       ...emptyForm(),
       name: " mc ",
       image: "itzg/minecraft:2",
-      command: `sh -c 'echo "hi there"; exec sleep 1'`,
+      command: ["sh", "-c", 'echo "hi there"; exec sleep 1'],
       env: "EULA=TRUE\n\nMOTD=a=b",
       ports: [
         { host: "25565", container: "", udp: false },
@@ -27,13 +42,45 @@ describe("spec form", () => {
   });
 
   it("names the field it cannot parse", () => {
-    expect(() => specFromForm({ ...emptyForm(), command: "sh -c 'oops" })).toThrow(FormError);
     try {
       specFromForm({ ...emptyForm(), ports: [{ host: "80x", container: "", udp: false }] });
+      throw new Error("no FormError");
     } catch (e) {
       expect((e as FormError).field).toBe("ports.0.host");
+      // The container port (empty: the host port's) is not reported again.
+      expect((e as FormError).problems).toHaveLength(1);
     }
     expect(() => specFromForm({ ...emptyForm(), env: "NOEQUALS" })).toThrow(/line 1/);
+  });
+
+  it("names every field it cannot parse at once, in the form's order", () => {
+    const form: SpecForm = {
+      ...emptyForm(),
+      env: "NOEQUALS",
+      ports: [
+        { host: "", container: "", udp: false },
+        { host: "80", container: "http", udp: false },
+      ],
+      logMaxSize: "big",
+      logMaxFiles: "3x",
+    };
+    let err: unknown;
+    try {
+      specFromForm(form);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(FormError);
+    // ports.1: the row as the form shows it (the empty row 0 is not sent, but still counted).
+    expect((err as FormError).problems.map((p) => p.field)).toEqual(["env", "ports.1.container", "logMaxSize", "logMaxFiles"]);
+  });
+
+  it("keeps the argv exactly: arguments with spaces, quotes and empty ones round-trip", () => {
+    const argv = ["sh", "-c", `echo "a b"  'c'; exec sleep 1`, "", "two words", "line 1\nline 2"];
+    const form = formFromSpec(create(ServerSpecSchema, { name: "a", image: "i:1", command: argv }));
+    expect(form.command).toEqual(argv);
+    expect(specFromForm(form).command).toEqual(argv);
+    expect(specFromForm(formFromSpec(create(ServerSpecSchema, { name: "a", image: "i:1" }))).command).toEqual([]);
   });
 
   it("round-trips a spec through the form", () => {
@@ -84,7 +131,17 @@ describe("spec form", () => {
     expect(fieldOfMessage('spec.name: "A" is not a valid name')).toBe("name");
     expect(fieldOfMessage("spec.env.FOO: must not contain NUL bytes")).toBe("env");
     expect(fieldOfMessage('spec.env["1X"]: does not match regex pattern `^[A-Za-z_][A-Za-z0-9_]*$`; spec.name: x')).toBe("env");
-    expect(fieldOfMessage("spec.command[2]: does not match regex pattern")).toBe("command");
+    expect(fieldOfMessage("spec.command[2]: does not match regex pattern")).toBe("command.2");
+    expect(fieldOfMessage("spec.command: must contain no more than 256 item(s)")).toBe("command");
+    expect(fieldOfPath("project")).toBe("project");
+    expect(fieldOfPath("spec.host_id")).toBe("hostId");
+    expect(fieldOfPath("id")).toBeUndefined();
+    // The spec's ports[i] is the i-th row sent: empty rows are not.
+    const rows = { ports: [{ host: "", container: "", udp: false }, { host: "1", container: "", udp: false }, { host: "2", container: "", udp: false }] };
+    expect(fieldOfPath("spec.ports[1].host_port", rows)).toBe("ports.2.host");
+    // A container port left empty is the host port's.
+    expect(fieldOfPath("spec.ports[0].container_port", rows)).toBe("ports.1.host");
+    expect(fieldOfPath("spec.ports[0].container_port", { ports: [{ host: "1", container: "0", udp: false }] })).toBe("ports.0.container");
     expect(fieldOfMessage("spec.data_mount_path: cannot be '/'")).toBe("dataMountPath");
     expect(fieldOfMessage("no host is connected")).toBeUndefined();
   });
@@ -111,5 +168,62 @@ describe("spec form", () => {
     expect(specFromForm({ ...form, secretEnv: "DB_PASSWORD, TZ" }).secretEnv).toEqual(["DB_PASSWORD", "TZ"]);
     expect(() => specFromForm({ ...form, secretEnv: "API_TOKEN" })).toThrow(/API_TOKEN is not set in Environment/);
     expect(fieldOfMessage("spec.secret_env[0]: value must be unique")).toBe("secretEnv");
+  });
+
+  it("puts every violation of the manager's answer on its field; one on no form field keeps its path", () => {
+    const violations = [
+      { field: "spec.name", description: "must be lowercase" },
+      { field: "spec.ports[0].host_port", description: "must be greater than or equal to 1" },
+      { field: "spec.ports[2].host_port", description: "host port 9000/tcp is already used by ports[1]" },
+      { field: "expected_version", description: "must be positive" },
+    ];
+    const problems = problemsOfAnswer({ message: "spec.name: must be lowercase; …", violations });
+    expect(problems).toEqual([
+      { field: "name", message: "must be lowercase" },
+      { field: "ports.0.host", message: "must be greater than or equal to 1" },
+      { field: "ports.2.host", message: "host port 9000/tcp is already used by ports[1]" },
+      { field: undefined, message: "expected_version: must be positive" },
+    ]);
+    // Without details (an older manager): the message, on the field it starts with.
+    expect(problemsOfAnswer({ message: "spec.image: bad", violations: [] })).toEqual([{ field: "image", message: "spec.image: bad" }]);
+    expect(problems.flatMap((p) => (p.field ? [fieldLabel(p.field)] : []))).toEqual(["Name", "Host port 1", "Host port 3"]);
+    expect(fieldLabel("command.0")).toBe("Argument 1");
+    // Listed as the form shows them, not as the manager found them.
+    expect(["capAdd", "ports.1.host", "dataMountPath", "ports.0.container", "command.10", "command.2", "ports.0.host", "name"].sort(compareFields)).toEqual([
+      "name",
+      "dataMountPath",
+      "command.2",
+      "command.10",
+      "ports.0.host",
+      "ports.0.container",
+      "ports.1.host",
+      "capAdd",
+    ]);
+    // A host port of 0 with the container port left empty breaks both rules: one problem, on the host port.
+    const zero = { ports: [{ host: "0", container: "", udp: false }] };
+    const both = [
+      { field: "spec.ports[0].host_port", description: "must be greater than or equal to 1" },
+      { field: "spec.ports[0].container_port", description: "must be greater than or equal to 1" },
+    ];
+    expect(problemsOfAnswer({ message: "", violations: both }, zero)).toEqual([{ field: "ports.0.host", message: "must be greater than or equal to 1" }]);
+  });
+
+  it("a field's problem goes away when its value changes; the others and those on no field stay", () => {
+    const before: SpecForm = { ...emptyForm(), name: "Bad", image: "x y", command: ["sh", "-c"], ports: [{ host: "0", container: "80", udp: false }] };
+    const problems = [
+      { field: "name", message: "n" },
+      { field: "image", message: "i" },
+      { field: "command.1", message: "c" },
+      { field: "ports.0.host", message: "p" },
+      { field: undefined, message: "no host is connected" },
+    ];
+    expect(problemsAfterEdit(problems, before, { ...before })).toBe(problems);
+    expect(problemsAfterEdit(problems, before, { ...before, name: "good" }).map((p) => p.field)).toEqual(["image", "command.1", "ports.0.host", undefined]);
+    expect(problemsAfterEdit(problems, before, { ...before, command: ["sh", "-x"] }).map((p) => p.field)).toEqual(["name", "image", "ports.0.host", undefined]);
+    expect(problemsAfterEdit(problems, before, { ...before, command: ["sh"] }).map((p) => p.field)).toEqual(["name", "image", "ports.0.host", undefined]);
+    // The protocol is part of the host port (a port used twice is per protocol); the container port is not.
+    expect(problemsAfterEdit(problems, before, { ...before, ports: [{ host: "0", container: "81", udp: false }] })).toHaveLength(5);
+    expect(problemsAfterEdit(problems, before, { ...before, ports: [{ host: "0", container: "80", udp: true }] })).toHaveLength(4);
+    expect(problemsAfterEdit([{ field: "project", message: "x" }], { ...before, project: "a" }, { ...before, project: "b" })).toEqual([]);
   });
 });

@@ -1,12 +1,11 @@
 /**
  * The server spec as a form edits it (strings), to and from `ServerSpec`, and
- * how the manager's validation messages map back onto the form's fields.
- * The manager is the validator; the form only parses what it must (command
- * words, KEY=VALUE lines, numbers). Pure; tested in spec-form-model.test.ts.
+ * how the manager's validation problems map back onto the form's fields.
+ * The manager is the validator; the form only parses what it must (KEY=VALUE
+ * lines, numbers). Pure; tested in spec-form-model.test.ts.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { DesiredState, Protocol, RestartPolicy, type ServerSpec, type ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { joinWords, splitWords } from "../ui/format.js";
 
 export interface PortRow {
   host: string;
@@ -18,7 +17,8 @@ export interface SpecForm {
   name: string;
   hostId: string;
   image: string;
-  command: string;
+  /** The argv, one argument per row, exactly as the spec holds it (spaces, quotes, empty arguments and all). */
+  command: string[];
   env: string;
   /**
    * Env keys whose values are secret: stored encrypted, shown as ******** to
@@ -63,7 +63,7 @@ export function emptyForm(): SpecForm {
     name: "",
     hostId: "",
     image: "",
-    command: "",
+    command: [],
     env: "",
     secretEnv: "",
     ports: [],
@@ -81,7 +81,7 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     name: s.name,
     hostId: s.hostId,
     image: s.image,
-    command: joinWords(s.command),
+    command: [...s.command],
     env: Object.entries(s.env)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([k, v]) => `${k}=${v}`)
@@ -97,54 +97,70 @@ export function formFromSpec(s: ServerSpec): SpecForm {
   };
 }
 
-/** A form field a message is about: "name", "ports", "ports.1.host", ... */
+/** A form field a problem is about: "name", "ports", "ports.1.host", "command.0", ... */
 export type FieldKey = string;
 
+/** One thing wrong with what the form would send; `field` undefined when it is about no field of the form. */
+export interface FieldProblem {
+  field: FieldKey | undefined;
+  message: string;
+}
+
+/** What the form cannot send, every problem at once. `field` is the first problem's. */
 export class FormError extends Error {
-  constructor(
-    readonly field: FieldKey,
-    message: string,
-  ) {
-    super(message);
+  constructor(readonly problems: readonly FieldProblem[]) {
+    super(problems.map((p) => p.message).join("; "));
+  }
+
+  get field(): FieldKey | undefined {
+    return this.problems[0]?.field;
   }
 }
 
-function port(text: string, field: FieldKey): number {
+function port(text: string, field: FieldKey, problems: FieldProblem[]): number {
   const t = text.trim();
-  if (!/^\d+$/.test(t)) throw new FormError(field, `"${text}" is not a port number`);
-  return Number(t);
+  if (/^\d+$/.test(t)) return Number(t);
+  problems.push({ field, message: `"${text}" is not a port number` });
+  return 0;
 }
 
-/** Builds the spec to send; throws FormError for what cannot be parsed at all. */
+/** The form rows of the ports sent (rows left empty are not sent): the spec's ports[i] is the form's row `sentPortRows(f)[i]`. */
+export function sentPortRows(f: Pick<SpecForm, "ports">): number[] {
+  return f.ports.flatMap((p, i) => (p.host.trim() || p.container.trim() ? [i] : []));
+}
+
+/** Builds the spec to send; throws one FormError naming everything that cannot be parsed at all. */
 export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSchema> {
-  let command: string[];
-  try {
-    command = splitWords(f.command);
-  } catch (e) {
-    throw new FormError("command", (e as Error).message);
-  }
+  const problems: FieldProblem[] = [];
   const env: Record<string, string> = {};
   f.env.split("\n").forEach((line, i) => {
     if (!line.trim()) return;
     const eq = line.indexOf("=");
-    if (eq <= 0) throw new FormError("env", `line ${i + 1}: write KEY=VALUE`);
-    env[line.slice(0, eq).trim()] = line.slice(eq + 1);
+    if (eq <= 0) problems.push({ field: "env", message: `line ${i + 1}: write KEY=VALUE` });
+    else env[line.slice(0, eq).trim()] = line.slice(eq + 1);
   });
   const secretEnv = f.secretEnv.split(/[\s,]+/).filter(Boolean);
   const missing = secretEnv.find((k) => !(k in env));
-  if (missing !== undefined) throw new FormError("secretEnv", `${missing} is not set in Environment; add ${missing}=VALUE there`);
-  const ports = f.ports
-    .filter((p) => p.host.trim() || p.container.trim())
-    .map((p, i) => ({
-      hostPort: port(p.host, `ports.${i}.host`),
-      containerPort: port(p.container || p.host, `ports.${i}.container`),
+  if (missing !== undefined) problems.push({ field: "secretEnv", message: `${missing} is not set in Environment; add ${missing}=VALUE there` });
+  const ports = sentPortRows(f).map((row) => {
+    const p = f.ports[row]!;
+    return {
+      hostPort: port(p.host, `ports.${row}.host`, problems),
+      containerPort: port(p.container || p.host, `ports.${row}.${p.container.trim() ? "container" : "host"}`, problems),
       protocol: p.udp ? Protocol.UDP : Protocol.TCP,
-    }));
+    };
+  });
+  const logMaxSizeBytes = logSize(f.logMaxSize, problems);
+  const logMaxFiles = logFiles(f.logMaxFiles, problems);
+  // One problem per field: a bad host port is not reported again as its container port.
+  const seen = new Set<FieldKey | undefined>();
+  const unique = problems.filter((p) => !seen.has(p.field) && seen.add(p.field));
+  if (unique.length) throw new FormError(unique);
   return {
     name: f.name.trim(),
     hostId: f.hostId,
     image: f.image.trim(),
-    command,
+    command: [...f.command],
     env,
     secretEnv,
     ports,
@@ -152,22 +168,66 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     restartPolicy: f.restartPolicy,
     desiredState: f.desiredState,
     capAdd: [...f.capAdd].sort(),
-    logMaxSizeBytes: logSize(f.logMaxSize),
-    logMaxFiles: logFiles(f.logMaxFiles),
+    logMaxSizeBytes,
+    logMaxFiles,
   };
 }
 
-function logSize(text: string): number {
+function logSize(text: string, problems: FieldProblem[]): number {
   if (!text.trim()) return 0;
   const n = parseSize(text);
-  if (n === undefined) throw new FormError("logMaxSize", `"${text}" is not a size: write bytes or a number with K, M or G (e.g. 10M)`);
-  return n;
+  if (n === undefined) problems.push({ field: "logMaxSize", message: `"${text}" is not a size: write bytes or a number with K, M or G (e.g. 10M)` });
+  return n ?? 0;
 }
 
-function logFiles(text: string): number {
+function logFiles(text: string, problems: FieldProblem[]): number {
   if (!text.trim()) return 0;
-  if (!/^\d+$/.test(text.trim())) throw new FormError("logMaxFiles", `"${text}" is not a number of files`);
-  return Number(text.trim());
+  if (/^\d+$/.test(text.trim())) return Number(text.trim());
+  problems.push({ field: "logMaxFiles", message: `"${text}" is not a number of files` });
+  return 0;
+}
+
+const FIELD_OF_SPEC: Record<string, FieldKey> = {
+  name: "name",
+  image: "image",
+  command: "command",
+  env: "env",
+  ports: "ports",
+  data_mount_path: "dataMountPath",
+  restart_policy: "restartPolicy",
+  desired_state: "desiredState",
+  host_id: "hostId",
+  cap_add: "capAdd",
+  secret_env: "secretEnv",
+  log_max_size_bytes: "logMaxSize",
+  log_max_files: "logMaxFiles",
+};
+
+/**
+ * The form field a request field path names, as the manager writes it
+ * (a google.rpc.BadRequest violation's `field`, or the head of an
+ * InvalidArgument message): "spec.ports[1].host_port" → "ports.1.host",
+ * "spec.command[2]" → "command.2", 'spec.env["FOO"]' → "env", "project" →
+ * "project". `form` maps the spec's ports back to the form's rows (rows left
+ * empty are not sent; an empty container port is the host port's). Undefined
+ * when it names no field of the form.
+ */
+export function fieldOfPath(path: string, form?: Pick<SpecForm, "ports">): FieldKey | undefined {
+  if (path === "project") return "project";
+  const m = /^(?:spec\.)?([a-z_]+)(?:\[(\d+)\]|\["(?:[^"\\]|\\.)*"\])?(?:\.([A-Za-z_][A-Za-z0-9_]*))?$/.exec(path);
+  if (!m) return undefined;
+  const [, field, index, sub] = m;
+  const key = FIELD_OF_SPEC[field!];
+  if (!key) return undefined;
+  if (key === "command" && index !== undefined) return `command.${index}`;
+  if (key === "ports" && index !== undefined) {
+    const row = form ? sentPortRows(form)[Number(index)] : Number(index);
+    if (row === undefined) return "ports";
+    // A container port left empty is the host port's: its problem is the host port's.
+    const container = sub === "container_port" && (!form || form.ports[row]!.container.trim() !== "");
+    return `ports.${row}.${container ? "container" : "host"}`;
+  }
+  return key;
 }
 
 /**
@@ -175,15 +235,97 @@ function logFiles(text: string): number {
  * several): "spec.ports[1].host_port: …" → "ports.1.host";
  * 'spec.env["FOO"]: …' → "env". Undefined when it names none.
  */
-export function fieldOfMessage(message: string): FieldKey | undefined {
-  const m = /^(?:spec\.)?([a-z_]+)(?:\[(\d+)\]|\["(?:[^"\\]|\\.)*"\])?(?:\.([A-Za-z_][A-Za-z0-9_]*))?:/.exec(message);
-  if (!m) return undefined;
-  const [, field, index, sub] = m;
-  const map: Record<string, string> = { name: "name", image: "image", command: "command", env: "env", ports: "ports", data_mount_path: "dataMountPath", restart_policy: "restartPolicy", desired_state: "desiredState", host_id: "hostId", cap_add: "capAdd", secret_env: "secretEnv", log_max_size_bytes: "logMaxSize", log_max_files: "logMaxFiles" };
-  const key = map[field!];
-  if (!key) return undefined;
-  if (key === "ports" && index !== undefined) return `ports.${index}.${sub === "container_port" ? "container" : "host"}`;
-  return key;
+export function fieldOfMessage(message: string, form?: Pick<SpecForm, "ports">): FieldKey | undefined {
+  const m = /^((?:spec\.)?[a-z_]+(?:\[\d+\]|\["(?:[^"\\]|\\.)*"\])?(?:\.[A-Za-z_][A-Za-z0-9_]*)?):/.exec(message);
+  return m ? fieldOfPath(m[1]!, form) : undefined;
+}
+
+/**
+ * The problems in an answer of the manager, each on the form field it names:
+ * every `google.rpc.BadRequest` field violation when the error carries them,
+ * else the message, on the field it starts with. `violations` as the dashboard
+ * decoded them from the error's details.
+ */
+export function problemsOfAnswer(
+  answer: { message: string; violations: readonly { field: string; description: string }[] },
+  form?: Pick<SpecForm, "ports">,
+): FieldProblem[] {
+  if (answer.violations.length === 0) return [{ field: fieldOfMessage(answer.message, form), message: answer.message }];
+  const seen = new Set<string>();
+  return answer.violations.flatMap((v) => {
+    const field = fieldOfPath(v.field, form);
+    // A violation on no field of the form keeps its path, so it still says what it is about.
+    const message = field === undefined ? `${v.field}: ${v.description}` : v.description;
+    // Two paths onto one field (a host port and the container port taken from it) say it once.
+    const key = `${field}\u0000${message}`;
+    if (seen.has(key)) return [];
+    seen.add(key);
+    return [{ field, message }];
+  });
+}
+
+/** The form's value of `key` (a field, a port row's cell, one argument), comparable with ===. */
+function valueAt(form: SpecForm & { project?: string }, key: FieldKey): unknown {
+  const [head, index, cell] = key.split(".");
+  if (head === "ports" && index !== undefined) {
+    const row = form.ports[Number(index)];
+    return row === undefined ? undefined : cell === "container" ? row.container : `${row.host}/${row.udp ? "udp" : "tcp"}`;
+  }
+  if (head === "command" && index !== undefined) return form.command[Number(index)];
+  const v = (form as unknown as Record<string, unknown>)[head!];
+  return typeof v === "object" ? JSON.stringify(v) : v;
+}
+
+/**
+ * The problems still standing after an edit from `before` to `after`: a
+ * problem goes away once the value of its field changes. Problems about no
+ * field stay until the next submit.
+ */
+export function problemsAfterEdit(
+  problems: readonly FieldProblem[],
+  before: SpecForm & { project?: string },
+  after: SpecForm & { project?: string },
+): readonly FieldProblem[] {
+  const left = problems.filter((p) => p.field === undefined || valueAt(before, p.field) === valueAt(after, p.field));
+  return left.length === problems.length ? problems : left;
+}
+
+/** The fields in the order the form shows them. */
+const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "capAdd"];
+
+/** Orders field keys as the form shows them: "name" before "ports.0.host" before "ports.1.host" before "capAdd". */
+export function compareFields(a: FieldKey, b: FieldKey): number {
+  const rank = (k: FieldKey) => {
+    const [head, index, cell] = k.split(".");
+    const at = FORM_ORDER.indexOf(head!);
+    return [at < 0 ? FORM_ORDER.length : at, index === undefined ? -1 : Number(index), cell === "container" ? 1 : 0];
+  };
+  const [x, y] = [rank(a), rank(b)];
+  return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!;
+}
+
+/** What the form calls a field, for a summary of problems: "Host port 2", "Argument 1". */
+export function fieldLabel(key: FieldKey): string {
+  const [head, index, cell] = key.split(".");
+  if (head === "ports" && index !== undefined) return `${cell === "container" ? "Container" : "Host"} port ${Number(index) + 1}`;
+  if (head === "command" && index !== undefined) return `Argument ${Number(index) + 1}`;
+  const labels: Record<string, string> = {
+    name: "Name",
+    project: "Project",
+    hostId: "Host",
+    image: "Image",
+    command: "Command",
+    env: "Environment",
+    secretEnv: "Secret keys",
+    ports: "Ports",
+    dataMountPath: "Data mount path",
+    restartPolicy: "Restart policy",
+    desiredState: "Desired state",
+    capAdd: "Capabilities",
+    logMaxSize: "Log size",
+    logMaxFiles: "Log files",
+  };
+  return labels[head!] ?? key;
 }
 
 /** Port conflicts in a FailedPrecondition message, with the free port the manager suggests. */

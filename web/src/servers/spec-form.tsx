@@ -1,37 +1,98 @@
 /**
  * The fields of a server spec, shared by the create form and the spec editor.
- * The manager validates; its message is shown under the form and the field it
- * names is marked. Port conflicts come with the manager's suggested free port
- * as a one-click fix.
+ * Every problem of a submit shows at once, on the field it names (the rest,
+ * and a summary, under the form); focus moves to the first bad field, and a
+ * field's problem goes away once its value changes. Port conflicts come with
+ * the manager's suggested free port as a one-click fix.
  */
-import type { ReactNode } from "react";
+import { useEffect, useRef, type KeyboardEvent, type ReactNode } from "react";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { DesiredState, RestartPolicy } from "@berth/proto/berth/v1/server_pb.js";
 import type { Host } from "@berth/proto/berth/v1/host_pb.js";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
-import { GIVABLE_CAPABILITIES, portSuggestions, type FieldKey, type SpecForm } from "./spec-form-model.js";
+import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
+import { errorText } from "../api/client.js";
+import {
+  compareFields,
+  fieldLabel,
+  FormError,
+  GIVABLE_CAPABILITIES,
+  portSuggestions,
+  problemsOfAnswer,
+  type FieldKey,
+  type FieldProblem,
+  type SpecForm,
+} from "./spec-form-model.js";
+
+/**
+ * The problems a failed submit brings to the form: a FormError's (what the
+ * page checked itself), or the manager's answer — every field violation of an
+ * InvalidArgument (its google.rpc.BadRequest detail), else its message; a
+ * name already taken (AlreadyExists) on the name.
+ */
+export function problemsOfError(err: unknown, form?: Pick<SpecForm, "ports">): FieldProblem[] {
+  if (err instanceof FormError) return [...err.problems];
+  const e = ConnectError.from(err);
+  // The one AlreadyExists of a spec: its name is taken in the project.
+  if (e.code === Code.AlreadyExists) return [{ field: "name", message: e.rawMessage }];
+  if (e.code !== Code.InvalidArgument) return [{ field: undefined, message: errorText(err) }];
+  const violations = e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
+  const problems = problemsOfAnswer({ message: e.rawMessage, violations }, form);
+  return violations.length === 0 && problems[0]?.field === undefined ? [{ field: undefined, message: errorText(err) }] : problems;
+}
+
+/** How the fields show `problems`: marked invalid, with their message beside them (ids under `idBase`). */
+export function fieldErrors(problems: readonly FieldProblem[], idBase: string) {
+  const messageOf = (k: FieldKey) => {
+    const own = problems.filter((p) => p.field === k).map((p) => p.message);
+    return own.length ? own.join("; ") : undefined;
+  };
+  const bad = (k: FieldKey) => (problems.some((p) => p.field === k || p.field?.startsWith(`${k}.`)) ? true : undefined);
+  const errorId = (k: FieldKey) => `${idBase}-err-${k.replace(/\W/g, "-")}`;
+  return {
+    messageOf,
+    bad,
+    errorId,
+    /** The attributes of the control of field `k`. */
+    control: (k: FieldKey) => ({ "aria-invalid": bad(k), "aria-describedby": messageOf(k) ? errorId(k) : undefined }),
+    /** What `<Field>` takes to show `k`'s problem. */
+    field: (k: FieldKey) => ({ invalid: bad(k), error: messageOf(k), errorId: errorId(k) }),
+  };
+}
 
 export function SpecFields(props: {
   form: SpecForm;
   onChange: (f: SpecForm) => void;
   mode: "create" | "edit";
   hosts: Host[];
-  errorField: FieldKey | undefined;
-  errorMessage: string | undefined;
+  /** The problems of the last submit still standing. */
+  problems: readonly FieldProblem[];
+  /** Changes on every failed submit: focus moves to the first field with a problem. */
+  attempt: number;
+  /** Ids for the fields' messages start with this (the same as `extra` used with `fieldErrors`). */
+  idBase: string;
   extra?: ReactNode;
 }) {
-  const { form, onChange, errorField } = props;
+  const { form, onChange, problems } = props;
+  const root = useRef<HTMLDivElement>(null);
+  const errs = fieldErrors(problems, props.idBase);
+  const { bad, control } = errs;
   const set = <K extends keyof SpecForm>(k: K, v: SpecForm[K]) => onChange({ ...form, [k]: v });
-  const bad = (k: FieldKey) => (errorField === k || errorField?.startsWith(`${k}.`) ? true : undefined);
-  const conflicts = props.errorMessage ? portSuggestions(props.errorMessage) : [];
+  const conflicts = problems.flatMap((p) => (p.field === undefined ? portSuggestions(p.message) : []));
   const setPort = (i: number, patch: Partial<SpecForm["ports"][number]>) => set("ports", form.ports.map((p, j) => (j === i ? { ...p, ...patch } : p)));
+  useEffect(() => {
+    if (props.attempt === 0) return;
+    root.current?.querySelector<HTMLElement>('[aria-invalid="true"]')?.focus();
+    // Only a new submit moves focus, not the problems going away as fields change.
+  }, [props.attempt]);
   return (
-    <div className="form-grid">
-      <Field label="Name" hint="lowercase letters, digits and '-'" invalid={bad("name")}>
-        <input value={form.name} onChange={(e) => set("name", e.target.value)} aria-invalid={bad("name")} required autoComplete="off" spellCheck={false} name="name" />
+    <div className="form-grid" ref={root}>
+      <Field label="Name" hint="lowercase letters, digits and '-'" {...errs.field("name")}>
+        <input value={form.name} onChange={(e) => set("name", e.target.value)} {...control("name")} required autoComplete="off" spellCheck={false} name="name" />
       </Field>
       {props.extra}
-      <Field label="Host" hint={props.mode === "edit" ? "a server stays on its host" : "empty: the connected host with the fewest servers"} invalid={bad("hostId")}>
-        <select value={form.hostId} onChange={(e) => set("hostId", e.target.value)} disabled={props.mode === "edit"} name="host">
+      <Field label="Host" hint={props.mode === "edit" ? "a server stays on its host" : "empty: the connected host with the fewest servers"} {...errs.field("hostId")}>
+        <select value={form.hostId} onChange={(e) => set("hostId", e.target.value)} disabled={props.mode === "edit"} name="host" {...control("hostId")}>
           {props.mode === "create" && <option value="">Pick automatically</option>}
           {props.hosts.map((h) => (
             <option key={h.id} value={h.id}>
@@ -41,24 +102,23 @@ export function SpecFields(props: {
           {props.mode === "edit" && !props.hosts.some((h) => h.id === form.hostId) && <option value={form.hostId}>{form.hostId}</option>}
         </select>
       </Field>
-      <Field label="Data mount path" hint="the data directory, inside the container" invalid={bad("dataMountPath")}>
-        <input value={form.dataMountPath} onChange={(e) => set("dataMountPath", e.target.value)} aria-invalid={bad("dataMountPath")} className="mono" name="dataMountPath" />
+      <Field label="Data mount path" hint="the data directory, inside the container" {...errs.field("dataMountPath")}>
+        <input value={form.dataMountPath} onChange={(e) => set("dataMountPath", e.target.value)} {...control("dataMountPath")} className="mono" name="dataMountPath" />
       </Field>
-      <Field label="Image" hint='e.g. "postgres:16"' invalid={bad("image")} wide>
-        <input value={form.image} onChange={(e) => set("image", e.target.value)} aria-invalid={bad("image")} required className="mono" spellCheck={false} name="image" />
+      <Field label="Image" hint='e.g. "postgres:16"' {...errs.field("image")} wide>
+        <input value={form.image} onChange={(e) => set("image", e.target.value)} {...control("image")} required className="mono" spellCheck={false} name="image" />
       </Field>
-      <Field label="Command" hint="optional; words split like a shell: sh -c 'exec sleep 1000'" invalid={bad("command")} wide>
-        <input value={form.command} onChange={(e) => set("command", e.target.value)} aria-invalid={bad("command")} className="mono" spellCheck={false} name="command" />
+      <ArgvEditor argv={form.command} onChange={(v) => set("command", v)} errs={errs} />
+      <Field label="Environment" hint="one KEY=VALUE per line" {...errs.field("env")} wide>
+        <textarea value={form.env} onChange={(e) => set("env", e.target.value)} {...control("env")} rows={2} className="mono" spellCheck={false} name="env" />
       </Field>
-      <Field label="Environment" hint="one KEY=VALUE per line" invalid={bad("env")} wide>
-        <textarea value={form.env} onChange={(e) => set("env", e.target.value)} aria-invalid={bad("env")} rows={2} className="mono" spellCheck={false} name="env" />
-      </Field>
-      <Field label="Secret keys" hint="env keys whose values are stored encrypted and shown as ********; leave ******** to keep a stored value" invalid={bad("secretEnv")} wide>
-        <input value={form.secretEnv} onChange={(e) => set("secretEnv", e.target.value)} aria-invalid={bad("secretEnv")} className="mono" spellCheck={false} placeholder="DB_PASSWORD, API_TOKEN" name="secretEnv" />
+      <Field label="Secret keys" hint="env keys whose values are stored encrypted and shown as ********; leave ******** to keep a stored value" {...errs.field("secretEnv")} wide>
+        <input value={form.secretEnv} onChange={(e) => set("secretEnv", e.target.value)} {...control("secretEnv")} className="mono" spellCheck={false} placeholder="DB_PASSWORD, API_TOKEN" name="secretEnv" />
       </Field>
       <fieldset className={`field wide${bad("ports") ? " invalid" : ""}`}>
         <legend>Ports</legend>
         {form.ports.length === 0 && <p className="muted small">No published ports.</p>}
+        <FieldError id={errs.errorId("ports")} text={errs.messageOf("ports")} />
         {form.ports.map((p, i) => {
           const conflict = conflicts.find((c) => String(c.port) === p.host.trim() && c.udp === p.udp);
           return (
@@ -70,6 +130,7 @@ export function SpecFields(props: {
                   onChange={(e) => setPort(i, { host: e.target.value })}
                   inputMode="numeric"
                   placeholder="host"
+                  {...control(`ports.${i}.host`)}
                   aria-invalid={bad(`ports.${i}.host`) || (conflict ? true : undefined)}
                   aria-label={`Host port ${i + 1}`}
                 />
@@ -82,7 +143,7 @@ export function SpecFields(props: {
                   onChange={(e) => setPort(i, { container: e.target.value })}
                   inputMode="numeric"
                   placeholder="container"
-                  aria-invalid={bad(`ports.${i}.container`)}
+                  {...control(`ports.${i}.container`)}
                   aria-label={`Container port ${i + 1}`}
                 />
               </label>
@@ -93,6 +154,8 @@ export function SpecFields(props: {
               <button type="button" className="icon-button" aria-label={`Remove port ${i + 1}`} onClick={() => set("ports", form.ports.filter((_, j) => j !== i))}>
                 ×
               </button>
+              <FieldError id={errs.errorId(`ports.${i}.host`)} text={errs.messageOf(`ports.${i}.host`)} />
+              <FieldError id={errs.errorId(`ports.${i}.container`)} text={errs.messageOf(`ports.${i}.container`)} />
               {conflict && (
                 <span className="conflict">
                   used by {conflict.usedBy}
@@ -110,29 +173,30 @@ export function SpecFields(props: {
           Add port
         </button>
       </fieldset>
-      <Field label="Restart policy" hint="when the container exits by itself" invalid={bad("restartPolicy")}>
-        <select value={form.restartPolicy} onChange={(e) => set("restartPolicy", Number(e.target.value) as RestartPolicy)} name="restartPolicy">
+      <Field label="Restart policy" hint="when the container exits by itself" {...errs.field("restartPolicy")}>
+        <select value={form.restartPolicy} onChange={(e) => set("restartPolicy", Number(e.target.value) as RestartPolicy)} name="restartPolicy" {...control("restartPolicy")}>
           <option value={RestartPolicy.NEVER}>never</option>
           <option value={RestartPolicy.ON_FAILURE}>on-failure</option>
           <option value={RestartPolicy.ALWAYS}>always</option>
         </select>
       </Field>
-      <Field label="Desired state" invalid={bad("desiredState")}>
-        <select value={form.desiredState} onChange={(e) => set("desiredState", Number(e.target.value) as DesiredState)} name="desiredState">
+      <Field label="Desired state" {...errs.field("desiredState")}>
+        <select value={form.desiredState} onChange={(e) => set("desiredState", Number(e.target.value) as DesiredState)} name="desiredState" {...control("desiredState")}>
           <option value={DesiredState.RUNNING}>running</option>
           <option value={DesiredState.STOPPED}>stopped</option>
           <option value={DesiredState.PAUSED}>paused</option>
         </select>
       </Field>
-      <Field label="Log size" hint="rotate the container's log at this size (e.g. 10M); empty: the manager's default" invalid={bad("logMaxSize")}>
-        <input value={form.logMaxSize} onChange={(e) => set("logMaxSize", e.target.value)} aria-invalid={bad("logMaxSize")} placeholder="default" className="mono" name="logMaxSize" />
+      <Field label="Log size" hint="rotate the container's log at this size (e.g. 10M); empty: the manager's default" {...errs.field("logMaxSize")}>
+        <input value={form.logMaxSize} onChange={(e) => set("logMaxSize", e.target.value)} {...control("logMaxSize")} placeholder="default" className="mono" name="logMaxSize" />
       </Field>
-      <Field label="Log files" hint="kept per container (1 to 20); empty: the manager's default" invalid={bad("logMaxFiles")}>
-        <input value={form.logMaxFiles} onChange={(e) => set("logMaxFiles", e.target.value)} aria-invalid={bad("logMaxFiles")} inputMode="numeric" placeholder="default" name="logMaxFiles" />
+      <Field label="Log files" hint="kept per container (1 to 20); empty: the manager's default" {...errs.field("logMaxFiles")}>
+        <input value={form.logMaxFiles} onChange={(e) => set("logMaxFiles", e.target.value)} {...control("logMaxFiles")} inputMode="numeric" placeholder="default" name="logMaxFiles" />
       </Field>
       <fieldset className={`field wide${bad("capAdd") ? " invalid" : ""}`}>
         <legend>Capabilities to give back</legend>
         <p className="muted small">berth drops these by default; give one back only if the server needs it.</p>
+        <FieldError id={errs.errorId("capAdd")} text={errs.messageOf("capAdd")} />
         {GIVABLE_CAPABILITIES.map((c) => (
           <label key={c} className="check">
             <input
@@ -140,6 +204,7 @@ export function SpecFields(props: {
               checked={form.capAdd.includes(c)}
               onChange={(e) => set("capAdd", e.target.checked ? [...form.capAdd, c] : form.capAdd.filter((x) => x !== c))}
               name={`cap-${c}`}
+              {...control("capAdd")}
             />{" "}
             <span className="mono">{c}</span>
           </label>
@@ -149,11 +214,116 @@ export function SpecFields(props: {
   );
 }
 
-export function Field(props: { label: string; hint?: string; invalid?: boolean | undefined; wide?: boolean; children: ReactNode }) {
+/**
+ * The command as the program gets it: one argument per row, no shell quoting,
+ * so an argument may hold spaces, quotes or be empty. Enter adds the next
+ * argument; Shift+Enter breaks the line inside one (a script for `sh -c`).
+ */
+function ArgvEditor(props: { argv: string[]; onChange: (argv: string[]) => void; errs: ReturnType<typeof fieldErrors> }) {
+  const { argv, onChange, errs } = props;
+  const box = useRef<HTMLFieldSetElement>(null);
+  const focusRow = useRef<number | undefined>(undefined);
+  useEffect(() => {
+    if (focusRow.current === undefined) return;
+    box.current?.querySelector<HTMLTextAreaElement>(`textarea[name="command.${focusRow.current}"]`)?.focus();
+    focusRow.current = undefined;
+  });
+  const insertAfter = (i: number) => {
+    focusRow.current = i + 1;
+    onChange([...argv.slice(0, i + 1), "", ...argv.slice(i + 1)]);
+  };
+  const onKeyDown = (i: number) => (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (e.key !== "Enter" || e.shiftKey || e.nativeEvent.isComposing) return;
+    e.preventDefault();
+    insertAfter(i);
+  };
+  return (
+    <fieldset className={`field wide argv${errs.bad("command") ? " invalid" : ""}`} ref={box}>
+      <legend>Command</legend>
+      <span className="hint">optional: the image&apos;s default when empty. One argument per row, exactly as the program gets it (no quoting); Enter adds the next one, Shift+Enter breaks a line inside one.</span>
+      <FieldError id={errs.errorId("command")} text={errs.messageOf("command")} />
+      <ol className="argv-rows">
+        {argv.map((arg, i) => (
+          <li key={i} className="argv-row">
+            <textarea
+              value={arg}
+              rows={Math.min(8, arg.split("\n").length)}
+              onChange={(e) => onChange(argv.map((a, j) => (j === i ? e.target.value : a)))}
+              onKeyDown={onKeyDown(i)}
+              className="mono"
+              spellCheck={false}
+              name={`command.${i}`}
+              aria-label={`Argument ${i + 1}`}
+              placeholder={i === 0 ? "program, e.g. sh" : "(empty argument)"}
+              {...errs.control(`command.${i}`)}
+            />
+            <button type="button" className="icon-button" aria-label={`Remove argument ${i + 1}`} onClick={() => onChange(argv.filter((_, j) => j !== i))}>
+              ×
+            </button>
+            <FieldError id={errs.errorId(`command.${i}`)} text={errs.messageOf(`command.${i}`)} />
+          </li>
+        ))}
+      </ol>
+      <button type="button" className="button small" onClick={() => insertAfter(argv.length - 1)}>
+        Add argument
+      </button>
+    </fieldset>
+  );
+}
+
+/** A field's problem, beside it (the control names it with aria-describedby). */
+export function FieldError({ id, text }: { id: string; text: string | undefined }) {
+  if (!text) return null;
+  return (
+    <span className="field-error" id={id}>
+      {text}
+    </span>
+  );
+}
+
+/**
+ * Under the form: how many fields need a fix (each shows its own problem),
+ * and the problems about no field in full. Scrolls itself into view only when
+ * no field has a problem (focus already went to the first bad field).
+ */
+export function ProblemSummary({ problems }: { problems: readonly FieldProblem[] }) {
+  const ref = useRef<HTMLDivElement>(null);
+  const fields = [...new Set(problems.flatMap((p) => (p.field === undefined ? [] : [p.field])))].sort(compareFields);
+  const general = problems.filter((p) => p.field === undefined);
+  useEffect(() => {
+    if (fields.length === 0 && general.length > 0) ref.current?.scrollIntoView?.({ block: "nearest", behavior: "smooth" });
+    // Only a new set of problems scrolls, not every render.
+  }, [problems]);
+  if (problems.length === 0) return null;
+  return (
+    <div className="error-box problem-summary" role="alert" ref={ref}>
+      {fields.length > 0 && (
+        <p>
+          {fields.length === 1 ? "1 field needs" : `${fields.length} fields need`} a fix: {fields.map(fieldLabel).join(", ")}.
+        </p>
+      )}
+      {general.map((p, i) => (
+        <p key={i}>{p.message}</p>
+      ))}
+    </div>
+  );
+}
+
+export function Field(props: {
+  label: string;
+  hint?: string;
+  invalid?: boolean | undefined;
+  /** The field's problem, shown under it; its control names `errorId` in aria-describedby. */
+  error?: string | undefined;
+  errorId?: string;
+  wide?: boolean;
+  children: ReactNode;
+}) {
   return (
     <label className={`field${props.wide ? " wide" : ""}${props.invalid ? " invalid" : ""}`}>
       <span className="label">{props.label}</span>
       {props.children}
+      {props.error && props.errorId && <FieldError id={props.errorId} text={props.error} />}
       {props.hint && <span className="hint">{props.hint}</span>}
     </label>
   );

@@ -5,7 +5,7 @@ import { checkSpecRules } from "./spec-rules.js";
 const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as FormError);
 
 describe("checkSpecRules (the contract's rules, before sending)", () => {
-  it("names every problem of the form at once, on the field of the first", async () => {
+  it("names every problem of the form at once, each on its field", async () => {
     const spec = specFromForm({
       ...emptyForm(),
       name: "Web Server",
@@ -16,8 +16,14 @@ describe("checkSpecRules (the contract's rules, before sending)", () => {
     const err = await errorOf(checkSpecRules(spec));
     expect(err).toBeInstanceOf(FormError);
     expect(err?.field).toBe("name");
-    expect(err?.message.split("; ").map((p) => p.slice(0, p.indexOf(": ")))).toEqual(["spec.name", 'spec.env["1BAD"]', "spec.ports[0].container_port"]);
-    expect(err?.message).toContain("spec.ports[0].container_port: must be greater than or equal to 1 and less than or equal to 65535");
+    expect(err?.problems.map((p) => p.field)).toEqual(["name", "env", "ports.0.container"]);
+    expect(err?.problems[2]?.message).toBe("must be greater than or equal to 1 and less than or equal to 65535");
+  });
+
+  it("puts a port's problem on its row of the form, past empty rows", async () => {
+    const form = { ...emptyForm(), name: "web-1", image: "nginx:1.27", ports: [{ host: "", container: "", udp: false }, { host: "80", container: "70000", udp: false }] };
+    const err = await errorOf(checkSpecRules(specFromForm(form), form));
+    expect(err?.problems.map((p) => p.field)).toEqual(["ports.1.container"]);
   });
 
   it("lets a good spec through", async () => {

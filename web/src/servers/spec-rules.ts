@@ -4,7 +4,7 @@
  * spec before the form sends it, so every problem shows at once without a
  * round trip. The manager still checks everything (and what rules cannot
  * say: a host port used twice, the environment's total size, port conflicts);
- * its answers land on the form as before.
+ * its answers land on the form the same way.
  *
  * protovalidate, with its CEL and RE2 engines, is loaded on the first check
  * (a chunk of its own), not with the dashboard. It uses no eval, so the
@@ -13,7 +13,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { pathToString } from "@bufbuild/protobuf/reflect";
 import { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
-import { fieldOfMessage, FormError } from "./spec-form-model.js";
+import { FormError, problemsOfAnswer, type SpecForm } from "./spec-form-model.js";
 
 type Validator = import("@bufbuild/protovalidate").Validator;
 let validator: Promise<Validator | undefined> | undefined;
@@ -25,15 +25,15 @@ function load(): Promise<Validator | undefined> {
 }
 
 /**
- * Throws a FormError naming every rule `spec` breaks, in the manager's words
- * and format ("spec.name: …; spec.ports[0].host_port: …"), on the field of
- * the first. Resolves when the spec keeps every rule.
+ * Throws a FormError naming every rule `spec` breaks, in the manager's words,
+ * each on the form field it is about (`form`: the form it was built from,
+ * whose empty port rows were not sent). Resolves when the spec keeps every rule.
  */
-export async function checkSpecRules(spec: MessageInitShape<typeof ServerSpecSchema>): Promise<void> {
+export async function checkSpecRules(spec: MessageInitShape<typeof ServerSpecSchema>, form?: Pick<SpecForm, "ports">): Promise<void> {
   const v = await load();
   if (!v) return;
   const result = v.validate(ServerSpecSchema, create(ServerSpecSchema, spec));
   if (result.kind !== "invalid") return;
-  const message = result.violations.map((x) => `spec.${pathToString(x.field)}: ${x.message}`).join("; ");
-  throw new FormError(fieldOfMessage(message) ?? "", message);
+  const violations = result.violations.map((x) => ({ field: `spec.${pathToString(x.field)}`, description: x.message }));
+  throw new FormError(problemsOfAnswer({ message: "", violations }, form));
 }

@@ -1,0 +1,101 @@
+/**
+ * A refused create or update says everything wrong with it at once: the
+ * message lists every problem in words, and a google.rpc.BadRequest detail
+ * carries each one with its field, over gRPC and the Connect protocol (what
+ * the dashboard speaks) alike. Errors about a host name it as operators know it.
+ */
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HostService } from "@berth/proto/berth/v1/host_pb.js";
+import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
+import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
+import { bearer, ScriptedAgent, startTestManager, type TestManager } from "../../testing/fuzz-kit.js";
+
+let tm: TestManager;
+let agent: ScriptedAgent;
+let hostName: string;
+
+beforeAll(async () => {
+  tm = await startTestManager();
+  agent = await ScriptedAgent.enroll(tm);
+  agent.connect();
+  for (let i = 0; i < 250 && !tm.manager.hub.isConnected(agent.hostId); i++) await new Promise((r) => setTimeout(r, 20));
+  const { hosts } = await createClient(HostService, tm.transport()).listHosts({});
+  hostName = hosts.find((h) => h.id === agent.hostId)!.name;
+  expect(hostName).not.toBe(agent.hostId);
+});
+
+afterAll(async () => {
+  await agent?.close();
+  await tm?.close();
+});
+
+async function refusal(p: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("the call was not refused");
+}
+
+const violations = (err: ConnectError) => err.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => ({ field: v.field, description: v.description })));
+
+/** A spec that breaks a field rule (name), another (a port of 0) and a rule spanning fields (one host port twice). */
+const BAD_SPEC = {
+  name: "Bad Name",
+  image: "busybox:1",
+  ports: [
+    { hostPort: 0, containerPort: 80 },
+    { hostPort: 9000, containerPort: 90 },
+    { hostPort: 9000, containerPort: 91 },
+  ],
+};
+
+describe("InvalidArgument carries every field violation (google.rpc.BadRequest)", () => {
+  const transports: [string, () => Transport][] = [
+    ["gRPC", () => tm.transport()],
+    ["Connect (binary, as the dashboard)", () => createConnectTransport({ baseUrl: tm.url, httpVersion: "2", useBinaryFormat: true, interceptors: [bearer(tm.adminToken)] })],
+  ];
+
+  for (const [protocol, transport] of transports) {
+    it(`CreateServer over ${protocol}: every problem, each on its field, and the message lists them`, async () => {
+      const servers = createClient(ServerService, transport());
+      const err = await refusal(servers.createServer({ spec: BAD_SPEC }));
+      expect(err.code).toBe(Code.InvalidArgument);
+      const got = violations(err);
+      expect(got.map((v) => v.field).sort()).toEqual(["spec.name", "spec.ports[0].host_port", "spec.ports[2].host_port"]);
+      for (const v of got) {
+        expect(v.description).not.toBe("");
+        // The human message names each of them too.
+        expect(err.rawMessage).toContain(v.field === "spec.name" ? v.description : v.field);
+      }
+      expect(got.find((v) => v.field === "spec.ports[2].host_port")?.description).toMatch(/already used by ports\[1\]/);
+      expect(await tm.manager.store.allServerIds()).toEqual([]);
+    });
+  }
+
+  it("UpdateServer: every problem too; a single-field refusal carries its one violation", async () => {
+    const servers = createClient(ServerService, tm.transport());
+    const { server } = await servers.createServer({ spec: { name: "keep", image: "busybox:1", hostId: agent.hostId, desiredState: 3 /* STOPPED */ } });
+    const bad = await refusal(servers.updateServer({ id: server!.id, spec: { ...BAD_SPEC, name: "keep", image: "Not An Image" } }));
+    expect(violations(bad).map((v) => v.field).sort()).toEqual(["spec.image", "spec.ports[0].host_port", "spec.ports[2].host_port"]);
+
+    // A check in the handler (not a field rule) is one violation, on its field.
+    const moved = await refusal(servers.updateServer({ id: server!.id, spec: { name: "keep", image: "busybox:1", hostId: "host_elsewhere" } }));
+    expect(moved.code).toBe(Code.InvalidArgument);
+    expect(violations(moved)).toEqual([{ field: "spec.host_id", description: expect.stringContaining(`it is on ${hostName}`) }]);
+    // The host by its name, not its id.
+    expect(moved.rawMessage).not.toContain(agent.hostId);
+  });
+
+  it("a port conflict names the host by its name", async () => {
+    const servers = createClient(ServerService, tm.transport());
+    const ports = [{ hostPort: 27015, containerPort: 27015 }];
+    await servers.createServer({ spec: { name: "first", image: "busybox:1", hostId: agent.hostId, ports, desiredState: 3 } });
+    const err = await refusal(servers.createServer({ spec: { name: "second", image: "busybox:1", hostId: agent.hostId, ports, desiredState: 3 } }));
+    expect(err.code).toBe(Code.FailedPrecondition);
+    expect(err.rawMessage).toBe(`port conflict on host ${hostName}: host port 27015/tcp is used by server "first" (try 27016)`);
+  });
+});
