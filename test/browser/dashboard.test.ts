@@ -1043,6 +1043,24 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     expect((await manager.hosts.getHost({ id: hostB })).host!.unschedulable).toBe(false);
     await hostRow.getByRole("button", { name: "Drain…" }).waitFor();
   });
+
+  // Last in this describe: host B's agent is killed.
+  it("a host lost (its agent killed): its server reads 'Unknown · last seen Running'; Hosts says offline with the last heartbeat's time", async () => {
+    const p = page();
+    const s = await createOn(hostB, `away-${RUN}`);
+    await waitForPhase(manager, s.id, Phase.RUNNING);
+    await goTo("Servers");
+    const r = row(p, s.spec!.name);
+    await r.locator(".c-phase").getByText("Running").waitFor({ timeout: 15_000 });
+    await agentB.kill();
+    await r.locator(".last-seen").filter({ hasText: "last seen Running" }).waitFor({ timeout: 45_000 });
+    expect(await r.locator(".c-phase").textContent()).toMatch(/^\W*Unknown/);
+    await goTo("Hosts");
+    const hostRow = p.locator(`tr[data-host-id="${hostB}"]`);
+    await hostRow.getByText("offline", { exact: true }).waitFor({ timeout: 15_000 });
+    expect(await hostRow.locator('td[data-label="Last heartbeat"]').textContent()).toMatch(/\d+s ago|just now/);
+    await screenshot(p, "28-host-lost");
+  });
 });
 
 function createAlertsClient(m: ManagerProc) {
