@@ -71,7 +71,8 @@ describe("an agent with several manager URLs", () => {
     const dead = `http://127.0.0.1:${deadPort}`;
     // Enrolled with both (the dead one skipped), run dials the stored list in that order.
     const t0 = Date.now();
-    const agent = await startAgent({ manager, managerUrls: [dead, manager.url], dir: d });
+    // The product's backoff (not the harness's 1 s cap): a backoff before the hop would show.
+    const agent = await startAgent({ manager, managerUrls: [dead, manager.url], dir: d, extraArgs: ["--reconnect-max", "30"] });
     procs.push(agent);
     const enrolledMs = Date.now() - t0;
     const t1 = Date.now();
@@ -102,7 +103,8 @@ describe("an agent with several manager URLs", () => {
     procs.push(a);
     const [portB] = await freePorts(1);
     const urlB = `http://127.0.0.1:${portB}`;
-    const agent = await startAgent({ manager: a, dir: dA, extraArgs: ["--manager", `${a.url},${urlB}`] });
+    // The product's backoff (not the harness's 1 s cap): failing over must not wait for it.
+    const agent = await startAgent({ manager: a, dir: dA, extraArgs: ["--manager", `${a.url},${urlB}`, "--reconnect-max", "30"] });
     procs.push(agent);
     const onA = await waitForHostOnline(a, 20_000);
 

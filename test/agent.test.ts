@@ -27,6 +27,14 @@ const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dockerReachable = (h: Host) => h.conditions.find((c) => c.type === "DockerReachable");
 
+/**
+ * The first suite's manager: agents beat every second and are offline after 4 s of silence (the
+ * defaults are 5 s and 15 s). An agent ignoring the Welcome's interval would beat every 5 s and
+ * drop offline between beats.
+ */
+const HEARTBEAT_S = 1;
+const AGENT_TIMEOUT_S = 4;
+
 describe("the agent on its host", () => {
   const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
   let dir: string;
@@ -73,7 +81,7 @@ describe("the agent on its host", () => {
 
   beforeAll(async () => {
     dir = await tempDir("agent");
-    manager = await startManager({ dir });
+    manager = await startManager({ dir, args: ["--heartbeat-interval", String(HEARTBEAT_S), "--agent-timeout", String(AGENT_TIMEOUT_S)] });
     const port = Number(new URL(manager.url).port);
     proxy = await startTcpProxy("127.0.0.1", port);
     const a = await enrollAndRun(`http://${proxy.address}`, "a");
@@ -105,12 +113,14 @@ describe("the agent on its host", () => {
     expect(dockerReachable(h)).toMatchObject({ status: ConditionStatus.TRUE, reason: "Reachable" });
     const since = Number(h.connectedSince!.seconds);
     expect(since).toBeGreaterThan(Date.now() / 1000 - 120);
-    // Heartbeats keep coming (every 5 s) while connected-since stays put.
+    // Heartbeats keep coming (every HEARTBEAT_S, as the manager's Welcome asked: at the agent's own
+    // 5 s the host would drop offline between beats) while connected-since stays put.
     const beat = Number(h.lastHeartbeat!.seconds);
-    const later = await waitFor("a newer heartbeat", async () => {
+    const later = await waitFor("a heartbeat more than the agent timeout later", async () => {
       const n = await host();
-      return Number(n.lastHeartbeat!.seconds) > beat && n;
-    }, 12_000, 500);
+      return Number(n.lastHeartbeat!.seconds) > beat + AGENT_TIMEOUT_S && n;
+    }, 20_000, 500);
+    expect(later.state).toBe(HostState.ONLINE);
     expect(Number(later.connectedSince!.seconds)).toBe(since);
   });
 
@@ -222,18 +232,18 @@ describe("the agent on its host", () => {
 
     const cutAt = Date.now();
     proxy.cut("blackhole");
-    // Nothing gets through, nothing is closed: the manager notices the silence (15 s).
+    // Nothing gets through, nothing is closed: the manager notices the silence (--agent-timeout).
     const offline = await waitFor("host offline", async () => {
       const h = await host();
       return h.state === HostState.OFFLINE && h;
     }, 25_000, 500);
     // Silence is counted from the agent's last message, which is no older than its last
-    // heartbeat: the host goes offline 15 s (the agent timeout) after that heartbeat at the
+    // heartbeat: the host goes offline AGENT_TIMEOUT_S (--agent-timeout) after that heartbeat at the
     // earliest, never at once. (Measured against the heartbeat the manager recorded, not
-    // against the cut: on a loaded machine a heartbeat can lag its 5 s period.)
+    // against the cut: on a loaded machine a heartbeat can lag its period.)
     const lastBeatMs = Number(offline.lastHeartbeat!.seconds) * 1000 + Math.floor(offline.lastHeartbeat!.nanos / 1e6);
     expect(lastBeatMs).toBeLessThanOrEqual(cutAt + 1_000);
-    expect(Date.now() - lastBeatMs).toBeGreaterThanOrEqual(15_000);
+    expect(Date.now() - lastBeatMs).toBeGreaterThanOrEqual(AGENT_TIMEOUT_S * 1000);
     const unknown = await waitForPhase(manager, keep, Phase.UNKNOWN, 5_000);
     expect(unknown.status!.conditions.find((c) => c.type === "HostConnected")?.status).toBe(ConditionStatus.FALSE);
     expect(dockerReachable(await host())).toMatchObject({ status: ConditionStatus.UNKNOWN });
@@ -310,9 +320,14 @@ describe("the agent under a Docker engine restart", () => {
     expect(down.dockerReachable).toBe(false);
     expect(down.state).toBe(HostState.ONLINE); // the agent is fine, its engine is not
     expect(dockerReachable(down)?.message).toContain("cannot reach its Docker engine");
-    // It stays down, reported as such by every heartbeat, without the agent giving up.
-    await sleep(6_000);
-    expect(dockerReachable(await getHost())?.status).toBe(ConditionStatus.FALSE);
+    // It stays down, reported as such by every heartbeat, without the agent giving up: the next
+    // heartbeat (it writes the condition with it) still says False.
+    const beatMs = (h: Host) => Number(h.lastHeartbeat!.seconds) * 1000 + Math.floor(h.lastHeartbeat!.nanos / 1e6);
+    const later = await waitFor("a heartbeat after DockerReachable=False", async () => {
+      const h = await getHost();
+      return beatMs(h) > beatMs(down) && h;
+    }, 20_000, 250);
+    expect(dockerReachable(later)?.status).toBe(ConditionStatus.FALSE);
 
     engine = await startPrivateDockerd("agent-test");
     await waitFor("DockerReachable=True", async () => dockerReachable(await getHost())?.status === ConditionStatus.TRUE, 30_000, 250);

@@ -123,7 +123,9 @@ describe("transfers and clones between hosts", () => {
       dockers.push(d);
     }
     dockers.push(dockerClient(inject("dockerHost")));
-    manager = await startManager({ dir, args: ["--alert-interval", "1", "--transfer-offline-grace", "5"] });
+    // A cut link is noticed after --agent-timeout (15 s by default), and only then does the
+    // transfer's grace run out: 5 s of silence (five 1 s heartbeats) says the same here.
+    manager = await startManager({ dir, args: ["--alert-interval", "1", "--transfer-offline-grace", "5", "--heartbeat-interval", "1", "--agent-timeout", "5"] });
     const u = new URL(manager.url);
     proxyB = await startTcpProxy(u.hostname, Number(u.port));
     await addAgent("a", inject("dockerHost"));

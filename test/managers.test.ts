@@ -102,7 +102,8 @@ describe.skipIf(!pg.url)("several managers on one PostgreSQL database", () => {
     await start(0);
     await start(1);
     // Enrolled with both; the agent dials the first that answers: manager 0.
-    agent = await startAgent({ manager: managers[0]!, managerUrls: [managers[0]!.url, managers[1]!.url], dir });
+    // The product's reconnect backoff (not the harness's 1 s cap): the kill -9 test's "with the other within 10 s" is about failing over without it.
+    agent = await startAgent({ manager: managers[0]!, managerUrls: [managers[0]!.url, managers[1]!.url], dir, extraArgs: ["--reconnect-max", "30"] });
     await waitFor("the host online on both managers", async () => {
       const views = await Promise.all(managers.map((m) => m.hosts.listHosts({})));
       return views.every((v) => v.hosts.length === 1 && v.hosts[0]!.state === HostState.ONLINE);

@@ -33,7 +33,10 @@ export interface AgentOptions {
   log: Logger;
   /** Full inventory period, to heal anything an event stream missed. */
   inventoryIntervalMs?: number;
+  /** Heartbeat (and engine probe) period until a manager's Welcome names its own (default 5 s). */
   heartbeatIntervalMs?: number;
+  /** The longest wait between rounds of reconnect attempts (default 30 s; link/manager-link.ts). */
+  reconnectMaxMs?: number;
   /** How long the engine may take to answer the reachability probe (every heartbeat). */
   dockerProbeTimeoutMs?: number;
 }
@@ -82,6 +85,8 @@ export class Agent {
   private readonly destroyed = new Map<string, number>();
   private readonly pullReportedAt = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatMs = 0;
   /** Docker events in line per container. */
   private readonly events = new KeyedQueue();
   /** Recent kill/stop requests per container, with their signals: a die right after a stop request was someone's stop. */
@@ -126,6 +131,7 @@ export class Agent {
         onRevoked: (message) => this.revoked?.(message),
       },
       opts.log.child({ part: "link" }),
+      opts.reconnectMaxMs !== undefined ? { reconnectMaxMs: opts.reconnectMaxMs } : {},
     );
     this.done = new Promise((resolve) => {
       this.revoked = (message) => {
@@ -150,10 +156,26 @@ export class Agent {
     this.link.start();
     this.sizes.start();
     this.every(this.opts.inventoryIntervalMs ?? 30_000, () => void this.sendInventory({ periodic: true }));
-    this.every(this.opts.heartbeatIntervalMs ?? 5_000, () => {
+    this.beatEvery(this.opts.heartbeatIntervalMs ?? 5_000);
+  }
+
+  /**
+   * Heartbeats (each with an engine probe) every `ms`. The manager's Welcome
+   * names the interval it expects (its silence timeout is a few of them), so
+   * each Welcome may re-arm the timer.
+   */
+  private beatEvery(ms: number): void {
+    if (ms === this.heartbeatMs || this.abort.signal.aborted) return;
+    this.heartbeatMs = ms;
+    if (this.heartbeatTimer) {
+      clearInterval(this.heartbeatTimer);
+      this.timers = this.timers.filter((t) => t !== this.heartbeatTimer);
+    }
+    this.heartbeatTimer = setInterval(() => {
       void this.sendHeartbeat();
       void this.probeDocker();
-    });
+    }, ms);
+    this.timers.push(this.heartbeatTimer);
   }
 
   stop(): void {
@@ -397,6 +419,7 @@ export class Agent {
         this.managerId = w.managerId || undefined;
         // Commands of managers that took the host before this one are refused from now on.
         this.executor.observeOwnerEpoch(w.ownerEpoch);
+        if (w.heartbeatIntervalSeconds > 0) this.beatEvery(w.heartbeatIntervalSeconds * 1000);
         // Command deadlines are the manager's clock; judge them by it (within a round trip).
         this.managerClockOffsetMs = w.time ? timestampMs(w.time) - Date.now() : 0;
         if (Math.abs(this.managerClockOffsetMs) > 5_000) {

@@ -31,6 +31,8 @@ Flags (environment variable in brackets, then default):
                          target must be one of them or inside one) [BERTH_BACKUP_DIRS] /var/lib/berth-backups
   --docker-socket PATH   Docker API socket [DOCKER_HOST unix://...] /var/run/docker.sock
   --inventory-interval S full inventory period in seconds [BERTH_INVENTORY_INTERVAL] 30
+  --reconnect-max S      longest wait between rounds of reconnect attempts, in seconds (the wait
+                         doubles from 0.5 s up to it, jittered) [BERTH_RECONNECT_MAX] 30
   --log-level LEVEL      trace|debug|info|warn|error [BERTH_LOG_LEVEL] info
 
 Exit codes: 0 stopped; 1 enrollment failed; 2 bad usage; 78 do not restart (credential
@@ -48,6 +50,7 @@ const { values, positionals } = parseArgs({
     "backup-dir": { type: "string", multiple: true },
     "docker-socket": { type: "string" },
     "inventory-interval": { type: "string" },
+    "reconnect-max": { type: "string" },
     "log-level": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -143,6 +146,9 @@ if (cmd === "enroll") {
   const socketPath = values["docker-socket"] ?? (dockerHost?.startsWith("unix://") ? dockerHost.slice(7) : "/var/run/docker.sock");
   const interval = Number(values["inventory-interval"] ?? process.env.BERTH_INVENTORY_INTERVAL ?? 30);
   if (!Number.isFinite(interval) || interval < 1) fail("--inventory-interval must be a number of seconds >= 1");
+  const reconnectSetting = values["reconnect-max"] ?? process.env.BERTH_RECONNECT_MAX ?? "30";
+  const reconnectMax = Number(reconnectSetting);
+  if (reconnectSetting.trim() === "" || !Number.isFinite(reconnectMax) || reconnectMax <= 0) fail(`--reconnect-max must be a number of seconds above 0, e.g. 30 or 0.5 (got "${reconnectSetting}")`);
   let dataRoot: DataRoot;
   try {
     dataRoot = new DataRoot(values["data-root"] ?? process.env.BERTH_DATA_ROOT ?? "/var/lib/berth");
@@ -173,6 +179,7 @@ if (cmd === "enroll") {
     backupDirs,
     log,
     inventoryIntervalMs: interval * 1000,
+    reconnectMaxMs: reconnectMax * 1000,
   });
   try {
     await agent.start();

@@ -49,7 +49,7 @@ import { NotFoundError } from "./errors.js";
 import { BackupHealth } from "./backups/health.js";
 import { TransferHealth } from "./transfers/health.js";
 import { BackupPolicies } from "./backups/overdue.js";
-import { AgentHub } from "./link/agent-hub.js";
+import { AgentHub, DEFAULT_AGENT_LINK } from "./link/agent-hub.js";
 import { LeaderLease } from "./cluster/leader.js";
 import { HostOwnership } from "./cluster/host-ownership.js";
 import { ClusterPresence, type HostPresence } from "./cluster/presence.js";
@@ -82,9 +82,12 @@ export interface ManagerConfig {
   advertiseUrl?: string;
   /** Directory of the built dashboard. */
   webRoot?: string;
+  /** Seconds between an agent's heartbeats, told to each agent in its Welcome (default 5). */
   heartbeatIntervalSeconds?: number;
-  /** An agent silent this long is disconnected and its host marked offline. */
+  /** An agent silent this long is disconnected and its host marked offline (default 15; at least twice the heartbeat interval). */
   agentTimeoutSeconds?: number;
+  /** PostgreSQL: the term of this manager's hold on a host (default 15), renewed every third of it (cluster/host-ownership.ts). */
+  hostTermSeconds?: number;
   /** Deadline of a start (create, pull, start) before the server is Failed/StartTimeout. */
   startTimeoutSeconds?: number;
   /** How long a soft-deleted server's record is kept before it is dropped (data stays). */
@@ -182,6 +185,11 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const health = new HealthStatus();
   health.set("", ServingStatus.NOT_SERVING);
   if (config.store === undefined && config.dbPath === undefined) throw new Error("ManagerConfig needs store or dbPath");
+  const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? DEFAULT_AGENT_LINK.heartbeatIntervalSeconds;
+  const agentTimeoutMs = (config.agentTimeoutSeconds ?? DEFAULT_AGENT_LINK.agentTimeoutSeconds) * 1000;
+  if (!(heartbeatIntervalSeconds > 0 && agentTimeoutMs >= 2 * heartbeatIntervalSeconds * 1000)) {
+    throw new RangeError(`agent timeout (${agentTimeoutMs / 1000} s) must be at least twice the heartbeat interval (${heartbeatIntervalSeconds} s), which must be above 0`);
+  }
   const storeUrl = parseStoreUrl(config.store ?? sqliteStoreUrl(config.dbPath!));
   let secrets: SecretBox | undefined;
   const store = await openStore(storeUrl, {
@@ -211,7 +219,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const leader = new LeaderLease({ store: opened.contract, holder: newId("mi"), log });
   // Several managers (PostgreSQL): the manager holding a host's agent stream owns the host
   // (cluster/host-ownership.ts). SQLite has one manager per file: every host is its own.
-  const ownership = opened.contract.engine === "postgres" ? new HostOwnership({ store: opened.contract, holder: leader.holder, log, isLeader: () => leader.isLeader }) : undefined;
+  const ownership = opened.contract.engine === "postgres" ? new HostOwnership({ store: opened.contract, holder: leader.holder, log, isLeader: () => leader.isLeader, ...hostTerm(config.hostTermSeconds) }) : undefined;
   // Another manager took a host whose stream is still here: end it (the agent is with the other one).
   ownership?.onLost((hostId) => hub.disconnect(hostId, "another manager owns this host now"));
   // Which hosts are connected: with several managers, here or to another manager of the database;
@@ -308,8 +316,6 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   serveHostRequests(opened.contract, hub, log, (hostId) => networks.drop(hostId));
   // A token revoked through any manager (or the CLI) ends its streams here too (Committed.tokenIds).
   closeStreamsOfRevokedTokens(opened.contract, limits, log);
-  const heartbeatIntervalSeconds = config.heartbeatIntervalSeconds ?? 5;
-  const agentTimeoutMs = (config.agentTimeoutSeconds ?? 15) * 1000;
   let listener: Listener | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let startupSweep: NodeJS.Timeout | undefined;
@@ -479,6 +485,11 @@ async function bootstrapAdminToken(store: Store, ledger: Ledger): Promise<string
 }
 
 /** "127.0.0.1:7000" → ["127.0.0.1", "7000"]; "[::1]:7000" → ["::1", "7000"]. */
+/** The host lease of a `hostTermSeconds` term, renewed every third of it; the defaults (15 s, 5 s) when unset. */
+function hostTerm(seconds: number | undefined): { ttlMs?: number; renewMs?: number } {
+  return seconds === undefined ? {} : { ttlMs: seconds * 1000, renewMs: Math.round((seconds * 1000) / 3) };
+}
+
 export function splitHostPort(s: string): [string, string] {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]*):(\d+)$/.exec(s);
   if (!m) throw new Error(`listen address "${s}" must be host:port, e.g. 127.0.0.1:7000`);

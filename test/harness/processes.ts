@@ -247,6 +247,14 @@ export async function enrollAgent(opts: { managerUrl: string; token: string; sta
   return { code, log: p.log() };
 }
 
+/**
+ * The agent's reconnect backoff cap in tests (--reconnect-max; the product's default is 30 s).
+ * A test restarting or cutting off a manager is about what happens once the agent is back, not
+ * about how long the backoff lets it wait: with 30 s, every restart cost up to 30 s more (0.5 s
+ * doubling, jittered). Tests whose subject is the backoff (failover without one) pass their own.
+ */
+export const TEST_RECONNECT_MAX_SECONDS = 1;
+
 /** Starts `berth-agent run` for an already enrolled state dir. */
 export function runAgent(opts: { dir: string; stateDir: string; dataRoot: string; env?: NodeJS.ProcessEnv; extraArgs?: string[] }): Proc {
   return startNode(
@@ -261,6 +269,7 @@ export function runAgent(opts: { dir: string; stateDir: string; dataRoot: string
       "debug",
       // Backups go to the test's directory, never to the agent's default under /var/lib.
       ...(opts.extraArgs?.includes("--backup-dir") ? [] : ["--backup-dir", join(opts.dir, "backups")]),
+      ...(opts.extraArgs?.includes("--reconnect-max") ? [] : ["--reconnect-max", String(TEST_RECONNECT_MAX_SECONDS)]),
       ...(opts.extraArgs ?? []),
     ],
     join(opts.dir, "agent.log"),

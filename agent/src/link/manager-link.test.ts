@@ -76,6 +76,22 @@ describe("ManagerLink reconnects", () => {
     const gaps = dials.slice(1).map((t, i) => t - dials[i]!);
     expect(Math.max(...gaps), `gaps ${gaps.join(", ")} ms`).toBeGreaterThanOrEqual(2 * base);
   }, 15_000);
+
+  it("reconnectMaxMs caps the default backoff (--reconnect-max): the delays stop growing at the cap", async () => {
+    const m = await refusingManager();
+    server = m.server;
+    link = new ManagerLink(
+      `http://127.0.0.1:${m.port}`,
+      { hostId: "host_x", secret: "s" },
+      { onOpen: () => {}, onMessage: () => {}, onClose: () => {}, onRevoked: () => {} },
+      pino({ level: "silent" }),
+      { reconnectMaxMs: 100 },
+    );
+    link.start();
+    // Uncapped (0.5 s doubling to 30 s, jittered), 10 dials take about a minute on average; capped at 100 ms, about a second.
+    await vi.waitFor(() => expect(m.dials.length).toBeGreaterThanOrEqual(10), { timeout: 8_000, interval: 20 });
+    expect(() => new ManagerLink("http://127.0.0.1:1", { hostId: "h", secret: "s" }, { onOpen: () => {}, onMessage: () => {}, onClose: () => {}, onRevoked: () => {} }, pino({ level: "silent" }), { reconnectMaxMs: 0 })).toThrow(RangeError);
+  }, 15_000);
 });
 
 const welcoming = (managerId: string) => (call: grpc.ServerDuplexStream<AgentMessage, ManagerMessage>) => {

@@ -97,6 +97,10 @@ export interface LinkHandlers {
   onRevoked(message: string): void;
 }
 
+/** The reconnect backoff: the first round's delay is up to RECONNECT_BASE_MS, doubling to at most the cap (`--reconnect-max`). */
+export const RECONNECT_BASE_MS = 500;
+export const RECONNECT_MAX_MS = 30_000;
+
 /** How long a welcomed stream must stay up before the reconnect backoff starts over. */
 const HEALTHY_AFTER_MS = 15_000;
 
@@ -111,6 +115,8 @@ const WELCOME_TIMEOUT_MS = 10_000;
 export interface LinkOptions {
   /** The reconnect delays between full rounds of the URL list (default 0.5 s .. 30 s, full jitter). */
   backoff?: Backoff;
+  /** The cap of the default backoff (RECONNECT_MAX_MS); ignored with `backoff`. */
+  reconnectMaxMs?: number;
   /** Default HEALTHY_AFTER_MS. */
   healthyAfterMs?: number;
   /** Default WELCOME_TIMEOUT_MS; only used with more than one URL (a single manager is waited for). */
@@ -160,7 +166,8 @@ export class ManagerLink {
   ) {
     this.urls = typeof managerUrls === "string" ? [managerUrls] : [...managerUrls];
     if (this.urls.length === 0) throw new Error("ManagerLink needs at least one manager URL");
-    this.backoff = opts.backoff ?? new Backoff(500, 30_000);
+    if (opts.reconnectMaxMs !== undefined && !(opts.reconnectMaxMs > 0)) throw new RangeError(`reconnect backoff cap must be above 0 ms (got ${opts.reconnectMaxMs})`);
+    this.backoff = opts.backoff ?? new Backoff(RECONNECT_BASE_MS, opts.reconnectMaxMs ?? RECONNECT_MAX_MS);
     this.healthyAfterMs = opts.healthyAfterMs ?? HEALTHY_AFTER_MS;
     this.welcomeTimeoutMs = opts.welcomeTimeoutMs ?? WELCOME_TIMEOUT_MS;
   }

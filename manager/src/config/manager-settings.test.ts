@@ -6,6 +6,8 @@ import { DEFAULT_THRESHOLDS } from "../alerts/rules.js";
 import { DEFAULT_RETENTION } from "../ledger/retention.js";
 import { DEFAULT_HTTP_LIMITS } from "../http/listen.js";
 import { DEFAULT_CONTAINER_LOGS } from "../reconcile/reconciler.js";
+import { DEFAULT_AGENT_LINK } from "../link/agent-hub.js";
+import { DEFAULT_HOST_LEASE } from "../cluster/host-ownership.js";
 import { httpLimitsFrom, ledgerConfigFrom, limitsFrom, loadManagerSettings, MANAGER_SETTINGS, managerUsage } from "./manager-settings.js";
 import { ConfigError, envName, readConfigFile, type AnySetting } from "./settings.js";
 import { MANAGER_VERSION } from "./version.js";
@@ -37,6 +39,11 @@ describe("manager settings: one table for flags, environment, config file and --
     expect(l.alertIntervalSeconds! * 1000).toBe(DEFAULT_EVALUATOR.intervalMs);
     expect(v["delete-retention"]).toBe(24 * 3600);
     expect(v["crash-backoff"]).toBe(10);
+    expect(v["heartbeat-interval"]).toBe(DEFAULT_AGENT_LINK.heartbeatIntervalSeconds);
+    expect(v["agent-timeout"]).toBe(DEFAULT_AGENT_LINK.agentTimeoutSeconds);
+    // Renewed every third of the term: the defaults are 15 s and 5 s.
+    expect(v["host-term"] * 1000).toBe(DEFAULT_HOST_LEASE.ttlMs);
+    expect((v["host-term"] * 1000) / 3).toBe(DEFAULT_HOST_LEASE.renewMs);
     expect({ maxSizeBytes: v["container-log-max-size"], maxFiles: v["container-log-max-files"] }).toEqual(DEFAULT_CONTAINER_LOGS);
     // Unset: the reconciler's per-kind deadlines (start 180 s, restart 240 s) apply.
     expect(v["start-timeout"]).toBeUndefined();
@@ -120,6 +127,16 @@ describe("manager settings: one table for flags, environment, config file and --
     );
     expect(() => store(["--store", "postgres://db/berth"])).toThrow(/invalid --store \(BERTH_STORE\) "postgres:\/\/db\/berth" on the command line: names no user; use postgres:\/\/user@host:5432\/database/);
     expect(() => loadManagerSettings(["--tls-auto", "--store", "sqlite://:memory:"], {}, noFile)).toThrow(/--tls-auto keeps its CA next to the SQLite database file/);
+  });
+
+  it("the agent link's timers: the silence timeout covers at least two heartbeats; the host term is at least 3 s", () => {
+    const load = (argv: string[]) => loadManagerSettings(argv, {}, noFile).values;
+    expect(load(["--heartbeat-interval", "1", "--agent-timeout", "3"])).toMatchObject({ "heartbeat-interval": 1, "agent-timeout": 3 });
+    expect(() => load(["--agent-timeout", "9"])).toThrow(new ConfigError("--agent-timeout (9 s) must be at least twice --heartbeat-interval (5 s): a host would be marked offline whenever one heartbeat was late"));
+    expect(() => load(["--heartbeat-interval", "0"])).toThrow(/invalid --heartbeat-interval \(BERTH_HEARTBEAT_INTERVAL\) "0" on the command line: must be a whole number of seconds >= 1/);
+    expect(() => load(["--agent-timeout", "1.5"])).toThrow(/--agent-timeout/);
+    expect(load(["--host-term", "3"])["host-term"]).toBe(3);
+    expect(() => load(["--host-term", "2"])).toThrow(/invalid --host-term \(BERTH_HOST_TERM\) "2" on the command line: must be a whole number of seconds >= 3/);
   });
 
   it("booleans accept 1/0, true/false, yes/no in the environment", () => {

@@ -238,6 +238,31 @@ export const MANAGER_SETTINGS = defineSettings({
     check: (n) => (Number.isInteger(n) && n >= 0 ? undefined : "must be a whole number of seconds >= 0"),
   },
 
+  "heartbeat-interval": {
+    kind: "integer",
+    group: "Hosts",
+    arg: "S",
+    default: 5,
+    help: "seconds between an agent's heartbeats; the manager tells each agent when it connects",
+    check: seconds,
+  },
+  "agent-timeout": {
+    kind: "integer",
+    group: "Hosts",
+    arg: "S",
+    default: 15,
+    help: "an agent silent this long is disconnected and its host marked offline (its servers go Unknown); at least twice --heartbeat-interval",
+    check: seconds,
+  },
+  "host-term": {
+    kind: "integer",
+    group: "Hosts",
+    arg: "S",
+    default: 15,
+    help: "several managers (PostgreSQL): the term of a manager's hold on a host, renewed every third of it; a host whose manager died and whose agent is nowhere is marked offline once it lapses",
+    check: (n) => (Number.isInteger(n) && n >= 3 ? undefined : "must be a whole number of seconds >= 3 (it is renewed every third of it)"),
+  },
+
   "event-retention": { kind: "integer", group: "Events and alerts", arg: "S", default: 2_592_000, help: "seconds events are kept (30 days)", check: seconds },
   "event-max-rows": { kind: "integer", group: "Events and alerts", arg: "N", default: 1_000_000, help: "at most this many of the newest events are kept", check: count },
   "command-retention": { kind: "integer", group: "Events and alerts", arg: "S", default: 604_800, help: "seconds finished commands are kept (7 days); each server's latest is always kept", check: seconds },
@@ -313,6 +338,11 @@ export function loadManagerSettings(argv: readonly string[], env: NodeJS.Process
   const tls = v["tls-auto"] || Boolean(v["tls-cert"]);
   if (tls && v["advertise-url"]?.startsWith("http://")) {
     throw new ConfigError(`invalid --advertise-url (BERTH_ADVERTISE_URL) "${v["advertise-url"]}": must be https:// when the manager serves TLS`);
+  }
+  if (v["agent-timeout"] < 2 * v["heartbeat-interval"]) {
+    throw new ConfigError(
+      `--agent-timeout (${v["agent-timeout"]} s) must be at least twice --heartbeat-interval (${v["heartbeat-interval"]} s): a host would be marked offline whenever one heartbeat was late`,
+    );
   }
   // From here on `store` is the store to open, whichever of --store and --db named it.
   const store = effectiveStoreUrl(v, loaded.sources);

@@ -1,6 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { ManagerMessageSchema, type Command, type CommandResult, type LogChunk, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 
+/** How often agents beat (told in Welcome), and how long one may be silent before closeSilent drops it (--heartbeat-interval, --agent-timeout). */
+export const DEFAULT_AGENT_LINK = { heartbeatIntervalSeconds: 5, agentTimeoutSeconds: 15 } as const;
+
 /** One connected agent stream, as the hub sees it. */
 export interface AgentSession {
   readonly hostId: string;
