@@ -246,7 +246,8 @@ export class Executor {
         }),
       );
     }
-    const run = this.servers.run(cmd.serverId, () => this.applyOverEngineRestarts(cmd));
+    // A console line goes in at once: it never waits behind the server's other commands (a backup, a stop).
+    const run = cmd.kind === CommandKind.CONSOLE_INPUT ? this.apply(cmd) : this.servers.run(cmd.serverId, () => this.applyOverEngineRestarts(cmd));
     this.results.set(cmd.id, run);
     if (this.results.size > RESULT_CACHE_SIZE) this.results.delete(this.results.keys().next().value!);
     // Refused while it waited in line: the owner that took the host may resend this id, which must then run.
@@ -403,6 +404,13 @@ export class Executor {
         return {};
       case CommandKind.COPY_DATA:
         return this.copyData(cmd, named);
+      case CommandKind.CONSOLE_INPUT: {
+        if (!this.runtime.writeStdin) throw new RuntimeError("Unsupported", "this agent's runtime has no consoles");
+        const c = await this.current(cmd);
+        if (!c || c.state !== "running") throw new RuntimeError("ContainerNotRunning", `the server's container is ${c ? c.state : "missing"}; start it to use its console`);
+        await this.runtime.writeStdin(c.id, cmd.consoleInput);
+        return { container: c };
+      }
       default:
         throw new RuntimeError("UnknownCommand", `command kind ${cmd.kind} is not known to this agent; upgrade it`);
     }
@@ -499,6 +507,7 @@ export class Executor {
         capAdd: spec.capAdd,
         logMaxSizeBytes: spec.logMaxSizeBytes,
         logMaxFiles: spec.logMaxFiles,
+        ...(spec.openStdin ? { openStdin: true } : {}),
         ...(net ? { network: { name: net.name, aliases: net.aliases } } : {}),
       });
       // The network is made (if missing) and the container created on it under the network's

@@ -1,4 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import type { ContainerInfo, LogChunkSchema, LogRequest } from "@berth/proto/berth/v1/agent_pb.js";
 import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
@@ -16,6 +17,45 @@ const MAX_CHUNK_BYTES = 64 * 1024;
 const CHUNK_OVERHEAD_BYTES = 256;
 /** Open log streams per agent: each holds a Docker connection. */
 const MAX_STREAMS = 64;
+/** A console stream's output rate limit: bytes a second, and at once (a chatty server cannot flood the manager). */
+const CONSOLE_RATE = 64 * 1024;
+const CONSOLE_BURST = 256 * 1024;
+/** How often a console stream with no running container looks for the next run. */
+const CONSOLE_POLL_MS = 500;
+
+/** Bytes per second with a burst allowance: take() answers whether `n` bytes fit now. */
+export class TokenBucket {
+  private tokens: number;
+  private at: number;
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.tokens = burst;
+    this.at = now();
+  }
+  take(n: number): boolean {
+    const t = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((t - this.at) / 1000) * this.rate);
+    this.at = t;
+    if (n > this.tokens) return false;
+    this.tokens -= n;
+    return true;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
 
 /** One stream being served: how to stop it, and its flow-control credit. */
 interface OpenStream {
@@ -91,6 +131,7 @@ export class LogStreams {
   }
 
   private async stream(req: LogRequest, st: OpenStream): Promise<void> {
+    if (req.console) return this.console(req, st);
     const signal = st.ac.signal;
     const rlog = this.log.child({ server: req.serverId, request: req.requestId });
     const id = req.requestId;
@@ -116,6 +157,88 @@ export class LogStreams {
       if (signal.aborted) return;
       const reason = err instanceof RuntimeError ? err.reason : "LogsFailed";
       rlog.warn({ reason, err: messageOf(err) }, "log stream failed");
+      await this.send({ requestId: id, end: true, reason, error: messageOf(err) });
+    }
+  }
+
+  /**
+   * A console stream: the output of the server's container run after run.
+   * First up to `tail_lines` recent lines (of the running container, or of
+   * the last one when none runs), then, while a container runs, its new
+   * output; when it stops a "container_stopped" marker, and when one runs
+   * again (restarted or recreated) a "container_started" marker and its
+   * output since it started. Only LogCancel or the link ends it. Output
+   * beyond the rate limit (CONSOLE_RATE bytes a second, CONSOLE_BURST at
+   * once) is left out and counted in a "dropped" marker.
+   */
+  private async console(req: LogRequest, st: OpenStream): Promise<void> {
+    const signal = st.ac.signal;
+    const id = req.requestId;
+    const rlog = this.log.child({ server: req.serverId, request: id, console: true });
+    const bucket = new TokenBucket(CONSOLE_RATE, CONSOLE_BURST);
+    const stamp = () => timestampFromMs(Date.now());
+    let dropped = 0;
+    const sendData = async (stream: string, data: Uint8Array): Promise<boolean> => {
+      if (!bucket.take(data.length)) {
+        dropped += data.length;
+        return true;
+      }
+      if (dropped > 0) {
+        if (!(await this.send({ requestId: id, marker: "dropped", message: `${dropped} bytes of output left out: more than ${CONSOLE_RATE} bytes a second`, droppedBytes: BigInt(dropped), time: stamp() }))) return false;
+        dropped = 0;
+      }
+      await this.creditFor(st);
+      if (signal.aborted) return false;
+      st.credit -= data.length + CHUNK_OVERHEAD_BYTES;
+      return this.send({ requestId: id, stream, data, time: stamp() });
+    };
+    try {
+      if (!(await this.send({ requestId: id }))) return;
+      /** The run streamed last (container id and start time), "" before any. */
+      let last = "";
+      for (let round = 0; !signal.aborted; round++) {
+        const c = await this.containerOf(req.serverId).catch(() => undefined);
+        const startedMs = c?.startedTime ? timestampMs(c.startedTime) : 0;
+        const key = c ? `${c.id}@${startedMs}` : "";
+        const running = c?.state === "running";
+        if (round === 0 && c && !running && req.tailLines > 0) {
+          // Nothing runs now: the last run's final lines first, then wait for the next run.
+          for await (const frame of await this.runtime.logs(c.id, { follow: false, tailLines: req.tailLines }, signal)) {
+            for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) if (!(await sendData(piece.stream, piece.data))) return;
+          }
+          last = key;
+        }
+        if (!c || !running || key === last) {
+          await sleep(CONSOLE_POLL_MS, signal);
+          continue;
+        }
+        // Running when the stream opened: the backlog, then what comes. A run that began later:
+        // a marker, then all it said since it started.
+        const atOpen = round === 0;
+        if (!atOpen && !(await this.send({ requestId: id, marker: "container_started", message: `container ${c.id.slice(0, 12)} started`, time: c.startedTime ?? stamp() }))) return;
+        const opts = atOpen
+          ? { follow: true, tailLines: req.tailLines, ...(req.tailLines === 0 ? { sinceSeconds: Date.now() / 1000 } : {}) }
+          : { follow: true, tailLines: 0, sinceSeconds: startedMs / 1000 };
+        last = key;
+        rlog.debug({ container: c.id }, "console stream follows a run");
+        try {
+          for await (const frame of await this.runtime.logs(c.id, opts, signal)) {
+            for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) if (!(await sendData(piece.stream, piece.data))) return;
+          }
+        } catch (err) {
+          if (signal.aborted) return;
+          // The container went away while its log was read: the next round says what runs now.
+          if (!(err instanceof RuntimeError && err.reason === "ContainerMissing")) throw err;
+        }
+        if (signal.aborted) return;
+        const after = await this.runtime.inspect(c.id).catch(() => undefined);
+        const how = !after ? "was removed" : after.state === "running" ? "stopped sending output" : `exited with code ${after.exitCode}`;
+        if (!(await this.send({ requestId: id, marker: "container_stopped", message: `container ${c.id.slice(0, 12)} ${how}`, time: after?.finishedTime && timestampMs(after.finishedTime) > 0 ? after.finishedTime : stamp() }))) return;
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      const reason = err instanceof RuntimeError ? err.reason : "ConsoleFailed";
+      rlog.warn({ reason, err: messageOf(err) }, "console stream failed");
       await this.send({ requestId: id, end: true, reason, error: messageOf(err) });
     }
   }

@@ -223,6 +223,28 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async writeStdin(id: string, data: Uint8Array): Promise<void> {
+    const info = await this.inspect(id);
+    if (!info) throw new RuntimeError("ContainerMissing", `container ${id.slice(0, 12)} no longer exists`);
+    if (info.state !== "running") throw new RuntimeError("ContainerNotRunning", `the container is ${info.state}; start the server to use its console`);
+    const raw = (await this.docker.getContainer(id).inspect()) as { Config?: { OpenStdin?: boolean } };
+    if (!raw.Config?.OpenStdin) throw new RuntimeError("ConsoleClosed", "this container was made without a console (spec.console false when it was created); set console and restart or rebuild the server");
+    await timed("docker attach", async (abortSignal) => {
+      const stream = (await this.docker.getContainer(id).attach({ stream: true, stdin: true, stdout: false, stderr: false, hijack: true, abortSignal })) as NodeJS.ReadWriteStream & { destroy(): void };
+      try {
+        await new Promise<void>((resolve, reject) => {
+          stream.once("error", reject);
+          stream.write(data, (err) => (err ? reject(err) : resolve()));
+        });
+      } finally {
+        // Closing the attach does not close the container's stdin (StdinOnce is false).
+        stream.destroy();
+      }
+    }).catch((err: unknown) => {
+      throw err instanceof RuntimeError ? err : new RuntimeError("ConsoleWriteFailed", messageOf(err));
+    });
+  }
+
   async pause(id: string): Promise<void> {
     await timed("docker pause", (abortSignal) => this.docker.getContainer(id).pause({ abortSignal })).catch((err: unknown) => {
       throw err instanceof RuntimeError ? err : new RuntimeError("PauseFailed", messageOf(err));
@@ -335,7 +357,13 @@ export class DockerRuntime implements ContainerRuntime {
 
   async logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
     // A follower asks for timestamps: RotationDuplicates needs them to drop what a rotation repeats.
-    const base = { stdout: true, stderr: true, timestamps: opts.follow, ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}) };
+    const base = {
+      stdout: true,
+      stderr: true,
+      timestamps: opts.follow,
+      ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}),
+      ...(opts.sinceSeconds !== undefined ? { since: opts.sinceSeconds.toFixed(6) } : {}),
+    };
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener("abort", onAbort, { once: true });
@@ -572,6 +600,8 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
     ExposedPorts: exposed,
     // Never a TTY: logs are read as a multiplexed stdout/stderr stream.
     Tty: false,
+    // A console keeps stdin open across attaches (writeStdin); StdinOnce would close it after the first.
+    ...(spec.openStdin ? { OpenStdin: true, StdinOnce: false, AttachStdin: false } : {}),
     // The project's own network, alone: other projects' containers are on other networks.
     ...(spec.network ? { NetworkingConfig: { EndpointsConfig: { [spec.network.name]: { Aliases: [...spec.network.aliases] } } } } : {}),
     HostConfig: {

@@ -142,6 +142,12 @@ export class LockedRuntime implements ContainerRuntime {
     return this.inner.subscribe(onEvent, signal);
   }
 
+  /** Not queued: a console line never waits behind a stop of the same container. */
+  writeStdin(id: string, data: Uint8Array): Promise<void> {
+    if (!this.inner.writeStdin) return Promise.reject(new RuntimeError("Unsupported", "this runtime has no consoles"));
+    return this.inner.writeStdin(id, data);
+  }
+
   logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
     return this.inner.logs(id, opts, signal);
   }

@@ -41,6 +41,8 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.ServerService/ListServers": read("viewer"),
   "berth.v1.ServerService/WatchServers": read("viewer"),
   "berth.v1.ServerService/TailLogs": read("viewer"),
+  "berth.v1.ServerService/WatchConsole": read("viewer"),
+  "berth.v1.ServerService/SendConsoleCommand": write("operator"),
   "berth.v1.ServerService/CreateServer": write("operator"),
   "berth.v1.ServerService/UpdateServer": write("operator"),
   "berth.v1.ServerService/StartServer": write("operator"),

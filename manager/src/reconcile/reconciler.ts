@@ -915,6 +915,7 @@ export class Reconciler {
         ports: spec.ports,
         dataMountPath: spec.dataMountPath,
         capAdd: spec.capAdd,
+        openStdin: spec.console,
         logMaxSizeBytes: spec.logMaxSizeBytes || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxSizeBytes,
         logMaxFiles: spec.logMaxFiles || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxFiles,
         name: containerName(server),
