@@ -96,6 +96,25 @@ describe("console", () => {
     await quiet.stop();
   });
 
+  it("StopServer writes the stop command to the console: the process exits by itself; one that ignores it gets SIGTERM after the timeout; the ledger says which", async () => {
+    // Both ignore SIGTERM (init forwards it to sh, which traps it): only the stop command, or SIGKILL, ends them.
+    const polite = await create({ console: true, stopCommand: "stop", command: ["sh", "-c", 'trap "" TERM; echo up; while read l; do echo "got $l"; [ "$l" = stop ] && exit 0; done'] });
+    const deaf = await create({ console: true, stopCommand: "stop", command: ["sh", "-c", 'trap "" TERM; echo up; while read l; do echo "ignored $l"; done'] });
+    await manager.servers.stopServer({ id: polite.id, timeoutSeconds: 20 });
+    await manager.servers.stopServer({ id: deaf.id, timeoutSeconds: 2 });
+    const events = createClient(EventService, manager.transport(manager.adminToken));
+    const said = async (id: string) => (await events.listEvents({ serverId: id, typePrefix: "command.succeeded" })).events.map((e) => e.message).join("\n");
+    await waitFor("the polite server stopped", async () => /stopped by its stop command "stop" in \d+\.\d s/.test(await said(polite.id)), 60_000);
+    await waitFor("the deaf server stopped", async () => /did not exit within 2 s of its stop command "stop": sent SIGTERM/.test(await said(deaf.id)), 60_000);
+    const exit = async (id: string) => (await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } }))[0]!.Status;
+    // Exited by itself (0), not killed (137).
+    expect(await exit(polite.id)).toMatch(/^Exited \(0\)/);
+    expect(await exit(deaf.id)).toMatch(/^Exited \(137\)/);
+    // A stop command needs a console.
+    const bad = ConnectError.from(await manager.servers.createServer({ spec: { name: `con-${uid()}`, image: TEST_IMAGE, stopCommand: "stop" } as ServerSpec }).catch((e: unknown) => e));
+    expect([Code[bad.code], bad.rawMessage]).toEqual(["InvalidArgument", expect.stringMatching(/spec.stop_command: is written to the console/)]);
+  });
+
   it("refuses what it cannot do, with codes that say why", async () => {
     const plain = await create({});
     const code = async (p: Promise<unknown>) => ConnectError.from(await p.then(() => new Error("accepted"), (e: unknown) => e));

@@ -908,6 +908,7 @@ export class Reconciler {
       stopTimeoutSeconds: server.lifecycle.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_S,
       deadline: timestampFromMs(now + deadlineMs),
       adoptedContainerId: server.lifecycle.adoptedContainerId ?? "",
+      stopCommand: spec.console ? spec.stopCommand : "",
       container: create(ContainerSpecSchema, {
         image: spec.image,
         command: spec.command,
