@@ -195,6 +195,11 @@ async function* agentLogs(
         if (c.error) throw agentError(s.name, c);
         return;
       }
+      // The open chunk says nothing; markers carry no output (the agent charges neither to the window).
+      if (c.data.length === 0) {
+        if (c.marker) yield e;
+        continue;
+      }
       yield e;
       // Resumed: the caller took the previous response.
       repay(cost(c), CREDIT_STEP_BYTES);
