@@ -8,19 +8,14 @@ import type { Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useSession } from "../app-context.js";
 import { errorText, isAbort } from "../api/client.js";
 import { isDeleted } from "./model.js";
+import { appendBounded, LineSplitter, type OutputLine } from "./output-lines.js";
 
 const MAX_LINES = 5000;
-
-interface Line {
-  n: number;
-  stream: string;
-  text: string;
-}
 
 export function LogsView({ server }: { server: Server }) {
   const { api } = useSession();
   const [follow, setFollow] = useState(true);
-  const [lines, setLines] = useState<Line[]>([]);
+  const [lines, setLines] = useState<OutputLine[]>([]);
   const [state, setState] = useState<{ kind: "opening" | "open" | "ended" } | { kind: "error"; message: string }>({ kind: "opening" });
   const [attempt, setAttempt] = useState(0);
   const box = useRef<HTMLDivElement>(null);
@@ -31,8 +26,7 @@ export function LogsView({ server }: { server: Server }) {
   useEffect(() => {
     if (deleted) return;
     const abort = new AbortController();
-    const decoders = new Map<string, { dec: TextDecoder; rest: string }>();
-    let n = 0;
+    const splitter = new LineSplitter();
     setLines([]);
     setState({ kind: "opening" });
     void (async () => {
@@ -40,19 +34,10 @@ export function LogsView({ server }: { server: Server }) {
         for await (const chunk of api.servers.tailLogs({ id, follow, tailLines: 500 }, { signal: abort.signal })) {
           setState((s) => (s.kind === "open" ? s : { kind: "open" }));
           if (chunk.data.length === 0) continue;
-          let d = decoders.get(chunk.stream);
-          if (!d) decoders.set(chunk.stream, (d = { dec: new TextDecoder(), rest: "" }));
-          const text = d.rest + d.dec.decode(chunk.data, { stream: true });
-          const parts = text.split("\n");
-          d.rest = parts.pop() ?? "";
-          if (parts.length === 0) continue;
-          const add = parts.map((t) => ({ n: n++, stream: chunk.stream, text: t }));
-          setLines((cur) => {
-            const next = cur.concat(add);
-            return next.length > MAX_LINES ? next.slice(next.length - MAX_LINES) : next;
-          });
+          const add = splitter.push(chunk.stream, chunk.data);
+          if (add.length > 0) setLines((cur) => appendBounded(cur, add, MAX_LINES));
         }
-        const tail = [...decoders.entries()].filter(([, d]) => d.rest).map(([stream, d]) => ({ n: n++, stream, text: d.rest }));
+        const tail = splitter.flush();
         if (tail.length) setLines((cur) => cur.concat(tail));
         setState({ kind: "ended" });
       } catch (err) {
