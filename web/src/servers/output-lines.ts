@@ -12,7 +12,7 @@ export interface OutputLine {
 }
 
 export class LineSplitter {
-  private readonly open = new Map<string, { dec: TextDecoder; rest: string }>();
+  private readonly open = new Map<string, { dec: InstanceType<typeof TextDecoder>; rest: string }>();
   private n = 0;
 
   /** The whole lines `data` completes on `stream`. */
