@@ -115,6 +115,43 @@ describe("console", () => {
     expect([Code[bad.code], bad.rawMessage]).toEqual(["InvalidArgument", expect.stringMatching(/spec.stop_command: is written to the console/)]);
   });
 
+  it("ExecCommand runs a one-off command: its output and exit code, stdin given, a timeout kills it; it is in the ledger with its argv", async () => {
+    const s = await create({});
+    const run = async (req: { argv: string[]; timeoutSeconds?: number; stdin?: Uint8Array }) => {
+      let out = "";
+      let end: { exitCode: number; timedOut: boolean } | undefined;
+      for await (const m of manager.servers.execCommand({ id: s.id, ...req })) {
+        if (m.exited) end = { exitCode: m.exitCode, timedOut: m.timedOut };
+        else out += `${m.stream === "stderr" ? "ERR " : ""}${Buffer.from(m.data).toString()}`;
+      }
+      return { out, end };
+    };
+    expect(await run({ argv: ["sh", "-c", "echo out; echo err >&2; exit 7"] })).toEqual({ out: expect.stringMatching(/out\n[^]*ERR err\n|ERR err\n[^]*out\n/), end: { exitCode: 7, timedOut: false } });
+    expect(await run({ argv: ["sh", "-c", "tr a-z A-Z"], stdin: new TextEncoder().encode("hello stdin\n") })).toEqual({ out: "HELLO STDIN\n", end: { exitCode: 0, timedOut: false } });
+    // Killed at its timeout: SIGKILL's 137, not sleep's 0 a minute later.
+    const slow = await run({ argv: ["sh", "-c", "echo started; exec sleep 60"], timeoutSeconds: 2 });
+    expect(slow).toEqual({ out: "started\n", end: { exitCode: 137, timedOut: true } });
+    const events = createClient(EventService, manager.transport(manager.adminToken));
+    const { events: ran } = await events.listEvents({ serverId: s.id, typePrefix: "exec." });
+    expect(ran.map((e) => e.message).sort()).toEqual(['exec: ["sh","-c","echo out; echo err >&2; exit 7"]', 'exec: ["sh","-c","echo started; exec sleep 60"]', 'exec: ["sh","-c","tr a-z A-Z"]']);
+
+    // Refusals: a viewer, no argv, a stopped server.
+    const code = async (p: AsyncIterable<unknown>) => {
+      try {
+        for await (const _ of p) void _;
+        return "OK";
+      } catch (err) {
+        return Code[ConnectError.from(err).code];
+      }
+    };
+    const viewer = (await manager.access.createToken({ name: `v-${uid()}`, role: Role.VIEWER })).secret;
+    expect(await code(createClient(ServerService, manager.transport(viewer)).execCommand({ id: s.id, argv: ["true"] }))).toBe("PermissionDenied");
+    expect(await code(manager.servers.execCommand({ id: s.id, argv: [] }))).toBe("InvalidArgument");
+    await manager.servers.stopServer({ id: s.id, timeoutSeconds: 1 });
+    await waitForPhase(manager, s.id, Phase.STOPPED, 60_000);
+    expect(await code(manager.servers.execCommand({ id: s.id, argv: ["true"] }))).toBe("FailedPrecondition");
+  });
+
   it("refuses what it cannot do, with codes that say why", async () => {
     const plain = await create({});
     const code = async (p: Promise<unknown>) => ConnectError.from(await p.then(() => new Error("accepted"), (e: unknown) => e));

@@ -1,8 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import type { ContainerInfo, LogChunkSchema, LogRequest } from "@berth/proto/berth/v1/agent_pb.js";
-import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
+import type { ContainerInfo, ExecSpec, LogChunkSchema, LogRequest } from "@berth/proto/berth/v1/agent_pb.js";
+import { RuntimeError, type ContainerRuntime, type ExecRun } from "./runtime/container-runtime.js";
 import { messageOf } from "./runtime/docker-runtime.js";
 import { splitFrame } from "./runtime/log-demux.js";
 
@@ -132,6 +132,7 @@ export class LogStreams {
 
   private async stream(req: LogRequest, st: OpenStream): Promise<void> {
     if (req.console) return this.console(req, st);
+    if (req.exec) return this.exec(req, req.exec, st);
     const signal = st.ac.signal;
     const rlog = this.log.child({ server: req.serverId, request: req.requestId });
     const id = req.requestId;
@@ -240,6 +241,54 @@ export class LogStreams {
       const reason = err instanceof RuntimeError ? err.reason : "ConsoleFailed";
       rlog.warn({ reason, err: messageOf(err) }, "console stream failed");
       await this.send({ requestId: id, end: true, reason, error: messageOf(err) });
+    }
+  }
+
+  /**
+   * An exec stream: `spec.argv` run in the server's running container, its
+   * output paced like a log's, then an end chunk with the exit code. Past
+   * the timeout, or when cancelled, the command is killed.
+   */
+  private async exec(req: LogRequest, spec: ExecSpec, st: OpenStream): Promise<void> {
+    const signal = st.ac.signal;
+    const id = req.requestId;
+    const rlog = this.log.child({ server: req.serverId, request: id, exec: spec.argv[0] });
+    let run: ExecRun | undefined;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      void run?.kill();
+    }, (spec.timeoutSeconds || 60) * 1000);
+    const onAbort = () => void run?.kill();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      if (!this.runtime.exec) throw new RuntimeError("Unsupported", "this agent's runtime cannot run commands in containers");
+      const c = await this.containerOf(req.serverId);
+      if (!c || c.state !== "running") throw new RuntimeError("ContainerNotRunning", `the server's container is ${c ? c.state : "missing"}; start it to run commands in it`);
+      // The command's own signal: cancelling the stream kills the command but still reads its end.
+      run = await this.runtime.exec(c.id, spec.argv, spec.stdin.length > 0 ? spec.stdin : undefined, new AbortController().signal);
+      if (signal.aborted) await run.kill();
+      if (!(await this.send({ requestId: id }))) return;
+      rlog.debug({ container: c.id }, "exec started");
+      for await (const frame of run.output) {
+        for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) {
+          await this.creditFor(st);
+          if (signal.aborted) break;
+          st.credit -= piece.data.length + CHUNK_OVERHEAD_BYTES;
+          if (!(await this.send({ requestId: id, stream: piece.stream, data: piece.data }))) return;
+        }
+      }
+      const exitCode = await run.exitCode();
+      rlog.debug({ exitCode, timedOut }, "exec ended");
+      if (!signal.aborted) await this.send({ requestId: id, end: true, exited: true, exitCode, timedOut });
+    } catch (err) {
+      if (signal.aborted) return;
+      const reason = err instanceof RuntimeError ? err.reason : "ExecFailed";
+      rlog.warn({ reason, err: messageOf(err) }, "exec failed");
+      await this.send({ requestId: id, end: true, reason, error: messageOf(err) });
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
     }
   }
 

@@ -154,4 +154,17 @@ export interface ContainerRuntime {
    * Optional: a runtime without it has no consoles.
    */
   writeStdin?(id: string, data: Uint8Array): Promise<void>;
+  /**
+   * Runs `argv` in a running container (no TTY), `stdin` given then closed.
+   * `output` is its stdout/stderr; after it ends, `exitCode()` answers. `kill()`
+   * ends it (SIGKILL to its process). Optional: a runtime without it has no exec.
+   */
+  exec?(id: string, argv: string[], stdin: Uint8Array | undefined, signal: AbortSignal): Promise<ExecRun>;
+}
+
+/** A command started by ContainerRuntime.exec. */
+export interface ExecRun {
+  output: AsyncIterable<LogFrame>;
+  exitCode(): Promise<number>;
+  kill(): Promise<void>;
 }

@@ -1,7 +1,7 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import type { LogChunk } from "@berth/proto/berth/v1/agent_pb.js";
+import type { ExecSpecSchema, LogChunk } from "@berth/proto/berth/v1/agent_pb.js";
 import {
   TailLogsResponseSchema,
   WatchConsoleResponseSchema,
@@ -10,8 +10,11 @@ import {
   type TailLogsResponse,
   type WatchConsoleRequest,
   type WatchConsoleResponse,
+  ExecCommandResponseSchema,
+  type ExecCommandRequest,
+  type ExecCommandResponse,
 } from "@berth/proto/berth/v1/server_pb.js";
-import { callerOf } from "../auth/caller.js";
+import { callerOf, requireRole, type Caller } from "../auth/caller.js";
 import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -128,6 +131,37 @@ export function createWatchConsole(deps: TailLogsDeps): ServiceImpl<typeof Serve
 }
 
 /**
+ * `ServerService.ExecCommand`: a one-off command in the server's running
+ * container through its host's agent (docs/console-and-files.md): its
+ * output with the flow control and bounds of TailLogs, then its exit code.
+ * Recorded as `exec.run` (actor, argv) before it starts; the caller going
+ * away kills it.
+ */
+export function createExecCommand(deps: TailLogsDeps & { commit: (s: ServerRecordLike, caller: Caller, argv: string[]) => Promise<void> }): ServiceImpl<typeof ServerService>["execCommand"] {
+  return async function* execCommand(req: ExecCommandRequest, ctx: HandlerContext): AsyncIterable<ExecCommandResponse> {
+    const caller = callerOf(ctx);
+    requireRole(caller, "operator", "ExecCommand");
+    const s = await loadVisibleServer(deps.store, caller, req.id);
+    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore and start it to run commands in it`);
+    await deps.commit(s, caller, req.argv);
+    for await (const e of agentLogs(deps, s, { follow: false, tailLines: 0, exec: { argv: req.argv, timeoutSeconds: req.timeoutSeconds || 60, stdin: req.stdin } }, ctx)) {
+      if ("dropped" in e) {
+        yield create(ExecCommandResponseSchema, { droppedBytes: BigInt(e.dropped.bytes) });
+        continue;
+      }
+      const c = e.chunk;
+      if (c.exited) {
+        yield create(ExecCommandResponseSchema, { exited: true, exitCode: c.exitCode, timedOut: c.timedOut });
+        return;
+      }
+      yield create(ExecCommandResponseSchema, { stream: c.stream, data: c.data });
+    }
+  };
+}
+
+type ServerRecordLike = Awaited<ReturnType<typeof loadVisibleServer>>;
+
+/**
  * One log stream from the agent of `s`'s host, chunk by chunk (or markers of
  * chunks dropped), until the agent ends it; its errors as gRPC errors. The
  * agent sends at most LOG_WINDOW_BYTES ahead of what the caller consumed:
@@ -137,12 +171,12 @@ export function createWatchConsole(deps: TailLogsDeps): ServiceImpl<typeof Serve
 async function* agentLogs(
   deps: TailLogsDeps,
   s: { id: string; name: string; hostId: string },
-  req: { follow: boolean; tailLines: number; console?: boolean },
+  req: { follow: boolean; tailLines: number; console?: boolean; exec?: MessageInitShape<typeof ExecSpecSchema> },
   ctx: HandlerContext,
 ): AsyncIterable<Entry> {
   const { hub } = deps;
   const openTimeoutMs = deps.openTimeoutMs ?? 15_000;
-  const what = req.console ? "console" : "log";
+  const what = req.console ? "console" : req.exec ? "command's output" : "log";
   const requestId = newId("log");
   const chunks = new AsyncQueue<Entry>(LOG_QUEUE_BOUND);
   // Consumed (or dropped) bytes not yet granted back to the agent.
@@ -155,7 +189,7 @@ async function* agentLogs(
   };
   const opened = hub.openLogs(
     s.hostId,
-    { requestId, serverId: s.id, follow: req.follow, tailLines: req.tailLines, windowBytes: LOG_WINDOW_BYTES, console: req.console ?? false },
+    { requestId, serverId: s.id, follow: req.follow, tailLines: req.tailLines, windowBytes: LOG_WINDOW_BYTES, console: req.console ?? false, ...(req.exec ? { exec: req.exec } : {}) },
     {
       // Dropped output is credited back at once: the window only paces what the caller reads.
       onChunk: (c) => void (chunks.push({ chunk: c }) || repay(cost(c), CREDIT_STEP_BYTES)),
@@ -193,6 +227,8 @@ async function* agentLogs(
       if (c.end) {
         ended = true;
         if (c.error) throw agentError(s.name, c);
+        // An exec's end says how the command ended.
+        if (c.exited) yield e;
         return;
       }
       // The open chunk says nothing; markers carry no output (the agent charges neither to the window).
@@ -217,6 +253,7 @@ function agentError(name: string, c: LogChunk): Error {
     case "ContainerMissing":
       return new PreconditionError(`server "${name}" has no container on its host (${c.error}); start it first`);
     case "ConsoleClosed":
+    case "ContainerNotRunning":
       return new PreconditionError(`server "${name}": ${c.error}`);
     case "TooManyLogStreams":
       return new ConnectError(c.error, Code.ResourceExhausted);

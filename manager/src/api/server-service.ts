@@ -38,7 +38,7 @@ import { mergeSecretEnv } from "../store/secrets.js";
 import { requirePortsFree } from "./port-check.js";
 import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
-import { createTailLogs, createWatchConsole } from "./logs.js";
+import { createExecCommand, createTailLogs, createWatchConsole } from "./logs.js";
 import { loadVisibleServer } from "./find-server.js";
 import { placeServer } from "../hosts/placement.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
@@ -223,6 +223,16 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     watchServers: createWatchServers({ store, ledger }),
     tailLogs: createTailLogs({ store, hub, presence }),
     watchConsole: createWatchConsole({ store, hub, presence }),
+    execCommand: createExecCommand({
+      store,
+      hub,
+      presence,
+      commit: async (s, caller, argv) => {
+        await store.commit([
+          ledger.op({ type: "exec.run", project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message: `exec: ${JSON.stringify(argv)}`, payload: { argv } }),
+        ]);
+      },
+    }),
 
     async sendConsoleCommand(req, ctx) {
       const caller = callerOf(ctx);

@@ -43,6 +43,7 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.ServerService/TailLogs": read("viewer"),
   "berth.v1.ServerService/WatchConsole": read("viewer"),
   "berth.v1.ServerService/SendConsoleCommand": write("operator"),
+  "berth.v1.ServerService/ExecCommand": write("operator"),
   "berth.v1.ServerService/CreateServer": write("operator"),
   "berth.v1.ServerService/UpdateServer": write("operator"),
   "berth.v1.ServerService/StartServer": write("operator"),
