@@ -339,6 +339,7 @@ describe("dashboard", () => {
     await screenshot(p, "08b-drawer-console");
     await p.keyboard.press("Escape");
     await manager.servers.purgeServer({ id: server!.id, removeData: true });
+    await row(p, name("con")).waitFor({ state: "detached", timeout: 30_000 });
   });
 
   it("edits the spec: the manager's validation message lands on the field, a valid change bumps the generation", async () => {
