@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { afterOverlap, appendBounded, LineSplitter, type OutputLine } from "./output-lines.js";
+import { afterOverlap, appendBounded, asText, LineSplitter, matching, type OutputLine } from "./output-lines.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const lines = (...t: string[]): OutputLine[] => t.map((text, n) => ({ n, stream: "stdout", text }));
@@ -35,5 +35,18 @@ describe("afterOverlap", () => {
   it("says there is a gap when what was shown is not in the backlog", () => {
     expect(afterOverlap(lines("old"), lines("p", "q"))).toMatchObject({ gap: true, fresh: [{ text: "p" }, { text: "q" }] });
     expect(afterOverlap([], lines("p"))).toMatchObject({ gap: false, fresh: [{ text: "p" }] });
+  });
+});
+
+describe("search and download", () => {
+  it("filters lines by text, case-insensitive; writes them out with stderr and times marked", () => {
+    const ls: OutputLine[] = [
+      { n: 0, stream: "stdout", text: "Server started", time: Date.UTC(2026, 0, 2, 3, 4, 5) },
+      { n: 1, stream: "stderr", text: "WARN disk", time: Date.UTC(2026, 0, 2, 3, 4, 6) },
+    ];
+    expect(matching(ls, "  server ").map((l) => l.n)).toEqual([0]);
+    expect(matching(ls, "")).toHaveLength(2);
+    expect(asText(ls, false)).toBe("Server started\n[stderr] WARN disk\n");
+    expect(asText(ls, true)).toBe("2026-01-02T03:04:05.000Z Server started\n2026-01-02T03:04:06.000Z [stderr] WARN disk\n");
   });
 });

@@ -9,6 +9,8 @@ export interface OutputLine {
   /** stdout, stderr, or "marker" (a line berth adds: a restart, output left out, a reconnection). */
   stream: string;
   text: string;
+  /** When the line's end arrived (epoch ms), if known. */
+  time?: number;
 }
 
 export class LineSplitter {
@@ -16,12 +18,12 @@ export class LineSplitter {
   private n = 0;
 
   /** The whole lines `data` completes on `stream`. */
-  push(stream: string, data: Uint8Array): OutputLine[] {
+  push(stream: string, data: Uint8Array, time?: number): OutputLine[] {
     let d = this.open.get(stream);
     if (!d) this.open.set(stream, (d = { dec: new TextDecoder(), rest: "" }));
     const parts = (d.rest + d.dec.decode(data, { stream: true })).split("\n");
     d.rest = parts.pop() ?? "";
-    return parts.map((text) => ({ n: this.n++, stream, text }));
+    return parts.map((text) => ({ n: this.n++, stream, text, ...(time !== undefined ? { time } : {}) }));
   }
 
   /** A line of berth's own, e.g. "container restarted". */
@@ -61,4 +63,15 @@ export function afterOverlap(shown: readonly OutputLine[], backlog: readonly Out
     if (match) return { fresh: backlog.slice(end), gap: false };
   }
   return { fresh: [...backlog], gap: true };
+}
+
+/** The lines whose text contains `query` (case-insensitive); all of them for an empty query. */
+export function matching(lines: readonly OutputLine[], query: string): readonly OutputLine[] {
+  const q = query.trim().toLowerCase();
+  return q ? lines.filter((l) => l.text.toLowerCase().includes(q)) : lines;
+}
+
+/** The lines as a text file: `[stderr] ` before stderr lines, an ISO time first when `times`. */
+export function asText(lines: readonly OutputLine[], times: boolean): string {
+  return lines.map((l) => `${times && l.time ? `${new Date(l.time).toISOString()} ` : ""}${l.stream === "stderr" ? "[stderr] " : l.stream === "marker" ? "[berth] " : ""}${l.text}\n`).join("");
 }
