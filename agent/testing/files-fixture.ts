@@ -5,6 +5,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
+import { readdirSync, readlinkSync } from "node:fs";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -80,6 +81,18 @@ export async function expectCode(p: Promise<unknown>, code: FileOpErrorCode, mes
   expect((err as FileOpError).code, (err as Error).message).toBe(code);
   if (message) expect((err as Error).message).toMatch(message);
   return err as FileOpError;
+}
+
+/** What this process holds open under `dir` (/proc/self/fd): a test leaves nothing open. */
+export function openFilesUnder(dir: string): string[] {
+  return readdirSync("/proc/self/fd").flatMap((fd) => {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      return target.startsWith(dir) ? [target] : [];
+    } catch {
+      return [];
+    }
+  });
 }
 
 export async function mkfifo(path: string): Promise<void> {

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { chunksOf, collect, expectCode, makeFixture, mkfifo, type Fixture } from "../../testing/files-fixture.js";
+import { chunksOf, collect, expectCode, makeFixture, mkfifo, openFilesUnder, type Fixture } from "../../testing/files-fixture.js";
 import { READ_CHUNK, ServerFiles } from "./server-files.js";
 
 let fx: Fixture;
@@ -20,6 +20,7 @@ beforeEach(async () => {
   before = await fx.outsideSnapshot();
 });
 afterEach(async () => {
+  expect(openFilesUnder(fx.base)).toEqual([]); // every file and directory the service opened is closed
   // Whatever each test did, nothing outside the data directory changed.
   expect(await fx.outsideSnapshot()).toEqual(before);
   await fx.cleanup();
