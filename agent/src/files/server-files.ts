@@ -80,7 +80,7 @@ export const DEFAULT_MAX_ENTRIES = 100_000;
 /** Setuid and setgid: never set by the file service (a setuid binary in a data directory is a way to root). */
 const SETID_BITS = 0o6000;
 /** Hidden names of the service's own temporary files beside an upload's target. */
-const UPLOAD_PREFIX = ".berth-upload-";
+export const UPLOAD_PREFIX = ".berth-upload-";
 
 const isRoot = process.getuid?.() === 0;
 const FILE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
