@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { createWriteStream } from "node:fs";
 import { chmod, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -7,6 +8,7 @@ import * as tar from "tar-stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { expectCode, makeFixture, openFilesUnder, type Fixture } from "../../testing/files-fixture.js";
 import { zipOf } from "../../testing/zip-writer.js";
+import { createArchive } from "../data/archive.js";
 import { archiveFormatOf, extractFile } from "./file-archives.js";
 import { ServerFiles } from "./server-files.js";
 
@@ -72,6 +74,14 @@ describe("extract a tar", () => {
     expect(await readFile(join(fx.data, "restored", "world", "level.dat"), "utf8")).toBe("level");
     expect((await stat(join(fx.data, "restored", "world", "level.dat"))).mode & 0o7777).toBe(0o600);
     expect((await readFile(join(fx.data, "restored", "world", "region", "r.0.0.mca"))).equals(Buffer.alloc(100_000, 7))).toBe(true);
+  });
+
+  it("extracts a .tar.zst in berth's backup format (its root entry applies to nothing placed)", async () => {
+    await createArchive(src, createWriteStream(join(fx.data, "uploads", "backup.tar.zst")), { compression: "zstd" });
+    const r = await extractFile(fx.files, "uploads/backup.tar.zst", "from-backup", { maxBytes: MiB });
+    expect(r.placed).toEqual(["a", "world"]);
+    expect(await readFile(join(fx.data, "from-backup", "world", "level.dat"), "utf8")).toBe("level");
+    expect((await stat(join(fx.data, "from-backup"))).mode & 0o777).toBe(0o755);
   });
 
   it("extracts an uncompressed .tar whose directories are only implied, making them readable", async () => {
