@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createWriteStream } from "node:fs";
-import { chmod, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
@@ -190,6 +190,20 @@ describe("extract a zip", () => {
   it("refuses a file that is not a zip", async () => {
     await upload("junk.zip", Buffer.from("PK not really"));
     await expectCode(extractFile(fx.files, "uploads/junk.zip", "out", { maxBytes: MiB }), "unsafe_archive", /not a readable zip/);
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)("extract: ownership (as root)", () => {
+  it("gives every extracted entry the destination's owner, not the archive's", async () => {
+    await mkdir(join(fx.data, "owned"));
+    await chown(join(fx.data, "owned"), 1234, 2345);
+    await run("tar", ["--owner=0", "--group=0", "-czf", join(fx.data, "uploads", "w.tgz"), "-C", src, "world", "a/b/f"]);
+    await upload("z.zip", zipOf([{ name: "zdir/zfile", data: "z" }]));
+    await extractFile(fx.files, "uploads/w.tgz", "owned", { maxBytes: MiB });
+    await extractFile(fx.files, "uploads/z.zip", "owned", { maxBytes: MiB });
+    for (const p of ["world", "world/level.dat", "world/region/r.0.0.mca", "a", "a/b", "a/b/f", "zdir", "zdir/zfile"]) {
+      expect(await lstat(join(fx.data, "owned", p)), p).toMatchObject({ uid: 1234, gid: 2345 });
+    }
   });
 });
 

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, rename, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { chunksOf, collect, expectCode, makeFixture, mkfifo, openFilesUnder, type Fixture } from "../../testing/files-fixture.js";
@@ -224,6 +224,19 @@ describe("write", () => {
   });
 });
 
+describe.skipIf(process.getuid?.() !== 0)("ownership (as root)", () => {
+  it("gives new uploads and directories their directory's owner, and keeps a replaced file's", async () => {
+    await mkdir(join(fx.data, "owned"));
+    await chown(join(fx.data, "owned"), 1234, 2345);
+    await fx.files.write("owned/new.txt", chunksOf(["x"]), { maxBytes: 10 });
+    await fx.files.mkdir("owned/sub/deeper", { parents: true });
+    for (const p of ["new.txt", "sub", "sub/deeper"]) expect(await lstat(join(fx.data, "owned", p))).toMatchObject({ uid: 1234, gid: 2345 });
+    await chown(join(fx.data, "owned", "new.txt"), 4321, 5432);
+    await fx.files.write("owned/new.txt", chunksOf(["y"]), { maxBytes: 10 });
+    expect(await lstat(join(fx.data, "owned", "new.txt"))).toMatchObject({ uid: 4321, gid: 5432 });
+  });
+});
+
 describe("mkdir", () => {
   it("creates a directory, refuses an existing one, and with parents creates the chain", async () => {
     expect(await fx.files.mkdir("world/backups")).toMatchObject({ name: "backups", type: "dir", mode: 0o755 });
@@ -282,7 +295,7 @@ describe("copy", () => {
     await chmod(join(fx.data, "tree", "sub", "f"), 0o751);
     await utimes(join(fx.data, "tree", "sub", "f"), new Date(1_000_000_000_000), new Date(1_000_000_000_000));
     const r = await fx.files.copy("tree", "tree-copy");
-    expect(r).toMatchObject({ entry: { name: "tree-copy", type: "dir" }, files: 3, bytes: 4 });
+    expect(r).toMatchObject({ entry: { name: "tree-copy", type: "dir" }, entries: 3, bytes: 4 });
     const copied = await stat(join(fx.data, "tree-copy", "sub", "f"));
     expect(await readFile(join(fx.data, "tree-copy", "sub", "f"), "utf8")).toBe("deep");
     expect(copied.mode & 0o7777).toBe(0o751);
@@ -315,6 +328,15 @@ describe("copy", () => {
     await expectCode(fx.files.copy("world", "world/region/again"), "invalid_argument");
     await expectCode(fx.files.copy("/", "everything"), "invalid_argument");
     await expectCode(fx.files.copy("server.properties", "linkdir/x"), "symlink_refused");
+  });
+
+  it("refuses a copy of more entries than maxEntries, leaving nothing", async () => {
+    const files = new ServerFiles({ root: fx.data, workDir: fx.work, maxEntries: 2 });
+    await writeFile(join(fx.data, "world", "region", "a"), "a");
+    await writeFile(join(fx.data, "world", "region", "b"), "b");
+    await expectCode(files.copy("world/region", "region-copy"), "too_large", /more than 2 entries/);
+    expect(await names(fx.data)).not.toContain("region-copy");
+    expect(await readdir(fx.work)).toEqual([]);
   });
 
   it("refuses a copy larger than the free space less the reserve", async () => {

@@ -322,7 +322,7 @@ export class ServerFiles {
    * link would be a new link nobody asked for). Bounded by the free space
    * less the reserve, and by maxEntries.
    */
-  async copy(from: string, to: string): Promise<{ entry: FileEntry; files: number; bytes: number }> {
+  async copy(from: string, to: string): Promise<{ entry: FileEntry; entries: number; bytes: number }> {
     const fromParts = parseUserPath(from);
     const toParts = parseUserPath(to);
     if (toParts.length === 0) throw new FileOpError("exists", `/ is the server's data directory and exists`);
@@ -334,7 +334,7 @@ export class ServerFiles {
       const budget = (await this.freeBytesAt(dst.path)) - this.reserveBytes;
       if (budget < 0) throw noSpace(showPath(toParts), 0, budget, this.reserveBytes);
       const work = await this.newWorkPath("copy");
-      const counts = { files: 0, bytes: 0 };
+      const counts = { entries: 0, bytes: 0 };
       try {
         const srcParent = await this.confined.openDir(fromParts.slice(0, -1));
         let isDir: boolean;
@@ -535,7 +535,15 @@ export async function moveNoReplace(from: string, to: string, isDir: boolean): P
     await rename(from, to);
     return;
   }
-  await link(from, to);
+  try {
+    await link(from, to);
+  } catch (err) {
+    // A filesystem without hard links: check, then rename (the instant between is the only exposure).
+    if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "EMLINK"].includes((err as NodeJS.ErrnoException).code ?? "")) throw err;
+    if (await lstat(to).then(() => true, () => false)) throw Object.assign(new Error(`${to} exists`), { code: "EEXIST" });
+    await rename(from, to);
+    return;
+  }
   await unlink(from);
 }
 
@@ -590,9 +598,9 @@ interface CopyLimits {
  * Copies the entry `name` of `srcDir` (the directory itself when undefined)
  * to the absolute work path `dest`; answers whether it was a directory.
  */
-async function copyEntry(srcDir: ConfinedDir, name: string | undefined, dest: string, limits: CopyLimits, counts: { files: number; bytes: number }): Promise<boolean> {
+async function copyEntry(srcDir: ConfinedDir, name: string | undefined, dest: string, limits: CopyLimits, counts: { entries: number; bytes: number }): Promise<boolean> {
   const parts = name === undefined ? srcDir.parts : [...srcDir.parts, name];
-  if (++counts.files > limits.maxEntries) throw new FileOpError("too_large", `${showPath(parts)}: the copy has more than ${limits.maxEntries} entries`);
+  if (++counts.entries > limits.maxEntries) throw new FileOpError("too_large", `${showPath(parts)}: the copy has more than ${limits.maxEntries} entries`);
   let st: Stats;
   if (name === undefined) st = await srcDir.fh.stat();
   else {
