@@ -108,6 +108,19 @@ describe("read", () => {
     await expectCode(fx.files.read("world/big.bin", { offset: -1 }), "invalid_argument");
   });
 
+  it("closes the file when a read is abandoned part way, or closed without being read", async () => {
+    await writeFile(join(fx.data, "world", "big.bin"), Buffer.alloc(3 * READ_CHUNK));
+    const r = await fx.files.read("world/big.bin");
+    expect(openFilesUnder(fx.base)).toEqual([join(fx.data, "world", "big.bin")]);
+    for await (const chunk of r.chunks) {
+      expect(chunk.length).toBe(READ_CHUNK);
+      break;
+    }
+    expect(openFilesUnder(fx.base)).toEqual([]);
+    await (await fx.files.read("world/big.bin")).close();
+    expect(openFilesUnder(fx.base)).toEqual([]);
+  });
+
   it("refuses a symlink, a symlinked directory, a directory, a FIFO (without waiting for a writer) and the data directory", async () => {
     await expectCode(fx.files.read("linkfile"), "symlink_refused");
     await expectCode(fx.files.read("linkdir/secret"), "symlink_refused");
