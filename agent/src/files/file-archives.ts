@@ -77,8 +77,9 @@ export async function extractFile(files: ServerFiles, archivePath: string, destD
     return openRegularFile(dir, name);
   });
   let createdDest = false;
-  const work = await files.newWorkPath("extract");
+  let work: string | undefined;
   try {
+    work = await files.newWorkPath("extract");
     createdDest = !(await existsDir(files, destParts));
     await files.mkdir(destDir, { parents: true });
     const dest = await files.confined.openDir(destParts);
@@ -106,6 +107,7 @@ export async function extractFile(files: ServerFiles, archivePath: string, destD
           result = { entries: r.files, bytes: r.rawBytes };
         }
       } catch (err) {
+        // TooLarge is about bytes (maxBytes: the caller's bound or the free space) or about entries.
         if (err instanceof ArchiveError && err.reason === "TooLarge" && /bytes/.test(err.message)) throw tooLarge();
         if (err instanceof ArchiveError && err.reason === "TooLarge") throw new FileOpError("too_large", `${showPath(archiveParts)}: ${err.message}; nothing was extracted`);
         if (err instanceof ArchiveError) throw new FileOpError("unsafe_archive", `${showPath(archiveParts)}: ${err.message}; nothing was extracted`);
@@ -146,7 +148,7 @@ export async function extractFile(files: ServerFiles, archivePath: string, destD
     if (createdDest) await files.delete(destDir).catch(() => {}); // only if still empty
     throw asFileOpError(err, showPath(destParts));
   } finally {
-    await removeAbsolute(work);
+    if (work) await removeAbsolute(work);
     await fh.close().catch(() => {});
   }
 }

@@ -343,10 +343,7 @@ export class ServerFiles {
         } finally {
           await srcParent.close();
         }
-        await moveNoReplace(work, dst.at(toName), isDir).catch((err) => {
-          if ((err as NodeJS.ErrnoException).code === "EXDEV") throw new Error(`the agent's work directory ${this.workDir} is not on the data directory's filesystem; copies cannot be moved into place`);
-          throw err;
-        });
+        await moveNoReplace(work, dst.at(toName), isDir);
       } catch (err) {
         await removeAbsolute(work);
         throw asFileOpError(err, showPath(toParts));
@@ -526,6 +523,15 @@ async function mkdirOwned(dir: ConfinedDir, name: string): Promise<boolean> {
  * the instant since the caller checked.
  */
 export async function moveNoReplace(from: string, to: string, isDir: boolean): Promise<void> {
+  try {
+    await moveNoReplaceOn(from, to, isDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+    throw new Error(`cannot move ${from} into the data directory: another filesystem (the agent's work directory must be on the data directory's filesystem)`);
+  }
+}
+
+async function moveNoReplaceOn(from: string, to: string, isDir: boolean): Promise<void> {
   if (isDir) {
     const exists = await lstat(to).then(
       () => true,
