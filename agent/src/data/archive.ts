@@ -864,9 +864,10 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
     await pipeline(input, hashed, (source: AsyncIterable<Buffer>) => decompressAny(source, opts.allowUncompressed ?? false), ex);
   } catch (err) {
     failed = true;
+    const first = entryError ?? err; // before closing: a write cut short by the close must not become the reason
     for (const f of openFiles) await f.close().catch(() => {});
     openFiles.clear();
-    throw entryError ?? err;
+    throw first;
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
