@@ -43,6 +43,8 @@ export interface CreateArchiveResult {
 type Item = { kind: "dir"; name: string; st: Stats } | { kind: "file"; name: string; st: Stats; fh: FileHandle };
 
 const SETID_BITS = 0o6000;
+/** ustar's largest size (11 octal digits). */
+const USTAR_MAX_SIZE = 8 ** 11 - 1;
 const MAX_SKIPPED_LISTED = 100;
 
 /**
@@ -230,6 +232,11 @@ function tarGzOf(items: AsyncIterable<Item>, signal: AbortSignal): Producer {
       if (item.kind === "dir") {
         await new Promise<void>((resolve, reject) => pack.entry(header, (err) => (err ? reject(err) : resolve())));
         continue;
+      }
+      if (item.st.size > USTAR_MAX_SIZE) {
+        await item.fh.close();
+        // tar-stream 2's pack cannot write the pax size record such a file needs (archive.ts writes its own headers for backups).
+        throw new FileOpError("too_large", `/${item.name} is larger than 8 GiB, more than this .tar.gz can hold; make a .zip instead`);
       }
       try {
         let sink!: Writable;
