@@ -45,6 +45,7 @@ type Item = { kind: "dir"; name: string; st: Stats } | { kind: "file"; name: str
 const SETID_BITS = 0o6000;
 /** ustar's largest size (11 octal digits). */
 const USTAR_MAX_SIZE = 8 ** 11 - 1;
+const USTAR_MAX_ID = 8 ** 6 - 1;
 const MAX_SKIPPED_LISTED = 100;
 
 /**
@@ -226,8 +227,9 @@ function tarGzOf(items: AsyncIterable<Item>, signal: AbortSignal): Producer {
         size: item.kind === "dir" ? 0 : item.st.size,
         mode: item.st.mode & (item.kind === "dir" ? 0o3777 : 0o7777 & ~SETID_BITS),
         mtime: new Date(Math.floor(item.st.mtimeMs / 1000) * 1000),
-        uid: item.st.uid,
-        gid: item.st.gid,
+        // The same for owners (6 octal digits): one beyond that (a remapped user namespace's) is archived as 0.
+        uid: item.st.uid <= USTAR_MAX_ID ? item.st.uid : 0,
+        gid: item.st.gid <= USTAR_MAX_ID ? item.st.gid : 0,
       };
       if (item.kind === "dir") {
         await new Promise<void>((resolve, reject) => pack.entry(header, (err) => (err ? reject(err) : resolve())));
@@ -235,7 +237,7 @@ function tarGzOf(items: AsyncIterable<Item>, signal: AbortSignal): Producer {
       }
       if (item.st.size > USTAR_MAX_SIZE) {
         await item.fh.close();
-        // tar-stream 2's pack cannot write the pax size record such a file needs (archive.ts writes its own headers for backups).
+        // tar-stream 2's pack writes the size in 11 octal digits whatever it is, with no pax size record (archive.ts writes its own headers for backups).
         throw new FileOpError("too_large", `/${item.name} is larger than 8 GiB, more than this .tar.gz can hold; make a .zip instead`);
       }
       try {
