@@ -287,6 +287,12 @@ export class DockerRuntime implements ContainerRuntime {
           stream.once("error", reject);
           stream.write(data, (err) => (err ? reject(err) : resolve()));
         });
+        // Our end of the attach, then Docker's (it has copied what it read by then); at most a second.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 1_000);
+          stream.once("close", () => (clearTimeout(t), resolve()));
+          stream.end();
+        });
       } finally {
         // Closing the attach does not close the container's stdin (StdinOnce is false).
         stream.destroy();
