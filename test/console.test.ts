@@ -71,7 +71,9 @@ describe("console", () => {
     const before = w.text().match(/ready (\d+)/)![1];
 
     await manager.servers.restartServer({ id: s.id });
-    await waitFor("a new run's first line", async () => (w.text().match(/ready \d+/g) ?? []).length >= 2, 60_000);
+    await waitFor("a new run's first line", async () => (w.text().match(/ready \d+/g) ?? []).length >= 2, 60_000).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; the console said:\n${w.text()}`);
+    });
     const t = w.text();
     expect(t).toMatch(/\[container_stopped: container [0-9a-f]{12} exited with code \d+\]\n(.*\n)*\[container_started: container [0-9a-f]{12} started\]\nready \d+\n/);
     expect(w.error()).toBeUndefined();
@@ -116,7 +118,7 @@ describe("console", () => {
   });
 
   it("ExecCommand runs a one-off command: its output and exit code, stdin given, a timeout kills it; it is in the ledger with its argv", async () => {
-    const s = await create({});
+    const s = await create({ command: ["sh", "-c", "exec sleep 100000"] });
     const run = async (req: { argv: string[]; timeoutSeconds?: number; stdin?: Uint8Array }) => {
       let out = "";
       let end: { exitCode: number; timedOut: boolean } | undefined;
@@ -144,7 +146,7 @@ describe("console", () => {
         return Code[ConnectError.from(err).code];
       }
     };
-    const viewer = (await manager.access.createToken({ name: `v-${uid()}`, role: Role.VIEWER })).secret;
+    const viewer = (await manager.access.createToken({ name: `v-${uid()}`, role: Role.VIEWER, project: "default" })).secret;
     expect(await code(createClient(ServerService, manager.transport(viewer)).execCommand({ id: s.id, argv: ["true"] }))).toBe("PermissionDenied");
     expect(await code(manager.servers.execCommand({ id: s.id, argv: [] }))).toBe("InvalidArgument");
     await manager.servers.stopServer({ id: s.id, timeoutSeconds: 1 });
@@ -153,14 +155,14 @@ describe("console", () => {
   });
 
   it("refuses what it cannot do, with codes that say why", async () => {
-    const plain = await create({});
+    const plain = await create({ command: ["sh", "-c", "exec sleep 100000"] });
     const code = async (p: Promise<unknown>) => ConnectError.from(await p.then(() => new Error("accepted"), (e: unknown) => e));
     const noConsole = await code(manager.servers.sendConsoleCommand({ id: plain.id, line: "x" }));
     expect([Code[noConsole.code], noConsole.rawMessage]).toEqual(["FailedPrecondition", expect.stringMatching(/has no console: set spec.console/)]);
     for (const line of ["two\nlines", "nul\0", "x".repeat(4097)]) {
       expect(Code[(await code(manager.servers.sendConsoleCommand({ id: plain.id, line }))).code]).toBe("InvalidArgument");
     }
-    const viewer = (await manager.access.createToken({ name: `v-${uid()}`, role: Role.VIEWER })).secret;
+    const viewer = (await manager.access.createToken({ name: `v-${uid()}`, role: Role.VIEWER, project: "default" })).secret;
     const asViewer = createClient(ServerService, manager.transport(viewer));
     expect(Code[(await code(asViewer.sendConsoleCommand({ id: plain.id, line: "x" }))).code]).toBe("PermissionDenied");
     expect(Code[(await code(manager.servers.sendConsoleCommand({ id: "no-such-server", line: "x" }))).code]).toBe("NotFound");

@@ -10,13 +10,16 @@ import {
   type TailLogsResponse,
   type WatchConsoleRequest,
   type WatchConsoleResponse,
+  ExecCommandRequestSchema,
   ExecCommandResponseSchema,
+  WatchConsoleRequestSchema,
   type ExecCommandRequest,
   type ExecCommandResponse,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { callerOf, requireRole, type Caller } from "../auth/caller.js";
 import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
+import { invalidArgument, ruleProblems } from "./protovalidate.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import { AsyncQueue, type QueueBound } from "../link/async-queue.js";
 import type { Store } from "../store/store.js";
@@ -111,6 +114,8 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
 export function createWatchConsole(deps: TailLogsDeps): ServiceImpl<typeof ServerService>["watchConsole"] {
   return async function* watchConsole(req: WatchConsoleRequest, ctx: HandlerContext): AsyncIterable<WatchConsoleResponse> {
     const now = deps.now ?? Date.now;
+    const problems = ruleProblems(WatchConsoleRequestSchema, req);
+    if (problems.length) throw invalidArgument(problems);
     const s = await loadVisibleServer(deps.store, callerOf(ctx), req.id);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it to watch its console`);
     for await (const e of agentLogs(deps, s, { follow: true, tailLines: req.backlogLines, console: true }, ctx)) {
@@ -141,6 +146,9 @@ export function createExecCommand(deps: TailLogsDeps & { commit: (s: ServerRecor
   return async function* execCommand(req: ExecCommandRequest, ctx: HandlerContext): AsyncIterable<ExecCommandResponse> {
     const caller = callerOf(ctx);
     requireRole(caller, "operator", "ExecCommand");
+    // The interceptor checks unary requests only: a streaming call's rules are checked here.
+    const problems = ruleProblems(ExecCommandRequestSchema, req);
+    if (problems.length) throw invalidArgument(problems);
     const s = await loadVisibleServer(deps.store, caller, req.id);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore and start it to run commands in it`);
     await deps.commit(s, caller, req.argv);
