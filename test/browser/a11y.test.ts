@@ -102,7 +102,7 @@ describe("accessibility", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
-    await removeBerthContainers(docker, { serverIds: created, containerIds: stray ? [stray] : [] });
+    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created, containerIds: stray ? [stray] : [] });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

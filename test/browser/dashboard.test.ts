@@ -94,7 +94,7 @@ describe("dashboard", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
-    await removeBerthContainers(docker, { serverIds: created, containerIds: strays });
+    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created, containerIds: strays });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -762,7 +762,7 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     await agentB?.stop();
     await manager?.stop();
     await s3?.close();
-    for (const d of [docker, ...(engineB ? [dockerClient(engineB.dockerHost)] : [])]) await removeBerthContainers(d, { serverIds: created });
+    for (const d of [docker, ...(engineB ? [dockerClient(engineB.dockerHost)] : [])]) await removeBerthContainers(d, { managerId: manager?.managerId, serverIds: created });
     await engineB?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });

@@ -57,7 +57,7 @@ describe("forms", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
-    await removeBerthContainers(docker, { serverIds: created });
+    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
