@@ -14,7 +14,7 @@ import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
-import { TEST_IMAGE } from "../harness/docker-engine.js";
+import { removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser } from "./browser.js";
 
@@ -102,10 +102,7 @@ describe("accessibility", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
-    if (stray) await docker.getContainer(stray).remove({ force: true }).catch(() => {});
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) await docker.getContainer(c.Id).remove({ force: true });
-    }
+    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created, containerIds: stray ? [stray] : [] });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

@@ -17,7 +17,7 @@ import { ListHostsResponseSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { S3RVER_KEY, TestS3Server } from "../../agent/testing/s3-server.js";
-import { dockerClient, ensureTestImage, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "../harness/docker-engine.js";
+import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
 
@@ -94,12 +94,7 @@ describe("dashboard", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
-    for (const id of strays) await docker.getContainer(id).remove({ force: true }).catch(() => {});
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
+    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created, containerIds: strays });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -797,13 +792,7 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     await agentB?.stop();
     await manager?.stop();
     await s3?.close();
-    for (const d of [docker, ...(engineB ? [dockerClient(engineB.dockerHost)] : [])]) {
-      for (const id of created) {
-        for (const c of await d.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
-          await d.getContainer(c.Id).remove({ force: true });
-        }
-      }
-    }
+    for (const d of [docker, ...(engineB ? [dockerClient(engineB.dockerHost)] : [])]) await removeBerthContainers(d, { managerId: manager?.managerId, serverIds: created });
     await engineB?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });

@@ -10,7 +10,7 @@ import { rm } from "node:fs/promises";
 import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "../harness/docker-engine.js";
+import { removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, signIn, type Browser } from "./browser.js";
 
@@ -57,11 +57,7 @@ describe("forms", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) {
-        await docker.getContainer(c.Id).remove({ force: true });
-      }
-    }
+    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

@@ -12,7 +12,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "../harness/docker-engine.js";
+import { removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, type Browser } from "./browser.js";
 
@@ -78,9 +78,7 @@ describe("dashboard layout", () => {
     await browser?.close();
     await agent?.stop();
     await manager?.stop();
-    for (const id of created) {
-      for (const c of await docker.listContainers({ all: true, filters: { label: [`berth.server=${id}`] } })) await docker.getContainer(c.Id).remove({ force: true });
-    }
+    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
