@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ContainerInfoSchema, LogRequestSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { pino } from "pino";
 import { describe, expect, it, vi } from "vitest";
-import { LogStreams, TokenBucket, type LogChunkInit } from "./log-streams.js";
+import { LogStreams, runStartMs, TokenBucket, type LogChunkInit } from "./log-streams.js";
 import type { ContainerRuntime, LogOptions } from "./runtime/container-runtime.js";
 import type { LogFrame } from "./runtime/log-demux.js";
 
@@ -31,9 +31,10 @@ function sim() {
       })();
     },
   } as unknown as ContainerRuntime;
+  // Like Docker, a restarted container keeps its previous run's FinishedAt.
   const run = (id: string, startedMs: number) =>
-    (c = create(ContainerInfoSchema, { id, state: "running", startedTime: timestampFromMs(startedMs), labels: { "berth.server": "srv_a" } }));
-  const exit = (code: number) => c && ((c = create(ContainerInfoSchema, { ...c, state: "exited", exitCode: code, finishedTime: timestampFromMs(Date.now()) })), undefined);
+    (c = create(ContainerInfoSchema, { id, state: "running", startedTime: timestampFromMs(startedMs), labels: { "berth.server": "srv_a" }, ...(c?.id === id && c.finishedTime ? { finishedTime: c.finishedTime } : {}) }));
+  const exit = (code: number, atMs: number) => c && ((c = create(ContainerInfoSchema, { ...c, state: "exited", exitCode: code, finishedTime: timestampFromMs(atMs) })), undefined);
   return { runtime, feeds, run, exit };
 }
 
@@ -55,13 +56,14 @@ describe("a console stream", () => {
     await vi.waitFor(() => expect(s.feeds).toHaveLength(1));
     expect(s.feeds[0]!.opts).toEqual({ follow: true, tailLines: 10 });
     s.feeds[0]!.push("ready\n");
-    s.exit(3);
+    s.exit(3, 1_500_000);
     s.feeds[0]!.end();
     await vi.waitFor(() => expect(out.said()).toContain("[container_stopped: container c1aaaaaaaaaa exited with code 3]"));
-    // Restarted: a new start time is a new run, whose output is read from when it started.
+    // Restarted: a new start time is a new run, whose output is read from just after the last run
+    // finished (its first lines can be stamped before its StartedAt).
     s.run("c1aaaaaaaaaaaa", 2_000_000);
     await vi.waitFor(() => expect(s.feeds).toHaveLength(2));
-    expect(s.feeds[1]!.opts).toEqual({ follow: true, tailLines: 0, sinceSeconds: 2000 });
+    expect(s.feeds[1]!.opts).toEqual({ follow: true, tailLines: 0, sinceSeconds: 1500.001 });
     s.feeds[1]!.push("ready again\n");
     await vi.waitFor(() => expect(out.said().at(-1)).toBe("ready again\n"));
     expect(out.said()).toEqual(["[open]", "ready\n", "[container_stopped: container c1aaaaaaaaaa exited with code 3]", "[container_started: container c1aaaaaaaaaa started]", "ready again\n"]);
@@ -87,17 +89,17 @@ describe("a console stream", () => {
     const out2 = sink();
     const streams2 = new LogStreams(stopped.runtime, out2.send, log);
     stopped.run("c3cccccccccccc", 1_000_000);
-    stopped.exit(0);
+    stopped.exit(0, 2_000_000);
     streams2.start(consoleRequest(5));
     await vi.waitFor(() => expect(stopped.feeds).toHaveLength(1));
     expect(stopped.feeds[0]!.opts).toEqual({ follow: false, tailLines: 5 });
     stopped.feeds[0]!.push("bye\n");
     stopped.feeds[0]!.end();
     await vi.waitFor(() => expect(out2.said()).toEqual(["[open]", "bye\n"]));
-    // The same run is not followed (it is not running); a new one is, with a marker.
+    // The same run is not followed (it is not running); a new container is, its whole log, with a marker.
     stopped.run("c4dddddddddddd", 3_000_000);
     await vi.waitFor(() => expect(stopped.feeds).toHaveLength(2));
-    expect(stopped.feeds[1]!.opts).toEqual({ follow: true, tailLines: 0, sinceSeconds: 3000 });
+    expect(stopped.feeds[1]!.opts).toEqual({ follow: true, tailLines: 0 });
     expect(out2.said().at(-1)).toBe("[container_started: container c4dddddddddd started]");
     streams2.cancel("r1");
   });
@@ -134,5 +136,16 @@ describe("TokenBucket", () => {
     t = 100_000;
     expect(b.take(301)).toBe(false);
     expect(b.take(300)).toBe(true);
+  });
+});
+
+describe("where a later run's output begins (runStartMs)", () => {
+  const info = (id: string, finishedMs?: number) => create(ContainerInfoSchema, { id, ...(finishedMs ? { finishedTime: timestampFromMs(finishedMs) } : {}) });
+  it("just after the previous run of the same container finished; the whole log of a container not streamed before; a second early when no finish is on record", () => {
+    expect(runStartMs(info("c1", 5_000), 9_000, "c1")).toBe(5_001);
+    expect(runStartMs(info("c2", 5_000), 9_000, "c1")).toBeUndefined();
+    expect(runStartMs(info("c1"), 9_000, "c1")).toBe(8_000);
+    // A finish after the start is not this run's predecessor.
+    expect(runStartMs(info("c1", 9_500), 9_000, "c1")).toBe(8_000);
   });
 });

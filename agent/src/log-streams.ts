@@ -197,6 +197,8 @@ export class LogStreams {
       if (!(await this.send({ requestId: id }))) return;
       /** The run streamed last (container id and start time), "" before any. */
       let last = "";
+      /** The container streamed last. */
+      let lastId = "";
       for (let round = 0; !signal.aborted; round++) {
         const c = await this.containerOf(req.serverId).catch(() => undefined);
         const startedMs = c?.startedTime ? timestampMs(c.startedTime) : 0;
@@ -208,6 +210,7 @@ export class LogStreams {
             for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) if (!(await sendData(piece.stream, piece.data))) return;
           }
           last = key;
+          lastId = c.id;
         }
         if (!c || !running || key === last) {
           await sleep(CONSOLE_POLL_MS, signal);
@@ -217,10 +220,10 @@ export class LogStreams {
         // a marker, then all it said since it started.
         const atOpen = round === 0;
         if (!atOpen && !(await this.send({ requestId: id, marker: "container_started", message: `container ${c.id.slice(0, 12)} started`, time: c.startedTime ?? stamp() }))) return;
-        const opts = atOpen
-          ? { follow: true, tailLines: req.tailLines, ...(req.tailLines === 0 ? { sinceSeconds: Date.now() / 1000 } : {}) }
-          : { follow: true, tailLines: 0, sinceSeconds: startedMs / 1000 };
+        const since = atOpen ? (req.tailLines === 0 ? Date.now() : undefined) : runStartMs(c, startedMs, lastId);
+        const opts = { follow: true, tailLines: atOpen ? req.tailLines : 0, ...(since !== undefined ? { sinceSeconds: since / 1000 } : {}) };
         last = key;
+        lastId = c.id;
         rlog.debug({ container: c.id }, "console stream follows a run");
         try {
           for await (const frame of await this.runtime.logs(c.id, opts, signal)) {
@@ -298,4 +301,18 @@ export class LogStreams {
     const created = (c: ContainerInfo) => Number(c.createdTime?.seconds ?? 0n);
     return all.find((c) => c.state === "running") ?? all.sort((a, b) => created(b) - created(a))[0];
   }
+}
+
+/**
+ * Where a later run's output begins in its container's log (epoch ms), or
+ * undefined for the whole log (a container not streamed before). Not the
+ * run's StartedAt: Docker stamps it after the process started, and the log
+ * lines the process writes at once can carry earlier times. The previous
+ * run's FinishedAt is safe: Docker records it once that run's output was
+ * copied. A same-container run with no finish on record starts a second early.
+ */
+export function runStartMs(c: Pick<ContainerInfo, "id" | "finishedTime">, startedMs: number, lastId: string): number | undefined {
+  if (c.id !== lastId) return undefined;
+  const finishedMs = c.finishedTime ? timestampMs(c.finishedTime) : 0;
+  return finishedMs > 0 && finishedMs < startedMs ? finishedMs + 1 : startedMs - 1000;
 }
