@@ -246,7 +246,8 @@ export class Executor {
         }),
       );
     }
-    const run = this.servers.run(cmd.serverId, () => this.applyOverEngineRestarts(cmd));
+    // A console line goes in at once: it never waits behind the server's other commands (a backup, a stop).
+    const run = cmd.kind === CommandKind.CONSOLE_INPUT ? this.apply(cmd) : this.servers.run(cmd.serverId, () => this.applyOverEngineRestarts(cmd));
     this.results.set(cmd.id, run);
     if (this.results.size > RESULT_CACHE_SIZE) this.results.delete(this.results.keys().next().value!);
     // Refused while it waited in line: the owner that took the host may resend this id, which must then run.
@@ -309,11 +310,12 @@ export class Executor {
         this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ...refused }, "command refused");
         return create(CommandResultSchema, { commandId: cmd.id, success: false, ...refused });
       }
-      const { container, data, archive } = await this.dispatch(cmd, named);
+      const { container, data, archive, message } = await this.dispatch(cmd, named);
       this.log.info({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ms: Date.now() - started }, "command applied");
       return create(CommandResultSchema, {
         commandId: cmd.id,
         success: true,
+        ...(message ? { message } : {}),
         ...(container ? { container } : {}),
         ...(data ? { data: dataDir(data) } : {}),
         ...(archive
@@ -337,7 +339,7 @@ export class Executor {
     }
   }
 
-  private async dispatch(cmd: Command, named?: ContainerInfo): Promise<{ container?: ContainerInfo; data?: DataCheck; archive?: ArchiveStats }> {
+  private async dispatch(cmd: Command, named?: ContainerInfo): Promise<{ container?: ContainerInfo; data?: DataCheck; archive?: ArchiveStats; message?: string }> {
     switch (cmd.kind) {
       case CommandKind.BACKUP_DATA:
         return { archive: await this.backupJobs().backup(cmd), data: await this.data.check(cmd.serverId) };
@@ -359,12 +361,14 @@ export class Executor {
         return this.ensureContainer(cmd, false);
       case CommandKind.ENSURE_RUNNING:
         return this.ensureContainer(cmd, true);
-      case CommandKind.ENSURE_STOPPED:
-        await this.stopAll(cmd);
-        return { container: await this.current(cmd) };
-      case CommandKind.RESTART:
-        await this.stopAll(cmd);
-        return this.ensureContainer(cmd, true);
+      case CommandKind.ENSURE_STOPPED: {
+        const message = await this.stopAll(cmd);
+        return { container: await this.current(cmd), ...(message ? { message } : {}) };
+      }
+      case CommandKind.RESTART: {
+        const message = await this.stopAll(cmd);
+        return { ...(await this.ensureContainer(cmd, true)), ...(message ? { message } : {}) };
+      }
       case CommandKind.ENSURE_PAUSED: {
         const c = await this.current(cmd);
         if (!c) throw new RuntimeError("ContainerMissing", "no container to pause");
@@ -403,6 +407,13 @@ export class Executor {
         return {};
       case CommandKind.COPY_DATA:
         return this.copyData(cmd, named);
+      case CommandKind.CONSOLE_INPUT: {
+        if (!this.runtime.writeStdin) throw new RuntimeError("Unsupported", "this agent's runtime has no consoles");
+        const c = await this.current(cmd);
+        if (!c || c.state !== "running") throw new RuntimeError("ContainerNotRunning", `the server's container is ${c ? c.state : "missing"}; start it to use its console`);
+        await this.runtime.writeStdin(c.id, cmd.consoleInput);
+        return { container: c };
+      }
       default:
         throw new RuntimeError("UnknownCommand", `command kind ${cmd.kind} is not known to this agent; upgrade it`);
     }
@@ -443,12 +454,48 @@ export class Executor {
     return { data: await this.data.check(cmd.serverId) };
   }
 
-  private async stopAll(cmd: Command): Promise<void> {
+  /**
+   * Stops the server's containers. With a stop command, it is written to the
+   * console first and the container gets the stop timeout to exit by itself
+   * before Docker's stop (SIGTERM, SIGKILL after the timeout again). Answers
+   * what the stop command did, for the command's ledger message.
+   */
+  private async stopAll(cmd: Command): Promise<string | undefined> {
+    const timeout = cmd.stopTimeoutSeconds || 10;
+    let said: string | undefined;
     for (const c of await this.containersOf(cmd)) {
       if (c.state === "paused") await this.runtime.unpause(c.id);
-      if (c.state === "running" || c.state === "paused" || c.state === "restarting") {
-        await this.expectExit(c.id, () => this.runtime.stop(c.id, cmd.stopTimeoutSeconds || 10));
-      }
+      if (c.state !== "running" && c.state !== "paused" && c.state !== "restarting") continue;
+      await this.expectExit(c.id, async () => {
+        if (cmd.stopCommand && this.runtime.writeStdin) {
+          const t0 = Date.now();
+          const written = await this.runtime.writeStdin(c.id, new TextEncoder().encode(`${cmd.stopCommand}\n`)).then(
+            () => undefined,
+            (err: unknown) => messageOf(err),
+          );
+          if (written === undefined && (await this.exitsWithin(c.id, timeout * 1000))) {
+            said = `stopped by its stop command ${JSON.stringify(cmd.stopCommand)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`;
+            return;
+          }
+          said =
+            written === undefined
+              ? `did not exit within ${timeout} s of its stop command ${JSON.stringify(cmd.stopCommand)}: sent SIGTERM (SIGKILL after ${timeout} s more)`
+              : `its stop command could not be written (${written}): sent SIGTERM (SIGKILL after ${timeout} s)`;
+        }
+        await this.runtime.stop(c.id, timeout);
+      });
+    }
+    return said;
+  }
+
+  /** Whether container `id` stops running within `ms` (checked every 200 ms). */
+  private async exitsWithin(id: string, ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const c = await this.runtime.inspect(id);
+      if (!c || c.state !== "running") return true;
+      if (Date.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, 200));
     }
   }
 
@@ -499,6 +546,7 @@ export class Executor {
         capAdd: spec.capAdd,
         logMaxSizeBytes: spec.logMaxSizeBytes,
         logMaxFiles: spec.logMaxFiles,
+        ...(spec.openStdin ? { openStdin: true } : {}),
         ...(net ? { network: { name: net.name, aliases: net.aliases } } : {}),
       });
       // The network is made (if missing) and the container created on it under the network's

@@ -1,7 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import type { ContainerInfo, LogChunkSchema, LogRequest } from "@berth/proto/berth/v1/agent_pb.js";
-import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
+import type { ContainerInfo, ExecSpec, LogChunkSchema, LogRequest } from "@berth/proto/berth/v1/agent_pb.js";
+import { RuntimeError, type ContainerRuntime, type ExecRun } from "./runtime/container-runtime.js";
 import { messageOf } from "./runtime/docker-runtime.js";
 import { splitFrame } from "./runtime/log-demux.js";
 
@@ -16,6 +17,45 @@ const MAX_CHUNK_BYTES = 64 * 1024;
 const CHUNK_OVERHEAD_BYTES = 256;
 /** Open log streams per agent: each holds a Docker connection. */
 const MAX_STREAMS = 64;
+/** A console stream's output rate limit: bytes a second, and at once (a chatty server cannot flood the manager). */
+const CONSOLE_RATE = 64 * 1024;
+const CONSOLE_BURST = 256 * 1024;
+/** How often a console stream with no running container looks for the next run. */
+const CONSOLE_POLL_MS = 500;
+
+/** Bytes per second with a burst allowance: take() answers whether `n` bytes fit now. */
+export class TokenBucket {
+  private tokens: number;
+  private at: number;
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.tokens = burst;
+    this.at = now();
+  }
+  take(n: number): boolean {
+    const t = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((t - this.at) / 1000) * this.rate);
+    this.at = t;
+    if (n > this.tokens) return false;
+    this.tokens -= n;
+    return true;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
 
 /** One stream being served: how to stop it, and its flow-control credit. */
 interface OpenStream {
@@ -91,6 +131,8 @@ export class LogStreams {
   }
 
   private async stream(req: LogRequest, st: OpenStream): Promise<void> {
+    if (req.console) return this.console(req, st);
+    if (req.exec) return this.exec(req, req.exec, st);
     const signal = st.ac.signal;
     const rlog = this.log.child({ server: req.serverId, request: req.requestId });
     const id = req.requestId;
@@ -120,10 +162,157 @@ export class LogStreams {
     }
   }
 
+  /**
+   * A console stream: the output of the server's container run after run.
+   * First up to `tail_lines` recent lines (of the running container, or of
+   * the last one when none runs), then, while a container runs, its new
+   * output; when it stops a "container_stopped" marker, and when one runs
+   * again (restarted or recreated) a "container_started" marker and its
+   * output since it started. Only LogCancel or the link ends it. Output
+   * beyond the rate limit (CONSOLE_RATE bytes a second, CONSOLE_BURST at
+   * once) is left out and counted in a "dropped" marker.
+   */
+  private async console(req: LogRequest, st: OpenStream): Promise<void> {
+    const signal = st.ac.signal;
+    const id = req.requestId;
+    const rlog = this.log.child({ server: req.serverId, request: id, console: true });
+    const bucket = new TokenBucket(CONSOLE_RATE, CONSOLE_BURST);
+    const stamp = () => timestampFromMs(Date.now());
+    let dropped = 0;
+    const sendData = async (stream: string, data: Uint8Array): Promise<boolean> => {
+      if (!bucket.take(data.length)) {
+        dropped += data.length;
+        return true;
+      }
+      if (dropped > 0) {
+        if (!(await this.send({ requestId: id, marker: "dropped", message: `${dropped} bytes of output left out: more than ${CONSOLE_RATE} bytes a second`, droppedBytes: BigInt(dropped), time: stamp() }))) return false;
+        dropped = 0;
+      }
+      await this.creditFor(st);
+      if (signal.aborted) return false;
+      st.credit -= data.length + CHUNK_OVERHEAD_BYTES;
+      return this.send({ requestId: id, stream, data, time: stamp() });
+    };
+    try {
+      if (!(await this.send({ requestId: id }))) return;
+      /** The run streamed last (container id and start time), "" before any. */
+      let last = "";
+      /** The container streamed last. */
+      let lastId = "";
+      for (let round = 0; !signal.aborted; round++) {
+        const c = await this.containerOf(req.serverId).catch(() => undefined);
+        const startedMs = c?.startedTime ? timestampMs(c.startedTime) : 0;
+        const key = c ? `${c.id}@${startedMs}` : "";
+        const running = c?.state === "running";
+        if (round === 0 && c && !running && req.tailLines > 0) {
+          // Nothing runs now: the last run's final lines first, then wait for the next run.
+          for await (const frame of await this.runtime.logs(c.id, { follow: false, tailLines: req.tailLines }, signal)) {
+            for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) if (!(await sendData(piece.stream, piece.data))) return;
+          }
+          last = key;
+          lastId = c.id;
+        }
+        if (!c || !running || key === last) {
+          await sleep(CONSOLE_POLL_MS, signal);
+          continue;
+        }
+        // Running when the stream opened: the backlog, then what comes. A run that began later:
+        // a marker, then all it said since it started.
+        const atOpen = round === 0;
+        if (!atOpen && !(await this.send({ requestId: id, marker: "container_started", message: `container ${c.id.slice(0, 12)} started`, time: c.startedTime ?? stamp() }))) return;
+        const since = atOpen ? (req.tailLines === 0 ? Date.now() : undefined) : runStartMs(c, startedMs, lastId);
+        const opts = { follow: true, tailLines: atOpen ? req.tailLines : 0, ...(since !== undefined ? { sinceSeconds: since / 1000 } : {}) };
+        last = key;
+        lastId = c.id;
+        rlog.debug({ container: c.id }, "console stream follows a run");
+        try {
+          for await (const frame of await this.runtime.logs(c.id, opts, signal)) {
+            for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) if (!(await sendData(piece.stream, piece.data))) return;
+          }
+        } catch (err) {
+          if (signal.aborted) return;
+          // The container went away while its log was read: the next round says what runs now.
+          if (!(err instanceof RuntimeError && err.reason === "ContainerMissing")) throw err;
+        }
+        if (signal.aborted) return;
+        const after = await this.runtime.inspect(c.id).catch(() => undefined);
+        const how = !after ? "was removed" : after.state === "running" ? "stopped sending output" : `exited with code ${after.exitCode}`;
+        if (!(await this.send({ requestId: id, marker: "container_stopped", message: `container ${c.id.slice(0, 12)} ${how}`, time: after?.finishedTime && timestampMs(after.finishedTime) > 0 ? after.finishedTime : stamp() }))) return;
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      const reason = err instanceof RuntimeError ? err.reason : "ConsoleFailed";
+      rlog.warn({ reason, err: messageOf(err) }, "console stream failed");
+      await this.send({ requestId: id, end: true, reason, error: messageOf(err) });
+    }
+  }
+
+  /**
+   * An exec stream: `spec.argv` run in the server's running container, its
+   * output paced like a log's, then an end chunk with the exit code. Past
+   * the timeout, or when cancelled, the command is killed.
+   */
+  private async exec(req: LogRequest, spec: ExecSpec, st: OpenStream): Promise<void> {
+    const signal = st.ac.signal;
+    const id = req.requestId;
+    const rlog = this.log.child({ server: req.serverId, request: id, exec: spec.argv[0] });
+    let run: ExecRun | undefined;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      void run?.kill();
+    }, (spec.timeoutSeconds || 60) * 1000);
+    const onAbort = () => void run?.kill();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      if (!this.runtime.exec) throw new RuntimeError("Unsupported", "this agent's runtime cannot run commands in containers");
+      const c = await this.containerOf(req.serverId);
+      if (!c || c.state !== "running") throw new RuntimeError("ContainerNotRunning", `the server's container is ${c ? c.state : "missing"}; start it to run commands in it`);
+      // The command's own signal: cancelling the stream kills the command but still reads its end.
+      run = await this.runtime.exec(c.id, spec.argv, spec.stdin.length > 0 ? spec.stdin : undefined, new AbortController().signal);
+      if (signal.aborted) await run.kill();
+      if (!(await this.send({ requestId: id }))) return;
+      rlog.debug({ container: c.id }, "exec started");
+      for await (const frame of run.output) {
+        for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) {
+          await this.creditFor(st);
+          if (signal.aborted) break;
+          st.credit -= piece.data.length + CHUNK_OVERHEAD_BYTES;
+          if (!(await this.send({ requestId: id, stream: piece.stream, data: piece.data }))) return;
+        }
+      }
+      const exitCode = await run.exitCode();
+      rlog.debug({ exitCode, timedOut }, "exec ended");
+      if (!signal.aborted) await this.send({ requestId: id, end: true, exited: true, exitCode, timedOut });
+    } catch (err) {
+      if (signal.aborted) return;
+      const reason = err instanceof RuntimeError ? err.reason : "ExecFailed";
+      rlog.warn({ reason, err: messageOf(err) }, "exec failed");
+      await this.send({ requestId: id, end: true, reason, error: messageOf(err) });
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
   /** The server's running container, else its most recently created one. */
   private async containerOf(serverId: string): Promise<ContainerInfo | undefined> {
     const all = (await this.runtime.list(serverId)).filter((c) => c.labels["berth.server"] === serverId);
     const created = (c: ContainerInfo) => Number(c.createdTime?.seconds ?? 0n);
     return all.find((c) => c.state === "running") ?? all.sort((a, b) => created(b) - created(a))[0];
   }
+}
+
+/**
+ * Where a later run's output begins in its container's log (epoch ms), or
+ * undefined for the whole log (a container not streamed before). Not the
+ * run's StartedAt: Docker stamps it after the process started, and the log
+ * lines the process writes at once can carry earlier times. The previous
+ * run's FinishedAt is safe: Docker records it once that run's output was
+ * copied. A same-container run with no finish on record starts a second early.
+ */
+export function runStartMs(c: Pick<ContainerInfo, "id" | "finishedTime">, startedMs: number, lastId: string): number | undefined {
+  if (c.id !== lastId) return undefined;
+  const finishedMs = c.finishedTime ? timestampMs(c.finishedTime) : 0;
+  return finishedMs > 0 && finishedMs < startedMs ? finishedMs + 1 : startedMs - 1000;
 }

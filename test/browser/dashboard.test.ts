@@ -307,6 +307,36 @@ describe("dashboard", () => {
     await screenshot(p, "08-drawer-logs");
   });
 
+  it("the Console tab: the backlog, a command typed in and its answer, history with ↑, a restart marked in the output", async () => {
+    const p = page();
+    const { server } = await manager.servers.createServer({
+      spec: { name: name("con"), image: TEST_IMAGE, console: true, command: ["sh", "-c", 'echo "console ready"; while read l; do echo "got $l"; done'], dataMountPath: "/data" },
+    });
+    await waitForPhase(manager, server!.id, Phase.RUNNING);
+    await row(p, name("con")).getByRole("button", { name: name("con"), exact: true }).click();
+    const drawer = p.getByTestId("server-drawer");
+    await drawer.getByRole("tab", { name: "Console" }).click();
+    const out = drawer.getByRole("log", { name: "Console output" });
+    await out.filter({ hasText: "console ready" }).waitFor({ timeout: 15_000 });
+    const input = drawer.getByLabel("Console command");
+    await input.fill("say hello");
+    await input.press("Enter");
+    await out.filter({ hasText: "got say hello" }).waitFor({ timeout: 15_000 });
+    expect(await input.inputValue()).toBe("");
+    await input.press("ArrowUp");
+    expect(await input.inputValue()).toBe("say hello");
+    await input.fill("");
+    // A restart: the stream goes on, with a marker between the runs.
+    await manager.servers.restartServer({ id: server!.id });
+    await out.filter({ hasText: /container restarted/ }).waitFor({ timeout: 60_000 });
+    await waitFor("the new run's first line", async () => ((await out.textContent()) ?? "").split("console ready").length === 3, 30_000);
+    expect(await drawer.getByTestId("console-state").textContent()).toBe("live");
+    await screenshot(p, "08b-drawer-console");
+    await p.keyboard.press("Escape");
+    await manager.servers.purgeServer({ id: server!.id, removeData: true });
+    await row(p, name("con")).waitFor({ state: "detached", timeout: 30_000 });
+  });
+
   it("edits the spec: the manager's validation message lands on the field, a valid change bumps the generation", async () => {
     const p = page();
     await row(p, name("a")).getByRole("button", { name: name("a"), exact: true }).click();

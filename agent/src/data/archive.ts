@@ -68,7 +68,9 @@ export type ArchiveErrorReason =
   /** extractArchive's `dest` exists: a restore never merges into data. */
   | "DestinationExists"
   /** createArchive's `dir` is missing or not a directory. */
-  | "NotADirectory";
+  | "NotADirectory"
+  /** More file bytes or entries than extractArchive's maxBytes or maxEntries (counted as extracted, never from headers). */
+  | "TooLarge";
 
 /** What went wrong, with a `reason` the executor can put in a CommandResult. */
 export class ArchiveError extends Error {
@@ -153,6 +155,28 @@ export interface ExtractArchiveOptions {
    * that fails as soon as it does (a replaced archive cannot fill the disk).
    */
   sha256?: string;
+  /**
+   * Most bytes of files to write, counted as they are written (a header's
+   * size is never trusted): more is ArchiveError "TooLarge" (`dest`
+   * removed). The file manager's bound on an uploaded archive (a gzip bomb).
+   */
+  maxBytes?: number;
+  /** Most entries (files, directories, symlinks) to create: more is "TooLarge". */
+  maxEntries?: number;
+  /**
+   * Refuse (UnsafeArchive) an archive holding a symlink instead of
+   * recreating it: an uploaded archive has no business planting links
+   * (the file manager's extraction).
+   */
+  refuseSymlinks?: boolean;
+  /**
+   * Give every extracted entry this owner instead of the archive's (an
+   * uploaded archive's files belong to the server's data directory, not to
+   * whoever made the archive on another machine).
+   */
+  owner?: { uid: number; gid: number };
+  /** Also accept a tar that is not compressed (the file manager's ".tar"); a backup is always compressed. */
+  allowUncompressed?: boolean;
 }
 
 export const DEFAULT_LEVEL = 1;
@@ -673,7 +697,9 @@ export function safeEntryPath(name: string): string {
  * devices, FIFOs and unknown entry types are UnsafeArchive. Nothing is
  * written outside `dest`: symlinks are created last, after every file and
  * directory, so nothing is ever written through one. On any error (Aborted
- * included) `dest` is removed before rejecting.
+ * included) `dest` is removed before rejecting. The file manager's options
+ * (maxBytes, maxEntries, refuseSymlinks, owner, allowUncompressed) bound and
+ * narrow this for archives a user uploaded (agent/src/files/file-archives.ts).
  */
 export async function extractArchive(input: Readable, dest: string, opts: ExtractArchiveOptions = {}): Promise<{ files: number; rawBytes: number }> {
   const { signal } = opts;
@@ -705,9 +731,15 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
   const links: Array<{ path: string; header: Header }> = [];
   let root: Header | undefined;
   let files = 0;
+  let entries = 0;
   let rawBytes = 0;
   const progress = throttled(opts.onProgress, () => ({ bytesDone: rawBytes, bytesTotal: opts.bytesTotal ?? 0, files }));
   const limit = opts.sha256 !== undefined && opts.bytesTotal ? opts.bytesTotal : undefined;
+
+  /** A directory only implied by a deeper entry: private in a restore (its mode is never recorded), readable in an upload. */
+  const implicitDirMode = opts.owner ? 0o755 : 0o700;
+  /** The header with opts.owner in place of its own owner, when given. */
+  const owned = (header: Header): Header => (opts.owner ? { ...header, uid: opts.owner.uid, gid: opts.owner.gid, pax: { ...header.pax, uid: String(opts.owner.uid), gid: String(opts.owner.gid) } } : header);
 
   const claim = (rel: string, kind: Claimed): void => {
     const parts = rel.split("/");
@@ -724,6 +756,9 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
 
   const onEntry = async (header: Header, stream: Readable): Promise<void> => {
     throwIfAborted(signal);
+    if (opts.maxEntries !== undefined && ++entries > opts.maxEntries) {
+      throw new ArchiveError("TooLarge", `refusing to extract: the archive holds more than ${opts.maxEntries} entries`);
+    }
     const rel = safeEntryPath(header.name);
     const path = rel === "" ? dest : join(dest, rel);
     switch (header.type) {
@@ -733,7 +768,7 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
           root = header;
         } else {
           claim(rel, "dir");
-          await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+          await mkdir(dirname(path), { recursive: true, mode: implicitDirMode });
           await mkdir(path, { mode: 0o700 }).catch((err) => {
             if (!isCode(err, "EEXIST")) throw err;
           });
@@ -745,8 +780,13 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
       case "contiguous-file": {
         if (rel === "") throw unsafe(`file entry ${JSON.stringify(header.name)} names the archive's root`);
         claim(rel, "file");
-        await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+        await mkdir(dirname(path), { recursive: true, mode: implicitDirMode });
         const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+        if (failed) {
+          await fh.close();
+          throw entryError ?? abortError();
+        }
+        openFiles.add(fh);
         try {
           for await (const chunk of stream) {
             throwIfAborted(signal);
@@ -756,6 +796,10 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
               entryError ??= new ArchiveError("ChecksumMismatch", `the archive unpacks to more than the ${limit} bytes of files recorded when it was made: it is damaged or was replaced; do not restore from it`);
               throw entryError;
             }
+            if (opts.maxBytes !== undefined && rawBytes + (chunk as Buffer).length > opts.maxBytes) {
+              entryError ??= new ArchiveError("TooLarge", `refusing to extract: the archive unpacks to more than ${opts.maxBytes} bytes of files`);
+              throw entryError;
+            }
             await fh.write(chunk as Buffer).catch((err: unknown) => {
               entryError ??= err; // a failed write (ENOSPC): the same race
               throw err;
@@ -763,10 +807,10 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
             rawBytes += (chunk as Buffer).length;
             progress(false);
           }
-          await ownAndMode(header, (uid, gid) => fh.chown(uid, gid), (mode) => fh.chmod(mode), 0o7777 & ~SETID_BITS);
+          await ownAndMode(owned(header), (uid, gid) => fh.chown(uid, gid), (mode) => fh.chmod(mode), 0o7777 & ~SETID_BITS);
           await fh.utimes(header.mtime!, header.mtime!);
         } finally {
-          await fh.close();
+          if (openFiles.delete(fh)) await fh.close();
         }
         files++;
         break;
@@ -774,6 +818,7 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
       case "symlink":
         if (rel === "") throw unsafe(`symlink entry ${JSON.stringify(header.name)} names the archive's root`);
         if (!header.linkname || header.linkname.includes("\0")) throw unsafe(`symlink ${rel} has no usable target`);
+        if (opts.refuseSymlinks) throw unsafe(`entry ${rel} is a symlink (to ${JSON.stringify(header.linkname)}); symlinks are not extracted here`);
         claim(rel, "symlink");
         links.push({ path, header });
         files++;
@@ -786,6 +831,14 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
     for await (const _ of stream); // a non-file entry's body, if a hostile archive gave it one
   };
 
+  /**
+   * Files open for writing. When the extraction fails mid-entry, that
+   * entry's handler can be left waiting forever on the destroyed entry
+   * stream (its finally never runs): the failure path closes what it left
+   * open, and `failed` makes a handler that opens a file afterwards close it.
+   */
+  const openFiles = new Set<FileHandle>();
+  let failed = false;
   const ex = tar.extract();
   /** The first entry's failure: leaving a half-read entry closes the parser first, which pipeline reports as a premature close. */
   let entryError: unknown;
@@ -808,9 +861,13 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
     }
   }
   try {
-    await pipeline(input, hashed, decompressAny, ex);
+    await pipeline(input, hashed, (source: AsyncIterable<Buffer>) => decompressAny(source, opts.allowUncompressed ?? false), ex);
   } catch (err) {
-    throw entryError ?? err;
+    failed = true;
+    const first = entryError ?? err; // before closing: a write cut short by the close must not become the reason
+    for (const f of openFiles) await f.close().catch(() => {});
+    openFiles.clear();
+    throw first;
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
@@ -822,13 +879,13 @@ async function extractInto(input: Readable, dest: string, opts: ExtractArchiveOp
 
   // Every file and directory exists: now the links, which nothing after them can go through.
   for (const { path, header } of links) {
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    await mkdir(dirname(path), { recursive: true, mode: implicitDirMode });
     await symlink(header.linkname!, path);
-    await ownAndMode(header, (uid, gid) => lchown(path, uid, gid));
+    await ownAndMode(owned(header), (uid, gid) => lchown(path, uid, gid));
     await lutimes(path, header.mtime!, header.mtime!);
   }
   for (const { path, header } of [...dirs, ...(root ? [{ path: dest, header: root }] : [])].reverse()) {
-    await ownAndMode(header, (uid, gid) => chown(path, uid, gid), (mode) => chmod(path, mode), DIR_MODE_BITS);
+    await ownAndMode(owned(header), (uid, gid) => chown(path, uid, gid), (mode) => chmod(path, mode), DIR_MODE_BITS);
     await utimes(path, header.mtime!, header.mtime!);
   }
   if (!root) await chmod(dest, 0o755);
@@ -857,9 +914,10 @@ async function ownAndMode(
  * The tar inside `source`, by the archive's first bytes: gzip (1f 8b), or
  * zstd (a frame, 28 b5 2f fd, or a skippable frame, 5? 2a 4d 18) read frame
  * by frame within zstd-stream.ts's bounds. Anything else, and a damaged or
- * truncated zstd stream, is UnsafeArchive.
+ * truncated zstd stream, is UnsafeArchive; with `allowUncompressed`,
+ * anything else is taken for a plain tar (tar-stream refuses it if not).
  */
-async function* decompressAny(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+async function* decompressAny(source: AsyncIterable<Buffer>, allowUncompressed: boolean): AsyncGenerator<Buffer> {
   const it = source[Symbol.asyncIterator]();
   const head: Buffer[] = [];
   let headBytes = 0;
@@ -889,6 +947,11 @@ async function* decompressAny(source: AsyncIterable<Buffer>): AsyncGenerator<Buf
       src.destroy();
       gunzip.destroy();
     }
+    return;
+  }
+  const isZstd = first.length >= 4 && (first.readUInt32LE(0) === 0xfd2fb528 || (first.readUInt32LE(0) & 0xfffffff0) >>> 0 === 0x184d2a50);
+  if (!isZstd && allowUncompressed) {
+    yield* all();
     return;
   }
   if (first.length < 4 || !(first.readUInt32LE(0) === 0xfd2fb528 || (first.readUInt32LE(0) & 0xfffffff0) >>> 0 === 0x184d2a50)) {

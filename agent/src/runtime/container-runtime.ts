@@ -28,6 +28,8 @@ export interface CreateContainerSpec {
    * bridge), reachable there by `aliases`. Absent: Docker's default bridge.
    */
   network?: NetworkAttachment;
+  /** Keep stdin open for writeStdin (a console): OpenStdin, not StdinOnce. */
+  openStdin?: boolean;
 }
 
 /** A container's place on a project network. */
@@ -67,6 +69,8 @@ export interface LogOptions {
   follow: boolean;
   /** Start with this many lines from the end; 0 means the whole log. */
   tailLines: number;
+  /** Only output Docker received at or after this time (epoch seconds, fractions allowed). */
+  sinceSeconds?: number;
 }
 
 /**
@@ -144,4 +148,23 @@ export interface ContainerRuntime {
    * stops) and stops early when `signal` aborts.
    */
   logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>>;
+  /**
+   * Writes `data` to the stdin of a running container made with `openStdin`
+   * (a console), through a short attach; the container's stdin stays open.
+   * Optional: a runtime without it has no consoles.
+   */
+  writeStdin?(id: string, data: Uint8Array): Promise<void>;
+  /**
+   * Runs `argv` in a running container (no TTY), `stdin` given then closed.
+   * `output` is its stdout/stderr; after it ends, `exitCode()` answers. `kill()`
+   * ends it (SIGKILL to its process). Optional: a runtime without it has no exec.
+   */
+  exec?(id: string, argv: string[], stdin: Uint8Array | undefined, signal: AbortSignal): Promise<ExecRun>;
+}
+
+/** A command started by ContainerRuntime.exec. */
+export interface ExecRun {
+  output: AsyncIterable<LogFrame>;
+  exitCode(): Promise<number>;
+  kill(): Promise<void>;
 }

@@ -4,7 +4,7 @@ import Docker from "dockerode";
 import { connect } from "node:net";
 import { ContainerInfoSchema, MountPointSchema, NetworkInfoSchema, type ContainerInfo, type NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { PortMappingSchema, Protocol } from "@berth/proto/berth/v1/server_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type ExecRun, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
 import { adoptionView, imageDefaults, summaryInfo } from "./adoption-view.js";
 import { LogDemuxer, mergeFrames, type LogFrame } from "./log-demux.js";
 import { isProjectNetworkName, LABEL_PROJECT } from "./project-network.js";
@@ -223,6 +223,85 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async exec(id: string, argv: string[], stdin: Uint8Array | undefined, signal: AbortSignal): Promise<ExecRun> {
+    const info = await this.inspect(id);
+    if (!info) throw new RuntimeError("ContainerMissing", `container ${id.slice(0, 12)} no longer exists`);
+    if (info.state !== "running") throw new RuntimeError("ContainerNotRunning", `the container is ${info.state}; start the server to run commands in it`);
+    const withStdin = stdin !== undefined && stdin.length > 0;
+    const ex = await timed("docker exec", (abortSignal) =>
+      this.docker.getContainer(id).exec({ Cmd: argv, AttachStdout: true, AttachStderr: true, AttachStdin: withStdin, Tty: false, abortSignal }),
+    ).catch((err: unknown) => {
+      throw err instanceof RuntimeError ? err : new RuntimeError("ExecFailed", messageOf(err));
+    });
+    const ac = new AbortController();
+    const onAbort = () => ac.abort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    const body = (await ex.start({ hijack: true, stdin: withStdin, Tty: false, abortSignal: ac.signal } as Docker.ExecStartOptions).catch((err: unknown) => {
+      signal.removeEventListener("abort", onAbort);
+      throw new RuntimeError("ExecFailed", messageOf(err));
+    })) as NodeJS.ReadWriteStream;
+    if (withStdin) {
+      // The command reads it, then its end: half-close the hijacked connection's writing side.
+      body.write(stdin);
+      body.end();
+    }
+    const inspectExec = async () => (await ex.inspect()) as { ExitCode: number | null; Running: boolean; Pid: number };
+    return {
+      output: demuxed(body, signal, undefined, () => {
+        signal.removeEventListener("abort", onAbort);
+        ac.abort();
+      }),
+      exitCode: async () => {
+        // Docker sets the exit code a moment after the output ends.
+        for (let i = 0; i < 50; i++) {
+          const r = await inspectExec();
+          if (!r.Running && r.ExitCode !== null) return r.ExitCode;
+          await new Promise((res) => setTimeout(res, 100));
+        }
+        throw new RuntimeError("ExecFailed", "the command's output ended but Docker did not report its exit code");
+      },
+      kill: async () => {
+        // Docker has no API to end an exec: its process is killed on this host (the agent runs here, as root).
+        const { Pid, Running } = await inspectExec();
+        if (Running && Pid > 0) {
+          try {
+            process.kill(Pid, "SIGKILL");
+          } catch {
+            // Already gone.
+          }
+        }
+      },
+    };
+  }
+
+  async writeStdin(id: string, data: Uint8Array): Promise<void> {
+    const info = await this.inspect(id);
+    if (!info) throw new RuntimeError("ContainerMissing", `container ${id.slice(0, 12)} no longer exists`);
+    if (info.state !== "running") throw new RuntimeError("ContainerNotRunning", `the container is ${info.state}; start the server to use its console`);
+    const raw = (await this.docker.getContainer(id).inspect()) as { Config?: { OpenStdin?: boolean } };
+    if (!raw.Config?.OpenStdin) throw new RuntimeError("ConsoleClosed", "this container was made without a console (spec.console false when it was created); set console and restart or rebuild the server");
+    await timed("docker attach", async (abortSignal) => {
+      const stream = (await this.docker.getContainer(id).attach({ stream: true, stdin: true, stdout: false, stderr: false, hijack: true, abortSignal })) as NodeJS.ReadWriteStream & { destroy(): void };
+      try {
+        await new Promise<void>((resolve, reject) => {
+          stream.once("error", reject);
+          stream.write(data, (err) => (err ? reject(err) : resolve()));
+        });
+        // Our end of the attach, then Docker's (it has copied what it read by then); at most a second.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 1_000);
+          stream.once("close", () => (clearTimeout(t), resolve()));
+          stream.end();
+        });
+      } finally {
+        // Closing the attach does not close the container's stdin (StdinOnce is false).
+        stream.destroy();
+      }
+    }).catch((err: unknown) => {
+      throw err instanceof RuntimeError ? err : new RuntimeError("ConsoleWriteFailed", messageOf(err));
+    });
+  }
+
   async pause(id: string): Promise<void> {
     await timed("docker pause", (abortSignal) => this.docker.getContainer(id).pause({ abortSignal })).catch((err: unknown) => {
       throw err instanceof RuntimeError ? err : new RuntimeError("PauseFailed", messageOf(err));
@@ -335,7 +414,13 @@ export class DockerRuntime implements ContainerRuntime {
 
   async logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
     // A follower asks for timestamps: RotationDuplicates needs them to drop what a rotation repeats.
-    const base = { stdout: true, stderr: true, timestamps: opts.follow, ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}) };
+    const base = {
+      stdout: true,
+      stderr: true,
+      timestamps: opts.follow,
+      ...(opts.tailLines > 0 ? { tail: opts.tailLines } : {}),
+      ...(opts.sinceSeconds !== undefined ? { since: opts.sinceSeconds.toFixed(6) } : {}),
+    };
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener("abort", onAbort, { once: true });
@@ -572,6 +657,8 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
     ExposedPorts: exposed,
     // Never a TTY: logs are read as a multiplexed stdout/stderr stream.
     Tty: false,
+    // A console keeps stdin open across attaches (writeStdin); StdinOnce would close it after the first.
+    ...(spec.openStdin ? { OpenStdin: true, StdinOnce: false, AttachStdin: false } : {}),
     // The project's own network, alone: other projects' containers are on other networks.
     ...(spec.network ? { NetworkingConfig: { EndpointsConfig: { [spec.network.name]: { Aliases: [...spec.network.aliases] } } } } : {}),
     HostConfig: {

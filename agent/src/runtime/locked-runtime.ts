@@ -1,5 +1,5 @@
 import type { ContainerInfo, NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
-import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
+import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type ExecRun, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
 import type { LogFrame } from "./log-demux.js";
 import { KeyedQueue } from "../keyed-queue.js";
 
@@ -140,6 +140,18 @@ export class LockedRuntime implements ContainerRuntime {
 
   subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }> {
     return this.inner.subscribe(onEvent, signal);
+  }
+
+  /** Not queued: a console line never waits behind a stop of the same container. */
+  writeStdin(id: string, data: Uint8Array): Promise<void> {
+    if (!this.inner.writeStdin) return Promise.reject(new RuntimeError("Unsupported", "this runtime has no consoles"));
+    return this.inner.writeStdin(id, data);
+  }
+
+  /** Not queued, like reads: a one-off command never waits behind a stop. */
+  exec(id: string, argv: string[], stdin: Uint8Array | undefined, signal: AbortSignal): Promise<ExecRun> {
+    if (!this.inner.exec) return Promise.reject(new RuntimeError("Unsupported", "this runtime cannot run commands in containers"));
+    return this.inner.exec(id, argv, stdin, signal);
   }
 
   logs(id: string, opts: LogOptions, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {

@@ -1,11 +1,25 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import type { LogChunk } from "@berth/proto/berth/v1/agent_pb.js";
-import { TailLogsResponseSchema, type ServerService, type TailLogsRequest, type TailLogsResponse } from "@berth/proto/berth/v1/server_pb.js";
-import { callerOf } from "../auth/caller.js";
+import type { ExecSpecSchema, LogChunk } from "@berth/proto/berth/v1/agent_pb.js";
+import {
+  TailLogsResponseSchema,
+  WatchConsoleResponseSchema,
+  type ServerService,
+  type TailLogsRequest,
+  type TailLogsResponse,
+  type WatchConsoleRequest,
+  type WatchConsoleResponse,
+  ExecCommandRequestSchema,
+  ExecCommandResponseSchema,
+  WatchConsoleRequestSchema,
+  type ExecCommandRequest,
+  type ExecCommandResponse,
+} from "@berth/proto/berth/v1/server_pb.js";
+import { callerOf, requireRole, type Caller } from "../auth/caller.js";
 import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
+import { invalidArgument, ruleProblems } from "./protovalidate.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import { AsyncQueue, type QueueBound } from "../link/async-queue.js";
 import type { Store } from "../store/store.js";
@@ -74,83 +88,181 @@ export interface TailLogsDeps {
  * `dropped_chunks`.
  */
 export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerService>["tailLogs"] {
-  const { store, hub } = deps;
-  const now = deps.now ?? Date.now;
-  const openTimeoutMs = deps.openTimeoutMs ?? 15_000;
-
   return async function* tailLogs(req: TailLogsRequest, ctx: HandlerContext): AsyncIterable<TailLogsResponse> {
-    const s = await loadVisibleServer(store, callerOf(ctx), req.id);
+    const now = deps.now ?? Date.now;
+    const s = await loadVisibleServer(deps.store, callerOf(ctx), req.id);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted and has no container; restore and start it to read its logs`);
-    const requestId = newId("log");
-    const chunks = new AsyncQueue<Entry>(LOG_QUEUE_BOUND);
-    // Consumed (or dropped) bytes not yet granted back to the agent.
-    let owed = 0;
-    const repay = (bytes: number, atLeast: number) => {
-      owed += bytes;
-      if (owed < atLeast) return;
-      hub.grantLogCredit(requestId, owed);
-      owed = 0;
-    };
-    const opened = hub.openLogs(
-      s.hostId,
-      { requestId, serverId: s.id, follow: req.follow, tailLines: req.tailLines, windowBytes: LOG_WINDOW_BYTES },
-      {
-        // Dropped output is credited back at once: the window only paces what the caller reads.
-        onChunk: (c) => void (chunks.push({ chunk: c }) || repay(cost(c), CREDIT_STEP_BYTES)),
-        onGone: (reason) => chunks.close(new UnavailableError(`the agent of host ${s.hostId} disconnected (${reason}); the log stream ended`)),
-      },
-    );
-    if (!opened) {
-      if (deps.presence?.isConnected(s.hostId)) {
-        throw new UnavailableError(`host ${s.hostId} of server "${s.name}" is connected to another manager of this berth; logs are read through the manager holding its agent's stream: call TailLogs there (or retry: agents move between managers when one stops)`);
+    for await (const e of agentLogs(deps, s, { follow: req.follow, tailLines: req.tailLines }, ctx)) {
+      if ("dropped" in e) {
+        yield create(TailLogsResponseSchema, { droppedChunks: BigInt(e.dropped.chunks), droppedBytes: BigInt(e.dropped.bytes), time: timestampFromMs(now()) });
+        continue;
       }
-      throw new UnavailableError(`host ${s.hostId} of server "${s.name}" is offline; logs are read from the host's Docker engine, try again when it is back`);
-    }
-    // Cleanup happens here, not only in `finally`: when the caller goes away while
-    // connect-node waits to write a response (its HTTP/2 window is shut), connect-node
-    // never resumes or returns this generator, and the agent would go on serving it.
-    const onAbort = () => {
-      clearTimeout(openTimer);
-      chunks.abandon();
-      hub.cancelLogs(requestId);
-    };
-    ctx.signal.addEventListener("abort", onAbort, { once: true });
-    const openTimer = setTimeout(
-      () => chunks.close(new UnavailableError(`the agent of host ${s.hostId} did not open the log stream within ${openTimeoutMs / 1000}s; is it older than this manager?`)),
-      openTimeoutMs,
-    );
-    let ended = false;
-    try {
-      for await (const e of chunks) {
-        clearTimeout(openTimer);
-        if ("dropped" in e) {
-          yield create(TailLogsResponseSchema, { droppedChunks: BigInt(e.dropped.chunks), droppedBytes: BigInt(e.dropped.bytes), time: timestampFromMs(now()) });
-          continue;
-        }
-        const c = e.chunk;
-        if (c.end) {
-          ended = true;
-          if (c.error) throw agentError(s.name, c);
-          return;
-        }
-        if (c.data.length === 0) continue;
-        yield create(TailLogsResponseSchema, { stream: c.stream, data: c.data, time: timestampFromMs(now()) });
-        // Resumed: connect-node wrote the response out (it waits for the caller's HTTP/2 window).
-        repay(cost(c), CREDIT_STEP_BYTES);
-      }
-    } finally {
-      clearTimeout(openTimer);
-      ctx.signal.removeEventListener("abort", onAbort);
-      // Cancelled, disconnected or failed: make sure the agent stops reading.
-      if (!ended) hub.cancelLogs(requestId);
+      if (e.chunk.data.length === 0) continue;
+      yield create(TailLogsResponseSchema, { stream: e.chunk.stream, data: e.chunk.data, time: timestampFromMs(now()) });
     }
   };
+}
+
+/**
+ * `ServerService.WatchConsole`: the server's console output, followed by its
+ * host's agent across container restarts (docs/console-and-files.md). Like
+ * TailLogs in flow control and bounds; the agent's markers (the container
+ * stopped, started again, output left out by its rate limit) are passed on.
+ * It ends only when the caller cancels, or with Unavailable when the host's
+ * agent goes away (call again: the backlog brings back what was missed).
+ */
+export function createWatchConsole(deps: TailLogsDeps): ServiceImpl<typeof ServerService>["watchConsole"] {
+  return async function* watchConsole(req: WatchConsoleRequest, ctx: HandlerContext): AsyncIterable<WatchConsoleResponse> {
+    const now = deps.now ?? Date.now;
+    const problems = ruleProblems(WatchConsoleRequestSchema, req);
+    if (problems.length) throw invalidArgument(problems);
+    const s = await loadVisibleServer(deps.store, callerOf(ctx), req.id);
+    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it to watch its console`);
+    for await (const e of agentLogs(deps, s, { follow: true, tailLines: req.backlogLines, console: true }, ctx)) {
+      if ("dropped" in e) {
+        yield create(WatchConsoleResponseSchema, { marker: "dropped", message: `${e.dropped.bytes} bytes of output left out here: they came faster than this caller read them`, droppedBytes: BigInt(e.dropped.bytes), time: timestampFromMs(now()) });
+        continue;
+      }
+      const c = e.chunk;
+      const time = c.time ?? timestampFromMs(now());
+      if (c.marker) {
+        yield create(WatchConsoleResponseSchema, { marker: c.marker, message: c.message, droppedBytes: c.droppedBytes, time });
+        continue;
+      }
+      if (c.data.length === 0) continue;
+      yield create(WatchConsoleResponseSchema, { stream: c.stream, data: c.data, time });
+    }
+  };
+}
+
+/**
+ * `ServerService.ExecCommand`: a one-off command in the server's running
+ * container through its host's agent (docs/console-and-files.md): its
+ * output with the flow control and bounds of TailLogs, then its exit code.
+ * Recorded as `exec.run` (actor, argv) before it starts; the caller going
+ * away kills it.
+ */
+export function createExecCommand(deps: TailLogsDeps & { commit: (s: ServerRecordLike, caller: Caller, argv: string[]) => Promise<void> }): ServiceImpl<typeof ServerService>["execCommand"] {
+  return async function* execCommand(req: ExecCommandRequest, ctx: HandlerContext): AsyncIterable<ExecCommandResponse> {
+    const caller = callerOf(ctx);
+    requireRole(caller, "operator", "ExecCommand");
+    // The interceptor checks unary requests only: a streaming call's rules are checked here.
+    const problems = ruleProblems(ExecCommandRequestSchema, req);
+    if (problems.length) throw invalidArgument(problems);
+    const s = await loadVisibleServer(deps.store, caller, req.id);
+    if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore and start it to run commands in it`);
+    await deps.commit(s, caller, req.argv);
+    for await (const e of agentLogs(deps, s, { follow: false, tailLines: 0, exec: { argv: req.argv, timeoutSeconds: req.timeoutSeconds || 60, stdin: req.stdin } }, ctx)) {
+      if ("dropped" in e) {
+        yield create(ExecCommandResponseSchema, { droppedBytes: BigInt(e.dropped.bytes) });
+        continue;
+      }
+      const c = e.chunk;
+      if (c.exited) {
+        yield create(ExecCommandResponseSchema, { exited: true, exitCode: c.exitCode, timedOut: c.timedOut });
+        return;
+      }
+      yield create(ExecCommandResponseSchema, { stream: c.stream, data: c.data });
+    }
+  };
+}
+
+type ServerRecordLike = Awaited<ReturnType<typeof loadVisibleServer>>;
+
+/**
+ * One log stream from the agent of `s`'s host, chunk by chunk (or markers of
+ * chunks dropped), until the agent ends it; its errors as gRPC errors. The
+ * agent sends at most LOG_WINDOW_BYTES ahead of what the caller consumed:
+ * credit is granted back once the caller resumes this generator (connect-node
+ * resumes the handler only after it wrote the previous response out).
+ */
+async function* agentLogs(
+  deps: TailLogsDeps,
+  s: { id: string; name: string; hostId: string },
+  req: { follow: boolean; tailLines: number; console?: boolean; exec?: MessageInitShape<typeof ExecSpecSchema> },
+  ctx: HandlerContext,
+): AsyncIterable<Entry> {
+  const { hub } = deps;
+  const openTimeoutMs = deps.openTimeoutMs ?? 15_000;
+  const what = req.console ? "console" : req.exec ? "command's output" : "log";
+  const requestId = newId("log");
+  const chunks = new AsyncQueue<Entry>(LOG_QUEUE_BOUND);
+  // Consumed (or dropped) bytes not yet granted back to the agent.
+  let owed = 0;
+  const repay = (bytes: number, atLeast: number) => {
+    owed += bytes;
+    if (owed < atLeast) return;
+    hub.grantLogCredit(requestId, owed);
+    owed = 0;
+  };
+  const opened = hub.openLogs(
+    s.hostId,
+    { requestId, serverId: s.id, follow: req.follow, tailLines: req.tailLines, windowBytes: LOG_WINDOW_BYTES, console: req.console ?? false, ...(req.exec ? { exec: req.exec } : {}) },
+    {
+      // Dropped output is credited back at once: the window only paces what the caller reads.
+      onChunk: (c) => void (chunks.push({ chunk: c }) || repay(cost(c), CREDIT_STEP_BYTES)),
+      onGone: (reason) => chunks.close(new UnavailableError(`the agent of host ${s.hostId} disconnected (${reason}); the ${what} stream ended`)),
+    },
+  );
+  if (!opened) {
+    if (deps.presence?.isConnected(s.hostId)) {
+      throw new UnavailableError(`host ${s.hostId} of server "${s.name}" is connected to another manager of this berth; the ${what} is read through the manager holding its agent's stream: call there (or retry: agents move between managers when one stops)`);
+    }
+    throw new UnavailableError(`host ${s.hostId} of server "${s.name}" is offline; the ${what} is read from the host's Docker engine, try again when it is back`);
+  }
+  // Cleanup happens here, not only in `finally`: when the caller goes away while
+  // connect-node waits to write a response (its HTTP/2 window is shut), connect-node
+  // never resumes or returns this generator, and the agent would go on serving it.
+  const onAbort = () => {
+    clearTimeout(openTimer);
+    chunks.abandon();
+    hub.cancelLogs(requestId);
+  };
+  ctx.signal.addEventListener("abort", onAbort, { once: true });
+  const openTimer = setTimeout(
+    () => chunks.close(new UnavailableError(`the agent of host ${s.hostId} did not open the ${what} stream within ${openTimeoutMs / 1000}s; is it older than this manager?`)),
+    openTimeoutMs,
+  );
+  let ended = false;
+  try {
+    for await (const e of chunks) {
+      clearTimeout(openTimer);
+      if ("dropped" in e) {
+        yield e;
+        continue;
+      }
+      const c = e.chunk;
+      if (c.end) {
+        ended = true;
+        if (c.error) throw agentError(s.name, c);
+        // An exec's end says how the command ended.
+        if (c.exited) yield e;
+        return;
+      }
+      // The open chunk says nothing; markers carry no output (the agent charges neither to the window).
+      if (c.data.length === 0) {
+        if (c.marker) yield e;
+        continue;
+      }
+      yield e;
+      // Resumed: the caller took the previous response.
+      repay(cost(c), CREDIT_STEP_BYTES);
+    }
+  } finally {
+    clearTimeout(openTimer);
+    ctx.signal.removeEventListener("abort", onAbort);
+    // Cancelled, disconnected or failed: make sure the agent stops reading.
+    if (!ended) hub.cancelLogs(requestId);
+  }
 }
 
 function agentError(name: string, c: LogChunk): Error {
   switch (c.reason) {
     case "ContainerMissing":
       return new PreconditionError(`server "${name}" has no container on its host (${c.error}); start it first`);
+    case "ConsoleClosed":
+    case "ContainerNotRunning":
+      return new PreconditionError(`server "${name}": ${c.error}`);
     case "TooManyLogStreams":
       return new ConnectError(c.error, Code.ResourceExhausted);
     default:

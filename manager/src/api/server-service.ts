@@ -19,10 +19,13 @@ import {
   StopServerResponseSchema,
   PauseServerResponseSchema,
   ResumeServerResponseSchema,
+  SendConsoleCommandResponseSchema,
   type ServerSpec,
 } from "@berth/proto/berth/v1/server_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { CommandKind, CommandSchema, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
 import { actorOf, callerOf, projectFor, requireRole, type Caller } from "../auth/caller.js";
-import { ConflictError, InvalidArgumentError, PreconditionError, ServerNameTakenError } from "../errors.js";
+import { ConflictError, InvalidArgumentError, PreconditionError, ServerNameTakenError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -35,7 +38,7 @@ import { mergeSecretEnv } from "../store/secrets.js";
 import { requirePortsFree } from "./port-check.js";
 import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
-import { createTailLogs } from "./logs.js";
+import { createExecCommand, createTailLogs, createWatchConsole } from "./logs.js";
 import { loadVisibleServer } from "./find-server.js";
 import { placeServer } from "../hosts/placement.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
@@ -53,6 +56,8 @@ export interface ServerServiceDeps {
 }
 
 const MAX_PAGE = 1000;
+/** How long SendConsoleCommand waits for the agent to have written the line. */
+const CONSOLE_ANSWER_MS = 10_000;
 
 /**
  * How many times an operator action without the caller's expected_version is
@@ -217,6 +222,53 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
   return {
     watchServers: createWatchServers({ store, ledger }),
     tailLogs: createTailLogs({ store, hub, presence }),
+    watchConsole: createWatchConsole({ store, hub, presence }),
+    execCommand: createExecCommand({
+      store,
+      hub,
+      presence,
+      commit: async (s, caller, argv) => {
+        await store.commit([
+          ledger.op({ type: "exec.run", project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message: `exec: ${JSON.stringify(argv)}`, payload: { argv } }),
+        ]);
+      },
+    }),
+
+    async sendConsoleCommand(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "operator", "SendConsoleCommand");
+      const s = await loadVisibleServer(store, caller, req.id);
+      if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore and start it to use its console`);
+      if (!s.spec.console) throw new PreconditionError(`server "${s.name}" has no console: set spec.console (UpdateServer), then restart it`);
+      if (!hub.isConnected(s.hostId)) {
+        throw new UnavailableError(
+          presence?.isConnected(s.hostId)
+            ? `host ${s.hostId} of server "${s.name}" is connected to another manager of this berth: send the line there (or retry)`
+            : `host ${s.hostId} of server "${s.name}" is offline; try again when it is back`,
+        );
+      }
+      const command = create(CommandSchema, {
+        id: newId("cmd"),
+        kind: CommandKind.CONSOLE_INPUT,
+        serverId: s.id,
+        consoleInput: new TextEncoder().encode(`${req.line}\n`),
+        deadline: timestampFromMs(Date.now() + CONSOLE_ANSWER_MS),
+      });
+      let result: CommandResult;
+      try {
+        result = await hub.request(s.hostId, command, CONSOLE_ANSWER_MS);
+      } catch (err) {
+        throw new UnavailableError(`the line did not reach server "${s.name}": ${(err as Error).message}; it may not have been written`);
+      }
+      if (!result.success) {
+        if (result.reason === "ContainerNotRunning" || result.reason === "ContainerMissing" || result.reason === "ConsoleClosed") throw new PreconditionError(`server "${s.name}": ${result.message}`);
+        throw new UnavailableError(`writing to the console of server "${s.name}" failed on its host (${result.reason}): ${result.message}`);
+      }
+      await store.commit([
+        ledger.op({ type: "console.command", project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message: `console: ${req.line}`, payload: { line: req.line } }),
+      ]);
+      return create(SendConsoleCommandResponseSchema, {});
+    },
 
     async createServer(req, ctx) {
       const caller = callerOf(ctx);

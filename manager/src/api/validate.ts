@@ -58,13 +58,17 @@ export function normalizeSpec(input: ServerSpec | undefined, field = "spec"): Se
 /**
  * What a spec's field rules cannot say, because it spans several fields or
  * values: the environment's total size, one host port used twice (per
- * protocol), a '..' component in the data mount path. Pure.
+ * protocol), a '..' component in the data mount path, a stop command without
+ * a console. Pure.
  */
 function specProblems(input: ServerSpec, field = "spec"): Problem[] {
   const problems: Problem[] = [];
   const envBytes = Object.entries(input.env).reduce((n, [k, v]) => n + Buffer.byteLength(k) + 1 + Buffer.byteLength(v), 0);
   if (envBytes > MAX_ENV_TOTAL_BYTES) {
     problems.push({ field: `${field}.env`, message: `${envBytes} bytes in total (as KEY=value), more than ${MAX_ENV_TOTAL_BYTES} (256 KiB); keep large values in a file in the server's data directory` });
+  }
+  if (input.stopCommand && !input.console) {
+    problems.push({ field: `${field}.stop_command`, message: "is written to the console: set console too, or leave stop_command empty" });
   }
   const seen = new Map<string, number>();
   input.ports.forEach((p, i) => {

@@ -29,6 +29,16 @@ export const EVENT_CATALOGUE = {
   "server.rebuild_requested": { meaning: "RebuildServer: recreate the container from the current spec, keeping data", actor: "operator" },
   "server.deleted": { meaning: "DeleteServer: soft delete; container removed, data and record kept", actor: "operator" },
   "server.restored": { meaning: "RestoreServer: a soft-deleted server is back (stopped)", actor: "operator" },
+  "exec.run": {
+    meaning: "ExecCommand: a one-off command was started in the server's running container; its output and environment are not recorded",
+    actor: "operator",
+    fields: "payload: argv",
+  },
+  "console.command": {
+    meaning: "SendConsoleCommand: a line was written to the server's console (the main process's stdin); its output is not recorded",
+    actor: "operator",
+    fields: "payload: line",
+  },
   "server.purge_requested": { meaning: "PurgeServer: remove container and record (data only with remove_data)", actor: "operator" },
   "server.purged": {
     meaning: "the server's record was dropped: purge finished, delete retention expired, or a forced purge while the host was offline",

@@ -146,7 +146,7 @@ export class AgentHub {
    * carrying `requestId` go to `route` until one has `end`. False when the
    * host has no ready session.
    */
-  openLogs(hostId: string, req: { requestId: string; serverId: string; follow: boolean; tailLines: number; windowBytes?: number }, route: LogRoute): boolean {
+  openLogs(hostId: string, req: { requestId: string; serverId: string; follow: boolean; tailLines: number; windowBytes?: number; console?: boolean }, route: LogRoute): boolean {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return false;
     this.logRoutes.set(req.requestId, { ...route, session: s });

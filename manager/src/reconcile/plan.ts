@@ -48,6 +48,8 @@ export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   [CommandKind.BACKUP_DATA]: 6 * 3_600_000,
   [CommandKind.RESTORE_DATA]: 6 * 3_600_000,
   [CommandKind.REMOVE_BACKUP]: 120_000,
+  // SendConsoleCommand's: never a server's in-flight command.
+  [CommandKind.CONSOLE_INPUT]: 10_000,
   [CommandKind.DISCARD_PREVIOUS_DATA]: 600_000,
 };
 

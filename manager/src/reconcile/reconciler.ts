@@ -908,6 +908,7 @@ export class Reconciler {
       stopTimeoutSeconds: server.lifecycle.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_S,
       deadline: timestampFromMs(now + deadlineMs),
       adoptedContainerId: server.lifecycle.adoptedContainerId ?? "",
+      stopCommand: spec.console ? spec.stopCommand : "",
       container: create(ContainerSpecSchema, {
         image: spec.image,
         command: spec.command,
@@ -915,6 +916,7 @@ export class Reconciler {
         ports: spec.ports,
         dataMountPath: spec.dataMountPath,
         capAdd: spec.capAdd,
+        openStdin: spec.console,
         logMaxSizeBytes: spec.logMaxSizeBytes || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxSizeBytes,
         logMaxFiles: spec.logMaxFiles || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxFiles,
         name: containerName(server),

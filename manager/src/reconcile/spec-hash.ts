@@ -6,7 +6,7 @@ import { openEnvValue, SecretKeyError, type SecretBox } from "../store/secrets.j
  * Hash of everything in a spec that shapes the container. A running container
  * whose `berth.spec-hash` label differs runs an older spec. Desired state and
  * restart policy are not part of it: changing them needs no new container.
- * Fields added later (capabilities given back, log rotation) count only when
+ * Fields added later (capabilities given back, log rotation, console) count only when
  * set, so a spec without them keeps the hash it had before they existed and
  * upgrading the manager recreates no container. Log limits left at 0 follow
  * the manager's defaults, which are not hashed: a changed default reaches a
@@ -38,6 +38,7 @@ export function specHash(spec: ServerSpec, secrets?: { serverId: string; box: Se
     ...(spec.capAdd.length > 0 ? { capAdd: [...spec.capAdd].sort() } : {}),
     ...(spec.logMaxSizeBytes ? { logMaxSizeBytes: spec.logMaxSizeBytes } : {}),
     ...(spec.logMaxFiles ? { logMaxFiles: spec.logMaxFiles } : {}),
+    ...(spec.console ? { console: true } : {}),
   });
   return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
 }

@@ -16,6 +16,7 @@ import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
 import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
+import { ConsoleTab } from "./console-tab.js";
 import { CrashMark } from "./crash-mark.js";
 import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, lastSeen, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
@@ -26,9 +27,9 @@ import { formFromSpec, problemsAfterEdit, specFromForm, type FieldProblem, type 
 import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
 
-const TABS = ["overview", "events", "logs", "backups", "edit"] as const;
+const TABS = ["overview", "events", "logs", "console", "backups", "edit"] as const;
 type Tab = (typeof TABS)[number];
-const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", backups: "Backups", edit: "Edit spec" };
+const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", console: "Console", backups: "Backups", edit: "Edit spec" };
 
 export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: () => void; onAction: (s: Server, a: ServerAction) => void }) {
   const { can } = useSession();
@@ -159,6 +160,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
             {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} />}
             {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
             {tab === "logs" && <LogsView server={s} />}
+            {tab === "console" && <ConsoleTab key={s.id} server={s} />}
             {tab === "backups" && <BackupsTab key={s.id} server={s} />}
             {tab === "edit" && <EditSpec key={s.id} s={s} />}
           </div>

@@ -8,21 +8,18 @@ import type { Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useSession } from "../app-context.js";
 import { errorText, isAbort } from "../api/client.js";
 import { isDeleted } from "./model.js";
+import { appendBounded, asText, LineSplitter, matching, type OutputLine } from "./output-lines.js";
 
 const MAX_LINES = 5000;
-
-interface Line {
-  n: number;
-  stream: string;
-  text: string;
-}
 
 export function LogsView({ server }: { server: Server }) {
   const { api } = useSession();
   const [follow, setFollow] = useState(true);
-  const [lines, setLines] = useState<Line[]>([]);
+  const [lines, setLines] = useState<OutputLine[]>([]);
   const [state, setState] = useState<{ kind: "opening" | "open" | "ended" } | { kind: "error"; message: string }>({ kind: "opening" });
   const [attempt, setAttempt] = useState(0);
+  const [query, setQuery] = useState("");
+  const [times, setTimes] = useState(false);
   const box = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const id = server.id;
@@ -31,8 +28,7 @@ export function LogsView({ server }: { server: Server }) {
   useEffect(() => {
     if (deleted) return;
     const abort = new AbortController();
-    const decoders = new Map<string, { dec: TextDecoder; rest: string }>();
-    let n = 0;
+    const splitter = new LineSplitter();
     setLines([]);
     setState({ kind: "opening" });
     void (async () => {
@@ -40,19 +36,10 @@ export function LogsView({ server }: { server: Server }) {
         for await (const chunk of api.servers.tailLogs({ id, follow, tailLines: 500 }, { signal: abort.signal })) {
           setState((s) => (s.kind === "open" ? s : { kind: "open" }));
           if (chunk.data.length === 0) continue;
-          let d = decoders.get(chunk.stream);
-          if (!d) decoders.set(chunk.stream, (d = { dec: new TextDecoder(), rest: "" }));
-          const text = d.rest + d.dec.decode(chunk.data, { stream: true });
-          const parts = text.split("\n");
-          d.rest = parts.pop() ?? "";
-          if (parts.length === 0) continue;
-          const add = parts.map((t) => ({ n: n++, stream: chunk.stream, text: t }));
-          setLines((cur) => {
-            const next = cur.concat(add);
-            return next.length > MAX_LINES ? next.slice(next.length - MAX_LINES) : next;
-          });
+          const add = splitter.push(chunk.stream, chunk.data, chunk.time ? Number(chunk.time.seconds) * 1000 + Math.floor(chunk.time.nanos / 1e6) : Date.now());
+          if (add.length > 0) setLines((cur) => appendBounded(cur, add, MAX_LINES));
         }
-        const tail = [...decoders.entries()].filter(([, d]) => d.rest).map(([stream, d]) => ({ n: n++, stream, text: d.rest }));
+        const tail = splitter.flush();
         if (tail.length) setLines((cur) => cur.concat(tail));
         setState({ kind: "ended" });
       } catch (err) {
@@ -67,6 +54,7 @@ export function LogsView({ server }: { server: Server }) {
     if (el && atBottom.current) el.scrollTop = el.scrollHeight;
   }, [lines]);
 
+  const shown = matching(lines, query);
   if (deleted) return <p className="muted">A deleted server has no container and no logs. Restore and start it to read its logs.</p>;
   return (
     <div className="logs">
@@ -77,7 +65,14 @@ export function LogsView({ server }: { server: Server }) {
         <span className="muted small" data-testid="logs-state">
           {state.kind === "opening" ? "opening…" : state.kind === "open" ? (follow ? "live" : "loaded") : state.kind === "ended" ? "stream ended" : ""}
         </span>
+        <label className="check">
+          <input type="checkbox" checked={times} onChange={(e) => setTimes(e.target.checked)} /> Times
+        </label>
+        <input type="search" className="logs-search" placeholder="Search" aria-label="Search the output" value={query} onChange={(e) => setQuery(e.target.value)} />
         <span className="grow" />
+        <button type="button" className="button small" onClick={() => download(`${server.spec?.name ?? id}.log`, asText(lines, true))} disabled={lines.length === 0}>
+          Download
+        </button>
         <button type="button" className="button small" onClick={() => setAttempt((a) => a + 1)}>
           Reload
         </button>
@@ -101,12 +96,25 @@ export function LogsView({ server }: { server: Server }) {
         }}
       >
         {lines.length === 0 && state.kind !== "opening" && <div className="muted">No output.</div>}
-        {lines.map((l) => (
-          <div key={l.n} className={l.stream === "stderr" ? "stderr" : undefined}>
+        {query.trim() && shown.length === 0 && lines.length > 0 && <div className="muted">No line matches “{query.trim()}”.</div>}
+        {shown.map((l) => (
+          <div key={l.n} className={l.stream === "stderr" ? "stderr" : undefined} title={l.stream === "stderr" ? "stderr" : undefined}>
+            {times && l.time ? <span className="log-time">{new Date(l.time).toLocaleTimeString()} </span> : null}
+            {l.stream === "stderr" && <span className="sr-only">stderr: </span>}
             {l.text || "\u00a0"}
           </div>
         ))}
       </div>
     </div>
   );
+}
+
+/** Saves `text` as a file named `name` (the browser's download). */
+function download(name: string, text: string) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 1_000);
 }

@@ -83,6 +83,13 @@ describe("spec form", () => {
     expect(specFromForm(formFromSpec(create(ServerSpecSchema, { name: "a", image: "i:1" }))).command).toEqual([]);
   });
 
+  it("console and its stop command round-trip; the stop command is not sent without a console", () => {
+    const spec = create(ServerSpecSchema, { name: "mc", image: "i", console: true, stopCommand: "stop" });
+    expect(specFromForm(formFromSpec(spec))).toMatchObject({ console: true, stopCommand: "stop" });
+    expect(specFromForm({ ...formFromSpec(spec), console: false })).toMatchObject({ console: false, stopCommand: "" });
+    expect(fieldOfPath("spec.stop_command")).toBe("stopCommand");
+  });
+
   it("round-trips a spec through the form", () => {
     const spec = create(ServerSpecSchema, {
       name: "a",

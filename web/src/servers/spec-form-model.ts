@@ -36,6 +36,10 @@ export interface SpecForm {
   logMaxSize: string;
   /** Log files kept; empty means the manager's default. */
   logMaxFiles: string;
+  /** Keep the main process's stdin open: the Console tab can send it lines. */
+  console: boolean;
+  /** Written to the console to stop the server (console only); empty: SIGTERM at once. */
+  stopCommand: string;
 }
 
 /**
@@ -73,6 +77,8 @@ export function emptyForm(): SpecForm {
     capAdd: [],
     logMaxSize: "",
     logMaxFiles: "",
+    console: false,
+    stopCommand: "",
   };
 }
 
@@ -94,6 +100,8 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     capAdd: [...s.capAdd],
     logMaxSize: s.logMaxSizeBytes ? formatSize(s.logMaxSizeBytes) : "",
     logMaxFiles: s.logMaxFiles ? String(s.logMaxFiles) : "",
+    console: s.console,
+    stopCommand: s.stopCommand,
   };
 }
 
@@ -170,6 +178,8 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     capAdd: [...f.capAdd].sort(),
     logMaxSizeBytes,
     logMaxFiles,
+    console: f.console,
+    stopCommand: f.console ? f.stopCommand.trim() : "",
   };
 }
 
@@ -201,6 +211,8 @@ const FIELD_OF_SPEC: Record<string, FieldKey> = {
   secret_env: "secretEnv",
   log_max_size_bytes: "logMaxSize",
   log_max_files: "logMaxFiles",
+  console: "console",
+  stop_command: "stopCommand",
 };
 
 /**

@@ -187,6 +187,15 @@ export function SpecFields(props: {
           <option value={DesiredState.PAUSED}>paused</option>
         </select>
       </Field>
+      <label className="check field wide">
+        <input type="checkbox" checked={form.console} onChange={(e) => set("console", e.target.checked)} name="console" />
+        Console: keep the main process's stdin open, so the Console tab can send it commands (takes effect at the next restart)
+      </label>
+      {form.console && (
+        <Field label="Stop command" hint="written to the console to stop the server (e.g. stop); then SIGTERM after the stop timeout" {...errs.field("stopCommand")}>
+          <input value={form.stopCommand} onChange={(e) => set("stopCommand", e.target.value)} {...control("stopCommand")} placeholder="none: SIGTERM at once" className="mono" name="stopCommand" maxLength={4096} />
+        </Field>
+      )}
       <Field label="Log size" hint="rotate the container's log at this size (e.g. 10M); empty: the manager's default" {...errs.field("logMaxSize")}>
         <input value={form.logMaxSize} onChange={(e) => set("logMaxSize", e.target.value)} {...control("logMaxSize")} placeholder="default" className="mono" name="logMaxSize" />
       </Field>
