@@ -11,7 +11,7 @@ import { connect as http2Connect } from "node:http2";
 import { Code, createClient } from "@connectrpc/connect";
 import Database from "better-sqlite3";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { toBinary } from "@bufbuild/protobuf";
 import { AgentMessageSchema, type AgentMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, ServerService } from "@berth/proto/berth/v1/server_pb.js";
@@ -141,12 +141,22 @@ describe(`fuzz: the agent link${seedsLabel()}`, () => {
     a.send({ case: "dataStatus", value: { dirs: [{ serverId: server!.id, exists: true, sizeBytes: -5n }] } });
     a.send({ case: "heartbeat", value: { dataRootFreeBytes: 2n ** 64n - 1n, dockerReachable: true } });
     a.send({ case: "dataStatus", value: { dirs: [{ serverId: server!.id, exists: true, sizeBytes: max64 }] } });
-    await waitUntil(() => false, 200);
-    const { server: read } = await servers.getServer({ id: server!.id });
-    expect(read!.status!.dataSizeBytes).toBe(BigInt(Number.MAX_SAFE_INTEGER));
+    // Read back until applied (a fixed wait failed on a loaded machine): a value stored uncapped never matches.
+    await vi.waitFor(
+      async () => {
+        const { server: read } = await servers.getServer({ id: server!.id });
+        expect(read!.status!.dataSizeBytes).toBe(BigInt(Number.MAX_SAFE_INTEGER));
+      },
+      { timeout: 10_000, interval: 50 },
+    );
     await servers.listServers({ showDeleted: true });
-    const { hosts } = await createClient(HostService, tm.transport()).listHosts({});
-    expect(hosts.find((h) => h.id === a.hostId)!.memoryBytes).toBe(BigInt(Number.MAX_SAFE_INTEGER));
+    await vi.waitFor(
+      async () => {
+        const { hosts } = await createClient(HostService, tm.transport()).listHosts({});
+        expect(hosts.find((h) => h.id === a.hostId)!.memoryBytes).toBe(BigInt(Number.MAX_SAFE_INTEGER));
+      },
+      { timeout: 10_000, interval: 50 },
+    );
   });
 
   it("results for unknown commands are ignored; a replayed result is applied once", async () => {
