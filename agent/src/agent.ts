@@ -298,6 +298,7 @@ export class Agent {
         dataRootTotalBytes: BigInt(disk.totalBytes),
         dockerReachable: this.dockerReachable,
         backupDirs: [...(this.jobs?.roots ?? [])],
+        features: ["files"],
       },
     });
     await this.sendInventory();

@@ -436,6 +436,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     switch (body.case) {
       case "hello": {
         const h = body.value;
+        link.session.features = new Set(h.features.slice(0, 64).map((f) => cutText(f, 64)));
         const docker = await noteDockerReachable(link, h.dockerReachable, at);
         const facts: ObservedHostFacts = {
           hostname: h.hostname,

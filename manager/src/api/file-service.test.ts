@@ -65,6 +65,7 @@ async function setup(opts: { maxUploadBytes?: number; connected?: boolean } = {}
   const session: AgentSession = {
     hostId: "host_aaaa",
     ready: true,
+    features: new Set(["files"]),
     lastSeen: Date.now(),
     send(msg) {
       sent.push(msg);
@@ -222,6 +223,17 @@ describe("FileService", () => {
     await vi.waitFor(() => expect(hub.pendingFileCount).toBe(1));
     hub.endLogs(session, "agent stream ended");
     expect(await codeOf(pending)).toBe("Unavailable");
+    expect(hub.pendingFileCount).toBe(0);
+  });
+
+  it("refuses at once (FailedPrecondition) when the host's agent is older than the file service", async () => {
+    const { svc, ctx, session, sent, hub } = await setup();
+    session.features = new Set();
+    const err = await Promise.resolve(svc.listFiles(req(FileService.method.listFiles.input, { server: "web", path: "/" }), ctx(VIEWER))).catch((e: unknown) => toConnectError(e));
+    expect((err as ConnectError).code).toBe(Code.FailedPrecondition);
+    expect((err as ConnectError).rawMessage).toContain("upgrade the agent");
+    expect(await codeOf(download(svc, ctx(VIEWER), { server: "web", path: "f" }))).toBe("FailedPrecondition");
+    expect(sent).toEqual([]);
     expect(hub.pendingFileCount).toBe(0);
   });
 

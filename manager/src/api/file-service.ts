@@ -21,7 +21,7 @@ import type { ServerRecord } from "../domain/records.js";
 import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
-import { AgentGoneError, type AgentHub } from "../link/agent-hub.js";
+import { AgentGoneError, FeatureMissingError, type AgentHub } from "../link/agent-hub.js";
 import type { Store } from "../store/store.js";
 import { fileOpError } from "./file-errors.js";
 import { loadVisibleServer } from "./find-server.js";
@@ -80,6 +80,10 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
     return new UnavailableError(`host ${s.hostId} of server "${s.name}" is offline; its files are on that host: try again when it is back`);
   }
 
+  function olderAgent(s: ServerRecord): PreconditionError {
+    return new PreconditionError(`the agent of host ${s.hostId} (server "${s.name}") is older than this manager and has no file service; upgrade the agent on that host`);
+  }
+
   /** Sends `op` to the agent of `s`'s host and returns its answer of kind `kind`, or throws the agent's refusal as a gRPC error. */
   async function ask<C extends Exclude<FileResult["result"]["case"], "error" | undefined>>(
     s: ServerRecord,
@@ -110,6 +114,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       if (r.result.case !== kind) throw new ConnectError(`the host of server "${s.name}" answered a ${kind} request with ${r.result.case ?? "nothing"}; is its agent older than this manager?`, Code.Internal);
       return r.result.value as ResultOf<C>;
     } catch (err) {
+      if (err instanceof FeatureMissingError) throw olderAgent(s);
       if (err instanceof AgentGoneError) throw new UnavailableError(`the agent of host ${s.hostId} disconnected (${err.message}) before it answered; the operation may or may not have happened there: look, then try again`);
       throw err;
     } finally {
@@ -120,8 +125,8 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
   }
 
   /** Appends the ledger event of a change that happened. */
-  async function record(s: ServerRecord, caller: Caller, type: FileEventType, message: string, payload: Record<string, unknown>): Promise<void> {
-    await store.commit([ledger.op({ type, project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller), message, payload })]);
+  async function record(s: ServerRecord, caller: Caller, e: { type: FileEventType; message: string; payload: Record<string, unknown> }): Promise<void> {
+    await store.commit([ledger.op({ ...e, project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller) })]);
   }
 
   function respond<S extends DescMessage>(schema: S, init: MessageInitShape<S>): MessageShape<S> {
@@ -145,6 +150,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const problems = ruleProblems(ReadFileRequestSchema, req);
       if (problems.length) throw invalidArgument(problems);
       const s = await serverFor(callerOf(ctx), req.server, "read");
+      if (hub.supports(s.hostId, "files") === false) throw olderAgent(s);
       const stream = agentLogs(
         { store, hub, ...(deps.presence ? { presence: deps.presence } : {}), ...(deps.openTimeoutMs !== undefined ? { openTimeoutMs: deps.openTimeoutMs } : {}) },
         s,
@@ -168,7 +174,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       }
       const s = await serverFor(caller, req.server, "write");
       const r = await ask(s, "write", { case: "write", value: req }, ctx, { maxBytes: maxUploadBytes });
-      if (req.last) await record(s, caller, "file.written", `wrote ${req.path} (${r.nextOffset} bytes)`, { path: req.path, bytes: Number(r.nextOffset) });
+      if (req.last) await record(s, caller, { type: "file.written", message: `wrote ${req.path} (${r.nextOffset} bytes)`, payload: { path: req.path, bytes: Number(r.nextOffset) } });
       return respond(WriteFileResponseSchema, r);
     },
 
@@ -177,7 +183,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       requireRole(caller, "operator", "MakeDirectory");
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "mkdir", { case: "mkdir", value: req }, ctx);
-      await record(s, caller, "file.directory_created", `created directory ${req.path}`, { path: req.path });
+      await record(s, caller, { type: "file.directory_created", message: `created directory ${req.path}`, payload: { path: req.path } });
       return respond(MakeDirectoryResponseSchema, r);
     },
 
@@ -186,7 +192,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       requireRole(caller, "operator", "MoveFile");
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "move", { case: "move", value: req }, ctx);
-      await record(s, caller, "file.moved", `moved ${req.fromPath} to ${req.toPath}${req.overwrite ? " (replacing what was there)" : ""}`, { path: req.fromPath, to: req.toPath, overwrite: req.overwrite });
+      await record(s, caller, { type: "file.moved", message: `moved ${req.fromPath} to ${req.toPath}${req.overwrite ? " (replacing what was there)" : ""}`, payload: { path: req.fromPath, to: req.toPath, overwrite: req.overwrite } });
       return respond(MoveFileResponseSchema, r);
     },
 
@@ -195,7 +201,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       requireRole(caller, "operator", "CopyFile");
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "copy", { case: "copy", value: req }, ctx, { long: true });
-      await record(s, caller, "file.copied", `copied ${req.fromPath} to ${req.toPath} (${r.entries} entries, ${r.bytes} bytes)`, { path: req.fromPath, to: req.toPath, entries: Number(r.entries), bytes: Number(r.bytes) });
+      await record(s, caller, { type: "file.copied", message: `copied ${req.fromPath} to ${req.toPath} (${r.entries} entries, ${r.bytes} bytes)`, payload: { path: req.fromPath, to: req.toPath, entries: Number(r.entries), bytes: Number(r.bytes) } });
       return respond(CopyFileResponseSchema, r);
     },
 
@@ -204,7 +210,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       requireRole(caller, "operator", "DeleteFile");
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "delete", { case: "delete", value: req }, ctx, { long: req.recursive });
-      await record(s, caller, "file.deleted", `deleted ${req.path}${req.recursive ? " (recursively)" : ""}`, { path: req.path, recursive: req.recursive });
+      await record(s, caller, { type: "file.deleted", message: `deleted ${req.path}${req.recursive ? " (recursively)" : ""}`, payload: { path: req.path, recursive: req.recursive } });
       return respond(DeleteFileResponseSchema, r);
     },
 
@@ -213,7 +219,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       requireRole(caller, "operator", "ChangeFileMode");
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "chmod", { case: "chmod", value: req }, ctx);
-      await record(s, caller, "file.mode_changed", `changed the mode of ${req.path} to ${req.mode.toString(8).padStart(4, "0")}`, { path: req.path, mode: req.mode });
+      await record(s, caller, { type: "file.mode_changed", message: `changed the mode of ${req.path} to ${req.mode.toString(8).padStart(4, "0")}`, payload: { path: req.path, mode: req.mode } });
       return respond(ChangeFileModeResponseSchema, r);
     },
 
@@ -222,11 +228,11 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       requireRole(caller, "operator", "CreateArchive");
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "createArchive", { case: "createArchive", value: req }, ctx, { long: true, maxBytes: maxUploadBytes });
-      await record(s, caller, "file.archive_created", `archived ${req.paths.join(", ")} into ${req.archivePath} (${r.entries} entries${r.skippedCount > 0n ? `, ${r.skippedCount} left out` : ""})`, {
+      await record(s, caller, { type: "file.archive_created", message: `archived ${req.paths.join(", ")} into ${req.archivePath} (${r.entries} entries${r.skippedCount > 0n ? `, ${r.skippedCount} left out` : ""})`, payload: {
         path: req.archivePath,
         paths: req.paths,
         entries: Number(r.entries),
-      });
+      } });
       return respond(CreateArchiveResponseSchema, r);
     },
 
@@ -236,7 +242,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "extractArchive", { case: "extractArchive", value: req }, ctx, { long: true, maxBytes: maxUploadBytes });
       const dest = req.destinationPath || "/";
-      await record(s, caller, "file.archive_extracted", `extracted ${req.archivePath} into ${dest} (${r.entries} entries, ${r.bytes} bytes)`, { path: req.archivePath, to: dest, entries: Number(r.entries), bytes: Number(r.bytes) });
+      await record(s, caller, { type: "file.archive_extracted", message: `extracted ${req.archivePath} into ${dest} (${r.entries} entries, ${r.bytes} bytes)`, payload: { path: req.archivePath, to: dest, entries: Number(r.entries), bytes: Number(r.bytes) } });
       return respond(ExtractArchiveResponseSchema, r);
     },
   };

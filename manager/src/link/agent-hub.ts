@@ -26,6 +26,8 @@ export interface AgentSession {
    */
   busy?: boolean;
   send(msg: ManagerMessage): void;
+  /** What the agent said it serves (Hello.features), e.g. "files"; unset before its Hello. */
+  features?: ReadonlySet<string>;
   /** The epoch at which this manager took the host for this stream (host ownership); every command sent on it carries it. */
   ownerEpoch?: number;
   /**
@@ -40,6 +42,14 @@ export interface LogRoute {
   onChunk(chunk: LogChunk): void;
   /** The agent's session ended before the stream did. */
   onGone(reason: string): void;
+}
+
+/** The host's agent is connected but older than the request: it did not name `feature` in its Hello. */
+export class FeatureMissingError extends Error {
+  override readonly name = "FeatureMissingError";
+  constructor(readonly feature: string) {
+    super(`the agent does not serve "${feature}" (it is older than this manager)`);
+  }
 }
 
 /** The agent's session ended before it answered. */
@@ -83,6 +93,13 @@ export class AgentHub {
 
   isCurrent(session: AgentSession): boolean {
     return this.sessions.get(session.hostId) === session;
+  }
+
+  /** Whether the host's current session said it serves `feature` (undefined: no ready session). */
+  supports(hostId: string, feature: string): boolean | undefined {
+    const s = this.sessions.get(hostId);
+    if (!s?.ready) return undefined;
+    return s.features?.has(feature) === true;
   }
 
   /** Connected and its inventory is in the store: observations can be trusted. */
@@ -215,6 +232,7 @@ export class AgentHub {
   fileRequest(hostId: string, req: MessageInitShape<typeof FileRequestSchema> & { requestId: string }): Promise<FileResult> | undefined {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return undefined;
+    if (!s.features?.has("files")) return Promise.reject(new FeatureMissingError("files"));
     const answer = new Promise<FileResult>((resolve, reject) => this.fileWaiters.set(req.requestId, { session: s, resolve, reject }));
     s.send(create(ManagerMessageSchema, { body: { case: "fileRequest", value: req } }));
     return answer;
