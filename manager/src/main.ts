@@ -55,6 +55,7 @@ const manager = await buildOrExplain({
   resyncIntervalSeconds: settings["resync-interval"],
   containerLogs: { maxSizeBytes: settings["container-log-max-size"], maxFiles: settings["container-log-max-files"] },
   orphanGraceSeconds: settings["orphan-grace"],
+  fileMaxUploadBytes: settings["file-max-upload-bytes"],
   heartbeatIntervalSeconds: settings["heartbeat-interval"],
   agentTimeoutSeconds: settings["agent-timeout"],
   hostTermSeconds: settings["host-term"],

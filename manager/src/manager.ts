@@ -8,6 +8,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AgentService, CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
+import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
@@ -41,6 +42,7 @@ import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
 import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
+import { createFileService } from "./api/file-service.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
 import { HostDrains, type TransferStarter } from "./hosts/drain.js";
@@ -114,6 +116,8 @@ export interface ManagerConfig {
   dbProbeIntervalSeconds?: number;
   /** Containers younger than this are not listed as orphans (default 60). */
   orphanGraceSeconds?: number;
+  /** FileService: the most bytes one uploaded, archived or extracted file may hold (--file-max-upload-bytes; default 8 GiB). */
+  fileMaxUploadBytes?: number;
   /** Seconds between backup retention runs (default 600). */
   backupRetentionIntervalSeconds?: number;
   /** Starts server transfers for host drains (hosts/drain.ts); default: the manager's own TransferServer (transfers/moves.ts). */
@@ -352,6 +356,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
     router.service(BackupService, createBackupService({ store: opened.contract, hub, presence, ledger, reconciler, get secrets() { return secrets; } }));
+    router.service(FileService, createFileService({ store: opened.contract, hub, presence, ledger, ...(config.fileMaxUploadBytes !== undefined ? { maxUploadBytes: config.fileMaxUploadBytes } : {}) }));
     router.service(OrphanService, createOrphanService({ store: opened.contract, hub, presence, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     // google.rpc.BadRequest rides in InvalidArgument errors' details: reflection serves it so grpcurl decodes them.

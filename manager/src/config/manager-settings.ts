@@ -221,6 +221,14 @@ export const MANAGER_SETTINGS = defineSettings({
       return undefined;
     },
   },
+  "file-max-upload-bytes": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "BYTES",
+    default: 8 * 1024 * 1024 * 1024,
+    help: "the most bytes one file uploaded, archived or extracted through FileService may hold (FileService.WriteFile, CreateArchive, ExtractArchive; ResourceExhausted beyond); the host's free space is checked too",
+    check: (n) => (Number.isSafeInteger(n) && n >= 1024 * 1024 ? undefined : "must be a whole number of bytes of at least 1048576 (1 MiB)"),
+  },
   "backup-retention-interval": {
     kind: "integer",
     group: "Server lifecycle",
