@@ -16,6 +16,7 @@ import { pino } from "pino";
 import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureBinary } from "../../../test/harness/docker-engine.js";
+import { sftpBatch as runSftp } from "../../../test/harness/sftp-client.js";
 import { dataPath, parseSftpUser, type SftpEntry, type SftpFiles } from "./sftp-files.js";
 import { loadOrCreateHostKey, longname, SftpServer } from "./sftp-server.js";
 
@@ -71,15 +72,12 @@ let dir: string;
 let root: string;
 let server: SftpServer;
 let port: number;
-let askpass: string;
-let sftpBin: string;
 let sshKeygen: string;
 const changes: string[] = [];
 const logins: string[] = [];
 
 beforeAll(async () => {
   // The real client: Debian's openssh-client (apt-installed when missing, as root).
-  sftpBin = await ensureBinary("sftp", "openssh-client");
   sshKeygen = await ensureBinary("ssh-keygen", "openssh-client");
   dir = await mkdtemp(join(tmpdir(), "berth-sftp-"));
   root = join(dir, "data");
@@ -99,8 +97,6 @@ beforeAll(async () => {
     },
   });
   port = (await server.listen(0, "127.0.0.1")).port;
-  askpass = join(dir, "askpass.sh");
-  await writeFile(askpass, '#!/bin/sh\nprintf "%s\\n" "$SFTP_TEST_PASSWORD"\n', { mode: 0o755 });
 });
 
 afterAll(async () => {
@@ -108,31 +104,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Runs `commands` through OpenSSH's sftp in batch mode; its exit code and output. */
-function sftpBatch(user: string, password: string, commands: string[], cwd = dir): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const batch = join(dir, `batch-${randomBytes(4).toString("hex")}`);
-    void writeFile(batch, commands.join("\n") + "\n").then(() => {
-      execFile(
-        sftpBin,
-        [
-          // Before -b: ssh keeps the first value of an option, and -b asks for BatchMode (no password prompts).
-          "-o", "BatchMode=no",
-          "-b", batch,
-          "-P", String(port),
-          "-o", "StrictHostKeyChecking=no",
-          "-o", "UserKnownHostsFile=/dev/null",
-          "-o", "PreferredAuthentications=password",
-          "-o", "NumberOfPasswordPrompts=1",
-          "-o", "LogLevel=ERROR",
-          `${user}@127.0.0.1`,
-        ],
-        { cwd, timeout: 60_000, env: { ...process.env, SSH_ASKPASS: askpass, SSH_ASKPASS_REQUIRE: "force", DISPLAY: ":0", SFTP_TEST_PASSWORD: password } },
-        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }),
-      );
-    });
-  });
-}
+/** OpenSSH's sftp in batch mode as `user`, in the test dir. */
+const sftpBatch = (user: string, password: string, commands: string[]) => runSftp({ port, user, password, commands, cwd: dir });
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 

@@ -481,6 +481,13 @@ export function longname(e: SftpEntry): string {
   return `${kind}${perms}    1 berth    berth    ${String(e.size).padStart(8)} ${when} ${e.name}`;
 }
 
+/** The host key kept at `path`, or (no path: an in-memory database) one made for this process. */
+export async function hostKeyFor(path: string | undefined): Promise<{ key: string; fingerprint: string }> {
+  if (path) return loadOrCreateHostKey(path);
+  const key = utils.generateKeyPairSync("ed25519").private;
+  return { key, fingerprint: fingerprintOf(key) };
+}
+
 /**
  * The endpoint's host key: read from `path`, or made (ed25519) and kept there
  * (mode 0600) the first time. Returns the key and its SHA-256 fingerprint as
@@ -499,9 +506,17 @@ export async function loadOrCreateHostKey(path: string): Promise<{ key: string; 
     await chmod(tmp, 0o600);
     await rename(tmp, path);
   }
+  try {
+    return { key, fingerprint: fingerprintOf(key) };
+  } catch (err) {
+    throw new Error(`the SFTP host key in ${path} cannot be read (${(err as Error).message}); move it away and a new one is made at the next start`);
+  }
+}
+
+/** A private key's SHA-256 fingerprint, as `ssh-keygen -l` prints it. */
+function fingerprintOf(key: string): string {
   const parsed = utils.parseKey(key);
-  if (parsed instanceof Error) throw new Error(`the SFTP host key in ${path} cannot be read: ${parsed.message}`);
+  if (parsed instanceof Error) throw parsed;
   const one = Array.isArray(parsed) ? parsed[0]! : parsed;
-  const fingerprint = `SHA256:${createHash("sha256").update(one.getPublicSSH()).digest("base64").replace(/=+$/, "")}`;
-  return { key, fingerprint };
+  return `SHA256:${createHash("sha256").update(one.getPublicSSH()).digest("base64").replace(/=+$/, "")}`;
 }
