@@ -12,6 +12,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdir, readFile, readdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import * as tar from "tar-stream";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
@@ -23,6 +25,22 @@ import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostO
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const CHUNK = 1024 * 1024;
+/** The test manager's --file-max-upload-bytes: the 20 MB upload fits, the bomb's 30 MiB does not. */
+const CAP = 24 * 1024 * 1024;
+
+/** A .tar.gz of `entries` (tar-stream writes any name it is given, `../` too). */
+async function tarGz(entries: { name: string; data: Buffer }[]): Promise<Buffer> {
+  const pack = tar.pack();
+  const out: Buffer[] = [];
+  pack.on("data", (c: Buffer) => out.push(c));
+  const done = new Promise((resolve) => pack.on("end", resolve));
+  for (const e of entries) {
+    await new Promise<void>((resolve, reject) => pack.entry({ name: e.name, size: e.data.length, mode: 0o644 }, e.data, (err) => (err ? reject(err) : resolve())));
+  }
+  pack.finalize();
+  await done;
+  return gzipSync(Buffer.concat(out));
+}
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** The gRPC code a call ends with ("OK" when it succeeds); a stream is read to its end. */
@@ -48,7 +66,7 @@ describe("files", () => {
 
   beforeAll(async () => {
     dir = await tempDir("files");
-    manager = await startManager({ dir });
+    manager = await startManager({ dir, args: ["--file-max-upload-bytes", String(CAP)] });
     agent = await startAgent({ manager, dir });
     await waitForHostOnline(manager);
     files = createClient(FileService, manager.transport(manager.adminToken));
@@ -146,6 +164,23 @@ describe("files", () => {
       expect(await codeOf(files.extractArchive({ server: s.id, archivePath: name, destinationPath: out }))).toBe("AlreadyExists");
     }
   }, 120_000);
+
+  it("refuses a zip-slip archive and stops a gzip bomb at the size cap, leaving nothing; refuses an upload over the cap", async () => {
+    await upload("slip.tar.gz", await tarGz([{ name: "fine.txt", data: Buffer.from("fine") }, { name: "../../../escaped.txt", data: Buffer.from("evil") }]));
+    expect(await codeOf(files.extractArchive({ server: s.id, archivePath: "slip.tar.gz", destinationPath: "slip" }))).toBe("InvalidArgument");
+    // 30 MiB of zeros in a few KiB.
+    const bomb = await tarGz([{ name: "zeros", data: Buffer.alloc(30 * 1024 * 1024) }]);
+    expect(bomb.length).toBeLessThan(1024 * 1024);
+    await upload("bomb.tar.gz", bomb);
+    expect(await codeOf(files.extractArchive({ server: s.id, archivePath: "bomb.tar.gz", destinationPath: "bomb" }))).toBe("ResourceExhausted");
+    const names = await readdir(data);
+    expect(names.filter((n) => ["slip", "bomb", "fine.txt", "zeros"].includes(n))).toEqual([]);
+    expect(await readdir(agent.dataRoot)).not.toContain("escaped.txt");
+    expect(await readdir(dir)).not.toContain("escaped.txt");
+    // Over the manager's cap: refused before a byte reaches the host.
+    expect(await codeOf(files.writeFile({ server: s.id, path: "huge.bin", size: BigInt(CAP + 1), data: new Uint8Array([1]) }))).toBe("ResourceExhausted");
+    expect(names).not.toContain("huge.bin");
+  }, 60_000);
 
   it("refuses escapes with precise codes and reads or writes nothing outside the data directory", async () => {
     const outside = join(dir, "outside");

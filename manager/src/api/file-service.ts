@@ -1,4 +1,4 @@
-import { create, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { FileRequestSchema, FileResult } from "@berth/proto/berth/v1/agent_pb.js";
 import {
@@ -129,20 +129,16 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
     await store.commit([ledger.op({ ...e, project: s.project, serverId: s.id, hostId: s.hostId, actor: actorOf(caller) })]);
   }
 
-  function respond<S extends DescMessage>(schema: S, init: MessageInitShape<S>): MessageShape<S> {
-    return create(schema, init);
-  }
-
   return {
     async listFiles(req, ctx) {
       const s = await serverFor(callerOf(ctx), req.server, "list");
       const r = await ask(s, "list", { case: "list", value: req }, ctx);
-      return respond(ListFilesResponseSchema, r);
+      return create(ListFilesResponseSchema, r);
     },
 
     async statFile(req, ctx) {
       const s = await serverFor(callerOf(ctx), req.server, "read");
-      return respond(StatFileResponseSchema, await ask(s, "stat", { case: "stat", value: req }, ctx));
+      return create(StatFileResponseSchema, await ask(s, "stat", { case: "stat", value: req }, ctx));
     },
 
     async *readFile(req, ctx) {
@@ -175,7 +171,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const s = await serverFor(caller, req.server, "write");
       const r = await ask(s, "write", { case: "write", value: req }, ctx, { maxBytes: maxUploadBytes });
       if (req.last) await record(s, caller, { type: "file.written", message: `wrote ${req.path} (${r.nextOffset} bytes)`, payload: { path: req.path, bytes: Number(r.nextOffset) } });
-      return respond(WriteFileResponseSchema, r);
+      return create(WriteFileResponseSchema, r);
     },
 
     async makeDirectory(req, ctx) {
@@ -184,7 +180,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "mkdir", { case: "mkdir", value: req }, ctx);
       await record(s, caller, { type: "file.directory_created", message: `created directory ${req.path}`, payload: { path: req.path } });
-      return respond(MakeDirectoryResponseSchema, r);
+      return create(MakeDirectoryResponseSchema, r);
     },
 
     async moveFile(req, ctx) {
@@ -193,7 +189,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "move", { case: "move", value: req }, ctx);
       await record(s, caller, { type: "file.moved", message: `moved ${req.fromPath} to ${req.toPath}${req.overwrite ? " (replacing what was there)" : ""}`, payload: { path: req.fromPath, to: req.toPath, overwrite: req.overwrite } });
-      return respond(MoveFileResponseSchema, r);
+      return create(MoveFileResponseSchema, r);
     },
 
     async copyFile(req, ctx) {
@@ -202,7 +198,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "copy", { case: "copy", value: req }, ctx, { long: true });
       await record(s, caller, { type: "file.copied", message: `copied ${req.fromPath} to ${req.toPath} (${r.entries} entries, ${r.bytes} bytes)`, payload: { path: req.fromPath, to: req.toPath, entries: Number(r.entries), bytes: Number(r.bytes) } });
-      return respond(CopyFileResponseSchema, r);
+      return create(CopyFileResponseSchema, r);
     },
 
     async deleteFile(req, ctx) {
@@ -211,7 +207,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "delete", { case: "delete", value: req }, ctx, { long: req.recursive });
       await record(s, caller, { type: "file.deleted", message: `deleted ${req.path}${req.recursive ? " (recursively)" : ""}`, payload: { path: req.path, recursive: req.recursive } });
-      return respond(DeleteFileResponseSchema, r);
+      return create(DeleteFileResponseSchema, r);
     },
 
     async changeFileMode(req, ctx) {
@@ -220,7 +216,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const s = await serverFor(caller, req.server, "change");
       const r = await ask(s, "chmod", { case: "chmod", value: req }, ctx);
       await record(s, caller, { type: "file.mode_changed", message: `changed the mode of ${req.path} to ${req.mode.toString(8).padStart(4, "0")}`, payload: { path: req.path, mode: req.mode } });
-      return respond(ChangeFileModeResponseSchema, r);
+      return create(ChangeFileModeResponseSchema, r);
     },
 
     async createArchive(req, ctx) {
@@ -233,7 +229,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
         paths: req.paths,
         entries: Number(r.entries),
       } });
-      return respond(CreateArchiveResponseSchema, r);
+      return create(CreateArchiveResponseSchema, r);
     },
 
     async extractArchive(req, ctx) {
@@ -243,7 +239,7 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const r = await ask(s, "extractArchive", { case: "extractArchive", value: req }, ctx, { long: true, maxBytes: maxUploadBytes });
       const dest = req.destinationPath || "/";
       await record(s, caller, { type: "file.archive_extracted", message: `extracted ${req.archivePath} into ${dest} (${r.entries} entries, ${r.bytes} bytes)`, payload: { path: req.archivePath, to: dest, entries: Number(r.entries), bytes: Number(r.bytes) } });
-      return respond(ExtractArchiveResponseSchema, r);
+      return create(ExtractArchiveResponseSchema, r);
     },
   };
 }
