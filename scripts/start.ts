@@ -28,6 +28,7 @@ import { dockerClient, ensureDockerEngine, ensureTestImage, TEST_IMAGE } from ".
 const root = fileURLToPath(new URL("..", import.meta.url));
 const dataDir = join(root, "data");
 const listenAddr = process.env.BERTH_LISTEN ?? "127.0.0.1:7000";
+const sftpAddr = process.env.BERTH_SFTP_LISTEN ?? "127.0.0.1:2022";
 const stateDir = join(dataDir, "agent");
 const dbPath = join(dataDir, "berth.db");
 const tokenFile = join(dataDir, "admin-token");
@@ -72,17 +73,18 @@ console.log(
     : `[berth] Docker engine: using the one already answering on ${engine.dockerHost} (not started here; Ctrl-C leaves it alone)`,
 );
 
-const manager = node("manager/src/main.ts", ["--listen", listenAddr, "--db", dbPath], "manager");
-const { url, firstToken } = await new Promise<{ url: string; firstToken?: string }>((resolve, reject) => {
+const manager = node("manager/src/main.ts", ["--listen", listenAddr, "--db", dbPath, "--sftp-listen", sftpAddr], "manager");
+const { url, firstToken, sftp } = await new Promise<{ url: string; firstToken?: string; sftp?: string }>((resolve, reject) => {
   let buf = "";
   manager.stdout!.on("data", (d: Buffer) => {
     const text = d.toString();
     buf += text;
     const m = /berth-manager ready url=(\S+)/.exec(buf);
     const t = /berth-manager admin-token=(\S+)/.exec(buf);
-    if (m) resolve({ url: m[1]!, ...(t ? { firstToken: t[1]! } : {}) });
+    const f = /berth-manager sftp=(\S+) host-key=(\S+)/.exec(buf);
+    if (m) resolve({ url: m[1]!, ...(t ? { firstToken: t[1]! } : {}), ...(f ? { sftp: `${f[1]} (host key ${f[2]})` } : {}) });
   });
-  manager.once("exit", (code) => reject(new Error(`the manager exited with code ${code}; is ${listenAddr} already in use? Set BERTH_LISTEN=127.0.0.1:PORT`)));
+  manager.once("exit", (code) => reject(new Error(`the manager exited with code ${code}; is ${listenAddr} or ${sftpAddr} already in use? Set BERTH_LISTEN=127.0.0.1:PORT or BERTH_SFTP_LISTEN=127.0.0.1:PORT`)));
 });
 
 const adminToken = await adminTokenFor(url, firstToken);
@@ -122,6 +124,8 @@ berth is running.
   Dashboard:   ${url}/
   API:         ${url}  (gRPC, gRPC-Web and Connect on one port; reflection on)
   Probes:      ${url}/readyz, ${url}/metrics (Prometheus; docs/metrics.md)
+  SFTP:        ${sftp ?? sftpAddr}
+               (user <server>.<project>, password a token: sftp -P ${sftpAddr.split(":").pop()} hello.default@127.0.0.1)
   Admin token: ${adminToken.token}
                (${adminToken.how}; a copy is kept in ${tokenFile}, mode 0600)
   Database:    ${dbPath}

@@ -28,6 +28,7 @@ import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
+import { ArchiveFormat, FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { ServerService, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
 import { TEST_IMAGE } from "./harness/docker-engine.js";
@@ -47,7 +48,7 @@ import {
 const run = promisify(execFile);
 
 /** The operator-facing services; AgentService authenticates agents, not tokens. */
-const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService];
+const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService];
 
 type RoleName = "viewer" | "operator" | "admin";
 const RANK: Record<RoleName, number> = { viewer: 0, operator: 1, admin: 2 };
@@ -104,6 +105,9 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.ServerService/PurgeServer": { role: "admin", request: () => ({ id: serverA.id }), serverAddressed: true },
     "berth.v1.ServerService/WatchServers": { role: "viewer", request: () => ({}) },
     "berth.v1.ServerService/TailLogs": { role: "viewer", request: () => ({ id: serverA.id }), serverAddressed: true },
+    "berth.v1.ServerService/WatchConsole": { role: "viewer", request: () => ({ id: serverA.id }), serverAddressed: true },
+    "berth.v1.ServerService/SendConsoleCommand": { role: "operator", request: () => ({ id: serverA.id, line: "x" }), serverAddressed: true },
+    "berth.v1.ServerService/ExecCommand": { role: "operator", request: () => ({ id: serverA.id, argv: ["true"] }), serverAddressed: true },
     "berth.v1.ServerService/TransferServer": { role: "operator", request: () => ({ id: serverA.id, host: "host_doesnotexist" }), serverAddressed: true },
     "berth.v1.ServerService/CloneServer": { role: "operator", request: () => ({ source: serverA.id, name: "access-clone", fromBackup: "bk_doesnotexist" }), serverAddressed: true },
 
@@ -137,6 +141,18 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.BackupService/DeleteBackup": { role: "operator", request: () => ({ id: "bk_doesnotexist" }) },
     "berth.v1.BackupService/LockBackup": { role: "operator", request: () => ({ id: "bk_doesnotexist", locked: true }) },
     "berth.v1.BackupService/RestoreBackup": { role: "operator", request: () => ({ server: serverA.id, backupId: "bk_doesnotexist" }), serverAddressed: true },
+
+    "berth.v1.FileService/ListFiles": { role: "viewer", request: () => ({ server: serverA.id, path: "/" }), serverAddressed: true },
+    "berth.v1.FileService/StatFile": { role: "viewer", request: () => ({ server: serverA.id, path: "/" }), serverAddressed: true },
+    "berth.v1.FileService/ReadFile": { role: "viewer", request: () => ({ server: serverA.id, path: "a.txt" }), serverAddressed: true },
+    "berth.v1.FileService/WriteFile": { role: "operator", request: () => ({ server: serverA.id, path: "a.txt", data: new Uint8Array([1]), last: true }), serverAddressed: true },
+    "berth.v1.FileService/MakeDirectory": { role: "operator", request: () => ({ server: serverA.id, path: "d" }), serverAddressed: true },
+    "berth.v1.FileService/MoveFile": { role: "operator", request: () => ({ server: serverA.id, fromPath: "a", toPath: "b" }), serverAddressed: true },
+    "berth.v1.FileService/CopyFile": { role: "operator", request: () => ({ server: serverA.id, fromPath: "a", toPath: "b" }), serverAddressed: true },
+    "berth.v1.FileService/DeleteFile": { role: "operator", request: () => ({ server: serverA.id, path: "a" }), serverAddressed: true },
+    "berth.v1.FileService/ChangeFileMode": { role: "operator", request: () => ({ server: serverA.id, path: "a", mode: 0o644 }), serverAddressed: true },
+    "berth.v1.FileService/CreateArchive": { role: "operator", request: () => ({ server: serverA.id, paths: ["a"], archivePath: "a.zip", format: ArchiveFormat.ZIP }), serverAddressed: true },
+    "berth.v1.FileService/ExtractArchive": { role: "operator", request: () => ({ server: serverA.id, archivePath: "a.zip", destinationPath: "x" }), serverAddressed: true },
 
     "berth.v1.OrphanService/ListOrphans": { role: "admin", request: () => ({}) },
     "berth.v1.OrphanService/AdoptOrphan": { role: "admin", request: () => ({ id: "orphan_doesnotexist", project: "alpha", name: "x" }) },

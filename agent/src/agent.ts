@@ -15,6 +15,7 @@ import { Backoff } from "./link/backoff.js";
 import { ManagerLink } from "./link/manager-link.js";
 import { reportable, splitInventory } from "./link/report-size.js";
 import { LogStreams } from "./log-streams.js";
+import { FileRequests } from "./files/file-requests.js";
 import type { ContainerRuntime, RuntimeEvent } from "./runtime/container-runtime.js";
 import { messageOf } from "./runtime/docker-runtime.js";
 import { LockedRuntime } from "./runtime/locked-runtime.js";
@@ -39,6 +40,8 @@ export interface AgentOptions {
   reconnectMaxMs?: number;
   /** How long the engine may take to answer the reachability probe (every heartbeat). */
   dockerProbeTimeoutMs?: number;
+  /** Free bytes on the data root that file uploads, copies and extractions never use (default 256 MiB). */
+  fileReserveBytes?: number;
 }
 
 /** Unmanaged containers reported per inventory at most (bounds the message on crowded hosts). */
@@ -64,6 +67,8 @@ export class Agent {
   private readonly logStreams: LogStreams;
   /** Measures the data directories in the background; the inventory reports their last known sizes. */
   private readonly sizes: DirSizes;
+  /** FileService's operations on data directories (uploads are sessions here). */
+  private readonly files: FileRequests;
   private readonly abort = new AbortController();
   private dockerReachable = false;
   private dockerVersion = "";
@@ -115,10 +120,12 @@ export class Agent {
       this.jobs,
     );
     this.sizes = new DirSizes(opts.dataRoot, opts.log.child({ part: "sizes" }));
+    this.files = new FileRequests({ dataRoot: opts.dataRoot, log: opts.log.child({ part: "files" }), ...(opts.fileReserveBytes !== undefined ? { reserveBytes: opts.fileReserveBytes } : {}) });
     this.logStreams = new LogStreams(
       this.runtime,
       (chunk) => this.link.sendPaced(create(AgentMessageSchema, { body: { case: "logChunk", value: chunk } })),
       opts.log.child({ part: "logs" }),
+      this.files,
     );
     this.link = new ManagerLink(
       opts.managerUrls,
@@ -151,6 +158,8 @@ export class Agent {
       return 0;
     });
     if (swept) this.opts.log.info({ files: swept }, "removed partial backup archives an interrupted backup left");
+    // No copy or extraction runs yet: what one left in the work directory goes.
+    await this.files.sweep().catch((err: unknown) => this.opts.log.warn({ err: messageOf(err) }, "could not remove what an interrupted file copy or extraction left"));
     await this.refreshDocker();
     void this.watchEvents();
     this.link.start();
@@ -179,6 +188,7 @@ export class Agent {
   }
 
   stop(): void {
+    this.files.closeAll();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (!this.abort.signal.aborted) this.abort.abort();
@@ -288,6 +298,7 @@ export class Agent {
         dataRootTotalBytes: BigInt(disk.totalBytes),
         dockerReachable: this.dockerReachable,
         backupDirs: [...(this.jobs?.roots ?? [])],
+        features: ["files"],
       },
     });
     await this.sendInventory();
@@ -439,6 +450,14 @@ export class Agent {
       case "logCredit":
         this.logStreams.credit(msg.body.value.requestId, msg.body.value.bytes);
         return;
+      case "fileRequest": {
+        const req = msg.body.value;
+        void this.files.handle(req).then((result) => {
+          if (req.op.case !== "list" && req.op.case !== "stat" && result.result?.case !== "error") this.sizes.markDirty(req.serverId);
+          this.send({ case: "fileResult", value: result });
+        });
+        return;
+      }
       case "command": {
         const cmd = msg.body.value;
         void this.executor.execute(cmd).then((result) => {

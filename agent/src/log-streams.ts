@@ -5,6 +5,8 @@ import type { ContainerInfo, ExecSpec, LogChunkSchema, LogRequest } from "@berth
 import { RuntimeError, type ContainerRuntime, type ExecRun } from "./runtime/container-runtime.js";
 import { messageOf } from "./runtime/docker-runtime.js";
 import { splitFrame } from "./runtime/log-demux.js";
+import { fileErrorOf, fileInfoOf } from "./files/file-requests.js";
+import type { ServerFiles } from "./files/server-files.js";
 
 export type LogChunkInit = MessageInitShape<typeof LogChunkSchema>;
 
@@ -86,6 +88,8 @@ export class LogStreams {
     /** Sends one chunk at the link's pace; false when the link is gone. */
     private readonly send: (chunk: LogChunkInit) => Promise<boolean>,
     private readonly log: Logger,
+    /** Opens a server's data directory for downloads (LogRequest.file_read); without it they fail. */
+    private readonly files?: { filesFor(serverId: string): Promise<ServerFiles> },
   ) {}
 
   get active(): number {
@@ -133,6 +137,7 @@ export class LogStreams {
   private async stream(req: LogRequest, st: OpenStream): Promise<void> {
     if (req.console) return this.console(req, st);
     if (req.exec) return this.exec(req, req.exec, st);
+    if (req.fileRead) return this.fileRead(req, st);
     const signal = st.ac.signal;
     const rlog = this.log.child({ server: req.serverId, request: req.requestId });
     const id = req.requestId;
@@ -292,6 +297,43 @@ export class LogStreams {
     } finally {
       clearTimeout(timer);
       signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * A download: the file's bytes from the server's data directory, paced by
+   * the window like a log. The open chunk carries the file's entry; a
+   * failure's end chunk carries its FileOpError code in file_error_code.
+   */
+  private async fileRead(req: LogRequest, st: OpenStream): Promise<void> {
+    const signal = st.ac.signal;
+    const id = req.requestId;
+    const spec = req.fileRead!;
+    let close: (() => Promise<void>) | undefined;
+    try {
+      if (!this.files) throw new RuntimeError("Unsupported", "this agent serves no file downloads");
+      const files = await this.files.filesFor(req.serverId);
+      const r = await files.read(spec.path, { offset: Number(spec.offset), ...(spec.length > 0n ? { length: Number(spec.length) } : {}) });
+      close = r.close;
+      if (!(await this.send({ requestId: id, fileEntry: fileInfoOf(r.entry) }))) return;
+      for await (const chunk of r.chunks) {
+        // READ_CHUNK (256 KiB) is cut to the link's chunk size.
+        for (let at = 0; at < chunk.length; at += MAX_CHUNK_BYTES) {
+          await this.creditFor(st);
+          if (signal.aborted) return;
+          const data = chunk.subarray(at, at + MAX_CHUNK_BYTES);
+          st.credit -= data.length + CHUNK_OVERHEAD_BYTES;
+          if (!(await this.send({ requestId: id, data }))) return;
+        }
+      }
+      await this.send({ requestId: id, end: true });
+    } catch (err) {
+      if (signal.aborted) return;
+      const e = err instanceof RuntimeError ? { code: "internal", message: err.message } : fileErrorOf(err);
+      await this.send({ requestId: id, end: true, reason: "FileReadFailed", error: e.message, fileErrorCode: e.code });
+    } finally {
+      // Returning from the loop early closes the file through the generator; this covers an unread one.
+      await close?.();
     }
   }
 

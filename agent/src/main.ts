@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { Agent, AGENT_VERSION } from "./agent.js";
+import { DEFAULT_RESERVE_BYTES } from "./files/server-files.js";
 import { enrolledManagerUrls, loadCredentials, saveCredentials } from "./credentials.js";
 import { DataRoot } from "./data/data-root.js";
 import { BackupDirs } from "./data/backup-dir.js";
@@ -33,6 +34,8 @@ Flags (environment variable in brackets, then default):
   --inventory-interval S full inventory period in seconds [BERTH_INVENTORY_INTERVAL] 30
   --reconnect-max S      longest wait between rounds of reconnect attempts, in seconds (the wait
                          doubles from 0.5 s up to it, jittered) [BERTH_RECONNECT_MAX] 30
+  --file-reserve BYTES   free bytes on the data root that file uploads, copies and extractions
+                         (FileService) never use [BERTH_FILE_RESERVE] 268435456 (256 MiB)
   --log-level LEVEL      trace|debug|info|warn|error [BERTH_LOG_LEVEL] info
 
 Exit codes: 0 stopped; 1 enrollment failed; 2 bad usage; 78 do not restart (credential
@@ -51,6 +54,7 @@ const { values, positionals } = parseArgs({
     "docker-socket": { type: "string" },
     "inventory-interval": { type: "string" },
     "reconnect-max": { type: "string" },
+    "file-reserve": { type: "string" },
     "log-level": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -149,6 +153,9 @@ if (cmd === "enroll") {
   const reconnectSetting = values["reconnect-max"] ?? process.env.BERTH_RECONNECT_MAX ?? "30";
   const reconnectMax = Number(reconnectSetting);
   if (reconnectSetting.trim() === "" || !Number.isFinite(reconnectMax) || reconnectMax <= 0) fail(`--reconnect-max must be a number of seconds above 0, e.g. 30 or 0.5 (got "${reconnectSetting}")`);
+  const reserveSetting = values["file-reserve"] ?? process.env.BERTH_FILE_RESERVE ?? String(DEFAULT_RESERVE_BYTES);
+  const fileReserveBytes = Number(reserveSetting);
+  if (reserveSetting.trim() === "" || !Number.isSafeInteger(fileReserveBytes) || fileReserveBytes < 0) fail(`--file-reserve must be a whole number of bytes >= 0, e.g. 268435456 (got "${reserveSetting}")`);
   let dataRoot: DataRoot;
   try {
     dataRoot = new DataRoot(values["data-root"] ?? process.env.BERTH_DATA_ROOT ?? "/var/lib/berth");
@@ -180,6 +187,7 @@ if (cmd === "enroll") {
     log,
     inventoryIntervalMs: interval * 1000,
     reconnectMaxMs: reconnectMax * 1000,
+    fileReserveBytes,
   });
   try {
     await agent.start();

@@ -55,6 +55,8 @@ const manager = await buildOrExplain({
   resyncIntervalSeconds: settings["resync-interval"],
   containerLogs: { maxSizeBytes: settings["container-log-max-size"], maxFiles: settings["container-log-max-files"] },
   orphanGraceSeconds: settings["orphan-grace"],
+  fileMaxUploadBytes: settings["file-max-upload-bytes"],
+  ...(settings["sftp-listen"] ? { sftp: { listen: settings["sftp-listen"], ...(settings["sftp-host-key-file"] ? { hostKeyFile: settings["sftp-host-key-file"] } : {}) } } : {}),
   heartbeatIntervalSeconds: settings["heartbeat-interval"],
   agentTimeoutSeconds: settings["agent-timeout"],
   hostTermSeconds: settings["host-term"],
@@ -66,7 +68,7 @@ const manager = await buildOrExplain({
   log,
 });
 if (configFile) log.info({ file: configFile }, "settings read from the config file (flags and BERTH_* variables override it)");
-const { url } = await manager.listen();
+const { url, sftp } = await manager.listen();
 if (manager.initialAdminToken) {
   const t = manager.initialAdminToken;
   process.stdout.write(
@@ -81,6 +83,7 @@ if (tls) {
   process.stdout.write(`berth-manager tls ca=${tls.files.ca ?? tls.files.cert} ca-sha256=${fingerprintHex(tls.caFingerprint)}\n`);
 }
 // One machine-readable line for scripts and tests that start the manager.
+if (sftp) process.stdout.write(`berth-manager sftp=${sftp.host.includes(":") ? `[${sftp.host}]` : sftp.host}:${sftp.port} host-key=${sftp.fingerprint}\n`);
 process.stdout.write(`berth-manager ready url=${url}\n`);
 
 let stopping = false;

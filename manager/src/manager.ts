@@ -8,6 +8,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AgentService, CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
+import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
@@ -41,6 +42,7 @@ import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
 import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
+import { createFileService } from "./api/file-service.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
 import { HostDrains, type TransferStarter } from "./hosts/drain.js";
@@ -62,6 +64,7 @@ import { SQLITE_CONCURRENCY } from "./reconcile/queue.js";
 import { openStore, type StoreMeta } from "./store/open.js";
 import { checkSecretKey, KEY_CHECK_META, loadSecretKey, openCommand, SecretBox, SecretKeyError } from "./store/secrets.js";
 import type { Store } from "./store/store.js";
+import { startSftp } from "./sftp/start.js";
 import { describeStoreUrl, parseStoreUrl, sqliteStoreUrl, storeFilesDir, type StoreUrl } from "./store/store-url.js";
 import type { TlsMaterial } from "./tls/certificates.js";
 
@@ -114,8 +117,16 @@ export interface ManagerConfig {
   dbProbeIntervalSeconds?: number;
   /** Containers younger than this are not listed as orphans (default 60). */
   orphanGraceSeconds?: number;
+  /** FileService: the most bytes one uploaded, archived or extracted file may hold (--file-max-upload-bytes; default 8 GiB). */
+  fileMaxUploadBytes?: number;
   /** Seconds between backup retention runs (default 600). */
   backupRetentionIntervalSeconds?: number;
+  /**
+   * The SFTP endpoint (docs/console-and-files.md): its HOST:PORT, and the file
+   * keeping its host key (default `<db dir>/sftp_host_ed25519_key`; required
+   * with PostgreSQL, where managers share no directory). Off when unset.
+   */
+  sftp?: { listen: string; hostKeyFile?: string };
   /** Starts server transfers for host drains (hosts/drain.ts); default: the manager's own TransferServer (transfers/moves.ts). */
   transferStarter?: TransferStarter;
   /** Seconds between host drain passes (default 5; a drain starting or a transfer ending wakes it at once). */
@@ -144,8 +155,8 @@ export interface Manager {
   readonly hub: AgentHub;
   /** Metrics, the write probe and readiness. */
   readonly observability: Observability;
-  /** Starts serving; resolves with the bound address. */
-  listen(): Promise<{ host: string; port: number; url: string }>;
+  /** Starts serving; resolves with the bound address (and the SFTP endpoint's, when configured). */
+  listen(): Promise<{ host: string; port: number; url: string; sftp?: { host: string; port: number; fingerprint: string } }>;
   close(): Promise<void>;
 }
 
@@ -179,6 +190,22 @@ async function openSecretKey(config: ManagerConfig, url: StoreUrl, meta: StoreMe
   return loaded.box;
 }
 
+/**
+ * Where the SFTP host key is kept: --sftp-host-key-file, or beside the SQLite
+ * database; undefined (a key for this process only) with ":memory:". Several
+ * managers of one PostgreSQL database must present the same key, so it is
+ * required there.
+ */
+function sftpHostKeyFile(cfg: { hostKeyFile?: string }, url: StoreUrl): string | undefined {
+  if (cfg.hostKeyFile) return cfg.hostKeyFile;
+  const dir = storeFilesDir(url);
+  if (dir !== undefined) return join(dir, "sftp_host_ed25519_key");
+  if (url.engine === "postgres") {
+    throw new SecretKeyError("--sftp-listen with a PostgreSQL store needs --sftp-host-key-file PATH (BERTH_SFTP_HOST_KEY_FILE): the same host key on every manager, so SFTP clients see one host (created 0600 at PATH on first start; copy it to the other managers)");
+  }
+  return undefined;
+}
+
 /** Builds a manager without binding a port, so tests can start it on port 0. */
 export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const log = config.log;
@@ -191,6 +218,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     throw new RangeError(`agent timeout (${agentTimeoutMs / 1000} s) must be at least twice the heartbeat interval (${heartbeatIntervalSeconds} s), which must be above 0`);
   }
   const storeUrl = parseStoreUrl(config.store ?? sqliteStoreUrl(config.dbPath!));
+  // Checked before the store opens: a PostgreSQL manager without a shared host key stops here.
+  const sftpKeyFile = config.sftp ? sftpHostKeyFile(config.sftp, storeUrl) : undefined;
   let secrets: SecretBox | undefined;
   const store = await openStore(storeUrl, {
     onWarning: (message) => log.warn({ store: describeStoreUrl(storeUrl) }, message),
@@ -317,6 +346,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   // A token revoked through any manager (or the CLI) ends its streams here too (Committed.tokenIds).
   closeStreamsOfRevokedTokens(opened.contract, limits, log);
   let listener: Listener | undefined;
+  let sftp: Awaited<ReturnType<typeof startSftp>> | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let startupSweep: NodeJS.Timeout | undefined;
   let unownedSweep: NodeJS.Timeout | undefined;
@@ -341,17 +371,28 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   };
   let advertiseUrl = config.advertiseUrl ?? `${scheme}://${config.listen}`;
 
+  // One instance of each service, shared by the HTTP routes and the SFTP endpoint's in-process calls.
+  const serverService = createServerService({ store: opened.contract, hub, presence, ledger, reconciler });
+  const accessService = createAccessService({ store: opened.contract, limits, ledger });
+  const fileService = createFileService({ store: opened.contract, hub, presence, ledger, ...(config.fileMaxUploadBytes !== undefined ? { maxUploadBytes: config.fileMaxUploadBytes } : {}) });
+  /** What an SFTP login calls (sftp/api-files.ts). */
+  const sftpRoutes = (router: ConnectRouter) => {
+    router.service(AccessService, accessService);
+    router.service(ServerService, serverService);
+    router.service(FileService, fileService);
+  };
   const routes = (router: ConnectRouter) => {
-    router.service(ServerService, createServerService({ store: opened.contract, hub, presence, ledger, reconciler }));
+    router.service(ServerService, serverService);
     router.service(
       HostService,
       createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocation(import.meta.url, fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")) }),
     );
     router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, ...(ownership ? { ownership } : {}) }));
-    router.service(AccessService, createAccessService({ store: opened.contract, limits, ledger }));
+    router.service(AccessService, accessService);
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
     router.service(BackupService, createBackupService({ store: opened.contract, hub, presence, ledger, reconciler, get secrets() { return secrets; } }));
+    router.service(FileService, fileService);
     router.service(OrphanService, createOrphanService({ store: opened.contract, hub, presence, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
     // google.rpc.BadRequest rides in InvalidArgument errors' details: reflection serves it so grpcurl decodes them.
@@ -361,11 +402,12 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   };
   const webRoot = config.webRoot ?? (existsSync(DEFAULT_WEB_ROOT) ? DEFAULT_WEB_ROOT : PLACEHOLDER_WEB_ROOT);
   // Outermost: a request the adapter cannot convert is a 400, never a thrown exception (issue 14).
+  // Errors first (outermost), so failures inside auth are converted too.
+  // Metrics outermost: they count the codes clients see.
+  const interceptors = [observability.interceptor, errorInterceptor(log), rejectUndecodable(), authInterceptor({ store: opened.contract, limits, log }), validateRequests()];
   const handler = guardRequests(connectNodeAdapter({
     routes,
-    // Errors first (outermost), so failures inside auth are converted too.
-    // Metrics outermost: they count the codes clients see.
-    interceptors: [observability.interceptor, errorInterceptor(log), rejectUndecodable(), authInterceptor({ store: opened.contract, limits, log }), validateRequests()],
+    interceptors,
     // Request size cap: no berth request comes near it (an agent's inventory is the largest).
     readMaxBytes: READ_MAX_BYTES,
     // /healthz, /readyz and /metrics first; any other path is the dashboard.
@@ -443,7 +485,9 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
       log.info({ url, managerId, store: opened.description }, "manager listening");
-      return { host, port, url };
+      if (!config.sftp) return { host, port, url };
+      sftp = await startSftp({ listen: splitHostPort(config.sftp.listen), ...(sftpKeyFile ? { hostKeyFile: sftpKeyFile } : {}) }, sftpRoutes, interceptors, log);
+      return { host, port, url, sftp: sftp.address };
     },
     async close() {
       observability.stop();
@@ -466,6 +510,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       await backupRetention.stop();
       await drains.stop();
       ledger.servers.close();
+      await sftp?.server.close();
       await listener?.close();
       await store.close();
     },

@@ -14,13 +14,14 @@ import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
+import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
 import { assertEachSeed, hostileString, messageArb, PRECISE, seedsLabel } from "../../manager/testing/fuzz-kit.js";
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 25);
-const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, BackupService];
+const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, BackupService, FileService];
 const METHODS = SERVICES.flatMap((s) => s.methods.filter((m) => m.methodKind !== "bidi_streaming").map((m) => ({ s, m })));
 /** Connect's code names (lowercase, underscores) that are not precise. */
 const VAGUE = new Set(["internal", "unknown"]);

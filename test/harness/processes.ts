@@ -84,6 +84,8 @@ export interface ManagerProc extends Proc {
   access: Client<typeof AccessService>;
   /** A transport sending `authorization: Bearer <token>` (none when token is undefined). */
   transport(token: string | undefined): Transport;
+  /** With --sftp-listen: the SFTP endpoint's port and host key fingerprint, as printed. */
+  sftp?: { port: number; fingerprint: string };
 }
 
 /** PostgreSQL databases made for managers by test dir (BERTH_TEST_STORE=postgres). */
@@ -117,6 +119,12 @@ export async function createTokenWithCli(dbPath: string, args: string[]): Promis
   const where = /^[a-z]+:\/\//.test(dbPath) ? ["--store", dbPath] : ["--db", dbPath];
   const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", MANAGER_MAIN, "token", "create", ...where, ...args], { cwd: REPO_ROOT });
   return stdout.trim();
+}
+
+/** The SFTP endpoint a manager printed (`berth-manager sftp=HOST:PORT host-key=SHA256:…`), if any. */
+function sftpIn(output: string): { sftp?: { port: number; fingerprint: string } } {
+  const m = /berth-manager sftp=\S+:(\d+) host-key=(\S+)/.exec(output);
+  return m ? { sftp: { port: Number(m[1]), fingerprint: m[2]! } } : {};
 }
 
 /** The manager id in a manager's output: its "manager listening" log line (JSON format, info level). */
@@ -206,6 +214,7 @@ export async function startManager(opts: { dir: string; dbPath?: string; store?:
     adminToken,
     startupOutput,
     ...(caPem ? { caPem, caPath: caPath! } : {}),
+    ...sftpIn(startupOutput),
     servers: createClient(ServerService, admin),
     hosts: createClient(HostService, admin),
     access: createClient(AccessService, admin),

@@ -28,7 +28,13 @@ export type FileOpErrorCode =
   /** The file changed since the client read it (expectedMtimeMs), or while the upload ran. */
   | "conflict"
   /** An archive holds an entry that would land outside its destination, a link, a device, or is not an archive. */
-  | "unsafe_archive";
+  | "unsafe_archive"
+  /** An upload chunk does not start where the upload's previous chunk ended (the message names the expected offset). */
+  | "offset_mismatch"
+  /** An upload id that is not open here: finished, failed, abandoned (idle) or of an agent process that restarted. */
+  | "upload_unknown"
+  /** The agent has as many uploads open as it allows. */
+  | "too_many_uploads";
 
 export class FileOpError extends Error {
   override readonly name = "FileOpError";
@@ -56,6 +62,9 @@ export const FILE_OP_GRPC_CODE = {
   not_empty: "FailedPrecondition",
   conflict: "Aborted",
   unsafe_archive: "InvalidArgument",
+  offset_mismatch: "FailedPrecondition",
+  upload_unknown: "FailedPrecondition",
+  too_many_uploads: "ResourceExhausted",
 } as const satisfies Record<FileOpErrorCode, string>;
 
 /**

@@ -352,7 +352,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
   async function withinBudget(link: Link, msg: AgentMessage, at: number): Promise<boolean> {
     const { state, host } = link;
     const body = msg.body;
-    if (body.case === "logChunk" || body.case === "commandResult") return true;
+    if (body.case === "logChunk" || body.case === "commandResult" || body.case === "fileResult") return true;
     const cost = body.case === "inventory" ? 1 + Math.floor((body.value.containers.length + body.value.unmanaged.length + body.value.dataDirs.length + body.value.otherDataDirs.length) / 100) : 1;
     if (state.budget.take(at, cost)) return true;
     // What was dropped is lost: a full inventory heals it once the agent slows down.
@@ -436,6 +436,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     switch (body.case) {
       case "hello": {
         const h = body.value;
+        link.session.features = new Set(h.features.slice(0, 64).map((f) => cutText(f, 64)));
         const docker = await noteDockerReachable(link, h.dockerReachable, at);
         const facts: ObservedHostFacts = {
           hostname: h.hostname,
@@ -558,6 +559,9 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       }
       case "logChunk":
         hub.deliverLogChunk(session, body.value);
+        return;
+      case "fileResult":
+        hub.deliverFileResult(session, body.value);
         return;
       case "commandProgress": {
         await noteProgress(link, body.value, at);

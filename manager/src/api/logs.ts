@@ -2,6 +2,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { ExecSpecSchema, LogChunk } from "@berth/proto/berth/v1/agent_pb.js";
+import type { ReadFileRequestSchema } from "@berth/proto/berth/v1/file_pb.js";
 import {
   TailLogsResponseSchema,
   WatchConsoleResponseSchema,
@@ -24,6 +25,7 @@ import type { AgentHub } from "../link/agent-hub.js";
 import { AsyncQueue, type QueueBound } from "../link/async-queue.js";
 import type { Store } from "../store/store.js";
 import { loadVisibleServer } from "./find-server.js";
+import { fileOpError } from "./file-errors.js";
 
 /**
  * Log bytes the agent may send ahead of what the caller consumed: it stops
@@ -51,7 +53,7 @@ const LOG_BUFFER_CHUNKS = LOG_BUFFER_BYTES / LOG_CHUNK_OVERHEAD_BYTES;
 const cost = (c: LogChunk) => c.data.length + LOG_CHUNK_OVERHEAD_BYTES;
 
 /** What a TailLogs call's queue holds: the agent's chunks, or a marker of chunks dropped at that point. */
-type Entry = { chunk: LogChunk } | { dropped: { chunks: number; bytes: number } };
+export type Entry = { chunk: LogChunk } | { dropped: { chunks: number; bytes: number } };
 
 /** The bound of one TailLogs call's queue: log bytes, and never the end of the stream. */
 const LOG_QUEUE_BOUND: QueueBound<Entry> = {
@@ -176,15 +178,15 @@ type ServerRecordLike = Awaited<ReturnType<typeof loadVisibleServer>>;
  * credit is granted back once the caller resumes this generator (connect-node
  * resumes the handler only after it wrote the previous response out).
  */
-async function* agentLogs(
+export async function* agentLogs(
   deps: TailLogsDeps,
   s: { id: string; name: string; hostId: string },
-  req: { follow: boolean; tailLines: number; console?: boolean; exec?: MessageInitShape<typeof ExecSpecSchema> },
+  req: { follow: boolean; tailLines: number; console?: boolean; exec?: MessageInitShape<typeof ExecSpecSchema>; fileRead?: MessageInitShape<typeof ReadFileRequestSchema> },
   ctx: HandlerContext,
 ): AsyncIterable<Entry> {
   const { hub } = deps;
   const openTimeoutMs = deps.openTimeoutMs ?? 15_000;
-  const what = req.console ? "console" : req.exec ? "command's output" : "log";
+  const what = req.console ? "console" : req.exec ? "command's output" : req.fileRead ? "download" : "log";
   const requestId = newId("log");
   const chunks = new AsyncQueue<Entry>(LOG_QUEUE_BOUND);
   // Consumed (or dropped) bytes not yet granted back to the agent.
@@ -197,7 +199,16 @@ async function* agentLogs(
   };
   const opened = hub.openLogs(
     s.hostId,
-    { requestId, serverId: s.id, follow: req.follow, tailLines: req.tailLines, windowBytes: LOG_WINDOW_BYTES, console: req.console ?? false, ...(req.exec ? { exec: req.exec } : {}) },
+    {
+      requestId,
+      serverId: s.id,
+      follow: req.follow,
+      tailLines: req.tailLines,
+      windowBytes: LOG_WINDOW_BYTES,
+      console: req.console ?? false,
+      ...(req.exec ? { exec: req.exec } : {}),
+      ...(req.fileRead ? { fileRead: req.fileRead } : {}),
+    },
     {
       // Dropped output is credited back at once: the window only paces what the caller reads.
       onChunk: (c) => void (chunks.push({ chunk: c }) || repay(cost(c), CREDIT_STEP_BYTES)),
@@ -239,9 +250,9 @@ async function* agentLogs(
         if (c.exited) yield e;
         return;
       }
-      // The open chunk says nothing; markers carry no output (the agent charges neither to the window).
+      // The open chunk says nothing (a download's carries the file's entry); markers carry no output (the agent charges neither to the window).
       if (c.data.length === 0) {
-        if (c.marker) yield e;
+        if (c.marker || c.fileEntry) yield e;
         continue;
       }
       yield e;
@@ -257,6 +268,7 @@ async function* agentLogs(
 }
 
 function agentError(name: string, c: LogChunk): Error {
+  if (c.fileErrorCode) return fileOpError({ code: c.fileErrorCode, message: c.error }, name);
   switch (c.reason) {
     case "ContainerMissing":
       return new PreconditionError(`server "${name}" has no container on its host (${c.error}); start it first`);

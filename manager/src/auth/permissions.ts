@@ -58,6 +58,21 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.ServerService/TransferServer": write("operator"),
   "berth.v1.ServerService/CloneServer": write("operator"),
 
+  // A server's data directory: viewers read, operators change. WriteFile is one call per
+  // 1 MiB chunk: not counted by the per-token mutation rate limit (--rate-limit would
+  // otherwise cap an upload at that many MiB a second); the agent bounds open uploads.
+  "berth.v1.FileService/ListFiles": read("viewer"),
+  "berth.v1.FileService/StatFile": read("viewer"),
+  "berth.v1.FileService/ReadFile": read("viewer"),
+  "berth.v1.FileService/WriteFile": { auth: "token", role: "operator", mutates: false },
+  "berth.v1.FileService/MakeDirectory": write("operator"),
+  "berth.v1.FileService/MoveFile": write("operator"),
+  "berth.v1.FileService/CopyFile": write("operator"),
+  "berth.v1.FileService/DeleteFile": write("operator"),
+  "berth.v1.FileService/ChangeFileMode": write("operator"),
+  "berth.v1.FileService/CreateArchive": write("operator"),
+  "berth.v1.FileService/ExtractArchive": write("operator"),
+
   // Hosts are shared by every project.
   "berth.v1.HostService/ListHosts": read("viewer"),
   "berth.v1.HostService/GetHost": read("viewer"),

@@ -221,6 +221,29 @@ export const MANAGER_SETTINGS = defineSettings({
       return undefined;
     },
   },
+  "file-max-upload-bytes": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "BYTES",
+    default: 8 * 1024 * 1024 * 1024,
+    help: "the most bytes one file uploaded, archived or extracted through FileService may hold (FileService.WriteFile, CreateArchive, ExtractArchive; ResourceExhausted beyond); the host's free space is checked too",
+    check: (n) => (Number.isSafeInteger(n) && n >= 1024 * 1024 ? undefined : "must be a whole number of bytes of at least 1048576 (1 MiB)"),
+  },
+  "sftp-listen": {
+    kind: "string",
+    group: "Server lifecycle",
+    arg: "HOST:PORT",
+    defaultText: "off",
+    help: "serve SFTP here: log in as <server name or id>.<project> with a berth token as the password, and see that server's data directory (docs/console-and-files.md)",
+    check: hostPort,
+  },
+  "sftp-host-key-file": {
+    kind: "string",
+    group: "Server lifecycle",
+    arg: "PATH",
+    defaultText: "<db dir>/sftp_host_ed25519_key",
+    help: "the SFTP endpoint's host key (OpenSSH private key), created 0600 on first start when missing; required with a PostgreSQL store (the same file on every manager)",
+  },
   "backup-retention-interval": {
     kind: "integer",
     group: "Server lifecycle",

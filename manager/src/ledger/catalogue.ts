@@ -39,6 +39,15 @@ export const EVENT_CATALOGUE = {
     actor: "operator",
     fields: "payload: line",
   },
+  // --- FileService: changes to a server's data directory (reads are not recorded) ---
+  "file.written": { meaning: "WriteFile: an upload's last chunk replaced (or created) a file in the server's data directory", actor: "operator", fields: "payload: path, bytes" },
+  "file.directory_created": { meaning: "MakeDirectory: a directory was created in the server's data directory", actor: "operator", fields: "payload: path" },
+  "file.moved": { meaning: "MoveFile: a file or directory of the server's data directory was renamed or moved", actor: "operator", fields: "payload: path, to, overwrite" },
+  "file.copied": { meaning: "CopyFile: a file or tree of the server's data directory was copied", actor: "operator", fields: "payload: path, to, entries, bytes" },
+  "file.deleted": { meaning: "DeleteFile: a file, link or directory (tree with recursive) was deleted from the server's data directory", actor: "operator", fields: "payload: path, recursive" },
+  "file.mode_changed": { meaning: "ChangeFileMode: an entry's permission bits were changed", actor: "operator", fields: "payload: path, mode" },
+  "file.archive_created": { meaning: "CreateArchive: files of the server's data directory were archived into a new .tar.gz or .zip there", actor: "operator", fields: "payload: path (the archive), paths, entries" },
+  "file.archive_extracted": { meaning: "ExtractArchive: an archive of the server's data directory was extracted into a directory of it", actor: "operator", fields: "payload: path (the archive), to, entries, bytes" },
   "server.purge_requested": { meaning: "PurgeServer: remove container and record (data only with remove_data)", actor: "operator" },
   "server.purged": {
     meaning: "the server's record was dropped: purge finished, delete retention expired, or a forced purge while the host was offline",

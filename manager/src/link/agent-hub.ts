@@ -1,5 +1,14 @@
-import { create } from "@bufbuild/protobuf";
-import { ManagerMessageSchema, type Command, type CommandResult, type LogChunk, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  ManagerMessageSchema,
+  type Command,
+  type CommandResult,
+  type FileRequestSchema,
+  type FileResult,
+  type LogChunk,
+  type LogRequestSchema,
+  type ManagerMessage,
+} from "@berth/proto/berth/v1/agent_pb.js";
 
 /** How often agents beat (told in Welcome), and how long one may be silent before closeSilent drops it (--heartbeat-interval, --agent-timeout). */
 export const DEFAULT_AGENT_LINK = { heartbeatIntervalSeconds: 5, agentTimeoutSeconds: 15 } as const;
@@ -17,6 +26,8 @@ export interface AgentSession {
    */
   busy?: boolean;
   send(msg: ManagerMessage): void;
+  /** What the agent said it serves (Hello.features), e.g. "files"; unset before its Hello. */
+  features?: ReadonlySet<string>;
   /** The epoch at which this manager took the host for this stream (host ownership); every command sent on it carries it. */
   ownerEpoch?: number;
   /**
@@ -33,6 +44,19 @@ export interface LogRoute {
   onGone(reason: string): void;
 }
 
+/** The host's agent is connected but older than the request: it did not name `feature` in its Hello. */
+export class FeatureMissingError extends Error {
+  override readonly name = "FeatureMissingError";
+  constructor(readonly feature: string) {
+    super(`the agent does not serve "${feature}" (it is older than this manager)`);
+  }
+}
+
+/** The agent's session ended before it answered. */
+export class AgentGoneError extends Error {
+  override readonly name = "AgentGoneError";
+}
+
 /**
  * The set of connected agents. A host has at most one session: a new
  * connection replaces the old one (the agent reconnected before the old TCP
@@ -42,6 +66,8 @@ export class AgentHub {
   private readonly sessions = new Map<string, AgentSession>();
   /** Open log streams by request id, bound to the session that serves them. */
   private readonly logRoutes = new Map<string, LogRoute & { session: AgentSession }>();
+  /** FileService calls awaiting their agent's FileResult, by request id, bound to the session they went out on. */
+  private readonly fileWaiters = new Map<string, { session: AgentSession; resolve(r: FileResult): void; reject(err: Error): void }>();
   /** Callers awaiting a command's result (OrphanService), by command id. */
   private readonly resultWaiters = new Map<string, { hostId: string; resolve(r: CommandResult): void; timer: NodeJS.Timeout }>();
   /** Reports agents sent that the manager refused (host limits, bad ids), by reason, since start. */
@@ -67,6 +93,13 @@ export class AgentHub {
 
   isCurrent(session: AgentSession): boolean {
     return this.sessions.get(session.hostId) === session;
+  }
+
+  /** Whether the host's current session said it serves `feature` (undefined: no ready session). */
+  supports(hostId: string, feature: string): boolean | undefined {
+    const s = this.sessions.get(hostId);
+    if (!s?.ready) return undefined;
+    return s.features?.has(feature) === true;
   }
 
   /** Connected and its inventory is in the store: observations can be trusted. */
@@ -146,7 +179,7 @@ export class AgentHub {
    * carrying `requestId` go to `route` until one has `end`. False when the
    * host has no ready session.
    */
-  openLogs(hostId: string, req: { requestId: string; serverId: string; follow: boolean; tailLines: number; windowBytes?: number; console?: boolean }, route: LogRoute): boolean {
+  openLogs(hostId: string, req: MessageInitShape<typeof LogRequestSchema> & { requestId: string }, route: LogRoute): boolean {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return false;
     this.logRoutes.set(req.requestId, { ...route, session: s });
@@ -176,13 +209,50 @@ export class AgentHub {
     r.onChunk(chunk);
   }
 
-  /** `session` ended: the log streams it served end with it. */
+  /** `session` ended: the log streams it served end with it, and the file requests it had not answered fail. */
   endLogs(session: AgentSession, reason: string): void {
     for (const [id, r] of this.logRoutes) {
       if (r.session !== session) continue;
       this.logRoutes.delete(id);
       r.onGone(reason);
     }
+    for (const [id, w] of this.fileWaiters) {
+      if (w.session !== session) continue;
+      this.fileWaiters.delete(id);
+      w.reject(new AgentGoneError(reason));
+    }
+  }
+
+  /**
+   * Sends a FileRequest to the host's agent and resolves with its answer.
+   * Undefined when the host has no ready session here; rejects with
+   * AgentGoneError when the session ends first. `forgetFile` drops a waiter
+   * whose caller went away (the agent still finishes the operation).
+   */
+  fileRequest(hostId: string, req: MessageInitShape<typeof FileRequestSchema> & { requestId: string }): Promise<FileResult> | undefined {
+    const s = this.sessions.get(hostId);
+    if (!s?.ready) return undefined;
+    if (!s.features?.has("files")) return Promise.reject(new FeatureMissingError("files"));
+    const answer = new Promise<FileResult>((resolve, reject) => this.fileWaiters.set(req.requestId, { session: s, resolve, reject }));
+    s.send(create(ManagerMessageSchema, { body: { case: "fileRequest", value: req } }));
+    return answer;
+  }
+
+  /** A FileResult from `session`; only the session the request went out on may answer it. */
+  deliverFileResult(session: AgentSession, result: FileResult): void {
+    const w = this.fileWaiters.get(result.requestId);
+    if (!w || w.session !== session) return;
+    this.fileWaiters.delete(result.requestId);
+    w.resolve(result);
+  }
+
+  forgetFile(requestId: string): void {
+    this.fileWaiters.delete(requestId);
+  }
+
+  /** File requests awaiting an answer (for tests and diagnostics). */
+  get pendingFileCount(): number {
+    return this.fileWaiters.size;
   }
 
   /** Open log streams (for tests and diagnostics). */

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { ChangeFileModeRequest, ChangeFileModeResponse, CopyFileRequest, CopyFileResponse, CreateArchiveRequest, CreateArchiveResponse, DeleteFileRequest, DeleteFileResponse, ExtractArchiveRequest, ExtractArchiveResponse, FileInfo, ListFilesRequest, ListFilesResponse, MakeDirectoryRequest, MakeDirectoryResponse, MoveFileRequest, MoveFileResponse, ReadFileRequest, StatFileRequest, StatFileResponse, WriteFileRequest, WriteFileResponse } from "./file_pb.js";
+import { file_berth_v1_file } from "./file_pb.js";
 import type { PortMapping } from "./server_pb.js";
 import { file_berth_v1_server } from "./server_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/agent.proto.
  */
 export const file_berth_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAkivwMKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIABI1ChBjb21tYW5kX3Byb2dyZXNzGAkgASgLMhkuYmVydGgudjEuQ29tbWFuZFByb2dyZXNzSAASCwoDc2VxGBQgASgEQgYKBGJvZHkiiwIKDk1hbmFnZXJNZXNzYWdlEiQKB3dlbGNvbWUYASABKAsyES5iZXJ0aC52MS5XZWxjb21lSAASJAoHY29tbWFuZBgCIAEoCzIRLmJlcnRoLnYxLkNvbW1hbmRIABIiCgZyZXN5bmMYAyABKAsyEC5iZXJ0aC52MS5SZXN5bmNIABIrCgtsb2dfcmVxdWVzdBgEIAEoCzIULmJlcnRoLnYxLkxvZ1JlcXVlc3RIABIpCgpsb2dfY2FuY2VsGAUgASgLMhMuYmVydGgudjEuTG9nQ2FuY2VsSAASKQoKbG9nX2NyZWRpdBgGIAEoCzITLmJlcnRoLnYxLkxvZ0NyZWRpdEgAQgYKBGJvZHki8AEKBUhlbGxvEhAKCGhvc3RuYW1lGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZG9ja2VyX3ZlcnNpb24YAyABKAkSEQoJZGF0YV9yb290GAQgASgJEhEKCWNwdV9jb3VudBgFIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBiABKAQSHAoUZGF0YV9yb290X2ZyZWVfYnl0ZXMYByABKAQSHQoVZGF0YV9yb290X3RvdGFsX2J5dGVzGAggASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYCSABKAgSEwoLYmFja3VwX2RpcnMYCiADKAkikQEKB1dlbGNvbWUSEgoKbWFuYWdlcl9pZBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAMgASgNEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC293bmVyX2Vwb2NoGAUgASgEIggKBlJlc3luYyLtBAoNQ29udGFpbmVySW5mbxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWltYWdlGAMgASgJEg0KBXN0YXRlGAQgASgJEjMKBmxhYmVscxgFIAMoCzIjLmJlcnRoLnYxLkNvbnRhaW5lckluZm8uTGFiZWxzRW50cnkSEQoJZXhpdF9jb2RlGAYgASgFEjAKDGNyZWF0ZWRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc3RhcnRlZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1maW5pc2hlZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpvb21fa2lsbGVkGAogASgIEiQKBXBvcnRzGAsgAygLMhUuYmVydGgudjEuUG9ydE1hcHBpbmcSDgoGbW91bnRzGAwgAygJEg8KB2NvbW1hbmQYDSADKAkSLQoDZW52GA4gAygLMiAuYmVydGgudjEuQ29udGFpbmVySW5mby5FbnZFbnRyeRINCgVlcnJvchgPIAEoCRITCgt1bnN1cHBvcnRlZBgQIAMoCRIqCgxtb3VudF9wb2ludHMYESADKAsyFC5iZXJ0aC52MS5Nb3VudFBvaW50EhAKCG5ldHdvcmtzGBIgAygJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLPAQoLTmV0d29ya0luZm8SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIxCgZsYWJlbHMYAyADKAsyIS5iZXJ0aC52MS5OZXR3b3JrSW5mby5MYWJlbHNFbnRyeRIwCgxjcmVhdGVkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbnRhaW5lcnMYBSABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJSCgpNb3VudFBvaW50EgwKBHR5cGUYASABKAkSDgoGc291cmNlGAIgASgJEhMKC2Rlc3RpbmF0aW9uGAMgASgJEhEKCXJlYWRfb25seRgEIAEoCCKHAQoHRGF0YURpchIRCglzZXJ2ZXJfaWQYASABKAkSDgoGZXhpc3RzGAIgASgIEhIKCnNpemVfYnl0ZXMYAyABKAMSLwoLbW9kaWZ5X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHNpemVfdW5rbm93bhgFIAEoCCK6AgoJSW52ZW50b3J5EisKCmNvbnRhaW5lcnMYASADKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEiQKCWRhdGFfZGlycxgCIAMoCzIRLmJlcnRoLnYxLkRhdGFEaXISGAoQZG9ja2VyX3JlYWNoYWJsZRgDIAEoCBIXCg9vdGhlcl9kYXRhX2RpcnMYBCADKAkSKgoJdW5tYW5hZ2VkGAUgAygLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIZChF1bm1hbmFnZWRfb21pdHRlZBgGIAEoDRIMCgRtb3JlGAcgASgIEg8KB3BhcnRfb2YYCCABKAkSJwoIbmV0d29ya3MYCSADKAsyFS5iZXJ0aC52MS5OZXR3b3JrSW5mbxIYChBuZXR3b3Jrc19vbWl0dGVkGAogASgNIpsBCg5Db250YWluZXJFdmVudBIOCgZhY3Rpb24YASABKAkSKgoJY29udGFpbmVyGAIgASgLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIPCgdyZW1vdmVkGAMgASgIEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV4aXRfY2F1c2UYBSABKAkiLQoKRGF0YVN0YXR1cxIfCgRkaXJzGAEgAygLMhEuYmVydGgudjEuRGF0YURpciJRCg5CYWNrdXBMb2NhdGlvbhITCglkaXJlY3RvcnkYASABKAlIABIiCgJzMxgCIAEoCzIULmJlcnRoLnYxLlMzTG9jYXRpb25IAEIGCgRraW5kIqcBCgpTM0xvY2F0aW9uEhAKCGVuZHBvaW50GAEgASgJEg4KBmJ1Y2tldBgCIAEoCRIOCgZwcmVmaXgYAyABKAkSDgoGcmVnaW9uGAQgASgJEhIKCnBhdGhfc3R5bGUYBSABKAgSFQoNYWNjZXNzX2tleV9pZBgGIAEoCRIZChFzZWNyZXRfYWNjZXNzX2tleRgHIAEoCRIRCgl0YXJnZXRfaWQYCCABKAkiigEKCUJhY2t1cEpvYhIRCgliYWNrdXBfaWQYASABKAkSKgoIbG9jYXRpb24YAiABKAsyGC5iZXJ0aC52MS5CYWNrdXBMb2NhdGlvbhILCgNrZXkYAyABKAkSDgoGaWdub3JlGAQgAygJEg4KBnNoYTI1NhgFIAEoCRIRCglyYXdfYnl0ZXMYBiABKAQi4QMKDUNvbnRhaW5lclNwZWMSDQoFaW1hZ2UYASABKAkSDwoHY29tbWFuZBgCIAMoCRItCgNlbnYYAyADKAsyIC5iZXJ0aC52MS5Db250YWluZXJTcGVjLkVudkVudHJ5EiQKBXBvcnRzGAQgAygLMhUuYmVydGgudjEuUG9ydE1hcHBpbmcSFwoPZGF0YV9tb3VudF9wYXRoGAUgASgJEjMKBmxhYmVscxgGIAMoCzIjLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMuTGFiZWxzRW50cnkSEQoJc3BlY19oYXNoGAcgASgJEgwKBG5hbWUYCCABKAkSDwoHY2FwX2FkZBgJIAMoCRIaChJsb2dfbWF4X3NpemVfYnl0ZXMYCiABKA0SFQoNbG9nX21heF9maWxlcxgLIAEoDRIPCgduZXR3b3JrGAwgASgJEg8KB3Byb2plY3QYDSABKAkSFwoPbmV0d29ya19hbGlhc2VzGA4gAygJEhIKCm9wZW5fc3RkaW4YDyABKAgaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoAECgdDb21tYW5kEgoKAmlkGAEgASgJEhEKCXNlcnZlcl9pZBgCIAEoCRIjCgRraW5kGAMgASgOMhUuYmVydGgudjEuQ29tbWFuZEtpbmQSKgoJY29udGFpbmVyGAQgASgLMhcuYmVydGgudjEuQ29udGFpbmVyU3BlYxIpCgtkYXRhX3BvbGljeRgFIAEoDjIULmJlcnRoLnYxLkRhdGFQb2xpY3kSHAoUc3RvcF90aW1lb3V0X3NlY29uZHMYBiABKA0SLAoIZGVhZGxpbmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlY3JlYXRlGAggASgIEhQKDGNvbnRhaW5lcl9pZBgJIAEoCRIQCghkYXRhX2RpchgKIAEoCRIcChRhZG9wdGVkX2NvbnRhaW5lcl9pZBgLIAEoCRISCgptb3VudF9wYXRoGAwgASgJEhUKDW9ycGhhbl9hY3Rpb24YDSABKAgSDwoHbmV0d29yaxgOIAEoCRITCgtvd25lcl9lcG9jaBgPIAEoBBIjCgZiYWNrdXAYECABKAsyEy5iZXJ0aC52MS5CYWNrdXBKb2ISEwoLYXR0YWNoX29ubHkYESABKAgSFQoNY29uc29sZV9pbnB1dBgSIAEoDBIUCgxzdG9wX2NvbW1hbmQYEyABKAkiygEKDUNvbW1hbmRSZXN1bHQSEgoKY29tbWFuZF9pZBgBIAEoCRIPCgdzdWNjZXNzGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEioKCWNvbnRhaW5lchgFIAEoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SHwoEZGF0YRgGIAEoCzIRLmJlcnRoLnYxLkRhdGFEaXISJgoHYXJjaGl2ZRgHIAEoCzIVLmJlcnRoLnYxLkFyY2hpdmVJbmZvImcKC0FyY2hpdmVJbmZvEg4KBnNoYTI1NhgBIAEoCRIVCg1hcmNoaXZlX2J5dGVzGAIgASgEEhEKCXJhd19ieXRlcxgDIAEoBBINCgVmaWxlcxgEIAEoBBIPCgdza2lwcGVkGAUgASgEIn8KD0NvbW1hbmRQcm9ncmVzcxISCgpjb21tYW5kX2lkGAEgASgJEhEKCXNlcnZlcl9pZBgCIAEoCRINCgVzdGFnZRgDIAEoCRISCgpieXRlc19kb25lGAQgASgEEhMKC2J5dGVzX3RvdGFsGAUgASgEEg0KBWZpbGVzGAYgASgEIm0KCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgCIAEoBBIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIIoACCghMb2dDaHVuaxISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnN0cmVhbRgCIAEoCRIMCgRkYXRhGAMgASgMEgsKA2VuZBgEIAEoCBINCgVlcnJvchgFIAEoCRIOCgZyZWFzb24YBiABKAkSDgoGbWFya2VyGAcgASgJEg8KB21lc3NhZ2UYCCABKAkSFQoNZHJvcHBlZF9ieXRlcxgJIAEoBBIoCgR0aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZleGl0ZWQYCyABKAgSEQoJZXhpdF9jb2RlGAwgASgFEhEKCXRpbWVkX291dBgNIAEoCCKgAQoKTG9nUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhEKCXNlcnZlcl9pZBgCIAEoCRIOCgZmb2xsb3cYAyABKAgSEgoKdGFpbF9saW5lcxgEIAEoDRIUCgx3aW5kb3dfYnl0ZXMYBSABKA0SDwoHY29uc29sZRgGIAEoCBIgCgRleGVjGAcgASgLMhIuYmVydGgudjEuRXhlY1NwZWMiQAoIRXhlY1NwZWMSDAoEYXJndhgBIAMoCRIXCg90aW1lb3V0X3NlY29uZHMYAiABKA0SDQoFc3RkaW4YAyABKAwiHwoJTG9nQ2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAkiYgoMUHVsbFByb2dyZXNzEhEKCXNlcnZlcl9pZBgBIAEoCRISCgpjb21tYW5kX2lkGAIgASgJEg0KBWltYWdlGAMgASgJEg4KBnN0YXR1cxgEIAEoCRIMCgRkb25lGAUgASgIIi4KCUxvZ0NyZWRpdBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWJ5dGVzGAIgASgNKvMECgtDb21tYW5kS2luZBIcChhDT01NQU5EX0tJTkRfVU5TUEVDSUZJRUQQABIhCh1DT01NQU5EX0tJTkRfRU5TVVJFX0NPTlRBSU5FUhABEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfUlVOTklORxACEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfU1RPUFBFRBADEh4KGkNPTU1BTkRfS0lORF9FTlNVUkVfUEFVU0VEEAQSHwobQ09NTUFORF9LSU5EX0VOU1VSRV9SRU1PVkVEEAUSHAoYQ09NTUFORF9LSU5EX1JFTU9WRV9EQVRBEAYSGwoXQ09NTUFORF9LSU5EX0NIRUNLX0RBVEEQBxIYChRDT01NQU5EX0tJTkRfUkVTVEFSVBAIEiEKHUNPTU1BTkRfS0lORF9SRU1PVkVfQ09OVEFJTkVSEAkSIgoeQ09NTUFORF9LSU5EX0lOU1BFQ1RfQ09OVEFJTkVSEAoSIgoeQ09NTUFORF9LSU5EX1JFTU9WRV9TVFJBWV9EQVRBEAsSGgoWQ09NTUFORF9LSU5EX0NPUFlfREFUQRAMEh8KG0NPTU1BTkRfS0lORF9SRU1PVkVfTkVUV09SSxANEhwKGENPTU1BTkRfS0lORF9CQUNLVVBfREFUQRAOEh0KGUNPTU1BTkRfS0lORF9SRVNUT1JFX0RBVEEQDxIeChpDT01NQU5EX0tJTkRfUkVNT1ZFX0JBQ0tVUBAQEiYKIkNPTU1BTkRfS0lORF9ESVNDQVJEX1BSRVZJT1VTX0RBVEEQERIeChpDT01NQU5EX0tJTkRfQ09OU09MRV9JTlBVVBASKloKCkRhdGFQb2xpY3kSGwoXREFUQV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIWChJEQVRBX1BPTElDWV9DUkVBVEUQARIXChNEQVRBX1BPTElDWV9SRVFVSVJFEAIyjAEKDEFnZW50U2VydmljZRI7CgZFbnJvbGwSFy5iZXJ0aC52MS5FbnJvbGxSZXF1ZXN0GhguYmVydGgudjEuRW5yb2xsUmVzcG9uc2USPwoHQ29ubmVjdBIWLmJlcnRoLnYxLkFnZW50TWVzc2FnZRoYLmJlcnRoLnYxLk1hbmFnZXJNZXNzYWdlKAEwAWIGcHJvdG8z", [file_berth_v1_server, file_google_protobuf_timestamp]);
+  fileDesc("ChRiZXJ0aC92MS9hZ2VudC5wcm90bxIIYmVydGgudjEiRwoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIkUKDkVucm9sbFJlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhIKCm1hbmFnZXJfaWQYAyABKAki7AMKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmJlcnRoLnYxLkhlbGxvSAASKAoJaW52ZW50b3J5GAIgASgLMhMuYmVydGgudjEuSW52ZW50b3J5SAASMwoPY29udGFpbmVyX2V2ZW50GAMgASgLMhguYmVydGgudjEuQ29udGFpbmVyRXZlbnRIABIrCgtkYXRhX3N0YXR1cxgEIAEoCzIULmJlcnRoLnYxLkRhdGFTdGF0dXNIABIxCg5jb21tYW5kX3Jlc3VsdBgFIAEoCzIXLmJlcnRoLnYxLkNvbW1hbmRSZXN1bHRIABIoCgloZWFydGJlYXQYBiABKAsyEy5iZXJ0aC52MS5IZWFydGJlYXRIABInCglsb2dfY2h1bmsYByABKAsyEi5iZXJ0aC52MS5Mb2dDaHVua0gAEi8KDXB1bGxfcHJvZ3Jlc3MYCCABKAsyFi5iZXJ0aC52MS5QdWxsUHJvZ3Jlc3NIABI1ChBjb21tYW5kX3Byb2dyZXNzGAkgASgLMhkuYmVydGgudjEuQ29tbWFuZFByb2dyZXNzSAASKwoLZmlsZV9yZXN1bHQYCiABKAsyFC5iZXJ0aC52MS5GaWxlUmVzdWx0SAASCwoDc2VxGBQgASgEQgYKBGJvZHkiugIKDk1hbmFnZXJNZXNzYWdlEiQKB3dlbGNvbWUYASABKAsyES5iZXJ0aC52MS5XZWxjb21lSAASJAoHY29tbWFuZBgCIAEoCzIRLmJlcnRoLnYxLkNvbW1hbmRIABIiCgZyZXN5bmMYAyABKAsyEC5iZXJ0aC52MS5SZXN5bmNIABIrCgtsb2dfcmVxdWVzdBgEIAEoCzIULmJlcnRoLnYxLkxvZ1JlcXVlc3RIABIpCgpsb2dfY2FuY2VsGAUgASgLMhMuYmVydGgudjEuTG9nQ2FuY2VsSAASKQoKbG9nX2NyZWRpdBgGIAEoCzITLmJlcnRoLnYxLkxvZ0NyZWRpdEgAEi0KDGZpbGVfcmVxdWVzdBgHIAEoCzIVLmJlcnRoLnYxLkZpbGVSZXF1ZXN0SABCBgoEYm9keSKCAgoFSGVsbG8SEAoIaG9zdG5hbWUYASABKAkSFQoNYWdlbnRfdmVyc2lvbhgCIAEoCRIWCg5kb2NrZXJfdmVyc2lvbhgDIAEoCRIRCglkYXRhX3Jvb3QYBCABKAkSEQoJY3B1X2NvdW50GAUgASgNEhQKDG1lbW9yeV9ieXRlcxgGIAEoBBIcChRkYXRhX3Jvb3RfZnJlZV9ieXRlcxgHIAEoBBIdChVkYXRhX3Jvb3RfdG90YWxfYnl0ZXMYCCABKAQSGAoQZG9ja2VyX3JlYWNoYWJsZRgJIAEoCBITCgtiYWNrdXBfZGlycxgKIAMoCRIQCghmZWF0dXJlcxgLIAMoCSKRAQoHV2VsY29tZRISCgptYW5hZ2VyX2lkGAEgASgJEg8KB2hvc3RfaWQYAiABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAyABKA0SKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLb3duZXJfZXBvY2gYBSABKAQiCAoGUmVzeW5jIu0ECg1Db250YWluZXJJbmZvEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDQoFc3RhdGUYBCABKAkSMwoGbGFiZWxzGAUgAygLMiMuYmVydGgudjEuQ29udGFpbmVySW5mby5MYWJlbHNFbnRyeRIRCglleGl0X2NvZGUYBiABKAUSMAoMY3JlYXRlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxzdGFydGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWZpbmlzaGVkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCm9vbV9raWxsZWQYCiABKAgSJAoFcG9ydHMYCyADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIOCgZtb3VudHMYDCADKAkSDwoHY29tbWFuZBgNIAMoCRItCgNlbnYYDiADKAsyIC5iZXJ0aC52MS5Db250YWluZXJJbmZvLkVudkVudHJ5Eg0KBWVycm9yGA8gASgJEhMKC3Vuc3VwcG9ydGVkGBAgAygJEioKDG1vdW50X3BvaW50cxgRIAMoCzIULmJlcnRoLnYxLk1vdW50UG9pbnQSEAoIbmV0d29ya3MYEiADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs8BCgtOZXR3b3JrSW5mbxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEjEKBmxhYmVscxgDIAMoCzIhLmJlcnRoLnYxLk5ldHdvcmtJbmZvLkxhYmVsc0VudHJ5EjAKDGNyZWF0ZWRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY29udGFpbmVycxgFIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlIKCk1vdW50UG9pbnQSDAoEdHlwZRgBIAEoCRIOCgZzb3VyY2UYAiABKAkSEwoLZGVzdGluYXRpb24YAyABKAkSEQoJcmVhZF9vbmx5GAQgASgIIocBCgdEYXRhRGlyEhEKCXNlcnZlcl9pZBgBIAEoCRIOCgZleGlzdHMYAiABKAgSEgoKc2l6ZV9ieXRlcxgDIAEoAxIvCgttb2RpZnlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMc2l6ZV91bmtub3duGAUgASgIIroCCglJbnZlbnRvcnkSKwoKY29udGFpbmVycxgBIAMoCzIXLmJlcnRoLnYxLkNvbnRhaW5lckluZm8SJAoJZGF0YV9kaXJzGAIgAygLMhEuYmVydGgudjEuRGF0YURpchIYChBkb2NrZXJfcmVhY2hhYmxlGAMgASgIEhcKD290aGVyX2RhdGFfZGlycxgEIAMoCRIqCgl1bm1hbmFnZWQYBSADKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEhkKEXVubWFuYWdlZF9vbWl0dGVkGAYgASgNEgwKBG1vcmUYByABKAgSDwoHcGFydF9vZhgIIAEoCRInCghuZXR3b3JrcxgJIAMoCzIVLmJlcnRoLnYxLk5ldHdvcmtJbmZvEhgKEG5ldHdvcmtzX29taXR0ZWQYCiABKA0imwEKDkNvbnRhaW5lckV2ZW50Eg4KBmFjdGlvbhgBIAEoCRIqCgljb250YWluZXIYAiABKAsyFy5iZXJ0aC52MS5Db250YWluZXJJbmZvEg8KB3JlbW92ZWQYAyABKAgSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKZXhpdF9jYXVzZRgFIAEoCSItCgpEYXRhU3RhdHVzEh8KBGRpcnMYASADKAsyES5iZXJ0aC52MS5EYXRhRGlyIlEKDkJhY2t1cExvY2F0aW9uEhMKCWRpcmVjdG9yeRgBIAEoCUgAEiIKAnMzGAIgASgLMhQuYmVydGgudjEuUzNMb2NhdGlvbkgAQgYKBGtpbmQipwEKClMzTG9jYXRpb24SEAoIZW5kcG9pbnQYASABKAkSDgoGYnVja2V0GAIgASgJEg4KBnByZWZpeBgDIAEoCRIOCgZyZWdpb24YBCABKAkSEgoKcGF0aF9zdHlsZRgFIAEoCBIVCg1hY2Nlc3Nfa2V5X2lkGAYgASgJEhkKEXNlY3JldF9hY2Nlc3Nfa2V5GAcgASgJEhEKCXRhcmdldF9pZBgIIAEoCSKKAQoJQmFja3VwSm9iEhEKCWJhY2t1cF9pZBgBIAEoCRIqCghsb2NhdGlvbhgCIAEoCzIYLmJlcnRoLnYxLkJhY2t1cExvY2F0aW9uEgsKA2tleRgDIAEoCRIOCgZpZ25vcmUYBCADKAkSDgoGc2hhMjU2GAUgASgJEhEKCXJhd19ieXRlcxgGIAEoBCLhAwoNQ29udGFpbmVyU3BlYxINCgVpbWFnZRgBIAEoCRIPCgdjb21tYW5kGAIgAygJEi0KA2VudhgDIAMoCzIgLmJlcnRoLnYxLkNvbnRhaW5lclNwZWMuRW52RW50cnkSJAoFcG9ydHMYBCADKAsyFS5iZXJ0aC52MS5Qb3J0TWFwcGluZxIXCg9kYXRhX21vdW50X3BhdGgYBSABKAkSMwoGbGFiZWxzGAYgAygLMiMuYmVydGgudjEuQ29udGFpbmVyU3BlYy5MYWJlbHNFbnRyeRIRCglzcGVjX2hhc2gYByABKAkSDAoEbmFtZRgIIAEoCRIPCgdjYXBfYWRkGAkgAygJEhoKEmxvZ19tYXhfc2l6ZV9ieXRlcxgKIAEoDRIVCg1sb2dfbWF4X2ZpbGVzGAsgASgNEg8KB25ldHdvcmsYDCABKAkSDwoHcHJvamVjdBgNIAEoCRIXCg9uZXR3b3JrX2FsaWFzZXMYDiADKAkSEgoKb3Blbl9zdGRpbhgPIAEoCBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigAQKB0NvbW1hbmQSCgoCaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEiMKBGtpbmQYAyABKA4yFS5iZXJ0aC52MS5Db21tYW5kS2luZBIqCgljb250YWluZXIYBCABKAsyFy5iZXJ0aC52MS5Db250YWluZXJTcGVjEikKC2RhdGFfcG9saWN5GAUgASgOMhQuYmVydGgudjEuRGF0YVBvbGljeRIcChRzdG9wX3RpbWVvdXRfc2Vjb25kcxgGIAEoDRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVjcmVhdGUYCCABKAgSFAoMY29udGFpbmVyX2lkGAkgASgJEhAKCGRhdGFfZGlyGAogASgJEhwKFGFkb3B0ZWRfY29udGFpbmVyX2lkGAsgASgJEhIKCm1vdW50X3BhdGgYDCABKAkSFQoNb3JwaGFuX2FjdGlvbhgNIAEoCBIPCgduZXR3b3JrGA4gASgJEhMKC293bmVyX2Vwb2NoGA8gASgEEiMKBmJhY2t1cBgQIAEoCzITLmJlcnRoLnYxLkJhY2t1cEpvYhITCgthdHRhY2hfb25seRgRIAEoCBIVCg1jb25zb2xlX2lucHV0GBIgASgMEhQKDHN0b3BfY29tbWFuZBgTIAEoCSLKAQoNQ29tbWFuZFJlc3VsdBISCgpjb21tYW5kX2lkGAEgASgJEg8KB3N1Y2Nlc3MYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSKgoJY29udGFpbmVyGAUgASgLMhcuYmVydGgudjEuQ29udGFpbmVySW5mbxIfCgRkYXRhGAYgASgLMhEuYmVydGgudjEuRGF0YURpchImCgdhcmNoaXZlGAcgASgLMhUuYmVydGgudjEuQXJjaGl2ZUluZm8iZwoLQXJjaGl2ZUluZm8SDgoGc2hhMjU2GAEgASgJEhUKDWFyY2hpdmVfYnl0ZXMYAiABKAQSEQoJcmF3X2J5dGVzGAMgASgEEg0KBWZpbGVzGAQgASgEEg8KB3NraXBwZWQYBSABKAQifwoPQ29tbWFuZFByb2dyZXNzEhIKCmNvbW1hbmRfaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEg0KBXN0YWdlGAMgASgJEhIKCmJ5dGVzX2RvbmUYBCABKAQSEwoLYnl0ZXNfdG90YWwYBSABKAQSDQoFZmlsZXMYBiABKAQibQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAIgASgEEhgKEGRvY2tlcl9yZWFjaGFibGUYAyABKAgiwQIKCExvZ0NodW5rEhIKCnJlcXVlc3RfaWQYASABKAkSDgoGc3RyZWFtGAIgASgJEgwKBGRhdGEYAyABKAwSCwoDZW5kGAQgASgIEg0KBWVycm9yGAUgASgJEg4KBnJlYXNvbhgGIAEoCRIOCgZtYXJrZXIYByABKAkSDwoHbWVzc2FnZRgIIAEoCRIVCg1kcm9wcGVkX2J5dGVzGAkgASgEEigKBHRpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmV4aXRlZBgLIAEoCBIRCglleGl0X2NvZGUYDCABKAUSEQoJdGltZWRfb3V0GA0gASgIEiYKCmZpbGVfZW50cnkYDiABKAsyEi5iZXJ0aC52MS5GaWxlSW5mbxIXCg9maWxlX2Vycm9yX2NvZGUYDyABKAkizgEKCkxvZ1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCglzZXJ2ZXJfaWQYAiABKAkSDgoGZm9sbG93GAMgASgIEhIKCnRhaWxfbGluZXMYBCABKA0SFAoMd2luZG93X2J5dGVzGAUgASgNEg8KB2NvbnNvbGUYBiABKAgSIAoEZXhlYxgHIAEoCzISLmJlcnRoLnYxLkV4ZWNTcGVjEiwKCWZpbGVfcmVhZBgIIAEoCzIZLmJlcnRoLnYxLlJlYWRGaWxlUmVxdWVzdCJACghFeGVjU3BlYxIMCgRhcmd2GAEgAygJEhcKD3RpbWVvdXRfc2Vjb25kcxgCIAEoDRINCgVzdGRpbhgDIAEoDCIfCglMb2dDYW5jZWwSEgoKcmVxdWVzdF9pZBgBIAEoCSJiCgxQdWxsUHJvZ3Jlc3MSEQoJc2VydmVyX2lkGAEgASgJEhIKCmNvbW1hbmRfaWQYAiABKAkSDQoFaW1hZ2UYAyABKAkSDgoGc3RhdHVzGAQgASgJEgwKBGRvbmUYBSABKAgiLgoJTG9nQ3JlZGl0EhIKCnJlcXVlc3RfaWQYASABKAkSDQoFYnl0ZXMYAiABKA0irwQKC0ZpbGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEQoJc2VydmVyX2lkGAIgASgJEioKBGxpc3QYAyABKAsyGi5iZXJ0aC52MS5MaXN0RmlsZXNSZXF1ZXN0SAASKQoEc3RhdBgEIAEoCzIZLmJlcnRoLnYxLlN0YXRGaWxlUmVxdWVzdEgAEisKBXdyaXRlGAUgASgLMhouYmVydGgudjEuV3JpdGVGaWxlUmVxdWVzdEgAEi8KBW1rZGlyGAYgASgLMh4uYmVydGgudjEuTWFrZURpcmVjdG9yeVJlcXVlc3RIABIpCgRtb3ZlGAcgASgLMhkuYmVydGgudjEuTW92ZUZpbGVSZXF1ZXN0SAASKQoEY29weRgIIAEoCzIZLmJlcnRoLnYxLkNvcHlGaWxlUmVxdWVzdEgAEi0KBmRlbGV0ZRgJIAEoCzIbLmJlcnRoLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0SAASMAoFY2htb2QYCiABKAsyHy5iZXJ0aC52MS5DaGFuZ2VGaWxlTW9kZVJlcXVlc3RIABI4Cg5jcmVhdGVfYXJjaGl2ZRgLIAEoCzIeLmJlcnRoLnYxLkNyZWF0ZUFyY2hpdmVSZXF1ZXN0SAASOgoPZXh0cmFjdF9hcmNoaXZlGAwgASgLMh8uYmVydGgudjEuRXh0cmFjdEFyY2hpdmVSZXF1ZXN0SAASEQoJbWF4X2J5dGVzGBQgASgEQgQKAm9wIioKCUZpbGVFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkivAQKCkZpbGVSZXN1bHQSEgoKcmVxdWVzdF9pZBgBIAEoCRIkCgVlcnJvchgCIAEoCzITLmJlcnRoLnYxLkZpbGVFcnJvckgAEisKBGxpc3QYAyABKAsyGy5iZXJ0aC52MS5MaXN0RmlsZXNSZXNwb25zZUgAEioKBHN0YXQYBCABKAsyGi5iZXJ0aC52MS5TdGF0RmlsZVJlc3BvbnNlSAASLAoFd3JpdGUYBSABKAsyGy5iZXJ0aC52MS5Xcml0ZUZpbGVSZXNwb25zZUgAEjAKBW1rZGlyGAYgASgLMh8uYmVydGgudjEuTWFrZURpcmVjdG9yeVJlc3BvbnNlSAASKgoEbW92ZRgHIAEoCzIaLmJlcnRoLnYxLk1vdmVGaWxlUmVzcG9uc2VIABIqCgRjb3B5GAggASgLMhouYmVydGgudjEuQ29weUZpbGVSZXNwb25zZUgAEi4KBmRlbGV0ZRgJIAEoCzIcLmJlcnRoLnYxLkRlbGV0ZUZpbGVSZXNwb25zZUgAEjEKBWNobW9kGAogASgLMiAuYmVydGgudjEuQ2hhbmdlRmlsZU1vZGVSZXNwb25zZUgAEjkKDmNyZWF0ZV9hcmNoaXZlGAsgASgLMh8uYmVydGgudjEuQ3JlYXRlQXJjaGl2ZVJlc3BvbnNlSAASOwoPZXh0cmFjdF9hcmNoaXZlGAwgASgLMiAuYmVydGgudjEuRXh0cmFjdEFyY2hpdmVSZXNwb25zZUgAQggKBnJlc3VsdCrzBAoLQ29tbWFuZEtpbmQSHAoYQ09NTUFORF9LSU5EX1VOU1BFQ0lGSUVEEAASIQodQ09NTUFORF9LSU5EX0VOU1VSRV9DT05UQUlORVIQARIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1JVTk5JTkcQAhIfChtDT01NQU5EX0tJTkRfRU5TVVJFX1NUT1BQRUQQAxIeChpDT01NQU5EX0tJTkRfRU5TVVJFX1BBVVNFRBAEEh8KG0NPTU1BTkRfS0lORF9FTlNVUkVfUkVNT1ZFRBAFEhwKGENPTU1BTkRfS0lORF9SRU1PVkVfREFUQRAGEhsKF0NPTU1BTkRfS0lORF9DSEVDS19EQVRBEAcSGAoUQ09NTUFORF9LSU5EX1JFU1RBUlQQCBIhCh1DT01NQU5EX0tJTkRfUkVNT1ZFX0NPTlRBSU5FUhAJEiIKHkNPTU1BTkRfS0lORF9JTlNQRUNUX0NPTlRBSU5FUhAKEiIKHkNPTU1BTkRfS0lORF9SRU1PVkVfU1RSQVlfREFUQRALEhoKFkNPTU1BTkRfS0lORF9DT1BZX0RBVEEQDBIfChtDT01NQU5EX0tJTkRfUkVNT1ZFX05FVFdPUksQDRIcChhDT01NQU5EX0tJTkRfQkFDS1VQX0RBVEEQDhIdChlDT01NQU5EX0tJTkRfUkVTVE9SRV9EQVRBEA8SHgoaQ09NTUFORF9LSU5EX1JFTU9WRV9CQUNLVVAQEBImCiJDT01NQU5EX0tJTkRfRElTQ0FSRF9QUkVWSU9VU19EQVRBEBESHgoaQ09NTUFORF9LSU5EX0NPTlNPTEVfSU5QVVQQEipaCgpEYXRhUG9saWN5EhsKF0RBVEFfUE9MSUNZX1VOU1BFQ0lGSUVEEAASFgoSREFUQV9QT0xJQ1lfQ1JFQVRFEAESFwoTREFUQV9QT0xJQ1lfUkVRVUlSRRACMowBCgxBZ2VudFNlcnZpY2USOwoGRW5yb2xsEhcuYmVydGgudjEuRW5yb2xsUmVxdWVzdBoYLmJlcnRoLnYxLkVucm9sbFJlc3BvbnNlEj8KB0Nvbm5lY3QSFi5iZXJ0aC52MS5BZ2VudE1lc3NhZ2UaGC5iZXJ0aC52MS5NYW5hZ2VyTWVzc2FnZSgBMAFiBnByb3RvMw", [file_berth_v1_file, file_berth_v1_server, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message berth.v1.EnrollRequest
@@ -133,6 +135,12 @@ export type AgentMessage = Message<"berth.v1.AgentMessage"> & {
      */
     value: CommandProgress;
     case: "commandProgress";
+  } | {
+    /**
+     * @generated from field: berth.v1.FileResult file_result = 10;
+     */
+    value: FileResult;
+    case: "fileResult";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -201,6 +209,12 @@ export type ManagerMessage = Message<"berth.v1.ManagerMessage"> & {
      */
     value: LogCredit;
     case: "logCredit";
+  } | {
+    /**
+     * @generated from field: berth.v1.FileRequest file_request = 7;
+     */
+    value: FileRequest;
+    case: "fileRequest";
   } | { case: undefined; value?: undefined };
 };
 
@@ -267,6 +281,15 @@ export type Hello = Message<"berth.v1.Hello"> & {
    * @generated from field: repeated string backup_dirs = 10;
    */
   backupDirs: string[];
+
+  /**
+   * What this agent serves beyond what every agent does, so the manager
+   * never sends a request an older agent would ignore: "files"
+   * (FileRequest and LogRequest.file_read).
+   *
+   * @generated from field: repeated string features = 11;
+   */
+  features: string[];
 };
 
 /**
@@ -1378,6 +1401,20 @@ export type LogChunk = Message<"berth.v1.LogChunk"> & {
    * @generated from field: bool timed_out = 13;
    */
   timedOut: boolean;
+
+  /**
+   * File reads (LogRequest.file_read): the open chunk carries the file's
+   * entry as opened; an end chunk's error carries the agent's file error
+   * code (FileError.code) in file_error_code.
+   *
+   * @generated from field: berth.v1.FileInfo file_entry = 14;
+   */
+  fileEntry?: FileInfo | undefined;
+
+  /**
+   * @generated from field: string file_error_code = 15;
+   */
+  fileErrorCode: string;
 };
 
 /**
@@ -1445,6 +1482,15 @@ export type LogRequest = Message<"berth.v1.LogRequest"> & {
    * @generated from field: berth.v1.ExecSpec exec = 7;
    */
   exec?: ExecSpec | undefined;
+
+  /**
+   * A download (FileService.ReadFile) from the server's data directory: the
+   * file's bytes as LogChunks (stream unset), paced by the window like a
+   * log; `server` is ignored (server_id says which server).
+   *
+   * @generated from field: berth.v1.ReadFileRequest file_read = 8;
+   */
+  fileRead?: ReadFileRequest | undefined;
 };
 
 /**
@@ -1568,6 +1614,223 @@ export type LogCredit = Message<"berth.v1.LogCredit"> & {
  */
 export const LogCreditSchema: GenMessage<LogCredit> = /*@__PURE__*/
   messageDesc(file_berth_v1_agent, 28);
+
+/**
+ * FileRequest asks the agent for one operation on a server's data directory
+ * (FileService); the agent answers with a FileResult of the same request_id.
+ * The request messages are FileService's own; their `server` field is
+ * ignored (server_id says which server). Reads are LogRequest.file_read.
+ *
+ * @generated from message berth.v1.FileRequest
+ */
+export type FileRequest = Message<"berth.v1.FileRequest"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string server_id = 2;
+   */
+  serverId: string;
+
+  /**
+   * @generated from oneof berth.v1.FileRequest.op
+   */
+  op: {
+    /**
+     * @generated from field: berth.v1.ListFilesRequest list = 3;
+     */
+    value: ListFilesRequest;
+    case: "list";
+  } | {
+    /**
+     * @generated from field: berth.v1.StatFileRequest stat = 4;
+     */
+    value: StatFileRequest;
+    case: "stat";
+  } | {
+    /**
+     * @generated from field: berth.v1.WriteFileRequest write = 5;
+     */
+    value: WriteFileRequest;
+    case: "write";
+  } | {
+    /**
+     * @generated from field: berth.v1.MakeDirectoryRequest mkdir = 6;
+     */
+    value: MakeDirectoryRequest;
+    case: "mkdir";
+  } | {
+    /**
+     * @generated from field: berth.v1.MoveFileRequest move = 7;
+     */
+    value: MoveFileRequest;
+    case: "move";
+  } | {
+    /**
+     * @generated from field: berth.v1.CopyFileRequest copy = 8;
+     */
+    value: CopyFileRequest;
+    case: "copy";
+  } | {
+    /**
+     * @generated from field: berth.v1.DeleteFileRequest delete = 9;
+     */
+    value: DeleteFileRequest;
+    case: "delete";
+  } | {
+    /**
+     * @generated from field: berth.v1.ChangeFileModeRequest chmod = 10;
+     */
+    value: ChangeFileModeRequest;
+    case: "chmod";
+  } | {
+    /**
+     * @generated from field: berth.v1.CreateArchiveRequest create_archive = 11;
+     */
+    value: CreateArchiveRequest;
+    case: "createArchive";
+  } | {
+    /**
+     * @generated from field: berth.v1.ExtractArchiveRequest extract_archive = 12;
+     */
+    value: ExtractArchiveRequest;
+    case: "extractArchive";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Write, create_archive, extract_archive: the most bytes the file (or the
+   * files extracted) may hold (the manager's --file-max-upload-bytes).
+   *
+   * @generated from field: uint64 max_bytes = 20;
+   */
+  maxBytes: bigint;
+};
+
+/**
+ * Describes the message berth.v1.FileRequest.
+ * Use `create(FileRequestSchema)` to create a new message.
+ */
+export const FileRequestSchema: GenMessage<FileRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 29);
+
+/**
+ * FileError is why a file operation was refused: `code` is the agent's
+ * FileOpError code (invalid_path, not_found, exists, symlink_refused,
+ * root_refused, too_large, no_space, conflict, offset_mismatch,
+ * upload_unknown, ...), `message` says what to do.
+ *
+ * @generated from message berth.v1.FileError
+ */
+export type FileError = Message<"berth.v1.FileError"> & {
+  /**
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message berth.v1.FileError.
+ * Use `create(FileErrorSchema)` to create a new message.
+ */
+export const FileErrorSchema: GenMessage<FileError> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 30);
+
+/**
+ * FileResult answers a FileRequest: its response, or an error.
+ *
+ * @generated from message berth.v1.FileResult
+ */
+export type FileResult = Message<"berth.v1.FileResult"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from oneof berth.v1.FileResult.result
+   */
+  result: {
+    /**
+     * @generated from field: berth.v1.FileError error = 2;
+     */
+    value: FileError;
+    case: "error";
+  } | {
+    /**
+     * @generated from field: berth.v1.ListFilesResponse list = 3;
+     */
+    value: ListFilesResponse;
+    case: "list";
+  } | {
+    /**
+     * @generated from field: berth.v1.StatFileResponse stat = 4;
+     */
+    value: StatFileResponse;
+    case: "stat";
+  } | {
+    /**
+     * @generated from field: berth.v1.WriteFileResponse write = 5;
+     */
+    value: WriteFileResponse;
+    case: "write";
+  } | {
+    /**
+     * @generated from field: berth.v1.MakeDirectoryResponse mkdir = 6;
+     */
+    value: MakeDirectoryResponse;
+    case: "mkdir";
+  } | {
+    /**
+     * @generated from field: berth.v1.MoveFileResponse move = 7;
+     */
+    value: MoveFileResponse;
+    case: "move";
+  } | {
+    /**
+     * @generated from field: berth.v1.CopyFileResponse copy = 8;
+     */
+    value: CopyFileResponse;
+    case: "copy";
+  } | {
+    /**
+     * @generated from field: berth.v1.DeleteFileResponse delete = 9;
+     */
+    value: DeleteFileResponse;
+    case: "delete";
+  } | {
+    /**
+     * @generated from field: berth.v1.ChangeFileModeResponse chmod = 10;
+     */
+    value: ChangeFileModeResponse;
+    case: "chmod";
+  } | {
+    /**
+     * @generated from field: berth.v1.CreateArchiveResponse create_archive = 11;
+     */
+    value: CreateArchiveResponse;
+    case: "createArchive";
+  } | {
+    /**
+     * @generated from field: berth.v1.ExtractArchiveResponse extract_archive = 12;
+     */
+    value: ExtractArchiveResponse;
+    case: "extractArchive";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message berth.v1.FileResult.
+ * Use `create(FileResultSchema)` to create a new message.
+ */
+export const FileResultSchema: GenMessage<FileResult> = /*@__PURE__*/
+  messageDesc(file_berth_v1_agent, 31);
 
 /**
  * CommandKind is an idempotent operation an agent performs.
