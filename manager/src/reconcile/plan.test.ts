@@ -1,4 +1,4 @@
-import { EXIT_CAUSE_GRACE_MS, REPEAT_HOLD_MS } from "./plan.js";
+import { EXIT_CAUSE_GRACE_MS, REMOVE_RETRY_MS, REPEAT_HOLD_MS } from "./plan.js";
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { CommandKind, ContainerInfoSchema, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
@@ -441,6 +441,37 @@ const CASES: Case[] = [
     command: run(CommandKind.ENSURE_REMOVED, DataPolicy.UNSPECIFIED),
   },
   {
+    name: "deleted, its removal failed (Docker unreachable) a moment ago → Deleted with the reason, tried again later",
+    in: { deleted: true, containers: [ctr("exited")], lastFinished: finished("failed", NOW - 1_000, "DockerUnreachable", "the Docker engine is unreachable", CommandKind.ENSURE_REMOVED) },
+    phase: Phase.DELETED,
+    reason: "DockerUnreachable",
+    message: "removing the container failed (the Docker engine is unreachable); trying again at",
+    command: null,
+    requeueAfterMs: REMOVE_RETRY_MS - 1_000,
+  },
+  {
+    name: "deleted, its removal failed longer ago than the retry interval → removed again (never Failed with the container left)",
+    in: { deleted: true, containers: [ctr("exited")], lastFinished: finished("failed", NOW - REMOVE_RETRY_MS, "DockerUnreachable", "", CommandKind.ENSURE_REMOVED) },
+    phase: Phase.DELETED,
+    reason: "Removing",
+    command: run(CommandKind.ENSURE_REMOVED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "purging, its container's removal timed out → tried again after the interval",
+    in: { deleted: true, lifecycle: { purge: { requestedAt: NOW - 60_000, removeData: true } }, containers: [ctr("running")], lastFinished: finished("expired", NOW - REMOVE_RETRY_MS - 1, "DeadlineExceeded", "", CommandKind.ENSURE_REMOVED) },
+    phase: Phase.PURGING,
+    reason: "RemovingContainer",
+    command: run(CommandKind.ENSURE_REMOVED, DataPolicy.UNSPECIFIED),
+  },
+  {
+    name: "deleted, its removal failed and the container has gone since → Deleted",
+    in: { deleted: true, lastFinished: finished("failed", NOW - 1_000, "DockerUnreachable", "", CommandKind.ENSURE_REMOVED) },
+    phase: Phase.DELETED,
+    reason: "Deleted",
+    command: null,
+    requeueAfterMs: DELETED_AT + RETENTION_MS - NOW,
+  },
+  {
     name: "deleted with only a container of an older spec → still removed",
     in: { deleted: true, containers: [ctr("exited", { hash: OLD_HASH })] },
     phase: Phase.DELETED,
@@ -456,11 +487,12 @@ const CASES: Case[] = [
     requeueAfterMs: DELETED_AT + RETENTION_MS - NOW,
   },
   {
-    name: "deleted, removal failed since → Failed with its reason (no hot retry loop)",
+    name: "deleted, removal failed since → Deleted with its reason, tried again after REMOVE_RETRY_MS (no hot retry loop)",
     in: { deleted: true, containers: [ctr("exited")], lastFinished: finished("failed", NOW - 1, "RemoveFailed", "", CommandKind.ENSURE_REMOVED) },
-    phase: Phase.FAILED,
+    phase: Phase.DELETED,
     reason: "RemoveFailed",
     command: null,
+    requeueAfterMs: REMOVE_RETRY_MS - 1,
   },
   {
     name: "deleted and data gone → Deleted, not DataLost",
@@ -566,11 +598,12 @@ const CASES: Case[] = [
     command: null,
   },
   {
-    name: "data lost while a purge failed → the purge's failure stands (purge again)",
-    in: { dataInitialized: true, data: { present: false }, lifecycle: { purge: { requestedAt: NOW - 60_000, removeData: false } }, lastFinished: finished("failed", NOW - 1_000, "RemoveFailed", "", CommandKind.ENSURE_REMOVED) },
-    phase: Phase.FAILED,
-    reason: "RemoveFailed",
+    name: "data lost while a purge's container removal failed, the container gone since → the purge goes on (not DataLost)",
+    in: { deleted: true, dataInitialized: true, data: { present: false }, lifecycle: { purge: { requestedAt: NOW - 60_000, removeData: false } }, lastFinished: finished("failed", NOW - 1_000, "RemoveFailed", "", CommandKind.ENSURE_REMOVED) },
+    phase: Phase.PURGING,
+    reason: "Purged",
     command: null,
+    deleteRecord: true,
   },
   {
     name: "data initialized, not checked since → not DataLost",
@@ -1095,7 +1128,8 @@ describe("plan() properties, over every table case", () => {
     expect(p1.conditions.map((f) => f.type)).toEqual([...CONDITION_TYPES]);
     // A requeue is only asked for while waiting: on a command, a retention period or a crash backoff.
     if (p1.requeueAfterMs !== undefined) {
-      expect(a.inflight !== undefined || ["Deleted", "CrashBackoff", "ExitObserved"].includes(p1.reason)).toBe(true);
+      const removalRetry = a.lastFinished?.kind === CommandKind.ENSURE_REMOVED && a.lastFinished.state !== "succeeded";
+      expect(a.inflight !== undefined || removalRetry || ["Deleted", "CrashBackoff", "ExitObserved"].includes(p1.reason)).toBe(true);
       expect(p1.requeueAfterMs).toBeGreaterThan(0);
     }
     // Dropping the record never comes with a command, and only for deleted servers.
@@ -1107,7 +1141,8 @@ describe("plan() properties, over every table case", () => {
   });
 
   it("moving time alone (no deadline, backoff or retention passing) changes nothing but the requeue delay", () => {
-    const timeless = CASES.filter((x) => !x.in.inflight && x.in.now === undefined && !x.in.lifecycle?.lastExit && !x.in.lifecycle?.pendingExit);
+    const removalRetry = (x: Case) => x.in.lastFinished?.kind === CommandKind.ENSURE_REMOVED && x.in.lastFinished.state !== "succeeded";
+    const timeless = CASES.filter((x) => !x.in.inflight && x.in.now === undefined && !x.in.lifecycle?.lastExit && !x.in.lifecycle?.pendingExit && !removalRetry(x));
     expect(timeless.length).toBeGreaterThan(40);
     for (const c of timeless) {
       const { requeueAfterMs: _r1, ...p1 } = plan(input(c.in));

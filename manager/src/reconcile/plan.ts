@@ -27,6 +27,9 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { DataOp, Lifecycle } from "../domain/records.js";
 import type { ConditionFact } from "./conditions.js";
 
+/** How long after a failed removal of a deleted or purged server's container it is tried again. */
+export const REMOVE_RETRY_MS = 10_000;
+
 /** Deadlines per command kind: past them, the operation has failed. */
 export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   [CommandKind.UNSPECIFIED]: 30_000,
@@ -368,8 +371,25 @@ function decide(input: PlanInput): Plan {
     return { ...base, phase: Phase.FAILED, reason: lc.cloneFailed.reason, message: lc.cloneFailed.message };
   }
 
+  // A deleted or purged server's container is removed, however often that fails (berth never
+  // leaves a container behind): a failed removal is retried every REMOVE_RETRY_MS, and the
+  // phase says why it has not gone yet. (Found by the chaos campaign: a delete while the
+  // host's Docker engine restarted stayed Failed/DockerUnreachable with its container.)
+  const removalFailed =
+    (input.deleted || lc.purge !== undefined) && last !== undefined && last.kind === CommandKind.ENSURE_REMOVED && last.state !== "succeeded" && last.createdAt >= input.lastActionAt;
+  if (removalFailed && input.containers.length > 0 && input.now < last.finishedAt + REMOVE_RETRY_MS) {
+    const retryAt = last.finishedAt + REMOVE_RETRY_MS;
+    return {
+      ...base,
+      phase: lc.purge ? Phase.PURGING : Phase.DELETED,
+      reason: last.state === "expired" ? (TIMEOUT_REASON[last.kind] ?? "Timeout") : last.reason || "CommandFailed",
+      message: `removing the container failed (${last.message || last.reason || "no reason given"}); trying again at ${new Date(retryAt).toISOString()}`,
+      requeueAfterMs: retryAt - input.now,
+    };
+  }
+
   // A failure since the operator's last action stands until they act again.
-  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt && !DATA_COMMAND_KINDS.has(last.kind)) {
+  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt && !DATA_COMMAND_KINDS.has(last.kind) && !removalFailed) {
     return {
       ...base,
       phase: Phase.FAILED,
