@@ -368,6 +368,8 @@ async function localSqlitePrebuild(under: string): Promise<string> {
   const { version } = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8")) as { version: string };
   const out = join(under, "prebuilds");
   mkdirSync(out, { recursive: true });
+  // No binary of its own (not built yet): an empty directory, and the packaged install compiles.
+  if (!existsSync(join(pkgDir, "build/Release/better_sqlite3.node"))) return out;
   const name = `better-sqlite3-v${version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
   await run("tar", ["-czf", join(out, name), "-C", pkgDir, "build/Release/better_sqlite3.node"]);
   return out;
