@@ -1,8 +1,10 @@
 /**
  * A short fault campaign inside `npm test` (chaos/campaign.ts): a real
  * manager, two hosts (each a private dockerd and an agent behind a cuttable
- * link), four operator clients, and every kind of fault for about a minute
- * and a half; then berth must quiesce with every invariant holding.
+ * link), four operator clients, and every kind of fault for a minute; then
+ * berth must quiesce with every invariant holding. Every kind is injected once
+ * early (chaos/faults.ts): in a run of this seed on the shared 2-core machine
+ * the last of them came 41 s into the 60.
  *
  * CHAOS_SEED=… replays a seed; CHAOS_MINUTES=… runs longer. The long runs:
  * `npm run chaos -- --minutes 30 --seed S` (docs/reliability.md).
@@ -11,7 +13,7 @@ import { describe, expect, it } from "vitest";
 import { formatReport, runCampaign } from "../chaos/campaign.js";
 
 const SEED = process.env.CHAOS_SEED ?? "npm-test-1";
-const MINUTES = Number(process.env.CHAOS_MINUTES ?? 1.25);
+const MINUTES = Number(process.env.CHAOS_MINUTES ?? 1);
 
 describe("chaos: a short fault campaign", () => {
   it(`survives ${MINUTES} min of faults with no invariant violated (seed ${SEED})`, async () => {

@@ -26,6 +26,11 @@ const name = (s: string) => `ui-${RUN}-${s}`;
 /** Ignores SIGTERM, so a stop takes the whole 10 s grace period: long enough to watch it converge. */
 const STUBBORN = ["sh", "-c", "echo hello-from-berth; trap '' TERM; exec sleep 100000"];
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
+/**
+ * Takes 3 s to stop after SIGTERM (then exits 0): a stop for a consistent copy or a move is long
+ * enough to watch its progress, without waiting out STUBBORN's 10 s grace each time.
+ */
+const SLOW_STOP = ["sh", "-c", "echo hello-from-berth; trap 'sleep 3; exit 0' TERM; sleep 100000 & wait"];
 
 describe("dashboard", () => {
   const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
@@ -618,8 +623,8 @@ describe("dashboard", () => {
   it("backups: an operator backs a server up, locks the backup and restores it; the row shows the progress", async () => {
     const p = page();
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
-    // Ignores SIGTERM: each stop for a consistent copy takes the 10 s grace period, long enough to watch.
-    const s = await createViaApi(name("bk"), STUBBORN);
+    // Each stop for a consistent copy takes 3 s (SLOW_STOP): long enough to watch.
+    const s = await createViaApi(name("bk"), SLOW_STOP);
     await waitForRowPhase(p, name("bk"), "Running");
     const data = join(agent.dataRoot, s.id);
     writeFileSync(join(data, "hello.txt"), "before");
@@ -920,8 +925,8 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
     if (!(await backups().listBackupTargets({})).targets.some((t) => t.name === local)) {
       await backups().createBackupTarget({ name: local, kind: { case: "directory", value: { path: join(dir, "backups"), shared: false } } });
     }
-    // Ignores SIGTERM: the stop before the copy takes the 10 s grace period, long enough to watch.
-    const s = await createOn(hostA, name("mv"), STUBBORN);
+    // The stop before the copy takes 3 s (SLOW_STOP): long enough to watch.
+    const s = await createOn(hostA, name("mv"), SLOW_STOP);
     await goTo("Servers");
     await waitForRowPhase(p, name("mv"), "Running");
     writeFileSync(join(agentA.dataRoot, s.id, "hello.txt"), "travels");
