@@ -3,7 +3,8 @@
  * Uploads are WriteFile sessions of ≤ 1 MiB unary chunks (browsers cannot
  * stream a request): one chunk in flight, each starting at the previous
  * answer's next_offset. Downloads gather ReadFile's stream into a Blob.
- * Both report progress and stop when their signal aborts.
+ * Both report progress and stop when their signal aborts. No DOM here
+ * (the unit tests run in Node).
  */
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -73,19 +74,6 @@ export async function downloadBlob(client: FileReader, server: string, path: str
     }
     opts.onProgress?.(received, Number(entry?.size ?? 0n));
   }
-  return { entry, blob: new Blob(parts as BlobPart[], opts.type ? { type: opts.type } : {}) };
-}
-
-/** Hands a Blob to the browser as a download named `name`. */
-export function saveBlob(blob: Blob, name: string): void {
-  const url = URL.createObjectURL(blob);
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = name;
-  a.style.display = "none";
-  document.body.append(a);
-  a.click();
-  a.remove();
-  // The browser has started reading the URL by now; give it time before letting go.
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  // Protobuf's bytes are typed over ArrayBufferLike; they are never shared buffers.
+  return { entry, blob: new Blob(parts as unknown as ConstructorParameters<typeof Blob>[0], opts.type ? { type: opts.type } : {}) };
 }

@@ -18,7 +18,7 @@ import { count, formatBytes, formatTime, tsMs } from "../ui/format.js";
 import { Menu, type MenuItem } from "../ui/menu.js";
 import { Modal } from "../ui/modal.js";
 import { useToast } from "../ui/toast.js";
-import { downloadBlob, saveBlob, uploadBlob } from "./file-transfer.js";
+import { downloadBlob, uploadBlob } from "./file-transfer.js";
 import {
   archiveName,
   baseName,
@@ -823,4 +823,18 @@ function PromptDialog(props: {
       </form>
     </Modal>
   );
+}
+
+/** Hands a Blob to the browser as a download named `name`. */
+export function saveBlob(blob: Blob, name: string): void {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  a.style.display = "none";
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // The browser has started reading the URL by now; give it time before letting go.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
