@@ -138,7 +138,11 @@ export function FilesTab({ server }: { server: Server }) {
   const patch = (key: number, p: Partial<Transfer>) => setTransfers((ts) => ts.map((t) => (t.key === key ? { ...t, ...p } : t)));
   const add = (t: Omit<Transfer, "key" | "abort" | "done" | "state">): Transfer => {
     const full: Transfer = { ...t, key: ++keys.current, done: 0, state: "queued", abort: new AbortController() };
-    setTransfers((ts) => [...ts.filter((x) => x.state === "queued" || x.state === "running" || x.state === "failed").slice(-20), full]);
+    // Everything under way stays listed; of what has finished, the last few (dismissable).
+    setTransfers((ts) => {
+      const finished = ts.filter((x) => x.state !== "queued" && x.state !== "running").slice(-5);
+      return [...ts.filter((x) => x.state === "queued" || x.state === "running" || finished.includes(x)), full];
+    });
     return full;
   };
 
@@ -399,7 +403,14 @@ function Transfers({ transfers, onCancel, onDismiss }: { transfers: Transfer[]; 
       {transfers.map((t) => {
         const p = percent(t.done, t.total);
         const what = `${t.kind === "upload" ? "Upload" : "Download"} of ${displayPath(t.path)}`;
-        const status = t.state === "queued" ? "waiting" : t.state === "running" ? `${formatBytes(t.done)} of ${formatBytes(t.total)}` : t.state;
+        const status =
+          t.state === "queued"
+            ? "waiting"
+            : t.state === "running"
+              ? `${formatBytes(t.done)} of ${formatBytes(t.total)}`
+              : t.state === "done"
+                ? `${t.kind === "upload" ? "uploaded" : "downloaded"}, ${formatBytes(t.total)}`
+                : t.state;
         return (
           <li key={t.key} className={`transfer ${t.state}`} data-state={t.state} data-kind={t.kind} data-path={t.path}>
             <span className="transfer-name mono">{baseName(t.path)}</span>
@@ -497,9 +508,6 @@ function FileEditor(props: { server: Server; path: string; entry: FileInfo; onCl
       testId="file-editor"
       footer={
         <>
-          <span className="muted small grow">
-            {formatBytes(props.entry.size)} · {formatMode(props.entry.mode, props.entry.type)} · modified {formatTime(tsMs(props.entry.modifyTime))}
-          </span>
           <button type="button" className="button" onClick={props.onDownload}>
             Download
           </button>
@@ -524,6 +532,9 @@ function FileEditor(props: { server: Server; path: string; entry: FileInfo; onCl
         </>
       }
     >
+      <p className="muted small file-facts">
+        {formatBytes(props.entry.size)} · <span className="mono">{formatMode(props.entry.mode, props.entry.type)}</span> · modified {formatTime(tsMs(props.entry.modifyTime))}
+      </p>
       {state.kind === "loading" && <p className="muted">Reading… {state.received > 0 && formatBytes(state.received)}</p>}
       {state.kind === "refused" && <p className="notice">{state.message}</p>}
       {state.kind === "error" && <ErrorText text={state.message} />}
