@@ -4,7 +4,7 @@
  * does, step by step. The steps share one manager and one page and run in
  * order. Screenshots of every page land in test-results/screenshots/.
  */
-import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import Docker from "dockerode";
@@ -368,6 +368,30 @@ describe("dashboard", () => {
     expect(readFileSync(join(data, "blob.bin")).equals(blob)).toBe(true);
     expect(readFileSync(join(data, "notes.txt"), "utf8")).toBe("first notes\n");
 
+    // Cancel: the second chunk is held back in the browser until Cancel is pressed; no chunk follows and the target never appears.
+    let chunks = 0;
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    await p.route("**/berth.v1.FileService/WriteFile", async (route) => {
+      if (++chunks === 2) await held;
+      await route.continue().catch(() => undefined); // the page may have dropped the request meanwhile
+    });
+    try {
+      await drawer.getByLabel("Files to upload").setInputFiles([{ name: "cancel.bin", mimeType: "application/octet-stream", buffer: blob }]);
+      await waitFor("the second chunk sent", async () => chunks === 2);
+      await transfers.getByRole("button", { name: "Cancel Upload of /cancel.bin" }).click();
+      await transfers.locator('li[data-kind=upload][data-path="cancel.bin"][data-state=canceled]').waitFor();
+      release();
+      // Settled: the next upload goes through the same queue, after the canceled one has stopped.
+      await drawer.getByLabel("Files to upload").setInputFiles([{ name: "after-cancel.txt", mimeType: "text/plain", buffer: Buffer.from("x") }]);
+      await transfers.locator('li[data-kind=upload][data-path="after-cancel.txt"][data-state=done]').waitFor();
+      expect(chunks).toBe(3); // cancel.bin's two, after-cancel.txt's one
+      expect(existsSync(join(data, "cancel.bin"))).toBe(false);
+    } finally {
+      release();
+      await p.unroute("**/berth.v1.FileService/WriteFile");
+    }
+
     // Open a text file, edit, save (Ctrl+S or the button): the file on the host changes.
     await drawer.getByRole("button", { name: "Open server.properties" }).click();
     const editor = p.getByTestId("file-editor");
@@ -431,6 +455,36 @@ describe("dashboard", () => {
     await confirm.getByRole("button", { name: "Delete" }).click();
     await entry("plugins").waitFor({ state: "detached" });
     expect(existsSync(join(data, "plugins"))).toBe(false);
+
+    // Change mode: setuid is refused in the dialog before anything is sent; 600 reaches the host.
+    await drawer.getByRole("button", { name: "Actions for server.properties" }).click();
+    await p.getByRole("menuitem", { name: "Change mode…" }).click();
+    const chmod = p.getByRole("dialog", { name: "Change the mode of /server.properties" });
+    await chmod.getByLabel("Mode (octal)").fill("4755");
+    await chmod.getByRole("button", { name: "Change mode" }).click();
+    await chmod.getByRole("alert").filter({ hasText: /setuid and setgid/ }).waitFor();
+    await chmod.getByLabel("Mode (octal)").fill("600");
+    await chmod.getByRole("button", { name: "Change mode" }).click();
+    await chmod.waitFor({ state: "detached" });
+    expect(statSync(join(data, "server.properties")).mode & 0o7777).toBe(0o600);
+    await entry("server.properties").locator("td[data-label=Mode]", { hasText: "-rw-------" }).waitFor();
+
+    // Two ticked entries archived into one .tar.gz, which is then extracted beside itself.
+    await drawer.getByLabel("Select server.properties").check();
+    await drawer.getByLabel("Select blob.bin").check();
+    await drawer.getByRole("group", { name: "Selected entries" }).getByRole("button", { name: "Archive…" }).click();
+    const archive = p.getByRole("dialog", { name: "Archive 2 entries" });
+    expect(await archive.getByLabel("Archive name").inputValue()).toBe("data.tar.gz");
+    await archive.getByRole("button", { name: "Create archive" }).click();
+    await entry("data.tar.gz").waitFor();
+    await drawer.getByRole("button", { name: "Actions for data.tar.gz" }).click();
+    await p.getByRole("menuitem", { name: "Extract…" }).click();
+    const extract = p.getByRole("dialog", { name: "Extract /data.tar.gz" });
+    expect(await extract.getByLabel("Into the folder").inputValue()).toBe("/data");
+    await extract.getByRole("button", { name: "Extract" }).click();
+    await table.locator('tr[data-name="data"][data-type=directory]').waitFor();
+    expect(readFileSync(join(data, "data", "blob.bin")).equals(blob)).toBe(true);
+    expect(readFileSync(join(data, "data", "server.properties"), "utf8")).toBe("motd=second edit\n");
 
     // On a phone the tab fits the screen.
     await p.setViewportSize({ width: 390, height: 844 });
