@@ -127,7 +127,10 @@ export function FilesTab({ server }: { server: Server }) {
   const picker = useRef<HTMLInputElement>(null);
   const keys = useRef(0);
   const queue = useRef<Promise<void>>(Promise.resolve());
-  const refresh = list.refresh;
+  // Uploads and dialogs finish after the folder shown may have changed: they refresh the one shown then.
+  const latestRefresh = useRef(list.refresh);
+  latestRefresh.current = list.refresh;
+  const refresh = () => latestRefresh.current();
 
   useEffect(() => setSelected(new Set()), [dir]);
   // Transfers under way stop when the tab closes.
