@@ -352,6 +352,10 @@ describe("dashboard", () => {
     if (!(await p.getByTestId("whoami").isVisible())) await signIn(p, manager.url, manager.adminToken);
     await row(p, name("files")).getByRole("button", { name: name("files"), exact: true }).click();
     const drawer = p.getByTestId("server-drawer");
+    // This server writes nothing: once its log is open the Logs tab says so, instead of "opening…" forever.
+    await drawer.getByRole("tab", { name: "Logs" }).click();
+    await drawer.getByRole("log", { name: "Container output" }).getByText(/^No output yet/).waitFor({ timeout: 15_000 });
+    expect(await drawer.getByTestId("logs-state").textContent()).toBe("live");
     await drawer.getByRole("tab", { name: "Files" }).click();
     const table = drawer.getByRole("table", { name: "Files in /" });
     const entry = (n: string) => table.locator(`tr[data-name="${n}"]`);
