@@ -140,6 +140,15 @@ describe("accessibility", () => {
       await p.waitForTimeout(300); // the tab's first answer from the manager
       if (tab === "Files") await drawer.locator('tr[data-name="server.properties"]').waitFor();
       found.push(...(await seriousViolations(p, `server drawer, ${tab}`)));
+      if (tab === "Files") {
+        // The text editor (CodeMirror) a file opens in.
+        await drawer.getByRole("button", { name: "Open server.properties" }).click();
+        const text = p.getByTestId("file-editor").getByLabel("Contents of /server.properties");
+        await text.waitFor();
+        found.push(...(await seriousViolations(p, "file editor")));
+        await p.keyboard.press("Escape");
+        await p.getByTestId("file-editor").waitFor({ state: "detached" });
+      }
     }
     await drawer.getByRole("button", { name: "Close details" }).click();
 

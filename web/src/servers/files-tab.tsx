@@ -6,7 +6,7 @@
  * chmod, delete, archive and extract for operators. What the manager
  * refuses is shown in its words where the action was taken.
  */
-import { useCallback, useEffect, useRef, useState, type DragEvent, type FormEvent, type ReactNode } from "react";
+import { lazy, Suspense, useCallback, useEffect, useRef, useState, type DragEvent, type FormEvent, type ReactNode } from "react";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ArchiveFormat, FileType, type FileInfo } from "@berth/proto/berth/v1/file_pb.js";
 import type { Server } from "@berth/proto/berth/v1/server_pb.js";
@@ -40,6 +40,9 @@ import {
   writeErrorText,
 } from "./files-model.js";
 import { isDeleted } from "./model.js";
+
+/** CodeMirror is loaded when a file is first opened, not with the dashboard. */
+const CodeEditor = lazy(() => import("../ui/code-editor.js").then((m) => ({ default: m.CodeEditor })));
 
 const PAGE = 200;
 
@@ -444,7 +447,7 @@ function Transfers({ transfers, onCancel, onDismiss }: { transfers: Transfer[]; 
 
 type EditorState = { kind: "loading"; received: number } | { kind: "refused"; message: string } | { kind: "error"; message: string } | { kind: "text"; base: string; modifyTime: FileInfo["modifyTime"] };
 
-/** A small text file in a textarea: read-only for viewers; Save refuses to overwrite a change made since it was read. */
+/** A small text file in the code editor: read-only for viewers; Save refuses to overwrite a change made since it was read. */
 function FileEditor(props: { server: Server; path: string; entry: FileInfo; onClose: () => void; onSaved: () => void; onDownload: () => void }) {
   const { api, can } = useSession();
   const toast = useToast();
@@ -543,20 +546,9 @@ function FileEditor(props: { server: Server; path: string; entry: FileInfo; onCl
       {state.kind === "error" && <ErrorText text={state.message} />}
       {state.kind === "text" && (
         <form id="file-editor-form" onSubmit={(e) => void save(e)}>
-          <textarea
-            className="mono file-text"
-            value={text}
-            readOnly={!can.operate}
-            spellCheck={false}
-            aria-label={`Contents of ${displayPath(path)}`}
-            onChange={(e) => setText(e.target.value)}
-            onKeyDown={(e) => {
-              if ((e.ctrlKey || e.metaKey) && e.key === "s") {
-                e.preventDefault();
-                void save(undefined);
-              }
-            }}
-          />
+          <Suspense fallback={<p className="muted">Loading the editor…</p>}>
+            <CodeEditor value={text} readOnly={!can.operate} ariaLabel={`Contents of ${displayPath(path)}`} onChange={setText} onSave={() => void save(undefined)} />
+          </Suspense>
           {!can.operate && <p className="muted small">Viewers read files; an operator may edit them.</p>}
         </form>
       )}
