@@ -377,6 +377,20 @@ describe("dashboard", () => {
     expect(readFileSync(join(data, "blob.bin")).equals(blob)).toBe(true);
     expect(readFileSync(join(data, "notes.txt"), "utf8")).toBe("first notes\n");
 
+    // Drag and drop a file onto the tab: it is marked as a drop target, then the file is uploaded.
+    const dropped = await p.evaluateHandle(`(() => {
+      const d = new DataTransfer();
+      d.items.add(new File(["dropped in\\n"], "dropped.txt", { type: "text/plain" }));
+      return d;
+    })()`);
+    await drawer.getByTestId("files").dispatchEvent("dragover", { dataTransfer: dropped });
+    await drawer.locator(".files.dropping").waitFor();
+    await drawer.getByTestId("files").dispatchEvent("drop", { dataTransfer: dropped });
+    await transfers.locator('li[data-kind=upload][data-path="dropped.txt"][data-state=done]').waitFor({ timeout: 30_000 });
+    expect(await drawer.locator(".files.dropping").count()).toBe(0);
+    expect(readFileSync(join(data, "dropped.txt"), "utf8")).toBe("dropped in\n");
+    await entry("dropped.txt").waitFor();
+
     // Cancel: the second chunk is held back in the browser until Cancel is pressed; no chunk follows and the target never appears.
     let chunks = 0;
     let release = () => {};
@@ -586,7 +600,7 @@ describe("dashboard", () => {
   it("a crashing server reads 'Crashing · n/5 · restart in s' in amber from its first crash, and crash_loop warns from the second", async () => {
     const p = page();
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
-    const s = await createViaApi(name("crash"), ["sh", "-c", "sleep 1; exit 3"]);
+    const s = await createViaApi(name("crash"), ["sh", "-c", "sleep 1; echo 'fatal: about to exit 3' >&2; exit 3"]);
     try {
       const r = row(p, name("crash"));
       await r.getByTestId("phase-badge").filter({ hasText: "Crashing" }).waitFor({ timeout: 20_000 });
@@ -598,6 +612,13 @@ describe("dashboard", () => {
       const a = await waitFor("crash_loop's warning", async () => (await alerts.listAlerts({})).alerts.find((x) => x.rule === "crash_loop" && x.subject === `server:${s.id}`), 40_000);
       expect(a.severity).toBe(2 /* WARNING */);
       expect(a.message).toMatch(/crashed [2-4] times in 10 minutes/);
+      // Its Logs tab shows the crashed runs' last lines (the container is restarted, not replaced, so its log is kept), stderr marked.
+      await r.getByRole("button", { name: name("crash"), exact: true }).click();
+      const drawer = p.getByTestId("server-drawer");
+      await drawer.getByRole("tab", { name: "Logs" }).click();
+      const last = drawer.getByRole("log", { name: "Container output" }).locator(".stderr", { hasText: "fatal: about to exit 3" });
+      await last.first().waitFor({ timeout: 15_000 });
+      await drawer.getByRole("button", { name: "Close details" }).click();
     } finally {
       await manager.servers.purgeServer({ id: s.id, removeData: true }).catch(() => {});
     }
