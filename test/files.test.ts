@@ -14,6 +14,7 @@ import { lstat, mkdir, readFile, readdir, symlink, writeFile } from "node:fs/pro
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import * as tar from "tar-stream";
+import * as yazl from "yazl";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
@@ -40,6 +41,27 @@ async function tarGz(entries: { name: string; data: Buffer }[]): Promise<Buffer>
   pack.finalize();
   await done;
   return gzipSync(Buffer.concat(out));
+}
+/**
+ * A .zip of `entries`, deflated. yazl refuses a name with "..", so a name may
+ * be written as a same-length stand-in and patched in the bytes afterwards
+ * (`patch`): the name is in the local header and the central directory, and no
+ * checksum covers it.
+ */
+async function zipOf(entries: { name: string; data: Buffer }[], patch?: [string, string]): Promise<Buffer> {
+  const zip = new yazl.ZipFile();
+  for (const e of entries) zip.addBuffer(e.data, e.name);
+  zip.end();
+  const out: Buffer[] = [];
+  for await (const c of zip.outputStream as AsyncIterable<Buffer>) out.push(c);
+  let bytes = Buffer.concat(out);
+  if (patch) {
+    const [from, to] = patch.map((x) => Buffer.from(x));
+    expect(to.length).toBe(from.length);
+    for (let i = bytes.indexOf(from); i >= 0; i = bytes.indexOf(from, i + 1)) to.copy(bytes, i);
+    bytes = Buffer.from(bytes);
+  }
+  return bytes;
 }
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
@@ -165,7 +187,7 @@ describe("files", () => {
     }
   }, 120_000);
 
-  it("refuses a zip-slip archive and stops a gzip bomb at the size cap, leaving nothing; refuses an upload over the cap", async () => {
+  it("refuses zip-slip archives and stops gzip and zip bombs at the size cap (.tar.gz and .zip), leaving nothing; refuses an upload over the cap", async () => {
     await upload("slip.tar.gz", await tarGz([{ name: "fine.txt", data: Buffer.from("fine") }, { name: "../../../escaped.txt", data: Buffer.from("evil") }]));
     expect(await codeOf(files.extractArchive({ server: s.id, archivePath: "slip.tar.gz", destinationPath: "slip" }))).toBe("InvalidArgument");
     // 30 MiB of zeros in a few KiB.
@@ -173,8 +195,15 @@ describe("files", () => {
     expect(bomb.length).toBeLessThan(1024 * 1024);
     await upload("bomb.tar.gz", bomb);
     expect(await codeOf(files.extractArchive({ server: s.id, archivePath: "bomb.tar.gz", destinationPath: "bomb" }))).toBe("ResourceExhausted");
+    // The same in a .zip: a "../" entry, and 30 MiB of zeros deflated to a few KiB.
+    await upload("slip.zip", await zipOf([{ name: "fine.txt", data: Buffer.from("fine") }, { name: "zz/zz/zz/escaped.txt", data: Buffer.from("evil") }], ["zz/zz/zz/", "../../../"]));
+    expect(await codeOf(files.extractArchive({ server: s.id, archivePath: "slip.zip", destinationPath: "zslip" }))).toBe("InvalidArgument");
+    const zipBomb = await zipOf([{ name: "zeros", data: Buffer.alloc(30 * 1024 * 1024) }]);
+    expect(zipBomb.length).toBeLessThan(1024 * 1024);
+    await upload("bomb.zip", zipBomb);
+    expect(await codeOf(files.extractArchive({ server: s.id, archivePath: "bomb.zip", destinationPath: "zbomb" }))).toBe("ResourceExhausted");
     const names = await readdir(data);
-    expect(names.filter((n) => ["slip", "bomb", "fine.txt", "zeros"].includes(n))).toEqual([]);
+    expect(names.filter((n) => ["slip", "bomb", "zslip", "zbomb", "fine.txt", "zeros"].includes(n))).toEqual([]);
     expect(await readdir(agent.dataRoot)).not.toContain("escaped.txt");
     expect(await readdir(dir)).not.toContain("escaped.txt");
     // Over the manager's cap: refused before a byte reaches the host.

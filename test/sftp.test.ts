@@ -9,6 +9,7 @@
  * with the token as actor; the host key survives a manager restart.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
 import { readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
@@ -81,6 +82,30 @@ describe("sftp", () => {
       return ["file.directory_created", "file.written", "file.moved", "file.mode_changed"].every((t) => mine.includes(t)) || undefined;
     }, 10_000);
   });
+
+  it("carries a 200 MB file up and back whole (FileService's upload sessions and streamed reads underneath)", async () => {
+    const size = 200 * 1024 * 1024 + 4321;
+    const local = join(dir, "big.bin");
+    const h = createHash("sha256");
+    const out = createWriteStream(local);
+    for (let off = 0; off < size; off += 8 * 1024 * 1024) {
+      const part = randomBytes(Math.min(8 * 1024 * 1024, size - off));
+      h.update(part);
+      if (!out.write(part)) await new Promise<void>((r) => out.once("drain", () => r()));
+    }
+    await new Promise<void>((r, j) => out.end((err?: Error | null) => (err ? j(err) : r())));
+    const want = h.digest("hex");
+    const r = await sftpBatch({ port: manager.sftp!.port, user: login, password: tokens.operator.secret, commands: ["put big.bin big.bin", "get big.bin big-back.bin"], cwd: dir, timeoutMs: 300_000 });
+    expect(r.code, r.out).toBe(0);
+    const hashOf = async (path: string) => {
+      const x = createHash("sha256");
+      for await (const b of createReadStream(path)) x.update(b as Buffer);
+      return x.digest("hex");
+    };
+    expect((await stat(join(data, "big.bin"))).size).toBe(size);
+    expect(await hashOf(join(data, "big.bin"))).toBe(want);
+    expect(await hashOf(join(dir, "big-back.bin"))).toBe(want);
+  }, 400_000);
 
   it("a viewer downloads but cannot change anything", async () => {
     await writeFile(join(data, "motd.txt"), "welcome\n");

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { ContainerInfoSchema, LogRequestSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import { pino } from "pino";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { LogStreams, type LogChunkInit } from "./log-streams.js";
 import type { ContainerRuntime, LogOptions } from "./runtime/container-runtime.js";
 import type { LogFrame } from "./runtime/log-demux.js";
@@ -83,6 +83,36 @@ describe("LogStreams", () => {
     expect(feeds[1]!.signal.aborted).toBe(true);
     expect(out.sent.filter((c) => c.end)).toEqual([]);
     expect(streams.active).toBe(0);
+  });
+
+  it("followed, waits for a container still being made: open at once, its output once it exists", async () => {
+    const made = { containers: false };
+    const { runtime, feeds } = fakeRuntime(made);
+    const out = sink();
+    const streams = new LogStreams(runtime, out.send, log);
+    streams.start(create(LogRequestSchema, { requestId: "r1", serverId: "srv_new", follow: true, tailLines: 10 }));
+    await tick();
+    expect(out.sent).toEqual([{ requestId: "r1" }]);
+    expect(feeds).toHaveLength(0);
+    made.containers = true;
+    await vi.waitFor(() => expect(feeds).toHaveLength(1), { timeout: 5_000 });
+    feeds[0]!.push({ stream: "stdout", data: Buffer.from("hello\n") });
+    await vi.waitFor(() => expect(out.sent.map((c) => (c.data ? Buffer.from(c.data as Buffer).toString() : ""))).toContain("hello\n"));
+    // Opened once only.
+    expect(out.sent.filter((c) => !c.data && !c.end)).toHaveLength(1);
+    streams.cancel("r1");
+    await vi.waitFor(() => expect(streams.active).toBe(0));
+  });
+
+  it("followed, a wait for a container that never comes ends with the caller, without an end chunk", async () => {
+    const { runtime } = fakeRuntime({ containers: false });
+    const out = sink();
+    const streams = new LogStreams(runtime, out.send, log);
+    streams.start(create(LogRequestSchema, { requestId: "r1", serverId: "srv_new", follow: true }));
+    await tick();
+    streams.cancel("r1");
+    await vi.waitFor(() => expect(streams.active).toBe(0));
+    expect(out.sent).toEqual([{ requestId: "r1" }]);
   });
 
   it("answers a server without a container with an error chunk", async () => {

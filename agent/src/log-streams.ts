@@ -22,7 +22,7 @@ const MAX_STREAMS = 64;
 /** A console stream's output rate limit: bytes a second, and at once (a chatty server cannot flood the manager). */
 const CONSOLE_RATE = 64 * 1024;
 const CONSOLE_BURST = 256 * 1024;
-/** How often a console stream with no running container looks for the next run. */
+/** How often a console stream with no running container looks for the next run (and a followed log for its container). */
 const CONSOLE_POLL_MS = 500;
 
 /** Bytes per second with a burst allowance: take() answers whether `n` bytes fit now. */
@@ -142,10 +142,23 @@ export class LogStreams {
     const rlog = this.log.child({ server: req.serverId, request: req.requestId });
     const id = req.requestId;
     try {
-      const container = await this.containerOf(req.serverId);
+      let container = await this.containerOf(req.serverId);
+      let announced = false;
+      if (!container && req.follow) {
+        // Not made yet (being created, or a rebuild between containers): the stream is open, and
+        // follows the container once it exists, instead of answering "no container".
+        if (!(await this.send({ requestId: id }))) return;
+        announced = true;
+        rlog.debug("log stream waits for the server's container");
+        while (!container && !signal.aborted) {
+          await sleep(CONSOLE_POLL_MS, signal);
+          container = await this.containerOf(req.serverId);
+        }
+        if (signal.aborted) return;
+      }
       if (!container) throw new RuntimeError("ContainerMissing", `server ${req.serverId} has no container on this host`);
       const frames = await this.runtime.logs(container.id, { follow: req.follow, tailLines: req.tailLines }, signal);
-      if (!(await this.send({ requestId: id }))) return;
+      if (!announced && !(await this.send({ requestId: id }))) return;
       rlog.debug({ container: container.id, follow: req.follow, tail: req.tailLines }, "log stream open");
       for await (const frame of frames) {
         for (const piece of splitFrame(frame, MAX_CHUNK_BYTES)) {

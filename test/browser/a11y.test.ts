@@ -6,7 +6,7 @@
  * and back.
  */
 import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import Docker from "dockerode";
@@ -63,7 +63,7 @@ describe("accessibility", () => {
   const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
   let dir: string;
   let manager: ManagerProc;
-  let agent: Proc;
+  let agent: Proc & { dataRoot: string };
   let browser: Browser;
   const created: string[] = [];
   let stray = "";
@@ -130,11 +130,25 @@ describe("accessibility", () => {
     const drawer = p.getByTestId("server-drawer");
     await drawer.getByRole("heading", { name: name("web") }).waitFor();
     found.push(...(await seriousViolations(p, "server drawer, overview")));
-    for (const tab of ["Events", "Backups", "Edit spec"]) {
+    // The Files tab lists something: a folder and a file in the server's data directory.
+    const web = join(agent.dataRoot, (await manager.servers.getServer({ id: name("web") })).server!.id);
+    mkdirSync(join(web, "plugins"), { recursive: true });
+    writeFileSync(join(web, "server.properties"), "motd=a11y\n");
+    for (const tab of ["Events", "Files", "Backups", "Edit spec"]) {
       await drawer.getByRole("tab", { name: tab }).click();
       await drawer.getByRole("tabpanel", { name: tab }).waitFor();
       await p.waitForTimeout(300); // the tab's first answer from the manager
+      if (tab === "Files") await drawer.locator('tr[data-name="server.properties"]').waitFor();
       found.push(...(await seriousViolations(p, `server drawer, ${tab}`)));
+      if (tab === "Files") {
+        // The text editor (CodeMirror) a file opens in.
+        await drawer.getByRole("button", { name: "Open server.properties" }).click();
+        const text = p.getByTestId("file-editor").getByLabel("Contents of /server.properties");
+        await text.waitFor();
+        found.push(...(await seriousViolations(p, "file editor")));
+        await p.keyboard.press("Escape");
+        await p.getByTestId("file-editor").waitFor({ state: "detached" });
+      }
     }
     await drawer.getByRole("button", { name: "Close details" }).click();
 

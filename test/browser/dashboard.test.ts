@@ -4,7 +4,7 @@
  * does, step by step. The steps share one manager and one page and run in
  * order. Screenshots of every page land in test-results/screenshots/.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import Docker from "dockerode";
@@ -342,6 +342,210 @@ describe("dashboard", () => {
     await row(p, name("con")).waitFor({ state: "detached", timeout: 30_000 });
   });
 
+  it("the Files tab: upload two files with progress, edit a text file (a change made meanwhile is refused, then overwritten), download and compare bytes, new folder, rename, delete with confirmation; a viewer only reads", async () => {
+    const p = page();
+    const s = await createViaApi(name("files"), ["sh", "-c", 'printf "motd=hello\\n" > /data/server.properties; exec sleep 100000']);
+    await waitForPhase(manager, s.id, Phase.RUNNING);
+    const data = join(agent.dataRoot, s.id);
+    await waitFor("the file the server wrote", async () => existsSync(join(data, "server.properties")));
+    // Signed in by the steps before; not when this step runs alone (-t).
+    if (!(await p.getByTestId("whoami").isVisible())) await signIn(p, manager.url, manager.adminToken);
+    await row(p, name("files")).getByRole("button", { name: name("files"), exact: true }).click();
+    const drawer = p.getByTestId("server-drawer");
+    // This server writes nothing: once its log is open the Logs tab says so, instead of "opening…" forever.
+    await drawer.getByRole("tab", { name: "Logs" }).click();
+    await drawer.getByRole("log", { name: "Container output" }).getByText(/^No output yet/).waitFor({ timeout: 15_000 });
+    expect(await drawer.getByTestId("logs-state").textContent()).toBe("live");
+    await drawer.getByRole("tab", { name: "Files" }).click();
+    const table = drawer.getByRole("table", { name: "Files in /" });
+    const entry = (n: string) => table.locator(`tr[data-name="${n}"]`);
+    await entry("server.properties").waitFor();
+    expect(await entry("server.properties").locator("td[data-label=Mode]").textContent()).toMatch(/^-rw-r--r--$/);
+
+    // Upload: 2.5 MiB (three chunks) and a small text file, each with its own bar.
+    const blob = Buffer.from(Array.from({ length: 2.5 * 1024 * 1024 }, (_, i) => (i * 31 + (i >> 12)) % 256));
+    await drawer.getByLabel("Files to upload").setInputFiles([
+      { name: "blob.bin", mimeType: "application/octet-stream", buffer: blob },
+      { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("first notes\n") },
+    ]);
+    const transfers = drawer.getByRole("list", { name: "Transfers" });
+    await transfers.locator('li[data-kind=upload][data-path="blob.bin"][data-state=done]').waitFor({ timeout: 30_000 });
+    await transfers.locator('li[data-kind=upload][data-path="notes.txt"][data-state=done]').waitFor({ timeout: 30_000 });
+    expect(await transfers.getByRole("progressbar", { name: "Upload of /blob.bin" }).getAttribute("aria-valuenow")).toBe("100");
+    await entry("blob.bin").waitFor();
+    expect(await entry("blob.bin").locator("td[data-label=Size]").textContent()).toBe("2.5 MiB");
+    expect(readFileSync(join(data, "blob.bin")).equals(blob)).toBe(true);
+    expect(readFileSync(join(data, "notes.txt"), "utf8")).toBe("first notes\n");
+
+    // Drag and drop a file onto the tab: it is marked as a drop target, then the file is uploaded.
+    const dropped = await p.evaluateHandle(`(() => {
+      const d = new DataTransfer();
+      d.items.add(new File(["dropped in\\n"], "dropped.txt", { type: "text/plain" }));
+      return d;
+    })()`);
+    await drawer.getByTestId("files").dispatchEvent("dragover", { dataTransfer: dropped });
+    await drawer.locator(".files.dropping").waitFor();
+    await drawer.getByTestId("files").dispatchEvent("drop", { dataTransfer: dropped });
+    await transfers.locator('li[data-kind=upload][data-path="dropped.txt"][data-state=done]').waitFor({ timeout: 30_000 });
+    expect(await drawer.locator(".files.dropping").count()).toBe(0);
+    expect(readFileSync(join(data, "dropped.txt"), "utf8")).toBe("dropped in\n");
+    await entry("dropped.txt").waitFor();
+
+    // Cancel: the second chunk is held back in the browser until Cancel is pressed; no chunk follows and the target never appears.
+    let chunks = 0;
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    await p.route("**/berth.v1.FileService/WriteFile", async (route) => {
+      if (++chunks === 2) await held;
+      await route.continue().catch(() => undefined); // the page may have dropped the request meanwhile
+    });
+    try {
+      await drawer.getByLabel("Files to upload").setInputFiles([{ name: "cancel.bin", mimeType: "application/octet-stream", buffer: blob }]);
+      await waitFor("the second chunk sent", async () => chunks === 2);
+      await transfers.getByRole("button", { name: "Cancel Upload of /cancel.bin" }).click();
+      await transfers.locator('li[data-kind=upload][data-path="cancel.bin"][data-state=canceled]').waitFor();
+      release();
+      // Settled: the next upload goes through the same queue, after the canceled one has stopped.
+      await drawer.getByLabel("Files to upload").setInputFiles([{ name: "after-cancel.txt", mimeType: "text/plain", buffer: Buffer.from("x") }]);
+      await transfers.locator('li[data-kind=upload][data-path="after-cancel.txt"][data-state=done]').waitFor();
+      expect(chunks).toBe(3); // cancel.bin's two, after-cancel.txt's one
+      expect(existsSync(join(data, "cancel.bin"))).toBe(false);
+    } finally {
+      release();
+      await p.unroute("**/berth.v1.FileService/WriteFile");
+    }
+
+    // Open a text file, edit, save (Ctrl+S or the button): the file on the host changes.
+    await drawer.getByRole("button", { name: "Open server.properties" }).click();
+    const editor = p.getByTestId("file-editor");
+    const text = editor.getByLabel("Contents of /server.properties");
+    await text.waitFor();
+    // A CodeMirror editor: its lines are elements, so the text reads without newlines.
+    await waitFor("the file in the editor", async () => (await text.textContent()) === "motd=hello");
+    await text.fill("motd=edited in the browser\n");
+    await editor.getByRole("button", { name: "Save" }).click();
+    await waitFor("the saved file", async () => readFileSync(join(data, "server.properties"), "utf8") === "motd=edited in the browser\n");
+    // Someone else changes it meanwhile: the next save is refused with the reason, and may then overwrite.
+    writeFileSync(join(data, "server.properties"), "motd=changed on the host\n");
+    utimesSync(join(data, "server.properties"), new Date(Date.now() + 5000), new Date(Date.now() + 5000));
+    await text.fill("motd=second edit\n");
+    await editor.getByRole("button", { name: "Save" }).click();
+    await editor.getByRole("alert").filter({ hasText: /^Changed since you opened it: .*server.properties changed since it was read/ }).waitFor();
+    expect(readFileSync(join(data, "server.properties"), "utf8")).toBe("motd=changed on the host\n");
+    await screenshot(p, "08d-files-editor-conflict");
+    await editor.getByRole("button", { name: "Overwrite anyway" }).click();
+    await waitFor("the overwritten file", async () => readFileSync(join(data, "server.properties"), "utf8") === "motd=second edit\n");
+    await editor.getByRole("button", { name: "Close", exact: true }).click();
+    await editor.waitFor({ state: "detached" });
+
+    // A file over 1 MiB is not opened in the editor: it says so and offers the download.
+    await drawer.getByRole("button", { name: "Open blob.bin" }).click();
+    await editor.getByText(/Too large to open here \(over 1 MiB\)\. Download it instead\./).waitFor();
+    await editor.getByRole("button", { name: "Close", exact: true }).click();
+
+    // Download: the bytes saved are the file's.
+    const [download] = await Promise.all([p.waitForEvent("download"), drawer.getByRole("button", { name: "Download blob.bin" }).click()]);
+    expect(download.suggestedFilename()).toBe("blob.bin");
+    expect(readFileSync((await download.path())!).equals(blob)).toBe(true);
+    await transfers.locator('li[data-kind=download][data-path="blob.bin"][data-state=done]').waitFor();
+
+    // New folder, then rename (move) notes.txt into it, and look inside with the keyboard.
+    await drawer.getByRole("button", { name: "New folder…" }).click();
+    await p.getByRole("dialog", { name: "New folder in /" }).getByLabel("Folder name").fill("plugins");
+    await p.getByRole("dialog", { name: "New folder in /" }).getByRole("button", { name: "Create folder" }).click();
+    await table.locator('tr[data-name="plugins"][data-type=directory]').waitFor();
+    expect(await table.locator("tbody tr").first().getAttribute("data-name")).toBe("plugins"); // folders first
+    await drawer.getByRole("button", { name: "Actions for notes.txt" }).click();
+    await p.getByRole("menuitem", { name: "Rename or move…" }).click();
+    const rename = p.getByRole("dialog", { name: "Rename or move /notes.txt" });
+    await rename.getByLabel("New name or path").fill("/plugins/readme.txt");
+    await rename.getByRole("button", { name: "Rename" }).click();
+    await entry("notes.txt").waitFor({ state: "detached" });
+    expect(readFileSync(join(data, "plugins", "readme.txt"), "utf8")).toBe("first notes\n");
+    await drawer.getByRole("button", { name: "Open folder plugins" }).press("Enter");
+    await drawer.getByRole("table", { name: "Files in /plugins" }).locator('tr[data-name="readme.txt"]').waitFor();
+    expect(await drawer.getByRole("navigation", { name: "Folder path" }).textContent()).toBe("data/plugins");
+    // The notices of the steps above would cover the listing in the picture for the docs.
+    const quiet = await p.addStyleTag({ content: ".toast { visibility: hidden; }" });
+    await screenshot(p, "08c-drawer-files");
+    await quiet.evaluate((el) => el.remove());
+    await drawer.getByRole("navigation", { name: "Folder path" }).getByRole("button", { name: "data" }).click();
+
+    // Delete the folder: the confirmation names it and says everything in it goes.
+    await drawer.getByRole("button", { name: "Actions for plugins" }).click();
+    await p.getByRole("menuitem", { name: "Delete…" }).click();
+    const confirm = p.getByRole("dialog", { name: "Delete /plugins?" });
+    expect(await confirm.textContent()).toContain("and everything in it will be deleted");
+    await confirm.getByRole("button", { name: "Delete" }).click();
+    await entry("plugins").waitFor({ state: "detached" });
+    expect(existsSync(join(data, "plugins"))).toBe(false);
+
+    // Change mode: setuid is refused in the dialog before anything is sent; 600 reaches the host.
+    await drawer.getByRole("button", { name: "Actions for server.properties" }).click();
+    await p.getByRole("menuitem", { name: "Change mode…" }).click();
+    const chmod = p.getByRole("dialog", { name: "Change the mode of /server.properties" });
+    await chmod.getByLabel("Mode (octal)").fill("4755");
+    await chmod.getByRole("button", { name: "Change mode" }).click();
+    await chmod.getByRole("alert").filter({ hasText: /setuid and setgid/ }).waitFor();
+    await chmod.getByLabel("Mode (octal)").fill("600");
+    await chmod.getByRole("button", { name: "Change mode" }).click();
+    await chmod.waitFor({ state: "detached" });
+    expect(statSync(join(data, "server.properties")).mode & 0o7777).toBe(0o600);
+    await entry("server.properties").locator("td[data-label=Mode]", { hasText: "-rw-------" }).waitFor();
+
+    // Two ticked entries archived into one .tar.gz, which is then extracted beside itself.
+    await drawer.getByLabel("Select server.properties").check();
+    await drawer.getByLabel("Select blob.bin").check();
+    await drawer.getByRole("group", { name: "Selected entries" }).getByRole("button", { name: "Archive…" }).click();
+    const archive = p.getByRole("dialog", { name: "Archive 2 entries" });
+    expect(await archive.getByLabel("Archive name").inputValue()).toBe("data.tar.gz");
+    await archive.getByRole("button", { name: "Create archive" }).click();
+    await entry("data.tar.gz").waitFor();
+    await drawer.getByRole("button", { name: "Actions for data.tar.gz" }).click();
+    await p.getByRole("menuitem", { name: "Extract…" }).click();
+    const extract = p.getByRole("dialog", { name: "Extract /data.tar.gz" });
+    expect(await extract.getByLabel("Into the folder").inputValue()).toBe("/data");
+    await extract.getByRole("button", { name: "Extract" }).click();
+    await table.locator('tr[data-name="data"][data-type=directory]').waitFor();
+    expect(readFileSync(join(data, "data", "blob.bin")).equals(blob)).toBe(true);
+    expect(readFileSync(join(data, "data", "server.properties"), "utf8")).toBe("motd=second edit\n");
+
+    // On a phone the tab fits the screen.
+    await p.setViewportSize({ width: 390, height: 844 });
+    try {
+      await entry("blob.bin").waitFor();
+      const wide = (await p.evaluate(`(() => { const d = document.querySelector(".drawer"); return [document.documentElement.scrollWidth, d.scrollWidth - d.clientWidth]; })()`)) as [number, number];
+      expect(wide[0]).toBeLessThanOrEqual(390);
+      expect(wide[1]).toBeLessThanOrEqual(0);
+      const quietPhone = await p.addStyleTag({ content: ".toast { visibility: hidden; }" });
+      await screenshot(p, "08e-drawer-files-phone");
+      await quietPhone.evaluate((el) => el.remove());
+    } finally {
+      await p.setViewportSize({ width: 1600, height: 900 });
+    }
+    await p.keyboard.press("Escape");
+
+    // A viewer sees the listing and reads files, with no control that changes them.
+    const { secret: viewer } = await manager.access.createToken({ name: `files-viewer-${RUN}`, role: Role.VIEWER, project: "default" });
+    const tab = await browser.context.newPage();
+    try {
+      await signIn(tab, manager.url, viewer, `/servers?server=${s.id}&tab=files`);
+      const vdrawer = tab.getByTestId("server-drawer");
+      await vdrawer.getByRole("table", { name: "Files in /" }).locator('tr[data-name="server.properties"]').waitFor();
+      expect(await vdrawer.getByRole("button", { name: /Upload files|New folder|Actions for/ }).count()).toBe(0);
+      expect(await vdrawer.locator("input[type=checkbox]").count()).toBe(0);
+      expect(await vdrawer.getByRole("button", { name: "Download blob.bin" }).count()).toBe(1);
+      await vdrawer.getByRole("button", { name: "Open server.properties" }).click();
+      const ved = tab.getByTestId("file-editor");
+      await waitFor("the file in the viewer's editor", async () => (await ved.getByLabel("Contents of /server.properties").textContent()) === "motd=second edit");
+      expect(await ved.getByLabel("Contents of /server.properties").getAttribute("contenteditable")).toBe("false");
+      expect(await ved.getByLabel("Contents of /server.properties").getAttribute("aria-readonly")).toBe("true");
+      expect(await ved.getByRole("button", { name: "Save" }).count()).toBe(0);
+    } finally {
+      await tab.close();
+    }
+  });
+
   it("edits the spec: the manager's validation message lands on the field, a valid change bumps the generation", async () => {
     const p = page();
     await row(p, name("a")).getByRole("button", { name: name("a"), exact: true }).click();
@@ -396,7 +600,7 @@ describe("dashboard", () => {
   it("a crashing server reads 'Crashing · n/5 · restart in s' in amber from its first crash, and crash_loop warns from the second", async () => {
     const p = page();
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
-    const s = await createViaApi(name("crash"), ["sh", "-c", "sleep 1; exit 3"]);
+    const s = await createViaApi(name("crash"), ["sh", "-c", "sleep 1; echo 'fatal: about to exit 3' >&2; exit 3"]);
     try {
       const r = row(p, name("crash"));
       await r.getByTestId("phase-badge").filter({ hasText: "Crashing" }).waitFor({ timeout: 20_000 });
@@ -408,6 +612,13 @@ describe("dashboard", () => {
       const a = await waitFor("crash_loop's warning", async () => (await alerts.listAlerts({})).alerts.find((x) => x.rule === "crash_loop" && x.subject === `server:${s.id}`), 40_000);
       expect(a.severity).toBe(2 /* WARNING */);
       expect(a.message).toMatch(/crashed [2-4] times in 10 minutes/);
+      // Its Logs tab shows the crashed runs' last lines (the container is restarted, not replaced, so its log is kept), stderr marked.
+      await r.getByRole("button", { name: name("crash"), exact: true }).click();
+      const drawer = p.getByTestId("server-drawer");
+      await drawer.getByRole("tab", { name: "Logs" }).click();
+      const last = drawer.getByRole("log", { name: "Container output" }).locator(".stderr", { hasText: "fatal: about to exit 3" });
+      await last.first().waitFor({ timeout: 15_000 });
+      await drawer.getByRole("button", { name: "Close details" }).click();
     } finally {
       await manager.servers.purgeServer({ id: s.id, removeData: true }).catch(() => {});
     }

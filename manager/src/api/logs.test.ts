@@ -70,7 +70,7 @@ async function setup(openTimeoutMs = 2_000) {
   /** The next message the manager sent to the agent. */
   const nextToAgent = async () => ((await fromManager.next()).value as ManagerMessage).body;
 
-  const call = (caller: Caller, req: { id: string; follow?: boolean; tailLines?: number }) => {
+  const call = (caller: Caller, req: { id: string; follow?: boolean; tailLines?: number; announceOpen?: boolean }) => {
     const ac = new AbortController();
     const ctx = createHandlerContext({
       service: ServerService,
@@ -109,6 +109,25 @@ describe("TailLogs through the agent link", () => {
     expect(text(await it.next())).toBe("stderr:oops\n");
     expect(text(await it.next())).toBe("<end>");
     expect(hub.openLogCount).toBe(0);
+  });
+
+  it("with announce_open, says first that the log is open (a silent container is then 'no output yet'), once", async () => {
+    const { call, nextToAgent, agentSend } = await setup();
+    const { it, cancel } = call(ADMIN, { id: "web", follow: true, announceOpen: true });
+    const first = it.next();
+    const req = await nextToAgent();
+    if (req.case !== "logRequest") throw new Error(`expected a logRequest, got ${req.case}`);
+    const rid = req.value.requestId;
+    agentSend({ case: "logChunk", value: { requestId: rid } }); // open
+    const opened = await first;
+    expect(opened.done).toBe(false);
+    expect(opened.value!.opened).toBe(true);
+    expect(opened.value!.data.length).toBe(0);
+    agentSend({ case: "logChunk", value: { requestId: rid, stream: "stdout", data: Buffer.from("later\n") } });
+    const next = await it.next();
+    expect(text(next)).toBe("stdout:later\n");
+    expect(next.value!.opened).toBe(false);
+    cancel();
   });
 
   it("gives the agent a window and grants credit as the caller reads", async () => {

@@ -94,12 +94,16 @@ export function createTailLogs(deps: TailLogsDeps): ServiceImpl<typeof ServerSer
     const now = deps.now ?? Date.now;
     const s = await loadVisibleServer(deps.store, callerOf(ctx), req.id);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted and has no container; restore and start it to read its logs`);
-    for await (const e of agentLogs(deps, s, { follow: req.follow, tailLines: req.tailLines }, ctx)) {
+    for await (const e of agentLogs(deps, s, { follow: req.follow, tailLines: req.tailLines, announceOpen: req.announceOpen }, ctx)) {
       if ("dropped" in e) {
         yield create(TailLogsResponseSchema, { droppedChunks: BigInt(e.dropped.chunks), droppedBytes: BigInt(e.dropped.bytes), time: timestampFromMs(now()) });
         continue;
       }
-      if (e.chunk.data.length === 0) continue;
+      // The open chunk (asked for with announce_open).
+      if (e.chunk.data.length === 0) {
+        yield create(TailLogsResponseSchema, { opened: true, time: timestampFromMs(now()) });
+        continue;
+      }
       yield create(TailLogsResponseSchema, { stream: e.chunk.stream, data: e.chunk.data, time: timestampFromMs(now()) });
     }
   };
@@ -120,7 +124,7 @@ export function createWatchConsole(deps: TailLogsDeps): ServiceImpl<typeof Serve
     if (problems.length) throw invalidArgument(problems);
     const s = await loadVisibleServer(deps.store, callerOf(ctx), req.id);
     if (s.deletedAt !== null) throw new PreconditionError(`server "${s.name}" is deleted; restore it to watch its console`);
-    for await (const e of agentLogs(deps, s, { follow: true, tailLines: req.backlogLines, console: true }, ctx)) {
+    for await (const e of agentLogs(deps, s, { follow: true, tailLines: req.backlogLines, console: true, announceOpen: true }, ctx)) {
       if ("dropped" in e) {
         yield create(WatchConsoleResponseSchema, { marker: "dropped", message: `${e.dropped.bytes} bytes of output left out here: they came faster than this caller read them`, droppedBytes: BigInt(e.dropped.bytes), time: timestampFromMs(now()) });
         continue;
@@ -131,7 +135,11 @@ export function createWatchConsole(deps: TailLogsDeps): ServiceImpl<typeof Serve
         yield create(WatchConsoleResponseSchema, { marker: c.marker, message: c.message, droppedBytes: c.droppedBytes, time });
         continue;
       }
-      if (c.data.length === 0) continue;
+      // The open chunk: said once, first, so a silent console reads "no output yet", not "connecting".
+      if (c.data.length === 0) {
+        yield create(WatchConsoleResponseSchema, { marker: "opened", message: "console open", time });
+        continue;
+      }
       yield create(WatchConsoleResponseSchema, { stream: c.stream, data: c.data, time });
     }
   };
@@ -181,7 +189,15 @@ type ServerRecordLike = Awaited<ReturnType<typeof loadVisibleServer>>;
 export async function* agentLogs(
   deps: TailLogsDeps,
   s: { id: string; name: string; hostId: string },
-  req: { follow: boolean; tailLines: number; console?: boolean; exec?: MessageInitShape<typeof ExecSpecSchema>; fileRead?: MessageInitShape<typeof ReadFileRequestSchema> },
+  req: {
+    follow: boolean;
+    tailLines: number;
+    console?: boolean;
+    exec?: MessageInitShape<typeof ExecSpecSchema>;
+    fileRead?: MessageInitShape<typeof ReadFileRequestSchema>;
+    /** Yield the agent's open chunk (no data, no marker): the stream is open. */
+    announceOpen?: boolean;
+  },
   ctx: HandlerContext,
 ): AsyncIterable<Entry> {
   const { hub } = deps;
@@ -235,6 +251,7 @@ export async function* agentLogs(
     openTimeoutMs,
   );
   let ended = false;
+  let announced = false;
   try {
     for await (const e of chunks) {
       clearTimeout(openTimer);
@@ -252,7 +269,8 @@ export async function* agentLogs(
       }
       // The open chunk says nothing (a download's carries the file's entry); markers carry no output (the agent charges neither to the window).
       if (c.data.length === 0) {
-        if (c.marker || c.fileEntry) yield e;
+        if (c.marker || c.fileEntry || (req.announceOpen && !announced)) yield e;
+        announced = true;
         continue;
       }
       yield e;

@@ -382,7 +382,7 @@ function decide(input: PlanInput): Plan {
     return {
       ...base,
       phase: lc.purge ? Phase.PURGING : Phase.DELETED,
-      reason: last.state === "expired" ? (TIMEOUT_REASON[last.kind] ?? "Timeout") : last.reason || "CommandFailed",
+      reason: failureReason(last),
       message: `removing the container failed (${last.message || last.reason || "no reason given"}); trying again at ${new Date(retryAt).toISOString()}`,
       requeueAfterMs: retryAt - input.now,
     };
@@ -393,9 +393,7 @@ function decide(input: PlanInput): Plan {
     return {
       ...base,
       phase: Phase.FAILED,
-      // An expired command's stored reason is the agent-facing "DeadlineExceeded": report the
-      // same per-kind reason as at the moment of expiry, so the status does not flap.
-      reason: last.state === "expired" ? (TIMEOUT_REASON[last.kind] ?? "Timeout") : last.reason || "CommandFailed",
+      reason: failureReason(last),
       message: last.message,
     };
   }
@@ -606,6 +604,15 @@ export function crashBackoffMs(recentCrashes: number, baseMs = 10_000): number {
   return Math.min(30 * baseMs, baseMs * 2 ** Math.max(0, recentCrashes - 1));
 }
 
+
+/**
+ * The phase reason of a failed or expired command. An expired command's stored reason is the
+ * agent-facing "DeadlineExceeded": report the same per-kind reason as at the moment of expiry,
+ * so the status does not flap.
+ */
+function failureReason(last: FinishedCommand): string {
+  return last.state === "expired" ? (TIMEOUT_REASON[last.kind] ?? "Timeout") : last.reason || "CommandFailed";
+}
 
 function issue(
   base: Pick<Plan, "conditions" | "observedGeneration">,

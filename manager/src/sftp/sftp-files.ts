@@ -7,6 +7,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { posix } from "node:path";
+import { DEFAULT_PROJECT } from "../auth/caller.js";
 
 export type SftpEntryType = "file" | "dir" | "symlink" | "other";
 
@@ -61,6 +62,6 @@ export function dataPath(sftpPath: string): string {
 /** `user` split as `<server>.<project>` at its last dot; project "default" when there is no dot. */
 export function parseSftpUser(user: string): { server: string; project: string } {
   const dot = user.lastIndexOf(".");
-  if (dot < 0) return { server: user, project: "default" };
+  if (dot < 0) return { server: user, project: DEFAULT_PROJECT };
   return { server: user.slice(0, dot), project: user.slice(dot + 1) };
 }

@@ -9,6 +9,7 @@ import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
+import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
@@ -21,6 +22,7 @@ export interface Api {
   access: Client<typeof AccessService>;
   orphans: Client<typeof OrphanService>;
   backups: Client<typeof BackupService>;
+  files: Client<typeof FileService>;
 }
 
 /**
@@ -48,6 +50,7 @@ export function createApi(token: string, onUnauthenticated: (message: string) =>
     access: createClient(AccessService, transport),
     orphans: createClient(OrphanService, transport),
     backups: createClient(BackupService, transport),
+    files: createClient(FileService, transport),
   };
 }
 

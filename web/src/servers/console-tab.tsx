@@ -62,6 +62,8 @@ export function ConsoleTab({ server }: { server: Server }) {
           setState((s) => (s.kind === "live" ? { kind: "reconnecting", message: "" } : s));
           for await (const m of api.servers.watchConsole({ id, backlogLines: BACKLOG_LINES }, { signal: abort.signal })) {
             setState({ kind: "live" });
+            // "opened" says only that the console is open (the state above shows it).
+            if (m.marker === "opened") continue;
             const add = m.marker ? [splitter.marker(markerText(m.marker, m.message))] : splitter.push(m.stream, m.data);
             if (gathering) gathering.push(...add);
             else show(add);
@@ -141,7 +143,7 @@ export function ConsoleTab({ server }: { server: Server }) {
           atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
         }}
       >
-        {lines.length === 0 && state.kind === "live" && <div className="muted">No output yet.</div>}
+        {lines.length === 0 && state.kind === "live" && <div className="muted">No output yet: what the server writes appears here.</div>}
         {lines.map((l) => (
           <div key={l.n} className={l.stream === "stderr" ? "stderr" : l.stream === "marker" ? "marker" : undefined}>
             {l.text || "\u00a0"}

@@ -1,7 +1,7 @@
 /**
  * One server, explained: spec, status and conditions (live from the watch),
- * its event timeline (ledger, live), its logs (TailLogs), its backups, and
- * the spec editor.
+ * its event timeline (ledger, live), its logs (TailLogs), its console, its
+ * data directory (FileService), its backups, and the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
 import { useEffect, useId, useRef, useState, type FormEvent } from "react";
@@ -18,6 +18,7 @@ import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
 import { ConsoleTab } from "./console-tab.js";
 import { CrashMark } from "./crash-mark.js";
+import { FilesTab } from "./files-tab.js";
 import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, lastSeen, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
@@ -27,9 +28,9 @@ import { formFromSpec, problemsAfterEdit, specFromForm, type FieldProblem, type 
 import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
 
-const TABS = ["overview", "events", "logs", "console", "backups", "edit"] as const;
+const TABS = ["overview", "events", "logs", "console", "files", "backups", "edit"] as const;
 type Tab = (typeof TABS)[number];
-const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", console: "Console", backups: "Backups", edit: "Edit spec" };
+const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", console: "Console", files: "Files", backups: "Backups", edit: "Edit spec" };
 
 export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: () => void; onAction: (s: Server, a: ServerAction) => void }) {
   const { can } = useSession();
@@ -161,6 +162,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
             {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
             {tab === "logs" && <LogsView server={s} />}
             {tab === "console" && <ConsoleTab key={s.id} server={s} />}
+            {tab === "files" && <FilesTab key={s.id} server={s} />}
             {tab === "backups" && <BackupsTab key={s.id} server={s} />}
             {tab === "edit" && <EditSpec key={s.id} s={s} />}
           </div>

@@ -1,7 +1,8 @@
 /**
  * The container's output through TailLogs: the last lines, then (with
- * "Follow") new ones as they come. Sticks to the bottom unless the reader
- * scrolled up. Keeps at most MAX_LINES lines.
+ * "Follow") new ones as they come; a container still being made is waited
+ * for, and a silent one reads "no output yet". Sticks to the bottom unless
+ * the reader scrolled up. Keeps at most MAX_LINES lines.
  */
 import { useEffect, useLayoutEffect, useRef, useState } from "react";
 import type { Server } from "@berth/proto/berth/v1/server_pb.js";
@@ -33,7 +34,8 @@ export function LogsView({ server }: { server: Server }) {
     setState({ kind: "opening" });
     void (async () => {
       try {
-        for await (const chunk of api.servers.tailLogs({ id, follow, tailLines: 500 }, { signal: abort.signal })) {
+        // announceOpen: the manager says when the log is open, so a silent container reads "no output yet".
+        for await (const chunk of api.servers.tailLogs({ id, follow, tailLines: 500, announceOpen: true }, { signal: abort.signal })) {
           setState((s) => (s.kind === "open" ? s : { kind: "open" }));
           if (chunk.data.length === 0) continue;
           const add = splitter.push(chunk.stream, chunk.data, chunk.time ? Number(chunk.time.seconds) * 1000 + Math.floor(chunk.time.nanos / 1e6) : Date.now());
@@ -95,7 +97,8 @@ export function LogsView({ server }: { server: Server }) {
           atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
         }}
       >
-        {lines.length === 0 && state.kind !== "opening" && <div className="muted">No output.</div>}
+        {lines.length === 0 && state.kind === "open" && <div className="muted">{follow ? "No output yet: new lines appear here as the container writes them." : "No output."}</div>}
+        {lines.length === 0 && state.kind === "ended" && <div className="muted">No output.</div>}
         {query.trim() && shown.length === 0 && lines.length > 0 && <div className="muted">No line matches “{query.trim()}”.</div>}
         {shown.map((l) => (
           <div key={l.n} className={l.stream === "stderr" ? "stderr" : undefined} title={l.stream === "stderr" ? "stderr" : undefined}>

@@ -17,6 +17,8 @@ export function Menu({ label, items, children }: { label: string; items: MenuIte
   const button = useRef<HTMLButtonElement>(null);
   const menu = useRef<HTMLDivElement>(null);
   const [pos, setPos] = useState({ top: 0, left: 0 });
+  /** Where the button was when the menu was placed. */
+  const anchor = useRef({ top: 0, left: 0 });
   useLayoutEffect(() => {
     if (!open || !button.current) return;
     const r = button.current.getBoundingClientRect();
@@ -24,14 +26,22 @@ export function Menu({ label, items, children }: { label: string; items: MenuIte
     const w = menu.current?.offsetWidth ?? 160;
     const below = r.bottom + 4 + h < window.innerHeight;
     setPos({ top: below ? r.bottom + 4 : Math.max(4, r.top - h - 4), left: Math.max(4, Math.min(r.right - w, window.innerWidth - w - 4)) });
-    menu.current?.querySelector<HTMLElement>("[role=menuitem]")?.focus();
+    anchor.current = { top: r.top, left: r.left };
+    // preventScroll: focusing must not scroll the page, or the scroll would close the menu at once.
+    menu.current?.querySelector<HTMLElement>("[role=menuitem]")?.focus({ preventScroll: true });
   }, [open]);
   useEffect(() => {
     if (!open) return;
     const close = (e: MouseEvent) => {
       if (!menu.current?.contains(e.target as Node) && !button.current?.contains(e.target as Node)) setOpen(false);
     };
-    const onScroll = () => setOpen(false);
+    // A scroll that moves the button would leave the menu behind: close it. Other
+    // scrolls (one that was under way when the button was clicked, one inside
+    // the menu) leave it open.
+    const onScroll = () => {
+      const r = button.current?.getBoundingClientRect();
+      if (!r || Math.abs(r.top - anchor.current.top) > 1 || Math.abs(r.left - anchor.current.left) > 1) setOpen(false);
+    };
     const onKey = (e: globalThis.KeyboardEvent) => {
       if (e.key === "Escape") {
         e.stopPropagation();
