@@ -106,6 +106,12 @@ export interface ContainerRuntime {
   inspectForAdoption?(id: string): Promise<ContainerInfo | undefined>;
   /** One container, or undefined if it does not exist. */
   inspect(id: string): Promise<ContainerInfo | undefined>;
+  /**
+   * The host pid of a running container's init process (Docker's State.Pid),
+   * for the usage sampler; undefined when it does not run. Optional: a runtime
+   * without it reports no container usage.
+   */
+  initPid?(id: string): Promise<number | undefined>;
   imageExists(image: string): Promise<boolean>;
   /** Pulls an image; `onProgress` gets human-readable status lines. */
   pull(image: string, onProgress: (line: string) => void): Promise<void>;

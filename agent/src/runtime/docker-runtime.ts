@@ -99,6 +99,16 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async initPid(id: string): Promise<number | undefined> {
+    try {
+      const c = await timed("docker inspect", (abortSignal) => this.docker.getContainer(id).inspect({ abortSignal } as object));
+      return c.State.Running && c.State.Pid > 0 ? c.State.Pid : undefined;
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
   async imageExists(image: string): Promise<boolean> {
     try {
       await timed("docker image inspect", (abortSignal) => this.docker.getImage(image).inspect({ abortSignal } as object));

@@ -54,6 +54,10 @@ export class LockedRuntime implements ContainerRuntime {
     return this.inner.inspect(id);
   }
 
+  initPid(id: string): Promise<number | undefined> {
+    return this.inner.initPid ? this.inner.initPid(id) : Promise.resolve(undefined);
+  }
+
   listUnmanaged(max: number): Promise<{ containers: ContainerInfo[]; omitted: number }> {
     return this.inner.listUnmanaged ? this.inner.listUnmanaged(max) : Promise.resolve({ containers: [], omitted: 0 });
   }

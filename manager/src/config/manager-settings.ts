@@ -338,6 +338,12 @@ export const MANAGER_SETTINGS = defineSettings({
     help: "require 'authorization: Bearer TOKEN' on /metrics; without it /metrics is open, like /healthz and /readyz (see docs/metrics.md)",
     check: (v) => (v.length >= 16 ? undefined : "must be at least 16 characters (e.g. openssl rand -hex 16)"),
   },
+  "metrics-server-usage": {
+    kind: "boolean",
+    group: "Observability",
+    default: false,
+    help: "also export each running server's usage on /metrics (berth_server_cpu_percent, _memory_bytes, _memory_limit_bytes, _pids: one series per server and figure); hosts' usage is always exported",
+  },
   "db-probe-interval": {
     kind: "integer",
     group: "Observability",

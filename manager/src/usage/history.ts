@@ -233,6 +233,13 @@ export class UsageHistory {
     return out;
   }
 
+  /** Keys whose last sample is older than `before` (ms): their history is past its day window, or nearly. */
+  idleKeys(before: number): string[] {
+    const out: string[] = [];
+    for (const [key, h] of this.keys) if (h.lastAt < before) out.push(key);
+    return out;
+  }
+
   /** Forgets a key (a deleted server, a removed host). */
   drop(key: string): void {
     this.keys.delete(key);
