@@ -106,6 +106,8 @@ export interface ManagerConfig {
   resyncIntervalSeconds?: number;
   /** Containers' json-file log rotation when their spec sets none (default 10 MiB x 3). */
   containerLogs?: ContainerLogDefaults;
+  /** Pids limit of a container whose spec sets none (--default-pids-limit; default 512; 0: none). */
+  defaultPidsLimit?: number;
   /** Serve TLS only (ALPN h2 / http/1.1) with this material; plaintext when absent. */
   tls?: TlsMaterial;
   /** Connection limits of the port (per-IP connections, HTTP/2 streams, timeouts); defaults in http/listen.ts. */
@@ -346,6 +348,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.transferOfflineGraceSeconds !== undefined ? { transferOfflineGraceMs: config.transferOfflineGraceSeconds * 1000 } : {}),
     ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
     ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
+    ...(config.defaultPidsLimit !== undefined ? { defaultPidsLimit: config.defaultPidsLimit } : {}),
     ...(ownership ? { ownership } : {}),
   });
   const moves = new ServerMoves({ store: opened.contract, ledger, reconciler, presence });

@@ -525,7 +525,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         // Only this manager's containers, on the server's own host, can drive its desired state
         // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
         if (ev.action === "die" && ev.exitCause && c.labels[LABEL_MANAGER] === deps.managerId && server.hostId === host.id) {
-          await reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0);
+          await reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0, c.oomKilled);
         }
         await reconciler.enqueue(serverId, `container ${ev.action}`);
         return;

@@ -221,6 +221,14 @@ export const MANAGER_SETTINGS = defineSettings({
       return undefined;
     },
   },
+  "default-pids-limit": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "N",
+    default: 512,
+    help: "processes and threads a server's container may have when its spec sets no pids_limit (a fork bomb stops there); 0: no limit. Applied live to running containers when changed (docs/resources.md)",
+    check: (n) => (Number.isSafeInteger(n) && n >= 0 && n <= 4194304 ? undefined : "must be a whole number from 0 (no limit) to 4194304"),
+  },
   "file-max-upload-bytes": {
     kind: "integer",
     group: "Server lifecycle",

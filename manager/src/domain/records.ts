@@ -107,7 +107,7 @@ export interface Lifecycle {
    * The last exit the agent explained. `finishedAt` is the container's own finish
    * time (host clock), so it can be matched with an observed exited container.
    */
-  lastExit?: { cause: ExitCause; at: number; exitCode: number; finishedAt?: number };
+  lastExit?: { cause: ExitCause; at: number; exitCode: number; finishedAt?: number; oomKilled?: boolean };
   /** An exit observed without its cause yet (e.g. through an inventory): when first seen. */
   pendingExit?: { finishedAt: number; seenAt: number };
   /** Recent crash times, for backoff and crash-loop detection. */
@@ -131,6 +131,12 @@ export interface Lifecycle {
   strayCopies?: StrayCopy[];
   /** A clone whose data could not be copied: shown Failed until the operator acts (start gives it empty data). */
   cloneFailed?: { reason: string; message: string; at: number };
+  /**
+   * The limits (domain/limits.ts limitsKey) last sent to be applied live to
+   * this container: not sent again for the same container and limits, so a
+   * limit Docker does not hold as asked is shown, not retried in a loop.
+   */
+  limitsAttempt?: { containerId: string; key: string };
 }
 
 /** Where a data operation's archive is, as its command carries it (the S3 secret stays sealed here). */

@@ -65,7 +65,7 @@ export const EVENT_CATALOGUE = {
     actor: "reconciler",
     fields: "reason: the new phase's reason; payload: {from, to, cause}: the cause is what triggered the reconcile",
   },
-  "container.died": { meaning: "the container exited by itself (not stopped by berth or an operator)", actor: "agent", fields: "reason: Crashed or Exited; payload: {exitCode}" },
+  "container.died": { meaning: "the container exited by itself (not stopped by berth or an operator), or the kernel killed it for exceeding its memory limit", actor: "agent", fields: "reason: Crashed, Exited or OOMKilled; payload: {exitCode} (OOMKilled: also oomKilled, memoryLimitBytes)" },
   "drift.adopted": { meaning: "a stop made outside berth (or a clean exit) became the desired state: desired is now stopped", actor: "reconciler" },
   "drift.healed": { meaning: "a stop made outside berth was undone because the restart policy is always", actor: "reconciler" },
   "drift.container_removed": { meaning: "the container was removed outside berth; the server is Missing until started", actor: "reconciler" },
