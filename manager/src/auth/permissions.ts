@@ -84,6 +84,7 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.HostService/CordonHost": infra("admin", true),
   "berth.v1.HostService/DrainHost": infra("admin", true),
   "berth.v1.HostService/UncordonHost": infra("admin", true),
+  "berth.v1.HostService/SetHostCapacity": infra("admin", true),
 
   "berth.v1.AccessService/WhoAmI": read("viewer"),
   "berth.v1.AccessService/CreateToken": write("admin"),

@@ -51,6 +51,8 @@ export interface HostRecord {
 export interface HostSchedule {
   unschedulable: boolean;
   drain?: HostDrain;
+  /** SetHostCapacity's settings (hosts/capacity.ts); absent: the defaults. */
+  capacity?: { cpuOvercommit: number; memoryOvercommit: number; reservedCpus: number; reservedMemoryBytes: number };
 }
 
 /** A drain under way (HostSchedule.drain): cleared when it finishes or the host is uncordoned. */

@@ -184,6 +184,7 @@ export const EVENT_CATALOGUE = {
   },
   "host.removed": { meaning: "RemoveHost: the host's credential is revoked and its stream closed", actor: "operator" },
   "host.cordoned": { meaning: "CordonHost: no new server is placed on the host (create, clone, transfer, drain); its servers keep running", actor: "operator" },
+  "host.capacity_set": { meaning: "SetHostCapacity: how much of the host servers' CPU and memory limits may take (overcommit ratios, reserve) changed", actor: "operator" },
   "host.uncordoned": { meaning: "UncordonHost: the host takes new servers again; a drain under way ends (transfers under way finish, no new ones start)", actor: "operator" },
   "host.drain_started": { meaning: "DrainHost: the host is cordoned and the leader transfers its servers to other hosts, a few at a time (docs/data.md)", actor: "operator" },
   "host.drain_updated": { meaning: "DrainHost on a host already draining: new parallel/target settings; servers that failed are tried again", actor: "operator" },
