@@ -501,7 +501,7 @@ export class Executor {
   }
 
   /** Data dir, one container with the wanted spec hash (others removed), optionally running. */
-  private async ensureContainer(cmd: Command, running: boolean): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+  private async ensureContainer(cmd: Command, running: boolean): Promise<{ container?: ContainerInfo; data?: DataCheck; message?: string }> {
     const spec = cmd.container;
     if (!spec) throw new RuntimeError("BadCommand", "command has no container spec");
     const check = await this.data.check(cmd.serverId);
@@ -583,16 +583,26 @@ export class Executor {
     }
     // Limits changed since the container was made: set in place, running or not (what cannot be
     // removed this way stays until the container is made again).
+    // Refused (a memory limit below what the container uses now, a CPU the host lacks): the
+    // container is left as it is and the command still succeeds, saying so. The manager sees the
+    // limits differ and shows it (SpecApplied LimitsNotApplied); a running server is not a failed one.
+    let message: string | undefined;
     const update = spec.resources && keep.resources ? limitsUpdate(spec.resources, keep.resources) : undefined;
     if (update && this.runtime.updateLimits) {
-      await this.runtime.updateLimits(keep.id, update);
-      this.log.info({ server: cmd.serverId, container: keep.id, update }, "changed the container's limits in place");
+      try {
+        await this.runtime.updateLimits(keep.id, update);
+        this.log.info({ server: cmd.serverId, container: keep.id, update }, "changed the container's limits in place");
+      } catch (err) {
+        if (!(err instanceof RuntimeError) || err.reason !== "LimitsRefused") throw err;
+        message = `${err.message}; the container keeps its limits as they were (RebuildServer makes a new container with the new ones)`;
+        this.log.warn({ server: cmd.serverId, container: keep.id, update, err: err.message }, "Docker refused the container's new limits");
+      }
     }
     if (running) {
       if (keep.state === "paused") await this.runtime.unpause(keep.id);
       else if (keep.state !== "running") await this.runtime.start(keep.id);
     }
-    return { container: await this.runtime.inspect(keep.id), data: await this.data.check(cmd.serverId) };
+    return { container: await this.runtime.inspect(keep.id), data: await this.data.check(cmd.serverId), ...(message ? { message } : {}) };
   }
 
   /**

@@ -791,7 +791,7 @@ function limitsCondition(input: PlanInput, c: ContainerInfo): ConditionFact | un
       type: "SpecApplied",
       status: "False",
       reason: "LimitsNotApplied",
-      message: `Docker holds other values than asked for ${diff.live.join(", ")} after docker update (the host may not support them); RebuildServer makes a new container with them`,
+      message: `Docker holds other values than asked for ${diff.live.join(", ")} after docker update (it refused them, e.g. a memory limit below what the container uses, or the host does not support them: the ledger's command event says which); RebuildServer makes a new container with them`,
     };
   }
   return { type: "SpecApplied", status: "False", reason: "ApplyingLimits", message: `applying ${diff.live.join(", ")} live` };
