@@ -112,7 +112,7 @@ interface Case {
   requeueAfterMs?: number;
   deleteRecord?: boolean;
   pendingExit?: { finishedAt: number };
-  assumeCrash?: { finishedAt: number; exitCode: number };
+  assumeCrash?: { finishedAt: number; exitCode: number; oomKilled: boolean };
   settledExit?: { finishedAt: number; exitCode: number };
   conditions?: CondWant;
   observedGeneration?: number;
