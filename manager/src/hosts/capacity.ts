@@ -30,6 +30,8 @@ export interface Request {
 export interface Room {
   /** The host reported its CPUs and memory (an agent connected once). */
   known: boolean;
+  /** The host's CPUs: no one server may have a CPU limit above them (Docker refuses it). */
+  cpus: number;
   allocatableCpus: number;
   allocatableMemoryBytes: number;
   allocatedCpus: number;
@@ -64,6 +66,7 @@ export function roomOf(host: HostRecord, servers: readonly Pick<ServerRecord, "i
   }
   return {
     known: cpus > 0 && memory > 0,
+    cpus,
     allocatableCpus: Math.max(0, cpus * c.cpuOvercommit - c.reservedCpus),
     allocatableMemoryBytes: Math.max(0, Math.floor(memory * c.memoryOvercommit) - c.reservedMemoryBytes),
     allocatedCpus,
@@ -76,8 +79,9 @@ export function shortage(room: Room, request: Request): string[] {
   if (!room.known) return [];
   const out: string[] = [];
   const freeCpus = room.allocatableCpus - room.allocatedCpus;
+  if (request.cpus > room.cpus) out.push(`CPUs: ${round(request.cpus)} asked, the host has ${room.cpus} (Docker refuses a CPU limit above the host's CPUs)`);
   // A hair of tolerance: 0.1 + 0.2 cores must fit in 0.3.
-  if (request.cpus > 0 && request.cpus > freeCpus + 1e-9) {
+  else if (request.cpus > 0 && request.cpus > freeCpus + 1e-9) {
     out.push(`CPUs: ${round(request.cpus)} asked, ${round(Math.max(0, freeCpus))} free of ${round(room.allocatableCpus)} allocatable`);
   }
   const freeMemory = room.allocatableMemoryBytes - room.allocatedMemoryBytes;

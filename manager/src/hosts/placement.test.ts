@@ -133,7 +133,7 @@ describe("placement by capacity (limits against what hosts offer)", () => {
     await store.commit([{ op: "host.connected", id: "host_c", facts: { cpuCount: 1, memoryBytes: 1 * GiB }, at: 11 }]);
     expect(await placeServer(store, presence, limited({ cpus: 1, memoryGiB: 2 }), "default")).toBe("host_a");
     const err = await rejection(placeServer(store, presence, limited({ cpus: 8 }), "default"));
-    expect((err as Error).message).toMatch(/^no connected host has room for this server's limits \(least full, host box-a: CPUs: 8 asked, 4 free of 4 allocatable\); lower the limits/);
+    expect((err as Error).message).toMatch(/^no connected host has room for this server's limits \(least full, host box-a: CPUs: 8 asked, the host has 4 \(Docker refuses a CPU limit above the host.s CPUs\)\); lower the limits/);
   });
 
   it("overcommit and reserve change what a host offers; cordon and drain keep the settings", async () => {
