@@ -7,11 +7,15 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
+import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { Phase, ResourceLimitsSchema, type Server, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const MiB = 1024n * 1024n;
@@ -30,7 +34,7 @@ describe("resource limits", () => {
   const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
-  let agent: Proc;
+  let agent: Proc & { dataRoot: string };
   let usage: Client<typeof UsageService>;
   let events: Client<typeof EventService>;
   const ids: string[] = [];
@@ -52,8 +56,9 @@ describe("resource limits", () => {
   beforeAll(async () => {
     dir = await tempDir("limits");
     // A long crash backoff: the OOM-killed server stays in its backoff (reason OOMKilled) while the test looks.
-    manager = await startManager({ dir, args: ["--crash-backoff", "120"] });
-    agent = await startAgent({ manager, dir, extraArgs: ["--usage-interval", "1"] });
+    manager = await startManager({ dir, args: ["--crash-backoff", "120", "--alert-interval", "1"] });
+    // Sizes and inventories every second or two: the disk quota test sees a changed directory within seconds.
+    agent = await startAgent({ manager, dir, extraArgs: ["--usage-interval", "1", "--inventory-interval", "2", "--data-size-interval", "1"] });
     await waitForHostOnline(manager);
     usage = createClient(UsageService, manager.transport(manager.adminToken));
     events = createClient(EventService, manager.transport(manager.adminToken));
@@ -143,6 +148,31 @@ describe("resource limits", () => {
     }, 60_000);
     await waitFor("SpecApplied true again", async () => (await condition(s.id, "SpecApplied"))?.status === 1, 30_000);
     await manager.servers.stopServer({ id: s.id });
+  }, 180_000);
+
+  it("a disk quota: uploads that do not fit are refused, crossing it alerts and (with the policy) stops the server until it is under again", async () => {
+    const files = createClient(FileService, manager.transport(manager.adminToken));
+    const alerts = createClient(AlertService, manager.transport(manager.adminToken));
+    const s = await create("quota", "exec sleep 100000", { diskQuotaBytes: 2n * MiB, stopOverDiskQuota: true });
+    await waitForPhase(manager, s.id, Phase.RUNNING, 60_000);
+    // 3 MiB cannot fit in 2: refused before a byte is written, naming the quota.
+    const [code, message] = await codeOf(files.writeFile({ server: s.id, path: "big.bin", size: BigInt(3 * 1024 * 1024), data: new Uint8Array(1024) }));
+    expect(code).toBe("ResourceExhausted");
+    expect(message).toMatch(/uses 0 bytes of its 2 MiB disk quota \(resources.disk_quota_bytes, as last measured\), so this does not fit; nothing was written/);
+    // Written behind berth's back (as the server itself would), then a file operation marks the directory changed.
+    await writeFile(join(agent.dataRoot, s.id, "world.bin"), Buffer.alloc(3 * 1024 * 1024, 7));
+    await files.makeDirectory({ server: s.id, path: "logs" });
+    const stopped = await waitFor("stopped over its quota", async () => {
+      const x = (await manager.servers.getServer({ id: s.id })).server!;
+      return x.status!.phase === Phase.STOPPED && x.status!.reason === "DiskQuotaExceeded" ? x : undefined;
+    }, 60_000);
+    expect(stopped.status!.message).toMatch(/^stopped: its data directory uses 3(\.0)? MiB of its 2 MiB disk quota; it starts again once under it/);
+    const alert = await waitFor("the disk_quota alert", async () => (await alerts.listAlerts({})).alerts.find((a) => a.rule === "disk_quota" && a.subject === `server:${s.id}`), 30_000);
+    expect(alert.message).toMatch(/uses 3(\.0)? MiB of its 2 MiB disk quota/);
+    // Under it again: the server starts by itself (its desired state was kept), the alert resolves.
+    await files.deleteFile({ server: s.id, path: "world.bin" });
+    await waitForPhase(manager, s.id, Phase.RUNNING, 60_000);
+    await waitFor("the alert resolved", async () => !(await alerts.listAlerts({})).alerts.some((a) => a.rule === "disk_quota" && a.subject === `server:${s.id}`), 30_000);
   }, 180_000);
 
   it("refuses limits that make no sense, naming the field", async () => {

@@ -45,6 +45,8 @@ export interface AgentOptions {
   fileReserveBytes?: number;
   /** How often the host's and the running containers' usage is sampled and sent (default 10 s; 0: never). */
   usageIntervalMs?: number;
+  /** A changed data directory is measured again at most this often (default SIZE_MIN_REMEASURE_MS, 60 s). */
+  dataSizeMinIntervalMs?: number;
 }
 
 /** Unmanaged containers reported per inventory at most (bounds the message on crowded hosts). */
@@ -124,7 +126,7 @@ export class Agent {
       { managerId: () => this.managerId, now: managerNow },
       this.jobs,
     );
-    this.sizes = new DirSizes(opts.dataRoot, opts.log.child({ part: "sizes" }));
+    this.sizes = new DirSizes(opts.dataRoot, opts.log.child({ part: "sizes" }), opts.dataSizeMinIntervalMs !== undefined ? { minRemeasureMs: opts.dataSizeMinIntervalMs } : {});
     this.files = new FileRequests({ dataRoot: opts.dataRoot, log: opts.log.child({ part: "files" }), ...(opts.fileReserveBytes !== undefined ? { reserveBytes: opts.fileReserveBytes } : {}) });
     this.usage = new UsageSampler({
       dataRoot: opts.dataRoot.root,

@@ -36,6 +36,9 @@ Flags (environment variable in brackets, then default):
                          doubles from 0.5 s up to it, jittered) [BERTH_RECONNECT_MAX] 30
   --file-reserve BYTES   free bytes on the data root that file uploads, copies and extractions
                          (FileService) never use [BERTH_FILE_RESERVE] 268435456 (256 MiB)
+  --data-size-interval S a data directory that changed (a command, a file operation, an exit) is
+                         measured again at most this often, in seconds (disk quotas see sizes this
+                         late) [BERTH_DATA_SIZE_INTERVAL] 60
   --usage-interval S     how often the host's and the running containers' usage (CPU, memory,
                          network, block IO, pids) is sampled and sent, in seconds; 0: never
                          [BERTH_USAGE_INTERVAL] 10
@@ -59,6 +62,7 @@ const { values, positionals } = parseArgs({
     "reconnect-max": { type: "string" },
     "file-reserve": { type: "string" },
     "usage-interval": { type: "string" },
+    "data-size-interval": { type: "string" },
     "log-level": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -165,6 +169,11 @@ if (cmd === "enroll") {
   if (usageSetting.trim() === "" || !Number.isFinite(usageInterval) || usageInterval < 0 || (usageInterval > 0 && usageInterval < 1) || usageInterval > 3600) {
     fail(`--usage-interval must be 0 (never) or a number of seconds from 1 to 3600, e.g. 10 (got "${usageSetting}")`);
   }
+  const sizeSetting = values["data-size-interval"] ?? process.env.BERTH_DATA_SIZE_INTERVAL ?? "60";
+  const sizeInterval = Number(sizeSetting);
+  if (sizeSetting.trim() === "" || !Number.isFinite(sizeInterval) || sizeInterval < 1 || sizeInterval > 86400) {
+    fail(`--data-size-interval must be a number of seconds from 1 to 86400, e.g. 60 (got "${sizeSetting}")`);
+  }
   let dataRoot: DataRoot;
   try {
     dataRoot = new DataRoot(values["data-root"] ?? process.env.BERTH_DATA_ROOT ?? "/var/lib/berth");
@@ -198,6 +207,7 @@ if (cmd === "enroll") {
     reconnectMaxMs: reconnectMax * 1000,
     fileReserveBytes,
     usageIntervalMs: usageInterval * 1000,
+    dataSizeMinIntervalMs: sizeInterval * 1000,
   });
   try {
     await agent.start();

@@ -413,6 +413,9 @@ export interface ServerFacts {
   /** While Unknown: the phase name ("FAILED", as the `phase` column) and reason observed before the host went away; "" otherwise. */
   lastKnownPhase: string;
   lastKnownReason: string;
+  /** spec.resources.disk_quota_bytes (0: none) and status.data_size_bytes as last measured. */
+  diskQuotaBytes: number;
+  dataSizeBytes: number;
 }
 
 /** Roles in increasing order of power. */

@@ -133,3 +133,29 @@ describe("plan: an OOM kill", () => {
     expect(p.crash).toMatchObject({ recent: 1 });
   });
 });
+
+describe("plan: the disk quota's stop policy", () => {
+  const over = (o: { state: string; stop: boolean; size: number }) => {
+    // Stopped by berth (the quota's stop): an explained exit.
+    const lifecycle: Lifecycle = o.state === "exited" ? { lastExit: { cause: "stopped_by_berth", at: NOW - 900, exitCode: 0, finishedAt: NOW - 1000 } } : {};
+    const i = input({ want: limits({}), have: limits({}), state: o.state, lifecycle });
+    return {
+      ...i,
+      spec: create(ServerSpecSchema, { name: i.spec.name, image: i.spec.image, dataMountPath: "/data", desiredState: DesiredState.RUNNING, resources: { diskQuotaBytes: 10n * MiB, stopOverDiskQuota: o.stop } }),
+      data: { present: true, sizeBytes: o.size },
+    };
+  };
+
+  it("stops a running server over its quota, keeps it stopped while over, and leaves it be under it or without the policy", () => {
+    const p = plan(over({ state: "running", stop: true, size: Number(12n * MiB) }));
+    expect(p).toMatchObject({ phase: Phase.STOPPING, reason: "DiskQuotaExceeded", command: { kind: CommandKind.ENSURE_STOPPED } });
+    expect(p.message).toBe("stopping: its data directory uses 12 MiB of its 10 MiB disk quota (stop_over_disk_quota)");
+    const stopped = plan(over({ state: "exited", stop: true, size: Number(12n * MiB) }));
+    expect(stopped).toMatchObject({ phase: Phase.STOPPED, reason: "DiskQuotaExceeded" });
+    expect(stopped.command).toBeUndefined();
+    // Under the quota again: started (its desired state was kept).
+    expect(plan(over({ state: "exited", stop: true, size: Number(9n * MiB) })).command?.kind).toBe(CommandKind.ENSURE_RUNNING);
+    // Over it without the policy: only the alert (rules.ts), the server runs on.
+    expect(plan(over({ state: "running", stop: false, size: Number(12n * MiB) })).command).toBeUndefined();
+  });
+});

@@ -25,7 +25,7 @@ import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/
 import { DesiredState, Phase, RestartPolicy, type ResourceLimits, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { DataOp, Lifecycle } from "../domain/records.js";
-import { limitsDiff, limitsKey, oomMessage } from "../domain/limits.js";
+import { formatBytes, limitsDiff, limitsKey, oomMessage } from "../domain/limits.js";
 import type { ConditionFact } from "./conditions.js";
 
 /** How long after a failed removal of a deleted or purged server's container it is tried again. */
@@ -117,7 +117,7 @@ export interface PlanInput {
   /** This server's containers on its host, as last reported (normally 0 or 1). */
   containers: readonly ContainerInfo[];
   /** The data directory as last reported; undefined if never checked. */
-  data: { present: boolean } | undefined;
+  data: { present: boolean; sizeBytes?: number } | undefined;
   /**
    * When the newest observation of this server was stored (its containers,
    * its data directory; manager clock), 0 if none: a command may be repeated
@@ -441,6 +441,18 @@ function decide(input: PlanInput): Plan {
   // so host clock skew cannot make a rebuild or restart repeat.
   if (container && (lc.rebuildRequestedAt ?? 0) > (lc.rebuildDoneAt ?? 0)) {
     return { ...issue(base, Phase.CREATING, "Rebuilding", "recreating the container from the current spec", startKind, dataPolicy), command: { kind: startKind, dataPolicy, recreate: true } };
+  }
+
+  // 6b. Over its disk quota with the stop policy: stopped (or not started) until it is under the
+  // quota again, its desired state kept, so it starts by itself once the data shrinks.
+  const quota = Number(input.spec.resources?.diskQuotaBytes ?? 0n);
+  const size = input.data?.sizeBytes ?? 0;
+  if (input.spec.resources?.stopOverDiskQuota && quota > 0 && size > quota && desired === DesiredState.RUNNING) {
+    const over = `its data directory uses ${formatBytes(BigInt(size))} of its ${formatBytes(BigInt(quota))} disk quota`;
+    if (container && (container.state === "running" || container.state === "paused" || container.state === "restarting")) {
+      return issue(base, Phase.STOPPING, "DiskQuotaExceeded", `stopping: ${over} (stop_over_disk_quota)`, CommandKind.ENSURE_STOPPED);
+    }
+    return { ...base, phase: Phase.STOPPED, reason: "DiskQuotaExceeded", message: `stopped: ${over}; it starts again once under it (delete files, e.g. with the file manager, or raise the quota)` };
   }
 
   // 7. No container.

@@ -406,7 +406,7 @@ export class Reconciler {
       hostConnected: connected,
       ...(!connected && server.lifecycle.dataOp?.transfer ? { hostOfflineSince: (await store.getHost(server.hostId))?.lastHeartbeat ?? 0 } : {}),
       containers,
-      data: dataDir && { present: dataDir.present },
+      data: dataDir && { present: dataDir.present, sizeBytes: dataDir.sizeBytes },
       observedAt: Math.max(dataDir?.checkedAt ?? 0, ...observed.map((c) => c.observedAt)),
       inflight: inflight && {
         id: inflight.id,
