@@ -239,7 +239,8 @@ describe("spec form: resource limits", () => {
   it("sends only the limits set, sizes and cores parsed, 'none' as no process limit; a spec's limits come back the same", () => {
     expect(specFromForm({ ...emptyForm(), name: "a", image: "i" }).resources).toBeUndefined();
     const spec = specFromForm({ ...emptyForm(), name: "a", image: "i", memLimit: "512M", memSwap: "1G", cpus: "1.5", cpusetCpus: " 0-1 ", pidsLimit: "none", cpuShares: "512", blkioWeight: "300" });
-    expect(spec.resources).toEqual({ memoryBytes: 512n * 1024n * 1024n, memorySwapBytes: 1024n ** 3n, cpus: 1.5, cpuShares: 512, cpusetCpus: "0-1", pidsLimit: -1n, blkioWeight: 300 });
+    expect(spec.resources).toEqual({ memoryBytes: 512n * 1024n * 1024n, memorySwapBytes: 1024n ** 3n, cpus: 1.5, cpuShares: 512, cpusetCpus: "0-1", pidsLimit: -1n, blkioWeight: 300, diskQuotaBytes: 0n, stopOverDiskQuota: false });
+    expect(specFromForm({ ...emptyForm(), name: "a", image: "i", diskQuota: "10G", stopOverDiskQuota: true }).resources).toMatchObject({ diskQuotaBytes: 10n * 1024n ** 3n, stopOverDiskQuota: true });
     const back = formFromSpec(create(ServerSpecSchema, spec as MessageInitShape<typeof ServerSpecSchema>));
     expect(back).toMatchObject({ memLimit: "512M", memSwap: "1G", cpus: "1.5", cpusetCpus: "0-1", pidsLimit: "none", cpuShares: "512", blkioWeight: "300" });
     // Swap equal to memory is no swap: shown empty.

@@ -50,6 +50,9 @@ export interface SpecForm {
   pidsLimit: string;
   cpuShares: string;
   blkioWeight: string;
+  /** A soft quota of the data directory ("2G"); empty: none. */
+  diskQuota: string;
+  stopOverDiskQuota: boolean;
 }
 
 /**
@@ -93,7 +96,7 @@ export function emptyForm(): SpecForm {
   };
 }
 
-const NO_LIMITS = { memLimit: "", memSwap: "", cpus: "", cpusetCpus: "", pidsLimit: "", cpuShares: "", blkioWeight: "" };
+const NO_LIMITS = { memLimit: "", memSwap: "", cpus: "", cpusetCpus: "", pidsLimit: "", cpuShares: "", blkioWeight: "", diskQuota: "", stopOverDiskQuota: false };
 
 export function formFromSpec(s: ServerSpec): SpecForm {
   return {
@@ -132,12 +135,14 @@ function limitsForm(r: ServerSpec["resources"]): Pick<SpecForm, keyof typeof NO_
     pidsLimit: r.pidsLimit === -1n ? "none" : r.pidsLimit ? String(r.pidsLimit) : "",
     cpuShares: r.cpuShares ? String(r.cpuShares) : "",
     blkioWeight: r.blkioWeight ? String(r.blkioWeight) : "",
+    diskQuota: r.diskQuotaBytes ? formatSize(Number(r.diskQuotaBytes)) : "",
+    stopOverDiskQuota: r.stopOverDiskQuota,
   };
 }
 
 /** The limits to send, or undefined when the form sets none. Parse problems go to `problems`. */
 function limitsFromForm(f: SpecForm, problems: FieldProblem[]): MessageInitShape<typeof ResourceLimitsSchema> | undefined {
-  const size = (field: "memLimit" | "memSwap"): bigint => {
+  const size = (field: "memLimit" | "memSwap" | "diskQuota"): bigint => {
     const t = f[field].trim();
     if (!t) return 0n;
     const n = parseSize(t);
@@ -165,8 +170,18 @@ function limitsFromForm(f: SpecForm, problems: FieldProblem[]): MessageInitShape
   if (pidsText === "none" || pidsText === "-1") pidsLimit = -1n;
   else if (/^\d+$/.test(pidsText)) pidsLimit = BigInt(pidsText);
   else if (pidsText) problems.push({ field: "pidsLimit", message: `"${f.pidsLimit}" is not a number of processes (or "none")` });
-  const r = { memoryBytes, memorySwapBytes, cpus, cpusetCpus: f.cpusetCpus.trim(), pidsLimit, cpuShares: whole("cpuShares"), blkioWeight: whole("blkioWeight") };
-  const any = r.memoryBytes || r.memorySwapBytes || r.cpus || r.cpuShares || r.cpusetCpus || r.pidsLimit || r.blkioWeight;
+  const r = {
+    memoryBytes,
+    memorySwapBytes,
+    cpus,
+    cpusetCpus: f.cpusetCpus.trim(),
+    pidsLimit,
+    cpuShares: whole("cpuShares"),
+    blkioWeight: whole("blkioWeight"),
+    diskQuotaBytes: size("diskQuota"),
+    stopOverDiskQuota: f.stopOverDiskQuota,
+  };
+  const any = r.memoryBytes || r.memorySwapBytes || r.cpus || r.cpuShares || r.cpusetCpus || r.pidsLimit || r.blkioWeight || r.diskQuotaBytes || r.stopOverDiskQuota;
   return any ? r : undefined;
 }
 
@@ -290,6 +305,8 @@ const LIMIT_FIELDS: Record<string, FieldKey> = {
   pids_limit: "pidsLimit",
   cpu_shares: "cpuShares",
   blkio_weight: "blkioWeight",
+  disk_quota_bytes: "diskQuota",
+  stop_over_disk_quota: "diskQuota",
 };
 
 /**
@@ -382,7 +399,7 @@ export function problemsAfterEdit(
 }
 
 /** The fields in the order the form shows them. */
-const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "memLimit", "memSwap", "cpus", "cpusetCpus", "pidsLimit", "cpuShares", "blkioWeight", "capAdd"];
+const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "memLimit", "memSwap", "cpus", "cpusetCpus", "pidsLimit", "cpuShares", "blkioWeight", "diskQuota", "capAdd"];
 
 /** Orders field keys as the form shows them: "name" before "ports.0.host" before "ports.1.host" before "capAdd". */
 export function compareFields(a: FieldKey, b: FieldKey): number {
@@ -422,6 +439,7 @@ export function fieldLabel(key: FieldKey): string {
     pidsLimit: "Process limit",
     cpuShares: "CPU weight",
     blkioWeight: "IO weight",
+    diskQuota: "Disk quota",
   };
   return labels[head!] ?? key;
 }

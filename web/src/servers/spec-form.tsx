@@ -229,7 +229,14 @@ export function SpecFields(props: {
           <Field label="IO weight" hint="10 to 1000" {...errs.field("blkioWeight")}>
             <input value={form.blkioWeight} onChange={(e) => set("blkioWeight", e.target.value)} {...control("blkioWeight")} inputMode="numeric" placeholder="default" name="blkioWeight" />
           </Field>
+          <Field label="Disk quota" hint="of the data directory, e.g. 10G: a soft quota, checked against its measured size" {...errs.field("diskQuota")}>
+            <input value={form.diskQuota} onChange={(e) => set("diskQuota", e.target.value)} {...control("diskQuota")} placeholder="none" className="mono" name="diskQuota" />
+          </Field>
         </div>
+        <label className="check">
+          <input type="checkbox" checked={form.stopOverDiskQuota} onChange={(e) => set("stopOverDiskQuota", e.target.checked)} name="stopOverDiskQuota" disabled={!form.diskQuota.trim()} />
+          Stop the server while its data is over the disk quota (it starts again once under it)
+        </label>
       </fieldset>
       <fieldset className={`field wide${bad("capAdd") ? " invalid" : ""}`}>
         <legend>Capabilities to give back</legend>
