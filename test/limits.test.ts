@@ -93,7 +93,8 @@ describe("resource limits", () => {
   }, 120_000);
 
   it("a pids limit stops a fork bomb; the server without one gets the manager's default of 512", async () => {
-    const bomb = await create("bomb", "i=0; while [ $i -lt 200 ]; do sleep 100000 & i=$((i+1)); done; echo forked; exec sleep 100000", { pidsLimit: 20n });
+    // The bomb runs in a child shell (a shell that cannot fork gives up); the server's own shell goes on.
+    const bomb = await create("bomb", "sh -c 'i=0; while [ $i -lt 200 ]; do sleep 100000 & i=$((i+1)); done'; echo bomb ended with $?; exec sleep 100000", { pidsLimit: 20n });
     const plain = await create("plain", "exec sleep 100000");
     await waitForPhase(manager, bomb.id, Phase.RUNNING, 60_000);
     await waitForPhase(manager, plain.id, Phase.RUNNING, 60_000);
@@ -108,6 +109,7 @@ describe("resource limits", () => {
     expect(sample.pidsLimit).toBe(20n);
     const logs = (await docker.getContainer((await hostConfig(bomb.id)).id).logs({ stdout: true, stderr: true })).toString();
     expect(logs).toMatch(/can't fork/);
+    expect(logs).toMatch(/bomb ended with 2/);
   }, 120_000);
 
   it("a CPU limit shows in usage, changes live without a restart, and a limit removed takes a new container at the restart", async () => {

@@ -115,6 +115,8 @@ describe("usage", () => {
     try {
       await waitFor("the server's sample", async () => seen.some((m) => m.servers.some((x) => x.serverId === s.id && x.hostId === hostId)), 30_000);
       expect(seen.some((m) => m.hosts.some((h) => h.hostId === hostId))).toBe(true);
+      // A point of history first (the first sample has no CPU rate, so it is not one).
+      await waitFor("a point of history", async () => (await usage.getUsage({ subject: { case: "server", value: s.id } })).points.length > 0, 30_000);
       await manager.servers.stopServer({ id: s.id });
       await waitFor("the stopped server gone", async () => seen.some((m) => m.goneServerIds.includes(s.id)), 30_000);
       const after = await usage.getUsage({ subject: { case: "server", value: s.id } });

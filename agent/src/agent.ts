@@ -582,12 +582,15 @@ export class Agent {
    * carries the exit code; everything else is what the agent already knew.
    * The inspected state follows with the "stop" event of a `docker stop`, a
    * command's result, or the next inventory. Undefined (inspect instead) for
-   * a container the agent has not seen, or an event without an exit code.
+   * a container the agent has not seen, an event without an exit code, or
+   * exit code 137 (SIGKILL): only the inspect says whether the kernel killed
+   * it for exceeding its memory limit (OOMKilled), which the manager records
+   * with the exit (a `docker kill` pays the wait too).
    */
   private exitedFromEvent(e: RuntimeEvent): ContainerInfo | undefined {
     const known = this.believed.get(e.containerId);
     const code = Number(e.labels.exitCode ?? "x");
-    if (e.action !== "die" || !known || !Number.isInteger(code)) return undefined;
+    if (e.action !== "die" || !known || !Number.isInteger(code) || code === 137) return undefined;
     const info = clone(ContainerInfoSchema, known);
     info.state = "exited";
     info.exitCode = code;
