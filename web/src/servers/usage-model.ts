@@ -1,0 +1,148 @@
+/**
+ * What the dashboard makes of usage samples: the figures and bar lengths of a
+ * servers-table cell or a host row, and the lines of a chart. Pure.
+ */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
+import { formatBytes } from "../ui/format.js";
+
+/** Memory at or above this share of its limit is shown in the warning tone. */
+export const MEMORY_WARN_FRACTION = 0.9;
+
+export interface Gauge {
+  /** The figure as shown: "37%", "512 MiB / 1 GiB". */
+  text: string;
+  /** The bar's length, 0 to 1; undefined: no bar (nothing to measure against). */
+  fraction: number | undefined;
+  /** The warning tone. */
+  warn: boolean;
+  /** Said in full, for a title and screen readers. */
+  title: string;
+}
+
+/** "37%", "1.5%", "0%", "240%". */
+export function formatPercent(p: number): string {
+  if (p > 0 && p < 10) return `${p.toFixed(1).replace(/\.0$/, "")}%`;
+  return `${Math.round(p)}%`;
+}
+
+/** "1.2 MiB/s". */
+export function formatRate(bytesPerSecond: number | undefined): string {
+  if (bytesPerSecond === undefined) return "—";
+  return `${formatBytes(Math.round(bytesPerSecond))}/s`;
+}
+
+/**
+ * CPU of a sample. A server's figure is of one core (200% = two cores busy),
+ * its bar fills at one core; a host's is of all its CPUs.
+ */
+export function cpuGauge(s: UsageSample | undefined, of: "server" | "host"): Gauge | undefined {
+  const p = s?.cpuPercent;
+  if (p === undefined) return undefined;
+  const text = formatPercent(p);
+  return {
+    text,
+    fraction: Math.max(0, Math.min(1, p / 100)),
+    warn: of === "host" && p >= 90,
+    title: of === "server" ? `CPU ${text} of one core` : `CPU ${text} of ${s?.cpus ? `${s.cpus} CPUs` : "all CPUs"}`,
+  };
+}
+
+/** Memory of a sample: against its limit when there is one (a host's is its total). */
+export function memoryGauge(s: UsageSample | undefined, of: "server" | "host"): Gauge | undefined {
+  if (s?.memoryBytes === undefined) return undefined;
+  const used = Number(s.memoryBytes);
+  const limit = s.memoryLimitBytes !== undefined && s.memoryLimitBytes > 0n ? Number(s.memoryLimitBytes) : undefined;
+  if (limit === undefined) return { text: formatBytes(used), fraction: undefined, warn: false, title: `Memory ${formatBytes(used)}${of === "server" ? ", no limit" : ""}` };
+  const fraction = used / limit;
+  return {
+    text: `${formatBytes(used)} / ${formatBytes(limit)}`,
+    fraction: Math.min(1, fraction),
+    warn: fraction >= MEMORY_WARN_FRACTION,
+    title: `Memory ${formatBytes(used)} of ${of === "server" ? "its limit" : "total"} ${formatBytes(limit)} (${formatPercent(fraction * 100)})`,
+  };
+}
+
+/** The data root's filesystem of a host sample. */
+export function diskGauge(s: UsageSample | undefined): Gauge | undefined {
+  if (s?.diskTotalBytes === undefined || s.diskFreeBytes === undefined || s.diskTotalBytes === 0n) return undefined;
+  const total = Number(s.diskTotalBytes);
+  const free = Number(s.diskFreeBytes);
+  const used = (total - free) / total;
+  return { text: `${formatBytes(free)} free`, fraction: Math.max(0, Math.min(1, used)), warn: free / total < 0.1, title: `Data root: ${formatBytes(free)} free of ${formatBytes(total)}` };
+}
+
+/** "0.52 0.40 0.31". */
+export function loadText(s: UsageSample | undefined): string | undefined {
+  if (s?.load1 === undefined) return undefined;
+  return [s.load1, s.load5, s.load15].map((v) => (v ?? 0).toFixed(2)).join(" ");
+}
+
+/** Why a server shows no usage: not running, or nothing sampled yet. */
+export function noUsageReason(running: boolean): string {
+  return running ? "no usage sample yet (the host's agent samples every 10 s; its agent may be connected to another manager)" : "not running: nothing to measure";
+}
+
+export function sampleMs(s: UsageSample): number | undefined {
+  return s.time ? timestampMs(s.time) : undefined;
+}
+
+/** One point of a chart line: time (ms) and value; undefined values are gaps. */
+export interface ChartPoint {
+  t: number;
+  v: number | undefined;
+}
+
+/**
+ * An SVG path through the points over [t0, t1] × [0, yMax] drawn into a
+ * width × height box (y grows downwards). A missing value, or a gap in time
+ * longer than `maxGapMs` (nothing was measured then), breaks the line rather
+ * than drawing across it. A lone point is a short dash so it shows.
+ */
+export function linePath(points: readonly ChartPoint[], t0: number, t1: number, yMax: number, width: number, height: number, maxGapMs: number): string {
+  const span = Math.max(1, t1 - t0);
+  const x = (t: number) => ((t - t0) / span) * width;
+  const y = (v: number) => height - (Math.max(0, Math.min(v, yMax)) / (yMax || 1)) * height;
+  const parts: string[] = [];
+  let prevT: number | undefined;
+  let runLength = 0;
+  const r = (n: number) => Math.round(n * 10) / 10;
+  const closeRun = () => {
+    if (runLength === 1) parts.push(`h1`);
+    runLength = 0;
+  };
+  for (const p of points) {
+    if (p.t < t0 || p.t > t1) continue;
+    if (p.v === undefined) {
+      closeRun();
+      prevT = undefined;
+      continue;
+    }
+    const broken = prevT === undefined || p.t - prevT > maxGapMs;
+    if (broken) {
+      closeRun();
+      parts.push(`M${r(x(p.t))} ${r(y(p.v))}`);
+    } else {
+      parts.push(`L${r(x(p.t))} ${r(y(p.v))}`);
+    }
+    runLength++;
+    prevT = p.t;
+  }
+  closeRun();
+  return parts.join(" ");
+}
+
+/**
+ * The top of a chart's scale: at least `floor`, above the largest value and
+ * the limit, rounded up to a figure that reads well (1, 2 or 5 × a power of ten,
+ * or of 1024 for bytes).
+ */
+export function niceMax(values: Iterable<number | undefined>, floor: number, bytes = false): number {
+  let m = floor;
+  for (const v of values) if (v !== undefined && v > m) m = v;
+  const base = bytes ? 1024 : 10;
+  let unit = 1;
+  while (unit * base <= m) unit *= base;
+  for (const k of bytes ? [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] : [1, 2, 5, 10]) if (k * unit >= m) return k * unit;
+  return m;
+}
