@@ -1,10 +1,11 @@
 /**
  * One row of the ground-truth table. Memoized: it renders again only when its
- * own server record, selection, pending action, error, stuck mark, host name
- * or position changes, so a live update touches one row.
+ * own server record, selection, pending action, error, stuck mark, host name,
+ * usage sample or position changes, so a live update touches one row.
  */
 import { memo } from "react";
-import type { Server } from "@berth/proto/berth/v1/server_pb.js";
+import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import type { UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
 import type { Abilities } from "../api/session.js";
 import { RelTime, useNow } from "../ui/clock.js";
 import { CopyField } from "../ui/copy.js";
@@ -29,6 +30,7 @@ import {
   type ServerAction,
 } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
+import { UsageCell } from "./usage-view.js";
 import { CrashMark } from "./crash-mark.js";
 import { allowedActions } from "./server-actions.js";
 import { connectAddress, imageParts, portsText, shortId, type OptionalColumn } from "./table-query.js";
@@ -51,6 +53,8 @@ export interface ServerRowProps {
   hostName: string;
   /** The optional (internal) columns shown. */
   shown: ReadonlySet<OptionalColumn>;
+  /** Its latest usage sample (the page's WatchUsage); undefined: none. */
+  usage: UsageSample | undefined;
   can: Abilities;
   onToggle: (id: string, shift: boolean) => void;
   onOpen: (id: string) => void;
@@ -163,6 +167,11 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
       <div role="cell" className="c-uptime">
         <Uptime since={runningSinceMs(s)} />
       </div>
+      {p.shown.has("usage") && (
+        <div role="cell" className="c-usage" data-testid="usage-cell">
+          <UsageCell sample={p.usage} running={st?.phase === Phase.RUNNING} />
+        </div>
+      )}
       {p.shown.has("desired") && (
         <div role="cell" className="c-desired">
           {desiredName(s.spec?.desiredState)}

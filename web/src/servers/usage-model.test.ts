@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { UsageSampleSchema } from "@berth/proto/berth/v1/usage_pb.js";
-import { cpuGauge, diskGauge, formatPercent, linePath, loadText, memoryGauge, niceMax } from "./usage-model.js";
+import { cpuGauge, diskGauge, formatPercent, linePath, loadText, memoryGauge, niceMax, shortBytes } from "./usage-model.js";
 
 const MiB = 1024n * 1024n;
 
@@ -18,6 +18,7 @@ describe("usage gauges", () => {
   it("memory is shown against the limit, in the warning tone from 90 %", () => {
     const ok = memoryGauge(create(UsageSampleSchema, { memoryBytes: 256n * MiB, memoryLimitBytes: 512n * MiB }), "server")!;
     expect(ok.text).toBe("256 MiB / 512 MiB");
+    expect(ok.short).toBe("256M/512M");
     expect(ok.fraction).toBe(0.5);
     expect(ok.warn).toBe(false);
     const hot = memoryGauge(create(UsageSampleSchema, { memoryBytes: 461n * MiB, memoryLimitBytes: 512n * MiB }), "server")!;
@@ -35,6 +36,12 @@ describe("usage gauges", () => {
     expect(diskGauge(s)).toMatchObject({ text: "5.0 MiB free", fraction: 0.95, warn: true });
     expect(loadText(s)).toBe("0.50 0.25 1.00");
     expect(loadText(create(UsageSampleSchema, {}))).toBeUndefined();
+  });
+
+  it("short byte figures", () => {
+    expect(shortBytes(512)).toBe("512B");
+    expect(shortBytes(1536 * 1024 * 1024)).toBe("1.5G");
+    expect(shortBytes(12 * 1024 * 1024 * 1024)).toBe("12G");
   });
 
   it("percent figures", () => {

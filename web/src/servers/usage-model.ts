@@ -12,6 +12,8 @@ export const MEMORY_WARN_FRACTION = 0.9;
 export interface Gauge {
   /** The figure as shown: "37%", "512 MiB / 1 GiB". */
   text: string;
+  /** The figure in a narrow cell: "37%", "512M/1.0G". */
+  short: string;
   /** The bar's length, 0 to 1; undefined: no bar (nothing to measure against). */
   fraction: number | undefined;
   /** The warning tone. */
@@ -42,6 +44,7 @@ export function cpuGauge(s: UsageSample | undefined, of: "server" | "host"): Gau
   const text = formatPercent(p);
   return {
     text,
+    short: text,
     fraction: Math.max(0, Math.min(1, p / 100)),
     warn: of === "host" && p >= 90,
     title: of === "server" ? `CPU ${text} of one core` : `CPU ${text} of ${s?.cpus ? `${s.cpus} CPUs` : "all CPUs"}`,
@@ -53,10 +56,11 @@ export function memoryGauge(s: UsageSample | undefined, of: "server" | "host"): 
   if (s?.memoryBytes === undefined) return undefined;
   const used = Number(s.memoryBytes);
   const limit = s.memoryLimitBytes !== undefined && s.memoryLimitBytes > 0n ? Number(s.memoryLimitBytes) : undefined;
-  if (limit === undefined) return { text: formatBytes(used), fraction: undefined, warn: false, title: `Memory ${formatBytes(used)}${of === "server" ? ", no limit" : ""}` };
+  if (limit === undefined) return { text: formatBytes(used), short: shortBytes(used), fraction: undefined, warn: false, title: `Memory ${formatBytes(used)}${of === "server" ? ", no limit" : ""}` };
   const fraction = used / limit;
   return {
     text: `${formatBytes(used)} / ${formatBytes(limit)}`,
+    short: `${shortBytes(used)}/${shortBytes(limit)}`,
     fraction: Math.min(1, fraction),
     warn: fraction >= MEMORY_WARN_FRACTION,
     title: `Memory ${formatBytes(used)} of ${of === "server" ? "its limit" : "total"} ${formatBytes(limit)} (${formatPercent(fraction * 100)})`,
@@ -69,7 +73,19 @@ export function diskGauge(s: UsageSample | undefined): Gauge | undefined {
   const total = Number(s.diskTotalBytes);
   const free = Number(s.diskFreeBytes);
   const used = (total - free) / total;
-  return { text: `${formatBytes(free)} free`, fraction: Math.max(0, Math.min(1, used)), warn: free / total < 0.1, title: `Data root: ${formatBytes(free)} free of ${formatBytes(total)}` };
+  return { text: `${formatBytes(free)} free`, short: shortBytes(free), fraction: Math.max(0, Math.min(1, used)), warn: free / total < 0.1, title: `Data root: ${formatBytes(free)} free of ${formatBytes(total)}` };
+}
+
+/** Bytes in a few characters: "512K", "256M", "1.5G", "12G". */
+export function shortBytes(n: number): string {
+  const units = ["B", "K", "M", "G", "T"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 || v >= 10 ? Math.round(v) : v.toFixed(1)}${units[i]}`;
 }
 
 /** "0.52 0.40 0.31". */
