@@ -80,7 +80,7 @@ describe("accessibility", () => {
     const c = await docker.createContainer({ Image: TEST_IMAGE, name: name("stray"), Cmd: SLEEPER, HostConfig: { Init: true } });
     stray = c.id;
     await c.start();
-    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups")] });
+    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups"), "--usage-interval", "1"] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     for (const [n, image] of [
       ["web", TEST_IMAGE],

@@ -92,9 +92,11 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
   }, [api, kind, id, win]);
 
   const spec = WINDOWS.find((x) => x.w === win) ?? WINDOWS[0];
-  const t0 = now - spec.ms;
   const points = res?.points ?? [];
   const times = points.map((p) => sampleMs(p) ?? 0);
+  // The window ends now, or at the last point when the host's clock is ahead of this browser's.
+  const t1 = Math.max(now, times[times.length - 1] ?? 0);
+  const t0 = t1 - spec.ms;
   const series = (pick: (s: UsageSample) => number | undefined): ChartPoint[] => points.map((p, i) => ({ t: times[i]!, v: pick(p) }));
   const latest = res?.latest;
   const limit = latest?.memoryLimitBytes !== undefined && latest.memoryLimitBytes > 0n ? Number(latest.memoryLimitBytes) : undefined;
@@ -139,7 +141,7 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
             title={`CPU of ${name}`}
             caption={cpuFig ? cpuFig.title : "CPU: not measured"}
             t0={t0}
-            t1={now}
+            t1={t1}
             gapMs={spec.gapMs}
             yMax={cpuCeil}
             yText={formatPercent}
@@ -149,7 +151,7 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
             title={`Memory of ${name}`}
             caption={memGauge ? memGauge.title : "Memory: not measured"}
             t0={t0}
-            t1={now}
+            t1={t1}
             gapMs={spec.gapMs}
             yMax={niceMax([...memory.map((p) => p.v), limit], 64 * 1024 * 1024, true)}
             yText={(v) => formatBytes(v)}
@@ -162,7 +164,7 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
               title={`Network of ${name}`}
               caption={`Network: received ${formatRate(latest?.netRxBytesPerSecond)}, sent ${formatRate(latest?.netTxBytesPerSecond)}`}
               t0={t0}
-              t1={now}
+              t1={t1}
               gapMs={spec.gapMs}
               yMax={niceMax([...rx, ...tx].map((p) => p.v), 1024, true)}
               yText={(v) => formatRate(v)}
