@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { UsageSampleSchema } from "@berth/proto/berth/v1/usage_pb.js";
-import { cpuGauge, diskGauge, formatPercent, linePath, loadText, memoryGauge, niceMax, shortBytes } from "./usage-model.js";
+import { chartData, cpuGauge, diskGauge, formatPercent, loadText, measured, memoryGauge, niceMax, shortBytes } from "./usage-model.js";
 
 const MiB = 1024n * 1024n;
 
@@ -51,18 +51,28 @@ describe("usage gauges", () => {
   });
 });
 
-describe("linePath", () => {
-  it("draws a line through the points over the window", () => {
-    expect(linePath([{ t: 0, v: 0 }, { t: 50, v: 50 }, { t: 100, v: 100 }], 0, 100, 100, 200, 100, 60)).toBe("M0 100 L100 50 L200 0");
+describe("chartData", () => {
+  it("gives seconds and the lines' values, null where nothing was measured", () => {
+    expect(chartData([1000, 2000, 3000], [[1, undefined, 3], [4, 5, 6]], 0, 10_000, 5000)).toEqual([
+      [1, 2, 3],
+      [1, null, 3],
+      [4, 5, 6],
+    ]);
   });
 
-  it("breaks the line where nothing was measured, and marks a lone point", () => {
-    const path = linePath([{ t: 0, v: 10 }, { t: 10, v: 10 }, { t: 100, v: 20 }, { t: 110, v: undefined }, { t: 120, v: 30 }], 0, 120, 100, 120, 100, 15);
-    expect(path).toBe("M0 90 L10 90 M100 80 h1 M120 70 h1");
+  it("breaks the lines at a gap in time with a null point between its ends", () => {
+    expect(chartData([0, 10_000, 100_000, 110_000], [[1, 2, 3, 4]], 0, 200_000, 15_000)).toEqual([
+      [0, 10, 55, 100, 110],
+      [1, 2, null, 3, 4],
+    ]);
   });
 
-  it("leaves out points outside the window and clamps values to the scale", () => {
-    expect(linePath([{ t: -10, v: 5 }, { t: 0, v: 500 }, { t: 10, v: -1 }], 0, 10, 100, 10, 100, 60)).toBe("M0 0 L10 100");
+  it("leaves out points outside the window", () => {
+    expect(chartData([-5000, 0, 5000, 20_000], [[9, 1, 2, 8]], 0, 10_000, 60_000)).toEqual([[0, 5], [1, 2]]);
+  });
+
+  it("counts measured values", () => {
+    expect(measured([undefined, 1, 0, undefined])).toBe(2);
   });
 });
 

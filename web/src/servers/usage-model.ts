@@ -103,49 +103,33 @@ export function sampleMs(s: UsageSample): number | undefined {
   return s.time ? timestampMs(s.time) : undefined;
 }
 
-/** One point of a chart line: time (ms) and value; undefined values are gaps. */
-export interface ChartPoint {
-  t: number;
-  v: number | undefined;
+/**
+ * A chart's data as uPlot takes it: the x values (seconds) and one list per
+ * line, `null` where nothing was measured. A gap in time longer than
+ * `maxGapMs` (no sample then) gets a null point between its ends, so the line
+ * breaks there instead of being drawn across it. Points outside [t0, t1] are
+ * left out.
+ */
+export function chartData(times: readonly number[], lines: readonly (readonly (number | undefined)[])[], t0: number, t1: number, maxGapMs: number): [number[], ...(number | null)[][]] {
+  const xs: number[] = [];
+  const ys: (number | null)[][] = lines.map(() => []);
+  let prev: number | undefined;
+  times.forEach((t, i) => {
+    if (t < t0 || t > t1) return;
+    if (prev !== undefined && t - prev > maxGapMs) {
+      xs.push((prev + t) / 2 / 1000);
+      for (const y of ys) y.push(null);
+    }
+    xs.push(t / 1000);
+    lines.forEach((line, k) => ys[k]!.push(line[i] ?? null));
+    prev = t;
+  });
+  return [xs, ...ys];
 }
 
-/**
- * An SVG path through the points over [t0, t1] × [0, yMax] drawn into a
- * width × height box (y grows downwards). A missing value, or a gap in time
- * longer than `maxGapMs` (nothing was measured then), breaks the line rather
- * than drawing across it. A lone point is a short dash so it shows.
- */
-export function linePath(points: readonly ChartPoint[], t0: number, t1: number, yMax: number, width: number, height: number, maxGapMs: number): string {
-  const span = Math.max(1, t1 - t0);
-  const x = (t: number) => ((t - t0) / span) * width;
-  const y = (v: number) => height - (Math.max(0, Math.min(v, yMax)) / (yMax || 1)) * height;
-  const parts: string[] = [];
-  let prevT: number | undefined;
-  let runLength = 0;
-  const r = (n: number) => Math.round(n * 10) / 10;
-  const closeRun = () => {
-    if (runLength === 1) parts.push(`h1`);
-    runLength = 0;
-  };
-  for (const p of points) {
-    if (p.t < t0 || p.t > t1) continue;
-    if (p.v === undefined) {
-      closeRun();
-      prevT = undefined;
-      continue;
-    }
-    const broken = prevT === undefined || p.t - prevT > maxGapMs;
-    if (broken) {
-      closeRun();
-      parts.push(`M${r(x(p.t))} ${r(y(p.v))}`);
-    } else {
-      parts.push(`L${r(x(p.t))} ${r(y(p.v))}`);
-    }
-    runLength++;
-    prevT = p.t;
-  }
-  closeRun();
-  return parts.join(" ");
+/** How many measured values a line has. */
+export function measured(values: readonly (number | undefined)[]): number {
+  return values.filter((v) => v !== undefined).length;
 }
 
 /**

@@ -1,16 +1,18 @@
 /**
  * Usage on screen: small bars with figures (the servers table, the hosts
  * page) and charts of the last hour or day from `UsageService.GetUsage`
- * (the server drawer's Usage tab, a host's details). The charts are
- * hand-drawn SVG lines: no chart library, the theme's colours, and each
- * chart a figure whose caption says its latest values in words.
+ * (the server drawer's Usage tab, a host's details). The charts are uPlot
+ * canvases (ui/usage-plot.tsx, loaded when a chart is first shown), each in a
+ * figure named by its caption, which says the latest values in words.
  */
-import { useEffect, useId, useState, type ReactNode } from "react";
+import { lazy, Suspense, useEffect, useId, useMemo, useState, type ReactNode } from "react";
 import { UsageWindow, type GetUsageResponse, type UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
 import { useSession } from "../app-context.js";
 import { errorText } from "../api/client.js";
 import { formatBytes, formatClock, formatTime } from "../ui/format.js";
-import { cpuGauge, formatPercent, formatRate, linePath, memoryGauge, niceMax, noUsageReason, sampleMs, type ChartPoint, type Gauge } from "./usage-model.js";
+import { chartData, cpuGauge, formatPercent, formatRate, measured, memoryGauge, niceMax, noUsageReason, sampleMs, type Gauge } from "./usage-model.js";
+
+const UsagePlot = lazy(() => import("../ui/usage-plot.js").then((m) => ({ default: m.UsagePlot })));
 
 /** A labelled bar with its figure; the bar is left out when there is nothing to measure against. */
 export function Meter({ label, gauge, testId, short = false }: { label: string; gauge: Gauge; testId?: string; short?: boolean }) {
@@ -92,21 +94,31 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
   }, [api, kind, id, win]);
 
   const spec = WINDOWS.find((x) => x.w === win) ?? WINDOWS[0];
-  const points = res?.points ?? [];
-  const times = points.map((p) => sampleMs(p) ?? 0);
-  // The window ends now, or at the last point when the host's clock is ahead of this browser's.
-  const t1 = Math.max(now, times[times.length - 1] ?? 0);
-  const t0 = t1 - spec.ms;
-  const series = (pick: (s: UsageSample) => number | undefined): ChartPoint[] => points.map((p, i) => ({ t: times[i]!, v: pick(p) }));
   const latest = res?.latest;
+  const day = win === UsageWindow.DAY;
+  const lines = useMemo(() => {
+    const points = res?.points ?? [];
+    const pick = (f: (s: UsageSample) => number | bigint | undefined) => points.map((p) => (f(p) === undefined ? undefined : Number(f(p))));
+    return {
+      times: points.map((p) => sampleMs(p) ?? 0),
+      cpu: pick((p) => p.cpuPercent),
+      // The day's points are 5-minute averages: their peak tells more about memory.
+      memory: pick((p) => (day ? (p.memoryMaxBytes ?? p.memoryBytes) : p.memoryBytes)),
+      rx: pick((p) => p.netRxBytesPerSecond),
+      tx: pick((p) => p.netTxBytesPerSecond),
+    };
+  }, [res, day]);
+  // The window ends now, or at the last point when the host's clock is ahead of this browser's.
+  const t1 = Math.max(now, lines.times[lines.times.length - 1] ?? 0);
+  const t0 = t1 - spec.ms;
   const limit = latest?.memoryLimitBytes !== undefined && latest.memoryLimitBytes > 0n ? Number(latest.memoryLimitBytes) : undefined;
-  const memory = series((p) => (win === UsageWindow.DAY && p.memoryMaxBytes !== undefined ? Number(p.memoryMaxBytes) : p.memoryBytes === undefined ? undefined : Number(p.memoryBytes)));
-  const cpu = series((p) => p.cpuPercent);
-  const cpuCeil = kind === "host" ? 100 : niceMax(cpu.map((p) => p.v), 100);
-  const rx = series((p) => p.netRxBytesPerSecond);
-  const tx = series((p) => p.netTxBytesPerSecond);
   const memGauge = memoryGauge(latest, kind);
   const cpuFig = cpuGauge(latest, kind);
+  // The same arrays until the next answer: the drawer re-renders on every watch change, the chart need not.
+  const charts = useMemo(() => {
+    const chart = (values: (number | undefined)[][]) => chartData(lines.times, values, t0, t1, spec.gapMs);
+    return { cpu: chart([lines.cpu]), memory: chart([lines.memory]), net: chart([lines.rx, lines.tx]) };
+  }, [lines, t0, t1, spec.gapMs]);
 
   return (
     <div className="usage-history" data-testid="usage-history">
@@ -130,34 +142,36 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
         </p>
       )}
       {!res && !error && <p className="muted">Loading usage…</p>}
-      {res && !latest && points.length === 0 && (
+      {res && !latest && lines.times.length === 0 && (
         <p className="notice" data-testid="usage-note">
           {res.note || "No usage measured in this window."}
         </p>
       )}
-      {res && (latest || points.length > 0) && (
+      {res && (latest || lines.times.length > 0) && (
         <div className="usage-charts">
           <UsageChart
             title={`CPU of ${name}`}
             caption={cpuFig ? cpuFig.title : "CPU: not measured"}
             t0={t0}
             t1={t1}
-            gapMs={spec.gapMs}
-            yMax={cpuCeil}
+            points={measured(lines.cpu)}
+            data={charts.cpu}
+            yMax={kind === "host" ? 100 : niceMax(lines.cpu, 100)}
             yText={formatPercent}
-            lines={[{ key: "cpu", label: "CPU", points: cpu }]}
+            lines={[{ label: "CPU", tone: "accent" }]}
           />
           <UsageChart
             title={`Memory of ${name}`}
             caption={memGauge ? memGauge.title : "Memory: not measured"}
             t0={t0}
             t1={t1}
-            gapMs={spec.gapMs}
-            yMax={niceMax([...memory.map((p) => p.v), limit], 64 * 1024 * 1024, true)}
+            points={measured(lines.memory)}
+            data={charts.memory}
+            yMax={niceMax([...lines.memory, limit], 64 * 1024 * 1024, true)}
             yText={(v) => formatBytes(v)}
             limit={limit}
             warn={memGauge?.warn ?? false}
-            lines={[{ key: "memory", label: win === UsageWindow.DAY ? "Memory (5-min peak)" : "Memory", points: memory }]}
+            lines={[{ label: day ? "Memory (5-min peak)" : "Memory", tone: "accent" }]}
           />
           {kind === "server" && (
             <UsageChart
@@ -165,12 +179,13 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
               caption={`Network: received ${formatRate(latest?.netRxBytesPerSecond)}, sent ${formatRate(latest?.netTxBytesPerSecond)}`}
               t0={t0}
               t1={t1}
-              gapMs={spec.gapMs}
-              yMax={niceMax([...rx, ...tx].map((p) => p.v), 1024, true)}
+              points={measured(lines.rx)}
+              data={charts.net}
+              yMax={niceMax([...lines.rx, ...lines.tx], 1024, true)}
               yText={(v) => formatRate(v)}
               lines={[
-                { key: "rx", label: "received", points: rx },
-                { key: "tx", label: "sent", points: tx },
+                { label: "received", tone: "accent" },
+                { label: "sent", tone: "ok" },
               ]}
             />
           )}
@@ -193,58 +208,43 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
   );
 }
 
-const W = 600;
-const H = 120;
-
 /**
- * One chart: lines over [t0, t1], a dashed limit line, the scale's top and
- * the window's ends as text. A figure named by its title; its caption holds
- * the latest values in words.
+ * One chart: a figure named by its caption (the latest values in words), the
+ * title and legend as text, the lines drawn by uPlot once it has loaded.
  */
 export function UsageChart(p: {
   title: string;
   caption: ReactNode;
   t0: number;
   t1: number;
-  gapMs: number;
+  /** Measured points of the first line (a data attribute, for tests and curious readers). */
+  points: number;
+  data: [number[], ...(number | null)[][]];
   yMax: number;
   yText: (v: number) => string;
-  lines: { key: string; label: string; points: readonly ChartPoint[] }[];
+  lines: { label: string; tone: "accent" | "ok" }[];
   limit?: number | undefined;
   warn?: boolean;
 }) {
   const captionId = useId();
-  const limitY = p.limit !== undefined ? H - (Math.min(p.limit, p.yMax) / p.yMax) * H : undefined;
   return (
-    <figure className={`usage-chart${p.warn ? " warn" : ""}`} aria-labelledby={captionId} data-testid="usage-chart">
+    <figure className={`usage-chart${p.warn ? " warn" : ""}`} aria-labelledby={captionId} data-testid="usage-chart" data-points={p.points}>
       <div className="usage-chart-title">
         <span className="strong">{p.title}</span>
         <span className="usage-legend">
           {p.lines.length > 1 &&
-            p.lines.map((l, i) => (
-              <span key={l.key} className={`legend series-${i + 1}`}>
+            p.lines.map((l) => (
+              <span key={l.label} className={`legend tone-${l.tone}-line`}>
                 {l.label}
               </span>
             ))}
           {p.limit !== undefined && <span className="legend limit">limit {p.yText(p.limit)}</span>}
         </span>
       </div>
-      <div className="usage-plot">
-        <span className="usage-y top" aria-hidden="true">
-          {p.yText(p.yMax)}
-        </span>
-        <svg viewBox={`0 0 ${W} ${H}`} preserveAspectRatio="none" role="img" aria-label={`${p.title} from ${formatTime(p.t0)} to ${formatTime(p.t1)}`}>
-          <line className="grid" x1={0} x2={W} y1={H / 2} y2={H / 2} vectorEffect="non-scaling-stroke" />
-          <line className="grid" x1={0} x2={W} y1={H} y2={H} vectorEffect="non-scaling-stroke" />
-          {limitY !== undefined && <line className="limit" x1={0} x2={W} y1={limitY} y2={limitY} vectorEffect="non-scaling-stroke" />}
-          {p.lines.map((l, i) => (
-            <path key={l.key} className={`series-${i + 1}`} d={linePath(l.points, p.t0, p.t1, p.yMax, W, H, p.gapMs)} vectorEffect="non-scaling-stroke" />
-          ))}
-        </svg>
-        <span className="usage-x" aria-hidden="true">
-          <span>{formatClock(p.t0)}</span>
-          <span>now</span>
-        </span>
+      <div role="img" aria-label={`${p.title} from ${formatTime(p.t0)} to ${formatTime(p.t1)}`}>
+        <Suspense fallback={<div className="usage-plot-loading muted small">Loading the chart…</div>}>
+          <UsagePlot data={p.data} lines={p.lines} t0={p.t0} t1={p.t1} yMax={p.yMax} yText={p.yText} limit={p.limit} warn={p.warn ?? false} />
+        </Suspense>
       </div>
       <figcaption id={captionId} className="small" data-testid="usage-caption">
         {p.caption}
