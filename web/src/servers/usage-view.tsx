@@ -75,6 +75,8 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
   useEffect(() => {
     const ctl = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
+    // Another window: the last one's points are not shown meanwhile.
+    setRes(undefined);
     const load = async () => {
       try {
         const r = await api.usage.getUsage({ subject: { case: kind, value: id }, window: win }, { signal: ctl.signal });
@@ -167,7 +169,7 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
             t1={t1}
             points={measured(lines.memory)}
             data={charts.memory}
-            yMax={niceMax([...lines.memory, limit], 64 * 1024 * 1024, true)}
+            yMax={niceMax([...lines.memory, limit], 1024 * 1024, true)}
             yText={(v) => formatBytes(v)}
             limit={limit}
             warn={memGauge?.warn ?? false}

@@ -68,7 +68,8 @@ export function UsagePlot(p: UsagePlotProps) {
         },
         axes: [
           { ...axis, size: 28 },
-          { ...axis, size: 66, values: (_u, vals) => vals.map((v) => latest.current.yText(v)) },
+          // Quarters of the scale: its top is a round figure (niceMax), so are they (25 %, 256 KiB).
+          { ...axis, size: 66, splits: () => [0, 0.25, 0.5, 0.75, 1].map((f) => f * latest.current.yMax), values: (_u, vals) => vals.map((v) => latest.current.yText(v)) },
         ],
         series: [{}, ...latest.current.lines.map((l, i) => ({ label: l.label, stroke: lineColour(l.tone, i), width: 1.75, spanGaps: false, points: { show: false } }))],
         hooks: {
