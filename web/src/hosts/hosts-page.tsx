@@ -114,120 +114,120 @@ export function HostsPage() {
               const sched = schedulingBadge(h);
               return (
                 <Fragment key={h.id}>
-                <tr data-host-id={h.id}>
-                  <td>
-                    <div className="strong">{h.name || h.id}</div>
-                    <div className="muted mono small">{h.id}</div>
-                  </td>
-                  <td>
-                    <span className={`badge tone-${isOnline ? "ok" : "bad"}`}>{isOnline ? "online" : "offline"}</span>
-                    {isOnline && !h.dockerReachable && <span className="badge tone-warn">docker unreachable</span>}
-                    {sched && (
-                      <span className={`badge tone-${sched.tone}`} title={sched.title} data-testid="host-scheduling">
-                        {sched.label}
-                      </span>
-                    )}
-                    {sched?.detail && <div className="muted small drain-message">{sched.detail}</div>}
-                    {badConds.map((c) => (
-                      <div key={c.type} className="small tone-text-bad" title={c.message}>
-                        {c.type}: {c.reason}
-                      </div>
-                    ))}
-                    {isOnline && h.connectedSince && (
-                      <div className="muted small">
-                        since <RelTime ms={tsMs(h.connectedSince)} />
-                      </div>
-                    )}
-                  </td>
-                  <td data-label="Last heartbeat">
-                    <RelTime ms={tsMs(h.lastHeartbeat)} />
-                    <div className="muted small">{formatTime(tsMs(h.lastHeartbeat))}</div>
-                  </td>
-                  <td className="small">
-                    <div>agent {h.agentVersion || "—"}</div>
-                    <div className="muted">docker {h.dockerVersion || "—"}</div>
-                  </td>
-                  <td>
-                    {pct !== undefined ? (
-                      <div className="disk" title={`${formatBytes(free)} free of ${formatBytes(total)}`}>
-                        <div className={`disk-bar${pct < 0.1 ? " low" : ""}`} role="meter" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round((1 - pct) * 100)} aria-label="Disk used">
-                          <span style={{ width: `${Math.round((1 - pct) * 100)}%` }} />
+                  <tr data-host-id={h.id}>
+                    <td>
+                      <div className="strong">{h.name || h.id}</div>
+                      <div className="muted mono small">{h.id}</div>
+                    </td>
+                    <td>
+                      <span className={`badge tone-${isOnline ? "ok" : "bad"}`}>{isOnline ? "online" : "offline"}</span>
+                      {isOnline && !h.dockerReachable && <span className="badge tone-warn">docker unreachable</span>}
+                      {sched && (
+                        <span className={`badge tone-${sched.tone}`} title={sched.title} data-testid="host-scheduling">
+                          {sched.label}
+                        </span>
+                      )}
+                      {sched?.detail && <div className="muted small drain-message">{sched.detail}</div>}
+                      {badConds.map((c) => (
+                        <div key={c.type} className="small tone-text-bad" title={c.message}>
+                          {c.type}: {c.reason}
                         </div>
-                        <div className="small">
-                          {formatBytes(free)} free <span className="muted">of {formatBytes(total)}</span>
-                        </div>
-                      </div>
-                    ) : (
-                      <span className="muted">—</span>
-                    )}
-                    <div className="muted mono small">{h.dataRoot}</div>
-                  </td>
-                  <td className="num" data-label="Servers">
-                    <button type="button" className="link" onClick={() => navigate(`/servers?host=${encodeURIComponent(h.id)}`)}>
-                      {h.serverCount}
-                    </button>
-                  </td>
-                  <td className="host-usage" data-label="Usage" data-testid="host-usage">
-                    {cpu || mem ? (
-                      <>
-                        {cpu && <Meter label="CPU" gauge={cpu} testId="host-cpu" />}
-                        {mem && <Meter label="Mem" gauge={mem} testId="host-memory" />}
-                        {load && (
-                          <div className="muted small" title="load average over 1, 5 and 15 minutes">
-                            load {load}
-                          </div>
-                        )}
-                      </>
-                    ) : (
-                      <span className="muted" title={isOnline ? "no usage sample yet (its agent samples every 10 s; it may be connected to another manager)" : "offline: nothing measured"}>
-                        —
-                      </span>
-                    )}
-                    <div>
-                      <button type="button" className="link small" aria-expanded={open} aria-controls={`host-chart-${h.id}`} onClick={toggleChart}>
-                        {open ? "Hide chart" : "Chart"}
-                      </button>
-                    </div>
-                  </td>
-                  <td className="small">
-                    {h.cpuCount ? `${h.cpuCount} CPU` : "—"}
-                    <div className="muted">{h.memoryBytes ? formatBytes(h.memoryBytes) : ""}</div>
-                  </td>
-                  <td className="actions">
-                    {can.operate && (
-                      <button type="button" className="button small" disabled={!isOnline || busy === h.id} onClick={() => resync(h)} title={isOnline ? "ask the agent for a full inventory and data check now" : "the agent is offline"}>
-                        {busy === h.id ? "Resyncing…" : "Resync now"}
-                      </button>
-                    )}
-                    {can.infra &&
-                      (h.unschedulable || h.draining ? (
-                        <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "uncordon" })} title="place new servers on it again; ends a drain">
-                          Uncordon
-                        </button>
-                      ) : (
-                        <>
-                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "cordon" })} title="place no new server on it; its servers keep running">
-                            Cordon
-                          </button>
-                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "drain" })} title="cordon it and move its servers to the other hosts">
-                            Drain…
-                          </button>
-                        </>
                       ))}
-                    {can.infra && (
-                      <button type="button" className="button small danger-soft" onClick={() => setRemoving(h)}>
-                        Remove
+                      {isOnline && h.connectedSince && (
+                        <div className="muted small">
+                          since <RelTime ms={tsMs(h.connectedSince)} />
+                        </div>
+                      )}
+                    </td>
+                    <td data-label="Last heartbeat">
+                      <RelTime ms={tsMs(h.lastHeartbeat)} />
+                      <div className="muted small">{formatTime(tsMs(h.lastHeartbeat))}</div>
+                    </td>
+                    <td className="small">
+                      <div>agent {h.agentVersion || "—"}</div>
+                      <div className="muted">docker {h.dockerVersion || "—"}</div>
+                    </td>
+                    <td>
+                      {pct !== undefined ? (
+                        <div className="disk" title={`${formatBytes(free)} free of ${formatBytes(total)}`}>
+                          <div className={`disk-bar${pct < 0.1 ? " low" : ""}`} role="meter" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round((1 - pct) * 100)} aria-label="Disk used">
+                            <span style={{ width: `${Math.round((1 - pct) * 100)}%` }} />
+                          </div>
+                          <div className="small">
+                            {formatBytes(free)} free <span className="muted">of {formatBytes(total)}</span>
+                          </div>
+                        </div>
+                      ) : (
+                        <span className="muted">—</span>
+                      )}
+                      <div className="muted mono small">{h.dataRoot}</div>
+                    </td>
+                    <td className="num" data-label="Servers">
+                      <button type="button" className="link" onClick={() => navigate(`/servers?host=${encodeURIComponent(h.id)}`)}>
+                        {h.serverCount}
                       </button>
-                    )}
-                  </td>
-                </tr>
-                {open && (
-                  <tr className="host-chart-row" id={`host-chart-${h.id}`}>
-                    <td colSpan={9}>
-                      <UsageHistory subject={{ case: "host", value: h.id }} name={h.name || h.id} />
+                    </td>
+                    <td className="host-usage" data-label="Usage" data-testid="host-usage">
+                      {cpu || mem ? (
+                        <>
+                          {cpu && <Meter label="CPU" gauge={cpu} testId="host-cpu" />}
+                          {mem && <Meter label="Mem" gauge={mem} testId="host-memory" />}
+                          {load && (
+                            <div className="muted small" title="load average over 1, 5 and 15 minutes">
+                              load {load}
+                            </div>
+                          )}
+                        </>
+                      ) : (
+                        <span className="muted" title={isOnline ? "no usage sample yet (its agent samples every 10 s; it may be connected to another manager)" : "offline: nothing measured"}>
+                          —
+                        </span>
+                      )}
+                      <div>
+                        <button type="button" className="link small" aria-expanded={open} aria-controls={`host-chart-${h.id}`} onClick={toggleChart}>
+                          {open ? "Hide chart" : "Chart"}
+                        </button>
+                      </div>
+                    </td>
+                    <td className="small">
+                      {h.cpuCount ? `${h.cpuCount} CPU` : "—"}
+                      <div className="muted">{h.memoryBytes ? formatBytes(h.memoryBytes) : ""}</div>
+                    </td>
+                    <td className="actions">
+                      {can.operate && (
+                        <button type="button" className="button small" disabled={!isOnline || busy === h.id} onClick={() => resync(h)} title={isOnline ? "ask the agent for a full inventory and data check now" : "the agent is offline"}>
+                          {busy === h.id ? "Resyncing…" : "Resync now"}
+                        </button>
+                      )}
+                      {can.infra &&
+                        (h.unschedulable || h.draining ? (
+                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "uncordon" })} title="place new servers on it again; ends a drain">
+                            Uncordon
+                          </button>
+                        ) : (
+                          <>
+                            <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "cordon" })} title="place no new server on it; its servers keep running">
+                              Cordon
+                            </button>
+                            <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "drain" })} title="cordon it and move its servers to the other hosts">
+                              Drain…
+                            </button>
+                          </>
+                        ))}
+                      {can.infra && (
+                        <button type="button" className="button small danger-soft" onClick={() => setRemoving(h)}>
+                          Remove
+                        </button>
+                      )}
                     </td>
                   </tr>
-                )}
+                  {open && (
+                    <tr className="host-chart-row" id={`host-chart-${h.id}`}>
+                      <td colSpan={9}>
+                        <UsageHistory subject={{ case: "host", value: h.id }} name={h.name || h.id} />
+                      </td>
+                    </tr>
+                  )}
                 </Fragment>
               );
             })}
