@@ -16,7 +16,7 @@ import { DetailDrawer } from "./detail-drawer.js";
 import { ALL_PHASES, isConverging, isDeleted, needsAttention, phaseName, type ServerAction } from "./model.js";
 import { useServerActionDialog } from "./server-actions.js";
 import { CARD_HEIGHT, ROW_HEIGHT, ServerRow } from "./server-row.js";
-import { useUsageWatch } from "./use-usage.js";
+import { useUsageStore } from "./use-usage.js";
 import { applyQuery, DEFAULT_COLUMNS, formatQuery, formatShownColumns, parseQuery, parseShownColumns, type OptionalColumn, type SortKey, type TableQuery } from "./table-query.js";
 
 /**
@@ -85,7 +85,7 @@ export function ServersPage() {
   const [shownOptional, setShownOptional] = useStoredChoice(COLUMNS_KEY, parseShownColumns, formatShownColumns);
   const narrow = useNarrow();
   // One usage stream for the page, open only while the Usage column is shown (a phone's card shows it too).
-  const usage = useUsageWatch({ hosts: false, enabled: shownOptional.has("usage") });
+  const usage = useUsageStore({ hosts: false, enabled: shownOptional.has("usage") });
   const columns = useMemo(() => COLUMNS.filter((c) => !c.optional || shownOptional.has(c.optional)), [shownOptional]);
   const gridStyle = useMemo(
     () => ({ "--cols": columns.map((c) => c.track).join(" "), "--table-min": `${columns.reduce((n, c) => n + c.min, 0)}px` }) as CSSProperties,
@@ -312,7 +312,7 @@ export function ServersPage() {
             stuck={stuck.has(s.id)}
             hostName={hostNames.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""}
             shown={shownOptional}
-            usage={usage.servers.get(s.id)}
+            usage={usage}
             can={can}
             onToggle={onToggle}
             onOpen={onOpen}
