@@ -67,7 +67,8 @@ export function UsagePlot(p: UsagePlotProps) {
           y: { range: () => [0, latest.current.yMax] },
         },
         axes: [
-          { ...axis, size: 28 },
+          // Times of day, "17:30" (uPlot's default adds a date line below that the axis has no room for).
+          { ...axis, size: 28, values: (_u, vals) => vals.map((v) => formatTime(v * 1000).slice(11, 16)) },
           // Quarters of the scale: its top is a round figure (niceMax), so are they (25 %, 256 KiB).
           { ...axis, size: 66, splits: () => [0, 0.25, 0.5, 0.75, 1].map((f) => f * latest.current.yMax), values: (_u, vals) => vals.map((v) => latest.current.yText(v)) },
         ],
