@@ -1,7 +1,7 @@
 /**
  * `npm run bench` (quick, under 3 minutes) and `npm run bench -- --full`:
- * berth against raw Docker on one host, then one manager under thousands of
- * simulated agents; with --full (or --only data) also backup and transfer
+ * berth against raw Docker on one host, the cost of sampling 100 containers'
+ * usage, then one manager under thousands of simulated agents; with --full (or --only data) also backup and transfer
  * throughput of a 1 GiB tree (data-bench.ts). Prints tables and writes bench/results/<timestamp>.json,
  * and the scale suite's charts (bench/charts.ts) into <timestamp>-charts/.
  * `--stores sqlite,postgres,postgres-2` runs the scale suite once per store
@@ -21,11 +21,13 @@ import { loadAverage } from "./lib/proc-stats.js";
 import { Report } from "./lib/report.js";
 import { parseStores, postgresDataDir, stopPostgres, STORES_HELP, type StoreConfig } from "./lib/stores.js";
 import { runScaleBench, scaleSizes } from "./scale-bench.js";
+import { runUsageBench } from "./usage-bench.js";
 
 const USAGE = `npm run bench [-- options]
 
   --full              the full sizes (default: quick, < 3 min)
-  --only SUITES       comma-separated: docker, scale, data (default docker,scale; --full adds data)
+  --only SUITES       comma-separated: docker, usage, scale, data (default docker,usage,scale; --full adds data)
+  --usage-containers N  running containers the usage suite samples (100)
   --agents N          simulated agents (quick 500, full 5000)
   --servers-per-agent M  (20)
   --churn-rate R      container events per second (quick 1000, full 5000)
@@ -51,6 +53,7 @@ const { values } = parseArgs({
   options: {
     full: { type: "boolean", default: false },
     only: { type: "string" },
+    "usage-containers": { type: "string" },
     agents: { type: "string" },
     "servers-per-agent": { type: "string" },
     "churn-rate": { type: "string" },
@@ -103,7 +106,7 @@ function storeConfigs(v: string | undefined): StoreConfig[] {
 const full = values.full;
 const stores = storeConfigs(values.stores);
 // The data suite moves ~10 GB and takes minutes: only with --full or --only data.
-const suites = new Set((values.only ?? (full ? "docker,scale,data" : "docker,scale")).split(",").map((s) => s.trim()));
+const suites = new Set((values.only ?? (full ? "docker,usage,scale,data" : "docker,usage,scale")).split(",").map((s) => s.trim()));
 const startedAt = new Date();
 const report = new Report();
 const t0 = performance.now();
@@ -176,6 +179,20 @@ if (suites.has("docker")) {
     process.stderr.write(`[docker] failed: ${String((err as Error).stack ?? err)}\n`);
   }
   process.stdout.write(`[docker] done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+}
+
+if (suites.has("usage")) {
+  const containers = num(values["usage-containers"], 100);
+  const rounds = full ? 20 : 8;
+  process.stdout.write(`[usage] sampling ${containers} running containers: cgroup files vs Docker's one-shot stats, ${rounds} rounds each ...\n`);
+  try {
+    await runUsageBench(report, { containers, rounds });
+  } catch (err) {
+    failed = true;
+    report.errors.push({ suite: "usage", error: String((err as Error).stack ?? err) });
+    process.stderr.write(`[usage] failed: ${String((err as Error).stack ?? err)}\n`);
+  }
+  process.stdout.write(`[usage] done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
 }
 
 if (suites.has("scale")) {

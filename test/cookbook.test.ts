@@ -20,13 +20,14 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { FileService } from "@berth/proto/berth/v1/file_pb.js";
+import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { lookup, mismatches, parseCookbook, parseJsonSequence, type Block } from "./harness/cookbook.js";
 import { freePorts, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const DOC = join(REPO_ROOT, "docs/grpcurl.md");
-const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService];
+const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService];
 /** RPCs no script can call with buf curl or curl: the agent's bidi stream. */
 const NOT_RUNNABLE = new Set(["berth.v1.AgentService/Connect"]);
 
@@ -75,7 +76,8 @@ describe("docs/grpcurl.md, executed", () => {
     dir = await tempDir("cookbook");
     // Alerts quickly (the page's ghost host), and no other alert in the way.
     manager = await startManager({ dir, args: ["--alert-host-offline", "1", "--alert-interval", "1", "--alert-not-converged", "3600", "--alert-disk-free", "0"] });
-    agent = await startAgent({ manager, dir });
+    // Usage every second: the UsageService blocks find samples of a server started a few blocks before.
+    agent = await startAgent({ manager, dir, extraArgs: ["--usage-interval", "1"] });
     await waitForHostOnline(manager);
     const url = new URL(manager.url);
     baseEnv = {

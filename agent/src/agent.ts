@@ -19,6 +19,7 @@ import { FileRequests } from "./files/file-requests.js";
 import type { ContainerRuntime, RuntimeEvent } from "./runtime/container-runtime.js";
 import { messageOf } from "./runtime/docker-runtime.js";
 import { LockedRuntime } from "./runtime/locked-runtime.js";
+import { UsageSampler, type RunningContainer } from "./usage/sampler.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -42,6 +43,10 @@ export interface AgentOptions {
   dockerProbeTimeoutMs?: number;
   /** Free bytes on the data root that file uploads, copies and extractions never use (default 256 MiB). */
   fileReserveBytes?: number;
+  /** How often the host's and the running containers' usage is sampled and sent (default 10 s; 0: never). */
+  usageIntervalMs?: number;
+  /** A changed data directory is measured again at most this often (default SIZE_MIN_REMEASURE_MS, 60 s). */
+  dataSizeMinIntervalMs?: number;
 }
 
 /** Unmanaged containers reported per inventory at most (bounds the message on crowded hosts). */
@@ -69,6 +74,8 @@ export class Agent {
   private readonly sizes: DirSizes;
   /** FileService's operations on data directories (uploads are sessions here). */
   private readonly files: FileRequests;
+  private readonly usage: UsageSampler;
+  private usageRunning = false;
   private readonly abort = new AbortController();
   private dockerReachable = false;
   private dockerVersion = "";
@@ -119,8 +126,13 @@ export class Agent {
       { managerId: () => this.managerId, now: managerNow },
       this.jobs,
     );
-    this.sizes = new DirSizes(opts.dataRoot, opts.log.child({ part: "sizes" }));
+    this.sizes = new DirSizes(opts.dataRoot, opts.log.child({ part: "sizes" }), opts.dataSizeMinIntervalMs !== undefined ? { minRemeasureMs: opts.dataSizeMinIntervalMs } : {});
     this.files = new FileRequests({ dataRoot: opts.dataRoot, log: opts.log.child({ part: "files" }), ...(opts.fileReserveBytes !== undefined ? { reserveBytes: opts.fileReserveBytes } : {}) });
+    this.usage = new UsageSampler({
+      dataRoot: opts.dataRoot.root,
+      running: () => this.runningContainers(),
+      initPid: (id) => this.runtime.initPid?.(id) ?? Promise.resolve(undefined),
+    });
     this.logStreams = new LogStreams(
       this.runtime,
       (chunk) => this.link.sendPaced(create(AgentMessageSchema, { body: { case: "logChunk", value: chunk } })),
@@ -166,6 +178,33 @@ export class Agent {
     this.sizes.start();
     this.every(this.opts.inventoryIntervalMs ?? 30_000, () => void this.sendInventory({ periodic: true }));
     this.beatEvery(this.opts.heartbeatIntervalMs ?? 5_000);
+    const usageMs = this.opts.usageIntervalMs ?? 10_000;
+    if (usageMs > 0) this.every(usageMs, () => void this.sendUsage());
+  }
+
+  /** The running berth containers, as the last inventory and the events since tell. */
+  private runningContainers(): RunningContainer[] {
+    const out: RunningContainer[] = [];
+    for (const c of this.believed.values()) {
+      const serverId = c.labels["berth.server"];
+      if (c.state !== "running" || !serverId) continue;
+      out.push({ id: c.id, serverId, startedMs: c.startedTime ? timestampMs(c.startedTime) : 0 });
+    }
+    return out;
+  }
+
+  /** One round of the usage sampler, sent; skipped while not connected or while the previous round still runs. */
+  private async sendUsage(): Promise<void> {
+    if (this.usageRunning || !this.link.connected) return;
+    this.usageRunning = true;
+    try {
+      const report = await this.usage.sample();
+      this.send({ case: "usage", value: report });
+    } catch (err) {
+      this.opts.log.warn({ err: messageOf(err) }, "usage sampling failed");
+    } finally {
+      this.usageRunning = false;
+    }
   }
 
   /**
@@ -298,7 +337,7 @@ export class Agent {
         dataRootTotalBytes: BigInt(disk.totalBytes),
         dockerReachable: this.dockerReachable,
         backupDirs: [...(this.jobs?.roots ?? [])],
-        features: ["files"],
+        features: ["files", ...((this.opts.usageIntervalMs ?? 10_000) > 0 ? ["usage"] : [])],
       },
     });
     await this.sendInventory();
@@ -543,12 +582,15 @@ export class Agent {
    * carries the exit code; everything else is what the agent already knew.
    * The inspected state follows with the "stop" event of a `docker stop`, a
    * command's result, or the next inventory. Undefined (inspect instead) for
-   * a container the agent has not seen, or an event without an exit code.
+   * a container the agent has not seen, an event without an exit code, or
+   * exit code 137 (SIGKILL): only the inspect says whether the kernel killed
+   * it for exceeding its memory limit (OOMKilled), which the manager records
+   * with the exit (a `docker kill` pays the wait too).
    */
   private exitedFromEvent(e: RuntimeEvent): ContainerInfo | undefined {
     const known = this.believed.get(e.containerId);
     const code = Number(e.labels.exitCode ?? "x");
-    if (e.action !== "die" || !known || !Number.isInteger(code)) return undefined;
+    if (e.action !== "die" || !known || !Number.isInteger(code) || code === 137) return undefined;
     const info = clone(ContainerInfoSchema, known);
     info.state = "exited";
     info.exitCode = code;

@@ -15,6 +15,7 @@ import { KeyedQueue } from "./keyed-queue.js";
 import type { ArchiveStats } from "./data/archive.js";
 import type { BackupJobs } from "./data/backup-jobs.js";
 import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
+import { limitsToRemove, limitsUpdate } from "./runtime/limits.js";
 import { LABEL_SERVER, messageOf } from "./runtime/docker-runtime.js";
 import { ENGINE_FAILURE_REASONS, engineGoingAway, waitForEngine } from "./runtime/engine-watch.js";
 import { foreignNetworkRefusal, isProjectNetwork, isProjectNetworkName, LABEL_MANAGER, LABEL_PROJECT, networkFieldsRefusal, networkLabels } from "./runtime/project-network.js";
@@ -500,7 +501,7 @@ export class Executor {
   }
 
   /** Data dir, one container with the wanted spec hash (others removed), optionally running. */
-  private async ensureContainer(cmd: Command, running: boolean): Promise<{ container?: ContainerInfo; data?: DataCheck }> {
+  private async ensureContainer(cmd: Command, running: boolean): Promise<{ container?: ContainerInfo; data?: DataCheck; message?: string }> {
     const spec = cmd.container;
     if (!spec) throw new RuntimeError("BadCommand", "command has no container spec");
     const check = await this.data.check(cmd.serverId);
@@ -516,6 +517,15 @@ export class Executor {
       ? undefined
       : (existing.find((c) => c.labels[LABEL_HASH] === spec.specHash && c.state === "running") ??
         existing.find((c) => c.labels[LABEL_HASH] === spec.specHash));
+    // A stopped container that holds a limit the spec no longer has: only a new container loses
+    // it (docker update cannot remove a limit), and a stopped one costs nothing to make again.
+    if (keep && spec.resources && keep.resources && keep.state !== "running" && keep.state !== "paused") {
+      const drop = limitsToRemove(spec.resources, keep.resources);
+      if (drop.length > 0) {
+        this.log.info({ server: cmd.serverId, container: keep.id, limits: drop }, "making the container again to remove limits");
+        keep = undefined;
+      }
+    }
     for (const c of existing) {
       if (c !== keep) {
         this.log.info({ server: cmd.serverId, container: c.id, recreate: cmd.recreate }, "removing container with an outdated spec, a duplicate, or for a rebuild");
@@ -548,6 +558,7 @@ export class Executor {
         logMaxFiles: spec.logMaxFiles,
         ...(spec.openStdin ? { openStdin: true } : {}),
         ...(net ? { network: { name: net.name, aliases: net.aliases } } : {}),
+        ...(spec.resources ? { resources: spec.resources } : {}),
       });
       // The network is made (if missing) and the container created on it under the network's
       // lock: removing the project's emptied network cannot slip in between.
@@ -570,11 +581,28 @@ export class Executor {
       });
       this.log.info({ server: cmd.serverId, container: keep.id, network: net.name, from: keep.networks }, "moved the container onto its project network");
     }
+    // Limits changed since the container was made: set in place, running or not (what cannot be
+    // removed this way stays until the container is made again).
+    // Refused (a memory limit below what the container uses now, a CPU the host lacks): the
+    // container is left as it is and the command still succeeds, saying so. The manager sees the
+    // limits differ and shows it (SpecApplied LimitsNotApplied); a running server is not a failed one.
+    let message: string | undefined;
+    const update = spec.resources && keep.resources ? limitsUpdate(spec.resources, keep.resources) : undefined;
+    if (update && this.runtime.updateLimits) {
+      try {
+        await this.runtime.updateLimits(keep.id, update);
+        this.log.info({ server: cmd.serverId, container: keep.id, update }, "changed the container's limits in place");
+      } catch (err) {
+        if (!(err instanceof RuntimeError) || err.reason !== "LimitsRefused") throw err;
+        message = `${err.message}; the container keeps its limits as they were (RebuildServer makes a new container with the new ones)`;
+        this.log.warn({ server: cmd.serverId, container: keep.id, update, err: err.message }, "Docker refused the container's new limits");
+      }
+    }
     if (running) {
       if (keep.state === "paused") await this.runtime.unpause(keep.id);
       else if (keep.state !== "running") await this.runtime.start(keep.id);
     }
-    return { container: await this.runtime.inspect(keep.id), data: await this.data.check(cmd.serverId) };
+    return { container: await this.runtime.inspect(keep.id), data: await this.data.check(cmd.serverId), ...(message ? { message } : {}) };
   }
 
   /**

@@ -36,6 +36,12 @@ Flags (environment variable in brackets, then default):
                          doubles from 0.5 s up to it, jittered) [BERTH_RECONNECT_MAX] 30
   --file-reserve BYTES   free bytes on the data root that file uploads, copies and extractions
                          (FileService) never use [BERTH_FILE_RESERVE] 268435456 (256 MiB)
+  --data-size-interval S a data directory that changed (a command, a file operation, an exit) is
+                         measured again at most this often, in seconds (disk quotas see sizes this
+                         late) [BERTH_DATA_SIZE_INTERVAL] 60
+  --usage-interval S     how often the host's and the running containers' usage (CPU, memory,
+                         network, block IO, pids) is sampled and sent, in seconds; 0: never
+                         [BERTH_USAGE_INTERVAL] 10
   --log-level LEVEL      trace|debug|info|warn|error [BERTH_LOG_LEVEL] info
 
 Exit codes: 0 stopped; 1 enrollment failed; 2 bad usage; 78 do not restart (credential
@@ -55,6 +61,8 @@ const { values, positionals } = parseArgs({
     "inventory-interval": { type: "string" },
     "reconnect-max": { type: "string" },
     "file-reserve": { type: "string" },
+    "usage-interval": { type: "string" },
+    "data-size-interval": { type: "string" },
     "log-level": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -156,6 +164,16 @@ if (cmd === "enroll") {
   const reserveSetting = values["file-reserve"] ?? process.env.BERTH_FILE_RESERVE ?? String(DEFAULT_RESERVE_BYTES);
   const fileReserveBytes = Number(reserveSetting);
   if (reserveSetting.trim() === "" || !Number.isSafeInteger(fileReserveBytes) || fileReserveBytes < 0) fail(`--file-reserve must be a whole number of bytes >= 0, e.g. 268435456 (got "${reserveSetting}")`);
+  const usageSetting = values["usage-interval"] ?? process.env.BERTH_USAGE_INTERVAL ?? "10";
+  const usageInterval = Number(usageSetting);
+  if (usageSetting.trim() === "" || !Number.isFinite(usageInterval) || usageInterval < 0 || (usageInterval > 0 && usageInterval < 1) || usageInterval > 3600) {
+    fail(`--usage-interval must be 0 (never) or a number of seconds from 1 to 3600, e.g. 10 (got "${usageSetting}")`);
+  }
+  const sizeSetting = values["data-size-interval"] ?? process.env.BERTH_DATA_SIZE_INTERVAL ?? "60";
+  const sizeInterval = Number(sizeSetting);
+  if (sizeSetting.trim() === "" || !Number.isFinite(sizeInterval) || sizeInterval < 1 || sizeInterval > 86400) {
+    fail(`--data-size-interval must be a number of seconds from 1 to 86400, e.g. 60 (got "${sizeSetting}")`);
+  }
   let dataRoot: DataRoot;
   try {
     dataRoot = new DataRoot(values["data-root"] ?? process.env.BERTH_DATA_ROOT ?? "/var/lib/berth");
@@ -188,6 +206,8 @@ if (cmd === "enroll") {
     inventoryIntervalMs: interval * 1000,
     reconnectMaxMs: reconnectMax * 1000,
     fileReserveBytes,
+    usageIntervalMs: usageInterval * 1000,
+    dataSizeMinIntervalMs: sizeInterval * 1000,
   });
   try {
     await agent.start();

@@ -78,6 +78,9 @@ async function start(m: StartMessage): Promise<void> {
       log: log.child({ host: h.hostId }),
       inventoryIntervalMs: m.inventoryIntervalMs,
       heartbeatIntervalMs: m.heartbeatIntervalMs,
+      // No usage reports: a simulated host has no cgroups, and thousands of them reading this
+      // machine's /proc would measure the bench box, not berth (docs/benchmarks.md).
+      usageIntervalMs: 0,
     });
     hosts.set(h.hostId, { agent, runtime });
   }

@@ -56,6 +56,8 @@ const manager = await buildOrExplain({
   containerLogs: { maxSizeBytes: settings["container-log-max-size"], maxFiles: settings["container-log-max-files"] },
   orphanGraceSeconds: settings["orphan-grace"],
   fileMaxUploadBytes: settings["file-max-upload-bytes"],
+  defaultPidsLimit: settings["default-pids-limit"],
+  metricsServerUsage: settings["metrics-server-usage"],
   ...(settings["sftp-listen"] ? { sftp: { listen: settings["sftp-listen"], ...(settings["sftp-host-key-file"] ? { hostKeyFile: settings["sftp-host-key-file"] } : {}) } } : {}),
   heartbeatIntervalSeconds: settings["heartbeat-interval"],
   agentTimeoutSeconds: settings["agent-timeout"],

@@ -9,6 +9,7 @@ import { AgentService, CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { FileService } from "@berth/proto/berth/v1/file_pb.js";
+import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
@@ -43,6 +44,8 @@ import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
 import { createFileService } from "./api/file-service.js";
+import { createUsageService } from "./api/usage-service.js";
+import { UsageFeed } from "./usage/usage-feed.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
 import { HostDrains, type TransferStarter } from "./hosts/drain.js";
@@ -103,6 +106,8 @@ export interface ManagerConfig {
   resyncIntervalSeconds?: number;
   /** Containers' json-file log rotation when their spec sets none (default 10 MiB x 3). */
   containerLogs?: ContainerLogDefaults;
+  /** Pids limit of a container whose spec sets none (--default-pids-limit; default 512; 0: none). */
+  defaultPidsLimit?: number;
   /** Serve TLS only (ALPN h2 / http/1.1) with this material; plaintext when absent. */
   tls?: TlsMaterial;
   /** Connection limits of the port (per-IP connections, HTTP/2 streams, timeouts); defaults in http/listen.ts. */
@@ -119,6 +124,8 @@ export interface ManagerConfig {
   orphanGraceSeconds?: number;
   /** FileService: the most bytes one uploaded, archived or extracted file may hold (--file-max-upload-bytes; default 8 GiB). */
   fileMaxUploadBytes?: number;
+  /** /metrics exports each running server's usage too (--metrics-server-usage). */
+  metricsServerUsage?: boolean;
   /** Seconds between backup retention runs (default 600). */
   backupRetentionIntervalSeconds?: number;
   /**
@@ -299,6 +306,9 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   const limits = new AccessLimits({ ...DEFAULT_LIMITS, ...config.limits });
   // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
   const managerPresence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;
+  // What agents report about usage (UsageService, /metrics); a purged server's or removed host's goes.
+  const usage = new UsageFeed({ projectOf: async (id) => (await opened.contract.getServer(id))?.project });
+  opened.contract.onCommit((c) => usage.onCommit(c));
   const observability = createObservability({
     store: opened.contract,
     ledger,
@@ -314,6 +324,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       queueDepth: () => reconciler.queue.length,
       isLeader: () => leader.isLeader,
       refusedReports: () => hub.refusedReports,
+      hostUsage: () => usage.hostSamples(),
+      ...(config.metricsServerUsage ? { serverUsage: () => usage.serverSamples() } : {}),
       command: async (id) => {
         const c = await opened.contract.getCommand(id);
         return c && { kind: c.command.kind, createdAt: c.createdAt };
@@ -336,6 +348,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     ...(config.transferOfflineGraceSeconds !== undefined ? { transferOfflineGraceMs: config.transferOfflineGraceSeconds * 1000 } : {}),
     ...(config.resyncIntervalSeconds !== undefined ? { resyncIntervalMs: config.resyncIntervalSeconds * 1000 } : {}),
     ...(config.containerLogs ? { containerLogs: config.containerLogs } : {}),
+    ...(config.defaultPidsLimit !== undefined ? { defaultPidsLimit: config.defaultPidsLimit } : {}),
     ...(ownership ? { ownership } : {}),
   });
   const moves = new ServerMoves({ store: opened.contract, ledger, reconciler, presence });
@@ -387,7 +400,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       HostService,
       createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocation(import.meta.url, fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")) }),
     );
-    router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, ...(ownership ? { ownership } : {}) }));
+    router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, usage, ...(ownership ? { ownership } : {}) }));
+    router.service(UsageService, createUsageService({ store: opened.contract, usage, hub, presence }));
     router.service(AccessService, accessService);
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));

@@ -80,7 +80,7 @@ describe("accessibility", () => {
     const c = await docker.createContainer({ Image: TEST_IMAGE, name: name("stray"), Cmd: SLEEPER, HostConfig: { Init: true } });
     stray = c.id;
     await c.start();
-    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups")] });
+    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups"), "--usage-interval", "1"] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     for (const [n, image] of [
       ["web", TEST_IMAGE],
@@ -134,7 +134,7 @@ describe("accessibility", () => {
     const web = join(agent.dataRoot, (await manager.servers.getServer({ id: name("web") })).server!.id);
     mkdirSync(join(web, "plugins"), { recursive: true });
     writeFileSync(join(web, "server.properties"), "motd=a11y\n");
-    for (const tab of ["Events", "Files", "Backups", "Edit spec"]) {
+    for (const tab of ["Usage", "Events", "Files", "Backups", "Edit spec"]) {
       await drawer.getByRole("tab", { name: tab }).click();
       await drawer.getByRole("tabpanel", { name: tab }).waitFor();
       await p.waitForTimeout(300); // the tab's first answer from the manager
@@ -255,6 +255,8 @@ describe("accessibility", () => {
     }
     // The tabs are one stop: arrow keys move along them, Enter opens one.
     await drawer.getByRole("tab", { name: "Overview" }).focus();
+    await p.keyboard.press("ArrowRight");
+    expect((await focused(p)).text).toBe("Usage");
     await p.keyboard.press("ArrowRight");
     expect((await focused(p)).text).toBe("Events");
     await p.keyboard.press("Enter");

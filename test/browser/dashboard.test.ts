@@ -50,7 +50,7 @@ describe("dashboard", () => {
     created.push(server!.id);
     return server!;
   }
-  /** Counts DOM changes under the table body, per row, ignoring the ticking relative times. */
+  /** Counts DOM changes under the table body, per row, ignoring the ticking relative times and the usage figures (their own feed, WatchUsage). */
   const OBSERVE = `(() => {
     const body = document.querySelector(".vt-body");
     const rec = { added: 0, removed: 0, rows: {} };
@@ -63,7 +63,7 @@ describe("dashboard", () => {
           continue;
         }
         const el = m.target.nodeType === 1 ? m.target : m.target.parentElement;
-        if (!el || el.closest("time")) continue;
+        if (!el || el.closest("time, .c-usage")) continue;
         const r = el.closest(".vt-row");
         const id = r ? r.dataset.serverId : "?";
         rec.rows[id] = (rec.rows[id] || 0) + 1;
@@ -81,7 +81,8 @@ describe("dashboard", () => {
     dir = await tempDir("browser");
     manager = await startManager({ dir, args: managerArgs });
     // Backups go under --backup-dir; the last step makes a directory target there.
-    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups")] });
+    // --usage-interval 1: usage figures appear within seconds (the usage step).
+    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups"), "--usage-interval", "1"] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     browser = await launchBrowser();
     // Steps here read internal columns the table shows only when chosen (the column chooser); choose them for this profile.
@@ -641,6 +642,65 @@ describe("dashboard", () => {
     await starts.nth(before).waitFor({ timeout: 5000 });
     expect(await p.locator(".events li").first().getAttribute("data-event-type")).toMatch(/^server\./);
     await screenshot(p, "12-events");
+  });
+
+  it("usage: a running server's row shows CPU and memory (a stopped one a dash saying why), its drawer's Usage tab charts them, the Hosts page shows the host's", async () => {
+    const p = page();
+    await createViaApi(name("use"));
+    await createViaApi(name("idle"), SLEEPER, { desiredState: DesiredState.STOPPED });
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    await waitForRowPhase(p, name("use"), "Running");
+    await waitForRowPhase(p, name("idle"), "Stopped");
+    const cell = row(p, name("use")).getByTestId("usage-cell");
+    // CPU needs two samples (a rate); the agent samples every second here.
+    await cell.getByTestId("usage-cpu").waitFor({ timeout: 15_000 });
+    expect(await cell.getByTestId("usage-cpu").locator(".meter-text").textContent()).toMatch(/^\d+(\.\d)?%$/);
+    expect(await cell.getByTestId("usage-cpu").getAttribute("title")).toMatch(/^CPU \d+(\.\d)?% of one core$/);
+    expect(await cell.getByTestId("usage-memory").locator(".meter-text").textContent()).toMatch(/^\d+(\.\d)?[BKMG]/);
+    const idle = row(p, name("idle")).getByTestId("usage-cell");
+    expect(await idle.textContent()).toBe("—");
+    expect(await idle.locator("span").getAttribute("title")).toMatch(/^not running/);
+    await screenshot(p, "12b-usage-column");
+
+    await row(p, name("use")).getByRole("button", { name: name("use"), exact: true }).click();
+    const drawer = p.getByTestId("server-drawer");
+    await drawer.getByRole("tab", { name: "Usage" }).click();
+    const panel = drawer.getByRole("tabpanel", { name: "Usage" });
+    const charts = panel.getByTestId("usage-chart");
+    await charts.nth(2).waitFor({ timeout: 15_000 });
+    // CPU, memory, network: each a chart (uPlot's canvas) with measured points, named for screen readers, its latest figures in words.
+    expect(await charts.count()).toBe(3);
+    await charts.first().locator("canvas").waitFor();
+    await expect.poll(async () => Number(await charts.first().getAttribute("data-points")), { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+    expect(await panel.locator("canvas").count()).toBe(3);
+    expect(await panel.getByRole("img", { name: new RegExp(`^CPU of ${name("use")} from `) }).count()).toBe(1);
+    expect(await panel.getByRole("figure", { name: /^CPU \d+(\.\d)?% of one core$/ }).count()).toBe(1);
+    expect(await charts.nth(1).getByTestId("usage-caption").textContent()).toMatch(/^Memory \d+(\.\d)? [KMG]?i?B, no limit$/);
+    expect(await charts.nth(2).getByTestId("usage-caption").textContent()).toMatch(/^Network: received .+\/s, sent .+\/s$/);
+    await screenshot(p, "12c-drawer-usage");
+    // The day: 5-minute points, the one being filled included.
+    await panel.getByLabel("Last 24 hours").check();
+    const dayAgo = new Date(Date.now() - 86_400_000);
+    const dayAgoDate = `${dayAgo.getFullYear()}-${String(dayAgo.getMonth() + 1).padStart(2, "0")}-${String(dayAgo.getDate()).padStart(2, "0")}`;
+    await expect.poll(() => panel.getByRole("img", { name: new RegExp(`^CPU of `) }).getAttribute("aria-label")).toContain(`from ${dayAgoDate} `);
+    await expect.poll(async () => Number(await charts.first().getAttribute("data-points")), { timeout: 15_000 }).toBeGreaterThanOrEqual(1);
+    await p.keyboard.press("Escape");
+    await drawer.waitFor({ state: "detached" });
+
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Hosts" }).click();
+    const hostRow = p.getByRole("table", { name: "Hosts" }).locator(`tr[data-host-id]`).first();
+    await hostRow.getByTestId("host-cpu").waitFor({ timeout: 15_000 });
+    expect(await hostRow.getByTestId("host-cpu").locator(".meter-text").textContent()).toMatch(/^\d+(\.\d)?%$/);
+    expect(await hostRow.getByTestId("host-memory").locator(".meter-text").textContent()).toMatch(/^\d+(\.\d)? [KMG]i?B \/ \d+(\.\d)? [KMG]i?B$/);
+    expect(await hostRow.getByTestId("host-usage").textContent()).toMatch(/load \d+\.\d\d \d+\.\d\d \d+\.\d\d/);
+    await hostRow.getByRole("button", { name: "Chart" }).click();
+    const hostCharts = p.locator(".host-chart-row").getByTestId("usage-chart");
+    await hostCharts.nth(1).locator("canvas").waitFor({ timeout: 15_000 });
+    expect(await hostCharts.count()).toBe(2); // CPU and memory
+    expect(await hostCharts.nth(0).getByTestId("usage-caption").textContent()).toMatch(/^CPU \d+(\.\d)?% of \d+ CPUs$/);
+    expect(await hostCharts.nth(1).getByTestId("usage-caption").textContent()).toMatch(/^Memory .+ of total .+ \(\d+(\.\d)?%\)$/);
+    await screenshot(p, "12d-hosts-usage");
+    await hostRow.getByRole("button", { name: "Hide chart" }).click();
   });
 
   it("hosts: online with facts; Add host shows the one-line agent command; Resync now", async () => {

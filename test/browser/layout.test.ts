@@ -53,7 +53,7 @@ describe("dashboard layout", () => {
     await ensureWebBuilt();
     dir = await tempDir("layout");
     manager = await startManager({ dir });
-    agent = await startAgent({ manager, dir });
+    agent = await startAgent({ manager, dir, extraArgs: ["--usage-interval", "1"] }); // usage figures in the rows and cards within seconds
     const host = await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     hostName = host.name || host.id;
     [port] = await freePorts(1);
@@ -128,6 +128,10 @@ describe("dashboard layout", () => {
     const address = card.getByLabel(/Connect address of/);
     expect(await address.isVisible()).toBe(true);
     expect(await address.inputValue()).toBe(`${hostName}:${port}`);
+    // Its CPU and memory figures (without the bars) fit on the card.
+    await card.getByTestId("usage-cpu").waitFor({ timeout: 15_000 });
+    for (const part of [card.getByTestId("usage-cpu"), card.getByTestId("usage-memory")]) await expectOnScreen(part);
+    expect(await card.locator(".meter-bar").first().isVisible()).toBe(false);
     // Internals stay out of the card.
     expect(await card.locator(".c-image").isVisible()).toBe(false);
     // A stopped server's card offers Start.

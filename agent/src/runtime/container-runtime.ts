@@ -1,4 +1,6 @@
 import type { ContainerInfo, NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import type { ResourceLimits } from "@berth/proto/berth/v1/server_pb.js";
+import type { HostLimits } from "./limits.js";
 import type { PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import type { LogFrame } from "./log-demux.js";
 
@@ -30,6 +32,8 @@ export interface CreateContainerSpec {
   network?: NetworkAttachment;
   /** Keep stdin open for writeStdin (a console): OpenStdin, not StdinOnce. */
   openStdin?: boolean;
+  /** Resource limits (limits.ts); absent: none. */
+  resources?: ResourceLimits;
 }
 
 /** A container's place on a project network. */
@@ -106,6 +110,12 @@ export interface ContainerRuntime {
   inspectForAdoption?(id: string): Promise<ContainerInfo | undefined>;
   /** One container, or undefined if it does not exist. */
   inspect(id: string): Promise<ContainerInfo | undefined>;
+  /**
+   * The host pid of a running container's init process (Docker's State.Pid),
+   * for the usage sampler; undefined when it does not run. Optional: a runtime
+   * without it reports no container usage.
+   */
+  initPid?(id: string): Promise<number | undefined>;
   imageExists(image: string): Promise<boolean>;
   /** Pulls an image; `onProgress` gets human-readable status lines. */
   pull(image: string, onProgress: (line: string) => void): Promise<void>;
@@ -142,6 +152,11 @@ export interface ContainerRuntime {
    * before project networks moves onto its project's. Idempotent.
    */
   attachOnly(containerId: string, network: NetworkAttachment): Promise<void>;
+  /**
+   * Changes a container's resource limits in place (docker update), running
+   * or not. Optional: a runtime without it leaves limits as they were made.
+   */
+  updateLimits?(containerId: string, update: HostLimits): Promise<void>;
   /**
    * A container's stdout/stderr. Resolves once the log stream is open; the
    * iterable ends when the output does (with `follow`, when the container

@@ -11,6 +11,7 @@ import { isProjectNetworkName, LABEL_PROJECT } from "./project-network.js";
 import { capabilitiesToDrop } from "./capabilities.js";
 import { RotationDuplicates } from "./log-dedup.js";
 import { giveToContainerRoot, remappedRoot } from "./userns.js";
+import { hostConfigLimits, limitsOf, type HostLimits } from "./limits.js";
 
 export const LABEL_SERVER = "berth.server";
 
@@ -93,6 +94,16 @@ export class DockerRuntime implements ContainerRuntime {
     try {
       const c = await timed("docker inspect", (abortSignal) => this.docker.getContainer(id).inspect({ abortSignal } as object));
       return toInfo(c);
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async initPid(id: string): Promise<number | undefined> {
+    try {
+      const c = await timed("docker inspect", (abortSignal) => this.docker.getContainer(id).inspect({ abortSignal } as object));
+      return c.State.Running && c.State.Pid > 0 ? c.State.Pid : undefined;
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw err;
@@ -386,6 +397,16 @@ export class DockerRuntime implements ContainerRuntime {
     return { networks: sorted.slice(0, max).map((n) => toNetworkInfo(n, counts.get(n.Id) ?? 0)), omitted: Math.max(0, sorted.length - max) };
   }
 
+  async updateLimits(containerId: string, update: HostLimits): Promise<void> {
+    try {
+      await timed("docker update", (abortSignal) => this.docker.getContainer(containerId).update({ ...update, abortSignal } as object));
+    } catch (err) {
+      if (statusOf(err) === 404) throw new RuntimeError("ContainerMissing", `container ${containerId.slice(0, 12)} no longer exists`);
+      // e.g. "Minimum memory limit allowed is 6MB", a memory limit below what the container uses now.
+      throw new RuntimeError("LimitsRefused", `Docker refused the new limits: ${messageOf(err)}`);
+    }
+  }
+
   async attachOnly(containerId: string, network: NetworkAttachment): Promise<void> {
     const c = await timed("docker inspect", (abortSignal) => this.docker.getContainer(containerId).inspect({ abortSignal } as object)).catch((err: unknown) => {
       if (statusOf(err) === 404) throw new RuntimeError("ContainerMissing", `container ${containerId.slice(0, 12)} no longer exists`);
@@ -573,6 +594,7 @@ function toInfo(c: Docker.ContainerInspectInfo): ContainerInfo {
     command: c.Config.Cmd ?? [],
     env,
     networks: Object.keys(c.NetworkSettings?.Networks ?? {}),
+    resources: limitsOf(c.HostConfig as HostLimits & { PidsLimit?: number | null }),
     ...(c.Created ? { createdTime: timestampFromMs(Date.parse(c.Created)) } : {}),
     ...(validTime(c.State.StartedAt) ? { startedTime: timestampFromMs(Date.parse(c.State.StartedAt)) } : {}),
     ...(validTime(c.State.FinishedAt) ? { finishedTime: timestampFromMs(Date.parse(c.State.FinishedAt)) } : {}),
@@ -676,6 +698,7 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
       SecurityOpt: ["no-new-privileges"],
       // Always json-file, whatever the engine's default driver: TailLogs reads it back.
       LogConfig: { Type: "json-file", Config: { "max-size": String(log.maxSizeBytes), "max-file": String(log.maxFiles) } },
+      ...(spec.resources ? hostConfigLimits(spec.resources) : {}),
     },
   };
 }

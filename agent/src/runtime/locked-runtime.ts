@@ -1,5 +1,6 @@
 import type { ContainerInfo, NetworkInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { RuntimeError, type ContainerRuntime, type CreateContainerSpec, type ExecRun, type LogOptions, type NetworkAttachment, type NetworkIdentity, type RuntimeEvent } from "./container-runtime.js";
+import type { HostLimits } from "./limits.js";
 import type { LogFrame } from "./log-demux.js";
 import { KeyedQueue } from "../keyed-queue.js";
 
@@ -52,6 +53,10 @@ export class LockedRuntime implements ContainerRuntime {
 
   inspect(id: string): Promise<ContainerInfo | undefined> {
     return this.inner.inspect(id);
+  }
+
+  initPid(id: string): Promise<number | undefined> {
+    return this.inner.initPid ? this.inner.initPid(id) : Promise.resolve(undefined);
   }
 
   listUnmanaged(max: number): Promise<{ containers: ContainerInfo[]; omitted: number }> {
@@ -136,6 +141,12 @@ export class LockedRuntime implements ContainerRuntime {
   /** In the container's queue: a network change never interleaves with its start or stop. */
   attachOnly(containerId: string, network: NetworkAttachment): Promise<void> {
     return this.queue.run(containerId, () => this.inner.attachOnly(containerId, network));
+  }
+
+  updateLimits(containerId: string, update: HostLimits): Promise<void> {
+    const inner = this.inner;
+    if (!inner.updateLimits) return Promise.reject(new RuntimeError("Unsupported", "this container runtime cannot change limits"));
+    return this.queue.run(containerId, () => inner.updateLimits!(containerId, update));
   }
 
   subscribe(onEvent: (e: RuntimeEvent) => void, signal: AbortSignal): Promise<{ closed: Promise<void> }> {

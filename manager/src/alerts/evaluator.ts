@@ -219,6 +219,8 @@ export class AlertEvaluator {
           observedGeneration: s.observedGeneration,
           retired: s.purging,
           recentCrashes: s.recentCrashes,
+          diskQuotaBytes: s.diskQuotaBytes,
+          dataSizeBytes: s.dataSizeBytes,
           ...(s.lastKnownPhase ? { lastKnownPhase: Phase[s.lastKnownPhase as keyof typeof Phase] ?? Phase.UNSPECIFIED, lastKnownReason: s.lastKnownReason } : {}),
         }));
         for (const c of serverConditions(views, hosts, thresholds)) out.push(c);

@@ -157,3 +157,17 @@ describe("alert rules", () => {
     });
   });
 });
+
+describe("the disk quota rule", () => {
+  it("fires for a server over its quota, beside its other alerts, and not at or under it; a quota stop is not 'not converged'", () => {
+    const MiB = 1024 * 1024;
+    expect(fired(fleet({ servers: [srv({ diskQuotaBytes: 10 * MiB, dataSizeBytes: 11 * MiB })] }))).toEqual(["disk_quota server:srv_1 warning 0"]);
+    expect(evaluateRules(fleet({ servers: [srv({ diskQuotaBytes: 10 * MiB, dataSizeBytes: 11 * MiB })] }), DEFAULT_THRESHOLDS)[0]!.message).toBe(
+      "server web uses 11 MiB of its 10 MiB disk quota; uploads through the file manager are refused until it is under it again",
+    );
+    expect(fired(fleet({ servers: [srv({ diskQuotaBytes: 10 * MiB, dataSizeBytes: 10 * MiB }), srv({ id: "srv_2", dataSizeBytes: 99 * MiB })] }))).toEqual([]);
+    const stopped = srv({ phase: Phase.STOPPED, reason: "DiskQuotaExceeded", diskQuotaBytes: 10 * MiB, dataSizeBytes: 11 * MiB });
+    expect(notConverged(stopped)).toBe(false);
+    expect(fired(fleet({ servers: [srv({ phase: Phase.FAILED, reason: "CrashLoop", diskQuotaBytes: 1, dataSizeBytes: 2 })] }))).toEqual(["disk_quota server:srv_1 warning 0", "crash_loop server:srv_1 critical 0"]);
+  });
+});

@@ -1,4 +1,5 @@
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { formatBytes } from "../domain/limits.js";
 
 /**
  * Alert rules as pure functions of a snapshot of the fleet: each rule says
@@ -7,7 +8,7 @@ import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed", "disk_quota"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -24,6 +25,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   backup_failed: "BackupFailed",
   transfer_failed: "TransferFailed",
   backup_overdue: "BackupOverdue",
+  disk_quota: "DiskQuotaExceeded",
 };
 
 export interface AlertThresholds {
@@ -66,6 +68,9 @@ export interface ServerView {
   /** While Unknown (its host away): the phase and reason observed before (status.last_known_*). */
   lastKnownPhase?: Phase;
   lastKnownReason?: string;
+  /** resources.disk_quota_bytes (0 or absent: none) and the data directory's size as last measured. */
+  diskQuotaBytes?: number;
+  dataSizeBytes?: number;
 }
 
 /**
@@ -171,6 +176,8 @@ export function notConverged(s: ServerView): boolean {
   if (s.retired) return false;
   // Stopped for a backup or restore: it has its own deadline, and its failure its own event.
   if (DATA_OPERATION_REASONS.has(s.reason)) return false;
+  // Stopped over its disk quota (stop_over_disk_quota): the disk_quota alert says so.
+  if (s.reason === "DiskQuotaExceeded") return false;
   if (s.phase === Phase.UNKNOWN || s.phase === Phase.DATA_LOST) return false;
   if (s.phase === Phase.FAILED && s.reason === "CrashLoop") return false;
   return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);
@@ -221,6 +228,20 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
   const out: AlertCondition[] = [];
   for (const live of servers) {
     if (live.retired) continue;
+    // Its own alert, whatever else is wrong: a server over its quota is so however it runs.
+    const quota = live.diskQuotaBytes ?? 0;
+    if (quota > 0 && (live.dataSizeBytes ?? 0) > quota) {
+      out.push({
+        project: live.project,
+        hostId: live.hostId,
+        serverId: live.id,
+        subject: `server:${live.id}`,
+        rule: "disk_quota",
+        severity: "warning",
+        forMs: 0,
+        message: `server ${live.name} uses ${formatBytes(BigInt(live.dataSizeBytes ?? 0))} of its ${formatBytes(BigInt(quota))} disk quota; uploads through the file manager are refused until it is under it again`,
+      });
+    }
     // A host that goes away hides nothing: a server's alert goes on as it was (same alert, its
     // acknowledgement kept) on what was last seen, the host's own alert saying why it is not current.
     const away = live.phase === Phase.UNKNOWN && live.lastKnownPhase !== undefined && live.lastKnownPhase !== Phase.UNSPECIFIED;

@@ -16,6 +16,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import { AgentMessageSchema, type AgentMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
+import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { assertEachSeed, hostileString, messageArb, PRECISE, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../../testing/fuzz-kit.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
@@ -124,8 +125,11 @@ describe(`fuzz: the agent link${seedsLabel()}`, () => {
     a.send({ case: "containerEvent", value: { action: "destroy", removed: true, container: foreign } });
     a.send({ case: "inventory", value: { dockerReachable: true, containers: [foreign], dataDirs: [{ serverId: serverOfB, exists: false }] } });
     a.send({ case: "dataStatus", value: { dirs: [{ serverId: serverOfB, exists: false }] } });
+    a.send({ case: "usage", value: { containers: [{ serverId: serverOfB, containerId: foreign.id, sample: { cpuPercent: 99, memoryBytes: 1n } }] } });
     await sleep(100);
     expect(await recordOfB()).toBe(before);
+    // Nor does B's server get A's usage figures.
+    expect((await createClient(UsageService, tm.transport()).getUsage({ subject: { case: "server", value: serverOfB } })).latest).toBeUndefined();
     const { server } = await createClient(ServerService, tm.transport()).getServer({ id: serverOfB });
     expect(server!.spec!.desiredState).toBe(DesiredState.RUNNING);
     expect(server!.status!.containerId).toBe("c".repeat(64));

@@ -36,6 +36,7 @@ import { dockerReachability, type ObservedHostFacts } from "./host-conditions.js
 import { PullProgressThrottle } from "./pull-progress.js";
 import type { NetworkInventory } from "../orphans/network-inventory.js";
 import { turns } from "../turns.js";
+import type { UsageFeed } from "../usage/usage-feed.js";
 import {
   addRefused,
   admitContainer,
@@ -67,6 +68,8 @@ export interface AgentServiceDeps {
    * accepted and released when it ends; its commands carry the epoch.
    */
   ownership?: Pick<HostOwnership, "take" | "release" | "fence" | "lost">;
+  /** Where agents' usage reports go (UsageService); absent: dropped. */
+  usage?: Pick<UsageFeed, "record" | "hostGone">;
 }
 
 /** At most one `host.reports_refused` event per host per this long (the counts add up meanwhile). */
@@ -294,6 +297,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         hub.endLogs(session, "agent stream ended");
         let offline = false;
         if (hub.detach(session)) {
+          deps.usage?.hostGone(host.id);
           try {
             // Fenced: when the agent moved to another manager, that one has it online; not offline here.
             // Not through fencedCommit: a refusal is not reported (ownership.lost) here, since the
@@ -521,7 +525,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         // Only this manager's containers, on the server's own host, can drive its desired state
         // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
         if (ev.action === "die" && ev.exitCause && c.labels[LABEL_MANAGER] === deps.managerId && server.hostId === host.id) {
-          await reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0);
+          await reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0, c.oomKilled);
         }
         await reconciler.enqueue(serverId, `container ${ev.action}`);
         return;
@@ -565,6 +569,13 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         return;
       case "commandProgress": {
         await noteProgress(link, body.value, at);
+        return;
+      }
+      case "usage": {
+        if (!deps.usage) return;
+        const placed = new Set(await store.serverIdsOnHost(host.id));
+        const { unknown } = await deps.usage.record(host.id, body.value, placed);
+        await noteRefused(link, { UnknownServer: unknown }, at);
         return;
       }
       case "pullProgress": {

@@ -5,6 +5,7 @@ import { ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { maskSpec } from "../store/secrets.js";
 import type { HostRecord, ServerRecord } from "../domain/records.js";
 import { hostConditions } from "./host-conditions.js";
+import { capacityOf, roomOf, type Room } from "../hosts/capacity.js";
 
 /**
  * A server as every API answer shows it (Get, List, Watch, and the answers
@@ -24,9 +25,16 @@ export function serverToProto(s: ServerRecord): Server {
   });
 }
 
-export function hostToProto(h: HostRecord, online: boolean, serverCount: number): Host {
+/** `room`: what its servers' limits take (hosts/capacity.ts); without it (ListHosts) only the allocatable figures. */
+export function hostToProto(h: HostRecord, online: boolean, serverCount: number, room?: Room): Host {
   const f = h.facts;
+  const capacity = capacityOf(h.schedule);
+  const offer = room ?? roomOf(h, []);
   return create(HostSchema, {
+    capacity: { ...capacity, reservedMemoryBytes: BigInt(capacity.reservedMemoryBytes) },
+    allocatableCpus: offer.allocatableCpus,
+    allocatableMemoryBytes: BigInt(offer.allocatableMemoryBytes),
+    ...(room ? { allocatedCpus: room.allocatedCpus, allocatedMemoryBytes: BigInt(room.allocatedMemoryBytes) } : {}),
     id: h.id,
     name: h.name,
     state: online ? HostState.ONLINE : HostState.OFFLINE,

@@ -18,6 +18,7 @@ import {
 } from "@berth/proto/berth/v1/file_pb.js";
 import { actorOf, callerOf, requireRole, type Caller } from "../auth/caller.js";
 import type { ServerRecord } from "../domain/records.js";
+import { formatBytes } from "../domain/limits.js";
 import { PreconditionError, UnavailableError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -60,6 +61,23 @@ type ResultOf<C extends FileResult["result"]["case"]> = Extract<FileResult["resu
  * the actor and the path. The agent's refusals arrive as file error codes
  * and become gRPC codes here (file-errors.ts).
  */
+/** Bytes the server's disk quota leaves (its size as last measured), or undefined without a quota. */
+function quotaRoom(s: ServerRecord): number | undefined {
+  const quota = s.spec.resources?.diskQuotaBytes ?? 0n;
+  if (quota === 0n) return undefined;
+  return Number(quota - BigInt(s.status.dataSizeBytes));
+}
+
+function overQuota(s: ServerRecord, path: string, size: bigint): ConnectError {
+  const quota = s.spec.resources?.diskQuotaBytes ?? 0n;
+  const used = BigInt(s.status.dataSizeBytes);
+  const what = size > 0n ? `${path} (${formatBytes(size)})` : path;
+  return new ConnectError(
+    `${what}: server "${s.name}" uses ${formatBytes(used)} of its ${formatBytes(quota)} disk quota (resources.disk_quota_bytes, as last measured), so this does not fit; nothing was written: delete files or raise the quota`,
+    Code.ResourceExhausted,
+  );
+}
+
 export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof FileService> {
   const { store, hub, ledger } = deps;
   const maxUploadBytes = deps.maxUploadBytes ?? DEFAULT_FILE_MAX_UPLOAD_BYTES;
@@ -169,7 +187,10 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
         throw new ConnectError(`${req.path}: a file may hold at most ${maxUploadBytes} bytes here (the manager's --file-max-upload-bytes); nothing was written`, Code.ResourceExhausted);
       }
       const s = await serverFor(caller, req.server, "write");
-      const r = await ask(s, "write", { case: "write", value: req }, ctx, { maxBytes: maxUploadBytes });
+      // A new upload must fit in what the disk quota leaves; the agent holds the file to that size.
+      const room = quotaRoom(s);
+      if (room !== undefined && req.offset === 0n && (room <= 0 || req.size > BigInt(room))) throw overQuota(s, req.path, req.size);
+      const r = await ask(s, "write", { case: "write", value: req }, ctx, { maxBytes: room === undefined ? maxUploadBytes : Math.min(maxUploadBytes, Math.max(0, room)) });
       if (req.last) await record(s, caller, { type: "file.written", message: `wrote ${req.path} (${r.nextOffset} bytes)`, payload: { path: req.path, bytes: Number(r.nextOffset) } });
       return create(WriteFileResponseSchema, r);
     },
@@ -223,7 +244,9 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "CreateArchive");
       const s = await serverFor(caller, req.server, "change");
-      const r = await ask(s, "createArchive", { case: "createArchive", value: req }, ctx, { long: true, maxBytes: maxUploadBytes });
+      const room = quotaRoom(s);
+      if (room !== undefined && room <= 0) throw overQuota(s, req.archivePath, 0n);
+      const r = await ask(s, "createArchive", { case: "createArchive", value: req }, ctx, { long: true, maxBytes: room === undefined ? maxUploadBytes : Math.min(maxUploadBytes, room) });
       await record(s, caller, { type: "file.archive_created", message: `archived ${req.paths.join(", ")} into ${req.archivePath} (${r.entries} entries${r.skippedCount > 0n ? `, ${r.skippedCount} left out` : ""})`, payload: {
         path: req.archivePath,
         paths: req.paths,
@@ -236,7 +259,9 @@ export function createFileService(deps: FileServiceDeps): ServiceImpl<typeof Fil
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "ExtractArchive");
       const s = await serverFor(caller, req.server, "change");
-      const r = await ask(s, "extractArchive", { case: "extractArchive", value: req }, ctx, { long: true, maxBytes: maxUploadBytes });
+      const room = quotaRoom(s);
+      if (room !== undefined && room <= 0) throw overQuota(s, req.archivePath, 0n);
+      const r = await ask(s, "extractArchive", { case: "extractArchive", value: req }, ctx, { long: true, maxBytes: room === undefined ? maxUploadBytes : Math.min(maxUploadBytes, room) });
       const dest = req.destinationPath || "/";
       await record(s, caller, { type: "file.archive_extracted", message: `extracted ${req.archivePath} into ${dest} (${r.entries} entries, ${r.bytes} bytes)`, payload: { path: req.archivePath, to: dest, entries: Number(r.entries), bytes: Number(r.bytes) } });
       return create(ExtractArchiveResponseSchema, r);

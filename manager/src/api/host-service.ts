@@ -10,6 +10,7 @@ import {
   ListHostsResponseSchema,
   RemoveHostResponseSchema,
   ResyncHostResponseSchema,
+  SetHostCapacityResponseSchema,
   UncordonHostResponseSchema,
 } from "@berth/proto/berth/v1/host_pb.js";
 import { actorOf, callerOf, requireRole } from "../auth/caller.js";
@@ -26,6 +27,8 @@ import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store } from "../store/store.js";
 import { formatEnrollmentToken } from "../tls/enrollment-token.js";
 import { hostToProto } from "./convert.js";
+import { capacityOf, keepCapacity, roomOf } from "../hosts/capacity.js";
+import { formatBytes } from "../domain/limits.js";
 import { loadHost } from "./find-server.js";
 
 export interface HostServiceDeps {
@@ -75,9 +78,11 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
     return loadHost(store, id, opts);
   }
 
+  /** One host as the API shows it, with what its servers' limits take (one read of its servers). */
   async function toProto(h: HostRecord) {
     const counts = await store.countServersByHost();
-    return hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0);
+    const room = roomOf(h, await store.listServers({ hostId: h.id }));
+    return hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0, room);
   }
 
   async function findTarget(idOrName: string): Promise<BackupTargetRecord> {
@@ -107,12 +112,14 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
       await preflight?.(h);
       const change = decide(h);
       if (!change) return h;
+      // Cordon, drain and uncordon leave the capacity settings as they are.
+      const schedule = keepCapacity(change.schedule, h.schedule);
       try {
         await store.commit([
-          { op: "host.schedule", id: h.id, schedule: change.schedule, expect: h.schedule },
+          { op: "host.schedule", id: h.id, schedule, expect: h.schedule },
           ledger.op({ ...change.event, hostId: h.id, actor }),
         ]);
-        return { ...h, schedule: change.schedule };
+        return { ...h, schedule };
       } catch (err) {
         // Removed meanwhile: the store says NotFound; the next read says so precisely.
         if (!(err instanceof ConflictError || err instanceof NotFoundError) || attempt >= SCHEDULE_ATTEMPTS) throw err;
@@ -132,8 +139,7 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
     async getHost(req, ctx) {
       callerOf(ctx);
       const h = await find(req.id);
-      const counts = await store.countServersByHost();
-      return create(GetHostResponseSchema, { host: hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0) });
+      return create(GetHostResponseSchema, { host: await toProto(h) });
     },
 
     async createEnrollmentToken(req, ctx) {
@@ -250,6 +256,30 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
         };
       }, actorOf(caller));
       return create(UncordonHostResponseSchema, { host: await toProto(h) });
+    },
+
+    async setHostCapacity(req, ctx) {
+      const caller = callerOf(ctx);
+      requireRole(caller, "admin", "SetHostCapacity");
+      const capacity = {
+        cpuOvercommit: req.cpuOvercommit || 1,
+        memoryOvercommit: req.memoryOvercommit || 1,
+        reservedCpus: req.reservedCpus,
+        reservedMemoryBytes: Number(req.reservedMemoryBytes),
+      };
+      if (!Number.isSafeInteger(capacity.reservedMemoryBytes)) throw new InvalidArgumentError("reserved_memory_bytes", "must be below 2^53 bytes");
+      const h = await changeSchedule(req.id, (host) => {
+        const was = capacityOf(host.schedule);
+        if (JSON.stringify(was) === JSON.stringify(capacity)) return undefined;
+        return {
+          schedule: { ...host.schedule, capacity },
+          event: {
+            type: "host.capacity_set",
+            message: `SetHostCapacity: servers' limits on host ${host.name} may take ${capacity.cpuOvercommit}x its CPUs less ${capacity.reservedCpus} and ${capacity.memoryOvercommit}x its memory less ${formatBytes(BigInt(capacity.reservedMemoryBytes))}`,
+          },
+        };
+      }, actorOf(caller));
+      return create(SetHostCapacityResponseSchema, { host: await toProto(h) });
     },
   };
 }

@@ -40,7 +40,8 @@ import { normalizeSpec } from "./validate.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createExecCommand, createTailLogs, createWatchConsole } from "./logs.js";
 import { loadVisibleServer } from "./find-server.js";
-import { placeServer } from "../hosts/placement.js";
+import { placeServer, requireRoom } from "../hosts/placement.js";
+import { requestOf } from "../hosts/capacity.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { turns } from "../turns.js";
 import { ServerMoves } from "../transfers/moves.js";
@@ -390,6 +391,13 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
           throw new InvalidArgumentError("spec.host_id", `an update keeps a server on its host (it is on ${host}); leave host_id empty, and move it with TransferServer`);
         }
         await checkPorts(s.hostId, spec, s.id, s.project);
+        // Limits raised: the host must have room for them (its own current limits not counted).
+        const asked = requestOf({ spec });
+        const had = requestOf(s);
+        if (asked.cpus > had.cpus || asked.memoryBytes > had.memoryBytes) {
+          const host = await store.getHost(s.hostId);
+          if (host) await requireRoom(store, host, spec, [], s.id);
+        }
         return {
           // "********" for a secret keeps its stored value (the caller only ever saw the mask).
           spec: { ...mergeSecretEnv(spec, s.spec), hostId: s.hostId },

@@ -61,6 +61,8 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   // A server's data directory: viewers read, operators change. WriteFile is one call per
   // 1 MiB chunk: not counted by the per-token mutation rate limit (--rate-limit would
   // otherwise cap an upload at that many MiB a second); the agent bounds open uploads.
+  "berth.v1.UsageService/GetUsage": read("viewer"),
+  "berth.v1.UsageService/WatchUsage": read("viewer"),
   "berth.v1.FileService/ListFiles": read("viewer"),
   "berth.v1.FileService/StatFile": read("viewer"),
   "berth.v1.FileService/ReadFile": read("viewer"),
@@ -82,6 +84,7 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.HostService/CordonHost": infra("admin", true),
   "berth.v1.HostService/DrainHost": infra("admin", true),
   "berth.v1.HostService/UncordonHost": infra("admin", true),
+  "berth.v1.HostService/SetHostCapacity": infra("admin", true),
 
   "berth.v1.AccessService/WhoAmI": read("viewer"),
   "berth.v1.AccessService/CreateToken": write("admin"),

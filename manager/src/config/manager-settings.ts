@@ -221,6 +221,14 @@ export const MANAGER_SETTINGS = defineSettings({
       return undefined;
     },
   },
+  "default-pids-limit": {
+    kind: "integer",
+    group: "Server lifecycle",
+    arg: "N",
+    default: 512,
+    help: "processes and threads a server's container may have when its spec sets no pids_limit (a fork bomb stops there); 0: no limit. Applied live to running containers when changed (docs/resources.md)",
+    check: (n) => (Number.isSafeInteger(n) && n >= 0 && n <= 4194304 ? undefined : "must be a whole number from 0 (no limit) to 4194304"),
+  },
   "file-max-upload-bytes": {
     kind: "integer",
     group: "Server lifecycle",
@@ -337,6 +345,12 @@ export const MANAGER_SETTINGS = defineSettings({
     secret: true,
     help: "require 'authorization: Bearer TOKEN' on /metrics; without it /metrics is open, like /healthz and /readyz (see docs/metrics.md)",
     check: (v) => (v.length >= 16 ? undefined : "must be at least 16 characters (e.g. openssl rand -hex 16)"),
+  },
+  "metrics-server-usage": {
+    kind: "boolean",
+    group: "Observability",
+    default: false,
+    help: "also export each running server's usage on /metrics (berth_server_cpu_percent, _memory_bytes, _memory_limit_bytes, _pids: one series per server and figure); hosts' usage is always exported",
   },
   "db-probe-interval": {
     kind: "integer",

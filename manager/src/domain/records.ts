@@ -51,6 +51,8 @@ export interface HostRecord {
 export interface HostSchedule {
   unschedulable: boolean;
   drain?: HostDrain;
+  /** SetHostCapacity's settings (hosts/capacity.ts); absent: the defaults. */
+  capacity?: { cpuOvercommit: number; memoryOvercommit: number; reservedCpus: number; reservedMemoryBytes: number };
 }
 
 /** A drain under way (HostSchedule.drain): cleared when it finishes or the host is uncordoned. */
@@ -107,7 +109,7 @@ export interface Lifecycle {
    * The last exit the agent explained. `finishedAt` is the container's own finish
    * time (host clock), so it can be matched with an observed exited container.
    */
-  lastExit?: { cause: ExitCause; at: number; exitCode: number; finishedAt?: number };
+  lastExit?: { cause: ExitCause; at: number; exitCode: number; finishedAt?: number; oomKilled?: boolean };
   /** An exit observed without its cause yet (e.g. through an inventory): when first seen. */
   pendingExit?: { finishedAt: number; seenAt: number };
   /** Recent crash times, for backoff and crash-loop detection. */
@@ -131,6 +133,12 @@ export interface Lifecycle {
   strayCopies?: StrayCopy[];
   /** A clone whose data could not be copied: shown Failed until the operator acts (start gives it empty data). */
   cloneFailed?: { reason: string; message: string; at: number };
+  /**
+   * The limits (domain/limits.ts limitsKey) last sent to be applied live to
+   * this container: not sent again for the same container and limits, so a
+   * limit Docker does not hold as asked is shown, not retried in a loop.
+   */
+  limitsAttempt?: { containerId: string; key: string };
 }
 
 /** Where a data operation's archive is, as its command carries it (the S3 secret stays sealed here). */
@@ -405,6 +413,9 @@ export interface ServerFacts {
   /** While Unknown: the phase name ("FAILED", as the `phase` column) and reason observed before the host went away; "" otherwise. */
   lastKnownPhase: string;
   lastKnownReason: string;
+  /** spec.resources.disk_quota_bytes (0: none) and status.data_size_bytes as last measured. */
+  diskQuotaBytes: number;
+  dataSizeBytes: number;
 }
 
 /** Roles in increasing order of power. */

@@ -20,6 +20,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/store.js";
 import { pickTransferHost } from "./placement.js";
+import { keepCapacity } from "./capacity.js";
 
 /** Transfers at a time when DrainHost does not say (DrainHostRequest.parallel = 0). */
 export const DEFAULT_DRAIN_PARALLEL = 2;
@@ -215,7 +216,7 @@ export class HostDrains {
 
     if (plan.finished) {
       await store.commit([
-        { op: "host.schedule", id: host.id, schedule: { unschedulable: true }, expect: host.schedule },
+        { op: "host.schedule", id: host.id, schedule: keepCapacity({ unschedulable: true }, host.schedule), expect: host.schedule },
         ...failures.map((f) => ledger.op(failureEvent(host, servers.find((s) => s.id === f.serverId), f))),
         ledger.op({ type: "host.drain_finished", hostId: host.id, actor: "manager", message: `host ${host.name}: ${plan.message}; it stays cordoned until UncordonHost` }),
       ]);
@@ -251,7 +252,7 @@ export class HostDrains {
     // The servers are recorded as started before their transfer is asked for: a manager dying in
     // between leaves them judged "ended without moving" (failed) by the next leader, never started twice.
     await store.commit([
-      { op: "host.schedule", id: host.id, schedule: { unschedulable: true, drain: next }, expect: host.schedule },
+      { op: "host.schedule", id: host.id, schedule: keepCapacity({ unschedulable: true, drain: next }, host.schedule), expect: host.schedule },
       ...failures.map((f) => ledger.op(failureEvent(host, servers.find((s) => s.id === f.serverId), f))),
     ]);
     for (const f of failures) log.warn({ host: host.id, server: f.serverId, reason: f.reason }, "host drain: a server could not be moved; the drain goes on without it");
@@ -288,7 +289,7 @@ export class HostDrains {
       const f: DrainFailure = { serverId: server.id, name: server.name, reason: `the transfer did not start: ${reason}` };
       try {
         await store.commit([
-          { op: "host.schedule", id: hostId, schedule: { unschedulable: true, drain: { ...drain, failed: [...(drain.failed ?? []), f] } }, expect: host.schedule },
+          { op: "host.schedule", id: hostId, schedule: keepCapacity({ unschedulable: true, drain: { ...drain, failed: [...(drain.failed ?? []), f] } }, host.schedule), expect: host.schedule },
           ledger.op(failureEvent(host, server, f)),
         ]);
         return;

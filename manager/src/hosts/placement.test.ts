@@ -96,3 +96,59 @@ describe("requireSchedulable", () => {
     expect(() => requireSchedulable({ ...a, schedule: { unschedulable: false } })).not.toThrow();
   });
 });
+
+describe("placement by capacity (limits against what hosts offer)", () => {
+  const GiB = 1024 ** 3;
+  const limited = (o: { cpus?: number; memoryGiB?: number; hostId?: string } = {}) =>
+    create(ServerSpecSchema, { name: "new", image: "busybox", ...(o.hostId ? { hostId: o.hostId } : {}), resources: { cpus: o.cpus ?? 0, memoryBytes: BigInt((o.memoryGiB ?? 0) * GiB) } });
+
+  /** host_a: 4 CPUs, 8 GiB, nothing placed; host_b: 2 CPUs, 4 GiB, a server with 1 CPU / 3 GiB; host_c: size never reported. */
+  async function sized() {
+    const store = await testStore();
+    cleanup.push(() => store.close());
+    const connected = ["host_a", "host_b", "host_c"];
+    const presence = { isConnected: (id: string) => connected.includes(id), connectedHostIds: () => [...connected] };
+    await store.commit([
+      ...["host_a", "host_b", "host_c"].map((id, i) => ({ op: "host.insert" as const, id, name: id.replace("host_", "box-"), secretHash: "", createdAt: i + 1 })),
+      { op: "host.connected", id: "host_a", facts: { cpuCount: 4, memoryBytes: 8 * GiB }, at: 10 },
+      { op: "host.connected", id: "host_b", facts: { cpuCount: 2, memoryBytes: 4 * GiB }, at: 10 },
+      { op: "server.insert", server: newServer({ id: "srv_b1", hostId: "host_b", spec: { resources: { cpus: 1, memoryBytes: BigInt(3 * GiB) } } }) },
+    ]);
+    return { store, presence };
+  }
+
+  it("a named host without room is refused, naming what is short and the hosts with room", async () => {
+    const { store, presence } = await sized();
+    const err = await rejection(placeServer(store, presence, limited({ hostId: "host_b", memoryGiB: 2 }), "default"));
+    expectTyped(err, PreconditionError, Code.FailedPrecondition);
+    expect((err as Error).message).toBe("host box-b has no room for this server's limits (memory: 2 GiB asked, 1 GiB free of 4 GiB allocatable); hosts with room: box-a, box-c");
+    expect(await placeServer(store, presence, limited({ hostId: "host_b", memoryGiB: 1, cpus: 1 }), "default")).toBe("host_b");
+  });
+
+  it("without a host: the one that would be least full among those with room (spread)", async () => {
+    const { store, presence } = await sized();
+    // box-c's size is unknown (counted as empty); box-a would be a quarter full, box-b 3/4 + more.
+    expect(await placeServer(store, presence, limited({ cpus: 1, memoryGiB: 2 }), "default")).toBe("host_c");
+    // No host with room at all: what is short on the least full one.
+    await store.commit([{ op: "host.connected", id: "host_c", facts: { cpuCount: 1, memoryBytes: 1 * GiB }, at: 11 }]);
+    expect(await placeServer(store, presence, limited({ cpus: 1, memoryGiB: 2 }), "default")).toBe("host_a");
+    const err = await rejection(placeServer(store, presence, limited({ cpus: 8 }), "default"));
+    expect((err as Error).message).toMatch(/^no connected host has room for this server's limits \(least full, host box-a: CPUs: 8 asked, the host has 4 \(Docker refuses a CPU limit above the host.s CPUs\)\); lower the limits/);
+  });
+
+  it("overcommit and reserve change what a host offers; cordon and drain keep the settings", async () => {
+    const { store, presence } = await sized();
+    const ask = limited({ hostId: "host_b", memoryGiB: 2 });
+    await store.commit([{ op: "host.schedule", id: "host_b", schedule: { unschedulable: false, capacity: { cpuOvercommit: 1, memoryOvercommit: 2, reservedCpus: 0, reservedMemoryBytes: 1 * GiB } } }]);
+    // 4 GiB x 2 - 1 GiB = 7 GiB offered, 3 GiB taken.
+    expect(await placeServer(store, presence, ask, "default")).toBe("host_b");
+    const { keepCapacity } = await import("./capacity.js");
+    const host = (await store.getHost("host_b"))!;
+    expect(keepCapacity({ unschedulable: true }, host.schedule).capacity?.memoryOvercommit).toBe(2);
+  });
+
+  it("servers without limits take nothing and always fit", async () => {
+    const { store, presence } = await sized();
+    expect(await placeServer(store, presence, spec({ hostId: "host_b" }), "default")).toBe("host_b");
+  });
+});

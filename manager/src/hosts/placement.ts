@@ -13,6 +13,7 @@ import type { HostPresence } from "../cluster/presence.js";
 import type { Store } from "../store/store.js";
 import { loadHost } from "../api/find-server.js";
 import { loadPortOwners, requirePortsFree } from "../api/port-check.js";
+import { loadWith, requestOf, roomOf, shortage } from "./capacity.js";
 
 type PlacementStore = Pick<Store, "getHost" | "listHosts" | "listServers" | "countServersByHost">;
 
@@ -26,27 +27,76 @@ export function requireSchedulable(host: HostRecord): void {
 }
 
 /**
+ * Refuses a host without room for `spec`'s limits (hosts/capacity.ts):
+ * FailedPrecondition naming what is short and, of `others` (connected,
+ * schedulable hosts), those that have room. `exceptId`: a server whose own
+ * limits are not counted (one being changed).
+ */
+export async function requireRoom(store: PlacementStore, host: HostRecord, spec: ServerSpec, others: readonly string[] = [], exceptId = ""): Promise<void> {
+  const request = requestOf({ spec });
+  if (request.cpus === 0 && request.memoryBytes === 0) return;
+  const short = shortage(roomOf(host, await store.listServers({ hostId: host.id }), exceptId), request);
+  if (short.length === 0) return;
+  const withRoom: string[] = [];
+  for (const id of others) {
+    if (id === host.id) continue;
+    const h = await store.getHost(id);
+    if (h && shortage(roomOf(h, await store.listServers({ hostId: id })), request).length === 0) withRoom.push(h.name || id);
+  }
+  const where =
+    withRoom.length > 0
+      ? `hosts with room: ${withRoom.slice(0, 10).join(", ")}`
+      : others.length > 0
+        ? "no other connected host has room; lower the limits, or raise a host's capacity (HostService.SetHostCapacity)"
+        : "lower the limits, or raise the host's capacity (HostService.SetHostCapacity)";
+  throw new PreconditionError(`host ${host.name || host.id} has no room for this server's limits (${short.join("; ")}); ${where}`);
+}
+
+/**
  * The host a new server of `project` with `spec` goes to: `spec.host_id` when
- * set (it must exist and be schedulable), else the connected, schedulable host
- * with the fewest servers that has the spec's ports free (ties by id). When
- * none has them free, the conflicts on the least-loaded one are named, with
- * free ports to try.
+ * set (it must exist, be schedulable and have room for the spec's limits),
+ * else, of the connected, schedulable hosts that have the spec's ports free
+ * and room for its limits, the one that would be least full (the larger of
+ * its CPU and memory shares with the server added), then the one with the
+ * fewest servers, then by id: servers spread. When no host has the ports
+ * free, the conflicts on the least-loaded one are named, with free ports to
+ * try; when none has room, what is short on the least full one.
  */
 export async function placeServer(store: PlacementStore, presence: HostPresence, spec: ServerSpec, project: string): Promise<string> {
+  const connected = presence.connectedHostIds();
   if (spec.hostId) {
     const host = await loadHost(store, spec.hostId);
     requireSchedulable(host);
+    await requireRoom(store, host, spec, await schedulableOf(store, connected));
     return host.id;
   }
   const counts = await store.countServersByHost();
-  const byLoad = (a: string, b: string) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b);
-  const connected = presence.connectedHostIds();
+  const request = requestOf({ spec });
+  const fullness = new Map<string, number>();
+  const short = new Map<string, string[]>();
+  const byLoad = (a: string, b: string) => (fullness.get(a) ?? 0) - (fullness.get(b) ?? 0) || (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b);
   const schedulable = await schedulableOf(store, connected);
+  for (const id of schedulable) {
+    const host = await store.getHost(id);
+    if (!host) continue;
+    const room = roomOf(host, await store.listServers({ hostId: id }));
+    fullness.set(id, loadWith(room, request));
+    short.set(id, shortage(room, request));
+  }
   const candidates: string[] = [];
   for (const id of schedulable) {
+    if (short.get(id)?.length) continue;
     if (spec.ports.length === 0 || findPortConflicts(spec.ports, await loadPortOwners(store, id, "")).length === 0) candidates.push(id);
   }
   candidates.sort(byLoad);
+  const roomy = schedulable.filter((id) => !short.get(id)?.length);
+  if (candidates.length === 0 && schedulable.length > 0 && roomy.length === 0) {
+    const best = [...schedulable].sort(byLoad)[0]!;
+    const label = (await store.getHost(best))?.name || best;
+    throw new PreconditionError(
+      `no connected host has room for this server's limits (least full, host ${label}: ${short.get(best)!.join("; ")}); lower the limits, or raise a host's capacity (HostService.SetHostCapacity)`,
+    );
+  }
   if (candidates.length === 0) {
     if (connected.length === 0) {
       throw new PreconditionError("no host is connected; enroll an agent (HostService.CreateEnrollmentToken) or set spec.host_id");
@@ -54,8 +104,8 @@ export async function placeServer(store: PlacementStore, presence: HostPresence,
     if (schedulable.length === 0) {
       throw new PreconditionError(`every connected host is cordoned (${connected.length}); UncordonHost one (HostService.UncordonHost) or enroll another`);
     }
-    // Name the conflicts on the least-loaded host, with free ports to try instead.
-    const best = [...schedulable].sort(byLoad)[0]!;
+    // Name the conflicts on the least-loaded host with room, with free ports to try instead.
+    const best = [...roomy].sort(byLoad)[0]!;
     await requirePortsFree(store, best, spec.ports, { exceptId: "", project, hostLabel: (await store.getHost(best))?.name || best });
     throw new PreconditionError("no connected host has the requested ports free; choose other host ports");
   }
@@ -80,7 +130,13 @@ export async function pickTransferHost(
   const load = (id: string) => (counts.get(id) ?? 0) + landing.filter((l) => l.hostId === id).length;
   const byLoad = (a: string, b: string) => load(a) - load(b) || a.localeCompare(b);
   const hosts = (await schedulableOf(store, presence.connectedHostIds().filter((id) => id !== excludeHostId && id !== server.hostId))).sort(byLoad);
+  const request = requestOf(server);
   for (const id of hosts) {
+    // Room for its limits, counting the servers already on their way there.
+    const host = await store.getHost(id);
+    if (!host) continue;
+    const room = roomOf(host, [...(await store.listServers({ hostId: id })), ...landing.filter((l) => l.hostId === id).map((l) => ({ id: l.server.id, spec: l.server.spec, hostId: id, deletedAt: null }))], server.id);
+    if (shortage(room, request).length > 0) continue;
     if (server.spec.ports.length === 0) return id;
     const owners = [
       ...(await loadPortOwners(store, id, server.id)),

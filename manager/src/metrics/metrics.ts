@@ -9,6 +9,7 @@
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
+import type { HostUsage, ServerUsage, UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EventInput } from "../domain/records.js";
 import { commandName } from "../reconcile/plan.js";
@@ -28,6 +29,10 @@ export interface MetricsSources {
   isLeader?(): boolean;
   /** Reports agents sent that the manager refused (host limits), by reason, since start (AgentHub.refusedReports). */
   refusedReports?(): ReadonlyMap<string, number>;
+  /** The latest usage of each host whose agent is connected here (UsageFeed). */
+  hostUsage?(): Iterable<HostUsage>;
+  /** The latest usage of each running server on those hosts; only with --metrics-server-usage (one series per server and figure). */
+  serverUsage?(): Iterable<{ project: string; usage: ServerUsage }>;
   /** A command's kind and creation time, for command.* events. */
   command(id: string): Promise<{ kind: CommandKind; createdAt: number } | undefined>;
   now?: () => number;
@@ -136,6 +141,49 @@ export class ManagerMetrics {
           this.set(isLeader() ? 1 : 0);
         },
       });
+    }
+    if (sources.hostUsage) {
+      const hostUsage = sources.hostUsage;
+      const figure = (name: string, help: string, pick: (s: UsageSample) => number | bigint | undefined) =>
+        new Gauge({
+          name,
+          help,
+          labelNames: ["host"],
+          registers,
+          collect() {
+            this.reset();
+            for (const h of hostUsage()) {
+              const v = h.sample ? pick(h.sample) : undefined;
+              if (v !== undefined) this.set({ host: h.hostId }, Number(v));
+            }
+          },
+        });
+      figure("berth_host_cpu_percent", "CPU busy on the host, of all its CPUs together (0-100), as its agent last sampled (every 10 s).", (s) => s.cpuPercent);
+      figure("berth_host_memory_used_bytes", "Host memory in use (total less available).", (s) => s.memoryBytes);
+      figure("berth_host_memory_total_bytes", "Host memory in total.", (s) => s.memoryLimitBytes);
+      figure("berth_host_load1", "The host's 1-minute load average.", (s) => s.load1);
+      figure("berth_host_data_root_free_bytes", "Free bytes on the filesystem of the host's data root.", (s) => s.diskFreeBytes);
+    }
+    if (sources.serverUsage) {
+      const serverUsage = sources.serverUsage;
+      const figure = (name: string, help: string, pick: (s: UsageSample) => number | bigint | undefined) =>
+        new Gauge({
+          name,
+          help,
+          labelNames: ["server", "project", "host"],
+          registers,
+          collect() {
+            this.reset();
+            for (const { project, usage } of serverUsage()) {
+              const v = usage.sample ? pick(usage.sample) : undefined;
+              if (v !== undefined) this.set({ server: usage.serverId, project, host: usage.hostId }, Number(v));
+            }
+          },
+        });
+      figure("berth_server_cpu_percent", "A running server's CPU, of one core (200: two busy cores), as last sampled (--metrics-server-usage).", (s) => s.cpuPercent);
+      figure("berth_server_memory_bytes", "A running server's memory in use, without the inactive file cache (--metrics-server-usage).", (s) => s.memoryBytes);
+      figure("berth_server_memory_limit_bytes", "A running server's memory limit, when it has one (--metrics-server-usage).", (s) => s.memoryLimitBytes);
+      figure("berth_server_pids", "Processes and threads of a running server (--metrics-server-usage).", (s) => s.pids);
     }
     new Gauge({
       name: "berth_reconcile_queue_depth",

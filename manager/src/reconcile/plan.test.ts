@@ -112,7 +112,7 @@ interface Case {
   requeueAfterMs?: number;
   deleteRecord?: boolean;
   pendingExit?: { finishedAt: number };
-  assumeCrash?: { finishedAt: number; exitCode: number };
+  assumeCrash?: { finishedAt: number; exitCode: number; oomKilled: boolean };
   settledExit?: { finishedAt: number; exitCode: number };
   conditions?: CondWant;
   observedGeneration?: number;
@@ -740,11 +740,11 @@ const CASES: Case[] = [
     conditions: { ContainerRunning: ["False", "Exited"], Ready: "False", ContainerExists: "True" },
   },
   {
-    name: "exited out of memory, desired stopped → says so",
+    name: "exited out of memory (no limit), desired stopped → says so",
     in: { desired: DesiredState.STOPPED, containers: [ctr("exited", { exitCode: 137, oomKilled: true })] },
     phase: Phase.STOPPED,
     reason: "Stopped",
-    message: "exited with code 137 (out of memory)",
+    message: "killed by the kernel for want of memory: the host ran out (exit code 137; the server has no memory limit)",
     command: null,
   },
   {
@@ -1011,7 +1011,7 @@ const CASES: Case[] = [
     phase: Phase.STARTING,
     reason: "ExitObserved",
     command: null,
-    assumeCrash: { finishedAt: NOW - 9_000, exitCode: 2 },
+    assumeCrash: { finishedAt: NOW - 9_000, exitCode: 2, oomKilled: false },
   },
   {
     name: "an exit the agent explained (same finish time) → handled by its cause (crash backoff)",

@@ -22,9 +22,10 @@
  *   any ──► Deleted   (soft delete: container removed, data and record kept)
  */
 import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
-import { DesiredState, Phase, RestartPolicy, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, RestartPolicy, type ResourceLimits, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { DataOp, Lifecycle } from "../domain/records.js";
+import { formatBytes, limitsDiff, limitsKey, oomMessage } from "../domain/limits.js";
 import type { ConditionFact } from "./conditions.js";
 
 /** How long after a failed removal of a deleted or purged server's container it is tried again. */
@@ -91,6 +92,12 @@ export interface PlanInput {
    * onto it live. Absent: not checked.
    */
   network?: string;
+  /**
+   * The limits the container should have (domain/limits.ts effectiveLimits).
+   * A container whose spec hash matches but whose limits Docker holds
+   * otherwise gets them live. Absent: not checked.
+   */
+  limits?: ResourceLimits;
   deleted: boolean;
   deletedAt: number | null;
   /** How long a soft-deleted record is kept. */
@@ -110,7 +117,7 @@ export interface PlanInput {
   /** This server's containers on its host, as last reported (normally 0 or 1). */
   containers: readonly ContainerInfo[];
   /** The data directory as last reported; undefined if never checked. */
-  data: { present: boolean } | undefined;
+  data: { present: boolean; sizeBytes?: number } | undefined;
   /**
    * When the newest observation of this server was stored (its containers,
    * its data directory; manager clock), 0 if none: a command may be repeated
@@ -152,7 +159,7 @@ export interface Plan {
   /** Remember this exit as seen but unexplained (the reconciler stamps the time). */
   pendingExit?: { finishedAt: number };
   /** The exit stayed unexplained past the grace: record it as a crash. */
-  assumeCrash?: { finishedAt: number; exitCode: number };
+  assumeCrash?: { finishedAt: number; exitCode: number; oomKilled: boolean };
   /** An exit seen while the server should be stopped: record it as expected. */
   settledExit?: { finishedAt: number; exitCode: number };
   /** The backup or restore under way ends in failure (no command of it is in flight). */
@@ -163,6 +170,8 @@ export interface Plan {
   finishDataOp?: boolean;
   /** A crashing server being restarted per policy: status.crash (crashes towards a loop, the next restart). */
   crash?: { recent: number; limit: number; nextRestartAt?: number };
+  /** The command applies these limits to this container live: remember it (Lifecycle.limitsAttempt). */
+  limitsAttempt?: { containerId: string; key: string };
 }
 
 /** How long a transfer's target host may be away before the transfer fails and the server goes back to its source. */
@@ -291,7 +300,7 @@ function decide(input: PlanInput): Plan {
   if (input.inflight) {
     const f = input.inflight;
     if (input.now >= f.deadlineAt && goalObserved(f.kind, input)) {
-      return { ...base, ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined), settleInflight: true };
+      return { ...base, ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined, input.network), settleInflight: true };
     }
     if (input.now >= f.deadlineAt && DATA_COMMAND_KINDS.has(f.kind)) {
       // The backup or restore failed (the reconciler records it there); the server goes on.
@@ -308,7 +317,7 @@ function decide(input: PlanInput): Plan {
     }
     return {
       ...base,
-      ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined),
+      ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined, input.network),
       ...(lc.dataOp ? { dataStage: dataStageOf(f.kind, lc.dataOp) } : {}),
       requeueAfterMs: f.deadlineAt - input.now,
     };
@@ -355,7 +364,7 @@ function decide(input: PlanInput): Plan {
         return { ...base, ...containerPhase(container), failDataOp: { reason: "NoData", message: `the data directory does not exist on the host; there is nothing to ${op.kind === "transfer" ? "move" : "back up"}` } };
       }
       const kind = archiving ? CommandKind.BACKUP_DATA : CommandKind.RESTORE_DATA;
-      const shown = op.kind === "transfer" ? transferPhase(kind, op) : inflightPhase(kind, container, false, false);
+      const shown = op.kind === "transfer" ? transferPhase(kind, op) : inflightPhase(kind, container, false, false, input.network);
       return { ...base, ...shown, command: { kind, dataPolicy: DataPolicy.UNSPECIFIED }, dataStage: dataStageOf(kind, op), requeueAfterMs: op.deadlineAt - input.now };
     }
   }
@@ -434,6 +443,18 @@ function decide(input: PlanInput): Plan {
     return { ...issue(base, Phase.CREATING, "Rebuilding", "recreating the container from the current spec", startKind, dataPolicy), command: { kind: startKind, dataPolicy, recreate: true } };
   }
 
+  // 6b. Over its disk quota with the stop policy: stopped (or not started) until it is under the
+  // quota again, its desired state kept, so it starts by itself once the data shrinks.
+  const quota = Number(input.spec.resources?.diskQuotaBytes ?? 0n);
+  const size = input.data?.sizeBytes ?? 0;
+  if (input.spec.resources?.stopOverDiskQuota && quota > 0 && size > quota && desired === DesiredState.RUNNING) {
+    const over = `its data directory uses ${formatBytes(BigInt(size))} of its ${formatBytes(BigInt(quota))} disk quota`;
+    if (container && (container.state === "running" || container.state === "paused" || container.state === "restarting")) {
+      return issue(base, Phase.STOPPING, "DiskQuotaExceeded", `stopping: ${over} (stop_over_disk_quota)`, CommandKind.ENSURE_STOPPED);
+    }
+    return { ...base, phase: Phase.STOPPED, reason: "DiskQuotaExceeded", message: `stopped: ${over}; it starts again once under it (delete files, e.g. with the file manager, or raise the quota)` };
+  }
+
   // 7. No container.
   if (!container) {
     const lost = input.dataInitialized && (lc.containerLostAt ?? 0) > input.lastActionAt;
@@ -454,6 +475,12 @@ function decide(input: PlanInput): Plan {
     return issue(base, Phase.RUNNING, "JoiningNetwork", "moving the container onto its project network (it keeps running)", CommandKind.ENSURE_CONTAINER, dataPolicy);
   }
 
+  // 7c. A running container with the current spec whose limits Docker holds otherwise: set live
+  // (docker update through ENSURE_CONTAINER, which keeps a container whose spec hash matches), once
+  // per container and limits. A limit to remove waits for a new container (conditionFacts says so).
+  const limitsPlan = limitsStep(input, container, base);
+  if (limitsPlan) return limitsPlan;
+
   // 8. A container exists: drive it to the desired state.
   const state = container.state;
   switch (desired) {
@@ -472,10 +499,10 @@ function decide(input: PlanInput): Plan {
           ...settle,
           phase: Phase.STOPPED,
           reason: "StoppedOutsideBerth",
-          message: `stopped outside berth (docker stop or kill; ${exitMessage(container)}); start it to run it again`,
+          message: `stopped outside berth (docker stop or kill; ${exitMessage(container, input.limits)}); start it to run it again`,
         };
       }
-      return { ...base, ...settle, phase: Phase.STOPPED, reason: "Stopped", message: exitMessage(container) };
+      return { ...base, ...settle, phase: Phase.STOPPED, reason: "Stopped", message: exitMessage(container, input.limits) };
     }
     case DesiredState.PAUSED:
       if (state === "paused") return { ...base, phase: Phase.PAUSED, reason: "Paused", message: "the container is paused" };
@@ -517,10 +544,10 @@ function decide(input: PlanInput): Plan {
   const unexplained = finishedMs > 0 && finishedMs > (lc.lastExit?.finishedAt ?? 0);
   const pending = lc.pendingExit?.finishedAt === finishedMs ? lc.pendingExit : undefined;
   if (unexplained && (!pending || input.lastActionAt <= pending.seenAt)) {
-    const waiting = { ...base, phase: Phase.STARTING, reason: "ExitObserved", message: `${exitMessage(container)}; waiting for the engine to say why` };
+    const waiting = { ...base, phase: Phase.STARTING, reason: "ExitObserved", message: `${exitMessage(container, input.limits)}; waiting for the engine to say why` };
     if (!pending) return { ...waiting, pendingExit: { finishedAt: finishedMs }, requeueAfterMs: EXIT_CAUSE_GRACE_MS };
     if (input.now < pending.seenAt + EXIT_CAUSE_GRACE_MS) return { ...waiting, requeueAfterMs: pending.seenAt + EXIT_CAUSE_GRACE_MS - input.now };
-    return { ...waiting, assumeCrash: { finishedAt: finishedMs, exitCode: container.exitCode } };
+    return { ...waiting, assumeCrash: { finishedAt: finishedMs, exitCode: container.exitCode, oomKilled: container.oomKilled } };
   }
 
   // 10. A crash since the last operator action restarts per policy.
@@ -528,7 +555,7 @@ function decide(input: PlanInput): Plan {
   if (exit?.cause === "crash" && exit.at > input.lastActionAt) {
     const policy = input.spec.restartPolicy;
     if (policy === RestartPolicy.NEVER) {
-      return { ...base, phase: Phase.FAILED, reason: "Crashed", message: `${exitMessage(container)}; restart policy is never` };
+      return { ...base, phase: Phase.FAILED, reason: exit.oomKilled ? "OOMKilled" : "Crashed", message: `${exitMessage(container, input.limits)}; restart policy is never` };
     }
     const recent = recentCrashes(input);
     if (recent.length >= CRASH_LOOP_THRESHOLD) {
@@ -536,7 +563,7 @@ function decide(input: PlanInput): Plan {
         ...base,
         phase: Phase.FAILED,
         reason: "CrashLoop",
-        message: `crashed ${recent.length} times in ${CRASH_WINDOW_MS / 60_000} minutes (last: ${exitMessage(container)}); fix the cause, then start it again`,
+        message: `crashed ${recent.length} times in ${CRASH_WINDOW_MS / 60_000} minutes (last: ${exitMessage(container, input.limits)}); fix the cause, then start it again`,
       };
     }
     const wait = crashBackoffMs(recent.length, input.crashBackoffBaseMs);
@@ -545,14 +572,14 @@ function decide(input: PlanInput): Plan {
       return {
         ...base,
         phase: Phase.STARTING,
-        reason: "CrashBackoff",
-        message: `${exitMessage(container)}; restarting in ${Math.ceil((at - input.now) / 1000)}s (crash ${recent.length} of ${CRASH_LOOP_THRESHOLD})`,
+        reason: exit.oomKilled ? "OOMKilled" : "CrashBackoff",
+        message: `${exitMessage(container, input.limits)}; restarting in ${Math.ceil((at - input.now) / 1000)}s (crash ${recent.length} of ${CRASH_LOOP_THRESHOLD})`,
         requeueAfterMs: at - input.now,
         crash: { recent: recent.length, limit: CRASH_LOOP_THRESHOLD, nextRestartAt: at },
       };
     }
     return {
-      ...issue(base, Phase.STARTING, "RestartingAfterCrash", `restarting after a crash (${exitMessage(container)}; crash ${recent.length} of ${CRASH_LOOP_THRESHOLD})`, CommandKind.ENSURE_RUNNING, dataPolicy),
+      ...issue(base, Phase.STARTING, "RestartingAfterCrash", `restarting after a crash (${exitMessage(container, input.limits)}; crash ${recent.length} of ${CRASH_LOOP_THRESHOLD})`, CommandKind.ENSURE_RUNNING, dataPolicy),
       crash: { recent: recent.length, limit: CRASH_LOOP_THRESHOLD },
     };
   }
@@ -656,15 +683,17 @@ function goalObserved(kind: CommandKind, input: PlanInput): boolean {
   }
 }
 
-function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, deleted: boolean, purging: boolean): Pick<Plan, "phase" | "reason" | "message"> {
+function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, deleted: boolean, purging: boolean, network?: string): Pick<Plan, "phase" | "reason" | "message"> {
   if (purging) return { phase: Phase.PURGING, reason: "Purging", message: `purging: ${commandName(kind)}` };
   if (deleted) return { phase: Phase.DELETED, reason: "Removing", message: "removing the container" };
   switch (kind) {
     case CommandKind.ENSURE_CONTAINER:
-      // Only plan step 7b sends it for a running container: a move onto the project network.
-      return container?.state === "running"
+      // Only plan steps 7b and 7c send it for a running container: a move onto the project
+      // network (a container on another one), or limits set live.
+      if (container?.state !== "running") return { phase: Phase.CREATING, reason: "Creating", message: "creating the container" };
+      return network && (container.networks.length !== 1 || container.networks[0] !== network)
         ? { phase: Phase.RUNNING, reason: "JoiningNetwork", message: "moving the container onto its project network (it keeps running)" }
-        : { phase: Phase.CREATING, reason: "Creating", message: "creating the container" };
+        : { phase: Phase.RUNNING, reason: "ApplyingLimits", message: "applying resource limits to the running container (docker update; it keeps running)" };
     case CommandKind.ENSURE_RUNNING:
       return container
         ? { phase: Phase.STARTING, reason: "Starting", message: "starting the container" }
@@ -714,7 +743,7 @@ function conditionFacts(input: PlanInput, c: ContainerInfo | undefined): Conditi
   const running: ConditionFact =
     c?.state === "running"
       ? { type: "ContainerRunning", status: "True", reason: "Running", message: "" }
-      : { type: "ContainerRunning", status: "False", reason: c ? capitalize(c.state) : "NoContainer", message: c ? exitMessage(c) : "" };
+      : { type: "ContainerRunning", status: "False", reason: c ? capitalize(c.state) : "NoContainer", message: c ? exitMessage(c, input.limits) : "" };
   const data: ConditionFact =
     input.data === undefined
       ? { type: "DataPresent", status: "Unknown", reason: "NotChecked", message: "the data directory has not been checked yet" }
@@ -725,7 +754,7 @@ function conditionFacts(input: PlanInput, c: ContainerInfo | undefined): Conditi
     ? { type: "SpecApplied", status: "False", reason: "NoContainer", message: "" }
     : c.labels[HASH_LABEL] === input.specHash
       ? // The current spec, whatever generation made the container: a change that needs no new container (the desired state) keeps it.
-        { type: "SpecApplied", status: "True", reason: "Applied", message: `the container runs the spec of generation ${input.generation}` }
+        (limitsCondition(input, c) ?? { type: "SpecApplied", status: "True", reason: "Applied", message: `the container runs the spec of generation ${input.generation}` })
       : { type: "SpecApplied", status: "False", reason: "PendingRestart", message: "the container runs an older spec; restart or rebuild to apply it" };
   const ready: ConditionFact =
     c?.state === "running" && applied.status === "True"
@@ -734,8 +763,55 @@ function conditionFacts(input: PlanInput, c: ContainerInfo | undefined): Conditi
   return [hostConnected, exists, running, data, applied, ready];
 }
 
-function exitMessage(c: ContainerInfo): string {
-  if (c.state === "exited") return `exited with code ${c.exitCode}${c.oomKilled ? " (out of memory)" : ""}`;
+/** Step 7c (see decide). */
+function limitsStep(input: PlanInput, c: ContainerInfo, base: Pick<Plan, "conditions" | "observedGeneration">): Plan | undefined {
+  if (!input.limits || !c.resources || c.state !== "running" || c.labels[HASH_LABEL] !== input.specHash) return undefined;
+  if (input.spec.desiredState !== DesiredState.RUNNING || input.deleted || input.lifecycle.purge) return undefined;
+  const diff = limitsDiff(input.limits, c.resources);
+  if (diff.live.length === 0 || diff.removal.length > 0) return undefined;
+  const key = limitsKey(input.limits);
+  const tried = input.lifecycle.limitsAttempt;
+  if (tried && tried.containerId === c.id && tried.key === key) return undefined;
+  return {
+    ...issue(base, Phase.RUNNING, "ApplyingLimits", `applying ${diff.live.join(", ")} to the running container (docker update; it keeps running)`, CommandKind.ENSURE_CONTAINER, input.dataInitialized ? DataPolicy.REQUIRE : DataPolicy.CREATE),
+    limitsAttempt: { containerId: c.id, key },
+  };
+}
+
+/**
+ * The SpecApplied condition of a container with the current spec, when its
+ * limits are not what they should be: why, and what makes them so.
+ */
+function limitsCondition(input: PlanInput, c: ContainerInfo): ConditionFact | undefined {
+  if (!input.limits || !c.resources) return undefined;
+  const diff = limitsDiff(input.limits, c.resources);
+  if (diff.live.length + diff.removal.length === 0) return undefined;
+  if (diff.removal.length > 0) {
+    return {
+      type: "SpecApplied",
+      status: "False",
+      reason: "PendingRestart",
+      message: `removing the ${diff.removal.join(", ")} limit takes a new container (docker update cannot remove a limit): it is made when the server is next started or restarted, or now with RebuildServer`,
+    };
+  }
+  if (c.state !== "running") {
+    return { type: "SpecApplied", status: "False", reason: "PendingStart", message: `${diff.live.join(", ")} will be set when the container next starts` };
+  }
+  const tried = input.lifecycle.limitsAttempt;
+  if (tried && tried.containerId === c.id && tried.key === limitsKey(input.limits)) {
+    return {
+      type: "SpecApplied",
+      status: "False",
+      reason: "LimitsNotApplied",
+      message: `Docker holds other values than asked for ${diff.live.join(", ")} after docker update (it refused them, e.g. a memory limit below what the container uses, or the host does not support them: the ledger's command event says which); RebuildServer makes a new container with them`,
+    };
+  }
+  return { type: "SpecApplied", status: "False", reason: "ApplyingLimits", message: `applying ${diff.live.join(", ")} live` };
+}
+
+function exitMessage(c: ContainerInfo, limits?: ResourceLimits): string {
+  if (c.state === "exited" && c.oomKilled) return oomMessage(c.exitCode, limits?.memoryBytes ?? c.resources?.memoryBytes ?? 0n);
+  if (c.state === "exited") return `exited with code ${c.exitCode}`;
   return `container is ${c.state}`;
 }
 

@@ -1,12 +1,13 @@
 import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { BackupJobSchema, BackupLocationSchema, CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
-import { CrashStateSchema, DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation } from "@berth/proto/berth/v1/server_pb.js";
+import { CrashStateSchema, DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation, type ResourceLimits } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { type BackupLocationRecord, type DataOp, type EventInput, type ExitCause, type Lifecycle, type ServerRecord, type StrayCopy } from "../domain/records.js";
+import { DEFAULT_PIDS_LIMIT, effectiveLimits, oomMessage } from "../domain/limits.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -45,6 +46,8 @@ export interface ReconcilerDeps {
   resyncIntervalMs?: number;
   /** Log rotation of a container whose spec sets none (default DEFAULT_CONTAINER_LOGS). */
   containerLogs?: ContainerLogDefaults;
+  /** The pids limit of a container whose spec sets none (--default-pids-limit; default DEFAULT_PIDS_LIMIT; 0: none). */
+  defaultPidsLimit?: number;
   /** The secret key: a spec's secret env values count in its hash by their HMAC (spec-hash.ts). */
   secrets?: SecretBox;
   /** Servers reconciled at once (the queue's concurrency, default DEFAULT_CONCURRENCY). */
@@ -224,13 +227,13 @@ export class Reconciler {
    *   (code 0) under `on-failure` or `never` adopts desired stopped.
    * One batch, on the version it read: a concurrent write makes it read and decide again.
    */
-  async noteExit(serverId: string, cause: ExitCause, exitCode: number, at: number, finishedAt = 0): Promise<void> {
+  async noteExit(serverId: string, cause: ExitCause, exitCode: number, at: number, finishedAt = 0, oomKilled = false): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const s = await this.deps.store.getServer(serverId);
       if (!s || s.deletedAt !== null || s.lifecycle.purge) return;
       try {
         // Fenced like reconcile's batches: a manager that lost the host adopts nothing for it.
-        await this.fenced(s.hostId)(this.exitOps(s, cause, exitCode, at, finishedAt));
+        await this.fenced(s.hostId)(this.exitOps(s, cause, exitCode, at, finishedAt, oomKilled));
         break;
       } catch (err) {
         if (err instanceof NotFoundError) return;
@@ -243,9 +246,9 @@ export class Reconciler {
   }
 
   /** The batch recording an exit of `s`'s container (see noteExit), on `s`'s version. */
-  private exitOps(s: ServerRecord, cause: ExitCause, exitCode: number, at: number, finishedAt: number): WriteOp[] {
+  private exitOps(s: ServerRecord, cause: ExitCause, exitCode: number, at: number, finishedAt: number, oomKilled = false): WriteOp[] {
     // Every explained exit is remembered, so plan() can tell it from one still unexplained.
-    const lc: Lifecycle = { ...s.lifecycle, lastExit: { cause, at, exitCode, finishedAt } };
+    const lc: Lifecycle = { ...s.lifecycle, lastExit: { cause, at, exitCode, finishedAt, ...(oomKilled ? { oomKilled: true } : {}) } };
     if (cause === "stopped_by_berth" || s.spec.desiredState !== DesiredState.RUNNING) {
       return [{ op: "server.lifecycle", id: s.id, lifecycle: lc, expectVersion: s.version }];
     }
@@ -261,14 +264,16 @@ export class Reconciler {
         events.push({ ...base, type: "drift.adopted", reason: "StoppedOutsideBerth", actor: "reconciler", message: `stopped outside berth (exit code ${exitCode}); desired state is now stopped` });
       }
     } else {
-      const cleanExit = exitCode === 0 && policy !== RestartPolicy.ALWAYS;
+      // An OOM kill is a crash (backoff, crash loop), whatever the code its init reported.
+      const cleanExit = exitCode === 0 && !oomKilled && policy !== RestartPolicy.ALWAYS;
+      const limit = effectiveLimits(s.spec).memoryBytes;
       events.push({
         ...base,
         type: "container.died",
-        reason: cleanExit ? "Exited" : "Crashed",
+        reason: oomKilled ? "OOMKilled" : cleanExit ? "Exited" : "Crashed",
         actor: "agent",
-        message: `exited by itself with code ${exitCode}`,
-        payload: { exitCode },
+        message: oomKilled ? oomMessage(exitCode, limit) : `exited by itself with code ${exitCode}`,
+        payload: { exitCode, ...(oomKilled ? { oomKilled: true, memoryLimitBytes: Number(limit) } : {}) },
       });
       if (cleanExit) {
         adoptStopped = true;
@@ -382,8 +387,10 @@ export class Reconciler {
 
     // Once per reconcile: plan() compares it with the container's, and a command carries it.
     const network = projectNetworkName(managerId, server.project);
+    const limits = effectiveLimits(server.spec, this.deps.defaultPidsLimit ?? DEFAULT_PIDS_LIMIT);
     const p = plan({
       now,
+      limits,
       spec: server.spec,
       generation: server.generation,
       specHash: hash,
@@ -399,7 +406,7 @@ export class Reconciler {
       hostConnected: connected,
       ...(!connected && server.lifecycle.dataOp?.transfer ? { hostOfflineSince: (await store.getHost(server.hostId))?.lastHeartbeat ?? 0 } : {}),
       containers,
-      data: dataDir && { present: dataDir.present },
+      data: dataDir && { present: dataDir.present, sizeBytes: dataDir.sizeBytes },
       observedAt: Math.max(dataDir?.checkedAt ?? 0, ...observed.map((c) => c.observedAt)),
       inflight: inflight && {
         id: inflight.id,
@@ -420,13 +427,16 @@ export class Reconciler {
     if (p.assumeCrash) {
       // The exit stayed unexplained past its grace: record it as a crash (and any adoption),
       // then decide again from the recorded exit.
-      await commit(this.exitOps(server, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt));
+      await commit(this.exitOps(server, "crash", p.assumeCrash.exitCode, now, p.assumeCrash.finishedAt, p.assumeCrash.oomKilled));
       return { requeueAfterMs: 0 };
     }
     if (p.settledExit) {
       lifecycle = { ...server.lifecycle, lastExit: { cause: "stopped_by_berth", at: now, exitCode: p.settledExit.exitCode, finishedAt: p.settledExit.finishedAt } };
     } else if (p.pendingExit && server.lifecycle.pendingExit?.finishedAt !== p.pendingExit.finishedAt) {
       lifecycle = { ...server.lifecycle, pendingExit: { finishedAt: p.pendingExit.finishedAt, seenAt: now } };
+    }
+    if (p.limitsAttempt) {
+      lifecycle = { ...server.lifecycle, limitsAttempt: p.limitsAttempt };
     }
     if (lifecycle) server = { ...server, lifecycle };
 
@@ -502,7 +512,7 @@ export class Reconciler {
       const isDataOp = dataOp && (p.command.kind === CommandKind.BACKUP_DATA || p.command.kind === CommandKind.RESTORE_DATA);
       // A backup or restore has the deadline it was asked with.
       const deadlineMs = isDataOp ? Math.max(1, dataOp.deadlineAt - now) : this.deadlineFor(p.command.kind);
-      toSend = this.buildCommand(srv, hash, network, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
+      toSend = this.buildCommand(srv, hash, network, limits, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
       if (isDataOp) {
         toSend.backup = create(BackupJobSchema, {
           backupId: dataOp.backupId,
@@ -897,7 +907,7 @@ export class Reconciler {
   }
 
   /** `network`: the project's network (projectNetworkName of the server's project). */
-  private buildCommand(server: ServerRecord, hash: string, network: string, kind: CommandKind, dataPolicy: number, recreate: boolean, now: number, deadlineMs: number): Command {
+  private buildCommand(server: ServerRecord, hash: string, network: string, limits: ResourceLimits, kind: CommandKind, dataPolicy: number, recreate: boolean, now: number, deadlineMs: number): Command {
     const spec = server.spec;
     return create(CommandSchema, {
       id: newId("cmd"),
@@ -924,6 +934,7 @@ export class Reconciler {
         network,
         project: server.project,
         networkAliases: [server.name, server.id],
+        resources: limits,
         specHash: hash,
         labels: {
           [LABEL_MANAGER]: this.deps.managerId,

@@ -111,8 +111,9 @@ export interface HostRow {
  * the encoding of what the writer read.
  */
 export function encodeSchedule(s: HostSchedule): string {
-  if (!s.unschedulable && !s.drain) return "";
-  return JSON.stringify(s.drain ? { unschedulable: s.unschedulable, drain: s.drain } : { unschedulable: s.unschedulable });
+  if (!s.unschedulable && !s.drain && !s.capacity) return "";
+  // Keys in a fixed order: a write that expects a schedule compares the text.
+  return JSON.stringify({ unschedulable: s.unschedulable, ...(s.drain ? { drain: s.drain } : {}), ...(s.capacity ? { capacity: s.capacity } : {}) });
 }
 
 export function decodeSchedule(text: string): HostSchedule {

@@ -327,7 +327,7 @@ describe("server records", () => {
     ]);
     const facts = (await store.serverFacts()).sort((a, b) => a.id.localeCompare(b.id));
     expect(facts.map((f) => f.id)).toEqual(["srv_1", "srv_3"]);
-    expect(facts[1]).toEqual({ id: "srv_3", name: "srv_3", project: "p2", hostId: "host_b", generation: 1, phase: "FAILED", desiredState: facts[1]!.desiredState, reason: "CrashLoop", observedGeneration: 1, purging: true, recentCrashes: 0, lastKnownPhase: "", lastKnownReason: "" });
+    expect(facts[1]).toEqual({ id: "srv_3", name: "srv_3", project: "p2", hostId: "host_b", generation: 1, phase: "FAILED", desiredState: facts[1]!.desiredState, reason: "CrashLoop", observedGeneration: 1, purging: true, recentCrashes: 0, lastKnownPhase: "", lastKnownReason: "", diskQuotaBytes: 0, dataSizeBytes: 0 });
     expect(facts[0]).toMatchObject({ phase: "UNSPECIFIED", reason: "", observedGeneration: 0, purging: false });
     // A host away: what was seen before, and the crashes towards a loop, as the alert rules read them.
     await store.commit([
@@ -338,6 +338,10 @@ describe("server records", () => {
       }),
     ]);
     expect((await store.serverFacts()).find((f) => f.id === "srv_5")).toMatchObject({ phase: "UNKNOWN", recentCrashes: 3, lastKnownPhase: "FAILED", lastKnownReason: "CrashLoop" });
+    // The disk quota and the data size as measured, for the disk_quota rule.
+    await store.commit([insert({ id: "srv_6", hostId: "host_b", spec: { resources: { diskQuotaBytes: 5_000_000n } }, status: create(ServerStatusSchema, { dataSizeBytes: 6_000_000n }) })]);
+    expect((await store.serverFacts()).find((f) => f.id === "srv_6")).toMatchObject({ diskQuotaBytes: 5_000_000, dataSizeBytes: 6_000_000 });
+    await store.commit([{ op: "server.delete", id: "srv_6" }]);
     await store.commit([{ op: "server.delete", id: "srv_5" }]);
     // The desired state as the spec stores it: its JSON name or number.
     expect(["DESIRED_STATE_RUNNING", DesiredState.RUNNING]).toContain(facts[0]!.desiredState);

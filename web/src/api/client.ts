@@ -13,6 +13,7 @@ import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
+import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 
 export interface Api {
   servers: Client<typeof ServerService>;
@@ -23,6 +24,7 @@ export interface Api {
   orphans: Client<typeof OrphanService>;
   backups: Client<typeof BackupService>;
   files: Client<typeof FileService>;
+  usage: Client<typeof UsageService>;
 }
 
 /**
@@ -51,6 +53,7 @@ export function createApi(token: string, onUnauthenticated: (message: string) =>
     orphans: createClient(OrphanService, transport),
     backups: createClient(BackupService, transport),
     files: createClient(FileService, transport),
+    usage: createClient(UsageService, transport),
   };
 }
 

@@ -1,10 +1,12 @@
 /**
  * Docker hosts and their agents: online or not, cordoned or draining, last
- * heartbeat, versions, disk, servers. Add a host (one-time enrollment
+ * heartbeat, versions, disk, servers, and live usage (CPU, memory, load, the
+ * data root's free space from WatchUsage; a chart of the last hour or day
+ * from GetUsage in a row's details). Add a host (one-time enrollment
  * command), resync one, cordon, drain or uncordon one, or remove one
  * (revokes its agent). Scheduling and removal are for all-projects admins.
  */
-import { useState } from "react";
+import { Fragment, useState } from "react";
 import { ConditionStatus } from "@berth/proto/berth/v1/server_pb.js";
 import { HostState, type CreateEnrollmentTokenResponse, type Host } from "@berth/proto/berth/v1/host_pb.js";
 import { useHosts, useSession } from "../app-context.js";
@@ -20,6 +22,9 @@ import { useToast } from "../ui/toast.js";
 import { useTargets } from "../backups/use-targets.js";
 import { TargetSelect } from "../backups/target-select.js";
 import { carriesBetweenHosts, schedulingBadge } from "../servers/move-model.js";
+import { useUsageWatch } from "../servers/use-usage.js";
+import { cpuGauge, loadText, memoryGauge } from "../servers/usage-model.js";
+import { Meter, UsageHistory } from "../servers/usage-view.js";
 
 type Scheduling = { host: Host; action: "cordon" | "uncordon" | "drain" };
 
@@ -32,6 +37,8 @@ export function HostsPage() {
   const [removing, setRemoving] = useState<Host>();
   const [scheduling, setScheduling] = useState<Scheduling>();
   const [busy, setBusy] = useState<string>();
+  const [charted, setCharted] = useState<ReadonlySet<string>>(new Set());
+  const usage = useUsageWatch({ hosts: true });
   const online = hosts.filter((h) => h.state === HostState.ONLINE).length;
 
   const resync = async (h: Host) => {
@@ -79,109 +86,154 @@ export function HostsPage() {
               <th>Versions</th>
               <th>Data root</th>
               <th className="num">Servers</th>
+              <th>Usage</th>
               <th>Resources</th>
               <th aria-label="Actions" />
             </tr>
           </thead>
           <tbody>
             {hosts.map((h) => {
-              const free = Number(h.dataRootFreeBytes);
-              const total = Number(h.dataRootTotalBytes);
+              const live = isOnlineHost(h) ? usage.hosts.get(h.id) : undefined;
+              // The live sample's data root figures when there is one; the last inventory's otherwise.
+              const free = Number(live?.diskFreeBytes ?? h.dataRootFreeBytes);
+              const total = Number(live?.diskTotalBytes ?? h.dataRootTotalBytes);
+              const cpu = cpuGauge(live, "host");
+              const mem = memoryGauge(live, "host");
+              const load = loadText(live);
+              const open = charted.has(h.id);
+              const toggleChart = () =>
+                setCharted((cur) => {
+                  const next = new Set(cur);
+                  if (next.has(h.id)) next.delete(h.id);
+                  else next.add(h.id);
+                  return next;
+                });
               const pct = total > 0 ? free / total : undefined;
               const isOnline = h.state === HostState.ONLINE;
               const badConds = h.conditions.filter((c) => c.status === ConditionStatus.FALSE);
               const sched = schedulingBadge(h);
               return (
-                <tr key={h.id} data-host-id={h.id}>
-                  <td>
-                    <div className="strong">{h.name || h.id}</div>
-                    <div className="muted mono small">{h.id}</div>
-                  </td>
-                  <td>
-                    <span className={`badge tone-${isOnline ? "ok" : "bad"}`}>{isOnline ? "online" : "offline"}</span>
-                    {isOnline && !h.dockerReachable && <span className="badge tone-warn">docker unreachable</span>}
-                    {sched && (
-                      <span className={`badge tone-${sched.tone}`} title={sched.title} data-testid="host-scheduling">
-                        {sched.label}
-                      </span>
-                    )}
-                    {sched?.detail && <div className="muted small drain-message">{sched.detail}</div>}
-                    {badConds.map((c) => (
-                      <div key={c.type} className="small tone-text-bad" title={c.message}>
-                        {c.type}: {c.reason}
-                      </div>
-                    ))}
-                    {isOnline && h.connectedSince && (
-                      <div className="muted small">
-                        since <RelTime ms={tsMs(h.connectedSince)} />
-                      </div>
-                    )}
-                  </td>
-                  <td data-label="Last heartbeat">
-                    <RelTime ms={tsMs(h.lastHeartbeat)} />
-                    <div className="muted small">{formatTime(tsMs(h.lastHeartbeat))}</div>
-                  </td>
-                  <td className="small">
-                    <div>agent {h.agentVersion || "—"}</div>
-                    <div className="muted">docker {h.dockerVersion || "—"}</div>
-                  </td>
-                  <td>
-                    {pct !== undefined ? (
-                      <div className="disk" title={`${formatBytes(free)} free of ${formatBytes(total)}`}>
-                        <div className={`disk-bar${pct < 0.1 ? " low" : ""}`} role="meter" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round((1 - pct) * 100)} aria-label="Disk used">
-                          <span style={{ width: `${Math.round((1 - pct) * 100)}%` }} />
+                <Fragment key={h.id}>
+                  <tr data-host-id={h.id}>
+                    <td>
+                      <div className="strong">{h.name || h.id}</div>
+                      <div className="muted mono small">{h.id}</div>
+                    </td>
+                    <td>
+                      <span className={`badge tone-${isOnline ? "ok" : "bad"}`}>{isOnline ? "online" : "offline"}</span>
+                      {isOnline && !h.dockerReachable && <span className="badge tone-warn">docker unreachable</span>}
+                      {sched && (
+                        <span className={`badge tone-${sched.tone}`} title={sched.title} data-testid="host-scheduling">
+                          {sched.label}
+                        </span>
+                      )}
+                      {sched?.detail && <div className="muted small drain-message">{sched.detail}</div>}
+                      {badConds.map((c) => (
+                        <div key={c.type} className="small tone-text-bad" title={c.message}>
+                          {c.type}: {c.reason}
                         </div>
-                        <div className="small">
-                          {formatBytes(free)} free <span className="muted">of {formatBytes(total)}</span>
-                        </div>
-                      </div>
-                    ) : (
-                      <span className="muted">—</span>
-                    )}
-                    <div className="muted mono small">{h.dataRoot}</div>
-                  </td>
-                  <td className="num" data-label="Servers">
-                    <button type="button" className="link" onClick={() => navigate(`/servers?host=${encodeURIComponent(h.id)}`)}>
-                      {h.serverCount}
-                    </button>
-                  </td>
-                  <td className="small">
-                    {h.cpuCount ? `${h.cpuCount} CPU` : "—"}
-                    <div className="muted">{h.memoryBytes ? formatBytes(h.memoryBytes) : ""}</div>
-                  </td>
-                  <td className="actions">
-                    {can.operate && (
-                      <button type="button" className="button small" disabled={!isOnline || busy === h.id} onClick={() => resync(h)} title={isOnline ? "ask the agent for a full inventory and data check now" : "the agent is offline"}>
-                        {busy === h.id ? "Resyncing…" : "Resync now"}
-                      </button>
-                    )}
-                    {can.infra &&
-                      (h.unschedulable || h.draining ? (
-                        <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "uncordon" })} title="place new servers on it again; ends a drain">
-                          Uncordon
-                        </button>
-                      ) : (
-                        <>
-                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "cordon" })} title="place no new server on it; its servers keep running">
-                            Cordon
-                          </button>
-                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "drain" })} title="cordon it and move its servers to the other hosts">
-                            Drain…
-                          </button>
-                        </>
                       ))}
-                    {can.infra && (
-                      <button type="button" className="button small danger-soft" onClick={() => setRemoving(h)}>
-                        Remove
+                      {isOnline && h.connectedSince && (
+                        <div className="muted small">
+                          since <RelTime ms={tsMs(h.connectedSince)} />
+                        </div>
+                      )}
+                    </td>
+                    <td data-label="Last heartbeat">
+                      <RelTime ms={tsMs(h.lastHeartbeat)} />
+                      <div className="muted small">{formatTime(tsMs(h.lastHeartbeat))}</div>
+                    </td>
+                    <td className="small">
+                      <div>agent {h.agentVersion || "—"}</div>
+                      <div className="muted">docker {h.dockerVersion || "—"}</div>
+                    </td>
+                    <td>
+                      {pct !== undefined ? (
+                        <div className="disk" title={`${formatBytes(free)} free of ${formatBytes(total)}`}>
+                          <div className={`disk-bar${pct < 0.1 ? " low" : ""}`} role="meter" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round((1 - pct) * 100)} aria-label="Disk used">
+                            <span style={{ width: `${Math.round((1 - pct) * 100)}%` }} />
+                          </div>
+                          <div className="small">
+                            {formatBytes(free)} free <span className="muted">of {formatBytes(total)}</span>
+                          </div>
+                        </div>
+                      ) : (
+                        <span className="muted">—</span>
+                      )}
+                      <div className="muted mono small">{h.dataRoot}</div>
+                    </td>
+                    <td className="num" data-label="Servers">
+                      <button type="button" className="link" onClick={() => navigate(`/servers?host=${encodeURIComponent(h.id)}`)}>
+                        {h.serverCount}
                       </button>
-                    )}
-                  </td>
-                </tr>
+                    </td>
+                    <td className="host-usage" data-label="Usage" data-testid="host-usage">
+                      {cpu || mem ? (
+                        <>
+                          {cpu && <Meter label="CPU" gauge={cpu} testId="host-cpu" />}
+                          {mem && <Meter label="Mem" gauge={mem} testId="host-memory" />}
+                          {load && (
+                            <div className="muted small" title="load average over 1, 5 and 15 minutes">
+                              load {load}
+                            </div>
+                          )}
+                        </>
+                      ) : (
+                        <span className="muted" title={isOnline ? "no usage sample yet (its agent samples every 10 s; it may be connected to another manager)" : "offline: nothing measured"}>
+                          —
+                        </span>
+                      )}
+                      <div>
+                        <button type="button" className="link small" aria-expanded={open} aria-controls={`host-chart-${h.id}`} onClick={toggleChart}>
+                          {open ? "Hide chart" : "Chart"}
+                        </button>
+                      </div>
+                    </td>
+                    <td className="small">
+                      {h.cpuCount ? `${h.cpuCount} CPU` : "—"}
+                      <div className="muted">{h.memoryBytes ? formatBytes(h.memoryBytes) : ""}</div>
+                    </td>
+                    <td className="actions">
+                      {can.operate && (
+                        <button type="button" className="button small" disabled={!isOnline || busy === h.id} onClick={() => resync(h)} title={isOnline ? "ask the agent for a full inventory and data check now" : "the agent is offline"}>
+                          {busy === h.id ? "Resyncing…" : "Resync now"}
+                        </button>
+                      )}
+                      {can.infra &&
+                        (h.unschedulable || h.draining ? (
+                          <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "uncordon" })} title="place new servers on it again; ends a drain">
+                            Uncordon
+                          </button>
+                        ) : (
+                          <>
+                            <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "cordon" })} title="place no new server on it; its servers keep running">
+                              Cordon
+                            </button>
+                            <button type="button" className="button small" onClick={() => setScheduling({ host: h, action: "drain" })} title="cordon it and move its servers to the other hosts">
+                              Drain…
+                            </button>
+                          </>
+                        ))}
+                      {can.infra && (
+                        <button type="button" className="button small danger-soft" onClick={() => setRemoving(h)}>
+                          Remove
+                        </button>
+                      )}
+                    </td>
+                  </tr>
+                  {open && (
+                    <tr className="host-chart-row" id={`host-chart-${h.id}`}>
+                      <td colSpan={9}>
+                        <UsageHistory subject={{ case: "host", value: h.id }} name={h.name || h.id} />
+                      </td>
+                    </tr>
+                  )}
+                </Fragment>
               );
             })}
             {hosts.length === 0 && !error && (
               <tr>
-                <td colSpan={8} className="empty">
+                <td colSpan={9} className="empty">
                   No hosts yet. {can.infra ? "Add one: berth gives you the command to run on it." : "An all-projects admin can add one."}
                 </td>
               </tr>
@@ -218,6 +270,10 @@ export function HostsPage() {
       )}
     </section>
   );
+}
+
+function isOnlineHost(h: Host): boolean {
+  return h.state === HostState.ONLINE;
 }
 
 const TTLS = [

@@ -1,6 +1,6 @@
 /**
  * One server, explained: spec, status and conditions (live from the watch),
- * its event timeline (ledger, live), its logs (TailLogs), its console, its
+ * its usage over the last hour or day, its event timeline (ledger, live), its logs (TailLogs), its console, its
  * data directory (FileService), its backups, and the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
@@ -27,10 +27,11 @@ import { checkSpecRules } from "./spec-rules.js";
 import { formFromSpec, problemsAfterEdit, specFromForm, type FieldProblem, type SpecForm } from "./spec-form-model.js";
 import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
+import { UsageHistory } from "./usage-view.js";
 
-const TABS = ["overview", "events", "logs", "console", "files", "backups", "edit"] as const;
+const TABS = ["overview", "usage", "events", "logs", "console", "files", "backups", "edit"] as const;
 type Tab = (typeof TABS)[number];
-const TAB_LABEL: Record<Tab, string> = { overview: "Overview", events: "Events", logs: "Logs", console: "Console", files: "Files", backups: "Backups", edit: "Edit spec" };
+const TAB_LABEL: Record<Tab, string> = { overview: "Overview", usage: "Usage", events: "Events", logs: "Logs", console: "Console", files: "Files", backups: "Backups", edit: "Edit spec" };
 
 export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: () => void; onAction: (s: Server, a: ServerAction) => void }) {
   const { can } = useSession();
@@ -159,6 +160,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
           {/* Focusable: the panel scrolls, and the keyboard must scroll it even where it holds no control (the overview). */}
           <div className="drawer-body" role="tabpanel" aria-label={TAB_LABEL[tab]} tabIndex={0}>
             {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} />}
+            {tab === "usage" && <UsageHistory key={s.id} subject={{ case: "server", value: s.id }} name={s.spec?.name ?? s.id} />}
             {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
             {tab === "logs" && <LogsView server={s} />}
             {tab === "console" && <ConsoleTab key={s.id} server={s} />}

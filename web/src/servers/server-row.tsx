@@ -1,10 +1,10 @@
 /**
  * One row of the ground-truth table. Memoized: it renders again only when its
  * own server record, selection, pending action, error, stuck mark, host name
- * or position changes, so a live update touches one row.
+ * or position changes (its Usage cell follows its usage sample by itself), so a live update touches one row.
  */
 import { memo } from "react";
-import type { Server } from "@berth/proto/berth/v1/server_pb.js";
+import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import type { Abilities } from "../api/session.js";
 import { RelTime, useNow } from "../ui/clock.js";
 import { CopyField } from "../ui/copy.js";
@@ -29,6 +29,9 @@ import {
   type ServerAction,
 } from "./model.js";
 import { OperationProgress } from "./operation-progress.js";
+import { useServerUsage } from "./use-usage.js";
+import type { UsageWatch } from "./usage-watch.js";
+import { UsageCell } from "./usage-view.js";
 import { CrashMark } from "./crash-mark.js";
 import { allowedActions } from "./server-actions.js";
 import { connectAddress, imageParts, portsText, shortId, type OptionalColumn } from "./table-query.js";
@@ -51,6 +54,8 @@ export interface ServerRowProps {
   hostName: string;
   /** The optional (internal) columns shown. */
   shown: ReadonlySet<OptionalColumn>;
+  /** The page's usage stream: the Usage cell follows its own server's sample, the row does not re-render for it. */
+  usage: UsageWatch;
   can: Abilities;
   onToggle: (id: string, shift: boolean) => void;
   onOpen: (id: string) => void;
@@ -163,6 +168,11 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
       <div role="cell" className="c-uptime">
         <Uptime since={runningSinceMs(s)} />
       </div>
+      {p.shown.has("usage") && (
+        <div role="cell" className="c-usage" data-testid="usage-cell">
+          <LiveUsageCell watch={p.usage} id={s.id} running={st?.phase === Phase.RUNNING} />
+        </div>
+      )}
       {p.shown.has("desired") && (
         <div role="cell" className="c-desired">
           {desiredName(s.spec?.desiredState)}
@@ -225,6 +235,11 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
     </div>
   );
 });
+
+/** The Usage cell, subscribed to its server's sample alone: a new sample re-renders this cell, not the row. */
+function LiveUsageCell({ watch, id, running }: { watch: UsageWatch; id: string; running: boolean }) {
+  return <UsageCell sample={useServerUsage(watch, id)} running={running} />;
+}
 
 /** How long it has been running, ticking; "—" when it is not running. */
 function Uptime({ since }: { since: number | undefined }) {

@@ -16,7 +16,8 @@ import { DetailDrawer } from "./detail-drawer.js";
 import { ALL_PHASES, isConverging, isDeleted, needsAttention, phaseName, type ServerAction } from "./model.js";
 import { useServerActionDialog } from "./server-actions.js";
 import { CARD_HEIGHT, ROW_HEIGHT, ServerRow } from "./server-row.js";
-import { applyQuery, formatQuery, formatShownColumns, parseQuery, parseShownColumns, type OptionalColumn, type SortKey, type TableQuery } from "./table-query.js";
+import { useUsageStore } from "./use-usage.js";
+import { applyQuery, DEFAULT_COLUMNS, formatQuery, formatShownColumns, parseQuery, parseShownColumns, type OptionalColumn, type SortKey, type TableQuery } from "./table-query.js";
 
 /**
  * The table's columns: `track` is the CSS grid track, `min` its least width
@@ -30,16 +31,17 @@ const COLUMNS: { key: SortKey | null; label: string; className: string; track: s
   { key: "name", label: "Name", className: "c-name", track: "minmax(130px, 1.3fr)", min: 130 },
   { key: "host", label: "Host", className: "c-host", track: "minmax(72px, 0.6fr)", min: 72 },
   { key: "project", label: "Project", className: "c-project", track: "minmax(80px, 0.5fr)", min: 80 },
-  { key: "image", label: "Image", className: "c-image", track: "minmax(180px, 1.4fr)", min: 180 },
+  { key: "image", label: "Image", className: "c-image", track: "minmax(150px, 1.4fr)", min: 150 },
   { key: "container", label: "Container", className: "c-container", track: "112px", min: 112, optional: "container", hint: "Docker's container id" },
   { key: "phase", label: "Phase", className: "c-phase", track: "210px", min: 210 },
-  { key: "connect", label: "Connect", className: "c-connect", track: "minmax(190px, 1.5fr)", min: 190 },
+  { key: "connect", label: "Connect", className: "c-connect", track: "minmax(170px, 1.5fr)", min: 170 },
   { key: "uptime", label: "Uptime", className: "c-uptime", track: "72px", min: 72 },
+  { key: null, label: "Usage", className: "c-usage", track: "minmax(124px, 0.6fr)", min: 124, optional: "usage", hint: "CPU (100% = one core) and memory, live" },
   { key: "desired", label: "Desired", className: "c-desired", track: "74px", min: 74, optional: "desired", hint: "the state asked for" },
   { key: "observed", label: "Observed", className: "c-observed", track: "84px", min: 84, optional: "observed", hint: "Docker's state of the container" },
-  { key: "data", label: "Data", className: "c-data", track: "74px", min: 74 },
+  { key: "data", label: "Data", className: "c-data", track: "70px", min: 70 },
   { key: "generation", label: "Gen", className: "c-gen", track: "64px", min: 64, optional: "generation", hint: "observed/current spec generation" },
-  { key: "changed", label: "Last change", className: "c-changed", track: "minmax(130px, 1.2fr)", min: 130 },
+  { key: "changed", label: "Last change", className: "c-changed", track: "minmax(120px, 1.2fr)", min: 120 },
   { key: "ports", label: "Ports", className: "c-ports", track: "112px", min: 112, optional: "ports", hint: "every published port, host→container" },
   { key: null, label: "Actions", className: "c-actions", track: "136px", min: 136 },
 ];
@@ -48,6 +50,7 @@ const CHOOSABLE = COLUMNS.filter((c): c is (typeof COLUMNS)[number] & { optional
   key: c.optional,
   label: c.label === "Gen" ? "Generation" : c.label,
   ...(c.hint ? { hint: c.hint } : {}),
+  defaultOn: DEFAULT_COLUMNS.includes(c.optional),
 }));
 
 /** localStorage key of the chosen optional columns. */
@@ -81,6 +84,8 @@ export function ServersPage() {
   const [dialog, requestAction] = useServerActionDialog();
   const [shownOptional, setShownOptional] = useStoredChoice(COLUMNS_KEY, parseShownColumns, formatShownColumns);
   const narrow = useNarrow();
+  // One usage stream for the page, open only while the Usage column is shown (a phone's card shows it too).
+  const usage = useUsageStore({ hosts: false, enabled: shownOptional.has("usage") });
   const columns = useMemo(() => COLUMNS.filter((c) => !c.optional || shownOptional.has(c.optional)), [shownOptional]);
   const gridStyle = useMemo(
     () => ({ "--cols": columns.map((c) => c.track).join(" "), "--table-min": `${columns.reduce((n, c) => n + c.min, 0)}px` }) as CSSProperties,
@@ -307,6 +312,7 @@ export function ServersPage() {
             stuck={stuck.has(s.id)}
             hostName={hostNames.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""}
             shown={shownOptional}
+            usage={usage}
             can={can}
             onToggle={onToggle}
             onOpen={onOpen}

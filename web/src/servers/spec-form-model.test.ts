@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Protocol, RestartPolicy, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import {
@@ -232,5 +232,33 @@ describe("spec form", () => {
     expect(problemsAfterEdit(problems, before, { ...before, ports: [{ host: "0", container: "81", udp: false }] })).toHaveLength(5);
     expect(problemsAfterEdit(problems, before, { ...before, ports: [{ host: "0", container: "80", udp: true }] })).toHaveLength(4);
     expect(problemsAfterEdit([{ field: "project", message: "x" }], { ...before, project: "a" }, { ...before, project: "b" })).toEqual([]);
+  });
+});
+
+describe("spec form: resource limits", () => {
+  it("sends only the limits set, sizes and cores parsed, 'none' as no process limit; a spec's limits come back the same", () => {
+    expect(specFromForm({ ...emptyForm(), name: "a", image: "i" }).resources).toBeUndefined();
+    const spec = specFromForm({ ...emptyForm(), name: "a", image: "i", memLimit: "512M", memSwap: "1G", cpus: "1.5", cpusetCpus: " 0-1 ", pidsLimit: "none", cpuShares: "512", blkioWeight: "300" });
+    expect(spec.resources).toEqual({ memoryBytes: 512n * 1024n * 1024n, memorySwapBytes: 1024n ** 3n, cpus: 1.5, cpuShares: 512, cpusetCpus: "0-1", pidsLimit: -1n, blkioWeight: 300, diskQuotaBytes: 0n, stopOverDiskQuota: false });
+    expect(specFromForm({ ...emptyForm(), name: "a", image: "i", diskQuota: "10G", stopOverDiskQuota: true }).resources).toMatchObject({ diskQuotaBytes: 10n * 1024n ** 3n, stopOverDiskQuota: true });
+    const back = formFromSpec(create(ServerSpecSchema, spec as MessageInitShape<typeof ServerSpecSchema>));
+    expect(back).toMatchObject({ memLimit: "512M", memSwap: "1G", cpus: "1.5", cpusetCpus: "0-1", pidsLimit: "none", cpuShares: "512", blkioWeight: "300" });
+    // Swap equal to memory is no swap: shown empty.
+    expect(formFromSpec(create(ServerSpecSchema, { resources: { memoryBytes: 1024n, memorySwapBytes: 1024n } })).memSwap).toBe("");
+  });
+
+  it("names every field it cannot read, and maps the manager's paths onto them", () => {
+    try {
+      specFromForm({ ...emptyForm(), name: "a", image: "i", memLimit: "lots", cpus: "half", pidsLimit: "12x" });
+      expect.unreachable();
+    } catch (err) {
+      expect((err as FormError).problems.map((p) => p.field)).toEqual(["memLimit", "cpus", "pidsLimit"]);
+    }
+    expect(fieldOfPath("spec.resources.memory_bytes")).toBe("memLimit");
+    expect(fieldOfPath("spec.resources.cpuset_cpus")).toBe("cpusetCpus");
+    expect(fieldOfPath("spec.resources")).toBe("memSwap");
+    expect(fieldLabel("pidsLimit")).toBe("Process limit");
+    expect(compareFields("logMaxFiles", "memLimit")).toBeLessThan(0);
+    expect(compareFields("blkioWeight", "capAdd")).toBeLessThan(0);
   });
 });

@@ -5,7 +5,7 @@
  * lines, numbers). Pure; tested in spec-form-model.test.ts.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { DesiredState, Protocol, RestartPolicy, type ServerSpec, type ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Protocol, RestartPolicy, type ResourceLimitsSchema, type ServerSpec, type ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 
 export interface PortRow {
   host: string;
@@ -40,6 +40,19 @@ export interface SpecForm {
   console: boolean;
   /** Written to the console to stop the server (console only); empty: SIGTERM at once. */
   stopCommand: string;
+  /** Limits (ResourceLimits); each empty: none (pids: the manager's default). Sizes like "512M". */
+  memLimit: string;
+  memSwap: string;
+  /** Cores, decimals allowed ("0.5"). */
+  cpus: string;
+  cpusetCpus: string;
+  /** A number, or "none" (no limit); empty: the manager's default. */
+  pidsLimit: string;
+  cpuShares: string;
+  blkioWeight: string;
+  /** A soft quota of the data directory ("2G"); empty: none. */
+  diskQuota: string;
+  stopOverDiskQuota: boolean;
 }
 
 /**
@@ -79,8 +92,11 @@ export function emptyForm(): SpecForm {
     logMaxFiles: "",
     console: false,
     stopCommand: "",
+    ...NO_LIMITS,
   };
 }
+
+const NO_LIMITS = { memLimit: "", memSwap: "", cpus: "", cpusetCpus: "", pidsLimit: "", cpuShares: "", blkioWeight: "", diskQuota: "", stopOverDiskQuota: false };
 
 export function formFromSpec(s: ServerSpec): SpecForm {
   return {
@@ -102,7 +118,71 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     logMaxFiles: s.logMaxFiles ? String(s.logMaxFiles) : "",
     console: s.console,
     stopCommand: s.stopCommand,
+    ...limitsForm(s.resources),
   };
+}
+
+function limitsForm(r: ServerSpec["resources"]): Pick<SpecForm, keyof typeof NO_LIMITS> {
+  if (!r) return { ...NO_LIMITS };
+  const memory = Number(r.memoryBytes);
+  const swap = Number(r.memorySwapBytes);
+  return {
+    memLimit: memory ? formatSize(memory) : "",
+    // Swap equal to memory is no swap: shown empty.
+    memSwap: swap && swap !== memory ? formatSize(swap) : "",
+    cpus: r.cpus ? String(r.cpus) : "",
+    cpusetCpus: r.cpusetCpus,
+    pidsLimit: r.pidsLimit === -1n ? "none" : r.pidsLimit ? String(r.pidsLimit) : "",
+    cpuShares: r.cpuShares ? String(r.cpuShares) : "",
+    blkioWeight: r.blkioWeight ? String(r.blkioWeight) : "",
+    diskQuota: r.diskQuotaBytes ? formatSize(Number(r.diskQuotaBytes)) : "",
+    stopOverDiskQuota: r.stopOverDiskQuota,
+  };
+}
+
+/** The limits to send, or undefined when the form sets none. Parse problems go to `problems`. */
+function limitsFromForm(f: SpecForm, problems: FieldProblem[]): MessageInitShape<typeof ResourceLimitsSchema> | undefined {
+  const size = (field: "memLimit" | "memSwap" | "diskQuota"): bigint => {
+    const t = f[field].trim();
+    if (!t) return 0n;
+    const n = parseSize(t);
+    if (n === undefined) problems.push({ field, message: `"${t}" is not a size: write bytes or a number with K, M or G (e.g. 512M)` });
+    return BigInt(n ?? 0);
+  };
+  const whole = (field: "cpuShares" | "blkioWeight"): number => {
+    const t = f[field].trim();
+    if (!t) return 0;
+    if (/^\d+$/.test(t)) return Number(t);
+    problems.push({ field, message: `"${t}" is not a whole number` });
+    return 0;
+  };
+  // In the form's order, so problems are listed as the fields are shown.
+  const memoryBytes = size("memLimit");
+  const memorySwapBytes = size("memSwap");
+  const cpusText = f.cpus.trim();
+  let cpus = 0;
+  if (cpusText) {
+    cpus = Number(cpusText);
+    if (!/^\d+(\.\d+)?$/.test(cpusText) || !Number.isFinite(cpus)) problems.push({ field: "cpus", message: `"${cpusText}" is not a number of cores (e.g. 0.5 or 2)` });
+  }
+  const pidsText = f.pidsLimit.trim().toLowerCase();
+  let pidsLimit = 0n;
+  if (pidsText === "none" || pidsText === "-1") pidsLimit = -1n;
+  else if (/^\d+$/.test(pidsText)) pidsLimit = BigInt(pidsText);
+  else if (pidsText) problems.push({ field: "pidsLimit", message: `"${f.pidsLimit}" is not a number of processes (or "none")` });
+  const r = {
+    memoryBytes,
+    memorySwapBytes,
+    cpus,
+    cpusetCpus: f.cpusetCpus.trim(),
+    pidsLimit,
+    cpuShares: whole("cpuShares"),
+    blkioWeight: whole("blkioWeight"),
+    diskQuotaBytes: size("diskQuota"),
+    stopOverDiskQuota: f.stopOverDiskQuota,
+  };
+  const any = r.memoryBytes || r.memorySwapBytes || r.cpus || r.cpuShares || r.cpusetCpus || r.pidsLimit || r.blkioWeight || r.diskQuotaBytes || r.stopOverDiskQuota;
+  return any ? r : undefined;
 }
 
 /** A form field a problem is about: "name", "ports", "ports.1.host", "command.0", ... */
@@ -160,6 +240,7 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
   });
   const logMaxSizeBytes = logSize(f.logMaxSize, problems);
   const logMaxFiles = logFiles(f.logMaxFiles, problems);
+  const resources = limitsFromForm(f, problems);
   // One problem per field: a bad host port is not reported again as its container port.
   const seen = new Set<FieldKey | undefined>();
   const unique = problems.filter((p) => !seen.has(p.field) && seen.add(p.field));
@@ -180,6 +261,7 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     logMaxFiles,
     console: f.console,
     stopCommand: f.console ? f.stopCommand.trim() : "",
+    ...(resources ? { resources } : {}),
   };
 }
 
@@ -215,6 +297,18 @@ const FIELD_OF_SPEC: Record<string, FieldKey> = {
   stop_command: "stopCommand",
 };
 
+const LIMIT_FIELDS: Record<string, FieldKey> = {
+  memory_bytes: "memLimit",
+  memory_swap_bytes: "memSwap",
+  cpus: "cpus",
+  cpuset_cpus: "cpusetCpus",
+  pids_limit: "pidsLimit",
+  cpu_shares: "cpuShares",
+  blkio_weight: "blkioWeight",
+  disk_quota_bytes: "diskQuota",
+  stop_over_disk_quota: "diskQuota",
+};
+
 /**
  * The form field a request field path names, as the manager writes it
  * (a google.rpc.BadRequest violation's `field`, or the head of an
@@ -229,6 +323,8 @@ export function fieldOfPath(path: string, form?: Pick<SpecForm, "ports">): Field
   const m = /^(?:spec\.)?([a-z_]+)(?:\[(\d+)\]|\["(?:[^"\\]|\\.)*"\])?(?:\.([A-Za-z_][A-Za-z0-9_]*))?$/.exec(path);
   if (!m) return undefined;
   const [, field, index, sub] = m;
+  // The message-level rule (swap against memory) is reported on "resources" itself.
+  if (field === "resources") return sub ? LIMIT_FIELDS[sub] : "memSwap";
   const key = FIELD_OF_SPEC[field!];
   if (!key) return undefined;
   if (key === "command" && index !== undefined) return `command.${index}`;
@@ -303,7 +399,7 @@ export function problemsAfterEdit(
 }
 
 /** The fields in the order the form shows them. */
-const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "capAdd"];
+const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "memLimit", "memSwap", "cpus", "cpusetCpus", "pidsLimit", "cpuShares", "blkioWeight", "diskQuota", "capAdd"];
 
 /** Orders field keys as the form shows them: "name" before "ports.0.host" before "ports.1.host" before "capAdd". */
 export function compareFields(a: FieldKey, b: FieldKey): number {
@@ -336,6 +432,14 @@ export function fieldLabel(key: FieldKey): string {
     capAdd: "Capabilities",
     logMaxSize: "Log size",
     logMaxFiles: "Log files",
+    memLimit: "Memory limit",
+    memSwap: "Memory + swap",
+    cpus: "CPUs",
+    cpusetCpus: "CPU set",
+    pidsLimit: "Process limit",
+    cpuShares: "CPU weight",
+    blkioWeight: "IO weight",
+    diskQuota: "Disk quota",
   };
   return labels[head!] ?? key;
 }

@@ -202,6 +202,42 @@ export function SpecFields(props: {
       <Field label="Log files" hint="kept per container (1 to 20); empty: the manager's default" {...errs.field("logMaxFiles")}>
         <input value={form.logMaxFiles} onChange={(e) => set("logMaxFiles", e.target.value)} {...control("logMaxFiles")} inputMode="numeric" placeholder="default" name="logMaxFiles" />
       </Field>
+      <fieldset className="field wide limits" aria-describedby="limits-hint">
+        <legend>Resource limits</legend>
+        <p className="muted small" id="limits-hint">
+          Enforced by Docker; changed limits apply to the running container without a restart (removing one waits for the next restart). Empty: no limit.
+        </p>
+        <div className="limits-grid">
+          <Field label="Memory limit" hint="e.g. 512M or 2G; past it the process is killed (OOMKilled)" {...errs.field("memLimit")}>
+            <input value={form.memLimit} onChange={(e) => set("memLimit", e.target.value)} {...control("memLimit")} placeholder="none" className="mono" name="memLimit" />
+          </Field>
+          <Field label="Memory + swap" hint="at least the memory limit; empty: no swap" {...errs.field("memSwap")}>
+            <input value={form.memSwap} onChange={(e) => set("memSwap", e.target.value)} {...control("memSwap")} placeholder="no swap" className="mono" name="memSwap" />
+          </Field>
+          <Field label="CPUs" hint="cores, e.g. 0.5 or 2" {...errs.field("cpus")}>
+            <input value={form.cpus} onChange={(e) => set("cpus", e.target.value)} {...control("cpus")} inputMode="decimal" placeholder="none" name="cpus" />
+          </Field>
+          <Field label="CPU set" hint="the CPUs it may use, e.g. 0-3 or 0,2" {...errs.field("cpusetCpus")}>
+            <input value={form.cpusetCpus} onChange={(e) => set("cpusetCpus", e.target.value)} {...control("cpusetCpus")} placeholder="all" className="mono" name="cpusetCpus" />
+          </Field>
+          <Field label="Process limit" hint="processes and threads; empty: the manager's default (512); none: no limit" {...errs.field("pidsLimit")}>
+            <input value={form.pidsLimit} onChange={(e) => set("pidsLimit", e.target.value)} {...control("pidsLimit")} placeholder="default" name="pidsLimit" />
+          </Field>
+          <Field label="CPU weight" hint="under contention, 2 to 262144 (1024: Docker's default)" {...errs.field("cpuShares")}>
+            <input value={form.cpuShares} onChange={(e) => set("cpuShares", e.target.value)} {...control("cpuShares")} inputMode="numeric" placeholder="default" name="cpuShares" />
+          </Field>
+          <Field label="IO weight" hint="10 to 1000" {...errs.field("blkioWeight")}>
+            <input value={form.blkioWeight} onChange={(e) => set("blkioWeight", e.target.value)} {...control("blkioWeight")} inputMode="numeric" placeholder="default" name="blkioWeight" />
+          </Field>
+          <Field label="Disk quota" hint="of the data directory, e.g. 10G: a soft quota, checked against its measured size" {...errs.field("diskQuota")}>
+            <input value={form.diskQuota} onChange={(e) => set("diskQuota", e.target.value)} {...control("diskQuota")} placeholder="none" className="mono" name="diskQuota" />
+          </Field>
+        </div>
+        <label className="check">
+          <input type="checkbox" checked={form.stopOverDiskQuota} onChange={(e) => set("stopOverDiskQuota", e.target.checked)} name="stopOverDiskQuota" disabled={!form.diskQuota.trim()} />
+          Stop the server while its data is over the disk quota (it starts again once under it)
+        </label>
+      </fieldset>
       <fieldset className={`field wide${bad("capAdd") ? " invalid" : ""}`}>
         <legend>Capabilities to give back</legend>
         <p className="muted small">berth drops these by default; give one back only if the server needs it.</p>

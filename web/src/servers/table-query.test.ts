@@ -101,10 +101,12 @@ describe("connect address, image, uptime sort and the column choice", () => {
   });
 
   it("keeps the chosen internal columns as a JSON list, ignoring what it does not know", () => {
-    expect(parseShownColumns(null).size).toBe(0);
-    expect(parseShownColumns("not json").size).toBe(0);
-    expect([...parseShownColumns('["generation","bogus","container"]')]).toEqual(["container", "generation"]);
-    expect(formatShownColumns(new Set(["ports", "container"] as const))).toBe('["container","ports"]');
+    expect([...parseShownColumns(null)]).toEqual(["usage"]); // the default: usage only
+    expect([...parseShownColumns("not json")]).toEqual(["usage"]);
+    expect([...parseShownColumns('["generation","bogus","container"]')]).toEqual(["usage", "container", "generation"]); // stored before usage existed
+    expect([...parseShownColumns('["-usage","ports"]')]).toEqual(["ports"]);
+    expect(formatShownColumns(new Set(["ports", "container"] as const))).toBe('["-usage","container","ports"]');
+    expect(formatShownColumns(new Set(["usage"] as const))).toBe("[]");
     expect(parseShownColumns(formatShownColumns(new Set(OPTIONAL_COLUMNS)))).toEqual(new Set(OPTIONAL_COLUMNS));
   });
 });

@@ -107,23 +107,35 @@ export function imageParts(image: string): { repo: string; tag: string } {
   return { repo: ref, tag };
 }
 
-/** Internal columns of the servers table, off unless chosen (kept in localStorage). */
-export const OPTIONAL_COLUMNS = ["container", "desired", "observed", "generation", "ports"] as const;
+/**
+ * Optional columns of the servers table, chosen in the column chooser (kept in
+ * localStorage). The internals are off unless chosen; DEFAULT_COLUMNS are on
+ * unless turned off.
+ */
+export const OPTIONAL_COLUMNS = ["usage", "container", "desired", "observed", "generation", "ports"] as const;
 export type OptionalColumn = (typeof OPTIONAL_COLUMNS)[number];
+/** On unless turned off: the stored list names them "-usage" when they are. */
+export const DEFAULT_COLUMNS: readonly OptionalColumn[] = ["usage"];
 
-/** The stored choice of optional columns: a JSON list; anything unreadable is the default (none). */
+/**
+ * The stored choice of optional columns: a JSON list of the chosen internals
+ * and "-name" for a default column turned off (a list stored before a default
+ * column existed shows it). Anything unreadable is the default.
+ */
 export function parseShownColumns(raw: string | null | undefined): ReadonlySet<OptionalColumn> {
+  let list: unknown;
   try {
-    const list: unknown = JSON.parse(raw ?? "[]");
-    if (!Array.isArray(list)) return new Set();
-    return new Set(OPTIONAL_COLUMNS.filter((c) => list.includes(c)));
+    list = JSON.parse(raw ?? "[]");
   } catch {
-    return new Set();
+    list = [];
   }
+  if (!Array.isArray(list)) list = [];
+  const named = list as unknown[];
+  return new Set(OPTIONAL_COLUMNS.filter((c) => (DEFAULT_COLUMNS.includes(c) ? !named.includes(`-${c}`) : named.includes(c))));
 }
 
 export function formatShownColumns(shown: ReadonlySet<OptionalColumn>): string {
-  return JSON.stringify(OPTIONAL_COLUMNS.filter((c) => shown.has(c)));
+  return JSON.stringify(OPTIONAL_COLUMNS.flatMap((c) => (DEFAULT_COLUMNS.includes(c) ? (shown.has(c) ? [] : [`-${c}`]) : shown.has(c) ? [c] : [])));
 }
 
 type HostNames = ReadonlyMap<string, string>;

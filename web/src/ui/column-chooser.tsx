@@ -10,7 +10,8 @@ export function ColumnChooser<K extends string>({
   shown,
   onChange,
 }: {
-  columns: readonly { key: K; label: string; hint?: string }[];
+  /** `defaultOn`: shown unless turned off (not counted as an extra in the button). */
+  columns: readonly { key: K; label: string; hint?: string; defaultOn?: boolean }[];
   shown: ReadonlySet<K>;
   onChange: (next: ReadonlySet<K>) => void;
 }) {
@@ -18,6 +19,7 @@ export function ColumnChooser<K extends string>({
   const box = useRef<HTMLDivElement>(null);
   const button = useRef<HTMLButtonElement>(null);
   const id = useId();
+  const extra = columns.filter((c) => !c.defaultOn && shown.has(c.key)).length;
   useEffect(() => {
     if (!open) return;
     const onDown = (e: MouseEvent) => {
@@ -39,7 +41,7 @@ export function ColumnChooser<K extends string>({
   return (
     <div className="column-chooser" ref={box}>
       <button ref={button} type="button" className="button small" aria-expanded={open} aria-controls={id} onClick={() => setOpen((o) => !o)}>
-        Columns{shown.size > 0 ? ` (+${shown.size})` : ""}
+        Columns{extra > 0 ? ` (+${extra})` : ""}
       </button>
       {open && (
         <div className="column-chooser-list" id={id} role="group" aria-labelledby={`${id}-title`}>

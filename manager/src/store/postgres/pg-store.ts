@@ -513,6 +513,8 @@ export class PostgresStore implements Store {
       last_known_phase: string | number | null;
       last_known_reason: string | null;
       purging: boolean;
+      disk_quota: string | null;
+      data_size: string | null;
     }>(
       `SELECT id, name, project, host_id, generation, phase,
          spec_json::jsonb -> 'desiredState' AS desired_state,
@@ -521,7 +523,9 @@ export class PostgresStore implements Store {
          status_json::jsonb -> 'crash' ->> 'recent' AS recent_crashes,
          status_json::jsonb -> 'lastKnownPhase' AS last_known_phase,
          status_json::jsonb ->> 'lastKnownReason' AS last_known_reason,
-         COALESCE(jsonb_typeof(lifecycle_json::jsonb -> 'purge'), 'null') <> 'null' AS purging
+         COALESCE(jsonb_typeof(lifecycle_json::jsonb -> 'purge'), 'null') <> 'null' AS purging,
+         spec_json::jsonb -> 'resources' ->> 'diskQuotaBytes' AS disk_quota,
+         status_json::jsonb ->> 'dataSizeBytes' AS data_size
        FROM servers WHERE deleted_at IS NULL${page ? ` AND id > $1 ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       page ? [page.after] : [],
     );
@@ -539,6 +543,8 @@ export class PostgresStore implements Store {
       recentCrashes: Number(r.recent_crashes ?? 0),
       lastKnownPhase: phaseColumnName(r.last_known_phase),
       lastKnownReason: r.last_known_reason ?? "",
+      diskQuotaBytes: Number(r.disk_quota ?? 0),
+      dataSizeBytes: Number(r.data_size ?? 0),
     }));
   }
 

@@ -133,7 +133,9 @@ export class AlertTables {
            json_extract(status_json, '$.crash.recent') AS recent_crashes,
            json_extract(status_json, '$.lastKnownPhase') AS last_known_phase,
            json_extract(status_json, '$.lastKnownReason') AS last_known_reason,
-           json_extract(lifecycle_json, '$.purge') IS NOT NULL AS purging
+           json_extract(lifecycle_json, '$.purge') IS NOT NULL AS purging,
+           json_extract(spec_json, '$.resources.diskQuotaBytes') AS disk_quota,
+           json_extract(status_json, '$.dataSizeBytes') AS data_size
          FROM servers WHERE deleted_at IS NULL${page ? ` AND id > ? ORDER BY id LIMIT ${pageLimit(page)}` : ""}`,
       )
       .all(...(page ? [page.after] : [])) as {
@@ -150,6 +152,8 @@ export class AlertTables {
       last_known_phase: string | number | null;
       last_known_reason: string | null;
       purging: number;
+      disk_quota: string | number | null;
+      data_size: string | number | null;
     }[];
     return rows.map((r) => ({
       id: r.id,
@@ -165,6 +169,8 @@ export class AlertTables {
       recentCrashes: Number(r.recent_crashes ?? 0),
       lastKnownPhase: phaseColumnName(r.last_known_phase),
       lastKnownReason: r.last_known_reason ?? "",
+      diskQuotaBytes: Number(r.disk_quota ?? 0),
+      dataSizeBytes: Number(r.data_size ?? 0),
     }));
   }
 

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/host.proto.
  */
 export const file_berth_v1_host: GenFile = /*@__PURE__*/
-  fileDesc("ChNiZXJ0aC92MS9ob3N0LnByb3RvEghiZXJ0aC52MSKfBAoESG9zdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXN0YXRlGAMgASgOMhMuYmVydGgudjEuSG9zdFN0YXRlEhUKDWFnZW50X3ZlcnNpb24YBCABKAkSFgoOZG9ja2VyX3ZlcnNpb24YBSABKAkSEQoJZGF0YV9yb290GAYgASgJEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAcgASgEEh0KFWRhdGFfcm9vdF90b3RhbF9ieXRlcxgIIAEoBBIRCgljcHVfY291bnQYCSABKA0SFAoMbWVtb3J5X2J5dGVzGAogASgEEjMKD2Nvbm5lY3RlZF9zaW5jZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBkb2NrZXJfcmVhY2hhYmxlGA4gASgIEhQKDHNlcnZlcl9jb3VudBgPIAEoDRInCgpjb25kaXRpb25zGBAgAygLMhMuYmVydGgudjEuQ29uZGl0aW9uEhUKDXVuc2NoZWR1bGFibGUYESABKAgSEAoIZHJhaW5pbmcYEiABKAgSFQoNZHJhaW5fbWVzc2FnZRgTIAEoCSISChBMaXN0SG9zdHNSZXF1ZXN0IjIKEUxpc3RIb3N0c1Jlc3BvbnNlEh0KBWhvc3RzGAEgAygLMg4uYmVydGgudjEuSG9zdCIcCg5HZXRIb3N0UmVxdWVzdBIKCgJpZBgBIAEoCSIvCg9HZXRIb3N0UmVzcG9uc2USHAoEaG9zdBgBIAEoCzIOLmJlcnRoLnYxLkhvc3QiPgocQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVxdWVzdBIeCgt0dGxfc2Vjb25kcxgBIAEoDUIJukgGKgQYgPUkIn8KHUNyZWF0ZUVucm9sbG1lbnRUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjb21tYW5kGAMgASgJEg0KBW5vdGVzGAQgAygJIh8KEVJlc3luY0hvc3RSZXF1ZXN0EgoKAmlkGAEgASgJIhQKElJlc3luY0hvc3RSZXNwb25zZSIfChFSZW1vdmVIb3N0UmVxdWVzdBIKCgJpZBgBIAEoCSIUChJSZW1vdmVIb3N0UmVzcG9uc2UiHwoRQ29yZG9uSG9zdFJlcXVlc3QSCgoCaWQYASABKAkiMgoSQ29yZG9uSG9zdFJlc3BvbnNlEhwKBGhvc3QYASABKAsyDi5iZXJ0aC52MS5Ib3N0IkkKEERyYWluSG9zdFJlcXVlc3QSCgoCaWQYASABKAkSGQoIcGFyYWxsZWwYAiABKA1CB7pIBCoCGBASDgoGdGFyZ2V0GAMgASgJIjEKEURyYWluSG9zdFJlc3BvbnNlEhwKBGhvc3QYASABKAsyDi5iZXJ0aC52MS5Ib3N0IiEKE1VuY29yZG9uSG9zdFJlcXVlc3QSCgoCaWQYASABKAkiNAoUVW5jb3Jkb25Ib3N0UmVzcG9uc2USHAoEaG9zdBgBIAEoCzIOLmJlcnRoLnYxLkhvc3QqVgoJSG9zdFN0YXRlEhoKFkhPU1RfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFIT1NUX1NUQVRFX09OTElORRABEhYKEkhPU1RfU1RBVEVfT0ZGTElORRACMu0ECgtIb3N0U2VydmljZRJECglMaXN0SG9zdHMSGi5iZXJ0aC52MS5MaXN0SG9zdHNSZXF1ZXN0GhsuYmVydGgudjEuTGlzdEhvc3RzUmVzcG9uc2USPgoHR2V0SG9zdBIYLmJlcnRoLnYxLkdldEhvc3RSZXF1ZXN0GhkuYmVydGgudjEuR2V0SG9zdFJlc3BvbnNlEmgKFUNyZWF0ZUVucm9sbG1lbnRUb2tlbhImLmJlcnRoLnYxLkNyZWF0ZUVucm9sbG1lbnRUb2tlblJlcXVlc3QaJy5iZXJ0aC52MS5DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXNwb25zZRJHCgpSZXN5bmNIb3N0EhsuYmVydGgudjEuUmVzeW5jSG9zdFJlcXVlc3QaHC5iZXJ0aC52MS5SZXN5bmNIb3N0UmVzcG9uc2USRwoKUmVtb3ZlSG9zdBIbLmJlcnRoLnYxLlJlbW92ZUhvc3RSZXF1ZXN0GhwuYmVydGgudjEuUmVtb3ZlSG9zdFJlc3BvbnNlEkcKCkNvcmRvbkhvc3QSGy5iZXJ0aC52MS5Db3Jkb25Ib3N0UmVxdWVzdBocLmJlcnRoLnYxLkNvcmRvbkhvc3RSZXNwb25zZRJECglEcmFpbkhvc3QSGi5iZXJ0aC52MS5EcmFpbkhvc3RSZXF1ZXN0GhsuYmVydGgudjEuRHJhaW5Ib3N0UmVzcG9uc2USTQoMVW5jb3Jkb25Ib3N0Eh0uYmVydGgudjEuVW5jb3Jkb25Ib3N0UmVxdWVzdBoeLmJlcnRoLnYxLlVuY29yZG9uSG9zdFJlc3BvbnNlYgZwcm90bzM", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChNiZXJ0aC92MS9ob3N0LnByb3RvEghiZXJ0aC52MSK9BQoESG9zdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXN0YXRlGAMgASgOMhMuYmVydGgudjEuSG9zdFN0YXRlEhUKDWFnZW50X3ZlcnNpb24YBCABKAkSFgoOZG9ja2VyX3ZlcnNpb24YBSABKAkSEQoJZGF0YV9yb290GAYgASgJEhwKFGRhdGFfcm9vdF9mcmVlX2J5dGVzGAcgASgEEh0KFWRhdGFfcm9vdF90b3RhbF9ieXRlcxgIIAEoBBIRCgljcHVfY291bnQYCSABKA0SFAoMbWVtb3J5X2J5dGVzGAogASgEEjMKD2Nvbm5lY3RlZF9zaW5jZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBkb2NrZXJfcmVhY2hhYmxlGA4gASgIEhQKDHNlcnZlcl9jb3VudBgPIAEoDRInCgpjb25kaXRpb25zGBAgAygLMhMuYmVydGgudjEuQ29uZGl0aW9uEhUKDXVuc2NoZWR1bGFibGUYESABKAgSEAoIZHJhaW5pbmcYEiABKAgSFQoNZHJhaW5fbWVzc2FnZRgTIAEoCRIoCghjYXBhY2l0eRgUIAEoCzIWLmJlcnRoLnYxLkhvc3RDYXBhY2l0eRIYChBhbGxvY2F0YWJsZV9jcHVzGBUgASgBEiAKGGFsbG9jYXRhYmxlX21lbW9yeV9ieXRlcxgWIAEoBBIWCg5hbGxvY2F0ZWRfY3B1cxgXIAEoARIeChZhbGxvY2F0ZWRfbWVtb3J5X2J5dGVzGBggASgEIncKDEhvc3RDYXBhY2l0eRIWCg5jcHVfb3ZlcmNvbW1pdBgBIAEoARIZChFtZW1vcnlfb3ZlcmNvbW1pdBgCIAEoARIVCg1yZXNlcnZlZF9jcHVzGAMgASgBEh0KFXJlc2VydmVkX21lbW9yeV9ieXRlcxgEIAEoBCISChBMaXN0SG9zdHNSZXF1ZXN0IjIKEUxpc3RIb3N0c1Jlc3BvbnNlEh0KBWhvc3RzGAEgAygLMg4uYmVydGgudjEuSG9zdCIcCg5HZXRIb3N0UmVxdWVzdBIKCgJpZBgBIAEoCSIvCg9HZXRIb3N0UmVzcG9uc2USHAoEaG9zdBgBIAEoCzIOLmJlcnRoLnYxLkhvc3QiPgocQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVxdWVzdBIeCgt0dGxfc2Vjb25kcxgBIAEoDUIJukgGKgQYgPUkIn8KHUNyZWF0ZUVucm9sbG1lbnRUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjb21tYW5kGAMgASgJEg0KBW5vdGVzGAQgAygJIh8KEVJlc3luY0hvc3RSZXF1ZXN0EgoKAmlkGAEgASgJIhQKElJlc3luY0hvc3RSZXNwb25zZSIfChFSZW1vdmVIb3N0UmVxdWVzdBIKCgJpZBgBIAEoCSIUChJSZW1vdmVIb3N0UmVzcG9uc2UiHwoRQ29yZG9uSG9zdFJlcXVlc3QSCgoCaWQYASABKAkiMgoSQ29yZG9uSG9zdFJlc3BvbnNlEhwKBGhvc3QYASABKAsyDi5iZXJ0aC52MS5Ib3N0IkkKEERyYWluSG9zdFJlcXVlc3QSCgoCaWQYASABKAkSGQoIcGFyYWxsZWwYAiABKA1CB7pIBCoCGBASDgoGdGFyZ2V0GAMgASgJIjEKEURyYWluSG9zdFJlc3BvbnNlEhwKBGhvc3QYASABKAsyDi5iZXJ0aC52MS5Ib3N0IiEKE1VuY29yZG9uSG9zdFJlcXVlc3QSCgoCaWQYASABKAkiNAoUVW5jb3Jkb25Ib3N0UmVzcG9uc2USHAoEaG9zdBgBIAEoCzIOLmJlcnRoLnYxLkhvc3Qi2AEKFlNldEhvc3RDYXBhY2l0eVJlcXVlc3QSCgoCaWQYASABKAkSLwoOY3B1X292ZXJjb21taXQYAiABKAFCF7pIFBISGQAAAAAAAFlAKQAAAAAAAAAAEjIKEW1lbW9yeV9vdmVyY29tbWl0GAMgASgBQhe6SBQSEhkAAAAAAABZQCkAAAAAAAAAABIuCg1yZXNlcnZlZF9jcHVzGAQgASgBQhe6SBQSEhkAAAAAAACwQCkAAAAAAAAAABIdChVyZXNlcnZlZF9tZW1vcnlfYnl0ZXMYBSABKAQiNwoXU2V0SG9zdENhcGFjaXR5UmVzcG9uc2USHAoEaG9zdBgBIAEoCzIOLmJlcnRoLnYxLkhvc3QqVgoJSG9zdFN0YXRlEhoKFkhPU1RfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFIT1NUX1NUQVRFX09OTElORRABEhYKEkhPU1RfU1RBVEVfT0ZGTElORRACMsUFCgtIb3N0U2VydmljZRJECglMaXN0SG9zdHMSGi5iZXJ0aC52MS5MaXN0SG9zdHNSZXF1ZXN0GhsuYmVydGgudjEuTGlzdEhvc3RzUmVzcG9uc2USPgoHR2V0SG9zdBIYLmJlcnRoLnYxLkdldEhvc3RSZXF1ZXN0GhkuYmVydGgudjEuR2V0SG9zdFJlc3BvbnNlEmgKFUNyZWF0ZUVucm9sbG1lbnRUb2tlbhImLmJlcnRoLnYxLkNyZWF0ZUVucm9sbG1lbnRUb2tlblJlcXVlc3QaJy5iZXJ0aC52MS5DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXNwb25zZRJHCgpSZXN5bmNIb3N0EhsuYmVydGgudjEuUmVzeW5jSG9zdFJlcXVlc3QaHC5iZXJ0aC52MS5SZXN5bmNIb3N0UmVzcG9uc2USRwoKUmVtb3ZlSG9zdBIbLmJlcnRoLnYxLlJlbW92ZUhvc3RSZXF1ZXN0GhwuYmVydGgudjEuUmVtb3ZlSG9zdFJlc3BvbnNlEkcKCkNvcmRvbkhvc3QSGy5iZXJ0aC52MS5Db3Jkb25Ib3N0UmVxdWVzdBocLmJlcnRoLnYxLkNvcmRvbkhvc3RSZXNwb25zZRJECglEcmFpbkhvc3QSGi5iZXJ0aC52MS5EcmFpbkhvc3RSZXF1ZXN0GhsuYmVydGgudjEuRHJhaW5Ib3N0UmVzcG9uc2USTQoMVW5jb3Jkb25Ib3N0Eh0uYmVydGgudjEuVW5jb3Jkb25Ib3N0UmVxdWVzdBoeLmJlcnRoLnYxLlVuY29yZG9uSG9zdFJlc3BvbnNlElYKD1NldEhvc3RDYXBhY2l0eRIgLmJlcnRoLnYxLlNldEhvc3RDYXBhY2l0eVJlcXVlc3QaIS5iZXJ0aC52MS5TZXRIb3N0Q2FwYWNpdHlSZXNwb25zZWIGcHJvdG8z", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Host is a Docker host with a berth agent.
@@ -123,6 +123,40 @@ export type Host = Message<"berth.v1.Host"> & {
    * @generated from field: string drain_message = 19;
    */
   drainMessage: string;
+
+  /**
+   * The capacity settings (SetHostCapacity); defaults when never set.
+   *
+   * @generated from field: berth.v1.HostCapacity capacity = 20;
+   */
+  capacity?: HostCapacity | undefined;
+
+  /**
+   * What servers' limits may take in all: the host's CPUs (memory) times the
+   * overcommit ratio, less the reserve. 0 while the host never reported its
+   * CPUs and memory.
+   *
+   * @generated from field: double allocatable_cpus = 21;
+   */
+  allocatableCpus: number;
+
+  /**
+   * @generated from field: uint64 allocatable_memory_bytes = 22;
+   */
+  allocatableMemoryBytes: bigint;
+
+  /**
+   * The CPU and memory limits of the host's servers (not deleted), summed;
+   * servers without a limit count 0. GetHost only (0 in ListHosts).
+   *
+   * @generated from field: double allocated_cpus = 23;
+   */
+  allocatedCpus: number;
+
+  /**
+   * @generated from field: uint64 allocated_memory_bytes = 24;
+   */
+  allocatedMemoryBytes: bigint;
 };
 
 /**
@@ -131,6 +165,46 @@ export type Host = Message<"berth.v1.Host"> & {
  */
 export const HostSchema: GenMessage<Host> = /*@__PURE__*/
   messageDesc(file_berth_v1_host, 0);
+
+/**
+ * HostCapacity is how much of a host servers' limits may take.
+ *
+ * @generated from message berth.v1.HostCapacity
+ */
+export type HostCapacity = Message<"berth.v1.HostCapacity"> & {
+  /**
+   * Limits may add up to this many times the host's CPUs (1: no overcommit).
+   *
+   * @generated from field: double cpu_overcommit = 1;
+   */
+  cpuOvercommit: number;
+
+  /**
+   * The same for memory.
+   *
+   * @generated from field: double memory_overcommit = 2;
+   */
+  memoryOvercommit: number;
+
+  /**
+   * Kept back for the host itself: not given to servers.
+   *
+   * @generated from field: double reserved_cpus = 3;
+   */
+  reservedCpus: number;
+
+  /**
+   * @generated from field: uint64 reserved_memory_bytes = 4;
+   */
+  reservedMemoryBytes: bigint;
+};
+
+/**
+ * Describes the message berth.v1.HostCapacity.
+ * Use `create(HostCapacitySchema)` to create a new message.
+ */
+export const HostCapacitySchema: GenMessage<HostCapacity> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 1);
 
 /**
  * @generated from message berth.v1.ListHostsRequest
@@ -143,7 +217,7 @@ export type ListHostsRequest = Message<"berth.v1.ListHostsRequest"> & {
  * Use `create(ListHostsRequestSchema)` to create a new message.
  */
 export const ListHostsRequestSchema: GenMessage<ListHostsRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 1);
+  messageDesc(file_berth_v1_host, 2);
 
 /**
  * @generated from message berth.v1.ListHostsResponse
@@ -160,7 +234,7 @@ export type ListHostsResponse = Message<"berth.v1.ListHostsResponse"> & {
  * Use `create(ListHostsResponseSchema)` to create a new message.
  */
 export const ListHostsResponseSchema: GenMessage<ListHostsResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 2);
+  messageDesc(file_berth_v1_host, 3);
 
 /**
  * @generated from message berth.v1.GetHostRequest
@@ -177,7 +251,7 @@ export type GetHostRequest = Message<"berth.v1.GetHostRequest"> & {
  * Use `create(GetHostRequestSchema)` to create a new message.
  */
 export const GetHostRequestSchema: GenMessage<GetHostRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 3);
+  messageDesc(file_berth_v1_host, 4);
 
 /**
  * @generated from message berth.v1.GetHostResponse
@@ -194,7 +268,7 @@ export type GetHostResponse = Message<"berth.v1.GetHostResponse"> & {
  * Use `create(GetHostResponseSchema)` to create a new message.
  */
 export const GetHostResponseSchema: GenMessage<GetHostResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 4);
+  messageDesc(file_berth_v1_host, 5);
 
 /**
  * @generated from message berth.v1.CreateEnrollmentTokenRequest
@@ -213,7 +287,7 @@ export type CreateEnrollmentTokenRequest = Message<"berth.v1.CreateEnrollmentTok
  * Use `create(CreateEnrollmentTokenRequestSchema)` to create a new message.
  */
 export const CreateEnrollmentTokenRequestSchema: GenMessage<CreateEnrollmentTokenRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 5);
+  messageDesc(file_berth_v1_host, 6);
 
 /**
  * @generated from message berth.v1.CreateEnrollmentTokenResponse
@@ -251,7 +325,7 @@ export type CreateEnrollmentTokenResponse = Message<"berth.v1.CreateEnrollmentTo
  * Use `create(CreateEnrollmentTokenResponseSchema)` to create a new message.
  */
 export const CreateEnrollmentTokenResponseSchema: GenMessage<CreateEnrollmentTokenResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 6);
+  messageDesc(file_berth_v1_host, 7);
 
 /**
  * @generated from message berth.v1.ResyncHostRequest
@@ -268,7 +342,7 @@ export type ResyncHostRequest = Message<"berth.v1.ResyncHostRequest"> & {
  * Use `create(ResyncHostRequestSchema)` to create a new message.
  */
 export const ResyncHostRequestSchema: GenMessage<ResyncHostRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 7);
+  messageDesc(file_berth_v1_host, 8);
 
 /**
  * @generated from message berth.v1.ResyncHostResponse
@@ -281,7 +355,7 @@ export type ResyncHostResponse = Message<"berth.v1.ResyncHostResponse"> & {
  * Use `create(ResyncHostResponseSchema)` to create a new message.
  */
 export const ResyncHostResponseSchema: GenMessage<ResyncHostResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 8);
+  messageDesc(file_berth_v1_host, 9);
 
 /**
  * @generated from message berth.v1.RemoveHostRequest
@@ -298,7 +372,7 @@ export type RemoveHostRequest = Message<"berth.v1.RemoveHostRequest"> & {
  * Use `create(RemoveHostRequestSchema)` to create a new message.
  */
 export const RemoveHostRequestSchema: GenMessage<RemoveHostRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 9);
+  messageDesc(file_berth_v1_host, 10);
 
 /**
  * @generated from message berth.v1.RemoveHostResponse
@@ -311,7 +385,7 @@ export type RemoveHostResponse = Message<"berth.v1.RemoveHostResponse"> & {
  * Use `create(RemoveHostResponseSchema)` to create a new message.
  */
 export const RemoveHostResponseSchema: GenMessage<RemoveHostResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 10);
+  messageDesc(file_berth_v1_host, 11);
 
 /**
  * @generated from message berth.v1.CordonHostRequest
@@ -328,7 +402,7 @@ export type CordonHostRequest = Message<"berth.v1.CordonHostRequest"> & {
  * Use `create(CordonHostRequestSchema)` to create a new message.
  */
 export const CordonHostRequestSchema: GenMessage<CordonHostRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 11);
+  messageDesc(file_berth_v1_host, 12);
 
 /**
  * @generated from message berth.v1.CordonHostResponse
@@ -345,7 +419,7 @@ export type CordonHostResponse = Message<"berth.v1.CordonHostResponse"> & {
  * Use `create(CordonHostResponseSchema)` to create a new message.
  */
 export const CordonHostResponseSchema: GenMessage<CordonHostResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 12);
+  messageDesc(file_berth_v1_host, 13);
 
 /**
  * @generated from message berth.v1.DrainHostRequest
@@ -377,7 +451,7 @@ export type DrainHostRequest = Message<"berth.v1.DrainHostRequest"> & {
  * Use `create(DrainHostRequestSchema)` to create a new message.
  */
 export const DrainHostRequestSchema: GenMessage<DrainHostRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 13);
+  messageDesc(file_berth_v1_host, 14);
 
 /**
  * @generated from message berth.v1.DrainHostResponse
@@ -394,7 +468,7 @@ export type DrainHostResponse = Message<"berth.v1.DrainHostResponse"> & {
  * Use `create(DrainHostResponseSchema)` to create a new message.
  */
 export const DrainHostResponseSchema: GenMessage<DrainHostResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 14);
+  messageDesc(file_berth_v1_host, 15);
 
 /**
  * @generated from message berth.v1.UncordonHostRequest
@@ -411,7 +485,7 @@ export type UncordonHostRequest = Message<"berth.v1.UncordonHostRequest"> & {
  * Use `create(UncordonHostRequestSchema)` to create a new message.
  */
 export const UncordonHostRequestSchema: GenMessage<UncordonHostRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 15);
+  messageDesc(file_berth_v1_host, 16);
 
 /**
  * @generated from message berth.v1.UncordonHostResponse
@@ -428,7 +502,63 @@ export type UncordonHostResponse = Message<"berth.v1.UncordonHostResponse"> & {
  * Use `create(UncordonHostResponseSchema)` to create a new message.
  */
 export const UncordonHostResponseSchema: GenMessage<UncordonHostResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_host, 16);
+  messageDesc(file_berth_v1_host, 17);
+
+/**
+ * @generated from message berth.v1.SetHostCapacityRequest
+ */
+export type SetHostCapacityRequest = Message<"berth.v1.SetHostCapacityRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * 0: 1 (no overcommit). At most 100.
+   *
+   * @generated from field: double cpu_overcommit = 2;
+   */
+  cpuOvercommit: number;
+
+  /**
+   * @generated from field: double memory_overcommit = 3;
+   */
+  memoryOvercommit: number;
+
+  /**
+   * @generated from field: double reserved_cpus = 4;
+   */
+  reservedCpus: number;
+
+  /**
+   * @generated from field: uint64 reserved_memory_bytes = 5;
+   */
+  reservedMemoryBytes: bigint;
+};
+
+/**
+ * Describes the message berth.v1.SetHostCapacityRequest.
+ * Use `create(SetHostCapacityRequestSchema)` to create a new message.
+ */
+export const SetHostCapacityRequestSchema: GenMessage<SetHostCapacityRequest> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 18);
+
+/**
+ * @generated from message berth.v1.SetHostCapacityResponse
+ */
+export type SetHostCapacityResponse = Message<"berth.v1.SetHostCapacityResponse"> & {
+  /**
+   * @generated from field: berth.v1.Host host = 1;
+   */
+  host?: Host | undefined;
+};
+
+/**
+ * Describes the message berth.v1.SetHostCapacityResponse.
+ * Use `create(SetHostCapacityResponseSchema)` to create a new message.
+ */
+export const SetHostCapacityResponseSchema: GenMessage<SetHostCapacityResponse> = /*@__PURE__*/
+  messageDesc(file_berth_v1_host, 19);
 
 /**
  * HostState is whether the host's agent is connected.
@@ -546,6 +676,19 @@ export const HostService: GenService<{
     methodKind: "unary";
     input: typeof UncordonHostRequestSchema;
     output: typeof UncordonHostResponseSchema;
+  },
+  /**
+   * SetHostCapacity sets how much of a host new servers' limits may take:
+   * overcommit ratios and what is kept back (admin). Placement counts the
+   * memory and CPU limits of the host's servers against it
+   * (docs/resources.md#placement).
+   *
+   * @generated from rpc berth.v1.HostService.SetHostCapacity
+   */
+  setHostCapacity: {
+    methodKind: "unary";
+    input: typeof SetHostCapacityRequestSchema;
+    output: typeof SetHostCapacityResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_berth_v1_host, 0);
