@@ -29,6 +29,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ArchiveFormat, FileService } from "@berth/proto/berth/v1/file_pb.js";
+import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { ServerService, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
 import { TEST_IMAGE } from "./harness/docker-engine.js";
@@ -48,7 +49,7 @@ import {
 const run = promisify(execFile);
 
 /** The operator-facing services; AgentService authenticates agents, not tokens. */
-const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService];
+const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService];
 
 type RoleName = "viewer" | "operator" | "admin";
 const RANK: Record<RoleName, number> = { viewer: 0, operator: 1, admin: 2 };
@@ -119,6 +120,7 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.HostService/CordonHost": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
     "berth.v1.HostService/DrainHost": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
     "berth.v1.HostService/UncordonHost": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
+    "berth.v1.HostService/SetHostCapacity": { role: "admin", request: () => ({ id: "host_doesnotexist" }) },
 
     "berth.v1.AccessService/WhoAmI": { role: "viewer", request: () => ({}) },
     "berth.v1.AccessService/CreateToken": { role: "admin", request: () => ({ name: "x", role: Role.VIEWER, project: "alpha" }) },
@@ -142,6 +144,8 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.BackupService/LockBackup": { role: "operator", request: () => ({ id: "bk_doesnotexist", locked: true }) },
     "berth.v1.BackupService/RestoreBackup": { role: "operator", request: () => ({ server: serverA.id, backupId: "bk_doesnotexist" }), serverAddressed: true },
 
+    "berth.v1.UsageService/GetUsage": { role: "viewer", request: () => ({ subject: { case: "server", value: serverA.id } }), serverAddressed: true },
+    "berth.v1.UsageService/WatchUsage": { role: "viewer", request: () => ({}) },
     "berth.v1.FileService/ListFiles": { role: "viewer", request: () => ({ server: serverA.id, path: "/" }), serverAddressed: true },
     "berth.v1.FileService/StatFile": { role: "viewer", request: () => ({ server: serverA.id, path: "/" }), serverAddressed: true },
     "berth.v1.FileService/ReadFile": { role: "viewer", request: () => ({ server: serverA.id, path: "a.txt" }), serverAddressed: true },
