@@ -124,10 +124,13 @@ describe("orphans", () => {
     expect(server!.id).toBe(sid);
     expect(server!.project).toBe("default");
     expect(server!.spec).toMatchObject({ name, image: TEST_IMAGE, command: SLEEPER, dataMountPath: "/data", hostId, desiredState: DesiredState.RUNNING });
-    // Right after: Running, on the very same container, and nothing to do (spec hash matches).
+    // Right after: Running, on the very same container (its spec hash matches).
     expect(server!.status!.phase).toBe(Phase.RUNNING);
     expect(server!.status!.containerId).toBe(id);
-    expect(server!.status!.conditions.find((c) => c.type === "SpecApplied")?.status).toBe(1 /* TRUE */);
+    // It was made without berth's default pids limit: that is set live (docker update), on the same running container.
+    await waitFor("the limits applied", async () => (await manager.servers.getServer({ id: sid })).server!.status!.conditions.find((c) => c.type === "SpecApplied")?.status === 1 /* TRUE */, 30_000);
+    expect((await manager.servers.getServer({ id: sid })).server!.status!.containerId).toBe(id);
+    expect((await docker.getContainer(id).inspect()).HostConfig.PidsLimit).toBe(512);
     expect(server!.status!.dataExists).toBe(true);
     expect((await docker.getContainer(id).inspect()).State.Running).toBe(true);
     expect(readFileSync(join(data, "precious.txt"), "utf8")).toBe("keep me");
