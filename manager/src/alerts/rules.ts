@@ -216,7 +216,7 @@ export function hostConditions(fleetHosts: readonly HostView[], t: AlertThreshol
         subject: `host:${h.id}`,
         severity: "warning",
         forMs: 0,
-        message: `host ${h.name}: data root has ${percent(free / total)} free (${gib(free)} of ${gib(total)}), below ${percent(t.diskFreeFraction)}`,
+        message: `host ${h.name}: data root has ${percent(free / total)} free (${formatBytes(free)} of ${formatBytes(total)}), below ${percent(t.diskFreeFraction)}`,
       });
     }
   }
@@ -344,10 +344,6 @@ function seconds(ms: number): string {
 
 function percent(f: number): string {
   return `${Math.round(f * 1000) / 10} %`;
-}
-
-function gib(bytes: number): string {
-  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
 
 /**

@@ -35,7 +35,8 @@ export async function requirePortsFree(store: Pick<Store, "listServers">, hostId
   refuseConflicts(await loadPortOwners(store, hostId, opts.exceptId), hostId, ports, opts);
 }
 
-function portOwners(servers: readonly ServerRecord[], exceptId: string): PortOwner[] {
+/** `servers` other than `exceptId`, with the ports they publish. */
+export function portOwners(servers: readonly ServerRecord[], exceptId: string): PortOwner[] {
   return servers.filter((s) => s.id !== exceptId).map((s) => ({ name: s.name, project: s.project, ports: s.spec.ports }));
 }
 

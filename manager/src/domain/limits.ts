@@ -69,8 +69,8 @@ export function limitsDiff(want: ResourceLimits, have: ResourceLimits): LimitsDi
   return out;
 }
 
-/** "2 GiB", "512 MiB", "1.5 GiB": a byte count as the ledger says it. */
-export function formatBytes(n: bigint): string {
+/** "2 GiB", "512 MiB", "1.5 GiB", "12 bytes": a byte count as every message of the manager says it. */
+export function formatBytes(n: bigint | number): string {
   const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
   let v = Number(n);
   let u = 0;

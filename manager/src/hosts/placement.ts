@@ -12,7 +12,7 @@ import { PreconditionError } from "../errors.js";
 import type { HostPresence } from "../cluster/presence.js";
 import type { Store } from "../store/store.js";
 import { loadHost } from "../api/find-server.js";
-import { loadPortOwners, requirePortsFree } from "../api/port-check.js";
+import { portOwners, requirePortsFree } from "../api/port-check.js";
 import { loadWith, requestOf, roomOf, shortage } from "./capacity.js";
 
 type PlacementStore = Pick<Store, "getHost" | "listHosts" | "listServers" | "countServersByHost">;
@@ -67,32 +67,33 @@ export async function placeServer(store: PlacementStore, presence: HostPresence,
   if (spec.hostId) {
     const host = await loadHost(store, spec.hostId);
     requireSchedulable(host);
-    await requireRoom(store, host, spec, await schedulableOf(store, connected));
+    await requireRoom(store, host, spec, (await schedulableOf(store, connected)).map((h) => h.id));
     return host.id;
   }
   const counts = await store.countServersByHost();
   const request = requestOf({ spec });
   const fullness = new Map<string, number>();
   const short = new Map<string, string[]>();
+  const labels = new Map<string, string>();
   const byLoad = (a: string, b: string) => (fullness.get(a) ?? 0) - (fullness.get(b) ?? 0) || (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b);
-  const schedulable = await schedulableOf(store, connected);
-  for (const id of schedulable) {
-    const host = await store.getHost(id);
-    if (!host) continue;
-    const room = roomOf(host, await store.listServers({ hostId: id }));
-    fullness.set(id, loadWith(room, request));
-    short.set(id, shortage(room, request));
-  }
+  const schedulableHosts = await schedulableOf(store, connected);
+  const schedulable = schedulableHosts.map((h) => h.id);
   const candidates: string[] = [];
-  for (const id of schedulable) {
-    if (short.get(id)?.length) continue;
-    if (spec.ports.length === 0 || findPortConflicts(spec.ports, await loadPortOwners(store, id, "")).length === 0) candidates.push(id);
+  // One read of each candidate host's servers: room and ports from the same list.
+  for (const host of schedulableHosts) {
+    const servers = await store.listServers({ hostId: host.id });
+    const room = roomOf(host, servers);
+    labels.set(host.id, host.name || host.id);
+    fullness.set(host.id, loadWith(room, request));
+    short.set(host.id, shortage(room, request));
+    if (short.get(host.id)!.length > 0) continue;
+    if (spec.ports.length === 0 || findPortConflicts(spec.ports, portOwners(servers, "")).length === 0) candidates.push(host.id);
   }
   candidates.sort(byLoad);
   const roomy = schedulable.filter((id) => !short.get(id)?.length);
   if (candidates.length === 0 && schedulable.length > 0 && roomy.length === 0) {
     const best = [...schedulable].sort(byLoad)[0]!;
-    const label = (await store.getHost(best))?.name || best;
+    const label = labels.get(best) ?? best;
     throw new PreconditionError(
       `no connected host has room for this server's limits (least full, host ${label}: ${short.get(best)!.join("; ")}); lower the limits, or raise a host's capacity (HostService.SetHostCapacity)`,
     );
@@ -106,7 +107,7 @@ export async function placeServer(store: PlacementStore, presence: HostPresence,
     }
     // Name the conflicts on the least-loaded host with room, with free ports to try instead.
     const best = [...roomy].sort(byLoad)[0]!;
-    await requirePortsFree(store, best, spec.ports, { exceptId: "", project, hostLabel: (await store.getHost(best))?.name || best });
+    await requirePortsFree(store, best, spec.ports, { exceptId: "", project, hostLabel: labels.get(best) ?? best });
     throw new PreconditionError("no connected host has the requested ports free; choose other host ports");
   }
   return candidates[0]!;
@@ -129,18 +130,19 @@ export async function pickTransferHost(
   const counts = await store.countServersByHost();
   const load = (id: string) => (counts.get(id) ?? 0) + landing.filter((l) => l.hostId === id).length;
   const byLoad = (a: string, b: string) => load(a) - load(b) || a.localeCompare(b);
-  const hosts = (await schedulableOf(store, presence.connectedHostIds().filter((id) => id !== excludeHostId && id !== server.hostId))).sort(byLoad);
+  const hosts = (await schedulableOf(store, presence.connectedHostIds().filter((id) => id !== excludeHostId && id !== server.hostId))).sort((a, b) => byLoad(a.id, b.id));
   const request = requestOf(server);
-  for (const id of hosts) {
-    // Room for its limits, counting the servers already on their way there.
-    const host = await store.getHost(id);
-    if (!host) continue;
-    const room = roomOf(host, [...(await store.listServers({ hostId: id })), ...landing.filter((l) => l.hostId === id).map((l) => ({ id: l.server.id, spec: l.server.spec, hostId: id, deletedAt: null }))], server.id);
+  for (const host of hosts) {
+    const id = host.id;
+    const arriving = landing.filter((l) => l.hostId === id);
+    // One read of the host's servers: room for its limits and its ports, counting the servers already on their way there.
+    const servers = await store.listServers({ hostId: id });
+    const room = roomOf(host, [...servers, ...arriving.map((l) => ({ id: l.server.id, spec: l.server.spec, hostId: id, deletedAt: null }))], server.id);
     if (shortage(room, request).length > 0) continue;
     if (server.spec.ports.length === 0) return id;
     const owners = [
-      ...(await loadPortOwners(store, id, server.id)),
-      ...landing.filter((l) => l.hostId === id && l.server.id !== server.id).map((l) => ({ name: l.server.name, project: l.server.project, ports: l.server.spec.ports })),
+      ...portOwners(servers, server.id),
+      ...arriving.filter((l) => l.server.id !== server.id).map((l) => ({ name: l.server.name, project: l.server.project, ports: l.server.spec.ports })),
     ];
     if (findPortConflicts(server.spec.ports, owners).length === 0) return id;
   }
@@ -148,7 +150,7 @@ export async function pickTransferHost(
 }
 
 /** Of `ids`, the hosts that exist, are not removed and not cordoned (in the order given): one read of the hosts. */
-async function schedulableOf(store: Pick<Store, "listHosts">, ids: readonly string[]): Promise<string[]> {
-  const open = new Set((await store.listHosts()).filter((h) => !h.schedule.unschedulable).map((h) => h.id));
-  return ids.filter((id) => open.has(id));
+async function schedulableOf(store: Pick<Store, "listHosts">, ids: readonly string[]): Promise<HostRecord[]> {
+  const open = new Map((await store.listHosts()).filter((h) => !h.schedule.unschedulable).map((h) => [h.id, h] as const));
+  return ids.flatMap((id) => open.get(id) ?? []);
 }

@@ -5,7 +5,8 @@ import { ContainerInfoSchema, MountPointSchema, type ContainerInfo } from "@bert
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, PortMappingSchema, Protocol, RestartPolicy } from "@berth/proto/berth/v1/server_pb.js";
 import { BerthError } from "../errors.js";
-import { formatBytes, planAdoption, planDestroy, refuseAdoption } from "./actions.js";
+import { formatBytes } from "../domain/limits.js";
+import { planAdoption, planDestroy, refuseAdoption } from "./actions.js";
 import type { OrphanFinding } from "./classify.js";
 
 const ROOT = "/var/lib/berth";
@@ -179,7 +180,7 @@ describe("planDestroy", () => {
     expect(keep.actions).toEqual([{ what: "container", containerId: f.containerId }]);
     expect(keep.removed).toEqual(["container web (c0ffee012345, img:1, running) on host a"]);
     expect(keep.kept).toEqual([
-      `data directory ${ROOT}/srv_a, 3.0 MiB on host a: set remove_data to delete it`,
+      `data directory ${ROOT}/srv_a, 3 MiB on host a: set remove_data to delete it`,
       "/srv/shared (mounted by the container): berth never deletes anything outside the server's data directory",
     ]);
     const all = planDestroy(f, "a", { removeData: true, force: false });
@@ -187,7 +188,7 @@ describe("planDestroy", () => {
       { what: "container", containerId: f.containerId },
       { what: "data", name: "srv_a" },
     ]);
-    expect(all.removed[1]).toBe(`data directory ${ROOT}/srv_a, 3.0 MiB on host a`);
+    expect(all.removed[1]).toBe(`data directory ${ROOT}/srv_a, 3 MiB on host a`);
     expect(all.kept).toHaveLength(1);
   });
 
@@ -209,6 +210,6 @@ describe("planDestroy", () => {
   });
 
   it("formats sizes", () => {
-    expect([formatBytes(12), formatBytes(2048), formatBytes(5 * 2 ** 30)]).toEqual(["12 B", "2.0 KiB", "5.0 GiB"]);
+    expect([formatBytes(12), formatBytes(2048), formatBytes(5 * 2 ** 30)]).toEqual(["12 bytes", "2 KiB", "5 GiB"]);
   });
 });

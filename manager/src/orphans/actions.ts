@@ -6,6 +6,7 @@ import { posix } from "node:path";
 import type { ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { OrphanKind } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, RestartPolicy, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import { formatBytes } from "../domain/limits.js";
 import { InvalidArgumentError, PreconditionError } from "../errors.js";
 import { entryUnder, mountSources, type OrphanFinding } from "./classify.js";
 
@@ -284,16 +285,4 @@ export function planDestroy(f: OrphanFinding, hostName: string, req: { removeDat
     kept.push(`${source} (mounted by the container): berth never deletes anything outside the server's data directory`);
   }
   return { actions, removed, kept };
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
 }
