@@ -411,7 +411,8 @@ export const TemplatePortSchema: GenMessage<TemplatePort> = /*@__PURE__*/
 
 /**
  * TemplateInstall is a script run once, before the first start, in its own
- * container with the data directory mounted (e.g. to download a server jar).
+ * container with the data directory mounted at /mnt/server (where eggs'
+ * install scripts expect it), e.g. to download a server jar.
  *
  * @generated from message berth.v1.TemplateInstall
  */
