@@ -280,3 +280,34 @@ describe("renderTemplate", () => {
     expect(renderTemplate(twoRanges, {}).ports.map((p) => p.hostPort)).toEqual([8000, 8001]);
   });
 });
+
+describe("the contract's rules (template.proto)", () => {
+  it("accept a full template and name what is wrong with a bad one", async () => {
+    const { ruleProblems } = await import("../api/protovalidate.js");
+    const good = tpl({
+      stopSignal: "SIGINT",
+      ports: [
+        { containerPort: 80, hostPortMode: HostPortMode.FIXED, hostPort: 8080 },
+        { containerPort: 81, hostPortMode: HostPortMode.RANGE, hostPortMin: 9000, hostPortMax: 9010 },
+      ],
+      install: { image: "alpine:3", script: "echo hi", entrypoint: "ash" },
+      dataMountPath: "/srv",
+    });
+    expect(ruleProblems(TemplateSchema, good)).toEqual([]);
+    const bad = tpl({
+      name: "",
+      images: [{ image: "Not/An:Image" }],
+      stopSignal: "SIGKILL",
+      variables: [{ env: "1X" }],
+      ports: [
+        { containerPort: 80, hostPortMode: HostPortMode.FIXED },
+        { containerPort: 81, hostPortMode: HostPortMode.RANGE, hostPortMin: 9010, hostPortMax: 9000 },
+      ],
+      install: { image: "alpine:3", script: "", entrypoint: "ba sh" },
+      dataMountPath: "/",
+    });
+    expect(ruleProblems(TemplateSchema, bad).map((p) => p.field).sort()).toEqual(
+      ["data_mount_path", "images[0].image", "install.entrypoint", "install.script", "name", "ports[0]", "ports[1]", "stop_signal", "variables[0].env"].sort(),
+    );
+  });
+});
