@@ -364,6 +364,8 @@ export type TemplatePort = Message<"berth.v1.TemplatePort"> & {
   name: string;
 
   /**
+   * The port the server listens on inside its container.
+   *
    * @generated from field: uint32 container_port = 2;
    */
   containerPort: number;
@@ -376,6 +378,8 @@ export type TemplatePort = Message<"berth.v1.TemplatePort"> & {
   protocol: Protocol;
 
   /**
+   * How the host port is picked; unspecified: the container port's number.
+   *
    * @generated from field: berth.v1.HostPortMode host_port_mode = 4;
    */
   hostPortMode: HostPortMode;
@@ -536,11 +540,15 @@ export type ListTemplatesRequest = Message<"berth.v1.ListTemplatesRequest"> & {
   project: string;
 
   /**
+   * Templates per page, at most 1000; 0: the manager's default.
+   *
    * @generated from field: int32 page_size = 2;
    */
   pageSize: number;
 
   /**
+   * From a ListTemplatesResponse: the next page.
+   *
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
@@ -558,11 +566,15 @@ export const ListTemplatesRequestSchema: GenMessage<ListTemplatesRequest> = /*@_
  */
 export type ListTemplatesResponse = Message<"berth.v1.ListTemplatesResponse"> & {
   /**
+   * The page's templates, by name.
+   *
    * @generated from field: repeated berth.v1.Template templates = 1;
    */
   templates: Template[];
 
   /**
+   * Pass as page_token for the next page; empty: this was the last.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -580,6 +592,8 @@ export const ListTemplatesResponseSchema: GenMessage<ListTemplatesResponse> = /*
  */
 export type GetTemplateRequest = Message<"berth.v1.GetTemplateRequest"> & {
   /**
+   * The template's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -650,6 +664,8 @@ export const CreateTemplateResponseSchema: GenMessage<CreateTemplateResponse> = 
  */
 export type UpdateTemplateRequest = Message<"berth.v1.UpdateTemplateRequest"> & {
   /**
+   * The template's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -699,6 +715,8 @@ export const UpdateTemplateResponseSchema: GenMessage<UpdateTemplateResponse> = 
  */
 export type DeleteTemplateRequest = Message<"berth.v1.DeleteTemplateRequest"> & {
   /**
+   * The template's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
