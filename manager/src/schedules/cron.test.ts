@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidArgumentError } from "../errors.js";
-import { checkTimeZone, describeCron, nextRuns, parseCron, previousRun } from "./cron.js";
+import { checkTimeZone, describeCron, nextRuns, parseCron, previewCron, previousRun } from "./cron.js";
 
 const iso = (ms: number[]) => ms.map((t) => new Date(t).toISOString());
 const at = (s: string) => Date.parse(s);
@@ -177,5 +177,19 @@ describe("describeCron", () => {
   ])("%j: %j", (expr, words) => {
     parseCron(expr, "UTC");
     expect(describeCron(expr)).toBe(words);
+  });
+});
+
+describe("previewCron", () => {
+  it("answers the next runs after now, the English and the canonical zone; 0 means 5", () => {
+    const p = previewCron("0 4 * * 1", "europe/berlin", 0, at("2026-01-05T12:00:00Z"));
+    expect(p.description).toBe("At 04:00 on Monday");
+    expect(p.timeZone).toBe("Europe/Berlin");
+    expect(iso(p.nextRunTimes)).toEqual(["2026-01-12T03:00:00.000Z", "2026-01-19T03:00:00.000Z", "2026-01-26T03:00:00.000Z", "2026-02-02T03:00:00.000Z", "2026-02-09T03:00:00.000Z"]);
+    expect(previewCron("@hourly", "", 2, at("2026-01-05T12:00:00Z")).nextRunTimes).toHaveLength(2);
+  });
+
+  it("refuses what parseCron refuses", () => {
+    expect(() => previewCron("0 4 * * *", "Nowhere/Town", 5, 0)).toThrow(/unknown time zone "Nowhere\/Town"/);
   });
 });

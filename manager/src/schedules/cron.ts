@@ -275,3 +275,10 @@ export function describeCron(expression: string): string {
   if (days === undefined) return expr;
   return days ? `${time.text} ${days}` : time.text;
 }
+
+/** What PreviewCron answers: the next `count` run times after `now` (0: 5, at most 50), the English and the zone. */
+export function previewCron(expression: string, timeZone: string, count: number, now: number): { nextRunTimes: number[]; description: string; timeZone: string } {
+  const parsed = parseCron(expression, timeZone);
+  const n = count === 0 ? 5 : Math.min(count, 50);
+  return { nextRunTimes: nextRuns(parsed, now, n), description: describeCron(parsed.expression), timeZone: parsed.timeZone };
+}
