@@ -131,6 +131,12 @@ describe("nextRuns", () => {
     expect(iso(runs)).toEqual(["2026-11-01T05:30:00.000Z", "2026-11-02T06:30:00.000Z", "2026-11-03T06:30:00.000Z"]);
   });
 
+  it("DST fall back: an every-30-minutes schedule runs in both passes of the repeated hour", () => {
+    const runs = nextRuns(parseCron("*/30 * * * *", "Europe/Berlin"), at("2026-10-24T23:45:00Z"), 4);
+    // 02:00 and 02:30 CEST (00:00Z, 00:30Z), then 02:00 and 02:30 again in CET (01:00Z, 01:30Z).
+    expect(iso(runs)).toEqual(["2026-10-25T00:00:00.000Z", "2026-10-25T00:30:00.000Z", "2026-10-25T01:00:00.000Z", "2026-10-25T01:30:00.000Z"]);
+  });
+
   it("DST fall back (Europe/Berlin, 25 October 2026, 03:00 -> 02:00): a 02:30 run runs once", () => {
     const runs = nextRuns(parseCron("30 2 * * *", "Europe/Berlin"), at("2026-10-24T12:00:00Z"), 2);
     expect(iso(runs)).toEqual(["2026-10-25T00:30:00.000Z", "2026-10-26T01:30:00.000Z"]);
