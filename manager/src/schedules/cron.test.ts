@@ -63,12 +63,19 @@ describe("parseCron: what is refused, and the message says which field and what 
     "0 4 15W * *",
     "0 4 * * FRI#2",
     "0 4 * * 5L",
+    "0 4 1 * +MON",
     "0 4 ? * 7",
     "0 9-17/2 * * *",
     "@daily",
     "@HOURLY",
   ])("accepts %j", (expr) => {
     expect(parseCron(expr, "UTC").expression).toBe(expr);
+  });
+
+  it("day of month OR day of week, as classic cron; + before the day of week makes it AND", () => {
+    const after = at("2026-01-01T12:00:00Z"); // a Thursday; 1 June is the first 1st of 2026 that is a Monday
+    expect(iso(nextRuns(parseCron("0 4 1 * 1", "UTC"), after, 2))).toEqual(["2026-01-05T04:00:00.000Z", "2026-01-12T04:00:00.000Z"]);
+    expect(iso(nextRuns(parseCron("0 4 1 * +1", "UTC"), after, 1))).toEqual(["2026-06-01T04:00:00.000Z"]);
   });
 
   it("collapses whitespace", () => {
