@@ -9,7 +9,7 @@ describe("host capacity", () => {
   it("allocated against allocatable: figures, bar and warning from 90 %", () => {
     const h = create(HostSchema, { cpuCount: 8, memoryBytes: 16n * GiB, allocatedCpus: 3, allocatableCpus: 8, allocatedMemoryBytes: 15n * GiB, allocatableMemoryBytes: 16n * GiB });
     const cpu = cpuAllocation(h)!;
-    expect(cpu).toMatchObject({ text: "3 / 8 allocated", fraction: 3 / 8, warn: false });
+    expect(cpu).toMatchObject({ text: "3 / 8 allocated", short: "3 / 8", fraction: 3 / 8, warn: false });
     expect(cpu.title).toBe("CPU: its servers' limits take 3 of the 8 allocatable CPUs (38%); servers without a limit count nothing");
     const mem = memoryAllocation(h)!;
     expect(mem).toMatchObject({ text: "15 GiB / 16 GiB allocated", warn: true });

@@ -36,7 +36,7 @@ function allocation(allocated: number, allocatable: number, fmt: (n: number) => 
   const share = Number.isFinite(fraction) ? ` (${formatPercent(fraction * 100)})` : "";
   return {
     text,
-    short: `${fmt(allocated)}/${fmt(allocatable)}`,
+    short: `${fmt(allocated)} / ${fmt(allocatable)}`,
     fraction: Math.min(1, fraction),
     warn: fraction >= ALLOCATED_WARN_FRACTION,
     title: `${what}: its servers' limits take ${fmt(allocated)} of the ${fmt(allocatable)} allocatable ${of}${share}; servers without a limit count nothing`,

@@ -200,8 +200,13 @@ export function HostsPage() {
                     <td className="small host-resources" data-label="Resources" data-testid="host-resources">
                       {h.cpuCount ? `${h.cpuCount} CPU` : "—"}
                       <span className="muted">{h.memoryBytes ? ` · ${formatBytes(h.memoryBytes)}` : ""}</span>
-                      {cpuAlloc && <Meter label="CPU" gauge={cpuAlloc} testId="host-cpu-allocated" />}
-                      {memAlloc && <Meter label="Mem" gauge={memAlloc} testId="host-memory-allocated" />}
+                      {(cpuAlloc || memAlloc) && (
+                        <div className="muted" title="what its servers' CPU and memory limits take of what it offers (its capacity)">
+                          allocated
+                        </div>
+                      )}
+                      {cpuAlloc && <Meter label="CPU" gauge={cpuAlloc} testId="host-cpu-allocated" short />}
+                      {memAlloc && <Meter label="Mem" gauge={memAlloc} testId="host-memory-allocated" short />}
                       {capText && (
                         <div className="muted" data-testid="host-capacity" title="capacity settings (SetHostCapacity)">
                           {capText}

@@ -53,7 +53,7 @@ const COLUMNS: { key: SortKey | null; label: string; className: string; track: s
   },
   { key: "desired", label: "Desired", className: "c-desired", track: "74px", min: 74, optional: "desired", hint: "the state asked for" },
   { key: "observed", label: "Observed", className: "c-observed", track: "84px", min: 84, optional: "observed", hint: "Docker's state of the container" },
-  { key: "data", label: "Data", className: "c-data", track: "70px", min: 70 },
+  { key: "data", label: "Data", className: "c-data", track: "84px", min: 84 },
   { key: "generation", label: "Gen", className: "c-gen", track: "64px", min: 64, optional: "generation", hint: "observed/current spec generation" },
   { key: "changed", label: "Last change", className: "c-changed", track: "minmax(120px, 1.2fr)", min: 120 },
   { key: "ports", label: "Ports", className: "c-ports", track: "112px", min: 112, optional: "ports", hint: "every published port, host→container" },
