@@ -711,8 +711,8 @@ describe("dashboard", () => {
   it("resources: the drawer's Overview lists a server's limits, the Data cell warns near its disk quota, the table sorts by CPU and memory use", async () => {
     const p = page();
     const MiB = 1024n * 1024n;
-    // Holds about 40 MiB (tail keeps a line that never ends) and a quarter of a core busy.
-    const hog = await createViaApi(name("hog"), ["sh", "-c", "head -c 40m /dev/zero | tail & while :; do :; done"], { resources: { cpus: 0.25 } });
+    // Holds about 40 MB (the shell keeps the command substitution's output) and a quarter of a core busy.
+    const hog = await createViaApi(name("hog"), ["sh", "-c", "x=$(head -c 40000000 /dev/zero | tr '\\0' a); while :; do :; done"], { resources: { cpus: 0.25 } });
     const lim = await createViaApi(name("lim"), SLEEPER, { resources: { memoryBytes: 64n * MiB, cpus: 0.5, pidsLimit: 100n, diskQuotaBytes: 1n * MiB } });
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
     await waitForRowPhase(p, name("hog"), "Running");
@@ -754,7 +754,7 @@ describe("dashboard", () => {
     expect(await dataCell.getAttribute("title")).toMatch(/^(near|over) its disk quota: data directory .+ of its 1\.0 MiB disk quota \(\d+%\)$/);
 
     // Sorted by use: the hog has the most CPU and memory; ascending puts it last.
-    await row(p, name("hog")).getByTestId("usage-memory").waitFor({ timeout: 15_000 });
+    await expect.poll(() => row(p, name("hog")).getByTestId("usage-memory").locator(".meter-text").textContent(), { timeout: 20_000 }).toMatch(/^([2-9]\d|\d{3})M$/);
     const order = () => p.evaluate(`[...document.querySelectorAll(".vt-body .vt-row")].sort((a, b) => a.ariaRowIndex - b.ariaRowIndex).map((r) => r.dataset.serverName)`) as Promise<string[]>;
     const usageSorts = p.getByRole("group", { name: "Usage" });
     await usageSorts.getByRole("button", { name: "CPU" }).click();
