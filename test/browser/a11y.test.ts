@@ -169,6 +169,10 @@ describe("accessibility", () => {
     await p.locator(".page h1", { hasText: "Hosts" }).waitFor();
     await p.getByText("online", { exact: true }).first().waitFor();
     found.push(...(await seriousViolations(p, "hosts")));
+    await p.getByRole("button", { name: "Capacity…" }).first().click();
+    await p.getByTestId("host-capacity-dialog").waitFor();
+    found.push(...(await seriousViolations(p, "capacity dialog")));
+    await p.keyboard.press("Escape");
 
     await goTo("Events");
     await p.locator(".page h1", { hasText: "Events" }).waitFor();

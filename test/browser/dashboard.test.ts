@@ -15,7 +15,9 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BackupService, BackupState } from "@berth/proto/berth/v1/backup_pb.js";
 import { ListHostsResponseSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
-import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, type ResourceLimitsSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { FileService } from "@berth/proto/berth/v1/file_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { S3RVER_KEY, TestS3Server } from "../../agent/testing/s3-server.js";
 import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
@@ -45,8 +47,10 @@ describe("dashboard", () => {
 
   const page = () => browser.page;
   const idOf = async (n: string) => (await manager.servers.getServer({ id: n })).server!.id;
-  async function createViaApi(n: string, command = SLEEPER, extra: { image?: string; desiredState?: DesiredState } = {}) {
-    const { server } = await manager.servers.createServer({ spec: { name: n, image: extra.image ?? TEST_IMAGE, command, dataMountPath: "/data", ...(extra.desiredState ? { desiredState: extra.desiredState } : {}) } });
+  async function createViaApi(n: string, command = SLEEPER, extra: { image?: string; desiredState?: DesiredState; resources?: MessageInitShape<typeof ResourceLimitsSchema> } = {}) {
+    const { server } = await manager.servers.createServer({
+      spec: { name: n, image: extra.image ?? TEST_IMAGE, command, dataMountPath: "/data", ...(extra.desiredState ? { desiredState: extra.desiredState } : {}), ...(extra.resources ? { resources: extra.resources } : {}) },
+    });
     created.push(server!.id);
     return server!;
   }
@@ -82,7 +86,8 @@ describe("dashboard", () => {
     manager = await startManager({ dir, args: managerArgs });
     // Backups go under --backup-dir; the last step makes a directory target there.
     // --usage-interval 1: usage figures appear within seconds (the usage step).
-    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups"), "--usage-interval", "1"] });
+    // --data-size-interval 1: a data directory is measured a second after a change (the disk quota step).
+    agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups"), "--usage-interval", "1", "--data-size-interval", "1"] });
     await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     browser = await launchBrowser();
     // Steps here read internal columns the table shows only when chosen (the column chooser); choose them for this profile.
@@ -703,6 +708,112 @@ describe("dashboard", () => {
     await hostRow.getByRole("button", { name: "Hide chart" }).click();
   });
 
+  it("resources: the drawer's Overview lists a server's limits, the Data cell warns near its disk quota, the table sorts by CPU and memory use", async () => {
+    const p = page();
+    const MiB = 1024n * 1024n;
+    // Holds about 40 MB (the shell keeps the command substitution's output) and a quarter of a core busy.
+    const hog = await createViaApi(name("hog"), ["sh", "-c", "x=$(head -c 40000000 /dev/zero | tr '\\0' a); while :; do :; done"], { resources: { cpus: 0.25 } });
+    const lim = await createViaApi(name("lim"), SLEEPER, { resources: { memoryBytes: 64n * MiB, cpus: 0.5, pidsLimit: 100n, diskQuotaBytes: 1n * MiB } });
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    await waitForRowPhase(p, name("hog"), "Running");
+    await waitForRowPhase(p, name("lim"), "Running");
+
+    // Limits in the Overview: the set ones, and "none" (or what applies instead) for the others.
+    await row(p, name("lim")).getByRole("button", { name: name("lim"), exact: true }).click();
+    const drawer = p.getByTestId("server-drawer");
+    const limits = drawer.getByTestId("overview-limits");
+    await limits.waitFor();
+    const terms = await limits.locator("dt").allTextContents();
+    const values = await limits.locator("dd").allTextContents();
+    expect(Object.fromEntries(terms.map((t, i) => [t, values[i]]))).toEqual({
+      Memory: "64 MiB",
+      "Memory + swap": "no swap",
+      CPUs: "0.5 cores",
+      "CPU shares": "none (Docker's default, 1024)",
+      "CPU set": "none (all CPUs)",
+      Processes: "100",
+      "Block IO weight": "none (Docker's default)",
+      "Disk quota": "1.0 MiB (soft)",
+      "Over the quota": "alert, refuse uploads",
+    });
+    await screenshot(p, "12e-drawer-limits");
+    await p.keyboard.press("Escape");
+    await drawer.waitFor({ state: "detached" });
+
+    // Near its disk quota: 95 % of it written behind berth's back, then a file operation marks the directory changed.
+    const dataCell = row(p, name("lim")).getByTestId("data-size");
+    expect(await dataCell.getAttribute("class")).not.toMatch(/\bwarn\b/);
+    writeFileSync(join(agent.dataRoot, lim.id, "fill.bin"), Buffer.alloc(Math.floor(0.95 * 1024 * 1024), 7));
+    await createClient(FileService, manager.transport(manager.adminToken)).makeDirectory({ server: lim.id, path: "logs" });
+    const [host] = (await manager.hosts.listHosts({})).hosts;
+    await waitFor("the new size reported", async () => {
+      await manager.hosts.resyncHost({ id: host!.id });
+      return ((await manager.servers.getServer({ id: lim.id })).server!.status!.dataSizeBytes ?? 0n) >= (9n * MiB) / 10n;
+    }, 30_000, 1000);
+    await expect.poll(() => dataCell.getAttribute("class"), { timeout: 10_000 }).toMatch(/\bwarn\b/);
+    expect(await dataCell.getAttribute("title")).toMatch(/^(near|over) its disk quota: data directory .+ of its 1\.0 MiB disk quota \(\d+%\)$/);
+
+    // Sorted by use: the hog has the most CPU and memory; ascending puts it last.
+    await expect.poll(() => row(p, name("hog")).getByTestId("usage-memory").locator(".meter-text").textContent(), { timeout: 20_000 }).toMatch(/^([2-9]\d|\d{3})M$/);
+    const order = () => p.evaluate(`[...document.querySelectorAll(".vt-body .vt-row")].sort((a, b) => a.ariaRowIndex - b.ariaRowIndex).map((r) => r.dataset.serverName)`) as Promise<string[]>;
+    const usageSorts = p.getByRole("group", { name: "Usage" });
+    await usageSorts.getByRole("button", { name: "CPU" }).click();
+    expect(new URL(p.url()).searchParams.get("sort")).toBe("cpu");
+    await expect.poll(async () => (await order()).at(-1), { timeout: 10_000 }).toBe(name("hog"));
+    await usageSorts.getByRole("button", { name: "CPU" }).click();
+    await expect.poll(async () => (await order())[0], { timeout: 10_000 }).toBe(name("hog"));
+    expect(await p.getByRole("columnheader").filter({ has: usageSorts }).getAttribute("aria-sort")).toBe("descending");
+    await usageSorts.getByRole("button", { name: "Mem" }).click();
+    expect(new URL(p.url()).searchParams.get("sort")).toBe("memory");
+    await usageSorts.getByRole("button", { name: "Mem" }).click();
+    await expect.poll(async () => (await order())[0], { timeout: 10_000 }).toBe(name("hog"));
+    await screenshot(p, "12f-servers-by-memory");
+    await p.locator(".vt-head").getByRole("button", { name: "Name" }).click();
+    await manager.servers.purgeServer({ id: hog.id, removeData: true });
+  });
+
+  it("hosts: what servers' limits take of each host; an admin edits its capacity (a bad value gets the manager's message)", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Hosts" }).click();
+    const [h] = (await manager.hosts.listHosts({})).hosts;
+    // ListHosts carries what the servers' limits take (name("lim"): 0.5 CPU, 64 MiB).
+    expect(h!.allocatedCpus).toBeGreaterThanOrEqual(0.5);
+    expect(h!.allocatedMemoryBytes).toBeGreaterThanOrEqual(64n * 1024n * 1024n);
+    const hostRow = p.locator(`tr[data-host-id="${h!.id}"]`);
+    const cpus = (n: number) => String(Math.round(n * 100) / 100);
+    const cpuText = () => hostRow.getByTestId("host-cpu-allocated").locator(".meter-text").textContent();
+    await expect.poll(cpuText).toBe(`${cpus(h!.allocatedCpus)} / ${cpus(h!.allocatableCpus)}`);
+    expect(await hostRow.getByTestId("host-memory-allocated").locator(".meter-text").textContent()).toMatch(/^\d+(\.\d)? MiB \/ \d+(\.\d)? [MG]iB$/);
+    expect(await hostRow.getByTestId("host-cpu-allocated").getAttribute("title")).toMatch(/^CPU: its servers' limits take .+ of the .+ allocatable CPUs/);
+
+    await hostRow.getByRole("button", { name: "Capacity…" }).click();
+    const dialog = p.getByTestId("host-capacity-dialog");
+    await dialog.getByLabel("CPU overcommit").fill("500");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    // The manager's refusal, as worded there.
+    await expect.poll(() => dialog.getByRole("alert").textContent()).toMatch(/InvalidArgument.*cpu_overcommit/);
+    expect((await manager.hosts.getHost({ id: h!.id })).host!.capacity!.cpuOvercommit).toBe(1);
+    await dialog.getByLabel("CPU overcommit").fill("2");
+    await dialog.getByLabel("Memory kept back").fill("256M");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await p.getByText(/^Saved the capacity of /).waitFor();
+    expect(await dialog.getByRole("alert").count()).toBe(0);
+    // The new figures, from the answer: twice the CPUs.
+    await expect.poll(() => dialog.getByTestId("capacity-figures").textContent()).toContain(`/ ${cpus(h!.cpuCount * 2)} allocated`);
+    const after = (await manager.hosts.getHost({ id: h!.id })).host!;
+    expect(after.capacity).toMatchObject({ cpuOvercommit: 2, memoryOvercommit: 1, reservedMemoryBytes: 256n * 1024n * 1024n });
+    await dialog.getByRole("button", { name: "Done" }).click();
+    await expect.poll(cpuText).toBe(`${cpus(after.allocatedCpus)} / ${cpus(h!.cpuCount * 2)}`);
+    expect(await hostRow.getByTestId("host-capacity").textContent()).toBe("2x CPUs, 256 MiB kept back");
+    await hostRow.getByRole("button", { name: "Chart" }).click();
+    await p.locator(".host-chart-row").getByTestId("usage-chart").nth(1).locator("canvas").waitFor({ timeout: 15_000 });
+    // docs/screenshots/dashboard-usage-hosts.png, without the toast.
+    await p.locator(".toast").getByRole("button", { name: "Dismiss" }).click({ timeout: 2000 }).catch(() => {});
+    await screenshot(p, "12g-hosts-capacity");
+    await hostRow.getByRole("button", { name: "Hide chart" }).click();
+    await manager.hosts.setHostCapacity({ id: h!.id });
+  });
+
   it("hosts: online with facts; Add host shows the one-line agent command; Resync now", async () => {
     const p = page();
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Hosts" }).click();
@@ -737,6 +848,11 @@ describe("dashboard", () => {
       const nav = await tab.getByRole("navigation", { name: "Pages" }).textContent();
       expect(nav).not.toContain("Orphans");
       expect(nav).not.toContain("Tokens");
+      // Hosts: the capacity figures, no editor.
+      await tab.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Hosts" }).click();
+      await tab.getByTestId("host-cpu-allocated").first().waitFor();
+      expect(await tab.getByRole("button", { name: "Capacity…" }).count()).toBe(0);
+      await tab.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
       await tab.getByRole("button", { name: "Sign out" }).click();
 
       await signIn(tab, manager.url, operator);

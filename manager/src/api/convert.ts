@@ -25,7 +25,7 @@ export function serverToProto(s: ServerRecord): Server {
   });
 }
 
-/** `room`: what its servers' limits take (hosts/capacity.ts); without it (ListHosts) only the allocatable figures. */
+/** `room`: what its servers' limits take (hosts/capacity.ts); without it only the allocatable figures (allocated 0). */
 export function hostToProto(h: HostRecord, online: boolean, serverCount: number, room?: Room): Host {
   const f = h.facts;
   const capacity = capacityOf(h.schedule);

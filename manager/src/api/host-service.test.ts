@@ -7,6 +7,7 @@ import {
   DrainHostRequestSchema,
   GetHostRequestSchema,
   HostService,
+  ListHostsRequestSchema,
   RemoveHostRequestSchema,
   UncordonHostRequestSchema,
 } from "@berth/proto/berth/v1/host_pb.js";
@@ -17,7 +18,8 @@ import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { parseEnrollmentToken } from "../tls/enrollment-token.js";
 import { addHost, stubReconciler } from "../../testing/agent-stream.js";
-import { testStore } from "../../testing/store.js";
+import { newServer, testStore } from "../../testing/store.js";
+import type { Store } from "../store/store.js";
 import { createHostService } from "./host-service.js";
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -30,7 +32,16 @@ async function setup(o: { transfers?: boolean } = {}) {
   cleanup.push(() => contract.close());
   const ledger = new Ledger(contract);
   ledger.follow(contract);
-  const hosts = createHostService({ store: contract, hub: new AgentHub(), ledger, reconciler: stubReconciler(), advertiseUrl: "http://test", drains: { available: o.transfers ?? true } });
+  // Reads of the servers, counted: ListHosts makes one, whatever the number of hosts.
+  const reads = { listServers: 0 };
+  const counted = new Proxy(contract, {
+    get(target, prop, receiver) {
+      if (prop === "listServers") return (...args: Parameters<Store["listServers"]>) => (reads.listServers++, target.listServers(...args));
+      const v: unknown = Reflect.get(target, prop, receiver);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const hosts = createHostService({ store: counted, hub: new AgentHub(), ledger, reconciler: stubReconciler(), advertiseUrl: "http://test", drains: { available: o.transfers ?? true } });
   const ctx = (method: keyof typeof HostService.method, role: "admin" | "operator" = "admin") =>
     createHandlerContext({
       service: HostService,
@@ -42,7 +53,7 @@ async function setup(o: { transfers?: boolean } = {}) {
     });
   const events = async (prefix: string) => (await contract.listNewestFirst({ project: null, typePrefix: prefix, limit: 10 })).map((e) => e.type);
   const messages = async (prefix: string) => (await contract.listNewestFirst({ project: null, typePrefix: prefix, limit: 10 })).reverse().map((e) => `${e.type} ${e.actor}: ${e.message}`);
-  return { contract, hosts, ctx, events, messages };
+  return { contract, hosts, ctx, events, messages, reads };
 }
 
 describe("HostService", () => {
@@ -64,6 +75,43 @@ describe("HostService", () => {
     const { secret } = parseEnrollmentToken(res.token!);
     expect(await contract.getEnrollmentToken(hashSecret(secret))).toMatchObject({ usedAt: null });
     expect(await events("enrollment.")).toEqual(["enrollment.created"]);
+  });
+
+  it("ListHosts gives each host what its servers' limits take (deleted servers and other hosts' not counted), reading the servers once", async () => {
+    const { contract, hosts, ctx, reads } = await setup();
+    const GiB = 1024 ** 3;
+    await addHost(contract, "host_aaaa", "box1");
+    await addHost(contract, "host_bbbb", "box2");
+    await addHost(contract, "host_cccc", "box3");
+    await contract.commit([
+      { op: "host.connected", id: "host_aaaa", facts: { cpuCount: 8, memoryBytes: 16 * GiB }, at: 10 },
+      { op: "host.connected", id: "host_bbbb", facts: { cpuCount: 4, memoryBytes: 8 * GiB }, at: 10 },
+      { op: "host.schedule", id: "host_bbbb", schedule: { unschedulable: false, capacity: { cpuOvercommit: 2, memoryOvercommit: 1, reservedCpus: 1, reservedMemoryBytes: GiB } } },
+      { op: "server.insert", server: newServer({ id: "srv_a1", hostId: "host_aaaa", spec: { resources: { cpus: 1.5, memoryBytes: BigInt(2 * GiB) } } }) },
+      { op: "server.insert", server: newServer({ id: "srv_a2", hostId: "host_aaaa", spec: { resources: { cpus: 0.5 } } }) },
+      { op: "server.insert", server: newServer({ id: "srv_a3", hostId: "host_aaaa" }) },
+      { op: "server.insert", server: newServer({ id: "srv_gone", hostId: "host_aaaa", spec: { resources: { cpus: 4, memoryBytes: BigInt(4 * GiB) } }, deletedAt: 5 }) },
+      { op: "server.insert", server: newServer({ id: "srv_b1", hostId: "host_bbbb", spec: { resources: { memoryBytes: BigInt(3 * GiB) } } }) },
+    ]);
+    reads.listServers = 0;
+    const res = await hosts.listHosts(create(ListHostsRequestSchema, {}), ctx("listHosts"));
+    expect(reads.listServers).toBe(1);
+    const figures = (res.hosts ?? []).map((h) => ({
+      id: h.id,
+      allocatableCpus: h.allocatableCpus,
+      allocatableMemoryBytes: h.allocatableMemoryBytes,
+      allocatedCpus: h.allocatedCpus,
+      allocatedMemoryBytes: h.allocatedMemoryBytes,
+      serverCount: h.serverCount,
+    }));
+    expect(figures).toEqual([
+      { id: "host_aaaa", allocatableCpus: 8, allocatableMemoryBytes: BigInt(16 * GiB), allocatedCpus: 2, allocatedMemoryBytes: BigInt(2 * GiB), serverCount: 3 },
+      { id: "host_bbbb", allocatableCpus: 7, allocatableMemoryBytes: BigInt(7 * GiB), allocatedCpus: 0, allocatedMemoryBytes: BigInt(3 * GiB), serverCount: 1 },
+      { id: "host_cccc", allocatableCpus: 0, allocatableMemoryBytes: 0n, allocatedCpus: 0, allocatedMemoryBytes: 0n, serverCount: 0 },
+    ]);
+    // GetHost says the same of one host.
+    const one = (await hosts.getHost(create(GetHostRequestSchema, { id: "host_aaaa" }), ctx("getHost"))).host!;
+    expect([one.allocatedCpus, one.allocatedMemoryBytes]).toEqual([2, BigInt(2 * GiB)]);
   });
 
   describe("CordonHost, DrainHost, UncordonHost", () => {

@@ -15,7 +15,7 @@ import {
 } from "@berth/proto/berth/v1/host_pb.js";
 import { actorOf, callerOf, requireRole } from "../auth/caller.js";
 import { ConflictError, InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
-import type { BackupTargetRecord, HostRecord, HostSchedule } from "../domain/records.js";
+import type { BackupTargetRecord, HostRecord, HostSchedule, ServerRecord } from "../domain/records.js";
 import { DEFAULT_DRAIN_PARALLEL, drainSchedule, MAX_DRAIN_PARALLEL, type HostDrains } from "../hosts/drain.js";
 import { hashSecret, newId, newSecret } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -130,9 +130,16 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
   return {
     async listHosts(_req, ctx) {
       callerOf(ctx);
-      const [hosts, counts] = await Promise.all([store.listHosts(), store.countServersByHost()]);
+      // One read of the servers for every host (grouped here), never one read per host.
+      const [hosts, counts, servers] = await Promise.all([store.listHosts(), store.countServersByHost(), store.listServers()]);
+      const byHost = new Map<string, ServerRecord[]>();
+      for (const s of servers) {
+        const list = byHost.get(s.hostId);
+        if (list) list.push(s);
+        else byHost.set(s.hostId, [s]);
+      }
       return create(ListHostsResponseSchema, {
-        hosts: hosts.map((h) => hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0)),
+        hosts: hosts.map((h) => hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0, roomOf(h, byHost.get(h.id) ?? []))),
       });
     },
 

@@ -1,12 +1,14 @@
 /**
  * Docker hosts and their agents: online or not, cordoned or draining, last
- * heartbeat, versions, disk, servers, and live usage (CPU, memory, load, the
+ * heartbeat, versions, disk, servers, live usage (CPU, memory, load, the
  * data root's free space from WatchUsage; a chart of the last hour or day
- * from GetUsage in a row's details). Add a host (one-time enrollment
- * command), resync one, cordon, drain or uncordon one, or remove one
- * (revokes its agent). Scheduling and removal are for all-projects admins.
+ * from GetUsage in a row's details), and what its servers' limits take of
+ * what it offers (allocated / allocatable CPU and memory). Add a host
+ * (one-time enrollment command), resync one, cordon, drain or uncordon one,
+ * set its capacity (overcommit and reserves), or remove one (revokes its
+ * agent). Scheduling, capacity and removal are for all-projects admins.
  */
-import { Fragment, useState } from "react";
+import { Fragment, useState, type ChangeEvent, type FormEvent } from "react";
 import { ConditionStatus } from "@berth/proto/berth/v1/server_pb.js";
 import { HostState, type CreateEnrollmentTokenResponse, type Host } from "@berth/proto/berth/v1/host_pb.js";
 import { useHosts, useSession } from "../app-context.js";
@@ -25,6 +27,8 @@ import { carriesBetweenHosts, schedulingBadge } from "../servers/move-model.js";
 import { useUsageWatch } from "../servers/use-usage.js";
 import { cpuGauge, loadText, memoryGauge } from "../servers/usage-model.js";
 import { Meter, UsageHistory } from "../servers/usage-view.js";
+import { Field } from "../servers/spec-form.js";
+import { capacityForm, capacityRequest, capacityText, cpuAllocation, memoryAllocation, type CapacityForm } from "./capacity-model.js";
 
 type Scheduling = { host: Host; action: "cordon" | "uncordon" | "drain" };
 
@@ -36,6 +40,7 @@ export function HostsPage() {
   const [adding, setAdding] = useState(false);
   const [removing, setRemoving] = useState<Host>();
   const [scheduling, setScheduling] = useState<Scheduling>();
+  const [editing, setEditing] = useState<Host>();
   const [busy, setBusy] = useState<string>();
   const [charted, setCharted] = useState<ReadonlySet<string>>(new Set());
   const usage = useUsageWatch({ hosts: true });
@@ -112,6 +117,9 @@ export function HostsPage() {
               const isOnline = h.state === HostState.ONLINE;
               const badConds = h.conditions.filter((c) => c.status === ConditionStatus.FALSE);
               const sched = schedulingBadge(h);
+              const cpuAlloc = cpuAllocation(h);
+              const memAlloc = memoryAllocation(h);
+              const capText = capacityText(h);
               return (
                 <Fragment key={h.id}>
                   <tr data-host-id={h.id}>
@@ -189,9 +197,28 @@ export function HostsPage() {
                         </button>
                       </div>
                     </td>
-                    <td className="small">
+                    <td className="small host-resources" data-label="Resources" data-testid="host-resources">
                       {h.cpuCount ? `${h.cpuCount} CPU` : "—"}
-                      <div className="muted">{h.memoryBytes ? formatBytes(h.memoryBytes) : ""}</div>
+                      <span className="muted">{h.memoryBytes ? ` · ${formatBytes(h.memoryBytes)}` : ""}</span>
+                      {(cpuAlloc || memAlloc) && (
+                        <div className="muted" title="what its servers' CPU and memory limits take of what it offers (its capacity)">
+                          allocated
+                        </div>
+                      )}
+                      {cpuAlloc && <Meter label="CPU" gauge={cpuAlloc} testId="host-cpu-allocated" short />}
+                      {memAlloc && <Meter label="Mem" gauge={memAlloc} testId="host-memory-allocated" short />}
+                      {capText && (
+                        <div className="muted" data-testid="host-capacity" title="capacity settings (SetHostCapacity)">
+                          {capText}
+                        </div>
+                      )}
+                      {can.infra && (
+                        <div>
+                          <button type="button" className="link small" onClick={() => setEditing(h)}>
+                            Capacity…
+                          </button>
+                        </div>
+                      )}
                     </td>
                     <td className="actions">
                       {can.operate && (
@@ -242,6 +269,7 @@ export function HostsPage() {
         </table>
       </div>
       {adding && <AddHostDialog onClose={() => setAdding(false)} />}
+      {editing && <CapacityDialog key={editing.id} host={hosts.find((x) => x.id === editing.id) ?? editing} onClose={() => setEditing(undefined)} />}
       {scheduling && <SchedulingDialog key={`${scheduling.host.id}-${scheduling.action}`} {...scheduling} onClose={() => setScheduling(undefined)} />}
       {removing && (
         <ConfirmDialog
@@ -422,5 +450,96 @@ function SchedulingDialog({ host, action, onClose }: Scheduling & { onClose: () 
       {targets.targets && carriers.length === 0 && <p className="notice">No backup target can carry a move: it needs an S3 target, or a directory target every host shares.</p>}
       <ErrorBox error={targets.error} what="Could not list backup targets" />
     </ConfirmDialog>
+  );
+}
+
+/**
+ * SetHostCapacity: overcommit ratios and what is kept back for the host. The
+ * manager checks the ranges; its refusal stays in the dialog. Saved, the
+ * dialog shows the host's new figures from the answer.
+ */
+function CapacityDialog({ host, onClose }: { host: Host; onClose: () => void }) {
+  const session = useSession();
+  const { api } = session;
+  const toast = useToast();
+  const [form, setForm] = useState<CapacityForm>(() => capacityForm(host));
+  const [saved, setSaved] = useState<Host>();
+  const [error, setError] = useState<unknown>();
+  const [problem, setProblem] = useState<string>();
+  const [busy, setBusy] = useState(false);
+  const name = host.name || host.id;
+  const shown = saved ?? host;
+  const cpu = cpuAllocation(shown);
+  const mem = memoryAllocation(shown);
+  const save = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(undefined);
+    setProblem(undefined);
+    const made = capacityRequest(host.id, form);
+    if ("problem" in made) {
+      setProblem(made.problem);
+      return;
+    }
+    setBusy(true);
+    try {
+      const res = await api.hosts.setHostCapacity(made.request);
+      if (res.host) {
+        setSaved(res.host);
+        setForm(capacityForm(res.host));
+      }
+      toast("ok", `Saved the capacity of ${name}`);
+      void session.hosts.refresh();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const set = (k: keyof CapacityForm) => (e: ChangeEvent<HTMLInputElement>) => setForm({ ...form, [k]: e.target.value });
+  return (
+    <Modal
+      title={`Capacity of ${name}`}
+      onClose={onClose}
+      testId="host-capacity-dialog"
+      footer={
+        <>
+          <button type="button" className="button" onClick={onClose}>
+            {saved ? "Done" : "Cancel"}
+          </button>
+          <button type="submit" form={`capacity-${host.id}`} className="button primary" disabled={busy}>
+            {busy ? "Saving…" : "Save"}
+          </button>
+        </>
+      }
+    >
+      <p>
+        New servers are placed on <strong>{name}</strong> only while their CPU and memory limits fit in what it offers: its CPUs and memory times the overcommit, less
+        what is kept back for the host.
+      </p>
+      <div className="capacity-figures" data-testid="capacity-figures">
+        {cpu ? <Meter label="CPU" gauge={cpu} /> : <span className="muted">The host has not reported its CPUs and memory yet.</span>}
+        {mem && <Meter label="Mem" gauge={mem} />}
+      </div>
+      <form id={`capacity-${host.id}`} className="form-grid" onSubmit={save} noValidate>
+        <Field label="CPU overcommit" hint={`times its ${host.cpuCount || "?"} CPUs; 1: none`}>
+          <input inputMode="decimal" value={form.cpuOvercommit} onChange={set("cpuOvercommit")} />
+        </Field>
+        <Field label="Memory overcommit" hint={`times its ${host.memoryBytes ? formatBytes(host.memoryBytes) : "memory"}; 1: none`}>
+          <input inputMode="decimal" value={form.memoryOvercommit} onChange={set("memoryOvercommit")} />
+        </Field>
+        <Field label="CPUs kept back" hint="for the host itself, e.g. 0.5">
+          <input inputMode="decimal" value={form.reservedCpus} onChange={set("reservedCpus")} />
+        </Field>
+        <Field label="Memory kept back" hint="e.g. 512M or 1G">
+          <input value={form.reservedMemory} onChange={set("reservedMemory")} />
+        </Field>
+      </form>
+      {problem && (
+        <p className="error-box" role="alert">
+          {problem}
+        </p>
+      )}
+      <ErrorBox error={error} what="Not saved" />
+    </Modal>
   );
 }

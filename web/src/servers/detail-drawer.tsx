@@ -4,7 +4,7 @@
  * data directory (FileService), its backups, and the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
-import { useEffect, useId, useRef, useState, type FormEvent } from "react";
+import { Fragment, useEffect, useId, useRef, useState, type FormEvent } from "react";
 import { ConditionStatus, RestartPolicy, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
 import { EventTimeline } from "../events/event-timeline.js";
@@ -20,6 +20,7 @@ import { ConsoleTab } from "./console-tab.js";
 import { CrashMark } from "./crash-mark.js";
 import { FilesTab } from "./files-tab.js";
 import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, lastSeen, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
+import { limitRows } from "./limits-model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
 import { Field, ProblemSummary, problemsOfError, SpecFields } from "./spec-form.js";
@@ -180,6 +181,7 @@ function Overview({ s, hostName }: { s: Server; hostName: string }) {
   const spec = s.spec;
   const st = s.status;
   const env = Object.entries(spec?.env ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  const limitsId = useId();
   return (
     <>
       <div className="two-col">
@@ -238,6 +240,17 @@ function Overview({ s, hostName }: { s: Server; hostName: string }) {
           </dl>
         </section>
       </div>
+      <section aria-labelledby={`${limitsId}-title`} data-testid="overview-limits">
+        <h3 id={`${limitsId}-title`}>Limits</h3>
+        <dl className="kv limits">
+          {limitRows(s).map((r) => (
+            <Fragment key={r.label}>
+              <dt>{r.label}</dt>
+              <dd className={r.unset ? "muted" : undefined}>{r.value}</dd>
+            </Fragment>
+          ))}
+        </dl>
+      </section>
       <h3>Conditions</h3>
       <table className="table conditions" aria-label="Conditions">
         <thead>

@@ -33,6 +33,7 @@ import { useServerUsage } from "./use-usage.js";
 import type { UsageWatch } from "./usage-watch.js";
 import { UsageCell } from "./usage-view.js";
 import { CrashMark } from "./crash-mark.js";
+import { diskQuotaUse } from "./limits-model.js";
 import { allowedActions } from "./server-actions.js";
 import { connectAddress, imageParts, portsText, shortId, type OptionalColumn } from "./table-query.js";
 
@@ -185,7 +186,7 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
       )}
       <div role="cell" className="c-data">
         {st?.dataExists ? (
-          <span title="data directory present">{st.dataSizeBytes > 0n ? formatBytes(st.dataSizeBytes) : "present"}</span>
+          <DataSize server={s} />
         ) : (
           <span className="muted">none</span>
         )}
@@ -235,6 +236,17 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
     </div>
   );
 });
+
+/** The data directory's size; in the warning tone near or over the server's disk quota, the title saying so. */
+function DataSize({ server }: { server: Server }) {
+  const size = server.status?.dataSizeBytes ?? 0n;
+  const quota = diskQuotaUse(server);
+  return (
+    <span className={quota ? `data-quota${quota.warn ? " warn" : ""}` : undefined} title={quota?.title ?? "data directory present"} data-testid="data-size">
+      {size > 0n ? formatBytes(size) : "present"}
+    </span>
+  );
+}
 
 /** The Usage cell, subscribed to its server's sample alone: a new sample re-renders this cell, not the row. */
 function LiveUsageCell({ watch, id, running }: { watch: UsageWatch; id: string; running: boolean }) {

@@ -17,16 +17,18 @@ import { ALL_PHASES, isConverging, isDeleted, needsAttention, phaseName, type Se
 import { useServerActionDialog } from "./server-actions.js";
 import { CARD_HEIGHT, ROW_HEIGHT, ServerRow } from "./server-row.js";
 import { useUsageStore } from "./use-usage.js";
-import { applyQuery, DEFAULT_COLUMNS, formatQuery, formatShownColumns, parseQuery, parseShownColumns, type OptionalColumn, type SortKey, type TableQuery } from "./table-query.js";
+import type { UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
+import { applyQuery, DEFAULT_COLUMNS, formatQuery, formatShownColumns, parseQuery, parseShownColumns, sortsByUsage, type OptionalColumn, type SortKey, type TableQuery } from "./table-query.js";
 
 /**
  * The table's columns: `track` is the CSS grid track, `min` its least width
  * in px (their sum is the table's least width: below it the table scrolls
  * sideways inside itself). `optional` columns are internals, shown only when
- * chosen (the column chooser, kept in localStorage). Keep in step with
+ * chosen (the column chooser, kept in localStorage). `sorts`: a column
+ * sorted several ways, a button each (Usage: CPU, memory). Keep in step with
  * ServerRow's cells.
  */
-const COLUMNS: { key: SortKey | null; label: string; className: string; track: string; min: number; optional?: OptionalColumn; hint?: string }[] = [
+const COLUMNS: { key: SortKey | null; label: string; className: string; track: string; min: number; optional?: OptionalColumn; hint?: string; sorts?: { key: SortKey; label: string; title: string }[] }[] = [
   { key: null, label: "", className: "c-select", track: "36px", min: 36 },
   { key: "name", label: "Name", className: "c-name", track: "minmax(130px, 1.3fr)", min: 130 },
   { key: "host", label: "Host", className: "c-host", track: "minmax(72px, 0.6fr)", min: 72 },
@@ -36,10 +38,22 @@ const COLUMNS: { key: SortKey | null; label: string; className: string; track: s
   { key: "phase", label: "Phase", className: "c-phase", track: "210px", min: 210 },
   { key: "connect", label: "Connect", className: "c-connect", track: "minmax(170px, 1.5fr)", min: 170 },
   { key: "uptime", label: "Uptime", className: "c-uptime", track: "72px", min: 72 },
-  { key: null, label: "Usage", className: "c-usage", track: "minmax(124px, 0.6fr)", min: 124, optional: "usage", hint: "CPU (100% = one core) and memory, live" },
+  {
+    key: null,
+    label: "Usage",
+    className: "c-usage",
+    track: "minmax(124px, 0.6fr)",
+    min: 124,
+    optional: "usage",
+    hint: "CPU (100% = one core) and memory, live",
+    sorts: [
+      { key: "cpu", label: "CPU", title: "Sort by CPU use" },
+      { key: "memory", label: "Mem", title: "Sort by memory use" },
+    ],
+  },
   { key: "desired", label: "Desired", className: "c-desired", track: "74px", min: 74, optional: "desired", hint: "the state asked for" },
   { key: "observed", label: "Observed", className: "c-observed", track: "84px", min: 84, optional: "observed", hint: "Docker's state of the container" },
-  { key: "data", label: "Data", className: "c-data", track: "70px", min: 70 },
+  { key: "data", label: "Data", className: "c-data", track: "84px", min: 84 },
   { key: "generation", label: "Gen", className: "c-gen", track: "64px", min: 64, optional: "generation", hint: "observed/current spec generation" },
   { key: "changed", label: "Last change", className: "c-changed", track: "minmax(120px, 1.2fr)", min: 120 },
   { key: "ports", label: "Ports", className: "c-ports", track: "112px", min: 112, optional: "ports", hint: "every published port, host→container" },
@@ -52,6 +66,11 @@ const CHOOSABLE = COLUMNS.filter((c): c is (typeof COLUMNS)[number] & { optional
   ...(c.hint ? { hint: c.hint } : {}),
   defaultOn: DEFAULT_COLUMNS.includes(c.optional),
 }));
+
+/** The sort keys of a column: its own, or its `sorts`. */
+const sortKeysOf = (c: (typeof COLUMNS)[number]): SortKey[] => (c.sorts ? c.sorts.map((x) => x.key) : c.key ? [c.key] : []);
+
+const NO_SAMPLES: ReadonlyMap<string, UsageSample> = new Map();
 
 /** localStorage key of the chosen optional columns. */
 export const COLUMNS_KEY = "berth.servers.columns";
@@ -97,7 +116,10 @@ export function ServersPage() {
     replaceQuery(formatQuery(q, window.location.search));
   }, []);
 
-  const rows = useMemo(() => applyQuery(watch.servers.values(), query, hostNames), [watch.servers, query, hostNames]);
+  // Sorted by usage, the order follows every report; otherwise the page does not re-render for samples (each Usage cell follows its own).
+  const byUsage = sortsByUsage(query.sort);
+  const samples = useSyncExternalStore(usage.subscribe, () => (byUsage ? usage.getSnapshot().servers : NO_SAMPLES));
+  const rows = useMemo(() => applyQuery(watch.servers.values(), query, hostNames, samples), [watch.servers, query, hostNames, samples]);
   const rowsRef = useRef(rows);
   rowsRef.current = rows;
   const anchor = useRef<string>(undefined);
@@ -153,12 +175,12 @@ export function ServersPage() {
   const phaseValue = query.attention ? "attention" : query.phases.length === 0 ? "" : query.phases.length === 1 ? phaseName(query.phases[0]) : "custom";
 
   // The one sort button in the tab order: the sorted column's, or the first shown when the chooser hides that one.
-  const tabStop = columns.some((c) => c.key !== null && c.key === query.sort) ? query.sort : columns.find((c) => c.key !== null)?.key;
+  const tabStop = columns.some((c) => sortKeysOf(c).includes(query.sort)) ? query.sort : columns.map(sortKeysOf).find((k) => k.length > 0)?.[0];
   const header = (
     // The sort buttons are one tab stop (the sorted column's); arrow keys move between them.
     <div className="vt-head" role="row" aria-rowindex={1} onKeyDown={(e) => moveFocusWithArrows(e, "button.sort")}>
       {columns.map((c) => {
-        const sorted = c.key !== null && query.sort === c.key;
+        const sorted = sortKeysOf(c).includes(query.sort);
         if (c.className === "c-select") {
           return (
             <div key="select" role="columnheader" className="c-select">
@@ -175,7 +197,18 @@ export function ServersPage() {
         }
         return (
           <div key={c.label} role="columnheader" className={c.className} aria-sort={sorted ? (query.desc ? "descending" : "ascending") : undefined}>
-            {c.key ? (
+            {c.sorts ? (
+              <span className="sorts" role="group" aria-label={c.label}>
+                {c.sorts.map((x) => (
+                  <button key={x.key} type="button" className={`sort${query.sort === x.key ? " active" : ""}`} title={x.title} tabIndex={x.key === tabStop ? 0 : -1} onClick={() => sortBy(x.key)}>
+                    {x.label}
+                    <span className="sort-arrow" aria-hidden="true">
+                      {query.sort === x.key ? (query.desc ? "▼" : "▲") : ""}
+                    </span>
+                  </button>
+                ))}
+              </span>
+            ) : c.key ? (
               <button type="button" className={`sort${sorted ? " active" : ""}`} tabIndex={c.key === tabStop ? 0 : -1} onClick={() => sortBy(c.key!)}>
                 {c.label}
                 <span className="sort-arrow" aria-hidden="true">

@@ -2,7 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { ConditionStatus, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { applyQuery, connectAddress, DEFAULT_QUERY, formatQuery, formatShownColumns, imageParts, OPTIONAL_COLUMNS, parseQuery, parseShownColumns } from "./table-query.js";
+import { UsageSampleSchema } from "@berth/proto/berth/v1/usage_pb.js";
+import { applyQuery, connectAddress, DEFAULT_QUERY, formatQuery, formatShownColumns, imageParts, OPTIONAL_COLUMNS, parseQuery, parseShownColumns, sortsByUsage } from "./table-query.js";
 
 const hosts = new Map([
   ["host_a", "alpha"],
@@ -67,6 +68,26 @@ describe("table query", () => {
     // Ties keep the name order even when descending.
     expect(names(desc)).toEqual(["web-2/srv_5", "web-10/srv_3", "db/srv_2", "web-2/srv_1"]);
     expect(names(applyQuery(all, { ...DEFAULT_QUERY, sort: "host", desc: true }, hosts))[0]).toBe("web-2/srv_1");
+  });
+});
+
+describe("usage sorts", () => {
+  it("sorts by CPU or memory from the latest samples (a server without one before any figure), both ways; the URL keeps the choice", () => {
+    const sample = (cpuPercent: number, memoryBytes: bigint) => create(UsageSampleSchema, { cpuPercent, memoryBytes });
+    const usage = new Map([
+      ["srv_3", sample(150, 100n)], // web-10
+      ["srv_1", sample(2.5, 900n)], // web-2
+      ["srv_2", sample(40, 50n)], // db
+    ]);
+    const order = (sort: "cpu" | "memory", desc = false) => names(applyQuery(all, { ...DEFAULT_QUERY, sort, desc }, hosts, usage));
+    // srv_5 has no sample.
+    expect(order("cpu")).toEqual(["web-2/srv_5", "web-2/srv_1", "db/srv_2", "web-10/srv_3"]);
+    expect(order("cpu", true)).toEqual(["web-10/srv_3", "db/srv_2", "web-2/srv_1", "web-2/srv_5"]);
+    expect(order("memory", true)).toEqual(["web-2/srv_1", "web-10/srv_3", "db/srv_2", "web-2/srv_5"]);
+    // Without samples: every server ties, so the name order.
+    expect(names(applyQuery(all, { ...DEFAULT_QUERY, sort: "cpu" }, hosts))).toEqual(names(applyQuery(all, DEFAULT_QUERY, hosts)));
+    expect(parseQuery(formatQuery({ ...DEFAULT_QUERY, sort: "memory", desc: true }))).toMatchObject({ sort: "memory", desc: true });
+    expect(sortsByUsage("cpu") && sortsByUsage("memory") && !sortsByUsage("uptime")).toBe(true);
   });
 });
 

@@ -7,8 +7,9 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Protocol, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { desiredName, isDeleted, needsAttention, phaseFromName, phaseName, runningSinceMs } from "./model.js";
 import type { Phase } from "@berth/proto/berth/v1/server_pb.js";
+import type { UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
 
-export const SORT_KEYS = ["name", "host", "project", "image", "container", "phase", "connect", "uptime", "desired", "observed", "data", "generation", "changed", "ports"] as const;
+export const SORT_KEYS = ["name", "host", "project", "image", "container", "phase", "connect", "uptime", "cpu", "memory", "desired", "observed", "data", "generation", "changed", "ports"] as const;
 export type SortKey = (typeof SORT_KEYS)[number];
 
 export interface TableQuery {
@@ -139,6 +140,13 @@ export function formatShownColumns(shown: ReadonlySet<OptionalColumn>): string {
 }
 
 type HostNames = ReadonlyMap<string, string>;
+/** The latest usage sample by server id (the page's WatchUsage stream). */
+type Samples = ReadonlyMap<string, UsageSample>;
+
+/** Sorting by these needs the usage samples (and follows them). */
+export function sortsByUsage(key: SortKey): boolean {
+  return key === "cpu" || key === "memory";
+}
 
 export function matches(s: Server, q: TableQuery, hostNames: HostNames): boolean {
   if (!q.showDeleted && isDeleted(s)) return false;
@@ -166,7 +174,7 @@ export function matches(s: Server, q: TableQuery, hostNames: HostNames): boolean
   return text.split(/\s+/).every((word) => hay.includes(word));
 }
 
-function sortValue(s: Server, key: SortKey, hostNames: HostNames): string | number | bigint {
+function sortValue(s: Server, key: SortKey, hostNames: HostNames, usage: Samples): string | number | bigint {
   switch (key) {
     case "name":
       return s.spec?.name ?? "";
@@ -188,6 +196,13 @@ function sortValue(s: Server, key: SortKey, hostNames: HostNames): string | numb
       // Ascending: shortest uptime first; not running counts as none at all.
       const since = runningSinceMs(s);
       return since === undefined ? -Infinity : -since;
+    }
+    // Ascending: least first; a server without a sample (not running, not measured yet) before any figure.
+    case "cpu":
+      return usage.get(s.id)?.cpuPercent ?? -1;
+    case "memory": {
+      const m = usage.get(s.id)?.memoryBytes;
+      return m === undefined ? -1 : Number(m);
     }
     case "desired":
       return desiredName(s.spec?.desiredState);
@@ -213,11 +228,12 @@ function compareValues(a: string | number | bigint, b: string | number | bigint)
 
 /**
  * Filters and sorts. Stable and total: ties fall back to the name, then the
- * id, so rows never swap places when an unrelated field changes.
+ * id, so rows never swap places when an unrelated field changes. `usage`: the
+ * latest samples, for the CPU and memory sorts.
  */
-export function applyQuery(servers: Iterable<Server>, q: TableQuery, hostNames: HostNames): Server[] {
+export function applyQuery(servers: Iterable<Server>, q: TableQuery, hostNames: HostNames, usage: Samples = new Map()): Server[] {
   const out: { s: Server; v: string | number | bigint }[] = [];
-  for (const s of servers) if (matches(s, q, hostNames)) out.push({ s, v: sortValue(s, q.sort, hostNames) });
+  for (const s of servers) if (matches(s, q, hostNames)) out.push({ s, v: sortValue(s, q.sort, hostNames, usage) });
   const dir = q.desc ? -1 : 1;
   out.sort(
     (a, b) =>

@@ -147,7 +147,7 @@ export type Host = Message<"berth.v1.Host"> & {
 
   /**
    * The CPU and memory limits of the host's servers (not deleted), summed;
-   * servers without a limit count 0. GetHost only (0 in ListHosts).
+   * servers without a limit count 0.
    *
    * @generated from field: double allocated_cpus = 23;
    */
