@@ -57,14 +57,22 @@ describe("dashboard layout", () => {
     const host = await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
     hostName = host.name || host.id;
     [port] = await freePorts(1);
-    const make = async (n: string, o: { ports?: number[]; desiredState?: DesiredState } = {}) => {
+    const make = async (n: string, o: { ports?: number[]; desiredState?: DesiredState; memoryBytes?: bigint } = {}) => {
       const { server } = await manager.servers.createServer({
-        spec: { name: n, image: TEST_IMAGE, command: SLEEPER, dataMountPath: "/data", ports: (o.ports ?? []).map((p) => ({ hostPort: p, containerPort: 25565 })), ...(o.desiredState ? { desiredState: o.desiredState } : {}) },
+        spec: {
+          name: n,
+          image: TEST_IMAGE,
+          command: SLEEPER,
+          dataMountPath: "/data",
+          ports: (o.ports ?? []).map((p) => ({ hostPort: p, containerPort: 25565 })),
+          ...(o.desiredState ? { desiredState: o.desiredState } : {}),
+          ...(o.memoryBytes ? { resources: { memoryBytes: o.memoryBytes } } : {}),
+        },
       });
       created.push(server!.id);
       return server!.id;
     };
-    const web = await make(name("web"), { ports: [port!] });
+    const web = await make(name("web"), { ports: [port!], memoryBytes: 64n * 1024n * 1024n });
     await make(name("quiet"), { desiredState: DesiredState.STOPPED });
     await make(name("spare"));
     await waitForPhase(manager, web, Phase.RUNNING);
@@ -167,6 +175,12 @@ describe("dashboard layout", () => {
     expect(await r.locator(".c-uptime").textContent()).toMatch(/^\d+(s|m|h \d+m|h|d \d+h|d)$/);
     expect(await row(p, name("quiet")).locator(".c-uptime").textContent()).toBe("—");
     expect(await row(p, name("spare")).locator(".c-connect").textContent()).toBe("no port");
+    // The memory figure against its limit is whole beside its bar, not cut to "576…".
+    const memory = r.getByTestId("usage-memory").locator(".meter-text");
+    await memory.waitFor({ timeout: 15_000 });
+    expect(await memory.textContent()).toMatch(/^[\d.]+[BKMG]\/64M$/);
+    const fit = (await memory.evaluate((el) => ({ scroll: el.scrollWidth, client: el.clientWidth }))) as { scroll: number; client: number };
+    expect(fit.scroll, "the memory figure is cut").toBeLessThanOrEqual(fit.client);
 
     await r.getByRole("button", { name: /More actions/ }).click();
     await expectOnScreen(p.getByRole("menu"), true);

@@ -42,8 +42,9 @@ const COLUMNS: { key: SortKey | null; label: string; className: string; track: s
     key: null,
     label: "Usage",
     className: "c-usage",
-    track: "minmax(124px, 0.6fr)",
-    min: 124,
+    // 130 with the table's narrower bars (styles.css .c-usage): "576K/64M" whole beside its bar (124 cut it to "576…").
+    track: "minmax(130px, 0.6fr)",
+    min: 130,
     optional: "usage",
     hint: "CPU (100% = one core) and memory, live",
     sorts: [
