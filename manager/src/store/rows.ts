@@ -32,7 +32,7 @@ import type {
   TokenRecord,
 } from "../domain/records.js";
 import { AlreadyExistsError, ConflictError } from "../errors.js";
-import type { ServerPlacement } from "./store.js";
+import type { ServerPlacement, UsageBucketRecord, UsageSubjectKind } from "./store.js";
 
 /**
  * Text as every engine stores it: well-formed, without NUL.
@@ -639,3 +639,55 @@ export function phaseColumnName(v: string | number | null | undefined): string {
   const name = typeof v === "number" ? (Phase[v] ?? "") : v.replace(/^PHASE_/, "");
   return name === "UNSPECIFIED" ? "" : name;
 }
+
+// --- usage history (migration 14; store.ts usage.write, usageBuckets) ---
+
+/** A usage_buckets row (migration 14). */
+export interface UsageBucketRow {
+  kind: string;
+  subject_id: string;
+  bucket_at: number;
+  samples: number;
+  cpu_percent: number;
+  memory_bytes: number;
+  memory_max_bytes: number;
+  memory_limit_bytes: number | null;
+  net_rx_bps: number;
+  net_tx_bps: number;
+  io_read_bps: number;
+  io_write_bps: number;
+  pids: number;
+}
+
+export function usageBucketFromRow(r: UsageBucketRow): UsageBucketRecord {
+  return {
+    kind: r.kind as UsageSubjectKind,
+    subjectId: r.subject_id,
+    at: Number(r.bucket_at),
+    samples: r.samples,
+    cpuPercent: r.cpu_percent,
+    memoryBytes: r.memory_bytes,
+    memoryMaxBytes: r.memory_max_bytes,
+    ...(r.memory_limit_bytes === null ? {} : { memoryLimitBytes: r.memory_limit_bytes }),
+    netRxBps: r.net_rx_bps,
+    netTxBps: r.net_tx_bps,
+    ioReadBps: r.io_read_bps,
+    ioWriteBps: r.io_write_bps,
+    pids: r.pids,
+  };
+}
+
+/** `a` weighted by `a.samples` and `b` by `b.samples`: the merge of two parts of one bucket (usage.write), as SQL on the conflicting row. */
+const weighted = (col: string) => `${col} = (usage_buckets.${col} * usage_buckets.samples + excluded.${col} * excluded.samples) / (usage_buckets.samples + excluded.samples)`;
+const AVERAGED = ["cpu_percent", "memory_bytes", "net_rx_bps", "net_tx_bps", "io_read_bps", "io_write_bps", "pids"];
+
+/** The conflict clause of a bucket write, for SQLite (MAX) or PostgreSQL (GREATEST). */
+export function usageUpsertClause(greatest: "MAX" | "GREATEST"): string {
+  return `ON CONFLICT (kind, subject_id, bucket_at) DO UPDATE SET
+    ${AVERAGED.map(weighted).join(",\n    ")},
+    memory_max_bytes = ${greatest}(usage_buckets.memory_max_bytes, excluded.memory_max_bytes),
+    memory_limit_bytes = excluded.memory_limit_bytes,
+    samples = usage_buckets.samples + excluded.samples`;
+}
+
+export const USAGE_COLUMNS = "kind, subject_id, bucket_at, samples, cpu_percent, memory_bytes, memory_max_bytes, memory_limit_bytes, net_rx_bps, net_tx_bps, io_read_bps, io_write_bps, pids";

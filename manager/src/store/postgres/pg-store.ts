@@ -49,9 +49,12 @@ import {
   policyFactsFromRow,
   type PolicyFactsRow,
   phaseColumnName,
+  USAGE_COLUMNS,
+  usageBucketFromRow,
+  type UsageBucketRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
-import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type UsageSubjectKind, type WriteOp } from "../store.js";
 import { pageLimit } from "../pages.js";
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
@@ -732,6 +735,13 @@ export class PostgresStore implements Store {
 
   async countWebhookDeliveries() {
     return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM webhook_deliveries"))[0]?.n ?? 0);
+  }
+
+  // usage history (store.ts UsageReads)
+
+  async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number) {
+    const rows = await this.#rows<UsageBucketRow>(`SELECT ${USAGE_COLUMNS} FROM usage_buckets WHERE kind = $1 AND subject_id = $2 AND bucket_at > $3 ORDER BY bucket_at`, [kind, subjectId, after]);
+    return rows.map(usageBucketFromRow);
   }
 
   // backups (store.ts BackupReads)
