@@ -32,7 +32,7 @@ import type {
   TokenRecord,
 } from "../domain/records.js";
 import { AlreadyExistsError, ConflictError } from "../errors.js";
-import type { ServerPlacement, UsageBucketRecord, UsageSubjectKind } from "./store.js";
+import { USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type ServerPlacement, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "./store.js";
 
 /**
  * Text as every engine stores it: well-formed, without NUL.
@@ -67,6 +67,17 @@ const UNSTORABLE_ALL = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff
  * commit reports (its events) is what is stored. Objects with nothing to
  * replace are returned as they are (no copy); a copy keeps its prototype.
  */
+/**
+ * A batch as storable() makes it, except usage.write's buckets, passed as
+ * they are: their only text is a kind and the id of a server or host the
+ * manager read from the store, and walking 10,000 of them cost a flush more
+ * than its inserts.
+ */
+export function storableBatch(batch: readonly WriteOp[]): readonly WriteOp[] {
+  if (!batch.some((o) => o.op === "usage.write")) return storable(batch);
+  return batch.map((o) => (o.op === "usage.write" ? o : storable(o)));
+}
+
 export function storable<T>(v: T): T {
   if (typeof v === "string") return storableText(v) as T;
   if (v === null || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
@@ -683,11 +694,30 @@ const AVERAGED = ["cpu_percent", "memory_bytes", "net_rx_bps", "net_tx_bps", "io
 
 /** The conflict clause of a bucket write, for SQLite (MAX) or PostgreSQL (GREATEST). */
 export function usageUpsertClause(greatest: "MAX" | "GREATEST"): string {
-  return `ON CONFLICT (kind, subject_id, bucket_at) DO UPDATE SET
+  return `ON CONFLICT (bucket_at, kind, subject_id) DO UPDATE SET
     ${AVERAGED.map(weighted).join(",\n    ")},
     memory_max_bytes = ${greatest}(usage_buckets.memory_max_bytes, excluded.memory_max_bytes),
     memory_limit_bytes = excluded.memory_limit_bytes,
     samples = usage_buckets.samples + excluded.samples`;
+}
+
+/** The bucket starts in (after, upTo], oldest first (UsageReads.usageBuckets). */
+export function usageBucketStarts(after: number, upTo: number): number[] {
+  if (!(upTo - after <= USAGE_SPAN_MAX_MS)) throw new RangeError(`usage buckets are read over at most ${USAGE_SPAN_MAX_MS / 3_600_000} h (asked ${(upTo - after) / 3_600_000} h)`);
+  const out: number[] = [];
+  for (let t = (Math.floor(after / USAGE_BUCKET_MS) + 1) * USAGE_BUCKET_MS; t <= upTo; t += USAGE_BUCKET_MS) out.push(t);
+  return out;
+}
+
+/** Buckets in the table's key order (bucket_at, kind, subject_id): appended in order, and locked in one order by managers writing some of the same keys. */
+export function sortedUsageBuckets(buckets: readonly UsageBucketRecord[]): UsageBucketRecord[] {
+  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return [...buckets].sort((a, b) => a.at - b.at || cmp(a.kind, b.kind) || cmp(a.subjectId, b.subjectId));
+}
+
+/** usage.write's precondition on each bucket. */
+export function checkUsageBucket(b: UsageBucketRecord): void {
+  if (!Number.isSafeInteger(b.at) || b.at % USAGE_BUCKET_MS !== 0) throw new RangeError(`usage bucket of ${b.kind} ${b.subjectId} starts at ${b.at}, not a multiple of ${USAGE_BUCKET_MS} ms`);
 }
 
 export const USAGE_COLUMNS = "kind, subject_id, bucket_at, samples, cpu_percent, memory_bytes, memory_max_bytes, memory_limit_bytes, net_rx_bps, net_tx_bps, io_read_bps, io_write_bps, pids";

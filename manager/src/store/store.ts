@@ -484,7 +484,7 @@ export type UsageSubjectKind = "server" | "host";
 export interface UsageBucketRecord {
   kind: UsageSubjectKind;
   subjectId: string;
-  /** The bucket's start, ms since the epoch (a multiple of 5 minutes). */
+  /** The bucket's start, ms since the epoch: a multiple of USAGE_BUCKET_MS (usage.write refuses others with a RangeError). */
   at: number;
   samples: number;
   cpuPercent: number;
@@ -498,9 +498,23 @@ export interface UsageBucketRecord {
   pids: number;
 }
 
+/** A usage bucket's span: its start (UsageBucketRecord.at) is a multiple of it. */
+export const USAGE_BUCKET_MS = 300_000;
+/**
+ * The longest span usageBuckets reads (a day, the pruning's margin, and some),
+ * and how far back from the newest bucket a purge looks (older rows are
+ * pruned by age): the table is keyed by time first, so a subject's rows are
+ * found by looking up each bucket start of a span.
+ */
+export const USAGE_SPAN_MAX_MS = 26 * 3_600_000;
+
 export interface UsageReads {
-  /** The subject's stored buckets that start after `after` (ms), oldest first. */
-  usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number): Promise<UsageBucketRecord[]>;
+  /**
+   * The subject's stored buckets that start after `after` and at or before
+   * `upTo` (ms), oldest first. The span is at most USAGE_SPAN_MAX_MS (else
+   * a RangeError: a caller's bug).
+   */
+  usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number): Promise<UsageBucketRecord[]>;
 }
 
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */

@@ -68,7 +68,7 @@ describe("the usage flush's cost on SQLite", () => {
         expect(written).toBe(KEYS);
         figures.push(`flush ${round + 1}: ${written} buckets, ${wall.toFixed(1)} ms wall, ${((used.user + used.system) / 1000).toFixed(1)} ms CPU`);
       }
-      const stored = await store.usageBuckets("server", ids[0]!, 0);
+      const stored = await store.usageBuckets("server", ids[0]!, clock.now - 26 * 3_600_000, clock.now);
       // A day and its margin at most, when full (a round prunes as many as it writes, and more).
       expect(stored.length).toBeLessThanOrEqual(FULL ? STORE_KEEP_MS / COARSE_STEP_MS + 3 : 3);
       console.log(`[usage flush, SQLite file, ${FULL ? "a day stored" : "empty table"}] ${figures.join("; ")}`);

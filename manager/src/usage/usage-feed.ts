@@ -172,8 +172,9 @@ export class UsageFeed {
    */
   async history(kind: UsageSubjectKind, id: string, window: UsageWindow): Promise<UsageHistoryAnswer> {
     const h = kind === "server" ? this.serverHistory : this.hostHistory;
-    const after = this.now() - (window === "1h" ? HOUR_MS : DAY_MS);
-    const stored = this.opts.store ? await this.opts.store.usageBuckets(kind, id, after) : [];
+    const now = this.now();
+    const after = now - (window === "1h" ? HOUR_MS : DAY_MS);
+    const stored = this.opts.store ? await this.opts.store.usageBuckets(kind, id, after, now) : [];
     // Memory after the store: a bucket being flushed is marked written before its write
     // commits (flush), so a row the read saw is never counted from memory too.
     const buckets = mergeBuckets(stored, h.buckets(id, after));

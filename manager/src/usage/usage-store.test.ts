@@ -46,6 +46,9 @@ async function run(f: UsageFeed, clock: { now: number }, from: number, to: numbe
   }
 }
 
+/** srv_a's stored buckets from T0 on. */
+const stored = () => store.usageBuckets("server", "srv_a", T0 - 1, T0 + 26 * 3_600_000 - 1);
+
 const times = (ps: UsageSample[]) => ps.map((p) => (timestampMs(p.time!) - T0) / STEP);
 
 describe("the usage history in the store", () => {
@@ -89,7 +92,7 @@ describe("the usage history in the store", () => {
     // 10 samples at cpu 1, then the manager stops (writing the bucket still filling).
     await run(a, clock, T0, T0 + 100_000, () => 1);
     await a.stop();
-    expect((await store.usageBuckets("server", "srv_a", 0)).map((b) => b.samples)).toEqual([10]);
+    expect((await stored()).map((b) => b.samples)).toEqual([10]);
     // Restarted: 20 samples at cpu 4 in the same bucket, then one in the next.
     const b = feed(store, clock);
     await run(b, clock, T0 + 100_000, T0 + STEP + 10_000, () => 4);
@@ -101,7 +104,7 @@ describe("the usage history in the store", () => {
     // Flushed: the store merged the two parts; the answer does not change.
     clock.now = T0 + 2 * STEP + FLUSH_DELAY_MS;
     await b.flush();
-    expect((await store.usageBuckets("server", "srv_a", 0)).map((r) => [r.samples, r.cpuPercent])).toEqual([
+    expect((await stored()).map((r) => [r.samples, r.cpuPercent])).toEqual([
       [30, 3],
       [1, 4],
     ]);
@@ -118,7 +121,7 @@ describe("the usage history in the store", () => {
         batches.push([...ops]);
         return store.commit(ops);
       },
-      usageBuckets: (k, id, after) => store.usageBuckets(k, id, after),
+      usageBuckets: (k, id, after, upTo) => store.usageBuckets(k, id, after, upTo),
     };
     const a = feed(flaky, clock);
     await run(a, clock, T0, T0 + STEP);
@@ -135,7 +138,7 @@ describe("the usage history in the store", () => {
     expect(batches[0]).toHaveLength(1);
     expect(await a.flush()).toBe(0);
     expect(batches).toHaveLength(1);
-    expect((await store.usageBuckets("server", "srv_a", 0)).map((b) => b.samples)).toEqual([30, 29]);
+    expect((await stored()).map((b) => b.samples)).toEqual([30, 29]);
     expect(times((await a.history("server", "srv_a", "24h")).points)).toEqual([0, 1]);
   });
 
@@ -150,12 +153,12 @@ describe("the usage history in the store", () => {
     clock.now = T0 + 86_400_000 + 2 * STEP + FLUSH_DELAY_MS;
     await a.flush();
     expect(times((await a.history("server", "srv_a", "24h")).points)).toEqual([289]);
-    expect(await store.usageBuckets("server", "srv_a", 0)).toHaveLength(2);
+    expect(await stored()).toHaveLength(2);
     // Past the margin: the next flush deletes it.
     const later = T0 + STORE_KEEP_MS + STEP;
     await run(a, clock, later, later + 30_000);
     clock.now = later + STEP + FLUSH_DELAY_MS;
     await a.flush();
-    expect((await store.usageBuckets("server", "srv_a", 0)).map((b) => (b.at - T0) / STEP)).toEqual([289, 301]);
+    expect((await stored()).map((b) => (b.at - T0) / STEP)).toEqual([289, 301]);
   });
 });

@@ -27,7 +27,7 @@ import {
   serverFromRow,
   SERVER_CHANGES_HORIZON,
   SERVER_CHANGE_COUNTER,
-  storable,
+  storableBatch,
   storableText,
   tokenFromRow,
   type AlertRow,
@@ -51,6 +51,7 @@ import {
   phaseColumnName,
   USAGE_COLUMNS,
   usageBucketFromRow,
+  usageBucketStarts,
   type UsageBucketRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
@@ -178,7 +179,7 @@ export class PostgresStore implements Store {
    */
   async commit(batch: readonly WriteOp[]): Promise<CommitResult> {
     // NUL cannot be stored in text (rows.ts storableText).
-    const ops = storable(batch);
+    const ops = storableBatch(batch);
     let fx: Effects;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -739,8 +740,11 @@ export class PostgresStore implements Store {
 
   // usage history (store.ts UsageReads)
 
-  async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number) {
-    const rows = await this.#rows<UsageBucketRow>(`SELECT ${USAGE_COLUMNS} FROM usage_buckets WHERE kind = $1 AND subject_id = $2 AND bucket_at > $3 ORDER BY bucket_at`, [kind, subjectId, after]);
+  /** Each bucket start of the span a lookup of the key (it leads with bucket_at). */
+  async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) {
+    const starts = usageBucketStarts(after, upTo);
+    if (starts.length === 0) return [];
+    const rows = await this.#rows<UsageBucketRow>(`SELECT ${USAGE_COLUMNS} FROM usage_buckets WHERE bucket_at = ANY($1::bigint[]) AND kind = $2 AND subject_id = $3 ORDER BY bucket_at`, [starts, kind, subjectId]);
     return rows.map(usageBucketFromRow);
   }
 

@@ -37,12 +37,14 @@ import {
   encodeSchedule,
   portKeys,
   portKeysOfSpecJson,
+  checkUsageBucket,
+  sortedUsageBuckets,
   USAGE_COLUMNS,
   usageUpsertClause,
   withKnownSize,
 } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
-import { hostLeaseName, type UsageBucketRecord, type WriteOp } from "../store.js";
+import { hostLeaseName, USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
 
 /** What one batch did so far (filled while it runs, reported once it committed). */
@@ -234,7 +236,7 @@ export class PgBatch {
         await this.q("DELETE FROM data_dirs WHERE server_id = $1", [o.id]);
         // As SqliteTables.deleteServerRecord: nothing may be resent for a server that no longer exists.
         await this.q("DELETE FROM commands WHERE server_id = $1", [o.id]);
-        await this.q("DELETE FROM usage_buckets WHERE kind = 'server' AND subject_id = $1", [o.id]);
+        await this.deleteUsage("server", o.id);
         fx.serverIds.add(o.id);
         return;
       }
@@ -344,7 +346,7 @@ export class PgBatch {
         const r = await this.q("UPDATE hosts SET removed_at = $1, online = 0, connected_since = NULL WHERE id = $2 AND removed_at IS NULL", [o.at, o.id]);
         if (r.rowCount !== 1) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
         await this.deleteHostRows(o.id);
-        await this.q("DELETE FROM usage_buckets WHERE kind = 'host' AND subject_id = $1", [o.id]);
+        await this.deleteUsage("host", o.id);
         fx.hostIds.add(o.id);
         return;
       }
@@ -841,7 +843,8 @@ export class PgBatch {
    */
   private async writeUsage(buckets: readonly UsageBucketRecord[], pruneBefore: number, pruneLimit: number): Promise<void> {
     if (buckets.length > 0) {
-      const sorted = [...buckets].sort((a, b) => (a.kind !== b.kind ? (a.kind < b.kind ? -1 : 1) : a.subjectId !== b.subjectId ? (a.subjectId < b.subjectId ? -1 : 1) : a.at - b.at));
+      for (const b of buckets) checkUsageBucket(b);
+      const sorted = sortedUsageBuckets(buckets);
       const col = <T>(f: (b: UsageBucketRecord) => T) => sorted.map(f);
       await this.q(
         `INSERT INTO usage_buckets (${USAGE_COLUMNS})
@@ -867,6 +870,16 @@ export class PgBatch {
     await this.q(
       "DELETE FROM usage_buckets WHERE (kind, subject_id, bucket_at) IN (SELECT kind, subject_id, bucket_at FROM usage_buckets WHERE bucket_at < $1 ORDER BY bucket_at LIMIT $2)",
       [pruneBefore, Math.max(0, Math.floor(pruneLimit))],
+    );
+  }
+
+  /** As UsageTables.deleteSubject: each bucket start of the span up to the newest stored, a lookup of the key. */
+  private async deleteUsage(kind: UsageSubjectKind, subjectId: string): Promise<void> {
+    await this.q(
+      `DELETE FROM usage_buckets WHERE bucket_at = ANY(ARRAY(
+         SELECT generate_series(m, m - ${USAGE_SPAN_MAX_MS}, -${USAGE_BUCKET_MS}) FROM (SELECT MAX(bucket_at) AS m FROM usage_buckets) x WHERE m IS NOT NULL
+       )) AND kind = $1 AND subject_id = $2`,
+      [kind, subjectId],
     );
   }
 

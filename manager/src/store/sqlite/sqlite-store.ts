@@ -13,7 +13,7 @@ import type { BackupFilter, EventRecord, Lifecycle, ServerRecord } from "../../d
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
 import { hostLeaseName, type HostRange, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type UsageSubjectKind, type WriteOp } from "../store.js";
-import { serverFromRow, storable, type ServerRow } from "../rows.js";
+import { serverFromRow, storableBatch, type ServerRow } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
 import type { TokenTables } from "./token-tables.js";
@@ -262,7 +262,7 @@ export class SqliteStore implements StoreContract {
   /** Applies one batch (inside a transaction): what it did. */
   #applyBatch(batch: readonly WriteOp[]): Effects {
     // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
-    const ops = storable(batch);
+    const ops = storableBatch(batch);
     const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), purged: new Map(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [], serverWrites: [] };
     for (const o of ops) {
       if (o.op === "event.append") continue;
@@ -512,7 +512,7 @@ export class SqliteStore implements StoreContract {
   async dueWebhookDeliveries(at: number, limit: number) { return this.#cluster().due(at, limit); }
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
-  async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number) { return this.#usage().buckets(kind, subjectId, after); }
+  async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) { return this.#usage().buckets(kind, subjectId, after, upTo); }
   async getBackupTarget(id: string) { return this.#backups().getTarget(id); }
   async findBackupTargetByName(name: string) { return this.#backups().findTargetByName(name); }
   async listBackupTargets() { return this.#backups().listTargets(); }
