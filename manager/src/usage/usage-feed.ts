@@ -13,7 +13,7 @@
  * database serves every host's; the 1 h window falls back to 5-minute buckets
  * where this manager has no samples.
  *
- * Bounded: a history per server and host that reported (27 KiB each),
+ * Bounded: a history per server and host that reported (28 KiB each),
  * dropped when the server is purged or the host removed, or after a day
  * without a sample; at most MAX_CONTAINERS samples taken from one report.
  * A subscriber holds at most one pending sample per server and host (a slow
@@ -187,8 +187,9 @@ export class UsageFeed {
    * Writes every key's closed buckets not yet in the store (with `open`, the
    * buckets still filling too: at shutdown) in one batch, and prunes stored
    * buckets past STORE_KEEP_MS (no batch when there is no bucket to write);
-   * a flush already running is waited for, not doubled. What was written is never written again; on failure it stays
-   * for the next flush. Returns how many buckets went.
+   * a flush already running is waited for, not doubled. What was written is
+   * never written again; on failure it stays for the next flush. Returns how
+   * many buckets went.
    */
   async flush(opts: { open?: boolean } = {}): Promise<number> {
     const store = this.opts.store;
