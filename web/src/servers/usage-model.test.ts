@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { UsageSampleSchema } from "@berth/proto/berth/v1/usage_pb.js";
-import { chartData, cpuGauge, diskGauge, formatPercent, loadText, measured, memoryGauge, niceMax, shortBytes } from "./usage-model.js";
+import { BUCKET_MS, chartData, cpuGauge, diskGauge, formatPercent, loadText, measured, memoryGauge, niceMax, shortBytes } from "./usage-model.js";
 
 const MiB = 1024n * 1024n;
 
@@ -65,6 +65,18 @@ describe("chartData", () => {
       [0, 10, 55, 100, 110],
       [1, 2, null, 3, 4],
     ]);
+  });
+
+  it("joins 5-minute buckets (the hour's fallback to stored buckets) and the 10 s samples after them, and still breaks at a real gap", () => {
+    // Buckets at 0 and 300 s, samples from 600 s every 10 s, then nothing for 5 minutes.
+    const times = [0, 300_000, 600_000, 610_000, 910_000];
+    const spans = times.map((_, i) => (i < 2 ? BUCKET_MS : 0));
+    expect(chartData(times, [[1, 2, 3, 4, 5]], 0, 1_000_000, 60_000, spans)).toEqual([
+      [0, 300, 600, 610, 760, 910],
+      [1, 2, 3, 4, null, 5],
+    ]);
+    // Without spans the buckets stand alone, each cut off from the next.
+    expect(chartData(times, [[1, 2, 3, 4, 5]], 0, 1_000_000, 60_000)[1]).toEqual([1, null, 2, null, 3, 4, null, 5]);
   });
 
   it("leaves out points outside the window", () => {

@@ -107,24 +107,41 @@ export function sampleMs(s: UsageSample): number | undefined {
  * A chart's data as uPlot takes it: the x values (seconds) and one list per
  * line, `null` where nothing was measured. A gap in time longer than
  * `maxGapMs` (no sample then) gets a null point between its ends, so the line
- * breaks there instead of being drawn across it. Points outside [t0, t1] are
- * left out.
+ * breaks there instead of being drawn across it. `spans[i]`: how long point i
+ * stands for (a 5-minute bucket, which the hour falls back to where its
+ * manager has no samples: 300,000), counted into the gap after it. Points
+ * outside [t0, t1] are left out.
  */
-export function chartData(times: readonly number[], lines: readonly (readonly (number | undefined)[])[], t0: number, t1: number, maxGapMs: number): [number[], ...(number | null)[][]] {
+export function chartData(
+  times: readonly number[],
+  lines: readonly (readonly (number | undefined)[])[],
+  t0: number,
+  t1: number,
+  maxGapMs: number,
+  spans: readonly number[] = [],
+): [number[], ...(number | null)[][]] {
   const xs: number[] = [];
   const ys: (number | null)[][] = lines.map(() => []);
   let prev: number | undefined;
+  let prevSpan = 0;
   times.forEach((t, i) => {
     if (t < t0 || t > t1) return;
-    if (prev !== undefined && t - prev > maxGapMs) {
+    if (prev !== undefined && t - prev > maxGapMs + prevSpan) {
       xs.push((prev + t) / 2 / 1000);
       for (const y of ys) y.push(null);
     }
     xs.push(t / 1000);
     lines.forEach((line, k) => ys[k]!.push(line[i] ?? null));
     prev = t;
+    prevSpan = spans[i] ?? 0;
   });
   return [xs, ...ys];
+}
+
+/** A history point that stands for a 5-minute bucket (it has the bucket's peak memory), not one sample. */
+export const BUCKET_MS = 300_000;
+export function pointSpanMs(s: UsageSample): number {
+  return s.memoryMaxBytes !== undefined ? BUCKET_MS : 0;
 }
 
 /** How many measured values a line has. */

@@ -10,7 +10,7 @@ import { UsageWindow, type GetUsageResponse, type UsageSample } from "@berth/pro
 import { useSession } from "../app-context.js";
 import { errorText } from "../api/client.js";
 import { formatBytes, formatClock, formatTime } from "../ui/format.js";
-import { chartData, cpuGauge, formatPercent, formatRate, measured, memoryGauge, niceMax, noUsageReason, sampleMs, type Gauge } from "./usage-model.js";
+import { chartData, cpuGauge, pointSpanMs, formatPercent, formatRate, measured, memoryGauge, niceMax, noUsageReason, sampleMs, type Gauge } from "./usage-model.js";
 
 const UsagePlot = lazy(() => import("../ui/usage-plot.js").then((m) => ({ default: m.UsagePlot })));
 
@@ -103,6 +103,7 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
     const pick = (f: (s: UsageSample) => number | bigint | undefined) => points.map((p) => (f(p) === undefined ? undefined : Number(f(p))));
     return {
       times: points.map((p) => sampleMs(p) ?? 0),
+      spans: points.map(pointSpanMs),
       cpu: pick((p) => p.cpuPercent),
       // The day's points are 5-minute averages: their peak tells more about memory.
       memory: pick((p) => (day ? (p.memoryMaxBytes ?? p.memoryBytes) : p.memoryBytes)),
@@ -118,7 +119,7 @@ export function UsageHistory({ subject, name }: { subject: { case: "server" | "h
   const cpuFig = cpuGauge(latest, kind);
   // The same arrays until the next answer: the drawer re-renders on every watch change, the chart need not.
   const charts = useMemo(() => {
-    const chart = (values: (number | undefined)[][]) => chartData(lines.times, values, t0, t1, spec.gapMs);
+    const chart = (values: (number | undefined)[][]) => chartData(lines.times, values, t0, t1, spec.gapMs, lines.spans);
     return { cpu: chart([lines.cpu]), memory: chart([lines.memory]), net: chart([lines.rx, lines.tx]) };
   }, [lines, t0, t1, spec.gapMs]);
 
