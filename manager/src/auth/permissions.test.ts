@@ -72,11 +72,12 @@ describe("permission table", () => {
   });
 
   it("counts exactly the state-changing calls against the rate limit", () => {
+    // Render and Preview compute an answer and change nothing.
     // WriteFile is one call per 1 MiB chunk of an upload: counting it would cap uploads at --rate-limit MiB/s.
     const uncounted = new Set(["berth.v1.FileService/WriteFile"]);
     for (const [p, perm] of Object.entries(PERMISSIONS)) {
       if (perm.auth !== "token") continue;
-      const reads = /\/(Get|List|Watch|Tail|WhoAmI|Stat|Read)/.test(p) || uncounted.has(p);
+      const reads = /\/(Get|List|Watch|Tail|WhoAmI|Stat|Read|Render|Preview)/.test(p) || uncounted.has(p);
       expect([p, perm.mutates]).toEqual([p, !reads]);
     }
   });

@@ -63,6 +63,26 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   // otherwise cap an upload at that many MiB a second); the agent bounds open uploads.
   "berth.v1.UsageService/GetUsage": read("viewer"),
   "berth.v1.UsageService/WatchUsage": read("viewer"),
+
+  // Templates (issue 21): viewers read and preview; operators change their project's
+  // templates (a global one needs an all-projects admin: checked by the handler).
+  "berth.v1.TemplateService/ListTemplates": read("viewer"),
+  "berth.v1.TemplateService/GetTemplate": read("viewer"),
+  "berth.v1.TemplateService/RenderTemplate": read("viewer"),
+  "berth.v1.TemplateService/CreateTemplate": write("operator"),
+  "berth.v1.TemplateService/UpdateTemplate": write("operator"),
+  "berth.v1.TemplateService/DeleteTemplate": write("operator"),
+  "berth.v1.TemplateService/ImportTemplate": write("operator"),
+
+  // Schedules (issue 21): viewers read them, their runs and cron previews; operators change and run them.
+  "berth.v1.ScheduleService/ListSchedules": read("viewer"),
+  "berth.v1.ScheduleService/GetSchedule": read("viewer"),
+  "berth.v1.ScheduleService/ListScheduleRuns": read("viewer"),
+  "berth.v1.ScheduleService/PreviewCron": read("viewer"),
+  "berth.v1.ScheduleService/CreateSchedule": write("operator"),
+  "berth.v1.ScheduleService/UpdateSchedule": write("operator"),
+  "berth.v1.ScheduleService/DeleteSchedule": write("operator"),
+  "berth.v1.ScheduleService/RunScheduleNow": write("operator"),
   "berth.v1.FileService/ListFiles": read("viewer"),
   "berth.v1.FileService/StatFile": read("viewer"),
   "berth.v1.FileService/ReadFile": read("viewer"),
