@@ -109,6 +109,10 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}, opts
     // A PostgreSQL store has no directory for the secret key: name a file of this manager's own.
     store = { store: url, secretKeyFile: join(dir, "secret.key") };
     pgPool = new pg.Pool({ connectionString: url, max: 1 });
+    // An idle connection ended by the server (the database dropped, the run's server stopping)
+    // emits 'error' on the pool: without a listener that is an uncaught exception in whatever
+    // file this worker runs next (seen in a fresh run, after this file's tests had passed).
+    pgPool.on("error", () => {});
   }
   const removeDatabase = async () => {
     await pgPool?.end();
@@ -160,8 +164,11 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}, opts
     },
     async close() {
       reader?.close();
-      await manager.close();
-      await removeDatabase();
+      try {
+        await manager.close();
+      } finally {
+        await removeDatabase();
+      }
     },
   };
 }
