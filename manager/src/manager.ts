@@ -307,7 +307,12 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   // Several managers (PostgreSQL) split each token's rate budget (docs/design.md "Limits with several managers").
   const managerPresence = opened.contract.engine === "postgres" ? new ManagerPresence({ store: opened.contract, holder: leader.holder, log, onCount: (n) => limits.setManagers(n) }) : undefined;
   // What agents report about usage (UsageService, /metrics); a purged server's or removed host's goes.
-  const usage = new UsageFeed({ projectOf: async (id) => (await opened.contract.getServer(id))?.project });
+  // Its 5-minute buckets go to the store after each 5-minute boundary (started by listen()).
+  const usage = new UsageFeed({
+    projectOf: async (id) => (await opened.contract.getServer(id))?.project,
+    store: opened.contract,
+    onFlushError: (err) => log.warn({ err }, "could not write the usage history's 5-minute buckets; they are kept and written with the next ones"),
+  });
   opened.contract.onCommit((c) => usage.onCommit(c));
   const observability = createObservability({
     store: opened.contract,
@@ -498,6 +503,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       reconciler.startResync();
       // SERVING once a write probe succeeds (now, then every few seconds).
       observability.start();
+      usage.start();
       log.info({ url, managerId, store: opened.description }, "manager listening");
       if (!config.sftp) return { host, port, url };
       sftp = await startSftp({ listen: splitHostPort(config.sftp.listen), ...(sftpKeyFile ? { hostKeyFile: sftpKeyFile } : {}) }, sftpRoutes, interceptors, log);
@@ -512,6 +518,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       // In-flight reconciles finish before the store closes.
       await reconciler.stop();
       hub.closeAll("manager shutting down");
+      // The buckets still filling too: a restart's 24 h window misses nothing measured here.
+      await usage.stop();
       // Hands this manager's hosts over at once (their agents reconnect to another manager).
       await ownership?.stop();
       await managerPresence?.stop();

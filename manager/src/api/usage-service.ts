@@ -1,6 +1,7 @@
 /**
  * UsageService: what servers and hosts use, from the usage feed of this
- * manager's agents (usage/usage-feed.ts).
+ * manager's agents and the 5-minute buckets every manager writes to the
+ * store (usage/usage-feed.ts).
  */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -45,14 +46,23 @@ export function createUsageService(deps: UsageServiceDeps): ServiceImpl<typeof U
   const { store, usage, hub } = deps;
   const presence = deps.presence ?? hub;
 
+  /** What a 1 h window made partly or wholly of 5-minute buckets says. */
+  const COARSE_NOTE =
+    "where this manager holds no 10 s samples, the hour shows the stored 5-minute averages: the 10 s detail is kept by the manager the host's agent is connected to, since it connected";
+
   /** Why a host has no sample here. */
   function hostNote(hostId: string): string {
     if (!hub.isConnected(hostId)) {
       return presence.isConnected(hostId)
-        ? "this host's agent is connected to another manager of this database: ask that manager (usage is kept by the manager a host's agent is connected to)"
+        ? "this host's agent is connected to another manager of this database: ask that manager for the latest sample (the 5-minute history is in the store, served by every manager)"
         : "the host is offline: nothing is measured until its agent connects again";
     }
     return "nothing measured yet: agents report usage every 10 s (an agent started with --usage-interval 0, or older than usage reporting, reports none)";
+  }
+
+  /** Why there is no latest sample, and what the hour's points are when some are buckets. */
+  function notes(why: string, coarse: boolean): string {
+    return [why, coarse ? COARSE_NOTE : ""].filter((n) => n !== "").join("; ");
   }
 
   return {
@@ -62,7 +72,7 @@ export function createUsageService(deps: UsageServiceDeps): ServiceImpl<typeof U
       if (req.subject.case === "server") {
         const server = await loadVisibleServer(store, caller, req.subject.value);
         const latest = usage.latestServer(server.id);
-        const points = usage.history("server", server.id, window);
+        const history = await usage.history("server", server.id, window);
         let note = "";
         if (!latest) {
           note = !server.hostId
@@ -71,14 +81,15 @@ export function createUsageService(deps: UsageServiceDeps): ServiceImpl<typeof U
               ? `nothing is measured while the server is not running (it is ${phaseName(server.status.phase)})`
               : hostNote(server.hostId);
         }
-        return create(GetUsageResponseSchema, { ...(latest?.sample ? { latest: latest.sample } : {}), points, note });
+        return create(GetUsageResponseSchema, { ...(latest?.sample ? { latest: latest.sample } : {}), points: history.points, note: notes(note, history.coarse) });
       }
       const host = await loadHost(store, req.subject.value ?? "");
       const latest = usage.latestHost(host.id);
+      const history = await usage.history("host", host.id, window);
       return create(GetUsageResponseSchema, {
         ...(latest?.sample ? { latest: latest.sample } : {}),
-        points: usage.history("host", host.id, window),
-        note: latest ? "" : hostNote(host.id),
+        points: history.points,
+        note: notes(latest ? "" : hostNote(host.id), history.coarse),
       });
     },
 

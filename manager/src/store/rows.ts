@@ -32,7 +32,7 @@ import type {
   TokenRecord,
 } from "../domain/records.js";
 import { AlreadyExistsError, ConflictError } from "../errors.js";
-import type { ServerPlacement } from "./store.js";
+import { USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type ServerPlacement, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "./store.js";
 
 /**
  * Text as every engine stores it: well-formed, without NUL.
@@ -67,6 +67,17 @@ const UNSTORABLE_ALL = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff
  * commit reports (its events) is what is stored. Objects with nothing to
  * replace are returned as they are (no copy); a copy keeps its prototype.
  */
+/**
+ * A batch as storable() makes it, except usage.write's buckets, passed as
+ * they are: their only text is a kind and the id of a server or host the
+ * manager read from the store, and walking 10,000 of them cost a flush more
+ * than its inserts.
+ */
+export function storableBatch(batch: readonly WriteOp[]): readonly WriteOp[] {
+  if (!batch.some((o) => o.op === "usage.write")) return storable(batch);
+  return batch.map((o) => (o.op === "usage.write" ? o : storable(o)));
+}
+
 export function storable<T>(v: T): T {
   if (typeof v === "string") return storableText(v) as T;
   if (v === null || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
@@ -639,3 +650,74 @@ export function phaseColumnName(v: string | number | null | undefined): string {
   const name = typeof v === "number" ? (Phase[v] ?? "") : v.replace(/^PHASE_/, "");
   return name === "UNSPECIFIED" ? "" : name;
 }
+
+// --- usage history (migration 14; store.ts usage.write, usageBuckets) ---
+
+/** A usage_buckets row (migration 14). */
+export interface UsageBucketRow {
+  kind: string;
+  subject_id: string;
+  bucket_at: number;
+  samples: number;
+  cpu_percent: number;
+  memory_bytes: number;
+  memory_max_bytes: number;
+  memory_limit_bytes: number | null;
+  net_rx_bps: number;
+  net_tx_bps: number;
+  io_read_bps: number;
+  io_write_bps: number;
+  pids: number;
+}
+
+export function usageBucketFromRow(r: UsageBucketRow): UsageBucketRecord {
+  return {
+    kind: r.kind as UsageSubjectKind,
+    subjectId: r.subject_id,
+    at: Number(r.bucket_at),
+    samples: r.samples,
+    cpuPercent: r.cpu_percent,
+    memoryBytes: r.memory_bytes,
+    memoryMaxBytes: r.memory_max_bytes,
+    ...(r.memory_limit_bytes === null ? {} : { memoryLimitBytes: r.memory_limit_bytes }),
+    netRxBps: r.net_rx_bps,
+    netTxBps: r.net_tx_bps,
+    ioReadBps: r.io_read_bps,
+    ioWriteBps: r.io_write_bps,
+    pids: r.pids,
+  };
+}
+
+/** `a` weighted by `a.samples` and `b` by `b.samples`: the merge of two parts of one bucket (usage.write), as SQL on the conflicting row. */
+const weighted = (col: string) => `${col} = (usage_buckets.${col} * usage_buckets.samples + excluded.${col} * excluded.samples) / (usage_buckets.samples + excluded.samples)`;
+const AVERAGED = ["cpu_percent", "memory_bytes", "net_rx_bps", "net_tx_bps", "io_read_bps", "io_write_bps", "pids"];
+
+/** The conflict clause of a bucket write, for SQLite (MAX) or PostgreSQL (GREATEST). */
+export function usageUpsertClause(greatest: "MAX" | "GREATEST"): string {
+  return `ON CONFLICT (bucket_at, kind, subject_id) DO UPDATE SET
+    ${AVERAGED.map(weighted).join(",\n    ")},
+    memory_max_bytes = ${greatest}(usage_buckets.memory_max_bytes, excluded.memory_max_bytes),
+    memory_limit_bytes = excluded.memory_limit_bytes,
+    samples = usage_buckets.samples + excluded.samples`;
+}
+
+/** The bucket starts in (after, upTo], oldest first (UsageReads.usageBuckets). */
+export function usageBucketStarts(after: number, upTo: number): number[] {
+  if (!(upTo - after <= USAGE_SPAN_MAX_MS)) throw new RangeError(`usage buckets are read over at most ${USAGE_SPAN_MAX_MS / 3_600_000} h (asked ${(upTo - after) / 3_600_000} h)`);
+  const out: number[] = [];
+  for (let t = (Math.floor(after / USAGE_BUCKET_MS) + 1) * USAGE_BUCKET_MS; t <= upTo; t += USAGE_BUCKET_MS) out.push(t);
+  return out;
+}
+
+/** Buckets in the table's key order (bucket_at, kind, subject_id): appended in order, and locked in one order by managers writing some of the same keys. */
+export function sortedUsageBuckets(buckets: readonly UsageBucketRecord[]): UsageBucketRecord[] {
+  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return [...buckets].sort((a, b) => a.at - b.at || cmp(a.kind, b.kind) || cmp(a.subjectId, b.subjectId));
+}
+
+/** usage.write's precondition on each bucket. */
+export function checkUsageBucket(b: UsageBucketRecord): void {
+  if (!Number.isSafeInteger(b.at) || b.at % USAGE_BUCKET_MS !== 0) throw new RangeError(`usage bucket of ${b.kind} ${b.subjectId} starts at ${b.at}, not a multiple of ${USAGE_BUCKET_MS} ms`);
+}
+
+export const USAGE_COLUMNS = "kind, subject_id, bucket_at, samples, cpu_percent, memory_bytes, memory_max_bytes, memory_limit_bytes, net_rx_bps, net_tx_bps, io_read_bps, io_write_bps, pids";

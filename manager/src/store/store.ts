@@ -106,7 +106,7 @@ export type WriteOp =
   | ({ op: "server.resetDataInitialized"; id: string } & IfVersion)
   /** Writes nothing: ConflictError unless the server's version is still this (NotFoundError when gone). For a batch that decided from the record without writing it. */
   | { op: "server.check"; id: string; expectVersion: number }
-  /** Deletes the record, its data_dirs rows, port reservations and commands; NotFoundError when already gone. */
+  /** Deletes the record, its data_dirs rows, port reservations, commands and usage buckets; NotFoundError when already gone. */
   | { op: "server.delete"; id: string }
   // commands
   /** ConflictError when the server already has an open command (the database's unique index). */
@@ -138,7 +138,7 @@ export type WriteOp =
    * died with their streams (PostgreSQL).
    */
   | { op: "host.offlineUnowned"; at: number }
-  /** Marks the host removed and deletes what was observed on it. */
+  /** Marks the host removed and deletes what was observed on it, and its usage buckets. */
   | { op: "host.remove"; id: string; at: number }
   /**
    * Sets the host's scheduling state (cordoned, its drain). NotFound for a
@@ -246,6 +246,17 @@ export type WriteOp =
   | { op: "backup.update"; id: string; set: Partial<Omit<BackupRecord, "id" | "serverId" | "targetId" | "key" | "createdAt">>; ifState?: readonly BackupState[] }
   /** Drops the row (its archive is already gone from the target); NotFoundError when missing. ConflictError when locked. */
   | { op: "backup.delete"; id: string }
+  // usage history (usage/usage-feed.ts; migration 14)
+  /**
+   * Writes closed 5-minute usage buckets, all in this one batch. A bucket
+   * already stored for the same subject and start (another manager's part
+   * of it: a host that moved between managers mid-bucket, or a manager's
+   * own before a restart) is merged with it: averages weighted by their
+   * sample counts, the larger memory peak, this write's limit. Then deletes
+   * at most `pruneLimit` buckets that started before `pruneBefore`, oldest
+   * first. Announces nothing to onCommit listeners.
+   */
+  | { op: "usage.write"; buckets: readonly UsageBucketRecord[]; pruneBefore: number; pruneLimit: number }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -461,6 +472,51 @@ export interface BackupReads {
   backupPolicyFacts(serverId?: string): Promise<BackupPolicyFacts[]>;
 }
 
+/** Whose usage a bucket is: a server's (by id) or a host's. */
+export type UsageSubjectKind = "server" | "host";
+
+/**
+ * One stored 5-minute usage bucket (usage.write, usageBuckets): the averages
+ * of the samples that fell in [at, at + 5 min), their count, the largest
+ * memory figure and the last memory limit (absent: none). A host's have 0
+ * for the network, IO and pids figures.
+ */
+export interface UsageBucketRecord {
+  kind: UsageSubjectKind;
+  subjectId: string;
+  /** The bucket's start, ms since the epoch: a multiple of USAGE_BUCKET_MS (usage.write refuses others with a RangeError). */
+  at: number;
+  samples: number;
+  cpuPercent: number;
+  memoryBytes: number;
+  memoryMaxBytes: number;
+  memoryLimitBytes?: number;
+  netRxBps: number;
+  netTxBps: number;
+  ioReadBps: number;
+  ioWriteBps: number;
+  pids: number;
+}
+
+/** A usage bucket's span: its start (UsageBucketRecord.at) is a multiple of it. */
+export const USAGE_BUCKET_MS = 300_000;
+/**
+ * The longest span usageBuckets reads (a day, the pruning's margin, and some),
+ * and how far back from the newest bucket a purge looks (older rows are
+ * pruned by age): the table is keyed by time first, so a subject's rows are
+ * found by looking up each bucket start of a span.
+ */
+export const USAGE_SPAN_MAX_MS = 26 * 3_600_000;
+
+export interface UsageReads {
+  /**
+   * The subject's stored buckets that start after `after` and at or before
+   * `upTo` (ms), oldest first. The span is at most USAGE_SPAN_MAX_MS (else
+   * a RangeError: a caller's bug).
+   */
+  usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number): Promise<UsageBucketRecord[]>;
+}
+
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */
 export interface Retention {
   pruneEventsOlderThan(cutoff: number, limit: number): Promise<number>;
@@ -471,7 +527,7 @@ export interface Retention {
 }
 
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;

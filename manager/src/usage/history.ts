@@ -8,7 +8,7 @@
  *                  │ closed by the first sample of a later bucket
  *                  ▼
  *               coarse ring: the last 288 closed buckets (24 h): averages of every
- *               field, and the largest memory figure of the bucket
+ *               field, the largest memory figure of the bucket, and its sample count
  *
  * Buckets are aligned to the epoch (every key's 12:05 bucket is the same span) and
  * a bucket exists only when samples fell in it: a host offline for 20 minutes
@@ -20,9 +20,13 @@
  * digits, e.g. a memory figure of 2 GiB is kept to within 128 bytes. That is
  * plenty for charts and halves the memory of 64-bit storage.
  *
- * Memory: HISTORY_BYTES_PER_KEY (27,160 bytes: 14,400 fine + 12,672 coarse +
+ * Persisting (usage-feed.ts): each key remembers up to which bucket it was
+ * written to the store (`unflushed`, `markFlushed`); a sample falling in a
+ * bucket already written is ignored, so a bucket is written once.
+ *
+ * Memory: HISTORY_BYTES_PER_KEY (28,312 bytes: 14,400 fine + 13,824 coarse +
  * 88 for the open bucket) of typed arrays per key, whatever the number of
- * samples added, plus a few hundred bytes of JS objects; 1,000 keys ≈ 27 MB.
+ * samples added, plus a few hundred bytes of JS objects; 1,000 keys ≈ 28 MB.
  * The history test measures it with 10,000 keys.
  */
 
@@ -48,6 +52,13 @@ export interface UsagePoint extends UsageSample {
   memoryMaxBytes: number;
 }
 
+/** A 5-minute bucket with how many samples it averages, and whether it was written to the store (markFlushed). */
+export interface HistoryBucket {
+  point: UsagePoint;
+  samples: number;
+  flushed: boolean;
+}
+
 export type UsageWindow = "1h" | "24h";
 
 /** The sampling interval the fine ring is sized for. */
@@ -68,8 +79,9 @@ const IO_R = 5;
 const IO_W = 6;
 const PIDS = 7;
 const MEM_MAX = 8;
+const SAMPLES = 9;
 const FINE_FIELDS = 8;
-const COARSE_FIELDS = 9;
+const COARSE_FIELDS = 10;
 /** The averaged columns (all but LIMIT, which keeps the bucket's last value). */
 const AVERAGED = [CPU, MEM, RX, TX, IO_R, IO_W, PIDS] as const;
 
@@ -123,6 +135,8 @@ interface KeyHistory {
   coarse: Ring;
   acc: Float64Array;
   lastAt: number;
+  /** The last bucket number written to the store (-1: none). */
+  flushed: number;
 }
 
 function valid(s: UsageSample): boolean {
@@ -165,10 +179,12 @@ export class UsageHistory {
     if (!valid(s)) return false;
     let h = this.keys.get(key);
     if (h && s.at <= h.lastAt) return false;
+    const bucket = Math.floor(s.at / COARSE_STEP_MS);
+    if (h && bucket <= h.flushed) return false;
     if (!h) {
       const acc = new Float64Array(ACC_SIZE);
       acc[ACC_BUCKET] = -1;
-      h = { fine: new Ring(FINE_POINTS, FINE_FIELDS), coarse: new Ring(COARSE_POINTS, COARSE_FIELDS), acc, lastAt: -Infinity };
+      h = { fine: new Ring(FINE_POINTS, FINE_FIELDS), coarse: new Ring(COARSE_POINTS, COARSE_FIELDS), acc, lastAt: -Infinity, flushed: -1 };
       this.keys.set(key, h);
     }
     h.lastAt = s.at;
@@ -184,7 +200,6 @@ export class UsageHistory {
     v[row + IO_W] = s.ioWriteBps;
     v[row + PIDS] = s.pids;
 
-    const bucket = Math.floor(s.at / COARSE_STEP_MS);
     const acc = h.acc;
     if (acc[ACC_BUCKET] !== bucket) {
       if (acc[ACC_COUNT]! > 0) this.closeBucket(h);
@@ -233,6 +248,69 @@ export class UsageHistory {
     return out;
   }
 
+  /**
+   * The 5-minute buckets (closed, and the open one) that start after `after`,
+   * oldest first, with their sample counts and whether they were written to
+   * the store: what merge.ts combines with the store's buckets.
+   */
+  buckets(key: string, after: number): HistoryBucket[] {
+    const h = this.keys.get(key);
+    if (!h) return [];
+    const out: HistoryBucket[] = [];
+    for (let i = 0; i < h.coarse.length; i++) {
+      const r = h.coarse.row(i);
+      const at = h.coarse.at[r]!;
+      if (at > after) out.push(this.coarseBucket(h, r));
+    }
+    const open = this.openBucket(h);
+    if (open && open.at > after) out.push({ point: open, samples: h.acc[ACC_COUNT]!, flushed: h.acc[ACC_BUCKET]! <= h.flushed });
+    return out;
+  }
+
+  /**
+   * Every key's buckets not yet written to the store that ended by `now`
+   * (with `open`, the bucket still filling too), oldest first, and the last
+   * bucket number of each key's list (for markFlushed once they are written).
+   */
+  unflushed(now: number, opts: { open?: boolean } = {}): { key: string; buckets: HistoryBucket[]; upTo: number }[] {
+    const out: { key: string; buckets: HistoryBucket[]; upTo: number }[] = [];
+    for (const [key, h] of this.keys) {
+      const buckets: HistoryBucket[] = [];
+      // Newest first, down to the first one written.
+      for (let i = h.coarse.length - 1; i >= 0; i--) {
+        const r = h.coarse.row(i);
+        if (Math.floor(h.coarse.at[r]! / COARSE_STEP_MS) <= h.flushed) break;
+        buckets.push(this.coarseBucket(h, r));
+      }
+      buckets.reverse();
+      const n = h.acc[ACC_BUCKET]!;
+      if (h.acc[ACC_COUNT]! > 0 && n > h.flushed && (opts.open || (n + 1) * COARSE_STEP_MS <= now)) {
+        buckets.push({ point: this.openBucket(h)!, samples: h.acc[ACC_COUNT]!, flushed: false });
+      }
+      if (buckets.length > 0) out.push({ key, buckets, upTo: Math.floor(buckets.at(-1)!.point.at / COARSE_STEP_MS) });
+    }
+    return out;
+  }
+
+  /**
+   * The key's buckets up to bucket number `upTo` are (being) written to the
+   * store: not listed by unflushed again, and a later sample in one is
+   * ignored. Returns the mark before, for restoreFlushed.
+   */
+  markFlushed(key: string, upTo: number): number {
+    const h = this.keys.get(key);
+    if (!h) return -1;
+    const before = h.flushed;
+    if (upTo > h.flushed) h.flushed = upTo;
+    return before;
+  }
+
+  /** The write failed: the key's mark goes back to `before` (its buckets are listed again). */
+  restoreFlushed(key: string, before: number): void {
+    const h = this.keys.get(key);
+    if (h) h.flushed = before;
+  }
+
   /** Keys whose last sample is older than `before` (ms): their history is past its day window, or nearly. */
   idleKeys(before: number): string[] {
     const out: string[] = [];
@@ -257,6 +335,12 @@ export class UsageHistory {
     return point(acc[ACC_BUCKET]! * COARSE_STEP_MS, v, 0, v[MEM_MAX]!);
   }
 
+  private coarseBucket(h: KeyHistory, r: number): HistoryBucket {
+    const base = r * COARSE_FIELDS;
+    const at = h.coarse.at[r]!;
+    return { point: point(at, h.coarse.values, base, h.coarse.values[base + MEM_MAX]!), samples: h.coarse.values[base + SAMPLES]!, flushed: Math.floor(at / COARSE_STEP_MS) <= h.flushed };
+  }
+
   private closeBucket(h: KeyHistory): void {
     const acc = h.acc;
     const n = acc[ACC_COUNT]!;
@@ -265,5 +349,6 @@ export class UsageHistory {
     for (const c of AVERAGED) v[base + c] = acc[c]! / n;
     v[base + LIMIT] = acc[ACC_LIMIT]!;
     v[base + MEM_MAX] = acc[ACC_MAX]!;
+    v[base + SAMPLES] = n;
   }
 }

@@ -55,12 +55,12 @@ describe("UsageFeed", () => {
     await f.record("host_1", report({ srv_a: { cpu: 2, mem: 10 } }), placed);
     expect(updates[1]!.goneServerIds).toEqual(["srv_b"]);
     expect(f.latestServer("srv_b")).toBeUndefined();
-    expect(f.history("server", "srv_b", "1h")).toHaveLength(1); // the history stays
+    expect((await f.history("server", "srv_b", "1h")).points).toHaveLength(1); // the history stays
     f.hostGone("host_1");
     expect(updates[2]!.goneServerIds).toEqual(["srv_a"]);
     expect(f.latestHost("host_1")).toBeUndefined();
     f.onCommit({ events: [{ type: "server.purged", serverId: "srv_b" } as EventRecord], serverIds: new Set(), hostIds: new Set() });
-    expect(f.history("server", "srv_b", "1h")).toEqual([]);
+    expect((await f.history("server", "srv_b", "1h")).points).toEqual([]);
     expect(f.sizes.servers).toBe(1);
   });
 
@@ -82,13 +82,13 @@ describe("UsageFeed", () => {
     await f.record("host_1", report({ srv_a: { mem: 10 } }), placed);
     tick();
     await f.record("host_1", report({ srv_a: { cpu: 30, mem: 12 } }), placed);
-    const points = f.history("server", "srv_a", "1h");
+    const { points } = await f.history("server", "srv_a", "1h");
     expect(points.map((p) => [p.cpuPercent, p.memoryBytes, p.pids])).toEqual([[30, 12n, 2]]);
-    const hostPoints = f.history("host", "host_1", "1h");
+    const { points: hostPoints } = await f.history("host", "host_1", "1h");
     expect(hostPoints).toHaveLength(2);
     expect(hostPoints[0]!.memoryLimitBytes).toBe(1000n);
     expect(hostPoints[0]!.pids).toBeUndefined();
-    expect(f.history("server", "srv_a", "24h")[0]!.memoryMaxBytes).toBe(12n);
+    expect((await f.history("server", "srv_a", "24h")).points[0]!.memoryMaxBytes).toBe(12n);
   });
 
   it("leaves out figures that are not finite non-negative numbers", async () => {

@@ -3,12 +3,17 @@
  * sample of each running server and each host, their histories
  * (UsageHistory), and the WatchUsage subscribers.
  *
- * Only this manager's agents: usage is not written to the store (a sample per
- * server every 10 s would be most of its writes at fleet scale), so with
- * several managers each serves its own hosts' usage, and a restart starts the
- * histories again.
+ * Samples and the 1 h history are this manager's agents' only (a sample per
+ * server every 10 s would be most of the store's writes at fleet scale). The
+ * 5-minute buckets go to the store (usage_buckets) once they close: flush()
+ * runs a few seconds after every 5-minute boundary and writes every key's
+ * closed buckets in one batch (usage.write), which also prunes buckets older
+ * than a day and a margin. history() answers from memory and the store
+ * (merge.ts), so the 24 h window survives a restart and every manager of a
+ * database serves every host's; the 1 h window falls back to 5-minute buckets
+ * where this manager has no samples.
  *
- * Bounded: a history per server and host that reported (27 KiB each),
+ * Bounded: a history per server and host that reported (28 KiB each),
  * dropped when the server is purged or the host removed, or after a day
  * without a sample; at most MAX_CONTAINERS samples taken from one report.
  * A subscriber holds at most one pending sample per server and host (a slow
@@ -18,13 +23,20 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { UsageReport } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostUsageSchema, ServerUsageSchema, UsageSampleSchema, type HostUsage, type ServerUsage, type UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
-import type { Committed } from "../store/store.js";
-import { UsageHistory, type UsagePoint, type UsageSample as HistorySample, type UsageWindow } from "./history.js";
+import type { Committed, Store, UsageBucketRecord, UsageSubjectKind } from "../store/store.js";
+import { COARSE_STEP_MS, UsageHistory, type UsagePoint, type UsageSample as HistorySample, type UsageWindow } from "./history.js";
+import { fillHour, mergeBuckets } from "./merge.js";
 
 /** Container samples taken from one report at most (far above a host's servers). */
 export const MAX_CONTAINERS = 5000;
 /** A history without a sample for this long is dropped (past the day window). */
 const IDLE_DROP_MS = 25 * 3_600_000;
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+/** Stored buckets are pruned once they started this long before the day window (a margin for clocks and late flushes). */
+export const STORE_KEEP_MS = DAY_MS + HOUR_MS;
+/** The flush runs this long after each 5-minute boundary (the buckets that ended at it are closed by then). */
+export const FLUSH_DELAY_MS = 5_000;
 
 export interface UsageUpdate {
   servers: ServerUsage[];
@@ -42,7 +54,17 @@ interface Latest {
 export interface UsageFeedOptions {
   /** A server's project (for scoping watchers), asked once per server; undefined: unknown (its samples are left out). */
   projectOf(serverId: string): Promise<string | undefined>;
+  /** Where the 5-minute buckets are kept (flush, history); without, the histories are this manager's memory only. */
+  store?: Pick<Store, "commit" | "usageBuckets">;
+  /** A flush failed (the buckets stay and go with the next one). */
+  onFlushError?: (err: unknown) => void;
   now?: () => number;
+}
+
+/** A history as GetUsage answers it: `coarse` when the 1 h window holds 5-minute buckets (no samples here for part or all of it). */
+export interface UsageHistoryAnswer {
+  points: UsageSample[];
+  coarse: boolean;
 }
 
 /** What a watcher may see: every project (null) or one. */
@@ -59,6 +81,8 @@ export class UsageFeed {
   private readonly watchers = new Set<(u: UsageUpdate) => void>();
   private readonly now: () => number;
   private lastSweep = 0;
+  private flushing: Promise<unknown> | undefined;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: UsageFeedOptions) {
     this.now = opts.now ?? Date.now;
@@ -140,10 +164,84 @@ export class UsageFeed {
     return this.hosts.get(hostId);
   }
 
-  /** The history of a server or a host over `window`, as wire samples (oldest first). */
-  history(kind: "server" | "host", id: string, window: UsageWindow): UsageSample[] {
-    const points = (kind === "server" ? this.serverHistory : this.hostHistory).window(id, window);
-    return points.map((p) => pointSample(p, kind, window));
+  /**
+   * The history of a server or a host over `window`, as wire samples (oldest
+   * first): the day's 5-minute buckets from the store and memory (merge.ts);
+   * the hour's samples held here, preceded by the buckets of the part of the
+   * hour this manager has no samples for.
+   */
+  async history(kind: UsageSubjectKind, id: string, window: UsageWindow): Promise<UsageHistoryAnswer> {
+    const h = kind === "server" ? this.serverHistory : this.hostHistory;
+    const now = this.now();
+    const after = now - (window === "1h" ? HOUR_MS : DAY_MS);
+    const stored = this.opts.store ? await this.opts.store.usageBuckets(kind, id, after, now) : [];
+    // Memory after the store: a bucket being flushed is marked written before its write
+    // commits (flush), so a row the read saw is never counted from memory too.
+    const buckets = mergeBuckets(stored, h.buckets(id, after));
+    if (window === "24h") return { points: buckets.map((p) => pointSample(p, kind, true)), coarse: false };
+    const { points, buckets: n } = fillHour(h.window(id, "1h"), buckets);
+    return { points: points.map((p, i) => pointSample(p, kind, i < n)), coarse: n > 0 };
+  }
+
+  /**
+   * Writes every key's closed buckets not yet in the store (with `open`, the
+   * buckets still filling too: at shutdown) in one batch, and prunes stored
+   * buckets past STORE_KEEP_MS (no batch when there is no bucket to write);
+   * a flush already running is waited for, not doubled. What was written is
+   * never written again; on failure it stays for the next flush. Returns how
+   * many buckets went.
+   */
+  async flush(opts: { open?: boolean } = {}): Promise<number> {
+    const store = this.opts.store;
+    if (!store) return 0;
+    while (this.flushing) await this.flushing.catch(() => {});
+    const now = this.now();
+    // Marked written now, before the write commits: history() then never counts a bucket
+    // from memory and from the store both (a failed write restores the marks).
+    const taken: { history: UsageHistory; key: string; before: number }[] = [];
+    const rows: UsageBucketRecord[] = [];
+    for (const [kind, history] of [["server", this.serverHistory], ["host", this.hostHistory]] as const) {
+      for (const u of history.unflushed(now, opts)) {
+        taken.push({ history, key: u.key, before: history.markFlushed(u.key, u.upTo) });
+        for (const b of u.buckets) rows.push({ kind, subjectId: u.key, samples: b.samples, ...b.point });
+      }
+    }
+    // Nothing to write, nothing to prune: this manager wrote no bucket since its last flush.
+    if (rows.length === 0) return 0;
+    const write = store.commit([{ op: "usage.write", buckets: rows, pruneBefore: now - STORE_KEEP_MS, pruneLimit: Math.max(1000, 2 * rows.length) }]);
+    this.flushing = write;
+    try {
+      await write;
+    } catch (err) {
+      for (const t of taken) t.history.restoreFlushed(t.key, t.before);
+      throw err;
+    } finally {
+      this.flushing = undefined;
+    }
+    return rows.length;
+  }
+
+  /** Flushes a few seconds after every 5-minute boundary until stop(). */
+  start(): void {
+    if (this.timer || !this.opts.store) return;
+    const schedule = () => {
+      const now = this.now();
+      const next = (Math.floor(now / COARSE_STEP_MS) + 1) * COARSE_STEP_MS + FLUSH_DELAY_MS;
+      this.timer = setTimeout(() => {
+        this.flush().catch((err: unknown) => this.opts.onFlushError?.(err)).finally(() => {
+          if (this.timer) schedule();
+        });
+      }, next - now);
+      this.timer.unref();
+    };
+    schedule();
+  }
+
+  /** Stops the timer and writes what is held, open buckets included (a restart's 24 h window then misses nothing measured here). */
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.opts.store) await this.flush({ open: true }).catch((err: unknown) => this.opts.onFlushError?.(err));
   }
 
   /** Every current sample the scope may see (a watcher's first message). */
@@ -260,11 +358,11 @@ function historySample(s: UsageSample, at: number): HistorySample {
   };
 }
 
-/** A history point on the wire; a host's have no network, IO or pids figures. */
-function pointSample(p: UsagePoint, kind: "server" | "host", window: UsageWindow): UsageSample {
+/** A history point on the wire (`bucket`: a 5-minute bucket, with its peak); a host's have no network, IO or pids figures. */
+function pointSample(p: UsagePoint, kind: UsageSubjectKind, bucket: boolean): UsageSample {
   const s = create(UsageSampleSchema, { time: timestampFromMs(p.at), cpuPercent: p.cpuPercent, memoryBytes: BigInt(Math.round(p.memoryBytes)) });
   if (p.memoryLimitBytes !== undefined) s.memoryLimitBytes = BigInt(Math.round(p.memoryLimitBytes));
-  if (window === "24h") s.memoryMaxBytes = BigInt(Math.round(p.memoryMaxBytes));
+  if (bucket) s.memoryMaxBytes = BigInt(Math.round(p.memoryMaxBytes));
   if (kind === "server") {
     s.netRxBytesPerSecond = p.netRxBps;
     s.netTxBytesPerSecond = p.netTxBps;

@@ -285,7 +285,7 @@ interface IndexShape {
  * schema comparison expects exactly this. events.id, SQLite's INTEGER PRIMARY
  * KEY AUTOINCREMENT, is a bigint identity column.
  */
-const PG_TYPE_OF_SQLITE: Record<string, string> = { TEXT: "text", BIGINT: "bigint", INTEGER: "integer", BLOB: "bytea" };
+const PG_TYPE_OF_SQLITE: Record<string, string> = { TEXT: "text", BIGINT: "bigint", INTEGER: "integer", BLOB: "bytea", REAL: "double precision" };
 const SPECIAL_COLUMNS: Record<string, string> = { "events.id": "bigint identity" };
 
 function predicate(text: string | null): string | null {

@@ -27,7 +27,7 @@ import {
   serverFromRow,
   SERVER_CHANGES_HORIZON,
   SERVER_CHANGE_COUNTER,
-  storable,
+  storableBatch,
   storableText,
   tokenFromRow,
   type AlertRow,
@@ -49,9 +49,13 @@ import {
   policyFactsFromRow,
   type PolicyFactsRow,
   phaseColumnName,
+  USAGE_COLUMNS,
+  usageBucketFromRow,
+  usageBucketStarts,
+  type UsageBucketRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
-import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type WriteOp } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type UsageSubjectKind, type WriteOp } from "../store.js";
 import { pageLimit } from "../pages.js";
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
@@ -175,7 +179,7 @@ export class PostgresStore implements Store {
    */
   async commit(batch: readonly WriteOp[]): Promise<CommitResult> {
     // NUL cannot be stored in text (rows.ts storableText).
-    const ops = storable(batch);
+    const ops = storableBatch(batch);
     let fx: Effects;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -732,6 +736,16 @@ export class PostgresStore implements Store {
 
   async countWebhookDeliveries() {
     return Number((await this.#rows<{ n: number }>("SELECT COUNT(*) AS n FROM webhook_deliveries"))[0]?.n ?? 0);
+  }
+
+  // usage history (store.ts UsageReads)
+
+  /** Each bucket start of the span a lookup of the key (it leads with bucket_at). */
+  async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) {
+    const starts = usageBucketStarts(after, upTo);
+    if (starts.length === 0) return [];
+    const rows = await this.#rows<UsageBucketRow>(`SELECT ${USAGE_COLUMNS} FROM usage_buckets WHERE bucket_at = ANY($1::bigint[]) AND kind = $2 AND subject_id = $3 ORDER BY bucket_at`, [starts, kind, subjectId]);
+    return rows.map(usageBucketFromRow);
   }
 
   // backups (store.ts BackupReads)

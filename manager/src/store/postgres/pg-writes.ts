@@ -37,10 +37,14 @@ import {
   encodeSchedule,
   portKeys,
   portKeysOfSpecJson,
+  checkUsageBucket,
+  sortedUsageBuckets,
+  USAGE_COLUMNS,
+  usageUpsertClause,
   withKnownSize,
 } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
-import { hostLeaseName, type WriteOp } from "../store.js";
+import { hostLeaseName, USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
 
 /** What one batch did so far (filled while it runs, reported once it committed). */
@@ -232,6 +236,7 @@ export class PgBatch {
         await this.q("DELETE FROM data_dirs WHERE server_id = $1", [o.id]);
         // As SqliteTables.deleteServerRecord: nothing may be resent for a server that no longer exists.
         await this.q("DELETE FROM commands WHERE server_id = $1", [o.id]);
+        await this.deleteUsage("server", o.id);
         fx.serverIds.add(o.id);
         return;
       }
@@ -341,6 +346,7 @@ export class PgBatch {
         const r = await this.q("UPDATE hosts SET removed_at = $1, online = 0, connected_since = NULL WHERE id = $2 AND removed_at IS NULL", [o.at, o.id]);
         if (r.rowCount !== 1) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
         await this.deleteHostRows(o.id);
+        await this.deleteUsage("host", o.id);
         fx.hostIds.add(o.id);
         return;
       }
@@ -510,6 +516,9 @@ export class PgBatch {
         await this.q("DELETE FROM backups WHERE id = $1", [o.id]);
         return;
       }
+      case "usage.write":
+        await this.writeUsage(o.buckets, o.pruneBefore, o.pruneLimit);
+        return;
       case "meta.set":
         await setMeta(this.c, o.key, o.value);
         return;
@@ -826,6 +835,54 @@ export class PgBatch {
   // ---------------------------------------------------------------- hosts, projects
 
   /** As SqliteTables.deleteHostRows: what a removed host left behind (server records stay). */
+  /**
+   * store.ts usage.write: every bucket in one INSERT (a column array each,
+   * unnested: no limit on parameters, one round trip), merged with a stored
+   * part as SQLite merges it; buckets in key order, so two managers writing
+   * some of the same keys lock them in one order. Then the pruning.
+   */
+  private async writeUsage(buckets: readonly UsageBucketRecord[], pruneBefore: number, pruneLimit: number): Promise<void> {
+    if (buckets.length > 0) {
+      for (const b of buckets) checkUsageBucket(b);
+      const sorted = sortedUsageBuckets(buckets);
+      const col = <T>(f: (b: UsageBucketRecord) => T) => sorted.map(f);
+      await this.q(
+        `INSERT INTO usage_buckets (${USAGE_COLUMNS})
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[])
+         ${usageUpsertClause("GREATEST")}`,
+        [
+          col((b) => b.kind),
+          col((b) => b.subjectId),
+          col((b) => b.at),
+          col((b) => b.samples),
+          col((b) => b.cpuPercent),
+          col((b) => b.memoryBytes),
+          col((b) => b.memoryMaxBytes),
+          col((b) => b.memoryLimitBytes ?? null),
+          col((b) => b.netRxBps),
+          col((b) => b.netTxBps),
+          col((b) => b.ioReadBps),
+          col((b) => b.ioWriteBps),
+          col((b) => b.pids),
+        ],
+      );
+    }
+    await this.q(
+      "DELETE FROM usage_buckets WHERE (kind, subject_id, bucket_at) IN (SELECT kind, subject_id, bucket_at FROM usage_buckets WHERE bucket_at < $1 ORDER BY bucket_at LIMIT $2)",
+      [pruneBefore, Math.max(0, Math.floor(pruneLimit))],
+    );
+  }
+
+  /** As UsageTables.deleteSubject: each bucket start of the span up to the newest stored, a lookup of the key. */
+  private async deleteUsage(kind: UsageSubjectKind, subjectId: string): Promise<void> {
+    await this.q(
+      `DELETE FROM usage_buckets WHERE bucket_at = ANY(ARRAY(
+         SELECT generate_series(m, m - ${USAGE_SPAN_MAX_MS}, -${USAGE_BUCKET_MS}) FROM (SELECT MAX(bucket_at) AS m FROM usage_buckets) x WHERE m IS NOT NULL
+       )) AND kind = $1 AND subject_id = $2`,
+      [kind, subjectId],
+    );
+  }
+
   private async deleteHostRows(hostId: string): Promise<void> {
     for (const table of ["observed_containers", "data_dirs", "data_root_entries", "commands"]) {
       await this.q(`DELETE FROM ${table} WHERE host_id = $1`, [hostId]);

@@ -12,14 +12,15 @@ import { ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/serv
 import type { BackupFilter, EventRecord, Lifecycle, ServerRecord } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
-import { hostLeaseName, type HostRange, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type WriteOp } from "../store.js";
-import { serverFromRow, storable, type ServerRow } from "../rows.js";
+import { hostLeaseName, type HostRange, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type UsageSubjectKind, type WriteOp } from "../store.js";
+import { serverFromRow, storableBatch, type ServerRow } from "../rows.js";
 import type { EventTables } from "./event-tables.js";
 import type { SqliteTables as Tables } from "./tables.js";
 import type { TokenTables } from "./token-tables.js";
 import type { ClusterTables } from "./cluster-tables.js";
 import type { WalCheckpointer } from "./wal-checkpointer.js";
 import type { ServerBackupTables } from "./server-backup-tables.js";
+import type { UsageTables } from "./usage-tables.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -127,7 +128,14 @@ export class SqliteStore implements StoreContract {
     private readonly backups?: ServerBackupTables,
     /** Checkpoints the WAL off the event loop (open.ts starts it for the manager); joined on close. */
     private readonly walCheckpointer?: WalCheckpointer,
+    /** The usage history (open.ts passes it; without, usage.write and usageBuckets throw). */
+    private readonly usage?: UsageTables,
   ) {}
+
+  #usage(): UsageTables {
+    if (!this.usage) throw new Error("this SqliteStore was made without UsageTables; open it with openStore()");
+    return this.usage;
+  }
 
   #cluster(): ClusterTables {
     if (!this.cluster) throw new Error("this SqliteStore was made without ClusterTables; open it with openStore()");
@@ -254,7 +262,7 @@ export class SqliteStore implements StoreContract {
   /** Applies one batch (inside a transaction): what it did. */
   #applyBatch(batch: readonly WriteOp[]): Effects {
     // Text as PostgreSQL can hold it too (rows.ts storableText): one read-back on every engine.
-    const ops = storable(batch);
+    const ops = storableBatch(batch);
     const fx: Effects = { versions: new Map(), events: [], touched: new Set(), serverIds: new Set(), purged: new Map(), hostIds: new Set(), leaseEpochs: new Map(), tokenIds: new Set(), droppedDeliveries: [], serverWrites: [] };
     for (const o of ops) {
       if (o.op === "event.append") continue;
@@ -317,6 +325,7 @@ export class SqliteStore implements StoreContract {
       case "server.delete": {
         const gone = t.deleteServerRecord(o.id);
         if (!gone) throw new NotFoundError("server", o.id);
+        this.usage?.deleteSubject("server", o.id);
         fx.purged.set(o.id, gone);
         fx.serverIds.add(o.id);
         return;
@@ -385,6 +394,7 @@ export class SqliteStore implements StoreContract {
       case "host.remove":
         if (!this.tokens.removeHost(o.id, o.at)) throw new NotFoundError("host", o.id, "list hosts with HostService.ListHosts");
         t.deleteHostRows(o.id);
+        this.usage?.deleteSubject("host", o.id);
         fx.hostIds.add(o.id);
         return;
       case "enrollment.insert":
@@ -475,6 +485,9 @@ export class SqliteStore implements StoreContract {
       case "backup.delete":
         this.#backups().delete(o.id);
         return;
+      case "usage.write":
+        this.#usage().write(o.buckets, o.pruneBefore, o.pruneLimit);
+        return;
       case "meta.set":
         t.setMeta(o.key, o.value);
         return;
@@ -499,6 +512,7 @@ export class SqliteStore implements StoreContract {
   async dueWebhookDeliveries(at: number, limit: number) { return this.#cluster().due(at, limit); }
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
+  async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) { return this.#usage().buckets(kind, subjectId, after, upTo); }
   async getBackupTarget(id: string) { return this.#backups().getTarget(id); }
   async findBackupTargetByName(name: string) { return this.#backups().findTargetByName(name); }
   async listBackupTargets() { return this.#backups().listTargets(); }
