@@ -118,6 +118,16 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.AgentService/Enroll": AGENT,
   "berth.v1.AgentService/Connect": AGENT,
 
+  // Templates: viewers read (global and their project's), operators change their project's;
+  // the handlers refuse changing a global template to anyone but an all-projects admin.
+  "berth.v1.TemplateService/ListTemplates": read("viewer"),
+  "berth.v1.TemplateService/GetTemplate": read("viewer"),
+  "berth.v1.TemplateService/RenderTemplate": read("viewer"),
+  "berth.v1.TemplateService/CreateTemplate": write("operator"),
+  "berth.v1.TemplateService/UpdateTemplate": write("operator"),
+  "berth.v1.TemplateService/DeleteTemplate": write("operator"),
+  "berth.v1.TemplateService/ImportTemplate": write("operator"),
+
   "grpc.health.v1.Health/Check": OPEN,
   "grpc.health.v1.Health/Watch": OPEN,
   "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": OPEN,
