@@ -33,7 +33,9 @@ export type Template = Message<"berth.v1.Template"> & {
 
   /**
    * The project it belongs to; empty: global (every project sees it; only an
-   * all-projects admin changes it).
+   * all-projects admin changes it). On create: a project token's templates
+   * always go to its project (empty means it too); for an all-projects
+   * token empty makes a global template.
    *
    * @generated from field: string project = 2;
    */
@@ -499,7 +501,8 @@ export const UnmappedFieldSchema: GenMessage<UnmappedField> = /*@__PURE__*/
  */
 export type ListTemplatesRequest = Message<"berth.v1.ListTemplatesRequest"> & {
   /**
-   * The project whose templates to list besides the global ones; empty: the caller's.
+   * The project whose templates to list besides the global ones; empty: the
+   * caller's (for an all-projects token: every project's).
    *
    * @generated from field: string project = 1;
    */
@@ -727,8 +730,9 @@ export type ImportTemplateRequest = Message<"berth.v1.ImportTemplateRequest"> & 
   content: Uint8Array;
 
   /**
-   * The project to create it in; empty: the caller's. Global needs an
-   * all-projects admin.
+   * The project to create it in, as Template.project on create: empty is
+   * the token's project for a project token, global for an all-projects
+   * token (global needs an all-projects admin).
    *
    * @generated from field: string project = 3;
    */
