@@ -202,7 +202,7 @@ describe("TemplateService: import and render", () => {
     egg.variables[0]!.rules = "required|regex:/^([a-z]+)*$/";
     const err = await refusal(templates(tokens.operator).importTemplate({ content: new TextEncoder().encode(JSON.stringify(egg)) }));
     expect(err.code).toBe(Code.InvalidArgument);
-    expect(fields(err)).toContain("template.variables[0].rule.regex");
+    expect(fields(err)).toEqual(["variables[0].rules"]);
     expect(err.message).toMatch(/nested quantifier/);
   });
 
