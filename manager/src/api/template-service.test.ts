@@ -330,4 +330,17 @@ describe("built-in templates", () => {
     const again = await ensureBuiltinTemplates(tm.manager.store, new Ledger(tm.manager.store));
     expect(again).toEqual({ created: [], updated: [] });
   });
+
+  it("are created again when deleted behind berth's back, and updated (version + 1, same id) when their definition differs", async () => {
+    const store = tm.manager.store;
+    const sleeper = (await store.findTemplateByName("", "sleeper"))!;
+    const echo = (await store.findTemplateByName("", "console-echo"))!;
+    await store.commit([{ op: "template.delete", id: sleeper.id }]);
+    await store.commit([{ op: "template.update", template: { ...echo, version: echo.version + 1, template: { ...echo.template, startup: "cat" } }, expectVersion: echo.version }]);
+    expect(await ensureBuiltinTemplates(store, new Ledger(store))).toEqual({ created: ["sleeper"], updated: ["console-echo"] });
+    const back = (await store.findTemplateByName("", "sleeper"))!;
+    expect([back.builtIn, back.version, back.id === sleeper.id]).toEqual([true, 1, false]);
+    const fixed = (await store.findTemplateByName("", "console-echo"))!;
+    expect([fixed.id, fixed.version, fixed.template.startup]).toEqual([echo.id, echo.version + 2, BUILTIN_TEMPLATES.find((t) => t.name === "console-echo")!.startup]);
+  });
 });
