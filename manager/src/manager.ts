@@ -14,6 +14,7 @@ import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
+import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { createAccessService } from "./api/access-service.js";
 import { createAgentService } from "./api/agent-service.js";
@@ -43,6 +44,8 @@ import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
 import { createEventService } from "./api/event-service.js";
 import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
+import { createTemplateService } from "./api/template-service.js";
+import { ensureBuiltinTemplates } from "./templates/builtin.js";
 import { createFileService } from "./api/file-service.js";
 import { createUsageService } from "./api/usage-service.js";
 import { UsageFeed } from "./usage/usage-feed.js";
@@ -410,6 +413,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(AccessService, accessService);
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
+    router.service(TemplateService, createTemplateService({ store: opened.contract, ledger }));
     router.service(BackupService, createBackupService({ store: opened.contract, hub, presence, ledger, reconciler, get secrets() { return secrets; } }));
     router.service(FileService, fileService);
     router.service(OrphanService, createOrphanService({ store: opened.contract, hub, presence, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
@@ -446,6 +450,13 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     async listen() {
       // Before the port is bound: the first caller can use it.
       initialAdminToken = await bootstrapAdminToken(opened.contract, ledger);
+      // berth's built-in templates (templates/builtin.ts): created when missing, updated when changed.
+      try {
+        const b = await ensureBuiltinTemplates(opened.contract, ledger);
+        if (b.created.length + b.updated.length > 0) log.info({ created: b.created, updated: b.updated }, "built-in templates installed");
+      } catch (err) {
+        log.warn({ err }, "could not install the built-in templates; they are tried again at the next start");
+      }
       const [host, portText] = splitHostPort(config.listen);
       listener = await listen(host, Number(portText), handler, { tls: config.tls, limits: config.http, log });
       const { port } = listener.address;

@@ -20,7 +20,10 @@ import {
   PauseServerResponseSchema,
   ResumeServerResponseSchema,
   SendConsoleCommandResponseSchema,
+  Protocol,
+  ServerSpecSchema,
   type ServerSpec,
+  type TemplateRef,
 } from "@berth/proto/berth/v1/server_pb.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CommandKind, CommandSchema, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
@@ -35,8 +38,10 @@ import type { Store, WriteOp } from "../store/store.js";
 import { initialStatus, type Lifecycle, type ServerRecord } from "../domain/records.js";
 import { serverToProto } from "./convert.js";
 import { mergeSecretEnv } from "../store/secrets.js";
-import { requirePortsFree } from "./port-check.js";
-import { normalizeSpec } from "./validate.js";
+import { loadPortOwners, requirePortsFree } from "./port-check.js";
+import { normalizeSpec, validateSpec } from "./validate.js";
+import { markOutdatedTemplates, renderForServer, requireTemplateFieldsEmpty } from "./template-apply.js";
+import { HostPortMode } from "@berth/proto/berth/v1/template_pb.js";
 import { createWatchServers } from "./watch-servers.js";
 import { createExecCommand, createTailLogs, createWatchConsole } from "./logs.js";
 import { loadVisibleServer } from "./find-server.js";
@@ -220,6 +225,30 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
     return { resetDataInitialized: true };
   }
 
+  /** Host ports other servers publish on `hostId`, as "25565/tcp" (a template's RANGE ports pick around them). */
+  async function takenPorts(hostId: string, exceptId: string): Promise<Set<string>> {
+    const owners = await loadPortOwners(store, hostId, exceptId);
+    return new Set(owners.flatMap((o) => o.ports.map((p) => `${p.hostPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`)));
+  }
+
+  /**
+   * CreateServer with a template: the spec rendered (InvalidArgument naming
+   * template.variables["X"] for a bad value), its host picked (ports from a
+   * RANGE left out of the placement: they are picked on the host chosen),
+   * then rendered again with that host's taken ports.
+   */
+  async function fromTemplate(caller: Caller, ref: TemplateRef, given: ServerSpec, project: string): Promise<{ spec: ServerSpec; hostId: string }> {
+    requireTemplateFieldsEmpty(given);
+    const base = normalizeSpec(given);
+    const first = await renderForServer(store, caller, ref, { base, project });
+    if (await store.findServerByName(project, first.spec.name)) throw new ServerNameTakenError(project, first.spec.name);
+    const ranged = new Set(first.template.template.ports.filter((p) => p.hostPortMode === HostPortMode.RANGE).map((p) => `${p.containerPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`));
+    const fixed = first.spec.ports.filter((p) => !ranged.has(`${p.containerPort}/${p.protocol === Protocol.UDP ? "udp" : "tcp"}`));
+    const hostId = await pickHost(create(ServerSpecSchema, { ...first.spec, ports: fixed }), project);
+    const rendered = ranged.size > 0 ? (await renderForServer(store, caller, ref, { base, project, takenHostPorts: await takenPorts(hostId, "") })).spec : first.spec;
+    return { spec: mergeSecretEnv(validateSpec(rendered, "spec"), undefined), hostId };
+  }
+
   return {
     watchServers: createWatchServers({ store, ledger }),
     tailLogs: createTailLogs({ store, hub, presence }),
@@ -275,12 +304,19 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const caller = callerOf(ctx);
       requireRole(caller, "operator", "CreateServer");
       const actor = actorOf(caller);
-      // The spec was checked before the handler (validateRequests); only the defaults are filled here.
-      const spec = mergeSecretEnv(normalizeSpec(req.spec), undefined);
       const project = projectFor(caller, req.project);
-      // The friendly checks; the database's unique names and port reservations are the backstop of a race.
-      if (await store.findServerByName(project, spec.name)) throw new ServerNameTakenError(project, spec.name);
-      const hostId = await pickHost(spec, project);
+      // The spec was checked before the handler (validateRequests); only the defaults are filled here.
+      let spec: ServerSpec;
+      let hostId: string;
+      if (req.template) {
+        ({ spec, hostId } = await fromTemplate(caller, req.template, req.spec!, project));
+      } else {
+        // spec.template is output only: a spec written by hand records none.
+        spec = mergeSecretEnv(normalizeSpec({ ...req.spec!, template: undefined }), undefined);
+        // The friendly checks; the database's unique names and port reservations are the backstop of a race.
+        if (await store.findServerByName(project, spec.name)) throw new ServerNameTakenError(project, spec.name);
+        hostId = await pickHost(spec, project);
+      }
       await checkPorts(hostId, spec, "", project);
       const at = now();
       const rec: ServerRecord = {
@@ -300,14 +336,23 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       };
       await store.commit([
         { op: "server.insert", server: rec },
-        ledger.op({ type: "server.created", project, serverId: rec.id, hostId, actor, message: `server ${rec.name} created on ${hostId}` }),
+        ledger.op({
+          type: "server.created",
+          project,
+          serverId: rec.id,
+          hostId,
+          actor,
+          message: `server ${rec.name} created on ${hostId}${spec.template ? ` from template ${spec.template.templateId} version ${spec.template.version}` : ""}`,
+        }),
       ]);
       await reconciler.reconcileNow(rec.id, `created by ${caller.name}`);
       return create(CreateServerResponseSchema, { server: serverToProto((await store.getServer(rec.id)) ?? rec) });
     },
 
     async getServer(req, ctx) {
-      return create(GetServerResponseSchema, { server: serverToProto(await find(callerOf(ctx), req.id)) });
+      const server = serverToProto(await find(callerOf(ctx), req.id));
+      await markOutdatedTemplates(store, [server]);
+      return create(GetServerResponseSchema, { server });
     },
 
     async listServers(req, ctx) {
@@ -323,7 +368,9 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const phases = [...new Set(req.phases)].map((p) => Phase[p] ?? "UNSPECIFIED");
       const rows = await store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, before, limit: limit + 1 });
       const page = rows.slice(0, limit);
-      return create(ListServersResponseSchema, { servers: page.map(serverToProto), nextPageToken: pageTokenAfter(page.at(-1), rows.length > limit) });
+      const servers = page.map(serverToProto);
+      await markOutdatedTemplates(store, servers);
+      return create(ListServersResponseSchema, { servers, nextPageToken: pageTokenAfter(page.at(-1), rows.length > limit) });
     },
 
     async startServer(req, ctx) {
@@ -381,10 +428,15 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
 
     async updateServer(req, ctx) {
       requireRole(callerOf(ctx), "operator", "UpdateServer");
+      const caller = callerOf(ctx);
       // Checked before the handler (validateRequests), like CreateServer's.
-      const spec = normalizeSpec(req.spec);
+      const asGiven = normalizeSpec(req.spec);
       const server = await act(ctx, req.id, "updated", async (s, at) => {
         notDeleted(s, "update");
+        // With a template: rendered again from its current version; without: spec.template stays what was recorded.
+        const spec = req.template
+          ? validateSpec((await renderForServer(store, caller, req.template, { base: asGiven, stored: s.spec, project: s.project, takenHostPorts: await takenPorts(s.hostId, s.id) })).spec, "spec")
+          : { ...asGiven, template: s.spec.template };
         if (spec.name !== s.name) throw new InvalidArgumentError("spec.name", `renaming is not supported (server is "${s.name}")`);
         if (spec.hostId && spec.hostId !== s.hostId) {
           const host = (await store.getHost(s.hostId))?.name || s.hostId;
@@ -402,7 +454,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
           // "********" for a secret keeps its stored value (the caller only ever saw the mask).
           spec: { ...mergeSecretEnv(spec, s.spec), hostId: s.hostId },
           ...(req.applyNow ? { lifecycle: { ...s.lifecycle, rebuildRequestedAt: at } } : {}),
-          message: req.applyNow ? "spec updated; applying now" : "spec updated; applies at the next restart or rebuild",
+          message: `${req.applyNow ? "spec updated; applying now" : "spec updated; applies at the next restart or rebuild"}${req.template ? ` (rendered from template ${spec.template!.templateId} version ${spec.template!.version})` : ""}`,
         };
       }, req.expectedVersion === undefined ? undefined : Number(req.expectedVersion));
       return create(UpdateServerResponseSchema, { server: serverToProto(server) });

@@ -59,10 +59,12 @@ export function normalizeSpec(input: ServerSpec | undefined, field = "spec"): Se
  * What a spec's field rules cannot say, because it spans several fields or
  * values: the environment's total size, one host port used twice (per
  * protocol), a '..' component in the data mount path, a stop command without
- * a console. Pure.
+ * a console, an empty image (unless the spec comes from a template). Pure.
  */
-function specProblems(input: ServerSpec, field = "spec"): Problem[] {
+function specProblems(input: ServerSpec, field = "spec", fromTemplate = false): Problem[] {
   const problems: Problem[] = [];
+  // The contract lets an empty image through for a CreateServerRequest with a template (the template gives it).
+  if (!fromTemplate && input.image === "") problems.push({ field: `${field}.image`, message: "required: a Docker image reference, e.g. postgres:16 or ghcr.io/org/app:1.2 (or create the server from a template)" });
   const envBytes = Object.entries(input.env).reduce((n, [k, v]) => n + Buffer.byteLength(k) + 1 + Buffer.byteLength(v), 0);
   if (envBytes > MAX_ENV_TOTAL_BYTES) {
     problems.push({ field: `${field}.env`, message: `${envBytes} bytes in total (as KEY=value), more than ${MAX_ENV_TOTAL_BYTES} (256 KiB); keep large values in a file in the server's data directory` });
@@ -95,7 +97,7 @@ export function validateRequests(): Interceptor {
     if (!req.stream) {
       const problems = ruleProblems(req.method.input, req.message);
       if (isMessage(req.message, CreateServerRequestSchema) || isMessage(req.message, UpdateServerRequestSchema)) {
-        if (req.message.spec) problems.push(...specProblems(req.message.spec, "spec"));
+        if (req.message.spec) problems.push(...specProblems(req.message.spec, "spec", req.message.template !== undefined));
       }
       if (problems.length) throw invalidArgument(problems);
     }

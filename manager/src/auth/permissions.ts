@@ -64,16 +64,6 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.UsageService/GetUsage": read("viewer"),
   "berth.v1.UsageService/WatchUsage": read("viewer"),
 
-  // Templates (issue 21): viewers read and preview; operators change their project's
-  // templates (a global one needs an all-projects admin: checked by the handler).
-  "berth.v1.TemplateService/ListTemplates": read("viewer"),
-  "berth.v1.TemplateService/GetTemplate": read("viewer"),
-  "berth.v1.TemplateService/RenderTemplate": read("viewer"),
-  "berth.v1.TemplateService/CreateTemplate": write("operator"),
-  "berth.v1.TemplateService/UpdateTemplate": write("operator"),
-  "berth.v1.TemplateService/DeleteTemplate": write("operator"),
-  "berth.v1.TemplateService/ImportTemplate": write("operator"),
-
   // Schedules (issue 21): viewers read them, their runs and cron previews; operators change and run them.
   "berth.v1.ScheduleService/ListSchedules": read("viewer"),
   "berth.v1.ScheduleService/GetSchedule": read("viewer"),
@@ -137,6 +127,16 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
 
   "berth.v1.AgentService/Enroll": AGENT,
   "berth.v1.AgentService/Connect": AGENT,
+
+  // Templates: viewers read (global and their project's), operators change their project's;
+  // the handlers refuse changing a global template to anyone but an all-projects admin.
+  "berth.v1.TemplateService/ListTemplates": read("viewer"),
+  "berth.v1.TemplateService/GetTemplate": read("viewer"),
+  "berth.v1.TemplateService/RenderTemplate": read("viewer"),
+  "berth.v1.TemplateService/CreateTemplate": write("operator"),
+  "berth.v1.TemplateService/UpdateTemplate": write("operator"),
+  "berth.v1.TemplateService/DeleteTemplate": write("operator"),
+  "berth.v1.TemplateService/ImportTemplate": write("operator"),
 
   "grpc.health.v1.Health/Check": OPEN,
   "grpc.health.v1.Health/Watch": OPEN,

@@ -5,6 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { Command, ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { ServerStatusSchema, type ServerSpec, type ServerStatus } from "@berth/proto/berth/v1/server_pb.js";
+import type { Template } from "@berth/proto/berth/v1/template_pb.js";
 
 /** Facts an agent reports about its host in Hello and heartbeats. */
 export interface HostFacts {
@@ -551,5 +552,34 @@ export interface BackupFilter {
   states?: readonly BackupState[];
   /** Keyset pagination, newest first: backups created before (createdAt, id). */
   before?: { createdAt: number; id: string };
+  limit?: number;
+}
+
+/**
+ * A server template (TemplateService; migration 15). Names are unique per
+ * project; project "" holds the global templates every project sees.
+ */
+export interface TemplateRecord {
+  id: string;
+  /** "" for a global template. */
+  project: string;
+  name: string;
+  /** 1 when created, + 1 on every update. */
+  version: number;
+  /** The template as stored; its id, project, name, version, times and built_in are the record's fields. */
+  template: Template;
+  /** Shipped with berth (templates/builtin.ts): kept by the manager, read-only through the API. */
+  builtIn: boolean;
+  createdAt: number;
+  updatedAt: number;
+  createdBy: string;
+}
+
+/** Which templates a listing returns: by (name, id), after `after`. */
+export interface TemplateFilter {
+  /** The projects whose templates to list ("" is the global ones); undefined: every project. */
+  projects?: readonly string[];
+  /** Keyset position: templates after this (name, id). */
+  after?: { name: string; id: string };
   limit?: number;
 }

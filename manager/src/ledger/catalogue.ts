@@ -113,6 +113,24 @@ export const EVENT_CATALOGUE = {
     actor: "reconciler",
   },
 
+  // --- templates (TemplateService; docs/templates.md) ----------------------------
+  "template.created": {
+    meaning: "CreateTemplate recorded a new template (version 1); at start the manager creates its built-in templates that are missing (actor manager)",
+    actor: "operator",
+    fields: "project: the template's project, empty for a global template; correlation_id: the template id",
+  },
+  "template.updated": {
+    meaning: "UpdateTemplate replaced a template (version + 1); servers made from it keep their rendered spec and show TemplateOutdated; at start the manager updates a built-in template whose definition changed (actor manager)",
+    actor: "operator",
+    fields: "correlation_id: the template id; payload: {version}",
+  },
+  "template.deleted": { meaning: "DeleteTemplate removed a template; servers made from it keep running their rendered spec", actor: "operator", fields: "correlation_id: the template id" },
+  "template.imported": {
+    meaning: "ImportTemplate converted a Pterodactyl or Pelican egg into a new template (version 1)",
+    actor: "operator",
+    fields: "correlation_id: the template id; payload: {format, eggVersion, unmapped: the egg's fields not taken over}",
+  },
+
   // --- orphans (OrphanService) -------------------------------------------------
   "orphan.adopted": {
     meaning: "AdoptOrphan made a server record from an orphan container's actual configuration (docs/orphans.md)",

@@ -767,4 +767,45 @@ export const MIGRATIONS: readonly Migration[] = [
   );
   `,
   },
+  // 15: templates (issue 21; TemplateService, templates/): server templates,
+  // per project ("" = global, seen by every project), names unique per
+  // project. The Template message is kept as protobuf JSON (template_json);
+  // id, project, name, version, times and built_in are columns and win over
+  // what the JSON holds. version starts at 1 and template.update moves it by
+  // one, conditioned on the version the writer read (optimistic concurrency).
+  // built_in marks berth's own catalogue (templates/builtin.ts).
+  {
+    description: "templates: server templates per project and global (TemplateService, issue 21)",
+    sqlite: `
+  CREATE TABLE templates (
+    id            TEXT PRIMARY KEY,
+    project       TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    version       BIGINT NOT NULL,
+    template_json TEXT NOT NULL,
+    built_in      INTEGER NOT NULL DEFAULT 0,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    created_by    TEXT NOT NULL,
+    UNIQUE (project, name)
+  );
+  CREATE INDEX templates_name ON templates (name, id);
+  `,
+    postgres: `
+  CREATE TABLE templates (
+    id            TEXT COLLATE "C" NOT NULL,
+    project       TEXT COLLATE "C" NOT NULL,
+    name          TEXT COLLATE "C" NOT NULL,
+    version       BIGINT NOT NULL,
+    template_json TEXT COLLATE "C" NOT NULL,
+    built_in      INTEGER NOT NULL DEFAULT 0,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    created_by    TEXT COLLATE "C" NOT NULL,
+    CONSTRAINT templates_pkey PRIMARY KEY (id),
+    CONSTRAINT templates_project_name_key UNIQUE (project, name)
+  );
+  CREATE INDEX templates_name ON templates (name, id);
+  `,
+  },
 ];

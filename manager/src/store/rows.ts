@@ -3,10 +3,13 @@
  * the same on SQLite and PostgreSQL (migrations.ts), and the PostgreSQL pool
  * parses int8 as a number, so one codec serves both.
  */
-import { fromBinary, fromJsonString } from "@bufbuild/protobuf";
+import { clone, fromBinary, fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CommandSchema, ContainerInfoSchema } from "@berth/proto/berth/v1/agent_pb.js";
 import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
+import { TemplateSchema } from "@berth/proto/berth/v1/template_pb.js";
 import type {
+  TemplateRecord,
   AlertRecord,
   AlertState,
   CommandRecord,
@@ -721,3 +724,75 @@ export function checkUsageBucket(b: UsageBucketRecord): void {
 }
 
 export const USAGE_COLUMNS = "kind, subject_id, bucket_at, samples, cpu_percent, memory_bytes, memory_max_bytes, memory_limit_bytes, net_rx_bps, net_tx_bps, io_read_bps, io_write_bps, pids";
+
+// templates (migration 15)
+
+export interface TemplateRow {
+  id: string;
+  project: string;
+  name: string;
+  version: number | string;
+  template_json: string;
+  built_in: number;
+  created_at: number | string;
+  updated_at: number | string;
+  created_by: string;
+}
+
+/** A stored template; the columns win over what its JSON holds. */
+export function templateFromRow(r: TemplateRow): TemplateRecord {
+  const template = fromJsonString(TemplateSchema, r.template_json, { ignoreUnknownFields: true });
+  const rec: TemplateRecord = {
+    id: r.id,
+    project: r.project,
+    name: r.name,
+    version: Number(r.version),
+    template,
+    builtIn: Number(r.built_in) === 1,
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+    createdBy: r.created_by,
+  };
+  Object.assign(template, {
+    id: rec.id,
+    project: rec.project,
+    name: rec.name,
+    version: BigInt(rec.version),
+    builtIn: rec.builtIn,
+    createTime: timestampFromMs(rec.createdAt),
+    updateTime: timestampFromMs(rec.updatedAt),
+  });
+  return rec;
+}
+
+/** templates' columns in insert order, and a template's values for them. */
+export const TEMPLATE_COLUMNS = ["id", "project", "name", "version", "template_json", "built_in", "created_at", "updated_at", "created_by"] as const;
+
+export function templateValues(t: TemplateRecord): unknown[] {
+  return [t.id, t.project, t.name, t.version, templateJson(t), t.builtIn ? 1 : 0, t.createdAt, t.updatedAt, t.createdBy];
+}
+
+/** The stored JSON: the content only (the record's own fields are columns). */
+export function templateJson(t: TemplateRecord): string {
+  const m = clone(TemplateSchema, t.template);
+  m.id = "";
+  m.project = "";
+  m.name = t.name;
+  m.version = 0n;
+  m.builtIn = false;
+  m.createTime = undefined;
+  m.updateTime = undefined;
+  return toJsonString(TemplateSchema, m);
+}
+
+/** template.insert / template.update refused: the name (or the id) is taken. */
+export function templateTaken(t: Pick<TemplateRecord, "id" | "name" | "project">, by: "name" | "id"): AlreadyExistsError {
+  return by === "name"
+    ? new AlreadyExistsError(`a template named "${t.name}" already exists ${t.project ? `in project ${t.project}` : "among the global templates"}; pick another name, or update that template`)
+    : new AlreadyExistsError(`a template with id ${t.id} already exists`);
+}
+
+/** template.update refused: someone changed it since it was read. */
+export function templateMoved(id: string, expect: number, actual: number): ConflictError {
+  return new ConflictError(`template ${id} is at version ${actual}, not ${expect}: someone changed it meanwhile; read it again and retry`);
+}

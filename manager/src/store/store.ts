@@ -54,6 +54,8 @@ import type {
   BackupRecord,
   BackupTargetRecord,
   BackupState,
+  TemplateFilter,
+  TemplateRecord,
 } from "../domain/records.js";
 import type { SecretBox } from "./secrets.js";
 
@@ -257,6 +259,18 @@ export type WriteOp =
    * first. Announces nothing to onCommit listeners.
    */
   | { op: "usage.write"; buckets: readonly UsageBucketRecord[]; pruneBefore: number; pruneLimit: number }
+  // templates (TemplateService; migration 15). Not server writes: no server version moves.
+  /** A new template; AlreadyExistsError when its project has a template of that name (or its id is taken). */
+  | { op: "template.insert"; template: TemplateRecord }
+  /**
+   * Replaces a template's name, content, built_in mark and update time and
+   * sets its version to `template.version`, only if its stored version is
+   * `expectVersion` (ConflictError otherwise). NotFoundError when missing;
+   * AlreadyExistsError when the new name is taken in its project.
+   */
+  | { op: "template.update"; template: TemplateRecord; expectVersion: number }
+  /** Removes a template; NotFoundError when missing. */
+  | { op: "template.delete"; id: string }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -451,6 +465,13 @@ export interface WebhookDeliveryReads {
   countWebhookDeliveries(): Promise<number>;
 }
 
+export interface TemplateReads {
+  getTemplate(id: string): Promise<TemplateRecord | undefined>;
+  findTemplateByName(project: string, name: string): Promise<TemplateRecord | undefined>;
+  /** By (name, id), filtered and paged as TemplateFilter says. */
+  listTemplates(f?: TemplateFilter): Promise<TemplateRecord[]>;
+}
+
 export interface BackupReads {
   getBackupTarget(id: string): Promise<BackupTargetRecord | undefined>;
   findBackupTargetByName(name: string): Promise<BackupTargetRecord | undefined>;
@@ -527,7 +548,7 @@ export interface Retention {
 }
 
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;

@@ -261,7 +261,8 @@ describe("importEgg: mapped details", () => {
     expect(egg({ startup: { done: ["regex:(unclosed", "ok"] } }).template.readyPattern).toBe("ok");
     expect(egg({ startup: { done: ["regex:(unclosed"] } }).unmapped.map((u) => u.field)).toContain("config.startup.done");
     expect(egg({ startup: { done: ["regex:(?<n>a)", "regex:(?<n>b)"] } }).unmapped.find((u) => u.field === "config.startup.done")?.reason).toMatch(/do not make one JavaScript regular expression/);
-    expect(egg({ startup: { done: "x".repeat(1025) } }).unmapped.find((u) => u.field === "config.startup.done")?.reason).toMatch(/longer than 1024/);
+    expect(egg({ startup: { done: "x".repeat(513) } }).unmapped.find((u) => u.field === "config.startup.done")?.reason).toMatch(/longer than 512/);
+    expect(egg({ startup: { done: "x".repeat(512) } }).template.readyPattern).toHaveLength(512);
     expect(egg({ custom: 1 }).unmapped.find((u) => u.field === "config.custom")?.reason).toMatch(/not part of the egg formats/);
   });
 
@@ -317,6 +318,14 @@ describe("importEgg: bad input", () => {
     ["a bad env name", bytes({ ...base(), variables: [{ env_variable: "1-A" }] }), "variables[0].env_variable", /letters, digits and '_'/],
     ["a duplicate env", bytes({ ...base(), variables: [{ env_variable: "A" }, { env_variable: "A" }] }), "variables[1].env_variable", /A is defined twice/],
     ["rules not text", bytes({ ...base(), variables: [{ env_variable: "A", rules: 5 }] }), "variables[0].rules", /must be text like/],
+    ["a rule regex that backtracks catastrophically", bytes({ ...base(), variables: [{ env_variable: "A", rules: "required|regex:/^(a+)+$/" }] }), "variables[0].rules", /refused: .*nested quantifier/],
+    ["a rule regex with a backreference", bytes({ ...base(), variables: [{ env_variable: "A", rules: "regex:/^(a)\\1$/" }] }), "variables[0].rules", /refused: .*backreference/],
+    [
+      "a done regex that backtracks catastrophically",
+      bytes({ ...base(), config: { startup: JSON.stringify({ done: ["regex:^(\\w+\\s?)*$"] }) } }),
+      "config.startup.done",
+      /refused: .*nested quantifier/,
+    ],
     ["a huge default", bytes({ ...base(), variables: [{ env_variable: "A", default_value: "x".repeat(32769) }] }), "variables[0].default_value", /32768 bytes/],
     ["scripts not an object", bytes({ ...base(), scripts: "x" }), "scripts", /must be an object/],
     ["install script too long", bytes({ ...base(), scripts: { installation: { script: "x".repeat(262145), container: "alpine:3" } } }), "scripts.installation.script", /256 KiB/],

@@ -18,6 +18,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { TemplateFormat, TemplateSchema, VariableKind, type Template, type TemplateVariableSchema, type VariableRuleSchema } from "@berth/proto/berth/v1/template_pb.js";
 import { parseDocument } from "yaml";
 import { InvalidArgumentError } from "../errors.js";
+import { MAX_REGEX_LENGTH, unsafeRegexReason } from "./regex-safety.js";
 import { BUILTIN_VARIABLES, MAX_VALUE_BYTES } from "./render.js";
 
 /** Largest egg file accepted (as ImportTemplateRequest.content). */
@@ -284,13 +285,18 @@ class EggReader {
                 // Wings reads a "regex:" entry as a regular expression, any other as text to find.
                 const parts = done.flatMap((d) => {
                   if (!d.startsWith("regex:")) return [escapeRegex(d)];
-                  if (regexCompiles(d.slice(6))) return [`(?:${d.slice(6)})`];
+                  if (regexCompiles(d.slice(6))) {
+                    const unsafe = unsafeRegexReason(d.slice(6));
+                    if (unsafe) throw bad(`${path}.done`, `${JSON.stringify(clip(d))} is refused: ${unsafe}; fix the egg`);
+                    return [`(?:${d.slice(6)})`];
+                  }
                   this.report(`${path}.done`, `${JSON.stringify(clip(d))} is not a JavaScript regular expression; left out`);
                   return [];
                 });
                 const pattern = parts.join("|");
                 if (!regexCompiles(pattern)) this.report(`${path}.done`, "the done strings do not make one JavaScript regular expression together; the server counts as ready when its container runs");
-                else if (pattern.length > 1024) this.report(`${path}.done`, "the done strings make a pattern longer than 1024 characters; the server counts as ready when its container runs");
+                else if (pattern.length > MAX_REGEX_LENGTH) this.report(`${path}.done`, `the done strings make a pattern longer than ${MAX_REGEX_LENGTH} characters; the server counts as ready when its container runs`);
+                else if (unsafeRegexReason(pattern)) this.report(`${path}.done`, `the done strings together make a pattern berth refuses (${unsafeRegexReason(pattern)}); the server counts as ready when its container runs`);
                 else out.readyPattern = pattern;
               }
             } else if (nonEmpty(v)) {
@@ -470,7 +476,12 @@ class EggReader {
         case "regex": {
           const re = phpRegex(arg);
           if (typeof re !== "string") this.report(path, `"${clip(item)}": ${re.problem}; the value is not checked against it`);
-          else setRegex(re, item);
+          else {
+            // A pattern from the internet that can backtrack for long is refused, not imported (regex-safety.ts).
+            const unsafe = unsafeRegexReason(re);
+            if (unsafe) throw bad(path, `"${clip(item)}" is refused: ${unsafe}; fix the egg`);
+            setRegex(re, item);
+          }
           break;
         }
         case "alpha":

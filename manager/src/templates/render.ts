@@ -16,6 +16,7 @@ import { create } from "@bufbuild/protobuf";
 import { PortMappingSchema, Protocol, ResourceLimitsSchema, ServerSpecSchema, type PortMapping, type ResourceLimits, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { HostPortMode, VariableKind, type Template, type TemplateVariable } from "@berth/proto/berth/v1/template_pb.js";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
+import { unsafeRegexReason } from "./regex-safety.js";
 
 /**
  * Placeholders berth fills in itself, also set as environment variables of
@@ -124,7 +125,8 @@ const varPath = (env: string) => `variables[${JSON.stringify(env)}]`;
 /**
  * What is wrong with a template itself (not with the values given): field
  * paths into the template, each message saying what to change. Empty: the
- * template can be rendered.
+ * template can be rendered. Regular expressions that can backtrack
+ * catastrophically are refused (regex-safety.ts).
  */
 export function checkTemplate(t: Template): FieldViolation[] {
   const out: FieldViolation[] = [];
@@ -140,7 +142,9 @@ export function checkTemplate(t: Template): FieldViolation[] {
     const r = v.rule;
     if (r?.regex) {
       const err = regexError(r.regex);
+      const unsafe = unsafeRegexReason(r.regex);
       if (err) add(`variables[${i}].rule.regex`, `not a valid JavaScript regular expression (${err}); fix or remove it`);
+      else if (unsafe) add(`variables[${i}].rule.regex`, `refused: ${unsafe}`);
     }
     if (r && r.min !== undefined && r.max !== undefined && r.min > r.max) add(`variables[${i}].rule.min`, `min (${r.min}) is above max (${r.max}); swap them`);
   });
@@ -163,7 +167,9 @@ export function checkTemplate(t: Template): FieldViolation[] {
   }
   if (t.readyPattern) {
     const err = regexError(t.readyPattern);
+    const unsafe = unsafeRegexReason(t.readyPattern);
     if (err) add("ready_pattern", `not a valid JavaScript regular expression (${err}); fix or remove it`);
+    else if (unsafe) add("ready_pattern", `refused: ${unsafe}`);
   }
   t.ports.forEach((p, i) => {
     if (p.hostPortMode === HostPortMode.RANGE && (p.hostPortMin < 1 || p.hostPortMin > p.hostPortMax)) {
@@ -257,6 +263,8 @@ function ruleProblem(v: TemplateVariable, value: string): string | undefined {
     if (r.max !== undefined && len > r.max) return `must be at most ${r.max} characters long`;
   }
   if (r.regex) {
+    // Never run a pattern that can backtrack for long (a template stored before the check, or not checked).
+    if (unsafeRegexReason(r.regex)) return "cannot be checked: the template's regex for it is refused as unsafe; fix the template";
     let re: RegExp;
     try {
       re = new RegExp(r.regex);

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import { UnavailableError } from "../../errors.js";
 import { newId } from "../../ids.js";
-import type { BackupFilter, EventQuery, EventRecord, ServerFacts, ServerFilter } from "../../domain/records.js";
+import type { BackupFilter, EventQuery, EventRecord, ServerFacts, ServerFilter, TemplateFilter } from "../../domain/records.js";
 import {
   alertFromRow,
   appendedEvent,
@@ -53,6 +53,8 @@ import {
   usageBucketFromRow,
   usageBucketStarts,
   type UsageBucketRow,
+  templateFromRow,
+  type TemplateRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
 import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type UsageSubjectKind, type WriteOp } from "../store.js";
@@ -746,6 +748,38 @@ export class PostgresStore implements Store {
     if (starts.length === 0) return [];
     const rows = await this.#rows<UsageBucketRow>(`SELECT ${USAGE_COLUMNS} FROM usage_buckets WHERE bucket_at = ANY($1::bigint[]) AND kind = $2 AND subject_id = $3 ORDER BY bucket_at`, [starts, kind, subjectId]);
     return rows.map(usageBucketFromRow);
+  }
+
+  // templates (store.ts TemplateReads)
+
+  async getTemplate(id: string) {
+    const [r] = await this.#rows<TemplateRow>("SELECT * FROM templates WHERE id = $1", [id]);
+    return r && templateFromRow(r);
+  }
+
+  async findTemplateByName(project: string, name: string) {
+    const [r] = await this.#rows<TemplateRow>("SELECT * FROM templates WHERE project = $1 AND name = $2", [project, name]);
+    return r && templateFromRow(r);
+  }
+
+  async listTemplates(f: TemplateFilter = {}) {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.projects) {
+      if (f.projects.length === 0) return [];
+      args.push([...f.projects]);
+      where.push(`project = ANY($${args.length}::text[])`);
+    }
+    if (f.after) {
+      args.push(f.after.name, f.after.id);
+      where.push(`(name > $${args.length - 1} OR (name = $${args.length - 1} AND id > $${args.length}))`);
+    }
+    let sql = `SELECT * FROM templates${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY name, id`;
+    if (f.limit !== undefined) {
+      args.push(f.limit);
+      sql += ` LIMIT $${args.length}`;
+    }
+    return (await this.#rows<TemplateRow>(sql, args)).map(templateFromRow);
   }
 
   // backups (store.ts BackupReads)

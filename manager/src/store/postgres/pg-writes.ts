@@ -42,6 +42,11 @@ import {
   USAGE_COLUMNS,
   usageUpsertClause,
   withKnownSize,
+  TEMPLATE_COLUMNS,
+  templateJson,
+  templateMoved,
+  templateTaken,
+  templateValues,
 } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import { hostLeaseName, USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "../store.js";
@@ -519,6 +524,33 @@ export class PgBatch {
       case "usage.write":
         await this.writeUsage(o.buckets, o.pruneBefore, o.pruneLimit);
         return;
+      // Templates are not server writes either (as SqliteStore).
+      case "template.insert":
+        await this.q(`INSERT INTO templates (${TEMPLATE_COLUMNS.join(", ")}) VALUES (${TEMPLATE_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`, templateValues(o.template)).catch((err: unknown) => {
+          if (isUniqueViolation(err, "templates_project_name_key")) throw templateTaken(o.template, "name");
+          if (isUniqueViolation(err, "templates_pkey")) throw templateTaken(o.template, "id");
+          throw err;
+        });
+        return;
+      case "template.update": {
+        const t = o.template;
+        const { rows } = await this.q<{ version: string | number }>("SELECT version FROM templates WHERE id = $1 FOR UPDATE", [t.id]);
+        const cur = rows[0];
+        if (!cur) throw new NotFoundError("template", t.id);
+        if (Number(cur.version) !== o.expectVersion) throw templateMoved(t.id, o.expectVersion, Number(cur.version));
+        await this.q("UPDATE templates SET name = $1, version = $2, template_json = $3, built_in = $4, updated_at = $5 WHERE id = $6", [t.name, t.version, templateJson(t), t.builtIn ? 1 : 0, t.updatedAt, t.id]).catch(
+          (err: unknown) => {
+            if (isUniqueViolation(err, "templates_project_name_key")) throw templateTaken(t, "name");
+            throw err;
+          },
+        );
+        return;
+      }
+      case "template.delete": {
+        const r = await this.q("DELETE FROM templates WHERE id = $1", [o.id]);
+        if (r.rowCount !== 1) throw new NotFoundError("template", o.id);
+        return;
+      }
       case "meta.set":
         await setMeta(this.c, o.key, o.value);
         return;

@@ -9,7 +9,7 @@
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../../errors.js";
 import { toJsonString } from "@bufbuild/protobuf";
 import { ServerSpecSchema, ServerStatusSchema } from "@berth/proto/berth/v1/server_pb.js";
-import type { BackupFilter, EventRecord, Lifecycle, ServerRecord } from "../../domain/records.js";
+import type { BackupFilter, EventRecord, Lifecycle, ServerRecord, TemplateFilter } from "../../domain/records.js";
 import { appendedEvent } from "../rows.js";
 import type { AlertTables } from "./alert-tables.js";
 import { hostLeaseName, type HostRange, type IdPage, type Committed, type CommitResult, type Store as StoreContract, type UsageSubjectKind, type WriteOp } from "../store.js";
@@ -21,6 +21,7 @@ import type { ClusterTables } from "./cluster-tables.js";
 import type { WalCheckpointer } from "./wal-checkpointer.js";
 import type { ServerBackupTables } from "./server-backup-tables.js";
 import type { UsageTables } from "./usage-tables.js";
+import type { TemplateTables } from "./template-tables.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -130,7 +131,14 @@ export class SqliteStore implements StoreContract {
     private readonly walCheckpointer?: WalCheckpointer,
     /** The usage history (open.ts passes it; without, usage.write and usageBuckets throw). */
     private readonly usage?: UsageTables,
+    /** Server templates (open.ts passes them; without, template.* and the template reads throw). */
+    private readonly templates?: TemplateTables,
   ) {}
+
+  #templates(): TemplateTables {
+    if (!this.templates) throw new Error("this SqliteStore was made without TemplateTables; open it with openStore()");
+    return this.templates;
+  }
 
   #usage(): UsageTables {
     if (!this.usage) throw new Error("this SqliteStore was made without UsageTables; open it with openStore()");
@@ -488,6 +496,15 @@ export class SqliteStore implements StoreContract {
       case "usage.write":
         this.#usage().write(o.buckets, o.pruneBefore, o.pruneLimit);
         return;
+      case "template.insert":
+        this.#templates().insert(o.template);
+        return;
+      case "template.update":
+        this.#templates().update(o.template, o.expectVersion);
+        return;
+      case "template.delete":
+        this.#templates().delete(o.id);
+        return;
       case "meta.set":
         t.setMeta(o.key, o.value);
         return;
@@ -513,6 +530,9 @@ export class SqliteStore implements StoreContract {
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
   async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) { return this.#usage().buckets(kind, subjectId, after, upTo); }
+  async getTemplate(id: string) { return this.#templates().get(id); }
+  async findTemplateByName(project: string, name: string) { return this.#templates().findByName(project, name); }
+  async listTemplates(f?: TemplateFilter) { return this.#templates().list(f); }
   async getBackupTarget(id: string) { return this.#backups().getTarget(id); }
   async findBackupTargetByName(name: string) { return this.#backups().findTargetByName(name); }
   async listBackupTargets() { return this.#backups().listTargets(); }

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Protocol, ResourceLimits, RestartPolicy, ServerSpec } from "./server_pb.js";
+import type { Protocol, ResourceLimits, RestartPolicy, ServerSpec, TemplateRef } from "./server_pb.js";
 import { file_berth_v1_server } from "./server_pb.js";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/template.proto.
  */
 export const file_berth_v1_template: GenFile = /*@__PURE__*/
-  fileDesc("ChdiZXJ0aC92MS90ZW1wbGF0ZS5wcm90bxIIYmVydGgudjEi3ggKCFRlbXBsYXRlEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSFwoEbmFtZRgDIAEoCUIJukgGcgQQARhkEh0KC2Rlc2NyaXB0aW9uGAQgASgJQgi6SAVyAxiAIBIPCgd2ZXJzaW9uGAUgASgEEjMKBmltYWdlcxgGIAMoCzIXLmJlcnRoLnYxLlRlbXBsYXRlSW1hZ2VCCrpIB5IBBAgBEBQSGQoHc3RhcnR1cBgHIAEoCUIIukgFcgMYgEASFQoNc3RhcnR1cF9zaGVsbBgIIAEoCBI3Cgl2YXJpYWJsZXMYCSADKAsyGi5iZXJ0aC52MS5UZW1wbGF0ZVZhcmlhYmxlQgi6SAWSAQIQZBIvCgVwb3J0cxgKIAMoCzIWLmJlcnRoLnYxLlRlbXBsYXRlUG9ydEIIukgFkgECEGQSuwEKD2RhdGFfbW91bnRfcGF0aBgLIAEoCUKhAbpInQG6AZEBCg9kYXRhX21vdW50X3BhdGgSP2FuIGFic29sdXRlIHBhdGggaW5zaWRlIHRoZSBjb250YWluZXIgb3RoZXIgdGhhbiAvIChlLmcuIC9kYXRhKRo9dGhpcy5zdGFydHNXaXRoKCcvJykgJiYgdGhpcyAhPSAnLycgJiYgIXRoaXMuY29udGFpbnMoJ1x4MDAnKdgBAXIDGIAIEuIBCgxzdG9wX2NvbW1hbmQYDCABKAlCywG6SMcBugHDAQoMc3RvcF9jb21tYW5kEkxvbmUgbGluZSBvZiBhdCBtb3N0IDQwOTYgYnl0ZXMsIHdpdGhvdXQgTlVMLCBDUiBvciBMRiAodGhlIG5ld2xpbmUgaXMgYWRkZWQpGmVzaXplKGJ5dGVzKHRoaXMpKSA8PSA0MDk2ICYmICF0aGlzLmNvbnRhaW5zKCdcdTAwMDAnKSAmJiAhdGhpcy5jb250YWlucygnXG4nKSAmJiAhdGhpcy5jb250YWlucygnXHInKRJQCgtzdG9wX3NpZ25hbBgNIAEoCUI7ukg4cjZSAFIGU0lHSU5UUgdTSUdURVJNUgdTSUdRVUlUUgZTSUdIVVBSB1NJR1VTUjFSB1NJR1VTUjISDwoHY29uc29sZRgOIAEoCBI5Cg5yZXN0YXJ0X3BvbGljeRgPIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEisKCXJlc291cmNlcxgQIAEoCzIYLmJlcnRoLnYxLlJlc291cmNlTGltaXRzEioKB2luc3RhbGwYESABKAsyGS5iZXJ0aC52MS5UZW1wbGF0ZUluc3RhbGwSHwoNcmVhZHlfcGF0dGVybhgSIAEoCUIIukgFcgMYgAgSLwoLY3JlYXRlX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLeAgoNVGVtcGxhdGVJbWFnZRK0AgoFaW1hZ2UYASABKAlCpAK6SKACugGXAgoFaW1hZ2USd25vdCBhbiBpbWFnZSByZWZlcmVuY2U6IGxvd2VyY2FzZSBbcmVnaXN0cnlbOnBvcnRdL11wYXRoWzp0YWddW0BzaGEyNTY6ZGlnZXN0XSwgZS5nLiBwb3N0Z3JlczoxNiBvciBnaGNyLmlvL29yZy9hcHA6MS4yGpQBdGhpcy5tYXRjaGVzKHInXlthLXowLTldKyg/OlsuXy1dW2EtejAtOV0rKSooPzo6WzAtOV0rKT8oPzovW2EtejAtOV0rKD86KD86Wy5fXXxfX3wtKylbYS16MC05XSspKikqKD86Olx3W1x3Li1dezAsMTI3fSk/KD86QHNoYTI1NjpbYS1mMC05XXs2NH0pPyQnKXIDGP8BEhYKBWxhYmVsGAIgASgJQge6SARyAhhkIsABCgxWYXJpYWJsZVJ1bGUSLgoEa2luZBgBIAEoDjIWLmJlcnRoLnYxLlZhcmlhYmxlS2luZEIIukgFggECEAESEAoIbnVsbGFibGUYAiABKAgSIQoHYWxsb3dlZBgDIAMoCUIQukgNkgEKEMgBIgVyAxiACBIQCgNtaW4YBCABKAFIAIgBARIQCgNtYXgYBSABKAFIAYgBARIXCgVyZWdleBgGIAEoCUIIukgFcgMYgAhCBgoEX21pbkIGCgRfbWF4Iv8CChBUZW1wbGF0ZVZhcmlhYmxlEpcBCgNlbnYYASABKAlCiQG6SIUBugGBAQoHZW52X2tleRJFYSB2YXJpYWJsZSBuYW1lIGlzIGxldHRlcnMsIGRpZ2l0cyBhbmQgJ18nLCBub3Qgc3RhcnRpbmcgd2l0aCBhIGRpZ2l0Gi90aGlzLm1hdGNoZXMocideW0EtWmEtel9dW0EtWmEtejAtOV9dezAsMTI3fSQnKRIVCgRuYW1lGAIgASgJQge6SARyAhhkEh0KC2Rlc2NyaXB0aW9uGAMgASgJQgi6SAVyAxiAIBIsCg1kZWZhdWx0X3ZhbHVlGAQgASgJQhW6SBJyECiAgAIyCl5bXlx4MDBdKiQSEAoIcmVxdWlyZWQYBSABKAgSJAoEcnVsZRgGIAEoCzIWLmJlcnRoLnYxLlZhcmlhYmxlUnVsZRIVCg11c2VyX2VkaXRhYmxlGAcgASgIEg4KBmhpZGRlbhgIIAEoCBIOCgZzZWNyZXQYCSABKAgiygQKDFRlbXBsYXRlUG9ydBIVCgRuYW1lGAEgASgJQge6SARyAhg/EiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQARI4Cg5ob3N0X3BvcnRfbW9kZRgEIAEoDjIWLmJlcnRoLnYxLkhvc3RQb3J0TW9kZUIIukgFggECEAESHAoJaG9zdF9wb3J0GAUgASgNQgm6SAYqBBj//wMSIAoNaG9zdF9wb3J0X21pbhgGIAEoDUIJukgGKgQY//8DEiAKDWhvc3RfcG9ydF9tYXgYByABKA1CCbpIBioEGP//AzqxArpIrQIaagoPaG9zdF9wb3J0X2ZpeGVkEiZhIEZJWEVEIHBvcnQgbmVlZHMgaG9zdF9wb3J0ICgxLTY1NTM1KRovdGhpcy5ob3N0X3BvcnRfbW9kZSAhPSAxIHx8IHRoaXMuaG9zdF9wb3J0ID4gMHUavgEKD2hvc3RfcG9ydF9yYW5nZRJIYSBSQU5HRSBwb3J0IG5lZWRzIGhvc3RfcG9ydF9taW4gYW5kIGhvc3RfcG9ydF9tYXggKDEtNjU1MzUsIG1pbiA8PSBtYXgpGmF0aGlzLmhvc3RfcG9ydF9tb2RlICE9IDIgfHwgKHRoaXMuaG9zdF9wb3J0X21pbiA+IDB1ICYmIHRoaXMuaG9zdF9wb3J0X21pbiA8PSB0aGlzLmhvc3RfcG9ydF9tYXgpIrYDCg9UZW1wbGF0ZUluc3RhbGwStQIKBWltYWdlGAEgASgJQqUCukihAroBmAIKBWltYWdlEnhub3QgYW4gaW1hZ2UgcmVmZXJlbmNlOiBsb3dlcmNhc2UgW3JlZ2lzdHJ5Wzpwb3J0XS9dcGF0aFs6dGFnXVtAc2hhMjU2OmRpZ2VzdF0sIGUuZy4gYWxwaW5lOjMgb3IgZ2hjci5pby9vcmcvaW5zdGFsbGVyOjEalAF0aGlzLm1hdGNoZXMocideW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JCcpcgMY/wESGwoGc2NyaXB0GAIgASgJQgu6SAhyBhABKICAEBIqCgplbnRyeXBvaW50GAMgASgJQha6SBNyERj/ATIMXlteXHgwMFxzXSokEiIKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDUIJukgGKgQY4KgBItIBCgtUZW1wbGF0ZVJlZhIcCgt0ZW1wbGF0ZV9pZBgBIAEoCUIHukgEcgIQARIPCgd2ZXJzaW9uGAIgASgEEkkKCXZhcmlhYmxlcxgDIAMoCzIkLmJlcnRoLnYxLlRlbXBsYXRlUmVmLlZhcmlhYmxlc0VudHJ5QhC6SA2aAQoQZCoGcgQogIACEhcKBWltYWdlGAQgASgJQgi6SAVyAxj/ARowCg5WYXJpYWJsZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi4KDVVubWFwcGVkRmllbGQSDQoFZmllbGQYASABKAkSDgoGcmVhc29uGAIgASgJIloKFExpc3RUZW1wbGF0ZXNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhIKCnBhZ2VfdG9rZW4YAyABKAkiVwoVTGlzdFRlbXBsYXRlc1Jlc3BvbnNlEiUKCXRlbXBsYXRlcxgBIAMoCzISLmJlcnRoLnYxLlRlbXBsYXRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChJHZXRUZW1wbGF0ZVJlcXVlc3QSEwoCaWQYASABKAlCB7pIBHICEAEiOwoTR2V0VGVtcGxhdGVSZXNwb25zZRIkCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlIkUKFUNyZWF0ZVRlbXBsYXRlUmVxdWVzdBIsCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlQga6SAPIAQEiPgoWQ3JlYXRlVGVtcGxhdGVSZXNwb25zZRIkCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlIo4BChVVcGRhdGVUZW1wbGF0ZVJlcXVlc3QSEwoCaWQYASABKAlCB7pIBHICEAESLAoIdGVtcGxhdGUYAiABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZUIGukgDyAEBEh0KEGV4cGVjdGVkX3ZlcnNpb24YAyABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI+ChZVcGRhdGVUZW1wbGF0ZVJlc3BvbnNlEiQKCHRlbXBsYXRlGAEgASgLMhIuYmVydGgudjEuVGVtcGxhdGUiLAoVRGVsZXRlVGVtcGxhdGVSZXF1ZXN0EhMKAmlkGAEgASgJQge6SARyAhABIhgKFkRlbGV0ZVRlbXBsYXRlUmVzcG9uc2UiiwEKFUltcG9ydFRlbXBsYXRlUmVxdWVzdBIyCgZmb3JtYXQYASABKA4yGC5iZXJ0aC52MS5UZW1wbGF0ZUZvcm1hdEIIukgFggECEAESHAoHY29udGVudBgCIAEoDEILukgIegYQARiAgEASDwoHcHJvamVjdBgDIAEoCRIPCgdkcnlfcnVuGAQgASgIImkKFkltcG9ydFRlbXBsYXRlUmVzcG9uc2USJAoIdGVtcGxhdGUYASABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZRIpCgh1bm1hcHBlZBgCIAMoCzIXLmJlcnRoLnYxLlVubWFwcGVkRmllbGQiWgoVUmVuZGVyVGVtcGxhdGVSZXF1ZXN0EioKA3JlZhgBIAEoCzIVLmJlcnRoLnYxLlRlbXBsYXRlUmVmQga6SAPIAQESFQoEbmFtZRgCIAEoCUIHukgEcgIYPyI8ChZSZW5kZXJUZW1wbGF0ZVJlc3BvbnNlEiIKBHNwZWMYASABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjKpcBCgxWYXJpYWJsZUtpbmQSHQoZVkFSSUFCTEVfS0lORF9VTlNQRUNJRklFRBAAEhgKFFZBUklBQkxFX0tJTkRfU1RSSU5HEAESGQoVVkFSSUFCTEVfS0lORF9JTlRFR0VSEAISGAoUVkFSSUFCTEVfS0lORF9OVU1CRVIQAxIZChVWQVJJQUJMRV9LSU5EX0JPT0xFQU4QBCqUAQoMSG9zdFBvcnRNb2RlEh4KGkhPU1RfUE9SVF9NT0RFX1VOU1BFQ0lGSUVEEAASGAoUSE9TVF9QT1JUX01PREVfRklYRUQQARIYChRIT1NUX1BPUlRfTU9ERV9SQU5HRRACEhcKE0hPU1RfUE9SVF9NT0RFX1NBTUUQAxIXChNIT1NUX1BPUlRfTU9ERV9OT05FEAQqdwoOVGVtcGxhdGVGb3JtYXQSHwobVEVNUExBVEVfRk9STUFUX1VOU1BFQ0lGSUVEEAASIwofVEVNUExBVEVfRk9STUFUX1BURVJPREFDVFlMX0VHRxABEh8KG1RFTVBMQVRFX0ZPUk1BVF9QRUxJQ0FOX0VHRxACMtgECg9UZW1wbGF0ZVNlcnZpY2USUAoNTGlzdFRlbXBsYXRlcxIeLmJlcnRoLnYxLkxpc3RUZW1wbGF0ZXNSZXF1ZXN0Gh8uYmVydGgudjEuTGlzdFRlbXBsYXRlc1Jlc3BvbnNlEkoKC0dldFRlbXBsYXRlEhwuYmVydGgudjEuR2V0VGVtcGxhdGVSZXF1ZXN0Gh0uYmVydGgudjEuR2V0VGVtcGxhdGVSZXNwb25zZRJTCg5DcmVhdGVUZW1wbGF0ZRIfLmJlcnRoLnYxLkNyZWF0ZVRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLkNyZWF0ZVRlbXBsYXRlUmVzcG9uc2USUwoOVXBkYXRlVGVtcGxhdGUSHy5iZXJ0aC52MS5VcGRhdGVUZW1wbGF0ZVJlcXVlc3QaIC5iZXJ0aC52MS5VcGRhdGVUZW1wbGF0ZVJlc3BvbnNlElMKDkRlbGV0ZVRlbXBsYXRlEh8uYmVydGgudjEuRGVsZXRlVGVtcGxhdGVSZXF1ZXN0GiAuYmVydGgudjEuRGVsZXRlVGVtcGxhdGVSZXNwb25zZRJTCg5JbXBvcnRUZW1wbGF0ZRIfLmJlcnRoLnYxLkltcG9ydFRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLkltcG9ydFRlbXBsYXRlUmVzcG9uc2USUwoOUmVuZGVyVGVtcGxhdGUSHy5iZXJ0aC52MS5SZW5kZXJUZW1wbGF0ZVJlcXVlc3QaIC5iZXJ0aC52MS5SZW5kZXJUZW1wbGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChdiZXJ0aC92MS90ZW1wbGF0ZS5wcm90bxIIYmVydGgudjEi8AgKCFRlbXBsYXRlEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSFwoEbmFtZRgDIAEoCUIJukgGcgQQARhkEh0KC2Rlc2NyaXB0aW9uGAQgASgJQgi6SAVyAxiAIBIPCgd2ZXJzaW9uGAUgASgEEjMKBmltYWdlcxgGIAMoCzIXLmJlcnRoLnYxLlRlbXBsYXRlSW1hZ2VCCrpIB5IBBAgBEBQSGQoHc3RhcnR1cBgHIAEoCUIIukgFcgMYgEASFQoNc3RhcnR1cF9zaGVsbBgIIAEoCBI3Cgl2YXJpYWJsZXMYCSADKAsyGi5iZXJ0aC52MS5UZW1wbGF0ZVZhcmlhYmxlQgi6SAWSAQIQZBIvCgVwb3J0cxgKIAMoCzIWLmJlcnRoLnYxLlRlbXBsYXRlUG9ydEIIukgFkgECEGQSuwEKD2RhdGFfbW91bnRfcGF0aBgLIAEoCUKhAbpInQG6AZEBCg9kYXRhX21vdW50X3BhdGgSP2FuIGFic29sdXRlIHBhdGggaW5zaWRlIHRoZSBjb250YWluZXIgb3RoZXIgdGhhbiAvIChlLmcuIC9kYXRhKRo9dGhpcy5zdGFydHNXaXRoKCcvJykgJiYgdGhpcyAhPSAnLycgJiYgIXRoaXMuY29udGFpbnMoJ1x4MDAnKdgBAXIDGIAIEuIBCgxzdG9wX2NvbW1hbmQYDCABKAlCywG6SMcBugHDAQoMc3RvcF9jb21tYW5kEkxvbmUgbGluZSBvZiBhdCBtb3N0IDQwOTYgYnl0ZXMsIHdpdGhvdXQgTlVMLCBDUiBvciBMRiAodGhlIG5ld2xpbmUgaXMgYWRkZWQpGmVzaXplKGJ5dGVzKHRoaXMpKSA8PSA0MDk2ICYmICF0aGlzLmNvbnRhaW5zKCdcdTAwMDAnKSAmJiAhdGhpcy5jb250YWlucygnXG4nKSAmJiAhdGhpcy5jb250YWlucygnXHInKRJQCgtzdG9wX3NpZ25hbBgNIAEoCUI7ukg4cjZSAFIGU0lHSU5UUgdTSUdURVJNUgdTSUdRVUlUUgZTSUdIVVBSB1NJR1VTUjFSB1NJR1VTUjISDwoHY29uc29sZRgOIAEoCBI5Cg5yZXN0YXJ0X3BvbGljeRgPIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEisKCXJlc291cmNlcxgQIAEoCzIYLmJlcnRoLnYxLlJlc291cmNlTGltaXRzEioKB2luc3RhbGwYESABKAsyGS5iZXJ0aC52MS5UZW1wbGF0ZUluc3RhbGwSHwoNcmVhZHlfcGF0dGVybhgSIAEoCUIIukgFcgMYgAgSLwoLY3JlYXRlX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghidWlsdF9pbhgVIAEoCCLeAgoNVGVtcGxhdGVJbWFnZRK0AgoFaW1hZ2UYASABKAlCpAK6SKACugGXAgoFaW1hZ2USd25vdCBhbiBpbWFnZSByZWZlcmVuY2U6IGxvd2VyY2FzZSBbcmVnaXN0cnlbOnBvcnRdL11wYXRoWzp0YWddW0BzaGEyNTY6ZGlnZXN0XSwgZS5nLiBwb3N0Z3JlczoxNiBvciBnaGNyLmlvL29yZy9hcHA6MS4yGpQBdGhpcy5tYXRjaGVzKHInXlthLXowLTldKyg/OlsuXy1dW2EtejAtOV0rKSooPzo6WzAtOV0rKT8oPzovW2EtejAtOV0rKD86KD86Wy5fXXxfX3wtKylbYS16MC05XSspKikqKD86Olx3W1x3Li1dezAsMTI3fSk/KD86QHNoYTI1NjpbYS1mMC05XXs2NH0pPyQnKXIDGP8BEhYKBWxhYmVsGAIgASgJQge6SARyAhhkIsABCgxWYXJpYWJsZVJ1bGUSLgoEa2luZBgBIAEoDjIWLmJlcnRoLnYxLlZhcmlhYmxlS2luZEIIukgFggECEAESEAoIbnVsbGFibGUYAiABKAgSIQoHYWxsb3dlZBgDIAMoCUIQukgNkgEKEMgBIgVyAxiACBIQCgNtaW4YBCABKAFIAIgBARIQCgNtYXgYBSABKAFIAYgBARIXCgVyZWdleBgGIAEoCUIIukgFcgMYgAhCBgoEX21pbkIGCgRfbWF4Iv8CChBUZW1wbGF0ZVZhcmlhYmxlEpcBCgNlbnYYASABKAlCiQG6SIUBugGBAQoHZW52X2tleRJFYSB2YXJpYWJsZSBuYW1lIGlzIGxldHRlcnMsIGRpZ2l0cyBhbmQgJ18nLCBub3Qgc3RhcnRpbmcgd2l0aCBhIGRpZ2l0Gi90aGlzLm1hdGNoZXMocideW0EtWmEtel9dW0EtWmEtejAtOV9dezAsMTI3fSQnKRIVCgRuYW1lGAIgASgJQge6SARyAhhkEh0KC2Rlc2NyaXB0aW9uGAMgASgJQgi6SAVyAxiAIBIsCg1kZWZhdWx0X3ZhbHVlGAQgASgJQhW6SBJyECiAgAIyCl5bXlx4MDBdKiQSEAoIcmVxdWlyZWQYBSABKAgSJAoEcnVsZRgGIAEoCzIWLmJlcnRoLnYxLlZhcmlhYmxlUnVsZRIVCg11c2VyX2VkaXRhYmxlGAcgASgIEg4KBmhpZGRlbhgIIAEoCBIOCgZzZWNyZXQYCSABKAgiygQKDFRlbXBsYXRlUG9ydBIVCgRuYW1lGAEgASgJQge6SARyAhg/EiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQARI4Cg5ob3N0X3BvcnRfbW9kZRgEIAEoDjIWLmJlcnRoLnYxLkhvc3RQb3J0TW9kZUIIukgFggECEAESHAoJaG9zdF9wb3J0GAUgASgNQgm6SAYqBBj//wMSIAoNaG9zdF9wb3J0X21pbhgGIAEoDUIJukgGKgQY//8DEiAKDWhvc3RfcG9ydF9tYXgYByABKA1CCbpIBioEGP//AzqxArpIrQIaagoPaG9zdF9wb3J0X2ZpeGVkEiZhIEZJWEVEIHBvcnQgbmVlZHMgaG9zdF9wb3J0ICgxLTY1NTM1KRovdGhpcy5ob3N0X3BvcnRfbW9kZSAhPSAxIHx8IHRoaXMuaG9zdF9wb3J0ID4gMHUavgEKD2hvc3RfcG9ydF9yYW5nZRJIYSBSQU5HRSBwb3J0IG5lZWRzIGhvc3RfcG9ydF9taW4gYW5kIGhvc3RfcG9ydF9tYXggKDEtNjU1MzUsIG1pbiA8PSBtYXgpGmF0aGlzLmhvc3RfcG9ydF9tb2RlICE9IDIgfHwgKHRoaXMuaG9zdF9wb3J0X21pbiA+IDB1ICYmIHRoaXMuaG9zdF9wb3J0X21pbiA8PSB0aGlzLmhvc3RfcG9ydF9tYXgpIrYDCg9UZW1wbGF0ZUluc3RhbGwStQIKBWltYWdlGAEgASgJQqUCukihAroBmAIKBWltYWdlEnhub3QgYW4gaW1hZ2UgcmVmZXJlbmNlOiBsb3dlcmNhc2UgW3JlZ2lzdHJ5Wzpwb3J0XS9dcGF0aFs6dGFnXVtAc2hhMjU2OmRpZ2VzdF0sIGUuZy4gYWxwaW5lOjMgb3IgZ2hjci5pby9vcmcvaW5zdGFsbGVyOjEalAF0aGlzLm1hdGNoZXMocideW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JCcpcgMY/wESGwoGc2NyaXB0GAIgASgJQgu6SAhyBhABKICAEBIqCgplbnRyeXBvaW50GAMgASgJQha6SBNyERj/ATIMXlteXHgwMFxzXSokEiIKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDUIJukgGKgQY4KgBIi4KDVVubWFwcGVkRmllbGQSDQoFZmllbGQYASABKAkSDgoGcmVhc29uGAIgASgJIloKFExpc3RUZW1wbGF0ZXNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhIKCnBhZ2VfdG9rZW4YAyABKAkiVwoVTGlzdFRlbXBsYXRlc1Jlc3BvbnNlEiUKCXRlbXBsYXRlcxgBIAMoCzISLmJlcnRoLnYxLlRlbXBsYXRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChJHZXRUZW1wbGF0ZVJlcXVlc3QSEwoCaWQYASABKAlCB7pIBHICEAEiOwoTR2V0VGVtcGxhdGVSZXNwb25zZRIkCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlIkUKFUNyZWF0ZVRlbXBsYXRlUmVxdWVzdBIsCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlQga6SAPIAQEiPgoWQ3JlYXRlVGVtcGxhdGVSZXNwb25zZRIkCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlIo4BChVVcGRhdGVUZW1wbGF0ZVJlcXVlc3QSEwoCaWQYASABKAlCB7pIBHICEAESLAoIdGVtcGxhdGUYAiABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZUIGukgDyAEBEh0KEGV4cGVjdGVkX3ZlcnNpb24YAyABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI+ChZVcGRhdGVUZW1wbGF0ZVJlc3BvbnNlEiQKCHRlbXBsYXRlGAEgASgLMhIuYmVydGgudjEuVGVtcGxhdGUiLAoVRGVsZXRlVGVtcGxhdGVSZXF1ZXN0EhMKAmlkGAEgASgJQge6SARyAhABIhgKFkRlbGV0ZVRlbXBsYXRlUmVzcG9uc2UiiwEKFUltcG9ydFRlbXBsYXRlUmVxdWVzdBIyCgZmb3JtYXQYASABKA4yGC5iZXJ0aC52MS5UZW1wbGF0ZUZvcm1hdEIIukgFggECEAESHAoHY29udGVudBgCIAEoDEILukgIegYQARiAgEASDwoHcHJvamVjdBgDIAEoCRIPCgdkcnlfcnVuGAQgASgIImkKFkltcG9ydFRlbXBsYXRlUmVzcG9uc2USJAoIdGVtcGxhdGUYASABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZRIpCgh1bm1hcHBlZBgCIAMoCzIXLmJlcnRoLnYxLlVubWFwcGVkRmllbGQiWgoVUmVuZGVyVGVtcGxhdGVSZXF1ZXN0EioKA3JlZhgBIAEoCzIVLmJlcnRoLnYxLlRlbXBsYXRlUmVmQga6SAPIAQESFQoEbmFtZRgCIAEoCUIHukgEcgIYPyI8ChZSZW5kZXJUZW1wbGF0ZVJlc3BvbnNlEiIKBHNwZWMYASABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjKpcBCgxWYXJpYWJsZUtpbmQSHQoZVkFSSUFCTEVfS0lORF9VTlNQRUNJRklFRBAAEhgKFFZBUklBQkxFX0tJTkRfU1RSSU5HEAESGQoVVkFSSUFCTEVfS0lORF9JTlRFR0VSEAISGAoUVkFSSUFCTEVfS0lORF9OVU1CRVIQAxIZChVWQVJJQUJMRV9LSU5EX0JPT0xFQU4QBCqUAQoMSG9zdFBvcnRNb2RlEh4KGkhPU1RfUE9SVF9NT0RFX1VOU1BFQ0lGSUVEEAASGAoUSE9TVF9QT1JUX01PREVfRklYRUQQARIYChRIT1NUX1BPUlRfTU9ERV9SQU5HRRACEhcKE0hPU1RfUE9SVF9NT0RFX1NBTUUQAxIXChNIT1NUX1BPUlRfTU9ERV9OT05FEAQqdwoOVGVtcGxhdGVGb3JtYXQSHwobVEVNUExBVEVfRk9STUFUX1VOU1BFQ0lGSUVEEAASIwofVEVNUExBVEVfRk9STUFUX1BURVJPREFDVFlMX0VHRxABEh8KG1RFTVBMQVRFX0ZPUk1BVF9QRUxJQ0FOX0VHRxACMtgECg9UZW1wbGF0ZVNlcnZpY2USUAoNTGlzdFRlbXBsYXRlcxIeLmJlcnRoLnYxLkxpc3RUZW1wbGF0ZXNSZXF1ZXN0Gh8uYmVydGgudjEuTGlzdFRlbXBsYXRlc1Jlc3BvbnNlEkoKC0dldFRlbXBsYXRlEhwuYmVydGgudjEuR2V0VGVtcGxhdGVSZXF1ZXN0Gh0uYmVydGgudjEuR2V0VGVtcGxhdGVSZXNwb25zZRJTCg5DcmVhdGVUZW1wbGF0ZRIfLmJlcnRoLnYxLkNyZWF0ZVRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLkNyZWF0ZVRlbXBsYXRlUmVzcG9uc2USUwoOVXBkYXRlVGVtcGxhdGUSHy5iZXJ0aC52MS5VcGRhdGVUZW1wbGF0ZVJlcXVlc3QaIC5iZXJ0aC52MS5VcGRhdGVUZW1wbGF0ZVJlc3BvbnNlElMKDkRlbGV0ZVRlbXBsYXRlEh8uYmVydGgudjEuRGVsZXRlVGVtcGxhdGVSZXF1ZXN0GiAuYmVydGgudjEuRGVsZXRlVGVtcGxhdGVSZXNwb25zZRJTCg5JbXBvcnRUZW1wbGF0ZRIfLmJlcnRoLnYxLkltcG9ydFRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLkltcG9ydFRlbXBsYXRlUmVzcG9uc2USUwoOUmVuZGVyVGVtcGxhdGUSHy5iZXJ0aC52MS5SZW5kZXJUZW1wbGF0ZVJlcXVlc3QaIC5iZXJ0aC52MS5SZW5kZXJUZW1wbGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Template is a recipe for servers. Its version goes up on every change; a
@@ -33,7 +33,9 @@ export type Template = Message<"berth.v1.Template"> & {
 
   /**
    * The project it belongs to; empty: global (every project sees it; only an
-   * all-projects admin changes it).
+   * all-projects admin changes it). On create: a project token's templates
+   * always go to its project (empty means it too); for an all-projects
+   * token empty makes a global template.
    *
    * @generated from field: string project = 2;
    */
@@ -176,6 +178,15 @@ export type Template = Message<"berth.v1.Template"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 20;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Output only. Shipped with berth and kept by the manager (recreated at
+   * start when missing, updated when berth's definition changes): it cannot
+   * be updated or deleted through the API; copy it with CreateTemplate.
+   *
+   * @generated from field: bool built_in = 21;
+   */
+  builtIn: boolean;
 };
 
 /**
@@ -458,49 +469,6 @@ export const TemplateInstallSchema: GenMessage<TemplateInstall> = /*@__PURE__*/
   messageDesc(file_berth_v1_template, 5);
 
 /**
- * TemplateRef records which template version made a server, with the
- * variables given (secret ones are held as the server's secret env).
- *
- * @generated from message berth.v1.TemplateRef
- */
-export type TemplateRef = Message<"berth.v1.TemplateRef"> & {
-  /**
-   * The template's id.
-   *
-   * @generated from field: string template_id = 1;
-   */
-  templateId: string;
-
-  /**
-   * The template's version the spec was rendered from (output only).
-   *
-   * @generated from field: uint64 version = 2;
-   */
-  version: bigint;
-
-  /**
-   * Variable values by env name; a variable left out takes its default.
-   *
-   * @generated from field: map<string, string> variables = 3;
-   */
-  variables: { [key: string]: string };
-
-  /**
-   * The image chosen from the template's; empty: its first.
-   *
-   * @generated from field: string image = 4;
-   */
-  image: string;
-};
-
-/**
- * Describes the message berth.v1.TemplateRef.
- * Use `create(TemplateRefSchema)` to create a new message.
- */
-export const TemplateRefSchema: GenMessage<TemplateRef> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 6);
-
-/**
  * UnmappedField is a part of an imported egg that berth did not take over.
  *
  * @generated from message berth.v1.UnmappedField
@@ -526,14 +494,15 @@ export type UnmappedField = Message<"berth.v1.UnmappedField"> & {
  * Use `create(UnmappedFieldSchema)` to create a new message.
  */
 export const UnmappedFieldSchema: GenMessage<UnmappedField> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 7);
+  messageDesc(file_berth_v1_template, 6);
 
 /**
  * @generated from message berth.v1.ListTemplatesRequest
  */
 export type ListTemplatesRequest = Message<"berth.v1.ListTemplatesRequest"> & {
   /**
-   * The project whose templates to list besides the global ones; empty: the caller's.
+   * The project whose templates to list besides the global ones; empty: the
+   * caller's (for an all-projects token: every project's).
    *
    * @generated from field: string project = 1;
    */
@@ -559,7 +528,7 @@ export type ListTemplatesRequest = Message<"berth.v1.ListTemplatesRequest"> & {
  * Use `create(ListTemplatesRequestSchema)` to create a new message.
  */
 export const ListTemplatesRequestSchema: GenMessage<ListTemplatesRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 8);
+  messageDesc(file_berth_v1_template, 7);
 
 /**
  * @generated from message berth.v1.ListTemplatesResponse
@@ -585,7 +554,7 @@ export type ListTemplatesResponse = Message<"berth.v1.ListTemplatesResponse"> & 
  * Use `create(ListTemplatesResponseSchema)` to create a new message.
  */
 export const ListTemplatesResponseSchema: GenMessage<ListTemplatesResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 9);
+  messageDesc(file_berth_v1_template, 8);
 
 /**
  * @generated from message berth.v1.GetTemplateRequest
@@ -604,7 +573,7 @@ export type GetTemplateRequest = Message<"berth.v1.GetTemplateRequest"> & {
  * Use `create(GetTemplateRequestSchema)` to create a new message.
  */
 export const GetTemplateRequestSchema: GenMessage<GetTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 10);
+  messageDesc(file_berth_v1_template, 9);
 
 /**
  * @generated from message berth.v1.GetTemplateResponse
@@ -621,7 +590,7 @@ export type GetTemplateResponse = Message<"berth.v1.GetTemplateResponse"> & {
  * Use `create(GetTemplateResponseSchema)` to create a new message.
  */
 export const GetTemplateResponseSchema: GenMessage<GetTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 11);
+  messageDesc(file_berth_v1_template, 10);
 
 /**
  * @generated from message berth.v1.CreateTemplateRequest
@@ -640,7 +609,7 @@ export type CreateTemplateRequest = Message<"berth.v1.CreateTemplateRequest"> & 
  * Use `create(CreateTemplateRequestSchema)` to create a new message.
  */
 export const CreateTemplateRequestSchema: GenMessage<CreateTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 12);
+  messageDesc(file_berth_v1_template, 11);
 
 /**
  * @generated from message berth.v1.CreateTemplateResponse
@@ -657,7 +626,7 @@ export type CreateTemplateResponse = Message<"berth.v1.CreateTemplateResponse"> 
  * Use `create(CreateTemplateResponseSchema)` to create a new message.
  */
 export const CreateTemplateResponseSchema: GenMessage<CreateTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 13);
+  messageDesc(file_berth_v1_template, 12);
 
 /**
  * @generated from message berth.v1.UpdateTemplateRequest
@@ -691,7 +660,7 @@ export type UpdateTemplateRequest = Message<"berth.v1.UpdateTemplateRequest"> & 
  * Use `create(UpdateTemplateRequestSchema)` to create a new message.
  */
 export const UpdateTemplateRequestSchema: GenMessage<UpdateTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 14);
+  messageDesc(file_berth_v1_template, 13);
 
 /**
  * @generated from message berth.v1.UpdateTemplateResponse
@@ -708,7 +677,7 @@ export type UpdateTemplateResponse = Message<"berth.v1.UpdateTemplateResponse"> 
  * Use `create(UpdateTemplateResponseSchema)` to create a new message.
  */
 export const UpdateTemplateResponseSchema: GenMessage<UpdateTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 15);
+  messageDesc(file_berth_v1_template, 14);
 
 /**
  * @generated from message berth.v1.DeleteTemplateRequest
@@ -727,7 +696,7 @@ export type DeleteTemplateRequest = Message<"berth.v1.DeleteTemplateRequest"> & 
  * Use `create(DeleteTemplateRequestSchema)` to create a new message.
  */
 export const DeleteTemplateRequestSchema: GenMessage<DeleteTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 16);
+  messageDesc(file_berth_v1_template, 15);
 
 /**
  * @generated from message berth.v1.DeleteTemplateResponse
@@ -740,7 +709,7 @@ export type DeleteTemplateResponse = Message<"berth.v1.DeleteTemplateResponse"> 
  * Use `create(DeleteTemplateResponseSchema)` to create a new message.
  */
 export const DeleteTemplateResponseSchema: GenMessage<DeleteTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 17);
+  messageDesc(file_berth_v1_template, 16);
 
 /**
  * @generated from message berth.v1.ImportTemplateRequest
@@ -761,8 +730,9 @@ export type ImportTemplateRequest = Message<"berth.v1.ImportTemplateRequest"> & 
   content: Uint8Array;
 
   /**
-   * The project to create it in; empty: the caller's. Global needs an
-   * all-projects admin.
+   * The project to create it in, as Template.project on create: empty is
+   * the token's project for a project token, global for an all-projects
+   * token (global needs an all-projects admin).
    *
    * @generated from field: string project = 3;
    */
@@ -781,7 +751,7 @@ export type ImportTemplateRequest = Message<"berth.v1.ImportTemplateRequest"> & 
  * Use `create(ImportTemplateRequestSchema)` to create a new message.
  */
 export const ImportTemplateRequestSchema: GenMessage<ImportTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 18);
+  messageDesc(file_berth_v1_template, 17);
 
 /**
  * @generated from message berth.v1.ImportTemplateResponse
@@ -807,14 +777,15 @@ export type ImportTemplateResponse = Message<"berth.v1.ImportTemplateResponse"> 
  * Use `create(ImportTemplateResponseSchema)` to create a new message.
  */
 export const ImportTemplateResponseSchema: GenMessage<ImportTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 19);
+  messageDesc(file_berth_v1_template, 18);
 
 /**
  * @generated from message berth.v1.RenderTemplateRequest
  */
 export type RenderTemplateRequest = Message<"berth.v1.RenderTemplateRequest"> & {
   /**
-   * The template and the variables to render it with.
+   * The template and the variables to render it with (TemplateRef is in
+   * server.proto: ServerSpec records it).
    *
    * @generated from field: berth.v1.TemplateRef ref = 1;
    */
@@ -833,7 +804,7 @@ export type RenderTemplateRequest = Message<"berth.v1.RenderTemplateRequest"> & 
  * Use `create(RenderTemplateRequestSchema)` to create a new message.
  */
 export const RenderTemplateRequestSchema: GenMessage<RenderTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 20);
+  messageDesc(file_berth_v1_template, 19);
 
 /**
  * @generated from message berth.v1.RenderTemplateResponse
@@ -852,7 +823,7 @@ export type RenderTemplateResponse = Message<"berth.v1.RenderTemplateResponse"> 
  * Use `create(RenderTemplateResponseSchema)` to create a new message.
  */
 export const RenderTemplateResponseSchema: GenMessage<RenderTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 21);
+  messageDesc(file_berth_v1_template, 20);
 
 /**
  * VariableKind is the type a variable's value must have.
@@ -988,7 +959,7 @@ export const TemplateFormatSchema: GenEnum<TemplateFormat> = /*@__PURE__*/
  * TemplateService keeps server templates: a named, versioned recipe (images,
  * startup command, variables with rules, ports, install script) from which a
  * ServerSpec is rendered. Pterodactyl and Pelican eggs can be imported.
- * docs/templates.md. (The contract only: no manager serves it yet.)
+ * docs/templates.md.
  *
  * @generated from service berth.v1.TemplateService
  */
