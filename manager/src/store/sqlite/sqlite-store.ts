@@ -21,6 +21,8 @@ import type { ClusterTables } from "./cluster-tables.js";
 import type { WalCheckpointer } from "./wal-checkpointer.js";
 import type { ServerBackupTables } from "./server-backup-tables.js";
 import type { UsageTables } from "./usage-tables.js";
+import type { ScheduleTables } from "./schedule-tables.js";
+import type { ScheduleFilter, ScheduleRunPage } from "../../schedules/records.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -130,7 +132,14 @@ export class SqliteStore implements StoreContract {
     private readonly walCheckpointer?: WalCheckpointer,
     /** The usage history (open.ts passes it; without, usage.write and usageBuckets throw). */
     private readonly usage?: UsageTables,
+    /** Schedules and their runs (open.ts passes them; without, those operations throw). */
+    private readonly schedules?: ScheduleTables,
   ) {}
+
+  #schedules(): ScheduleTables {
+    if (!this.schedules) throw new Error("this SqliteStore was made without ScheduleTables; open it with openStore()");
+    return this.schedules;
+  }
 
   #usage(): UsageTables {
     if (!this.usage) throw new Error("this SqliteStore was made without UsageTables; open it with openStore()");
@@ -485,6 +494,21 @@ export class SqliteStore implements StoreContract {
       case "backup.delete":
         this.#backups().delete(o.id);
         return;
+      case "schedule.insert":
+        this.#schedules().insert(o.schedule);
+        return;
+      case "schedule.update":
+        this.#schedules().update(o.schedule, o.expectVersion);
+        return;
+      case "schedule.delete":
+        this.#schedules().delete(o.id);
+        return;
+      case "scheduleRun.insert":
+        this.#schedules().insertRun(o.run, o.keep);
+        return;
+      case "scheduleRun.finish":
+        this.#schedules().finishRun(o.id, o.finish);
+        return;
       case "usage.write":
         this.#usage().write(o.buckets, o.pruneBefore, o.pruneLimit);
         return;
@@ -513,6 +537,12 @@ export class SqliteStore implements StoreContract {
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
   async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) { return this.#usage().buckets(kind, subjectId, after, upTo); }
+  async getSchedule(id: string) { return this.#schedules().get(id); }
+  async findScheduleByName(project: string, name: string) { return this.#schedules().findByName(project, name); }
+  async listSchedules(f?: ScheduleFilter) { return this.#schedules().list(f); }
+  async getScheduleRun(id: string) { return this.#schedules().getRun(id); }
+  async listScheduleRuns(scheduleId: string, page: ScheduleRunPage) { return this.#schedules().listRuns(scheduleId, page); }
+  async runningScheduleRuns(scheduleId?: string) { return this.#schedules().running(scheduleId); }
   async getBackupTarget(id: string) { return this.#backups().getTarget(id); }
   async findBackupTargetByName(name: string) { return this.#backups().findTargetByName(name); }
   async listBackupTargets() { return this.#backups().listTargets(); }
