@@ -76,7 +76,7 @@ describe("permission table", () => {
     const uncounted = new Set(["berth.v1.FileService/WriteFile"]);
     for (const [p, perm] of Object.entries(PERMISSIONS)) {
       if (perm.auth !== "token") continue;
-      const reads = /\/(Get|List|Watch|Tail|WhoAmI|Stat|Read)/.test(p) || uncounted.has(p);
+      const reads = /\/(Get|List|Watch|Tail|WhoAmI|Stat|Read|Preview)/.test(p) || uncounted.has(p);
       expect([p, perm.mutates]).toEqual([p, !reads]);
     }
   });
