@@ -97,6 +97,8 @@ export class Scheduler {
   readonly #now: () => number;
   readonly #timers: Timers;
   #running = false;
+  /** stop() was called: no timer is armed until start() again (pass() alone, in tests, still arms). */
+  #stopped = false;
   #timer: unknown;
   #passing: Promise<void> | undefined;
   #again = false;
@@ -114,6 +116,7 @@ export class Scheduler {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#stopped = false;
     // A schedule created, changed or deleted (here or, on PostgreSQL, on another manager) re-arms the timer.
     this.#unsubscribe = this.#d.store.onCommit((c) => {
       if (c.resync || c.events.some((e) => e.type.startsWith("schedule.") && (e.type === "schedule.created" || e.type === "schedule.updated" || e.type === "schedule.deleted"))) this.wake();
@@ -124,6 +127,7 @@ export class Scheduler {
   /** Stops the loop; with `abortRuns`, runs under way are cut short (ManagerShutdown) and awaited. */
   async stop(abortRuns = true): Promise<void> {
     this.#running = false;
+    this.#stopped = true;
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     if (this.#timer !== undefined) this.#timers.clear(this.#timer);
@@ -166,7 +170,7 @@ export class Scheduler {
   }
 
   #arm(at: number): void {
-    if (!this.#running) return;
+    if (this.#stopped) return;
     if (this.#timer !== undefined) this.#timers.clear(this.#timer);
     const ms = Math.min(Math.max(at - this.#now(), 0), MAX_SLEEP_MS);
     this.#timer = this.#timers.set(() => {
@@ -195,9 +199,10 @@ export class Scheduler {
       if (plan.nextRunTime !== undefined) soonest = Math.min(soonest, plan.nextRunTime);
       if (plan.missed) {
         const m = plan.missed;
-        const run = this.#row(s, "tick", m.scheduledFor, now, {
+        // Recorded a millisecond "before" the run of this pass, so it sorts before it (runs list by start time).
+        const run = this.#row(s, "tick", m.scheduledFor, now - 1, {
           outcome: "missed",
-          finishedAt: now,
+          finishedAt: now - 1,
           reason: "Missed",
           message: `${m.count}${m.countCapped ? "+" : ""} tick${m.count === 1 ? "" : "s"} from ${new Date(m.firstMissed).toISOString()} to ${new Date(m.scheduledFor).toISOString()} not run: no manager ran then, and ${m.count === 1 ? "it is" : "they are"} older than the grace period (${s.spec.missedRunGraceSeconds} s)`,
           missedCount: m.count,
