@@ -9,7 +9,7 @@
  * a schedule changes.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { ScheduleSpecSchema, type ScheduleSpec } from "@berth/proto/berth/v1/schedule_pb.js";
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
@@ -57,16 +57,17 @@ class FakeTimers implements Timers {
   clear() {}
 }
 
-function spec(o: Partial<ScheduleSpec> = {}): ScheduleSpec {
-  return create(ScheduleSpecSchema, {
+type SpecInit = MessageInitShape<typeof ScheduleSpecSchema>;
+function spec(o: SpecInit = {}): ScheduleSpec {
+  const base: SpecInit = {
     name: "nightly",
     target: { kind: { case: "serverId", value: "srv_aaaa" } },
     cron: "0 * * * *",
     timeZone: "UTC",
     enabled: true,
     tasks: [{ kind: { case: "consoleCommand", value: { command: "say hi" } } }],
-    ...o,
-  });
+  };
+  return create(ScheduleSpecSchema, { ...base, ...o } as SpecInit);
 }
 
 function schedule(o: Partial<ScheduleRecord> & { spec?: ScheduleSpec } = {}): ScheduleRecord {
