@@ -259,7 +259,8 @@ export class Scheduler {
       return true;
     } catch (err) {
       if (err instanceof TickClaimedError) return false;
-      if (err instanceof NotFoundError) return false; // deleted meanwhile
+      // Deleted meanwhile: the loop skips it; RunScheduleNow answers NotFound.
+      if (err instanceof NotFoundError && run.trigger !== "manual") return false;
       throw err;
     }
   }
