@@ -4,7 +4,8 @@
  * operators' RPCs: a console command reaches the server's stdin, a restart
  * restarts its container, each recorded in the ledger as the schedule; the
  * run's record and events say each task's outcome. only_when_running on a
- * stopped server skips the run and says why.
+ * stopped server skips the run and says why. A schedule every minute is run
+ * by the manager's own loop (it leads) at the minute, as a TICK.
  */
 import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -158,5 +159,26 @@ describe("schedules", () => {
     const skipped = (await events.listEvents({ typePrefix: "schedule.run_skipped" })).events.filter((e) => e.correlationId === schedule!.id);
     expect(skipped.map((e) => e.reason)).toEqual(["NotRunning"]);
     expect((await events.listEvents({ serverId: s.id, typePrefix: "console." })).events).toEqual([]);
+  });
+
+  it("the leader's loop runs a tick on its own: a schedule every minute runs once at the next minute (TICK), the console sees the line", async () => {
+    const s = await server({});
+    await waitForPhase(manager, s.id, Phase.RUNNING, 60_000);
+    const w = watch(manager.servers, s.id);
+    await waitFor("the console's backlog", async () => /ready \d+/.test(w.text()), 15_000);
+    const { schedule } = await schedules.createSchedule({
+      spec: { name: `tick-${uid()}`.slice(0, 40), target: { kind: { case: "serverId", value: s.id } }, cron: "* * * * *", enabled: true, tasks: [{ kind: { case: "consoleCommand", value: { command: "tick tock" } } }] },
+    });
+    const due = Number(schedule!.nextRunTime!.seconds) * 1000;
+    let runs: ScheduleRun[] = [];
+    await waitFor("the tick's run", async () => (runs = (await schedules.listScheduleRuns({ id: schedule!.id })).runs).some((r) => r.outcome === ScheduleRunOutcome.SUCCEEDED), 90_000);
+    const run = runs.find((r) => r.outcome === ScheduleRunOutcome.SUCCEEDED)!;
+    expect(run.trigger).toBe(ScheduleTrigger.TICK);
+    expect(Number(run.scheduledFor!.seconds) * 1000).toBe(due);
+    // Started at its time (the timer, not a poll): within a few seconds of the minute.
+    expect(Number(run.startTime!.seconds) * 1000 - due).toBeLessThan(5_000);
+    await waitFor("the line on the console", async () => w.text().includes("got tick tock\n"), 15_000);
+    await schedules.deleteSchedule({ id: schedule!.id });
+    await w.stop();
   });
 });
