@@ -29,6 +29,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ArchiveFormat, FileService } from "@berth/proto/berth/v1/file_pb.js";
+import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { ServerService, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
@@ -49,7 +50,7 @@ import {
 const run = promisify(execFile);
 
 /** The operator-facing services; AgentService authenticates agents, not tokens. */
-const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService];
+const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, ScheduleService];
 
 type RoleName = "viewer" | "operator" | "admin";
 const RANK: Record<RoleName, number> = { viewer: 0, operator: 1, admin: 2 };
@@ -65,6 +66,9 @@ interface Row {
 }
 
 type Outcome = Code | "OK";
+
+/** A valid schedule spec on alpha's server (a console command at 04:00). */
+const scheduleSpec = (name: string) => ({ name, target: { kind: { case: "serverId" as const, value: "alpha-web" } }, cron: "0 4 * * *", enabled: false, tasks: [{ kind: { case: "wait" as const, value: { seconds: 1 } } }] });
 const show = (o: Outcome) => (o === "OK" ? "OK" : Code[o]);
 
 describe("access control: every RPC, every kind of caller", () => {
@@ -82,6 +86,8 @@ describe("access control: every RPC, every kind of caller", () => {
   };
 
   let targets = 0;
+
+  let schedules = 0;
   const ROWS: Record<string, Row> = {
     "berth.v1.ServerService/CreateServer": {
       role: "operator",
@@ -143,6 +149,15 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.BackupService/DeleteBackup": { role: "operator", request: () => ({ id: "bk_doesnotexist" }) },
     "berth.v1.BackupService/LockBackup": { role: "operator", request: () => ({ id: "bk_doesnotexist", locked: true }) },
     "berth.v1.BackupService/RestoreBackup": { role: "operator", request: () => ({ server: serverA.id, backupId: "bk_doesnotexist" }), serverAddressed: true },
+
+    "berth.v1.ScheduleService/ListSchedules": { role: "viewer", request: () => ({}) },
+    "berth.v1.ScheduleService/GetSchedule": { role: "viewer", request: () => ({ id: "sch_doesnotexist" }) },
+    "berth.v1.ScheduleService/CreateSchedule": { role: "operator", request: () => ({ project: "alpha", spec: scheduleSpec(`access-${++schedules}`) }), serverAddressed: true },
+    "berth.v1.ScheduleService/UpdateSchedule": { role: "operator", request: () => ({ id: "sch_doesnotexist", spec: scheduleSpec("access") }) },
+    "berth.v1.ScheduleService/DeleteSchedule": { role: "operator", request: () => ({ id: "sch_doesnotexist" }) },
+    "berth.v1.ScheduleService/RunScheduleNow": { role: "operator", request: () => ({ id: "sch_doesnotexist" }) },
+    "berth.v1.ScheduleService/ListScheduleRuns": { role: "viewer", request: () => ({ id: "sch_doesnotexist" }) },
+    "berth.v1.ScheduleService/PreviewCron": { role: "viewer", request: () => ({ cron: "0 4 * * *" }) },
 
     "berth.v1.UsageService/GetUsage": { role: "viewer", request: () => ({ subject: { case: "server", value: serverA.id } }), serverAddressed: true },
     "berth.v1.UsageService/WatchUsage": { role: "viewer", request: () => ({}) },

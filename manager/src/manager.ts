@@ -16,6 +16,10 @@ import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
+import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
+import { createScheduleService } from "./api/schedule-service.js";
+import { Scheduler } from "./schedules/scheduler.js";
+import { scheduleExecutor } from "./schedules/executor.js";
 import { createAccessService } from "./api/access-service.js";
 import { createAgentService } from "./api/agent-service.js";
 import { errorInterceptor } from "./api/errors.js";
@@ -24,7 +28,7 @@ import { validateRequests } from "./api/validate.js";
 import { authInterceptor } from "./auth/interceptor.js";
 import { AccessLimits, DEFAULT_LIMITS, type LimitsConfig } from "./auth/limits.js";
 import { closeStreamsOfRevokedTokens } from "./auth/revocations.js";
-import { ManagerPresence } from "./auth/presence.js";
+import { ManagerPresence, PRESENCE_PREFIX } from "./auth/presence.js";
 import { newToken } from "./auth/tokens.js";
 import { HealthStatus, registerHealth, ServingStatus } from "./api/health.js";
 import { agentInvocation, createHostService } from "./api/host-service.js";
@@ -395,6 +399,23 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   // One instance of each service, shared by the HTTP routes and the SFTP endpoint's in-process calls.
   const serverService = createServerService({ store: opened.contract, hub, presence, ledger, reconciler });
   const accessService = createAccessService({ store: opened.contract, limits, ledger });
+  const backupService = createBackupService({ store: opened.contract, hub, presence, ledger, reconciler, get secrets() { return secrets; } });
+  // Schedules (docs/schedules.md): the loop runs ticks on the leader; RunScheduleNow runs where it is called.
+  // Their tasks call the same handlers as the operators' RPCs, as the schedule (schedules/executor.ts).
+  const scheduler = new Scheduler({
+    store: opened.contract,
+    ledger,
+    log,
+    holder: leader.holder,
+    executor: (s) => scheduleExecutor({ store: opened.contract, servers: serverService, backups: backupService }, s),
+    isHolderLive: async (holder) => {
+      if (holder === leader.holder) return true;
+      if (opened.contract.engine === "sqlite") return false;
+      const lease = await opened.contract.getLease(PRESENCE_PREFIX + holder);
+      return lease !== undefined && lease.expiresAt > Date.now();
+    },
+  });
+  leader.onChange((leading) => (leading ? scheduler.start() : void scheduler.stop(false)));
   const fileService = createFileService({ store: opened.contract, hub, presence, ledger, ...(config.fileMaxUploadBytes !== undefined ? { maxUploadBytes: config.fileMaxUploadBytes } : {}) });
   /** What an SFTP login calls (sftp/api-files.ts). */
   const sftpRoutes = (router: ConnectRouter) => {
@@ -414,7 +435,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(EventService, createEventService({ ledger, store: opened.contract }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
     router.service(TemplateService, createTemplateService({ store: opened.contract, ledger }));
-    router.service(BackupService, createBackupService({ store: opened.contract, hub, presence, ledger, reconciler, get secrets() { return secrets; } }));
+    router.service(BackupService, backupService);
+    router.service(ScheduleService, createScheduleService({ store: opened.contract, ledger, scheduler }));
     router.service(FileService, fileService);
     router.service(OrphanService, createOrphanService({ store: opened.contract, hub, presence, ledger, reconciler, detector: orphans, networks, log, adoptablePaths: config.adoptablePaths ?? [] }));
     registerHealth(router, health);
@@ -526,6 +548,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       if (startupSweep) clearTimeout(startupSweep);
       if (unownedSweep) clearInterval(unownedSweep);
       clusterPresence?.stop();
+      // Runs under way end failed (ManagerShutdown) while the server operations they call still work.
+      await scheduler.stop();
       // In-flight reconciles finish before the store closes.
       await reconciler.stop();
       hub.closeAll("manager shutting down");

@@ -12,6 +12,8 @@ export interface Caller {
   role: Role;
   /** The project the token is scoped to; null for an all-projects admin. */
   project: string | null;
+  /** The ledger's actor when it is not a token: a schedule's own calls (`schedule:<id>`, schedules/executor.ts). */
+  actor?: string;
 }
 
 /** Set by the auth interceptor on every authenticated request. */
@@ -25,7 +27,7 @@ export function callerOf(ctx: HandlerContext): Caller {
 
 /** The actor recorded on ledger events. */
 export function actorOf(c: Caller): string {
-  return `token:${c.tokenId}:${c.name}`;
+  return c.actor ?? `token:${c.tokenId}:${c.name}`;
 }
 
 export function hasRole(c: Caller, role: Role): boolean {

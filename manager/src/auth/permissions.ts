@@ -64,15 +64,6 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.UsageService/GetUsage": read("viewer"),
   "berth.v1.UsageService/WatchUsage": read("viewer"),
 
-  // Schedules (issue 21): viewers read them, their runs and cron previews; operators change and run them.
-  "berth.v1.ScheduleService/ListSchedules": read("viewer"),
-  "berth.v1.ScheduleService/GetSchedule": read("viewer"),
-  "berth.v1.ScheduleService/ListScheduleRuns": read("viewer"),
-  "berth.v1.ScheduleService/PreviewCron": read("viewer"),
-  "berth.v1.ScheduleService/CreateSchedule": write("operator"),
-  "berth.v1.ScheduleService/UpdateSchedule": write("operator"),
-  "berth.v1.ScheduleService/DeleteSchedule": write("operator"),
-  "berth.v1.ScheduleService/RunScheduleNow": write("operator"),
   "berth.v1.FileService/ListFiles": read("viewer"),
   "berth.v1.FileService/StatFile": read("viewer"),
   "berth.v1.FileService/ReadFile": read("viewer"),
@@ -118,6 +109,15 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.BackupService/DeleteBackup": write("operator"),
   "berth.v1.BackupService/LockBackup": write("operator"),
   "berth.v1.BackupService/RestoreBackup": write("operator"),
+  // Schedules: read for viewers, changes and runs for operators of the project.
+  "berth.v1.ScheduleService/ListSchedules": read("viewer"),
+  "berth.v1.ScheduleService/GetSchedule": read("viewer"),
+  "berth.v1.ScheduleService/CreateSchedule": write("operator"),
+  "berth.v1.ScheduleService/UpdateSchedule": write("operator"),
+  "berth.v1.ScheduleService/DeleteSchedule": write("operator"),
+  "berth.v1.ScheduleService/RunScheduleNow": write("operator"),
+  "berth.v1.ScheduleService/ListScheduleRuns": read("viewer"),
+  "berth.v1.ScheduleService/PreviewCron": read("viewer"),
 
   // Orphans are containers and data no project owns.
   "berth.v1.OrphanService/ListOrphans": infra("admin", false),

@@ -6,12 +6,12 @@
  */
 
 /** Who records an event of this type (the `actor` field). */
-export type EventActor = "operator" | "reconciler" | "agent" | "alerts" | "manager";
+export type EventActor = "operator" | "reconciler" | "agent" | "alerts" | "manager" | "schedule";
 
 export interface EventTypeInfo {
   /** One line: what happened. */
   meaning: string;
-  /** Usual actor: `operator` means `token:<id>:<name>` (or `bootstrap`/`cli` for tokens). */
+  /** Usual actor: `operator` means `token:<id>:<name>` (or `bootstrap`/`cli` for tokens); `schedule` means `schedule:<id>`. */
   actor: EventActor;
   /** What the event's own fields carry, when it is more than the message. */
   fields?: string;
@@ -184,6 +184,28 @@ export const EVENT_CATALOGUE = {
     meaning: "a clone's data could not be copied (the source's backup or the restore failed): the clone stays Failed with no data until purged or started empty",
     actor: "reconciler",
     fields: "correlation_id: the backup id",
+  },
+
+  // --- schedules (ScheduleService; docs/schedules.md) --------------------------
+  "schedule.created": { meaning: "CreateSchedule recorded a schedule; its first tick is the first after now", actor: "operator", fields: "correlation_id: the schedule id" },
+  "schedule.updated": { meaning: "UpdateSchedule replaced a schedule's spec (a changed cron, time zone or enabled flag counts ticks from now on)", actor: "operator", fields: "correlation_id: the schedule id" },
+  "schedule.deleted": { meaning: "DeleteSchedule removed a schedule and its run history (a run under way is cut short: ScheduleDeleted)", actor: "operator", fields: "correlation_id: the schedule id" },
+  "schedule.run_started": {
+    meaning: "a schedule's run began: its tick (on time, or a catch-up within the grace period) on the leading manager, or RunScheduleNow",
+    actor: "schedule",
+    fields: "correlation_id: the schedule id; payload: {runId, trigger, scheduledFor, servers}",
+  },
+  "schedule.run_succeeded": { meaning: "every task of a schedule's run succeeded (on every server not skipped)", actor: "schedule", fields: "correlation_id: the schedule id; payload: {runId, trigger, scheduledFor, targets: each server's outcome and each task's outcome and message}" },
+  "schedule.run_failed": {
+    meaning: "a schedule's run failed: a task failed, or the run was cut short",
+    actor: "schedule",
+    fields: "reason: TaskFailed, DeadlineExceeded, ManagerShutdown, ManagerRestarted, ScheduleDeleted, NoServers, RunningCheckFailed, PreviousRunUnderWay, ...; payload as schedule.run_succeeded",
+  },
+  "schedule.run_skipped": { meaning: "a schedule's run did nothing: only_when_running, and its server was not running", actor: "schedule", fields: "reason: NotRunning; payload as schedule.run_succeeded" },
+  "schedule.ticks_missed": {
+    meaning: "ticks of a schedule were not run (no manager ran then, and they are older than its grace period): one event for them all",
+    actor: "schedule",
+    fields: "reason: Missed; payload: {runId, count, countCapped, firstMissed, lastMissed}",
   },
 
   // --- hosts and access --------------------------------------------------------

@@ -808,4 +808,90 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX templates_name ON templates (name, id);
   `,
   },
+  // 16: schedules (ScheduleService, issue 21; schedules/records.ts). A schedule's
+  // spec is protobuf JSON; server_id is its target server ('' for a selector)
+  // for ListSchedules' filter; last_tick_at is the newest tick it recorded
+  // (kept here because runs are pruned: a tick is never run twice even after
+  // its run was). A run row is a run or a record of missed ticks; run_trigger
+  // is tick, manual or catch_up; targets_json each server's task results.
+  // schedule_runs_tick makes a tick run once: one row per (schedule_id,
+  // scheduled_for) among ticks, catch-ups and missed records, whichever
+  // manager inserts it first (manual runs are not ticks). schedule_runs_one_running
+  // allows one running run per schedule. No foreign key: DeleteSchedule
+  // deletes the runs in its batch.
+  {
+    description: "schedules and schedule_runs (ScheduleService, issue 21)",
+    sqlite: `
+  CREATE TABLE schedules (
+    id            TEXT PRIMARY KEY,
+    project       TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    server_id     TEXT NOT NULL DEFAULT '',
+    spec_json     TEXT NOT NULL,
+    version       BIGINT NOT NULL,
+    active_since  BIGINT NOT NULL,
+    last_tick_at  BIGINT,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    UNIQUE (project, name)
+  );
+  CREATE INDEX schedules_server ON schedules (server_id);
+  CREATE TABLE schedule_runs (
+    id              TEXT PRIMARY KEY,
+    schedule_id     TEXT NOT NULL,
+    run_trigger     TEXT NOT NULL,
+    scheduled_for   BIGINT NOT NULL,
+    started_at      BIGINT NOT NULL,
+    finished_at     BIGINT,
+    outcome         TEXT NOT NULL,
+    reason          TEXT NOT NULL DEFAULT '',
+    message         TEXT NOT NULL DEFAULT '',
+    targets_json    TEXT NOT NULL DEFAULT '[]',
+    missed_count    INTEGER NOT NULL DEFAULT 0,
+    first_missed_at BIGINT,
+    requested_by    TEXT NOT NULL DEFAULT '',
+    holder          TEXT NOT NULL DEFAULT ''
+  );
+  CREATE UNIQUE INDEX schedule_runs_tick ON schedule_runs (schedule_id, scheduled_for) WHERE run_trigger <> 'manual';
+  CREATE UNIQUE INDEX schedule_runs_one_running ON schedule_runs (schedule_id) WHERE outcome = 'running';
+  CREATE INDEX schedule_runs_schedule ON schedule_runs (schedule_id, started_at DESC, id DESC);
+  `,
+    postgres: `
+  CREATE TABLE schedules (
+    id            TEXT COLLATE "C" NOT NULL,
+    project       TEXT COLLATE "C" NOT NULL,
+    name          TEXT COLLATE "C" NOT NULL,
+    server_id     TEXT COLLATE "C" NOT NULL DEFAULT '',
+    spec_json     TEXT COLLATE "C" NOT NULL,
+    version       BIGINT NOT NULL,
+    active_since  BIGINT NOT NULL,
+    last_tick_at  BIGINT,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    CONSTRAINT schedules_pkey PRIMARY KEY (id),
+    CONSTRAINT schedules_project_name_key UNIQUE (project, name)
+  );
+  CREATE INDEX schedules_server ON schedules (server_id);
+  CREATE TABLE schedule_runs (
+    id              TEXT COLLATE "C" NOT NULL,
+    schedule_id     TEXT COLLATE "C" NOT NULL,
+    run_trigger     TEXT COLLATE "C" NOT NULL,
+    scheduled_for   BIGINT NOT NULL,
+    started_at      BIGINT NOT NULL,
+    finished_at     BIGINT,
+    outcome         TEXT COLLATE "C" NOT NULL,
+    reason          TEXT COLLATE "C" NOT NULL DEFAULT '',
+    message         TEXT COLLATE "C" NOT NULL DEFAULT '',
+    targets_json    TEXT COLLATE "C" NOT NULL DEFAULT '[]',
+    missed_count    INTEGER NOT NULL DEFAULT 0,
+    first_missed_at BIGINT,
+    requested_by    TEXT COLLATE "C" NOT NULL DEFAULT '',
+    holder          TEXT COLLATE "C" NOT NULL DEFAULT '',
+    CONSTRAINT schedule_runs_pkey PRIMARY KEY (id)
+  );
+  CREATE UNIQUE INDEX schedule_runs_tick ON schedule_runs (schedule_id, scheduled_for) WHERE run_trigger <> 'manual';
+  CREATE UNIQUE INDEX schedule_runs_one_running ON schedule_runs (schedule_id) WHERE outcome = 'running';
+  CREATE INDEX schedule_runs_schedule ON schedule_runs (schedule_id, started_at DESC, id DESC);
+  `,
+  },
 ];

@@ -58,6 +58,7 @@ import type {
   TemplateRecord,
 } from "../domain/records.js";
 import type { SecretBox } from "./secrets.js";
+import type { RunFinish, ScheduleFilter, ScheduleRecord, ScheduleRunPage, ScheduleRunRecord } from "../schedules/records.js";
 
 // ------------------------------------------------------------------ opening
 
@@ -271,6 +272,29 @@ export type WriteOp =
   | { op: "template.update"; template: TemplateRecord; expectVersion: number }
   /** Removes a template; NotFoundError when missing. */
   | { op: "template.delete"; id: string }
+  // schedules (ScheduleService, schedules/loop.ts; migration "schedules")
+  /** A new schedule; AlreadyExistsError when its name is taken in its project. */
+  | { op: "schedule.insert"; schedule: ScheduleRecord }
+  /**
+   * Replaces the record (never id, project, createdAt, lastTickAt: the store
+   * keeps those) when its version is still `expectVersion`, else
+   * ConflictError; NotFoundError when gone. AlreadyExistsError for a name taken.
+   */
+  | { op: "schedule.update"; schedule: ScheduleRecord; expectVersion: number }
+  /** Deletes the schedule and every run of it; NotFoundError when gone. */
+  | { op: "schedule.delete"; id: string }
+  /**
+   * Records a run (running, or finished: a missed record, a skipped tick).
+   * A tick, catch-up or missed record claims (scheduleId, scheduledFor):
+   * TickClaimedError when that tick already has one (unique index), and it
+   * moves the schedule's lastTickAt forward. A running run: RunUnderWayError
+   * when the schedule has one running already. NotFoundError when the
+   * schedule is gone. Then keeps the schedule's newest `keep` finished runs
+   * (by startedAt, id) and deletes older ones.
+   */
+  | { op: "scheduleRun.insert"; run: ScheduleRunRecord; keep: number }
+  /** Ends a running run: ConflictError unless it is still running; NotFoundError when gone. */
+  | { op: "scheduleRun.finish"; id: string; finish: RunFinish }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -538,6 +562,18 @@ export interface UsageReads {
   usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number): Promise<UsageBucketRecord[]>;
 }
 
+export interface ScheduleReads {
+  getSchedule(id: string): Promise<ScheduleRecord | undefined>;
+  findScheduleByName(project: string, name: string): Promise<ScheduleRecord | undefined>;
+  /** By project, then name. */
+  listSchedules(f?: ScheduleFilter): Promise<ScheduleRecord[]>;
+  getScheduleRun(id: string): Promise<ScheduleRunRecord | undefined>;
+  /** A schedule's runs, newest first (startedAt, id descending). */
+  listScheduleRuns(scheduleId: string, page: ScheduleRunPage): Promise<ScheduleRunRecord[]>;
+  /** Every run still running (of one schedule, with `scheduleId`). */
+  runningScheduleRuns(scheduleId?: string): Promise<ScheduleRunRecord[]>;
+}
+
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */
 export interface Retention {
   pruneEventsOlderThan(cutoff: number, limit: number): Promise<number>;
@@ -548,7 +584,7 @@ export interface Retention {
 }
 
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, ScheduleReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import { UnavailableError } from "../../errors.js";
 import { newId } from "../../ids.js";
+import { scheduleFromRow, scheduleRunFromRow, type ScheduleFilter, type ScheduleRow, type ScheduleRunPage, type ScheduleRunRow } from "../../schedules/records.js";
 import type { BackupFilter, EventQuery, EventRecord, ServerFacts, ServerFilter, TemplateFilter } from "../../domain/records.js";
 import {
   alertFromRow,
@@ -780,6 +781,51 @@ export class PostgresStore implements Store {
       sql += ` LIMIT $${args.length}`;
     }
     return (await this.#rows<TemplateRow>(sql, args)).map(templateFromRow);
+  }
+
+  // schedules (store.ts ScheduleReads; as ScheduleTables)
+
+  async getSchedule(id: string) {
+    const [r] = await this.#rows<ScheduleRow>("SELECT * FROM schedules WHERE id = $1", [id]);
+    return r && scheduleFromRow(r);
+  }
+
+  async findScheduleByName(project: string, name: string) {
+    const [r] = await this.#rows<ScheduleRow>("SELECT * FROM schedules WHERE project = $1 AND name = $2", [project, name]);
+    return r && scheduleFromRow(r);
+  }
+
+  async listSchedules(f: ScheduleFilter = {}) {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.project !== undefined) where.push(`project = $${args.push(f.project)}`);
+    if (f.serverId !== undefined) where.push(`server_id = $${args.push(f.serverId)}`);
+    if (f.afterName !== undefined) where.push(`name > $${args.push(f.afterName)}`);
+    const sql = "SELECT * FROM schedules" + (where.length ? ` WHERE ${where.join(" AND ")}` : "") + " ORDER BY project, name" + (f.limit ? ` LIMIT ${Math.max(0, Math.floor(f.limit))}` : "");
+    return (await this.#rows<ScheduleRow>(sql, args)).map(scheduleFromRow);
+  }
+
+  async getScheduleRun(id: string) {
+    const [r] = await this.#rows<ScheduleRunRow>("SELECT * FROM schedule_runs WHERE id = $1", [id]);
+    return r && scheduleRunFromRow(r);
+  }
+
+  async listScheduleRuns(scheduleId: string, page: ScheduleRunPage) {
+    const args: unknown[] = [scheduleId];
+    let where = "schedule_id = $1";
+    if (page.before) {
+      args.push(page.before.startedAt, page.before.id);
+      where += " AND (started_at < $2 OR (started_at = $2 AND id < $3))";
+    }
+    return (await this.#rows<ScheduleRunRow>(`SELECT * FROM schedule_runs WHERE ${where} ORDER BY started_at DESC, id DESC LIMIT ${Math.max(0, Math.floor(page.limit))}`, args)).map(scheduleRunFromRow);
+  }
+
+  async runningScheduleRuns(scheduleId?: string) {
+    const rows =
+      scheduleId === undefined
+        ? await this.#rows<ScheduleRunRow>("SELECT * FROM schedule_runs WHERE outcome = 'running' ORDER BY started_at, id")
+        : await this.#rows<ScheduleRunRow>("SELECT * FROM schedule_runs WHERE outcome = 'running' AND schedule_id = $1 ORDER BY started_at, id", [scheduleId]);
+    return rows.map(scheduleRunFromRow);
   }
 
   // backups (store.ts BackupReads)

@@ -16,11 +16,22 @@
  *    command's id for commands_one_open's message is looked up after ROLLBACK
  *    (OpenCommandTaken).
  */
+import {
+  RunUnderWayError,
+  SCHEDULE_COLUMNS,
+  SCHEDULE_RUN_COLUMNS,
+  scheduleRunValues,
+  scheduleValues,
+  TickClaimedError,
+  type ScheduleRecord,
+  type ScheduleRunRecord,
+} from "../../schedules/records.js";
+import { scheduleNameTaken } from "../sqlite/schedule-tables.js";
 import { toBinary, toJsonString } from "@bufbuild/protobuf";
 import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import type pg from "pg";
-import { ConflictError, HostOwnershipLostError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
+import { AlreadyExistsError, ConflictError, HostOwnershipLostError, LeaseHeldError, NotFoundError, PreconditionError, ServerNameTakenError } from "../../errors.js";
 import type { BackupRecord, BackupState, DataDirRecord, DataRootEntry, EventRecord, HostFacts, NewServerRecord } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
 import {
@@ -521,6 +532,34 @@ export class PgBatch {
         await this.q("DELETE FROM backups WHERE id = $1", [o.id]);
         return;
       }
+      case "schedule.insert":
+        await this.q(`INSERT INTO schedules (${SCHEDULE_COLUMNS.join(", ")}) VALUES (${SCHEDULE_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`, scheduleValues(o.schedule)).catch((err: unknown) => {
+          if (isUniqueViolation(err, "schedules_project_name_key")) throw scheduleNameTaken(o.schedule);
+          if (isUniqueViolation(err, "schedules_pkey")) throw new AlreadyExistsError(`schedule id ${o.schedule.id} is taken`);
+          throw err;
+        });
+        return;
+      case "schedule.update":
+        await this.updateSchedule(o.schedule, o.expectVersion);
+        return;
+      case "schedule.delete": {
+        const r = await this.q("DELETE FROM schedules WHERE id = $1", [o.id]);
+        if (r.rowCount !== 1) throw new NotFoundError("schedule", o.id);
+        await this.q("DELETE FROM schedule_runs WHERE schedule_id = $1", [o.id]);
+        return;
+      }
+      case "scheduleRun.insert":
+        await this.insertScheduleRun(o.run, o.keep);
+        return;
+      case "scheduleRun.finish": {
+        const { rows } = await this.q<{ outcome: string }>("SELECT outcome FROM schedule_runs WHERE id = $1 FOR UPDATE", [o.id]);
+        const cur = rows[0];
+        if (!cur) throw new NotFoundError("schedule run", o.id);
+        if (cur.outcome !== "running") throw new ConflictError(`schedule run ${o.id} is no longer running (${cur.outcome})`);
+        const f = o.finish;
+        await this.q("UPDATE schedule_runs SET finished_at = $1, outcome = $2, reason = $3, message = $4, targets_json = $5 WHERE id = $6", [f.finishedAt, f.outcome, f.reason, f.message, JSON.stringify(f.targets), o.id]);
+        return;
+      }
       case "usage.write":
         await this.writeUsage(o.buckets, o.pruneBefore, o.pruneLimit);
         return;
@@ -593,6 +632,44 @@ export class PgBatch {
     const { rows } = await this.q<{ holder: string; epoch: number; expires_at: number }>("SELECT holder, epoch, expires_at FROM leases WHERE name = $1", [hostLeaseName(o.hostId)]);
     const cur = rows[0];
     return new HostOwnershipLostError(o.hostId, o.holder, o.epoch, cur && { holder: cur.holder, epoch: Number(cur.epoch), expiresAt: Number(cur.expires_at) });
+  }
+
+  // ---------------------------------------------------------------- schedules
+
+  /** store.ts schedule.update, as ScheduleTables.update; the row is locked for the version check. */
+  private async updateSchedule(s: ScheduleRecord, expectVersion: number): Promise<void> {
+    const { rows } = await this.q<{ version: string | number }>("SELECT version FROM schedules WHERE id = $1 FOR UPDATE", [s.id]);
+    const cur = rows[0];
+    if (!cur) throw new NotFoundError("schedule", s.id);
+    if (Number(cur.version) !== expectVersion) throw new ConflictError(`schedule "${s.name}" changed meanwhile (version ${cur.version}, not ${expectVersion}); read it again and retry`);
+    const v = scheduleValues(s);
+    await this.q("UPDATE schedules SET name = $1, server_id = $2, spec_json = $3, version = $4, active_since = $5, updated_at = $6 WHERE id = $7", [v[2], s.serverId, v[4], s.version, s.activeSince, s.updatedAt, s.id]).catch(
+      (err: unknown) => {
+        throw isUniqueViolation(err, "schedules_project_name_key") ? scheduleNameTaken(s) : err;
+      },
+    );
+  }
+
+  /**
+   * store.ts scheduleRun.insert, as ScheduleTables.insertRun. The schedule's
+   * row is updated (or locked) first: a DeleteSchedule committing meanwhile is
+   * either before (NotFound) or after this batch.
+   */
+  private async insertScheduleRun(r: ScheduleRunRecord, keep: number): Promise<void> {
+    const moved =
+      r.trigger !== "manual"
+        ? await this.q("UPDATE schedules SET last_tick_at = GREATEST(COALESCE(last_tick_at, $1), $1) WHERE id = $2", [r.scheduledFor, r.scheduleId])
+        : await this.q("SELECT 1 FROM schedules WHERE id = $1 FOR SHARE", [r.scheduleId]);
+    if (moved.rowCount !== 1) throw new NotFoundError("schedule", r.scheduleId);
+    await this.q(`INSERT INTO schedule_runs (${SCHEDULE_RUN_COLUMNS.join(", ")}) VALUES (${SCHEDULE_RUN_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`, scheduleRunValues(r)).catch((err: unknown) => {
+      if (isUniqueViolation(err, "schedule_runs_tick")) throw new TickClaimedError(r.scheduleId, r.scheduledFor);
+      if (isUniqueViolation(err, "schedule_runs_one_running")) throw new RunUnderWayError(r.scheduleId);
+      throw err;
+    });
+    await this.q(
+      "DELETE FROM schedule_runs WHERE id IN (SELECT id FROM schedule_runs WHERE schedule_id = $1 AND outcome <> 'running' ORDER BY started_at DESC, id DESC OFFSET $2)",
+      [r.scheduleId, Math.max(0, Math.floor(keep))],
+    );
   }
 
   // ---------------------------------------------------------------- backups

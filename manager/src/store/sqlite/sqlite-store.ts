@@ -22,6 +22,8 @@ import type { WalCheckpointer } from "./wal-checkpointer.js";
 import type { ServerBackupTables } from "./server-backup-tables.js";
 import type { UsageTables } from "./usage-tables.js";
 import type { TemplateTables } from "./template-tables.js";
+import type { ScheduleTables } from "./schedule-tables.js";
+import type { ScheduleFilter, ScheduleRunPage } from "../../schedules/records.js";
 
 type CommitListener = (c: Committed) => void;
 
@@ -133,11 +135,18 @@ export class SqliteStore implements StoreContract {
     private readonly usage?: UsageTables,
     /** Server templates (open.ts passes them; without, template.* and the template reads throw). */
     private readonly templates?: TemplateTables,
+    /** Schedules and their runs (open.ts passes them; without, those operations throw). */
+    private readonly schedules?: ScheduleTables,
   ) {}
 
   #templates(): TemplateTables {
     if (!this.templates) throw new Error("this SqliteStore was made without TemplateTables; open it with openStore()");
     return this.templates;
+  }
+
+  #schedules(): ScheduleTables {
+    if (!this.schedules) throw new Error("this SqliteStore was made without ScheduleTables; open it with openStore()");
+    return this.schedules;
   }
 
   #usage(): UsageTables {
@@ -493,6 +502,21 @@ export class SqliteStore implements StoreContract {
       case "backup.delete":
         this.#backups().delete(o.id);
         return;
+      case "schedule.insert":
+        this.#schedules().insert(o.schedule);
+        return;
+      case "schedule.update":
+        this.#schedules().update(o.schedule, o.expectVersion);
+        return;
+      case "schedule.delete":
+        this.#schedules().delete(o.id);
+        return;
+      case "scheduleRun.insert":
+        this.#schedules().insertRun(o.run, o.keep);
+        return;
+      case "scheduleRun.finish":
+        this.#schedules().finishRun(o.id, o.finish);
+        return;
       case "usage.write":
         this.#usage().write(o.buckets, o.pruneBefore, o.pruneLimit);
         return;
@@ -533,6 +557,12 @@ export class SqliteStore implements StoreContract {
   async getTemplate(id: string) { return this.#templates().get(id); }
   async findTemplateByName(project: string, name: string) { return this.#templates().findByName(project, name); }
   async listTemplates(f?: TemplateFilter) { return this.#templates().list(f); }
+  async getSchedule(id: string) { return this.#schedules().get(id); }
+  async findScheduleByName(project: string, name: string) { return this.#schedules().findByName(project, name); }
+  async listSchedules(f?: ScheduleFilter) { return this.#schedules().list(f); }
+  async getScheduleRun(id: string) { return this.#schedules().getRun(id); }
+  async listScheduleRuns(scheduleId: string, page: ScheduleRunPage) { return this.#schedules().listRuns(scheduleId, page); }
+  async runningScheduleRuns(scheduleId?: string) { return this.#schedules().running(scheduleId); }
   async getBackupTarget(id: string) { return this.#backups().getTarget(id); }
   async findBackupTargetByName(name: string) { return this.#backups().findTargetByName(name); }
   async listBackupTargets() { return this.#backups().listTargets(); }

@@ -1091,7 +1091,8 @@ export const ScheduleTaskOutcomeSchema: GenEnum<ScheduleTaskOutcome> = /*@__PURE
  * otherwise recorded as missed (docs/schedules.md). Every RPC that takes `id`
  * also accepts the schedule's name (unique within its project).
  *
- * The contract only: no manager serves it yet (docs/schedules.md).
+ * Ticks run on the manager holding the leader lease; RunScheduleNow runs on
+ * the manager that took the call (docs/schedules.md).
  *
  * @generated from service berth.v1.ScheduleService
  */
