@@ -246,8 +246,10 @@ describe("this machine's own process", () => {
     expect(dirs.cpu).toBeDefined();
     expect(dirs.memory).toBeDefined();
     const a = await readContainerCounters(process.pid, { dirs });
+    // Busy for 300 ms of wall time: over a few milliseconds the gap between reading the
+    // counter and taking its time stamp (larger on a loaded machine) is most of the interval.
     let x = 0;
-    for (let i = 0; i < 2e7; i++) x += i;
+    for (const until = Date.now() + 300; Date.now() < until; ) for (let i = 0; i < 1e5; i++) x += i;
     expect(x).toBeGreaterThan(0);
     const b = await readContainerCounters(process.pid, { dirs });
     expect(a.cpuNs).toBeGreaterThan(0);
@@ -260,7 +262,9 @@ describe("this machine's own process", () => {
     expect(b.netRxBytes).toBeGreaterThanOrEqual(0);
     const u = containerUsage(a, b);
     expect(u.cpuPercent).toBeGreaterThanOrEqual(0);
-    // A cgroup may hold more than this process (the root cgroup holds the machine): at most every core.
-    expect(u.cpuPercent).toBeLessThanOrEqual(cpus().length * 100 * 1.05);
+    // A cgroup may hold more than this process (the root cgroup holds the machine): at most every
+    // core, with room for the time stamps' skew on a busy machine (219 % on 2 cores was seen over
+    // a 20 ms window); a figure off by a unit (ns as µs) is still far outside it.
+    expect(u.cpuPercent).toBeLessThanOrEqual(cpus().length * 100 * 1.25);
   });
 });
