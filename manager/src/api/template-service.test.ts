@@ -109,13 +109,14 @@ describe("TemplateService: CRUD, roles and projects", () => {
 
   it("hides another project's template (NotFound) and lists global + own project, paged by name", async () => {
     const { template: games } = await templates(tokens["games-operator"]).createTemplate({ template: web() });
+    // One call at a time: calls made up front would reject before they are awaited (unhandled).
     for (const call of [
-      templates(tokens.operator).getTemplate({ id: games!.id }),
-      templates(tokens.operator).updateTemplate({ id: games!.id, template: web({ name: games!.name }) }),
-      templates(tokens.operator).deleteTemplate({ id: games!.id }),
-      templates(tokens.operator).renderTemplate({ ref: { templateId: games!.id } }),
+      () => templates(tokens.operator).getTemplate({ id: games!.id }),
+      () => templates(tokens.operator).updateTemplate({ id: games!.id, template: web({ name: games!.name }) }),
+      () => templates(tokens.operator).deleteTemplate({ id: games!.id }),
+      () => templates(tokens.operator).renderTemplate({ ref: { templateId: games!.id } }),
     ]) {
-      expect((await refusal(call)).code).toBe(Code.NotFound);
+      expect((await refusal(call())).code).toBe(Code.NotFound);
     }
     const seen: Template[] = [];
     let pageToken = "";
