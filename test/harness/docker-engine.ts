@@ -276,7 +276,7 @@ export async function removeBerthContainers(
  * over socketPath; reset those so the socket we name is the one we talk to.
  */
 function unixClient(socketPath: string, timeout?: number): Dockerode {
-  return new Docker({
+  const docker = new Docker({
     socketPath,
     host: undefined,
     port: undefined,
@@ -286,6 +286,15 @@ function unixClient(socketPath: string, timeout?: number): Dockerode {
     key: undefined,
     timeout,
   });
+  // getContainer("") asks for /containers//json: Docker answers a 301 and docker-modem follows it to
+  // http://containers/json, a DNS lookup whose failure is an uncaught exception in the test process
+  // (a test polled a server whose container was being replaced: status.container_id ""). Refused here.
+  const getContainer = docker.getContainer.bind(docker);
+  docker.getContainer = (id: string) => {
+    if (!id) throw new Error('getContainer(""): no container id (the server has no container right now)');
+    return getContainer(id);
+  };
+  return docker;
 }
 
 // ---------------------------------------------------------------------------
