@@ -333,7 +333,8 @@ describe("dashboard", () => {
     await input.fill("say hello");
     await input.press("Enter");
     await out.filter({ hasText: "got say hello" }).waitFor({ timeout: 15_000 });
-    expect(await input.inputValue()).toBe("");
+    // Cleared once SendConsoleCommand answers, which may be after the echo is on screen.
+    await expect.poll(() => input.inputValue(), { timeout: 10_000 }).toBe("");
     await input.press("ArrowUp");
     expect(await input.inputValue()).toBe("say hello");
     await input.fill("");
