@@ -7,37 +7,16 @@
  * host and the template reference; the template gives the rest.
  */
 import { useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from "react";
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { TemplateVariable } from "@berth/proto/berth/v1/template_pb.js";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
-import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
 import { useHosts, useSession } from "../app-context.js";
-import { errorText } from "../api/client.js";
 import { ErrorBox } from "../ui/error-box.js";
 import { Field, fieldErrors, FieldError } from "../servers/spec-form.js";
 import type { FieldProblem } from "../servers/spec-form-model.js";
-import { checkboxValue, checkValue, checkValues, fieldOfTemplatePath, initialValues, inputOf, isChecked, shownVariables, valuesToSend, variableField } from "./variable-form.js";
+import { checkboxValue, checkValue, checkValues, initialValues, problemsOfTemplateError, inputOf, isChecked, shownVariables, valuesToSend, variableField } from "./variable-form.js";
 import { scopeOf, useTemplates } from "./use-templates.js";
 
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-
-/** The problems of a failed CreateServer, on the template form's fields. */
-export function problemsOfTemplateError(err: unknown): FieldProblem[] {
-  const e = ConnectError.from(err);
-  if (e.code === Code.AlreadyExists) return [{ field: "name", message: e.rawMessage }];
-  if (e.code !== Code.InvalidArgument) return [{ field: undefined, message: errorText(err) }];
-  const violations = e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
-  if (violations.length === 0) {
-    // No details: a message "template.variables["X"]: ..." still names its field.
-    const m = /^([\w.]+(?:\["[^"]*"\])?): (.*)$/s.exec(e.rawMessage);
-    const field = m ? fieldOfTemplatePath(m[1]!) : undefined;
-    return [{ field, message: field && m ? m[2]! : errorText(err) }];
-  }
-  return violations.map((v) => {
-    const field = fieldOfTemplatePath(v.field);
-    return { field, message: field === undefined ? `${v.field}: ${v.description}` : v.description };
-  });
-}
 
 export function TemplateServerForm(props: {
   formId: string;
@@ -84,7 +63,7 @@ export function TemplateServerForm(props: {
     e.preventDefault();
     const found: FieldProblem[] = [];
     if (!template) found.push({ field: "template.id", message: "pick a template" });
-    if (!NAME.test(name.trim())) found.push({ field: "name", message: "1-63 lowercase letters, digits and '-', starting and ending with a letter or digit" });
+    if (!NAME.test(name.trim())) found.push({ field: "name", message: "use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit (e.g. web-1)" });
     if (template) found.push(...checkValues(template, values));
     if (found.length > 0 || !template) {
       setProblems(found);

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { TemplateSchema, TemplateVariableSchema, VariableKind, type TemplateVariable } from "@berth/proto/berth/v1/template_pb.js";
-import { checkboxValue, checkValue, checkValues, fieldOfTemplatePath, initialValues, inputOf, isChecked, shownVariables, valuesToSend, variableField } from "./variable-form.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
+import { checkboxValue, checkValue, checkValues, fieldOfTemplatePath, initialValues, inputOf, isChecked, problemsOfTemplateError, shownVariables, valuesToSend, variableField } from "./variable-form.js";
 
 const v = (init: Parameters<typeof create<typeof TemplateVariableSchema>>[1]): TemplateVariable => create(TemplateVariableSchema, { userEditable: true, ...init });
 
@@ -84,5 +86,23 @@ describe("fieldOfTemplatePath", () => {
     expect(fieldOfTemplatePath("template.image")).toBe("template.image");
     expect(fieldOfTemplatePath("spec.name")).toBe("name");
     expect(fieldOfTemplatePath("template.ports[0]")).toBeUndefined();
+  });
+});
+
+describe("problemsOfTemplateError", () => {
+  const badRequest = (...violations: [string, string][]) =>
+    new ConnectError("invalid", Code.InvalidArgument, undefined, [
+      { desc: BadRequestSchema, value: { fieldViolations: violations.map(([field, description]) => ({ field, description })) } },
+    ]);
+  it("puts each violation of the manager's InvalidArgument on its variable's field", () => {
+    expect(problemsOfTemplateError(badRequest(['template.variables["SECONDS"]', "SECONDS must be at most 86400"], ["template.ports[0]", "no free port"]))).toEqual([
+      { field: variableField("SECONDS"), message: "SECONDS must be at most 86400" },
+      { field: undefined, message: "template.ports[0]: no free port" },
+    ]);
+  });
+  it("reads the field from the message when there are no details; a taken name lands on the name", () => {
+    expect(problemsOfTemplateError(new ConnectError('template.variables["MODE"]: Mode is not editable', Code.InvalidArgument))).toEqual([{ field: variableField("MODE"), message: "Mode is not editable" }]);
+    expect(problemsOfTemplateError(new ConnectError("name taken", Code.AlreadyExists))[0]?.field).toBe("name");
+    expect(problemsOfTemplateError(new ConnectError("gone", Code.NotFound))).toEqual([{ field: undefined, message: "NotFound: gone" }]);
   });
 });

@@ -6,7 +6,11 @@
  * again; its InvalidArgument names `template.variables["X"]`, which lands on
  * the same field (`fieldOfTemplatePath`).
  */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
 import { VariableKind, type Template, type TemplateVariable } from "@berth/proto/berth/v1/template_pb.js";
+import { errorText } from "../api/client.js";
+import type { FieldProblem } from "../servers/spec-form-model.js";
 
 export type VariableInput =
   | { type: "text"; secret: boolean }
@@ -138,4 +142,22 @@ export function fieldOfTemplatePath(path: string): string | undefined {
   if (path === "spec.name" || path === "name") return "name";
   if (path === "spec.host_id" || path === "host_id") return "hostId";
   return undefined;
+}
+
+/** The problems of a failed CreateServer, on the template form's fields. */
+export function problemsOfTemplateError(err: unknown): FieldProblem[] {
+  const e = ConnectError.from(err);
+  if (e.code === Code.AlreadyExists) return [{ field: "name", message: e.rawMessage }];
+  if (e.code !== Code.InvalidArgument) return [{ field: undefined, message: errorText(err) }];
+  const violations = e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
+  if (violations.length === 0) {
+    // No details: a message "template.variables["X"]: ..." still names its field.
+    const m = /^([\w.]+(?:\["[^"]*"\])?): (.*)$/s.exec(e.rawMessage);
+    const field = m ? fieldOfTemplatePath(m[1]!) : undefined;
+    return [{ field, message: field && m ? m[2]! : errorText(err) }];
+  }
+  return violations.map((v) => {
+    const field = fieldOfTemplatePath(v.field);
+    return { field, message: field === undefined ? `${v.field}: ${v.description}` : v.description };
+  });
 }
