@@ -9,7 +9,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
 import { VariableKind, type Template, type TemplateVariable } from "@berth/proto/berth/v1/template_pb.js";
-import { errorText } from "../api/client.js";
 import type { FieldProblem } from "../servers/spec-form-model.js";
 
 export type VariableInput =
@@ -148,13 +147,13 @@ export function fieldOfTemplatePath(path: string): string | undefined {
 export function problemsOfTemplateError(err: unknown): FieldProblem[] {
   const e = ConnectError.from(err);
   if (e.code === Code.AlreadyExists) return [{ field: "name", message: e.rawMessage }];
-  if (e.code !== Code.InvalidArgument) return [{ field: undefined, message: errorText(err) }];
+  if (e.code !== Code.InvalidArgument) return [{ field: undefined, message: `${Code[e.code]}: ${e.rawMessage}` }];
   const violations = e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
   if (violations.length === 0) {
     // No details: a message "template.variables["X"]: ..." still names its field.
     const m = /^([\w.]+(?:\["[^"]*"\])?): (.*)$/s.exec(e.rawMessage);
     const field = m ? fieldOfTemplatePath(m[1]!) : undefined;
-    return [{ field, message: field && m ? m[2]! : errorText(err) }];
+    return [{ field, message: field && m ? m[2]! : `${Code[e.code]}: ${e.rawMessage}` }];
   }
   return violations.map((v) => {
     const field = fieldOfTemplatePath(v.field);
