@@ -98,6 +98,7 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
         <TemplateServerForm
           formId="create-server-template-form"
           project={project}
+          onProject={(p) => edit(form, p)}
           projectField={projectField}
           onBusy={setBusy}
           onCreated={(id, name) => {

@@ -23,6 +23,8 @@ export function TemplateServerForm(props: {
   /** The project field (as the scratch form shows it) and its value. */
   projectField: ReactNode;
   project: string;
+  /** A project's template makes servers in that project: picking one sets the project (all-projects tokens). */
+  onProject: (project: string) => void;
   onBusy: (busy: boolean) => void;
   onCreated: (serverId: string | undefined, name: string) => void;
 }) {
@@ -50,6 +52,7 @@ export function TemplateServerForm(props: {
   const pick = (id: string) => {
     const t = list.find((x) => x.id === id);
     setTemplateId(id);
+    if (t && t.project !== "" && can.project === null) props.onProject(t.project);
     setImage(t?.images[0]?.image ?? "");
     setValues(t ? initialValues(t) : {});
     setProblems((ps) => ps.filter((p) => p.field === "name" || p.field === "hostId" || p.field === "project"));
