@@ -14,6 +14,7 @@ import { EventsPage } from "./events/events-page.js";
 import { HostsPage } from "./hosts/hosts-page.js";
 import { OrphansPage } from "./orphans/orphans-page.js";
 import { ServersPage } from "./servers/servers-page.js";
+import { TemplatesPage } from "./templates/templates-page.js";
 import { TokensPage } from "./tokens/tokens-page.js";
 import { navigate, useLocation } from "./ui/router.js";
 import { Toaster, useToast } from "./ui/toast.js";
@@ -151,6 +152,7 @@ function Silence({ since }: { since: number }) {
 
 const PAGES = [
   { path: "/servers", label: "Servers" },
+  { path: "/templates", label: "Templates" },
   { path: "/hosts", label: "Hosts" },
   { path: "/alerts", label: "Alerts" },
   { path: "/events", label: "Events" },
@@ -252,6 +254,7 @@ function Shell() {
       )}
       <main className="main" id="main" tabIndex={-1}>
         {page?.path === "/servers" && <ServersPage />}
+        {page?.path === "/templates" && <TemplatesPage />}
         {page?.path === "/hosts" && <HostsPage />}
         {page?.path === "/alerts" && <AlertsPage />}
         {page?.path === "/events" && <EventsPage />}

@@ -13,6 +13,7 @@ import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
+import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 
 export interface Api {
@@ -25,6 +26,7 @@ export interface Api {
   backups: Client<typeof BackupService>;
   files: Client<typeof FileService>;
   usage: Client<typeof UsageService>;
+  templates: Client<typeof TemplateService>;
 }
 
 /**
@@ -54,6 +56,7 @@ export function createApi(token: string, onUnauthenticated: (message: string) =>
     backups: createClient(BackupService, transport),
     files: createClient(FileService, transport),
     usage: createClient(UsageService, transport),
+    templates: createClient(TemplateService, transport),
   };
 }
 

@@ -10,6 +10,7 @@ import { setParam } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 import { Field, fieldErrors, ProblemSummary, problemsOfError, SpecFields } from "./spec-form.js";
 import { checkSpecRules } from "./spec-rules.js";
+import { TemplateServerForm } from "../templates/template-server-form.js";
 import { emptyForm, problemsAfterEdit, specFromForm, type FieldProblem, type SpecForm } from "./spec-form-model.js";
 
 export function CreateServerDialog({ onClose }: { onClose: () => void }) {
@@ -22,6 +23,7 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
   const [busy, setBusy] = useState(false);
   const [problems, setProblems] = useState<readonly FieldProblem[]>([]);
   const [attempt, setAttempt] = useState(0);
+  const [source, setSource] = useState<"scratch" | "template">("scratch");
   const idBase = useId();
   const errs = fieldErrors(problems, idBase);
   /** An edit drops the problems of the fields it changed. */
@@ -31,6 +33,22 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
     setProject(nextProject);
   };
   const projects = [...new Set([...watch.servers.values()].map((s) => s.project))].sort();
+
+  const projectField =
+    can.project === null ? (
+      <Field label="Project" hint="the tenant it belongs to" {...errs.field("project")}>
+        <input value={project} onChange={(e) => edit(form, e.target.value)} list="known-projects" name="project" autoComplete="off" {...errs.control("project")} />
+        <datalist id="known-projects">
+          {projects.map((p) => (
+            <option key={p} value={p} />
+          ))}
+        </datalist>
+      </Field>
+    ) : (
+      <Field label="Project">
+        <input value={can.project} disabled />
+      </Field>
+    );
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
@@ -62,40 +80,39 @@ export function CreateServerDialog({ onClose }: { onClose: () => void }) {
           <button type="button" className="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" form="create-server-form" className="button primary" disabled={busy}>
+          <button type="submit" form={source === "template" ? "create-server-template-form" : "create-server-form"} className="button primary" disabled={busy}>
             {busy ? "Creating…" : "Create server"}
           </button>
         </>
       }
     >
-      <form id="create-server-form" onSubmit={submit} noValidate>
-        <SpecFields
-          form={form}
-          onChange={edit}
-          mode="create"
-          hosts={hosts}
-          problems={problems}
-          attempt={attempt}
-          idBase={idBase}
-          extra={
-            can.project === null ? (
-              <Field label="Project" hint="the tenant it belongs to" {...errs.field("project")}>
-                <input value={project} onChange={(e) => edit(form, e.target.value)} list="known-projects" name="project" autoComplete="off" {...errs.control("project")} />
-                <datalist id="known-projects">
-                  {projects.map((p) => (
-                    <option key={p} value={p} />
-                  ))}
-                </datalist>
-              </Field>
-            ) : (
-              <Field label="Project">
-                <input value={can.project} disabled />
-              </Field>
-            )
-          }
+      <div className="segmented" role="radiogroup" aria-label="Start from">
+        <label className={`check${source === "scratch" ? " on" : ""}`}>
+          <input type="radio" name="source" value="scratch" checked={source === "scratch"} onChange={() => setSource("scratch")} /> From scratch
+        </label>
+        <label className={`check${source === "template" ? " on" : ""}`}>
+          <input type="radio" name="source" value="template" checked={source === "template"} onChange={() => setSource("template")} /> From a template
+        </label>
+      </div>
+      {source === "template" ? (
+        <TemplateServerForm
+          formId="create-server-template-form"
+          project={project}
+          onProject={(p) => edit(form, p)}
+          projectField={projectField}
+          onBusy={setBusy}
+          onCreated={(id, name) => {
+            toast("ok", `Created ${name}; berth is bringing it up`);
+            onClose();
+            if (id) setParam("server", id, true);
+          }}
         />
-        <ProblemSummary problems={problems} />
-      </form>
+      ) : (
+        <form id="create-server-form" onSubmit={submit} noValidate>
+          <SpecFields form={form} onChange={edit} mode="create" hosts={hosts} problems={problems} attempt={attempt} idBase={idBase} extra={projectField} />
+          <ProblemSummary problems={problems} />
+        </form>
+      )}
     </Modal>
   );
 }

@@ -188,6 +188,14 @@ function Overview({ s, hostName }: { s: Server; hostName: string }) {
         <section>
           <h3>Spec</h3>
           <dl className="kv">
+            {spec?.template?.templateId && (
+              <>
+                <dt>Template</dt>
+                <dd data-testid="server-template">
+                  <TemplateLine s={s} />
+                </dd>
+              </>
+            )}
             <dt>Image</dt>
             <dd className="mono">{spec?.image}</dd>
             <dt>Command</dt>
@@ -287,6 +295,40 @@ function Overview({ s, hostName }: { s: Server; hostName: string }) {
           )}
         </tbody>
       </table>
+    </>
+  );
+}
+
+/**
+ * The template a server was made from: its name (GetTemplate) and the
+ * version the spec was rendered from, and the TemplateOutdated condition's
+ * message when the template changed or went away since.
+ */
+function TemplateLine({ s }: { s: Server }) {
+  const { api } = useSession();
+  const ref = s.spec?.template;
+  const id = ref?.templateId ?? "";
+  const [name, setName] = useState<string>();
+  useEffect(() => {
+    let live = true;
+    setName(undefined);
+    api.templates.getTemplate({ id }).then(
+      (r) => live && setName(r.template?.name),
+      () => live && setName(""),
+    );
+    return () => {
+      live = false;
+    };
+  }, [api, id]);
+  const outdated = s.status?.conditions.find((c) => c.type === "TemplateOutdated" && c.status === ConditionStatus.TRUE);
+  return (
+    <>
+      <span className="strong">{name || <span className="mono">{id}</span>}</span> <span className="muted">version {ref?.version.toString()}</span>
+      {outdated && (
+        <div className="notice small" role="note" data-testid="template-outdated">
+          {outdated.message}
+        </div>
+      )}
     </>
   );
 }
