@@ -241,6 +241,17 @@ describe("importEgg: mapped details", () => {
     expect(unmapped.filter((u) => u.field === "startup").map((u) => u.reason)).toEqual([expect.stringMatching(/\{\{env\.NOPE\}\} has no berth equivalent/)]);
   });
 
+  it("a removed placeholder that joins its neighbours into a new one is removed too (fuzz seed 1481949062)", () => {
+    const egg = { ...withVar("", {}), startup: "run {{server.buil{{server.uuid}}d.memory}} {{x{{y}}{{V}}" };
+    const { template, unmapped } = importEgg(bytes(egg));
+    expect(template.startup).toBe("run {{SERVER_MEMORY}} {{x{{V}}");
+    expect(checkTemplate(template)).toEqual([]);
+    expect(unmapped.filter((u) => u.field === "startup").map((u) => u.reason)).toEqual([
+      expect.stringMatching(/\{\{server\.uuid\}\} has no berth/),
+      expect.stringMatching(/\{\{y\}\} has no berth/),
+    ]);
+  });
+
   it("Pelican's startup_commands: the first is the startup, the others are reported", () => {
     const egg = fixtureJson("generic.ptdl_v1.json");
     delete egg.startup;

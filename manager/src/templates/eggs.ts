@@ -239,7 +239,7 @@ class EggReader {
     if (Buffer.byteLength(raw) > 8192) throw bad(path, "longer than 8192 bytes; berth's startup is at most 8 KiB");
     const reported = new Set<string>();
     const builtin = (n: string) => (BUILTIN_VARIABLES as readonly string[]).includes(n);
-    return raw.replace(/\{\{([^{}]*)\}\}/g, (_, inner: string) => {
+    const rewrite = (text: string) => text.replace(/\{\{([^{}]*)\}\}/g, (_, inner: string) => {
       const name = inner.trim();
       let to: string | undefined;
       if (Object.hasOwn(PANEL_PLACEHOLDERS, name)) to = PANEL_PLACEHOLDERS[name];
@@ -255,6 +255,12 @@ class EggReader {
       }
       return "";
     });
+    // Removing a placeholder can join the text around it into a new one
+    // ("{{a{{x}}b}}" → "{{ab}}"): rewrite until nothing changes. Each
+    // change removes at least four characters, so this ends.
+    let out = raw;
+    for (let next = rewrite(out); next !== out; next = rewrite(out)) out = next;
+    return out;
   }
 
   private config(): Pick<MessageInitShape<typeof TemplateSchema>, "stopCommand" | "stopSignal" | "readyPattern"> {
