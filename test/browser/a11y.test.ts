@@ -9,13 +9,12 @@ import { createRequire } from "node:module";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import Docker from "dockerode";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
-import { removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "../harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
+import { startAgent, startManager, tempDir, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -60,7 +59,7 @@ function focused(page: Page) {
 }
 
 describe("accessibility", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };
@@ -81,7 +80,7 @@ describe("accessibility", () => {
     stray = c.id;
     await c.start();
     agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups"), "--usage-interval", "1"] });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
     for (const [n, image] of [
       ["web", TEST_IMAGE],
       ["db", TEST_IMAGE],

@@ -7,7 +7,6 @@
 import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
@@ -20,7 +19,7 @@ import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { S3RVER_KEY, TestS3Server } from "../../agent/testing/s3-server.js";
 import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "../harness/docker-engine.js";
-import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
+import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -35,7 +34,7 @@ const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const SLOW_STOP = ["sh", "-c", "echo hello-from-berth; trap 'sleep 3; exit 0' TERM; sleep 100000 & wait"];
 
 describe("dashboard", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   // --crash-backoff 2: the crash-loop step sees its second crash within seconds.
   const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1", "--orphan-grace", "0", "--crash-backoff", "2"];
   let dir: string;
@@ -88,7 +87,7 @@ describe("dashboard", () => {
     // --usage-interval 1: usage figures appear within seconds (the usage step).
     // --data-size-interval 1: a data directory is measured a second after a change (the disk quota step).
     agent = await startAgent({ manager, dir, extraArgs: ["--backup-dir", join(dir, "backups"), "--usage-interval", "1", "--data-size-interval", "1"] });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
     browser = await launchBrowser();
     // Steps here read internal columns the table shows only when chosen (the column chooser); choose them for this profile.
     await browser.context.addInitScript(`if (localStorage.getItem("berth.servers.columns") === null) localStorage.setItem("berth.servers.columns", '["desired","generation"]')`);
@@ -1138,7 +1137,7 @@ describe("dashboard", () => {
  * Each step signs in again if it must, so each runs alone with -t.
  */
 describe("dashboard: backup targets, policy and moves between hosts", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   const SECRET = `s3-secret-${RUN}`;
   let dir: string;
   let manager: ManagerProc;

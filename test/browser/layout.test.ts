@@ -9,11 +9,10 @@
  */
 import { rm } from "node:fs/promises";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
+import { freePorts, startAgent, startManager, tempDir, waitForPhase, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, type Browser } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -24,7 +23,7 @@ const LAPTOP = { width: 1440, height: 900 };
 const PAGES = ["Servers", "Hosts", "Alerts", "Events", "Backup targets", "Orphans", "Tokens"];
 
 describe("dashboard layout", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;
@@ -54,7 +53,7 @@ describe("dashboard layout", () => {
     dir = await tempDir("layout");
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir, extraArgs: ["--usage-interval", "1"] }); // usage figures in the rows and cards within seconds
-    const host = await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    const host = await waitForHostOnline(manager);
     hostName = host.name || host.id;
     [port] = await freePorts(1);
     const make = async (n: string, o: { ports?: number[]; desiredState?: DesiredState; memoryBytes?: bigint } = {}) => {

@@ -9,12 +9,11 @@
  */
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import Docker from "dockerode";
 import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { TemplateService, VariableKind } from "@berth/proto/berth/v1/template_pb.js";
-import { removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "../harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
+import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, screenshot, signIn, waitForRowPhase, type Browser } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -22,7 +21,7 @@ const name = (s: string) => `tpl-${RUN}-${s}`;
 const EGG = join(import.meta.dirname, "..", "fixtures", "eggs", "generic.ptdl_v1.json");
 
 describe("dashboard templates", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;
@@ -35,7 +34,7 @@ describe("dashboard templates", () => {
     dir = await tempDir("templates");
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
     browser = await launchBrowser();
     browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
     await signIn(page(), manager.url, manager.adminToken);

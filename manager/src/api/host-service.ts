@@ -15,7 +15,7 @@ import {
 } from "@berth/proto/berth/v1/host_pb.js";
 import { actorOf, callerOf, requireRole } from "../auth/caller.js";
 import { ConflictError, InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
-import type { BackupTargetRecord, HostRecord, HostSchedule, ServerRecord } from "../domain/records.js";
+import type { BackupTargetRecord, HostRecord, HostSchedule } from "../domain/records.js";
 import { DEFAULT_DRAIN_PARALLEL, drainSchedule, MAX_DRAIN_PARALLEL, type HostDrains } from "../hosts/drain.js";
 import { hashSecret, newId, newSecret } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
@@ -27,7 +27,7 @@ import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store } from "../store/store.js";
 import { formatEnrollmentToken } from "../tls/enrollment-token.js";
 import { hostToProto } from "./convert.js";
-import { capacityOf, keepCapacity, roomOf } from "../hosts/capacity.js";
+import { capacityOf, keepCapacity, roomOf, roomWith } from "../hosts/capacity.js";
 import { formatBytes } from "../domain/limits.js";
 import { loadHost } from "./find-server.js";
 
@@ -130,16 +130,13 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
   return {
     async listHosts(_req, ctx) {
       callerOf(ctx);
-      // One read of the servers for every host (grouped here), never one read per host.
-      const [hosts, counts, servers] = await Promise.all([store.listHosts(), store.countServersByHost(), store.listServers()]);
-      const byHost = new Map<string, ServerRecord[]>();
-      for (const s of servers) {
-        const list = byHost.get(s.hostId);
-        if (list) list.push(s);
-        else byHost.set(s.hostId, [s]);
-      }
+      // Counts and limits summed per host by the database (every dashboard polls this): no server record is read.
+      const [hosts, allocation] = await Promise.all([store.listHosts(), store.allocationByHost()]);
       return create(ListHostsResponseSchema, {
-        hosts: hosts.map((h) => hostToProto(h, presence.isConnected(h.id), counts.get(h.id) ?? 0, roomOf(h, byHost.get(h.id) ?? []))),
+        hosts: hosts.map((h) => {
+          const a = allocation.get(h.id) ?? { servers: 0, cpus: 0, memoryBytes: 0 };
+          return hostToProto(h, presence.isConnected(h.id), a.servers, roomWith(h, a));
+        }),
       });
     },
 

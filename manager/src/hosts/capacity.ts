@@ -53,24 +53,28 @@ export function requestOf(s: Pick<ServerRecord, "spec">): Request {
 
 /** The host's room, its servers (`servers`, deleted ones left out here) counted; `exceptId`'s not (a server being changed). */
 export function roomOf(host: HostRecord, servers: readonly Pick<ServerRecord, "id" | "hostId" | "deletedAt" | "spec">[], exceptId = ""): Room {
-  const c = capacityOf(host.schedule);
-  const cpus = host.facts.cpuCount ?? 0;
-  const memory = host.facts.memoryBytes ?? 0;
-  let allocatedCpus = 0;
-  let allocatedMemoryBytes = 0;
+  const allocated: Request = { cpus: 0, memoryBytes: 0 };
   for (const s of servers) {
     if (s.deletedAt !== null || s.id === exceptId || s.hostId !== host.id) continue;
     const r = requestOf(s);
-    allocatedCpus += r.cpus;
-    allocatedMemoryBytes += r.memoryBytes;
+    allocated.cpus += r.cpus;
+    allocated.memoryBytes += r.memoryBytes;
   }
+  return roomWith(host, allocated);
+}
+
+/** The host's room with `allocated` taken by its servers (as summed by Store.allocationByHost, or by roomOf). */
+export function roomWith(host: HostRecord, allocated: Request): Room {
+  const c = capacityOf(host.schedule);
+  const cpus = host.facts.cpuCount ?? 0;
+  const memory = host.facts.memoryBytes ?? 0;
   return {
     known: cpus > 0 && memory > 0,
     cpus,
     allocatableCpus: Math.max(0, cpus * c.cpuOvercommit - c.reservedCpus),
     allocatableMemoryBytes: Math.max(0, Math.floor(memory * c.memoryOvercommit) - c.reservedMemoryBytes),
-    allocatedCpus,
-    allocatedMemoryBytes,
+    allocatedCpus: allocated.cpus,
+    allocatedMemoryBytes: allocated.memoryBytes,
   };
 }
 

@@ -13,9 +13,9 @@ import type { HostPresence } from "../cluster/presence.js";
 import type { Store } from "../store/store.js";
 import { loadHost } from "../api/find-server.js";
 import { portOwners, requirePortsFree } from "../api/port-check.js";
-import { loadWith, requestOf, roomOf, shortage } from "./capacity.js";
+import { loadWith, requestOf, roomOf, roomWith, shortage } from "./capacity.js";
 
-type PlacementStore = Pick<Store, "getHost" | "listHosts" | "listServers" | "countServersByHost">;
+type PlacementStore = Pick<Store, "getHost" | "listHosts" | "listServers" | "countServersByHost" | "allocationByHost">;
 
 /** Refuses a cordoned host as the place of a new server (FailedPrecondition naming it as operators know it, saying what to do). */
 export function requireSchedulable(host: HostRecord): void {
@@ -38,10 +38,15 @@ export async function requireRoom(store: PlacementStore, host: HostRecord, spec:
   const short = shortage(roomOf(host, await store.listServers({ hostId: host.id }), exceptId), request);
   if (short.length === 0) return;
   const withRoom: string[] = [];
-  for (const id of others) {
-    if (id === host.id) continue;
-    const h = await store.getHost(id);
-    if (h && shortage(roomOf(h, await store.listServers({ hostId: id })), request).length === 0) withRoom.push(h.name || id);
+  const candidates = others.filter((id) => id !== host.id);
+  if (candidates.length > 0) {
+    // One read of the hosts and one of the limits summed per host, whatever the number of candidates.
+    const [hosts, allocation] = await Promise.all([store.listHosts(), store.allocationByHost()]);
+    const byId = new Map(hosts.map((h) => [h.id, h] as const));
+    for (const id of candidates) {
+      const h = byId.get(id);
+      if (h && shortage(roomWith(h, allocation.get(id) ?? { cpus: 0, memoryBytes: 0 }), request).length === 0) withRoom.push(h.name || id);
+    }
   }
   const where =
     withRoom.length > 0

@@ -310,6 +310,23 @@ describe("server records", () => {
     expect([s3.dataInitialized, s3.status.phase, s3.spec.image]).toEqual([false, Phase.STOPPED, "alpine"]);
   });
 
+  it("allocation per host: the limits of the servers not deleted, summed by the database; a server without limits counts 0", async () => {
+    const GiB = 1024n ** 3n;
+    await store.commit([
+      insert({ id: "srv_1", hostId: HOST, spec: { resources: { cpus: 1.5, memoryBytes: 2n * GiB } } }),
+      insert({ id: "srv_2", hostId: HOST, spec: { resources: { cpus: 0.25 } } }),
+      insert({ id: "srv_3", hostId: HOST }),
+      insert({ id: "srv_4", hostId: HOST, deletedAt: 5, spec: { resources: { cpus: 4, memoryBytes: 4n * GiB } } }),
+      insert({ id: "srv_5", hostId: "host_b", spec: { resources: { memoryBytes: 3n * GiB + 1n } } }),
+    ]);
+    expect(await store.allocationByHost()).toEqual(
+      new Map([
+        [HOST, { servers: 3, cpus: 1.75, memoryBytes: Number(2n * GiB) }],
+        ["host_b", { servers: 1, cpus: 0, memoryBytes: Number(3n * GiB + 1n) }],
+      ]),
+    );
+  });
+
   it("server sets: ids on a host include soft-deleted ones, counts per host do not; placements and facts", async () => {
     await store.commit([
       insert({ id: "srv_1", hostId: HOST, at: 1, spec: { image: "img:1", desiredState: DesiredState.RUNNING } }),

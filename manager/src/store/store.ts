@@ -413,6 +413,14 @@ export interface ServerReads {
 
   allServerIds(): Promise<string[]>;
   countServersByHost(): Promise<Map<string, number>>;
+  /**
+   * Per host, its servers that are not deleted: how many, and their CPU and
+   * memory limits summed (`resources.cpus`, `resources.memory_bytes`; a server
+   * without a limit adds 0). Summed by the database from the stored specs:
+   * no record is decoded (ListHosts' allocated figures, placement's "hosts
+   * with room").
+   */
+  allocationByHost(): Promise<Map<string, HostAllocation>>;
   /** Every server's placement, or with `page` those after `page.after` in id order, at most `page.limit` (store/pages.ts readPages). */
   serverPlacements(page?: IdPage): Promise<ServerPlacement[]>;
   /** What the alert rules need, without decoding whole records; paged as serverPlacements. */
@@ -584,6 +592,13 @@ export interface Retention {
 }
 
 /** The whole contract; `store/sqlite/` and `store/postgres/` implement it. */
+/** What the servers of one host take (Store.allocationByHost). */
+export interface HostAllocation {
+  servers: number;
+  cpus: number;
+  memoryBytes: number;
+}
+
 export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, ScheduleReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */

@@ -22,6 +22,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ServerSchema, WatchChange, type Server, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { WatchServersRequestSchema } from "@berth/proto/berth/v1/server_pb.js";
+import { keepStreaming } from "../api/keep-streaming.js";
 import { watchSilence, type Silence } from "../api/silence.js";
 
 export type WatchStatus = "connecting" | "live" | "stale" | "reconnecting";
@@ -106,27 +107,13 @@ export class ServerWatch {
     return this.rows.get(id);
   }
 
-  private async run(signal: AbortSignal): Promise<void> {
-    const [first, max] = this.opts.backoffMs ?? [500, 8000];
-    let delay = first;
-    while (!signal.aborted) {
-      try {
-        await this.stream(signal, () => (delay = first));
-        // The manager ended the stream (shutting down): reconnect.
-        this.setStatus("reconnecting", "the manager closed the stream");
-      } catch (err) {
-        if (signal.aborted) return;
-        const e = ConnectError.from(err);
-        if (e.code === Code.Unauthenticated) {
-          this.setStatus(this.loaded ? "reconnecting" : "connecting", e.rawMessage);
-          this.opts.onUnauthenticated?.(e.rawMessage);
-          return;
-        }
-        this.setStatus(this.loaded ? "reconnecting" : "connecting", `${Code[e.code]}: ${e.rawMessage}`);
-      }
-      await sleep(delay * (0.75 + Math.random() * 0.5), signal);
-      delay = Math.min(max, delay * 2);
-    }
+  private run(signal: AbortSignal): Promise<void> {
+    return keepStreaming(signal, {
+      backoffMs: this.opts.backoffMs ?? [500, 8000],
+      stream: (live) => this.stream(signal, live),
+      onDown: (message, ended) => this.setStatus(ended || this.loaded ? "reconnecting" : "connecting", message),
+      ...(this.opts.onUnauthenticated ? { onUnauthenticated: this.opts.onUnauthenticated } : {}),
+    });
   }
 
   private async stream(outer: AbortSignal, onLive: () => void): Promise<void> {
@@ -241,16 +228,4 @@ export class ServerWatch {
     this.snapshot = { servers: new Map(this.rows), status: this.status, error: this.error, loaded: this.loaded, lastHeardMs: this.lastHeardMs };
     for (const fn of this.listeners) fn();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

@@ -11,7 +11,7 @@
  *   sample did not change in a message keeps its object, so memoized rows
  *   re-render only when their own figures move.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { keepStreaming } from "../api/keep-streaming.js";
 import type { UsageSample, WatchUsageResponse } from "@berth/proto/berth/v1/usage_pb.js";
 
 export type UsageStatus = "connecting" | "live" | "reconnecting";
@@ -97,49 +97,25 @@ export class UsageWatch {
     this.abort = undefined;
   }
 
-  private async run(signal: AbortSignal): Promise<void> {
-    const [firstDelay, max] = this.opts.backoffMs ?? [1000, 15_000];
-    let delay = firstDelay;
-    while (!signal.aborted) {
-      try {
+  private run(signal: AbortSignal): Promise<void> {
+    return keepStreaming(signal, {
+      backoffMs: this.opts.backoffMs ?? [1000, 15_000],
+      stream: async (live) => {
         let first = true;
         for await (const msg of this.open({ project: "", hosts: this.opts.hosts ?? false }, signal)) {
           const held = applyUsage(this.snapshot, msg, first);
-          if (first) delay = firstDelay;
+          if (first) live();
           first = false;
           this.set({ ...held, status: "live", error: undefined, loaded: true });
         }
-        this.set({ ...this.snapshot, status: "reconnecting", error: "the manager closed the stream" });
-      } catch (err) {
-        if (signal.aborted) return;
-        const e = ConnectError.from(err);
-        const status: UsageStatus = this.snapshot.loaded ? "reconnecting" : "connecting";
-        if (e.code === Code.Unauthenticated) {
-          this.set({ ...this.snapshot, status, error: e.rawMessage });
-          this.opts.onUnauthenticated?.(e.rawMessage);
-          return;
-        }
-        this.set({ ...this.snapshot, status, error: `${Code[e.code]}: ${e.rawMessage}` });
-      }
-      await sleep(delay * (0.75 + Math.random() * 0.5), signal);
-      delay = Math.min(max, delay * 2);
-    }
+      },
+      onDown: (error, ended) => this.set({ ...this.snapshot, status: ended || this.snapshot.loaded ? "reconnecting" : "connecting", error }),
+      ...(this.opts.onUnauthenticated ? { onUnauthenticated: this.opts.onUnauthenticated } : {}),
+    });
   }
 
   private set(next: UsageSnapshot): void {
     this.snapshot = next;
     for (const fn of this.listeners) fn();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

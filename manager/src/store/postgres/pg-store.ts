@@ -481,6 +481,17 @@ export class PostgresStore implements Store {
     return (await this.#rows<{ id: string }>("SELECT id FROM servers")).map((r) => r.id);
   }
 
+  async allocationByHost() {
+    // spec_json is protobuf JSON: cpus a number, memoryBytes (uint64) a string; absent when unset.
+    const rows = await this.#rows<{ host_id: string; n: number; cpus: number; memory: number }>(
+      `SELECT host_id, COUNT(*)::int AS n,
+              COALESCE(SUM((spec_json::jsonb -> 'resources' ->> 'cpus')::float8), 0)::float8 AS cpus,
+              COALESCE(SUM((spec_json::jsonb -> 'resources' ->> 'memoryBytes')::float8), 0)::float8 AS memory
+         FROM servers WHERE deleted_at IS NULL GROUP BY host_id`,
+    );
+    return new Map(rows.map((r) => [r.host_id, { servers: Number(r.n), cpus: Number(r.cpus), memoryBytes: Number(r.memory) }]));
+  }
+
   async countServersByHost() {
     const rows = await this.#rows<{ host_id: string; n: number }>("SELECT host_id, COUNT(*) AS n FROM servers WHERE deleted_at IS NULL GROUP BY host_id");
     return new Map(rows.map((r) => [r.host_id, r.n]));

@@ -616,6 +616,7 @@ export class SqliteStore implements StoreContract {
   };
   async allServerIds() { return this.tables.allServerIds(); }
   async countServersByHost() { return this.tables.countServersByHost(); }
+  async allocationByHost() { return this.tables.allocationByHost(); }
   async serverPlacements(page?: IdPage) { return this.tables.serverPlacements(page); }
   async serverFacts(page?: IdPage) { return this.alerts.serverFacts(page); }
   async serverCounts() { return this.alerts.serverCounts(); }

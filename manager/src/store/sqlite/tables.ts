@@ -36,7 +36,7 @@ import type {
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
 import { encodeSchedule, hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
-import { SERVER_TOMBSTONES_KEPT, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type HostAllocation, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
 /**
@@ -240,6 +240,18 @@ export class SqliteTables {
       .prepare("SELECT h.id, l.holder FROM hosts h JOIN leases l ON l.name = 'host:' || h.id WHERE h.online = 1 AND h.removed_at IS NULL AND l.expires_at > ?")
       .all(at) as { id: string; holder: string }[];
     return new Map(rows.map((r) => [r.id, r.holder]));
+  }
+
+  allocationByHost(): Map<string, HostAllocation> {
+    const rows = this.db
+      .prepare(
+        `SELECT host_id, COUNT(*) AS n,
+                TOTAL(json_extract(spec_json, '$.resources.cpus')) AS cpus,
+                TOTAL(CAST(json_extract(spec_json, '$.resources.memoryBytes') AS INTEGER)) AS memory
+           FROM servers WHERE deleted_at IS NULL GROUP BY host_id`,
+      )
+      .all() as { host_id: string; n: number; cpus: number; memory: number }[];
+    return new Map(rows.map((r) => [r.host_id, { servers: r.n, cpus: r.cpus, memoryBytes: r.memory }]));
   }
 
   countServersByHost(): Map<string, number> {
