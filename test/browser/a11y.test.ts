@@ -5,8 +5,7 @@
  * drawer, and the keyboard alone gets from page load to a server's details
  * and back.
  */
-import { createRequire } from "node:module";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
@@ -15,33 +14,11 @@ import { createClient } from "@connectrpc/connect";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser } from "./browser.js";
+import { ensureWebBuilt, launchBrowser, row, screenshot, seriousViolations, signIn, waitForRowPhase, type Browser } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `a11y-${RUN}-${s}`;
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
-const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-
-interface AxeViolation {
-  id: string;
-  impact: string | null;
-  help: string;
-  nodes: { target: unknown[]; failureSummary?: string }[];
-}
-
-/**
- * Runs axe-core on the page as it is (injected through the DevTools protocol,
- * which the dashboard's CSP does not block) and returns its serious and
- * critical violations, one line each with the elements they concern.
- */
-async function seriousViolations(page: Page, where: string): Promise<string[]> {
-  if (!(await page.evaluate("typeof window.axe !== 'undefined'"))) await page.evaluate(AXE_SOURCE);
-  const violations = (await page.evaluate(`window.axe.run(document, { resultTypes: ["violations"] }).then((r) => r.violations)`)) as AxeViolation[];
-  return violations
-    .filter((v) => v.impact === "serious" || v.impact === "critical")
-    .map((v) => `${where}: ${v.id} (${v.impact}: ${v.help}) at ${v.nodes.map((n) => JSON.stringify(n.target)).join(", ")}`);
-}
-
 /** Describes the focused element: its tag, text or label, and the server row and layer it is in. */
 function focused(page: Page) {
   return page.evaluate(`(() => {
