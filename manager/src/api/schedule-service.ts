@@ -159,14 +159,11 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
       serverId = s.id;
       out.target = create(ScheduleTargetSchema, { kind: { case: "serverId", value: s.id } });
     } else if (t?.case === "selector") {
-      if (Object.keys(t.value.labels).length > 0) {
-        throw new PreconditionError("servers have no labels yet, so a selector with labels would match nothing: leave spec.target.selector.labels empty (every server of the project) or target one server with spec.target.server_id");
-      }
       if (t.value.project && t.value.project !== project) {
         throw new InvalidArgumentError("spec.target.selector.project", `a schedule runs on servers of its own project ("${project}"); leave it empty or set "${project}"`);
       }
     } else {
-      throw new InvalidArgumentError("spec.target", "set server_id (one server) or selector (every server of the project)");
+      throw new InvalidArgumentError("spec.target", "set server_id (one server) or selector (the servers of the project with its labels; no labels: every server)");
     }
     return { spec: out, serverId };
   }

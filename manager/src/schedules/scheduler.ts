@@ -270,9 +270,8 @@ export class Scheduler {
     const t = s.spec.target?.kind;
     if (t?.case === "serverId") return [s.serverId || t.value];
     if (t?.case === "selector") {
-      if (Object.keys(t.value.labels).length > 0) return [];
       const project = t.value.project || s.project;
-      return (await this.#d.store.listServers({ project })).filter((x) => x.deletedAt === null).map((x) => x.id);
+      return (await this.#d.store.listServers({ project, labels: t.value.labels })).map((x) => x.id);
     }
     return [];
   }
@@ -325,10 +324,6 @@ export class Scheduler {
       { scheduleId: s.id, trigger: run.trigger, scheduledFor: run.scheduledFor, serverIds, tasks: tasksOf(s.spec), onlyWhenRunning: s.spec.onlyWhenRunning, deadlineMs: this.#d.deadlineMs ?? RUN_DEADLINE_MS, signal },
       { executor, now: this.#now },
     );
-    const t = s.spec.target?.kind;
-    if (rec.reason === "NoServers" && t?.case === "selector" && Object.keys(t.value.labels).length > 0) {
-      rec = { ...rec, reason: "SelectorUnsupported", message: "servers have no labels yet: a selector with labels matches no server" };
-    }
     if (signal.aborted && signal.reason instanceof Error && signal.reason.message === "ScheduleDeleted") {
       rec = { ...rec, outcome: "failed", reason: "ScheduleDeleted", message: "the schedule was deleted during the run" };
     }
