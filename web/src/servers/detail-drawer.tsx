@@ -1,7 +1,7 @@
 /**
  * One server, explained: spec, status and conditions (live from the watch),
  * its usage over the last hour or day, its event timeline (ledger, live), its logs (TailLogs), its console, its
- * data directory (FileService), its backups, and the spec editor.
+ * data directory (FileService), its backups, its schedules, and the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
 import { Fragment, useEffect, useId, useRef, useState, type FormEvent } from "react";
@@ -14,6 +14,7 @@ import { moveFocusWithArrows, useTabTrap } from "../ui/focus.js";
 import { setParam, useLocation } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
+import { SchedulesTab } from "./schedules-tab.js";
 import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
 import { ConsoleTab } from "./console-tab.js";
@@ -30,9 +31,9 @@ import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
 import { UsageHistory } from "./usage-view.js";
 
-const TABS = ["overview", "usage", "events", "logs", "console", "files", "backups", "edit"] as const;
+const TABS = ["overview", "usage", "events", "logs", "console", "files", "backups", "schedules", "edit"] as const;
 type Tab = (typeof TABS)[number];
-const TAB_LABEL: Record<Tab, string> = { overview: "Overview", usage: "Usage", events: "Events", logs: "Logs", console: "Console", files: "Files", backups: "Backups", edit: "Edit spec" };
+const TAB_LABEL: Record<Tab, string> = { overview: "Overview", usage: "Usage", events: "Events", logs: "Logs", console: "Console", files: "Files", backups: "Backups", schedules: "Schedules", edit: "Edit spec" };
 
 export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: () => void; onAction: (s: Server, a: ServerAction) => void }) {
   const { can } = useSession();
@@ -167,6 +168,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
             {tab === "console" && <ConsoleTab key={s.id} server={s} />}
             {tab === "files" && <FilesTab key={s.id} server={s} />}
             {tab === "backups" && <BackupsTab key={s.id} server={s} />}
+            {tab === "schedules" && <SchedulesTab key={s.id} server={s} />}
             {tab === "edit" && <EditSpec key={s.id} s={s} />}
           </div>
           {moving && <TransferDialog server={s} onClose={() => setMoving(false)} />}
