@@ -143,6 +143,12 @@ describe("ScheduleService", () => {
     // Servers with labels (a selector with labels is kept as given).
     const mc = await mk(OPERATOR, spec({ name: "mc", target: { kind: { case: "selector", value: { labels: { game: "mc" } } } } }));
     expect(mc.schedule!.spec!.target!.kind).toEqual({ case: "selector", value: expect.objectContaining({ labels: { game: "mc" } }) });
+    // Listed for a server: the schedules naming it and the selectors it matches (web has no labels: not "mc").
+    const forServer = async (server: string) =>
+      (await service.listSchedules({ project: "", server, pageSize: 0, pageToken: "" } as never, ctx(VIEWER, "listSchedules"))).schedules.map((x) => x.spec!.name);
+    expect(await forServer("web")).toEqual(["all", "nightly"]);
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_cccc", name: "mc-1", hostId: "host_a", spec: { labels: { game: "mc", tier: "prod" } } }) }]);
+    expect(await forServer("mc-1")).toEqual(["all", "mc"]);
   });
 
   it("updates with expected_version (Aborted when stale); a changed cron counts ticks from the update, other changes keep them", async () => {

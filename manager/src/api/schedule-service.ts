@@ -33,6 +33,7 @@ import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError,
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Store } from "../store/store.js";
+import type { ServerRecord } from "../domain/records.js";
 import { parseCron, previewCron } from "../schedules/cron.js";
 import { RunUnderWayError, type ScheduleRecord, type ScheduleRunRecord, type StoredRunOutcome } from "../schedules/records.js";
 import { nextRunTime, type Scheduler } from "../schedules/scheduler.js";
@@ -168,6 +169,20 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
     return { spec: out, serverId };
   }
 
+  /**
+   * The schedules that run on a server: those naming it, and its project's
+   * selectors whose labels it carries (a deleted server is selected by none).
+   */
+  async function schedulesOfServer(server: ServerRecord): Promise<ScheduleRecord[]> {
+    const labels = server.spec.labels;
+    return (await store.listSchedules({ project: server.project })).filter((s) => {
+      const t = s.spec.target?.kind;
+      if (t?.case === "serverId") return s.serverId === server.id;
+      if (t?.case !== "selector" || server.deletedAt !== null) return false;
+      return Object.entries(t.value.labels).every(([k, v]) => Object.hasOwn(labels, k) && labels[k] === v);
+    });
+  }
+
   return {
     async listSchedules(req, ctx) {
       const caller = callerOf(ctx);
@@ -175,12 +190,9 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
       const project = caller.project ?? (req.project.trim() || undefined);
       if (caller.project !== null) projectFor(caller, req.project);
       const after = nameOfToken(req.pageToken);
-      let serverId: string | undefined;
-      if (req.server.trim()) serverId = (await loadVisibleServer(store, caller, req.server)).id;
       // Paged by name within one project; across projects (an all-projects admin) the token holds the project too.
-      const rows = (await store.listSchedules({ ...(project !== undefined ? { project } : {}), ...(serverId !== undefined ? { serverId } : {}) })).filter(
-        (s) => !after || s.project > after.project || (s.project === after.project && s.name > after.name),
-      );
+      const listed = req.server.trim() ? await schedulesOfServer(await loadVisibleServer(store, caller, req.server)) : await store.listSchedules(project !== undefined ? { project } : {});
+      const rows = listed.filter((s) => !after || s.project > after.project || (s.project === after.project && s.name > after.name));
       const page = rows.slice(0, limit);
       const last = page.at(-1);
       return create(ListSchedulesResponseSchema, {

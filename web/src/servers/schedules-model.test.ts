@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { PowerAction, ScheduleRunOutcome, ScheduleSpecSchema, ScheduleTaskOutcome, ScheduleTaskSchema } from "@berth/proto/berth/v1/schedule_pb.js";
+import { PowerAction, ScheduleRunOutcome, ScheduleSpecSchema, ScheduleTargetSchema, ScheduleTaskOutcome, ScheduleTaskSchema } from "@berth/proto/berth/v1/schedule_pb.js";
 import {
+  describeTarget,
   emptyScheduleForm,
   fieldOfSchedulePath,
   formatInZone,
@@ -57,6 +58,16 @@ describe("schedule form ↔ spec", () => {
     expect(strip(back)).toEqual(strip(form()));
     // An empty zone is UTC, as the manager reads it.
     expect(formFromSchedule(create(ScheduleSpecSchema, { ...spec, timeZone: "" })).timeZone).toBe("UTC");
+  });
+
+  it("an edited schedule keeps its own target: a selector stays a selector; the drawer says which servers it runs on", () => {
+    const selector = create(ScheduleTargetSchema, { kind: { case: "selector", value: { labels: { tier: "prod", game: "mc" } } } });
+    expect(specFromScheduleForm(form(), selector).spec.target).toBe(selector);
+    expect(specFromScheduleForm(form(), "srv_1").spec.target).toEqual({ kind: { case: "serverId", value: "srv_1" } });
+    expect(describeTarget(selector, "srv_1")).toBe("every server labelled game=mc, tier=prod");
+    expect(describeTarget(create(ScheduleTargetSchema, { kind: { case: "selector", value: {} } }), "srv_1")).toBe("every server of the project");
+    expect(describeTarget(create(ScheduleTargetSchema, { kind: { case: "serverId", value: "srv_1" } }), "srv_1")).toBeUndefined();
+    expect(describeTarget(create(ScheduleTargetSchema, { kind: { case: "serverId", value: "srv_2" } }), "srv_1")).toBe("server srv_2");
   });
 
   it("names every problem it sees at once, each on its field", () => {

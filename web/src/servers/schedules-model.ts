@@ -13,6 +13,7 @@ import {
   type ScheduleRun,
   type ScheduleSpec,
   type ScheduleSpecSchema,
+  type ScheduleTarget,
   type ScheduleTask,
   type ScheduleTaskSchema,
 } from "@berth/proto/berth/v1/schedule_pb.js";
@@ -116,8 +117,26 @@ function taskOfRow(r: TaskRow, i: number, problems: FieldProblem[]): MessageInit
   }
 }
 
-/** What the form would send for a schedule on server `serverId`, and every problem the page sees in it (empty: send it). */
-export function specFromScheduleForm(f: ScheduleForm, serverId: string): { spec: MessageInitShape<typeof ScheduleSpecSchema>; problems: FieldProblem[] } {
+/**
+ * The servers a schedule runs on, in words, seen from server `serverId`'s
+ * drawer: undefined for that server alone (the usual case), otherwise the
+ * selector's labels ("servers labelled tier=prod") or the whole project.
+ */
+export function describeTarget(target: ScheduleTarget | undefined, serverId: string): string | undefined {
+  const k = target?.kind;
+  if (!k || (k.case === "serverId" && k.value === serverId)) return undefined;
+  if (k.case === "serverId") return `server ${k.value}`;
+  if (k.case !== "selector") return undefined;
+  const pairs = Object.entries(k.value.labels).sort(([a], [b]) => a.localeCompare(b)).map(([key, v]) => `${key}=${v}`);
+  return pairs.length === 0 ? "every server of the project" : `every server labelled ${pairs.join(", ")}`;
+}
+
+/**
+ * What the form would send, and every problem the page sees in it (empty:
+ * send it). `target`: a new schedule's server id, or the edited schedule's
+ * own target (kept as it is: a selector stays a selector).
+ */
+export function specFromScheduleForm(f: ScheduleForm, target: string | ScheduleTarget): { spec: MessageInitShape<typeof ScheduleSpecSchema>; problems: FieldProblem[] } {
   const problems: FieldProblem[] = [];
   const name = f.name.trim();
   if (!NAME_RE.test(name)) problems.push({ field: "name", message: "use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit (e.g. nightly-restart)" });
@@ -129,7 +148,7 @@ export function specFromScheduleForm(f: ScheduleForm, serverId: string): { spec:
   return {
     spec: {
       name,
-      target: { kind: { case: "serverId", value: serverId } },
+      target: typeof target === "string" ? { kind: { case: "serverId", value: target } } : target,
       cron,
       timeZone: f.timeZone.trim(),
       enabled: f.enabled,

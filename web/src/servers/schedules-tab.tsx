@@ -23,6 +23,7 @@ import type { FieldProblem } from "./spec-form-model.js";
 import {
   emptyScheduleForm,
   formatInZone,
+  describeTarget,
   formFromSchedule,
   isRunActive,
   moveTask,
@@ -145,6 +146,7 @@ export function SchedulesTab({ server }: { server: Server }) {
             <ScheduleItem
               key={s.id}
               s={s}
+              serverId={server.id}
               description={descriptions.get(`${s.spec?.cron}\u0000${s.spec?.timeZone}`)}
               historyOpen={history.has(s.id)}
               runError={runErrors.get(s.id)}
@@ -206,6 +208,7 @@ export function SchedulesTab({ server }: { server: Server }) {
 
 function ScheduleItem(props: {
   s: Schedule;
+  serverId: string;
   description: string | undefined;
   historyOpen: boolean;
   runError: string | undefined;
@@ -222,6 +225,7 @@ function ScheduleItem(props: {
   const next = tsMs(s.nextRunTime);
   const running = isRunActive(last);
   const historyId = useId();
+  const targetWords = describeTarget(spec?.target, props.serverId);
   return (
     <li className="schedule" data-schedule-name={spec?.name}>
       <div className="schedule-head">
@@ -234,6 +238,12 @@ function ScheduleItem(props: {
         )}
       </div>
       <dl className="kv compact schedule-facts">
+        {targetWords !== undefined && (
+          <>
+            <dt>Runs on</dt>
+            <dd data-testid="schedule-target">{targetWords}</dd>
+          </>
+        )}
         <dt>When</dt>
         <dd>
           <span className="mono">{spec?.cron}</span> <span className="muted">·</span> <span data-testid="schedule-description">{props.description ?? "…"}</span> <span className="muted">({zone})</span>
@@ -469,7 +479,7 @@ function ScheduleEditor(props: { server: Server; schedule: Schedule | undefined;
 
   const submit = async (e?: FormEvent) => {
     e?.preventDefault();
-    const { spec, problems: own } = specFromScheduleForm(form, server.id);
+    const { spec, problems: own } = specFromScheduleForm(form, props.schedule?.spec?.target ?? server.id);
     setConflict(undefined);
     if (own.length > 0) {
       setProblems(own);

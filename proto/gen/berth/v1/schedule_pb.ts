@@ -553,7 +553,8 @@ export type ListSchedulesRequest = Message<"berth.v1.ListSchedulesRequest"> & {
   project: string;
 
   /**
-   * Only schedules targeting this server (id or name).
+   * Only schedules that run on this server (id or name): those naming it
+   * and the selectors of its project whose labels it carries.
    *
    * @generated from field: string server = 2;
    */
