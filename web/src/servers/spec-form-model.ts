@@ -40,6 +40,8 @@ export interface SpecForm {
   console: boolean;
   /** Written to the console to stop the server (console only); empty: SIGTERM at once. */
   stopCommand: string;
+  /** One key=value per line (ServerSpec.labels). */
+  labels: string;
   /** Limits (ResourceLimits); each empty: none (pids: the manager's default). Sizes like "512M". */
   memLimit: string;
   memSwap: string;
@@ -92,6 +94,7 @@ export function emptyForm(): SpecForm {
     logMaxFiles: "",
     console: false,
     stopCommand: "",
+    labels: "",
     ...NO_LIMITS,
   };
 }
@@ -118,6 +121,10 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     logMaxFiles: s.logMaxFiles ? String(s.logMaxFiles) : "",
     console: s.console,
     stopCommand: s.stopCommand,
+    labels: Object.entries(s.labels)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}=${v}`)
+      .join("\n"),
     ...limitsForm(s.resources),
   };
 }
@@ -227,6 +234,13 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     if (eq <= 0) problems.push({ field: "env", message: `line ${i + 1}: write KEY=VALUE` });
     else env[line.slice(0, eq).trim()] = line.slice(eq + 1);
   });
+  const labels: Record<string, string> = {};
+  f.labels.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    const eq = line.indexOf("=");
+    if (eq <= 0) problems.push({ field: "labels", message: `line ${i + 1}: write key=value (e.g. tier=prod)` });
+    else labels[line.slice(0, eq).trim()] = line.slice(eq + 1).trim();
+  });
   const secretEnv = f.secretEnv.split(/[\s,]+/).filter(Boolean);
   const missing = secretEnv.find((k) => !(k in env));
   if (missing !== undefined) problems.push({ field: "secretEnv", message: `${missing} is not set in Environment; add ${missing}=VALUE there` });
@@ -261,6 +275,7 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     logMaxFiles,
     console: f.console,
     stopCommand: f.console ? f.stopCommand.trim() : "",
+    labels,
     ...(resources ? { resources } : {}),
   };
 }
@@ -295,6 +310,7 @@ const FIELD_OF_SPEC: Record<string, FieldKey> = {
   log_max_files: "logMaxFiles",
   console: "console",
   stop_command: "stopCommand",
+  labels: "labels",
 };
 
 const LIMIT_FIELDS: Record<string, FieldKey> = {
@@ -399,7 +415,7 @@ export function problemsAfterEdit(
 }
 
 /** The fields in the order the form shows them. */
-const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "memLimit", "memSwap", "cpus", "cpusetCpus", "pidsLimit", "cpuShares", "blkioWeight", "diskQuota", "capAdd"];
+const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "labels", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "memLimit", "memSwap", "cpus", "cpusetCpus", "pidsLimit", "cpuShares", "blkioWeight", "diskQuota", "capAdd"];
 
 /** Orders field keys as the form shows them: "name" before "ports.0.host" before "ports.1.host" before "capAdd". */
 export function compareFields(a: FieldKey, b: FieldKey): number {
@@ -424,6 +440,7 @@ export function fieldLabel(key: FieldKey): string {
     image: "Image",
     command: "Command",
     env: "Environment",
+    labels: "Labels",
     secretEnv: "Secret keys",
     ports: "Ports",
     dataMountPath: "Data mount path",
