@@ -42,6 +42,7 @@ export function ServerTemplatePanel({ s, onAction }: { s: Server; onAction: (s: 
   const titleId = useId();
 
   useEffect(() => {
+    if (!id) return;
     let live = true;
     api.templates.getTemplate({ id }).then(
       (r) => live && setTemplate(r.template ?? null),
@@ -208,7 +209,9 @@ function VariablesForm({ s, template, onDone }: { s: Server; template: Template;
     }
   };
 
-  const general = problems.filter((p) => p.field === undefined || !p.field.startsWith("template.variables"));
+  const shown = new Set(shownVariables(template).map((v) => variableField(v.env)));
+  // A problem of a variable the form does not show (hidden and fixed) is listed under it.
+  const general = problems.filter((p) => p.field === undefined || !shown.has(p.field));
   return (
     <form className="server-variables" onSubmit={submit} noValidate aria-label="Edit variables" data-testid="server-variables">
       {newer && <p className="notice small">Saving renders the spec from the template&apos;s current version {template.version.toString()} (the server is on {ref.version.toString()}).</p>}

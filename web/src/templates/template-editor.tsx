@@ -71,7 +71,11 @@ export function TemplateEditor(props: {
   useEffect(() => {
     if (attempt === 0) return;
     const bad = root.current?.querySelector<HTMLElement>('[aria-invalid="true"]');
-    if (bad) bad.focus();
+    if (bad) {
+      bad.focus();
+      // Its message is under it: keep both in sight.
+      bad.scrollIntoView?.({ block: "center" });
+    }
     else root.current?.querySelector(".problem-summary")?.scrollIntoView?.({ block: "nearest" });
   }, [attempt]);
 
