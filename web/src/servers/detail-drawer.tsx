@@ -30,6 +30,7 @@ import { formFromSpec, problemsAfterEdit, specFromForm, type FieldProblem, type 
 import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
 import { UsageHistory } from "./usage-view.js";
+import { ServerTemplatePanel } from "../templates/server-template-panel.js";
 
 const TABS = ["overview", "usage", "events", "logs", "console", "files", "backups", "schedules", "edit"] as const;
 type Tab = (typeof TABS)[number];
@@ -161,7 +162,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
           </nav>
           {/* Focusable: the panel scrolls, and the keyboard must scroll it even where it holds no control (the overview). */}
           <div className="drawer-body" role="tabpanel" aria-label={TAB_LABEL[tab]} tabIndex={0}>
-            {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} />}
+            {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} onAction={onAction} />}
             {tab === "usage" && <UsageHistory key={s.id} subject={{ case: "server", value: s.id }} name={s.spec?.name ?? s.id} />}
             {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
             {tab === "logs" && <LogsView server={s} />}
@@ -179,25 +180,18 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
   );
 }
 
-function Overview({ s, hostName }: { s: Server; hostName: string }) {
+function Overview({ s, hostName, onAction }: { s: Server; hostName: string; onAction: (s: Server, a: ServerAction) => void }) {
   const spec = s.spec;
   const st = s.status;
   const env = Object.entries(spec?.env ?? {}).sort(([a], [b]) => a.localeCompare(b));
   const limitsId = useId();
   return (
     <>
+      <ServerTemplatePanel s={s} onAction={onAction} />
       <div className="two-col">
         <section>
           <h3>Spec</h3>
           <dl className="kv">
-            {spec?.template?.templateId && (
-              <>
-                <dt>Template</dt>
-                <dd data-testid="server-template">
-                  <TemplateLine s={s} />
-                </dd>
-              </>
-            )}
             <dt>Image</dt>
             <dd className="mono">{spec?.image}</dd>
             <dt>Command</dt>
@@ -297,40 +291,6 @@ function Overview({ s, hostName }: { s: Server; hostName: string }) {
           )}
         </tbody>
       </table>
-    </>
-  );
-}
-
-/**
- * The template a server was made from: its name (GetTemplate) and the
- * version the spec was rendered from, and the TemplateOutdated condition's
- * message when the template changed or went away since.
- */
-function TemplateLine({ s }: { s: Server }) {
-  const { api } = useSession();
-  const ref = s.spec?.template;
-  const id = ref?.templateId ?? "";
-  const [name, setName] = useState<string>();
-  useEffect(() => {
-    let live = true;
-    setName(undefined);
-    api.templates.getTemplate({ id }).then(
-      (r) => live && setName(r.template?.name),
-      () => live && setName(""),
-    );
-    return () => {
-      live = false;
-    };
-  }, [api, id]);
-  const outdated = s.status?.conditions.find((c) => c.type === "TemplateOutdated" && c.status === ConditionStatus.TRUE);
-  return (
-    <>
-      <span className="strong">{name || <span className="mono">{id}</span>}</span> <span className="muted">version {ref?.version.toString()}</span>
-      {outdated && (
-        <div className="notice small" role="note" data-testid="template-outdated">
-          {outdated.message}
-        </div>
-      )}
     </>
   );
 }
