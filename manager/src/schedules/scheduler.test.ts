@@ -14,7 +14,7 @@ import { ScheduleSpecSchema, type ScheduleSpec } from "@berth/proto/berth/v1/sch
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
-import { newServer, testStore, twoManagerStores } from "../../testing/store.js";
+import { newServer, testEngine, testStore, twoManagerStores } from "../../testing/store.js";
 import type { ScheduleRecord } from "./records.js";
 import { MAX_SLEEP_MS, Scheduler, type Timers } from "./scheduler.js";
 import type { ScheduleExecutor } from "./runner.js";
@@ -194,6 +194,30 @@ describe("the schedule loop", () => {
     await first.scheduler.idle();
     expect((await runs(store))[0]!.reason).toBe("ManagerRestarted");
     await second.scheduler.stop();
+  });
+
+  it("a deletion committed elsewhere (another manager; not through this loop's cancelSchedule) cuts the run under way here short", async () => {
+    const two = await twoManagerStores();
+    try {
+      const [a, b] = two.stores;
+      await a.commit([{ op: "schedule.insert", schedule: schedule() }]);
+      const calls: Calls = { list: [] };
+      const la = loop(a, "mi_a", calls, { gate: new Promise(() => {}) });
+      la.scheduler.start();
+      clock = T0 + HOUR + 1_000;
+      await la.scheduler.pass();
+      expect(calls.list).toEqual(["console srv_aaaa say hi"]);
+      // The other manager deletes it: on PostgreSQL its commit reaches this loop through the change feed;
+      // on SQLite (one manager per database) the same commit made through this manager's store stands for it.
+      const deleter = testEngine() === "postgres" ? b : a;
+      await deleter.commit([{ op: "schedule.delete", id: "sch_a" }, new Ledger(deleter, now).op({ type: "schedule.deleted", project: "default", correlationId: "sch_a", message: "test" })]);
+      // The task never ends by itself: only the cut ends the run.
+      const ended = await Promise.race([la.scheduler.idle().then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000))]);
+      expect(ended).toBe(true);
+      await la.scheduler.stop();
+    } finally {
+      await two.close();
+    }
   });
 
   it("leaves a run of a live manager running (PostgreSQL: another manager is still at it)", async () => {
