@@ -165,7 +165,7 @@ describe("dashboard templates", () => {
     expect((await manager.servers.listServers({})).servers.map((s) => s.spec?.name)).not.toContain(name("bad"));
   });
 
-  it("creates a template in the editor: the manager's refusal of a bad regex lands on its field; Preview renders the saved one", async () => {
+  it("creates a template in the editor: the manager's refusal of a bad regex lands on its field; Preview renders the form as it is, saved or not", async () => {
     const p = page();
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Templates" }).click();
     await p.getByRole("table", { name: "Templates" }).locator('tr[data-template-name="sleeper"]').waitFor();
@@ -199,7 +199,7 @@ describe("dashboard templates", () => {
     expect(made.startup).toBe("sleep {{NAP}}");
     expect(made.variables.map((v) => [v.env, v.defaultValue, v.rule?.regex, v.userEditable])).toEqual([["NAP", "3600", "^[0-9]{1,6}$", true]]);
 
-    // Preview: the saved template rendered with example values.
+    // Preview: the template rendered with example values.
     const preview = editor.getByTestId("template-preview");
     await preview.locator("input[data-variable=NAP]").fill("42");
     await preview.getByRole("button", { name: "Preview" }).click();
@@ -207,6 +207,12 @@ describe("dashboard templates", () => {
     expect(await preview.getByTestId("preview-result").textContent()).toContain("NAP=42");
     expect(await seriousViolations(p, "template editor with preview")).toEqual([]);
     await screenshot(p, "templates-05-editor-preview");
+    // An unsaved change is what Preview renders (a draft); nothing is stored.
+    await editor.locator("textarea[name=startup]").fill("nice sleep {{NAP}}");
+    await preview.getByRole("button", { name: "Preview" }).click();
+    await preview.getByTestId("preview-command").filter({ hasText: "nice sleep 42" }).waitFor();
+    expect((await templates.getTemplate({ id: made.id })).template!.startup).toBe("sleep {{NAP}}");
+    await editor.locator("textarea[name=startup]").fill("sleep {{NAP}}");
     await editor.getByRole("button", { name: "Close", exact: true }).click();
     await editor.waitFor({ state: "detached" });
     await p.getByRole("table", { name: "Templates" }).locator(`tr[data-template-name="${name("napper")}"]`).waitFor();

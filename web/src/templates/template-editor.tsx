@@ -9,7 +9,8 @@
  */
 import { useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { HostPortMode, VariableKind, type Template } from "@berth/proto/berth/v1/template_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { HostPortMode, TemplateSchema, VariableKind, type Template } from "@berth/proto/berth/v1/template_pb.js";
 import { RestartPolicy } from "@berth/proto/berth/v1/server_pb.js";
 import { useSession } from "../app-context.js";
 import { errorText } from "../api/client.js";
@@ -275,7 +276,7 @@ export function TemplateEditor(props: {
             </div>
           )}
         </form>
-        <TemplatePreview template={saved} dirty={dirty} />
+        <TemplatePreview form={form} />
       </div>
     </Modal>
   );
@@ -472,32 +473,33 @@ function PortsEditor({ form, edit, errs }: { form: TemplateForm; edit: (f: Templ
 }
 
 /**
- * RenderTemplate on the saved template with example values: the command,
- * environment and ports a server would get, or the manager's problems (a bad
- * value on its variable).
+ * RenderTemplate on the template as the form holds it (a draft: saved or
+ * not) with example values: the command, environment and ports a server
+ * would get, or the manager's problems (a bad value on its variable, the
+ * draft's own problems under the preview).
  */
-function TemplatePreview({ template, dirty }: { template: Template | undefined; dirty: boolean }) {
+function TemplatePreview({ form }: { form: TemplateForm }) {
   const { api } = useSession();
-  const [values, setValues] = useState<Record<string, string>>(() => (template ? initialValues(template) : {}));
-  const [image, setImage] = useState(template?.images[0]?.image ?? "");
+  // The form as a Template; undefined while a number or size in it cannot be read (the save says which).
+  const template = (() => {
+    try {
+      return create(TemplateSchema, templateFromForm(form));
+    } catch {
+      return undefined;
+    }
+  })();
+  const [values, setValues] = useState<Record<string, string>>({});
+  const [chosenImage, setImage] = useState("");
   const [result, setResult] = useState<ReturnType<typeof previewOf>>();
   const [problems, setProblems] = useState<FieldProblem[]>([]);
   const [busy, setBusy] = useState(false);
   const idBase = useId();
   const errs = fieldErrors(problems, idBase);
-  const version = template?.version;
   const out = useRef<HTMLDivElement>(null);
   useEffect(() => {
     if (result || problems.length) out.current?.scrollIntoView?.({ block: "nearest" });
   }, [result, problems]);
-  useEffect(() => {
-    // A new saved version: its variables and images start the examples again.
-    if (!template) return;
-    setValues(initialValues(template));
-    setImage((cur) => (template.images.some((i) => i.image === cur) ? cur : (template.images[0]?.image ?? "")));
-    setResult(undefined);
-    setProblems([]);
-  }, [template?.id, version]);
+  const image = template?.images.some((i) => i.image === chosenImage) ? chosenImage : (template?.images[0]?.image ?? "");
 
   const render = async () => {
     if (!template) return;
@@ -505,7 +507,8 @@ function TemplatePreview({ template, dirty }: { template: Template | undefined; 
     setProblems([]);
     setResult(undefined);
     try {
-      const { spec } = await api.templates.renderTemplate({ ref: { templateId: template.id, image, variables: valuesToSend(template, values) }, name: "preview" });
+      const example = { ...initialValues(template), ...values };
+      const { spec } = await api.templates.renderTemplate({ draft: template, draftVariables: valuesToSend(template, example), draftImage: image, name: "preview" });
       if (spec) setResult(previewOf(spec));
     } catch (err) {
       setProblems(problemsOfPreview(err));
@@ -519,12 +522,10 @@ function TemplatePreview({ template, dirty }: { template: Template | undefined; 
     <section className="template-preview" aria-labelledby={`${idBase}-title`} data-testid="template-preview">
       <h3 id={`${idBase}-title`}>Preview</h3>
       {!template ? (
-        <p className="muted">Create the template first: the preview renders the saved template.</p>
+        <p className="muted">Fix the fields that cannot be read (numbers, sizes) to preview.</p>
       ) : (
         <>
-          <p className="muted small">
-            Renders version {String(template.version)} as saved{dirty ? " (not your unsaved changes: save first)" : ""} with these example values, as a new server would get it.
-          </p>
+          <p className="muted small">Renders the template as the form holds it (saved or not) with these example values, as a new server would get it.</p>
           <div className="form-grid">
             <Field label="Image" {...errs.field("template.image")}>
               <select value={image} onChange={(e) => setImage(e.target.value)} name="previewImage">
@@ -535,7 +536,9 @@ function TemplatePreview({ template, dirty }: { template: Template | undefined; 
                 ))}
               </select>
             </Field>
-            {shownVariables(template).map((v) => (
+            {shownVariables(template)
+              .filter((v) => v.env !== "")
+              .map((v) => (
               <VariableField key={v.env} v={v} value={values[v.env] ?? v.defaultValue} onChange={(x) => (setValues((vs) => ({ ...vs, [v.env]: x })), setProblems([]))} errs={errs} />
             ))}
           </div>

@@ -196,6 +196,24 @@ describe("preview", () => {
       { field: "template.image", message: "the template does not offer it" },
       { field: undefined, message: "ports[0]: no free port" },
     ]);
+    // A draft's (unsaved changes): its values and image on the same fields, its own problems under the preview.
+    const draft = new ConnectError("bad", Code.InvalidArgument, undefined, [
+      {
+        desc: BadRequestSchema,
+        value: {
+          fieldViolations: [
+            { field: 'draft_variables["JAR"]', description: "JAR must match /x/" },
+            { field: "draft_image", description: "the template does not offer it" },
+            { field: "draft.startup", description: "{{NOPE}} is not a variable" },
+          ],
+        },
+      },
+    ]);
+    expect(problemsOfPreview(draft)).toEqual([
+      { field: 'template.variables["JAR"]', message: "JAR must match /x/" },
+      { field: "template.image", message: "the template does not offer it" },
+      { field: undefined, message: "startup: {{NOPE}} is not a variable" },
+    ]);
   });
 
   it("shows the command, the sorted environment and the ports", () => {

@@ -417,7 +417,7 @@ export function problemsOfSave(err: unknown, form: Pick<TemplateForm, "images" |
 
 /** The preview form's field a RenderTemplate problem names (`ref.variables["X"]` → X's example value, `ref.image` → the image). */
 export function previewFieldOf(path: string): string | undefined {
-  return fieldOfTemplatePath(path.replace(/^ref\./, "template."));
+  return fieldOfTemplatePath(path.replace(/^ref\./, "template.").replace(/^draft_(variables|image)\b/, "template.$1"));
 }
 
 /** The problems of a failed RenderTemplate: on the preview's example values, or under it. */
@@ -428,7 +428,7 @@ export function problemsOfPreview(err: unknown): FieldProblem[] {
   if (violations.length === 0) return [{ field: undefined, message: `${Code[e.code]}: ${e.rawMessage}` }];
   return violations.map((v) => {
     const field = previewFieldOf(v.field);
-    return { field, message: field === undefined ? `${v.field.replace(/^ref\./, "")}: ${v.description}` : v.description };
+    return { field, message: field === undefined ? `${v.field.replace(/^(?:ref\.|draft\.|draft_)/, "")}: ${v.description}` : v.description };
   });
 }
 
