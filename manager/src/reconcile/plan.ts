@@ -55,6 +55,8 @@ export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   // SendConsoleCommand's: never a server's in-flight command.
   [CommandKind.CONSOLE_INPUT]: 10_000,
   [CommandKind.DISCARD_PREVIOUS_DATA]: 600_000,
+  // The install carries its own deadline (its timeout plus INSTALL_DEADLINE_MARGIN_MS); this is the fallback.
+  [CommandKind.RUN_INSTALL]: 1_200_000,
 };
 
 /**
