@@ -8,7 +8,7 @@ import { formatBytes } from "../domain/limits.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed", "disk_quota"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed", "disk_quota", "install_failed"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -26,6 +26,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   transfer_failed: "TransferFailed",
   backup_overdue: "BackupOverdue",
   disk_quota: "DiskQuotaExceeded",
+  install_failed: "InstallFailed",
 };
 
 export interface AlertThresholds {
@@ -248,7 +249,9 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
     const s: ServerView = away ? { ...live, phase: live.lastKnownPhase!, reason: live.lastKnownReason ?? "" } : live;
     const asLastSeen = (m: string) => (away ? `${m} (last seen before host ${hosts.get(s.hostId)?.name ?? s.hostId} went away)` : m);
     const server = { project: s.project, hostId: s.hostId, serverId: s.id, subject: `server:${s.id}` };
-    if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
+    if (s.phase === Phase.FAILED && s.reason === "InstallFailed") {
+      out.push({ ...server, rule: "install_failed", severity: "critical", forMs: 0, message: asLastSeen(`server ${s.name}: its install script failed; read its output with GetInstallLog, fix the cause, then ReinstallServer`) });
+    } else if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
       out.push({ ...server, rule: "crash_loop", severity: "critical", forMs: 0, message: asLastSeen(`server ${s.name} is crash-looping; fix it and start it again`) });
     } else if ((s.phase === Phase.STARTING || s.phase === Phase.RUNNING) && (s.recentCrashes ?? 0) >= CRASH_WARNING_AT) {
       // The same alert as the crash loop's, in its warning stage: it turns critical there, acknowledgement kept.

@@ -847,7 +847,7 @@ export type CreateServerRequest = Message<"berth.v1.CreateServerRequest"> & {
    * desired_state, cap_add, log limits, backup_policy and (to override the
    * template's defaults) resources; the fields a template gives (image,
    * command, env, secret_env, ports, data_mount_path, stop_command, console,
-   * restart_policy) must be left empty.
+   * restart_policy, install) must be left empty.
    *
    * @generated from field: berth.v1.ServerSpec spec = 1;
    */
