@@ -151,6 +151,22 @@ describe("install scripts on real Docker", () => {
     expect(new TextDecoder().decode(attempt!.log)).toContain("starting");
   });
 
+  it("deleting a server during its install stops the install: its container goes, the server is Deleted", async () => {
+    const { server: created } = await manager.servers.createServer({
+      spec: { name: "inst-del", hostId, image: TEST_IMAGE, command: ["sleep", "3600"], install: { image: TEST_IMAGE, script: "echo working\nsleep 120", timeoutSeconds: 300 } },
+    });
+    servers.push(created!.id);
+    await waitFor("the install container to run", async () => (await containersOf(created!.id)).some((c) => c.Labels["berth.role"] === "install" && c.State === "running"), 20_000);
+    await manager.servers.deleteServer({ id: created!.id });
+    await waitFor("the install container to be removed", async () => (await containersOf(created!.id)).length === 0, 20_000);
+    const deleted = await waitForPhase(manager, created!.id, Phase.DELETED);
+    expect(deleted.status!.reason).toBe("Deleted");
+    // Not run again while deleted: it waits for a restore and a start.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await containersOf(created!.id)).toEqual([]);
+    expect((await manager.servers.getServer({ id: created!.id })).server!.status!.install?.state).toBe(InstallState.PENDING);
+  });
+
   it("refuses ReinstallServer for a server without an install script", async () => {
     const { server } = await manager.servers.createServer({ spec: { name: "inst-none", hostId, image: TEST_IMAGE, command: ["sleep", "3600"] } });
     servers.push(server!.id);
