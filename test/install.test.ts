@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { InstallState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
+import { EventService } from "@berth/proto/berth/v1/event_pb.js";
+import { join } from "node:path";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
@@ -26,6 +28,7 @@ async function refusal(p: Promise<unknown>): Promise<ConnectError> {
 describe("install scripts on real Docker", () => {
   const docker = dockerClient(inject("dockerHost"));
   let dir: string;
+  let dbPath: string;
   let manager: ManagerProc;
   let agent: Proc;
   let hostId: string;
@@ -34,7 +37,8 @@ describe("install scripts on real Docker", () => {
 
   beforeAll(async () => {
     dir = await tempDir("install");
-    manager = await startManager({ dir });
+    dbPath = join(dir, "berth.db");
+    manager = await startManager({ dir, dbPath });
     agent = await startAgent({ manager, dir });
     hostId = (await waitForHostOnline(manager)).id;
     templates = createClient(TemplateService, manager.transport(manager.adminToken));
@@ -46,6 +50,13 @@ describe("install scripts on real Docker", () => {
     await removeBerthContainers(docker, { serverIds: servers });
     await removeTestDir(dir);
   });
+
+  /** The types of the server's install events (and its reinstall request), oldest first. */
+  const installEvents = async (serverId: string) =>
+    (await createClient(EventService, manager.transport(manager.adminToken)).listEvents({ serverId, pageSize: 500 })).events
+      .filter((e) => e.type.startsWith("install.") || e.type === "server.reinstall_requested")
+      .map((e) => e.type)
+      .reverse();
 
   /** Every container labelled with the server (its own and any install container), as Docker has them. */
   const containersOf = async (serverId: string) => docker.listContainers({ all: true, filters: { label: [`berth.server=${serverId}`] } });
@@ -127,6 +138,10 @@ describe("install scripts on real Docker", () => {
     expect(both.map((a) => [a.attempt, a.exitCode])).toEqual([[2, 0], [1, 3]]);
     expect(new TextDecoder().decode(both[0]!.log)).toContain("second run");
 
+    const types = await installEvents(created!.id);
+    // Newest first or oldest first, the ledger holds each step once.
+    expect([...types].sort()).toEqual(["install.failed", "install.started", "install.started", "install.succeeded", "server.reinstall_requested"]);
+
     // A server whose install succeeded must be stopped before it is installed again.
     const err = await refusal(manager.servers.reinstallServer({ id: created!.id }));
     expect(err.code).toBe(Code.FailedPrecondition);
@@ -159,8 +174,11 @@ describe("install scripts on real Docker", () => {
     await waitFor("the install container to run", async () => (await containersOf(created!.id)).some((c) => c.Labels["berth.role"] === "install" && c.State === "running"), 20_000);
     await manager.servers.deleteServer({ id: created!.id });
     await waitFor("the install container to be removed", async () => (await containersOf(created!.id)).length === 0, 20_000);
-    const deleted = await waitForPhase(manager, created!.id, Phase.DELETED);
-    expect(deleted.status!.reason).toBe("Deleted");
+    // Deleted once the agent's answer (InstallCancelled) came in; "Removing" until then.
+    await waitFor("the server to be Deleted", async () => {
+      const s = (await manager.servers.getServer({ id: created!.id })).server!;
+      return s.status!.phase === Phase.DELETED && s.status!.reason === "Deleted";
+    }, 20_000);
     // Not run again while deleted: it waits for a restore and a start.
     await new Promise((r) => setTimeout(r, 1000));
     expect(await containersOf(created!.id)).toEqual([]);
@@ -174,5 +192,21 @@ describe("install scripts on real Docker", () => {
     const err = await refusal(manager.servers.reinstallServer({ id: server!.id }));
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.rawMessage).toMatch(/no install script/);
+  });
+
+  it("a manager restart during an install does not run it twice: one attempt, one install.started", async () => {
+    const { server: created } = await manager.servers.createServer({
+      spec: { name: "inst-restart", hostId, image: TEST_IMAGE, command: ["sleep", "3600"], install: { image: TEST_IMAGE, script: "echo run-start\nsleep 5\necho run-end", timeoutSeconds: 120 } },
+    });
+    servers.push(created!.id);
+    await waitFor("the install container to run", async () => (await containersOf(created!.id)).some((c) => c.Labels["berth.role"] === "install" && c.State === "running"), 20_000);
+    await manager.kill();
+    manager = await startManager({ dir, dbPath, port: Number(new URL(manager.url).port) });
+    const running = await waitForPhase(manager, created!.id, Phase.RUNNING, 60_000);
+    expect(running.status!.install).toMatchObject({ state: InstallState.SUCCEEDED, attempt: 1 });
+    const { attempts } = await manager.servers.getInstallLog({ id: created!.id });
+    expect(attempts.map((a) => a.attempt)).toEqual([1]);
+    expect(new TextDecoder().decode(attempts[0]!.log).match(/run-start/g)).toHaveLength(1);
+    expect((await installEvents(created!.id)).filter((t) => t === "install.started")).toHaveLength(1);
   });
 });
