@@ -158,6 +158,9 @@ export function alertKey(c: { rule: string; subject: string }): string {
 /** Reasons plan() gives a server while a backup or restore holds it (reconcile/plan.ts, step 2b). */
 const DATA_OPERATION_REASONS: ReadonlySet<string> = new Set(["StoppingForBackup", "BackingUp", "StoppingForRestore", "Restoring"]);
 
+/** A server whose install script runs, or is about to (plan step 5b). */
+const INSTALL_REASONS: ReadonlySet<string> = new Set(["Installing", "StoppingForInstall"]);
+
 /** Phases that satisfy each desired state. */
 const CONVERGED: Record<DesiredState, readonly Phase[]> = {
   [DesiredState.UNSPECIFIED]: [],
@@ -179,6 +182,8 @@ export function notConverged(s: ServerView): boolean {
   if (DATA_OPERATION_REASONS.has(s.reason)) return false;
   // Stopped over its disk quota (stop_over_disk_quota): the disk_quota alert says so.
   if (s.reason === "DiskQuotaExceeded") return false;
+  // Its install script runs (up to its own timeout; a failure is install_failed's).
+  if (INSTALL_REASONS.has(s.reason)) return false;
   if (s.phase === Phase.UNKNOWN || s.phase === Phase.DATA_LOST) return false;
   if (s.phase === Phase.FAILED && s.reason === "CrashLoop") return false;
   return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);
