@@ -16,12 +16,30 @@ import type { ArchiveStats } from "./data/archive.js";
 import type { BackupJobs } from "./data/backup-jobs.js";
 import { RuntimeError, type ContainerRuntime } from "./runtime/container-runtime.js";
 import { limitsToRemove, limitsUpdate } from "./runtime/limits.js";
-import { LABEL_SERVER, messageOf } from "./runtime/docker-runtime.js";
+import { LABEL_ROLE, LABEL_SERVER, messageOf, ROLE_INSTALL } from "./runtime/docker-runtime.js";
+import { TailBuffer } from "./install/tail-buffer.js";
 import { ENGINE_FAILURE_REASONS, engineGoingAway, waitForEngine } from "./runtime/engine-watch.js";
 import { foreignNetworkRefusal, isProjectNetwork, isProjectNetworkName, LABEL_MANAGER, LABEL_PROJECT, networkFieldsRefusal, networkLabels } from "./runtime/project-network.js";
 import type { Logger } from "pino";
 
 const LABEL_HASH = "berth.spec-hash";
+
+/** RUN_INSTALL keeps this much of the script's output (its end). */
+export const INSTALL_LOG_BYTES = 64 * 1024;
+/** RUN_INSTALL's timeout when the job gives none. */
+const DEFAULT_INSTALL_TIMEOUT_S = 600;
+/** How often RUN_INSTALL looks whether the script has exited. */
+const INSTALL_POLL_MS = 250;
+
+/** What RUN_INSTALL saw of the script. */
+export interface InstallOutcome {
+  exitCode: number;
+  timedOut: boolean;
+  log: Buffer;
+  truncated: boolean;
+  startedAt: number;
+  finishedAt: number;
+}
 
 /** A command's project network, checked (Executor.projectNetwork). */
 interface ProjectNetwork {
@@ -311,8 +329,9 @@ export class Executor {
         this.log.warn({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ...refused }, "command refused");
         return create(CommandResultSchema, { commandId: cmd.id, success: false, ...refused });
       }
-      const { container, data, archive, message } = await this.dispatch(cmd, named);
+      const { container, data, archive, message, install } = await this.dispatch(cmd, named);
       this.log.info({ server: cmd.serverId, command: cmd.id, kind: CommandKind[cmd.kind], ms: Date.now() - started }, "command applied");
+      if (install) return installResult(cmd, install, this.installTimeout(cmd));
       return create(CommandResultSchema, {
         commandId: cmd.id,
         success: true,
@@ -340,8 +359,10 @@ export class Executor {
     }
   }
 
-  private async dispatch(cmd: Command, named?: ContainerInfo): Promise<{ container?: ContainerInfo; data?: DataCheck; archive?: ArchiveStats; message?: string }> {
+  private async dispatch(cmd: Command, named?: ContainerInfo): Promise<{ container?: ContainerInfo; data?: DataCheck; archive?: ArchiveStats; message?: string; install?: InstallOutcome }> {
     switch (cmd.kind) {
+      case CommandKind.RUN_INSTALL:
+        return { install: await this.runInstall(cmd) };
       case CommandKind.BACKUP_DATA:
         return { archive: await this.backupJobs().backup(cmd), data: await this.data.check(cmd.serverId) };
       case CommandKind.RESTORE_DATA: {
@@ -378,7 +399,8 @@ export class Executor {
         return { container: await this.current(cmd) };
       }
       case CommandKind.ENSURE_REMOVED: {
-        const removed = await this.containersOf(cmd);
+        // The install container too (a server deleted while it installs).
+        const removed = [...(await this.containersOf(cmd)), ...(await this.installContainers(cmd.serverId))];
         for (const c of removed) await this.expectExit(c.id, () => this.runtime.remove(c.id));
         await this.releaseNetworks(removed);
         return {};
@@ -610,11 +632,99 @@ export class Executor {
    * AdoptOrphan bound to it (no labels of its own) while that one exists.
    */
   private async containersOf(cmd: Pick<Command, "serverId" | "adoptedContainerId">): Promise<ContainerInfo[]> {
-    const labelled = (await this.runtime.list(cmd.serverId)).filter((c) => c.labels[LABEL_SERVER] === cmd.serverId);
+    // Not its install container (RUN_INSTALL), which carries the server's label too.
+    const labelled = (await this.runtime.list(cmd.serverId)).filter((c) => c.labels[LABEL_SERVER] === cmd.serverId && c.labels[LABEL_ROLE] !== ROLE_INSTALL);
     const adopted = cmd.adoptedContainerId;
     if (!adopted || labelled.some((c) => c.id === adopted)) return labelled;
     const c = await this.runtime.inspect(adopted);
     return c ? [...labelled, c] : labelled;
+  }
+
+  /** The server's install containers (normally none, or the one of RUN_INSTALL under way). */
+  private async installContainers(serverId: string): Promise<ContainerInfo[]> {
+    if (!serverId) return [];
+    return (await this.runtime.list(serverId)).filter((c) => c.labels[LABEL_SERVER] === serverId && c.labels[LABEL_ROLE] === ROLE_INSTALL);
+  }
+
+  private installTimeout(cmd: Command): number {
+    return cmd.install?.timeoutSeconds || DEFAULT_INSTALL_TIMEOUT_S;
+  }
+
+  /**
+   * RUN_INSTALL: the script in a container of its own, berth-install-<server
+   * id>, with the data directory mounted, until it exits or its timeout
+   * (then killed: timedOut); its output's last INSTALL_LOG_BYTES kept; the
+   * container removed whatever happened. An install container left from
+   * before (an agent that restarted during an install) is removed first and
+   * the script runs again: commands of one server run one at a time, so two
+   * never run at once. Removed from outside while it runs (the server was
+   * deleted): InstallCancelled.
+   */
+  private async runInstall(cmd: Command): Promise<InstallOutcome> {
+    const job = cmd.install;
+    if (!job || !job.image || !job.script) throw new RuntimeError("BadCommand", "run-install needs an install job with an image and a script");
+    const mountPath = job.mountPath || "/mnt/server";
+    for (const old of await this.installContainers(cmd.serverId)) {
+      this.log.info({ server: cmd.serverId, container: old.id }, "removing an install container left from before; running the install again");
+      await this.expectExit(old.id, () => this.runtime.remove(old.id));
+    }
+    const dataDirPath = await this.data.ensure(cmd.serverId);
+    if (!(await this.runtime.imageExists(job.image))) {
+      const report = (status: string, done = false) => this.onPull({ serverId: cmd.serverId, commandId: cmd.id, image: job.image, status, done });
+      report(`pulling image ${job.image}`);
+      try {
+        await this.runtime.pull(job.image, (line) => report(line));
+      } catch (err) {
+        report(`pull failed: ${messageOf(err)}`, true);
+        throw err;
+      }
+      report(`pulled image ${job.image}`, true);
+    }
+    const id = await this.runtime.create({
+      name: `berth-install-${cmd.serverId}`,
+      image: job.image,
+      entrypoint: [job.entrypoint || "sh", "-c", job.script],
+      command: [],
+      env: job.env,
+      labels: { ...job.labels, [LABEL_SERVER]: cmd.serverId, [LABEL_ROLE]: ROLE_INSTALL },
+      ports: [],
+      dataDir: dataDirPath,
+      mountPath,
+      // Rotated, so a script that prints without end fills no disk; read back once it is done.
+      logMaxSizeBytes: 4 * 1024 * 1024,
+      logMaxFiles: 2,
+    });
+    const timeoutMs = this.installTimeout(cmd) * 1000;
+    try {
+      const startedAt = Date.now();
+      let timedOut = false;
+      // Its exit is berth's own: not a crash of the server.
+      const info = await this.expectExit(id, async () => {
+        await this.runtime.start(id);
+        for (;;) {
+          const c = await this.runtime.inspect(id);
+          if (!c) throw new RuntimeError("InstallCancelled", "the install container was removed while the script ran (the server was deleted, or it was removed outside berth)");
+          if (c.state !== "running" && c.state !== "created" && c.state !== "restarting") return c;
+          if (Date.now() - startedAt >= timeoutMs) {
+            timedOut = true;
+            await this.runtime.kill(id);
+          }
+          await new Promise((r) => setTimeout(r, INSTALL_POLL_MS));
+        }
+      });
+      const finishedAt = Date.now();
+      const tail = new TailBuffer(INSTALL_LOG_BYTES);
+      const ac = new AbortController();
+      try {
+        for await (const f of await this.runtime.logs(id, { follow: false, tailLines: 0 }, ac.signal)) tail.push(f.data);
+      } catch (err) {
+        tail.push(Buffer.from(`\n[berth: the install's output could not be read completely: ${messageOf(err)}]\n`));
+      }
+      this.log.info({ server: cmd.serverId, container: id, exitCode: info.exitCode, timedOut, ms: finishedAt - startedAt, outputBytes: tail.total }, "install script finished");
+      return { exitCode: info.exitCode, timedOut, log: tail.bytes(), truncated: tail.truncated, startedAt, finishedAt };
+    } finally {
+      await this.expectExit(id, () => this.runtime.remove(id)).catch((err: unknown) => this.log.warn({ server: cmd.serverId, container: id, err: messageOf(err) }, "could not remove the install container; the next install or the server's removal removes it"));
+    }
   }
 
   private async current(cmd: Pick<Command, "serverId" | "adoptedContainerId">): Promise<ContainerInfo | undefined> {
@@ -630,5 +740,28 @@ export function dataDir(d: DataCheck) {
     sizeBytes: BigInt(d.sizeBytes),
     sizeUnknown: d.sizeUnknown === true,
     ...(d.modifyTimeMs ? { modifyTime: timestampFromMs(Math.floor(d.modifyTimeMs)) } : {}),
+  });
+}
+
+/** RUN_INSTALL's result: success is exit code 0 within the timeout. */
+function installResult(cmd: Command, o: InstallOutcome, timeoutS: number): CommandResult {
+  const ok = o.exitCode === 0 && !o.timedOut;
+  return create(CommandResultSchema, {
+    commandId: cmd.id,
+    success: ok,
+    reason: ok ? "" : "InstallFailed",
+    message: ok
+      ? `the install script succeeded in ${((o.finishedAt - o.startedAt) / 1000).toFixed(1)} s`
+      : o.timedOut
+        ? `the install script did not finish within its timeout of ${timeoutS} s and was killed`
+        : `the install script exited with code ${o.exitCode}`,
+    install: {
+      exitCode: o.exitCode,
+      timedOut: o.timedOut,
+      log: o.log,
+      truncated: o.truncated,
+      startedTime: timestampFromMs(o.startedAt),
+      finishedTime: timestampFromMs(o.finishedAt),
+    },
   });
 }

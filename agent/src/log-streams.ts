@@ -352,7 +352,8 @@ export class LogStreams {
 
   /** The server's running container, else its most recently created one. */
   private async containerOf(serverId: string): Promise<ContainerInfo | undefined> {
-    const all = (await this.runtime.list(serverId)).filter((c) => c.labels["berth.server"] === serverId);
+    // Not its install container (RUN_INSTALL), which is labelled with the server too.
+    const all = (await this.runtime.list(serverId)).filter((c) => c.labels["berth.server"] === serverId && c.labels["berth.role"] !== "install");
     const created = (c: ContainerInfo) => Number(c.createdTime?.seconds ?? 0n);
     return all.find((c) => c.state === "running") ?? all.sort((a, b) => created(b) - created(a))[0];
   }

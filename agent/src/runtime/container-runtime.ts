@@ -34,6 +34,12 @@ export interface CreateContainerSpec {
   openStdin?: boolean;
   /** Resource limits (limits.ts); absent: none. */
   resources?: ResourceLimits;
+  /**
+   * The program and its first arguments instead of the image's entrypoint
+   * (an install script's `sh -c <script>`); the image's command is then not
+   * used either. Absent: the image's.
+   */
+  entrypoint?: string[];
 }
 
 /** A container's place on a project network. */

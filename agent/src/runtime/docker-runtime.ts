@@ -14,6 +14,9 @@ import { giveToContainerRoot, remappedRoot } from "./userns.js";
 import { hostConfigLimits, limitsOf, type HostLimits } from "./limits.js";
 
 export const LABEL_SERVER = "berth.server";
+/** "install" on a server's install container (RUN_INSTALL), which is not the server's own container. */
+export const LABEL_ROLE = "berth.role";
+export const ROLE_INSTALL = "install";
 
 /** Events that can change what berth shows; exec_*, attach, resize, ... are ignored. */
 const INTERESTING = new Set(["create", "start", "restart", "die", "kill", "stop", "pause", "unpause", "oom", "destroy", "rename", "update"]);
@@ -673,6 +676,7 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
   return {
     name: spec.name,
     Image: spec.image,
+    ...(spec.entrypoint && spec.entrypoint.length > 0 ? { Entrypoint: spec.entrypoint } : {}),
     ...(spec.command.length > 0 ? { Cmd: spec.command } : {}),
     Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
     Labels: spec.labels,

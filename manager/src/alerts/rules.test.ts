@@ -38,6 +38,8 @@ describe("alert rules", () => {
 
   it.each([
     ["crash loop", { phase: Phase.FAILED, reason: "CrashLoop" }, ["crash_loop server:srv_1 critical 0"]],
+    ["install failed", { phase: Phase.FAILED, reason: "InstallFailed" }, ["install_failed server:srv_1 critical 0"]],
+    ["installing (its own timeout bounds it)", { phase: Phase.CREATING, reason: "Installing" }, []],
     ["data lost", { phase: Phase.DATA_LOST, reason: "DataDirectoryMissing" }, ["data_lost server:srv_1 critical 0"]],
     ["failed otherwise", { phase: Phase.FAILED, reason: "ImagePullFailed" }, ["server_not_converged server:srv_1 warning 120000"]],
     ["starting", { phase: Phase.STARTING, reason: "CrashBackoff" }, ["server_not_converged server:srv_1 warning 120000"]],

@@ -8,7 +8,7 @@ import { formatBytes } from "../domain/limits.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed", "disk_quota"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed", "disk_quota", "install_failed"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -26,6 +26,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   transfer_failed: "TransferFailed",
   backup_overdue: "BackupOverdue",
   disk_quota: "DiskQuotaExceeded",
+  install_failed: "InstallFailed",
 };
 
 export interface AlertThresholds {
@@ -157,6 +158,9 @@ export function alertKey(c: { rule: string; subject: string }): string {
 /** Reasons plan() gives a server while a backup or restore holds it (reconcile/plan.ts, step 2b). */
 const DATA_OPERATION_REASONS: ReadonlySet<string> = new Set(["StoppingForBackup", "BackingUp", "StoppingForRestore", "Restoring"]);
 
+/** A server whose install script runs, or is about to (plan step 5b). */
+const INSTALL_REASONS: ReadonlySet<string> = new Set(["Installing", "StoppingForInstall"]);
+
 /** Phases that satisfy each desired state. */
 const CONVERGED: Record<DesiredState, readonly Phase[]> = {
   [DesiredState.UNSPECIFIED]: [],
@@ -178,6 +182,8 @@ export function notConverged(s: ServerView): boolean {
   if (DATA_OPERATION_REASONS.has(s.reason)) return false;
   // Stopped over its disk quota (stop_over_disk_quota): the disk_quota alert says so.
   if (s.reason === "DiskQuotaExceeded") return false;
+  // Its install script runs (up to its own timeout; a failure is install_failed's).
+  if (INSTALL_REASONS.has(s.reason)) return false;
   if (s.phase === Phase.UNKNOWN || s.phase === Phase.DATA_LOST) return false;
   if (s.phase === Phase.FAILED && s.reason === "CrashLoop") return false;
   return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);
@@ -248,7 +254,9 @@ export function serverConditions(servers: readonly ServerView[], hosts: Readonly
     const s: ServerView = away ? { ...live, phase: live.lastKnownPhase!, reason: live.lastKnownReason ?? "" } : live;
     const asLastSeen = (m: string) => (away ? `${m} (last seen before host ${hosts.get(s.hostId)?.name ?? s.hostId} went away)` : m);
     const server = { project: s.project, hostId: s.hostId, serverId: s.id, subject: `server:${s.id}` };
-    if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
+    if (s.phase === Phase.FAILED && s.reason === "InstallFailed") {
+      out.push({ ...server, rule: "install_failed", severity: "critical", forMs: 0, message: asLastSeen(`server ${s.name}: its install script failed; read its output with GetInstallLog, fix the cause, then ReinstallServer`) });
+    } else if (s.phase === Phase.FAILED && s.reason === "CrashLoop") {
       out.push({ ...server, rule: "crash_loop", severity: "critical", forMs: 0, message: asLastSeen(`server ${s.name} is crash-looping; fix it and start it again`) });
     } else if ((s.phase === Phase.STARTING || s.phase === Phase.RUNNING) && (s.recentCrashes ?? 0) >= CRASH_WARNING_AT) {
       // The same alert as the crash loop's, in its warning stage: it turns critical there, acknowledgement kept.

@@ -15,6 +15,7 @@ import {
   type ContainerInfo,
   type DataDir,
   type Inventory,
+  type InstallResult,
   type ManagerMessage,
 } from "@berth/proto/berth/v1/agent_pb.js";
 import { ConflictError, HostOwnershipLostError, InvalidArgumentError, UnauthenticatedError, UnavailableError } from "../errors.js";
@@ -27,7 +28,10 @@ import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { CommitResult, Store, WriteOp } from "../store/store.js";
 import { type CommandRecord, type DataDirRecord, type DataRootEntry, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
-import { LABEL_MANAGER, LABEL_SERVER } from "../domain/labels.js";
+import { LABEL_MANAGER, LABEL_ROLE, LABEL_SERVER, ROLE_INSTALL } from "../domain/labels.js";
+
+/** The most of an install attempt's output kept (the agent keeps its last 64 KiB too). */
+export const INSTALL_LOG_MAX_BYTES = 64 * 1024;
 import { commandName } from "../reconcile/plan.js";
 import { requestArchiveRemoval } from "./backup-removal.js";
 import { ObservationOrder } from "../link/observation-order.js";
@@ -524,7 +528,8 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         order.note(serverId, msg.seq);
         // Only this manager's containers, on the server's own host, can drive its desired state
         // (a stale copy elsewhere, e.g. left on another host sharing the engine, must not).
-        if (ev.action === "die" && ev.exitCause && c.labels[LABEL_MANAGER] === deps.managerId && server.hostId === host.id) {
+        // Not the exit of its install container (RUN_INSTALL's result says how that went).
+        if (ev.action === "die" && ev.exitCause && c.labels[LABEL_MANAGER] === deps.managerId && c.labels[LABEL_ROLE] !== ROLE_INSTALL && server.hostId === host.id) {
           await reconciler.noteExit(serverId, ev.exitCause as ExitCause, c.exitCode, at, c.finishedTime ? timestampMs(c.finishedTime) : 0, c.oomKilled);
         }
         await reconciler.enqueue(serverId, `container ${ev.action}`);
@@ -650,6 +655,32 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
     reconciler.enqueue(s.id, "data operation progress");
   }
 
+  /**
+   * The install log row of a RUN_INSTALL result (kept out of the server
+   * record; GetInstallLog reads it): the attempt the server's lifecycle gave
+   * this command, the log cut to its last INSTALL_LOG_MAX_BYTES whatever the
+   * agent sent.
+   */
+  async function installLogOp(cmd: CommandRecord, i: InstallResult, server: ServerRecord, at: number): Promise<WriteOp> {
+    const inst = server.lifecycle.install;
+    const attempt = inst?.commandId === cmd.id ? inst.attempt : ((await store.installLogs(server.id))[0]?.attempt ?? 0) + 1;
+    const cut = i.log.length > INSTALL_LOG_MAX_BYTES;
+    return {
+      op: "installLog.record",
+      log: {
+        serverId: server.id,
+        attempt,
+        commandId: cmd.id,
+        startedAt: i.startedTime ? timestampMs(i.startedTime) : cmd.createdAt,
+        finishedAt: i.finishedTime ? timestampMs(i.finishedTime) : at,
+        exitCode: i.exitCode,
+        timedOut: i.timedOut,
+        truncated: i.truncated || cut,
+        log: cut ? i.log.subarray(i.log.length - INSTALL_LOG_MAX_BYTES) : i.log,
+      },
+    };
+  }
+
   /** Removes an archive no backup owns any more (best effort: logged when it cannot). */
   function removeLateArchive(hostId: string, job: BackupJob, serverId: string): void {
     requestArchiveRemoval(hub, hostId, job, serverId, now()).then(
@@ -744,6 +775,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       }),
     );
     finish.push(...dataResultOps(cmd, r, server ?? undefined, at));
+    if (cmd.command.kind === CommandKind.RUN_INSTALL && r.install && server) finish.push(await installLogOp(cmd, r.install, server, at));
     try {
       if (!(await link.commit(finish))) return;
     } catch (err) {

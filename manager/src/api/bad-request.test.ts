@@ -98,4 +98,14 @@ describe("InvalidArgument carries every field violation (google.rpc.BadRequest)"
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.rawMessage).toBe(`port conflict on host ${hostName}: host port 27015/tcp is used by server "first" (try 27016)`);
   });
+
+  it("an install script written by hand is checked like a template's: every bad field named", async () => {
+    const servers = createClient(ServerService, tm.transport());
+    const err = await refusal(
+      servers.createServer({ spec: { name: "inst", image: "busybox:1", hostId: agent.hostId, install: { image: "Not An Image", script: "", entrypoint: "bash -e", timeoutSeconds: 99_999 } } }),
+    );
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(violations(err).map((v) => v.field).sort()).toEqual(["spec.install.entrypoint", "spec.install.image", "spec.install.script", "spec.install.timeout_seconds"]);
+    expect(await tm.manager.store.findServerByName("default", "inst")).toBeUndefined();
+  });
 });

@@ -20,6 +20,8 @@ import {
   PauseServerResponseSchema,
   ResumeServerResponseSchema,
   SendConsoleCommandResponseSchema,
+  GetInstallLogResponseSchema,
+  ReinstallServerResponseSchema,
   Protocol,
   ServerSpecSchema,
   type ServerSpec,
@@ -328,7 +330,8 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
         spec: { ...spec, hostId },
         status: { ...initialStatus(), phase: Phase.PENDING, reason: "Created", message: "waiting for the reconciler" },
         dataInitialized: false,
-        lifecycle: {},
+        // A server with an install script runs it before its container is made (plan step 5b).
+        lifecycle: spec.install ? { install: { state: "pending", attempt: 0, requestedAt: at } } : {},
         createdAt: at,
         updatedAt: at,
         deletedAt: null,
@@ -517,6 +520,43 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       const s = await find(caller, req.id);
       const r = await moves.transfer({ actor: actorOf(caller), name: caller.name }, s, req.host, { target: req.target, keepSourceHours: req.keepSourceHours, timeoutSeconds: req.timeoutSeconds });
       return create(TransferServerResponseSchema, { server: serverToProto(r.server), backupId: r.backupId });
+    },
+
+    async getInstallLog(req, ctx) {
+      const s = await find(callerOf(ctx), req.id);
+      const attempts = (await store.installLogs(s.id)).map((l) => ({
+        attempt: l.attempt,
+        startedTime: timestampFromMs(l.startedAt),
+        finishedTime: timestampFromMs(l.finishedAt),
+        exitCode: l.exitCode,
+        timedOut: l.timedOut,
+        log: l.log,
+        truncated: l.truncated,
+      }));
+      return create(GetInstallLogResponseSchema, { attempts });
+    },
+
+    async reinstallServer(req, ctx) {
+      requireRole(callerOf(ctx), "operator", "ReinstallServer");
+      const server = await act(ctx, req.id, "reinstall_requested", (s, at) => {
+        notDeleted(s, "reinstall");
+        if (!s.spec.install) {
+          throw new PreconditionError(`server "${s.name}" has no install script (spec.install); set one with UpdateServer (or render it from a template with one), then ReinstallServer`);
+        }
+        const inst = s.lifecycle.install;
+        if (inst?.state === "running" || inst?.state === "pending") {
+          throw new PreconditionError(`the install script of "${s.name}" is ${inst.state === "running" ? `running (attempt ${inst.attempt})` : "already waiting to run"}; wait for it to finish (status.install)`);
+        }
+        const active = ["running", "paused", "restarting"].includes(s.status.containerState);
+        if (inst?.state !== "failed" && (active || s.spec.desiredState !== DesiredState.STOPPED)) {
+          throw new PreconditionError(`server "${s.name}" must be stopped to run its install script again (it is ${active ? s.status.containerState : `meant to be ${DesiredState[s.spec.desiredState].toLowerCase()}`}): stop it with StopServer, then ReinstallServer, then start it`);
+        }
+        return {
+          lifecycle: { ...s.lifecycle, install: { state: "pending", attempt: inst?.attempt ?? 0, requestedAt: at } },
+          message: `run the install script again (attempt ${(inst?.attempt ?? 0) + 1}) before the server's container is started`,
+        };
+      });
+      return create(ReinstallServerResponseSchema, { server: serverToProto(server) });
     },
 
     async cloneServer(req, ctx) {

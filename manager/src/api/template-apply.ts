@@ -77,6 +77,7 @@ const TEMPLATE_FIELDS = [
   ["stop_command", (s: ServerSpec) => s.stopCommand !== ""],
   ["console", (s: ServerSpec) => s.console],
   ["restart_policy", (s: ServerSpec) => s.restartPolicy !== 0],
+  ["install", (s: ServerSpec) => s.install !== undefined],
 ] as const;
 
 /** Refuses a CreateServerRequest spec that sets what its template gives. */
@@ -147,6 +148,7 @@ export async function renderForServer(store: Store, caller: Caller, ref: Templat
     console: rendered.console,
     restartPolicy: rendered.restartPolicy,
     resources: rendered.resources,
+    install: rendered.install,
     template: create(TemplateRefSchema, { templateId: rec.id, version: BigInt(rec.version), image: rendered.image, variables: given }),
   });
   return { spec, template: rec };

@@ -57,6 +57,8 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
   "berth.v1.ServerService/PurgeServer": write("admin"),
   "berth.v1.ServerService/TransferServer": write("operator"),
   "berth.v1.ServerService/CloneServer": write("operator"),
+  "berth.v1.ServerService/GetInstallLog": read("viewer"),
+  "berth.v1.ServerService/ReinstallServer": write("operator"),
 
   // A server's data directory: viewers read, operators change. WriteFile is one call per
   // 1 MiB chunk: not counted by the per-token mutation rate limit (--rate-limit would

@@ -140,6 +140,28 @@ export interface Lifecycle {
    * limit Docker does not hold as asked is shown, not retried in a loop.
    */
   limitsAttempt?: { containerId: string; key: string };
+  /**
+   * The install script (spec.install): set pending when a server with one is
+   * created, and by ReinstallServer; plan() runs it (RUN_INSTALL) before the
+   * server's container is made or started. Absent: nothing to install.
+   */
+  install?: InstallRecord;
+}
+
+/** Where a server's install script is (Lifecycle.install; status.install shows it). */
+export interface InstallRecord {
+  state: "pending" | "running" | "succeeded" | "failed";
+  /** Runs started so far (the running or last one's number). */
+  attempt: number;
+  /** Manager clock: when it was (last) set pending. */
+  requestedAt: number;
+  /** The RUN_INSTALL command of the current attempt. */
+  commandId?: string;
+  startedAt?: number;
+  finishedAt?: number;
+  exitCode?: number;
+  timedOut?: boolean;
+  message?: string;
 }
 
 /** Where a data operation's archive is, as its command carries it (the S3 secret stays sealed here). */

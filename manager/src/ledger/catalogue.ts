@@ -186,6 +186,16 @@ export const EVENT_CATALOGUE = {
     fields: "correlation_id: the backup id",
   },
 
+  // --- install scripts (ServerSpec.install; docs/templates.md "Install scripts") ---
+  "server.reinstall_requested": { meaning: "ReinstallServer: the install script is to run again (status.install pending) before the server's container is started", actor: "operator" },
+  "install.started": { meaning: "a server's install script started in its install container (RUN_INSTALL)", actor: "reconciler", fields: "correlation_id: the command id" },
+  "install.succeeded": { meaning: "a server's install script exited with code 0; the server is made and started as its desired state says", actor: "reconciler", fields: "correlation_id: the command id" },
+  "install.failed": {
+    meaning: "a server's install script failed (exit code other than 0, timed out, or no result in time): the server stays Failed/InstallFailed until ReinstallServer; its output is kept (GetInstallLog)",
+    actor: "reconciler",
+    fields: "reason: InstallFailed, or ServerDeleted (stopped because the server was deleted: pending again); correlation_id: the command id",
+  },
+
   // --- schedules (ScheduleService; docs/schedules.md) --------------------------
   "schedule.created": { meaning: "CreateSchedule recorded a schedule; its first tick is the first after now", actor: "operator", fields: "correlation_id: the schedule id" },
   "schedule.updated": { meaning: "UpdateSchedule replaced a schedule's spec (a changed cron, time zone or enabled flag counts ticks from now on)", actor: "operator", fields: "correlation_id: the schedule id" },

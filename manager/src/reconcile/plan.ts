@@ -24,7 +24,7 @@
 import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, RestartPolicy, type ResourceLimits, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import type { DataOp, Lifecycle } from "../domain/records.js";
+import type { DataOp, InstallRecord, Lifecycle } from "../domain/records.js";
 import { formatBytes, limitsDiff, limitsKey, oomMessage } from "../domain/limits.js";
 import type { ConditionFact } from "./conditions.js";
 
@@ -55,6 +55,8 @@ export const COMMAND_DEADLINE_MS: Record<CommandKind, number> = {
   // SendConsoleCommand's: never a server's in-flight command.
   [CommandKind.CONSOLE_INPUT]: 10_000,
   [CommandKind.DISCARD_PREVIOUS_DATA]: 600_000,
+  // The install carries its own deadline (its timeout plus INSTALL_DEADLINE_MARGIN_MS); this is the fallback.
+  [CommandKind.RUN_INSTALL]: 1_200_000,
 };
 
 /**
@@ -170,6 +172,12 @@ export interface Plan {
   finishDataOp?: boolean;
   /** A crashing server being restarted per policy: status.crash (crashes towards a loop, the next restart). */
   crash?: { recent: number; limit: number; nextRestartAt?: number };
+  /**
+   * The server is deleted or purged while its install script runs: the
+   * reconciler removes the install container (the agent's RUN_INSTALL then
+   * ends, InstallCancelled), after which the removal goes on as usual.
+   */
+  cancelInstall?: boolean;
   /** The command applies these limits to this container live: remember it (Lifecycle.limitsAttempt). */
   limitsAttempt?: { containerId: string; key: string };
 }
@@ -192,6 +200,7 @@ const TIMEOUT_REASON: Partial<Record<CommandKind, string>> = {
   [CommandKind.BACKUP_DATA]: "DeadlineExceeded",
   [CommandKind.RESTORE_DATA]: "DeadlineExceeded",
   [CommandKind.DISCARD_PREVIOUS_DATA]: "DeadlineExceeded",
+  [CommandKind.RUN_INSTALL]: "InstallFailed",
 };
 
 /**
@@ -319,7 +328,7 @@ function decide(input: PlanInput): Plan {
       ...base,
       ...inflightPhase(f.kind, container, input.deleted, lc.purge !== undefined, input.network),
       ...(lc.dataOp ? { dataStage: dataStageOf(f.kind, lc.dataOp) } : {}),
-      requeueAfterMs: f.deadlineAt - input.now,
+      ...(f.kind === CommandKind.RUN_INSTALL && (input.deleted || lc.purge) ? { cancelInstall: true, requeueAfterMs: Math.min(REMOVE_RETRY_MS, f.deadlineAt - input.now) } : { requeueAfterMs: f.deadlineAt - input.now }),
     };
   }
 
@@ -398,7 +407,7 @@ function decide(input: PlanInput): Plan {
   }
 
   // A failure since the operator's last action stands until they act again.
-  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt && !DATA_COMMAND_KINDS.has(last.kind) && !removalFailed) {
+  if (last && last.state !== "succeeded" && last.createdAt >= input.lastActionAt && !DATA_COMMAND_KINDS.has(last.kind) && last.kind !== CommandKind.RUN_INSTALL && !removalFailed) {
     return {
       ...base,
       phase: Phase.FAILED,
@@ -435,6 +444,20 @@ function decide(input: PlanInput): Plan {
   const dataPolicy = input.dataInitialized ? DataPolicy.REQUIRE : DataPolicy.CREATE;
   const desired = input.spec.desiredState;
   const startKind = desired === DesiredState.STOPPED ? CommandKind.ENSURE_CONTAINER : CommandKind.ENSURE_RUNNING;
+
+  // 5b. The install script (spec.install) runs before the server's container is made or started:
+  //     pending, it runs (RUN_INSTALL) with no container of the server running; failed, the server
+  //     stays Failed (no retry in a loop) until ReinstallServer sets it pending again.
+  const install = input.spec.install ? lc.install : undefined;
+  if (install?.state === "failed") {
+    return { ...base, phase: Phase.FAILED, reason: "InstallFailed", message: installFailedMessage(install) };
+  }
+  if (install && (install.state === "pending" || install.state === "running")) {
+    if (container && (container.state === "running" || container.state === "paused" || container.state === "restarting")) {
+      return issue(base, Phase.STOPPING, "StoppingForInstall", "stopping the container to run the install script", CommandKind.ENSURE_STOPPED);
+    }
+    return issue(base, Phase.CREATING, "Installing", `running the install script (attempt ${install.attempt + 1}); its output: GetInstallLog`, CommandKind.RUN_INSTALL);
+  }
 
   // 6. Rebuild requested and not yet done: replace the container, keeping data.
   // Requests and completions are both manager-clock times (see noteCommandFinished in reconciler.ts),
@@ -718,6 +741,8 @@ function inflightPhase(kind: CommandKind, container: ContainerInfo | undefined, 
       return { phase: Phase.STOPPED, reason: "Restoring", message: "restoring the data directory from a backup; the server starts again afterwards if it should run" };
     case CommandKind.DISCARD_PREVIOUS_DATA:
       return { phase: container?.state === "running" ? Phase.RUNNING : Phase.STOPPED, reason: "DiscardingPreviousData", message: "removing the data a restore replaced" };
+    case CommandKind.RUN_INSTALL:
+      return { phase: Phase.CREATING, reason: "Installing", message: "running the install script; its output: GetInstallLog" };
     default:
       return { phase: Phase.PENDING, reason: "Checking", message: "checking the host" };
   }
@@ -817,6 +842,12 @@ function exitMessage(c: ContainerInfo, limits?: ResourceLimits): string {
 
 function capitalize(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** Phase message of a server whose install failed: what happened, where its output is, what to do. */
+export function installFailedMessage(i: Pick<InstallRecord, "attempt" | "exitCode" | "timedOut" | "message">): string {
+  const what = i.timedOut ? "timed out and was killed" : i.exitCode !== undefined ? `exited with code ${i.exitCode}` : `failed (${i.message || "no reason given"})`;
+  return `the install script ${what} (attempt ${i.attempt}); read its output with GetInstallLog, fix the cause, then run it again with ReinstallServer`;
 }
 
 /** Human name of a command kind for messages, e.g. "ensure-running". */

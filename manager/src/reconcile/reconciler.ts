@@ -1,18 +1,18 @@
 import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { BackupJobSchema, BackupLocationSchema, CommandKind, CommandSchema, ContainerSpecSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
-import { CrashStateSchema, DesiredState, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type Operation, type ResourceLimits } from "@berth/proto/berth/v1/server_pb.js";
+import { BackupJobSchema, BackupLocationSchema, CommandKind, CommandSchema, ContainerSpecSchema, InstallJobSchema, type Command, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
+import { CrashStateSchema, DesiredState, InstallState, InstallStatusSchema, OperationSchema, Phase, RestartPolicy, ServerStatusSchema, type InstallStatus, type Operation, type ResourceLimits } from "@berth/proto/berth/v1/server_pb.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
-import { type BackupLocationRecord, type DataOp, type EventInput, type ExitCause, type Lifecycle, type ServerRecord, type StrayCopy } from "../domain/records.js";
+import { type BackupLocationRecord, type DataOp, type EventInput, type ExitCause, type InstallRecord, type Lifecycle, type ServerRecord, type StrayCopy } from "../domain/records.js";
 import { DEFAULT_PIDS_LIMIT, effectiveLimits, oomMessage } from "../domain/limits.js";
-import { LABEL_GENERATION, LABEL_MANAGER, LABEL_SERVER, LABEL_SPEC_HASH } from "../domain/labels.js";
+import { LABEL_GENERATION, LABEL_MANAGER, LABEL_ROLE, LABEL_SERVER, LABEL_SPEC_HASH, ROLE_INSTALL } from "../domain/labels.js";
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../errors.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { mergeConditions, sameConditions } from "./conditions.js";
-import { COMMAND_DEADLINE_MS, commandName, DATA_COMMAND_KINDS, pickContainer, plan, type Plan } from "./plan.js";
+import { COMMAND_DEADLINE_MS, commandName, DATA_COMMAND_KINDS, installFailedMessage, pickContainer, plan, type Plan } from "./plan.js";
 import { WorkQueue } from "./queue.js";
 import { projectNetworkName } from "./project-network.js";
 import { specHash } from "./spec-hash.js";
@@ -80,6 +80,13 @@ const NOTE_EXIT_ATTEMPTS = 5;
 /** How often a server's copy on another host is tried again while that host is away (or held by another manager). */
 const STRAY_RETRY_MS = 10_000;
 
+/** An install script's timeout when its spec gives none (ServerInstall.timeout_seconds 0). */
+export const DEFAULT_INSTALL_TIMEOUT_S = 600;
+/** RUN_INSTALL's deadline: the script's timeout plus this (the image's pull, the container's removal). */
+export const INSTALL_DEADLINE_MARGIN_MS = 10 * 60_000;
+/** Where the install container sees the data directory (eggs' install scripts expect it there). */
+export const INSTALL_MOUNT_PATH = "/mnt/server";
+
 /** Default graceful stop timeout (seconds) before the agent kills the container. */
 export const DEFAULT_STOP_TIMEOUT_S = 10;
 
@@ -127,6 +134,8 @@ export class Reconciler {
   private resyncTimer: NodeJS.Timeout | undefined;
   /** Stray copies being removed now ("<server>/<host>"). */
   private readonly removing = new Set<string>();
+  /** Install containers being removed now because their server was deleted (Docker ids). */
+  private readonly cancelling = new Set<string>();
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
@@ -318,7 +327,10 @@ export class Reconciler {
     const hash = specHash(server.spec, { serverId: server.id, box: this.deps.secrets });
     // Only this manager's containers: another manager's copy must never drive this server.
     // An adopted container (bound by id, without berth's labels) counts as the server's own.
-    const mine = (await store.containersForServer(server.hostId, server.id)).filter((c) => c.info.labels[LABEL_MANAGER] === managerId);
+    const ours = (await store.containersForServer(server.hostId, server.id)).filter((c) => c.info.labels[LABEL_MANAGER] === managerId);
+    // Its install container (RUN_INSTALL) is labelled with the server but is not its container.
+    const installers = ours.filter((c) => c.info.labels[LABEL_ROLE] === ROLE_INSTALL);
+    const mine = ours.filter((c) => c.info.labels[LABEL_ROLE] !== ROLE_INSTALL);
     const adoptedId = server.lifecycle.adoptedContainerId;
     const adopted = adoptedId && !mine.some((c) => c.containerId === adoptedId) ? await store.observedContainer(server.hostId, adoptedId) : undefined;
     const observed = adopted ? [...mine, adopted] : mine;
@@ -374,6 +386,14 @@ export class Reconciler {
       lifecycle = dataDone.lifecycle;
       server = { ...server, lifecycle };
       if (dataDone.event) events.push({ project: server.project, serverId: server.id, hostId: server.hostId, actor: "reconciler", ...dataDone.event });
+    }
+
+    // The install script's command finished: its outcome goes into lifecycle.install, with its event.
+    const installDone = last ? await this.installFinished(server, last, now) : undefined;
+    if (installDone) {
+      lifecycle = installDone.lifecycle;
+      server = { ...server, lifecycle };
+      events.push(installDone.event);
     }
 
     // A container seen before that is gone without any berth command in flight was
@@ -510,8 +530,13 @@ export class Reconciler {
     if (p.command) {
       const dataOp = srv.lifecycle.dataOp;
       const isDataOp = dataOp && (p.command.kind === CommandKind.BACKUP_DATA || p.command.kind === CommandKind.RESTORE_DATA);
-      // A backup or restore has the deadline it was asked with.
-      const deadlineMs = isDataOp ? Math.max(1, dataOp.deadlineAt - now) : this.deadlineFor(p.command.kind);
+      const installing = p.command.kind === CommandKind.RUN_INSTALL && srv.spec.install;
+      // A backup or restore has the deadline it was asked with; an install its timeout and a margin.
+      const deadlineMs = isDataOp
+        ? Math.max(1, dataOp.deadlineAt - now)
+        : installing
+          ? (srv.spec.install!.timeoutSeconds || DEFAULT_INSTALL_TIMEOUT_S) * 1000 + INSTALL_DEADLINE_MARGIN_MS
+          : this.deadlineFor(p.command.kind);
       toSend = this.buildCommand(srv, hash, network, limits, p.command.kind, p.command.dataPolicy, p.command.recreate ?? false, now, deadlineMs);
       if (isDataOp) {
         toSend.backup = create(BackupJobSchema, {
@@ -525,6 +550,31 @@ export class Reconciler {
         if (p.command.kind === CommandKind.BACKUP_DATA) ops.push({ op: "backup.update", id: dataOp.backupId, set: { state: "running", startedAt: now, hostId: srv.hostId }, ifState: ["pending", "running"] });
       }
       if (p.command.kind === CommandKind.RESTORE_DATA) toSend.dataDir = previousDataName(srv.id, toSend.id);
+      if (installing) {
+        const spec = srv.spec.install!;
+        // The spec's env is the script's environment (secret values still sealed: openCommand opens them on the wire).
+        toSend.install = create(InstallJobSchema, {
+          image: spec.image,
+          script: spec.script,
+          entrypoint: spec.entrypoint,
+          timeoutSeconds: spec.timeoutSeconds || DEFAULT_INSTALL_TIMEOUT_S,
+          env: srv.spec.env,
+          mountPath: INSTALL_MOUNT_PATH,
+          labels: { [LABEL_MANAGER]: this.deps.managerId, [LABEL_SERVER]: srv.id },
+        });
+        const attempt = (srv.lifecycle.install?.attempt ?? 0) + 1;
+        lifecycle = { ...srv.lifecycle, install: { state: "running", attempt, requestedAt: srv.lifecycle.install?.requestedAt ?? now, commandId: toSend.id, startedAt: now } };
+        events.push({
+          type: "install.started",
+          project: srv.project,
+          serverId: srv.id,
+          hostId: srv.hostId,
+          reason: "Installing",
+          actor: "reconciler",
+          correlationId: toSend.id,
+          message: `install script started (attempt ${attempt}, image ${spec.image}, timeout ${spec.timeoutSeconds || DEFAULT_INSTALL_TIMEOUT_S} s)`,
+        });
+      }
       if (p.command.kind === CommandKind.DISCARD_PREVIOUS_DATA) toSend.dataDir = srv.lifecycle.previousData?.find((d) => !d.keep)?.name ?? "";
       // Refused (ConflictError) if the server has an open command after all: the database allows one.
       const c = this.commandOps(srv, toSend, now, now + deadlineMs, { reason: p.reason, actor: "reconciler" });
@@ -542,6 +592,7 @@ export class Reconciler {
       startedTime: shown && (shown.state === "running" || shown.state === "paused") ? shown.startedTime : undefined,
       observedGeneration: settled ? srv.generation : Number(srv.status.observedGeneration),
       operation: operationOf(srv.lifecycle.dataOp, p.dataStage),
+      install: srv.spec.install ? installStatusOf((lifecycle ?? srv.lifecycle).install) : undefined,
     });
     // Server writes first (the first one checks the version), then commands, then events.
     const serverOps: WriteOp[] = [];
@@ -563,10 +614,71 @@ export class Reconciler {
       this.deps.log.info({ server: srv.id, name: srv.name, host: srv.hostId, command: toSend.id, kind: commandName(toSend.kind), cause }, "command issued");
       await this.dispatch(srv.hostId, toSend, now);
     }
+    if (p.cancelInstall) this.cancelInstall(srv, installers.map((c) => c.containerId));
     if (p.expireInflight || p.settleInflight || dataFailure || p.finishDataOp) return { requeueAfterMs: 0 };
     const stray = this.strayCopiesDue(srv, now);
     const requeue = stray === undefined ? p.requeueAfterMs : Math.min(p.requeueAfterMs ?? Infinity, stray);
     return requeue !== undefined ? { requeueAfterMs: requeue } : {};
+  }
+
+  /**
+   * The lifecycle and event after the install's command (`last`) finished,
+   * or undefined when `last` is not the install under way. A failure (exit
+   * code, timeout, the command expiring) leaves the install failed until
+   * ReinstallServer; the exit code and timeout come from its log's row.
+   * An install cut short because the server was deleted is pending again
+   * (it runs when the server is restored and started).
+   */
+  private async installFinished(
+    server: ServerRecord,
+    last: { command: Command; state: string; createdAt: number; finishedAt?: number | null; reason?: string | null; message?: string | null },
+    now: number,
+  ): Promise<{ lifecycle: Lifecycle; event: EventInput } | undefined> {
+    const inst = server.lifecycle.install;
+    if (last.command.kind !== CommandKind.RUN_INSTALL || !inst || inst.state !== "running" || inst.commandId !== last.command.id) return undefined;
+    const finishedAt = last.finishedAt ?? now;
+    const base = { project: server.project, serverId: server.id, hostId: server.hostId, actor: "reconciler", correlationId: last.command.id };
+    if (last.state === "succeeded") {
+      const install: InstallRecord = { ...inst, state: "succeeded", finishedAt, exitCode: 0, timedOut: false, message: last.message || "the install script succeeded" };
+      return {
+        lifecycle: { ...server.lifecycle, install },
+        event: { ...base, type: "install.succeeded", reason: "Installed", message: `install script succeeded (attempt ${inst.attempt}) in ${((finishedAt - (inst.startedAt ?? last.createdAt)) / 1000).toFixed(1)} s` },
+      };
+    }
+    if (server.deletedAt !== null || server.lifecycle.purge) {
+      const { commandId: _c, startedAt: _s, ...rest } = inst;
+      return {
+        lifecycle: { ...server.lifecycle, install: { ...rest, state: "pending" } },
+        event: { ...base, type: "install.failed", reason: "ServerDeleted", message: `install script stopped (attempt ${inst.attempt}): the server was deleted; it runs again if the server is restored and started` },
+      };
+    }
+    const row = (await this.deps.store.installLogs(server.id)).find((l) => l.commandId === last.command.id);
+    const install: InstallRecord = {
+      ...inst,
+      state: "failed",
+      finishedAt,
+      ...(row ? { exitCode: row.exitCode, timedOut: row.timedOut } : {}),
+      message: last.state === "expired" ? `no result within its deadline (${last.message || "the agent did not answer"})` : last.message || last.reason || "",
+    };
+    return {
+      lifecycle: { ...server.lifecycle, install },
+      event: { ...base, type: "install.failed", reason: "InstallFailed", message: installFailedMessage(install) },
+    };
+  }
+
+  /** Removes the install containers of a server deleted while it installs (once at a time each; the next reconcile tries again). */
+  private cancelInstall(s: ServerRecord, containerIds: readonly string[]): void {
+    for (const id of containerIds) {
+      if (this.cancelling.has(id)) continue;
+      this.cancelling.add(id);
+      this.requestOrphanCommand(s.hostId, { kind: CommandKind.REMOVE_CONTAINER, containerId: id })
+        .then((r) => {
+          if (!r.success) this.deps.log.warn({ server: s.id, container: id, reason: r.reason, message: r.message }, "could not remove the install container of a deleted server; trying again");
+          else this.deps.log.info({ server: s.id, container: id }, "removed the install container: the server was deleted during its install");
+        })
+        .catch((err: unknown) => this.deps.log.warn({ server: s.id, container: id, err: String(err) }, "could not remove the install container of a deleted server; trying again"))
+        .finally(() => this.cancelling.delete(id));
+    }
   }
 
   /**
@@ -835,7 +947,7 @@ export class Reconciler {
     p: Plan,
     cause: string,
     now: number,
-    o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; startedTime: Timestamp | undefined; observedGeneration: number; operation: Operation | undefined },
+    o: { dataPresent: boolean; dataSize: number; containerId: string; containerState: string; startedTime: Timestamp | undefined; observedGeneration: number; operation: Operation | undefined; install: InstallStatus | undefined },
   ): { op: WriteOp; events: EventInput[]; phaseChanged: boolean } | undefined {
     const { dataPresent, dataSize, containerId, containerState } = o;
     const old = server.status;
@@ -856,6 +968,7 @@ export class Reconciler {
       lastChangeCause: phaseChanged ? cause : old.lastChangeCause,
       ...(o.operation ? { operation: o.operation } : {}),
       ...(o.startedTime ? { startedTime: o.startedTime } : {}),
+      ...(o.install ? { install: o.install } : {}),
       // What was known before the host went away stays beside Unknown until it is back.
       ...(p.phase === Phase.UNKNOWN
         ? old.phase === Phase.UNKNOWN
@@ -881,6 +994,8 @@ export class Reconciler {
       old.dataExists === next.dataExists &&
       old.dataSizeBytes === next.dataSizeBytes &&
       sameOperation(old.operation, next.operation) &&
+      (old.install === undefined) === (next.install === undefined) &&
+      (old.install === undefined || equals(InstallStatusSchema, old.install, next.install!)) &&
       old.lastKnownPhase === next.lastKnownPhase &&
       old.lastKnownReason === next.lastKnownReason &&
       (old.crash === undefined) === (next.crash === undefined) &&
@@ -1053,6 +1168,21 @@ function operationOf(op: DataOp | undefined, stage: string | undefined): Operati
     startTime: timestampFromMs(op.requestedAt),
     sourceHost: op.transfer?.sourceHost ?? "",
     targetHost: op.transfer?.targetHost ?? "",
+  });
+}
+
+/** status.install from the lifecycle's record (a spec with install but no record: nothing installs, none shown). */
+function installStatusOf(i: InstallRecord | undefined): InstallStatus | undefined {
+  if (!i) return undefined;
+  const state = { pending: InstallState.PENDING, running: InstallState.RUNNING, succeeded: InstallState.SUCCEEDED, failed: InstallState.FAILED }[i.state];
+  return create(InstallStatusSchema, {
+    state,
+    attempt: i.attempt,
+    ...(i.startedAt ? { startedTime: timestampFromMs(i.startedAt) } : {}),
+    ...(i.finishedAt && i.state !== "running" && i.state !== "pending" ? { finishedTime: timestampFromMs(i.finishedAt) } : {}),
+    exitCode: i.exitCode ?? 0,
+    timedOut: i.timedOut ?? false,
+    message: i.state === "failed" ? installFailedMessage(i) : i.state === "pending" ? "waiting to run before the server's container is made or started" : i.state === "running" ? "running" : (i.message ?? ""),
   });
 }
 

@@ -894,4 +894,40 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX schedule_runs_schedule ON schedule_runs (schedule_id, started_at DESC, id DESC);
   `,
   },
+  // 17: install logs (issue 21; ServerService.GetInstallLog): the output of a
+  // server's install script (ServerSpec.install), one row per attempt, kept
+  // out of the server record. The agent sends at most the last 64 KiB of an
+  // attempt (log); install_log.record keeps a server's newest 3 attempts.
+  // Removed with the server's record (server.delete).
+  {
+    description: "install_logs: install script output per server and attempt (GetInstallLog, issue 21)",
+    sqlite: `
+  CREATE TABLE install_logs (
+    server_id   TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    command_id  TEXT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT NOT NULL,
+    exit_code   INTEGER NOT NULL,
+    timed_out   INTEGER NOT NULL DEFAULT 0,
+    truncated   INTEGER NOT NULL DEFAULT 0,
+    log         BLOB NOT NULL,
+    PRIMARY KEY (server_id, attempt)
+  );
+  `,
+    postgres: `
+  CREATE TABLE install_logs (
+    server_id   TEXT COLLATE "C" NOT NULL,
+    attempt     INTEGER NOT NULL,
+    command_id  TEXT COLLATE "C" NOT NULL,
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT NOT NULL,
+    exit_code   INTEGER NOT NULL,
+    timed_out   INTEGER NOT NULL DEFAULT 0,
+    truncated   INTEGER NOT NULL DEFAULT 0,
+    log         BYTEA NOT NULL,
+    CONSTRAINT install_logs_pkey PRIMARY KEY (server_id, attempt)
+  );
+  `,
+  },
 ];

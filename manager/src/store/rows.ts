@@ -35,7 +35,7 @@ import type {
   TokenRecord,
 } from "../domain/records.js";
 import { AlreadyExistsError, ConflictError } from "../errors.js";
-import { USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type ServerPlacement, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "./store.js";
+import { USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type InstallLogRecord, type ServerPlacement, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "./store.js";
 
 /**
  * Text as every engine stores it: well-formed, without NUL.
@@ -795,4 +795,37 @@ export function templateTaken(t: Pick<TemplateRecord, "id" | "name" | "project">
 /** template.update refused: someone changed it since it was read. */
 export function templateMoved(id: string, expect: number, actual: number): ConflictError {
   return new ConflictError(`template ${id} is at version ${actual}, not ${expect}: someone changed it meanwhile; read it again and retry`);
+}
+
+/** An install_logs row (migration 17) as both drivers return it. */
+export interface InstallLogRow {
+  server_id: string;
+  attempt: number | string;
+  command_id: string;
+  started_at: number | string;
+  finished_at: number | string;
+  exit_code: number | string;
+  timed_out: number | string;
+  truncated: number | string;
+  log: Uint8Array;
+}
+
+export const INSTALL_LOG_COLUMNS = ["server_id", "attempt", "command_id", "started_at", "finished_at", "exit_code", "timed_out", "truncated", "log"] as const;
+
+export function installLogValues(r: InstallLogRecord): unknown[] {
+  return [r.serverId, r.attempt, r.commandId, r.startedAt, r.finishedAt, r.exitCode, r.timedOut ? 1 : 0, r.truncated ? 1 : 0, Buffer.from(r.log)];
+}
+
+export function installLogFromRow(r: InstallLogRow): InstallLogRecord {
+  return {
+    serverId: r.server_id,
+    attempt: Number(r.attempt),
+    commandId: r.command_id,
+    startedAt: Number(r.started_at),
+    finishedAt: Number(r.finished_at),
+    exitCode: Number(r.exit_code),
+    timedOut: Number(r.timed_out) === 1,
+    truncated: Number(r.truncated) === 1,
+    log: new Uint8Array(r.log),
+  };
 }

@@ -125,6 +125,12 @@ export function openCommand(command: Command, box: SecretBox | undefined): Comma
     const secretAccessKey = box.open(loc.value.secretAccessKey, backupTargetContext(loc.value.targetId));
     command = { ...command, backup: { ...command.backup!, location: { ...command.backup!.location!, kind: { case: "s3", value: { ...loc.value, secretAccessKey } } } } };
   }
+  const job = command.install;
+  if (job && Object.values(job.env).some(isSealed)) {
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(job.env)) env[k] = openEnvValue(box, command.serverId, k, v);
+    command = { ...command, install: { ...job, env } };
+  }
   const c = command.container;
   if (!c || !Object.values(c.env).some(isSealed)) return command;
   const env: Record<string, string> = {};

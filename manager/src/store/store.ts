@@ -260,6 +260,12 @@ export type WriteOp =
    * first. Announces nothing to onCommit listeners.
    */
   | { op: "usage.write"; buckets: readonly UsageBucketRecord[]; pruneBefore: number; pruneLimit: number }
+  /**
+   * One attempt of a server's install script (migration 17), replacing a row
+   * of the same server and attempt; then only the server's newest
+   * INSTALL_LOGS_KEPT attempts are kept. Not a server write.
+   */
+  | { op: "installLog.record"; log: InstallLogRecord }
   // templates (TemplateService; migration 15). Not server writes: no server version moves.
   /** A new template; AlreadyExistsError when its project has a template of that name (or its id is taken). */
   | { op: "template.insert"; template: TemplateRecord }
@@ -561,6 +567,28 @@ export const USAGE_BUCKET_MS = 300_000;
  */
 export const USAGE_SPAN_MAX_MS = 26 * 3_600_000;
 
+/** How many attempts of a server's install log the store keeps. */
+export const INSTALL_LOGS_KEPT = 3;
+
+/** One attempt of a server's install script (ServerService.GetInstallLog). */
+export interface InstallLogRecord {
+  serverId: string;
+  attempt: number;
+  commandId: string;
+  startedAt: number;
+  finishedAt: number;
+  exitCode: number;
+  timedOut: boolean;
+  /** Output was left out before `log` (the agent keeps the last 64 KiB). */
+  truncated: boolean;
+  log: Uint8Array;
+}
+
+export interface InstallLogReads {
+  /** The server's install attempts, newest (highest attempt) first. */
+  installLogs(serverId: string): Promise<InstallLogRecord[]>;
+}
+
 export interface UsageReads {
   /**
    * The subject's stored buckets that start after `after` and at or before
@@ -599,7 +627,7 @@ export interface HostAllocation {
   memoryBytes: number;
 }
 
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, ScheduleReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, ScheduleReads, InstallLogReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;

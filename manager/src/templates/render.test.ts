@@ -230,6 +230,14 @@ describe("renderTemplate", () => {
     expect(renderTemplate(tpl({ startup, variables: [{ env: "PORT", defaultValue: "25565", userEditable: true }, { env: "MOTD", userEditable: true }] }), values).command).toEqual(want);
   });
 
+  it("copies the template's install script into the spec; without one the spec has none", () => {
+    const spec = renderTemplate(tpl({ install: { image: "alpine:3", script: "echo $MOTD > /mnt/server/motd", entrypoint: "ash", timeoutSeconds: 120 } }), { MOTD: "hi" });
+    expect(spec.install).toMatchObject({ image: "alpine:3", script: "echo $MOTD > /mnt/server/motd", entrypoint: "ash", timeoutSeconds: 120 });
+    // Its environment is the spec's: the variables.
+    expect(spec.env.MOTD).toBe("hi");
+    expect(renderTemplate(tpl(), {}).install).toBeUndefined();
+  });
+
   it("an empty startup keeps the image's own command", () => {
     expect(renderTemplate(tpl({ startup: "  " }), {}).command).toEqual([]);
   });

@@ -13,7 +13,7 @@
  * the shell, never parsed as shell code.
  */
 import { create } from "@bufbuild/protobuf";
-import { PortMappingSchema, Protocol, ResourceLimitsSchema, ServerSpecSchema, type PortMapping, type ResourceLimits, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
+import { PortMappingSchema, Protocol, ResourceLimitsSchema, ServerInstallSchema, ServerSpecSchema, type PortMapping, type ResourceLimits, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { HostPortMode, VariableKind, type Template, type TemplateVariable } from "@berth/proto/berth/v1/template_pb.js";
 import { InvalidArgumentError, type FieldViolation } from "../errors.js";
 import { unsafeRegexReason } from "./regex-safety.js";
@@ -321,6 +321,8 @@ export function renderTemplate(t: Template, values: Readonly<Record<string, stri
     console: t.console,
     restartPolicy: t.restartPolicy,
     resources,
+    // Run before the first start with the spec's env (the variables, secret ones too) as its environment.
+    ...(t.install ? { install: create(ServerInstallSchema, { image: t.install.image, script: t.install.script, entrypoint: t.install.entrypoint, timeoutSeconds: t.install.timeoutSeconds }) } : {}),
   });
 }
 

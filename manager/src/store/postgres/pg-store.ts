@@ -55,6 +55,8 @@ import {
   usageBucketStarts,
   type UsageBucketRow,
   templateFromRow,
+  installLogFromRow,
+  type InstallLogRow,
   type TemplateRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
@@ -755,6 +757,10 @@ export class PostgresStore implements Store {
   // usage history (store.ts UsageReads)
 
   /** Each bucket start of the span a lookup of the key (it leads with bucket_at). */
+  async installLogs(serverId: string) {
+    return (await this.#rows<InstallLogRow>("SELECT * FROM install_logs WHERE server_id = $1 ORDER BY attempt DESC", [serverId])).map(installLogFromRow);
+  }
+
   async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) {
     const starts = usageBucketStarts(after, upTo);
     if (starts.length === 0) return [];

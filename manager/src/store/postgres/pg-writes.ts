@@ -54,13 +54,15 @@ import {
   usageUpsertClause,
   withKnownSize,
   TEMPLATE_COLUMNS,
+  INSTALL_LOG_COLUMNS,
+  installLogValues,
   templateJson,
   templateMoved,
   templateTaken,
   templateValues,
 } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
-import { hostLeaseName, USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "../store.js";
+import { hostLeaseName, INSTALL_LOGS_KEPT, USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
 
 /** What one batch did so far (filled while it runs, reported once it committed). */
@@ -252,6 +254,7 @@ export class PgBatch {
         await this.q("DELETE FROM data_dirs WHERE server_id = $1", [o.id]);
         // As SqliteTables.deleteServerRecord: nothing may be resent for a server that no longer exists.
         await this.q("DELETE FROM commands WHERE server_id = $1", [o.id]);
+        await this.q("DELETE FROM install_logs WHERE server_id = $1", [o.id]);
         await this.deleteUsage("server", o.id);
         fx.serverIds.add(o.id);
         return;
@@ -558,6 +561,15 @@ export class PgBatch {
         if (cur.outcome !== "running") throw new ConflictError(`schedule run ${o.id} is no longer running (${cur.outcome})`);
         const f = o.finish;
         await this.q("UPDATE schedule_runs SET finished_at = $1, outcome = $2, reason = $3, message = $4, targets_json = $5 WHERE id = $6", [f.finishedAt, f.outcome, f.reason, f.message, JSON.stringify(f.targets), o.id]);
+        return;
+      }
+      case "installLog.record": {
+        const cols = INSTALL_LOG_COLUMNS;
+        await this.q(
+          `INSERT INTO install_logs (${cols.join(", ")}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(", ")}) ON CONFLICT (server_id, attempt) DO UPDATE SET ${cols.slice(2).map((c) => `${c} = excluded.${c}`).join(", ")}`,
+          installLogValues(o.log),
+        );
+        await this.q(`DELETE FROM install_logs WHERE server_id = $1 AND attempt NOT IN (SELECT attempt FROM install_logs WHERE server_id = $1 ORDER BY attempt DESC LIMIT ${INSTALL_LOGS_KEPT})`, [o.log.serverId]);
         return;
       }
       case "usage.write":

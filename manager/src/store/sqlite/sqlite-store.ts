@@ -517,6 +517,9 @@ export class SqliteStore implements StoreContract {
       case "scheduleRun.finish":
         this.#schedules().finishRun(o.id, o.finish);
         return;
+      case "installLog.record":
+        t.recordInstallLog(o.log);
+        return;
       case "usage.write":
         this.#usage().write(o.buckets, o.pruneBefore, o.pruneLimit);
         return;
@@ -553,6 +556,7 @@ export class SqliteStore implements StoreContract {
   async dueWebhookDeliveries(at: number, limit: number) { return this.#cluster().due(at, limit); }
   async nextWebhookDeliveryAt() { return this.#cluster().nextAt(); }
   async countWebhookDeliveries() { return this.#cluster().count(); }
+  async installLogs(serverId: string) { return this.tables.installLogs(serverId); }
   async usageBuckets(kind: UsageSubjectKind, subjectId: string, after: number, upTo: number) { return this.#usage().buckets(kind, subjectId, after, upTo); }
   async getTemplate(id: string) { return this.#templates().get(id); }
   async findTemplateByName(project: string, name: string) { return this.#templates().findByName(project, name); }

@@ -35,8 +35,8 @@ import type {
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { encodeSchedule, hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
-import { SERVER_TOMBSTONES_KEPT, type HostAllocation, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
+import { encodeSchedule, hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, INSTALL_LOG_COLUMNS, installLogFromRow, installLogValues, type InstallLogRow, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
+import { INSTALL_LOGS_KEPT, SERVER_TOMBSTONES_KEPT, type HostAllocation, type InstallLogRecord, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
 /**
@@ -489,8 +489,26 @@ export class SqliteTables {
       // commands have nothing left to explain: all go with the record, so retention
       // need not look for commands of missing servers on every pass.
       this.db.prepare("DELETE FROM commands WHERE server_id = ?").run(id);
+      this.db.prepare("DELETE FROM install_logs WHERE server_id = ?").run(id);
       return gone && { project: gone.project, hostId: gone.host_id };
     });
+  }
+
+  // --- install logs (migration 17; store.ts installLog.record, installLogs) ---
+
+  /** store.ts installLog.record. */
+  recordInstallLog(r: InstallLogRecord): void {
+    const cols = INSTALL_LOG_COLUMNS;
+    this.db
+      .prepare(`INSERT INTO install_logs (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")}) ON CONFLICT (server_id, attempt) DO UPDATE SET ${cols.slice(2).map((c) => `${c} = excluded.${c}`).join(", ")}`)
+      .run(...installLogValues(r));
+    this.db
+      .prepare(`DELETE FROM install_logs WHERE server_id = ? AND attempt NOT IN (SELECT attempt FROM install_logs WHERE server_id = ? ORDER BY attempt DESC LIMIT ${INSTALL_LOGS_KEPT})`)
+      .run(r.serverId, r.serverId);
+  }
+
+  installLogs(serverId: string): InstallLogRecord[] {
+    return (this.db.prepare("SELECT * FROM install_logs WHERE server_id = ? ORDER BY attempt DESC").all(serverId) as InstallLogRow[]).map(installLogFromRow);
   }
 
   // --- the order of server changes (migration 10; store.ts serverChangesSince) ---
