@@ -77,6 +77,8 @@ const TEMPLATE_FIELDS = [
   ["stop_command", (s: ServerSpec) => s.stopCommand !== ""],
   ["console", (s: ServerSpec) => s.console],
   ["restart_policy", (s: ServerSpec) => s.restartPolicy !== 0],
+  ["ready_pattern", (s: ServerSpec) => s.readyPattern !== ""],
+  ["stop_signal", (s: ServerSpec) => s.stopSignal !== ""],
 ] as const;
 
 /** Refuses a CreateServerRequest spec that sets what its template gives. */
@@ -146,6 +148,8 @@ export async function renderForServer(store: Store, caller: Caller, ref: Templat
     stopCommand: rendered.stopCommand,
     console: rendered.console,
     restartPolicy: rendered.restartPolicy,
+    readyPattern: rendered.readyPattern,
+    stopSignal: rendered.stopSignal,
     resources: rendered.resources,
     template: create(TemplateRefSchema, { templateId: rec.id, version: BigInt(rec.version), image: rendered.image, variables: given }),
   });

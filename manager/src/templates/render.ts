@@ -320,6 +320,8 @@ export function renderTemplate(t: Template, values: Readonly<Record<string, stri
     stopCommand: t.stopCommand,
     console: t.console,
     restartPolicy: t.restartPolicy,
+    readyPattern: t.readyPattern,
+    stopSignal: t.stopSignal,
     resources,
   });
 }
