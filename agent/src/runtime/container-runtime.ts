@@ -34,6 +34,8 @@ export interface CreateContainerSpec {
   openStdin?: boolean;
   /** Resource limits (limits.ts); absent: none. */
   resources?: ResourceLimits;
+  /** Docker's StopSignal (STOP_SIGNALS in docker-runtime.ts only), what `stop` sends first; absent: SIGTERM. */
+  stopSignal?: string;
 }
 
 /** A container's place on a project network. */
@@ -121,7 +123,7 @@ export interface ContainerRuntime {
   pull(image: string, onProgress: (line: string) => void): Promise<void>;
   create(spec: CreateContainerSpec): Promise<string>;
   start(id: string): Promise<void>;
-  /** SIGTERM, then SIGKILL after `timeoutSeconds`. */
+  /** The container's stop signal (SIGTERM unless made with another), then SIGKILL after `timeoutSeconds`. */
   stop(id: string, timeoutSeconds: number): Promise<void>;
   kill(id: string): Promise<void>;
   pause(id: string): Promise<void>;

@@ -951,7 +951,8 @@ export type ContainerSpec = Message<"berth.v1.ContainerSpec"> & {
   dataMountPath: string;
 
   /**
-   * berth.* labels to set; the agent adds nothing else.
+   * berth.* labels to set; the agent adds nothing else but
+   * berth.ready-pattern (from ready_pattern).
    *
    * @generated from field: map<string, string> labels = 6;
    */
