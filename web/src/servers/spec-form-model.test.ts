@@ -90,6 +90,12 @@ describe("spec form", () => {
     expect(fieldOfPath("spec.stop_command")).toBe("stopCommand");
   });
 
+  it("keeps the ready pattern and stop signal through an edit (the form has no input for them)", () => {
+    const spec = create(ServerSpecSchema, { name: "mc", image: "i", readyPattern: "Done \\(.*\\)!", stopSignal: "SIGINT" });
+    expect(specFromForm(formFromSpec(spec))).toMatchObject({ readyPattern: "Done \\(.*\\)!", stopSignal: "SIGINT" });
+    expect(specFromForm(emptyForm())).toMatchObject({ readyPattern: "", stopSignal: "" });
+  });
+
   it("round-trips a spec through the form", () => {
     const spec = create(ServerSpecSchema, {
       name: "a",

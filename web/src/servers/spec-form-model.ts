@@ -40,6 +40,13 @@ export interface SpecForm {
   console: boolean;
   /** Written to the console to stop the server (console only); empty: SIGTERM at once. */
   stopCommand: string;
+  /**
+   * Carried from the spec and sent back unchanged (the form has no input for
+   * them; a template or the API sets them): ServerSpec.ready_pattern and
+   * stop_signal. An edit must not drop them.
+   */
+  readyPattern: string;
+  stopSignal: string;
   /** Limits (ResourceLimits); each empty: none (pids: the manager's default). Sizes like "512M". */
   memLimit: string;
   memSwap: string;
@@ -92,6 +99,8 @@ export function emptyForm(): SpecForm {
     logMaxFiles: "",
     console: false,
     stopCommand: "",
+    readyPattern: "",
+    stopSignal: "",
     ...NO_LIMITS,
   };
 }
@@ -118,6 +127,8 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     logMaxFiles: s.logMaxFiles ? String(s.logMaxFiles) : "",
     console: s.console,
     stopCommand: s.stopCommand,
+    readyPattern: s.readyPattern,
+    stopSignal: s.stopSignal,
     ...limitsForm(s.resources),
   };
 }
@@ -261,6 +272,8 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     logMaxFiles,
     console: f.console,
     stopCommand: f.console ? f.stopCommand.trim() : "",
+    readyPattern: f.readyPattern,
+    stopSignal: f.stopSignal,
     ...(resources ? { resources } : {}),
   };
 }
