@@ -716,7 +716,9 @@ export const InventorySchema: GenMessage<Inventory> = /*@__PURE__*/
  */
 export type ContainerEvent = Message<"berth.v1.ContainerEvent"> & {
   /**
-   * Docker's action: create, start, die, stop, kill, pause, unpause, destroy, ...
+   * Docker's action: create, start, die, stop, kill, pause, unpause, destroy,
+   * ...; or the agent's own "ready": a line of the container's output matched
+   * its ready pattern (container.ready_time is set).
    *
    * @generated from field: string action = 1;
    */
