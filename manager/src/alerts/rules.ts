@@ -178,6 +178,9 @@ export function notConverged(s: ServerView): boolean {
   if (DATA_OPERATION_REASONS.has(s.reason)) return false;
   // Stopped over its disk quota (stop_over_disk_quota): the disk_quota alert says so.
   if (s.reason === "DiskQuotaExceeded") return false;
+  // Running and loading until its ready pattern matches: it has its own deadline (ReadyTimeout,
+  // 10 minutes; that one counts), and a game loading for 3 minutes is not an incident.
+  if (s.phase === Phase.STARTING && s.reason === "WaitingForReady") return false;
   if (s.phase === Phase.UNKNOWN || s.phase === Phase.DATA_LOST) return false;
   if (s.phase === Phase.FAILED && s.reason === "CrashLoop") return false;
   return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);
