@@ -30,6 +30,8 @@ async function refusal(p: Promise<unknown>): Promise<ConnectError> {
 }
 
 const readyOf = (s: Server) => s.status!.conditions.find((c) => c.type === "Ready")!;
+/** Docker's Config.StopSignal (dockerode's types leave it out). */
+const stopSignalOf = (info: { Config: object }) => (info.Config as { StopSignal?: string }).StopSignal;
 
 describe("ready patterns and stop signals on real Docker", () => {
   const docker = dockerClient(inject("dockerHost"));
@@ -104,7 +106,7 @@ describe("ready patterns and stop signals on real Docker", () => {
     expect(readySince - startedAt).toBeGreaterThanOrEqual(1000);
     // The template's stop signal is the container's.
     const info = await docker.getContainer(mc.status!.containerId).inspect();
-    expect(info.Config.StopSignal).toBe("SIGINT");
+    expect(stopSignalOf(info)).toBe("SIGINT");
     expect(info.Config.Labels["berth.ready-pattern"]).toBe(PATTERN);
   });
 
@@ -158,7 +160,7 @@ describe("ready patterns and stop signals on real Docker", () => {
     const seen = await watchUntilReady(server!.id);
     expect(seen.some((x) => x.startsWith("STARTING/Starting") || x.includes("WaitingForReady"))).toBe(false);
     const s = await get(server!.id);
-    expect((await docker.getContainer(s.status!.containerId).inspect()).Config.StopSignal ?? "").not.toBe("SIGINT");
+    expect(stopSignalOf(await docker.getContainer(s.status!.containerId).inspect()) ?? "").not.toBe("SIGINT");
   });
 
   it("a stop signal (INT, stored as SIGINT) is the container's StopSignal, and StopServer sends it", async () => {
@@ -168,7 +170,7 @@ describe("ready patterns and stop signals on real Docker", () => {
     expect(server!.spec!.stopSignal).toBe("SIGINT");
     const running = await waitForPhase(manager, server!.id, Phase.RUNNING);
     const id = running.status!.containerId;
-    expect((await docker.getContainer(id).inspect()).Config.StopSignal).toBe("SIGINT");
+    expect(stopSignalOf(await docker.getContainer(id).inspect())).toBe("SIGINT");
     await manager.servers.stopServer({ id: server!.id });
     const stopped = await waitForPhase(manager, server!.id, Phase.STOPPED);
     const out = (await docker.getContainer(id).logs({ stdout: true, stderr: true })).toString("latin1");
