@@ -185,7 +185,7 @@ export class ReadyWatches {
     const w: Watch = { key, ac: new AbortController(), ended: false, scanned: Promise.resolve() };
     this.watches.set(c.id, w);
     const startedMs = c.startedTime ? timestampMs(c.startedTime) : 0;
-    const sinceMs = runStartMs(c, startedMs, c.id) ?? startedMs - 1000;
+    const sinceMs = Math.max(0, runStartMs(c, startedMs, c.id) ?? startedMs - 1000);
     const matcher = new ReadyMatcher(re);
     let scanDone!: () => void;
     w.scanned = new Promise((resolve) => (scanDone = resolve));
