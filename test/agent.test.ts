@@ -36,7 +36,7 @@ const HEARTBEAT_S = 1;
 const AGENT_TIMEOUT_S = 4;
 
 describe("the agent on its host", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let proxy: TcpProxy;

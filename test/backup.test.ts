@@ -9,19 +9,18 @@ import { execFile } from "node:child_process";
 import { copyFileSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { OrphanKind, OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
+import { dockerClient, TEST_IMAGE } from "./harness/docker-engine.js";
 import { REPO_ROOT, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const MANAGER_ARGS = ["--orphan-grace", "1"];
 
 describe("backup and restore", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

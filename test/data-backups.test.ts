@@ -12,7 +12,6 @@ import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { BackupService, BackupState, type Backup } from "@berth/proto/berth/v1/backup_pb.js";
@@ -20,7 +19,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { BackupPolicySchema, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { create } from "@bufbuild/protobuf";
-import { TEST_IMAGE, ensureBinary } from "./harness/docker-engine.js";
+import { dockerClient, ensureBinary, TEST_IMAGE } from "./harness/docker-engine.js";
 import { S3Target } from "../agent/src/data/s3-target.js";
 import { S3RVER_KEY, TestS3Server } from "../agent/testing/s3-server.js";
 import { runAgent, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
@@ -58,7 +57,7 @@ function writeRandom(path: string, mb: number): void {
 }
 
 describe("backups of data directories", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let backupDir: string;
   let manager: ManagerProc;

@@ -11,19 +11,18 @@ import { request } from "node:http";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { Phase } from "@berth/proto/berth/v1/server_pb.js";
-import { TEST_IMAGE } from "./harness/docker-engine.js";
+import { dockerClient, TEST_IMAGE } from "./harness/docker-engine.js";
 import { REPO_ROOT, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const run = promisify(execFile);
 const BUF = join(REPO_ROOT, "node_modules/.bin/buf");
 
 describe("walking skeleton: manager + agent + Docker", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

@@ -7,18 +7,17 @@
  * so in a toast whose Undo restores the server.
  */
 import { rm } from "node:fs/promises";
-import Docker from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
-import { removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "../harness/processes.js";
+import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
+import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, signIn, type Browser } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `fm-${RUN}-${s}`;
 
 describe("forms", () => {
-  const docker = new Docker({ socketPath: inject("dockerHost").replace(/^unix:\/\//, "") });
+  const docker = dockerClient(inject("dockerHost"));
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };
@@ -42,7 +41,7 @@ describe("forms", () => {
     dir = await tempDir("forms");
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir });
-    await waitFor("host online", async () => (await manager.hosts.listHosts({})).hosts.find((h) => h.state === 1));
+    await waitForHostOnline(manager);
     browser = await launchBrowser();
     browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
     await signIn(page(), manager.url, manager.adminToken);
@@ -138,6 +137,33 @@ describe("forms", () => {
     await waitFor("saved", async () => (await manager.servers.getServer({ id: s.id })).server!.spec!.env.A === "1");
     expect((await manager.servers.getServer({ id: s.id })).server!.spec!.command).toEqual(argv);
     await drawer.getByRole("button", { name: "Close details" }).click();
+  });
+
+  it("labels: a key the manager refuses is shown on Labels; saved labels find the server in the search", async () => {
+    const p = page();
+    await p.getByRole("button", { name: "New server" }).click();
+    const dialog = p.getByTestId("create-server");
+    await dialog.locator("input[name=name]").fill(name("labels"));
+    await dialog.locator("input[name=image]").fill(TEST_IMAGE);
+    await dialog.locator("select[name=desiredState]").selectOption({ label: "stopped" });
+    await dialog.locator("textarea[name=labels]").fill("Tier=prod");
+    await dialog.getByRole("button", { name: "Create server" }).click();
+    await dialog.locator("textarea[name=labels][aria-invalid=true]").waitFor();
+    expect(await problemOf("textarea[name=labels]")).toContain("a label key is 1-63 lowercase letters");
+    await dialog.locator("textarea[name=labels]").fill("tier=prod\nexample.com/game=mc");
+    await dialog.getByRole("button", { name: "Create server" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const s = (await manager.servers.getServer({ id: name("labels") })).server!;
+    created.push(s.id);
+    expect(s.spec!.labels).toEqual({ tier: "prod", "example.com/game": "mc" });
+    await p.getByTestId("server-drawer").getByRole("button", { name: "Close details" }).click();
+    // The search matches key=value words: this server, not the others of this file.
+    const search = p.getByRole("searchbox", { name: "Search servers" });
+    await search.fill("tier=prod");
+    await waitFor("only the labelled server listed", async () => (await p.locator(".vt-row").count()) === 1 && (await row(p, name("labels")).count()) === 1);
+    await search.fill("tier=dev");
+    await waitFor("no server listed", async () => (await p.locator(".vt-row").count()) === 0);
+    await search.fill("");
   });
 
   it("delete shows a toast whose Undo restores the server", async () => {

@@ -5,7 +5,13 @@
  * built-in `sleeper` with a variable filled in, which reaches Running and
  * shows its template in the drawer; a bad value is refused on its field, by
  * the page's own check and by the manager (a fixed variable whose default
- * breaks its rule: only the manager sees it).
+ * breaks its rule: only the manager sees it). The editor makes a template
+ * (a bad regex refused on its field by the manager, a Preview of the saved
+ * one), a server is made from it, the template is edited, and the server's
+ * Overview offers the new version: Apply renders its spec again, Rebuild now
+ * makes the container run it; its variables are changed from the drawer.
+ * axe finds nothing serious on the page, the editor and the drawer's
+ * template section.
  */
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -14,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { TemplateService, VariableKind } from "@berth/proto/berth/v1/template_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, screenshot, signIn, waitForRowPhase, type Browser } from "./browser.js";
+import { ensureWebBuilt, launchBrowser, row, screenshot, seriousViolations, signIn, waitForRowPhase, type Browser } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `tpl-${RUN}-${s}`;
@@ -159,5 +165,167 @@ describe("dashboard templates", () => {
     await screenshot(p, "templates-03-manager-refusal");
     await dialog.getByRole("button", { name: "Cancel" }).click();
     expect((await manager.servers.listServers({})).servers.map((s) => s.spec?.name)).not.toContain(name("bad"));
+  });
+
+  it("creates a template in the editor: the manager's refusal of a bad regex lands on its field; Preview renders the form as it is, saved or not", async () => {
+    const p = page();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Templates" }).click();
+    await p.getByRole("table", { name: "Templates" }).locator('tr[data-template-name="sleeper"]').waitFor();
+    expect(await seriousViolations(p, "templates page")).toEqual([]);
+    await p.getByRole("button", { name: "New template" }).click();
+    const editor = p.getByTestId("template-editor");
+    await editor.locator("input[name=name]").fill(name("napper"));
+    await editor.locator("input[name=project]").fill("default");
+    await editor.locator('input[name="images[0].image"]').fill(TEST_IMAGE);
+    await editor.locator("textarea[name=startup]").fill("sleep {{NAP}}");
+    await editor.getByRole("button", { name: "Add variable" }).click();
+    await editor.locator('input[name="variables[0].env"]').fill("NAP");
+    await editor.locator('input[name="variables[0].name"]').fill("Nap seconds");
+    await editor.locator('input[name="variables[0].default_value"]').fill("3600");
+    const regex = editor.locator('input[name="variables[0].rule.regex"]');
+    await regex.fill("^([0-9]+$");
+    expect(await seriousViolations(p, "template editor")).toEqual([]);
+
+    // The page does not check the pattern; the manager does, naming template.variables[0].rule.regex.
+    await editor.getByRole("button", { name: "Create template" }).click();
+    await waitFor("the manager's refusal on the regex field", async () => ((await regex.getAttribute("aria-invalid")) === "true" ? true : undefined));
+    expect(await editor.locator(`[id="${await regex.getAttribute("aria-describedby")}"]`).textContent()).toMatch(/not a valid JavaScript regular expression/);
+    await screenshot(p, "templates-04-editor-bad-regex");
+    await regex.fill("^[0-9]{1,6}$");
+    expect(await regex.getAttribute("aria-invalid")).toBeNull();
+    await editor.getByRole("button", { name: "Create template" }).click();
+    await editor.getByRole("status").filter({ hasText: "version 1" }).waitFor();
+    const templates = createClient(TemplateService, manager.transport(manager.adminToken));
+    const made = (await templates.listTemplates({})).templates.find((t) => t.name === name("napper"))!;
+    expect(made.project).toBe("default");
+    expect(made.startup).toBe("sleep {{NAP}}");
+    expect(made.variables.map((v) => [v.env, v.defaultValue, v.rule?.regex, v.userEditable])).toEqual([["NAP", "3600", "^[0-9]{1,6}$", true]]);
+
+    // Preview: the template rendered with example values.
+    const preview = editor.getByTestId("template-preview");
+    await preview.locator("input[data-variable=NAP]").fill("42");
+    await preview.getByRole("button", { name: "Preview" }).click();
+    await preview.getByTestId("preview-command").filter({ hasText: "sleep 42" }).waitFor();
+    expect(await preview.getByTestId("preview-result").textContent()).toContain("NAP=42");
+    expect(await seriousViolations(p, "template editor with preview")).toEqual([]);
+    await screenshot(p, "templates-05-editor-preview");
+    // An unsaved change is what Preview renders (a draft); nothing is stored.
+    await editor.locator("textarea[name=startup]").fill("nice sleep {{NAP}}");
+    await preview.getByRole("button", { name: "Preview" }).click();
+    await preview.getByTestId("preview-command").filter({ hasText: "nice sleep 42" }).waitFor();
+    expect((await templates.getTemplate({ id: made.id })).template!.startup).toBe("sleep {{NAP}}");
+    await editor.locator("textarea[name=startup]").fill("sleep {{NAP}}");
+    await editor.getByRole("button", { name: "Close", exact: true }).click();
+    await editor.waitFor({ state: "detached" });
+    await p.getByRole("table", { name: "Templates" }).locator(`tr[data-template-name="${name("napper")}"]`).waitFor();
+  });
+
+  it("offers a newer template version in the server's Overview: Apply renders the spec again, Rebuild now runs it; variables change from the drawer", async () => {
+    const p = page();
+    // A server from the new template, with its defaults.
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    await p.getByRole("button", { name: "New server" }).click();
+    const dialog = p.getByTestId("create-server");
+    await dialog.getByLabel("From a template").check();
+    const tpl = dialog.locator("select[name=template]");
+    await tpl.locator("option", { hasText: name("napper") }).waitFor({ state: "attached" });
+    await tpl.selectOption({ label: `${name("napper")} (project default)` });
+    await dialog.locator("input[name=name]").fill(name("nap2"));
+    await dialog.getByRole("button", { name: "Create server" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const first = (await manager.servers.getServer({ id: name("nap2") })).server!;
+    created.push(first.id);
+    expect(first.spec!.command).toEqual(["sleep", "3600"]);
+    await waitForRowPhase(p, name("nap2"), "Running");
+    await p.getByRole("button", { name: "Close details" }).click();
+
+    // Edit the template: a new default and another startup. Someone else saves it
+    // meanwhile (version 2): the save is refused as a conflict, and Reload loads theirs.
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Templates" }).click();
+    await p.getByRole("table", { name: "Templates" }).locator(`tr[data-template-name="${name("napper")}"]`).getByRole("button", { name: "Edit" }).click();
+    const editor = p.getByTestId("template-editor");
+    const templates = createClient(TemplateService, manager.transport(manager.adminToken));
+    const v1 = (await templates.listTemplates({})).templates.find((t) => t.name === name("napper"))!;
+    await templates.updateTemplate({ id: v1.id, template: { ...v1, project: "", description: "changed elsewhere" }, expectedVersion: 1n });
+    const edits = async () => {
+      await editor.locator('input[name="variables[0].default_value"]').fill("7200");
+      await editor.locator("textarea[name=startup]").fill('sh -c "exec sleep {{NAP}}"');
+      await editor.getByRole("button", { name: "Save" }).click();
+    };
+    await edits();
+    const conflict = editor.getByTestId("template-conflict");
+    await conflict.waitFor();
+    expect(await conflict.textContent()).toContain("not 1");
+    await conflict.getByRole("button", { name: /Reload/ }).click();
+    await conflict.waitFor({ state: "detached" });
+    expect(await editor.locator("textarea[name=description]").inputValue()).toBe("changed elsewhere");
+    expect(await editor.locator('input[name="variables[0].default_value"]').inputValue()).toBe("3600");
+    await edits();
+    await editor.getByRole("status").filter({ hasText: "version 3" }).waitFor();
+    await editor.getByRole("button", { name: "Close", exact: true }).click();
+
+    // The server's Overview says so, and applies it.
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    await row(p, name("nap2")).locator(".c-name button").click();
+    const drawer = p.getByTestId("server-drawer");
+    const outdated = drawer.getByTestId("template-outdated");
+    await outdated.filter({ hasText: `Template ${name("napper")} v3 is available (server on v1)` }).waitFor();
+    expect(await seriousViolations(p, "drawer template section (outdated)")).toEqual([]);
+    await screenshot(p, "templates-06-drawer-outdated");
+    await outdated.getByRole("button", { name: "Apply v3" }).click();
+    await drawer.getByTestId("template-result").waitFor();
+    const applied = (await manager.servers.getServer({ id: first.id })).server!;
+    expect(applied.spec!.template!.version).toBe(3n);
+    expect(applied.spec!.command).toEqual(["sh", "-c", "exec sleep 7200"]);
+    expect(applied.spec!.env.NAP).toBe("7200");
+    // Not outdated any more; the container still runs version 1's spec until a rebuild.
+    await outdated.waitFor({ state: "detached" });
+    expect(await drawer.getByTestId("server-template").textContent()).toContain("version 3");
+    const before = applied.status!.containerId;
+    expect((await docker.getContainer(before).inspect()).Config.Cmd).toEqual(["sleep", "3600"]);
+    const pendingBox = drawer.getByTestId("template-pending");
+    await pendingBox.waitFor({ timeout: 30_000 });
+    expect(await seriousViolations(p, "drawer template section (pending restart)")).toEqual([]);
+    await screenshot(p, "templates-07-drawer-applied");
+    await pendingBox.getByRole("button", { name: "Rebuild now" }).click();
+    await p.getByRole("dialog", { name: `Rebuild ${name("nap2")}?` }).getByRole("button", { name: "Rebuild" }).click();
+    const rebuilt = await waitFor("the rebuilt container", async () => {
+      const s = (await manager.servers.getServer({ id: first.id })).server!;
+      return s.status?.containerId && s.status.containerId !== before && s.status.containerState === "running" ? s.status.containerId : undefined;
+    }, 60_000);
+    const info = await docker.getContainer(rebuilt).inspect();
+    expect(info.Config.Cmd).toEqual(["sh", "-c", "exec sleep 7200"]);
+    expect(info.Config.Env).toContain("NAP=7200");
+    await pendingBox.waitFor({ state: "detached", timeout: 30_000 });
+
+    // Change a variable from the drawer: the page's own check first, then UpdateServer.
+    await drawer.getByRole("button", { name: "Edit variables" }).click();
+    const form = drawer.getByTestId("server-variables");
+    const nap = form.locator("input[data-variable=NAP]");
+    expect(await nap.inputValue()).toBe("7200");
+    await nap.fill("1234567");
+    await form.getByRole("button", { name: "Save variables" }).click();
+    expect(await nap.getAttribute("aria-invalid")).toBe("true");
+    expect(await form.locator(`[id="${await nap.getAttribute("aria-describedby")}"]`).textContent()).toContain("must match");
+    expect(await seriousViolations(p, "drawer variables form")).toEqual([]);
+    await screenshot(p, "templates-08-drawer-variables");
+    await nap.fill("900");
+    await form.getByRole("button", { name: "Save variables" }).click();
+    await form.waitFor({ state: "detached" });
+    const changed = (await manager.servers.getServer({ id: first.id })).server!;
+    expect(changed.spec!.template!.variables).toEqual({ NAP: "900" });
+    expect(changed.spec!.command).toEqual(["sh", "-c", "exec sleep 900"]);
+
+    // Narrow screens: the drawer's template section and the editor.
+    await p.setViewportSize({ width: 390, height: 844 });
+    await screenshot(p, "templates-09-drawer-390");
+    await p.setViewportSize({ width: 1600, height: 900 });
+    await p.getByRole("button", { name: "Close details" }).click();
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Templates" }).click();
+    await p.setViewportSize({ width: 390, height: 844 });
+    await p.getByRole("table", { name: "Templates" }).locator(`tr[data-template-name="${name("napper")}"]`).getByRole("button", { name: "Edit" }).click();
+    await screenshot(p, "templates-10-editor-390");
+    await p.getByTestId("template-editor").getByRole("button", { name: "Close", exact: true }).click();
+    await p.setViewportSize({ width: 1600, height: 900 });
   });
 });

@@ -5,6 +5,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { file_buf_validate_validate as packaged } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { file_buf_validate_validate as vendored } from "@berth/proto/buf/validate/validate_pb.js";
+import { ScheduleSpecSchema } from "@berth/proto/berth/v1/schedule_pb.js";
 import { CreateServerRequestSchema, ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { printValidateProto } from "../../../scripts/vendor-validate-proto.js";
 import { invalidArgument, MAX_LISTED_PROBLEMS, ruleProblems } from "./protovalidate.js";
@@ -31,6 +32,18 @@ describe("ruleProblems", () => {
       'spec.env["1X"]',
       "spec.ports[0].container_port",
     ]);
+  });
+
+  it("labels: keys and values by their rules, on servers, ListServers and schedule selectors alike", () => {
+    const spec = create(ServerSpecSchema, { name: "ok", image: "busybox", labels: { tier: "prod", "example.com/game": "mc-1.20", canary: "", Bad: "x", "-x": "y", ok: "has space", long: "v".repeat(64) } });
+    expect(ruleProblems(ServerSpecSchema, spec)).toEqual([
+      { field: 'labels["Bad"]', message: expect.stringContaining("a label key is 1-63 lowercase letters") },
+      { field: 'labels["-x"]', message: expect.stringContaining("a label key is 1-63 lowercase letters") },
+      { field: 'labels["ok"]', message: expect.stringContaining("a label value is at most 63") },
+      { field: 'labels["long"]', message: expect.stringContaining("a label value is at most 63") },
+    ]);
+    const selector = create(ScheduleSpecSchema, { name: "s", cron: "@daily", target: { kind: { case: "selector", value: { labels: { "Tier": "prod" } } } } });
+    expect(ruleProblems(ScheduleSpecSchema, selector).map((p) => p.field)).toContain('target.selector.labels["Tier"]');
   });
 
   it("prefixes paths for a message checked on its own", () => {

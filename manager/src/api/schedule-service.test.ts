@@ -126,14 +126,13 @@ describe("ScheduleService", () => {
     expect((await service.listSchedules({ project: "", server: "web", pageSize: 0, pageToken: "" } as never, ctx(VIEWER, "listSchedules"))).schedules.map((s) => s.spec!.name)).toEqual(["nightly"]);
   });
 
-  it("refuses a viewer's changes, a name taken, a bad cron or zone, a selector with labels, and another project's server, each with its code", async () => {
+  it("refuses a viewer's changes, a name taken, a bad cron or zone, and another project's server, each with its code", async () => {
     const mk = (caller: Caller, s: ScheduleSpec, project = "") => service.createSchedule(create(CreateScheduleRequestSchema, { spec: s, project }), ctx(caller, "createSchedule"));
     expect(await refused(mk(VIEWER, spec()))).toEqual(["PermissionDenied", expect.stringContaining("CreateSchedule needs the operator role")]);
     await mk(OPERATOR, spec());
     expect((await refused(mk(OPERATOR, spec())))[0]).toBe("AlreadyExists");
     expect(await refused(mk(OPERATOR, spec({ name: "b", cron: "61 * * * *" })))).toEqual(["InvalidArgument", expect.stringContaining("spec.cron")]);
     expect(await refused(mk(OPERATOR, spec({ name: "b", timeZone: "Mars/Olympus" })))).toEqual(["InvalidArgument", expect.stringContaining("spec.time_zone")]);
-    expect(await refused(mk(OPERATOR, spec({ name: "b", target: { kind: { case: "selector", value: { labels: { game: "mc" } } } } })))).toEqual(["FailedPrecondition", expect.stringContaining("no labels yet")]);
     // An operator of beta sees only beta's "web"; asking for default answers NotFound.
     expect((await refused(mk(BETA, spec(), "default")))[0]).toBe("NotFound");
     const beta = await mk(BETA, spec());
@@ -141,6 +140,15 @@ describe("ScheduleService", () => {
     // Every server of the project (an empty selector) is accepted.
     const all = await mk(OPERATOR, spec({ name: "all", target: { kind: { case: "selector", value: {} } } }));
     expect(all.schedule!.spec!.target!.kind.case).toBe("selector");
+    // Servers with labels (a selector with labels is kept as given).
+    const mc = await mk(OPERATOR, spec({ name: "mc", target: { kind: { case: "selector", value: { labels: { game: "mc" } } } } }));
+    expect(mc.schedule!.spec!.target!.kind).toEqual({ case: "selector", value: expect.objectContaining({ labels: { game: "mc" } }) });
+    // Listed for a server: the schedules naming it and the selectors it matches (web has no labels: not "mc").
+    const forServer = async (server: string) =>
+      (await service.listSchedules({ project: "", server, pageSize: 0, pageToken: "" } as never, ctx(VIEWER, "listSchedules"))).schedules.map((x) => x.spec!.name);
+    expect(await forServer("web")).toEqual(["all", "nightly"]);
+    await store.commit([{ op: "server.insert", server: newServer({ id: "srv_cccc", name: "mc-1", hostId: "host_a", spec: { labels: { game: "mc", tier: "prod" } } }) }]);
+    expect(await forServer("mc-1")).toEqual(["all", "mc"]);
   });
 
   it("updates with expected_version (Aborted when stale); a changed cron counts ticks from the update, other changes keep them", async () => {

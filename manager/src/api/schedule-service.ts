@@ -33,6 +33,7 @@ import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError,
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Store } from "../store/store.js";
+import type { ServerRecord } from "../domain/records.js";
 import { parseCron, previewCron } from "../schedules/cron.js";
 import { RunUnderWayError, type ScheduleRecord, type ScheduleRunRecord, type StoredRunOutcome } from "../schedules/records.js";
 import { nextRunTime, type Scheduler } from "../schedules/scheduler.js";
@@ -159,16 +160,27 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
       serverId = s.id;
       out.target = create(ScheduleTargetSchema, { kind: { case: "serverId", value: s.id } });
     } else if (t?.case === "selector") {
-      if (Object.keys(t.value.labels).length > 0) {
-        throw new PreconditionError("servers have no labels yet, so a selector with labels would match nothing: leave spec.target.selector.labels empty (every server of the project) or target one server with spec.target.server_id");
-      }
       if (t.value.project && t.value.project !== project) {
         throw new InvalidArgumentError("spec.target.selector.project", `a schedule runs on servers of its own project ("${project}"); leave it empty or set "${project}"`);
       }
     } else {
-      throw new InvalidArgumentError("spec.target", "set server_id (one server) or selector (every server of the project)");
+      throw new InvalidArgumentError("spec.target", "set server_id (one server) or selector (the servers of the project with its labels; no labels: every server)");
     }
     return { spec: out, serverId };
+  }
+
+  /**
+   * The schedules that run on a server: those naming it, and its project's
+   * selectors whose labels it carries (a deleted server is selected by none).
+   */
+  async function schedulesOfServer(server: ServerRecord): Promise<ScheduleRecord[]> {
+    const labels = server.spec.labels;
+    return (await store.listSchedules({ project: server.project })).filter((s) => {
+      const t = s.spec.target?.kind;
+      if (t?.case === "serverId") return s.serverId === server.id;
+      if (t?.case !== "selector" || server.deletedAt !== null) return false;
+      return Object.entries(t.value.labels).every(([k, v]) => Object.hasOwn(labels, k) && labels[k] === v);
+    });
   }
 
   return {
@@ -178,12 +190,9 @@ export function createScheduleService(deps: ScheduleServiceDeps): ServiceImpl<ty
       const project = caller.project ?? (req.project.trim() || undefined);
       if (caller.project !== null) projectFor(caller, req.project);
       const after = nameOfToken(req.pageToken);
-      let serverId: string | undefined;
-      if (req.server.trim()) serverId = (await loadVisibleServer(store, caller, req.server)).id;
       // Paged by name within one project; across projects (an all-projects admin) the token holds the project too.
-      const rows = (await store.listSchedules({ ...(project !== undefined ? { project } : {}), ...(serverId !== undefined ? { serverId } : {}) })).filter(
-        (s) => !after || s.project > after.project || (s.project === after.project && s.name > after.name),
-      );
+      const listed = req.server.trim() ? await schedulesOfServer(await loadVisibleServer(store, caller, req.server)) : await store.listSchedules(project !== undefined ? { project } : {});
+      const rows = listed.filter((s) => !after || s.project > after.project || (s.project === after.project && s.name > after.name));
       const page = rows.slice(0, limit);
       const last = page.at(-1);
       return create(ListSchedulesResponseSchema, {

@@ -366,7 +366,7 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       // The phase filter runs in the query, before the page is cut: filtering a cut page
       // answered an empty page without a next token while matching servers existed.
       const phases = [...new Set(req.phases)].map((p) => Phase[p] ?? "UNSPECIFIED");
-      const rows = await store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, before, limit: limit + 1 });
+      const rows = await store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, labels: req.labels, before, limit: limit + 1 });
       const page = rows.slice(0, limit);
       const servers = page.map(serverToProto);
       await markOutdatedTemplates(store, servers);

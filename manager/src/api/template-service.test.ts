@@ -222,6 +222,31 @@ describe("TemplateService: import and render", () => {
   });
 });
 
+describe("RenderTemplate of a draft (an editor's unsaved changes)", () => {
+  it("renders a template that is not stored, names its problems under draft. and draft_variables, and stores nothing", async () => {
+    const before = (await templates(tokens.viewer).listTemplates({})).templates.length;
+    const { spec } = await templates(tokens.viewer).renderTemplate({ draft: web(), draftVariables: { PORT: "9090", TOKEN: "s3cret" }, draftImage: "busybox:1.36", name: "preview" });
+    expect(spec!.command).toEqual(["httpd", "-f", "-p", "9090", "-h", "/data"]);
+    expect(spec!.image).toBe("busybox:1.36");
+    expect(spec!.env.TOKEN).toBe("********");
+    expect(spec!.template!.variables).toEqual({ PORT: "9090" });
+    expect([spec!.template!.templateId, spec!.template!.version]).toEqual(["", 0n]);
+    // A bad value, a bad template (a placeholder without a variable), and neither/both of ref and draft.
+    const value = await refusal(templates(tokens.viewer).renderTemplate({ draft: web(), draftVariables: { PORT: "80" } }));
+    expect([value.code, fields(value)]).toEqual([Code.InvalidArgument, ['draft_variables["PORT"]']]);
+    const image = await refusal(templates(tokens.viewer).renderTemplate({ draft: web(), draftImage: "nginx:1" }));
+    expect([image.code, fields(image)]).toEqual([Code.InvalidArgument, ["draft_image"]]);
+    const broken = await refusal(templates(tokens.viewer).renderTemplate({ draft: { ...web(), startup: "httpd -p {{NOPE}}" } }));
+    expect([broken.code, fields(broken)]).toEqual([Code.InvalidArgument, ["draft.startup"]]);
+    const neither = await refusal(templates(tokens.viewer).renderTemplate({ name: "x" }));
+    expect(neither.code).toBe(Code.InvalidArgument);
+    expect(neither.message).toMatch(/set ref .* or draft/);
+    const both = await refusal(templates(tokens.viewer).renderTemplate({ ref: { templateId: "tpl_x" }, draft: web() }));
+    expect(both.code).toBe(Code.InvalidArgument);
+    expect((await templates(tokens.viewer).listTemplates({})).templates.length).toBe(before);
+  });
+});
+
 describe("servers from templates", () => {
   it("creates a server from a template: rendered spec with the record of template, version and variables", async () => {
     const { template: t } = await templates(tokens.operator).createTemplate({ template: web() });

@@ -32,6 +32,7 @@ import { SECRET_MASK } from "../store/secrets.js";
 import { importEgg } from "../templates/eggs.js";
 import { renderTemplate } from "../templates/render.js";
 import { loadVisibleTemplate, mayWriteGlobal, prefixed, requireStorable, requireWritable } from "./template-apply.js";
+import { invalidArgument } from "./protovalidate.js";
 
 export interface TemplateServiceDeps {
   store: Store;
@@ -93,6 +94,27 @@ function content(t: Template): Template {
 }
 
 const where = (project: string) => (project ? `project ${project}` : "the global templates");
+
+/**
+ * RenderTemplate of a template not saved yet: checked as CreateTemplate
+ * checks one (problems under "draft."), then rendered with the values
+ * (problems on "draft_variables[…]" and "draft_image"). Reads nothing.
+ */
+function renderDraft(draft: Template, variables: Readonly<Record<string, string>>, image: string, name: string) {
+  const t = content(draft);
+  requireStorable(t, "draft");
+  let spec;
+  try {
+    spec = renderTemplate(t, variables, { image, name });
+  } catch (err) {
+    if (!(err instanceof InvalidArgumentError)) throw err;
+    throw invalidArgument(err.violations.map((v) => ({ field: /^(variables|image)\b/.test(v.field) ? `draft_${v.field}` : `draft.${v.field}`, message: v.description })));
+  }
+  const secret = new Set(spec.secretEnv);
+  for (const k of secret) if (spec.env[k] !== undefined) spec.env[k] = SECRET_MASK;
+  spec.template = create(TemplateRefSchema, { image: spec.image, variables: Object.fromEntries(Object.entries(variables).filter(([k]) => !secret.has(k))) });
+  return create(RenderTemplateResponseSchema, { spec });
+}
 
 export function createTemplateService(deps: TemplateServiceDeps): ServiceImpl<typeof TemplateService> {
   const { store, ledger } = deps;
@@ -200,7 +222,9 @@ export function createTemplateService(deps: TemplateServiceDeps): ServiceImpl<ty
 
     async renderTemplate(req, ctx) {
       const caller = callerOf(ctx);
-      const ref = req.ref!;
+      if (req.draft) return renderDraft(req.draft, req.draftVariables, req.draftImage, req.name);
+      if (!req.ref) throw new InvalidArgumentError("ref", "set ref (a stored template and its variables) or draft (a template not saved yet)");
+      const ref = req.ref;
       const rec = await loadVisibleTemplate(store, caller, ref.templateId);
       let spec;
       try {

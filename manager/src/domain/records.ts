@@ -332,6 +332,8 @@ export interface ServerFilter {
   includeDeleted?: boolean;
   /** Only servers in one of these phases (Phase names, e.g. "RUNNING"); filtered before the limit. */
   phases?: readonly string[];
+  /** Only servers whose spec carries every one of these labels; filtered before the limit. */
+  labels?: Readonly<Record<string, string>>;
   /** Keyset pagination: servers created before this (created_at, id). */
   before?: { createdAt: number; id: string };
   limit?: number;

@@ -30,6 +30,10 @@ describe("specHash", () => {
     expect(specHash(base(over))).not.toBe(specHash(base()));
   });
 
+  it("ignores labels (berth's, not the container's): changing them asks for no new container", () => {
+    expect(specHash(base({ labels: { tier: "prod", "example.com/game": "mc" } }))).toBe(specHash(base()));
+  });
+
   it("ignores the order capabilities are listed in", () => {
     expect(specHash(base({ capAdd: ["SYS_CHROOT", "NET_RAW"] }))).toBe(specHash(base({ capAdd: ["NET_RAW", "SYS_CHROOT"] })));
   });

@@ -14,7 +14,7 @@ import { ScheduleSpecSchema, type ScheduleSpec } from "@berth/proto/berth/v1/sch
 import { Ledger } from "../ledger/ledger.js";
 import { createLogger } from "../log.js";
 import type { Store } from "../store/store.js";
-import { testStore, twoManagerStores } from "../../testing/store.js";
+import { newServer, testEngine, testStore, twoManagerStores } from "../../testing/store.js";
 import type { ScheduleRecord } from "./records.js";
 import { MAX_SLEEP_MS, Scheduler, type Timers } from "./scheduler.js";
 import type { ScheduleExecutor } from "./runner.js";
@@ -196,6 +196,30 @@ describe("the schedule loop", () => {
     await second.scheduler.stop();
   });
 
+  it("a deletion committed elsewhere (another manager; not through this loop's cancelSchedule) cuts the run under way here short", async () => {
+    const two = await twoManagerStores();
+    try {
+      const [a, b] = two.stores;
+      await a.commit([{ op: "schedule.insert", schedule: schedule() }]);
+      const calls: Calls = { list: [] };
+      const la = loop(a, "mi_a", calls, { gate: new Promise(() => {}) });
+      la.scheduler.start();
+      clock = T0 + HOUR + 1_000;
+      await la.scheduler.pass();
+      expect(calls.list).toEqual(["console srv_aaaa say hi"]);
+      // The other manager deletes it: on PostgreSQL its commit reaches this loop through the change feed;
+      // on SQLite (one manager per database) the same commit made through this manager's store stands for it.
+      const deleter = testEngine() === "postgres" ? b : a;
+      await deleter.commit([{ op: "schedule.delete", id: "sch_a" }, new Ledger(deleter, now).op({ type: "schedule.deleted", project: "default", correlationId: "sch_a", message: "test" })]);
+      // The task never ends by itself: only the cut ends the run.
+      const ended = await Promise.race([la.scheduler.idle().then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000))]);
+      expect(ended).toBe(true);
+      await la.scheduler.stop();
+    } finally {
+      await two.close();
+    }
+  });
+
   it("leaves a run of a live manager running (PostgreSQL: another manager is still at it)", async () => {
     await store.commit([{ op: "schedule.insert", schedule: schedule() }]);
     const calls: Calls = { list: [] };
@@ -250,6 +274,31 @@ describe("the schedule loop", () => {
     expect(calls.list).toEqual(["isRunning srv_aaaa"]);
     expect(await runs(store)).toEqual([{ trigger: "tick", at: "2026-01-01T01:00:00.000Z", outcome: "skipped_not_running", reason: "NotRunning", missed: 0 }]);
     expect(await eventTypes(store)).toEqual(["schedule.run_started tick", "schedule.run_skipped NotRunning"]);
+  });
+
+  it("a selector runs on the project's servers carrying its labels, chosen when the run starts (a deleted or other project's server is not)", async () => {
+    const server = (id: string, labels: Record<string, string>, o: { project?: string; deletedAt?: number } = {}) => ({ op: "server.insert" as const, server: newServer({ id, hostId: "host_a", name: id.replace("_", "-"), spec: { labels }, ...o }) });
+    await store.commit([
+      server("srv_p1", { tier: "prod", game: "mc" }),
+      server("srv_p2", { tier: "prod" }),
+      server("srv_d1", { tier: "dev" }),
+      server("srv_p3", { tier: "prod" }, { deletedAt: T0 }),
+      server("srv_b1", { tier: "prod" }, { project: "beta" }),
+      { op: "schedule.insert", schedule: schedule({ serverId: "", spec: spec({ target: { kind: { case: "selector", value: { labels: { tier: "prod" } } } } }) }) },
+    ]);
+    const calls: Calls = { list: [] };
+    const { scheduler } = loop(store, "mi_a", calls);
+    clock = T0 + HOUR + 1_000;
+    await scheduler.pass();
+    await scheduler.idle();
+    expect(calls.list.sort()).toEqual(["console srv_p1 say hi", "console srv_p2 say hi"]);
+    // A server labelled later is in the next run.
+    await store.commit([server("srv_p4", { tier: "prod" })]);
+    calls.list = [];
+    clock = T0 + 2 * HOUR + 1_000;
+    await scheduler.pass();
+    await scheduler.idle();
+    expect(calls.list.sort()).toEqual(["console srv_p1 say hi", "console srv_p2 say hi", "console srv_p4 say hi"]);
   });
 
   it("records a tick that comes while the previous run is still under way as failed (PreviousRunUnderWay), without a second run", async () => {

@@ -118,8 +118,13 @@ export class Scheduler {
     this.#running = true;
     this.#stopped = false;
     // A schedule created, changed or deleted (here or, on PostgreSQL, on another manager) re-arms the timer.
+    // A schedule deleted on another manager cuts its run here short too (the
+    // deleting manager already ended the run's row); after a resync, any run
+    // whose schedule is gone.
     this.#unsubscribe = this.#d.store.onCommit((c) => {
-      if (c.resync || c.events.some((e) => e.type.startsWith("schedule.") && (e.type === "schedule.created" || e.type === "schedule.updated" || e.type === "schedule.deleted"))) this.wake();
+      for (const e of c.events) if (e.type === "schedule.deleted" && e.correlationId) this.cancelSchedule(e.correlationId);
+      if (c.resync) void this.#cancelRunsOfDeleted();
+      if (c.resync || c.events.some((e) => e.type === "schedule.created" || e.type === "schedule.updated" || e.type === "schedule.deleted")) this.wake();
     });
     void this.#recover().finally(() => this.wake());
   }
@@ -142,6 +147,18 @@ export class Scheduler {
   /** Resolves once every run under way on this manager has ended (tests). */
   async idle(): Promise<void> {
     while (this.#runs.size > 0) await Promise.all([...this.#runs.values()].map((r) => r.done));
+  }
+
+  /** Cuts short the runs under way here whose schedule is gone. */
+  async #cancelRunsOfDeleted(): Promise<void> {
+    const ids = new Set([...this.#runs.values()].map((r) => r.scheduleId));
+    for (const id of ids) {
+      try {
+        if ((await this.#d.store.getSchedule(id)) === undefined) this.cancelSchedule(id);
+      } catch (err) {
+        this.#d.log.warn({ err, schedule: id }, "could not check whether a schedule under way still exists");
+      }
+    }
   }
 
   /** Cuts short this manager's runs of a deleted schedule (their rows are gone with it). */
@@ -270,9 +287,8 @@ export class Scheduler {
     const t = s.spec.target?.kind;
     if (t?.case === "serverId") return [s.serverId || t.value];
     if (t?.case === "selector") {
-      if (Object.keys(t.value.labels).length > 0) return [];
       const project = t.value.project || s.project;
-      return (await this.#d.store.listServers({ project })).filter((x) => x.deletedAt === null).map((x) => x.id);
+      return (await this.#d.store.listServers({ project, labels: t.value.labels })).map((x) => x.id);
     }
     return [];
   }
@@ -325,10 +341,6 @@ export class Scheduler {
       { scheduleId: s.id, trigger: run.trigger, scheduledFor: run.scheduledFor, serverIds, tasks: tasksOf(s.spec), onlyWhenRunning: s.spec.onlyWhenRunning, deadlineMs: this.#d.deadlineMs ?? RUN_DEADLINE_MS, signal },
       { executor, now: this.#now },
     );
-    const t = s.spec.target?.kind;
-    if (rec.reason === "NoServers" && t?.case === "selector" && Object.keys(t.value.labels).length > 0) {
-      rec = { ...rec, reason: "SelectorUnsupported", message: "servers have no labels yet: a selector with labels matches no server" };
-    }
     if (signal.aborted && signal.reason instanceof Error && signal.reason.message === "ScheduleDeleted") {
       rec = { ...rec, outcome: "failed", reason: "ScheduleDeleted", message: "the schedule was deleted during the run" };
     }

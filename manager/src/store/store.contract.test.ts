@@ -327,6 +327,25 @@ describe("server records", () => {
     );
   });
 
+  it("listServers by labels: every pair must match, in the query (before the limit); keys with '.', '/' and an empty value", async () => {
+    await store.commit([
+      insert({ id: "srv_1", hostId: HOST, at: 1, spec: { labels: { tier: "prod", "example.com/game": "mc-1.20" } } }),
+      insert({ id: "srv_2", hostId: HOST, at: 2, spec: { labels: { tier: "prod", canary: "" } } }),
+      insert({ id: "srv_3", hostId: HOST, at: 3, spec: { labels: { tier: "dev" } } }),
+      insert({ id: "srv_4", hostId: HOST, at: 4 }),
+      insert({ id: "srv_5", hostId: HOST, at: 5, deletedAt: 6, spec: { labels: { tier: "prod" } } }),
+    ]);
+    const ids = async (labels: Record<string, string>, more: { limit?: number; includeDeleted?: boolean } = {}) => (await store.listServers({ labels, ...more })).map((s) => s.id);
+    expect(await ids({ tier: "prod" })).toEqual(["srv_2", "srv_1"]);
+    expect(await ids({ tier: "prod" }, { includeDeleted: true })).toEqual(["srv_5", "srv_2", "srv_1"]);
+    expect(await ids({ tier: "prod" }, { limit: 1 })).toEqual(["srv_2"]);
+    expect(await ids({ tier: "prod", "example.com/game": "mc-1.20" })).toEqual(["srv_1"]);
+    expect(await ids({ canary: "" })).toEqual(["srv_2"]);
+    expect(await ids({ tier: "staging" })).toEqual([]);
+    expect(await ids({ nope: "" })).toEqual([]);
+    expect(await ids({})).toEqual(["srv_4", "srv_3", "srv_2", "srv_1"]);
+  });
+
   it("server sets: ids on a host include soft-deleted ones, counts per host do not; placements and facts", async () => {
     await store.commit([
       insert({ id: "srv_1", hostId: HOST, at: 1, spec: { image: "img:1", desiredState: DesiredState.RUNNING } }),

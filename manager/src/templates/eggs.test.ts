@@ -36,6 +36,7 @@ describe("importEgg: fixtures", () => {
     expect(t.startup).toBe("java -Xms128M -Xmx{{SERVER_MEMORY}}M -Dterminal.jline=false -jar {{SERVER_JARFILE}} --port {{SERVER_PORT}} --host {{SERVER_IP}}");
     expect(t.startupShell).toBe(true);
     expect(t.console).toBe(true);
+    expect(t.dataMountPath).toBe("/home/container");
     expect(t.stopCommand).toBe("stop");
     expect(t.stopSignal).toBe("");
     expect(t.readyPattern).toBe("\\)! For help, type ");

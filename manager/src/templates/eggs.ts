@@ -57,6 +57,9 @@ const IGNORED_TOP = new Set(["_comment", "meta", "exported_at", "uuid", "id", "c
 /** Keys of a variable that carry nothing for a template. */
 const IGNORED_VARIABLE = new Set(["id", "egg_id", "created_at", "updated_at", "sort", "server_value"]);
 
+/** Where Pterodactyl and Pelican mount a server's files, and their images work. */
+export const EGG_DATA_PATH = "/home/container";
+
 /** The panel's placeholders and berth's equivalents. */
 const PANEL_PLACEHOLDERS: Record<string, string> = {
   "server.build.memory": "SERVER_MEMORY",
@@ -170,6 +173,9 @@ class EggReader {
       startup,
       startupShell: startup !== "",
       variables,
+      // Pterodactyl mounts a server's files at /home/container (its images'
+      // working directory): there, what the game writes is in the data directory.
+      dataMountPath: EGG_DATA_PATH,
       console: true,
       ...config,
       install,

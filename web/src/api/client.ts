@@ -12,6 +12,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
+import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
@@ -27,6 +28,7 @@ export interface Api {
   files: Client<typeof FileService>;
   usage: Client<typeof UsageService>;
   templates: Client<typeof TemplateService>;
+  schedules: Client<typeof ScheduleService>;
 }
 
 /**
@@ -57,6 +59,7 @@ export function createApi(token: string, onUnauthenticated: (message: string) =>
     files: createClient(FileService, transport),
     usage: createClient(UsageService, transport),
     templates: createClient(TemplateService, transport),
+    schedules: createClient(ScheduleService, transport),
   };
 }
 

@@ -1,7 +1,7 @@
 /**
  * One server, explained: spec, status and conditions (live from the watch),
  * its usage over the last hour or day, its event timeline (ledger, live), its logs (TailLogs), its console, its
- * data directory (FileService), its backups, and the spec editor.
+ * data directory (FileService), its backups, its schedules, and the spec editor.
  * The open server and tab live in the URL (?server=…&tab=…).
  */
 import { Fragment, useEffect, useId, useRef, useState, type FormEvent } from "react";
@@ -14,6 +14,7 @@ import { moveFocusWithArrows, useTabTrap } from "../ui/focus.js";
 import { setParam, useLocation } from "../ui/router.js";
 import { useToast } from "../ui/toast.js";
 import { BackupsTab } from "./backups-tab.js";
+import { SchedulesTab } from "./schedules-tab.js";
 import { CloneDialog } from "./clone-dialog.js";
 import { LogsView } from "./logs-view.js";
 import { ConsoleTab } from "./console-tab.js";
@@ -29,10 +30,11 @@ import { formFromSpec, problemsAfterEdit, specFromForm, type FieldProblem, type 
 import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
 import { UsageHistory } from "./usage-view.js";
+import { ServerTemplatePanel } from "../templates/server-template-panel.js";
 
-const TABS = ["overview", "usage", "events", "logs", "console", "files", "backups", "edit"] as const;
+const TABS = ["overview", "usage", "events", "logs", "console", "files", "backups", "schedules", "edit"] as const;
 type Tab = (typeof TABS)[number];
-const TAB_LABEL: Record<Tab, string> = { overview: "Overview", usage: "Usage", events: "Events", logs: "Logs", console: "Console", files: "Files", backups: "Backups", edit: "Edit spec" };
+const TAB_LABEL: Record<Tab, string> = { overview: "Overview", usage: "Usage", events: "Events", logs: "Logs", console: "Console", files: "Files", backups: "Backups", schedules: "Schedules", edit: "Edit spec" };
 
 export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: () => void; onAction: (s: Server, a: ServerAction) => void }) {
   const { can } = useSession();
@@ -160,13 +162,14 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
           </nav>
           {/* Focusable: the panel scrolls, and the keyboard must scroll it even where it holds no control (the overview). */}
           <div className="drawer-body" role="tabpanel" aria-label={TAB_LABEL[tab]} tabIndex={0}>
-            {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} />}
+            {tab === "overview" && <Overview s={s} hostName={names.get(s.spec?.hostId ?? "") ?? s.spec?.hostId ?? ""} onAction={onAction} />}
             {tab === "usage" && <UsageHistory key={s.id} subject={{ case: "server", value: s.id }} name={s.spec?.name ?? s.id} />}
             {tab === "events" && <EventTimeline filter={{ serverId: s.id }} live compact />}
             {tab === "logs" && <LogsView server={s} />}
             {tab === "console" && <ConsoleTab key={s.id} server={s} />}
             {tab === "files" && <FilesTab key={s.id} server={s} />}
             {tab === "backups" && <BackupsTab key={s.id} server={s} />}
+            {tab === "schedules" && <SchedulesTab key={s.id} server={s} />}
             {tab === "edit" && <EditSpec key={s.id} s={s} />}
           </div>
           {moving && <TransferDialog server={s} onClose={() => setMoving(false)} />}
@@ -177,25 +180,18 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
   );
 }
 
-function Overview({ s, hostName }: { s: Server; hostName: string }) {
+function Overview({ s, hostName, onAction }: { s: Server; hostName: string; onAction: (s: Server, a: ServerAction) => void }) {
   const spec = s.spec;
   const st = s.status;
   const env = Object.entries(spec?.env ?? {}).sort(([a], [b]) => a.localeCompare(b));
   const limitsId = useId();
   return (
     <>
+      <ServerTemplatePanel s={s} onAction={onAction} />
       <div className="two-col">
         <section>
           <h3>Spec</h3>
           <dl className="kv">
-            {spec?.template?.templateId && (
-              <>
-                <dt>Template</dt>
-                <dd data-testid="server-template">
-                  <TemplateLine s={s} />
-                </dd>
-              </>
-            )}
             <dt>Image</dt>
             <dd className="mono">{spec?.image}</dd>
             <dt>Command</dt>
@@ -301,40 +297,6 @@ function Overview({ s, hostName }: { s: Server; hostName: string }) {
           )}
         </tbody>
       </table>
-    </>
-  );
-}
-
-/**
- * The template a server was made from: its name (GetTemplate) and the
- * version the spec was rendered from, and the TemplateOutdated condition's
- * message when the template changed or went away since.
- */
-function TemplateLine({ s }: { s: Server }) {
-  const { api } = useSession();
-  const ref = s.spec?.template;
-  const id = ref?.templateId ?? "";
-  const [name, setName] = useState<string>();
-  useEffect(() => {
-    let live = true;
-    setName(undefined);
-    api.templates.getTemplate({ id }).then(
-      (r) => live && setName(r.template?.name),
-      () => live && setName(""),
-    );
-    return () => {
-      live = false;
-    };
-  }, [api, id]);
-  const outdated = s.status?.conditions.find((c) => c.type === "TemplateOutdated" && c.status === ConditionStatus.TRUE);
-  return (
-    <>
-      <span className="strong">{name || <span className="mono">{id}</span>}</span> <span className="muted">version {ref?.version.toString()}</span>
-      {outdated && (
-        <div className="notice small" role="note" data-testid="template-outdated">
-          {outdated.message}
-        </div>
-      )}
     </>
   );
 }

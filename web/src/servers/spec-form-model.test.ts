@@ -96,6 +96,23 @@ describe("spec form", () => {
     expect(specFromForm(emptyForm())).toMatchObject({ readyPattern: "", stopSignal: "" });
   });
 
+  it("labels: key=value lines round-trip sorted; a line without '=' is named; the manager's labels[\"K\"] lands on Labels", () => {
+    const spec = create(ServerSpecSchema, { name: "mc", image: "i", labels: { tier: "prod", "example.com/game": "mc", canary: "" } });
+    const f = formFromSpec(spec);
+    expect(f.labels).toBe("canary=\nexample.com/game=mc\ntier=prod");
+    expect(specFromForm(f).labels).toEqual({ tier: "prod", "example.com/game": "mc", canary: "" });
+    expect(specFromForm({ ...f, labels: " tier = prod \n\n" }).labels).toEqual({ tier: "prod" });
+    let err: unknown;
+    try {
+      specFromForm({ ...f, labels: "tier=prod\noops" });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as FormError).problems).toEqual([{ field: "labels", message: "line 2: write key=value (e.g. tier=prod)" }]);
+    expect(fieldOfPath('spec.labels["Bad"]')).toBe("labels");
+    expect(fieldLabel("labels")).toBe("Labels");
+  });
+
   it("round-trips a spec through the form", () => {
     const spec = create(ServerSpecSchema, {
       name: "a",

@@ -47,6 +47,8 @@ export interface SpecForm {
    */
   readyPattern: string;
   stopSignal: string;
+  /** One key=value per line (ServerSpec.labels). */
+  labels: string;
   /** Limits (ResourceLimits); each empty: none (pids: the manager's default). Sizes like "512M". */
   memLimit: string;
   memSwap: string;
@@ -101,6 +103,7 @@ export function emptyForm(): SpecForm {
     stopCommand: "",
     readyPattern: "",
     stopSignal: "",
+    labels: "",
     ...NO_LIMITS,
   };
 }
@@ -129,6 +132,10 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     stopCommand: s.stopCommand,
     readyPattern: s.readyPattern,
     stopSignal: s.stopSignal,
+    labels: Object.entries(s.labels)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}=${v}`)
+      .join("\n"),
     ...limitsForm(s.resources),
   };
 }
@@ -238,6 +245,13 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     if (eq <= 0) problems.push({ field: "env", message: `line ${i + 1}: write KEY=VALUE` });
     else env[line.slice(0, eq).trim()] = line.slice(eq + 1);
   });
+  const labels: Record<string, string> = {};
+  f.labels.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    const eq = line.indexOf("=");
+    if (eq <= 0) problems.push({ field: "labels", message: `line ${i + 1}: write key=value (e.g. tier=prod)` });
+    else labels[line.slice(0, eq).trim()] = line.slice(eq + 1).trim();
+  });
   const secretEnv = f.secretEnv.split(/[\s,]+/).filter(Boolean);
   const missing = secretEnv.find((k) => !(k in env));
   if (missing !== undefined) problems.push({ field: "secretEnv", message: `${missing} is not set in Environment; add ${missing}=VALUE there` });
@@ -274,6 +288,7 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     stopCommand: f.console ? f.stopCommand.trim() : "",
     readyPattern: f.readyPattern,
     stopSignal: f.stopSignal,
+    labels,
     ...(resources ? { resources } : {}),
   };
 }
@@ -308,6 +323,7 @@ const FIELD_OF_SPEC: Record<string, FieldKey> = {
   log_max_files: "logMaxFiles",
   console: "console",
   stop_command: "stopCommand",
+  labels: "labels",
 };
 
 const LIMIT_FIELDS: Record<string, FieldKey> = {
@@ -412,7 +428,7 @@ export function problemsAfterEdit(
 }
 
 /** The fields in the order the form shows them. */
-const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "memLimit", "memSwap", "cpus", "cpusetCpus", "pidsLimit", "cpuShares", "blkioWeight", "diskQuota", "capAdd"];
+const FORM_ORDER = ["name", "project", "hostId", "dataMountPath", "image", "command", "env", "secretEnv", "labels", "ports", "restartPolicy", "desiredState", "logMaxSize", "logMaxFiles", "memLimit", "memSwap", "cpus", "cpusetCpus", "pidsLimit", "cpuShares", "blkioWeight", "diskQuota", "capAdd"];
 
 /** Orders field keys as the form shows them: "name" before "ports.0.host" before "ports.1.host" before "capAdd". */
 export function compareFields(a: FieldKey, b: FieldKey): number {
@@ -437,6 +453,7 @@ export function fieldLabel(key: FieldKey): string {
     image: "Image",
     command: "Command",
     env: "Environment",
+    labels: "Labels",
     secretEnv: "Secret keys",
     ports: "Ports",
     dataMountPath: "Data mount path",

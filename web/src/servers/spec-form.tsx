@@ -115,6 +115,9 @@ export function SpecFields(props: {
       <Field label="Secret keys" hint="env keys whose values are stored encrypted and shown as ********; leave ******** to keep a stored value" {...errs.field("secretEnv")} wide>
         <input value={form.secretEnv} onChange={(e) => set("secretEnv", e.target.value)} {...control("secretEnv")} className="mono" spellCheck={false} placeholder="DB_PASSWORD, API_TOKEN" name="secretEnv" />
       </Field>
+      <Field label="Labels" hint="one key=value per line, e.g. tier=prod: they group servers (search tier=prod; a schedule's selector) and change nothing in the container" {...errs.field("labels")} wide>
+        <textarea value={form.labels} onChange={(e) => set("labels", e.target.value)} {...control("labels")} rows={1} className="mono" spellCheck={false} name="labels" />
+      </Field>
       <fieldset className={`field wide${bad("ports") ? " invalid" : ""}`}>
         <legend>Ports</legend>
         {form.ports.length === 0 && <p className="muted small">No published ports.</p>}

@@ -59,6 +59,10 @@ describe("table query", () => {
     expect(names(applyQuery(all, { ...DEFAULT_QUERY, phases: [Phase.RUNNING] }, hosts))).toEqual(["web-2/srv_5", "web-10/srv_3"]);
     expect(names(applyQuery(all, { ...DEFAULT_QUERY, q: "bravo 8080" }, hosts))).toEqual(["web-2/srv_1"]);
     expect(names(applyQuery(all, { ...DEFAULT_QUERY, q: "WEB other" }, hosts))).toEqual(["web-2/srv_5"]);
+    // Labels as key=value words.
+    const labelled = [...all, create(ServerSchema, { id: "srv_6", project: "default", spec: { name: "mc", hostId: "host_a", labels: { tier: "prod", game: "mc" } }, status: { phase: Phase.RUNNING } })];
+    expect(names(applyQuery(labelled, { ...DEFAULT_QUERY, q: "tier=prod" }, hosts))).toEqual(["mc/srv_6"]);
+    expect(names(applyQuery(labelled, { ...DEFAULT_QUERY, q: "tier=dev" }, hosts))).toEqual([]);
   });
 
   it("sorts by any column, stably, both ways", () => {

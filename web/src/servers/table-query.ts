@@ -21,7 +21,7 @@ export interface TableQuery {
   attention: boolean;
   /** "" = every project. */
   project: string;
-  /** Free text, matched against name, id, image, container, host, project, reason, ports. */
+  /** Free text, matched against name, id, image, container, host, project, reason, ports, labels (key=value). */
   q: string;
   showDeleted: boolean;
   sort: SortKey;
@@ -168,6 +168,7 @@ export function matches(s: Server, q: TableQuery, hostNames: HostNames): boolean
     phaseName(s.status?.phase),
     s.status?.reason,
     portsText(s),
+    ...Object.entries(s.spec?.labels ?? {}).map(([k, v]) => `${k}=${v}`),
   ]
     .join(" ")
     .toLowerCase();

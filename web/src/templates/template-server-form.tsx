@@ -161,15 +161,24 @@ export function TemplateServerForm(props: {
 }
 
 /** One variable's input, by its rule; read-only when the operator may not set it. */
-function VariableField(props: { v: TemplateVariable; value: string; onChange: (value: string) => void; errs: ReturnType<typeof fieldErrors> }) {
+export function VariableField(props: {
+  v: TemplateVariable;
+  value: string;
+  onChange: (value: string) => void;
+  errs: ReturnType<typeof fieldErrors>;
+  /** A value that stands for "unchanged" (a stored secret's mask): not checked. */
+  kept?: string;
+  /** Extra help after the variable's own (e.g. how to keep a secret). */
+  note?: string;
+}) {
   const { v, value, onChange, errs } = props;
   const key = variableField(v.env);
   const input = inputOf(v);
   const label = `${v.name || v.env}${v.required ? " *" : ""}`;
-  const hint = [v.description, v.userEditable ? "" : "set by the template (read-only)", v.required ? "required" : "", `env ${v.env}`].filter(Boolean).join(" · ");
+  const hint = [v.description, v.userEditable ? "" : "set by the template (read-only)", v.required ? "required" : "", `env ${v.env}`, props.note ?? ""].filter(Boolean).join(" · ");
   const readOnly = !v.userEditable;
   // The page's own check, shown as the value changes once it was edited away from the default.
-  const live = !readOnly && value !== v.defaultValue ? checkValue(v, value) : undefined;
+  const live = !readOnly && value !== v.defaultValue && value !== props.kept ? checkValue(v, value) : undefined;
   const message = errs.messageOf(key) ?? (live ? `${v.name || v.env} ${live}` : undefined);
   const control = { "aria-invalid": message ? true : undefined, "aria-describedby": message ? errs.errorId(key) : undefined, "aria-required": v.required || undefined, "data-variable": v.env } as const;
   if (input.type === "checkbox") {

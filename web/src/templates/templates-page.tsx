@@ -2,8 +2,10 @@
  * Templates: the project's and the global ones (ListTemplates), one in full
  * (images, startup, variables, ports, install, ready pattern), importing a
  * Pterodactyl or Pelican egg (ImportTemplate) with what of it was not taken
- * over, and deleting (not built-ins). Viewers only read; operators import
- * and delete (the manager decides who may touch a global template).
+ * over, creating, editing and copying (template-editor.tsx), and deleting
+ * (not built-ins). Viewers only read; operators import, create, edit and
+ * delete their project's templates; global ones are offered to all-projects
+ * admins only, as the manager decides (its PermissionDenied is shown).
  */
 import { useState, type ChangeEvent } from "react";
 import { HostPortMode, type ImportTemplateResponse, type Template, type TemplatePort, VariableKind } from "@berth/proto/berth/v1/template_pb.js";
@@ -15,6 +17,8 @@ import { ErrorBox, ErrorText } from "../ui/error-box.js";
 import { Modal } from "../ui/modal.js";
 import { useToast } from "../ui/toast.js";
 import { scopeOf, useTemplates } from "./use-templates.js";
+import { TemplateEditor } from "./template-editor.js";
+import { copyForm, type TemplateForm } from "./template-form-model.js";
 
 /** An egg file is at most 1 MiB (ImportTemplateRequest.content). */
 const MAX_EGG_BYTES = 1 << 20;
@@ -29,7 +33,10 @@ export function TemplatesPage() {
   const [importProject, setImportProject] = useState("");
   const [imported, setImported] = useState<ImportTemplateResponse>();
   const [importError, setImportError] = useState<string>();
+  const [editing, setEditing] = useState<{ template?: Template; start?: TemplateForm }>();
   const list = templates.templates ?? [];
+  /** As the manager decides (template-apply.ts requireWritable): not built-in; a global one needs an all-projects admin. */
+  const mayEdit = (t: Template) => can.operate && !t.builtIn && (t.project !== "" || can.infra);
 
   const importFile = async (e: ChangeEvent<HTMLInputElement>) => {
     const file = e.target.files?.[0];
@@ -62,6 +69,11 @@ export function TemplatesPage() {
           <h1 id="templates-title">Templates</h1>
           <p className="summary">Recipes for servers: images, startup command, variables and ports. Pick one under New server → From a template.</p>
         </div>
+        {can.operate && (
+          <button type="button" className="button primary" onClick={() => setEditing({})}>
+            New template
+          </button>
+        )}
       </div>
       {can.operate && (
         <div className="template-import" aria-label="Import an egg" role="group">
@@ -119,6 +131,16 @@ export function TemplatesPage() {
                   <button type="button" className="button small" onClick={() => setViewing(t)}>
                     View
                   </button>
+                  {mayEdit(t) && (
+                    <button type="button" className="button small" onClick={() => setEditing({ template: t })} aria-label={`Edit ${t.name}`}>
+                      Edit
+                    </button>
+                  )}
+                  {can.operate && (
+                    <button type="button" className="button small" onClick={() => setEditing({ start: copyForm(t) })} aria-label={`Copy ${t.name}`} title="A new template with this one's content">
+                      Copy
+                    </button>
+                  )}
                   {can.operate && !t.builtIn && (
                     <button type="button" className="button small danger-soft" onClick={() => setDeleting(t)}>
                       Delete
@@ -148,6 +170,15 @@ export function TemplatesPage() {
         <Modal title={`Template ${viewing.name}`} onClose={() => setViewing(undefined)} wide testId="template-view">
           <TemplateDetails t={viewing} />
         </Modal>
+      )}
+      {editing && (
+        <TemplateEditor
+          key={editing.template?.id ?? "new"}
+          template={editing.template}
+          {...(editing.start ? { start: editing.start } : {})}
+          onClose={() => setEditing(undefined)}
+          onSaved={() => void templates.refresh()}
+        />
       )}
       {deleting && (
         <ConfirmDialog

@@ -980,6 +980,7 @@ function listServersQuery(f: ServerFilter): { sql: string; args: unknown[] } {
   if (f.hostId) where.push(`host_id = ${p(f.hostId)}`);
   if (!f.includeDeleted) where.push("deleted_at IS NULL");
   if (f.phases && f.phases.length > 0) where.push(`phase = ANY(${p([...f.phases])}::text[])`);
+  for (const [key, value] of Object.entries(f.labels ?? {})) where.push(`(spec_json::jsonb -> 'labels' ->> ${p(key)}) = ${p(value)}`);
   if (f.before) {
     const at = p(f.before.createdAt);
     where.push(`(created_at < ${at} OR (created_at = ${at} AND id < ${p(f.before.id)}))`);

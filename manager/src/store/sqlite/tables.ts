@@ -361,6 +361,11 @@ export class SqliteTables {
       where.push(`phase IN (${f.phases.map(() => "?").join(", ")})`);
       args.push(...f.phases);
     }
+    for (const [key, value] of Object.entries(f.labels ?? {})) {
+      // Label keys never hold '"' (ServerSpec.labels' rule), so the quoted path is exact.
+      where.push("json_extract(spec_json, ?) = ?");
+      args.push(`$.labels."${key}"`, value);
+    }
     if (f.before) {
       where.push("(created_at < ? OR (created_at = ? AND id < ?))");
       args.push(f.before.createdAt, f.before.createdAt, f.before.id);
