@@ -15,6 +15,7 @@ import { Backoff } from "./link/backoff.js";
 import { ManagerLink } from "./link/manager-link.js";
 import { reportable, splitInventory } from "./link/report-size.js";
 import { LogStreams } from "./log-streams.js";
+import { ReadyWatches } from "./ready-watch.js";
 import { FileRequests } from "./files/file-requests.js";
 import type { ContainerRuntime, RuntimeEvent } from "./runtime/container-runtime.js";
 import { messageOf } from "./runtime/docker-runtime.js";
@@ -54,6 +55,9 @@ const MAX_UNMANAGED = 1000;
 /** Project networks in one inventory (the manager keeps as many per host). */
 const MAX_NETWORKS = 256;
 
+/** How long an inventory waits for new runs' output to be scanned for their ready patterns. */
+const READY_SCAN_WAIT_MS = 3_000;
+
 /** At most one pull-progress message per server per this many ms (plus the last one). */
 const PULL_REPORT_EVERY_MS = 1000;
 
@@ -70,6 +74,8 @@ export class Agent {
   /** The engine, one operation per container at a time (kill bypasses). */
   private readonly runtime: ContainerRuntime;
   private readonly logStreams: LogStreams;
+  /** Running containers with a ready pattern, watched until a line matches (ContainerInfo.ready_time). */
+  private readonly ready: ReadyWatches;
   /** Measures the data directories in the background; the inventory reports their last known sizes. */
   private readonly sizes: DirSizes;
   /** FileService's operations on data directories (uploads are sessions here). */
@@ -139,6 +145,7 @@ export class Agent {
       opts.log.child({ part: "logs" }),
       this.files,
     );
+    this.ready = new ReadyWatches(this.runtime, (id) => this.onReadyMatched(id), opts.log.child({ part: "ready" }));
     this.link = new ManagerLink(
       opts.managerUrls,
       opts.credential,
@@ -228,6 +235,7 @@ export class Agent {
 
   stop(): void {
     this.files.closeAll();
+    this.ready.stopAll();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (!this.abort.signal.aborted) this.abort.abort();
@@ -405,7 +413,10 @@ export class Agent {
     }
     this.believed.clear();
     for (const c of containers) this.believed.set(c.id, c);
-    containers = containers.map(reportable);
+    // A run first seen now (the agent restarted while it ran) has its output so far scanned for its
+    // ready pattern before the inventory goes out, so a ready server does not show Starting meanwhile.
+    await this.observeReady(containers);
+    containers = containers.map((c) => this.ready.annotate(reportable(c)));
     const dirs = await this.opts.dataRoot.list();
     const ids = new Set<string>(dirs.filter((d) => this.opts.dataRoot.isServerId(d)));
     for (const c of containers) {
@@ -503,7 +514,7 @@ export class Agent {
           // Whatever it did, its container may write differently from now on.
           if (cmd.serverId) this.sizes.markDirty(cmd.serverId);
           // Only AdoptOrphan's inspect needs the environment and command; every other result is an observation.
-          if (result.container && cmd.kind !== CommandKind.INSPECT_CONTAINER) result = { ...result, container: reportable(result.container) };
+          if (result.container && cmd.kind !== CommandKind.INSPECT_CONTAINER) result = { ...result, container: this.ready.annotate(reportable(result.container)) };
           this.send({ case: "commandResult", value: result });
         });
         return;
@@ -598,6 +609,34 @@ export class Agent {
     return info;
   }
 
+  /**
+   * Starts (or keeps) the ready watches of these containers and waits, a few
+   * seconds at most, for the output each new run had so far to be scanned.
+   */
+  private async observeReady(containers: readonly ContainerInfo[]): Promise<void> {
+    const scans = containers.map((c) => this.ready.observe(c));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(scans), new Promise<void>((r) => (timer = setTimeout(r, READY_SCAN_WAIT_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * A container's line matched its ready pattern: the manager hears it as a
+   * "ready" container event carrying ready_time, in line with the
+   * container's other events.
+   */
+  private onReadyMatched(containerId: string): void {
+    void this.events
+      .run(containerId, async () => {
+        const seq = this.nextSeq();
+        const info = await this.runtime.inspect(containerId);
+        if (!info || this.destroyed.has(containerId)) return;
+        this.believed.set(info.id, info);
+        this.send({ case: "containerEvent", value: { action: "ready", exitCause: "", removed: false, time: timestampNow(), container: this.ready.annotate(reportable(info)) } }, seq);
+      })
+      .catch((err: unknown) => this.opts.log.warn({ container: containerId, err: String(err) }, "could not report the container's readiness"));
+  }
+
   private async reportEvent(e: RuntimeEvent): Promise<void> {
     const seq = this.nextSeq();
     this.touchedDuringInventory?.add(e.containerId);
@@ -628,6 +667,10 @@ export class Agent {
     const removed = info === undefined;
     if (info) this.believed.set(info.id, info);
     else this.believed.delete(e.containerId);
+    // A start begins a watch for the ready pattern (not awaited: its first lines come later anyway);
+    // a stop ends it, and the next start waits for a new match.
+    if (info) void this.ready.observe(info);
+    else this.ready.forget(e.containerId);
     this.send({
       case: "containerEvent",
       value: {
@@ -635,7 +678,7 @@ export class Agent {
         exitCause,
         removed,
         time: timestampFromMs(e.timeMs || Date.now()),
-        container: info ? reportable(info) : create(ContainerInfoSchema, { id: e.containerId, labels: e.labels, state: "removed" }),
+        container: info ? this.ready.annotate(reportable(info)) : create(ContainerInfoSchema, { id: e.containerId, labels: e.labels, state: "removed" }),
       },
     }, seq);
   }

@@ -20,6 +20,7 @@ import { LABEL_ROLE, LABEL_SERVER, messageOf, ROLE_INSTALL } from "./runtime/doc
 import { TailBuffer } from "./install/tail-buffer.js";
 import { ENGINE_FAILURE_REASONS, engineGoingAway, waitForEngine } from "./runtime/engine-watch.js";
 import { foreignNetworkRefusal, isProjectNetwork, isProjectNetworkName, LABEL_MANAGER, LABEL_PROJECT, networkFieldsRefusal, networkLabels } from "./runtime/project-network.js";
+import { LABEL_READY_PATTERN } from "./ready-watch.js";
 import type { Logger } from "pino";
 
 const LABEL_HASH = "berth.spec-hash";
@@ -480,11 +481,13 @@ export class Executor {
   /**
    * Stops the server's containers. With a stop command, it is written to the
    * console first and the container gets the stop timeout to exit by itself
-   * before Docker's stop (SIGTERM, SIGKILL after the timeout again). Answers
+   * before Docker's stop (its stop signal, SIGKILL after the timeout again). Answers
    * what the stop command did, for the command's ledger message.
    */
   private async stopAll(cmd: Command): Promise<string | undefined> {
     const timeout = cmd.stopTimeoutSeconds || 10;
+    // Docker sends the container's own StopSignal; the spec says which that is.
+    const signal = cmd.container?.stopSignal || "SIGTERM";
     let said: string | undefined;
     for (const c of await this.containersOf(cmd)) {
       if (c.state === "paused") await this.runtime.unpause(c.id);
@@ -502,8 +505,8 @@ export class Executor {
           }
           said =
             written === undefined
-              ? `did not exit within ${timeout} s of its stop command ${JSON.stringify(cmd.stopCommand)}: sent SIGTERM (SIGKILL after ${timeout} s more)`
-              : `its stop command could not be written (${written}): sent SIGTERM (SIGKILL after ${timeout} s)`;
+              ? `did not exit within ${timeout} s of its stop command ${JSON.stringify(cmd.stopCommand)}: sent ${signal} (SIGKILL after ${timeout} s more)`
+              : `its stop command could not be written (${written}): sent ${signal} (SIGKILL after ${timeout} s)`;
         }
         await this.runtime.stop(c.id, timeout);
       });
@@ -571,7 +574,8 @@ export class Executor {
         image: spec.image,
         command: spec.command,
         env: spec.env,
-        labels: spec.labels,
+        // The container carries its ready pattern: an agent that restarts while it runs watches it again.
+        labels: spec.readyPattern ? { ...spec.labels, [LABEL_READY_PATTERN]: spec.readyPattern } : spec.labels,
         ports: spec.ports,
         dataDir: dataDirPath,
         mountPath: spec.dataMountPath || "/data",
@@ -581,6 +585,7 @@ export class Executor {
         ...(spec.openStdin ? { openStdin: true } : {}),
         ...(net ? { network: { name: net.name, aliases: net.aliases } } : {}),
         ...(spec.resources ? { resources: spec.resources } : {}),
+        ...(spec.stopSignal ? { stopSignal: spec.stopSignal } : {}),
       });
       // The network is made (if missing) and the container created on it under the network's
       // lock: removing the project's emptied network cannot slip in between.

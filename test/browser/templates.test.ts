@@ -130,6 +130,8 @@ describe("dashboard templates", () => {
     const line = p.getByTestId("server-template");
     await line.filter({ hasText: "sleeper" }).waitFor();
     expect(await line.textContent()).toContain("version 1");
+    // Its spec list says when it counts as ready and how it is stopped (the sleeper template sets neither).
+    expect(await p.getByTestId("server-ready-pattern").textContent()).toBe("the container runs");
     await p.getByRole("button", { name: "Close details" }).click();
   });
 

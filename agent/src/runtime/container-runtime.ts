@@ -40,6 +40,8 @@ export interface CreateContainerSpec {
    * used either. Absent: the image's.
    */
   entrypoint?: string[];
+  /** Docker's StopSignal (STOP_SIGNALS in docker-runtime.ts only), what `stop` sends first; absent: SIGTERM. */
+  stopSignal?: string;
 }
 
 /** A container's place on a project network. */
@@ -127,7 +129,7 @@ export interface ContainerRuntime {
   pull(image: string, onProgress: (line: string) => void): Promise<void>;
   create(spec: CreateContainerSpec): Promise<string>;
   start(id: string): Promise<void>;
-  /** SIGTERM, then SIGKILL after `timeoutSeconds`. */
+  /** The container's stop signal (SIGTERM unless made with another), then SIGKILL after `timeoutSeconds`. */
   stop(id: string, timeoutSeconds: number): Promise<void>;
   kill(id: string): Promise<void>;
   pause(id: string): Promise<void>;

@@ -72,6 +72,12 @@ describe("containerConfig: all that berth can ask Docker for", () => {
     }
   });
 
+  it("sets Docker's StopSignal only when the spec names one, and only a stop signal berth allows", () => {
+    expect(containerConfig({ ...spec, stopSignal: "SIGINT" }).StopSignal).toBe("SIGINT");
+    expect(containerConfig({ ...spec, stopSignal: "SIGKILL" }).StopSignal).toBe("SIGKILL");
+    for (const sig of ["SIGSTOP", "INT", "9", "sigint"]) expect(() => containerConfig({ ...spec, stopSignal: sig })).toThrow(/is not one of SIGTERM, SIGINT/);
+  });
+
   it("refuses a relative data directory or a mount over the container's root", () => {
     expect(() => containerConfig({ ...spec, dataDir: "srv_abcd2345" })).toThrow(/absolute host path/);
     expect(() => containerConfig({ ...spec, mountPath: "/" })).toThrow(/other than \//);

@@ -666,6 +666,7 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
     throw new Error(`data mount path "${spec.mountPath}" must be an absolute path in the container other than /`);
   }
   if (spec.network && !isProjectNetworkName(spec.network.name)) throw new Error(`network "${spec.network.name}" is not a berth project network`);
+  if (spec.stopSignal && !STOP_SIGNALS.has(spec.stopSignal)) throw new Error(`stop signal "${spec.stopSignal}" is not one of ${[...STOP_SIGNALS].join(", ")}`);
   const exposed: Record<string, object> = {};
   const bindings: Record<string, { HostPort: string }[]> = {};
   for (const p of spec.ports) {
@@ -683,6 +684,8 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
     ExposedPorts: exposed,
     // Never a TTY: logs are read as a multiplexed stdout/stderr stream.
     Tty: false,
+    // What docker stop sends first (the init process passes it on to the server's process).
+    ...(spec.stopSignal ? { StopSignal: spec.stopSignal } : {}),
     // A console keeps stdin open across attaches (writeStdin); StdinOnce would close it after the first.
     ...(spec.openStdin ? { OpenStdin: true, StdinOnce: false, AttachStdin: false } : {}),
     // The project's own network, alone: other projects' containers are on other networks.
@@ -706,6 +709,9 @@ export function containerConfig(spec: CreateContainerSpec): Docker.ContainerCrea
     },
   };
 }
+
+/** The stop signals a container may be made with (ServerSpec.stop_signal). */
+export const STOP_SIGNALS: ReadonlySet<string> = new Set(["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"]);
 
 /** Log rotation when a command carries none (a manager older than these fields). */
 const DEFAULT_LOG_MAX_SIZE_BYTES = 10 * 1024 * 1024;

@@ -51,6 +51,8 @@ describe("alert rules", () => {
     ["stopping for a restore", { phase: Phase.STOPPING, reason: "StoppingForRestore" }, []],
     ["stopped outside berth (adopted: desired stopped)", { phase: Phase.STOPPED, reason: "StoppedOutsideBerth", desired: DesiredState.STOPPED }, ["stopped_outside server:srv_1 warning 0"]],
     ["stopped as asked", { phase: Phase.STOPPED, reason: "Stopped", desired: DesiredState.STOPPED }, []],
+    ["running, waiting for its ready pattern (its own 10-minute deadline)", { phase: Phase.STARTING, reason: "WaitingForReady" }, []],
+    ["running, no line matched its ready pattern in 10 minutes", { phase: Phase.STARTING, reason: "ReadyTimeout" }, ["server_not_converged server:srv_1 warning 120000"]],
     ["crashed once, restarting", { phase: Phase.STARTING, reason: "CrashBackoff", recentCrashes: 1 }, ["server_not_converged server:srv_1 warning 120000"]],
     ["crashed twice, restarting: crash_loop's warning stage", { phase: Phase.STARTING, reason: "CrashBackoff", recentCrashes: 2 }, ["crash_loop server:srv_1 warning 0"]],
     ["crashed twice, running again: still the warning", { phase: Phase.RUNNING, reason: "Running", recentCrashes: 2 }, ["crash_loop server:srv_1 warning 0"]],

@@ -184,6 +184,9 @@ export function notConverged(s: ServerView): boolean {
   if (s.reason === "DiskQuotaExceeded") return false;
   // Its install script runs (up to its own timeout; a failure is install_failed's).
   if (INSTALL_REASONS.has(s.reason)) return false;
+  // Running and loading until its ready pattern matches: it has its own deadline (ReadyTimeout,
+  // 10 minutes; that one counts), and a game loading for 3 minutes is not an incident.
+  if (s.phase === Phase.STARTING && s.reason === "WaitingForReady") return false;
   if (s.phase === Phase.UNKNOWN || s.phase === Phase.DATA_LOST) return false;
   if (s.phase === Phase.FAILED && s.reason === "CrashLoop") return false;
   return s.observedGeneration !== s.generation || !CONVERGED[s.desired].includes(s.phase);

@@ -172,9 +172,10 @@ export function slimContainer(c: ContainerInfo): ContainerInfo | undefined {
   if (Object.keys(c.env).length > 0 || c.command.length > 0) out = { ...c, env: {}, command: [] };
   // A time JSON cannot hold (before year 1, after 9999, negative nanos) made the write throw and
   // closed the agent's stream, again after every reconnect: it is dropped, as if not reported.
-  if (!storableTime(out.createdTime) || !storableTime(out.startedTime) || !storableTime(out.finishedTime)) {
+  if (!storableTime(out.createdTime) || !storableTime(out.startedTime) || !storableTime(out.finishedTime) || !storableTime(out.readyTime)) {
     out = {
       ...out,
+      readyTime: storableTime(out.readyTime) ? out.readyTime : undefined,
       createdTime: storableTime(out.createdTime) ? out.createdTime : undefined,
       startedTime: storableTime(out.startedTime) ? out.startedTime : undefined,
       finishedTime: storableTime(out.finishedTime) ? out.finishedTime : undefined,

@@ -78,6 +78,8 @@ const TEMPLATE_FIELDS = [
   ["console", (s: ServerSpec) => s.console],
   ["restart_policy", (s: ServerSpec) => s.restartPolicy !== 0],
   ["install", (s: ServerSpec) => s.install !== undefined],
+  ["ready_pattern", (s: ServerSpec) => s.readyPattern !== ""],
+  ["stop_signal", (s: ServerSpec) => s.stopSignal !== ""],
 ] as const;
 
 /** Refuses a CreateServerRequest spec that sets what its template gives. */
@@ -147,6 +149,8 @@ export async function renderForServer(store: Store, caller: Caller, ref: Templat
     stopCommand: rendered.stopCommand,
     console: rendered.console,
     restartPolicy: rendered.restartPolicy,
+    readyPattern: rendered.readyPattern,
+    stopSignal: rendered.stopSignal,
     resources: rendered.resources,
     install: rendered.install,
     template: create(TemplateRefSchema, { templateId: rec.id, version: BigInt(rec.version), image: rendered.image, variables: given }),

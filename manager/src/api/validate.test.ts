@@ -110,6 +110,14 @@ const BAD: [string, Partial<SpecInit>, string][] = [
   ["log size under 64 KiB", { logMaxSizeBytes: 65535 }, "spec.log_max_size_bytes"],
   ["log size over 1 GiB", { logMaxSizeBytes: 1073741825 }, "spec.log_max_size_bytes"],
   ["21 log files", { logMaxFiles: 21 }, "spec.log_max_files"],
+  ["ready pattern that does not compile", { readyPattern: "Done (" }, "spec.ready_pattern"],
+  ["ready pattern with nested repetition (catastrophic backtracking)", { readyPattern: "^(a+)+$" }, "spec.ready_pattern"],
+  ["ready pattern with a backreference", { readyPattern: "(a)\\1" }, "spec.ready_pattern"],
+  ["ready pattern over 512 characters", { readyPattern: "a".repeat(513) }, "spec.ready_pattern"],
+  ["ready pattern over 1024 characters", { readyPattern: "a".repeat(1025) }, "spec.ready_pattern"],
+  ["unknown stop signal", { stopSignal: "SIGSTOP" }, "spec.stop_signal"],
+  ["stop signal as a number", { stopSignal: "15" }, "spec.stop_signal"],
+  ["stop signal in lowercase", { stopSignal: "sigint" }, "spec.stop_signal"],
 ];
 
 describe("validateSpec rejects", () => {
@@ -180,6 +188,18 @@ describe("validateSpec accepts and normalizes", () => {
     const out = validateSpec(spec({ capAdd: ["SYS_CHROOT", "AUDIT_WRITE", "NET_RAW"] }));
     expect(out.capAdd).toEqual(["AUDIT_WRITE", "NET_RAW", "SYS_CHROOT"]);
     expect(out).toMatchObject({ logMaxSizeBytes: 0, logMaxFiles: 0 });
+  });
+
+  it("keeps a safe ready pattern; stores a stop signal with SIG ('INT' is SIGINT)", () => {
+    expect(validateSpec(spec({ readyPattern: "Done \\(\\d+\\.\\d+s\\)!" })).readyPattern).toBe("Done \\(\\d+\\.\\d+s\\)!");
+    expect(validateSpec(spec({ stopSignal: "INT" })).stopSignal).toBe("SIGINT");
+    expect(validateSpec(spec({ stopSignal: "SIGKILL" })).stopSignal).toBe("SIGKILL");
+    expect(validateSpec(spec({})).stopSignal).toBe("");
+  });
+
+  it("a refused ready pattern's message says why and what to do", () => {
+    expect(() => validateSpec(spec({ readyPattern: "^(a+)+$" }))).toThrow(/spec\.ready_pattern: refused: .*nested quantifier.*rewrite it/);
+    expect(() => validateSpec(spec({ stopSignal: "SIGSTOP" }))).toThrow(/spec\.stop_signal: .*one of SIGTERM, SIGINT/);
   });
 
   it("trims the host id", () => {

@@ -12,6 +12,7 @@ import {
 } from "@berth/proto/berth/v1/server_pb.js";
 import { InvalidArgumentError } from "../errors.js";
 import { invalidArgument, ruleProblems, type Problem } from "./protovalidate.js";
+import { unsafeRegexReason } from "../templates/regex-safety.js";
 
 /**
  * The whole environment, as Docker holds it ("KEY=value" per variable). It
@@ -52,14 +53,39 @@ export function normalizeSpec(input: ServerSpec | undefined, field = "spec"): Se
   // The order capabilities are listed in means nothing. Log limits left at 0
   // stay 0: the manager's defaults (--container-log-max-size/-files) apply.
   out.capAdd = [...input.capAdd].sort();
+  // "INT" and "SIGINT" are the same signal: stored one way, so the spec hash does not tell them apart.
+  out.stopSignal = normalizeStopSignal(input.stopSignal);
   return out;
+}
+
+/** A stop signal as stored: with "SIG" ("INT" becomes "SIGINT"); empty stays empty (SIGTERM). */
+export function normalizeStopSignal(signal: string): string {
+  return signal === "" || signal.startsWith("SIG") ? signal : `SIG${signal}`;
+}
+
+/**
+ * Why `pattern` cannot be a ready pattern, as a sentence saying what to
+ * change, or undefined: it must compile as a JavaScript regular expression
+ * and pass the backtracking check templates' patterns pass (the agent runs it
+ * on every line a server prints).
+ */
+export function readyPatternProblem(pattern: string): string | undefined {
+  if (pattern === "") return undefined;
+  try {
+    new RegExp(pattern);
+  } catch (e) {
+    return `not a valid JavaScript regular expression (${(e as Error).message}); fix it, or leave it empty to count the server ready as soon as it runs`;
+  }
+  const unsafe = unsafeRegexReason(pattern);
+  return unsafe ? `refused: ${unsafe}` : undefined;
 }
 
 /**
  * What a spec's field rules cannot say, because it spans several fields or
  * values: the environment's total size, one host port used twice (per
  * protocol), a '..' component in the data mount path, a stop command without
- * a console, an empty image (unless the spec comes from a template). Pure.
+ * a console, a ready pattern that does not compile or can backtrack for long,
+ * an empty image (unless the spec comes from a template). Pure.
  */
 function specProblems(input: ServerSpec, field = "spec", fromTemplate = false): Problem[] {
   const problems: Problem[] = [];
@@ -69,6 +95,8 @@ function specProblems(input: ServerSpec, field = "spec", fromTemplate = false): 
   if (envBytes > MAX_ENV_TOTAL_BYTES) {
     problems.push({ field: `${field}.env`, message: `${envBytes} bytes in total (as KEY=value), more than ${MAX_ENV_TOTAL_BYTES} (256 KiB); keep large values in a file in the server's data directory` });
   }
+  const ready = readyPatternProblem(input.readyPattern);
+  if (ready) problems.push({ field: `${field}.ready_pattern`, message: ready });
   if (input.stopCommand && !input.console) {
     problems.push({ field: `${field}.stop_command`, message: "is written to the console: set console too, or leave stop_command empty" });
   }

@@ -20,6 +20,10 @@
  *   any ──► Failed    (operation failed or passed its deadline; Start/Rebuild retry)
  *   any ──► DataLost  (data directory gone for a server that had data)
  *   any ──► Deleted   (soft delete: container removed, data and record kept)
+ *
+ *   A spec with a ready_pattern stays Starting (WaitingForReady) while its
+ *   container runs until a line of its output matches; ReadyTimeout after
+ *   10 minutes without one (it keeps running). A restart waits again.
  */
 import { CommandKind, DataPolicy, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, Phase, RestartPolicy, type ResourceLimits, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
@@ -544,17 +548,27 @@ function decide(input: PlanInput): Plan {
     }
     // Running again after crashes: they still count towards a crash loop until they leave the window.
     const crashes = recentCrashes(input);
-    if (crashes.length > 0) {
-      return {
-        ...base,
-        phase: Phase.RUNNING,
-        reason: "Running",
-        message: `the container is running (crashed ${crashes.length} of ${CRASH_LOOP_THRESHOLD} times that make a crash loop in ${CRASH_WINDOW_MS / 60_000} minutes)`,
-        crash: { recent: crashes.length, limit: CRASH_LOOP_THRESHOLD },
-        requeueAfterMs: Math.min(...crashes) + CRASH_WINDOW_MS - input.now,
-      };
-    }
-    return { ...base, phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
+    const running: Plan =
+      crashes.length > 0
+        ? {
+            ...base,
+            phase: Phase.RUNNING,
+            reason: "Running",
+            message: `the container is running (crashed ${crashes.length} of ${CRASH_LOOP_THRESHOLD} times that make a crash loop in ${CRASH_WINDOW_MS / 60_000} minutes)`,
+            crash: { recent: crashes.length, limit: CRASH_LOOP_THRESHOLD },
+            requeueAfterMs: Math.min(...crashes) + CRASH_WINDOW_MS - input.now,
+          }
+        : { ...base, phase: Phase.RUNNING, reason: "Running", message: "the container is running" };
+    // Running, but its ready pattern has not matched a line yet: still starting (the game is loading).
+    const wait = readyWait(input, container);
+    if (!wait) return running;
+    return {
+      ...running,
+      phase: Phase.STARTING,
+      reason: wait.timedOut ? "ReadyTimeout" : "WaitingForReady",
+      message: wait.message,
+      ...(wait.timedOut ? {} : { requeueAfterMs: Math.min(running.requeueAfterMs ?? Infinity, wait.deadlineAt - input.now) }),
+    };
   }
   if (state === "paused") return issue(base, Phase.STARTING, "Resuming", "unpausing the container", CommandKind.ENSURE_RUNNING, dataPolicy);
 
@@ -781,11 +795,37 @@ function conditionFacts(input: PlanInput, c: ContainerInfo | undefined): Conditi
       ? // The current spec, whatever generation made the container: a change that needs no new container (the desired state) keeps it.
         (limitsCondition(input, c) ?? { type: "SpecApplied", status: "True", reason: "Applied", message: `the container runs the spec of generation ${input.generation}` })
       : { type: "SpecApplied", status: "False", reason: "PendingRestart", message: "the container runs an older spec; restart or rebuild to apply it" };
-  const ready: ConditionFact =
-    c?.state === "running" && applied.status === "True"
+  const wait = applied.status === "True" ? readyWait(input, c) : undefined;
+  const ready: ConditionFact = wait
+    ? { type: "Ready", status: "False", reason: wait.timedOut ? "ReadyTimeout" : "Starting", message: wait.message }
+    : c?.state === "running" && applied.status === "True"
       ? { type: "Ready", status: "True", reason: "Running", message: "" }
       : { type: "Ready", status: "False", reason: c?.state === "running" ? "PendingRestart" : "NotRunning", message: "" };
   return [hostConnected, exists, running, data, applied, ready];
+}
+
+/** How long after its start a server with a ready pattern may go without a matching line before it shows ReadyTimeout. */
+export const READY_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * A running container of the current spec whose ready pattern (spec.ready_pattern)
+ * has not matched a line of its output since it started (the agent reports
+ * ContainerInfo.ready_time once one has): what it waits for, and whether it
+ * has waited past READY_TIMEOUT_MS (by its start time; it is never stopped for
+ * that). Undefined when it is ready, has no pattern, or does not run.
+ */
+export function readyWait(input: Pick<PlanInput, "spec" | "specHash" | "now">, c: ContainerInfo | undefined): { timedOut: boolean; deadlineAt: number; message: string } | undefined {
+  const pattern = input.spec.readyPattern;
+  if (!pattern || !c || c.state !== "running" || c.readyTime || c.labels[HASH_LABEL] !== input.specHash) return undefined;
+  const startedAt = c.startedTime ? timestampMs(c.startedTime) : input.now;
+  const deadlineAt = startedAt + READY_TIMEOUT_MS;
+  return input.now >= deadlineAt
+    ? {
+        timedOut: true,
+        deadlineAt,
+        message: `no line of its output matched /${pattern}/ within ${READY_TIMEOUT_MS / 60_000} minutes of its start; the container keeps running (look at its console; fix ready_pattern, or restart it)`,
+      }
+    : { timedOut: false, deadlineAt, message: `the container is running; waiting for a line matching /${pattern}/ in its output` };
 }
 
 /** Step 7c (see decide). */

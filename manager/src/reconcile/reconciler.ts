@@ -1042,6 +1042,8 @@ export class Reconciler {
         dataMountPath: spec.dataMountPath,
         capAdd: spec.capAdd,
         openStdin: spec.console,
+        readyPattern: spec.readyPattern,
+        stopSignal: spec.stopSignal,
         logMaxSizeBytes: spec.logMaxSizeBytes || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxSizeBytes,
         logMaxFiles: spec.logMaxFiles || (this.deps.containerLogs ?? DEFAULT_CONTAINER_LOGS).maxFiles,
         name: containerName(server),

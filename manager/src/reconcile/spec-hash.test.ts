@@ -24,6 +24,8 @@ describe("specHash", () => {
     ["a capability given back", { capAdd: ["NET_RAW"] }],
     ["a log size", { logMaxSizeBytes: 1 << 20 }],
     ["a log file count", { logMaxFiles: 5 }],
+    ["a ready pattern (the container's berth.ready-pattern label)", { readyPattern: "Done" }],
+    ["a stop signal (Docker's StopSignal)", { stopSignal: "SIGINT" }],
   ])("changes with %s (they shape the container)", (_name, over) => {
     expect(specHash(base(over))).not.toBe(specHash(base()));
   });

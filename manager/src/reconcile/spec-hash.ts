@@ -6,7 +6,8 @@ import { openEnvValue, SecretKeyError, type SecretBox } from "../store/secrets.j
  * Hash of everything in a spec that shapes the container. A running container
  * whose `berth.spec-hash` label differs runs an older spec. Desired state and
  * restart policy are not part of it: changing them needs no new container.
- * Fields added later (capabilities given back, log rotation, console) count only when
+ * Fields added later (capabilities given back, log rotation, console, ready
+ * pattern, stop signal) count only when
  * set, so a spec without them keeps the hash it had before they existed and
  * upgrading the manager recreates no container. Log limits left at 0 follow
  * the manager's defaults, which are not hashed: a changed default reaches a
@@ -39,6 +40,9 @@ export function specHash(spec: ServerSpec, secrets?: { serverId: string; box: Se
     ...(spec.logMaxSizeBytes ? { logMaxSizeBytes: spec.logMaxSizeBytes } : {}),
     ...(spec.logMaxFiles ? { logMaxFiles: spec.logMaxFiles } : {}),
     ...(spec.console ? { console: true } : {}),
+    // The container carries both (its berth.ready-pattern label, Docker's StopSignal).
+    ...(spec.readyPattern ? { readyPattern: spec.readyPattern } : {}),
+    ...(spec.stopSignal ? { stopSignal: spec.stopSignal } : {}),
   });
   return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
 }

@@ -171,6 +171,8 @@ describe("renderTemplate", () => {
     const t = tpl({
       dataMountPath: "/srv",
       stopCommand: "stop",
+      stopSignal: "SIGINT",
+      readyPattern: "Done \\(.*\\)!",
       console: true,
       restartPolicy: RestartPolicy.ALWAYS,
       resources: { memoryBytes: 2048n * MiB, cpus: 2 },
@@ -194,6 +196,8 @@ describe("renderTemplate", () => {
     ]);
     expect(spec.dataMountPath).toBe("/srv");
     expect(spec.stopCommand).toBe("stop");
+    expect(spec.stopSignal).toBe("SIGINT");
+    expect(spec.readyPattern).toBe("Done \\(.*\\)!");
     expect(spec.console).toBe(true);
     expect(spec.restartPolicy).toBe(RestartPolicy.ALWAYS);
     expect(spec.resources?.memoryBytes).toBe(2048n * MiB);

@@ -320,6 +320,8 @@ export function renderTemplate(t: Template, values: Readonly<Record<string, stri
     stopCommand: t.stopCommand,
     console: t.console,
     restartPolicy: t.restartPolicy,
+    readyPattern: t.readyPattern,
+    stopSignal: t.stopSignal,
     resources,
     // Run before the first start with the spec's env (the variables, secret ones too) as its environment.
     ...(t.install ? { install: create(ServerInstallSchema, { image: t.install.image, script: t.install.script, entrypoint: t.install.entrypoint, timeoutSeconds: t.install.timeoutSeconds }) } : {}),

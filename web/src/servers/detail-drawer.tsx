@@ -204,6 +204,12 @@ function Overview({ s, hostName, onAction }: { s: Server; hostName: string; onAc
             <dd className="mono">{spec?.dataMountPath}</dd>
             <dt>Restart policy</dt>
             <dd>{restartName(spec?.restartPolicy)}</dd>
+            <dt>Ready when</dt>
+            <dd className="mono" data-testid="server-ready-pattern">
+              {spec?.readyPattern ? `a line matches /${spec.readyPattern}/` : <span className="muted">the container runs</span>}
+            </dd>
+            <dt>Stop signal</dt>
+            <dd className="mono">{spec?.stopSignal || <span className="muted">SIGTERM</span>}</dd>
             <dt>Desired state</dt>
             <dd>{desiredName(spec?.desiredState)}</dd>
             <dt>Host</dt>

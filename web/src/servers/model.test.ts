@@ -56,6 +56,12 @@ describe("actionsFor", () => {
     expect(actionsFor(server(Phase.PURGING, DesiredState.STOPPED))).toEqual([]);
     expect(actionsFor(server(Phase.DATA_LOST, DesiredState.RUNNING))).toEqual(["start", "stop", "delete", "purge"]);
   });
+
+  it("a server running but waiting for its ready pattern can be restarted; one starting otherwise cannot", () => {
+    expect(actionsFor(server(Phase.STARTING, DesiredState.RUNNING, { reason: "WaitingForReady" }))).toEqual(["stop", "restart", "rebuild", "delete", "purge"]);
+    expect(actionsFor(server(Phase.STARTING, DesiredState.RUNNING, { reason: "ReadyTimeout" }))).toEqual(["stop", "restart", "rebuild", "delete", "purge"]);
+    expect(actionsFor(server(Phase.STARTING, DesiredState.RUNNING, { reason: "CrashBackoff" }))).toEqual(["stop", "rebuild", "delete", "purge"]);
+  });
 });
 
 describe("pendingSettled", () => {

@@ -264,6 +264,8 @@ export function actionsFor(s: Server): ServerAction[] {
   if (paused) out.push("resume");
   if (desired !== DesiredState.STOPPED || running || phase === Phase.STARTING || phase === Phase.PAUSED) out.push("stop");
   if (running && desired === DesiredState.RUNNING) out.push("pause", "restart");
+  // Its container runs, waiting for a line matching its ready pattern (or given up waiting): a restart may help.
+  else if (phase === Phase.STARTING && desired === DesiredState.RUNNING && (s.status?.reason === "WaitingForReady" || s.status?.reason === "ReadyTimeout")) out.push("restart");
   if (phase !== Phase.UNKNOWN && phase !== Phase.PENDING && phase !== Phase.DATA_LOST) out.push("rebuild");
   out.push("delete", "purge");
   return out;

@@ -90,6 +90,12 @@ describe("spec form", () => {
     expect(fieldOfPath("spec.stop_command")).toBe("stopCommand");
   });
 
+  it("keeps the ready pattern and stop signal through an edit (the form has no input for them)", () => {
+    const spec = create(ServerSpecSchema, { name: "mc", image: "i", readyPattern: "Done \\(.*\\)!", stopSignal: "SIGINT" });
+    expect(specFromForm(formFromSpec(spec))).toMatchObject({ readyPattern: "Done \\(.*\\)!", stopSignal: "SIGINT" });
+    expect(specFromForm(emptyForm())).toMatchObject({ readyPattern: "", stopSignal: "" });
+  });
+
   it("labels: key=value lines round-trip sorted; a line without '=' is named; the manager's labels[\"K\"] lands on Labels", () => {
     const spec = create(ServerSpecSchema, { name: "mc", image: "i", labels: { tier: "prod", "example.com/game": "mc", canary: "" } });
     const f = formFromSpec(spec);

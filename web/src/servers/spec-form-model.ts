@@ -40,6 +40,13 @@ export interface SpecForm {
   console: boolean;
   /** Written to the console to stop the server (console only); empty: SIGTERM at once. */
   stopCommand: string;
+  /**
+   * Carried from the spec and sent back unchanged (the form has no input for
+   * them; a template or the API sets them): ServerSpec.ready_pattern and
+   * stop_signal. An edit must not drop them.
+   */
+  readyPattern: string;
+  stopSignal: string;
   /** One key=value per line (ServerSpec.labels). */
   labels: string;
   /** Limits (ResourceLimits); each empty: none (pids: the manager's default). Sizes like "512M". */
@@ -94,6 +101,8 @@ export function emptyForm(): SpecForm {
     logMaxFiles: "",
     console: false,
     stopCommand: "",
+    readyPattern: "",
+    stopSignal: "",
     labels: "",
     ...NO_LIMITS,
   };
@@ -121,6 +130,8 @@ export function formFromSpec(s: ServerSpec): SpecForm {
     logMaxFiles: s.logMaxFiles ? String(s.logMaxFiles) : "",
     console: s.console,
     stopCommand: s.stopCommand,
+    readyPattern: s.readyPattern,
+    stopSignal: s.stopSignal,
     labels: Object.entries(s.labels)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([k, v]) => `${k}=${v}`)
@@ -275,6 +286,8 @@ export function specFromForm(f: SpecForm): MessageInitShape<typeof ServerSpecSch
     logMaxFiles,
     console: f.console,
     stopCommand: f.console ? f.stopCommand.trim() : "",
+    readyPattern: f.readyPattern,
+    stopSignal: f.stopSignal,
     labels,
     ...(resources ? { resources } : {}),
   };

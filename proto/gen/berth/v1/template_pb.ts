@@ -120,9 +120,8 @@ export type Template = Message<"berth.v1.Template"> & {
   stopCommand: string;
 
   /**
-   * A signal to stop the server with instead of a console line, e.g.
-   * "SIGINT" (a Pterodactyl egg's "^C"). Kept with the template; ServerSpec
-   * has no stop signal yet, so a rendered server is stopped with SIGTERM.
+   * The signal to stop the server with, e.g. "SIGINT" (a Pterodactyl egg's
+   * "^C"): rendered into ServerSpec.stop_signal. Empty: SIGTERM.
    *
    * @generated from field: string stop_signal = 13;
    */
@@ -159,7 +158,7 @@ export type Template = Message<"berth.v1.Template"> & {
   /**
    * A JavaScript regular expression: the server counts as ready when a line
    * of its console or log matches it (e.g. "Done \\(\\d+\\.\\d+s\\)!").
-   * Empty: ready when the container runs.
+   * Rendered into ServerSpec.ready_pattern. Empty: ready when the container runs.
    *
    * @generated from field: string ready_pattern = 18;
    */
