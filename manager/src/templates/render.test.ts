@@ -255,6 +255,14 @@ describe("renderTemplate", () => {
     expect(spec.env.MOTD).toBe("$(reboot)");
     expect(spec.env.PASS).toBe("s3cret");
     expect(spec.secretEnv).toEqual(["PASS"]);
+    // Also as STARTUP, for images whose entrypoint script runs that; a split startup has none.
+    expect(spec.env.STARTUP).toBe(spec.command[2]);
+    expect(renderTemplate(tpl({ startup: "run {{PORT}}" }), {}).env.STARTUP).toBeUndefined();
+  });
+
+  it("a variable named STARTUP wins over the shell startup's copy", () => {
+    const t = tpl({ startup: "run", startupShell: true, variables: [{ env: "STARTUP", defaultValue: "mine" }] });
+    expect(renderTemplate(t, {}).env.STARTUP).toBe("mine");
   });
 
   it("a non-editable variable always takes its default", () => {

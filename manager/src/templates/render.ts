@@ -309,10 +309,14 @@ export function renderTemplate(t: Template, values: Readonly<Record<string, stri
     SERVER_PORT: t.ports[0] ? String(t.ports[0].containerPort) : "",
     SERVER_IP: "0.0.0.0",
   };
+  const command = renderCommand(t, env);
+  // A shell startup is also STARTUP, for images whose entrypoint script runs
+  // that (Pterodactyl's do) rather than the command; a variable of that name wins.
+  if (t.startupShell && command.length > 0 && !Object.hasOwn(env, "STARTUP")) env.STARTUP = command[2]!;
   return create(ServerSpecSchema, {
     name: opts.name ?? "",
     image,
-    command: renderCommand(t, env),
+    command,
     env,
     secretEnv: t.variables.filter((v) => v.secret).map((v) => v.env),
     ports,
