@@ -156,7 +156,10 @@ describe("forms", () => {
     const s = (await manager.servers.getServer({ id: name("labels") })).server!;
     created.push(s.id);
     expect(s.spec!.labels).toEqual({ tier: "prod", "example.com/game": "mc" });
-    await p.getByTestId("server-drawer").getByRole("button", { name: "Close details" }).click();
+    const drawer = p.getByTestId("server-drawer");
+    await drawer.getByRole("tab", { name: "Overview" }).click();
+    expect(await drawer.getByTestId("server-labels").innerText()).toBe("example.com/game=mc\ntier=prod");
+    await drawer.getByRole("button", { name: "Close details" }).click();
     // The search matches key=value words: this server, not the others of this file.
     const search = p.getByRole("searchbox", { name: "Search servers" });
     await search.fill("tier=prod");

@@ -184,6 +184,7 @@ function Overview({ s, hostName, onAction }: { s: Server; hostName: string; onAc
   const spec = s.spec;
   const st = s.status;
   const env = Object.entries(spec?.env ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  const labels = Object.entries(spec?.labels ?? {}).sort(([a], [b]) => a.localeCompare(b));
   const limitsId = useId();
   return (
     <>
@@ -216,6 +217,10 @@ function Overview({ s, hostName, onAction }: { s: Server; hostName: string; onAc
             <dd title={spec?.hostId}>{hostName}</dd>
             <dt>Project</dt>
             <dd>{s.project}</dd>
+            <dt>Labels</dt>
+            <dd className="mono" data-testid="server-labels">
+              {labels.length ? labels.map(([k, v]) => <div key={k}>{`${k}=${v}`}</div>) : <span className="muted">none</span>}
+            </dd>
             <dt>Generation</dt>
             <dd>
               {s.generation.toString()} <span className="muted">(observed {st?.observedGeneration.toString() ?? "0"})</span>
