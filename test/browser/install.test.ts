@@ -5,7 +5,9 @@
  * attention; the drawer's Install section shows the failure and the log
  * (Show log); Reinstall (after a confirmation) runs the script again, the
  * server reaches Running and the section shows the success and both
- * attempts; a viewer reads the log with no Reinstall; a server made from a
+ * attempts; a viewer reads the log with no Reinstall; a stopped server is
+ * reinstalled and stays stopped, and a refusal (the server started behind
+ * the open confirmation) shows the manager's message; a server made from a
  * template with an install shows its install running in the drawer the
  * create opens. axe finds nothing serious in the drawer with the log open;
  * screenshots at desktop and phone width.
@@ -149,10 +151,44 @@ describe("dashboard install scripts", () => {
       expect(await section.locator("article").count()).toBe(2);
       expect(await section.getByRole("button", { name: /Reinstall/ }).count()).toBe(0);
       expect(await seriousViolations(tab, "install section (viewer)")).toEqual([]);
-      await screenshot(tab, "install-05-viewer");
+      await screenshot(tab, "install-04b-viewer");
     } finally {
       await tab.close();
     }
+  });
+
+  it("a stopped server is reinstalled and stays stopped; the manager's refusal shows as it comes", async () => {
+    const p = page();
+    await manager.servers.stopServer({ id: SERVER });
+    await waitForRowPhase(p, SERVER, "Stopped", 30_000);
+    const drawer = await openDrawer(p, SERVER);
+    const section = drawer.getByTestId("server-install");
+    const button = section.getByRole("button", { name: "Reinstall…" });
+    await section.getByTestId("reinstall-blocked").waitFor({ state: "detached" });
+    expect(await button.isDisabled()).toBe(false);
+
+    // Started behind the dialog's back: the manager refuses, and the dialog says why.
+    await button.click();
+    const confirm = p.getByRole("dialog", { name: `Reinstall ${SERVER}?` });
+    expect(await confirm.textContent()).toContain("stays stopped until you start it");
+    await manager.servers.startServer({ id: SERVER });
+    await waitForRowPhase(p, SERVER, "Running", 30_000);
+    await confirm.getByRole("button", { name: "Reinstall", exact: true }).click();
+    await confirm.getByText(/^FailedPrecondition: .*must be stopped.*StopServer/).waitFor();
+    await screenshot(p, "install-05-refused");
+    await confirm.getByRole("button", { name: "Cancel" }).click();
+    await confirm.waitFor({ state: "detached" });
+
+    await manager.servers.stopServer({ id: SERVER });
+    await waitForRowPhase(p, SERVER, "Stopped", 30_000);
+    await button.click();
+    await confirm.getByRole("button", { name: "Reinstall", exact: true }).click();
+    await confirm.waitFor({ state: "detached" });
+    await section.getByTestId("install-attempt").filter({ hasText: /^3$/ }).waitFor({ timeout: 60_000 });
+    await section.locator("[data-install-state=succeeded]").waitFor({ timeout: 60_000 });
+    expect((await manager.servers.getServer({ id: SERVER })).server!.status!.install).toMatchObject({ state: InstallState.SUCCEEDED, attempt: 3 });
+    await waitForRowPhase(p, SERVER, "Stopped");
+    await p.getByRole("button", { name: "Close details" }).click();
   });
 
   it("a server made from a template with an install shows its install running in the drawer", async () => {
