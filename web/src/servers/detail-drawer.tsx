@@ -31,6 +31,7 @@ import { portsText } from "./table-query.js";
 import { TransferDialog } from "./transfer-dialog.js";
 import { UsageHistory } from "./usage-view.js";
 import { ServerTemplatePanel } from "../templates/server-template-panel.js";
+import { InstallPanel } from "./install-panel.js";
 
 const TABS = ["overview", "usage", "events", "logs", "console", "files", "backups", "schedules", "edit"] as const;
 type Tab = (typeof TABS)[number];
@@ -189,6 +190,7 @@ function Overview({ s, hostName, onAction }: { s: Server; hostName: string; onAc
   return (
     <>
       <ServerTemplatePanel s={s} onAction={onAction} />
+      <InstallPanel s={s} />
       <div className="two-col">
         <section>
           <h3>Spec</h3>

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { ConditionStatus, DesiredState, Phase, ServerSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
-import { actionsFor, conditionTone, formatUptime, isConverging, lastSeen, needsAttention, pendingSettled, phaseBadge, phaseFromName, phaseName, runningSinceMs, type PendingAction } from "./model.js";
+import { actionsFor, conditionTone, formatUptime, isConverging, lastSeen, needsAttention, pendingSettled, phaseBadge, phaseFromName, phaseName, reasonText, runningSinceMs, type PendingAction } from "./model.js";
 
 function server(phase: Phase, desired: DesiredState, o: { gen?: bigint; observed?: bigint; deleted?: boolean; changedAt?: number; reason?: string } = {}): Server {
   return create(ServerSchema, {
@@ -179,5 +179,18 @@ describe("uptime", () => {
     expect(formatUptime(3 * 3_600_000 + 5 * 60_000)).toBe("3h 5m");
     expect(formatUptime(2 * 3_600_000)).toBe("2h");
     expect(formatUptime(2 * 86_400_000 + 4 * 3_600_000 + 59 * 60_000)).toBe("2d 4h");
+  });
+});
+
+describe("a failed install", () => {
+  it("needs attention and reads as words", () => {
+    const s = server(Phase.FAILED, DesiredState.RUNNING, { reason: "InstallFailed" });
+    expect(needsAttention(s)).toBe(true);
+    expect(phaseBadge(s)).toEqual({ text: "Failed", tone: "bad" });
+    expect(reasonText("InstallFailed")).toBe("install failed");
+    expect(reasonText("Installing")).toBe("installing");
+    expect(reasonText("CrashLoop")).toBe("CrashLoop");
+    // Installing is on its way, not a problem.
+    expect(needsAttention(server(Phase.CREATING, DesiredState.RUNNING, { reason: "Installing" }))).toBe(false);
   });
 });

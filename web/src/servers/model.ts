@@ -83,6 +83,17 @@ export function needsAttention(s: Server): boolean {
   return ATTENTION_PHASES.includes(s.status?.phase ?? Phase.UNSPECIFIED) || stoppedOutsideBerth(s) || crashing(s);
 }
 
+/** Status reasons shown in words where the CamelCase would be missed (the rest are shown as the manager spells them). */
+const REASON_TEXT: Record<string, string> = {
+  InstallFailed: "install failed",
+  Installing: "installing",
+};
+
+/** A status reason as the table and drawer show it: "install failed" for InstallFailed, others as they are. */
+export function reasonText(reason: string): string {
+  return REASON_TEXT[reason] ?? reason;
+}
+
 /** The phase badge: its text and tone (a stop made outside berth reads as its own state, in amber). */
 export function phaseBadge(s: Server): { text: string; tone: Tone } {
   if (stoppedOutsideBerth(s)) return { text: "Stopped outside berth", tone: "warn" };

@@ -21,6 +21,7 @@ import {
   lastSeen,
   phaseBadge,
   phaseName,
+  reasonText,
   runningSinceMs,
   stoppedOutsideBerth,
   stoppedWithoutContainer,
@@ -157,8 +158,12 @@ export const ServerRow = memo(function ServerRow(p: ServerRowProps) {
             last seen {seenBefore}
           </span>
         ) : outside || stoppedWithoutContainer(s) ? null : st?.reason && st.reason !== phaseName(st.phase) ? (
-          <span className={`reason${p.stuck ? " stuck" : ""}`} title={[st.message, p.stuck ? "(not converged for longer than the alert threshold)" : ""].filter(Boolean).join(" ")}>
-            {st.reason}
+          <span
+            className={`reason${p.stuck ? " stuck" : st.phase === Phase.FAILED ? " failed" : ""}`}
+            title={[st.message, p.stuck ? "(not converged for longer than the alert threshold)" : ""].filter(Boolean).join(" ")}
+            data-testid="phase-reason"
+          >
+            {reasonText(st.reason)}
           </span>
         ) : null}
       </div>
