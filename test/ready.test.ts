@@ -90,11 +90,17 @@ describe("ready patterns and stop signals on real Docker", () => {
     servers.push(server!.id);
     expect([server!.spec!.readyPattern, server!.spec!.stopSignal]).toEqual([PATTERN, "SIGINT"]);
 
-    const starting = await waitFor("the container running, the server waiting for its line", async () => {
-      const s = await get(server!.id);
-      return s.status!.containerState === "running" && s.status!.phase === Phase.STARTING ? s : undefined;
-    });
-    expect(starting.status!.reason).toBe("WaitingForReady");
+    // STARTING/Starting comes first (the start command in flight, even once Docker says running);
+    // then, until the line, STARTING/WaitingForReady.
+    const starting = await waitFor(
+      "the container running, the server waiting for its line",
+      async () => {
+        const s = await get(server!.id);
+        return s.status!.containerState === "running" && s.status!.phase === Phase.STARTING && s.status!.reason === "WaitingForReady" ? s : undefined;
+      },
+      30_000,
+      50,
+    );
     expect([readyOf(starting).status, readyOf(starting).reason]).toEqual([ConditionStatus.FALSE, "Starting"]);
     expect(readyOf(starting).message).toBe(`the container is running; waiting for a line matching /${PATTERN}/ in its output`);
     const seen = await watchUntilReady(server!.id);
