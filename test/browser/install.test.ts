@@ -87,6 +87,8 @@ describe("dashboard install scripts", () => {
   it("the drawer shows the failure, its log, and Reinstall runs the script again until the server runs", async () => {
     const p = page();
     const drawer = await openDrawer(p, SERVER);
+    // The drawer's head says it in words too.
+    expect(await drawer.locator(".drawer-status .reason").textContent()).toBe("install failed");
     const section = drawer.getByTestId("server-install");
     const state = section.getByTestId("install-state");
     expect(await state.textContent()).toBe("failed: exit code 3");

@@ -5,7 +5,7 @@
  * The open server and tab live in the URL (?server=…&tab=…).
  */
 import { Fragment, useEffect, useId, useRef, useState, type FormEvent } from "react";
-import { ConditionStatus, RestartPolicy, type Server } from "@berth/proto/berth/v1/server_pb.js";
+import { ConditionStatus, Phase, RestartPolicy, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
 import { EventTimeline } from "../events/event-timeline.js";
 import { RelTime } from "../ui/clock.js";
@@ -20,7 +20,7 @@ import { LogsView } from "./logs-view.js";
 import { ConsoleTab } from "./console-tab.js";
 import { CrashMark } from "./crash-mark.js";
 import { FilesTab } from "./files-tab.js";
-import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, lastSeen, isConverging, isDeleted, phaseBadge, phaseName, targetPhase, type ServerAction } from "./model.js";
+import { ACTION_LABEL, ACTION_PENDING_LABEL, conditionTone, crashing, desiredName, lastSeen, isConverging, isDeleted, phaseBadge, phaseName, reasonText, targetPhase, type ServerAction } from "./model.js";
 import { limitRows } from "./limits-model.js";
 import { OperationProgress } from "./operation-progress.js";
 import { allowedActions } from "./server-actions.js";
@@ -118,7 +118,7 @@ export function DetailDrawer({ id, onClose, onAction }: { id: string; onClose: (
             {lastSeen(s) ? (
               <span className="reason last-seen">last seen {lastSeen(s)}</span>
             ) : (
-              s.status?.reason && s.status.reason !== phaseName(s.status.phase) && <span className="reason">{s.status.reason}</span>
+              s.status?.reason && s.status.reason !== phaseName(s.status.phase) && <span className={`reason${s.status.phase === Phase.FAILED ? " failed" : ""}`}>{reasonText(s.status.reason)}</span>
             )}
             <span className="grow" />
             {acts.map((a) => (
