@@ -262,7 +262,11 @@ export const ServerSpecSchema: GenMessage<ServerSpec> = /*@__PURE__*/
   messageDesc(file_berth_v1_server, 1);
 
 /**
- * ServerInstall is a server's install script (TemplateInstall, rendered).
+ * ServerInstall is an install script: a template's (Template.install) and,
+ * rendered, a server's (ServerSpec.install). It runs once, before the first
+ * start, in its own container with the data directory mounted at
+ * /mnt/server (where eggs' install scripts expect it), e.g. to download a
+ * server jar.
  *
  * @generated from message berth.v1.ServerInstall
  */

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Protocol, ResourceLimits, RestartPolicy, ServerSpec, TemplateRef } from "./server_pb.js";
+import type { Protocol, ResourceLimits, RestartPolicy, ServerInstall, ServerSpec, TemplateRef } from "./server_pb.js";
 import { file_berth_v1_server } from "./server_pb.js";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/template.proto.
  */
 export const file_berth_v1_template: GenFile = /*@__PURE__*/
-  fileDesc("ChdiZXJ0aC92MS90ZW1wbGF0ZS5wcm90bxIIYmVydGgudjEi8AgKCFRlbXBsYXRlEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSFwoEbmFtZRgDIAEoCUIJukgGcgQQARhkEh0KC2Rlc2NyaXB0aW9uGAQgASgJQgi6SAVyAxiAIBIPCgd2ZXJzaW9uGAUgASgEEjMKBmltYWdlcxgGIAMoCzIXLmJlcnRoLnYxLlRlbXBsYXRlSW1hZ2VCCrpIB5IBBAgBEBQSGQoHc3RhcnR1cBgHIAEoCUIIukgFcgMYgEASFQoNc3RhcnR1cF9zaGVsbBgIIAEoCBI3Cgl2YXJpYWJsZXMYCSADKAsyGi5iZXJ0aC52MS5UZW1wbGF0ZVZhcmlhYmxlQgi6SAWSAQIQZBIvCgVwb3J0cxgKIAMoCzIWLmJlcnRoLnYxLlRlbXBsYXRlUG9ydEIIukgFkgECEGQSuwEKD2RhdGFfbW91bnRfcGF0aBgLIAEoCUKhAbpInQG6AZEBCg9kYXRhX21vdW50X3BhdGgSP2FuIGFic29sdXRlIHBhdGggaW5zaWRlIHRoZSBjb250YWluZXIgb3RoZXIgdGhhbiAvIChlLmcuIC9kYXRhKRo9dGhpcy5zdGFydHNXaXRoKCcvJykgJiYgdGhpcyAhPSAnLycgJiYgIXRoaXMuY29udGFpbnMoJ1x4MDAnKdgBAXIDGIAIEuIBCgxzdG9wX2NvbW1hbmQYDCABKAlCywG6SMcBugHDAQoMc3RvcF9jb21tYW5kEkxvbmUgbGluZSBvZiBhdCBtb3N0IDQwOTYgYnl0ZXMsIHdpdGhvdXQgTlVMLCBDUiBvciBMRiAodGhlIG5ld2xpbmUgaXMgYWRkZWQpGmVzaXplKGJ5dGVzKHRoaXMpKSA8PSA0MDk2ICYmICF0aGlzLmNvbnRhaW5zKCdcdTAwMDAnKSAmJiAhdGhpcy5jb250YWlucygnXG4nKSAmJiAhdGhpcy5jb250YWlucygnXHInKRJQCgtzdG9wX3NpZ25hbBgNIAEoCUI7ukg4cjZSAFIGU0lHSU5UUgdTSUdURVJNUgdTSUdRVUlUUgZTSUdIVVBSB1NJR1VTUjFSB1NJR1VTUjISDwoHY29uc29sZRgOIAEoCBI5Cg5yZXN0YXJ0X3BvbGljeRgPIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEisKCXJlc291cmNlcxgQIAEoCzIYLmJlcnRoLnYxLlJlc291cmNlTGltaXRzEioKB2luc3RhbGwYESABKAsyGS5iZXJ0aC52MS5UZW1wbGF0ZUluc3RhbGwSHwoNcmVhZHlfcGF0dGVybhgSIAEoCUIIukgFcgMYgAgSLwoLY3JlYXRlX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghidWlsdF9pbhgVIAEoCCLeAgoNVGVtcGxhdGVJbWFnZRK0AgoFaW1hZ2UYASABKAlCpAK6SKACugGXAgoFaW1hZ2USd25vdCBhbiBpbWFnZSByZWZlcmVuY2U6IGxvd2VyY2FzZSBbcmVnaXN0cnlbOnBvcnRdL11wYXRoWzp0YWddW0BzaGEyNTY6ZGlnZXN0XSwgZS5nLiBwb3N0Z3JlczoxNiBvciBnaGNyLmlvL29yZy9hcHA6MS4yGpQBdGhpcy5tYXRjaGVzKHInXlthLXowLTldKyg/OlsuXy1dW2EtejAtOV0rKSooPzo6WzAtOV0rKT8oPzovW2EtejAtOV0rKD86KD86Wy5fXXxfX3wtKylbYS16MC05XSspKikqKD86Olx3W1x3Li1dezAsMTI3fSk/KD86QHNoYTI1NjpbYS1mMC05XXs2NH0pPyQnKXIDGP8BEhYKBWxhYmVsGAIgASgJQge6SARyAhhkIsABCgxWYXJpYWJsZVJ1bGUSLgoEa2luZBgBIAEoDjIWLmJlcnRoLnYxLlZhcmlhYmxlS2luZEIIukgFggECEAESEAoIbnVsbGFibGUYAiABKAgSIQoHYWxsb3dlZBgDIAMoCUIQukgNkgEKEMgBIgVyAxiACBIQCgNtaW4YBCABKAFIAIgBARIQCgNtYXgYBSABKAFIAYgBARIXCgVyZWdleBgGIAEoCUIIukgFcgMYgAhCBgoEX21pbkIGCgRfbWF4Iv8CChBUZW1wbGF0ZVZhcmlhYmxlEpcBCgNlbnYYASABKAlCiQG6SIUBugGBAQoHZW52X2tleRJFYSB2YXJpYWJsZSBuYW1lIGlzIGxldHRlcnMsIGRpZ2l0cyBhbmQgJ18nLCBub3Qgc3RhcnRpbmcgd2l0aCBhIGRpZ2l0Gi90aGlzLm1hdGNoZXMocideW0EtWmEtel9dW0EtWmEtejAtOV9dezAsMTI3fSQnKRIVCgRuYW1lGAIgASgJQge6SARyAhhkEh0KC2Rlc2NyaXB0aW9uGAMgASgJQgi6SAVyAxiAIBIsCg1kZWZhdWx0X3ZhbHVlGAQgASgJQhW6SBJyECiAgAIyCl5bXlx4MDBdKiQSEAoIcmVxdWlyZWQYBSABKAgSJAoEcnVsZRgGIAEoCzIWLmJlcnRoLnYxLlZhcmlhYmxlUnVsZRIVCg11c2VyX2VkaXRhYmxlGAcgASgIEg4KBmhpZGRlbhgIIAEoCBIOCgZzZWNyZXQYCSABKAgiygQKDFRlbXBsYXRlUG9ydBIVCgRuYW1lGAEgASgJQge6SARyAhg/EiMKDmNvbnRhaW5lcl9wb3J0GAIgASgNQgu6SAgqBhj//wMoARIuCghwcm90b2NvbBgDIAEoDjISLmJlcnRoLnYxLlByb3RvY29sQgi6SAWCAQIQARI4Cg5ob3N0X3BvcnRfbW9kZRgEIAEoDjIWLmJlcnRoLnYxLkhvc3RQb3J0TW9kZUIIukgFggECEAESHAoJaG9zdF9wb3J0GAUgASgNQgm6SAYqBBj//wMSIAoNaG9zdF9wb3J0X21pbhgGIAEoDUIJukgGKgQY//8DEiAKDWhvc3RfcG9ydF9tYXgYByABKA1CCbpIBioEGP//AzqxArpIrQIaagoPaG9zdF9wb3J0X2ZpeGVkEiZhIEZJWEVEIHBvcnQgbmVlZHMgaG9zdF9wb3J0ICgxLTY1NTM1KRovdGhpcy5ob3N0X3BvcnRfbW9kZSAhPSAxIHx8IHRoaXMuaG9zdF9wb3J0ID4gMHUavgEKD2hvc3RfcG9ydF9yYW5nZRJIYSBSQU5HRSBwb3J0IG5lZWRzIGhvc3RfcG9ydF9taW4gYW5kIGhvc3RfcG9ydF9tYXggKDEtNjU1MzUsIG1pbiA8PSBtYXgpGmF0aGlzLmhvc3RfcG9ydF9tb2RlICE9IDIgfHwgKHRoaXMuaG9zdF9wb3J0X21pbiA+IDB1ICYmIHRoaXMuaG9zdF9wb3J0X21pbiA8PSB0aGlzLmhvc3RfcG9ydF9tYXgpIrYDCg9UZW1wbGF0ZUluc3RhbGwStQIKBWltYWdlGAEgASgJQqUCukihAroBmAIKBWltYWdlEnhub3QgYW4gaW1hZ2UgcmVmZXJlbmNlOiBsb3dlcmNhc2UgW3JlZ2lzdHJ5Wzpwb3J0XS9dcGF0aFs6dGFnXVtAc2hhMjU2OmRpZ2VzdF0sIGUuZy4gYWxwaW5lOjMgb3IgZ2hjci5pby9vcmcvaW5zdGFsbGVyOjEalAF0aGlzLm1hdGNoZXMocideW2EtejAtOV0rKD86Wy5fLV1bYS16MC05XSspKig/OjpbMC05XSspPyg/Oi9bYS16MC05XSsoPzooPzpbLl9dfF9ffC0rKVthLXowLTldKykqKSooPzo6XHdbXHcuLV17MCwxMjd9KT8oPzpAc2hhMjU2OlthLWYwLTldezY0fSk/JCcpcgMY/wESGwoGc2NyaXB0GAIgASgJQgu6SAhyBhABKICAEBIqCgplbnRyeXBvaW50GAMgASgJQha6SBNyERj/ATIMXlteXHgwMFxzXSokEiIKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDUIJukgGKgQY4KgBIi4KDVVubWFwcGVkRmllbGQSDQoFZmllbGQYASABKAkSDgoGcmVhc29uGAIgASgJIloKFExpc3RUZW1wbGF0ZXNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhIKCnBhZ2VfdG9rZW4YAyABKAkiVwoVTGlzdFRlbXBsYXRlc1Jlc3BvbnNlEiUKCXRlbXBsYXRlcxgBIAMoCzISLmJlcnRoLnYxLlRlbXBsYXRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChJHZXRUZW1wbGF0ZVJlcXVlc3QSEwoCaWQYASABKAlCB7pIBHICEAEiOwoTR2V0VGVtcGxhdGVSZXNwb25zZRIkCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlIkUKFUNyZWF0ZVRlbXBsYXRlUmVxdWVzdBIsCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlQga6SAPIAQEiPgoWQ3JlYXRlVGVtcGxhdGVSZXNwb25zZRIkCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlIo4BChVVcGRhdGVUZW1wbGF0ZVJlcXVlc3QSEwoCaWQYASABKAlCB7pIBHICEAESLAoIdGVtcGxhdGUYAiABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZUIGukgDyAEBEh0KEGV4cGVjdGVkX3ZlcnNpb24YAyABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI+ChZVcGRhdGVUZW1wbGF0ZVJlc3BvbnNlEiQKCHRlbXBsYXRlGAEgASgLMhIuYmVydGgudjEuVGVtcGxhdGUiLAoVRGVsZXRlVGVtcGxhdGVSZXF1ZXN0EhMKAmlkGAEgASgJQge6SARyAhABIhgKFkRlbGV0ZVRlbXBsYXRlUmVzcG9uc2UiiwEKFUltcG9ydFRlbXBsYXRlUmVxdWVzdBIyCgZmb3JtYXQYASABKA4yGC5iZXJ0aC52MS5UZW1wbGF0ZUZvcm1hdEIIukgFggECEAESHAoHY29udGVudBgCIAEoDEILukgIegYQARiAgEASDwoHcHJvamVjdBgDIAEoCRIPCgdkcnlfcnVuGAQgASgIImkKFkltcG9ydFRlbXBsYXRlUmVzcG9uc2USJAoIdGVtcGxhdGUYASABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZRIpCgh1bm1hcHBlZBgCIAMoCzIXLmJlcnRoLnYxLlVubWFwcGVkRmllbGQi2AMKFVJlbmRlclRlbXBsYXRlUmVxdWVzdBIiCgNyZWYYASABKAsyFS5iZXJ0aC52MS5UZW1wbGF0ZVJlZhIVCgRuYW1lGAIgASgJQge6SARyAhg/EiEKBWRyYWZ0GAMgASgLMhIuYmVydGgudjEuVGVtcGxhdGUSXgoPZHJhZnRfdmFyaWFibGVzGAQgAygLMjMuYmVydGgudjEuUmVuZGVyVGVtcGxhdGVSZXF1ZXN0LkRyYWZ0VmFyaWFibGVzRW50cnlCELpIDZoBChBkKgZyBCiAgAISHQoLZHJhZnRfaW1hZ2UYBSABKAlCCLpIBXIDGP8BGjUKE0RyYWZ0VmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATqqAbpIpgEaowEKDHJlZl9vcl9kcmFmdBJxc2V0IHJlZiAoYSBzdG9yZWQgdGVtcGxhdGUgYW5kIGl0cyB2YXJpYWJsZXMpIG9yIGRyYWZ0IChhIHRlbXBsYXRlIG5vdCBzYXZlZCB5ZXQsIHdpdGggZHJhZnRfdmFyaWFibGVzKSwgbm90IGJvdGgaIGhhcyh0aGlzLnJlZikgIT0gaGFzKHRoaXMuZHJhZnQpIjwKFlJlbmRlclRlbXBsYXRlUmVzcG9uc2USIgoEc3BlYxgBIAEoCzIULmJlcnRoLnYxLlNlcnZlclNwZWMqlwEKDFZhcmlhYmxlS2luZBIdChlWQVJJQUJMRV9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUVkFSSUFCTEVfS0lORF9TVFJJTkcQARIZChVWQVJJQUJMRV9LSU5EX0lOVEVHRVIQAhIYChRWQVJJQUJMRV9LSU5EX05VTUJFUhADEhkKFVZBUklBQkxFX0tJTkRfQk9PTEVBThAEKpQBCgxIb3N0UG9ydE1vZGUSHgoaSE9TVF9QT1JUX01PREVfVU5TUEVDSUZJRUQQABIYChRIT1NUX1BPUlRfTU9ERV9GSVhFRBABEhgKFEhPU1RfUE9SVF9NT0RFX1JBTkdFEAISFwoTSE9TVF9QT1JUX01PREVfU0FNRRADEhcKE0hPU1RfUE9SVF9NT0RFX05PTkUQBCp3Cg5UZW1wbGF0ZUZvcm1hdBIfChtURU1QTEFURV9GT1JNQVRfVU5TUEVDSUZJRUQQABIjCh9URU1QTEFURV9GT1JNQVRfUFRFUk9EQUNUWUxfRUdHEAESHwobVEVNUExBVEVfRk9STUFUX1BFTElDQU5fRUdHEAIy2AQKD1RlbXBsYXRlU2VydmljZRJQCg1MaXN0VGVtcGxhdGVzEh4uYmVydGgudjEuTGlzdFRlbXBsYXRlc1JlcXVlc3QaHy5iZXJ0aC52MS5MaXN0VGVtcGxhdGVzUmVzcG9uc2USSgoLR2V0VGVtcGxhdGUSHC5iZXJ0aC52MS5HZXRUZW1wbGF0ZVJlcXVlc3QaHS5iZXJ0aC52MS5HZXRUZW1wbGF0ZVJlc3BvbnNlElMKDkNyZWF0ZVRlbXBsYXRlEh8uYmVydGgudjEuQ3JlYXRlVGVtcGxhdGVSZXF1ZXN0GiAuYmVydGgudjEuQ3JlYXRlVGVtcGxhdGVSZXNwb25zZRJTCg5VcGRhdGVUZW1wbGF0ZRIfLmJlcnRoLnYxLlVwZGF0ZVRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLlVwZGF0ZVRlbXBsYXRlUmVzcG9uc2USUwoORGVsZXRlVGVtcGxhdGUSHy5iZXJ0aC52MS5EZWxldGVUZW1wbGF0ZVJlcXVlc3QaIC5iZXJ0aC52MS5EZWxldGVUZW1wbGF0ZVJlc3BvbnNlElMKDkltcG9ydFRlbXBsYXRlEh8uYmVydGgudjEuSW1wb3J0VGVtcGxhdGVSZXF1ZXN0GiAuYmVydGgudjEuSW1wb3J0VGVtcGxhdGVSZXNwb25zZRJTCg5SZW5kZXJUZW1wbGF0ZRIfLmJlcnRoLnYxLlJlbmRlclRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLlJlbmRlclRlbXBsYXRlUmVzcG9uc2ViBnByb3RvMw", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChdiZXJ0aC92MS90ZW1wbGF0ZS5wcm90bxIIYmVydGgudjEi7ggKCFRlbXBsYXRlEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSFwoEbmFtZRgDIAEoCUIJukgGcgQQARhkEh0KC2Rlc2NyaXB0aW9uGAQgASgJQgi6SAVyAxiAIBIPCgd2ZXJzaW9uGAUgASgEEjMKBmltYWdlcxgGIAMoCzIXLmJlcnRoLnYxLlRlbXBsYXRlSW1hZ2VCCrpIB5IBBAgBEBQSGQoHc3RhcnR1cBgHIAEoCUIIukgFcgMYgEASFQoNc3RhcnR1cF9zaGVsbBgIIAEoCBI3Cgl2YXJpYWJsZXMYCSADKAsyGi5iZXJ0aC52MS5UZW1wbGF0ZVZhcmlhYmxlQgi6SAWSAQIQZBIvCgVwb3J0cxgKIAMoCzIWLmJlcnRoLnYxLlRlbXBsYXRlUG9ydEIIukgFkgECEGQSuwEKD2RhdGFfbW91bnRfcGF0aBgLIAEoCUKhAbpInQG6AZEBCg9kYXRhX21vdW50X3BhdGgSP2FuIGFic29sdXRlIHBhdGggaW5zaWRlIHRoZSBjb250YWluZXIgb3RoZXIgdGhhbiAvIChlLmcuIC9kYXRhKRo9dGhpcy5zdGFydHNXaXRoKCcvJykgJiYgdGhpcyAhPSAnLycgJiYgIXRoaXMuY29udGFpbnMoJ1x4MDAnKdgBAXIDGIAIEuIBCgxzdG9wX2NvbW1hbmQYDCABKAlCywG6SMcBugHDAQoMc3RvcF9jb21tYW5kEkxvbmUgbGluZSBvZiBhdCBtb3N0IDQwOTYgYnl0ZXMsIHdpdGhvdXQgTlVMLCBDUiBvciBMRiAodGhlIG5ld2xpbmUgaXMgYWRkZWQpGmVzaXplKGJ5dGVzKHRoaXMpKSA8PSA0MDk2ICYmICF0aGlzLmNvbnRhaW5zKCdcdTAwMDAnKSAmJiAhdGhpcy5jb250YWlucygnXG4nKSAmJiAhdGhpcy5jb250YWlucygnXHInKRJQCgtzdG9wX3NpZ25hbBgNIAEoCUI7ukg4cjZSAFIGU0lHSU5UUgdTSUdURVJNUgdTSUdRVUlUUgZTSUdIVVBSB1NJR1VTUjFSB1NJR1VTUjISDwoHY29uc29sZRgOIAEoCBI5Cg5yZXN0YXJ0X3BvbGljeRgPIAEoDjIXLmJlcnRoLnYxLlJlc3RhcnRQb2xpY3lCCLpIBYIBAhABEisKCXJlc291cmNlcxgQIAEoCzIYLmJlcnRoLnYxLlJlc291cmNlTGltaXRzEigKB2luc3RhbGwYESABKAsyFy5iZXJ0aC52MS5TZXJ2ZXJJbnN0YWxsEh8KDXJlYWR5X3BhdHRlcm4YEiABKAlCCLpIBXIDGIAIEi8KC2NyZWF0ZV90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYnVpbHRfaW4YFSABKAgi3gIKDVRlbXBsYXRlSW1hZ2UStAIKBWltYWdlGAEgASgJQqQCukigAroBlwIKBWltYWdlEndub3QgYW4gaW1hZ2UgcmVmZXJlbmNlOiBsb3dlcmNhc2UgW3JlZ2lzdHJ5Wzpwb3J0XS9dcGF0aFs6dGFnXVtAc2hhMjU2OmRpZ2VzdF0sIGUuZy4gcG9zdGdyZXM6MTYgb3IgZ2hjci5pby9vcmcvYXBwOjEuMhqUAXRoaXMubWF0Y2hlcyhyJ15bYS16MC05XSsoPzpbLl8tXVthLXowLTldKykqKD86OlswLTldKyk/KD86L1thLXowLTldKyg/Oig/OlsuX118X198LSspW2EtejAtOV0rKSopKig/Ojpcd1tcdy4tXXswLDEyN30pPyg/OkBzaGEyNTY6W2EtZjAtOV17NjR9KT8kJylyAxj/ARIWCgVsYWJlbBgCIAEoCUIHukgEcgIYZCLAAQoMVmFyaWFibGVSdWxlEi4KBGtpbmQYASABKA4yFi5iZXJ0aC52MS5WYXJpYWJsZUtpbmRCCLpIBYIBAhABEhAKCG51bGxhYmxlGAIgASgIEiEKB2FsbG93ZWQYAyADKAlCELpIDZIBChDIASIFcgMYgAgSEAoDbWluGAQgASgBSACIAQESEAoDbWF4GAUgASgBSAGIAQESFwoFcmVnZXgYBiABKAlCCLpIBXIDGIAIQgYKBF9taW5CBgoEX21heCL/AgoQVGVtcGxhdGVWYXJpYWJsZRKXAQoDZW52GAEgASgJQokBukiFAboBgQEKB2Vudl9rZXkSRWEgdmFyaWFibGUgbmFtZSBpcyBsZXR0ZXJzLCBkaWdpdHMgYW5kICdfJywgbm90IHN0YXJ0aW5nIHdpdGggYSBkaWdpdBovdGhpcy5tYXRjaGVzKHInXltBLVphLXpfXVtBLVphLXowLTlfXXswLDEyN30kJykSFQoEbmFtZRgCIAEoCUIHukgEcgIYZBIdCgtkZXNjcmlwdGlvbhgDIAEoCUIIukgFcgMYgCASLAoNZGVmYXVsdF92YWx1ZRgEIAEoCUIVukgSchAogIACMgpeW15ceDAwXSokEhAKCHJlcXVpcmVkGAUgASgIEiQKBHJ1bGUYBiABKAsyFi5iZXJ0aC52MS5WYXJpYWJsZVJ1bGUSFQoNdXNlcl9lZGl0YWJsZRgHIAEoCBIOCgZoaWRkZW4YCCABKAgSDgoGc2VjcmV0GAkgASgIIsoECgxUZW1wbGF0ZVBvcnQSFQoEbmFtZRgBIAEoCUIHukgEcgIYPxIjCg5jb250YWluZXJfcG9ydBgCIAEoDUILukgIKgYY//8DKAESLgoIcHJvdG9jb2wYAyABKA4yEi5iZXJ0aC52MS5Qcm90b2NvbEIIukgFggECEAESOAoOaG9zdF9wb3J0X21vZGUYBCABKA4yFi5iZXJ0aC52MS5Ib3N0UG9ydE1vZGVCCLpIBYIBAhABEhwKCWhvc3RfcG9ydBgFIAEoDUIJukgGKgQY//8DEiAKDWhvc3RfcG9ydF9taW4YBiABKA1CCbpIBioEGP//AxIgCg1ob3N0X3BvcnRfbWF4GAcgASgNQgm6SAYqBBj//wM6sQK6SK0CGmoKD2hvc3RfcG9ydF9maXhlZBImYSBGSVhFRCBwb3J0IG5lZWRzIGhvc3RfcG9ydCAoMS02NTUzNSkaL3RoaXMuaG9zdF9wb3J0X21vZGUgIT0gMSB8fCB0aGlzLmhvc3RfcG9ydCA+IDB1Gr4BCg9ob3N0X3BvcnRfcmFuZ2USSGEgUkFOR0UgcG9ydCBuZWVkcyBob3N0X3BvcnRfbWluIGFuZCBob3N0X3BvcnRfbWF4ICgxLTY1NTM1LCBtaW4gPD0gbWF4KRphdGhpcy5ob3N0X3BvcnRfbW9kZSAhPSAyIHx8ICh0aGlzLmhvc3RfcG9ydF9taW4gPiAwdSAmJiB0aGlzLmhvc3RfcG9ydF9taW4gPD0gdGhpcy5ob3N0X3BvcnRfbWF4KSIuCg1Vbm1hcHBlZEZpZWxkEg0KBWZpZWxkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJaChRMaXN0VGVtcGxhdGVzUmVxdWVzdBIPCgdwcm9qZWN0GAEgASgJEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABISCgpwYWdlX3Rva2VuGAMgASgJIlcKFUxpc3RUZW1wbGF0ZXNSZXNwb25zZRIlCgl0ZW1wbGF0ZXMYASADKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKQoSR2V0VGVtcGxhdGVSZXF1ZXN0EhMKAmlkGAEgASgJQge6SARyAhABIjsKE0dldFRlbXBsYXRlUmVzcG9uc2USJAoIdGVtcGxhdGUYASABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZSJFChVDcmVhdGVUZW1wbGF0ZVJlcXVlc3QSLAoIdGVtcGxhdGUYASABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZUIGukgDyAEBIj4KFkNyZWF0ZVRlbXBsYXRlUmVzcG9uc2USJAoIdGVtcGxhdGUYASABKAsyEi5iZXJ0aC52MS5UZW1wbGF0ZSKOAQoVVXBkYXRlVGVtcGxhdGVSZXF1ZXN0EhMKAmlkGAEgASgJQge6SARyAhABEiwKCHRlbXBsYXRlGAIgASgLMhIuYmVydGgudjEuVGVtcGxhdGVCBrpIA8gBARIdChBleHBlY3RlZF92ZXJzaW9uGAMgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iPgoWVXBkYXRlVGVtcGxhdGVSZXNwb25zZRIkCgh0ZW1wbGF0ZRgBIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlIiwKFURlbGV0ZVRlbXBsYXRlUmVxdWVzdBITCgJpZBgBIAEoCUIHukgEcgIQASIYChZEZWxldGVUZW1wbGF0ZVJlc3BvbnNlIosBChVJbXBvcnRUZW1wbGF0ZVJlcXVlc3QSMgoGZm9ybWF0GAEgASgOMhguYmVydGgudjEuVGVtcGxhdGVGb3JtYXRCCLpIBYIBAhABEhwKB2NvbnRlbnQYAiABKAxCC7pICHoGEAEYgIBAEg8KB3Byb2plY3QYAyABKAkSDwoHZHJ5X3J1bhgEIAEoCCJpChZJbXBvcnRUZW1wbGF0ZVJlc3BvbnNlEiQKCHRlbXBsYXRlGAEgASgLMhIuYmVydGgudjEuVGVtcGxhdGUSKQoIdW5tYXBwZWQYAiADKAsyFy5iZXJ0aC52MS5Vbm1hcHBlZEZpZWxkItgDChVSZW5kZXJUZW1wbGF0ZVJlcXVlc3QSIgoDcmVmGAEgASgLMhUuYmVydGgudjEuVGVtcGxhdGVSZWYSFQoEbmFtZRgCIAEoCUIHukgEcgIYPxIhCgVkcmFmdBgDIAEoCzISLmJlcnRoLnYxLlRlbXBsYXRlEl4KD2RyYWZ0X3ZhcmlhYmxlcxgEIAMoCzIzLmJlcnRoLnYxLlJlbmRlclRlbXBsYXRlUmVxdWVzdC5EcmFmdFZhcmlhYmxlc0VudHJ5QhC6SA2aAQoQZCoGcgQogIACEh0KC2RyYWZ0X2ltYWdlGAUgASgJQgi6SAVyAxj/ARo1ChNEcmFmdFZhcmlhYmxlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAE6qgG6SKYBGqMBCgxyZWZfb3JfZHJhZnQScXNldCByZWYgKGEgc3RvcmVkIHRlbXBsYXRlIGFuZCBpdHMgdmFyaWFibGVzKSBvciBkcmFmdCAoYSB0ZW1wbGF0ZSBub3Qgc2F2ZWQgeWV0LCB3aXRoIGRyYWZ0X3ZhcmlhYmxlcyksIG5vdCBib3RoGiBoYXModGhpcy5yZWYpICE9IGhhcyh0aGlzLmRyYWZ0KSI8ChZSZW5kZXJUZW1wbGF0ZVJlc3BvbnNlEiIKBHNwZWMYASABKAsyFC5iZXJ0aC52MS5TZXJ2ZXJTcGVjKpcBCgxWYXJpYWJsZUtpbmQSHQoZVkFSSUFCTEVfS0lORF9VTlNQRUNJRklFRBAAEhgKFFZBUklBQkxFX0tJTkRfU1RSSU5HEAESGQoVVkFSSUFCTEVfS0lORF9JTlRFR0VSEAISGAoUVkFSSUFCTEVfS0lORF9OVU1CRVIQAxIZChVWQVJJQUJMRV9LSU5EX0JPT0xFQU4QBCqUAQoMSG9zdFBvcnRNb2RlEh4KGkhPU1RfUE9SVF9NT0RFX1VOU1BFQ0lGSUVEEAASGAoUSE9TVF9QT1JUX01PREVfRklYRUQQARIYChRIT1NUX1BPUlRfTU9ERV9SQU5HRRACEhcKE0hPU1RfUE9SVF9NT0RFX1NBTUUQAxIXChNIT1NUX1BPUlRfTU9ERV9OT05FEAQqdwoOVGVtcGxhdGVGb3JtYXQSHwobVEVNUExBVEVfRk9STUFUX1VOU1BFQ0lGSUVEEAASIwofVEVNUExBVEVfRk9STUFUX1BURVJPREFDVFlMX0VHRxABEh8KG1RFTVBMQVRFX0ZPUk1BVF9QRUxJQ0FOX0VHRxACMtgECg9UZW1wbGF0ZVNlcnZpY2USUAoNTGlzdFRlbXBsYXRlcxIeLmJlcnRoLnYxLkxpc3RUZW1wbGF0ZXNSZXF1ZXN0Gh8uYmVydGgudjEuTGlzdFRlbXBsYXRlc1Jlc3BvbnNlEkoKC0dldFRlbXBsYXRlEhwuYmVydGgudjEuR2V0VGVtcGxhdGVSZXF1ZXN0Gh0uYmVydGgudjEuR2V0VGVtcGxhdGVSZXNwb25zZRJTCg5DcmVhdGVUZW1wbGF0ZRIfLmJlcnRoLnYxLkNyZWF0ZVRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLkNyZWF0ZVRlbXBsYXRlUmVzcG9uc2USUwoOVXBkYXRlVGVtcGxhdGUSHy5iZXJ0aC52MS5VcGRhdGVUZW1wbGF0ZVJlcXVlc3QaIC5iZXJ0aC52MS5VcGRhdGVUZW1wbGF0ZVJlc3BvbnNlElMKDkRlbGV0ZVRlbXBsYXRlEh8uYmVydGgudjEuRGVsZXRlVGVtcGxhdGVSZXF1ZXN0GiAuYmVydGgudjEuRGVsZXRlVGVtcGxhdGVSZXNwb25zZRJTCg5JbXBvcnRUZW1wbGF0ZRIfLmJlcnRoLnYxLkltcG9ydFRlbXBsYXRlUmVxdWVzdBogLmJlcnRoLnYxLkltcG9ydFRlbXBsYXRlUmVzcG9uc2USUwoOUmVuZGVyVGVtcGxhdGUSHy5iZXJ0aC52MS5SZW5kZXJUZW1wbGF0ZVJlcXVlc3QaIC5iZXJ0aC52MS5SZW5kZXJUZW1wbGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_berth_v1_server, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Template is a recipe for servers. Its version goes up on every change; a
@@ -151,9 +151,9 @@ export type Template = Message<"berth.v1.Template"> & {
   /**
    * Run once in an install container before the server's first start.
    *
-   * @generated from field: berth.v1.TemplateInstall install = 17;
+   * @generated from field: berth.v1.ServerInstall install = 17;
    */
-  install?: TemplateInstall | undefined;
+  install?: ServerInstall | undefined;
 
   /**
    * A JavaScript regular expression: the server counts as ready when a line
@@ -424,50 +424,6 @@ export const TemplatePortSchema: GenMessage<TemplatePort> = /*@__PURE__*/
   messageDesc(file_berth_v1_template, 4);
 
 /**
- * TemplateInstall is a script run once, before the first start, in its own
- * container with the data directory mounted at /mnt/server (where eggs'
- * install scripts expect it), e.g. to download a server jar.
- *
- * @generated from message berth.v1.TemplateInstall
- */
-export type TemplateInstall = Message<"berth.v1.TemplateInstall"> & {
-  /**
-   * The install container's image.
-   *
-   * @generated from field: string image = 1;
-   */
-  image: string;
-
-  /**
-   * The script's text; the template's variables are in its environment.
-   *
-   * @generated from field: string script = 2;
-   */
-  script: string;
-
-  /**
-   * The program that runs the script, e.g. "bash" or "ash". Empty: "sh".
-   *
-   * @generated from field: string entrypoint = 3;
-   */
-  entrypoint: string;
-
-  /**
-   * The script is killed past this; 0 means 600 (10 minutes); at most 6 h.
-   *
-   * @generated from field: uint32 timeout_seconds = 4;
-   */
-  timeoutSeconds: number;
-};
-
-/**
- * Describes the message berth.v1.TemplateInstall.
- * Use `create(TemplateInstallSchema)` to create a new message.
- */
-export const TemplateInstallSchema: GenMessage<TemplateInstall> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 5);
-
-/**
  * UnmappedField is a part of an imported egg that berth did not take over.
  *
  * @generated from message berth.v1.UnmappedField
@@ -493,7 +449,7 @@ export type UnmappedField = Message<"berth.v1.UnmappedField"> & {
  * Use `create(UnmappedFieldSchema)` to create a new message.
  */
 export const UnmappedFieldSchema: GenMessage<UnmappedField> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 6);
+  messageDesc(file_berth_v1_template, 5);
 
 /**
  * @generated from message berth.v1.ListTemplatesRequest
@@ -527,7 +483,7 @@ export type ListTemplatesRequest = Message<"berth.v1.ListTemplatesRequest"> & {
  * Use `create(ListTemplatesRequestSchema)` to create a new message.
  */
 export const ListTemplatesRequestSchema: GenMessage<ListTemplatesRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 7);
+  messageDesc(file_berth_v1_template, 6);
 
 /**
  * @generated from message berth.v1.ListTemplatesResponse
@@ -553,7 +509,7 @@ export type ListTemplatesResponse = Message<"berth.v1.ListTemplatesResponse"> & 
  * Use `create(ListTemplatesResponseSchema)` to create a new message.
  */
 export const ListTemplatesResponseSchema: GenMessage<ListTemplatesResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 8);
+  messageDesc(file_berth_v1_template, 7);
 
 /**
  * @generated from message berth.v1.GetTemplateRequest
@@ -572,7 +528,7 @@ export type GetTemplateRequest = Message<"berth.v1.GetTemplateRequest"> & {
  * Use `create(GetTemplateRequestSchema)` to create a new message.
  */
 export const GetTemplateRequestSchema: GenMessage<GetTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 9);
+  messageDesc(file_berth_v1_template, 8);
 
 /**
  * @generated from message berth.v1.GetTemplateResponse
@@ -589,7 +545,7 @@ export type GetTemplateResponse = Message<"berth.v1.GetTemplateResponse"> & {
  * Use `create(GetTemplateResponseSchema)` to create a new message.
  */
 export const GetTemplateResponseSchema: GenMessage<GetTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 10);
+  messageDesc(file_berth_v1_template, 9);
 
 /**
  * @generated from message berth.v1.CreateTemplateRequest
@@ -608,7 +564,7 @@ export type CreateTemplateRequest = Message<"berth.v1.CreateTemplateRequest"> & 
  * Use `create(CreateTemplateRequestSchema)` to create a new message.
  */
 export const CreateTemplateRequestSchema: GenMessage<CreateTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 11);
+  messageDesc(file_berth_v1_template, 10);
 
 /**
  * @generated from message berth.v1.CreateTemplateResponse
@@ -625,7 +581,7 @@ export type CreateTemplateResponse = Message<"berth.v1.CreateTemplateResponse"> 
  * Use `create(CreateTemplateResponseSchema)` to create a new message.
  */
 export const CreateTemplateResponseSchema: GenMessage<CreateTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 12);
+  messageDesc(file_berth_v1_template, 11);
 
 /**
  * @generated from message berth.v1.UpdateTemplateRequest
@@ -659,7 +615,7 @@ export type UpdateTemplateRequest = Message<"berth.v1.UpdateTemplateRequest"> & 
  * Use `create(UpdateTemplateRequestSchema)` to create a new message.
  */
 export const UpdateTemplateRequestSchema: GenMessage<UpdateTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 13);
+  messageDesc(file_berth_v1_template, 12);
 
 /**
  * @generated from message berth.v1.UpdateTemplateResponse
@@ -676,7 +632,7 @@ export type UpdateTemplateResponse = Message<"berth.v1.UpdateTemplateResponse"> 
  * Use `create(UpdateTemplateResponseSchema)` to create a new message.
  */
 export const UpdateTemplateResponseSchema: GenMessage<UpdateTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 14);
+  messageDesc(file_berth_v1_template, 13);
 
 /**
  * @generated from message berth.v1.DeleteTemplateRequest
@@ -695,7 +651,7 @@ export type DeleteTemplateRequest = Message<"berth.v1.DeleteTemplateRequest"> & 
  * Use `create(DeleteTemplateRequestSchema)` to create a new message.
  */
 export const DeleteTemplateRequestSchema: GenMessage<DeleteTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 15);
+  messageDesc(file_berth_v1_template, 14);
 
 /**
  * @generated from message berth.v1.DeleteTemplateResponse
@@ -708,7 +664,7 @@ export type DeleteTemplateResponse = Message<"berth.v1.DeleteTemplateResponse"> 
  * Use `create(DeleteTemplateResponseSchema)` to create a new message.
  */
 export const DeleteTemplateResponseSchema: GenMessage<DeleteTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 16);
+  messageDesc(file_berth_v1_template, 15);
 
 /**
  * @generated from message berth.v1.ImportTemplateRequest
@@ -750,7 +706,7 @@ export type ImportTemplateRequest = Message<"berth.v1.ImportTemplateRequest"> & 
  * Use `create(ImportTemplateRequestSchema)` to create a new message.
  */
 export const ImportTemplateRequestSchema: GenMessage<ImportTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 17);
+  messageDesc(file_berth_v1_template, 16);
 
 /**
  * @generated from message berth.v1.ImportTemplateResponse
@@ -776,7 +732,7 @@ export type ImportTemplateResponse = Message<"berth.v1.ImportTemplateResponse"> 
  * Use `create(ImportTemplateResponseSchema)` to create a new message.
  */
 export const ImportTemplateResponseSchema: GenMessage<ImportTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 18);
+  messageDesc(file_berth_v1_template, 17);
 
 /**
  * @generated from message berth.v1.RenderTemplateRequest
@@ -825,7 +781,7 @@ export type RenderTemplateRequest = Message<"berth.v1.RenderTemplateRequest"> & 
  * Use `create(RenderTemplateRequestSchema)` to create a new message.
  */
 export const RenderTemplateRequestSchema: GenMessage<RenderTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 19);
+  messageDesc(file_berth_v1_template, 18);
 
 /**
  * @generated from message berth.v1.RenderTemplateResponse
@@ -844,7 +800,7 @@ export type RenderTemplateResponse = Message<"berth.v1.RenderTemplateResponse"> 
  * Use `create(RenderTemplateResponseSchema)` to create a new message.
  */
 export const RenderTemplateResponseSchema: GenMessage<RenderTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_berth_v1_template, 20);
+  messageDesc(file_berth_v1_template, 19);
 
 /**
  * VariableKind is the type a variable's value must have.
