@@ -38,8 +38,13 @@ export const MAX_DEPTH = 64;
 export const MAX_COMPREHENSION_NESTING = 3;
 /** Cost units (AST nodes evaluated in loop bodies) one row may use. */
 export const ROW_BUDGET = 50_000;
-/** Wall-clock milliseconds the evaluation of one row may take (checked at every comprehension step). */
-export const ROW_MS = 50;
+/**
+ * Wall-clock milliseconds the evaluation of one row may take, checked at every
+ * comprehension step once the row used ROW_WALL_AFTER steps (a light filter is
+ * never cut off because the machine was busy or collecting garbage).
+ */
+export const ROW_MS = 75;
+export const ROW_WALL_AFTER = 5_000;
 /** Cost units one call may use over all its rows. */
 export const CALL_BUDGET = 2_000_000;
 /** Wall-clock milliseconds of evaluation one call may use. */
@@ -76,7 +81,7 @@ class Meter {
     this.callLeft -= n;
     if (this.rowLeft < 0) this.exhausted = `evaluating the filter on one record took more than ${ROW_BUDGET} steps`;
     else if (this.callLeft < 0) this.exhausted = `evaluating the filter took more than ${CALL_BUDGET} steps in this call`;
-    else if (performance.now() > this.rowDeadline) this.exhausted = `evaluating the filter on one record took more than ${ROW_MS} ms`;
+    else if (this.rowLeft < ROW_BUDGET - ROW_WALL_AFTER && performance.now() > this.rowDeadline) this.exhausted = `evaluating the filter on one record took more than ${ROW_MS} ms`;
     return this.exhausted === undefined;
   }
 }
