@@ -17,6 +17,8 @@ import type { Store } from "../store/store.js";
 import type { EventRecord, EventQuery } from "../domain/records.js";
 import type { Caller } from "../auth/caller.js";
 import { loadVisibleServer } from "./find-server.js";
+import { FilterRun, requestFilter } from "../query/cel.js";
+import { filterPage } from "../query/filter-page.js";
 
 export interface EventServiceDeps {
   /** Wakes live watches when events are committed. */
@@ -76,6 +78,22 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       if (q.since !== undefined && q.until !== undefined && q.until <= q.since) {
         throw new InvalidArgumentError("until", "must be after since");
       }
+      const filter = requestFilter("event", req.filter);
+      if (filter) {
+        // After scoping and the other filters (in the query), on the events as this call returns them.
+        const res = await filterPage<EventRecord, Event>({
+          read: (after, n) => {
+            const b = after?.id ?? beforeId;
+            return store.listNewestFirst({ ...q, ...(b !== undefined ? { beforeId: b } : {}), limit: n });
+          },
+          convert: (rows) => rows.map(eventToProto),
+          filter,
+          run: new FilterRun(),
+          pageSize: limit,
+        });
+        const next = res.continueAfter ? Buffer.from(`e:${res.continueAfter.id}`).toString("base64url") : "";
+        return create(ListEventsResponseSchema, { events: res.items, nextPageToken: next });
+      }
       const rows = await store.listNewestFirst({ ...q, ...(beforeId !== undefined ? { beforeId } : {}), limit: limit + 1 });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
@@ -95,6 +113,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       if (req.afterId < 0n) throw new InvalidArgumentError("after_id", "must not be negative; 0 follows new events only");
       const heartbeat = new HeartbeatClock(heartbeatInterval(req.heartbeatSeconds));
       const q: EventQuery = { project: caller.project, ...(await filters(store, req, caller)) };
+      const filter = requestFilter("event", req.filter);
       const wake = new Wakeup();
       // Subscribed before the first read: an event committed while a read is under way rings, so the next round reads it.
       const unsubscribe = ledger.subscribe(() => wake.ring());
@@ -106,9 +125,17 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
           const upTo = await store.lastEventId();
           while (cursor < upTo) {
             const batch = await store.readForward({ ...q, afterId: cursor, upToId: upTo, limit: REPLAY_BATCH });
+            // One evaluation budget (and `now`) per batch read.
+            const run = filter && new FilterRun();
             for (const e of batch) {
+              const event = eventToProto(e);
+              if (run) {
+                const hit = filter.test(event, run);
+                await run.pace();
+                if (!hit) continue;
+              }
               heartbeat.sent();
-              yield create(WatchEventsResponseSchema, { event: eventToProto(e) });
+              yield create(WatchEventsResponseSchema, { event });
             }
             cursor = batch.length < REPLAY_BATCH ? upTo : batch[batch.length - 1]!.id;
           }

@@ -30,6 +30,7 @@ import { hostToProto } from "./convert.js";
 import { capacityOf, keepCapacity, roomOf, roomWith } from "../hosts/capacity.js";
 import { formatBytes } from "../domain/limits.js";
 import { loadHost } from "./find-server.js";
+import { FilterRun, requestFilter } from "../query/cel.js";
 
 export interface HostServiceDeps {
   store: Store;
@@ -128,16 +129,26 @@ export function createHostService(deps: HostServiceDeps): ServiceImpl<typeof Hos
   }
 
   return {
-    async listHosts(_req, ctx) {
+    async listHosts(req, ctx) {
       callerOf(ctx);
+      const filter = requestFilter("host", req.filter);
       // Counts and limits summed per host by the database (every dashboard polls this): no server record is read.
       const [hosts, allocation] = await Promise.all([store.listHosts(), store.allocationByHost()]);
-      return create(ListHostsResponseSchema, {
-        hosts: hosts.map((h) => {
-          const a = allocation.get(h.id) ?? { servers: 0, cpus: 0, memoryBytes: 0 };
-          return hostToProto(h, presence.isConnected(h.id), a.servers, roomWith(h, a));
-        }),
+      let out = hosts.map((h) => {
+        const a = allocation.get(h.id) ?? { servers: 0, cpus: 0, memoryBytes: 0 };
+        return hostToProto(h, presence.isConnected(h.id), a.servers, roomWith(h, a));
       });
+      if (filter) {
+        // On the hosts as this call returns them (ListHosts has no pages: every host is evaluated).
+        const run = new FilterRun();
+        const kept = [];
+        for (const h of out) {
+          if (filter.test(h, run)) kept.push(h);
+          await run.pace();
+        }
+        out = kept;
+      }
+      return create(ListHostsResponseSchema, { hosts: out });
     },
 
     async getHost(req, ctx) {

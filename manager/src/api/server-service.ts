@@ -49,6 +49,9 @@ import { createExecCommand, createTailLogs, createWatchConsole } from "./logs.js
 import { loadVisibleServer } from "./find-server.js";
 import { placeServer, requireRoom } from "../hosts/placement.js";
 import { requestOf } from "../hosts/capacity.js";
+import type { Server as ServerMessage } from "@berth/proto/berth/v1/server_pb.js";
+import { requestFilter, FilterRun } from "../query/cel.js";
+import { filterPage } from "../query/filter-page.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { turns } from "../turns.js";
 import { ServerMoves } from "../transfers/moves.js";
@@ -369,6 +372,23 @@ export function createServerService(deps: ServerServiceDeps): Partial<ServiceImp
       // The phase filter runs in the query, before the page is cut: filtering a cut page
       // answered an empty page without a next token while matching servers existed.
       const phases = [...new Set(req.phases)].map((p) => Phase[p] ?? "UNSPECIFIED");
+      const filter = requestFilter("server", req.filter);
+      if (filter) {
+        // After scoping and the other filters (in the query), on the servers as this call returns them.
+        const q = { ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, labels: req.labels };
+        const res = await filterPage<ServerRecord, ServerMessage>({
+          read: (after, n) => store.listServers({ ...q, before: after ? { createdAt: after.createdAt, id: after.id } : before, limit: n }),
+          convert: async (rows) => {
+            const servers = rows.map(serverToProto);
+            await markOutdatedTemplates(store, servers);
+            return servers;
+          },
+          filter,
+          run: new FilterRun(),
+          pageSize: limit,
+        });
+        return create(ListServersResponseSchema, { servers: res.items, nextPageToken: pageTokenAfter(res.continueAfter, res.continueAfter !== undefined) });
+      }
       const rows = await store.listServers({ ...(project !== undefined ? { project } : {}), hostId: req.hostId, includeDeleted: req.showDeleted, phases, labels: req.labels, before, limit: limit + 1 });
       const page = rows.slice(0, limit);
       const servers = page.map(serverToProto);

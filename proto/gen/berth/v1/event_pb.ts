@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file berth/v1/event.proto.
  */
 export const file_berth_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChRiZXJ0aC92MS9ldmVudC5wcm90bxIIYmVydGgudjEi3gEKBUV2ZW50EgoKAmlkGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Byb2plY3QYAyABKAkSEQoJc2VydmVyX2lkGAQgASgJEg8KB2hvc3RfaWQYBSABKAkSDAoEdHlwZRgGIAEoCRIOCgZyZWFzb24YByABKAkSDwoHbWVzc2FnZRgIIAEoCRINCgVhY3RvchgJIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgKIAEoCRIUCgxwYXlsb2FkX2pzb24YCyABKAki4QEKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXNlcnZlcl9pZBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEhMKC3R5cGVfcHJlZml4GAMgASgJEg0KBWFjdG9yGAQgASgJEikKBXNpbmNlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoJcGFnZV9zaXplGAcgASgFQge6SAQaAigAEhIKCnBhZ2VfdG9rZW4YCCABKAkiTgoSTGlzdEV2ZW50c1Jlc3BvbnNlEh8KBmV2ZW50cxgBIAMoCzIPLmJlcnRoLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKEAQoSV2F0Y2hFdmVudHNSZXF1ZXN0EhAKCGFmdGVyX2lkGAEgASgDEhEKCXNlcnZlcl9pZBgCIAEoCRIPCgdob3N0X2lkGAMgASgJEhMKC3R5cGVfcHJlZml4GAQgASgJEiMKEWhlYXJ0YmVhdF9zZWNvbmRzGAUgASgNQgi6SAUqAxisAiJIChNXYXRjaEV2ZW50c1Jlc3BvbnNlEh4KBWV2ZW50GAEgASgLMg8uYmVydGgudjEuRXZlbnQSEQoJaGVhcnRiZWF0GAIgASgIMqUBCgxFdmVudFNlcnZpY2USRwoKTGlzdEV2ZW50cxIbLmJlcnRoLnYxLkxpc3RFdmVudHNSZXF1ZXN0GhwuYmVydGgudjEuTGlzdEV2ZW50c1Jlc3BvbnNlEkwKC1dhdGNoRXZlbnRzEhwuYmVydGgudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Gh0uYmVydGgudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChRiZXJ0aC92MS9ldmVudC5wcm90bxIIYmVydGgudjEi3gEKBUV2ZW50EgoKAmlkGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Byb2plY3QYAyABKAkSEQoJc2VydmVyX2lkGAQgASgJEg8KB2hvc3RfaWQYBSABKAkSDAoEdHlwZRgGIAEoCRIOCgZyZWFzb24YByABKAkSDwoHbWVzc2FnZRgIIAEoCRINCgVhY3RvchgJIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgKIAEoCRIUCgxwYXlsb2FkX2pzb24YCyABKAki+wEKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXNlcnZlcl9pZBgBIAEoCRIPCgdob3N0X2lkGAIgASgJEhMKC3R5cGVfcHJlZml4GAMgASgJEg0KBWFjdG9yGAQgASgJEikKBXNpbmNlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoJcGFnZV9zaXplGAcgASgFQge6SAQaAigAEhIKCnBhZ2VfdG9rZW4YCCABKAkSGAoGZmlsdGVyGAkgASgJQgi6SAVyAyiAICJOChJMaXN0RXZlbnRzUmVzcG9uc2USHwoGZXZlbnRzGAEgAygLMg8uYmVydGgudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIp4BChJXYXRjaEV2ZW50c1JlcXVlc3QSEAoIYWZ0ZXJfaWQYASABKAMSEQoJc2VydmVyX2lkGAIgASgJEg8KB2hvc3RfaWQYAyABKAkSEwoLdHlwZV9wcmVmaXgYBCABKAkSIwoRaGVhcnRiZWF0X3NlY29uZHMYBSABKA1CCLpIBSoDGKwCEhgKBmZpbHRlchgGIAEoCUIIukgFcgMogCAiSAoTV2F0Y2hFdmVudHNSZXNwb25zZRIeCgVldmVudBgBIAEoCzIPLmJlcnRoLnYxLkV2ZW50EhEKCWhlYXJ0YmVhdBgCIAEoCDKlAQoMRXZlbnRTZXJ2aWNlEkcKCkxpc3RFdmVudHMSGy5iZXJ0aC52MS5MaXN0RXZlbnRzUmVxdWVzdBocLmJlcnRoLnYxLkxpc3RFdmVudHNSZXNwb25zZRJMCgtXYXRjaEV2ZW50cxIcLmJlcnRoLnYxLldhdGNoRXZlbnRzUmVxdWVzdBodLmJlcnRoLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the ledger.
@@ -133,6 +133,14 @@ export type ListEventsRequest = Message<"berth.v1.ListEventsRequest"> & {
    * @generated from field: string page_token = 8;
    */
   pageToken: string;
+
+  /**
+   * A CEL expression over each event as this call returns it (docs/explore.md);
+   * only events it yields true for are returned. Empty: no filter.
+   *
+   * @generated from field: string filter = 9;
+   */
+  filter: string;
 };
 
 /**
@@ -196,6 +204,14 @@ export type WatchEventsRequest = Message<"berth.v1.WatchEventsRequest"> & {
    * @generated from field: uint32 heartbeat_seconds = 5;
    */
   heartbeatSeconds: number;
+
+  /**
+   * A CEL expression over each event as this call returns it (docs/explore.md);
+   * only events it yields true for are returned. Empty: no filter.
+   *
+   * @generated from field: string filter = 6;
+   */
+  filter: string;
 };
 
 /**
