@@ -116,6 +116,8 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.ServerService/SendConsoleCommand": { role: "operator", request: () => ({ id: serverA.id, line: "x" }), serverAddressed: true },
     "berth.v1.ServerService/ExecCommand": { role: "operator", request: () => ({ id: serverA.id, argv: ["true"] }), serverAddressed: true },
     "berth.v1.ServerService/TransferServer": { role: "operator", request: () => ({ id: serverA.id, host: "host_doesnotexist" }), serverAddressed: true },
+    "berth.v1.ServerService/GetInstallLog": { role: "viewer", request: () => ({ id: serverA.id }), serverAddressed: true },
+    "berth.v1.ServerService/ReinstallServer": { role: "operator", request: () => ({ id: serverA.id }), serverAddressed: true },
     "berth.v1.ServerService/CloneServer": { role: "operator", request: () => ({ source: serverA.id, name: "access-clone", fromBackup: "bk_doesnotexist" }), serverAddressed: true },
 
     "berth.v1.HostService/ListHosts": { role: "viewer", request: () => ({}) },
