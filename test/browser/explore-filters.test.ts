@@ -3,7 +3,8 @@
  * manager, agent and Docker: on Servers a CEL filter on a label (set through
  * the API) shows only the matching server, is kept in the URL (`?cel=`) and
  * survives a reload; a syntax error shows the manager's message (and the
- * column) under the input while the table keeps its rows; a field name is
+ * column) under the input while the table keeps its rows, and so does a
+ * filter too costly (ResourceExhausted, with its advice); a field name is
  * completed from the suggestions. On Events a CEL filter on the type shows
  * only server events. axe finds nothing serious on either page in advanced
  * mode; a screenshot at 390 px.
@@ -100,6 +101,18 @@ describe("dashboard CEL filters", () => {
     expect(await row(p, name("dev")).count()).toBe(0);
     expect(await seriousViolations(p, "servers, advanced mode with an error")).toEqual([]);
 
+    // Too costly: ResourceExhausted, with the manager's advice; the rows stay.
+    const list = `[${Array.from({ length: 100 }, (_, i) => i).join(",")}]`;
+    await input2.fill(`${list}.all(a, ${list}.all(b, ${list}.all(c, a + b + c >= 0)))`);
+    await input2.press("Enter");
+    await err.filter({ hasText: "Too costly" }).waitFor();
+    expect(await err.textContent()).toContain("narrow the filter");
+    await row(p, name("prod")).waitFor();
+    expect(await row(p, name("dev")).count()).toBe(0);
+
+    await input2.fill(`${PROD} &&`);
+    await input2.press("Enter");
+    await err.filter({ hasText: "syntax error" }).waitFor();
     await p.setViewportSize({ width: 390, height: 844 });
     await screenshot(p, "explore-filters-01-servers-390");
     await p.setViewportSize({ width: 1280, height: 900 });
