@@ -15,6 +15,8 @@ export interface KeepStreaming {
   onDown: (message: string, ended: boolean) => void;
   /** The token was refused: the session is over (after onDown). */
   onUnauthenticated?: (message: string) => void;
+  /** An error retrying cannot mend (a refused filter): the watch ends for good, after onDown. */
+  fatal?: (err: ConnectError) => boolean;
 }
 
 export async function keepStreaming(signal: AbortSignal, k: KeepStreaming): Promise<void> {
@@ -34,6 +36,7 @@ export async function keepStreaming(signal: AbortSignal, k: KeepStreaming): Prom
         return;
       }
       k.onDown(`${Code[e.code]}: ${e.rawMessage}`, false);
+      if (k.fatal?.(e)) return;
     }
     await sleep(delay * (0.75 + Math.random() * 0.5), signal);
     delay = Math.min(max, delay * 2);

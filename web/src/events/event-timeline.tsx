@@ -3,7 +3,8 @@
  * and (live) new ones from WatchEvents after the newest id seen, so nothing is
  * missed or shown twice. The watch reconnects from the last id it delivered.
  */
-import { memo, useEffect, useState } from "react";
+import { memo, useEffect, useRef, useState } from "react";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Event } from "@berth/proto/berth/v1/event_pb.js";
 import { useHosts, useSession, useWatch } from "../app-context.js";
@@ -13,6 +14,7 @@ import { formatTime, tsMs } from "../ui/format.js";
 import { navigate } from "../ui/router.js";
 import { isRoutine } from "./routine.js";
 import { watchSilence } from "../api/silence.js";
+import type { CelError } from "../ui/cel-bar.js";
 import { HEARTBEAT_SECONDS, RECONNECT_AFTER_MS, STALE_AFTER_MS } from "../servers/server-watch.js";
 
 export interface EventFilter {
@@ -22,6 +24,15 @@ export interface EventFilter {
   actor?: string;
   since?: Date | undefined;
   until?: Date | undefined;
+  /** A CEL expression the manager evaluates on each event (docs/explore.md), on ListEvents and WatchEvents. */
+  cel?: string;
+}
+
+/** The manager refused the filter itself: InvalidArgument (not CEL, not bool) or ResourceExhausted (too costly). */
+function filterRefusal(err: unknown, cel: string | undefined): CelError | undefined {
+  if (!cel) return undefined;
+  const e = ConnectError.from(err);
+  return e.code === Code.InvalidArgument || e.code === Code.ResourceExhausted ? { code: e.code, message: e.rawMessage, filter: cel } : undefined;
 }
 
 const PAGE = 50;
@@ -50,7 +61,13 @@ export function passesClientFilter(e: Event, f: EventFilter): boolean {
   return true;
 }
 
-export function EventTimeline({ filter, live, compact }: { filter: EventFilter; live: boolean; compact?: boolean }) {
+/**
+ * `onFilterError`: the manager refused `filter.cel` (called with undefined once
+ * it accepted it); the events shown before are kept, and the live tail stops.
+ */
+export function EventTimeline({ filter, live, compact, onFilterError }: { filter: EventFilter; live: boolean; compact?: boolean; onFilterError?: (e: CelError | undefined) => void }) {
+  const onFilterErrorRef = useRef(onFilterError);
+  onFilterErrorRef.current = onFilterError;
   const { api } = useSession();
   const [events, setEvents] = useState<Event[]>([]);
   const [next, setNext] = useState("");
@@ -59,7 +76,8 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
   const [liveState, setLiveState] = useState<"off" | "connecting" | "live" | "stale" | "reconnecting">("off");
   const [showRoutine, setShowRoutine] = useState(false);
   // A type filter that names routine events (command., phase.) shows them: that is what was asked for.
-  const hideRoutine = !showRoutine && !filter.typePrefix;
+  // So does a CEL filter: the expression says what it wants.
+  const hideRoutine = !showRoutine && !filter.typePrefix && !filter.cel;
   const shown = hideRoutine ? events.filter((e) => !isRoutine(e)) : events;
   const hidden = events.length - shown.length;
   // Typing in a filter must not reopen the list and the watch on every key.
@@ -74,13 +92,15 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
       hostId: f.hostId ?? "",
       typePrefix: f.typePrefix ?? "",
       actor: f.actor ?? "",
+      filter: f.cel ?? "",
       pageSize: PAGE,
       ...(f.since ? { since: timestampFromDate(f.since) } : {}),
       ...(f.until ? { until: timestampFromDate(f.until) } : {}),
     };
     setLoading(true);
     setError(undefined);
-    setEvents([]);
+    // A new CEL filter keeps the events shown until the manager answers (a refused one keeps them).
+    if (!f.cel) setEvents([]);
     setNext("");
     void (async () => {
       let after = 0n;
@@ -89,8 +109,15 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
         setEvents(res.events);
         setNext(res.nextPageToken);
         after = res.events[0]?.id ?? 0n;
+        if (f.cel) onFilterErrorRef.current?.(undefined);
       } catch (err) {
-        if (!signal.aborted) setError(errorText(err));
+        if (signal.aborted) return;
+        const refused = filterRefusal(err, f.cel);
+        if (refused) onFilterErrorRef.current?.(refused);
+        else {
+          setEvents([]);
+          setError(errorText(err));
+        }
         return;
       } finally {
         if (!signal.aborted) setLoading(false);
@@ -105,7 +132,7 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
         signal.addEventListener("abort", onOuter, { once: true });
         const silence = watchSilence(own, { staleAfterMs: STALE_AFTER_MS, reconnectAfterMs: RECONNECT_AFTER_MS, onStale: () => setLiveState((s) => (s === "live" ? "stale" : s)) });
         try {
-          const stream = api.events.watchEvents({ afterId: after, serverId: f.serverId ?? "", hostId: f.hostId ?? "", typePrefix: f.typePrefix ?? "", heartbeatSeconds: HEARTBEAT_SECONDS }, { signal: own.signal });
+          const stream = api.events.watchEvents({ afterId: after, serverId: f.serverId ?? "", hostId: f.hostId ?? "", typePrefix: f.typePrefix ?? "", filter: f.cel ?? "", heartbeatSeconds: HEARTBEAT_SECONDS }, { signal: own.signal });
           setLiveState("live");
           for await (const m of stream) {
             silence.heard();
@@ -121,6 +148,13 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
           if (signal.aborted) return;
           if (!own.signal.aborted) {
             if (isAbort(err)) return;
+            // A refused filter stays refused: no retrying.
+            const refused = filterRefusal(err, f.cel);
+            if (refused) {
+              onFilterErrorRef.current?.(refused);
+              setLiveState("off");
+              return;
+            }
             setError(errorText(err));
           }
         } finally {
@@ -147,6 +181,7 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
         hostId: f.hostId ?? "",
         typePrefix: f.typePrefix ?? "",
         actor: f.actor ?? "",
+        filter: f.cel ?? "",
         pageSize: PAGE,
         pageToken: next,
         ...(f.since ? { since: timestampFromDate(f.since) } : {}),
@@ -172,7 +207,7 @@ export function EventTimeline({ filter, live, compact }: { filter: EventFilter; 
           <span className="muted small">not following</span>
         )}
         <span className="muted small">{shown.length} events</span>
-        {!filter.typePrefix && (hidden > 0 || showRoutine) && (
+        {!filter.typePrefix && !filter.cel && (hidden > 0 || showRoutine) && (
           <button type="button" className="link small" onClick={() => setShowRoutine((v) => !v)} data-testid="routine-toggle">
             {showRoutine ? "Hide routine events" : `${hidden} routine hidden · show`}
           </button>

@@ -1,8 +1,12 @@
-/** The ledger explorer: filters by type, server, host, actor and time (kept in the URL), with a live tail. */
-import { useMemo } from "react";
+/** The ledger explorer: filters by type, server, host, actor, time and CEL (kept in the URL), with a live tail. */
+import { useMemo, useState } from "react";
 import { useHosts, useWatch } from "../app-context.js";
 import { replaceQuery, useLocation } from "../ui/router.js";
 import { EventTimeline, type EventFilter } from "./event-timeline.js";
+import { CelBar, type CelError } from "../ui/cel-bar.js";
+
+/** Offered under the CEL input (docs/explore.md has more). */
+const CEL_EXAMPLES = ['event.type.startsWith("server.")', 'event.actor.startsWith("token:")', 'event.actor == "reconciler"', 'event.payload_json.contains("FAILED")'];
 
 /** Prefixes worth offering; any prefix of a type works (docs/events.md lists them all). */
 const TYPE_PREFIXES = [
@@ -41,6 +45,15 @@ export function EventsPage() {
     actor: p.get("actor") ?? "",
     since: date(p.get("since")),
     until: date(p.get("until")),
+    cel: (p.get("cel") ?? "").trim(),
+  };
+  const [celError, setCelError] = useState<CelError>();
+  const [advancedOn, setAdvanced] = useState(false);
+  const advanced = advancedOn || filter.cel !== "" || celError !== undefined;
+  const clearCel = () => {
+    setAdvanced(false);
+    setCelError(undefined);
+    set("cel", "");
   };
   const live = p.get("live") !== "0";
   return (
@@ -96,11 +109,15 @@ export function EventsPage() {
           <span>Until</span>
           <input type="datetime-local" value={p.get("until") ?? ""} onChange={(e) => set("until", e.target.value)} aria-label="Until" />
         </label>
+        <button type="button" className="button small toggle" aria-pressed={advanced} onClick={() => (advanced ? clearCel() : setAdvanced(true))}>
+          Advanced (CEL)
+        </button>
         <label className="check">
           <input type="checkbox" checked={live && !filter.until} disabled={!!filter.until} onChange={(e) => set("live", e.target.checked ? "" : "0")} /> Live tail
         </label>
       </div>
-      <EventTimeline filter={filter} live={live} />
+      {advanced && <CelBar kind="event" applied={filter.cel ?? ""} error={celError} examples={CEL_EXAMPLES} onApply={(expr) => set("cel", expr)} onClear={clearCel} />}
+      <EventTimeline filter={filter} live={live} onFilterError={setCelError} />
     </section>
   );
 }

@@ -58,6 +58,14 @@ export interface ServerWatchOptions {
   heartbeatSeconds?: number;
   staleAfterMs?: number;
   reconnectAfterMs?: number;
+  /** A CEL filter sent with the watch (docs/explore.md); "" or absent: every server. */
+  filter?: string;
+  /**
+   * The manager refused the filter (InvalidArgument: not CEL, not bool;
+   * ResourceExhausted: too costly): retrying cannot mend it, so the watch
+   * ends and this is called with the code and the manager's message.
+   */
+  onFilterError?: (code: Code, message: string) => void;
 }
 
 export class ServerWatch {
@@ -113,6 +121,11 @@ export class ServerWatch {
       stream: (live) => this.stream(signal, live),
       onDown: (message, ended) => this.setStatus(ended || this.loaded ? "reconnecting" : "connecting", message),
       ...(this.opts.onUnauthenticated ? { onUnauthenticated: this.opts.onUnauthenticated } : {}),
+      fatal: (e) => {
+        if (!this.opts.filter || (e.code !== Code.InvalidArgument && e.code !== Code.ResourceExhausted)) return false;
+        this.opts.onFilterError?.(e.code, e.rawMessage);
+        return true;
+      },
     });
   }
 
@@ -124,6 +137,7 @@ export class ServerWatch {
       showDeleted: true,
       resumeToken: this.resumeToken,
       heartbeatSeconds: this.opts.heartbeatSeconds ?? HEARTBEAT_SECONDS,
+      ...(this.opts.filter ? { filter: this.opts.filter } : {}),
     };
     // This stream alone is dropped when the manager stays silent too long (api/silence.ts).
     const own = new AbortController();

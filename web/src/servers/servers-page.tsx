@@ -1,8 +1,10 @@
 /**
  * The ground-truth table: every server the token may see, live from
- * WatchServers, filtered and sorted by what the URL says, virtualized.
+ * WatchServers, filtered and sorted by what the URL says, virtualized. In the
+ * advanced mode (`?cel=`) the rows come from a second WatchServers carrying
+ * the CEL filter (cel-watch.ts); the page's own filters apply on top.
  */
-import { useCallback, useMemo, useRef, useState, useSyncExternalStore, type CSSProperties } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore, type CSSProperties } from "react";
 import { Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { useActions, useFiringAlerts, useHosts, useSession, useWatch } from "../app-context.js";
 import { replaceQuery, setParam, useLocation } from "../ui/router.js";
@@ -15,6 +17,9 @@ import { CreateServerDialog } from "./create-server.js";
 import { DetailDrawer } from "./detail-drawer.js";
 import { ALL_PHASES, isConverging, isDeleted, needsAttention, phaseName, type ServerAction } from "./model.js";
 import { useServerActionDialog } from "./server-actions.js";
+import { ServerWatch, type WatchSnapshot } from "./server-watch.js";
+import { CelWatch } from "./cel-watch.js";
+import { CelBar } from "../ui/cel-bar.js";
 import { CARD_HEIGHT, ROW_HEIGHT, ServerRow } from "./server-row.js";
 import { useUsageStore } from "./use-usage.js";
 import type { UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
@@ -73,6 +78,12 @@ const sortKeysOf = (c: (typeof COLUMNS)[number]): SortKey[] => (c.sorts ? c.sort
 
 const NO_SAMPLES: ReadonlyMap<string, UsageSample> = new Map();
 
+/** Offered under the CEL input (docs/explore.md has more). */
+const CEL_EXAMPLES = ['server.spec.labels["tier"] == "prod"', "server.status.phase == PHASE_FAILED", 'server.spec.image.startsWith("itzg/")', 'server.create_time > now - duration("24h")'];
+
+const noSubscribe = () => () => {};
+const noSnapshot = (): WatchSnapshot | undefined => undefined;
+
 /** localStorage key of the chosen optional columns. */
 export const COLUMNS_KEY = "berth.servers.columns";
 
@@ -95,7 +106,19 @@ export function ServersPage() {
   const loc = useLocation();
   const query = useMemo(() => parseQuery(loc.search), [loc.search]);
   const openId = new URLSearchParams(loc.search).get("server") ?? undefined;
-  const watch = useWatch();
+  const all = useWatch();
+  // Advanced mode: a second WatchServers carrying the CEL filter (?cel=); the client-side filters apply on top.
+  const celWatch = useMemo(
+    () => new CelWatch((filter, onFilterError) => new ServerWatch((req, signal) => session.api.servers.watchServers(req, { signal }), { filter, onFilterError })),
+    [session.api],
+  );
+  useEffect(() => () => celWatch.stop(), [celWatch]);
+  useEffect(() => celWatch.set(query.cel), [celWatch, query.cel]);
+  const cel = useSyncExternalStore(celWatch.subscribe, celWatch.getSnapshot);
+  const filtered = useSyncExternalStore(cel.watch?.subscribe ?? noSubscribe, cel.watch?.getSnapshot ?? noSnapshot);
+  const watch = filtered ?? all;
+  const [advancedOn, setAdvanced] = useState(false);
+  const advanced = advancedOn || query.cel !== "" || cel.error !== undefined;
   const { pending, errors } = useActions();
   const { names: hostNames, hosts } = useHosts();
   const { stuck } = useFiringAlerts();
@@ -131,7 +154,7 @@ export function ServersPage() {
     let running = 0;
     let converging = 0;
     let attention = 0;
-    for (const s of watch.servers.values()) {
+    for (const s of all.servers.values()) {
       if (isDeleted(s)) continue;
       live++;
       const ph = s.status?.phase ?? 0;
@@ -140,7 +163,7 @@ export function ServersPage() {
       if (needsAttention(s)) attention++;
     }
     return { live, running, converging, attention };
-  }, [watch.servers]);
+  }, [all.servers]);
 
   const onToggle = useCallback((id: string, shift: boolean) => {
     setSelected((cur) => {
@@ -300,12 +323,30 @@ export function ServersPage() {
         <label className="check">
           <input type="checkbox" checked={query.showDeleted} onChange={(e) => setQuery({ showDeleted: e.target.checked })} /> Show deleted
         </label>
+        <button type="button" className="button small toggle" aria-pressed={advanced} onClick={() => (advanced ? (setAdvanced(false), setQuery({ cel: "" })) : setAdvanced(true))}>
+          Advanced (CEL)
+        </button>
         <span className="grow" />
         <ColumnChooser columns={CHOOSABLE} shown={shownOptional} onChange={setShownOptional} />
         <span className="muted shown-count" data-testid="shown-count">
-          {rows.length === watch.servers.size ? `${rows.length} shown` : `${rows.length} of ${watch.servers.size} shown`}
+          {rows.length === all.servers.size ? `${rows.length} shown` : `${rows.length} of ${all.servers.size} shown`}
         </span>
       </div>
+
+      {advanced && (
+        <CelBar
+          kind="server"
+          applied={query.cel}
+          pending={cel.pending !== undefined}
+          error={cel.error}
+          examples={CEL_EXAMPLES}
+          onApply={(expr) => (expr === query.cel ? celWatch.set(expr) : setQuery({ cel: expr }))}
+          onClear={() => {
+            setAdvanced(false);
+            setQuery({ cel: "" });
+          }}
+        />
+      )}
 
       {selected.size > 0 && <BulkBar servers={selectedServers} onClear={() => setSelected(new Set())} />}
 
@@ -320,7 +361,7 @@ export function ServersPage() {
           <div className="empty">
             {!watch.loaded ? (
               "Loading servers…"
-            ) : watch.servers.size === 0 ? (
+            ) : all.servers.size === 0 ? (
               <>
                 No servers yet.{" "}
                 {can.operate && (

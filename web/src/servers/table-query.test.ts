@@ -40,6 +40,18 @@ describe("table query", () => {
     expect(parseQuery("?sort=bogus").sort).toBe("name");
   });
 
+  it("keeps a CEL filter in ?cel= (encoded, trimmed, left out when empty), beside the other filters", () => {
+    const cel = 'server.spec.labels["tier"] == "prod" && server.status.phase != PHASE_FAILED';
+    const q = { ...DEFAULT_QUERY, cel, q: "web" };
+    const search = formatQuery(q, "?server=srv_1");
+    expect(new URLSearchParams(search).get("cel")).toBe(cel);
+    expect(search).not.toContain(" ");
+    expect(parseQuery(search)).toEqual(q);
+    expect(formatQuery({ ...DEFAULT_QUERY, cel: "  " })).toBe("");
+    expect(formatQuery({ ...DEFAULT_QUERY, cel: "" }, "?cel=old&server=srv_1")).toBe("?server=srv_1");
+    expect(parseQuery("?cel=%20true%20").cel).toBe("true");
+  });
+
   it("'Needs attention' (?phase=attention): the failing, lost, missing and unknown phases, and a server stopped outside berth, not one stopped as asked", () => {
     const outside = create(ServerSchema, { id: "srv_9", spec: { name: "killed", hostId: "host_a" }, status: { phase: Phase.STOPPED, reason: "StoppedOutsideBerth" } });
     const q = { ...DEFAULT_QUERY, attention: true };

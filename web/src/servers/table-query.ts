@@ -24,11 +24,13 @@ export interface TableQuery {
   /** Free text, matched against name, id, image, container, host, project, reason, ports, labels (key=value). */
   q: string;
   showDeleted: boolean;
+  /** A CEL filter the manager applies to WatchServers (`?cel=`, docs/explore.md); "" = normal mode. The filters above still apply on top. */
+  cel: string;
   sort: SortKey;
   desc: boolean;
 }
 
-export const DEFAULT_QUERY: TableQuery = { host: "", phases: [], attention: false, project: "", q: "", showDeleted: false, sort: "name", desc: false };
+export const DEFAULT_QUERY: TableQuery = { host: "", phases: [], attention: false, project: "", q: "", showDeleted: false, cel: "", sort: "name", desc: false };
 
 export function parseQuery(search: string): TableQuery {
   const p = new URLSearchParams(search);
@@ -43,6 +45,7 @@ export function parseQuery(search: string): TableQuery {
     project: p.get("project") ?? "",
     q: p.get("q") ?? "",
     showDeleted: p.get("deleted") === "1",
+    cel: (p.get("cel") ?? "").trim(),
     sort: (SORT_KEYS as readonly string[]).includes(sort ?? "") ? (sort as SortKey) : "name",
     desc: p.get("desc") === "1",
   };
@@ -60,6 +63,7 @@ export function formatQuery(q: TableQuery, base = ""): string {
   set("project", q.project);
   set("q", q.q);
   set("deleted", q.showDeleted ? "1" : "");
+  set("cel", q.cel.trim());
   set("sort", q.sort === "name" ? "" : q.sort);
   set("desc", q.desc ? "1" : "");
   const s = p.toString();
