@@ -12,7 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { REPO_ROOT } from "../harness/processes.js";
+import type Dockerode from "dockerode";
+import { removeBerthContainers } from "../harness/docker-engine.js";
+import { REPO_ROOT, startAgent, startManager, tempDir, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 
 const run = promisify(execFile);
 
@@ -152,4 +154,44 @@ export async function seriousViolations(page: Page, where: string): Promise<stri
   return violations
     .filter((v) => v.impact === "serious" || v.impact === "critical")
     .map((v) => `${where}: ${v.id} (${v.impact}: ${v.help}) at ${v.nodes.map((n) => JSON.stringify(n.target)).join(", ")}`);
+}
+
+/** What a dashboard test file runs against: its temp dir, a manager, an agent, a signed-in browser. */
+export interface Dashboard {
+  dir: string;
+  manager: ManagerProc;
+  agent: Proc;
+  browser: Browser;
+}
+
+/**
+ * A fresh dashboard for one test file: the build checked, a manager and an
+ * agent in a temp dir (`prefix`) with the host online, a browser signed in
+ * as admin (page errors printed). What started is stopped again when a later
+ * step fails.
+ */
+export async function startDashboard(prefix: string): Promise<Dashboard> {
+  await ensureWebBuilt();
+  const d: Partial<Dashboard> = { dir: await tempDir(prefix) };
+  try {
+    d.manager = await startManager({ dir: d.dir! });
+    d.agent = await startAgent({ manager: d.manager, dir: d.dir! });
+    await waitForHostOnline(d.manager);
+    d.browser = await launchBrowser();
+    d.browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
+    await signIn(d.browser.page, d.manager.url, d.manager.adminToken);
+    return d as Dashboard;
+  } catch (err) {
+    await stopDashboard(d, undefined, []);
+    throw err;
+  }
+}
+
+/** Stops what startDashboard started and removes the containers of `serverIds` (and of the manager) and the temp dir. */
+export async function stopDashboard(d: Partial<Dashboard> | undefined, docker: Dockerode | undefined, serverIds: readonly string[]): Promise<void> {
+  await d?.browser?.close();
+  await d?.agent?.stop();
+  await d?.manager?.stop();
+  if (docker) await removeBerthContainers(docker, { managerId: d?.manager?.managerId, serverIds: [...serverIds] });
+  if (d?.dir) await rm(d.dir, { recursive: true, force: true });
 }

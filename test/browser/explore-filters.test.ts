@@ -9,14 +9,14 @@
  * only server events. axe finds nothing serious on either page in advanced
  * mode; a screenshot at 390 px.
  */
-import { rm } from "node:fs/promises";
+
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
-import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, seriousViolations, signIn, waitForExpression, type Browser } from "./browser.js";
+import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
+import { waitFor, type ManagerProc } from "../harness/processes.js";
+import { type Browser, type Dashboard, row, screenshot, seriousViolations, startDashboard, stopDashboard, waitForExpression } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `cel-${RUN}-${s}`;
@@ -24,34 +24,23 @@ const PROD = 'server.spec.labels["tier"] == "prod"';
 
 describe("dashboard CEL filters", () => {
   const docker = dockerClient(inject("dockerHost"));
-  let dir: string;
+  let d: Dashboard | undefined;
   let manager: ManagerProc;
-  let agent: Proc;
   let browser: Browser;
   const created: string[] = [];
   const page = () => browser.page;
 
   beforeAll(async () => {
-    await ensureWebBuilt();
-    dir = await tempDir("explore-filters");
-    manager = await startManager({ dir });
-    agent = await startAgent({ manager, dir });
-    await waitForHostOnline(manager);
+    d = await startDashboard("explore-filters");
+    ({ manager, browser } = d);
     for (const [n, labels] of [["prod", { tier: "prod" }], ["dev", { tier: "dev" }]] as const) {
       const { server } = await manager.servers.createServer({ spec: { name: name(n), image: TEST_IMAGE, desiredState: DesiredState.STOPPED, labels } });
       created.push(server!.id);
     }
-    browser = await launchBrowser();
-    browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
-    await signIn(page(), manager.url, manager.adminToken);
   });
 
   afterAll(async () => {
-    await browser?.close();
-    await agent?.stop();
-    await manager?.stop();
-    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created });
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stopDashboard(d, docker, created);
   });
 
   it("Servers: a CEL filter on a label shows only the matching server, is kept in the URL across a reload, and a syntax error keeps the rows", async () => {

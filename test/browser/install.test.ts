@@ -12,15 +12,15 @@
  * create opens. axe finds nothing serious in the drawer with the log open;
  * screenshots at desktop and phone width.
  */
-import { rm } from "node:fs/promises";
+
 import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { InstallState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
-import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, seriousViolations, signIn, waitForRowPhase, type Browser } from "./browser.js";
+import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
+import { waitForPhase, type ManagerProc } from "../harness/processes.js";
+import { type Browser, type Dashboard, row, screenshot, seriousViolations, signIn, startDashboard, stopDashboard, waitForRowPhase } from "./browser.js";
 import type { Page } from "playwright-core";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -30,9 +30,8 @@ const SCRIPT = "echo fetching server.jar\nif [ -e /mnt/server/marker ]; then ech
 
 describe("dashboard install scripts", () => {
   const docker = dockerClient(inject("dockerHost"));
-  let dir: string;
+  let d: Dashboard | undefined;
   let manager: ManagerProc;
-  let agent: Proc;
   let browser: Browser;
   const created: string[] = [];
   const page = () => browser.page;
@@ -45,27 +44,17 @@ describe("dashboard install scripts", () => {
   }
 
   beforeAll(async () => {
-    await ensureWebBuilt();
-    dir = await tempDir("install-web");
-    manager = await startManager({ dir });
-    agent = await startAgent({ manager, dir });
-    await waitForHostOnline(manager);
+    d = await startDashboard("install-web");
+    ({ manager, browser } = d);
     const { server } = await manager.servers.createServer({
       spec: { name: SERVER, image: TEST_IMAGE, command: ["sleep", "3600"], install: { image: TEST_IMAGE, script: SCRIPT, timeoutSeconds: 60 } },
     });
     created.push(server!.id);
     await waitForPhase(manager, server!.id, Phase.FAILED, 60_000);
-    browser = await launchBrowser();
-    browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
-    await signIn(page(), manager.url, manager.adminToken);
   });
 
   afterAll(async () => {
-    await browser?.close();
-    await agent?.stop();
-    await manager?.stop();
-    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created });
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stopDashboard(d, docker, created);
   });
 
   it("a failed install reads 'install failed' in its row and needs attention", async () => {

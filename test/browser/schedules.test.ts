@@ -10,15 +10,15 @@
  * anything; delete asks first. axe finds no serious violation on the tab or
  * the editor.
  */
-import { rm } from "node:fs/promises";
+
 import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { PowerAction, ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
 import { Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
-import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, seriousViolations, signIn, waitForRowPhase, type Browser } from "./browser.js";
+import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
+import { waitFor, waitForPhase, type ManagerProc } from "../harness/processes.js";
+import { type Browser, type Dashboard, row, screenshot, seriousViolations, signIn, startDashboard, stopDashboard, waitForRowPhase } from "./browser.js";
 import type { Page } from "playwright-core";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -27,33 +27,22 @@ const ECHO = ["sh", "-c", 'echo "ready $$"; while read l; do echo "got $l"; done
 
 describe("dashboard schedules", () => {
   const docker = dockerClient(inject("dockerHost"));
-  let dir: string;
+  let d: Dashboard | undefined;
   let manager: ManagerProc;
-  let agent: Proc;
   let browser: Browser;
   let serverId: string;
   const page = () => browser.page;
 
   beforeAll(async () => {
-    await ensureWebBuilt();
-    dir = await tempDir("web-schedules");
-    manager = await startManager({ dir });
-    agent = await startAgent({ manager, dir });
-    await waitForHostOnline(manager);
+    d = await startDashboard("web-schedules");
+    ({ manager, browser } = d);
     const { server } = await manager.servers.createServer({ spec: { name: SERVER, image: TEST_IMAGE, command: ECHO, console: true } as ServerSpec });
     serverId = server!.id;
     await waitForPhase(manager, serverId, Phase.RUNNING, 60_000);
-    browser = await launchBrowser();
-    browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
-    await signIn(page(), manager.url, manager.adminToken);
   });
 
   afterAll(async () => {
-    await browser?.close();
-    await agent?.stop();
-    await manager?.stop();
-    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: serverId ? [serverId] : [] });
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stopDashboard(d, docker, serverId ? [serverId] : []);
   });
 
   async function openTab(p: Page) {

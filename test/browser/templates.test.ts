@@ -13,14 +13,14 @@
  * axe finds nothing serious on the page, the editor and the drawer's
  * template section.
  */
-import { rm } from "node:fs/promises";
+
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { TemplateService, VariableKind } from "@berth/proto/berth/v1/template_pb.js";
-import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
-import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, seriousViolations, signIn, waitForRowPhase, type Browser } from "./browser.js";
+import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
+import { waitFor, type ManagerProc } from "../harness/processes.js";
+import { type Browser, type Dashboard, row, screenshot, seriousViolations, startDashboard, stopDashboard, waitForRowPhase } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `tpl-${RUN}-${s}`;
@@ -28,30 +28,19 @@ const EGG = join(import.meta.dirname, "..", "fixtures", "eggs", "generic.ptdl_v1
 
 describe("dashboard templates", () => {
   const docker = dockerClient(inject("dockerHost"));
-  let dir: string;
+  let d: Dashboard | undefined;
   let manager: ManagerProc;
-  let agent: Proc;
   let browser: Browser;
   const created: string[] = [];
   const page = () => browser.page;
 
   beforeAll(async () => {
-    await ensureWebBuilt();
-    dir = await tempDir("templates");
-    manager = await startManager({ dir });
-    agent = await startAgent({ manager, dir });
-    await waitForHostOnline(manager);
-    browser = await launchBrowser();
-    browser.page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
-    await signIn(page(), manager.url, manager.adminToken);
+    d = await startDashboard("templates");
+    ({ manager, browser } = d);
   });
 
   afterAll(async () => {
-    await browser?.close();
-    await agent?.stop();
-    await manager?.stop();
-    await removeBerthContainers(docker, { managerId: manager?.managerId, serverIds: created });
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stopDashboard(d, docker, created);
   });
 
   it("lists the built-ins and imports an egg file, showing its unmapped fields", async () => {
