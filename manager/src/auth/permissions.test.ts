@@ -75,6 +75,8 @@ describe("permission table", () => {
     // Render and Preview compute an answer and change nothing.
     // WriteFile is one call per 1 MiB chunk of an upload: counting it would cap uploads at --rate-limit MiB/s.
     const uncounted = new Set(["berth.v1.FileService/WriteFile"]);
+    // Queries compute an answer and change nothing (their cost is bounded by the filter budget instead).
+    for (const q of ["berth.v1.QueryService/Aggregate", "berth.v1.SavedQueryService/RunSavedQuery"]) uncounted.add(q);
     for (const [p, perm] of Object.entries(PERMISSIONS)) {
       if (perm.auth !== "token") continue;
       const reads = /\/(Get|List|Watch|Tail|WhoAmI|Stat|Read|Render|Preview)/.test(p) || uncounted.has(p);

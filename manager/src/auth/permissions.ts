@@ -132,6 +132,16 @@ export const PERMISSIONS: Readonly<Record<string, Permission>> = {
 
   // Templates: viewers read (global and their project's), operators change their project's;
   // the handlers refuse changing a global template to anyone but an all-projects admin.
+  // Explore: counting is a read. Saving a private query is a viewer's own
+  // bookmark; a shared one or one with an alert needs an operator (the
+  // service checks that, and who may change someone else's).
+  "berth.v1.QueryService/Aggregate": read("viewer"),
+  "berth.v1.SavedQueryService/ListSavedQueries": read("viewer"),
+  "berth.v1.SavedQueryService/GetSavedQuery": read("viewer"),
+  "berth.v1.SavedQueryService/RunSavedQuery": read("viewer"),
+  "berth.v1.SavedQueryService/CreateSavedQuery": write("viewer"),
+  "berth.v1.SavedQueryService/UpdateSavedQuery": write("viewer"),
+  "berth.v1.SavedQueryService/DeleteSavedQuery": write("viewer"),
   "berth.v1.TemplateService/ListTemplates": read("viewer"),
   "berth.v1.TemplateService/GetTemplate": read("viewer"),
   "berth.v1.TemplateService/RenderTemplate": read("viewer"),
