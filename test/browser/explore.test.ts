@@ -131,6 +131,20 @@ describe("dashboard Explore page", () => {
     await celInput().press("Enter");
     await p.getByText("No host matches.").waitFor();
     expect(new URL(p.url()).searchParams.get("source")).toBe("hosts");
+
+    // 390 px: the servers table stacks, nothing wider than the screen; the saved-queries panel above it.
+    await p.setViewportSize({ width: 390, height: 844 });
+    try {
+      await p.goto(`${manager.url}/explore?source=servers&view=table&cel=${encodeURIComponent(PROD)}`);
+      await tableRow("Servers", name("prod")).waitFor();
+      await p.getByRole("button", { name: "Saved queries" }).click();
+      await p.getByRole("complementary", { name: "Saved queries" }).waitFor();
+      expect((await p.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")) as number).toBeLessThanOrEqual(0);
+      expect(await seriousViolations(p, "explore servers at 390 px")).toEqual([]);
+      await screenshot(p, "explore-00-servers-390");
+    } finally {
+      await p.setViewportSize({ width: 1600, height: 900 });
+    }
   });
 
   it("events: a chart grouped by type counts the stops and starts, as ListEvents does; Copy link restores it", async () => {
@@ -179,6 +193,18 @@ describe("dashboard Explore page", () => {
     expect(await p.getByLabel("Group by 1").inputValue()).toBe("event.type");
     expect(await p.getByLabel("Bucket").inputValue()).toBe("300");
     expect(await p.getByRole("group", { name: "View" }).getByRole("button", { name: "Chart" }).getAttribute("aria-pressed")).toBe("true");
+
+    // A group-by expression the manager refuses: its message under the group-by inputs, the chart kept.
+    await p.getByLabel("Group by 2").fill("event.no_such_field");
+    await p.getByRole("button", { name: "Update chart" }).click();
+    const groupError = p.locator(".chart-form .field-error");
+    await groupError.waitFor();
+    expect(await groupError.textContent()).toContain("group_by[1]");
+    expect(await p.getByLabel("Group by 2").getAttribute("aria-invalid")).toBe("true");
+    expect(await chartTotals()).toEqual(totals);
+    await p.getByLabel("Group by 2").fill("");
+    await p.getByRole("button", { name: "Update chart" }).click();
+    await groupError.waitFor({ state: "detached" });
   });
 
   it("saved queries: save (a bad name refused on its field), reopen from the list, update, a stale update, pin to home, delete", async () => {

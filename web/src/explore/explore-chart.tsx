@@ -54,8 +54,10 @@ export function ExploreChart({ state, onChange, onFilterError }: { state: Explor
       .catch((err: unknown) => {
         if (abort.signal.aborted) return;
         const e = ConnectError.from(err);
-        const onGroups = /group_by|min_total|interval|window/.test(e.rawMessage) && !/^filter\b/.test(e.rawMessage);
-        if (!onGroups && state.cel && (e.code === Code.InvalidArgument || e.code === Code.ResourceExhausted)) {
+        // The field the manager names first ("query.group_by[1]: …", "query.filter: syntax error …"): the group-by inputs, or the CEL input.
+        const onGroups = e.code === Code.InvalidArgument && /^query\.(group_by|sum|min_total|interval|window)\b/.test(e.rawMessage);
+        const onFilter = (e.code === Code.InvalidArgument && /^(query\.)?filter\b/.test(e.rawMessage)) || e.code === Code.ResourceExhausted;
+        if (onFilter && state.cel) {
           onFilterError({ code: e.code, message: e.rawMessage, filter: state.cel });
           setError(undefined);
         } else setError({ text: errorText(err), onGroups });

@@ -28,7 +28,7 @@ import { celKindOf, formatExplore, parseExplore, SOURCES, stateOfQuery, viewsOf,
 import { SavedQueriesPanel, SaveDialog } from "./saved-queries.js";
 
 const EXAMPLES: Record<Source, readonly string[]> = {
-  servers: ["server.status.phase == PHASE_FAILED", "server.status.restart_count > 3", 'server.spec.labels["tier"] == "prod"', "!has(server.spec.data_dir)"],
+  servers: ["server.status.phase == PHASE_FAILED", "server.status.restart_count > 3", 'server.spec.labels["tier"] == "prod"', "!server.status.data_exists"],
   hosts: ["host.state == HOST_STATE_ONLINE && !host.draining", "host.conditions.exists(c, c.status == CONDITION_STATUS_TRUE)"],
   events: ['event.type == "phase.changed"', 'event.actor.startsWith("token:")', 'event.type.startsWith("drift.")', 'event.time > now - duration("24h")'],
 };
@@ -226,7 +226,7 @@ function ServersTable({ cel, onFilterError }: { cel: string; onFilterError: (e: 
   return (
     <div className="explore-result" aria-busy={cw.pending !== undefined}>
       <p className="muted small" data-testid="explore-count" role="status">
-        {!watch.loaded ? "Loading servers…" : `${count(rows.length, "server")}${cel ? " match" : ""}${rows.length > MAX_ROWS ? ` (the first ${MAX_ROWS} shown)` : ""}${stale && cw.pending ? " · applying…" : ""} · live`}
+        {!watch.loaded ? "Loading servers…" : `${count(rows.length, "server")}${cel ? (rows.length === 1 ? " matches" : " match") : ""}${rows.length > MAX_ROWS ? ` (the first ${MAX_ROWS} shown)` : ""}${stale && cw.pending ? " · applying…" : ""} · live`}
       </p>
       <div className="table-scroll">
         <table className="table stack-on-phone explore-table" aria-label="Servers">
@@ -309,7 +309,7 @@ function HostsTable({ cel, onFilterError }: { cel: string; onFilterError: (e: Ce
   return (
     <div className="explore-result">
       <p className="muted small" data-testid="explore-count" role="status">
-        {hosts === undefined ? "Loading hosts…" : `${count(hosts.length, "host")}${cel ? " match" : ""} · refreshed every 10 s`}
+        {hosts === undefined ? "Loading hosts…" : `${count(hosts.length, "host")}${cel ? (hosts.length === 1 ? " matches" : " match") : ""} · refreshed every 10 s`}
       </p>
       {error && (
         <p className="error-box" role="alert">

@@ -16,7 +16,7 @@ import { ConfirmDialog } from "../ui/confirm.js";
 import { Modal } from "../ui/modal.js";
 import { useToast } from "../ui/toast.js";
 import { formatExplore, sameQuery, stateOfQuery, type ExploreState } from "./model.js";
-import { checkSaveForm, emptySaveForm, formOfSaved, problemsOfRefusal, specOf, suggestName, type SaveField, type SaveForm, type SaveProblem } from "./saved-model.js";
+import { checkSaveForm, emptySaveForm, formOfSaved, problemsOfRefusal, specOf, type SaveField, type SaveForm, type SaveProblem } from "./saved-model.js";
 
 const SOURCE_NAME = ["", "servers", "hosts", "events"];
 
@@ -171,7 +171,7 @@ export function SaveDialog({
   const { api, can } = useSession();
   const toast = useToast();
   const ids = useId();
-  const [form, setForm] = useState<SaveForm>(() => (opened ? formOfSaved(opened) : { ...emptySaveForm(), name: suggestName(state.cel).slice(0, 40) }));
+  const [form, setForm] = useState<SaveForm>(() => (opened ? formOfSaved(opened) : emptySaveForm()));
   const [problems, setProblems] = useState<SaveProblem[]>([]);
   const [busy, setBusy] = useState(false);
   const [conflict, setConflict] = useState(false);
