@@ -11,12 +11,13 @@
 
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
+import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
 import { waitFor, type ManagerProc } from "../harness/processes.js";
-import { type Browser, type Dashboard, screenshot, seriousViolations, startDashboard, stopDashboard, waitForExpression } from "./browser.js";
+import { type Browser, type Dashboard, screenshot, seriousViolations, signIn, startDashboard, stopDashboard, waitForExpression } from "./browser.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `exp-${RUN}-${s}`;
@@ -281,6 +282,29 @@ describe("dashboard Explore page", () => {
     await p.getByRole("heading", { name: "Servers" }).waitFor();
     await new Promise((r) => setTimeout(r, 500));
     expect(await p.getByRole("region", { name: "Pinned queries" }).count()).toBe(0);
+  });
+
+  it("a viewer saves a private query: Shared and the alert are disabled with a hint; the query is theirs only", async () => {
+    const { secret: viewer } = await manager.access.createToken({ name: name("viewer"), role: Role.VIEWER, project: "default" });
+    // A new tab: the signed-in token is per tab (sessionStorage).
+    const tab = await browser.context.newPage();
+    try {
+      await signIn(tab, manager.url, viewer, `/explore?source=servers&view=table&cel=${encodeURIComponent(PROD)}`);
+      await tab.getByRole("table", { name: "Servers" }).locator(`tr[data-server-name="${name("prod")}"]`).waitFor();
+      await tab.getByRole("button", { name: "Save query…" }).click();
+      const dialog = tab.getByTestId("save-query");
+      expect(await dialog.getByLabel("Shared with the project").isDisabled()).toBe(true);
+      expect(await dialog.getByText("Sharing needs the operator role").count()).toBe(1);
+      expect(await dialog.getByLabel("Fire an alert when it returns rows").isDisabled()).toBe(true);
+      await dialog.getByLabel("Name").fill(name("mine"));
+      await dialog.getByRole("button", { name: "Save", exact: true }).click();
+      await dialog.waitFor({ state: "detached" });
+      await tab.getByTestId("opened-query").filter({ hasText: name("mine") }).waitFor();
+      const { savedQuery } = await createClient(SavedQueryService, manager.transport(viewer)).getSavedQuery({ id: name("mine") });
+      expect(savedQuery?.spec).toMatchObject({ shared: false, query: { filter: PROD } });
+    } finally {
+      await tab.close();
+    }
   });
 
   it("at 390 px the page fits and axe finds nothing serious", async () => {
