@@ -157,10 +157,7 @@ export function ExplorePage() {
             applied={state.cel}
             error={celError}
             examples={EXAMPLES[state.source]}
-            onApply={(expr) => {
-              if (expr === state.cel) setCelError(undefined);
-              set({ cel: expr });
-            }}
+            onApply={(expr) => set({ cel: expr })}
             onClear={() => {
               setCelError(undefined);
               set({ cel: "" });
