@@ -30,6 +30,7 @@ import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ArchiveFormat, FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
+import { QuerySource, SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { ServerService, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
@@ -50,7 +51,7 @@ import {
 const run = promisify(execFile);
 
 /** The operator-facing services; AgentService authenticates agents, not tokens. */
-const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, ScheduleService];
+const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, ScheduleService, SavedQueryService];
 
 type RoleName = "viewer" | "operator" | "admin";
 const RANK: Record<RoleName, number> = { viewer: 0, operator: 1, admin: 2 };
@@ -69,6 +70,8 @@ type Outcome = Code | "OK";
 
 /** A valid schedule spec on alpha's server (a console command at 04:00). */
 const scheduleSpec = (name: string) => ({ name, target: { kind: { case: "serverId" as const, value: "alpha-web" } }, cron: "0 4 * * *", enabled: false, tasks: [{ kind: { case: "wait" as const, value: { seconds: 1 } } }] });
+/** A private saved query over hosts (any viewer may make one). */
+const savedQuerySpec = (name: string) => ({ name, query: { source: QuerySource.HOSTS, filter: "host.name != ''" } });
 const show = (o: Outcome) => (o === "OK" ? "OK" : Code[o]);
 
 describe("access control: every RPC, every kind of caller", () => {
@@ -88,6 +91,7 @@ describe("access control: every RPC, every kind of caller", () => {
   let targets = 0;
 
   let schedules = 0;
+  let savedQueries = 0;
   const ROWS: Record<string, Row> = {
     "berth.v1.ServerService/CreateServer": {
       role: "operator",
@@ -160,6 +164,14 @@ describe("access control: every RPC, every kind of caller", () => {
     "berth.v1.ScheduleService/RunScheduleNow": { role: "operator", request: () => ({ id: "sch_doesnotexist" }) },
     "berth.v1.ScheduleService/ListScheduleRuns": { role: "viewer", request: () => ({ id: "sch_doesnotexist" }) },
     "berth.v1.ScheduleService/PreviewCron": { role: "viewer", request: () => ({ cron: "0 4 * * *" }) },
+
+    // Every SavedQueryService RPC is viewer; the service itself refuses shared or alerting queries to viewers (its own tests).
+    "berth.v1.SavedQueryService/ListSavedQueries": { role: "viewer", request: () => ({}) },
+    "berth.v1.SavedQueryService/GetSavedQuery": { role: "viewer", request: () => ({ id: "sq_doesnotexist" }) },
+    "berth.v1.SavedQueryService/CreateSavedQuery": { role: "viewer", request: () => ({ spec: savedQuerySpec(`access-${++savedQueries}`) }) },
+    "berth.v1.SavedQueryService/UpdateSavedQuery": { role: "viewer", request: () => ({ id: "sq_doesnotexist", spec: savedQuerySpec("access") }) },
+    "berth.v1.SavedQueryService/DeleteSavedQuery": { role: "viewer", request: () => ({ id: "sq_doesnotexist" }) },
+    "berth.v1.SavedQueryService/RunSavedQuery": { role: "viewer", request: () => ({ id: "sq_doesnotexist" }) },
 
     "berth.v1.UsageService/GetUsage": { role: "viewer", request: () => ({ subject: { case: "server", value: serverA.id } }), serverAddressed: true },
     "berth.v1.UsageService/WatchUsage": { role: "viewer", request: () => ({}) },

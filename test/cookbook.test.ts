@@ -6,7 +6,6 @@
  * ($M, $G, $TOKEN, $IMAGE, $PORT), so the page cannot drift from the API.
  * Also checks the page covers every RPC of every berth.v1 service.
  */
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -23,48 +22,16 @@ import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
 import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
+import { SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
-import { lookup, mismatches, parseCookbook, parseJsonSequence, type Block } from "./harness/cookbook.js";
+import { parseCookbook, runDocBlock, type Block } from "./harness/cookbook.js";
 import { freePorts, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const DOC = join(REPO_ROOT, "docs/grpcurl.md");
-const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, TemplateService, ScheduleService];
+const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, TemplateService, ScheduleService, SavedQueryService];
 /** RPCs no script can call with buf curl or curl: the agent's bidi stream. */
 const NOT_RUNNABLE = new Set(["berth.v1.AgentService/Connect"]);
-
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-/** Runs `code` with bash; a stream is read for at most `streamSeconds`, then its process group is ended. */
-function runShell(code: string, env: NodeJS.ProcessEnv, streamSeconds?: number): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("bash", ["-c", `set -eo pipefail\n${code}`], { env, cwd: REPO_ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    let timedOut = false;
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const limit = (streamSeconds ?? 60) * 1000;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        process.kill(-child.pid!, "SIGTERM");
-      } catch {
-        // already gone
-      }
-    }, limit);
-    child.once("error", reject);
-    child.once("close", (c) => {
-      clearTimeout(timer);
-      resolve({ code: c, stdout, stderr, timedOut });
-    });
-  });
-}
 
 describe("docs/grpcurl.md, executed", () => {
   const docker = dockerClient(inject("dockerHost"));
@@ -136,43 +103,7 @@ describe("docs/grpcurl.md, executed", () => {
 
   /** Runs one block (retrying if it says so), checks its output, saves values, waits. */
   async function runBlock(b: Block, env: NodeJS.ProcessEnv): Promise<void> {
-    const d = b.directive!;
-    const where = `docs/grpcurl.md:${b.line} (${b.rpc ?? b.code.split("\n")[0]})`;
-    const deadline = Date.now() + (d.retrySeconds ?? 0) * 1000;
-    let problems: string[] = [];
-    let r: RunResult | undefined;
-    let docs: unknown[] = [];
-    for (;;) {
-      r = await runShell(b.code, env, d.streamSeconds);
-      problems = [];
-      const streamEndedByUs = d.streamSeconds !== undefined && r.timedOut;
-      docs = parseJsonSequence(r.stdout);
-      if (r.timedOut && d.streamSeconds === undefined) problems.push("timed out");
-      if (r.code !== 0 && !streamEndedByUs) {
-        // An accepted error code (e.g. unimplemented) is an answer too.
-        const errors = parseJsonSequence(`${r.stdout}\n${r.stderr}`).map((e) => lookup(e, "code"));
-        if (!(d.codes.length && errors.some((c) => typeof c === "string" && d.codes.includes(c)))) {
-          problems.push(`exit code ${r.code}`);
-        }
-      } else if (d.expect.length) {
-        const candidates = d.streamSeconds !== undefined ? docs : docs.slice(0, 1);
-        if (candidates.length === 0) problems.push("no JSON answer");
-        else if (!candidates.some((doc) => mismatches(doc, d.expect).length === 0)) problems.push(...mismatches(candidates[0], d.expect));
-      }
-      for (const t of d.expectText) if (!r.stdout.includes(t)) problems.push(`output lacks "${t}"`);
-      if (problems.length === 0 || Date.now() > deadline) break;
-      await new Promise((res) => setTimeout(res, 1000));
-    }
-    if (problems.length) {
-      throw new Error(`${where}: ${problems.join("; ")}\n--- command\n${b.code}\n--- stdout\n${r.stdout.slice(0, 3000)}\n--- stderr\n${r.stderr.slice(0, 3000)}`);
-    }
-    for (const s of d.save) {
-      const from = docs.find((doc) => lookup(doc, s.path) !== undefined);
-      const v = from === undefined ? undefined : lookup(from, s.path);
-      if (typeof v !== "string" || !v) throw new Error(`${where}: nothing at ${s.path} to save as ${s.name}\n${r.stdout}`);
-      env[s.name] = v;
-    }
-    if (d.wait) await waitForServer(d.wait.server, d.wait.phases, where);
+    await runDocBlock(b, env, { doc: "docs/grpcurl.md", waitForServer });
   }
 
   async function waitForServer(name: string, phases: string[] | "gone", where: string): Promise<void> {

@@ -63,6 +63,7 @@ const manager = await buildOrExplain({
   agentTimeoutSeconds: settings["agent-timeout"],
   hostTermSeconds: settings["host-term"],
   backupRetentionIntervalSeconds: settings["backup-retention-interval"],
+  savedQueryIntervalSeconds: settings["saved-query-interval"],
   adoptablePaths: settings["adoptable-path"].map((d) => d.replace(/\/+$/, "")),
   ledger: ledgerConfigFrom(settings),
   ...(settings["metrics-token"] ? { metricsToken: settings["metrics-token"] } : {}),

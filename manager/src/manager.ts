@@ -46,6 +46,9 @@ import { staticFiles } from "./http/static-files.js";
 import { Ledger } from "./ledger/ledger.js";
 import { createLedgerServices, type LedgerConfig } from "./ledger/services.js";
 import { createEventService } from "./api/event-service.js";
+import { createSavedQueryService, type AggregateFn } from "./api/saved-query-service.js";
+import { SavedQueryAlerts, savedQueryAlertViews, savedQueryRunner } from "./query/saved-alerts.js";
+import { SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { createAlertService } from "./api/alert-service.js";
 import { createBackupService } from "./api/backup-service.js";
 import { createTemplateService } from "./api/template-service.js";
@@ -147,6 +150,10 @@ export interface ManagerConfig {
   drainIntervalSeconds?: number;
   /** Host directories outside the data root AdoptOrphan's move_data may copy (default none). */
   adoptablePaths?: string[];
+  /** Seconds between runs of the saved queries that have an alert, on the leader (default 30). */
+  savedQueryIntervalSeconds?: number;
+  /** QueryService.Aggregate's work for aggregate saved queries (query/aggregate.ts runAggregate); without it they answer Unimplemented. */
+  aggregate?: AggregateFn;
   log: Logger;
 }
 
@@ -284,6 +291,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     backupFailures: () => backupHealth.failures(),
     backupPolicies: () => backupPolicies.policies(),
     transferFailures: () => transferHealth.failures(),
+    savedQueries: () => savedQueryAlertViews(opened.contract),
   });
   leader.onChange((leading) => (leading ? ledgerServices.start() : ledgerServices.stop()));
   const backupRetention = new BackupRetention({
@@ -416,6 +424,16 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     },
   });
   leader.onChange((leading) => (leading ? scheduler.start() : void scheduler.stop(false)));
+  const hostService = createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocation(import.meta.url, fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")) });
+  const eventService = createEventService({ ledger, store: opened.contract });
+  // Saved queries with an alert run on the leader at their own interval; the alert rules read what they saw.
+  const savedQueryAlerts = new SavedQueryAlerts({
+    store: opened.contract,
+    run: savedQueryRunner({ servers: serverService, hosts: hostService, events: eventService, aggregate: config.aggregate }),
+    log,
+    ...(config.savedQueryIntervalSeconds !== undefined ? { intervalMs: config.savedQueryIntervalSeconds * 1000 } : {}),
+  });
+  leader.onChange((leading) => (leading ? savedQueryAlerts.start() : void savedQueryAlerts.stop()));
   const fileService = createFileService({ store: opened.contract, hub, presence, ledger, ...(config.fileMaxUploadBytes !== undefined ? { maxUploadBytes: config.fileMaxUploadBytes } : {}) });
   /** What an SFTP login calls (sftp/api-files.ts). */
   const sftpRoutes = (router: ConnectRouter) => {
@@ -425,14 +443,12 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   };
   const routes = (router: ConnectRouter) => {
     router.service(ServerService, serverService);
-    router.service(
-      HostService,
-      createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocation(import.meta.url, fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")) }),
-    );
+    router.service(HostService, hostService);
     router.service(AgentService, createAgentService({ store: opened.contract, hub, ledger, reconciler, log, managerId, heartbeatIntervalSeconds, networks, usage, ...(ownership ? { ownership } : {}) }));
     router.service(UsageService, createUsageService({ store: opened.contract, usage, hub, presence }));
     router.service(AccessService, accessService);
-    router.service(EventService, createEventService({ ledger, store: opened.contract }));
+    router.service(EventService, eventService);
+    router.service(SavedQueryService, createSavedQueryService({ store: opened.contract, ledger, servers: serverService, hosts: hostService, events: eventService, aggregate: config.aggregate }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
     router.service(TemplateService, createTemplateService({ store: opened.contract, ledger }));
     router.service(BackupService, backupService);
@@ -550,6 +566,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       clusterPresence?.stop();
       // Runs under way end failed (ManagerShutdown) while the server operations they call still work.
       await scheduler.stop();
+      await savedQueryAlerts.stop();
       // In-flight reconciles finish before the store closes.
       await reconciler.stop();
       hub.closeAll("manager shutting down");

@@ -12,6 +12,8 @@
  *   codes=a,b                the error codes this example answers with (made-up ids);
  *                            `unimplemented` is refused: every documented RPC exists
  */
+import { spawn } from "node:child_process";
+import { REPO_ROOT } from "./processes.js";
 
 export interface Directive {
   expect: { path: string; value?: string }[];
@@ -169,4 +171,89 @@ export function mismatches(doc: unknown, expect: Directive["expect"]): string[] 
     else if (e.value !== undefined && String(v) !== e.value) out.push(`${e.path} is ${JSON.stringify(v)}, expected ${e.value}`);
   }
   return out;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/** Runs `code` with bash; a stream is read for at most `streamSeconds`, then its process group is ended. */
+export function runShell(code: string, env: NodeJS.ProcessEnv, streamSeconds?: number): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("bash", ["-c", `set -eo pipefail\n${code}`], { env, cwd: REPO_ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let timedOut = false;
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const limit = (streamSeconds ?? 60) * 1000;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, "SIGTERM");
+      } catch {
+        // already gone
+      }
+    }, limit);
+    child.once("error", reject);
+    child.once("close", (c) => {
+      clearTimeout(timer);
+      resolve({ code: c, stdout, stderr, timedOut });
+    });
+  });
+}
+
+/**
+ * Runs one block of a page (retrying while its directive allows), checks its
+ * output against the directive, saves values into `env`, then waits for a
+ * server when the directive says so. Throws with the command and its output.
+ */
+export async function runDocBlock(
+  b: Block,
+  env: NodeJS.ProcessEnv,
+  opts: { doc: string; waitForServer?: (name: string, phases: string[] | "gone", where: string) => Promise<void> },
+): Promise<void> {
+  const d = b.directive!;
+  const where = `${opts.doc}:${b.line} (${b.rpc ?? b.code.split("\n")[0]})`;
+  const deadline = Date.now() + (d.retrySeconds ?? 0) * 1000;
+  let problems: string[] = [];
+  let r: RunResult | undefined;
+  let docs: unknown[] = [];
+  for (;;) {
+    r = await runShell(b.code, env, d.streamSeconds);
+    problems = [];
+    const streamEndedByUs = d.streamSeconds !== undefined && r.timedOut;
+    docs = parseJsonSequence(r.stdout);
+    if (r.timedOut && d.streamSeconds === undefined) problems.push("timed out");
+    if (r.code !== 0 && !streamEndedByUs) {
+      // An accepted error code (e.g. unimplemented) is an answer too.
+      const errors = parseJsonSequence(`${r.stdout}\n${r.stderr}`).map((e) => lookup(e, "code"));
+      if (!(d.codes.length && errors.some((c) => typeof c === "string" && d.codes.includes(c)))) {
+        problems.push(`exit code ${r.code}`);
+      }
+    } else if (d.expect.length) {
+      const candidates = d.streamSeconds !== undefined ? docs : docs.slice(0, 1);
+      if (candidates.length === 0) problems.push("no JSON answer");
+      else if (!candidates.some((doc) => mismatches(doc, d.expect).length === 0)) problems.push(...mismatches(candidates[0], d.expect));
+    }
+    for (const t of d.expectText) if (!r.stdout.includes(t)) problems.push(`output lacks "${t}"`);
+    if (problems.length === 0 || Date.now() > deadline) break;
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+  if (problems.length) {
+    throw new Error(`${where}: ${problems.join("; ")}\n--- command\n${b.code}\n--- stdout\n${r.stdout.slice(0, 3000)}\n--- stderr\n${r.stderr.slice(0, 3000)}`);
+  }
+  for (const s of d.save) {
+    const from = docs.find((doc) => lookup(doc, s.path) !== undefined);
+    const v = from === undefined ? undefined : lookup(from, s.path);
+    if (typeof v !== "string" || !v) throw new Error(`${where}: nothing at ${s.path} to save as ${s.name}\n${r.stdout}`);
+    env[s.name] = v;
+  }
+  if (d.wait) {
+    if (!opts.waitForServer) throw new Error(`${where}: wait= is not supported on this page`);
+    await opts.waitForServer(d.wait.server, d.wait.phases, where);
+  }
 }

@@ -23,3 +23,46 @@ describe("Backoff", () => {
     expect(b.next()).toBe(50);
   });
 });
+
+describe("Backoff bound by the outage", () => {
+  it("never draws from a ceiling longer than the failures have lasted (at least base)", () => {
+    let now = 1_000_000;
+    const b = new Backoff(500, 30_000, () => 0.999999, { boundByOutage: true, now: () => now });
+    // Ten refusals within a few milliseconds: unbounded, the tenth ceiling would be 30 s.
+    const quick = Array.from({ length: 10 }, () => {
+      now += 1;
+      return b.next();
+    });
+    expect(Math.max(...quick)).toBe(499);
+    // 1.5 s into the outage (a manager restart): at most 1.5 s, not 8-16 s.
+    now += 1_500;
+    expect(b.next()).toBeLessThanOrEqual(1_510);
+    // A long outage reaches the cap as before.
+    now += 120_000;
+    expect(b.next()).toBe(29_999);
+  });
+
+  it("grows with waited delays about as the plain backoff does", () => {
+    let now = 0;
+    const b = new Backoff(500, 30_000, () => 0.999999, { boundByOutage: true, now: () => now });
+    const delays: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const d = b.next();
+      delays.push(d);
+      now += d + 1; // waited, then failed at once
+    }
+    expect(delays.slice(0, 3)).toEqual([499, 499, 999]);
+    expect(delays.at(-1)).toBeGreaterThan(15_000);
+  });
+
+  it("starts the outage over on reset", () => {
+    let now = 0;
+    const b = new Backoff(100, 60_000, () => 0.999999, { boundByOutage: true, now: () => now });
+    b.next();
+    now += 50_000;
+    expect(b.next()).toBe(199);
+    b.reset();
+    now += 10_000;
+    expect(b.next()).toBe(99);
+  });
+});

@@ -167,7 +167,7 @@ export class ManagerLink {
     this.urls = typeof managerUrls === "string" ? [managerUrls] : [...managerUrls];
     if (this.urls.length === 0) throw new Error("ManagerLink needs at least one manager URL");
     if (opts.reconnectMaxMs !== undefined && !(opts.reconnectMaxMs > 0)) throw new RangeError(`reconnect backoff cap must be above 0 ms (got ${opts.reconnectMaxMs})`);
-    this.backoff = opts.backoff ?? new Backoff(RECONNECT_BASE_MS, opts.reconnectMaxMs ?? RECONNECT_MAX_MS);
+    this.backoff = opts.backoff ?? new Backoff(RECONNECT_BASE_MS, opts.reconnectMaxMs ?? RECONNECT_MAX_MS, Math.random, { boundByOutage: true });
     this.healthyAfterMs = opts.healthyAfterMs ?? HEALTHY_AFTER_MS;
     this.welcomeTimeoutMs = opts.welcomeTimeoutMs ?? WELCOME_TIMEOUT_MS;
   }

@@ -15,6 +15,8 @@ import {
   backupConditions,
   overdueConditions,
   transferConditions,
+  savedQueryConditions,
+  type SavedQueryAlertView,
   type TransferFailureView,
   type BackupFailureView,
   type BackupPolicyView,
@@ -98,12 +100,14 @@ export interface AlertEvaluatorDeps {
   backupPolicies?: () => BackupPolicyView[];
   /** The servers whose latest transfer failed (transfers/health.ts). */
   transferFailures?: () => TransferFailureView[];
+  /** Saved queries with an alert and what their runner last saw (query/saved-alerts.ts savedQueryAlertViews). */
+  savedQueries?: () => Promise<SavedQueryAlertView[]>;
   log: Logger;
   now?: () => number;
 }
 
 /** Ledger events after which the rules are worth re-running at once. */
-const TRIGGERS = /^(phase\.changed|data\.lost|host\.|orphan\.|server\.(deleted|restored|purged|reassigned))/;
+const TRIGGERS = /^(phase\.changed|data\.lost|host\.|orphan\.|saved_query\.|server\.(deleted|restored|purged|reassigned))/;
 /** Coalesces a burst of trigger events into one run. */
 const TRIGGER_DELAY_MS = 100;
 /** Triggered runs come at most this often: a busy fleet must not turn the rules into a hot loop. */
@@ -230,6 +234,7 @@ export class AlertEvaluator {
     for (const c of backupConditions(this.deps.backupFailures?.() ?? [])) out.push(c);
     for (const c of overdueConditions(this.deps.backupPolicies?.() ?? [], this.now())) out.push(c);
     for (const c of transferConditions(this.deps.transferFailures?.() ?? [])) out.push(c);
+    for (const c of savedQueryConditions((await this.deps.savedQueries?.()) ?? [], this.now())) out.push(c);
     return out;
   }
 

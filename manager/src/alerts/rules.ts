@@ -8,7 +8,7 @@ import { formatBytes } from "../domain/limits.js";
  * firing, resolved) are the evaluator's business (`evaluator.ts`).
  */
 
-export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed", "disk_quota", "install_failed"] as const;
+export const ALERT_RULES = ["host_offline", "server_not_converged", "crash_loop", "data_lost", "stopped_outside", "orphan_found", "disk_low", "backup_failed", "backup_overdue", "transfer_failed", "disk_quota", "install_failed", "saved_query"] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export type AlertSeverity = "info" | "warning" | "critical";
@@ -27,6 +27,7 @@ export const RULE_REASON: Record<AlertRule, string> = {
   backup_overdue: "BackupOverdue",
   disk_quota: "DiskQuotaExceeded",
   install_failed: "InstallFailed",
+  saved_query: "SavedQueryRows",
 };
 
 export interface AlertThresholds {
@@ -430,4 +431,44 @@ export function overdueConditions(policies: readonly BackupPolicyView[], now: nu
 function hours(ms: number): string {
   const h = Math.floor(ms / 3600_000);
   return h >= 48 ? `${Math.floor(h / 24)} d ${h % 24} h` : `${h} h`;
+}
+
+/**
+ * A saved query with an alert (query/saved-alerts.ts runs it on the leader
+ * and stores what it saw): since when it has returned rows (null: none at
+ * its last run), how many and the first.
+ */
+export interface SavedQueryAlertView {
+  id: string;
+  name: string;
+  project: string;
+  rowsSince: number | null;
+  rows: number;
+  first: string;
+  fireAfterMs: number;
+  severity: AlertSeverity;
+}
+
+/**
+ * The saved_query rule: a query that has returned rows for its fire_after
+ * (counted from rows_since, which the alert runner keeps in the store, so a
+ * new leader does not start the clock again). Resolves when it returns none,
+ * or its alert is disabled, or it is deleted (the view drops it).
+ */
+export function savedQueryConditions(views: readonly SavedQueryAlertView[], now: number): AlertCondition[] {
+  const out: AlertCondition[] = [];
+  for (const v of views) {
+    if (v.rowsSince === null || v.rows <= 0 || now - v.rowsSince < v.fireAfterMs) continue;
+    out.push({
+      rule: "saved_query",
+      subject: `query:${v.id}`,
+      severity: v.severity,
+      forMs: 0,
+      project: v.project,
+      hostId: "",
+      serverId: "",
+      message: `saved query "${v.name}" returned ${v.rows} row${v.rows === 1 ? "" : "s"} for ${seconds(Math.max(v.fireAfterMs, now - v.rowsSince))}${v.first ? ` (first: ${v.first})` : ""}`.slice(0, 1000),
+    });
+  }
+  return out;
 }

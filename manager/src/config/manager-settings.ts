@@ -252,6 +252,14 @@ export const MANAGER_SETTINGS = defineSettings({
     defaultText: "<db dir>/sftp_host_ed25519_key",
     help: "the SFTP endpoint's host key (OpenSSH private key), created 0600 on first start when missing; required with a PostgreSQL store (the same file on every manager)",
   },
+  "saved-query-interval": {
+    kind: "integer",
+    group: "Events and alerts",
+    arg: "S",
+    default: 30,
+    help: "seconds between runs of the saved queries that have an alert (on the leader; docs/explore.md)",
+    check: (n) => (Number.isInteger(n) && n >= 1 ? undefined : "must be a whole number of seconds >= 1"),
+  },
   "backup-retention-interval": {
     kind: "integer",
     group: "Server lifecycle",

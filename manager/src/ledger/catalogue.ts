@@ -218,6 +218,11 @@ export const EVENT_CATALOGUE = {
     fields: "reason: Missed; payload: {runId, count, countCapped, firstMissed, lastMissed}",
   },
 
+  // --- saved queries (SavedQueryService; docs/explore.md) ----------------------
+  "saved_query.created": { meaning: "CreateSavedQuery recorded a saved query (shared or private, with or without an alert)", actor: "operator", fields: "correlation_id: the saved query id" },
+  "saved_query.updated": { meaning: "UpdateSavedQuery replaced a saved query's spec (a changed query or a disabled alert starts its alert's clock again)", actor: "operator", fields: "correlation_id: the saved query id; payload: {version}" },
+  "saved_query.deleted": { meaning: "DeleteSavedQuery removed a saved query (its saved_query alert resolves at the next evaluation)", actor: "operator", fields: "correlation_id: the saved query id" },
+
   // --- hosts and access --------------------------------------------------------
   "host.enrolled": { meaning: "an agent enrolled with a one-time token; a new host exists", actor: "agent", fields: "correlation_id: the enrollment token id" },
   "host.connected": { meaning: "the host's agent connected and sent its full inventory", actor: "agent" },

@@ -1,5 +1,5 @@
 import { AlertEvaluator, DEFAULT_EVALUATOR } from "../alerts/evaluator.js";
-import { DEFAULT_THRESHOLDS, type BackupFailureView, type BackupPolicyView, type OrphanView, type TransferFailureView } from "../alerts/rules.js";
+import { DEFAULT_THRESHOLDS, type BackupFailureView, type BackupPolicyView, type OrphanView, type SavedQueryAlertView, type TransferFailureView } from "../alerts/rules.js";
 import { WebhookNotifier } from "../alerts/webhook.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/store.js";
@@ -52,6 +52,8 @@ export function createLedgerServices(deps: {
   /** Servers whose backup policy sets alert_after_hours (backups/overdue.ts). */
   backupPolicies?: () => BackupPolicyView[];
   transferFailures?: () => TransferFailureView[];
+  /** Saved queries with an alert (query/saved-alerts.ts savedQueryAlertViews). */
+  savedQueries?: () => Promise<SavedQueryAlertView[]>;
 }): LedgerServices {
   const c = deps.config ?? {};
   const maxAgeMs = c.eventMaxAgeSeconds !== undefined ? c.eventMaxAgeSeconds * 1000 : DEFAULT_RETENTION.maxAgeMs;
@@ -69,7 +71,7 @@ export function createLedgerServices(deps: {
   );
   const notifier = new WebhookNotifier({ urls: c.webhookUrls ?? [], secret: c.webhookSecret }, { store: deps.store, ledger: deps.ledger, log: deps.log, managerId: deps.managerId });
   const evaluator = new AlertEvaluator(
-    { store: deps.store, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}), ...(deps.backupFailures ? { backupFailures: deps.backupFailures } : {}), ...(deps.backupPolicies ? { backupPolicies: deps.backupPolicies } : {}), ...(deps.transferFailures ? { transferFailures: deps.transferFailures } : {}) },
+    { store: deps.store, ledger: deps.ledger, isConnected: deps.isConnected, notifier, log: deps.log, ...(deps.orphans ? { orphans: deps.orphans } : {}), ...(deps.backupFailures ? { backupFailures: deps.backupFailures } : {}), ...(deps.backupPolicies ? { backupPolicies: deps.backupPolicies } : {}), ...(deps.transferFailures ? { transferFailures: deps.transferFailures } : {}), ...(deps.savedQueries ? { savedQueries: deps.savedQueries } : {}) },
     {
       thresholds: {
         hostOfflineMs: c.alertHostOfflineSeconds !== undefined ? c.alertHostOfflineSeconds * 1000 : DEFAULT_THRESHOLDS.hostOfflineMs,

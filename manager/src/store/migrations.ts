@@ -930,4 +930,55 @@ export const MIGRATIONS: readonly Migration[] = [
   );
   `,
   },
+  // 18: saved queries (SavedQueryService, issue 22; query/saved-records.ts). The
+  // spec is protobuf JSON; name, owner, shared, pinned and alert_enabled are
+  // its columns for ListSavedQueries and the alert runner. rows_since,
+  // last_rows and last_first are what the alert runner saw at its last run
+  // (savedQuery.observe; not a change of the record: version stays).
+  {
+    description: "saved_queries (SavedQueryService, issue 22)",
+    sqlite: `
+  CREATE TABLE saved_queries (
+    id             TEXT PRIMARY KEY,
+    project        TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    owner_token_id TEXT NOT NULL,
+    owner_name     TEXT NOT NULL DEFAULT '',
+    shared         INTEGER NOT NULL DEFAULT 0,
+    pinned         INTEGER NOT NULL DEFAULT 0,
+    alert_enabled  INTEGER NOT NULL DEFAULT 0,
+    spec_json      TEXT NOT NULL,
+    version        BIGINT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL,
+    rows_since     BIGINT,
+    last_rows      BIGINT NOT NULL DEFAULT 0,
+    last_first     TEXT NOT NULL DEFAULT '',
+    UNIQUE (project, name)
+  );
+  CREATE INDEX saved_queries_alert ON saved_queries (alert_enabled);
+  `,
+    postgres: `
+  CREATE TABLE saved_queries (
+    id             TEXT COLLATE "C" NOT NULL,
+    project        TEXT COLLATE "C" NOT NULL,
+    name           TEXT COLLATE "C" NOT NULL,
+    owner_token_id TEXT COLLATE "C" NOT NULL,
+    owner_name     TEXT COLLATE "C" NOT NULL DEFAULT '',
+    shared         INTEGER NOT NULL DEFAULT 0,
+    pinned         INTEGER NOT NULL DEFAULT 0,
+    alert_enabled  INTEGER NOT NULL DEFAULT 0,
+    spec_json      TEXT COLLATE "C" NOT NULL,
+    version        BIGINT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL,
+    rows_since     BIGINT,
+    last_rows      BIGINT NOT NULL DEFAULT 0,
+    last_first     TEXT COLLATE "C" NOT NULL DEFAULT '',
+    CONSTRAINT saved_queries_pkey PRIMARY KEY (id),
+    CONSTRAINT saved_queries_project_name_key UNIQUE (project, name)
+  );
+  CREATE INDEX saved_queries_alert ON saved_queries (alert_enabled);
+  `,
+  },
 ];

@@ -19,6 +19,7 @@ import { ClusterTables } from "./sqlite/cluster-tables.js";
 import { ServerBackupTables } from "./sqlite/server-backup-tables.js";
 import { TemplateTables } from "./sqlite/template-tables.js";
 import { ScheduleTables } from "./sqlite/schedule-tables.js";
+import { SavedQueryTables } from "./sqlite/saved-query-tables.js";
 import { UsageTables } from "./sqlite/usage-tables.js";
 import type { OpenStoreOptions, Store } from "./store.js";
 
@@ -52,7 +53,7 @@ async function openSqliteStore(url: Extract<StoreUrl, { engine: "sqlite" }>, opt
   if (opts.checkpointInWorker && url.path !== ":memory:") {
     checkpointer = startWalCheckpointer(db, url.path, opts.onWarning ? { onWarning: opts.onWarning } : {});
   }
-  return new SqliteStore(describeStoreUrl(url), tables, new EventTables(db), new AlertTables(db), new TokenTables(db), opts.onListenerError, new ClusterTables(db), new ServerBackupTables(db), checkpointer, new UsageTables(db), new TemplateTables(db), new ScheduleTables(db));
+  return new SqliteStore(describeStoreUrl(url), tables, new EventTables(db), new AlertTables(db), new TokenTables(db), opts.onListenerError, new ClusterTables(db), new ServerBackupTables(db), checkpointer, new UsageTables(db), new TemplateTables(db), new ScheduleTables(db), new SavedQueryTables(db));
 }
 
 /**

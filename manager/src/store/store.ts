@@ -59,6 +59,7 @@ import type {
 } from "../domain/records.js";
 import type { SecretBox } from "./secrets.js";
 import type { RunFinish, ScheduleFilter, ScheduleRecord, ScheduleRunPage, ScheduleRunRecord } from "../schedules/records.js";
+import type { SavedQueryFilter, SavedQueryRecord } from "../query/saved-records.js";
 
 // ------------------------------------------------------------------ opening
 
@@ -301,6 +302,24 @@ export type WriteOp =
   | { op: "scheduleRun.insert"; run: ScheduleRunRecord; keep: number }
   /** Ends a running run: ConflictError unless it is still running; NotFoundError when gone. */
   | { op: "scheduleRun.finish"; id: string; finish: RunFinish }
+  // saved queries (SavedQueryService, query/saved-alerts.ts; migration 18). Not server writes.
+  /** A new saved query; AlreadyExistsError when its name is taken in its project. */
+  | { op: "savedQuery.insert"; savedQuery: SavedQueryRecord }
+  /**
+   * Replaces name, owner-independent columns, spec, version, update time and
+   * what the alert runner saw (rowsSince, lastRows, lastFirst) when the stored
+   * version is still `expectVersion`, else ConflictError; NotFoundError when
+   * gone; AlreadyExistsError for a name taken in its project.
+   */
+  | { op: "savedQuery.update"; savedQuery: SavedQueryRecord; expectVersion: number }
+  /** Removes a saved query; NotFoundError when gone. */
+  | { op: "savedQuery.delete"; id: string }
+  /**
+   * What the alert runner saw at `at`: `rows` rows (the first described by
+   * `first`). rows_since becomes `at` unless already set when rows > 0, null
+   * when 0. The version does not move; a query gone meanwhile is no error.
+   */
+  | { op: "savedQuery.observe"; id: string; at: number; rows: number; first: string }
   // meta
   | { op: "meta.set"; key: string; value: string }
   // the ledger: always applied last
@@ -610,6 +629,13 @@ export interface ScheduleReads {
   runningScheduleRuns(scheduleId?: string): Promise<ScheduleRunRecord[]>;
 }
 
+export interface SavedQueryReads {
+  getSavedQuery(id: string): Promise<SavedQueryRecord | undefined>;
+  findSavedQueryByName(project: string, name: string): Promise<SavedQueryRecord | undefined>;
+  /** By project, then name, filtered and paged as SavedQueryFilter says. */
+  listSavedQueries(f?: SavedQueryFilter): Promise<SavedQueryRecord[]>;
+}
+
 /** Bounded deletions of old rows; each returns how many went (retention runs them in slices). */
 export interface Retention {
   pruneEventsOlderThan(cutoff: number, limit: number): Promise<number>;
@@ -627,7 +653,7 @@ export interface HostAllocation {
   memoryBytes: number;
 }
 
-export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, ScheduleReads, InstallLogReads, Retention {
+export interface Store extends ServerReads, HostReads, ObservationReads, CommandReads, EventReads, AlertReads, TokenReads, LeaseReads, WebhookDeliveryReads, BackupReads, UsageReads, TemplateReads, ScheduleReads, SavedQueryReads, InstallLogReads, Retention {
   readonly engine: "sqlite" | "postgres";
   /** Where it is, for logs and messages (a URL without its password). */
   readonly description: string;

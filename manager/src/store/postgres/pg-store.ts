@@ -14,6 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import { UnavailableError } from "../../errors.js";
 import { newId } from "../../ids.js";
+import { savedQueryFromRow, type SavedQueryFilter, type SavedQueryRow } from "../../query/saved-records.js";
 import { scheduleFromRow, scheduleRunFromRow, type ScheduleFilter, type ScheduleRow, type ScheduleRunPage, type ScheduleRunRow } from "../../schedules/records.js";
 import type { BackupFilter, EventQuery, EventRecord, ServerFacts, ServerFilter, TemplateFilter } from "../../domain/records.js";
 import {
@@ -798,6 +799,34 @@ export class PostgresStore implements Store {
       sql += ` LIMIT $${args.length}`;
     }
     return (await this.#rows<TemplateRow>(sql, args)).map(templateFromRow);
+  }
+
+  // saved queries (store.ts SavedQueryReads; as SavedQueryTables)
+
+  async getSavedQuery(id: string) {
+    const [r] = await this.#rows<SavedQueryRow>("SELECT * FROM saved_queries WHERE id = $1", [id]);
+    return r && savedQueryFromRow(r);
+  }
+
+  async findSavedQueryByName(project: string, name: string) {
+    const [r] = await this.#rows<SavedQueryRow>("SELECT * FROM saved_queries WHERE project = $1 AND name = $2", [project, name]);
+    return r && savedQueryFromRow(r);
+  }
+
+  async listSavedQueries(f: SavedQueryFilter = {}) {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.project !== undefined) where.push(`project = $${args.push(f.project)}`);
+    if (f.name !== undefined) where.push(`name = $${args.push(f.name)}`);
+    if (f.visibleTo !== undefined) where.push(`(shared = 1 OR owner_token_id = $${args.push(f.visibleTo)})`);
+    if (f.pinnedOnly) where.push("pinned = 1");
+    if (f.alertEnabled !== undefined) where.push(`alert_enabled = $${args.push(f.alertEnabled ? 1 : 0)}`);
+    if (f.after) {
+      const p = args.push(f.after.project);
+      where.push(`(project > $${p} OR (project = $${p} AND name > $${args.push(f.after.name)}))`);
+    }
+    const sql = "SELECT * FROM saved_queries" + (where.length ? ` WHERE ${where.join(" AND ")}` : "") + " ORDER BY project, name" + (f.limit !== undefined ? ` LIMIT ${Math.max(0, Math.floor(f.limit))}` : "");
+    return (await this.#rows<SavedQueryRow>(sql, args)).map(savedQueryFromRow);
   }
 
   // schedules (store.ts ScheduleReads; as ScheduleTables)

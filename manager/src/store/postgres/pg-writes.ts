@@ -64,6 +64,7 @@ import {
 import { sealSpec, type SecretBox } from "../secrets.js";
 import { hostLeaseName, INSTALL_LOGS_KEPT, USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "../store.js";
 import { isUniqueViolation } from "./pool.js";
+import { SAVED_QUERY_COLUMNS, savedQueryMoved, savedQueryNameTaken, savedQueryValues, type SavedQueryRecord } from "../../query/saved-records.js";
 
 /** What one batch did so far (filled while it runs, reported once it committed). */
 export interface Effects {
@@ -545,6 +546,24 @@ export class PgBatch {
       case "schedule.update":
         await this.updateSchedule(o.schedule, o.expectVersion);
         return;
+      case "savedQuery.insert":
+        await this.q(`INSERT INTO saved_queries (${SAVED_QUERY_COLUMNS.join(", ")}) VALUES (${SAVED_QUERY_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`, savedQueryValues(o.savedQuery)).catch((err: unknown) => {
+          if (isUniqueViolation(err, "saved_queries_project_name_key")) throw savedQueryNameTaken(o.savedQuery);
+          throw err;
+        });
+        return;
+      case "savedQuery.update":
+        await this.updateSavedQuery(o.savedQuery, o.expectVersion);
+        return;
+      case "savedQuery.delete": {
+        const r = await this.q("DELETE FROM saved_queries WHERE id = $1", [o.id]);
+        if (r.rowCount !== 1) throw new NotFoundError("saved query", o.id);
+        return;
+      }
+      case "savedQuery.observe":
+        await this.q("UPDATE saved_queries SET rows_since = CASE WHEN $1::bigint > 0 THEN COALESCE(rows_since, $2::bigint) ELSE NULL END, last_rows = $1::bigint, last_first = $3 WHERE id = $4", [o.rows, o.at, o.first, o.id]);
+        return;
+
       case "schedule.delete": {
         const r = await this.q("DELETE FROM schedules WHERE id = $1", [o.id]);
         if (r.rowCount !== 1) throw new NotFoundError("schedule", o.id);
@@ -649,6 +668,30 @@ export class PgBatch {
   // ---------------------------------------------------------------- schedules
 
   /** store.ts schedule.update, as ScheduleTables.update; the row is locked for the version check. */
+  private async updateSavedQuery(q: SavedQueryRecord, expectVersion: number): Promise<void> {
+    const { rows } = await this.q<{ version: string | number }>("SELECT version FROM saved_queries WHERE id = $1 FOR UPDATE", [q.id]);
+    const cur = rows[0];
+    if (!cur) throw new NotFoundError("saved query", q.id);
+    if (Number(cur.version) !== expectVersion) throw savedQueryMoved(q, expectVersion, Number(cur.version));
+    const v = savedQueryValues(q);
+    await this.q("UPDATE saved_queries SET name = $1, shared = $2, pinned = $3, alert_enabled = $4, spec_json = $5, version = $6, updated_at = $7, rows_since = $8, last_rows = $9, last_first = $10 WHERE id = $11", [
+      q.name,
+      v[5],
+      v[6],
+      v[7],
+      v[8],
+      q.version,
+      q.updatedAt,
+      q.rowsSince,
+      q.lastRows,
+      q.lastFirst,
+      q.id,
+    ]).catch((err: unknown) => {
+      if (isUniqueViolation(err, "saved_queries_project_name_key")) throw savedQueryNameTaken(q);
+      throw err;
+    });
+  }
+
   private async updateSchedule(s: ScheduleRecord, expectVersion: number): Promise<void> {
     const { rows } = await this.q<{ version: string | number }>("SELECT version FROM schedules WHERE id = $1 FOR UPDATE", [s.id]);
     const cur = rows[0];

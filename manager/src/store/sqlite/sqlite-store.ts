@@ -23,6 +23,8 @@ import type { ServerBackupTables } from "./server-backup-tables.js";
 import type { UsageTables } from "./usage-tables.js";
 import type { TemplateTables } from "./template-tables.js";
 import type { ScheduleTables } from "./schedule-tables.js";
+import type { SavedQueryTables } from "./saved-query-tables.js";
+import type { SavedQueryFilter } from "../../query/saved-records.js";
 import type { ScheduleFilter, ScheduleRunPage } from "../../schedules/records.js";
 
 type CommitListener = (c: Committed) => void;
@@ -137,7 +139,14 @@ export class SqliteStore implements StoreContract {
     private readonly templates?: TemplateTables,
     /** Schedules and their runs (open.ts passes them; without, those operations throw). */
     private readonly schedules?: ScheduleTables,
+    /** Saved queries (open.ts passes them; without, those operations throw). */
+    private readonly savedQueries?: SavedQueryTables,
   ) {}
+
+  #savedQueries(): SavedQueryTables {
+    if (!this.savedQueries) throw new Error("this SqliteStore was made without SavedQueryTables; open it with openStore()");
+    return this.savedQueries;
+  }
 
   #templates(): TemplateTables {
     if (!this.templates) throw new Error("this SqliteStore was made without TemplateTables; open it with openStore()");
@@ -532,6 +541,18 @@ export class SqliteStore implements StoreContract {
       case "template.delete":
         this.#templates().delete(o.id);
         return;
+      case "savedQuery.insert":
+        this.#savedQueries().insert(o.savedQuery);
+        return;
+      case "savedQuery.update":
+        this.#savedQueries().update(o.savedQuery, o.expectVersion);
+        return;
+      case "savedQuery.delete":
+        this.#savedQueries().delete(o.id);
+        return;
+      case "savedQuery.observe":
+        this.#savedQueries().observe(o.id, o.at, o.rows, o.first);
+        return;
       case "meta.set":
         t.setMeta(o.key, o.value);
         return;
@@ -567,6 +588,9 @@ export class SqliteStore implements StoreContract {
   async getScheduleRun(id: string) { return this.#schedules().getRun(id); }
   async listScheduleRuns(scheduleId: string, page: ScheduleRunPage) { return this.#schedules().listRuns(scheduleId, page); }
   async runningScheduleRuns(scheduleId?: string) { return this.#schedules().running(scheduleId); }
+  async getSavedQuery(id: string) { return this.#savedQueries().get(id); }
+  async findSavedQueryByName(project: string, name: string) { return this.#savedQueries().findByName(project, name); }
+  async listSavedQueries(f?: SavedQueryFilter) { return this.#savedQueries().list(f); }
   async getBackupTarget(id: string) { return this.#backups().getTarget(id); }
   async findBackupTargetByName(name: string) { return this.#backups().findTargetByName(name); }
   async listBackupTargets() { return this.#backups().listTargets(); }
