@@ -211,7 +211,9 @@ describe("dashboard Explore page", () => {
   it("saved queries: save (a bad name refused on its field), reopen from the list, update, a stale update, pin to home, delete", async () => {
     const p = page();
     const saved = createClient(SavedQueryService, manager.transport(manager.adminToken));
-    const qname = name("stops");
+    const qname = name("prod");
+    await p.goto(`${manager.url}/explore?source=servers&view=table&cel=${encodeURIComponent(PROD)}`);
+    await tableRow("Servers", name("prod")).waitFor();
     await p.getByRole("button", { name: "Save query…" }).click();
     const dialog = p.getByTestId("save-query");
     await dialog.getByLabel("Name").fill("Stops This Hour");
@@ -220,15 +222,16 @@ describe("dashboard Explore page", () => {
     await waitForExpression(p, `document.querySelector('[data-testid="save-query"] input[name="name"]')?.getAttribute('aria-invalid') === 'true'`);
     expect(await dialog.locator(".field-error").first().textContent()).toMatch(/lowercase/);
     await dialog.getByLabel("Name").fill(qname);
-    await dialog.getByLabel("Description").fill("stops and starts of the prod server");
+    await dialog.getByLabel("Description").fill("the prod servers");
     await dialog.getByLabel("Pinned to the home page").check();
     expect(await dialog.getByLabel("Shared with the project").isDisabled()).toBe(false);
+    await dialog.getByLabel("Shared with the project").check();
     expect(await seriousViolations(p, "explore, save dialog")).toEqual([]);
     await dialog.getByRole("button", { name: "Save", exact: true }).click();
     await dialog.waitFor({ state: "detached" });
     await p.getByTestId("opened-query").filter({ hasText: qname }).waitFor();
     const stored = (await saved.getSavedQuery({ id: qname })).savedQuery!;
-    expect(stored.spec).toMatchObject({ name: qname, pinned: true, query: { groupBy: ["event.type"] } });
+    expect(stored.spec).toMatchObject({ name: qname, pinned: true, description: "the prod servers", query: { filter: PROD } });
     expect(new URL(p.url()).searchParams.get("saved")).toBe(stored.id);
 
     // Reopen from the list on a fresh Explore page.
@@ -236,10 +239,12 @@ describe("dashboard Explore page", () => {
     await waitForExpression(p, "!new URL(location.href).searchParams.has('saved')");
     await p.getByRole("button", { name: "Saved queries" }).click();
     const panel = p.getByRole("complementary", { name: "Saved queries" });
-    await panel.locator(`li[data-saved-name="${qname}"]`).getByRole("button", { name: qname }).click();
-    await waitForExpression(p, `!!document.querySelector('[data-testid="chart-table"] tr[data-group="server.stop_requested"]')`);
-    expect(await chartTotals()).toEqual({ "server.created": 1, "server.start_requested": 2, "server.stop_requested": 2 });
-    expect(await p.getByLabel("Group by 1").inputValue()).toBe("event.type");
+    await tableRow("Servers", name("dev")).waitFor();
+    await panel.locator(`li[data-saved-name="${qname}"]`).getByRole("button", { name: qname, exact: true }).click();
+    await tableRow("Servers", name("dev")).waitFor({ state: "detached" });
+    await tableRow("Servers", name("prod")).waitFor();
+    expect(await celInput().inputValue()).toBe(PROD);
+    expect(new URL(p.url()).searchParams.get("saved")).toBe(stored.id);
 
     // Update: the version it was opened at.
     await p.getByRole("button", { name: "Save…" }).click();
@@ -264,7 +269,7 @@ describe("dashboard Explore page", () => {
     await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
     const pinned = p.getByRole("region", { name: "Pinned queries" }).locator(`[data-pinned="${qname}"]`);
     await pinned.waitFor();
-    await waitForExpression(p, `/5 in 3 groups/.test(document.querySelector('[data-pinned="${qname}"] [data-testid="pinned-figure"]')?.textContent ?? '')`);
+    await expect.poll(() => pinned.getByTestId("pinned-figure").textContent()).toBe("1 server");
     expect(await seriousViolations(p, "servers with a pinned query")).toEqual([]);
     await p.setViewportSize({ width: 390, height: 844 });
     await screenshot(p, "explore-02-pinned-390");
