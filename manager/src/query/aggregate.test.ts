@@ -193,7 +193,7 @@ describe(`Aggregate over random ledgers equals a brute-force count${seedsLabel()
           }
         }
       }),
-      { numRuns: 60 },
+      { numRuns: 100 },
     );
   });
 });
