@@ -4,12 +4,15 @@
  * phase changes, stops and starts with their causes, commands, drift, host
  * events — from 500 servers in 5 projects on 20 hosts, then each query timed
  * through runAggregate (manager/src/query/aggregate.ts), the function the
- * RPC calls: the SQL pushdown ones and CEL-path ones.
+ * RPC calls: the SQL pushdown ones and CEL-path ones. The pushdown queries
+ * run first without migration 19's index events_type_time (dropped through a
+ * second connection), then with it.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import Database from "better-sqlite3";
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { AggregateRequestSchema, QuerySource } from "@berth/proto/berth/v1/query_pb.js";
@@ -44,12 +47,13 @@ function rng(seed: number): () => number {
 
 /** Event kinds, weighted, with their reasons: what a fleet's ledger is made of. */
 const KINDS: { type: string; weight: number; reasons: string[]; server: boolean }[] = [
-  { type: "server.phase_changed", weight: 28, reasons: ["Started", "Crashed", "Stopped", "OOMKilled", "Unknown"], server: true },
+  { type: "phase.changed", weight: 28, reasons: ["Started", "Crashed", "Stopped", "OOMKilled", "Unknown"], server: true },
   { type: "command.issued", weight: 16, reasons: ["Reconcile"], server: true },
   { type: "command.succeeded", weight: 15, reasons: [""], server: true },
-  { type: "server.stopped", weight: 9, reasons: ["UserRequest", "Crashed", "OOMKilled", "HostLost", "Schedule"], server: true },
-  { type: "server.started", weight: 9, reasons: ["UserRequest", "RestartPolicy", "Schedule"], server: true },
-  { type: "drift.detected", weight: 6, reasons: ["ImageChanged", "ContainerMissing"], server: true },
+  { type: "container.died", weight: 9, reasons: ["Crashed", "Exited", "OOMKilled"], server: true },
+  { type: "server.start_requested", weight: 5, reasons: [""], server: true },
+  { type: "server.stop_requested", weight: 4, reasons: [""], server: true },
+  { type: "drift.healed", weight: 6, reasons: [""], server: true },
   { type: "command.failed", weight: 3, reasons: ["Timeout", "DockerError"], server: true },
   { type: "server.updated", weight: 4, reasons: [""], server: true },
   { type: "host.connected", weight: 5, reasons: [""], server: false },
@@ -101,18 +105,34 @@ export async function runAggregateBench(report: Report, o: AggregateBenchOptions
     process.stdout.write(`[aggregate] ${o.events} events written in ${fillS.toFixed(1)} s\n`);
 
     const deps = { store, presence: { isConnected: () => true }, now: () => end };
+    const raw = new Database(join(dir, "berth.db"));
     const q = (query: object) => create(AggregateRequestSchema, { query: { source: QuerySource.EVENTS, ...query } as never, maxGroups: 1000 });
     const cases: { name: string; req: ReturnType<typeof q>; scope: AggregateScope; pushdown?: false }[] = [
-      { name: "stops per hour over the last day by reason", req: q({ filter: 'event.type == "server.stopped"', groupBy: ["event.reason"], interval: durationFromMs(HOUR) }), scope: { project: null } },
-      { name: "same, project-scoped token (p1)", req: q({ filter: 'event.type == "server.stopped"', groupBy: ["event.reason"], interval: durationFromMs(HOUR) }), scope: { project: "p1" } },
-      { name: "crashes per server over 7 days (daily buckets)", req: q({ filter: 'event.type == "server.phase_changed" && event.reason == "Crashed"', groupBy: ["event.server_id"], interval: durationFromMs(DAY), window: durationFromMs(7 * DAY), minTotal: 4n }), scope: { project: null } },
+      { name: "stops (container.died) per hour over the last day by reason", req: q({ filter: 'event.type == "container.died"', groupBy: ["event.reason"], interval: durationFromMs(HOUR) }), scope: { project: null } },
+      { name: "same, project-scoped token (p1)", req: q({ filter: 'event.type == "container.died"', groupBy: ["event.reason"], interval: durationFromMs(HOUR) }), scope: { project: "p1" } },
+      { name: "crashes per server over 7 days (daily buckets, min_total 4)", req: q({ filter: 'event.type == "container.died" && event.reason == "Crashed"', groupBy: ["event.server_id"], interval: durationFromMs(DAY), window: durationFromMs(7 * DAY), minTotal: 4n }), scope: { project: null } },
       { name: "every event per hour by type over 30 days", req: q({ groupBy: ["event.type"], interval: durationFromMs(HOUR), window: durationFromMs(30 * DAY) }), scope: { project: null } },
-      { name: "stops per hour by reason, last day, through CEL (pushdown off)", req: q({ filter: 'event.type == "server.stopped"', groupBy: ["event.reason"], interval: durationFromMs(HOUR) }), scope: { project: null }, pushdown: false },
+      { name: "stops per hour by reason, last day, through CEL (pushdown off)", req: q({ filter: 'event.type == "container.died"', groupBy: ["event.reason"], interval: durationFromMs(HOUR) }), scope: { project: null }, pushdown: false },
       { name: "CEL: exit 137 server events per hour by type+reason, last day", req: q({ filter: 'event.type.startsWith("server.") && event.message.contains("137")', groupBy: ['event.type + "/" + event.reason'], interval: durationFromMs(HOUR) }), scope: { project: null } },
       { name: "CEL: same over 7 days", req: q({ filter: 'event.type.startsWith("server.") && event.message.contains("137")', groupBy: ['event.type + "/" + event.reason'], interval: durationFromMs(HOUR), window: durationFromMs(7 * DAY) }), scope: { project: null } },
     ];
-    for (const c of cases) {
-      const path = c.pushdown === false || !pushdown(c.req.query!.filter, c.req.query!.groupBy) ? "CEL" : "SQL";
+    const pushed = (c: (typeof cases)[number]) => c.pushdown !== false && pushdown(c.req.query!.filter, c.req.query!.groupBy) !== undefined;
+    raw.exec("DROP INDEX events_type_time");
+    const runs = [
+      ...cases.filter(pushed).map((c) => ({ ...c, name: `${c.name}, without events_type_time` })),
+      { name: "", req: undefined, scope: { project: null } },
+      ...cases,
+    ];
+    for (const c of runs) {
+      if (!c.req) {
+        t = performance.now();
+        raw.exec("CREATE INDEX events_type_time ON events (type, time)");
+        const built = performance.now() - t;
+        report.figure(SUITE, "CREATE INDEX events_type_time (migration 19) on 1,000,000 events", "ms", [built]);
+        process.stdout.write(`[aggregate] CREATE INDEX events_type_time: ${built.toFixed(0)} ms\n`);
+        continue;
+      }
+      const path = pushed(c as (typeof cases)[number]) ? "SQL" : "CEL";
       const ms: number[] = [];
       let answer = "";
       for (let i = 0; i < o.rounds + 1; i++) {
@@ -126,6 +146,7 @@ export async function runAggregateBench(report: Report, o: AggregateBenchOptions
       report.figure(SUITE, `${c.name} [${path}]`, "ms", ms, answer);
       process.stdout.write(`[aggregate] ${c.name} [${path}]: median ${ms[Math.floor(ms.length / 2)]!.toFixed(1)} ms, max ${ms.at(-1)!.toFixed(1)} ms (${answer})\n`);
     }
+    raw.close();
   } finally {
     await store.close();
     if (!o.keep) await rm(dir, { recursive: true, force: true });
