@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import Database from "better-sqlite3";
+import pg from "pg";
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { AggregateRequestSchema, QuerySource } from "@berth/proto/berth/v1/query_pb.js";
@@ -21,15 +22,18 @@ import { SecretBox } from "../manager/src/store/secrets.js";
 import type { Store, WriteOp } from "../manager/src/store/store.js";
 import { pushdown, runAggregate, type AggregateScope } from "../manager/src/query/aggregate.js";
 import type { Report } from "./lib/report.js";
+import { provisionStore, type ProvisionedStore } from "./lib/stores.js";
 
 export interface AggregateBenchOptions {
   events: number;
   days: number;
   rounds: number;
+  /** The engine: a SQLite file (default) or a database on the bench's private PostgreSQL. */
+  engine?: "sqlite" | "postgres";
   keep?: boolean;
 }
 
-const SUITE = "aggregate";
+const SUITE_NAME = "aggregate";
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
@@ -61,7 +65,13 @@ const KINDS: { type: string; weight: number; reasons: string[]; server: boolean 
 ];
 const ACTORS = ["reconciler", "agent", "manager", "token:tok_ci:ci", "token:tok_ops:ops", "schedule:sch_nightly"];
 
-async function fill(store: Store, o: AggregateBenchOptions, end: number): Promise<void> {
+/**
+ * Writes the ledger: through store.commit on SQLite; on PostgreSQL straight
+ * into the table (one multi-row INSERT per batch: store.commit's per-batch
+ * ledger work makes a million events take many minutes there, and what is
+ * measured is the reads).
+ */
+async function fill(store: Store, raw: RawDb, o: AggregateBenchOptions, end: number): Promise<void> {
   const r = rng(20261207);
   const total = KINDS.reduce((s, k) => s + k.weight, 0);
   const start = end - o.days * DAY;
@@ -88,24 +98,62 @@ async function fill(store: Store, o: AggregateBenchOptions, end: number): Promis
         },
       });
     }
-    await store.commit(ops);
+    if (store.engine === "sqlite") await store.commit(ops);
+    else await raw.insertEvents(ops.flatMap((op) => (op.op === "event.append" ? [{ ...op.event, at: op.at }] : [])));
   }
 }
 
+/** DDL on the bench's database through a connection of its own. */
+interface RawDb {
+  exec(sql: string): Promise<void>;
+  /** PostgreSQL only: events in one INSERT. */
+  insertEvents(events: { at: number; type: string; reason?: string; project?: string; serverId?: string; hostId?: string; actor?: string; message?: string }[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function rawDb(p: ProvisionedStore, dir: string): Promise<RawDb> {
+  if (p.config.engine === "sqlite") {
+    const db = new Database(join(dir, "berth.db"));
+    return {
+      exec: async (sql) => void db.exec(sql),
+      insertEvents: () => Promise.reject(new Error("SQLite: write through store.commit")),
+      close: async () => void db.close(),
+    };
+  }
+  const client = new pg.Client({ connectionString: p.url });
+  await client.connect();
+  return {
+    exec: async (sql) => void (await client.query(sql)),
+    insertEvents: async (es) => {
+      const col = (f: (e: (typeof es)[number]) => string | number) => es.map(f);
+      await client.query(
+        `INSERT INTO events (time, type, reason, project, server_id, host_id, actor, message)
+         SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])`,
+        [col((e) => e.at), col((e) => e.type), col((e) => e.reason ?? ""), col((e) => e.project ?? ""), col((e) => e.serverId ?? ""), col((e) => e.hostId ?? ""), col((e) => e.actor ?? ""), col((e) => e.message ?? "")],
+      );
+    },
+    close: () => client.end(),
+  };
+}
+
 export async function runAggregateBench(report: Report, o: AggregateBenchOptions): Promise<void> {
+  const engine = o.engine ?? "sqlite";
+  const SUITE = engine === "sqlite" ? SUITE_NAME : `${SUITE_NAME}:${engine}`;
   const dir = await mkdtemp(join(tmpdir(), "berth-bench-aggregate-"));
   const box = new SecretBox(randomBytes(32));
-  const store = await openStore(`sqlite://${join(dir, "berth.db")}`, { secrets: () => box });
+  const provisioned = await provisionStore({ label: engine, engine, managers: 1 }, dir);
+  const store = await openStore(provisioned.url, { secrets: () => box });
   try {
     const end = Date.parse("2026-12-01T00:00:00Z");
+    const raw = await rawDb(provisioned, dir);
     let t = performance.now();
-    await fill(store, o, end);
+    await fill(store, raw, o, end);
     const fillS = (performance.now() - t) / 1000;
-    report.figure(SUITE, `fill: ${o.events} events over ${o.days} days (store.commit, 5,000 per batch)`, "s", [fillS]);
+    if (engine === "postgres") await raw.exec("ANALYZE events");
+    report.figure(SUITE, `fill: ${o.events} events over ${o.days} days (${engine === "sqlite" ? "store.commit" : "INSERT … unnest"}, 5,000 per batch)`, "s", [fillS]);
     process.stdout.write(`[aggregate] ${o.events} events written in ${fillS.toFixed(1)} s\n`);
 
     const deps = { store, presence: { isConnected: () => true }, now: () => end };
-    const raw = new Database(join(dir, "berth.db"));
     const q = (query: object) => create(AggregateRequestSchema, { query: { source: QuerySource.EVENTS, ...query } as never, maxGroups: 1000 });
     const cases: { name: string; req: ReturnType<typeof q>; scope: AggregateScope; pushdown?: false }[] = [
       { name: "stops (container.died) per hour over the last day by reason", req: q({ filter: 'event.type == "container.died"', groupBy: ["event.reason"], interval: durationFromMs(HOUR) }), scope: { project: null } },
@@ -117,7 +165,7 @@ export async function runAggregateBench(report: Report, o: AggregateBenchOptions
       { name: "CEL: same over 7 days", req: q({ filter: 'event.type.startsWith("server.") && event.message.contains("137")', groupBy: ['event.type + "/" + event.reason'], interval: durationFromMs(HOUR), window: durationFromMs(7 * DAY) }), scope: { project: null } },
     ];
     const pushed = (c: (typeof cases)[number]) => c.pushdown !== false && pushdown(c.req.query!.filter, c.req.query!.groupBy) !== undefined;
-    raw.exec("DROP INDEX events_type_time");
+    await raw.exec("DROP INDEX events_type_time");
     const runs = [
       ...cases.filter(pushed).map((c) => ({ ...c, name: `${c.name}, without events_type_time` })),
       { name: "", req: undefined, scope: { project: null } },
@@ -126,7 +174,8 @@ export async function runAggregateBench(report: Report, o: AggregateBenchOptions
     for (const c of runs) {
       if (!c.req) {
         t = performance.now();
-        raw.exec("CREATE INDEX events_type_time ON events (type, time)");
+        await raw.exec("CREATE INDEX events_type_time ON events (type, time)");
+        if (engine === "postgres") await raw.exec("ANALYZE events");
         const built = performance.now() - t;
         report.figure(SUITE, "CREATE INDEX events_type_time (migration 19) on 1,000,000 events", "ms", [built]);
         process.stdout.write(`[aggregate] CREATE INDEX events_type_time: ${built.toFixed(0)} ms\n`);
@@ -146,9 +195,10 @@ export async function runAggregateBench(report: Report, o: AggregateBenchOptions
       report.figure(SUITE, `${c.name} [${path}]`, "ms", ms, answer);
       process.stdout.write(`[aggregate] ${c.name} [${path}]: median ${ms[Math.floor(ms.length / 2)]!.toFixed(1)} ms, max ${ms.at(-1)!.toFixed(1)} ms (${answer})\n`);
     }
-    raw.close();
+    await raw.close();
   } finally {
     await store.close();
+    await provisioned.release();
     if (!o.keep) await rm(dir, { recursive: true, force: true });
     else process.stdout.write(`[aggregate] kept ${dir}\n`);
   }

@@ -30,6 +30,7 @@ const USAGE = `npm run bench [-- options]
   --only SUITES       comma-separated: docker, usage, scale, data, aggregate (default docker,usage,scale;
                       --full adds data and aggregate)
   --aggregate-events N  ledger events the aggregate suite writes (1000000, over 30 days)
+  --aggregate-store E   sqlite (default) or postgres (the bench's private PostgreSQL)
   --usage-containers N  running containers the usage suite samples (100)
   --agents N          simulated agents (quick 500, full 5000)
   --servers-per-agent M  (20)
@@ -70,6 +71,7 @@ const { values } = parseArgs({
     "fleet-size": { type: "string" },
     "data-mib": { type: "string" },
     "aggregate-events": { type: "string" },
+    "aggregate-store": { type: "string" },
     profile: { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
     out: { type: "string" },
@@ -260,10 +262,12 @@ if (suites.has("scale")) {
 
 if (suites.has("aggregate")) {
   const events = num(values["aggregate-events"], 1_000_000);
-  process.stdout.write(`[aggregate] QueryService.Aggregate over ${events} ledger events (SQLite) ...\n`);
+  process.stdout.write(`[aggregate] QueryService.Aggregate over ${events} ledger events (${values["aggregate-store"] ?? "sqlite"}) ...\n`);
   try {
     report.note(`aggregate suite: load average ${loadAverage().toFixed(1)} at its start`);
-    await runAggregateBench(report, { events, days: 30, rounds: full ? 10 : 5, keep: values.keep });
+    const engine = values["aggregate-store"] === "postgres" ? "postgres" : "sqlite";
+    await runAggregateBench(report, { events, days: 30, rounds: full ? 10 : 5, engine, keep: values.keep });
+    if (engine === "postgres") await stopPostgres({ keep: values.keep });
   } catch (err) {
     failed = true;
     report.errors.push({ suite: "aggregate", error: String((err as Error).stack ?? err) });

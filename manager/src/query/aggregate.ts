@@ -82,8 +82,8 @@ export const SCAN_CAP = 1_000_000;
 export const MAX_DISTINCT_GROUPS = 100_000;
 /** Rows (bucket × group) the database may answer a pushdown with. */
 export const MAX_COUNT_ROWS = 1_000_000;
-/** Events read per step. */
-const READ_BATCH = 1000;
+/** Events read per step (readBatch), from at most readSpan ids; tests make them small to cross many steps. */
+export const _reads = { readBatch: 1000, readSpan: 10_000 };
 /** The CEL budgets of one call: larger than a list page's, an aggregate reads a window. */
 export const AGGREGATE_LIMITS = { callBudget: 50_000_000, callMs: 20_000 };
 
@@ -173,16 +173,18 @@ async function countEventsByCel(deps: AggregateDeps, base: Omit<EventCountQuery,
   if (!span) return 0;
   let after = span.first - 1;
   let scanned = 0;
-  for (;;) {
-    const rows = await store.readEventWindow({ project: base.project, since: base.since, until: base.until, afterId: after, upToId: span.last, limit: READ_BATCH });
+  while (after < span.last) {
+    // A bounded id range per read: the database walks at most READ_SPAN ids of the primary key, whatever plan it picks.
+    const upTo = Math.min(span.last, after + _reads.readSpan);
+    const rows = await store.readEventWindow({ project: base.project, since: base.since, until: base.until, afterId: after, upToId: upTo, limit: _reads.readBatch });
     for (const e of rows) {
       scanned++;
       countOne(c, acc, eventToProto(e), bucketOf(e.time));
       await c.run.pace();
     }
-    if (rows.length < READ_BATCH) return scanned;
-    after = rows[rows.length - 1]!.id;
+    after = rows.length < _reads.readBatch ? upTo : rows[rows.length - 1]!.id;
   }
+  return scanned;
 }
 
 async function countServers(deps: AggregateDeps, scope: AggregateScope, c: Counting, acc: Accumulator): Promise<number> {
