@@ -82,8 +82,28 @@ export const SCAN_CAP = 1_000_000;
 export const MAX_DISTINCT_GROUPS = 100_000;
 /** Rows (bucket × group) the database may answer a pushdown with. */
 export const MAX_COUNT_ROWS = 1_000_000;
-/** Events read per step (readBatch), from at most readSpan ids; tests make them small to cross many steps. */
-export const _reads = { readBatch: 1000, readSpan: 10_000 };
+/**
+ * Events read per step (readBatch), from at most readSpan ids; the database's
+ * counts and id spans per stretch of the window of about chunkMs (a multiple
+ * of the interval, so no bucket is cut), the event loop getting a turn
+ * between them: SQLite answers on this thread, and a month of a busy ledger
+ * is half a second of counting. Tests make them small to cross many steps.
+ */
+export const _reads = { readBatch: 1000, readSpan: 10_000, chunkMs: 6 * 3_600_000 };
+
+/** [since, until) cut at the multiples of a step that is a multiple of the interval. */
+function timeChunks(since: number, until: number, intervalMs: number | undefined): [number, number][] {
+  const step = intervalMs === undefined ? _reads.chunkMs : intervalMs * Math.max(1, Math.floor(_reads.chunkMs / intervalMs));
+  const out: [number, number][] = [];
+  for (let a = since; a < until; ) {
+    const b = Math.min(until, (Math.floor(a / step) + 1) * step);
+    out.push([a, b]);
+    a = b;
+  }
+  return out;
+}
+
+const turn = () => new Promise<void>((r) => setImmediate(r));
 /** The CEL budgets of one call: larger than a list page's, an aggregate reads a window. */
 export const AGGREGATE_LIMITS = { callBudget: 50_000_000, callMs: 20_000 };
 
@@ -128,12 +148,15 @@ export async function runAggregate(deps: AggregateDeps, scope: AggregateScope, r
   const base = { project: scope.project, since: w.since, until: w.until, ...(w.intervalMs !== undefined ? { bucketMs: w.intervalMs } : {}) };
   let scanned = 0;
   if (push) {
-    const rows = await deps.store.countEvents({ ...base, groupBy: push.groupBy, where: push.where, limit: MAX_COUNT_ROWS + 1 });
-    if (rows.length > MAX_COUNT_ROWS) throw tooMany(`more than ${MAX_COUNT_ROWS} (bucket, group) pairs`);
-    for (const r of rows) {
-      // A bucket number from the database's division: same as bucketOf on any time of it.
-      acc.add(r.key, w.intervalMs === undefined ? 0 : r.bucket - w.firstBucket, r.count, 0);
-      scanned += r.count;
+    for (const [since, until] of timeChunks(w.since, w.until, w.intervalMs)) {
+      const rows = await deps.store.countEvents({ ...base, since, until, groupBy: push.groupBy, where: push.where, limit: MAX_COUNT_ROWS + 1 });
+      if (rows.length > MAX_COUNT_ROWS) throw tooMany(`more than ${MAX_COUNT_ROWS} (bucket, group) pairs`);
+      for (const r of rows) {
+        // A bucket number from the database's division: same as bucketOf on any time of it.
+        acc.add(r.key, w.intervalMs === undefined ? 0 : r.bucket - w.firstBucket, r.count, 0);
+        scanned += r.count;
+      }
+      await turn();
     }
   } else {
     scanned = await countEventsByCel(deps, base, c, acc, bucketOf);
@@ -159,17 +182,25 @@ function countOne(c: Counting, acc: Accumulator, msg: Message, bucket: number): 
 
 async function countEventsByCel(deps: AggregateDeps, base: Omit<EventCountQuery, "groupBy" | "where" | "limit">, c: Counting, acc: Accumulator, bucketOf: (t: number) => number): Promise<number> {
   const { store } = deps;
-  // How many events the window holds, counted by the database (time index) before any is read.
-  const [total] = await store.countEvents({ project: base.project, since: base.since, until: base.until, groupBy: [], where: [], limit: 1 });
-  const inWindow = total?.count ?? 0;
+  // How many events the window holds, counted by the database (time index) before any is read; and their ids.
   const cap = deps.scanCap ?? SCAN_CAP;
+  let inWindow = 0;
+  let span: { first: number; last: number } | undefined;
+  for (const [since, until] of timeChunks(base.since, base.until, base.bucketMs)) {
+    const [n] = await store.countEvents({ project: base.project, since, until, groupBy: [], where: [], limit: 1 });
+    inWindow += n?.count ?? 0;
+    if (inWindow > cap) break;
+    await turn();
+    if (!n?.count) continue;
+    const s = await store.eventIdSpan({ project: base.project, since, until });
+    if (s) span = { first: Math.min(s.first, span?.first ?? s.first), last: Math.max(s.last, span?.last ?? s.last) };
+    await turn();
+  }
   if (inWindow > cap) {
     throw new ResourceExhaustedError(
-      `the window holds ${inWindow} events; a query whose filter, group_by or sum the database cannot count reads at most ${cap}: narrow the window (since/until or query.window), or filter and group only on event.type, reason, actor, server_id, host_id and project with == and type.startsWith (docs/explore.md, "Aggregates")`,
+      `the window holds more than ${cap} events; a query whose filter, group_by or sum the database cannot count reads at most ${cap}: narrow the window (since/until or query.window), or filter and group only on event.type, reason, actor, server_id, host_id and project with == and type.startsWith (docs/explore.md, "Aggregates")`,
     );
   }
-  if (inWindow === 0) return 0;
-  const span = await store.eventIdSpan(base);
   if (!span) return 0;
   let after = span.first - 1;
   let scanned = 0;
