@@ -475,7 +475,12 @@ export interface EventReads {
    * At most `limit` rows (bucket × group), in no particular order.
    */
   countEvents(q: EventCountQuery): Promise<EventCountRow[]>;
-  /** The smallest and largest id of the scope's events with `time` in [since, until); undefined when there are none. */
+  /**
+   * The smallest and largest id of the scope's events with `time` in [since,
+   * until); undefined when there are none. Read from the time index (`id + 0`:
+   * not by walking the primary key from either end, which reads every event
+   * after the window for MAX).
+   */
   eventIdSpan(q: EventScope & { since: number; until: number }): Promise<{ first: number; last: number } | undefined>;
   /**
    * The scope's events with ids in (afterId, upToId] and `time` in [since,

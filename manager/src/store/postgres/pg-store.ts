@@ -714,7 +714,7 @@ export class PostgresStore implements Store {
   async eventIdSpan(q: EventScope & { since: number; until: number }) {
     const { args, p } = params();
     const where = this.#eventFilter({ project: q.project, since: q.since, until: q.until }, p);
-    const [r] = await this.#rows<{ first: number | string | null; last: number | string | null }>(`SELECT MIN(id) AS first, MAX(id) AS last FROM events WHERE ${where.join(" AND ")}`, args);
+    const [r] = await this.#rows<{ first: number | string | null; last: number | string | null }>(`SELECT MIN(id + 0) AS first, MAX(id + 0) AS last FROM events WHERE ${where.join(" AND ")}`, args);
     return r?.first == null || r.last == null ? undefined : { first: Number(r.first), last: Number(r.last) };
   }
 

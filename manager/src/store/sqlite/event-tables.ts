@@ -68,7 +68,7 @@ export class EventTables {
   /** store.ts eventIdSpan. */
   idSpan(q: EventScope & { since: number; until: number }): { first: number; last: number } | undefined {
     const { where, args } = this.filter({ project: q.project, since: q.since, until: q.until });
-    const row = this.db.prepare(`SELECT MIN(id) AS first, MAX(id) AS last FROM events WHERE ${where.join(" AND ")}`).get(...args) as { first: number | null; last: number | null };
+    const row = this.db.prepare(`SELECT MIN(id + 0) AS first, MAX(id + 0) AS last FROM events WHERE ${where.join(" AND ")}`).get(...args) as { first: number | null; last: number | null };
     return row.first === null || row.last === null ? undefined : { first: row.first, last: row.last };
   }
 
