@@ -93,7 +93,10 @@ export const _reads = { readBatch: 1000, readSpan: 10_000, chunkMs: 6 * 3_600_00
 
 /** [since, until) cut at the multiples of a step that is a multiple of the interval. */
 function timeChunks(since: number, until: number, intervalMs: number | undefined): [number, number][] {
-  const step = intervalMs === undefined ? _reads.chunkMs : intervalMs * Math.max(1, Math.floor(_reads.chunkMs / intervalMs));
+  let step = intervalMs === undefined ? _reads.chunkMs : intervalMs * Math.max(1, Math.floor(_reads.chunkMs / intervalMs));
+  // A window of years (no interval) in at most MAX_CHUNKS stretches: empty ones cost a query each.
+  const least = Math.ceil((until - since) / MAX_CHUNKS);
+  if (step < least) step = intervalMs === undefined ? least : Math.ceil(least / intervalMs) * intervalMs;
   const out: [number, number][] = [];
   for (let a = since; a < until; ) {
     const b = Math.min(until, (Math.floor(a / step) + 1) * step);
@@ -102,6 +105,8 @@ function timeChunks(since: number, until: number, intervalMs: number | undefined
   }
   return out;
 }
+
+const MAX_CHUNKS = 400;
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 /** The CEL budgets of one call: larger than a list page's, an aggregate reads a window. */
