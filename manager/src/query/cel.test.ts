@@ -9,7 +9,7 @@ import { HostSchema, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { EventSchema } from "@berth/proto/berth/v1/event_pb.js";
 import { BerthError } from "../errors.js";
 import { assertEachSeed, seedsLabel } from "../../testing/fuzz-kit.js";
-import { CALL_BUDGET, ROW_MS, MAX_COMPREHENSION_NESTING, ROW_BUDGET, compileFilter, FilterRun, type FilterKind } from "./cel.js";
+import { CALL_BUDGET, ROW_MS, MAX_COMPREHENSION_NESTING, ROW_BUDGET, ROW_WALL_AFTER, compileFilter, FilterRun, type FilterKind } from "./cel.js";
 
 const NOW = Date.parse("2026-12-01T12:00:00Z");
 const HOUR = 3_600_000;
@@ -206,12 +206,15 @@ describe("CEL filters: cost", () => {
   });
 
   it("a call's rows share a budget: many rows of a costly filter end in ResourceExhausted", () => {
-    const f = compileFilter("server", `${list(30)}.all(x, ${list(30)}.all(y, y >= 0))`);
+    // 20 x 20 iterations: under ROW_WALL_AFTER steps a row, so a row's wall-clock limit never applies
+    // (with 30 x 30 a row on a loaded machine could pass 75 ms and end the call for another reason).
+    const f = compileFilter("server", `${list(20)}.all(x, ${list(20)}.all(y, y >= 0))`);
     const run = new FilterRun(NOW);
     let rows = 0;
     const e = failure(() => {
       for (;;) {
         f.test(SERVER, run);
+        if (rows === 0) expect(ROW_BUDGET - run.meter.rowLeft).toBeLessThan(ROW_WALL_AFTER);
         rows++;
       }
     });
