@@ -152,6 +152,17 @@ describe("CEL filters: refused expressions", () => {
     expect(failure(() => compileFilter("event", "event.payloadJson == ''")).message).toContain("snake_case");
   });
 
+  it("an unknown field of a loop variable over a list of messages is refused too; other loop variables are not typed", () => {
+    const e = failure(() => compileFilter("server", "server.spec.ports.exists(p, p.protocl == PROTOCOL_UDP)"));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.message).toContain("berth.v1.PortMapping has no field 'protocl' at line 1, column 30; its fields are host_port, container_port, protocol");
+    expect(failure(() => compileFilter("server", 'server.status.conditions.all(c, c.type == "Ready" || c.stauts == CONDITION_STATUS_TRUE)')).message).toContain("berth.v1.Condition has no field 'stauts'");
+    // An inner variable of the same name shadows the typed one; keys of a map and mapped values are not messages.
+    for (const ok of ["server.spec.ports.exists(p, [1, 2].exists(p, p > 1))", 'server.spec.labels.exists(k, k.startsWith("a"))', "server.spec.ports.map(p, p.container_port).exists(x, x > 1)"]) {
+      expect(() => compileFilter("server", ok), ok).not.toThrow();
+    }
+  });
+
   it("an unknown variable says which there are", () => {
     const e = failure(() => compileFilter("host", 'server.id == "x"'));
     expect(e.code).toBe(Code.InvalidArgument);

@@ -365,6 +365,9 @@ const NOT_BOOL_CALLS = new Set(["_+_", "_-_", "_*_", "_/_", "_%_", "-_", "size",
 
 /** What can be known without evaluating: variables, field paths, nesting, a result that cannot be bool. */
 class Checker {
+  /** Loop variables bound to a message (inside a comprehension over a list of messages): name → "message <type>". */
+  private readonly typed = new Map<string, string>();
+
   constructor(
     private readonly kind: FilterKind,
     private readonly at: (e: Expr) => string,
@@ -382,7 +385,7 @@ class Checker {
     else if (k.case === "comprehensionExpr" && k.value.result?.exprKind.case === "identExpr" && k.value.loopCondition?.exprKind.case === "constExpr") what = "a list (map/filter)";
     else if (k.case === "selectExpr" || k.case === "identExpr") {
       const f = this.fieldOf(root);
-      if (f && f !== "bool") what = `a field of type ${f}`;
+      if (f && f !== "bool") what = `a field of type ${f.replace(/^list message .*/, "list")}`;
     }
     if (what) throw this.bad(`the expression must be bool, but it is ${what}; compare it with something, e.g. ${this.kind}.id == "…"`);
   }
@@ -401,7 +404,7 @@ class Checker {
     else if (k.case === "comprehensionExpr" && k.value.result?.exprKind.case === "identExpr" && k.value.loopCondition?.exprKind.case === "constExpr") what = "a list (map/filter)";
     else if (k.case === "selectExpr" || k.case === "identExpr") {
       const f = this.fieldOf(root);
-      if (f === "list" || f === "map" || f?.startsWith("message ")) what = `a field of type ${f}`;
+      if (f === "list" || f === "map" || f?.startsWith("message ") || f?.startsWith("list ")) what = `a field of type ${f.replace(/^list message .*/, "list")}`;
     }
     if (what) throw this.bad(`the expression must give a string, a number, a bool or an enum, but it is ${what}; pick one field of it, e.g. ${this.kind}.id`);
     return this.enumOf(root);
@@ -432,7 +435,21 @@ class Checker {
       if (nesting + 1 > MAX_COMPREHENSION_NESTING) throw this.bad(`comprehensions (exists, all, map, filter) nested more than ${MAX_COMPREHENSION_NESTING} deep at ${this.at(e)}`);
       const inner = new Set([...scope, c.iterVar, c.accuVar, ...(c.iterVar2 ? [c.iterVar2] : [])]);
       for (const x of [c.iterRange, c.accuInit]) if (x) this.visit(x, scope, depth + 1, nesting);
-      for (const x of [c.loopCondition, c.loopStep, c.result]) if (x) this.visit(x, inner, depth + 1, nesting + 1);
+      // Over a list of messages (`server.spec.ports.exists(p, …)`), the loop variable is such a
+      // message: its field paths are checked as the variable's are. Names bound here shadow outer ones.
+      const range = c.iterRange ? this.fieldOf(c.iterRange) : undefined;
+      const element = !c.iterVar2 && range?.startsWith("list message ") ? range.slice("list ".length) : undefined;
+      const saved = new Map([c.iterVar, c.accuVar, ...(c.iterVar2 ? [c.iterVar2] : [])].map((n) => [n, this.typed.get(n)]));
+      for (const n of saved.keys()) this.typed.delete(n);
+      if (element) this.typed.set(c.iterVar, element);
+      try {
+        for (const x of [c.loopCondition, c.loopStep, c.result]) if (x) this.visit(x, inner, depth + 1, nesting + 1);
+      } finally {
+        for (const [n, t] of saved) {
+          if (t === undefined) this.typed.delete(n);
+          else this.typed.set(n, t);
+        }
+      }
       return;
     }
     for (const c of children(e)) this.visit(c, scope, depth + 1, nesting);
@@ -445,7 +462,7 @@ class Checker {
    */
   private fieldOf(e: Expr): string | undefined {
     const k = e.exprKind;
-    if (k.case === "identExpr") return k.value.name === this.kind ? `message ${SCHEMAS[this.kind].typeName}` : undefined;
+    if (k.case === "identExpr") return k.value.name === this.kind ? `message ${SCHEMAS[this.kind].typeName}` : this.typed.get(k.value.name);
     if (k.case !== "selectExpr" || !k.value.operand) return undefined;
     const parentKind = this.fieldOf(k.value.operand);
     if (!parentKind?.startsWith("message ")) return undefined;
@@ -457,6 +474,7 @@ class Checker {
       throw this.bad(`${typeName} has no field '${k.value.field}' at ${this.at(e)}; its fields are ${desc.fields.map((x) => x.name).join(", ")} (CEL uses the proto names, snake_case)`);
     }
     if (k.value.testOnly) return "bool";
+    if (f.fieldKind === "list" && f.listKind === "message") return `list message ${f.message.typeName}`;
     if (f.fieldKind === "map" || f.fieldKind === "list") return f.fieldKind;
     if (f.fieldKind === "message") return `message ${f.message.typeName}`;
     if (f.fieldKind === "enum") return "int (enum)";
