@@ -22,11 +22,15 @@ import { Report } from "./lib/report.js";
 import { parseStores, postgresDataDir, stopPostgres, STORES_HELP, type StoreConfig } from "./lib/stores.js";
 import { runScaleBench, scaleSizes } from "./scale-bench.js";
 import { runUsageBench } from "./usage-bench.js";
+import { runAggregateBench } from "./aggregate-bench.js";
 
 const USAGE = `npm run bench [-- options]
 
   --full              the full sizes (default: quick, < 3 min)
-  --only SUITES       comma-separated: docker, usage, scale, data (default docker,usage,scale; --full adds data)
+  --only SUITES       comma-separated: docker, usage, scale, data, aggregate (default docker,usage,scale;
+                      --full adds data and aggregate)
+  --aggregate-events N  ledger events the aggregate suite writes (1000000, over 30 days)
+  --aggregate-store E   sqlite (default) or postgres (the bench's private PostgreSQL)
   --usage-containers N  running containers the usage suite samples (100)
   --agents N          simulated agents (quick 500, full 5000)
   --servers-per-agent M  (20)
@@ -66,6 +70,8 @@ const { values } = parseArgs({
     rounds: { type: "string" },
     "fleet-size": { type: "string" },
     "data-mib": { type: "string" },
+    "aggregate-events": { type: "string" },
+    "aggregate-store": { type: "string" },
     profile: { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
     out: { type: "string" },
@@ -106,7 +112,7 @@ function storeConfigs(v: string | undefined): StoreConfig[] {
 const full = values.full;
 const stores = storeConfigs(values.stores);
 // The data suite moves ~10 GB and takes minutes: only with --full or --only data.
-const suites = new Set((values.only ?? (full ? "docker,usage,scale,data" : "docker,usage,scale")).split(",").map((s) => s.trim()));
+const suites = new Set((values.only ?? (full ? "docker,usage,scale,data,aggregate" : "docker,usage,scale")).split(",").map((s) => s.trim()));
 const startedAt = new Date();
 const report = new Report();
 const t0 = performance.now();
@@ -252,6 +258,22 @@ if (suites.has("scale")) {
       stores.map((c) => ({ label: c.label, suite: `scale:${c.label}` })),
     );
   }
+}
+
+if (suites.has("aggregate")) {
+  const events = num(values["aggregate-events"], 1_000_000);
+  process.stdout.write(`[aggregate] QueryService.Aggregate over ${events} ledger events (${values["aggregate-store"] ?? "sqlite"}) ...\n`);
+  try {
+    report.note(`aggregate suite: load average ${loadAverage().toFixed(1)} at its start`);
+    const engine = values["aggregate-store"] === "postgres" ? "postgres" : "sqlite";
+    await runAggregateBench(report, { events, days: 30, rounds: full ? 10 : 5, engine, keep: values.keep });
+    if (engine === "postgres") await stopPostgres({ keep: values.keep });
+  } catch (err) {
+    failed = true;
+    report.errors.push({ suite: "aggregate", error: String((err as Error).stack ?? err) });
+    process.stderr.write(`[aggregate] failed: ${String((err as Error).stack ?? err)}\n`);
+  }
+  process.stdout.write(`[aggregate] done after ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
 }
 
 if (suites.has("data")) {

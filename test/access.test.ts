@@ -30,8 +30,8 @@ import { HostService, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { ArchiveFormat, FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
-import { QuerySource, SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
+import { QueryService, QuerySource, SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { ServerService, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { Health } from "@berth/proto/grpc/health/v1/health_pb.js";
 import { TEST_IMAGE } from "./harness/docker-engine.js";
@@ -51,7 +51,7 @@ import {
 const run = promisify(execFile);
 
 /** The operator-facing services; AgentService authenticates agents, not tokens. */
-const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, ScheduleService, SavedQueryService];
+const SERVICES: DescService[] = [ServerService, HostService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, ScheduleService, SavedQueryService, QueryService];
 
 type RoleName = "viewer" | "operator" | "admin";
 const RANK: Record<RoleName, number> = { viewer: 0, operator: 1, admin: 2 };
@@ -175,6 +175,7 @@ describe("access control: every RPC, every kind of caller", () => {
 
     "berth.v1.UsageService/GetUsage": { role: "viewer", request: () => ({ subject: { case: "server", value: serverA.id } }), serverAddressed: true },
     "berth.v1.UsageService/WatchUsage": { role: "viewer", request: () => ({}) },
+    "berth.v1.QueryService/Aggregate": { role: "viewer", request: () => ({ query: { source: QuerySource.EVENTS, groupBy: ["event.type"] } }) },
     "berth.v1.FileService/ListFiles": { role: "viewer", request: () => ({ server: serverA.id, path: "/" }), serverAddressed: true },
     "berth.v1.FileService/StatFile": { role: "viewer", request: () => ({ server: serverA.id, path: "/" }), serverAddressed: true },
     "berth.v1.FileService/ReadFile": { role: "viewer", request: () => ({ server: serverA.id, path: "a.txt" }), serverAddressed: true },

@@ -22,14 +22,14 @@ import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
 import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
-import { SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
+import { QueryService, SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { parseCookbook, runDocBlock, type Block } from "./harness/cookbook.js";
 import { freePorts, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "./harness/processes.js";
 
 const DOC = join(REPO_ROOT, "docs/grpcurl.md");
-const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, TemplateService, ScheduleService, SavedQueryService];
+const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, TemplateService, ScheduleService, SavedQueryService, QueryService];
 /** RPCs no script can call with buf curl or curl: the agent's bidi stream. */
 const NOT_RUNNABLE = new Set(["berth.v1.AgentService/Connect"]);
 

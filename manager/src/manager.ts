@@ -12,6 +12,7 @@ import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
+import { QueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
@@ -55,6 +56,8 @@ import { createTemplateService } from "./api/template-service.js";
 import { ensureBuiltinTemplates } from "./templates/builtin.js";
 import { createFileService } from "./api/file-service.js";
 import { createUsageService } from "./api/usage-service.js";
+import { createQueryService } from "./api/query-service.js";
+import { aggregateScope, runAggregate } from "./query/aggregate.js";
 import { UsageFeed } from "./usage/usage-feed.js";
 import { BackupRemoval } from "./api/backup-removal.js";
 import { BackupRetention } from "./backups/retention.js";
@@ -152,7 +155,7 @@ export interface ManagerConfig {
   adoptablePaths?: string[];
   /** Seconds between runs of the saved queries that have an alert, on the leader (default 30). */
   savedQueryIntervalSeconds?: number;
-  /** QueryService.Aggregate's work for aggregate saved queries (query/aggregate.ts runAggregate); without it they answer Unimplemented. */
+  /** Replaces QueryService.Aggregate's work for aggregate saved queries (tests); default query/aggregate.ts runAggregate. */
   aggregate?: AggregateFn;
   log: Logger;
 }
@@ -426,10 +429,13 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
   leader.onChange((leading) => (leading ? scheduler.start() : void scheduler.stop(false)));
   const hostService = createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocation(import.meta.url, fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")) });
   const eventService = createEventService({ ledger, store: opened.contract });
+  // QueryService.Aggregate, and the aggregate saved queries (run with their caller's scope, or the alert runner's).
+  const aggregateDeps = { store: opened.contract, presence };
+  const aggregate: AggregateFn = config.aggregate ?? ((caller, req) => runAggregate(aggregateDeps, aggregateScope(caller, req.project), req));
   // Saved queries with an alert run on the leader at their own interval; the alert rules read what they saw.
   const savedQueryAlerts = new SavedQueryAlerts({
     store: opened.contract,
-    run: savedQueryRunner({ servers: serverService, hosts: hostService, events: eventService, aggregate: config.aggregate }),
+    run: savedQueryRunner({ servers: serverService, hosts: hostService, events: eventService, aggregate }),
     log,
     ...(config.savedQueryIntervalSeconds !== undefined ? { intervalMs: config.savedQueryIntervalSeconds * 1000 } : {}),
   });
@@ -448,7 +454,8 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     router.service(UsageService, createUsageService({ store: opened.contract, usage, hub, presence }));
     router.service(AccessService, accessService);
     router.service(EventService, eventService);
-    router.service(SavedQueryService, createSavedQueryService({ store: opened.contract, ledger, servers: serverService, hosts: hostService, events: eventService, aggregate: config.aggregate }));
+    router.service(QueryService, createQueryService(aggregateDeps));
+    router.service(SavedQueryService, createSavedQueryService({ store: opened.contract, ledger, servers: serverService, hosts: hostService, events: eventService, aggregate }));
     router.service(AlertService, createAlertService({ store: opened.contract, ledger }));
     router.service(TemplateService, createTemplateService({ store: opened.contract, ledger }));
     router.service(BackupService, backupService);

@@ -72,7 +72,7 @@ afterEach(async () => {
 });
 
 /** `wrap` may put a store in front of the real one (to slow reads down, or race them). */
-async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?: number; backupPolicies?: (store: Store) => () => BackupPolicyView[] } = {}) {
+async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?: number; backupPolicies?: (store: Store) => () => BackupPolicyView[]; noNotifier?: boolean } = {}) {
   let now = 1_000_000;
   const store = await testStore();
   opened.push(store);
@@ -91,7 +91,7 @@ async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?
       store: wrap(store),
       ledger,
       isConnected: (id) => connected.has(id),
-      notifier,
+      ...(config.noNotifier ? {} : { notifier }),
       log: createLogger("silent", "test"),
       now: () => now,
       ...(config.backupPolicies ? { backupPolicies: config.backupPolicies(store) } : {}),
@@ -123,6 +123,15 @@ async function setup(wrap: (s: Store) => Store = (s) => s, config: { intervalMs?
 }
 
 describe("AlertEvaluator", () => {
+  it("stores what it decides without a webhook notifier too", async () => {
+    const h = await setup((s) => s, { noNotifier: true });
+    h.connected.delete("host_1");
+    await h.evaluator.evaluate();
+    h.advance(30_000);
+    expect((await h.evaluator.evaluate()).fired.map((a) => a.rule)).toEqual(["host_offline"]);
+    expect((await h.store.listFiringAlerts()).map((a) => a.rule)).toEqual(["host_offline"]);
+  });
+
   it("host offline: fires after the threshold, resolves on reconnect, fires again only after clearing", async () => {
     const h = await setup();
     h.connected.delete("host_1");

@@ -351,7 +351,9 @@ export class AlertEvaluator {
     for (const a of resolved) if (!isMuted(a, now)) ops.push(...(notifier?.enqueueOps("alert.resolved", a) ?? []));
     if (ops.length > 0) {
       try {
-        notifier?.noteDropped((await store.commit(ops)).droppedDeliveries);
+        // Committed whether or not there is a notifier (`notifier?.f(await x)` would skip the commit too).
+        const { droppedDeliveries } = await store.commit(ops);
+        notifier?.noteDropped(droppedDeliveries);
       } catch (err) {
         if (!(err instanceof ConflictError)) throw err;
         // Another path changed an alert this run decided on. Pending stays as it was, so

@@ -28,12 +28,13 @@ import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
 import { SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { UsageService } from "@berth/proto/berth/v1/usage_pb.js";
+import { QueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { ConflictError } from "../errors.js";
 import { assertEachSeed, hostileString, messageArb, PRECISE, recordSnapshot, ScriptedAgent, startTestManager, seedsLabel, type TestManager } from "../../testing/fuzz-kit.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? (process.env.BERTH_TEST_STORE === "postgres" ? 20 : 40));
-const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, AgentService, BackupService, FileService, UsageService, ScheduleService, SavedQueryService];
+const SERVICES: DescService[] = [ServerService, HostService, OrphanService, EventService, AlertService, AccessService, AgentService, BackupService, FileService, UsageService, ScheduleService, SavedQueryService, QueryService];
 
 describe(`fuzz: every RPC answers a precise code and a refused call writes nothing${seedsLabel()}`, () => {
   let tm: TestManager;

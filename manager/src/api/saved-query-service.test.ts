@@ -182,11 +182,13 @@ describe("RunSavedQuery", () => {
     expect((await client(tokens.viewer).runSavedQuery({ id: chart.savedQuery!.id })).result.case).toBe("aggregate");
   });
 
-  it("without an aggregate wired, an aggregate query answers Unimplemented", async () => {
+  it("with the manager's own Aggregate (no fake), an aggregate saved query counts what is there", async () => {
     noAggregate = await startTestManager();
-    const { savedQuery } = await client(undefined, noAggregate).createSavedQuery({ spec: spec({ query: { source: QuerySource.SERVERS, groupBy: ["server.status.phase"] } }) });
-    const err = await refusal(client(undefined, noAggregate).runSavedQuery({ id: savedQuery!.id }));
-    expect(err.code).toBe(Code.Unimplemented);
-    expect(err.rawMessage).toContain("no QueryService.Aggregate");
+    await ScriptedAgent.enroll(noAggregate, "agg-host");
+    const { savedQuery } = await client(undefined, noAggregate).createSavedQuery({ spec: spec({ query: { source: QuerySource.HOSTS, groupBy: ["host.name"] } }) });
+    const r = await client(undefined, noAggregate).runSavedQuery({ id: savedQuery!.id });
+    expect(r.result.case).toBe("aggregate");
+    const groups = r.result.case === "aggregate" ? r.result.value.groups : [];
+    expect(groups.map((g) => [g.key, g.total])).toEqual([[["agg-host"], 1n]]);
   });
 });

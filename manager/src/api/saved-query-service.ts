@@ -39,13 +39,12 @@ import {
 import { ListServersRequestSchema, ListServersResponseSchema, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { HostService, ListHostsRequestSchema, ListHostsResponseSchema } from "@berth/proto/berth/v1/host_pb.js";
 import { EventService, ListEventsRequestSchema, ListEventsResponseSchema } from "@berth/proto/berth/v1/event_pb.js";
-import { parse } from "@bufbuild/cel";
 import { actorOf, callerKey, callerOf, canSee, checkProjectName, hasRole, projectFor, type Caller } from "../auth/caller.js";
 import { BerthError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Store } from "../store/store.js";
-import { compileFilter, type FilterKind } from "../query/cel.js";
+import { compileFilter, compileValue, type FilterKind } from "../query/cel.js";
 import type { SavedQueryRecord } from "../query/saved-records.js";
 
 /** QueryService.Aggregate's work (query/aggregate.ts runAggregate), injected: the lead wires it. */
@@ -95,15 +94,10 @@ export function isAggregate(spec: SavedQuerySpec): boolean {
  */
 export function checkAggregateExpressions(spec: SavedQuerySpec): void {
   const q = spec.query!;
-  const check = (src: string, field: string) => {
-    try {
-      parse(src);
-    } catch (err) {
-      throw new InvalidArgumentError(field, `not a CEL expression: ${(err as Error).message.replace(/^<input>:/, "at ")}; see docs/explore.md`);
-    }
-  };
-  q.groupBy.forEach((g, i) => check(g, `spec.query.group_by[${i}]`));
-  if (q.sum.trim()) check(q.sum, "spec.query.sum");
+  const kind = KIND[q.source]!;
+  // Compiled as Aggregate compiles them (query/aggregate.ts): InvalidArgument on the spec's field.
+  q.groupBy.forEach((g, i) => compileValue(kind, g, `spec.query.group_by[${i}]`));
+  if (q.sum.trim()) compileValue(kind, q.sum, "spec.query.sum");
   if (q.source !== QuerySource.EVENTS && (q.interval || q.window)) {
     throw new InvalidArgumentError(q.interval ? "spec.query.interval" : "spec.query.window", "only events have a time window; leave interval and window unset for servers and hosts");
   }

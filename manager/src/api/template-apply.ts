@@ -163,7 +163,7 @@ export async function renderForServer(store: Store, caller: Caller, ref: Templat
  * has a newer version now, or is gone (the server keeps running its rendered
  * spec either way). Reads each template once.
  */
-export async function markOutdatedTemplates(store: Store, servers: readonly Server[]): Promise<void> {
+export async function markOutdatedTemplates(store: Pick<Store, "getTemplate">, servers: readonly Server[]): Promise<void> {
   const cache = new Map<string, Promise<TemplateRecord | undefined>>();
   for (const s of servers) {
     const ref = s.spec?.template;

@@ -9,7 +9,7 @@ import { HostSchema, HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { EventSchema } from "@berth/proto/berth/v1/event_pb.js";
 import { BerthError } from "../errors.js";
 import { assertEachSeed, seedsLabel } from "../../testing/fuzz-kit.js";
-import { CALL_BUDGET, ROW_MS, MAX_COMPREHENSION_NESTING, ROW_BUDGET, compileFilter, FilterRun, type FilterKind } from "./cel.js";
+import { CALL_BUDGET, ROW_MS, MAX_COMPREHENSION_NESTING, ROW_BUDGET, ROW_WALL_AFTER, compileFilter, FilterRun, type FilterKind } from "./cel.js";
 
 const NOW = Date.parse("2026-12-01T12:00:00Z");
 const HOUR = 3_600_000;
@@ -152,6 +152,17 @@ describe("CEL filters: refused expressions", () => {
     expect(failure(() => compileFilter("event", "event.payloadJson == ''")).message).toContain("snake_case");
   });
 
+  it("an unknown field of a loop variable over a list of messages is refused too; other loop variables are not typed", () => {
+    const e = failure(() => compileFilter("server", "server.spec.ports.exists(p, p.protocl == PROTOCOL_UDP)"));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.message).toContain("berth.v1.PortMapping has no field 'protocl' at line 1, column 30; its fields are host_port, container_port, protocol");
+    expect(failure(() => compileFilter("server", 'server.status.conditions.all(c, c.type == "Ready" || c.stauts == CONDITION_STATUS_TRUE)')).message).toContain("berth.v1.Condition has no field 'stauts'");
+    // An inner variable of the same name shadows the typed one; keys of a map and mapped values are not messages.
+    for (const ok of ["server.spec.ports.exists(p, [1, 2].exists(p, p > 1))", 'server.spec.labels.exists(k, k.startsWith("a"))', "server.spec.ports.map(p, p.container_port).exists(x, x > 1)"]) {
+      expect(() => compileFilter("server", ok), ok).not.toThrow();
+    }
+  });
+
   it("an unknown variable says which there are", () => {
     const e = failure(() => compileFilter("host", 'server.id == "x"'));
     expect(e.code).toBe(Code.InvalidArgument);
@@ -206,12 +217,15 @@ describe("CEL filters: cost", () => {
   });
 
   it("a call's rows share a budget: many rows of a costly filter end in ResourceExhausted", () => {
-    const f = compileFilter("server", `${list(30)}.all(x, ${list(30)}.all(y, y >= 0))`);
+    // 20 x 20 iterations: under ROW_WALL_AFTER steps a row, so a row's wall-clock limit never applies
+    // (with 30 x 30 a row on a loaded machine could pass 75 ms and end the call for another reason).
+    const f = compileFilter("server", `${list(20)}.all(x, ${list(20)}.all(y, y >= 0))`);
     const run = new FilterRun(NOW);
     let rows = 0;
     const e = failure(() => {
       for (;;) {
         f.test(SERVER, run);
+        if (rows === 0) expect(ROW_BUDGET - run.meter.rowLeft).toBeLessThan(ROW_WALL_AFTER);
         rows++;
       }
     });

@@ -16,7 +16,7 @@
  *   a type mismatch inside a comprehension) makes that row not match.
  */
 import { celEnv, celFunc, celType, CelScalar, isCelError, objectType, parse, plan, type CelEnv, type CelInput } from "@bufbuild/cel";
-import { create, createRegistry, type DescMessage, type Message, type Registry } from "@bufbuild/protobuf";
+import { create, createRegistry, type DescEnum, type DescMessage, type Message, type Registry } from "@bufbuild/protobuf";
 import { DurationSchema, TimestampSchema, file_google_protobuf_duration, file_google_protobuf_timestamp, timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { ExprSchema, type Expr, type ParsedExpr } from "@bufbuild/cel-spec/cel/expr/syntax_pb.js";
 import { Code } from "@connectrpc/connect";
@@ -69,9 +69,12 @@ let meter: Meter | undefined;
 
 class Meter {
   rowLeft = ROW_BUDGET;
-  callLeft = CALL_BUDGET;
+  callLeft: number;
   rowDeadline = 0;
   exhausted: string | undefined;
+  constructor(readonly callBudget: number = CALL_BUDGET) {
+    this.callLeft = callBudget;
+  }
   startRow() {
     this.rowLeft = ROW_BUDGET;
     this.rowDeadline = performance.now() + ROW_MS;
@@ -80,7 +83,7 @@ class Meter {
     this.rowLeft -= n;
     this.callLeft -= n;
     if (this.rowLeft < 0) this.exhausted = `evaluating the filter on one record took more than ${ROW_BUDGET} steps`;
-    else if (this.callLeft < 0) this.exhausted = `evaluating the filter took more than ${CALL_BUDGET} steps in this call`;
+    else if (this.callLeft < 0) this.exhausted = `evaluating the filter took more than ${this.callBudget} steps in this call`;
     else if (this.rowLeft < ROW_BUDGET - ROW_WALL_AFTER && performance.now() > this.rowDeadline) this.exhausted = `evaluating the filter on one record took more than ${ROW_MS} ms`;
     return this.exhausted === undefined;
   }
@@ -128,18 +131,44 @@ export interface CompiledFilter {
 
 type Program = (ctx: Record<string, CelInput>) => unknown;
 
-const cache = new Map<string, CompiledFilter>();
+const cache = new Map<string, CompiledFilter | CompiledValue>();
 
 /** The compiled filter, from the cache when it was compiled lately; InvalidArgument on field `field` when it is not a valid filter. */
 export function compileFilter(kind: FilterKind, source: string, field = "filter"): CompiledFilter {
-  const key = `${kind}\0${source}`;
+  return cached(`f\0${kind}\0${field}\0${source}`, () => compile(kind, source, field)) as CompiledFilter;
+}
+
+/**
+ * An expression whose value is used rather than tested (Aggregate's
+ * group_by and sum, query/aggregate.ts): compiled as a filter is (same
+ * variables, checks, instrumentation and budgets) except that its result may
+ * be of any type. Results that can be seen to be a list, a map or a message
+ * are refused at compile time (InvalidArgument on `field`).
+ */
+export interface CompiledValue {
+  readonly kind: FilterKind;
+  readonly source: string;
+  /** The request field it came from (named by errors about its values). */
+  readonly field: string;
+  /** When the expression is a field path to an enum field (`server.status.phase`): the enum, to show values by name. */
+  readonly enumType: DescEnum | undefined;
+  /** Its value on `msg`, undefined when the evaluation fails on this record (a missing map key); throws ResourceExhausted (budget). */
+  value(msg: Message, run: FilterRun): unknown;
+}
+
+/** The compiled value expression (CompiledValue), from the cache when it was compiled lately. */
+export function compileValue(kind: FilterKind, source: string, field: string): CompiledValue {
+  return cached(`v\0${kind}\0${field}\0${source}`, () => compileValueExpr(kind, source, field)) as CompiledValue;
+}
+
+function cached(key: string, make: () => CompiledFilter | CompiledValue): CompiledFilter | CompiledValue {
   const hit = cache.get(key);
   if (hit) {
     cache.delete(key);
     cache.set(key, hit);
     return hit;
   }
-  const compiled = compile(kind, source, field);
+  const compiled = make();
   cache.set(key, compiled);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   return compiled;
@@ -150,7 +179,8 @@ export function requestFilter(kind: FilterKind, source: string): CompiledFilter 
   return source.trim() ? compileFilter(kind, source) : undefined;
 }
 
-function compile(kind: FilterKind, source: string, field: string): CompiledFilter {
+/** Parses, checks and instruments `source`; the program and, for a field path to an enum field, the enum. */
+function prepare(kind: FilterKind, source: string, field: string, result: "bool" | "value"): { program: Program; enumType: DescEnum | undefined } {
   // The parser quotes the source, which may cut a surrogate pair: a lone surrogate cannot go in a gRPC status.
   const bad = (msg: string) => new InvalidArgumentError(field, `${msg.replace(LONE_SURROGATE, "\uFFFD")}; ${HINT}`);
   if (Buffer.byteLength(source) > MAX_FILTER_BYTES) throw bad(`longer than ${MAX_FILTER_BYTES} bytes`);
@@ -163,7 +193,8 @@ function compile(kind: FilterKind, source: string, field: string): CompiledFilte
     throw bad(m ? `syntax error at line ${m[1]}, column ${m[2]}: ${m[3]}` : `syntax error: ${(err as Error).message}`);
   }
   const at = (e: Expr) => position(source, parsed, e);
-  new Checker(kind, at, bad).check(parsed.expr);
+  const checker = new Checker(kind, at, bad);
+  const enumType = result === "bool" ? (checker.check(parsed.expr), undefined) : checker.checkValue(parsed.expr);
   let nextId = maxId(parsed.expr) + 1n;
   instrument(parsed.expr, () => nextId++);
   let program: Program;
@@ -172,25 +203,52 @@ function compile(kind: FilterKind, source: string, field: string): CompiledFilte
   } catch (err) {
     throw bad((err as Error).message);
   }
+  return { program, enumType };
+}
+
+/** Runs `program` on one record, charging `run`; ResourceExhausted when a budget ran out. */
+function evaluate(program: Program, ctx: Record<string, CelInput>, kind: FilterKind, msg: Message, run: FilterRun): unknown {
+  ctx[kind] = msg;
+  ctx.now = run.now;
+  run.meter.startRow();
+  meter = run.meter;
+  const t0 = performance.now();
+  let v: unknown;
+  try {
+    v = program(ctx);
+  } finally {
+    meter = undefined;
+    run.spent(performance.now() - t0);
+  }
+  if (run.meter.exhausted) throw exhausted(run.meter.exhausted);
+  return v;
+}
+
+function compileValueExpr(kind: FilterKind, source: string, field: string): CompiledValue {
+  const { program, enumType } = prepare(kind, source, field, "value");
+  // Reused: evaluation is synchronous.
+  const ctx: Record<string, CelInput> = { ...ENUM_VALUES };
+  return {
+    kind,
+    source,
+    field,
+    enumType,
+    value(msg, run) {
+      const v = evaluate(program, ctx, kind, msg, run);
+      return isCelError(v) ? undefined : v;
+    },
+  };
+}
+
+function compile(kind: FilterKind, source: string, field: string): CompiledFilter {
+  const { program } = prepare(kind, source, field, "bool");
   // Reused: evaluation is synchronous.
   const ctx: Record<string, CelInput> = { ...ENUM_VALUES };
   return {
     kind,
     source,
     test(msg, run) {
-      ctx[kind] = msg;
-      ctx.now = run.now;
-      run.meter.startRow();
-      meter = run.meter;
-      const t0 = performance.now();
-      let v: unknown;
-      try {
-        v = program(ctx);
-      } finally {
-        meter = undefined;
-        run.spent(performance.now() - t0);
-      }
-      if (run.meter.exhausted) throw exhausted(run.meter.exhausted);
+      const v = evaluate(program, ctx, kind, msg, run);
       if (isCelError(v)) return false;
       if (typeof v !== "boolean") throw new InvalidArgumentError(field, `the expression is of type ${celType(v as never).name}, not bool; compare it with something, e.g. ${kind}.id == "…"; ${HINT}`);
       return v;
@@ -202,18 +260,29 @@ function exhausted(what: string): ResourceExhaustedError {
   return new ResourceExhaustedError(`filter: ${what}; narrow the filter (fewer or smaller comprehensions such as exists/all/map over long lists) or narrow the request's other fields (project, phases, host) so fewer records are evaluated`);
 }
 
+/** A call's limits when they are not the list RPCs' (Aggregate reads more records per call). */
+export interface RunLimits {
+  /** Cost units over all rows (default CALL_BUDGET). */
+  callBudget?: number;
+  /** Wall-clock milliseconds of evaluation (default CALL_MS). */
+  callMs?: number;
+}
+
 /** One call's evaluation: its budget, its clock and its `now`. */
 export class FilterRun {
-  readonly meter = new Meter();
+  readonly meter: Meter;
   readonly now: Timestamp;
   private evalMs = 0;
+  private readonly callMs: number;
   private sliceStart = performance.now();
-  constructor(nowMs: number = Date.now()) {
+  constructor(nowMs: number = Date.now(), limits: RunLimits = {}) {
     this.now = timestampFromMs(nowMs);
+    this.meter = new Meter(limits.callBudget ?? CALL_BUDGET);
+    this.callMs = limits.callMs ?? CALL_MS;
   }
   spent(ms: number) {
     this.evalMs += ms;
-    if (this.evalMs > CALL_MS) throw exhausted(`evaluating the filter took more than ${CALL_MS} ms in this call`);
+    if (this.evalMs > this.callMs) throw exhausted(`evaluating the filter took more than ${this.callMs} ms in this call`);
   }
   /** Gives the event loop a turn when this call evaluated for a while (call between rows). */
   async pace(): Promise<void> {
@@ -296,6 +365,9 @@ const NOT_BOOL_CALLS = new Set(["_+_", "_-_", "_*_", "_/_", "_%_", "-_", "size",
 
 /** What can be known without evaluating: variables, field paths, nesting, a result that cannot be bool. */
 class Checker {
+  /** Loop variables bound to a message (inside a comprehension over a list of messages): name → "message <type>". */
+  private readonly typed = new Map<string, string>();
+
   constructor(
     private readonly kind: FilterKind,
     private readonly at: (e: Expr) => string,
@@ -313,9 +385,38 @@ class Checker {
     else if (k.case === "comprehensionExpr" && k.value.result?.exprKind.case === "identExpr" && k.value.loopCondition?.exprKind.case === "constExpr") what = "a list (map/filter)";
     else if (k.case === "selectExpr" || k.case === "identExpr") {
       const f = this.fieldOf(root);
-      if (f && f !== "bool") what = `a field of type ${f}`;
+      if (f && f !== "bool") what = `a field of type ${f.replace(/^list message .*/, "list")}`;
     }
     if (what) throw this.bad(`the expression must be bool, but it is ${what}; compare it with something, e.g. ${this.kind}.id == "…"`);
+  }
+
+  /**
+   * The checks of `check` but for a result of any type: one that is plainly
+   * a list, a map or a message is refused. Answers the enum of a field path to
+   * an enum field (its values are shown by name).
+   */
+  checkValue(root: Expr): DescEnum | undefined {
+    this.visit(root, new Set(), 0, 0);
+    const k = root.exprKind;
+    let what: string | undefined;
+    if (k.case === "listExpr") what = "a list";
+    else if (k.case === "structExpr") what = "a map or message";
+    else if (k.case === "comprehensionExpr" && k.value.result?.exprKind.case === "identExpr" && k.value.loopCondition?.exprKind.case === "constExpr") what = "a list (map/filter)";
+    else if (k.case === "selectExpr" || k.case === "identExpr") {
+      const f = this.fieldOf(root);
+      if (f === "list" || f === "map" || f?.startsWith("message ") || f?.startsWith("list ")) what = `a field of type ${f.replace(/^list message .*/, "list")}`;
+    }
+    if (what) throw this.bad(`the expression must give a string, a number, a bool or an enum, but it is ${what}; pick one field of it, e.g. ${this.kind}.id`);
+    return this.enumOf(root);
+  }
+
+  private enumOf(e: Expr): DescEnum | undefined {
+    const k = e.exprKind;
+    if (k.case !== "selectExpr" || !k.value.operand || k.value.testOnly) return undefined;
+    const parentKind = this.fieldOf(k.value.operand);
+    if (!parentKind?.startsWith("message ")) return undefined;
+    const f = registry.getMessage(parentKind.slice("message ".length))?.fields.find((x) => x.name === k.value.field);
+    return f?.fieldKind === "enum" ? f.enum : undefined;
   }
 
   private visit(e: Expr, scope: Set<string>, depth: number, nesting: number) {
@@ -334,7 +435,21 @@ class Checker {
       if (nesting + 1 > MAX_COMPREHENSION_NESTING) throw this.bad(`comprehensions (exists, all, map, filter) nested more than ${MAX_COMPREHENSION_NESTING} deep at ${this.at(e)}`);
       const inner = new Set([...scope, c.iterVar, c.accuVar, ...(c.iterVar2 ? [c.iterVar2] : [])]);
       for (const x of [c.iterRange, c.accuInit]) if (x) this.visit(x, scope, depth + 1, nesting);
-      for (const x of [c.loopCondition, c.loopStep, c.result]) if (x) this.visit(x, inner, depth + 1, nesting + 1);
+      // Over a list of messages (`server.spec.ports.exists(p, …)`), the loop variable is such a
+      // message: its field paths are checked as the variable's are. Names bound here shadow outer ones.
+      const range = c.iterRange ? this.fieldOf(c.iterRange) : undefined;
+      const element = !c.iterVar2 && range?.startsWith("list message ") ? range.slice("list ".length) : undefined;
+      const saved = new Map([c.iterVar, c.accuVar, ...(c.iterVar2 ? [c.iterVar2] : [])].map((n) => [n, this.typed.get(n)]));
+      for (const n of saved.keys()) this.typed.delete(n);
+      if (element) this.typed.set(c.iterVar, element);
+      try {
+        for (const x of [c.loopCondition, c.loopStep, c.result]) if (x) this.visit(x, inner, depth + 1, nesting + 1);
+      } finally {
+        for (const [n, t] of saved) {
+          if (t === undefined) this.typed.delete(n);
+          else this.typed.set(n, t);
+        }
+      }
       return;
     }
     for (const c of children(e)) this.visit(c, scope, depth + 1, nesting);
@@ -347,7 +462,7 @@ class Checker {
    */
   private fieldOf(e: Expr): string | undefined {
     const k = e.exprKind;
-    if (k.case === "identExpr") return k.value.name === this.kind ? `message ${SCHEMAS[this.kind].typeName}` : undefined;
+    if (k.case === "identExpr") return k.value.name === this.kind ? `message ${SCHEMAS[this.kind].typeName}` : this.typed.get(k.value.name);
     if (k.case !== "selectExpr" || !k.value.operand) return undefined;
     const parentKind = this.fieldOf(k.value.operand);
     if (!parentKind?.startsWith("message ")) return undefined;
@@ -359,6 +474,7 @@ class Checker {
       throw this.bad(`${typeName} has no field '${k.value.field}' at ${this.at(e)}; its fields are ${desc.fields.map((x) => x.name).join(", ")} (CEL uses the proto names, snake_case)`);
     }
     if (k.value.testOnly) return "bool";
+    if (f.fieldKind === "list" && f.listKind === "message") return `list message ${f.message.typeName}`;
     if (f.fieldKind === "map" || f.fieldKind === "list") return f.fieldKind;
     if (f.fieldKind === "message") return `message ${f.message.typeName}`;
     if (f.fieldKind === "enum") return "int (enum)";

@@ -981,4 +981,18 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX saved_queries_alert ON saved_queries (alert_enabled);
   `,
   },
+  // 19: events by type and time (issue 22, QueryService.Aggregate): the
+  // pushdown's `type = ? AND time >= ? AND time < ?` reads only the window's
+  // events of that type instead of every event of the type (events_type is
+  // (type, id)). At 1,000,000 events "stops per hour over the last day" went
+  // from 79 ms to 4 ms on SQLite (docs/benchmarks.md, "Aggregates").
+  {
+    description: "events_type_time: events by type and time (Aggregate, issue 22)",
+    sqlite: `
+  CREATE INDEX events_type_time ON events (type, time);
+  `,
+    postgres: `
+  CREATE INDEX events_type_time ON events (type, time);
+  `,
+  },
 ];

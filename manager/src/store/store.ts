@@ -45,6 +45,7 @@ import type {
   AlertRecord,
   ServerFacts,
   EventQuery,
+  EventScope,
   TokenRecord,
   ServerFilter,
   ServerChangeRecord,
@@ -485,6 +486,51 @@ export interface EventReads {
   readForward(q: EventQuery & { afterId: number; upToId: number; limit: number }): Promise<EventRecord[]>;
   lastEventId(): Promise<number>;
   firstEventId(): Promise<number>;
+  /**
+   * Aggregate's pushdown (query/aggregate.ts): the events of the scope with
+   * `time` in [since, until) that meet every condition of `where`, counted per
+   * bucket (`floor(time / bucketMs)`, buckets aligned to the epoch; 0 for
+   * all when bucketMs is unset) and per the values of the `groupBy` columns.
+   * At most `limit` rows (bucket × group), in no particular order.
+   */
+  countEvents(q: EventCountQuery): Promise<EventCountRow[]>;
+  /**
+   * The smallest and largest id of the scope's events with `time` in [since,
+   * until); undefined when there are none. Read from the time index (`id + 0`:
+   * not by walking the primary key from either end, which reads every event
+   * after the window for MAX).
+   */
+  eventIdSpan(q: EventScope & { since: number; until: number }): Promise<{ first: number; last: number } | undefined>;
+  /**
+   * The scope's events with ids in (afterId, upToId] and `time` in [since,
+   * until), oldest first, at most `limit`: Aggregate reads a window in id
+   * order (within eventIdSpan's ids, by the primary key) without sorting it.
+   */
+  readEventWindow(q: EventScope & { since: number; until: number; afterId: number; upToId: number; limit: number }): Promise<EventRecord[]>;
+}
+
+/** Columns of `events` Aggregate groups and filters by in SQL (Event's fields of the same names). */
+export const EVENT_COUNT_COLUMNS = ["type", "reason", "actor", "server_id", "host_id", "project"] as const;
+export type EventCountColumn = (typeof EVENT_COUNT_COLUMNS)[number];
+
+export interface EventCountQuery extends EventScope {
+  /** Inclusive, ms. */
+  since: number;
+  /** Exclusive, ms. */
+  until: number;
+  /** Bucket width in ms (a whole number); unset: one bucket, 0. */
+  bucketMs?: number;
+  groupBy: readonly EventCountColumn[];
+  /** All must hold: the column equals `value` ("eq"), or starts with it ("prefix", a non-empty value). */
+  where: readonly { column: EventCountColumn; op: "eq" | "prefix"; value: string }[];
+  limit: number;
+}
+
+/** One bucket of one group: `key` has a value per groupBy column, in order. */
+export interface EventCountRow {
+  bucket: number;
+  key: string[];
+  count: number;
 }
 
 export interface AlertReads {

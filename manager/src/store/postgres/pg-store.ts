@@ -16,7 +16,7 @@ import { UnavailableError } from "../../errors.js";
 import { newId } from "../../ids.js";
 import { savedQueryFromRow, type SavedQueryFilter, type SavedQueryRow } from "../../query/saved-records.js";
 import { scheduleFromRow, scheduleRunFromRow, type ScheduleFilter, type ScheduleRow, type ScheduleRunPage, type ScheduleRunRow } from "../../schedules/records.js";
-import type { BackupFilter, EventQuery, EventRecord, ServerFacts, ServerFilter, TemplateFilter } from "../../domain/records.js";
+import type { BackupFilter, EventQuery, EventRecord, EventScope, ServerFacts, ServerFilter, TemplateFilter } from "../../domain/records.js";
 import {
   alertFromRow,
   appendedEvent,
@@ -61,11 +61,12 @@ import {
   type TemplateRow,
 } from "../rows.js";
 import type { SecretBox } from "../secrets.js";
-import { SERVER_TOMBSTONES_KEPT, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type UsageSubjectKind, type WriteOp } from "../store.js";
+import { SERVER_TOMBSTONES_KEPT, type EventCountQuery, type EventCountRow, type Committed, type CommitResult, type HostRange, type IdPage, type OpenStoreOptions, type ServerPlacement, type Store, type StoreMeta, type UsageSubjectKind, type WriteOp } from "../store.js";
 import { pageLimit } from "../pages.js";
 import { describeStoreUrl } from "../store-url.js";
 import type { PostgresStoreUrl } from "./connection.js";
 import { appendEvents, stampServerChanges } from "./event-log.js";
+import { bucketWidth, column } from "../sqlite/event-tables.js";
 import { COMMIT_CHANNEL, CommitListener, decodeCommitNotice, encodeCommitNotice, listenClient, type CommitNotice } from "./pg-listen.js";
 import { migratePostgres } from "./migrate.js";
 import { OpenCommandTaken, PgBatch, newEffects, setMeta, type Effects } from "./pg-writes.js";
@@ -692,6 +693,37 @@ export class PostgresStore implements Store {
     const { args, p } = params();
     const where = this.#eventFilter(q, p);
     where.push(`id > ${p(q.afterId)}`, `id <= ${p(q.upToId)}`);
+    const sql = `SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY id LIMIT ${limitOf(q.limit)}`;
+    return (await this.#rows<EventRow>(sql, args)).map(eventFromRow);
+  }
+
+  async countEvents(q: EventCountQuery): Promise<EventCountRow[]> {
+    const { args, p } = params();
+    const where = this.#eventFilter({ project: q.project, since: q.since, until: q.until }, p);
+    for (const c of q.where) {
+      const col = column(c.column);
+      where.push(c.op === "eq" ? `${col} = ${p(c.value)}` : `${col} >= ${p(c.value)} AND ${col} < ${p(prefixEnd(c.value))}`);
+    }
+    const bucket = q.bucketMs !== undefined ? `time / ${bucketWidth(q.bucketMs)}` : "0";
+    const keys = q.groupBy.map((c, i) => `${column(c)} AS k${i}`);
+    const groups = q.groupBy.map((_, i) => String(i + 2));
+    const sql = `SELECT ${bucket} AS bucket, ${[...keys, "COUNT(*) AS n"].join(", ")} FROM events WHERE ${where.join(" AND ")} GROUP BY ${["1", ...groups].join(", ")} LIMIT ${limitOf(q.limit)}`;
+    const rows = await this.#rows<Record<string, string | number>>(sql, args);
+    return rows.map((r) => ({ bucket: Number(r.bucket), key: q.groupBy.map((_, i) => String(r[`k${i}`])), count: Number(r.n) }));
+  }
+
+  async eventIdSpan(q: EventScope & { since: number; until: number }) {
+    const { args, p } = params();
+    const where = this.#eventFilter({ project: q.project, since: q.since, until: q.until }, p);
+    const [r] = await this.#rows<{ first: number | string | null; last: number | string | null }>(`SELECT MIN(id + 0) AS first, MAX(id + 0) AS last FROM events WHERE ${where.join(" AND ")}`, args);
+    return r?.first == null || r.last == null ? undefined : { first: Number(r.first), last: Number(r.last) };
+  }
+
+  async readEventWindow(q: EventScope & { since: number; until: number; afterId: number; upToId: number; limit: number }): Promise<EventRecord[]> {
+    const { args, p } = params();
+    // `time + 0`: no index on time for this read, so it walks the primary key in id order (as SQLite's `+time`) instead of sorting the window per batch.
+    const where = [`id > ${p(q.afterId)}`, `id <= ${p(q.upToId)}`, `time + 0 >= ${p(q.since)}`, `time + 0 < ${p(q.until)}`];
+    if (q.project !== null) where.push(`project = ${p(q.project)}`);
     const sql = `SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY id LIMIT ${limitOf(q.limit)}`;
     return (await this.#rows<EventRow>(sql, args)).map(eventFromRow);
   }

@@ -1,5 +1,6 @@
 import type { Db } from "./database.js";
-import type { EventQuery, EventRecord } from "../../domain/records.js";
+import type { EventQuery, EventRecord, EventScope } from "../../domain/records.js";
+import { EVENT_COUNT_COLUMNS, type EventCountColumn, type EventCountQuery, type EventCountRow } from "../store.js";
 import { eventFromRow, type EventRow } from "../rows.js";
 
 /**
@@ -41,6 +42,46 @@ export class EventTables {
   firstId(): number {
     const row = this.db.prepare("SELECT MIN(id) AS id FROM events").get() as { id: number | null };
     return row.id ?? 0;
+  }
+
+  /** store.ts countEvents: GROUP BY bucket and columns, COUNT(*). */
+  count(q: EventCountQuery): EventCountRow[] {
+    const { where, args } = this.filter({ project: q.project, since: q.since, until: q.until });
+    for (const c of q.where) {
+      const col = column(c.column);
+      if (c.op === "eq") {
+        where.push(`${col} = ?`);
+        args.push(c.value);
+      } else {
+        where.push(`${col} >= ? AND ${col} < ?`);
+        args.push(c.value, prefixEnd(c.value));
+      }
+    }
+    const bucket = q.bucketMs !== undefined ? `time / ${bucketWidth(q.bucketMs)}` : "0";
+    const keys = q.groupBy.map((c, i) => `${column(c)} AS k${i}`);
+    const groups = q.groupBy.map((_, i) => String(i + 2));
+    const sql = `SELECT ${bucket} AS bucket, ${[...keys, "COUNT(*) AS n"].join(", ")} FROM events WHERE ${where.join(" AND ")} GROUP BY ${["1", ...groups].join(", ")} LIMIT ${Math.floor(q.limit)}`;
+    const rows = this.db.prepare(sql).all(...args) as Record<string, string | number>[];
+    return rows.map((r) => ({ bucket: Number(r.bucket), key: q.groupBy.map((_, i) => String(r[`k${i}`])), count: Number(r.n) }));
+  }
+
+  /** store.ts eventIdSpan. */
+  idSpan(q: EventScope & { since: number; until: number }): { first: number; last: number } | undefined {
+    const { where, args } = this.filter({ project: q.project, since: q.since, until: q.until });
+    const row = this.db.prepare(`SELECT MIN(id + 0) AS first, MAX(id + 0) AS last FROM events WHERE ${where.join(" AND ")}`).get(...args) as { first: number | null; last: number | null };
+    return row.first === null || row.last === null ? undefined : { first: row.first, last: row.last };
+  }
+
+  /** store.ts readEventWindow: by the primary key (`+time` keeps SQLite off the time index, which would sort the window). */
+  readWindow(q: EventScope & { since: number; until: number; afterId: number; upToId: number; limit: number }): EventRecord[] {
+    const where = ["id > ?", "id <= ?", "+time >= ?", "+time < ?"];
+    const args: unknown[] = [q.afterId, q.upToId, q.since, q.until];
+    if (q.project !== null) {
+      where.push("project = ?");
+      args.push(q.project);
+    }
+    const sql = `SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY id LIMIT ${Math.floor(q.limit)}`;
+    return (this.db.prepare(sql).all(...args) as EventRow[]).map(eventFromRow);
   }
 
   /** Deletes at most `limit` of the oldest events older than `cutoff` (ms); returns how many. */
@@ -102,4 +143,16 @@ export class EventTables {
 /** The smallest string greater than every string starting with `prefix`. */
 function prefixEnd(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+/** A column name for SQL text: only the listed ones (never a caller's string). */
+export function column(c: EventCountColumn): string {
+  if (!(EVENT_COUNT_COLUMNS as readonly string[]).includes(c)) throw new Error(`not a countable events column: ${String(c)}`);
+  return c;
+}
+
+/** A bucket width for SQL text: a whole, positive number of ms. */
+export function bucketWidth(ms: number): number {
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw new Error(`bucket width ${ms} ms: a whole, positive number of ms`);
+  return ms;
 }

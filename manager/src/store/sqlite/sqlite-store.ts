@@ -670,6 +670,9 @@ export class SqliteStore implements StoreContract {
   async readForward(q: Parameters<EventTables["readForward"]>[0]) { return this.events.readForward(q); }
   async lastEventId() { return this.events.lastId(); }
   async firstEventId() { return this.events.firstId(); }
+  async countEvents(q: Parameters<EventTables["count"]>[0]) { return this.events.count(q); }
+  async eventIdSpan(q: Parameters<EventTables["idSpan"]>[0]) { return this.events.idSpan(q); }
+  async readEventWindow(q: Parameters<EventTables["readWindow"]>[0]) { return this.events.readWindow(q); }
 
   async getAlert(id: string) { return this.alerts.get(id); }
   async listFiringAlerts() { return this.alerts.listFiring(); }
