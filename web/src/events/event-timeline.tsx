@@ -256,7 +256,7 @@ function EventTable({ events }: { events: readonly Event[] }) {
   const watch = useWatch();
   const { names } = useHosts();
   return (
-    <div className="table-scroll">
+    <div className="table-scroll" tabIndex={0} role="region" aria-label="Events, scrollable">
       <table className="table stack-on-phone events-table" aria-label="Events">
         <thead>
           <tr>

@@ -200,7 +200,7 @@ function ChartResult({ data, events, loading, state }: { data: ChartData; events
         </figure>
       )}
       {data.rows.length > 0 && (
-        <div className="table-scroll">
+        <div className="table-scroll" tabIndex={0} role="region" aria-label="Counts per group, scrollable">
           <table className="table chart-table" aria-label="Counts per group" data-testid="chart-table">
             <thead>
               <tr>

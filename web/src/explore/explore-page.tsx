@@ -225,7 +225,7 @@ function ServersTable({ cel, onFilterError }: { cel: string; onFilterError: (e: 
       <p className="muted small" data-testid="explore-count" role="status">
         {!watch.loaded ? "Loading servers…" : `${count(rows.length, "server")}${cel ? (rows.length === 1 ? " matches" : " match") : ""}${rows.length > MAX_ROWS ? ` (the first ${MAX_ROWS} shown)` : ""}${stale && cw.pending ? " · applying…" : ""} · live`}
       </p>
-      <div className="table-scroll">
+      <div className="table-scroll" tabIndex={0} role="region" aria-label="Servers, scrollable">
         <table className="table stack-on-phone explore-table" aria-label="Servers">
           <thead>
             <tr>
@@ -313,7 +313,7 @@ function HostsTable({ cel, onFilterError }: { cel: string; onFilterError: (e: Ce
           {error}
         </p>
       )}
-      <div className="table-scroll">
+      <div className="table-scroll" tabIndex={0} role="region" aria-label="Hosts, scrollable">
         <table className="table stack-on-phone explore-table" aria-label="Hosts">
           <thead>
             <tr>

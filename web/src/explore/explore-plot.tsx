@@ -47,7 +47,7 @@ export function ExplorePlot({ data, height = 220 }: { data: ChartData; height?: 
       {
         width: Math.max(160, el.clientWidth),
         height,
-        padding: [10, 12, 0, 0],
+        padding: [10, 24, 0, 0],
         legend: { show: false },
         cursor: { drag: { x: false, y: false }, points: { size: 6 } },
         scales: { x: { time: true }, y: { range: () => [0, yMax()] } },
