@@ -148,7 +148,7 @@ describe("dashboard Explore page", () => {
     }
   });
 
-  it("events: a chart grouped by type counts the stops and starts, as ListEvents does; Copy link restores it", async () => {
+  it("events: a chart grouped by type counts the stops and starts, as ListEvents does; Copy link restores it; pinned, it is a panel on /servers", async () => {
     const p = page();
     // Caused: started, stopped, started, stopped (waiting for each to settle).
     for (const [act, phase] of [["start", Phase.RUNNING], ["stop", Phase.STOPPED], ["start", Phase.RUNNING], ["stop", Phase.STOPPED]] as const) {
@@ -206,6 +206,19 @@ describe("dashboard Explore page", () => {
     await p.getByLabel("Group by 2").fill("");
     await p.getByRole("button", { name: "Update chart" }).click();
     await groupError.waitFor({ state: "detached" });
+
+    // Saved and pinned, the chart is a panel on the home page: its total, its groups, a line per bucket.
+    await p.getByRole("button", { name: "Save query…" }).click();
+    const dialog = p.getByTestId("save-query");
+    await dialog.getByLabel("Name").fill(name("stops"));
+    await dialog.getByLabel("Pinned to the home page").check();
+    await dialog.getByRole("button", { name: "Save", exact: true }).click();
+    await dialog.waitFor({ state: "detached" });
+    await p.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: "Servers" }).click();
+    const pinned = p.getByRole("region", { name: "Pinned queries" }).locator(`[data-pinned="${name("stops")}"]`);
+    await expect.poll(() => pinned.getByTestId("pinned-figure").textContent()).toBe("5 in 3 groups");
+    expect(await pinned.locator("svg.sparkline").getAttribute("aria-label")).toMatch(/^per bucket: (0, )+\d/);
+    await createClient(SavedQueryService, manager.transport(manager.adminToken)).deleteSavedQuery({ id: name("stops") });
   });
 
   it("saved queries: save (a bad name refused on its field), reopen from the list, update, a stale update, pin to home, delete", async () => {
