@@ -50,11 +50,11 @@ describe("dashboard CEL filters", () => {
 
     await p.getByRole("button", { name: "Advanced (CEL)" }).click();
     const bar = p.getByRole("search", { name: "CEL filter" });
-    const input = bar.getByRole("textbox", { name: "CEL" });
+    const input = bar.getByRole("combobox", { name: "CEL" });
     expect(await input.getAttribute("spellcheck")).toBe("false");
     // A field name is completed from the descriptors' snake_case names.
     await input.fill("server.spec.lab");
-    await bar.getByRole("list", { name: "Field suggestions" }).getByRole("button", { name: "server.spec.labels", exact: true }).click();
+    await bar.getByRole("listbox", { name: "Field suggestions" }).getByRole("option", { name: "server.spec.labels", exact: true }).click();
     expect(await input.inputValue()).toBe("server.spec.labels");
     // An example chip fills the input; Enter applies it.
     await bar.getByRole("button", { name: PROD, exact: true }).click();
@@ -69,7 +69,7 @@ describe("dashboard CEL filters", () => {
     await p.reload();
     await row(p, name("prod")).waitFor();
     await waitForExpression(p, `!document.querySelector('.vt-row[data-server-name="${name("dev")}"]')`);
-    expect(await p.getByRole("search", { name: "CEL filter" }).getByRole("textbox", { name: "CEL" }).inputValue()).toBe(PROD);
+    expect(await p.getByRole("search", { name: "CEL filter" }).getByRole("combobox", { name: "CEL" }).inputValue()).toBe(PROD);
     // The page's own filters still apply on top.
     await p.getByLabel("Search servers").fill("nothing-like-this");
     await row(p, name("prod")).waitFor({ state: "detached" });
@@ -78,7 +78,7 @@ describe("dashboard CEL filters", () => {
 
     // A syntax error: the manager's message (line, column) under the input; the table keeps its rows.
     const bar2 = p.getByRole("search", { name: "CEL filter" });
-    const input2 = bar2.getByRole("textbox", { name: "CEL" });
+    const input2 = bar2.getByRole("combobox", { name: "CEL" });
     await input2.fill(`${PROD} &&`);
     await bar2.getByRole("button", { name: "Apply" }).click();
     const err = bar2.getByTestId("cel-error");
@@ -122,7 +122,7 @@ describe("dashboard CEL filters", () => {
     await p.getByRole("button", { name: "Advanced (CEL)" }).click();
     const bar = p.getByRole("search", { name: "CEL filter" });
     await bar.getByRole("button", { name: 'event.type.startsWith("server.")', exact: true }).click();
-    await bar.getByRole("textbox", { name: "CEL" }).press("Enter");
+    await bar.getByRole("combobox", { name: "CEL" }).press("Enter");
     await waitForExpression(p, `!document.querySelector('ol.events li.event:not([data-event-type^="server."])') && !!document.querySelector('ol.events li[data-event-type="server.created"]')`);
     expect(new URL(p.url()).searchParams.get("cel")).toBe('event.type.startsWith("server.")');
     const types = await list.locator("li.event").evaluateAll((l) => l.map((e) => e.getAttribute("data-event-type")));
@@ -144,8 +144,8 @@ describe("dashboard CEL filters", () => {
     expect(live.every((t) => t?.startsWith("server."))).toBe(true);
 
     // A refused expression: the manager's message under the input, the events kept.
-    await bar.getByRole("textbox", { name: "CEL" }).fill("event.typo == 1");
-    await bar.getByRole("textbox", { name: "CEL" }).press("Enter");
+    await bar.getByRole("combobox", { name: "CEL" }).fill("event.typo == 1");
+    await bar.getByRole("combobox", { name: "CEL" }).press("Enter");
     const err = bar.getByTestId("cel-error");
     await err.waitFor();
     expect(await err.textContent()).toContain("filter:");

@@ -2,7 +2,7 @@
  * The shell: sign-in with a token, then the top bar (pages, live status,
  * firing alerts, who you are) and the page the path names.
  */
-import { useCallback, useEffect, useRef, useState, type FormEvent, type MouseEvent as ReactMouseEvent } from "react";
+import { lazy, Suspense, useCallback, useEffect, useRef, useState, type FormEvent, type MouseEvent as ReactMouseEvent } from "react";
 import type { Token } from "@berth/proto/berth/v1/access_pb.js";
 import { SessionProvider, useFiringAlerts, useSession, useWatch } from "./app-context.js";
 import { createApi, errorText } from "./api/client.js";
@@ -20,6 +20,9 @@ import { navigate, useLocation } from "./ui/router.js";
 import { Toaster, useToast } from "./ui/toast.js";
 import { useNow } from "./ui/clock.js";
 import type { WatchSnapshot } from "./servers/server-watch.js";
+
+/** The Explore page and its chart code are loaded when first opened. */
+const ExplorePage = lazy(() => import("./explore/explore-page.js").then((m) => ({ default: m.ExplorePage })));
 
 type Auth = { kind: "checking" } | { kind: "out"; message?: string } | { kind: "in"; token: string; me: Token };
 
@@ -156,6 +159,7 @@ const PAGES = [
   { path: "/hosts", label: "Hosts" },
   { path: "/alerts", label: "Alerts" },
   { path: "/events", label: "Events" },
+  { path: "/explore", label: "Explore" },
   { path: "/targets", label: "Backup targets" },
   { path: "/orphans", label: "Orphans", infra: true },
   { path: "/tokens", label: "Tokens", admin: true },
@@ -258,6 +262,11 @@ function Shell() {
         {page?.path === "/hosts" && <HostsPage />}
         {page?.path === "/alerts" && <AlertsPage />}
         {page?.path === "/events" && <EventsPage />}
+        {page?.path === "/explore" && (
+          <Suspense fallback={<p className="muted page">Loading Explore…</p>}>
+            <ExplorePage />
+          </Suspense>
+        )}
         {page?.path === "/targets" && <TargetsPage />}
         {page?.path === "/orphans" && <OrphansPage />}
         {page?.path === "/tokens" && <TokensPage />}

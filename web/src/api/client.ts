@@ -12,6 +12,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { FileService } from "@berth/proto/berth/v1/file_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
+import { QueryService, SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
@@ -29,6 +30,8 @@ export interface Api {
   usage: Client<typeof UsageService>;
   templates: Client<typeof TemplateService>;
   schedules: Client<typeof ScheduleService>;
+  query: Client<typeof QueryService>;
+  savedQueries: Client<typeof SavedQueryService>;
 }
 
 /**
@@ -60,6 +63,8 @@ export function createApi(token: string, onUnauthenticated: (message: string) =>
     usage: createClient(UsageService, transport),
     templates: createClient(TemplateService, transport),
     schedules: createClient(ScheduleService, transport),
+    query: createClient(QueryService, transport),
+    savedQueries: createClient(SavedQueryService, transport),
   };
 }
 

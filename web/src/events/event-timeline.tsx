@@ -65,7 +65,20 @@ export function passesClientFilter(e: Event, f: EventFilter): boolean {
  * `onFilterError`: the manager refused `filter.cel` (called with undefined once
  * it accepted it); the events shown before are kept, and the live tail stops.
  */
-export function EventTimeline({ filter, live, compact, onFilterError }: { filter: EventFilter; live: boolean; compact?: boolean; onFilterError?: (e: CelError | undefined) => void }) {
+export function EventTimeline({
+  filter,
+  live,
+  compact,
+  table,
+  onFilterError,
+}: {
+  filter: EventFilter;
+  live: boolean;
+  compact?: boolean;
+  /** Rows of a table (time, type, reason, message, server, actor) instead of the time line (the Explore page). */
+  table?: boolean;
+  onFilterError?: (e: CelError | undefined) => void;
+}) {
   const onFilterErrorRef = useRef(onFilterError);
   onFilterErrorRef.current = onFilterError;
   const { api } = useSession();
@@ -218,11 +231,15 @@ export function EventTimeline({ filter, live, compact, onFilterError }: { filter
           {error}
         </p>
       )}
-      <ol className="events" aria-label="Events">
-        {shown.map((e) => (
-          <EventItem key={e.id.toString()} e={e} compact={compact ?? false} />
-        ))}
-      </ol>
+      {table ? (
+        <EventTable events={shown} />
+      ) : (
+        <ol className="events" aria-label="Events">
+          {shown.map((e) => (
+            <EventItem key={e.id.toString()} e={e} compact={compact ?? false} />
+          ))}
+        </ol>
+      )}
       {!loading && shown.length === 0 && !error && <p className="muted">{hidden > 0 ? "Only routine events here." : "No events match."}</p>}
       {loading && <p className="muted">Loading…</p>}
       {next && !loading && (
@@ -230,6 +247,56 @@ export function EventTimeline({ filter, live, compact, onFilterError }: { filter
           Load older
         </button>
       )}
+    </div>
+  );
+}
+
+/** The events as table rows (the Explore page's Table view of events). */
+function EventTable({ events }: { events: readonly Event[] }) {
+  const watch = useWatch();
+  const { names } = useHosts();
+  return (
+    <div className="table-scroll" tabIndex={0} role="region" aria-label="Events, scrollable">
+      <table className="table stack-on-phone events-table" aria-label="Events">
+        <thead>
+          <tr>
+            <th>Time</th>
+            <th>Type</th>
+            <th>Reason</th>
+            <th>Message</th>
+            <th>Server</th>
+            <th>Host</th>
+            <th>Actor</th>
+          </tr>
+        </thead>
+        <tbody>
+          {events.map((e) => (
+            <tr key={e.id.toString()} data-event-type={e.type}>
+              <td data-label="Time" className="nowrap">
+                {formatTime(tsMs(e.time))}
+              </td>
+              <td data-label="Type" className="mono">
+                {e.type}
+              </td>
+              <td data-label="Reason" className="mono">
+                {e.reason}
+              </td>
+              <td data-label="Message">{e.message}</td>
+              <td data-label="Server">
+                {e.serverId && (
+                  <button type="button" className="link" onClick={() => navigate(`/servers?server=${encodeURIComponent(e.serverId)}`)} title={e.serverId}>
+                    {watch.servers.get(e.serverId)?.spec?.name ?? e.serverId}
+                  </button>
+                )}
+              </td>
+              <td data-label="Host">{e.hostId ? (names.get(e.hostId) ?? e.hostId) : ""}</td>
+              <td data-label="Actor" className="small">
+                {e.actor}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
     </div>
   );
 }

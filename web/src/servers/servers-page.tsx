@@ -20,6 +20,7 @@ import { useServerActionDialog } from "./server-actions.js";
 import { ServerWatch, type WatchSnapshot } from "./server-watch.js";
 import { CelWatch } from "./cel-watch.js";
 import { CelBar } from "../ui/cel-bar.js";
+import { PinnedPanels } from "../explore/pinned-panels.js";
 import { CARD_HEIGHT, ROW_HEIGHT, ServerRow } from "./server-row.js";
 import { useUsageStore } from "./use-usage.js";
 import type { UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
@@ -266,6 +267,8 @@ export function ServersPage() {
           </button>
         )}
       </div>
+
+      <PinnedPanels />
 
       <div className="toolbar" role="search">
         <input

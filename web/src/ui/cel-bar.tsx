@@ -4,8 +4,13 @@
  * names for the word under the cursor (api/cel-fields.ts), example chips that
  * fill the input, and the manager's refusal shown under the input (the column
  * it names marked). Which filter is in force is the page's business (the URL).
+ *
+ * The input is a combobox (WAI-ARIA 1.2): the suggestions are its listbox;
+ * Down and Up move through them (the input keeps the focus and names the one
+ * chosen with aria-activedescendant), Enter takes it, Escape closes the list
+ * (until the next edit).
  */
-import { useEffect, useId, useMemo, useRef, useState } from "react";
+import { useEffect, useId, useMemo, useRef, useState, type KeyboardEvent } from "react";
 import { Code } from "@connectrpc/connect";
 import { applySuggestion, celFields, errorPosition, suggest, type CelKind } from "../api/cel-fields.js";
 
@@ -24,6 +29,7 @@ export function CelBar({
   examples,
   onApply,
   onClear,
+  clearLabel = "Clear the CEL filter and leave the advanced mode",
 }: {
   kind: CelKind;
   /** The expression in force (from the URL). */
@@ -34,6 +40,8 @@ export function CelBar({
   examples: readonly string[];
   onApply: (expr: string) => void;
   onClear: () => void;
+  /** The Clear button's accessible name. */
+  clearLabel?: string;
 }) {
   const [draft, setDraft] = useState(applied);
   const [cursor, setCursor] = useState(applied.length);
@@ -42,9 +50,40 @@ export function CelBar({
   useEffect(() => setDraft(applied), [applied]);
   const fields = celFields(kind);
   const hints = useMemo(() => suggest(draft, cursor, fields), [draft, cursor, fields]);
+  // The suggestion chosen with the arrow keys (-1: none), and whether Escape closed the list.
+  const [active, setActive] = useState(-1);
+  const [closed, setClosed] = useState(false);
+  const optionsKey = hints.options.join("\n");
+  useEffect(() => setActive(-1), [optionsKey]);
+  const listShown = hints.options.length > 0 && !closed;
+  const optionId = (i: number) => `${ids}-option-${i}`;
+  const take = (o: string) => {
+    const r = applySuggestion(draft, hints, o);
+    fill(r.text, r.cursor);
+  };
+  const onKeyDown = (e: KeyboardEvent<HTMLInputElement>) => {
+    if (!listShown) return;
+    const n = hints.options.length;
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault();
+      setActive((a) => (e.key === "ArrowDown" ? (a + 1) % n : a <= 0 ? n - 1 : a - 1));
+    } else if (e.key === "Enter" && active >= 0 && active < n) {
+      e.preventDefault();
+      take(hints.options[active]!);
+    } else if (e.key === "Escape") {
+      // Only the list closes (not a drawer or dialog around the bar).
+      e.preventDefault();
+      e.stopPropagation();
+      setClosed(true);
+      setActive(-1);
+    }
+  };
   const pos = error ? errorPosition(error.message) : undefined;
   const errLine = error && pos ? error.filter.split("\n")[pos.line - 1] : undefined;
-  const track = (e: { currentTarget: HTMLInputElement }) => setCursor(e.currentTarget.selectionStart ?? e.currentTarget.value.length);
+  const track = (e: { currentTarget: HTMLInputElement; key?: string }) => {
+    if (e.key === "ArrowDown" || e.key === "ArrowUp" || e.key === "Escape" || e.key === "Enter") return;
+    setCursor(e.currentTarget.selectionStart ?? e.currentTarget.value.length);
+  };
   const fill = (text: string, at: number) => {
     setDraft(text);
     setCursor(at);
@@ -79,10 +118,17 @@ export function CelBar({
           autoComplete="off"
           autoCorrect="off"
           placeholder={examples[0] ?? `${kind}.…`}
+          role="combobox"
+          aria-autocomplete="list"
+          aria-expanded={listShown}
+          aria-controls={`${ids}-suggest`}
+          aria-activedescendant={listShown && active >= 0 ? optionId(active) : undefined}
+          onKeyDown={onKeyDown}
           aria-invalid={error && error.filter === draft.trim() ? true : undefined}
           aria-describedby={error ? `${ids}-error` : `${ids}-help`}
           onChange={(e) => {
             setDraft(e.target.value);
+            setClosed(false);
             track(e);
           }}
           onKeyUp={track}
@@ -91,22 +137,28 @@ export function CelBar({
         <button type="submit" className="button small">
           Apply
         </button>
-        <button type="button" className="button small" onClick={onClear} aria-label="Clear the CEL filter and leave the advanced mode">
+        <button type="button" className="button small" onClick={onClear} aria-label={clearLabel}>
           Clear
         </button>
         {pending && <span className="muted small">applying…</span>}
       </div>
-      {hints.options.length > 0 && (
-        <ul className="cel-suggest" aria-label="Field suggestions">
-          {hints.options.map((o) => (
-            <li key={o}>
-              <button type="button" className="chip mono" onMouseDown={(e) => e.preventDefault()} onClick={() => { const r = applySuggestion(draft, hints, o); fill(r.text, r.cursor); }}>
-                {o}
-              </button>
+      {/* Always in the DOM (the input's aria-controls names it); empty and hidden when there is nothing to offer. */}
+      <ul className="cel-suggest" role="listbox" id={`${ids}-suggest`} aria-label="Field suggestions" hidden={!listShown}>
+        {listShown &&
+          hints.options.map((o, i) => (
+            <li
+              key={o}
+              id={optionId(i)}
+              role="option"
+              aria-selected={i === active}
+              className={`chip mono${i === active ? " active" : ""}`}
+              onMouseDown={(e) => e.preventDefault()}
+              onClick={() => take(o)}
+            >
+              {o}
             </li>
           ))}
-        </ul>
-      )}
+      </ul>
       {error ? (
         <div id={`${ids}-error`} className="cel-error" role="alert" data-testid="cel-error">
           <p className="field-error">
