@@ -160,7 +160,7 @@ export async function seriousViolations(page: Page, where: string): Promise<stri
 export interface Dashboard {
   dir: string;
   manager: ManagerProc;
-  agent: Proc;
+  agent: Proc & { dataRoot: string };
   browser: Browser;
 }
 

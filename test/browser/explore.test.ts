@@ -9,12 +9,14 @@
  * pinned and shown as a panel on /servers, deleted; 390 px; axe.
  */
 
+import { existsSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
-import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
+import { DesiredState, Phase, RestartPolicy, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
 import { waitFor, type ManagerProc } from "../harness/processes.js";
 import { type Browser, type Dashboard, screenshot, seriousViolations, signIn, startDashboard, stopDashboard, waitForExpression } from "./browser.js";
@@ -219,6 +221,56 @@ describe("dashboard Explore page", () => {
     await expect.poll(() => pinned.getByTestId("pinned-figure").textContent()).toBe("5 in 3 groups");
     expect(await pinned.locator("svg.sparkline").getAttribute("aria-label")).toMatch(/^per bucket: (0, )+\d/);
     await createClient(SavedQueryService, manager.transport(manager.adminToken)).deleteSavedQuery({ id: name("stops") });
+  });
+
+  it("the four questions of docs/explore.md from the dashboard: crashes per server (by name), a token's changes, servers without data, stops by cause", async () => {
+    const p = page();
+    const hostId = (await manager.hosts.listHosts({})).hosts[0]!.id;
+    // A server that crashes once (exit 3, never restarted).
+    const { server: crash } = await manager.servers.createServer({ spec: { name: name("crash"), image: TEST_IMAGE, command: ["sh", "-c", "sleep 1; exit 3"], restartPolicy: RestartPolicy.NEVER } });
+    created.push(crash!.id);
+    // A change made with a token named ci-deploy.
+    const { secret } = await manager.access.createToken({ name: `ci-deploy-${RUN}`, role: Role.OPERATOR, project: "default" });
+    const { server: ci } = await createClient(ServerService, manager.transport(secret)).createServer({ spec: { name: name("ci"), image: TEST_IMAGE, command: ["sleep", "600"], desiredState: DesiredState.STOPPED } });
+    created.push(ci!.id);
+    // A server stopped through berth, then its data directory removed from the host.
+    const { server: lost } = await manager.servers.createServer({ spec: { name: name("lost"), image: TEST_IMAGE, command: ["sleep", "600"] } });
+    created.push(lost!.id);
+    await waitFor("lost to run", () => phaseIs(lost!.id, Phase.RUNNING), 60_000);
+    await manager.servers.stopServer({ id: lost!.id });
+    await waitFor("lost to stop", () => phaseIs(lost!.id, Phase.STOPPED), 60_000);
+    expect(existsSync(join(d!.agent.dataRoot, lost!.id))).toBe(true);
+    rmSync(join(d!.agent.dataRoot, lost!.id), { recursive: true, force: true });
+    await waitFor("lost's data to be missed", async () => (await manager.servers.getServer({ id: lost!.id })).server?.status?.dataExists === false, 60_000);
+    await waitFor("the crash", async () => (await createClient(EventService, manager.transport(manager.adminToken)).listEvents({ serverId: crash!.id, typePrefix: "container.died" })).events.length > 0, 60_000);
+    const open = (q: Record<string, string | string[]>) => {
+      const u = new URLSearchParams();
+      for (const [k, v] of Object.entries(q)) for (const x of [v].flat()) u.append(k, x);
+      return p.goto(`${manager.url}/explore?${u}`);
+    };
+
+    // 1. Crashes per server this week (at least 1 here; the page's question says 4): the group is the server's name.
+    await open({ source: "events", view: "chart", cel: 'event.type == "container.died"', group: "event.server_id", interval: "86400", window: "604800", min: "1" });
+    await waitForExpression(p, `!!document.querySelector('[data-testid="chart-table"] tr[data-group="${name("crash")}"]')`);
+    expect(await chartTotals()).toEqual({ [name("crash")]: 1 });
+
+    // 2. What the ci-deploy token changed: the events whose actor is that token.
+    await open({ source: "events", view: "table", cel: `event.actor.endsWith(":ci-deploy-${RUN}")` });
+    const events = p.getByRole("table", { name: "Events" });
+    await events.getByText("server.created").first().waitFor();
+    expect(await events.locator("tbody tr").count()).toBe(1);
+    expect(await events.locator("tbody tr").first().textContent()).toContain(name("ci"));
+
+    // 3. Servers on the host without a data directory: only lost.
+    await open({ source: "servers", view: "table", cel: `server.spec.host_id == "${hostId}" && !server.status.data_exists` });
+    await tableRow("Servers", name("lost")).waitFor();
+    await expect.poll(() => p.getByRole("table", { name: "Servers" }).locator("tr[data-server-name]").count()).toBe(1);
+
+    // 4. Stops per hour over the last day, by cause (here of lost, stopped through berth once: reason Stopped).
+    await open({ source: "events", view: "chart", cel: `event.type == "phase.changed" && event.message.contains("→ STOPPED") && event.server_id == "${lost!.id}"`, group: "event.reason", interval: "3600", window: "86400" });
+    await waitForExpression(p, `!!document.querySelector('[data-testid="chart-table"] tr[data-group]')`);
+    expect(await chartTotals()).toEqual({ Stopped: 1 });
+    expect(await seriousViolations(p, "explore, stops by cause")).toEqual([]);
   });
 
   it("saved queries: save (a bad name refused on its field), reopen from the list, update, a stale update, pin to home, delete", async () => {

@@ -35,6 +35,12 @@ describe("chart data", () => {
     expect(groupLabel([])).toBe("all");
   });
 
+  it("names the ids the dashboard knows (a server id from event.server_id), leaves the rest as they are", () => {
+    const names = new Map([["srv_1", "crashy"]]);
+    const d = chartData(response([{ key: ["srv_1", "Crashed"], counts: [4, 0, 0] }, { key: ["srv_gone", "Crashed"], counts: [1, 0, 0] }]), 8, (v) => names.get(v));
+    expect(d.rows.map((r) => r.label)).toEqual(["crashy · Crashed", "srv_gone · Crashed"]);
+  });
+
   it("counts missing for a bucket are 0; extra counts are dropped", () => {
     const d = chartData(response([{ key: ["a"], counts: [5] }], 3));
     expect(d.series[0]!.counts).toEqual([5, 0, 0]);

@@ -31,21 +31,29 @@ export interface ChartData {
   scanned: number;
 }
 
-/** A group's name from its key values: "STOPPED · web-1"; one group without grouping: "all". */
-export function groupLabel(key: readonly string[]): string {
+/**
+ * A group's name from its key values: "STOPPED · web-1"; one group without
+ * grouping: "all". `nameOf` names a value the dashboard knows (a server's or
+ * host's id, as `event.server_id` gives it) by its name.
+ */
+export function groupLabel(key: readonly string[], nameOf?: (value: string) => string | undefined): string {
   if (key.length === 0) return "all";
-  return key.map((k) => (k === "" ? "(none)" : k)).join(" · ");
+  return key.map((k) => (k === "" ? "(none)" : (nameOf?.(k) ?? k))).join(" · ");
 }
 
 const toSeconds = (t: { seconds: bigint; nanos: number } | undefined) => (t ? Number(t.seconds) + t.nanos / 1e9 : 0);
 
-export function chartData(res: Pick<AggregateResponse, "bucketStarts" | "interval" | "groups" | "groupsOmitted" | "matched" | "scanned">, maxSeries = MAX_SERIES): ChartData {
+export function chartData(
+  res: Pick<AggregateResponse, "bucketStarts" | "interval" | "groups" | "groupsOmitted" | "matched" | "scanned">,
+  maxSeries = MAX_SERIES,
+  nameOf?: (value: string) => string | undefined,
+): ChartData {
   const x = res.bucketStarts.map(toSeconds);
   const n = x.length;
   const fit = (counts: readonly bigint[]) => Array.from({ length: n }, (_, i) => Number(counts[i] ?? 0n));
   // Largest first (the manager's order, kept when it is already so), then by name.
   const rows = res.groups
-    .map((g) => ({ label: groupLabel(g.key), counts: fit(g.counts), total: Number(g.total) }))
+    .map((g) => ({ label: groupLabel(g.key, nameOf), counts: fit(g.counts), total: Number(g.total) }))
     .sort((a, b) => b.total - a.total || a.label.localeCompare(b.label));
   let series = rows;
   let folded = 0;

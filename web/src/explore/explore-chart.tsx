@@ -7,12 +7,13 @@
  */
 import { lazy, Suspense, useEffect, useId, useMemo, useState, type FormEvent } from "react";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { useSession } from "../app-context.js";
+import { useHosts, useSession, useWatch } from "../app-context.js";
 import { errorText } from "../api/client.js";
 import type { CelError } from "../ui/cel-bar.js";
 import { formatTime } from "../ui/format.js";
 import { aggregateQueryOf, formatExplore, INTERVALS, MAX_BUCKETS, MAX_GROUP_BY, WINDOWS, type ExploreState } from "./model.js";
-import { chartData, type ChartData } from "./chart-data.js";
+import { chartData, MAX_SERIES, type ChartData } from "./chart-data.js";
+import type { AggregateResponse } from "@berth/proto/berth/v1/query_pb.js";
 import { seriesColour } from "./colours.js";
 
 const ExplorePlot = lazy(() => import("./explore-plot.js").then((m) => ({ default: m.ExplorePlot })));
@@ -34,7 +35,20 @@ export function ExploreChart({ state, onChange, onFilterError }: { state: Explor
   const groupKey = state.group.join("\n");
   useEffect(() => setGroups(padGroups(state.group)), [groupKey]); // eslint-disable-line react-hooks/exhaustive-deps
   useEffect(() => setMinTotal(String(state.minTotal || "")), [state.minTotal]);
-  const [data, setData] = useState<ChartData>();
+  const [answer, setAnswer] = useState<AggregateResponse>();
+  // Server and host ids in the keys (event.server_id, event.host_id) shown by their names, as the dashboard knows them.
+  const { servers } = useWatch();
+  const { names: hostNames } = useHosts();
+  const known = (answer?.groups ?? [])
+    .flatMap((g) => g.key)
+    .map((v) => [v, servers.get(v)?.spec?.name ?? hostNames.get(v)] as const)
+    .filter((e): e is readonly [string, string] => e[1] !== undefined);
+  const namesKey = known.map(([v, n]) => `${v}\u0000${n}`).join("\n");
+  const data = useMemo(() => {
+    if (!answer) return undefined;
+    const names = new Map(known);
+    return chartData(answer, MAX_SERIES, (v) => names.get(v));
+  }, [answer, namesKey]); // eslint-disable-line react-hooks/exhaustive-deps
   const [error, setError] = useState<{ text: string; onGroups: boolean }>();
   const [loading, setLoading] = useState(true);
   const [tick, setTick] = useState(0);
@@ -47,7 +61,7 @@ export function ExploreChart({ state, onChange, onFilterError }: { state: Explor
     api.query
       .aggregate({ query: aggregateQueryOf(state), maxGroups: 50 }, { signal: abort.signal })
       .then((res) => {
-        setData(chartData(res));
+        setAnswer(res);
         setError(undefined);
         onFilterError(undefined);
       })
