@@ -107,7 +107,7 @@ export interface AlertEvaluatorDeps {
 }
 
 /** Ledger events after which the rules are worth re-running at once. */
-const TRIGGERS = /^(phase\.changed|data\.lost|host\.|orphan\.|saved_query\.|server\.(deleted|restored|purged|reassigned))/;
+const TRIGGERS = /^(phase\.changed|data\.lost|host\.|orphan\.|query\.(created|updated|deleted)|server\.(deleted|restored|purged|reassigned))/;
 /** Coalesces a burst of trigger events into one run. */
 const TRIGGER_DELAY_MS = 100;
 /** Triggered runs come at most this often: a busy fleet must not turn the rules into a hot loop. */

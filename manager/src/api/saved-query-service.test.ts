@@ -153,12 +153,12 @@ describe("RunSavedQuery", () => {
     expect(hosts.result.case).toBe("hosts");
     expect(hosts.result.case === "hosts" && hosts.result.value.hosts.length).toBe(1);
     // Events within the window, newest first: this query's own creation is one of them.
-    const ev = await client(tokens.operator).createSavedQuery({ spec: spec({ shared: true, query: { source: QuerySource.EVENTS, filter: 'event.type.startsWith("saved_query.")', window: { seconds: 3600n } } }) });
+    const ev = await client(tokens.operator).createSavedQuery({ spec: spec({ shared: true, query: { source: QuerySource.EVENTS, filter: 'event.type.startsWith("query.")', window: { seconds: 3600n } } }) });
     const events = await client(tokens.viewer).runSavedQuery({ id: ev.savedQuery!.id, pageSize: 1 });
     expect(events.result.case).toBe("events");
     const list = events.result.case === "events" ? events.result.value.events : [];
     expect(list).toHaveLength(1);
-    expect(list[0]?.type).toBe("saved_query.created");
+    expect(list[0]?.type).toBe("query.created");
     expect(list[0]?.correlationId).toBe(ev.savedQuery!.id);
     expect(events.nextPageToken).not.toBe("");
     const next = await client(tokens.viewer).runSavedQuery({ id: ev.savedQuery!.id, pageSize: 100, pageToken: events.nextPageToken });

@@ -324,7 +324,7 @@ export function createSavedQueryService(deps: SavedQueryServiceDeps): ServiceImp
       };
       await store.commit([
         { op: "savedQuery.insert", savedQuery: rec },
-        ledger.op({ type: "saved_query.created", project, actor: actorOf(caller), correlationId: rec.id, message: `saved query "${rec.name}" created (${rec.shared ? "shared" : "private"}${rec.alertEnabled ? ", with an alert" : ""})` }),
+        ledger.op({ type: "query.created", project, actor: actorOf(caller), correlationId: rec.id, message: `saved query "${rec.name}" created (${rec.shared ? "shared" : "private"}${rec.alertEnabled ? ", with an alert" : ""})` }),
       ]);
       return create(CreateSavedQueryResponseSchema, { savedQuery: toProto((await store.getSavedQuery(rec.id)) ?? rec, new Set()) });
     },
@@ -354,7 +354,7 @@ export function createSavedQueryService(deps: SavedQueryServiceDeps): ServiceImp
       };
       await store.commit([
         { op: "savedQuery.update", savedQuery: next, expectVersion: cur.version },
-        ledger.op({ type: "saved_query.updated", project: cur.project, actor: actorOf(caller), correlationId: cur.id, message: `saved query "${next.name}" updated to version ${next.version}`, payload: { version: next.version } }),
+        ledger.op({ type: "query.updated", project: cur.project, actor: actorOf(caller), correlationId: cur.id, message: `saved query "${next.name}" updated to version ${next.version}`, payload: { version: next.version } }),
       ]);
       return create(UpdateSavedQueryResponseSchema, { savedQuery: toProto((await store.getSavedQuery(cur.id)) ?? next, await firing()) });
     },
@@ -365,7 +365,7 @@ export function createSavedQueryService(deps: SavedQueryServiceDeps): ServiceImp
       requireWritable(caller, cur, "DeleteSavedQuery", true);
       await store.commit([
         { op: "savedQuery.delete", id: cur.id },
-        ledger.op({ type: "saved_query.deleted", project: cur.project, actor: actorOf(caller), correlationId: cur.id, message: `saved query "${cur.name}" deleted${cur.alertEnabled ? "; its alert resolves" : ""}` }),
+        ledger.op({ type: "query.deleted", project: cur.project, actor: actorOf(caller), correlationId: cur.id, message: `saved query "${cur.name}" deleted${cur.alertEnabled ? "; its alert resolves" : ""}` }),
       ]);
       return create(DeleteSavedQueryResponseSchema, {});
     },

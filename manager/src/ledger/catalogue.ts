@@ -219,9 +219,9 @@ export const EVENT_CATALOGUE = {
   },
 
   // --- saved queries (SavedQueryService; docs/explore.md) ----------------------
-  "saved_query.created": { meaning: "CreateSavedQuery recorded a saved query (shared or private, with or without an alert)", actor: "operator", fields: "correlation_id: the saved query id" },
-  "saved_query.updated": { meaning: "UpdateSavedQuery replaced a saved query's spec (a changed query or a disabled alert starts its alert's clock again)", actor: "operator", fields: "correlation_id: the saved query id; payload: {version}" },
-  "saved_query.deleted": { meaning: "DeleteSavedQuery removed a saved query (its saved_query alert resolves at the next evaluation)", actor: "operator", fields: "correlation_id: the saved query id" },
+  "query.created": { meaning: "CreateSavedQuery recorded a saved query (shared or private, with or without an alert)", actor: "operator", fields: "correlation_id: the saved query id" },
+  "query.updated": { meaning: "UpdateSavedQuery replaced a saved query's spec (a changed query or a disabled alert starts its alert's clock again)", actor: "operator", fields: "correlation_id: the saved query id; payload: {version}" },
+  "query.deleted": { meaning: "DeleteSavedQuery removed a saved query (its saved_query alert resolves at the next evaluation)", actor: "operator", fields: "correlation_id: the saved query id" },
 
   // --- hosts and access --------------------------------------------------------
   "host.enrolled": { meaning: "an agent enrolled with a one-time token; a new host exists", actor: "agent", fields: "correlation_id: the enrollment token id" },
