@@ -4,7 +4,7 @@
  * scripted agent for a host: who may create, see, change and delete which
  * saved query; names unique per project; versions; filters compiled at
  * create; RunSavedQuery's records with the caller's rights and its
- * aggregate through the injected function (Unimplemented without one).
+ * aggregate through an injected function and through the manager's own.
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +17,7 @@ import { ScriptedAgent, startTestManager, type TestManager } from "../../testing
 import type { Caller } from "../auth/caller.js";
 
 let tm: TestManager;
-let noAggregate: TestManager;
+let ownAggregate: TestManager;
 let agent: ScriptedAgent;
 const tokens: Record<string, string> = {};
 const aggregateCalls: { caller: Caller; req: AggregateRequest }[] = [];
@@ -45,7 +45,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await agent?.close();
   await tm?.close();
-  await noAggregate?.close();
+  await ownAggregate?.close();
 });
 
 const client = (token?: string, m: TestManager = tm) => createClient(SavedQueryService, m.transport(token));
@@ -183,10 +183,10 @@ describe("RunSavedQuery", () => {
   });
 
   it("with the manager's own Aggregate (no fake), an aggregate saved query counts what is there", async () => {
-    noAggregate = await startTestManager();
-    await ScriptedAgent.enroll(noAggregate, "agg-host");
-    const { savedQuery } = await client(undefined, noAggregate).createSavedQuery({ spec: spec({ query: { source: QuerySource.HOSTS, groupBy: ["host.name"] } }) });
-    const r = await client(undefined, noAggregate).runSavedQuery({ id: savedQuery!.id });
+    ownAggregate = await startTestManager();
+    await ScriptedAgent.enroll(ownAggregate, "agg-host");
+    const { savedQuery } = await client(undefined, ownAggregate).createSavedQuery({ spec: spec({ query: { source: QuerySource.HOSTS, groupBy: ["host.name"] } }) });
+    const r = await client(undefined, ownAggregate).runSavedQuery({ id: savedQuery!.id });
     expect(r.result.case).toBe("aggregate");
     const groups = r.result.case === "aggregate" ? r.result.value.groups : [];
     expect(groups.map((g) => [g.key, g.total])).toEqual([[["agg-host"], 1n]]);

@@ -57,15 +57,9 @@ export interface SavedQueryServiceDeps {
   servers: Partial<Pick<ServiceImpl<typeof ServerService>, "listServers">>;
   hosts: Partial<Pick<ServiceImpl<typeof HostService>, "listHosts">>;
   events: Partial<Pick<ServiceImpl<typeof EventService>, "listEvents">>;
-  /** Without it, RunSavedQuery of an aggregate answers Unimplemented. */
-  aggregate?: AggregateFn | undefined;
+  /** Runs an aggregate saved query (QueryService.Aggregate's work). */
+  aggregate: AggregateFn;
   now?: () => number;
-}
-
-class UnimplementedError extends BerthError {
-  constructor(message: string) {
-    super(Code.Unimplemented, message);
-  }
 }
 
 const DEFAULT_PAGE = 100;
@@ -87,10 +81,15 @@ export function isAggregate(spec: SavedQuerySpec): boolean {
   return (spec.query?.groupBy.length ?? 0) > 0 || spec.query?.view === QueryView.CHART;
 }
 
+/** The Aggregate call a saved aggregate query makes: its query, in its project. */
+export function aggregateRequestOf(q: SavedQueryRecord): AggregateRequest {
+  return create(AggregateRequestSchema, { query: q.spec.query!, project: q.project });
+}
+
 /**
- * Checks group_by and sum as far as parsing goes. A stand-in for the
- * aggregate's own validation (query/aggregate.ts, another change): swap it
- * for that once it lands.
+ * Compiles group_by and sum at save time, as Aggregate compiles them when it
+ * runs (InvalidArgument on the spec's field); the types of their values are
+ * checked per record when it runs.
  */
 export function checkAggregateExpressions(spec: SavedQuerySpec): void {
   const q = spec.query!;
@@ -242,9 +241,10 @@ export function createSavedQueryService(deps: SavedQueryServiceDeps): ServiceImp
     return q;
   }
 
-  /** Firing saved_query alerts, by query id. */
-  async function firing(): Promise<Set<string>> {
+  /** Firing saved_query alerts, by query id; read only when one of `qs` has its alert enabled. */
+  async function firing(...qs: SavedQueryRecord[]): Promise<Set<string>> {
     const out = new Set<string>();
+    if (!qs.some((q) => q.alertEnabled)) return out;
     for (const a of await store.listFiringAlerts()) if (a.rule === "saved_query" && a.subject.startsWith("query:")) out.add(a.subject.slice("query:".length));
     return out;
   }
@@ -290,13 +290,13 @@ export function createSavedQueryService(deps: SavedQueryServiceDeps): ServiceImp
         limit: limit + 1,
       });
       const page = rows.slice(0, limit);
-      const fire = await firing();
+      const fire = await firing(...page);
       return create(ListSavedQueriesResponseSchema, { savedQueries: page.map((q) => toProto(q, fire)), nextPageToken: pageToken(page.at(-1), rows.length > limit) });
     },
 
     async getSavedQuery(req, ctx) {
       const q = await find(callerOf(ctx), req.id, req.project);
-      return create(GetSavedQueryResponseSchema, { savedQuery: toProto(q, await firing()) });
+      return create(GetSavedQueryResponseSchema, { savedQuery: toProto(q, await firing(q)) });
     },
 
     async createSavedQuery(req, ctx) {
@@ -356,7 +356,8 @@ export function createSavedQueryService(deps: SavedQueryServiceDeps): ServiceImp
         { op: "savedQuery.update", savedQuery: next, expectVersion: cur.version },
         ledger.op({ type: "query.updated", project: cur.project, actor: actorOf(caller), correlationId: cur.id, message: `saved query "${next.name}" updated to version ${next.version}`, payload: { version: next.version } }),
       ]);
-      return create(UpdateSavedQueryResponseSchema, { savedQuery: toProto((await store.getSavedQuery(cur.id)) ?? next, await firing()) });
+      const stored = (await store.getSavedQuery(cur.id)) ?? next;
+      return create(UpdateSavedQueryResponseSchema, { savedQuery: toProto(stored, await firing(stored)) });
     },
 
     async deleteSavedQuery(req, ctx) {
@@ -373,10 +374,9 @@ export function createSavedQueryService(deps: SavedQueryServiceDeps): ServiceImp
     async runSavedQuery(req, ctx) {
       const caller = callerOf(ctx);
       const q = await find(caller, req.id, req.project);
-      const savedQuery = toProto(q, await firing());
+      const savedQuery = toProto(q, await firing(q));
       if (isAggregate(q.spec)) {
-        if (!deps.aggregate) throw new UnimplementedError(`saved query "${q.name}" is an aggregate (group_by or a chart view), and this manager has no QueryService.Aggregate yet; run it without group_by and with a table or timeline view`);
-        const aggregate = await deps.aggregate(caller, create(AggregateRequestSchema, { query: q.spec.query!, project: q.project }));
+        const aggregate = await deps.aggregate(caller, aggregateRequestOf(q));
         return create(RunSavedQueryResponseSchema, { savedQuery, result: { case: "aggregate", value: aggregate } });
       }
       const r = await runRecords(deps, caller, q, { pageSize: req.pageSize, pageToken: req.pageToken }, now());

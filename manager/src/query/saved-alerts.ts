@@ -8,15 +8,13 @@
  * first row). The evaluator reads that back (savedQueryAlertViews) at each
  * of its runs, so deleting or disabling a query resolves its alert at once.
  */
-import { create } from "@bufbuild/protobuf";
 import { Severity } from "@berth/proto/berth/v1/alert_pb.js";
-import { AggregateRequestSchema } from "@berth/proto/berth/v1/query_pb.js";
 import type { Caller } from "../auth/caller.js";
 import type { AlertSeverity, SavedQueryAlertView } from "../alerts/rules.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/store.js";
 import { turns } from "../turns.js";
-import { fireAfterMs, isAggregate, runRecords, type AggregateFn, type SavedQueryServiceDeps } from "../api/saved-query-service.js";
+import { aggregateRequestOf, fireAfterMs, isAggregate, runRecords, type SavedQueryServiceDeps } from "../api/saved-query-service.js";
 import type { SavedQueryRecord } from "./saved-records.js";
 
 /** What one run of a saved query returned: rows (records on its first page, or groups) and the first described. */
@@ -35,13 +33,12 @@ export function savedQueryCaller(q: SavedQueryRecord): Caller {
 }
 
 /** Runs a saved query for its alert: its records' first page (100), or its aggregate's groups. */
-export function savedQueryRunner(deps: Pick<SavedQueryServiceDeps, "servers" | "hosts" | "events"> & { aggregate?: AggregateFn | undefined; now?: () => number }): SavedQueryRunner {
+export function savedQueryRunner(deps: Pick<SavedQueryServiceDeps, "servers" | "hosts" | "events" | "aggregate" | "now">): SavedQueryRunner {
   const now = deps.now ?? Date.now;
   return async (q) => {
     const caller = savedQueryCaller(q);
     if (isAggregate(q.spec)) {
-      if (!deps.aggregate) throw new Error(`saved query "${q.name}" is an aggregate and this manager has no QueryService.Aggregate`);
-      const r = await deps.aggregate(caller, create(AggregateRequestSchema, { query: q.spec.query!, project: q.project }));
+      const r = await deps.aggregate(caller, aggregateRequestOf(q));
       const g = r.groups[0];
       return { rows: r.groups.length, first: g ? `${g.key.join(", ") || "(all)"}: ${g.total}` : "" };
     }

@@ -10,6 +10,7 @@ import "uplot/dist/uPlot.min.css";
 import { formatTime } from "../ui/format.js";
 import { niceCeiling, type ChartData } from "./chart-data.js";
 import { seriesColour } from "./colours.js";
+import { followWidth } from "../ui/plot-size.js";
 
 const DARK = "(prefers-color-scheme: dark)";
 
@@ -77,13 +78,9 @@ export function ExplorePlot({ data, height = 220 }: { data: ChartData; height?: 
       el,
     );
     plot.current = u;
-    const resize = new ResizeObserver(() => {
-      const w = Math.max(160, el.clientWidth);
-      if (w !== u.width) u.setSize({ width: w, height: u.height });
-    });
-    resize.observe(el);
+    const unfollow = followWidth(u, el, 160);
     return () => {
-      resize.disconnect();
+      unfollow();
       u.destroy();
       plot.current = null;
     };

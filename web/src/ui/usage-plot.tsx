@@ -9,6 +9,7 @@ import { useEffect, useRef, useState } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { formatTime } from "./format.js";
+import { followWidth } from "./plot-size.js";
 
 export interface UsagePlotProps {
   /** x in seconds, then one list per line (null: nothing measured). */
@@ -114,13 +115,9 @@ export function UsagePlot(p: UsagePlotProps) {
       el,
     );
     plot.current = u;
-    const resize = new ResizeObserver(() => {
-      const w = Math.max(120, el.clientWidth);
-      if (w !== u.width) u.setSize({ width: w, height: u.height });
-    });
-    resize.observe(el);
+    const unfollow = followWidth(u, el, 120);
     return () => {
-      resize.disconnect();
+      unfollow();
       u.destroy();
       plot.current = null;
     };
