@@ -17,6 +17,19 @@ function storeTests(dir: string): string[] {
   return found.sort();
 }
 
+/**
+ * Unit files run two at a time. Vitest's default is one fewer than the cores
+ * (one worker on a 2-core machine), and these files mostly wait: on
+ * PostgreSQL, SQLite's fsyncs, timers.
+ */
+const UNIT_WORKERS = 2;
+/**
+ * A unit test's timeout catches a hang, not a slow machine: the property
+ * tests over PostgreSQL take 3-5 s here with two files running, against
+ * Vitest's default of 5 s.
+ */
+const UNIT_TIMEOUTS = { testTimeout: 30_000, hookTimeout: 60_000 };
+
 export default defineConfig({
   test: {
     // Root-level: runs once per `vitest run`, whichever projects are selected; every
@@ -28,6 +41,8 @@ export default defineConfig({
           name: "unit",
           include: ["manager/src/**/*.test.ts", "manager/testing/**/*.test.ts", "agent/src/**/*.test.ts", "agent/testing/**/*.test.ts", "web/src/**/*.test.ts", "bench/lib/**/*.test.ts"],
           env: { BERTH_TEST_STORE: "sqlite" },
+          maxWorkers: UNIT_WORKERS,
+          ...UNIT_TIMEOUTS,
         },
       },
       {
@@ -35,6 +50,8 @@ export default defineConfig({
           name: "unit-pg",
           include: storeTests("manager/src"),
           env: { BERTH_TEST_STORE: "postgres" },
+          maxWorkers: UNIT_WORKERS,
+          ...UNIT_TIMEOUTS,
         },
       },
       {
