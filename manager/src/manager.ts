@@ -349,10 +349,6 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
       refusedReports: () => hub.refusedReports,
       hostUsage: () => usage.hostSamples(),
       ...(config.metricsServerUsage ? { serverUsage: () => usage.serverSamples() } : {}),
-      command: async (id) => {
-        const c = await opened.contract.getCommand(id);
-        return c && { kind: c.command.kind, createdAt: c.createdAt };
-      },
     },
   });
   const scheme = config.tls ? "https" : "http";

@@ -7,6 +7,7 @@ import { hashSecret } from "../ids.js";
 import { Ledger } from "../ledger/ledger.js";
 import { AgentHub } from "../link/agent-hub.js";
 import { createLogger } from "../log.js";
+import { ManagerMetrics } from "../metrics/metrics.js";
 import type { CommitResult, Store, WriteOp } from "../store/store.js";
 import { addHost, openAgentStream, stubReconciler, type AgentBody } from "../../testing/agent-stream.js";
 import { newServer, testStore } from "../../testing/store.js";
@@ -130,6 +131,32 @@ describe("AgentService.Connect", () => {
     await vi.waitFor(async () => expect((await store.containersForServer("host_aaaa", "srv_aaaaaaaaaaaa"))[0]?.state).toBe("exited"));
     expect((await store.getCommand("cmd_run"))?.state).toBe("succeeded");
     expect((await ledger.list({})).filter((e) => e.correlationId === "cmd_run").map((e) => e.type)).toEqual(["command.succeeded"]);
+    a.close();
+  });
+
+  it("a result's event carries its command to the metrics: counted by kind and timed from its issue, once, without reading the command", async () => {
+    const { store, ledger, connect, marker } = await setup();
+    const at = Date.now();
+    const createdAt = at - 60_000;
+    const metrics = new ManagerMetrics({ hosts: async () => [], serverCounts: async () => [], firingAlerts: async () => [], queueDepth: () => 0, now: () => createdAt + 2_500 }, "test");
+    cleanup.push(ledger.subscribe(metrics.onEvent));
+    await store.commit([
+      { op: "server.insert", server: newServer({ id: "srv_aaaaaaaaaaaa", name: "web", hostId: "host_aaaa", dataInitialized: true, at }) },
+      { op: "command.insert", command: create(CommandSchema, { id: "cmd_stop", serverId: "srv_aaaaaaaaaaaa", kind: CommandKind.ENSURE_STOPPED }), hostId: "host_aaaa", createdAt, deadlineAt: at + 60_000 },
+    ]);
+    const a = await connect("host_aaaa");
+    await a.output.next();
+    a.send({ case: "inventory", value: { dockerReachable: true } });
+    a.send({ case: "commandResult", value: { commandId: "cmd_stop", success: false, reason: "DockerError", message: "no such container" } });
+    // A replay after a reconnect records nothing again, so counts nothing again.
+    a.send({ case: "commandResult", value: { commandId: "cmd_stop", success: false, reason: "DockerError", message: "no such container" } });
+    await marker(a, "host_aaaa", 4242);
+    expect((await store.getCommand("cmd_stop"))?.state).toBe("failed");
+    expect((await ledger.list({})).filter((e) => e.type === "command.failed")).toHaveLength(1);
+    const body = (await metrics.render()).body;
+    expect(body).toContain('berth_commands_finished_total{kind="ensure-stopped",outcome="failed"} 1\n');
+    expect(body).toContain('berth_command_duration_seconds_sum{kind="ensure-stopped",outcome="failed"} 2.5\n');
+    expect(body).toContain('berth_command_duration_seconds_count{kind="ensure-stopped",outcome="failed"} 1\n');
     a.close();
   });
 

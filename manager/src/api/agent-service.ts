@@ -27,7 +27,7 @@ import { AsyncQueue } from "../link/async-queue.js";
 import type { Logger } from "../log.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { CommitResult, Store, WriteOp } from "../store/store.js";
-import { type CommandRecord, type DataDirRecord, type DataRootEntry, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
+import { type CommandRecord, type DataDirRecord, type DataRootEntry, eventCommand, type EventInput, type ExitCause, type HostRecord, type ServerRecord } from "../domain/records.js";
 import { LABEL_MANAGER, LABEL_ROLE, LABEL_SERVER, ROLE_INSTALL } from "../domain/labels.js";
 
 /** The most of an install attempt's output kept (the agent keeps its last 64 KiB too). */
@@ -772,6 +772,7 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         message: r.message || commandName(cmd.command.kind),
         actor: "agent",
         correlationId: cmd.id,
+        command: eventCommand(cmd),
       }),
     );
     finish.push(...dataResultOps(cmd, r, server ?? undefined, at));

@@ -3,7 +3,7 @@
  * observed: what the store reads and writes, independent of any database.
  */
 import { create } from "@bufbuild/protobuf";
-import type { Command, ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
+import type { Command, CommandKind, ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { ServerStatusSchema, type ServerSpec, type ServerStatus } from "@berth/proto/berth/v1/server_pb.js";
 import type { Template } from "@berth/proto/berth/v1/template_pb.js";
 
@@ -318,12 +318,33 @@ export interface EventInput {
   actor?: string;
   correlationId?: string;
   payload?: unknown;
+  /**
+   * A `command.*` event's command, as its writer had it: for this manager's
+   * listeners (metrics label and time commands by it instead of reading each
+   * one back). Never stored: an event read from the database, or another
+   * manager's, has none.
+   */
+  command?: EventCommand;
 }
 
-export interface EventRecord extends Required<Omit<EventInput, "payload">> {
+/** What a `command.*` event's listeners know of its command without reading it. */
+export interface EventCommand {
+  kind: CommandKind;
+  /** When the command was issued (CommandRecord.createdAt). */
+  createdAt: number;
+}
+
+/** The EventCommand of a stored command's event. */
+export function eventCommand(c: Pick<CommandRecord, "command" | "createdAt">): EventCommand {
+  return { kind: c.command.kind, createdAt: c.createdAt };
+}
+
+export interface EventRecord extends Required<Omit<EventInput, "payload" | "command">> {
   id: number;
   time: number;
   payloadJson: string;
+  /** As on EventInput: only on an event published by the manager that wrote it. */
+  command?: EventCommand;
 }
 
 /** An empty status for a new server. */

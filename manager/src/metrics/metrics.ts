@@ -8,7 +8,6 @@
  * and cost nothing between scrapes. Names and meanings: docs/metrics.md.
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { CommandKind } from "@berth/proto/berth/v1/agent_pb.js";
 import type { HostUsage, ServerUsage, UsageSample } from "@berth/proto/berth/v1/usage_pb.js";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EventInput } from "../domain/records.js";
@@ -33,8 +32,6 @@ export interface MetricsSources {
   hostUsage?(): Iterable<HostUsage>;
   /** The latest usage of each running server on those hosts; only with --metrics-server-usage (one series per server and figure). */
   serverUsage?(): Iterable<{ project: string; usage: ServerUsage }>;
-  /** A command's kind and creation time, for command.* events. */
-  command(id: string): Promise<{ kind: CommandKind; createdAt: number } | undefined>;
   now?: () => number;
 }
 
@@ -67,7 +64,7 @@ export class ManagerMetrics {
   readonly eventLoop: EventLoopDelay;
 
   constructor(
-    private readonly sources: MetricsSources,
+    sources: MetricsSources,
     version: string,
     options: { eventLoop?: EventLoopDelayOptions } = {},
   ) {
@@ -241,47 +238,30 @@ export class ManagerMetrics {
   }
 
   /**
-   * A ledger listener: counts events, commands and fired alerts. A command's
-   * kind is read from the store afterwards (its duration is measured to the
-   * moment its event was heard); `commandsCounted` resolves once it is counted.
+   * A ledger listener: counts events, commands and fired alerts. A command
+   * event is labelled and timed by the command its writer put on it
+   * (EventInput.command, not stored): reading each one back cost about 4% of
+   * the manager's CPU in a connect storm (docs/benchmarks.md). Its duration
+   * runs to the moment the event is heard.
    */
   readonly onEvent = (_id: number, e: Readonly<EventInput>, remote = false): void => {
     // Another manager's event is counted by that manager (summed over managers, each counts once).
     if (remote) return;
     this.eventsWritten.inc({ type: e.type });
     if (e.type === "alert.fired" && e.reason) this.alertsFired.inc({ rule: e.reason });
-    if (!e.type.startsWith("command.") || !e.correlationId) return;
-    const outcome = e.type === "command.issued" ? "issued" : COMMAND_OUTCOMES[e.type];
+    // Without its command (a writer that did not say) the event is counted above only.
+    if (!e.type.startsWith("command.") || !e.command) return;
+    const kind = commandName(e.command.kind);
+    if (e.type === "command.issued") {
+      this.commandsIssued.inc({ kind });
+      return;
+    }
+    const outcome = COMMAND_OUTCOMES[e.type];
     if (!outcome) return;
-    const counted = this.#countCommand(e.correlationId, outcome, this.now());
-    this.#counting.add(counted);
-    void counted.finally(() => this.#counting.delete(counted));
-  };
-
-  readonly #counting = new Set<Promise<void>>();
-
-  /** Resolves once every command event heard so far is counted (tests, before a scrape). */
-  async commandsCounted(): Promise<void> {
-    await Promise.all(this.#counting);
-  }
-
-  /** Never rejects: a command that cannot be read (gone, database busy) is simply not counted. */
-  async #countCommand(id: string, outcome: string, heardAt: number): Promise<void> {
-    let c: { kind: CommandKind; createdAt: number } | undefined;
-    try {
-      c = await this.sources.command(id);
-    } catch {
-      return;
-    }
-    if (!c) return;
-    if (outcome === "issued") {
-      this.commandsIssued.inc({ kind: commandName(c.kind) });
-      return;
-    }
-    const labels = { kind: commandName(c.kind), outcome };
+    const labels = { kind, outcome };
     this.commandsFinished.inc(labels);
-    this.commandDuration.observe(labels, Math.max(0, heardAt - c.createdAt) / 1000);
-  }
+    this.commandDuration.observe(labels, Math.max(0, this.now() - e.command.createdAt) / 1000);
+  };
 
   /** For ReconcilerDeps.observeReconcile. */
   readonly observeReconcile = (ms: number, ok: boolean): void => {

@@ -10,7 +10,7 @@ function observability() {
     ledger: { subscribe: () => () => {} } as unknown as Ledger,
     health: new HealthStatus(),
     log: pino({ level: "silent" }),
-    sources: { hosts: async () => [], serverCounts: async () => [], firingAlerts: async () => [], queueDepth: () => 0, command: async () => undefined },
+    sources: { hosts: async () => [], serverCounts: async () => [], firingAlerts: async () => [], queueDepth: () => 0 },
     version: "0.0.0",
     probeIntervalSeconds: 3600,
   });

@@ -17,7 +17,9 @@ import {
   ServerStatusSchema,
   type ServerStatus,
 } from "@berth/proto/berth/v1/server_pb.js";
+import { Ledger } from "../ledger/ledger.js";
 import { AgentHub, type AgentSession } from "../link/agent-hub.js";
+import { ManagerMetrics } from "../metrics/metrics.js";
 import type { Store, WriteOp } from "../store/store.js";
 import type { DataDirRecord, ServerRecord } from "../domain/records.js";
 import { newServer, testStore } from "../../testing/store.js";
@@ -375,6 +377,27 @@ describe("Reconciler", () => {
     expect(cmds).toHaveLength(2);
     expect(cmds[1]!.id).not.toBe(cmd.id);
     expect(Phase[(await status(h)).phase]).toBe("CREATING");
+  });
+
+  it("its command events carry the command to the metrics: issued and expired counted by kind, timed from the issue, without reading the command", async () => {
+    const h = await setup();
+    const ledger = new Ledger(h.store);
+    const unfollow = ledger.follow(h.store);
+    const metrics = new ManagerMetrics({ hosts: async () => [], serverCounts: async () => [], firingAlerts: async () => [], queueDepth: () => 0, now: () => h.clock.now }, "test");
+    ledger.subscribe(metrics.onEvent);
+    try {
+      await h.rec.reconcile(SERVER, "created");
+      const deadline = T0 + COMMAND_DEADLINE_MS[CommandKind.ENSURE_RUNNING];
+      h.clock.now = deadline + 1;
+      await h.rec.reconcile(SERVER, "deadline");
+      expect((await events(h)).map((e) => e.type)).toContain("command.expired");
+      const body = (await metrics.render()).body;
+      expect(body).toContain('berth_commands_issued_total{kind="ensure-running"} 1\n');
+      expect(body).toContain('berth_commands_finished_total{kind="ensure-running",outcome="expired"} 1\n');
+      expect(body).toContain(`berth_command_duration_seconds_sum{kind="ensure-running",outcome="expired"} ${(deadline + 1 - T0) / 1000}\n`);
+    } finally {
+      unfollow();
+    }
   });
 
   it("a command that expires while the host is offline leaves Failed/StartTimeout once it is back", async () => {

@@ -6,7 +6,7 @@ import { newId } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { AgentHub } from "../link/agent-hub.js";
 import type { Store, WriteOp } from "../store/store.js";
-import { type BackupLocationRecord, type DataOp, type EventInput, type ExitCause, type InstallRecord, type Lifecycle, type ServerRecord, type StrayCopy } from "../domain/records.js";
+import { type BackupLocationRecord, type DataOp, eventCommand, type EventInput, type ExitCause, type InstallRecord, type Lifecycle, type ServerRecord, type StrayCopy } from "../domain/records.js";
 import { DEFAULT_PIDS_LIMIT, effectiveLimits, oomMessage } from "../domain/limits.js";
 import { LABEL_GENERATION, LABEL_MANAGER, LABEL_ROLE, LABEL_SERVER, LABEL_SPEC_HASH, ROLE_INSTALL } from "../domain/labels.js";
 import { ConflictError, HostOwnershipLostError, NotFoundError } from "../errors.js";
@@ -519,12 +519,12 @@ export class Reconciler {
       const message = `${commandName(inflight.command.kind)}: its result came after the deadline, but the host shows it done`;
       // Refused (ConflictError) if the agent's result finished it meanwhile.
       ops.push({ op: "command.finish", id: inflight.id, state: "succeeded", at: now, reason: "ObservedDone", message });
-      events.push({ type: "command.succeeded", project: srv.project, serverId: srv.id, hostId: srv.hostId, reason: "ObservedDone", message, actor: "reconciler", correlationId: inflight.id });
+      events.push({ type: "command.succeeded", project: srv.project, serverId: srv.id, hostId: srv.hostId, reason: "ObservedDone", message, actor: "reconciler", correlationId: inflight.id, command: eventCommand(inflight) });
     }
     if (p.expireInflight && inflight) {
       const message = `${commandName(inflight.command.kind)} did not finish within ${Math.round((inflight.deadlineAt - inflight.createdAt) / 1000)}s`;
       ops.push({ op: "command.finish", id: inflight.id, state: "expired", at: now, reason: "DeadlineExceeded", message });
-      events.push({ type: "command.expired", project: srv.project, serverId: srv.id, hostId: srv.hostId, reason: p.reason, message, actor: "reconciler", correlationId: inflight.id });
+      events.push({ type: "command.expired", project: srv.project, serverId: srv.id, hostId: srv.hostId, reason: p.reason, message, actor: "reconciler", correlationId: inflight.id, command: eventCommand(inflight) });
     }
     let toSend: Command | undefined;
     if (p.command) {
@@ -937,6 +937,7 @@ export class Reconciler {
         message: commandName(command.kind),
         actor: why.actor,
         correlationId: command.id,
+        command: { kind: command.kind, createdAt: at },
       },
     };
   }

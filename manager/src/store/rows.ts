@@ -392,6 +392,8 @@ export function appendedEvent(id: number, at: number, e: EventInput): EventRecor
     actor: e.actor ?? "",
     correlationId: e.correlationId ?? "",
     payloadJson: JSON.stringify(e.payload ?? {}),
+    // Not stored: handed on to this manager's listeners with the committed event.
+    ...(e.command ? { command: e.command } : {}),
   };
 }
 
