@@ -18,17 +18,33 @@ function storeTests(dir: string): string[] {
 }
 
 /**
- * Unit files run two at a time. Vitest's default is one fewer than the cores
- * (one worker on a 2-core machine), and these files mostly wait: on
- * PostgreSQL, SQLite's fsyncs, timers.
+ * `npm test` runs every project in one `vitest run`, three files at a time:
+ * the projects share one pool (Vitest groups projects of equal maxWorkers),
+ * so unit files fill the time integration files spend waiting on Docker,
+ * timers and child processes. `BERTH_TEST_WORKERS` sets the count (every
+ * project must have the same). docs/testing.md has the measurements.
  */
-const UNIT_WORKERS = 2;
+const WORKERS = Number(process.env.BERTH_TEST_WORKERS ?? 3);
 /**
  * A unit test's timeout catches a hang, not a slow machine: the property
- * tests over PostgreSQL take 3-5 s here with two files running, against
+ * tests over PostgreSQL take 3-5 s here with other files running, against
  * Vitest's default of 5 s.
  */
-const UNIT_TIMEOUTS = { testTimeout: 30_000, hookTimeout: 60_000 };
+const UNIT = { maxWorkers: WORKERS, testTimeout: 30_000, hookTimeout: 60_000 };
+
+/**
+ * Each integration worker has a Docker engine of its own
+ * (test/harness/global-setup.ts starts one per worker; a file finds its
+ * engine with testDockerHost()), so the containers an agent under test sees
+ * are still only its own file's.
+ */
+const INTEGRATION = {
+  globalSetup: ["test/harness/global-setup.ts"],
+  setupFiles: ["test/harness/worker-engine.ts"],
+  maxWorkers: WORKERS,
+  testTimeout: 120_000,
+  hookTimeout: 180_000,
+};
 
 export default defineConfig({
   test: {
@@ -41,8 +57,7 @@ export default defineConfig({
           name: "unit",
           include: ["manager/src/**/*.test.ts", "manager/testing/**/*.test.ts", "agent/src/**/*.test.ts", "agent/testing/**/*.test.ts", "web/src/**/*.test.ts", "bench/lib/**/*.test.ts"],
           env: { BERTH_TEST_STORE: "sqlite" },
-          maxWorkers: UNIT_WORKERS,
-          ...UNIT_TIMEOUTS,
+          ...UNIT,
         },
       },
       {
@@ -50,8 +65,7 @@ export default defineConfig({
           name: "unit-pg",
           include: storeTests("manager/src"),
           env: { BERTH_TEST_STORE: "postgres" },
-          maxWorkers: UNIT_WORKERS,
-          ...UNIT_TIMEOUTS,
+          ...UNIT,
         },
       },
       {
@@ -61,11 +75,7 @@ export default defineConfig({
           // Several managers need PostgreSQL: it runs in integration-pg only.
           exclude: ["**/node_modules/**", "test/managers.test.ts"],
           env: { BERTH_TEST_STORE: "sqlite" },
-          globalSetup: ["test/harness/global-setup.ts"],
-          testTimeout: 120_000,
-          hookTimeout: 180_000,
-          // Real processes and one Docker engine: files run one at a time.
-          fileParallelism: false,
+          ...INTEGRATION,
         },
       },
       {
@@ -75,10 +85,7 @@ export default defineConfig({
           // the whole path from API to agent and back, and the ledger, on PostgreSQL.
           include: ["test/skeleton.test.ts", "test/lifecycle.test.ts", "test/ledger.test.ts", "test/managers.test.ts", "test/data-backups.test.ts"],
           env: { BERTH_TEST_STORE: "postgres" },
-          globalSetup: ["test/harness/global-setup.ts"],
-          testTimeout: 120_000,
-          hookTimeout: 180_000,
-          fileParallelism: false,
+          ...INTEGRATION,
         },
       },
     ],

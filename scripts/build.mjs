@@ -19,15 +19,9 @@
  */
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { isBuiltin } from "node:module";
-import { basename, dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
+import { dirname, join, relative } from "node:path";
+import { bundle, PROGRAMS, ROOT as root } from "./bundle.mjs";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const PROGRAMS = {
-  manager: { entry: "manager/src/main.ts", out: "manager/dist/berth-manager.mjs", workers: ["manager/src/store/sqlite/wal-checkpoint-worker.ts"] },
-  agent: { entry: "agent/src/main.ts", out: "agent/dist/berth-agent.mjs", workers: [] },
-};
 /** Bundled, not installed: workspace packages that are never published. */
 const BUNDLED = new Set(["@berth/proto"]);
 
@@ -43,37 +37,18 @@ for (const name of wanted.length ? wanted : Object.keys(PROGRAMS)) {
   const deps = new Set(Object.keys(pkg.dependencies ?? {}));
   rmSync(join(pkgDir, "dist"), { recursive: true, force: true });
   const t0 = Date.now();
-  await build({
-    // The program, and each worker thread's entry as <name>.mjs beside it.
-    entryPoints: [p.out, ...p.workers].map((f, i) => ({ in: join(root, i === 0 ? p.entry : f), out: basename(f).replace(/\.[^.]+$/, "") })),
+  await bundle({
+    program: p,
     outdir: join(root, dirname(p.out)),
-    outExtension: { ".js": ".mjs" },
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    sourcemap: "linked",
-    sourcesContent: false,
-    legalComments: "none",
-    logLevel: "warning",
-    banner: { js: `// ${pkg.name} ${pkg.version}: bundled by scripts/build.mjs from ${p.entry}; do not edit.` },
-    plugins: [
-      {
-        name: "dependencies-only",
-        setup(b) {
-          b.onResolve({ filter: /^[^./]/ }, (args) => {
-            if (isBuiltin(args.path)) return { external: true };
-            const parts = args.path.split("/");
-            const pkgName = args.path.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
-            if (BUNDLED.has(pkgName)) return undefined;
-            if (deps.has(pkgName)) return { external: true };
-            return {
-              errors: [{ text: `"${args.path}" (imported by ${relative(root, args.importer)}) is not in ${name}/package.json "dependencies"; add it there` }],
-            };
-          });
-        },
-      },
-    ],
+    banner: `// ${pkg.name} ${pkg.version}: bundled by scripts/build.mjs from ${p.entry}; do not edit.`,
+    external: (path, importer) => {
+      if (isBuiltin(path)) return true;
+      const parts = path.split("/");
+      const pkgName = path.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
+      if (BUNDLED.has(pkgName)) return undefined;
+      if (deps.has(pkgName)) return true;
+      return `"${path}" (imported by ${relative(root, importer)}) is not in ${name}/package.json "dependencies"; add it there`;
+    },
   });
   // The systemd unit travels with the package (docs/install.md copies it from there).
   const unit = join(root, `deploy/systemd/berth-${name}.service`);

@@ -47,6 +47,7 @@ import {
   type ManagerProc,
   type Proc,
 } from "./harness/processes.js";
+import { MANAGER_BUNDLE } from "./harness/bundles.js";
 
 const run = promisify(execFile);
 
@@ -397,7 +398,7 @@ describe("first admin token and the recovery CLI", () => {
     expect(secret).toMatch(/^brt_/);
     const { token } = await createClient(AccessService, manager!.transport(secret)).whoAmI({});
     expect(token).toMatchObject({ name: "from-cli", role: Role.VIEWER, project: "games" });
-    const err = await run(process.execPath, ["--import", "tsx", join(REPO_ROOT, "manager/src/main.ts"), "token", "create", "--role", "viewer", "--db", manager!.dbPath]).catch(
+    const err = await run(process.execPath, [MANAGER_BUNDLE, "token", "create", "--role", "viewer", "--db", manager!.dbPath]).catch(
       (e: { code: number; stderr: string }) => e,
     );
     expect((err as { code: number }).code).toBe(2);
@@ -408,7 +409,7 @@ describe("first admin token and the recovery CLI", () => {
 describe("plaintext on the network", () => {
   it("is refused on a non-loopback address without --insecure, with what to do instead", async () => {
     const dir = await tempDir("insecure");
-    const err = await run(process.execPath, ["--import", "tsx", join(REPO_ROOT, "manager/src/main.ts"), "--listen", "0.0.0.0:0", "--db", join(dir, "b.db")], {
+    const err = await run(process.execPath, [MANAGER_BUNDLE, "--listen", "0.0.0.0:0", "--db", join(dir, "b.db")], {
       cwd: REPO_ROOT,
       timeout: 30_000,
     }).catch((e: { code: number; stderr: string }) => e);

@@ -10,7 +10,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import type Docker from "dockerode";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { AccessService, Role } from "@berth/proto/berth/v1/access_pb.js";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
@@ -18,12 +18,13 @@ import { OrphanService, type Orphan } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const SECRET = "pw-9f3c1e7a-never-at-rest";
 
 describe("adoption refusals and secret env on real Docker", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let allowed: string;
   let manager: ManagerProc;

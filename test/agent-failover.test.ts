@@ -25,6 +25,7 @@ import {
   type ManagerProc,
   type Proc,
 } from "./harness/processes.js";
+import { MANAGER_BUNDLE } from "./harness/bundles.js";
 
 /** The agent's "connected to manager" log lines (JSON), oldest first: which URL, which manager. */
 function connections(agent: Proc): { url: string; manager: string; time: number }[] {
@@ -90,7 +91,7 @@ describe("an agent with several manager URLs", () => {
     expect(conns[0]!.manager).toBe(manager.managerId);
     // The dead one cost one refused dial, not a backoff (0.5 s .. 30 s): the log shows the hop.
     expect(agent.log()).toContain(`"next":"${manager.url}"`);
-    // Node's start-up (tsx) is most of it; a backoff after the dead URL would add up to 30 s.
+    // Node's start-up is most of it; a backoff after the dead URL would add up to 30 s.
     expect(onlineMs).toBeLessThan(10_000);
   });
 
@@ -111,7 +112,7 @@ describe("an agent with several manager URLs", () => {
     // Manager B: over a copy of A's store (taken now, so it knows this host's credential) and A's secret key.
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ["--import", "tsx", join(REPO_ROOT, "manager/src/main.ts"), "backup", "--db", a.dbPath, "--to", join(dB, "berth.db")],
+      [MANAGER_BUNDLE, "backup", "--db", a.dbPath, "--to", join(dB, "berth.db")],
       { cwd: REPO_ROOT },
     );
     expect(stdout).toMatch(/1 hosts/);

@@ -10,7 +10,7 @@ import { mkdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises"
 import { cpus, hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { HostState, type Host } from "@berth/proto/berth/v1/host_pb.js";
 import { ConditionStatus, DesiredState, Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
@@ -20,6 +20,7 @@ import { dockerClient, ensureTestImage, startPrivateDockerd, TEST_IMAGE, type Do
 import { eventsFor } from "./harness/ledger.js";
 import { enrollAgent, runAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { startTcpProxy, type TcpProxy } from "./harness/tcp-proxy.js";
+import { testDockerHost } from "./harness/engine.js";
 
 /** Where the harness keeps private dockerds (see docker-engine.ts). */
 const PRIVATE_ROOT = "/tmp/berth-docker";
@@ -36,7 +37,7 @@ const HEARTBEAT_S = 1;
 const AGENT_TIMEOUT_S = 4;
 
 describe("the agent on its host", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let proxy: TcpProxy;

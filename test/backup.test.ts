@@ -9,18 +9,20 @@ import { execFile } from "node:child_process";
 import { copyFileSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { OrphanKind, OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, TEST_IMAGE } from "./harness/docker-engine.js";
 import { REPO_ROOT, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { MANAGER_BUNDLE } from "./harness/bundles.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const MANAGER_ARGS = ["--orphan-grace", "1"];
 
 describe("backup and restore", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };
@@ -42,7 +44,7 @@ describe("backup and restore", () => {
   });
 
   const backup = (args: string[]) =>
-    promisify(execFile)(process.execPath, ["--import", "tsx", join(REPO_ROOT, "manager/src/main.ts"), "backup", ...args], { cwd: REPO_ROOT });
+    promisify(execFile)(process.execPath, [MANAGER_BUNDLE, "backup", ...args], { cwd: REPO_ROOT });
 
   it("a backup taken while the manager runs, restored later: older state comes back, newer servers become untracked orphans, nothing is destroyed", async () => {
     const uid = Date.now().toString(36);

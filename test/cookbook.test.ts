@@ -8,7 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
@@ -27,6 +27,7 @@ import { Phase, ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { parseCookbook, runDocBlock, type Block } from "./harness/cookbook.js";
 import { freePorts, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const DOC = join(REPO_ROOT, "docs/grpcurl.md");
 const SERVICES: DescService[] = [ServerService, HostService, AgentService, AccessService, EventService, AlertService, OrphanService, BackupService, FileService, UsageService, TemplateService, ScheduleService, SavedQueryService, QueryService];
@@ -34,7 +35,7 @@ const SERVICES: DescService[] = [ServerService, HostService, AgentService, Acces
 const NOT_RUNNABLE = new Set(["berth.v1.AgentService/Connect"]);
 
 describe("docs/grpcurl.md, executed", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   const blocks = parseCookbook(readFileSync(DOC, "utf8"));
   let dir: string;
   let manager: ManagerProc;

@@ -12,7 +12,7 @@ import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { BackupService, BackupState, type Backup } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
@@ -23,6 +23,7 @@ import { dockerClient, ensureBinary, TEST_IMAGE } from "./harness/docker-engine.
 import { S3Target } from "../agent/src/data/s3-target.js";
 import { S3RVER_KEY, TestS3Server } from "../agent/testing/s3-server.js";
 import { runAgent, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 
@@ -57,7 +58,7 @@ function writeRandom(path: string, mb: number): void {
 }
 
 describe("backups of data directories", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let backupDir: string;
   let manager: ManagerProc;

@@ -14,7 +14,7 @@ import { promisify } from "node:util";
 import { createReadStream, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type Docker from "dockerode";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { BackupService, BackupState } from "@berth/proto/berth/v1/backup_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
@@ -24,6 +24,7 @@ import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDocke
 import { S3RVER_KEY, TestS3Server } from "../agent/testing/s3-server.js";
 import { startTcpProxy, type TcpProxy } from "./harness/tcp-proxy.js";
 import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const execFileAsync = promisify(execFile);
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
@@ -122,13 +123,13 @@ describe("transfers and clones between hosts", () => {
       await ensureTestImage(d);
       dockers.push(d);
     }
-    dockers.push(dockerClient(inject("dockerHost")));
+    dockers.push(dockerClient(testDockerHost()));
     // A cut link is noticed after --agent-timeout (15 s by default), and only then does the
     // transfer's grace run out: 5 s of silence (five 1 s heartbeats) says the same here.
     manager = await startManager({ dir, args: ["--alert-interval", "1", "--transfer-offline-grace", "5", "--heartbeat-interval", "1", "--agent-timeout", "5"] });
     const u = new URL(manager.url);
     proxyB = await startTcpProxy(u.hostname, Number(u.port));
-    await addAgent("a", inject("dockerHost"));
+    await addAgent("a", testDockerHost());
     await addAgent("b", engineB.dockerHost, { managerUrls: [`${u.protocol}//${proxyB.address}`] });
     // Host C's data root is a small tmpfs: a transfer there runs out of space.
     mkdirSync(small(), { recursive: true });

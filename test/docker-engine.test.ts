@@ -12,8 +12,9 @@ import { join } from "node:path";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import type Dockerode from "dockerode";
 import { dockerClient, TEST_IMAGE } from "./harness/docker-engine.js";
+import { testDockerHost } from "./harness/engine.js";
 
-const dockerHost = inject("dockerHost");
+const dockerHost = testDockerHost();
 const docker = dockerClient(dockerHost);
 const suffix = randomBytes(4).toString("hex");
 
@@ -28,9 +29,12 @@ afterAll(async () => {
 });
 
 describe("docker test harness", () => {
-  it("exposes the engine to test workers via env and inject", () => {
+  it("gives this worker an engine of its own, in env and through testDockerHost()", () => {
     expect(dockerHost).toMatch(/^unix:\/\//);
     expect(process.env.DOCKER_HOST).toBe(dockerHost);
+    const hosts = inject("dockerHosts");
+    expect(hosts).toContain(dockerHost);
+    expect(new Set(hosts).size).toBe(hosts.length);
   });
 
   it("runs a container with init, a bind mount and a published port", async () => {

@@ -8,7 +8,7 @@
  */
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
@@ -16,6 +16,7 @@ import { Phase, RestartPolicy, ServerService } from "@berth/proto/berth/v1/serve
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { parseCookbook, runDocBlock } from "./harness/cookbook.js";
 import { REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const DOC = join(REPO_ROOT, "docs/explore.md");
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
@@ -32,7 +33,7 @@ function sectionBlocks(markdown: string, heading: string) {
 }
 
 describe("docs/explore.md: the four questions, executed", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

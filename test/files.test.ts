@@ -16,13 +16,14 @@ import { gzipSync } from "node:zlib";
 import * as tar from "tar-stream";
 import * as yazl from "yazl";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { ArchiveFormat, FileService, FileType } from "@berth/proto/berth/v1/file_pb.js";
 import { Phase, type Server, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const CHUNK = 1024 * 1024;
@@ -77,7 +78,7 @@ async function codeOf(p: Promise<unknown> | AsyncIterable<unknown>): Promise<str
 }
 
 describe("files", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

@@ -15,10 +15,11 @@ import { chmod, copyFile, readdir, rename, stat, writeFile } from "node:fs/promi
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
 import type Docker from "dockerode";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const run = promisify(execFile);
@@ -74,7 +75,7 @@ async function logText(m: ManagerProc, id: string): Promise<string> {
 }
 
 describe("hardening on the default engine", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

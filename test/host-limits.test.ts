@@ -6,20 +6,21 @@
  * 0.3-0.5 s, every server on the host Unknown).
  */
 import Database from "better-sqlite3";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { DockerRuntime } from "../agent/src/runtime/docker-runtime.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("host limits on real Docker", () => {
-  const socketPath = inject("dockerHost").replace(/^unix:\/\//, "");
-  const docker = dockerClient(inject("dockerHost"));
+  const socketPath = testDockerHost().replace(/^unix:\/\//, "");
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string; stateDir: string };

@@ -7,7 +7,7 @@
  * ReinstallServer; a script past its timeout is killed and leaves no install
  * container behind.
  */
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { InstallState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
@@ -15,6 +15,7 @@ import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { join } from "node:path";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 async function refusal(p: Promise<unknown>): Promise<ConnectError> {
   try {
@@ -26,7 +27,7 @@ async function refusal(p: Promise<unknown>): Promise<ConnectError> {
 }
 
 describe("install scripts on real Docker", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let dbPath: string;
   let manager: ManagerProc;

@@ -14,12 +14,13 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import Docker from "dockerode";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type Client } from "@connectrpc/connect";
 import { OrphanKind, OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, Protocol, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "./harness/docker-engine.js";
 import { freePorts, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const run = promisify(execFile);
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
@@ -43,7 +44,7 @@ describe("project isolation on Docker with iptables", () => {
   let webPort: number;
 
   beforeAll(async () => {
-    const shared = inject("dockerHost");
+    const shared = testDockerHost();
     // The harness's private engines run without iptables: use one that has it.
     engine = shared.includes("/tmp/berth-docker/") ? await startPrivateDockerd("isolation", { iptables: true }) : { socketPath: shared.replace(/^unix:\/\//, ""), dockerHost: shared, stop: async () => {} };
     docker = dockerClient(engine.dockerHost);

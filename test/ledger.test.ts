@@ -7,7 +7,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type Client } from "@connectrpc/connect";
 import { AlertService, AlertState, Severity, type Alert } from "@berth/proto/berth/v1/alert_pb.js";
 import { EventService, type Event } from "@berth/proto/berth/v1/event_pb.js";
@@ -15,6 +15,7 @@ import { OrphanService } from "@berth/proto/berth/v1/orphan_pb.js";
 import { Phase, WatchChange, type Server, type WatchServersResponse } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const WEBHOOK_SECRET = "ledger-test-secret";
@@ -28,7 +29,7 @@ interface Received {
 }
 
 describe("event ledger, watches and alerts", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string; stateDir: string };

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DesiredState, Phase, RestartPolicy, type Server, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -12,6 +12,7 @@ import type { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { eventsFor } from "./harness/ledger.js";
 import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 type SpecInit = MessageInitShape<typeof ServerSpecSchema>;
 
@@ -19,7 +20,7 @@ type SpecInit = MessageInitShape<typeof ServerSpecSchema>;
 const SLEEPER = ["sh", "-c", "date >> /data/starts; exec sleep 100000"];
 
 describe("server lifecycle", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let dbPath: string;
   let manager: ManagerProc;

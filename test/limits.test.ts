@@ -6,7 +6,7 @@
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { FileService } from "@berth/proto/berth/v1/file_pb.js";
@@ -16,6 +16,7 @@ import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docke
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { testDockerHost } from "./harness/engine.js";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const MiB = 1024n * 1024n;
@@ -31,7 +32,7 @@ async function codeOf(p: Promise<unknown>): Promise<[string, string]> {
 }
 
 describe("resource limits", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

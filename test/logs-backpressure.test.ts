@@ -7,11 +7,12 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import http2 from "node:http2";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Phase, TailLogsRequestSchema, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
@@ -52,7 +53,7 @@ function stalledTail(m: ManagerProc, id: string, follow: boolean): { session: ht
 }
 
 describe("TailLogs backpressure", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;

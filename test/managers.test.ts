@@ -21,7 +21,7 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
@@ -31,6 +31,7 @@ import { requirePostgres } from "./harness/postgres-tests.js";
 import { createDatabase, dropDatabase, uniqueDatabaseName } from "./harness/postgres.js";
 import { freePorts, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { startTcpProxy, type TcpProxy } from "./harness/tcp-proxy.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const pg = requirePostgres();
@@ -65,7 +66,7 @@ async function codeOf(p: Promise<unknown>): Promise<ConnectError | undefined> {
 }
 
 describe.skipIf(!pg.url)("several managers on one PostgreSQL database", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let dbName: string;
   let storeUrl: string;

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, unlinkSync, writeFileSync 
 import { join } from "node:path";
 import { promisify } from "node:util";
 import Database from "better-sqlite3";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
@@ -22,9 +22,10 @@ import { MANAGER_SETTINGS } from "../manager/src/config/manager-settings.js";
 import { envName, type AnySetting } from "../manager/src/config/settings.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { bearer, freePorts, managerIdIn, REPO_ROOT, removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { MANAGER_BUNDLE } from "./harness/bundles.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const run = promisify(execFile);
-const MANAGER_MAIN = join(REPO_ROOT, "manager/src/main.ts");
 
 /** The environment without npm's own variables (tests may run under `npm test`). */
 function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -78,7 +79,7 @@ async function startUntilReady(command: string, args: string[], env: NodeJS.Proc
 /** Runs the manager from source to completion (for --help and invalid settings). */
 async function managerExits(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", MANAGER_MAIN, ...args], { cwd: REPO_ROOT, env: cleanEnv(env), timeout: 30_000 });
+    const { stdout, stderr } = await run(process.execPath, [MANAGER_BUNDLE, ...args], { cwd: REPO_ROOT, env: cleanEnv(env), timeout: 30_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -143,7 +144,7 @@ describe("configuration", () => {
     const conf = join(dir, "manager.conf");
     writeFileSync(conf, `# key = value form\nlisten = 127.0.0.1:${p1}\ndb = ${join(dir, "berth.db")}\nlog-format = json\n`);
     const node = process.execPath;
-    const base = ["--import", "tsx", MANAGER_MAIN];
+    const base = [MANAGER_BUNDLE];
 
     const fileOnly = await startUntilReady(node, [...base, "--config", conf], cleanEnv());
     await fileOnly.stop();
@@ -166,7 +167,7 @@ describe("configuration", () => {
 
   it("--store sqlite://PATH selects the database (secret key beside it); --store with --db, an unknown store or PostgreSQL stop it with exit 2", async () => {
     const path = join(dir, "via-store", "berth.db");
-    const started = await startUntilReady(process.execPath, ["--import", "tsx", MANAGER_MAIN, "--listen", "127.0.0.1:0", "--store", `sqlite://${path}`, "--log-format", "json"], cleanEnv());
+    const started = await startUntilReady(process.execPath, [MANAGER_BUNDLE, "--listen", "127.0.0.1:0", "--store", `sqlite://${path}`, "--log-format", "json"], cleanEnv());
     try {
       expect(await http(`${started.url}/readyz`)).toEqual({ status: 200, body: "ready\n" });
       // The "manager listening" log line (pino, asynchronous) may reach stdout just after the ready line.
@@ -197,7 +198,7 @@ describe("configuration", () => {
 });
 
 describe("metrics, health probes and state-change logs with a live agent", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   const METRICS_TOKEN = "operability-metrics-token";
   let dir: string;
   let manager: ManagerProc;
@@ -376,7 +377,7 @@ async function localSqlitePrebuild(under: string): Promise<string> {
 }
 
 describe("npm packages, installed like docs/install.md says", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   /** Stands for / on a real host: the packages go to <root>/opt/berth/{manager,agent}. */
   let root: string;

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { OrphanKind, OrphanService, type Orphan } from "@berth/proto/berth/v1/orphan_pb.js";
@@ -16,13 +16,14 @@ import { specHash } from "../manager/src/reconcile/spec-hash.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { eventsFor } from "./harness/ledger.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "date >> /data/starts 2>/dev/null; exec sleep 100000"];
 /** The grace period this manager runs with (--orphan-grace). */
 const GRACE_S = 2;
 
 describe("orphans", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string; stateDir: string };

@@ -10,13 +10,14 @@
  */
 import type Docker from "dockerode";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { clone, create } from "@bufbuild/protobuf";
 import { Phase, ResourceLimitsSchema, ServerSpecSchema, type Server, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { testDockerHost } from "./harness/engine.js";
 
 const MiB = 1024n * 1024n;
 const uid = Date.now().toString(36);
@@ -69,11 +70,11 @@ describe("capacity-aware placement on two real hosts", () => {
   beforeAll(async () => {
     dir = await tempDir("placement");
     engineB = await startPrivateDockerd("placement-b");
-    docker.a = dockerClient(inject("dockerHost"));
+    docker.a = dockerClient(testDockerHost());
     docker.b = dockerClient(engineB.dockerHost);
     await ensureTestImage(docker.b);
     manager = await startManager({ dir });
-    for (const [key, dockerHost] of [["a", inject("dockerHost")], ["b", engineB.dockerHost]] as const) {
+    for (const [key, dockerHost] of [["a", testDockerHost()], ["b", engineB.dockerHost]] as const) {
       const before = new Set((await manager.hosts.listHosts({})).hosts.map((h) => h.id));
       mkdirSync(join(dir, key), { recursive: true });
       agents.push(await startAgent({ manager, dir: join(dir, key), dockerHost, dataRoot: join(dir, `${key}-data`) }));

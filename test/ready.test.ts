@@ -8,13 +8,14 @@
  * ready finds the line again without showing it Starting. A stop signal
  * becomes the container's StopSignal, and StopServer sends it.
  */
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { ConditionStatus, Phase, type Server } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { eventsFor } from "./harness/ledger.js";
 import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const PATTERN = "Done \\(.*\\)!";
 /** Prints "loading", then after 2 s the line a Minecraft server prints once it has loaded, then runs on. */
@@ -34,7 +35,7 @@ const readyOf = (s: Server) => s.status!.conditions.find((c) => c.type === "Read
 const stopSignalOf = (info: { Config: object }) => (info.Config as { StopSignal?: string }).StopSignal;
 
 describe("ready patterns and stop signals on real Docker", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { stateDir: string; dataRoot: string };

@@ -8,15 +8,16 @@
  * alert; the query shows alert_firing and rows_since meanwhile.
  */
 import { createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AlertService, AlertState, Severity, type Alert } from "@berth/proto/berth/v1/alert_pb.js";
 import { Phase, ServerService, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { QuerySource, SavedQueryService } from "@berth/proto/berth/v1/query_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 describe("saved queries", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;

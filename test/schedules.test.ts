@@ -8,12 +8,13 @@
  * by the manager's own loop (it leads) at the minute, as a TICK.
  */
 import { createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { Phase, ServerService, type ServerSpec, type WatchConsoleResponse } from "@berth/proto/berth/v1/server_pb.js";
 import { PowerAction, ScheduleRunOutcome, ScheduleService, ScheduleTaskOutcome, ScheduleTrigger, type ScheduleRun } from "@berth/proto/berth/v1/schedule_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const ECHO = ["sh", "-c", 'echo "ready $$"; while read l; do echo "got $l"; done'];
@@ -34,7 +35,7 @@ function watch(servers: ReturnType<typeof createClient<typeof ServerService>>, i
 }
 
 describe("schedules", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;

@@ -13,20 +13,21 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { Phase, type Server, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { sftpBatch } from "./harness/sftp-client.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const SFTP_ARGS = ["--sftp-listen", "127.0.0.1:0"];
 
 describe("sftp", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

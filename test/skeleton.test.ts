@@ -11,18 +11,19 @@ import { request } from "node:http";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { HostState } from "@berth/proto/berth/v1/host_pb.js";
 import { Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, TEST_IMAGE } from "./harness/docker-engine.js";
 import { REPO_ROOT, startAgent, startManager, tempDir, waitFor, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const run = promisify(execFile);
 const BUF = join(REPO_ROOT, "node_modules/.bin/buf");
 
 describe("walking skeleton: manager + agent + Docker", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

@@ -7,12 +7,13 @@
  */
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { ConditionStatus, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService, VariableKind } from "@berth/proto/berth/v1/template_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const EGG = fileURLToPath(new URL("./fixtures/eggs/paper-like.ptdl_v2.json", import.meta.url));
 
@@ -26,7 +27,7 @@ async function refusal(p: Promise<unknown>): Promise<ConnectError> {
 }
 
 describe("templates on real Docker", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;

@@ -6,12 +6,13 @@
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { totalmem } from "node:os";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
 import { UsageService, UsageWindow, type WatchUsageResponse } from "@berth/proto/berth/v1/usage_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { testDockerHost } from "./harness/engine.js";
 
 const uid = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 
@@ -25,7 +26,7 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
 }
 
 describe("usage", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;

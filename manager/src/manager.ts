@@ -186,6 +186,16 @@ export interface Manager {
 
 /** Request size cap. */
 const READ_MAX_BYTES = 4 * 1024 * 1024;
+/**
+ * How this manager's enrollment command runs the agent: the sources (or a bundle
+ * made in the checkout: manager/test-dist, the integration tests') sit two levels
+ * under the checkout, whose agent sources are beside them.
+ */
+function agentInvocationHere() {
+  const root = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
+  return agentInvocation(import.meta.url, root, existsSync(join(root, "agent", "src", "main.ts")));
+}
+
 const DEFAULT_WEB_ROOT = fileURLToPath(new URL("../../web/dist", import.meta.url));
 const PLACEHOLDER_WEB_ROOT = fileURLToPath(new URL("../../web/public", import.meta.url));
 
@@ -423,7 +433,7 @@ export async function buildManager(config: ManagerConfig): Promise<Manager> {
     },
   });
   leader.onChange((leading) => (leading ? scheduler.start() : void scheduler.stop(false)));
-  const hostService = createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocation(import.meta.url, fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")) });
+  const hostService = createHostService({ store: opened.contract, hub, presence, ledger, reconciler, networks, drains, caFingerprint: config.tls?.caFingerprint, get advertiseUrl() { return advertiseUrl; }, agent: agentInvocationHere() });
   const eventService = createEventService({ ledger, store: opened.contract });
   // QueryService.Aggregate, and the aggregate saved queries (run with their caller's scope, or the alert runner's).
   const aggregateDeps = { store: opened.contract, presence };

@@ -47,8 +47,9 @@ function newestMtime(path: string): number {
 }
 
 /**
- * `npm test` builds the dashboard before the integration tests; running this
- * file alone still gets a build as new as the sources.
+ * `npm test` builds the dashboard before the tests, and the integration
+ * projects' global setup calls this before any file runs; a file run some
+ * other way still gets a build as new as the sources.
  */
 export async function ensureWebBuilt(): Promise<void> {
   const built = join(WEB, "dist", "index.html");

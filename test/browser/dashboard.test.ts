@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AlertService } from "@berth/proto/berth/v1/alert_pb.js";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -21,6 +21,7 @@ import { S3RVER_KEY, TestS3Server } from "../../agent/testing/s3-server.js";
 import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `ui-${RUN}-${s}`;
@@ -34,7 +35,7 @@ const SLEEPER = ["sh", "-c", "exec sleep 100000"];
 const SLOW_STOP = ["sh", "-c", "echo hello-from-berth; trap 'sleep 3; exit 0' TERM; sleep 100000 & wait"];
 
 describe("dashboard", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   // --crash-backoff 2: the crash-loop step sees its second crash within seconds.
   const managerArgs = ["--alert-not-converged", "3", "--alert-interval", "1", "--orphan-grace", "0", "--crash-backoff", "2"];
   let dir: string;
@@ -1137,7 +1138,7 @@ describe("dashboard", () => {
  * Each step signs in again if it must, so each runs alone with -t.
  */
 describe("dashboard: backup targets, policy and moves between hosts", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   const SECRET = `s3-secret-${RUN}`;
   let dir: string;
   let manager: ManagerProc;

@@ -10,20 +10,21 @@
  * mode; a screenshot at 390 px.
  */
 
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
 import { waitFor, type ManagerProc } from "../harness/processes.js";
 import { type Browser, type Dashboard, row, screenshot, seriousViolations, startDashboard, stopDashboard, waitForExpression } from "./browser.js";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `cel-${RUN}-${s}`;
 const PROD = 'server.spec.labels["tier"] == "prod"';
 
 describe("dashboard CEL filters", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let d: Dashboard | undefined;
   let manager: ManagerProc;
   let browser: Browser;

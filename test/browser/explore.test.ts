@@ -11,7 +11,7 @@
 
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { EventService } from "@berth/proto/berth/v1/event_pb.js";
@@ -20,13 +20,14 @@ import { DesiredState, Phase, RestartPolicy, ServerService } from "@berth/proto/
 import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
 import { waitFor, type ManagerProc } from "../harness/processes.js";
 import { type Browser, type Dashboard, screenshot, seriousViolations, signIn, startDashboard, stopDashboard, waitForExpression } from "./browser.js";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `exp-${RUN}-${s}`;
 const PROD = 'server.spec.labels["tier"] == "prod"';
 
 describe("dashboard Explore page", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let d: Dashboard | undefined;
   let manager: ManagerProc;
   let browser: Browser;

@@ -7,17 +7,18 @@
  * so in a toast whose Undo restores the server.
  */
 import { rm } from "node:fs/promises";
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, signIn, type Browser } from "./browser.js";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `fm-${RUN}-${s}`;
 
 describe("forms", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc & { dataRoot: string };

@@ -14,7 +14,7 @@
  */
 
 import { createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { InstallState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateService } from "@berth/proto/berth/v1/template_pb.js";
@@ -22,6 +22,7 @@ import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
 import { waitForPhase, type ManagerProc } from "../harness/processes.js";
 import { type Browser, type Dashboard, row, screenshot, seriousViolations, signIn, startDashboard, stopDashboard, waitForRowPhase } from "./browser.js";
 import type { Page } from "playwright-core";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const SERVER = `inst-${RUN}-jar`;
@@ -29,7 +30,7 @@ const SERVER = `inst-${RUN}-jar`;
 const SCRIPT = "echo fetching server.jar\nif [ -e /mnt/server/marker ]; then echo done; exit 0; fi\ntouch /mnt/server/marker\nexit 3";
 
 describe("dashboard install scripts", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let d: Dashboard | undefined;
   let manager: ManagerProc;
   let browser: Browser;

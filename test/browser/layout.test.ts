@@ -9,11 +9,12 @@
  */
 import { rm } from "node:fs/promises";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitForPhase, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
 import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, type Browser } from "./browser.js";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `lay-${RUN}-${s}`;
@@ -23,7 +24,7 @@ const LAPTOP = { width: 1440, height: 900 };
 const PAGES = ["Servers", "Hosts", "Alerts", "Events", "Backup targets", "Orphans", "Tokens"];
 
 describe("dashboard layout", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let dir: string;
   let manager: ManagerProc;
   let agent: Proc;

@@ -12,7 +12,7 @@
  */
 
 import { createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "@berth/proto/berth/v1/access_pb.js";
 import { PowerAction, ScheduleService } from "@berth/proto/berth/v1/schedule_pb.js";
 import { Phase, type ServerSpec } from "@berth/proto/berth/v1/server_pb.js";
@@ -20,13 +20,14 @@ import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
 import { waitFor, waitForPhase, type ManagerProc } from "../harness/processes.js";
 import { type Browser, type Dashboard, row, screenshot, seriousViolations, signIn, startDashboard, stopDashboard, waitForRowPhase } from "./browser.js";
 import type { Page } from "playwright-core";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const SERVER = `sched-${RUN}`;
 const ECHO = ["sh", "-c", 'echo "ready $$"; while read l; do echo "got $l"; done'];
 
 describe("dashboard schedules", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let d: Dashboard | undefined;
   let manager: ManagerProc;
   let browser: Browser;

@@ -16,18 +16,19 @@
 
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TemplateService, VariableKind } from "@berth/proto/berth/v1/template_pb.js";
 import { dockerClient, TEST_IMAGE } from "../harness/docker-engine.js";
 import { waitFor, type ManagerProc } from "../harness/processes.js";
 import { type Browser, type Dashboard, row, screenshot, seriousViolations, startDashboard, stopDashboard, waitForRowPhase } from "./browser.js";
+import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
 const name = (s: string) => `tpl-${RUN}-${s}`;
 const EGG = join(import.meta.dirname, "..", "fixtures", "eggs", "generic.ptdl_v1.json");
 
 describe("dashboard templates", () => {
-  const docker = dockerClient(inject("dockerHost"));
+  const docker = dockerClient(testDockerHost());
   let d: Dashboard | undefined;
   let manager: ManagerProc;
   let browser: Browser;

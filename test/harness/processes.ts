@@ -1,6 +1,6 @@
 /**
- * Starts real berth processes for integration tests: `node --import tsx
- * <main.ts>` (one PID per process, stopped by that PID only), with output
+ * Starts real berth processes for integration tests: `node <bundle>` of
+ * the current sources (bundles.ts; one PID per process, stopped by that PID only), with output
  * captured to a log file the test can print on failure.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
@@ -15,6 +15,7 @@ import { create } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import { inject } from "vitest";
 import { createDatabase, uniqueDatabaseName } from "./postgres.js";
+import { AGENT_BUNDLE, MANAGER_BUNDLE } from "./bundles.js";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AccessService } from "@berth/proto/berth/v1/access_pb.js";
@@ -22,8 +23,8 @@ import { HostService, HostState, type Host } from "@berth/proto/berth/v1/host_pb
 import { ServerService, Phase, GetServerRequestSchema, type Server } from "@berth/proto/berth/v1/server_pb.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const MANAGER_MAIN = join(REPO_ROOT, "manager/src/main.ts");
-const AGENT_MAIN = join(REPO_ROOT, "agent/src/main.ts");
+/** Stack traces in the programs' logs name the TypeScript sources. */
+const NODE_FLAGS = ["--enable-source-maps"];
 
 export interface Proc {
   readonly pid: number;
@@ -38,7 +39,7 @@ export interface Proc {
 
 function startNode(script: string, args: string[], logPath: string, env: NodeJS.ProcessEnv = {}): Proc {
   const out = createWriteStream(logPath, { flags: "a" });
-  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, script, ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -117,7 +118,7 @@ export function bearer(token: string): Interceptor {
 /** `berth-manager token create ...` against a database file; returns the secret. */
 export async function createTokenWithCli(dbPath: string, args: string[]): Promise<string> {
   const where = /^[a-z]+:\/\//.test(dbPath) ? ["--store", dbPath] : ["--db", dbPath];
-  const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", MANAGER_MAIN, "token", "create", ...where, ...args], { cwd: REPO_ROOT });
+  const { stdout } = await promisify(execFile)(process.execPath, [...NODE_FLAGS, MANAGER_BUNDLE, "token", "create", ...where, ...args], { cwd: REPO_ROOT });
   return stdout.trim();
 }
 
@@ -157,7 +158,7 @@ export async function startManager(opts: { dir: string; dbPath?: string; store?:
   const storeArgs = store === undefined ? ["--db", dbPath] : ["--store", store, ...(store.startsWith("postgres") && !opts.args?.includes("--secret-key-file") ? ["--secret-key-file", join(opts.dir, "secret.key")] : [])];
   const storeKey = store ?? dbPath;
   const proc = startNode(
-    MANAGER_MAIN,
+    MANAGER_BUNDLE,
     ["--listen", `127.0.0.1:${opts.port ?? 0}`, ...storeArgs, "--log-level", "debug", ...(opts.args ?? [])],
     join(opts.dir, "manager.log"),
   );
@@ -249,7 +250,7 @@ export async function startAgent(opts: {
 /** Runs `berth-agent enroll` to completion; returns its exit code and output. */
 export async function enrollAgent(opts: { managerUrl: string; token: string; stateDir: string; dir: string; env?: NodeJS.ProcessEnv }): Promise<{ code: number | null; log: string }> {
   const logPath = join(opts.dir, `enroll-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}.log`);
-  const p = startNode(AGENT_MAIN, ["enroll", "--manager", opts.managerUrl, "--token", opts.token, "--state-dir", opts.stateDir], logPath, opts.env ?? {});
+  const p = startNode(AGENT_BUNDLE, ["enroll", "--manager", opts.managerUrl, "--token", opts.token, "--state-dir", opts.stateDir], logPath, opts.env ?? {});
   const code = await new Promise<number | null>((resolve) => p.child.once("exit", (c) => resolve(c)));
   // Let the log stream flush.
   await new Promise((r) => setTimeout(r, 50));
@@ -267,7 +268,7 @@ export const TEST_RECONNECT_MAX_SECONDS = 1;
 /** Starts `berth-agent run` for an already enrolled state dir. */
 export function runAgent(opts: { dir: string; stateDir: string; dataRoot: string; env?: NodeJS.ProcessEnv; extraArgs?: string[] }): Proc {
   return startNode(
-    AGENT_MAIN,
+    AGENT_BUNDLE,
     [
       "run",
       "--state-dir",

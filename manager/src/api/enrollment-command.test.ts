@@ -23,6 +23,11 @@ describe("the Add-host command", () => {
     expect(notes).toEqual([expect.stringMatching(/runs from the checkout at \/home\/me\/my berth/)]);
   });
 
+  it("a bundle run inside a checkout (the agent's sources beside it) prints the checkout's agent too", () => {
+    expect(agentInvocation("file:///home/me/berth/manager/test-dist/berth-manager.mjs", "/home/me/berth", true)).toEqual({ bin: "npx berth-agent", cwd: "/home/me/berth" });
+    expect(agentInvocation("file:///home/me/berth/manager/test-dist/berth-manager.mjs", "/home/me/berth", false)).toEqual({ bin: "berth-agent" });
+  });
+
   it("an advertised URL that is not a URL is said, not printed silently", () => {
     expect(enrollmentCommand({ bin: "berth-agent" }, "not a url", "enr_a.b").notes).toEqual([expect.stringMatching(/is not a URL an agent can dial/)]);
     expect(enrollmentCommand({ bin: "berth-agent" }, "it's", "x").command).toContain("--manager 'it'\\''s'");

@@ -307,13 +307,14 @@ export interface AgentInvocation {
 }
 
 /**
- * The agent's invocation for a manager running from `moduleUrl`: from a source
- * checkout (TypeScript through tsx) the checkout's own agent, run with npx from
- * its root; from the bundle (an installed package) `berth-agent`, which
- * docs/install.md links onto the PATH.
+ * The agent's invocation for a manager running from `moduleUrl`: in a source
+ * checkout (TypeScript through tsx, or a bundle made there: `inCheckout`, the
+ * agent's sources are beside it) the checkout's own agent, run with npx from
+ * its root; from an installed package `berth-agent`, which docs/install.md
+ * links onto the PATH.
  */
-export function agentInvocation(moduleUrl: string, checkoutRoot: string): AgentInvocation {
-  return moduleUrl.endsWith(".ts") ? { bin: "npx berth-agent", cwd: checkoutRoot } : { bin: "berth-agent" };
+export function agentInvocation(moduleUrl: string, checkoutRoot: string, inCheckout = false): AgentInvocation {
+  return moduleUrl.endsWith(".ts") || inCheckout ? { bin: "npx berth-agent", cwd: checkoutRoot } : { bin: "berth-agent" };
 }
 
 /** Where the printed command keeps the agent's credential: the agent's own default, said out loud. */
