@@ -41,7 +41,7 @@ import { loadVisibleServer } from "./find-server.js";
 import { serverToProto } from "./convert.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { backupLocationOn, BackupRemoval } from "./backup-removal.js";
-import { backupKey, pendingBackup, requireDataOpAllowed } from "../backups/pending.js";
+import { backupKey, pendingBackup, requireDataOpAllowed, withDataOpSettled } from "../backups/pending.js";
 import { WRITE_ATTEMPTS } from "./server-service.js";
 
 export interface BackupServiceDeps {
@@ -144,7 +144,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
   async function startDataOp(caller: Caller, idOrName: string, what: string, decide: (s: ServerRecord, at: number) => Promise<{ op: DataOp; more: WriteOp[] }>): Promise<ServerRecord> {
     let key = idOrName;
     for (let attempt = 1; ; attempt++) {
-      const s = await loadVisibleServer(store, caller, key);
+      const s = await withDataOpSettled(await loadVisibleServer(store, caller, key), { reconcileNow: (id, why) => reconciler.reconcileNow(id, why), getServer: (id) => store.getServer(id) }, what);
       key = s.id;
       requireDataOpAllowed(s, what, (h) => presence.isConnected(h));
       const at = now();

@@ -40,6 +40,25 @@ export function pendingBackup(s: Pick<ServerRecord, "id" | "name" | "project" | 
 }
 
 /**
+ * `s` once the reconciler has folded in a data command that may just have
+ * finished. A command's result records the backup's outcome (GetBackup says
+ * done) in one batch and the reconcile it queues ends the server's dataOp in
+ * the next; a new operation asked for in between would be refused as "under
+ * way" while the backup it names reads as finished. With a dataOp recorded,
+ * that reconcile runs now and the server is read again; without one, `s` is
+ * returned as it is.
+ */
+export async function withDataOpSettled(
+  s: ServerRecord,
+  deps: { reconcileNow(serverId: string, cause: string): Promise<void>; getServer(id: string): Promise<ServerRecord | undefined> },
+  what: string,
+): Promise<ServerRecord> {
+  if (!s.lifecycle.dataOp) return s;
+  await deps.reconcileNow(s.id, `${what} asked for while a ${s.lifecycle.dataOp.kind} was recorded`);
+  return (await deps.getServer(s.id)) ?? s;
+}
+
+/**
  * Refuses a new data operation on `s` (a backup, restore, transfer or a
  * clone's fresh backup) now: purging, deleted, another one under way, or
  * its host away (refused rather than queued), naming what to do instead.

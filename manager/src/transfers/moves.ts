@@ -25,7 +25,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
 import type { Store, WriteOp } from "../store/store.js";
 import { backupLocationOn } from "../api/backup-removal.js";
-import { backupKey, pendingBackup, requireDataOpAllowed } from "../backups/pending.js";
+import { backupKey, pendingBackup, requireDataOpAllowed, withDataOpSettled } from "../backups/pending.js";
 import { loadHost } from "../api/find-server.js";
 import { requireSchedulable } from "../hosts/placement.js";
 import { loadPortOwners, requirePortsFree } from "../api/port-check.js";
@@ -81,7 +81,7 @@ export class ServerMoves {
     const { store, ledger } = this.deps;
     const dest = await this.schedulableHost(hostIdOrName, "transfer");
     for (let attempt = 1; ; attempt++) {
-      const cur = attempt === 1 ? s : await this.reload(s.id);
+      const cur = await this.settled(attempt === 1 ? s : await this.reload(s.id), "transfer");
       requireDataOpAllowed(cur, "transfer", (h) => this.deps.presence.isConnected(h));
       if (dest.id === cur.hostId) throw new PreconditionError(`server "${cur.name}" is on host ${dest.name} already; choose another host`);
       await requirePortsFree(store, dest.id, cur.spec.ports, { exceptId: cur.id, project: cur.project, hostLabel: dest.name || dest.id });
@@ -132,8 +132,9 @@ export class ServerMoves {
    * backup of the source: `fromBackup`, or one made now (the source stops
    * for it and starts again, as any backup).
    */
-  async clone(by: Mover, src: ServerRecord, o: CloneOptions): Promise<{ server: ServerRecord; backupId: string }> {
+  async clone(by: Mover, asked: ServerRecord, o: CloneOptions): Promise<{ server: ServerRecord; backupId: string }> {
     const { store, ledger } = this.deps;
+    const src = await this.settled(asked, "clone");
     if (src.lifecycle.purge) throw new PreconditionError(`server "${src.name}" is being purged; it cannot be cloned`);
     if (src.deletedAt !== null) throw new PreconditionError(`server "${src.name}" is deleted; restore it first with ServerService.RestoreServer, or clone one of its backups into a server that exists`);
     if (await store.findServerByName(src.project, o.name)) throw new ServerNameTakenError(src.project, o.name);
@@ -218,6 +219,11 @@ export class ServerMoves {
     if (sourceOps.length > 0) await this.deps.reconciler.reconcileNow(src.id, `backup for a clone by ${by.name}`);
     await this.deps.reconciler.reconcileNow(id, `cloned by ${by.name}`);
     return { server: await this.reload(id), backupId };
+  }
+
+  /** The server once a data command that may just have finished is folded in (withDataOpSettled). */
+  private settled(s: ServerRecord, what: string): Promise<ServerRecord> {
+    return withDataOpSettled(s, { reconcileNow: (id, why) => this.deps.reconciler.reconcileNow(id, why), getServer: (id) => this.deps.store.getServer(id) }, what);
   }
 
   private async reload(id: string): Promise<ServerRecord> {
