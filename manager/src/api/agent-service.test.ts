@@ -173,7 +173,11 @@ describe("AgentService.Connect", () => {
     // An agent that keeps sending meanwhile: the manager does not read ahead (the transport holds them).
     for (let i = 0; i < 500; i++) a.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: BigInt(1000 + i) } });
     b.send({ case: "heartbeat", value: { dockerReachable: true, dataRootFreeBytes: 222n } });
+    // A's first batch reaches the store and is held there (how soon depends on the machine's load:
+    // waited for, not assumed after B's), and B is served while it is.
+    await vi.waitFor(() => expect(gated.held).toEqual([["host.heartbeat"]]));
     await vi.waitFor(async () => expect((await store.getHost("host_bbbb"))?.facts.dataRootFreeBytes, "host B served meanwhile").toBe(222));
+    // Time for a handler that reads ahead or applies out of order to show it.
     await tick(50);
     expect(gated.held).toEqual([["host.heartbeat"]]);
     expect(await store.observedContainer("host_aaaa", "d".repeat(64)), "A's second message waits for its first").toBeUndefined();
