@@ -11,7 +11,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServerSpecSchema } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { eventsFor } from "./harness/ledger.js";
-import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { removeTestDir, runAgent, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForLines, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { testDockerHost } from "./harness/engine.js";
 
 type SpecInit = MessageInitShape<typeof ServerSpecSchema>;
@@ -48,7 +48,16 @@ describe("server lifecycle", () => {
     const init = { name: `lc-${Date.now().toString(36)}-${n++}`, image: TEST_IMAGE, command: SLEEPER, ...spec } as SpecInit;
     const { server } = await manager.servers.createServer({ spec: init });
     created.push(server!.id);
-    return waitForPhase(manager, server!.id, phase);
+    const ready = await waitForPhase(manager, server!.id, phase);
+    // Running is the container's state, not the shell's progress: the SLEEPER
+    // may not have written its line yet.
+    if (phase === Phase.RUNNING && spec.command === undefined) await startsReach(server!.id, 1);
+    return ready;
+  }
+
+  /** Waits until the SLEEPER of `id` has written `count` start lines, then checks there are not more. */
+  async function startsReach(id: string, count: number): Promise<void> {
+    expect(await waitForLines(join(agent.dataRoot, id, "starts"), count)).toBe(count);
   }
 
   async function containersOf(id: string) {
@@ -135,7 +144,7 @@ describe("server lifecycle", () => {
     const back = await waitForPhase(manager, s.id, Phase.RUNNING);
     expect(back.status!.containerId).not.toBe(s.status!.containerId);
     expect(readFileSync(join(dataDir, "keep.txt"), "utf8")).toBe("precious");
-    expect(readFileSync(join(dataDir, "starts"), "utf8").trim().split("\n")).toHaveLength(2);
+    await startsReach(s.id, 2);
   });
 
   it("data directory deleted behind berth's back: DataLost, never recreated silently", async () => {
@@ -257,7 +266,7 @@ describe("server lifecycle", () => {
       const x = await get(s.id);
       return x.status!.phase === Phase.RUNNING && x.status!.containerId && x.status!.containerId !== s.status!.containerId ? x : undefined;
     });
-    expect(readFileSync(join(agent.dataRoot, s.id, "starts"), "utf8").trim().split("\n")).toHaveLength(2);
+    await startsReach(s.id, 2);
     await manager.servers.pauseServer({ id: s.id });
     await waitForPhase(manager, s.id, Phase.PAUSED);
     expect((await docker.getContainer(after.status!.containerId).inspect()).State.Paused).toBe(true);
@@ -282,7 +291,7 @@ describe("server lifecycle", () => {
     expect(restored.spec!.desiredState).toBe(DesiredState.STOPPED);
     await manager.servers.startServer({ id: s.id });
     await waitForPhase(manager, s.id, Phase.RUNNING);
-    expect(readFileSync(join(agent.dataRoot, s.id, "starts"), "utf8").trim().split("\n")).toHaveLength(2);
+    await startsReach(s.id, 2);
   });
 
   it("purge removes record and container; data only with remove_data", async () => {

@@ -15,7 +15,7 @@ import { DesiredState, Phase, ServerSpecSchema } from "@berth/proto/berth/v1/ser
 import { specHash } from "../manager/src/reconcile/spec-hash.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "./harness/docker-engine.js";
 import { eventsFor } from "./harness/ledger.js";
-import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
+import { removeTestDir, startAgent, startManager, tempDir, waitFor, waitForHostOnline, waitForLines, waitForPhase, type ManagerProc, type Proc } from "./harness/processes.js";
 import { testDockerHost } from "./harness/engine.js";
 
 const SLEEPER = ["sh", "-c", "date >> /data/starts 2>/dev/null; exec sleep 100000"];
@@ -252,6 +252,7 @@ describe("orphans", () => {
     mkdirSync(outside);
     writeFileSync(join(outside, "world.dat"), "blocks");
     const id = await handmade({ mounts: [{ source: outside, target: "/data" }] });
+    await waitForLines(join(outside, "starts"), 1);
     await resync();
     const o = await waitListed("the unmanaged container", (os) => os.find((x) => x.containerId === id), true);
 
@@ -269,7 +270,7 @@ describe("orphans", () => {
     expect(await exists(id)).toBe(false);
     // The copy is the server's data (the new container started with it); the original stays.
     expect(readFileSync(join(agent.dataRoot, server!.id, "world.dat"), "utf8")).toBe("blocks");
-    expect(readFileSync(join(agent.dataRoot, server!.id, "starts"), "utf8").trim().split("\n").length).toBe(2);
+    expect(await waitForLines(join(agent.dataRoot, server!.id, "starts"), 2)).toBe(2);
     expect(readFileSync(join(outside, "world.dat"), "utf8")).toBe("blocks");
     expect(eventsFor(manager.dbPath, server!.id).map((e) => e.type)).toEqual(expect.arrayContaining(["orphan.adopted", "command.issued", "command.succeeded"]));
     expect((await list(true)).some((x) => x.containerId === id)).toBe(false);
@@ -285,6 +286,7 @@ describe("orphans", () => {
     const s1 = await make(DesiredState.RUNNING);
     const s2 = await make(DesiredState.STOPPED);
     const c1 = (await waitForPhase(manager, s1.id, Phase.RUNNING)).status!.containerId;
+    await waitForLines(join(agentB.dataRoot, s1.id, "starts"), 1);
     const c2 = (await waitForPhase(manager, s2.id, Phase.STOPPED)).status!.containerId;
     containers.push(c1, c2);
 
@@ -312,7 +314,7 @@ describe("orphans", () => {
     expect(moved!.generation).toBe(s1.generation + 1n);
     const back = await waitForPhase(manager, s1.id, Phase.RUNNING);
     expect(back.status!.containerId).not.toBe(c1);
-    expect(readFileSync(join(agent.dataRoot, s1.id, "starts"), "utf8").trim().split("\n").length).toBe(2);
+    expect(await waitForLines(join(agent.dataRoot, s1.id, "starts"), 2)).toBe(2);
     expect(eventsFor(manager.dbPath, s1.id).find((e) => e.type === "server.reassigned")?.actor).toMatch(/^token:/);
     const after = await list();
     expect(after.some((x) => x.serverId === s1.id)).toBe(false);

@@ -14,7 +14,7 @@ import { createClient } from "@connectrpc/connect";
 import { BackupService } from "@berth/proto/berth/v1/backup_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, seriousViolations, signIn, waitForRowPhase, type Browser } from "./browser.js";
+import { launchBrowser, row, screenshot, seriousViolations, signIn, waitForRowPhase, type Browser } from "./browser.js";
 import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -49,7 +49,6 @@ describe("accessibility", () => {
   const goTo = (label: string) => page().getByRole("navigation", { name: "Pages" }).getByRole("link", { name: new RegExp(`^${label}\\b`) }).click();
 
   beforeAll(async () => {
-    await ensureWebBuilt();
     dir = await tempDir("browser-a11y");
     // --alert-not-converged 3: the server that cannot pull its image has a firing alert within seconds.
     manager = await startManager({ dir, args: ["--alert-not-converged", "3", "--alert-interval", "1", "--orphan-grace", "0"] });

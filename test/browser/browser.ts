@@ -47,9 +47,10 @@ function newestMtime(path: string): number {
 }
 
 /**
- * `npm test` builds the dashboard before the tests, and the integration
- * projects' global setup calls this before any file runs; a file run some
- * other way still gets a build as new as the sources.
+ * Builds the dashboard when its build is older than its sources. `npm test`
+ * builds it before the tests; the integration projects' global setup calls
+ * this before any file runs, so `vitest run <file>` gets a build as new as
+ * the sources too.
  */
 export async function ensureWebBuilt(): Promise<void> {
   const built = join(WEB, "dist", "index.html");
@@ -166,13 +167,12 @@ export interface Dashboard {
 }
 
 /**
- * A fresh dashboard for one test file: the build checked, a manager and an
+ * A fresh dashboard for one test file: a manager and an
  * agent in a temp dir (`prefix`) with the host online, a browser signed in
  * as admin (page errors printed). What started is stopped again when a later
  * step fails.
  */
 export async function startDashboard(prefix: string): Promise<Dashboard> {
-  await ensureWebBuilt();
   const d: Partial<Dashboard> = { dir: await tempDir(prefix) };
   try {
     d.manager = await startManager({ dir: d.dir! });

@@ -20,7 +20,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { S3RVER_KEY, TestS3Server } from "../../agent/testing/s3-server.js";
 import { dockerClient, ensureTestImage, removeBerthContainers, startPrivateDockerd, TEST_IMAGE, type DockerEngine } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitFor, waitForPhase, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
+import { launchBrowser, row, screenshot, signIn, waitForRowPhase, type Browser, waitForExpression } from "./browser.js";
 import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -81,7 +81,6 @@ describe("dashboard", () => {
   const rowCount = async () => (await page().evaluate(`document.querySelectorAll(".vt-body .vt-row").length`)) as number;
 
   beforeAll(async () => {
-    await ensureWebBuilt();
     dir = await tempDir("browser");
     manager = await startManager({ dir, args: managerArgs });
     // Backups go under --backup-dir; the last step makes a directory target there.
@@ -1155,7 +1154,6 @@ describe("dashboard: backup targets, policy and moves between hosts", () => {
   const backups = () => createClient(BackupService, manager.transport(manager.adminToken));
 
   beforeAll(async () => {
-    await ensureWebBuilt();
     dir = await tempDir("browser-moves");
     s3 = await TestS3Server.start(["berth"]);
     manager = await startManager({ dir });

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { startAgent, startManager, tempDir, waitFor, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, signIn, type Browser } from "./browser.js";
+import { launchBrowser, row, signIn, type Browser } from "./browser.js";
 import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -38,7 +38,6 @@ describe("forms", () => {
     })()`) as Promise<string | null>;
 
   beforeAll(async () => {
-    await ensureWebBuilt();
     dir = await tempDir("forms");
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir });

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DesiredState, Phase } from "@berth/proto/berth/v1/server_pb.js";
 import { dockerClient, removeBerthContainers, TEST_IMAGE } from "../harness/docker-engine.js";
 import { freePorts, startAgent, startManager, tempDir, waitForPhase, waitForHostOnline, type ManagerProc, type Proc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, type Browser } from "./browser.js";
+import { launchBrowser, row, screenshot, signIn, type Browser } from "./browser.js";
 import { testDockerHost } from "../harness/engine.js";
 
 const RUN = Date.now().toString(36).slice(-4);
@@ -50,7 +50,6 @@ describe("dashboard layout", () => {
   }
 
   beforeAll(async () => {
-    await ensureWebBuilt();
     dir = await tempDir("layout");
     manager = await startManager({ dir });
     agent = await startAgent({ manager, dir, extraArgs: ["--usage-interval", "1"] }); // usage figures in the rows and cards within seconds

@@ -13,7 +13,7 @@ import { AgentService } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState } from "@berth/proto/berth/v1/server_pb.js";
 import { TEST_IMAGE } from "../harness/docker-engine.js";
 import { startManager, tempDir, type ManagerProc } from "../harness/processes.js";
-import { ensureWebBuilt, launchBrowser, row, screenshot, signIn, type Browser, waitForExpression } from "./browser.js";
+import { launchBrowser, row, screenshot, signIn, type Browser, waitForExpression } from "./browser.js";
 
 const SERVERS = 5000;
 const HOSTS = 100;
@@ -24,7 +24,6 @@ describe("dashboard at 5,000 servers", () => {
   let dir: string;
 
   beforeAll(async () => {
-    await ensureWebBuilt();
     dir = await tempDir("browser-scale");
     manager = await startManager({ dir, args: ["--rate-limit", "1000000", "--rate-burst", "1000000"] });
     const agents = createClient(AgentService, manager.transport(undefined));

@@ -20,12 +20,20 @@ const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const MANAGER_BUNDLE = join(REPO_ROOT, "manager/test-dist/berth-manager.mjs");
 export const AGENT_BUNDLE = join(REPO_ROOT, "agent/test-dist/berth-agent.mjs");
 
+let bundling: Promise<void> | undefined;
+
 /**
- * Bundles both programs from the current sources. Each file is written beside
- * its final name and renamed over it, so a program another run is starting
- * meanwhile reads a whole bundle, old or new, never half of one.
+ * Bundles both programs from the current sources, once per Vitest process
+ * (both integration projects' global setups run in it and ask). Each file is
+ * written beside its final name and renamed over it, so a program another run
+ * is starting meanwhile reads a whole bundle, old or new, never half of one.
  */
-export async function bundleForTests(): Promise<void> {
+export function bundleForTests(): Promise<void> {
+  bundling ??= bundleBoth();
+  return bundling;
+}
+
+async function bundleBoth(): Promise<void> {
   for (const [program, out] of [[PROGRAMS.manager, MANAGER_BUNDLE], [PROGRAMS.agent, AGENT_BUNDLE]] as const) {
     const outdir = dirname(out);
     const result = await bundle({

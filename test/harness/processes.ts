@@ -4,7 +4,7 @@
  * captured to a log file the test can print on failure.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream, existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -330,6 +330,19 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * Waits until the text file `path` (a log a test container appends to, one
+ * line per start) has `count` lines; returns how many it has then. A server's
+ * Running phase is its container's state, not its shell's progress, so a line
+ * the shell writes may come a little after it. The caller checks the count is
+ * not more.
+ */
+export async function waitForLines(path: string, count: number, timeoutMs = 20_000): Promise<number> {
+  const lines = () => (existsSync(path) ? readFileSync(path, "utf8").split("\n").filter(Boolean).length : 0);
+  await waitFor(`${count} line(s) in ${path}`, async () => lines() >= count, timeoutMs);
+  return lines();
 }
 
 /** Waits until a host of `m` is online (HostState.ONLINE); returns it (tests here run one agent per manager). */

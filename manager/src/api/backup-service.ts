@@ -144,7 +144,7 @@ export function createBackupService(deps: BackupServiceDeps): ServiceImpl<typeof
   async function startDataOp(caller: Caller, idOrName: string, what: string, decide: (s: ServerRecord, at: number) => Promise<{ op: DataOp; more: WriteOp[] }>): Promise<ServerRecord> {
     let key = idOrName;
     for (let attempt = 1; ; attempt++) {
-      const s = await withDataOpSettled(await loadVisibleServer(store, caller, key), { reconcileNow: (id, why) => reconciler.reconcileNow(id, why), getServer: (id) => store.getServer(id) }, what);
+      const s = await withDataOpSettled(await loadVisibleServer(store, caller, key), { reconciler, store }, what);
       key = s.id;
       requireDataOpAllowed(s, what, (h) => presence.isConnected(h));
       const at = now();

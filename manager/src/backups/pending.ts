@@ -1,5 +1,7 @@
 import type { BackupRecord, ServerRecord } from "../domain/records.js";
 import { PreconditionError } from "../errors.js";
+import type { Reconciler } from "../reconcile/reconciler.js";
+import type { ServerReads } from "../store/store.js";
 
 /**
  * Where a new backup's archive goes in its target. The agent compresses by
@@ -50,12 +52,12 @@ export function pendingBackup(s: Pick<ServerRecord, "id" | "name" | "project" | 
  */
 export async function withDataOpSettled(
   s: ServerRecord,
-  deps: { reconcileNow(serverId: string, cause: string): Promise<void>; getServer(id: string): Promise<ServerRecord | undefined> },
+  deps: { reconciler: Pick<Reconciler, "reconcileNow">; store: Pick<ServerReads, "getServer"> },
   what: string,
 ): Promise<ServerRecord> {
   if (!s.lifecycle.dataOp) return s;
-  await deps.reconcileNow(s.id, `${what} asked for while a ${s.lifecycle.dataOp.kind} was recorded`);
-  return (await deps.getServer(s.id)) ?? s;
+  await deps.reconciler.reconcileNow(s.id, `${what} asked for while a ${s.lifecycle.dataOp.kind} was recorded`);
+  return (await deps.store.getServer(s.id)) ?? s;
 }
 
 /**

@@ -223,7 +223,7 @@ export class ServerMoves {
 
   /** The server once a data command that may just have finished is folded in (withDataOpSettled). */
   private settled(s: ServerRecord, what: string): Promise<ServerRecord> {
-    return withDataOpSettled(s, { reconcileNow: (id, why) => this.deps.reconciler.reconcileNow(id, why), getServer: (id) => this.deps.store.getServer(id) }, what);
+    return withDataOpSettled(s, this.deps, what);
   }
 
   private async reload(id: string): Promise<ServerRecord> {
