@@ -436,20 +436,25 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
       const allStopped = settle(w1.until(`${n} servers STOPPED`, () => pending.size === 0, opts.phaseTimeoutS * 1000), t0);
       const callMs: number[] = [];
       let failedCalls = 0;
+      /** Each distinct error a call got, with how many calls got it. */
+      const failures = new Map<string, number>();
       await mapLimit(ids, 256, async (id) => {
         const c0 = wallMs();
         try {
           await callers[call++ % callers.length]!.stopServer({ id });
-        } catch {
+        } catch (e) {
           failedCalls++;
+          const what = e instanceof Error ? e.message : String(e);
+          failures.set(what, (failures.get(what) ?? 0) + 1);
         }
         callMs.push(wallMs() - c0);
       });
+      for (const [what, count] of failures) opts.log(`mass stop: ${count} StopServer call(s) failed: ${what}`);
       const tApi = wallMs() - t0;
       const tAll = await allStopped;
       off();
       report.sizes["mass stop servers"] = n;
-      report.figure(SUITE, `mass stop ${n}: every StopServer answered`, "s", [tApi / 1000], failedCalls ? `${failedCalls} calls failed` : undefined);
+      report.figure(SUITE, `mass stop ${n}: every StopServer answered`, "s", [tApi / 1000], failedCalls ? `${failedCalls} calls failed: ${[...failures.keys()].join("; ")}` : undefined);
       report.figure(SUITE, `mass stop ${n}: StopServer call latency (256 in flight)`, "ms", callMs);
       if (tAll === undefined) {
         report.figure(SUITE, `mass stop ${n}: servers STOPPED after ${opts.phaseTimeoutS} s`, "servers", [n - pending.size]);
