@@ -7,6 +7,7 @@
  *   node --import tsx bench/profile-summary.ts <file.cpuprofile> --stalls [count=5] [top=15]
  *
  *   node --import tsx bench/profile-summary.ts <file.cpuprofile> --stalls-log <manager.log> [top=15]
+ *   node --import tsx bench/profile-summary.ts <file.cpuprofile> --window <from>:<to> [top=30] [filter]
  *
  * `--stalls`: the longest stretches in which the thread never went idle (what
  * holds the event loop: a stretch of 1 s is a second in which no timer,
@@ -14,7 +15,9 @@
  * Consecutive turns merge into one stretch; `--stalls-log` is exact: the
  * stalls the manager logged ("the event loop was blocked", with monotonic
  * start and end in µs, the profile's clock; metrics/stall-watch.ts), each
- * with what ran in it.
+ * with what ran in it. `--window`: only the samples between two points, in
+ * seconds from the profile's start, or from its end when negative
+ * (`--window -14:-2`: a phase that ended 2 s before the process did).
  */
 import { readFileSync } from "node:fs";
 
@@ -36,7 +39,11 @@ const args = process.argv.slice(2);
 const stalls = args.includes("--stalls");
 const logAt = args.indexOf("--stalls-log");
 const stallsLog = logAt >= 0 ? args[logAt + 1] : undefined;
-const [file, topArg, filter] = args.filter((a, i) => a !== "--stalls" && (logAt < 0 || (i !== logAt && i !== logAt + 1)));
+const windowAt = args.indexOf("--window");
+const windowArg = windowAt >= 0 ? args[windowAt + 1] : undefined;
+/** Indices of options and their values, not positional arguments. */
+const skipped = new Set([logAt, windowAt].filter((i) => i >= 0).flatMap((i) => [i, i + 1]));
+const [file, topArg, filter] = args.filter((a, i) => a !== "--stalls" && !skipped.has(i));
 if (!file) {
   process.stderr.write("usage: bench/profile-summary.ts <file.cpuprofile> [top] [url-filter] | <file.cpuprofile> --stalls [count] [top]\n");
   process.exit(2);
@@ -135,8 +142,20 @@ if (stallsLog) {
   }
 } else {
   const top = Number(topArg ?? 30);
-  const totalUs = p.endTime - p.startTime;
-  const { self, incl } = breakdown(selfTimes(0, p.samples.length));
+  let [from, to, totalUs] = [0, p.samples.length, p.endTime - p.startTime];
+  if (windowArg) {
+    const [a, b] = windowArg.split(":").map(Number);
+    if (a === undefined || b === undefined || Number.isNaN(a) || Number.isNaN(b)) throw new Error(`--window wants <from>:<to> in seconds, got "${windowArg}"`);
+    const point = (sec: number) => (sec < 0 ? p.endTime : p.startTime) + sec * 1e6;
+    const at = sampleTimes();
+    const [fromUs, toUs] = [point(a), point(b)];
+    from = at.findIndex((t) => t >= fromUs);
+    to = at.findIndex((t) => t > toUs);
+    if (from < 0) from = at.length;
+    if (to < 0) to = at.length;
+    totalUs = Math.max(0, Math.min(toUs, p.endTime) - Math.max(fromUs, p.startTime));
+  }
+  const { self, incl } = breakdown(selfTimes(from, to));
   show("self time", self, totalUs, top, filter);
   show("inclusive time", incl, totalUs, top, filter);
 }

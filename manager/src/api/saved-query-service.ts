@@ -44,7 +44,8 @@ import { BerthError, InvalidArgumentError, NotFoundError, PermissionDeniedError 
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Store } from "../store/store.js";
-import { compileFilter, compileValue, type FilterKind } from "../query/cel.js";
+import { compileFilter } from "../query/cel.js";
+import { compileAggregateExpressions, QUERY_KINDS } from "../query/aggregate.js";
 import type { SavedQueryRecord } from "../query/saved-records.js";
 
 /** QueryService.Aggregate's work (query/aggregate.ts runAggregate), injected: the lead wires it. */
@@ -69,13 +70,6 @@ export const DEFAULT_WINDOW_MS = 24 * 3600_000;
 /** An alert's fire_after when unset. */
 export const DEFAULT_FIRE_AFTER_MS = 5 * 60_000;
 
-export const KIND: Record<QuerySource, FilterKind | undefined> = {
-  [QuerySource.UNSPECIFIED]: undefined,
-  [QuerySource.SERVERS]: "server",
-  [QuerySource.HOSTS]: "host",
-  [QuerySource.EVENTS]: "event",
-};
-
 /** Whether running the query answers an aggregate (group_by or a chart view) rather than records. */
 export function isAggregate(spec: SavedQuerySpec): boolean {
   return (spec.query?.groupBy.length ?? 0) > 0 || spec.query?.view === QueryView.CHART;
@@ -93,10 +87,7 @@ export function aggregateRequestOf(q: SavedQueryRecord): AggregateRequest {
  */
 export function checkAggregateExpressions(spec: SavedQuerySpec): void {
   const q = spec.query!;
-  const kind = KIND[q.source]!;
-  // Compiled as Aggregate compiles them (query/aggregate.ts): InvalidArgument on the spec's field.
-  q.groupBy.forEach((g, i) => compileValue(kind, g, `spec.query.group_by[${i}]`));
-  if (q.sum.trim()) compileValue(kind, q.sum, "spec.query.sum");
+  compileAggregateExpressions(QUERY_KINDS[q.source]!, q, "spec.query");
   if (q.source !== QuerySource.EVENTS && (q.interval || q.window)) {
     throw new InvalidArgumentError(q.interval ? "spec.query.interval" : "spec.query.window", "only events have a time window; leave interval and window unset for servers and hosts");
   }
@@ -105,7 +96,7 @@ export function checkAggregateExpressions(spec: SavedQuerySpec): void {
 /** The spec as stored: checked (its filter compiled, InvalidArgument on `spec.query.filter`). */
 function checkSpec(spec: SavedQuerySpec): SavedQuerySpec {
   const s = clone(SavedQuerySpecSchema, spec);
-  const kind = KIND[s.query!.source];
+  const kind = QUERY_KINDS[s.query!.source];
   if (!kind) throw new InvalidArgumentError("spec.query.source", "set the source: QUERY_SOURCE_SERVERS, QUERY_SOURCE_HOSTS or QUERY_SOURCE_EVENTS");
   if (s.query!.filter.trim()) compileFilter(kind, s.query!.filter, "spec.query.filter");
   checkAggregateExpressions(s);

@@ -29,6 +29,7 @@ import {
   AggregateResponseSchema,
   QuerySource,
   type AggregateGroup,
+  type AggregateQuery,
   type AggregateRequest,
   type AggregateResponse,
 } from "@berth/proto/berth/v1/query_pb.js";
@@ -112,11 +113,24 @@ const turn = () => new Promise<void>((r) => setImmediate(r));
 /** The CEL budgets of one call: larger than a list page's, an aggregate reads a window. */
 export const AGGREGATE_LIMITS = { callBudget: 50_000_000, callMs: 20_000 };
 
-const KINDS: Partial<Record<QuerySource, FilterKind>> = {
+/** What each source's CEL expressions are about (undefined: no source set). */
+export const QUERY_KINDS: Partial<Record<QuerySource, FilterKind>> = {
   [QuerySource.SERVERS]: "server",
   [QuerySource.HOSTS]: "host",
   [QuerySource.EVENTS]: "event",
 };
+
+/**
+ * Compiles a query's group_by and sum, InvalidArgument naming the field under
+ * `prefix` (`query`, or `spec.query` when a saved query is stored); the types
+ * of their values are checked per record when the query runs.
+ */
+export function compileAggregateExpressions(kind: FilterKind, q: Pick<AggregateQuery, "groupBy" | "sum">, prefix: string): { groupBy: CompiledValue[]; sum: CompiledValue | undefined } {
+  return {
+    groupBy: q.groupBy.map((g, i) => compileValue(kind, g, `${prefix}.group_by[${i}]`)),
+    sum: q.sum.trim() ? compileValue(kind, q.sum, `${prefix}.sum`) : undefined,
+  };
+}
 
 /**
  * Counts what `req.query` asks within `scope` (see the file's comment and
@@ -127,14 +141,13 @@ const KINDS: Partial<Record<QuerySource, FilterKind>> = {
 export async function runAggregate(deps: AggregateDeps, scope: AggregateScope, req: AggregateRequest): Promise<AggregateResponse> {
   const q = req.query;
   if (!q) throw new InvalidArgumentError("query", "required: the source and what to count");
-  const kind = KINDS[q.source];
+  const kind = QUERY_KINDS[q.source];
   if (!kind) throw new InvalidArgumentError("query.source", "set it to QUERY_SOURCE_SERVERS, QUERY_SOURCE_HOSTS or QUERY_SOURCE_EVENTS");
   if (q.groupBy.length > 3) throw new InvalidArgumentError("query.group_by", "at most 3 expressions");
   if (req.maxGroups < 0 || req.maxGroups > MAX_GROUPS) throw new InvalidArgumentError("max_groups", `between 0 (${DEFAULT_MAX_GROUPS}) and ${MAX_GROUPS}`);
   if (q.minTotal < 0n) throw new InvalidArgumentError("query.min_total", "must not be negative");
   const filter = q.filter.trim() ? compileFilter(kind, q.filter, "query.filter") : undefined;
-  const groupBy = q.groupBy.map((g, i) => compileValue(kind, g, `query.group_by[${i}]`));
-  const sum = q.sum.trim() ? compileValue(kind, q.sum, "query.sum") : undefined;
+  const { groupBy, sum } = compileAggregateExpressions(kind, q, "query");
   const now = (deps.now ?? Date.now)();
   const c: Counting = { filter, groupBy, sum, run: new FilterRun(now, AGGREGATE_LIMITS) };
   const out = { maxGroups: req.maxGroups || DEFAULT_MAX_GROUPS, minTotal: Number(q.minTotal) };
