@@ -185,11 +185,20 @@ export class ScriptedAgent {
   ended: Promise<ConnectError | undefined> = Promise.resolve(undefined);
   answerCommands = true;
 
+  /**
+   * One HTTP/2 connection for every stream this agent opens, as the real
+   * agent's grpc-js channel keeps one across reconnects (it opened a new
+   * connection per connect(), hundreds per fuzz run).
+   */
+  private readonly transport: Transport;
+
   private constructor(
     readonly hostId: string,
     readonly secret: string,
-    private readonly url: string,
-  ) {}
+    url: string,
+  ) {
+    this.transport = createGrpcTransport({ baseUrl: url, interceptors: [bearer(`${hostId}.${secret}`)] });
+  }
 
   static async enroll(tm: TestManager, hostname = "fuzz-host"): Promise<ScriptedAgent> {
     const { token } = await createClient(HostService, tm.transport()).createEnrollmentToken({});
@@ -200,8 +209,7 @@ export class ScriptedAgent {
   /** Opens the stream; with `greet`, Hello and an empty inventory first (the host is then connected). */
   connect(greet = true): void {
     this.out = new AsyncQueue<AgentMessage>();
-    const client = createClient(AgentService, createGrpcTransport({ baseUrl: this.url, interceptors: [bearer(`${this.hostId}.${this.secret}`)] }));
-    const stream = client.connect(this.out);
+    const stream = createClient(AgentService, this.transport).connect(this.out);
     this.ended = (async () => {
       try {
         for await (const m of stream) {
