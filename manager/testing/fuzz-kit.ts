@@ -16,6 +16,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import fc from "fast-check";
 import pg from "pg";
+import { pino } from "pino";
 import { inject } from "vitest";
 import { AgentMessageSchema, AgentService, type AgentMessage, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
@@ -85,7 +86,21 @@ export interface TestManager {
    * (PostgreSQL's BIGINT comes back as a string).
    */
   rows(sql: string): Promise<unknown[][]>;
+  /** The manager's last log lines (info and up, JSON; all of them go to stdout instead with FUZZ_LOG): print them when a test fails. */
+  recentLog(): string;
   close(): Promise<void>;
+}
+
+/** Keeps the last `max` lines written to it. */
+function logRing(max: number): { write(line: string): void; text(): string } {
+  const lines: string[] = [];
+  return {
+    write(line) {
+      lines.push(line.trimEnd());
+      if (lines.length > max) lines.shift();
+    },
+    text: () => lines.join("\n"),
+  };
 }
 
 /**
@@ -119,13 +134,15 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}, opts
     if (pgServer && pgName) await dropDatabase(pgServer, pgName);
     rmSync(dir, { recursive: true, force: true });
   };
+  const ring = logRing(300);
   let manager: Manager;
   try {
     manager = await buildManager({
       listen: "127.0.0.1:0",
       ...store,
-      // FUZZ_LOG=error shows what the manager logs (e.g. the stack of an Internal answer).
-      log: createLogger((process.env.FUZZ_LOG ?? "silent") as "silent", "fuzz"),
+      // FUZZ_LOG=error shows what the manager logs (e.g. the stack of an Internal answer);
+      // without it the last lines are kept for recentLog().
+      log: process.env.FUZZ_LOG ? createLogger(process.env.FUZZ_LOG, "fuzz") : pino({ level: "info", name: "fuzz" }, ring),
       // The fuzzers send thousands of changes per second; the rate limit has its own tests.
       limits: { ratePerSecond: 1e9, burst: 1e9, maxStreams: 1000 },
       ...config,
@@ -156,6 +173,7 @@ export async function startTestManager(config: Partial<ManagerConfig> = {}, opts
     adminToken,
     storeConfig: store,
     transport: (token = adminToken) => transportFor(token),
+    recentLog: () => ring.text(),
     async rows(sql) {
       if (pgPool) return (await pgPool.query({ text: sql, rowMode: "array" })).rows as unknown[][];
       // One read-only connection, kept: outside a transaction each statement sees every committed write (WAL).

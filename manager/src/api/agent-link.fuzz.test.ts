@@ -11,7 +11,7 @@ import { connect as http2Connect } from "node:http2";
 import { Code, createClient } from "@connectrpc/connect";
 import Database from "better-sqlite3";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { toBinary } from "@bufbuild/protobuf";
 import { AgentMessageSchema, type AgentMessage } from "@berth/proto/berth/v1/agent_pb.js";
 import { DesiredState, ServerService } from "@berth/proto/berth/v1/server_pb.js";
@@ -66,6 +66,11 @@ describe(`fuzz: the agent link${seedsLabel()}`, () => {
     await sleep(100);
     const cmdOfB = (b.received.find((m) => m.body.case === "command")?.body.value as { id: string } | undefined)?.id ?? "cmd_none";
     pool.push(serverOfB, sa!.id, a.hostId, b.hostId, tm.manager.managerId, cmdOfB, "c".repeat(64), "berth.server", "berth.manager", "berth.spec-hash", "die", "start", "crash", "stopped_externally", "stopped_by_berth", "running", "exited", "paused");
+  });
+
+  // What the manager logged, when a test failed (a wedged link is otherwise a silent timeout).
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === "fail") console.log(`manager log, last lines:\n${tm.recentLog()}`);
   });
 
   afterAll(async () => {
