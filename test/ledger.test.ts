@@ -65,7 +65,8 @@ describe("event ledger, watches and alerts", () => {
     manager = await startManager({
       dir,
       args: [
-        "--start-timeout", "4",
+        // Well above a start's time with three test files at a time on two cores (4 s timed out starts there).
+        "--start-timeout", "15",
         "--crash-backoff", "1",
         "--alert-host-offline", "2",
         "--alert-not-converged", "3",
@@ -188,7 +189,8 @@ describe("event ledger, watches and alerts", () => {
     const critical = await waitFor(
       "the same alert, critical",
       async () => (await alerts.listAlerts({})).alerts.find((a) => a.id === warning.id && a.severity === Severity.CRITICAL),
-      45_000,
+      // Three more crashes with backoffs of 2, 4 and 8 s, each restart a start on a loaded engine.
+      90_000,
     ).catch(async (err: unknown) => {
       const st = (await manager.servers.getServer({ id: s.id })).server!.status!;
       console.log("[ledger test] the crash-loop alert did not turn critical; server:", Phase[st.phase], st.reason, st.message, "alerts:", JSON.stringify((await alerts.listAlerts({ includeResolved: true })).alerts.filter((a) => a.subject === subject).map((a) => [a.id, a.state, a.severity, a.message])));
@@ -203,7 +205,7 @@ describe("event ledger, watches and alerts", () => {
     // One alert through both stages (a not-converged alert may come and go before the second crash on a slow machine).
     const types = (await events.listEvents({ serverId: s.id, typePrefix: "alert." })).events.filter((e) => e.reason === "CrashLoop").map((e) => e.type).reverse();
     expect(types).toEqual(["alert.fired", "alert.severity_changed", "alert.resolved"]);
-  });
+  }, 180_000);
 
   it("data lost: fires when the data directory is deleted, resolves when it is back", async () => {
     const s = await createServer();

@@ -27,7 +27,10 @@ describe("server lifecycle", () => {
   let agent: Proc & { dataRoot: string; stateDir: string };
   const created: string[] = [];
   let n = 0;
-  const managerArgs = ["--start-timeout", "4", "--crash-backoff", "1", "--delete-retention", "3600"];
+  // A start's deadline well above what a start takes with three test files at a time on two
+  // cores (4 s failed ordinary starts with StartTimeout there); the StartTimeout test waits it out.
+  const START_TIMEOUT_S = 15;
+  const managerArgs = ["--start-timeout", String(START_TIMEOUT_S), "--crash-backoff", "1", "--delete-retention", "3600"];
 
   beforeAll(async () => {
     dir = await tempDir("lifecycle");
@@ -212,11 +215,11 @@ describe("server lifecycle", () => {
     const s = await createServer({}, Phase.RUNNING);
     await manager.servers.stopServer({ id: s.id, timeoutSeconds: 1 });
     await waitForPhase(manager, s.id, Phase.STOPPED);
-    // Freeze the agent so the start command cannot complete (deadline is 4 s here).
+    // Freeze the agent so the start command cannot complete by its deadline (START_TIMEOUT_S).
     process.kill(agent.pid, "SIGSTOP");
     try {
       await manager.servers.startServer({ id: s.id });
-      const failed = await waitForPhase(manager, s.id, Phase.FAILED, 12_000);
+      const failed = await waitForPhase(manager, s.id, Phase.FAILED, (START_TIMEOUT_S + 15) * 1000);
       expect(failed.status!.reason).toBe("StartTimeout");
     } finally {
       process.kill(agent.pid, "SIGCONT");
