@@ -28,9 +28,11 @@ describe("server lifecycle", () => {
   const created: string[] = [];
   let n = 0;
   // A start's deadline well above what a start takes with three test files at a time on two
-  // cores (4 s failed ordinary starts with StartTimeout there); the StartTimeout test waits it out.
+  // cores (4 s failed ordinary starts with StartTimeout there); the StartTimeout test waits it out
+  // with its agent frozen, so a silent agent is disconnected only well after that deadline (at
+  // the default 15 s the host went offline first, and its server Unknown, not Failed).
   const START_TIMEOUT_S = 15;
-  const managerArgs = ["--start-timeout", String(START_TIMEOUT_S), "--crash-backoff", "1", "--delete-retention", "3600"];
+  const managerArgs = ["--start-timeout", String(START_TIMEOUT_S), "--agent-timeout", "60", "--crash-backoff", "1", "--delete-retention", "3600"];
 
   beforeAll(async () => {
     dir = await tempDir("lifecycle");
