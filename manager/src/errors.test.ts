@@ -37,4 +37,24 @@ describe("toConnectError", () => {
     const huge = toConnectError(new InvalidArgumentError("id", "y".repeat(50_000)));
     expect(huge.findDetails(BadRequestSchema)[0]!.fieldViolations[0]!.description.length).toBe(MAX_VIOLATION_CHARS / 4);
   });
+
+  it("never sends half of a surrogate pair: a clip keeps whole emoji, a lone surrogate becomes U+FFFD", () => {
+    const wellFormed = (t: string) => !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(t);
+    // The emoji straddles the clip point (code units MAX-2 and MAX-1): dropped whole.
+    const straddling = toConnectError(new ConnectError(`${"a".repeat(MAX_ERROR_MESSAGE - 2)}💥💥 and more`, Code.InvalidArgument));
+    expect(wellFormed(straddling.rawMessage)).toBe(true);
+    expect(straddling.rawMessage).toBe(`${"a".repeat(MAX_ERROR_MESSAGE - 2)}…`);
+    // One code unit earlier it fits whole.
+    const fitting = toConnectError(new ConnectError(`${"a".repeat(MAX_ERROR_MESSAGE - 3)}💥💥 and more`, Code.InvalidArgument));
+    expect(fitting.rawMessage).toBe(`${"a".repeat(MAX_ERROR_MESSAGE - 3)}💥…`);
+    expect(toConnectError(new NotFoundError("server", "x\ud800y\udc00")).rawMessage).toBe('server "x\ufffdy\ufffd" not found');
+    // Every length: whatever the clip point, the message stays well-formed and within bounds.
+    for (let pad = 0; pad < 4; pad++) {
+      const e = toConnectError(new InvalidArgumentError("f", `${"b".repeat(pad)}${"😀".repeat(MAX_ERROR_MESSAGE)}`));
+      expect(wellFormed(e.rawMessage)).toBe(true);
+      expect(e.rawMessage.length).toBeLessThanOrEqual(MAX_ERROR_MESSAGE);
+      expect(() => encodeURIComponent(e.rawMessage)).not.toThrow();
+      for (const v of e.findDetails(BadRequestSchema)[0]!.fieldViolations) expect(wellFormed(v.description)).toBe(true);
+    }
+  });
 });

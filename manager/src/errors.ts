@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
+import { clipText, wellFormed } from "./text.js";
 
 /**
  * Domain errors. Code below the API edge throws these; one interceptor
@@ -141,13 +142,24 @@ export class UnavailableError extends BerthError {
  */
 export const MAX_ERROR_MESSAGE = 1024;
 
-/** Converts any thrown value into a ConnectError; unknown errors become Internal without leaking details. */
+/**
+ * Converts any thrown value into a ConnectError; unknown errors become Internal without leaking details.
+ *
+ * The message is clipped to MAX_ERROR_MESSAGE without halving a surrogate pair
+ * and made well-formed (a lone surrogate, which a Connect JSON request can
+ * carry, becomes U+FFFD): connect-es percent-encodes it into the grpc-message
+ * trailer with encodeURIComponent, which throws on a lone surrogate, and the
+ * call then never ended; the client waited for its deadline instead of an
+ * answer. (Found by rpc.fuzz.test.ts, seed 1029363635: a refused CreateServer
+ * whose 1,244-character message was clipped inside an emoji.)
+ */
 export function toConnectError(err: unknown): ConnectError {
   const ce = convert(err);
-  if (ce.rawMessage.length <= MAX_ERROR_MESSAGE) return ce;
-  const clipped = new ConnectError(`${ce.rawMessage.slice(0, MAX_ERROR_MESSAGE - 1)}…`, ce.code, ce.metadata, undefined, ce.cause);
-  clipped.details = ce.details;
-  return clipped;
+  const text = wellFormed(clipText(ce.rawMessage, MAX_ERROR_MESSAGE));
+  if (text === ce.rawMessage) return ce;
+  const sendable = new ConnectError(text, ce.code, ce.metadata, undefined, ce.cause);
+  sendable.details = ce.details;
+  return sendable;
 }
 
 function convert(err: unknown): ConnectError {
@@ -174,7 +186,7 @@ function convert(err: unknown): ConnectError {
 export const MAX_VIOLATION_CHARS = 4096;
 
 function violationsToSend(all: readonly FieldViolation[]): FieldViolation[] {
-  const clip = (s: string) => (s.length <= MAX_VIOLATION_CHARS / 4 ? s : `${s.slice(0, MAX_VIOLATION_CHARS / 4 - 1)}…`);
+  const clip = (s: string) => clipText(s, MAX_VIOLATION_CHARS / 4);
   const out: FieldViolation[] = [];
   let chars = 0;
   for (const v of all) {

@@ -5,11 +5,12 @@
  * the dashboard speaks) alike. Errors about a host name it as operators know it.
  */
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HostService } from "@berth/proto/berth/v1/host_pb.js";
 import { ServerService } from "@berth/proto/berth/v1/server_pb.js";
 import { BadRequestSchema } from "@berth/proto/google/rpc/error_details_pb.js";
+import { MAX_ERROR_MESSAGE } from "../errors.js";
 import { bearer, ScriptedAgent, startTestManager, type TestManager } from "../../testing/fuzz-kit.js";
 
 let tm: TestManager;
@@ -109,3 +110,30 @@ describe("InvalidArgument carries every field violation (google.rpc.BadRequest)"
     expect(await tm.manager.store.findServerByName("default", "inst")).toBeUndefined();
   });
 });
+
+describe("a refusal whose message is clipped inside an emoji is still answered", () => {
+  // Message clipped at MAX_ERROR_MESSAGE code units; a clip between the halves of a surrogate
+  // pair left a lone surrogate that connect-es' grpc-message encoding (encodeURIComponent)
+  // throws on: the call was never answered and the client waited out its deadline.
+  const transports: [string, () => Transport][] = [
+    ["gRPC", () => tm.transport()],
+    ["gRPC-web", () => createGrpcWebTransport({ baseUrl: tm.url, httpVersion: "2", interceptors: [bearer(tm.adminToken)] })],
+    ["Connect (JSON)", () => createConnectTransport({ baseUrl: tm.url, httpVersion: "2", interceptors: [bearer(tm.adminToken)] })],
+  ];
+  for (const [protocol, transport] of transports) {
+    it(`over ${protocol}: InvalidArgument at once, the message well-formed and within bounds, at either parity of the clip point`, async () => {
+      const servers = createClient(ServerService, transport());
+      for (const shift of ["", "x"]) {
+        // Env names that are not names: each one quoted in the message, emoji throughout.
+        const env = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`${i === 0 ? shift : ""}${"😀".repeat(12)}${i}`, "v"]));
+        const err = await refusal(servers.createServer({ spec: { name: "emoji", image: "busybox:1", env } }, { signal: AbortSignal.timeout(10_000) }));
+        expect(err.code, err.rawMessage).toBe(Code.InvalidArgument);
+        expect(err.rawMessage.length).toBeLessThanOrEqual(MAX_ERROR_MESSAGE);
+        expect(err.rawMessage).toMatch(/…$/);
+        expect(err.rawMessage).not.toMatch(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/);
+      }
+      expect(await tm.manager.store.findServerByName("default", "emoji")).toBeUndefined();
+    });
+  }
+});
+

@@ -35,6 +35,7 @@ import type {
   TokenRecord,
 } from "../domain/records.js";
 import { AlreadyExistsError, ConflictError } from "../errors.js";
+import { LONE_SURROGATE } from "../text.js";
 import { USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type InstallLogRecord, type ServerPlacement, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "./store.js";
 
 /**
@@ -61,7 +62,7 @@ export function storableText(s: string): string {
 
 const UNSTORABLE = /[\0\ud800-\udfff]/;
 /** NUL, a high surrogate not followed by a low one, a low one not preceded by a high one. */
-const UNSTORABLE_ALL = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+const UNSTORABLE_ALL = new RegExp(`\\0|${LONE_SURROGATE.source}`, "g");
 
 /**
  * `v` with storableText applied to every string in it (values and keys, in
