@@ -116,13 +116,13 @@ describe("server lifecycle", () => {
     const s = await createServer({ command: ["sh", "-c", script], restartPolicy: RestartPolicy.ON_FAILURE });
     const starts = join(agent.dataRoot, s.id, "starts");
     // Running in Docker's eyes may precede the script's trap: wait for the line it writes after it.
-    await waitFor("the script past its HUP trap", async () => existsSync(starts));
+    await waitForLines(starts, 1);
     const beforeHup = eventsFor(dbPath, s.id).at(-1)!.id;
     await docker.getContainer(s.status!.containerId).kill({ signal: "SIGHUP" });
     writeFileSync(join(agent.dataRoot, s.id, "crash"), "");
     // The agent reports in order: once the crash is recorded, so is whatever the HUP led to.
     await waitFor("the crash recorded", async () => types(s.id).includes("container.died"), 15_000);
-    await waitFor("crash restarted", async () => readFileSync(starts, "utf8").trim().split("\n").length === 2, 15_000);
+    expect(await waitForLines(starts, 2, 15_000)).toBe(2);
     const back = await waitForPhase(manager, s.id, Phase.RUNNING, 10_000);
     expect(back.spec!.desiredState).toBe(DesiredState.RUNNING);
     expect(types(s.id)).toContain("container.died");
@@ -194,7 +194,7 @@ describe("server lifecycle", () => {
     expect(types(server!.id).filter((t) => t === "container.died").length).toBe(5);
     // A Failed server accepts Start (and fails again, the command is still broken).
     await manager.servers.startServer({ id: server!.id });
-    await waitFor("a sixth run", async () => readFileSync(join(agent.dataRoot, server!.id, "runs"), "utf8").trim().split("\n").length === 6);
+    expect(await waitForLines(join(agent.dataRoot, server!.id, "runs"), 6)).toBe(6);
   });
 
   it("a clean exit under on-failure adopts desired stopped", async () => {
