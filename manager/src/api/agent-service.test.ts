@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AgentService, CommandKind, CommandSchema, ContainerInfoSchema, EnrollRequestSchema, type ManagerMessage } from "@berth/proto/berth/v1/agent_pb.js";
@@ -131,6 +132,28 @@ describe("AgentService.Connect", () => {
     await vi.waitFor(async () => expect((await store.containersForServer("host_aaaa", "srv_aaaaaaaaaaaa"))[0]?.state).toBe("exited"));
     expect((await store.getCommand("cmd_run"))?.state).toBe("succeeded");
     expect((await ledger.list({})).filter((e) => e.correlationId === "cmd_run").map((e) => e.type)).toEqual(["command.succeeded"]);
+    a.close();
+  });
+
+  it("a command result's snapshot taken before the container died, arriving after the die event, does not show it running again", async () => {
+    const { store, connect } = await setup();
+    const at = Date.now();
+    await store.commit([
+      { op: "server.insert", server: newServer({ id: "srv_aaaaaaaaaaaa", name: "web", hostId: "host_aaaa", dataInitialized: true, at }) },
+      { op: "command.insert", command: create(CommandSchema, { id: "cmd_start", serverId: "srv_aaaaaaaaaaaa", kind: CommandKind.ENSURE_RUNNING }), hostId: "host_aaaa", createdAt: at, deadlineAt: at + 60_000 },
+    ]);
+    const a = await connect("host_aaaa");
+    await a.output.next();
+    a.send({ case: "inventory", value: { dockerReachable: true } });
+    const started = timestampFromMs(at - 1_000);
+    const container = (state: string) =>
+      create(ContainerInfoSchema, { id: "c".repeat(64), state, startedTime: started, ...(state === "exited" ? { finishedTime: timestampFromMs(at - 900), exitCode: 1 } : {}), labels: { "berth.server": "srv_aaaaaaaaaaaa", "berth.manager": "mgr_test" } });
+    // The agent's executor started the container and inspected it (running); it crashed at once,
+    // and the event queue reported the "die" before the executor sent its result.
+    a.send({ case: "containerEvent", value: { action: "die", exitCause: "crash", removed: false, container: container("exited") } });
+    a.send({ case: "commandResult", value: { commandId: "cmd_start", success: true, container: container("running") } });
+    await vi.waitFor(async () => expect((await store.getCommand("cmd_start"))?.state).toBe("succeeded"));
+    expect((await store.containersForServer("host_aaaa", "srv_aaaaaaaaaaaa")).map((c) => c.state)).toEqual(["exited"]);
     a.close();
   });
 

@@ -995,4 +995,16 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX events_type_time ON events (type, time);
   `,
   },
+  // 20: which run of a container an observation saw (rows.ts, containerRunKey): a Docker
+  // event or command result about an older run (a "running" snapshot taken before the
+  // container crashed, arriving after its "die") no longer overwrites a newer one.
+  {
+    description: "observed_containers.run_key: an older run's observation does not overwrite a newer one",
+    sqlite: `
+  ALTER TABLE observed_containers ADD COLUMN run_key BIGINT NOT NULL DEFAULT 0;
+  `,
+    postgres: `
+  ALTER TABLE observed_containers ADD COLUMN run_key BIGINT NOT NULL DEFAULT 0;
+  `,
+  },
 ];

@@ -5,6 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import type { AlertRecord, DataDirRecord } from "../domain/records.js";
@@ -42,6 +43,50 @@ describe("observed containers", () => {
     expect(await touched([{ op: "container.remove", hostId: HOST, containerId: "c1" }])).toEqual([]);
     expect(await store.containersForServer(HOST, "srv_a")).toEqual([]);
     expect(await store.observedContainer(HOST, "c1")).toBeUndefined();
+  });
+
+  it("an upsert about an older run of the container than the one stored is not written; an inventory replaces whatever it lists", async () => {
+    const run = (state: string, startedMs: number, finishedMs = 0) =>
+      create(ContainerInfoSchema, {
+        ...ctr("c1", "srv_a", state),
+        ...(startedMs ? { startedTime: timestampFromMs(startedMs) } : {}),
+        ...(finishedMs ? { finishedTime: timestampFromMs(finishedMs) } : {}),
+      });
+    const state = async () => (await store.observedContainer(HOST, "c1"))?.state;
+    const upsert = (c: ContainerInfo, at: number) => store.commit([{ op: "container.upsert", hostId: HOST, container: c, at }]);
+    const T = 1_765_000_000_123;
+    await upsert(run("running", T), 1);
+    // The run ended ("die"); then a snapshot taken while it still ran arrives: the exit stays.
+    await upsert(run("exited", T, T + 50), 2);
+    const r = await upsert(run("running", T), 3);
+    expect(await state()).toBe("exited");
+    expect((await store.observedContainer(HOST, "c1"))?.observedAt).toBe(2);
+    // Still reported as touching its server: the reconciler reads what is stored and finds nothing new.
+    expect([...r.touchedServers]).toEqual(["srv_a"]);
+    // A new run (started later) is newer than the old run's exit; the old exit is then older than it.
+    await upsert(run("running", T + 1_000, T + 50), 4);
+    expect(await state()).toBe("running");
+    await upsert(run("exited", T, T + 50), 5);
+    expect(await state()).toBe("running");
+    // The same run in the same stage: arrival order (paused, unpaused).
+    await upsert(run("paused", T + 1_000, T + 50), 6);
+    expect(await state()).toBe("paused");
+    await upsert(run("running", T + 1_000, T + 50), 7);
+    expect(await state()).toBe("running");
+    // Without a start time (never started; an observer that does not say) there is no order: written.
+    await upsert(run("created", 0), 8);
+    expect(await state()).toBe("created");
+    // And what it wrote orders nothing: a run seen again is written.
+    await upsert(run("exited", T, T + 50), 9);
+    expect(await state()).toBe("exited");
+    // An inventory is the complete picture: it replaces the row even with an older run (the
+    // agent link keeps inventories from undoing newer observations, link/observation-order.ts).
+    await upsert(run("running", T + 2_000), 10);
+    await store.commit([inventory({ containers: [run("exited", T, T + 50)], at: 11 })]);
+    expect(await state()).toBe("exited");
+    // And what the inventory stored orders the upserts after it.
+    await upsert(run("running", T), 12);
+    expect(await state()).toBe("exited");
   });
 
   it("removeServer forgets every container of the server on the host (any manager's) and the adopted one", async () => {

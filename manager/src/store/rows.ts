@@ -4,8 +4,8 @@
  * parses int8 as a number, so one codec serves both.
  */
 import { clone, fromBinary, fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { CommandSchema, ContainerInfoSchema } from "@berth/proto/berth/v1/agent_pb.js";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { CommandSchema, ContainerInfoSchema, type ContainerInfo } from "@berth/proto/berth/v1/agent_pb.js";
 import { Phase, Protocol, ServerSpecSchema, ServerStatusSchema, type PortMapping } from "@berth/proto/berth/v1/server_pb.js";
 import { TemplateSchema } from "@berth/proto/berth/v1/template_pb.js";
 import type {
@@ -63,6 +63,32 @@ export function storableText(s: string): string {
 const UNSTORABLE = /[\0\ud800-\udfff]/;
 /** NUL, a high surrogate not followed by a low one, a low one not preceded by a high one. */
 const UNSTORABLE_ALL = new RegExp(`\\0|${LONE_SURROGATE.source}`, "g");
+
+/**
+ * Which run of its container an observation saw, and how far into it: the
+ * run's start time (the engine's clock, ms) × 4 plus 1 while the run goes
+ * on (running, paused, restarting) or 2 once it ended (exited, dead,
+ * removing). A Docker event or command result with a smaller key than the
+ * stored one is older than it and is not written (observed_containers.run_key):
+ * a "running" snapshot a command result took just before the container
+ * crashed, arriving after the "die" event, would otherwise show a dead
+ * container running until the next inventory. 0 (apply whatever is stored)
+ * when the observation has no start time: a container never started, or an
+ * observer that does not say (simulated agents).
+ */
+export function containerRunKey(c: ContainerInfo): number {
+  const started = c.startedTime ? timestampMs(c.startedTime) : 0;
+  if (!(started > 0)) return 0;
+  const ended = c.state === "exited" || c.state === "dead" || c.state === "removing";
+  return started * 4 + (ended ? 2 : 1);
+}
+
+/**
+ * The end of an ordered container upsert (same text on both engines): the row
+ * is left as it is when it holds a newer run than the observation.
+ */
+export const ORDERED_UPSERT = `
+           WHERE excluded.run_key = 0 OR excluded.run_key >= observed_containers.run_key`;
 
 /**
  * `v` with storableText applied to every string in it (values and keys, in

@@ -60,6 +60,8 @@ import {
   templateMoved,
   templateTaken,
   templateValues,
+  containerRunKey,
+  ORDERED_UPSERT,
 } from "../rows.js";
 import { sealSpec, type SecretBox } from "../secrets.js";
 import { hostLeaseName, INSTALL_LOGS_KEPT, USAGE_BUCKET_MS, USAGE_SPAN_MAX_MS, type UsageBucketRecord, type UsageSubjectKind, type WriteOp } from "../store.js";
@@ -848,15 +850,16 @@ export class PgBatch {
 
   // ---------------------------------------------------------------- observations
 
+  /** Ordered: not over an observation of a newer run (rows.ts, containerRunKey; the SQLite store's writeContainer). */
   private async writeContainer(hostId: string, c: ContainerInfo, json: string, now: number): Promise<string | null> {
     const serverId = c.labels[LABEL_SERVER] || null;
     await this.q(
-      `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7)
+      `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at, run_key)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
        ON CONFLICT (host_id, container_id) DO UPDATE SET
          server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
-         info_json = excluded.info_json, observed_at = excluded.observed_at`,
-      [hostId, c.id, serverId, c.labels[LABEL_MANAGER] || null, c.state, json, now],
+         info_json = excluded.info_json, observed_at = excluded.observed_at, run_key = excluded.run_key${ORDERED_UPSERT}`,
+      [hostId, c.id, serverId, c.labels[LABEL_MANAGER] || null, c.state, json, now, containerRunKey(c)],
     );
     return serverId;
   }
@@ -879,13 +882,13 @@ export class PgBatch {
   private async writeContainers(hostId: string, cs: readonly (ContainerInfo & { json: string; serverId: string | null })[], now: number): Promise<void> {
     if (cs.length === 0) return;
     await this.q(
-      `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at)
-       SELECT $1, c.id, c.server_id, c.manager_id, c.state, c.info_json, $2
-       FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS c(id, server_id, manager_id, state, info_json)
+      `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at, run_key)
+       SELECT $1, c.id, c.server_id, c.manager_id, c.state, c.info_json, $2, c.run_key
+       FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[]) AS c(id, server_id, manager_id, state, info_json, run_key)
        ON CONFLICT (host_id, container_id) DO UPDATE SET
          server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
-         info_json = excluded.info_json, observed_at = excluded.observed_at`,
-      [hostId, now, cs.map((c) => c.id), cs.map((c) => c.serverId), cs.map((c) => c.labels[LABEL_MANAGER] || null), cs.map((c) => c.state), cs.map((c) => c.json)],
+         info_json = excluded.info_json, observed_at = excluded.observed_at, run_key = excluded.run_key`,
+      [hostId, now, cs.map((c) => c.id), cs.map((c) => c.serverId), cs.map((c) => c.labels[LABEL_MANAGER] || null), cs.map((c) => c.state), cs.map((c) => c.json), cs.map((c) => String(containerRunKey(c)))],
     );
   }
 

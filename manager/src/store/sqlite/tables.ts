@@ -35,7 +35,7 @@ import type {
   ServerRecord,
 } from "../../domain/records.js";
 import { LABEL_MANAGER, LABEL_SERVER } from "../../domain/labels.js";
-import { encodeSchedule, hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, INSTALL_LOG_COLUMNS, installLogFromRow, installLogValues, type InstallLogRow, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
+import { encodeSchedule, hostFromRow, placementOfRow, serverFromRow, observedFromRow, commandFromRow, portKeys, portKeysOfSpecJson, eventFromRow, leaseFromRow, serverChangesFromRows, SERVER_CHANGES_HORIZON, SERVER_CHANGE_COUNTER, withKnownSize, INSTALL_LOG_COLUMNS, installLogFromRow, containerRunKey, ORDERED_UPSERT, installLogValues, type InstallLogRow, type HostRow, type LeaseRow, type ServerRow, type ObservedRow, type CommandRow, type EventRow, type TombstoneRow } from "../rows.js";
 import { INSTALL_LOGS_KEPT, SERVER_TOMBSTONES_KEPT, type HostAllocation, type InstallLogRecord, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
@@ -637,21 +637,26 @@ export class SqliteTables {
 
   /** Records one container's current state; returns its berth server id, if any. */
   upsertContainer(hostId: string, c: ContainerInfo, now: number): string | null {
-    return this.writeContainer(hostId, c, toJsonString(ContainerInfoSchema, c), now);
+    return this.writeContainer(hostId, c, toJsonString(ContainerInfoSchema, c), now, true);
   }
 
-  /** upsertContainer with the container's JSON already made. */
-  private writeContainer(hostId: string, c: ContainerInfo, json: string, now: number): string | null {
+  /**
+   * upsertContainer with the container's JSON already made. `ordered`: not
+   * over an observation of a newer run (rows.ts, containerRunKey); an
+   * inventory (unordered) replaces what it lists, its order with events and
+   * results kept by the agent link (link/observation-order.ts).
+   */
+  private writeContainer(hostId: string, c: ContainerInfo, json: string, now: number, ordered = false): string | null {
     const serverId = c.labels[LABEL_SERVER] || null;
     this.db
       .prepare(
-        `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at, run_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (host_id, container_id) DO UPDATE SET
            server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
-           info_json = excluded.info_json, observed_at = excluded.observed_at`,
+           info_json = excluded.info_json, observed_at = excluded.observed_at, run_key = excluded.run_key${ordered ? ORDERED_UPSERT : ""}`,
       )
-      .run(hostId, c.id, serverId, c.labels[LABEL_MANAGER] || null, c.state, json, now);
+      .run(hostId, c.id, serverId, c.labels[LABEL_MANAGER] || null, c.state, json, now, containerRunKey(c));
     return serverId;
   }
 
