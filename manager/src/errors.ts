@@ -76,6 +76,15 @@ export class ConflictError extends BerthError {
   }
 }
 
+/**
+ * How many times an operator action without the caller's expected_version is
+ * decided and committed when someone else (usually the reconciler, writing a
+ * status) changed the server between the handler's read and its commit
+ * (ConflictError). The caller asked for no version check: the
+ * read-modify-write is the API's own.
+ */
+export const WRITE_ATTEMPTS = 5;
+
 /** A lease (store.ts lease.acquire) is held by another holder and has not expired. */
 export class LeaseHeldError extends ConflictError {
   constructor(

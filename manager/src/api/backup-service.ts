@@ -30,7 +30,7 @@ import { posix } from "node:path";
 import { actorOf, callerOf, canSee, projectFor, requireRole, type Caller } from "../auth/caller.js";
 import type { HostPresence } from "../cluster/presence.js";
 import type { BackupRecord, BackupState as StoredState, BackupTargetRecord, DataOp, ServerRecord } from "../domain/records.js";
-import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError, PreconditionError } from "../errors.js";
+import { AlreadyExistsError, ConflictError, InvalidArgumentError, NotFoundError, PreconditionError, WRITE_ATTEMPTS } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -42,7 +42,6 @@ import { serverToProto } from "./convert.js";
 import { pageTokenAfter, positionOfPageToken } from "./page-token.js";
 import { backupLocationOn, BackupRemoval } from "./backup-removal.js";
 import { backupKey, pendingBackup, requireDataOpAllowed, withDataOpSettled } from "../backups/pending.js";
-import { WRITE_ATTEMPTS } from "./server-service.js";
 
 export interface BackupServiceDeps {
   store: Store;

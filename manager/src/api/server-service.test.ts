@@ -11,7 +11,8 @@ import type { Store, WriteOp } from "../store/store.js";
 import { initialStatus } from "../domain/records.js";
 import { newServer, testStore } from "../../testing/store.js";
 import { errorInterceptor } from "./errors.js";
-import { createServerService, WRITE_ATTEMPTS } from "./server-service.js";
+import { createServerService } from "./server-service.js";
+import { WRITE_ATTEMPTS } from "../errors.js";
 
 const ADMIN: Caller = { tokenId: "tok_admin", name: "admin", role: "admin", project: null };
 const HOST = "host_aaaaaaaaaaaa";

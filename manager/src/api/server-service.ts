@@ -30,7 +30,7 @@ import {
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CommandKind, CommandSchema, type CommandResult } from "@berth/proto/berth/v1/agent_pb.js";
 import { actorOf, callerOf, projectFor, requireRole, type Caller } from "../auth/caller.js";
-import { ConflictError, InvalidArgumentError, PreconditionError, ServerNameTakenError, UnavailableError } from "../errors.js";
+import { ConflictError, InvalidArgumentError, PreconditionError, ServerNameTakenError, UnavailableError, WRITE_ATTEMPTS } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { AgentHub } from "../link/agent-hub.js";
@@ -70,13 +70,6 @@ const MAX_PAGE = 1000;
 /** How long SendConsoleCommand waits for the agent to have written the line. */
 const CONSOLE_ANSWER_MS = 10_000;
 
-/**
- * How many times an operator action without the caller's expected_version is
- * decided and committed when someone else (usually the reconciler, writing a
- * status) changed the server between the handler's read and its commit. The
- * caller asked for no version check: the read-modify-write is the API's own.
- */
-export const WRITE_ATTEMPTS = 5;
 
 /** What an operator action changes in a server record (computed from the record as read). */
 interface Change {

@@ -19,7 +19,7 @@ import { DesiredState, Phase, type PortMapping } from "@berth/proto/berth/v1/ser
 import type { HostPresence } from "../cluster/presence.js";
 import { repickPorts } from "../domain/port-conflicts.js";
 import { initialStatus, type BackupLocationRecord, type BackupRecord, type BackupTargetRecord, type DataOp, type HostRecord, type ServerRecord } from "../domain/records.js";
-import { ConflictError, InvalidArgumentError, NotFoundError, PreconditionError, ServerNameTakenError } from "../errors.js";
+import { ConflictError, InvalidArgumentError, NotFoundError, PreconditionError, ServerNameTakenError, WRITE_ATTEMPTS } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { Reconciler } from "../reconcile/reconciler.js";
@@ -63,7 +63,6 @@ export interface CloneOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 6 * 3_600_000;
-const WRITE_ATTEMPTS = 5;
 
 export class ServerMoves {
   private readonly now: () => number;
