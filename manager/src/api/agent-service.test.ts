@@ -91,6 +91,22 @@ async function setup() {
 
 const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Server srv_aaaaaaaaaaaa on host_aaaa with ENSURE_RUNNING `commandId` open, and host_aaaa's
+ * agent connected (its welcome read, an empty inventory sent).
+ */
+async function openStart(s: Awaited<ReturnType<typeof setup>>, commandId: string) {
+  const at = Date.now();
+  await s.store.commit([
+    { op: "server.insert", server: newServer({ id: "srv_aaaaaaaaaaaa", name: "web", hostId: "host_aaaa", dataInitialized: true, at }) },
+    { op: "command.insert", command: create(CommandSchema, { id: commandId, serverId: "srv_aaaaaaaaaaaa", kind: CommandKind.ENSURE_RUNNING }), hostId: "host_aaaa", createdAt: at, deadlineAt: at + 60_000 },
+  ]);
+  const a = await s.connect("host_aaaa");
+  await a.output.next();
+  a.send({ case: "inventory", value: { dockerReachable: true } });
+  return { a, at };
+}
+
 describe("AgentService.Connect", () => {
   it("ignores a command result for another host's command; applies the owner's", async () => {
     const { store, ledger, connect, marker } = await setup();
@@ -116,15 +132,9 @@ describe("AgentService.Connect", () => {
   });
 
   it("a result replayed after it was applied: its observation is stored, the command finishes and is recorded once", async () => {
-    const { store, ledger, connect } = await setup();
-    const at = Date.now();
-    await store.commit([
-      { op: "server.insert", server: newServer({ id: "srv_aaaaaaaaaaaa", name: "web", hostId: "host_aaaa", dataInitialized: true, at }) },
-      { op: "command.insert", command: create(CommandSchema, { id: "cmd_run", serverId: "srv_aaaaaaaaaaaa", kind: CommandKind.ENSURE_RUNNING }), hostId: "host_aaaa", createdAt: at, deadlineAt: at + 60_000 },
-    ]);
-    const a = await connect("host_aaaa");
-    await a.output.next();
-    a.send({ case: "inventory", value: { dockerReachable: true } });
+    const s = await setup();
+    const { store, ledger } = s;
+    const { a } = await openStart(s, "cmd_run");
     const container = (state: string) => create(ContainerInfoSchema, { id: "c".repeat(64), state, labels: { "berth.server": "srv_aaaaaaaaaaaa", "berth.manager": "mgr_test" } });
     a.send({ case: "commandResult", value: { commandId: "cmd_run", success: true, container: container("running") } });
     // The replay carries a newer observation of the container: stored, nothing else again.
@@ -136,15 +146,9 @@ describe("AgentService.Connect", () => {
   });
 
   it("a command result's snapshot taken before the container died, arriving after the die event, does not show it running again", async () => {
-    const { store, connect } = await setup();
-    const at = Date.now();
-    await store.commit([
-      { op: "server.insert", server: newServer({ id: "srv_aaaaaaaaaaaa", name: "web", hostId: "host_aaaa", dataInitialized: true, at }) },
-      { op: "command.insert", command: create(CommandSchema, { id: "cmd_start", serverId: "srv_aaaaaaaaaaaa", kind: CommandKind.ENSURE_RUNNING }), hostId: "host_aaaa", createdAt: at, deadlineAt: at + 60_000 },
-    ]);
-    const a = await connect("host_aaaa");
-    await a.output.next();
-    a.send({ case: "inventory", value: { dockerReachable: true } });
+    const s = await setup();
+    const { store } = s;
+    const { a, at } = await openStart(s, "cmd_start");
     const started = timestampFromMs(at - 1_000);
     const container = (state: string) =>
       create(ContainerInfoSchema, { id: "c".repeat(64), state, startedTime: started, ...(state === "exited" ? { finishedTime: timestampFromMs(at - 900), exitCode: 1 } : {}), labels: { "berth.server": "srv_aaaaaaaaaaaa", "berth.manager": "mgr_test" } });
