@@ -165,6 +165,8 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
   let managers: ManagerProc[] = [];
   let watch: ServerWatch | undefined;
   let hostWatch: HostWatch | undefined;
+  /** Calls failed: the directory (the managers' logs) is kept to say why. */
+  let keepForFailures = false;
   const sampler = new ManagerSampler(() => managers);
   let hwmBytes = 0;
   const noteHwm = () => {
@@ -450,6 +452,7 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
         callMs.push(wallMs() - c0);
       });
       for (const [what, count] of failures) opts.log(`mass stop: ${count} StopServer call(s) failed: ${what}`);
+      if (failures.size > 0) keepForFailures = true;
       const tApi = wallMs() - t0;
       const tAll = await allStopped;
       off();
@@ -555,10 +558,10 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
     hostWatch?.close();
     await Promise.all(fleets.map((f) => f.stop()));
     await Promise.all(managers.map((m) => m.stop(120_000)));
-    if (!opts.keep && !opts.profile) {
+    if (!opts.keep && !opts.profile && !keepForFailures) {
       await store?.release();
       await rm(dir, { recursive: true, force: true });
-    } else note(`scale suite files kept in ${dir}${store && opts.store.engine !== "sqlite" ? `; its PostgreSQL database: ${new URL(store.url).pathname.slice(1)}` : ""}`);
+    } else note(`scale suite files kept in ${dir}${keepForFailures ? " (calls failed: the managers' logs say why)" : ""}${store && opts.store.engine !== "sqlite" ? `; its PostgreSQL database: ${new URL(store.url).pathname.slice(1)}` : ""}`);
   }
 }
 
