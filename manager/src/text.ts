@@ -15,14 +15,17 @@ export function wellFormed(s: string): string {
 }
 
 /**
- * `s` cut to at most `max` UTF-16 code units, the last of them "…" when cut,
- * never between the two halves of a surrogate pair (an emoji is dropped
- * whole rather than halved).
+ * At most the first `max` UTF-16 code units of `s`, cut on a code point
+ * boundary: one fewer when the cut would split a surrogate pair, whose lone
+ * half is not text (the store would keep U+FFFD in its place).
  */
-export function clipText(s: string, max: number): string {
+export function cutText(s: string, max: number): string {
   if (s.length <= max) return s;
-  let end = max - 1;
-  const last = s.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end--;
-  return `${s.slice(0, end)}…`;
+  const splitsPair = /[\ud800-\udbff]/.test(s.charAt(max - 1)) && /[\udc00-\udfff]/.test(s.charAt(max));
+  return s.slice(0, splitsPair ? max - 1 : max);
+}
+
+/** `s` in at most `max` code units, ending in "…" when cut (cutText: never half of an emoji). */
+export function clipText(s: string, max: number): string {
+  return s.length <= max ? s : `${cutText(s, max - 1)}…`;
 }

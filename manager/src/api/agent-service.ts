@@ -52,6 +52,7 @@ import {
   type RefusedCounts,
 } from "./host-limits.js";
 import { TokenBucket } from "../auth/limits.js";
+import { cutText } from "../text.js";
 
 export interface AgentServiceDeps {
   /** The store contract: every message of a link is applied as one committed batch. */
@@ -843,13 +844,3 @@ export function byteCount(v: bigint): number {
   return v >= BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
 }
 
-/**
- * At most the first `max` UTF-16 code units of `s`, cut on a code point
- * boundary: one fewer when the cut would split a surrogate pair, whose lone
- * half is not text (the store would keep U+FFFD in its place).
- */
-function cutText(s: string, max: number): string {
-  if (s.length <= max) return s;
-  const splitsPair = /[\ud800-\udbff]/.test(s.charAt(max - 1)) && /[\udc00-\udfff]/.test(s.charAt(max));
-  return s.slice(0, splitsPair ? max - 1 : max);
-}

@@ -70,7 +70,6 @@ const MAX_PAGE = 1000;
 /** How long SendConsoleCommand waits for the agent to have written the line. */
 const CONSOLE_ANSWER_MS = 10_000;
 
-
 /** What an operator action changes in a server record (computed from the record as read). */
 interface Change {
   spec?: ServerSpec;

@@ -39,6 +39,15 @@ import { encodeSchedule, hostFromRow, placementOfRow, serverFromRow, observedFro
 import { INSTALL_LOGS_KEPT, SERVER_TOMBSTONES_KEPT, type HostAllocation, type InstallLogRecord, type HostRange, type IdPage, type ServerPlacement } from "../store.js";
 import { pageLimit } from "../pages.js";
 
+/** One observed container, written whatever the row holds (an inventory's). */
+const UPSERT_CONTAINER = `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at, run_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (host_id, container_id) DO UPDATE SET
+           server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
+           info_json = excluded.info_json, observed_at = excluded.observed_at, run_key = excluded.run_key`;
+/** The same, not over a newer run (rows.ts, ORDERED_UPSERT): an event's or a command result's. */
+const UPSERT_CONTAINER_ORDERED = `${UPSERT_CONTAINER}${ORDERED_UPSERT}`;
+
 /**
  * The only code that speaks SQL. Narrow, synchronous (better-sqlite3), and
  * written in portable SQL so another backend can implement the same surface.
@@ -649,13 +658,7 @@ export class SqliteTables {
   private writeContainer(hostId: string, c: ContainerInfo, json: string, now: number, ordered = false): string | null {
     const serverId = c.labels[LABEL_SERVER] || null;
     this.db
-      .prepare(
-        `INSERT INTO observed_containers (host_id, container_id, server_id, manager_id, state, info_json, observed_at, run_key)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (host_id, container_id) DO UPDATE SET
-           server_id = excluded.server_id, manager_id = excluded.manager_id, state = excluded.state,
-           info_json = excluded.info_json, observed_at = excluded.observed_at, run_key = excluded.run_key${ordered ? ORDERED_UPSERT : ""}`,
-      )
+      .prepare(ordered ? UPSERT_CONTAINER_ORDERED : UPSERT_CONTAINER)
       .run(hostId, c.id, serverId, c.labels[LABEL_MANAGER] || null, c.state, json, now, containerRunKey(c));
     return serverId;
   }
