@@ -67,9 +67,18 @@ export class SqliteTables {
     return this.db.transaction(fn)();
   }
 
-  /** Opens a transaction that stays open across calls (the store's group commit); `transaction` inside it uses savepoints. */
+  /**
+   * Opens a transaction that stays open across calls (the store's group
+   * commit); `transaction` inside it uses savepoints. IMMEDIATE: the write
+   * lock is taken here, waiting (busy_timeout) while the WAL checkpoint
+   * worker's TRUNCATE holds it. A deferred BEGIN read first and asked for the
+   * lock at its first write, where SQLite answers SQLITE_BUSY at once rather
+   * than wait (or SQLITE_BUSY_SNAPSHOT); that failed the whole group (the
+   * likely cause of 131 StopServer calls answered Internal at once in a quick
+   * scale bench, whose log was not kept).
+   */
   begin(): void {
-    this.db.exec("BEGIN");
+    this.db.exec("BEGIN IMMEDIATE");
   }
 
   commitTransaction(): void {
