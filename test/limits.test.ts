@@ -52,6 +52,13 @@ describe("resource limits", () => {
     const c = await docker.getContainer(s.status!.containerId).inspect();
     return { id: c.Id, startedAt: c.State.StartedAt, hc: c.HostConfig };
   };
+  /** A failed wait's context: the server's status, its ledger and its container as Docker has it. */
+  const whatHappened = async (id: string): Promise<string> => {
+    const status = (await manager.servers.getServer({ id })).server!.status!;
+    const ledger = (await events.listEvents({ serverId: id })).events.map((e) => `  ${e.type} ${e.reason}: ${e.message}`);
+    const state = status.containerId ? JSON.stringify((await docker.getContainer(status.containerId).inspect().catch((e: Error) => ({ State: e.message }))).State) : "no container";
+    return [`status: phase ${Phase[status.phase]} reason ${status.reason}: ${status.message}`, "ledger:", ...ledger, `container: ${state}`].join("\n");
+  };
   const condition = async (id: string, type: string) => (await manager.servers.getServer({ id })).server!.status!.conditions.find((c) => c.type === type);
 
   beforeAll(async () => {
@@ -79,7 +86,9 @@ describe("resource limits", () => {
       "the OOM kill in the ledger",
       async () => (await events.listEvents({ serverId: s.id, typePrefix: "container.died" })).events.find((e) => e.reason === "OOMKilled"),
       60_000,
-    );
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}\n${await whatHappened(s.id)}`);
+    });
     expect(died.message).toBe("killed for exceeding its 32 MiB memory limit (exit code 137)");
     const server = await waitFor("the phase reason", async () => {
       const x = (await manager.servers.getServer({ id: s.id })).server!;
