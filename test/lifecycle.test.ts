@@ -97,6 +97,26 @@ describe("server lifecycle", () => {
     await waitFor("a stop asked through berth reads as plain Stopped", async () => ((await get(s.id)).status!.reason === "Stopped" ? true : undefined));
   });
 
+  it("docker stop right after berth's own restart is still the operator's stop (drift.adopted), not taken for berth's", async () => {
+    const s = await createServer();
+    await manager.servers.restartServer({ id: s.id });
+    await startsReach(s.id, 2);
+    const restarted = await waitForPhase(manager, s.id, Phase.RUNNING, 10_000);
+    // Well within the 10 s after the restart's own stop in which its late "die" still counts as berth's.
+    await docker.getContainer(restarted.status!.containerId).stop({ t: 1 });
+    const stopped = await waitFor("desired stopped, adopted from the operator's stop", async () => {
+      const x = await get(s.id);
+      return x.spec!.desiredState === DesiredState.STOPPED ? x : undefined;
+    }, 10_000);
+    expect(types(s.id)).toContain("drift.adopted");
+    await waitForPhase(manager, s.id, Phase.STOPPED, 10_000);
+    // Not restarted: the SLEEPER wrote no third start.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await get(s.id)).status).toMatchObject({ phase: Phase.STOPPED, reason: "StoppedOutsideBerth" });
+    await startsReach(s.id, 2);
+    expect(stopped.generation).toBeGreaterThan(restarted.generation);
+  });
+
   it("docker kill with restart policy always: berth heals it (drift.healed)", async () => {
     const s = await createServer({ restartPolicy: RestartPolicy.ALWAYS });
     const first = s.status!.containerId;

@@ -578,7 +578,7 @@ export class Agent {
     if (e.action !== "die") return "";
     const killed = this.killedAt.get(e.containerId);
     this.killedAt.delete(e.containerId);
-    if (this.executor.isExpectedExit(e.containerId)) return "stopped_by_berth";
+    if (this.executor.takeExpectedExit(e.containerId)) return "stopped_by_berth";
     // Only a stop signal (or the signal the process died of) makes it someone's stop: a
     // `docker kill -s HUP` reload followed by a crash is a crash, restarted per policy.
     const code = Number(e.labels.exitCode ?? "x");
@@ -648,6 +648,7 @@ export class Agent {
     if (sid && (e.action === "die" || e.action === "stop" || e.action === "destroy")) this.sizes.markDirty(sid);
     if (e.action === "destroy") {
       this.killedAt.delete(e.containerId);
+      this.executor.forgetExpectedExit(e.containerId);
       const now = Date.now();
       this.destroyed.set(e.containerId, now);
       for (const [id, at] of this.destroyed) if (now - at > 3_600_000) this.destroyed.delete(id);

@@ -241,3 +241,60 @@ describe("Executor: backups and restores (BackupJobs on real files)", () => {
     expect(r).toMatchObject({ success: false, reason: "ContainerRunning" });
   });
 });
+
+describe("Executor: which exits are berth's own", () => {
+  let root: string | undefined;
+  afterEach(async () => {
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  async function setup() {
+    root = await mkdtemp(join(tmpdir(), "berth-exec-exit-"));
+    const data = new DataRoot(root);
+    await data.init();
+    const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
+    const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() });
+    let n = 0;
+    const command = (kind: CommandKind) =>
+      executor.execute(
+        create(CommandSchema, {
+          id: `cmd_${++n}`,
+          serverId: SRV,
+          kind,
+          dataPolicy: DataPolicy.CREATE,
+          container: { name: "berth-web", image: "sim/app:1", specHash: "h1", labels: { "berth.server": SRV, "berth.spec-hash": "h1", "berth.manager": MGR } },
+        }),
+      );
+    return { rt, executor, command };
+  }
+  const SRV = "srv_exitsexitsaa";
+
+  it("a restart's exit is berth's once: the container's next exit (an operator's docker stop right after) is not", async () => {
+    const { executor, command } = await setup();
+    const started = await command(CommandKind.ENSURE_RUNNING);
+    const id = started.container!.id;
+    expect(executor.takeExpectedExit(id)).toBe(false);
+    const restarted = await command(CommandKind.RESTART);
+    expect(restarted).toMatchObject({ success: true, container: { id, state: "running" } });
+    // The restart's "die", reported after the call: berth's own.
+    expect(executor.takeExpectedExit(id)).toBe(true);
+    // Any later exit of the running container is someone else's (it was 10 s of them before).
+    expect(executor.takeExpectedExit(id)).toBe(false);
+  });
+
+  it("an exit reported while berth's stop runs takes the expectation; the end of the call does not put it back", async () => {
+    const { rt, executor, command } = await setup();
+    const id = (await command(CommandKind.ENSURE_RUNNING)).container!.id;
+    const taken: boolean[] = [];
+    const ac = new AbortController();
+    // As the agent does: each "die" asks whether it was berth's.
+    await rt.subscribe((e) => {
+      if (e.action === "die" && e.containerId === id) taken.push(executor.takeExpectedExit(id));
+    }, ac.signal);
+    await command(CommandKind.RESTART);
+    await new Promise((r) => setTimeout(r, 20));
+    ac.abort();
+    expect(taken).toEqual([true]);
+    expect(executor.takeExpectedExit(id)).toBe(false);
+  });
+});

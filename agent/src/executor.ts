@@ -62,6 +62,9 @@ export interface PullReport {
 }
 const RESULT_CACHE_SIZE = 2000;
 
+/** How long after berth's stop or remove call returns its container's exit still counts as berth's (a "die" reported late). */
+const EXPECTED_EXIT_GRACE_MS = 10_000;
+
 /** The reason of a command refused because its manager no longer owns the host (Command.owner_epoch). */
 export const STALE_OWNER = "StaleOwner";
 
@@ -124,8 +127,14 @@ export class Executor {
   /** Commands in line per server. */
   private readonly servers = new KeyedQueue();
   private readonly results = new Map<string, Promise<CommandResult>>();
-  /** Containers berth itself is stopping or removing, until when (their exits are not drift). */
-  private readonly expectedExits = new Map<string, number>();
+  /**
+   * Containers berth itself is stopping or removing: the next exit of each is
+   * berth's own, not drift. `until` is open while the call runs, then a grace
+   * period for a "die" reported late; the die takes the expectation
+   * (takeExpectedExit), so an exit after it (an operator's `docker stop` right
+   * after berth restarted the container) is drift again.
+   */
+  private readonly expectedExits = new Map<string, { until: number }>();
   /**
    * One operation per project network at a time (by name): a container being
    * put on a network and the network being removed because its project's
@@ -150,15 +159,21 @@ export class Executor {
     return this.jobs;
   }
 
-  /** Did berth stop or remove this container in the last moments? */
-  isExpectedExit(containerId: string): boolean {
-    const until = this.expectedExits.get(containerId);
-    if (until === undefined) return false;
-    if (until < Date.now()) {
-      this.expectedExits.delete(containerId);
-      return false;
-    }
-    return true;
+  /**
+   * Is this exit (a "die" of the container) one berth caused, stopping or
+   * removing it in the last moments? Yes takes the expectation: one berth
+   * stop explains one exit.
+   */
+  takeExpectedExit(containerId: string): boolean {
+    const mark = this.expectedExits.get(containerId);
+    if (mark === undefined) return false;
+    this.expectedExits.delete(containerId);
+    return mark.until >= Date.now();
+  }
+
+  /** The container is gone: an exit berth expected of it will not come. */
+  forgetExpectedExit(containerId: string): void {
+    this.expectedExits.delete(containerId);
   }
 
   private withNetwork<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -224,13 +239,18 @@ export class Executor {
     });
   }
 
-  /** Marks an exit as berth's own for the duration of the call plus a grace period for late events. */
+  /**
+   * Marks the container's next exit as berth's own for the duration of the
+   * call plus a grace period for a "die" reported late. An exit reported
+   * during the call took the mark already, and it is not put back.
+   */
   private async expectExit<T>(containerId: string, fn: () => Promise<T>): Promise<T> {
-    this.expectedExits.set(containerId, Number.MAX_SAFE_INTEGER);
+    const mark = { until: Number.MAX_SAFE_INTEGER };
+    this.expectedExits.set(containerId, mark);
     try {
       return await fn();
     } finally {
-      this.expectedExits.set(containerId, Date.now() + 10_000);
+      if (this.expectedExits.get(containerId) === mark) mark.until = Date.now() + EXPECTED_EXIT_GRACE_MS;
     }
   }
 
