@@ -19,6 +19,23 @@ const MGR = "mgr_mine";
 
 const named = (labels: Record<string, string>) => create(ContainerInfoSchema, { id: "c1", name: "web", labels });
 
+/** Data roots of the executors made by simExecutor, removed after each test. */
+const roots: string[] = [];
+afterEach(async () => {
+  for (const r of roots.splice(0)) await rm(r, { recursive: true, force: true });
+});
+
+/** An Executor on a simulated engine, with a fresh data root. */
+async function simExecutor() {
+  const root = await mkdtemp(join(tmpdir(), "berth-exec-"));
+  roots.push(root);
+  const data = new DataRoot(root);
+  await data.init();
+  const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
+  const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() });
+  return { rt, executor };
+}
+
 describe("refusal: commands the agent must not apply", () => {
   it.each([
     ["a deadline in the past", { kind: CommandKind.ENSURE_RUNNING, deadline: timestampFromMs(NOW - 1) }, undefined, "DeadlineExceeded"],
@@ -38,19 +55,7 @@ describe("refusal: commands the agent must not apply", () => {
 });
 
 describe("Executor refuses, on a (simulated) engine", () => {
-  let root: string | undefined;
-  afterEach(async () => {
-    if (root) await rm(root, { recursive: true, force: true });
-  });
-
-  async function setup() {
-    root = await mkdtemp(join(tmpdir(), "berth-exec-"));
-    const data = new DataRoot(root);
-    await data.init();
-    const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
-    const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() });
-    return { rt, executor };
-  }
+  const setup = simExecutor;
 
   it("a resent command past its deadline: not applied, a result that says why", async () => {
     const { rt, executor } = await setup();
@@ -97,19 +102,7 @@ describe("Executor refuses, on a (simulated) engine", () => {
 });
 
 describe("Executor fences commands by the host's ownership epoch", () => {
-  let root: string | undefined;
-  afterEach(async () => {
-    if (root) await rm(root, { recursive: true, force: true });
-  });
-
-  async function setup() {
-    root = await mkdtemp(join(tmpdir(), "berth-exec-"));
-    const data = new DataRoot(root);
-    await data.init();
-    const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
-    const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() });
-    return { rt, executor };
-  }
+  const setup = simExecutor;
   const ensure = (id: string, ownerEpoch: bigint, server = "srv_aaaaaaaaaaaa") =>
     create(CommandSchema, {
       id,
@@ -243,17 +236,8 @@ describe("Executor: backups and restores (BackupJobs on real files)", () => {
 });
 
 describe("Executor: which exits are berth's own", () => {
-  let root: string | undefined;
-  afterEach(async () => {
-    if (root) await rm(root, { recursive: true, force: true });
-  });
-
   async function setup() {
-    root = await mkdtemp(join(tmpdir(), "berth-exec-exit-"));
-    const data = new DataRoot(root);
-    await data.init();
-    const rt = new SimRuntime({ latencies: FAST, images: ["sim/app:1"] });
-    const executor = new Executor(rt, data, pino({ level: "silent" }), () => {}, { managerId: () => MGR, now: () => Date.now() });
+    const { rt, executor } = await simExecutor();
     let n = 0;
     const command = (kind: CommandKind) =>
       executor.execute(
