@@ -443,7 +443,8 @@ export async function runScaleBench(report: Report, opts: ScaleRunOptions): Prom
       await mapLimit(ids, 256, async (id) => {
         const c0 = wallMs();
         try {
-          await callers[call++ % callers.length]!.stopServer({ id });
+          // Bounded like the phase: an overloaded manager must not hold the run past it.
+          await callers[call++ % callers.length]!.stopServer({ id }, { timeoutMs: opts.phaseTimeoutS * 1000 });
         } catch (e) {
           failedCalls++;
           const what = e instanceof Error ? e.message : String(e);

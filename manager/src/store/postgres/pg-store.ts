@@ -1049,8 +1049,8 @@ function listServersQuery(f: ServerFilter): { sql: string; args: unknown[] } {
   if (f.phases && f.phases.length > 0) where.push(`phase = ANY(${p([...f.phases])}::text[])`);
   for (const [key, value] of Object.entries(f.labels ?? {})) where.push(`(spec_json::jsonb -> 'labels' ->> ${p(key)}) = ${p(value)}`);
   if (f.before) {
-    const at = p(f.before.createdAt);
-    where.push(`(created_at < ${at} OR (created_at = ${at} AND id < ${p(f.before.id)}))`);
+    // A row value, searched in servers_created from the cursor (as in the SQLite store).
+    where.push(`(created_at, id) < (${p(f.before.createdAt)}, ${p(f.before.id)})`);
   }
   const sql =
     "SELECT * FROM servers" +

@@ -115,3 +115,36 @@ describe("commands and data checks of servers that are gone", () => {
     expect(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'commands_finished'").get()).toEqual({ name: "commands_finished" });
   });
 });
+
+describe("server pages, newest first", () => {
+  it("page after page lists every server once, in order (ties in created_at by id); each page searches an index from its cursor", () => {
+    const db = openDatabase(":memory:");
+    const t = new SqliteTables(db);
+    cleanup.push(() => t.close());
+    // Two creation times, so the cursor's tie-break on id is exercised; a second project.
+    for (let i = 0; i < 7; i++) t.insertServer(server(`srv_p${i}`, { createdAt: T0 + (i % 2) * 1000, ...(i === 3 ? { project: "team" } : {}) }));
+    const sqls: string[] = [];
+    const prepare = db.prepare.bind(db);
+    db.prepare = ((sql: string) => {
+      sqls.push(sql);
+      return prepare(sql);
+    }) as typeof db.prepare;
+    const pages = (project?: string) => {
+      const ids: string[] = [];
+      for (let before: { createdAt: number; id: string } | undefined; ; ) {
+        const page = t.listServers({ limit: 2, ...(project ? { project } : {}), ...(before ? { before } : {}) });
+        ids.push(...page.map((s) => s.id));
+        if (page.length < 2) return ids;
+        before = { createdAt: page[1]!.createdAt, id: page[1]!.id };
+      }
+    };
+    expect(pages()).toEqual(["srv_p5", "srv_p3", "srv_p1", "srv_p6", "srv_p4", "srv_p2", "srv_p0"]);
+    expect(pages("default")).toEqual(["srv_p5", "srv_p1", "srv_p6", "srv_p4", "srv_p2", "srv_p0"]);
+    // Without an index to search (or with the cursor as an OR), each page scanned and sorted every server:
+    // 339 ms a page at 100,000 servers (migration 21).
+    const plan = (sql: string, args: unknown[]) => (prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as { detail: string }[]).map((r) => r.detail).join("; ");
+    const after = sqls.filter((s) => s.includes("(created_at, id) <"));
+    expect(plan(after.find((s) => !s.includes("project"))!, [T0, "srv_p1"])).toBe("SEARCH servers USING INDEX servers_created ((created_at,id)<(?,?))");
+    expect(plan(after.find((s) => s.includes("project"))!, ["default", T0, "srv_p1"])).toBe("SEARCH servers USING INDEX servers_project_created (project=? AND (created_at,id)<(?,?))");
+  });
+});

@@ -385,8 +385,9 @@ export class SqliteTables {
       args.push(`$.labels."${key}"`, value);
     }
     if (f.before) {
-      where.push("(created_at < ? OR (created_at = ? AND id < ?))");
-      args.push(f.before.createdAt, f.before.createdAt, f.before.id);
+      // A row value: the index servers_created is searched from the cursor (the OR form walked it from the top).
+      where.push("(created_at, id) < (?, ?)");
+      args.push(f.before.createdAt, f.before.id);
     }
     const sql =
       "SELECT * FROM servers" +
