@@ -89,7 +89,7 @@ export class DataRoot {
   pathFor(serverId: string): string {
     if (!SERVER_ID_RE.test(serverId)) {
       throw new DataPathError(
-        `refusing data path for ${JSON.stringify(serverId)}: not a server id (srv_ followed by lowercase letters and digits); ` +
+        `refusing data path for ${JSON.stringify(serverId)}: not a server id (srv_ followed by 4 to 32 of a-z and 2-7); ` +
           `data directories are only ever <data root>/<server id>`,
       );
     }
